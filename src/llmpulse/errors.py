@@ -1,0 +1,124 @@
+"""The one definition of an error class, and the rules that map provider errors onto it.
+
+Provider modules only extract (status, error type, error code, message) from their own error
+shapes; ``classify`` decides the class so that every protocol is judged by the same rules.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorClass(enum.StrEnum):
+    """Stable strings stored with every result and used by alert rules."""
+
+    RATE_LIMITED = "rate_limited"
+    QUOTA = "quota"
+    AUTH = "auth"
+    BAD_REQUEST = "bad_request"
+    CONTEXT_LENGTH = "context_length"
+    CONTENT_FILTER = "content_filter"
+    UNAVAILABLE = "unavailable"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    PROTOCOL = "protocol"
+
+    @property
+    def is_outage(self) -> bool:
+        """Whether this class counts as downtime of the provider.
+
+        Rate limits and exhausted quotas are the caller's limits, not the provider being down;
+        client-side mistakes (bad request, auth, context length, content filter) are not outages.
+        """
+        return self in _OUTAGE
+
+
+_OUTAGE = frozenset(
+    {
+        ErrorClass.UNAVAILABLE,
+        ErrorClass.SERVER_ERROR,
+        ErrorClass.TIMEOUT,
+        ErrorClass.CONNECTION,
+        ErrorClass.PROTOCOL,
+    }
+)
+
+# Substrings of error types/codes/messages, lower-cased, that decide a class regardless of status.
+# Not "exceeded your current quota": Gemini says that on every 429, per-minute limits included.
+_QUOTA_MARKERS = (
+    "insufficient_quota",
+    "billing_error",
+    "credit balance is too low",
+    "insufficient balance",
+    "insufficient_balance",
+    "spend limit",
+    "perday",
+)
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "prompt is too long",
+    "exceeds the maximum number of tokens",
+    "context window",
+)
+_CONTENT_FILTER_MARKERS = (
+    "content_filter",
+    "content_policy_violation",
+    "responsibleaipolicyviolation",
+)
+# Gemini answers a bad key with 400 INVALID_ARGUMENT and this reason, not with 401.
+_AUTH_MARKERS = ("api_key_invalid", "invalid_api_key", "authentication_error")
+_OVERLOADED_MARKERS = ("overloaded", "unavailable", "capacity")
+
+
+def classify(
+    status: int | None,
+    err_type: str | None = None,
+    code: str | None = None,
+    message: str | None = None,
+) -> ErrorClass:
+    """Map a provider error to its class.
+
+    ``status`` is the HTTP status, or None for an error event inside a 200 stream, where
+    the error type is all there is to go on.
+    """
+    hay = " ".join(s for s in (err_type, code, message) if s).lower()
+    if any(m in hay for m in _QUOTA_MARKERS):
+        return ErrorClass.QUOTA
+    if any(m in hay for m in _CONTEXT_MARKERS) and status in (None, 400, 413, 422):
+        return ErrorClass.CONTEXT_LENGTH
+    if any(m in hay for m in _CONTENT_FILTER_MARKERS) and status in (None, 400, 422):
+        return ErrorClass.CONTENT_FILTER
+    if status is None:
+        return _classify_stream_error(hay)
+    if any(m in hay for m in _AUTH_MARKERS):
+        return ErrorClass.AUTH
+    if status == 429:
+        return ErrorClass.RATE_LIMITED
+    if status in (401, 403):
+        return ErrorClass.AUTH
+    if status == 402:
+        return ErrorClass.QUOTA
+    if status == 408:
+        return ErrorClass.TIMEOUT
+    # Groq's 498 is "flex tier capacity exceeded": the provider cannot serve right now.
+    if status in (502, 503, 504, 529, 498):
+        return ErrorClass.UNAVAILABLE
+    if status >= 500:
+        return ErrorClass.UNAVAILABLE if "overloaded" in hay else ErrorClass.SERVER_ERROR
+    return ErrorClass.BAD_REQUEST
+
+
+def _classify_stream_error(hay: str) -> ErrorClass:
+    if "rate_limit" in hay or "rate limit" in hay or "resource_exhausted" in hay:
+        return ErrorClass.RATE_LIMITED
+    if any(m in hay for m in _OVERLOADED_MARKERS):
+        return ErrorClass.UNAVAILABLE
+    if "timeout" in hay or "deadline" in hay:
+        return ErrorClass.TIMEOUT
+    if "authentication" in hay or "permission" in hay:
+        return ErrorClass.AUTH
+    if "invalid_request" in hay or "invalid_argument" in hay:
+        return ErrorClass.BAD_REQUEST
+    return ErrorClass.SERVER_ERROR

@@ -1,0 +1,120 @@
+"""The result record: what one check measured. One definition, used by probes, store and output."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from llmpulse.errors import ErrorClass
+
+
+class CheckKind(enum.StrEnum):
+    MODELS = "models"
+    INFERENCE = "inference"
+    STREAM = "stream"
+
+
+@dataclasses.dataclass(slots=True)
+class RateLimit:
+    """Rate-limit headroom read from one response's headers.
+
+    ``utilization`` is 1 − remaining/limit of the most used dimension; ``reset_s`` is when that
+    dimension is fully restored.
+    """
+
+    requests_limit: int | None = None
+    requests_remaining: int | None = None
+    tokens_limit: int | None = None
+    tokens_remaining: int | None = None
+    utilization: float | None = None
+    reset_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(slots=True)
+class Usage:
+    """Token counts as the provider reported them, normalised.
+
+    ``input_tokens`` includes cached tokens (OpenAI semantics; Anthropic's separately reported
+    cache reads and writes are added in), ``output_tokens`` includes reasoning tokens.
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    estimated: bool = False
+
+
+@dataclasses.dataclass(slots=True)
+class CheckResult:
+    """One check of one target. ``to_json`` is the stable ``llmpulse check --json`` contract."""
+
+    target: str
+    provider: str
+    model: str
+    check: CheckKind
+    timestamp: datetime
+    ok: bool
+    error_class: ErrorClass | None = None
+    error_message: str | None = None
+    http_status: int | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    itl_p50_ms: float | None = None
+    itl_max_ms: float | None = None
+    usage: Usage = dataclasses.field(default_factory=Usage)
+    cost_usd: float | None = None
+    ratelimit: RateLimit | None = None
+    retry_after_s: float | None = None
+    response_model: str | None = None
+    system_fingerprint: str | None = None
+    request_id: str | None = None
+    finish_reason: str | None = None
+    model_listed: bool | None = None
+    context_window: int | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented contract; later versions only add keys."""
+        return {
+            "target": self.target,
+            "provider": self.provider,
+            "model": self.model,
+            "check": str(self.check),
+            "ok": self.ok,
+            "error_class": str(self.error_class) if self.error_class else None,
+            "http_status": self.http_status,
+            "latency_ms": _round(self.latency_ms),
+            "ttft_ms": _round(self.ttft_ms),
+            "tokens_per_s": _round(self.tokens_per_s),
+            "itl_p50_ms": _round(self.itl_p50_ms),
+            "itl_max_ms": _round(self.itl_max_ms),
+            "input_tokens": self.usage.input_tokens,
+            "output_tokens": self.usage.output_tokens,
+            "cached_tokens": self.usage.cached_tokens,
+            "reasoning_tokens": self.usage.reasoning_tokens,
+            "tokens_estimated": self.usage.estimated,
+            "cost_usd": self.cost_usd,
+            "ratelimit": self.ratelimit.to_dict() if self.ratelimit else None,
+            "retry_after_s": self.retry_after_s,
+            "response_model": self.response_model,
+            "system_fingerprint": self.system_fingerprint,
+            "request_id": self.request_id,
+            "finish_reason": self.finish_reason,
+            "model_listed": self.model_listed,
+            "context_window": self.context_window,
+            "error_message": self.error_message,
+            "warnings": list(self.warnings),
+            "timestamp": self.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
