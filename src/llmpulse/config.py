@@ -1,0 +1,274 @@
+"""Configuration: the YAML file, its validation, and the resolved targets the probes use.
+
+Validation errors name the key path, the bad value and what is expected (``ConfigError``);
+API keys are only ever referenced (``os.environ/NAME`` or ``${NAME}``) and resolved from the
+environment at load time, never echoed in errors, logs or output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from llmpulse.durations import parse_duration
+from llmpulse.providers.presets import DISCOVERABLE, PRESETS
+from llmpulse.result import CheckKind
+
+DEFAULT_CONFIG_PATH = Path("llmpulse.yaml")
+_SECRET_FIELDS = frozenset({"api_key", "headers"})
+_ENV_REF = re.compile(r"^(?:os\.environ/([A-Za-z_][A-Za-z0-9_]*)|\$\{([A-Za-z_][A-Za-z0-9_]*)\})$")
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names the key path and what is expected."""
+
+
+class PriceOverride(BaseModel):
+    """USD per million tokens. Cached/cache-write rates fall back to the catalogue's."""
+
+    model_config = ConfigDict(extra="forbid")
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_per_mtok: float | None = Field(default=None, ge=0)
+
+
+class TargetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    provider: str
+    model: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    checks: list[CheckKind] = Field(default_factory=lambda: list(CheckKind), min_length=1)
+    interval: Duration = 30.0
+    timeout: Duration = 20.0
+    connect_timeout: Duration = 5.0
+    first_token_timeout: Duration | None = None
+    idle_timeout: Duration = 10.0
+    max_tokens: int = Field(default=64, ge=1, le=4096)
+    prices: PriceOverride | None = None
+    context_window: int | None = Field(default=None, ge=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+    api_version: str | None = None
+    deployment: str | None = None
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"unknown provider; expected one of {', '.join(PRESETS)}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _env_reference(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_REF.match(value.strip()):
+            raise ValueError(
+                "must reference an environment variable as os.environ/NAME or ${NAME}; "
+                "keys are never written in the config file"
+            )
+        return value
+
+    @field_validator("checks")
+    @classmethod
+    def _unique_checks(cls, value: list[CheckKind]) -> list[CheckKind]:
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _complete(self) -> TargetConfig:
+        preset = PRESETS[self.provider]
+        if self.model is None and preset.default_model is None:
+            raise ValueError(f"'model' is required for provider {self.provider}")
+        if self.base_url is None and preset.base_url is None:
+            raise ValueError(f"'base_url' is required for provider {self.provider}")
+        if self.provider == "azure" and not self.api_version:
+            raise ValueError("'api_version' is required for provider azure (e.g. 2024-10-21)")
+        if self.first_token_timeout is not None and self.first_token_timeout > self.timeout:
+            raise ValueError("'first_token_timeout' cannot exceed 'timeout'")
+        return self
+
+
+class ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[TargetConfig] = Field(min_length=1)
+    storage: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """A resolved target: everything a probe needs, the key already read from the environment."""
+
+    name: str
+    provider: str
+    protocol: str
+    model: str
+    base_url: str
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    checks: tuple[CheckKind, ...] = tuple(CheckKind)
+    interval: float = 30.0
+    timeout: float = 20.0
+    connect_timeout: float = 5.0
+    first_token_timeout: float | None = None
+    idle_timeout: float = 10.0
+    max_tokens: int = 64
+    prices: PriceOverride | None = None
+    context_window: int | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    api_version: str | None = None
+    deployment: str | None = None
+    max_tokens_field: str = "max_tokens"
+    stream_include_usage: bool = True
+    price_provider: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    targets: list[Target]
+    storage: str | None = None
+    source: Path | None = None
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; ConfigError says what is wrong and where."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    config = parse_config(raw, env=env, source=path)
+    return config
+
+
+def parse_config(
+    raw: Any, env: Mapping[str, str] | None = None, source: Path | None = None
+) -> Config:
+    where = f"{source}: " if source else ""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}expected a mapping with a 'targets' list at the top level")
+    try:
+        parsed = ConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(where + _format_errors(exc)) from None
+    env = os.environ if env is None else env
+    targets = [_resolve(i, t, env, where) for i, t in enumerate(parsed.targets)]
+    seen: set[str] = set()
+    for i, target in enumerate(targets):
+        if target.name in seen:
+            raise ConfigError(f"{where}targets[{i}].name: duplicate target name {target.name!r}")
+        seen.add(target.name)
+    return Config(targets=targets, storage=parsed.storage, source=source)
+
+
+def discover_targets(env: Mapping[str, str] | None = None) -> list[Target]:
+    """One target per provider whose standard key variable is set, on its cheap default model."""
+    env = os.environ if env is None else env
+    targets = []
+    for provider in DISCOVERABLE:
+        preset = PRESETS[provider]
+        var = next((v for v in preset.env if env.get(v)), None)
+        if var is None:
+            continue
+        cfg = TargetConfig(provider=provider, api_key=f"os.environ/{var}")
+        targets.append(_resolve(len(targets), cfg, env, ""))
+    return targets
+
+
+def _resolve(index: int, cfg: TargetConfig, env: Mapping[str, str], where: str) -> Target:
+    preset = PRESETS[cfg.provider]
+    api_key = None
+    if cfg.api_key is not None:
+        match = _ENV_REF.match(cfg.api_key.strip())
+        assert match is not None  # validated above
+        var = match.group(1) or match.group(2)
+        api_key = env.get(var)
+        if not api_key:
+            raise ConfigError(
+                f"{where}targets[{index}].api_key: environment variable {var} is not set"
+            )
+    elif preset.needs_key:
+        var = next((v for v in preset.env if env.get(v)), None)
+        if var is None:
+            names = " or ".join(preset.env)
+            raise ConfigError(
+                f"{where}targets[{index}].api_key: not set, and {names} is not in the environment"
+            )
+        api_key = env[var]
+    model = cfg.model or preset.default_model
+    assert model is not None
+    base_url = (cfg.base_url or preset.base_url or "").rstrip("/")
+    return Target(
+        name=cfg.name or f"{cfg.provider}/{model}",
+        provider=cfg.provider,
+        protocol=preset.protocol,
+        model=model,
+        base_url=base_url,
+        api_key=api_key,
+        checks=tuple(cfg.checks),
+        interval=cfg.interval,
+        timeout=cfg.timeout,
+        connect_timeout=min(cfg.connect_timeout, cfg.timeout),
+        first_token_timeout=cfg.first_token_timeout,
+        idle_timeout=min(cfg.idle_timeout, cfg.timeout),
+        max_tokens=cfg.max_tokens,
+        prices=cfg.prices,
+        context_window=cfg.context_window,
+        headers=dict(cfg.headers),
+        api_version=cfg.api_version,
+        deployment=cfg.deployment,
+        max_tokens_field=preset.max_tokens_field,
+        stream_include_usage=preset.stream_include_usage,
+        price_provider=preset.price_provider,
+    )
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = err["loc"]
+        path = ""
+        for part in loc:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        # Echo only scalar values of non-secret keys: an unknown key may hold a pasted secret.
+        secret = any(part in _SECRET_FIELDS for part in loc if isinstance(part, str))
+        shown = not secret and err["type"] not in ("missing", "extra_forbidden")
+        value = err.get("input")
+        scalar = isinstance(value, str | int | float | bool)
+        got = f" (got {value!r})" if shown and scalar else ""
+        lines.append(f"{path or '(top level)'}: {message}{got}")
+    return "; ".join(lines)

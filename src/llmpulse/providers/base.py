@@ -1,0 +1,142 @@
+"""The interface every wire protocol implements.
+
+A protocol only knows its own wire format: how to build the three requests, and how to read
+models lists, completions, stream events and error bodies. Timing, timeouts, size bounds and
+error classification policy live in ``llmpulse.probe`` and ``llmpulse.errors``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from llmpulse.errors import ErrorClass
+from llmpulse.result import Usage
+from llmpulse.sse import SSEEvent
+
+if TYPE_CHECKING:
+    from llmpulse.config import Target
+
+
+class ProtocolError(ValueError):
+    """A response that does not have the shape its protocol defines."""
+
+
+@dataclasses.dataclass(slots=True)
+class RequestSpec:
+    method: str
+    url: str
+    headers: dict[str, str]
+    json: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class ProviderError:
+    error_class: ErrorClass
+    message: str
+    retry_after_s: float | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class ModelsInfo:
+    listed: bool
+    context_window: int | None = None
+    count: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class Completion:
+    """What a non-streaming response, or a whole stream, said besides timing."""
+
+    text_chars: int = 0  # a count, not the text: a runaway stream must not grow memory
+    usage: Usage | None = None
+    response_model: str | None = None
+    system_fingerprint: str | None = None
+    response_id: str | None = None
+    finish_reason: str | None = None
+    filtered: bool = False
+
+
+@dataclasses.dataclass(slots=True)
+class StreamUpdate:
+    text: str = ""
+    done: bool = False
+    error: ProviderError | None = None
+
+
+class StreamParser(abc.ABC):
+    """Consumes one stream's events; ``completion`` accumulates what they said."""
+
+    def __init__(self) -> None:
+        self.completion = Completion()
+        self.done = False
+
+    @abc.abstractmethod
+    def feed(self, event: SSEEvent) -> StreamUpdate:
+        """Read one event. Raises ProtocolError on an event its protocol cannot contain."""
+
+
+class Protocol(abc.ABC):
+    name: str
+    request_id_headers: tuple[str, ...] = ("x-request-id",)
+    terminal_event: str  # named in the error when a stream ends without it
+
+    @abc.abstractmethod
+    def models_request(self, target: Target) -> RequestSpec: ...
+
+    @abc.abstractmethod
+    def completion_request(
+        self, target: Target, *, prompt: str, max_tokens: int, stream: bool
+    ) -> RequestSpec: ...
+
+    @abc.abstractmethod
+    def parse_models(self, body: Any, model: str) -> ModelsInfo: ...
+
+    @abc.abstractmethod
+    def parse_completion(self, body: Any) -> Completion: ...
+
+    @abc.abstractmethod
+    def stream_parser(self) -> StreamParser: ...
+
+    @abc.abstractmethod
+    def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
+        """Read an error response of this protocol (the body may be anything, even empty)."""
+
+
+def loads_object(data: str | bytes) -> dict[str, Any]:
+    """Parse JSON that must be an object; ProtocolError otherwise."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def get_int(obj: Any, *keys: str) -> int | None:
+    """Walk nested dicts; return an int leaf, or None if absent or not a number."""
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    if isinstance(obj, bool) or not isinstance(obj, int | float):
+        return None
+    return int(obj)
+
+
+def get_str(obj: Any, *keys: str) -> str | None:
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj if isinstance(obj, str) else None
+
+
+def error_snippet(body: bytes, limit: int = 300) -> str:
+    """A printable excerpt of a body that is not the error JSON we expected."""
+    text = body[:limit].decode("utf-8", errors="replace").strip()
+    return text or "(empty body)"

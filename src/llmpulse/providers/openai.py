@@ -1,0 +1,206 @@
+"""OpenAI Chat Completions, spoken by OpenAI and every OpenAI-compatible preset; Azure OpenAI.
+
+Reference: openai-python (``_streaming.py``: data-only SSE, ``[DONE]``, ``{"error": ...}`` events
+after a 200) and the Chat Completions API reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from llmpulse.errors import classify
+from llmpulse.providers.base import (
+    Completion,
+    ModelsInfo,
+    Protocol,
+    ProtocolError,
+    ProviderError,
+    RequestSpec,
+    StreamParser,
+    StreamUpdate,
+    error_snippet,
+    get_int,
+    get_str,
+    loads_object,
+)
+from llmpulse.result import Usage
+from llmpulse.sse import SSEEvent
+
+if TYPE_CHECKING:
+    from llmpulse.config import Target
+
+_FILTER_FINISH = "content_filter"
+
+
+class OpenAIProtocol(Protocol):
+    name = "openai"
+    terminal_event = "data: [DONE]"
+    request_id_headers = ("x-request-id",)
+
+    def headers(self, target: Target) -> dict[str, str]:
+        headers = {"content-type": "application/json", **target.headers}
+        if target.api_key:
+            headers["authorization"] = f"Bearer {target.api_key}"
+        return headers
+
+    def chat_url(self, target: Target) -> str:
+        return f"{target.base_url}/chat/completions"
+
+    def models_url(self, target: Target) -> str:
+        return f"{target.base_url}/models"
+
+    def models_request(self, target: Target) -> RequestSpec:
+        return RequestSpec("GET", self.models_url(target), self.headers(target))
+
+    def completion_request(
+        self, target: Target, *, prompt: str, max_tokens: int, stream: bool
+    ) -> RequestSpec:
+        body: dict[str, Any] = {
+            "model": target.model,
+            "messages": [{"role": "user", "content": prompt}],
+            target.max_tokens_field: max_tokens,
+        }
+        if stream:
+            body["stream"] = True
+            if target.stream_include_usage:
+                body["stream_options"] = {"include_usage": True}
+        return RequestSpec("POST", self.chat_url(target), self.headers(target), body)
+
+    def parse_models(self, body: Any, model: str) -> ModelsInfo:
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise ProtocolError("models response has no 'data' list")
+        for entry in data:
+            if isinstance(entry, dict) and entry.get("id") == model:
+                # vLLM reports max_model_len, OpenRouter context_length; OpenAI reports neither.
+                window = get_int(entry, "max_model_len") or get_int(entry, "context_length")
+                return ModelsInfo(listed=True, context_window=window, count=len(data))
+        return ModelsInfo(listed=False, count=len(data))
+
+    def parse_completion(self, body: Any) -> Completion:
+        if not isinstance(body, dict):
+            raise ProtocolError("completion is not a JSON object")
+        choices = body.get("choices")
+        if not isinstance(choices, list):
+            raise ProtocolError("completion has no 'choices' list")
+        completion = Completion(
+            response_model=get_str(body, "model"),
+            system_fingerprint=get_str(body, "system_fingerprint"),
+            response_id=get_str(body, "id"),
+            usage=parse_usage(body.get("usage")),
+        )
+        if choices:
+            choice = choices[0] if isinstance(choices[0], dict) else {}
+            completion.text_chars = len(get_str(choice, "message", "content") or "")
+            completion.finish_reason = get_str(choice, "finish_reason")
+            completion.filtered = completion.finish_reason == _FILTER_FINISH
+        return completion
+
+    def stream_parser(self) -> StreamParser:
+        return OpenAIStreamParser()
+
+    def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
+        try:
+            obj: Any = loads_object(body)
+        except ProtocolError:
+            return ProviderError(classify(status), f"HTTP {status}: {error_snippet(body)}")
+        return error_from_object(obj, status)
+
+
+class AzureProtocol(OpenAIProtocol):
+    """Azure OpenAI: deployment URLs, ``api-key`` header, ``api-version`` query parameter."""
+
+    name = "azure"
+    request_id_headers = ("x-request-id", "apim-request-id")
+
+    def headers(self, target: Target) -> dict[str, str]:
+        headers = {"content-type": "application/json", **target.headers}
+        if target.api_key:
+            headers["api-key"] = target.api_key
+        return headers
+
+    def chat_url(self, target: Target) -> str:
+        deployment = quote(target.deployment or target.model, safe="")
+        return (
+            f"{target.base_url}/openai/deployments/{deployment}/chat/completions"
+            f"?api-version={target.api_version}"
+        )
+
+    def models_url(self, target: Target) -> str:
+        return f"{target.base_url}/openai/models?api-version={target.api_version}"
+
+
+class OpenAIStreamParser(StreamParser):
+    def feed(self, event: SSEEvent) -> StreamUpdate:
+        data = event.data
+        if data.startswith("[DONE]"):
+            self.done = True
+            return StreamUpdate(done=True)
+        chunk = loads_object(data)
+        if chunk.get("error") is not None:
+            err = error_from_object(chunk, None)
+            return StreamUpdate(error=err)
+        c = self.completion
+        c.response_model = get_str(chunk, "model") or c.response_model
+        c.system_fingerprint = get_str(chunk, "system_fingerprint") or c.system_fingerprint
+        c.response_id = c.response_id or get_str(chunk, "id")
+        usage = parse_usage(chunk.get("usage")) or parse_usage(
+            chunk.get("x_groq", {}).get("usage") if isinstance(chunk.get("x_groq"), dict) else None
+        )
+        if usage is not None:
+            c.usage = usage
+        text = ""
+        choices = chunk.get("choices")
+        # Azure's first chunk may carry only prompt filter results, with an empty choices list.
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            choice = choices[0]
+            text = get_str(choice, "delta", "content") or ""
+            finish = get_str(choice, "finish_reason")
+            if finish:
+                c.finish_reason = finish
+                c.filtered = finish == _FILTER_FINISH
+        if text:
+            c.text_chars += len(text)
+        return StreamUpdate(text=text)
+
+
+def parse_usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    prompt = get_int(raw, "prompt_tokens")
+    completion = get_int(raw, "completion_tokens")
+    if prompt is None and completion is None:
+        return None
+    # DeepSeek reports cache hits as prompt_cache_hit_tokens instead of prompt_tokens_details.
+    cached = get_int(raw, "prompt_tokens_details", "cached_tokens")
+    if cached is None:
+        cached = get_int(raw, "prompt_cache_hit_tokens")
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=completion,
+        cached_tokens=cached,
+        reasoning_tokens=get_int(raw, "completion_tokens_details", "reasoning_tokens"),
+    )
+
+
+def error_from_object(obj: dict[str, Any], status: int | None) -> ProviderError:
+    """Read ``{"error": {...}}``, ``{"error": "text"}`` or vLLM/Mistral's flat error objects."""
+    err = obj.get("error")
+    if isinstance(err, str):
+        err = {"message": err}
+    if not isinstance(err, dict):
+        err = obj
+    message = get_str(err, "message") or get_str(obj, "detail") or str(err)[:300]
+    err_type = get_str(err, "type")
+    code_raw = err.get("code")
+    code = str(code_raw) if code_raw is not None else None
+    # OpenRouter and some servers put the HTTP status in error.code of an in-stream error.
+    if status is None and isinstance(code_raw, int) and 400 <= code_raw < 600:
+        status = code_raw
+    label = ", ".join(x for x in (err_type, code) if x)
+    text = f"{message} ({label})" if label else message
+    if status is not None:
+        text = f"HTTP {status}: {text}"
+    return ProviderError(classify(status, err_type, code, message), text)
