@@ -1,0 +1,104 @@
+"""Pieces shared by the three wire-protocol modules: the per-request plan, tokens, formatters."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from llmpulse.sim.scenario import ModelBehavior
+
+_TEXT = "the quick brown fox jumps over a lazy dog while watching large language model streams"
+_WORDS = _TEXT.split()
+# Token 0 has no leading space so the joined text reads naturally.
+TOKENS = ["Hello"] + [" " + w for w in _WORDS]
+# Pre-encoded JSON strings so per-token work is a lookup plus a concatenation.
+TOKENS_JSON = [json.dumps(t) for t in TOKENS]
+
+
+def token_index(i: int) -> int:
+    return 0 if i == 0 else 1 + (i - 1) % (len(TOKENS) - 1)
+
+
+def text_of(n: int) -> str:
+    return "".join(TOKENS[token_index(i)] for i in range(n))
+
+
+def new_id(prefix: str = "req_", nbytes: int = 12) -> str:
+    return prefix + secrets.token_hex(nbytes)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+MARK = "\x00TOKEN\x00"
+
+
+def template(obj: Any) -> tuple[str, str]:
+    """Split ``dumps(obj)`` around the ``MARK`` string so a token can be spliced in cheaply."""
+    prefix, suffix = dumps(obj).split(json.dumps(MARK), 1)
+    return prefix, suffix
+
+
+@dataclass(slots=True)
+class Limit:
+    """One rate-limit bucket as sent in headers: limit, remaining, seconds until fully reset."""
+
+    name: str  # requests | tokens | input-tokens | output-tokens
+    limit: int
+    remaining: int
+    reset: float
+
+
+@dataclass(slots=True)
+class Plan:
+    """Everything injected into one request, decided up front (and logged as ground truth)."""
+
+    protocol: str
+    model: str
+    served_model: str
+    request_id: str
+    stream: bool
+    t0: float  # loop monotonic time the request arrived
+    created: int  # unix seconds
+    ttft: float
+    latency: float
+    tokens_per_s: float
+    text_tokens: int
+    reasoning_tokens: int
+    input_tokens: int
+    cached_tokens: int
+    finish: str  # stop | length | content_filter (protocols map to their own names)
+    behavior: ModelBehavior
+    include_usage: bool = False
+    fault: str | None = None
+
+
+def go_duration(seconds: float) -> str:
+    """Format like Go's time.Duration.String(), as OpenAI sends resets: 12ms, 6m0s, 2m59.56s."""
+    ms = round(seconds * 1000)
+    if ms <= 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rem = divmod(ms, 3_600_000)
+    minutes, rem = divmod(rem, 60_000)
+    secs = f"{rem / 1000:.3f}".rstrip("0").rstrip(".")
+    out = f"{hours}h" if hours else ""
+    if hours or minutes:
+        out += f"{minutes}m"
+    return out + secs + "s"
+
+
+def rfc3339_in(seconds: float) -> str:
+    """Absolute UTC time ``seconds`` from now, as Anthropic's reset headers carry it."""
+    when = datetime.now(UTC) + timedelta(seconds=seconds)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def retry_seconds(retry_after: float) -> str:
+    """``retry-after`` takes whole seconds; round up so clients never retry early."""
+    return str(max(0, int(-(-retry_after // 1))))

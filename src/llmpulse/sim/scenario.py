@@ -1,0 +1,233 @@
+"""Scenario model for the simulator: per-model behaviour, timelines, YAML loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from llmpulse.durations import parse_duration
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+# Error kinds a scenario may inject: HTTP statuses plus protocol-mapped named kinds.
+STATUS_KINDS = frozenset({400, 401, 403, 404, 408, 413, 422, 429, 500, 502, 503, 504, 529})
+NAMED_KINDS = frozenset({"insufficient_quota", "context_length", "content_filter", "overloaded"})
+ERROR_KINDS = frozenset(str(s) for s in STATUS_KINDS) | NAMED_KINDS
+
+Fault = Literal[
+    "hang",
+    "stall",
+    "cut",
+    "malformed",
+    "no_terminal",
+    "error_event",
+    "garbage_body",
+    "truncated_body",
+    "huge_body",
+]
+
+
+class ScenarioError(ValueError):
+    """A scenario that does not validate; the message names key path, value and expectation."""
+
+
+class RateLimit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests_limit: int | None = Field(None, ge=0)
+    requests_remaining: int | None = Field(None, ge=0)
+    tokens_limit: int | None = Field(None, ge=0)
+    tokens_remaining: int | None = Field(None, ge=0)
+    input_tokens_limit: int | None = Field(None, ge=0)
+    input_tokens_remaining: int | None = Field(None, ge=0)
+    output_tokens_limit: int | None = Field(None, ge=0)
+    output_tokens_remaining: int | None = Field(None, ge=0)
+    requests_reset: Duration = 60.0
+    tokens_reset: Duration = 60.0
+
+
+class ModelBehavior(BaseModel):
+    """How one model behaves; every field optional. Durations accept '400ms', '2s', '6m0s'."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttft: Duration = 0.3
+    tokens_per_s: float = Field(50.0, gt=0)
+    output_tokens: int = Field(16, ge=0)
+    latency: Duration | None = None
+    jitter: float = Field(0.0, ge=0, le=1)
+    input_tokens: int | None = Field(None, ge=0)
+    cached_tokens: int = Field(0, ge=0)
+    reasoning_tokens: int = Field(0, ge=0)
+    served_model: str | None = None
+    system_fingerprint: str | None = "fp_sim"
+    context_window: int = Field(128000, gt=0)
+    max_output_tokens: int = Field(8192, gt=0)
+    x_groq: bool = False
+    errors: dict[str, float] = Field(default_factory=dict)
+    retry_after: Duration | None = None
+    fault: Fault | None = None
+    fault_after_tokens: int = Field(3, ge=0)
+    fault_rate: float = Field(1.0, ge=0, le=1)
+    huge_body_mb: float = Field(64.0, gt=0)
+    ratelimit: RateLimit | None = None
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+
+    @field_validator("errors", mode="before")
+    @classmethod
+    def _check_errors(cls, value: Any) -> Any:
+        # YAML gives int keys ({503: 0.2}), JSON gives strings: normalise to str.
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, Any] = {}
+        for key, prob in value.items():
+            kind = str(key)
+            if kind not in ERROR_KINDS:
+                raise ValueError(
+                    f"unknown error kind {key!r}; expected one of "
+                    f"{sorted(STATUS_KINDS)} or {sorted(NAMED_KINDS)}"
+                )
+            if isinstance(prob, bool) or not isinstance(prob, int | float) or not 0 <= prob <= 1:
+                raise ValueError(f"probability for {key!r} must be a number in 0..1, got {prob!r}")
+            out[kind] = float(prob)
+        if sum(out.values()) > 1 + 1e-9:
+            raise ValueError(f"error probabilities sum to {sum(out.values()):g}; must be <= 1")
+        return out
+
+    @field_validator("timeline")
+    @classmethod
+    def _sort_timeline(cls, value: list[TimelineEntry]) -> list[TimelineEntry]:
+        return sorted(value, key=lambda e: e.at)
+
+
+class TimelineEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: Duration
+    set: dict[str, Any]
+
+    @field_validator("set")
+    @classmethod
+    def _check_set(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Validate the override on its own so mistakes surface at load time, not mid-run.
+        if "timeline" in value:
+            raise ValueError("a timeline entry cannot set 'timeline'")
+        try:
+            ModelBehavior.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(describe_error(exc).replace("\n", "; ")) from None
+        return value
+
+
+ModelBehavior.model_rebuild()
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    api_keys: list[str] | None = None
+    models: dict[str, ModelBehavior] = Field(default_factory=dict)
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Overlay ``over`` on ``base``; ``ratelimit`` merges field-wise, everything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if key == "ratelimit" and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def describe_error(exc: ValidationError, root: str = "") -> str:
+    """One line per problem: key path, offending value, what was expected."""
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in (root, *err["loc"]) if p != "")
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{path or '<root>'}: got {err.get('input')!r}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
+    try:
+        return Scenario.model_validate(data or {})
+    except ValidationError as exc:
+        raise ScenarioError(f"invalid {source}:\n{describe_error(exc)}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load a YAML (or JSON) scenario file."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+    return parse_scenario(data, source=str(path))
+
+
+DEFAULT_SCENARIO: dict[str, Any] = {
+    "models": {
+        "gpt-4o-mini": {
+            "served_model": "gpt-4o-mini-2024-07-18",
+            "ttft": "400ms",
+            "tokens_per_s": 80,
+            "ratelimit": {
+                "requests_limit": 500,
+                "tokens_limit": 200000,
+                "tokens_remaining": 199000,
+                "requests_reset": "120ms",
+                "tokens_reset": "6m0s",
+            },
+        },
+        "claude-haiku-4-5": {
+            "served_model": "claude-haiku-4-5-20251001",
+            "ttft": "500ms",
+            "tokens_per_s": 90,
+            "context_window": 200000,
+            "max_output_tokens": 64000,
+            "ratelimit": {
+                "requests_limit": 50,
+                "input_tokens_limit": 50000,
+                "output_tokens_limit": 10000,
+                "tokens_limit": 60000,
+                "requests_reset": "1s",
+                "tokens_reset": "1m",
+            },
+        },
+        "gemini-2.5-flash": {
+            "ttft": "600ms",
+            "tokens_per_s": 150,
+            "context_window": 1048576,
+            "max_output_tokens": 65536,
+        },
+        "llama-3.1-8b-instant": {
+            "ttft": "150ms",
+            "tokens_per_s": 500,
+            "x_groq": True,
+            "context_window": 131072,
+            "ratelimit": {
+                "requests_limit": 14400,
+                "tokens_limit": 6000,
+                "requests_reset": "24h",
+                "tokens_reset": "1m",
+            },
+        },
+        "gpt-5-nano": {
+            "served_model": "gpt-5-nano-2025-08-07",
+            "ttft": "1s",
+            "tokens_per_s": 120,
+            "reasoning_tokens": 64,
+            "context_window": 400000,
+            "max_output_tokens": 128000,
+        },
+    }
+}
+
+
+def default_scenario() -> Scenario:
+    return parse_scenario(DEFAULT_SCENARIO, source="built-in scenario")

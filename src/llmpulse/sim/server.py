@@ -1,0 +1,677 @@
+"""The simulator's HTTP server: routing, fault injection, control endpoints, ground truth."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from llmpulse.sim import anthropic, gemini, openai
+from llmpulse.sim.common import Limit, Plan, dumps, new_id
+from llmpulse.sim.scenario import (
+    ModelBehavior,
+    Scenario,
+    ScenarioError,
+    default_scenario,
+    describe_error,
+    merge,
+    parse_scenario,
+)
+
+PROTOCOLS: dict[str, ModuleType] = {
+    "openai": openai,
+    "azure": openai,
+    "anthropic": anthropic,
+    "gemini": gemini,
+}
+STREAM_FAULTS = frozenset({"stall", "cut", "malformed", "no_terminal", "error_event"})
+BODY_FAULTS = frozenset({"garbage_body", "truncated_body"})
+HANG_CAP = 3600.0  # hang/stall never outlive an hour even if the client never leaves
+LOG_SIZE = 20000
+_MIB = 1 << 20
+_PAD = b"a" * _MIB
+_DEFAULT = ModelBehavior()
+
+
+class SimulatedDisconnect(Exception):
+    """Raised after the response started so uvicorn drops the connection mid-body."""
+
+
+class _QuietFaults(logging.Filter):
+    # uvicorn logs every exception that closes a connection; ours are intentional.
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, SimulatedDisconnect)
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietFaults())
+
+
+async def _sleep_until(deadline: float) -> None:
+    delay = deadline - asyncio.get_running_loop().time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class SimResponse:
+    """ASGI response that can delay its headers, stream, hang or cut, and stops on disconnect."""
+
+    def __init__(
+        self,
+        status: int,
+        headers: dict[str, str],
+        body: bytes | AsyncIterator[bytes] = b"",
+        *,
+        start_at: float = 0.0,
+        hang: bool = False,
+        truncate: bool = False,
+        content_length: int | None = None,
+    ) -> None:
+        self.status, self.headers, self.body = status, headers, body
+        self.start_at, self.hang, self.truncate = start_at, hang, truncate
+        if isinstance(body, bytes):
+            content_length = len(body)
+        if content_length is not None:
+            self.headers["content-length"] = str(content_length)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Race the response against the client leaving, so delays/stalls end with the client.
+        task = asyncio.ensure_future(self._send(send))
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            watcher.cancel()
+            task.result()
+        else:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SimulatedDisconnect):
+                await task
+
+    async def _send(self, send: Send) -> None:
+        if self.hang:
+            await asyncio.sleep(HANG_CAP)
+            raise SimulatedDisconnect
+        await _sleep_until(self.start_at)
+        raw = [(k.encode(), v.encode()) for k, v in self.headers.items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        if isinstance(self.body, bytes):
+            if self.truncate:  # promise Content-Length, deliver half, then drop the socket
+                half = self.body[: len(self.body) // 2]
+                await send({"type": "http.response.body", "body": half, "more_body": True})
+                raise SimulatedDisconnect
+            await send({"type": "http.response.body", "body": self.body})
+            return
+        async for chunk in self.body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def count_words(obj: Any) -> int:
+    """Rough input size: words in every string under content/text/system keys."""
+    if isinstance(obj, dict):
+        total = 0
+        for key, value in obj.items():
+            if isinstance(value, str):
+                total += len(value.split()) if key in ("content", "text", "system") else 0
+            else:
+                total += count_words(value)
+        return total
+    if isinstance(obj, list):
+        return sum(count_words(v) for v in obj)
+    return 0
+
+
+class SimState:
+    """Mutable simulator state shared by all requests: behaviour, timeline clock, ground truth."""
+
+    def __init__(self, scenario: Scenario, speed: float = 1.0) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self.speed = speed
+        self.log: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
+        self.seq = 0
+        self.created = int(time.time())
+        self.load(scenario)
+
+    def load(self, scenario: Scenario | None = None) -> None:
+        if scenario is not None:
+            self.scenario = scenario
+            self.base = dict(scenario.models)
+        self.started = time.monotonic()
+        self.log.clear()
+        self._cache: dict[tuple[str, int], ModelBehavior] = {}
+        self._windows: dict[tuple[str, str], deque[tuple[float, int]]] = {}
+
+    def scenario_time(self) -> float:
+        return (time.monotonic() - self.started) * self.speed
+
+    def effective(self, name: str) -> ModelBehavior | None:
+        """Base behaviour with every timeline entry due by now applied (cached per step)."""
+        base = self.base.get(name)
+        if base is None or not base.timeline:
+            return base
+        now = self.scenario_time()
+        step = sum(1 for e in base.timeline if e.at <= now)
+        if step == 0:
+            return base
+        key = (name, step)
+        if key not in self._cache:
+            raw = base.model_dump(exclude={"timeline"})
+            for entry in base.timeline[:step]:
+                raw = merge(raw, entry.set)
+            self._cache[key] = ModelBehavior.model_validate(raw)
+        return self._cache[key]
+
+    def patch(self, name: str, data: dict[str, Any]) -> ModelBehavior:
+        base = self.base.get(name)
+        raw = merge(base.model_dump(exclude_unset=True), data) if base else data
+        self.base[name] = ModelBehavior.model_validate(raw)
+        self._cache = {k: v for k, v in self._cache.items() if k[0] != name}
+        return self.effective(name) or self.base[name]
+
+    def _used(self, key: tuple[str, str], amount: int, window: float) -> int:
+        # Rolling window so "remaining" reflects real traffic when not pinned by the scenario.
+        now = time.monotonic()
+        q = self._windows.setdefault(key, deque())
+        while q and q[0][0] <= now - window:
+            q.popleft()
+        q.append((now, amount))
+        return sum(a for _, a in q)
+
+    def limits(self, p: Plan, b: ModelBehavior) -> list[Limit]:
+        rl = b.ratelimit
+        if rl is None:
+            return []
+        out_tokens = p.text_tokens + p.reasoning_tokens
+        buckets = (
+            ("requests", 1, rl.requests_reset),
+            ("tokens", p.input_tokens + out_tokens, rl.tokens_reset),
+            ("input-tokens", p.input_tokens, rl.tokens_reset),
+            ("output-tokens", out_tokens, rl.tokens_reset),
+        )
+        out = []
+        for name, amount, reset in buckets:
+            field = name.replace("-", "_")
+            limit = getattr(rl, f"{field}_limit")
+            if limit is None:
+                continue
+            remaining = getattr(rl, f"{field}_remaining")
+            if remaining is None:
+                remaining = max(0, limit - self._used((p.model, name), amount, reset))
+            out.append(Limit(name, limit, remaining, reset))
+        return out
+
+    def record(self, p: Plan, status: int, error_kind: str | None) -> None:
+        self.seq += 1
+        self.log.append(
+            {
+                "seq": self.seq,
+                "request_id": p.request_id,
+                "protocol": p.protocol,
+                "model": p.model,
+                "stream": p.stream,
+                "received_at": round(time.time() - (asyncio.get_running_loop().time() - p.t0), 6),
+                "status": status,
+                "fault": p.fault,
+                "error_kind": error_kind,
+                "ttft_ms": round(p.ttft * 1000, 3),
+                "tokens_per_s": p.tokens_per_s,
+                "output_tokens": p.text_tokens,
+                "reasoning_tokens": p.reasoning_tokens,
+                "input_tokens": p.input_tokens,
+                "served_model": p.served_model,
+            }
+        )
+
+
+def _plan(protocol: str, model: str, b: ModelBehavior, body: Any, stream: bool, t0: float) -> Plan:
+    proto = PROTOCOLS[protocol]
+    ttft = b.ttft * (1 + random.uniform(-b.jitter, b.jitter)) if b.jitter else b.ttft
+    input_tokens = b.input_tokens if b.input_tokens is not None else max(1, count_words(body))
+    requested = proto.max_tokens(body) if isinstance(body, dict) else None
+    text, reasoning = b.output_tokens, b.reasoning_tokens
+    finish = "stop"
+    if requested is not None and text + reasoning > requested:
+        # Reasoning is spent first, so a tiny budget can leave no visible text at all.
+        reasoning = min(reasoning, requested)
+        text = max(0, min(text, requested - reasoning))
+        finish = "length"
+    options = body.get("stream_options") if isinstance(body, dict) else None
+    latency = b.latency if b.latency is not None else ttft + text / b.tokens_per_s
+    return Plan(
+        protocol=protocol,
+        model=model,
+        served_model=b.served_model or model,
+        request_id=new_id(),
+        stream=stream,
+        t0=t0,
+        created=int(time.time()),
+        ttft=ttft,
+        latency=latency,
+        tokens_per_s=b.tokens_per_s,
+        text_tokens=text,
+        reasoning_tokens=reasoning,
+        input_tokens=input_tokens,
+        cached_tokens=min(b.cached_tokens, input_tokens),
+        finish=finish,
+        behavior=b,
+        include_usage=bool(options.get("include_usage")) if isinstance(options, dict) else False,
+    )
+
+
+async def _stream_body(p: Plan, proto: ModuleType) -> AsyncIterator[bytes]:
+    enc = proto.Stream(p)
+    head = enc.head()
+    if head:
+        yield head
+    n, fault = p.text_tokens, p.fault
+    fault_at = min(n, p.behavior.fault_after_tokens) if fault in STREAM_FAULTS else -1
+    terminal = fault in (None, "malformed")
+    first = p.t0 + p.ttft
+    # Spacing chosen so tokens / (last - first) == tokens_per_s exactly.
+    step = n / ((n - 1) * p.tokens_per_s) if n > 1 else 0.0
+    for i in range(n + 1):
+        if i == fault_at:
+            if i == 0:
+                await _sleep_until(first)
+            if fault == "stall":
+                await asyncio.sleep(HANG_CAP)
+                raise SimulatedDisconnect
+            if fault == "cut":
+                raise SimulatedDisconnect
+            if fault == "error_event":
+                yield enc.error_event()
+                return
+            if fault == "no_terminal":
+                return
+            yield proto.MALFORMED
+        if i == n:
+            break
+        await _sleep_until(first + i * step)  # absolute schedule: lag never accumulates
+        yield enc.token(i, terminal and i == n - 1)
+    if n == 0:
+        await _sleep_until(first)
+    yield enc.tail()
+
+
+async def _huge_body(prefix: bytes, size: int, suffix: bytes) -> AsyncIterator[bytes]:
+    yield prefix
+    left = size - len(prefix) - len(suffix)
+    while left > 0:
+        chunk = _PAD if left >= _MIB else _PAD[:left]
+        left -= len(chunk)
+        yield chunk
+    yield suffix
+
+
+class SimApp:
+    """Request handlers bound to one SimState."""
+
+    def __init__(self, state: SimState) -> None:
+        self.state = state
+
+    def _authorized(self, key: str | None) -> bool:
+        keys = self.state.scenario.api_keys
+        return bool(key) and (keys is None or key in keys)
+
+    @staticmethod
+    def _bearer(request: Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        return auth[7:].strip() if auth[:7].lower() == "bearer " else None
+
+    async def handle(
+        self,
+        protocol: str,
+        model: str,
+        key: str | None,
+        stream: bool,
+        t0: float,
+        body: Any,
+        precheck: str | None = None,
+    ) -> SimResponse:
+        state, proto = self.state, PROTOCOLS[protocol]
+        b = state.effective(model)
+        p = _plan(protocol, model, b or _DEFAULT, body, stream, t0)
+        hdrs = proto.headers(p, [])
+        if precheck is None and not self._authorized(key):
+            precheck = "auth"
+        bad = proto.validate(body) if isinstance(body, dict) else "Request body is not valid JSON."
+        if precheck is None and bad:
+            precheck = "bad_request"
+        if precheck is None and b is None:
+            precheck = "not_found"
+        if precheck is not None:
+            status, err = proto.error(precheck, p, bad if precheck == "bad_request" else None)
+            state.record(p, status, precheck)
+            return self._json(status, err, hdrs)
+        assert b is not None
+        hdrs = proto.headers(p, state.limits(p, b))
+        kind = self._pick_error(b)
+        if kind == "content_filter":
+            p.finish = "content_filter"
+        elif kind is not None:
+            status, err = proto.error(kind, p)
+            if b.retry_after is not None and status in (429, 503, 529):
+                hdrs.update(proto.retry_headers(b.retry_after))
+            state.record(p, status, kind)
+            return self._json(status, err, hdrs)
+        if b.fault and random.random() < b.fault_rate:
+            applies = b.fault not in (BODY_FAULTS if stream else STREAM_FAULTS)
+            p.fault = b.fault if applies else None
+        state.record(p, 200, kind)
+        return self._success(p, proto, hdrs)
+
+    @staticmethod
+    def _pick_error(b: ModelBehavior) -> str | None:
+        roll, acc = random.random(), 0.0
+        for kind, prob in b.errors.items():
+            acc += prob
+            if roll < acc:
+                return kind
+        return None
+
+    @staticmethod
+    def _json(status: int, obj: Any, hdrs: dict[str, str], start_at: float = 0.0) -> SimResponse:
+        hdrs["content-type"] = "application/json"
+        return SimResponse(status, hdrs, dumps(obj).encode(), start_at=start_at)
+
+    def _success(self, p: Plan, proto: ModuleType, hdrs: dict[str, str]) -> SimResponse:
+        if p.fault == "hang":
+            return SimResponse(200, hdrs, hang=True)
+        if p.fault == "huge_body":
+            size = int(p.behavior.huge_body_mb * _MIB)
+            pre, suf = (b'data: {"pad":"', b'"}\n\n') if p.stream else (b'{"pad":"', b'"}')
+            hdrs["content-type"] = proto.STREAM_CONTENT_TYPE if p.stream else "application/json"
+            body = _huge_body(pre, size, suf)
+            return SimResponse(200, hdrs, body, start_at=p.t0 + p.ttft, content_length=size)
+        if p.stream:
+            hdrs["content-type"] = proto.STREAM_CONTENT_TYPE
+            hdrs["cache-control"] = "no-cache"
+            return SimResponse(200, hdrs, _stream_body(p, proto))
+        done = p.t0 + p.latency
+        if p.fault == "garbage_body":
+            hdrs["content-type"] = "application/json"
+            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
+            return SimResponse(200, hdrs, page, start_at=done)
+        resp = self._json(200, proto.completion(p), hdrs, start_at=done)
+        resp.truncate = p.fault == "truncated_body"
+        return resp
+
+    # --- protocol endpoints -------------------------------------------------------------
+
+    @staticmethod
+    async def _body(request: Request) -> Any:
+        try:
+            return json.loads(await request.body() or b"null")
+        except ValueError:
+            return None
+
+    async def openai_chat(self, request: Request) -> SimResponse:
+        t0 = asyncio.get_running_loop().time()
+        body = await self._body(request)
+        d = body if isinstance(body, dict) else {}
+        model = str(d.get("model", ""))
+        return await self.handle(
+            "openai", model, self._bearer(request), bool(d.get("stream")), t0, body
+        )
+
+    async def azure_chat(self, request: Request) -> Response:
+        t0 = asyncio.get_running_loop().time()
+        if "api-version" not in request.query_params:
+            return _azure_404()
+        body = await self._body(request)
+        d = body if isinstance(body, dict) else {}
+        key = request.headers.get("api-key") or self._bearer(request)
+        model = request.path_params["deployment"]
+        return await self.handle("azure", model, key, bool(d.get("stream")), t0, body)
+
+    async def anthropic_messages(self, request: Request) -> SimResponse:
+        t0 = asyncio.get_running_loop().time()
+        body = await self._body(request)
+        d = body if isinstance(body, dict) else {}
+        key = request.headers.get("x-api-key") or self._bearer(request)
+        pre = None
+        if self._authorized(key) and "anthropic-version" not in request.headers:
+            pre = "missing_version"
+        model = str(d.get("model", ""))
+        return await self.handle("anthropic", model, key, bool(d.get("stream")), t0, body, pre)
+
+    async def gemini_call(self, request: Request) -> SimResponse | Response:
+        t0 = asyncio.get_running_loop().time()
+        model, _, method = request.path_params["rest"].rpartition(":")
+        if method not in ("generateContent", "streamGenerateContent"):
+            return JSONResponse(
+                {"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}, 404
+            )
+        body = await self._body(request)
+        key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
+        model = model.removeprefix("models/")
+        stream = method == "streamGenerateContent"
+        return await self.handle("gemini", model, key, stream, t0, body)
+
+    async def list_models(self, request: Request) -> Response:
+        protocol = request.scope["route"].name
+        proto = PROTOCOLS[protocol]
+        if protocol == "azure" and "api-version" not in request.query_params:
+            return _azure_404()
+        key = {
+            "openai": self._bearer(request),
+            "azure": request.headers.get("api-key") or self._bearer(request),
+            "anthropic": request.headers.get("x-api-key") or self._bearer(request),
+            "gemini": request.headers.get("x-goog-api-key") or request.query_params.get("key"),
+        }[protocol]
+        if not self._authorized(key):
+            p = _plan(protocol, "", _DEFAULT, None, False, 0.0)
+            status, err = proto.error("auth", p)
+            return Response(dumps(err), status, proto.headers(p, []), "application/json")
+        items = {name: self.state.effective(name) or b for name, b in self.state.base.items()}
+        return JSONResponse(proto.models(items, self.state.created))
+
+    # --- control endpoints --------------------------------------------------------------
+
+    def _dump(self, b: ModelBehavior) -> dict[str, Any]:
+        return b.model_dump(mode="json", exclude={"timeline"})
+
+    async def get_state(self, request: Request) -> Response:
+        s = self.state
+        models = {name: self._dump(s.effective(name) or b) for name, b in s.base.items()}
+        return JSONResponse(
+            {
+                "elapsed_s": round(time.monotonic() - s.started, 6),
+                "scenario_time_s": round(s.scenario_time(), 6),
+                "speed": s.speed,
+                "models": models,
+            }
+        )
+
+    async def patch_model(self, request: Request) -> Response:
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "body must be a JSON object of behaviour fields"}, 400)
+        name = request.path_params["model"]
+        try:
+            effective = self.state.patch(name, body)
+        except ValidationError as exc:
+            return JSONResponse({"error": describe_error(exc, f"models.{name}")}, 400)
+        return JSONResponse(self._dump(effective))
+
+    async def reset(self, request: Request) -> Response:
+        body = await self._body(request)
+        try:
+            scenario = parse_scenario(body, "scenario in reset body") if body else None
+        except ScenarioError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        self.state.load(scenario)
+        return JSONResponse({"ok": True, "models": sorted(self.state.base)})
+
+    async def requests(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.state.log.clear()
+            return JSONResponse({"ok": True})
+        try:
+            since = int(request.query_params.get("since_seq", "0"))
+        except ValueError:
+            return JSONResponse({"error": "since_seq must be an integer"}, 400)
+        rows = [r for r in self.state.log if r["seq"] > since]
+        return JSONResponse({"requests": rows, "last_seq": self.state.seq})
+
+
+def _azure_404() -> Response:
+    return JSONResponse({"error": {"code": "404", "message": "Resource not found"}}, 404)
+
+
+def create_app(state: SimState) -> Starlette:
+    h = SimApp(state)
+    return Starlette(
+        routes=[
+            Route("/openai/v1/models", h.list_models, methods=["GET"], name="openai"),
+            Route("/openai/v1/chat/completions", h.openai_chat, methods=["POST"]),
+            Route("/azure/openai/models", h.list_models, methods=["GET"], name="azure"),
+            Route(
+                "/azure/openai/deployments/{deployment}/chat/completions",
+                h.azure_chat,
+                methods=["POST"],
+            ),
+            Route("/anthropic/v1/models", h.list_models, methods=["GET"], name="anthropic"),
+            Route("/anthropic/v1/messages", h.anthropic_messages, methods=["POST"]),
+            Route("/gemini/v1beta/models", h.list_models, methods=["GET"], name="gemini"),
+            # The method follows a colon (models/x:generateContent), so match the rest whole.
+            Route("/gemini/v1beta/models/{rest:path}", h.gemini_call, methods=["POST"]),
+            Route("/_sim/state", h.get_state, methods=["GET"]),
+            Route("/_sim/models/{model:path}", h.patch_model, methods=["PATCH"]),
+            Route("/_sim/reset", h.reset, methods=["POST"]),
+            Route("/_sim/requests", h.requests, methods=["GET", "DELETE"]),
+        ]
+    )
+
+
+def _loop_factory() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class SimServer:
+    """Run the simulator on a real socket, in a background thread (tests) or via ``serve()``."""
+
+    def __init__(
+        self,
+        scenario: Scenario | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        speed: float = 1.0,
+    ) -> None:
+        self.host, self.port = host, port
+        self.state = SimState(scenario or default_scenario(), speed)
+        self.app = create_app(self.state)
+        self._sock: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def bind(self) -> socket.socket:
+        """Bind the listening socket now, so ``url`` is known before serving (port=0 works)."""
+        if self._sock is None:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(2048)
+            sock.set_inheritable(True)
+            self.port = sock.getsockname()[1]
+            self._sock = sock
+        return self._sock
+
+    @property
+    def url(self) -> str:
+        self.bind()
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def openai_base(self) -> str:
+        return f"{self.url}/openai/v1"
+
+    @property
+    def anthropic_base(self) -> str:
+        return f"{self.url}/anthropic"
+
+    @property
+    def gemini_base(self) -> str:
+        return f"{self.url}/gemini/v1beta"
+
+    @property
+    def azure_base(self) -> str:
+        return f"{self.url}/azure"
+
+    async def serve(self) -> None:
+        """Serve until stopped (uvicorn handles SIGINT/SIGTERM when run in the main thread)."""
+        sock = self.bind()
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            http="httptools",
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            backlog=2048,
+        )
+        self._server = uvicorn.Server(config)
+        await self._server.serve(sockets=[sock])
+
+    def start(self, timeout: float = 10.0) -> SimServer:
+        self.bind()
+        self._thread = threading.Thread(target=self._run, name="llmpulse-sim", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not (self._server and self._server.started):
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("simulator failed to start")
+            time.sleep(0.005)
+        return self
+
+    def _run(self) -> None:
+        with asyncio.Runner(loop_factory=_loop_factory) as runner:
+            runner.run(self.serve())
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> SimServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["SimServer", "SimState", "create_app"]

@@ -1,0 +1,433 @@
+"""The simulator over real loopback sockets: wire shapes, errors, faults, timelines, control."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from llmpulse.sim import ModelBehavior, Scenario, ScenarioError, SimServer, load_scenario
+from llmpulse.sim.common import go_duration
+
+OA = {"Authorization": "Bearer sk-test"}
+AN = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
+GE = {"x-goog-api-key": "sk-test"}
+MSG = [{"role": "user", "content": "ping the model please"}]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SimServer]:
+    with SimServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as c:
+        yield c
+
+
+def use(server: SimServer, client: httpx.Client, **models: dict[str, Any]) -> None:
+    """Replace the scenario with ``models`` (fast defaults) and restart the clock."""
+    fast = {"ttft": "20ms", "tokens_per_s": 1000}
+    scenario = {"api_keys": ["sk-test"], "models": {k: {**fast, **v} for k, v in models.items()}}
+    assert client.post(f"{server.url}/_sim/reset", json=scenario).status_code == 200
+
+
+def sse(text: str) -> list[tuple[str | None, str]]:
+    """(event name, data) pairs from an SSE body; tolerates CRLF like real clients."""
+    out = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        name, data = None, []
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+        if data:
+            out.append((name, "\n".join(data)))
+    return out
+
+
+def oa_chat(server: SimServer, client: httpx.Client, **body: Any) -> httpx.Response:
+    payload = {"model": "m", "messages": MSG, **body}
+    return client.post(f"{server.openai_base}/chat/completions", headers=OA, json=payload)
+
+
+def truth(server: SimServer, client: httpx.Client) -> dict[str, Any]:
+    return client.get(f"{server.url}/_sim/requests").json()["requests"][-1]
+
+
+# --- OpenAI ----------------------------------------------------------------------------------
+
+
+def test_openai_nonstream_shape_and_headers(server: SimServer, client: httpx.Client) -> None:
+    rl = {"requests_limit": 3, "tokens_limit": 1000, "requests_reset": "1m", "tokens_reset": "6m"}
+    use(server, client, m={"served_model": "m-2024", "cached_tokens": 2, "ratelimit": rl})
+    r = oa_chat(server, client, max_completion_tokens=5)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["model"] == "m-2024"
+    assert body["system_fingerprint"] == "fp_sim"
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 5
+    assert body["usage"]["prompt_tokens"] == 4  # four words in MSG
+    assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 2
+    assert r.headers["x-request-id"].startswith("req_")
+    assert r.headers["x-ratelimit-limit-requests"] == "3"
+    assert r.headers["x-ratelimit-remaining-requests"] == "2"
+    assert r.headers["x-ratelimit-reset-tokens"] == "6m0s"
+    # remaining counts down with real traffic inside the window
+    assert oa_chat(server, client).headers["x-ratelimit-remaining-requests"] == "1"
+    rid = oa_chat(server, client).headers["x-request-id"]
+    assert truth(server, client)["request_id"] == rid
+
+
+def test_openai_stream_shape_and_rate(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={"output_tokens": 20, "tokens_per_s": 200, "ttft": "100ms"})
+    stamps: list[float] = []
+    events: list[str] = []
+    t0 = time.monotonic()
+    with client.stream(
+        "POST",
+        f"{server.openai_base}/chat/completions",
+        headers=OA,
+        json={
+            "model": "m",
+            "messages": MSG,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    ) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+                chunk = json.loads(line[6:]) if line != "data: [DONE]" else None
+                if chunk and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                    stamps.append(time.monotonic())
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 20
+    assert len(stamps) == 20
+    assert stamps[0] - t0 >= 0.095
+    rate = 20 / (stamps[-1] - stamps[0])
+    assert 150 < rate < 260
+
+
+def test_groq_and_reasoning(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={"x_groq": True, "output_tokens": 3}, r={"reasoning_tokens": 10})
+    r = oa_chat(server, client, stream=True)
+    final = json.loads(sse(r.text)[-2][1])
+    assert final["x_groq"]["usage"]["completion_tokens"] == 3 and "usage" not in final
+    body = oa_chat(server, client, model="r", max_completion_tokens=1).json()
+    assert body["choices"][0]["message"]["content"] == ""
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == 1
+
+
+def test_openai_errors(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={"errors": {429: 1.0}, "retry_after": "1500ms"})
+    r = oa_chat(server, client)
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "2" and r.headers["retry-after-ms"] == "1500"
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert truth(server, client)["error_kind"] == "429"
+    assert oa_chat(server, client, model="nope").json()["error"]["code"] == "model_not_found"
+    r = client.post(
+        f"{server.openai_base}/chat/completions",
+        headers={"Authorization": "Bearer bad"},
+        json={"model": "m", "messages": MSG},
+    )
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    for kind, status, code in [
+        ("insufficient_quota", 429, "insufficient_quota"),
+        ("context_length", 400, "context_length_exceeded"),
+        ("overloaded", 503, None),
+    ]:
+        client.patch(f"{server.url}/_sim/models/m", json={"errors": {kind: 1}})
+        r = oa_chat(server, client)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code)
+    client.patch(f"{server.url}/_sim/models/m", json={"errors": {"content_filter": 1}})
+    assert oa_chat(server, client).json()["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_azure(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={})
+    url = f"{server.azure_base}/openai/deployments/m/chat/completions"
+    r = client.post(url, headers={"api-key": "sk-test"}, json={"messages": MSG})
+    assert r.status_code == 404 and r.json() == {
+        "error": {"code": "404", "message": "Resource not found"}
+    }
+    r = client.post(
+        url + "?api-version=2024-10-21", headers={"api-key": "sk-test"}, json={"messages": MSG}
+    )
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion"
+    models = client.get(
+        f"{server.azure_base}/openai/models?api-version=1", headers={"api-key": "sk-test"}
+    )
+    assert models.json()["data"][0]["id"] == "m"
+
+
+# --- Anthropic -------------------------------------------------------------------------------
+
+
+def test_anthropic_shapes(server: SimServer, client: httpx.Client) -> None:
+    rl = {"requests_limit": 50, "requests_remaining": 7, "tokens_limit": 100}
+    use(server, client, m={"output_tokens": 4, "cached_tokens": 1, "ratelimit": rl})
+    url = f"{server.anthropic_base}/v1/messages"
+    r = client.post(url, headers=AN, json={"model": "m", "max_tokens": 100, "messages": MSG})
+    body = r.json()
+    assert body["type"] == "message" and body["stop_reason"] == "end_turn"
+    assert body["content"] == [{"type": "text", "text": "Hello the quick brown"}]
+    assert body["usage"]["input_tokens"] == 3 and body["usage"]["cache_read_input_tokens"] == 1
+    assert r.headers["request-id"].startswith("req_")
+    assert r.headers["anthropic-ratelimit-requests-remaining"] == "7"
+    assert r.headers["anthropic-ratelimit-tokens-reset"].endswith("Z")
+    payload = {"model": "m", "max_tokens": 100, "messages": MSG, "stream": True}
+    events = sse(client.post(url, headers=AN, json=payload).text)
+    names = [n for n, _ in events]
+    assert names == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        *["content_block_delta"] * 4,
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    delta = json.loads(events[-2][1])
+    assert delta["delta"]["stop_reason"] == "end_turn" and delta["usage"]["output_tokens"] == 4
+
+
+def test_anthropic_errors(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={"errors": {529: 1.0}, "retry_after": "3s"})
+    url = f"{server.anthropic_base}/v1/messages"
+    body = {"model": "m", "max_tokens": 5, "messages": MSG}
+    r = client.post(url, headers=AN, json=body)
+    assert r.status_code == 529 and r.headers["retry-after"] == "3"
+    err = r.json()
+    assert err["type"] == "error" and err["error"]["type"] == "overloaded_error"
+    assert err["request_id"] == r.headers["request-id"]
+    r = client.post(url, headers={"x-api-key": "sk-test"}, json=body)
+    assert r.status_code == 400 and "anthropic-version" in r.json()["error"]["message"]
+    r = client.post(url, headers={**AN, "x-api-key": "x"}, json=body)
+    assert r.json()["error"]["type"] == "authentication_error"
+    r = client.post(url, headers=AN, json={**body, "model": "zz"})
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    client.patch(f"{server.url}/_sim/models/m", json={"errors": {"insufficient_quota": 1}})
+    r = client.post(url, headers=AN, json=body)
+    assert r.status_code == 400 and "credit balance is too low" in r.json()["error"]["message"]
+
+
+# --- Gemini ----------------------------------------------------------------------------------
+
+
+def test_gemini_shapes_and_errors(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={"output_tokens": 3, "reasoning_tokens": 2, "served_model": "m-001"})
+    base = f"{server.gemini_base}/models/m"
+    req = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    body = client.post(f"{base}:generateContent", headers=GE, json=req).json()
+    assert body["candidates"][0]["content"]["parts"][0]["text"] == "Hello the quick"
+    assert body["candidates"][0]["finishReason"] == "STOP" and body["modelVersion"] == "m-001"
+    assert body["usageMetadata"]["thoughtsTokenCount"] == 2
+    r = client.post(f"{base}:streamGenerateContent?alt=sse&key=sk-test", json=req)
+    chunks = [json.loads(d) for _, d in sse(r.text)]
+    assert len(chunks) == 3 and chunks[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert "finishReason" not in chunks[0]["candidates"][0]
+    assert chunks[-1]["usageMetadata"]["candidatesTokenCount"] == 3
+    assert chunks[0]["responseId"] == r.headers["x-request-id"]
+    lim = {**req, "generationConfig": {"maxOutputTokens": 1}}
+    body = client.post(f"{base}:generateContent", headers=GE, json=lim).json()
+    assert body["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    r = client.post(f"{base}:generateContent", headers={"x-goog-api-key": "bad"}, json=req)
+    assert r.status_code == 400 and r.json()["error"]["details"][0]["reason"] == "API_KEY_INVALID"
+    r = client.post(f"{server.gemini_base}/models/zz:generateContent", headers=GE, json=req)
+    assert r.status_code == 404 and r.json()["error"]["status"] == "NOT_FOUND"
+    client.patch(
+        f"{server.url}/_sim/models/m", json={"errors": {"insufficient_quota": 1}, "retry_after": 7}
+    )
+    err = client.post(f"{base}:generateContent", headers=GE, json=req).json()["error"]
+    assert err["status"] == "RESOURCE_EXHAUSTED"
+    assert "PerDay" in err["details"][0]["violations"][0]["quotaId"]
+    assert err["details"][-1]["retryDelay"] == "7s"
+
+
+def test_models_endpoints(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, a={"context_window": 1000, "max_output_tokens": 10}, b={})
+    oa = client.get(f"{server.openai_base}/models", headers=OA).json()
+    assert oa["object"] == "list" and [m["id"] for m in oa["data"]] == ["a", "b"]
+    an = client.get(f"{server.anthropic_base}/v1/models", headers=AN).json()
+    assert an["data"][0]["max_input_tokens"] == 1000 and an["last_id"] == "b"
+    ge = client.get(f"{server.gemini_base}/models", headers=GE).json()
+    assert ge["models"][0]["name"] == "models/a" and ge["models"][0]["outputTokenLimit"] == 10
+    assert client.get(f"{server.openai_base}/models").status_code == 401
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+
+def _stream(server: SimServer, client: httpx.Client, protocol: str) -> httpx.Response:
+    if protocol == "openai":
+        return oa_chat(server, client, stream=True)
+    if protocol == "anthropic":
+        body = {"model": "m", "max_tokens": 99, "messages": MSG, "stream": True}
+        return client.post(f"{server.anthropic_base}/v1/messages", headers=AN, json=body)
+    url = f"{server.gemini_base}/models/m:streamGenerateContent?alt=sse"
+    return client.post(url, headers=GE, json={"contents": [{"parts": [{"text": "x"}]}]})
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic", "gemini"])
+def test_stream_faults(server: SimServer, client: httpx.Client, protocol: str) -> None:
+    use(server, client, m={"fault": "no_terminal", "fault_after_tokens": 2, "output_tokens": 5})
+    text = _stream(server, client, protocol).text
+    assert "[DONE]" not in text and "message_stop" not in text and "finishReason" not in text
+    client.patch(f"{server.url}/_sim/models/m", json={"fault": "error_event"})
+    last = json.loads(sse(_stream(server, client, protocol).text)[-1][1])
+    assert "error" in last
+    client.patch(f"{server.url}/_sim/models/m", json={"fault": "malformed"})
+    events = sse(_stream(server, client, protocol).text)
+    bad = [d for _, d in events if d != "[DONE]" and not _is_json(d)]
+    assert len(bad) == 1
+    client.patch(f"{server.url}/_sim/models/m", json={"fault": "cut"})
+    with pytest.raises(httpx.RemoteProtocolError):
+        _stream(server, client, protocol)
+    client.patch(f"{server.url}/_sim/models/m", json={"fault": "stall"})
+    seen = []
+    with (
+        httpx.Client(timeout=httpx.Timeout(5, read=0.3)) as c2,
+        pytest.raises(httpx.ReadTimeout),
+        _open_stream(server, c2, protocol) as r,
+    ):
+        seen.extend(r.iter_lines())
+    assert seen  # some tokens arrived before the stall
+    assert truth(server, client)["fault"] == "stall"
+
+
+def _is_json(data: str) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
+def _open_stream(server: SimServer, client: httpx.Client, protocol: str) -> Any:
+    assert protocol in ("openai", "anthropic", "gemini")
+    if protocol == "openai":
+        body: dict[str, Any] = {"model": "m", "messages": MSG, "stream": True}
+        return client.stream(
+            "POST", f"{server.openai_base}/chat/completions", headers=OA, json=body
+        )
+    if protocol == "anthropic":
+        body = {"model": "m", "max_tokens": 99, "messages": MSG, "stream": True}
+        return client.stream("POST", f"{server.anthropic_base}/v1/messages", headers=AN, json=body)
+    url = f"{server.gemini_base}/models/m:streamGenerateContent?alt=sse"
+    return client.stream("POST", url, headers=GE, json={"contents": [{"parts": [{"text": "x"}]}]})
+
+
+def test_body_faults(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={"fault": "garbage_body"})
+    r = oa_chat(server, client)
+    assert r.status_code == 200 and not _is_json(r.text)
+    client.patch(f"{server.url}/_sim/models/m", json={"fault": "truncated_body"})
+    with pytest.raises(httpx.RemoteProtocolError):
+        oa_chat(server, client)
+    client.patch(f"{server.url}/_sim/models/m", json={"fault": "huge_body", "huge_body_mb": 3})
+    size = 0
+    with client.stream("POST", f"{server.openai_base}/chat/completions", headers=OA,
+                       json={"model": "m", "messages": MSG}) as r:  # fmt: skip
+        for chunk in r.iter_raw():
+            size += len(chunk)
+    assert size == 3 << 20
+    client.patch(f"{server.url}/_sim/models/m", json={"fault": "hang"})
+    t0 = time.monotonic()
+    with httpx.Client(timeout=httpx.Timeout(5, read=0.3)) as c2, pytest.raises(httpx.ReadTimeout):
+        oa_chat(server, c2)
+    assert time.monotonic() - t0 < 2
+    # fault_rate 0 disables it; stream-only faults do not touch non-stream calls
+    client.patch(f"{server.url}/_sim/models/m", json={"fault_rate": 0})
+    assert oa_chat(server, client).status_code == 200
+    client.patch(f"{server.url}/_sim/models/m", json={"fault": "cut", "fault_rate": 1})
+    assert oa_chat(server, client).json()["object"] == "chat.completion"
+
+
+# --- timeline, control, scenario -------------------------------------------------------------
+
+
+def test_timeline_with_speed(client: httpx.Client) -> None:
+    scenario = Scenario.model_validate(
+        {
+            "models": {
+                "m": {
+                    "ttft": "10ms",
+                    "timeline": [
+                        {"at": "2s", "set": {"errors": {503: 1.0}}},
+                        {"at": "1s", "set": {"ttft": "50ms"}},
+                    ],
+                }
+            }
+        }
+    )
+    with SimServer(scenario, speed=10) as srv:
+        client.post(f"{srv.url}/_sim/reset")  # start the clock now, not at construction
+        state = client.get(f"{srv.url}/_sim/state").json()
+        assert state["speed"] == 10 and state["models"]["m"]["ttft"] == 0.01
+        time.sleep(0.12)
+        assert client.get(f"{srv.url}/_sim/state").json()["models"]["m"]["ttft"] == 0.05
+        time.sleep(0.1)
+        r = oa_chat(srv, client)
+        assert r.status_code == 503
+        assert client.post(f"{srv.url}/_sim/reset").status_code == 200  # clock restarts
+        assert oa_chat(srv, client).status_code == 200
+        assert client.get(f"{srv.url}/_sim/requests").json()["requests"][0]["seq"] > 1
+
+
+def test_control_endpoints(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={})
+    r = client.patch(f"{server.url}/_sim/models/new-model", json={"ttft": "1s", "jitter": 0.5})
+    assert r.status_code == 200 and r.json()["ttft"] == 1.0
+    r = client.patch(f"{server.url}/_sim/models/m", json={"ttft": "soon"})
+    assert r.status_code == 400 and "models.m.ttft" in r.json()["error"]
+    r = client.patch(f"{server.url}/_sim/models/m", json={"errors": {418: 1}})
+    assert r.status_code == 400 and "418" in r.json()["error"]
+    client.delete(f"{server.url}/_sim/requests")
+    oa_chat(server, client)
+    first = client.get(f"{server.url}/_sim/requests").json()
+    oa_chat(server, client, stream=True)
+    rows = client.get(f"{server.url}/_sim/requests", params={"since_seq": first["last_seq"]}).json()
+    [row] = rows["requests"]
+    assert row["stream"] is True and row["protocol"] == "openai" and row["ttft_ms"] == 20.0
+    assert row["output_tokens"] == 16 and row["status"] == 200
+    assert set(row) >= {"received_at", "served_model", "input_tokens", "reasoning_tokens"}
+    bad = client.post(f"{server.url}/_sim/reset", json={"models": {"m": {"tokens_per_s": -1}}})
+    assert bad.status_code == 400 and "models.m.tokens_per_s" in bad.json()["error"]
+
+
+def test_load_scenario(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "api_keys: [k]\nmodels:\n  gpt:\n    ttft: 400ms\n"
+        "    ratelimit: {requests_limit: 5, requests_reset: 120ms}\n"
+        "    timeline:\n      - {at: 60s, set: {errors: {503: 1.0}}}\n"
+    )
+    s = load_scenario(path)
+    assert s.models["gpt"].ttft == 0.4 and s.models["gpt"].ratelimit is not None
+    assert s.models["gpt"].timeline[0].set == {"errors": {503: 1.0}}
+    path.write_text("models:\n  gpt:\n    timeline:\n      - {at: 1s, set: {ttft: fast}}\n")
+    with pytest.raises(ScenarioError, match=r"models\.gpt\.timeline\.0\.set"):
+        load_scenario(path)
+    assert ModelBehavior().ttft == 0.3
+
+
+def test_go_duration() -> None:
+    cases = {0.012: "12ms", 1: "1s", 360: "6m0s", 179.56: "2m59.56s", 3723: "1h2m3s", 0: "0s"}
+    assert {k: go_duration(k) for k in cases} == cases
