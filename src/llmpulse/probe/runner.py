@@ -1,0 +1,391 @@
+"""Run one check against one target over HTTP and measure it exactly.
+
+Time is taken with ``time.perf_counter`` at the moments that matter to a user: the request
+leaving, the first non-empty output text arriving, each later text chunk, and the last byte.
+Every failure, including garbage, truncated or oversized responses, becomes a classified
+``CheckResult``; nothing a provider sends can crash a check or grow memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+import httpx
+
+from llmpulse import catalog
+from llmpulse.config import Target
+from llmpulse.errors import ErrorClass
+from llmpulse.providers import PROTOCOLS, Protocol, ProtocolError
+from llmpulse.providers.base import Completion, RequestSpec
+from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
+from llmpulse.result import CheckKind, CheckResult, Usage
+from llmpulse.sse import SSEDecoder, SSEError
+
+log = logging.getLogger(__name__)
+
+INFERENCE_PROMPT = "ping"
+STREAM_PROMPT = "Count from 1 to 50, separated by spaces. Reply with the numbers only."
+MAX_BODY_BYTES = 8 << 20
+MAX_ERROR_BODY_BYTES = 64 << 10
+MAX_GAPS = 100_000
+CHARS_PER_TOKEN = 4  # the usual rough estimate, used only when the provider reports no usage
+
+
+class _Failure(Exception):
+    def __init__(self, error_class: ErrorClass, message: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+
+
+class _Deadline:
+    """One asyncio timeout whose deadline moves as the request goes through its phases."""
+
+    def __init__(self, target: Target, start: float) -> None:
+        self.target = target
+        self.total_at = start + target.timeout
+        first = target.first_token_timeout or target.timeout
+        self.first_at = start + first
+        self.reason = f"no first token within {first:g}s"
+        self.scope: asyncio.Timeout | None = None
+
+    @property
+    def initial(self) -> float:
+        return min(self.total_at, self.first_at)
+
+    def data_arrived(self, now: float) -> None:
+        """After the first token, silence longer than the idle timeout ends the stream."""
+        idle_at = now + self.target.idle_timeout
+        if idle_at < self.total_at:
+            self.reason = f"stream idle for {self.target.idle_timeout:g}s"
+            self._set(idle_at)
+        else:
+            self.reason = f"total timeout of {self.target.timeout:g}s"
+            self._set(self.total_at)
+
+    def headers_arrived(self, streaming: bool) -> None:
+        if not streaming:
+            self.reason = f"total timeout of {self.target.timeout:g}s"
+            self._set(self.total_at)
+
+    def _set(self, when: float) -> None:
+        if self.scope is not None:
+            self.scope.reschedule(when)
+
+    def message(self, phase: str) -> str:
+        return f"timed out {phase}: {self.reason}"
+
+
+class Prober:
+    """Runs checks with one shared HTTP client (connection pool)."""
+
+    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+        self._own_client = client is None
+        self.client = client or make_client()
+        self._windows: dict[str, int] = {}
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> Prober:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def check_many(
+        self, pairs: Iterable[tuple[Target, CheckKind]], concurrency: int = 16
+    ) -> list[CheckResult]:
+        """Run checks concurrently (bounded); results come back in the order given."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(target: Target, kind: CheckKind) -> CheckResult:
+            async with gate:
+                return await self.check(target, kind)
+
+        return list(await asyncio.gather(*(one(t, k) for t, k in pairs)))
+
+    async def check(self, target: Target, kind: CheckKind) -> CheckResult:
+        protocol = PROTOCOLS[target.protocol]
+        result = CheckResult(
+            target=target.name,
+            provider=target.provider,
+            model=target.model,
+            check=kind,
+            timestamp=datetime.now(UTC),
+            ok=False,
+        )
+        if kind is CheckKind.MODELS:
+            spec = protocol.models_request(target)
+        else:
+            stream = kind is CheckKind.STREAM
+            spec = protocol.completion_request(
+                target,
+                prompt=STREAM_PROMPT if stream else INFERENCE_PROMPT,
+                max_tokens=target.max_tokens if stream else 1,
+                stream=stream,
+            )
+        loop = asyncio.get_running_loop()
+        deadline = _Deadline(target, loop.time())
+        phase = "waiting for response headers"
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout_at(deadline.initial) as scope:
+                deadline.scope = scope
+                request = self._build(spec, target)
+                response = await self.client.send(request, stream=True)
+                try:
+                    phase = "reading the response"
+                    await self._read(target, protocol, kind, response, result, deadline, start)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            _fail(result, ErrorClass.TIMEOUT, deadline.message(phase))
+        except _Failure as failure:
+            _fail(result, failure.error_class, failure.message)
+        except httpx.ConnectTimeout:
+            _fail(result, ErrorClass.TIMEOUT, f"connect timeout after {target.connect_timeout:g}s")
+        except httpx.RemoteProtocolError as exc:
+            # Before headers this is a dropped connection; after, a truncated or corrupt body.
+            cls = ErrorClass.CONNECTION if result.http_status is None else ErrorClass.PROTOCOL
+            _fail(result, cls, f"{_describe(exc)}")
+        except (httpx.NetworkError, httpx.ProxyError) as exc:
+            _fail(result, ErrorClass.CONNECTION, _describe(exc))
+        except (httpx.DecodingError, SSEError, ProtocolError) as exc:
+            _fail(result, ErrorClass.PROTOCOL, str(exc))
+        except httpx.HTTPError as exc:
+            _fail(result, ErrorClass.CONNECTION, _describe(exc))
+        if result.latency_ms is None:
+            result.latency_ms = (time.perf_counter() - start) * 1000
+        if result.context_window is None:
+            result.context_window = self._windows.get(target.name) or catalog.context_window(target)
+        return result
+
+    def _build(self, spec: RequestSpec, target: Target) -> httpx.Request:
+        # Only the connect phase is left to httpx; every later phase is governed by _Deadline.
+        timeout = httpx.Timeout(None, connect=target.connect_timeout)
+        return self.client.build_request(
+            spec.method, spec.url, headers=spec.headers, json=spec.json, timeout=timeout
+        )
+
+    async def _read(
+        self,
+        target: Target,
+        protocol: Protocol,
+        kind: CheckKind,
+        response: httpx.Response,
+        result: CheckResult,
+        deadline: _Deadline,
+        start: float,
+    ) -> None:
+        result.http_status = response.status_code
+        result.request_id = next(
+            (response.headers[h] for h in protocol.request_id_headers if h in response.headers),
+            None,
+        )
+        result.ratelimit = parse_ratelimit(response.headers)
+        result.retry_after_s = parse_retry_after(response.headers)
+        streaming = kind is CheckKind.STREAM and response.is_success
+        deadline.headers_arrived(streaming)
+
+        if not response.is_success:
+            body = await _read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
+            result.latency_ms = (time.perf_counter() - start) * 1000
+            error = protocol.parse_error(response.status_code, body, response.headers)
+            if error.retry_after_s is not None and result.retry_after_s is None:
+                result.retry_after_s = error.retry_after_s
+            raise _Failure(error.error_class, error.message)
+
+        if streaming:
+            completion = await self._read_stream(protocol, response, result, deadline, start)
+        else:
+            body = await _read_capped(response, MAX_BODY_BYTES)
+            result.latency_ms = (time.perf_counter() - start) * 1000
+            try:
+                parsed = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as exc:
+                snippet = body[:120].decode("utf-8", errors="replace")
+                raise _Failure(
+                    ErrorClass.PROTOCOL,
+                    f"malformed JSON in a {response.status_code}: {exc}: {snippet!r}",
+                ) from None
+            if kind is CheckKind.MODELS:
+                info = protocol.parse_models(parsed, target.model)
+                result.ok = True
+                result.model_listed = info.listed
+                if info.context_window:
+                    self._windows[target.name] = info.context_window
+                    result.context_window = info.context_window
+                if not info.listed:
+                    result.warnings.append(
+                        f"model {target.model!r} is not in the provider's models list "
+                        f"({info.count} models listed)"
+                    )
+                return
+            completion = protocol.parse_completion(parsed)
+        self._finish(target, kind, completion, result)
+
+    async def _read_stream(
+        self,
+        protocol: Protocol,
+        response: httpx.Response,
+        result: CheckResult,
+        deadline: _Deadline,
+        start: float,
+    ) -> Completion:
+        content_type = response.headers.get("content-type", "")
+        if "text/event-stream" not in content_type:
+            body = await _read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
+            snippet = body[:200].decode("utf-8", errors="replace")
+            raise _Failure(
+                ErrorClass.PROTOCOL,
+                f"expected text/event-stream, got {content_type or 'no content type'}: {snippet!r}",
+            )
+        decoder = SSEDecoder()
+        parser = protocol.stream_parser()
+        first = last = None
+        gaps: list[float] = []
+        max_gap = 0.0
+        error = None
+        async for chunk in response.aiter_bytes():
+            now = time.perf_counter()
+            for event in decoder.feed(chunk):
+                update = parser.feed(event)
+                if update.error is not None:
+                    error = update.error
+                    break
+                if update.text:
+                    if first is None:
+                        first = now
+                        result.ttft_ms = (now - start) * 1000
+                    else:
+                        gap = now - last  # type: ignore[operator]
+                        if gap > 0:
+                            max_gap = max(max_gap, gap)
+                            if len(gaps) < MAX_GAPS:
+                                gaps.append(gap)
+                    last = now
+                if update.done:
+                    break
+            if error is not None or parser.done:
+                break
+            if first is not None:
+                deadline.data_arrived(asyncio.get_running_loop().time())
+        result.latency_ms = (time.perf_counter() - start) * 1000
+        completion = parser.completion
+        if gaps:
+            result.itl_p50_ms = statistics.median(gaps) * 1000
+            result.itl_max_ms = max_gap * 1000
+        if error is not None:
+            _apply_completion(result, completion)
+            result.retry_after_s = result.retry_after_s or error.retry_after_s
+            raise _Failure(error.error_class, f"error event in stream: {error.message}")
+        if not parser.done:
+            leftover = decoder.close()
+            _apply_completion(result, completion)
+            detail = " (in the middle of an event)" if leftover else ""
+            raise _Failure(
+                ErrorClass.PROTOCOL,
+                f"stream ended without {protocol.terminal_event}{detail}",
+            )
+        if first is not None and last is not None and last > first:
+            usage = completion.usage
+            tokens = _visible_output_tokens(usage, completion)
+            if tokens:
+                result.tokens_per_s = tokens / (last - first)
+        return completion
+
+    def _finish(
+        self, target: Target, kind: CheckKind, completion: Completion, result: CheckResult
+    ) -> None:
+        _apply_completion(result, completion)
+        if completion.usage is None:
+            prompt = STREAM_PROMPT if kind is CheckKind.STREAM else INFERENCE_PROMPT
+            result.usage = Usage(
+                input_tokens=max(1, round(len(prompt) / CHARS_PER_TOKEN)),
+                output_tokens=round(completion.text_chars / CHARS_PER_TOKEN),
+                estimated=True,
+            )
+            result.warnings.append("the provider reported no token usage; tokens are estimated")
+        if completion.filtered:
+            _fail(
+                result,
+                ErrorClass.CONTENT_FILTER,
+                f"output blocked by a content filter (finish reason {completion.finish_reason})",
+            )
+        else:
+            # An empty answer within a 1-token budget (reasoning models) is still a success.
+            result.ok = True
+        cost, warning = catalog.cost_usd(target, result.usage, result.response_model)
+        result.cost_usd = cost
+        if warning:
+            result.warnings.append(warning)
+
+
+def make_client(max_connections: int = 200) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=64)
+    return httpx.AsyncClient(limits=limits, timeout=None, follow_redirects=False)
+
+
+async def run_checks(
+    targets: Sequence[Target], kinds: Sequence[CheckKind] | None = None, concurrency: int = 16
+) -> list[CheckResult]:
+    """Check every target with its configured kinds (or ``kinds``) and return the results."""
+    pairs = [(t, k) for t in targets for k in t.checks if kinds is None or k in kinds]
+    async with Prober() as prober:
+        return await prober.check_many(pairs, concurrency)
+
+
+def _apply_completion(result: CheckResult, completion: Completion) -> None:
+    result.response_model = completion.response_model
+    result.system_fingerprint = completion.system_fingerprint
+    result.finish_reason = completion.finish_reason
+    if completion.usage is not None:
+        result.usage = completion.usage
+    if result.request_id is None:
+        result.request_id = completion.response_id
+
+
+def _visible_output_tokens(usage: Usage | None, completion: Completion) -> float:
+    """Tokens that arrived between the first and last text chunk (reasoning ones came before)."""
+    if usage is not None and usage.output_tokens is not None:
+        return max(0, usage.output_tokens - (usage.reasoning_tokens or 0))
+    return completion.text_chars / CHARS_PER_TOKEN
+
+
+def _fail(result: CheckResult, error_class: ErrorClass, message: str) -> None:
+    result.ok = False
+    result.error_class = error_class
+    result.error_message = message
+
+
+async def _read_capped(response: httpx.Response, limit: int, truncate: bool = False) -> bytes:
+    """Read at most ``limit`` bytes; beyond it either truncate (error bodies) or fail."""
+    buf = bytearray()
+    async for chunk in response.aiter_bytes():
+        buf += chunk
+        if len(buf) > limit:
+            if truncate:
+                return bytes(buf[:limit])
+            raise _Failure(
+                ErrorClass.PROTOCOL, f"response body exceeds {limit >> 20} MiB; not read further"
+            )
+    return bytes(buf)
+
+
+def _describe(exc: BaseException) -> str:
+    """httpx errors often have an empty message; fall back to the cause chain."""
+    parts = [str(exc)] if str(exc) else []
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and len(parts) < 3:
+        if str(cause) and str(cause) not in parts:
+            parts.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(exc).__name__}: {'; '.join(parts) or 'no detail'}"
