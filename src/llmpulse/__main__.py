@@ -1,0 +1,3 @@
+from llmpulse.cli import main
+
+main()
