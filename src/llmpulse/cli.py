@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
-from llmpulse import report
+from llmpulse import aio, report
 from llmpulse.config import (
     DEFAULT_CONFIG_PATH,
     ConfigError,
@@ -102,7 +101,7 @@ def check(
         from llmpulse.probe import run_checks
 
         selected = [CheckKind(k) for k in kinds] or None
-        results = asyncio.run(run_checks(targets, selected, concurrency))
+        results = aio.run(run_checks(targets, selected, concurrency))
     except ConfigError as exc:
         console.print(f"[red]config error:[/red] {exc}", highlight=False)
         sys.exit(EXIT_USAGE)

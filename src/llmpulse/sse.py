@@ -1,10 +1,11 @@
 """Incremental, bounded Server-Sent Events decoder.
 
-Hand-written rather than httpx-sse because the probe needs (a) a hard cap on line and event
-size so a garbage or endless stream cannot exhaust memory, and (b) to be fed raw chunks as they
-arrive so each event can be time-stamped on arrival; httpx-sse reads through httpx's unbounded
-line iterator. Follows the WHATWG event-stream rules: CRLF, LF or CR line ends (even split
-across chunks), ``:`` comments, multi-line ``data``, dispatch on a blank line.
+Hand-written rather than taken from an SSE client library because the probe needs (a) a hard
+cap on line and event size so a garbage or endless stream cannot exhaust memory, and (b) to be
+fed raw chunks as they arrive so each event can be time-stamped on arrival; the libraries
+(httpx-sse, aiohttp-sse-client) read through unbounded line iterators of their own.
+Follows the WHATWG event-stream rules: CRLF, LF or CR line ends (even split across chunks),
+``:`` comments, multi-line ``data``, dispatch on a blank line.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Time is taken with ``time.perf_counter`` at the moments that matter to a user: the request
 leaving, the first non-empty output text arriving, each later text chunk, and the last byte.
+The transport is aiohttp: its C HTTP parser costs a fraction of httpx's per stream chunk, and
+per-chunk cost is what turns into measurement error when hundreds of streams run at once.
 Every failure, including garbage, truncated or oversized responses, becomes a classified
 ``CheckResult``; nothing a provider sends can crash a check or grow memory without bound.
 """
@@ -15,14 +17,15 @@ import statistics
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
-import httpx
+import aiohttp
 
 from llmpulse import catalog
 from llmpulse.config import Target
 from llmpulse.errors import ErrorClass
 from llmpulse.providers import PROTOCOLS, Protocol, ProtocolError
-from llmpulse.providers.base import Completion, RequestSpec
+from llmpulse.providers.base import Completion
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.result import CheckKind, CheckResult, Usage
 from llmpulse.sse import SSEDecoder, SSEError
@@ -82,17 +85,45 @@ class _Deadline:
         return f"timed out {phase}: {self.reason}"
 
 
-class Prober:
-    """Runs checks with one shared HTTP client (connection pool)."""
+class _Clock:
+    """When the check started, and when the request actually began to leave (after connecting).
 
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
-        self._own_client = client is None
-        self.client = client or make_client()
+    TTFT is measured from the request being sent, as aiohttp's trace hook reports it; connection
+    setup and queueing before it count in latency, not in TTFT.
+    """
+
+    __slots__ = ("sent", "start")
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.sent: float | None = None
+
+    def headers_sent(self) -> None:
+        if self.sent is None:
+            self.sent = time.perf_counter()
+
+    def since_sent_ms(self, now: float) -> float:
+        return (now - (self.sent or self.start)) * 1000
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000
+
+
+class Prober:
+    """Runs checks with one shared HTTP session (connection pool).
+
+    Must be created inside a running event loop; pass ``session`` (made by ``make_session``)
+    to share a pool or to route requests through another connector.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+        self._own_session = session is None
+        self.session = session or make_session()
         self._windows: dict[str, int] = {}
 
     async def aclose(self) -> None:
-        if self._own_client:
-            await self.client.aclose()
+        if self._own_session:
+            await self.session.close()
 
     async def __aenter__(self) -> Prober:
         return self
@@ -135,86 +166,86 @@ class Prober:
         loop = asyncio.get_running_loop()
         deadline = _Deadline(target, loop.time())
         phase = "waiting for response headers"
-        start = time.perf_counter()
+        clock = _Clock()
         try:
             async with asyncio.timeout_at(deadline.initial) as scope:
                 deadline.scope = scope
-                request = self._build(spec, target)
-                response = await self.client.send(request, stream=True)
-                try:
+                # Only connecting is timed by aiohttp; every later phase is governed by _Deadline.
+                async with self.session.request(
+                    spec.method,
+                    spec.url,
+                    headers=spec.headers,
+                    json=spec.json,
+                    timeout=aiohttp.ClientTimeout(total=None, connect=target.connect_timeout),
+                    trace_request_ctx=clock,
+                    allow_redirects=False,
+                ) as response:
                     phase = "reading the response"
-                    await self._read(target, protocol, kind, response, result, deadline, start)
-                finally:
-                    await response.aclose()
+                    await self._read(target, protocol, kind, response, result, deadline, clock)
+        except aiohttp.ConnectionTimeoutError:  # a TimeoutError too: catch it first
+            _fail(result, ErrorClass.TIMEOUT, f"connect timeout after {target.connect_timeout:g}s")
         except TimeoutError:
             _fail(result, ErrorClass.TIMEOUT, deadline.message(phase))
         except _Failure as failure:
             _fail(result, failure.error_class, failure.message)
-        except httpx.ConnectTimeout:
-            _fail(result, ErrorClass.TIMEOUT, f"connect timeout after {target.connect_timeout:g}s")
-        except httpx.RemoteProtocolError as exc:
-            # Before headers this is a dropped connection; after, a truncated or corrupt body.
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+            # Before the status line this is a dropped connection; after, a truncated body.
             cls = ErrorClass.CONNECTION if result.http_status is None else ErrorClass.PROTOCOL
-            _fail(result, cls, f"{_describe(exc)}")
-        except (httpx.NetworkError, httpx.ProxyError) as exc:
+            _fail(result, cls, _describe(exc))
+        except aiohttp.ClientResponseError as exc:
+            # aiohttp raises this for a response it cannot parse (bad status line or headers).
+            _fail(result, ErrorClass.PROTOCOL, _describe(exc))
+        except (aiohttp.ClientError, OSError) as exc:
             _fail(result, ErrorClass.CONNECTION, _describe(exc))
-        except (httpx.DecodingError, SSEError, ProtocolError) as exc:
+        except (SSEError, ProtocolError) as exc:
             _fail(result, ErrorClass.PROTOCOL, str(exc))
-        except httpx.HTTPError as exc:
-            _fail(result, ErrorClass.CONNECTION, _describe(exc))
         if result.latency_ms is None:
-            result.latency_ms = (time.perf_counter() - start) * 1000
+            result.latency_ms = clock.elapsed_ms()
         if result.context_window is None:
             result.context_window = self._windows.get(target.name) or catalog.context_window(target)
         return result
-
-    def _build(self, spec: RequestSpec, target: Target) -> httpx.Request:
-        # Only the connect phase is left to httpx; every later phase is governed by _Deadline.
-        timeout = httpx.Timeout(None, connect=target.connect_timeout)
-        return self.client.build_request(
-            spec.method, spec.url, headers=spec.headers, json=spec.json, timeout=timeout
-        )
 
     async def _read(
         self,
         target: Target,
         protocol: Protocol,
         kind: CheckKind,
-        response: httpx.Response,
+        response: aiohttp.ClientResponse,
         result: CheckResult,
         deadline: _Deadline,
-        start: float,
+        clock: _Clock,
     ) -> None:
-        result.http_status = response.status_code
+        result.http_status = response.status
         result.request_id = next(
             (response.headers[h] for h in protocol.request_id_headers if h in response.headers),
             None,
         )
         result.ratelimit = parse_ratelimit(response.headers)
         result.retry_after_s = parse_retry_after(response.headers)
-        streaming = kind is CheckKind.STREAM and response.is_success
+        success = 200 <= response.status < 300
+        streaming = kind is CheckKind.STREAM and success
         deadline.headers_arrived(streaming)
 
-        if not response.is_success:
+        if not success:
             body = await _read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
-            result.latency_ms = (time.perf_counter() - start) * 1000
-            error = protocol.parse_error(response.status_code, body, response.headers)
+            result.latency_ms = clock.elapsed_ms()
+            error = protocol.parse_error(response.status, body, response.headers)
             if error.retry_after_s is not None and result.retry_after_s is None:
                 result.retry_after_s = error.retry_after_s
             raise _Failure(error.error_class, error.message)
 
         if streaming:
-            completion = await self._read_stream(protocol, response, result, deadline, start)
+            completion = await self._read_stream(protocol, response, result, deadline, clock)
         else:
             body = await _read_capped(response, MAX_BODY_BYTES)
-            result.latency_ms = (time.perf_counter() - start) * 1000
+            result.latency_ms = clock.elapsed_ms()
             try:
                 parsed = json.loads(body)
             except (ValueError, UnicodeDecodeError) as exc:
                 snippet = body[:120].decode("utf-8", errors="replace")
                 raise _Failure(
                     ErrorClass.PROTOCOL,
-                    f"malformed JSON in a {response.status_code}: {exc}: {snippet!r}",
+                    f"malformed JSON in a {response.status}: {exc}: {snippet!r}",
                 ) from None
             if kind is CheckKind.MODELS:
                 info = protocol.parse_models(parsed, target.model)
@@ -235,10 +266,10 @@ class Prober:
     async def _read_stream(
         self,
         protocol: Protocol,
-        response: httpx.Response,
+        response: aiohttp.ClientResponse,
         result: CheckResult,
         deadline: _Deadline,
-        start: float,
+        clock: _Clock,
     ) -> Completion:
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
@@ -254,7 +285,7 @@ class Prober:
         gaps: list[float] = []
         max_gap = 0.0
         error = None
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.content.iter_any():
             now = time.perf_counter()
             for event in decoder.feed(chunk):
                 update = parser.feed(event)
@@ -264,7 +295,7 @@ class Prober:
                 if update.text:
                     if first is None:
                         first = now
-                        result.ttft_ms = (now - start) * 1000
+                        result.ttft_ms = clock.since_sent_ms(now)
                     else:
                         gap = now - last  # type: ignore[operator]
                         if gap > 0:
@@ -278,7 +309,7 @@ class Prober:
                 break
             if first is not None:
                 deadline.data_arrived(asyncio.get_running_loop().time())
-        result.latency_ms = (time.perf_counter() - start) * 1000
+        result.latency_ms = clock.elapsed_ms()
         completion = parser.completion
         if gaps:
             result.itl_p50_ms = statistics.median(gaps) * 1000
@@ -329,9 +360,27 @@ class Prober:
             result.warnings.append(warning)
 
 
-def make_client(max_connections: int = 200) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=64)
-    return httpx.AsyncClient(limits=limits, timeout=None, follow_redirects=False)
+def make_session(max_connections: int = 0) -> aiohttp.ClientSession:
+    """A session whose trace hook tells each check's clock when its request left.
+
+    ``max_connections=0`` means no pool limit: concurrency is bounded by the caller instead, so a
+    check never waits for a pooled connection while its clock runs.
+    """
+    trace = aiohttp.TraceConfig()
+
+    async def headers_sent(
+        session: aiohttp.ClientSession,
+        ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestHeadersSentParams,
+    ) -> None:
+        if isinstance(ctx.trace_request_ctx, _Clock):
+            ctx.trace_request_ctx.headers_sent()
+
+    trace.on_request_headers_sent.append(headers_sent)
+    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0)
+    return aiohttp.ClientSession(
+        connector=connector, trace_configs=[trace], timeout=aiohttp.ClientTimeout(total=None)
+    )
 
 
 async def run_checks(
@@ -366,10 +415,12 @@ def _fail(result: CheckResult, error_class: ErrorClass, message: str) -> None:
     result.error_message = message
 
 
-async def _read_capped(response: httpx.Response, limit: int, truncate: bool = False) -> bytes:
+async def _read_capped(
+    response: aiohttp.ClientResponse, limit: int, truncate: bool = False
+) -> bytes:
     """Read at most ``limit`` bytes; beyond it either truncate (error bodies) or fail."""
     buf = bytearray()
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.content.iter_chunked(64 << 10):
         buf += chunk
         if len(buf) > limit:
             if truncate:
@@ -381,7 +432,7 @@ async def _read_capped(response: httpx.Response, limit: int, truncate: bool = Fa
 
 
 def _describe(exc: BaseException) -> str:
-    """httpx errors often have an empty message; fall back to the cause chain."""
+    """Client errors often have a terse message; add the cause chain."""
     parts = [str(exc)] if str(exc) else []
     cause = exc.__cause__ or exc.__context__
     while cause is not None and len(parts) < 3:

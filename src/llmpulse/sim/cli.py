@@ -6,8 +6,9 @@ import asyncio
 
 import click
 
+from llmpulse.aio import new_event_loop
 from llmpulse.sim.scenario import ScenarioError, load_scenario
-from llmpulse.sim.server import SimServer, _loop_factory
+from llmpulse.sim.server import SimServer
 
 
 @click.command("sim")
@@ -36,5 +37,5 @@ def sim_command(scenario_path: str | None, host: str, port: int, speed: float) -
     click.echo(f"  control    {server.url}/_sim/state")
     click.echo(f"  models     {', '.join(sorted(server.state.base))}")
     # uvicorn installs SIGINT/SIGTERM handlers in the main thread and exits cleanly on them.
-    with asyncio.Runner(loop_factory=_loop_factory) as runner:
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(server.serve())

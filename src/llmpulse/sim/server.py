@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from llmpulse.aio import new_event_loop
 from llmpulse.sim import anthropic, gemini, openai
 from llmpulse.sim.common import Limit, Plan, dumps, new_id
 from llmpulse.sim.scenario import (
@@ -567,14 +568,6 @@ def create_app(state: SimState) -> Starlette:
     )
 
 
-def _loop_factory() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 class SimServer:
     """Run the simulator on a real socket, in a background thread (tests) or via ``serve()``."""
 
@@ -654,7 +647,7 @@ class SimServer:
         return self
 
     def _run(self) -> None:
-        with asyncio.Runner(loop_factory=_loop_factory) as runner:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(self.serve())
 
     def stop(self) -> None:
