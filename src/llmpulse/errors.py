@@ -53,7 +53,10 @@ _QUOTA_MARKERS = (
     "insufficient balance",
     "insufficient_balance",
     "spend limit",
+    # Daily caps: Gemini's quotaId (…PerDay…), OpenAI/Groq "requests per day (RPD)" messages.
+    # Hours away from resetting, they stop traffic like an empty balance does.
     "perday",
+    "per day",
 )
 _CONTEXT_MARKERS = (
     "context_length_exceeded",
@@ -61,6 +64,8 @@ _CONTEXT_MARKERS = (
     "prompt is too long",
     "exceeds the maximum number of tokens",
     "context window",
+    "context limit",
+    "maximum prompt length",
 )
 _CONTENT_FILTER_MARKERS = (
     "content_filter",

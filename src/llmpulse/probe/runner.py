@@ -345,7 +345,9 @@ class Prober:
                 estimated=True,
             )
             result.warnings.append("the provider reported no token usage; tokens are estimated")
-        if completion.filtered:
+        if completion.error is not None:
+            _fail(result, completion.error.error_class, completion.error.message)
+        elif completion.filtered:
             _fail(
                 result,
                 ErrorClass.CONTENT_FILTER,

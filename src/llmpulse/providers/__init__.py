@@ -3,11 +3,18 @@
 from llmpulse.providers.anthropic import AnthropicProtocol
 from llmpulse.providers.base import Protocol, ProtocolError, ProviderError
 from llmpulse.providers.gemini import GeminiProtocol
-from llmpulse.providers.openai import AzureProtocol, OpenAIProtocol
+from llmpulse.providers.openai import AzureProtocol, OpenAIProtocol, XAIProtocol
 from llmpulse.providers.presets import DISCOVERABLE, PRESETS, Preset
 
 PROTOCOLS: dict[str, Protocol] = {
-    p.name: p for p in (OpenAIProtocol(), AzureProtocol(), AnthropicProtocol(), GeminiProtocol())
+    p.name: p
+    for p in (
+        OpenAIProtocol(),
+        XAIProtocol(),
+        AzureProtocol(),
+        AnthropicProtocol(),
+        GeminiProtocol(),
+    )
 }
 
 __all__ = [

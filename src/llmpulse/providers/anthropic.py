@@ -125,7 +125,7 @@ class AnthropicProtocol(Protocol):
 class AnthropicStreamParser(StreamParser):
     def __init__(self) -> None:
         super().__init__()
-        self._usage: dict[str, int] = {}
+        self._usage: dict[str, Any] = {}
 
     def feed(self, event: SSEEvent) -> StreamUpdate:
         kind = event.event
@@ -168,7 +168,7 @@ class AnthropicStreamParser(StreamParser):
         if not isinstance(raw, dict):
             return
         for key, value in raw.items():
-            if isinstance(value, int) and not isinstance(value, bool):
+            if value is not None:
                 self._usage[key] = value
         self.completion.usage = parse_usage(self._usage)
 
@@ -189,6 +189,7 @@ def parse_usage(raw: Any) -> Usage | None:
         output_tokens=output,
         cached_tokens=cache_read,
         cache_write_tokens=cache_write,
+        reasoning_tokens=get_int(raw, "output_tokens_details", "thinking_tokens"),
     )
 
 

@@ -58,6 +58,7 @@ class Completion:
     response_id: str | None = None
     finish_reason: str | None = None
     filtered: bool = False
+    error: ProviderError | None = None  # a 200 whose content says the generation failed
 
 
 @dataclasses.dataclass(slots=True)

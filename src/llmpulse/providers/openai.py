@@ -32,10 +32,17 @@ if TYPE_CHECKING:
     from llmpulse.config import Target
 
 _FILTER_FINISH = "content_filter"
+# Context-window fields of OpenAI-compatible model lists: vLLM, OpenRouter/Together, Groq,
+# Mistral. OpenAI's own list has none.
+_WINDOW_FIELDS = ("max_model_len", "context_length", "context_window", "max_context_length")
+# Mistral and OpenRouter end a stream that failed midway with this finish reason.
+_ERROR_FINISH = "error"
 
 
 class OpenAIProtocol(Protocol):
     name = "openai"
+    # xAI counts reasoning tokens outside completion_tokens; OpenAI and the others inside.
+    reasoning_outside_completion = False
     terminal_event = "data: [DONE]"
     request_id_headers = ("x-request-id",)
 
@@ -69,13 +76,15 @@ class OpenAIProtocol(Protocol):
         return RequestSpec("POST", self.chat_url(target), self.headers(target), body)
 
     def parse_models(self, body: Any, model: str) -> ModelsInfo:
-        data = body.get("data") if isinstance(body, dict) else None
+        # Together answers with a bare array instead of OpenAI's {"object": "list", "data": [...]}.
+        data = (
+            body if isinstance(body, list) else body.get("data") if isinstance(body, dict) else None
+        )
         if not isinstance(data, list):
             raise ProtocolError("models response has no 'data' list")
         for entry in data:
             if isinstance(entry, dict) and entry.get("id") == model:
-                # vLLM reports max_model_len, OpenRouter context_length; OpenAI reports neither.
-                window = get_int(entry, "max_model_len") or get_int(entry, "context_length")
+                window = next((w for key in _WINDOW_FIELDS if (w := get_int(entry, key))), None)
                 return ModelsInfo(listed=True, context_window=window, count=len(data))
         return ModelsInfo(listed=False, count=len(data))
 
@@ -89,17 +98,19 @@ class OpenAIProtocol(Protocol):
             response_model=get_str(body, "model"),
             system_fingerprint=get_str(body, "system_fingerprint"),
             response_id=get_str(body, "id"),
-            usage=parse_usage(body.get("usage")),
+            usage=parse_usage(body.get("usage"), self.reasoning_outside_completion),
         )
         if choices:
             choice = choices[0] if isinstance(choices[0], dict) else {}
             completion.text_chars = len(get_str(choice, "message", "content") or "")
             completion.finish_reason = get_str(choice, "finish_reason")
             completion.filtered = completion.finish_reason == _FILTER_FINISH
+            if completion.finish_reason == _ERROR_FINISH:
+                completion.error = _finish_error()
         return completion
 
     def stream_parser(self) -> StreamParser:
-        return OpenAIStreamParser()
+        return OpenAIStreamParser(self.reasoning_outside_completion)
 
     def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
         try:
@@ -132,7 +143,16 @@ class AzureProtocol(OpenAIProtocol):
         return f"{target.base_url}/openai/models?api-version={target.api_version}"
 
 
+class XAIProtocol(OpenAIProtocol):
+    name = "xai"
+    reasoning_outside_completion = True
+
+
 class OpenAIStreamParser(StreamParser):
+    def __init__(self, reasoning_outside_completion: bool = False) -> None:
+        super().__init__()
+        self._reasoning_outside = reasoning_outside_completion
+
     def feed(self, event: SSEEvent) -> StreamUpdate:
         data = event.data
         if data.startswith("[DONE]"):
@@ -146,11 +166,16 @@ class OpenAIStreamParser(StreamParser):
         c.response_model = get_str(chunk, "model") or c.response_model
         c.system_fingerprint = get_str(chunk, "system_fingerprint") or c.system_fingerprint
         c.response_id = c.response_id or get_str(chunk, "id")
-        usage = parse_usage(chunk.get("usage")) or parse_usage(
-            chunk.get("x_groq", {}).get("usage") if isinstance(chunk.get("x_groq"), dict) else None
+        x_groq = chunk.get("x_groq") if isinstance(chunk.get("x_groq"), dict) else {}
+        usage = parse_usage(chunk.get("usage"), self._reasoning_outside) or parse_usage(
+            x_groq.get("usage")
         )
         if usage is not None:
             c.usage = usage
+        # Groq reports why a stream stopped early in x_groq.error, possibly still sending [DONE].
+        groq_error = x_groq.get("error")
+        if isinstance(groq_error, str) and groq_error:
+            return StreamUpdate(error=error_from_object({"error": {"message": groq_error}}, None))
         text = ""
         choices = chunk.get("choices")
         # Azure's first chunk may carry only prompt filter results, with an empty choices list.
@@ -161,12 +186,14 @@ class OpenAIStreamParser(StreamParser):
             if finish:
                 c.finish_reason = finish
                 c.filtered = finish == _FILTER_FINISH
+            if finish == _ERROR_FINISH:
+                return StreamUpdate(error=_finish_error())
         if text:
             c.text_chars += len(text)
         return StreamUpdate(text=text)
 
 
-def parse_usage(raw: Any) -> Usage | None:
+def parse_usage(raw: Any, reasoning_outside_completion: bool = False) -> Usage | None:
     if not isinstance(raw, dict):
         return None
     prompt = get_int(raw, "prompt_tokens")
@@ -177,12 +204,19 @@ def parse_usage(raw: Any) -> Usage | None:
     cached = get_int(raw, "prompt_tokens_details", "cached_tokens")
     if cached is None:
         cached = get_int(raw, "prompt_cache_hit_tokens")
+    reasoning = get_int(raw, "completion_tokens_details", "reasoning_tokens")
+    if reasoning_outside_completion and completion is not None and reasoning:
+        completion += reasoning  # our output_tokens always include reasoning
     return Usage(
         input_tokens=prompt,
         output_tokens=completion,
         cached_tokens=cached,
-        reasoning_tokens=get_int(raw, "completion_tokens_details", "reasoning_tokens"),
+        reasoning_tokens=reasoning,
     )
+
+
+def _finish_error() -> ProviderError:
+    return ProviderError(classify(None), "the provider ended generation with finish_reason 'error'")
 
 
 def error_from_object(obj: dict[str, Any], status: int | None) -> ProviderError:
