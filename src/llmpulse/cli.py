@@ -80,7 +80,7 @@ def check(
     concurrency: int,
 ) -> None:
     """Check every target once: models, inference and stream."""
-    console = Console(stderr=as_json)
+    console = _console(stderr=as_json)
     storage: str | None = None
     sim_server = None
     try:
@@ -118,6 +118,14 @@ def check(
 
 
 main.add_command(sim_command)
+
+
+def _console(stderr: bool) -> Console:
+    """A terminal gets its own width; pipes and logs get whole lines instead of rich's 80."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=200)
+    return console
 
 
 def _targets(config_path: Path | None) -> tuple[list[Target], str | None]:

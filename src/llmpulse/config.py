@@ -269,6 +269,6 @@ def _format_errors(exc: ValidationError) -> str:
         shown = not secret and err["type"] not in ("missing", "extra_forbidden")
         value = err.get("input")
         scalar = isinstance(value, str | int | float | bool)
-        got = f" (got {value!r})" if shown and scalar else ""
+        got = f" (got {value!r})" if shown and scalar and repr(value) not in message else ""
         lines.append(f"{path or '(top level)'}: {message}{got}")
     return "; ".join(lines)

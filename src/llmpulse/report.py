@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -17,13 +18,15 @@ def to_json(results: Sequence[CheckResult]) -> str:
 
 
 def print_table(results: Sequence[CheckResult], console: Console) -> None:
-    table = Table(show_lines=False, header_style="bold")
-    for column, justify in (
-        ("Target", "left"), ("Check", "left"), ("Status", "left"), ("HTTP", "right"),
-        ("TTFT", "right"), ("Tok/s", "right"), ("Latency", "right"), ("Tokens in/out", "right"),
-        ("Cost $", "right"), ("Headroom", "right"), ("Served model", "left"),
-    ):  # fmt: skip
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    """One row per check; errors and warnings follow the table in full."""
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    # Status and figures never wrap; names give way (ellipsis) on a narrow terminal.
+    table.add_column("Target", overflow="ellipsis", ratio=2)
+    table.add_column("Check", no_wrap=True)
+    table.add_column("Status", no_wrap=True, min_width=14)
+    for header in ("HTTP", "TTFT", "Tok/s", "Latency", "Tokens", "Cost $", "Headroom"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("Served model", overflow="ellipsis", ratio=2)
     for r in results:
         table.add_row(
             r.target,
@@ -34,16 +37,18 @@ def print_table(results: Sequence[CheckResult], console: Console) -> None:
             f"{r.tokens_per_s:.1f}" if r.tokens_per_s is not None else "—",
             _ms(r.latency_ms),
             _tokens(r),
-            f"{r.cost_usd:.6f}" if r.cost_usd is not None else "—",
+            _cost(r.cost_usd),
             _headroom(r),
             r.response_model or "—",
         )
     console.print(table)
-    notes = [(r, msg, "red") for r in results if r.error_message for msg in [r.error_message]] + [
-        (r, w, "yellow") for r in results for w in r.warnings
-    ]
-    for r, message, style in notes:
-        console.print(Text(f"{r.target} {r.check}: ", style="bold") + Text(message, style=style))
+    for r in results:
+        if r.error_message:
+            head = Text(f"{r.target} {r.check} {r.error_class}: ", style="bold")
+            console.print(head + Text(r.error_message, style="red"))
+        for warning in r.warnings:
+            head = Text(f"{r.target} {r.check}: ", style="bold")
+            console.print(head + Text(warning, style="yellow"))
     failed = sum(not r.ok for r in results)
     summary = f"{len(results) - failed}/{len(results)} checks passed"
     console.print(Text(summary, style="green" if not failed else "red bold"))
@@ -68,6 +73,12 @@ def _tokens(r: CheckResult) -> str:
     text = f"{u.input_tokens if u.input_tokens is not None else '?'}/"
     text += f"{u.output_tokens if u.output_tokens is not None else '?'}"
     return text + ("~" if u.estimated else "")
+
+
+def _cost(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4f}" if value >= 0.01 else f"{value:.2e}"
 
 
 def _headroom(r: CheckResult) -> str:

@@ -1,0 +1,167 @@
+"""The command line, run as a user runs it: a real process, real sockets, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from conftest import base_url, sim_model
+from llmpulse.store import SQLiteStore
+
+CONTRACT_KEYS = {
+    "target", "provider", "model", "check", "ok", "error_class", "http_status", "latency_ms",
+    "ttft_ms", "tokens_per_s", "input_tokens", "output_tokens", "cost_usd", "ratelimit",
+    "retry_after_s", "response_model", "request_id", "error_message", "timestamp",
+}  # fmt: skip
+SECRET = "sk-test-very-secret-key-0123456789"
+
+
+def run_cli(*args, cwd, env_extra=None, timeout=60):
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update({"XDG_DATA_HOME": str(cwd / "data"), **(env_extra or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "llmpulse", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_config(path, sim, targets):
+    lines = ["targets:"]
+    for t in targets:
+        lines.append(f"  - provider: {t['provider']}")
+        lines.append(f"    base_url: {base_url(sim, t['provider'])}")
+        for key, value in t.items():
+            if key != "provider":
+                lines.append(f"    {key}: {value}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_check_sim_json_contract(tmp_path):
+    proc = run_cli("check", "--sim", "--json", "--no-store", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert len(results) == 12
+    assert {r["provider"] for r in results} == {"openai", "anthropic", "gemini", "groq"}
+    for r in results:
+        assert set(r) >= CONTRACT_KEYS, CONTRACT_KEYS - set(r)
+        assert r["ok"] is True and r["error_class"] is None
+        assert r["timestamp"].endswith("Z")
+        if r["check"] == "stream":
+            assert r["ttft_ms"] > 0 and r["tokens_per_s"] > 0
+        else:
+            assert r["ttft_ms"] is None and r["tokens_per_s"] is None
+        if r["check"] != "models":
+            assert r["cost_usd"] > 0 and r["response_model"]
+
+
+def test_config_file_results_are_stored_and_failures_exit_1(tmp_path, sim):
+    healthy = sim_model(sim, ttft="20ms", output_tokens=8, tokens_per_s=200)
+    broken = sim_model(sim, ttft="20ms", errors={"503": 1.0})
+    config = write_config(
+        tmp_path / "llmpulse.yaml",
+        sim,
+        [
+            {"provider": "openai", "model": healthy, "name": "good", "api_key": "os.environ/TEST_KEY"},
+            {"provider": "anthropic", "model": broken, "name": "bad", "api_key": "${TEST_KEY}",
+             "checks": "[inference]"},
+        ],
+    )  # fmt: skip
+    db = tmp_path / "results.db"
+    # ./llmpulse.yaml is picked up without --config.
+    proc = run_cli("check", "--db", str(db), cwd=tmp_path, env_extra={"TEST_KEY": SECRET})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "unavailable" in proc.stdout and "3/4 checks passed" in proc.stdout
+    assert SECRET not in proc.stdout + proc.stderr
+    with SQLiteStore(db) as store:
+        stored = store.latest_results()
+    assert len(stored) == 4
+    assert {r.target for r in stored} == {"good", "bad"}
+    assert SECRET.encode() not in db.read_bytes()
+
+    only_good = run_cli(
+        "check", "--config", str(config), "--target", "good", "--check", "stream", "--json",
+        "--no-store", cwd=tmp_path, env_extra={"TEST_KEY": SECRET},
+    )  # fmt: skip
+    assert only_good.returncode == 0, only_good.stderr
+    assert [(r["target"], r["check"]) for r in json.loads(only_good.stdout)] == [("good", "stream")]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("targets:\n  - provider: openai\n    timeout: soon\n", "targets[0].timeout"),
+        ("targets:\n  - provider: opneai\n", "targets[0].provider: unknown provider"),
+        (f"targets:\n  - provider: openai\n    api_key: {SECRET}\n", "must reference"),
+        ("targets: [", "invalid YAML"),
+    ],
+)
+def test_config_errors_exit_2_and_name_the_key(tmp_path, content, message):
+    (tmp_path / "bad.yaml").write_text(content)
+    proc = run_cli("check", "--config", "bad.yaml", cwd=tmp_path, env_extra={"OPENAI_API_KEY": "x"})
+    assert proc.returncode == 2
+    assert message in proc.stdout.replace("\n", " ")
+    assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_no_config_and_no_keys_is_a_usage_error(tmp_path):
+    proc = run_cli("check", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "OPENAI_API_KEY" in proc.stdout and "--sim" in proc.stdout
+
+
+def test_unknown_option_and_target_are_usage_errors(tmp_path):
+    assert run_cli("check", "--bogus", cwd=tmp_path).returncode == 2
+    proc = run_cli("check", "--sim", "--target", "nope", "--no-store", cwd=tmp_path)
+    assert proc.returncode == 2 and "no target named nope" in proc.stdout
+
+
+def test_discovery_from_environment_reaches_the_provider(tmp_path):
+    # A discovered target with a real preset URL; the network is closed here, so the checks
+    # fail as connection errors — but they run, are classified, and exit 1, never crash.
+    proc = run_cli(
+        "check", "--json", "--no-store", "--check", "models", cwd=tmp_path,
+        env_extra={"GROQ_API_KEY": SECRET}, timeout=90,
+    )  # fmt: skip
+    assert proc.returncode in (0, 1)
+    (result,) = json.loads(proc.stdout)
+    assert result["provider"] == "groq" and result["model"] == "llama-3.1-8b-instant"
+    assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_sim_command_serves_until_sigterm(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmpulse", "sim", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "llmpulse simulator on" in proc.stdout.readline()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                state = httpx.get(f"http://127.0.0.1:{port}/_sim/state", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert "gpt-4o-mini" in state["models"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught, as servers do.
+        assert proc.wait(20) in (0, -signal.SIGTERM)
