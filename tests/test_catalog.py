@@ -69,3 +69,13 @@ def test_context_windows():
     assert catalog.context_window(target()) == 128000
     assert catalog.context_window(target(context_window=4096)) == 4096
     assert catalog.context_window(target(model="imaginary-model-9")) is None
+
+
+def test_every_preset_default_model_has_a_price():
+    from llmpulse.providers.presets import PRESETS
+
+    for preset in PRESETS.values():
+        if preset.default_model and preset.price_provider:
+            t = target(preset.name, preset.default_model)
+            cost, warning = catalog.cost_usd(t, Usage(input_tokens=100, output_tokens=10))
+            assert cost and cost > 0, (preset.name, warning)

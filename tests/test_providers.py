@@ -117,8 +117,8 @@ def test_deepseek_cache_hit_tokens():
 
 
 def test_model_lists_of_openai_compatible_servers():
-    together = [{"id": "meta-llama/Llama-3.2-3B-Instruct-Turbo", "context_length": 131072}]
-    info = openai.parse_models(together, "meta-llama/Llama-3.2-3B-Instruct-Turbo")
+    together = [{"id": "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo", "context_length": 131072}]
+    info = openai.parse_models(together, "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo")
     assert info.listed and info.context_window == 131072
     vllm = {"object": "list", "data": [{"id": "m", "max_model_len": 8192}]}
     assert openai.parse_models(vllm, "m").context_window == 8192

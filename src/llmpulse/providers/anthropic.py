@@ -6,7 +6,6 @@ raised) and the Messages streaming docs (usage in ``message_delta`` is cumulativ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from llmpulse.errors import classify
@@ -19,7 +18,6 @@ from llmpulse.providers.base import (
     RequestSpec,
     StreamParser,
     StreamUpdate,
-    error_snippet,
     get_int,
     get_str,
     loads_object,
@@ -114,11 +112,7 @@ class AnthropicProtocol(Protocol):
     def stream_parser(self) -> StreamParser:
         return AnthropicStreamParser()
 
-    def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
-        try:
-            obj = loads_object(body)
-        except ProtocolError:
-            return ProviderError(classify(status), f"HTTP {status}: {error_snippet(body)}")
+    def error_from_object(self, obj: dict[str, Any], status: int | None) -> ProviderError:
         return error_from_object(obj, status)
 
 

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from llmpulse.errors import ErrorClass
+from llmpulse.errors import ErrorClass, classify
 from llmpulse.result import Usage
 from llmpulse.sse import SSEEvent
 
@@ -103,8 +103,16 @@ class Protocol(abc.ABC):
     def stream_parser(self) -> StreamParser: ...
 
     @abc.abstractmethod
+    def error_from_object(self, obj: dict[str, Any], status: int | None) -> ProviderError:
+        """Read this protocol's error object; ``status`` is None for an error inside a stream."""
+
     def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
-        """Read an error response of this protocol (the body may be anything, even empty)."""
+        """Read an error response (the body may be anything, even empty or HTML)."""
+        try:
+            obj = loads_object(body)
+        except ProtocolError:
+            return ProviderError(classify(status), f"HTTP {status}: {error_snippet(body)}")
+        return self.error_from_object(obj, status)
 
 
 def loads_object(data: str | bytes) -> dict[str, Any]:

@@ -7,7 +7,6 @@ Reference: googleapis/python-genai and the REST reference: ``generateContent``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -22,7 +21,6 @@ from llmpulse.providers.base import (
     RequestSpec,
     StreamParser,
     StreamUpdate,
-    error_snippet,
     get_int,
     get_str,
     loads_object,
@@ -95,11 +93,7 @@ class GeminiProtocol(Protocol):
     def stream_parser(self) -> StreamParser:
         return GeminiStreamParser()
 
-    def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
-        try:
-            obj = loads_object(body)
-        except ProtocolError:
-            return ProviderError(classify(status), f"HTTP {status}: {error_snippet(body)}")
+    def error_from_object(self, obj: dict[str, Any], status: int | None) -> ProviderError:
         return error_from_object(obj, status)
 
 

@@ -6,7 +6,6 @@ after a 200) and the Chat Completions API reference.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -20,7 +19,6 @@ from llmpulse.providers.base import (
     RequestSpec,
     StreamParser,
     StreamUpdate,
-    error_snippet,
     get_int,
     get_str,
     loads_object,
@@ -112,11 +110,7 @@ class OpenAIProtocol(Protocol):
     def stream_parser(self) -> StreamParser:
         return OpenAIStreamParser(self.reasoning_outside_completion)
 
-    def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
-        try:
-            obj: Any = loads_object(body)
-        except ProtocolError:
-            return ProviderError(classify(status), f"HTTP {status}: {error_snippet(body)}")
+    def error_from_object(self, obj: dict[str, Any], status: int | None) -> ProviderError:
         return error_from_object(obj, status)
 
 

@@ -83,7 +83,7 @@ PRESETS: dict[str, Preset] = {
             "openai",
             "https://api.together.xyz/v1",
             ("TOGETHER_API_KEY",),
-            "meta-llama/Llama-3.2-3B-Instruct-Turbo",
+            "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo",
             price_provider="together",
         ),
         Preset(
