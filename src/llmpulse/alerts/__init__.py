@@ -1,0 +1,1 @@
+"""Alerting: the alert lifecycle engine, the delivery outbox and one module per notifier."""

@@ -1,0 +1,1 @@
+"""The monitor: scheduler, rolling metrics and alert rules."""
