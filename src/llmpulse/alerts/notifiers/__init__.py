@@ -1,0 +1,314 @@
+"""Notification channels: their config models and ``build_notifiers``.
+
+Each entry of the config's ``notifiers:`` list has a ``type`` (``webhook``, ``slack``,
+``discord``, ``teams``, ``pagerduty``, ``email``, ``apprise``) and an optional unique ``name``
+(default: the type). Credentials are only referenced, as for targets' ``api_key``:
+
+- ``secret``, ``routing_key`` and ``password`` must be ``os.environ/NAME`` or ``${NAME}``; a
+  value written into the file is refused.
+- ``url``, ``webhook_url`` and ``urls`` may be literal, but Slack, Discord and Teams webhook
+  URLs and Apprise URLs embed their token: reference them from the environment too.
+- Webhook ``headers`` values may be references (for an ``Authorization`` header).
+
+Errors raise ``ConfigError`` naming the key path (``notifiers[1].routing_key: ...``) and never
+echo a value that may be a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from llmpulse.alerts.notifiers.base import DeliveryError, Notifier
+from llmpulse.alerts.notifiers.discord import DiscordNotifier
+from llmpulse.alerts.notifiers.email import EmailNotifier
+from llmpulse.alerts.notifiers.pagerduty import DEFAULT_URL, PagerDutyNotifier
+from llmpulse.alerts.notifiers.slack import SlackNotifier
+from llmpulse.alerts.notifiers.teams import TeamsNotifier
+from llmpulse.alerts.notifiers.webhook import WebhookNotifier
+from llmpulse.config import ConfigError
+
+__all__ = [
+    "AppriseConfig",
+    "DeliveryError",
+    "DiscordConfig",
+    "EmailConfig",
+    "Notifier",
+    "NotifierConfig",
+    "PagerDutyConfig",
+    "SlackConfig",
+    "TeamsConfig",
+    "WebhookConfig",
+    "build_notifiers",
+]
+
+# The same reference syntax as a target's api_key.
+_ENV_REF = re.compile(r"^(?:os\.environ/([A-Za-z_][A-Za-z0-9_]*)|\$\{([A-Za-z_][A-Za-z0-9_]*)\})$")
+_MUST_REFERENCE = (
+    "must reference an environment variable as os.environ/NAME or ${NAME}; "
+    "secrets are never written in the config file"
+)
+
+
+def _env_var(value: str) -> str | None:
+    match = _ENV_REF.match(value.strip())
+    return (match.group(1) or match.group(2)) if match else None
+
+
+def _secret_reference(value: str) -> str:
+    if _env_var(value) is None:
+        raise ValueError(_MUST_REFERENCE)
+    return value
+
+
+def _http_url_or_reference(value: str) -> str:
+    if _env_var(value) is None and not value.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL, or os.environ/NAME")
+    return value
+
+
+SecretRef = Annotated[str, AfterValidator(_secret_reference)]
+HttpUrlOrRef = Annotated[str, AfterValidator(_http_url_or_reference)]
+
+
+class _NotifierBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1)
+
+
+class WebhookConfig(_NotifierBase):
+    """POSTs ``Notification.to_json()``; ``secret`` signs it (``X-Llmpulse-Signature``)."""
+
+    type: Literal["webhook"]
+    url: HttpUrlOrRef = Field(repr=False)
+    secret: SecretRef | None = Field(default=None, repr=False)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+
+
+class SlackConfig(_NotifierBase):
+    type: Literal["slack"]
+    webhook_url: HttpUrlOrRef = Field(repr=False)
+
+
+class DiscordConfig(_NotifierBase):
+    type: Literal["discord"]
+    webhook_url: HttpUrlOrRef = Field(repr=False)
+
+
+class TeamsConfig(_NotifierBase):
+    """A Teams Workflows webhook ("Post to a channel when a webhook request is received")."""
+
+    type: Literal["teams"]
+    webhook_url: HttpUrlOrRef = Field(repr=False)
+
+
+class PagerDutyConfig(_NotifierBase):
+    type: Literal["pagerduty"]
+    routing_key: SecretRef = Field(repr=False)
+    url: HttpUrlOrRef = Field(default=DEFAULT_URL, repr=False)
+
+
+class EmailConfig(_NotifierBase):
+    """SMTP. ``port`` defaults to 587 (STARTTLS), or 465 with ``ssl: true`` (implicit TLS).
+
+    ``ca_file`` trusts a private CA; ``verify: false`` skips certificate checks (tests only).
+    """
+
+    type: Literal["email"]
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: str | None = None
+    password: SecretRef | None = Field(default=None, repr=False)
+    sender: str
+    to: list[str] = Field(min_length=1)
+    starttls: bool = True
+    ssl: bool = False
+    ca_file: str | None = None
+    verify: bool = True
+
+    @field_validator("sender")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if "@" not in value:
+            raise ValueError("expected an email address")
+        return value
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        if not all("@" in address for address in value):
+            raise ValueError("expected a list of email addresses")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EmailConfig:
+        if self.ssl and self.starttls and "starttls" in self.model_fields_set:
+            raise ValueError("'ssl' (implicit TLS) and 'starttls' exclude each other")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("'username' and 'password' go together")
+        return self
+
+
+class AppriseConfig(_NotifierBase):
+    """Any service Apprise supports; one notifier's ``urls`` are retried together."""
+
+    type: Literal["apprise"]
+    urls: list[str] = Field(min_length=1, repr=False)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for index, url in enumerate(value):
+            if _env_var(url) is None and "://" not in url:
+                raise ValueError(f"urls[{index}]: expected an Apprise URL or os.environ/NAME")
+        return value
+
+
+NotifierConfig = Annotated[
+    WebhookConfig
+    | SlackConfig
+    | DiscordConfig
+    | TeamsConfig
+    | PagerDutyConfig
+    | EmailConfig
+    | AppriseConfig,
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter[NotifierConfig] = TypeAdapter(NotifierConfig)
+_TYPES = ("webhook", "slack", "discord", "teams", "pagerduty", "email", "apprise")
+
+
+def build_notifiers(
+    configs: Sequence[NotifierConfig | Mapping[str, Any]], env: Mapping[str, str] | None = None
+) -> list[Notifier]:
+    """Validate (raw mappings from YAML are accepted), resolve references, build the channels."""
+    env = os.environ if env is None else env
+    notifiers: list[Notifier] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(configs):
+        where = f"notifiers[{index}]"
+        cfg = raw if isinstance(raw, BaseModel) else _validate(raw, where)
+        notifier = _build(cfg, _Resolver(env, where))
+        if notifier.name in seen:
+            raise ConfigError(
+                f"{where}.name: duplicate notifier name {notifier.name!r} (also "
+                f"notifiers[{seen[notifier.name]}]); give each a distinct 'name'"
+            )
+        seen[notifier.name] = index
+        notifiers.append(notifier)
+    return notifiers
+
+
+def _validate(raw: Mapping[str, Any], where: str) -> NotifierConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with a 'type'")
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, where)) from None
+
+
+def _format_errors(exc: ValidationError, where: str) -> str:
+    types = ", ".join(_TYPES)
+    lines = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        if loc and loc[0] in _TYPES:
+            loc = loc[1:]  # the discriminator's tag, not a key of the file
+        path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        elif err["type"] == "union_tag_not_found":
+            path, message = f"{where}.type", f"required key is missing ({types})"
+        elif err["type"] == "union_tag_invalid":
+            path, message = f"{where}.type", f"unknown notifier type; expected one of {types}"
+        # Values are never echoed: any key of a notifier may hold a credential.
+        lines.append(f"{path}: {message}")
+    return "; ".join(lines)
+
+
+class _Resolver:
+    """Reads ``os.environ/NAME`` references; errors name the key, never the value."""
+
+    def __init__(self, env: Mapping[str, str], where: str) -> None:
+        self.env = env
+        self.where = where
+
+    def __call__(self, key: str, value: str) -> str:
+        var = _env_var(value)
+        if var is None:
+            return value
+        resolved = self.env.get(var)
+        if not resolved:
+            raise ConfigError(f"{self.where}.{key}: environment variable {var} is not set")
+        return resolved
+
+    def url(self, key: str, value: str) -> str:
+        resolved = self(key, value)
+        if not resolved.startswith(("http://", "https://")):
+            raise ConfigError(f"{self.where}.{key}: expected an http:// or https:// URL")
+        return resolved
+
+
+def _build(cfg: NotifierConfig, resolve: _Resolver) -> Notifier:
+    match cfg:
+        case WebhookConfig():
+            return WebhookNotifier(
+                resolve.url("url", cfg.url),
+                name=cfg.name,
+                secret=resolve("secret", cfg.secret) if cfg.secret is not None else None,
+                headers={k: resolve(f"headers.{k}", v) for k, v in cfg.headers.items()},
+            )
+        case SlackConfig():
+            return SlackNotifier(resolve.url("webhook_url", cfg.webhook_url), name=cfg.name)
+        case DiscordConfig():
+            return DiscordNotifier(resolve.url("webhook_url", cfg.webhook_url), name=cfg.name)
+        case TeamsConfig():
+            return TeamsNotifier(resolve.url("webhook_url", cfg.webhook_url), name=cfg.name)
+        case PagerDutyConfig():
+            return PagerDutyNotifier(
+                resolve("routing_key", cfg.routing_key),
+                url=resolve.url("url", cfg.url),
+                name=cfg.name,
+            )
+        case EmailConfig():
+            return EmailNotifier(
+                host=cfg.host,
+                port=cfg.port or (465 if cfg.ssl else 587),
+                sender=cfg.sender,
+                to=cfg.to,
+                name=cfg.name,
+                username=cfg.username,
+                password=resolve("password", cfg.password) if cfg.password is not None else None,
+                starttls=cfg.starttls,
+                ssl_tls=cfg.ssl,
+                ca_file=cfg.ca_file,
+                verify=cfg.verify,
+            )
+        case AppriseConfig():
+            # Apprise is imported only when configured: it is the slowest import by far.
+            from llmpulse.alerts.notifiers.apprise import AppriseNotifier
+
+            urls = [resolve(f"urls[{i}]", url) for i, url in enumerate(cfg.urls)]
+            try:
+                return AppriseNotifier(urls, name=cfg.name)
+            except ValueError as exc:
+                raise ConfigError(f"{resolve.where}.{exc}") from None
+    raise AssertionError(f"unhandled notifier config {type(cfg).__name__}")

@@ -1,0 +1,281 @@
+"""The outbox against real receivers: outages, restarts, permanent failures, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import socket
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from llmpulse.alerts.model import AlertState, Notification, Severity
+from llmpulse.alerts.notifiers.webhook import WebhookNotifier
+from llmpulse.alerts.outbox import Outbox
+
+
+def alert(fingerprint: str, status: AlertState = AlertState.FIRING) -> Notification:
+    return Notification(
+        status=status,
+        severity=Severity.CRITICAL,
+        rule="availability",
+        target="openai/gpt-4o-mini",
+        provider="openai",
+        summary=f"{fingerprint} {status}",
+        value=0.5,
+        threshold=0.99,
+        starts_at=datetime(2025, 3, 1, 12, tzinfo=UTC),
+        ends_at=datetime(2025, 3, 1, 12, 5, tzinfo=UTC) if status is AlertState.RESOLVED else None,
+        fingerprint=fingerprint,
+    )
+
+
+@dataclasses.dataclass
+class Hit:
+    at: float
+    status: int
+    body: dict[str, Any]
+
+
+class Receiver:
+    """Answers ``status`` (503 while "down"), records every request; ``port`` fixes the port."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+        self.status = 200
+        self.headers: dict[str, str] = {}
+        self.hits: list[Hit] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def delivered(self) -> list[str]:
+        return [h.body["summary"] for h in self.hits if h.status < 300]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        await self.release.wait()
+        self.hits.append(Hit(time.monotonic(), self.status, body))
+        return web.Response(status=self.status, headers=self.headers)
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def stop(self) -> None:
+        self.release.set()
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[Callable[..., Any]]:
+    started: list[Receiver] = []
+
+    async def start(port: int = 0) -> Receiver:
+        receiver = await Receiver(port).start()
+        started.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in started:
+        await receiver.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+def fast_outbox(path: Path) -> Outbox:
+    return Outbox(path, backoff_base_s=0.02, backoff_max_s=0.1, poll_interval_s=0.2)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+class Running:
+    """An outbox's run() in a task, stopped on exit."""
+
+    def __init__(self, outbox: Outbox, notifiers: list[Any], session: aiohttp.ClientSession):
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(outbox.run(notifiers, session, self.stop))
+
+    async def __aenter__(self) -> Running:
+        await asyncio.sleep(0)  # let run() register its workers
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 15)
+
+
+async def test_down_channel_loses_nothing_keeps_order_and_delays_no_other(
+    tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+) -> None:
+    flaky, healthy = await receivers(), await receivers()
+    flaky.status = 503
+    notifiers = [WebhookNotifier(flaky.url, name="flaky"), WebhookNotifier(healthy.url, name="ok")]
+    outbox = fast_outbox(tmp_path / "outbox.db")
+    sent = [alert("a"), alert("a", AlertState.RESOLVED), alert("b")]
+    async with Running(outbox, notifiers, session):
+        started = time.monotonic()
+        for notification in sent:
+            outbox.enqueue(notification, ["flaky", "ok"])
+        await until(lambda: len(healthy.delivered) == 3)
+        assert healthy.hits[0].at - started < 0.5  # woken by enqueue, not by polling
+        assert healthy.delivered == [n.summary for n in sent]
+
+        await until(lambda: len(flaky.hits) >= 4)  # retried with backoff, still down
+        assert {h.body["summary"] for h in flaky.hits} == {"a firing"}  # head of line
+        assert [i.notification for i in outbox.pending("flaky")] == sent
+        assert outbox.pending("ok") == []
+
+        flaky.status = 200
+        await until(lambda: not outbox.pending())
+    assert flaky.delivered == [n.summary for n in sent]
+    [first, *_] = sorted(outbox.history(), key=lambda i: i.id)
+    assert first.notifier == "flaky" and first.status == "delivered"
+    assert first.attempts >= 5 and first.answer == "HTTP 200"
+    assert "HTTP 503" in (first.last_error or "")
+    outbox.close()
+
+
+async def test_restart_delivers_pending_exactly_once(
+    tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on yet: connection refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = tmp_path / "outbox.db"
+    url = f"http://127.0.0.1:{port}/hook"
+    sent = [alert("x"), alert("y"), alert("x", AlertState.RESOLVED)]
+
+    before = fast_outbox(path)
+    async with Running(before, [WebhookNotifier(url, name="hook")], session):
+        for notification in sent:
+            before.enqueue(notification, ["hook"])
+        await until(lambda: before.pending()[0].attempts >= 2)
+    before.close()
+
+    receiver = await receivers(port)
+    after = fast_outbox(path)
+    assert [i.notification for i in after.pending()] == sent
+    async with Running(after, [WebhookNotifier(url, name="hook")], session):
+        await until(lambda: not after.pending())
+        await asyncio.sleep(0.3)  # longer than a poll: nothing is sent twice
+    assert receiver.delivered == [n.summary for n in sent]
+    assert len(receiver.hits) == 3
+    assert "Cannot connect" in (after.history()[-1].last_error or "")
+    after.close()
+
+    again = fast_outbox(path)
+    assert again.pending() == []
+    assert [i.status for i in again.history()] == ["delivered"] * 3
+    again.close()
+
+
+async def test_permanent_failure_is_kept_and_not_retried(
+    tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+) -> None:
+    receiver = await receivers()
+    receiver.status = 404
+    outbox = fast_outbox(tmp_path / "outbox.db")
+    async with Running(outbox, [WebhookNotifier(receiver.url, name="gone")], session):
+        outbox.enqueue(alert("p"), ["gone"])
+        await until(lambda: len(receiver.hits) == 1)
+        await until(lambda: not outbox.pending())
+        receiver.status = 200
+        outbox.enqueue(alert("q"), ["gone"])  # a failed row does not block the next
+        await until(lambda: receiver.delivered == ["q firing"])
+        await asyncio.sleep(0.3)
+    assert len(receiver.hits) == 2
+    failed, delivered = sorted(outbox.history(), key=lambda i: i.id)
+    assert (failed.status, failed.attempts, delivered.status) == ("failed", 1, "delivered")
+    assert failed.last_error is not None and "HTTP 404" in failed.last_error
+    assert failed.to_json()["status"] == "failed"
+    assert failed.to_json()["notification"]["fingerprint"] == "p"
+
+    # History is pruned after the retention; undelivered rows never are.
+    outbox.enqueue(alert("r"), ["not-configured"])
+    assert outbox.prune(now=time.time() + 31 * 86400) == 2
+    assert [i.status for i in outbox.history()] == ["pending"]
+    outbox.close()
+
+
+async def test_retry_after_is_honoured(
+    tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+) -> None:
+    receiver = await receivers()
+    receiver.status, receiver.headers = 429, {"Retry-After": "1"}
+    outbox = fast_outbox(tmp_path / "outbox.db")
+    async with Running(outbox, [WebhookNotifier(receiver.url, name="limited")], session):
+        outbox.enqueue(alert("l"), ["limited"])
+        await until(lambda: len(receiver.hits) == 1)
+        receiver.status, receiver.headers = 200, {}
+        await until(lambda: len(receiver.delivered) == 1)
+    assert receiver.hits[1].at - receiver.hits[0].at >= 0.9  # backoff alone would be 0.02 s
+    outbox.close()
+
+
+async def test_drain_delivers_due_rows_and_keeps_the_rest(
+    tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+) -> None:
+    receiver = await receivers()
+    outbox = fast_outbox(tmp_path / "outbox.db")
+    notifiers = [WebhookNotifier(receiver.url, name="hook")]
+    async with Running(outbox, notifiers, session):
+        pass
+    # Enqueued after the workers stopped: drain() is what delivers them.
+    outbox.enqueue(alert("d1"), ["hook"])
+    outbox.enqueue(alert("d2"), ["hook"])
+    assert await outbox.drain(timeout=5) == 0
+    assert receiver.delivered == ["d1 firing", "d2 firing"]
+
+    receiver.release.clear()  # the receiver now hangs
+    outbox.enqueue(alert("d3"), ["hook"])
+    assert await outbox.drain(timeout=0.2) == 1
+    [kept] = outbox.pending()
+    assert kept.notification.fingerprint == "d3"
+    outbox.close()
+
+
+def test_schema_is_versioned_and_wal(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path)
+    assert outbox.schema_version() == 1
+    outbox.enqueue(alert("s"), ["a", "b", "a"])
+    assert [i.notifier for i in outbox.pending()] == ["a", "b"]
+    outbox.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    payload = json.loads(db.execute("SELECT payload FROM outbox LIMIT 1").fetchone()[0])
+    assert payload["test"] is False and payload["fingerprint"] == "s"
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    with pytest.raises(RuntimeError, match="newer than this llmpulse"):
+        Outbox(path)
