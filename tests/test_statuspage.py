@@ -1,0 +1,587 @@
+"""Official status pages: Statuspage v2 and Google Cloud payloads served by a real local server."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from llmpulse.monitor.statuspage import (
+    DEFAULT_SOURCES,
+    OfficialStatus,
+    StatusPoller,
+    fetch_status,
+    human_url,
+)
+
+# --- Fixtures modeled on the real payloads -----------------------------------------------------
+
+_PAGE = {
+    "id": "tymt9n04zgry",
+    "name": "Claude",
+    "url": "https://status.claude.com",
+    "time_zone": "Etc/UTC",
+    "updated_at": "2026-09-10T14:05:12.345Z",
+}
+
+
+def _component(cid: str, name: str, status: str = "operational") -> dict[str, Any]:
+    return {
+        "id": cid,
+        "name": name,
+        "status": status,
+        "created_at": "2023-07-11T17:54:17.812Z",
+        "updated_at": "2026-09-10T14:05:12.301Z",
+        "position": 1,
+        "description": None,
+        "showcase": True,
+        "start_date": None,
+        "group_id": None,
+        "page_id": "tymt9n04zgry",
+        "group": False,
+        "only_show_if_degraded": False,
+    }
+
+
+OPERATIONAL: dict[str, Any] = {
+    "page": _PAGE,
+    "components": [
+        _component("rwppv331jlwc", "claude.ai"),
+        _component("k8w3r06qmzrp", "Claude API (api.anthropic.com)"),
+        _component("yyzkbfz2thpt", "Claude Code"),
+    ],
+    "incidents": [],
+    "scheduled_maintenances": [],
+    "status": {"indicator": "none", "description": "All Systems Operational"},
+}
+
+_INCIDENT = {
+    "id": "5z1x0vbs1hmy",
+    "name": "Elevated errors on Claude Sonnet 4.5",
+    "status": "investigating",
+    "created_at": "2026-09-10T14:02:31.004Z",
+    "updated_at": "2026-09-10T14:05:12.290Z",
+    "monitoring_at": None,
+    "resolved_at": None,
+    "impact": "minor",
+    "shortlink": "https://stspg.io/abc123",
+    "started_at": "2026-09-10T14:02:31.000Z",
+    "page_id": "tymt9n04zgry",
+    "incident_updates": [
+        {
+            "id": "q8c4h1",
+            "status": "investigating",
+            "body": "We are currently investigating this issue.",
+            "incident_id": "5z1x0vbs1hmy",
+            "created_at": "2026-09-10T14:02:31.150Z",
+            "updated_at": "2026-09-10T14:02:31.150Z",
+            "display_at": "2026-09-10T14:02:31.150Z",
+            "affected_components": [
+                {
+                    "code": "k8w3r06qmzrp",
+                    "name": "Claude API (api.anthropic.com)",
+                    "old_status": "operational",
+                    "new_status": "degraded_performance",
+                }
+            ],
+        }
+    ],
+    "components": [
+        {
+            "id": "k8w3r06qmzrp",
+            "name": "Claude API (api.anthropic.com)",
+            "status": "degraded_performance",
+        }
+    ],
+}
+
+
+def degraded() -> dict[str, Any]:
+    payload = copy.deepcopy(OPERATIONAL)
+    payload["components"][1]["status"] = "degraded_performance"
+    payload["incidents"] = [copy.deepcopy(_INCIDENT)]
+    payload["status"] = {"indicator": "minor", "description": "Minor Service Outage"}
+    return payload
+
+
+def partial_outage() -> dict[str, Any]:
+    payload = degraded()
+    payload["components"][1]["status"] = "partial_outage"
+    payload["incidents"][0]["impact"] = "major"
+    payload["status"] = {"indicator": "major", "description": "Partial System Outage"}
+    return payload
+
+
+def maintenance(status: str) -> dict[str, Any]:
+    payload = copy.deepcopy(OPERATIONAL)
+    payload["scheduled_maintenances"] = [
+        {
+            "id": "m1xk",
+            "name": "Database upgrade",
+            "status": status,
+            "impact": "maintenance",
+            "shortlink": "https://stspg.io/m1xk",
+            "scheduled_for": "2026-09-10T14:00:00.000Z",
+            "scheduled_until": "2026-09-10T16:00:00.000Z",
+            "created_at": "2026-09-01T09:00:00.000Z",
+            "updated_at": "2026-09-10T14:00:03.000Z",
+            "incident_updates": [],
+            "components": [],
+        }
+    ]
+    return payload
+
+
+def _gcp(
+    iid: str, desc: str, impact: str, products: list[str], *, end: str | None = None
+) -> dict[str, Any]:
+    incident: dict[str, Any] = {
+        "id": iid,
+        "number": "1234567890123456",
+        "begin": "2026-09-10T13:40:00+00:00",
+        "created": "2026-09-10T13:52:11+00:00",
+        "modified": "2026-09-10T14:10:02+00:00",
+        "external_desc": desc,
+        "updates": [
+            {
+                "created": "2026-09-10T13:52:11+00:00",
+                "modified": "2026-09-10T13:52:12+00:00",
+                "when": "2026-09-10T13:52:11+00:00",
+                "text": "We are investigating.",
+                "status": impact,
+                "affected_locations": [{"title": "Global", "id": "global"}],
+            }
+        ],
+        "most_recent_update": {
+            "created": "2026-09-10T13:52:11+00:00",
+            "modified": "2026-09-10T13:52:12+00:00",
+            "when": "2026-09-10T13:52:11+00:00",
+            "text": "We are investigating.",
+            "status": impact,
+            "affected_locations": [{"title": "Global", "id": "global"}],
+        },
+        "status_impact": impact,
+        "severity": "medium",
+        "service_key": "zall",
+        "service_name": "Multiple Products",
+        "affected_products": [
+            {"title": title, "id": f"id-{n}"} for n, title in enumerate(products)
+        ],
+        "uri": f"incidents/{iid}",
+        "currently_affected_locations": [{"title": "Global", "id": "global"}],
+        "previously_affected_locations": [],
+    }
+    if end is not None:
+        incident["end"] = end
+    return incident
+
+
+GOOGLE_QUIET_FOR_GEMINI = [
+    _gcp("bqOut1", "BigQuery queries failing in us-central1", "SERVICE_OUTAGE", ["BigQuery"]),
+    _gcp(
+        "gemOld",
+        "Gemini API elevated latency\nMore details inside.",
+        "SERVICE_OUTAGE",
+        ["Vertex Gemini API"],
+        end="2026-09-09T18:52:00+00:00",
+    ),
+]
+GOOGLE_GEMINI_ACTIVE = [
+    *GOOGLE_QUIET_FOR_GEMINI,
+    _gcp(
+        "vtxDis",
+        "Elevated error rates for Gemini models on Vertex AI\n\nWe are investigating.",
+        "SERVICE_DISRUPTION",
+        ["Vertex Gemini API", "Cloud Run"],
+    ),
+    _gcp(
+        "genInf", "Quota dashboards delayed", "SERVICE_INFORMATION", ["Generative AI on Vertex AI"]
+    ),
+]
+
+
+# --- A real local server whose answers the test changes over time -------------------------------
+
+
+@dataclass
+class Page:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    delay_s: float = 0.0
+
+
+@dataclass
+class StatusServer:
+    base: str = ""
+    pages: dict[str, Page] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/{path}"
+
+    def serve(self, path: str, payload: Any = None, *, raw: bytes | None = None, **kw: Any) -> str:
+        body = raw if raw is not None else json.dumps(payload).encode()
+        self.pages[path] = Page(body=body, **kw)
+        return self.url(path)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[StatusServer]:
+    state = StatusServer()
+
+    async def handle(request: web.Request) -> web.Response:
+        path = request.match_info["path"]
+        state.hits[path] = state.hits.get(path, 0) + 1
+        page = state.pages.get(path)
+        if page is None:
+            return web.Response(
+                status=404, text="<html><body>Not Found</body></html>", content_type="text/html"
+            )
+        if page.delay_s:
+            await asyncio.sleep(page.delay_s)
+        return web.Response(status=page.status, body=page.body, content_type=page.content_type)
+
+    app = web.Application()
+    app.router.add_get("/{path:.*}", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)  # don't wait out deliberately slow pages
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    state.base = f"http://127.0.0.1:{port}"
+    yield state
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+SUMMARY = "anthropic/api/v2/summary.json"
+GOOGLE = "google/incidents.json"
+
+
+# --- fetch_status: Statuspage -------------------------------------------------------------------
+
+
+async def test_operational_statuspage(server: StatusServer, session: aiohttp.ClientSession) -> None:
+    url = server.serve(SUMMARY, OPERATIONAL)
+    status = await fetch_status(session, "anthropic", url)
+    assert status.provider == "anthropic"
+    assert status.indicator == "none"
+    assert status.description == "All Systems Operational"
+    assert status.incidents == []
+    assert status.error is None
+    assert status.url == f"{server.base}/anthropic"
+    assert status.fetched_at.tzinfo is UTC
+
+
+async def test_incident_with_impact(server: StatusServer, session: aiohttp.ClientSession) -> None:
+    status = await fetch_status(session, "anthropic", server.serve(SUMMARY, partial_outage()))
+    assert status.indicator == "major"
+    assert status.description == "Partial System Outage"
+    assert status.incidents == ["Elevated errors on Claude Sonnet 4.5 (major)"]
+    assert (
+        status.summary()
+        == "major: Partial System Outage — Elevated errors on Claude Sonnet 4.5 (major)"
+    )
+
+
+async def test_maintenance_only_while_in_progress(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    active = await fetch_status(session, "groq", server.serve(SUMMARY, maintenance("in_progress")))
+    assert (active.indicator, active.description) == ("maintenance", "Service Under Maintenance")
+    upcoming = await fetch_status(session, "groq", server.serve(SUMMARY, maintenance("scheduled")))
+    assert upcoming.indicator == "none"
+    # Maintenance never masks a real problem.
+    payload = degraded()
+    payload["scheduled_maintenances"] = maintenance("in_progress")["scheduled_maintenances"]
+    assert (
+        await fetch_status(session, "groq", server.serve(SUMMARY, payload))
+    ).indicator == "minor"
+
+
+async def test_missing_rollup_is_derived(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    # Some Statuspage-compatible pages omit "status"; the components and incidents still tell.
+    payload = partial_outage()
+    del payload["status"]
+    status = await fetch_status(session, "openai", server.serve(SUMMARY, payload))
+    assert (status.indicator, status.description) == ("major", "Partial System Outage")
+
+
+# --- fetch_status: Google Cloud -----------------------------------------------------------------
+
+
+async def test_google_filters_to_gemini_products(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    quiet = await fetch_status(
+        session, "gemini", server.serve(GOOGLE, GOOGLE_QUIET_FOR_GEMINI), "google"
+    )
+    # A BigQuery outage and an ended Gemini incident say nothing about Gemini now.
+    assert (quiet.indicator, quiet.incidents, quiet.error) == ("none", [], None)
+    assert quiet.url == f"{server.base}/google/"
+
+    active = await fetch_status(
+        session, "gemini", server.serve(GOOGLE, GOOGLE_GEMINI_ACTIVE), "google"
+    )
+    assert active.indicator == "minor"
+    assert active.description == "Service Disruption"
+    assert active.incidents == [
+        "Elevated error rates for Gemini models on Vertex AI (minor)",
+        "Quota dashboards delayed (none)",
+    ]
+
+
+async def test_google_outage_is_major(server: StatusServer, session: aiohttp.ClientSession) -> None:
+    payload = [
+        *GOOGLE_GEMINI_ACTIVE,
+        _gcp("gemOut", "Gemini API unavailable", "SERVICE_OUTAGE", ["Gemini API"]),
+    ]
+    status = await fetch_status(session, "gemini", server.serve(GOOGLE, payload), "google")
+    assert (status.indicator, status.description) == ("major", "Service Outage")
+    assert len(status.incidents) == 3
+
+
+async def test_google_information_only_is_none(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    payload = [
+        _gcp(
+            "genInf",
+            "Quota dashboards delayed",
+            "SERVICE_INFORMATION",
+            ["Generative AI on Vertex AI"],
+        )
+    ]
+    status = await fetch_status(session, "gemini", server.serve(GOOGLE, payload), "google")
+    assert (status.indicator, status.incidents) == ("none", ["Quota dashboards delayed (none)"])
+
+
+# --- fetch_status: never raises -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "page", "error_part"),
+    [
+        ("statuspage", Page(status=404, body=b"Not Found", content_type="text/plain"), "HTTP 404"),
+        ("statuspage", Page(status=503, body=b'{"error": "unavailable"}'), "HTTP 503"),
+        (
+            "statuspage",
+            Page(
+                body=b"<!DOCTYPE html><html><head><title>Just a moment...</title>",
+                content_type="text/html",
+            ),
+            "not JSON",
+        ),
+        ("statuspage", Page(body=b"\x00\xff\xfe garbage \x81"), "not JSON"),
+        ("statuspage", Page(body=b"[1, 2, 3]"), "not a Statuspage v2 summary"),
+        ("statuspage", Page(body=b'{"page": {"name": "x"}}'), "not a Statuspage v2 summary"),
+        ("google", Page(body=b'{"incidents": []}'), "expected a JSON array"),
+        ("google", Page(body=b'[{"status_impact": "SERVICE_OUTAGE"'), "not JSON"),
+    ],
+)
+async def test_unreadable_pages_are_unknown(
+    server: StatusServer, session: aiohttp.ClientSession, kind: Any, page: Page, error_part: str
+) -> None:
+    server.pages["bad.json"] = page
+    status = await fetch_status(session, "openai", server.url("bad.json"), kind)
+    assert status.indicator == "unknown"
+    assert status.error is not None and error_part in status.error
+    assert status.incidents == []
+    assert status.summary().startswith("unknown: ")
+
+
+async def test_unknown_kind_is_unknown(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    status = await fetch_status(session, "x", server.serve(SUMMARY, OPERATIONAL), "rss")  # type: ignore[arg-type]
+    assert (status.indicator, status.error) == ("unknown", "unknown status source kind 'rss'")
+
+
+async def test_timeout_is_unknown(server: StatusServer, session: aiohttp.ClientSession) -> None:
+    url = server.serve(SUMMARY, OPERATIONAL, delay_s=2.0)
+    started = time.monotonic()
+    status = await fetch_status(session, "anthropic", url, timeout_s=0.2)
+    assert time.monotonic() - started < 1.5
+    assert (status.indicator, status.error) == ("unknown", "timed out after 0.2s")
+
+
+async def test_oversized_body_is_refused(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    padded = {**OPERATIONAL, "padding": "x" * (2 * 1024 * 1024)}  # valid JSON, just too big
+    status = await fetch_status(session, "anthropic", server.serve(SUMMARY, padded))
+    assert status.indicator == "unknown"
+    assert status.error is not None and "larger than" in status.error
+
+
+async def test_connection_refused_is_unknown(session: aiohttp.ClientSession) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    status = await fetch_status(session, "deepseek", f"http://127.0.0.1:{port}/api/v2/summary.json")
+    assert status.indicator == "unknown"
+    assert status.error is not None and "Connect" in status.error
+
+
+# --- StatusPoller: when a change is news --------------------------------------------------------
+
+
+def drain(poller: StatusPoller) -> list[tuple[str | None, str]]:
+    out = []
+    queue = poller.changes()
+    while not queue.empty():
+        old, new = queue.get_nowait()
+        out.append((old.indicator if old else None, new.indicator))
+    return out
+
+
+async def test_first_fetch_is_baseline_then_degradation_is_one_change(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    poller = StatusPoller({"anthropic": (server.serve(SUMMARY, OPERATIONAL), "statuspage")})
+    assert poller.current("anthropic") is None
+    await poller.poll_once(session)
+    assert drain(poller) == []
+    current = poller.current("anthropic")
+    assert current is not None and current.indicator == "none"
+
+    server.serve(SUMMARY, degraded())
+    await poller.poll_once(session)
+    await poller.poll_once(session)  # still minor: not news again
+    changes = drain(poller)
+    assert changes == [("none", "minor")]
+    current = poller.current("anthropic")
+    assert current is not None and current.incidents == [
+        "Elevated errors on Claude Sonnet 4.5 (minor)"
+    ]
+
+
+async def test_unknown_only_after_three_failures(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    url = server.serve(SUMMARY, OPERATIONAL)
+    poller = StatusPoller({"anthropic": (url, "statuspage")})
+    await poller.poll_once(session)
+
+    server.serve(SUMMARY, status=502, raw=b"<html>Bad Gateway</html>", content_type="text/html")
+    for _ in range(2):
+        await poller.poll_once(session)
+        assert drain(poller) == []
+        # current() shows the failure as it is; only the change stream waits.
+        current = poller.current("anthropic")
+        assert current is not None and current.error == "HTTP 502 Bad Gateway"
+    await poller.poll_once(session)
+    assert drain(poller) == [("none", "unknown")]
+    await poller.poll_once(session)
+    assert drain(poller) == []  # still failing: reported once
+
+    server.serve(SUMMARY, OPERATIONAL)
+    await poller.poll_once(session)
+    assert drain(poller) == [("unknown", "none")]
+
+
+async def test_a_blip_neither_alerts_nor_hides_a_change(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    poller = StatusPoller({"anthropic": (server.serve(SUMMARY, OPERATIONAL), "statuspage")})
+    await poller.poll_once(session)
+    server.serve(SUMMARY, raw=b"garbage")
+    await poller.poll_once(session)
+    await poller.poll_once(session)
+    server.serve(SUMMARY, OPERATIONAL)
+    await poller.poll_once(session)  # back before the third failure: nothing happened
+    assert drain(poller) == []
+
+    server.serve(SUMMARY, raw=b"garbage")
+    await poller.poll_once(session)
+    server.serve(SUMMARY, degraded())
+    await poller.poll_once(session)
+    assert poller.changes().qsize() == 1
+    old, new = poller.changes().get_nowait()
+    assert old is not None and old.indicator == "none" and old.error is None  # the last good one
+    assert new.indicator == "minor"
+
+
+async def test_a_page_that_never_worked_is_reported(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    poller = StatusPoller({"groq": (server.url("nothing-here.json"), "statuspage")})
+    for _ in range(3):
+        await poller.poll_once(session)
+    assert drain(poller) == [(None, "unknown")]
+
+
+async def test_google_change_through_poller(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    poller = StatusPoller({"gemini": (server.serve(GOOGLE, GOOGLE_QUIET_FOR_GEMINI), "google")})
+    await poller.poll_once(session)
+    server.serve(GOOGLE, GOOGLE_GEMINI_ACTIVE)
+    await poller.poll_once(session)
+    assert drain(poller) == [("none", "minor")]
+
+
+# --- StatusPoller.run ---------------------------------------------------------------------------
+
+
+async def test_run_polls_concurrently_and_reports_changes(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    sources = {
+        "anthropic": (server.serve(SUMMARY, OPERATIONAL, delay_s=0.5), "statuspage"),
+        "gemini": (server.serve(GOOGLE, GOOGLE_QUIET_FOR_GEMINI, delay_s=0.5), "google"),
+    }
+    poller = StatusPoller(sources, interval_s=0.05)
+    stop = asyncio.Event()
+    started = time.monotonic()
+    task = asyncio.create_task(poller.run(session, stop))
+    while poller.current("anthropic") is None or poller.current("gemini") is None:
+        await asyncio.sleep(0.01)
+    assert time.monotonic() - started < 0.9  # both slow pages fetched side by side
+
+    server.serve(SUMMARY, degraded())
+    old, new = await asyncio.wait_for(poller.changes().get(), timeout=5)
+    assert (old and old.indicator, new.provider, new.indicator) == ("none", "anthropic", "minor")
+
+    server.pages[SUMMARY].delay_s = 5.0  # stopping must not wait for a slow page
+    await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, timeout=1)
+    assert server.hits[SUMMARY] >= 3
+
+
+def test_default_sources() -> None:
+    assert set(DEFAULT_SOURCES) == {"openai", "anthropic", "groq", "deepseek", "gemini"}
+    assert DEFAULT_SOURCES["anthropic"] == (
+        "https://status.claude.com/api/v2/summary.json",
+        "statuspage",
+    )
+    assert DEFAULT_SOURCES["gemini"] == ("https://status.cloud.google.com/incidents.json", "google")
+    assert all(kind == "statuspage" for p, (_, kind) in DEFAULT_SOURCES.items() if p != "gemini")
+    assert human_url(DEFAULT_SOURCES["openai"][0], "statuspage") == "https://status.openai.com"
+    assert human_url(DEFAULT_SOURCES["gemini"][0], "google") == "https://status.cloud.google.com/"
+
+
+def test_summary_of_a_quiet_page() -> None:
+    status = OfficialStatus(
+        "groq", "none", "All Systems Operational", [], "https://groqstatus.com", datetime.now(UTC)
+    )
+    assert status.summary() == "none: All Systems Operational"
