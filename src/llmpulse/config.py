@@ -11,11 +11,13 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -26,8 +28,12 @@ from pydantic import (
 )
 
 from llmpulse.durations import parse_duration
+from llmpulse.monitor.rules import DEFAULT_RULES, RuleOverride
 from llmpulse.providers.presets import DISCOVERABLE, PRESETS
 from llmpulse.result import CheckKind
+
+if TYPE_CHECKING:
+    from llmpulse.alerts.notifiers import Notifier
 
 DEFAULT_CONFIG_PATH = Path("llmpulse.yaml")
 _SECRET_FIELDS = frozenset({"api_key", "headers"})
@@ -50,6 +56,18 @@ class PriceOverride(BaseModel):
     cache_write_per_mtok: float | None = Field(default=None, ge=0)
 
 
+def _known_rules(value: dict[str, RuleOverride]) -> dict[str, RuleOverride]:
+    unknown = set(value) - set(DEFAULT_RULES)
+    if unknown:
+        raise ValueError(
+            f"unknown rule {', '.join(sorted(unknown))}; expected one of {', '.join(DEFAULT_RULES)}"
+        )
+    return value
+
+
+RuleOverrides = Annotated[dict[str, RuleOverride], AfterValidator(_known_rules)]
+
+
 class TargetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -70,6 +88,8 @@ class TargetConfig(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     api_version: str | None = None
     deployment: str | None = None
+    tps_floor: float | None = Field(default=None, gt=0)
+    rules: RuleOverrides = Field(default_factory=dict)
 
     @field_validator("provider")
     @classmethod
@@ -114,11 +134,68 @@ class TargetConfig(BaseModel):
         return self
 
 
+class MonitorSettings(BaseModel):
+    """How ``llmpulse run`` schedules checks and keeps data."""
+
+    model_config = ConfigDict(extra="forbid")
+    retry_interval: Duration = 2.0
+    confirmations: int = Field(default=3, ge=1, le=20)
+    concurrency: int = Field(default=256, ge=1, le=100_000)
+    raw_retention: Duration = 7 * 86400.0
+    rollup_retention: Duration = 400 * 86400.0
+    status_pages: bool = True
+    status_interval: Duration = 60.0
+
+
+class AlertingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    repeat_interval: Duration = 4 * 3600.0
+    resolve_after: Duration = 30.0
+    group_wait: Duration = 2.0
+    flap_window: Duration = 3600.0
+    flap_threshold: int = Field(default=3, ge=2)
+    flap_resolve_after: Duration = 600.0
+
+
+class ProviderSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rules: RuleOverrides = Field(default_factory=dict)
+    # A Statuspage summary.json URL, or false to not poll this provider's status page.
+    status_page: str | Literal[False] | None = None
+
+
+class SilenceConfig(BaseModel):
+    """A maintenance window in the config: glob patterns and a time range."""
+
+    model_config = ConfigDict(extra="forbid")
+    target: str = "*"
+    provider: str = "*"
+    rule: str = "*"
+    starts: datetime | None = None
+    ends: datetime
+    comment: str = ""
+
+
 class ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     targets: list[TargetConfig] = Field(min_length=1)
     storage: str | None = None
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
+    rules: RuleOverrides = Field(default_factory=dict)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    silences: list[SilenceConfig] = Field(default_factory=list)
+    # Validated by llmpulse.alerts.notifiers, which owns each channel's settings.
+    notifiers: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:
+        unknown = set(value) - set(PRESETS)
+        if unknown:
+            raise ValueError(f"unknown provider {', '.join(sorted(unknown))}")
+        return value
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,6 +223,8 @@ class Target:
     max_tokens_field: str = "max_tokens"
     stream_include_usage: bool = True
     price_provider: str | None = None
+    tps_floor: float | None = None
+    rules: Mapping[str, RuleOverride] = dataclasses.field(default_factory=dict, repr=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -153,6 +232,12 @@ class Config:
     targets: list[Target]
     storage: str | None = None
     source: Path | None = None
+    monitor: MonitorSettings = dataclasses.field(default_factory=MonitorSettings)
+    alerting: AlertingSettings = dataclasses.field(default_factory=AlertingSettings)
+    rules: Mapping[str, RuleOverride] = dataclasses.field(default_factory=dict)
+    providers: Mapping[str, ProviderSettings] = dataclasses.field(default_factory=dict)
+    silences: list[SilenceConfig] = dataclasses.field(default_factory=list)
+    notifiers: list[Notifier] = dataclasses.field(default_factory=list)
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -187,7 +272,23 @@ def parse_config(
         if target.name in seen:
             raise ConfigError(f"{where}targets[{i}].name: duplicate target name {target.name!r}")
         seen.add(target.name)
-    return Config(targets=targets, storage=parsed.storage, source=source)
+    from llmpulse.alerts.notifiers import build_notifiers  # it imports ConfigError from here
+
+    try:
+        notifiers = build_notifiers(parsed.notifiers, env)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+    return Config(
+        targets=targets,
+        storage=parsed.storage,
+        source=source,
+        monitor=parsed.monitor,
+        alerting=parsed.alerting,
+        rules=parsed.rules,
+        providers=parsed.providers,
+        silences=parsed.silences,
+        notifiers=notifiers,
+    )
 
 
 def discover_targets(env: Mapping[str, str] | None = None) -> list[Target]:
@@ -249,6 +350,8 @@ def _resolve(index: int, cfg: TargetConfig, env: Mapping[str, str], where: str) 
         max_tokens_field=preset.max_tokens_field,
         stream_include_usage=preset.stream_include_usage,
         price_provider=preset.price_provider,
+        tps_floor=cfg.tps_floor,
+        rules=cfg.rules,
     )
 
 

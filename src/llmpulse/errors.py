@@ -33,6 +33,11 @@ class ErrorClass(enum.StrEnum):
         """
         return self in _OUTAGE
 
+    @property
+    def is_caller_limit(self) -> bool:
+        """The caller's own limits (429, exhausted quota): excluded from error rates."""
+        return self in (ErrorClass.RATE_LIMITED, ErrorClass.QUOTA)
+
 
 _OUTAGE = frozenset(
     {

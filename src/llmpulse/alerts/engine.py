@@ -1,0 +1,377 @@
+"""The alert lifecycle: pending → firing → resolved, deduplicated, grouped, silenced.
+
+Modelled on Alertmanager. An alert is identified by its fingerprint (rule + subject). A firing
+alert is notified once, re-notified only after ``repeat_interval``, and resolved only after its
+condition has stayed clear for ``resolve_after`` (``flap_resolve_after`` once it has fired
+``flap_threshold`` times within ``flap_window``), so a flapping target pages once, not on every
+flip. Outage alerts are grouped: when every target of a provider fails, one provider-level alert
+goes out instead of one per model, and when every provider fails at once, one alert says the
+fault is probably on our side. Silences suppress notifications, never the state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from llmpulse.alerts.model import AlertState, Notification, Severity
+from llmpulse.alerts.silences import Silence
+from llmpulse.monitor.rules import AVAILABILITY_RULES, Evaluation
+
+log = logging.getLogger(__name__)
+
+ALL = "*"  # subject of the "every provider is failing" alert
+ALL_PROVIDERS_RULE = "all_providers_down"
+PROVIDER_RULE = "provider_down"
+OFFICIAL_STATUS_RULE = "official_status"
+INCIDENT = "availability"  # a target's incident record, notified under its lead rule's id
+# Which availability rule leads an incident's page when several fire (earlier = preferred).
+_RANK = {rule: i for i, rule in enumerate(AVAILABILITY_RULES)}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AlertSettings:
+    repeat_interval_s: float = 4 * 3600
+    resolve_after_s: float = 30.0
+    group_wait_s: float = 2.0
+    flap_window_s: float = 3600.0
+    flap_threshold: int = 3
+    flap_resolve_after_s: float = 600.0
+
+
+@dataclasses.dataclass(slots=True)
+class AlertRecord:
+    """Everything the engine knows about one alert; persisted so a restart resumes it."""
+
+    fingerprint: str
+    rule: str
+    target: str
+    provider: str
+    severity: Severity
+    state: AlertState | None = None  # None: inactive
+    active_since: float | None = None
+    fired_at: float | None = None
+    clear_since: float | None = None
+    resolved_at: float | None = None
+    notified: bool = False  # its firing went out, so its resolution must too
+    last_notified_at: float | None = None
+    value: float | None = None
+    threshold: float | None = None
+    summary: str = ""
+    fire_times: list[float] = dataclasses.field(default_factory=list)
+    group_until: float | None = None  # an incident waits this long for its siblings
+    inhibited_by: str | None = None  # fingerprint of the group alert that stands for it
+    lead_rule: str | None = None  # for an incident: the rule it is notified as
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["severity"] = str(self.severity)
+        data["state"] = str(self.state) if self.state else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AlertRecord:
+        data = dict(data)
+        data["severity"] = Severity(data["severity"])
+        data["state"] = AlertState(data["state"]) if data.get("state") else None
+        return cls(**data)
+
+
+def fingerprint(rule: str, subject: str) -> str:
+    return hashlib.sha256(f"{rule}\0{subject}".encode()).hexdigest()[:16]
+
+
+class Engine:
+    """Turns rule evaluations into notifications. Single-threaded: call from one event loop."""
+
+    def __init__(
+        self,
+        targets_by_provider: Mapping[str, Iterable[str]],
+        notify: Callable[[Notification], None],
+        settings: AlertSettings | None = None,
+        records: Iterable[AlertRecord] = (),
+        official_status: Callable[[str], str | None] = lambda provider: None,
+    ) -> None:
+        self.settings = settings or AlertSettings()
+        self.targets_by_provider = {p: set(ts) for p, ts in targets_by_provider.items()}
+        self._notify = notify
+        self._official_status = official_status
+        self.records: dict[str, AlertRecord] = {r.fingerprint: r for r in records}
+        self.silences: list[Silence] = []
+        self.dirty: set[str] = set()  # fingerprints changed since the last save
+
+    # --- inputs -------------------------------------------------------------------------
+
+    def observe(
+        self, target: str, provider: str, evaluations: Iterable[Evaluation], now: float
+    ) -> None:
+        """Feed one target's latest rule evaluations."""
+        for ev in evaluations:
+            record = self._record(ev.rule.id, target, provider, ev.rule.severity)
+            active = ev.holding if record.state is AlertState.FIRING else ev.active
+            if active is None:  # too few samples to say either way (e.g. just restarted)
+                continue
+            if active or record.state is not AlertState.FIRING:
+                record.value, record.summary = ev.value, ev.summary  # keep what it fired with
+            record.threshold = ev.rule.threshold
+            self._step(record, active, ev.rule.for_s, now)
+
+    def observe_official(self, provider: str, indicator: str, description: str, now: float) -> None:
+        """The provider's status page: an alert while it reports anything but normal."""
+        severity = Severity.CRITICAL if indicator in ("major", "critical") else Severity.WARNING
+        record = self._record(OFFICIAL_STATUS_RULE, provider, provider, severity)
+        active = indicator in ("minor", "major", "critical", "maintenance")
+        if active:  # a resolution keeps the severity it fired with
+            record.severity = severity
+        record.summary = f"{provider} status page: {description} ({indicator})"
+        self._step(record, active, 0.0, now, resolve_after=0.0)
+
+    def tick(self, now: float) -> None:
+        """Flush grouped outage alerts and send repeat notifications; call about once a second."""
+        for record in list(self.records.values()):
+            if record.group_until is not None and now >= record.group_until:
+                self._flush_group(record.provider, now)
+            elif (
+                record.state is AlertState.FIRING
+                and record.inhibited_by is None
+                and record.group_until is None
+                and record.rule not in AVAILABILITY_RULES  # their incident is what pages
+            ):
+                if not record.notified:
+                    self._send(record, AlertState.FIRING, now)  # e.g. a silence just ended
+                elif (
+                    record.last_notified_at is not None
+                    and now - record.last_notified_at >= self.settings.repeat_interval_s
+                ):
+                    self._send(record, AlertState.FIRING, now)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def _record(self, rule: str, target: str, provider: str, severity: Severity) -> AlertRecord:
+        fp = fingerprint(rule, target)
+        record = self.records.get(fp)
+        if record is None:
+            record = AlertRecord(fp, rule, target, provider, severity)
+            self.records[fp] = record
+        return record
+
+    def _step(
+        self,
+        record: AlertRecord,
+        active: bool,
+        for_s: float,
+        now: float,
+        resolve_after: float | None = None,
+    ) -> None:
+        s = self.settings
+        if active:
+            record.clear_since = None
+            if record.state in (None, AlertState.RESOLVED):
+                record.state, record.active_since = AlertState.PENDING, now
+                self.dirty.add(record.fingerprint)
+            if record.state is AlertState.PENDING and now - (record.active_since or now) >= for_s:
+                self._fire(record, now)
+            return
+        if record.state is AlertState.PENDING:
+            record.state, record.active_since = None, None
+            self.dirty.add(record.fingerprint)
+        elif record.state is AlertState.FIRING:
+            if record.clear_since is None:
+                record.clear_since = now
+                self.dirty.add(record.fingerprint)
+            recent_fires = [t for t in record.fire_times if now - t <= s.flap_window_s]
+            wait = s.resolve_after_s if resolve_after is None else resolve_after
+            if len(recent_fires) >= s.flap_threshold:
+                wait = max(wait, s.flap_resolve_after_s)
+            if now - record.clear_since >= wait:
+                self._resolve(record, now)
+
+    def _fire(self, record: AlertRecord, now: float) -> None:
+        record.state, record.fired_at, record.resolved_at = AlertState.FIRING, now, None
+        record.notified = False
+        record.fire_times = [t for t in record.fire_times if now - t <= self.settings.flap_window_s]
+        record.fire_times.append(now)
+        self.dirty.add(record.fingerprint)
+        if record.rule in AVAILABILITY_RULES:
+            self._update_incident(record.target, record.provider, now)
+        else:
+            self._send(record, AlertState.FIRING, now)
+
+    def _resolve(self, record: AlertRecord, now: float) -> None:
+        record.state, record.resolved_at, record.clear_since = AlertState.RESOLVED, now, None
+        record.group_until = None
+        self.dirty.add(record.fingerprint)
+        if record.rule in AVAILABILITY_RULES:
+            self._update_incident(record.target, record.provider, now)
+            return
+        if record.notified:
+            self._send(record, AlertState.RESOLVED, now)
+        inhibitor = record.inhibited_by
+        record.inhibited_by = None
+        if inhibitor is not None:
+            self._maybe_resolve_group(inhibitor, now)
+
+    # --- availability incidents -----------------------------------------------------------
+
+    def _update_incident(self, target: str, provider: str, now: float) -> None:
+        """One incident per target for the availability rules, led by the worst one firing.
+
+        A hard outage trips the error-rate rules and the consecutive-failures rule within
+        seconds of each other; paging for each would be three pages for one incident. The
+        incident pages once (after ``group_wait``, with the worst severity by then), again only
+        if it escalates from warning to critical, and resolves when every member has cleared.
+        """
+        firing = [
+            m
+            for rule in AVAILABILITY_RULES
+            if (m := self.records.get(fingerprint(rule, target))) is not None
+            and m.state is AlertState.FIRING
+        ]
+        incident = self._record(INCIDENT, target, provider, Severity.WARNING)
+        self.dirty.add(incident.fingerprint)
+        if not firing:
+            if incident.state is AlertState.FIRING:
+                self._resolve(incident, now)
+            return
+        lead = max(firing, key=lambda m: (m.severity == Severity.CRITICAL, -_RANK[m.rule]))
+        paged = incident.state is AlertState.FIRING and incident.notified
+        escalated = incident.severity == Severity.WARNING and lead.severity == Severity.CRITICAL
+        if not paged or escalated:  # once paged, the page's rule and words stand until it ends
+            incident.lead_rule, incident.severity = lead.rule, lead.severity
+            incident.value, incident.threshold = lead.value, lead.threshold
+            incident.summary = lead.summary
+        if incident.state is not AlertState.FIRING:
+            incident.state, incident.fired_at, incident.resolved_at = AlertState.FIRING, now, None
+            incident.active_since, incident.notified, incident.clear_since = now, False, None
+            group = self._active_group(provider)
+            if group is not None:
+                incident.inhibited_by = group.fingerprint  # the group alert speaks for it
+            else:
+                incident.group_until = now + self.settings.group_wait_s
+        elif escalated and incident.notified and incident.inhibited_by is None:
+            self._send(incident, AlertState.FIRING, now)
+
+    # --- grouping -----------------------------------------------------------------------
+
+    def _failing(self, provider: str) -> list[AlertRecord]:
+        return [
+            r
+            for r in self.records.values()
+            if r.provider == provider and r.rule == INCIDENT and r.state is AlertState.FIRING
+        ]
+
+    def _all_failing(self, provider: str) -> bool:
+        targets = self.targets_by_provider.get(provider, set())
+        return bool(targets) and targets <= {r.target for r in self._failing(provider)}
+
+    def _active_group(self, provider: str) -> AlertRecord | None:
+        for fp in (fingerprint(ALL_PROVIDERS_RULE, ALL), fingerprint(PROVIDER_RULE, provider)):
+            record = self.records.get(fp)
+            if record is not None and record.state is AlertState.FIRING:
+                return record
+        return None
+
+    def _flush_group(self, provider: str, now: float) -> None:
+        """group_wait is over for an incident of ``provider``: page it alone or as a group."""
+        waiting = [r for r in self._failing(provider) if r.group_until is not None]
+        for r in waiting:
+            r.group_until = None
+            self.dirty.add(r.fingerprint)
+        group = self._active_group(provider)
+        providers = [p for p, targets in self.targets_by_provider.items() if targets]
+        if group is None and len(providers) > 1 and all(map(self._all_failing, providers)):
+            group = self._group_alert(
+                ALL_PROVIDERS_RULE, ALL, ALL,
+                f"every provider is failing at once ({', '.join(sorted(providers))}): "
+                "the fault is probably on our side — network, DNS, proxy or keys",
+                now,
+            )  # fmt: skip
+        elif (
+            group is None
+            and len(self.targets_by_provider.get(provider, ())) > 1
+            and self._all_failing(provider)
+        ):
+            failing = self._failing(provider)
+            group = self._group_alert(
+                PROVIDER_RULE, provider, provider,
+                f"{provider} is down: all {len(failing)} targets failing "
+                f"({'; '.join(sorted({r.summary for r in failing}))})",
+                now,
+            )  # fmt: skip
+        if group is None:
+            for r in waiting:
+                self._send(r, AlertState.FIRING, now)
+            return
+        members = self._failing(provider) if group.rule == PROVIDER_RULE else [
+            r for p in providers for r in self._failing(p)
+        ]  # fmt: skip
+        for r in members:
+            if not r.notified and r.inhibited_by is None:
+                r.inhibited_by = group.fingerprint
+                r.group_until = None
+                self.dirty.add(r.fingerprint)
+
+    def _group_alert(
+        self, rule: str, subject: str, provider: str, summary: str, now: float
+    ) -> AlertRecord:
+        record = self._record(rule, subject, provider, Severity.CRITICAL)
+        record.summary = summary
+        record.state, record.active_since = AlertState.FIRING, now
+        record.fired_at, record.notified, record.clear_since = now, False, None
+        record.resolved_at = None
+        self.dirty.add(record.fingerprint)
+        self._send(record, AlertState.FIRING, now)
+        return record
+
+    def _maybe_resolve_group(self, group_fp: str, now: float) -> None:
+        group = self.records.get(group_fp)
+        if group is None or group.state is not AlertState.FIRING:
+            return
+        if any(r.inhibited_by == group_fp for r in self.records.values()):
+            return
+        self._resolve(group, now)
+
+    # --- delivery -----------------------------------------------------------------------
+
+    def _send(self, record: AlertRecord, status: AlertState, now: float) -> None:
+        # A silence holds back pages; the end of a page that already went out is still sent,
+        # so no incident is left open on the receiving side.
+        if status is AlertState.FIRING and self.silenced(record, now):
+            return
+        record.notified = status is AlertState.FIRING
+        record.last_notified_at = now
+        self.dirty.add(record.fingerprint)
+        self._notify(
+            Notification(
+                status=status,
+                severity=record.severity,
+                rule=record.lead_rule or record.rule,
+                target=record.target,
+                provider=record.provider,
+                summary=record.summary,
+                value=record.value,
+                threshold=record.threshold,
+                starts_at=_dt(now if record.fired_at is None else record.fired_at),
+                ends_at=_dt(now) if status is AlertState.RESOLVED else None,
+                fingerprint=record.fingerprint,
+                official_status=self._official_status(record.provider),
+            )
+        )
+
+    def silenced(self, record: AlertRecord, now: float) -> bool:
+        rule = record.lead_rule or record.rule
+        return any(s.matches(rule, record.target, record.provider, now) for s in self.silences)
+
+    def take_dirty(self) -> list[AlertRecord]:
+        """Records changed since the last call, for the state store."""
+        changed = [self.records[fp] for fp in self.dirty if fp in self.records]
+        self.dirty.clear()
+        return changed
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)

@@ -1,0 +1,298 @@
+"""Alert rules: their defaults, overrides, and evaluation over a target's recent results.
+
+Rules read an in-memory window of each target's latest results rather than the database, so
+evaluating thousands of targets after every check costs microseconds; the figures follow the
+same definitions as the stored rolling metrics (``ErrorClass.is_caller_limit`` is excluded from
+error rates, quantiles are nearest-rank).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from llmpulse.alerts.model import Severity
+from llmpulse.durations import format_duration, parse_duration
+from llmpulse.errors import ErrorClass
+from llmpulse.result import CheckKind, CheckResult
+
+_Duration = Annotated[float, BeforeValidator(parse_duration)]
+_UNAVAILABLE = (ErrorClass.UNAVAILABLE, ErrorClass.TIMEOUT)
+_KEY_PROBLEMS = (ErrorClass.AUTH, ErrorClass.QUOTA)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RuleSpec:
+    id: str
+    severity: Severity
+    threshold: float
+    window_s: float = 300.0
+    min_samples: int = 3
+    for_s: float = 0.0  # how long the condition must hold (pending) before the alert fires
+    enabled: bool = True
+    # Multi-window: the condition must also hold over this recent window, and once firing it is
+    # judged over this window alone, so a recovery shows within a minute rather than when the
+    # last bad sample leaves a 5 m window.
+    clear_window_s: float | None = None
+
+
+DEFAULT_RULES: dict[str, RuleSpec] = {
+    r.id: r
+    for r in (
+        RuleSpec("ttft_p95_high", Severity.WARNING, 3.0, min_samples=3, clear_window_s=60),
+        RuleSpec("error_rate_warning", Severity.WARNING, 0.05, min_samples=5, clear_window_s=60),
+        RuleSpec("error_rate_critical", Severity.CRITICAL, 0.2, min_samples=5, clear_window_s=60),
+        RuleSpec("consecutive_unavailable", Severity.CRITICAL, threshold=3, min_samples=3),
+        RuleSpec("rate_limit_headroom", Severity.WARNING, threshold=0.70, min_samples=1),
+        RuleSpec("auth_failure", Severity.CRITICAL, threshold=1, min_samples=1),
+        RuleSpec("tps_low", Severity.WARNING, threshold=0.0, min_samples=3, clear_window_s=60),
+        RuleSpec(
+            "tokens_per_request_spike", Severity.WARNING, 3.0, min_samples=3, clear_window_s=60
+        ),
+    )
+}
+# Rules that say a target is failing. They are one incident per target (see alerts.engine),
+# in order of which one's id and summary the page carries when several fire.
+AVAILABILITY_RULES = ("consecutive_unavailable", "error_rate_critical", "error_rate_warning")
+
+
+class RuleOverride(BaseModel):
+    """A partial rule setting from the config (global, per provider or per target)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    threshold: float | str | None = None
+    window: _Duration | None = None
+    clear_window: _Duration | None = None
+    min_samples: int | None = Field(default=None, ge=1)
+    for_: _Duration | None = Field(default=None, alias="for")
+    severity: Severity | None = None
+    enabled: bool | None = None
+
+    def apply(self, spec: RuleSpec) -> RuleSpec:
+        changes: dict[str, object] = {}
+        if self.threshold is not None:
+            # ttft thresholds read naturally as durations ("5s"); others are plain numbers.
+            changes["threshold"] = (
+                parse_duration(self.threshold)
+                if isinstance(self.threshold, str)
+                else float(self.threshold)
+            )
+        for name, value in (
+            ("window_s", self.window),
+            ("clear_window_s", self.clear_window),
+            ("min_samples", self.min_samples),
+            ("for_s", self.for_),
+            ("severity", self.severity),
+            ("enabled", self.enabled),
+        ):
+            if value is not None:
+                changes[name] = value
+        return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
+
+
+def resolve_rules(*layers: Mapping[str, RuleOverride] | None) -> dict[str, RuleSpec]:
+    """Defaults, then each layer of overrides in order (global, provider, target)."""
+    rules = dict(DEFAULT_RULES)
+    for layer in layers:
+        for rule_id, override in (layer or {}).items():
+            rules[rule_id] = override.apply(rules[rule_id])
+    return rules
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Evaluation:
+    rule: RuleSpec
+    active: bool | None  # the condition holds; None: too few samples to say either way
+    value: float | None
+    summary: str
+    holding: bool | None = None  # for a firing alert: the condition over the clear window
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Sample:
+    ts: float
+    kind: CheckKind
+    error_class: ErrorClass | None
+    ttft_s: float | None
+    tps: float | None
+    tokens: int | None
+    utilization: float | None
+
+
+class TargetWindow:
+    """The recent results of one target: enough history for every rule, and no more."""
+
+    def __init__(self, horizon_s: float, keep_last: int = 16) -> None:
+        self.horizon_s = horizon_s
+        self.keep_last = keep_last
+        self.samples: deque[_Sample] = deque()
+        self.latest_by_kind: dict[CheckKind, _Sample] = {}
+
+    def add(self, result: CheckResult) -> None:
+        u = result.usage
+        tokens = (
+            None
+            if u.input_tokens is None and u.output_tokens is None
+            else (u.input_tokens or 0) + (u.output_tokens or 0)
+        )
+        sample = _Sample(
+            ts=result.timestamp.timestamp(),
+            kind=result.check,
+            error_class=result.error_class,
+            ttft_s=None if result.ttft_ms is None else result.ttft_ms / 1000,
+            tps=result.tokens_per_s,
+            tokens=tokens if result.check is not CheckKind.MODELS else None,
+            utilization=result.ratelimit.utilization if result.ratelimit else None,
+        )
+        self.samples.append(sample)
+        self.latest_by_kind[result.check] = sample
+        cutoff = sample.ts - self.horizon_s
+        while len(self.samples) > self.keep_last and self.samples[0].ts < cutoff:
+            self.samples.popleft()
+
+    def evaluate(
+        self,
+        rules: Mapping[str, RuleSpec],
+        now: float,
+        tps_floor: float | None = None,
+        tokens_baseline: float | None = None,
+    ) -> list[Evaluation]:
+        out = []
+        for rule in rules.values():
+            if not rule.enabled:
+                continue
+            ev = self._evaluate(rule, now, tps_floor, tokens_baseline)
+            if rule.clear_window_s is None:
+                out.append(dataclasses.replace(ev, holding=ev.active))
+                continue
+            # Multi-window: fire when the long and the recent window both breach, keep firing
+            # while the recent one does. Recovery shows within the recent window, and a
+            # stale breach in the long window alone cannot fire it again.
+            recent = dataclasses.replace(rule, window_s=rule.clear_window_s, min_samples=1)
+            holding = self._evaluate(recent, now, tps_floor, tokens_baseline).active
+            active = ev.active if ev.active is None or holding is None else ev.active and holding
+            out.append(dataclasses.replace(ev, active=active, holding=holding))
+        return out
+
+    def _recent(self, window_s: float, now: float) -> list[_Sample]:
+        cutoff = now - window_s
+        return [s for s in self.samples if s.ts >= cutoff]
+
+    def _evaluate(
+        self, rule: RuleSpec, now: float, tps_floor: float | None, baseline: float | None
+    ) -> Evaluation:
+        recent = self._recent(rule.window_s, now)
+        window = format_duration(rule.window_s)
+        match rule.id:
+            case "ttft_p95_high":
+                values = [s.ttft_s for s in recent if s.ttft_s is not None]
+                if len(values) < rule.min_samples:
+                    return Evaluation(rule, None, None, "not enough samples")
+                p95 = quantile(values, 0.95)
+                return Evaluation(
+                    rule,
+                    p95 > rule.threshold,
+                    p95,
+                    f"p95 TTFT {format_duration(p95)} over {window} "
+                    f"(threshold {format_duration(rule.threshold)})",
+                )
+            case "error_rate_warning" | "error_rate_critical":
+                if len(recent) < rule.min_samples:
+                    return Evaluation(rule, None, None, "not enough samples")
+                errors = [
+                    s.error_class
+                    for s in recent
+                    if s.error_class is not None and not s.error_class.is_caller_limit
+                ]
+                rate = len(errors) / len(recent)
+                classes = ", ".join(sorted(f"{c}×{errors.count(c)}" for c in set(errors)))
+                return Evaluation(
+                    rule,
+                    rate > rule.threshold,
+                    rate,
+                    f"error rate {rate:.0%} over {window} ({len(errors)}/{len(recent)} checks"
+                    f"{': ' + classes if classes else ''}; threshold {rule.threshold:.0%})",
+                )
+            case "consecutive_unavailable":
+                needed = max(rule.min_samples, int(rule.threshold))
+                if not self.samples:
+                    return Evaluation(rule, None, None, "no samples")
+                streak = 0
+                for s in reversed(self.samples):
+                    if s.error_class not in _UNAVAILABLE:
+                        break
+                    streak += 1
+                last = self.samples[-1].error_class if self.samples else None
+                return Evaluation(
+                    rule,
+                    streak >= needed,
+                    float(streak),
+                    f"{streak} consecutive checks failed as unavailable/timeout"
+                    f"{f' (last: {last})' if last else ''}",
+                )
+            case "rate_limit_headroom":
+                values = [s.utilization for s in recent if s.utilization is not None]
+                if len(values) < rule.min_samples:
+                    return Evaluation(rule, None, None, "no rate-limit headers")
+                latest = values[-1]
+                return Evaluation(
+                    rule,
+                    latest > rule.threshold,
+                    latest,
+                    f"rate-limit utilization {latest:.0%} (threshold {rule.threshold:.0%})",
+                )
+            case "auth_failure":
+                if not self.latest_by_kind:
+                    return Evaluation(rule, None, None, "no samples")
+                bad = [
+                    f"{kind}: {s.error_class}"
+                    for kind, s in self.latest_by_kind.items()
+                    if s.error_class in _KEY_PROBLEMS
+                ]
+                return Evaluation(
+                    rule,
+                    bool(bad),
+                    float(len(bad)),
+                    "key or credit problem: " + ", ".join(bad) if bad else "keys accepted",
+                )
+            case "tps_low":
+                floor = tps_floor if tps_floor is not None else rule.threshold
+                values = [s.tps for s in recent if s.tps is not None]
+                if not floor:
+                    return Evaluation(rule, False, None, "no tokens/s floor set")
+                if len(values) < rule.min_samples:
+                    return Evaluation(rule, None, None, "not enough samples")
+                p50 = quantile(values, 0.5)
+                return Evaluation(
+                    rule,
+                    p50 < floor,
+                    p50,
+                    f"p50 tokens/s {p50:.1f} over {window} (floor {floor:g})",
+                )
+            case "tokens_per_request_spike":
+                values = [s.tokens for s in recent if s.tokens is not None]
+                if not baseline or len(values) < rule.min_samples:
+                    return Evaluation(rule, None, None, "no baseline yet or not enough samples")
+                mean = sum(values) / len(values)
+                ratio = mean / baseline
+                return Evaluation(
+                    rule,
+                    ratio > rule.threshold,
+                    ratio,
+                    f"{mean:.0f} tokens/request over {window}, {ratio:.1f}× the 24h baseline "
+                    f"of {baseline:.0f} (threshold {rule.threshold:g}×)",
+                )
+        raise ValueError(f"unknown rule {rule.id!r}")
+
+
+def quantile(values: Iterable[float], q: float) -> float:
+    """Nearest-rank quantile (the value at rank ceil(q·n)), as the rollup sketches report."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]

@@ -1,0 +1,113 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from llmpulse.errors import ErrorClass
+from llmpulse.monitor.rules import (
+    DEFAULT_RULES,
+    RuleOverride,
+    TargetWindow,
+    quantile,
+    resolve_rules,
+)
+from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
+
+T0 = 1_800_000_000.0
+
+
+def res(t, *, kind=CheckKind.STREAM, error=None, ttft=0.4, tps=80.0, tokens=(10, 20), util=None):
+    return CheckResult(
+        target="t", provider="openai", model="m", check=kind,
+        timestamp=datetime.fromtimestamp(T0 + t, UTC), ok=error is None, error_class=error,
+        ttft_ms=None if ttft is None else ttft * 1000, tokens_per_s=tps,
+        usage=Usage(*tokens) if tokens else Usage(),
+        ratelimit=RateLimit(utilization=util) if util is not None else None,
+    )  # fmt: skip
+
+
+def evaluate(results, now, **kw):
+    window = TargetWindow(horizon_s=3600)
+    for r in results:
+        window.add(r)
+    return {e.rule.id: e for e in window.evaluate(DEFAULT_RULES, T0 + now, **kw)}
+
+
+def test_healthy_target_raises_nothing():
+    ev = evaluate([res(i * 10) for i in range(10)], 100, tokens_baseline=30)
+    assert not any(e.active for e in ev.values())
+
+
+def test_ttft_p95():
+    ev = evaluate([res(i, ttft=t) for i, t in enumerate([0.4, 0.5, 4.0, 5.0])], 10)
+    assert ev["ttft_p95_high"].active and ev["ttft_p95_high"].value == 5.0
+    assert evaluate([res(0, ttft=9.0)], 1)["ttft_p95_high"].active is None  # 1 < min samples
+    old = evaluate([res(0, ttft=9), res(1, ttft=9), res(2, ttft=9)], 400)  # outside 5 m
+    assert old["ttft_p95_high"].active is None
+
+
+def test_error_rates_exclude_rate_limits_and_quota():
+    results = [res(i) for i in range(6)] + [
+        res(10 + i, error=ErrorClass.RATE_LIMITED) for i in range(4)
+    ]
+    ev = evaluate(results, 20)
+    assert ev["error_rate_warning"].value == 0 and not ev["error_rate_warning"].active
+    results = [res(i) for i in range(7)] + [
+        res(10 + i, error=ErrorClass.SERVER_ERROR) for i in range(3)
+    ]
+    ev = evaluate(results, 20)
+    assert ev["error_rate_warning"].active and ev["error_rate_critical"].active
+    assert ev["error_rate_critical"].value == pytest.approx(0.3)
+    assert "server_error×3" in ev["error_rate_critical"].summary
+
+
+def test_consecutive_unavailable_counts_only_unavailable_and_timeouts():
+    seq = [res(0), res(1, error=ErrorClass.UNAVAILABLE), res(2, error=ErrorClass.TIMEOUT)]
+    assert not evaluate(seq, 3)["consecutive_unavailable"].active
+    seq.append(res(3, error=ErrorClass.UNAVAILABLE))
+    assert evaluate(seq, 4)["consecutive_unavailable"].active
+    seq.append(res(4, error=ErrorClass.RATE_LIMITED))
+    assert not evaluate(seq, 5)["consecutive_unavailable"].active
+
+
+def test_rate_limit_auth_tps_and_tokens_spike():
+    ev = evaluate([res(0, util=0.5), res(1, util=0.8)], 2)
+    assert ev["rate_limit_headroom"].active and ev["rate_limit_headroom"].value == 0.8
+    ev = evaluate(
+        [res(0, kind=CheckKind.MODELS), res(1, kind=CheckKind.INFERENCE, error=ErrorClass.QUOTA)], 2
+    )
+    assert ev["auth_failure"].active and "quota" in ev["auth_failure"].summary
+    ev = evaluate(
+        [res(0, kind=CheckKind.INFERENCE, error=ErrorClass.AUTH), res(5, kind=CheckKind.INFERENCE)],
+        6,
+    )
+    assert not ev["auth_failure"].active  # the key works again
+    slow = [res(i, tps=40) for i in range(5)]
+    assert evaluate(slow, 6, tps_floor=100)["tps_low"].active
+    assert evaluate(slow, 6)["tps_low"].active is False  # no floor configured
+    big = [res(i, tokens=(10, 290)) for i in range(5)]
+    ev = evaluate(big, 6, tokens_baseline=30)
+    assert ev["tokens_per_request_spike"].active and ev["tokens_per_request_spike"].value == 10
+
+
+def test_overrides_layer_in_order():
+    rules = resolve_rules(
+        {"ttft_p95_high": RuleOverride(threshold="5s")},
+        {"ttft_p95_high": RuleOverride(min_samples=10)},
+        {"error_rate_warning": RuleOverride(enabled=False)},
+    )
+    assert rules["ttft_p95_high"].threshold == 5.0 and rules["ttft_p95_high"].min_samples == 10
+    assert not rules["error_rate_warning"].enabled
+    assert DEFAULT_RULES["ttft_p95_high"].threshold == 3.0
+
+
+def test_window_is_bounded():
+    window = TargetWindow(horizon_s=60, keep_last=4)
+    for i in range(1000):
+        window.add(res(i))
+    assert len(window.samples) <= 61
+
+
+def test_quantile_nearest_rank():
+    assert quantile([1, 2, 3, 4], 0.5) == 2
+    assert quantile(range(1, 101), 0.95) == 95
+    assert quantile([7], 0.99) == 7
