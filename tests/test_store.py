@@ -63,3 +63,50 @@ def test_refuses_a_newer_schema(tmp_path):
     db.close()
     with pytest.raises(RuntimeError, match="newer than this llmpulse"):
         SQLiteStore(path)
+
+
+def test_migrates_a_version_1_database_and_keeps_its_results(tmp_path):
+    path = tmp_path / "x.db"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0])
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    with SQLiteStore(path) as store:
+        assert store.schema_version() == len(MIGRATIONS) >= 2
+        assert store.rollup_watermark() is None
+        store.write_results([result(1)])
+    with SQLiteStore(path) as store:
+        assert len(store.latest_results()) == 1
+    tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    assert {"rollups", "rollups_hourly", "rollup_state", "rollups_target_minute"} <= tables
+
+
+def test_results_between_is_half_open_and_ordered(tmp_path):
+    with SQLiteStore(tmp_path / "x.db") as store:
+        store.write_results([result(3), result(1), result(2, target="t2"), result(5)])
+        start = datetime(2026, 11, 27, 12, 0, 1, tzinfo=UTC).timestamp()
+        got = store.results_between(start, start + 4)
+        assert [r.timestamp.second for r in got] == [1, 2, 3]
+        only_t1 = store.results_between(start, start + 4, target="t1")
+        assert [r.timestamp.second for r in only_t1] == [1, 3]
+        samples = store.samples(start, start + 5, target="t2")
+        assert [(s.target, s.ok, s.rl_utilization) for s in samples] == [("t2", True, 0.99)]
+
+
+def test_rollup_row_content(tmp_path):
+    with SQLiteStore(tmp_path / "x.db") as store:
+        failed = result(
+            30, ok=False, error_class=ErrorClass.RATE_LIMITED, usage=Usage(), cost_usd=None
+        )
+        store.write_results([result(10), result(20, ratelimit=RateLimit(utilization=0.5)), failed])
+        until = datetime(2026, 11, 27, 12, 1, 0, tzinfo=UTC).timestamp()
+        assert store.rollup(until) == 1
+        summary = store.summarize(until - 60, until)[""]
+        assert (summary.total, summary.ok, summary.outage) == (3, 2, 0)
+        assert summary.errors == {"rate_limited": 1}
+        assert summary.token_requests == 2 and summary.input_tokens == 20
+        assert summary.cost_requests == 2 and summary.cost_usd == pytest.approx(2e-5)
+        # Latest utilization in the minute: the rate-limited result carried the 0.99 headers.
+        assert summary.rl_max == 0.99 and summary.rl_latest == 0.99
+        assert summary.rl_latest_ts == until - 30
+        assert sum(summary.latency.values()) == 3 and sum(summary.ttft.values()) == 3

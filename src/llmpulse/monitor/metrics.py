@@ -1,0 +1,226 @@
+"""Rolling metrics per target, per provider and overall, over windows from 5 minutes to 30 days.
+
+Windows up to an hour are computed exactly from raw results (a few thousand rows at most).
+Longer windows merge rollups: hourly and per-minute rows with DDSketch bins (1 % relative
+accuracy), plus the raw rows not rolled up yet, so a 30-day window never scans raw results.
+
+Quantiles use DDSketch's rank, the value at index ``floor(q·(n−1))`` of the sorted values,
+in the exact path too, so that a window answered from raw rows and one answered from rollups
+differ by the sketch's 1 % and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from llmpulse.store.base import GroupBy, Sample, Store
+from llmpulse.store.rollup import METRICS, NOT_FAILURES, OUTAGE_CLASSES, Summary, quantiles
+
+WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400, "7d": 604800, "30d": 2592000}
+# Windows up to this length are computed exactly from raw results.
+EXACT_MAX_WINDOW_S = 3600
+QUANTILES = (0.5, 0.95, 0.99)
+
+_OUTAGE = frozenset(OUTAGE_CLASSES)
+
+
+@dataclasses.dataclass(slots=True)
+class Aggregate:
+    """The figures of one window. Rates and quantiles are None when there is nothing to rate."""
+
+    count: int = 0
+    ok: int = 0
+    errors: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Failed checks other than rate_limited and quota, over all checks.
+    error_rate: float | None = None
+    error_rate_all: float | None = None
+    # 1 − outages/checks, outages being the classes with ErrorClass.is_outage.
+    availability: float | None = None
+    ttft_p50: float | None = None
+    ttft_p95: float | None = None
+    ttft_p99: float | None = None
+    latency_p50: float | None = None
+    latency_p95: float | None = None
+    latency_p99: float | None = None
+    tps_p50: float | None = None
+    tps_p95: float | None = None
+    tps_p99: float | None = None
+    ratelimit_utilization_max: float | None = None
+    ratelimit_utilization_latest: float | None = None
+    # Per token-bearing request (inference and stream checks that reported usage / a cost).
+    tokens_per_request: float | None = None
+    cost_per_request: float | None = None
+    cost_total: float | None = None
+    # cost_total scaled from the window's length (not from the span the data covers).
+    cost_per_hour: float | None = None
+    cost_per_day: float | None = None
+    first_ts: float | None = None
+    last_ts: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def aggregate(
+    store: Store,
+    window_s: float,
+    now: float | None = None,
+    target: str | None = None,
+    provider: str | None = None,
+    check: str | None = None,
+) -> Aggregate:
+    """Figures of ``[now − window_s, now)``, optionally of one target, provider or check kind."""
+    groups = _grouped(store, window_s, now, None, target, provider, check)
+    return groups.get("", Aggregate())
+
+
+def aggregate_by_target(
+    store: Store, window_s: float, now: float | None = None, check: str | None = None
+) -> dict[str, Aggregate]:
+    """One ``Aggregate`` per target with results in the window, from one query."""
+    return _grouped(store, window_s, now, "target", None, None, check)
+
+
+def aggregate_by_provider(
+    store: Store, window_s: float, now: float | None = None, check: str | None = None
+) -> dict[str, Aggregate]:
+    """One ``Aggregate`` per provider with results in the window, from one query."""
+    return _grouped(store, window_s, now, "provider", None, None, check)
+
+
+def tokens_per_request_baseline(
+    store: Store, target: str, now: float | None = None, window_s: float = 86400
+) -> float | None:
+    """Mean tokens (input + output) per token-bearing request over the window: the level a
+    spike is measured against."""
+    return aggregate(store, window_s, now, target=target).tokens_per_request
+
+
+def series(
+    store: Store,
+    target: str | None,
+    window_s: float,
+    step_s: int,
+    now: float | None = None,
+    check: str | None = None,
+) -> list[dict[str, Any]]:
+    """Buckets of ``step_s`` (a multiple of 60, aligned to multiples of it) covering the
+    window, oldest first: ``{"ts": bucket_start, **Aggregate fields}``. Empty buckets are
+    included (count 0) so that a chart has an even time axis. From rollups, plus the raw rows
+    not rolled up yet for the latest bucket; ``target=None`` is all targets together."""
+    now = time.time() if now is None else now
+    first = math.floor((now - window_s) / step_s) * step_s
+    summaries = store.summarize(
+        first, now, group_by="bucket", step_s=step_s, target=target, check=check
+    )
+    return [
+        {"ts": ts, **_from_summary(summaries.get(ts, Summary()), step_s).to_dict()}
+        for ts in range(first, math.ceil(now), step_s)
+    ]
+
+
+def _grouped(
+    store: Store,
+    window_s: float,
+    now: float | None,
+    group_by: GroupBy,
+    target: str | None,
+    provider: str | None,
+    check: str | None,
+) -> dict[str, Aggregate]:
+    now = time.time() if now is None else now
+    start = now - window_s
+    if window_s <= EXACT_MAX_WINDOW_S:
+        samples = store.samples(start, now, target=target, provider=provider, check=check)
+        by: dict[str, list[Sample]] = {}
+        for s in samples:
+            key = s.target if group_by == "target" else s.provider if group_by else ""
+            by.setdefault(key, []).append(s)
+        return {k: _from_samples(v, window_s) for k, v in by.items()}
+    summaries = store.summarize(
+        start, now, group_by=group_by, target=target, provider=provider, check=check
+    )
+    return {str(k): _from_summary(v, window_s) for k, v in summaries.items()}
+
+
+def _from_samples(samples: Iterable[Sample], window_s: float) -> Aggregate:
+    """Exact figures: the same counts a rollup keeps, and exact quantiles."""
+    summary = Summary()
+    values: dict[str, list[float]] = {m: [] for m in METRICS}
+    for s in samples:
+        summary.total += 1
+        summary.ok += s.ok
+        if s.error_class is not None:
+            summary.errors[s.error_class] = summary.errors.get(s.error_class, 0) + 1
+            summary.outage += s.error_class in _OUTAGE
+        if s.input_tokens is not None or s.output_tokens is not None:
+            summary.token_requests += 1
+            summary.input_tokens += s.input_tokens or 0
+            summary.output_tokens += s.output_tokens or 0
+        if s.cost_usd is not None:
+            summary.cost_requests += 1
+            summary.cost_usd += s.cost_usd
+        u = s.rl_utilization
+        if u is not None:
+            if summary.rl_max is None or u > summary.rl_max:
+                summary.rl_max = u
+            if summary.rl_latest_ts is None or s.ts >= summary.rl_latest_ts:
+                summary.rl_latest, summary.rl_latest_ts = u, s.ts
+        if summary.first_ts is None or s.ts < summary.first_ts:
+            summary.first_ts = s.ts
+        if summary.last_ts is None or s.ts > summary.last_ts:
+            summary.last_ts = s.ts
+        for metric, v in (("ttft", s.ttft_ms), ("latency", s.latency_ms), ("tps", s.tokens_per_s)):
+            if v is not None:
+                values[metric].append(v)
+    exact = {m: [exact_quantile(values[m], q) for q in QUANTILES] for m in METRICS}
+    return _from_summary(summary, window_s, exact)
+
+
+def exact_quantile(values: list[float], q: float) -> float | None:
+    """The value at index floor(q·(n−1)) of the sorted values: DDSketch's rank, exactly."""
+    if not values:
+        return None
+    values.sort()
+    return values[int(q * (len(values) - 1))]
+
+
+def _from_summary(
+    s: Summary, window_s: float, exact: dict[str, list[float | None]] | None = None
+) -> Aggregate:
+    if not s.total:
+        return Aggregate()
+    q = exact or {m: quantiles(s.bins(m), QUANTILES) for m in METRICS}
+    failures = s.total - s.ok - sum(s.errors.get(c, 0) for c in NOT_FAILURES)
+    cost = s.cost_usd if s.cost_requests else None
+    tokens = s.input_tokens + s.output_tokens
+    return Aggregate(
+        count=s.total,
+        ok=s.ok,
+        errors=dict(s.errors),
+        error_rate=failures / s.total,
+        error_rate_all=(s.total - s.ok) / s.total,
+        availability=1 - s.outage / s.total,
+        ttft_p50=q["ttft"][0],
+        ttft_p95=q["ttft"][1],
+        ttft_p99=q["ttft"][2],
+        latency_p50=q["latency"][0],
+        latency_p95=q["latency"][1],
+        latency_p99=q["latency"][2],
+        tps_p50=q["tps"][0],
+        tps_p95=q["tps"][1],
+        tps_p99=q["tps"][2],
+        ratelimit_utilization_max=s.rl_max,
+        ratelimit_utilization_latest=s.rl_latest,
+        tokens_per_request=tokens / s.token_requests if s.token_requests else None,
+        cost_per_request=cost / s.cost_requests if cost is not None else None,
+        cost_total=cost,
+        cost_per_hour=cost * 3600 / window_s if cost is not None else None,
+        cost_per_day=cost * 86400 / window_s if cost is not None else None,
+        first_ts=s.first_ts,
+        last_ts=s.last_ts,
+    )

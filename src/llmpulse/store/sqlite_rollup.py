@@ -1,0 +1,127 @@
+"""SQL that builds summaries inside SQLite: raw rows -> groups, and minute rows -> hours.
+
+Both yield ``g0, g1, g2`` (the group) followed by ``rollup.SUMMARY_COLUMNS``. Minute rollups
+keep sketches and errors as JSON arrays (one entry per result: built in a single GROUP BY
+pass); hourly rows keep JSON objects ``{key: count}``, merged from minutes by ``json_each``.
+Queries merge rollup rows in Python (``rollup.merge_rows``), which is faster per bin than
+``json_each`` once rows hold a hundred bins.
+"""
+
+from __future__ import annotations
+
+from llmpulse.store.rollup import OUTAGE_CLASSES, sql_key
+
+Groups = tuple[str, str, str]
+
+_OUTAGE_SQL = ", ".join(f"'{c}'" for c in OUTAGE_CLASSES)
+# 2**20 > 1e6: room for the utilization in millionths below the millisecond timestamp.
+_PACK = 1 << 20
+
+
+def _entry_key(column: str) -> str:
+    """The key of a json_each entry: an array holds keys, an object maps key -> count."""
+    return f"iif(substr(src.{column}, 1, 1) = '[', CAST(j.value AS TEXT), j.key)"
+
+
+def _entry_count(column: str) -> str:
+    return f"iif(substr(src.{column}, 1, 1) = '[', 1, j.value)"
+
+
+_FINAL = """
+SELECT b.g0, b.g1, b.g2, b.provider, b.model, b.total, b.ok, b.outage, e.errors,
+       s0.sketch, s1.sketch, s2.sketch, b.token_requests, b.input_tokens, b.output_tokens,
+       b.cost_requests, b.cost_usd, b.rl_max, l.rl_latest, l.rl_latest_ts, b.first_ts, b.last_ts
+FROM base AS b
+LEFT JOIN rl AS l ON l.g0 = b.g0 AND l.g1 = b.g1 AND l.g2 = b.g2
+LEFT JOIN err AS e ON e.g0 = b.g0 AND e.g1 = b.g1 AND e.g2 = b.g2
+LEFT JOIN bins AS s0 ON s0.g0 = b.g0 AND s0.g1 = b.g1 AND s0.g2 = b.g2 AND s0.m = 0
+LEFT JOIN bins AS s1 ON s1.g0 = b.g0 AND s1.g1 = b.g1 AND s1.g2 = b.g2 AND s1.m = 1
+LEFT JOIN bins AS s2 ON s2.g0 = b.g0 AND s2.g1 = b.g1 AND s2.g2 = b.g2 AND s2.m = 2
+"""
+
+
+def raw_summary_sql(groups: Groups, where: str) -> str:
+    """Summaries of the ``results`` rows matching ``where``, grouped by ``groups``.
+
+    One GROUP BY pass, no per-key grouping: sketches and errors come out as JSON arrays with
+    one entry per result (a minute holds a handful), which ``merge_summary_sql`` and
+    ``rollup.decode_bins`` count. The latest utilization is found by max() over the
+    timestamp (ms) and the utilization (1e-6) packed into one integer.
+    """
+    g0, g1, g2 = groups
+
+    def array(value: str, column: str) -> str:
+        return (
+            f"CASE WHEN count({column}) THEN json_group_array({value}) "
+            f"FILTER (WHERE {column} IS NOT NULL) END"
+        )
+
+    packed = (
+        f"CAST(round(ts * 1000) AS INTEGER) * {_PACK} "
+        "+ CAST(round(max(0.0, min(rl_utilization, 1.0)) * 1e6) AS INTEGER)"
+    )
+    return f"""
+SELECT g0, g1, g2, provider, model, total, ok, outage, errors, ttft_sketch, latency_sketch,
+       tps_sketch, token_requests, input_tokens, output_tokens, cost_requests, cost_usd, rl_max,
+       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed % {_PACK}) / 1e6 END AS rl_latest,
+       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed / {_PACK}) / 1000.0 END AS rl_latest_ts,
+       first_ts, last_ts
+FROM (
+    SELECT {g0} AS g0, {g1} AS g1, {g2} AS g2, max(provider) AS provider, max(model) AS model,
+           count(*) AS total, sum(ok) AS ok,
+           count(CASE WHEN error_class IN ({_OUTAGE_SQL}) THEN 1 END) AS outage,
+           {array("error_class", "error_class")} AS errors,
+           {array(sql_key("ttft_ms"), "ttft_ms")} AS ttft_sketch,
+           {array(sql_key("latency_ms"), "latency_ms")} AS latency_sketch,
+           {array(sql_key("tokens_per_s"), "tokens_per_s")} AS tps_sketch,
+           count(CASE WHEN input_tokens IS NOT NULL OR output_tokens IS NOT NULL THEN 1 END)
+               AS token_requests,
+           coalesce(sum(input_tokens), 0) AS input_tokens,
+           coalesce(sum(output_tokens), 0) AS output_tokens,
+           count(cost_usd) AS cost_requests, total(cost_usd) AS cost_usd,
+           max(rl_utilization) AS rl_max,
+           max(CASE WHEN rl_utilization IS NOT NULL THEN {packed} END) AS rl_packed,
+           min(ts) AS first_ts, max(ts) AS last_ts
+    FROM results WHERE {where} GROUP BY 1, 2, 3
+)"""
+
+
+def merge_summary_sql(table: str, groups: Groups, where: str) -> str:
+    """Rollup rows of ``table`` matching ``where``, merged per group."""
+    g0, g1, g2 = groups
+    bins = " UNION ALL ".join(
+        f"SELECT g0, g1, g2, {m} AS m, {_entry_key(col)} AS k, sum({_entry_count(col)}) AS n "
+        f"FROM src, json_each(src.{col}) AS j GROUP BY g0, g1, g2, k"
+        for m, col in enumerate(("ttft_sketch", "latency_sketch", "tps_sketch"))
+    )
+    return f"""
+WITH src AS MATERIALIZED (
+    SELECT {g0} AS g0, {g1} AS g1, {g2} AS g2, provider, model, total, ok, outage, errors,
+           ttft_sketch, latency_sketch, tps_sketch, token_requests, input_tokens,
+           output_tokens, cost_requests, cost_usd, rl_max, rl_latest, rl_latest_ts,
+           first_ts, last_ts
+    FROM {table} WHERE {where}
+),
+base AS (
+    SELECT g0, g1, g2, max(provider) AS provider, max(model) AS model, sum(total) AS total,
+           sum(ok) AS ok, sum(outage) AS outage, sum(token_requests) AS token_requests,
+           sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+           sum(cost_requests) AS cost_requests, total(cost_usd) AS cost_usd,
+           max(rl_max) AS rl_max, min(first_ts) AS first_ts, max(last_ts) AS last_ts
+    FROM src GROUP BY g0, g1, g2
+),
+rl AS (
+    SELECT g0, g1, g2, rl_latest, max(rl_latest_ts) AS rl_latest_ts
+    FROM src WHERE rl_latest_ts IS NOT NULL GROUP BY g0, g1, g2
+),
+err AS (
+    SELECT g0, g1, g2, json_group_object(k, n) AS errors FROM (
+        SELECT g0, g1, g2, {_entry_key("errors")} AS k, sum({_entry_count("errors")}) AS n
+        FROM src, json_each(src.errors) AS j GROUP BY g0, g1, g2, k
+    ) GROUP BY g0, g1, g2
+),
+bins AS (
+    SELECT g0, g1, g2, m, json_group_object(k, n) AS sketch FROM ({bins})
+    GROUP BY g0, g1, g2, m
+)
+{_FINAL}"""
