@@ -3,15 +3,14 @@
 Rules read an in-memory window of each target's latest results rather than the database, so
 evaluating thousands of targets after every check costs microseconds; the figures follow the
 same definitions as the stored rolling metrics (``ErrorClass.is_caller_limit`` is excluded from
-error rates, quantiles are nearest-rank).
+error rates, quantiles are ``metrics.exact_quantile``, the rank the rollup sketches use).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -19,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from llmpulse.alerts.model import Severity
 from llmpulse.durations import format_duration, parse_duration
 from llmpulse.errors import ErrorClass
+from llmpulse.monitor.metrics import exact_quantile as quantile
 from llmpulse.result import CheckKind, CheckResult
 
 _Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -44,15 +44,15 @@ class RuleSpec:
 DEFAULT_RULES: dict[str, RuleSpec] = {
     r.id: r
     for r in (
-        RuleSpec("ttft_p95_high", Severity.WARNING, 3.0, min_samples=3, clear_window_s=60),
-        RuleSpec("error_rate_warning", Severity.WARNING, 0.05, min_samples=5, clear_window_s=60),
-        RuleSpec("error_rate_critical", Severity.CRITICAL, 0.2, min_samples=5, clear_window_s=60),
+        RuleSpec("ttft_p95_high", Severity.WARNING, 3.0, min_samples=3, clear_window_s=30),
+        RuleSpec("error_rate_warning", Severity.WARNING, 0.05, min_samples=5, clear_window_s=30),
+        RuleSpec("error_rate_critical", Severity.CRITICAL, 0.2, min_samples=5, clear_window_s=30),
         RuleSpec("consecutive_unavailable", Severity.CRITICAL, threshold=3, min_samples=3),
         RuleSpec("rate_limit_headroom", Severity.WARNING, threshold=0.70, min_samples=1),
         RuleSpec("auth_failure", Severity.CRITICAL, threshold=1, min_samples=1),
-        RuleSpec("tps_low", Severity.WARNING, threshold=0.0, min_samples=3, clear_window_s=60),
+        RuleSpec("tps_low", Severity.WARNING, threshold=0.0, min_samples=3, clear_window_s=30),
         RuleSpec(
-            "tokens_per_request_spike", Severity.WARNING, 3.0, min_samples=3, clear_window_s=60
+            "tokens_per_request_spike", Severity.WARNING, 3.0, min_samples=3, clear_window_s=30
         ),
     )
 }
@@ -289,10 +289,3 @@ class TargetWindow:
                     f"of {baseline:.0f} (threshold {rule.threshold:g}×)",
                 )
         raise ValueError(f"unknown rule {rule.id!r}")
-
-
-def quantile(values: Iterable[float], q: float) -> float:
-    """Nearest-rank quantile (the value at rank ceil(q·n)), as the rollup sketches report."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[rank - 1]
