@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import ttft_accuracy
+from bench import detection, metrics_query, scale, ttft_accuracy
 
-BENCHES = {"ttft": ttft_accuracy.main}
+BENCHES = {
+    "ttft": ttft_accuracy.main,
+    "metrics": metrics_query.main,
+    "detection": detection.main,
+    "scale": scale.main,
+}
 
 
 def main() -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,8 +14,10 @@ import click
 from rich.console import Console
 
 from llmpulse import aio, report
+from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import (
     DEFAULT_CONFIG_PATH,
+    Config,
     ConfigError,
     Target,
     discover_targets,
@@ -117,7 +121,174 @@ def check(
     sys.exit(EXIT_OK if all(r.ok for r in results) else EXIT_FAILED)
 
 
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Config file (default: ./{DEFAULT_CONFIG_PATH} when present).",
+)
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite results database (default: the config's storage, $LLMPULSE_DB or the "
+    "data dir). Alert state and the notification outbox live beside it.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every alert and background event.")
+def run(config_path: Path | None, db_path: Path | None, verbose: bool) -> None:
+    """Monitor every target continuously and send alerts, until SIGINT/SIGTERM."""
+    import logging
+
+    from llmpulse.monitor.daemon import run_daemon
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    console = _console(stderr=True)
+    try:
+        config = _load(config_path, require_file=False)
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}", highlight=False)
+        sys.exit(EXIT_USAGE)
+    console.print(
+        f"llmpulse: monitoring {len(config.targets)} targets, "
+        f"{len(config.notifiers)} notifiers; Ctrl-C to stop",
+        highlight=False,
+    )
+    run_daemon(config, db_path)
+
+
+@main.group()
+def silence() -> None:
+    """Silence alerts for a while (maintenance windows); the data is still recorded."""
+
+
+@silence.command("add")
+@click.option("--target", default="*", show_default=True, help="Glob on the target name.")
+@click.option("--provider", default="*", show_default=True, help="Glob on the provider.")
+@click.option("--rule", default="*", show_default=True, help="Glob on the rule id.")
+@click.option("--duration", required=True, help="How long, e.g. 30m, 2h.")
+@click.option("--comment", default="", help="Why (shown in listings).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path))
+def silence_add(
+    target: str, provider: str, rule: str, duration: str, comment: str,
+    config_path: Path | None, db_path: Path | None,
+) -> None:  # fmt: skip
+    """Add a silence starting now."""
+    import getpass
+
+    from llmpulse.alerts.silences import Silence
+    from llmpulse.durations import DurationError, parse_duration
+
+    try:
+        seconds = parse_duration(duration)
+    except DurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--duration") from None
+    now = time.time()
+    entry = Silence(
+        id=Silence.new_id(), starts_at=now, ends_at=now + seconds, target=target,
+        provider=provider, rule=rule, comment=comment, created_by=getpass.getuser(),
+    )  # fmt: skip
+    with _alert_state(config_path, db_path) as state:
+        state.add_silence(entry)
+    click.echo(f"silence {entry.id} until {entry.to_json()['ends_at']}")
+
+
+@silence.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include ended silences.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path))
+def silence_list(show_all: bool, config_path: Path | None, db_path: Path | None) -> None:
+    """List silences (active and upcoming unless --all)."""
+    with _alert_state(config_path, db_path) as state:
+        entries = state.silences(None if show_all else time.time())
+    for entry in entries:
+        data = entry.to_json()
+        click.echo(
+            f"{entry.id}  {data['starts_at']} → {data['ends_at']}  target={entry.target} "
+            f"provider={entry.provider} rule={entry.rule}  {entry.comment}"
+        )
+    if not entries:
+        click.echo("no silences")
+
+
+@silence.command("end")
+@click.argument("silence_id")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path))
+def silence_end(silence_id: str, config_path: Path | None, db_path: Path | None) -> None:
+    """End a silence now."""
+    with _alert_state(config_path, db_path) as state:
+        ended = state.end_silence(silence_id, time.time())
+    if not ended:
+        click.echo(f"no active silence {silence_id}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"silence {silence_id} ended")
+
+
+@main.group()
+def notify() -> None:
+    """Notification channels."""
+
+
+@notify.command("test")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+def notify_test(config_path: Path | None) -> None:
+    """Send a test alert to every configured channel and show what each answered."""
+    console = _console(stderr=False)
+    try:
+        config = _load(config_path, require_file=True)
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}", highlight=False)
+        sys.exit(EXIT_USAGE)
+    if not config.notifiers:
+        console.print("no notifiers configured (add a 'notifiers:' list to the config)")
+        sys.exit(EXIT_USAGE)
+    from llmpulse.alerts.testing import send_test
+
+    answers = aio.run(send_test(config.notifiers))
+    for name, ok, answer in answers:
+        style = "green" if ok else "red"
+        console.print(f"[{style}]{'ok  ' if ok else 'FAIL'}[/{style}] {name}: {answer}",
+                      highlight=False)  # fmt: skip
+    sys.exit(EXIT_OK if all(ok for _, ok, _ in answers) else EXIT_FAILED)
+
+
 main.add_command(sim_command)
+
+
+def _load(config_path: Path | None, require_file: bool) -> Config:
+    """The config file, or (for run) targets discovered from the environment."""
+    if config_path is None and DEFAULT_CONFIG_PATH.exists():
+        config_path = DEFAULT_CONFIG_PATH
+    if config_path is not None:
+        return load_config(config_path)
+    if require_file:
+        raise ConfigError(f"no config file: pass --config FILE or create ./{DEFAULT_CONFIG_PATH}")
+    targets, _ = _targets(None)
+    return Config(targets=targets)
+
+
+@contextlib.contextmanager
+def _alert_state(config_path: Path | None, db_path: Path | None) -> Iterator[AlertStateStore]:
+    from llmpulse.monitor.daemon import state_paths
+
+    if db_path is None:
+        storage = None
+        if config_path is not None or DEFAULT_CONFIG_PATH.exists():
+            try:
+                storage = _load(config_path, require_file=True).storage
+            except ConfigError as exc:
+                raise click.UsageError(str(exc)) from None
+        db_path = Path(storage) if storage else default_path()
+    state = AlertStateStore(state_paths(db_path)[0])
+    try:
+        yield state
+    finally:
+        state.close()
 
 
 def _console(stderr: bool) -> Console:

@@ -1,0 +1,271 @@
+"""``llmpulse run``: the monitor daemon.
+
+Data flows one way: scheduler → probe → result → (store, rule windows) → alert engine →
+outbox → notifiers. Every second the loop flushes results to the store, ticks the engine
+(grouping, repeats, silences) and saves changed alert state; every minute it rolls results up;
+every hour it prunes. SIGINT/SIGTERM stop new checks, let in-flight ones finish and be written,
+save alert state and give the outbox a moment to deliver: nothing measured is lost, and a
+restart resumes with the alerts it had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+
+from llmpulse.alerts.engine import AlertSettings, Engine
+from llmpulse.alerts.model import Notification
+from llmpulse.alerts.notifiers import Notifier
+from llmpulse.alerts.outbox import Outbox
+from llmpulse.alerts.silences import Silence
+from llmpulse.alerts.state import AlertStateStore
+from llmpulse.config import Config, Target
+from llmpulse.monitor import metrics
+from llmpulse.monitor.rules import RuleSpec, TargetWindow, resolve_rules
+from llmpulse.monitor.scheduler import Scheduler
+from llmpulse.monitor.statuspage import DEFAULT_SOURCES, StatusPoller
+from llmpulse.probe import Prober
+from llmpulse.result import CheckResult
+from llmpulse.store import SQLiteStore, default_path
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+ROLLUP_EVERY_S = 60.0
+PRUNE_EVERY_S = 3600.0
+SILENCE_RELOAD_S = 5.0
+BASELINE_EVERY_S = 600.0
+DRAIN_OUTBOX_S = 5.0
+
+
+def state_paths(results_db: Path) -> tuple[Path, Path]:
+    """Alert state and outbox live beside the results database."""
+    return (
+        results_db.with_name(results_db.stem + "-alerts.db"),
+        results_db.with_name(results_db.stem + "-outbox.db"),
+    )
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        db_path: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.store = SQLiteStore(db_path or (Path(config.storage) if config.storage else None))
+        alerts_path, outbox_path = state_paths(self.store.path)
+        self.state = AlertStateStore(alerts_path)
+        self.outbox = Outbox(outbox_path)
+        self.notifiers: list[Notifier] = config.notifiers
+        self.rules: dict[str, dict[str, RuleSpec]] = {}
+        self.windows: dict[str, TargetWindow] = {}
+        by_provider: dict[str, list[str]] = {}
+        for t in config.targets:
+            provider_rules = config.providers.get(t.provider)
+            self.rules[t.name] = resolve_rules(
+                config.rules, provider_rules.rules if provider_rules else None, t.rules
+            )
+            horizon = max(r.window_s for r in self.rules[t.name].values())
+            self.windows[t.name] = TargetWindow(horizon_s=horizon)
+            by_provider.setdefault(t.provider, []).append(t.name)
+        self.baselines: dict[str, float | None] = {}
+        self.status = StatusPoller(self._status_sources(), config.monitor.status_interval)
+        a = config.alerting
+        self.engine = Engine(
+            by_provider,
+            self._notify,
+            AlertSettings(
+                repeat_interval_s=a.repeat_interval,
+                resolve_after_s=a.resolve_after,
+                group_wait_s=a.group_wait,
+                flap_window_s=a.flap_window,
+                flap_threshold=a.flap_threshold,
+                flap_resolve_after_s=a.flap_resolve_after,
+            ),
+            self.state.load_records(),
+            official_status=self._official_indicator,
+        )
+        self._pending: list[CheckResult] = []
+        self.stop_event = asyncio.Event()
+
+    # --- wiring -------------------------------------------------------------------------
+
+    def _status_sources(self) -> dict[str, tuple[str, str]]:
+        if not self.config.monitor.status_pages:
+            return {}
+        sources = {}
+        for provider in {t.provider for t in self.config.targets}:
+            setting = self.config.providers.get(provider)
+            page = setting.status_page if setting else None
+            if page is False:
+                continue
+            if isinstance(page, str):
+                sources[provider] = (
+                    page,
+                    "google" if page.endswith("incidents.json") else "statuspage",
+                )
+            elif provider in DEFAULT_SOURCES:
+                sources[provider] = DEFAULT_SOURCES[provider]
+        return sources
+
+    def _official_indicator(self, provider: str) -> str | None:
+        current = self.status.current(provider)
+        return current.indicator if current is not None else None
+
+    def _notify(self, notification: Notification) -> None:
+        now = time.time()
+        self.state.add_event(notification, now)
+        if self.notifiers:
+            self.outbox.enqueue(notification, [n.name for n in self.notifiers])
+        log.warning(
+            "alert %s %s %s: %s",
+            notification.status,
+            notification.rule,
+            notification.target,
+            notification.summary,
+        )
+
+    def on_result(self, target: Target, result: CheckResult) -> None:
+        self._pending.append(result)
+        window = self.windows[target.name]
+        window.add(result)
+        now = time.time()
+        evaluations = window.evaluate(
+            self.rules[target.name], now, target.tps_floor, self.baselines.get(target.name)
+        )
+        self.engine.observe(target.name, target.provider, evaluations, now)
+
+    def _load_silences(self, now: float) -> None:
+        configured = [
+            Silence(
+                id="config-" + hashlib.sha256(repr(s).encode()).hexdigest()[:8],
+                starts_at=s.starts.timestamp() if s.starts else 0.0,
+                ends_at=s.ends.timestamp(),
+                target=s.target,
+                provider=s.provider,
+                rule=s.rule,
+                comment=s.comment,
+                created_by="config",
+            )
+            for s in self.config.silences
+        ]
+        self.engine.silences = configured + self.state.silences(now)
+
+    def _prime_windows(self) -> None:
+        """Refill rule windows from stored results, so a restart judges alerts on real data."""
+        for target in self.config.targets:
+            horizon = self.windows[target.name].horizon_s
+            cutoff = time.time() - horizon
+            recent = self.store.latest_results(limit=500, target=target.name)
+            for result in reversed(recent):
+                if result.timestamp.timestamp() >= cutoff:
+                    self.windows[target.name].add(result)
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop_event.set)
+        await asyncio.to_thread(self._prime_windows)
+        self._load_silences(time.time())
+        async with Prober() as prober, aiohttp.ClientSession() as session:
+            scheduler = Scheduler(
+                self.config.targets,
+                prober.check,
+                self.on_result,
+                concurrency=self.config.monitor.concurrency,
+                retry_interval=self.config.monitor.retry_interval,
+                confirmations=self.config.monitor.confirmations,
+            )
+            self.scheduler = scheduler
+            delivery = asyncio.ensure_future(
+                self.outbox.run(self.notifiers, session, self.stop_event)
+            )
+            background = [
+                asyncio.ensure_future(self.status.run(session, self.stop_event)),
+                asyncio.ensure_future(self._official_changes()),
+            ]
+            ticker = asyncio.ensure_future(self._ticker())
+            drain = max((t.timeout for t in self.config.targets), default=20.0) + 5
+            try:
+                await scheduler.run(self.stop_event, drain_timeout=drain)
+            finally:
+                self.stop_event.set()
+                await ticker
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                await delivery  # returns once attempts in flight have finished
+                await self._shutdown()
+
+    async def _ticker(self) -> None:
+        last = {"rollup": 0.0, "prune": 0.0, "silences": 0.0, "baseline": 0.0}
+        while True:
+            now = time.time()
+            if now - last["silences"] >= SILENCE_RELOAD_S:
+                self._load_silences(now)
+                last["silences"] = now
+            self.engine.tick(now)
+            await self._flush(now)
+            if now - last["rollup"] >= ROLLUP_EVERY_S:
+                await asyncio.to_thread(self.store.rollup, now)
+                last["rollup"] = now
+            if now - last["baseline"] >= BASELINE_EVERY_S:
+                await asyncio.to_thread(self._refresh_baselines, now)
+                last["baseline"] = now
+            if now - last["prune"] >= PRUNE_EVERY_S:
+                m = self.config.monitor
+                await asyncio.to_thread(self.store.prune, now, m.raw_retention, m.rollup_retention)
+                last["prune"] = now
+            if self.stop_event.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), TICK_S)
+
+    async def _flush(self, now: float) -> None:
+        results, self._pending = self._pending, []
+        if results:
+            await asyncio.to_thread(self.store.write_results, results)
+        changed = self.engine.take_dirty()
+        if changed:
+            await asyncio.to_thread(self.state.save_records, changed, now)
+
+    def _refresh_baselines(self, now: float) -> None:
+        for target in self.config.targets:
+            self.baselines[target.name] = metrics.tokens_per_request_baseline(
+                self.store, target.name, now=now
+            )
+
+    async def _official_changes(self) -> None:
+        changes = self.status.changes()
+        while True:
+            _, new = await changes.get()
+            self.engine.observe_official(new.provider, new.indicator, new.description, time.time())
+
+    async def _shutdown(self) -> None:
+        now = time.time()
+        # In-flight checks have finished (scheduler drained); write everything they produced.
+        self.engine.tick(now)
+        await self._flush(now)
+        await self.outbox.drain(DRAIN_OUTBOX_S)
+        self.outbox.close()
+        self.state.close()
+        self.store.close()
+
+
+def run_daemon(config: Config, db_path: Path | None = None) -> None:
+    from llmpulse import aio
+
+    log.info("results: %s", db_path or config.storage or default_path())
+    aio.run(Daemon(config, db_path=db_path).run())

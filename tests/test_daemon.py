@@ -1,0 +1,234 @@
+"""The daemon end to end: simulator timelines in, real HTTP receivers out.
+
+Intervals are shortened (checks every few hundred ms) so incidents play out in seconds; the
+logic is the same as at the defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+
+from conftest import base_url, sim_model
+from llmpulse.config import parse_config
+from llmpulse.monitor.daemon import Daemon
+from llmpulse.store import SQLiteStore
+
+FAST = {
+    "monitor": {"retry_interval": "300ms", "status_pages": False},
+    "alerting": {"resolve_after": "1500ms", "group_wait": "300ms"},
+    "rules": {
+        "error_rate_warning": {"window": "10s", "clear_window": "2s"},
+        "error_rate_critical": {"window": "10s", "clear_window": "2s"},
+    },
+}
+
+
+class Receiver:
+    """A webhook receiver that records what it got; it can be taken down for a while."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.down = False
+        self.refused = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.down:
+            self.refused += 1
+            return web.Response(status=503, text="receiver down")
+        self.received.append(json.loads(await request.read()))
+        return web.Response(status=200, text="ok")
+
+    def events(self, rule: str | None = None) -> list[tuple[str, str, str]]:
+        return [
+            (r["status"], r["rule"], r["target"])
+            for r in self.received
+            if rule is None or r["rule"] == rule
+        ]
+
+
+@pytest.fixture
+async def receiver():
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", rec.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    rec.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"
+    yield rec
+    await runner.cleanup()
+
+
+def make_config(sim, receiver, targets, **extra):
+    raw = {
+        **FAST,
+        "targets": [
+            {
+                "base_url": base_url(sim, t["provider"]),
+                "api_key": "${K}",
+                "interval": "900ms",
+                "timeout": "2s",
+                **t,
+            }
+            for t in targets
+        ],
+        "notifiers": [{"type": "webhook", "url": receiver.url}],
+        **extra,
+    }
+    return parse_config(raw, env={"K": "sk-test"})
+
+
+@contextlib.asynccontextmanager
+async def running(config, db: Path):
+    daemon = Daemon(config, db_path=db)
+    task = asyncio.ensure_future(daemon.run())
+    try:
+        yield daemon
+    finally:
+        daemon.stop_event.set()
+        await asyncio.wait_for(task, 30)
+
+
+def patch(sim, model, **behavior):
+    httpx.patch(f"{sim.url}/_sim/models/{model}", json=behavior, timeout=10).raise_for_status()
+
+
+async def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.1)
+
+
+async def test_outage_pages_once_and_recovers_once(sim, receiver, tmp_path):
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    config = make_config(
+        sim, receiver, [{"provider": "anthropic", "model": model, "name": "claude"}]
+    )
+    async with running(config, tmp_path / "r.db"):
+        await asyncio.sleep(2)
+        assert receiver.received == []  # healthy: silence
+        patch(sim, model, errors={"529": 1.0})
+        await wait_for(lambda: receiver.events("consecutive_unavailable"))
+        await asyncio.sleep(3)  # the storm goes on: still one page
+        patch(sim, model, errors={})
+        await wait_for(lambda: len(receiver.events("consecutive_unavailable")) == 2)
+        await asyncio.sleep(1)
+    down = receiver.events("consecutive_unavailable")
+    assert down == [
+        ("firing", "consecutive_unavailable", "claude"),
+        ("resolved", "consecutive_unavailable", "claude"),
+    ]
+    firing = next(r for r in receiver.received if r["rule"] == "consecutive_unavailable")
+    assert firing["severity"] == "critical" and firing["provider"] == "anthropic"
+    assert "unavailable" in firing["summary"]
+    with SQLiteStore(tmp_path / "r.db") as store:
+        stored = store.latest_results(limit=1000)
+    assert any(r.error_class == "unavailable" for r in stored)
+
+
+async def test_provider_wide_outage_is_one_provider_page(sim, receiver, tmp_path):
+    a = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    b = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    targets = [
+        {"provider": "openai", "model": a, "name": "oa-a"},
+        {"provider": "openai", "model": b, "name": "oa-b"},
+    ]
+    async with running(make_config(sim, receiver, targets), tmp_path / "r.db"):
+        await asyncio.sleep(1.5)
+        patch(sim, a, errors={"503": 1.0})
+        patch(sim, b, errors={"503": 1.0})
+        await wait_for(lambda: receiver.received)
+        await asyncio.sleep(3)
+        patch(sim, a, errors={})
+        patch(sim, b, errors={})
+        await wait_for(lambda: any(r["status"] == "resolved" for r in receiver.received))
+        await asyncio.sleep(1)
+    outage = [e for e in receiver.events() if e[1] in ("provider_down", "consecutive_unavailable")]
+    assert outage == [
+        ("firing", "provider_down", "openai"),
+        ("resolved", "provider_down", "openai"),
+    ]
+
+
+async def test_ttft_degradation_rate_limit_climb_and_revoked_key(sim, receiver, tmp_path):
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500,
+                      ratelimit={"requests_limit": 1000, "requests_remaining": 900})  # fmt: skip
+    target = {
+        "provider": "openai", "model": model, "name": "gpt",
+        "rules": {"ttft_p95_high": {"threshold": "300ms", "window": "5s", "min_samples": 2}},
+    }  # fmt: skip
+    async with running(make_config(sim, receiver, [target]), tmp_path / "r.db"):
+        await asyncio.sleep(1.5)
+        patch(sim, model, ttft="600ms")
+        await wait_for(lambda: receiver.events("ttft_p95_high"))
+        patch(
+            sim, model, ttft="20ms", ratelimit={"requests_limit": 1000, "requests_remaining": 100}
+        )
+        await wait_for(lambda: receiver.events("rate_limit_headroom"))
+        patch(sim, model, errors={"401": 1.0})
+        await wait_for(lambda: receiver.events("auth_failure"))
+        patch(sim, model, errors={}, ratelimit={"requests_limit": 1000, "requests_remaining": 900})
+        await wait_for(lambda: len(receiver.events("auth_failure")) == 2)
+        await wait_for(lambda: len(receiver.events("rate_limit_headroom")) == 2)
+        await wait_for(lambda: len(receiver.events("ttft_p95_high")) == 2, timeout=30)
+    for rule in ("ttft_p95_high", "rate_limit_headroom", "auth_failure"):
+        assert [s for s, *_ in receiver.events(rule)] == ["firing", "resolved"], rule
+    assert all(e[1] != "consecutive_unavailable" for e in receiver.events())  # 401 isn't an outage
+
+
+async def test_receiver_down_delays_but_loses_nothing(sim, receiver, tmp_path):
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    config = make_config(sim, receiver, [{"provider": "gemini", "model": model, "name": "gem"}])
+    receiver.down = True
+    async with running(config, tmp_path / "r.db"):
+        await asyncio.sleep(1)
+        patch(sim, model, errors={"503": 1.0})
+        await wait_for(lambda: receiver.refused >= 2)
+        patch(sim, model, errors={})
+        await asyncio.sleep(3)  # resolved while the receiver is still down
+        receiver.down = False
+        await wait_for(lambda: len(receiver.received) == 2, timeout=30)
+    assert receiver.events() == [
+        ("firing", "consecutive_unavailable", "gem"),
+        ("resolved", "consecutive_unavailable", "gem"),
+    ]
+
+
+async def test_restart_mid_incident_does_not_page_twice(sim, receiver, tmp_path):
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    config = make_config(sim, receiver, [{"provider": "anthropic", "model": model, "name": "c"}])
+    db = tmp_path / "r.db"
+    async with running(config, db):
+        await asyncio.sleep(1)
+        patch(sim, model, errors={"529": 1.0})
+        await wait_for(lambda: receiver.received)
+    assert receiver.events() == [("firing", "consecutive_unavailable", "c")]
+    async with running(config, db):  # still down after the restart
+        await asyncio.sleep(3)
+        assert receiver.events() == [("firing", "consecutive_unavailable", "c")]
+        patch(sim, model, errors={})
+        await wait_for(lambda: len(receiver.received) == 2)
+    assert receiver.events()[-1] == ("resolved", "consecutive_unavailable", "c")
+
+
+async def test_silence_from_config_holds_back_the_page(sim, receiver, tmp_path):
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500, errors={"503": 1.0})
+    config = make_config(
+        sim, receiver, [{"provider": "openai", "model": model, "name": "quiet"}],
+        silences=[{"target": "qui*", "ends": "2999-01-01T00:00:00Z", "comment": "maintenance"}],
+    )  # fmt: skip
+    async with running(config, tmp_path / "r.db") as daemon:
+        await asyncio.sleep(3)
+        states = {r.rule: r.state for r in daemon.engine.records.values()}
+    assert receiver.received == []
+    assert states["consecutive_unavailable"] == "firing"  # the state is real, only the page waits
