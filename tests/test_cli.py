@@ -165,3 +165,65 @@ def test_sim_command_serves_until_sigterm(tmp_path):
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it caught, as servers do.
         assert proc.wait(20) in (0, -signal.SIGTERM)
+
+
+def test_silence_add_list_end(tmp_path):
+    db = str(tmp_path / "r.db")
+    added = run_cli("silence", "add", "--provider", "openai", "--duration", "2h",
+                    "--comment", "planned maintenance", "--db", db, cwd=tmp_path)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    silence_id = added.stdout.split()[1]
+    listed = run_cli("silence", "list", "--db", db, cwd=tmp_path)
+    assert silence_id in listed.stdout and "provider=openai" in listed.stdout
+    assert "planned maintenance" in listed.stdout
+    assert run_cli("silence", "end", silence_id, "--db", db, cwd=tmp_path).returncode == 0
+    assert "no silences" in run_cli("silence", "list", "--db", db, cwd=tmp_path).stdout
+    assert silence_id in run_cli("silence", "list", "--all", "--db", db, cwd=tmp_path).stdout
+    assert run_cli("silence", "end", silence_id, "--db", db, cwd=tmp_path).returncode == 1
+    bad = run_cli("silence", "add", "--duration", "soon", "--db", db, cwd=tmp_path)
+    assert bad.returncode == 2 and "duration" in bad.stderr
+
+
+def test_notify_test_reports_each_channel(tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    got = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(
+                (
+                    self.headers.get("X-Llmpulse-Test"),
+                    self.rfile.read(int(self.headers["Content-Length"])),
+                )
+            )
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    (tmp_path / "n.yaml").write_text(
+        "targets:\n  - {provider: vllm, model: m, base_url: 'http://127.0.0.1:1/v1'}\n"
+        "notifiers:\n"
+        f"  - {{name: ops, type: webhook, url: 'http://127.0.0.1:{server.server_port}/h', secret: os.environ/HOOK_SECRET}}\n"
+        f"  - {{name: broken, type: slack, webhook_url: 'http://127.0.0.1:{closed}/services/T/B/SECRETTOKEN'}}\n"
+    )
+    try:
+        proc = run_cli(
+            "notify", "test", "--config", "n.yaml", cwd=tmp_path, env_extra={"HOOK_SECRET": SECRET}
+        )
+    finally:
+        server.shutdown()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "ok   ops: HTTP 204" in proc.stdout
+    assert "FAIL broken" in proc.stdout
+    assert "SECRETTOKEN" not in proc.stdout and SECRET not in proc.stdout
+    ((test_header, body),) = got
+    assert test_header == "true" and json.loads(body)["rule"] == "test"
