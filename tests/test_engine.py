@@ -192,7 +192,8 @@ def test_hard_outage_trips_three_rules_but_pages_once():
 
 def test_escalation_from_warning_to_critical_pages_again():
     h = Harness()
-    warn, crit = DEFAULT_RULES["error_rate_warning"], DEFAULT_RULES["error_rate_critical"]
+    warn = dataclasses.replace(DEFAULT_RULES["error_rate_warning"], for_s=0)
+    crit = DEFAULT_RULES["error_rate_critical"]
     h.feed("a1", "anthropic", warn, True, 0)
     h.engine.tick(5)
     h.feed("a1", "anthropic", crit, True, 60)

@@ -69,6 +69,16 @@ def test_consecutive_unavailable_counts_only_unavailable_and_timeouts():
     assert not evaluate(seq, 5)["consecutive_unavailable"].active
 
 
+def test_consecutive_failures_are_counted_per_check_kind():
+    # The models list keeps answering while inference fails: still three failures in a row.
+    seq = []
+    for i in range(3):
+        seq.append(res(i * 10, kind=CheckKind.MODELS))
+        seq.append(res(i * 10 + 1, kind=CheckKind.INFERENCE, error=ErrorClass.UNAVAILABLE))
+    ev = evaluate(seq, 30)["consecutive_unavailable"]
+    assert ev.active and ev.value == 3 and "inference" in ev.summary
+
+
 def test_rate_limit_auth_tps_and_tokens_spike():
     ev = evaluate([res(0, util=0.5), res(1, util=0.8)], 2)
     assert ev["rate_limit_headroom"].active and ev["rate_limit_headroom"].value == 0.8

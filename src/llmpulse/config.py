@@ -138,7 +138,7 @@ class MonitorSettings(BaseModel):
     """How ``llmpulse run`` schedules checks and keeps data."""
 
     model_config = ConfigDict(extra="forbid")
-    retry_interval: Duration = 2.0
+    retry_interval: Duration = 1.5
     confirmations: int = Field(default=3, ge=1, le=20)
     concurrency: int = Field(default=256, ge=1, le=100_000)
     raw_retention: Duration = 7 * 86400.0
@@ -151,7 +151,7 @@ class AlertingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     repeat_interval: Duration = 4 * 3600.0
     resolve_after: Duration = 30.0
-    group_wait: Duration = 2.0
+    group_wait: Duration = 1.0
     flap_window: Duration = 3600.0
     flap_threshold: int = Field(default=3, ge=2)
     flap_resolve_after: Duration = 600.0

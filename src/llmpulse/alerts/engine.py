@@ -37,7 +37,7 @@ _RANK = {rule: i for i, rule in enumerate(AVAILABILITY_RULES)}
 class AlertSettings:
     repeat_interval_s: float = 4 * 3600
     resolve_after_s: float = 30.0
-    group_wait_s: float = 2.0
+    group_wait_s: float = 1.0
     flap_window_s: float = 3600.0
     flap_threshold: int = 3
     flap_resolve_after_s: float = 600.0

@@ -1,7 +1,7 @@
 """``llmpulse run``: the monitor daemon.
 
 Data flows one way: scheduler → probe → result → (store, rule windows) → alert engine →
-outbox → notifiers. Every second the loop flushes results to the store, ticks the engine
+outbox → notifiers. Four times a second the loop flushes results to the store, ticks the engine
 (grouping, repeats, silences) and saves changed alert state; every minute it rolls results up;
 every hour it prunes. SIGINT/SIGTERM stop new checks, let in-flight ones finish and be written,
 save alert state and give the outbox a moment to deliver: nothing measured is lost, and a
@@ -37,7 +37,7 @@ from llmpulse.store import SQLiteStore, default_path
 
 log = logging.getLogger(__name__)
 
-TICK_S = 1.0
+TICK_S = 0.25  # engine tick: group flushes and result writes; keeps detection tight
 ROLLUP_EVERY_S = 60.0
 PRUNE_EVERY_S = 3600.0
 SILENCE_RELOAD_S = 5.0

@@ -31,8 +31,8 @@ class RuleSpec:
     id: str
     severity: Severity
     threshold: float
-    window_s: float = 300.0
     min_samples: int = 3
+    window_s: float = 300.0
     for_s: float = 0.0  # how long the condition must hold (pending) before the alert fires
     enabled: bool = True
     # Multi-window: the condition must also hold over this recent window, and once firing it is
@@ -45,7 +45,9 @@ DEFAULT_RULES: dict[str, RuleSpec] = {
     r.id: r
     for r in (
         RuleSpec("ttft_p95_high", Severity.WARNING, 3.0, min_samples=3, clear_window_s=30),
-        RuleSpec("error_rate_warning", Severity.WARNING, 0.05, min_samples=5, clear_window_s=30),
+        # A warning may wait 10 s: in a hard outage the critical rules fire by then, and the
+        # incident pages once as critical instead of warning-then-escalation.
+        RuleSpec("error_rate_warning", Severity.WARNING, 0.05, 5, for_s=10, clear_window_s=30),
         RuleSpec("error_rate_critical", Severity.CRITICAL, 0.2, min_samples=5, clear_window_s=30),
         RuleSpec("consecutive_unavailable", Severity.CRITICAL, threshold=3, min_samples=3),
         RuleSpec("rate_limit_headroom", Severity.WARNING, threshold=0.70, min_samples=1),
@@ -220,20 +222,27 @@ class TargetWindow:
                     f"{': ' + classes if classes else ''}; threshold {rule.threshold:.0%})",
                 )
             case "consecutive_unavailable":
+                # Per check kind: a models list that still answers during an inference outage
+                # (common) must not hide three failed inference checks in a row.
                 needed = max(rule.min_samples, int(rule.threshold))
                 if not self.samples:
                     return Evaluation(rule, None, None, "no samples")
-                streak = 0
+                streaks: dict[CheckKind, int] = {}
+                open_kinds = set(self.latest_by_kind)
                 for s in reversed(self.samples):
-                    if s.error_class not in _UNAVAILABLE:
-                        break
-                    streak += 1
-                last = self.samples[-1].error_class if self.samples else None
+                    if s.kind not in open_kinds:
+                        continue
+                    if s.error_class in _UNAVAILABLE:
+                        streaks[s.kind] = streaks.get(s.kind, 0) + 1
+                    else:
+                        open_kinds.discard(s.kind)
+                kind, streak = max(streaks.items(), key=lambda kv: kv[1], default=(None, 0))
+                last = self.latest_by_kind[kind].error_class if kind else None
                 return Evaluation(
                     rule,
                     streak >= needed,
                     float(streak),
-                    f"{streak} consecutive checks failed as unavailable/timeout"
+                    f"{streak} consecutive {kind or ''} checks failed as unavailable/timeout"
                     f"{f' (last: {last})' if last else ''}",
                 )
             case "rate_limit_headroom":

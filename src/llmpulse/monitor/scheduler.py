@@ -7,8 +7,8 @@ never stacked, so a hanging target cannot pile up work or delay the others.
 
 After an outage-class failure the target is re-checked every ``retry_interval`` until it either
 recovers or has failed ``confirmations`` times in a row (the outage is confirmed); then it is
-back on its normal interval. With the defaults (30 s, 3 kinds, 2 s, 3) a hard outage is seen
-within 10 s of its onset and confirmed 4 s later. Its provider's other targets are checked at
+back on its normal interval. With the defaults (30 s, 3 kinds, 1.5 s, 3) a hard outage is seen
+within 10 s of its onset and confirmed 3 s later. Its provider's other targets are checked at
 once on a first failure, so a provider-wide outage is confirmed on all of them together and
 pages once, as a provider.
 """
@@ -47,7 +47,7 @@ class Scheduler:
         on_result: Callable[[Target, CheckResult], None],
         *,
         concurrency: int = 256,
-        retry_interval: float = 2.0,
+        retry_interval: float = 1.5,
         confirmations: int = 3,
         rng: random.Random | None = None,
     ) -> None:
