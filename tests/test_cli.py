@@ -227,3 +227,38 @@ def test_notify_test_reports_each_channel(tmp_path):
     assert "SECRETTOKEN" not in proc.stdout and SECRET not in proc.stdout
     ((test_header, body),) = got
     assert test_header == "true" and json.loads(body)["rule"] == "test"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_stops_cleanly_and_keeps_every_result(tmp_path, sim, sig):
+    model = sim_model(sim, ttft="400ms", output_tokens=5, tokens_per_s=50)
+    write_config(
+        tmp_path / "llmpulse.yaml", sim,
+        [{"provider": "openai", "model": model, "name": "m", "api_key": "${TEST_KEY}",
+          "interval": "1s", "checks": "[stream]", "timeout": "5s"}],
+    )  # fmt: skip
+    (tmp_path / "llmpulse.yaml").write_text(
+        (tmp_path / "llmpulse.yaml").read_text() + "monitor: {status_pages: false}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update({"TEST_KEY": SECRET, "XDG_DATA_HOME": str(tmp_path / "data")})
+    db = tmp_path / "r.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmpulse", "run", "--db", str(db)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(4)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "monitoring 1 targets" in err
+    assert SECRET not in out + err
+    with SQLiteStore(db) as store:
+        stored = [r for r in store.latest_results(limit=1000) if r.model == model]
+    sent = [
+        r
+        for r in httpx.get(f"{sim.url}/_sim/requests", timeout=10).json()["requests"]
+        if r["model"] == model
+    ]
+    # Every request the daemon made, including one in flight at the signal, has its result.
+    assert len(stored) == len(sent) >= 3

@@ -232,3 +232,80 @@ async def test_silence_from_config_holds_back_the_page(sim, receiver, tmp_path):
         states = {r.rule: r.state for r in daemon.engine.records.values()}
     assert receiver.received == []
     assert states["consecutive_unavailable"] == "firing"  # the state is real, only the page waits
+
+
+async def test_every_channel_gets_one_page_and_one_recovery(sim, receiver, tmp_path):
+    """Slack, PagerDuty and Discord payloads on a local server; email on a real SMTP server."""
+    import email
+    import socket as socket_module
+
+    from aiosmtpd.controller import Controller
+
+    mails: list[email.message.Message] = []
+
+    class Mailbox:
+        async def handle_DATA(self, server, session, envelope):
+            mails.append(email.message_from_bytes(envelope.content))
+            return "250 OK"
+
+    with socket_module.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        smtp_port = s.getsockname()[1]
+    smtp = Controller(Mailbox(), hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    calls: dict[str, list[dict]] = {"slack": [], "pagerduty": [], "discord": []}
+
+    def recorder(name):
+        async def handle(request: web.Request) -> web.Response:
+            calls[name].append(json.loads(await request.read()))
+            return web.Response(status=202 if name == "pagerduty" else 200, text="ok")
+
+        return handle
+
+    app = web.Application()
+    for name in calls:
+        app.router.add_post(f"/{name}", recorder(name))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    config = parse_config(
+        {
+            **FAST,
+            "targets": [{"provider": "groq", "model": model, "name": "groq-fast",
+                         "base_url": sim.openai_base, "api_key": "${K}", "interval": "900ms"}],
+            "notifiers": [
+                {"type": "slack", "webhook_url": f"{base}/slack"},
+                {"type": "pagerduty", "routing_key": "${PD}", "url": f"{base}/pagerduty"},
+                {"type": "discord", "webhook_url": f"{base}/discord"},
+                {"type": "email", "host": "127.0.0.1", "port": smtp_port, "starttls": False,
+                 "sender": "llmpulse@example.com", "to": ["oncall@example.com"]},
+            ],
+        },
+        env={"K": "sk", "PD": "routing-key-123"},
+    )  # fmt: skip
+    try:
+        async with running(config, tmp_path / "r.db"):
+            await asyncio.sleep(1)
+            patch(sim, model, errors={"503": 1.0})
+            await wait_for(lambda: calls["pagerduty"] and len(mails) == 1)
+            await asyncio.sleep(2)
+            patch(sim, model, errors={})
+            await wait_for(lambda: len(calls["pagerduty"]) == 2 and len(mails) == 2)
+            await asyncio.sleep(1)
+    finally:
+        smtp.stop()
+        await runner.cleanup()
+    trigger, resolve = calls["pagerduty"]
+    assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
+    assert trigger["dedup_key"] == resolve["dedup_key"]
+    assert trigger["routing_key"] == "routing-key-123"
+    assert (
+        trigger["payload"]["severity"] == "critical" and trigger["payload"]["source"] == "groq-fast"
+    )
+    assert len(calls["slack"]) == 2 and len(calls["discord"]) == 2
+    assert "groq-fast" in json.dumps(calls["slack"][0])
+    subjects = [m["Subject"] for m in mails]
+    assert "FIRING" in subjects[0] and "RESOLVED" in subjects[1]
