@@ -309,3 +309,16 @@ async def test_every_channel_gets_one_page_and_one_recovery(sim, receiver, tmp_p
     assert "groq-fast" in json.dumps(calls["slack"][0])
     subjects = [m["Subject"] for m in mails]
     assert "FIRING" in subjects[0] and "RESOLVED" in subjects[1]
+
+
+async def test_a_429_storm_is_not_an_outage(sim, receiver, tmp_path):
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    config = make_config(sim, receiver, [{"provider": "openai", "model": model, "name": "busy"}])
+    async with running(config, tmp_path / "r.db") as daemon:
+        await asyncio.sleep(1)
+        patch(sim, model, errors={"429": 1.0}, retry_after="1s")
+        await asyncio.sleep(4)
+        windows = list(daemon.windows["busy"].samples)
+        patch(sim, model, errors={})
+    assert sum(s.error_class == "rate_limited" for s in windows) >= 5
+    assert receiver.received == []  # 429s are the caller's limit: no page, no outage
