@@ -121,3 +121,19 @@ async def test_rate_limits_are_not_retried_quickly():
 
     await run_for(Scheduler([t], check, lambda *_: None, retry_interval=0.1), 1.0)
     assert len(calls) <= 1
+
+
+async def test_retries_count_per_check_kind():
+    (t,) = targets(("mixed", "vllm", "600ms", ["models", "inference"]))
+    calls: list[CheckKind] = []
+
+    async def check(target, kind):
+        calls.append(kind)
+        error = ErrorClass.UNAVAILABLE if kind is CheckKind.INFERENCE else None
+        return result(target, kind, error)
+
+    scheduler = Scheduler([t], check, lambda *_: None, retry_interval=0.05, confirmations=3,
+                          rng=Offsets([0.0]))  # fmt: skip
+    await run_for(scheduler, 0.4)
+    # Models answers in between, yet inference is retried until it failed three times in a row.
+    assert calls.count(CheckKind.INFERENCE) == 3

@@ -62,7 +62,8 @@ class Scheduler:
         self._seq = itertools.count()
         self._running: set[tuple[int, CheckKind]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._failures = [0] * len(self.targets)
+        # Consecutive outage-class failures per (target, check kind), as the alert rule counts.
+        self._failures: dict[tuple[int, CheckKind], int] = {}
         self._siblings: dict[str, list[int]] = {}
         for i, t in enumerate(self.targets):
             self._siblings.setdefault(t.provider, []).append(i)
@@ -132,17 +133,17 @@ class Scheduler:
             self._running.discard((due.target, due.kind))
 
     def _after(self, due: _Due, result: CheckResult, now: float) -> None:
-        i = due.target
+        key = (due.target, due.kind)
         outage = result.error_class is not None and result.error_class.is_outage
         if not outage:
-            self._failures[i] = 0
+            self._failures.pop(key, None)
             return
-        self._failures[i] += 1
-        if self._failures[i] < self.confirmations:
-            self._push(now + self.retry_interval, i, due.kind, False)
-        if self._failures[i] == 1:
-            for j in self._siblings[self.targets[i].provider]:
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        if failures < self.confirmations:
+            self._push(now + self.retry_interval, due.target, due.kind, False)
+        if failures == 1:
+            for j in self._siblings[self.targets[due.target].provider]:
                 sibling = self.targets[j]
-                if j != i and self._failures[j] == 0:
-                    kind = due.kind if due.kind in sibling.checks else sibling.checks[0]
+                kind = due.kind if due.kind in sibling.checks else sibling.checks[0]
+                if j != due.target and (j, kind) not in self._failures:
                     self._push(now, j, kind, False)
