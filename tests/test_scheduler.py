@@ -134,6 +134,6 @@ async def test_retries_count_per_check_kind():
 
     scheduler = Scheduler([t], check, lambda *_: None, retry_interval=0.05, confirmations=3,
                           rng=Offsets([0.0]))  # fmt: skip
-    await run_for(scheduler, 0.4)
+    await run_for(scheduler, 0.55)  # inference due at 0.3 s, retried at 0.35 and 0.4 s
     # Models answers in between, yet inference is retried until it failed three times in a row.
     assert calls.count(CheckKind.INFERENCE) == 3
