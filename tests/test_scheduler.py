@@ -8,6 +8,8 @@ import random
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from llmpulse.config import parse_config
 from llmpulse.errors import ErrorClass
 from llmpulse.monitor.scheduler import Scheduler
@@ -57,12 +59,15 @@ async def test_kinds_are_spread_across_the_interval_at_a_fixed_rate():
         starts.append((time.monotonic(), kind))
         return result(target, kind)
 
-    await run_for(Scheduler([t], check, lambda *_: None, rng=random.Random(1)), 2.75)
-    assert len(starts) in (8, 9, 10)
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(starts)]
-    assert all(0.2 < g < 0.4 for g in gaps), gaps  # one check every 300 ms
+    await run_for(Scheduler([t], check, lambda *_: None, rng=Offsets([0.0])), 2.75)
     kinds = [k for _, k in starts]
-    assert all(kinds.count(k) >= 2 for k in CheckKind)
+    # Inference at 0, models at 225 ms, stream at 450 ms, then again every 900 ms.
+    assert kinds[:6] == ["inference", "models", "stream"] * 2
+    at = {k: [t - starts[0][0] for t, kk in starts if kk == k] for k in CheckKind}
+    assert at["stream"][0] == pytest.approx(0.45, abs=0.05)
+    assert at["models"][0] == pytest.approx(0.225, abs=0.05)
+    for times in at.values():
+        assert all(0.85 < b - a < 0.95 for a, b in itertools.pairwise(times))  # fixed rate
 
 
 async def test_a_hanging_check_neither_stacks_nor_delays_others():

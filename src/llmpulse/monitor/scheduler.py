@@ -1,16 +1,17 @@
 """When each check runs.
 
-Every target's check kinds are spread evenly across its interval (three kinds at 30 s: one
-check every 10 s), and targets start at random offsets so they never fire in lockstep. Runs are
+Every target's check kinds are spread across its interval (at 30 s: inference at 0 s, the
+models list at 7.5 s, stream at 15 s), and targets start at random offsets so they never fire
+in lockstep. Runs are
 fixed-rate from a heap of due times; a check still running when its next turn comes is skipped,
 never stacked, so a hanging target cannot pile up work or delay the others.
 
 After an outage-class failure the target is re-checked every ``retry_interval`` until it either
 recovers or has failed ``confirmations`` times in a row (the outage is confirmed); then it is
-back on its normal interval. With the defaults (30 s, 3 kinds, 1.5 s, 3) a hard outage is seen
-within 10 s of its onset and confirmed 3 s later. Its provider's other targets are checked at
-once on a first failure, so a provider-wide outage is confirmed on all of them together and
-pages once, as a provider.
+back on its normal interval. With the defaults (30 s, 1.5 s, 3) an inference outage is seen
+within 15 s of its onset (7.5 s on average) and confirmed 3 s later. Its provider's other
+targets are checked at once on a first failure, so a provider-wide outage is confirmed on all
+of them together and pages once, as a provider.
 """
 
 from __future__ import annotations
@@ -81,9 +82,9 @@ class Scheduler:
         start = loop.time()
         for i, target in enumerate(self.targets):
             offset = self._rng.uniform(0, target.interval)
-            step = target.interval / len(target.checks)
-            for k, kind in enumerate(target.checks):
-                self._push(start + (offset + k * step) % target.interval, i, kind, True)
+            for kind, phase in _phases(target.checks).items():
+                at = start + (offset + phase * target.interval) % target.interval
+                self._push(at, i, kind, True)
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
@@ -147,3 +148,19 @@ class Scheduler:
                 kind = due.kind if due.kind in sibling.checks else sibling.checks[0]
                 if j != due.target and (j, kind) not in self._failures:
                     self._push(now, j, kind, False)
+
+
+def _phases(kinds: Sequence[CheckKind]) -> dict[CheckKind, float]:
+    """Where in the interval each kind runs, as a fraction of it.
+
+    The kinds that call the model (inference, stream) are spread evenly, since they are what
+    notices an outage: a models list often keeps answering while inference fails. The models
+    check sits halfway between two of them.
+    """
+    calls = [k for k in kinds if k is not CheckKind.MODELS]
+    if not calls:
+        return {CheckKind.MODELS: 0.0}
+    phases = {k: i / len(calls) for i, k in enumerate(calls)}
+    if CheckKind.MODELS in kinds:
+        phases[CheckKind.MODELS] = 0.5 / len(calls)
+    return phases
