@@ -103,6 +103,9 @@ class Engine:
         self.records: dict[str, AlertRecord] = {r.fingerprint: r for r in records}
         self.silences: list[Silence] = []
         self.dirty: set[str] = set()  # fingerprints changed since the last save
+        self._live: set[str] = set()  # firing or grouping: the records tick() looks at
+        for fp in self.records:
+            self._refresh_live(fp)
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -131,8 +134,18 @@ class Engine:
         self._step(record, active, 0.0, now, resolve_after=0.0)
 
     def tick(self, now: float) -> None:
-        """Flush grouped outage alerts and send repeat notifications; call about once a second."""
-        for record in list(self.records.values()):
+        """Flush grouped outage alerts and send repeat notifications; call about once a second.
+
+        Only live records (firing, or waiting for their group) need this; which ones are live is
+        refreshed from the records changed since the last tick, so a tick costs in proportion
+        to what is happening, not to the number of targets.
+        """
+        for fp in self.dirty:
+            self._refresh_live(fp)
+        for fp in list(self._live):
+            record = self.records[fp]
+            if not self._refresh_live(fp):
+                continue
             if record.group_until is not None and now >= record.group_until:
                 self._flush_group(record.provider, now)
             elif (
@@ -148,6 +161,17 @@ class Engine:
                     and now - record.last_notified_at >= self.settings.repeat_interval_s
                 ):
                     self._send(record, AlertState.FIRING, now)
+
+    def _refresh_live(self, fp: str) -> bool:
+        record = self.records.get(fp)
+        live = record is not None and (
+            record.state is AlertState.FIRING or record.group_until is not None
+        )
+        if live:
+            self._live.add(fp)
+        else:
+            self._live.discard(fp)
+        return live
 
     # --- lifecycle ----------------------------------------------------------------------
 
