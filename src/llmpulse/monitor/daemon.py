@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
+from llmpulse import aio
 from llmpulse.alerts.engine import AlertSettings, Engine
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.notifiers import Notifier
@@ -179,6 +180,7 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop_event.set)
         await asyncio.to_thread(self._prime_windows)
         self._load_silences(time.time())
+        aio.quiet_gc()  # targets, windows and records built so far live as long as the daemon
         async with Prober() as prober, aiohttp.ClientSession() as session:
             scheduler = Scheduler(
                 self.config.targets,
@@ -265,7 +267,5 @@ class Daemon:
 
 
 def run_daemon(config: Config, db_path: Path | None = None) -> None:
-    from llmpulse import aio
-
     log.info("results: %s", db_path or config.storage or default_path())
     aio.run(Daemon(config, db_path=db_path).run())

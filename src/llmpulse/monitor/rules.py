@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -22,8 +22,9 @@ from llmpulse.monitor.metrics import exact_quantile as quantile
 from llmpulse.result import CheckKind, CheckResult
 
 _Duration = Annotated[float, BeforeValidator(parse_duration)]
-_UNAVAILABLE = (ErrorClass.UNAVAILABLE, ErrorClass.TIMEOUT)
-_KEY_PROBLEMS = (ErrorClass.AUTH, ErrorClass.QUOTA)
+_UNAVAILABLE = frozenset({ErrorClass.UNAVAILABLE.value, ErrorClass.TIMEOUT.value})
+_KEY_PROBLEMS = frozenset({ErrorClass.AUTH.value, ErrorClass.QUOTA.value})
+_CALLER_LIMITS = frozenset(c.value for c in ErrorClass if c.is_caller_limit)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -116,11 +117,13 @@ class Evaluation:
     holding: bool | None = None  # for a firing alert: the condition over the clear window
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Sample:
+class _Sample(NamedTuple):
+    """One result, reduced to what rules read. A tuple of plain values on purpose: CPython's
+    cyclic GC stops tracking such tuples, and thousands of targets keep many of them alive."""
+
     ts: float
-    kind: CheckKind
-    error_class: ErrorClass | None
+    kind: str  # CheckKind value
+    error_class: str | None  # ErrorClass value
     ttft_s: float | None
     tps: float | None
     tokens: int | None
@@ -134,7 +137,7 @@ class TargetWindow:
         self.horizon_s = horizon_s
         self.keep_last = keep_last
         self.samples: deque[_Sample] = deque()
-        self.latest_by_kind: dict[CheckKind, _Sample] = {}
+        self.latest_by_kind: dict[str, _Sample] = {}
 
     def add(self, result: CheckResult) -> None:
         u = result.usage
@@ -145,15 +148,15 @@ class TargetWindow:
         )
         sample = _Sample(
             ts=result.timestamp.timestamp(),
-            kind=result.check,
-            error_class=result.error_class,
+            kind=result.check.value,
+            error_class=None if result.error_class is None else result.error_class.value,
             ttft_s=None if result.ttft_ms is None else result.ttft_ms / 1000,
             tps=result.tokens_per_s,
             tokens=tokens if result.check is not CheckKind.MODELS else None,
             utilization=result.ratelimit.utilization if result.ratelimit else None,
         )
         self.samples.append(sample)
-        self.latest_by_kind[result.check] = sample
+        self.latest_by_kind[sample.kind] = sample
         cutoff = sample.ts - self.horizon_s
         while len(self.samples) > self.keep_last and self.samples[0].ts < cutoff:
             self.samples.popleft()
@@ -210,7 +213,7 @@ class TargetWindow:
                 errors = [
                     s.error_class
                     for s in recent
-                    if s.error_class is not None and not s.error_class.is_caller_limit
+                    if s.error_class is not None and s.error_class not in _CALLER_LIMITS
                 ]
                 rate = len(errors) / len(recent)
                 classes = ", ".join(sorted(f"{c}×{errors.count(c)}" for c in set(errors)))
@@ -227,7 +230,7 @@ class TargetWindow:
                 needed = max(rule.min_samples, int(rule.threshold))
                 if not self.samples:
                     return Evaluation(rule, None, None, "no samples")
-                streaks: dict[CheckKind, int] = {}
+                streaks: dict[str, int] = {}
                 open_kinds = set(self.latest_by_kind)
                 for s in reversed(self.samples):
                     if s.kind not in open_kinds:

@@ -6,7 +6,7 @@ import asyncio
 
 import click
 
-from llmpulse.aio import new_event_loop
+from llmpulse.aio import new_event_loop, quiet_gc
 from llmpulse.sim.scenario import ScenarioError, load_scenario
 from llmpulse.sim.server import SimServer
 
@@ -36,6 +36,7 @@ def sim_command(scenario_path: str | None, host: str, port: int, speed: float) -
     click.echo(f"  gemini     {server.gemini_base}")
     click.echo(f"  control    {server.url}/_sim/state")
     click.echo(f"  models     {', '.join(sorted(server.state.base))}")
+    quiet_gc()  # GC pauses would show up as injected-TTFT error in benchmarks
     # uvicorn installs SIGINT/SIGTERM handlers in the main thread and exits cleanly on them.
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(server.serve())
