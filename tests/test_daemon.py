@@ -322,3 +322,52 @@ async def test_a_429_storm_is_not_an_outage(sim, receiver, tmp_path):
         patch(sim, model, errors={})
     assert sum(s.error_class == "rate_limited" for s in windows) >= 5
     assert receiver.received == []  # 429s are the caller's limit: no page, no outage
+
+
+async def test_official_status_change_is_alerted_and_carried(sim, receiver, tmp_path):
+    page = {"indicator": "none", "description": "All Systems Operational"}
+
+    async def summary(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "page": {"name": "OpenAI", "url": "https://status.openai.com"},
+                "status": page,
+                "components": [],
+                "incidents": [],
+                "scheduled_maintenances": [],
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/api/v2/summary.json", summary)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    status_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/api/v2/summary.json"
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    config = make_config(
+        sim, receiver, [{"provider": "openai", "model": model, "name": "gpt"}],
+        monitor={"retry_interval": "300ms", "status_pages": True, "status_interval": "300ms"},
+        providers={"openai": {"status_page": status_url}},
+    )  # fmt: skip
+    try:
+        async with running(config, tmp_path / "r.db"):
+            await asyncio.sleep(1.5)
+            page.update(indicator="major", description="Partial System Outage")
+            await wait_for(lambda: receiver.events("official_status"))
+            patch(sim, model, errors={"503": 1.0})  # our own measurement agrees
+            await wait_for(lambda: receiver.events("consecutive_unavailable"))
+            patch(sim, model, errors={})
+            page.update(indicator="none", description="All Systems Operational")
+            await wait_for(lambda: len(receiver.events("official_status")) == 2)
+            await wait_for(lambda: len(receiver.events("consecutive_unavailable")) == 2)
+    finally:
+        await runner.cleanup()
+    official = [r for r in receiver.received if r["rule"] == "official_status"]
+    assert [r["status"] for r in official] == ["firing", "resolved"]
+    assert (
+        official[0]["severity"] == "critical" and "Partial System Outage" in official[0]["summary"]
+    )
+    outage = next(r for r in receiver.received if r["rule"] == "consecutive_unavailable")
+    assert outage["official_status"] == "major"  # the provider's own word, beside ours
