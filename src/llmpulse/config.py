@@ -39,6 +39,13 @@ DEFAULT_CONFIG_PATH = Path("llmpulse.yaml")
 _SECRET_FIELDS = frozenset({"api_key", "headers"})
 _ENV_REF = re.compile(r"^(?:os\.environ/([A-Za-z_][A-Za-z0-9_]*)|\$\{([A-Za-z_][A-Za-z0-9_]*)\})$")
 
+
+def env_var(value: str) -> str | None:
+    """The variable named by a secret reference (``os.environ/NAME`` or ``${NAME}``), else None."""
+    match = _ENV_REF.match(value.strip())
+    return (match.group(1) or match.group(2)) if match else None
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
@@ -108,7 +115,7 @@ class TargetConfig(BaseModel):
     @field_validator("api_key")
     @classmethod
     def _env_reference(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_REF.match(value.strip()):
+        if value is not None and env_var(value) is None:
             raise ValueError(
                 "must reference an environment variable as os.environ/NAME or ${NAME}; "
                 "keys are never written in the config file"
@@ -309,9 +316,8 @@ def _resolve(index: int, cfg: TargetConfig, env: Mapping[str, str], where: str) 
     preset = PRESETS[cfg.provider]
     api_key = None
     if cfg.api_key is not None:
-        match = _ENV_REF.match(cfg.api_key.strip())
-        assert match is not None  # validated above
-        var = match.group(1) or match.group(2)
+        var = env_var(cfg.api_key)
+        assert var is not None  # validated above
         api_key = env.get(var)
         if not api_key:
             raise ConfigError(

@@ -37,6 +37,7 @@ import aiohttp
 
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.notifiers.base import DeliveryError, Notifier
+from llmpulse.store import sqlitedb
 
 log = logging.getLogger(__name__)
 
@@ -120,19 +121,15 @@ class Outbox:
         retention_s: float = RETENTION_S,
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.poll_interval_s = poll_interval_s
         self.retention_s = retention_s
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: an enqueued alert must survive a power cut, and alerts are few.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        self._db = sqlitedb.connect(self.path, synchronous="FULL")
+        with self._lock:
+            sqlitedb.migrate(self._db, MIGRATIONS, self.path)
         # Set by run(); enqueue() uses them to wake the workers, drain() to deliver.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: dict[str, asyncio.Event] = {}
@@ -142,28 +139,9 @@ class Outbox:
 
     # -- schema -------------------------------------------------------------------------------
 
-    def _migrate(self) -> None:
-        with self._lock:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise RuntimeError(
-                    f"{self.path} has schema version {version}, newer than this llmpulse "
-                    f"understands ({len(MIGRATIONS)}); upgrade llmpulse"
-                )
-            for number in range(version, len(MIGRATIONS)):
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in _statements(MIGRATIONS[number]):
-                        self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version = {number + 1}")
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-
     def schema_version(self) -> int:
         with self._lock:
-            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            return sqlitedb.schema_version(self._db)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -389,10 +367,6 @@ class Outbox:
                     count,
                     name,
                 )
-
-
-def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
 
 
 def _item(row: sqlite3.Row) -> OutboxItem:

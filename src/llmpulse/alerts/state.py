@@ -7,14 +7,15 @@ evaluates alerts, read by the CLI (``llmpulse silence``) and, later, the dashboa
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from llmpulse.alerts.engine import AlertRecord
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.silences import Silence
+from llmpulse.store import sqlitedb
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -47,23 +48,13 @@ MIGRATIONS: tuple[str, ...] = (
 class AlertStateStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = sqlitedb.connect(self.path)
         with self._lock:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise RuntimeError(f"{self.path} was written by a newer llmpulse; upgrade")
-            for number in range(version, len(MIGRATIONS)):
-                with self._tx():
-                    for statement in filter(None, map(str.strip, MIGRATIONS[number].split(";"))):
-                        self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version = {number + 1}")
+            sqlitedb.migrate(self._db, MIGRATIONS, self.path)
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _tx(self) -> AbstractContextManager[None]:
+        return sqlitedb.transaction(self._db)
 
     def load_records(self) -> list[AlertRecord]:
         with self._lock:
@@ -138,14 +129,3 @@ class AlertStateStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
+from llmpulse.store import sqlitedb
 from llmpulse.store.base import (
     RAW_RETENTION_S,
     ROLLUP_RETENTION_S,
@@ -158,38 +158,15 @@ def default_path() -> Path:
 class SQLiteStore(Store):
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = sqlitedb.connect(self.path)
         _ensure_math_functions(self._db)
-        self._migrate()
-
-    def _migrate(self) -> None:
         with self._lock:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise RuntimeError(
-                    f"{self.path} has schema version {version}, newer than this llmpulse "
-                    f"understands ({len(MIGRATIONS)}); upgrade llmpulse"
-                )
-            for number in range(version, len(MIGRATIONS)):
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in _statements(MIGRATIONS[number]):
-                        self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version = {number + 1}")
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
+            sqlitedb.migrate(self._db, MIGRATIONS, self.path)
 
     def schema_version(self) -> int:
         with self._lock:
-            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            return sqlitedb.schema_version(self._db)
 
     def write_results(self, results: Sequence[CheckResult]) -> None:
         if not results:
@@ -269,7 +246,7 @@ class SQLiteStore(Store):
     def rollup(self, until_ts: float) -> int:
         cutoff = math.floor(until_ts / _MINUTE) * _MINUTE
         written = 0
-        with self._lock, self._transaction():
+        with self._lock, sqlitedb.transaction(self._db):
             state = self._db.execute(
                 "SELECT watermark_ts, last_id, pruned_before FROM rollup_state"
             ).fetchone()
@@ -371,7 +348,7 @@ class SQLiteStore(Store):
         self.rollup(now)
         raw_cut = now - raw_retention_s
         rollup_cut = now - rollup_retention_s
-        with self._lock, self._transaction():
+        with self._lock, sqlitedb.transaction(self._db):
             results = self._db.execute("DELETE FROM results WHERE ts < ?", (raw_cut,)).rowcount
             rollups = self._db.execute(
                 "DELETE FROM rollups WHERE minute_ts < ?", (rollup_cut,)
@@ -386,16 +363,6 @@ class SQLiteStore(Store):
                 (raw_cut, raw_cut),
             )
         return PruneStats(results=results, rollups=rollups)
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         with self._lock:
@@ -489,10 +456,6 @@ def _where(
             where += f" AND {column} = ?"
             args += (value,)
     return where, args
-
-
-def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
 
 
 def _row(r: CheckResult) -> tuple[object, ...]:

@@ -17,7 +17,6 @@ echo a value that may be a secret.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
@@ -39,7 +38,7 @@ from llmpulse.alerts.notifiers.pagerduty import DEFAULT_URL, PagerDutyNotifier
 from llmpulse.alerts.notifiers.slack import SlackNotifier
 from llmpulse.alerts.notifiers.teams import TeamsNotifier
 from llmpulse.alerts.notifiers.webhook import WebhookNotifier
-from llmpulse.config import ConfigError
+from llmpulse.config import ConfigError, env_var
 
 __all__ = [
     "AppriseConfig",
@@ -55,27 +54,20 @@ __all__ = [
     "build_notifiers",
 ]
 
-# The same reference syntax as a target's api_key.
-_ENV_REF = re.compile(r"^(?:os\.environ/([A-Za-z_][A-Za-z0-9_]*)|\$\{([A-Za-z_][A-Za-z0-9_]*)\})$")
 _MUST_REFERENCE = (
     "must reference an environment variable as os.environ/NAME or ${NAME}; "
     "secrets are never written in the config file"
 )
 
 
-def _env_var(value: str) -> str | None:
-    match = _ENV_REF.match(value.strip())
-    return (match.group(1) or match.group(2)) if match else None
-
-
 def _secret_reference(value: str) -> str:
-    if _env_var(value) is None:
+    if env_var(value) is None:
         raise ValueError(_MUST_REFERENCE)
     return value
 
 
 def _http_url_or_reference(value: str) -> str:
-    if _env_var(value) is None and not value.startswith(("http://", "https://")):
+    if env_var(value) is None and not value.startswith(("http://", "https://")):
         raise ValueError("expected an http:// or https:// URL, or os.environ/NAME")
     return value
 
@@ -173,7 +165,7 @@ class AppriseConfig(_NotifierBase):
     @classmethod
     def _urls(cls, value: list[str]) -> list[str]:
         for index, url in enumerate(value):
-            if _env_var(url) is None and "://" not in url:
+            if env_var(url) is None and "://" not in url:
                 raise ValueError(f"urls[{index}]: expected an Apprise URL or os.environ/NAME")
         return value
 
@@ -252,7 +244,7 @@ class _Resolver:
         self.where = where
 
     def __call__(self, key: str, value: str) -> str:
-        var = _env_var(value)
+        var = env_var(value)
         if var is None:
             return value
         resolved = self.env.get(var)
