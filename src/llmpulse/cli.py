@@ -35,6 +35,21 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Config file (default: ./{DEFAULT_CONFIG_PATH} when present).",
+)
+db_option = click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite results database (default: the config's storage, $LLMPULSE_DB or the data "
+    "dir). Alert state and the notification outbox live beside it.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="llmpulse")
 def main() -> None:
@@ -42,12 +57,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"Config file (default: ./{DEFAULT_CONFIG_PATH} when present).",
-)
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON contract instead of a table.")
 @click.option(
     "--target", "target_names", multiple=True, help="Only check these targets (repeatable)."
@@ -59,12 +69,7 @@ def main() -> None:
     type=click.Choice([k.value for k in CheckKind]),
     help="Only run these check kinds (repeatable).",
 )
-@click.option(
-    "--db",
-    "db_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite database to record results in (default: $LLMPULSE_DB or the data dir).",
-)
+@db_option
 @click.option("--no-store", is_flag=True, help="Do not record results.")
 @click.option(
     "--sim",
@@ -122,19 +127,8 @@ def check(
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"Config file (default: ./{DEFAULT_CONFIG_PATH} when present).",
-)
-@click.option(
-    "--db",
-    "db_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite results database (default: the config's storage, $LLMPULSE_DB or the "
-    "data dir). Alert state and the notification outbox live beside it.",
-)
+@config_option
+@db_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every alert and background event.")
 def run(config_path: Path | None, db_path: Path | None, verbose: bool) -> None:
     """Monitor every target continuously and send alerts, until SIGINT/SIGTERM."""
@@ -171,8 +165,8 @@ def silence() -> None:
 @click.option("--rule", default="*", show_default=True, help="Glob on the rule id.")
 @click.option("--duration", required=True, help="How long, e.g. 30m, 2h.")
 @click.option("--comment", default="", help="Why (shown in listings).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path))
+@config_option
+@db_option
 def silence_add(
     target: str, provider: str, rule: str, duration: str, comment: str,
     config_path: Path | None, db_path: Path | None,
@@ -199,8 +193,8 @@ def silence_add(
 
 @silence.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include ended silences.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path))
+@config_option
+@db_option
 def silence_list(show_all: bool, config_path: Path | None, db_path: Path | None) -> None:
     """List silences (active and upcoming unless --all)."""
     with _alert_state(config_path, db_path) as state:
@@ -217,8 +211,8 @@ def silence_list(show_all: bool, config_path: Path | None, db_path: Path | None)
 
 @silence.command("end")
 @click.argument("silence_id")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path))
+@config_option
+@db_option
 def silence_end(silence_id: str, config_path: Path | None, db_path: Path | None) -> None:
     """End a silence now."""
     with _alert_state(config_path, db_path) as state:
@@ -235,7 +229,7 @@ def notify() -> None:
 
 
 @notify.command("test")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+@config_option
 def notify_test(config_path: Path | None) -> None:
     """Send a test alert to every configured channel and show what each answered."""
     console = _console(stderr=False)
