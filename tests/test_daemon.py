@@ -54,18 +54,27 @@ class Receiver:
         ]
 
 
+@contextlib.asynccontextmanager
+async def serving(app: web.Application):
+    """Serve ``app`` on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def receiver():
     rec = Receiver()
     app = web.Application()
     app.router.add_post("/hook", rec.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    rec.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"
-    yield rec
-    await runner.cleanup()
+    async with serving(app) as base:
+        rec.url = f"{base}/hook"
+        yield rec
 
 
 def make_config(sim, receiver, targets, **extra):
@@ -265,39 +274,34 @@ async def test_every_channel_gets_one_page_and_one_recovery(sim, receiver, tmp_p
     app = web.Application()
     for name in calls:
         app.router.add_post(f"/{name}", recorder(name))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
-    config = parse_config(
-        {
-            **FAST,
-            "targets": [{"provider": "groq", "model": model, "name": "groq-fast",
-                         "base_url": sim.openai_base, "api_key": "${K}", "interval": "900ms"}],
-            "notifiers": [
-                {"type": "slack", "webhook_url": f"{base}/slack"},
-                {"type": "pagerduty", "routing_key": "${PD}", "url": f"{base}/pagerduty"},
-                {"type": "discord", "webhook_url": f"{base}/discord"},
-                {"type": "email", "host": "127.0.0.1", "port": smtp_port, "starttls": False,
-                 "sender": "llmpulse@example.com", "to": ["oncall@example.com"]},
-            ],
-        },
-        env={"K": "sk", "PD": "routing-key-123"},
-    )  # fmt: skip
     try:
-        async with running(config, tmp_path / "r.db"):
-            await asyncio.sleep(1)
-            patch(sim, model, errors={"503": 1.0})
-            await wait_for(lambda: calls["pagerduty"] and len(mails) == 1)
-            await asyncio.sleep(2)
-            patch(sim, model, errors={})
-            await wait_for(lambda: len(calls["pagerduty"]) == 2 and len(mails) == 2)
-            await asyncio.sleep(1)
+        async with serving(app) as base:
+            model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+            config = parse_config(
+                {
+                    **FAST,
+                    "targets": [{"provider": "groq", "model": model, "name": "groq-fast",
+                                 "base_url": sim.openai_base, "api_key": "${K}", "interval": "900ms"}],
+                    "notifiers": [
+                        {"type": "slack", "webhook_url": f"{base}/slack"},
+                        {"type": "pagerduty", "routing_key": "${PD}", "url": f"{base}/pagerduty"},
+                        {"type": "discord", "webhook_url": f"{base}/discord"},
+                        {"type": "email", "host": "127.0.0.1", "port": smtp_port, "starttls": False,
+                         "sender": "llmpulse@example.com", "to": ["oncall@example.com"]},
+                    ],
+                },
+                env={"K": "sk", "PD": "routing-key-123"},
+            )  # fmt: skip
+            async with running(config, tmp_path / "r.db"):
+                await asyncio.sleep(1)
+                patch(sim, model, errors={"503": 1.0})
+                await wait_for(lambda: calls["pagerduty"] and len(mails) == 1)
+                await asyncio.sleep(2)
+                patch(sim, model, errors={})
+                await wait_for(lambda: len(calls["pagerduty"]) == 2 and len(mails) == 2)
+                await asyncio.sleep(1)
     finally:
         smtp.stop()
-        await runner.cleanup()
     trigger, resolve = calls["pagerduty"]
     assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
     assert trigger["dedup_key"] == resolve["dedup_key"]
@@ -340,18 +344,14 @@ async def test_official_status_change_is_alerted_and_carried(sim, receiver, tmp_
 
     app = web.Application()
     app.router.add_get("/api/v2/summary.json", summary)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    status_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/api/v2/summary.json"
-    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
-    config = make_config(
-        sim, receiver, [{"provider": "openai", "model": model, "name": "gpt"}],
-        monitor={"retry_interval": "300ms", "status_pages": True, "status_interval": "300ms"},
-        providers={"openai": {"status_page": status_url}},
-    )  # fmt: skip
-    try:
+    async with serving(app) as base:
+        status_url = f"{base}/api/v2/summary.json"
+        model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+        config = make_config(
+            sim, receiver, [{"provider": "openai", "model": model, "name": "gpt"}],
+            monitor={"retry_interval": "300ms", "status_pages": True, "status_interval": "300ms"},
+            providers={"openai": {"status_page": status_url}},
+        )  # fmt: skip
         async with running(config, tmp_path / "r.db"):
             await asyncio.sleep(1.5)
             page.update(indicator="major", description="Partial System Outage")
@@ -362,8 +362,6 @@ async def test_official_status_change_is_alerted_and_carried(sim, receiver, tmp_
             page.update(indicator="none", description="All Systems Operational")
             await wait_for(lambda: len(receiver.events("official_status")) == 2)
             await wait_for(lambda: len(receiver.events("consecutive_unavailable")) == 2)
-    finally:
-        await runner.cleanup()
     official = [r for r in receiver.received if r["rule"] == "official_status"]
     assert [r["status"] for r in official] == ["firing", "resolved"]
     assert (
