@@ -369,3 +369,32 @@ async def test_official_status_change_is_alerted_and_carried(sim, receiver, tmp_
     )
     outage = next(r for r in receiver.received if r["rule"] == "consecutive_unavailable")
     assert outage["official_status"] == "major"  # the provider's own word, beside ours
+
+
+async def test_a_locked_database_delays_writes_but_loses_no_result(sim, receiver, tmp_path):
+    import sqlite3
+
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    config = make_config(sim, receiver, [{"provider": "openai", "model": model, "name": "w"}])
+    db = tmp_path / "r.db"
+    async with running(config, db):
+        await asyncio.sleep(1)
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # every write now fails after the 5 s busy timeout
+        await asyncio.sleep(7)
+        blocker.execute("COMMIT")
+        blocker.close()
+        await asyncio.sleep(2)
+    with SQLiteStore(db) as store:
+        stored = [
+            r
+            for r in store.latest_results(limit=10_000)
+            if r.model == model and r.check != "models"
+        ]
+    sent = [  # the simulator logs completions per model (a models list names no model)
+        r
+        for r in httpx.get(f"{sim.url}/_sim/requests", timeout=10).json()["requests"]
+        if r["model"] == model
+    ]
+    assert len(stored) == len(sent) > 10
+    assert len({r.request_id for r in stored}) == len(stored)  # nothing written twice

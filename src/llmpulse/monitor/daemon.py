@@ -15,7 +15,9 @@ import contextlib
 import hashlib
 import logging
 import signal
+import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -44,6 +46,17 @@ PRUNE_EVERY_S = 3600.0
 SILENCE_RELOAD_S = 5.0
 BASELINE_EVERY_S = 600.0
 DRAIN_OUTBOX_S = 5.0
+# Results kept in memory while the database refuses writes (about an hour at 5,000 targets).
+MAX_UNWRITTEN = 500_000
+
+
+@contextlib.contextmanager
+def _logged(what: str) -> Iterator[None]:
+    """A failing background job is logged and retried on its next turn; the daemon goes on."""
+    try:
+        yield
+    except Exception:
+        log.exception("%s failed; will retry", what)
 
 
 def state_paths(results_db: Path) -> tuple[Path, Path]:
@@ -213,35 +226,54 @@ class Daemon:
 
     async def _ticker(self) -> None:
         last = {"rollup": 0.0, "prune": 0.0, "silences": 0.0, "baseline": 0.0}
+        m = self.config.monitor
+        periodic = (
+            ("rollup", ROLLUP_EVERY_S, lambda now: self.store.rollup(now)),
+            ("baseline", BASELINE_EVERY_S, self._refresh_baselines),
+            (
+                "prune",
+                PRUNE_EVERY_S,
+                lambda now: self.store.prune(now, m.raw_retention, m.rollup_retention),
+            ),
+        )
         while True:
             now = time.time()
             if now - last["silences"] >= SILENCE_RELOAD_S:
-                self._load_silences(now)
+                with _logged("reloading silences"):
+                    self._load_silences(now)
                 last["silences"] = now
             self.engine.tick(now)
             await self._flush(now)
-            if now - last["rollup"] >= ROLLUP_EVERY_S:
-                await asyncio.to_thread(self.store.rollup, now)
-                last["rollup"] = now
-            if now - last["baseline"] >= BASELINE_EVERY_S:
-                await asyncio.to_thread(self._refresh_baselines, now)
-                last["baseline"] = now
-            if now - last["prune"] >= PRUNE_EVERY_S:
-                m = self.config.monitor
-                await asyncio.to_thread(self.store.prune, now, m.raw_retention, m.rollup_retention)
-                last["prune"] = now
+            for name, every, job in periodic:
+                if now - last[name] >= every:
+                    with _logged(name):
+                        await asyncio.to_thread(job, now)
+                    last[name] = now
             if self.stop_event.is_set():
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), TICK_S)
 
     async def _flush(self, now: float) -> None:
+        """Write what was measured; if the database refuses, keep it and try again next tick."""
         results, self._pending = self._pending, []
         if results:
-            await asyncio.to_thread(self.store.write_results, results)
+            try:
+                await asyncio.to_thread(self.store.write_results, results)
+            except (sqlite3.Error, OSError) as exc:
+                self._pending[:0] = results
+                if len(self._pending) > MAX_UNWRITTEN:
+                    dropped = len(self._pending) - MAX_UNWRITTEN
+                    del self._pending[:dropped]
+                    log.error("results database unwritable: dropped the %d oldest results", dropped)
+                log.warning("results not written yet (%d waiting): %s", len(self._pending), exc)
         changed = self.engine.take_dirty()
         if changed:
-            await asyncio.to_thread(self.state.save_records, changed, now)
+            try:
+                await asyncio.to_thread(self.state.save_records, changed, now)
+            except (sqlite3.Error, OSError) as exc:
+                self.engine.dirty.update(r.fingerprint for r in changed)
+                log.warning("alert state not saved yet: %s", exc)
 
     def _refresh_baselines(self, now: float) -> None:
         for target in self.config.targets:
