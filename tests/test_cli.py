@@ -247,7 +247,16 @@ def test_run_stops_cleanly_and_keeps_every_result(tmp_path, sim, sig):
         [sys.executable, "-m", "llmpulse", "run", "--db", str(db)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(4)
+
+    def requests_for_model():
+        records = httpx.get(f"{sim.url}/_sim/requests", timeout=10).json()["requests"]
+        return [r for r in records if r["model"] == model]
+
+    deadline = time.monotonic() + 30
+    while len(requests_for_model()) < 3:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(0.3)  # most likely mid-check: the stream takes ~0.5 s
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -255,10 +264,6 @@ def test_run_stops_cleanly_and_keeps_every_result(tmp_path, sim, sig):
     assert SECRET not in out + err
     with SQLiteStore(db) as store:
         stored = [r for r in store.latest_results(limit=1000) if r.model == model]
-    sent = [
-        r
-        for r in httpx.get(f"{sim.url}/_sim/requests", timeout=10).json()["requests"]
-        if r["model"] == model
-    ]
+    sent = requests_for_model()
     # Every request the daemon made, including one in flight at the signal, has its result.
     assert len(stored) == len(sent) >= 3

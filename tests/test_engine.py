@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 from llmpulse.alerts.engine import AlertRecord, AlertSettings, Engine
@@ -201,3 +202,25 @@ def test_escalation_from_warning_to_critical_pages_again():
         ("error_rate_warning", "warning"),
         ("error_rate_critical", "critical"),
     ]
+
+
+def test_a_failed_hand_over_is_retried_not_lost():
+    attempts = []
+
+    def flaky(notification):
+        attempts.append(notification.status.value)
+        if len(attempts) in (1, 3):  # the first firing and the first resolved hand-over fail
+            raise OSError("disk full")
+
+    engine = Engine({"anthropic": ["a1"]}, flaky, AlertSettings(resolve_after_s=0, group_wait_s=0))
+    ev = Evaluation(DOWN, True, 3.0, "down", holding=True)
+    engine.observe("a1", "anthropic", [ev], 0)
+    engine.tick(1)  # group flush: hand-over fails
+    engine.tick(2)  # retried
+    clear = Evaluation(DOWN, False, 0.0, "up", holding=False)
+    with contextlib.suppress(OSError):  # the resolution's hand-over fails inside observe()
+        engine.observe("a1", "anthropic", [clear], 10)
+    engine.tick(11)
+    assert attempts == ["firing", "firing", "resolved", "resolved"]
+    engine.tick(12)
+    assert len(attempts) == 4  # delivered once each, nothing repeated

@@ -279,3 +279,33 @@ def test_schema_is_versioned_and_wal(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(RuntimeError, match="newer than this llmpulse"):
         Outbox(path)
+
+
+async def test_storage_trouble_pauses_a_channel_instead_of_stopping_delivery(
+    tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+) -> None:
+    import sqlite3
+
+    receiver = await receivers()
+    path = tmp_path / "outbox.db"
+    outbox = fast_outbox(path)
+    outbox.enqueue(alert("garbled"), ["ops"])
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("UPDATE outbox SET payload = '{not json' WHERE notifier = 'ops'")
+    async with Running(outbox, [WebhookNotifier(receiver.url, name="ops")], session):
+        outbox.enqueue(alert("good"), ["ops"])
+        await until(
+            lambda: receiver.delivered == ["good firing"]
+        )  # the unreadable row is set aside
+        raw.execute("BEGIN EXCLUSIVE")  # the outbox's file is locked: reads and writes fail
+        await asyncio.sleep(6)
+        raw.execute("COMMIT")
+        outbox.enqueue(alert("after"), ["ops"])  # delivery is still running
+        await until(lambda: receiver.delivered == ["good firing", "after firing"], timeout=10)
+    ((error,),) = raw.execute(
+        "SELECT last_error FROM outbox WHERE failed_at IS NOT NULL AND payload = '{not json'"
+    ).fetchall()
+    assert "unreadable outbox row" in error
+    assert [i.notification.fingerprint for i in outbox.history()] == ["after", "good"]
+    raw.close()
+    outbox.close()

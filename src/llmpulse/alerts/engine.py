@@ -143,29 +143,38 @@ class Engine:
         for fp in self.dirty:
             self._refresh_live(fp)
         for fp in list(self._live):
-            record = self.records[fp]
             if not self._refresh_live(fp):
                 continue
-            if record.group_until is not None and now >= record.group_until:
-                self._flush_group(record.provider, now)
+            try:
+                self._tick_one(self.records[fp], now)
+            except Exception:  # a failed hand-over is retried next tick; others go on now
+                log.exception("alert %s: notification not handed over; will retry", fp)
+
+    def _tick_one(self, record: AlertRecord, now: float) -> None:
+        if record.state is AlertState.RESOLVED:
+            self._send(record, AlertState.RESOLVED, now)  # its hand-over failed earlier
+        elif record.group_until is not None and now >= record.group_until:
+            self._flush_group(record.provider, now)
+        elif (
+            record.state is AlertState.FIRING
+            and record.inhibited_by is None
+            and record.group_until is None
+            and record.rule not in AVAILABILITY_RULES  # their incident is what pages
+        ):
+            if not record.notified:
+                self._send(record, AlertState.FIRING, now)  # e.g. a silence just ended
             elif (
-                record.state is AlertState.FIRING
-                and record.inhibited_by is None
-                and record.group_until is None
-                and record.rule not in AVAILABILITY_RULES  # their incident is what pages
+                record.last_notified_at is not None
+                and now - record.last_notified_at >= self.settings.repeat_interval_s
             ):
-                if not record.notified:
-                    self._send(record, AlertState.FIRING, now)  # e.g. a silence just ended
-                elif (
-                    record.last_notified_at is not None
-                    and now - record.last_notified_at >= self.settings.repeat_interval_s
-                ):
-                    self._send(record, AlertState.FIRING, now)
+                self._send(record, AlertState.FIRING, now)
 
     def _refresh_live(self, fp: str) -> bool:
         record = self.records.get(fp)
         live = record is not None and (
-            record.state is AlertState.FIRING or record.group_until is not None
+            record.state is AlertState.FIRING
+            or record.group_until is not None
+            or (record.state is AlertState.RESOLVED and record.notified)  # resolution unsent
         )
         if live:
             self._live.add(fp)
@@ -366,10 +375,7 @@ class Engine:
         # so no incident is left open on the receiving side.
         if status is AlertState.FIRING and self.silenced(record, now):
             return
-        record.notified = status is AlertState.FIRING
-        record.last_notified_at = now
-        self.dirty.add(record.fingerprint)
-        self._notify(
+        self._notify(  # if this raises, nothing is marked sent: tick() tries again
             Notification(
                 status=status,
                 severity=record.severity,
@@ -385,6 +391,9 @@ class Engine:
                 official_status=self._official_status(record.provider),
             )
         )
+        record.notified = status is AlertState.FIRING
+        record.last_notified_at = now
+        self.dirty.add(record.fingerprint)
 
     def silenced(self, record: AlertRecord, now: float) -> bool:
         rule = record.lead_rule or record.rule

@@ -163,7 +163,8 @@ class Outbox:
                     ids.append(int(cursor.lastrowid or 0))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back already
+                    self._db.execute("ROLLBACK")
                 raise
         self._wake_up(names)
         return ids
@@ -192,7 +193,7 @@ class Outbox:
             args = (notifier,)
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
-        return [_item(row) for row in rows]
+        return _readable(rows)
 
     def history(self, limit: int = 100) -> list[OutboxItem]:
         """The most recent rows of every status, newest first."""
@@ -200,7 +201,7 @@ class Outbox:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?", (limit,)
             ).fetchall()
-        return [_item(row) for row in rows]
+        return _readable(rows)
 
     # -- delivering ---------------------------------------------------------------------------
 
@@ -244,7 +245,13 @@ class Outbox:
         while not stop.is_set():
             # Cleared before looking, so an enqueue during delivery is never missed.
             wake.clear()
-            due_in = await self._deliver_due(notifier, stop)
+            try:
+                due_in = await self._deliver_due(notifier, stop)
+            except Exception:
+                # The queue's own storage failed (disk full, locked): this channel waits a poll
+                # interval and tries again; the other channels and the rows are unaffected.
+                log.exception("outbox for %s failed; retrying", notifier.name)
+                due_in = None
             wait = self.poll_interval_s if due_in is None else min(due_in, self.poll_interval_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), wait)
@@ -333,7 +340,21 @@ class Outbox:
                 "ORDER BY id LIMIT 1",
                 (notifier,),
             ).fetchone()
-        return None if row is None else _item(row)
+        if row is None:
+            return None
+        try:
+            return _item(row)
+        except (ValueError, KeyError, TypeError) as exc:
+            # A row this version cannot read must not block its channel forever.
+            self._update_failed(row["id"], f"unreadable outbox row: {exc}")
+            return self._head(notifier)
+
+    def _update_failed(self, row_id: int, error: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET failed_at = ?, last_error = ? WHERE id = ?",
+                (time.time(), error, row_id),
+            )
 
     def _update(
         self,
@@ -367,6 +388,17 @@ class Outbox:
                     count,
                     name,
                 )
+
+
+def _readable(rows: list[sqlite3.Row]) -> list[OutboxItem]:
+    """Rows as items, leaving out (and logging) any this version cannot read."""
+    items = []
+    for row in rows:
+        try:
+            items.append(_item(row))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("outbox row %s is unreadable: %s", row["id"], exc)
+    return items
 
 
 def _item(row: sqlite3.Row) -> OutboxItem:

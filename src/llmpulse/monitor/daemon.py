@@ -136,10 +136,12 @@ class Daemon:
         return current.indicator if current is not None else None
 
     def _notify(self, notification: Notification) -> None:
-        now = time.time()
-        self.state.add_event(notification, now)
+        """Queue for delivery first (if this raises, the engine retries the page next tick);
+        the history entry is best-effort."""
         if self.notifiers:
             self.outbox.enqueue(notification, [n.name for n in self.notifiers])
+        with _logged("recording alert history"):
+            self.state.add_event(notification, time.time())
         log.warning(
             "alert %s %s %s: %s",
             notification.status,
@@ -212,47 +214,56 @@ class Daemon:
                 asyncio.ensure_future(self._official_changes()),
             ]
             ticker = asyncio.ensure_future(self._ticker())
+            maintenance = asyncio.ensure_future(self._maintenance())
             drain = max((t.timeout for t in self.config.targets), default=20.0) + 5
             try:
                 await scheduler.run(self.stop_event, drain_timeout=drain)
             finally:
                 self.stop_event.set()
-                await ticker
-                for task in background:
+                for task in (*background, maintenance):
                     task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
-                await delivery  # returns once attempts in flight have finished
+                # Whatever happened to these, shutdown below still writes and delivers.
+                for outcome in await asyncio.gather(
+                    ticker, delivery, maintenance, *background, return_exceptions=True
+                ):
+                    if isinstance(outcome, Exception):
+                        log.error("background task failed: %r", outcome)
                 await self._shutdown()
 
     async def _ticker(self) -> None:
-        last = {"rollup": 0.0, "prune": 0.0, "silences": 0.0, "baseline": 0.0}
-        m = self.config.monitor
-        periodic = (
-            ("rollup", ROLLUP_EVERY_S, lambda now: self.store.rollup(now)),
-            ("baseline", BASELINE_EVERY_S, self._refresh_baselines),
-            (
-                "prune",
-                PRUNE_EVERY_S,
-                lambda now: self.store.prune(now, m.raw_retention, m.rollup_retention),
-            ),
-        )
+        """Engine tick and writes, four times a second; nothing here may stop the loop."""
+        last_silences = 0.0
         while True:
             now = time.time()
-            if now - last["silences"] >= SILENCE_RELOAD_S:
-                with _logged("reloading silences"):
+            with _logged("tick"):
+                if now - last_silences >= SILENCE_RELOAD_S:
                     self._load_silences(now)
-                last["silences"] = now
-            self.engine.tick(now)
-            await self._flush(now)
-            for name, every, job in periodic:
-                if now - last[name] >= every:
-                    with _logged(name):
-                        await asyncio.to_thread(job, now)
-                    last[name] = now
+                    last_silences = now
+                self.engine.tick(now)
+                await self._flush(now)
             if self.stop_event.is_set():
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), TICK_S)
+
+    async def _maintenance(self) -> None:
+        """Rollups, baselines and pruning, apart from the ticker so they never delay a page."""
+        m = self.config.monitor
+        jobs = (
+            ("rollup", ROLLUP_EVERY_S, self.store.rollup),
+            ("baseline", BASELINE_EVERY_S, self._refresh_baselines),
+            ("prune", PRUNE_EVERY_S,
+             lambda now: self.store.prune(now, m.raw_retention, m.rollup_retention)),
+        )  # fmt: skip
+        last = dict.fromkeys((name for name, _, _ in jobs), 0.0)
+        while True:
+            for name, every, job in jobs:
+                now = time.time()
+                if now - last[name] >= every:
+                    with _logged(name):
+                        await asyncio.to_thread(job, now)
+                    last[name] = now
+            await asyncio.sleep(TICK_S * 4)
 
     async def _flush(self, now: float) -> None:
         """Write what was measured; if the database refuses, keep it and try again next tick."""
@@ -285,7 +296,10 @@ class Daemon:
         changes = self.status.changes()
         while True:
             _, new = await changes.get()
-            self.engine.observe_official(new.provider, new.indicator, new.description, time.time())
+            with _logged("official status change"):
+                self.engine.observe_official(
+                    new.provider, new.indicator, new.description, time.time()
+                )
 
     async def _shutdown(self) -> None:
         now = time.time()

@@ -178,7 +178,8 @@ class SQLiteStore(Store):
                 self._db.executemany(_INSERT, rows)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back already
+                    self._db.execute("ROLLBACK")
                 raise
 
     def latest_results(self, limit: int = 100, target: str | None = None) -> list[CheckResult]:

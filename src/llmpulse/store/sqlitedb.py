@@ -29,7 +29,8 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite may have rolled back itself (disk full, I/O error)
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
 
