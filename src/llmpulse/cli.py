@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console
@@ -112,8 +112,7 @@ def check(
         selected = [CheckKind(k) for k in kinds] or None
         results = aio.run(run_checks(targets, selected, concurrency))
     except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}", highlight=False)
-        sys.exit(EXIT_USAGE)
+        _usage_error(console, exc)
     finally:
         if sim_server is not None:
             sim_server.stop()
@@ -144,8 +143,7 @@ def run(config_path: Path | None, db_path: Path | None, verbose: bool) -> None:
     try:
         config = _load(config_path, require_file=False)
     except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}", highlight=False)
-        sys.exit(EXIT_USAGE)
+        _usage_error(console, exc)
     console.print(
         f"llmpulse: monitoring {len(config.targets)} targets, "
         f"{len(config.notifiers)} notifiers; Ctrl-C to stop",
@@ -236,8 +234,7 @@ def notify_test(config_path: Path | None) -> None:
     try:
         config = _load(config_path, require_file=True)
     except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}", highlight=False)
-        sys.exit(EXIT_USAGE)
+        _usage_error(console, exc)
     if not config.notifiers:
         console.print("no notifiers configured (add a 'notifiers:' list to the config)")
         sys.exit(EXIT_USAGE)
@@ -283,6 +280,11 @@ def _alert_state(config_path: Path | None, db_path: Path | None) -> Iterator[Ale
         yield state
     finally:
         state.close()
+
+
+def _usage_error(console: Console, exc: ConfigError) -> NoReturn:
+    console.print(f"[red]config error:[/red] {exc}", highlight=False)
+    sys.exit(EXIT_USAGE)
 
 
 def _console(stderr: bool) -> Console:
