@@ -31,6 +31,8 @@ from llmpulse.store import SQLiteStore
 
 INTERVAL_S = 30
 PROVIDERS = ("openai", "anthropic", "gemini", "groq", "mistral")
+# (window, seconds, step): the chart series the web layer asks for.
+SERIES = (("1h", 3600, 60), ("24h", 86400, 900), ("7d", 604800, 3600), ("30d", 2592000, 21600))
 
 
 def generate(store_path: Path, targets: int, days: int, now: float) -> int:
@@ -182,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
             figures["series_30d_1h_one_ms"] = timed(
                 lambda: metrics.series(store, one, 30 * 86400, 3600, now=now)
+            )
+            # The dashboard's charts: one target over each window at the web layer's steps.
+            for name, window_s, step_s in SERIES:
+                figures[f"series_one_{name}_ms"] = timed(
+                    lambda w=window_s, s=step_s: metrics.series(store, one, w, s, now=now)
+                )
+            figures["series_all_30d_ms"] = timed(
+                lambda: metrics.series(store, None, 30 * 86400, 21600, now=now)
             )
             agg = metrics.aggregate(store, 30 * 86400, now=now, target=one)
             print(
