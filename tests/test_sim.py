@@ -13,6 +13,7 @@ import pytest
 
 from llmpulse.sim import ModelBehavior, Scenario, ScenarioError, SimServer, load_scenario
 from llmpulse.sim.common import go_duration
+from llmpulse.sim.scenario import parse_scenario
 
 OA = {"Authorization": "Bearer sk-test"}
 AN = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
@@ -389,6 +390,45 @@ def test_timeline_with_speed(client: httpx.Client) -> None:
         assert client.post(f"{srv.url}/_sim/reset").status_code == 200  # clock restarts
         assert oa_chat(srv, client).status_code == 200
         assert client.get(f"{srv.url}/_sim/requests").json()["requests"][0]["seq"] > 1
+
+
+def test_timeline_loop(client: httpx.Client) -> None:
+    scenario = Scenario.model_validate(
+        {
+            "models": {
+                "m": {
+                    "ttft": "10ms",
+                    "loop": "4s",
+                    "timeline": [{"at": "2s", "set": {"errors": {503: 1.0}}}],
+                }
+            }
+        }
+    )
+    assert [scenario.models["m"].timeline_step(t) for t in (1, 2.5, 4.5, 6.5)] == [0, 1, 0, 1]
+    with SimServer(scenario, speed=10) as srv:  # periods of 0.4 s: healthy 0.2 s, failing 0.2 s
+        client.post(f"{srv.url}/_sim/reset")
+        seen: list[int] = []
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            seen.append(oa_chat(srv, client).status_code)
+            time.sleep(0.02)
+        # The outage comes back after the period wraps: healthy, failing, healthy, failing.
+        runs = [code for i, code in enumerate(seen) if i == 0 or code != seen[i - 1]]
+        assert runs[:4] == [200, 503, 200, 503], seen
+        assert client.get(f"{srv.url}/_sim/state").json()["models"]["m"]["loop"] == 4.0
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"loop": "0s"}, r"models\.m\.loop"),
+        ({"loop": "2s", "timeline": [{"at": "2s", "set": {}}]}, r"not before loop"),
+        ({"timeline": [{"at": "1s", "set": {"loop": "5s"}}]}, r"cannot set 'loop'"),
+    ],
+)
+def test_timeline_loop_is_validated(model: dict[str, Any], message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario({"models": {"m": model}})
 
 
 def test_control_endpoints(server: SimServer, client: httpx.Client) -> None:

@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from llmpulse.durations import parse_duration
 
@@ -75,6 +83,9 @@ class ModelBehavior(BaseModel):
     huge_body_mb: float = Field(64.0, gt=0)
     ratelimit: RateLimit | None = None
     timeline: list[TimelineEntry] = Field(default_factory=list)
+    # Replay the timeline every ``loop`` of scenario time: each period starts from the base
+    # behaviour again, so a scripted incident recurs for as long as the simulator runs.
+    loop: Duration | None = Field(None, gt=0)
 
     @field_validator("errors", mode="before")
     @classmethod
@@ -102,6 +113,22 @@ class ModelBehavior(BaseModel):
     def _sort_timeline(cls, value: list[TimelineEntry]) -> list[TimelineEntry]:
         return sorted(value, key=lambda e: e.at)
 
+    @model_validator(mode="after")
+    def _timeline_fits_loop(self) -> ModelBehavior:
+        # An entry at or after the loop period would never be reached.
+        late = [e.at for e in self.timeline if self.loop is not None and e.at >= self.loop]
+        if late:
+            raise ValueError(
+                f"timeline entry at {late[0]:g}s is not before loop ({self.loop:g}s); "
+                "every entry must fall inside one period"
+            )
+        return self
+
+    def timeline_step(self, scenario_time: float) -> int:
+        """How many timeline entries are in force at ``scenario_time`` (wrapped by ``loop``)."""
+        t = scenario_time % self.loop if self.loop else scenario_time
+        return sum(1 for e in self.timeline if e.at <= t)
+
 
 class TimelineEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -113,8 +140,9 @@ class TimelineEntry(BaseModel):
     @classmethod
     def _check_set(cls, value: dict[str, Any]) -> dict[str, Any]:
         # Validate the override on its own so mistakes surface at load time, not mid-run.
-        if "timeline" in value:
-            raise ValueError("a timeline entry cannot set 'timeline'")
+        nested = {"timeline", "loop"} & set(value)
+        if nested:
+            raise ValueError(f"a timeline entry cannot set {sorted(nested)[0]!r}")
         try:
             ModelBehavior.model_validate(value)
         except ValidationError as exc:

@@ -173,8 +173,7 @@ class SimState:
         base = self.base.get(name)
         if base is None or not base.timeline:
             return base
-        now = self.scenario_time()
-        step = sum(1 for e in base.timeline if e.at <= now)
+        step = base.timeline_step(self.scenario_time())
         if step == 0:
             return base
         key = (name, step)
