@@ -51,6 +51,7 @@ async def run(url: str, runs: int, seed: int) -> dict[str, float]:
     config = parse_config(
         {
             "monitor": {"status_pages": False},
+            "web": {"listen": "127.0.0.1:0"},
             "targets": [
                 {"provider": "openai", "model": "bench-gpt", "base_url": f"{url}/openai/v1"},
                 {"provider": "anthropic", "model": "bench-claude", "base_url": f"{url}/anthropic"},

@@ -36,6 +36,7 @@ def child(size: int, duration: float, db: str, url: str) -> None:
     config = parse_config(
         {
             "monitor": {"status_pages": False},
+            "web": {"listen": "127.0.0.1:0"},
             "targets": [
                 {
                     "name": f"t{i}",

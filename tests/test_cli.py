@@ -244,7 +244,7 @@ def test_run_stops_cleanly_and_keeps_every_result(tmp_path, sim, sig):
     env.update({"TEST_KEY": SECRET, "XDG_DATA_HOME": str(tmp_path / "data")})
     db = tmp_path / "r.db"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmpulse", "run", "--db", str(db)],
+        [sys.executable, "-m", "llmpulse", "run", "--db", str(db), "--listen", "127.0.0.1:0"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 

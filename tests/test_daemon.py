@@ -23,6 +23,7 @@ from llmpulse.store import SQLiteStore
 
 FAST = {
     "monitor": {"retry_interval": "300ms", "status_pages": False},
+    "web": {"listen": "127.0.0.1:0"},
     "alerting": {"resolve_after": "1500ms", "group_wait": "300ms"},
     "rules": {
         "error_rate_warning": {"window": "10s", "clear_window": "2s"},

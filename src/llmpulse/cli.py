@@ -8,13 +8,13 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
 
 from llmpulse import aio, report
-from llmpulse.alerts.state import AlertStateStore
+from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -23,6 +23,7 @@ from llmpulse.config import (
     discover_targets,
     load_config,
     parse_config,
+    with_web,
 )
 from llmpulse.providers.presets import DISCOVERABLE, PRESETS
 from llmpulse.result import CheckKind, CheckResult
@@ -125,31 +126,105 @@ def check(
     sys.exit(EXIT_OK if all(r.ok for r in results) else EXIT_FAILED)
 
 
+listen_option = click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="Serve the dashboard and API here (web.listen; default 127.0.0.1:8080).",
+)
+status_only_option = click.option(
+    "--status-page-only",
+    is_flag=True,
+    help="Serve only the public status page (no dashboard, API or metrics) on --listen.",
+)
+
+
 @main.command()
 @config_option
 @db_option
+@listen_option
+@click.option(
+    "--status-listen",
+    metavar="HOST:PORT",
+    help="Also serve the public status page alone on this address (web.status_listen).",
+)
+@status_only_option
+@click.option("--no-web", is_flag=True, help="Do not serve the dashboard.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every alert and background event.")
-def run(config_path: Path | None, db_path: Path | None, verbose: bool) -> None:
-    """Monitor every target continuously and send alerts, until SIGINT/SIGTERM."""
-    import logging
+def run(
+    config_path: Path | None,
+    db_path: Path | None,
+    listen: str | None,
+    status_listen: str | None,
+    status_page_only: bool,
+    no_web: bool,
+    verbose: bool,
+) -> None:
+    """Monitor every target continuously, send alerts and serve the dashboard, until
+    SIGINT/SIGTERM."""
+    from llmpulse.monitor.daemon import Daemon
+    from llmpulse.web.server import WebError
 
-    from llmpulse.monitor.daemon import run_daemon
-
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _logging(verbose)
     console = _console(stderr=True)
+    web = {"listen": listen, "status_listen": status_listen, "enabled": False if no_web else None}
     try:
-        config = _load(config_path, require_file=False)
-    except ConfigError as exc:
+        config = _load(config_path, require_file=False, web=web)
+        daemon = Daemon(config, db_path=db_path, status_only=status_page_only)
+    except (ConfigError, WebError) as exc:
         _usage_error(console, exc)
     console.print(
         f"llmpulse: monitoring {len(config.targets)} targets, "
         f"{len(config.notifiers)} notifiers; Ctrl-C to stop",
         highlight=False,
     )
-    run_daemon(config, db_path)
+    if daemon.web is not None:
+        for url in daemon.web.urls:
+            console.print(f"llmpulse: serving {url}", highlight=False)
+    aio.run(daemon.run())
+
+
+@main.command("web")
+@config_option
+@db_option
+@listen_option
+@status_only_option
+@click.option("-v", "--verbose", is_flag=True, help="Log requests that fail.")
+def web_command(
+    config_path: Path | None,
+    db_path: Path | None,
+    listen: str | None,
+    status_page_only: bool,
+    verbose: bool,
+) -> None:
+    """Serve the dashboard (or only the status page) over a database that `llmpulse run`
+    writes elsewhere, without probing: e.g. a public status page on its own host."""
+    from llmpulse.store import default_path
+    from llmpulse.web.server import WebError, serve_forever
+
+    _logging(verbose)
+    console = _console(stderr=True)
+    try:
+        config = _load(config_path, require_file=False, web={"listen": listen})
+        path = db_path or (Path(config.storage) if config.storage else default_path())
+        serve_forever(
+            config,
+            path,
+            status_only=status_page_only,
+            announce=lambda urls: [
+                console.print(f"llmpulse: serving {u}", highlight=False) for u in urls
+            ],
+        )
+    except (ConfigError, WebError) as exc:
+        _usage_error(console, exc)
+
+
+def _logging(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 @main.group()
@@ -251,22 +326,24 @@ def notify_test(config_path: Path | None) -> None:
 main.add_command(sim_command)
 
 
-def _load(config_path: Path | None, require_file: bool) -> Config:
-    """The config file, or (for run) targets discovered from the environment."""
+def _load(
+    config_path: Path | None, require_file: bool, web: dict[str, Any] | None = None
+) -> Config:
+    """The config file, or (for run) targets discovered from the environment; ``web`` holds
+    command-line overrides of the web section."""
     if config_path is None and DEFAULT_CONFIG_PATH.exists():
         config_path = DEFAULT_CONFIG_PATH
     if config_path is not None:
-        return load_config(config_path)
-    if require_file:
+        config = load_config(config_path)
+    elif require_file:
         raise ConfigError(f"no config file: pass --config FILE or create ./{DEFAULT_CONFIG_PATH}")
-    targets, _ = _targets(None)
-    return Config(targets=targets)
+    else:
+        config = Config(targets=_targets(None)[0])
+    return with_web(config, **web) if web else config
 
 
 @contextlib.contextmanager
 def _alert_state(config_path: Path | None, db_path: Path | None) -> Iterator[AlertStateStore]:
-    from llmpulse.monitor.daemon import state_paths
-
     if db_path is None:
         storage = None
         if config_path is not None or DEFAULT_CONFIG_PATH.exists():

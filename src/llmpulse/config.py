@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from llmpulse.alerts.notifiers import Notifier
 
 DEFAULT_CONFIG_PATH = Path("llmpulse.yaml")
-_SECRET_FIELDS = frozenset({"api_key", "headers"})
+_SECRET_FIELDS = frozenset({"api_key", "headers", "token", "password"})
 _ENV_REF = re.compile(r"^(?:os\.environ/([A-Za-z_][A-Za-z0-9_]*)|\$\{([A-Za-z_][A-Za-z0-9_]*)\})$")
 
 
@@ -183,6 +183,48 @@ class SilenceConfig(BaseModel):
     comment: str = ""
 
 
+def _address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:8080, got {value!r}")
+    return value
+
+
+Address = Annotated[str, AfterValidator(_address)]
+
+
+def _secret_reference(value: str | None) -> str | None:
+    if value is not None and env_var(value) is None:
+        raise ValueError("must reference an environment variable: os.environ/NAME or ${NAME}")
+    return value
+
+
+SecretReference = Annotated[str | None, AfterValidator(_secret_reference)]
+
+
+class WebSettings(BaseModel):
+    """The dashboard, API and public status page that ``llmpulse run`` serves."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    listen: Address = "127.0.0.1:8080"
+    # Also serve the public status page alone on this address (no auth, nothing else).
+    status_listen: Address | None = None
+    # Required off loopback: a bearer token, or basic auth, each referenced from the environment.
+    token: SecretReference = None
+    username: str | None = None
+    password: SecretReference = None
+    # false: serve the UI and API off loopback without any credentials (an explicit opt-out).
+    auth: bool = True
+    title: str = "llmpulse"
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> WebSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("'username' and 'password' go together")
+        return self
+
+
 class ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -193,6 +235,7 @@ class ConfigFile(BaseModel):
     rules: RuleOverrides = Field(default_factory=dict)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     silences: list[SilenceConfig] = Field(default_factory=list)
+    web: WebSettings = Field(default_factory=WebSettings)
     # Validated by llmpulse.alerts.notifiers, which owns each channel's settings.
     notifiers: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -235,6 +278,113 @@ class Target:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class WebConfig:
+    """Resolved web settings: addresses split, credentials read from the environment."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    enabled: bool = True
+    status_host: str | None = None
+    status_port: int | None = None
+    token: str | None = dataclasses.field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    auth: bool = True
+    title: str = "llmpulse"
+
+    @property
+    def requires_auth(self) -> bool:
+        """Credentials are checked when any are set, or off loopback unless opted out."""
+        if not self.auth:
+            return False
+        return bool(self.token or self.password) or not is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def split_address(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def resolve_web(settings: WebSettings, env: Mapping[str, str], where: str = "") -> WebConfig:
+    """Resolve the web section; off loopback it must name credentials or opt out of auth."""
+    secrets: dict[str, str | None] = {}
+    for key in ("token", "password"):
+        ref = getattr(settings, key)
+        if ref is None:
+            secrets[key] = None
+            continue
+        var = env_var(ref)
+        assert var is not None  # validated
+        if not env.get(var):
+            raise ConfigError(f"{where}web.{key}: environment variable {var} is not set")
+        secrets[key] = env[var]
+    host, port = split_address(settings.listen)
+    status_host, status_port = (
+        split_address(settings.status_listen) if settings.status_listen else (None, None)
+    )
+    web = WebConfig(
+        host=host,
+        port=port,
+        enabled=settings.enabled,
+        status_host=status_host,
+        status_port=status_port,
+        token=secrets["token"],
+        username=settings.username,
+        password=secrets["password"],
+        auth=settings.auth,
+        title=settings.title,
+    )
+    _check_credentials(web, where + "web.listen")
+    return web
+
+
+def with_web(
+    config: Config,
+    *,
+    listen: str | None = None,
+    status_listen: str | None = None,
+    enabled: bool | None = None,
+) -> Config:
+    """The config with command-line overrides of its web section, validated like the file."""
+    web = config.web
+    for option, value in (("--listen", listen), ("--status-listen", status_listen)):
+        if value is None:
+            continue
+        try:
+            host, port = split_address(_address(value))
+        except ValueError as exc:
+            raise ConfigError(f"{option}: {exc}") from None
+        if option == "--listen":
+            web = dataclasses.replace(web, host=host, port=port)
+        else:
+            web = dataclasses.replace(web, status_host=host, status_port=port)
+    if enabled is not None:
+        web = dataclasses.replace(web, enabled=enabled)
+    if listen is not None:
+        _check_credentials(web, "--listen")
+    return dataclasses.replace(config, web=web)
+
+
+def _check_credentials(web: WebConfig, where: str) -> None:
+    if web.enabled and web.requires_auth and not (web.token or web.password):
+        raise ConfigError(
+            f"{where}: {web.host}:{web.port} is not a loopback address, so the dashboard needs "
+            "credentials: set web.token (or web.username and web.password), or web.auth: false"
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Config:
     targets: list[Target]
     storage: str | None = None
@@ -245,6 +395,7 @@ class Config:
     providers: Mapping[str, ProviderSettings] = dataclasses.field(default_factory=dict)
     silences: list[SilenceConfig] = dataclasses.field(default_factory=list)
     notifiers: list[Notifier] = dataclasses.field(default_factory=list)
+    web: WebConfig = dataclasses.field(default_factory=WebConfig)
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -295,6 +446,7 @@ def parse_config(
         providers=parsed.providers,
         silences=parsed.silences,
         notifiers=notifiers,
+        web=resolve_web(parsed.web, env, where),
     )
 
 

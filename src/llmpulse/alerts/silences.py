@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmpulse.config import SilenceConfig
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,3 +47,20 @@ class Silence:
         for key in ("starts_at", "ends_at"):
             data[key] = datetime.fromtimestamp(data[key], UTC).isoformat().replace("+00:00", "Z")
         return data
+
+
+def configured_silences(configured: Iterable[SilenceConfig]) -> list[Silence]:
+    """The config's maintenance windows, with ids stable across restarts."""
+    return [
+        Silence(
+            id="config-" + hashlib.sha256(repr(s).encode()).hexdigest()[:8],
+            starts_at=s.starts.timestamp() if s.starts else 0.0,
+            ends_at=s.ends.timestamp(),
+            target=s.target,
+            provider=s.provider,
+            rule=s.rule,
+            comment=s.comment,
+            created_by="config",
+        )
+        for s in configured
+    ]

@@ -45,6 +45,14 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def state_paths(results_db: Path) -> tuple[Path, Path]:
+    """Alert state and the notification outbox live beside the results database."""
+    return (
+        results_db.with_name(results_db.stem + "-alerts.db"),
+        results_db.with_name(results_db.stem + "-outbox.db"),
+    )
+
+
 class AlertStateStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -88,6 +96,29 @@ class AlertStateStore:
                 "SELECT notification FROM alert_events ORDER BY id DESC LIMIT ?", (limit,)
             ).fetchall()
         return [Notification.from_json(json.loads(r[0])) for r in rows]
+
+    def events_between(
+        self,
+        start_ts: float,
+        end_ts: float,
+        *,
+        target: str | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[float, Notification]]:
+        """``(recorded_at, notification)`` with ``start_ts <= at < end_ts``, oldest first; with
+        ``limit``, the newest ``limit`` of them."""
+        sql = "SELECT at, notification FROM alert_events WHERE at >= ? AND at < ?"
+        args: tuple[object, ...] = (start_ts, min(end_ts, 1e300))
+        if target is not None:
+            sql += " AND target = ?"
+            args += (target,)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args += (limit,)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [(at, Notification.from_json(json.loads(raw))) for at, raw in reversed(rows)]
 
     def add_silence(self, silence: Silence) -> None:
         with self._lock, self._tx():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import signal
 import sqlite3
@@ -27,8 +26,8 @@ from llmpulse.alerts.engine import AlertSettings, Engine
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.notifiers import Notifier
 from llmpulse.alerts.outbox import Outbox
-from llmpulse.alerts.silences import Silence
-from llmpulse.alerts.state import AlertStateStore
+from llmpulse.alerts.silences import configured_silences
+from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import Config, Target
 from llmpulse.monitor import metrics
 from llmpulse.monitor.rules import RuleSpec, TargetWindow, resolve_rules
@@ -37,6 +36,7 @@ from llmpulse.monitor.statuspage import DEFAULT_SOURCES, StatusPoller
 from llmpulse.probe import Prober
 from llmpulse.result import CheckResult
 from llmpulse.store import SQLiteStore, default_path
+from llmpulse.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +59,17 @@ def _logged(what: str) -> Iterator[None]:
         log.exception("%s failed; will retry", what)
 
 
-def state_paths(results_db: Path) -> tuple[Path, Path]:
-    """Alert state and outbox live beside the results database."""
-    return (
-        results_db.with_name(results_db.stem + "-alerts.db"),
-        results_db.with_name(results_db.stem + "-outbox.db"),
-    )
-
-
 class Daemon:
     def __init__(
         self,
         config: Config,
         *,
         db_path: Path | None = None,
+        status_only: bool = False,
     ) -> None:
         self.config = config
         self.store = SQLiteStore(db_path or (Path(config.storage) if config.storage else None))
+        self.status_only = status_only
         alerts_path, outbox_path = state_paths(self.store.path)
         self.state = AlertStateStore(alerts_path)
         self.outbox = Outbox(outbox_path)
@@ -110,6 +104,12 @@ class Daemon:
         )
         self._pending: list[CheckResult] = []
         self.stop_event = asyncio.Event()
+        self.web: WebServer | None = None
+        if config.web.enabled:
+            # Binds now: a taken port fails `llmpulse run` before any probe goes out.
+            self.web = WebServer(
+                config, self.store.path, official=self.status.current, status_only=status_only
+            )
 
     # --- wiring -------------------------------------------------------------------------
 
@@ -152,6 +152,8 @@ class Daemon:
 
     def on_result(self, target: Target, result: CheckResult) -> None:
         self._pending.append(result)
+        if self.web is not None:
+            self.web.exporter.observe(result)
         window = self.windows[target.name]
         window.add(result)
         now = time.time()
@@ -161,20 +163,7 @@ class Daemon:
         self.engine.observe(target.name, target.provider, evaluations, now)
 
     def _load_silences(self, now: float) -> None:
-        configured = [
-            Silence(
-                id="config-" + hashlib.sha256(repr(s).encode()).hexdigest()[:8],
-                starts_at=s.starts.timestamp() if s.starts else 0.0,
-                ends_at=s.ends.timestamp(),
-                target=s.target,
-                provider=s.provider,
-                rule=s.rule,
-                comment=s.comment,
-                created_by="config",
-            )
-            for s in self.config.silences
-        ]
-        self.engine.silences = configured + self.state.silences(now)
+        self.engine.silences = configured_silences(self.config.silences) + self.state.silences(now)
 
     def _prime_windows(self) -> None:
         """Refill rule windows from stored results, so a restart judges alerts on real data."""
@@ -213,6 +202,8 @@ class Daemon:
                 asyncio.ensure_future(self.status.run(session, self.stop_event)),
                 asyncio.ensure_future(self._official_changes()),
             ]
+            if self.web is not None:
+                background.append(asyncio.ensure_future(self.web.serve(self.stop_event)))
             ticker = asyncio.ensure_future(self._ticker())
             maintenance = asyncio.ensure_future(self._maintenance())
             drain = max((t.timeout for t in self.config.targets), default=20.0) + 5

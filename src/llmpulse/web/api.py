@@ -1,0 +1,144 @@
+"""The JSON API under /api/v1: thin routes over ``View``; the OpenAPI document comes from here.
+
+Handlers are plain functions: FastAPI runs them in its thread pool, so a database read never
+blocks the event loop the probes measure on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, Response
+
+from llmpulse.result import CheckKind
+from llmpulse.web import schemas
+from llmpulse.web.view import InvalidInput, NotFound, View
+
+_NOT_FOUND = {404: {"model": schemas.Problem, "description": "Unknown target or silence"}}
+TargetName = Annotated[str, Path(description="Target name as configured (may contain '/')")]
+TargetFilter = Annotated[str | None, Query(description="Only this target", max_length=500)]
+CheckFilter = Annotated[CheckKind | None, Query(description="Only this check kind")]
+
+
+def private_routes(view: View) -> APIRouter:
+    """Everything behind the dashboard's credentials."""
+    router = APIRouter(prefix="/api/v1", tags=["dashboard"])
+
+    @router.get("/targets", response_model=list[schemas.TargetInfo])
+    def targets() -> list[schemas.TargetInfo]:
+        """Configured targets: names, providers and models; never a URL, header or key."""
+        return view.targets()
+
+    @router.get("/overview", response_model=schemas.Overview)
+    def overview() -> schemas.Overview:
+        """One card per target, provider statuses and the alerts firing now."""
+        return view.overview()
+
+    @router.get("/targets/{name:path}", response_model=schemas.TargetDetail, responses=_NOT_FOUND)
+    def target(name: TargetName) -> schemas.TargetDetail:
+        """One target's card and its figures over every window."""
+        with _found():
+            return view.target_detail(name)
+
+    @router.get("/results", response_model=schemas.Results, responses=_NOT_FOUND)
+    def results(
+        target: TargetFilter = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> schemas.Results:
+        """The latest raw checks, newest first, as ``llmpulse check --json`` reports them."""
+        with _found():
+            return schemas.Results(results=view.results(target, limit))
+
+    @router.get("/aggregates", response_model=schemas.Aggregates)
+    def aggregates(
+        window: schemas.Window = "1h",
+        by: Literal["target", "provider", "overall"] = "target",
+        check: CheckFilter = None,
+    ) -> schemas.Aggregates:
+        """Rolling figures per target, per provider or overall (key "")."""
+        groups = view.aggregates(window, by, str(check) if check else None)
+        return schemas.Aggregates(window=window, by=by, groups=groups)
+
+    @router.get("/series", response_model=schemas.Series, responses=_NOT_FOUND)
+    def series(
+        target: TargetFilter = None,
+        range: schemas.Range = "24h",
+        check: CheckFilter = None,
+    ) -> schemas.Series:
+        """Chart data in columns, one entry per bucket; all targets together without target."""
+        with _found():
+            return view.series(target, range, str(check) if check else None)
+
+    @router.get("/events", response_model=schemas.Events, responses=_NOT_FOUND)
+    def events(target: TargetFilter = None, range: schemas.Range = "24h") -> schemas.Events:
+        """Chart markers: alerts firing and resolving, served model version changes."""
+        with _found():
+            return view.events(target, range)
+
+    @router.get("/alerts", response_model=schemas.Alerts)
+    def alerts(
+        target: TargetFilter = None,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 200,
+    ) -> schemas.Alerts:
+        """Firing and pending alerts, and the notification history (newest first)."""
+        return view.alerts(target, limit)
+
+    @router.get("/silences", response_model=schemas.Silences)
+    def silences(all: bool = False) -> schemas.Silences:
+        """Active and scheduled silences; ``all=true`` includes ended ones."""
+        return schemas.Silences(silences=view.silences(include_ended=all))
+
+    @router.post(
+        "/silences",
+        response_model=schemas.Silence,
+        status_code=201,
+        responses={400: {"model": schemas.Problem, "description": "Invalid duration"}},
+    )
+    def add_silence(body: schemas.NewSilence) -> schemas.Silence:
+        """Silence alerts matching the globs from now for ``duration``."""
+        try:
+            return view.add_silence(body)
+        except InvalidInput as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    @router.delete("/silences/{silence_id}", response_model=schemas.Silence, responses=_NOT_FOUND)
+    def end_silence(silence_id: str) -> schemas.Silence:
+        """End a silence now."""
+        with _found():
+            return view.end_silence(silence_id)
+
+    @router.get("/costs", response_model=schemas.Costs)
+    def costs(days: Annotated[int, Query(ge=1, le=400)] = 30) -> schemas.Costs:
+        """Spend and tokens per target and UTC day, totals by provider and model."""
+        return view.costs(days)
+
+    return router
+
+
+def public_routes(view: View) -> APIRouter:
+    """What the public status page needs: statuses and history, nothing configured."""
+    router = APIRouter(prefix="/api/v1", tags=["public"])
+
+    @router.get("/status", response_model=schemas.StatusSummary)
+    def status() -> schemas.StatusSummary:
+        """Every target's status now."""
+        return view.status_summary()
+
+    @router.get("/statuspage", response_model=schemas.StatusPage)
+    def statuspage(response: Response) -> schemas.StatusPage:
+        """90 days of daily availability and the incidents, per target."""
+        response.headers["Cache-Control"] = "public, max-age=10"
+        return view.status_page()
+
+    return router
+
+
+@contextlib.contextmanager
+def _found() -> Iterator[None]:
+    """Turns ``NotFound`` into a 404 with its message."""
+    try:
+        yield
+    except NotFound as exc:
+        raise HTTPException(404, str(exc.args[0])) from None

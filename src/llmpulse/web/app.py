@@ -1,0 +1,126 @@
+"""The web application: dashboard pages, JSON API, Prometheus metrics and the public status page.
+
+``create_app`` builds one of two apps over a ``View``: the full dashboard (behind credentials
+where configured) or, with ``status_only``, just the public status page a team can publish.
+Every asset is served from the package; nothing is fetched from a CDN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import FastAPI, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from llmpulse.config import WebConfig
+from llmpulse.monitor.status import Status
+from llmpulse.web import badge, schemas
+from llmpulse.web.api import private_routes, public_routes
+from llmpulse.web.auth import AuthMiddleware
+from llmpulse.web.view import View
+
+if TYPE_CHECKING:
+    from llmpulse.web.prometheus import MetricsExporter
+
+STATIC = Path(__file__).parent / "static"
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    # Charts set element styles from script; nothing loads from anywhere but here.
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "frame-ancestors 'none'"
+    ),
+}
+
+
+def create_app(
+    view: View,
+    web: WebConfig,
+    *,
+    exporter: MetricsExporter | None = None,
+    status_only: bool = False,
+) -> FastAPI:
+    app = FastAPI(
+        title="llmpulse",
+        version=version("llmpulse"),
+        description="Monitoring of LLM APIs: targets, checks, rolling metrics, alerts, status.",
+        # The interactive docs pages load their scripts from a CDN: off. /openapi.json stays.
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.include_router(public_routes(view))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/healthz", response_model=schemas.Health, tags=["public"])
+    def healthz() -> schemas.Health:
+        return schemas.Health(ok=True)
+
+    @app.get(
+        "/badge/{name:path}.svg",
+        tags=["public"],
+        response_class=Response,
+        responses={200: {"content": {"image/svg+xml": {}}}},
+    )
+    def status_badge(
+        name: Annotated[str, PathParam(description="Target name")], label: str | None = None
+    ) -> Response:
+        """A status badge for a README; unknown targets show "unknown"."""
+        status = view.statuses().get(name)
+        svg = badge.render((label or name)[:80], status.status if status else Status.UNKNOWN)
+        return Response(
+            svg,
+            media_type="image/svg+xml",
+            headers={"Cache-Control": "no-cache, max-age=0"},
+        )
+
+    pages = {"/status": "status.html"}
+    if status_only:
+        pages["/"] = "status.html"
+    else:
+        app.include_router(private_routes(view))
+        pages.update({"/": "overview.html", "/alerts": "alerts.html", "/cost": "cost.html"})
+
+        @app.get("/targets/{name:path}", include_in_schema=False)
+        def target_page(name: str) -> FileResponse:
+            return FileResponse(STATIC / "target.html")
+
+        if exporter is not None:
+
+            @app.get("/metrics", include_in_schema=False)
+            def prometheus_metrics(request: Request) -> Response:
+                body, content_type = exporter.render(request.headers.get("accept"))
+                return Response(body, media_type=content_type)
+
+    for route, page in pages.items():
+        app.add_api_route(route, _page(page), include_in_schema=False, methods=["GET"])
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for key, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Logged by the server; the client gets no traceback (it might hold paths or data).
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    if not status_only:
+        app.add_middleware(AuthMiddleware, web=web)
+    return app
+
+
+def _page(name: str) -> Callable[[], FileResponse]:
+    def page() -> FileResponse:
+        return FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+
+    return page

@@ -1,0 +1,273 @@
+"""Response and request bodies of the JSON API: the OpenAPI document is generated from these."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmpulse.monitor.metrics import Aggregate
+from llmpulse.monitor.status import Status
+
+Range = Literal["1h", "24h", "7d", "30d"]
+Window = Literal["5m", "1h", "24h", "7d", "30d"]
+
+
+class TargetInfo(BaseModel):
+    name: str
+    provider: str
+    model: str
+    checks: list[str]
+    interval_s: float
+
+
+class Official(BaseModel):
+    indicator: str
+    description: str
+    url: str
+    updated_ts: float
+    incidents: list[str] = Field(default_factory=list)
+
+
+class Alert(BaseModel):
+    fingerprint: str
+    rule: str
+    target: str
+    provider: str
+    severity: str
+    state: str
+    active_since: float | None
+    fired_at: float | None
+    resolved_at: float | None
+    value: float | None
+    threshold: float | None
+    summary: str
+    silenced: bool
+
+
+class LastError(BaseModel):
+    class_: str | None = Field(alias="class")
+    message: str | None
+    ts: float
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class Card(BaseModel):
+    name: str
+    provider: str
+    model: str
+    status: Status
+    status_since: float | None
+    status_reason: str
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    tps_p50: float | None
+    error_rate: float | None
+    availability: float | None
+    ratelimit_utilization: float | None
+    cost_today_usd: float | None
+    checks_1h: int
+    last_check_ts: float | None
+    last_error: LastError | None
+    served_model: str | None
+    official: Official | None
+    alerts: list[Alert]
+
+
+class ProviderRow(BaseModel):
+    provider: str
+    status: Status
+    targets: int
+    official: Official | None
+
+
+class Overview(BaseModel):
+    generated_at: float
+    window: str
+    overall: Status
+    cards: list[Card]
+    providers: list[ProviderRow]
+    firing: list[Alert]
+
+
+class TargetDetail(BaseModel):
+    target: TargetInfo
+    card: Card
+    windows: dict[str, Aggregate]
+
+
+class Results(BaseModel):
+    results: list[dict[str, Any]]
+
+
+class Aggregates(BaseModel):
+    window: Window
+    by: Literal["target", "provider", "overall"]
+    groups: dict[str, Aggregate]
+
+
+class Series(BaseModel):
+    target: str | None
+    range: Range
+    step_s: int
+    ts: list[int]
+    count: list[int]
+    ttft_p50: list[float | None]
+    ttft_p95: list[float | None]
+    ttft_p99: list[float | None]
+    latency_p50: list[float | None]
+    latency_p95: list[float | None]
+    latency_p99: list[float | None]
+    tps_p50: list[float | None]
+    error_rate: list[float | None]
+    availability: list[float | None]
+    errors: dict[str, list[int]]
+    ratelimit_utilization: list[float | None]
+    tokens_per_request: list[float | None]
+    cost: list[float | None]
+
+
+class Event(BaseModel):
+    ts: float
+    kind: Literal["alert_firing", "alert_resolved", "model_changed"]
+    target: str
+    summary: str
+    rule: str | None = None
+    severity: str | None = None
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class Events(BaseModel):
+    events: list[Event]
+
+
+class AlertEvent(BaseModel):
+    ts: float
+    status: str
+    severity: str
+    rule: str
+    target: str
+    provider: str
+    summary: str
+    value: float | None
+    threshold: float | None
+    starts_at: str
+    ends_at: str | None
+    fingerprint: str
+    official_status: str | None
+
+
+class Alerts(BaseModel):
+    firing: list[Alert]
+    pending: list[Alert]
+    history: list[AlertEvent]
+
+
+class Silence(BaseModel):
+    id: str
+    target: str
+    provider: str
+    rule: str
+    starts_at: float
+    ends_at: float
+    comment: str
+    created_by: str
+    active: bool
+
+
+class Silences(BaseModel):
+    silences: list[Silence]
+
+
+class NewSilence(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(default="*", max_length=200)
+    provider: str = Field(default="*", max_length=200)
+    rule: str = Field(default="*", max_length=200)
+    duration: str = Field(description="How long, e.g. 30m or 2h (at most 365 days)")
+    comment: str = Field(default="", max_length=2000)
+    created_by: str = Field(default="api", max_length=200)
+
+
+class CostDay(BaseModel):
+    day: str
+    target: str
+    provider: str
+    model: str
+    cost_usd: float | None
+    requests: int
+    tokens: int
+
+
+class TokensPerRequest(BaseModel):
+    day: str
+    target: str
+    value: float | None
+
+
+class CostTotals(BaseModel):
+    by_provider: dict[str, float]
+    by_model: dict[str, float]
+
+
+class Costs(BaseModel):
+    days: list[CostDay]
+    totals: CostTotals
+    tokens_per_request: list[TokensPerRequest]
+
+
+class StatusTarget(BaseModel):
+    name: str
+    provider: str
+    model: str
+    status: Status
+    status_since: float | None
+
+
+class StatusSummary(BaseModel):
+    generated_at: float
+    overall: Status
+    targets: list[StatusTarget]
+
+
+class Incident(BaseModel):
+    target: str
+    provider: str
+    rule: str
+    severity: str
+    summary: str
+    start: float
+    end: float | None
+
+
+class StatusDay(BaseModel):
+    day: str
+    availability: float | None
+    checks: int
+    incidents: list[Incident]
+
+
+class StatusPageTarget(StatusTarget):
+    uptime_90d: float | None
+    days: list[StatusDay]
+
+
+class StatusPage(BaseModel):
+    generated_at: float
+    title: str
+    overall: Status
+    targets: list[StatusPageTarget]
+    incidents: list[Incident]
+
+
+class Health(BaseModel):
+    ok: bool
+
+
+class Problem(BaseModel):
+    detail: str

@@ -1,0 +1,176 @@
+"""Serving the web app inside the daemon's event loop (or on its own, for ``llmpulse web``).
+
+uvicorn runs as a task beside the scheduler. Its own signal handling is switched off: the
+daemon owns SIGINT/SIGTERM and shuts the web listeners down after the last results are written.
+Sockets are bound up front, so a taken port is a clear error before any probe starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import uvicorn
+
+from llmpulse.config import Config, is_loopback
+from llmpulse.monitor import metrics
+from llmpulse.web.app import create_app
+from llmpulse.web.prometheus import MetricsExporter, Snapshot, TargetSnapshot
+from llmpulse.web.view import CARD_WINDOW, OfficialSource, View
+
+log = logging.getLogger(__name__)
+
+
+class WebError(Exception):
+    """The web server cannot start (address taken, unknown host); the message says which key."""
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the daemon's handlers stay in place
+
+
+class WebServer:
+    """The dashboard listener and, when configured, a status-page-only listener."""
+
+    def __init__(
+        self,
+        config: Config,
+        db_path: Path,
+        *,
+        official: OfficialSource | None = None,
+        status_only: bool = False,
+    ) -> None:
+        web = config.web
+        self.view = View.open(config, db_path, official)
+        self.exporter = MetricsExporter(snapshot=self.snapshot)
+        self.urls: list[str] = []
+        self._servers: list[tuple[uvicorn.Server, socket.socket]] = []
+        listeners = [(web.host, web.port, status_only, "web.listen")]
+        if web.status_host is not None and web.status_port is not None:
+            listeners.append((web.status_host, web.status_port, True, "web.status_listen"))
+        try:
+            for host, port, only_status, key in listeners:
+                app = create_app(self.view, web, exporter=self.exporter, status_only=only_status)
+                sock = bind(host, port, key)
+                server = _EmbeddedServer(
+                    uvicorn.Config(
+                        app,
+                        log_level="warning",
+                        access_log=False,
+                        lifespan="off",
+                        ws="none",
+                        server_header=False,
+                        timeout_graceful_shutdown=3,
+                    )
+                )
+                self._servers.append((server, sock))
+                self.urls.append(_url(sock, only_status))
+        except BaseException:
+            self.close()
+            raise
+
+    def snapshot(self) -> Snapshot:
+        """The gauges of /metrics, read at scrape time."""
+        statuses = self.view.statuses()
+        window = CARD_WINDOW
+        aggregates = metrics.aggregate_by_target(self.view.store, metrics.WINDOWS[window])
+        official = {}
+        for target in self.view.config.targets:
+            found = self.view.official(target.provider) if self.view.official else None
+            if found is not None:
+                official[target.provider] = found.indicator
+        return Snapshot(
+            targets=[
+                TargetSnapshot(
+                    name=t.name,
+                    provider=t.provider,
+                    model=t.model,
+                    status=statuses[t.name].status,
+                    availability=aggregates[t.name].availability if t.name in aggregates else None,
+                    ratelimit_utilization=(
+                        aggregates[t.name].ratelimit_utilization_latest
+                        if t.name in aggregates
+                        else None
+                    ),
+                )
+                for t in self.view.config.targets
+            ],
+            official=official,
+            availability_window=window,
+        )
+
+    async def serve(self, stop_event: asyncio.Event) -> None:
+        """Serve until ``stop_event`` is set, then finish open requests briefly and close."""
+        tasks = [asyncio.ensure_future(s.serve(sockets=[sock])) for s, sock in self._servers]
+        try:
+            await stop_event.wait()
+        finally:
+            for server, _ in self._servers:
+                server.should_exit = True
+            for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    log.error("web server failed: %r", outcome)
+            self.close()
+
+    def close(self) -> None:
+        for _, sock in self._servers:
+            sock.close()
+        self.view.close()
+
+
+def bind(host: str, port: int, key: str) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise WebError(f"{key}: cannot resolve {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise WebError(f"{key}: cannot listen on {host}:{port}: {why}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def _url(sock: socket.socket, status_only: bool) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = host if is_loopback(host) or host not in ("0.0.0.0", "::") else socket.gethostname()
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/" + ("status" if status_only else "")
+
+
+def serve_forever(
+    config: Config,
+    db_path: Path,
+    *,
+    status_only: bool = False,
+    announce: Callable[[list[str]], None] = lambda urls: None,
+) -> None:
+    """``llmpulse web``: serve an existing database without probing, until SIGINT/SIGTERM."""
+    import signal
+
+    from llmpulse import aio
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        server = WebServer(config, db_path, status_only=status_only)
+        announce(server.urls)
+        await server.serve(stop)
+
+    aio.run(main())

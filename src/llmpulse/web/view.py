@@ -1,0 +1,609 @@
+"""The read side of the dashboard: everything the API shows, assembled from the stores.
+
+A ``View`` has its own connections to the results and alert-state databases (SQLite allows
+readers beside the daemon's writer in WAL mode), so serving a page never waits for a probe
+write, and the same view works inside ``llmpulse run`` or in a separate status-page process.
+Alert state is read as the daemon persisted it (every tick), so the dashboard agrees with the
+pages that went out.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE, AlertRecord
+from llmpulse.alerts.model import AlertState
+from llmpulse.alerts.silences import Silence, configured_silences
+from llmpulse.alerts.state import AlertStateStore, state_paths
+from llmpulse.config import Config, Target
+from llmpulse.durations import parse_duration
+from llmpulse.monitor import metrics
+from llmpulse.monitor.status import TargetStatus, provider_status, target_status, worst
+from llmpulse.monitor.statuspage import OfficialStatus
+from llmpulse.result import CheckResult
+from llmpulse.store import SQLiteStore
+from llmpulse.store.base import Store
+from llmpulse.web import schemas
+
+DAY = 86400
+# Chart ranges: window and bucket, a few hundred points at most per series.
+RANGES: dict[str, tuple[int, int]] = {
+    "1h": (3600, 60),
+    "24h": (86400, 900),
+    "7d": (7 * DAY, 3600),
+    "30d": (30 * DAY, 6 * 3600),
+}
+CARD_WINDOW = "1h"
+STATUS_PAGE_DAYS = 90
+MAX_SILENCE_S = 365 * DAY
+
+OfficialSource = Callable[[str], OfficialStatus | None]
+
+# Key-shaped strings a provider may echo back in an error message (OpenAI prints part of a
+# rejected key; others echo headers). Configured keys are removed verbatim as well.
+_KEY_PATTERN = re.compile(
+    r"\b(?:sk|pk|rk|gsk|xai|sk-ant|sk-proj|sk-or)[-_][A-Za-z0-9_\-*.]{8,}|\bAIza[0-9A-Za-z_\-]{20,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9_\-.=]{8,}"
+)
+
+
+class NotFound(LookupError):
+    """An unknown target or silence; the API answers 404 with this message."""
+
+
+class InvalidInput(ValueError):
+    """A request the API answers 400 to, with this message."""
+
+
+class View:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        alerts: AlertStateStore,
+        official: OfficialSource | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.alert_state = alerts
+        self.official = official
+        self._targets = {t.name: t for t in config.targets}
+        self._secrets = sorted(
+            {t.api_key for t in config.targets if t.api_key}
+            | {v for t in config.targets for v in t.headers.values() if len(v) >= 8},
+            key=len,
+            reverse=True,
+        )
+
+    @classmethod
+    def open(cls, config: Config, db_path: Path, official: OfficialSource | None = None) -> View:
+        alerts_path, _ = state_paths(db_path)
+        return cls(config, SQLiteStore(db_path), AlertStateStore(alerts_path), official)
+
+    def close(self) -> None:
+        self.store.close()
+        self.alert_state.close()
+
+    # --- targets and cards --------------------------------------------------------------
+
+    def targets(self) -> list[schemas.TargetInfo]:
+        return [_info(t) for t in self._targets.values()]
+
+    def target(self, name: str) -> Target:
+        try:
+            return self._targets[name]
+        except KeyError:
+            raise NotFound(f"unknown target {name!r}") from None
+
+    def overview(self, now: float | None = None) -> schemas.Overview:
+        now = time.time() if now is None else now
+        records = self._records_by_subject()
+        silences = self._silences(now)
+        latest = self.store.latest_per_target()
+        window_s = metrics.WINDOWS[CARD_WINDOW]
+        aggregates = metrics.aggregate_by_target(self.store, window_s, now)
+        today = self.store.totals(_day_start(now), now, by="target")
+        cards = []
+        for t in self._targets.values():
+            cost = today.get((None, t.name))
+            cards.append(
+                self._card(
+                    t,
+                    records.get(t.name, []),
+                    latest.get(t.name),
+                    aggregates.get(t.name),
+                    cost.cost_usd if cost is not None and cost.cost_requests else None,
+                    silences,
+                    now,
+                )
+            )
+        providers = []
+        for provider in dict.fromkeys(t.provider for t in self._targets.values()):
+            own = [c for c in cards if c.provider == provider]
+            providers.append(
+                schemas.ProviderRow(
+                    provider=provider,
+                    status=provider_status(records.get(provider, []), (c.status for c in own)),
+                    targets=len(own),
+                    official=self._official(provider),
+                )
+            )
+        firing = [
+            _alert(r, silences, now)
+            for rs in records.values()
+            for r in rs
+            if r.state is AlertState.FIRING
+        ]
+        firing.sort(key=lambda a: -(a.fired_at or 0))
+        return schemas.Overview(
+            generated_at=now,
+            window=CARD_WINDOW,
+            overall=worst(p.status for p in providers),
+            cards=cards,
+            providers=providers,
+            firing=firing,
+        )
+
+    def target_detail(self, name: str, now: float | None = None) -> schemas.TargetDetail:
+        now = time.time() if now is None else now
+        t = self.target(name)
+        windows = {
+            w: metrics.aggregate(self.store, s, now, target=name)
+            for w, s in metrics.WINDOWS.items()
+        }
+        latest = self.store.latest_results(limit=1, target=name)
+        today = self.store.totals(_day_start(now), now, by="target").get((None, name))
+        card = self._card(
+            t,
+            self._records_by_subject().get(name, []),
+            latest[0] if latest else None,
+            windows[CARD_WINDOW],
+            today.cost_usd if today is not None and today.cost_requests else None,
+            self._silences(now),
+            now,
+        )
+        return schemas.TargetDetail(target=_info(t), card=card, windows=windows)
+
+    def _card(
+        self,
+        t: Target,
+        records: list[AlertRecord],
+        latest: CheckResult | None,
+        agg: metrics.Aggregate | None,
+        cost_today: float | None,
+        silences: list[Silence],
+        now: float,
+    ) -> schemas.Card:
+        status = target_status(records, latest, t.interval, now)
+        agg = agg or metrics.Aggregate()
+        last_error = None
+        if latest is not None and not latest.ok:
+            last_error = schemas.LastError(
+                class_=str(latest.error_class) if latest.error_class else None,
+                message=self.redact(latest.error_message),
+                ts=latest.timestamp.timestamp(),
+            )
+        return schemas.Card(
+            name=t.name,
+            provider=t.provider,
+            model=t.model,
+            status=status.status,
+            status_since=status.since,
+            status_reason=self.redact(status.reason) or "",
+            ttft_p50_ms=agg.ttft_p50,
+            ttft_p95_ms=agg.ttft_p95,
+            tps_p50=agg.tps_p50,
+            error_rate=agg.error_rate,
+            availability=agg.availability,
+            ratelimit_utilization=agg.ratelimit_utilization_latest,
+            cost_today_usd=cost_today,
+            checks_1h=agg.count,
+            last_check_ts=latest.timestamp.timestamp() if latest is not None else None,
+            last_error=last_error,
+            served_model=latest.response_model if latest is not None else None,
+            official=self._official(t.provider),
+            alerts=[
+                _alert(r, silences, now)
+                for r in records
+                if r.state in (AlertState.FIRING, AlertState.PENDING)
+            ],
+        )
+
+    def statuses(self, now: float | None = None) -> dict[str, TargetStatus]:
+        """Every target's status: the badges', the public page's and ``/metrics``' source."""
+        now = time.time() if now is None else now
+        records = self._records_by_subject()
+        latest = self.store.latest_per_target()
+        return {
+            t.name: target_status(records.get(t.name, []), latest.get(t.name), t.interval, now)
+            for t in self._targets.values()
+        }
+
+    def _official(self, provider: str) -> schemas.Official | None:
+        status = self.official(provider) if self.official is not None else None
+        if status is None:
+            return None
+        return schemas.Official(
+            indicator=status.indicator,
+            description=status.description if status.error is None else "status page unreadable",
+            url=status.url,
+            updated_ts=status.fetched_at.timestamp(),
+            incidents=list(status.incidents),
+        )
+
+    # --- raw checks, aggregates, charts ---------------------------------------------------
+
+    def results(self, target: str | None, limit: int) -> list[dict[str, object]]:
+        if target is not None:
+            self.target(target)
+        out = []
+        for r in self.store.latest_results(limit=limit, target=target):
+            data = r.to_json()
+            data["error_message"] = self.redact(r.error_message)
+            out.append(data)
+        return out
+
+    def aggregates(
+        self, window: str, by: str, check: str | None, now: float | None = None
+    ) -> dict[str, metrics.Aggregate]:
+        now = time.time() if now is None else now
+        window_s = metrics.WINDOWS[window]
+        if by == "target":
+            return metrics.aggregate_by_target(self.store, window_s, now, check=check)
+        if by == "provider":
+            return metrics.aggregate_by_provider(self.store, window_s, now, check=check)
+        return {"": metrics.aggregate(self.store, window_s, now, check=check)}
+
+    def series(
+        self, target: str | None, range_: str, check: str | None, now: float | None = None
+    ) -> schemas.Series:
+        now = time.time() if now is None else now
+        if target is not None:
+            self.target(target)
+        window_s, step_s = RANGES[range_]
+        points = metrics.series(self.store, target, window_s, step_s, now, check=check)
+        classes = sorted({c for p in points for c in p["errors"]})
+        return schemas.Series(
+            target=target,
+            range=range_,  # type: ignore[arg-type]
+            step_s=step_s,
+            ts=[p["ts"] for p in points],
+            count=[p["count"] for p in points],
+            ttft_p50=[p["ttft_p50"] for p in points],
+            ttft_p95=[p["ttft_p95"] for p in points],
+            ttft_p99=[p["ttft_p99"] for p in points],
+            latency_p50=[p["latency_p50"] for p in points],
+            latency_p95=[p["latency_p95"] for p in points],
+            latency_p99=[p["latency_p99"] for p in points],
+            tps_p50=[p["tps_p50"] for p in points],
+            error_rate=[p["error_rate"] for p in points],
+            availability=[p["availability"] for p in points],
+            errors={c: [p["errors"].get(c, 0) for p in points] for c in classes},
+            ratelimit_utilization=[p["ratelimit_utilization_max"] for p in points],
+            tokens_per_request=[p["tokens_per_request"] for p in points],
+            cost=[p["cost_total"] for p in points],
+        )
+
+    def events(self, target: str | None, range_: str, now: float | None = None) -> schemas.Events:
+        now = time.time() if now is None else now
+        if target is not None:
+            self.target(target)
+        start = now - RANGES[range_][0]
+        out: list[schemas.Event] = []
+        for ts, n in self.alert_state.events_between(start, now, target=target):
+            if n.rule == OFFICIAL_STATUS_RULE:
+                continue
+            out.append(
+                schemas.Event(
+                    ts=ts,
+                    kind="alert_firing" if n.status is AlertState.FIRING else "alert_resolved",
+                    target=n.target,
+                    rule=n.rule,
+                    severity=str(n.severity),
+                    summary=self.redact(n.summary) or "",
+                )
+            )
+        for change in self.store.model_changes(target, start, now):
+            out.append(
+                schemas.Event(
+                    ts=change.ts,
+                    kind="model_changed",
+                    target=change.target,
+                    summary=f"served model {change.previous} → {change.current}",
+                    from_=change.previous,
+                    to=change.current,
+                )
+            )
+        out.sort(key=lambda e: e.ts)
+        return schemas.Events(events=out)
+
+    # --- alerts and silences --------------------------------------------------------------
+
+    def alerts(self, target: str | None, limit: int, now: float | None = None) -> schemas.Alerts:
+        now = time.time() if now is None else now
+        silences = self._silences(now)
+        live = [
+            _alert(r, silences, now)
+            for r in self.alert_state.load_records()
+            if r.state in (AlertState.FIRING, AlertState.PENDING)
+            and (target is None or r.target == target)
+        ]
+        live.sort(key=lambda a: -(a.fired_at or a.active_since or 0))
+        history = [
+            schemas.AlertEvent(ts=ts, **{**n.to_json(), "summary": self.redact(n.summary) or ""})
+            for ts, n in self.alert_state.events_between(0, math.inf, target=target, limit=limit)
+        ]
+        history.reverse()  # newest first
+        return schemas.Alerts(
+            firing=[a for a in live if a.state == AlertState.FIRING],
+            pending=[a for a in live if a.state == AlertState.PENDING],
+            history=history,
+        )
+
+    def silences(self, include_ended: bool, now: float | None = None) -> list[schemas.Silence]:
+        now = time.time() if now is None else now
+        stored = self.alert_state.silences(None if include_ended else now)
+        every = configured_silences(self.config.silences) + stored
+        return [_silence(s, now) for s in every if include_ended or s.ends_at > now]
+
+    def add_silence(self, new: schemas.NewSilence, now: float | None = None) -> schemas.Silence:
+        now = time.time() if now is None else now
+        try:
+            duration = parse_duration(new.duration)
+        except ValueError as exc:
+            raise InvalidInput(f"duration: {exc}") from None
+        if not 0 < duration <= MAX_SILENCE_S:
+            raise InvalidInput(
+                f"duration: must be more than 0 and at most 365d, got {new.duration!r}"
+            )
+        silence = Silence(
+            id=Silence.new_id(),
+            starts_at=now,
+            ends_at=now + duration,
+            target=new.target,
+            provider=new.provider,
+            rule=new.rule,
+            comment=new.comment,
+            created_by=new.created_by,
+        )
+        self.alert_state.add_silence(silence)
+        return _silence(silence, now)
+
+    def end_silence(self, silence_id: str, now: float | None = None) -> schemas.Silence:
+        now = time.time() if now is None else now
+        if not self.alert_state.end_silence(silence_id, now):
+            raise NotFound(f"no active silence {silence_id!r} (config silences end in the config)")
+        ended = next(s for s in self.alert_state.silences() if s.id == silence_id)
+        return _silence(ended, now)
+
+    def _silences(self, now: float) -> list[Silence]:
+        return configured_silences(self.config.silences) + self.alert_state.silences(now)
+
+    def _records_by_subject(self) -> dict[str, list[AlertRecord]]:
+        out: dict[str, list[AlertRecord]] = {}
+        for r in self.alert_state.load_records():
+            out.setdefault(r.target, []).append(r)
+        return out
+
+    # --- cost and the public status page --------------------------------------------------
+
+    def costs(self, days: int, now: float | None = None) -> schemas.Costs:
+        now = time.time() if now is None else now
+        first = _day_start(now) - (days - 1) * DAY
+        totals = self.store.totals(first, now, step_s=DAY, by="target")
+        rows: list[schemas.CostDay] = []
+        trend: list[schemas.TokensPerRequest] = []
+        by_provider: dict[str, float] = {}
+        by_model: dict[str, float] = {}
+        for (bucket, name), tot in sorted(totals.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])):
+            t = self._targets.get(name)
+            if t is None:
+                continue
+            day = _day(bucket or first)
+            cost = tot.cost_usd if tot.cost_requests else None
+            tokens = tot.input_tokens + tot.output_tokens
+            rows.append(
+                schemas.CostDay(
+                    day=day,
+                    target=name,
+                    provider=t.provider,
+                    model=t.model,
+                    cost_usd=cost,
+                    requests=tot.token_requests,
+                    tokens=tokens,
+                )
+            )
+            trend.append(
+                schemas.TokensPerRequest(
+                    day=day,
+                    target=name,
+                    value=tokens / tot.token_requests if tot.token_requests else None,
+                )
+            )
+            if cost is not None:
+                by_provider[t.provider] = by_provider.get(t.provider, 0.0) + cost
+                by_model[t.model] = by_model.get(t.model, 0.0) + cost
+        return schemas.Costs(
+            days=rows,
+            totals=schemas.CostTotals(by_provider=by_provider, by_model=by_model),
+            tokens_per_request=trend,
+        )
+
+    def status_summary(self, now: float | None = None) -> schemas.StatusSummary:
+        now = time.time() if now is None else now
+        statuses = self.statuses(now)
+        targets = [
+            schemas.StatusTarget(
+                name=t.name,
+                provider=t.provider,
+                model=t.model,
+                status=statuses[t.name].status,
+                status_since=statuses[t.name].since,
+            )
+            for t in self._targets.values()
+        ]
+        return schemas.StatusSummary(
+            generated_at=now, overall=worst(t.status for t in targets), targets=targets
+        )
+
+    def status_page(self, now: float | None = None) -> schemas.StatusPage:
+        """90 days of daily availability and incidents per target. Public: names, models and
+        statuses only, never a URL, key or error message."""
+        now = time.time() if now is None else now
+        first = _day_start(now) - (STATUS_PAGE_DAYS - 1) * DAY
+        totals = self.store.totals(first, now, step_s=DAY, by="target")
+        incidents = self._incidents(first, now)
+        summary = self.status_summary(now)
+        targets = []
+        for t in summary.targets:
+            days = []
+            checks = outages = 0
+            for i in range(STATUS_PAGE_DAYS):
+                start = first + i * DAY
+                tot = totals.get((start, t.name))
+                total = tot.total if tot is not None else 0
+                checks += total
+                outages += tot.outage if tot is not None else 0
+                days.append(
+                    schemas.StatusDay(
+                        day=_day(start),
+                        availability=1 - tot.outage / total if tot is not None and total else None,
+                        checks=total,
+                        incidents=[
+                            i
+                            for i in incidents
+                            if i.target == t.name and _overlaps(i, start, start + DAY, now)
+                        ],
+                    )
+                )
+            targets.append(
+                schemas.StatusPageTarget(
+                    **t.model_dump(),
+                    uptime_90d=1 - outages / checks if checks else None,
+                    days=days,
+                )
+            )
+        return schemas.StatusPage(
+            generated_at=now,
+            title=self.config.web.title,
+            overall=summary.overall,
+            targets=targets,
+            incidents=sorted(
+                (i for i in incidents if i.target in self._targets),
+                key=lambda i: -i.start,
+            ),
+        )
+
+    def _incidents(self, start: float, now: float) -> list[schemas.Incident]:
+        """Firing/resolved history paired per alert: what a status page calls incidents."""
+        open_: dict[str, schemas.Incident] = {}
+        done: list[schemas.Incident] = []
+        for _, n in self.alert_state.events_between(start - 30 * DAY, now):
+            if n.rule == OFFICIAL_STATUS_RULE or n.target not in self._targets:
+                continue
+            if n.status is AlertState.FIRING:
+                if n.fingerprint not in open_:
+                    open_[n.fingerprint] = schemas.Incident(
+                        target=n.target,
+                        provider=n.provider,
+                        rule=n.rule,
+                        severity=str(n.severity),
+                        summary=_public_summary(n.rule),
+                        start=n.starts_at.timestamp(),
+                        end=None,
+                    )
+            elif (incident := open_.pop(n.fingerprint, None)) is not None:
+                ended = n.ends_at.timestamp() if n.ends_at else None
+                done.append(incident.model_copy(update={"end": ended}))
+        every = done + list(open_.values())
+        return [i for i in every if (i.end is None or i.end >= start)]
+
+    # --- secrets --------------------------------------------------------------------------
+
+    def redact(self, text: str | None) -> str | None:
+        """Remove configured keys and anything key-shaped from text shown in the UI."""
+        if not text:
+            return text
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return _KEY_PATTERN.sub("[redacted]", text)
+
+
+_PUBLIC_SUMMARIES = {
+    "availability": "Requests failing",
+    "consecutive_unavailable": "Requests failing",
+    "error_rate_critical": "Elevated error rate",
+    "error_rate_warning": "Elevated error rate",
+    "auth_failure": "Requests rejected",
+    "ttft_p95_high": "Slow responses",
+    "tps_low": "Slow token generation",
+    "rate_limit_headroom": "Close to rate limits",
+    "tokens_per_request_spike": "Unusual token usage",
+    "provider_down": "Provider outage",
+    "all_providers_down": "All providers failing",
+}
+
+
+def _public_summary(rule: str) -> str:
+    """The status page says what users felt, not our thresholds or error messages."""
+    return _PUBLIC_SUMMARIES.get(rule, "Degraded service")
+
+
+def _overlaps(i: schemas.Incident, start: float, end: float, now: float) -> bool:
+    return i.start < end and (i.end if i.end is not None else now) >= start
+
+
+def _info(t: Target) -> schemas.TargetInfo:
+    return schemas.TargetInfo(
+        name=t.name,
+        provider=t.provider,
+        model=t.model,
+        checks=[str(c) for c in t.checks],
+        interval_s=t.interval,
+    )
+
+
+def _alert(r: AlertRecord, silences: Iterable[Silence], now: float) -> schemas.Alert:
+    rule = r.lead_rule or r.rule  # an incident shows as the rule it paged with, as the engine
+    return schemas.Alert(
+        fingerprint=r.fingerprint,
+        rule=rule,
+        target=r.target,
+        provider=r.provider,
+        severity=str(r.severity),
+        state=str(r.state) if r.state else "inactive",
+        active_since=r.active_since,
+        fired_at=r.fired_at,
+        resolved_at=r.resolved_at,
+        value=r.value,
+        threshold=r.threshold,
+        summary=r.summary,
+        silenced=any(s.matches(rule, r.target, r.provider, now) for s in silences),
+    )
+
+
+def _silence(s: Silence, now: float) -> schemas.Silence:
+    return schemas.Silence(
+        id=s.id,
+        target=s.target,
+        provider=s.provider,
+        rule=s.rule,
+        starts_at=s.starts_at,
+        ends_at=s.ends_at,
+        comment=s.comment,
+        created_by=s.created_by,
+        active=s.active(now),
+    )
+
+
+def _day_start(ts: float) -> int:
+    return int(ts // DAY * DAY)
+
+
+def _day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).date().isoformat()
