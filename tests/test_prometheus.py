@@ -165,17 +165,17 @@ def test_checks_are_counted_by_target_check_and_error_type(samples: list[Sample]
 
 def test_operation_duration_uses_the_semconv_buckets_and_labels(samples: list[Sample]) -> None:
     name = "gen_ai_client_operation_duration_seconds"
-    ok_stream = {"llmpulse_check": "stream", "error_type": ""}
-    les = [s.labels["le"] for s in series(samples, f"{name}_bucket", **ok_stream)]
+    streamed = {"llmpulse_check": "stream", "error_type": ""}
+    les = [s.labels["le"] for s in series(samples, f"{name}_bucket", **streamed)]
     assert les == [
         "0.01", "0.02", "0.04", "0.08", "0.16", "0.32", "0.64", "1.28", "2.56", "5.12",
         "10.24", "20.48", "40.96", "81.92", "+Inf",
     ]  # fmt: skip
     # 1.5 s lies between 1.28 and 2.56.
-    assert value(samples, f"{name}_bucket", le="1.28", **ok_stream) == 0
-    assert value(samples, f"{name}_bucket", le="2.56", **ok_stream) == 1
-    assert value(samples, f"{name}_sum", **ok_stream) == pytest.approx(1.5)
-    (bucket, *_) = series(samples, f"{name}_bucket", **ok_stream)
+    assert value(samples, f"{name}_bucket", le="1.28", **streamed) == 0
+    assert value(samples, f"{name}_bucket", le="2.56", **streamed) == 1
+    assert value(samples, f"{name}_sum", **streamed) == pytest.approx(1.5)
+    (bucket, *_) = series(samples, f"{name}_bucket", **streamed)
     assert bucket.labels == {
         "gen_ai_operation_name": "chat",
         "gen_ai_provider_name": "openai",
