@@ -183,6 +183,51 @@ def run(
     aio.run(daemon.run())
 
 
+@main.command()
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Serve the dashboard here.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), help="Shorthand: --listen with this port.")
+@click.option(
+    "--speed",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, 50, min_open=True),
+    help="Play everything N times faster (every duration divided by N).",
+)
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Keep the demo's data in this SQLite database (default: a temporary directory, "
+    "deleted on exit).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every alert and background event.")
+def demo(listen: str, port: int | None, speed: float, db_path: Path | None, verbose: bool) -> None:
+    """See the whole product in two minutes, no API key: simulated providers with scripted
+    incidents, the monitor with its dashboard, and alerts firing and resolving."""
+    import logging
+
+    from llmpulse.demo import DemoError, run_demo
+
+    # The sink prints every alert; the daemon's own alert log lines would repeat them.
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.ERROR,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if port is not None:
+        listen = f"{listen.rpartition(':')[0] or '127.0.0.1'}:{port}"
+    try:
+        run_demo(_console(stderr=False), listen=listen, speed=speed, db_path=db_path)
+    except DemoError as exc:
+        _console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(EXIT_USAGE)
+
+
 @main.command("web")
 @config_option
 @db_option
