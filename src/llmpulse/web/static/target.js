@@ -1,0 +1,259 @@
+// One target: card facts, figures of the selected range, uPlot charts with event markers and
+// the latest raw checks. The range is kept in the URL (?range=24h).
+
+import {
+  $id, ApiError, OFFICIAL_LABEL, TimeChart, api, el, errorColor, errorOrder, fmtAgo, fmtInt,
+  fmtMs, fmtMsAxis, fmtNum, fmtPct, fmtSince, fmtTime, fmtTps, fmtUsd, fmtDuration, poll, renderNav,
+  replace, setAttr, setStatusBadge, setText, setValue, showError, statusLabel,
+  targetFromPath, toTs, withQuery,
+} from "/static/common.js";
+
+const RANGES = ["1h", "24h", "7d", "30d"];
+const DEFAULT_RANGE = "24h";
+const REFRESH_MS = {"1h": 30000, "24h": 60000, "7d": 120000, "30d": 300000};
+
+renderNav(null);
+const name = targetFromPath();
+setText($id("target-name"), name);
+document.title = `${name} · llmpulse`;
+
+const charts = {};
+let seq = 0;
+
+function currentRange() {
+  const r = new URLSearchParams(location.search).get("range");
+  return RANGES.includes(r) ? r : DEFAULT_RANGE;
+}
+
+function setRangeButtons(range) {
+  for (const b of document.querySelectorAll("[data-range]")) {
+    setAttr(b, "aria-pressed", b.dataset.range === range ? "true" : "false");
+  }
+  setText($id("window-label"), range);
+}
+
+for (const b of document.querySelectorAll("[data-range]")) {
+  b.addEventListener("click", () => {
+    const range = b.dataset.range;
+    if (range === currentRange()) return;
+    const url = new URL(location.href);
+    url.searchParams.set("range", range);
+    history.pushState({range}, "", url);
+    setRangeButtons(range);
+    poller.refresh();
+  });
+}
+window.addEventListener("popstate", () => {
+  setRangeButtons(currentRange());
+  poller.refresh();
+});
+setRangeButtons(currentRange());
+
+// ---- charts ----------------------------------------------------------------------------------
+
+const SYNC = "target";
+const mkChart = (id, opts) => {
+  charts[id] = new TimeChart($id(id), {sync: SYNC, ...opts});
+  return charts[id];
+};
+
+function ensureCharts() {
+  if (charts["chart-ttft"]) return;
+  const pct = (v) => fmtPct(v);
+  mkChart("chart-ttft", {
+    yFormat: fmtMs,
+    axisFormat: fmtMsAxis,
+    series: [
+      {label: "p50", color: "#0969da"},
+      {label: "p95", color: "#bc4c00"},
+      {label: "p99", color: "#cf222e", dash: [4, 3]},
+    ],
+  });
+  mkChart("chart-latency", {
+    yFormat: fmtMs,
+    axisFormat: fmtMsAxis,
+    series: [
+      {label: "p50", color: "#0969da"},
+      {label: "p95", color: "#bc4c00"},
+      {label: "p99", color: "#cf222e", dash: [4, 3]},
+    ],
+  });
+  mkChart("chart-tps", {yFormat: (v) => fmtNum(v), series: [{label: "tokens/s p50", color: "#1a7f37"}]});
+  mkChart("chart-errors", {yFormat: pct, bars: true, stacked: true, yMax: null, series: []});
+  mkChart("chart-ratelimit", {
+    yFormat: (v) => fmtPct(v, 0),
+    yMin: 0,
+    yMax: 1,
+    thresholds: [
+      {value: 0.7, color: "#bf8700"},
+      {value: 0.9, color: "#cf222e"},
+    ],
+    series: [{label: "utilization", color: "#8250df", fill: "rgba(130,80,223,0.08)"}],
+  });
+  mkChart("chart-tokens", {yFormat: (v) => fmtNum(v), series: [{label: "tokens/request", color: "#1b7c83"}]});
+  mkChart("chart-cost", {yFormat: fmtUsd, bars: true, series: [{label: "cost", color: "#9a6700"}]});
+}
+
+function drawCharts(s, markers) {
+  ensureCharts();
+  const ts = s.ts || [];
+  const n = ts.length;
+  const col = (c) => (Array.isArray(c) && c.length === n ? c : new Array(n).fill(null));
+  for (const c of Object.values(charts)) c.opts.step = s.step_s;
+  charts["chart-ttft"].setData(ts, [col(s.ttft_p50), col(s.ttft_p95), col(s.ttft_p99)], markers);
+  charts["chart-latency"].setData(ts, [col(s.latency_p50), col(s.latency_p95), col(s.latency_p99)], markers);
+  charts["chart-tps"].setData(ts, [col(s.tps_p50)], markers);
+
+  // Errors by class: each class's count over the bucket's checks; null where nothing ran.
+  const count = col(s.count);
+  const classes = Object.keys(s.errors || {})
+    .filter((c) => (s.errors[c] || []).some((v) => v))
+    .sort(errorOrder);
+  const share = (arr) => count.map((c, i) => (c ? (arr[i] || 0) / c : null));
+  let errSeries;
+  let errCols;
+  if (classes.length) {
+    errSeries = classes.map((c, i) => ({label: c, color: errorColor(c, i)}));
+    errCols = classes.map((c) => share(col(s.errors[c])));
+  } else {
+    errSeries = [{label: "no errors", color: "#1a7f37"}];
+    errCols = [count.map((c) => (c ? 0 : null))];
+  }
+  charts["chart-errors"].setData(ts, errCols, markers, errSeries);
+
+  charts["chart-ratelimit"].setData(ts, [col(s.ratelimit_utilization)], markers);
+  charts["chart-tokens"].setData(ts, [col(s.tokens_per_request)], markers);
+  charts["chart-cost"].setData(ts, [col(s.cost)], markers);
+  setText($id("chart-step"), `${n} buckets of ${fmtDuration(s.step_s)}`);
+}
+
+// ---- facts -----------------------------------------------------------------------------------
+
+function renderFacts(detail) {
+  const c = detail.card;
+  const t = detail.target;
+  setStatusBadge($id("target-status"), c.status);
+  setAttr($id("target-since"), "data-value", c.status_since ?? "");
+  setText($id("target-since"), c.status_since == null ? "" : `since ${fmtSince(c.status_since)} (${fmtTime(c.status_since)})`);
+  document.title = `${statusLabel(c.status)} · ${name} · llmpulse`;
+  setText($id("target-reason"), c.status_reason || "—");
+  setText($id("target-provider"), c.provider);
+  setText($id("target-model"), c.model);
+  setValue($id("target-served-model"), c.served_model, String);
+  setText($id("target-checks"), `${(t.checks || []).join(", ") || "—"} every ${fmtDuration(t.interval_s)}`);
+  setAttr($id("target-last-check"), "data-value", c.last_check_ts ?? "");
+  setText($id("target-last-check"), c.last_check_ts == null ? "no check yet" : fmtAgo(c.last_check_ts));
+  const off = $id("target-official");
+  setAttr(off, "data-indicator", c.official ? c.official.indicator : "");
+  if (c.official) {
+    const text = c.official.description || OFFICIAL_LABEL[c.official.indicator] || c.official.indicator;
+    replace(off, c.official.url ? el("a", {href: c.official.url, target: "_blank", rel: "noopener noreferrer", text}) : text);
+  } else {
+    replace(off, el("span", {class: "faint", text: "no official status"}));
+  }
+}
+
+const STATS = [
+  ["count", "Checks", fmtInt],
+  ["availability", "Availability", (v) => fmtPct(v)],
+  ["error_rate", "Error rate", (v) => fmtPct(v)],
+  ["ttft_p50", "TTFT p50", fmtMs],
+  ["ttft_p95", "TTFT p95", fmtMs],
+  ["latency_p95", "Latency p95", fmtMs],
+  ["tps_p50", "Tokens/s p50", fmtTps],
+  ["ratelimit_utilization_max", "Rate limit max", (v) => fmtPct(v, 0)],
+  ["tokens_per_request", "Tokens/request", (v) => fmtNum(v)],
+  ["cost_total", "Cost", fmtUsd],
+];
+
+function renderWindow(detail, range) {
+  const agg = (detail.windows || {})[range] || {};
+  const box = $id("window-stats");
+  if (!box.children.length) {
+    replace(
+      box,
+      STATS.map(([field, label]) =>
+        el("div", {class: "panel kpi", "data-testid": "stat", "data-field": field}, el("span", {class: "label", text: label}), el("span", {class: "v"})),
+      ),
+    );
+  }
+  for (const [field, , fmt] of STATS) {
+    const node = box.querySelector(`[data-field="${field}"] .v`);
+    setValue(node, agg[field] ?? null, fmt);
+  }
+  const errs = Object.entries(agg.errors || {}).sort((a, b) => b[1] - a[1]);
+  setText(
+    $id("window-span"),
+    errs.length ? `errors: ${errs.map(([k, v]) => `${k} ${v}`).join(", ")}` : agg.count ? "no errors" : "no checks in this range",
+  );
+}
+
+// ---- results table ---------------------------------------------------------------------------
+
+function cell(field, value, format, cls = "n") {
+  return setValue(el("td", {class: cls, "data-field": field}), value, format);
+}
+
+function renderResults(results) {
+  const tbody = $id("results-table").querySelector("tbody");
+  $id("results-empty").hidden = results.length > 0;
+  replace(
+    tbody,
+    results.map((r) => {
+      const ts = toTs(r.timestamp);
+      return el(
+        "tr",
+        {"data-testid": "result-row", class: r.ok ? "" : "failed", "data-ok": r.ok ? "true" : "false"},
+        el("td", {class: "nowrap", "data-field": "timestamp", "data-value": r.timestamp ?? "", title: r.timestamp ?? "", text: fmtTime(ts)}),
+        el("td", {"data-field": "check", text: r.check ?? "—"}),
+        el("td", {"data-field": "ok", "data-value": String(!!r.ok)}, el("span", {class: r.ok ? "ok-yes" : "ok-no", text: r.ok ? "✓ ok" : "✗ failed"})),
+        el("td", {"data-field": "error_class", "data-value": r.error_class ?? "", text: r.error_class ?? "—", class: r.error_class ? "" : "faint"}),
+        cell("http_status", r.http_status, String),
+        cell("ttft_ms", r.ttft_ms, fmtMs),
+        cell("latency_ms", r.latency_ms, fmtMs),
+        cell("tokens_per_s", r.tokens_per_s, (v) => fmtNum(v)),
+        el("td", {class: "mono", "data-field": "response_model", "data-value": r.response_model ?? "", text: r.response_model ?? "—"}),
+        el("td", {class: "msg", "data-field": "error_message", text: r.error_message ?? ""}),
+      );
+    }),
+  );
+}
+
+// ---- load ------------------------------------------------------------------------------------
+
+async function load() {
+  const range = currentRange();
+  const mine = ++seq;
+  const q = {target: name};
+  const enc = encodeURIComponent(name);
+  try {
+    const [detail, series, events, results] = await Promise.all([
+      api(`/api/v1/targets/${enc}`),
+      api(withQuery("/api/v1/series", {...q, range})),
+      api(withQuery("/api/v1/events", {...q, range})),
+      api(withQuery("/api/v1/results", {...q, limit: 50})),
+    ]);
+    if (mine !== seq) return; // a newer range was asked for meanwhile
+    showError(null);
+    $id("target-body").hidden = false;
+    renderFacts(detail);
+    renderWindow(detail, range);
+    const markers = (events.events || []).filter((e) => typeof e.ts === "number");
+    drawCharts(series, markers);
+    renderResults(results.results || []);
+  } catch (err) {
+    if (mine !== seq) return;
+    if (err instanceof ApiError && err.status === 401) {
+      location.assign("/login");
+      return;
+    }
+    if (err instanceof ApiError && err.status === 404) {
+      $id("target-body").hidden = true;
+      showError(`Unknown target “${name}”: ${err.message}`);
+      return;
+    }
+    showError(`Could not load ${name}: ${err.message}`);
+  }
+}
+
+const poller = poll(load, REFRESH_MS[currentRange()] || 60000);
