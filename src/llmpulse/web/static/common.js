@@ -214,7 +214,8 @@ export function fmtUsd(usd) {
   if (a >= 100) return `$${usd.toLocaleString("en-US", {maximumFractionDigits: 0})}`;
   if (a >= 1) return `$${usd.toFixed(2)}`;
   if (a >= 0.01) return `$${usd.toFixed(3)}`;
-  if (a >= 0.0001) return `$${usd.toFixed(4)}`;
+  // small amounts (one check costs fractions of a cent): two significant digits
+  if (a >= 1e-6) return `$${+usd.toPrecision(2) === 0 ? "0" : usd.toPrecision(2)}`;
   return `$${usd.toExponential(1)}`;
 }
 

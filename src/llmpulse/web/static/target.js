@@ -19,6 +19,7 @@ document.title = `${name} · llmpulse`;
 
 const charts = {};
 let seq = 0;
+let known = false;
 
 function currentRange() {
   const r = new URLSearchParams(location.search).get("range");
@@ -227,12 +228,15 @@ async function load() {
   const q = {target: name};
   const enc = encodeURIComponent(name);
   try {
+    // Until the target is known to exist, ask for it alone: an unknown name costs one 404.
+    const first = known ? null : await api(`/api/v1/targets/${enc}`);
     const [detail, series, events, results] = await Promise.all([
-      api(`/api/v1/targets/${enc}`),
+      first || api(`/api/v1/targets/${enc}`),
       api(withQuery("/api/v1/series", {...q, range})),
       api(withQuery("/api/v1/events", {...q, range})),
       api(withQuery("/api/v1/results", {...q, limit: 50})),
     ]);
+    known = true;
     if (mine !== seq) return; // a newer range was asked for meanwhile
     showError(null);
     $id("target-body").hidden = false;
