@@ -191,13 +191,19 @@ def run(
     metavar="HOST:PORT",
     help="Serve the dashboard here.",
 )
-@click.option("--port", type=click.IntRange(0, 65535), help="Shorthand: --listen with this port.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Shorthand: --listen with this port (0: any free port).",
+)
 @click.option(
     "--speed",
     default=1.0,
     show_default=True,
     type=click.FloatRange(0, 50, min_open=True),
-    help="Play everything N times faster (every duration divided by N).",
+    metavar="N",
+    help="Play everything N times faster (every duration divided by N; up to 50).",
 )
 @click.option(
     "--db",
