@@ -68,12 +68,24 @@ function renderAlerts(list, state) {
 
 // ---- history & timeline ----------------------------------------------------------------------
 
+const HISTORY_SHOWN = 50;
+let historyAll = false;
+let lastHistory = [];
+$id("history-more").addEventListener("click", () => {
+  historyAll = !historyAll;
+  renderHistory(lastHistory);
+});
+
 function renderHistory(history) {
+  lastHistory = history;
   $id("history-empty").hidden = history.length > 0;
   $id("history-table").hidden = history.length === 0;
+  const more = $id("history-more");
+  more.hidden = history.length <= HISTORY_SHOWN;
+  setText(more, historyAll ? `Show the latest ${HISTORY_SHOWN}` : `Show all ${history.length}`);
   replace(
     $id("history-table").querySelector("tbody"),
-    history.map((e) =>
+    (historyAll ? history : history.slice(0, HISTORY_SHOWN)).map((e) =>
       el(
         "tr",
         {"data-testid": "history-row", "data-status": e.status, "data-fingerprint": e.fingerprint, "data-rule": e.rule, "data-target": e.target},
@@ -187,7 +199,10 @@ function renderTimeline(history, firing) {
 
 function silenceRow(s) {
   const t = now();
-  const state = s.active ? "active" : s.starts_at > t ? "scheduled" : "ended";
+  // Unix seconds per the contract; ISO strings tolerated
+  const starts = toTs(s.starts_at);
+  const ends = toTs(s.ends_at);
+  const state = s.active ? "active" : starts > t ? "scheduled" : "ended";
   const endBtn =
     state === "ended"
       ? null
@@ -205,12 +220,12 @@ function silenceRow(s) {
     el("td", {class: "mono", text: s.target}),
     el("td", {class: "mono", text: s.provider}),
     el("td", {class: "mono", text: s.rule}),
-    el("td", {class: "nowrap", "data-value": s.starts_at, text: fmtTime(s.starts_at, {seconds: false})}),
+    el("td", {class: "nowrap", "data-value": s.starts_at, text: fmtTime(starts, {seconds: false})}),
     el(
       "td",
-      {class: "nowrap", "data-value": s.ends_at, title: fmtTime(s.ends_at)},
-      fmtTime(s.ends_at, {seconds: false}),
-      state === "active" ? el("span", {class: "muted", text: ` (in ${fmtDuration(s.ends_at - t)})`}) : null,
+      {class: "nowrap", "data-value": s.ends_at, title: fmtTime(ends)},
+      fmtTime(ends, {seconds: false}),
+      state === "active" ? el("span", {class: "muted", text: ` (in ${fmtDuration(ends - t)})`}) : null,
     ),
     el("td", {text: s.comment || "—"}),
     el("td", {class: "muted", text: s.created_by || "—"}),
@@ -222,7 +237,7 @@ function silenceRow(s) {
 async function loadSilences() {
   const all = $id("silences-show-all").checked;
   const data = await api(withQuery("/api/v1/silences", {all: all ? "true" : null}));
-  const list = [...(data.silences || [])].sort((a, b) => (b.active - a.active) || b.ends_at - a.ends_at);
+  const list = [...(data.silences || [])].sort((a, b) => b.active - a.active || toTs(b.ends_at) - toTs(a.ends_at));
   $id("silences-empty").hidden = list.length > 0;
   $id("silences-table").hidden = list.length === 0;
   replace($id("silences-table").querySelector("tbody"), list.map(silenceRow));
@@ -279,7 +294,7 @@ $id("silence-form").addEventListener("submit", async (ev) => {
   formError(null);
   try {
     const s = await api("/api/v1/silences", {method: "POST", body});
-    flash(`Silence ${s.id} created: ${s.rule} on ${s.target} (${s.provider}) until ${fmtTime(s.ends_at, {seconds: false})}.`);
+    flash(`Silence ${s.id} created: ${s.rule} on ${s.target} (${s.provider}) until ${fmtTime(toTs(s.ends_at), {seconds: false})}.`);
     form.elements.comment.value = "";
     await loadSilences();
   } catch (err) {

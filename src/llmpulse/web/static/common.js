@@ -564,6 +564,18 @@ function markersPlugin(getMarkers, getThresholds) {
   };
 }
 
+/** uPlot points.filter: indices of values with no neighbour to draw a line to. */
+function isolatedPoints(u, sidx, show) {
+  if (show) return null; // uPlot draws every point anyway
+  const d = u.data[sidx];
+  const out = [];
+  const has = (v) => v !== null && v !== undefined;
+  for (let i = 0; i < d.length; i++) {
+    if (has(d[i]) && !has(d[i - 1]) && !has(d[i + 1])) out.push(i);
+  }
+  return out.length ? out : null;
+}
+
 const allNull = (cols) => cols.every((c) => !c || c.every((v) => v === null || v === undefined));
 
 /**
@@ -669,7 +681,9 @@ export class TimeChart {
           dash: s.dash,
           fill: s.fill ?? (o.bars ? s.color : undefined),
           paths: barsPath || undefined,
-          points: {show: o.bars ? false : undefined, size: 4},
+          // uPlot shows points where the data is sparse; isolated values between gaps (one
+          // bucket with data) get a point always, or they would be invisible.
+          points: o.bars ? {show: false} : {size: 5, fill: s.color, filter: isolatedPoints},
           spanGaps: false,
           value: (u, v, sidx, didx) => {
             const raw = this.raw[i] && didx !== null && didx !== undefined ? this.raw[i][didx] : v;
