@@ -497,6 +497,26 @@ function markerContent(m) {
   return lines;
 }
 
+const MARKER_MERGE_PX = 22;
+const MARKER_LIST_MAX = 8;
+
+function markerGroupContent(items) {
+  if (items.length === 1) return markerContent(items[0]);
+  const shown = items.slice(-MARKER_LIST_MAX).reverse(); // newest first
+  return [
+    el("strong", {text: `${items.length} events`}),
+    el("div", {class: "muted", text: `${fmtTime(items[0].ts)} – ${fmtTime(items[items.length - 1].ts)}`}),
+    el(
+      "ul",
+      {},
+      shown.map((m) =>
+        el("li", {text: `${fmtTime(m.ts).slice(11)} ${MARKER_LABEL[m.kind] || m.kind}${m.rule ? ` ${m.rule}` : ""}${m.kind === "model_changed" && m.to ? ` → ${m.to}` : ""}`}),
+      ),
+    ),
+    items.length > MARKER_LIST_MAX ? el("div", {class: "muted", text: `and ${items.length - MARKER_LIST_MAX} more`}) : null,
+  ];
+}
+
 /**
  * uPlot plugin: vertical lines at event times, with a focusable flag per event whose tooltip
  * explains it, and optional horizontal threshold lines ([{value, color, label}]).
@@ -542,22 +562,44 @@ function markersPlugin(getMarkers, getThresholds) {
           ctx.stroke();
         }
         ctx.restore();
-        // DOM flags (hover/focus tooltips), positioned in CSS pixels over the plot.
-        const visible = markers.filter((m) => m.ts >= xmin && m.ts <= xmax);
-        while (layer.children.length > visible.length) layer.lastChild.remove();
-        visible.forEach((m, i) => {
+        // DOM flags (hover/focus tooltips), positioned in CSS pixels over the plot. Events
+        // closer than a flag's width share one flag whose tooltip lists them all.
+        const visible = markers.filter((m) => m.ts >= xmin && m.ts <= xmax).sort((a, b) => a.ts - b.ts);
+        const groups = [];
+        for (const m of visible) {
+          const x = u.valToPos(m.ts, "x");
+          const g = groups[groups.length - 1];
+          if (g && x - g.x < MARKER_MERGE_PX) g.items.push(m);
+          else groups.push({x, items: [m]});
+        }
+        while (layer.children.length > groups.length) layer.lastChild.remove();
+        groups.forEach((g, i) => {
           let flag = layer.children[i];
           if (!flag) {
             flag = el("button", {type: "button", class: "marker", "data-testid": "chart-marker"});
-            attachTooltip(flag, () => markerContent(flag._marker));
+            attachTooltip(flag, () => markerGroupContent(flag._items));
             layer.append(flag);
           }
-          flag._marker = m;
-          flag.style.left = `${u.valToPos(m.ts, "x")}px`;
-          flag.style.setProperty("--marker", MARKER_COLOR[m.kind] || "#57606a");
-          setAttr(flag, "data-kind", m.kind);
-          setAttr(flag, "data-ts", m.ts);
-          setAttr(flag, "aria-label", `${MARKER_LABEL[m.kind] || m.kind} at ${fmtTime(m.ts)}: ${m.summary || ""}`);
+          const kinds = [...new Set(g.items.map((m) => m.kind))];
+          // the most telling kind colours the flag: a firing beats a model change beats a resolution
+          const kind = ["alert_firing", "model_changed", "alert_resolved"].find((k) => kinds.includes(k)) || kinds[0];
+          flag._items = g.items;
+          flag.style.left = `${g.x}px`;
+          flag.style.setProperty("--marker", MARKER_COLOR[kind] || "#57606a");
+          setAttr(flag, "data-kind", kind);
+          setAttr(flag, "data-kinds", kinds.join(" "));
+          setAttr(flag, "data-count", g.items.length);
+          setAttr(flag, "data-ts", g.items[0].ts);
+          setText(flag, g.items.length > 1 ? String(g.items.length) : "");
+          flag.classList.toggle("multi", g.items.length > 1);
+          const first = g.items[0];
+          setAttr(
+            flag,
+            "aria-label",
+            g.items.length > 1
+              ? `${g.items.length} events from ${fmtTime(first.ts)}`
+              : `${MARKER_LABEL[first.kind] || first.kind} at ${fmtTime(first.ts)}: ${first.summary || ""}`,
+          );
         });
       },
     },

@@ -122,6 +122,9 @@ export function verdict(data) {
   const out = [];
   const byProvider = {};
   for (const c of cardsList) (byProvider[c.provider] ||= []).push(c);
+  if (cardsList.every((c) => c.status === "unknown")) {
+    out.push("No recent checks of any target: is the monitor (llmpulse run) running and can it write its database?");
+  }
   const known = providers.filter((p) => p.status !== "unknown");
   if (known.length >= 2 && known.every((p) => p.status === "down")) {
     out.push(
@@ -148,14 +151,15 @@ export function verdict(data) {
       } else line += " — no official status to compare with.";
       out.push(line);
     } else if (officialBad) {
-      out.push(`${p.provider}: the provider reports “${desc}”, but our checks pass.`);
+      const passing = targets.some((c) => c.status === "up");
+      out.push(`${p.provider}: the provider reports “${desc}”${passing ? ", but our checks pass" : ""}.`);
     }
     const limited = targets.filter((c) => c.status === "rate_limited");
     if (limited.length) {
       out.push(`${p.provider}: ${limited.map((c) => c.model).join(", ")} rate limited — our own limits or quota, not an outage.`);
     }
     const stale = targets.filter((c) => c.status === "unknown");
-    if (stale.length) {
+    if (stale.length && !cardsList.every((c) => c.status === "unknown")) {
       out.push(`${p.provider}: no recent checks of ${stale.map((c) => c.model).join(", ")} — is the monitor running?`);
     }
   }
@@ -263,7 +267,8 @@ function buildCard(name) {
   refs.provider = el("span", {"data-testid": "card-provider"});
   refs.model = el("span", {"data-testid": "card-model"});
   refs.served = el("span", {"data-testid": "card-served-model"});
-  refs.sub.append(refs.provider, " · ", refs.model, " · served ", refs.served);
+  refs.servedWrap = el("span", {}, " · served ", refs.served);
+  refs.sub.append(refs.provider, " · ", refs.model, refs.servedWrap);
   refs.status = el("span", {class: "badge", "data-testid": "card-status"});
   refs.since = el("span", {class: "since", "data-testid": "card-since"});
   refs.reason = el("p", {class: "reason", "data-testid": "card-reason"});
@@ -315,6 +320,7 @@ function updateCard({root, refs}, c) {
   setText(refs.served, c.served_model ?? "—");
   setAttr(refs.served, "data-value", c.served_model ?? "");
   refs.served.classList.toggle("is-null", !c.served_model);
+  refs.servedWrap.hidden = !c.served_model;
   setStatusBadge(refs.status, c.status);
   setAttr(refs.since, "data-value", c.status_since ?? "");
   setText(refs.since, c.status_since == null ? "" : `since ${fmtSince(c.status_since)}`);
