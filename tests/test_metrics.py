@@ -7,10 +7,14 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+from ddsketch import DDSketch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmpulse.errors import ErrorClass
 from llmpulse.monitor import metrics
 from llmpulse.monitor.metrics import (
+    QUANTILES,
     aggregate,
     aggregate_by_provider,
     aggregate_by_target,
@@ -19,7 +23,14 @@ from llmpulse.monitor.metrics import (
 )
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
 from llmpulse.store import SQLiteStore
-from llmpulse.store.rollup import MAPPING, RELATIVE_ACCURACY, bins_from_values, key
+from llmpulse.store.rollup import (
+    MAPPING,
+    RELATIVE_ACCURACY,
+    ZERO_KEY,
+    bins_from_values,
+    key,
+    quantiles,
+)
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC).timestamp()  # midnight: minute- and hour-aligned
 DAY = 86400
@@ -105,6 +116,29 @@ def test_sketch_keys_match_ddsketch_mapping():
     assert mismatches <= 2  # only a float rounding at a bin boundary may differ
     for v in values:
         assert abs(MAPPING.value(key(v)) - v) <= RELATIVE_ACCURACY * v * 1.0001
+
+
+# Any key of a positive double (±35,500 at 1 %), crowded keys, and the zero bin.
+_KEYS = st.integers(-35000, 35000) | st.integers(280, 340) | st.just(ZERO_KEY)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(_KEYS, st.integers(1, 10**6), min_size=1, max_size=150),
+    st.lists(st.floats(0, 1) | st.sampled_from([0.0, 0.5, 0.95, 0.99, 1.0]), max_size=8),
+)
+def test_quantiles_equal_ddsketch(bins, qs):
+    # The reference: a DDSketch holding each bin's count at its representative value.
+    sketch = DDSketch(RELATIVE_ACCURACY)
+    for k, n in bins.items():
+        sketch.add(0.0 if k == ZERO_KEY else MAPPING.value(k), float(n))
+    assert quantiles(bins, qs) == [sketch.get_quantile_value(q) for q in qs]
+
+
+def test_quantiles_of_nothing_and_out_of_range():
+    assert quantiles({}, QUANTILES) == [None, None, None]
+    assert quantiles({5: 1}, (-0.1, 1.5)) == [None, None]
+    assert quantiles({ZERO_KEY: 3, 100: 1}, (0.0, 0.5, 1.0)) == [0.0, 0.0, MAPPING.value(100)]
 
 
 def test_sql_keys_equal_python_keys(store):

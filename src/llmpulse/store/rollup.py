@@ -8,13 +8,15 @@ objects, which SQLite's ``json_each`` can merge without Python touching every ro
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ddsketch import DDSketch, LogarithmicMapping
+from ddsketch import LogarithmicMapping
 
 from llmpulse.errors import ErrorClass
 
@@ -79,19 +81,34 @@ def _counts(text: str | None) -> dict[Any, int]:
     return {k: int(n) for k, n in data.items()}
 
 
-def sketch(bins: Bins) -> DDSketch:
-    """A DDSketch holding ``bins``: each count added at its bin's representative value."""
-    s = DDSketch(RELATIVE_ACCURACY)
-    for k in sorted(bins):
-        s.add(0.0 if k == ZERO_KEY else MAPPING.value(k), float(bins[k]))
-    return s
-
-
 def quantiles(bins: Bins, qs: Iterable[float]) -> list[float | None]:
+    """``DDSketch.get_quantile_value`` of a sketch holding ``bins``, without building one.
+
+    The same rank (``q·(n−1)``), the same walk (the first bin whose cumulative count exceeds
+    the rank, after the zero bin) and the same representative value (``MAPPING.value``), so
+    the result is identical; a DDSketch's dense store costs a list as wide as the key range.
+    """
     if not bins:
         return [None for _ in qs]
-    s = sketch(bins)
-    return [s.get_quantile_value(q) for q in qs]
+    keys = sorted(bins)
+    zero = 0
+    if keys[0] == ZERO_KEY:  # the lowest key by far
+        zero = bins[ZERO_KEY]
+        del keys[0]
+    cumulative = list(itertools.accumulate(map(bins.__getitem__, keys)))
+    count = zero + (cumulative[-1] if cumulative else 0)
+    out: list[float | None] = []
+    for q in qs:
+        if q < 0 or q > 1:
+            out.append(None)
+            continue
+        rank = q * (count - 1)
+        if rank < zero:
+            out.append(0.0)
+            continue
+        i = bisect.bisect_right(cumulative, rank - zero)
+        out.append(MAPPING.value(keys[min(i, len(keys) - 1)]))
+    return out
 
 
 @dataclasses.dataclass(slots=True)
