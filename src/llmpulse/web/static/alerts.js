@@ -2,6 +2,7 @@
 // silences (list, end, create).
 
 import {
+  reportBug,
   $id, ApiError, api, attachTooltip, el, fmtDuration, fmtSince, fmtTime, now, poll, renderNav,
   replace, setAttr, setText, setValue, showError, targetHref, toTs, withQuery,
 } from "/static/common.js";
@@ -249,6 +250,7 @@ async function endSilence(s, button) {
     await api(`/api/v1/silences/${encodeURIComponent(s.id)}`, {method: "DELETE"});
     flash(`Silence ${s.id} ended.`);
   } catch (err) {
+    reportBug(err);
     formError(`Could not end silence ${s.id}: ${err.message}`);
   }
   await loadSilences().catch((err) => showError(`Could not load silences: ${err.message}`));
@@ -298,6 +300,7 @@ $id("silence-form").addEventListener("submit", async (ev) => {
     form.elements.comment.value = "";
     await loadSilences();
   } catch (err) {
+    reportBug(err);
     formError(err instanceof ApiError && err.status ? `${err.message} (HTTP ${err.status})` : err.message);
   } finally {
     submit.disabled = false;
@@ -320,6 +323,7 @@ async function refresh() {
     renderTimeline(alerts.history || [], alerts.firing || []);
     renderHistory(alerts.history || []);
   } catch (err) {
+    reportBug(err);
     lastError = err;
     if (err.status === 401) location.assign("/login");
     showError(`Connection lost: ${err.message}. Retrying every ${POLL_MS / 1000} s.`);

@@ -141,6 +141,11 @@ function errorMessage(data, text, response) {
   }`;
 }
 
+/** Errors that are not API answers are bugs in the page: log them (tests watch the console). */
+export function reportBug(err) {
+  if (!(err instanceof ApiError) && !(err && err.name === "AbortError")) console.error(err);
+}
+
 /** Adds a query string, leaving out null/undefined values. */
 export function withQuery(path, params) {
   const q = new URLSearchParams();
@@ -411,8 +416,8 @@ export function poll(fn, ms) {
     try {
       await fn();
     } catch (err) {
-      // fn reports its own errors; never let a poll die.
-      if (!(err instanceof ApiError)) console.debug(err);
+      // fn reports API failures itself; anything else is a bug: say so, keep polling.
+      reportBug(err);
     } finally {
       running = false;
     }

@@ -1,6 +1,7 @@
 // Cost: spend per provider, model, target and UTC day, and tokens per request per target.
 
 import {
+  reportBug,
   $id, PALETTE, TimeChart, api, el, fmtInt, fmtNum, fmtUsd, renderNav, replace, setAttr,
   setValue, showError, withQuery,
 } from "/static/common.js";
@@ -225,6 +226,7 @@ async function load() {
     showError(null);
     render(data, n);
   } catch (err) {
+    reportBug(err);
     if (mine !== seq) return;
     if (err.status === 401) location.assign("/login");
     showError(`Could not load costs: ${err.message}`);

@@ -2,6 +2,7 @@
 // Polls /api/v1/overview every 5 s and updates the DOM in place.
 
 import {
+  reportBug,
   $id, OFFICIAL_LABEL, api, el, fmtAgo, fmtDuration, fmtInt, fmtMs, fmtPct, fmtSince, fmtTps,
   fmtUsd, now, officialClass, poll, renderNav, replace, setAttr, setStatusBadge, setText,
   setValue, statusBadge, statusLabel, syncClock, targetHref,
@@ -22,18 +23,25 @@ poll(refresh, POLL_MS);
 setInterval(tickClock, 1000);
 
 async function refresh() {
+  let data;
   try {
-    const data = await api("/api/v1/overview");
-    syncClock(data.generated_at);
-    lastOk = Date.now();
-    lastData = data;
-    lastError = null;
-    render(data);
+    data = await api("/api/v1/overview");
   } catch (err) {
+    reportBug(err);
     lastError = err;
     if (err.status === 401) location.assign("/login");
+    tickClock();
+    return;
   }
-  tickClock();
+  syncClock(data.generated_at);
+  lastOk = Date.now();
+  lastData = data;
+  lastError = null;
+  try {
+    render(data);
+  } finally {
+    tickClock();
+  }
 }
 
 // ---- connection state ----------------------------------------------------------------------

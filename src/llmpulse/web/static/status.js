@@ -1,6 +1,7 @@
 // The public status page: calls only /api/v1/statuspage, links nowhere into the dashboard.
 
 import {
+  reportBug,
   $id, api, attachTooltip, el, fmtDuration, fmtPct, fmtUtc, replace, setAttr, setText, setValue,
   showError, statusLabel, syncClock, now,
 } from "/static/common.js";
@@ -166,6 +167,7 @@ async function load() {
     render(lastData);
     showError(null);
   } catch (err) {
+    reportBug(err);
     showError(`Could not load the status: ${err.message}. Retrying in a minute.`);
   }
 }

@@ -2,6 +2,7 @@
 // the latest raw checks. The range is kept in the URL (?range=24h).
 
 import {
+  reportBug,
   $id, ApiError, OFFICIAL_LABEL, TimeChart, api, el, errorColor, errorOrder, fmtAgo, fmtInt,
   fmtMs, fmtMsAxis, fmtNum, fmtPct, fmtSince, fmtTime, fmtTps, fmtUsd, fmtDuration, poll, renderNav,
   replace, setAttr, setStatusBadge, setText, setValue, showError, statusLabel,
@@ -246,6 +247,7 @@ async function load() {
     drawCharts(series, markers);
     renderResults(results.results || []);
   } catch (err) {
+    reportBug(err);
     if (mine !== seq) return;
     if (err instanceof ApiError && err.status === 401) {
       location.assign("/login");
