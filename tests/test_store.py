@@ -1,12 +1,17 @@
+import dataclasses
+import itertools
+import random
 import sqlite3
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
-from llmpulse.store import SQLiteStore
-from llmpulse.store.sqlite import MIGRATIONS
+from llmpulse.store import ModelChange, SQLiteStore, Totals
+from llmpulse.store.sqlite import MIGRATIONS, _plan
 
 
 def result(i: int, **kw) -> CheckResult:
@@ -89,8 +94,8 @@ def test_results_between_is_half_open_and_ordered(tmp_path):
         assert [r.timestamp.second for r in got] == [1, 2, 3]
         only_t1 = store.results_between(start, start + 4, target="t1")
         assert [r.timestamp.second for r in only_t1] == [1, 3]
-        samples = store.samples(start, start + 5, target="t2")
-        assert [(s.target, s.ok, s.rl_utilization) for s in samples] == [("t2", True, 0.99)]
+        values = store.metric_values(start, start + 5, target="t2")
+        assert values == {"": {"ttft": [40.0], "latency": [102.0], "tps": [50.0]}}
 
 
 def test_rollup_row_content(tmp_path):
@@ -110,3 +115,350 @@ def test_rollup_row_content(tmp_path):
         assert summary.rl_max == 0.99 and summary.rl_latest == 0.99
         assert summary.rl_latest_ts == until - 30
         assert sum(summary.latency.values()) == 3 and sum(summary.ttft.values()) == 3
+
+
+# --- Totals, tiers, latest results and model changes over days of data -----------------------
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC).timestamp()  # midnight UTC
+DAY = 86400
+LAYOUT = {"a": ("openai", "gpt-a"), "b": ("openai", "gpt-b"), "c": ("anthropic", "claude-c")}
+CLASSES = [ErrorClass.UNAVAILABLE, ErrorClass.RATE_LIMITED, ErrorClass.TIMEOUT]
+
+
+def at(ts: float, target: str = "a", **kw) -> CheckResult:
+    provider, model = LAYOUT.get(target, ("openai", "m"))
+    return result(
+        0,
+        target=target,
+        provider=provider,
+        model=model,
+        timestamp=datetime.fromtimestamp(ts, UTC),
+        **kw,
+    )
+
+
+def history(days: float, seed: int = 1) -> list[CheckResult]:
+    """Three targets, a check every ~7 minutes each, some failures, some without a cost."""
+    rng = random.Random(seed)
+    out = []
+    for target in LAYOUT:
+        ts = T0 + rng.uniform(0, 60)
+        while ts < T0 + days * DAY:
+            error = rng.choice(CLASSES) if rng.random() < 0.1 else None
+            out.append(
+                at(
+                    ts,
+                    target,
+                    ok=error is None,
+                    error_class=error,
+                    cost_usd=None if error or rng.random() < 0.2 else rng.uniform(1e-5, 1e-3),
+                    usage=Usage() if error else Usage(input_tokens=rng.randint(1, 50)),
+                    check=rng.choice([CheckKind.STREAM, CheckKind.INFERENCE]),
+                )
+            )
+            ts += rng.uniform(300, 540)
+    return out
+
+
+def reference(
+    results: list[CheckResult], start: float, end: float, step: int | None, by: str | None
+) -> dict[tuple[int | None, str], Totals]:
+    """Totals computed from the results themselves."""
+    out: dict[tuple[int | None, str], Totals] = {}
+    for r in results:
+        ts = r.timestamp.timestamp()
+        if not start <= ts < end:
+            continue
+        group = {"target": r.target, "provider": r.provider, "model": r.model}.get(by or "", "")
+        t = out.setdefault((None if step is None else int(ts // step * step), group), Totals())
+        t.merge(
+            Totals(
+                provider=r.provider,
+                model=r.model,
+                total=1,
+                ok=int(r.ok),
+                outage=int(r.error_class is not None and r.error_class.is_outage),
+                errors={str(r.error_class): 1} if r.error_class else {},
+                token_requests=int(r.usage.input_tokens is not None),
+                input_tokens=r.usage.input_tokens or 0,
+                output_tokens=r.usage.output_tokens or 0,
+                cost_requests=int(r.cost_usd is not None),
+                cost_usd=r.cost_usd or 0.0,
+                first_ts=ts,
+                last_ts=ts,
+            )
+        )
+    return out
+
+
+def assert_totals_equal(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for k, w in want.items():
+        g = got[k]
+        assert g.cost_usd == pytest.approx(w.cost_usd, rel=1e-9, abs=1e-15), k
+        assert dataclasses.replace(g, cost_usd=0.0) == dataclasses.replace(w, cost_usd=0.0), k
+
+
+# Watermark mid-day, mid-six-hours and mid-hour: every tier and the raw tail answer a part.
+NOW = T0 + 4 * DAY + 7 * 3600 + 17 * 60 + 30
+
+
+def rolled_store(path):
+    results = history(4.31)
+    store = SQLiteStore(path)
+    store.write_results(results)
+    store.rollup(NOW - 400)
+    return store, results
+
+
+@pytest.fixture(scope="module")
+def days4(tmp_path_factory):
+    """For tests that only read."""
+    store, results = rolled_store(tmp_path_factory.mktemp("days4") / "t.db")
+    with store:
+        yield store, results
+
+
+@pytest.fixture
+def days4_own(tmp_path):
+    store, results = rolled_store(tmp_path / "t.db")
+    with store:
+        yield store, results
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (T0, NOW),  # whole days, then 6 h, hours, minutes and the raw tail
+        (T0 - DAY, NOW + DAY),  # beyond the data on both sides
+        (T0 + 3 * DAY + 5000.5, NOW - 10),  # mid-minute edges, straddling the watermark
+        (T0 + DAY + 1800, T0 + 2 * DAY + 1800),  # unaligned: half-hours at both edges
+        (NOW - 300, NOW),  # after the watermark only: raw rows
+    ],
+)
+@pytest.mark.parametrize("step", [None, 60, 900, 3600, 21600, DAY])
+@pytest.mark.parametrize("by", ["target", "provider", "model", None])
+def test_totals_equal_the_results(days4, start, end, step, by):
+    store, results = days4
+    got = store.totals(start, end, step_s=step, by=by)
+    assert_totals_equal(got, reference(results, start, end, step, by))
+
+
+def test_totals_filters_empty_ranges_and_steps(days4):
+    store, results = days4
+    got = store.totals(T0, NOW, step_s=DAY, target="c")
+    assert {k for k in got} == {(T0 + d * DAY, "c") for d in range(5)}
+    assert sum(t.total for t in got.values()) == sum(
+        r.target == "c" and r.timestamp.timestamp() < NOW for r in results
+    )
+    only_stream = store.totals(T0, NOW, by=None, check="stream")[(None, "")]
+    assert only_stream.total == sum(
+        r.check == CheckKind.STREAM and r.timestamp.timestamp() < NOW for r in results
+    )
+    assert store.totals(T0 - 10 * DAY, T0 - DAY) == {}
+    assert store.totals(NOW, NOW) == {}
+    assert store.totals(NOW, T0) == {}
+    with pytest.raises(ValueError):
+        store.totals(T0, NOW, step_s=90)
+
+
+def test_totals_of_an_empty_store(tmp_path):
+    with SQLiteStore(tmp_path / "e.db") as store:
+        assert store.totals(T0, NOW, step_s=DAY) == {}
+        store.rollup(NOW)
+        assert store.totals(T0, NOW, step_s=DAY) == {}
+
+
+def test_late_rows_reach_the_daily_and_six_hour_tiers(days4_own):
+    store, results = days4_own
+    late = [
+        at(T0 + DAY + 3600 + i, "b", ok=False, error_class=ErrorClass.TIMEOUT) for i in range(4)
+    ]
+    store.write_results(late)
+    store.rollup(NOW - 400)
+    for step in (DAY, 21600, None):
+        got = store.totals(T0, NOW, step_s=step)
+        assert_totals_equal(got, reference(results + late, T0, NOW, step, "target"))
+    day1 = store.summarize(T0 + DAY, T0 + 2 * DAY, group_by="target")["b"]
+    assert day1.errors["timeout"] >= 4 and sum(day1.latency.values()) == day1.total
+
+
+def test_coarse_tiers_only_hold_complete_periods(days4):
+    store, _ = days4
+    db = sqlite3.connect(store.path)
+    days = [d for (d,) in db.execute("SELECT DISTINCT day_ts FROM rollups_daily ORDER BY 1")]
+    quarters = {q for (q,) in db.execute("SELECT DISTINCT period_ts FROM rollups_6h")}
+    hours = {h for (h,) in db.execute("SELECT DISTINCT hour_ts FROM rollups_hourly")}
+    watermark = store.rollup_watermark()
+    assert days == [T0 + d * DAY for d in range(4)]
+    assert max(quarters) + 21600 <= watermark < max(quarters) + 2 * 21600
+    assert max(hours) + 3600 <= watermark < max(hours) + 2 * 3600
+
+
+def test_prune_drops_old_coarse_rows(days4_own):
+    store, _ = days4_own
+    store.prune(NOW, raw_retention_s=DAY, rollup_retention_s=2 * DAY + 3600)
+    db = sqlite3.connect(store.path)
+    cut = NOW - 2 * DAY - 3600
+    for table, col, period in (
+        ("rollups_daily", "day_ts", DAY),
+        ("rollups_6h", "period_ts", 21600),
+    ):
+        first = db.execute(f"SELECT min({col}) FROM {table}").fetchone()[0]
+        assert first + period > cut >= first  # the period holding the cut stays
+    assert store.totals(cut + DAY, NOW, by=None)[(None, "")].total > 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    start=st.integers(0, 30 * DAY * 1000).map(lambda ms: T0 + ms / 1000),
+    length=st.integers(0, 30 * DAY * 1000).map(lambda ms: ms / 1000),
+    watermark=st.none() | st.integers(0, 60 * 24 * 40).map(lambda m: T0 + m * 60),
+    coarse=st.booleans(),
+    step=st.sampled_from([0, 60, 120, 900, 3600, 7200, 21600, DAY, 7 * DAY]),
+)
+def test_plan_covers_the_range_once(start, length, watermark, coarse, step):
+    end = start + length
+    plan = _plan(start, end, watermark, watermark if coarse else None, step)
+    pieces = sorted((lo, hi) for _, lo, hi in plan if lo < hi)
+    if end > start:
+        assert pieces[0][0] == start and pieces[-1][1] == end
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(pieces))
+    for tier, lo, hi in plan:
+        if tier is None:
+            continue
+        assert lo % tier.period == 0 and hi % tier.period == 0 and step % tier.period == 0
+        assert watermark is not None and hi <= watermark
+        assert tier.period <= 3600 or coarse
+
+
+def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
+    path = tmp_path / "v2.db"
+    results = history(3.2)
+    results[5].response_model = "gpt-a-2"  # target a's model, then another one later
+    for r in results[200:]:
+        if r.target == "a":
+            r.response_model = "gpt-a-3"
+    with SQLiteStore(path) as store:
+        store.write_results(results)
+        store.rollup(T0 + 3.1 * DAY)
+        want = store.totals(T0, T0 + 3.1 * DAY, step_s=DAY)
+        changes = store.model_changes(None, 0, NOW)
+    # What version 2 had: no coarse tiers, no coarse watermark, no model changes.
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP TABLE rollups_6h; DROP TABLE rollups_daily; DROP TABLE model_changes;"
+        "ALTER TABLE rollup_state DROP COLUMN coarse_watermark_ts; PRAGMA user_version = 2;"
+    )
+    db.close()
+    with SQLiteStore(path) as store:
+        assert store.schema_version() == len(MIGRATIONS)
+        assert store.model_changes(None, 0, NOW) == changes  # filled from the raw rows
+        assert_totals_equal(store.totals(T0, T0 + 3.1 * DAY, step_s=DAY), want)  # from hours
+        store.rollup(T0 + 3.1 * DAY)
+        db = sqlite3.connect(path)
+        assert db.execute("SELECT count(DISTINCT day_ts) FROM rollups_daily").fetchone()[0] == 3
+        assert_totals_equal(store.totals(T0, T0 + 3.1 * DAY, step_s=DAY), want)  # from days
+
+
+def test_latest_per_target(tmp_path):
+    with SQLiteStore(tmp_path / "l.db") as store:
+        assert store.latest_per_target() == {}
+        results = history(1.5)
+        store.write_results(results)
+        # Two results of one target at the same instant: the one written last wins.
+        tie = [
+            at(T0 + 2 * DAY, "c", request_id="first"),
+            at(T0 + 2 * DAY, "c", request_id="second"),
+        ]
+        store.write_results(tie)
+        store.write_results([at(T0 + DAY, "zz-old")])
+        latest = store.latest_per_target()
+        assert set(latest) == {"a", "b", "c", "zz-old"}
+        assert latest["c"].request_id == "second"
+        for target, r in latest.items():
+            assert r.to_json() == store.latest_results(1, target=target)[0].to_json()
+        store.prune(T0 + 9 * DAY, raw_retention_s=7 * DAY + 3600)
+        assert set(store.latest_per_target()) == {"c"}
+
+
+def test_metric_values_are_grouped_and_sorted(tmp_path):
+    with SQLiteStore(tmp_path / "v.db") as store:
+        store.write_results(
+            [
+                at(T0 + 1, "a", latency_ms=300.0, ttft_ms=None),
+                at(T0 + 2, "a", latency_ms=100.0),
+                at(T0 + 3, "b", latency_ms=200.0, check=CheckKind.MODELS),
+                at(T0 + 99, "a", latency_ms=1.0),  # outside
+            ]
+        )
+        got = store.metric_values(T0, T0 + 60, group_by="target")
+        assert got["a"] == {"ttft": [40.0], "latency": [100.0, 300.0], "tps": [50.0, 50.0]}
+        assert store.metric_values(T0, T0 + 60)[""]["latency"] == [100.0, 200.0, 300.0]
+        models = store.metric_values(T0, T0 + 60, group_by="provider", check="models")
+        assert models == {"openai": {"ttft": [40.0], "latency": [200.0], "tps": [50.0]}}
+
+
+def change(ts: float, target: str, previous: str | None, current: str) -> ModelChange:
+    return ModelChange(T0 + ts, target, previous, current)
+
+
+def served(ts: float, target: str, model: str | None) -> CheckResult:
+    return at(T0 + ts, target, response_model=model, ok=model is not None)
+
+
+def test_model_changes_across_batches_targets_and_restarts(tmp_path):
+    path = tmp_path / "m.db"
+    with SQLiteStore(path) as store:
+        store.write_results(
+            [served(1, "a", "m1"), served(1, "b", "x1"), served(2, "a", "m1"), served(3, "a", "m2")]
+        )
+        store.write_results([served(4, "a", "m2"), served(4, "b", "x2"), served(5, "a", None)])
+    with SQLiteStore(path) as store:  # a restart: the current models come from the file
+        store.write_results([served(6, "a", "m2"), served(7, "a", "m3"), served(7, "b", "x2")])
+        assert store.model_changes(None, 0, NOW) == [
+            change(1, "a", None, "m1"),
+            change(1, "b", None, "x1"),
+            change(3, "a", "m1", "m2"),
+            change(4, "b", "x1", "x2"),
+            change(7, "a", "m2", "m3"),
+        ]
+        assert store.model_changes("a", T0 + 2, T0 + 7) == [change(3, "a", "m1", "m2")]
+        assert store.model_changes("nope", 0, NOW) == []
+        # Raw results go; the changes stay.
+        store.prune(T0 + 30 * DAY, raw_retention_s=DAY)
+        assert store.results_between(0, NOW) == []
+        assert len(store.model_changes(None, 0, NOW)) == 5
+
+
+def test_model_changes_follow_time_not_arrival(tmp_path):
+    path = tmp_path / "m.db"
+    with SQLiteStore(path) as store:
+        store.write_results([served(10, "a", "m2"), served(5, "a", "m1")])  # out of order
+        store.write_results([served(8, "a", "m1")])  # late: older than the newest stored
+        assert store.model_changes("a", 0, NOW) == [
+            change(5, "a", None, "m1"),
+            change(10, "a", "m1", "m2"),
+        ]
+    with SQLiteStore(path) as store:
+        store.write_results([served(9, "a", "m1")])  # still late after a restart
+        store.write_results([served(11, "a", "m2")])
+        assert len(store.model_changes("a", 0, NOW)) == 2
+
+
+def test_a_failed_write_records_no_model_change(tmp_path):
+    with SQLiteStore(tmp_path / "m.db") as store:
+        store.write_results([served(1, "a", "m1")])
+        db = sqlite3.connect(store.path)
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON results WHEN NEW.target = 'boom' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        db.commit()
+        with pytest.raises(sqlite3.IntegrityError):
+            store.write_results([served(2, "a", "m2"), served(2, "boom", "z")])
+        assert store.model_changes("a", 0, NOW) == [change(1, "a", None, "m1")]
+        db.execute("DROP TRIGGER refuse")
+        db.commit()
+        store.write_results([served(2, "a", "m2")])  # the retried batch
+        assert store.model_changes("a", 0, NOW)[-1] == change(2, "a", "m1", "m2")

@@ -1,8 +1,9 @@
 """Rolling metrics per target, per provider and overall, over windows from 5 minutes to 30 days.
 
-Windows up to an hour are computed exactly from raw results (a few thousand rows at most).
-Longer windows merge rollups: hourly and per-minute rows with DDSketch bins (1 % relative
-accuracy), plus the raw rows not rolled up yet, so a 30-day window never scans raw results.
+Windows up to an hour have exact quantiles, from the raw values (a few thousand rows at most).
+Longer windows merge rollups: daily, six-hour, hourly and per-minute rows with DDSketch bins
+(1 % relative accuracy), plus the raw rows not rolled up yet, so a 30-day window never scans
+raw results. Counts and sums come from the rollups in every window: they are exact there.
 
 Quantiles use DDSketch's rank, the value at index ``floor(q·(n−1))`` of the sorted values,
 in the exact path too, so that a window answered from raw rows and one answered from rollups
@@ -14,18 +15,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
-from llmpulse.store.base import GroupBy, Sample, Store
-from llmpulse.store.rollup import METRICS, NOT_FAILURES, OUTAGE_CLASSES, Summary, quantiles
+from llmpulse.store.base import Store
+from llmpulse.store.rollup import METRICS, NOT_FAILURES, Summary, quantiles
 
 WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400, "7d": 604800, "30d": 2592000}
-# Windows up to this length are computed exactly from raw results.
+# Windows up to this length have exact quantiles, from raw values.
 EXACT_MAX_WINDOW_S = 3600
 QUANTILES = (0.5, 0.95, 0.99)
-
-_OUTAGE = frozenset(OUTAGE_CLASSES)
 
 
 @dataclasses.dataclass(slots=True)
@@ -62,7 +60,13 @@ class Aggregate:
     last_ts: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Not dataclasses.asdict: its deep copy costs more than a whole 30-day series query.
+        d = {name: getattr(self, name) for name in _FIELDS}
+        d["errors"] = dict(self.errors)
+        return d
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Aggregate))
 
 
 def aggregate(
@@ -127,58 +131,27 @@ def _grouped(
     store: Store,
     window_s: float,
     now: float | None,
-    group_by: GroupBy,
+    group_by: Literal["target", "provider"] | None,
     target: str | None,
     provider: str | None,
     check: str | None,
 ) -> dict[str, Aggregate]:
     now = time.time() if now is None else now
     start = now - window_s
+    filters = {"target": target, "provider": provider, "check": check}
     if window_s <= EXACT_MAX_WINDOW_S:
-        samples = store.samples(start, now, target=target, provider=provider, check=check)
-        by: dict[str, list[Sample]] = {}
-        for s in samples:
-            key = s.target if group_by == "target" else s.provider if group_by else ""
-            by.setdefault(key, []).append(s)
-        return {k: _from_samples(v, window_s) for k, v in by.items()}
-    summaries = store.summarize(
-        start, now, group_by=group_by, target=target, provider=provider, check=check
-    )
+        # Counts from the store's summaries (rollups are exact for them), quantiles from the
+        # raw values: only three columns of each row reach Python.
+        counts = store.summarize(start, now, group_by=group_by, sketches=False, **filters)
+        values = store.metric_values(start, now, group_by=group_by, **filters)
+        out: dict[str, Aggregate] = {}
+        for k, s in counts.items():
+            v = values.get(str(k), {})
+            exact = {m: [exact_quantile(v.get(m, []), q) for q in QUANTILES] for m in METRICS}
+            out[str(k)] = _from_summary(s, window_s, exact)
+        return out
+    summaries = store.summarize(start, now, group_by=group_by, **filters)
     return {str(k): _from_summary(v, window_s) for k, v in summaries.items()}
-
-
-def _from_samples(samples: Iterable[Sample], window_s: float) -> Aggregate:
-    """Exact figures: the same counts a rollup keeps, and exact quantiles."""
-    summary = Summary()
-    values: dict[str, list[float]] = {m: [] for m in METRICS}
-    for s in samples:
-        summary.total += 1
-        summary.ok += s.ok
-        if s.error_class is not None:
-            summary.errors[s.error_class] = summary.errors.get(s.error_class, 0) + 1
-            summary.outage += s.error_class in _OUTAGE
-        if s.input_tokens is not None or s.output_tokens is not None:
-            summary.token_requests += 1
-            summary.input_tokens += s.input_tokens or 0
-            summary.output_tokens += s.output_tokens or 0
-        if s.cost_usd is not None:
-            summary.cost_requests += 1
-            summary.cost_usd += s.cost_usd
-        u = s.rl_utilization
-        if u is not None:
-            if summary.rl_max is None or u > summary.rl_max:
-                summary.rl_max = u
-            if summary.rl_latest_ts is None or s.ts >= summary.rl_latest_ts:
-                summary.rl_latest, summary.rl_latest_ts = u, s.ts
-        if summary.first_ts is None or s.ts < summary.first_ts:
-            summary.first_ts = s.ts
-        if summary.last_ts is None or s.ts > summary.last_ts:
-            summary.last_ts = s.ts
-        for metric, v in (("ttft", s.ttft_ms), ("latency", s.latency_ms), ("tps", s.tokens_per_s)):
-            if v is not None:
-                values[metric].append(v)
-    exact = {m: [exact_quantile(values[m], q) for q in QUANTILES] for m in METRICS}
-    return _from_summary(summary, window_s, exact)
 
 
 def exact_quantile(values: list[float], q: float) -> float | None:

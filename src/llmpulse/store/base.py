@@ -14,25 +14,60 @@ RAW_RETENTION_S = 7 * 86400
 ROLLUP_RETENTION_S = 400 * 86400
 
 GroupBy = Literal["target", "provider", "bucket"] | None
+TotalsBy = Literal["target", "provider", "model"] | None
 
 
 @dataclasses.dataclass(slots=True)
-class Sample:
-    """The fields of one stored result that metrics read: lighter than a ``CheckResult``."""
+class Totals:
+    """Counts and sums of one group over a span: a ``Summary`` without its sketches.
+
+    ``provider`` and ``model`` are those of the group's results (the largest name if several).
+    """
+
+    provider: str = ""
+    model: str = ""
+    total: int = 0
+    ok: int = 0
+    # Results whose error class is an outage (ErrorClass.is_outage).
+    outage: int = 0
+    errors: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Token-bearing checks (inference, stream): requests with usage, and requests with a cost.
+    token_requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_requests: int = 0
+    cost_usd: float = 0.0
+    first_ts: float | None = None
+    last_ts: float | None = None
+
+    def merge(self, o: Totals) -> None:
+        self.provider = max(self.provider, o.provider)
+        self.model = max(self.model, o.model)
+        self.total += o.total
+        self.ok += o.ok
+        self.outage += o.outage
+        for cls, n in o.errors.items():
+            self.errors[cls] = self.errors.get(cls, 0) + n
+        self.token_requests += o.token_requests
+        self.input_tokens += o.input_tokens
+        self.output_tokens += o.output_tokens
+        self.cost_requests += o.cost_requests
+        self.cost_usd += o.cost_usd
+        if o.first_ts is not None and (self.first_ts is None or o.first_ts < self.first_ts):
+            self.first_ts = o.first_ts
+        if o.last_ts is not None and (self.last_ts is None or o.last_ts > self.last_ts):
+            self.last_ts = o.last_ts
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelChange:
+    """``target`` served ``current`` from ``ts`` on (its first result naming it), after
+    ``previous``; None when ``current`` is the first model recorded for the target."""
 
     ts: float
     target: str
-    provider: str
-    check: str
-    ok: bool
-    error_class: str | None
-    latency_ms: float | None
-    ttft_ms: float | None
-    tokens_per_s: float | None
-    input_tokens: int | None
-    output_tokens: int | None
-    cost_usd: float | None
-    rl_utilization: float | None
+    previous: str | None
+    current: str
 
 
 @dataclasses.dataclass(slots=True)
@@ -64,22 +99,37 @@ class Store(abc.ABC):
         """Results with ``start_ts <= timestamp < end_ts``, oldest first."""
         raise NotImplementedError
 
-    def samples(
+    def metric_values(
         self,
         start_ts: float,
         end_ts: float,
         *,
+        group_by: Literal["target", "provider"] | None = None,
         target: str | None = None,
         provider: str | None = None,
         check: str | None = None,
-    ) -> list[Sample]:
-        """Raw results with ``start_ts <= ts < end_ts``, as ``Sample``s (unordered)."""
+    ) -> dict[str, dict[str, list[float]]]:
+        """The raw values of ``start_ts <= ts < end_ts`` per group (target, provider, or ``""``
+        for ``group_by=None``), each metric (``rollup.METRICS``) sorted: exact quantiles."""
+        raise NotImplementedError
+
+    def latest_per_target(self) -> dict[str, CheckResult]:
+        """The newest result of every target that has raw results."""
+        raise NotImplementedError
+
+    def model_changes(
+        self, target: str | None, start_ts: float, end_ts: float
+    ) -> list[ModelChange]:
+        """Changes of the served model (``response_model``) with ``start_ts <= ts < end_ts``,
+        oldest first, of one target or all; they outlive the raw results. Results count in
+        time order: one older than its target's newest stored result changes nothing."""
         raise NotImplementedError
 
     def rollup(self, until_ts: float) -> int:
         """Roll up every complete minute before ``until_ts`` not rolled up yet, and recompute
-        minutes that received results since the last call. Idempotent; returns the number of
-        minute rollup rows written."""
+        minutes that received results since the last call, then the coarser periods (hours,
+        ...) they complete or change. Idempotent; returns the number of minute rollup rows
+        written."""
         raise NotImplementedError
 
     def rollup_watermark(self) -> float | None:
@@ -96,11 +146,30 @@ class Store(abc.ABC):
         target: str | None = None,
         provider: str | None = None,
         check: str | None = None,
+        sketches: bool = True,
     ) -> dict[str | int, Summary]:
         """Merged summaries of ``start_ts <= ts < end_ts``: rollups where complete, raw rows for
         the rest. Keyed by target, provider, bucket start (``group_by="bucket"``, aligned to
         multiples of ``step_s``) or ``""`` (``group_by=None``); groups without data are absent.
+        Without ``sketches`` the summaries' bins are left empty (and cost nothing to read).
         """
+        raise NotImplementedError
+
+    def totals(
+        self,
+        start_ts: float,
+        end_ts: float,
+        *,
+        step_s: int | None = None,
+        by: TotalsBy = "target",
+        target: str | None = None,
+        provider: str | None = None,
+        check: str | None = None,
+    ) -> dict[tuple[int | None, str], Totals]:
+        """Counts and sums of ``start_ts <= ts < end_ts`` from rollups where complete and raw
+        rows for the rest, keyed by ``(bucket start, group)``: buckets aligned to multiples of
+        ``step_s`` (UTC days for 86400; None without a step), groups by target, provider or
+        model name (``""`` for ``by=None``). Groups and buckets without data are absent."""
         raise NotImplementedError
 
     def prune(

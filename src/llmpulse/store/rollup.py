@@ -2,8 +2,8 @@
 
 A sketch is a DDSketch (relative accuracy 1 %, logarithmic mapping) kept only as its bins:
 ``{key: count}``. Bins of two sketches merge by adding counts, so minute rollups merge into
-hours and hours into 30 days without ever revisiting raw rows. Stores keep bins as JSON
-objects, which SQLite's ``json_each`` can merge without Python touching every row.
+hours, hours into days and days into months without ever revisiting raw rows. Stores keep
+bins as JSON, which SQLite's ``json_each`` can merge when rollups are written.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import dataclasses
 import itertools
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -62,23 +63,6 @@ def bins_from_values(values: Iterable[float]) -> Bins:
         k = key(v)
         bins[k] = bins.get(k, 0) + 1
     return bins
-
-
-def decode_bins(text: str | None) -> Bins:
-    """``{key: count}``, or a list of keys (one per value, as minute rollups keep them)."""
-    return {int(k): int(n) for k, n in _counts(text).items()}
-
-
-def _counts(text: str | None) -> dict[Any, int]:
-    if not text:
-        return {}
-    data = json.loads(text)
-    if isinstance(data, list):
-        counts: dict[Any, int] = {}
-        for k in data:
-            counts[k] = counts.get(k, 0) + 1
-        return counts
-    return {k: int(n) for k, n in data.items()}
 
 
 def quantiles(bins: Bins, qs: Iterable[float]) -> list[float | None]:
@@ -168,36 +152,6 @@ class Summary:
         if o.last_ts is not None and (self.last_ts is None or o.last_ts > self.last_ts):
             self.last_ts = o.last_ts
 
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> Summary:
-        """From the column order of ``SUMMARY_COLUMNS``."""
-        (
-            provider, model, total, ok, outage, errors, ttft, latency, tps, token_requests,
-            input_tokens, output_tokens, cost_requests, cost_usd, rl_max, rl_latest,
-            rl_latest_ts, first_ts, last_ts,
-        ) = row  # fmt: skip
-        return cls(
-            provider=str(provider),
-            model=str(model),
-            total=int(total),
-            ok=int(ok),
-            outage=int(outage),
-            errors={str(k): n for k, n in _counts(errors).items()},
-            ttft=decode_bins(ttft),
-            latency=decode_bins(latency),
-            tps=decode_bins(tps),
-            token_requests=int(token_requests),
-            input_tokens=int(input_tokens),
-            output_tokens=int(output_tokens),
-            cost_requests=int(cost_requests),
-            cost_usd=float(cost_usd),
-            rl_max=rl_max,
-            rl_latest=rl_latest,
-            rl_latest_ts=rl_latest_ts,
-            first_ts=first_ts,
-            last_ts=last_ts,
-        )
-
 
 # The columns every rollup row and every summary query yields, in this order.
 SUMMARY_COLUMNS = (
@@ -207,53 +161,70 @@ SUMMARY_COLUMNS = (
 )  # fmt: skip
 
 
-def merge_rows(rows: Iterable[Sequence[Any]]) -> dict[Any, Summary]:
-    """Merge rows of ``(group, *SUMMARY_COLUMNS)`` per group.
+def decode_summaries(rows: Sequence[Sequence[Any]]) -> list[Summary]:
+    """Summaries of rows of ``(g0, g1, g2, *SUMMARY_COLUMNS)`` whose errors and sketches each
+    hold comma-separated JSON values: ``group_concat`` of one table's rows, so either arrays
+    (one entry per result: minute rollups, raw rows) or ``{key: count}`` objects (coarser
+    tiers), see ``sqlite_rollup``.
 
-    The hot loop of long windows: bins are added under their JSON text keys and converted
-    once per group at the end, and scalars are added without building a Summary per row.
+    Each JSON column of all the rows is decoded by one ``json.loads``: the overhead of a call
+    costs more than parsing a small value. Arrays are counted by ``Counter`` in C; only
+    objects' bins are added one by one.
     """
-    acc: dict[Any, tuple[Summary, dict[str, int], list[dict[Any, int]]]] = {}
-    for row in rows:
-        group = row[0]
-        entry = acc.get(group)
-        if entry is None:
-            entry = acc[group] = (Summary(provider=row[1], model=row[2]), {}, [{}, {}, {}])
-        s, errors, bins = entry
-        s.total += row[3]
-        s.ok += row[4]
-        s.outage += row[5]
-        for text, into in (
-            (row[6], errors),
-            (row[7], bins[0]),
-            (row[8], bins[1]),
-            (row[9], bins[2]),
-        ):
-            if text:
-                data = json.loads(text)
-                if isinstance(data, list):
-                    for k in data:
-                        into[k] = into.get(k, 0) + 1
-                else:
-                    for k, n in data.items():
-                        into[k] = into.get(k, 0) + n
-        s.token_requests += row[10]
-        s.input_tokens += row[11]
-        s.output_tokens += row[12]
-        s.cost_requests += row[13]
-        s.cost_usd += row[14]
-        rl_max, rl_latest, rl_latest_ts, first_ts, last_ts = row[15:20]
-        if rl_max is not None and (s.rl_max is None or rl_max > s.rl_max):
-            s.rl_max = rl_max
-        if rl_latest_ts is not None and (s.rl_latest_ts is None or rl_latest_ts >= s.rl_latest_ts):
-            s.rl_latest, s.rl_latest_ts = rl_latest, rl_latest_ts
-        if s.first_ts is None or first_ts < s.first_ts:
-            s.first_ts = first_ts
-        if s.last_ts is None or last_ts > s.last_ts:
-            s.last_ts = last_ts
-    out: dict[Any, Summary] = {}
-    for group, (s, errors, bins) in acc.items():
-        s.errors = {str(k): n for k, n in errors.items()}
-        s.ttft, s.latency, s.tps = ({int(k): n for k, n in b.items()} for b in bins)
-        out[group] = s
-    return out
+    columns = [_parse([row[i] for row in rows]) for i in (8, 9, 10, 11)]
+    return [
+        Summary(
+            provider=row[3],
+            model=row[4],
+            total=row[5],
+            ok=row[6],
+            outage=row[7],
+            errors=_count(errors),
+            ttft=_int_keys(_count(ttft)),
+            latency=_int_keys(_count(latency)),
+            tps=_int_keys(_count(tps)),
+            token_requests=row[12],
+            input_tokens=row[13],
+            output_tokens=row[14],
+            cost_requests=row[15],
+            cost_usd=row[16],
+            rl_max=row[17],
+            rl_latest=row[18],
+            rl_latest_ts=row[19],
+            first_ts=row[20],
+            last_ts=row[21],
+        )
+        for row, errors, ttft, latency, tps in zip(rows, *columns, strict=True)
+    ]
+
+
+def decode_counts(texts: Sequence[str | None]) -> list[dict[str, int]]:
+    """Errors of such rows alone: ``{class: count}`` per text."""
+    return [_count(parts) for parts in _parse(texts)]
+
+
+def _parse(texts: Sequence[str | None]) -> list[list[Any]]:
+    """One list of JSON values per text: ``'[1,2],[3]'`` -> ``[[1, 2], [3]]``."""
+    joined = ",".join(f"[{t}]" if t else "[]" for t in texts)
+    parsed: list[list[Any]] = json.loads(f"[{joined}]")
+    return parsed
+
+
+def _count(parts: list[Any]) -> dict[Any, int]:
+    if not parts:
+        return {}
+    if isinstance(parts[0], list):
+        return dict(Counter(itertools.chain.from_iterable(parts)))
+    counts: dict[Any, int] = parts[0]
+    get = counts.get
+    for part in parts[1:]:
+        for k, n in part.items():
+            counts[k] = get(k, 0) + n
+    return counts
+
+
+def _int_keys(counts: dict[Any, int]) -> Bins:
+    """JSON object keys are strings; array entries are the integers already."""
+    if not counts or isinstance(next(iter(counts)), int):
+        return counts
+    return dict(zip(map(int, counts), counts.values(), strict=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
 import os
@@ -10,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
@@ -18,12 +21,20 @@ from llmpulse.store.base import (
     RAW_RETENTION_S,
     ROLLUP_RETENTION_S,
     GroupBy,
+    ModelChange,
     PruneStats,
-    Sample,
     Store,
+    Totals,
+    TotalsBy,
 )
-from llmpulse.store.rollup import SUMMARY_COLUMNS, Summary, merge_rows
-from llmpulse.store.sqlite_rollup import Groups, merge_summary_sql, raw_summary_sql
+from llmpulse.store.rollup import (
+    METRICS,
+    SUMMARY_COLUMNS,
+    Summary,
+    decode_counts,
+    decode_summaries,
+)
+from llmpulse.store.sqlite_rollup import merge_summary_sql, raw_summary_sql, tier_summary_sql
 
 # Rollup columns after the key; errors and sketches are JSON objects ({class: n}, {key: n}).
 _ROLLUP_COLUMNS_SQL = """
@@ -46,6 +57,28 @@ _ROLLUP_COLUMNS_SQL = """
         rl_latest_ts REAL,
         first_ts REAL NOT NULL,
         last_ts REAL NOT NULL"""
+
+# The same columns, scalars first: they stay on the row's own page when sketches overflow it.
+_TIER_COLUMNS_SQL = """
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        ok INTEGER NOT NULL,
+        outage INTEGER NOT NULL,
+        token_requests INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cost_requests INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        rl_max REAL,
+        rl_latest REAL,
+        rl_latest_ts REAL,
+        first_ts REAL NOT NULL,
+        last_ts REAL NOT NULL,
+        errors TEXT,
+        ttft_sketch TEXT,
+        latency_sketch TEXT,
+        tps_sketch TEXT"""
 
 # Each entry moves the schema from version i to i+1; never edit a released entry, append one.
 MIGRATIONS: tuple[str, ...] = (
@@ -120,6 +153,47 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO rollup_state (id) VALUES (1);
     """,
+    # Six-hour and daily tiers, so that a 30-day chart in 6-hour points reads 120 rows per
+    # target and 90 days of daily totals 90 rows, not 720 and 2,160 hourly ones. They hold
+    # every whole period before coarse_watermark_ts, which stays NULL (and queries use hours)
+    # until the first rollup after this migration has filled them from the hourly rows.
+    # Their rows (a kilobyte or more) are too large for WITHOUT ROWID, which would move most
+    # of each to an overflow page, and their scalars come first: totals never read sketches.
+    # model_changes: each change of the model a target serves, kept beyond raw retention and
+    # filled here from the raw rows there are; a target's first model has previous NULL.
+    f"""
+    CREATE TABLE rollups_6h (
+        period_ts INTEGER NOT NULL,
+        target TEXT NOT NULL,
+        check_kind TEXT NOT NULL,
+        {_TIER_COLUMNS_SQL},
+        UNIQUE (period_ts, target, check_kind)
+    );
+    CREATE INDEX rollups_6h_target_period ON rollups_6h (target, period_ts);
+    CREATE TABLE rollups_daily (
+        day_ts INTEGER NOT NULL,
+        target TEXT NOT NULL,
+        check_kind TEXT NOT NULL,
+        {_TIER_COLUMNS_SQL},
+        UNIQUE (day_ts, target, check_kind)
+    );
+    CREATE INDEX rollups_daily_target_day ON rollups_daily (target, day_ts);
+    ALTER TABLE rollup_state ADD COLUMN coarse_watermark_ts REAL;
+    CREATE TABLE model_changes (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        target TEXT NOT NULL,
+        previous TEXT,
+        current TEXT NOT NULL
+    );
+    CREATE INDEX model_changes_target_ts ON model_changes (target, ts);
+    INSERT INTO model_changes (ts, target, previous, current)
+    SELECT ts, target, previous, response_model FROM (
+        SELECT ts, target, response_model,
+               lag(response_model) OVER (PARTITION BY target ORDER BY ts, id) AS previous
+        FROM results WHERE response_model IS NOT NULL
+    ) WHERE previous IS NULL OR previous != response_model ORDER BY ts
+    """,
 )
 
 _COLUMNS = (
@@ -132,10 +206,6 @@ _COLUMNS = (
     "context_window", "warnings",
 )  # fmt: skip
 _INSERT = f"INSERT INTO results ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-_SAMPLE_COLUMNS = (
-    "ts, target, provider, check_kind, ok, error_class, latency_ms, ttft_ms, tokens_per_s, "
-    "input_tokens, output_tokens, cost_usd, rl_utilization"
-)
 _ROLLUP_INSERT = (
     "INSERT OR REPLACE INTO {table} ({time_col}, target, check_kind, "
     + ", ".join(SUMMARY_COLUMNS)
@@ -143,8 +213,26 @@ _ROLLUP_INSERT = (
 )
 _MINUTE = 60
 _HOUR = 3600
+_DAY = 86400
 # Rollups are computed a day at a time: bounded temporary tables when catching up on months.
 _ROLLUP_CHUNK_S = 86400
+_ServedModel = tuple[str | None, float]  # a target's current model, and its newest result's ts
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Tier:
+    period: int
+    table: str
+    time_col: str
+
+
+# Finest first; each tier holds whole periods of the one before it, merged from it.
+_TIERS = (
+    _Tier(_MINUTE, "rollups", "minute_ts"),
+    _Tier(_HOUR, "rollups_hourly", "hour_ts"),
+    _Tier(6 * _HOUR, "rollups_6h", "period_ts"),
+    _Tier(_DAY, "rollups_daily", "day_ts"),
+)
 
 
 def default_path() -> Path:
@@ -161,6 +249,8 @@ class SQLiteStore(Store):
         self._lock = threading.Lock()
         self._db = sqlitedb.connect(self.path)
         _ensure_math_functions(self._db)
+        # Per target, loaded from the database on first write: the store is the only writer.
+        self._served: dict[str, _ServedModel] = {}
         with self._lock:
             sqlitedb.migrate(self._db, MIGRATIONS, self.path)
 
@@ -175,12 +265,48 @@ class SQLiteStore(Store):
         with self._lock:
             self._db.execute("BEGIN")
             try:
+                changes, served = self._model_changes_in(results)
                 self._db.executemany(_INSERT, rows)
+                self._db.executemany(
+                    "INSERT INTO model_changes (ts, target, previous, current) VALUES (?, ?, ?, ?)",
+                    changes,
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:  # SQLite may have rolled back already
                     self._db.execute("ROLLBACK")
                 raise
+            self._served.update(served)  # only once committed: a failed batch is retried
+
+    def _model_changes_in(
+        self, results: Sequence[CheckResult]
+    ) -> tuple[list[tuple[float, str, str | None, str]], dict[str, _ServedModel]]:
+        """Rows for ``model_changes`` and each target's new state, from results in time order.
+
+        A result older than the newest one already stored for its target changes nothing: it
+        arrived late (a long stream check), and the history has moved on without it.
+        """
+        served: dict[str, _ServedModel] = {}
+        changes: list[tuple[float, str, str | None, str]] = []
+        for r in sorted(results, key=lambda r: r.timestamp):
+            state = served.get(r.target) or self._served.get(r.target)
+            model, newest = state if state is not None else self._load_served(r.target)
+            ts = r.timestamp.timestamp()
+            if ts < newest:
+                continue
+            if r.response_model is not None and r.response_model != model:
+                changes.append((ts, r.target, model, r.response_model))
+                model = r.response_model
+            served[r.target] = (model, ts)
+        return changes, served
+
+    def _load_served(self, target: str) -> _ServedModel:
+        model, newest = self._db.execute(
+            "SELECT (SELECT current FROM model_changes WHERE target = ? "
+            "ORDER BY ts DESC, id DESC LIMIT 1), (SELECT max(ts) FROM results WHERE target = ?)",
+            (target, target),
+        ).fetchone()
+        return model, -math.inf if newest is None else newest
 
     def latest_results(self, limit: int = 100, target: str | None = None) -> list[CheckResult]:
         sql = f"SELECT {', '.join(_COLUMNS)} FROM results"
@@ -192,6 +318,25 @@ class SQLiteStore(Store):
         with self._lock:
             rows = self._db.execute(sql, (*args, limit)).fetchall()
         return [_result(row) for row in rows]
+
+    def latest_per_target(self) -> dict[str, CheckResult]:
+        # The distinct targets by skipping through the (target, ts) index, one seek each, then
+        # the newest row of each from the end of its run in that index: no scan.
+        sql = f"""
+            WITH RECURSIVE targets(name) AS (
+                SELECT min(target) FROM results
+                UNION ALL
+                SELECT (SELECT min(target) FROM results WHERE target > name)
+                FROM targets WHERE name IS NOT NULL
+            )
+            SELECT {", ".join(f"r.{c}" for c in _COLUMNS)} FROM targets
+            JOIN results AS r ON r.id = (
+                SELECT id FROM results WHERE target = targets.name
+                ORDER BY ts DESC, id DESC LIMIT 1
+            )"""
+        with self._lock:
+            rows = self._db.execute(sql).fetchall()
+        return {row["target"]: _result(row) for row in rows}
 
     def results_between(
         self, start_ts: float, end_ts: float, target: str | None = None
@@ -205,39 +350,38 @@ class SQLiteStore(Store):
             rows = self._db.execute(sql + " ORDER BY ts, id", args).fetchall()
         return [_result(row) for row in rows]
 
-    def samples(
+    def metric_values(
         self,
         start_ts: float,
         end_ts: float,
         *,
+        group_by: Literal["target", "provider"] | None = None,
         target: str | None = None,
         provider: str | None = None,
         check: str | None = None,
-    ) -> list[Sample]:
+    ) -> dict[str, dict[str, list[float]]]:
         where, args = _where("ts", start_ts, end_ts, target, provider, check)
-        sql = f"SELECT {_SAMPLE_COLUMNS} FROM results WHERE {where}"
+        group = group_by or "''"
+        sql = f"SELECT {group}, ttft_ms, latency_ms, tokens_per_s FROM results WHERE {where}"
         with self._lock:
             cursor = self._db.execute(sql, args)
             cursor.row_factory = None  # plain tuples: several times faster than sqlite3.Row
             rows = cursor.fetchall()
-        return [
-            Sample(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                bool(r[4]),
-                r[5],
-                r[6],
-                r[7],
-                r[8],
-                r[9],
-                r[10],
-                r[11],
-                r[12],
-            )
-            for r in rows
-        ]
+        lists: dict[str, tuple[list[float], list[float], list[float]]] = {}
+        for g, ttft, latency, tps in rows:
+            entry = lists.get(g)
+            if entry is None:
+                entry = lists[g] = ([], [], [])
+            if ttft is not None:
+                entry[0].append(ttft)
+            if latency is not None:
+                entry[1].append(latency)
+            if tps is not None:
+                entry[2].append(tps)
+        for entry in lists.values():
+            for values in entry:
+                values.sort()
+        return {g: dict(zip(METRICS, entry, strict=True)) for g, entry in lists.items()}
 
     def rollup_watermark(self) -> float | None:
         with self._lock:
@@ -249,10 +393,16 @@ class SQLiteStore(Store):
         written = 0
         with self._lock, sqlitedb.transaction(self._db):
             state = self._db.execute(
-                "SELECT watermark_ts, last_id, pruned_before FROM rollup_state"
+                "SELECT watermark_ts, last_id, pruned_before, coarse_watermark_ts FROM rollup_state"
             ).fetchone()
-            watermark, last_id, pruned_before = state[0], state[1], state[2]
+            watermark, last_id, pruned_before, coarse = state[0], state[1], state[2], state[3]
             max_id = self._db.execute("SELECT coalesce(max(id), 0) FROM results").fetchone()[0]
+            backfill: list[tuple[int, int]] = []
+            if coarse is None and watermark is not None:
+                # Tiers added by a migration start empty: fill them from the hourly rows once.
+                first = self._db.execute("SELECT min(hour_ts) FROM rollups_hourly").fetchone()[0]
+                if first is not None:
+                    backfill.append((first, int(watermark)))
             if watermark is None:
                 first = self._db.execute("SELECT min(ts) FROM results").fetchone()[0]
                 watermark = cutoff if first is None else min(cutoff, _floor(first, _MINUTE))
@@ -272,13 +422,20 @@ class SQLiteStore(Store):
             for lo, hi in ranges:
                 for a, b in _chunks(lo, hi, _ROLLUP_CHUNK_S):
                     written += self._rollup_minutes(a, b)
-            hours = sorted({h for lo, hi in ranges for h in range(_floor(lo, _HOUR), hi, _HOUR)})
-            for lo, hi in _runs(hours, _HOUR):
-                for a, b in _chunks(lo, hi, _ROLLUP_CHUNK_S):
-                    self._rollup_hours(a, b)
+            watermark = max(watermark, cutoff)
+            for below, tier in itertools.pairwise(_TIERS):
+                # Queries read whole periods only (see _plan): write a period once it is
+                # complete, and again whenever late rows change it.
+                spans = ranges + backfill if tier.period > _HOUR else ranges
+                p = tier.period
+                starts = {a for lo, hi in spans for a in range(_floor(lo, p), hi, p)}
+                complete = sorted(a for a in starts if a + p <= watermark)
+                for lo, hi in _runs(complete, p):
+                    for a, b in _chunks(lo, hi, max(p, _ROLLUP_CHUNK_S)):
+                        self._rollup_tier(below, tier, a, b)
             self._db.execute(
-                "UPDATE rollup_state SET watermark_ts = ?, last_id = ?",
-                (max(watermark, cutoff), max_id),
+                "UPDATE rollup_state SET watermark_ts = ?, last_id = ?, coarse_watermark_ts = ?",
+                (watermark, max_id, watermark),
             )
         return written
 
@@ -290,15 +447,15 @@ class SQLiteStore(Store):
         sql = _ROLLUP_INSERT.format(table="rollups", time_col="minute_ts", select=select)
         return self._db.execute(sql, (lo, hi)).rowcount
 
-    def _rollup_hours(self, lo: int, hi: int) -> None:
-        self._db.execute("DELETE FROM rollups_hourly WHERE hour_ts >= ? AND hour_ts < ?", (lo, hi))
+    def _rollup_tier(self, below: _Tier, tier: _Tier, lo: int, hi: int) -> None:
+        table, col, p = tier.table, tier.time_col, tier.period
+        self._db.execute(f"DELETE FROM {table} WHERE {col} >= ? AND {col} < ?", (lo, hi))
         select = merge_summary_sql(
-            "rollups",
-            ("minute_ts / 3600 * 3600", "target", "check_kind"),
-            "minute_ts >= ? AND minute_ts < ?",
+            below.table,
+            (f"{below.time_col} / {p} * {p}", "target", "check_kind"),
+            f"{below.time_col} >= ? AND {below.time_col} < ?",
         )
-        sql = _ROLLUP_INSERT.format(table="rollups_hourly", time_col="hour_ts", select=select)
-        self._db.execute(sql, (lo, hi))
+        self._db.execute(_ROLLUP_INSERT.format(table=table, time_col=col, select=select), (lo, hi))
 
     def summarize(
         self,
@@ -310,34 +467,108 @@ class SQLiteStore(Store):
         target: str | None = None,
         provider: str | None = None,
         check: str | None = None,
+        sketches: bool = True,
     ) -> dict[str | int, Summary]:
-        step = 0
-        if group_by == "bucket":
-            if not step_s or step_s % _MINUTE:
-                raise ValueError(f"step_s must be a positive multiple of 60, got {step_s!r}")
-            step = int(step_s)
-        filters = (target, provider, check)
+        bucketed = group_by == "bucket"
+        by = None if bucketed else group_by
+        step = _step(step_s) if bucketed else 0
         out: dict[str | int, Summary] = {}
-        with self._lock:
-            watermark = self._db.execute("SELECT watermark_ts FROM rollup_state").fetchone()[0]
-            for source, lo, hi in _plan(start_ts, end_ts, watermark, step):
-                if source == "results":
-                    groups = _groups(group_by, "ts", step)
-                    where, args = _where("ts", lo, hi, *filters)
-                    sql = raw_summary_sql(groups, where)
+        filters = (target, provider, check)
+        for rows in self._fetch(start_ts, end_ts, step, by, filters, sketches=sketches):
+            for row, part in zip(rows, decode_summaries(rows), strict=True):
+                key = row[0] if bucketed else row[1]
+                existing = out.get(key)
+                if existing is None:
+                    out[key] = part
                 else:
-                    # Rollup rows are merged here rather than by json_each in SQL: decoding a
-                    # sketch with json.loads and adding its bins is ~10x faster per bin.
-                    time_col = "minute_ts" if source == "rollups" else "hour_ts"
-                    where, args = _where(time_col, lo, hi, *filters)
-                    g0 = _groups(group_by, time_col, step)[0]
-                    sql = f"SELECT {g0}, {', '.join(SUMMARY_COLUMNS)} FROM {source} WHERE {where}"
-                    for key, part in merge_rows(self._db.execute(sql, args)).items():
-                        _merge_into(out, key, part)
-                    continue
-                for row in self._db.execute(sql, args):
-                    _merge_into(out, row[0], Summary.from_row(tuple(row)[3:]))
+                    existing.merge(part)
         return out
+
+    def totals(
+        self,
+        start_ts: float,
+        end_ts: float,
+        *,
+        step_s: int | None = None,
+        by: TotalsBy = "target",
+        target: str | None = None,
+        provider: str | None = None,
+        check: str | None = None,
+    ) -> dict[tuple[int | None, str], Totals]:
+        step = 0 if step_s is None else _step(step_s)
+        out: dict[tuple[int | None, str], Totals] = {}
+        filters = (target, provider, check)
+        parts = self._fetch(start_ts, end_ts, step, by, filters, sketches=False, ratelimit=False)
+        for rows in parts:
+            for row, errors in zip(rows, decode_counts([r[8] for r in rows]), strict=True):
+                part = Totals(
+                    provider=row[3],
+                    model=row[4],
+                    total=row[5],
+                    ok=row[6],
+                    outage=row[7],
+                    errors=errors,
+                    token_requests=row[12],
+                    input_tokens=row[13],
+                    output_tokens=row[14],
+                    cost_requests=row[15],
+                    cost_usd=row[16],
+                    first_ts=row[20],
+                    last_ts=row[21],
+                )
+                existing = out.get((row[0], row[1]))
+                if existing is None:
+                    out[(row[0], row[1])] = part
+                else:
+                    existing.merge(part)
+        return out
+
+    def _fetch(
+        self,
+        start: float,
+        end: float,
+        step: int,
+        by: str | None,
+        filters: tuple[str | None, str | None, str | None],
+        *,
+        sketches: bool,
+        ratelimit: bool = True,
+    ) -> list[list[tuple[Any, ...]]]:
+        """Rows of ``(bucket start or None, by column or "", "", *SUMMARY_COLUMNS)``, one list
+        per source of the plan; a group has one row per source at most. Decoded by the caller,
+        after the lock is released."""
+        if by not in (None, "target", "provider", "model"):
+            raise ValueError(f"cannot group by {by!r}")  # a column name, spliced into SQL
+        fetched: list[list[tuple[Any, ...]]] = []
+        with self._lock:
+            watermark, coarse = self._db.execute(
+                "SELECT watermark_ts, coarse_watermark_ts FROM rollup_state"
+            ).fetchone()
+            for tier, lo, hi in _plan(start, end, watermark, coarse, step):
+                time_col = "ts" if tier is None else tier.time_col
+                bucket = f"CAST({time_col} / {step} AS INTEGER) * {step}" if step else "NULL"
+                where, args = _where(time_col, lo, hi, *filters)
+                if tier is None:
+                    sql = raw_summary_sql((bucket, by or "''", "''"), where, sketches, ratelimit)
+                else:
+                    groups = (bucket, by or "''")
+                    sql = tier_summary_sql(tier.table, groups, where, sketches, ratelimit)
+                cursor = self._db.execute(sql, args)
+                cursor.row_factory = None  # plain tuples: several times faster than sqlite3.Row
+                fetched.append(cursor.fetchall())
+        return fetched
+
+    def model_changes(
+        self, target: str | None, start_ts: float, end_ts: float
+    ) -> list[ModelChange]:
+        sql = "SELECT ts, target, previous, current FROM model_changes WHERE ts >= ? AND ts < ?"
+        args: tuple[object, ...] = (start_ts, end_ts)
+        if target is not None:
+            sql += " AND target = ?"
+            args += (target,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY ts, id", args).fetchall()
+        return [ModelChange(*row) for row in rows]
 
     def prune(
         self,
@@ -354,7 +585,11 @@ class SQLiteStore(Store):
             rollups = self._db.execute(
                 "DELETE FROM rollups WHERE minute_ts < ?", (rollup_cut,)
             ).rowcount
-            self._db.execute("DELETE FROM rollups_hourly WHERE hour_ts + 3600 <= ?", (rollup_cut,))
+            for tier in _TIERS[1:]:
+                self._db.execute(
+                    f"DELETE FROM {tier.table} WHERE {tier.time_col} + {tier.period} <= ?",
+                    (rollup_cut,),
+                )
             # Without AUTOINCREMENT, SQLite reuses ids above the largest one left: lower the
             # late-row marker to it, or rows written next would look already rolled up.
             self._db.execute(
@@ -370,14 +605,6 @@ class SQLiteStore(Store):
             self._db.close()
 
 
-def _merge_into(out: dict[str | int, Summary], key: str | int, part: Summary) -> None:
-    existing = out.get(key)
-    if existing is None:
-        out[key] = part
-    else:
-        existing.merge(part)
-
-
 def _ensure_math_functions(db: sqlite3.Connection) -> None:
     """Sketch keys need log2 and ceil, absent when SQLite was built without math functions."""
     try:
@@ -385,6 +612,12 @@ def _ensure_math_functions(db: sqlite3.Connection) -> None:
     except sqlite3.OperationalError:
         db.create_function("log2", 1, math.log2, deterministic=True)
         db.create_function("ceil", 1, math.ceil, deterministic=True)
+
+
+def _step(step_s: int | None) -> int:
+    if not step_s or step_s % _MINUTE:
+        raise ValueError(f"step_s must be a positive multiple of 60, got {step_s!r}")
+    return int(step_s)
 
 
 def _floor(ts: float, step: int) -> int:
@@ -411,35 +644,39 @@ def _chunks(lo: int, hi: int, size: int) -> list[tuple[int, int]]:
 
 
 def _plan(
-    start: float, end: float, watermark: float | None, step: int
-) -> list[tuple[str, float, float]]:
-    """Which source answers which part of [start, end): hourly rollups for whole hours,
-    minute rollups for whole minutes at the edges, raw rows for partial minutes and for the
-    tail after the watermark. Hours are used for buckets only when buckets are whole hours."""
+    start: float, end: float, watermark: float | None, coarse: float | None, step: int
+) -> list[tuple[_Tier | None, float, float]]:
+    """Which source answers which part of [start, end): raw rows (None) for partial minutes and
+    for the tail after the watermark, and for the rest the coarsest tiers whose periods fit
+    whole (and, with buckets, divide the step), finer tiers at the edges. The six-hour and
+    daily tiers only below their own watermark ``coarse``."""
     a = _ceil(start, _MINUTE)
     if watermark is None or watermark <= a or end <= a:
-        return [("results", start, end)]
+        return [(None, start, end)]
     b = min(int(watermark), _floor(end, _MINUTE))
-    plan: list[tuple[str, float, float]] = []
+    plan: list[tuple[_Tier | None, float, float]] = []
     if start < a:
-        plan.append(("results", start, a))
+        plan.append((None, start, a))
     if b < end:
-        plan.append(("results", b, end))
-    ha, hb = _ceil(a, _HOUR), _floor(b, _HOUR)
-    if ha < hb and step % _HOUR == 0:
-        plan.append(("rollups_hourly", ha, hb))
-        plan += [("rollups", lo, hi) for lo, hi in ((a, ha), (hb, b)) if lo < hi]
-    elif a < b:
-        plan.append(("rollups", a, b))
-    return plan
+        plan.append((None, b, end))
+    tiers = [t for t in _TIERS if step % t.period == 0]
+    return plan + _cover(a, b, tiers, coarse)
 
 
-def _groups(group_by: GroupBy, time_col: str, step: int) -> Groups:
-    if group_by == "bucket":
-        return (f"CAST({time_col} / {step} AS INTEGER) * {step}", "''", "''")
-    if group_by in ("target", "provider"):
-        return (group_by, "''", "''")
-    return ("''", "''", "''")
+def _cover(
+    lo: int, hi: int, tiers: list[_Tier], coarse: float | None
+) -> list[tuple[_Tier | None, float, float]]:
+    """[lo, hi) (whole minutes) from the coarsest of ``tiers`` (finest first) and finer ones."""
+    if lo >= hi:
+        return []
+    *finer, tier = tiers
+    if not finer:
+        return [(tier, lo, hi)]
+    top = hi if tier.period <= _HOUR else min(hi, coarse if coarse is not None else lo)
+    a, b = _ceil(lo, tier.period), _floor(top, tier.period)
+    if a >= b:
+        return _cover(lo, hi, finer, coarse)
+    return [*_cover(lo, a, finer, coarse), (tier, a, b), *_cover(b, hi, finer, coarse)]
 
 
 def _where(

@@ -1,10 +1,11 @@
-"""SQL that builds summaries inside SQLite: raw rows -> groups, and minute rows -> hours.
+"""SQL that builds summaries inside SQLite: raw rows -> groups, and rollup rows -> coarser tiers.
 
-Both yield ``g0, g1, g2`` (the group) followed by ``rollup.SUMMARY_COLUMNS``. Minute rollups
+Each yields ``g0, g1, g2`` (the group) followed by ``rollup.SUMMARY_COLUMNS``. Minute rollups
 keep sketches and errors as JSON arrays (one entry per result: built in a single GROUP BY
-pass); hourly rows keep JSON objects ``{key: count}``, merged from minutes by ``json_each``.
-Queries merge rollup rows in Python (``rollup.merge_rows``), which is faster per bin than
-``json_each`` once rows hold a hundred bins.
+pass); coarser tiers keep JSON objects ``{key: count}``, merged from the tier below by
+``json_each`` when they are written. Queries let SQL sum the scalars and concatenate the JSON
+of each group (``tier_summary_sql``); Python counts the bins (``rollup.decode_summaries``),
+which is faster per bin than ``json_each`` once rows hold a hundred bins.
 """
 
 from __future__ import annotations
@@ -40,17 +41,22 @@ LEFT JOIN bins AS s2 ON s2.g0 = b.g0 AND s2.g1 = b.g1 AND s2.g2 = b.g2 AND s2.m 
 """
 
 
-def raw_summary_sql(groups: Groups, where: str) -> str:
+def raw_summary_sql(
+    groups: Groups, where: str, sketches: bool = True, ratelimit: bool = True
+) -> str:
     """Summaries of the ``results`` rows matching ``where``, grouped by ``groups``.
 
     One GROUP BY pass, no per-key grouping: sketches and errors come out as JSON arrays with
     one entry per result (a minute holds a handful), which ``merge_summary_sql`` and
-    ``rollup.decode_bins`` count. The latest utilization is found by max() over the
-    timestamp (ms) and the utilization (1e-6) packed into one integer.
+    ``rollup.decode_summaries`` count. The latest utilization is found by max() over the
+    timestamp (ms) and the utilization (1e-6) packed into one integer. Without ``sketches``
+    or ``ratelimit`` those columns are NULL: every aggregate costs time per row.
     """
     g0, g1, g2 = groups
 
-    def array(value: str, column: str) -> str:
+    def array(value: str, column: str, sketch: bool = True) -> str:
+        if sketch and not sketches:
+            return "NULL"
         return (
             f"CASE WHEN count({column}) THEN json_group_array({value}) "
             f"FILTER (WHERE {column} IS NOT NULL) END"
@@ -60,6 +66,12 @@ def raw_summary_sql(groups: Groups, where: str) -> str:
         f"CAST(round(ts * 1000) AS INTEGER) * {_PACK} "
         "+ CAST(round(max(0.0, min(rl_utilization, 1.0)) * 1e6) AS INTEGER)"
     )
+    rl_max, rl_packed = (
+        "max(rl_utilization)",
+        f"max(CASE WHEN rl_utilization IS NOT NULL THEN {packed} END)",
+    )
+    if not ratelimit:
+        rl_max = rl_packed = "NULL"
     return f"""
 SELECT g0, g1, g2, provider, model, total, ok, outage, errors, ttft_sketch, latency_sketch,
        tps_sketch, token_requests, input_tokens, output_tokens, cost_requests, cost_usd, rl_max,
@@ -70,7 +82,7 @@ FROM (
     SELECT {g0} AS g0, {g1} AS g1, {g2} AS g2, max(provider) AS provider, max(model) AS model,
            count(*) AS total, sum(ok) AS ok,
            count(CASE WHEN error_class IN ({_OUTAGE_SQL}) THEN 1 END) AS outage,
-           {array("error_class", "error_class")} AS errors,
+           {array("error_class", "error_class", sketch=False)} AS errors,
            {array(sql_key("ttft_ms"), "ttft_ms")} AS ttft_sketch,
            {array(sql_key("latency_ms"), "latency_ms")} AS latency_sketch,
            {array(sql_key("tokens_per_s"), "tokens_per_s")} AS tps_sketch,
@@ -79,8 +91,7 @@ FROM (
            coalesce(sum(input_tokens), 0) AS input_tokens,
            coalesce(sum(output_tokens), 0) AS output_tokens,
            count(cost_usd) AS cost_requests, total(cost_usd) AS cost_usd,
-           max(rl_utilization) AS rl_max,
-           max(CASE WHEN rl_utilization IS NOT NULL THEN {packed} END) AS rl_packed,
+           {rl_max} AS rl_max, {rl_packed} AS rl_packed,
            min(ts) AS first_ts, max(ts) AS last_ts
     FROM results WHERE {where} GROUP BY 1, 2, 3
 )"""
@@ -125,3 +136,43 @@ bins AS (
     GROUP BY g0, g1, g2, m
 )
 {_FINAL}"""
+
+
+def tier_summary_sql(
+    table: str, groups: tuple[str, str], where: str, sketches: bool, ratelimit: bool
+) -> str:
+    """Rollup rows of ``table`` matching ``where``, one row per group ``(g0, g1)``: scalars
+    summed here, errors and sketches concatenated (``group_concat``: comma-separated JSON
+    values) for ``rollup.decode_summaries``. Without ``sketches`` or ``ratelimit`` those
+    columns are NULL. The latest utilization is packed as in ``raw_summary_sql`` (rollups
+    keep it at that precision already), so that one max() finds it.
+    """
+    g0, g1 = groups
+
+    def concat(column: str) -> str:
+        return f"group_concat({column})" if sketches else "NULL"
+
+    packed = (
+        f"CAST(round(rl_latest_ts * 1000) AS INTEGER) * {_PACK} "
+        "+ CAST(round(rl_latest * 1e6) AS INTEGER)"
+    )
+    rl_max, rl_packed = "max(rl_max)", f"max(CASE WHEN rl_latest_ts IS NOT NULL THEN {packed} END)"
+    if not ratelimit:
+        rl_max = rl_packed = "NULL"
+    return f"""
+SELECT g0, g1, '', provider, model, total, ok, outage, errors, ttft_sketch, latency_sketch,
+       tps_sketch, token_requests, input_tokens, output_tokens, cost_requests, cost_usd, rl_max,
+       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed % {_PACK}) / 1e6 END AS rl_latest,
+       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed / {_PACK}) / 1000.0 END AS rl_latest_ts,
+       first_ts, last_ts
+FROM (
+    SELECT {g0} AS g0, {g1} AS g1, max(provider) AS provider, max(model) AS model,
+           sum(total) AS total, sum(ok) AS ok, sum(outage) AS outage,
+           group_concat(errors) AS errors, {concat("ttft_sketch")} AS ttft_sketch,
+           {concat("latency_sketch")} AS latency_sketch, {concat("tps_sketch")} AS tps_sketch,
+           sum(token_requests) AS token_requests, sum(input_tokens) AS input_tokens,
+           sum(output_tokens) AS output_tokens, sum(cost_requests) AS cost_requests,
+           total(cost_usd) AS cost_usd, {rl_max} AS rl_max, {rl_packed} AS rl_packed,
+           min(first_ts) AS first_ts, max(last_ts) AS last_ts
+    FROM {table} WHERE {where} GROUP BY 1, 2
+)"""
