@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import detection, metrics_query, scale, ttft_accuracy
+from bench import detection, metrics_query, scale, ttft_accuracy, web_api
 
 BENCHES = {
     "ttft": ttft_accuracy.main,
     "metrics": metrics_query.main,
     "detection": detection.main,
     "scale": scale.main,
+    "web": web_api.main,
 }
 
 

@@ -49,11 +49,14 @@ class Silence:
         return data
 
 
+CONFIG_SILENCE_PREFIX = "config-"
+
+
 def configured_silences(configured: Iterable[SilenceConfig]) -> list[Silence]:
     """The config's maintenance windows, with ids stable across restarts."""
     return [
         Silence(
-            id="config-" + hashlib.sha256(repr(s).encode()).hexdigest()[:8],
+            id=CONFIG_SILENCE_PREFIX + hashlib.sha256(repr(s).encode()).hexdigest()[:8],
             starts_at=s.starts.timestamp() if s.starts else 0.0,
             ends_at=s.ends.timestamp(),
             target=s.target,

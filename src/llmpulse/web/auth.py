@@ -30,7 +30,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>llmpulse: sign in</title><link rel="stylesheet" href="/static/app.css"></head>
+<title>llmpulse: sign in</title><link rel="icon" href="/static/favicon.svg">
+<link rel="stylesheet" href="/static/app.css"></head>
 <body class="login"><form method="get" action="/login"><h1>llmpulse</h1>
 <label>Access token <input type="password" name="token" autocomplete="current-password"
 autofocus required></label><button type="submit">Sign in</button>{error}</form></body></html>"""

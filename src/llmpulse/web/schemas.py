@@ -177,6 +177,8 @@ class Silence(BaseModel):
     comment: str
     created_by: str
     active: bool
+    # False for the config's silences: they end when the config says.
+    editable: bool
 
 
 class Silences(BaseModel):
@@ -189,7 +191,12 @@ class NewSilence(BaseModel):
     target: str = Field(default="*", max_length=200)
     provider: str = Field(default="*", max_length=200)
     rule: str = Field(default="*", max_length=200)
-    duration: str = Field(description="How long, e.g. 30m or 2h (at most 365 days)")
+    duration: str = Field(
+        description="How long from now: one or more <number><unit> parts (units ms, s, m, h, "
+        "d), e.g. 30m or 1h30m; more than 0 and at most 365 days",
+        pattern=r"^(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d))+$",
+        max_length=64,
+    )
     comment: str = Field(default="", max_length=2000)
     created_by: str = Field(default="api", max_length=200)
 

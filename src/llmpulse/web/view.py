@@ -18,7 +18,7 @@ from pathlib import Path
 
 from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE, AlertRecord
 from llmpulse.alerts.model import AlertState
-from llmpulse.alerts.silences import Silence, configured_silences
+from llmpulse.alerts.silences import CONFIG_SILENCE_PREFIX, Silence, configured_silences
 from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import Config, Target
 from llmpulse.durations import parse_duration
@@ -108,6 +108,7 @@ class View:
         window_s = metrics.WINDOWS[CARD_WINDOW]
         aggregates = metrics.aggregate_by_target(self.store, window_s, now)
         today = self.store.totals(_day_start(now), now, by="target")
+        served = self._served_models(None, now)
         cards = []
         for t in self._targets.values():
             cost = today.get((None, t.name))
@@ -118,6 +119,7 @@ class View:
                     latest.get(t.name),
                     aggregates.get(t.name),
                     cost.cost_usd if cost is not None and cost.cost_requests else None,
+                    served.get(t.name),
                     silences,
                     now,
                 )
@@ -164,6 +166,7 @@ class View:
             latest[0] if latest else None,
             windows[CARD_WINDOW],
             today.cost_usd if today is not None and today.cost_requests else None,
+            self._served_models(name, now).get(name),
             self._silences(now),
             now,
         )
@@ -176,6 +179,7 @@ class View:
         latest: CheckResult | None,
         agg: metrics.Aggregate | None,
         cost_today: float | None,
+        served_model: str | None,
         silences: list[Silence],
         now: float,
     ) -> schemas.Card:
@@ -205,7 +209,7 @@ class View:
             checks_1h=agg.count,
             last_check_ts=latest.timestamp.timestamp() if latest is not None else None,
             last_error=last_error,
-            served_model=latest.response_model if latest is not None else None,
+            served_model=served_model,
             official=self._official(t.provider),
             alerts=[
                 _alert(r, silences, now)
@@ -213,6 +217,12 @@ class View:
                 if r.state in (AlertState.FIRING, AlertState.PENDING)
             ],
         )
+
+    def _served_models(self, target: str | None, now: float) -> dict[str, str]:
+        """The model each target served last: the latest check may be a models-list check,
+        which names none."""
+        changes = self.store.model_changes(target, 0, now + 1)
+        return {c.target: c.current for c in changes}
 
     def statuses(self, now: float | None = None) -> dict[str, TargetStatus]:
         """Every target's status: the badges', the public page's and ``/metrics``' source."""
@@ -309,6 +319,8 @@ class View:
                 )
             )
         for change in self.store.model_changes(target, start, now):
+            if change.previous is None:
+                continue  # the first model seen is not a change
             out.append(
                 schemas.Event(
                     ts=change.ts,
@@ -598,6 +610,7 @@ def _silence(s: Silence, now: float) -> schemas.Silence:
         comment=s.comment,
         created_by=s.created_by,
         active=s.active(now),
+        editable=not s.id.startswith(CONFIG_SILENCE_PREFIX),
     )
 
 

@@ -204,8 +204,9 @@ function silenceRow(s) {
   const starts = toTs(s.starts_at);
   const ends = toTs(s.ends_at);
   const state = s.active ? "active" : starts > t ? "scheduled" : "ended";
+  // Config silences end when the config says; only API/CLI silences can be ended here.
   const endBtn =
-    state === "ended"
+    state === "ended" || !s.editable
       ? null
       : el("button", {
           type: "button",

@@ -1,0 +1,348 @@
+"""Every endpoint of the dashboard's API, over a real socket, against seeded data."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from llmpulse.config import ConfigError, parse_config
+from webserve import (
+    ANTHROPIC,
+    GROQ,
+    OPENAI,
+    SECRET,
+    SERVED_NEW,
+    SERVED_OLD,
+    ServedWeb,
+    make_config,
+    seed,
+)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, dict[str, Any]]]:
+    db = tmp_path_factory.mktemp("web") / "r.db"
+    now = time.time()
+    facts = seed(db, now)
+    facts["now"] = now
+    with ServedWeb(make_config(), db) as web, httpx.Client(base_url=web.url, timeout=10) as client:
+        yield client, facts
+
+
+@pytest.fixture
+def client(site: tuple[httpx.Client, dict[str, Any]]) -> httpx.Client:
+    return site[0]
+
+
+def get(client: httpx.Client, path: str, **params: Any) -> Any:
+    response = client.get(path, params=params)
+    assert response.status_code == 200, response.text
+    assert SECRET not in response.text and "sk-openai-key" not in response.text
+    return response.json()
+
+
+def test_targets_list_names_providers_and_models_only(client: httpx.Client) -> None:
+    targets = get(client, "/api/v1/targets")
+    assert [t["name"] for t in targets] == [OPENAI, ANTHROPIC, GROQ]
+    assert set(targets[0]) == {"name", "provider", "model", "checks", "interval_s"}
+
+
+def test_overview_cards_show_status_figures_and_alerts(client: httpx.Client, site: Any) -> None:
+    facts = site[1]
+    overview = get(client, "/api/v1/overview")
+    cards = {c["name"]: c for c in overview["cards"]}
+    openai, anthropic, groq = cards[OPENAI], cards[ANTHROPIC], cards[GROQ]
+    # OpenAI: 60 checks in the hour, TTFT 300..359 ms; p50 is the value at floor(0.5·59) = 29.
+    assert openai["status"] == "up"
+    assert openai["status_since"] == pytest.approx(facts["ttft"].resolved_at)
+    assert openai["checks_1h"] == 60
+    assert openai["ttft_p50_ms"] == pytest.approx(329.0)
+    assert openai["ttft_p95_ms"] == pytest.approx(356.0)
+    assert openai["tps_p50"] == pytest.approx(50.0)
+    assert openai["error_rate"] == 0
+    assert openai["ratelimit_utilization"] == pytest.approx(0.6)
+    assert openai["cost_today_usd"] is not None and openai["cost_today_usd"] > 0
+    assert openai["served_model"] == SERVED_NEW
+    assert openai["alerts"] == [] and openai["last_error"] is None
+    # Anthropic: the incident is firing, so the card says down since it fired.
+    assert anthropic["status"] == "down"
+    assert anthropic["status_since"] == pytest.approx(facts["incident"].fired_at)
+    assert anthropic["status_reason"] == "5 consecutive unavailable checks"
+    assert anthropic["error_rate"] == pytest.approx(5 / 20)
+    assert anthropic["last_error"]["class"] == "unavailable"
+    assert "[redacted]" in anthropic["last_error"]["message"]
+    assert [a["rule"] for a in anthropic["alerts"]] == ["consecutive_unavailable"]
+    assert groq["status"] == "unknown" and groq["checks_1h"] == 0 and groq["ttft_p50_ms"] is None
+    providers = {p["provider"]: p for p in overview["providers"]}
+    assert providers["anthropic"]["status"] == "down" and providers["openai"]["status"] == "up"
+    assert overview["overall"] == "down"
+    assert [a["target"] for a in overview["firing"]] == [ANTHROPIC]
+
+
+def test_target_detail_accepts_names_with_slashes(client: httpx.Client) -> None:
+    detail = get(client, f"/api/v1/targets/{OPENAI}")
+    assert detail["target"]["name"] == OPENAI
+    assert detail["card"]["status"] == "up"
+    assert set(detail["windows"]) == {"5m", "1h", "24h", "7d", "30d"}
+    assert detail["windows"]["24h"]["count"] == 60
+    missing = client.get("/api/v1/targets/nope/nothing")
+    assert missing.status_code == 404 and "nope/nothing" in missing.json()["detail"]
+
+
+def test_results_newest_first_with_keys_redacted(client: httpx.Client) -> None:
+    body = get(client, "/api/v1/results", target=ANTHROPIC, limit=3)
+    results = body["results"]
+    assert len(results) == 3
+    stamps = [r["timestamp"] for r in results]
+    assert stamps == sorted(stamps, reverse=True)
+    assert results[0]["error_class"] == "unavailable" and results[0]["http_status"] == 529
+    assert "[redacted]" in results[0]["error_message"]
+    assert client.get("/api/v1/results", params={"target": "x"}).status_code == 404
+    assert client.get("/api/v1/results", params={"limit": 0}).status_code == 422
+
+
+def test_aggregates_by_target_provider_and_overall(client: httpx.Client) -> None:
+    by_target = get(client, "/api/v1/aggregates", window="1h", by="target")["groups"]
+    assert by_target[OPENAI]["count"] == 60 and by_target[ANTHROPIC]["count"] == 20
+    by_provider = get(client, "/api/v1/aggregates", window="24h", by="provider")["groups"]
+    assert set(by_provider) == {"openai", "anthropic"}
+    overall = get(client, "/api/v1/aggregates", window="1h", by="overall")["groups"][""]
+    assert overall["count"] == 80
+    assert overall["errors"] == {"unavailable": 5}
+    assert client.get("/api/v1/aggregates", params={"window": "2h"}).status_code == 422
+
+
+def test_series_are_columnar_buckets_covering_the_range(client: httpx.Client) -> None:
+    series = get(client, "/api/v1/series", target=OPENAI, range="1h")
+    assert series["step_s"] == 60
+    n = len(series["ts"])
+    assert 60 <= n <= 61
+    for key in ("count", "ttft_p50", "ttft_p95", "latency_p99", "tps_p50", "error_rate", "cost"):
+        assert len(series[key]) == n
+    assert sum(series["count"]) == 60
+    assert all(b - a == 60 for a, b in zip(series["ts"], series["ts"][1:], strict=False))
+    anthropic = get(client, "/api/v1/series", target=ANTHROPIC, range="24h")
+    assert anthropic["step_s"] == 900
+    assert sum(anthropic["errors"]["unavailable"]) == 5
+    everything = get(client, "/api/v1/series", range="7d")
+    assert sum(everything["count"]) == 80
+    assert client.get("/api/v1/series", params={"target": "x"}).status_code == 404
+
+
+def test_events_mark_alerts_and_served_model_changes(client: httpx.Client) -> None:
+    events = get(client, "/api/v1/events", target=OPENAI, range="24h")["events"]
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("alert_firing") == 1 and kinds.count("alert_resolved") == 1
+    changes = [e for e in events if e["kind"] == "model_changed"]
+    assert changes[-1]["from"] == SERVED_OLD and changes[-1]["to"] == SERVED_NEW
+    stamps = [e["ts"] for e in events]
+    assert stamps == sorted(stamps)
+
+
+def test_alerts_firing_and_history(client: httpx.Client) -> None:
+    alerts = get(client, "/api/v1/alerts")
+    assert [a["target"] for a in alerts["firing"]] == [ANTHROPIC]
+    assert alerts["firing"][0]["silenced"] is False
+    history = alerts["history"]
+    assert [h["status"] for h in history] == ["firing", "resolved", "firing"]
+    assert history[0]["target"] == ANTHROPIC  # newest first
+    only = get(client, "/api/v1/alerts", target=OPENAI)
+    assert only["firing"] == [] and len(only["history"]) == 2
+
+
+def test_silences_create_list_and_end(client: httpx.Client) -> None:
+    created = client.post(
+        "/api/v1/silences",
+        json={"target": ANTHROPIC, "duration": "30m", "comment": "vendor incident"},
+    )
+    assert created.status_code == 201, created.text
+    silence = created.json()
+    assert silence["active"] and silence["ends_at"] - silence["starts_at"] == pytest.approx(1800)
+    listed = get(client, "/api/v1/silences")["silences"]
+    assert silence["id"] in [s["id"] for s in listed]
+    assert get(client, "/api/v1/alerts")["firing"][0]["silenced"] is True
+    ended = client.delete(f"/api/v1/silences/{silence['id']}")
+    assert ended.status_code == 200 and ended.json()["active"] is False
+    assert client.delete(f"/api/v1/silences/{silence['id']}").status_code == 404
+    assert silence["id"] not in [s["id"] for s in get(client, "/api/v1/silences")["silences"]]
+    assert silence["id"] in [s["id"] for s in get(client, "/api/v1/silences", all=True)["silences"]]
+    malformed = client.post("/api/v1/silences", json={"duration": "soon"})
+    assert malformed.status_code == 422 and "duration" in str(malformed.json()["detail"])
+    zero = client.post("/api/v1/silences", json={"duration": "0s"})
+    assert zero.status_code == 400 and "duration" in zero.json()["detail"]
+    assert client.post("/api/v1/silences", json={"duration": "400d"}).status_code == 400
+    extra = client.post("/api/v1/silences", json={"duration": "1h", "api_key": "x"})
+    assert extra.status_code == 422
+
+
+def test_costs_per_day_target_provider_and_model(client: httpx.Client) -> None:
+    costs = get(client, "/api/v1/costs", days=7)
+    rows = [r for r in costs["days"] if r["target"] == OPENAI]
+    assert sum(r["requests"] for r in rows) == 60
+    assert sum(r["tokens"] for r in rows) == 60 * 30
+    assert sum(r["cost_usd"] for r in rows) == pytest.approx(0.06)
+    assert costs["totals"]["by_provider"]["openai"] == pytest.approx(0.06)
+    assert costs["totals"]["by_model"]["gpt-4o-mini"] == pytest.approx(0.06)
+    trend = [t for t in costs["tokens_per_request"] if t["target"] == OPENAI]
+    assert all(t["value"] == pytest.approx(30.0) for t in trend)
+
+
+def test_public_status_and_status_page(client: httpx.Client, site: Any) -> None:
+    status = get(client, "/api/v1/status")
+    assert {t["name"]: t["status"] for t in status["targets"]} == {
+        OPENAI: "up",
+        ANTHROPIC: "down",
+        GROQ: "unknown",
+    }
+    page = get(client, "/api/v1/statuspage")
+    assert page["overall"] == "down"
+    rows = {t["name"]: t for t in page["targets"]}
+    assert all(len(t["days"]) == 90 for t in page["targets"])
+    assert rows[GROQ]["uptime_90d"] is None
+    checked = sum(d["checks"] for d in rows[ANTHROPIC]["days"])
+    assert checked == 20 and rows[ANTHROPIC]["uptime_90d"] == pytest.approx(0.75)
+    assert rows[OPENAI]["uptime_90d"] == 1.0
+    today = rows[ANTHROPIC]["days"][-1]
+    if today["checks"]:  # the seeded hour may straddle midnight UTC
+        assert [i["rule"] for i in today["incidents"]] == ["consecutive_unavailable"]
+    incidents = page["incidents"]
+    assert {(i["target"], i["end"] is None) for i in incidents} == {
+        (ANTHROPIC, True),
+        (OPENAI, False),
+    }
+    # Public: no error messages, thresholds or config, only what users felt.
+    assert "consecutive unavailable checks" not in str(page)
+    assert "interval" not in str(page) and "529" not in str(page)
+
+
+def test_badges_are_svg_with_the_status(client: httpx.Client) -> None:
+    badge = client.get(f"/badge/{ANTHROPIC}.svg")
+    assert badge.status_code == 200
+    assert badge.headers["content-type"].startswith("image/svg+xml")
+    assert ">down</text>" in badge.text and ANTHROPIC in badge.text
+    assert ">unknown</text>" in client.get("/badge/nope.svg").text
+    labelled = client.get(f"/badge/{OPENAI}.svg", params={"label": "<chat>"})
+    assert "&lt;chat&gt;" in labelled.text and ">up</text>" in labelled.text
+
+
+def test_metrics_exposition(client: httpx.Client) -> None:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "llmpulse_target_status{" in response.text
+    assert SECRET not in response.text
+
+
+def test_openapi_describes_every_endpoint(client: httpx.Client) -> None:
+    doc = get(client, "/openapi.json")
+    paths = set(doc["paths"])
+    for path in (
+        "/api/v1/targets",
+        "/api/v1/overview",
+        "/api/v1/targets/{name}",
+        "/api/v1/results",
+        "/api/v1/aggregates",
+        "/api/v1/series",
+        "/api/v1/events",
+        "/api/v1/alerts",
+        "/api/v1/silences",
+        "/api/v1/silences/{silence_id}",
+        "/api/v1/costs",
+        "/api/v1/status",
+        "/api/v1/statuspage",
+        "/badge/{name}.svg",
+        "/healthz",
+    ):
+        assert path in paths, path
+    assert get(client, "/healthz") == {"ok": True}
+
+
+def test_pages_and_assets_are_served_locally(client: httpx.Client) -> None:
+    for path in ("/", "/alerts", "/cost", "/status", f"/targets/{OPENAI}"):
+        page = client.get(path)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "https://" not in page.text  # no CDN
+        assert page.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/static/vendor/uplot/uPlot.iife.min.js").status_code == 200
+
+
+# --- credentials --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    db = tmp_path_factory.mktemp("guarded") / "r.db"
+    seed(db, time.time())
+    config = make_config(
+        {"token": "${WEB_TOKEN}", "username": "sre", "password": "${WEB_PASSWORD}"},
+        {"WEB_TOKEN": "t0ken-for-tests", "WEB_PASSWORD": "pa55word"},
+    )
+    with ServedWeb(config, db) as web:
+        yield web.url
+
+
+def test_token_or_basic_auth_guard_the_dashboard(guarded: str) -> None:
+    with httpx.Client(base_url=guarded, timeout=10) as anonymous:
+        denied = anonymous.get("/api/v1/overview")
+        assert denied.status_code == 401
+        assert "Bearer" in denied.headers["www-authenticate"]
+        assert "Basic" in denied.headers["www-authenticate"]
+        assert anonymous.get("/metrics").status_code == 401
+        assert anonymous.get("/openapi.json").status_code == 401
+        page = anonymous.get("/", follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"] == "/login"
+        # The public status page never needs credentials.
+        for path in ("/status", "/api/v1/status", "/api/v1/statuspage", f"/badge/{GROQ}.svg",
+                     "/healthz", "/static/vendor/uplot/uPlot.min.css"):  # fmt: skip
+            assert anonymous.get(path).status_code == 200, path
+        wrong = anonymous.get("/api/v1/overview", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+    bearer = {"Authorization": "Bearer t0ken-for-tests"}
+    assert httpx.get(f"{guarded}/api/v1/overview", headers=bearer).status_code == 200
+    basic = "Basic " + base64.b64encode(b"sre:pa55word").decode()
+    assert httpx.get(f"{guarded}/metrics", headers={"Authorization": basic}).status_code == 200
+    bad = "Basic " + base64.b64encode(b"sre:wrong").decode()
+    assert httpx.get(f"{guarded}/metrics", headers={"Authorization": bad}).status_code == 401
+
+
+def test_login_trades_the_token_for_a_session_cookie(guarded: str) -> None:
+    with httpx.Client(base_url=guarded, timeout=10, follow_redirects=True) as browser:
+        assert browser.get("/login").status_code == 200
+        assert browser.get("/login", params={"token": "wrong"}).status_code == 401
+        signed_in = browser.get("/login", params={"token": "t0ken-for-tests"})
+        assert signed_in.status_code == 200 and signed_in.url.path == "/"
+        cookie = browser.cookies.get("llmpulse_session")
+        assert cookie and "t0ken" not in cookie
+        assert browser.get("/api/v1/overview").status_code == 200
+
+
+def test_status_only_app_serves_nothing_private(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    seed(db, time.time())
+    with ServedWeb(make_config(), db, status_only=True) as web:
+        assert httpx.get(f"{web.url}/").status_code == 200
+        assert httpx.get(f"{web.url}/api/v1/statuspage").status_code == 200
+        for path in ("/api/v1/overview", "/api/v1/results", "/metrics", "/alerts"):
+            assert httpx.get(f"{web.url}{path}").status_code == 404, path
+
+
+def test_listening_off_loopback_requires_credentials() -> None:
+    targets = [{"provider": "ollama", "model": "m"}]
+    with pytest.raises(ConfigError, match=r"web.listen: 0.0.0.0:8080 is not a loopback"):
+        parse_config({"targets": targets, "web": {"listen": "0.0.0.0:8080"}}, env={})
+    opted_out = parse_config(
+        {"targets": targets, "web": {"listen": "0.0.0.0:8080", "auth": False}}, env={}
+    )
+    assert opted_out.web.requires_auth is False
+    with pytest.raises(ConfigError, match=r"web.token: environment variable T is not set"):
+        parse_config({"targets": targets, "web": {"token": "${T}"}}, env={})
+    with pytest.raises(ConfigError, match=r"web.token: must reference an environment variable"):
+        parse_config({"targets": targets, "web": {"token": "plain"}}, env={})
+    with pytest.raises(ConfigError, match=r"web.listen: expected HOST:PORT"):
+        parse_config({"targets": targets, "web": {"listen": "8080"}}, env={})

@@ -1,0 +1,146 @@
+"""A dashboard over a seeded database, served on a real loopback socket from a thread.
+
+Used by the API tests and the schemathesis run: the data is known, so responses can be checked
+against it; the server is the real ``WebServer`` (uvicorn, auth middleware, the lot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from llmpulse.alerts.engine import INCIDENT, AlertRecord, fingerprint
+from llmpulse.alerts.model import AlertState, Notification, Severity
+from llmpulse.alerts.state import AlertStateStore, state_paths
+from llmpulse.config import Config, parse_config
+from llmpulse.errors import ErrorClass
+from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
+from llmpulse.store import SQLiteStore
+from llmpulse.web.server import WebServer
+
+SECRET = "sk-ant-api03-secretsecretsecret"
+OPENAI = "openai/gpt-4o-mini"
+ANTHROPIC = "anthropic/claude-haiku"
+GROQ = "groq/llama"
+SERVED_OLD, SERVED_NEW = "gpt-4o-mini-2024-07-18", "gpt-4o-mini-2025-01-01"
+
+
+def make_config(web: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Config:
+    return parse_config(
+        {
+            "targets": [
+                {"name": OPENAI, "provider": "openai", "model": "gpt-4o-mini",
+                 "api_key": "${OPENAI_KEY}", "interval": "60s"},
+                {"name": ANTHROPIC, "provider": "anthropic", "model": "claude-haiku",
+                 "api_key": "${ANTHROPIC_KEY}", "interval": "60s"},
+                {"name": GROQ, "provider": "groq", "model": "llama", "api_key": "${GROQ_KEY}"},
+            ],
+            "web": {"listen": "127.0.0.1:0", **(web or {})},
+        },
+        env={"OPENAI_KEY": "sk-openai-key-0123456789", "ANTHROPIC_KEY": SECRET,
+             "GROQ_KEY": "gsk_groqkey0123456789", **(env or {})},
+    )  # fmt: skip
+
+
+def _result(target: str, ts: float, **kw: Any) -> CheckResult:
+    provider, model = target.split("/")
+    return CheckResult(
+        target=target,
+        provider=provider,
+        model=model,
+        check=kw.pop("check", CheckKind.STREAM),
+        timestamp=datetime.fromtimestamp(ts, UTC),
+        **kw,
+    )
+
+
+def seed(db: Path, now: float) -> dict[str, Any]:
+    """An hour of OpenAI checks (served model changes halfway), Anthropic failing for the last
+    five minutes with an incident firing, and Groq never checked. Returns the facts to assert."""
+    results = []
+    for i in range(60):  # one a minute, oldest first
+        ts = now - 3600 + 30 + i * 60
+        results.append(
+            _result(
+                OPENAI, ts, ok=True, latency_ms=900.0 + i, ttft_ms=300.0 + i, tokens_per_s=50.0,
+                usage=Usage(input_tokens=10, output_tokens=20), cost_usd=0.001,
+                ratelimit=RateLimit(requests_limit=100, requests_remaining=40, utilization=0.6),
+                response_model=SERVED_OLD if i < 30 else SERVED_NEW,
+            )
+        )  # fmt: skip
+    for i in range(20):
+        ts = now - 1200 + 30 + i * 60
+        failing = i >= 15
+        results.append(
+            _result(
+                ANTHROPIC, ts, ok=not failing,
+                error_class=ErrorClass.UNAVAILABLE if failing else None,
+                error_message=f"529 overloaded (key {SECRET})" if failing else None,
+                http_status=529 if failing else 200,
+                latency_ms=500.0, ttft_ms=None if failing else 200.0,
+                tokens_per_s=None if failing else 80.0,
+            )
+        )  # fmt: skip
+    with SQLiteStore(db) as store:
+        store.write_results(results)
+        store.rollup(now)
+    alerts_path, _ = state_paths(db)
+    state = AlertStateStore(alerts_path)
+    incident = AlertRecord(
+        fingerprint=fingerprint(INCIDENT, ANTHROPIC), rule=INCIDENT, target=ANTHROPIC,
+        provider="anthropic", severity=Severity.CRITICAL, state=AlertState.FIRING,
+        active_since=now - 270, fired_at=now - 240, notified=True, value=5, threshold=3,
+        summary="5 consecutive unavailable checks", lead_rule="consecutive_unavailable",
+    )  # fmt: skip
+    ttft = AlertRecord(
+        fingerprint=fingerprint("ttft_p95_high", OPENAI), rule="ttft_p95_high", target=OPENAI,
+        provider="openai", severity=Severity.WARNING, state=AlertState.RESOLVED,
+        active_since=now - 1800, fired_at=now - 1790, resolved_at=now - 1500, notified=True,
+        summary="TTFT p95 3.4s > 3s",
+    )  # fmt: skip
+    state.save_records([incident, ttft], now)
+    for record, status, at in (
+        (ttft, AlertState.FIRING, now - 1790),
+        (ttft, AlertState.RESOLVED, now - 1500),
+        (incident, AlertState.FIRING, now - 240),
+    ):
+        state.add_event(
+            Notification(
+                status=status, severity=record.severity,
+                rule=record.lead_rule or record.rule, target=record.target,
+                provider=record.provider, summary=record.summary, value=record.value,
+                threshold=record.threshold,
+                starts_at=datetime.fromtimestamp(record.fired_at or at, UTC),
+                ends_at=datetime.fromtimestamp(at, UTC) if status is AlertState.RESOLVED else None,
+                fingerprint=record.fingerprint,
+            ),
+            at,
+        )  # fmt: skip
+    state.close()
+    return {"results": results, "incident": incident, "ttft": ttft}
+
+
+class ServedWeb:
+    """``WebServer`` running in a thread with its own event loop."""
+
+    def __init__(self, config: Config, db: Path, status_only: bool = False) -> None:
+        self.server = WebServer(config, db, status_only=status_only)
+        self.url = self.server.urls[0].removesuffix("status").rstrip("/")
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self.server.serve(self._stop))
+
+    def __enter__(self) -> ServedWeb:
+        self._thread.start()  # the socket already listens: requests queue until it serves
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+        self._loop.close()
