@@ -34,7 +34,12 @@ from llmpulse.store.rollup import (
     decode_counts,
     decode_summaries,
 )
-from llmpulse.store.sqlite_rollup import merge_summary_sql, raw_summary_sql, tier_summary_sql
+from llmpulse.store.sqlite_rollup import (
+    merge_summary_sql,
+    raw_summary_sql,
+    tier_rows_sql,
+    tier_summary_sql,
+)
 
 # Rollup columns after the key; errors and sketches are JSON objects ({class: n}, {key: n}).
 _ROLLUP_COLUMNS_SQL = """
@@ -535,8 +540,8 @@ class SQLiteStore(Store):
         ratelimit: bool = True,
     ) -> list[list[tuple[Any, ...]]]:
         """Rows of ``(bucket start or None, by column or "", "", *SUMMARY_COLUMNS)``, one list
-        per source of the plan; a group has one row per source at most. Decoded by the caller,
-        after the lock is released."""
+        per source of the plan, for the caller to decode (after the lock is released) and to
+        merge per group."""
         if by not in (None, "target", "provider", "model"):
             raise ValueError(f"cannot group by {by!r}")  # a column name, spliced into SQL
         fetched: list[list[tuple[Any, ...]]] = []
@@ -548,10 +553,13 @@ class SQLiteStore(Store):
                 time_col = "ts" if tier is None else tier.time_col
                 bucket = f"CAST({time_col} / {step} AS INTEGER) * {step}" if step else "NULL"
                 where, args = _where(time_col, lo, hi, *filters)
+                groups = (bucket, by or "''")
                 if tier is None:
-                    sql = raw_summary_sql((bucket, by or "''", "''"), where, sketches, ratelimit)
+                    sql = raw_summary_sql((*groups, "''"), where, sketches, ratelimit)
+                elif step == tier.period and (by == "target" or filters[0] is not None):
+                    # A group is one row per check kind: merged below by the caller.
+                    sql = tier_rows_sql(tier.table, groups, where, sketches, ratelimit)
                 else:
-                    groups = (bucket, by or "''")
                     sql = tier_summary_sql(tier.table, groups, where, sketches, ratelimit)
                 cursor = self._db.execute(sql, args)
                 cursor.row_factory = None  # plain tuples: several times faster than sqlite3.Row

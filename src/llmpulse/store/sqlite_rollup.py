@@ -10,6 +10,8 @@ which is faster per bin than ``json_each`` once rows hold a hundred bins.
 
 from __future__ import annotations
 
+import functools
+
 from llmpulse.store.rollup import OUTAGE_CLASSES, sql_key
 
 Groups = tuple[str, str, str]
@@ -41,6 +43,7 @@ LEFT JOIN bins AS s2 ON s2.g0 = b.g0 AND s2.g1 = b.g1 AND s2.g2 = b.g2 AND s2.m 
 """
 
 
+@functools.cache  # a query's text depends on its shape only: built once
 def raw_summary_sql(
     groups: Groups, where: str, sketches: bool = True, ratelimit: bool = True
 ) -> str:
@@ -138,6 +141,7 @@ bins AS (
 {_FINAL}"""
 
 
+@functools.cache
 def tier_summary_sql(
     table: str, groups: tuple[str, str], where: str, sketches: bool, ratelimit: bool
 ) -> str:
@@ -176,3 +180,20 @@ FROM (
            min(first_ts) AS first_ts, max(last_ts) AS last_ts
     FROM {table} WHERE {where} GROUP BY 1, 2
 )"""
+
+
+@functools.cache
+def tier_rows_sql(
+    table: str, groups: tuple[str, str], where: str, sketches: bool, ratelimit: bool
+) -> str:
+    """The rows of ``table`` matching ``where`` ungrouped, in ``tier_summary_sql``'s columns,
+    for the caller to merge: cheaper when a group holds a row or two (one period of one
+    target), as SQL's aggregates cost more per row than Python's merge."""
+    g0, g1 = groups
+    sketch = "ttft_sketch, latency_sketch, tps_sketch" if sketches else "NULL, NULL, NULL"
+    rl = "rl_max, rl_latest, rl_latest_ts" if ratelimit else "NULL, NULL, NULL"
+    return f"""
+SELECT {g0}, {g1}, '', provider, model, total, ok, outage, errors, {sketch},
+       token_requests, input_tokens, output_tokens, cost_requests, cost_usd, {rl},
+       first_ts, last_ts
+FROM {table} WHERE {where}"""
