@@ -37,6 +37,7 @@ GOALS = {"overview_ms": 100.0, "series_30d_one_ms": 300.0}
 
 def build(db: Path, targets: int, days: int, now: float) -> None:
     """The month of results, rolled up, plus an incident a day somewhere in the fleet."""
+    SQLiteStore(db).close()  # the schema
     t = time.perf_counter()
     count = generate(db, targets, days, now)
     print(f"generated {count:,} results in {time.perf_counter() - t:.1f}s")
