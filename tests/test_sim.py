@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
+from llmpulse.monitor.statuspage import OfficialStatus, SourceKind, StatusPoller, fetch_status
 from llmpulse.sim import ModelBehavior, Scenario, ScenarioError, SimServer, load_scenario
 from llmpulse.sim.common import go_duration
 from llmpulse.sim.scenario import parse_scenario
@@ -450,6 +454,150 @@ def test_control_endpoints(server: SimServer, client: httpx.Client) -> None:
     assert set(row) >= {"received_at", "served_model", "input_tokens", "reasoning_tokens"}
     bad = client.post(f"{server.url}/_sim/reset", json={"models": {"m": {"tokens_per_s": -1}}})
     assert bad.status_code == 400 and "models.m.tokens_per_s" in bad.json()["error"]
+
+
+# --- official status pages -------------------------------------------------------------------
+
+PAGES = {
+    "anthropic": {
+        "components": ["Claude API (api.anthropic.com)"],
+        "loop": "150s",
+        "timeline": [
+            {"at": "30s", "set": {"indicator": "major", "incident": "Elevated errors on Haiku"}},
+            {"at": "55s", "set": {"incident_status": "monitoring"}},
+            {"at": "80s", "set": {"indicator": "none", "incident": None}},
+        ],
+    },
+    "gemini": {
+        "components": ["Vertex Gemini API"],
+        "timeline": [{"at": "30s", "set": {"indicator": "minor", "incident": "Slow responses"}}],
+    },
+    "openai": {"description": "We're fully operational"},
+}
+
+
+def at(srv: SimServer, scenario_time: float) -> None:
+    """Set the simulator's script clock, so a check lands at an exact scripted time."""
+    srv.state.started = time.monotonic() - scenario_time / srv.state.speed
+
+
+async def test_status_pages_follow_the_script() -> None:
+    """fetch_status, as the monitor runs it, reads the scripted indicator, words and incidents
+    at the scripted times, on every period of the loop, in both wire formats."""
+    speed = 4  # a fetch takes milliseconds: well under the 0.5 s margins in scenario time
+    with SimServer(parse_scenario({"status_pages": PAGES}), speed=speed) as srv:
+        async with aiohttp.ClientSession() as session:
+
+            async def status(name: str, kind: SourceKind = "statuspage") -> OfficialStatus:
+                url = srv.status_page_url(name, kind)
+                return await fetch_status(session, name, url, kind, timeout_s=5)
+
+            for period in (0, 150, 300):
+                at(srv, period + 29.5)
+                quiet = await status("anthropic")
+                assert (quiet.indicator, quiet.description, quiet.incidents, quiet.error) == (
+                    "none", "All Systems Operational", [], None,
+                )  # fmt: skip
+                at(srv, period + 30.5)
+                major = await status("anthropic")
+                assert major.summary() == (
+                    "major: Partial System Outage — Elevated errors on Haiku (major)"
+                )
+                assert major.url == f"{srv.url}/statuspage/anthropic"
+                at(srv, period + 79.5)
+                assert (await status("anthropic")).indicator == "major"
+                at(srv, period + 80.5)
+                assert (await status("anthropic")).summary() == "none: All Systems Operational"
+
+            # The clock runs `speed` times faster than the wall clock.
+            at(srv, 29.8)
+            assert (await status("anthropic")).indicator == "none"
+            await asyncio.sleep(0.1)  # 0.4 s of scenario time
+            assert (await status("anthropic")).indicator == "major"
+
+            # Without a loop the script plays once; Google's format for Gemini.
+            at(srv, 29.5)
+            assert (await status("gemini", "google")).summary() == "none: No active incidents"
+            for t in (30.5, 180.5):
+                at(srv, t)
+                gemini = await status("gemini", "google")
+                assert gemini.summary() == "minor: Service Disruption — Slow responses (minor)"
+            assert (await status("openai")).description == "We're fully operational"
+            missing = await status("mistral")
+            assert missing.indicator == "unknown" and missing.error == "HTTP 404 Not Found"
+
+            # The raw payload is the real shape, with the incident's times on the script's.
+            async with httpx.AsyncClient() as client:
+                at(srv, 60)
+                before = time.time()
+                raw = (await client.get(srv.status_page_url("anthropic"))).json()
+            assert set(raw) == {"page", "components", "incidents", "scheduled_maintenances",
+                                "status"}  # fmt: skip
+            assert raw["status"] == {"indicator": "major", "description": "Partial System Outage"}
+            assert [c["status"] for c in raw["components"]] == ["partial_outage"]
+            [incident] = raw["incidents"]
+            assert (incident["status"], incident["impact"]) == ("monitoring", "major")
+            started = datetime.fromisoformat(incident["started_at"]).timestamp()
+            updated = datetime.fromisoformat(incident["updated_at"]).timestamp()
+            assert started == pytest.approx(before - 30 / speed, abs=0.2)  # came due at 30 s
+            assert updated == pytest.approx(before - 5 / speed, abs=0.2)  # ... updated at 55 s
+            assert incident["incident_updates"][0]["body"].startswith("A fix has been implemented")
+
+
+async def test_status_page_live_control_and_the_poller() -> None:
+    """PATCH /_sim/status_pages changes a page at once; StatusPoller reports it as a change;
+    a page that is itself down reads as unknown after the poller's tolerance."""
+    with SimServer(parse_scenario({"status_pages": PAGES})) as srv:
+        names = ("anthropic", "openai")
+        poller = StatusPoller(
+            {n: (srv.status_page_url(n), "statuspage") for n in names}, failures_before_unknown=2
+        )
+        async with aiohttp.ClientSession() as session, httpx.AsyncClient() as client:
+            state = (await client.get(f"{srv.url}/_sim/state")).json()["status_pages"]
+            assert state["anthropic"]["indicator"] == "none" and "timeline" not in state["openai"]
+            await poller.poll_once(session)  # the baseline: not news
+            assert poller.changes().empty()
+
+            control = f"{srv.url}/_sim/status_pages"
+            r = await client.patch(f"{control}/openai", json={"maintenance": "Database upgrade"})
+            assert r.status_code == 200 and r.json()["maintenance"] == "Database upgrade"
+            await poller.poll_once(session)
+            old, new = poller.changes().get_nowait()
+            assert old is not None and (old.indicator, new.indicator) == ("none", "maintenance")
+
+            r = await client.patch(f"{control}/openai", json={"indicator": "down"})
+            assert r.status_code == 400
+            assert (
+                "status_pages.openai.indicator" in r.json()["error"]
+                and "'down'" in r.json()["error"]
+            )
+
+            await client.patch(f"{control}/anthropic", json={"unavailable": True})
+            await poller.poll_once(session)
+            assert poller.current("anthropic").error == "HTTP 503 Service Unavailable"
+            assert poller.changes().empty()  # one failed fetch is a blip
+            await poller.poll_once(session)
+            _, down = poller.changes().get_nowait()
+            assert (down.provider, down.indicator) == ("anthropic", "unknown")
+
+            page = await client.get(f"{srv.url}/statuspage/openai")  # where status links point
+            assert page.status_code == 200 and "Database upgrade" in page.text
+            assert (await client.get(f"{srv.url}/statuspage/openai/")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("page", "message"),
+    [
+        ({"indicator": "down"}, r"status_pages\.p\.indicator: got 'down'"),
+        ({"timeline": [{"at": "1s", "set": {"impact": "huge"}}]}, r"timeline\.0\.set.*impact"),
+        ({"timeline": [{"at": "1s", "set": {"loop": "5s"}}]}, r"cannot set 'loop'"),
+        ({"loop": "2s", "timeline": [{"at": "2s", "set": {}}]}, r"not before loop"),
+        ({"incidents": ["x"]}, r"status_pages\.p\.incidents: .*[Ee]xtra"),
+    ],
+)
+def test_status_pages_are_validated(page: dict[str, Any], message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario({"status_pages": {"p": page}})
 
 
 def test_load_scenario(tmp_path: Path) -> None:

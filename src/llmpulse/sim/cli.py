@@ -17,7 +17,8 @@ from llmpulse.sim.server import SimServer
 @click.option("--port", default=8600, show_default=True, type=int)
 @click.option("--speed", default=1.0, show_default=True, type=float, help="Timeline compression.")
 def sim_command(scenario_path: str | None, host: str, port: int, speed: float) -> None:
-    """Serve simulated OpenAI, Anthropic and Gemini APIs until SIGINT/SIGTERM."""
+    """Serve simulated OpenAI, Anthropic and Gemini APIs (and the scenario's official status
+    pages) until SIGINT/SIGTERM."""
     if speed <= 0:
         raise click.BadParameter("must be > 0", param_hint="--speed")
     try:
@@ -36,6 +37,8 @@ def sim_command(scenario_path: str | None, host: str, port: int, speed: float) -
     click.echo(f"  gemini     {server.gemini_base}")
     click.echo(f"  control    {server.url}/_sim/state")
     click.echo(f"  models     {', '.join(sorted(server.state.base))}")
+    for name in sorted(server.state.pages):
+        click.echo(f"  status     {server.status_page_url(name)}  (Google format: incidents.json)")
     quiet_gc()  # GC pauses would show up as injected-TTFT error in benchmarks
     # uvicorn installs SIGINT/SIGTERM handlers in the main thread and exits cleanly on them.
     with asyncio.Runner(loop_factory=new_event_loop) as runner:

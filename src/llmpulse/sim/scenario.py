@@ -1,7 +1,8 @@
-"""Scenario model for the simulator: per-model behaviour, timelines, YAML loading."""
+"""Scenario model for the simulator: per-model behaviour, status pages, timelines, YAML."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,6 +37,7 @@ Fault = Literal[
     "truncated_body",
     "huge_body",
 ]
+Indicator = Literal["none", "minor", "major", "critical"]  # Statuspage's status.indicator
 
 
 class ScenarioError(ValueError):
@@ -115,19 +117,12 @@ class ModelBehavior(BaseModel):
 
     @model_validator(mode="after")
     def _timeline_fits_loop(self) -> ModelBehavior:
-        # An entry at or after the loop period would never be reached.
-        late = [e.at for e in self.timeline if self.loop is not None and e.at >= self.loop]
-        if late:
-            raise ValueError(
-                f"timeline entry at {late[0]:g}s is not before loop ({self.loop:g}s); "
-                "every entry must fall inside one period"
-            )
+        _check_fits_loop(self.timeline, self.loop)
         return self
 
     def timeline_step(self, scenario_time: float) -> int:
         """How many timeline entries are in force at ``scenario_time`` (wrapped by ``loop``)."""
-        t = scenario_time % self.loop if self.loop else scenario_time
-        return sum(1 for e in self.timeline if e.at <= t)
+        return _step(self.timeline, self.loop, scenario_time)
 
 
 class TimelineEntry(BaseModel):
@@ -139,18 +134,99 @@ class TimelineEntry(BaseModel):
     @field_validator("set")
     @classmethod
     def _check_set(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # Validate the override on its own so mistakes surface at load time, not mid-run.
-        nested = {"timeline", "loop"} & set(value)
-        if nested:
-            raise ValueError(f"a timeline entry cannot set {sorted(nested)[0]!r}")
-        try:
-            ModelBehavior.model_validate(value)
-        except ValidationError as exc:
-            raise ValueError(describe_error(exc).replace("\n", "; ")) from None
-        return value
+        return _check_override(ModelBehavior, value)
+
+
+def _check_override(model: type[BaseModel], value: dict[str, Any]) -> dict[str, Any]:
+    # Validate the override on its own so mistakes surface at load time, not mid-run.
+    nested = {"timeline", "loop"} & set(value)
+    if nested:
+        raise ValueError(f"a timeline entry cannot set {sorted(nested)[0]!r}")
+    try:
+        model.model_validate(value)
+    except ValidationError as exc:
+        raise ValueError(describe_error(exc).replace("\n", "; ")) from None
+    return value
+
+
+def _check_fits_loop(
+    timeline: Sequence[TimelineEntry | StatusPageEntry], loop: float | None
+) -> None:
+    # An entry at or after the loop period would never be reached.
+    late = [e.at for e in timeline if loop is not None and e.at >= loop]
+    if late:
+        raise ValueError(
+            f"timeline entry at {late[0]:g}s is not before loop ({loop:g}s); "
+            "every entry must fall inside one period"
+        )
+
+
+def _step(
+    timeline: Sequence[TimelineEntry | StatusPageEntry], loop: float | None, scenario_time: float
+) -> int:
+    t = scenario_time % loop if loop else scenario_time
+    return sum(1 for e in timeline if e.at <= t)
 
 
 ModelBehavior.model_rebuild()
+
+
+class StatusPage(BaseModel):
+    """A provider's official status page as the simulator serves it; every field optional.
+
+    Served as an Atlassian Statuspage v2 ``summary.json`` and as a Google Cloud
+    ``incidents.json``, both from the same state. Every component follows the page: its status
+    is derived from ``indicator`` (or ``under_maintenance`` during ``maintenance``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    indicator: Indicator = "none"
+    description: str | None = None  # None: Statuspage's own words for the indicator
+    components: list[str] = Field(default_factory=lambda: ["API"])  # Google: product titles
+    incident: str | None = None  # the name of one unresolved incident
+    incident_status: Literal["investigating", "identified", "monitoring"] = "investigating"
+    impact: Indicator | None = None  # the incident's impact; None: the indicator
+    maintenance: str | None = None  # the name of a scheduled maintenance in progress
+    unavailable: bool = False  # the status page itself is down: 503 with an HTML error page
+    timeline: list[StatusPageEntry] = Field(default_factory=list)
+    loop: Duration | None = Field(None, gt=0)  # as for a model: replay the timeline
+
+    @field_validator("timeline")
+    @classmethod
+    def _sort_timeline(cls, value: list[StatusPageEntry]) -> list[StatusPageEntry]:
+        return sorted(value, key=lambda e: e.at)
+
+    @model_validator(mode="after")
+    def _timeline_fits_loop(self) -> StatusPage:
+        _check_fits_loop(self.timeline, self.loop)
+        return self
+
+    def timeline_step(self, scenario_time: float) -> int:
+        """How many timeline entries are in force at ``scenario_time`` (wrapped by ``loop``)."""
+        return _step(self.timeline, self.loop, scenario_time)
+
+    def since(self, scenario_time: float, field: str | None = None) -> float:
+        """Scenario seconds since the last entry in force (setting ``field``, if given) came
+        due; since the period (or the run) started if there is none."""
+        t = scenario_time % self.loop if self.loop else scenario_time
+        due = [e.at for e in self.timeline if e.at <= t and (field is None or field in e.set)]
+        return t - max(due, default=0.0)
+
+
+class StatusPageEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: Duration
+    set: dict[str, Any]
+
+    @field_validator("set")
+    @classmethod
+    def _check_set(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_override(StatusPage, value)
+
+
+StatusPage.model_rebuild()
 
 
 class Scenario(BaseModel):
@@ -158,6 +234,7 @@ class Scenario(BaseModel):
 
     api_keys: list[str] | None = None
     models: dict[str, ModelBehavior] = Field(default_factory=dict)
+    status_pages: dict[str, StatusPage] = Field(default_factory=dict)  # by provider name
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -253,7 +330,14 @@ DEFAULT_SCENARIO: dict[str, Any] = {
             "context_window": 400000,
             "max_output_tokens": 128000,
         },
-    }
+    },
+    # All quiet; change them live with PATCH /_sim/status_pages/{name}.
+    "status_pages": {
+        "openai": {"components": ["APIs"]},
+        "anthropic": {"components": ["Claude API (api.anthropic.com)"]},
+        "groq": {"components": ["API"]},
+        "gemini": {"components": ["Gemini API", "Vertex Gemini API"]},  # Google's product titles
+    },
 }
 
 

@@ -1,4 +1,5 @@
-"""The simulator's HTTP server: routing, fault injection, control endpoints, ground truth."""
+"""The simulator's HTTP server: routing, fault injection, status pages, control endpoints,
+ground truth."""
 
 from __future__ import annotations
 
@@ -12,24 +13,26 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from llmpulse.aio import new_event_loop
-from llmpulse.sim import anthropic, gemini, openai
+from llmpulse.sim import anthropic, gemini, openai, statuspage
 from llmpulse.sim.common import Limit, Plan, dumps, new_id
 from llmpulse.sim.scenario import (
     ModelBehavior,
     Scenario,
     ScenarioError,
+    StatusPage,
     default_scenario,
     describe_error,
     merge,
@@ -49,6 +52,9 @@ LOG_SIZE = 20000
 _MIB = 1 << 20
 _PAD = b"a" * _MIB
 _DEFAULT = ModelBehavior()
+# Where a status page is served, by the wire format a monitor reads (its ``SourceKind``).
+STATUS_PATHS = {"statuspage": "api/v2/summary.json", "google": "incidents.json"}
+_Timed = TypeVar("_Timed", ModelBehavior, StatusPage)
 
 
 class SimulatedDisconnect(Exception):
@@ -160,9 +166,11 @@ class SimState:
         if scenario is not None:
             self.scenario = scenario
             self.base = dict(scenario.models)
+            self.pages = dict(scenario.status_pages)
         self.started = time.monotonic()
         self.log.clear()
         self._cache: dict[tuple[str, int], ModelBehavior] = {}
+        self._page_cache: dict[tuple[str, int], StatusPage] = {}
         self._windows: dict[tuple[str, str], deque[tuple[float, int]]] = {}
 
     def scenario_time(self) -> float:
@@ -171,25 +179,40 @@ class SimState:
     def effective(self, name: str) -> ModelBehavior | None:
         """Base behaviour with every timeline entry due by now applied (cached per step)."""
         base = self.base.get(name)
-        if base is None or not base.timeline:
-            return base
-        step = base.timeline_step(self.scenario_time())
-        if step == 0:
-            return base
-        key = (name, step)
-        if key not in self._cache:
-            raw = base.model_dump(exclude={"timeline"})
-            for entry in base.timeline[:step]:
-                raw = merge(raw, entry.set)
-            self._cache[key] = ModelBehavior.model_validate(raw)
-        return self._cache[key]
+        return None if base is None else _in_force(self._cache, name, base, self.scenario_time())
+
+    def effective_page(self, name: str) -> StatusPage | None:
+        """A status page with every timeline entry due by now applied."""
+        base = self.pages.get(name)
+        return (
+            None if base is None else _in_force(self._page_cache, name, base, self.scenario_time())
+        )
 
     def patch(self, name: str, data: dict[str, Any]) -> ModelBehavior:
-        base = self.base.get(name)
-        raw = merge(base.model_dump(exclude_unset=True), data) if base else data
-        self.base[name] = ModelBehavior.model_validate(raw)
+        self.base[name] = _patched(self.base.get(name), data, ModelBehavior)
         self._cache = {k: v for k, v in self._cache.items() if k[0] != name}
         return self.effective(name) or self.base[name]
+
+    def patch_page(self, name: str, data: dict[str, Any]) -> StatusPage:
+        self.pages[name] = _patched(self.pages.get(name), data, StatusPage)
+        self._page_cache = {k: v for k, v in self._page_cache.items() if k[0] != name}
+        return self.effective_page(name) or self.pages[name]
+
+    def snapshot(self, name: str, url: str) -> statuspage.Snapshot | None:
+        """The page in force now, with wall-clock times of its last scripted changes."""
+        base = self.pages.get(name)
+        if base is None:
+            return None
+        t = self.scenario_time()
+        page = _in_force(self._page_cache, name, base, t)
+        now = datetime.now(UTC)
+
+        def since(field: str | None) -> datetime:
+            return now - timedelta(seconds=base.since(t, field) / self.speed)
+
+        return statuspage.Snapshot(
+            name, page, url, since(None), since("incident"), since("maintenance")
+        )
 
     def _used(self, key: tuple[str, str], amount: int, window: float) -> int:
         # Rolling window so "remaining" reflects real traffic when not pinned by the scenario.
@@ -244,6 +267,26 @@ class SimState:
                 "served_model": p.served_model,
             }
         )
+
+
+def _in_force(
+    cache: dict[tuple[str, int], _Timed], name: str, base: _Timed, scenario_time: float
+) -> _Timed:
+    """``base`` with its timeline entries due at ``scenario_time`` applied (cached per step)."""
+    step = base.timeline_step(scenario_time)
+    if step == 0:
+        return base
+    key = (name, step)
+    if key not in cache:
+        raw = base.model_dump(exclude={"timeline"})
+        for entry in base.timeline[:step]:
+            raw = merge(raw, entry.set)
+        cache[key] = type(base).model_validate(raw)
+    return cache[key]
+
+
+def _patched(base: _Timed | None, data: dict[str, Any], kind: type[_Timed]) -> _Timed:
+    return kind.model_validate(merge(base.model_dump(exclude_unset=True), data) if base else data)
 
 
 def _plan(protocol: str, model: str, b: ModelBehavior, body: Any, stream: bool, t0: float) -> Plan:
@@ -489,20 +532,41 @@ class SimApp:
         items = {name: self.state.effective(name) or b for name, b in self.state.base.items()}
         return JSONResponse(proto.models(items, self.state.created))
 
+    # --- official status pages -----------------------------------------------------------
+
+    async def status_page(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        human = f"{str(request.base_url).rstrip('/')}/statuspage/{name}"
+        snap = self.state.snapshot(name, human)
+        if snap is None:
+            return JSONResponse({"error": f"no status page {name!r} in the scenario"}, 404)
+        if snap.page.unavailable:
+            return Response(statuspage.UNAVAILABLE_HTML, 503, media_type="text/html")
+        fmt = request.scope["route"].name
+        if fmt == "human":
+            return HTMLResponse(statuspage.human_page(snap))
+        payload = (
+            statuspage.summary(snap) if fmt == "statuspage" else statuspage.google_incidents(snap)
+        )
+        return JSONResponse(payload, headers={"cache-control": "no-cache"})
+
     # --- control endpoints --------------------------------------------------------------
 
-    def _dump(self, b: ModelBehavior) -> dict[str, Any]:
+    @staticmethod
+    def _dump(b: ModelBehavior | StatusPage) -> dict[str, Any]:
         return b.model_dump(mode="json", exclude={"timeline"})
 
     async def get_state(self, request: Request) -> Response:
         s = self.state
         models = {name: self._dump(s.effective(name) or b) for name, b in s.base.items()}
+        pages = {name: self._dump(s.effective_page(name) or p) for name, p in s.pages.items()}
         return JSONResponse(
             {
                 "elapsed_s": round(time.monotonic() - s.started, 6),
                 "scenario_time_s": round(s.scenario_time(), 6),
                 "speed": s.speed,
                 "models": models,
+                "status_pages": pages,
             }
         )
 
@@ -515,6 +579,17 @@ class SimApp:
             effective = self.state.patch(name, body)
         except ValidationError as exc:
             return JSONResponse({"error": describe_error(exc, f"models.{name}")}, 400)
+        return JSONResponse(self._dump(effective))
+
+    async def patch_status_page(self, request: Request) -> Response:
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "body must be a JSON object of status page fields"}, 400)
+        name = request.path_params["name"]
+        try:
+            effective = self.state.patch_page(name, body)
+        except ValidationError as exc:
+            return JSONResponse({"error": describe_error(exc, f"status_pages.{name}")}, 400)
         return JSONResponse(self._dump(effective))
 
     async def reset(self, request: Request) -> Response:
@@ -559,8 +634,24 @@ def create_app(state: SimState) -> Starlette:
             Route("/gemini/v1beta/models", h.list_models, methods=["GET"], name="gemini"),
             # The method follows a colon (models/x:generateContent), so match the rest whole.
             Route("/gemini/v1beta/models/{rest:path}", h.gemini_call, methods=["POST"]),
+            Route(
+                f"/statuspage/{{name}}/{STATUS_PATHS['statuspage']}",
+                h.status_page,
+                methods=["GET"],
+                name="statuspage",
+            ),
+            Route(
+                f"/statuspage/{{name}}/{STATUS_PATHS['google']}",
+                h.status_page,
+                methods=["GET"],
+                name="google",
+            ),
+            # The human page, where the monitor's status links point (with or without a slash).
+            Route("/statuspage/{name}", h.status_page, methods=["GET"], name="human"),
+            Route("/statuspage/{name}/", h.status_page, methods=["GET"], name="human"),
             Route("/_sim/state", h.get_state, methods=["GET"]),
             Route("/_sim/models/{model:path}", h.patch_model, methods=["PATCH"]),
+            Route("/_sim/status_pages/{name}", h.patch_status_page, methods=["PATCH"]),
             Route("/_sim/reset", h.reset, methods=["POST"]),
             Route("/_sim/requests", h.requests, methods=["GET", "DELETE"]),
         ]
@@ -618,6 +709,13 @@ class SimServer:
     @property
     def azure_base(self) -> str:
         return f"{self.url}/azure"
+
+    def status_page_url(
+        self, name: str, kind: Literal["statuspage", "google"] = "statuspage"
+    ) -> str:
+        """Where a monitor polls status page ``name``: a Statuspage v2 ``summary.json`` or a
+        Google Cloud ``incidents.json`` (the monitor tells them apart by that file name)."""
+        return f"{self.url}/statuspage/{name}/{STATUS_PATHS[kind]}"
 
     async def serve(self) -> None:
         """Serve until stopped (uvicorn handles SIGINT/SIGTERM when run in the main thread)."""

@@ -1,0 +1,219 @@
+"""Official status pages: Atlassian Statuspage v2 ``summary.json``, Google Cloud's
+``incidents.json`` and a small human page, all rendered from one ``StatusPage`` state."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from llmpulse.sim.scenario import StatusPage
+
+DESCRIPTIONS = {  # Statuspage's own words for each indicator
+    "none": "All Systems Operational",
+    "minor": "Minor Service Outage",
+    "major": "Partial System Outage",
+    "critical": "Major System Outage",
+}
+_COMPONENT = {
+    "none": "operational",
+    "minor": "degraded_performance",
+    "major": "partial_outage",
+    "critical": "major_outage",
+}
+_UPDATE = {  # Statuspage's default update templates
+    "investigating": "We are currently investigating this issue.",
+    "identified": "The issue has been identified and a fix is being implemented.",
+    "monitoring": "A fix has been implemented and we are monitoring the results.",
+    "in_progress": "Scheduled maintenance is currently in progress.",
+}
+_GOOGLE_IMPACT = {
+    "none": "SERVICE_INFORMATION",
+    "minor": "SERVICE_DISRUPTION",
+    "major": "SERVICE_OUTAGE",
+    "critical": "SERVICE_OUTAGE",
+}
+_GOOGLE_SEVERITY = {"none": "low", "minor": "medium", "major": "high", "critical": "high"}
+_GLOBAL = [{"title": "Global", "id": "global"}]
+UNAVAILABLE_HTML = b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One page as it stands now, with the (wall-clock) times of its scripted changes."""
+
+    name: str
+    page: StatusPage  # the state in force: timeline applied
+    url: str  # the human page, as status page links point at it
+    updated: datetime  # the last change
+    incident_since: datetime  # when the incident was opened
+    maintenance_since: datetime
+
+
+def _id(*parts: str) -> str:
+    # Stable ids, so a poller sees the same incident on every fetch.
+    return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:12]
+
+
+def _ts(when: datetime) -> str:
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _description(page: StatusPage) -> str:
+    return page.description or DESCRIPTIONS[page.indicator]
+
+
+def _component_status(page: StatusPage) -> str:
+    if page.maintenance and page.indicator == "none":
+        return "under_maintenance"
+    return _COMPONENT[page.indicator]
+
+
+def summary(s: Snapshot) -> dict[str, Any]:
+    """Statuspage v2 ``/api/v2/summary.json``."""
+    page, page_id = s.page, _id(s.name)
+    status = _component_status(page)
+    components = [
+        {
+            "id": _id(s.name, name),
+            "name": name,
+            "status": status,
+            "created_at": "2023-07-11T17:54:17.812Z",
+            "updated_at": _ts(s.updated),
+            "position": position,
+            "description": None,
+            "showcase": True,
+            "start_date": None,
+            "group_id": None,
+            "page_id": page_id,
+            "group": False,
+            "only_show_if_degraded": False,
+        }
+        for position, name in enumerate(page.components, 1)
+    ]
+    incidents = []
+    if page.incident:
+        impact = page.impact or page.indicator
+        incidents.append(
+            _incident(s, page.incident, page.incident_status, impact, s.incident_since, components)
+        )
+    maintenances = []
+    if page.maintenance:
+        m = _incident(
+            s, page.maintenance, "in_progress", "maintenance", s.maintenance_since, components
+        )
+        m["scheduled_for"] = _ts(s.maintenance_since)
+        m["scheduled_until"] = _ts(s.maintenance_since + timedelta(hours=2))
+        maintenances.append(m)
+    return {
+        "page": {
+            "id": page_id,
+            "name": s.name,
+            "url": s.url,
+            "time_zone": "Etc/UTC",
+            "updated_at": _ts(s.updated),
+        },
+        "components": components,
+        "incidents": incidents,
+        "scheduled_maintenances": maintenances,
+        "status": {"indicator": page.indicator, "description": _description(page)},
+    }
+
+
+def _incident(
+    s: Snapshot,
+    name: str,
+    status: str,
+    impact: str,
+    since: datetime,
+    components: list[dict[str, Any]],
+) -> dict[str, Any]:
+    iid = _id(s.name, name, _ts(since))
+    affected = [
+        {"code": c["id"], "name": c["name"], "old_status": "operational", "new_status": c["status"]}
+        for c in components
+    ]
+    return {
+        "id": iid,
+        "name": name,
+        "status": status,
+        "created_at": _ts(since),
+        "updated_at": _ts(s.updated),
+        "monitoring_at": _ts(s.updated) if status == "monitoring" else None,
+        "resolved_at": None,
+        "impact": impact,
+        "shortlink": f"{s.url}/incidents/{iid}",
+        "started_at": _ts(since),
+        "page_id": _id(s.name),
+        "incident_updates": [
+            {
+                "id": _id(iid, status),
+                "status": status,
+                "body": _UPDATE[status],
+                "incident_id": iid,
+                "created_at": _ts(s.updated),
+                "updated_at": _ts(s.updated),
+                "display_at": _ts(s.updated),
+                "affected_components": affected,
+            }
+        ],
+        "components": components,
+    }
+
+
+def google_incidents(s: Snapshot) -> list[dict[str, Any]]:
+    """Google Cloud's ``incidents.json``: the page's open incident, on its ``components`` as
+    affected products (only titles naming Gemini, Vertex AI or generative count for Gemini)."""
+    page = s.page
+    if not page.incident and page.indicator == "none":
+        return []
+    name = page.incident or _description(page)
+    impact = _GOOGLE_IMPACT[page.impact or page.indicator]
+    iid = _id(s.name, name, _ts(s.incident_since))
+    update = {
+        "created": s.updated.isoformat(timespec="seconds"),
+        "modified": s.updated.isoformat(timespec="seconds"),
+        "when": s.updated.isoformat(timespec="seconds"),
+        "text": _UPDATE[page.incident_status],
+        "status": impact,
+        "affected_locations": _GLOBAL,
+    }
+    return [
+        {
+            "id": iid,
+            "number": str(int(iid, 16)),
+            "begin": s.incident_since.isoformat(timespec="seconds"),
+            "created": s.incident_since.isoformat(timespec="seconds"),
+            "modified": s.updated.isoformat(timespec="seconds"),
+            "external_desc": name,
+            "updates": [update],
+            "most_recent_update": update,
+            "status_impact": impact,
+            "severity": _GOOGLE_SEVERITY[page.impact or page.indicator],
+            "service_key": "zall",
+            "service_name": "Multiple Products",
+            "affected_products": [{"title": c, "id": _id(s.name, c)} for c in page.components],
+            "uri": f"incidents/{iid}",
+            "currently_affected_locations": _GLOBAL,
+            "previously_affected_locations": [],
+        }
+    ]
+
+
+def human_page(s: Snapshot) -> str:
+    """What the dashboard's status links open: the page's status and open incidents."""
+    page = s.page
+    lines = [f"<h2>{html.escape(_description(page))} ({page.indicator})</h2>"]
+    for title, status in ((page.incident, page.incident_status), (page.maintenance, "maintenance")):
+        if title:
+            lines.append(f"<p>{html.escape(title)}: {status}</p>")
+    components = "".join(
+        f"<li>{html.escape(c)}: {_component_status(page)}</li>" for c in page.components
+    )
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(s.name)} status"
+        f"</title></head><body><h1>{html.escape(s.name)} status (simulated)</h1>"
+        f"{''.join(lines)}<ul>{components}</ul><p>Updated {_ts(s.updated)}</p></body></html>\n"
+    )
