@@ -267,3 +267,57 @@ def test_run_stops_cleanly_and_keeps_every_result(tmp_path, sim, sig):
     sent = requests_for_model()
     # Every request the daemon made, including one in flight at the signal, has its result.
     assert len(stored) == len(sent) >= 3
+
+
+def test_web_serves_an_existing_database_until_sigterm(tmp_path, sim):
+    write_config(
+        tmp_path / "llmpulse.yaml", sim,
+        [{"provider": "openai", "model": "gpt-4o-mini", "name": "m", "api_key": "${TEST_KEY}"}],
+    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update({"TEST_KEY": SECRET, "XDG_DATA_HOME": str(tmp_path / "data")})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmpulse", "web", "--db", str(tmp_path / "r.db"),
+         "--listen", "127.0.0.1:0", "--status-page-only"],
+        cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = proc.stderr.readline()
+        assert "llmpulse: serving http://127.0.0.1:" in line, line
+        url = line.split("serving ", 1)[1].strip().removesuffix("status")
+        status = httpx.get(f"{url}api/v1/status", timeout=10).json()
+        assert [t["name"] for t in status["targets"]] == ["m"]
+        assert status["targets"][0]["status"] == "unknown"  # nothing measured yet
+        assert httpx.get(f"{url}api/v1/overview", timeout=10).status_code == 404
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert SECRET not in err
+
+
+def test_run_refuses_to_serve_off_loopback_without_credentials(tmp_path, sim):
+    write_config(
+        tmp_path / "llmpulse.yaml", sim,
+        [{"provider": "openai", "model": "gpt-4o-mini", "api_key": "${TEST_KEY}"}],
+    )  # fmt: skip
+    proc = run_cli("run", "--listen", "0.0.0.0:0", cwd=tmp_path, env_extra={"TEST_KEY": "k"})
+    assert proc.returncode == 2
+    assert "--listen: 0.0.0.0:0 is not a loopback address" in proc.stderr
+    assert "web.token" in proc.stderr
+
+
+def test_run_reports_a_taken_port(tmp_path, sim):
+    write_config(
+        tmp_path / "llmpulse.yaml", sim,
+        [{"provider": "openai", "model": "gpt-4o-mini", "api_key": "${TEST_KEY}"}],
+    )  # fmt: skip
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_cli(
+            "run", "--listen", f"127.0.0.1:{port}", cwd=tmp_path, env_extra={"TEST_KEY": "k"}
+        )
+    assert proc.returncode == 2
+    assert f"web.listen: cannot listen on 127.0.0.1:{port}: address already in use" in proc.stderr

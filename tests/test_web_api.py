@@ -346,3 +346,16 @@ def test_listening_off_loopback_requires_credentials() -> None:
         parse_config({"targets": targets, "web": {"token": "plain"}}, env={})
     with pytest.raises(ConfigError, match=r"web.listen: expected HOST:PORT"):
         parse_config({"targets": targets, "web": {"listen": "8080"}}, env={})
+
+
+def test_status_listen_adds_a_public_status_only_listener(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    seed(db, time.time())
+    config = make_config({"status_listen": "127.0.0.1:0"})
+    with ServedWeb(config, db) as web:
+        dashboard, status = web.server.urls
+        assert status.endswith("/status")
+        public = status.removesuffix("status")
+        assert httpx.get(f"{public}api/v1/statuspage").status_code == 200
+        assert httpx.get(f"{public}api/v1/overview").status_code == 404
+        assert httpx.get(f"{dashboard}api/v1/overview").status_code == 200
