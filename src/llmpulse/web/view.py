@@ -107,18 +107,17 @@ class View:
         latest = self.store.latest_per_target()
         window_s = metrics.WINDOWS[CARD_WINDOW]
         aggregates = metrics.aggregate_by_target(self.store, window_s, now)
-        today = self.store.totals(_day_start(now), now, by="target")
+        costs = self._costs_today(None, now)
         served = self._served_models(None, now)
         cards = []
         for t in self._targets.values():
-            cost = today.get((None, t.name))
             cards.append(
                 self._card(
                     t,
                     records.get(t.name, []),
                     latest.get(t.name),
                     aggregates.get(t.name),
-                    cost.cost_usd if cost is not None and cost.cost_requests else None,
+                    costs.get(t.name),
                     served.get(t.name),
                     silences,
                     now,
@@ -159,13 +158,12 @@ class View:
             for w, s in metrics.WINDOWS.items()
         }
         latest = self.store.latest_results(limit=1, target=name)
-        today = self.store.totals(_day_start(now), now, by="target").get((None, name))
         card = self._card(
             t,
             self._records_by_subject().get(name, []),
             latest[0] if latest else None,
             windows[CARD_WINDOW],
-            today.cost_usd if today is not None and today.cost_requests else None,
+            self._costs_today(name, now).get(name),
             self._served_models(name, now).get(name),
             self._silences(now),
             now,
@@ -217,6 +215,11 @@ class View:
                 if r.state in (AlertState.FIRING, AlertState.PENDING)
             ],
         )
+
+    def _costs_today(self, target: str | None, now: float) -> dict[str, float]:
+        """Spend since midnight UTC per target (absent when no check reported a cost)."""
+        totals = self.store.totals(_day_start(now), now, by="target", target=target)
+        return {name: t.cost_usd for (_, name), t in totals.items() if t.cost_requests}
 
     def _served_models(self, target: str | None, now: float) -> dict[str, str]:
         """The model each target served last: the latest check may be a models-list check,
