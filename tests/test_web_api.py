@@ -149,6 +149,7 @@ def test_alerts_firing_and_history(client: httpx.Client) -> None:
     alerts = get(client, "/api/v1/alerts")
     assert [a["target"] for a in alerts["firing"]] == [ANTHROPIC]
     assert alerts["firing"][0]["silenced"] is False
+    assert alerts["firing"][0]["scope"] == "target"
     history = alerts["history"]
     assert [h["status"] for h in history] == ["firing", "resolved", "firing"]
     assert history[0]["target"] == ANTHROPIC  # newest first

@@ -29,9 +29,14 @@ class Official(BaseModel):
     incidents: list[str] = Field(default_factory=list)
 
 
+Scope = Literal["target", "provider", "all"]
+
+
 class Alert(BaseModel):
     fingerprint: str
     rule: str
+    # "target": target names a target; "provider": a provider; "all": every provider ("*").
+    scope: Scope
     target: str
     provider: str
     severity: str
@@ -150,6 +155,7 @@ class AlertEvent(BaseModel):
     status: str
     severity: str
     rule: str
+    scope: Scope
     target: str
     provider: str
     summary: str

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE, AlertRecord
+from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE, AlertRecord, alert_scope
 from llmpulse.alerts.model import AlertState
 from llmpulse.alerts.silences import CONFIG_SILENCE_PREFIX, Silence, configured_silences
 from llmpulse.alerts.state import AlertStateStore, state_paths
@@ -350,7 +350,11 @@ class View:
         ]
         live.sort(key=lambda a: -(a.fired_at or a.active_since or 0))
         history = [
-            schemas.AlertEvent(ts=ts, **{**n.to_json(), "summary": self.redact(n.summary) or ""})
+            schemas.AlertEvent(
+                ts=ts,
+                scope=alert_scope(n.rule),
+                **{**n.to_json(), "summary": self.redact(n.summary) or ""},
+            )
             for ts, n in self.alert_state.events_between(0, math.inf, target=target, limit=limit)
         ]
         history.reverse()  # newest first
@@ -588,6 +592,7 @@ def _alert(r: AlertRecord, silences: Iterable[Silence], now: float) -> schemas.A
     return schemas.Alert(
         fingerprint=r.fingerprint,
         rule=rule,
+        scope=alert_scope(r.rule),
         target=r.target,
         provider=r.provider,
         severity=str(r.severity),

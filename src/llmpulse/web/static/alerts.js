@@ -33,7 +33,7 @@ function alertRow(a) {
     },
     el("td", {}, el("span", {class: sevClass(a.severity), text: a.severity})),
     el("td", {class: "mono", text: a.rule}),
-    el("td", {}, targetLink(a.target)),
+    el("td", {}, targetLink(a)),
     el("td", {text: a.provider}),
     el("td", {class: "nowrap", "data-field": "since", "data-value": since ?? "", title: fmtTime(since), text: since == null ? "—" : fmtSince(since)}),
     setValue(el("td", {class: "n", "data-field": "value"}), a.value, fmtValue),
@@ -54,9 +54,10 @@ function alertRow(a) {
 }
 
 /** Provider- and fleet-level alerts have a provider or "*" as target: no page to link to. */
-function targetLink(target) {
-  if (!target || target === "*" || !target.includes("/")) return el("span", {text: target || "—"});
-  return el("a", {href: targetHref(target), text: target});
+// Provider-wide alerts name a provider (or "*"), which has no page of its own.
+function targetLink(alert) {
+  if (alert.scope !== "target") return el("span", {text: alert.target || "—"});
+  return el("a", {href: targetHref(alert.target), text: alert.target});
 }
 
 function renderAlerts(list, state) {
@@ -94,7 +95,7 @@ function renderHistory(history) {
         el("td", {}, el("span", {class: `badge st-${e.status === "resolved" ? "up" : "down"}`, text: e.status})),
         el("td", {}, el("span", {class: sevClass(e.severity), text: e.severity})),
         el("td", {class: "mono", text: e.rule}),
-        el("td", {}, targetLink(e.target)),
+        el("td", {}, targetLink(e)),
         el("td", {class: "nowrap", "data-value": e.starts_at ?? "", text: fmtTime(toTs(e.starts_at))}),
         el("td", {class: "nowrap", "data-value": e.ends_at ?? "", text: e.ends_at ? fmtTime(toTs(e.ends_at)) : "—"}),
         el("td", {text: e.summary}),

@@ -398,7 +398,7 @@ export function showError(message, testid = "page-error") {
 }
 
 /**
- * Runs fn every `ms` milliseconds (never overlapping; paused while the tab is hidden, run at
+ * Runs fn every `ms` milliseconds, or every `ms()` if a function (never overlapping; paused while the tab is hidden, run at
  * once when it shows again). Returns {refresh()} to run now.
  */
 export function poll(fn, ms) {
@@ -426,7 +426,7 @@ export function poll(fn, ms) {
       tick();
       return;
     }
-    if (!document.hidden) timer = setTimeout(tick, ms);
+    if (!document.hidden) timer = setTimeout(tick, typeof ms === "function" ? ms() : ms);
   }
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && timer === null && !running) tick();

@@ -202,6 +202,7 @@ function render(data, n) {
   if (!tpr) {
     tpr = new TimeChart($id("chart-tokens-per-request"), {
       yFormat: (v) => fmtNum(v),
+      step: DAY_S,
       utc: true,
       height: 260,
       xFormat: dayFormat,

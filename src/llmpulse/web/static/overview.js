@@ -236,7 +236,8 @@ function alertLine(a, testid) {
     },
     el("span", {class: `sev sev-${a.severity === "critical" || a.severity === "warning" ? a.severity : "other"}`, text: a.severity}),
     el("span", {class: "rule", text: a.rule}),
-    el("a", {href: targetHref(a.target), text: a.target}),
+    // Provider-wide alerts name a provider (or "*"), which has no page of its own.
+    a.scope === "target" ? el("a", {href: targetHref(a.target), text: a.target}) : el("span", {text: a.target}),
     el("span", {class: "summary", text: a.summary}),
     a.silenced ? el("span", {class: "tag", text: "silenced", "data-testid": "silenced"}) : null,
     el("span", {class: "muted since-alert", "data-value": a.fired_at ?? "", text: a.fired_at ? `for ${fmtSince(a.fired_at)}` : ""}),

@@ -262,4 +262,5 @@ async function load() {
   }
 }
 
-const poller = poll(load, REFRESH_MS[currentRange()] || 60000);
+// The interval follows the range shown, which the buttons change without a reload.
+const poller = poll(load, () => REFRESH_MS[currentRange()] || 60000);
