@@ -1,7 +1,8 @@
 """``llmpulse demo`` as a newcomer runs it: a real process, the scripted incidents, Ctrl-C.
 
 The script runs at --speed 10 (a 15 s period); every alert must come from the real monitor
-judging real checks, so the test reads what the sink printed and what the alert history kept.
+judging real checks and reading the simulated official status pages, so the test reads what the
+sink printed and what the alert history kept.
 """
 
 from __future__ import annotations
@@ -20,10 +21,18 @@ import pytest
 
 from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import parse_config
-from llmpulse.demo.scenario import INCIDENTS, MODELS, PERIOD_S, build_config, build_scenario
+from llmpulse.demo.scenario import (
+    INCIDENTS,
+    MODELS,
+    OFFICIAL,
+    PERIOD_S,
+    build_config,
+    build_scenario,
+)
 from llmpulse.monitor.rules import AVAILABILITY_RULES
 
 SPEED = 10
+ANTHROPIC = "anthropic/claude-haiku-4-5"
 
 
 def _rules(rule: str) -> tuple[str, ...]:
@@ -58,7 +67,8 @@ def test_every_incident_fires_and_resolves_and_ctrl_c_exits_0(tmp_path: Path) ->
     proc = _demo("--speed", str(SPEED), "--listen", "127.0.0.1:0", "--db", str(db))
     out = _lines(proc.stdout)
     printed: list[str] = []
-    wanted = {(i.model.target, status) for i in INCIDENTS for status in ("FIRING", "RESOLVED")}
+    subjects = [i.model.target for i in INCIDENTS] + [o.model.provider for o in OFFICIAL]
+    wanted = {(subject, status) for subject in subjects for status in ("FIRING", "RESOLVED")}
     seen: set[tuple[str, str]] = set()
     # One period (15 s here) plays every incident; allow for start-up and a slow machine.
     deadline = time.monotonic() + 2 * PERIOD_S / SPEED + 30
@@ -80,7 +90,7 @@ def test_every_incident_fires_and_resolves_and_ctrl_c_exits_0(tmp_path: Path) ->
             proc.kill()
             proc.wait()
     banner = "\n".join(printed)
-    for url in ("dashboard", "status page", "metrics", "simulator", "alert sink"):
+    for url in ("dashboard", "status page", "metrics", "simulator", "status pages", "alert sink"):
         assert f"  {url}  " in banner
 
     state = AlertStateStore(state_paths(db)[0])
@@ -94,8 +104,21 @@ def test_every_incident_fires_and_resolves_and_ctrl_c_exits_0(tmp_path: Path) ->
         rule = pages[0][1] if pages else None
         assert rule in _rules(incident.rule), (target, pages)
         assert pages[:2] == [("firing", rule), ("resolved", rule)], (target, pages)
-    # Nothing else paged: the control stayed quiet and no incident raised a stray alert.
+    # The official page admits the outage only after we paged it, and says nothing of the rest.
+    outage = next(n for n in history if n.target == ANTHROPIC and n.status == "firing")
+    assert outage.official_status == "none", outage
+    printed_page = next(p for p in printed if p.split()[1:4:2] == ["FIRING", ANTHROPIC])
+    assert printed_page.endswith(" · status page: none"), printed_page  # the sink says so too
+    for script in OFFICIAL:
+        provider = script.model.provider
+        pages = [(str(n.status), n.rule) for n in history if n.target == provider]
+        assert pages[:2] == [("firing", script.rule), ("resolved", script.rule)], pages
+        fired = next(n for n in history if n.target == provider)
+        assert fired.summary == f"{provider} status page: Partial System Outage (major)"
+    # Nothing else paged: the control stayed quiet, no incident raised a stray alert and no other
+    # status page spoke up.
     allowed = {(i.model.target, r) for i in INCIDENTS for r in _rules(i.rule)}
+    allowed |= {(o.model.provider, o.rule) for o in OFFICIAL}
     assert {(n.target, n.rule) for n in history} <= allowed
 
 
@@ -112,8 +135,10 @@ def test_a_taken_dashboard_port_names_the_option(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("speed", [1, 4])
 def test_speed_divides_every_duration(speed: int) -> None:
+    pages = {m.provider: f"http://s/statuspage/{m.provider}/api/v2/summary.json" for m in MODELS}
     raw = build_config(speed, {"openai": "http://s/o", "anthropic": "http://s/a",
-                               "gemini": "http://s/g"}, "http://sink/hook", "127.0.0.1:0")  # fmt: skip
+                               "gemini": "http://s/g"}, "http://sink/hook", "127.0.0.1:0",
+                       pages)  # fmt: skip
     config = parse_config(raw, env={"LLMPULSE_DEMO_KEY": "k"})
     assert [t.name for t in config.targets] == [m.target for m in MODELS]
     assert {t.interval for t in config.targets} == {5.0 / speed}
@@ -124,7 +149,11 @@ def test_speed_divides_every_duration(speed: int) -> None:
     assert config.alerting.resolve_after == 10.0 / speed
     assert config.alerting.group_wait == 1.0 / speed
     assert config.monitor.retry_interval == 1.5 / speed
-    assert config.monitor.status_pages is False  # the demo never leaves the machine
+    # Official status pages on, every one of them the simulator's: the demo never leaves the
+    # machine.
+    assert config.monitor.status_pages is True
+    assert config.monitor.status_interval == 5.0 / speed
+    assert {p: s.status_page for p, s in config.providers.items()} == pages
     groq = next(t for t in config.targets if t.provider == "groq")
     assert groq.tps_floor == 150 * speed
     scenario = build_scenario(speed)
@@ -133,3 +162,8 @@ def test_speed_divides_every_duration(speed: int) -> None:
     assert openai.ttft == pytest.approx(0.4 / speed)
     assert [e.at for e in openai.timeline] == [10, 20, 50]
     assert scenario.models["gemini-2.5-flash"].timeline == []
+    anthropic = scenario.status_pages["anthropic"]
+    assert anthropic.loop == PERIOD_S and [e.at for e in anthropic.timeline] == [35, 55, 90]
+    assert all(
+        not scenario.status_pages[m.provider].timeline for m in MODELS if m.provider != "anthropic"
+    )

@@ -1,9 +1,10 @@
 """``llmpulse demo``: the whole product on one machine, without an API key.
 
-The simulator plays six providers' models with a scripted incident timeline that repeats; the
-monitor (the same ``Daemon`` as ``llmpulse run``, serving its dashboard) checks them and pages
-a local webhook sink, which prints every notification. Nothing is faked: every alert comes from
-real checks over real sockets, judged by the real rules, delivered through the real outbox.
+The simulator plays six providers' models and their official status pages with a scripted
+incident timeline that repeats; the monitor (the same ``Daemon`` as ``llmpulse run``, serving
+its dashboard) checks them, reads the pages and pages a local webhook sink, which prints every
+notification. Nothing is faked: every alert comes from real checks over real sockets, judged by
+the real rules, delivered through the real outbox.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from llmpulse.demo.scenario import (
     KEY,
     KEY_VAR,
     MODELS,
+    OFFICIAL,
     PERIOD_S,
+    Incident,
     build_config,
     build_scenario,
 )
@@ -96,8 +99,10 @@ def _daemon(sim: SimServer, hook: str, db_path: Path, listen: str, speed: float)
     """The monitor; it binds the dashboard's address first, so a taken one fails at once."""
     bases = {"openai": sim.openai_base, "anthropic": sim.anthropic_base,
              "gemini": sim.gemini_base}  # fmt: skip
+    pages = {m.provider: sim.status_page_url(m.provider, m.status_format) for m in MODELS}
     try:
-        config = parse_config(build_config(speed, bases, hook, listen), env={KEY_VAR: KEY})
+        raw = build_config(speed, bases, hook, listen, pages)
+        config = parse_config(raw, env={KEY_VAR: KEY})
         return Daemon(config, db_path=db_path)
     except (ConfigError, WebError) as exc:
         raise DemoError(
@@ -129,6 +134,8 @@ def _banner(
         ("metrics", f"{web}metrics"),
         ("simulator", f"{sim.url}  (OpenAI-style /openai/v1, /anthropic, /gemini/v1beta; "
                       "live state /_sim/state)"),
+        ("status pages", f"{sim.url}/statuspage/PROVIDER  (the official pages the monitor "
+                         "reads, as Statuspage v2 /api/v2/summary.json; gemini: incidents.json)"),
         ("alert sink", f"{sink}/  (webhook POST /hook; GET / lists the last notifications)"),
         ("data", f"{daemon.store.path}  "
                  f"({'kept' if kept else 'deleted on exit; --db PATH keeps it'})"),
@@ -151,11 +158,27 @@ def _banner(
         )
     control = [m.target for m in MODELS if all(i.model is not m for i in INCIDENTS)]
     console.print(f"    {', '.join(control)} stays healthy: the control.", highlight=False)
+    for page in OFFICIAL:
+        when = f"{_clock(page.start)}–{_clock(page.end)}"
+        console.print(
+            f"    {when}  {_page(page):<30}  {page.story}  [dim]→ {page.rule}[/dim]",
+            highlight=False,
+        )
+    quiet = [m.provider for m in MODELS if all(o.model is not m for o in OFFICIAL)]
+    console.print(
+        f"    The official status pages of {', '.join(quiet)} report no incident throughout, "
+        "whatever we measure.",
+        highlight=False,
+    )
     console.print(
         "\nScripted changes and every notification the sink receives appear below. "
         "Ctrl-C to stop.\n",
         highlight=False,
     )
+
+
+def _page(script: Incident) -> str:
+    return f"{script.model.provider} (status page)"
 
 
 def _clock(seconds: float) -> str:
@@ -165,7 +188,8 @@ def _clock(seconds: float) -> str:
 async def _narrate(console: Console, started: float, speed: float) -> None:
     """Print each scripted change as the simulator makes it, so cause precedes effect."""
     steps = sorted(
-        ((s.at, i.model.target, s.says) for i in INCIDENTS for s in i.steps),
+        [(s.at, i.model.target, s.says) for i in INCIDENTS for s in i.steps]
+        + [(s.at, _page(o), s.says) for o in OFFICIAL for s in o.steps],
         key=lambda step: step[0],
     )
     for period in itertools.count():

@@ -1,11 +1,12 @@
-"""The demo's script: simulated providers, a looping incident timeline, and the config that
-monitors them.
+"""The demo's script: simulated providers and their official status pages, a looping incident
+timeline, and the config that monitors them.
 
 Everything is written for speed 1. At ``speed`` N the simulator replays the timeline N times
 faster (its own ``speed``), every other duration (model TTFTs, check intervals, rule windows,
-``for`` and clear windows, the TTFT threshold, ``resolve_after``, ``group_wait``, retries) is
-divided by N and every rate (tokens/s and its floor) multiplied by N: the same alerts fire and
-resolve in the same order, N times sooner. The monitor's config uses only the normal keys.
+``for`` and clear windows, the TTFT threshold, ``resolve_after``, ``group_wait``, retries, the
+status page interval) is divided by N and every rate (tokens/s and its floor) multiplied by N:
+the same alerts fire and resolve in the same order, N times sooner. The monitor's config uses
+only the normal keys.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE
+from llmpulse.monitor.statuspage import SourceKind
 from llmpulse.sim.scenario import Scenario, parse_scenario
 
 PERIOD_S = 150.0  # the script repeats every 2½ minutes, so a demo left open stays lively
 INTERVAL_S = 5.0  # every target is checked every 5 s (each check kind once per interval)
+STATUS_INTERVAL_S = 5.0  # every official status page is read every 5 s
 KEY_VAR = "LLMPULSE_DEMO_KEY"
 KEY = "sk-demo"  # the simulator takes any non-empty key; the config only references it
 _DURATIONS = frozenset({"ttft"})
@@ -31,6 +35,8 @@ class DemoModel:
     api: str  # the simulator's wire format: openai, anthropic or gemini
     behavior: Mapping[str, Any]  # the simulator's model behaviour at speed 1
     tps_floor: float | None = None
+    components: tuple[str, ...] = ("API",)  # on its official status page
+    status_format: SourceKind = "statuspage"  # how that page is served, as the real one is
 
     @property
     def target(self) -> str:
@@ -46,6 +52,8 @@ class Step:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Incident:
+    """Scripted changes of a model's behaviour or, in ``OFFICIAL``, of its provider's page."""
+
     model: DemoModel
     rule: str  # the alert it raises (for the outage: the availability incident's lead rule)
     story: str
@@ -63,11 +71,13 @@ class Incident:
 OPENAI = DemoModel(
     "openai", "gpt-4o-mini", "openai",
     {"served_model": "gpt-4o-mini-2024-07-18", "ttft": 0.4, "tokens_per_s": 80, "jitter": 0.1},
+    components=("APIs", "ChatGPT"),
 )  # fmt: skip
 ANTHROPIC = DemoModel(
     "anthropic", "claude-haiku-4-5", "anthropic",
     {"served_model": "claude-haiku-4-5-20251001", "ttft": 0.5, "tokens_per_s": 90,
      "jitter": 0.1, "context_window": 200000},
+    components=("Claude API (api.anthropic.com)",),
 )  # fmt: skip
 GROQ = DemoModel(
     "groq", "llama-3.1-8b-instant", "openai",
@@ -85,6 +95,7 @@ DEEPSEEK = DemoModel(
 GEMINI = DemoModel(  # the control: healthy throughout
     "gemini", "gemini-2.5-flash", "gemini",
     {"ttft": 0.6, "tokens_per_s": 150, "jitter": 0.1, "context_window": 1048576},
+    components=("Vertex Gemini API",), status_format="google",  # Google Cloud's incidents.json
 )  # fmt: skip
 MODELS = (OPENAI, ANTHROPIC, GROQ, MISTRAL, DEEPSEEK, GEMINI)
 
@@ -124,6 +135,22 @@ INCIDENTS = (
     ),
 )  # fmt: skip
 
+# As in real life, the official pages lag behind what we measure and partly disagree with it:
+# Anthropic's admits the outage 20 s into it (15 s after we page) and is all clear 40 s after
+# the calls succeed again (15 s after our page resolves); OpenAI's never mentions the TTFT climb
+# we measure; every other page stays quiet throughout.
+OFFICIAL = (
+    Incident(
+        ANTHROPIC, OFFICIAL_STATUS_RULE,
+        "major “Elevated errors on Claude Haiku 4.5” 20 s into the outage, none 40 s after it",
+        (Step(35, {"indicator": "major", "incident": "Elevated errors on Claude Haiku 4.5"},
+              "major: “Elevated errors on Claude Haiku 4.5” (investigating)"),
+         Step(55, {"incident_status": "monitoring"},
+              "still major: “a fix has been implemented and we are monitoring the results”"),
+         Step(90, {"indicator": "none", "incident": None}, "none: “All Systems Operational”")),
+    ),
+)  # fmt: skip
+
 
 def _scaled(behavior: Mapping[str, Any], speed: float) -> dict[str, Any]:
     out = {}
@@ -150,13 +177,27 @@ def build_scenario(speed: float) -> Scenario:
         if timeline:
             behavior.update(timeline=timeline, loop=PERIOD_S)  # timeline times are scenario time
         models[m.model] = behavior
-    return parse_scenario({"models": models}, source="demo scenario")
+    pages: dict[str, Any] = {}
+    for m in MODELS:
+        page: dict[str, Any] = {"components": list(m.components)}
+        steps = [
+            {"at": s.at, "set": dict(s.set)} for o in OFFICIAL if o.model is m for s in o.steps
+        ]
+        if steps:
+            page.update(timeline=steps, loop=PERIOD_S)
+        pages[m.provider] = page
+    return parse_scenario({"models": models, "status_pages": pages}, source="demo scenario")
 
 
 def build_config(
-    speed: float, sim_bases: Mapping[str, str], sink_url: str, listen: str
+    speed: float,
+    sim_bases: Mapping[str, str],
+    sink_url: str,
+    listen: str,
+    status_pages: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The monitor's config (the raw YAML shape) for the simulated targets at ``speed``."""
+    """The monitor's config (the raw YAML shape) for the simulated targets at ``speed``;
+    ``status_pages`` maps each provider to its simulated official status page."""
 
     def d(seconds: float) -> float:
         return seconds / speed
@@ -199,7 +240,8 @@ def build_config(
             "flap_window": d(PERIOD_S - 30),
             "flap_resolve_after": d(600),
         },
-        "monitor": {"retry_interval": d(1.5), "status_pages": False},
+        "monitor": {"retry_interval": d(1.5), "status_interval": d(STATUS_INTERVAL_S)},
+        "providers": {m.provider: {"status_page": status_pages[m.provider]} for m in MODELS},
         "web": {"listen": listen, "title": "llmpulse demo"},
         "notifiers": [{"name": "demo-sink", "type": "webhook", "url": sink_url}],
     }

@@ -15,6 +15,8 @@ from aiohttp import web
 from rich.console import Console
 from rich.markup import escape
 
+from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE
+
 KEEP = 200
 _STYLES = {
     ("firing", "critical"): "bold red",
@@ -63,12 +65,17 @@ class AlertSink:
 
 
 def line(data: dict[str, Any]) -> str:
-    """One rich-markup line: time, FIRING/RESOLVED, severity, target, summary, rule."""
+    """One rich-markup line: time, FIRING/RESOLVED, severity, target, summary, rule, and what
+    the provider's status page said when the page went out."""
     status = str(data.get("status", "?"))
     severity = str(data.get("severity", "?"))
     style = _STYLES.get((status, severity), "green")
+    rule = str(data.get("rule", ""))
+    official = data.get("official_status")
+    # An official_status page's summary already quotes the status page.
+    said = f" · status page: {official}" if official and rule != OFFICIAL_STATUS_RULE else ""
     return (
         f"{datetime.now():%H:%M:%S}  [{style}]{status.upper():<8}  {severity:<8}[/{style}]  "
         f"{escape(str(data.get('target', '?'))):<30}  {escape(str(data.get('summary', '')))}"
-        f"  [dim]{escape(str(data.get('rule', '')))}[/dim]"
+        f"  [dim]{escape(rule + said)}[/dim]"
     )
