@@ -494,3 +494,21 @@ def test_dashboard_is_importable() -> None:
             assert target["datasource"] == datasource
             # Every panel follows the provider and target selection.
             assert '=~"$provider"' in target["expr"], panel["title"]
+
+
+def test_series_merge_where_a_family_leaves_out_a_label() -> None:
+    exporter = MetricsExporter()
+    for served in ("gpt-4o-mini-a", "gpt-4o-mini-b"):
+        result = ok_stream()
+        result.response_model = served
+        result.latency_ms = 1280.0  # exactly a bucket bound: counted in it (le is <=)
+        exporter.observe(result)
+    samples = scrape(exporter)
+    # Checks and cost carry no served model: one series each, the two results summed.
+    assert value(samples, "llmpulse_checks_total", llmpulse_check="stream") == 2
+    assert value(samples, "llmpulse_cost_usd_total") == pytest.approx(0.00006)
+    durations = series(samples, "gen_ai_client_operation_duration_seconds_bucket", le="1.28")
+    assert sorted(s.labels["gen_ai_response_model"] for s in durations) == [
+        "gpt-4o-mini-a", "gpt-4o-mini-b"
+    ]  # fmt: skip
+    assert all(s.value == 1 for s in durations)

@@ -12,15 +12,23 @@ exporter never sees a target's base URL, key or headers, and ignores error messa
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import get_args
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from llmpulse.monitor.status import Status
 from llmpulse.monitor.statuspage import Indicator
@@ -100,62 +108,26 @@ def provider_label(provider: str) -> str:
 
 
 class MetricsExporter:
-    """One registry per instance: several apps (or tests) in one process never share series."""
+    """One registry per instance: several apps (or tests) in one process never share series.
+
+    Counts are kept in plain lists per label combination and turned into metric families at
+    scrape time, rather than in prometheus_client's Counter/Histogram children: those hold a
+    lock and an object per bucket, about 26 KB per target, which at 5,000 targets was more
+    memory than the rest of the daemon.
+    """
 
     def __init__(self, snapshot: Callable[[], Snapshot] | None = None) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        self._checks = Counter(
-            "llmpulse_checks",
-            "Checks completed, by outcome (error_type is empty for a success).",
-            (*_TARGET, "llmpulse_check", "error_type"),
-            registry=r,
-        )
-        self._duration = Histogram(
-            "gen_ai_client_operation_duration",
-            "GenAI operation duration: a whole check, connection setup to last byte.",
-            (*_GENAI, "error_type"),
-            unit="seconds",
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
-        self._ttft = Histogram(
-            "gen_ai_client_operation_time_to_first_chunk",
-            "Time from sending a streaming request to the first chunk with visible output text.",
-            _GENAI,
-            unit="seconds",
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
-        self._tokens = Histogram(
-            "gen_ai_client_token_usage",
-            "Input and output tokens per check, as the provider reported them.",
-            (*_GENAI, "gen_ai_token_type"),
-            buckets=TOKEN_BUCKETS,
-            registry=r,
-        )
-        self._tps = Histogram(
-            "llmpulse_tokens_per_second",
-            "Visible output tokens per second of a streamed response, first to last text chunk.",
-            _GENAI,
-            buckets=TOKENS_PER_SECOND_BUCKETS,
-            registry=r,
-        )
-        self._cost = Counter(
-            "llmpulse_cost_usd",
-            "Cost of the checks in US dollars since the process started.",
-            (*_TARGET, "llmpulse_check"),
-            registry=r,
-        )
+        self.registry.register(_CountsCollector(self))
         if snapshot is not None:
-            r.register(_SnapshotCollector(snapshot))
+            self.registry.register(_SnapshotCollector(snapshot))
         self._series: dict[tuple[str, str, str, str, str, str], _Series] = {}
         self._served: dict[str, set[str]] = {}
 
     def observe(self, result: CheckResult) -> None:
-        """Count one check result. O(1): a dict lookup, then updates of bound series; a label
-        combination's series are bound when it first has a value for them, so no always-empty
-        series appear (no TTFT for a models list, no tokens for a failure)."""
+        """Count one check result. O(1): a dict lookup and a few list updates; a histogram of
+        a label combination exists once it has a value, so no always-empty series appear (no
+        TTFT for a models list, no tokens for a failure)."""
         if result.ok:
             error = ""
         else:
@@ -164,33 +136,22 @@ class MetricsExporter:
         key = (result.target, result.provider, result.model, result.check, served, error)
         s = self._series.get(key)
         if s is None:
-            s = self._series[key] = self._bind(key)
-        s.checks.inc()
+            s = self._series[key] = _Series(_genai(key), error)
+        s.checks += 1
         if result.latency_ms is not None:
-            s.duration.observe(result.latency_ms / 1000)
+            s.duration = _observe(s.duration, DURATION_BUCKETS, result.latency_ms / 1000)
         if result.ttft_ms is not None:
-            if s.ttft is None:
-                s.ttft = self._ttft.labels(*s.genai)
-            s.ttft.observe(result.ttft_ms / 1000)
+            s.ttft = _observe(s.ttft, DURATION_BUCKETS, result.ttft_ms / 1000)
         if result.tokens_per_s is not None:
-            if s.tps is None:
-                s.tps = self._tps.labels(*s.genai)
-            s.tps.observe(result.tokens_per_s)
+            s.tps = _observe(s.tps, TOKENS_PER_SECOND_BUCKETS, result.tokens_per_s)
         usage = result.usage
         # Estimated counts are not the provider's: the semconv says not to report them.
         if usage.input_tokens is not None and not usage.estimated:
-            if s.input_tokens is None:
-                s.input_tokens = self._tokens.labels(*s.genai, "input")
-            s.input_tokens.observe(usage.input_tokens)
+            s.input_tokens = _observe(s.input_tokens, TOKEN_BUCKETS, usage.input_tokens)
         if usage.output_tokens is not None and not usage.estimated:
-            if s.output_tokens is None:
-                s.output_tokens = self._tokens.labels(*s.genai, "output")
-            s.output_tokens.observe(usage.output_tokens)
+            s.output_tokens = _observe(s.output_tokens, TOKEN_BUCKETS, usage.output_tokens)
         if result.cost_usd is not None:
-            if s.cost is None:
-                _, provider, model, _, target, check = s.genai
-                s.cost = self._cost.labels(target, provider, model, check)
-            s.cost.inc(result.cost_usd)
+            s.cost = (s.cost or 0.0) + result.cost_usd
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition and its content type: OpenMetrics when ``accept`` (the request's
@@ -198,6 +159,11 @@ class MetricsExporter:
         run it off the event loop if the snapshot does I/O."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+    def series(self) -> list[_Series]:
+        """A copy of the series list, safe to read from the scraping thread (the event loop
+        may add series meanwhile; copying a dict's values is atomic under the GIL)."""
+        return list(self._series.values())
 
     def _served_label(self, target: str, response_model: str | None) -> str:
         if not response_model:
@@ -212,29 +178,141 @@ class MetricsExporter:
         seen.add(response_model)
         return response_model
 
-    def _bind(self, key: tuple[str, str, str, str, str, str]) -> _Series:
-        target, provider, model, check, served, error = key
-        provider = provider_label(provider)
-        genai = (OPERATIONS[CheckKind(check)], provider, model, served, target, check)
-        return _Series(
-            genai=genai,
-            checks=self._checks.labels(target, provider, model, check, error),
-            duration=self._duration.labels(*genai, error),
-        )
+
+def _genai(key: tuple[str, str, str, str, str, str]) -> tuple[str, str, str, str, str, str]:
+    """Label values in _GENAI order for a series key."""
+    target, provider, model, check, served, _ = key
+    return (OPERATIONS[CheckKind(check)], provider_label(provider), model, served, target, check)
+
+
+# A histogram as one list: a count per bucket (the last one +Inf), then the sum.
+_Hist = list[float]
+
+
+def _observe(hist: _Hist | None, bounds: Sequence[float], value: float) -> _Hist:
+    if hist is None:
+        hist = [0] * (len(bounds) + 1) + [0.0]
+    hist[bisect.bisect_left(bounds, value)] += 1  # the first bucket whose bound is >= value
+    hist[-1] += value
+    return hist
 
 
 @dataclasses.dataclass(slots=True)
 class _Series:
-    """The bound series of one label combination; the optional ones are bound on first use."""
+    """The counts of one label combination; histograms appear on their first value."""
 
     genai: tuple[str, str, str, str, str, str]  # label values in _GENAI order
-    checks: Counter
-    duration: Histogram
-    ttft: Histogram | None = None
-    tps: Histogram | None = None
-    input_tokens: Histogram | None = None
-    output_tokens: Histogram | None = None
-    cost: Counter | None = None
+    error: str
+    checks: int = 0
+    duration: _Hist | None = None
+    ttft: _Hist | None = None
+    tps: _Hist | None = None
+    input_tokens: _Hist | None = None
+    output_tokens: _Hist | None = None
+    cost: float | None = None
+
+
+class _CountsCollector(Collector):
+    """Counters and histograms from the exporter's series, merged per exposed label set (a
+    series key also carries labels some families leave out, e.g. the served model)."""
+
+    def __init__(self, exporter: MetricsExporter) -> None:
+        self._exporter = exporter
+
+    def collect(self) -> Iterator[Metric]:
+        checks: dict[tuple[str, ...], float] = {}
+        cost: dict[tuple[str, ...], float] = {}
+        hists: dict[_Family, dict[tuple[str, ...], _Hist]] = {f: {} for f in _FAMILIES}
+        for s in self._exporter.series():
+            _, provider, model, _, target, check = s.genai
+            outcome = (target, provider, model, check, s.error)
+            checks[outcome] = checks.get(outcome, 0) + s.checks
+            if s.cost is not None:
+                cost[outcome[:4]] = cost.get(outcome[:4], 0.0) + s.cost
+            for family, labels, hist in (
+                (DURATION, (*s.genai, s.error), s.duration),
+                (TTFT, s.genai, s.ttft),
+                (TPS, s.genai, s.tps),
+                (TOKENS, (*s.genai, "input"), s.input_tokens),
+                (TOKENS, (*s.genai, "output"), s.output_tokens),
+            ):
+                if hist is None:
+                    continue
+                into = hists[family].get(labels)
+                if into is None:
+                    hists[family][labels] = list(hist)
+                else:
+                    for i, n in enumerate(hist):
+                        into[i] += n
+        checks_family = CounterMetricFamily(
+            "llmpulse_checks",
+            "Checks completed, by outcome (error_type is empty for a success).",
+            labels=(*_TARGET, "llmpulse_check", "error_type"),
+        )
+        for labels, n in checks.items():
+            checks_family.add_metric(labels, n)
+        cost_family = CounterMetricFamily(
+            "llmpulse_cost_usd",
+            "Cost of the checks in US dollars since the process started.",
+            labels=(*_TARGET, "llmpulse_check"),
+        )
+        for labels, usd in cost.items():
+            cost_family.add_metric(labels, usd)
+        yield from (checks_family, cost_family)
+        for family, series in hists.items():
+            metric = HistogramMetricFamily(
+                family.name, family.documentation, labels=family.labels, unit=family.unit
+            )
+            for labels, hist in series.items():
+                metric.add_metric(labels, _cumulative(hist, family.bounds), sum_value=hist[-1])
+            yield metric
+
+
+def _cumulative(hist: _Hist, bounds: Sequence[float]) -> list[tuple[str, float]]:
+    out = []
+    total = 0.0
+    for bound, n in zip((*bounds, math.inf), hist, strict=False):
+        total += n
+        out.append((floatToGoString(bound), total))
+    return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Family:
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    bounds: tuple[float, ...]
+    unit: str = ""
+
+
+DURATION = _Family(
+    "gen_ai_client_operation_duration",
+    "GenAI operation duration: a whole check, connection setup to last byte.",
+    (*_GENAI, "error_type"),
+    DURATION_BUCKETS,
+    "seconds",
+)
+TTFT = _Family(
+    "gen_ai_client_operation_time_to_first_chunk",
+    "Time from sending a streaming request to the first chunk with visible output text.",
+    _GENAI,
+    DURATION_BUCKETS,
+    "seconds",
+)
+TPS = _Family(
+    "llmpulse_tokens_per_second",
+    "Visible output tokens per second of a streamed response, first to last text chunk.",
+    _GENAI,
+    TOKENS_PER_SECOND_BUCKETS,
+)
+TOKENS = _Family(
+    "gen_ai_client_token_usage",
+    "Input and output tokens per check, as the provider reported them.",
+    (*_GENAI, "gen_ai_token_type"),
+    TOKEN_BUCKETS,
+)
+_FAMILIES = (DURATION, TTFT, TPS, TOKENS)
 
 
 class _SnapshotCollector(Collector):
