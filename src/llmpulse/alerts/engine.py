@@ -28,6 +28,9 @@ ALL = "*"  # subject of the "every provider is failing" alert
 ALL_PROVIDERS_RULE = "all_providers_down"
 PROVIDER_RULE = "provider_down"
 OFFICIAL_STATUS_RULE = "official_status"
+INCIDENT = "availability"  # a target's incident record, notified under its lead rule's id
+# Which availability rule leads an incident's page when several fire (earlier = preferred).
+_RANK = {rule: i for i, rule in enumerate(AVAILABILITY_RULES)}
 
 
 def alert_scope(rule: str) -> str:
@@ -37,9 +40,6 @@ def alert_scope(rule: str) -> str:
     if rule in (PROVIDER_RULE, OFFICIAL_STATUS_RULE):
         return "provider"
     return "target"
-INCIDENT = "availability"  # a target's incident record, notified under its lead rule's id
-# Which availability rule leads an incident's page when several fire (earlier = preferred).
-_RANK = {rule: i for i, rule in enumerate(AVAILABILITY_RULES)}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
