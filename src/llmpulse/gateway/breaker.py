@@ -15,6 +15,10 @@ What counts as a failure is decided from ``ErrorClass`` alone:
   (or a default) instead, which routing honours like an open breaker;
 - the request's own faults (bad_request, context_length, content_filter) count for nothing.
 
+Outcomes do not carry which acquire they answer: in half-open the next verdict is taken as the
+probe's, and in open outcomes of attempts started before the trip are ignored. The monitor's
+successful inference or stream check closes the breaker from any state (``record_check``).
+
 Concurrency: no method awaits or blocks, so on one asyncio event loop every call is atomic. It is
 not meant to be shared across threads.
 """
