@@ -34,9 +34,12 @@ from llmpulse.result import CheckKind
 
 if TYPE_CHECKING:
     from llmpulse.alerts.notifiers import Notifier
+    from llmpulse.gateway.config import GatewayConfig
 
 DEFAULT_CONFIG_PATH = Path("llmpulse.yaml")
-_SECRET_FIELDS = frozenset({"api_key", "headers", "token", "password"})
+_SECRET_FIELDS = frozenset(
+    {"api_key", "headers", "token", "password", "master_key", "keys", "extra_headers"}
+)
 _ENV_REF = re.compile(r"^(?:os\.environ/([A-Za-z_][A-Za-z0-9_]*)|\$\{([A-Za-z_][A-Za-z0-9_]*)\})$")
 
 
@@ -228,7 +231,8 @@ class WebSettings(BaseModel):
 class ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    targets: list[TargetConfig] = Field(min_length=1)
+    # May be empty when the file has a LiteLLM model_list (the gateway's deployments).
+    targets: list[TargetConfig] = Field(default_factory=list)
     storage: str | None = None
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
@@ -396,6 +400,10 @@ class Config:
     silences: list[SilenceConfig] = dataclasses.field(default_factory=list)
     notifiers: list[Notifier] = dataclasses.field(default_factory=list)
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
+    # The LiteLLM-format model_list and router settings, when the file has them.
+    gateway: GatewayConfig | None = None
+    # Said once by whoever loads the config (e.g. settings that are accepted but ignored).
+    warnings: tuple[str, ...] = ()
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -418,18 +426,32 @@ def parse_config(
 ) -> Config:
     where = f"{source}: " if source else ""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}expected a mapping with a 'targets' list at the top level")
+        raise ConfigError(
+            f"{where}expected a mapping with a 'targets' or 'model_list' list at the top level"
+        )
+    from llmpulse.gateway.config import SECTIONS, parse_gateway  # it imports from here
+
     try:
-        parsed = ConfigFile.model_validate(raw)
+        parsed = ConfigFile.model_validate({k: v for k, v in raw.items() if k not in SECTIONS})
     except ValidationError as exc:
         raise ConfigError(where + _format_errors(exc)) from None
     env = os.environ if env is None else env
+    gateway = parse_gateway(raw, env, where)
+    if not parsed.targets and not (gateway and gateway.deployments):
+        raise ConfigError(f"{where}targets: expected at least one target, or a model_list")
     targets = [_resolve(i, t, env, where) for i, t in enumerate(parsed.targets)]
     seen: set[str] = set()
     for i, target in enumerate(targets):
         if target.name in seen:
             raise ConfigError(f"{where}targets[{i}].name: duplicate target name {target.name!r}")
         seen.add(target.name)
+    for target in gateway.targets() if gateway else ():
+        if target.name in seen:
+            raise ConfigError(
+                f"{where}model_list: deployment {target.name!r} has the name of a target; "
+                "rename the target or set gateway.monitor: false"
+            )
+        targets.append(target)
     from llmpulse.alerts.notifiers import build_notifiers  # it imports ConfigError from here
 
     try:
@@ -447,6 +469,8 @@ def parse_config(
         silences=parsed.silences,
         notifiers=notifiers,
         web=resolve_web(parsed.web, env, where),
+        gateway=gateway,
+        warnings=(gateway.warning,) if gateway and gateway.warning else (),
     )
 
 

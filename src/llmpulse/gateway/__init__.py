@@ -1,0 +1,1 @@
+"""The failover gateway: OpenAI- and Anthropic-compatible endpoints in front of model groups."""

@@ -1,0 +1,715 @@
+"""The gateway's configuration: LiteLLM proxy config files, as LiteLLM users already write them.
+
+Sections read (names and semantics as LiteLLM documents them: docs.litellm.ai/docs/proxy/configs
+and /proxy/config_settings, /routing, /proxy/reliability, /wildcard_routing; and its source,
+``litellm/router_utils/pattern_match_deployments.py``, ``litellm/constants.py``):
+
+- ``model_list``: deployments grouped by ``model_name``. ``litellm_params.model`` is
+  ``provider/name`` (the provider prefixes are mapped to llmpulse's presets below); ``api_key``,
+  ``api_base`` and ``api_version`` may be ``os.environ/NAME``; ``rpm``/``tpm`` (also accepted at
+  the deployment level and in ``model_info``, as LiteLLM reads them), ``order`` (lower first,
+  as LiteLLM's order filter; also in ``model_info``), ``weight``, ``timeout``,
+  ``stream_timeout``, ``max_tokens``/``temperature`` defaults, ``input_cost_per_token``/
+  ``output_cost_per_token``, and ``model_info`` (``id``, ``base_model``, ``max_input_tokens``
+  else ``max_tokens`` as the context window).
+- Wildcards: ``model_name: "fb-*"`` with ``model: openai/fb-*`` serves any ``fb-...`` model,
+  each ``*`` of the model taking the text the ``*`` of the name matched (LiteLLM's rule). The
+  most specific pattern (longest) wins and exact names win over patterns. Unlike LiteLLM's
+  ``re.match``, the whole requested name must match.
+- ``router_settings``: ``routing_strategy``, ``num_retries``, ``timeout``, ``stream_timeout``,
+  ``retry_after``, ``allowed_fails``, ``cooldown_time`` (LiteLLM's defaults 3 and 5 s),
+  ``disable_cooldowns``, ``fallbacks``, ``context_window_fallbacks``,
+  ``content_policy_fallbacks``, ``default_fallbacks``, ``max_fallbacks`` (5),
+  ``enable_pre_call_checks``, ``model_group_alias``. The same fallback and retry keys are also
+  read from ``litellm_settings``, ``router_settings`` winning, as in LiteLLM.
+- ``general_settings.master_key``: a key clients use to call the gateway.
+- ``gateway``: llmpulse's own settings (listen address, gateway keys, limits, monitoring).
+
+Anything else LiteLLM knows (callbacks, caching, redis, database, ``environment_variables``,
+other ``litellm_params``) is accepted and named in one warning (``GatewayConfig.warning``);
+values that are present but wrong raise ``ConfigError`` naming their key path. Provider keys
+are only referenced and read from the environment; they never appear in errors or reprs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from llmpulse.config import (
+    Address,
+    ConfigError,
+    Duration,
+    PriceOverride,
+    SecretReference,
+    Target,
+    _format_errors,
+    env_var,
+    is_loopback,
+    split_address,
+)
+from llmpulse.providers.presets import PRESETS
+
+# LiteLLM's provider prefix -> llmpulse preset.
+PROVIDERS: dict[str, str] = {
+    "openai": "openai",
+    "custom_openai": "openai-compatible",
+    "anthropic": "anthropic",
+    "gemini": "gemini",
+    "groq": "groq",
+    "mistral": "mistral",
+    "deepseek": "deepseek",
+    "together_ai": "together",
+    "fireworks_ai": "fireworks",
+    "openrouter": "openrouter",
+    "xai": "xai",
+    "azure": "azure",
+    "ollama": "ollama",
+    "ollama_chat": "ollama",
+    "hosted_vllm": "vllm",
+}
+
+# Key variables LiteLLM reads when a deployment has no api_key, besides the preset's own.
+_LITELLM_KEY_VARS: dict[str, tuple[str, ...]] = {
+    "azure": ("AZURE_API_KEY",),
+    "together": ("TOGETHERAI_API_KEY",),
+    "fireworks": ("FIREWORKS_AI_API_KEY",),
+}
+
+# Top-level sections of a LiteLLM proxy config, and llmpulse's `gateway`. Those not in
+# _READ_SECTIONS (nor `gateway`) are accepted and named in the warning.
+SECTIONS = frozenset(
+    {
+        "model_list",
+        "router_settings",
+        "litellm_settings",
+        "general_settings",
+        "environment_variables",
+        "gateway",
+        "callback_settings",
+        "guardrails",
+        "credential_list",
+        "mcp_servers",
+        "assistant_settings",
+        "finetune_settings",
+        "files_settings",
+        "search_tools",
+        "vector_store_registry",
+        "prompts",
+        "include",
+    }
+)
+_READ_SECTIONS = ("model_list", "router_settings", "litellm_settings", "general_settings")
+
+
+class Strategy(enum.StrEnum):
+    """How a deployment is picked within a model group."""
+
+    PRIORITY = "priority"
+    WEIGHTED = "weighted"
+    LEAST_BUSY = "least-busy"
+    LATENCY = "latency-based"
+    RATE_LIMIT_AWARE = "rate-limit-aware"
+    COST = "cost-based"
+
+
+# LiteLLM's routing_strategy names, and llmpulse's own.
+STRATEGIES: dict[str, Strategy] = {
+    "priority": Strategy.PRIORITY,
+    "simple-shuffle": Strategy.WEIGHTED,
+    "weighted": Strategy.WEIGHTED,
+    "least-busy": Strategy.LEAST_BUSY,
+    "latency-based-routing": Strategy.LATENCY,
+    "latency-based": Strategy.LATENCY,
+    # LiteLLM's usage-based routing keeps deployments under their rpm/tpm limits.
+    "usage-based-routing": Strategy.RATE_LIMIT_AWARE,
+    "usage-based-routing-v2": Strategy.RATE_LIMIT_AWARE,
+    "rate-limit-aware": Strategy.RATE_LIMIT_AWARE,
+    "cost-based-routing": Strategy.COST,
+    "cost-based": Strategy.COST,
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deployment:
+    """One entry of ``model_list``, resolved: where to send a request of its group."""
+
+    group: str
+    provider: str
+    protocol: str
+    model: str
+    base_url: str
+    id: str
+    name: str
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    api_version: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    order: int | None = None
+    weight: float | None = None
+    timeout: float | None = None
+    stream_timeout: float | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    context_window: int | None = None
+    base_model: str | None = None
+    prices: PriceOverride | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def wildcard(self) -> bool:
+        return "*" in self.group
+
+    def expand(self, requested: str, segments: tuple[str, ...]) -> Deployment:
+        """This wildcard deployment serving ``requested``: each ``*`` of the model filled in."""
+        model = self.model
+        if "*" in model:
+            if len(segments) > model.count("*"):
+                model = requested  # LiteLLM's rule when the wildcards cannot be mapped
+            else:
+                for segment in segments:
+                    model = model.replace("*", segment, 1)
+        return dataclasses.replace(self, model=model, name=f"{requested}/{self.provider}/{model}")
+
+    def to_target(self) -> Target:
+        """The monitor's target for this deployment, probed with the monitor's defaults."""
+        preset = PRESETS[self.provider]
+        azure = self.protocol == "azure"
+        return Target(
+            name=self.name,
+            provider=self.provider,
+            protocol=self.protocol,
+            model=(self.base_model or self.model) if azure else self.model,
+            base_url=self.base_url,
+            api_key=self.api_key,
+            prices=self.prices,
+            context_window=self.context_window,
+            headers=dict(self.headers),
+            api_version=self.api_version,
+            deployment=self.model if azure else None,
+            max_tokens_field=preset.max_tokens_field,
+            stream_include_usage=preset.stream_include_usage,
+            price_provider=preset.price_provider,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelGroup:
+    """The deployments sharing one ``model_name``, in file order; a name with ``*`` is a pattern."""
+
+    name: str
+    deployments: tuple[Deployment, ...]
+
+    @property
+    def wildcard(self) -> bool:
+        return "*" in self.name
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RouterSettings:
+    """How requests are routed, retried and failed over (``router_settings``)."""
+
+    strategy: Strategy = Strategy.PRIORITY
+    num_retries: int = 2
+    timeout: float | None = None
+    stream_timeout: float | None = None
+    retry_after: float = 0.0
+    allowed_fails: int = 3
+    cooldown_time: float = 5.0
+    disable_cooldowns: bool = False
+    fallbacks: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    context_window_fallbacks: Mapping[str, tuple[str, ...]] = dataclasses.field(
+        default_factory=dict
+    )
+    content_policy_fallbacks: Mapping[str, tuple[str, ...]] = dataclasses.field(
+        default_factory=dict
+    )
+    default_fallbacks: tuple[str, ...] = ()
+    max_fallbacks: int = 5
+    enable_pre_call_checks: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """llmpulse's own ``gateway:`` section, resolved."""
+
+    host: str = "127.0.0.1"
+    port: int = 4000
+    # Gateway keys clients present (general_settings.master_key and gateway.keys).
+    keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    ttft_limit: float | None = None
+    idle_timeout: float = 30.0
+    max_retry_wait: float = 10.0
+    rate_limit_threshold: float = 0.9
+    monitor: bool = True
+    store_prompts: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    groups: tuple[ModelGroup, ...]
+    router: RouterSettings = dataclasses.field(default_factory=RouterSettings)
+    settings: GatewaySettings = dataclasses.field(default_factory=GatewaySettings)
+    # model_group_alias: name -> group; hidden ones are not listed by /v1/models.
+    aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    hidden_aliases: frozenset[str] = frozenset()
+    # Key paths present in the file that llmpulse does not act on.
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def deployments(self) -> tuple[Deployment, ...]:
+        return tuple(d for g in self.groups for d in g.deployments)
+
+    @property
+    def model_names(self) -> list[str]:
+        """Names a client can ask for (patterns excluded): groups, then visible aliases."""
+        names = [g.name for g in self.groups if not g.wildcard]
+        return names + [a for a in self.aliases if a not in self.hidden_aliases]
+
+    @property
+    def warning(self) -> str | None:
+        """The one warning about settings llmpulse ignores, or None."""
+        if not self.ignored:
+            return None
+        return "ignoring settings llmpulse does not act on: " + ", ".join(self.ignored)
+
+    def resolve(self, requested_model: str) -> list[Deployment]:
+        """The deployments serving ``requested_model``: exact group, alias, else a pattern."""
+        name = self.aliases.get(requested_model, requested_model)
+        for group in self.groups:
+            if group.name == name and not group.wildcard:
+                return list(group.deployments)
+        for group in _by_specificity(self.groups):
+            match = _pattern(group.name).fullmatch(name)
+            if match:
+                return [d.expand(name, match.groups()) for d in group.deployments]
+        return []
+
+    def targets(self) -> list[Target]:
+        """One monitored target per concrete deployment, unless ``gateway.monitor`` is off."""
+        if not self.settings.monitor:
+            return []
+        # A wildcard deployment names no concrete model, so there is nothing to probe.
+        return [d.to_target() for d in self.deployments if not d.wildcard]
+
+
+@functools.cache
+def _pattern(name: str) -> re.Pattern[str]:
+    return re.compile(re.escape(name).replace(r"\*", "(.*)"))
+
+
+def _by_specificity(groups: tuple[ModelGroup, ...]) -> list[ModelGroup]:
+    # LiteLLM's order: longer patterns, then more wildcards, first.
+    patterns = [g for g in groups if g.wildcard]
+    return sorted(patterns, key=lambda g: (len(g.name), g.name.count("*")), reverse=True)
+
+
+T = TypeVar("T")
+
+# ---- the file's shape -------------------------------------------------------------------------
+
+Fallbacks = list[dict[str, list[str]]]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    api_key: str | None = None
+    api_base: str | None = None
+    api_version: str | None = None
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    order: int | None = Field(default=None, ge=0)
+    weight: float | None = Field(default=None, ge=0)
+    timeout: Duration | None = None
+    stream_timeout: Duration | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("api_key")
+    @classmethod
+    def _reference(cls, value: str | None) -> str | None:
+        if value is not None and env_var(value) is None:
+            raise ValueError(
+                "must reference an environment variable as os.environ/NAME or ${NAME}; "
+                "keys are never written in the config file"
+            )
+        return value
+
+
+class _Info(BaseModel):
+    # Descriptive metadata (mode, supports_vision, ...) that LiteLLM itself only reports.
+    model_config = ConfigDict(extra="ignore")
+    id: str | None = Field(default=None, min_length=1)
+    mode: str | None = None
+    base_model: str | None = None
+    max_input_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+    order: int | None = Field(default=None, ge=0)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model_name: str = Field(min_length=1)
+    litellm_params: _Params
+    model_info: _Info = Field(default_factory=_Info)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+
+
+class _Alias(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    hidden: bool = False
+
+
+class _Reliability(BaseModel):
+    """The keys LiteLLM reads from both router_settings and litellm_settings."""
+
+    model_config = ConfigDict(extra="allow")
+    num_retries: int | None = Field(default=None, ge=0, le=20)
+    fallbacks: Fallbacks | None = None
+    context_window_fallbacks: Fallbacks | None = None
+    content_policy_fallbacks: Fallbacks | None = None
+    default_fallbacks: list[str] | None = None
+
+
+class _Router(_Reliability):
+    routing_strategy: str | None = None
+    timeout: Duration | None = None
+    stream_timeout: Duration | None = None
+    retry_after: Duration | None = None
+    allowed_fails: int | None = Field(default=None, ge=0)
+    cooldown_time: Duration | None = None
+    disable_cooldowns: bool | None = None
+    max_fallbacks: int | None = Field(default=None, ge=0)
+    enable_pre_call_checks: bool | None = None
+    model_group_alias: dict[str, str | _Alias] = Field(default_factory=dict)
+
+    @field_validator("routing_strategy")
+    @classmethod
+    def _known_strategy(cls, value: str | None) -> str | None:
+        if value is not None and value not in STRATEGIES:
+            raise ValueError(f"unknown routing strategy; expected one of {', '.join(STRATEGIES)}")
+        return value
+
+
+class _LitellmSettings(_Reliability):
+    request_timeout: Duration | None = None
+
+
+class _General(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    master_key: str | None = Field(default=None, min_length=1)
+
+
+class _Gateway(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    listen: Address = "127.0.0.1:4000"
+    keys: list[SecretReference] = Field(default_factory=list)
+    ttft_limit: Duration | None = None
+    idle_timeout: Duration = 30.0
+    max_retry_wait: Duration = 10.0
+    rate_limit_threshold: float = Field(default=0.9, gt=0, le=1)
+    monitor: bool = True
+    store_prompts: bool = False
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model_list: list[_Entry] = Field(default_factory=list)
+    router_settings: _Router = Field(default_factory=_Router)
+    litellm_settings: _LitellmSettings = Field(default_factory=_LitellmSettings)
+    general_settings: _General = Field(default_factory=_General)
+    gateway: _Gateway = Field(default_factory=_Gateway)
+
+
+# ---- parsing ----------------------------------------------------------------------------------
+
+
+def parse_gateway(
+    raw: Mapping[str, Any], env: Mapping[str, str], where: str = ""
+) -> GatewayConfig | None:
+    """The gateway config from a file's top-level mapping; None when it has no gateway keys.
+
+    ``raw`` may hold other (monitor) keys; only the LiteLLM sections and ``gateway`` are read.
+    """
+    sections = {k: v for k, v in raw.items() if k in SECTIONS}
+    if not sections:
+        return None
+    # YAML's `key:` with no value is None; LiteLLM treats an empty section as absent.
+    present = {k: v for k, v in sections.items() if v is not None}
+    try:
+        parsed = _File.model_validate(present)
+    except ValidationError as exc:
+        raise ConfigError(where + _format_errors(exc)) from None
+    ignored = [k for k in sorted(present) if k not in (*_READ_SECTIONS, "gateway")]
+    for section in ("router_settings", "litellm_settings", "general_settings"):
+        extra = getattr(parsed, section).model_extra or {}
+        ignored += [f"{section}.{k}" for k in sorted(extra)]
+
+    entries = []
+    for i, entry in enumerate(parsed.model_list):
+        if entry.model_info.mode not in (None, "chat"):
+            # Embeddings, images, audio: the gateway serves chat only.
+            ignored.append(f"model_list[{i}] (mode: {entry.model_info.mode})")
+        else:
+            entries.append((i, entry))
+    deployments = [_deployment(i, e, env, where, ignored) for i, e in entries]
+    _unique(deployments, entries, where)
+    groups: dict[str, list[Deployment]] = {}
+    for d in deployments:
+        groups.setdefault(d.group, []).append(d)
+    config = GatewayConfig(
+        groups=tuple(ModelGroup(name, tuple(ds)) for name, ds in groups.items()),
+        router=_router(parsed.router_settings, parsed.litellm_settings),
+        settings=_settings(parsed, env, where),
+        aliases={
+            k: v if isinstance(v, str) else v.model
+            for k, v in parsed.router_settings.model_group_alias.items()
+        },
+        hidden_aliases=frozenset(
+            k
+            for k, v in parsed.router_settings.model_group_alias.items()
+            if isinstance(v, _Alias) and v.hidden
+        ),
+        ignored=tuple(ignored),
+    )
+    _check_references(config, parsed, where)
+    return config
+
+
+def _deployment(
+    index: int, entry: _Entry, env: Mapping[str, str], where: str, ignored: list[str]
+) -> Deployment:
+    path = f"{where}model_list[{index}].litellm_params"
+    params, info = entry.litellm_params, entry.model_info
+    ignored += [f"model_list[{index}].{k}" for k in sorted(entry.model_extra or {})]
+    ignored += [f"model_list[{index}].litellm_params.{k}" for k in sorted(params.model_extra or {})]
+
+    prefix, sep, model = params.model.partition("/")
+    if sep and prefix in PROVIDERS:
+        provider = PROVIDERS[prefix]
+    elif params.model.startswith(("gpt-", "o1", "o3", "o4", "chatgpt-")):
+        provider, model = "openai", params.model  # LiteLLM infers these providers
+    elif params.model.startswith("claude-"):
+        provider, model = "anthropic", params.model
+    else:
+        known = ", ".join(f"{p}/" for p in PROVIDERS)
+        raise ConfigError(
+            f"{path}.model: expected 'provider/model' with a provider llmpulse speaks "
+            f"({known}), got {params.model!r}"
+        )
+    if not model:
+        raise ConfigError(f"{path}.model: no model name after the provider in {params.model!r}")
+
+    base_url = _value(params.api_base, env, f"{path}.api_base")
+    api_version = _value(params.api_version, env, f"{path}.api_version")
+    if provider == "azure":
+        base_url = base_url or env.get("AZURE_API_BASE")
+        api_version = api_version or env.get("AZURE_API_VERSION")
+        if not base_url:
+            raise ConfigError(f"{path}.api_base: required for azure/ (or set AZURE_API_BASE)")
+        if not api_version:
+            raise ConfigError(
+                f"{path}.api_version: required for azure/, e.g. 2024-10-21 "
+                "(or set AZURE_API_VERSION)"
+            )
+    if provider == "openai" and base_url and "api.openai.com" not in base_url:
+        provider = "openai-compatible"  # openai/ + api_base: LiteLLM's any-compatible-server form
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{path}.api_base: expected an http:// or https:// URL")
+    preset = PRESETS[provider]
+    base_url = (base_url or preset.base_url or "").rstrip("/")
+    if provider == "ollama" and not base_url.endswith("/v1"):
+        base_url += "/v1"  # LiteLLM's api_base is Ollama's root; llmpulse speaks its /v1 API
+    if provider == "anthropic":
+        base_url = base_url.removesuffix("/v1/messages")
+
+    raw_params = entry.litellm_params.model_dump(exclude_unset=True)
+    digest = json.dumps([entry.model_name, raw_params], sort_keys=True, default=str)
+    deployment_id = info.id or hashlib.sha256(digest.encode()).hexdigest()[:16]
+    input_cost = _first(params.input_cost_per_token, info.input_cost_per_token)
+    output_cost = _first(params.output_cost_per_token, info.output_cost_per_token)
+    prices = None
+    if input_cost is not None and output_cost is not None:
+        prices = PriceOverride(input_per_mtok=input_cost * 1e6, output_per_mtok=output_cost * 1e6)
+    return Deployment(
+        group=entry.model_name,
+        provider=provider,
+        protocol=preset.protocol,
+        model=model,
+        base_url=base_url,
+        id=deployment_id,
+        name=f"{entry.model_name}/{info.id or params.model}",
+        api_key=_api_key(params.api_key, provider, env, path),
+        api_version=api_version,
+        rpm=_first(params.rpm, entry.rpm, info.rpm),
+        tpm=_first(params.tpm, entry.tpm, info.tpm),
+        order=_first(params.order, info.order),
+        weight=params.weight,
+        timeout=params.timeout,
+        stream_timeout=params.stream_timeout,
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        context_window=_first(info.max_input_tokens, info.max_tokens),
+        # LiteLLM writes it with its provider prefix (azure/gpt-4o); prices want the model.
+        base_model=_strip_provider(info.base_model),
+        prices=prices,
+        headers={
+            k: _value(v, env, f"{path}.extra_headers.{k}") or ""
+            for k, v in params.extra_headers.items()
+        },
+    )
+
+
+def _strip_provider(model: str | None) -> str | None:
+    if model is None:
+        return None
+    prefix, sep, name = model.partition("/")
+    return name if sep and prefix in PROVIDERS else model
+
+
+def _first(*values: T | None) -> T | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def _value(value: str | None, env: Mapping[str, str], path: str) -> str | None:
+    """A plain value, or the variable it references (``os.environ/NAME``), as LiteLLM does."""
+    if value is None:
+        return None
+    var = env_var(value)
+    if var is None:
+        return value
+    if not env.get(var):
+        raise ConfigError(f"{path}: environment variable {var} is not set")
+    return env[var]
+
+
+def _api_key(ref: str | None, provider: str, env: Mapping[str, str], path: str) -> str | None:
+    if ref is not None:
+        return _value(ref, env, f"{path}.api_key")
+    preset = PRESETS[provider]
+    names = _LITELLM_KEY_VARS.get(provider, ()) + preset.env
+    var = next((v for v in names if env.get(v)), None)
+    if var is not None:
+        return env[var]
+    if preset.needs_key:
+        raise ConfigError(
+            f"{path}.api_key: not set, and {' or '.join(names)} is not in the environment"
+        )
+    return None
+
+
+def _unique(deployments: list[Deployment], entries: list[tuple[int, _Entry]], where: str) -> None:
+    ids: dict[str, int] = {}
+    for d, (i, entry) in zip(deployments, entries, strict=True):
+        if d.id in ids:
+            path = "model_info.id" if entry.model_info.id else "litellm_params"
+            raise ConfigError(
+                f"{where}model_list[{i}].{path}: same deployment as model_list[{ids[d.id]}]"
+            )
+        ids[d.id] = i
+    names = [d.name for d in deployments]
+    for i, d in enumerate(deployments):
+        if names.count(d.name) > 1:
+            # Two deployments of one model (e.g. two regions): the id tells them apart.
+            deployments[i] = dataclasses.replace(d, name=f"{d.name}#{d.id[:8]}")
+
+
+def _router(router: _Router, litellm: _LitellmSettings) -> RouterSettings:
+    def pick(key: str) -> Any:
+        # router_settings overrides litellm_settings, as LiteLLM documents.
+        value = getattr(router, key)
+        return value if value is not None else getattr(litellm, key)
+
+    defaults = RouterSettings()
+    timeout = router.timeout if router.timeout is not None else litellm.request_timeout
+    return RouterSettings(
+        strategy=STRATEGIES[router.routing_strategy or "priority"],
+        num_retries=_or(pick("num_retries"), defaults.num_retries),
+        timeout=timeout,
+        stream_timeout=router.stream_timeout,
+        retry_after=_or(router.retry_after, defaults.retry_after),
+        allowed_fails=_or(router.allowed_fails, defaults.allowed_fails),
+        cooldown_time=_or(router.cooldown_time, defaults.cooldown_time),
+        disable_cooldowns=bool(router.disable_cooldowns),
+        fallbacks=_fallback_map(pick("fallbacks")),
+        context_window_fallbacks=_fallback_map(pick("context_window_fallbacks")),
+        content_policy_fallbacks=_fallback_map(pick("content_policy_fallbacks")),
+        default_fallbacks=tuple(pick("default_fallbacks") or ()),
+        max_fallbacks=_or(router.max_fallbacks, defaults.max_fallbacks),
+        enable_pre_call_checks=bool(router.enable_pre_call_checks),
+    )
+
+
+def _fallback_map(entries: Fallbacks | None) -> dict[str, tuple[str, ...]]:
+    result: dict[str, tuple[str, ...]] = {}
+    for entry in entries or ():
+        for group, targets in entry.items():
+            result[group] = result.get(group, ()) + tuple(targets)
+    return result
+
+
+def _settings(parsed: _File, env: Mapping[str, str], where: str) -> GatewaySettings:
+    gateway = parsed.gateway
+    keys = [_value(ref, env, f"{where}gateway.keys[{i}]") for i, ref in enumerate(gateway.keys)]
+    # A literal master key is accepted as LiteLLM's own examples write one; it is ours, not
+    # a provider's.
+    master = _value(parsed.general_settings.master_key, env, f"{where}general_settings.master_key")
+    resolved = tuple(k for k in (master, *keys) if k)
+    host, port = split_address(gateway.listen)
+    if not resolved and not is_loopback(host):
+        raise ConfigError(
+            f"{where}gateway.listen: {gateway.listen} is not a loopback address, so the gateway "
+            "needs keys: set general_settings.master_key or gateway.keys"
+        )
+    return GatewaySettings(
+        host=host,
+        port=port,
+        keys=resolved,
+        ttft_limit=gateway.ttft_limit,
+        idle_timeout=gateway.idle_timeout,
+        max_retry_wait=gateway.max_retry_wait,
+        rate_limit_threshold=gateway.rate_limit_threshold,
+        monitor=gateway.monitor,
+        store_prompts=gateway.store_prompts,
+    )
+
+
+def _check_references(config: GatewayConfig, parsed: _File, where: str) -> None:
+    """Every fallback and alias names a model the gateway serves, so a typo fails at load."""
+    for alias, group in config.aliases.items():
+        if not config.resolve(group):
+            raise ConfigError(
+                f"{where}router_settings.model_group_alias.{alias}: no model named {group!r}"
+            )
+    for key in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
+        section = "router_settings" if getattr(parsed.router_settings, key) else "litellm_settings"
+        for group, targets in getattr(config.router, key).items():
+            for name in (group, *targets):
+                if not config.resolve(name):
+                    raise ConfigError(f"{where}{section}.{key}: no model named {name!r}")
+    section = "router_settings" if parsed.router_settings.default_fallbacks else "litellm_settings"
+    for name in config.router.default_fallbacks:
+        if not config.resolve(name):
+            raise ConfigError(f"{where}{section}.default_fallbacks: no model named {name!r}")

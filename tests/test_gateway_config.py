@@ -1,0 +1,673 @@
+import pytest
+import yaml
+
+from llmpulse.config import ConfigError, load_config, parse_config
+from llmpulse.gateway.config import Strategy, parse_gateway
+
+ENV = {
+    "OPENAI_API_KEY": "sk-secret-openai",
+    "ANTHROPIC_API_KEY": "sk-ant-secret",
+    "GROQ_API_KEY": "gsk-secret-groq",
+}
+
+ISSUE_EXAMPLE = """
+model_list:
+  - model_name: my-chat-model
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY}
+  - model_name: my-chat-model
+    litellm_params: {model: anthropic/claude-sonnet-4-6, api_key: os.environ/ANTHROPIC_API_KEY}
+  - model_name: my-chat-model
+    litellm_params: {model: groq/llama-3.3-70b-versatile, api_key: os.environ/GROQ_API_KEY}
+router_settings:
+  routing_strategy: "latency-based-routing"
+  num_retries: 2
+  fallbacks: [{"my-chat-model": ["my-chat-model"]}]
+"""
+
+WHOLE_PROXY_FILE = """
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/gpt-4o-eastus
+      api_base: os.environ/AZURE_API_BASE
+      api_key: os.environ/AZURE_API_KEY
+      api_version: "2024-10-21"
+      rpm: 600
+      tpm: 100000
+      order: 1
+    model_info:
+      id: eastus
+      base_model: azure/gpt-4o
+      mode: chat
+      max_input_tokens: 128000
+      supports_vision: true
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: os.environ/OPENAI_API_KEY
+      rpm: 500
+      tpm: 30000
+      order: 2
+      timeout: 30
+      stream_timeout: 10
+  - model_name: claude
+    litellm_params:
+      model: anthropic/claude-sonnet-4-6
+      api_key: os.environ/ANTHROPIC_API_KEY
+  - model_name: text-embedding
+    litellm_params:
+      model: openai/text-embedding-3-small
+    model_info:
+      mode: embedding
+litellm_settings:
+  drop_params: true
+  success_callback: ["langfuse"]
+  callbacks: ["otel"]
+  num_retries: 3
+  request_timeout: 600
+  context_window_fallbacks: [{"gpt-4o": ["claude"]}]
+general_settings:
+  master_key: os.environ/LITELLM_MASTER_KEY
+  database_url: os.environ/DATABASE_URL
+  alerting: ["slack"]
+router_settings:
+  routing_strategy: usage-based-routing-v2
+  redis_host: os.environ/REDIS_HOST
+  allowed_fails: 2
+  cooldown_time: 30
+  fallbacks: [{"gpt-4o": ["claude"]}]
+environment_variables:
+  REDIS_PORT: "6379"
+"""
+
+WHOLE_ENV = {
+    **ENV,
+    "AZURE_API_BASE": "https://res.openai.azure.com/",
+    "AZURE_API_KEY": "az-secret-key",
+    "LITELLM_MASTER_KEY": "sk-master-secret",
+}
+
+
+def load(text, env=ENV):
+    return parse_config(yaml.safe_load(text), env=env)
+
+
+def test_the_issue_example_loads_unchanged():
+    config = load(ISSUE_EXAMPLE)
+    gw = config.gateway
+    assert gw is not None and gw.warning is None and config.warnings == ()
+    deployments = gw.resolve("my-chat-model")
+    assert [(d.provider, d.protocol, d.model) for d in deployments] == [
+        ("openai", "openai", "gpt-4o"),
+        ("anthropic", "anthropic", "claude-sonnet-4-6"),
+        ("groq", "openai", "llama-3.3-70b-versatile"),
+    ]
+    assert [d.api_key for d in deployments] == list(ENV.values())
+    assert deployments[2].base_url == "https://api.groq.com/openai/v1"
+    assert gw.router.strategy is Strategy.LATENCY
+    assert gw.router.num_retries == 2
+    assert gw.router.fallbacks == {"my-chat-model": ("my-chat-model",)}
+    assert gw.model_names == ["my-chat-model"]
+    assert len({d.id for d in deployments}) == 3
+    # Ids are stable: the same file gives the same ids.
+    assert [d.id for d in load(ISSUE_EXAMPLE).gateway.resolve("my-chat-model")] == [
+        d.id for d in deployments
+    ]
+
+
+def test_a_whole_litellm_proxy_file_loads_with_one_warning(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(WHOLE_PROXY_FILE)
+    config = load_config(path, env=WHOLE_ENV)
+    (warning,) = config.warnings
+    for key in (
+        "environment_variables",
+        "general_settings.alerting",
+        "general_settings.database_url",
+        "litellm_settings.callbacks",
+        "litellm_settings.drop_params",
+        "litellm_settings.success_callback",
+        "router_settings.redis_host",
+        "model_list[3] (mode: embedding)",
+    ):
+        assert key in warning
+    gw = config.gateway
+    assert "master_key" not in warning and "routing_strategy" not in warning
+    azure, openai = gw.resolve("gpt-4o")
+    assert (azure.id, azure.name, azure.protocol) == ("eastus", "gpt-4o/eastus", "azure")
+    assert azure.base_url == "https://res.openai.azure.com"
+    assert (azure.model, azure.base_model, azure.api_version) == (
+        "gpt-4o-eastus",
+        "gpt-4o",
+        "2024-10-21",
+    )
+    assert (azure.rpm, azure.tpm, azure.order, azure.context_window) == (600, 100000, 1, 128000)
+    assert (openai.order, openai.timeout, openai.stream_timeout) == (2, 30.0, 10.0)
+    assert gw.resolve("text-embedding") == []
+    assert gw.settings.keys == ("sk-master-secret",)
+    router = gw.router
+    assert router.strategy is Strategy.RATE_LIMIT_AWARE
+    # litellm_settings supplies what router_settings leaves out.
+    assert (router.num_retries, router.timeout) == (3, 600.0)
+    assert router.context_window_fallbacks == {"gpt-4o": ("claude",)}
+    assert (router.allowed_fails, router.cooldown_time) == (2, 30.0)
+    assert [t.name for t in config.targets] == [
+        "gpt-4o/eastus",
+        "gpt-4o/openai/gpt-4o",
+        "claude/anthropic/claude-sonnet-4-6",
+    ]
+    target = config.targets[0]
+    assert (target.model, target.deployment, target.context_window) == (
+        "gpt-4o",
+        "gpt-4o-eastus",
+        128000,
+    )
+
+
+def test_every_supported_key():
+    gw = load(
+        """
+model_list:
+  - model_name: main
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_key: os.environ/OPENAI_API_KEY
+      api_base: https://api.openai.com/v1/
+      rpm: 100
+      tpm: 2000
+      order: 1
+      weight: 3
+      timeout: 20s
+      stream_timeout: 5
+      max_tokens: 256
+      temperature: 0.2
+      input_cost_per_token: 0.00000015
+      output_cost_per_token: 0.0000006
+      extra_headers: {X-Team: os.environ/TEAM}
+    model_info: {id: primary, max_tokens: 128000}
+  - model_name: main
+    rpm: 7
+    tpm: 700
+    litellm_params: {model: groq/llama-3.1-8b-instant, api_key: os.environ/GROQ_API_KEY}
+    model_info: {order: 2}
+  - model_name: big
+    litellm_params: {model: anthropic/claude-sonnet-4-6}
+  - model_name: local
+    litellm_params: {model: ollama/llama3, api_base: "http://gpu:11434"}
+  - model_name: vllm
+    litellm_params: {model: hosted_vllm/qwen, api_base: "http://gpu:8000/v1"}
+  - model_name: compat
+    litellm_params: {model: openai/my-model, api_base: "http://llm.internal/v1"}
+router_settings:
+  routing_strategy: simple-shuffle
+  num_retries: 4
+  timeout: 60
+  stream_timeout: 15
+  retry_after: 1
+  allowed_fails: 1
+  cooldown_time: 10s
+  disable_cooldowns: true
+  fallbacks: [{"main": ["big"]}, {"big": ["main"]}]
+  context_window_fallbacks: [{"main": ["big"]}]
+  content_policy_fallbacks: [{"big": ["main"]}]
+  default_fallbacks: ["big"]
+  max_fallbacks: 2
+  enable_pre_call_checks: true
+  model_group_alias: {gpt-4o-mini: main, secret: {model: big, hidden: true}}
+general_settings:
+  master_key: sk-literal-master
+gateway:
+  listen: 0.0.0.0:4001
+  keys: [os.environ/GW_KEY]
+  ttft_limit: 2s
+  idle_timeout: 15s
+  max_retry_wait: 3s
+  rate_limit_threshold: 0.8
+  store_prompts: true
+""",
+        env={**ENV, "TEAM": "team-a", "GW_KEY": "gw-secret"},
+    ).gateway
+    assert gw.warning is None
+    primary, groq = gw.resolve("main")
+    assert (primary.id, primary.name, primary.base_url) == (
+        "primary",
+        "main/primary",
+        "https://api.openai.com/v1",
+    )
+    assert (primary.rpm, primary.tpm, primary.order, primary.weight) == (100, 2000, 1, 3.0)
+    assert (primary.timeout, primary.stream_timeout) == (20.0, 5.0)
+    assert (primary.max_tokens, primary.temperature, primary.context_window) == (256, 0.2, 128000)
+    assert primary.prices.input_per_mtok == pytest.approx(0.15)
+    assert primary.prices.output_per_mtok == pytest.approx(0.6)
+    assert primary.headers == {"X-Team": "team-a"}
+    assert (groq.rpm, groq.tpm, groq.order) == (7, 700, 2)
+    (claude,) = gw.resolve("big")
+    assert claude.api_key == "sk-ant-secret"  # the provider's standard variable
+    (ollama,) = gw.resolve("local")
+    assert (ollama.provider, ollama.base_url, ollama.api_key) == (
+        "ollama",
+        "http://gpu:11434/v1",
+        None,
+    )
+    (vllm,) = gw.resolve("vllm")
+    assert (vllm.provider, vllm.base_url) == ("vllm", "http://gpu:8000/v1")
+    (compat,) = gw.resolve("compat")
+    assert (compat.provider, compat.base_url) == ("openai-compatible", "http://llm.internal/v1")
+    router = gw.router
+    assert router.strategy is Strategy.WEIGHTED
+    assert (router.num_retries, router.timeout, router.stream_timeout) == (4, 60.0, 15.0)
+    assert (router.retry_after, router.allowed_fails, router.cooldown_time) == (1.0, 1, 10.0)
+    assert router.disable_cooldowns and router.enable_pre_call_checks
+    assert router.fallbacks == {"main": ("big",), "big": ("main",)}
+    assert router.context_window_fallbacks == {"main": ("big",)}
+    assert router.content_policy_fallbacks == {"big": ("main",)}
+    assert (router.default_fallbacks, router.max_fallbacks) == (("big",), 2)
+    assert gw.resolve("gpt-4o-mini") == gw.resolve("main")
+    assert gw.resolve("secret") == gw.resolve("big")
+    assert gw.model_names == ["main", "big", "local", "vllm", "compat", "gpt-4o-mini"]
+    s = gw.settings
+    assert (s.host, s.port, s.keys) == ("0.0.0.0", 4001, ("sk-literal-master", "gw-secret"))
+    assert (s.ttft_limit, s.idle_timeout, s.max_retry_wait) == (2.0, 15.0, 3.0)
+    assert (s.rate_limit_threshold, s.store_prompts, s.monitor) == (0.8, True, True)
+
+
+@pytest.mark.parametrize(
+    ("name", "strategy"),
+    [
+        ("simple-shuffle", Strategy.WEIGHTED),
+        ("least-busy", Strategy.LEAST_BUSY),
+        ("usage-based-routing", Strategy.RATE_LIMIT_AWARE),
+        ("usage-based-routing-v2", Strategy.RATE_LIMIT_AWARE),
+        ("latency-based-routing", Strategy.LATENCY),
+        ("cost-based-routing", Strategy.COST),
+        ("priority", Strategy.PRIORITY),
+        ("rate-limit-aware", Strategy.RATE_LIMIT_AWARE),
+    ],
+)
+def test_routing_strategies(name, strategy):
+    raw = {
+        "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/gpt-4o"}}],
+        "router_settings": {"routing_strategy": name},
+    }
+    assert parse_config(raw, env=ENV).gateway.router.strategy is strategy
+
+
+def test_defaults_without_router_settings():
+    raw = {"model_list": [{"model_name": "m", "litellm_params": {"model": "gpt-4o"}}]}
+    gw = parse_config(raw, env=ENV).gateway
+    (d,) = gw.resolve("m")
+    assert (d.provider, d.model, d.api_key) == ("openai", "gpt-4o", "sk-secret-openai")
+    router = gw.router
+    assert router.strategy is Strategy.PRIORITY
+    assert (router.allowed_fails, router.cooldown_time, router.max_fallbacks) == (3, 5.0, 5)
+    assert (gw.settings.host, gw.settings.port, gw.settings.keys) == ("127.0.0.1", 4000, ())
+
+
+def test_wildcard_groups_pass_the_requested_name_through():
+    gw = load(
+        """
+model_list:
+  - model_name: "fb-*"
+    litellm_params: {model: "openai/fb-*"}
+  - model_name: "anthropic/*"
+    litellm_params: {model: "anthropic/*"}
+  - model_name: "fb-special-*"
+    litellm_params: {model: "groq/special-*"}
+  - model_name: "fb-exact"
+    litellm_params: {model: "groq/llama-3.1-8b-instant"}
+  - model_name: "*"
+    litellm_params: {model: "openai/*"}
+"""
+    ).gateway
+    (d,) = gw.resolve("fb-llama-3")
+    assert (d.provider, d.model, d.group, d.name) == (
+        "openai",
+        "fb-llama-3",
+        "fb-*",
+        "fb-llama-3/openai/fb-llama-3",
+    )
+    (d,) = gw.resolve("anthropic/claude-haiku-4-5")
+    assert (d.provider, d.model) == ("anthropic", "claude-haiku-4-5")
+    # The most specific pattern wins; an exact name wins over every pattern.
+    assert gw.resolve("fb-special-x")[0].model == "special-x"
+    assert gw.resolve("fb-exact")[0].model == "llama-3.1-8b-instant"
+    assert gw.resolve("anything")[0].model == "anything"
+    assert gw.model_names == ["fb-exact"]
+
+
+WILDCARD_AND_CONCRETE = """
+model_list:
+  - model_name: "fb-*"
+    litellm_params: {model: "openai/fb-*"}
+  - model_name: concrete
+    litellm_params: {model: openai/gpt-4o-mini}
+"""
+
+
+def test_wildcard_deployments_are_not_monitored():
+    # There is no concrete model to call.
+    assert [t.name for t in load(WILDCARD_AND_CONCRETE).targets] == ["concrete/openai/gpt-4o-mini"]
+
+
+def test_unknown_model_resolves_to_nothing():
+    gw = load(ISSUE_EXAMPLE).gateway
+    assert gw.resolve("nope") == []
+    assert gw.resolve("my-chat-model-2") == []
+
+
+def test_secrets_never_in_reprs_or_errors():
+    config = load(ISSUE_EXAMPLE)
+    text = repr(config.gateway) + repr(config.targets) + repr(config)
+    for secret in ENV.values():
+        assert secret not in text
+    gw = load(
+        "model_list: [{model_name: m, litellm_params: {model: openai/gpt-4o}}]\n"
+        "general_settings: {master_key: sk-master-literal}\n"
+    ).gateway
+    assert "sk-master-literal" not in repr(gw)
+    for raw in (
+        {
+            "model_list": [
+                {
+                    "model_name": "m",
+                    "litellm_params": {"model": "openai/x", "api_key": "sk-pasted-1"},
+                }
+            ]
+        },
+        {
+            "model_list": [
+                {
+                    "model_name": "m",
+                    "litellm_params": {"model": "openai/x", "apikey": "sk-pasted-1"},
+                }
+            ],
+            "gateway": {"keyz": "sk-pasted-1"},
+        },
+        {
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}],
+            "gateway": {"keys": ["sk-pasted-1"]},
+        },
+        {
+            "model_list": [
+                {
+                    "model_name": "m",
+                    "litellm_params": {"model": "openai/x", "extra_headers": {"A": 5}},
+                }
+            ],
+            "general_settings": {"master_key": ["sk-pasted-1"]},
+        },
+    ):
+        with pytest.raises(ConfigError) as info:
+            parse_config(raw, env=ENV)
+        assert "sk-pasted" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            {
+                "model_list": [
+                    {"model_name": "m", "litellm_params": {"model": "openai/x", "api_key": "sk-1"}}
+                ]
+            },
+            r"model_list\[0\]\.litellm_params\.api_key: must reference an environment variable",
+        ),
+        (
+            {
+                "model_list": [
+                    {
+                        "model_name": "m",
+                        "litellm_params": {"model": "openai/x", "api_key": "os.environ/NOPE"},
+                    }
+                ]
+            },
+            r"model_list\[0\]\.litellm_params\.api_key: environment variable NOPE is not set",
+        ),
+        (
+            {
+                "model_list": [
+                    {"model_name": "m", "litellm_params": {"model": "vertex_ai/gemini-pro"}}
+                ]
+            },
+            r"model_list\[0\]\.litellm_params\.model: expected 'provider/model'.*'vertex_ai/gemini-pro'",
+        ),
+        (
+            {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/"}}]},
+            r"model_list\[0\]\.litellm_params\.model: no model name",
+        ),
+        (
+            {
+                "model_list": [
+                    {"model_name": "m", "litellm_params": {"model": "openai/x", "rpm": "lots"}}
+                ]
+            },
+            r"model_list\[0\]\.litellm_params\.rpm: .*integer.*'lots'",
+        ),
+        (
+            {
+                "model_list": [
+                    {"model_name": "m", "litellm_params": {"model": "openai/x", "timeout": "3x"}}
+                ]
+            },
+            r"model_list\[0\]\.litellm_params\.timeout: expected a duration",
+        ),
+        (
+            {
+                "model_list": [
+                    {
+                        "model_name": "m",
+                        "litellm_params": {"model": "openai/x", "api_base": "ftp://x"},
+                    }
+                ]
+            },
+            r"model_list\[0\]\.litellm_params\.api_base: expected an http",
+        ),
+        (
+            {"model_list": [{"model_name": "m"}]},
+            r"model_list\[0\]\.litellm_params: required key is missing",
+        ),
+        (
+            {
+                "model_list": [
+                    {
+                        "model_name": "m",
+                        "litellm_params": {
+                            "model": "azure/dep",
+                            "api_key": "os.environ/OPENAI_API_KEY",
+                            "api_base": "https://x",
+                        },
+                    }
+                ]
+            },
+            r"model_list\[0\]\.litellm_params\.api_version: required for azure/",
+        ),
+        (
+            {
+                "model_list": [
+                    {
+                        "model_name": "m",
+                        "litellm_params": {"model": "openai/x"},
+                        "model_info": {"max_input_tokens": 0},
+                    }
+                ]
+            },
+            r"model_list\[0\]\.model_info\.max_input_tokens: .*greater than",
+        ),
+        (
+            {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}] * 2},
+            r"model_list\[1\]\.litellm_params: same deployment as model_list\[0\]",
+        ),
+        (
+            {"model_list": "nope"},
+            r"model_list: .*list",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}],
+                "router_settings": {"routing_strategy": "fastest"},
+            },
+            r"router_settings\.routing_strategy: unknown routing strategy; expected one of priority.*'fastest'",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}],
+                "router_settings": {"num_retries": -1},
+            },
+            r"router_settings\.num_retries: .*greater than or equal to 0",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}],
+                "router_settings": {"fallbacks": [{"m": ["typo"]}]},
+            },
+            r"router_settings\.fallbacks: no model named 'typo'",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}],
+                "litellm_settings": {"context_window_fallbacks": [{"m": ["typo"]}]},
+            },
+            r"litellm_settings\.context_window_fallbacks: no model named 'typo'",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}],
+                "router_settings": {"fallbacks": {"m": ["m"]}},
+            },
+            r"router_settings\.fallbacks: .*list",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}],
+                "router_settings": {"default_fallbacks": ["typo"]},
+            },
+            r"router_settings\.default_fallbacks: no model named 'typo'",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}],
+                "router_settings": {"model_group_alias": {"a": "typo"}},
+            },
+            r"router_settings\.model_group_alias\.a: no model named 'typo'",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}],
+                "gateway": {"listen": "0.0.0.0:4000"},
+            },
+            r"gateway\.listen: 0\.0\.0\.0:4000 is not a loopback address, so the gateway needs keys",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}],
+                "gateway": {"rate_limit_threshold": 2},
+            },
+            r"gateway\.rate_limit_threshold: .*less than or equal to 1",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}],
+                "gateway": {"monitr": False},
+            },
+            r"gateway\.monitr: unknown key",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}],
+                "general_settings": {"master_key": "os.environ/NOPE"},
+            },
+            r"general_settings\.master_key: environment variable NOPE is not set",
+        ),
+    ],
+)
+def test_bad_values_name_their_key(raw, expected):
+    with pytest.raises(ConfigError, match=expected):
+        parse_config(raw, env=ENV)
+
+
+def test_errors_name_the_file(tmp_path):
+    path = tmp_path / "litellm.yaml"
+    path.write_text("model_list:\n  - model_name: m\n    litellm_params: {model: nope}\n")
+    with pytest.raises(ConfigError, match=r"litellm\.yaml: model_list\[0\]\.litellm_params\.model"):
+        load_config(path, env=ENV)
+
+
+def test_mixed_file_with_targets_and_model_list():
+    config = load(
+        """
+storage: /tmp/x.db
+targets:
+  - provider: openai
+    model: gpt-4o-mini
+    api_key: os.environ/OPENAI_API_KEY
+model_list:
+  - model_name: chat
+    litellm_params: {model: anthropic/claude-haiku-4-5, api_key: os.environ/ANTHROPIC_API_KEY}
+    model_info: {max_input_tokens: 200000}
+"""
+    )
+    assert config.storage == "/tmp/x.db"
+    assert [t.name for t in config.targets] == [
+        "openai/gpt-4o-mini",
+        "chat/anthropic/claude-haiku-4-5",
+    ]
+    auto = config.targets[1]
+    assert (auto.provider, auto.protocol, auto.model, auto.api_key) == (
+        "anthropic",
+        "anthropic",
+        "claude-haiku-4-5",
+        "sk-ant-secret",
+    )
+    assert (auto.context_window, auto.price_provider, auto.interval) == (200000, "anthropic", 30.0)
+    assert config.gateway.resolve("chat")[0].name == auto.name
+
+
+def test_monitoring_can_be_turned_off():
+    text = ISSUE_EXAMPLE + "gateway: {monitor: false}\n"
+    config = load(text)
+    assert config.targets == []
+    assert len(config.gateway.deployments) == 3
+    config = load(text + "targets: [{provider: groq, api_key: os.environ/GROQ_API_KEY}]\n")
+    assert [t.name for t in config.targets] == ["groq/llama-3.1-8b-instant"]
+
+
+def test_target_and_deployment_with_one_name_conflict():
+    with pytest.raises(ConfigError, match=r"model_list: deployment 'chat/openai/gpt-4o'"):
+        load(
+            """
+targets: [{name: chat/openai/gpt-4o, provider: openai}]
+model_list: [{model_name: chat, litellm_params: {model: openai/gpt-4o}}]
+"""
+        )
+
+
+def test_two_deployments_of_one_model_get_distinct_names():
+    gw = load(
+        """
+model_list:
+  - model_name: chat
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY}
+  - model_name: chat
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/ANTHROPIC_API_KEY}
+"""
+    ).gateway
+    names = [d.name for d in gw.deployments]
+    assert len(set(names)) == 2 and all(n.startswith("chat/openai/gpt-4o#") for n in names)
+
+
+def test_files_without_targets_or_deployments_are_refused():
+    with pytest.raises(ConfigError, match="targets: expected at least one target, or a model_list"):
+        parse_config({"router_settings": {"num_retries": 1}}, env=ENV)
+    with pytest.raises(ConfigError, match="targets: expected at least one target"):
+        parse_config({"model_list": None}, env=ENV)
+    with pytest.raises(ConfigError, match=r"targetz: unknown key"):
+        parse_config(
+            {"targetz": [], "model_list": yaml.safe_load(ISSUE_EXAMPLE)["model_list"]}, env=ENV
+        )
+
+
+def test_parse_gateway_alone():
+    assert parse_gateway({"targets": []}, ENV) is None
+    gw = parse_gateway(yaml.safe_load(ISSUE_EXAMPLE), ENV)
+    assert len(gw.deployments) == 3
