@@ -1,0 +1,478 @@
+"""Google Gemini generateContent <-> IR.
+
+Shapes follow the Gemini API reference and googleapis/python-genai's types: ``contents[]`` of
+``{role: user|model, parts[]}`` with ``text``, ``inlineData{mimeType, data}``,
+``fileData{mimeType, fileUri}``, ``functionCall{id, name, args}`` and
+``functionResponse{id, name, response}`` (``response.output`` or ``response.error``);
+``systemInstruction``; ``generationConfig{maxOutputTokens, temperature, topP,
+stopSequences}``; ``tools[{functionDeclarations[{name, description, parametersJsonSchema}]}]``;
+``toolConfig.functionCallingConfig{mode: AUTO|ANY|NONE, allowedFunctionNames}``. Responses and
+each ``streamGenerateContent?alt=sse`` event are a whole GenerateContentResponse
+(``candidates[0].content.parts``, ``finishReason``, ``usageMetadata``, ``modelVersion``,
+``responseId``). The REST API accepts snake_case names too, so requests are read in both.
+
+Gemini reports STOP, not a tool-call reason, when it calls functions; tool calls arrive whole,
+never as argument fragments; its function calls may have no id, so ids are made up here.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Any
+from urllib.parse import quote
+
+from llmpulse.gateway.ir import (
+    ChatRequest,
+    ChatResponse,
+    Finish,
+    FinishReason,
+    ImagePart,
+    MessageStart,
+    Part,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolCallStart,
+    ToolChoice,
+    ToolChoiceMode,
+    ToolResultPart,
+    TranslationError,
+    UpstreamRequest,
+    UsageUpdate,
+    append_message,
+    fill_tool_result_names,
+)
+from llmpulse.gateway.translate.common import (
+    dump_json,
+    expect_dict,
+    expect_list,
+    expect_str,
+    load_event,
+    new_id,
+    opt_number,
+    opt_positive_int,
+    opt_str,
+    stop_list,
+)
+from llmpulse.providers.base import get_str
+from llmpulse.providers.gemini import parse_usage
+from llmpulse.result import Usage
+from llmpulse.sse import SSEEvent
+
+_FILTER_FINISH = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+        "MODEL_ARMOR",
+    }
+)
+_FINISH_OUT: dict[FinishReason, str] = {
+    "stop": "STOP",
+    "length": "MAX_TOKENS",
+    "tool_calls": "STOP",
+    "content_filter": "SAFETY",
+    "error": "OTHER",
+}
+_MODES_IN: dict[str, ToolChoiceMode] = {
+    "AUTO": "auto",
+    "ANY": "required",
+    "NONE": "none",
+    "VALIDATED": "auto",
+}
+_MODES_OUT = {"auto": "AUTO", "required": "ANY", "tool": "ANY", "none": "NONE"}
+# Gemini 3 rejects replayed function calls without the thought signature it issued; history
+# from another provider has none, and Google documents this value to skip the check.
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+
+
+def _get(obj: dict[str, Any], camel: str) -> Any:
+    """A field by its camelCase name or its snake_case one (the REST API takes both)."""
+    if camel in obj:
+        return obj[camel]
+    return obj.get("".join("_" + c.lower() if c.isupper() else c for c in camel))
+
+
+# --- the client's request -------------------------------------------------------------------
+
+
+def parse_request(body: Any, *, model: str, stream: bool = False) -> ChatRequest:
+    """``model`` and ``stream`` come from the URL (``models/{model}:streamGenerateContent``)."""
+    obj = expect_dict(body, "body")
+    req = ChatRequest(model=model.removeprefix("models/"), messages=[], stream=stream)
+    req.include_usage = True  # every Gemini chunk carries usageMetadata
+    instruction = _get(obj, "systemInstruction")
+    if instruction is not None:
+        parts = expect_list(expect_dict(instruction, "systemInstruction").get("parts"), "parts")
+        req.system = "".join(
+            expect_str(expect_dict(p, "systemInstruction.parts[]").get("text"), "text")
+            for p in parts
+        )
+    contents = expect_list(obj.get("contents"), "contents")
+    if not contents:
+        raise TranslationError("'contents' must not be empty")
+    ids = _CallIds()
+    for i, raw in enumerate(contents):
+        field = f"contents[{i}]"
+        content = expect_dict(raw, field)
+        role = content.get("role", "user")
+        if role not in ("user", "model", "function"):
+            raise TranslationError(f"'{field}.role' must be user or model")
+        raw_parts = expect_list(content.get("parts"), f"{field}.parts")
+        parts = [
+            part
+            for j, p in enumerate(raw_parts)
+            if (
+                part := _parse_part(
+                    expect_dict(p, f"{field}.parts[{j}]"), f"{field}.parts[{j}]", ids
+                )
+            )
+        ]
+        append_message(req.messages, "assistant" if role == "model" else "user", parts)
+    fill_tool_result_names(req.messages)
+    _parse_generation_config(req, _get(obj, "generationConfig"))
+    req.tools = _parse_tools(obj.get("tools"))
+    req.tool_choice = _parse_tool_config(_get(obj, "toolConfig"))
+    return req
+
+
+class _CallIds:
+    """Ids for function calls that have none, and the call each unlabelled response answers."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._open: list[tuple[str, str]] = []  # (name, id) of calls not yet answered
+
+    def call(self, name: str, given: str | None) -> str:
+        call_id = given or f"call_{self._count}"
+        self._count += 1
+        self._open.append((name, call_id))
+        return call_id
+
+    def response(self, name: str, given: str | None) -> str:
+        for k, (open_name, open_id) in enumerate(self._open):
+            if (given and open_id == given) or (not given and open_name == name):
+                del self._open[k]
+                return open_id
+        return given or f"call_{self._count}"
+
+
+def _parse_part(part: dict[str, Any], field: str, ids: _CallIds) -> Part | None:
+    if part.get("thought"):
+        return None  # a thought summary, not part of the conversation
+    if "text" in part:
+        return TextPart(expect_str(part["text"], f"{field}.text"))
+    if (inline := _get(part, "inlineData")) is not None:
+        inline = expect_dict(inline, f"{field}.inlineData")
+        return ImagePart(
+            media_type=expect_str(_get(inline, "mimeType"), f"{field}.inlineData.mimeType"),
+            data=expect_str(inline.get("data"), f"{field}.inlineData.data"),
+        )
+    if (file := _get(part, "fileData")) is not None:
+        file = expect_dict(file, f"{field}.fileData")
+        return ImagePart(
+            url=expect_str(_get(file, "fileUri"), f"{field}.fileData.fileUri"),
+            media_type=opt_str(_get(file, "mimeType"), f"{field}.fileData.mimeType"),
+        )
+    if (call := _get(part, "functionCall")) is not None:
+        call = expect_dict(call, f"{field}.functionCall")
+        name = expect_str(call.get("name"), f"{field}.functionCall.name")
+        args = call.get("args")
+        return ToolCallPart(
+            id=ids.call(name, opt_str(call.get("id"), f"{field}.functionCall.id")),
+            name=name,
+            arguments={} if args is None else expect_dict(args, f"{field}.functionCall.args"),
+        )
+    if (result := _get(part, "functionResponse")) is not None:
+        result = expect_dict(result, f"{field}.functionResponse")
+        name = expect_str(result.get("name"), f"{field}.functionResponse.name")
+        response = expect_dict(result.get("response"), f"{field}.functionResponse.response")
+        content, is_error = _response_content(response)
+        call_id = ids.response(name, opt_str(result.get("id"), f"{field}.functionResponse.id"))
+        return ToolResultPart(call_id, content, is_error, name)
+    raise TranslationError(f"'{field}' has no part type this gateway translates")
+
+
+def _response_content(response: dict[str, Any]) -> tuple[str, bool]:
+    """``{"output": ...}`` or ``{"error": ...}``; any other object is the output itself."""
+    if set(response) == {"error"}:
+        value, is_error = response["error"], True
+    elif set(response) == {"output"}:
+        value, is_error = response["output"], False
+    else:
+        value, is_error = response, False
+    return (value if isinstance(value, str) else dump_json(value)), is_error
+
+
+def _parse_generation_config(req: ChatRequest, raw: Any) -> None:
+    if raw is None:
+        return
+    config = expect_dict(raw, "generationConfig")
+    count = _get(config, "candidateCount")
+    if count is not None and count != 1:
+        raise TranslationError("'generationConfig.candidateCount' must be 1")
+    field = "generationConfig."
+    req.max_tokens = opt_positive_int(_get(config, "maxOutputTokens"), field + "maxOutputTokens")
+    req.temperature = opt_number(config.get("temperature"), field + "temperature", 0, 2)
+    req.top_p = opt_number(_get(config, "topP"), field + "topP", 0, 1)
+    req.stop = stop_list(_get(config, "stopSequences"), field + "stopSequences")
+
+
+def _parse_tools(raw: Any) -> list[Tool]:
+    tools: list[Tool] = []
+    for i, entry in enumerate(expect_list(raw, "tools") if raw is not None else []):
+        entry = expect_dict(entry, f"tools[{i}]")
+        declarations = _get(entry, "functionDeclarations")
+        if declarations is None:
+            raise TranslationError(f"'tools[{i}]': only functionDeclarations translate")
+        for j, raw_decl in enumerate(expect_list(declarations, f"tools[{i}].functionDeclarations")):
+            field = f"tools[{i}].functionDeclarations[{j}]"
+            decl = expect_dict(raw_decl, field)
+            schema = _get(decl, "parametersJsonSchema")
+            if schema is None:
+                schema = decl.get("parameters")
+            tool = Tool(
+                name=expect_str(decl.get("name"), f"{field}.name"),
+                description=opt_str(decl.get("description"), f"{field}.description"),
+            )
+            if schema is not None:
+                tool.parameters = expect_dict(schema, f"{field}.parameters")
+            tools.append(tool)
+    return tools
+
+
+def _parse_tool_config(raw: Any) -> ToolChoice | None:
+    if raw is None:
+        return None
+    config = _get(expect_dict(raw, "toolConfig"), "functionCallingConfig")
+    if config is None:
+        return None
+    config = expect_dict(config, "toolConfig.functionCallingConfig")
+    mode = config.get("mode", "AUTO")
+    if mode not in _MODES_IN:
+        raise TranslationError("'toolConfig.functionCallingConfig.mode' must be AUTO, ANY or NONE")
+    names = _get(config, "allowedFunctionNames") or []
+    if mode == "ANY" and isinstance(names, list) and len(names) == 1:
+        return ToolChoice("tool", expect_str(names[0], "allowedFunctionNames[0]"))
+    return ToolChoice(_MODES_IN[mode])
+
+
+# --- the upstream's request -----------------------------------------------------------------
+
+
+def render_request(req: ChatRequest, *, model: str | None = None) -> UpstreamRequest:
+    """The generateContent body; ``path`` picks the streaming method when ``req.stream``."""
+    name = quote((model or req.model).removeprefix("models/"), safe="-._")
+    method = "streamGenerateContent?alt=sse" if req.stream else "generateContent"
+    names = {p.id: p.name for m in req.messages for p in m.parts if isinstance(p, ToolCallPart)}
+    body: dict[str, Any] = {
+        "contents": [_render_content(m.role, m.parts, names) for m in req.messages]
+    }
+    if req.system:
+        body["systemInstruction"] = {"parts": [{"text": req.system}]}
+    config: dict[str, Any] = {}
+    if req.max_tokens is not None:
+        config["maxOutputTokens"] = req.max_tokens
+    if req.temperature is not None:
+        config["temperature"] = req.temperature
+    if req.top_p is not None:
+        config["topP"] = req.top_p
+    if req.stop:
+        config["stopSequences"] = list(req.stop)
+    if config:
+        body["generationConfig"] = config
+    if req.tools:
+        body["tools"] = [{"functionDeclarations": [_render_tool(t) for t in req.tools]}]
+        if req.tool_choice is not None:
+            calling: dict[str, Any] = {"mode": _MODES_OUT[req.tool_choice.mode]}
+            if req.tool_choice.mode == "tool":
+                calling["allowedFunctionNames"] = [req.tool_choice.name]
+            body["toolConfig"] = {"functionCallingConfig": calling}
+    return UpstreamRequest(f"/models/{name}:{method}", body)
+
+
+def _render_tool(tool: Tool) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        out["description"] = tool.description
+    # Full JSON Schema: the older ``parameters`` field takes only an OpenAPI subset.
+    out["parametersJsonSchema"] = tool.parameters
+    return out
+
+
+def _render_content(role: str, parts: list[Part], names: dict[str, str]) -> dict[str, Any]:
+    out: list[dict[str, Any]] = []
+    signed = False
+    for part in parts:
+        if isinstance(part, TextPart):
+            out.append({"text": part.text})
+        elif isinstance(part, ImagePart):
+            out.append(_render_image(part))
+        elif isinstance(part, ToolCallPart):
+            rendered: dict[str, Any] = {"functionCall": {"name": part.name, "args": part.arguments}}
+            if not signed:  # only a turn's first call carries a signature
+                rendered["thoughtSignature"] = SKIP_SIGNATURE
+                signed = True
+            out.append(rendered)
+        else:
+            name = part.name or names.get(part.tool_call_id)
+            if name is None:
+                raise TranslationError(
+                    f"tool result {part.tool_call_id!r} answers no tool call in the conversation"
+                )
+            key = "error" if part.is_error else "output"
+            response = {"name": name, "response": {key: part.content}}
+            out.append({"functionResponse": response})
+    return {"role": "model" if role == "assistant" else "user", "parts": out}
+
+
+def _render_image(part: ImagePart) -> dict[str, Any]:
+    if part.url is None:
+        return {"inlineData": {"mimeType": part.media_type, "data": part.data}}
+    mime = part.media_type or mimetypes.guess_type(part.url)[0] or "image/jpeg"
+    return {"fileData": {"mimeType": mime, "fileUri": part.url}}
+
+
+# --- the upstream's response ----------------------------------------------------------------
+
+
+def parse_response(body: Any) -> ChatResponse:
+    obj = expect_dict(body, "response")
+    resp = ChatResponse(
+        id=get_str(obj, "responseId") or new_id("gen-"),
+        model=get_str(obj, "modelVersion") or "",
+        usage=parse_usage(obj.get("usageMetadata")) or Usage(),
+    )
+    texts: list[str] = []
+    for part in _answer_parts(obj):
+        if isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(part.get("functionCall"), dict):
+            resp.tool_calls.append(_call_part(part["functionCall"]))
+    reason = None
+    candidates = obj.get("candidates")
+    if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+        reason = get_str(candidates[0], "finishReason")
+    resp.text = "".join(texts)
+    resp.finish_reason = _finish(reason, bool(resp.tool_calls), obj)
+    return resp
+
+
+def _answer_parts(chunk: dict[str, Any]) -> list[dict[str, Any]]:
+    """The first candidate's parts, in order, without thought summaries."""
+    candidates = chunk.get("candidates")
+    if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], dict):
+        return []
+    content = candidates[0].get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        return []
+    return [p for p in parts if isinstance(p, dict) and not p.get("thought")]
+
+
+def _call_part(call: dict[str, Any]) -> ToolCallPart:
+    name = expect_str(call.get("name"), "functionCall.name")
+    args = call.get("args")
+    return ToolCallPart(
+        id=get_str(call, "id") or new_id("call_"),
+        name=name,
+        arguments=args if isinstance(args, dict) else {},
+    )
+
+
+def _finish(reason: str | None, called: bool, chunk: dict[str, Any]) -> FinishReason:
+    if get_str(chunk, "promptFeedback", "blockReason"):
+        return "content_filter"
+    if reason is None or reason == "STOP":
+        return "tool_calls" if called else "stop"
+    if reason == "MAX_TOKENS":
+        return "length"
+    return "content_filter" if reason in _FILTER_FINISH else "error"
+
+
+# --- the client's response ------------------------------------------------------------------
+
+
+def render_response(resp: ChatResponse) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"text": resp.text}] if resp.text else []
+    parts += [
+        {"functionCall": {"id": c.id, "name": c.name, "args": c.arguments}} for c in resp.tool_calls
+    ]
+    candidate = {
+        "content": {"role": "model", "parts": parts},
+        "finishReason": _FINISH_OUT[resp.finish_reason],
+        "index": 0,
+    }
+    return {
+        "candidates": [candidate],
+        "usageMetadata": render_usage(resp.usage),
+        "modelVersion": resp.model,
+        "responseId": resp.id,
+    }
+
+
+def render_usage(usage: Usage) -> dict[str, Any]:
+    """Ours counts thoughts in the output; Gemini reports them beside the candidates."""
+    prompt = usage.input_tokens or 0
+    thoughts = usage.reasoning_tokens or 0
+    output = usage.output_tokens or 0
+    out = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": max(output - thoughts, 0),
+        "totalTokenCount": prompt + output,
+    }
+    if thoughts:
+        out["thoughtsTokenCount"] = thoughts
+    if usage.cached_tokens:
+        out["cachedContentTokenCount"] = usage.cached_tokens
+    return out
+
+
+# --- streams ---------------------------------------------------------------------------------
+
+
+class StreamDecoder:
+    """Upstream streamGenerateContent SSE events -> IR stream events."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self._started = False
+        self._calls = 0
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        chunk = load_event(event.data)
+        if isinstance(chunk.get("error"), dict):
+            return [StreamError(chunk)]
+        out: list[StreamEvent] = []
+        if not self._started:
+            self._started = True
+            model = get_str(chunk, "modelVersion") or ""
+            out.append(MessageStart(get_str(chunk, "responseId") or "", model))
+        for part in _answer_parts(chunk):
+            if isinstance(part.get("text"), str) and part["text"]:
+                out.append(TextDelta(part["text"]))
+            elif isinstance(part.get("functionCall"), dict):
+                call = _call_part(part["functionCall"])
+                out.append(ToolCallStart(self._calls, call.id, call.name))
+                out.append(ToolCallDelta(self._calls, dump_json(call.arguments)))
+                self._calls += 1
+        usage = parse_usage(chunk.get("usageMetadata"))
+        if usage is not None:
+            out.append(UsageUpdate(usage))
+        candidates = chunk.get("candidates")
+        reason = None
+        if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+            reason = get_str(candidates[0], "finishReason")
+        if reason or get_str(chunk, "promptFeedback", "blockReason"):
+            out.append(Finish(_finish(reason, self._calls > 0, chunk)))
+            self.done = True
+        return out

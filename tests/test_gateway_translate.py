@@ -1,0 +1,1026 @@
+"""Translation between OpenAI, Anthropic and Gemini through the gateway's IR.
+
+The official ``openai`` and ``anthropic`` SDKs read what we render: bodies are validated into
+their types, and streams and errors are served to real SDK clients over an httpx mock
+transport, so they go through the SDKs' own SSE decoding, accumulation and exception mapping.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import httpx
+import httpx2
+import openai
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmpulse.errors import ErrorClass
+from llmpulse.gateway import ir
+from llmpulse.gateway.ir import (
+    ChatRequest,
+    ChatResponse,
+    ImagePart,
+    Message,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+    TranslationError,
+)
+from llmpulse.gateway.translate import anthropic as tr_anthropic
+from llmpulse.gateway.translate import gemini as tr_gemini
+from llmpulse.gateway.translate import openai as tr_openai
+from llmpulse.gateway.translate.prefill import continuation_request
+from llmpulse.result import Usage
+from llmpulse.sse import SSEDecoder, SSEEvent
+
+PROTOCOLS = ("openai", "anthropic", "gemini")
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+    "required": ["city"],
+}
+
+
+def render(protocol: str, req: ChatRequest) -> dict[str, Any]:
+    module = {"openai": tr_openai, "anthropic": tr_anthropic, "gemini": tr_gemini}[protocol]
+    return module.render_request(req).body
+
+
+def parse(protocol: str, body: dict[str, Any], req: ChatRequest) -> ChatRequest:
+    if protocol == "gemini":
+        return tr_gemini.parse_request(body, model=req.model, stream=req.stream)
+    module = tr_openai if protocol == "openai" else tr_anthropic
+    return module.parse_request(body)
+
+
+def canonical(req: ChatRequest, protocol: str) -> ChatRequest:
+    """What survives a trip through ``protocol``: the fields it cannot carry are normalised."""
+    req = copy.deepcopy(req)
+    ir.fill_tool_result_names(req.messages)
+    if protocol != "openai":
+        req.metadata = {}
+    if protocol == "gemini":
+        req.user = None
+        req.parallel_tool_calls = None
+    if protocol == "anthropic":
+        # disable_parallel_tool_use lives in tool_choice, which then defaults to auto.
+        if req.tool_choice is not None and req.tool_choice.mode == "none":
+            req.parallel_tool_calls = None
+        if req.parallel_tool_calls is not False:
+            req.parallel_tool_calls = None
+        elif req.tool_choice is None:
+            req.tool_choice = ToolChoice("auto")
+    # Anthropic and Gemini streams always report usage; upstream OpenAI streams are asked to.
+    req.include_usage = req.stream if protocol == "openai" else True
+    for message in req.messages:
+        for part in message.parts:
+            if isinstance(part, ToolResultPart) and protocol == "openai":
+                part.is_error = False  # OpenAI tool messages have no error flag
+    if protocol == "gemini":
+        ids = iter(range(1_000_000))
+        mapping: dict[str, str] = {}
+        for message in req.messages:
+            for part in message.parts:
+                if isinstance(part, ToolCallPart):
+                    mapping[part.id] = part.id = f"call_{next(ids)}"
+                elif isinstance(part, ToolResultPart):
+                    part.tool_call_id = mapping.get(part.tool_call_id, part.tool_call_id)
+    return req
+
+
+def rich_request(**overrides: Any) -> ChatRequest:
+    req = ChatRequest(
+        model="my-chat-model",
+        system="You are terse.",
+        messages=[
+            Message("user", [TextPart("Weather in Paris and Rome?")]),
+            Message(
+                "assistant",
+                [
+                    TextPart("Checking."),
+                    ToolCallPart("call_a", "get_weather", {"city": "Paris"}),
+                    ToolCallPart("call_b", "get_weather", {"city": "Rome", "unit": "c"}),
+                ],
+            ),
+            Message(
+                "user",
+                [
+                    ToolResultPart("call_a", "18C cloudy"),
+                    ToolResultPart("call_b", "unknown city", is_error=True),
+                    TextPart("And tomorrow?"),
+                ],
+            ),
+        ],
+        max_tokens=256,
+        temperature=0.5,
+        top_p=0.9,
+        stop=["\n\nHuman:", "END"],
+        tools=[Tool("get_weather", "Current weather for a city.", WEATHER_SCHEMA)],
+        tool_choice=ToolChoice("auto"),
+        user="user-42",
+    )
+    return dataclasses.replace(req, **overrides)
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_request_round_trip_in_each_protocol(protocol: str) -> None:
+    req = rich_request()
+    assert parse(protocol, render(protocol, req), req) == canonical(req, protocol)
+
+
+@pytest.mark.parametrize("first", PROTOCOLS)
+@pytest.mark.parametrize("second", PROTOCOLS)
+def test_request_survives_every_direction(first: str, second: str) -> None:
+    req = rich_request(tool_choice=ToolChoice("tool", "get_weather"))
+    via_first = parse(first, render(first, req), req)
+    via_both = parse(second, render(second, via_first), req)
+    assert via_both == canonical(canonical(req, first), second)
+
+
+def test_openai_client_request_rendered_for_anthropic() -> None:
+    body = {
+        "model": "my-chat-model",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+        ],
+        "max_completion_tokens": 100,
+        "temperature": 1.5,
+        "stop": "END",
+        "tools": [
+            {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_SCHEMA}}
+        ],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    upstream = tr_anthropic.render_request(tr_openai.parse_request(body), model="claude-sonnet-4-6")
+    assert upstream.path == "/v1/messages"
+    assert upstream.headers == {"anthropic-version": "2023-06-01"}
+    assert upstream.body == {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 100,
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "tool_use",
+                        "id": "call_1",
+                        "name": "get_weather",
+                        "input": {"city": "Paris"},
+                    }
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "18C"}],
+            },
+        ],
+        "system": "Be brief.",
+        "temperature": 1.0,  # Anthropic's maximum
+        "stop_sequences": ["END"],
+        "tools": [{"name": "get_weather", "input_schema": WEATHER_SCHEMA}],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+        "stream": True,
+    }
+
+
+def test_anthropic_client_request_rendered_for_gemini() -> None:
+    body = {
+        "model": "my-chat-model",
+        "max_tokens": 64,
+        "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "...", "signature": "sig"},
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_1",
+                        "name": "get_weather",
+                        "input": {"city": "Paris"},
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "content": [{"type": "text", "text": "18C"}],
+                    },
+                    {"type": "text", "text": "Thanks"},
+                ],
+            },
+        ],
+        "tools": [
+            {"name": "get_weather", "description": "Weather.", "input_schema": WEATHER_SCHEMA}
+        ],
+        "tool_choice": {"type": "tool", "name": "get_weather"},
+        "stream": True,
+    }
+    upstream = tr_gemini.render_request(tr_anthropic.parse_request(body), model="gemini-2.5-flash")
+    assert upstream.path == "/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    assert upstream.body == {
+        "contents": [
+            {"role": "user", "parts": [{"text": "Weather in Paris?"}]},
+            {
+                "role": "model",
+                "parts": [
+                    {
+                        "functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                        "thoughtSignature": "skip_thought_signature_validator",
+                    }
+                ],
+            },
+            {
+                "role": "user",
+                "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"output": "18C"}}},
+                    {"text": "Thanks"},
+                ],
+            },
+        ],
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        "generationConfig": {"maxOutputTokens": 64},
+        "tools": [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": "get_weather",
+                        "description": "Weather.",
+                        "parametersJsonSchema": WEATHER_SCHEMA,
+                    }
+                ]
+            }
+        ],
+        "toolConfig": {
+            "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
+        },
+    }
+
+
+def test_images_translate() -> None:
+    body = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
+                    },
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                ],
+            }
+        ],
+    }
+    req = tr_openai.parse_request(body)
+    assert req.messages[0].parts[1:] == [
+        ImagePart(media_type="image/png", data="iVBORw0KGgo="),
+        ImagePart(url="https://example.com/cat.jpg"),
+    ]
+    blocks = tr_anthropic.render_request(req).body["messages"][0]["content"]
+    assert blocks[1] == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+    }
+    assert blocks[2] == {
+        "type": "image",
+        "source": {"type": "url", "url": "https://example.com/cat.jpg"},
+    }
+    parts = tr_gemini.render_request(req).body["contents"][0]["parts"]
+    assert parts[1] == {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}
+    assert parts[2] == {
+        "fileData": {"mimeType": "image/jpeg", "fileUri": "https://example.com/cat.jpg"}
+    }
+    assert tr_openai.render_request(req).body["messages"] == body["messages"]
+
+
+@pytest.mark.parametrize(
+    ("parser", "body", "field"),
+    [
+        (tr_openai.parse_request, {"messages": [{"role": "user", "content": "x"}]}, "'model'"),
+        (tr_openai.parse_request, {"model": "m", "messages": []}, "'messages'"),
+        (
+            tr_openai.parse_request,
+            {"model": "m", "messages": [{"role": "robot", "content": "x"}]},
+            "'messages[0].role'",
+        ),
+        (
+            tr_openai.parse_request,
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3},
+            "'temperature'",
+        ),
+        (
+            tr_openai.parse_request,
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2},
+            "'n'",
+        ),
+        (
+            tr_openai.parse_request,
+            {
+                "model": "m",
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": "c",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": "{bad"},
+                            }
+                        ],
+                    }
+                ],
+            },
+            "'messages[0].tool_calls[0].function.arguments'",
+        ),
+        (
+            tr_openai.parse_request,
+            {"model": "m", "messages": [{"role": "tool", "content": "x"}]},
+            "'messages[0].tool_call_id'",
+        ),
+        (
+            tr_anthropic.parse_request,
+            {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+            "'max_tokens'",
+        ),
+        (
+            tr_anthropic.parse_request,
+            {"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]},
+            "'max_tokens'",
+        ),
+        (
+            tr_anthropic.parse_request,
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}],
+                    }
+                ],
+            },
+            "'messages[0].content[0].type'",
+        ),
+        (
+            tr_anthropic.parse_request,
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+            },
+            "'tools[0].type'",
+        ),
+        (
+            tr_anthropic.parse_request,
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "x"}],
+                "tool_choice": {"type": "maybe"},
+            },
+            "'tool_choice.type'",
+        ),
+    ],
+)
+def test_invalid_requests_name_the_field(
+    parser: Callable[[Any], ChatRequest], body: Any, field: str
+) -> None:
+    with pytest.raises(TranslationError) as info:
+        parser(body)
+    assert info.value.status == 400
+    assert field in info.value.message
+
+
+def test_gemini_needs_the_name_of_the_call_a_result_answers() -> None:
+    req = ChatRequest("m", [Message("user", [ToolResultPart("nowhere", "x")])])
+    with pytest.raises(TranslationError, match="answers no tool call"):
+        tr_gemini.render_request(req)
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+RESPONSES = [
+    ChatResponse(
+        id="resp_1",
+        model="served-model-2025",
+        text="Paris: 18C.",
+        finish_reason="stop",
+        usage=Usage(input_tokens=120, output_tokens=9, cached_tokens=100, reasoning_tokens=0),
+    ),
+    ChatResponse(
+        id="resp_2",
+        model="served-model-2025",
+        text="Let me check.",
+        tool_calls=[
+            ToolCallPart("call_1", "get_weather", {"city": "Paris"}),
+            ToolCallPart("call_2", "get_weather", {"city": "Rome"}),
+        ],
+        finish_reason="tool_calls",
+        usage=Usage(input_tokens=50, output_tokens=30, cached_tokens=0, reasoning_tokens=0),
+    ),
+    ChatResponse(
+        id="r3",
+        model="m",
+        text="Once upon",
+        finish_reason="length",
+        usage=Usage(input_tokens=5, output_tokens=2, cached_tokens=0, reasoning_tokens=0),
+    ),
+    ChatResponse(
+        id="r4",
+        model="m",
+        text="",
+        finish_reason="content_filter",
+        usage=Usage(input_tokens=5, output_tokens=0, cached_tokens=0, reasoning_tokens=0),
+    ),
+]
+
+
+def _canonical_response(resp: ChatResponse, protocol: str) -> ChatResponse:
+    resp = copy.deepcopy(resp)
+    if protocol == "anthropic":
+        resp.usage = dataclasses.replace(resp.usage, cache_write_tokens=0, reasoning_tokens=None)
+    if protocol == "gemini":
+        resp.usage = dataclasses.replace(
+            resp.usage, cached_tokens=resp.usage.cached_tokens or None, reasoning_tokens=None
+        )
+    return resp
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("resp", RESPONSES, ids=lambda r: r.finish_reason)
+def test_response_round_trip(protocol: str, resp: ChatResponse) -> None:
+    module = {"openai": tr_openai, "anthropic": tr_anthropic, "gemini": tr_gemini}[protocol]
+    assert module.parse_response(module.render_response(resp)) == _canonical_response(
+        resp, protocol
+    )
+
+
+@pytest.mark.parametrize("resp", RESPONSES, ids=lambda r: r.finish_reason)
+def test_sdks_validate_rendered_responses(resp: ChatResponse) -> None:
+    completion = openai.types.chat.ChatCompletion.model_validate(tr_openai.render_response(resp))
+    message = anthropic.types.Message.model_validate(tr_anthropic.render_response(resp))
+    assert completion.model == message.model == resp.model
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == resp.usage.input_tokens
+    assert completion.usage.prompt_tokens_details.cached_tokens == resp.usage.cached_tokens
+    # Anthropic's input_tokens exclude cache reads.
+    assert (
+        message.usage.input_tokens + (message.usage.cache_read_input_tokens or 0)
+        == resp.usage.input_tokens
+    )
+    expected_stop = {
+        "stop": "end_turn",
+        "length": "max_tokens",
+        "tool_calls": "tool_use",
+        "content_filter": "refusal",
+    }
+    assert message.stop_reason == expected_stop[resp.finish_reason]
+    assert completion.choices[0].finish_reason == resp.finish_reason
+    calls = completion.choices[0].message.tool_calls or []
+    assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        (c.id, c.name, c.arguments) for c in resp.tool_calls
+    ]
+    tool_uses = [b for b in message.content if b.type == "tool_use"]
+    assert [(b.id, b.name, b.input) for b in tool_uses] == [
+        (c.id, c.name, c.arguments) for c in resp.tool_calls
+    ]
+
+
+def test_anthropic_stop_sequence_and_gemini_function_call_finish() -> None:
+    body = {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+        "content": [{"type": "text", "text": "Hello"}], "stop_reason": "stop_sequence", "stop_sequence": "END",
+        "usage": {"input_tokens": 3, "output_tokens": 2, "cache_creation_input_tokens": 4, "cache_read_input_tokens": 5},
+    }  # fmt: skip
+    resp = tr_anthropic.parse_response(body)
+    assert (resp.finish_reason, resp.stop_sequence) == ("stop", "END")
+    assert resp.usage.input_tokens == 12 and resp.usage.cached_tokens == 5
+    assert tr_anthropic.render_response(resp)["stop_reason"] == "stop_sequence"
+    assert tr_openai.render_response(resp)["choices"][0]["finish_reason"] == "stop"
+    # Gemini says STOP when it calls a function.
+    gemini_body = {
+        "candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"a": 1}}}]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "thoughtsTokenCount": 7, "totalTokenCount": 22},
+        "modelVersion": "gemini-2.5-flash", "responseId": "abc",
+    }  # fmt: skip
+    resp = tr_gemini.parse_response(gemini_body)
+    assert resp.finish_reason == "tool_calls"
+    assert (resp.usage.output_tokens, resp.usage.reasoning_tokens) == (12, 7)
+    assert (
+        tr_gemini.parse_response(
+            {**gemini_body, "candidates": [{"finishReason": "SAFETY"}]}
+        ).finish_reason
+        == "content_filter"
+    )
+    assert (
+        tr_gemini.parse_response(
+            {**gemini_body, "candidates": [{"finishReason": "MAX_TOKENS"}]}
+        ).finish_reason
+        == "length"
+    )
+
+
+# --- streams --------------------------------------------------------------------------------
+
+# Recorded as the APIs send them. OpenAI: ChatCompletionChunk (openai-python
+# types/chat/chat_completion_chunk.py), tool calls as ChoiceDeltaToolCall, usage chunk with
+# empty choices for stream_options.include_usage, then [DONE].
+OPENAI_STREAM = """\
+data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}
+
+data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":"Checking"},"logprobs":null,"finish_reason":null}],"usage":null}
+
+data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":" now."},"logprobs":null,"finish_reason":null}],"usage":null}
+
+data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_P","type":"function","function":{"name":"get_weather","arguments":""}}]},"logprobs":null,"finish_reason":null}],"usage":null}
+
+data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"city\\": "}}]},"logprobs":null,"finish_reason":null}],"usage":null}
+
+data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\\"Paris\\"}"}}]},"logprobs":null,"finish_reason":null}],"usage":null}
+
+data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_R","type":"function","function":{"name":"get_weather","arguments":"{\\"city\\": \\"Rome\\"}"}}]},"logprobs":null,"finish_reason":null}],"usage":null}
+
+data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}],"usage":null}
+
+data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_1","choices":[],"usage":{"prompt_tokens":82,"completion_tokens":41,"total_tokens":123,"prompt_tokens_details":{"cached_tokens":64},"completion_tokens_details":{"reasoning_tokens":0}}}
+
+data: [DONE]
+
+"""
+
+# Anthropic: RawMessageStreamEvent members (anthropic-sdk-python types/raw_*_event.py), as in
+# the Messages streaming docs: ping after the first block start, input_json_delta fragments,
+# message_delta with stop_reason and cumulative MessageDeltaUsage.
+ANTHROPIC_STREAM = """\
+event: message_start
+data: {"type":"message_start","message":{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-6","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":20,"cache_creation_input_tokens":0,"cache_read_input_tokens":60,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+event: ping
+data: {"type":"ping"}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Checking"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" now."}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: content_block_start
+data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_P","name":"get_weather","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\\"city\\": "}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"\\"Paris\\"}"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":1}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":41}}
+
+event: message_stop
+data: {"type":"message_stop"}
+
+"""
+
+# Gemini: streamGenerateContent?alt=sse, each event a whole GenerateContentResponse with the
+# running usageMetadata; the function call arrives whole; the last chunk has finishReason.
+GEMINI_STREAM = """\
+data: {"candidates":[{"content":{"parts":[{"text":"Checking"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":82,"candidatesTokenCount":1,"totalTokenCount":83},"modelVersion":"gemini-2.5-flash","responseId":"gem-1"}
+
+data: {"candidates":[{"content":{"parts":[{"text":" now."},{"functionCall":{"name":"get_weather","args":{"city":"Paris"}},"thoughtSignature":"c2ln"}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":82,"candidatesTokenCount":21,"thoughtsTokenCount":20,"totalTokenCount":123,"cachedContentTokenCount":64},"modelVersion":"gemini-2.5-flash","responseId":"gem-1"}
+
+"""
+
+
+def decode(protocol: str, raw: str) -> list[ir.StreamEvent]:
+    decoder = {"openai": tr_openai, "anthropic": tr_anthropic, "gemini": tr_gemini}[
+        protocol
+    ].StreamDecoder()
+    events: list[ir.StreamEvent] = []
+    for event in SSEDecoder().feed(raw.encode()):
+        events += decoder.feed(event)
+    assert decoder.done
+    return events
+
+
+def encode(client: str, events: list[ir.StreamEvent], include_usage: bool = True) -> bytes:
+    encoder: Any = (
+        tr_openai.StreamEncoder(model="my-chat-model", include_usage=include_usage)
+        if client == "openai"
+        else tr_anthropic.StreamEncoder(model="my-chat-model")
+    )
+    frames = [frame for event in events for frame in encoder.feed(event)]
+    return b"".join(frames + encoder.close())
+
+
+def test_decoders_agree_on_the_recorded_streams() -> None:
+    openai_events = decode("openai", OPENAI_STREAM)
+    assert openai_events == [
+        ir.MessageStart("chatcmpl-1", "gpt-4o-2024-08-06"),
+        ir.TextDelta("Checking"),
+        ir.TextDelta(" now."),
+        ir.ToolCallStart(0, "call_P", "get_weather"),
+        ir.ToolCallDelta(0, '{"city": '),
+        ir.ToolCallDelta(0, '"Paris"}'),
+        ir.ToolCallStart(1, "call_R", "get_weather"),
+        ir.ToolCallDelta(1, '{"city": "Rome"}'),
+        ir.Finish("tool_calls"),
+        ir.UsageUpdate(
+            Usage(input_tokens=82, output_tokens=41, cached_tokens=64, reasoning_tokens=0)
+        ),
+    ]
+    anthropic_events = decode("anthropic", ANTHROPIC_STREAM)
+    assert anthropic_events[-2:] == [
+        ir.Finish("tool_calls"),
+        ir.UsageUpdate(
+            Usage(input_tokens=80, output_tokens=41, cached_tokens=60, cache_write_tokens=0)
+        ),
+    ]
+    assert [e for e in anthropic_events if isinstance(e, ir.ToolCallDelta)] == [
+        ir.ToolCallDelta(0, '{"city": '),
+        ir.ToolCallDelta(0, '"Paris"}'),
+    ]
+    gemini_events = decode("gemini", GEMINI_STREAM)
+    assert gemini_events[:2] == [
+        ir.MessageStart("gem-1", "gemini-2.5-flash"),
+        ir.TextDelta("Checking"),
+    ]
+    assert gemini_events[-2:] == [
+        ir.UsageUpdate(
+            Usage(input_tokens=82, output_tokens=41, cached_tokens=64, reasoning_tokens=20)
+        ),
+        ir.Finish("tool_calls"),
+    ]
+
+
+def _openai_client(handler: Callable[[httpx.Request], httpx.Response]) -> openai.OpenAI:
+    transport = httpx.MockTransport(handler)
+    return openai.OpenAI(
+        api_key="gw-key",
+        base_url="http://gateway/v1",
+        max_retries=0,
+        http_client=httpx.Client(transport=transport),
+    )
+
+
+def _anthropic_client(handler: Callable[[Any], Any]) -> anthropic.Anthropic:
+    # The anthropic SDK runs on httpx2, openai on httpx.
+    transport = httpx2.MockTransport(lambda request: _as_httpx2(handler(request)))
+    return anthropic.Anthropic(
+        api_key="gw-key",
+        base_url="http://gateway",
+        max_retries=0,
+        http_client=httpx2.Client(transport=transport),
+    )
+
+
+def _as_httpx2(response: httpx.Response) -> httpx2.Response:
+    return httpx2.Response(
+        response.status_code, headers=dict(response.headers), content=response.content
+    )
+
+
+def _sse_response(body: bytes) -> Callable[[Any], httpx.Response]:
+    return lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=body
+    )
+
+
+@pytest.mark.parametrize("upstream", PROTOCOLS)
+def test_openai_sdk_streams_any_upstream(upstream: str) -> None:
+    raw = {"openai": OPENAI_STREAM, "anthropic": ANTHROPIC_STREAM, "gemini": GEMINI_STREAM}[
+        upstream
+    ]
+    body = encode("openai", decode(upstream, raw))
+    assert body.endswith(b"data: [DONE]\n\n")
+    client = _openai_client(_sse_response(body))
+    chunks = list(
+        client.chat.completions.create(
+            model="my-chat-model",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c for c in chunks if not c.choices] == [chunks[-1]]  # one usage chunk, last
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 41
+    assert chunks[-1].usage.prompt_tokens in (80, 82)
+    with client.chat.completions.stream(
+        model="my-chat-model", messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content == "Checking now."
+    calls = [
+        (c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls or []
+    ]
+    assert calls[0] == ("get_weather", {"city": "Paris"})
+    assert (
+        final.model
+        == {
+            "openai": "gpt-4o-2024-08-06",
+            "anthropic": "claude-sonnet-4-6",
+            "gemini": "gemini-2.5-flash",
+        }[upstream]
+    )
+
+
+@pytest.mark.parametrize("upstream", PROTOCOLS)
+def test_anthropic_sdk_streams_any_upstream(upstream: str) -> None:
+    raw = {"openai": OPENAI_STREAM, "anthropic": ANTHROPIC_STREAM, "gemini": GEMINI_STREAM}[
+        upstream
+    ]
+    body = encode("anthropic", decode(upstream, raw))
+    client = _anthropic_client(_sse_response(body))
+    events = list(
+        client.messages.create(
+            model="my-chat-model",
+            max_tokens=100,
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+        )
+    )
+    kinds = [e.type for e in events]
+    assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
+    starts = [e.index for e in events if e.type == "content_block_start"]
+    stops = [e.index for e in events if e.type == "content_block_stop"]
+    assert starts == stops == list(range(len(starts)))
+    with client.messages.stream(
+        model="my-chat-model", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        message = stream.get_final_message()
+    assert message.stop_reason == "tool_use"
+    assert message.content[0].type == "text" and message.content[0].text == "Checking now."
+    tool = message.content[1]
+    assert tool.type == "tool_use" and (tool.name, tool.input) == ("get_weather", {"city": "Paris"})
+    assert message.usage.output_tokens == 41
+    assert message.usage.input_tokens + (message.usage.cache_read_input_tokens or 0) in (80, 82)
+
+
+def test_openai_stream_without_include_usage_has_no_usage_chunk() -> None:
+    body = encode("openai", decode("anthropic", ANTHROPIC_STREAM), include_usage=False)
+    chunks = [json.loads(e.data) for e in SSEDecoder().feed(body) if e.data != "[DONE]"]
+    assert all(c["choices"] and "usage" not in c for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_stream_errors_reach_sdks_as_their_exceptions() -> None:
+    event = SSEEvent(
+        '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}', "error"
+    )
+    assert tr_anthropic.StreamDecoder().feed(event) == [
+        ir.StreamError(
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        )
+    ]
+    start = tr_anthropic.StreamEncoder(model="m").feed(ir.TextDelta("partial"))
+    body = b"".join(start) + tr_anthropic.render_stream_error(
+        529, ErrorClass.UNAVAILABLE, "upstream cut"
+    )
+    client = _anthropic_client(_sse_response(body))
+    with pytest.raises(anthropic.APIStatusError, match="upstream cut"):
+        list(
+            client.messages.create(
+                model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+        )
+    first = tr_openai.StreamEncoder(model="m", include_usage=False).feed(ir.TextDelta("partial"))
+    body = b"".join(first) + tr_openai.render_stream_error(
+        ErrorClass.TIMEOUT, "stream idle for 10s"
+    )
+    oclient = _openai_client(_sse_response(body))
+    with pytest.raises(openai.APIError, match="stream idle for 10s"):
+        list(
+            oclient.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class", "openai_exc", "anthropic_exc", "anthropic_type"),
+    [
+        (
+            400,
+            ErrorClass.CONTEXT_LENGTH,
+            openai.BadRequestError,
+            anthropic.BadRequestError,
+            "invalid_request_error",
+        ),
+        (
+            401,
+            ErrorClass.AUTH,
+            openai.AuthenticationError,
+            anthropic.AuthenticationError,
+            "authentication_error",
+        ),
+        (
+            429,
+            ErrorClass.RATE_LIMITED,
+            openai.RateLimitError,
+            anthropic.RateLimitError,
+            "rate_limit_error",
+        ),
+        (
+            529,
+            ErrorClass.UNAVAILABLE,
+            openai.InternalServerError,
+            anthropic.OverloadedError,
+            "overloaded_error",
+        ),
+        (502, None, openai.InternalServerError, anthropic.InternalServerError, "api_error"),
+    ],
+)
+def test_errors_reach_sdks_as_their_exceptions(
+    status: int,
+    error_class: ErrorClass | None,
+    openai_exc: type[Exception],
+    anthropic_exc: type[Exception],
+    anthropic_type: str,
+) -> None:
+    o_status, o_body = tr_openai.render_error(status, error_class, "no luck")
+    client = _openai_client(lambda request: httpx.Response(o_status, json=o_body))
+    with pytest.raises(openai_exc) as o_info:
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert o_info.value.body == o_body["error"]  # type: ignore[attr-defined]
+    a_status, a_body = tr_anthropic.render_error(status, error_class, "no luck", request_id="req_1")
+    assert a_body["error"]["type"] == anthropic_type
+    aclient = _anthropic_client(lambda request: httpx.Response(a_status, json=a_body))
+    with pytest.raises(anthropic_exc) as a_info:
+        aclient.messages.create(
+            model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert a_info.value.body == a_body  # type: ignore[attr-defined]
+
+
+def test_malformed_upstream_event_is_a_502() -> None:
+    with pytest.raises(TranslationError) as info:
+        tr_openai.StreamDecoder().feed(SSEEvent("{not json"))
+    assert info.value.status == 502
+
+
+# --- prefill --------------------------------------------------------------------------------
+
+
+def test_continuation_prefills_anthropic_only() -> None:
+    req = rich_request(messages=[Message("user", [TextPart("Tell a story.")])])
+    assert continuation_request("openai", req, "Once upon") is None
+    assert continuation_request("gemini", req, "Once upon") is None
+    assert continuation_request("anthropic", req, "   ") is None
+    cont = continuation_request("anthropic", req, "Once upon a ", spent_tokens=3)
+    assert cont is not None and cont.trimmed == " "
+    assert cont.request.max_tokens == 253 and req.max_tokens == 256
+    body = tr_anthropic.render_request(cont.request).body
+    assert body["messages"][-1] == {"role": "assistant", "content": "Once upon a"}
+    assert len(req.messages) == 1  # the original request is untouched
+
+
+# --- properties -----------------------------------------------------------------------------
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
+_names = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,15}", fullmatch=True)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_names, inner, max_size=3),
+    max_leaves=6,
+)
+_args = st.dictionaries(_names, _json_values, max_size=3)
+_images = st.builds(
+    ImagePart,
+    media_type=st.just("image/png"),
+    data=st.from_regex(r"[A-Za-z0-9+/]{4,12}", fullmatch=True),
+)
+
+
+@st.composite
+def chat_requests(draw: st.DrawFn) -> ChatRequest:
+    """Requests in the IR's canonical form: alternating roles, tool results first in a turn,
+    each answering a call of the turn before."""
+    tools = draw(
+        st.lists(
+            st.builds(Tool, _names, st.none() | _text, st.just(WEATHER_SCHEMA)),
+            max_size=2,
+            unique_by=lambda t: t.name,
+        )
+    )
+    messages: list[Message] = []
+    pending: list[ToolCallPart] = []
+    for turn in range(draw(st.integers(1, 4))):
+        if turn % 2 == 0:
+            parts: list[Any] = [
+                ToolResultPart(c.id, draw(_text), draw(st.booleans()), c.name) for c in pending
+            ]
+            parts += draw(
+                st.lists(_text.map(TextPart) | _images, min_size=0 if parts else 1, max_size=2)
+            )
+            messages.append(Message("user", parts))
+            pending = []
+        else:
+            parts = draw(st.lists(_text.map(TextPart), max_size=2))
+            count = draw(st.integers(0 if parts else 1, 2))
+            pending = [
+                ToolCallPart(f"call_{turn}_{k}", draw(_names), draw(_args)) for k in range(count)
+            ]
+            messages.append(Message("assistant", parts + pending))
+    choice = draw(st.none() | st.sampled_from(["auto", "none", "required"]).map(ToolChoice))
+    if tools and draw(st.booleans()):
+        choice = ToolChoice("tool", tools[0].name)
+    return ChatRequest(
+        model=draw(_names),
+        messages=messages,
+        system=draw(st.none() | _text),
+        max_tokens=draw(st.integers(1, 100_000)),
+        temperature=draw(st.none() | st.floats(0, 1)),
+        top_p=draw(st.none() | st.floats(0, 1)),
+        stop=draw(st.lists(_text, max_size=3)),
+        tools=tools,
+        tool_choice=choice if tools else None,
+        parallel_tool_calls=draw(st.none() | st.booleans()) if tools else None,
+        stream=draw(st.booleans()),
+        user=draw(st.none() | _names),
+    )
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(req=chat_requests())
+def test_any_request_survives_render_then_parse(protocol: str, req: ChatRequest) -> None:
+    body = json.loads(json.dumps(render(protocol, req)))  # what goes over the wire
+    assert parse(protocol, body, req) == canonical(req, protocol)
+
+
+_usages = st.builds(
+    Usage,
+    input_tokens=st.integers(0, 10**6),
+    output_tokens=st.integers(0, 10**5),
+    cached_tokens=st.integers(0, 10),
+    reasoning_tokens=st.just(0),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    text=st.text(max_size=30),
+    calls=st.lists(st.builds(ToolCallPart, _names, _names, _args), max_size=2),
+    usage=_usages,
+)
+def test_any_response_is_valid_for_both_sdks(
+    text: str, calls: list[ToolCallPart], usage: Usage
+) -> None:
+    resp = ChatResponse(
+        "id_1", "served", text, calls, "tool_calls" if calls else "stop", usage=usage
+    )
+    openai.types.chat.ChatCompletion.model_validate(tr_openai.render_response(resp))
+    anthropic.types.Message.model_validate(tr_anthropic.render_response(resp))
+    assert tr_openai.parse_response(tr_openai.render_response(resp)) == resp
