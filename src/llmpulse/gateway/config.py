@@ -34,7 +34,6 @@ are only referenced and read from the environment; they never appear in errors o
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
 import hashlib
 import json
@@ -56,6 +55,7 @@ from llmpulse.config import (
     is_loopback,
     split_address,
 )
+from llmpulse.gateway.routing import Strategy
 from llmpulse.providers.presets import PRESETS
 
 # LiteLLM's provider prefix -> llmpulse preset.
@@ -108,34 +108,6 @@ SECTIONS = frozenset(
     }
 )
 _READ_SECTIONS = ("model_list", "router_settings", "litellm_settings", "general_settings")
-
-
-class Strategy(enum.StrEnum):
-    """How a deployment is picked within a model group."""
-
-    PRIORITY = "priority"
-    WEIGHTED = "weighted"
-    LEAST_BUSY = "least-busy"
-    LATENCY = "latency-based"
-    RATE_LIMIT_AWARE = "rate-limit-aware"
-    COST = "cost-based"
-
-
-# LiteLLM's routing_strategy names, and llmpulse's own.
-STRATEGIES: dict[str, Strategy] = {
-    "priority": Strategy.PRIORITY,
-    "simple-shuffle": Strategy.WEIGHTED,
-    "weighted": Strategy.WEIGHTED,
-    "least-busy": Strategy.LEAST_BUSY,
-    "latency-based-routing": Strategy.LATENCY,
-    "latency-based": Strategy.LATENCY,
-    # LiteLLM's usage-based routing keeps deployments under their rpm/tpm limits.
-    "usage-based-routing": Strategy.RATE_LIMIT_AWARE,
-    "usage-based-routing-v2": Strategy.RATE_LIMIT_AWARE,
-    "rate-limit-aware": Strategy.RATE_LIMIT_AWARE,
-    "cost-based-routing": Strategy.COST,
-    "cost-based": Strategy.COST,
-}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -404,8 +376,8 @@ class _Router(_Reliability):
     @field_validator("routing_strategy")
     @classmethod
     def _known_strategy(cls, value: str | None) -> str | None:
-        if value is not None and value not in STRATEGIES:
-            raise ValueError(f"unknown routing strategy; expected one of {', '.join(STRATEGIES)}")
+        if value is not None:
+            Strategy.parse(value)  # one list of names: the router's
         return value
 
 
@@ -645,7 +617,7 @@ def _router(router: _Router, litellm: _LitellmSettings) -> RouterSettings:
     defaults = RouterSettings()
     timeout = router.timeout if router.timeout is not None else litellm.request_timeout
     return RouterSettings(
-        strategy=STRATEGIES[router.routing_strategy or "priority"],
+        strategy=Strategy.parse(router.routing_strategy or "priority"),
         num_retries=_or(pick("num_retries"), defaults.num_retries),
         timeout=timeout,
         stream_timeout=router.stream_timeout,

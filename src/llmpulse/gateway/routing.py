@@ -98,9 +98,11 @@ _ALIASES = {
     "order": Strategy.PRIORITY,
     "weighted": Strategy.WEIGHTED,
     "latency": Strategy.LATENCY,
+    "latency-based": Strategy.LATENCY,
     "usage-based-routing": Strategy.RATE_LIMIT_AWARE,
     "rate-limit-aware": Strategy.RATE_LIMIT_AWARE,
     "cost": Strategy.COST,
+    "cost-based": Strategy.COST,
 }
 
 # How long header utilization is trusted when the headers gave no reset time.
