@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmpulse.errors import ErrorClass
-from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
+from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.store import ModelChange, SQLiteStore, Totals
 from llmpulse.store.sqlite import MIGRATIONS, _plan
 
@@ -47,6 +47,18 @@ def test_roundtrip_and_order(tmp_path):
     assert latest[0].error_class is ErrorClass.UNAVAILABLE
     assert latest[0].ratelimit is None
     assert latest[1].to_json() == result(1).to_json()
+
+
+def test_traffic_results_keep_their_source_attempts_and_fallbacks(tmp_path):
+    traffic = result(4, source=Source.TRAFFIC, attempts=3, fallbacks=1, context_window=128000)
+    with SQLiteStore(tmp_path / "x.db") as store:
+        store.write_results([result(3), traffic])
+        latest = store.latest_results()
+    assert [(r.source, r.attempts, r.fallbacks) for r in latest] == [
+        (Source.TRAFFIC, 3, 1), (Source.PROBE, None, None)
+    ]  # fmt: skip
+    assert latest[0].to_json() == traffic.to_json()
+    assert latest[0].to_json()["context_utilization"] == pytest.approx(10 / 128000, abs=1e-3)
 
 
 def test_wal_mode_and_schema_version(tmp_path):
@@ -348,7 +360,9 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
     db = sqlite3.connect(path)
     db.executescript(
         "DROP TABLE rollups_6h; DROP TABLE rollups_daily; DROP TABLE model_changes;"
-        "ALTER TABLE rollup_state DROP COLUMN coarse_watermark_ts; PRAGMA user_version = 2;"
+        "ALTER TABLE rollup_state DROP COLUMN coarse_watermark_ts;"
+        "ALTER TABLE results DROP COLUMN source; ALTER TABLE results DROP COLUMN attempts;"
+        "ALTER TABLE results DROP COLUMN fallbacks; PRAGMA user_version = 2;"
     )
     db.close()
     with SQLiteStore(path) as store:

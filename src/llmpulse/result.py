@@ -16,6 +16,13 @@ class CheckKind(enum.StrEnum):
     STREAM = "stream"
 
 
+class Source(enum.StrEnum):
+    """Where a result came from: a scheduled probe, or a real request seen by the gateway."""
+
+    PROBE = "probe"
+    TRAFFIC = "traffic"
+
+
 @dataclasses.dataclass(slots=True)
 class RateLimit:
     """Rate-limit headroom read from one response's headers.
@@ -80,6 +87,17 @@ class CheckResult:
     model_listed: bool | None = None
     context_window: int | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    source: Source = Source.PROBE
+    # Traffic only: attempts made for the request (1 = first try) and fallback groups used.
+    attempts: int | None = None
+    fallbacks: int | None = None
+
+    @property
+    def context_utilization(self) -> float | None:
+        """Prompt tokens over the context window: how close a request came to the limit."""
+        if not self.context_window or self.usage.input_tokens is None:
+            return None
+        return self.usage.input_tokens / self.context_window
 
     def to_json(self) -> dict[str, Any]:
         """The documented contract; later versions only add keys."""
@@ -112,6 +130,10 @@ class CheckResult:
             "context_window": self.context_window,
             "error_message": self.error_message,
             "warnings": list(self.warnings),
+            "source": str(self.source),
+            "attempts": self.attempts,
+            "fallbacks": self.fallbacks,
+            "context_utilization": _round(self.context_utilization),
             "timestamp": self.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmpulse.errors import ErrorClass
-from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
+from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.store import sqlitedb
 from llmpulse.store.base import (
     RAW_RETENTION_S,
@@ -199,6 +199,13 @@ MIGRATIONS: tuple[str, ...] = (
         FROM results WHERE response_model IS NOT NULL
     ) WHERE previous IS NULL OR previous != response_model ORDER BY ts
     """,
+    # Results of real requests proxied by the gateway, beside the probes' (source 'traffic'),
+    # with the attempts and fallbacks the request took.
+    """
+    ALTER TABLE results ADD COLUMN source TEXT NOT NULL DEFAULT 'probe';
+    ALTER TABLE results ADD COLUMN attempts INTEGER;
+    ALTER TABLE results ADD COLUMN fallbacks INTEGER
+    """,
 )
 
 _COLUMNS = (
@@ -208,7 +215,7 @@ _COLUMNS = (
     "tokens_estimated", "cost_usd", "rl_requests_limit", "rl_requests_remaining",
     "rl_tokens_limit", "rl_tokens_remaining", "rl_utilization", "rl_reset_s", "retry_after_s",
     "response_model", "system_fingerprint", "request_id", "finish_reason", "model_listed",
-    "context_window", "warnings",
+    "context_window", "warnings", "source", "attempts", "fallbacks",
 )  # fmt: skip
 _INSERT = f"INSERT INTO results ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _ROLLUP_INSERT = (
@@ -716,7 +723,8 @@ def _row(r: CheckResult) -> tuple[object, ...]:
         rl.requests_limit, rl.requests_remaining, rl.tokens_limit, rl.tokens_remaining,
         rl.utilization, rl.reset_s, r.retry_after_s, r.response_model, r.system_fingerprint,
         r.request_id, r.finish_reason, None if r.model_listed is None else int(r.model_listed),
-        r.context_window, json.dumps(r.warnings) if r.warnings else None,
+        r.context_window, json.dumps(r.warnings) if r.warnings else None, str(r.source),
+        r.attempts, r.fallbacks,
     )  # fmt: skip
 
 
@@ -766,4 +774,7 @@ def _result(row: sqlite3.Row) -> CheckResult:
         model_listed=None if row["model_listed"] is None else bool(row["model_listed"]),
         context_window=row["context_window"],
         warnings=json.loads(row["warnings"]) if row["warnings"] else [],
+        source=Source(row["source"]),
+        attempts=row["attempts"],
+        fallbacks=row["fallbacks"],
     )
