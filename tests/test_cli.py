@@ -321,3 +321,19 @@ def test_run_reports_a_taken_port(tmp_path, sim):
         )
     assert proc.returncode == 2
     assert f"web.listen: cannot listen on 127.0.0.1:{port}: address already in use" in proc.stderr
+
+
+def test_litellm_config_is_checked_and_its_ignored_keys_named_once(tmp_path, sim):
+    (tmp_path / "llmpulse.yaml").write_text(
+        "model_list:\n"
+        "  - model_name: chat\n"
+        f"    litellm_params: {{model: openai/gpt-4o-mini, api_base: {sim.openai_base},"
+        " api_key: os.environ/TEST_KEY}\n"
+        "litellm_settings: {success_callback: [langfuse]}\n"
+    )
+    proc = run_cli("check", "--json", "--no-store", cwd=tmp_path, env_extra={"TEST_KEY": SECRET})
+    assert proc.returncode == 0, proc.stderr
+    assert [r["model"] for r in json.loads(proc.stdout)] == ["gpt-4o-mini"] * 3
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "litellm_settings.success_callback" in warnings[0]
+    assert SECRET not in proc.stdout + proc.stderr

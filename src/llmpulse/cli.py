@@ -385,12 +385,20 @@ def _load(
     if config_path is None and DEFAULT_CONFIG_PATH.exists():
         config_path = DEFAULT_CONFIG_PATH
     if config_path is not None:
-        config = load_config(config_path)
+        config = _read_config(config_path)
     elif require_file:
         raise ConfigError(f"no config file: pass --config FILE or create ./{DEFAULT_CONFIG_PATH}")
     else:
         config = Config(targets=_targets(None)[0])
     return with_web(config, **web) if web else config
+
+
+def _read_config(path: Path) -> Config:
+    """Load the config file, saying once what in it llmpulse does not act on."""
+    config = load_config(path)
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return config
 
 
 @contextlib.contextmanager
@@ -427,7 +435,7 @@ def _targets(config_path: Path | None) -> tuple[list[Target], str | None]:
     if config_path is None and DEFAULT_CONFIG_PATH.exists():
         config_path = DEFAULT_CONFIG_PATH
     if config_path is not None:
-        config = load_config(config_path)
+        config = _read_config(config_path)
         return config.targets, config.storage
     targets = discover_targets()
     if not targets:
