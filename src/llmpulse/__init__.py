@@ -5,6 +5,7 @@ The public API: load a config (or build targets), run checks, read ``CheckResult
 
 from llmpulse.config import Config, ConfigError, Target, discover_targets, load_config
 from llmpulse.errors import ErrorClass, classify
+from llmpulse.gateway.instrument import instrument
 from llmpulse.probe import Prober, run_checks
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
 from llmpulse.store import SQLiteStore, Store
@@ -23,6 +24,7 @@ __all__ = [
     "Usage",
     "classify",
     "discover_targets",
+    "instrument",
     "load_config",
     "run_checks",
 ]

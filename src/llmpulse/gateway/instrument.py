@@ -1,0 +1,597 @@
+"""Measure an official ``openai`` or ``anthropic`` SDK client's calls in-process.
+
+``instrument(client)`` wraps the transport of the SDK's own HTTP client (httpx2, or httpx when the
+caller passed one). The tap sees every HTTP attempt exactly as the SDK does — request, status and
+headers, body chunks with their arrival times, transport errors — and passes everything through
+untouched, so return types, exceptions, streams, retries and ``with_raw_response`` stay the SDK's
+own. Measuring at the wire also lets the probe's protocol parsers (llmpulse.providers) read
+usage, served model and errors, so traffic and probes are judged by the same code.
+
+The caller's path only timestamps and keeps the response bytes (bounded); a ``Recorder`` thread
+turns captures into ``CheckResult``s, calls the callback and writes to the store in batches.
+Prompts are never read beyond the model name and stream flag; completions are parsed for usage
+and discarded, never stored.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import functools
+import importlib
+import json
+import logging
+import queue
+import statistics
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from llmpulse import catalog
+from llmpulse.config import Target
+from llmpulse.errors import ErrorClass
+from llmpulse.providers import PRESETS, PROTOCOLS, ProtocolError
+from llmpulse.providers.base import Completion, Protocol, loads_object
+from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
+from llmpulse.result import CheckKind, CheckResult, Source, Usage
+from llmpulse.sse import SSEDecoder, SSEError
+from llmpulse.store import SQLiteStore, Store
+
+__all__ = ["Recorder", "instrument", "recorder_for"]
+
+log = logging.getLogger(__name__)
+
+C = TypeVar("C")
+ResultCallback = Callable[[CheckResult], None]
+
+# Response bytes kept per attempt; beyond this usage is unknown, but timing is still measured.
+MAX_CAPTURE_BYTES = 8 << 20
+MAX_GAPS = 4096
+_ENDPOINTS = {"openai": "/chat/completions", "azure": "/chat/completions", "anthropic": "/messages"}
+_recorders: weakref.WeakKeyDictionary[Any, Recorder] = weakref.WeakKeyDictionary()
+
+
+@dataclasses.dataclass(slots=True)
+class _Capture:
+    """One HTTP attempt as the tap saw it; mutated only by the thread making the call."""
+
+    provider: str
+    target: str | None
+    model: str | None
+    stream: bool
+    attempts: int | None
+    sent: float
+    wall: datetime
+    status: int | None = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    chunks: list[tuple[float, bytes]] = dataclasses.field(default_factory=list)
+    size: int = 0
+    truncated: bool = False
+    ended: float | None = None
+    complete: bool = False
+    error: BaseException | None = None
+
+    def add(self, chunk: bytes) -> None:
+        now = time.perf_counter()
+        self.size += len(chunk)
+        if self.size <= MAX_CAPTURE_BYTES:
+            self.chunks.append((now, chunk))
+        else:
+            self.truncated = True
+            # Keep the arrival time: the last text chunk still bounds tokens/s and latency.
+            self.chunks.append((now, b""))
+
+
+class Recorder:
+    """Turns captures into results off the caller's path; batches store writes.
+
+    ``flush()`` blocks until everything submitted so far is recorded; ``close()`` (also run at
+    exit) flushes and stops the thread. A store given as a path is opened and closed here.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | Path | None = None,
+        callback: ResultCallback | None = None,
+        *,
+        batch_size: int = 256,
+        interval_s: float = 1.0,
+        max_queue: int = 100_000,
+    ) -> None:
+        self._owns_store = store is not None and not isinstance(store, Store)
+        self.store: Store | None = (
+            SQLiteStore(store) if isinstance(store, str | Path) else store  # type: ignore[arg-type]
+        )
+        self.callback = callback
+        self.batch_size, self.interval_s = batch_size, interval_s
+        self.dropped = 0
+        self._queue: queue.Queue[_Capture | threading.Event | None] = queue.Queue(max_queue)
+        self._pending: list[CheckResult] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="llmpulse-recorder", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def submit(self, capture: _Capture) -> None:
+        try:
+            self._queue.put_nowait(capture)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("llmpulse recorder queue full: %d results dropped", self.dropped)
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until all submitted captures are recorded and written; False on timeout."""
+        if self._closed:
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        atexit.unregister(self.close)
+        if self._owns_store and self.store is not None:
+            self.store.close()
+
+    def _run(self) -> None:
+        last_write = time.monotonic()
+        while True:
+            try:
+                item = self._queue.get(timeout=self.interval_s)
+            except queue.Empty:
+                item = False  # type: ignore[assignment]
+            if isinstance(item, _Capture):
+                self._record(item)
+            due = time.monotonic() - last_write >= self.interval_s
+            if (
+                item is None
+                or isinstance(item, threading.Event)
+                or due
+                or (len(self._pending) >= self.batch_size)
+            ):
+                self._write()
+                last_write = time.monotonic()
+            if isinstance(item, threading.Event):
+                item.set()
+            if item is None:
+                return
+
+    def _record(self, capture: _Capture) -> None:
+        try:
+            result = build_result(capture)
+        except Exception:
+            log.exception("llmpulse could not build a result from a captured call")
+            return
+        if self.callback is not None:
+            try:
+                self.callback(result)
+            except Exception:
+                log.exception("llmpulse recorder callback failed")
+        if self.store is not None:
+            self._pending.append(result)
+
+    def _write(self) -> None:
+        if not self._pending or self.store is None:
+            return
+        try:
+            self.store.write_results(self._pending)
+        except Exception:
+            # Kept for the next write; bounded so a dead store cannot grow memory forever.
+            log.exception("llmpulse could not write %d results; will retry", len(self._pending))
+            overflow = len(self._pending) - 10 * self.batch_size
+            if overflow > 0:
+                log.error("llmpulse dropped %d unwritten results", overflow)
+                del self._pending[:overflow]
+            return
+        self._pending.clear()
+
+
+def instrument(
+    client: C,
+    *,
+    store: Store | str | Path | None = None,
+    target: str | None = None,
+    recorder: ResultCallback | None = None,
+) -> C:
+    """Measure every chat completion / message call ``client`` makes; returns ``client`` itself.
+
+    Works for ``openai.OpenAI``, ``AsyncOpenAI``, ``AzureOpenAI``, ``AsyncAzureOpenAI``,
+    ``anthropic.Anthropic`` and ``AsyncAnthropic``. Each HTTP attempt becomes one
+    ``CheckResult(source=traffic)`` named ``target`` (default ``"<provider>/<model>"``), passed to
+    ``recorder`` and written to ``store`` (a Store, or a SQLite path). Clients made from it with
+    ``with_options``/``copy`` share its HTTP client and so are measured too.
+    """
+    provider = _provider_of(client)
+    http = getattr(client, "_client", None)
+    lib = _http_library(http)
+    if lib is None:
+        raise TypeError(f"cannot instrument {type(client).__name__}: unknown HTTP client {http!r}")
+    if client in _recorders:
+        raise ValueError("client is already instrumented")
+    sink = Recorder(store, recorder)
+    tap_sync, tap_async = _tap_types(lib)
+    tap = tap_async if isinstance(http, lib.AsyncClient) else tap_sync
+
+    def wrap(transport: Any) -> Any:
+        return tap(transport, provider, target, sink.submit)
+
+    http._transport = wrap(http._transport)  # type: ignore[union-attr]
+    http._mounts = {  # type: ignore[union-attr]
+        pattern: None if t is None else wrap(t)
+        for pattern, t in http._mounts.items()  # type: ignore[union-attr]
+    }
+    _recorders[client] = sink
+    return client
+
+
+def recorder_for(client: Any) -> Recorder:
+    """The Recorder of an instrumented client: ``flush()`` it before reading the store."""
+    return _recorders[client]
+
+
+def _provider_of(client: Any) -> str:
+    package = type(client).__module__.split(".")[0]
+    names = {cls.__name__ for cls in type(client).__mro__}
+    if package == "openai" and names & {"AzureOpenAI", "AsyncAzureOpenAI"}:
+        return "azure"
+    if package == "openai" and names & {"OpenAI", "AsyncOpenAI"}:
+        return "openai"
+    if package == "anthropic" and names & {"Anthropic", "AsyncAnthropic"}:
+        return "anthropic"
+    raise TypeError(f"cannot instrument {type(client).__name__}: not an openai/anthropic client")
+
+
+def _http_library(http: Any) -> Any:
+    for cls in type(http).__mro__:
+        if cls.__module__.split(".")[0] in ("httpx", "httpx2"):
+            return importlib.import_module(cls.__module__.split(".")[0])
+    return None
+
+
+def _begin(request: Any, provider: str, target: str | None) -> _Capture | None:
+    """A capture for a completion request, or None for anything else (passed through unseen)."""
+    if request.method != "POST" or not request.url.path.endswith(_ENDPOINTS[provider]):
+        return None
+    model, stream = None, False
+    try:
+        body = json.loads(request.content)
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        stream = body.get("stream") is True
+    except Exception:
+        pass  # a body we cannot read is still measured; the response may name the model
+    retries = request.headers.get("x-stainless-retry-count")
+    return _Capture(
+        provider=provider,
+        target=target,
+        model=model,
+        stream=stream,
+        attempts=int(retries) + 1 if retries and retries.isdigit() else None,
+        sent=time.perf_counter(),
+        wall=datetime.now(UTC),
+    )
+
+
+def _responded(capture: _Capture, response: Any) -> None:
+    capture.status = response.status_code
+    capture.headers = {k.lower(): v for k, v in response.headers.items()}
+
+
+def _failed(capture: _Capture, error: BaseException, submit: Callable[[_Capture], None]) -> None:
+    capture.error = error
+    _end(capture, submit)
+
+
+def _end(capture: _Capture, submit: Callable[[_Capture], None]) -> None:
+    if capture.ended is None:
+        capture.ended = time.perf_counter()
+        submit(capture)
+
+
+def _safe(what: str, fn: Callable[[], Any]) -> Any:
+    """Run measurement code; a bug in it is logged and must never break the caller's call."""
+    try:
+        return fn()
+    except Exception:
+        log.exception("llmpulse instrumentation failed while %s", what)
+        return None
+
+
+@functools.cache
+def _tap_types(lib: Any) -> tuple[type, type]:
+    """Transport and byte-stream wrappers built on ``lib``'s base classes (httpx or httpx2),
+    whose clients check the types they get back."""
+
+    class SyncTapStream(lib.SyncByteStream):  # type: ignore[name-defined,misc]
+        def __init__(self, inner: Any, capture: _Capture, submit: Callable[..., None]) -> None:
+            self._inner, self._capture, self._submit = inner, capture, submit
+
+        def __iter__(self) -> Iterator[bytes]:
+            capture = self._capture
+            try:
+                for chunk in self._inner:
+                    capture.add(chunk)
+                    yield chunk
+            except Exception as exc:
+                _safe(
+                    "recording a read error", functools.partial(_failed, capture, exc, self._submit)
+                )
+                raise
+            capture.complete = True
+            _safe("ending a response", lambda: _end(capture, self._submit))
+
+        def close(self) -> None:
+            try:
+                self._inner.close()
+            finally:
+                _safe("ending a response", lambda: _end(self._capture, self._submit))
+
+    class AsyncTapStream(lib.AsyncByteStream):  # type: ignore[name-defined,misc]
+        def __init__(self, inner: Any, capture: _Capture, submit: Callable[..., None]) -> None:
+            self._inner, self._capture, self._submit = inner, capture, submit
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            capture = self._capture
+            try:
+                async for chunk in self._inner:
+                    capture.add(chunk)
+                    yield chunk
+            except Exception as exc:
+                _safe(
+                    "recording a read error", functools.partial(_failed, capture, exc, self._submit)
+                )
+                raise
+            capture.complete = True
+            _safe("ending a response", lambda: _end(capture, self._submit))
+
+        async def aclose(self) -> None:
+            try:
+                await self._inner.aclose()
+            finally:
+                _safe("ending a response", lambda: _end(self._capture, self._submit))
+
+    class _Tap:
+        def __init__(
+            self, inner: Any, provider: str, target: str | None, submit: Callable[..., None]
+        ) -> None:
+            self._inner, self._provider, self._target = inner, provider, target
+            self._submit = submit
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)  # pool settings etc. stay visible
+
+    class SyncTap(_Tap, lib.BaseTransport):  # type: ignore[name-defined,misc]
+        def handle_request(self, request: Any) -> Any:
+            capture = _safe(
+                "reading a request", lambda: _begin(request, self._provider, self._target)
+            )
+            if capture is None:
+                return self._inner.handle_request(request)
+            try:
+                response = self._inner.handle_request(request)
+            except Exception as exc:
+                _safe("recording an error", functools.partial(_failed, capture, exc, self._submit))
+                raise
+            _safe("reading a response", lambda: _responded(capture, response))
+            response.stream = SyncTapStream(response.stream, capture, self._submit)
+            return response
+
+        def close(self) -> None:
+            self._inner.close()
+
+    class AsyncTap(_Tap, lib.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+        async def handle_async_request(self, request: Any) -> Any:
+            capture = _safe(
+                "reading a request", lambda: _begin(request, self._provider, self._target)
+            )
+            if capture is None:
+                return await self._inner.handle_async_request(request)
+            try:
+                response = await self._inner.handle_async_request(request)
+            except Exception as exc:
+                _safe("recording an error", functools.partial(_failed, capture, exc, self._submit))
+                raise
+            _safe("reading a response", lambda: _responded(capture, response))
+            response.stream = AsyncTapStream(response.stream, capture, self._submit)
+            return response
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return SyncTap, AsyncTap
+
+
+# --- turning a capture into a result (recorder thread) ----------------------------------------
+
+
+def build_result(capture: _Capture) -> CheckResult:
+    provider = capture.provider
+    protocol: Protocol = PROTOCOLS[provider]
+    headers = capture.headers
+    content_type = headers.get("content-type", "")
+    streamed = capture.stream or "text/event-stream" in content_type
+    model = capture.model or "unknown"
+    result = CheckResult(
+        target=capture.target or f"{provider}/{model}",
+        provider=provider,
+        model=model,
+        check=CheckKind.STREAM if streamed else CheckKind.INFERENCE,
+        timestamp=capture.wall,
+        ok=False,
+        http_status=capture.status,
+        source=Source.TRAFFIC,
+        attempts=capture.attempts,
+    )
+    if capture.ended is not None:
+        result.latency_ms = (capture.ended - capture.sent) * 1000
+    if capture.status is None:
+        _fail(result, _transport_error_class(capture.error), _describe(capture.error))
+        return result
+    result.ratelimit = parse_ratelimit(headers)
+    result.request_id = next(
+        (headers[h] for h in protocol.request_id_headers if h in headers), None
+    )
+    chunks = _decoded(capture, result)
+    if capture.status >= 400:
+        error = protocol.parse_error(capture.status, b"".join(c for _, c in chunks), headers)
+        result.retry_after_s = parse_retry_after(headers) or error.retry_after_s
+        _fail(result, error.error_class, error.message)
+        return result
+    if streamed:
+        completion = _read_stream(capture, chunks, protocol, result)
+    else:
+        completion = _read_body(capture, chunks, protocol, result)
+    _finish(capture, result, completion)
+    return result
+
+
+def _decoded(capture: _Capture, result: CheckResult) -> list[tuple[float, bytes]]:
+    """The body's chunks as the SDK saw them after content decoding, with arrival times."""
+    encoding = capture.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return capture.chunks
+    if encoding not in ("gzip", "deflate"):
+        result.warnings.append(f"response body encoded as {encoding!r}; usage not read")
+        return [(t, b"") for t, _ in capture.chunks]
+    inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
+    try:
+        return [(t, inflater.decompress(c)) for t, c in capture.chunks]
+    except zlib.error:
+        result.warnings.append(f"response body is not valid {encoding}; usage not read")
+        return [(t, b"") for t, _ in capture.chunks]
+
+
+def _read_body(
+    capture: _Capture, chunks: Iterable[tuple[float, bytes]], protocol: Protocol, r: CheckResult
+) -> Completion | None:
+    if capture.error is not None:
+        _fail(r, _transport_error_class(capture.error), _describe(capture.error))
+        return None
+    if not capture.complete or capture.truncated:
+        r.ok = True  # the caller stopped reading, or the body was too big to keep
+        r.warnings.append("response body not read to the end; usage unknown")
+        return None
+    try:
+        completion = protocol.parse_completion(loads_object(b"".join(c for _, c in chunks)))
+    except ProtocolError as exc:
+        _fail(r, ErrorClass.PROTOCOL, f"unreadable completion: {exc}")
+        return None
+    if completion.error is not None:
+        _fail(r, completion.error.error_class, completion.error.message)
+    elif completion.filtered:
+        _fail(r, ErrorClass.CONTENT_FILTER, f"output blocked ({completion.finish_reason})")
+    else:
+        r.ok = True
+    return completion
+
+
+def _read_stream(
+    capture: _Capture, chunks: Iterable[tuple[float, bytes]], protocol: Protocol, r: CheckResult
+) -> Completion:
+    decoder, parser = SSEDecoder(), protocol.stream_parser()
+    first = last = None
+    gaps: list[float] = []
+    failure: tuple[ErrorClass, str] | None = None
+    try:
+        for at, chunk in chunks:
+            for event in decoder.feed(chunk):
+                update = parser.feed(event)
+                if update.error is not None and failure is None:
+                    failure = (update.error.error_class, f"error event: {update.error.message}")
+                if update.text:
+                    if first is None:
+                        first = at
+                    elif len(gaps) < MAX_GAPS and at > last:  # type: ignore[operator]
+                        gaps.append(at - last)  # type: ignore[operator]
+                    last = at
+    except (ProtocolError, SSEError) as exc:
+        failure = failure or (ErrorClass.PROTOCOL, f"malformed stream: {exc}")
+    completion = parser.completion
+    if first is not None:
+        r.ttft_ms = (first - capture.sent) * 1000
+    if gaps:
+        r.itl_p50_ms = statistics.median(gaps) * 1000
+        r.itl_max_ms = max(gaps) * 1000
+    usage = completion.usage
+    if first is not None and last is not None and last > first and usage is not None:
+        visible = (usage.output_tokens or 0) - (usage.reasoning_tokens or 0)
+        if visible > 0:
+            r.tokens_per_s = visible / (last - first)
+    if failure is None and capture.error is not None:
+        failure = (_transport_error_class(capture.error), _describe(capture.error))
+    if failure is not None:
+        _fail(r, *failure)
+    elif capture.truncated:
+        r.ok = True
+        r.warnings.append("stream too large to keep; usage may be unknown")
+    elif not parser.done and capture.complete:
+        _fail(r, ErrorClass.PROTOCOL, f"stream ended without {protocol.terminal_event}")
+    elif completion.filtered:
+        _fail(r, ErrorClass.CONTENT_FILTER, f"output blocked ({completion.finish_reason})")
+    else:
+        r.ok = True
+        if not parser.done:
+            r.warnings.append("the caller closed the stream before its end")
+    return completion
+
+
+def _finish(capture: _Capture, r: CheckResult, completion: Completion | None) -> None:
+    if completion is not None:
+        r.response_model = completion.response_model
+        r.system_fingerprint = completion.system_fingerprint
+        r.finish_reason = completion.finish_reason
+        if completion.usage is not None:
+            r.usage = completion.usage
+    if capture.model is None and r.response_model:
+        r.model = r.response_model
+        r.target = capture.target or f"{r.provider}/{r.model}"
+    if r.usage == Usage():
+        r.warnings.append("the provider reported no token usage")
+    target = _target(r.provider, r.model)
+    cost, warning = catalog.cost_usd(target, r.usage, r.response_model)
+    r.cost_usd = cost
+    if warning:
+        r.warnings.append(warning)
+    r.context_window = catalog.context_window(target)
+
+
+@functools.lru_cache(maxsize=256)
+def _target(provider: str, model: str) -> Target:
+    preset = PRESETS[provider]
+    return Target(
+        name=f"{provider}/{model}",
+        provider=provider,
+        protocol=preset.protocol,
+        model=model,
+        base_url=preset.base_url or "",
+        price_provider=preset.price_provider,
+    )
+
+
+def _fail(result: CheckResult, error_class: ErrorClass, message: str) -> None:
+    result.ok = False
+    result.error_class = error_class
+    result.error_message = message
+
+
+def _transport_error_class(error: BaseException | None) -> ErrorClass:
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if names & {"TimeoutException", "TimeoutError"}:
+        return ErrorClass.TIMEOUT
+    if names & {"RemoteProtocolError", "DecodingError"}:
+        return ErrorClass.PROTOCOL
+    return ErrorClass.CONNECTION
+
+
+def _describe(error: BaseException | None) -> str:
+    return f"{type(error).__name__}: {error}" if error is not None else "no response"

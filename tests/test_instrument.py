@@ -1,0 +1,235 @@
+"""instrument(): real SDK clients against the simulator over loopback, instrumented or not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+import llmpulse
+from conftest import ground_truth, sim_model
+from llmpulse.errors import ErrorClass
+from llmpulse.gateway.instrument import recorder_for
+from llmpulse.result import CheckKind, CheckResult, Source
+from llmpulse.sim import SimServer
+from llmpulse.store import SQLiteStore
+
+MESSAGES: list[Any] = [{"role": "user", "content": "say something short"}]
+TTFT_SLACK_MS = 40  # loopback, SDK parsing and a busy CI machine; the sim is exact
+
+
+def _catalogued(sim: SimServer, name: str, **behavior: Any) -> str:
+    """A simulated model under a real catalogue name, so cost can be computed."""
+    httpx.patch(f"{sim.url}/_sim/models/{name}", json=behavior, timeout=10).raise_for_status()
+    return name
+
+
+def _openai(sim: SimServer, cls: type = openai.OpenAI) -> Any:
+    return cls(api_key="sk-sim", base_url=sim.openai_base, max_retries=0)
+
+
+def _anthropic(sim: SimServer, cls: type = anthropic.Anthropic) -> Any:
+    return cls(api_key="sk-sim", base_url=sim.anthropic_base, max_retries=0)
+
+
+def _same(a: Any, b: Any) -> None:
+    """Responses of two calls are equal but for the per-request ids and timestamps."""
+    assert type(a) is type(b)
+    volatile = {"id", "created"}
+    assert a.model_dump(exclude=volatile) == b.model_dump(exclude=volatile)
+
+
+def _without_id(body: Any) -> Any:
+    return {k: v for k, v in body.items() if k != "request_id"} if isinstance(body, dict) else body
+
+
+def _check_truth(sim: SimServer, r: CheckResult, *, streamed: bool) -> None:
+    assert r.request_id is not None
+    truth = ground_truth(sim, r.request_id)
+    assert r.source is Source.TRAFFIC
+    assert r.http_status == truth["status"]
+    assert r.check is (CheckKind.STREAM if streamed else CheckKind.INFERENCE)
+    assert r.usage.output_tokens == truth["output_tokens"] + truth["reasoning_tokens"]
+    assert r.usage.input_tokens == truth["input_tokens"]
+    assert r.response_model == truth["served_model"]
+    assert r.latency_ms is not None and r.latency_ms >= truth["ttft_ms"]
+    if streamed:
+        assert r.ttft_ms is not None
+        assert truth["ttft_ms"] <= r.ttft_ms < truth["ttft_ms"] + TTFT_SLACK_MS
+        assert r.tokens_per_s == pytest.approx(truth["tokens_per_s"], rel=0.25)
+
+
+def test_openai_sync_results_unchanged_and_measured(sim: SimServer, tmp_path: Path) -> None:
+    model = _catalogued(sim, "gpt-4o-mini", ttft="120ms", tokens_per_s=200, output_tokens=12)
+    plain = _openai(sim)
+    db = tmp_path / "traffic.db"
+    seen: list[CheckResult] = []
+    client = llmpulse.instrument(_openai(sim), store=db, recorder=seen.append)
+    assert client is not plain and isinstance(client, openai.OpenAI)
+
+    _same(
+        plain.chat.completions.create(model=model, messages=MESSAGES),
+        client.chat.completions.create(model=model, messages=MESSAGES),
+    )
+    kwargs: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+    expected = list(plain.chat.completions.create(model=model, messages=MESSAGES, **kwargs))
+    with client.chat.completions.create(model=model, messages=MESSAGES, **kwargs) as stream:
+        got = list(stream)
+    assert len(got) == len(expected)
+    for a, b in zip(expected, got, strict=True):
+        _same(a, b)
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=MESSAGES)
+    assert raw.parse().usage is not None
+
+    recorder_for(client).flush()
+    assert [r.check for r in seen] == [CheckKind.INFERENCE, CheckKind.STREAM, CheckKind.INFERENCE]
+    _check_truth(sim, seen[0], streamed=False)
+    _check_truth(sim, seen[1], streamed=True)
+    for r in seen:
+        assert r.ok and r.target == f"openai/{model}" and r.attempts == 1
+        assert r.cost_usd is not None and r.cost_usd > 0
+        assert r.context_window and r.context_utilization is not None
+    recorder_for(client).close()
+    with SQLiteStore(db) as store:
+        stored = store.latest_results(target=f"openai/{model}")
+    assert {r.request_id for r in stored} == {r.request_id for r in seen}
+    assert all(r.source is Source.TRAFFIC and r.cost_usd for r in stored)
+
+
+async def test_anthropic_async_streams_and_store(sim: SimServer, tmp_path: Path) -> None:
+    model = _catalogued(sim, "claude-haiku-4-5", ttft="100ms", tokens_per_s=150, output_tokens=10)
+    plain = _anthropic(sim, anthropic.AsyncAnthropic)
+    store = SQLiteStore(tmp_path / "a.db")
+    client = llmpulse.instrument(
+        _anthropic(sim, anthropic.AsyncAnthropic), store=store, target="claude-prod"
+    )
+    args: dict[str, Any] = {"model": model, "max_tokens": 100, "messages": MESSAGES}
+
+    _same(await plain.messages.create(**args), await client.messages.create(**args))
+    expected = [e.type async for e in await plain.messages.create(**args, stream=True)]
+    assert [e.type async for e in await client.messages.create(**args, stream=True)] == expected
+    async with client.messages.stream(**args) as stream:
+        text = "".join([t async for t in stream.text_stream])
+    assert text
+
+    assert recorder_for(client).flush()
+    results = sorted(store.latest_results(target="claude-prod"), key=lambda r: r.timestamp)
+    assert [r.check for r in results] == [CheckKind.INFERENCE, CheckKind.STREAM, CheckKind.STREAM]
+    _check_truth(sim, results[0], streamed=False)
+    for r in results[1:]:
+        _check_truth(sim, r, streamed=True)
+    assert all(r.ok and r.cost_usd and r.provider == "anthropic" for r in results)
+    recorder_for(client).close()
+    store.close()
+
+
+def test_anthropic_sync_stream_helper(sim: SimServer) -> None:
+    model = sim_model(sim, ttft="80ms", tokens_per_s=300, output_tokens=8)
+    seen: list[CheckResult] = []
+    client = llmpulse.instrument(_anthropic(sim), recorder=seen.append)
+    with client.messages.stream(model=model, max_tokens=50, messages=MESSAGES) as stream:
+        final = stream.get_final_message()
+    assert final.usage.output_tokens == 8
+    recorder_for(client).flush()
+    (r,) = seen
+    _check_truth(sim, r, streamed=True)
+    assert r.cost_usd is None and any("price catalogue" in w for w in r.warnings)
+
+
+async def test_openai_async_stream(sim: SimServer) -> None:
+    model = sim_model(sim, ttft="90ms", tokens_per_s=250, output_tokens=10)
+    seen: list[CheckResult] = []
+    client = llmpulse.instrument(_openai(sim, openai.AsyncOpenAI), recorder=seen.append)
+    stream = await client.chat.completions.create(
+        model=model, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [c async for c in stream]
+    assert chunks[-1].usage is not None
+    recorder_for(client).flush()
+    _check_truth(sim, seen[0], streamed=True)
+
+
+@pytest.mark.parametrize(
+    ("provider", "kind", "exc_type", "error_class"),
+    [
+        ("openai", "429", openai.RateLimitError, ErrorClass.RATE_LIMITED),
+        ("openai", "503", openai.InternalServerError, ErrorClass.UNAVAILABLE),
+        ("anthropic", "529", anthropic.InternalServerError, ErrorClass.UNAVAILABLE),
+        ("anthropic", "429", anthropic.RateLimitError, ErrorClass.RATE_LIMITED),
+    ],
+)
+def test_errors_reraised_unchanged_and_classified(
+    sim: SimServer, provider: str, kind: str, exc_type: type, error_class: ErrorClass
+) -> None:
+    model = sim_model(sim, errors={kind: 1.0}, retry_after="2s")
+    seen: list[CheckResult] = []
+    make = _openai if provider == "openai" else _anthropic
+    plain, client = make(sim), llmpulse.instrument(make(sim), recorder=seen.append)
+
+    def call(c: Any) -> Any:
+        if provider == "openai":
+            return c.chat.completions.create(model=model, messages=MESSAGES)
+        return c.messages.create(model=model, max_tokens=10, messages=MESSAGES)
+
+    with pytest.raises(exc_type) as expected:
+        call(plain)
+    with pytest.raises(exc_type) as got:
+        call(client)
+    assert got.value.status_code == expected.value.status_code
+    assert type(got.value.body) is type(expected.value.body)  # type: ignore[attr-defined]
+    assert _without_id(got.value.body) == _without_id(expected.value.body)  # type: ignore[attr-defined]
+    recorder_for(client).flush()
+    (r,) = seen
+    assert not r.ok and r.error_class is error_class and r.http_status == int(kind)
+    assert r.retry_after_s == 2.0
+    assert ground_truth(sim, r.request_id or "")["status"] == int(kind)
+
+
+def test_sdk_retries_are_attempts(sim: SimServer) -> None:
+    model = sim_model(sim, errors={"503": 1.0}, retry_after="10ms")
+    seen: list[CheckResult] = []
+    client = openai.OpenAI(api_key="sk-sim", base_url=sim.openai_base, max_retries=2)
+    llmpulse.instrument(client, recorder=seen.append)
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model=model, messages=MESSAGES)
+    recorder_for(client).flush()
+    assert [r.attempts for r in seen] == [1, 2, 3]
+
+
+def test_connection_error_recorded(sim: SimServer) -> None:
+    seen: list[CheckResult] = []
+    client = openai.OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1", max_retries=0)
+    llmpulse.instrument(client, recorder=seen.append, target="down")
+    with pytest.raises(openai.APIConnectionError):
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    recorder_for(client).flush()
+    (r,) = seen
+    assert r.target == "down" and r.error_class is ErrorClass.CONNECTION and r.http_status is None
+
+
+def test_recorder_errors_never_break_the_call(sim: SimServer, caplog: Any) -> None:
+    model = sim_model(sim, ttft="10ms", output_tokens=3)
+
+    def broken(result: CheckResult) -> None:
+        raise RuntimeError("recorder bug")
+
+    client = llmpulse.instrument(_openai(sim), recorder=broken)
+    assert client.chat.completions.create(model=model, messages=MESSAGES).choices
+    recorder_for(client).flush()
+    assert "recorder callback failed" in caplog.text
+
+
+def test_other_requests_pass_through_unrecorded(sim: SimServer) -> None:
+    seen: list[CheckResult] = []
+    client = llmpulse.instrument(_openai(sim), recorder=seen.append)
+    assert client.models.list().data is not None
+    recorder_for(client).flush()
+    assert seen == []
+    with pytest.raises(ValueError, match="already instrumented"):
+        llmpulse.instrument(client)
+    with pytest.raises(TypeError):
+        llmpulse.instrument(object())
