@@ -233,3 +233,15 @@ def test_other_requests_pass_through_unrecorded(sim: SimServer) -> None:
         llmpulse.instrument(client)
     with pytest.raises(TypeError):
         llmpulse.instrument(object())
+
+
+def test_stream_closed_early_is_recorded(sim: SimServer) -> None:
+    model = sim_model(sim, ttft="20ms", tokens_per_s=100, output_tokens=30)
+    seen: list[CheckResult] = []
+    client = llmpulse.instrument(_openai(sim), recorder=seen.append)
+    with client.chat.completions.create(model=model, messages=MESSAGES, stream=True) as stream:
+        next(c for c in stream if c.choices and c.choices[0].delta.content)
+    recorder_for(client).flush()
+    (r,) = seen
+    assert r.ok and r.ttft_ms is not None
+    assert "the caller closed the stream before its end" in r.warnings
