@@ -1,0 +1,234 @@
+"""The gateway's HTTP face: OpenAI- and Anthropic-compatible endpoints over ``Gateway``.
+
+- ``POST /v1/chat/completions``: OpenAI Chat Completions, streaming and not.
+- ``POST /v1/messages``: Anthropic Messages, streaming and not.
+- ``GET /v1/models``: the served model groups and visible aliases, in OpenAI's list format.
+- ``GET /health``: every deployment's breaker state (needs a gateway key like the API);
+  ``GET /health/readiness``: 200 while some deployment can take traffic, else 503 (no key:
+  load balancers call it); ``GET /health/liveliness``: the process answers.
+
+Clients authenticate with a gateway key (``Authorization: Bearer`` or ``x-api-key``) compared
+in constant time; provider keys stay in the gateway. With no key configured, only loopback
+clients are served (the CLI also binds loopback only then). Errors have the status and JSON
+shape of the protocol called, so each SDK raises its own exception types; an error after a
+stream started is the protocol's error event, which the SDKs raise too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from llmpulse.config import is_loopback
+from llmpulse.errors import ErrorClass
+from llmpulse.gateway.breaker import BreakerState
+from llmpulse.gateway.config import GatewayConfig
+from llmpulse.gateway.ir import ChatRequest, StreamEvent, TranslationError
+from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder
+from llmpulse.gateway.translate import anthropic as tr_anthropic
+from llmpulse.gateway.translate import openai as tr_openai
+
+DEPLOYMENT_HEADER = "x-llmpulse-deployment"
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class _Format:
+    """How one client protocol reads requests and is answered."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.module: Any = tr_openai if name == "openai" else tr_anthropic
+
+    def error(self, exc: GatewayError) -> Response:
+        if self.name == "openai":
+            status, body = tr_openai.render_error(exc.status, exc.error_class, exc.message)
+        else:
+            status, body = tr_anthropic.render_error(exc.status, exc.error_class, exc.message)
+        headers = {}
+        if exc.retry_after_s is not None:
+            headers["retry-after"] = str(max(1, round(exc.retry_after_s)))
+        return JSONResponse(body, status, headers=headers)
+
+    def stream_error(self, exc: GatewayError) -> bytes:
+        if self.name == "openai":
+            return tr_openai.render_stream_error(exc.error_class, exc.message)
+        return tr_anthropic.render_stream_error(exc.status, exc.error_class, exc.message)
+
+    def encoder(self, request: ChatRequest) -> Any:
+        if self.name == "openai":
+            return tr_openai.StreamEncoder(model=request.model, include_usage=request.include_usage)
+        return tr_anthropic.StreamEncoder(model=request.model)
+
+
+_OPENAI, _ANTHROPIC = _Format("openai"), _Format("anthropic")
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    record: Recorder | None = None,
+    make_gateway: Callable[[], Gateway] | None = None,
+) -> Starlette:
+    """The ASGI app; its ``Gateway`` (and HTTP session) lives for the app's lifespan.
+
+    ``record`` receives one traffic ``CheckResult`` per client request; ``make_gateway``
+    (called inside the event loop) replaces the default ``Gateway(config, record=record)``.
+    """
+    keys = tuple(k.encode() for k in config.settings.keys)
+    holder: dict[str, Gateway] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway = make_gateway() if make_gateway else Gateway(config, record=record)
+        holder["gateway"] = gateway
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+
+    def refused(request: Request, fmt: _Format) -> Response | None:
+        if not keys:
+            client = request.client.host if request.client else ""
+            if is_loopback(client):
+                return None
+            return fmt.error(
+                GatewayError(403, None, "the gateway has no keys: it serves loopback only")
+            )
+        presented = request.headers.get("x-api-key", "")
+        auth = request.headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            presented = auth[7:].strip()
+        given = presented.encode()
+        # Every key is compared, so timing says nothing about which one came close.
+        matched = False
+        for key in keys:
+            matched |= hmac.compare_digest(given, key)
+        if matched:
+            return None
+        message = "invalid or missing gateway key" if presented else "no gateway key given"
+        return fmt.error(GatewayError(401, ErrorClass.AUTH, message))
+
+    async def serve(request: Request, fmt: _Format) -> Response:
+        denied = refused(request, fmt)
+        if denied is not None:
+            return denied
+        try:
+            body = json.loads(await request.body())
+            chat = fmt.module.parse_request(body)
+        except ValueError as exc:  # TranslationError is a ValueError
+            status = exc.status if isinstance(exc, TranslationError) else 400
+            message = exc.message if isinstance(exc, TranslationError) else "body is not JSON"
+            return fmt.error(GatewayError(status, ErrorClass.BAD_REQUEST, message))
+        gateway = holder["gateway"]
+        if not chat.stream:
+            try:
+                answer, deployment = await gateway.complete(chat)
+            except GatewayError as exc:
+                return fmt.error(exc)
+            return JSONResponse(
+                fmt.module.render_response(answer), headers={DEPLOYMENT_HEADER: deployment.name}
+            )
+        events = gateway.stream(chat)
+        try:
+            first = await anext(events)
+        except GatewayError as exc:
+            return fmt.error(exc)
+        except StopAsyncIteration:
+            first = None
+        return StreamingResponse(
+            _sse(fmt, chat, first, events), media_type="text/event-stream", headers=_SSE_HEADERS
+        )
+
+    async def chat_completions(request: Request) -> Response:
+        return await serve(request, _OPENAI)
+
+    async def messages(request: Request) -> Response:
+        return await serve(request, _ANTHROPIC)
+
+    async def models(request: Request) -> Response:
+        denied = refused(request, _OPENAI)
+        if denied is not None:
+            return denied
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "llmpulse"}
+            for name in config.model_names
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    def states() -> list[dict[str, Any]]:
+        selector = holder["gateway"].selector
+        out = []
+        for d in config.deployments:
+            snapshot = selector.breaker(d.id).snapshot()
+            out.append(
+                {
+                    "name": d.name,
+                    "group": d.group,
+                    "provider": d.provider,
+                    "model": d.model,
+                    "state": str(snapshot.state),
+                    "available": selector.breaker(d.id).available(),
+                    "cooldown_reason": snapshot.cooldown_reason,
+                }
+            )
+        return out
+
+    async def health(request: Request) -> Response:
+        denied = refused(request, _OPENAI)
+        if denied is not None:
+            return denied
+        deployments = states()
+        healthy = [d for d in deployments if d["state"] == BreakerState.CLOSED]
+        status = "ok" if len(healthy) == len(deployments) else "degraded" if healthy else "down"
+        return JSONResponse({"status": status, "deployments": deployments})
+
+    async def readiness(request: Request) -> Response:
+        ready = any(d["available"] for d in states())
+        return JSONResponse({"status": "ready" if ready else "unavailable"}, 200 if ready else 503)
+
+    async def liveliness(request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/models", models, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/health/readiness", readiness, methods=["GET"]),
+            Route("/health/liveliness", liveliness, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+async def _sse(
+    fmt: _Format, chat: ChatRequest, first: StreamEvent | None, events: AsyncIterator[StreamEvent]
+) -> AsyncIterator[bytes]:
+    encoder = fmt.encoder(chat)
+    try:
+        if first is not None:
+            for frame in encoder.feed(first):
+                yield frame
+        async for event in events:
+            for frame in encoder.feed(event):
+                yield frame
+    except GatewayError as exc:
+        # Output already went out: an explicit error event, never a silently short answer.
+        yield fmt.stream_error(exc)
+        return
+    except TranslationError as exc:
+        yield fmt.stream_error(GatewayError(502, ErrorClass.PROTOCOL, exc.message))
+        return
+    for frame in encoder.close():
+        yield frame

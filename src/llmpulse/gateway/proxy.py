@@ -1,0 +1,723 @@
+"""The failover engine: one client request, attempts on deployments until one answers.
+
+``Gateway.complete`` returns a whole ``ChatResponse``; ``Gateway.stream`` yields IR stream
+events. Both raise ``GatewayError`` (status, class, message) when the request cannot be served;
+in a stream that happens before the first event (so the caller can still answer with an HTTP
+error) or, once output reached the client, as an error the caller turns into an error event.
+
+Per client request: resolve the model group, ``Selector.select`` a deployment, render the request
+in the deployment's protocol, send it with aiohttp and read it under one moving deadline (the
+deployment's ``timeout``; for streams ``stream_timeout`` and the gateway's ``ttft_limit`` until
+the first content, then ``idle_timeout`` between chunks). A failure is classified the way the
+probe classifies it (``Protocol.parse_error``, ``errors.classify``) and ``RetryPolicy.decide``
+says what comes next; every selection ends in ``Selector.finish`` (a verdict) or ``release``
+(the client left). Stream events are held back until the first content arrives, so a slow or
+failed first token fails over before any byte reaches the client. After output reached the
+client, a cut is continued on a deployment accepting an assistant prefill, or ends with an
+error: a truncated answer is never presented as complete.
+
+One ``CheckResult`` (``source=traffic``) per client request is handed to ``record``: the
+answering (or last failing) attempt's timing, usage and cost, with the request's attempts and
+fallbacks. Figures are the attempt's own, not the client's total wait, so a deployment's TTFT
+is not blamed for the failovers before it. No prompt or completion text is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from llmpulse import catalog
+from llmpulse.config import Target
+from llmpulse.errors import ErrorClass
+from llmpulse.gateway.breaker import BreakerConfig
+from llmpulse.gateway.config import Deployment, GatewayConfig
+from llmpulse.gateway.ir import (
+    ChatRequest,
+    ChatResponse,
+    Finish,
+    MessageStart,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+    TranslationError,
+    UpstreamRequest,
+    UsageUpdate,
+)
+from llmpulse.gateway.retry import Action, Attempt, FallbackKind, RetryPolicy
+from llmpulse.gateway.routing import Selector
+from llmpulse.gateway.translate import anthropic as tr_anthropic
+from llmpulse.gateway.translate import gemini as tr_gemini
+from llmpulse.gateway.translate import openai as tr_openai
+from llmpulse.gateway.translate.prefill import PREFILL_PROTOCOLS, continuation_request
+from llmpulse.probe.runner import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, make_session
+from llmpulse.providers import PROTOCOLS
+from llmpulse.providers.base import error_snippet
+from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
+from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
+from llmpulse.sse import SSEDecoder, SSEError
+
+DEFAULT_TIMEOUT_S = 600.0  # LiteLLM's default request timeout
+# A cool-down this much longer than the policy's wait means the breaker opened: go elsewhere.
+_COOLDOWN_SLACK_S = 0.1
+_CONTENT = (TextDelta, ToolCallStart, ToolCallDelta)
+_OPENAI_PROTOCOLS = frozenset({"openai", "azure", "xai"})
+
+Recorder = Callable[[CheckResult], None]
+
+
+class GatewayError(Exception):
+    """A client request that could not be served; ``status`` is the HTTP status to answer."""
+
+    def __init__(
+        self,
+        status: int,
+        error_class: ErrorClass | None,
+        message: str,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_class = error_class
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class _AttemptFailed(Exception):
+    def __init__(
+        self,
+        error_class: ErrorClass,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        ratelimit: RateLimit | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.ratelimit = ratelimit
+
+    def to_gateway_error(self) -> GatewayError:
+        status = self.status or _STATUS_OF.get(self.error_class, 502)
+        return GatewayError(status, self.error_class, self.message, self.retry_after_s)
+
+
+_STATUS_OF = {
+    ErrorClass.TIMEOUT: 504,
+    ErrorClass.CONNECTION: 502,
+    ErrorClass.PROTOCOL: 502,
+    ErrorClass.RATE_LIMITED: 429,
+    ErrorClass.CONTENT_FILTER: 400,
+    ErrorClass.CONTEXT_LENGTH: 400,
+    ErrorClass.BAD_REQUEST: 400,
+}
+
+
+@dataclasses.dataclass(slots=True)
+class _Measure:
+    """What the current attempt measured; reset per attempt."""
+
+    started: float = 0.0
+    ttft_s: float | None = None
+    latency_s: float | None = None
+    tokens_per_s: float | None = None
+    usage: Usage | None = None
+    ratelimit: RateLimit | None = None
+    http_status: int | None = None
+    response_model: str | None = None
+    finish_reason: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(slots=True)
+class _Call:
+    """One client request across its attempts."""
+
+    request: ChatRequest
+    root: str  # the requested group after aliases: whose fallback lists apply
+    attempts: int = 0
+    fallbacks: int = 0
+    deployment: Deployment | None = None  # the attempt in progress, or the last one
+    measure: _Measure = dataclasses.field(default_factory=_Measure)
+    sent: bool = False  # content reached the client
+    delivered: list[str] = dataclasses.field(default_factory=list)
+    tool_started: bool = False
+    continuation: ChatRequest | None = None
+    trimmed: str = ""  # whitespace the client already has, dropped from the continuation
+    original: _AttemptFailed | None = None  # what cut the stream
+
+
+class Gateway:
+    """Routes chat requests across a ``GatewayConfig``'s deployments with failover.
+
+    Create inside a running event loop (it opens an aiohttp session unless given one) and
+    ``aclose`` it when done. ``selector`` and ``policy`` default to the config's settings.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        record: Recorder | None = None,
+        session: aiohttp.ClientSession | None = None,
+        selector: Selector | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.config = config
+        self.record = record
+        self._own_session = session is None
+        self.session = session or make_session()
+        router, settings = config.router, config.settings
+        self.selector = selector or Selector(
+            router.strategy,
+            breaker_config=_breaker_config(config),
+            utilization_threshold=settings.rate_limit_threshold,
+        )
+        self.policy = policy or RetryPolicy(
+            num_retries=router.num_retries, retry_after_cap_s=settings.max_retry_wait
+        )
+        self._targets: dict[tuple[str, str], Target] = {}
+
+    async def aclose(self) -> None:
+        if self._own_session:
+            await self.session.close()
+
+    # --- public API --------------------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest) -> tuple[ChatResponse, Deployment]:
+        """The whole answer and the deployment that gave it."""
+        request = dataclasses.replace(request, stream=False)
+        call = self._call(request)
+        try:
+            async for item in self._run(call):
+                if isinstance(item, ChatResponse) and call.deployment is not None:
+                    self._record(call, None)
+                    return item, call.deployment
+        except GatewayError as exc:
+            self._record(call, exc)
+            raise
+        raise GatewayError(502, ErrorClass.PROTOCOL, "no response from any deployment")
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """The answer's events; the first one arrives only once content is there."""
+        request = dataclasses.replace(request, stream=True)
+        call = self._call(request)
+        try:
+            async for item in self._run(call):
+                if not isinstance(item, ChatResponse):
+                    yield item
+        except GatewayError as exc:
+            self._record(call, exc)
+            raise
+        self._record(call, None)
+
+    # --- the failover loop -------------------------------------------------------------------
+
+    def _call(self, request: ChatRequest) -> _Call:
+        return _Call(request, self.config.aliases.get(request.model, request.model))
+
+    def _fallback_list(self, root: str, kind: FallbackKind) -> tuple[str, ...]:
+        router = self.config.router
+        if kind is FallbackKind.GENERAL:
+            return router.fallbacks.get(root) or router.default_fallbacks
+        if kind is FallbackKind.CONTEXT_WINDOW:
+            return router.context_window_fallbacks.get(root, ())
+        return router.content_policy_fallbacks.get(root, ())
+
+    async def _run(self, call: _Call) -> AsyncIterator[StreamEvent | ChatResponse]:
+        started = time.monotonic()
+        position = dict.fromkeys(FallbackKind, 0)
+        group = call.request.model
+        while True:
+            candidates = self.config.resolve(group)
+            if not candidates:
+                raise GatewayError(
+                    404, ErrorClass.BAD_REQUEST, f"the model {group!r} does not exist"
+                )
+            exclude: set[str] = set()
+            group_attempts = same = 0
+            retry_on: Deployment | None = None
+            while True:
+                pool = candidates
+                if call.continuation is not None:
+                    pool = [c for c in candidates if c.protocol in PREFILL_PROTOCOLS]
+                deployment = None
+                if retry_on is not None and self.selector.acquire(retry_on):
+                    deployment = retry_on
+                else:
+                    same = 0
+                    deployment = self.selector.select(pool, exclude)
+                retry_on = None
+                if deployment is None:
+                    kind = FallbackKind.GENERAL
+                    left = self._fallback_list(call.root, kind)
+                    if (
+                        call.original is None
+                        and position[kind] < len(left)
+                        and self._may_fall(call)
+                    ):
+                        group = left[position[kind]]
+                        position[kind] += 1
+                        call.fallbacks += 1
+                        break
+                    raise self._unavailable(call, pool, exclude)
+                group_attempts += 1
+                same += 1
+                call.attempts += 1
+                call.deployment = deployment
+                try:
+                    async for item in self._attempt(deployment, call):
+                        yield item
+                    return
+                except _AttemptFailed as failure:
+                    error = failure
+                exclude_next = exclude | {deployment.id}
+                prefill_pool = [c for c in candidates if c.protocol in PREFILL_PROTOCOLS]
+                decision = self.policy.decide(
+                    Attempt(
+                        error_class=error.error_class,
+                        http_status=error.status,
+                        retry_after_s=error.retry_after_s,
+                        message=error.message,
+                        bytes_sent=call.sent,
+                        is_continuation=call.continuation is not None,
+                        elapsed_s=time.monotonic() - started,
+                        attempts=group_attempts,
+                        same_deployment_attempts=same,
+                        has_alternative=bool(self.selector.available(pool, exclude_next)),
+                        prefill_alternative=(
+                            bool("".join(call.delivered).strip())
+                            and not call.tool_started
+                            and bool(self.selector.available(prefill_pool, exclude_next))
+                        ),
+                        fallbacks=frozenset(
+                            k
+                            for k in FallbackKind
+                            if position[k] < len(self._fallback_list(call.root, k))
+                            and self._may_fall(call)
+                            and not call.sent
+                        ),
+                    )
+                )
+                action = decision.action
+                if action is Action.RETRY:
+                    wait = self.selector.breaker(deployment.id).available_in()
+                    if wait <= decision.delay_s + _COOLDOWN_SLACK_S:
+                        await asyncio.sleep(max(decision.delay_s, wait))
+                        retry_on = deployment
+                        continue
+                    action = Action.FAILOVER  # the breaker opened: not this one again
+                if action is Action.FAILOVER:
+                    exclude.add(deployment.id)
+                    continue
+                if action is Action.CONTINUE:
+                    self._continue(call, error)
+                    exclude.add(deployment.id)
+                    continue
+                if action is Action.FALLBACK and decision.fallback is not None:
+                    kind = decision.fallback
+                    group = self._fallback_list(call.root, kind)[position[kind]]
+                    position[kind] += 1
+                    call.fallbacks += 1
+                    break
+                final = call.original if decision.report_original and call.original else error
+                raise final.to_gateway_error()
+
+    def _may_fall(self, call: _Call) -> bool:
+        return call.fallbacks < self.config.router.max_fallbacks
+
+    def _continue(self, call: _Call, error: _AttemptFailed) -> None:
+        delivered = "".join(call.delivered)
+        spent = (call.measure.usage.output_tokens or 0) if call.measure.usage else 0
+        plan = continuation_request("anthropic", call.request, delivered, spent)
+        if plan is None:  # the policy only continues when there is text to continue
+            raise error.to_gateway_error()
+        call.continuation, call.trimmed, call.original = plan.request, plan.trimmed, error
+
+    def _unavailable(self, call: _Call, pool: list[Deployment], exclude: set[str]) -> GatewayError:
+        if call.original is not None:
+            return call.original.to_gateway_error()
+        wait = self.selector.wait_hint(pool, exclude)
+        hint = None if wait == float("inf") else round(wait, 3)
+        cooling = [self.selector.breaker(d.id).snapshot() for d in pool]
+        limited = any(s.cooldown_reason is ErrorClass.RATE_LIMITED for s in cooling)
+        status, cls = (429, ErrorClass.RATE_LIMITED) if limited else (503, ErrorClass.UNAVAILABLE)
+        detail = f"; retry in {hint:g}s" if hint is not None else ""
+        name = call.request.model
+        return GatewayError(status, cls, f"no deployment of {name!r} is available{detail}", hint)
+
+    # --- one attempt -------------------------------------------------------------------------
+
+    async def _attempt(
+        self, deployment: Deployment, call: _Call
+    ) -> AsyncIterator[StreamEvent | ChatResponse]:
+        """Send one attempt (already acquired) and end it in ``finish`` or ``release``."""
+        measure = call.measure = _Measure(started=time.perf_counter())
+        settled = False
+        try:
+            if call.request.stream:
+                async for event in self._stream_attempt(deployment, call, measure):
+                    if isinstance(event, _CONTENT):
+                        call.sent = True
+                        if isinstance(event, TextDelta):
+                            call.delivered.append(event.text)
+                        elif isinstance(event, ToolCallStart):
+                            call.tool_started = True
+                    yield event
+            else:
+                yield await self._complete_attempt(deployment, call.request, measure)
+            settled = True
+            self.selector.finish(
+                deployment.id,
+                ttft_s=measure.ttft_s,
+                latency_s=measure.latency_s,
+                tokens=_tokens(measure.usage),
+                ratelimit=measure.ratelimit,
+            )
+        except _AttemptFailed as failure:
+            settled = True
+            if measure.latency_s is None:
+                measure.latency_s = time.perf_counter() - measure.started
+            measure.ratelimit = failure.ratelimit or measure.ratelimit
+            self.selector.finish(
+                deployment.id,
+                error_class=failure.error_class,
+                latency_s=measure.latency_s,
+                ratelimit=measure.ratelimit,
+                retry_after_s=failure.retry_after_s,
+            )
+            raise
+        finally:
+            if not settled:
+                self.selector.release(deployment.id)  # the client went away
+
+    def _upstream(
+        self, deployment: Deployment, request: ChatRequest
+    ) -> tuple[str, dict[str, str], UpstreamRequest]:
+        target = self._target(deployment)
+        if deployment.max_tokens is not None and request.max_tokens is None:
+            request = dataclasses.replace(request, max_tokens=deployment.max_tokens)
+        if deployment.temperature is not None and request.temperature is None:
+            request = dataclasses.replace(request, temperature=deployment.temperature)
+        protocol = PROTOCOLS[deployment.protocol]
+        headers = protocol.headers(target)  # type: ignore[attr-defined]
+        if deployment.protocol in _OPENAI_PROTOCOLS:
+            up = tr_openai.render_request(
+                request,
+                model=deployment.model,
+                max_tokens_field=target.max_tokens_field,
+                stream_options=target.stream_include_usage,
+            )
+            url = protocol.chat_url(target)  # type: ignore[attr-defined]
+        elif deployment.protocol == "anthropic":
+            up = tr_anthropic.render_request(request, model=deployment.model)
+            url = f"{target.base_url}{up.path}"
+        else:
+            up = tr_gemini.render_request(request, model=deployment.model)
+            url = f"{target.base_url}{up.path}"
+        return url, {**headers, **up.headers}, up
+
+    async def _send(
+        self, deployment: Deployment, request: ChatRequest, measure: _Measure
+    ) -> aiohttp.ClientResponse:
+        """POST the attempt and return a 2xx response; any other status raises, classified."""
+        url, headers, up = self._upstream(deployment, request)
+        response = await self.session.post(
+            url, json=up.body, headers=headers, allow_redirects=False
+        )
+        measure.http_status = response.status
+        measure.ratelimit = parse_ratelimit(response.headers)
+        if 200 <= response.status < 300:
+            return response
+        try:
+            body = await _read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
+        finally:
+            response.release()
+        error = PROTOCOLS[deployment.protocol].parse_error(response.status, body, response.headers)
+        retry_after = parse_retry_after(response.headers)
+        raise _AttemptFailed(
+            error.error_class,
+            error.message,
+            status=response.status,
+            retry_after_s=retry_after if retry_after is not None else error.retry_after_s,
+            ratelimit=measure.ratelimit,
+        )
+
+    async def _complete_attempt(
+        self, deployment: Deployment, request: ChatRequest, measure: _Measure
+    ) -> ChatResponse:
+        timeout = deployment.timeout or self.config.router.timeout or DEFAULT_TIMEOUT_S
+        with _Classified(f"no complete answer within {timeout:g}s"):
+            async with asyncio.timeout(timeout):
+                response = await self._send(deployment, request, measure)
+                try:
+                    body = await _read_capped(response, MAX_BODY_BYTES)
+                finally:
+                    response.release()
+            measure.latency_s = time.perf_counter() - measure.started
+            try:
+                parsed = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                raise _AttemptFailed(
+                    ErrorClass.PROTOCOL, f"malformed JSON in a 200: {error_snippet(body, 120)}"
+                ) from None
+            answer = _codec(deployment.protocol).parse_response(parsed)
+        measure.usage = answer.usage
+        measure.response_model = answer.model or None
+        measure.finish_reason = answer.finish_reason
+        answer.model = answer.model or deployment.model
+        return answer
+
+    async def _stream_attempt(
+        self, deployment: Deployment, call: _Call, measure: _Measure
+    ) -> AsyncIterator[StreamEvent]:
+        settings = self.config.settings
+        timeout = (
+            deployment.stream_timeout
+            or self.config.router.stream_timeout
+            or deployment.timeout
+            or self.config.router.timeout
+            or DEFAULT_TIMEOUT_S
+        )
+        first_limit = min(timeout, settings.ttft_limit or timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + first_limit
+        reason = f"no first token within {first_limit:g}s"
+        request = call.continuation or call.request
+        continuing = call.continuation is not None
+        with _Classified(reason):
+            async with asyncio.timeout_at(deadline):
+                response = await self._send(deployment, request, measure)
+        done = False
+        try:
+            content_type = response.headers.get("content-type", "")
+            if "text/event-stream" not in content_type:
+                raise _AttemptFailed(
+                    ErrorClass.PROTOCOL, f"expected text/event-stream, got {content_type!r}"
+                )
+            decoder = SSEDecoder()
+            parser = _codec(deployment.protocol).StreamDecoder()
+            chunks = response.content.iter_any()
+            held: list[StreamEvent] = []  # nothing reaches the client before content
+            first = last = None
+            finished = usage_after_finish = False
+            skipped = 0
+            while not done:
+                try:
+                    with _Classified(reason):
+                        async with asyncio.timeout_at(deadline):
+                            chunk = await anext(chunks, None)
+                except _AttemptFailed as failure:
+                    if finished and failure.error_class is ErrorClass.TIMEOUT:
+                        break  # the answer is whole; only the terminal event is late
+                    raise
+                if chunk is None:
+                    break
+                now = time.perf_counter()
+                try:
+                    events = decoder.feed(chunk)
+                except SSEError as exc:
+                    raise _AttemptFailed(ErrorClass.PROTOCOL, str(exc)) from None
+                out: list[StreamEvent] = []
+                for sse_event in events:
+                    try:
+                        decoded = parser.feed(sse_event)
+                    except TranslationError:
+                        skipped += 1  # a malformed chunk: skipped, never passed on
+                        continue
+                    for event in decoded:
+                        if isinstance(event, StreamError):
+                            error = PROTOCOLS[deployment.protocol].error_from_object(
+                                event.body, None
+                            )
+                            raise _AttemptFailed(
+                                error.error_class,
+                                f"error event in stream: {error.message}",
+                                retry_after_s=error.retry_after_s,
+                            )
+                        if isinstance(event, Finish):
+                            finished = True
+                            measure.finish_reason = event.reason
+                        elif isinstance(event, UsageUpdate):
+                            measure.usage = event.usage
+                            usage_after_finish = finished
+                        elif isinstance(event, MessageStart):
+                            measure.response_model = event.model or None
+                            if continuing:
+                                continue  # the client has had its start
+                            event = MessageStart(event.id, event.model or deployment.model)
+                        if first is None and not isinstance(event, _CONTENT):
+                            held.append(event)
+                            continue
+                        if first is None:
+                            first = now
+                            measure.ttft_s = now - measure.started
+                            out.extend(held)
+                            held.clear()
+                        if isinstance(event, _CONTENT):
+                            last = now
+                        if continuing and call.trimmed and isinstance(event, TextDelta):
+                            trimmed, call.trimmed = call.trimmed, ""
+                            event = TextDelta(event.text.removeprefix(trimmed))
+                            if not event.text:
+                                continue
+                        out.append(event)
+                for event in out:
+                    yield event
+                done = parser.done or usage_after_finish
+                if first is not None:
+                    deadline = loop.time() + settings.idle_timeout
+                    reason = f"stream idle for {settings.idle_timeout:g}s"
+            if not finished:
+                raise _AttemptFailed(
+                    ErrorClass.PROTOCOL, "the stream ended before the answer was complete"
+                )
+            measure.latency_s = time.perf_counter() - measure.started
+            if skipped:
+                measure.warnings.append(f"{skipped} malformed stream events skipped")
+            for event in held:
+                yield event
+            tokens = _visible_tokens(measure.usage)
+            if first is not None and last is not None and last > first and tokens:
+                measure.tokens_per_s = tokens / (last - first)
+            done = True
+        finally:
+            if done:
+                response.release()
+            else:
+                response.close()  # abandoned mid-body: the connection cannot be reused
+
+    # --- bookkeeping -------------------------------------------------------------------------
+
+    def _target(self, deployment: Deployment) -> Target:
+        key = (deployment.id, deployment.model)
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = deployment.to_target()
+        return target
+
+    def _record(self, call: _Call, error: GatewayError | None) -> None:
+        deployment = call.deployment
+        if self.record is None or deployment is None:
+            return
+        target = self._target(deployment)
+        measure = call.measure
+        result = CheckResult(
+            target=target.name,
+            provider=deployment.provider,
+            model=target.model,
+            check=CheckKind.STREAM if call.request.stream else CheckKind.INFERENCE,
+            timestamp=datetime.now(UTC),
+            ok=error is None,
+            error_class=error.error_class if error else None,
+            error_message=error.message if error else None,
+            http_status=error.status if error else measure.http_status,
+            latency_ms=_ms(measure.latency_s),
+            ttft_ms=_ms(measure.ttft_s),
+            tokens_per_s=measure.tokens_per_s,
+            usage=measure.usage or Usage(),
+            ratelimit=measure.ratelimit,
+            retry_after_s=error.retry_after_s if error else None,
+            response_model=measure.response_model,
+            finish_reason=measure.finish_reason,
+            warnings=list(measure.warnings),
+            source=Source.TRAFFIC,
+            attempts=call.attempts,
+            fallbacks=call.fallbacks,
+        )
+        if error is None and measure.finish_reason == "content_filter":
+            result.ok = False
+            result.error_class = ErrorClass.CONTENT_FILTER
+            result.error_message = "output blocked by the provider's content filter"
+        if measure.usage is not None:
+            cost, warning = catalog.cost_usd(target, measure.usage, measure.response_model)
+            result.cost_usd = cost
+            if warning:
+                result.warnings.append(warning)
+        result.context_window = target.context_window or catalog.context_window(target)
+        self.record(result)
+
+
+def _breaker_config(config: GatewayConfig) -> BreakerConfig:
+    router = config.router
+    if router.disable_cooldowns:
+        never = 1 << 30
+        return BreakerConfig(failure_threshold=never, min_requests=never)
+    # LiteLLM cools a deployment down after allowed_fails failures for cooldown_time.
+    return BreakerConfig(
+        failure_threshold=max(1, router.allowed_fails), cooldown_s=router.cooldown_time
+    )
+
+
+def _codec(protocol: str) -> Any:
+    if protocol in _OPENAI_PROTOCOLS:
+        return tr_openai
+    return tr_anthropic if protocol == "anthropic" else tr_gemini
+
+
+class _Classified:
+    """Turn transport failures into classified attempt failures, as the probe classifies them."""
+
+    def __init__(self, timeout_reason: str) -> None:
+        self.timeout_reason = timeout_reason
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> bool:
+        if exc is None or isinstance(exc, _AttemptFailed):
+            return False
+        if isinstance(exc, aiohttp.ConnectionTimeoutError | TimeoutError):
+            raise _AttemptFailed(ErrorClass.TIMEOUT, f"timed out: {self.timeout_reason}") from None
+        if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+            raise _AttemptFailed(ErrorClass.CONNECTION, f"upstream dropped the connection: {exc}")
+        if isinstance(exc, aiohttp.ClientResponseError):
+            raise _AttemptFailed(ErrorClass.PROTOCOL, f"unreadable upstream response: {exc}")
+        if isinstance(exc, aiohttp.ClientError | OSError):
+            raise _AttemptFailed(ErrorClass.CONNECTION, f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, TranslationError):
+            raise _AttemptFailed(ErrorClass.PROTOCOL, exc.message)
+        return False
+
+
+async def _read_capped(
+    response: aiohttp.ClientResponse, limit: int, truncate: bool = False
+) -> bytes:
+    buf = bytearray()
+    async for chunk in response.content.iter_chunked(64 << 10):
+        buf += chunk
+        if len(buf) > limit:
+            if truncate:
+                return bytes(buf[:limit])
+            raise _AttemptFailed(ErrorClass.PROTOCOL, f"response body exceeds {limit >> 20} MiB")
+    return bytes(buf)
+
+
+def _tokens(usage: Usage | None) -> int | None:
+    if usage is None:
+        return None
+    return (usage.input_tokens or 0) + (usage.output_tokens or 0)
+
+
+def _visible_tokens(usage: Usage | None) -> int:
+    if usage is None or usage.output_tokens is None:
+        return 0
+    return max(0, usage.output_tokens - (usage.reasoning_tokens or 0))
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000

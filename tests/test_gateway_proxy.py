@@ -1,0 +1,418 @@
+"""The failover engine, fault by fault: the official SDKs call the gateway served on a loopback
+socket, the simulator plays the providers, and its ground truth (``/_sim/requests``) says how
+many upstream attempts went where."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import threading
+import time
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from conftest import base_url, sim_model
+from llmpulse.aio import new_event_loop
+from llmpulse.errors import ErrorClass
+from llmpulse.gateway.app import DEPLOYMENT_HEADER, create_app
+from llmpulse.gateway.config import GatewayConfig, parse_gateway
+from llmpulse.gateway.proxy import Gateway
+from llmpulse.gateway.retry import RetryPolicy
+from llmpulse.result import CheckKind, CheckResult, Source
+from llmpulse.sim import SimServer
+
+PREFIX = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini"}
+FAST = {"ttft": 0.01, "tokens_per_s": 2000}
+
+
+class Served:
+    """The gateway app on a real loopback socket, in its own thread and event loop."""
+
+    def __init__(self, config: GatewayConfig, policy: RetryPolicy | None = None) -> None:
+        self.config = config
+        self.records: list[CheckResult] = []
+        self.gateway: Gateway | None = None
+
+        def make() -> Gateway:
+            self.gateway = Gateway(config, record=self.records.append, policy=policy)
+            return self.gateway
+
+        app = create_app(config, make_gateway=make)
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        loop = new_event_loop()
+        loop.run_until_complete(self._server.serve(sockets=[self._sock]))
+        loop.close()
+
+    def __enter__(self) -> Served:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            assert time.monotonic() < deadline, "gateway did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+        self._sock.close()
+
+    def openai(self, key: str = "none") -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=20)
+
+    def anthropic(self, key: str = "none") -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.url, api_key=key, max_retries=0, timeout=20)
+
+
+def deployment(
+    sim: SimServer, group: str, provider: str, model: str, **params: Any
+) -> dict[str, Any]:
+    return {
+        "model_name": group,
+        "litellm_params": {
+            "model": f"{PREFIX[provider]}/{model}",
+            "api_base": base_url(sim, provider),
+            "api_key": "os.environ/SIM_KEY",
+            **params,
+        },
+    }
+
+
+def gateway_config(
+    entries: list[dict[str, Any]],
+    router: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+    general: dict[str, Any] | None = None,
+) -> GatewayConfig:
+    raw: dict[str, Any] = {"model_list": entries, "router_settings": router or {}}
+    if settings:
+        raw["gateway"] = settings
+    if general:
+        raw["general_settings"] = general
+    config = parse_gateway(raw, env={"SIM_KEY": "sk-sim"})
+    assert config is not None
+    return config
+
+
+def upstream(sim: SimServer, model: str) -> list[dict[str, Any]]:
+    """The simulator's record of every request that reached ``model``."""
+    rows = httpx.get(f"{sim.url}/_sim/requests", timeout=10).json()["requests"]
+    return [r for r in rows if r["model"] == model]
+
+
+def later(sim: SimServer, seconds: float) -> float:
+    """The simulator's scenario time ``seconds`` from now (timelines are on that clock)."""
+    now = httpx.get(f"{sim.url}/_sim/state", timeout=10).json()["scenario_time_s"]
+    return float(now) + seconds
+
+
+def ask(client: openai.OpenAI, model: str, **extra: Any) -> Any:
+    return client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hello there"}], **extra
+    )
+
+
+def test_cross_provider_failover_reports_the_deployment_that_answered(sim: SimServer) -> None:
+    down = sim_model(sim, errors={"503": 1.0}, **FAST)
+    claude = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", down), deployment(sim, "chat", "anthropic", claude)]
+    )
+    with Served(config) as served:
+        raw = served.openai().chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}]
+        )
+        answer = raw.parse()
+        assert raw.headers[DEPLOYMENT_HEADER] == f"chat/anthropic/{claude}"
+        assert answer.model == claude
+        assert answer.choices[0].message.content
+        assert answer.choices[0].finish_reason == "stop"
+        assert answer.usage is not None and answer.usage.completion_tokens == 16
+
+        chunks = list(ask(served.openai(), "chat", stream=True))
+        assert {c.model for c in chunks} == {claude}
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == answer.choices[0].message.content
+    assert len(upstream(sim, down)) == 2 and len(upstream(sim, claude)) == 2
+    first, second = served.records
+    assert first.source is Source.TRAFFIC and first.ok and first.check is CheckKind.INFERENCE
+    assert first.target == f"chat/anthropic/{claude}" and first.model == claude
+    assert (first.attempts, first.fallbacks) == (2, 0)
+    assert first.usage.output_tokens == 16 and first.latency_ms is not None
+    assert second.check is CheckKind.STREAM and second.ttft_ms is not None
+    assert second.tokens_per_s is not None and second.attempts == 2
+
+
+def test_anthropic_endpoint_served_by_openai_deployment(sim: SimServer) -> None:
+    gpt = sim_model(sim, **FAST)
+    with Served(gateway_config([deployment(sim, "claude-ish", "openai", gpt)])) as served:
+        client = served.anthropic()
+        message = client.messages.create(
+            model="claude-ish", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert message.model == gpt and message.stop_reason == "end_turn"
+        assert message.usage.output_tokens == 16
+        with client.messages.stream(
+            model="claude-ish", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        ) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert text == message.content[0].text  # type: ignore[union-attr]
+        assert final.model == gpt and final.usage.output_tokens == 16
+
+
+def test_429_retry_after_is_honoured_on_the_same_deployment(sim: SimServer) -> None:
+    limited = sim_model(
+        sim,
+        errors={"429": 1.0},
+        retry_after=0.4,
+        timeline=[{"at": later(sim, 0.2), "set": {"errors": {}}}],
+        **FAST,
+    )
+    spare = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", limited), deployment(sim, "chat", "openai", spare)]
+    )
+    with Served(config) as served:
+        started = time.monotonic()
+        answer = ask(served.openai(), "chat")
+        assert time.monotonic() - started >= 0.4
+    assert answer.model == limited
+    assert [r["status"] for r in upstream(sim, limited)] == [429, 200]
+    assert upstream(sim, spare) == []
+    assert served.records[0].attempts == 2
+
+
+def test_429_with_a_wait_over_budget_fails_over_at_once(sim: SimServer) -> None:
+    limited = sim_model(sim, errors={"429": 1.0}, retry_after=30, **FAST)
+    spare = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", limited), deployment(sim, "chat", "openai", spare)],
+        settings={"max_retry_wait": "5s"},
+    )
+    with Served(config) as served:
+        started = time.monotonic()
+        assert ask(served.openai(), "chat").model == spare
+        assert time.monotonic() - started < 2
+        # The limited one cools down for its retry-after: the next request skips it.
+        assert ask(served.openai(), "chat").model == spare
+    assert len(upstream(sim, limited)) == 1 and len(upstream(sim, spare)) == 2
+
+
+def test_500_once_is_retried_on_the_same_deployment(sim: SimServer) -> None:
+    flaky = sim_model(
+        sim, errors={"500": 1.0}, timeline=[{"at": later(sim, 0.2), "set": {"errors": {}}}], **FAST
+    )
+    spare = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", flaky), deployment(sim, "chat", "openai", spare)]
+    )
+    # random.Random(0)'s first draw makes the jittered backoff 0.42 s: past the 500s.
+    with Served(config, policy=RetryPolicy(rng=random.Random(0))) as served:
+        assert ask(served.openai(), "chat").model == flaky
+    assert [r["status"] for r in upstream(sim, flaky)] == [500, 200]
+    assert upstream(sim, spare) == []
+
+
+def test_persistent_500_is_retried_once_then_fails_over(sim: SimServer) -> None:
+    broken = sim_model(sim, errors={"500": 1.0}, **FAST)
+    spare = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", broken), deployment(sim, "chat", "openai", spare)]
+    )
+    with Served(config, policy=RetryPolicy(backoff_base_s=0.05)) as served:
+        assert ask(served.openai(), "chat").model == spare
+    assert len(upstream(sim, broken)) == 2 and len(upstream(sim, spare)) == 1
+    assert served.records[0].attempts == 3
+
+
+def test_hang_ends_at_the_deployment_timeout_and_fails_over(sim: SimServer) -> None:
+    silent = sim_model(sim, fault="hang", **FAST)
+    spare = sim_model(sim, **FAST)
+    config = gateway_config(
+        [
+            deployment(sim, "chat", "openai", silent, timeout=0.5),
+            deployment(sim, "chat", "anthropic", spare),
+        ]
+    )
+    with Served(config) as served:
+        started = time.monotonic()
+        assert ask(served.openai(), "chat").model == spare
+        assert 0.5 <= time.monotonic() - started < 3
+    assert len(upstream(sim, silent)) == 1 and len(upstream(sim, spare)) == 1
+
+
+def test_slow_first_token_fails_over_before_any_byte(sim: SimServer) -> None:
+    slow = sim_model(sim, ttft=3.0, tokens_per_s=2000)
+    quick = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", slow), deployment(sim, "chat", "openai", quick)],
+        settings={"ttft_limit": "300ms"},
+    )
+    with Served(config) as served:
+        started = time.monotonic()
+        chunks = list(ask(served.openai(), "chat", stream=True))
+        assert time.monotonic() - started < 2
+    # The slow one's role chunk was held back: every chunk the client got is the quick one's.
+    assert {c.model for c in chunks} == {quick}
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert len(upstream(sim, slow)) == 1 and len(upstream(sim, quick)) == 1
+    assert served.records[0].error_class is None and served.records[0].attempts == 2
+
+
+def test_stream_cut_mid_answer_is_completed_by_prefill_on_anthropic(sim: SimServer) -> None:
+    cut = sim_model(sim, fault="cut", fault_after_tokens=3, **FAST)
+    claude = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", cut), deployment(sim, "chat", "anthropic", claude)]
+    )
+    with Served(config) as served:
+        chunks = list(ask(served.openai(), "chat", stream=True))
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "stop" and finishes.count("stop") == 1
+    assert len(upstream(sim, cut)) == 1 and len(upstream(sim, claude)) == 1
+    record = served.records[0]
+    assert record.ok and record.attempts == 2 and record.target == f"chat/anthropic/{claude}"
+
+
+def test_stream_cut_without_a_prefill_deployment_ends_with_an_error_event(
+    sim: SimServer,
+) -> None:
+    cut = sim_model(sim, fault="cut", fault_after_tokens=3, **FAST)
+    other = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", cut), deployment(sim, "chat", "openai", other)]
+    )
+    with Served(config) as served:
+        received: list[str] = []
+        with pytest.raises(openai.APIError):
+            for chunk in ask(served.openai(), "chat", stream=True):
+                if chunk.choices:
+                    received.append(chunk.choices[0].delta.content or "")
+                    assert chunk.choices[0].finish_reason is None  # never a clean finish
+        assert "".join(received)  # output had reached the client before the cut
+
+        with (
+            pytest.raises(anthropic.APIError),
+            served.anthropic().messages.stream(
+                model="chat", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+            ) as stream,
+        ):
+            "".join(stream.text_stream)
+    assert upstream(sim, other) == []  # restarting would duplicate what the client has
+    assert [r.ok for r in served.records] == [False, False]
+    assert served.records[0].error_class in (ErrorClass.CONNECTION, ErrorClass.PROTOCOL)
+
+
+def test_context_length_goes_to_the_context_window_fallback(sim: SimServer) -> None:
+    small = sim_model(sim, errors={"context_length": 1.0}, **FAST)
+    small_twin = sim_model(sim, **FAST)
+    big = sim_model(sim, **FAST)
+    config = gateway_config(
+        [
+            deployment(sim, "small", "openai", small),
+            deployment(sim, "small", "openai", small_twin),
+            deployment(sim, "big", "anthropic", big),
+        ],
+        router={"context_window_fallbacks": [{"small": ["big"]}]},
+    )
+    with Served(config) as served:
+        assert ask(served.openai(), "small").model == big
+    assert len(upstream(sim, small)) == 1
+    assert upstream(sim, small_twin) == []  # the same model elsewhere has the same window
+    assert (served.records[0].attempts, served.records[0].fallbacks) == (2, 1)
+
+
+def test_content_filter_is_not_retried_and_its_reason_reaches_the_client(
+    sim: SimServer,
+) -> None:
+    filtered = sim_model(sim, errors={"content_filter": 1.0}, **FAST)
+    spare = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", filtered), deployment(sim, "chat", "openai", spare)]
+    )
+    with Served(config) as served:
+        answer = ask(served.openai(), "chat")
+    assert answer.choices[0].finish_reason == "content_filter"
+    assert len(upstream(sim, filtered)) == 1 and upstream(sim, spare) == []
+    assert served.records[0].error_class is ErrorClass.CONTENT_FILTER
+
+
+def test_malformed_chunk_is_skipped_and_the_answer_completes(sim: SimServer) -> None:
+    garbled = sim_model(sim, fault="malformed", **FAST)
+    with Served(gateway_config([deployment(sim, "chat", "openai", garbled)])) as served:
+        chunks = list(ask(served.openai(), "chat", stream=True))
+        assert chunks[-1].choices[0].finish_reason == "stop"
+        assert ask(served.openai(), "chat").choices[0].message.content  # still healthy
+    assert served.records[0].ok and served.records[0].warnings
+
+
+def test_errors_surface_as_the_sdks_own_exceptions(sim: SimServer) -> None:
+    limited = sim_model(sim, errors={"429": 1.0}, retry_after=30, **FAST)
+    down = sim_model(sim, errors={"503": 1.0}, **FAST)
+    config = gateway_config(
+        [deployment(sim, "limited", "openai", limited), deployment(sim, "down", "openai", down)],
+        router={"num_retries": 1},
+    )
+    with Served(config, policy=RetryPolicy(num_retries=1, backoff_base_s=0.05)) as served:
+        with pytest.raises(openai.RateLimitError):
+            ask(served.openai(), "limited")
+        with pytest.raises(openai.InternalServerError) as info:
+            ask(served.openai(), "down")
+        assert info.value.status_code == 503
+        with pytest.raises(openai.NotFoundError):
+            ask(served.openai(), "no-such-model")
+        with pytest.raises(anthropic.RateLimitError):
+            served.anthropic().messages.create(
+                model="limited", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+            )
+        with pytest.raises(anthropic.BadRequestError):
+            served.anthropic().messages.create(
+                model="down", max_tokens=8, messages=[{"role": "robot", "content": "hi"}]
+            )
+    assert len(upstream(sim, down)) == 2  # num_retries 1: one backoff retry, alone in its group
+
+
+def test_a_client_leaving_mid_stream_releases_its_deployment(sim: SimServer) -> None:
+    slow = sim_model(sim, ttft=0.01, tokens_per_s=20, output_tokens=200)
+    with Served(gateway_config([deployment(sim, "chat", "openai", slow)])) as served:
+        stream = ask(served.openai(), "chat", stream=True)
+        next(iter(stream))
+        stream.close()
+        assert served.gateway is not None
+        selector = served.gateway.selector
+        deployment_id = served.config.deployments[0].id
+        deadline = time.monotonic() + 5
+        while selector.stats(deployment_id).in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert selector.stats(deployment_id).in_flight == 0
+
+
+def test_gateway_in_process_without_http(sim: SimServer) -> None:
+    from llmpulse.gateway.ir import ChatRequest, Message, TextPart
+
+    model = sim_model(sim, **FAST)
+    config = gateway_config([deployment(sim, "g", "gemini", model)])
+
+    async def main() -> str:
+        gateway = Gateway(config)
+        try:
+            request = ChatRequest("g", [Message("user", [TextPart("hi")])])
+            answer, used = await gateway.complete(request)
+            assert used.model == model
+            return answer.text
+        finally:
+            await gateway.aclose()
+
+    assert asyncio.run(main())
