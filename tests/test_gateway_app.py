@@ -1,0 +1,109 @@
+"""The gateway's HTTP surface: gateway keys, model list, health, and the request shapes of both
+SDKs, served on a loopback socket with the simulator as the providers."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from conftest import sim_model
+from llmpulse.sim import SimServer
+from test_gateway_proxy import FAST, Served, deployment, gateway_config, upstream
+
+KEY = "gw-secret-key"
+
+
+def test_gateway_keys_by_bearer_or_x_api_key(sim: SimServer) -> None:
+    model = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", model)],
+        settings={"keys": ["os.environ/SIM_KEY"]},
+        general={"master_key": KEY},
+    )
+    with Served(config) as served:
+        messages = [{"role": "user", "content": "hi"}]
+        with pytest.raises(openai.AuthenticationError):
+            served.openai("wrong").chat.completions.create(model="chat", messages=messages)
+        with pytest.raises(anthropic.AuthenticationError):
+            served.anthropic("wrong").messages.create(model="chat", max_tokens=8, messages=messages)
+        assert httpx.get(f"{served.url}/v1/models").status_code == 401
+        assert upstream(sim, model) == []  # refused before any provider is called
+
+        # The master key (Bearer, openai) and a gateway.keys entry (x-api-key, anthropic).
+        answer = served.openai(KEY).chat.completions.create(model="chat", messages=messages)
+        assert answer.model == model
+        message = served.anthropic("sk-sim").messages.create(
+            model="chat", max_tokens=8, messages=messages
+        )
+        assert message.model == model
+
+
+def test_models_lists_groups_and_visible_aliases(sim: SimServer) -> None:
+    model = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", model), deployment(sim, "fb-*", "openai", "fb-*")],
+        router={"model_group_alias": {"gpt": "chat", "secret": {"model": "chat", "hidden": True}}},
+    )
+    with Served(config) as served:
+        listed = served.openai().models.list()
+        assert [m.id for m in listed.data] == ["chat", "gpt"]
+        # An alias routes like its group.
+        reply = served.openai().chat.completions.create(
+            model="gpt", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.model == model
+
+
+def test_wildcard_group_passes_the_requested_name_through(sim: SimServer) -> None:
+    name = f"fb-{sim_model(sim)}"
+    httpx.patch(f"{sim.url}/_sim/models/{name}", json=FAST, timeout=10).raise_for_status()
+    config = gateway_config([deployment(sim, "fb-*", "openai", "fb-*")])
+    with Served(config) as served:
+        reply = served.openai().chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert reply.model == name
+    assert len(upstream(sim, name)) == 1
+    assert served.records[0].target == f"{name}/openai-compatible/{name}"
+
+
+def test_health_shows_breaker_states_and_readiness(sim: SimServer) -> None:
+    down = sim_model(sim, errors={"503": 1.0}, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", down)],
+        router={"allowed_fails": 1, "num_retries": 0},
+    )
+    with Served(config) as served:
+        health = httpx.get(f"{served.url}/health").json()
+        assert health["status"] == "ok"
+        assert health["deployments"][0]["state"] == "closed"
+        assert httpx.get(f"{served.url}/health/readiness").status_code == 200
+        with pytest.raises(openai.InternalServerError):
+            served.openai().chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "hi"}]
+            )
+        health = httpx.get(f"{served.url}/health").json()
+        assert health["status"] == "down"
+        assert health["deployments"][0]["state"] == "open"
+        readiness = httpx.get(f"{served.url}/health/readiness")
+        assert readiness.status_code == 503
+        # The open breaker fails the next request fast, with a hint, without calling upstream.
+        with pytest.raises(openai.InternalServerError) as info:
+            served.openai().chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert info.value.status_code == 503 and "retry-after" in info.value.response.headers
+    assert len(upstream(sim, down)) == 1
+
+
+def test_bad_requests_are_answered_in_the_callers_shape(sim: SimServer) -> None:
+    model = sim_model(sim, **FAST)
+    with Served(gateway_config([deployment(sim, "chat", "anthropic", model)])) as served:
+        not_json = httpx.post(f"{served.url}/v1/chat/completions", content=b"{nope")
+        assert not_json.status_code == 400 and not_json.json()["error"]["message"]
+        no_messages = httpx.post(f"{served.url}/v1/messages", json={"model": "chat"})
+        assert no_messages.status_code == 400
+        assert no_messages.json()["type"] == "error"
+    assert upstream(sim, model) == []
