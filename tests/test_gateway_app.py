@@ -3,16 +3,27 @@ SDKs, served on a loopback socket with the simulator as the providers."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import anthropic
 import httpx
 import openai
 import pytest
+import yaml
 
 from conftest import sim_model
 from llmpulse.sim import SimServer
 from test_gateway_proxy import FAST, Served, deployment, gateway_config, upstream
 
 KEY = "gw-secret-key"
+PUBLIC = ("--listen", "0.0.0.0:4000")
 
 
 def test_gateway_keys_by_bearer_or_x_api_key(sim: SimServer) -> None:
@@ -107,3 +118,63 @@ def test_bad_requests_are_answered_in_the_callers_shape(sim: SimServer) -> None:
         assert no_messages.status_code == 400
         assert no_messages.json()["type"] == "error"
     assert upstream(sim, model) == []
+
+
+def test_cli_gateway_serves_and_records_traffic(sim: SimServer, tmp_path: Path) -> None:
+    model = sim_model(sim, **FAST)
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [deployment(sim, "chat", "openai", model)],
+                "litellm_settings": {"success_callback": ["langfuse"]},
+            }
+        )
+    )
+    db = tmp_path / "traffic.db"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = ["gateway", "--config", str(config), "--db", str(db)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmpulse", *args, "--listen", f"127.0.0.1:{port}"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SIM_KEY": "sk-sim"},
+    )
+    try:
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=10
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                reply = client.chat.completions.create(
+                    model="chat", messages=[{"role": "user", "content": "hi"}]
+                )
+                break
+            except openai.APIConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        assert reply.model == model
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=15)
+    assert stderr.count("warning: ignoring settings") == 1
+    assert "litellm_settings.success_callback" in stderr
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT target, source, attempts, ok FROM results").fetchall()
+    assert rows == [(f"chat/openai/{model}", "traffic", 1, 1)]
+
+
+def test_cli_gateway_refuses_a_public_address_without_keys(sim: SimServer, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump({"model_list": [deployment(sim, "c", "openai", "m")]}))
+    result = subprocess.run(
+        [sys.executable, "-m", "llmpulse", "gateway", "--config", str(config), *PUBLIC],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SIM_KEY": "sk-sim"},
+        timeout=30,
+    )
+    assert result.returncode == 2 and "needs keys" in result.stderr

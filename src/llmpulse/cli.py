@@ -278,6 +278,88 @@ def _logging(verbose: bool) -> None:
     )
 
 
+@main.command("gateway")
+@config_option
+@db_option
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="Serve here instead of the config's gateway.listen (default 127.0.0.1:4000).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every request.")
+def gateway_command(
+    config_path: Path | None, db_path: Path | None, listen: str | None, verbose: bool
+) -> None:
+    """Serve the failover gateway: OpenAI- and Anthropic-compatible endpoints routing the
+    config's model_list, every request recorded as traffic in the results database."""
+    import asyncio
+
+    import uvicorn
+
+    from llmpulse.config import is_loopback, split_address
+    from llmpulse.gateway.app import create_app
+
+    _logging(verbose)
+    console = _console(stderr=True)
+    try:
+        config = _load(config_path, require_file=True)  # prints the config's warning once
+        gateway = config.gateway
+        if gateway is None or not gateway.deployments:
+            raise ConfigError("no model_list in the config: the gateway has nothing to serve")
+        host, port = gateway.settings.host, gateway.settings.port
+        if listen is not None:
+            try:
+                host, port = split_address(listen)
+            except ValueError:
+                raise ConfigError(f"--listen {listen!r}: expected HOST:PORT") from None
+        if not gateway.settings.keys and not is_loopback(host):
+            raise ConfigError(
+                f"--listen {listen}: not a loopback address, so the gateway needs keys: set "
+                "general_settings.master_key or gateway.keys"
+            )
+    except ConfigError as exc:
+        _usage_error(console, exc)
+    path = db_path or (Path(config.storage) if config.storage else default_path())
+    pending: list[CheckResult] = []
+    app = create_app(gateway, record=pending.append)
+
+    async def serve() -> None:
+        store = SQLiteStore(path)
+
+        async def flush() -> None:
+            # Batched off the event loop: one transaction a second, not one per request.
+            if pending:
+                batch = pending[:]
+                del pending[:]
+                await asyncio.to_thread(store.write_results, batch)
+
+        async def flush_forever() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                await flush()
+
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="info" if verbose else "warning")
+        )
+        writer = asyncio.create_task(flush_forever())
+        shown = f"[{host}]" if ":" in host else host
+        console.print(
+            f"llmpulse gateway: serving http://{shown}:{port} "
+            f"({len(gateway.deployments)} deployments); traffic recorded in {path}",
+            highlight=False,
+        )
+        try:
+            await server.serve()
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            await flush()
+            store.close()
+
+    aio.run(serve())
+
+
 @main.group()
 def silence() -> None:
     """Silence alerts for a while (maintenance windows); the data is still recorded."""
