@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import detection, metrics_query, scale, ttft_accuracy, web_api
+from bench import detection, gateway_vs_litellm, metrics_query, scale, ttft_accuracy, web_api
 
 BENCHES = {
     "ttft": ttft_accuracy.main,
@@ -12,6 +12,7 @@ BENCHES = {
     "detection": detection.main,
     "scale": scale.main,
     "web": web_api.main,
+    "gateway": gateway_vs_litellm.main,
 }
 
 
