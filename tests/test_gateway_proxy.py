@@ -111,10 +111,14 @@ def upstream(sim: SimServer, model: str) -> list[dict[str, Any]]:
     return [r for r in rows if r["model"] == model]
 
 
-def later(sim: SimServer, seconds: float) -> float:
-    """The simulator's scenario time ``seconds`` from now (timelines are on that clock)."""
+def recover_soon(sim: SimServer, model: str, seconds: float = 0.25) -> None:
+    """Clear ``model``'s errors ``seconds`` from now, on the simulator's timeline clock.
+
+    Called once the gateway is up, so a slow start cannot eat the failing window.
+    """
     now = httpx.get(f"{sim.url}/_sim/state", timeout=10).json()["scenario_time_s"]
-    return float(now) + seconds
+    timeline = [{"at": float(now) + seconds, "set": {"errors": {}}}]
+    httpx.patch(f"{sim.url}/_sim/models/{model}", json={"timeline": timeline}, timeout=10)
 
 
 def ask(client: openai.OpenAI, model: str, **extra: Any) -> Any:
@@ -173,18 +177,13 @@ def test_anthropic_endpoint_served_by_openai_deployment(sim: SimServer) -> None:
 
 
 def test_429_retry_after_is_honoured_on_the_same_deployment(sim: SimServer) -> None:
-    limited = sim_model(
-        sim,
-        errors={"429": 1.0},
-        retry_after=0.4,
-        timeline=[{"at": later(sim, 0.2), "set": {"errors": {}}}],
-        **FAST,
-    )
+    limited = sim_model(sim, errors={"429": 1.0}, retry_after=0.4, **FAST)
     spare = sim_model(sim, **FAST)
     config = gateway_config(
         [deployment(sim, "chat", "openai", limited), deployment(sim, "chat", "openai", spare)]
     )
     with Served(config) as served:
+        recover_soon(sim, limited)
         started = time.monotonic()
         answer = ask(served.openai(), "chat")
         assert time.monotonic() - started >= 0.4
@@ -211,15 +210,14 @@ def test_429_with_a_wait_over_budget_fails_over_at_once(sim: SimServer) -> None:
 
 
 def test_500_once_is_retried_on_the_same_deployment(sim: SimServer) -> None:
-    flaky = sim_model(
-        sim, errors={"500": 1.0}, timeline=[{"at": later(sim, 0.2), "set": {"errors": {}}}], **FAST
-    )
+    flaky = sim_model(sim, errors={"500": 1.0}, **FAST)
     spare = sim_model(sim, **FAST)
     config = gateway_config(
         [deployment(sim, "chat", "openai", flaky), deployment(sim, "chat", "openai", spare)]
     )
-    # random.Random(0)'s first draw makes the jittered backoff 0.42 s: past the 500s.
+    # random.Random(0)'s first draw makes the jittered backoff 0.42 s: past the 500s (0.25 s).
     with Served(config, policy=RetryPolicy(rng=random.Random(0))) as served:
+        recover_soon(sim, flaky)
         assert ask(served.openai(), "chat").model == flaky
     assert [r["status"] for r in upstream(sim, flaky)] == [500, 200]
     assert upstream(sim, spare) == []

@@ -313,9 +313,7 @@ class Gateway:
                 )
                 action = decision.action
                 if action is Action.RETRY:
-                    wait = self.selector.breaker(deployment.id).available_in()
-                    if wait <= decision.delay_s + _COOLDOWN_SLACK_S:
-                        await asyncio.sleep(max(decision.delay_s, wait))
+                    if await self._wait_for(deployment, decision.delay_s):
                         retry_on = deployment
                         continue
                     action = Action.FAILOVER  # the breaker opened: not this one again
@@ -334,6 +332,21 @@ class Gateway:
                     break
                 final = call.original if decision.report_original and call.original else error
                 raise final.to_gateway_error()
+
+    async def _wait_for(self, deployment: Deployment, delay: float) -> bool:
+        """Sleep the policy's delay, and the deployment's cool-down if that ends a bit later;
+        False (no wait) when the breaker opened instead."""
+        breaker = self.selector.breaker(deployment.id)
+        wait = breaker.available_in()
+        if wait > delay + _COOLDOWN_SLACK_S:
+            return False
+        await asyncio.sleep(max(delay, wait))
+        # The loop fires timers up to its clock resolution early: the cool-down may have a
+        # millisecond left, and the retry must not be refused for it.
+        left = breaker.available_in()
+        if 0 < left <= _COOLDOWN_SLACK_S:
+            await asyncio.sleep(left + 0.001)
+        return True
 
     def _may_fall(self, call: _Call) -> bool:
         return call.fallbacks < self.config.router.max_fallbacks
