@@ -3,6 +3,7 @@ SDKs, served on a loopback socket with the simulator as the providers."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -19,8 +20,10 @@ import pytest
 import yaml
 
 from conftest import sim_model
+from llmpulse.errors import ErrorClass
+from llmpulse.result import CheckKind, Source
 from llmpulse.sim import SimServer
-from test_gateway_proxy import FAST, Served, deployment, gateway_config, upstream
+from test_gateway_proxy import FAST, Served, ask, deployment, gateway_config, upstream
 
 KEY = "gw-secret-key"
 PUBLIC = ("--listen", "0.0.0.0:4000")
@@ -164,7 +167,9 @@ def test_cli_gateway_serves_and_records_traffic(sim: SimServer, tmp_path: Path) 
     assert "litellm_settings.success_callback" in stderr
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT target, source, attempts, ok FROM results").fetchall()
-    assert rows == [(f"chat/openai/{model}", "traffic", 1, 1)]
+    # The gateway also probed its deployment (gateway.monitor is on by default).
+    assert [r for r in rows if r[1] == "traffic"] == [(f"chat/openai/{model}", "traffic", 1, 1)]
+    assert {r[1] for r in rows} <= {"traffic", "probe"}
 
 
 def test_cli_gateway_refuses_a_public_address_without_keys(sim: SimServer, tmp_path: Path) -> None:
@@ -178,3 +183,43 @@ def test_cli_gateway_refuses_a_public_address_without_keys(sim: SimServer, tmp_p
         timeout=30,
     )
     assert result.returncode == 2 and "needs keys" in result.stderr
+
+
+def test_probes_skip_a_down_deployment_before_any_user_request_and_bring_it_back(
+    sim: SimServer,
+) -> None:
+    down = sim_model(sim, errors={"503": 1.0}, **FAST)
+    spare = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", down), deployment(sim, "chat", "anthropic", spare)]
+    )
+    # Fast probes, non-streaming only: a streaming request at the simulator is a user's.
+    targets = [
+        dataclasses.replace(t, interval=0.2, checks=(CheckKind.INFERENCE,))
+        for t in config.targets()
+    ]
+    with Served(config, probe_targets=targets) as served:
+        wait_for_state(served, f"chat/openai/{down}", "open")
+        chunks = list(ask(served.openai(), "chat", stream=True))
+        assert {c.model for c in chunks} == {spare}
+        assert [r for r in upstream(sim, down) if r["stream"]] == []  # no user attempt there
+
+        httpx.patch(f"{sim.url}/_sim/models/{down}", json={"errors": {}}, timeout=10)
+        wait_for_state(served, f"chat/openai/{down}", "closed")  # a probe succeeded
+        chunks = list(ask(served.openai(), "chat", stream=True))
+        assert {c.model for c in chunks} == {down}
+    assert [r["status"] for r in upstream(sim, down) if r["stream"]] == [200]
+    probes = [r for r in served.records if r.source is Source.PROBE]
+    assert probes and all(r.check is CheckKind.INFERENCE for r in probes)
+    assert any(r.error_class is ErrorClass.UNAVAILABLE for r in probes)
+
+
+def wait_for_state(served: Served, name: str, state: str) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        health = httpx.get(f"{served.url}/health", timeout=10).json()
+        states = {d["name"]: d["state"] for d in health["deployments"]}
+        if states[name] == state:
+            return
+        assert time.monotonic() < deadline, f"{name} never became {state}: {states}"
+        time.sleep(0.05)

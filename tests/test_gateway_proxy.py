@@ -9,6 +9,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import anthropic
@@ -19,6 +20,7 @@ import uvicorn
 
 from conftest import base_url, sim_model
 from llmpulse.aio import new_event_loop
+from llmpulse.config import Target
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.app import DEPLOYMENT_HEADER, create_app
 from llmpulse.gateway.config import GatewayConfig, parse_gateway
@@ -34,7 +36,12 @@ FAST = {"ttft": 0.01, "tokens_per_s": 2000}
 class Served:
     """The gateway app on a real loopback socket, in its own thread and event loop."""
 
-    def __init__(self, config: GatewayConfig, policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        policy: RetryPolicy | None = None,
+        probe_targets: Sequence[Target] = (),
+    ) -> None:
         self.config = config
         self.records: list[CheckResult] = []
         self.gateway: Gateway | None = None
@@ -43,7 +50,9 @@ class Served:
             self.gateway = Gateway(config, record=self.records.append, policy=policy)
             return self.gateway
 
-        app = create_app(config, make_gateway=make)
+        app = create_app(
+            config, record=self.records.append, make_gateway=make, probe_targets=probe_targets
+        )
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"

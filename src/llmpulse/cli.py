@@ -291,7 +291,9 @@ def gateway_command(
     config_path: Path | None, db_path: Path | None, listen: str | None, verbose: bool
 ) -> None:
     """Serve the failover gateway: OpenAI- and Anthropic-compatible endpoints routing the
-    config's model_list, every request recorded as traffic in the results database."""
+    config's model_list, every request recorded as traffic in the results database. The
+    deployments are probed too (unless gateway.monitor is false), so routing skips one the probes
+    found down."""
     import asyncio
 
     import uvicorn
@@ -321,7 +323,10 @@ def gateway_command(
         _usage_error(console, exc)
     path = db_path or (Path(config.storage) if config.storage else default_path())
     pending: list[CheckResult] = []
-    app = create_app(gateway, record=pending.append)
+    # Unless gateway.monitor is off, the gateway probes its deployments itself: their breakers
+    # learn of an outage before a user request fails on it.
+    probed = gateway.targets()
+    app = create_app(gateway, record=pending.append, probe_targets=probed)
 
     async def serve() -> None:
         store = SQLiteStore(path)
@@ -345,7 +350,8 @@ def gateway_command(
         shown = f"[{host}]" if ":" in host else host
         console.print(
             f"llmpulse gateway: serving http://{shown}:{port} "
-            f"({len(gateway.deployments)} deployments); traffic recorded in {path}",
+            f"({len(gateway.deployments)} deployments, {len(probed)} probed); "
+            f"traffic recorded in {path}",
             highlight=False,
         )
         try:

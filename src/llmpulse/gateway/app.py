@@ -7,6 +7,12 @@
   ``GET /health/readiness``: 200 while some deployment can take traffic, else 503 (no key:
   load balancers call it); ``GET /health/liveliness``: the process answers.
 
+Given ``probe_targets`` (the CLI passes ``GatewayConfig.targets()``, empty when
+``gateway.monitor`` is off), the app probes its own deployments on the monitor's schedule for its
+lifespan and feeds each result to the selector (``Selector.record_check``) and to ``record``: a
+deployment the probes found down is skipped before a user request fails on it, and one they see
+recover gets traffic again. The probes share the gateway's HTTP session.
+
 Clients authenticate with a gateway key (``Authorization: Bearer`` or ``x-api-key``) compared
 in constant time; provider keys stay in the gateway. With no key configured, only loopback
 clients are served (the CLI also binds loopback only then). Errors have the status and JSON
@@ -16,10 +22,11 @@ stream started is the protocol's error event, which the SDKs raise too.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from llmpulse.config import is_loopback
+from llmpulse.config import Target, is_loopback
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerState
 from llmpulse.gateway.config import GatewayConfig
@@ -35,6 +42,9 @@ from llmpulse.gateway.ir import ChatRequest, StreamEvent, TranslationError
 from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
+from llmpulse.monitor.scheduler import Scheduler
+from llmpulse.probe.runner import Prober
+from llmpulse.result import CheckResult
 
 DEPLOYMENT_HEADER = "x-llmpulse-deployment"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -76,22 +86,40 @@ def create_app(
     *,
     record: Recorder | None = None,
     make_gateway: Callable[[], Gateway] | None = None,
+    probe_targets: Sequence[Target] = (),
 ) -> Starlette:
     """The ASGI app; its ``Gateway`` (and HTTP session) lives for the app's lifespan.
 
-    ``record`` receives one traffic ``CheckResult`` per client request; ``make_gateway``
+    ``record`` receives one traffic ``CheckResult`` per client request, and each probe's result
+    when ``probe_targets`` (deployments' targets, by deployment name) are probed; ``make_gateway``
     (called inside the event loop) replaces the default ``Gateway(config, record=record)``.
     """
     keys = tuple(k.encode() for k in config.settings.keys)
     holder: dict[str, Gateway] = {}
+    ids = {d.name: d.id for d in config.deployments}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway = make_gateway() if make_gateway else Gateway(config, record=record)
         holder["gateway"] = gateway
+
+        def probed(target: Target, result: CheckResult) -> None:
+            gateway.selector.record_check(ids[target.name], result)
+            if record is not None:
+                record(result)
+
+        stop = asyncio.Event()
+        monitor = None
+        if probe_targets:
+            scheduler = Scheduler(probe_targets, Prober(gateway.session).check, probed)
+            # A probe still running at shutdown is abandoned after a second, not waited out.
+            monitor = asyncio.create_task(scheduler.run(stop, drain_timeout=1.0))
         try:
             yield
         finally:
+            stop.set()
+            if monitor is not None:
+                await monitor
             await gateway.aclose()
 
     def refused(request: Request, fmt: _Format) -> Response | None:
