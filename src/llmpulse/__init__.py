@@ -6,6 +6,7 @@ The public API: load a config (or build targets), run checks, read ``CheckResult
 from llmpulse.config import Config, ConfigError, Target, discover_targets, load_config
 from llmpulse.errors import ErrorClass, classify
 from llmpulse.gateway.instrument import instrument
+from llmpulse.gateway.router import Router, RouterError
 from llmpulse.probe import Prober, run_checks
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
 from llmpulse.store import SQLiteStore, Store
@@ -18,6 +19,8 @@ __all__ = [
     "ErrorClass",
     "Prober",
     "RateLimit",
+    "Router",
+    "RouterError",
     "SQLiteStore",
     "Store",
     "Target",

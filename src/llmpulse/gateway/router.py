@@ -1,0 +1,457 @@
+"""``Router``: the gateway's routing and failover in-process, without an HTTP server.
+
+Requests and answers have the shapes the gateway's endpoints speak, as plain dicts:
+``completion``/``acompletion`` take and return OpenAI Chat Completions JSON (``stream=True``:
+an iterator of ``chat.completion.chunk`` dicts), ``messages``/``amessages`` Anthropic Messages
+JSON (``stream=True``: an iterator of its stream event dicts). ``response["model"]`` is the model
+of the deployment that answered.
+
+One ``Gateway`` (and its aiohttp session) lives on a private event loop in a background thread,
+so sync and async callers, from any thread or loop, share one set of breakers and in-flight
+counts. Async calls hop to that loop and back; a stream is advanced there one step per pull, so
+a slow reader holds back the upstream like an HTTP client would. Traffic is recorded like the
+gateway's (one ``source=traffic`` result per request) through the instrument ``Recorder``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any, TypeVar
+
+from llmpulse.aio import new_event_loop
+from llmpulse.config import Config, ConfigError, load_config
+from llmpulse.errors import ErrorClass
+from llmpulse.gateway.config import SECTIONS, GatewayConfig, parse_gateway
+from llmpulse.gateway.instrument import Recorder, _Capture
+from llmpulse.gateway.ir import ChatRequest, TranslationError
+from llmpulse.gateway.proxy import Gateway, GatewayError
+from llmpulse.gateway.translate import anthropic as tr_anthropic
+from llmpulse.gateway.translate import openai as tr_openai
+from llmpulse.result import CheckResult
+from llmpulse.sse import SSEDecoder
+from llmpulse.store import Store
+
+__all__ = ["Router", "RouterError"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Chunk = dict[str, Any]
+
+
+class RouterError(Exception):
+    """A request the router could not serve.
+
+    ``status`` is the HTTP status the gateway would answer with (404 unknown model, 400 bad
+    request or content filter, 429 rate limited, 503/502/504 when every deployment failed, ...);
+    ``error_class`` the llmpulse ``ErrorClass`` of the failure (None when the router refused the
+    request itself); ``message`` what went wrong; ``retry_after_s`` the upstream's hint, if any.
+    Raised by the call, or by a stream's iterator once output has started.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        error_class: ErrorClass | None,
+        message: str,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(f"{status} {error_class or 'error'}: {message}")
+        self.status = status
+        self.error_class = error_class
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class Router:
+    """Route chat requests across a LiteLLM-format ``model_list`` with the gateway's failover.
+
+    ``config``: a ``Config`` or ``GatewayConfig``, a config file path, or a mapping with the
+    file's sections (``model_list``, ``router_settings``, ...). LiteLLM's keyword form works too:
+    ``Router(model_list=[...], fallbacks=[...], routing_strategy=...)``, other keywords being
+    ``router_settings`` keys. ``store`` (a ``Store`` or a SQLite path) receives the traffic;
+    ``env`` resolves ``os.environ/...`` references (default: the process environment).
+
+    ``close()`` (or ``aclose()``, or leaving a ``with``/``async with`` block) stops the loop
+    thread and flushes the recorded traffic.
+    """
+
+    def __init__(
+        self,
+        config: Config | GatewayConfig | str | Path | Mapping[str, Any] | None = None,
+        *,
+        store: Store | str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        model_list: list[dict[str, Any]] | None = None,
+        **router_settings: Any,
+    ) -> None:
+        self.config = _gateway_config(config, env, model_list, router_settings)
+        if self.config.warning:
+            log.warning("llmpulse Router: %s", self.config.warning)
+        self._recorder = _TrafficRecorder(store) if store is not None else None
+        # Reentrant: a stream's __del__ may run (GC) inside _submit on the same thread.
+        self._lock = threading.RLock()
+        self._closed = False
+        self._loop = new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="llmpulse-router", daemon=True)
+        self._thread.start()
+        record = self._recorder.put if self._recorder else None
+        self._gateway: Gateway = self._run(_make_gateway(self.config, record))
+
+    # --- OpenAI shape ------------------------------------------------------------------------
+
+    async def acompletion(
+        self, *, model: str, messages: list[dict[str, Any]], stream: bool = False, **params: Any
+    ) -> Chunk | AsyncStream:
+        """An OpenAI ``chat.completion`` dict, or (``stream=True``) an async chunk iterator."""
+        body = {**params, "model": model, "messages": messages, "stream": stream}
+        return await self._arequest(tr_openai, body)
+
+    def completion(
+        self, *, model: str, messages: list[dict[str, Any]], stream: bool = False, **params: Any
+    ) -> Chunk | SyncStream:
+        """An OpenAI ``chat.completion`` dict, or (``stream=True``) a chunk iterator."""
+        body = {**params, "model": model, "messages": messages, "stream": stream}
+        return self._request(tr_openai, body)
+
+    # --- Anthropic shape ---------------------------------------------------------------------
+
+    async def amessages(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        max_tokens: int,
+        stream: bool = False,
+        **params: Any,
+    ) -> Chunk | AsyncStream:
+        """An Anthropic ``message`` dict, or (``stream=True``) an async event iterator."""
+        body = {**params, "model": model, "messages": messages, "max_tokens": max_tokens}
+        return await self._arequest(tr_anthropic, {**body, "stream": stream})
+
+    def messages(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        max_tokens: int,
+        stream: bool = False,
+        **params: Any,
+    ) -> Chunk | SyncStream:
+        """An Anthropic ``message`` dict, or (``stream=True``) an event iterator."""
+        body = {**params, "model": model, "messages": messages, "max_tokens": max_tokens}
+        return self._request(tr_anthropic, {**body, "stream": stream})
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Block until the traffic recorded so far is written to the store."""
+        if self._recorder is not None:
+            self._recorder.flush()
+
+    def close(self) -> None:
+        """Close the gateway's session, stop the loop thread, flush and close the recorder."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            shutdown = asyncio.run_coroutine_threadsafe(self._gateway.aclose(), self._loop)
+        try:
+            shutdown.result(timeout=30)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            if self._recorder is not None:
+                self._recorder.close()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Router:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- the loop thread ---------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            # Calls still in flight at close end cancelled, so no caller waits forever.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        with self._lock:
+            if self._closed:
+                coro.close()
+                raise RuntimeError("the Router is closed")
+            return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a sync Router call from the router's own loop would deadlock")
+        future = self._submit(coro)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise RuntimeError("the Router was closed during the call") from None
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt: the request stops with its caller
+            raise
+
+    async def _arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            return await asyncio.wrap_future(self._submit(coro))
+        except asyncio.CancelledError:
+            if self._closed:
+                raise RuntimeError("the Router was closed during the call") from None
+            raise
+
+    def _request(self, codec: ModuleType, body: dict[str, Any]) -> Chunk | SyncStream:
+        chat = _parse(codec, body)
+        if not chat.stream:
+            return self._run(self._complete(codec, chat))
+        events, first = self._run(self._open(codec, chat))
+        return SyncStream(self, events, first)
+
+    async def _arequest(self, codec: ModuleType, body: dict[str, Any]) -> Chunk | AsyncStream:
+        chat = _parse(codec, body)
+        if not chat.stream:
+            return await self._arun(self._complete(codec, chat))
+        events, first = await self._arun(self._open(codec, chat))
+        return AsyncStream(self, events, first)
+
+    # --- on the loop -------------------------------------------------------------------------
+
+    async def _complete(self, codec: ModuleType, chat: ChatRequest) -> Chunk:
+        try:
+            answer, _ = await self._gateway.complete(chat)
+        except GatewayError as exc:
+            raise _router_error(exc) from None
+        rendered: Chunk = codec.render_response(answer)
+        return rendered
+
+    async def _open(
+        self, codec: ModuleType, chat: ChatRequest
+    ) -> tuple[AsyncIterator[list[Chunk]], list[Chunk]]:
+        """Start a stream; errors before its first content raise here, from the call."""
+        events = self._chunks(codec, chat)
+        return events, await anext(events, [])
+
+    async def _chunks(self, codec: ModuleType, chat: ChatRequest) -> AsyncIterator[list[Chunk]]:
+        if codec is tr_openai:
+            encoder: Any = codec.StreamEncoder(model=chat.model, include_usage=chat.include_usage)
+        else:
+            encoder = codec.StreamEncoder(model=chat.model)
+        decoder = SSEDecoder()
+        try:
+            async with contextlib.aclosing(self._gateway.stream(chat)) as events:
+                async for event in events:
+                    frames = encoder.feed(event)
+                    if frames:
+                        yield _decode(decoder, frames)
+        except GatewayError as exc:
+            raise _router_error(exc) from None
+        except TranslationError as exc:
+            raise RouterError(502, ErrorClass.PROTOCOL, exc.message) from None
+        yield _decode(decoder, encoder.close())
+
+
+class _Stream:
+    """A stream's chunks, pulled from the router's loop a batch (one upstream event) at a time."""
+
+    def __init__(
+        self, router: Router, events: AsyncIterator[list[Chunk]], first: list[Chunk]
+    ) -> None:
+        self._router = router
+        self._events = events
+        self._buffer = deque(first)
+        self._done = not first
+
+    async def _pull(self) -> list[Chunk]:
+        return await anext(self._events, [])
+
+    def _closer(self) -> Coroutine[Any, Any, None] | None:
+        if self._done:
+            return None
+        self._done = True
+        return _aclose(self._events)
+
+    def __del__(self) -> None:
+        # An abandoned stream still holds its deployment and connection: close it on the loop.
+        closer = self._closer()
+        if closer is not None:
+            with contextlib.suppress(RuntimeError):  # the router, so the stream, is closed
+                self._router._submit(closer)
+
+
+class SyncStream(_Stream, Iterator[Chunk]):
+    """Chunk dicts of a streamed answer; ``RouterError`` if the answer fails midway."""
+
+    def __iter__(self) -> SyncStream:
+        return self
+
+    def __next__(self) -> Chunk:
+        while not self._buffer:
+            if self._done:
+                raise StopIteration
+            try:
+                batch = self._router._run(self._pull())
+            except BaseException:
+                self._done = True
+                raise
+            if not batch:
+                self._done = True
+            self._buffer.extend(batch)
+        return self._buffer.popleft()
+
+    def close(self) -> None:
+        """Stop reading: the upstream request ends and its deployment is released."""
+        closer = self._closer()
+        if closer is not None:
+            self._router._run(closer)
+
+    def __enter__(self) -> SyncStream:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncStream(_Stream):
+    """Chunk dicts of a streamed answer; ``RouterError`` if the answer fails midway."""
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        while not self._buffer:
+            if self._done:
+                raise StopAsyncIteration
+            try:
+                batch = await self._router._arun(self._pull())
+            except BaseException:
+                self._done = True
+                raise
+            if not batch:
+                self._done = True
+            self._buffer.extend(batch)
+        return self._buffer.popleft()
+
+    async def aclose(self) -> None:
+        """Stop reading: the upstream request ends and its deployment is released."""
+        closer = self._closer()
+        if closer is not None:
+            await self._router._arun(closer)
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class _Ready(_Capture):
+    """A result the gateway already built, queued through the Recorder like a capture."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: CheckResult) -> None:
+        self.result = result
+
+
+class _TrafficRecorder(Recorder):
+    """The instrument Recorder (background thread, batched store writes), fed the gateway's
+    finished results instead of HTTP captures."""
+
+    def put(self, result: CheckResult) -> None:
+        self.submit(_Ready(result))
+
+    def _record(self, capture: _Capture) -> None:
+        if isinstance(capture, _Ready) and self.store is not None:
+            self._pending.append(capture.result)
+
+
+async def _aclose(events: AsyncIterator[list[Chunk]]) -> None:
+    # run_coroutine_threadsafe takes coroutines only, not aclose()'s awaitable.
+    await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _make_gateway(config: GatewayConfig, record: Any) -> Gateway:
+    return Gateway(config, record=record)  # its aiohttp session binds to the running loop
+
+
+def _gateway_config(
+    config: Config | GatewayConfig | str | Path | Mapping[str, Any] | None,
+    env: Mapping[str, str] | None,
+    model_list: list[dict[str, Any]] | None,
+    router_settings: dict[str, Any],
+) -> GatewayConfig:
+    env = os.environ if env is None else env
+    if model_list is not None or router_settings:
+        if config is not None:
+            raise TypeError("pass either a config or LiteLLM's keyword form, not both")
+        config = {"model_list": model_list or [], "router_settings": router_settings}
+    if config is None:
+        raise TypeError("Router needs a config, a config path or model_list=[...]")
+    if isinstance(config, str | Path):
+        config = load_config(config, env)
+    if isinstance(config, Config):
+        gateway = config.gateway
+    elif isinstance(config, GatewayConfig):
+        gateway = config
+    else:
+        gateway = parse_gateway(config, env)
+    if gateway is None or not gateway.deployments:
+        raise ConfigError(
+            f"no model_list: the Router has nothing to route (expected one of {sorted(SECTIONS)})"
+        )
+    return gateway
+
+
+def _parse(codec: ModuleType, body: dict[str, Any]) -> ChatRequest:
+    try:
+        chat: ChatRequest = codec.parse_request(body)
+    except TranslationError as exc:
+        raise RouterError(exc.status, ErrorClass.BAD_REQUEST, exc.message) from None
+    return chat
+
+
+def _decode(decoder: SSEDecoder, frames: list[bytes]) -> list[Chunk]:
+    out = []
+    for event in decoder.feed(b"".join(frames)):
+        if event.data != "[DONE]":
+            out.append(json.loads(event.data))
+    return out
+
+
+def _router_error(exc: GatewayError) -> RouterError:
+    return RouterError(exc.status, exc.error_class, exc.message, exc.retry_after_s)
