@@ -223,3 +223,15 @@ def test_async_calls_from_a_foreign_loop_and_closing_a_stream(sim: SimServer) ->
     with Router({"model_list": [entry(sim, "g", "openai", model)]}, env=ENV) as router:
         asyncio.run(main(router))
         asyncio.run(main(router))  # a second loop: the router's own loop is unaffected
+
+
+async def test_a_cancelled_async_call_releases_its_deployment(sim: SimServer) -> None:
+    hanging = sim_model(sim, fault="hang", **FAST)
+    async with Router({"model_list": [entry(sim, "g", "openai", hanging)]}, env=ENV) as router:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(router.acompletion(model="g", messages=HI), 0.3)
+        selector = router._gateway.selector
+        deadline = time.monotonic() + 5
+        while any(selector.stats(d.id).in_flight for d in router.config.deployments):
+            assert time.monotonic() < deadline, "the cancelled call still holds its deployment"
+            await asyncio.sleep(0.01)
