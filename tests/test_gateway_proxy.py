@@ -341,6 +341,53 @@ def test_context_length_goes_to_the_context_window_fallback(sim: SimServer) -> N
     assert (served.records[0].attempts, served.records[0].fallbacks) == (2, 1)
 
 
+def windowed(entry: dict[str, Any], max_input_tokens: int) -> dict[str, Any]:
+    return {**entry, "model_info": {"max_input_tokens": max_input_tokens}}
+
+
+def test_pre_call_check_skips_deployments_whose_window_cannot_hold_the_prompt(
+    sim: SimServer,
+) -> None:
+    tiny = sim_model(sim, **FAST)
+    roomy = sim_model(sim, **FAST)
+    big = sim_model(sim, **FAST)
+    config = gateway_config(
+        [
+            windowed(deployment(sim, "small", "openai", tiny), 100),
+            windowed(deployment(sim, "small", "openai", roomy), 1000),
+            windowed(deployment(sim, "big", "anthropic", big), 100_000),
+        ],
+        router={"enable_pre_call_checks": True, "context_window_fallbacks": [{"small": ["big"]}]},
+    )
+    with Served(config) as served:
+        client = served.openai()
+        assert ask(client, "small").model == tiny  # "hello there" fits everywhere
+        medium = [{"role": "user", "content": "word " * 400}]  # about 500 tokens
+        assert client.chat.completions.create(model="small", messages=medium).model == roomy
+        long = [{"role": "user", "content": "word " * 2000}]  # about 2500 tokens
+        answer = client.chat.completions.create(model="small", messages=long, stream=True)
+        assert {c.model for c in answer} == {big}
+        with pytest.raises(openai.BadRequestError, match="estimated"):
+            client.chat.completions.create(model="big", messages=long * 200)
+    assert len(upstream(sim, tiny)) == 1 and len(upstream(sim, roomy)) == 1
+    assert len(upstream(sim, big)) == 1  # the prompt that fits nowhere never left the gateway
+    assert (served.records[2].attempts, served.records[2].fallbacks) == (1, 1)
+
+
+def test_prompt_token_estimate() -> None:
+    from llmpulse.gateway.ir import ChatRequest, Message, TextPart, Tool, ToolResultPart
+    from llmpulse.gateway.proxy import estimate_prompt_tokens
+
+    request = ChatRequest(
+        "m",
+        [Message("user", [TextPart("a" * 400)]), Message("user", [ToolResultPart("c", "b" * 40)])],
+        system="s" * 40,
+        tools=[Tool("t", parameters={})],
+    )
+    # (400 + 40 + 40 + 1 + 2) chars / 4, plus 4 per message and 4 for the system prompt.
+    assert estimate_prompt_tokens(request) == 120 + 12
+
+
 def test_content_filter_is_not_retried_and_its_reason_reaches_the_client(
     sim: SimServer,
 ) -> None:

@@ -14,7 +14,10 @@ says what comes next; every selection ends in ``Selector.finish`` (a verdict) or
 (the client left). Stream events are held back until the first content arrives, so a slow or
 failed first token fails over before any byte reaches the client. After output reached the
 client, a cut is continued on a deployment accepting an assistant prefill, or ends with an
-error: a truncated answer is never presented as complete.
+error: a truncated answer is never presented as complete. With ``enable_pre_call_checks`` (as
+in LiteLLM), deployments whose known context window cannot hold the prompt (an estimate:
+``estimate_prompt_tokens``) are skipped before any call, and a group none of whose deployments
+fit goes to its ``context_window_fallbacks``.
 
 One ``CheckResult`` (``source=traffic``) per client request is handed to ``record``: the
 answering (or last failing) attempt's timing, usage and cost, with the request's attempts and
@@ -47,8 +50,11 @@ from llmpulse.gateway.ir import (
     StreamError,
     StreamEvent,
     TextDelta,
+    TextPart,
     ToolCallDelta,
+    ToolCallPart,
     ToolCallStart,
+    ToolResultPart,
     TranslationError,
     UpstreamRequest,
     UsageUpdate,
@@ -246,6 +252,24 @@ class Gateway:
                 raise GatewayError(
                     404, ErrorClass.BAD_REQUEST, f"the model {group!r} does not exist"
                 )
+            if self.config.router.enable_pre_call_checks:
+                prompt = estimate_prompt_tokens(call.continuation or call.request)
+                fitting = [d for d in candidates if self._fits(d, prompt)]
+                if not fitting:
+                    kind = FallbackKind.CONTEXT_WINDOW
+                    left = self._fallback_list(call.root, kind)
+                    if position[kind] < len(left) and self._may_fall(call):
+                        group = left[position[kind]]
+                        position[kind] += 1
+                        call.fallbacks += 1
+                        continue
+                    raise GatewayError(
+                        400,
+                        ErrorClass.CONTEXT_LENGTH,
+                        f"the prompt (about {prompt} tokens, estimated) fits the context window "
+                        f"of no deployment of {group!r}",
+                    )
+                candidates = fitting
             exclude: set[str] = set()
             group_attempts = same = 0
             retry_on: Deployment | None = None
@@ -347,6 +371,12 @@ class Gateway:
         if 0 < left <= _COOLDOWN_SLACK_S:
             await asyncio.sleep(left + 0.001)
         return True
+
+    def _fits(self, deployment: Deployment, prompt_tokens: int) -> bool:
+        """False only when the deployment's context window is known and too small."""
+        target = self._target(deployment)
+        window = target.context_window or catalog.context_window(target)
+        return window is None or prompt_tokens <= window
 
     def _may_fall(self, call: _Call) -> bool:
         return call.fallbacks < self.config.router.max_fallbacks
@@ -661,6 +691,28 @@ class Gateway:
                 result.warnings.append(warning)
         result.context_window = target.context_window or catalog.context_window(target)
         self.record(result)
+
+
+def estimate_prompt_tokens(request: ChatRequest) -> int:
+    """An estimate of the prompt's tokens for the pre-call context-window check, not a count.
+
+    About 4 characters a token (English prose; code and most other scripts take more tokens a
+    character, so they are underestimated and the provider's own context-length error still
+    catches them), plus 4 tokens of framing per message and for the system prompt. Tools are
+    counted by their JSON; images are not counted (their cost depends on their size).
+    """
+    chars = len(request.system or "")
+    for tool in request.tools:
+        chars += len(tool.name) + len(tool.description or "") + len(json.dumps(tool.parameters))
+    for message in request.messages:
+        for part in message.parts:
+            if isinstance(part, TextPart):
+                chars += len(part.text)
+            elif isinstance(part, ToolCallPart):
+                chars += len(part.name) + len(json.dumps(part.arguments))
+            elif isinstance(part, ToolResultPart):
+                chars += len(part.content)
+    return chars // 4 + 4 * (len(request.messages) + 1)
 
 
 def _breaker_config(config: GatewayConfig) -> BreakerConfig:
