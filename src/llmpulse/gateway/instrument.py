@@ -110,14 +110,17 @@ class Recorder:
         self.callback = callback
         self.batch_size, self.interval_s = batch_size, interval_s
         self.dropped = 0
-        self._queue: queue.Queue[_Capture | threading.Event | None] = queue.Queue(max_queue)
+        self._queue: queue.Queue[_Capture | CheckResult | threading.Event | None] = queue.Queue(
+            max_queue
+        )
         self._pending: list[CheckResult] = []
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="llmpulse-recorder", daemon=True)
         self._thread.start()
         atexit.register(self.close)
 
-    def submit(self, capture: _Capture) -> None:
+    def submit(self, capture: _Capture | CheckResult) -> None:
+        """Queue a captured call (measured here) or a result built elsewhere (the gateway's)."""
         try:
             self._queue.put_nowait(capture)
         except queue.Full:
@@ -153,6 +156,8 @@ class Recorder:
                 item = False  # type: ignore[assignment]
             if isinstance(item, _Capture):
                 self._record(item)
+            elif isinstance(item, CheckResult):
+                self._accept(item)
             due = time.monotonic() - last_write >= self.interval_s
             if (
                 item is None
@@ -173,6 +178,9 @@ class Recorder:
         except Exception:
             log.exception("llmpulse could not build a result from a captured call")
             return
+        self._accept(result)
+
+    def _accept(self, result: CheckResult) -> None:
         if self.callback is not None:
             try:
                 self.callback(result)

@@ -32,12 +32,11 @@ from llmpulse.aio import new_event_loop
 from llmpulse.config import Config, ConfigError, load_config
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.config import SECTIONS, GatewayConfig, parse_gateway
-from llmpulse.gateway.instrument import Recorder, _Capture
+from llmpulse.gateway.instrument import Recorder
 from llmpulse.gateway.ir import ChatRequest, TranslationError
 from llmpulse.gateway.proxy import Gateway, GatewayError
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
-from llmpulse.result import CheckResult
 from llmpulse.sse import SSEDecoder
 from llmpulse.store import Store
 
@@ -98,14 +97,14 @@ class Router:
         self.config = _gateway_config(config, env, model_list, router_settings)
         if self.config.warning:
             log.warning("llmpulse Router: %s", self.config.warning)
-        self._recorder = _TrafficRecorder(store) if store is not None else None
+        self._recorder = Recorder(store) if store is not None else None
         # Reentrant: a stream's __del__ may run (GC) inside _submit on the same thread.
         self._lock = threading.RLock()
         self._closed = False
         self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="llmpulse-router", daemon=True)
         self._thread.start()
-        record = self._recorder.put if self._recorder else None
+        record = self._recorder.submit if self._recorder else None
         self._gateway: Gateway = self._run(_make_gateway(self.config, record))
 
     # --- OpenAI shape ------------------------------------------------------------------------
@@ -377,27 +376,6 @@ class AsyncStream(_Stream):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-class _Ready(_Capture):
-    """A result the gateway already built, queued through the Recorder like a capture."""
-
-    __slots__ = ("result",)
-
-    def __init__(self, result: CheckResult) -> None:
-        self.result = result
-
-
-class _TrafficRecorder(Recorder):
-    """The instrument Recorder (background thread, batched store writes), fed the gateway's
-    finished results instead of HTTP captures."""
-
-    def put(self, result: CheckResult) -> None:
-        self.submit(_Ready(result))
-
-    def _record(self, capture: _Capture) -> None:
-        if isinstance(capture, _Ready) and self.store is not None:
-            self._pending.append(capture.result)
 
 
 async def _aclose(events: AsyncIterator[list[Chunk]]) -> None:
