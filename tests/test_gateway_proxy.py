@@ -470,3 +470,98 @@ def test_gateway_in_process_without_http(sim: SimServer) -> None:
             await gateway.aclose()
 
     assert asyncio.run(main())
+
+
+def test_connection_refused_or_reset_fails_over(sim: SimServer) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens here once the socket is closed
+    refused = deployment(sim, "chat", "openai", "gone")
+    refused["litellm_params"]["api_base"] = f"http://127.0.0.1:{port}/v1"
+    reset = sim_model(sim, fault="cut", fault_after_tokens=0, **FAST)  # dropped before content
+    spare = sim_model(sim, **FAST)
+    config = gateway_config(
+        [
+            refused,
+            deployment(sim, "chat", "openai", reset),
+            deployment(sim, "chat", "openai", spare),
+        ]
+    )
+    # Budget for a same-deployment retry of each connection failure before failing over.
+    policy = RetryPolicy(num_retries=4, backoff_base_s=0.05)
+    with Served(config, policy=policy) as served:
+        # Refused, then the next one answers (the simulator's cut only affects streams).
+        assert ask(served.openai(), "chat").model == reset
+        # Refused, then reset before any content, then the spare answers in full.
+        chunks = list(ask(served.openai(), "chat", stream=True))
+    assert {c.model for c in chunks} == {spare}
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert len(upstream(sim, reset)) >= 2 and len(upstream(sim, spare)) == 1
+    assert all(r.ok and r.attempts >= 2 for r in served.records)
+
+
+def test_stream_without_a_terminal_event_ends_promptly_and_is_not_a_success(
+    sim: SimServer,
+) -> None:
+    unfinished = sim_model(sim, fault="no_terminal", fault_after_tokens=3, **FAST)
+    with Served(gateway_config([deployment(sim, "chat", "openai", unfinished)])) as served:
+        started = time.monotonic()
+        received: list[str] = []
+        with pytest.raises(openai.APIError):
+            for chunk in ask(served.openai(), "chat", stream=True):
+                if chunk.choices:
+                    received.append(chunk.choices[0].delta.content or "")
+                    assert chunk.choices[0].finish_reason is None
+        assert time.monotonic() - started < 3  # not the 30 s idle timeout
+    assert "".join(received)
+    assert not served.records[0].ok and served.records[0].error_class is ErrorClass.PROTOCOL
+
+
+def test_prefill_rejected_at_the_fallback_reports_the_original_error(sim: SimServer) -> None:
+    cut = sim_model(sim, fault="cut", fault_after_tokens=3, **FAST)
+    refuses = sim_model(sim, errors={"400": 1.0}, **FAST)  # rejects the continuation
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", cut), deployment(sim, "chat", "anthropic", refuses)]
+    )
+    with Served(config) as served, pytest.raises(openai.APIError) as info:
+        for _ in ask(served.openai(), "chat", stream=True):
+            pass
+    assert "simulated" not in str(info.value)  # the fallback's rejection is not what failed
+    assert len(upstream(sim, refuses)) == 1
+    assert served.records[0].error_class in (ErrorClass.CONNECTION, ErrorClass.PROTOCOL)
+
+
+def test_default_fallbacks_and_content_policy_fallbacks(sim: SimServer) -> None:
+    down = sim_model(sim, errors={"503": 1.0}, **FAST)
+    strict = sim_model(sim, errors={"content_policy": 1.0}, **FAST)
+    lenient = sim_model(sim, **FAST)
+    rescue = sim_model(sim, **FAST)
+    config = gateway_config(
+        [
+            deployment(sim, "down", "openai", down),
+            deployment(sim, "strict", "openai", strict),
+            deployment(sim, "lenient", "anthropic", lenient),
+            deployment(sim, "rescue", "gemini", rescue),
+        ],
+        router={
+            "default_fallbacks": ["rescue"],
+            "content_policy_fallbacks": [{"strict": ["lenient"]}],
+        },
+    )
+    with Served(config, policy=RetryPolicy(backoff_base_s=0.05)) as served:
+        assert ask(served.openai(), "down").model == rescue
+        assert ask(served.openai(), "strict").model == lenient
+    assert len(upstream(sim, strict)) == 1  # a content refusal is not retried
+    assert [(r.fallbacks, r.ok) for r in served.records] == [(1, True), (1, True)]
+
+
+def test_content_policy_refusal_without_a_fallback_reaches_the_client(sim: SimServer) -> None:
+    strict = sim_model(sim, errors={"content_policy": 1.0}, **FAST)
+    spare = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", strict), deployment(sim, "chat", "openai", spare)]
+    )
+    with Served(config) as served, pytest.raises(openai.BadRequestError, match="safety system"):
+        ask(served.openai(), "chat")
+    assert len(upstream(sim, strict)) == 1 and upstream(sim, spare) == []
+    assert served.records[0].error_class is ErrorClass.CONTENT_FILTER

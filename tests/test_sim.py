@@ -156,6 +156,7 @@ def test_openai_errors(server: SimServer, client: httpx.Client) -> None:
     for kind, status, code in [
         ("insufficient_quota", 429, "insufficient_quota"),
         ("context_length", 400, "context_length_exceeded"),
+        ("content_policy", 400, "content_policy_violation"),
         ("overloaded", 503, None),
     ]:
         client.patch(f"{server.url}/_sim/models/m", json={"errors": {kind: 1}})

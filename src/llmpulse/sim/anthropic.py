@@ -62,6 +62,7 @@ _ERRORS: dict[str, tuple[int, str, str]] = {
         "invalid_request_error",
         "prompt is too long: {n} tokens > {cw} maximum",
     ),
+    "content_policy": (400, "invalid_request_error", "Output blocked by content filtering policy"),
     "missing_version": (400, "invalid_request_error", "anthropic-version: header is required"),
 }
 _ERRORS["auth"] = _ERRORS["401"]

@@ -57,6 +57,7 @@ _ERRORS: dict[str, tuple[int, str]] = {
         400,
         "The input token count ({n}) exceeds the maximum number of tokens allowed ({cw}).",
     ),
+    "content_policy": (400, "The request was blocked by the content_filter (SAFETY)."),
 }
 _ERRORS["auth"] = _ERRORS["401"]
 _ERRORS["not_found"] = _ERRORS["404"]

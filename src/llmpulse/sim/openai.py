@@ -79,6 +79,12 @@ _ERRORS: dict[str, tuple[int, str, str | None, str]] = {
         "This model's maximum context length is {cw} tokens. However, your messages resulted "
         "in {n} tokens. Please reduce the length of the messages.",
     ),
+    "content_policy": (
+        400,
+        "invalid_request_error",
+        "content_policy_violation",
+        "Your request was rejected as a result of our safety system.",
+    ),
 }
 _ERRORS["auth"] = _ERRORS["401"]
 _ERRORS["not_found"] = _ERRORS["404"]
