@@ -65,7 +65,12 @@ from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import gemini as tr_gemini
 from llmpulse.gateway.translate import openai as tr_openai
 from llmpulse.gateway.translate.prefill import PREFILL_PROTOCOLS, continuation_request
-from llmpulse.probe.runner import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, make_session
+from llmpulse.probe.runner import (
+    MAX_BODY_BYTES,
+    MAX_ERROR_BODY_BYTES,
+    make_session,
+    read_capped,
+)
 from llmpulse.providers import PROTOCOLS
 from llmpulse.providers.base import error_snippet
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
@@ -485,7 +490,7 @@ class Gateway:
         if 200 <= response.status < 300:
             return response
         try:
-            body = await _read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
+            body = await read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
         finally:
             response.release()
         error = PROTOCOLS[deployment.protocol].parse_error(response.status, body, response.headers)
@@ -506,7 +511,7 @@ class Gateway:
             async with asyncio.timeout(timeout):
                 response = await self._send(deployment, request, measure)
                 try:
-                    body = await _read_capped(response, MAX_BODY_BYTES)
+                    body = await read_capped(response, MAX_BODY_BYTES, too_large=_too_large)
                 finally:
                     response.release()
             measure.latency_s = time.perf_counter() - measure.started
@@ -759,17 +764,8 @@ class _Classified:
         return False
 
 
-async def _read_capped(
-    response: aiohttp.ClientResponse, limit: int, truncate: bool = False
-) -> bytes:
-    buf = bytearray()
-    async for chunk in response.content.iter_chunked(64 << 10):
-        buf += chunk
-        if len(buf) > limit:
-            if truncate:
-                return bytes(buf[:limit])
-            raise _AttemptFailed(ErrorClass.PROTOCOL, f"response body exceeds {limit >> 20} MiB")
-    return bytes(buf)
+def _too_large(message: str) -> _AttemptFailed:
+    return _AttemptFailed(ErrorClass.PROTOCOL, message)
 
 
 def _tokens(usage: Usage | None) -> int | None:

@@ -15,7 +15,7 @@ import json
 import logging
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -227,7 +227,7 @@ class Prober:
         deadline.headers_arrived(streaming)
 
         if not success:
-            body = await _read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
+            body = await read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
             result.latency_ms = clock.elapsed_ms()
             error = protocol.parse_error(response.status, body, response.headers)
             if error.retry_after_s is not None and result.retry_after_s is None:
@@ -237,7 +237,7 @@ class Prober:
         if streaming:
             completion = await self._read_stream(protocol, response, result, deadline, clock)
         else:
-            body = await _read_capped(response, MAX_BODY_BYTES)
+            body = await read_capped(response, MAX_BODY_BYTES, too_large=_too_large)
             result.latency_ms = clock.elapsed_ms()
             try:
                 parsed = json.loads(body)
@@ -273,7 +273,7 @@ class Prober:
     ) -> Completion:
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
-            body = await _read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
+            body = await read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
             snippet = body[:200].decode("utf-8", errors="replace")
             raise _Failure(
                 ErrorClass.PROTOCOL,
@@ -417,20 +417,27 @@ def _fail(result: CheckResult, error_class: ErrorClass, message: str) -> None:
     result.error_message = message
 
 
-async def _read_capped(
-    response: aiohttp.ClientResponse, limit: int, truncate: bool = False
+async def read_capped(
+    response: aiohttp.ClientResponse,
+    limit: int,
+    *,
+    truncate: bool = False,
+    too_large: Callable[[str], Exception] = ValueError,
 ) -> bytes:
-    """Read at most ``limit`` bytes; beyond it either truncate (error bodies) or fail."""
+    """Read at most ``limit`` bytes; beyond it either truncate (error bodies) or raise what
+    ``too_large`` makes of the message. Shared by the probes and the gateway."""
     buf = bytearray()
     async for chunk in response.content.iter_chunked(64 << 10):
         buf += chunk
         if len(buf) > limit:
             if truncate:
                 return bytes(buf[:limit])
-            raise _Failure(
-                ErrorClass.PROTOCOL, f"response body exceeds {limit >> 20} MiB; not read further"
-            )
+            raise too_large(f"response body exceeds {limit >> 20} MiB; not read further")
     return bytes(buf)
+
+
+def _too_large(message: str) -> _Failure:
+    return _Failure(ErrorClass.PROTOCOL, message)
 
 
 def _describe(exc: BaseException) -> str:
