@@ -1024,3 +1024,34 @@ def test_any_response_is_valid_for_both_sdks(
     openai.types.chat.ChatCompletion.model_validate(tr_openai.render_response(resp))
     anthropic.types.Message.model_validate(tr_anthropic.render_response(resp))
     assert tr_openai.parse_response(tr_openai.render_response(resp)) == resp
+
+
+def test_xai_reasoning_tokens_count_as_completion_tokens_for_clients() -> None:
+    """xAI reports reasoning beside ``completion_tokens`` (OpenAI counts it inside): the
+    gateway's xai deployments must add it, as the probes' XAIProtocol does."""
+    from llmpulse.gateway.proxy import _codec_options
+
+    options = _codec_options("xai")
+    assert _codec_options("openai") == {} and _codec_options("azure") == {}
+    usage = {
+        "prompt_tokens": 12,
+        "completion_tokens": 5,
+        "total_tokens": 317,
+        "completion_tokens_details": {"reasoning_tokens": 300},
+    }
+    body = {
+        "id": "x1",
+        "model": "grok-4",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}
+        ],
+        "usage": usage,
+    }
+    answer = tr_openai.parse_response(body, **options)
+    rendered = openai.types.chat.ChatCompletion.model_validate(tr_openai.render_response(answer))
+    assert rendered.usage is not None
+    assert (rendered.usage.completion_tokens, rendered.usage.total_tokens) == (305, 317)
+    decoder = tr_openai.StreamDecoder(**options)
+    chunk = {"id": "x1", "model": "grok-4", "choices": [], "usage": usage}
+    events = decoder.feed(SSEEvent(json.dumps(chunk)))
+    assert [e.usage.output_tokens for e in events if isinstance(e, ir.UsageUpdate)] == [305]

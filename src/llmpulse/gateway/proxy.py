@@ -521,7 +521,8 @@ class Gateway:
                 raise _AttemptFailed(
                     ErrorClass.PROTOCOL, f"malformed JSON in a 200: {error_snippet(body, 120)}"
                 ) from None
-            answer = _codec(deployment.protocol).parse_response(parsed)
+            codec = _codec(deployment.protocol)
+            answer = codec.parse_response(parsed, **_codec_options(deployment.protocol))
         measure.usage = answer.usage
         measure.response_model = answer.model or None
         measure.finish_reason = answer.finish_reason
@@ -556,7 +557,8 @@ class Gateway:
                     ErrorClass.PROTOCOL, f"expected text/event-stream, got {content_type!r}"
                 )
             decoder = SSEDecoder()
-            parser = _codec(deployment.protocol).StreamDecoder()
+            codec = _codec(deployment.protocol)
+            parser = codec.StreamDecoder(**_codec_options(deployment.protocol))
             chunks = response.content.iter_any()
             held: list[StreamEvent] = []  # nothing reaches the client before content
             first = last = None
@@ -735,6 +737,13 @@ def _codec(protocol: str) -> Any:
     if protocol in _OPENAI_PROTOCOLS:
         return tr_openai
     return tr_anthropic if protocol == "anthropic" else tr_gemini
+
+
+def _codec_options(protocol: str) -> dict[str, Any]:
+    """xAI reports reasoning tokens beside ``completion_tokens``, not in it (``XAIProtocol``)."""
+    if getattr(PROTOCOLS[protocol], "reasoning_outside_completion", False):
+        return {"reasoning_outside_completion": True}
+    return {}
 
 
 class _Classified:

@@ -313,7 +313,8 @@ def _render_content(parts: list[Any]) -> str | list[dict[str, Any]]:
 # --- the upstream's response ----------------------------------------------------------------
 
 
-def parse_response(body: Any) -> ChatResponse:
+def parse_response(body: Any, *, reasoning_outside_completion: bool = False) -> ChatResponse:
+    """``reasoning_outside_completion``: xAI counts reasoning beside ``completion_tokens``."""
     obj = expect_dict(body, "response")
     choices = expect_list(obj.get("choices"), "choices")
     if not choices:
@@ -325,7 +326,7 @@ def parse_response(body: Any) -> ChatResponse:
         model=get_str(obj, "model") or "",
         text=(get_str(message, "content") or "") or (get_str(message, "refusal") or ""),
         finish_reason=finish_from_openai(get_str(choice, "finish_reason")),
-        usage=parse_usage(obj.get("usage")) or Usage(),
+        usage=parse_usage(obj.get("usage"), reasoning_outside_completion) or Usage(),
     )
     calls = message.get("tool_calls") or []
     resp.tool_calls = [
@@ -421,9 +422,10 @@ def render_stream_error(error_class: ErrorClass | None, message: str) -> bytes:
 class StreamDecoder:
     """Upstream Chat Completions SSE events -> IR stream events."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, reasoning_outside_completion: bool = False) -> None:
         self.done = False
         self._started = False
+        self._reasoning_outside = reasoning_outside_completion
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         if event.data.startswith("[DONE]"):
@@ -450,8 +452,9 @@ class StreamDecoder:
             if reason:
                 out.append(Finish(finish_from_openai(reason)))
         x_groq = chunk.get("x_groq")
-        usage = parse_usage(chunk.get("usage")) or parse_usage(
-            x_groq.get("usage") if isinstance(x_groq, dict) else None
+        outside = self._reasoning_outside
+        usage = parse_usage(chunk.get("usage"), outside) or parse_usage(
+            x_groq.get("usage") if isinstance(x_groq, dict) else None, outside
         )
         if usage is not None:
             out.append(UsageUpdate(usage))
