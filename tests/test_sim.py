@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anthropic
 import httpx
+import openai
 import pytest
 
 from llmpulse.monitor.statuspage import OfficialStatus, SourceKind, StatusPoller, fetch_status
@@ -23,6 +25,11 @@ OA = {"Authorization": "Bearer sk-test"}
 AN = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
 GE = {"x-goog-api-key": "sk-test"}
 MSG = [{"role": "user", "content": "ping the model please"}]
+WEATHER = {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}
+_PARAMS = {"type": "object", "properties": {"city": {"type": "string"}}}
+OA_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": _PARAMS}}
+AN_TOOL = {"name": "get_weather", "input_schema": _PARAMS}
+GE_TOOLS = {"functionDeclarations": [{"name": "get_weather", "parameters": _PARAMS}]}
 
 
 @pytest.fixture(scope="module")
@@ -326,18 +333,27 @@ def _is_json(data: str) -> bool:
     return True
 
 
-def _open_stream(server: SimServer, client: httpx.Client, protocol: str) -> Any:
+def _open_stream(
+    server: SimServer, client: httpx.Client, protocol: str, tools: bool = False
+) -> Any:
     assert protocol in ("openai", "anthropic", "gemini")
     if protocol == "openai":
         body: dict[str, Any] = {"model": "m", "messages": MSG, "stream": True}
+        if tools:
+            body["tools"] = [OA_TOOL]
         return client.stream(
             "POST", f"{server.openai_base}/chat/completions", headers=OA, json=body
         )
     if protocol == "anthropic":
         body = {"model": "m", "max_tokens": 99, "messages": MSG, "stream": True}
+        if tools:
+            body["tools"] = [AN_TOOL]
         return client.stream("POST", f"{server.anthropic_base}/v1/messages", headers=AN, json=body)
     url = f"{server.gemini_base}/models/m:streamGenerateContent?alt=sse"
-    return client.stream("POST", url, headers=GE, json={"contents": [{"parts": [{"text": "x"}]}]})
+    body = {"contents": [{"parts": [{"text": "x"}]}]}
+    if tools:
+        body["tools"] = [GE_TOOLS]
+    return client.stream("POST", url, headers=GE, json=body)
 
 
 def test_body_faults(server: SimServer, client: httpx.Client) -> None:
@@ -620,3 +636,154 @@ def test_load_scenario(tmp_path: Path) -> None:
 def test_go_duration() -> None:
     cases = {0.012: "12ms", 1: "1s", 360: "6m0s", 179.56: "2m59.56s", 3723: "1h2m3s", 0: "0s"}
     assert {k: go_duration(k) for k in cases} == cases
+
+
+# --- tool calls ------------------------------------------------------------------------------
+
+
+def test_tool_call_openai_with_the_sdk(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={"tool_call": WEATHER})
+    sdk = openai.OpenAI(base_url=server.openai_base, api_key="sk-test", max_retries=0)
+    whole = sdk.chat.completions.create(model="m", messages=MSG, tools=[OA_TOOL])
+    choice = whole.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    call = (choice.message.tool_calls or [])[0]
+    assert call.id.startswith("call_") and call.type == "function"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == WEATHER["arguments"]
+    chunks = list(
+        sdk.chat.completions.create(
+            model="m",
+            messages=MSG,
+            tools=[OA_TOOL],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    pieces = [
+        d.function.arguments
+        for ch in chunks
+        for d in (ch.choices[0].delta.tool_calls or [] if ch.choices else [])
+        if d.function and d.function.arguments
+    ]
+    assert len(pieces) > 3  # the arguments really arrive in parts
+    state = openai.lib.streaming.chat.ChatCompletionStreamState()
+    for chunk in chunks:
+        state.handle_chunk(chunk)
+    final = state.get_final_completion()
+    assert final.choices[0].finish_reason == "tool_calls"
+    streamed = (final.choices[0].message.tool_calls or [])[0]
+    assert streamed.function.name == "get_weather"
+    assert json.loads(streamed.function.arguments) == WEATHER["arguments"]
+    assert final.usage is not None and final.usage.completion_tokens == len(pieces)
+    # Without tools in the request the model answers in text as usual.
+    text = sdk.chat.completions.create(model="m", messages=MSG)
+    assert text.choices[0].message.content and not text.choices[0].message.tool_calls
+    assert text.choices[0].finish_reason == "stop"
+
+
+def test_tool_call_anthropic_with_the_sdk(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={"tool_call": WEATHER})
+    sdk = anthropic.Anthropic(base_url=server.anthropic_base, api_key="sk-test", max_retries=0)
+    args: dict[str, Any] = {"model": "m", "max_tokens": 99, "messages": MSG, "tools": [AN_TOOL]}
+    whole = sdk.messages.create(**args)
+    assert whole.stop_reason == "tool_use" and whole.content[0].type == "tool_use"
+    assert whole.content[0].name == "get_weather"
+    assert whole.content[0].input == WEATHER["arguments"]
+    with sdk.messages.stream(**args) as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_message()
+    assert kinds.count("input_json") > 3  # the partial JSON arrives in parts
+    block = final.content[0]
+    assert final.stop_reason == "tool_use" and block.type == "tool_use"
+    assert block.id.startswith("toolu_") and block.input == WEATHER["arguments"]
+
+
+def test_tool_call_gemini(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={"tool_call": WEATHER})
+    url = f"{server.gemini_base}/models/m:generateContent"
+    body = {"contents": [{"parts": [{"text": "x"}]}], "tools": [GE_TOOLS]}
+    cand = client.post(url, headers=GE, json=body).json()["candidates"][0]
+    call = {"name": "get_weather", "args": WEATHER["arguments"]}
+    assert cand["content"]["parts"] == [{"functionCall": call}]
+    assert cand["finishReason"] == "STOP"
+    with _open_stream(server, client, "gemini", tools=True) as r:
+        events = [json.loads(d) for _, d in sse(r.read().decode())]
+    assert len(events) == 1  # a function call comes whole, never in parts
+    assert events[0]["candidates"][0]["content"]["parts"] == [{"functionCall": call}]
+    assert events[0]["candidates"][0]["finishReason"] == "STOP"
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_cut_inside_tool_arguments(server: SimServer, client: httpx.Client, protocol: str) -> None:
+    use(server, client, m={"tool_call": WEATHER, "fault": "cut", "fault_after_tokens": 3})
+    lines: list[str] = []
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        _open_stream(server, client, protocol, True) as r,
+    ):
+        lines.extend(r.iter_lines())
+    deltas = [json.loads(line[5:]) for line in lines if line.startswith("data: {")]
+    if protocol == "openai":
+        pieces = [
+            d["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] for d in deltas
+        ]
+    else:
+        pieces = [d["delta"]["partial_json"] for d in deltas if d["type"] == "content_block_delta"]
+    partial = "".join(pieces)
+    assert partial and json.dumps(WEATHER["arguments"], separators=(",", ":")).startswith(partial)
+    assert not _is_json(partial)  # cut inside the arguments
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic", "gemini"])
+def test_no_done_holds_the_finished_stream_open(
+    server: SimServer, client: httpx.Client, protocol: str
+) -> None:
+    use(server, client, m={"fault": "no_done", "output_tokens": 5})
+    lines: list[str] = []
+    with (
+        httpx.Client(timeout=httpx.Timeout(5, read=0.5)) as c2,
+        pytest.raises(httpx.ReadTimeout),
+        _open_stream(server, c2, protocol) as r,
+    ):
+        lines.extend(r.iter_lines())
+    text = "\n".join(lines)
+    assert "[DONE]" not in text and "message_stop" not in text
+    finish = {"openai": '"finish_reason":"stop"', "anthropic": '"stop_reason":"end_turn"'}
+    assert finish.get(protocol, '"finishReason":"STOP"') in text
+    usage = {"anthropic": '"output_tokens":5', "gemini": '"candidatesTokenCount":5'}
+    assert usage.get(protocol, "") in text  # OpenAI's usage chunk: the next test
+    assert truth(server, client)["fault"] == "no_done"
+
+
+def test_no_done_openai_usage_chunk(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={"fault": "no_done", "output_tokens": 5})
+    body = {
+        "model": "m",
+        "messages": MSG,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    lines: list[str] = []
+    with (
+        httpx.Client(timeout=httpx.Timeout(5, read=0.5)) as c2,
+        pytest.raises(httpx.ReadTimeout),
+        c2.stream("POST", f"{server.openai_base}/chat/completions", headers=OA, json=body) as r,
+    ):
+        lines.extend(r.iter_lines())
+    events = [json.loads(line[5:]) for line in lines if line.startswith("data: {")]
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 5
+
+
+@pytest.mark.parametrize(
+    ("tool_call", "message"),
+    [
+        ({"name": "bad name"}, r"models\.m\.tool_call\.name"),
+        ({"arguments": {}}, r"models\.m\.tool_call\.name"),
+        ({"name": "f", "arguments": "{}"}, r"models\.m\.tool_call\.arguments"),
+        ({"name": "f", "args": {}}, r"models\.m\.tool_call\.args"),
+    ],
+)
+def test_tool_call_is_validated(tool_call: dict[str, Any], message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario({"models": {"m": {"tool_call": tool_call}}})

@@ -18,13 +18,18 @@ from llmpulse.sim.common import (
     text_of,
     token_index,
 )
-from llmpulse.sim.scenario import ModelBehavior
+from llmpulse.sim.scenario import ModelBehavior, ToolCall
 
 STREAM_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 MALFORMED = (
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{\n\n'
 )
-FINISH = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal"}
+FINISH = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "content_filter": "refusal",
+    "tool_calls": "tool_use",
+}
 
 # kind -> (status, error type, message template); templates see model, cw, n.
 _ERRORS: dict[str, tuple[int, str, str]] = {
@@ -129,8 +134,14 @@ def _message(p: Plan, mid: str, content: list[Any], stop: str | None, out: int) 
     }
 
 
+def _tool_use(tool: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "tool_use", "id": new_id("toolu_"), "name": tool.name, "input": arguments}
+
+
 def completion(p: Plan) -> dict[str, Any]:
     content = [{"type": "text", "text": text_of(p.text_tokens)}]
+    if p.tool is not None:
+        content = [_tool_use(p.tool, p.tool.arguments)]
     out = p.text_tokens + p.reasoning_tokens
     return _message(p, new_id("msg_"), content, FINISH[p.finish], out)
 
@@ -144,45 +155,42 @@ class Stream:
 
     def __init__(self, p: Plan) -> None:
         self.p = p
-        pre, suf = template(
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": MARK},
-            }
-        )
+        delta = {"type": "text_delta", "text": MARK}
+        if p.tool is not None:
+            delta = {"type": "input_json_delta", "partial_json": MARK}
+        pre, suf = template({"type": "content_block_delta", "index": 0, "delta": delta})
         self.pre, self.suf = "event: content_block_delta\ndata: " + pre, suf + "\n\n"
 
     def head(self) -> bytes:
         msg = _message(self.p, new_id("msg_"), [], None, 1)
+        block: dict[str, Any] = {"type": "text", "text": ""}
+        if self.p.tool is not None:  # the block opens with empty input; partial JSON follows
+            block = _tool_use(self.p.tool, {})
         return (
             _event("message_start", {"type": "message_start", "message": msg})
             + _event(
                 "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {"type": "text", "text": ""},
-                },
+                {"type": "content_block_start", "index": 0, "content_block": block},
             )
             + _event("ping", {"type": "ping"})
         ).encode()
 
     def token(self, i: int, last: bool) -> bytes:
-        return (self.pre + TOKENS_JSON[token_index(i)] + self.suf).encode()
+        piece = dumps(self.p.tool_args[i]) if self.p.tool else TOKENS_JSON[token_index(i)]
+        return (self.pre + piece + self.suf).encode()
 
-    def tail(self) -> bytes:
+    def tail(self, done: bool) -> bytes:
         p = self.p
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": FINISH[p.finish], "stop_sequence": None},
             "usage": {"output_tokens": p.text_tokens + p.reasoning_tokens},
         }
-        return (
-            _event("content_block_stop", {"type": "content_block_stop", "index": 0})
-            + _event("message_delta", delta)
-            + _event("message_stop", {"type": "message_stop"})
-        ).encode()
+        out = _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        out += _event("message_delta", delta)
+        if done:
+            out += _event("message_stop", {"type": "message_stop"})
+        return out.encode()
 
     def error_event(self) -> bytes:
         err = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}

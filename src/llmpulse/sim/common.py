@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from llmpulse.sim.scenario import ModelBehavior
+from llmpulse.sim.scenario import ModelBehavior, ToolCall
 
 _TEXT = "the quick brown fox jumps over a lazy dog while watching large language model streams"
 _WORDS = _TEXT.split()
@@ -32,6 +32,14 @@ def new_id(prefix: str = "req_", nbytes: int = 12) -> str:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
+
+
+ARGS_PIECE = 4  # characters of tool arguments per streamed fragment (one "token" each)
+
+
+def fragments(arguments: str) -> list[str]:
+    """Split a tool call's JSON arguments the way APIs stream them: a few characters a chunk."""
+    return [arguments[i : i + ARGS_PIECE] for i in range(0, len(arguments), ARGS_PIECE)]
 
 
 MARK = "\x00TOKEN\x00"
@@ -71,8 +79,11 @@ class Plan:
     reasoning_tokens: int
     input_tokens: int
     cached_tokens: int
-    finish: str  # stop | length | content_filter (protocols map to their own names)
+    finish: str  # stop | length | content_filter | tool_calls (protocols map to their own)
     behavior: ModelBehavior
+    # The answer is this call instead of text; text_tokens counts its argument fragments.
+    tool: ToolCall | None = None
+    tool_args: list[str] = field(default_factory=list)
     include_usage: bool = False
     fault: str | None = None
 

@@ -9,7 +9,8 @@ from llmpulse.sim.scenario import ModelBehavior
 
 STREAM_CONTENT_TYPE = "text/event-stream"
 MALFORMED = b'data: {"candidates":[{"content":{"parts":[{"text":\n\n'
-FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}
+# A function call finishes with STOP: Gemini has no finish reason of its own for it.
+FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY", "tool_calls": "STOP"}
 STATUS = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -155,7 +156,10 @@ def _usage(p: Plan, candidates: int) -> dict[str, Any]:
 
 
 def _response(p: Plan, text: str, candidates: int, finish: bool) -> dict[str, Any]:
-    cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    part: dict[str, Any] = {"text": text}
+    if p.tool is not None:
+        part = {"functionCall": {"name": p.tool.name, "args": p.tool.arguments}}
+    cand: dict[str, Any] = {"content": {"parts": [part], "role": "model"}, "index": 0}
     if finish:
         cand["finishReason"] = FINISH[p.finish]
     return {
@@ -180,10 +184,13 @@ class Stream:
         return b""
 
     def token(self, i: int, last: bool) -> bytes:
+        if self.p.tool is not None and not last:
+            return b""  # Gemini streams a function call whole, never its arguments in parts
         obj = _response(self.p, TOKENS[token_index(i)], i + 1, last)
         return ("data: " + dumps(obj) + "\r\n\r\n").encode()
 
-    def tail(self) -> bytes:
+    def tail(self, done: bool) -> bytes:
+        # Gemini has no terminal event (the stream just ends), so ``done`` changes nothing here.
         # With tokens, finishReason rode on the last token chunk (as the real API does).
         if self.p.text_tokens:
             return b""

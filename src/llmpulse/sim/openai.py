@@ -142,6 +142,11 @@ def _usage(p: Plan) -> dict[str, Any]:
 
 
 def completion(p: Plan) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text_of(p.text_tokens)}
+    if p.tool is not None:
+        function = {"name": p.tool.name, "arguments": "".join(p.tool_args)}
+        call = {"id": new_id("call_"), "type": "function", "function": function}
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
     return {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",
@@ -150,12 +155,7 @@ def completion(p: Plan) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": text_of(p.text_tokens),
-                    "refusal": None,
-                    "annotations": [],
-                },
+                "message": {**message, "refusal": None, "annotations": []},
                 "logprobs": None,
                 "finish_reason": p.finish,
             }
@@ -189,20 +189,29 @@ class Stream:
         self.base = _chunk_base(p, new_id("chatcmpl-"))
         if p.include_usage:
             self.base["usage"] = None  # real streams carry usage:null until the usage chunk
-        pre, suf = template({**self.base, "choices": _choice({"content": MARK}, None)})
+        delta: dict[str, Any] = {"content": MARK}
+        if p.tool is not None:  # argument fragments stream in the call's function
+            delta = {"tool_calls": [{"index": 0, "function": {"arguments": MARK}}]}
+        pre, suf = template({**self.base, "choices": _choice(delta, None)})
         self.pre, self.suf = "data: " + pre, suf + "\n\n"
 
     def _event(self, obj: dict[str, Any]) -> bytes:
         return ("data: " + dumps(obj) + "\n\n").encode()
 
     def head(self) -> bytes:
-        delta = {"role": "assistant", "content": "", "refusal": None}
+        delta: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+        tool = self.p.tool
+        if tool is not None:  # as OpenAI does: id and name first, arguments still empty
+            function = {"name": tool.name, "arguments": ""}
+            call = {"index": 0, "id": new_id("call_"), "type": "function", "function": function}
+            delta = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
         return self._event({**self.base, "choices": _choice(delta, None)})
 
     def token(self, i: int, last: bool) -> bytes:
-        return (self.pre + TOKENS_JSON[token_index(i)] + self.suf).encode()
+        piece = dumps(self.p.tool_args[i]) if self.p.tool else TOKENS_JSON[token_index(i)]
+        return (self.pre + piece + self.suf).encode()
 
-    def tail(self) -> bytes:
+    def tail(self, done: bool) -> bytes:
         p = self.p
         final: dict[str, Any] = {**self.base, "choices": _choice({}, p.finish)}
         if p.behavior.x_groq:
@@ -223,7 +232,7 @@ class Stream:
         out = self._event(final)
         if p.include_usage:
             out += self._event({**self.base, "choices": [], "usage": _usage(p)})
-        return out + b"data: [DONE]\n\n"
+        return out + b"data: [DONE]\n\n" if done else out
 
     def error_event(self) -> bytes:
         return STREAM_ERROR

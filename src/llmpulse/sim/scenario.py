@@ -36,6 +36,7 @@ Fault = Literal[
     "cut",
     "malformed",
     "no_terminal",
+    "no_done",
     "error_event",
     "garbage_body",
     "truncated_body",
@@ -63,6 +64,16 @@ class RateLimit(BaseModel):
     tokens_reset: Duration = 60.0
 
 
+class ToolCall(BaseModel):
+    """The function a model calls when the request offers tools (any tools: names unchecked)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The pattern OpenAI and Anthropic both require of a tool name.
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
 class ModelBehavior(BaseModel):
     """How one model behaves; every field optional. Durations accept '400ms', '2s', '6m0s'."""
 
@@ -87,6 +98,7 @@ class ModelBehavior(BaseModel):
     fault_after_tokens: int = Field(3, ge=0)
     fault_rate: float = Field(1.0, ge=0, le=1)
     huge_body_mb: float = Field(64.0, gt=0)
+    tool_call: ToolCall | None = None
     ratelimit: RateLimit | None = None
     timeline: list[TimelineEntry] = Field(default_factory=list)
     # Replay the timeline every ``loop`` of scenario time: each period starts from the base

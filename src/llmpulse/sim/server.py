@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from llmpulse.aio import new_event_loop
 from llmpulse.sim import anthropic, gemini, openai, statuspage
-from llmpulse.sim.common import Limit, Plan, dumps, new_id
+from llmpulse.sim.common import Limit, Plan, dumps, fragments, new_id
 from llmpulse.sim.scenario import (
     ModelBehavior,
     Scenario,
@@ -45,7 +45,9 @@ PROTOCOLS: dict[str, ModuleType] = {
     "anthropic": anthropic,
     "gemini": gemini,
 }
-STREAM_FAULTS = frozenset({"stall", "cut", "malformed", "no_terminal", "error_event"})
+STREAM_FAULTS = frozenset({"stall", "cut", "malformed", "no_terminal", "no_done", "error_event"})
+# Faults that strike after fault_after_tokens; no_done strikes after the whole answer.
+_MID_STREAM = STREAM_FAULTS - {"no_done"}
 BODY_FAULTS = frozenset({"garbage_body", "truncated_body"})
 HANG_CAP = 3600.0  # hang/stall never outlive an hour even if the client never leaves
 LOG_SIZE = 20000
@@ -301,6 +303,11 @@ def _plan(protocol: str, model: str, b: ModelBehavior, body: Any, stream: bool, 
         reasoning = min(reasoning, requested)
         text = max(0, min(text, requested - reasoning))
         finish = "length"
+    tools = body.get("tools") if isinstance(body, dict) else None
+    tool, args = None, []
+    if b.tool_call is not None and isinstance(tools, list) and tools:
+        tool, args = b.tool_call, fragments(dumps(b.tool_call.arguments))
+        text, finish = len(args), "tool_calls"
     options = body.get("stream_options") if isinstance(body, dict) else None
     latency = b.latency if b.latency is not None else ttft + text / b.tokens_per_s
     return Plan(
@@ -320,6 +327,8 @@ def _plan(protocol: str, model: str, b: ModelBehavior, body: Any, stream: bool, 
         cached_tokens=min(b.cached_tokens, input_tokens),
         finish=finish,
         behavior=b,
+        tool=tool,
+        tool_args=args,
         include_usage=bool(options.get("include_usage")) if isinstance(options, dict) else False,
     )
 
@@ -330,8 +339,8 @@ async def _stream_body(p: Plan, proto: ModuleType) -> AsyncIterator[bytes]:
     if head:
         yield head
     n, fault = p.text_tokens, p.fault
-    fault_at = min(n, p.behavior.fault_after_tokens) if fault in STREAM_FAULTS else -1
-    terminal = fault in (None, "malformed")
+    fault_at = min(n, p.behavior.fault_after_tokens) if fault in _MID_STREAM else -1
+    terminal = fault in (None, "malformed", "no_done")
     first = p.t0 + p.ttft
     # Spacing chosen so tokens / (last - first) == tokens_per_s exactly.
     step = n / ((n - 1) * p.tokens_per_s) if n > 1 else 0.0
@@ -353,10 +362,15 @@ async def _stream_body(p: Plan, proto: ModuleType) -> AsyncIterator[bytes]:
         if i == n:
             break
         await _sleep_until(first + i * step)  # absolute schedule: lag never accumulates
-        yield enc.token(i, terminal and i == n - 1)
+        chunk = enc.token(i, terminal and i == n - 1)
+        if chunk:  # Gemini sends a function call whole, in its last chunk
+            yield chunk
     if n == 0:
         await _sleep_until(first)
-    yield enc.tail()
+    yield enc.tail(done=fault != "no_done")
+    if fault == "no_done":  # the answer is whole but the stream never ends: hold it open
+        await asyncio.sleep(HANG_CAP)
+        raise SimulatedDisconnect
 
 
 async def _huge_body(prefix: bytes, size: int, suffix: bytes) -> AsyncIterator[bytes]:
