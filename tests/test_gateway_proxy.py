@@ -5,6 +5,7 @@ many upstream attempts went where."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import socket
 import threading
@@ -28,6 +29,7 @@ from llmpulse.gateway.proxy import Gateway
 from llmpulse.gateway.retry import RetryPolicy
 from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.sim import SimServer
+from llmpulse.sim.common import text_of
 
 PREFIX = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini"}
 FAST = {"ttft": 0.01, "tokens_per_s": 2000}
@@ -565,3 +567,69 @@ def test_content_policy_refusal_without_a_fallback_reaches_the_client(sim: SimSe
         ask(served.openai(), "chat")
     assert len(upstream(sim, strict)) == 1 and upstream(sim, spare) == []
     assert served.records[0].error_class is ErrorClass.CONTENT_FILTER
+
+
+WEATHER = {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def test_tool_call_cut_mid_arguments_is_never_continued_by_prefill(sim: SimServer) -> None:
+    cut = sim_model(sim, tool_call=WEATHER, fault="cut", fault_after_tokens=3, **FAST)
+    claude = sim_model(sim, tool_call=WEATHER, **FAST)  # accepts a prefill, but not for a tool
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", cut), deployment(sim, "chat", "anthropic", claude)]
+    )
+    with Served(config) as served:
+        names: list[str] = []
+        arguments: list[str] = []
+        with pytest.raises(openai.APIError):
+            for chunk in ask(served.openai(), "chat", stream=True, tools=[WEATHER_TOOL]):
+                if not chunk.choices:
+                    continue
+                assert chunk.choices[0].finish_reason is None  # never a clean finish
+                for call in chunk.choices[0].delta.tool_calls or []:
+                    if call.function and call.function.name:
+                        names.append(call.function.name)
+                    if call.function and call.function.arguments:
+                        arguments.append(call.function.arguments)
+    # The call had reached the client, so a restart would duplicate it: the stream errs.
+    assert names == ["get_weather"] and arguments
+    with pytest.raises(ValueError):
+        json.loads("".join(arguments))  # what the client holds is visibly partial
+    assert len(upstream(sim, cut)) == 1 and upstream(sim, claude) == []
+    record = served.records[0]
+    assert not record.ok and record.attempts == 1
+    assert record.error_class in (ErrorClass.CONNECTION, ErrorClass.PROTOCOL)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+def test_stream_without_done_is_finalised_promptly_with_its_usage(
+    sim: SimServer, provider: str
+) -> None:
+    # Finish and usage arrive, then the upstream holds the stream open without [DONE] /
+    # message_stop (Gemini: without closing it): the gateway ends the answer at once, not at
+    # the 30 s idle timeout.
+    unended = sim_model(sim, fault="no_done", output_tokens=7, input_tokens=11, **FAST)
+    with Served(gateway_config([deployment(sim, "chat", provider, unended)])) as served:
+        started = time.monotonic()
+        stream = ask(served.openai(), "chat", stream=True, stream_options={"include_usage": True})
+        state = openai.lib.streaming.chat.ChatCompletionStreamState()
+        for chunk in stream:
+            state.handle_chunk(chunk)
+        elapsed = time.monotonic() - started
+    assert elapsed < 3
+    final = state.get_final_completion()
+    assert final.choices[0].finish_reason == "stop"
+    assert final.choices[0].message.content == text_of(7)
+    assert final.usage is not None
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (11, 7)
+    record = served.records[0]
+    assert record.ok and record.error_class is None
+    assert (record.usage.input_tokens, record.usage.output_tokens) == (11, 7)
+    assert upstream(sim, unended)[0]["fault"] == "no_done"
