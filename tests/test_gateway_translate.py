@@ -1055,3 +1055,24 @@ def test_xai_reasoning_tokens_count_as_completion_tokens_for_clients() -> None:
     chunk = {"id": "x1", "model": "grok-4", "choices": [], "usage": usage}
     events = decoder.feed(SSEEvent(json.dumps(chunk)))
     assert [e.usage.output_tokens for e in events if isinstance(e, ir.UsageUpdate)] == [305]
+
+
+def test_empty_assistant_text_beside_tool_calls_is_not_sent_as_a_blank_part() -> None:
+    """OpenAI clients send ``content: ""`` with tool calls; Anthropic rejects blank text blocks
+    ("text content blocks must be non-empty") and Gemini empty text parts ("required oneof
+    field 'data' must have one initialized field"), both with a 400."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    req = tr_openai.parse_request(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "", "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+            ],
+        }
+    )
+    claude = tr_anthropic.render_request(req).body["messages"][1]["content"]
+    assert [b["type"] for b in claude] == ["tool_use"]
+    gemini = tr_gemini.render_request(req).body["contents"][1]["parts"]
+    assert [list(p) for p in gemini] == [["functionCall", "thoughtSignature"]]

@@ -272,6 +272,9 @@ def _render_tool_choice(choice: ToolChoice | None) -> dict[str, Any]:
 def _render_content(parts: list[Part]) -> str | list[dict[str, Any]]:
     if len(parts) == 1 and isinstance(parts[0], TextPart):
         return parts[0].text
+    # Anthropic rejects blank text blocks ("text content blocks must be non-empty"): OpenAI
+    # clients send content "" with an assistant turn's tool calls.
+    parts = [p for p in parts if not isinstance(p, TextPart) or p.text] or parts
     # Anthropic wants a user turn's tool results before anything else in it.
     ordered = [p for p in parts if isinstance(p, ToolResultPart)]
     ordered += [p for p in parts if not isinstance(p, ToolResultPart)]

@@ -314,7 +314,8 @@ def _render_content(role: str, parts: list[Part], names: dict[str, str]) -> dict
     signed = False
     for part in parts:
         if isinstance(part, TextPart):
-            out.append({"text": part.text})
+            if part.text or len(parts) == 1:  # "" sets no part data: a 400 ("oneof field")
+                out.append({"text": part.text})
         elif isinstance(part, ImagePart):
             out.append(_render_image(part))
         elif isinstance(part, ToolCallPart):
