@@ -68,6 +68,7 @@ def canonical(req: ChatRequest, protocol: str) -> ChatRequest:
     ir.fill_tool_result_names(req.messages)
     if protocol != "openai":
         req.metadata = {}
+        req.store = None
     if protocol == "gemini":
         req.user = None
         req.parallel_tool_calls = None
@@ -1076,3 +1077,20 @@ def test_empty_assistant_text_beside_tool_calls_is_not_sent_as_a_blank_part() ->
     assert [b["type"] for b in claude] == ["tool_use"]
     gemini = tr_gemini.render_request(req).body["contents"][1]["parts"]
     assert [list(p) for p in gemini] == [["functionCall", "thoughtSignature"]]
+
+
+def test_openai_store_goes_upstream_with_metadata() -> None:
+    """OpenAI answers metadata without ``store: true`` with a 400 ("The 'metadata' parameter
+    is only allowed when 'store' is enabled"): a client's store must go upstream with it."""
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "store": True,
+        "metadata": {"team": "ai"},
+    }
+    up = tr_openai.render_request(tr_openai.parse_request(body)).body
+    assert (up["store"], up["metadata"]) == (True, {"team": "ai"})
+    plain = tr_openai.render_request(tr_openai.parse_request({**body, "store": None})).body
+    assert "store" not in plain
+    with pytest.raises(TranslationError):
+        tr_openai.parse_request({**body, "store": "yes"})

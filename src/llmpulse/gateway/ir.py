@@ -100,6 +100,7 @@ class ChatRequest:
     include_usage: bool = False  # OpenAI's stream_options.include_usage, asked by the client
     user: str | None = None  # OpenAI ``user`` <-> Anthropic ``metadata.user_id``
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)  # OpenAI only
+    store: bool | None = None  # OpenAI only; it rejects metadata without store: true
 
 
 @dataclasses.dataclass(slots=True)

@@ -109,6 +109,7 @@ def parse_request(body: Any) -> ChatRequest:
         include = expect_dict(options, "stream_options").get("include_usage")
         req.include_usage = bool(opt_bool(include, "stream_options.include_usage"))
     req.user = opt_str(obj.get("user"), "user")
+    req.store = opt_bool(obj.get("store"), "store")
     metadata = obj.get("metadata")
     if metadata is not None:
         for key, value in expect_dict(metadata, "metadata").items():
@@ -241,6 +242,8 @@ def render_request(
             body["stream_options"] = {"include_usage": True}
     if req.user is not None:
         body["user"] = req.user
+    if req.store is not None:
+        body["store"] = req.store
     if req.metadata:
         body["metadata"] = dict(req.metadata)
     return UpstreamRequest(PATH, body)
