@@ -633,3 +633,77 @@ def test_stream_without_done_is_finalised_promptly_with_its_usage(
     assert record.ok and record.error_class is None
     assert (record.usage.input_tokens, record.usage.output_tokens) == (11, 7)
     assert upstream(sim, unended)[0]["fault"] == "no_done"
+
+
+class ErrorFinishUpstream:
+    """An OpenAI-compatible server that starts an answer and ends it with finish_reason
+    "error", as Mistral and OpenRouter do when generation fails midway (the simulator does not
+    speak this), on a real loopback socket in its own thread."""
+
+    def __init__(self) -> None:
+        from aiohttp import web
+
+        async def chat(request: web.Request) -> web.StreamResponse:
+            body = await request.json()
+            chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0,
+                     "model": body["model"]}  # fmt: skip
+            if not body.get("stream"):
+                return web.json_response({
+                    **chunk, "object": "chat.completion",
+                    "choices": [{"index": 0, "finish_reason": "error",
+                                 "message": {"role": "assistant", "content": "Partial"}}],
+                })  # fmt: skip
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            for delta, finish in (
+                ({"role": "assistant", "content": "Partial"}, None),
+                ({}, "error"),
+            ):
+                choice = {"index": 0, "delta": delta, "finish_reason": finish}
+                await response.write(
+                    f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n".encode()
+                )
+                await asyncio.sleep(0.2)  # the text reaches the client before the failure
+            await response.write(b"data: [DONE]\n\n")
+            return response
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop = new_event_loop()
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.SockSite(self._runner, socket.create_server(("127.0.0.1", 0)))
+        self._loop.run_until_complete(site.start())
+        self.url = f"http://127.0.0.1:{site._sock.getsockname()[1]}/v1"  # type: ignore[union-attr]
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> ErrorFinishUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.run_until_complete(self._runner.cleanup())
+        self._loop.close()
+
+
+def test_finish_reason_error_is_a_failed_attempt_never_an_answer(sim: SimServer) -> None:
+    healthy = sim_model(sim, **FAST)
+    with ErrorFinishUpstream() as bad:
+        failing = deployment(sim, "chat", "openai", "mistral-small")
+        failing["litellm_params"]["api_base"] = bad.url
+        config = gateway_config([failing, deployment(sim, "chat", "openai", healthy)])
+        with Served(config) as gw:
+            client = gw.openai()
+            # Nothing reached the client yet: fail over and answer from the healthy one.
+            reply = ask(client, "chat")
+            assert reply.model == healthy and reply.choices[0].finish_reason == "stop"
+            # Mid-stream, after "Partial" went out: an explicit error, never a finished answer.
+            finishes = []
+            with pytest.raises(openai.APIError):
+                for chunk in ask(client, "chat", stream=True):
+                    finishes += [c.finish_reason for c in chunk.choices if c.finish_reason]
+            assert finishes == []
+    failed = [r for r in gw.records if r.check is CheckKind.STREAM]
+    assert failed and not failed[-1].ok and failed[-1].error_class is ErrorClass.SERVER_ERROR

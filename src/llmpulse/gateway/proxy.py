@@ -523,6 +523,8 @@ class Gateway:
                 ) from None
             codec = _codec(deployment.protocol)
             answer = codec.parse_response(parsed, **_codec_options(deployment.protocol))
+        if answer.finish_reason == "error":
+            raise _failed_finish()
         measure.usage = answer.usage
         measure.response_model = answer.model or None
         measure.finish_reason = answer.finish_reason
@@ -598,6 +600,8 @@ class Gateway:
                                 retry_after_s=error.retry_after_s,
                             )
                         if isinstance(event, Finish):
+                            if event.reason == "error":
+                                raise _failed_finish()
                             finished = True
                             measure.finish_reason = event.reason
                         elif isinstance(event, UsageUpdate):
@@ -771,6 +775,15 @@ class _Classified:
         if isinstance(exc, TranslationError):
             raise _AttemptFailed(ErrorClass.PROTOCOL, exc.message)
         return False
+
+
+def _failed_finish() -> _AttemptFailed:
+    # Mistral and OpenRouter end an answer that failed midway with finish_reason "error" (and
+    # Gemini's MALFORMED_FUNCTION_CALL maps to it): a failed attempt, never an answer to pass
+    # on, as the probes judge it.
+    return _AttemptFailed(
+        ErrorClass.SERVER_ERROR, "the provider ended generation with finish_reason 'error'"
+    )
 
 
 def _too_large(message: str) -> _AttemptFailed:
