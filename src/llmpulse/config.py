@@ -8,6 +8,7 @@ environment at load time, never echoed in errors, logs or output.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -471,6 +472,21 @@ def parse_config(
         web=resolve_web(parsed.web, env, where),
         gateway=gateway,
         warnings=(gateway.warning,) if gateway and gateway.warning else (),
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def preset_target(provider: str, model: str) -> Target:
+    """A keyless target of a preset's defaults: what prices and context windows are looked up
+    by when only a provider and a model are known (SDK calls, routing by cost)."""
+    preset = PRESETS[provider]
+    return Target(
+        name=f"{provider}/{model}",
+        provider=provider,
+        protocol=preset.protocol,
+        model=model,
+        base_url=preset.base_url or "",
+        price_provider=preset.price_provider,
     )
 
 

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from llmpulse import catalog
-from llmpulse.config import Target
+from llmpulse.config import preset_target
 from llmpulse.errors import ErrorClass
-from llmpulse.providers import PRESETS, PROTOCOLS, ProtocolError
+from llmpulse.providers import PROTOCOLS, ProtocolError
 from llmpulse.providers.base import Completion, Protocol, loads_object
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.result import CheckKind, CheckResult, Source, Usage
@@ -565,25 +565,12 @@ def _finish(capture: _Capture, r: CheckResult, completion: Completion | None) ->
         r.target = capture.target or f"{r.provider}/{r.model}"
     if r.usage == Usage():
         r.warnings.append("the provider reported no token usage")
-    target = _target(r.provider, r.model)
+    target = preset_target(r.provider, r.model)
     cost, warning = catalog.cost_usd(target, r.usage, r.response_model)
     r.cost_usd = cost
     if warning:
         r.warnings.append(warning)
     r.context_window = catalog.context_window(target)
-
-
-@functools.lru_cache(maxsize=256)
-def _target(provider: str, model: str) -> Target:
-    preset = PRESETS[provider]
-    return Target(
-        name=f"{provider}/{model}",
-        provider=provider,
-        protocol=preset.protocol,
-        model=model,
-        base_url=preset.base_url or "",
-        price_provider=preset.price_provider,
-    )
 
 
 def _fail(result: CheckResult, error_class: ErrorClass, message: str) -> None:

@@ -48,8 +48,8 @@ T = TypeVar("T")
 Chunk = dict[str, Any]
 
 
-class RouterError(Exception):
-    """A request the router could not serve.
+class RouterError(GatewayError):
+    """A request the router could not serve: the gateway's error, with a readable ``str``.
 
     ``status`` is the HTTP status the gateway would answer with (404 unknown model, 400 bad
     request or content filter, 429 rate limited, 503/502/504 when every deployment failed, ...);
@@ -58,18 +58,8 @@ class RouterError(Exception):
     Raised by the call, or by a stream's iterator once output has started.
     """
 
-    def __init__(
-        self,
-        status: int,
-        error_class: ErrorClass | None,
-        message: str,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(f"{status} {error_class or 'error'}: {message}")
-        self.status = status
-        self.error_class = error_class
-        self.message = message
-        self.retry_after_s = retry_after_s
+    def __str__(self) -> str:
+        return f"{self.status} {self.error_class or 'error'}: {self.message}"
 
 
 class Router:

@@ -39,7 +39,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Protocol, TypeVar
 
 from llmpulse.catalog import cost_usd
-from llmpulse.config import Target
+from llmpulse.config import Target, preset_target
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerConfig, CircuitBreaker, Clock
 from llmpulse.providers.presets import PRESETS
@@ -185,18 +185,9 @@ def catalog_price(deployment: Deployment) -> float | None:
 
 @functools.lru_cache(maxsize=1024)
 def _preset_price(provider: str, model: str) -> float | None:
-    preset = PRESETS.get(provider)
-    if preset is None:
+    if provider not in PRESETS:
         return None
-    target = Target(
-        name=f"{provider}/{model}",
-        provider=provider,
-        protocol=preset.protocol,
-        model=model,
-        base_url=preset.base_url or "",
-        price_provider=preset.price_provider,
-    )
-    return price_per_mtok(target)
+    return price_per_mtok(preset_target(provider, model))
 
 
 class Selector:
