@@ -74,8 +74,10 @@ logging.getLogger("uvicorn.error").addFilter(_QuietFaults())
 
 
 async def _sleep_until(deadline: float) -> None:
-    delay = deadline - asyncio.get_running_loop().time()
-    if delay > 0:
+    loop = asyncio.get_running_loop()
+    # uvloop's timers have millisecond granularity and can fire up to 1 ms early: sleep again
+    # for what is left, so a scheduled token never goes out before its time.
+    while (delay := deadline - loop.time()) > 0:
         await asyncio.sleep(delay)
 
 
