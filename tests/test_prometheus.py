@@ -20,12 +20,8 @@ from prometheus_client.samples import Sample
 from llmpulse.errors import ErrorClass
 from llmpulse.monitor.status import Status
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
-from llmpulse.web.prometheus import (
-    MAX_RESPONSE_MODELS,
-    MetricsExporter,
-    Snapshot,
-    TargetSnapshot,
-)
+from llmpulse.telemetry.semconv import MAX_RESPONSE_MODELS
+from llmpulse.web.prometheus import MetricsExporter, Snapshot, TargetSnapshot
 
 DASHBOARD = Path(__file__).parent.parent / "contrib" / "grafana" / "llmpulse-dashboard.json"
 TARGET = "openai/gpt-4o-mini"

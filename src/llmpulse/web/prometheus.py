@@ -1,8 +1,8 @@
 """The Prometheus exposition served at ``/metrics`` (every metric is described in docs/metrics.md).
 
-Names follow the OpenTelemetry GenAI semantic conventions where they define the measurement,
-converted the way the OTel Prometheus exporter does (dots → underscores, ``_seconds`` for unit
-"s", ``{token}`` dropped). Counters and histograms are fed by ``observe`` once per check result;
+Names follow the OpenTelemetry GenAI semantic conventions (``llmpulse.telemetry.semconv``) where
+they define the measurement, converted the way the OTel Prometheus exporter does (dots →
+underscores, ``_seconds`` for unit "s", ``{token}`` dropped). Counters and histograms are fed by ``observe`` once per check result;
 the gauges (status, availability, rate-limit utilization, official status) are read from a
 ``Snapshot`` at scrape time, so a scrape shows current values without the daemon pushing them.
 
@@ -33,41 +33,22 @@ from prometheus_client.utils import floatToGoString
 from llmpulse.monitor.status import Status
 from llmpulse.monitor.statuspage import Indicator
 from llmpulse.result import CheckKind, CheckResult
+from llmpulse.telemetry.semconv import (
+    DURATION_BUCKETS,
+    OPERATIONS,
+    TOKEN_BUCKETS,
+    ServedModels,
+    error_type,
+    provider_name,
+)
 
 log = logging.getLogger(__name__)
 
-# The boundaries gen-ai-metrics.md recommends for gen_ai.client.operation.duration and
-# gen_ai.client.operation.time_to_first_chunk (10 ms doubling to 82 s) and for token usage.
-DURATION_BUCKETS = (
-    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
-)  # fmt: skip
-TOKEN_BUCKETS = (
-    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
-)  # fmt: skip
 # From a slow local model to Groq/Cerebras-class serving (well over 1000 tokens/s).
 TOKENS_PER_SECOND_BUCKETS = (
     5, 10, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000,
 )  # fmt: skip
 
-# llmpulse provider names for which the semconv's gen_ai.provider.name has another well-known
-# value (which it says MUST be used); every other name passes through unchanged.
-SEMCONV_PROVIDERS: Mapping[str, str] = {
-    "azure": "azure.ai.openai",
-    "gemini": "gcp.gemini",
-    "mistral": "mistral_ai",
-    "xai": "x_ai",
-}
-# "chat" is the semconv's value for chat completions; listing models has none, so a custom one.
-OPERATIONS: Mapping[CheckKind, str] = {
-    CheckKind.MODELS: "list_models",
-    CheckKind.INFERENCE: "chat",
-    CheckKind.STREAM: "chat",
-}
-# The semconv's error.type fallback, for a failure that carries no class.
-OTHER = "_OTHER"
-# The served model comes from the provider's response: past this many distinct values per
-# target the rest share OTHER, so a provider cannot create series without bound.
-MAX_RESPONSE_MODELS = 8
 INDICATORS: tuple[Indicator, ...] = get_args(Indicator)
 
 _TARGET = ("llmpulse_target", "gen_ai_provider_name", "gen_ai_request_model")
@@ -102,11 +83,6 @@ class Snapshot:
     availability_window: str = "1h"  # label value only, e.g. "5m", "1h", "24h"
 
 
-def provider_label(provider: str) -> str:
-    """The ``gen_ai_provider_name`` value of an llmpulse provider name."""
-    return SEMCONV_PROVIDERS.get(provider, provider)
-
-
 class MetricsExporter:
     """One registry per instance: several apps (or tests) in one process never share series.
 
@@ -122,17 +98,14 @@ class MetricsExporter:
         if snapshot is not None:
             self.registry.register(_SnapshotCollector(snapshot))
         self._series: dict[tuple[str, str, str, str, str, str], _Series] = {}
-        self._served: dict[str, set[str]] = {}
+        self._served = ServedModels()
 
     def observe(self, result: CheckResult) -> None:
         """Count one check result. O(1): a dict lookup and a few list updates; a histogram of
         a label combination exists once it has a value, so no always-empty series appear (no
         TTFT for a models list, no tokens for a failure)."""
-        if result.ok:
-            error = ""
-        else:
-            error = result.error_class.value if result.error_class is not None else OTHER
-        served = self._served_label(result.target, result.response_model)
+        error = error_type(result) or ""
+        served = self._served.label(result.target, result.response_model)
         key = (result.target, result.provider, result.model, result.check, served, error)
         s = self._series.get(key)
         if s is None:
@@ -165,24 +138,11 @@ class MetricsExporter:
         may add series meanwhile; copying a dict's values is atomic under the GIL)."""
         return list(self._series.values())
 
-    def _served_label(self, target: str, response_model: str | None) -> str:
-        if not response_model:
-            return ""
-        seen = self._served.get(target)
-        if seen is None:
-            seen = self._served[target] = set()
-        if response_model in seen:
-            return response_model
-        if len(seen) >= MAX_RESPONSE_MODELS:
-            return OTHER
-        seen.add(response_model)
-        return response_model
-
 
 def _genai(key: tuple[str, str, str, str, str, str]) -> tuple[str, str, str, str, str, str]:
     """Label values in _GENAI order for a series key."""
     target, provider, model, check, served, _ = key
-    return (OPERATIONS[CheckKind(check)], provider_label(provider), model, served, target, check)
+    return (OPERATIONS[CheckKind(check)], provider_name(provider), model, served, target, check)
 
 
 # A histogram as one list: a count per bucket (the last one +Inf), then the sum.
@@ -359,7 +319,7 @@ def _families(snapshot: Snapshot) -> list[Metric]:
         labels=("gen_ai_provider_name", "indicator"),
     )
     for t in snapshot.targets:
-        labels = (t.name, provider_label(t.provider), t.model)
+        labels = (t.name, provider_name(t.provider), t.model)
         for s in Status:
             status.add_metric((*labels, s.value), 1.0 if s is t.status else 0.0)
         if t.availability is not None:
@@ -368,5 +328,5 @@ def _families(snapshot: Snapshot) -> list[Metric]:
             utilization.add_metric(labels, t.ratelimit_utilization)
     for provider, indicator in snapshot.official.items():
         for i in INDICATORS:
-            official.add_metric((provider_label(provider), i), 1.0 if i == indicator else 0.0)
+            official.add_metric((provider_name(provider), i), 1.0 if i == indicator else 0.0)
     return [status, availability, utilization, official]
