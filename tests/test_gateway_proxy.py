@@ -482,24 +482,46 @@ def test_connection_refused_or_reset_fails_over(sim: SimServer) -> None:
     refused["litellm_params"]["api_base"] = f"http://127.0.0.1:{port}/v1"
     reset = sim_model(sim, fault="cut", fault_after_tokens=0, **FAST)  # dropped before content
     spare = sim_model(sim, **FAST)
+    # LiteLLM's example: three deployments, num_retries 2, i.e. three attempts per request.
     config = gateway_config(
         [
             refused,
             deployment(sim, "chat", "openai", reset),
             deployment(sim, "chat", "openai", spare),
-        ]
+        ],
+        router={"num_retries": 2},
     )
-    # Budget for a same-deployment retry of each connection failure before failing over.
-    policy = RetryPolicy(num_retries=4, backoff_base_s=0.05)
-    with Served(config, policy=policy) as served:
+    with Served(config) as served:
         # Refused, then the next one answers (the simulator's cut only affects streams).
         assert ask(served.openai(), "chat").model == reset
         # Refused, then reset before any content, then the spare answers in full.
         chunks = list(ask(served.openai(), "chat", stream=True))
     assert {c.model for c in chunks} == {spare}
     assert chunks[-1].choices[0].finish_reason == "stop"
-    assert len(upstream(sim, reset)) >= 2 and len(upstream(sim, spare)) == 1
-    assert all(r.ok and r.attempts >= 2 for r in served.records)
+    # Each failed connection failed over at once: no second try on a broken route.
+    assert len(upstream(sim, reset)) == 2 and len(upstream(sim, spare)) == 1
+    assert [r.attempts for r in served.records] == [2, 3]
+    assert all(r.ok for r in served.records)
+
+
+def test_a_refused_deployment_alone_is_retried_after_a_backoff_not_in_a_loop(
+    sim: SimServer,
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    refused = deployment(sim, "chat", "openai", "gone")
+    refused["litellm_params"]["api_base"] = f"http://127.0.0.1:{port}/v1"
+    config = gateway_config([refused], router={"num_retries": 2, "allowed_fails": 10})
+    policy = RetryPolicy(num_retries=2, backoff_base_s=0.2)
+    with Served(config, policy=policy) as served:
+        started = time.monotonic()
+        with pytest.raises(openai.APIError):
+            ask(served.openai(), "chat")
+        waited = time.monotonic() - started
+    record = served.records[0]
+    assert record.attempts == 3 and record.error_class is ErrorClass.CONNECTION
+    assert waited >= 0.4  # two retries, each after at least the base backoff
 
 
 def test_stream_without_a_terminal_event_ends_promptly_and_is_not_a_success(

@@ -43,10 +43,16 @@ def test_unavailable_alone_backs_off_then_falls_back():
     assert decide(ErrorClass.UNAVAILABLE, attempts=3).action is Action.STOP
 
 
-def test_connection_reset_retries_once_then_fails_over():
-    assert decide(ErrorClass.CONNECTION, has_alternative=True).action is Action.RETRY
-    again = decide(ErrorClass.CONNECTION, has_alternative=True, same_deployment_attempts=2)
-    assert again.action is Action.FAILOVER
+def test_connection_refused_or_reset_fails_over_at_once():
+    assert decide(ErrorClass.CONNECTION, has_alternative=True).action is Action.FAILOVER
+
+
+def test_connection_failure_alone_waits_at_least_the_base_backoff():
+    pol = policy(backoff_base_s=0.5)
+    for seed in range(50):
+        pol.rng.seed(seed)
+        alone = decide(ErrorClass.CONNECTION, pol)
+        assert alone.action is Action.RETRY and 0.5 <= alone.delay_s <= 0.5 * 2
 
 
 def test_timeout_never_retries_the_same_deployment():
@@ -224,6 +230,8 @@ def test_decisions_respect_every_rule(attempt):
         assert attempt.attempts <= 2  # num_retries
     if d.action is Action.RETRY:
         assert attempt.error_class not in (ErrorClass.TIMEOUT, ErrorClass.CONTEXT_LENGTH)
+        if attempt.error_class is ErrorClass.CONNECTION:
+            assert not attempt.has_alternative and d.delay_s >= pol.backoff_base_s
         assert not attempt.bytes_sent  # never restart output the client already has
     if d.action is Action.FAILOVER:
         assert attempt.has_alternative and not attempt.bytes_sent

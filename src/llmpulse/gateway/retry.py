@@ -9,7 +9,8 @@ Fault by fault (``bytes_sent`` false, i.e. nothing reached the client yet):
 fault                               decision
 ==================================  ==========================================================
 500 (server_error)                  retry the same deployment once (jittered), then fail over
-connection reset / refused          retry the same deployment once (jittered), then fail over
+connection refused / reset          fail over; with no other deployment, retry after at least
+                                    ``backoff_base_s`` (a refusal is instant: never a tight loop)
 502/503/504/529/498 (unavailable)   fail over; with no other deployment, retry with backoff
 malformed response (protocol)       fail over; with no other deployment, retry with backoff
 timeout (no answer, slow first      fail over; never the same deployment again (a silent
@@ -24,9 +25,12 @@ bad_request                         stop: the request's fault, the same anywhere
 ==================================  ==========================================================
 
 Whatever would fail over but has no other deployment goes to the group's ``fallbacks``, else
-stops with the error. Retries and failovers share ``num_retries``; the total ``deadline_s``
-bounds everything (a wait that would cross it is never taken). Fallback groups start their own
-retry count in the loop.
+stops with the error. The budget is LiteLLM's router's: ``num_retries`` counts the attempts
+after the first in one model group, so a group gets at most ``1 + num_retries`` attempts, and a
+retry of the same deployment and a failover to another both spend one (LiteLLM re-selects on
+every retry, skipping the deployments that failed). Each fallback group gets a fresh
+``1 + num_retries``; ``max_fallbacks`` bounds the groups. The total ``deadline_s`` bounds
+everything (a wait that would cross it is never taken).
 
 After bytes reached the client (a stream cut or stalled mid-answer), restarting would duplicate
 output, so: continue on a deployment that accepts an assistant prefill (``CONTINUE``), else end
@@ -131,10 +135,16 @@ class RetryPolicy:
         if cls in (ErrorClass.QUOTA, ErrorClass.AUTH, ErrorClass.TIMEOUT):
             # A timeout is not retried on the same route: it would only burn another one.
             return self._elsewhere(attempt, f"{cls} on this deployment")
-        if cls in (ErrorClass.SERVER_ERROR, ErrorClass.CONNECTION):
+        if cls is ErrorClass.SERVER_ERROR:
             if attempt.same_deployment_attempts < self.same_deployment_tries:
                 return self._retry_same(attempt, f"transient {cls}")
             return self._elsewhere(attempt, f"{cls} persists", backoff_alone=True)
+        if cls is ErrorClass.CONNECTION:
+            # Nothing listens, or it dropped us: the route is broken for now, so another
+            # deployment is the better bet, and a refusal repeated without a wait is a tight loop.
+            return self._elsewhere(
+                attempt, f"{cls} on this deployment", backoff_alone=True, floor=self.backoff_base_s
+            )
         # unavailable (502/503/504/529), protocol: overloaded or broken, go elsewhere.
         return self._elsewhere(attempt, f"{cls}", backoff_alone=True)
 
@@ -153,14 +163,17 @@ class RetryPolicy:
             return self._elsewhere(attempt, f"{why}; a wait of {delay:.2f}s passes the deadline")
         return Decision(Action.RETRY, why, delay_s=delay)
 
-    def _elsewhere(self, attempt: Attempt, why: str, *, backoff_alone: bool = False) -> Decision:
-        """Fail over; alone in the group, back off on the same one when allowed, else fall back."""
+    def _elsewhere(
+        self, attempt: Attempt, why: str, *, backoff_alone: bool = False, floor: float = 0.0
+    ) -> Decision:
+        """Fail over; alone in the group, back off on the same one when allowed (at least
+        ``floor`` seconds), else fall back."""
         if attempt.has_alternative:
             if not self._budget_left(attempt):
                 return self._exhausted(attempt)
             return Decision(Action.FAILOVER, why)
         if backoff_alone and self._budget_left(attempt):
-            delay = self.backoff(attempt.same_deployment_attempts - 1)
+            delay = max(floor, self.backoff(attempt.same_deployment_attempts - 1))
             if self._fits(attempt, delay):
                 return Decision(Action.RETRY, f"{why}; no other deployment", delay_s=delay)
         return _fallback_or_stop(attempt, FallbackKind.GENERAL, why)
