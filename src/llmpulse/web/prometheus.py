@@ -2,9 +2,10 @@
 
 Names follow the OpenTelemetry GenAI semantic conventions (``llmpulse.telemetry.semconv``) where
 they define the measurement, converted the way the OTel Prometheus exporter does (dots →
-underscores, ``_seconds`` for unit "s", ``{token}`` dropped). Counters and histograms are fed by ``observe`` once per check result;
-the gauges (status, availability, rate-limit utilization, official status) are read from a
-``Snapshot`` at scrape time, so a scrape shows current values without the daemon pushing them.
+underscores, ``_seconds`` for unit "s", ``{token}`` dropped). Counters and histograms are fed
+by ``observe`` once per check result; the gauges (status, availability, rate-limit utilization,
+official status) are read from a ``Snapshot`` at scrape time, so a scrape shows current values
+without the daemon pushing them.
 
 Labels carry only names (target, provider, model, served model) and closed sets of values: the
 exporter never sees a target's base URL, key or headers, and ignores error messages.
