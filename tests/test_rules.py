@@ -5,8 +5,10 @@ import pytest
 from llmpulse.errors import ErrorClass
 from llmpulse.monitor.rules import (
     DEFAULT_RULES,
+    Evaluation,
     RuleOverride,
     TargetWindow,
+    agree_across_regions,
     quantile,
     resolve_rules,
 )
@@ -121,3 +123,46 @@ def test_quantile_is_the_sketch_rank():
     assert quantile([4, 3, 2, 1], 0.5) == 2
     assert quantile(list(range(1, 101)), 0.95) == 95
     assert quantile([7], 0.99) == 7
+
+
+def _ev(rule_id: str, active: bool | None, value: float | None = None, holding=None) -> Evaluation:
+    return Evaluation(DEFAULT_RULES[rule_id], active, value, f"{rule_id}={value}", holding)
+
+
+def test_regions_must_agree_before_a_condition_holds() -> None:
+    per_region = {
+        "eu-west": [_ev("error_rate_critical", True, 1.0, True)],
+        "us-east": [_ev("error_rate_critical", False, 0.0, False)],
+        "ap-south": [_ev("error_rate_critical", False, 0.0, False)],
+    }
+    # One region's local network problem does not page with a quorum of two...
+    [combined] = agree_across_regions(per_region, min_regions=2)
+    assert combined.active is False and combined.holding is False
+    # ...but does with a quorum of one, naming the region.
+    [combined] = agree_across_regions(per_region, min_regions=1)
+    assert combined.active is True and combined.value == 1.0
+    assert combined.summary.endswith("[regions: eu-west]")
+    # Two regions agree: it holds, with the worst region's value.
+    per_region["us-east"] = [_ev("error_rate_critical", True, 0.6, True)]
+    [combined] = agree_across_regions(per_region, min_regions=2)
+    assert combined.active is True and combined.value == 1.0
+    assert "[regions: eu-west, us-east]" in combined.summary
+
+
+def test_regions_that_cannot_say_do_not_block_or_count() -> None:
+    per_region = {
+        "eu-west": [_ev("consecutive_unavailable", True, 3.0, True)],
+        "us-east": [_ev("consecutive_unavailable", None)],  # agent stopped reporting
+    }
+    [combined] = agree_across_regions(per_region, min_regions=2)
+    assert combined.active is True  # the only region that can say agrees with itself
+    per_region["eu-west"] = [_ev("consecutive_unavailable", None)]
+    [combined] = agree_across_regions(per_region, min_regions=2)
+    assert combined.active is None and combined.holding is None
+    # Low tokens/s: the worst region is the slowest one.
+    per_region = {
+        "a": [_ev("tps_low", True, 5.0, True)],
+        "b": [_ev("tps_low", True, 2.0, True)],
+    }
+    [combined] = agree_across_regions(per_region, min_regions=2)
+    assert combined.value == 2.0

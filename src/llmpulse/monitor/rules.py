@@ -301,3 +301,49 @@ class TargetWindow:
                     f"of {baseline:.0f} (threshold {rule.threshold:g}×)",
                 )
         raise ValueError(f"unknown rule {rule.id!r}")
+
+
+def agree_across_regions(
+    per_region: Mapping[str, list[Evaluation]], min_regions: int
+) -> list[Evaluation]:
+    """One target's evaluations from several regions' windows, as one verdict per rule.
+
+    A condition holds when it holds in at least ``min_regions`` of the regions that can say
+    (those with enough samples), or in all of them when fewer can: a region whose agent has a
+    local network problem cannot page alone, and an agent that stopped reporting does not
+    block the others. The value and summary are those of the worst region that agrees.
+    """
+    regions = sorted(per_region)
+    if len(regions) == 1:
+        return per_region[regions[0]]
+    combined = []
+    for i, first in enumerate(per_region[regions[0]]):
+        evaluations = {region: per_region[region][i] for region in regions}
+        active = _agreed({r: e.active for r, e in evaluations.items()}, min_regions)
+        holding = _agreed({r: e.holding for r, e in evaluations.items()}, min_regions)
+        agreeing = [r for r, e in evaluations.items() if e.active or e.holding]
+        if agreeing:
+            worst = max(agreeing, key=lambda r: _severity(first.rule, evaluations[r].value))
+            chosen = evaluations[worst]
+            summary = f"{chosen.summary} [regions: {', '.join(agreeing)}]"
+        else:
+            chosen = next((e for e in evaluations.values() if e.active is not None), first)
+            summary = chosen.summary
+        combined.append(
+            Evaluation(first.rule, active, chosen.value, summary, holding),
+        )
+    return combined
+
+
+def _agreed(verdicts: Mapping[str, bool | None], min_regions: int) -> bool | None:
+    known = [v for v in verdicts.values() if v is not None]
+    if not known:
+        return None
+    return sum(known) >= min(min_regions, len(known))
+
+
+def _severity(rule: RuleSpec, value: float | None) -> float:
+    """How bad a value is, larger is worse (tokens/s is bad when low)."""
+    if value is None:
+        return float("-inf")
+    return -value if rule.id == "tps_low" else value
