@@ -223,3 +223,51 @@ def wait_for_state(served: Served, name: str, state: str) -> None:
             return
         assert time.monotonic() < deadline, f"{name} never became {state}: {states}"
         time.sleep(0.05)
+
+
+def test_every_response_carries_the_gateway_and_upstream_request_ids(
+    sim: SimServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = sim_model(sim, **FAST)
+    broken = sim_model(sim, errors={"400": 1.0}, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", good), deployment(sim, "bad", "anthropic", broken)]
+    )
+    with Served(config) as served:
+        raw = served.openai().chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}]
+        )
+        completion = raw.parse()
+        openai_id = completion._request_id
+        assert openai_id and openai_id.startswith("req_")
+        assert raw.headers["request-id"] == openai_id
+        upstream_id = raw.headers["x-llmpulse-upstream-request-id"]
+
+        message = served.anthropic().messages.create(
+            model="chat", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert message._request_id and message._request_id.startswith("req_")
+        assert message._request_id != openai_id
+
+        with served.openai().chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}], stream=True
+        ) as stream:
+            list(stream)
+        assert stream.response.headers["x-request-id"].startswith("req_")
+        assert stream.response.headers["x-llmpulse-upstream-request-id"]
+
+        with pytest.raises(anthropic.BadRequestError) as info:
+            served.anthropic().messages.create(
+                model="bad", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+            )
+        failed_id = info.value.request_id
+        assert failed_id and failed_id.startswith("req_")
+        assert info.value.response.headers["x-llmpulse-upstream-request-id"]
+        with pytest.raises(openai.NotFoundError) as missing:
+            ask(served.openai(), "no-such-group")
+        assert missing.value.request_id and missing.value.request_id.startswith("req_")
+    assert served.records[0].request_id == upstream_id
+    sim_ids = {r["request_id"] for r in upstream(sim, good)}
+    assert {r.request_id for r in served.records if r.model == good} <= sim_ids
+    assert served.records[-1].request_id in {r["request_id"] for r in upstream(sim, broken)}
+    assert any(failed_id in r.getMessage() for r in caplog.records if "failed" in r.getMessage())

@@ -18,6 +18,12 @@ in constant time; provider keys stay in the gateway. With no key configured, onl
 clients are served (the CLI also binds loopback only then). Errors have the status and JSON
 shape of the protocol called, so each SDK raises its own exception types; an error after a
 stream started is the protocol's error event, which the SDKs raise too.
+
+Every response carries the gateway's request id in ``x-request-id`` (the openai SDK's
+``_request_id``) and ``request-id`` (the anthropic SDK's), and the answering (or last failing)
+attempt's upstream id in ``x-llmpulse-upstream-request-id``; the traffic result keeps the
+upstream id, and the log line of a failed request names the gateway id, so a user's report,
+the log and the provider's own logs meet.
 """
 
 from __future__ import annotations
@@ -26,27 +32,36 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmpulse.config import Target, is_loopback
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerState
 from llmpulse.gateway.config import GatewayConfig
 from llmpulse.gateway.ir import ChatRequest, StreamEvent, TranslationError
-from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder
+from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
 from llmpulse.monitor.scheduler import Scheduler
 from llmpulse.probe.runner import Prober
 from llmpulse.result import CheckResult
 
+log = logging.getLogger(__name__)
+
 DEPLOYMENT_HEADER = "x-llmpulse-deployment"
+UPSTREAM_ID_HEADER = "x-llmpulse-upstream-request-id"
+# The openai SDK reads x-request-id, the anthropic SDK request-id: both carry the gateway's id.
+_ID_HEADERS = (b"x-request-id", b"request-id")
+_IDS_KEY = "llmpulse.request_ids"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -79,6 +94,42 @@ class _Format:
 
 
 _OPENAI, _ANTHROPIC = _Format("openai"), _Format("anthropic")
+
+
+class _RequestIdMiddleware:
+    """Gives each HTTP request its ``RequestIds`` and puts them on the response's headers when
+    it starts, which for a stream is after the first content, so the answering upstream's id
+    is known by then."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ids = scope[_IDS_KEY] = RequestIds()
+
+        async def send_with_ids(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0] not in _ID_HEADERS]
+                headers += [(name, ids.gateway.encode()) for name in _ID_HEADERS]
+                if ids.upstream:
+                    headers.append((UPSTREAM_ID_HEADER.encode(), ids.upstream.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_ids)
+
+
+def _failed(ids: RequestIds, exc: GatewayError) -> None:
+    log.warning(
+        "gateway request %s failed: %s %s (upstream request id %s)",
+        ids.gateway,
+        exc.status,
+        exc.message,
+        ids.upstream or "none",
+    )
 
 
 def create_app(
@@ -156,23 +207,28 @@ def create_app(
             message = exc.message if isinstance(exc, TranslationError) else "body is not JSON"
             return fmt.error(GatewayError(status, ErrorClass.BAD_REQUEST, message))
         gateway = holder["gateway"]
+        ids: RequestIds = request.scope[_IDS_KEY]
         if not chat.stream:
             try:
-                answer, deployment = await gateway.complete(chat)
+                answer, deployment = await gateway.complete(chat, ids)
             except GatewayError as exc:
+                _failed(ids, exc)
                 return fmt.error(exc)
             return JSONResponse(
                 fmt.module.render_response(answer), headers={DEPLOYMENT_HEADER: deployment.name}
             )
-        events = gateway.stream(chat)
+        events = gateway.stream(chat, ids)
         try:
             first = await anext(events)
         except GatewayError as exc:
+            _failed(ids, exc)
             return fmt.error(exc)
         except StopAsyncIteration:
             first = None
         return StreamingResponse(
-            _sse(fmt, chat, first, events), media_type="text/event-stream", headers=_SSE_HEADERS
+            _sse(fmt, chat, ids, first, events),
+            media_type="text/event-stream",
+            headers=_SSE_HEADERS,
         )
 
     async def chat_completions(request: Request) -> Response:
@@ -237,11 +293,16 @@ def create_app(
             Route("/health/liveliness", liveliness, methods=["GET"]),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(_RequestIdMiddleware)],
     )
 
 
 async def _sse(
-    fmt: _Format, chat: ChatRequest, first: StreamEvent | None, events: AsyncIterator[StreamEvent]
+    fmt: _Format,
+    chat: ChatRequest,
+    ids: RequestIds,
+    first: StreamEvent | None,
+    events: AsyncIterator[StreamEvent],
 ) -> AsyncIterator[bytes]:
     encoder = fmt.encoder(chat)
     try:
@@ -253,10 +314,13 @@ async def _sse(
                 yield frame
     except GatewayError as exc:
         # Output already went out: an explicit error event, never a silently short answer.
+        _failed(ids, exc)
         yield fmt.stream_error(exc)
         return
     except TranslationError as exc:
-        yield fmt.stream_error(GatewayError(502, ErrorClass.PROTOCOL, exc.message))
+        error = GatewayError(502, ErrorClass.PROTOCOL, exc.message)
+        _failed(ids, error)
+        yield fmt.stream_error(error)
         return
     for frame in encoder.close():
         yield frame

@@ -31,6 +31,7 @@ import asyncio
 import dataclasses
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -136,6 +137,19 @@ _STATUS_OF = {
 }
 
 
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+@dataclasses.dataclass(slots=True)
+class RequestIds:
+    """A client request's ids: the gateway's own, and the upstream's of the latest attempt (the
+    answering one once an answer started)."""
+
+    gateway: str = dataclasses.field(default_factory=new_request_id)
+    upstream: str | None = None
+
+
 @dataclasses.dataclass(slots=True)
 class _Measure:
     """What the current attempt measured; reset per attempt."""
@@ -147,6 +161,7 @@ class _Measure:
     usage: Usage | None = None
     ratelimit: RateLimit | None = None
     http_status: int | None = None
+    upstream_request_id: str | None = None
     response_model: str | None = None
     finish_reason: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
@@ -158,6 +173,7 @@ class _Call:
 
     request: ChatRequest
     root: str  # the requested group after aliases: whose fallback lists apply
+    ids: RequestIds
     attempts: int = 0
     fallbacks: int = 0
     deployment: Deployment | None = None  # the attempt in progress, or the last one
@@ -207,10 +223,12 @@ class Gateway:
 
     # --- public API --------------------------------------------------------------------------
 
-    async def complete(self, request: ChatRequest) -> tuple[ChatResponse, Deployment]:
-        """The whole answer and the deployment that gave it."""
+    async def complete(
+        self, request: ChatRequest, ids: RequestIds | None = None
+    ) -> tuple[ChatResponse, Deployment]:
+        """The whole answer and the deployment that gave it; ``ids`` gets the upstream's id."""
         request = dataclasses.replace(request, stream=False)
-        call = self._call(request)
+        call = self._call(request, ids)
         try:
             async for item in self._run(call):
                 if isinstance(item, ChatResponse) and call.deployment is not None:
@@ -221,10 +239,12 @@ class Gateway:
             raise
         raise GatewayError(502, ErrorClass.PROTOCOL, "no response from any deployment")
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(
+        self, request: ChatRequest, ids: RequestIds | None = None
+    ) -> AsyncIterator[StreamEvent]:
         """The answer's events; the first one arrives only once content is there."""
         request = dataclasses.replace(request, stream=True)
-        call = self._call(request)
+        call = self._call(request, ids)
         try:
             async for item in self._run(call):
                 if not isinstance(item, ChatResponse):
@@ -236,8 +256,9 @@ class Gateway:
 
     # --- the failover loop -------------------------------------------------------------------
 
-    def _call(self, request: ChatRequest) -> _Call:
-        return _Call(request, self.config.aliases.get(request.model, request.model))
+    def _call(self, request: ChatRequest, ids: RequestIds | None) -> _Call:
+        root = self.config.aliases.get(request.model, request.model)
+        return _Call(request, root, ids or RequestIds())
 
     def _fallback_list(self, root: str, kind: FallbackKind) -> tuple[str, ...]:
         router = self.config.router
@@ -425,7 +446,7 @@ class Gateway:
                             call.tool_started = True
                     yield event
             else:
-                yield await self._complete_attempt(deployment, call.request, measure)
+                yield await self._complete_attempt(deployment, call, measure)
             settled = True
             self.selector.finish(
                 deployment.id,
@@ -478,7 +499,7 @@ class Gateway:
         return url, {**headers, **up.headers}, up
 
     async def _send(
-        self, deployment: Deployment, request: ChatRequest, measure: _Measure
+        self, deployment: Deployment, request: ChatRequest, call: _Call, measure: _Measure
     ) -> aiohttp.ClientResponse:
         """POST the attempt and return a 2xx response; any other status raises, classified."""
         url, headers, up = self._upstream(deployment, request)
@@ -486,6 +507,11 @@ class Gateway:
             url, json=up.body, headers=headers, allow_redirects=False
         )
         measure.http_status = response.status
+        names = PROTOCOLS[deployment.protocol].request_id_headers
+        measure.upstream_request_id = next(
+            (response.headers[h] for h in names if h in response.headers), None
+        )
+        call.ids.upstream = measure.upstream_request_id
         measure.ratelimit = parse_ratelimit(response.headers)
         if 200 <= response.status < 300:
             return response
@@ -504,12 +530,12 @@ class Gateway:
         )
 
     async def _complete_attempt(
-        self, deployment: Deployment, request: ChatRequest, measure: _Measure
+        self, deployment: Deployment, call: _Call, measure: _Measure
     ) -> ChatResponse:
         timeout = deployment.timeout or self.config.router.timeout or DEFAULT_TIMEOUT_S
         with _Classified(f"no complete answer within {timeout:g}s"):
             async with asyncio.timeout(timeout):
-                response = await self._send(deployment, request, measure)
+                response = await self._send(deployment, call.request, call, measure)
                 try:
                     body = await read_capped(response, MAX_BODY_BYTES, too_large=_too_large)
                 finally:
@@ -550,7 +576,7 @@ class Gateway:
         continuing = call.continuation is not None
         with _Classified(reason):
             async with asyncio.timeout_at(deadline):
-                response = await self._send(deployment, request, measure)
+                response = await self._send(deployment, request, call, measure)
         done = False
         try:
             content_type = response.headers.get("content-type", "")
@@ -686,6 +712,7 @@ class Gateway:
             retry_after_s=error.retry_after_s if error else None,
             response_model=measure.response_model,
             finish_reason=measure.finish_reason,
+            request_id=measure.upstream_request_id,
             warnings=list(measure.warnings),
             source=Source.TRAFFIC,
             attempts=call.attempts,
