@@ -34,7 +34,7 @@ from llmpulse.errors import ErrorClass
 from llmpulse.monitor import metrics
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
 from llmpulse.store import SQLiteStore
-from llmpulse.store.sqlite import MIGRATIONS
+from llmpulse.store.migrations.legacy_sqlite import SCRIPTS as LEGACY_SCRIPTS
 
 INTERVAL_S = 30
 PROVIDERS = ("openai", "anthropic", "gemini", "groq", "mistral")
@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"write_results: {figures['write_results_per_s']:,.0f} results/s (batches of 500)")
 
         path = Path(tmp) / "m.db"
-        db = sqlite3.connect(path)  # the first schema version: the store migrates it
-        db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+        db = sqlite3.connect(path)  # the first legacy schema: the store migrates it
+        db.executescript(LEGACY_SCRIPTS[0] + "; PRAGMA user_version = 1;")
         db.close()
         # Mid-minute, so the windows end with a raw tail after the rollup watermark.
         now = datetime(2026, 11, 27, 12, 0, 42, tzinfo=UTC).timestamp()

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
-from llmpulse.store import ModelChange, SQLiteStore, Totals
-from llmpulse.store.sqlite import MIGRATIONS, _plan
+from llmpulse.store import ModelChange, SQLiteStore, Totals, migrations, sqlitedb
+from llmpulse.store.migrations.legacy_sqlite import SCRIPTS as LEGACY_SCRIPTS
+from llmpulse.store.sqlite import _plan
 
 
 def result(i: int, **kw) -> CheckResult:
@@ -64,7 +65,7 @@ def test_traffic_results_keep_their_source_attempts_and_fallbacks(tmp_path):
 def test_wal_mode_and_schema_version(tmp_path):
     path = tmp_path / "x.db"
     with SQLiteStore(path) as store:
-        assert store.schema_version() == len(MIGRATIONS)
+        assert store.schema_version() == 1
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # Reopening an up-to-date database migrates nothing and keeps the data.
@@ -85,17 +86,56 @@ def test_refuses_a_newer_schema(tmp_path):
 def test_migrates_a_version_1_database_and_keeps_its_results(tmp_path):
     path = tmp_path / "x.db"
     db = sqlite3.connect(path)
-    db.executescript(MIGRATIONS[0])
+    db.executescript(LEGACY_SCRIPTS[0])
     db.execute("PRAGMA user_version = 1")
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == len(MIGRATIONS) >= 2
+        assert store.schema_version() == 1
         assert store.rollup_watermark() is None
         store.write_results([result(1)])
     with SQLiteStore(path) as store:
         assert len(store.latest_results()) == 1
     tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
     assert {"rollups", "rollups_hourly", "rollup_state", "rollups_target_minute"} <= tables
+
+
+def test_a_version_4_file_from_before_alembic_is_stamped_and_keeps_its_results(tmp_path):
+    path = tmp_path / "v4.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    sqlitedb.migrate(db, LEGACY_SCRIPTS, path)
+    db.execute("INSERT INTO results (ts, target, provider, model, check_kind, ok) "
+               "VALUES (1e9, 'old', 'openai', 'm', 'stream', 1)")  # fmt: skip
+    db.close()
+    with SQLiteStore(path) as store:
+        assert store.schema_version() == 1
+        assert [r.target for r in store.latest_results()] == ["old"]
+        store.write_results([result(1)])
+    with SQLiteStore(path) as store:
+        assert len(store.latest_results()) == 2
+    # Revision 1 is the legacy schema: a fresh file has the same tables and columns.
+    with SQLiteStore(tmp_path / "fresh.db"):
+        pass
+
+    def shape(p):
+        db = sqlite3.connect(p)
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {t: [c[1] for c in db.execute(f"PRAGMA table_info({t})")] for t in tables}
+
+    assert shape(path) == shape(tmp_path / "fresh.db")
+
+
+def test_refuses_a_newer_revision(tmp_path):
+    path = tmp_path / "x.db"
+    SQLiteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE alembic_version SET version_num = '9999'")
+    db.commit()
+    with pytest.raises(RuntimeError, match="revision 9999, newer than this llmpulse"):
+        SQLiteStore(path)
+
+
+def test_head_is_the_newest_revision():
+    assert migrations.script_directory().get_current_head() == migrations.HEAD
 
 
 def test_results_between_is_half_open_and_ordered(tmp_path):
@@ -363,10 +403,11 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
         "ALTER TABLE rollup_state DROP COLUMN coarse_watermark_ts;"
         "ALTER TABLE results DROP COLUMN source; ALTER TABLE results DROP COLUMN attempts;"
         "ALTER TABLE results DROP COLUMN fallbacks; PRAGMA user_version = 2;"
+        "DROP TABLE alembic_version;"
     )
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == len(MIGRATIONS)
+        assert store.schema_version() == 1
         assert store.model_changes(None, 0, NOW) == changes  # filled from the raw rows
         assert_totals_equal(store.totals(T0, T0 + 3.1 * DAY, step_s=DAY), want)  # from hours
         store.rollup(T0 + 3.1 * DAY)
