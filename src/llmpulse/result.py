@@ -91,6 +91,9 @@ class CheckResult:
     # Traffic only: attempts made for the request (1 = first try) and fallback groups used.
     attempts: int | None = None
     fallbacks: int | None = None
+    # Which probe agent measured it, from which region (None: a single-agent setup).
+    agent: str | None = None
+    region: str | None = None
 
     @property
     def context_utilization(self) -> float | None:
@@ -133,6 +136,8 @@ class CheckResult:
             "source": str(self.source),
             "attempts": self.attempts,
             "fallbacks": self.fallbacks,
+            "agent": self.agent,
+            "region": self.region,
             "context_utilization": _round(self.context_utilization),
             "timestamp": self.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         }
