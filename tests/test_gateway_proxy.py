@@ -601,33 +601,85 @@ WEATHER_TOOL = {
 }
 
 
-def test_tool_call_cut_mid_arguments_is_never_continued_by_prefill(sim: SimServer) -> None:
+def openai_tool_calls(stream: Any) -> tuple[list[str], list[str], list[str | None]]:
+    """The tool-call names, argument deltas and finish reasons an openai SDK stream delivered."""
+    names: list[str] = []
+    arguments: list[str] = []
+    finishes: list[str | None] = []
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        finishes.append(chunk.choices[0].finish_reason)
+        for call in chunk.choices[0].delta.tool_calls or []:
+            if call.function and call.function.name:
+                names.append(call.function.name)
+            if call.function and call.function.arguments:
+                arguments.append(call.function.arguments)
+    return names, arguments, finishes
+
+
+@pytest.mark.parametrize("fallback", ["openai", "gemini"])  # neither accepts a prefill
+def test_tool_call_cut_mid_arguments_restarts_cleanly_on_a_fallback(
+    sim: SimServer, fallback: str
+) -> None:
     cut = sim_model(sim, tool_call=WEATHER, fault="cut", fault_after_tokens=3, **FAST)
-    claude = sim_model(sim, tool_call=WEATHER, **FAST)  # accepts a prefill, but not for a tool
+    spare = sim_model(sim, tool_call=WEATHER, **FAST)
     config = gateway_config(
-        [deployment(sim, "chat", "openai", cut), deployment(sim, "chat", "anthropic", claude)]
+        [deployment(sim, "chat", "openai", cut), deployment(sim, "chat", fallback, spare)],
+        router={"num_retries": 2},
     )
     with Served(config) as served:
-        names: list[str] = []
-        arguments: list[str] = []
-        with pytest.raises(openai.APIError):
-            for chunk in ask(served.openai(), "chat", stream=True, tools=[WEATHER_TOOL]):
-                if not chunk.choices:
-                    continue
-                assert chunk.choices[0].finish_reason is None  # never a clean finish
-                for call in chunk.choices[0].delta.tool_calls or []:
-                    if call.function and call.function.name:
-                        names.append(call.function.name)
-                    if call.function and call.function.arguments:
-                        arguments.append(call.function.arguments)
-    # The call had reached the client, so a restart would duplicate it: the stream errs.
-    assert names == ["get_weather"] and arguments
-    with pytest.raises(ValueError):
-        json.loads("".join(arguments))  # what the client holds is visibly partial
-    assert len(upstream(sim, cut)) == 1 and upstream(sim, claude) == []
+        stream = ask(served.openai(), "chat", stream=True, tools=[WEATHER_TOOL])
+        names, arguments, finishes = openai_tool_calls(stream)
+    # The cut call never reached the client: one whole call, its arguments once, then finished.
+    assert names == ["get_weather"]
+    assert json.loads("".join(arguments)) == WEATHER["arguments"]
+    assert [f for f in finishes if f] == ["tool_calls"]
+    assert upstream(sim, cut)[0]["fault"] == "cut" and len(upstream(sim, spare)) == 1
     record = served.records[0]
-    assert not record.ok and record.attempts == 1
-    assert record.error_class in (ErrorClass.CONNECTION, ErrorClass.PROTOCOL)
+    assert record.ok and record.attempts == 2 and record.finish_reason == "tool_calls"
+
+
+def test_tool_call_cut_mid_arguments_reaches_an_anthropic_client_whole(sim: SimServer) -> None:
+    cut = sim_model(sim, tool_call=WEATHER, fault="cut", fault_after_tokens=3, **FAST)
+    spare = sim_model(sim, tool_call=WEATHER, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "anthropic", cut), deployment(sim, "chat", "openai", spare)],
+        router={"num_retries": 2},
+    )
+    tool = {"name": "get_weather", "input_schema": WEATHER_TOOL["function"]["parameters"]}
+    with Served(config) as served:
+        partials: list[str] = []
+        with served.anthropic().messages.stream(
+            model="chat",
+            max_tokens=100,
+            tools=[tool],
+            messages=[{"role": "user", "content": "weather in Paris?"}],
+        ) as stream:
+            for event in stream:
+                if event.type == "content_block_delta" and event.delta.type == "input_json_delta":
+                    partials.append(event.delta.partial_json)
+            message = stream.get_final_message()
+    uses = [b for b in message.content if b.type == "tool_use"]
+    assert [(u.name, u.input) for u in uses] == [("get_weather", WEATHER["arguments"])]
+    assert json.loads("".join(partials)) == WEATHER["arguments"]  # no delta twice
+    assert message.stop_reason == "tool_use"
+    assert len(upstream(sim, cut)) == 1 and len(upstream(sim, spare)) == 1
+
+
+def test_tool_call_cut_with_nowhere_else_to_go_is_an_explicit_error(sim: SimServer) -> None:
+    cut = sim_model(sim, tool_call=WEATHER, fault="cut", fault_after_tokens=3, **FAST)
+    config = gateway_config([deployment(sim, "chat", "openai", cut)], router={"num_retries": 1})
+    with Served(config, policy=RetryPolicy(num_retries=1, backoff_base_s=0.05)) as served:
+        names: list[str] = []
+        with pytest.raises(openai.APIError):
+            names = openai_tool_calls(
+                ask(served.openai(), "chat", stream=True, tools=[WEATHER_TOOL])
+            )[0]
+    assert names == []  # not a partial call: the error came before any of it
+    assert len(upstream(sim, cut)) == 2  # one backoff retry, then the error
+    record = served.records[0]
+    assert not record.ok and record.error_class is ErrorClass.CONNECTION
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])

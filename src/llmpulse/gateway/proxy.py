@@ -12,12 +12,14 @@ the first content, then ``idle_timeout`` between chunks). A failure is classifie
 probe classifies it (``Protocol.parse_error``, ``errors.classify``) and ``RetryPolicy.decide``
 says what comes next; every selection ends in ``Selector.finish`` (a verdict) or ``release``
 (the client left). Stream events are held back until the first content arrives, so a slow or
-failed first token fails over before any byte reaches the client. After output reached the
-client, a cut is continued on a deployment accepting an assistant prefill, or ends with an
-error: a truncated answer is never presented as complete. With ``enable_pre_call_checks`` (as
-in LiteLLM), deployments whose known context window cannot hold the prompt (an estimate:
-``estimate_prompt_tokens``) are skipped before any call, and a group none of whose deployments
-fit goes to its ``context_window_fallbacks``.
+failed first token fails over before any byte reaches the client, and a tool call is held
+until it ends, so one cut midway restarts cleanly elsewhere (no partial arguments went out).
+After output reached the client, a cut is continued on a deployment accepting an assistant
+prefill (text only: a tool call cannot be prefilled), or ends with an error event: a truncated
+answer is never presented as complete, and nothing the client has is sent twice. With
+``enable_pre_call_checks`` (as in LiteLLM), deployments whose known context window cannot hold
+the prompt (an estimate: ``estimate_prompt_tokens``) are skipped before any call, and a group
+none of whose deployments fit goes to its ``context_window_fallbacks``.
 
 One ``CheckResult`` (``source=traffic``) per client request is handed to ``record``: the
 answering (or last failing) attempt's timing, usage and cost, with the request's attempts and
@@ -437,14 +439,19 @@ class Gateway:
         settled = False
         try:
             if call.request.stream:
+                # Tool calls are held until they end (the next other event): a call cut midway
+                # never reaches the client, so the request can restart cleanly elsewhere, where
+                # partial arguments could neither be finished by a prefill nor be taken back.
+                held: list[StreamEvent] = []
                 async for event in self._stream_attempt(deployment, call, measure):
-                    if isinstance(event, _CONTENT):
-                        call.sent = True
-                        if isinstance(event, TextDelta):
-                            call.delivered.append(event.text)
-                        elif isinstance(event, ToolCallStart):
-                            call.tool_started = True
-                    yield event
+                    held.append(event)
+                    if isinstance(event, ToolCallStart | ToolCallDelta):
+                        continue
+                    if call.sent or any(isinstance(e, _CONTENT) for e in held):
+                        for out in self._release(call, held):
+                            yield out
+                for out in self._release(call, held):
+                    yield out
             else:
                 yield await self._complete_attempt(deployment, call, measure)
             settled = True
@@ -471,6 +478,20 @@ class Gateway:
         finally:
             if not settled:
                 self.selector.release(deployment.id)  # the client went away
+
+    @staticmethod
+    def _release(call: _Call, held: list[StreamEvent]) -> list[StreamEvent]:
+        """Empty ``held`` into what goes to the client, noting what the client now has."""
+        out = held[:]
+        held.clear()
+        for event in out:
+            if isinstance(event, _CONTENT):
+                call.sent = True
+                if isinstance(event, TextDelta):
+                    call.delivered.append(event.text)
+                elif isinstance(event, ToolCallStart):
+                    call.tool_started = True
+        return out
 
     def _upstream(
         self, deployment: Deployment, request: ChatRequest
