@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +191,7 @@ def test_errors_reraised_unchanged_and_classified(
     assert ground_truth(sim, r.request_id or "")["status"] == int(kind)
 
 
-def test_sdk_retries_are_attempts(sim: SimServer) -> None:
+def test_sdk_retries_are_attempts_of_one_call(sim: SimServer) -> None:
     model = sim_model(sim, errors={"503": 1.0}, retry_after="10ms")
     seen: list[CheckResult] = []
     client = openai.OpenAI(api_key="sk-sim", base_url=sim.openai_base, max_retries=2)
@@ -197,7 +199,68 @@ def test_sdk_retries_are_attempts(sim: SimServer) -> None:
     with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(model=model, messages=MESSAGES)
     recorder_for(client).flush()
-    assert [r.attempts for r in seen] == [1, 2, 3]
+    (r,) = seen
+    assert r.attempts == 3 and not r.ok and r.error_class is ErrorClass.UNAVAILABLE
+    assert r.request_id == _arrivals(sim, model)[-1]["request_id"]  # the final attempt's
+
+
+def _arrivals(sim: SimServer, model: str) -> list[dict[str, Any]]:
+    rows = httpx.get(f"{sim.url}/_sim/requests", timeout=10).json()["requests"]
+    return [r for r in rows if r["model"] == model]
+
+
+def _recover_after_first_attempt(sim: SimServer, model: str) -> threading.Thread:
+    """Clear ``model``'s errors once its first request arrived, while the SDK sits out the
+    retry-after: the retry answers."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 30
+        while not _arrivals(sim, model):
+            assert time.monotonic() < deadline, "the first attempt never arrived"
+            time.sleep(0.01)
+        httpx.patch(f"{sim.url}/_sim/models/{model}", json={"errors": {}}, timeout=10)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_call_the_sdk_retried_into_success_is_one_result(sim: SimServer) -> None:
+    model = sim_model(sim, errors={"503": 1.0}, retry_after="3s", ttft="20ms", output_tokens=5)
+    seen: list[CheckResult] = []
+    client = openai.OpenAI(api_key="sk-sim", base_url=sim.openai_base, max_retries=2)
+    llmpulse.instrument(client, recorder=seen.append)
+    recovering = _recover_after_first_attempt(sim, model)
+    answer = client.chat.completions.create(model=model, messages=MESSAGES)
+    recovering.join(10)
+    recorder_for(client).flush()
+    (r,) = seen
+    first, second = _arrivals(sim, model)
+    assert first["status"] == 503 and r.request_id == second["request_id"] == answer._request_id
+    assert r.ok and r.attempts == 2 and r.http_status == 200
+    _check_truth(sim, r, streamed=False)
+    assert r.latency_ms is not None and r.latency_ms < 3000  # not the SDK's 3 s wait
+
+
+async def test_an_async_stream_the_sdk_retried_is_one_result(sim: SimServer) -> None:
+    model = sim_model(sim, errors={"529": 1.0}, retry_after="3s", ttft="20ms", output_tokens=5)
+    seen: list[CheckResult] = []
+    client = llmpulse.instrument(
+        anthropic.AsyncAnthropic(api_key="sk-sim", base_url=sim.anthropic_base, max_retries=2),
+        recorder=seen.append,
+    )
+    recovering = _recover_after_first_attempt(sim, model)
+    # A copy shares the tapped transport, and its calls are marked as calls too.
+    copy = client.with_options(timeout=30)
+    async with copy.messages.stream(model=model, max_tokens=50, messages=MESSAGES) as stream:
+        text = "".join([t async for t in stream.text_stream])
+    recovering.join(10)
+    assert text
+    assert recorder_for(client).flush()
+    (r,) = seen
+    assert r.ok and r.attempts == 2 and r.check is CheckKind.STREAM
+    _check_truth(sim, r, streamed=True)
+    assert r.request_id == _arrivals(sim, model)[-1]["request_id"]
 
 
 def test_connection_error_recorded(sim: SimServer) -> None:

@@ -7,6 +7,12 @@ untouched, so return types, exceptions, streams, retries and ``with_raw_response
 own. Measuring at the wire also lets the probe's protocol parsers (llmpulse.providers) read
 usage, served model and errors, so traffic and probes are judged by the same code.
 
+One SDK call is one result, however many HTTP attempts its own retries made: the client's
+``request`` (the SDK's retry loop) is wrapped only to mark where a call begins and ends (its
+arguments, result and exceptions pass through untouched), and the call's last attempt — the one
+that answered, or the final failure — is recorded with the number of attempts. Only the SDK
+decides whether an attempt is retried, so only the end of its loop says which attempt is last.
+
 The caller's path only timestamps and keeps the response bytes (bounded); a ``Recorder`` thread
 turns captures into ``CheckResult``s, calls the callback and writes to the store in batches.
 Prompts are never read beyond the model name and stream flag; completions are parsed for usage
@@ -16,6 +22,7 @@ and discarded, never stored.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import dataclasses
 import functools
 import importlib
@@ -67,6 +74,7 @@ class _Capture:
     attempts: int | None
     sent: float
     wall: datetime
+    call: _SdkCall | None = None
     status: int | None = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     chunks: list[tuple[float, bytes]] = dataclasses.field(default_factory=list)
@@ -85,6 +93,47 @@ class _Capture:
             self.truncated = True
             # Keep the arrival time: the last text chunk still bounds tokens/s and latency.
             self.chunks.append((now, b""))
+
+
+class _SdkCall:
+    """One SDK call: its HTTP attempts (the SDK's retries), recorded once, as its last attempt.
+
+    ``done`` runs when the SDK's retry loop returned or raised. The last attempt is submitted
+    when both it ended and the loop is done: a returned stream ends only once it is read.
+    """
+
+    __slots__ = ("attempts", "last", "looping", "submit")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.last: _Capture | None = None
+        self.looping = True
+        self.submit: Callable[[_Capture], None] | None = None
+
+    def began(self, capture: _Capture, submit: Callable[[_Capture], None]) -> None:
+        self.attempts += 1
+        self.last, self.submit = capture, submit  # an earlier attempt was retried: superseded
+        capture.call = self
+
+    def ended(self, capture: _Capture) -> None:
+        if capture is self.last and not self.looping:
+            self._emit()
+
+    def done(self) -> None:
+        self.looping = False
+        if self.last is not None and self.last.ended is not None:
+            self._emit()
+
+    def _emit(self) -> None:
+        capture, self.last = self.last, None
+        if capture is not None and self.submit is not None:
+            capture.attempts = self.attempts
+            self.submit(capture)
+
+
+_current_call: contextvars.ContextVar[_SdkCall | None] = contextvars.ContextVar(
+    "llmpulse_sdk_call", default=None
+)
 
 
 class Recorder:
@@ -215,10 +264,12 @@ def instrument(
     """Measure every chat completion / message call ``client`` makes; returns ``client`` itself.
 
     Works for ``openai.OpenAI``, ``AsyncOpenAI``, ``AzureOpenAI``, ``AsyncAzureOpenAI``,
-    ``anthropic.Anthropic`` and ``AsyncAnthropic``. Each HTTP attempt becomes one
-    ``CheckResult(source=traffic)`` named ``target`` (default ``"<provider>/<model>"``), passed to
-    ``recorder`` and written to ``store`` (a Store, or a SQLite path). Clients made from it with
-    ``with_options``/``copy`` share its HTTP client and so are measured too.
+    ``anthropic.Anthropic`` and ``AsyncAnthropic``. Each SDK call becomes one
+    ``CheckResult(source=traffic)`` named ``target`` (default ``"<provider>/<model>"``): its
+    final outcome and the timing of its last attempt, with ``attempts`` counting the SDK's own
+    retries. It is passed to ``recorder`` and written to ``store`` (a Store, or a SQLite path).
+    Clients made from it with ``with_options``/``copy`` share its HTTP client and are measured
+    too.
     """
     provider = _provider_of(client)
     http = getattr(client, "_client", None)
@@ -239,8 +290,46 @@ def instrument(
         pattern: None if t is None else wrap(t)
         for pattern, t in http._mounts.items()  # type: ignore[union-attr]
     }
+    _mark_calls(client, isinstance(http, lib.AsyncClient))
     _recorders[client] = sink
     return client
+
+
+def _mark_calls(client: Any, is_async: bool) -> None:
+    """Wrap ``client.request`` (the SDK's retry loop) to mark one call's attempts; copies made
+    with ``copy``/``with_options`` are marked too, as they share the tapped transport."""
+    loop = client.request
+    if is_async:
+
+        async def request(*args: Any, **kwargs: Any) -> Any:
+            call = _SdkCall()
+            token = _current_call.set(call)
+            try:
+                return await loop(*args, **kwargs)
+            finally:
+                _current_call.reset(token)
+                _safe("ending a call", call.done)
+
+    else:
+
+        def request(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            call = _SdkCall()
+            token = _current_call.set(call)
+            try:
+                return loop(*args, **kwargs)
+            finally:
+                _current_call.reset(token)
+                _safe("ending a call", call.done)
+
+    copy = client.copy
+
+    def copied(*args: Any, **kwargs: Any) -> Any:
+        new = copy(*args, **kwargs)
+        _mark_calls(new, is_async)
+        return new
+
+    client.request = request
+    client.copy = client.with_options = copied
 
 
 def recorder_for(client: Any) -> Recorder:
@@ -267,7 +356,9 @@ def _http_library(http: Any) -> Any:
     return None
 
 
-def _begin(request: Any, provider: str, target: str | None) -> _Capture | None:
+def _begin(
+    request: Any, provider: str, target: str | None, submit: Callable[[_Capture], None]
+) -> _Capture | None:
     """A capture for a completion request, or None for anything else (passed through unseen)."""
     if request.method != "POST" or not request.url.path.endswith(_ENDPOINTS[provider]):
         return None
@@ -278,16 +369,19 @@ def _begin(request: Any, provider: str, target: str | None) -> _Capture | None:
         stream = body.get("stream") is True
     except Exception:
         pass  # a body we cannot read is still measured; the response may name the model
-    retries = request.headers.get("x-stainless-retry-count")
-    return _Capture(
+    capture = _Capture(
         provider=provider,
         target=target,
         model=model,
         stream=stream,
-        attempts=int(retries) + 1 if retries and retries.isdigit() else None,
+        attempts=None,
         sent=time.perf_counter(),
         wall=datetime.now(UTC),
     )
+    call = _current_call.get()
+    if call is not None:
+        call.began(capture, submit)
+    return capture
 
 
 def _responded(capture: _Capture, response: Any) -> None:
@@ -303,7 +397,10 @@ def _failed(capture: _Capture, error: BaseException, submit: Callable[[_Capture]
 def _end(capture: _Capture, submit: Callable[[_Capture], None]) -> None:
     if capture.ended is None:
         capture.ended = time.perf_counter()
-        submit(capture)
+        if capture.call is not None:
+            capture.call.ended(capture)  # submitted once the SDK stops retrying
+        else:
+            submit(capture)
 
 
 def _safe(what: str, fn: Callable[[], Any]) -> Any:
@@ -381,7 +478,8 @@ def _tap_types(lib: Any) -> tuple[type, type]:
     class SyncTap(_Tap, lib.BaseTransport):  # type: ignore[name-defined,misc]
         def handle_request(self, request: Any) -> Any:
             capture = _safe(
-                "reading a request", lambda: _begin(request, self._provider, self._target)
+                "reading a request",
+                lambda: _begin(request, self._provider, self._target, self._submit),
             )
             if capture is None:
                 return self._inner.handle_request(request)
@@ -400,7 +498,8 @@ def _tap_types(lib: Any) -> tuple[type, type]:
     class AsyncTap(_Tap, lib.AsyncBaseTransport):  # type: ignore[name-defined,misc]
         async def handle_async_request(self, request: Any) -> Any:
             capture = _safe(
-                "reading a request", lambda: _begin(request, self._provider, self._target)
+                "reading a request",
+                lambda: _begin(request, self._provider, self._target, self._submit),
             )
             if capture is None:
                 return await self._inner.handle_async_request(request)
