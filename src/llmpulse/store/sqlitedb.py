@@ -10,6 +10,10 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 
 def connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
@@ -21,6 +25,25 @@ def connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
     db.execute(f"PRAGMA synchronous={synchronous}")
     db.execute("PRAGMA busy_timeout=5000")
     return db
+
+
+def engine(path: Path, synchronous: str = "NORMAL") -> sa.Engine:
+    """A SQLAlchemy engine on the file whose every transaction is BEGIN IMMEDIATE: a writer
+    waits for the lock (busy timeout 5 s) instead of failing to upgrade a read lock."""
+    import sqlalchemy as sa
+
+    created = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 5.0})
+
+    @sa.event.listens_for(created, "connect")
+    def _connect(conn: sqlite3.Connection, _: object) -> None:
+        conn.isolation_level = None  # pysqlite's own BEGIN skips DDL: issue it ourselves
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+
+    @sa.event.listens_for(created, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return created
 
 
 @contextlib.contextmanager

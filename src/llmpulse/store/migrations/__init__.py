@@ -4,10 +4,13 @@ Run on open, programmatically: no ``alembic.ini``. Revisions are numbered (``000
 and ``schema_version`` is that number. A SQLite file from before Alembic (``PRAGMA
 user_version`` 1 to 4) first runs the legacy scripts it lacks, then is stamped at ``0001``,
 whose schema is the same. A database at a revision this code does not know is refused.
+The runner serves other components' histories too (``History``: the alert state, the outbox),
+each with its own revisions and version table, sharing this ``env.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,50 +31,59 @@ _LEGACY_REVISION = "0001"
 CURRENT_REVISION_SQL = "SELECT version_num FROM alembic_version"
 
 
-def migrate_sqlite(db: sqlite3.Connection, path: Path) -> None:
+@dataclasses.dataclass(frozen=True, slots=True)
+class History:
+    """One component's migration history: its revisions, the table that records the applied one,
+    and the SQLite scripts from before Alembic whose end state is ``legacy_revision``."""
+
+    versions: Path
+    head: str
+    version_table: str = "alembic_version"
+    legacy_scripts: tuple[str, ...] = ()
+    legacy_revision: str = ""
+
+
+RESULTS = History(
+    _HERE / "versions", HEAD, "alembic_version", legacy_sqlite.SCRIPTS, _LEGACY_REVISION
+)
+
+
+def migrate_sqlite(db: sqlite3.Connection, path: Path, history: History = RESULTS) -> None:
     """Bring the file behind ``db`` (idle, not in a transaction) to the latest revision."""
     versioned = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (history.version_table,)
     ).fetchone()
-    if versioned and db.execute(CURRENT_REVISION_SQL).fetchall() == [(HEAD,)]:
+    current_sql = f"SELECT version_num FROM {history.version_table}"
+    if versioned and db.execute(current_sql).fetchall() == [(history.head,)]:
         return
     stamp = not versioned and sqlitedb.schema_version(db) > 0
     if stamp:
-        sqlitedb.migrate(db, legacy_sqlite.SCRIPTS, path)  # refuses a newer legacy version
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(f"sqlite:///{path}", poolclass=sa.pool.NullPool)
-
-    @sa.event.listens_for(engine, "connect")
-    def _autocommit(conn: sqlite3.Connection, _: object) -> None:
-        conn.isolation_level = None  # pysqlite's own BEGIN skips DDL: issue it ourselves
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    _run(engine, str(path), stamp)
+        sqlitedb.migrate(db, history.legacy_scripts, path)  # refuses a newer legacy version
+    _run(sqlitedb.engine(path), str(path), stamp, history)
 
 
-def migrate_postgres(sqlalchemy_url: str, where: str, current: str | None) -> None:
+def migrate_postgres(
+    sqlalchemy_url: str, where: str, current: str | None, history: History = RESULTS
+) -> None:
     """Bring the database (the schema first on its search_path) at revision ``current`` to the
     latest; ``where`` names it in errors, without its password."""
-    if current == HEAD:
+    if current == history.head:
         return
     import sqlalchemy as sa
 
-    _run(sa.create_engine(sqlalchemy_url, poolclass=sa.pool.NullPool), where, stamp=False)
+    _run(sa.create_engine(sqlalchemy_url, poolclass=sa.pool.NullPool), where, False, history)
 
 
-def _run(engine: sa.Engine, where: str, stamp: bool) -> None:
+def _run(engine: sa.Engine, where: str, stamp: bool, history: History) -> None:
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
 
-    script = script_directory()
+    script = script_directory(history)
     try:
         with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_heads()
+            opts = {"version_table": history.version_table}
+            current = MigrationContext.configure(conn, opts=opts).get_current_heads()
             known = {s.revision for s in script.walk_revisions()}
             newer = [r for r in current if r not in known]
             if newer:
@@ -81,16 +93,19 @@ def _run(engine: sa.Engine, where: str, stamp: bool) -> None:
                 )
             config = Config()
             config.set_main_option("script_location", str(_HERE))
+            config.set_main_option("version_locations", str(history.versions))
+            config.set_main_option("path_separator", "os")
             config.attributes["connection"] = conn
+            config.attributes["version_table"] = history.version_table
             if stamp:
-                command.stamp(config, _LEGACY_REVISION)
+                command.stamp(config, history.legacy_revision)
             command.upgrade(config, "head")
             conn.commit()
     finally:
         engine.dispose()
 
 
-def script_directory() -> ScriptDirectory:
+def script_directory(history: History = RESULTS) -> ScriptDirectory:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory(str(_HERE))
+    return ScriptDirectory(str(_HERE), version_locations=[str(history.versions)])
