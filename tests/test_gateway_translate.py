@@ -849,6 +849,10 @@ def test_stream_errors_reach_sdks_as_their_exceptions() -> None:
         )
 
 
+# The error types OpenAI's API sends (its invalid API key is an invalid_request_error).
+_OPENAI_TYPES = {"invalid_request_error", "insufficient_quota", "rate_limit_error", "server_error"}
+
+
 @pytest.mark.parametrize(
     ("status", "error_class", "openai_exc", "anthropic_exc", "anthropic_type"),
     [
@@ -880,6 +884,22 @@ def test_stream_errors_reach_sdks_as_their_exceptions() -> None:
             anthropic.OverloadedError,
             "overloaded_error",
         ),
+        # Every deployment down: Anthropic's own overload status, OpenAI's 503.
+        (
+            503,
+            ErrorClass.UNAVAILABLE,
+            openai.InternalServerError,
+            anthropic.OverloadedError,
+            "overloaded_error",
+        ),
+        (
+            403,
+            None,
+            openai.PermissionDeniedError,
+            anthropic.PermissionDeniedError,
+            "permission_error",
+        ),
+        (404, None, openai.NotFoundError, anthropic.NotFoundError, "not_found_error"),
         (502, None, openai.InternalServerError, anthropic.InternalServerError, "api_error"),
     ],
 )
@@ -891,6 +911,7 @@ def test_errors_reach_sdks_as_their_exceptions(
     anthropic_type: str,
 ) -> None:
     o_status, o_body = tr_openai.render_error(status, error_class, "no luck")
+    assert o_status != 529 and o_body["error"]["type"] in _OPENAI_TYPES
     client = _openai_client(lambda request: httpx.Response(o_status, json=o_body))
     with pytest.raises(openai_exc) as o_info:
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])

@@ -394,12 +394,18 @@ _CLASS_TYPES = {
 def render_error(
     status: int, error_class: ErrorClass | None, message: str, request_id: str | None = None
 ) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, body) of an error as anthropic-sdk-python reads it (``ErrorResponse``)."""
+    """(HTTP status, body) of an error as anthropic-sdk-python reads it (``ErrorResponse``).
+
+    Overload goes out as Anthropic sends it, 529, which the SDK raises as ``OverloadedError``
+    (a 503 would be its ``ServiceUnavailableError``).
+    """
     kind = (
         (error_class and _CLASS_TYPES.get(error_class))
         or _STATUS_TYPES.get(status)
         or ("api_error" if status >= 500 else None)
     )
+    if kind == "overloaded_error":
+        status = 529
     body: dict[str, Any] = {
         "type": "error",
         "error": {"type": kind or "invalid_request_error", "message": message},

@@ -386,13 +386,13 @@ def render_usage(usage: Usage) -> dict[str, Any]:
 _ERROR_KINDS: dict[ErrorClass, tuple[str, str | None]] = {
     ErrorClass.RATE_LIMITED: ("rate_limit_error", "rate_limit_exceeded"),
     ErrorClass.QUOTA: ("insufficient_quota", "insufficient_quota"),
-    ErrorClass.AUTH: ("authentication_error", "invalid_api_key"),
+    ErrorClass.AUTH: ("invalid_request_error", "invalid_api_key"),
     ErrorClass.BAD_REQUEST: ("invalid_request_error", None),
     ErrorClass.CONTEXT_LENGTH: ("invalid_request_error", "context_length_exceeded"),
     ErrorClass.CONTENT_FILTER: ("invalid_request_error", "content_filter"),
     ErrorClass.UNAVAILABLE: ("server_error", "service_unavailable"),
     ErrorClass.SERVER_ERROR: ("server_error", None),
-    ErrorClass.TIMEOUT: ("timeout", "timeout"),
+    ErrorClass.TIMEOUT: ("server_error", "timeout"),
     ErrorClass.CONNECTION: ("server_error", "upstream_connection_error"),
     ErrorClass.PROTOCOL: ("server_error", "upstream_protocol_error"),
 }
