@@ -337,8 +337,7 @@ def gateway_command(
         if telemetry is not None:
             telemetry.emit(result)
 
-    # While `llmpulse run` probes into the same database, its probes are followed, not repeated.
-    app = create_app(gateway, record=record, probe_targets=probed, results_db=path)
+    app = create_app(gateway, record=record, probe_targets=probed)
 
     async def serve() -> None:
         store = SQLiteStore(path)
