@@ -126,7 +126,6 @@ def test_a_whole_litellm_proxy_file_loads_with_one_warning(tmp_path):
         "general_settings.alerting",
         "general_settings.database_url",
         "litellm_settings.callbacks",
-        "litellm_settings.drop_params",
         "litellm_settings.success_callback",
         "router_settings.redis_host",
         "model_list[3] (mode: embedding)",
@@ -134,7 +133,9 @@ def test_a_whole_litellm_proxy_file_loads_with_one_warning(tmp_path):
         assert key in warning
     gw = config.gateway
     assert "master_key" not in warning and "routing_strategy" not in warning
+    assert "drop_params" not in warning  # acted on: every deployment drops what it cannot take
     azure, openai = gw.resolve("gpt-4o")
+    assert azure.drop_params and openai.drop_params
     assert (azure.id, azure.name, azure.protocol) == ("eastus", "gpt-4o/eastus", "azure")
     assert azure.base_url == "https://res.openai.azure.com"
     assert (azure.model, azure.base_model, azure.api_version) == (

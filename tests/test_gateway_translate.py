@@ -38,6 +38,7 @@ from llmpulse.gateway.ir import (
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import gemini as tr_gemini
 from llmpulse.gateway.translate import openai as tr_openai
+from llmpulse.gateway.translate import params
 from llmpulse.gateway.translate.prefill import continuation_request
 from llmpulse.result import Usage
 from llmpulse.sse import SSEDecoder, SSEEvent
@@ -66,6 +67,11 @@ def canonical(req: ChatRequest, protocol: str) -> ChatRequest:
     """What survives a trip through ``protocol``: the fields it cannot carry are normalised."""
     req = copy.deepcopy(req)
     ir.fill_tool_result_names(req.messages)
+    req.origin = protocol
+    for field in params.OPTIONAL:
+        if field not in params.CARRIED[protocol]:
+            setattr(req, field, None)
+    _canonical_params(req, protocol)
     if protocol != "openai":
         req.metadata = {}
         req.store = None
@@ -96,6 +102,37 @@ def canonical(req: ChatRequest, protocol: str) -> ChatRequest:
                 elif isinstance(part, ToolResultPart):
                     part.tool_call_id = mapping.get(part.tool_call_id, part.tool_call_id)
     return req
+
+
+def _canonical_params(req: ChatRequest, protocol: str) -> None:
+    """Each protocol's own form of the parameters it translates."""
+    fmt, reasoning = req.response_format, req.reasoning
+    if protocol == "openai" and reasoning is not None:
+        req.reasoning = ir.Reasoning(effort=params.effort(reasoning))
+    if protocol != "openai" and reasoning is not None:
+        budget = params.thinking_budget(reasoning)
+        if protocol == "anthropic" and budget:
+            budget = max(budget, params.ANTHROPIC_MIN_BUDGET)
+        req.reasoning = ir.Reasoning(budget_tokens=budget)
+    if protocol == "gemini" and fmt is not None:
+        # Gemini has no text format (it is the default) and no schema name or strictness.
+        req.response_format = None if fmt.type == "text" else ir.ResponseFormat(fmt.type)
+        if fmt.type == "json_schema":
+            req.response_format = ir.ResponseFormat("json_schema", fmt.schema, "response")
+    if protocol == "anthropic":
+        req.n = None
+        if req.service_tier is not None:
+            req.service_tier = params.ANTHROPIC_TIERS.get(req.service_tier, req.service_tier)
+        # Anthropic is sent no blank text and no prefill ending in whitespace.
+        messages: list[Message] = []
+        for message in req.messages:
+            kept = [p for p in message.parts if not isinstance(p, TextPart) or p.text.strip()]
+            ir.append_message(messages, message.role, kept)
+        if messages and messages[-1].role == "assistant":
+            last = messages[-1].parts[-1]
+            if isinstance(last, TextPart):
+                last.text = last.text.rstrip()
+        req.messages = messages
 
 
 def rich_request(**overrides: Any) -> ChatRequest:
@@ -170,7 +207,7 @@ def test_openai_client_request_rendered_for_anthropic() -> None:
             {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
         ],
         "max_completion_tokens": 100,
-        "temperature": 1.5,
+        "temperature": 0.7,
         "stop": "END",
         "tools": [
             {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_SCHEMA}}
@@ -205,7 +242,7 @@ def test_openai_client_request_rendered_for_anthropic() -> None:
             },
         ],
         "system": "Be brief.",
-        "temperature": 1.0,  # Anthropic's maximum
+        "temperature": 0.7,
         "stop_sequences": ["END"],
         "tools": [{"name": "get_weather", "input_schema": WEATHER_SCHEMA}],
         "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
@@ -347,7 +384,7 @@ def test_images_translate() -> None:
         ),
         (
             tr_openai.parse_request,
-            {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2},
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 0},
             "'n'",
         ),
         (
@@ -1011,7 +1048,33 @@ def chat_requests(draw: st.DrawFn) -> ChatRequest:
         parallel_tool_calls=draw(st.none() | st.booleans()) if tools else None,
         stream=draw(st.booleans()),
         user=draw(st.none() | _names),
+        response_format=draw(st.none() | _formats),
+        seed=draw(st.none() | st.integers(-(2**31), 2**31 - 1)),
+        frequency_penalty=draw(st.none() | st.floats(-2, 2)),
+        presence_penalty=draw(st.none() | st.floats(-2, 2)),
+        logprobs=draw(st.none() | st.booleans()),
+        top_logprobs=draw(st.none() | st.integers(0, 20)),
+        n=draw(st.none() | st.integers(1, 4)),
+        logit_bias=draw(
+            st.none() | st.dictionaries(st.from_regex(r"[0-9]{1,6}", fullmatch=True), _bias)
+        ),
+        top_k=draw(st.none() | st.integers(1, 500)),
+        reasoning=draw(st.none() | _reasonings),
+        service_tier=draw(st.none() | st.sampled_from(["auto", "default", "flex", "priority"])),
     )
+
+
+_bias = st.integers(-100, 100).map(float)
+_formats = st.sampled_from(["text", "json_object"]).map(ir.ResponseFormat) | st.builds(
+    ir.ResponseFormat,
+    st.just("json_schema"),
+    st.just(WEATHER_SCHEMA),
+    _names,
+    st.none() | st.booleans(),
+)
+_reasonings = st.builds(
+    ir.Reasoning, effort=st.sampled_from(list(params.EFFORT_BUDGETS))
+) | st.builds(ir.Reasoning, budget_tokens=st.integers(0, 50_000))
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -47,7 +47,7 @@ from llmpulse.config import Target, is_loopback
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerState
 from llmpulse.gateway.config import GatewayConfig
-from llmpulse.gateway.ir import ChatRequest, StreamEvent, TranslationError
+from llmpulse.gateway.ir import ChatRequest, MessageStart, StreamEvent, TranslationError
 from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
@@ -58,6 +58,7 @@ from llmpulse.result import CheckResult
 log = logging.getLogger(__name__)
 
 DEPLOYMENT_HEADER = "x-llmpulse-deployment"
+DROPPED_HEADER = "x-llmpulse-dropped-params"  # what drop_params left out, comma-separated
 UPSTREAM_ID_HEADER = "x-llmpulse-upstream-request-id"
 # The openai SDK reads x-request-id, the anthropic SDK request-id: both carry the gateway's id.
 _ID_HEADERS = (b"x-request-id", b"request-id")
@@ -74,7 +75,9 @@ class _Format:
 
     def error(self, exc: GatewayError) -> Response:
         if self.name == "openai":
-            status, body = tr_openai.render_error(exc.status, exc.error_class, exc.message)
+            status, body = tr_openai.render_error(
+                exc.status, exc.error_class, exc.message, exc.param
+            )
         else:
             status, body = tr_anthropic.render_error(exc.status, exc.error_class, exc.message)
         headers = {}
@@ -214,9 +217,8 @@ def create_app(
             except GatewayError as exc:
                 _failed(ids, exc)
                 return fmt.error(exc)
-            return JSONResponse(
-                fmt.module.render_response(answer), headers={DEPLOYMENT_HEADER: deployment.name}
-            )
+            headers = {DEPLOYMENT_HEADER: deployment.name, **_dropped(answer.dropped_params)}
+            return JSONResponse(fmt.module.render_response(answer), headers=headers)
         events = gateway.stream(chat, ids)
         try:
             first = await anext(events)
@@ -225,10 +227,11 @@ def create_app(
             return fmt.error(exc)
         except StopAsyncIteration:
             first = None
+        dropped = _dropped(first.dropped_params if isinstance(first, MessageStart) else [])
         return StreamingResponse(
             _sse(fmt, chat, ids, first, events),
             media_type="text/event-stream",
-            headers=_SSE_HEADERS,
+            headers={**_SSE_HEADERS, **dropped},
         )
 
     async def chat_completions(request: Request) -> Response:
@@ -295,6 +298,10 @@ def create_app(
         lifespan=lifespan,
         middleware=[Middleware(_RequestIdMiddleware)],
     )
+
+
+def _dropped(params: list[str]) -> dict[str, str]:
+    return {DROPPED_HEADER: ",".join(params)} if params else {}
 
 
 async def _sse(

@@ -135,6 +135,7 @@ class Deployment:
     base_model: str | None = None
     prices: PriceOverride | None = None
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    drop_params: bool = False  # drop parameters it cannot honour instead of being skipped
 
     @property
     def wildcard(self) -> bool:
@@ -308,6 +309,7 @@ class _Params(BaseModel):
     input_cost_per_token: float | None = Field(default=None, ge=0)
     output_cost_per_token: float | None = Field(default=None, ge=0)
     extra_headers: dict[str, str] = Field(default_factory=dict)
+    drop_params: bool | None = None
 
     @field_validator("api_key")
     @classmethod
@@ -383,6 +385,7 @@ class _Router(_Reliability):
 
 class _LitellmSettings(_Reliability):
     request_timeout: Duration | None = None
+    drop_params: bool = False
 
 
 class _General(BaseModel):
@@ -442,7 +445,8 @@ def parse_gateway(
             ignored.append(f"model_list[{i}] (mode: {entry.model_info.mode})")
         else:
             entries.append((i, entry))
-    deployments = [_deployment(i, e, env, where, ignored) for i, e in entries]
+    drop = parsed.litellm_settings.drop_params
+    deployments = [_deployment(i, e, env, where, ignored, drop) for i, e in entries]
     _unique(deployments, entries, where)
     groups: dict[str, list[Deployment]] = {}
     for d in deployments:
@@ -467,7 +471,12 @@ def parse_gateway(
 
 
 def _deployment(
-    index: int, entry: _Entry, env: Mapping[str, str], where: str, ignored: list[str]
+    index: int,
+    entry: _Entry,
+    env: Mapping[str, str],
+    where: str,
+    ignored: list[str],
+    drop_params: bool,
 ) -> Deployment:
     path = f"{where}model_list[{index}].litellm_params"
     params, info = entry.litellm_params, entry.model_info
@@ -547,6 +556,7 @@ def _deployment(
             k: _value(v, env, f"{path}.extra_headers.{k}") or ""
             for k, v in params.extra_headers.items()
         },
+        drop_params=_or(params.drop_params, drop_params),
     )
 
 

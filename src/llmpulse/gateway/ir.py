@@ -2,7 +2,10 @@
 
 Every wire protocol is parsed into these types and rendered from them, so a request that
 arrives in one protocol can be served by a deployment speaking another. They hold only what
-the three protocols can all express; anything else a client sends is dropped on translation.
+the protocols can express. A parameter a deployment's protocol or model cannot honour makes
+that deployment ineligible for the request (``translate.params``), unless ``drop_params`` lets
+the gateway drop it; fields of the client's own protocol with no neutral meaning ride in
+``ChatRequest.extra`` and go only to deployments speaking that protocol.
 
 Conventions: ``system`` is separate from ``messages``; tool results are parts of a ``user``
 message (Anthropic's and Gemini's model; OpenAI's ``tool`` messages are folded into one);
@@ -85,6 +88,27 @@ class ToolChoice:
 
 
 @dataclasses.dataclass(slots=True)
+class ResponseFormat:
+    """OpenAI's ``response_format``: free text, any JSON object, or JSON matching ``schema``."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+    strict: bool | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Reasoning:
+    """How much the model may think: an OpenAI effort or a token budget (Anthropic, Gemini).
+
+    ``budget_tokens`` 0 means thinking is off (Anthropic ``disabled``, Gemini budget 0).
+    """
+
+    effort: str | None = None
+    budget_tokens: int | None = None
+
+
+@dataclasses.dataclass(slots=True)
 class ChatRequest:
     model: str
     messages: list[Message]
@@ -101,6 +125,19 @@ class ChatRequest:
     user: str | None = None  # OpenAI ``user`` <-> Anthropic ``metadata.user_id``
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)  # OpenAI only
     store: bool | None = None  # OpenAI only; it rejects metadata without store: true
+    response_format: ResponseFormat | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    n: int | None = None
+    logit_bias: dict[str, float] | None = None
+    top_k: int | None = None
+    reasoning: Reasoning | None = None
+    service_tier: str | None = None
+    origin: str = "openai"  # the client's protocol family: whose ``extra`` fields these are
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(slots=True)
@@ -112,6 +149,9 @@ class ChatResponse:
     finish_reason: FinishReason = "stop"
     stop_sequence: str | None = None  # the stop sequence that ended generation, if known
     usage: Usage = dataclasses.field(default_factory=Usage)
+    reasoning: str = ""  # the model's visible thinking (Anthropic thinking blocks)
+    logprobs: dict[str, Any] | None = None  # OpenAI's choice.logprobs, passed on as sent
+    dropped_params: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(slots=True)
@@ -131,10 +171,17 @@ class UpstreamRequest:
 class MessageStart:
     id: str
     model: str
+    dropped_params: list[str] = dataclasses.field(default_factory=list)  # set by the gateway
 
 
 @dataclasses.dataclass(slots=True)
 class TextDelta:
+    text: str
+    logprobs: dict[str, Any] | None = None  # OpenAI's choice.logprobs for this chunk
+
+
+@dataclasses.dataclass(slots=True)
+class ReasoningDelta:
     text: str
 
 
@@ -170,7 +217,14 @@ class StreamError:
 
 
 StreamEvent = (
-    MessageStart | TextDelta | ToolCallStart | ToolCallDelta | Finish | UsageUpdate | (StreamError)
+    MessageStart
+    | TextDelta
+    | ReasoningDelta
+    | ToolCallStart
+    | ToolCallDelta
+    | Finish
+    | UsageUpdate
+    | StreamError
 )
 
 

@@ -35,7 +35,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -50,6 +50,7 @@ from llmpulse.gateway.ir import (
     ChatResponse,
     Finish,
     MessageStart,
+    ReasoningDelta,
     StreamError,
     StreamEvent,
     TextDelta,
@@ -67,6 +68,7 @@ from llmpulse.gateway.routing import Selector
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import gemini as tr_gemini
 from llmpulse.gateway.translate import openai as tr_openai
+from llmpulse.gateway.translate import params
 from llmpulse.gateway.translate.prefill import PREFILL_PROTOCOLS, continuation_request
 from llmpulse.probe.runner import (
     MAX_BODY_BYTES,
@@ -83,7 +85,7 @@ from llmpulse.sse import SSEDecoder, SSEError
 DEFAULT_TIMEOUT_S = 600.0  # LiteLLM's default request timeout
 # A cool-down this much longer than the policy's wait means the breaker opened: go elsewhere.
 _COOLDOWN_SLACK_S = 0.1
-_CONTENT = (TextDelta, ToolCallStart, ToolCallDelta)
+_CONTENT = (TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta)
 _OPENAI_PROTOCOLS = frozenset({"openai", "azure", "xai"})
 
 Recorder = Callable[[CheckResult], None]
@@ -98,12 +100,14 @@ class GatewayError(Exception):
         error_class: ErrorClass | None,
         message: str,
         retry_after_s: float | None = None,
+        param: str | None = None,  # the request parameter at fault, as the client named it
     ) -> None:
         super().__init__(message)
         self.status = status
         self.error_class = error_class
         self.message = message
         self.retry_after_s = retry_after_s
+        self.param = param
 
 
 class _AttemptFailed(Exception):
@@ -167,6 +171,7 @@ class _Measure:
     response_model: str | None = None
     finish_reason: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    dropped: list[str] = dataclasses.field(default_factory=list)  # drop_params, client's names
 
 
 @dataclasses.dataclass(slots=True)
@@ -186,6 +191,8 @@ class _Call:
     continuation: ChatRequest | None = None
     trimmed: str = ""  # whitespace the client already has, dropped from the continuation
     original: _AttemptFailed | None = None  # what cut the stream
+    # parameter -> deployments that cannot honour it (skipped before any call)
+    refused: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 class Gateway:
@@ -298,6 +305,16 @@ class Gateway:
                         f"of no deployment of {group!r}",
                     )
                 candidates = fitting
+            candidates = self._eligible(call, candidates)
+            if not candidates:
+                kind = FallbackKind.GENERAL
+                left = self._fallback_list(call.root, kind)
+                if position[kind] < len(left) and self._may_fall(call):
+                    group = left[position[kind]]
+                    position[kind] += 1
+                    call.fallbacks += 1
+                    continue
+                raise _ineligible(call)
             exclude: set[str] = set()
             group_attempts = same = 0
             retry_on: Deployment | None = None
@@ -493,21 +510,46 @@ class Gateway:
                     call.tool_started = True
         return out
 
-    def _upstream(
-        self, deployment: Deployment, request: ChatRequest
-    ) -> tuple[str, dict[str, str], UpstreamRequest]:
-        target = self._target(deployment)
+    def _prepare(self, deployment: Deployment, request: ChatRequest) -> ChatRequest:
+        """``request`` with the deployment's defaults, as it will be sent."""
         if deployment.max_tokens is not None and request.max_tokens is None:
             request = dataclasses.replace(request, max_tokens=deployment.max_tokens)
         if deployment.temperature is not None and request.temperature is None:
             request = dataclasses.replace(request, temperature=deployment.temperature)
+        return request
+
+    def _unsupported(self, deployment: Deployment, request: ChatRequest) -> list[str]:
+        model = self._target(deployment).model
+        return params.unsupported(self._prepare(deployment, request), deployment.protocol, model)
+
+    def _eligible(self, call: _Call, candidates: list[Deployment]) -> list[Deployment]:
+        """The candidates that can honour every parameter (or drop the rest); a refusal is
+        noted on ``call``, never a failure of the deployment."""
+        out = []
+        for d in candidates:
+            missing = [] if d.drop_params else self._unsupported(d, call.request)
+            for param in missing:
+                call.refused.setdefault(params.client_name(call.request, param), []).append(d.name)
+            if not missing:
+                out.append(d)
+        return out
+
+    def _upstream(
+        self, deployment: Deployment, request: ChatRequest
+    ) -> tuple[str, dict[str, str], UpstreamRequest]:
+        target = self._target(deployment)
         protocol = PROTOCOLS[deployment.protocol]
         headers = protocol.headers(target)  # type: ignore[attr-defined]
         if deployment.protocol in _OPENAI_PROTOCOLS:
             up = tr_openai.render_request(
                 request,
                 model=deployment.model,
-                max_tokens_field=target.max_tokens_field,
+                max_tokens_field=params.max_tokens_field(
+                    deployment.protocol,
+                    target.model,
+                    target.max_tokens_field,
+                    deployment.api_version,
+                ),
                 stream_options=target.stream_include_usage,
             )
             url = protocol.chat_url(target)  # type: ignore[attr-defined]
@@ -523,6 +565,11 @@ class Gateway:
         self, deployment: Deployment, request: ChatRequest, call: _Call, measure: _Measure
     ) -> aiohttp.ClientResponse:
         """POST the attempt and return a 2xx response; any other status raises, classified."""
+        request = self._prepare(deployment, request)
+        if deployment.drop_params:
+            dropped = self._unsupported(deployment, request)
+            measure.dropped = [params.client_name(request, p) for p in dropped]
+            request = params.without(request, dropped)
         url, headers, up = self._upstream(deployment, request)
         response = await self.session.post(
             url, json=up.body, headers=headers, allow_redirects=False
@@ -576,6 +623,7 @@ class Gateway:
         measure.response_model = answer.model or None
         measure.finish_reason = answer.finish_reason
         answer.model = answer.model or deployment.model
+        answer.dropped_params = list(measure.dropped)
         return answer
 
     async def _stream_attempt(
@@ -658,7 +706,8 @@ class Gateway:
                             measure.response_model = event.model or None
                             if continuing:
                                 continue  # the client has had its start
-                            event = MessageStart(event.id, event.model or deployment.model)
+                            model = event.model or deployment.model
+                            event = MessageStart(event.id, model, list(measure.dropped))
                         if first is None and not isinstance(event, _CONTENT):
                             held.append(event)
                             continue
@@ -720,8 +769,7 @@ class Gateway:
             provider=deployment.provider,
             model=target.model,
             check=CheckKind.STREAM if call.request.stream else CheckKind.INFERENCE,
-            # When the measured attempt started, as a probe's timestamp is its check's start.
-            timestamp=datetime.now(UTC) - timedelta(seconds=time.perf_counter() - measure.started),
+            timestamp=datetime.now(UTC),
             ok=error is None,
             error_class=error.error_class if error else None,
             error_message=error.message if error else None,
@@ -824,6 +872,18 @@ class _Classified:
         if isinstance(exc, TranslationError):
             raise _AttemptFailed(ErrorClass.PROTOCOL, exc.message)
         return False
+
+
+def _ineligible(call: _Call) -> GatewayError:
+    """No deployment can honour the request's parameters: the client's 400, naming them."""
+    listing = "; ".join(f"'{p}' (not by {', '.join(names)})" for p, names in call.refused.items())
+    return GatewayError(
+        400,
+        ErrorClass.BAD_REQUEST,
+        f"no deployment of {call.request.model!r} can honour {listing}; leave the parameter "
+        "out, or set drop_params to drop it",
+        param=next(iter(call.refused), None),
+    )
 
 
 def _failed_finish() -> _AttemptFailed:

@@ -86,6 +86,7 @@ class Plan:
     tool_args: list[str] = field(default_factory=list)
     include_usage: bool = False
     fault: str | None = None
+    body: Any = None  # the request body as received, in the log for tests to inspect
 
 
 def go_duration(seconds: float) -> str:

@@ -269,6 +269,7 @@ class SimState:
                 "reasoning_tokens": p.reasoning_tokens,
                 "input_tokens": p.input_tokens,
                 "served_model": p.served_model,
+                "body": p.body,
             }
         )
 
@@ -332,6 +333,7 @@ def _plan(protocol: str, model: str, b: ModelBehavior, body: Any, stream: bool, 
         tool=tool,
         tool_args=args,
         include_usage=bool(options.get("include_usage")) if isinstance(options, dict) else False,
+        body=body,
     )
 
 

@@ -8,7 +8,8 @@ Field names and shapes follow anthropic-sdk-python's types: ``message_create_par
 ``message_delta`` with ``MessageDeltaUsage``, ``message_stop``); and ``_streaming.py`` (events
 need an ``event:`` line; ``ping`` is skipped; ``event: error`` is raised).
 
-Thinking blocks and server tools have no counterpart elsewhere and are dropped or refused.
+Server tools have no counterpart elsewhere and are refused; thinking blocks of earlier turns
+are signed for Anthropic only and dropped; the answer's thinking becomes ``reasoning``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from llmpulse.gateway.ir import (
     Finish,
     FinishReason,
     ImagePart,
+    Message,
     MessageStart,
     Part,
+    Reasoning,
+    ReasoningDelta,
     StreamError,
     StreamEvent,
     TextDelta,
@@ -42,6 +46,7 @@ from llmpulse.gateway.ir import (
     fill_tool_result_names,
     text_of,
 )
+from llmpulse.gateway.translate import params
 from llmpulse.gateway.translate.common import (
     expect_dict,
     expect_list,
@@ -80,6 +85,25 @@ _FINISH_OUT: dict[FinishReason, str | None] = {
     "error": None,  # no stop reason says so; the gateway should have sent an error instead
 }
 _IGNORED_BLOCKS = ("thinking", "redacted_thinking")
+# Keys read into the IR; any other key rides in ``extra``, to Anthropic deployments only.
+_READ = frozenset(
+    {
+        "model",
+        "max_tokens",
+        "system",
+        "messages",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "tools",
+        "tool_choice",
+        "stream",
+        "metadata",
+        "thinking",
+        "service_tier",
+    }
+)
 
 
 # --- the client's request -------------------------------------------------------------------
@@ -90,7 +114,7 @@ def parse_request(body: Any) -> ChatRequest:
     max_tokens = opt_positive_int(obj.get("max_tokens"), "max_tokens")
     if max_tokens is None:
         raise TranslationError("'max_tokens' is required")
-    req = ChatRequest(model=expect_str(obj.get("model"), "model"), messages=[])
+    req = ChatRequest(model=expect_str(obj.get("model"), "model"), messages=[], origin="anthropic")
     req.max_tokens = max_tokens
     system = [_system_text(obj["system"], "system")] if obj.get("system") is not None else []
     raw_messages = expect_list(obj.get("messages"), "messages")
@@ -125,7 +149,26 @@ def parse_request(body: Any) -> ChatRequest:
     if obj.get("metadata") is not None:
         user = expect_dict(obj["metadata"], "metadata").get("user_id")
         req.user = opt_str(user, "metadata.user_id")
+    req.top_k = opt_positive_int(obj.get("top_k"), "top_k")
+    req.reasoning = _parse_thinking(obj.get("thinking"))
+    req.service_tier = opt_str(obj.get("service_tier"), "service_tier")
+    req.extra = {k: v for k, v in obj.items() if k not in _READ and v is not None}
     return req
+
+
+def _parse_thinking(raw: Any) -> Reasoning | None:
+    if raw is None:
+        return None
+    thinking = expect_dict(raw, "thinking")
+    kind = thinking.get("type")
+    if kind == "disabled":
+        return Reasoning(budget_tokens=0)
+    if kind != "enabled":
+        raise TranslationError("'thinking.type' must be enabled or disabled")
+    budget = opt_positive_int(thinking.get("budget_tokens"), "thinking.budget_tokens")
+    if budget is None:
+        raise TranslationError("'thinking.budget_tokens' is required")
+    return Reasoning(budget_tokens=budget)
 
 
 def _system_text(value: Any, field: str) -> str:
@@ -227,14 +270,14 @@ def render_request(
     body: dict[str, Any] = {
         "model": model or req.model,
         "max_tokens": req.max_tokens or default_max_tokens,
-        "messages": [
-            {"role": m.role, "content": _render_content(m.parts)} for m in req.messages if m.parts
-        ],
+        "messages": _render_messages(req.messages),
     }
     if req.system:
         body["system"] = req.system
     if req.temperature is not None:
-        body["temperature"] = min(req.temperature, 1.0)  # OpenAI allows up to 2, Anthropic 1
+        body["temperature"] = req.temperature  # above 1 makes the deployment ineligible
+    if req.top_k is not None:
+        body["top_k"] = req.top_k
     if req.top_p is not None:
         body["top_p"] = req.top_p
     if req.stop:
@@ -250,7 +293,34 @@ def render_request(
         body["stream"] = True
     if req.user is not None:
         body["metadata"] = {"user_id": req.user}
+    if req.reasoning is not None:
+        body["thinking"] = _render_thinking(req.reasoning)
+    if req.service_tier is not None:
+        body["service_tier"] = params.ANTHROPIC_TIERS.get(req.service_tier, req.service_tier)
+    if req.origin == "anthropic":
+        body.update(req.extra)
     return UpstreamRequest(PATH, body, {"anthropic-version": API_VERSION})
+
+
+def _render_thinking(reasoning: Reasoning) -> dict[str, Any]:
+    budget = params.thinking_budget(reasoning)
+    if not budget:
+        return {"type": "disabled"}
+    return {"type": "enabled", "budget_tokens": max(budget, params.ANTHROPIC_MIN_BUDGET)}
+
+
+def _render_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """Messages without the blank text Anthropic rejects ("text content blocks must contain
+    non-whitespace text"; OpenAI clients send content "" beside tool calls), a final
+    assistant prefill without the trailing whitespace it rejects."""
+    kept: list[Message] = []
+    for message in messages:
+        parts = [p for p in message.parts if not isinstance(p, TextPart) or p.text.strip()]
+        append_message(kept, message.role, list(parts))
+    if kept and kept[-1].role == "assistant" and isinstance(kept[-1].parts[-1], TextPart):
+        # Whitespace-only text was dropped above, so something is left after the strip.
+        kept[-1].parts[-1] = TextPart(kept[-1].parts[-1].text.rstrip())
+    return [{"role": m.role, "content": _render_content(m.parts)} for m in kept]
 
 
 def _render_tool(tool: Tool) -> dict[str, Any]:
@@ -272,9 +342,6 @@ def _render_tool_choice(choice: ToolChoice | None) -> dict[str, Any]:
 def _render_content(parts: list[Part]) -> str | list[dict[str, Any]]:
     if len(parts) == 1 and isinstance(parts[0], TextPart):
         return parts[0].text
-    # Anthropic rejects blank text blocks ("text content blocks must be non-empty"): OpenAI
-    # clients send content "" with an assistant turn's tool calls.
-    parts = [p for p in parts if not isinstance(p, TextPart) or p.text] or parts
     # Anthropic wants a user turn's tool results before anything else in it.
     ordered = [p for p in parts if isinstance(p, ToolResultPart)]
     ordered += [p for p in parts if not isinstance(p, ToolResultPart)]
@@ -315,10 +382,13 @@ def parse_response(body: Any) -> ChatResponse:
     resp.finish_reason = _FINISH_IN.get(reason, "error") if reason else "stop"
     resp.stop_sequence = get_str(obj, "stop_sequence")
     texts: list[str] = []
+    thoughts: list[str] = []
     for i, raw in enumerate(expect_list(obj.get("content"), "content")):
         block = expect_dict(raw, f"content[{i}]")
         if block.get("type") == "text":
             texts.append(expect_str(block.get("text"), f"content[{i}].text"))
+        elif block.get("type") == "thinking":
+            thoughts.append(get_str(block, "thinking") or "")
         elif block.get("type") == "tool_use":
             resp.tool_calls.append(
                 ToolCallPart(
@@ -328,6 +398,7 @@ def parse_response(body: Any) -> ChatResponse:
                 )
             )
     resp.text = "".join(texts)
+    resp.reasoning = "".join(thoughts)
     return resp
 
 
@@ -467,12 +538,14 @@ class StreamDecoder:
             delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
             if delta.get("type") == "text_delta" and get_str(delta, "text"):
                 return [TextDelta(delta["text"])]
+            if delta.get("type") == "thinking_delta" and get_str(delta, "thinking"):
+                return [ReasoningDelta(delta["thinking"])]
             if delta.get("type") == "input_json_delta" and get_str(delta, "partial_json"):
                 ordinal = self._tool_index.get(_index(payload))
                 if ordinal is None:
                     raise TranslationError("input_json_delta outside a tool_use block", 502)
                 return [ToolCallDelta(ordinal, delta["partial_json"])]
-            return []  # thinking and signature deltas
+            return []  # signature deltas
         # message_delta: the stop reason, and usage that is cumulative.
         out: list[StreamEvent] = []
         reason = get_str(payload, "delta", "stop_reason")

@@ -58,6 +58,14 @@ def opt_positive_int(value: Any, field: str) -> int | None:
     return value
 
 
+def opt_int(value: Any, field: str, low: int = -_MAX_INT - 1, high: int = _MAX_INT) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise TranslationError(f"'{field}' must be an integer between {low} and {high}")
+    return value
+
+
 def stop_list(value: Any, field: str) -> list[str]:
     """A stop value: a string, a list of strings, or null."""
     if value is None:

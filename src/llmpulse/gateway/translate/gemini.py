@@ -4,8 +4,10 @@ Shapes follow the Gemini API reference and googleapis/python-genai's types: ``co
 ``{role: user|model, parts[]}`` with ``text``, ``inlineData{mimeType, data}``,
 ``fileData{mimeType, fileUri}``, ``functionCall{id, name, args}`` and
 ``functionResponse{id, name, response}`` (``response.output`` or ``response.error``);
-``systemInstruction``; ``generationConfig{maxOutputTokens, temperature, topP,
-stopSequences}``; ``tools[{functionDeclarations[{name, description, parametersJsonSchema}]}]``;
+``systemInstruction``; ``generationConfig{maxOutputTokens, temperature, topP, topK,
+stopSequences, seed, presencePenalty, frequencyPenalty, candidateCount, responseMimeType,
+responseJsonSchema, thinkingConfig{thinkingBudget}}``;
+``tools[{functionDeclarations[{name, description, parametersJsonSchema}]}]``;
 ``toolConfig.functionCallingConfig{mode: AUTO|ANY|NONE, allowedFunctionNames}``. Responses and
 each ``streamGenerateContent?alt=sse`` event are a whole GenerateContentResponse
 (``candidates[0].content.parts``, ``finishReason``, ``usageMetadata``, ``modelVersion``,
@@ -29,6 +31,8 @@ from llmpulse.gateway.ir import (
     ImagePart,
     MessageStart,
     Part,
+    Reasoning,
+    ResponseFormat,
     StreamError,
     StreamEvent,
     TextDelta,
@@ -46,6 +50,7 @@ from llmpulse.gateway.ir import (
     append_message,
     fill_tool_result_names,
 )
+from llmpulse.gateway.translate import params
 from llmpulse.gateway.translate.common import (
     dump_json,
     expect_dict,
@@ -53,6 +58,7 @@ from llmpulse.gateway.translate.common import (
     expect_str,
     load_event,
     new_id,
+    opt_int,
     opt_number,
     opt_positive_int,
     opt_str,
@@ -108,7 +114,9 @@ def _get(obj: dict[str, Any], camel: str) -> Any:
 def parse_request(body: Any, *, model: str, stream: bool = False) -> ChatRequest:
     """``model`` and ``stream`` come from the URL (``models/{model}:streamGenerateContent``)."""
     obj = expect_dict(body, "body")
-    req = ChatRequest(model=model.removeprefix("models/"), messages=[], stream=stream)
+    req = ChatRequest(
+        model=model.removeprefix("models/"), messages=[], stream=stream, origin="gemini"
+    )
     req.include_usage = True  # every Gemini chunk carries usageMetadata
     instruction = _get(obj, "systemInstruction")
     if instruction is not None:
@@ -217,14 +225,32 @@ def _parse_generation_config(req: ChatRequest, raw: Any) -> None:
     if raw is None:
         return
     config = expect_dict(raw, "generationConfig")
-    count = _get(config, "candidateCount")
-    if count is not None and count != 1:
-        raise TranslationError("'generationConfig.candidateCount' must be 1")
     field = "generationConfig."
+    req.n = opt_positive_int(_get(config, "candidateCount"), field + "candidateCount")
     req.max_tokens = opt_positive_int(_get(config, "maxOutputTokens"), field + "maxOutputTokens")
     req.temperature = opt_number(config.get("temperature"), field + "temperature", 0, 2)
     req.top_p = opt_number(_get(config, "topP"), field + "topP", 0, 1)
+    req.top_k = opt_positive_int(_get(config, "topK"), field + "topK")
     req.stop = stop_list(_get(config, "stopSequences"), field + "stopSequences")
+    req.seed = opt_int(config.get("seed"), field + "seed")
+    for name, camel in (
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ):
+        setattr(req, name, opt_number(_get(config, camel), field + camel, -2, 2))
+    mime = opt_str(_get(config, "responseMimeType"), field + "responseMimeType")
+    schema = _get(config, "responseJsonSchema")
+    if schema is not None:
+        schema = expect_dict(schema, field + "responseJsonSchema")
+        req.response_format = ResponseFormat("json_schema", schema=schema, name="response")
+    elif mime == "application/json":
+        req.response_format = ResponseFormat("json_object")
+    thinking = _get(config, "thinkingConfig")
+    if thinking is not None:
+        budget = _get(expect_dict(thinking, field + "thinkingConfig"), "thinkingBudget")
+        budget = opt_int(budget, field + "thinkingConfig.thinkingBudget", -1)
+        # -1 is dynamic thinking, the model's default.
+        req.reasoning = None if budget in (None, -1) else Reasoning(budget_tokens=budget)
 
 
 def _parse_tools(raw: Any) -> list[Tool]:
@@ -268,6 +294,29 @@ def _parse_tool_config(raw: Any) -> ToolChoice | None:
 
 # --- the upstream's request -----------------------------------------------------------------
 
+_SAMPLING_OUT = (
+    ("top_k", "topK"),
+    ("seed", "seed"),
+    ("presence_penalty", "presencePenalty"),
+    ("frequency_penalty", "frequencyPenalty"),
+    ("n", "candidateCount"),
+)
+
+
+def _render_sampling(req: ChatRequest, config: dict[str, Any]) -> None:
+    for name, camel in _SAMPLING_OUT:
+        if getattr(req, name) is not None:
+            config[camel] = getattr(req, name)
+    fmt = req.response_format
+    if fmt is not None and fmt.type != "text":
+        config["responseMimeType"] = "application/json"
+        if fmt.schema is not None:
+            config["responseJsonSchema"] = fmt.schema
+    if req.reasoning is not None:
+        budget = params.thinking_budget(req.reasoning)
+        if budget is not None:
+            config["thinkingConfig"] = {"thinkingBudget": budget}
+
 
 def render_request(req: ChatRequest, *, model: str | None = None) -> UpstreamRequest:
     """The generateContent body; ``path`` picks the streaming method when ``req.stream``."""
@@ -288,6 +337,7 @@ def render_request(req: ChatRequest, *, model: str | None = None) -> UpstreamReq
         config["topP"] = req.top_p
     if req.stop:
         config["stopSequences"] = list(req.stop)
+    _render_sampling(req, config)
     if config:
         body["generationConfig"] = config
     if req.tools:

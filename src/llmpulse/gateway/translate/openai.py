@@ -22,6 +22,9 @@ from llmpulse.gateway.ir import (
     ImagePart,
     MessageStart,
     Part,
+    Reasoning,
+    ReasoningDelta,
+    ResponseFormat,
     StreamError,
     StreamEvent,
     TextDelta,
@@ -39,6 +42,7 @@ from llmpulse.gateway.ir import (
     fill_tool_result_names,
     text_of,
 )
+from llmpulse.gateway.translate import params
 from llmpulse.gateway.translate.common import (
     dump_json,
     expect_dict,
@@ -47,6 +51,7 @@ from llmpulse.gateway.translate.common import (
     load_event,
     new_id,
     opt_bool,
+    opt_int,
     opt_number,
     opt_positive_int,
     opt_str,
@@ -70,8 +75,38 @@ _FINISH_IN: dict[str, FinishReason] = {
     "function_call": "tool_calls",
     "content_filter": "content_filter",
 }
-# Keys that change what the model generates and that no other protocol can express.
-_UNTRANSLATABLE = ("audio", "prediction", "logit_bias", "functions", "function_call")
+# Keys whose answer (audio, legacy function calls) the gateway's response cannot carry.
+_UNTRANSLATABLE = ("audio", "functions", "function_call")
+# Keys read into the IR; any other key rides in ``extra``, to OpenAI-protocol deployments only.
+_READ = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "stream",
+        "stream_options",
+        "user",
+        "store",
+        "metadata",
+        "response_format",
+        "seed",
+        "frequency_penalty",
+        "presence_penalty",
+        "logprobs",
+        "top_logprobs",
+        "n",
+        "logit_bias",
+        "reasoning_effort",
+        "service_tier",
+    }
+)
 
 
 # --- the client's request -------------------------------------------------------------------
@@ -82,10 +117,7 @@ def parse_request(body: Any) -> ChatRequest:
     for key in _UNTRANSLATABLE:
         if obj.get(key) is not None:
             raise TranslationError(f"'{key}' is not supported by this gateway")
-    n = obj.get("n")
-    if n is not None and n != 1:
-        raise TranslationError("'n' must be 1")
-    req = ChatRequest(model=expect_str(obj.get("model"), "model"), messages=[])
+    req = ChatRequest(model=expect_str(obj.get("model"), "model"), messages=[], origin="openai")
     system: list[str] = []
     raw_messages = expect_list(obj.get("messages"), "messages")
     if not raw_messages:
@@ -114,7 +146,46 @@ def parse_request(body: Any) -> ChatRequest:
     if metadata is not None:
         for key, value in expect_dict(metadata, "metadata").items():
             req.metadata[key] = expect_str(value, f"metadata.{key}")
+    _parse_sampling(req, obj)
+    req.extra = {k: v for k, v in obj.items() if k not in _READ and v is not None}
     return req
+
+
+def _parse_sampling(req: ChatRequest, obj: dict[str, Any]) -> None:
+    req.response_format = _parse_response_format(obj.get("response_format"))
+    req.seed = opt_int(obj.get("seed"), "seed")
+    req.frequency_penalty = opt_number(obj.get("frequency_penalty"), "frequency_penalty", -2, 2)
+    req.presence_penalty = opt_number(obj.get("presence_penalty"), "presence_penalty", -2, 2)
+    req.logprobs = opt_bool(obj.get("logprobs"), "logprobs")
+    req.top_logprobs = opt_int(obj.get("top_logprobs"), "top_logprobs", 0, 20)
+    req.n = opt_positive_int(obj.get("n"), "n")
+    if obj.get("logit_bias") is not None:
+        bias = expect_dict(obj["logit_bias"], "logit_bias")
+        req.logit_bias = {
+            k: opt_number(v, f"logit_bias.{k}", -100, 100) or 0.0 for k, v in bias.items()
+        }
+    effort = opt_str(obj.get("reasoning_effort"), "reasoning_effort")
+    req.reasoning = None if effort is None else Reasoning(effort=effort)
+    req.service_tier = opt_str(obj.get("service_tier"), "service_tier")
+
+
+def _parse_response_format(raw: Any) -> ResponseFormat | None:
+    if raw is None:
+        return None
+    obj = expect_dict(raw, "response_format")
+    kind = obj.get("type")
+    if kind in ("text", "json_object"):
+        return ResponseFormat(kind)
+    if kind != "json_schema":
+        raise TranslationError("'response_format.type' must be text, json_object or json_schema")
+    spec = expect_dict(obj.get("json_schema"), "response_format.json_schema")
+    schema = spec.get("schema")
+    return ResponseFormat(
+        "json_schema",
+        schema=None if schema is None else expect_dict(schema, "response_format.json_schema"),
+        name=expect_str(spec.get("name"), "response_format.json_schema.name"),
+        strict=opt_bool(spec.get("strict"), "response_format.json_schema.strict"),
+    )
 
 
 def _parse_message(req: ChatRequest, system: list[str], m: dict[str, Any], field: str) -> None:
@@ -227,7 +298,7 @@ def render_request(
         body["tools"] = [
             {"type": "function", "function": _render_function(tool)} for tool in req.tools
         ]
-    if req.tool_choice is not None:
+    if req.tool_choice is not None and req.tools:  # OpenAI rejects tool_choice without tools
         choice = req.tool_choice
         body["tool_choice"] = (
             {"type": "function", "function": {"name": choice.name}}
@@ -246,7 +317,38 @@ def render_request(
         body["store"] = req.store
     if req.metadata:
         body["metadata"] = dict(req.metadata)
+    _render_sampling(req, body)
+    if req.origin == "openai":
+        body.update(req.extra)
     return UpstreamRequest(PATH, body)
+
+
+def _render_sampling(req: ChatRequest, body: dict[str, Any]) -> None:
+    if req.response_format is not None:
+        body["response_format"] = _render_response_format(req.response_format)
+    for key in ("seed", "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs"):
+        if getattr(req, key) is not None:
+            body[key] = getattr(req, key)
+    if req.n is not None:
+        body["n"] = req.n
+    if req.logit_bias is not None:
+        body["logit_bias"] = dict(req.logit_bias)
+    if req.reasoning is not None:
+        # A thinking budget reads as the effort tier holding it; thinking off is "none".
+        body["reasoning_effort"] = params.effort(req.reasoning)
+    if req.service_tier is not None:
+        body["service_tier"] = req.service_tier
+
+
+def _render_response_format(fmt: ResponseFormat) -> dict[str, Any]:
+    if fmt.type != "json_schema":
+        return {"type": fmt.type}
+    spec: dict[str, Any] = {"name": fmt.name or "response"}
+    if fmt.schema is not None:
+        spec["schema"] = fmt.schema
+    if fmt.strict is not None:
+        spec["strict"] = fmt.strict
+    return {"type": "json_schema", "json_schema": spec}
 
 
 def _render_function(tool: Tool) -> dict[str, Any]:
@@ -331,6 +433,9 @@ def parse_response(body: Any, *, reasoning_outside_completion: bool = False) -> 
         finish_reason=finish_from_openai(get_str(choice, "finish_reason")),
         usage=parse_usage(obj.get("usage"), reasoning_outside_completion) or Usage(),
     )
+    resp.reasoning = get_str(message, "reasoning_content") or ""
+    if isinstance(choice.get("logprobs"), dict):
+        resp.logprobs = choice["logprobs"]
     calls = message.get("tool_calls") or []
     resp.tool_calls = [
         _parse_call(c, f"choices[0].message.tool_calls[{j}]") for j, c in enumerate(calls)
@@ -355,13 +460,20 @@ def render_response(resp: ChatResponse) -> dict[str, Any]:
     }
     if resp.tool_calls:
         message["tool_calls"] = [_render_call(call) for call in resp.tool_calls]
+    if resp.reasoning:
+        message["reasoning_content"] = resp.reasoning  # as LiteLLM passes thinking on
     return {
         "id": resp.id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": resp.model,
         "choices": [
-            {"index": 0, "message": message, "finish_reason": resp.finish_reason, "logprobs": None}
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": resp.finish_reason,
+                "logprobs": resp.logprobs,
+            }
         ],
         "usage": render_usage(resp.usage),
         "system_fingerprint": None,
@@ -446,9 +558,13 @@ class StreamDecoder:
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             choice = choices[0]
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            thought = get_str(delta, "reasoning_content")
+            if thought:
+                out.append(ReasoningDelta(thought))
             text = get_str(delta, "content")
+            logprobs = choice.get("logprobs")
             if text:
-                out.append(TextDelta(text))
+                out.append(TextDelta(text, logprobs if isinstance(logprobs, dict) else None))
             for call in delta.get("tool_calls") or []:
                 out.extend(_tool_call_events(call))
             reason = get_str(choice, "finish_reason")
@@ -505,7 +621,9 @@ class StreamEncoder:
             return []  # the gateway decides what an upstream error becomes
         out = self._start()
         if isinstance(event, TextDelta):
-            out.append(self._chunk({"content": event.text}))
+            out.append(self._chunk({"content": event.text}, logprobs=event.logprobs))
+        elif isinstance(event, ReasoningDelta):
+            out.append(self._chunk({"reasoning_content": event.text}))
         elif isinstance(event, ToolCallStart):
             call = {
                 "index": event.index,
@@ -535,8 +653,13 @@ class StreamEncoder:
         self._started = True
         return [self._chunk({"role": "assistant", "content": ""})]
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+    def _chunk(
+        self,
+        delta: dict[str, Any],
+        finish: str | None = None,
+        logprobs: dict[str, Any] | None = None,
+    ) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
         return sse(self._envelope([choice], None))
 
     def _envelope(self, choices: list[Any], usage: dict[str, Any] | None) -> dict[str, Any]:

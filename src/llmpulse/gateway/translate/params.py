@@ -1,0 +1,198 @@
+"""Which request parameters a deployment can honour, and dropping the ones it cannot.
+
+A parameter is named by its ``ChatRequest`` field (``extra:<key>`` for a field of the client's
+own protocol carried in ``extra``). ``unsupported`` lists those a deployment's protocol or model
+cannot carry; the gateway skips such a deployment (or, with ``drop_params``, sends the request
+``without`` them). The per-model limits are the providers' documented ones:
+
+- OpenAI reasoning models (o1, o3, o4-mini, gpt-5; not gpt-5-chat) take only the default
+  temperature/top_p (1), no penalties, logprobs or logit_bias; OpenAI takes at most 4 stop
+  sequences; n > 1 has no place in the gateway's one-answer response.
+- Anthropic: temperature 0..1; Claude Sonnet/Haiku 4.5, Opus 4.1 and newer reject temperature
+  with top_p; extended thinking needs the default temperature and a budget under max_tokens.
+- Azure api versions before 2024-09-01-preview take ``max_tokens``, later ones
+  ``max_completion_tokens`` (``max_tokens_field``).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+from llmpulse.gateway.ir import ChatRequest, Reasoning
+
+OPENAI_PROTOCOLS = frozenset({"openai", "azure", "xai"})
+OPENAI_MAX_STOP = 4
+ANTHROPIC_MIN_BUDGET = 1024
+# LiteLLM's reasoning_effort -> thinking budget (litellm/constants.py
+# DEFAULT_REASONING_EFFORT_*_THINKING_BUDGET); "none" turns thinking off.
+EFFORT_BUDGETS = {"none": 0, "minimal": 128, "low": 1024, "medium": 2048, "high": 4096}
+# OpenAI service tiers with an Anthropic equivalent ("auto" | "standard_only").
+ANTHROPIC_TIERS = {"auto": "auto", "default": "standard_only", "standard_only": "standard_only"}
+_AZURE_COMPLETION_TOKENS_SINCE = "2024-09-01-preview"
+
+# Parameters each protocol family can carry (translated where the names differ).
+CARRIED: dict[str, frozenset[str]] = {
+    "openai": frozenset(
+        {
+            "response_format",
+            "seed",
+            "frequency_penalty",
+            "presence_penalty",
+            "logprobs",
+            "top_logprobs",
+            "logit_bias",
+            "reasoning",
+            "service_tier",
+            "user",
+        }
+    ),
+    "anthropic": frozenset({"top_k", "reasoning", "service_tier", "user"}),
+    "gemini": frozenset(
+        {"response_format", "seed", "frequency_penalty", "presence_penalty", "top_k", "reasoning"}
+    ),
+}
+# Fields checked against CARRIED, and the value each takes when dropped.
+OPTIONAL = (
+    "response_format",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "top_k",
+    "reasoning",
+    "service_tier",
+    "user",
+)
+_OPENAI_REASONING = re.compile(r"^(o\d|gpt-5)(?!-chat)")
+_CLAUDE = re.compile(r"claude-(opus|sonnet|haiku)-(\d+)(?:-(\d))?(?!\d)")
+# A client's name for a parameter, where it is not the IR field's.
+_CLIENT_NAMES = {
+    ("openai", "reasoning"): "reasoning_effort",
+    ("openai", "max_tokens"): "max_completion_tokens",
+    ("anthropic", "reasoning"): "thinking",
+    ("anthropic", "user"): "metadata.user_id",
+    ("anthropic", "stop"): "stop_sequences",
+}
+
+
+def family(protocol: str) -> str:
+    return "openai" if protocol in OPENAI_PROTOCOLS else protocol
+
+
+def client_name(req: ChatRequest, param: str) -> str:
+    """``param`` as the client called it."""
+    if param.startswith("extra:"):
+        return param[len("extra:") :]
+    return _CLIENT_NAMES.get((req.origin, param), param)
+
+
+def is_openai_reasoning_model(model: str) -> bool:
+    return bool(_OPENAI_REASONING.match(model.rsplit("/", 1)[-1]))
+
+
+def max_tokens_field(protocol: str, model: str, preset_field: str, api_version: str | None) -> str:
+    """The output budget's name: OpenAI reasoning models take only ``max_completion_tokens``
+    (whatever server fronts them), Azure's older api versions only ``max_tokens`` (the dates
+    compare as text)."""
+    if protocol == "azure" and api_version and api_version < _AZURE_COMPLETION_TOKENS_SINCE:
+        return "max_tokens"
+    if is_openai_reasoning_model(model):
+        return "max_completion_tokens"
+    return preset_field
+
+
+def thinking_budget(reasoning: Reasoning) -> int | None:
+    if reasoning.budget_tokens is not None:
+        return reasoning.budget_tokens
+    return EFFORT_BUDGETS.get(reasoning.effort or "")
+
+
+def effort(reasoning: Reasoning) -> str | None:
+    """An OpenAI effort for ``reasoning``: a budget reads as the smallest tier holding it."""
+    if reasoning.effort is not None:
+        return reasoning.effort
+    budget = reasoning.budget_tokens or 0
+    for name, tier in EFFORT_BUDGETS.items():
+        if budget <= tier:
+            return name
+    return "high"
+
+
+def unsupported(req: ChatRequest, protocol: str, model: str) -> list[str]:
+    """The parameters of ``req`` a ``protocol`` deployment of ``model`` cannot honour."""
+    fam = family(protocol)
+    carried = CARRIED[fam]
+    out = [f for f in OPTIONAL if getattr(req, f) is not None and f not in carried]
+    if req.origin != fam:
+        out += [f"extra:{key}" for key in req.extra]
+    if req.n is not None and req.n != 1:
+        out.append("n")
+    if fam == "openai":
+        out += _openai_limits(req, protocol, model)
+    elif fam == "anthropic":
+        out += _anthropic_limits(req, model)
+    if req.response_format is not None and req.response_format.type == "text":
+        out = [f for f in out if f != "response_format"]  # plain text is every default
+    return list(dict.fromkeys(out))
+
+
+def _openai_limits(req: ChatRequest, protocol: str, model: str) -> list[str]:
+    out = []
+    if protocol in ("openai", "azure") and len(req.stop) > OPENAI_MAX_STOP:
+        out.append("stop")
+    if is_openai_reasoning_model(model):
+        for name, default in (("temperature", 1), ("top_p", 1)):
+            if getattr(req, name) not in (None, default):
+                out.append(name)
+        for name in ("frequency_penalty", "presence_penalty"):
+            if getattr(req, name) not in (None, 0):
+                out.append(name)
+        if req.logprobs:
+            out.append("logprobs")
+        out += [n for n in ("top_logprobs", "logit_bias") if getattr(req, n) is not None]
+    return out
+
+
+def _anthropic_limits(req: ChatRequest, model: str) -> list[str]:
+    out = []
+    if req.temperature is not None and req.temperature > 1:
+        out.append("temperature")
+    if req.temperature is not None and req.top_p is not None and _rejects_both(model):
+        out.append("top_p")
+    if req.service_tier is not None and req.service_tier not in ANTHROPIC_TIERS:
+        out.append("service_tier")
+    budget = thinking_budget(req.reasoning) if req.reasoning else None
+    if budget:
+        if req.temperature not in (None, 1):
+            out.append("temperature")
+        if req.max_tokens is not None and req.max_tokens <= max(budget, ANTHROPIC_MIN_BUDGET):
+            out.append("reasoning")  # Anthropic wants max_tokens above the budget
+    elif req.reasoning is not None and budget is None:
+        out.append("reasoning")  # an effort Anthropic has no budget for
+    return out
+
+
+def _rejects_both(model: str) -> bool:
+    """Claude Sonnet/Haiku 4.5, Opus 4.1 and newer take temperature or top_p, not both."""
+    match = _CLAUDE.search(model)
+    if match is None:
+        return False
+    kind, major, minor = match.group(1), int(match.group(2)), int(match.group(3) or 0)
+    return (major, minor) >= ((4, 1) if kind == "opus" else (4, 5))
+
+
+def without(req: ChatRequest, params: list[str]) -> ChatRequest:
+    """``req`` with ``params`` dropped (each back to its default)."""
+    out = copy.copy(req)
+    out.extra = {k: v for k, v in req.extra.items() if f"extra:{k}" not in params}
+    for param in params:
+        if param == "stop":
+            out.stop = []
+        elif param == "n":
+            out.n = None
+        elif not param.startswith("extra:"):
+            setattr(out, param, None)
+    return out
