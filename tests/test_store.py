@@ -1,18 +1,30 @@
+import contextlib
 import dataclasses
 import itertools
+import os
 import random
 import sqlite3
+import uuid
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
-from llmpulse.store import ModelChange, SQLiteStore, Totals, migrations, sqlitedb
+from llmpulse.store import (
+    ModelChange,
+    SQLiteStore,
+    Totals,
+    migrations,
+    open_store,
+    redact_url,
+    sqlitedb,
+)
 from llmpulse.store.migrations.legacy_sqlite import SCRIPTS as LEGACY_SCRIPTS
-from llmpulse.store.sqlite import _plan
+from llmpulse.store.sqlstore import plan
 
 
 def result(i: int, **kw) -> CheckResult:
@@ -36,9 +48,81 @@ def result(i: int, **kw) -> CheckResult:
     return CheckResult(**base)
 
 
-def test_roundtrip_and_order(tmp_path):
-    path = tmp_path / "x.db"
-    with SQLiteStore(path) as store:
+# --- Backends: every test taking `backend` runs against SQLite and PostgreSQL ----------------
+
+POSTGRES_URL = os.environ.get("LLMPULSE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+class Backend:
+    """A fresh, empty location for stores: a SQLite file, or a PostgreSQL schema."""
+
+    def __init__(self, kind: str, location: str) -> None:
+        self.kind = kind
+        self.location = location
+
+    def open(self):
+        return open_store(self.location)
+
+    def sql(self, query: str) -> list[tuple]:
+        """Rows of a query on the store's database, beside the store."""
+        if self.kind == "sqlite":
+            with contextlib.closing(sqlite3.connect(self.location)) as db:
+                return db.execute(query).fetchall()
+        with psycopg.connect(self.location, autocommit=True) as db:
+            cursor = db.execute(query)
+            return cursor.fetchall() if cursor.description else []
+
+    @contextlib.contextmanager
+    def refusing(self, target: str):
+        """The database refuses results of ``target`` (a failing write); yields the error."""
+        if self.kind == "sqlite":
+            self.sql(
+                f"CREATE TRIGGER refuse BEFORE INSERT ON results WHEN NEW.target = '{target}' "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+            yield sqlite3.IntegrityError
+            self.sql("DROP TRIGGER refuse")
+        else:
+            self.sql(f"ALTER TABLE results ADD CONSTRAINT refuse CHECK (target <> '{target}')")
+            yield psycopg.errors.CheckViolation
+            self.sql("ALTER TABLE results DROP CONSTRAINT refuse")
+
+
+@contextlib.contextmanager
+def backend_at(kind: str, tmp_dir):
+    if kind == "sqlite":
+        yield Backend(kind, str(tmp_dir / "store.db"))
+        return
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise  # CI runs a server: its PostgreSQL cases must run
+        pytest.skip(f"PostgreSQL unreachable at {redact_url(POSTGRES_URL)}: {exc}".strip())
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        sep = "&" if "?" in POSTGRES_URL else "?"
+        try:
+            yield Backend(kind, f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}")
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request, tmp_path):
+    with backend_at(request.param, tmp_path) as b:
+        yield b
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_backend(request, tmp_path_factory):
+    with backend_at(request.param, tmp_path_factory.mktemp("store")) as b:
+        yield b
+
+
+def test_roundtrip_and_order(backend):
+    with backend.open() as store:
         failed = result(
             2, ok=False, error_class=ErrorClass.UNAVAILABLE, http_status=529, ratelimit=None
         )
@@ -50,9 +134,9 @@ def test_roundtrip_and_order(tmp_path):
     assert latest[1].to_json() == result(1).to_json()
 
 
-def test_traffic_results_keep_their_source_attempts_and_fallbacks(tmp_path):
+def test_traffic_results_keep_their_source_attempts_and_fallbacks(backend):
     traffic = result(4, source=Source.TRAFFIC, attempts=3, fallbacks=1, context_window=128000)
-    with SQLiteStore(tmp_path / "x.db") as store:
+    with backend.open() as store:
         store.write_results([result(3), traffic])
         latest = store.latest_results()
     assert [(r.source, r.attempts, r.fallbacks) for r in latest] == [
@@ -138,8 +222,73 @@ def test_head_is_the_newest_revision():
     assert migrations.script_directory().get_current_head() == migrations.HEAD
 
 
-def test_results_between_is_half_open_and_ordered(tmp_path):
-    with SQLiteStore(tmp_path / "x.db") as store:
+def test_reopening_migrates_nothing_and_keeps_the_data(backend):
+    with backend.open() as store:
+        assert store.schema_version() == 1
+        store.write_results([result(1)])
+    with backend.open() as store:
+        assert store.schema_version() == 1
+        assert len(store.latest_results()) == 1
+
+
+def test_open_store_takes_paths_and_urls(tmp_path):
+    with open_store(f"sqlite:///{tmp_path}/a.db") as store:
+        assert isinstance(store, SQLiteStore) and store.path == tmp_path / "a.db"
+    with open_store(tmp_path / "b.db") as store:
+        assert store.path == tmp_path / "b.db"
+    with pytest.raises(ValueError, match=r"'mysql://u:\*\*\*@h/db'"):
+        open_store("mysql://u:secret@h/db")
+    assert redact_url("no postgresql://u:pw@h:5432/db?x=1 here") == (
+        "no postgresql://u:***@h:5432/db?x=1 here"
+    )
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    with backend_at("postgres", tmp_path) as b:
+        yield b
+
+
+def partitions(backend: Backend) -> list[str]:
+    return sorted(
+        name
+        for (name,) in backend.sql(
+            "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'results'::regclass"
+        )
+    )
+
+
+def test_postgres_retention_drops_whole_daily_partitions(postgres):
+    results = history(4.31)  # 1 to 5 November
+    cut = NOW - 2 * DAY  # 3 November, 07:17:30
+    with postgres.open() as store:
+        store.write_results(results)
+        # A partition per day with results, and one ahead.
+        assert partitions(postgres) == [f"results_2026110{d}" for d in range(1, 7)]
+        stats = store.prune(NOW, raw_retention_s=2 * DAY)
+        assert partitions(postgres) == [f"results_2026110{d}" for d in range(3, 7)]
+        assert stats.results == sum(r.timestamp.timestamp() < cut for r in results)
+        kept = store.results_between(0, 2 * NOW)
+        assert len(kept) == len(results) - stats.results
+        assert min(r.timestamp.timestamp() for r in kept) >= cut
+        # The rollups outlive the partitions.
+        assert store.totals(T0, NOW, by=None)[(None, "")].total == sum(
+            r.timestamp.timestamp() < NOW for r in results
+        )
+        store.write_results([at(T0 + 3600, "a")])  # late, for a dropped day: made again
+        assert partitions(postgres)[0] == "results_20261101"
+
+
+def test_postgres_refuses_a_newer_revision(postgres):
+    postgres.open().close()
+    postgres.sql("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(RuntimeError, match="revision 9999, newer than this llmpulse"):
+        postgres.open()
+
+
+def test_results_between_is_half_open_and_ordered(backend):
+    with backend.open() as store:
         store.write_results([result(3), result(1), result(2, target="t2"), result(5)])
         start = datetime(2026, 11, 27, 12, 0, 1, tzinfo=UTC).timestamp()
         got = store.results_between(start, start + 4)
@@ -150,8 +299,8 @@ def test_results_between_is_half_open_and_ordered(tmp_path):
         assert values == {"": {"ttft": [40.0], "latency": [102.0], "tps": [50.0]}}
 
 
-def test_rollup_row_content(tmp_path):
-    with SQLiteStore(tmp_path / "x.db") as store:
+def test_rollup_row_content(backend):
+    with backend.open() as store:
         failed = result(
             30, ok=False, error_class=ErrorClass.RATE_LIMITED, usage=Usage(), cost_usd=None
         )
@@ -255,27 +404,27 @@ def assert_totals_equal(got: dict, want: dict) -> None:
 NOW = T0 + 4 * DAY + 7 * 3600 + 17 * 60 + 30
 
 
-def rolled_store(path):
+def rolled_store(backend):
     results = history(4.31)
-    store = SQLiteStore(path)
+    store = backend.open()
     store.write_results(results)
     store.rollup(NOW - 400)
     return store, results
 
 
 @pytest.fixture(scope="module")
-def days4(tmp_path_factory):
+def days4(module_backend):
     """For tests that only read."""
-    store, results = rolled_store(tmp_path_factory.mktemp("days4") / "t.db")
+    store, results = rolled_store(module_backend)
     with store:
-        yield store, results
+        yield store, results, module_backend
 
 
 @pytest.fixture
-def days4_own(tmp_path):
-    store, results = rolled_store(tmp_path / "t.db")
+def days4_own(backend):
+    store, results = rolled_store(backend)
     with store:
-        yield store, results
+        yield store, results, backend
 
 
 @pytest.mark.parametrize(
@@ -291,13 +440,13 @@ def days4_own(tmp_path):
 @pytest.mark.parametrize("step", [None, 60, 900, 3600, 21600, DAY])
 @pytest.mark.parametrize("by", ["target", "provider", "model", None])
 def test_totals_equal_the_results(days4, start, end, step, by):
-    store, results = days4
+    store, results, _ = days4
     got = store.totals(start, end, step_s=step, by=by)
     assert_totals_equal(got, reference(results, start, end, step, by))
 
 
 def test_totals_filters_empty_ranges_and_steps(days4):
-    store, results = days4
+    store, results, _ = days4
     got = store.totals(T0, NOW, step_s=DAY, target="c")
     assert {k for k in got} == {(T0 + d * DAY, "c") for d in range(5)}
     assert sum(t.total for t in got.values()) == sum(
@@ -314,15 +463,15 @@ def test_totals_filters_empty_ranges_and_steps(days4):
         store.totals(T0, NOW, step_s=90)
 
 
-def test_totals_of_an_empty_store(tmp_path):
-    with SQLiteStore(tmp_path / "e.db") as store:
+def test_totals_of_an_empty_store(backend):
+    with backend.open() as store:
         assert store.totals(T0, NOW, step_s=DAY) == {}
         store.rollup(NOW)
         assert store.totals(T0, NOW, step_s=DAY) == {}
 
 
 def test_late_rows_reach_the_daily_and_six_hour_tiers(days4_own):
-    store, results = days4_own
+    store, results, _ = days4_own
     late = [
         at(T0 + DAY + 3600 + i, "b", ok=False, error_class=ErrorClass.TIMEOUT) for i in range(4)
     ]
@@ -336,11 +485,10 @@ def test_late_rows_reach_the_daily_and_six_hour_tiers(days4_own):
 
 
 def test_coarse_tiers_only_hold_complete_periods(days4):
-    store, _ = days4
-    db = sqlite3.connect(store.path)
-    days = [d for (d,) in db.execute("SELECT DISTINCT day_ts FROM rollups_daily ORDER BY 1")]
-    quarters = {q for (q,) in db.execute("SELECT DISTINCT period_ts FROM rollups_6h")}
-    hours = {h for (h,) in db.execute("SELECT DISTINCT hour_ts FROM rollups_hourly")}
+    store, _, backend = days4
+    days = [d for (d,) in backend.sql("SELECT DISTINCT day_ts FROM rollups_daily ORDER BY 1")]
+    quarters = {q for (q,) in backend.sql("SELECT DISTINCT period_ts FROM rollups_6h")}
+    hours = {h for (h,) in backend.sql("SELECT DISTINCT hour_ts FROM rollups_hourly")}
     watermark = store.rollup_watermark()
     assert days == [T0 + d * DAY for d in range(4)]
     assert max(quarters) + 21600 <= watermark < max(quarters) + 2 * 21600
@@ -348,15 +496,14 @@ def test_coarse_tiers_only_hold_complete_periods(days4):
 
 
 def test_prune_drops_old_coarse_rows(days4_own):
-    store, _ = days4_own
+    store, _, backend = days4_own
     store.prune(NOW, raw_retention_s=DAY, rollup_retention_s=2 * DAY + 3600)
-    db = sqlite3.connect(store.path)
     cut = NOW - 2 * DAY - 3600
     for table, col, period in (
         ("rollups_daily", "day_ts", DAY),
         ("rollups_6h", "period_ts", 21600),
     ):
-        first = db.execute(f"SELECT min({col}) FROM {table}").fetchone()[0]
+        first = backend.sql(f"SELECT min({col}) FROM {table}")[0][0]
         assert first + period > cut >= first  # the period holding the cut stays
     assert store.totals(cut + DAY, NOW, by=None)[(None, "")].total > 0
 
@@ -371,12 +518,12 @@ def test_prune_drops_old_coarse_rows(days4_own):
 )
 def test_plan_covers_the_range_once(start, length, watermark, coarse, step):
     end = start + length
-    plan = _plan(start, end, watermark, watermark if coarse else None, step)
-    pieces = sorted((lo, hi) for _, lo, hi in plan if lo < hi)
+    parts = plan(start, end, watermark, watermark if coarse else None, step)
+    pieces = sorted((lo, hi) for _, lo, hi in parts if lo < hi)
     if end > start:
         assert pieces[0][0] == start and pieces[-1][1] == end
         assert all(a[1] == b[0] for a, b in itertools.pairwise(pieces))
-    for tier, lo, hi in plan:
+    for tier, lo, hi in parts:
         if tier is None:
             continue
         assert lo % tier.period == 0 and hi % tier.period == 0 and step % tier.period == 0
@@ -416,8 +563,8 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
         assert_totals_equal(store.totals(T0, T0 + 3.1 * DAY, step_s=DAY), want)  # from days
 
 
-def test_latest_per_target(tmp_path):
-    with SQLiteStore(tmp_path / "l.db") as store:
+def test_latest_per_target(backend):
+    with backend.open() as store:
         assert store.latest_per_target() == {}
         results = history(1.5)
         store.write_results(results)
@@ -437,8 +584,8 @@ def test_latest_per_target(tmp_path):
         assert set(store.latest_per_target()) == {"c"}
 
 
-def test_metric_values_are_grouped_and_sorted(tmp_path):
-    with SQLiteStore(tmp_path / "v.db") as store:
+def test_metric_values_are_grouped_and_sorted(backend):
+    with backend.open() as store:
         store.write_results(
             [
                 at(T0 + 1, "a", latency_ms=300.0, ttft_ms=None),
@@ -462,14 +609,13 @@ def served(ts: float, target: str, model: str | None) -> CheckResult:
     return at(T0 + ts, target, response_model=model, ok=model is not None)
 
 
-def test_model_changes_across_batches_targets_and_restarts(tmp_path):
-    path = tmp_path / "m.db"
-    with SQLiteStore(path) as store:
+def test_model_changes_across_batches_targets_and_restarts(backend):
+    with backend.open() as store:
         store.write_results(
             [served(1, "a", "m1"), served(1, "b", "x1"), served(2, "a", "m1"), served(3, "a", "m2")]
         )
         store.write_results([served(4, "a", "m2"), served(4, "b", "x2"), served(5, "a", None)])
-    with SQLiteStore(path) as store:  # a restart: the current models come from the file
+    with backend.open() as store:  # a restart: the current models come from the database
         store.write_results([served(6, "a", "m2"), served(7, "a", "m3"), served(7, "b", "x2")])
         assert store.model_changes(None, 0, NOW) == [
             change(1, "a", None, "m1"),
@@ -486,34 +632,25 @@ def test_model_changes_across_batches_targets_and_restarts(tmp_path):
         assert len(store.model_changes(None, 0, NOW)) == 5
 
 
-def test_model_changes_follow_time_not_arrival(tmp_path):
-    path = tmp_path / "m.db"
-    with SQLiteStore(path) as store:
+def test_model_changes_follow_time_not_arrival(backend):
+    with backend.open() as store:
         store.write_results([served(10, "a", "m2"), served(5, "a", "m1")])  # out of order
         store.write_results([served(8, "a", "m1")])  # late: older than the newest stored
         assert store.model_changes("a", 0, NOW) == [
             change(5, "a", None, "m1"),
             change(10, "a", "m1", "m2"),
         ]
-    with SQLiteStore(path) as store:
+    with backend.open() as store:
         store.write_results([served(9, "a", "m1")])  # still late after a restart
         store.write_results([served(11, "a", "m2")])
         assert len(store.model_changes("a", 0, NOW)) == 2
 
 
-def test_a_failed_write_records_no_model_change(tmp_path):
-    with SQLiteStore(tmp_path / "m.db") as store:
+def test_a_failed_write_records_no_model_change(backend):
+    with backend.open() as store:
         store.write_results([served(1, "a", "m1")])
-        db = sqlite3.connect(store.path)
-        db.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON results WHEN NEW.target = 'boom' "
-            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
-        )
-        db.commit()
-        with pytest.raises(sqlite3.IntegrityError):
+        with backend.refusing("boom") as error, pytest.raises(error):
             store.write_results([served(2, "a", "m2"), served(2, "boom", "z")])
         assert store.model_changes("a", 0, NOW) == [change(1, "a", None, "m1")]
-        db.execute("DROP TRIGGER refuse")
-        db.commit()
         store.write_results([served(2, "a", "m2")])  # the retried batch
         assert store.model_changes("a", 0, NOW)[-1] == change(2, "a", "m1", "m2")

@@ -326,7 +326,18 @@ def gateway_command(
     # Unless gateway.monitor is off, the gateway probes its deployments itself: their breakers
     # learn of an outage before a user request fails on it.
     probed = gateway.targets()
-    app = create_app(gateway, record=pending.append, probe_targets=probed)
+    telemetry = None
+    if config.telemetry is not None:
+        from llmpulse.telemetry.otlp import Telemetry  # the SDK loads only when configured
+
+        telemetry = Telemetry(config.telemetry, [d.to_target() for d in gateway.deployments])
+
+    def record(result: CheckResult) -> None:
+        pending.append(result)
+        if telemetry is not None:
+            telemetry.emit(result)
+
+    app = create_app(gateway, record=record, probe_targets=probed)
 
     async def serve() -> None:
         store = SQLiteStore(path)
@@ -362,6 +373,8 @@ def gateway_command(
                 await writer
             await flush()
             store.close()
+            if telemetry is not None:
+                await asyncio.to_thread(telemetry.shutdown)
 
     aio.run(serve())
 

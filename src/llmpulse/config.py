@@ -229,6 +229,44 @@ class WebSettings(BaseModel):
         return self
 
 
+class TelemetrySettings(BaseModel):
+    """OTLP export (http/protobuf) of a span and metrics per check result; off unless present.
+
+    Unset keys leave the OpenTelemetry SDK's standard variables in charge
+    (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME,
+    OTEL_METRIC_EXPORT_INTERVAL, ...).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    # The collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT: /v1/traces and /v1/metrics are
+    # appended.
+    endpoint: str | None = None
+    # Header name -> os.environ/NAME or ${NAME}: collector credentials never sit in the file.
+    headers: dict[str, str] = Field(default_factory=dict)
+    service_name: str | None = None
+    traces: bool = True
+    metrics: bool = True
+    export_interval: Duration | None = Field(default=None, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL (OTLP over HTTP)")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _env_references(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, ref in value.items():
+            if env_var(ref) is None:
+                raise ValueError(
+                    f"header {name!r} must reference an environment variable as os.environ/NAME "
+                    "or ${NAME}; credentials are never written in the config file"
+                )
+        return value
+
+
 class ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -243,6 +281,7 @@ class ConfigFile(BaseModel):
     web: WebSettings = Field(default_factory=WebSettings)
     # Validated by llmpulse.alerts.notifiers, which owns each channel's settings.
     notifiers: list[dict[str, Any]] = Field(default_factory=list)
+    telemetry: TelemetrySettings | None = None
 
     @field_validator("providers")
     @classmethod
@@ -303,6 +342,40 @@ class WebConfig:
         if not self.auth:
             return False
         return bool(self.token or self.password) or not is_loopback(self.host)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """Resolved telemetry settings: header values read from the environment (never shown)."""
+
+    endpoint: str | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    service_name: str | None = None
+    traces: bool = True
+    metrics: bool = True
+    export_interval: float | None = None
+
+
+def resolve_telemetry(
+    settings: TelemetrySettings, env: Mapping[str, str], where: str = ""
+) -> TelemetryConfig:
+    headers = {}
+    for name, ref in settings.headers.items():
+        var = env_var(ref)
+        assert var is not None  # validated
+        if not env.get(var):
+            raise ConfigError(
+                f"{where}telemetry.headers.{name}: environment variable {var} is not set"
+            )
+        headers[name] = env[var]
+    return TelemetryConfig(
+        endpoint=settings.endpoint.rstrip("/") if settings.endpoint else None,
+        headers=headers,
+        service_name=settings.service_name,
+        traces=settings.traces,
+        metrics=settings.metrics,
+        export_interval=settings.export_interval,
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -403,6 +476,8 @@ class Config:
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
     # The LiteLLM-format model_list and router settings, when the file has them.
     gateway: GatewayConfig | None = None
+    # OTLP export; None (the default) exports nothing.
+    telemetry: TelemetryConfig | None = None
     # Said once by whoever loads the config (e.g. settings that are accepted but ignored).
     warnings: tuple[str, ...] = ()
 
@@ -471,6 +546,7 @@ def parse_config(
         notifiers=notifiers,
         web=resolve_web(parsed.web, env, where),
         gateway=gateway,
+        telemetry=resolve_telemetry(parsed.telemetry, env, where) if parsed.telemetry else None,
         warnings=(gateway.warning,) if gateway and gateway.warning else (),
     )
 

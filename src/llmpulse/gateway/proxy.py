@@ -35,7 +35,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -769,7 +769,8 @@ class Gateway:
             provider=deployment.provider,
             model=target.model,
             check=CheckKind.STREAM if call.request.stream else CheckKind.INFERENCE,
-            timestamp=datetime.now(UTC),
+            # When the measured attempt started, as a probe's timestamp is its check's start.
+            timestamp=datetime.now(UTC) - timedelta(seconds=time.perf_counter() - measure.started),
             ok=error is None,
             error_class=error.error_class if error else None,
             error_message=error.message if error else None,

@@ -18,6 +18,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -39,6 +40,9 @@ from llmpulse.store import SQLiteStore, default_path
 from llmpulse.web.server import WebServer
 
 log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from llmpulse.telemetry.otlp import Telemetry
+
 
 TICK_S = 0.25  # engine tick: group flushes and result writes; keeps detection tight
 ROLLUP_EVERY_S = 60.0
@@ -105,6 +109,11 @@ class Daemon:
         self._pending: list[CheckResult] = []
         self.stop_event = asyncio.Event()
         self.web: WebServer | None = None
+        self.telemetry: Telemetry | None = None
+        if config.telemetry is not None:
+            from llmpulse.telemetry.otlp import Telemetry  # the SDK loads only when configured
+
+            self.telemetry = Telemetry(config.telemetry, config.targets)
         if config.web.enabled:
             # Binds now: a taken port fails `llmpulse run` before any probe goes out.
             self.web = WebServer(
@@ -155,6 +164,8 @@ class Daemon:
         if self.web is not None:
             self.web.exporter.observe(result)
         window = self.windows[target.name]
+        if self.telemetry is not None:
+            self.telemetry.emit(result)
         window.add(result)
         now = time.time()
         evaluations = window.evaluate(
@@ -306,3 +317,6 @@ class Daemon:
 def run_daemon(config: Config, db_path: Path | None = None) -> None:
     log.info("results: %s", db_path or config.storage or default_path())
     aio.run(Daemon(config, db_path=db_path).run())
+        if self.telemetry is not None:
+            # Off the loop: flushing waits on the collector (a few seconds at most).
+            await asyncio.to_thread(self.telemetry.shutdown)

@@ -1,10 +1,35 @@
-"""Storage: one interface, SQLite by default."""
+"""Storage: one interface, SQLite by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import psycopg
 
 from llmpulse.store.base import ModelChange, PruneStats, Store, Totals
 from llmpulse.store.rollup import Summary
 from llmpulse.store.sqlite import SQLiteStore, default_path
+from llmpulse.store.url import is_postgres, redact_url, sqlite_path
+
+# What a failing database raises, whichever the backend.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+
+
+def open_store(location: str | Path | None = None) -> Store:
+    """The store at ``location``: a ``postgresql://`` URL, a ``sqlite:///`` URL or a file path;
+    None is the default SQLite file (``default_path``)."""
+    if location is None:
+        return SQLiteStore()
+    if is_postgres(location):
+        from llmpulse.store.postgres import PostgresStore  # its pool only when asked for
+
+        return PostgresStore(str(location))
+    return SQLiteStore(sqlite_path(location))
+
 
 __all__ = [
+    "DATABASE_ERRORS",
     "ModelChange",
     "PruneStats",
     "SQLiteStore",
@@ -12,4 +37,6 @@ __all__ = [
     "Summary",
     "Totals",
     "default_path",
+    "open_store",
+    "redact_url",
 ]

@@ -3,7 +3,8 @@
 A sketch is a DDSketch (relative accuracy 1 %, logarithmic mapping) kept only as its bins:
 ``{key: count}``. Bins of two sketches merge by adding counts, so minute rollups merge into
 hours, hours into days and days into months without ever revisiting raw rows. Stores keep
-bins as JSON, which SQLite's ``json_each`` can merge when rollups are written.
+bins as JSON, which the database merges (SQLite's ``json_each``, PostgreSQL's jsonb
+functions) when rollups are written.
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ def key(value: float) -> int:
     return math.ceil(math.log2(value) * MULTIPLIER)
 
 
-def sql_key(column: str) -> str:
-    """SQL for the key of ``column``, the same as ``key`` (SQLite log2 and ceil)."""
+def sql_key(column: str, log2: str = "log2({})") -> str:
+    """SQL for the key of ``column``, the same as ``key``; ``log2`` spells the logarithm in
+    the database's SQL (SQLite's log2 by default)."""
     return (
-        f"CASE WHEN {column} > {MIN_VALUE!r} "
-        f"THEN CAST(ceil(log2({column}) * {MULTIPLIER!r}) AS INTEGER) ELSE {ZERO_KEY} END"
+        f"CASE WHEN {column} > {MIN_VALUE!r} THEN "
+        f"CAST(ceil({log2.format(column)} * {MULTIPLIER!r}) AS INTEGER) ELSE {ZERO_KEY} END"
     )
 
 

@@ -1,83 +1,22 @@
-"""SQLite store: one file, WAL journal, a versioned schema migrated forward on open."""
+"""SQLite store: one file, WAL journal, its schema migrated forward on open."""
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import json
+import contextlib
 import math
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from llmpulse.errors import ErrorClass
-from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.store import migrations, sqlitedb
-from llmpulse.store.base import (
-    RAW_RETENTION_S,
-    ROLLUP_RETENTION_S,
-    GroupBy,
-    ModelChange,
-    PruneStats,
-    Store,
-    Totals,
-    TotalsBy,
-)
-from llmpulse.store.rollup import (
-    METRICS,
-    SUMMARY_COLUMNS,
-    Summary,
-    decode_counts,
-    decode_summaries,
-)
-from llmpulse.store.sqlite_rollup import (
-    merge_summary_sql,
-    raw_summary_sql,
-    tier_rows_sql,
-    tier_summary_sql,
-)
+from llmpulse.store.base import RAW_RETENTION_S, ROLLUP_RETENTION_S, PruneStats
+from llmpulse.store.sqlite_rollup import SQLiteDialect
+from llmpulse.store.sqlstore import COLUMNS, SQLStore
 
-_COLUMNS = (
-    "ts", "target", "provider", "model", "check_kind", "ok", "error_class", "error_message",
-    "http_status", "latency_ms", "ttft_ms", "tokens_per_s", "itl_p50_ms", "itl_max_ms",
-    "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
-    "tokens_estimated", "cost_usd", "rl_requests_limit", "rl_requests_remaining",
-    "rl_tokens_limit", "rl_tokens_remaining", "rl_utilization", "rl_reset_s", "retry_after_s",
-    "response_model", "system_fingerprint", "request_id", "finish_reason", "model_listed",
-    "context_window", "warnings", "source", "attempts", "fallbacks",
-)  # fmt: skip
-_INSERT = f"INSERT INTO results ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-_ROLLUP_INSERT = (
-    "INSERT OR REPLACE INTO {table} ({time_col}, target, check_kind, "
-    + ", ".join(SUMMARY_COLUMNS)
-    + ") SELECT * FROM ({select})"
-)
-_MINUTE = 60
-_HOUR = 3600
-_DAY = 86400
-# Rollups are computed a day at a time: bounded temporary tables when catching up on months.
-_ROLLUP_CHUNK_S = 86400
-_ServedModel = tuple[str | None, float]  # a target's current model, and its newest result's ts
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Tier:
-    period: int
-    table: str
-    time_col: str
-
-
-# Finest first; each tier holds whole periods of the one before it, merged from it.
-_TIERS = (
-    _Tier(_MINUTE, "rollups", "minute_ts"),
-    _Tier(_HOUR, "rollups_hourly", "hour_ts"),
-    _Tier(6 * _HOUR, "rollups_6h", "period_ts"),
-    _Tier(_DAY, "rollups_daily", "day_ts"),
-)
+_INSERT = f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
 def default_path() -> Path:
@@ -88,14 +27,33 @@ def default_path() -> Path:
     return Path(base) / "llmpulse" / "llmpulse.db"
 
 
-class SQLiteStore(Store):
+class _Conn:
+    """The one connection, behind the store's lock."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def all(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, args).fetchall()
+
+    def run(self, sql: str, args: Sequence[object] = ()) -> int:
+        return self._db.execute(sql, args).rowcount
+
+    def many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        self._db.executemany(sql, rows)
+
+
+class SQLiteStore(SQLStore):
+    dialect = SQLiteDialect()
+
     def __init__(self, path: str | Path | None = None) -> None:
+        super().__init__()
         self.path = Path(path) if path is not None else default_path()
         self._lock = threading.Lock()
         self._db = sqlitedb.connect(self.path)
+        self._db.row_factory = None  # plain tuples: several times faster than sqlite3.Row
+        self._conn = _Conn(self._db)
         _ensure_math_functions(self._db)
-        # Per target, loaded from the database on first write: the store is the only writer.
-        self._served: dict[str, _ServedModel] = {}
         with self._lock:
             migrations.migrate_sqlite(self._db, self.path)
 
@@ -103,320 +61,18 @@ class SQLiteStore(Store):
         with self._lock:
             return int(self._db.execute(migrations.CURRENT_REVISION_SQL).fetchone()[0])
 
-    def write_results(self, results: Sequence[CheckResult]) -> None:
-        if not results:
-            return
-        rows = [_row(r) for r in results]
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[_Conn]:
         with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                changes, served = self._model_changes_in(results)
-                self._db.executemany(_INSERT, rows)
-                self._db.executemany(
-                    "INSERT INTO model_changes (ts, target, previous, current) VALUES (?, ?, ?, ?)",
-                    changes,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # SQLite may have rolled back already
-                    self._db.execute("ROLLBACK")
-                raise
-            self._served.update(served)  # only once committed: a failed batch is retried
+            yield self._conn
 
-    def _model_changes_in(
-        self, results: Sequence[CheckResult]
-    ) -> tuple[list[tuple[float, str, str | None, str]], dict[str, _ServedModel]]:
-        """Rows for ``model_changes`` and each target's new state, from results in time order.
-
-        A result older than the newest one already stored for its target changes nothing: it
-        arrived late (a long stream check), and the history has moved on without it.
-        """
-        served: dict[str, _ServedModel] = {}
-        changes: list[tuple[float, str, str | None, str]] = []
-        for r in sorted(results, key=lambda r: r.timestamp):
-            state = served.get(r.target) or self._served.get(r.target)
-            model, newest = state if state is not None else self._load_served(r.target)
-            ts = r.timestamp.timestamp()
-            if ts < newest:
-                continue
-            if r.response_model is not None and r.response_model != model:
-                changes.append((ts, r.target, model, r.response_model))
-                model = r.response_model
-            served[r.target] = (model, ts)
-        return changes, served
-
-    def _load_served(self, target: str) -> _ServedModel:
-        model, newest = self._db.execute(
-            "SELECT (SELECT current FROM model_changes WHERE target = ? "
-            "ORDER BY ts DESC, id DESC LIMIT 1), (SELECT max(ts) FROM results WHERE target = ?)",
-            (target, target),
-        ).fetchone()
-        return model, -math.inf if newest is None else newest
-
-    def latest_results(self, limit: int = 100, target: str | None = None) -> list[CheckResult]:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM results"
-        args: tuple[object, ...] = ()
-        if target is not None:
-            sql += " WHERE target = ?"
-            args = (target,)
-        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
-        with self._lock:
-            rows = self._db.execute(sql, (*args, limit)).fetchall()
-        return [_result(row) for row in rows]
-
-    def latest_per_target(self) -> dict[str, CheckResult]:
-        # The distinct targets by skipping through the (target, ts) index, one seek each, then
-        # the newest row of each from the end of its run in that index: no scan.
-        sql = f"""
-            WITH RECURSIVE targets(name) AS (
-                SELECT min(target) FROM results
-                UNION ALL
-                SELECT (SELECT min(target) FROM results WHERE target > name)
-                FROM targets WHERE name IS NOT NULL
-            )
-            SELECT {", ".join(f"r.{c}" for c in _COLUMNS)} FROM targets
-            JOIN results AS r ON r.id = (
-                SELECT id FROM results WHERE target = targets.name
-                ORDER BY ts DESC, id DESC LIMIT 1
-            )"""
-        with self._lock:
-            rows = self._db.execute(sql).fetchall()
-        return {row["target"]: _result(row) for row in rows}
-
-    def results_between(
-        self, start_ts: float, end_ts: float, target: str | None = None
-    ) -> list[CheckResult]:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM results WHERE ts >= ? AND ts < ?"
-        args: tuple[object, ...] = (start_ts, end_ts)
-        if target is not None:
-            sql += " AND target = ?"
-            args += (target,)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY ts, id", args).fetchall()
-        return [_result(row) for row in rows]
-
-    def metric_values(
-        self,
-        start_ts: float,
-        end_ts: float,
-        *,
-        group_by: Literal["target", "provider"] | None = None,
-        target: str | None = None,
-        provider: str | None = None,
-        check: str | None = None,
-    ) -> dict[str, dict[str, list[float]]]:
-        where, args = _where("ts", start_ts, end_ts, target, provider, check)
-        group = group_by or "''"
-        sql = f"SELECT {group}, ttft_ms, latency_ms, tokens_per_s FROM results WHERE {where}"
-        with self._lock:
-            cursor = self._db.execute(sql, args)
-            cursor.row_factory = None  # plain tuples: several times faster than sqlite3.Row
-            rows = cursor.fetchall()
-        lists: dict[str, tuple[list[float], list[float], list[float]]] = {}
-        for g, ttft, latency, tps in rows:
-            entry = lists.get(g)
-            if entry is None:
-                entry = lists[g] = ([], [], [])
-            if ttft is not None:
-                entry[0].append(ttft)
-            if latency is not None:
-                entry[1].append(latency)
-            if tps is not None:
-                entry[2].append(tps)
-        for entry in lists.values():
-            for values in entry:
-                values.sort()
-        return {g: dict(zip(METRICS, entry, strict=True)) for g, entry in lists.items()}
-
-    def rollup_watermark(self) -> float | None:
-        with self._lock:
-            row = self._db.execute("SELECT watermark_ts FROM rollup_state").fetchone()
-        return None if row is None else row[0]
-
-    def rollup(self, until_ts: float) -> int:
-        cutoff = math.floor(until_ts / _MINUTE) * _MINUTE
-        written = 0
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[_Conn]:
         with self._lock, sqlitedb.transaction(self._db):
-            state = self._db.execute(
-                "SELECT watermark_ts, last_id, pruned_before, coarse_watermark_ts FROM rollup_state"
-            ).fetchone()
-            watermark, last_id, pruned_before, coarse = state[0], state[1], state[2], state[3]
-            max_id = self._db.execute("SELECT coalesce(max(id), 0) FROM results").fetchone()[0]
-            backfill: list[tuple[int, int]] = []
-            if coarse is None and watermark is not None:
-                # Tiers added by a migration start empty: fill them from the hourly rows once.
-                first = self._db.execute("SELECT min(hour_ts) FROM rollups_hourly").fetchone()[0]
-                if first is not None:
-                    backfill.append((first, int(watermark)))
-            if watermark is None:
-                first = self._db.execute("SELECT min(ts) FROM results").fetchone()[0]
-                watermark = cutoff if first is None else min(cutoff, _floor(first, _MINUTE))
-            ranges: list[tuple[int, int]] = []
-            if max_id > last_id:
-                # Rows inserted since the last call, for minutes already rolled up: recompute
-                # those minutes, unless pruning has removed part of their raw rows.
-                late = self._db.execute(
-                    "SELECT DISTINCT CAST(ts / 60 AS INTEGER) * 60 FROM results "
-                    "WHERE id > ? AND id <= ? AND ts < ? ORDER BY 1",
-                    (last_id, max_id, watermark),
-                ).fetchall()
-                minutes = [m for (m,) in late if pruned_before is None or m >= pruned_before]
-                ranges += _runs(minutes, _MINUTE)
-            if cutoff > watermark:
-                ranges.append((int(watermark), cutoff))
-            for lo, hi in ranges:
-                for a, b in _chunks(lo, hi, _ROLLUP_CHUNK_S):
-                    written += self._rollup_minutes(a, b)
-            watermark = max(watermark, cutoff)
-            for below, tier in itertools.pairwise(_TIERS):
-                # Queries read whole periods only (see _plan): write a period once it is
-                # complete, and again whenever late rows change it.
-                spans = ranges + backfill if tier.period > _HOUR else ranges
-                p = tier.period
-                starts = {a for lo, hi in spans for a in range(_floor(lo, p), hi, p)}
-                complete = sorted(a for a in starts if a + p <= watermark)
-                for lo, hi in _runs(complete, p):
-                    for a, b in _chunks(lo, hi, max(p, _ROLLUP_CHUNK_S)):
-                        self._rollup_tier(below, tier, a, b)
-            self._db.execute(
-                "UPDATE rollup_state SET watermark_ts = ?, last_id = ?, coarse_watermark_ts = ?",
-                (watermark, max_id, watermark),
-            )
-        return written
+            yield self._conn
 
-    def _rollup_minutes(self, lo: int, hi: int) -> int:
-        self._db.execute("DELETE FROM rollups WHERE minute_ts >= ? AND minute_ts < ?", (lo, hi))
-        select = raw_summary_sql(
-            ("CAST(ts / 60 AS INTEGER) * 60", "target", "check_kind"), "ts >= ? AND ts < ?"
-        )
-        sql = _ROLLUP_INSERT.format(table="rollups", time_col="minute_ts", select=select)
-        return self._db.execute(sql, (lo, hi)).rowcount
-
-    def _rollup_tier(self, below: _Tier, tier: _Tier, lo: int, hi: int) -> None:
-        table, col, p = tier.table, tier.time_col, tier.period
-        self._db.execute(f"DELETE FROM {table} WHERE {col} >= ? AND {col} < ?", (lo, hi))
-        select = merge_summary_sql(
-            below.table,
-            (f"{below.time_col} / {p} * {p}", "target", "check_kind"),
-            f"{below.time_col} >= ? AND {below.time_col} < ?",
-        )
-        self._db.execute(_ROLLUP_INSERT.format(table=table, time_col=col, select=select), (lo, hi))
-
-    def summarize(
-        self,
-        start_ts: float,
-        end_ts: float,
-        *,
-        group_by: GroupBy = None,
-        step_s: int | None = None,
-        target: str | None = None,
-        provider: str | None = None,
-        check: str | None = None,
-        sketches: bool = True,
-    ) -> dict[str | int, Summary]:
-        bucketed = group_by == "bucket"
-        by = None if bucketed else group_by
-        step = _step(step_s) if bucketed else 0
-        out: dict[str | int, Summary] = {}
-        filters = (target, provider, check)
-        for rows in self._fetch(start_ts, end_ts, step, by, filters, sketches=sketches):
-            for row, part in zip(rows, decode_summaries(rows), strict=True):
-                key = row[0] if bucketed else row[1]
-                existing = out.get(key)
-                if existing is None:
-                    out[key] = part
-                else:
-                    existing.merge(part)
-        return out
-
-    def totals(
-        self,
-        start_ts: float,
-        end_ts: float,
-        *,
-        step_s: int | None = None,
-        by: TotalsBy = "target",
-        target: str | None = None,
-        provider: str | None = None,
-        check: str | None = None,
-    ) -> dict[tuple[int | None, str], Totals]:
-        step = 0 if step_s is None else _step(step_s)
-        out: dict[tuple[int | None, str], Totals] = {}
-        filters = (target, provider, check)
-        parts = self._fetch(start_ts, end_ts, step, by, filters, sketches=False, ratelimit=False)
-        for rows in parts:
-            for row, errors in zip(rows, decode_counts([r[8] for r in rows]), strict=True):
-                part = Totals(
-                    provider=row[3],
-                    model=row[4],
-                    total=row[5],
-                    ok=row[6],
-                    outage=row[7],
-                    errors=errors,
-                    token_requests=row[12],
-                    input_tokens=row[13],
-                    output_tokens=row[14],
-                    cost_requests=row[15],
-                    cost_usd=row[16],
-                    first_ts=row[20],
-                    last_ts=row[21],
-                )
-                existing = out.get((row[0], row[1]))
-                if existing is None:
-                    out[(row[0], row[1])] = part
-                else:
-                    existing.merge(part)
-        return out
-
-    def _fetch(
-        self,
-        start: float,
-        end: float,
-        step: int,
-        by: str | None,
-        filters: tuple[str | None, str | None, str | None],
-        *,
-        sketches: bool,
-        ratelimit: bool = True,
-    ) -> list[list[tuple[Any, ...]]]:
-        """Rows of ``(bucket start or None, by column or "", "", *SUMMARY_COLUMNS)``, one list
-        per source of the plan, for the caller to decode (after the lock is released) and to
-        merge per group."""
-        if by not in (None, "target", "provider", "model"):
-            raise ValueError(f"cannot group by {by!r}")  # a column name, spliced into SQL
-        fetched: list[list[tuple[Any, ...]]] = []
-        with self._lock:
-            watermark, coarse = self._db.execute(
-                "SELECT watermark_ts, coarse_watermark_ts FROM rollup_state"
-            ).fetchone()
-            for tier, lo, hi in _plan(start, end, watermark, coarse, step):
-                time_col = "ts" if tier is None else tier.time_col
-                bucket = f"CAST({time_col} / {step} AS INTEGER) * {step}" if step else "NULL"
-                where, args = _where(time_col, lo, hi, *filters)
-                groups = (bucket, by or "''")
-                if tier is None:
-                    sql = raw_summary_sql((*groups, "''"), where, sketches, ratelimit)
-                elif step == tier.period and (by == "target" or filters[0] is not None):
-                    # A group is one row per check kind: merged below by the caller.
-                    sql = tier_rows_sql(tier.table, groups, where, sketches, ratelimit)
-                else:
-                    sql = tier_summary_sql(tier.table, groups, where, sketches, ratelimit)
-                cursor = self._db.execute(sql, args)
-                cursor.row_factory = None  # plain tuples: several times faster than sqlite3.Row
-                fetched.append(cursor.fetchall())
-        return fetched
-
-    def model_changes(
-        self, target: str | None, start_ts: float, end_ts: float
-    ) -> list[ModelChange]:
-        sql = "SELECT ts, target, previous, current FROM model_changes WHERE ts >= ? AND ts < ?"
-        args: tuple[object, ...] = (start_ts, end_ts)
-        if target is not None:
-            sql += " AND target = ?"
-            args += (target,)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY ts, id", args).fetchall()
-        return [ModelChange(*row) for row in rows]
+    def _insert_results(self, conn: _Conn, rows: list[tuple[object, ...]]) -> None:
+        conn.many(_INSERT, rows)
 
     def prune(
         self,
@@ -427,20 +83,12 @@ class SQLiteStore(Store):
         # Roll up first: no raw row is deleted before its minute is in the rollups.
         self.rollup(now)
         raw_cut = now - raw_retention_s
-        rollup_cut = now - rollup_retention_s
-        with self._lock, sqlitedb.transaction(self._db):
-            results = self._db.execute("DELETE FROM results WHERE ts < ?", (raw_cut,)).rowcount
-            rollups = self._db.execute(
-                "DELETE FROM rollups WHERE minute_ts < ?", (rollup_cut,)
-            ).rowcount
-            for tier in _TIERS[1:]:
-                self._db.execute(
-                    f"DELETE FROM {tier.table} WHERE {tier.time_col} + {tier.period} <= ?",
-                    (rollup_cut,),
-                )
+        with self._write_lock, self._writing() as conn:
+            results = conn.run("DELETE FROM results WHERE ts < ?", (raw_cut,))
+            rollups = self._prune_rollups(conn, now - rollup_retention_s)
             # Without AUTOINCREMENT, SQLite reuses ids above the largest one left: lower the
             # late-row marker to it, or rows written next would look already rolled up.
-            self._db.execute(
+            conn.run(
                 "UPDATE rollup_state SET last_id = min(last_id, "
                 "(SELECT coalesce(max(id), 0) FROM results)), "
                 "pruned_before = max(coalesce(pruned_before, ?), ?)",
@@ -460,154 +108,3 @@ def _ensure_math_functions(db: sqlite3.Connection) -> None:
     except sqlite3.OperationalError:
         db.create_function("log2", 1, math.log2, deterministic=True)
         db.create_function("ceil", 1, math.ceil, deterministic=True)
-
-
-def _step(step_s: int | None) -> int:
-    if not step_s or step_s % _MINUTE:
-        raise ValueError(f"step_s must be a positive multiple of 60, got {step_s!r}")
-    return int(step_s)
-
-
-def _floor(ts: float, step: int) -> int:
-    return math.floor(ts / step) * step
-
-
-def _ceil(ts: float, step: int) -> int:
-    return math.ceil(ts / step) * step
-
-
-def _runs(starts: Sequence[int], step: int) -> list[tuple[int, int]]:
-    """Sorted period starts -> half-open ranges of consecutive periods."""
-    runs: list[tuple[int, int]] = []
-    for s in starts:
-        if runs and runs[-1][1] == s:
-            runs[-1] = (runs[-1][0], s + step)
-        else:
-            runs.append((s, s + step))
-    return runs
-
-
-def _chunks(lo: int, hi: int, size: int) -> list[tuple[int, int]]:
-    return [(a, min(a + size, hi)) for a in range(lo, hi, size)]
-
-
-def _plan(
-    start: float, end: float, watermark: float | None, coarse: float | None, step: int
-) -> list[tuple[_Tier | None, float, float]]:
-    """Which source answers which part of [start, end): raw rows (None) for partial minutes and
-    for the tail after the watermark, and for the rest the coarsest tiers whose periods fit
-    whole (and, with buckets, divide the step), finer tiers at the edges. The six-hour and
-    daily tiers only below their own watermark ``coarse``."""
-    a = _ceil(start, _MINUTE)
-    if watermark is None or watermark <= a or end <= a:
-        return [(None, start, end)]
-    b = min(int(watermark), _floor(end, _MINUTE))
-    plan: list[tuple[_Tier | None, float, float]] = []
-    if start < a:
-        plan.append((None, start, a))
-    if b < end:
-        plan.append((None, b, end))
-    tiers = [t for t in _TIERS if step % t.period == 0]
-    return plan + _cover(a, b, tiers, coarse)
-
-
-def _cover(
-    lo: int, hi: int, tiers: list[_Tier], coarse: float | None
-) -> list[tuple[_Tier | None, float, float]]:
-    """[lo, hi) (whole minutes) from the coarsest of ``tiers`` (finest first) and finer ones."""
-    if lo >= hi:
-        return []
-    *finer, tier = tiers
-    if not finer:
-        return [(tier, lo, hi)]
-    top = hi if tier.period <= _HOUR else min(hi, coarse if coarse is not None else lo)
-    a, b = _ceil(lo, tier.period), _floor(top, tier.period)
-    if a >= b:
-        return _cover(lo, hi, finer, coarse)
-    return [*_cover(lo, a, finer, coarse), (tier, a, b), *_cover(b, hi, finer, coarse)]
-
-
-def _where(
-    time_col: str,
-    lo: float,
-    hi: float,
-    target: str | None,
-    provider: str | None,
-    check: str | None,
-) -> tuple[str, tuple[object, ...]]:
-    where = f"{time_col} >= ? AND {time_col} < ?"
-    args: tuple[object, ...] = (lo, hi)
-    for column, value in (("target", target), ("provider", provider), ("check_kind", check)):
-        if value is not None:
-            where += f" AND {column} = ?"
-            args += (value,)
-    return where, args
-
-
-def _row(r: CheckResult) -> tuple[object, ...]:
-    rl = r.ratelimit or RateLimit()
-    u = r.usage
-    return (
-        r.timestamp.timestamp(), r.target, r.provider, r.model, str(r.check), int(r.ok),
-        str(r.error_class) if r.error_class else None, r.error_message, r.http_status,
-        r.latency_ms, r.ttft_ms, r.tokens_per_s, r.itl_p50_ms, r.itl_max_ms,
-        u.input_tokens, u.output_tokens, u.cached_tokens, u.cache_write_tokens,
-        u.reasoning_tokens, int(u.estimated), r.cost_usd,
-        rl.requests_limit, rl.requests_remaining, rl.tokens_limit, rl.tokens_remaining,
-        rl.utilization, rl.reset_s, r.retry_after_s, r.response_model, r.system_fingerprint,
-        r.request_id, r.finish_reason, None if r.model_listed is None else int(r.model_listed),
-        r.context_window, json.dumps(r.warnings) if r.warnings else None, str(r.source),
-        r.attempts, r.fallbacks,
-    )  # fmt: skip
-
-
-def _result(row: sqlite3.Row) -> CheckResult:
-    has_rl = any(
-        row[k] is not None for k in ("rl_requests_limit", "rl_tokens_limit", "rl_utilization")
-    )
-    return CheckResult(
-        target=row["target"],
-        provider=row["provider"],
-        model=row["model"],
-        check=CheckKind(row["check_kind"]),
-        timestamp=datetime.fromtimestamp(row["ts"], UTC),
-        ok=bool(row["ok"]),
-        error_class=ErrorClass(row["error_class"]) if row["error_class"] else None,
-        error_message=row["error_message"],
-        http_status=row["http_status"],
-        latency_ms=row["latency_ms"],
-        ttft_ms=row["ttft_ms"],
-        tokens_per_s=row["tokens_per_s"],
-        itl_p50_ms=row["itl_p50_ms"],
-        itl_max_ms=row["itl_max_ms"],
-        usage=Usage(
-            input_tokens=row["input_tokens"],
-            output_tokens=row["output_tokens"],
-            cached_tokens=row["cached_tokens"],
-            cache_write_tokens=row["cache_write_tokens"],
-            reasoning_tokens=row["reasoning_tokens"],
-            estimated=bool(row["tokens_estimated"]),
-        ),
-        cost_usd=row["cost_usd"],
-        ratelimit=RateLimit(
-            requests_limit=row["rl_requests_limit"],
-            requests_remaining=row["rl_requests_remaining"],
-            tokens_limit=row["rl_tokens_limit"],
-            tokens_remaining=row["rl_tokens_remaining"],
-            utilization=row["rl_utilization"],
-            reset_s=row["rl_reset_s"],
-        )
-        if has_rl
-        else None,
-        retry_after_s=row["retry_after_s"],
-        response_model=row["response_model"],
-        system_fingerprint=row["system_fingerprint"],
-        request_id=row["request_id"],
-        finish_reason=row["finish_reason"],
-        model_listed=None if row["model_listed"] is None else bool(row["model_listed"]),
-        context_window=row["context_window"],
-        warnings=json.loads(row["warnings"]) if row["warnings"] else [],
-        source=Source(row["source"]),
-        attempts=row["attempts"],
-        fallbacks=row["fallbacks"],
-    )

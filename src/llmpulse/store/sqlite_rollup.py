@@ -13,8 +13,7 @@ from __future__ import annotations
 import functools
 
 from llmpulse.store.rollup import OUTAGE_CLASSES, sql_key
-
-Groups = tuple[str, str, str]
+from llmpulse.store.sqlstore import Groups, Tier
 
 _OUTAGE_SQL = ", ".join(f"'{c}'" for c in OUTAGE_CLASSES)
 # 2**20 > 1e6: room for the utilization in millionths below the millisecond timestamp.
@@ -197,3 +196,36 @@ SELECT {g0}, {g1}, '', provider, model, total, ok, outage, errors, {sketch},
        token_requests, input_tokens, output_tokens, cost_requests, cost_usd, {rl},
        first_ts, last_ts
 FROM {table} WHERE {where}"""
+
+
+class SQLiteDialect:
+    """The SQL above, and the rest of what differs from PostgreSQL, for ``SQLStore``."""
+
+    raw_summary_sql = rollup_select_sql = staticmethod(raw_summary_sql)
+    tier_summary_sql = staticmethod(tier_summary_sql)
+    tier_rows_sql = staticmethod(tier_rows_sql)
+
+    @staticmethod
+    def bucket(column: str, step: int) -> str:
+        return f"CAST({column} / {step} AS INTEGER) * {step}"
+
+    @staticmethod
+    def merge_summary_sql(below: Tier, groups: Groups, where: str) -> str:
+        return merge_summary_sql(below.table, groups, where)
+
+    @staticmethod
+    def latest_per_target_sql(columns: str) -> str:
+        # The distinct targets by skipping through the (target, ts) index, one seek each, then
+        # the newest row of each from the end of its run in that index: no scan.
+        return f"""
+            WITH RECURSIVE targets(name) AS (
+                SELECT min(target) FROM results
+                UNION ALL
+                SELECT (SELECT min(target) FROM results WHERE target > name)
+                FROM targets WHERE name IS NOT NULL
+            )
+            SELECT {columns} FROM targets
+            JOIN results AS r ON r.id = (
+                SELECT id FROM results WHERE target = targets.name
+                ORDER BY ts DESC, id DESC LIMIT 1
+            )"""

@@ -110,6 +110,9 @@ def upgrade() -> None:
         )
     op.create_index("results_target_ts", "results", ["target", "ts"])
     op.create_index("results_ts", "results", ["ts"])
+    if postgres:
+        # The rollup finds late rows by id: SQLite's is the rowid, indexed already.
+        op.create_index("results_id", "results", ["id"])
 
     # Per-minute rollups (the key doubles as the index by minute), then hourly, six-hour and
     # daily tiers merged from the tier below, so that long windows read few rows.

@@ -1,0 +1,596 @@
+"""What the SQL stores share: the write path, rollup bookkeeping, query planning and decoding.
+
+A backend supplies connections (``_reading`` and ``_writing``, which serialises writers),
+bulk insertion, pruning and the dialect's SQL (``Dialect``). All SQL here is written with
+``?`` placeholders; a backend whose driver wants another style translates it.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import itertools
+import json
+import math
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from llmpulse.errors import ErrorClass
+from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
+from llmpulse.store.base import GroupBy, ModelChange, Store, Totals, TotalsBy
+from llmpulse.store.rollup import (
+    METRICS,
+    SUMMARY_COLUMNS,
+    Summary,
+    decode_counts,
+    decode_summaries,
+)
+
+COLUMNS = (
+    "ts", "target", "provider", "model", "check_kind", "ok", "error_class", "error_message",
+    "http_status", "latency_ms", "ttft_ms", "tokens_per_s", "itl_p50_ms", "itl_max_ms",
+    "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
+    "tokens_estimated", "cost_usd", "rl_requests_limit", "rl_requests_remaining",
+    "rl_tokens_limit", "rl_tokens_remaining", "rl_utilization", "rl_reset_s", "retry_after_s",
+    "response_model", "system_fingerprint", "request_id", "finish_reason", "model_listed",
+    "context_window", "warnings", "source", "attempts", "fallbacks",
+)  # fmt: skip
+_ROLLUP_INSERT = (
+    "INSERT INTO {table} ({time_col}, target, check_kind, "
+    + ", ".join(SUMMARY_COLUMNS)
+    + ") SELECT * FROM ({select}) AS s"
+)
+MINUTE = 60
+HOUR = 3600
+DAY = 86400
+# Rollups are computed a day at a time: bounded temporary tables when catching up on months.
+_ROLLUP_CHUNK_S = 86400
+_ServedModel = tuple[str | None, float]  # a target's current model, and its newest result's ts
+Groups = tuple[str, str, str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tier:
+    period: int
+    table: str
+    time_col: str
+
+
+# Finest first; each tier holds whole periods of the one before it, merged from it.
+TIERS = (
+    Tier(MINUTE, "rollups", "minute_ts"),
+    Tier(HOUR, "rollups_hourly", "hour_ts"),
+    Tier(6 * HOUR, "rollups_6h", "period_ts"),
+    Tier(DAY, "rollups_daily", "day_ts"),
+)
+
+
+class Conn(Protocol):
+    """A connection of the store's, taking ``?`` placeholders and yielding plain tuples."""
+
+    def all(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
+
+    def run(self, sql: str, args: Sequence[object] = ()) -> int:
+        """Execute; the number of rows changed."""
+        ...
+
+    def many(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
+
+
+class Dialect(Protocol):
+    """The SQL that differs between backends (``sqlite_rollup``, ``postgres_rollup``)."""
+
+    def bucket(self, column: str, step: int) -> str:
+        """The start of ``column``'s period of ``step`` seconds, an integer."""
+        ...
+
+    def raw_summary_sql(
+        self, groups: Groups, where: str, sketches: bool = True, ratelimit: bool = True
+    ) -> str: ...
+
+    def rollup_select_sql(self, groups: Groups, where: str) -> str:
+        """``raw_summary_sql`` with sketches and ratelimit, as minute rollups store them."""
+        ...
+
+    def merge_summary_sql(self, below: Tier, groups: Groups, where: str) -> str: ...
+
+    def tier_summary_sql(
+        self, table: str, groups: tuple[str, str], where: str, sketches: bool, ratelimit: bool
+    ) -> str: ...
+
+    def tier_rows_sql(
+        self, table: str, groups: tuple[str, str], where: str, sketches: bool, ratelimit: bool
+    ) -> str: ...
+
+    def latest_per_target_sql(self, columns: str) -> str: ...
+
+
+def one(conn: Conn, sql: str, args: Sequence[object] = ()) -> tuple[Any, ...]:
+    return conn.all(sql, args)[0]
+
+
+class SQLStore(Store):
+    dialect: Dialect
+
+    def __init__(self) -> None:
+        # Per target, loaded from the database on first write: the store is the only writer.
+        self._served: dict[str, _ServedModel] = {}
+        # Writes of this process one at a time, the cache above updated with them.
+        self._write_lock = threading.Lock()
+
+    @abc.abstractmethod
+    def _reading(self) -> contextlib.AbstractContextManager[Conn]: ...
+
+    @abc.abstractmethod
+    def _writing(self) -> contextlib.AbstractContextManager[Conn]:
+        """A transaction, committed on exit; writers wait for one another."""
+
+    @abc.abstractmethod
+    def _insert_results(self, conn: Conn, rows: list[tuple[object, ...]]) -> None: ...
+
+    def _prepare(self, rows: list[tuple[object, ...]]) -> None:
+        """Before the rows' transaction: what the backend needs to store them."""
+
+    def write_results(self, results: Sequence[CheckResult]) -> None:
+        if not results:
+            return
+        rows = [_row(r) for r in results]
+        with self._write_lock:
+            self._prepare(rows)
+            with self._writing() as conn:
+                changes, served = self._model_changes_in(conn, results)
+                self._insert_results(conn, rows)
+                conn.many(
+                    "INSERT INTO model_changes (ts, target, previous, current) VALUES (?, ?, ?, ?)",
+                    changes,
+                )
+            self._served.update(served)  # only once committed: a failed batch is retried
+
+    def _model_changes_in(
+        self, conn: Conn, results: Sequence[CheckResult]
+    ) -> tuple[list[tuple[float, str, str | None, str]], dict[str, _ServedModel]]:
+        """Rows for ``model_changes`` and each target's new state, from results in time order.
+
+        A result older than the newest one already stored for its target changes nothing: it
+        arrived late (a long stream check), and the history has moved on without it.
+        """
+        served: dict[str, _ServedModel] = {}
+        changes: list[tuple[float, str, str | None, str]] = []
+        for r in sorted(results, key=lambda r: r.timestamp):
+            state = served.get(r.target) or self._served.get(r.target)
+            model, newest = state if state is not None else _load_served(conn, r.target)
+            ts = r.timestamp.timestamp()
+            if ts < newest:
+                continue
+            if r.response_model is not None and r.response_model != model:
+                changes.append((ts, r.target, model, r.response_model))
+                model = r.response_model
+            served[r.target] = (model, ts)
+        return changes, served
+
+    def latest_results(self, limit: int = 100, target: str | None = None) -> list[CheckResult]:
+        sql = f"SELECT {', '.join(COLUMNS)} FROM results"
+        args: tuple[object, ...] = ()
+        if target is not None:
+            sql += " WHERE target = ?"
+            args = (target,)
+        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
+        with self._reading() as conn:
+            rows = conn.all(sql, (*args, limit))
+        return [_result(row) for row in rows]
+
+    def latest_per_target(self) -> dict[str, CheckResult]:
+        sql = self.dialect.latest_per_target_sql(", ".join(f"r.{c}" for c in COLUMNS))
+        with self._reading() as conn:
+            rows = conn.all(sql)
+        return {row[1]: _result(row) for row in rows}
+
+    def results_between(
+        self, start_ts: float, end_ts: float, target: str | None = None
+    ) -> list[CheckResult]:
+        sql = f"SELECT {', '.join(COLUMNS)} FROM results WHERE ts >= ? AND ts < ?"
+        args: tuple[object, ...] = (start_ts, end_ts)
+        if target is not None:
+            sql += " AND target = ?"
+            args += (target,)
+        with self._reading() as conn:
+            rows = conn.all(sql + " ORDER BY ts, id", args)
+        return [_result(row) for row in rows]
+
+    def metric_values(
+        self,
+        start_ts: float,
+        end_ts: float,
+        *,
+        group_by: Literal["target", "provider"] | None = None,
+        target: str | None = None,
+        provider: str | None = None,
+        check: str | None = None,
+    ) -> dict[str, dict[str, list[float]]]:
+        if group_by not in (None, "target", "provider"):
+            raise ValueError(f"cannot group by {group_by!r}")  # a column name, spliced into SQL
+        where, args = _where("ts", start_ts, end_ts, target, provider, check)
+        group = group_by or "''"
+        sql = f"SELECT {group}, ttft_ms, latency_ms, tokens_per_s FROM results WHERE {where}"
+        with self._reading() as conn:
+            rows = conn.all(sql, args)
+        lists: dict[str, tuple[list[float], list[float], list[float]]] = {}
+        for g, ttft, latency, tps in rows:
+            entry = lists.get(g)
+            if entry is None:
+                entry = lists[g] = ([], [], [])
+            if ttft is not None:
+                entry[0].append(ttft)
+            if latency is not None:
+                entry[1].append(latency)
+            if tps is not None:
+                entry[2].append(tps)
+        for entry in lists.values():
+            for values in entry:
+                values.sort()
+        return {g: dict(zip(METRICS, entry, strict=True)) for g, entry in lists.items()}
+
+    def rollup_watermark(self) -> float | None:
+        with self._reading() as conn:
+            rows = conn.all("SELECT watermark_ts FROM rollup_state")
+        return None if not rows else rows[0][0]
+
+    def rollup(self, until_ts: float) -> int:
+        cutoff = math.floor(until_ts / MINUTE) * MINUTE
+        written = 0
+        with self._write_lock, self._writing() as conn:
+            watermark, last_id, pruned_before, coarse = one(
+                conn,
+                "SELECT watermark_ts, last_id, pruned_before, coarse_watermark_ts "
+                "FROM rollup_state",
+            )
+            max_id = one(conn, "SELECT coalesce(max(id), 0) FROM results")[0]
+            backfill: list[tuple[int, int]] = []
+            if coarse is None and watermark is not None:
+                # Tiers added by a migration start empty: fill them from the hourly rows once.
+                first = one(conn, "SELECT min(hour_ts) FROM rollups_hourly")[0]
+                if first is not None:
+                    backfill.append((first, int(watermark)))
+            if watermark is None:
+                first = one(conn, "SELECT min(ts) FROM results")[0]
+                watermark = cutoff if first is None else min(cutoff, _floor(first, MINUTE))
+            ranges: list[tuple[int, int]] = []
+            if max_id > last_id:
+                # Rows inserted since the last call, for minutes already rolled up: recompute
+                # those minutes, unless pruning has removed part of their raw rows.
+                late = conn.all(
+                    f"SELECT DISTINCT {self.dialect.bucket('ts', MINUTE)} FROM results "
+                    "WHERE id > ? AND id <= ? AND ts < ? ORDER BY 1",
+                    (last_id, max_id, watermark),
+                )
+                minutes = [m for (m,) in late if pruned_before is None or m >= pruned_before]
+                ranges += _runs(minutes, MINUTE)
+            if cutoff > watermark:
+                ranges.append((int(watermark), cutoff))
+            for lo, hi in ranges:
+                for a, b in _chunks(lo, hi, _ROLLUP_CHUNK_S):
+                    written += self._rollup_minutes(conn, a, b)
+            watermark = max(watermark, cutoff)
+            for below, tier in itertools.pairwise(TIERS):
+                # Queries read whole periods only (see plan): write a period once it is
+                # complete, and again whenever late rows change it.
+                spans = ranges + backfill if tier.period > HOUR else ranges
+                p = tier.period
+                starts = {a for lo, hi in spans for a in range(_floor(lo, p), hi, p)}
+                complete = sorted(a for a in starts if a + p <= watermark)
+                for lo, hi in _runs(complete, p):
+                    for a, b in _chunks(lo, hi, max(p, _ROLLUP_CHUNK_S)):
+                        self._rollup_tier(conn, below, tier, a, b)
+            conn.run(
+                "UPDATE rollup_state SET watermark_ts = ?, last_id = ?, coarse_watermark_ts = ?",
+                (watermark, max_id, watermark),
+            )
+        return written
+
+    def _rollup_minutes(self, conn: Conn, lo: int, hi: int) -> int:
+        conn.run("DELETE FROM rollups WHERE minute_ts >= ? AND minute_ts < ?", (lo, hi))
+        select = self.dialect.rollup_select_sql(
+            (self.dialect.bucket("ts", MINUTE), "target", "check_kind"), "ts >= ? AND ts < ?"
+        )
+        sql = _ROLLUP_INSERT.format(table="rollups", time_col="minute_ts", select=select)
+        return conn.run(sql, (lo, hi))
+
+    def _rollup_tier(self, conn: Conn, below: Tier, tier: Tier, lo: int, hi: int) -> None:
+        table, col, p = tier.table, tier.time_col, tier.period
+        conn.run(f"DELETE FROM {table} WHERE {col} >= ? AND {col} < ?", (lo, hi))
+        select = self.dialect.merge_summary_sql(
+            below,
+            (f"{below.time_col} / {p} * {p}", "target", "check_kind"),
+            f"{below.time_col} >= ? AND {below.time_col} < ?",
+        )
+        conn.run(_ROLLUP_INSERT.format(table=table, time_col=col, select=select), (lo, hi))
+
+    def _prune_rollups(self, conn: Conn, rollup_cut: float) -> int:
+        """Delete minute rollups older than ``rollup_cut`` and coarser periods ending by it."""
+        rollups = conn.run("DELETE FROM rollups WHERE minute_ts < ?", (rollup_cut,))
+        for tier in TIERS[1:]:
+            conn.run(
+                f"DELETE FROM {tier.table} WHERE {tier.time_col} + {tier.period} <= ?",
+                (rollup_cut,),
+            )
+        return rollups
+
+    def summarize(
+        self,
+        start_ts: float,
+        end_ts: float,
+        *,
+        group_by: GroupBy = None,
+        step_s: int | None = None,
+        target: str | None = None,
+        provider: str | None = None,
+        check: str | None = None,
+        sketches: bool = True,
+    ) -> dict[str | int, Summary]:
+        bucketed = group_by == "bucket"
+        by = None if bucketed else group_by
+        step = _step(step_s) if bucketed else 0
+        out: dict[str | int, Summary] = {}
+        filters = (target, provider, check)
+        for rows in self._fetch(start_ts, end_ts, step, by, filters, sketches=sketches):
+            for row, part in zip(rows, decode_summaries(rows), strict=True):
+                key = row[0] if bucketed else row[1]
+                existing = out.get(key)
+                if existing is None:
+                    out[key] = part
+                else:
+                    existing.merge(part)
+        return out
+
+    def totals(
+        self,
+        start_ts: float,
+        end_ts: float,
+        *,
+        step_s: int | None = None,
+        by: TotalsBy = "target",
+        target: str | None = None,
+        provider: str | None = None,
+        check: str | None = None,
+    ) -> dict[tuple[int | None, str], Totals]:
+        step = 0 if step_s is None else _step(step_s)
+        out: dict[tuple[int | None, str], Totals] = {}
+        filters = (target, provider, check)
+        parts = self._fetch(start_ts, end_ts, step, by, filters, sketches=False, ratelimit=False)
+        for rows in parts:
+            for row, errors in zip(rows, decode_counts([r[8] for r in rows]), strict=True):
+                part = Totals(
+                    provider=row[3],
+                    model=row[4],
+                    total=row[5],
+                    ok=row[6],
+                    outage=row[7],
+                    errors=errors,
+                    token_requests=row[12],
+                    input_tokens=row[13],
+                    output_tokens=row[14],
+                    cost_requests=row[15],
+                    cost_usd=row[16],
+                    first_ts=row[20],
+                    last_ts=row[21],
+                )
+                existing = out.get((row[0], row[1]))
+                if existing is None:
+                    out[(row[0], row[1])] = part
+                else:
+                    existing.merge(part)
+        return out
+
+    def _fetch(
+        self,
+        start: float,
+        end: float,
+        step: int,
+        by: str | None,
+        filters: tuple[str | None, str | None, str | None],
+        *,
+        sketches: bool,
+        ratelimit: bool = True,
+    ) -> list[list[tuple[Any, ...]]]:
+        """Rows of ``(bucket start or None, by column or "", "", *SUMMARY_COLUMNS)``, one list
+        per source of the plan, for the caller to decode (after the connection is released)
+        and to merge per group."""
+        if by not in (None, "target", "provider", "model"):
+            raise ValueError(f"cannot group by {by!r}")  # a column name, spliced into SQL
+        d = self.dialect
+        fetched: list[list[tuple[Any, ...]]] = []
+        with self._reading() as conn:
+            watermark, coarse = one(
+                conn, "SELECT watermark_ts, coarse_watermark_ts FROM rollup_state"
+            )
+            for tier, lo, hi in plan(start, end, watermark, coarse, step):
+                time_col = "ts" if tier is None else tier.time_col
+                bucket = d.bucket(time_col, step) if step else "NULL"
+                where, args = _where(time_col, lo, hi, *filters)
+                groups = (bucket, by or "''")
+                if tier is None:
+                    sql = d.raw_summary_sql((*groups, "''"), where, sketches, ratelimit)
+                elif step == tier.period and (by == "target" or filters[0] is not None):
+                    # A group is one row per check kind: merged below by the caller.
+                    sql = d.tier_rows_sql(tier.table, groups, where, sketches, ratelimit)
+                else:
+                    sql = d.tier_summary_sql(tier.table, groups, where, sketches, ratelimit)
+                fetched.append(conn.all(sql, args))
+        return fetched
+
+    def model_changes(
+        self, target: str | None, start_ts: float, end_ts: float
+    ) -> list[ModelChange]:
+        sql = "SELECT ts, target, previous, current FROM model_changes WHERE ts >= ? AND ts < ?"
+        args: tuple[object, ...] = (start_ts, end_ts)
+        if target is not None:
+            sql += " AND target = ?"
+            args += (target,)
+        with self._reading() as conn:
+            rows = conn.all(sql + " ORDER BY ts, id", args)
+        return [ModelChange(*row) for row in rows]
+
+
+def _load_served(conn: Conn, target: str) -> _ServedModel:
+    model, newest = one(
+        conn,
+        "SELECT (SELECT current FROM model_changes WHERE target = ? "
+        "ORDER BY ts DESC, id DESC LIMIT 1), (SELECT max(ts) FROM results WHERE target = ?)",
+        (target, target),
+    )
+    return model, -math.inf if newest is None else newest
+
+
+def _step(step_s: int | None) -> int:
+    if not step_s or step_s % MINUTE:
+        raise ValueError(f"step_s must be a positive multiple of 60, got {step_s!r}")
+    return int(step_s)
+
+
+def _floor(ts: float, step: int) -> int:
+    return math.floor(ts / step) * step
+
+
+def _ceil(ts: float, step: int) -> int:
+    return math.ceil(ts / step) * step
+
+
+def _runs(starts: Sequence[int], step: int) -> list[tuple[int, int]]:
+    """Sorted period starts -> half-open ranges of consecutive periods."""
+    runs: list[tuple[int, int]] = []
+    for s in starts:
+        if runs and runs[-1][1] == s:
+            runs[-1] = (runs[-1][0], s + step)
+        else:
+            runs.append((s, s + step))
+    return runs
+
+
+def _chunks(lo: int, hi: int, size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + size, hi)) for a in range(lo, hi, size)]
+
+
+def plan(
+    start: float, end: float, watermark: float | None, coarse: float | None, step: int
+) -> list[tuple[Tier | None, float, float]]:
+    """Which source answers which part of [start, end): raw rows (None) for partial minutes and
+    for the tail after the watermark, and for the rest the coarsest tiers whose periods fit
+    whole (and, with buckets, divide the step), finer tiers at the edges. The six-hour and
+    daily tiers only below their own watermark ``coarse``."""
+    a = _ceil(start, MINUTE)
+    if watermark is None or watermark <= a or end <= a:
+        return [(None, start, end)]
+    b = min(int(watermark), _floor(end, MINUTE))
+    plan: list[tuple[Tier | None, float, float]] = []
+    if start < a:
+        plan.append((None, start, a))
+    if b < end:
+        plan.append((None, b, end))
+    tiers = [t for t in TIERS if step % t.period == 0]
+    return plan + _cover(a, b, tiers, coarse)
+
+
+def _cover(
+    lo: int, hi: int, tiers: list[Tier], coarse: float | None
+) -> list[tuple[Tier | None, float, float]]:
+    """[lo, hi) (whole minutes) from the coarsest of ``tiers`` (finest first) and finer ones."""
+    if lo >= hi:
+        return []
+    *finer, tier = tiers
+    if not finer:
+        return [(tier, lo, hi)]
+    top = hi if tier.period <= HOUR else min(hi, coarse if coarse is not None else lo)
+    a, b = _ceil(lo, tier.period), _floor(top, tier.period)
+    if a >= b:
+        return _cover(lo, hi, finer, coarse)
+    return [*_cover(lo, a, finer, coarse), (tier, a, b), *_cover(b, hi, finer, coarse)]
+
+
+def _where(
+    time_col: str,
+    lo: float,
+    hi: float,
+    target: str | None,
+    provider: str | None,
+    check: str | None,
+) -> tuple[str, tuple[object, ...]]:
+    where = f"{time_col} >= ? AND {time_col} < ?"
+    args: tuple[object, ...] = (lo, hi)
+    for column, value in (("target", target), ("provider", provider), ("check_kind", check)):
+        if value is not None:
+            where += f" AND {column} = ?"
+            args += (value,)
+    return where, args
+
+
+def _row(r: CheckResult) -> tuple[object, ...]:
+    rl = r.ratelimit or RateLimit()
+    u = r.usage
+    return (
+        r.timestamp.timestamp(), r.target, r.provider, r.model, str(r.check), int(r.ok),
+        str(r.error_class) if r.error_class else None, r.error_message, r.http_status,
+        r.latency_ms, r.ttft_ms, r.tokens_per_s, r.itl_p50_ms, r.itl_max_ms,
+        u.input_tokens, u.output_tokens, u.cached_tokens, u.cache_write_tokens,
+        u.reasoning_tokens, int(u.estimated), r.cost_usd,
+        rl.requests_limit, rl.requests_remaining, rl.tokens_limit, rl.tokens_remaining,
+        rl.utilization, rl.reset_s, r.retry_after_s, r.response_model, r.system_fingerprint,
+        r.request_id, r.finish_reason, None if r.model_listed is None else int(r.model_listed),
+        r.context_window, json.dumps(r.warnings) if r.warnings else None, str(r.source),
+        r.attempts, r.fallbacks,
+    )  # fmt: skip
+
+
+def _result(values: Sequence[Any]) -> CheckResult:
+    row = dict(zip(COLUMNS, values, strict=True))
+    has_rl = any(
+        row[k] is not None for k in ("rl_requests_limit", "rl_tokens_limit", "rl_utilization")
+    )
+    return CheckResult(
+        target=row["target"],
+        provider=row["provider"],
+        model=row["model"],
+        check=CheckKind(row["check_kind"]),
+        timestamp=datetime.fromtimestamp(row["ts"], UTC),
+        ok=bool(row["ok"]),
+        error_class=ErrorClass(row["error_class"]) if row["error_class"] else None,
+        error_message=row["error_message"],
+        http_status=row["http_status"],
+        latency_ms=row["latency_ms"],
+        ttft_ms=row["ttft_ms"],
+        tokens_per_s=row["tokens_per_s"],
+        itl_p50_ms=row["itl_p50_ms"],
+        itl_max_ms=row["itl_max_ms"],
+        usage=Usage(
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            cached_tokens=row["cached_tokens"],
+            cache_write_tokens=row["cache_write_tokens"],
+            reasoning_tokens=row["reasoning_tokens"],
+            estimated=bool(row["tokens_estimated"]),
+        ),
+        cost_usd=row["cost_usd"],
+        ratelimit=RateLimit(
+            requests_limit=row["rl_requests_limit"],
+            requests_remaining=row["rl_requests_remaining"],
+            tokens_limit=row["rl_tokens_limit"],
+            tokens_remaining=row["rl_tokens_remaining"],
+            utilization=row["rl_utilization"],
+            reset_s=row["rl_reset_s"],
+        )
+        if has_rl
+        else None,
+        retry_after_s=row["retry_after_s"],
+        response_model=row["response_model"],
+        system_fingerprint=row["system_fingerprint"],
+        request_id=row["request_id"],
+        finish_reason=row["finish_reason"],
+        model_listed=None if row["model_listed"] is None else bool(row["model_listed"]),
+        context_window=row["context_window"],
+        warnings=json.loads(row["warnings"]) if row["warnings"] else [],
+        source=Source(row["source"]),
+        attempts=row["attempts"],
+        fallbacks=row["fallbacks"],
+    )

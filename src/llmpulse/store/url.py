@@ -1,0 +1,39 @@
+"""Storage locations: a SQLite path or ``sqlite:///`` URL, or a ``postgresql://`` URL."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
+# user:password@ in a URL, also inside an error message quoting it.
+_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")
+
+
+def is_postgres(location: str | Path) -> bool:
+    return isinstance(location, str) and location.startswith(_POSTGRES_SCHEMES)
+
+
+def sqlite_path(location: str | Path) -> Path:
+    """The file of a path or ``sqlite:///`` URL (``sqlite:////abs`` or ``sqlite:///rel``)."""
+    text = str(location)
+    if text.startswith("sqlite:///"):
+        return Path(text.removeprefix("sqlite:///"))
+    if "://" in text:
+        raise ValueError(
+            f"unsupported storage {redact_url(text)!r}: expected a file path, "
+            "sqlite:///PATH or postgresql://USER@HOST/DATABASE"
+        )
+    return Path(text).expanduser()
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of any URL in it replaced by ``***``."""
+    return _PASSWORD.sub(r"\1:***@", text)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The URL for SQLAlchemy's psycopg 3 dialect (its default PostgreSQL driver is psycopg2)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
