@@ -4,7 +4,7 @@ metrics per result, probes and gateway traffic alike (docs/telemetry.md).
 ``emit`` runs on the event loop that times TTFT, so it only builds a span and records three
 histograms in memory: the SDK's BatchSpanProcessor and PeriodicExportingMetricReader export
 from their own threads. A collector that is down costs nothing here: the exporters retry with
-backoff in those threads, and the span queue is bounded (oldest spans are dropped past it).
+backoff in those threads, and the span queue is bounded (the oldest spans are dropped past it).
 """
 
 from __future__ import annotations
