@@ -3,6 +3,7 @@ SDKs, served on a loopback socket with the simulator as the providers."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import signal
@@ -10,8 +11,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
@@ -20,9 +23,13 @@ import pytest
 import yaml
 
 from conftest import sim_model
+from llmpulse.config import parse_config
 from llmpulse.errors import ErrorClass
+from llmpulse.monitor.daemon import Daemon
+from llmpulse.monitor.probelock import held_elsewhere
 from llmpulse.result import CheckKind, Source
 from llmpulse.sim import SimServer
+from llmpulse.store import SQLiteStore
 from test_gateway_proxy import FAST, Served, ask, deployment, gateway_config, upstream
 
 KEY = "gw-secret-key"
@@ -271,3 +278,75 @@ def test_every_response_carries_the_gateway_and_upstream_request_ids(
     assert {r.request_id for r in served.records if r.model == good} <= sim_ids
     assert served.records[-1].request_id in {r["request_id"] for r in upstream(sim, broken)}
     assert any(failed_id in r.getMessage() for r in caplog.records if "failed" in r.getMessage())
+
+
+class DaemonThread:
+    """``llmpulse run``'s daemon in-process, in its own thread and event loop."""
+
+    def __init__(self, raw: dict[str, Any], db: Path) -> None:
+        self.daemon = Daemon(parse_config(raw, env={"SIM_KEY": "sk-sim"}), db_path=db)
+        # A plain asyncio loop: uvloop refuses the daemon's signal handlers off the main thread.
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self.daemon.run(),), daemon=True
+        )
+
+    def __enter__(self) -> DaemonThread:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.daemon.stop_event.set)
+            self.thread.join(30)
+            assert not self.thread.is_alive(), "the daemon did not stop"
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_gateway_beside_a_running_daemon_follows_its_probes_instead_of_probing(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    down = sim_model(sim, errors={"503": 1.0}, **FAST)
+    spare = sim_model(sim, **FAST)
+    entries = [deployment(sim, "chat", "openai", down), deployment(sim, "chat", "anthropic", spare)]
+    settings = {"probe_interval": "300ms"}
+    config = gateway_config(entries, settings=settings)
+    db = tmp_path / "results.db"
+    raw = {
+        "model_list": entries,
+        "gateway": settings,
+        "monitor": {"retry_interval": "300ms", "status_pages": False},
+        "web": {"enabled": False},
+    }
+    down_name = f"chat/openai/{down}"
+
+    def daemon_saw_down() -> bool:
+        with SQLiteStore(db) as store:
+            rows = store.latest_results(limit=50, target=down_name)
+        return any(r.source is Source.PROBE and not r.ok for r in rows)
+
+    with DaemonThread(raw, db) as daemon:
+        wait_until(lambda: held_elsewhere(db), "the daemon's probe lock")
+        wait_until(daemon_saw_down, "the daemon's probe of the down deployment")
+        with Served(config, probe_targets=config.targets(), results_db=db) as served:
+            wait_for_state(served, down_name, "open")  # learnt from the daemon's results
+            chunks = list(ask(served.openai(), "chat", stream=True))
+            assert {c.model for c in chunks} == {spare}
+            assert [r.attempts for r in served.records] == [1]  # no user attempt on it
+            assert not [r for r in served.records if r.source is Source.PROBE]
+
+            daemon.stop()  # the lock is free: the gateway probes its deployments again
+            wait_until(
+                lambda: any(r.source is Source.PROBE for r in served.records),
+                "the gateway's own probes",
+            )
+    assert not held_elsewhere(db)

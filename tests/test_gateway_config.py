@@ -634,6 +634,21 @@ def test_monitoring_can_be_turned_off():
     assert [t.name for t in config.targets] == ["groq/llama-3.1-8b-instant"]
 
 
+def test_probe_interval_sets_how_often_deployments_are_probed():
+    config = load(ISSUE_EXAMPLE + "gateway: {probe_interval: 1m30s}\n")
+    assert config.gateway.settings.probe_interval == 90.0
+    # The gateway's own probes and `llmpulse run`'s of the same deployments alike.
+    assert [t.interval for t in config.gateway.targets()] == [90.0] * 3
+    assert [t.interval for t in config.targets] == [90.0] * 3
+    assert {t.interval for t in load(ISSUE_EXAMPLE).targets} == {30.0}  # the monitor's default
+
+
+@pytest.mark.parametrize("value", ["soon", "0s", "-5s"])
+def test_a_bad_probe_interval_names_its_key(value):
+    with pytest.raises(ConfigError, match=r"gateway\.probe_interval"):
+        load(ISSUE_EXAMPLE + f"gateway: {{probe_interval: {value!r}}}\n")
+
+
 def test_target_and_deployment_with_one_name_conflict():
     with pytest.raises(ConfigError, match=r"model_list: deployment 'chat/openai/gpt-4o'"):
         load(

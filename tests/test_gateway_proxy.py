@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -43,6 +44,7 @@ class Served:
         config: GatewayConfig,
         policy: RetryPolicy | None = None,
         probe_targets: Sequence[Target] = (),
+        results_db: Path | None = None,
     ) -> None:
         self.config = config
         self.records: list[CheckResult] = []
@@ -53,7 +55,11 @@ class Served:
             return self.gateway
 
         app = create_app(
-            config, record=self.records.append, make_gateway=make, probe_targets=probe_targets
+            config,
+            record=self.records.append,
+            make_gateway=make,
+            probe_targets=probe_targets,
+            results_db=results_db,
         )
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))

@@ -337,7 +337,8 @@ def gateway_command(
         if telemetry is not None:
             telemetry.emit(result)
 
-    app = create_app(gateway, record=record, probe_targets=probed)
+    # While `llmpulse run` probes into the same database, its probes are followed, not repeated.
+    app = create_app(gateway, record=record, probe_targets=probed, results_db=path)
 
     async def serve() -> None:
         store = SQLiteStore(path)

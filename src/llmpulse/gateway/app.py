@@ -8,10 +8,14 @@
   load balancers call it); ``GET /health/liveliness``: the process answers.
 
 Given ``probe_targets`` (the CLI passes ``GatewayConfig.targets()``, empty when
-``gateway.monitor`` is off), the app probes its own deployments on the monitor's schedule for its
-lifespan and feeds each result to the selector (``Selector.record_check``) and to ``record``: a
-deployment the probes found down is skipped before a user request fails on it, and one they see
-recover gets traffic again. The probes share the gateway's HTTP session.
+``gateway.monitor`` is off; ``gateway.probe_interval`` sets their interval), the app probes its
+own deployments on the monitor's schedule for its lifespan and feeds each result to the selector
+(``Selector.record_check``) and to ``record``: a deployment the probes found down is skipped
+before a user request fails on it, and one they see recover gets traffic again. The probes share
+the gateway's HTTP session. Given ``results_db`` too, while ``llmpulse run`` probes into that
+database (it holds the probe lock, ``monitor.probelock``), the app does not probe the same
+deployments again: it reads the daemon's new probe results of them from the database about once
+a second and feeds those to the selector, and resumes its own probes when the daemon stops.
 
 Clients authenticate with a gateway key (``Authorization: Bearer`` or ``x-api-key``) compared
 in constant time; provider keys stay in the gateway. With no key configured, only loopback
@@ -33,7 +37,10 @@ import contextlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -51,9 +58,11 @@ from llmpulse.gateway.ir import ChatRequest, MessageStart, StreamEvent, Translat
 from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
+from llmpulse.monitor.probelock import held_elsewhere
 from llmpulse.monitor.scheduler import Scheduler
 from llmpulse.probe.runner import Prober
-from llmpulse.result import CheckResult
+from llmpulse.result import CheckResult, Source
+from llmpulse.store import SQLiteStore
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +72,7 @@ UPSTREAM_ID_HEADER = "x-llmpulse-upstream-request-id"
 # The openai SDK reads x-request-id, the anthropic SDK request-id: both carry the gateway's id.
 _ID_HEADERS = (b"x-request-id", b"request-id")
 _IDS_KEY = "llmpulse.request_ids"
+FOLLOW_POLL_S = 1.0  # how often the daemon's probe results are read, and its lock checked
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -141,6 +151,7 @@ def create_app(
     record: Recorder | None = None,
     make_gateway: Callable[[], Gateway] | None = None,
     probe_targets: Sequence[Target] = (),
+    results_db: Path | None = None,
 ) -> Starlette:
     """The ASGI app; its ``Gateway`` (and HTTP session) lives for the app's lifespan.
 
@@ -150,24 +161,27 @@ def create_app(
     """
     keys = tuple(k.encode() for k in config.settings.keys)
     holder: dict[str, Gateway] = {}
-    ids = {d.name: d.id for d in config.deployments}
+    deployment_ids = {d.name: d.id for d in config.deployments}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway = make_gateway() if make_gateway else Gateway(config, record=record)
         holder["gateway"] = gateway
 
+        def learn(target: Target, result: CheckResult) -> None:
+            gateway.selector.record_check(deployment_ids[target.name], result)
+
         def probed(target: Target, result: CheckResult) -> None:
-            gateway.selector.record_check(ids[target.name], result)
+            learn(target, result)
             if record is not None:
                 record(result)
 
         stop = asyncio.Event()
         monitor = None
         if probe_targets:
-            scheduler = Scheduler(probe_targets, Prober(gateway.session).check, probed)
-            # A probe still running at shutdown is abandoned after a second, not waited out.
-            monitor = asyncio.create_task(scheduler.run(stop, drain_timeout=1.0))
+            monitor = asyncio.create_task(
+                _probe_or_follow(gateway, probe_targets, probed, learn, results_db, stop)
+            )
         try:
             yield
         finally:
@@ -302,6 +316,63 @@ def create_app(
 
 def _dropped(params: list[str]) -> dict[str, str]:
     return {DROPPED_HEADER: ",".join(params)} if params else {}
+
+
+async def _probe_or_follow(
+    gateway: Gateway,
+    targets: Sequence[Target],
+    probed: Callable[[Target, CheckResult], None],
+    learn: Callable[[Target, CheckResult], None],
+    results_db: Path | None,
+    stop: asyncio.Event,
+) -> None:
+    """Probe ``targets`` (each result to ``probed``), or while a daemon holds the probe lock,
+    pass its new probe results of them to ``learn``."""
+    by_name = {t.name: t for t in targets}
+    # On taking over, the daemon's recent verdicts count: two intervals back.
+    since = datetime.now(UTC) - timedelta(seconds=2 * max(t.interval for t in targets))
+    store: SQLiteStore | None = None
+
+    async def daemon_probing() -> bool:
+        return results_db is not None and await asyncio.to_thread(held_elsewhere, results_db)
+
+    async def wait() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), FOLLOW_POLL_S)
+
+    try:
+        while not stop.is_set():
+            if await daemon_probing():
+                assert results_db is not None
+                if store is None:
+                    store = SQLiteStore(results_db)
+                start, end = since.timestamp(), time.time() + 3600  # any clock skew ahead
+                rows = await asyncio.to_thread(store.results_between, start, end)
+                for result in rows:
+                    target = by_name.get(result.target)
+                    if (
+                        target is not None
+                        and result.source is Source.PROBE
+                        and result.timestamp > since
+                    ):
+                        learn(target, result)
+                    since = max(since, result.timestamp)
+                await wait()
+                continue
+            own = asyncio.Event()
+            scheduler = Scheduler(targets, Prober(gateway.session).check, probed)
+            # A probe still running at shutdown is abandoned after a second, not waited out.
+            task = asyncio.create_task(scheduler.run(own, drain_timeout=1.0))
+            try:
+                while not stop.is_set() and not await daemon_probing():
+                    await wait()
+            finally:
+                own.set()
+                await task
+            since = datetime.now(UTC)  # the daemon's results from here on are new
+    finally:
+        if store is not None:
+            store.close()
 
 
 async def _sse(

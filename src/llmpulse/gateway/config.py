@@ -223,6 +223,8 @@ class GatewaySettings:
     max_retry_wait: float = 10.0
     rate_limit_threshold: float = 0.9
     monitor: bool = True
+    # How often each deployment is probed (None: the monitor's default interval).
+    probe_interval: float | None = None
     store_prompts: bool = False
 
 
@@ -271,7 +273,11 @@ class GatewayConfig:
         if not self.settings.monitor:
             return []
         # A wildcard deployment names no concrete model, so there is nothing to probe.
-        return [d.to_target() for d in self.deployments if not d.wildcard]
+        targets = [d.to_target() for d in self.deployments if not d.wildcard]
+        interval = self.settings.probe_interval
+        if interval is None:
+            return targets
+        return [dataclasses.replace(t, interval=interval) for t in targets]
 
 
 @functools.cache
@@ -402,6 +408,7 @@ class _Gateway(BaseModel):
     max_retry_wait: Duration = 10.0
     rate_limit_threshold: float = Field(default=0.9, gt=0, le=1)
     monitor: bool = True
+    probe_interval: Duration | None = Field(default=None, gt=0)
     store_prompts: bool = False
 
 
@@ -674,6 +681,7 @@ def _settings(parsed: _File, env: Mapping[str, str], where: str) -> GatewaySetti
         max_retry_wait=gateway.max_retry_wait,
         rate_limit_threshold=gateway.rate_limit_threshold,
         monitor=gateway.monitor,
+        probe_interval=gateway.probe_interval,
         store_prompts=gateway.store_prompts,
     )
 

@@ -31,6 +31,7 @@ from llmpulse.alerts.silences import configured_silences
 from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import Config, Target
 from llmpulse.monitor import metrics
+from llmpulse.monitor.probelock import ProbeLock
 from llmpulse.monitor.rules import RuleSpec, TargetWindow, resolve_rules
 from llmpulse.monitor.scheduler import Scheduler
 from llmpulse.monitor.statuspage import DEFAULT_SOURCES, StatusPoller
@@ -195,6 +196,10 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop_event.set)
         await asyncio.to_thread(self._prime_windows)
         self._load_silences(time.time())
+        # While held, a gateway on this database follows these probes instead of repeating them.
+        probing = ProbeLock(self.store.path)
+        if not await asyncio.to_thread(probing.acquire):
+            log.warning("another llmpulse run holds %s; probing anyway", probing.path)
         aio.quiet_gc()  # targets, windows and records built so far live as long as the daemon
         async with Prober() as prober, aiohttp.ClientSession() as session:
             scheduler = Scheduler(
@@ -221,6 +226,7 @@ class Daemon:
             try:
                 await scheduler.run(self.stop_event, drain_timeout=drain)
             finally:
+                probing.release()  # probes stopped: a gateway probes its deployments again
                 self.stop_event.set()
                 for task in (*background, maintenance):
                     task.cancel()
