@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from conftest import base_url, sim_model
 from llmpulse.config import ConfigError, parse_config
+from llmpulse.errors import ErrorClass
 from llmpulse.monitor.daemon import Daemon
-from llmpulse.result import CheckKind
+from llmpulse.result import CheckKind, CheckResult, Usage
 from llmpulse.sim import SimServer
 from llmpulse.store import SQLiteStore
-from llmpulse.telemetry.otlp import SHUTDOWN_TIMEOUT_S
+from llmpulse.telemetry.otlp import SHUTDOWN_TIMEOUT_S, Telemetry
 from llmpulse.telemetry.semconv import DURATION_BUCKETS, TOKEN_BUCKETS
 from test_gateway_proxy import FAST, deployment
 
@@ -389,6 +391,40 @@ def test_gateway_traffic_is_exported_as_a_span(
     assert a["gen_ai.usage.output_tokens"] > 0
     assert a["server.address"] == "127.0.0.1"
     assert "error.type" not in a and span.status.code != Status.STATUS_CODE_ERROR
+
+
+def test_the_sdk_environment_variables_configure_an_empty_section(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization={AUTH}")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    base = {"targets": [{"provider": "gemini", "model": "gemini-2.5-flash", "api_key": "${K}"}]}
+    config = parse_config({**base, "telemetry": {}}, env={"K": "k"})
+    assert config.telemetry is not None
+    telemetry = Telemetry(config.telemetry, config.targets)
+    started = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    result = CheckResult(
+        "gemini/gemini-2.5-flash", "gemini", "gemini-2.5-flash", CheckKind.INFERENCE, started,
+        ok=False, error_class=ErrorClass.TIMEOUT, error_message="no answer in 20 s",
+        latency_ms=20000.0, usage=Usage(input_tokens=12, output_tokens=3, estimated=True),
+    )  # fmt: skip
+    telemetry.emit(result)
+    telemetry.shutdown()
+    ((resource, span),) = collector.spans
+    assert resource["service.name"] == "from-env"
+    assert set(collector.headers) == {AUTH}
+    assert span.start_time_unix_nano == 1767323045678901000
+    assert span.end_time_unix_nano == span.start_time_unix_nano + 20 * 10**9
+    assert span.status.code == Status.STATUS_CODE_ERROR
+    assert span.status.message == "no answer in 20 s"
+    a = attrs(span.attributes)
+    assert a["error.type"] == "timeout"
+    assert a["gen_ai.provider.name"] == "gcp.gemini"
+    assert a["server.address"] == "generativelanguage.googleapis.com"
+    assert "gen_ai.usage.input_tokens" not in a  # estimated counts are not the provider's
+    names = {(name, tuple(sorted(p))) for name, _, _, p, _, _ in collector.points}
+    assert {n for n, _ in names} == {"gen_ai.client.operation.duration"}  # no tokens, no TTFT
 
 
 def test_telemetry_config_is_off_unless_present_and_never_holds_a_literal_secret() -> None:

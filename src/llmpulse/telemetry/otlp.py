@@ -13,6 +13,7 @@ import importlib.metadata
 import logging
 import threading
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
@@ -47,6 +48,7 @@ SCOPE = "llmpulse"
 # How long a graceful shutdown waits for the collector, all signals together: a collector that
 # is down would otherwise hold it for the exporters' retries (10 s per signal by default).
 SHUTDOWN_TIMEOUT_S = 5.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Telemetry:
@@ -170,8 +172,8 @@ class Telemetry:
         attributes = self._common(result)
         # The result's timestamp is when the check (or the request's last attempt) started;
         # its latency runs from there to the last byte.
-        start = int(result.timestamp.timestamp() * 1e9)
-        end = start + int((result.latency_ms or 0.0) * 1e6)
+        start = _unix_ns(result.timestamp)
+        end = start + round((result.latency_ms or 0.0) * 1e6)
         optional: Mapping[str, AttributeValue | None] = {
             "gen_ai.response.model": result.response_model,
             "gen_ai.response.finish_reasons": [result.finish_reason]
@@ -223,6 +225,12 @@ class Telemetry:
             for kind, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
                 if count is not None:
                     self._tokens.record(count, {**attributes, "gen_ai.token.type": kind})
+
+
+def _unix_ns(moment: datetime) -> int:
+    """Exact nanoseconds since the epoch (a float of seconds loses the microseconds)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
 
 
 def _signal(endpoint: str | None, signal: str) -> str | None:
