@@ -30,11 +30,9 @@ from opentelemetry.util.types import AttributeValue
 from llmpulse.config import Target, TelemetryConfig
 from llmpulse.result import CheckResult
 from llmpulse.telemetry.semconv import (
-    DURATION_BUCKETS,
     OPERATION_DURATION,
     OPERATIONS,
     TIME_TO_FIRST_CHUNK,
-    TOKEN_BUCKETS,
     TOKEN_USAGE,
     ServedModels,
     error_type,
@@ -96,25 +94,14 @@ class Telemetry:
                 resource=resource, metric_readers=[reader], shutdown_on_exit=False
             )
             meter = self._meter_provider.get_meter(SCOPE, version)
-            self._duration = meter.create_histogram(
-                OPERATION_DURATION,
-                unit="s",
-                description="GenAI operation duration: a whole check, connection setup to last "
-                "byte.",
-                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-            )
-            self._ttft = meter.create_histogram(
-                TIME_TO_FIRST_CHUNK,
-                unit="s",
-                description="Time from sending a streaming request to the first chunk with "
-                "visible output text.",
-                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-            )
-            self._tokens = meter.create_histogram(
-                TOKEN_USAGE,
-                unit="{token}",
-                description="Input and output tokens per check, as the provider reported them.",
-                explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+            self._duration, self._ttft, self._tokens = (
+                meter.create_histogram(
+                    h.name,
+                    unit=h.unit,
+                    description=h.description,
+                    explicit_bucket_boundaries_advisory=h.buckets,
+                )
+                for h in (OPERATION_DURATION, TIME_TO_FIRST_CHUNK, TOKEN_USAGE)
             )
             self._served = ServedModels()
 

@@ -9,13 +9,10 @@ llmpulse uses them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from llmpulse.result import CheckKind, CheckResult
-
-OPERATION_DURATION = "gen_ai.client.operation.duration"
-TOKEN_USAGE = "gen_ai.client.token.usage"
-TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
 
 # The boundaries gen-ai-metrics.md recommends for gen_ai.client.operation.duration and
 # gen_ai.client.operation.time_to_first_chunk (10 ms doubling to 82 s) and for token usage.
@@ -25,6 +22,36 @@ DURATION_BUCKETS = (
 TOKEN_BUCKETS = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Histogram:
+    """A GenAI client histogram: its semconv name and unit, what llmpulse records in it."""
+
+    name: str
+    unit: str
+    description: str
+    buckets: tuple[float, ...]
+
+
+OPERATION_DURATION = Histogram(
+    "gen_ai.client.operation.duration",
+    "s",
+    "GenAI operation duration: a whole check, connection setup to last byte.",
+    DURATION_BUCKETS,
+)
+TIME_TO_FIRST_CHUNK = Histogram(
+    "gen_ai.client.operation.time_to_first_chunk",
+    "s",
+    "Time from sending a streaming request to the first chunk with visible output text.",
+    DURATION_BUCKETS,
+)
+TOKEN_USAGE = Histogram(
+    "gen_ai.client.token.usage",
+    "{token}",
+    "Input and output tokens per check, as the provider reported them.",
+    TOKEN_BUCKETS,
+)
 
 # llmpulse provider names for which the semconv's gen_ai.provider.name has another well-known
 # value (which it says MUST be used); every other name passes through unchanged.

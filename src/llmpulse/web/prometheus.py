@@ -36,8 +36,12 @@ from llmpulse.monitor.statuspage import Indicator
 from llmpulse.result import CheckKind, CheckResult
 from llmpulse.telemetry.semconv import (
     DURATION_BUCKETS,
+    OPERATION_DURATION,
     OPERATIONS,
+    TIME_TO_FIRST_CHUNK,
     TOKEN_BUCKETS,
+    TOKEN_USAGE,
+    Histogram,
     ServedModels,
     error_type,
     provider_name,
@@ -247,32 +251,23 @@ class _Family:
     unit: str = ""
 
 
-DURATION = _Family(
-    "gen_ai_client_operation_duration",
-    "GenAI operation duration: a whole check, connection setup to last byte.",
-    (*_GENAI, "error_type"),
-    DURATION_BUCKETS,
-    "seconds",
-)
-TTFT = _Family(
-    "gen_ai_client_operation_time_to_first_chunk",
-    "Time from sending a streaming request to the first chunk with visible output text.",
-    _GENAI,
-    DURATION_BUCKETS,
-    "seconds",
-)
+def _semconv(histogram: Histogram, labels: tuple[str, ...]) -> _Family:
+    """A semconv histogram's family, named as the OTel Prometheus exporter names it: dots
+    become underscores, unit "s" the "seconds" suffix, an annotation unit ({token}) nothing."""
+    unit = {"s": "seconds"}.get(histogram.unit, "")
+    name = histogram.name.replace(".", "_")
+    return _Family(name, histogram.description, labels, histogram.buckets, unit)
+
+
+DURATION = _semconv(OPERATION_DURATION, (*_GENAI, "error_type"))
+TTFT = _semconv(TIME_TO_FIRST_CHUNK, _GENAI)
 TPS = _Family(
     "llmpulse_tokens_per_second",
     "Visible output tokens per second of a streamed response, first to last text chunk.",
     _GENAI,
     TOKENS_PER_SECOND_BUCKETS,
 )
-TOKENS = _Family(
-    "gen_ai_client_token_usage",
-    "Input and output tokens per check, as the provider reported them.",
-    (*_GENAI, "gen_ai_token_type"),
-    TOKEN_BUCKETS,
-)
+TOKENS = _semconv(TOKEN_USAGE, (*_GENAI, "gen_ai_token_type"))
 _FAMILIES = (DURATION, TTFT, TPS, TOKENS)
 
 
