@@ -1,12 +1,18 @@
-"""Shared fixtures: a real simulator on a loopback socket, and targets pointed at it."""
+"""Shared fixtures: a real simulator on a loopback socket, targets pointed at it, and fresh
+PostgreSQL schemas."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from llmpulse.config import Target, parse_config
@@ -58,3 +64,36 @@ def ground_truth(sim: SimServer, request_id: str) -> dict[str, Any]:
     records = httpx.get(f"{sim.url}/_sim/requests", timeout=10).json()
     records = records["requests"] if isinstance(records, dict) else records
     return next(r for r in records if r["request_id"] == request_id)
+
+
+POSTGRES_URL = os.environ.get("LLMPULSE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped afterwards. Skips the test when the
+    server is unreachable, unless CI is set: CI runs a server, its PostgreSQL cases must run."""
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL}: {exc}".strip())
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        sep = "&" if "?" in POSTGRES_URL else "?"
+        try:
+            yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """Where a component keeps its tables: a fresh SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield tmp_path / "component.db"
+        return
+    with postgres_schema() as url:
+        yield url

@@ -1,8 +1,10 @@
-"""The outbox against real receivers: outages, restarts, permanent failures, shutdown."""
+"""The outbox against real receivers: outages, restarts, permanent failures, shutdown, and
+two processes delivering from one database (SQLite and PostgreSQL alike)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import socket
@@ -17,9 +19,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from llmpulse.alerts.migrations.legacy_sqlite import OUTBOX_SCRIPTS
 from llmpulse.alerts.model import AlertState, Notification, Severity
 from llmpulse.alerts.notifiers.webhook import WebhookNotifier
 from llmpulse.alerts.outbox import Outbox
+from llmpulse.store import sqlitedb
 
 
 def alert(fingerprint: str, status: AlertState = AlertState.FIRING) -> Notification:
@@ -106,8 +110,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-def fast_outbox(path: Path) -> Outbox:
-    return Outbox(path, backoff_base_s=0.02, backoff_max_s=0.1, poll_interval_s=0.2)
+def fast_outbox(location: str | Path, **options: Any) -> Outbox:
+    return Outbox(location, backoff_base_s=0.02, backoff_max_s=0.1, poll_interval_s=0.2, **options)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -134,12 +138,12 @@ class Running:
 
 
 async def test_down_channel_loses_nothing_keeps_order_and_delays_no_other(
-    tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+    db_location: str | Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
 ) -> None:
     flaky, healthy = await receivers(), await receivers()
     flaky.status = 503
     notifiers = [WebhookNotifier(flaky.url, name="flaky"), WebhookNotifier(healthy.url, name="ok")]
-    outbox = fast_outbox(tmp_path / "outbox.db")
+    outbox = fast_outbox(db_location)
     sent = [alert("a"), alert("a", AlertState.RESOLVED), alert("b")]
     async with Running(outbox, notifiers, session):
         started = time.monotonic()
@@ -165,12 +169,12 @@ async def test_down_channel_loses_nothing_keeps_order_and_delays_no_other(
 
 
 async def test_restart_delivers_pending_exactly_once(
-    tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+    db_location: str | Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
 ) -> None:
     with socket.socket() as sock:  # a port nobody listens on yet: connection refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    path = tmp_path / "outbox.db"
+    path = db_location
     url = f"http://127.0.0.1:{port}/hook"
     sent = [alert("x"), alert("y"), alert("x", AlertState.RESOLVED)]
 
@@ -199,11 +203,11 @@ async def test_restart_delivers_pending_exactly_once(
 
 
 async def test_permanent_failure_is_kept_and_not_retried(
-    tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+    db_location: str | Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
 ) -> None:
     receiver = await receivers()
     receiver.status = 404
-    outbox = fast_outbox(tmp_path / "outbox.db")
+    outbox = fast_outbox(db_location)
     async with Running(outbox, [WebhookNotifier(receiver.url, name="gone")], session):
         outbox.enqueue(alert("p"), ["gone"])
         await until(lambda: len(receiver.hits) == 1)
@@ -227,11 +231,11 @@ async def test_permanent_failure_is_kept_and_not_retried(
 
 
 async def test_retry_after_is_honoured(
-    tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+    db_location: str | Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
 ) -> None:
     receiver = await receivers()
     receiver.status, receiver.headers = 429, {"Retry-After": "1"}
-    outbox = fast_outbox(tmp_path / "outbox.db")
+    outbox = fast_outbox(db_location)
     async with Running(outbox, [WebhookNotifier(receiver.url, name="limited")], session):
         outbox.enqueue(alert("l"), ["limited"])
         await until(lambda: len(receiver.hits) == 1)
@@ -242,10 +246,10 @@ async def test_retry_after_is_honoured(
 
 
 async def test_drain_delivers_due_rows_and_keeps_the_rest(
-    tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+    db_location: str | Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
 ) -> None:
     receiver = await receivers()
-    outbox = fast_outbox(tmp_path / "outbox.db")
+    outbox = fast_outbox(db_location)
     notifiers = [WebhookNotifier(receiver.url, name="hook")]
     async with Running(outbox, notifiers, session):
         pass
@@ -261,12 +265,17 @@ async def test_drain_delivers_due_rows_and_keeps_the_rest(
     [kept] = outbox.pending()
     assert kept.notification.fingerprint == "d3"
     outbox.close()
+    # Its cut-short attempt's claim went with close(): the next process need not wait it out.
+    after = fast_outbox(db_location)
+    claimed = after._claim("hook")
+    assert claimed is not None and claimed.id == kept.id
+    after.close()
 
 
 def test_schema_is_versioned_and_wal(tmp_path: Path) -> None:
     path = tmp_path / "outbox.db"
     outbox = Outbox(path)
-    assert outbox.schema_version() == 1
+    assert outbox.schema_version() == 2
     outbox.enqueue(alert("s"), ["a", "b", "a"])
     assert [i.notifier for i in outbox.pending()] == ["a", "b"]
     outbox.close()
@@ -274,11 +283,94 @@ def test_schema_is_versioned_and_wal(tmp_path: Path) -> None:
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     payload = json.loads(db.execute("SELECT payload FROM outbox LIMIT 1").fetchone()[0])
     assert payload["test"] is False and payload["fingerprint"] == "s"
-    db.execute("PRAGMA user_version = 99")
+    db.execute("UPDATE alembic_version_outbox SET version_num = '9999'")
     db.commit()
     db.close()
-    with pytest.raises(RuntimeError, match="newer than this llmpulse"):
+    with pytest.raises(RuntimeError, match="revision 9999, newer than this llmpulse"):
         Outbox(path)
+    legacy = tmp_path / "newer-legacy.db"
+    with contextlib.closing(sqlite3.connect(legacy)) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(RuntimeError, match="version 99, newer than this llmpulse"):
+        Outbox(legacy)
+
+
+async def test_a_file_from_before_alembic_keeps_its_undelivered_rows(
+    tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+) -> None:
+    path = tmp_path / "legacy-outbox.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    sqlitedb.migrate(db, OUTBOX_SCRIPTS, path)  # as the releases before Alembic made it
+    payload = json.dumps({**alert("old").to_json(), "test": False})
+    db.execute(
+        "INSERT INTO outbox (notifier, payload, created_at, next_attempt_at, delivered_at) "
+        "VALUES ('hook', ?, 1, 1, 2), ('hook', ?, 3, 3, NULL)",
+        (payload, payload),
+    )
+    db.close()
+    receiver = await receivers()
+    outbox = fast_outbox(path)
+    assert outbox.schema_version() == 2
+    assert [i.status for i in outbox.history()] == ["pending", "delivered"]
+    async with Running(outbox, [WebhookNotifier(receiver.url, name="hook")], session):
+        await until(lambda: not outbox.pending())
+    assert receiver.delivered == ["old firing"]
+    outbox.close()
+    # Revision 0001 is the legacy schema, and 0002 adds the claims to either.
+    Outbox(tmp_path / "fresh.db").close()
+
+    def shape(p: Path) -> dict[str, list[str]]:
+        with contextlib.closing(sqlite3.connect(p)) as db:
+            tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            return {t: [c[1] for c in db.execute(f"PRAGMA table_info({t})")] for (t,) in tables}
+
+    assert shape(path) == shape(tmp_path / "fresh.db")
+    assert shape(path)["outbox"][-2:] == ["claimed_by", "claimed_until"]
+
+
+async def test_two_processes_deliver_every_row_once_and_in_order(
+    db_location: str | Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+) -> None:
+    """A leader handover where both deliver for a while: every row is claimed by one of them."""
+    hooks = {"one": await receivers(), "two": await receivers()}
+    sent = [alert(f"c{i}", AlertState.RESOLVED if i % 3 == 2 else AlertState.FIRING)
+            for i in range(20)]  # fmt: skip
+    old, new = fast_outbox(db_location), fast_outbox(db_location)
+    for notification in sent:
+        old.enqueue(notification, hooks)
+
+    def notifiers() -> list[WebhookNotifier]:
+        return [WebhookNotifier(r.url, name=name) for name, r in hooks.items()]
+
+    async with Running(old, notifiers(), session), Running(new, notifiers(), session):
+        await until(lambda: not new.pending(), timeout=20)
+        await asyncio.sleep(0.5)  # longer than a poll: nothing is sent twice
+    for receiver in hooks.values():
+        assert receiver.delivered == [n.summary for n in sent]
+        assert len(receiver.hits) == len(sent)
+    assert {i.attempts for i in new.history(limit=100)} == {1}
+    old.close()
+    new.close()
+
+
+async def test_a_dead_processes_claim_is_taken_over_after_its_lease(
+    db_location: str | Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+) -> None:
+    receiver = await receivers()
+    dead = fast_outbox(db_location, lease_s=1.0)
+    dead.enqueue(alert("orphan"), ["hook"])
+    # Claimed (and maybe sent), never marked: the process died before recording the outcome.
+    assert dead._claim("hook") is not None
+    claimed_at = time.monotonic()
+    heir = fast_outbox(db_location)
+    async with Running(heir, [WebhookNotifier(receiver.url, name="hook")], session):
+        await until(lambda: receiver.delivered == ["orphan firing"], timeout=10)
+        await asyncio.sleep(0.3)
+    assert receiver.hits[0].at - claimed_at >= 0.9  # not while the claim was held
+    assert len(receiver.hits) == 1
+    [item] = heir.history()
+    assert (item.status, item.attempts) == ("delivered", 1)
+    heir.close()
 
 
 async def test_storage_trouble_pauses_a_channel_instead_of_stopping_delivery(

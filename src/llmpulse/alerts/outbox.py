@@ -1,8 +1,10 @@
 """The delivery outbox: every notification is written down before any channel is tried.
 
 A channel that is down delays nothing else and loses nothing; its alerts are delivered when it
-comes back, in the order they were raised, also across a restart. One SQLite file (WAL) holds
-one row per notification and notifier:
+comes back, in the order they were raised, also across a restart and a change of leader. One
+table holds one row per notification and notifier: in a SQLite file (WAL) beside SQLite
+results, or in the PostgreSQL database the agents share, where the next leader takes over
+what the last one left undelivered.
 
 - Each notifier has its own worker. It delivers that notifier's rows strictly in id order
   (head of line), so a "resolved" never overtakes its "firing"; notifiers never wait for
@@ -12,8 +14,20 @@ one row per notification and notifier:
   rejected recipient) marks the row failed, keeps it with its error, and moves on.
 - ``enqueue`` wakes the workers at once; they also look every ``poll_interval_s`` for rows
   written by another process (``llmpulse notify test``).
-- Delivery is at least once: a process killed after the receiver accepted an alert but before
-  the row was marked delivered sends it again after the restart.
+- A row is claimed before it is sent: one statement sets ``claimed_by`` (this process) and
+  ``claimed_until`` (now + ``lease_s``) on the notifier's head row, only if that row is due
+  and unclaimed or its claim has expired; the outcome is recorded by the claim's holder
+  only, and clears the claim. PostgreSQL re-checks those conditions on the locked row when
+  two claims race, SQLite runs them one at a time (its single writer), so when two processes
+  briefly both deliver (a leader handover) each row is sent by one of them, and a later row
+  is never claimed while the head is in flight, so order holds across processes too.
+- The boundary: delivery is exactly once while claim holders live, at least once across a
+  crash. A process killed after the receiver accepted an alert but before marking the row
+  delivered leaves a claim that expires after ``lease_s``; the next process (the next
+  leader, or this one restarted) then sends it again, once. A holder slower than its lease
+  (an attempt outliving ``lease_s``, far beyond the notifiers' 10 s timeouts) can likewise
+  be overtaken; it logs that its claim was lost. Leases compare the agents' wall clocks,
+  which must agree to well within ``lease_s``.
 - Delivered and failed rows are history; they are pruned after 30 days.
 """
 
@@ -24,52 +38,42 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import random
-import sqlite3
-import threading
+import socket
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
+import sqlalchemy as sa
 
+from llmpulse.alerts import migrations
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.notifiers.base import DeliveryError, Notifier
-from llmpulse.store import sqlitedb
 
 log = logging.getLogger(__name__)
 
-# Each entry moves the schema from version i to i+1; never edit a released entry, append one.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY,
-        notifier TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL NOT NULL,
-        delivered_at REAL,
-        failed_at REAL,
-        last_error TEXT,
-        answer TEXT
-    );
-    CREATE INDEX outbox_pending ON outbox (notifier, id)
-        WHERE delivered_at IS NULL AND failed_at IS NULL;
-    CREATE INDEX outbox_delivered_at ON outbox (delivered_at);
-    CREATE INDEX outbox_failed_at ON outbox (failed_at);
-    """,
-)
-
 RETENTION_S = 30 * 86400.0
+# Far beyond the notifiers' timeouts: a live holder finishes (and marks) its attempt first.
+LEASE_S = 120.0
 _RETRY_AFTER_MAX_S = 3600.0  # a Retry-After beyond this is a receiver bug, not a plan
 _PRUNE_EVERY_S = 3600.0
 _PENDING = "delivered_at IS NULL AND failed_at IS NULL"
 _COLUMNS = (
     "id, notifier, payload, created_at, attempts, next_attempt_at, delivered_at, failed_at, "
     "last_error, answer"
+)
+# The notifier's head row, if it is due and not claimed by a live holder (see the docstring).
+_CLAIM = sa.text(
+    f"UPDATE outbox SET claimed_by = :me, claimed_until = :until WHERE id = ("
+    f"SELECT id FROM outbox WHERE notifier = :notifier AND {_PENDING} ORDER BY id LIMIT 1) "
+    f"AND {_PENDING} AND next_attempt_at <= :now "
+    f"AND (claimed_until IS NULL OR claimed_until <= :now OR claimed_by = :me) "
+    f"RETURNING {_COLUMNS}"
 )
 
 
@@ -111,25 +115,29 @@ class OutboxItem:
 
 
 class Outbox:
+    """Thread-safe: every call takes its own pooled connection and transaction."""
+
     def __init__(
         self,
-        path: str | Path,
+        location: str | Path,
         *,
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 300.0,
         poll_interval_s: float = 5.0,
         retention_s: float = RETENTION_S,
+        lease_s: float = LEASE_S,
     ) -> None:
-        self.path = Path(path)
+        """``location``: the SQLite file, or the PostgreSQL URL."""
+        self.location = location
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.poll_interval_s = poll_interval_s
         self.retention_s = retention_s
-        self._lock = threading.Lock()
+        self.lease_s = lease_s
+        # Names this process's claims (and, in a log, its host and pid).
+        self.claimant = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # FULL: an enqueued alert must survive a power cut, and alerts are few.
-        self._db = sqlitedb.connect(self.path, synchronous="FULL")
-        with self._lock:
-            sqlitedb.migrate(self._db, MIGRATIONS, self.path)
+        self._engine = migrations.open_engine(location, migrations.OUTBOX, synchronous="FULL")
         # Set by run(); enqueue() uses them to wake the workers, drain() to deliver.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: dict[str, asyncio.Event] = {}
@@ -139,9 +147,15 @@ class Outbox:
 
     # -- schema -------------------------------------------------------------------------------
 
+    @classmethod
+    def open(cls, storage: str | Path, **options: Any) -> Outbox:
+        """The outbox that belongs with the results ``storage`` (path or URL)."""
+        from llmpulse.alerts.state import state_locations
+
+        return cls(state_locations(storage)[1], **options)
+
     def schema_version(self) -> int:
-        with self._lock:
-            return sqlitedb.schema_version(self._db)
+        return int(migrations.revision(self._engine, migrations.OUTBOX) or 0)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -150,57 +164,56 @@ class Outbox:
         names = list(dict.fromkeys(notifier_names))
         payload = json.dumps({**notification.to_json(), "test": notification.test})
         now = time.time()
-        ids = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for name in names:
-                    cursor = self._db.execute(
-                        "INSERT INTO outbox (notifier, payload, created_at, attempts, "
-                        "next_attempt_at) VALUES (?, ?, ?, 0, ?)",
-                        (name, payload, now, now),
-                    )
-                    ids.append(int(cursor.lastrowid or 0))
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # SQLite may have rolled back already
-                    self._db.execute("ROLLBACK")
-                raise
+        insert = sa.text(
+            "INSERT INTO outbox (notifier, payload, created_at, attempts, next_attempt_at) "
+            "VALUES (:notifier, :payload, :now, 0, :now) RETURNING id"
+        )
+        with self._engine.begin() as conn:
+            ids = [
+                conn.execute(insert, {"notifier": n, "payload": payload, "now": now}).scalar_one()
+                for n in names
+            ]
         self._wake_up(names)
         return ids
 
     def prune(self, now: float | None = None) -> int:
         """Delete delivered and failed rows older than the retention; returns how many."""
         cutoff = (time.time() if now is None else now) - self.retention_s
-        with self._lock:
-            cursor = self._db.execute(
-                "DELETE FROM outbox WHERE delivered_at < ? OR failed_at < ?", (cutoff, cutoff)
+        with self._engine.begin() as conn:
+            cursor = conn.execute(
+                sa.text("DELETE FROM outbox WHERE delivered_at < :cutoff OR failed_at < :cutoff"),
+                {"cutoff": cutoff},
             )
         return cursor.rowcount
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        """Releases the claims of attempts cut short (by ``drain``'s timeout): the next process
+        sends those rows again, without waiting out the lease."""
+        try:
+            self._release_claims()
+        finally:
+            self._engine.dispose()
 
     # -- reading ------------------------------------------------------------------------------
 
     def pending(self, notifier: str | None = None) -> list[OutboxItem]:
         """Rows still to deliver (including those waiting out a backoff), oldest first."""
         sql = f"SELECT {_COLUMNS} FROM outbox WHERE {_PENDING}"
-        args: tuple[object, ...] = ()
+        args: dict[str, object] = {}
         if notifier is not None:
-            sql += " AND notifier = ?"
-            args = (notifier,)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+            sql += " AND notifier = :notifier"
+            args["notifier"] = notifier
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.text(sql + " ORDER BY id"), args).all()
         return _readable(rows)
 
     def history(self, limit: int = 100) -> list[OutboxItem]:
         """The most recent rows of every status, newest first."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?", (limit,)
-            ).fetchall()
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(f"SELECT {_COLUMNS} FROM outbox ORDER BY id DESC LIMIT :limit"),
+                {"limit": limit},
+            ).all()
         return _readable(rows)
 
     # -- delivering ---------------------------------------------------------------------------
@@ -262,12 +275,13 @@ class Outbox:
         lock = self._locks.setdefault(notifier.name, asyncio.Lock())
         while stop is None or not stop.is_set():
             async with lock:
-                item = self._head(notifier.name)
+                # In a thread: a database that is slow to answer must not stall the event loop.
+                item = await asyncio.to_thread(self._claim, notifier.name)
                 if item is None:
-                    return None
-                due_in = item.next_attempt_at - time.time()
-                if due_in > 0:
-                    return due_in
+                    due_in = await asyncio.to_thread(self._due_in, notifier.name)
+                    if due_in is None or due_in > 0:
+                        return due_in
+                    continue  # the head became due or its claim expired meanwhile
                 await self._attempt(notifier, item)
         return None
 
@@ -283,18 +297,18 @@ class Outbox:
                 log.exception("notifier %r failed unexpectedly", notifier.name)
             error, retryable, retry_after = f"{type(exc).__name__}: {exc}", True, None
         else:
-            self._update(item.id, attempts, delivered_at=time.time(), answer=answer)
+            await self._record(item.id, attempts, delivered_at=time.time(), answer=answer)
             if attempts > 1:
                 log.info(
                     "%s %r: delivered after %d attempts", notifier.type, notifier.name, attempts
                 )
             return
         if not retryable:
-            self._update(item.id, attempts, failed_at=time.time(), error=error)
+            await self._record(item.id, attempts, failed_at=time.time(), error=error)
             log.error("%s; not retried (kept in the outbox as failed)", error)
             return
         delay = self._backoff(attempts, retry_after)
-        self._update(item.id, attempts, next_attempt_at=time.time() + delay, error=error)
+        await self._record(item.id, attempts, next_attempt_at=time.time() + delay, error=error)
         # Once per row: an outage of hours must not flood the log.
         if attempts == 1:
             log.warning("%s; retrying with backoff, alerts are kept until delivered", error)
@@ -308,7 +322,7 @@ class Outbox:
 
     async def _pruner(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            removed = self.prune()
+            removed = await asyncio.to_thread(self.prune)
             if removed:
                 log.info(
                     "outbox: pruned %d rows older than %g days", removed, self.retention_s / 86400
@@ -333,30 +347,42 @@ class Outbox:
             else:
                 loop.call_soon_threadsafe(event.set)
 
-    def _head(self, notifier: str) -> OutboxItem | None:
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE notifier = ? AND {_PENDING} "
-                "ORDER BY id LIMIT 1",
-                (notifier,),
-            ).fetchone()
+    def _claim(self, notifier: str) -> OutboxItem | None:
+        """The notifier's head row, claimed for this process, if it is due and unclaimed."""
+        now = time.time()
+        args = {"me": self.claimant, "until": now + self.lease_s, "notifier": notifier, "now": now}
+        with self._engine.begin() as conn:
+            row = conn.execute(_CLAIM, args).one_or_none()
         if row is None:
             return None
         try:
             return _item(row)
         except (ValueError, KeyError, TypeError) as exc:
             # A row this version cannot read must not block its channel forever.
-            self._update_failed(row["id"], f"unreadable outbox row: {exc}")
-            return self._head(notifier)
+            self._finish(row.id, row.attempts, failed_at=now, error=f"unreadable outbox row: {exc}")
+            return self._claim(notifier)
 
-    def _update_failed(self, row_id: int, error: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE outbox SET failed_at = ?, last_error = ? WHERE id = ?",
-                (time.time(), error, row_id),
-            )
+    def _due_in(self, notifier: str) -> float | None:
+        """Seconds until the head row is due and unclaimed (None: nothing pending)."""
+        with self._engine.connect() as conn:
+            head = conn.execute(
+                sa.text(
+                    "SELECT next_attempt_at, claimed_by, claimed_until FROM outbox "
+                    f"WHERE notifier = :notifier AND {_PENDING} ORDER BY id LIMIT 1"
+                ),
+                {"notifier": notifier},
+            ).one_or_none()
+        if head is None:
+            return None
+        free_at = head.next_attempt_at
+        if head.claimed_until is not None and head.claimed_by != self.claimant:
+            free_at = max(free_at, head.claimed_until)
+        return free_at - time.time()
 
-    def _update(
+    async def _record(self, row_id: int, attempts: int, **outcome: Any) -> None:
+        await asyncio.to_thread(self._finish, row_id, attempts, **outcome)
+
+    def _finish(
         self,
         row_id: int,
         attempts: int,
@@ -367,19 +393,43 @@ class Outbox:
         error: str | None = None,
         answer: str | None = None,
     ) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE outbox SET attempts = ?, "
-                "next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = ?, "
-                "failed_at = ?, last_error = COALESCE(?, last_error), answer = ? WHERE id = ?",
-                (attempts, next_attempt_at, delivered_at, failed_at, error, answer, row_id),
+        """Record an attempt's outcome and release the claim, if this process still holds it."""
+        with self._engine.begin() as conn:
+            cursor = conn.execute(
+                sa.text(
+                    "UPDATE outbox SET attempts = :attempts, "
+                    "next_attempt_at = COALESCE(:next_attempt_at, next_attempt_at), "
+                    "delivered_at = :delivered_at, failed_at = :failed_at, "
+                    "last_error = COALESCE(:error, last_error), answer = :answer, "
+                    "claimed_by = NULL, claimed_until = NULL WHERE id = :id AND claimed_by = :me"
+                ),
+                {"attempts": attempts, "next_attempt_at": next_attempt_at,
+                 "delivered_at": delivered_at, "failed_at": failed_at, "error": error,
+                 "answer": answer, "id": row_id, "me": self.claimant},
+            )  # fmt: skip
+        if cursor.rowcount == 0:
+            log.warning(
+                "outbox row %d: its claim expired during the attempt and another process took "
+                "it over; that process records the outcome (the alert may arrive twice)",
+                row_id,
+            )
+
+    def _release_claims(self) -> None:
+        """Hand rows this process claimed but did not finish to the next process at once."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL "
+                    f"WHERE claimed_by = :me AND {_PENDING}"
+                ),
+                {"me": self.claimant},
             )
 
     def _report_orphans(self, configured: set[str]) -> None:
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT notifier, COUNT(*) FROM outbox WHERE {_PENDING} GROUP BY notifier"
-            ).fetchall()
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(f"SELECT notifier, COUNT(*) FROM outbox WHERE {_PENDING} GROUP BY notifier")
+            ).all()
         for name, count in rows:
             if name not in configured:
                 log.warning(
@@ -390,29 +440,29 @@ class Outbox:
                 )
 
 
-def _readable(rows: list[sqlite3.Row]) -> list[OutboxItem]:
+def _readable(rows: Sequence[sa.Row[Any]]) -> list[OutboxItem]:
     """Rows as items, leaving out (and logging) any this version cannot read."""
     items = []
     for row in rows:
         try:
             items.append(_item(row))
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("outbox row %s is unreadable: %s", row["id"], exc)
+            log.warning("outbox row %s is unreadable: %s", row.id, exc)
     return items
 
 
-def _item(row: sqlite3.Row) -> OutboxItem:
+def _item(row: sa.Row[Any]) -> OutboxItem:
     return OutboxItem(
-        id=row["id"],
-        notifier=row["notifier"],
-        notification=Notification.from_json(json.loads(row["payload"])),
-        created_at=row["created_at"],
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        delivered_at=row["delivered_at"],
-        failed_at=row["failed_at"],
-        last_error=row["last_error"],
-        answer=row["answer"],
+        id=row.id,
+        notifier=row.notifier,
+        notification=Notification.from_json(json.loads(row.payload)),
+        created_at=row.created_at,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        delivered_at=row.delivered_at,
+        failed_at=row.failed_at,
+        last_error=row.last_error,
+        answer=row.answer,
     )
 
 

@@ -1,101 +1,97 @@
 """Alerting state that must survive a restart: alert records, their history, and silences.
 
-Kept in its own SQLite file beside the results database: it is written by the one process that
-evaluates alerts, read by the CLI (``llmpulse silence``) and, later, the dashboard.
+Written by the one process that evaluates alerts (the leader, when several agents share a
+PostgreSQL database: the next leader resumes from the same records), read by the CLI
+(``llmpulse silence``) and the dashboard. With SQLite results it has its own file beside
+them; with PostgreSQL results, its tables sit in the same database.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from llmpulse.alerts import migrations
 from llmpulse.alerts.engine import AlertRecord
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.silences import Silence
-from llmpulse.store import sqlitedb
-
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE alert_records (
-        fingerprint TEXT PRIMARY KEY,
-        record TEXT NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE alert_events (
-        id INTEGER PRIMARY KEY,
-        at REAL NOT NULL,
-        fingerprint TEXT NOT NULL,
-        status TEXT NOT NULL,
-        rule TEXT NOT NULL,
-        target TEXT NOT NULL,
-        provider TEXT NOT NULL,
-        notification TEXT NOT NULL
-    );
-    CREATE INDEX alert_events_at ON alert_events (at);
-    CREATE TABLE silences (
-        id TEXT PRIMARY KEY,
-        starts_at REAL NOT NULL,
-        ends_at REAL NOT NULL,
-        silence TEXT NOT NULL
-    );
-    """,
-)
 
 
 def state_paths(results_db: Path) -> tuple[Path, Path]:
-    """Alert state and the notification outbox live beside the results database."""
+    """Alert state and the notification outbox live beside a SQLite results database."""
     return (
         results_db.with_name(results_db.stem + "-alerts.db"),
         results_db.with_name(results_db.stem + "-outbox.db"),
     )
 
 
-class AlertStateStore:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._db = sqlitedb.connect(self.path)
-        with self._lock:
-            sqlitedb.migrate(self._db, MIGRATIONS, self.path)
+def state_locations(storage: str | Path) -> tuple[str | Path, str | Path]:
+    """Where alert state and the outbox live for the results ``storage``: in the same
+    PostgreSQL database (its URL), or in their SQLite files beside the results file."""
+    if migrations.is_url(storage):
+        return storage, storage
+    return state_paths(Path(storage))
 
-    def _tx(self) -> AbstractContextManager[None]:
-        return sqlitedb.transaction(self._db)
+
+class AlertStateStore:
+    """Thread-safe: every call takes its own pooled connection and transaction."""
+
+    def __init__(self, location: str | Path) -> None:
+        """``location``: the SQLite file, or the PostgreSQL URL."""
+        self.location = location
+        self._engine = migrations.open_engine(location, migrations.STATE)
+
+    @classmethod
+    def open(cls, storage: str | Path) -> AlertStateStore:
+        """The alert state that belongs with the results ``storage`` (path or URL)."""
+        return cls(state_locations(storage)[0])
 
     def load_records(self) -> list[AlertRecord]:
-        with self._lock:
-            rows = self._db.execute("SELECT record FROM alert_records").fetchall()
-        return [AlertRecord.from_json(json.loads(r[0])) for r in rows]
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT record FROM alert_records")).all()
+        return [AlertRecord.from_json(json.loads(r.record)) for r in rows]
 
     def save_records(self, records: Iterable[AlertRecord], now: float) -> None:
-        rows = [(r.fingerprint, json.dumps(r.to_json()), now) for r in records]
+        rows = [
+            {"fingerprint": r.fingerprint, "record": json.dumps(r.to_json()), "now": now}
+            for r in records
+        ]
         if not rows:
             return
-        with self._lock, self._tx():
-            self._db.executemany(
-                "INSERT INTO alert_records (fingerprint, record, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (fingerprint) DO UPDATE SET record = excluded.record, "
-                "updated_at = excluded.updated_at",
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO alert_records (fingerprint, record, updated_at) "
+                    "VALUES (:fingerprint, :record, :now) "
+                    "ON CONFLICT (fingerprint) DO UPDATE SET record = excluded.record, "
+                    "updated_at = excluded.updated_at"
+                ),
                 rows,
             )
 
     def add_event(self, n: Notification, now: float) -> None:
-        with self._lock, self._tx():
-            self._db.execute(
-                "INSERT INTO alert_events (at, fingerprint, status, rule, target, provider, "
-                "notification) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (now, n.fingerprint, str(n.status), n.rule, n.target, n.provider,
-                 json.dumps(n.to_json())),
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO alert_events (at, fingerprint, status, rule, target, provider, "
+                    "notification) VALUES (:at, :fingerprint, :status, :rule, :target, "
+                    ":provider, :notification)"
+                ),
+                {"at": now, "fingerprint": n.fingerprint, "status": str(n.status),
+                 "rule": n.rule, "target": n.target, "provider": n.provider,
+                 "notification": json.dumps(n.to_json())},
             )  # fmt: skip
 
     def events(self, limit: int = 100) -> list[Notification]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT notification FROM alert_events ORDER BY id DESC LIMIT ?", (limit,)
-            ).fetchall()
-        return [Notification.from_json(json.loads(r[0])) for r in rows]
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT notification FROM alert_events ORDER BY id DESC LIMIT :limit"),
+                {"limit": limit},
+            ).all()
+        return [Notification.from_json(json.loads(r.notification)) for r in rows]
 
     def events_between(
         self,
@@ -107,36 +103,42 @@ class AlertStateStore:
     ) -> list[tuple[float, Notification]]:
         """``(recorded_at, notification)`` with ``start_ts <= at < end_ts``, oldest first; with
         ``limit``, the newest ``limit`` of them."""
-        sql = "SELECT at, notification FROM alert_events WHERE at >= ? AND at < ?"
-        args: tuple[object, ...] = (start_ts, min(end_ts, 1e300))
+        sql = "SELECT at, notification FROM alert_events WHERE at >= :start AND at < :end"
+        args: dict[str, object] = {"start": start_ts, "end": min(end_ts, 1e300)}
         if target is not None:
-            sql += " AND target = ?"
-            args += (target,)
+            sql += " AND target = :target"
+            args["target"] = target
         sql += " ORDER BY id DESC"
         if limit is not None:
-            sql += " LIMIT ?"
-            args += (limit,)
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
-        return [(at, Notification.from_json(json.loads(raw))) for at, raw in reversed(rows)]
+            sql += " LIMIT :limit"
+            args["limit"] = limit
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.text(sql), args).all()
+        return [(r.at, Notification.from_json(json.loads(r.notification))) for r in reversed(rows)]
 
     def add_silence(self, silence: Silence) -> None:
-        with self._lock, self._tx():
-            self._db.execute(
-                "INSERT OR REPLACE INTO silences (id, starts_at, ends_at, silence) "
-                "VALUES (?, ?, ?, ?)",
-                (silence.id, silence.starts_at, silence.ends_at, json.dumps(silence.to_json())),
-            )
+        """Adds the silence, or replaces the one with its id."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO silences (id, starts_at, ends_at, silence) "
+                    "VALUES (:id, :starts_at, :ends_at, :silence) "
+                    "ON CONFLICT (id) DO UPDATE SET starts_at = excluded.starts_at, "
+                    "ends_at = excluded.ends_at, silence = excluded.silence"
+                ),
+                {"id": silence.id, "starts_at": silence.starts_at, "ends_at": silence.ends_at,
+                 "silence": json.dumps(silence.to_json())},
+            )  # fmt: skip
 
     def silences(self, now: float | None = None) -> list[Silence]:
         """All silences, or only those not yet ended at ``now``."""
         sql = "SELECT id, starts_at, ends_at, silence FROM silences"
-        args: tuple[float, ...] = ()
+        args: dict[str, float] = {}
         if now is not None:
-            sql += " WHERE ends_at > ?"
-            args = (now,)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY starts_at", args).fetchall()
+            sql += " WHERE ends_at > :now"
+            args["now"] = now
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.text(sql + " ORDER BY starts_at"), args).all()
         out = []
         for sid, starts, ends, raw in rows:
             data = json.loads(raw)
@@ -150,13 +152,12 @@ class AlertStateStore:
         return out
 
     def end_silence(self, silence_id: str, now: float) -> bool:
-        with self._lock, self._tx():
-            cursor = self._db.execute(
-                "UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?",
-                (now, silence_id, now),
+        with self._engine.begin() as conn:
+            cursor = conn.execute(
+                sa.text("UPDATE silences SET ends_at = :now WHERE id = :id AND ends_at > :now"),
+                {"now": now, "id": silence_id},
             )
         return cursor.rowcount > 0
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._engine.dispose()
