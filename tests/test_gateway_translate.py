@@ -108,7 +108,8 @@ def _canonical_params(req: ChatRequest, protocol: str) -> None:
     """Each protocol's own form of the parameters it translates."""
     fmt, reasoning = req.response_format, req.reasoning
     if protocol == "openai" and reasoning is not None:
-        req.reasoning = ir.Reasoning(effort=params.effort(reasoning))
+        effort = params.effort(reasoning)
+        req.reasoning = None if effort is None else ir.Reasoning(effort=effort)
     if protocol != "openai" and reasoning is not None:
         budget = params.thinking_budget(reasoning)
         if protocol == "anthropic" and budget:
@@ -1178,3 +1179,264 @@ def test_openai_store_goes_upstream_with_metadata() -> None:
     assert "store" not in plain
     with pytest.raises(TranslationError):
         tr_openai.parse_request({**body, "store": "yes"})
+
+
+# --- parameters: what each deployment can honour --------------------------------------------
+
+
+def _req(**fields: Any) -> ChatRequest:
+    base = rich_request(stop=[], temperature=None, top_p=None, user=None, max_tokens=8000)
+    return dataclasses.replace(base, **fields)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "model", "fields", "refused"),
+    [
+        ("anthropic", "claude-sonnet-4-6", {"seed": 1}, ["seed"]),
+        ("gemini", "gemini-2.5-flash", {"seed": 1}, []),
+        ("openai", "gpt-4o", {"seed": 1}, []),
+        ("openai", "gpt-4o", {"top_k": 5}, ["top_k"]),
+        ("anthropic", "claude-sonnet-4-6", {"logit_bias": {"1": 1.0}}, ["logit_bias"]),
+        ("gemini", "gemini-2.5-flash", {"user": "u"}, ["user"]),
+        ("anthropic", "claude-3-5-haiku", {"response_format": ir.ResponseFormat("json_object")},
+         ["response_format"]),
+        ("anthropic", "claude-3-5-haiku", {"response_format": ir.ResponseFormat("text")}, []),
+        ("gemini", "gemini-2.5-flash", {"n": 2}, ["n"]),  # one answer per response
+        ("openai", "gpt-4o", {"n": 1}, []),
+        # OpenAI reasoning models: the default sampling only, max_completion_tokens.
+        ("openai", "o3-mini", {"temperature": 0.5}, ["temperature"]),
+        ("openai", "o3-mini", {"temperature": 1.0, "top_p": 1.0}, []),
+        ("openai", "gpt-5-mini", {"presence_penalty": 0.5, "logprobs": True},
+         ["presence_penalty", "logprobs"]),
+        ("azure", "o4-mini", {"top_p": 0.5}, ["top_p"]),
+        ("openai", "gpt-5-chat-latest", {"temperature": 0.5}, []),
+        ("openai", "gpt-4o", {"reasoning": ir.Reasoning(effort="low")}, ["reasoning"]),
+        ("openai", "o3", {"reasoning": ir.Reasoning(budget_tokens=0)}, ["reasoning"]),
+        ("openai", "gpt-4o", {"reasoning": ir.Reasoning(budget_tokens=0)}, []),
+        # At most 4 stop sequences at OpenAI and Azure; other OpenAI-protocol servers differ.
+        ("openai", "gpt-4o", {"stop": list("abcde")}, ["stop"]),
+        ("xai", "grok-4", {"stop": list("abcde")}, []),
+        ("anthropic", "claude-sonnet-4-6", {"stop": list("abcde")}, []),
+        # Anthropic: temperature to 1; 4.5 models (and Opus 4.1) not temperature with top_p.
+        ("anthropic", "claude-sonnet-4-20250514", {"temperature": 1.5}, ["temperature"]),
+        ("anthropic", "claude-sonnet-4-5-20250929", {"temperature": 0.5, "top_p": 0.9}, ["top_p"]),
+        ("anthropic", "claude-opus-4-1", {"temperature": 0.5, "top_p": 0.9}, ["top_p"]),
+        ("anthropic", "claude-haiku-4-5", {"temperature": 0.5}, []),
+        ("anthropic", "claude-sonnet-4-20250514", {"temperature": 0.5, "top_p": 0.9}, []),
+        ("anthropic", "claude-3-5-sonnet-latest", {"temperature": 0.5, "top_p": 0.9}, []),
+        # Thinking needs the default temperature and a budget under max_tokens.
+        ("anthropic", "claude-sonnet-4-6",
+         {"reasoning": ir.Reasoning(effort="high"), "max_tokens": 4000}, ["reasoning"]),
+        ("anthropic", "claude-sonnet-4-6",
+         {"reasoning": ir.Reasoning(effort="low"), "temperature": 0.5}, ["temperature"]),
+        ("anthropic", "claude-sonnet-4-6", {"reasoning": ir.Reasoning(effort="xhigh")},
+         ["reasoning"]),
+        ("anthropic", "claude-sonnet-4-6", {"service_tier": "flex"}, ["service_tier"]),
+        ("anthropic", "claude-sonnet-4-6", {"service_tier": "default"}, []),
+    ],
+)  # fmt: skip
+def test_unsupported_names_what_a_deployment_cannot_honour(
+    protocol: str, model: str, fields: dict[str, Any], refused: list[str]
+) -> None:
+    assert params.unsupported(_req(**fields), protocol, model) == refused
+
+
+def test_fields_of_the_clients_protocol_go_only_to_that_protocol() -> None:
+    req = tr_openai.parse_request(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "verbosity": "low"}
+    )
+    assert req.extra == {"verbosity": "low"}
+    assert params.unsupported(req, "xai", "grok-4") == []
+    assert params.unsupported(req, "anthropic", "claude-sonnet-4-6") == ["extra:verbosity"]
+    assert params.client_name(req, "extra:verbosity") == "verbosity"
+    assert tr_openai.render_request(req).body["verbosity"] == "low"
+    assert "verbosity" not in tr_anthropic.render_request(req).body
+    dropped = params.without(req, ["extra:verbosity"])
+    assert dropped.extra == {} and req.extra == {"verbosity": "low"}  # a copy, not in place
+
+
+def test_without_drops_each_parameter_to_its_default() -> None:
+    req = _req(seed=3, stop=["x"], n=2, top_k=4, user="u")
+    dropped = params.without(req, ["seed", "stop", "n", "top_k"])
+    assert (dropped.seed, dropped.stop, dropped.n, dropped.top_k) == (None, [], None, None)
+    assert dropped.user == "u" and (req.seed, req.stop) == (3, ["x"])
+
+
+def test_client_names_follow_the_clients_protocol() -> None:
+    anthropic_req = _req(origin="anthropic")
+    assert params.client_name(anthropic_req, "reasoning") == "thinking"
+    assert params.client_name(anthropic_req, "user") == "metadata.user_id"
+    assert params.client_name(_req(origin="openai"), "reasoning") == "reasoning_effort"
+
+
+def test_reasoning_effort_and_budget_follow_litellm() -> None:
+    # litellm/constants.py DEFAULT_REASONING_EFFORT_{MINIMAL,LOW,MEDIUM,HIGH}_THINKING_BUDGET
+    budgets = {e: params.thinking_budget(ir.Reasoning(effort=e)) for e in ("low", "medium")}
+    assert budgets == {"low": 1024, "medium": 2048}
+    assert params.thinking_budget(ir.Reasoning(effort="high")) == 4096
+    assert params.thinking_budget(ir.Reasoning(effort="minimal")) == 128
+    efforts = [params.effort(ir.Reasoning(budget_tokens=b)) for b in (0, 100, 1024, 1500, 9000)]
+    assert efforts == [None, "minimal", "low", "medium", "high"]
+    body = tr_anthropic.render_request(_req(reasoning=ir.Reasoning(effort="minimal"))).body
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}  # Anthropic's least
+    off = tr_anthropic.render_request(_req(reasoning=ir.Reasoning(effort="none"))).body
+    assert off["thinking"] == {"type": "disabled"}
+    assert (
+        "reasoning_effort"
+        not in tr_openai.render_request(_req(reasoning=ir.Reasoning(budget_tokens=0))).body
+    )  # thinking off: a model that does not reason, as OpenAI's chat models
+
+
+def test_max_tokens_field_by_model_and_api_version() -> None:
+    field = params.max_tokens_field
+    assert field("azure", "gpt-4o", "max_completion_tokens", "2024-06-01") == "max_tokens"
+    assert field("azure", "gpt-4o", "max_completion_tokens", "2024-08-01-preview") == "max_tokens"
+    preview = "2024-09-01-preview"
+    assert field("azure", "gpt-4o", "max_completion_tokens", preview) == "max_completion_tokens"
+    assert field("azure", "o1", "max_completion_tokens", "2025-04-01-preview") == (
+        "max_completion_tokens"
+    )
+    assert field("openai", "o3-mini", "max_tokens", None) == "max_completion_tokens"
+    assert field("openai", "llama-3.1-8b", "max_tokens", None) == "max_tokens"
+
+
+def test_openai_response_format_becomes_gemini_json_mode() -> None:
+    fmt = ir.ResponseFormat("json_schema", WEATHER_SCHEMA, "weather", True)
+    config = tr_gemini.render_request(_req(response_format=fmt, top_k=7, seed=2)).body[
+        "generationConfig"
+    ]
+    assert config["responseMimeType"] == "application/json"
+    assert config["responseJsonSchema"] == WEATHER_SCHEMA
+    assert (config["topK"], config["seed"]) == (7, 2)
+    plain = tr_gemini.render_request(_req(response_format=ir.ResponseFormat("json_object"))).body
+    assert plain["generationConfig"]["responseMimeType"] == "application/json"
+    assert "responseJsonSchema" not in plain["generationConfig"]
+
+
+def test_openai_tool_choice_without_tools_is_left_out() -> None:
+    body = tr_openai.render_request(_req(tools=[], tool_choice=ToolChoice("none"))).body
+    assert "tool_choice" not in body
+
+
+def test_anthropic_gets_no_blank_text_and_no_trailing_space_in_a_prefill() -> None:
+    req = _req(
+        messages=[
+            Message("user", [TextPart(" \n"), TextPart("hi")]),
+            Message("assistant", [TextPart("Let me think ")]),
+        ]
+    )
+    assert tr_anthropic.render_request(req).body["messages"] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Let me think"},
+    ]
+
+
+# --- thinking ---------------------------------------------------------------------------------
+
+ANTHROPIC_THINKING = {
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-sonnet-4-6",
+    "content": [
+        {"type": "thinking", "thinking": "Paris is in France.", "signature": "sig-1"},
+        {"type": "redacted_thinking", "data": "enc-1"},
+        {"type": "text", "text": "Paris."},
+    ],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 10, "output_tokens": 20},
+}
+
+
+def test_anthropic_thinking_reaches_both_sdks() -> None:
+    resp = tr_anthropic.parse_response(ANTHROPIC_THINKING)
+    assert resp.reasoning == [
+        ir.ReasoningPart("Paris is in France.", signature="sig-1"),
+        ir.ReasoningPart("", redacted="enc-1"),
+    ]
+    # Anthropic clients get the blocks back as sent, signatures included.
+    message = anthropic.types.Message.model_validate(tr_anthropic.render_response(resp))
+    assert [b.model_dump(exclude_none=True) for b in message.content] == ANTHROPIC_THINKING[
+        "content"
+    ]
+    # OpenAI clients get the thinking as reasoning_content, as LiteLLM passes it on.
+    completion = tr_openai.render_response(resp)
+    assert completion["choices"][0]["message"]["reasoning_content"] == "Paris is in France."
+    openai.types.chat.ChatCompletion.model_validate(completion)
+
+
+def test_signed_thinking_goes_back_to_anthropic_only() -> None:
+    body = {
+        "model": "m",
+        "max_tokens": 5000,
+        "thinking": {"type": "enabled", "budget_tokens": 2000},
+        "messages": [
+            {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": ANTHROPIC_THINKING["content"]},
+            {"role": "user", "content": "And Italy?"},
+        ],
+    }
+    req = tr_anthropic.parse_request(body)
+    assert (
+        tr_anthropic.render_request(req).body["messages"][1]["content"]
+        == body["messages"][1]["content"]
+    )
+    assert tr_openai.render_request(req).body["messages"][1] == {
+        "role": "assistant",
+        "content": "Paris.",
+    }
+    gemini_turn = tr_gemini.render_request(req).body["contents"][1]
+    assert gemini_turn == {"role": "model", "parts": [{"text": "Paris."}]}
+    # Thinking another provider produced has no signature: Anthropic would reject it.
+    req.messages[1].parts[:2] = [ir.ReasoningPart("unsigned")]
+    assert tr_anthropic.render_request(req).body["messages"][1]["content"] == "Paris."
+
+
+ANTHROPIC_THINKING_STREAM = "".join(
+    f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+    for kind, data in [
+        ("message_start", {"type": "message_start", "message": {**ANTHROPIC_THINKING, "content": []}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "thinking_delta", "thinking": "Paris is "}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "thinking_delta", "thinking": "in France."}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "signature_delta", "signature": "sig-1"}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("content_block_start", {"type": "content_block_start", "index": 1,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "text_delta", "text": "Paris."}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                           "usage": {"output_tokens": 20}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+)  # fmt: skip
+
+
+def test_streamed_thinking_reaches_both_sdks() -> None:
+    events = decode("anthropic", ANTHROPIC_THINKING_STREAM)
+    client = _anthropic_client(_sse_response(encode("anthropic", events)))
+    with client.messages.stream(
+        model="m", max_tokens=5000, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        message = stream.get_final_message()
+    thinking, text = message.content
+    assert thinking.type == "thinking" and thinking.thinking == "Paris is in France."
+    assert thinking.signature == "sig-1"
+    assert text.type == "text" and text.text == "Paris."
+    openai_client = _openai_client(_sse_response(encode("openai", events)))
+    chunks = list(
+        openai_client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    )
+    thoughts = [
+        (c.choices[0].delta.model_extra or {}).get("reasoning_content") for c in chunks if c.choices
+    ]
+    assert "".join(t for t in thoughts if t) == "Paris is in France."
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Paris."

@@ -63,7 +63,17 @@ class ToolResultPart:
     name: str | None = None  # Gemini answers a call by function name; filled from the call
 
 
-Part = TextPart | ImagePart | ToolCallPart | ToolResultPart
+@dataclasses.dataclass(slots=True)
+class ReasoningPart:
+    """The model's thinking before its answer. Only Anthropic takes it back in a later turn,
+    and only with the ``signature`` it issued (or, ``redacted``, its encrypted form)."""
+
+    text: str
+    signature: str | None = None
+    redacted: str | None = None
+
+
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart | ReasoningPart
 
 
 @dataclasses.dataclass(slots=True)
@@ -149,7 +159,7 @@ class ChatResponse:
     finish_reason: FinishReason = "stop"
     stop_sequence: str | None = None  # the stop sequence that ended generation, if known
     usage: Usage = dataclasses.field(default_factory=Usage)
-    reasoning: str = ""  # the model's visible thinking (Anthropic thinking blocks)
+    reasoning: list[ReasoningPart] = dataclasses.field(default_factory=list)
     logprobs: dict[str, Any] | None = None  # OpenAI's choice.logprobs, passed on as sent
     dropped_params: list[str] = dataclasses.field(default_factory=list)
 
@@ -182,7 +192,11 @@ class TextDelta:
 
 @dataclasses.dataclass(slots=True)
 class ReasoningDelta:
-    text: str
+    """Thinking text; ``signature`` ends a thinking block, ``redacted`` is a whole one."""
+
+    text: str = ""
+    signature: str | None = None
+    redacted: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -251,6 +265,15 @@ def append_message(messages: list[Message], role: Role, parts: list[Part]) -> No
         messages[-1].parts.extend(parts)
     else:
         messages.append(Message(role, parts))
+
+
+def without_reasoning(messages: list[Message]) -> list[Message]:
+    """The conversation as protocols that take no thinking back are sent it."""
+    out: list[Message] = []
+    for message in messages:
+        parts = [p for p in message.parts if not isinstance(p, ReasoningPart)]
+        append_message(out, message.role, parts)
+    return out
 
 
 def text_of(parts: list[Part]) -> str:

@@ -8,8 +8,8 @@ Field names and shapes follow anthropic-sdk-python's types: ``message_create_par
 ``message_delta`` with ``MessageDeltaUsage``, ``message_stop``); and ``_streaming.py`` (events
 need an ``event:`` line; ``ping`` is skipped; ``event: error`` is raised).
 
-Server tools have no counterpart elsewhere and are refused; thinking blocks of earlier turns
-are signed for Anthropic only and dropped; the answer's thinking becomes ``reasoning``.
+Server tools have no counterpart elsewhere and are refused. Thinking blocks (with their
+signatures) become ``ReasoningPart``s, which only Anthropic is sent back, and only signed.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from llmpulse.gateway.ir import (
     Part,
     Reasoning,
     ReasoningDelta,
+    ReasoningPart,
     StreamError,
     StreamEvent,
     TextDelta,
@@ -84,7 +85,6 @@ _FINISH_OUT: dict[FinishReason, str | None] = {
     "content_filter": "refusal",
     "error": None,  # no stop reason says so; the gateway should have sent an error instead
 }
-_IGNORED_BLOCKS = ("thinking", "redacted_thinking")
 # Keys read into the IR; any other key rides in ``extra``, to Anthropic deployments only.
 _READ = frozenset(
     {
@@ -209,11 +209,20 @@ def _content_parts(content: Any, field: str, role: str) -> list[Part]:
                     is_error=bool(opt_bool(block.get("is_error"), f"{bf}.is_error")),
                 )
             )
-        elif kind in _IGNORED_BLOCKS and role == "assistant":
-            continue  # signed reasoning of another turn: meaningless to any other deployment
+        elif kind in ("thinking", "redacted_thinking") and role == "assistant":
+            parts.append(_parse_thinking_block(block, bf))
         else:
             raise TranslationError(f"'{bf}.type' {kind!r} is not supported in a {role} message")
     return parts
+
+
+def _parse_thinking_block(block: dict[str, Any], field: str) -> ReasoningPart:
+    if block.get("type") == "redacted_thinking":
+        return ReasoningPart("", redacted=expect_str(block.get("data"), f"{field}.data"))
+    return ReasoningPart(
+        expect_str(block.get("thinking"), f"{field}.thinking"),
+        signature=opt_str(block.get("signature"), f"{field}.signature"),
+    )
 
 
 def _parse_image(source: dict[str, Any], field: str) -> ImagePart:
@@ -315,12 +324,20 @@ def _render_messages(messages: list[Message]) -> list[dict[str, Any]]:
     assistant prefill without the trailing whitespace it rejects."""
     kept: list[Message] = []
     for message in messages:
-        parts = [p for p in message.parts if not isinstance(p, TextPart) or p.text.strip()]
-        append_message(kept, message.role, list(parts))
+        append_message(kept, message.role, [p for p in message.parts if _sendable(p)])
     if kept and kept[-1].role == "assistant" and isinstance(kept[-1].parts[-1], TextPart):
         # Whitespace-only text was dropped above, so something is left after the strip.
         kept[-1].parts[-1] = TextPart(kept[-1].parts[-1].text.rstrip())
     return [{"role": m.role, "content": _render_content(m.parts)} for m in kept]
+
+
+def _sendable(part: Part) -> bool:
+    """Not blank text, nor thinking without Anthropic's signature (another provider's)."""
+    if isinstance(part, TextPart):
+        return bool(part.text.strip())
+    if isinstance(part, ReasoningPart):
+        return bool(part.signature or part.redacted)
+    return True
 
 
 def _render_tool(tool: Tool) -> dict[str, Any]:
@@ -358,6 +375,11 @@ def _render_block(part: Part) -> dict[str, Any]:
         return {"type": "image", "source": source}
     if isinstance(part, ToolCallPart):
         return {"type": "tool_use", "id": part.id, "name": part.name, "input": part.arguments}
+    if isinstance(part, ReasoningPart):
+        if part.redacted is not None:
+            return {"type": "redacted_thinking", "data": part.redacted}
+        # Thinking from another provider has no signature; "" keeps the SDK's type valid.
+        return {"type": "thinking", "thinking": part.text, "signature": part.signature or ""}
     block: dict[str, Any] = {
         "type": "tool_result",
         "tool_use_id": part.tool_call_id,
@@ -382,13 +404,12 @@ def parse_response(body: Any) -> ChatResponse:
     resp.finish_reason = _FINISH_IN.get(reason, "error") if reason else "stop"
     resp.stop_sequence = get_str(obj, "stop_sequence")
     texts: list[str] = []
-    thoughts: list[str] = []
     for i, raw in enumerate(expect_list(obj.get("content"), "content")):
         block = expect_dict(raw, f"content[{i}]")
         if block.get("type") == "text":
             texts.append(expect_str(block.get("text"), f"content[{i}].text"))
-        elif block.get("type") == "thinking":
-            thoughts.append(get_str(block, "thinking") or "")
+        elif block.get("type") in ("thinking", "redacted_thinking"):
+            resp.reasoning.append(_parse_thinking_block(block, f"content[{i}]"))
         elif block.get("type") == "tool_use":
             resp.tool_calls.append(
                 ToolCallPart(
@@ -398,7 +419,6 @@ def parse_response(body: Any) -> ChatResponse:
                 )
             )
     resp.text = "".join(texts)
-    resp.reasoning = "".join(thoughts)
     return resp
 
 
@@ -406,7 +426,7 @@ def parse_response(body: Any) -> ChatResponse:
 
 
 def render_response(resp: ChatResponse) -> dict[str, Any]:
-    content: list[dict[str, Any]] = []
+    content = [_render_block(part) for part in resp.reasoning]
     if resp.text:
         content.append({"type": "text", "text": resp.text})
     content += [_render_block(call) for call in resp.tool_calls]
@@ -533,6 +553,8 @@ class StreamDecoder:
                 return [ToolCallStart(ordinal, call_id, name)]
             if isinstance(block, dict) and block.get("type") == "text" and block.get("text"):
                 return [TextDelta(block["text"])]
+            if isinstance(block, dict) and block.get("type") == "redacted_thinking":
+                return [ReasoningDelta(redacted=get_str(block, "data") or "")]
             return []
         if kind == "content_block_delta":
             delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
@@ -540,12 +562,14 @@ class StreamDecoder:
                 return [TextDelta(delta["text"])]
             if delta.get("type") == "thinking_delta" and get_str(delta, "thinking"):
                 return [ReasoningDelta(delta["thinking"])]
+            if delta.get("type") == "signature_delta" and get_str(delta, "signature"):
+                return [ReasoningDelta(signature=delta["signature"])]
             if delta.get("type") == "input_json_delta" and get_str(delta, "partial_json"):
                 ordinal = self._tool_index.get(_index(payload))
                 if ordinal is None:
                     raise TranslationError("input_json_delta outside a tool_use block", 502)
                 return [ToolCallDelta(ordinal, delta["partial_json"])]
-            return []  # signature deltas
+            return []  # citations and deltas Anthropic may add
         # message_delta: the stop reason, and usage that is cumulative.
         out: list[StreamEvent] = []
         reason = get_str(payload, "delta", "stop_reason")
@@ -607,6 +631,8 @@ class StreamEncoder:
                 out += self._open({"type": "text", "text": ""}, "text")
             delta = {"type": "text_delta", "text": event.text}
             out.append(self._event("content_block_delta", index=self._block, delta=delta))
+        elif isinstance(event, ReasoningDelta):
+            out += self._reasoning(event)
         elif isinstance(event, ToolCallStart):
             block = {"type": "tool_use", "id": event.id, "name": event.name, "input": {}}
             out += self._open(block, "tool_use")
@@ -617,6 +643,21 @@ class StreamEncoder:
                 raise TranslationError("arguments for a tool call that never started", 502)
             delta = {"type": "input_json_delta", "partial_json": event.arguments}
             out.append(self._event("content_block_delta", index=index, delta=delta))
+        return out
+
+    def _reasoning(self, event: ReasoningDelta) -> list[bytes]:
+        if event.redacted is not None:
+            return self._open({"type": "redacted_thinking", "data": event.redacted}, "redacted")
+        out = []
+        if self._block_kind != "thinking":  # a signature ended the last thinking block
+            out += self._open({"type": "thinking", "thinking": "", "signature": ""}, "thinking")
+        if event.text:
+            delta = {"type": "thinking_delta", "thinking": event.text}
+            out.append(self._event("content_block_delta", index=self._block, delta=delta))
+        if event.signature is not None:
+            delta = {"type": "signature_delta", "signature": event.signature}
+            out.append(self._event("content_block_delta", index=self._block, delta=delta))
+            self._block_kind = "signed"
         return out
 
     def close(self) -> list[bytes]:

@@ -49,6 +49,7 @@ from llmpulse.gateway.ir import (
     UsageUpdate,
     append_message,
     fill_tool_result_names,
+    without_reasoning,
 )
 from llmpulse.gateway.translate import params
 from llmpulse.gateway.translate.common import (
@@ -324,7 +325,9 @@ def render_request(req: ChatRequest, *, model: str | None = None) -> UpstreamReq
     method = "streamGenerateContent?alt=sse" if req.stream else "generateContent"
     names = {p.id: p.name for m in req.messages for p in m.parts if isinstance(p, ToolCallPart)}
     body: dict[str, Any] = {
-        "contents": [_render_content(m.role, m.parts, names) for m in req.messages]
+        "contents": [
+            _render_content(m.role, m.parts, names) for m in without_reasoning(req.messages)
+        ]
     }
     if req.system:
         body["systemInstruction"] = {"parts": [{"text": req.system}]}
@@ -374,7 +377,7 @@ def _render_content(role: str, parts: list[Part], names: dict[str, str]) -> dict
                 rendered["thoughtSignature"] = SKIP_SIGNATURE
                 signed = True
             out.append(rendered)
-        else:
+        elif isinstance(part, ToolResultPart):
             name = part.name or names.get(part.tool_call_id)
             if name is None:
                 raise TranslationError(

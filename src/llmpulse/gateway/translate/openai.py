@@ -24,6 +24,7 @@ from llmpulse.gateway.ir import (
     Part,
     Reasoning,
     ReasoningDelta,
+    ReasoningPart,
     ResponseFormat,
     StreamError,
     StreamEvent,
@@ -41,6 +42,7 @@ from llmpulse.gateway.ir import (
     append_message,
     fill_tool_result_names,
     text_of,
+    without_reasoning,
 )
 from llmpulse.gateway.translate import params
 from llmpulse.gateway.translate.common import (
@@ -333,9 +335,9 @@ def _render_sampling(req: ChatRequest, body: dict[str, Any]) -> None:
         body["n"] = req.n
     if req.logit_bias is not None:
         body["logit_bias"] = dict(req.logit_bias)
-    if req.reasoning is not None:
-        # A thinking budget reads as the effort tier holding it; thinking off is "none".
-        body["reasoning_effort"] = params.effort(req.reasoning)
+    effort = None if req.reasoning is None else params.effort(req.reasoning)
+    if effort is not None:
+        body["reasoning_effort"] = effort
     if req.service_tier is not None:
         body["service_tier"] = req.service_tier
 
@@ -363,7 +365,7 @@ def _render_messages(req: ChatRequest) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if req.system is not None:
         out.append({"role": "system", "content": req.system})
-    for message in req.messages:
+    for message in without_reasoning(req.messages):
         if message.role == "assistant":
             out.append(_render_assistant(message.parts))
             continue
@@ -433,7 +435,8 @@ def parse_response(body: Any, *, reasoning_outside_completion: bool = False) -> 
         finish_reason=finish_from_openai(get_str(choice, "finish_reason")),
         usage=parse_usage(obj.get("usage"), reasoning_outside_completion) or Usage(),
     )
-    resp.reasoning = get_str(message, "reasoning_content") or ""
+    thought = get_str(message, "reasoning_content")
+    resp.reasoning = [ReasoningPart(thought)] if thought else []
     if isinstance(choice.get("logprobs"), dict):
         resp.logprobs = choice["logprobs"]
     calls = message.get("tool_calls") or []
@@ -460,8 +463,9 @@ def render_response(resp: ChatResponse) -> dict[str, Any]:
     }
     if resp.tool_calls:
         message["tool_calls"] = [_render_call(call) for call in resp.tool_calls]
-    if resp.reasoning:
-        message["reasoning_content"] = resp.reasoning  # as LiteLLM passes thinking on
+    thought = "".join(part.text for part in resp.reasoning)
+    if thought:
+        message["reasoning_content"] = thought  # as LiteLLM passes thinking on
     return {
         "id": resp.id,
         "object": "chat.completion",
@@ -622,7 +626,7 @@ class StreamEncoder:
         out = self._start()
         if isinstance(event, TextDelta):
             out.append(self._chunk({"content": event.text}, logprobs=event.logprobs))
-        elif isinstance(event, ReasoningDelta):
+        elif isinstance(event, ReasoningDelta) and event.text:
             out.append(self._chunk({"reasoning_content": event.text}))
         elif isinstance(event, ToolCallStart):
             call = {

@@ -67,6 +67,7 @@ OPTIONAL = (
     "user",
 )
 _OPENAI_REASONING = re.compile(r"^(o\d|gpt-5)(?!-chat)")
+_OPENAI_NON_REASONING = re.compile(r"^(gpt-4|gpt-3\.5|chatgpt-|gpt-5-chat)")
 _CLAUDE = re.compile(r"claude-(opus|sonnet|haiku)-(\d+)(?:-(\d))?(?!\d)")
 # A client's name for a parameter, where it is not the IR field's.
 _CLIENT_NAMES = {
@@ -111,14 +112,15 @@ def thinking_budget(reasoning: Reasoning) -> int | None:
 
 
 def effort(reasoning: Reasoning) -> str | None:
-    """An OpenAI effort for ``reasoning``: a budget reads as the smallest tier holding it."""
+    """An OpenAI effort for ``reasoning``: a budget reads as the smallest tier holding it;
+    thinking turned off (budget 0) is None, a model that does not reason."""
     if reasoning.effort is not None:
         return reasoning.effort
     budget = reasoning.budget_tokens or 0
     for name, tier in EFFORT_BUDGETS.items():
-        if budget <= tier:
+        if 0 < budget <= tier:
             return name
-    return "high"
+    return "high" if budget else None
 
 
 def unsupported(req: ChatRequest, protocol: str, model: str) -> list[str]:
@@ -143,6 +145,15 @@ def _openai_limits(req: ChatRequest, protocol: str, model: str) -> list[str]:
     out = []
     if protocol in ("openai", "azure") and len(req.stop) > OPENAI_MAX_STOP:
         out.append("stop")
+    name = model.rsplit("/", 1)[-1]
+    if req.reasoning is not None:
+        # OpenAI's chat models take no reasoning_effort; its reasoning models cannot be told
+        # not to think (thinking turned off is honoured by not reasoning at all).
+        off = effort(req.reasoning) is None
+        if (off and is_openai_reasoning_model(name)) or (
+            not off and _OPENAI_NON_REASONING.match(name)
+        ):
+            out.append("reasoning")
     if is_openai_reasoning_model(model):
         for name, default in (("temperature", 1), ("top_p", 1)):
             if getattr(req, name) not in (None, default):
