@@ -338,3 +338,22 @@ def test_never_two_probes_in_flight(events):
         assert snap.window_failures <= snap.window_requests
         if snap.state is BreakerState.OPEN:
             assert not b.available()
+
+
+def test_another_replicas_hold_opens_or_cools_and_only_moves_deadlines_later() -> None:
+    clock = FakeClock()
+    b = CircuitBreaker(CFG, clock)
+    b.hold(open_for_s=20.0)
+    assert b.state is BreakerState.OPEN and b.available_in() == 20.0
+    b.hold(open_for_s=5.0)  # an older decision arriving late does not shorten ours
+    assert b.available_in() == 20.0
+    clock.advance(20.0)
+    assert b.state is BreakerState.HALF_OPEN
+    b.force_close()  # another replica's probe succeeded
+    assert b.state is BreakerState.CLOSED and b.available()
+    b.hold(cooldown_for_s=7.0, reason=ErrorClass.RATE_LIMITED)
+    snap = b.snapshot()
+    assert snap.state is BreakerState.CLOSED and snap.cooldown_reason is ErrorClass.RATE_LIMITED
+    assert not b.available() and b.available_in() == 7.0
+    b.hold(cooldown_for_s=1e9)  # capped like a retry-after header
+    assert b.available_in() == CFG.max_retry_after_s

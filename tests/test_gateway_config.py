@@ -86,6 +86,7 @@ WHOLE_ENV = {
     "AZURE_API_BASE": "https://res.openai.azure.com/",
     "AZURE_API_KEY": "az-secret-key",
     "LITELLM_MASTER_KEY": "sk-master-secret",
+    "REDIS_HOST": "cache",
 }
 
 
@@ -127,12 +128,12 @@ def test_a_whole_litellm_proxy_file_loads_with_one_warning(tmp_path):
         "general_settings.database_url",
         "litellm_settings.callbacks",
         "litellm_settings.success_callback",
-        "router_settings.redis_host",
         "model_list[3] (mode: embedding)",
     ):
         assert key in warning
     gw = config.gateway
     assert "master_key" not in warning and "routing_strategy" not in warning
+    assert "redis_host" not in warning and gw.settings.redis_url == "redis://cache:6379"
     assert "drop_params" not in warning  # acted on: every deployment drops what it cannot take
     azure, openai = gw.resolve("gpt-4o")
     assert azure.drop_params and openai.drop_params
@@ -688,3 +689,29 @@ def test_parse_gateway_alone():
     assert parse_gateway({"targets": []}, ENV) is None
     gw = parse_gateway(yaml.safe_load(ISSUE_EXAMPLE), ENV)
     assert len(gw.deployments) == 3
+
+
+def test_redis_url_from_gateway_section_or_litellm_router_settings():
+    entry = {"model_name": "m", "litellm_params": {"model": "openai/gpt-4o"}}
+    env = {**ENV, "REDIS_PASSWORD": "p@ss/word", "REDIS_URL": "redis://cache:6379/2"}
+    # LiteLLM's host/port/password, the password from the environment and URL-quoted.
+    raw = {
+        "model_list": [entry],
+        "router_settings": {
+            "redis_host": "cache",
+            "redis_port": 6380,
+            "redis_password": "os.environ/REDIS_PASSWORD",
+        },
+    }
+    gw = parse_gateway(raw, env)
+    assert gw.settings.redis_url == "redis://:p%40ss%2Fword@cache:6380"
+    assert "redis" not in (gw.warning or "")  # acted on, so not "ignored"
+    assert "p@ss" not in repr(gw.settings)
+    # llmpulse's own key wins, and may be a reference too.
+    raw["gateway"] = {"redis_url": "os.environ/REDIS_URL", "redis_prefix": "team-a"}
+    gw = parse_gateway(raw, env)
+    assert gw.settings.redis_url == "redis://cache:6379/2"
+    assert gw.settings.redis_prefix == "team-a"
+    with pytest.raises(ConfigError, match=r"gateway\.redis_url: expected a redis://"):
+        parse_gateway({"model_list": [entry], "gateway": {"redis_url": "cache:6379"}}, env)
+    assert parse_gateway({"model_list": [entry]}, env).settings.redis_url is None

@@ -16,6 +16,8 @@ the gateway's HTTP session. Given ``results_db`` too, while ``llmpulse run`` pro
 database (it holds the probe lock, ``monitor.probelock``), the app does not probe the same
 deployments again: it reads the daemon's new probe results of them from the database about once
 a second and feeds those to the selector, and resumes its own probes when the daemon stops.
+With ``gateway.redis_url`` set, replicas share breakers, cool-downs, usage and latency through
+Redis (``gateway.shared``).
 
 Clients authenticate with a gateway key (``Authorization: Bearer`` or ``x-api-key``) compared
 in constant time; provider keys stay in the gateway. With no key configured, only loopback
@@ -56,13 +58,14 @@ from llmpulse.gateway.breaker import BreakerState
 from llmpulse.gateway.config import GatewayConfig
 from llmpulse.gateway.ir import ChatRequest, MessageStart, StreamEvent, TranslationError
 from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
+from llmpulse.gateway.shared import SharedState
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
 from llmpulse.monitor.probelock import held_elsewhere
 from llmpulse.monitor.scheduler import Scheduler
 from llmpulse.probe.runner import Prober
 from llmpulse.result import CheckResult, Source
-from llmpulse.store import SQLiteStore
+from llmpulse.store import Store, local_path, open_store
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +154,7 @@ def create_app(
     record: Recorder | None = None,
     make_gateway: Callable[[], Gateway] | None = None,
     probe_targets: Sequence[Target] = (),
-    results_db: Path | None = None,
+    results_db: str | Path | None = None,
 ) -> Starlette:
     """The ASGI app; its ``Gateway`` (and HTTP session) lives for the app's lifespan.
 
@@ -177,17 +180,23 @@ def create_app(
                 record(result)
 
         stop = asyncio.Event()
-        monitor = None
+        background = []
         if probe_targets:
-            monitor = asyncio.create_task(
-                _probe_or_follow(gateway, probe_targets, probed, learn, results_db, stop)
+            background.append(
+                asyncio.create_task(
+                    _probe_or_follow(gateway, probe_targets, probed, learn, results_db, stop)
+                )
             )
+        if config.settings.redis_url:
+            shared = SharedState(
+                config.settings.redis_url, gateway.selector, config.settings.redis_prefix
+            )
+            background.append(asyncio.create_task(shared.run(stop)))
         try:
             yield
         finally:
             stop.set()
-            if monitor is not None:
-                await monitor
+            await asyncio.gather(*background)
             await gateway.aclose()
 
     def refused(request: Request, fmt: _Format) -> Response | None:
@@ -323,7 +332,7 @@ async def _probe_or_follow(
     targets: Sequence[Target],
     probed: Callable[[Target, CheckResult], None],
     learn: Callable[[Target, CheckResult], None],
-    results_db: Path | None,
+    results_db: str | Path | None,
     stop: asyncio.Event,
 ) -> None:
     """Probe ``targets`` (each result to ``probed``), or while a daemon holds the probe lock,
@@ -331,10 +340,12 @@ async def _probe_or_follow(
     by_name = {t.name: t for t in targets}
     # On taking over, the daemon's recent verdicts count: two intervals back.
     since = datetime.now(UTC) - timedelta(seconds=2 * max(t.interval for t in targets))
-    store: SQLiteStore | None = None
+    store: Store | None = None
 
     async def daemon_probing() -> bool:
-        return results_db is not None and await asyncio.to_thread(held_elsewhere, results_db)
+        if results_db is None:
+            return False
+        return await asyncio.to_thread(held_elsewhere, local_path(results_db))
 
     async def wait() -> None:
         with contextlib.suppress(TimeoutError):
@@ -345,7 +356,7 @@ async def _probe_or_follow(
             if await daemon_probing():
                 assert results_db is not None
                 if store is None:
-                    store = SQLiteStore(results_db)
+                    store = open_store(results_db)
                 start, end = since.timestamp(), time.time() + 3600  # any clock skew ahead
                 rows = await asyncio.to_thread(store.results_between, start, end)
                 for result in rows:

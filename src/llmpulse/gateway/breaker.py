@@ -217,6 +217,38 @@ class CircuitBreaker:
         if self._state is BreakerState.HALF_OPEN:
             self._probe_started = probe
 
+    def hold(
+        self,
+        *,
+        open_for_s: float | None = None,
+        cooldown_for_s: float | None = None,
+        reason: ErrorClass | None = None,
+    ) -> None:
+        """Adopt another gateway replica's decision: open for ``open_for_s`` (from now), or cool
+        down for ``cooldown_for_s``. Deadlines only ever move later here."""
+        now = self._clock()
+        self._advance(now)
+        if open_for_s is not None and open_for_s > 0:
+            until = now + open_for_s
+            if self._state is not BreakerState.OPEN:
+                self._probe_started = None
+                self._set(BreakerState.OPEN, now)
+                self._open_until = until
+            else:
+                self._open_until = max(self._open_until, until)
+        if cooldown_for_s is not None and cooldown_for_s > 0:
+            until = now + min(cooldown_for_s, self.config.max_retry_after_s)
+            if until > self._cooldown_until:
+                self._cooldown_until = until
+                self._cooldown_reason = reason
+
+    def force_close(self) -> None:
+        """Another replica's probe succeeded: close here too, so traffic returns together."""
+        now = self._clock()
+        self._advance(now)
+        if self._state is not BreakerState.CLOSED:
+            self._close(now)
+
     def snapshot(self) -> BreakerSnapshot:
         now = self._clock()
         self._advance(now)

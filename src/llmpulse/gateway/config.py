@@ -20,12 +20,15 @@ and /proxy/config_settings, /routing, /proxy/reliability, /wildcard_routing; and
   ``retry_after``, ``allowed_fails``, ``cooldown_time`` (LiteLLM's defaults 3 and 5 s),
   ``disable_cooldowns``, ``fallbacks``, ``context_window_fallbacks``,
   ``content_policy_fallbacks``, ``default_fallbacks``, ``max_fallbacks`` (5),
-  ``enable_pre_call_checks``, ``model_group_alias``. The same fallback and retry keys are also
-  read from ``litellm_settings``, ``router_settings`` winning, as in LiteLLM.
+  ``enable_pre_call_checks``, ``model_group_alias``, and ``redis_url`` or ``redis_host``/
+  ``redis_port``/``redis_password`` (routing state shared between replicas). The same fallback
+  and retry keys are also read from ``litellm_settings``, ``router_settings`` winning, as in
+  LiteLLM.
 - ``general_settings.master_key``: a key clients use to call the gateway.
-- ``gateway``: llmpulse's own settings (listen address, gateway keys, limits, monitoring).
+- ``gateway``: llmpulse's own settings (listen address, gateway keys, limits, monitoring,
+  ``redis_url``).
 
-Anything else LiteLLM knows (callbacks, caching, redis, database, ``environment_variables``,
+Anything else LiteLLM knows (callbacks, caching, database, ``environment_variables``,
 other ``litellm_params``) is accepted and named in one warning (``GatewayConfig.warning``);
 values that are present but wrong raise ``ConfigError`` naming their key path. Provider keys
 are only referenced and read from the environment; they never appear in errors or reprs.
@@ -40,6 +43,7 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -226,6 +230,10 @@ class GatewaySettings:
     # How often each deployment is probed (None: the monitor's default interval).
     probe_interval: float | None = None
     store_prompts: bool = False
+    # Replicas share routing state through Redis when set (gateway.shared); it may hold a
+    # password, so it is never shown.
+    redis_url: str | None = dataclasses.field(default=None, repr=False)
+    redis_prefix: str = "llmpulse:gateway"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -380,6 +388,12 @@ class _Router(_Reliability):
     max_fallbacks: int | None = Field(default=None, ge=0)
     enable_pre_call_checks: bool | None = None
     model_group_alias: dict[str, str | _Alias] = Field(default_factory=dict)
+    # LiteLLM's Redis settings, for state shared between replicas (values may be
+    # os.environ/NAME references).
+    redis_url: str | None = None
+    redis_host: str | None = None
+    redis_port: int | str | None = None
+    redis_password: str | None = None
 
     @field_validator("routing_strategy")
     @classmethod
@@ -410,6 +424,8 @@ class _Gateway(BaseModel):
     monitor: bool = True
     probe_interval: Duration | None = Field(default=None, gt=0)
     store_prompts: bool = False
+    redis_url: str | None = None
+    redis_prefix: str = Field(default="llmpulse:gateway", min_length=1)
 
 
 class _File(BaseModel):
@@ -683,7 +699,30 @@ def _settings(parsed: _File, env: Mapping[str, str], where: str) -> GatewaySetti
         monitor=gateway.monitor,
         probe_interval=gateway.probe_interval,
         store_prompts=gateway.store_prompts,
+        redis_url=_redis_url(parsed, env, where),
+        redis_prefix=gateway.redis_prefix,
     )
+
+
+def _redis_url(parsed: _File, env: Mapping[str, str], where: str) -> str | None:
+    """gateway.redis_url, else LiteLLM's router_settings.redis_url or redis_host/port/password."""
+    router = parsed.router_settings
+    if parsed.gateway.redis_url:
+        url = _value(parsed.gateway.redis_url, env, f"{where}gateway.redis_url")
+    elif router.redis_url:
+        url = _value(router.redis_url, env, f"{where}router_settings.redis_url")
+    elif router.redis_host:
+        host = _value(router.redis_host, env, f"{where}router_settings.redis_host")
+        port = _value(str(router.redis_port or 6379), env, f"{where}router_settings.redis_port")
+        password = _value(router.redis_password, env, f"{where}router_settings.redis_password")
+        auth = f":{quote(password, safe='')}@" if password else ""
+        url = f"redis://{auth}{host}:{port}"
+    else:
+        return None
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        key = "gateway.redis_url" if parsed.gateway.redis_url else "router_settings.redis_url"
+        raise ConfigError(f"{where}{key}: expected a redis://, rediss:// or unix:// URL")
+    return url or None
 
 
 def _check_references(config: GatewayConfig, parsed: _File, where: str) -> None:

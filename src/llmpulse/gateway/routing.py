@@ -36,7 +36,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from llmpulse.catalog import cost_usd
 from llmpulse.config import Target, preset_target
@@ -127,6 +127,10 @@ class DeploymentStats:
 
     def begin(self, now: float) -> None:
         self.in_flight += 1
+        self.count_request(now)
+
+    def count_request(self, now: float) -> None:
+        """One more request this minute (rpm), ours or another replica's."""
         self._roll(now)
         self._minute_requests += 1
 
@@ -215,6 +219,12 @@ class Selector:
         self._price_of = price_of
         self._stats: dict[str, DeploymentStats] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
+        # Told of every local outcome (``gateway.shared`` sends them to the other replicas).
+        self.listener: Callable[[str, dict[str, Any]], None] | None = None
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
     def stats(self, deployment_id: str) -> DeploymentStats:
         stats = self._stats.get(deployment_id)
@@ -355,6 +365,34 @@ class Selector:
             breaker.record_success()
         else:
             breaker.record_failure(error_class, retry_after_s)
+        if self.listener is not None:
+            self.listener(
+                deployment_id,
+                _outcome(error_class, ttft_s, latency_s, tokens, ratelimit, retry_after_s),
+            )
+
+    def apply_remote(
+        self,
+        deployment_id: str,
+        *,
+        error_class: ErrorClass | None = None,
+        ttft_s: float | None = None,
+        latency_s: float | None = None,
+        tokens: int | None = None,
+        ratelimit: RateLimit | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        """Another replica's attempt ended: learn from it as from one of ours, except that it
+        was never acquired here (no in-flight count, no half-open slot of ours)."""
+        now = self._clock()
+        stats = self.stats(deployment_id)
+        stats.count_request(now)
+        stats.observe(now, ttft_s=ttft_s, latency_s=latency_s, tokens=tokens, ratelimit=ratelimit)
+        breaker = self.breaker(deployment_id)
+        if error_class is None:
+            breaker.record_success()
+        else:
+            breaker.record_failure(error_class, retry_after_s)
 
     def release(self, deployment_id: str) -> None:
         """An acquired attempt ended without a verdict (the client went away)."""
@@ -367,12 +405,38 @@ class Selector:
         if result.check is CheckKind.MODELS:
             return
         timed_out = result.error_class is ErrorClass.TIMEOUT
+        ttft_s = _seconds(result.ttft_ms) if result.ok else None
+        latency_s = _seconds(result.latency_ms) if result.ok or timed_out else None
         self.stats(deployment_id).observe(
-            self._clock(),
-            ttft_s=_seconds(result.ttft_ms) if result.ok else None,
-            latency_s=_seconds(result.latency_ms) if result.ok or timed_out else None,
-            ratelimit=result.ratelimit,
+            self._clock(), ttft_s=ttft_s, latency_s=latency_s, ratelimit=result.ratelimit
         )
+        if self.listener is not None:
+            self.listener(
+                deployment_id,
+                _outcome(result.error_class, ttft_s, latency_s, None, result.ratelimit,
+                         result.retry_after_s),
+            )  # fmt: skip
+
+
+def _outcome(
+    error_class: ErrorClass | None,
+    ttft_s: float | None,
+    latency_s: float | None,
+    tokens: int | None,
+    ratelimit: RateLimit | None,
+    retry_after_s: float | None,
+) -> dict[str, Any]:
+    """An attempt's outcome as the listener gets it: short keys, JSON-ready, Nones left out."""
+    fields = {
+        "e": None if error_class is None else error_class.value,
+        "ttft": ttft_s,
+        "lat": latency_s,
+        "tok": tokens,
+        "util": ratelimit.utilization if ratelimit else None,
+        "reset": ratelimit.reset_s if ratelimit else None,
+        "ra": retry_after_s,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _seconds(ms: float | None) -> float | None:
