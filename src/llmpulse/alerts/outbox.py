@@ -21,13 +21,15 @@ what the last one left undelivered.
   two claims race, SQLite runs them one at a time (its single writer), so when two processes
   briefly both deliver (a leader handover) each row is sent by one of them, and a later row
   is never claimed while the head is in flight, so order holds across processes too.
-- The boundary: delivery is exactly once while claim holders live, at least once across a
-  crash. A process killed after the receiver accepted an alert but before marking the row
-  delivered leaves a claim that expires after ``lease_s``; the next process (the next
-  leader, or this one restarted) then sends it again, once. A holder slower than its lease
-  (an attempt outliving ``lease_s``, far beyond the notifiers' 10 s timeouts) can likewise
-  be overtaken; it logs that its claim was lost. Leases compare the agents' wall clocks,
-  which must agree to well within ``lease_s``.
+- The boundary: no two live processes send a row at once, but delivery is at least once,
+  not exactly once. A row is sent again when its outcome is unknown: the receiver accepted
+  it but its answer was lost (a timeout is retried), or the process was killed after the
+  receiver accepted it and before marking it delivered. Such a claim expires after
+  ``lease_s`` and the next process (the next leader, or this one restarted) sends the row
+  once more; ``close`` releases the claims of attempts cut short at shutdown at once. A
+  holder slower than its lease (far beyond the notifiers' 10 s timeouts) can be overtaken
+  likewise; it logs that it lost the claim. Leases compare the agents' wall clocks, which
+  must agree to well within ``lease_s``.
 - Delivered and failed rows are history; they are pruned after 30 days.
 """
 
@@ -54,6 +56,7 @@ import sqlalchemy as sa
 from llmpulse.alerts import migrations
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.notifiers.base import DeliveryError, Notifier
+from llmpulse.alerts.state import state_locations
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +148,12 @@ class Outbox:
         self._notifiers: Sequence[Notifier] = ()
         self._session: aiohttp.ClientSession | None = None
 
-    # -- schema -------------------------------------------------------------------------------
-
     @classmethod
     def open(cls, storage: str | Path, **options: Any) -> Outbox:
         """The outbox that belongs with the results ``storage`` (path or URL)."""
-        from llmpulse.alerts.state import state_locations
-
         return cls(state_locations(storage)[1], **options)
+
+    # -- schema -------------------------------------------------------------------------------
 
     def schema_version(self) -> int:
         return int(migrations.revision(self._engine, migrations.OUTBOX) or 0)

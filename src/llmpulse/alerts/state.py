@@ -31,9 +31,10 @@ def state_paths(results_db: Path) -> tuple[Path, Path]:
 def state_locations(storage: str | Path) -> tuple[str | Path, str | Path]:
     """Where alert state and the outbox live for the results ``storage``: in the same
     PostgreSQL database (its URL), or in their SQLite files beside the results file."""
-    if migrations.is_url(storage):
-        return storage, storage
-    return state_paths(Path(storage))
+    resolved = migrations.resolve(storage)
+    if isinstance(resolved, Path):
+        return state_paths(resolved)
+    return storage, storage
 
 
 class AlertStateStore:

@@ -27,27 +27,30 @@ OUTBOX = migrations.History(
 )
 
 
-def is_url(location: str | Path) -> bool:
-    """A database URL (``postgresql://...``) rather than a SQLite file's path."""
-    return isinstance(location, str) and "://" in location
+def resolve(location: str | Path) -> Path | sa.URL:
+    """A SQLite file (a path or ``sqlite:///`` URL), or the psycopg URL of a PostgreSQL one."""
+    if isinstance(location, Path) or "://" not in location:
+        return Path(location).expanduser()
+    url = sa.make_url(location)
+    if url.get_backend_name() == "sqlite" and url.database:
+        return Path(url.database)
+    if url.get_backend_name() in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    raise ValueError(f"unsupported database URL {url!r}: expected postgresql:// or sqlite:///")
 
 
 def open_engine(
     location: str | Path, history: migrations.History, *, synchronous: str = "NORMAL"
 ) -> sa.Engine:
-    """An engine on ``location`` (a PostgreSQL URL or a SQLite path) with ``history`` applied.
+    """An engine on ``location`` (see ``resolve``) with ``history`` applied.
 
     ``synchronous`` is SQLite's setting for the connections (PostgreSQL commits durably).
     """
-    if not is_url(location):
-        path = Path(location)
-        with contextlib.closing(sqlitedb.connect(path, synchronous)) as db:  # WAL, parent dir
-            migrations.migrate_sqlite(db, path, history)
-        return sqlitedb.engine(path, synchronous)
-    url = sa.make_url(str(location))
-    if url.get_backend_name() != "postgresql":
-        raise ValueError(f"unsupported database URL {url!r}: expected postgresql://")
-    url = url.set(drivername="postgresql+psycopg")
+    url = resolve(location)
+    if isinstance(url, Path):
+        with contextlib.closing(sqlitedb.connect(url, synchronous)) as db:  # WAL, parent dir
+            migrations.migrate_sqlite(db, url, history)
+        return sqlitedb.engine(url, synchronous)
     # pre_ping: a connection dropped by a server restart is replaced, not handed out.
     engine = sa.create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
     try:
