@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
+from sqlalchemy.exc import SQLAlchemyError
 
 from llmpulse import aio
 from llmpulse.alerts.engine import AlertSettings, Engine
@@ -290,7 +291,7 @@ class Daemon:
         if changed:
             try:
                 await asyncio.to_thread(self.state.save_records, changed, now)
-            except (sqlite3.Error, OSError) as exc:
+            except (SQLAlchemyError, OSError) as exc:
                 self.engine.dirty.update(r.fingerprint for r in changed)
                 log.warning("alert state not saved yet: %s", exc)
 
