@@ -1231,6 +1231,14 @@ def _req(**fields: Any) -> ChatRequest:
          {"reasoning": ir.Reasoning(effort="low"), "temperature": 0.5}, ["temperature"]),
         ("anthropic", "claude-sonnet-4-6", {"reasoning": ir.Reasoning(effort="xhigh")},
          ["reasoning"]),
+        ("anthropic", "claude-sonnet-4-6",
+         {"reasoning": ir.Reasoning(effort="low"), "top_k": 5, "top_p": 0.9,
+          "tool_choice": ToolChoice("required")}, ["top_k", "top_p", "tool_choice"]),
+        ("anthropic", "claude-sonnet-4-6",
+         {"reasoning": ir.Reasoning(effort="low"), "top_p": 0.95, "tool_choice": ToolChoice()},
+         []),
+        ("gemini", "gemini-2.5-pro", {"reasoning": ir.Reasoning(budget_tokens=0)}, ["reasoning"]),
+        ("gemini", "gemini-2.5-flash", {"reasoning": ir.Reasoning(budget_tokens=0)}, []),
         ("anthropic", "claude-sonnet-4-6", {"service_tier": "flex"}, ["service_tier"]),
         ("anthropic", "claude-sonnet-4-6", {"service_tier": "default"}, []),
     ],
@@ -1440,3 +1448,34 @@ def test_streamed_thinking_reaches_both_sdks() -> None:
     ]
     assert "".join(t for t in thoughts if t) == "Paris is in France."
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Paris."
+
+
+def test_openai_logprobs_pass_through_to_openai_clients() -> None:
+    logprobs = {
+        "content": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": []}]
+    }
+    upstream = {
+        "id": "chatcmpl-1",
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hi"},
+                "finish_reason": "stop",
+                "logprobs": logprobs,
+            }
+        ],
+    }
+    completion = tr_openai.render_response(tr_openai.parse_response(upstream))
+    assert completion["choices"][0]["logprobs"] == logprobs
+    openai.types.chat.ChatCompletion.model_validate(completion)
+    chunk = {"id": "c", "model": "gpt-4o", "choices": [
+        {"index": 0, "delta": {"content": "Hi"}, "finish_reason": None, "logprobs": logprobs}
+    ]}  # fmt: skip
+    events = tr_openai.StreamDecoder().feed(SSEEvent(json.dumps(chunk)))
+    encoder = tr_openai.StreamEncoder(model="m", include_usage=False)
+    frames = b"".join(frame for event in events for frame in encoder.feed(event))
+    sent = [json.loads(e.data) for e in SSEDecoder().feed(frames)]
+    assert [
+        c["choices"][0]["logprobs"] for c in sent if c["choices"][0]["delta"].get("content")
+    ] == [logprobs]

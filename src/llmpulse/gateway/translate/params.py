@@ -9,7 +9,9 @@ cannot carry; the gateway skips such a deployment (or, with ``drop_params``, sen
   temperature/top_p (1), no penalties, logprobs or logit_bias; OpenAI takes at most 4 stop
   sequences; n > 1 has no place in the gateway's one-answer response.
 - Anthropic: temperature 0..1; Claude Sonnet/Haiku 4.5, Opus 4.1 and newer reject temperature
-  with top_p; extended thinking needs the default temperature and a budget under max_tokens.
+  with top_p; extended thinking needs the default temperature, no top_k, top_p of 0.95..1, no
+  forced tool use, and a budget under max_tokens.
+- Gemini 2.5 Pro cannot turn thinking off (a thinking budget of 0).
 - Azure api versions before 2024-09-01-preview take ``max_tokens``, later ones
   ``max_completion_tokens`` (``max_tokens_field``).
 """
@@ -24,6 +26,7 @@ from llmpulse.gateway.ir import ChatRequest, Reasoning
 OPENAI_PROTOCOLS = frozenset({"openai", "azure", "xai"})
 OPENAI_MAX_STOP = 4
 ANTHROPIC_MIN_BUDGET = 1024
+ANTHROPIC_THINKING_MIN_TOP_P = 0.95
 # LiteLLM's reasoning_effort -> thinking budget (litellm/constants.py
 # DEFAULT_REASONING_EFFORT_*_THINKING_BUDGET); "none" turns thinking off.
 EFFORT_BUDGETS = {"none": 0, "minimal": 128, "low": 1024, "medium": 2048, "high": 4096}
@@ -136,6 +139,8 @@ def unsupported(req: ChatRequest, protocol: str, model: str) -> list[str]:
         out += _openai_limits(req, protocol, model)
     elif fam == "anthropic":
         out += _anthropic_limits(req, model)
+    elif req.reasoning is not None and thinking_budget(req.reasoning) == 0 and "2.5-pro" in model:
+        out.append("reasoning")
     if req.response_format is not None and req.response_format.type == "text":
         out = [f for f in out if f != "response_format"]  # plain text is every default
     return list(dict.fromkeys(out))
@@ -179,6 +184,12 @@ def _anthropic_limits(req: ChatRequest, model: str) -> list[str]:
     if budget:
         if req.temperature not in (None, 1):
             out.append("temperature")
+        if req.top_k is not None:
+            out.append("top_k")
+        if req.top_p is not None and req.top_p < ANTHROPIC_THINKING_MIN_TOP_P:
+            out.append("top_p")
+        if req.tool_choice is not None and req.tool_choice.mode in ("required", "tool"):
+            out.append("tool_choice")
         if req.max_tokens is not None and req.max_tokens <= max(budget, ANTHROPIC_MIN_BUDGET):
             out.append("reasoning")  # Anthropic wants max_tokens above the budget
     elif req.reasoning is not None and budget is None:
