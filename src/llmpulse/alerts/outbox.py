@@ -192,6 +192,8 @@ class Outbox:
         sends those rows again, without waiting out the lease."""
         try:
             self._release_claims()
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("outbox: claims not released (they expire in %g s): %s", self.lease_s, exc)
         finally:
             self._engine.dispose()
 
