@@ -121,7 +121,7 @@ def test_state_lives_beside_sqlite_results_or_in_the_postgres_database(tmp_path:
     assert state_locations(url) == (url, url)
     assert state_locations(tmp_path / "r.db") == state_paths(tmp_path / "r.db")
     assert state_locations(f"sqlite:///{tmp_path}/r.db") == state_paths(tmp_path / "r.db")
-    with pytest.raises(ValueError, match="unsupported database URL"):
+    with pytest.raises(ValueError, match="unsupported storage"):
         state_locations("mysql://h/llmpulse")
     with contextlib.closing(AlertStateStore.open(tmp_path / "r.db")) as store:
         assert store.location == tmp_path / "r-alerts.db"

@@ -18,6 +18,7 @@ from llmpulse.alerts import migrations
 from llmpulse.alerts.engine import AlertRecord
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.silences import Silence
+from llmpulse.store.url import is_postgres, sqlite_path
 
 
 def state_paths(results_db: Path) -> tuple[Path, Path]:
@@ -31,10 +32,9 @@ def state_paths(results_db: Path) -> tuple[Path, Path]:
 def state_locations(storage: str | Path) -> tuple[str | Path, str | Path]:
     """Where alert state and the outbox live for the results ``storage``: in the same
     PostgreSQL database (its URL), or in their SQLite files beside the results file."""
-    resolved = migrations.resolve(storage)
-    if isinstance(resolved, Path):
-        return state_paths(resolved)
-    return storage, storage
+    if is_postgres(storage):
+        return storage, storage
+    return state_paths(sqlite_path(storage))
 
 
 class AlertStateStore:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from llmpulse.alerts.migrations import legacy_sqlite
 from llmpulse.store import migrations, sqlitedb
+from llmpulse.store.url import is_postgres, redact_url, sqlalchemy_url, sqlite_path
 
 _HERE = Path(__file__).parent
 
@@ -27,37 +28,21 @@ OUTBOX = migrations.History(
 )
 
 
-def resolve(location: str | Path) -> Path | sa.URL:
-    """A SQLite file (a path or ``sqlite:///`` URL), or the psycopg URL of a PostgreSQL one."""
-    if isinstance(location, Path) or "://" not in location:
-        return Path(location).expanduser()
-    url = sa.make_url(location)
-    if url.get_backend_name() == "sqlite" and url.database:
-        return Path(url.database)
-    if url.get_backend_name() in ("postgresql", "postgres"):
-        return url.set(drivername="postgresql+psycopg")
-    raise ValueError(f"unsupported database URL {url!r}: expected postgresql:// or sqlite:///")
-
-
 def open_engine(
     location: str | Path, history: migrations.History, *, synchronous: str = "NORMAL"
 ) -> sa.Engine:
-    """An engine on ``location`` (see ``resolve``) with ``history`` applied.
-
-    ``synchronous`` is SQLite's setting for the connections (PostgreSQL commits durably).
-    """
-    url = resolve(location)
-    if isinstance(url, Path):
-        with contextlib.closing(sqlitedb.connect(url, synchronous)) as db:  # WAL, parent dir
-            migrations.migrate_sqlite(db, url, history)
-        return sqlitedb.engine(url, synchronous)
+    """An engine on ``location`` (a path, ``sqlite:///`` or ``postgresql://`` URL) with
+    ``history`` applied. ``synchronous`` is SQLite's (PostgreSQL commits durably)."""
+    if not is_postgres(location):
+        path = sqlite_path(location)
+        with contextlib.closing(sqlitedb.connect(path, synchronous)) as db:  # WAL, parent dir
+            migrations.migrate_sqlite(db, path, history)
+        return sqlitedb.engine(path, synchronous)
+    url = sqlalchemy_url(str(location))
     # pre_ping: a connection dropped by a server restart is replaced, not handed out.
     engine = sa.create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
     try:
-        current = revision(engine, history)
-        migrations.migrate_postgres(
-            url.render_as_string(hide_password=False), repr(url), current, history
-        )
+        migrations.migrate_postgres(url, redact_url(url), revision(engine, history), history)
     except BaseException:
         engine.dispose()
         raise
