@@ -115,6 +115,8 @@ def _canonical_params(req: ChatRequest, protocol: str) -> None:
         if protocol == "anthropic" and budget:
             budget = max(budget, params.ANTHROPIC_MIN_BUDGET)
         req.reasoning = ir.Reasoning(budget_tokens=budget)
+    if protocol == "gemini" and not (req.logprobs and req.top_logprobs):
+        req.top_logprobs = None  # Gemini's logprobs count exists only with responseLogprobs
     if protocol == "gemini" and fmt is not None:
         # Gemini has no text format (it is the default) and no schema name or strictness.
         req.response_format = None if fmt.type == "text" else ir.ResponseFormat(fmt.type)
@@ -1479,3 +1481,37 @@ def test_openai_logprobs_pass_through_to_openai_clients() -> None:
     assert [
         c["choices"][0]["logprobs"] for c in sent if c["choices"][0]["delta"].get("content")
     ] == [logprobs]
+
+
+def test_gemini_logprobs_reach_openai_clients_in_openai_shape() -> None:
+    config = tr_gemini.render_request(_req(logprobs=True, top_logprobs=2)).body["generationConfig"]
+    assert (config["responseLogprobs"], config["logprobs"]) == (True, 2)
+    candidate = {"token": "Hi", "logProbability": -0.25}
+    upstream = {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": "Hi"}]},
+                "finishReason": "STOP",
+                "logprobsResult": {
+                    "chosenCandidates": [candidate],
+                    "topCandidates": [
+                        {"candidates": [candidate, {"token": "Hey", "logProbability": -1.5}]}
+                    ],
+                },
+            }
+        ],
+        "modelVersion": "gemini-2.5-flash",
+    }
+    completion = tr_openai.render_response(tr_gemini.parse_response(upstream))
+    parsed = openai.types.chat.ChatCompletion.model_validate(completion)
+    logprobs = parsed.choices[0].logprobs
+    assert logprobs is not None and logprobs.content is not None
+    (token,) = logprobs.content
+    assert (token.token, token.logprob, token.bytes) == ("Hi", -0.25, [72, 105])
+    assert [(t.token, t.logprob) for t in token.top_logprobs] == [("Hi", -0.25), ("Hey", -1.5)]
+    (event,) = [
+        e
+        for e in tr_gemini.StreamDecoder().feed(SSEEvent(json.dumps(upstream)))
+        if isinstance(e, ir.TextDelta)
+    ]
+    assert event.logprobs == completion["choices"][0]["logprobs"]

@@ -6,12 +6,14 @@ Shapes follow the Gemini API reference and googleapis/python-genai's types: ``co
 ``functionResponse{id, name, response}`` (``response.output`` or ``response.error``);
 ``systemInstruction``; ``generationConfig{maxOutputTokens, temperature, topP, topK,
 stopSequences, seed, presencePenalty, frequencyPenalty, candidateCount, responseMimeType,
-responseJsonSchema, thinkingConfig{thinkingBudget}}``;
+responseJsonSchema, responseLogprobs, logprobs, thinkingConfig{thinkingBudget}}``;
 ``tools[{functionDeclarations[{name, description, parametersJsonSchema}]}]``;
 ``toolConfig.functionCallingConfig{mode: AUTO|ANY|NONE, allowedFunctionNames}``. Responses and
 each ``streamGenerateContent?alt=sse`` event are a whole GenerateContentResponse
 (``candidates[0].content.parts``, ``finishReason``, ``usageMetadata``, ``modelVersion``,
-``responseId``). The REST API accepts snake_case names too, so requests are read in both.
+``responseId``; ``logprobsResult{chosenCandidates, topCandidates[{candidates}]}`` of
+``{token, logProbability}``, given to clients in OpenAI's logprobs shape). The REST API accepts
+snake_case names too, so requests are read in both.
 
 Gemini reports STOP, not a tool-call reason, when it calls functions; tool calls arrive whole,
 never as argument fragments; its function calls may have no id, so ids are made up here.
@@ -59,6 +61,7 @@ from llmpulse.gateway.translate.common import (
     expect_str,
     load_event,
     new_id,
+    opt_bool,
     opt_int,
     opt_number,
     opt_positive_int,
@@ -246,6 +249,8 @@ def _parse_generation_config(req: ChatRequest, raw: Any) -> None:
         req.response_format = ResponseFormat("json_schema", schema=schema, name="response")
     elif mime == "application/json":
         req.response_format = ResponseFormat("json_object")
+    req.logprobs = opt_bool(_get(config, "responseLogprobs"), field + "responseLogprobs")
+    req.top_logprobs = opt_int(config.get("logprobs"), field + "logprobs", 0, 20)
     thinking = _get(config, "thinkingConfig")
     if thinking is not None:
         budget = _get(expect_dict(thinking, field + "thinkingConfig"), "thinkingBudget")
@@ -308,6 +313,10 @@ def _render_sampling(req: ChatRequest, config: dict[str, Any]) -> None:
     for name, camel in _SAMPLING_OUT:
         if getattr(req, name) is not None:
             config[camel] = getattr(req, name)
+    if req.logprobs is not None:
+        config["responseLogprobs"] = req.logprobs
+    if req.logprobs and req.top_logprobs:
+        config["logprobs"] = req.top_logprobs  # only with responseLogprobs, and at least 1
     fmt = req.response_format
     if fmt is not None and fmt.type != "text":
         config["responseMimeType"] = "application/json"
@@ -416,6 +425,7 @@ def parse_response(body: Any) -> ChatResponse:
     candidates = obj.get("candidates")
     if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
         reason = get_str(candidates[0], "finishReason")
+    resp.logprobs = _logprobs(obj)
     resp.text = "".join(texts)
     resp.finish_reason = _finish(reason, bool(resp.tool_calls), obj)
     return resp
@@ -431,6 +441,35 @@ def _answer_parts(chunk: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(parts, list):
         return []
     return [p for p in parts if isinstance(p, dict) and not p.get("thought")]
+
+
+def _logprobs(chunk: dict[str, Any]) -> dict[str, Any] | None:
+    """The first candidate's ``logprobsResult`` as OpenAI's ``choice.logprobs``."""
+    candidates = chunk.get("candidates")
+    if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], dict):
+        return None
+    result = candidates[0].get("logprobsResult")
+    if not isinstance(result, dict):
+        return None
+    chosen = [c for c in result.get("chosenCandidates") or [] if isinstance(c, dict)]
+    tops = [t for t in result.get("topCandidates") or [] if isinstance(t, dict)]
+    content = []
+    for i, token in enumerate(chosen):
+        alternatives = tops[i].get("candidates") or [] if i < len(tops) else []
+        entry = _token_logprob(token)
+        entry["top_logprobs"] = [_token_logprob(a) for a in alternatives if isinstance(a, dict)]
+        content.append(entry)
+    return {"content": content, "refusal": None}
+
+
+def _token_logprob(candidate: dict[str, Any]) -> dict[str, Any]:
+    token = get_str(candidate, "token") or ""
+    logprob = candidate.get("logProbability")
+    return {
+        "token": token,
+        "logprob": float(logprob) if isinstance(logprob, int | float) else 0.0,
+        "bytes": list(token.encode()),
+    }
 
 
 def _call_part(call: dict[str, Any]) -> ToolCallPart:
@@ -511,9 +550,11 @@ class StreamDecoder:
             self._started = True
             model = get_str(chunk, "modelVersion") or ""
             out.append(MessageStart(get_str(chunk, "responseId") or "", model))
+        logprobs = _logprobs(chunk)  # the chunk's tokens: given with its first text
         for part in _answer_parts(chunk):
             if isinstance(part.get("text"), str) and part["text"]:
-                out.append(TextDelta(part["text"]))
+                out.append(TextDelta(part["text"], logprobs))
+                logprobs = None
             elif isinstance(part.get("functionCall"), dict):
                 call = _call_part(part["functionCall"])
                 out.append(ToolCallStart(self._calls, call.id, call.name))

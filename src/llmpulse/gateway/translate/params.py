@@ -52,7 +52,16 @@ CARRIED: dict[str, frozenset[str]] = {
     ),
     "anthropic": frozenset({"top_k", "reasoning", "service_tier", "user"}),
     "gemini": frozenset(
-        {"response_format", "seed", "frequency_penalty", "presence_penalty", "top_k", "reasoning"}
+        {
+            "response_format",
+            "seed",
+            "frequency_penalty",
+            "presence_penalty",
+            "logprobs",
+            "top_logprobs",
+            "top_k",
+            "reasoning",
+        }
     ),
 }
 # Fields checked against CARRIED, and the value each takes when dropped.
