@@ -19,7 +19,10 @@ prefill (text only: a tool call cannot be prefilled), or ends with an error even
 answer is never presented as complete, and nothing the client has is sent twice. With
 ``enable_pre_call_checks`` (as in LiteLLM), deployments whose known context window cannot hold
 the prompt (an estimate: ``estimate_prompt_tokens``) are skipped before any call, and a group
-none of whose deployments fit goes to its ``context_window_fallbacks``.
+none of whose deployments fit goes to its ``context_window_fallbacks``. So is a deployment that
+cannot honour one of the request's parameters (``translate.params``; not a failure: its breaker
+never hears of it), unless its ``drop_params`` drops them; a group none of whose deployments can
+goes to its ``fallbacks``, and then the client gets a 400 naming the parameter.
 
 One ``CheckResult`` (``source=traffic``) per client request is handed to ``record``: the
 answering (or last failing) attempt's timing, usage and cost, with the request's attempts and
@@ -86,7 +89,6 @@ DEFAULT_TIMEOUT_S = 600.0  # LiteLLM's default request timeout
 # A cool-down this much longer than the policy's wait means the breaker opened: go elsewhere.
 _COOLDOWN_SLACK_S = 0.1
 _CONTENT = (TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta)
-_OPENAI_PROTOCOLS = frozenset({"openai", "azure", "xai"})
 
 Recorder = Callable[[CheckResult], None]
 
@@ -540,7 +542,7 @@ class Gateway:
         target = self._target(deployment)
         protocol = PROTOCOLS[deployment.protocol]
         headers = protocol.headers(target)  # type: ignore[attr-defined]
-        if deployment.protocol in _OPENAI_PROTOCOLS:
+        if deployment.protocol in params.OPENAI_PROTOCOLS:
             up = tr_openai.render_request(
                 request,
                 model=deployment.model,
@@ -836,7 +838,7 @@ def _breaker_config(config: GatewayConfig) -> BreakerConfig:
 
 
 def _codec(protocol: str) -> Any:
-    if protocol in _OPENAI_PROTOCOLS:
+    if protocol in params.OPENAI_PROTOCOLS:
         return tr_openai
     return tr_anthropic if protocol == "anthropic" else tr_gemini
 
