@@ -41,8 +41,10 @@ def opt_bool(value: Any, field: str) -> bool | None:
 
 
 def opt_number(value: Any, field: str, low: float, high: float) -> float | None:
-    if value is None:
-        return None
+    return None if value is None else number(value, field, low, high)
+
+
+def number(value: Any, field: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TranslationError(f"'{field}' must be a number")
     if not low <= value <= high:

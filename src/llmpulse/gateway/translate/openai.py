@@ -52,6 +52,7 @@ from llmpulse.gateway.translate.common import (
     expect_str,
     load_event,
     new_id,
+    number,
     opt_bool,
     opt_int,
     opt_number,
@@ -163,9 +164,7 @@ def _parse_sampling(req: ChatRequest, obj: dict[str, Any]) -> None:
     req.n = opt_positive_int(obj.get("n"), "n")
     if obj.get("logit_bias") is not None:
         bias = expect_dict(obj["logit_bias"], "logit_bias")
-        req.logit_bias = {
-            k: opt_number(v, f"logit_bias.{k}", -100, 100) or 0.0 for k, v in bias.items()
-        }
+        req.logit_bias = {k: number(v, f"logit_bias.{k}", -100, 100) for k, v in bias.items()}
     effort = opt_str(obj.get("reasoning_effort"), "reasoning_effort")
     req.reasoning = None if effort is None else Reasoning(effort=effort)
     req.service_tier = opt_str(obj.get("service_tier"), "service_tier")

@@ -84,7 +84,6 @@ _CLAUDE = re.compile(r"claude-(opus|sonnet|haiku)-(\d+)(?:-(\d))?(?!\d)")
 # A client's name for a parameter, where it is not the IR field's.
 _CLIENT_NAMES = {
     ("openai", "reasoning"): "reasoning_effort",
-    ("openai", "max_tokens"): "max_completion_tokens",
     ("anthropic", "reasoning"): "thinking",
     ("anthropic", "user"): "metadata.user_id",
     ("anthropic", "stop"): "stop_sequences",
