@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmpulse.config import ConfigError, parse_config, resolve_storage
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.store import (
@@ -25,6 +26,7 @@ from llmpulse.store import (
 )
 from llmpulse.store.migrations.legacy_sqlite import SCRIPTS as LEGACY_SCRIPTS
 from llmpulse.store.sqlstore import plan
+from llmpulse.web.view import View
 
 
 def result(i: int, **kw) -> CheckResult:
@@ -654,3 +656,35 @@ def test_a_failed_write_records_no_model_change(backend):
         assert store.model_changes("a", 0, NOW) == [change(1, "a", None, "m1")]
         store.write_results([served(2, "a", "m2")])  # the retried batch
         assert store.model_changes("a", 0, NOW)[-1] == change(2, "a", "m1", "m2")
+
+
+def test_storage_key_environment_override_and_errors():
+    assert resolve_storage("r.db", {}) == "r.db"
+    assert resolve_storage(None, {}) is None
+    url = "postgresql://u:pw@h/db"
+    assert resolve_storage("r.db", {"LLMPULSE_STORAGE_URL": url}) == url
+    with pytest.raises(
+        ConfigError, match=r"^f.yaml: storage: unsupported storage 'mysql://u:\*\*\*@h/db'"
+    ):
+        resolve_storage("mysql://u:pw@h/db", {}, "f.yaml: ")
+    with pytest.raises(ConfigError, match=r"^LLMPULSE_STORAGE_URL: unsupported"):
+        resolve_storage(None, {"LLMPULSE_STORAGE_URL": "redis://h"})
+
+
+def test_the_dashboard_reads_results_from_postgresql(postgres, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMPULSE_DB", str(tmp_path / "local.db"))  # alert state beside it
+    config = parse_config(
+        {"targets": [{"provider": "openai", "model": "gpt-4o-mini", "api_key": "os.environ/K"}]},
+        env={"K": "sk-test"},
+    )
+    name = config.targets[0].name
+    now = datetime(2026, 11, 27, 12, 30, tzinfo=UTC).timestamp()
+    with postgres.open() as store:
+        store.write_results([at(now - 60 * i, name, ttft_ms=300.0 + i) for i in range(1, 31)])
+        store.rollup(now)
+    view = View.open(config, postgres.location)
+    try:
+        card = view.overview(now).cards[0]
+        assert card.checks_1h == 30 and card.status == "up"
+    finally:
+        view.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import sqlite3
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -23,12 +23,20 @@ from llmpulse.config import (
     discover_targets,
     load_config,
     parse_config,
+    resolve_storage,
     with_web,
 )
 from llmpulse.providers.presets import DISCOVERABLE, PRESETS
 from llmpulse.result import CheckKind, CheckResult
 from llmpulse.sim.cli import sim_command
-from llmpulse.store import SQLiteStore, default_path
+from llmpulse.store import (
+    DATABASE_ERRORS,
+    default_path,
+    local_path,
+    open_store,
+    redact_url,
+    results_location,
+)
 
 if TYPE_CHECKING:
     from llmpulse.sim import SimServer
@@ -45,9 +53,10 @@ config_option = click.option(
 db_option = click.option(
     "--db",
     "db_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite results database (default: the config's storage, $LLMPULSE_DB or the data "
-    "dir). Alert state and the notification outbox live beside it.",
+    metavar="PATH|URL",
+    help="Results database: a SQLite file or a postgresql:// URL (default: "
+    "$LLMPULSE_STORAGE_URL, the config's storage, $LLMPULSE_DB or the data dir). Alert state "
+    "and the notification outbox live beside the SQLite file (the default one for PostgreSQL).",
 )
 
 
@@ -84,7 +93,7 @@ def check(
     as_json: bool,
     target_names: Sequence[str],
     kinds: Sequence[str],
-    db_path: Path | None,
+    db_path: str | None,
     no_store: bool,
     sim: bool,
     concurrency: int,
@@ -118,7 +127,7 @@ def check(
         if sim_server is not None:
             sim_server.stop()
     if not no_store:
-        _store(results, db_path or (Path(storage) if storage else None), console)
+        _store(results, results_location(db_path, storage), console)
     if as_json:
         click.echo(report.to_json(results))
     else:
@@ -152,7 +161,7 @@ status_only_option = click.option(
 @click.option("-v", "--verbose", is_flag=True, help="Log every alert and background event.")
 def run(
     config_path: Path | None,
-    db_path: Path | None,
+    db_path: str | None,
     listen: str | None,
     status_listen: str | None,
     status_page_only: bool,
@@ -242,24 +251,22 @@ def demo(listen: str, port: int | None, speed: float, db_path: Path | None, verb
 @click.option("-v", "--verbose", is_flag=True, help="Log requests that fail.")
 def web_command(
     config_path: Path | None,
-    db_path: Path | None,
+    db_path: str | None,
     listen: str | None,
     status_page_only: bool,
     verbose: bool,
 ) -> None:
     """Serve the dashboard (or only the status page) over a database that `llmpulse run`
     writes elsewhere, without probing: e.g. a public status page on its own host."""
-    from llmpulse.store import default_path
     from llmpulse.web.server import WebError, serve_forever
 
     _logging(verbose)
     console = _console(stderr=True)
     try:
         config = _load(config_path, require_file=False, web={"listen": listen})
-        path = db_path or (Path(config.storage) if config.storage else default_path())
         serve_forever(
             config,
-            path,
+            results_location(db_path, config.storage),
             status_only=status_page_only,
             announce=lambda urls: [
                 console.print(f"llmpulse: serving {u}", highlight=False) for u in urls
@@ -288,7 +295,7 @@ def _logging(verbose: bool) -> None:
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every request.")
 def gateway_command(
-    config_path: Path | None, db_path: Path | None, listen: str | None, verbose: bool
+    config_path: Path | None, db_path: str | None, listen: str | None, verbose: bool
 ) -> None:
     """Serve the failover gateway: OpenAI- and Anthropic-compatible endpoints routing the
     config's model_list, every request recorded as traffic in the results database. The
@@ -321,7 +328,7 @@ def gateway_command(
             )
     except ConfigError as exc:
         _usage_error(console, exc)
-    path = db_path or (Path(config.storage) if config.storage else default_path())
+    location = results_location(db_path, config.storage)
     pending: list[CheckResult] = []
     # Unless gateway.monitor is off, the gateway probes its deployments itself: their breakers
     # learn of an outage before a user request fails on it.
@@ -338,10 +345,10 @@ def gateway_command(
             telemetry.emit(result)
 
     # While `llmpulse run` probes into the same database, its probes are followed, not repeated.
-    app = create_app(gateway, record=record, probe_targets=probed, results_db=path)
+    app = create_app(gateway, record=record, probe_targets=probed, results_db=location)
 
     async def serve() -> None:
-        store = SQLiteStore(path)
+        store = open_store(location)
 
         async def flush() -> None:
             # Batched off the event loop: one transaction a second, not one per request.
@@ -363,7 +370,7 @@ def gateway_command(
         console.print(
             f"llmpulse gateway: serving http://{shown}:{port} "
             f"({len(gateway.deployments)} deployments, {len(probed)} probed); "
-            f"traffic recorded in {path}",
+            f"traffic recorded in {redact_url(str(location))}",
             highlight=False,
         )
         try:
@@ -395,7 +402,7 @@ def silence() -> None:
 @db_option
 def silence_add(
     target: str, provider: str, rule: str, duration: str, comment: str,
-    config_path: Path | None, db_path: Path | None,
+    config_path: Path | None, db_path: str | None,
 ) -> None:  # fmt: skip
     """Add a silence starting now."""
     import getpass
@@ -421,7 +428,7 @@ def silence_add(
 @click.option("--all", "show_all", is_flag=True, help="Include ended silences.")
 @config_option
 @db_option
-def silence_list(show_all: bool, config_path: Path | None, db_path: Path | None) -> None:
+def silence_list(show_all: bool, config_path: Path | None, db_path: str | None) -> None:
     """List silences (active and upcoming unless --all)."""
     with _alert_state(config_path, db_path) as state:
         entries = state.silences(None if show_all else time.time())
@@ -439,7 +446,7 @@ def silence_list(show_all: bool, config_path: Path | None, db_path: Path | None)
 @click.argument("silence_id")
 @config_option
 @db_option
-def silence_end(silence_id: str, config_path: Path | None, db_path: Path | None) -> None:
+def silence_end(silence_id: str, config_path: Path | None, db_path: str | None) -> None:
     """End a silence now."""
     with _alert_state(config_path, db_path) as state:
         ended = state.end_silence(silence_id, time.time())
@@ -491,7 +498,7 @@ def _load(
     elif require_file:
         raise ConfigError(f"no config file: pass --config FILE or create ./{DEFAULT_CONFIG_PATH}")
     else:
-        config = Config(targets=_targets(None)[0])
+        config = Config(targets=_targets(None)[0], storage=resolve_storage(None, os.environ))
     return with_web(config, **web) if web else config
 
 
@@ -504,16 +511,17 @@ def _read_config(path: Path) -> Config:
 
 
 @contextlib.contextmanager
-def _alert_state(config_path: Path | None, db_path: Path | None) -> Iterator[AlertStateStore]:
+def _alert_state(config_path: Path | None, db_path: str | None) -> Iterator[AlertStateStore]:
+    storage = None
     if db_path is None:
-        storage = None
-        if config_path is not None or DEFAULT_CONFIG_PATH.exists():
-            try:
+        try:
+            if config_path is not None or DEFAULT_CONFIG_PATH.exists():
                 storage = _load(config_path, require_file=True).storage
-            except ConfigError as exc:
-                raise click.UsageError(str(exc)) from None
-        db_path = Path(storage) if storage else default_path()
-    state = AlertStateStore(state_paths(db_path)[0])
+            else:
+                storage = resolve_storage(None, os.environ)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+    state = AlertStateStore(state_paths(local_path(results_location(db_path, storage)))[0])
     try:
         yield state
     finally:
@@ -546,7 +554,7 @@ def _targets(config_path: Path | None) -> tuple[list[Target], str | None]:
             f"no config file (./{DEFAULT_CONFIG_PATH}) and none of {variables} is set; "
             "pass --config FILE, export a key, or try --sim"
         )
-    return targets, None
+    return targets, resolve_storage(None, os.environ)
 
 
 def _sim_targets(server: SimServer) -> list[Target]:
@@ -566,10 +574,13 @@ def _sim_targets(server: SimServer) -> list[Target]:
     return parse_config(raw, env={"LLMPULSE_SIM_KEY": "sim-key"}).targets
 
 
-def _store(results: list[CheckResult], path: Path | None, console: Console) -> None:
+def _store(results: list[CheckResult], location: str | Path, console: Console) -> None:
     try:
-        with SQLiteStore(path) as store:
+        with open_store(location) as store:
             store.write_results(results)
-    except (OSError, RuntimeError, sqlite3.Error) as exc:
+    except (OSError, RuntimeError, ValueError, *DATABASE_ERRORS) as exc:
         # A full disk or a locked database must not hide the results we just measured.
-        console.print(f"[yellow]warning:[/yellow] results not recorded: {exc}", highlight=False)
+        console.print(
+            f"[yellow]warning:[/yellow] results not recorded: {redact_url(str(exc))}",
+            highlight=False,
+        )

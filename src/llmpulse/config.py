@@ -272,6 +272,7 @@ class ConfigFile(BaseModel):
 
     # May be empty when the file has a LiteLLM model_list (the gateway's deployments).
     targets: list[TargetConfig] = Field(default_factory=list)
+    # Results: a SQLite file path, sqlite:///PATH or postgresql://USER@HOST/DB.
     storage: str | None = None
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
@@ -536,7 +537,7 @@ def parse_config(
         raise ConfigError(f"{where}{exc}") from None
     return Config(
         targets=targets,
-        storage=parsed.storage,
+        storage=resolve_storage(parsed.storage, env, where),
         source=source,
         monitor=parsed.monitor,
         alerting=parsed.alerting,
@@ -549,6 +550,22 @@ def parse_config(
         telemetry=resolve_telemetry(parsed.telemetry, env, where) if parsed.telemetry else None,
         warnings=(gateway.warning,) if gateway and gateway.warning else (),
     )
+
+
+def resolve_storage(value: str | None, env: Mapping[str, str], where: str = "") -> str | None:
+    """Where results live: $LLMPULSE_STORAGE_URL over the ``storage`` key (a file path,
+    sqlite:///PATH or postgresql://...), validated; None for the default SQLite file."""
+    from llmpulse.store.url import STORAGE_ENV, check_location, redact_url
+
+    for name, location in ((STORAGE_ENV, env.get(STORAGE_ENV)), (f"{where}storage", value)):
+        if location is None or (name == STORAGE_ENV and not location):
+            continue
+        try:
+            check_location(location)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {redact_url(str(exc))}") from None
+        return location
+    return None
 
 
 @functools.lru_cache(maxsize=1024)

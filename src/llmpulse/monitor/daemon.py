@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +37,13 @@ from llmpulse.monitor.scheduler import Scheduler
 from llmpulse.monitor.statuspage import DEFAULT_SOURCES, StatusPoller
 from llmpulse.probe import Prober
 from llmpulse.result import CheckResult
-from llmpulse.store import SQLiteStore, default_path
+from llmpulse.store import (
+    DATABASE_ERRORS,
+    local_path,
+    open_store,
+    redact_url,
+    results_location,
+)
 from llmpulse.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -70,13 +75,14 @@ class Daemon:
         self,
         config: Config,
         *,
-        db_path: Path | None = None,
+        db_path: str | Path | None = None,
         status_only: bool = False,
     ) -> None:
         self.config = config
-        self.store = SQLiteStore(db_path or (Path(config.storage) if config.storage else None))
+        self.location = results_location(db_path, config.storage)
+        self.store = open_store(self.location)
         self.status_only = status_only
-        alerts_path, outbox_path = state_paths(self.store.path)
+        alerts_path, outbox_path = state_paths(local_path(self.location))
         self.state = AlertStateStore(alerts_path)
         self.outbox = Outbox(outbox_path)
         self.notifiers: list[Notifier] = config.notifiers
@@ -119,7 +125,7 @@ class Daemon:
         if config.web.enabled:
             # Binds now: a taken port fails `llmpulse run` before any probe goes out.
             self.web = WebServer(
-                config, self.store.path, official=self.status.current, status_only=status_only
+                config, self.location, official=self.status.current, status_only=status_only
             )
 
     # --- wiring -------------------------------------------------------------------------
@@ -198,7 +204,7 @@ class Daemon:
         await asyncio.to_thread(self._prime_windows)
         self._load_silences(time.time())
         # While held, a gateway on this database follows these probes instead of repeating them.
-        probing = ProbeLock(self.store.path)
+        probing = ProbeLock(local_path(self.location))
         if not await asyncio.to_thread(probing.acquire):
             log.warning("another llmpulse run holds %s; probing anyway", probing.path)
         aio.quiet_gc()  # targets, windows and records built so far live as long as the daemon
@@ -280,7 +286,7 @@ class Daemon:
         if results:
             try:
                 await asyncio.to_thread(self.store.write_results, results)
-            except (sqlite3.Error, OSError) as exc:
+            except (*DATABASE_ERRORS, OSError) as exc:
                 self._pending[:0] = results
                 if len(self._pending) > MAX_UNWRITTEN:
                     dropped = len(self._pending) - MAX_UNWRITTEN
@@ -319,11 +325,11 @@ class Daemon:
         self.outbox.close()
         self.state.close()
         self.store.close()
-
-
-def run_daemon(config: Config, db_path: Path | None = None) -> None:
-    log.info("results: %s", db_path or config.storage or default_path())
-    aio.run(Daemon(config, db_path=db_path).run())
         if self.telemetry is not None:
             # Off the loop: flushing waits on the collector (a few seconds at most).
             await asyncio.to_thread(self.telemetry.shutdown)
+
+
+def run_daemon(config: Config, db_path: str | Path | None = None) -> None:
+    log.info("results: %s", redact_url(str(results_location(db_path, config.storage))))
+    aio.run(Daemon(config, db_path=db_path).run())

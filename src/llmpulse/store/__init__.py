@@ -10,10 +10,21 @@ import psycopg
 from llmpulse.store.base import ModelChange, PruneStats, Store, Totals
 from llmpulse.store.rollup import Summary
 from llmpulse.store.sqlite import SQLiteStore, default_path
-from llmpulse.store.url import is_postgres, redact_url, sqlite_path
+from llmpulse.store.url import STORAGE_ENV, check_location, is_postgres, redact_url, sqlite_path
 
 # What a failing database raises, whichever the backend.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+
+
+def results_location(db_path: str | Path | None, storage: str | None) -> str | Path:
+    """Where results live: ``--db``, else the config's storage, else the default file."""
+    return db_path or storage or default_path()
+
+
+def local_path(location: str | Path) -> Path:
+    """The SQLite file of ``location``, or for PostgreSQL the default file: the alert state and
+    the outbox keep their SQLite files beside it."""
+    return default_path() if is_postgres(location) else sqlite_path(location)
 
 
 def open_store(location: str | Path | None = None) -> Store:
@@ -30,13 +41,17 @@ def open_store(location: str | Path | None = None) -> Store:
 
 __all__ = [
     "DATABASE_ERRORS",
+    "STORAGE_ENV",
     "ModelChange",
     "PruneStats",
     "SQLiteStore",
     "Store",
     "Summary",
     "Totals",
+    "check_location",
     "default_path",
+    "local_path",
     "open_store",
     "redact_url",
+    "results_location",
 ]

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+# Overrides the config's storage key (a URL with a password stays out of the file).
+STORAGE_ENV = "LLMPULSE_STORAGE_URL"
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
 # user:password@ in a URL, also inside an error message quoting it.
 _PASSWORD = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")
@@ -26,6 +28,14 @@ def sqlite_path(location: str | Path) -> Path:
             "sqlite:///PATH or postgresql://USER@HOST/DATABASE"
         )
     return Path(text).expanduser()
+
+
+def check_location(location: str) -> None:
+    """Raise ValueError (naming what is expected) unless ``location`` is one of the above."""
+    if not location.strip():
+        raise ValueError("empty: expected a file path or a postgresql:// URL")
+    if not is_postgres(location):
+        sqlite_path(location)
 
 
 def redact_url(text: str) -> str:

@@ -42,13 +42,13 @@ class WebServer:
     def __init__(
         self,
         config: Config,
-        db_path: Path,
+        storage: str | Path,
         *,
         official: OfficialSource | None = None,
         status_only: bool = False,
     ) -> None:
         web = config.web
-        self.view = View.open(config, db_path, official)
+        self.view = View.open(config, storage, official)
         self.exporter = MetricsExporter(snapshot=self.snapshot)
         self.urls: list[str] = []
         self._servers: list[tuple[uvicorn.Server, socket.socket]] = []
@@ -154,7 +154,7 @@ def _url(sock: socket.socket, status_only: bool) -> str:
 
 def serve_forever(
     config: Config,
-    db_path: Path,
+    storage: str | Path,
     *,
     status_only: bool = False,
     announce: Callable[[list[str]], None] = lambda urls: None,
@@ -169,7 +169,7 @@ def serve_forever(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        server = WebServer(config, db_path, status_only=status_only)
+        server = WebServer(config, storage, status_only=status_only)
         announce(server.urls)
         await server.serve(stop)
 

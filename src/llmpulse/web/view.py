@@ -1,8 +1,9 @@
 """The read side of the dashboard: everything the API shows, assembled from the stores.
 
 A ``View`` has its own connections to the results and alert-state databases (SQLite allows
-readers beside the daemon's writer in WAL mode), so serving a page never waits for a probe
-write, and the same view works inside ``llmpulse run`` or in a separate status-page process.
+readers beside the daemon's writer in WAL mode; PostgreSQL results come from a pool), so
+serving a page never waits for a probe write, and the same view works inside ``llmpulse run``
+or in a separate status-page process.
 Alert state is read as the daemon persisted it (every tick), so the dashboard agrees with the
 pages that went out.
 """
@@ -26,7 +27,7 @@ from llmpulse.monitor import metrics
 from llmpulse.monitor.status import TargetStatus, provider_status, target_status, worst
 from llmpulse.monitor.statuspage import OfficialStatus
 from llmpulse.result import CheckResult
-from llmpulse.store import SQLiteStore
+from llmpulse.store import local_path, open_store
 from llmpulse.store.base import Store
 from llmpulse.web import schemas
 
@@ -81,9 +82,12 @@ class View:
         )
 
     @classmethod
-    def open(cls, config: Config, db_path: Path, official: OfficialSource | None = None) -> View:
-        alerts_path, _ = state_paths(db_path)
-        return cls(config, SQLiteStore(db_path), AlertStateStore(alerts_path), official)
+    def open(
+        cls, config: Config, storage: str | Path, official: OfficialSource | None = None
+    ) -> View:
+        """Over the results at ``storage`` (a SQLite path or a database URL)."""
+        alerts_path, _ = state_paths(local_path(storage))
+        return cls(config, open_store(storage), AlertStateStore(alerts_path), official)
 
     def close(self) -> None:
         self.store.close()
