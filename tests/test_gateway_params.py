@@ -374,3 +374,17 @@ def test_an_invalid_gateway_key_is_openais_invalid_api_key(sim: SimServer) -> No
     body = info.value.body
     assert isinstance(body, dict)
     assert (body["type"], body["code"]) == ("invalid_request_error", "invalid_api_key")
+
+
+def test_n_answers_are_served_whole_and_refused_in_a_stream(sim: SimServer) -> None:
+    model = named_model(sim, "gemini-2.5-flash")
+    with Served(gateway_config([deployment(sim, "chat", "gemini", model)])) as served:
+        served.openai().chat.completions.create(model="chat", messages=HELLO, n=2)
+        with pytest.raises(openai.BadRequestError) as info:
+            list(
+                served.openai().chat.completions.create(
+                    model="chat", messages=HELLO, n=2, stream=True
+                )
+            )
+    assert isinstance(info.value.body, dict) and info.value.body["param"] == "n"
+    assert sent(sim, model)["generationConfig"]["candidateCount"] == 2

@@ -1203,7 +1203,9 @@ def _req(**fields: Any) -> ChatRequest:
         ("anthropic", "claude-3-5-haiku", {"response_format": ir.ResponseFormat("json_object")},
          ["response_format"]),
         ("anthropic", "claude-3-5-haiku", {"response_format": ir.ResponseFormat("text")}, []),
-        ("gemini", "gemini-2.5-flash", {"n": 2}, ["n"]),  # one answer per response
+        ("gemini", "gemini-2.5-flash", {"n": 2}, []),
+        ("openai", "gpt-4o", {"n": 2, "stream": True}, ["n"]),  # a stream is one answer
+        ("anthropic", "claude-sonnet-4-6", {"n": 2}, ["n"]),
         ("openai", "gpt-4o", {"n": 1}, []),
         # OpenAI reasoning models: the default sampling only, max_completion_tokens.
         ("openai", "o3-mini", {"temperature": 0.5}, ["temperature"]),
@@ -1515,3 +1517,28 @@ def test_gemini_logprobs_reach_openai_clients_in_openai_shape() -> None:
         if isinstance(e, ir.TextDelta)
     ]
     assert event.logprobs == completion["choices"][0]["logprobs"]
+
+
+def test_n_answers_reach_openai_clients_as_choices() -> None:
+    assert tr_gemini.render_request(_req(n=2)).body["generationConfig"]["candidateCount"] == 2
+    assert tr_openai.render_request(_req(n=2)).body["n"] == 2
+    gemini = {
+        "candidates": [
+            {"content": {"role": "model", "parts": [{"text": "Yes."}]}, "finishReason": "STOP"},
+            {
+                "content": {"role": "model", "parts": [{"text": "No"}]},
+                "finishReason": "MAX_TOKENS",
+                "index": 1,
+            },
+        ],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 4},
+        "modelVersion": "gemini-2.5-flash",
+    }
+    completion = tr_openai.render_response(tr_gemini.parse_response(gemini))
+    parsed = openai.types.chat.ChatCompletion.model_validate(completion)
+    answers = [(c.index, c.message.content, c.finish_reason) for c in parsed.choices]
+    assert answers == [(0, "Yes.", "stop"), (1, "No", "length")]
+    again = tr_openai.render_response(tr_openai.parse_response(completion))
+    assert again["choices"] == completion["choices"]  # OpenAI to OpenAI: every choice kept
+    rendered = tr_gemini.render_response(tr_gemini.parse_response(gemini))
+    assert rendered["candidates"][1] == gemini["candidates"][1]

@@ -162,6 +162,9 @@ class ChatResponse:
     reasoning: list[ReasoningPart] = dataclasses.field(default_factory=list)
     logprobs: dict[str, Any] | None = None  # OpenAI's choice.logprobs, passed on as sent
     dropped_params: list[str] = dataclasses.field(default_factory=list)
+    # The further answers a request with n > 1 asked for (choices 1, 2, ...): each has its own
+    # text, tool calls, finish reason, thinking and logprobs; id, model and usage are this one's.
+    alternatives: list[ChatResponse] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(slots=True)

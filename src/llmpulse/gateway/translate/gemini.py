@@ -415,40 +415,53 @@ def parse_response(body: Any) -> ChatResponse:
         model=get_str(obj, "modelVersion") or "",
         usage=parse_usage(obj.get("usageMetadata")) or Usage(),
     )
-    texts: list[str] = []
-    for part in _answer_parts(obj):
-        if isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        elif isinstance(part.get("functionCall"), dict):
-            resp.tool_calls.append(_call_part(part["functionCall"]))
-    reason = None
-    candidates = obj.get("candidates")
-    if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
-        reason = get_str(candidates[0], "finishReason")
-    resp.logprobs = _logprobs(obj)
-    resp.text = "".join(texts)
-    resp.finish_reason = _finish(reason, bool(resp.tool_calls), obj)
+    candidates = _candidates(obj) or [{}]  # a blocked prompt has none: an empty answer
+    answers = [_parse_candidate(candidate, obj) for candidate in candidates]
+    resp.text, resp.tool_calls = answers[0].text, answers[0].tool_calls
+    resp.finish_reason, resp.logprobs = answers[0].finish_reason, answers[0].logprobs
+    resp.alternatives = answers[1:]
     return resp
 
 
-def _answer_parts(chunk: dict[str, Any]) -> list[dict[str, Any]]:
-    """The first candidate's parts, in order, without thought summaries."""
+def _parse_candidate(candidate: dict[str, Any], chunk: dict[str, Any]) -> ChatResponse:
+    answer = ChatResponse(id="", model="", logprobs=_logprobs(candidate))
+    texts: list[str] = []
+    for part in _parts(candidate):
+        if isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(part.get("functionCall"), dict):
+            answer.tool_calls.append(_call_part(part["functionCall"]))
+    answer.text = "".join(texts)
+    reason = get_str(candidate, "finishReason")
+    answer.finish_reason = _finish(reason, bool(answer.tool_calls), chunk)
+    return answer
+
+
+def _candidates(chunk: dict[str, Any]) -> list[dict[str, Any]]:
     candidates = chunk.get("candidates")
-    if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], dict):
+    if not isinstance(candidates, list):
         return []
-    content = candidates[0].get("content")
+    return [c for c in candidates if isinstance(c, dict)]
+
+
+def _answer_parts(chunk: dict[str, Any]) -> list[dict[str, Any]]:
+    """The first candidate's parts (a stream is one answer)."""
+    candidates = _candidates(chunk)
+    return _parts(candidates[0]) if candidates else []
+
+
+def _parts(candidate: dict[str, Any]) -> list[dict[str, Any]]:
+    """A candidate's parts, in order, without thought summaries."""
+    content = candidate.get("content")
     parts = content.get("parts") if isinstance(content, dict) else None
     if not isinstance(parts, list):
         return []
     return [p for p in parts if isinstance(p, dict) and not p.get("thought")]
 
 
-def _logprobs(chunk: dict[str, Any]) -> dict[str, Any] | None:
-    """The first candidate's ``logprobsResult`` as OpenAI's ``choice.logprobs``."""
-    candidates = chunk.get("candidates")
-    if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], dict):
-        return None
-    result = candidates[0].get("logprobsResult")
+def _logprobs(candidate: dict[str, Any]) -> dict[str, Any] | None:
+    """A candidate's ``logprobsResult`` as OpenAI's ``choice.logprobs``."""
+    result = candidate.get("logprobsResult")
     if not isinstance(result, dict):
         return None
     chosen = [c for c in result.get("chosenCandidates") or [] if isinstance(c, dict)]
@@ -496,20 +509,24 @@ def _finish(reason: str | None, called: bool, chunk: dict[str, Any]) -> FinishRe
 
 
 def render_response(resp: ChatResponse) -> dict[str, Any]:
+    answers = [resp, *resp.alternatives]
+    return {
+        "candidates": [_render_candidate(answer, i) for i, answer in enumerate(answers)],
+        "usageMetadata": render_usage(resp.usage),
+        "modelVersion": resp.model,
+        "responseId": resp.id,
+    }
+
+
+def _render_candidate(resp: ChatResponse, index: int) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [{"text": resp.text}] if resp.text else []
     parts += [
         {"functionCall": {"id": c.id, "name": c.name, "args": c.arguments}} for c in resp.tool_calls
     ]
-    candidate = {
+    return {
         "content": {"role": "model", "parts": parts},
         "finishReason": _FINISH_OUT[resp.finish_reason],
-        "index": 0,
-    }
-    return {
-        "candidates": [candidate],
-        "usageMetadata": render_usage(resp.usage),
-        "modelVersion": resp.model,
-        "responseId": resp.id,
+        "index": index,
     }
 
 
@@ -550,7 +567,9 @@ class StreamDecoder:
             self._started = True
             model = get_str(chunk, "modelVersion") or ""
             out.append(MessageStart(get_str(chunk, "responseId") or "", model))
-        logprobs = _logprobs(chunk)  # the chunk's tokens: given with its first text
+        candidates = _candidates(chunk)
+        # The chunk's tokens: given with its first text.
+        logprobs = _logprobs(candidates[0]) if candidates else None
         for part in _answer_parts(chunk):
             if isinstance(part.get("text"), str) and part["text"]:
                 out.append(TextDelta(part["text"], logprobs))

@@ -425,24 +425,30 @@ def parse_response(body: Any, *, reasoning_outside_completion: bool = False) -> 
     choices = expect_list(obj.get("choices"), "choices")
     if not choices:
         raise TranslationError("the response has no choices", status=502)
-    choice = expect_dict(choices[0], "choices[0]")
-    message = expect_dict(choice.get("message"), "choices[0].message")
-    resp = ChatResponse(
-        id=get_str(obj, "id") or new_id("chatcmpl-"),
-        model=get_str(obj, "model") or "",
+    resp, *alternatives = [_parse_choice(c, f"choices[{i}]") for i, c in enumerate(choices)]
+    resp.id = get_str(obj, "id") or new_id("chatcmpl-")
+    resp.model = get_str(obj, "model") or ""
+    resp.usage = parse_usage(obj.get("usage"), reasoning_outside_completion) or Usage()
+    resp.alternatives = alternatives
+    return resp
+
+
+def _parse_choice(raw: Any, field: str) -> ChatResponse:
+    choice = expect_dict(raw, field)
+    message = expect_dict(choice.get("message"), f"{field}.message")
+    thought = get_str(message, "reasoning_content")
+    calls = message.get("tool_calls") or []
+    return ChatResponse(
+        id="",
+        model="",
         text=(get_str(message, "content") or "") or (get_str(message, "refusal") or ""),
         finish_reason=finish_from_openai(get_str(choice, "finish_reason")),
-        usage=parse_usage(obj.get("usage"), reasoning_outside_completion) or Usage(),
+        reasoning=[ReasoningPart(thought)] if thought else [],
+        logprobs=choice["logprobs"] if isinstance(choice.get("logprobs"), dict) else None,
+        tool_calls=[
+            _parse_call(c, f"{field}.message.tool_calls[{j}]") for j, c in enumerate(calls)
+        ],
     )
-    thought = get_str(message, "reasoning_content")
-    resp.reasoning = [ReasoningPart(thought)] if thought else []
-    if isinstance(choice.get("logprobs"), dict):
-        resp.logprobs = choice["logprobs"]
-    calls = message.get("tool_calls") or []
-    resp.tool_calls = [
-        _parse_call(c, f"choices[0].message.tool_calls[{j}]") for j, c in enumerate(calls)
-    ]
-    return resp
 
 
 def finish_from_openai(reason: str | None) -> FinishReason:
@@ -455,6 +461,19 @@ def finish_from_openai(reason: str | None) -> FinishReason:
 
 
 def render_response(resp: ChatResponse) -> dict[str, Any]:
+    answers = [resp, *resp.alternatives]
+    return {
+        "id": resp.id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": resp.model,
+        "choices": [_render_choice(answer, i) for i, answer in enumerate(answers)],
+        "usage": render_usage(resp.usage),
+        "system_fingerprint": None,
+    }
+
+
+def _render_choice(resp: ChatResponse, index: int) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
         "content": resp.text if resp.text or not resp.tool_calls else None,
@@ -466,20 +485,10 @@ def render_response(resp: ChatResponse) -> dict[str, Any]:
     if thought:
         message["reasoning_content"] = thought  # as LiteLLM passes thinking on
     return {
-        "id": resp.id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": resp.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": resp.finish_reason,
-                "logprobs": resp.logprobs,
-            }
-        ],
-        "usage": render_usage(resp.usage),
-        "system_fingerprint": None,
+        "index": index,
+        "message": message,
+        "finish_reason": resp.finish_reason,
+        "logprobs": resp.logprobs,
     }
 
 

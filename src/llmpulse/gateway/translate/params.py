@@ -7,7 +7,8 @@ cannot carry; the gateway skips such a deployment (or, with ``drop_params``, sen
 
 - OpenAI reasoning models (o1, o3, o4-mini, gpt-5; not gpt-5-chat) take only the default
   temperature/top_p (1), no penalties, logprobs or logit_bias; OpenAI takes at most 4 stop
-  sequences; n > 1 has no place in the gateway's one-answer response.
+  sequences. n > 1 (Gemini candidateCount) is served whole, not streamed: a stream is one answer
+  here; Anthropic has no n.
 - Anthropic: temperature 0..1; Claude Sonnet/Haiku 4.5, Opus 4.1 and newer reject temperature
   with top_p; extended thinking needs the default temperature, no top_k, top_p of 0.95..1, no
   forced tool use, and a budget under max_tokens.
@@ -141,7 +142,7 @@ def unsupported(req: ChatRequest, protocol: str, model: str) -> list[str]:
     out = [f for f in OPTIONAL if getattr(req, f) is not None and f not in carried]
     if req.origin != fam:
         out += [f"extra:{key}" for key in req.extra]
-    if req.n is not None and req.n != 1:
+    if req.n is not None and req.n != 1 and (fam == "anthropic" or req.stream):
         out.append("n")
     if fam == "openai":
         out += _openai_limits(req, protocol, model)
