@@ -65,7 +65,7 @@ CARRIED: dict[str, frozenset[str]] = {
         }
     ),
 }
-# Fields checked against CARRIED, and the value each takes when dropped.
+# Fields checked against CARRIED: None when the client did not send them, or they were dropped.
 OPTIONAL = (
     "response_format",
     "seed",
