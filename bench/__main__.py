@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from bench import detection, gateway_vs_litellm, metrics_query, scale, ttft_accuracy, web_api
+from bench import (
+    detection,
+    gateway_vs_litellm,
+    metrics_query,
+    scale,
+    storage,
+    ttft_accuracy,
+    web_api,
+)
 
 BENCHES = {
     "ttft": ttft_accuracy.main,
@@ -13,6 +21,7 @@ BENCHES = {
     "scale": scale.main,
     "web": web_api.main,
     "gateway": gateway_vs_litellm.main,
+    "storage": storage.main,
 }
 
 
