@@ -15,7 +15,7 @@ import functools
 import math
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -104,7 +104,7 @@ class PostgresStore(SQLStore):
         the cache of them never holds one rolled back."""
         if self._partitions is None:
             return
-        days = {math.floor(row[0] / DAY) * DAY for row in rows}  # type: ignore[operator]
+        days = {math.floor(cast(float, row[0]) / DAY) * DAY for row in rows}  # ts first
         missing = sorted((days | {d + DAY for d in days}) - self._partitions)
         if not missing:
             return
@@ -145,6 +145,7 @@ class PostgresStore(SQLStore):
             # The rest of the partition holding the cut.
             results += conn.run("DELETE FROM results WHERE ts < ?", (raw_cut,))
             rollups = self._prune_rollups(conn, now - rollup_retention_s)
+            self._prune_batches(conn, raw_cut)
             conn.run(
                 "UPDATE rollup_state SET pruned_before = greatest(coalesce(pruned_before, ?), ?)",
                 (raw_cut, raw_cut),
