@@ -151,7 +151,7 @@ def test_traffic_results_keep_their_source_attempts_and_fallbacks(backend):
 def test_wal_mode_and_schema_version(tmp_path):
     path = tmp_path / "x.db"
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 1
+        assert store.schema_version() == 2
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # Reopening an up-to-date database migrates nothing and keeps the data.
@@ -176,7 +176,7 @@ def test_migrates_a_version_1_database_and_keeps_its_results(tmp_path):
     db.execute("PRAGMA user_version = 1")
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 1
+        assert store.schema_version() == 2
         assert store.rollup_watermark() is None
         store.write_results([result(1)])
     with SQLiteStore(path) as store:
@@ -193,7 +193,7 @@ def test_a_version_4_file_from_before_alembic_is_stamped_and_keeps_its_results(t
                "VALUES (1e9, 'old', 'openai', 'm', 'stream', 1)")  # fmt: skip
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 1
+        assert store.schema_version() == 2
         assert [r.target for r in store.latest_results()] == ["old"]
         store.write_results([result(1)])
     with SQLiteStore(path) as store:
@@ -226,10 +226,10 @@ def test_head_is_the_newest_revision():
 
 def test_reopening_migrates_nothing_and_keeps_the_data(backend):
     with backend.open() as store:
-        assert store.schema_version() == 1
+        assert store.schema_version() == 2
         store.write_results([result(1)])
     with backend.open() as store:
-        assert store.schema_version() == 1
+        assert store.schema_version() == 2
         assert len(store.latest_results()) == 1
 
 
@@ -552,11 +552,12 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
         "ALTER TABLE rollup_state DROP COLUMN coarse_watermark_ts;"
         "ALTER TABLE results DROP COLUMN source; ALTER TABLE results DROP COLUMN attempts;"
         "ALTER TABLE results DROP COLUMN fallbacks; PRAGMA user_version = 2;"
-        "DROP TABLE alembic_version;"
+        "ALTER TABLE results DROP COLUMN agent; ALTER TABLE results DROP COLUMN region;"
+        "DROP TABLE ingested_batches; DROP TABLE alembic_version;"
     )
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 1
+        assert store.schema_version() == 2
         assert store.model_changes(None, 0, NOW) == changes  # filled from the raw rows
         assert_totals_equal(store.totals(T0, T0 + 3.1 * DAY, step_s=DAY), want)  # from hours
         store.rollup(T0 + 3.1 * DAY)
@@ -688,3 +689,63 @@ def test_the_dashboard_reads_results_from_postgresql(postgres, tmp_path, monkeyp
         assert card.checks_1h == 30 and card.status == "up"
     finally:
         view.close()
+
+
+def test_results_keep_their_agent_and_region(backend):
+    ours = result(5, agent="probe-eu-1", region="eu-west")
+    with backend.open() as store:
+        store.write_results([result(4), ours])
+        latest = store.latest_results()
+    assert [(r.agent, r.region) for r in latest] == [("probe-eu-1", "eu-west"), (None, None)]
+    assert latest[0].to_json() == ours.to_json()
+
+
+def test_a_batch_replayed_under_its_id_is_written_once(backend):
+    batch = [result(1), result(2)]
+    with backend.open() as store:
+        assert store.write_results(batch, batch_id="agent-a:1") is True
+        # The commit went through but the writer never heard: it replays the same batch.
+        assert store.write_results(batch, batch_id="agent-a:1") is False
+        assert store.write_results([result(3)], batch_id="agent-b:1") is True
+        assert len(store.latest_results()) == 3
+        # Batch ids last as long as raw results.
+        store.prune(result(3).timestamp.timestamp() + 8 * DAY)
+        assert store.write_results(batch, batch_id="agent-a:1") is True
+
+
+def test_tail_returns_every_writers_results_once_in_commit_order(backend):
+    with backend.open() as leader, backend.open() as agent:
+        agent.write_results([at(T0 + 1, "a"), at(T0 + 2, "b")])
+        recent, cursor = leader.tail_start(T0 + 2)
+        assert [r.target for r in recent] == ["b"]  # since_ts filters; the cursor is past both
+        assert leader.tail(cursor) == ([], cursor)
+        # A result with an older timestamp committed later still comes next: arrival order.
+        agent.write_results([at(T0 + 10, "c", region="us-east")])
+        leader.write_results([at(T0 + 5, "d", region="eu-west")])
+        got, cursor = leader.tail(cursor)
+        assert [(r.target, r.region) for r in got] == [("c", "us-east"), ("d", "eu-west")]
+        assert leader.tail(cursor) == ([], cursor)
+        page, after = leader.tail(0, limit=2)
+        assert [r.target for r in page] == ["a", "b"]
+        assert [r.target for r in leader.tail(after)[0]] == ["c", "d"]
+
+
+def test_metric_values_split_by_region_and_source(backend):
+    with backend.open() as store:
+        store.write_results(
+            [
+                at(T0 + 1, "a", ttft_ms=400.0, region="eu-west"),
+                at(T0 + 2, "a", ttft_ms=900.0, region="eu-west"),
+                at(T0 + 3, "a", ttft_ms=100.0, region="us-east"),
+                at(T0 + 4, "a", ttft_ms=50.0),  # a single-agent result: no region
+                at(T0 + 5, "a", ttft_ms=70.0, source=Source.TRAFFIC),
+            ]
+        )
+        by_region = store.metric_values(T0, T0 + 60, group_by="region")
+        assert {g: v["ttft"] for g, v in by_region.items()} == {
+            "eu-west": [400.0, 900.0], "us-east": [100.0], "": [50.0, 70.0]
+        }  # fmt: skip
+        by_source = store.metric_values(T0, T0 + 60, group_by="source", region="eu-west")
+        assert {g: v["ttft"] for g, v in by_source.items()} == {"probe": [400.0, 900.0]}
+        traffic = store.metric_values(T0, T0 + 60, source="traffic")
+        assert traffic[""]["ttft"] == [70.0]

@@ -14,6 +14,8 @@ RAW_RETENTION_S = 7 * 86400
 ROLLUP_RETENTION_S = 400 * 86400
 
 GroupBy = Literal["target", "provider", "bucket"] | None
+# Raw results also know who measured them and why: by region (agents) or source (probe/traffic).
+RawGroupBy = Literal["target", "provider", "region", "source"] | None
 TotalsBy = Literal["target", "provider", "model"] | None
 
 
@@ -78,8 +80,9 @@ class PruneStats:
 
 class Store(abc.ABC):
     @abc.abstractmethod
-    def write_results(self, results: Sequence[CheckResult]) -> None:
-        """Persist results in one transaction."""
+    def write_results(self, results: Sequence[CheckResult], batch_id: str | None = None) -> bool:
+        """Persist results in one transaction. With a ``batch_id``, a batch written before under
+        the same id is skipped (returns False): replaying a batch never writes it twice."""
 
     @abc.abstractmethod
     def latest_results(self, limit: int = 100, target: str | None = None) -> list[CheckResult]:
@@ -104,13 +107,26 @@ class Store(abc.ABC):
         start_ts: float,
         end_ts: float,
         *,
-        group_by: Literal["target", "provider"] | None = None,
+        group_by: RawGroupBy = None,
         target: str | None = None,
         provider: str | None = None,
         check: str | None = None,
+        region: str | None = None,
+        source: str | None = None,
     ) -> dict[str, dict[str, list[float]]]:
-        """The raw values of ``start_ts <= ts < end_ts`` per group (target, provider, or ``""``
-        for ``group_by=None``), each metric (``rollup.METRICS``) sorted: exact quantiles."""
+        """The raw values of ``start_ts <= ts < end_ts`` per group (target, provider, region
+        (``""`` for results without one), source, or ``""`` for ``group_by=None``), each metric
+        (``rollup.METRICS``) sorted: exact quantiles."""
+        raise NotImplementedError
+
+    def tail_start(self, since_ts: float) -> tuple[list[CheckResult], int]:
+        """Results with ``timestamp >= since_ts`` stored so far, oldest first, and the cursor
+        after them for ``tail``: the alert leader's starting point."""
+        raise NotImplementedError
+
+    def tail(self, cursor: int, limit: int = 10_000) -> tuple[list[CheckResult], int]:
+        """Results stored after ``cursor`` (by any process), in the order they were committed,
+        and the cursor after them."""
         raise NotImplementedError
 
     def latest_per_target(self) -> dict[str, CheckResult]:

@@ -86,6 +86,7 @@ class SQLiteStore(SQLStore):
         with self._write_lock, self._writing() as conn:
             results = conn.run("DELETE FROM results WHERE ts < ?", (raw_cut,))
             rollups = self._prune_rollups(conn, now - rollup_retention_s)
+            self._prune_batches(conn, raw_cut)
             # Without AUTOINCREMENT, SQLite reuses ids above the largest one left: lower the
             # late-row marker to it, or rows written next would look already rolled up.
             conn.run(

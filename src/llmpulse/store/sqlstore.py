@@ -16,11 +16,11 @@ import math
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
-from llmpulse.store.base import GroupBy, ModelChange, Store, Totals, TotalsBy
+from llmpulse.store.base import GroupBy, ModelChange, RawGroupBy, Store, Totals, TotalsBy
 from llmpulse.store.rollup import (
     METRICS,
     SUMMARY_COLUMNS,
@@ -36,13 +36,14 @@ COLUMNS = (
     "tokens_estimated", "cost_usd", "rl_requests_limit", "rl_requests_remaining",
     "rl_tokens_limit", "rl_tokens_remaining", "rl_utilization", "rl_reset_s", "retry_after_s",
     "response_model", "system_fingerprint", "request_id", "finish_reason", "model_listed",
-    "context_window", "warnings", "source", "attempts", "fallbacks",
+    "context_window", "warnings", "source", "attempts", "fallbacks", "agent", "region",
 )  # fmt: skip
 _ROLLUP_INSERT = (
     "INSERT INTO {table} ({time_col}, target, check_kind, "
     + ", ".join(SUMMARY_COLUMNS)
     + ") SELECT * FROM ({select}) AS s"
 )
+_CLAIM_BATCH = "INSERT INTO ingested_batches (id, ts) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
 MINUTE = 60
 HOUR = 3600
 DAY = 86400
@@ -134,13 +135,15 @@ class SQLStore(Store):
     def _prepare(self, rows: list[tuple[object, ...]]) -> None:
         """Before the rows' transaction: what the backend needs to store them."""
 
-    def write_results(self, results: Sequence[CheckResult]) -> None:
+    def write_results(self, results: Sequence[CheckResult], batch_id: str | None = None) -> bool:
         if not results:
-            return
+            return True
         rows = [_row(r) for r in results]
         with self._write_lock:
             self._prepare(rows)
             with self._writing() as conn:
+                if batch_id is not None and not conn.run(_CLAIM_BATCH, (batch_id, rows[0][0])):
+                    return False  # written before: its commit went through, its ack did not
                 changes, served = self._model_changes_in(conn, results)
                 self._insert_results(conn, rows)
                 conn.many(
@@ -148,6 +151,7 @@ class SQLStore(Store):
                     changes,
                 )
             self._served.update(served)  # only once committed: a failed batch is retried
+        return True
 
     def _model_changes_in(
         self, conn: Conn, results: Sequence[CheckResult]
@@ -182,6 +186,30 @@ class SQLStore(Store):
             rows = conn.all(sql, (*args, limit))
         return [_result(row) for row in rows]
 
+    def tail_start(self, since_ts: float) -> tuple[list[CheckResult], int]:
+        with self._reading() as conn:
+            (cursor,) = one(conn, "SELECT coalesce(max(id), 0) FROM results")
+            rows = conn.all(
+                f"SELECT {', '.join(COLUMNS)} FROM results WHERE ts >= ? AND id <= ? "
+                "ORDER BY ts, id",
+                (since_ts, cursor),
+            )
+        return [_result(row) for row in rows], cursor
+
+    def tail(self, cursor: int, limit: int = 10_000) -> tuple[list[CheckResult], int]:
+        # Ids grow in commit order in both backends (SQLite has one writer; PostgreSQL writers
+        # hold an advisory lock until they commit), so no row can appear below the cursor.
+        with self._reading() as conn:
+            rows = conn.all(
+                f"SELECT id, {', '.join(COLUMNS)} FROM results WHERE id > ? ORDER BY id LIMIT ?",
+                (cursor, limit),
+            )
+            if not rows:
+                # Pruning every row lets SQLite hand out ids again from the largest left.
+                (newest,) = one(conn, "SELECT coalesce(max(id), 0) FROM results")
+                return [], min(cursor, newest)
+        return [_result(row[1:]) for row in rows], rows[-1][0]
+
     def latest_per_target(self) -> dict[str, CheckResult]:
         sql = self.dialect.latest_per_target_sql(", ".join(f"r.{c}" for c in COLUMNS))
         with self._reading() as conn:
@@ -205,15 +233,22 @@ class SQLStore(Store):
         start_ts: float,
         end_ts: float,
         *,
-        group_by: Literal["target", "provider"] | None = None,
+        group_by: RawGroupBy = None,
         target: str | None = None,
         provider: str | None = None,
         check: str | None = None,
+        region: str | None = None,
+        source: str | None = None,
     ) -> dict[str, dict[str, list[float]]]:
-        if group_by not in (None, "target", "provider"):
+        if group_by not in (None, "target", "provider", "region", "source"):
             raise ValueError(f"cannot group by {group_by!r}")  # a column name, spliced into SQL
         where, args = _where("ts", start_ts, end_ts, target, provider, check)
-        group = group_by or "''"
+        for column, value in (("region", region), ("source", source)):
+            if value is not None:
+                where += f" AND {column} = ?"
+                args += (value,)
+        # Results of a single-agent setup have no region: they group under "".
+        group = {None: "''", "region": "coalesce(region, '')"}.get(group_by, group_by)
         sql = f"SELECT {group}, ttft_ms, latency_ms, tokens_per_s FROM results WHERE {where}"
         with self._reading() as conn:
             rows = conn.all(sql, args)
@@ -289,6 +324,10 @@ class SQLStore(Store):
                 (watermark, max_id, watermark),
             )
         return written
+
+    def _prune_batches(self, conn: Conn, raw_cut: float) -> None:
+        """Batch ids are kept as long as raw results: no spool replays anything older."""
+        conn.run("DELETE FROM ingested_batches WHERE ts < ?", (raw_cut,))
 
     def _rollup_minutes(self, conn: Conn, lo: int, hi: int) -> int:
         conn.run("DELETE FROM rollups WHERE minute_ts >= ? AND minute_ts < ?", (lo, hi))
@@ -539,7 +578,7 @@ def _row(r: CheckResult) -> tuple[object, ...]:
         rl.utilization, rl.reset_s, r.retry_after_s, r.response_model, r.system_fingerprint,
         r.request_id, r.finish_reason, None if r.model_listed is None else int(r.model_listed),
         r.context_window, json.dumps(r.warnings) if r.warnings else None, str(r.source),
-        r.attempts, r.fallbacks,
+        r.attempts, r.fallbacks, r.agent, r.region,
     )  # fmt: skip
 
 
@@ -593,4 +632,6 @@ def _result(values: Sequence[Any]) -> CheckResult:
         source=Source(row["source"]),
         attempts=row["attempts"],
         fallbacks=row["fallbacks"],
+        agent=row["agent"],
+        region=row["region"],
     )
