@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from conftest import base_url, sim_model
+from llmpulse.alerts.state import AlertStateStore
 from llmpulse.store import SQLiteStore
 
 CONTRACT_KEYS = {
@@ -167,14 +169,16 @@ def test_sim_command_serves_until_sigterm(tmp_path):
         assert proc.wait(20) in (0, -signal.SIGTERM)
 
 
-def test_silence_add_list_end(tmp_path):
-    db = str(tmp_path / "r.db")
+def test_silence_add_list_end(tmp_path, db_location):
+    db = str(db_location)
     added = run_cli("silence", "add", "--provider", "openai", "--duration", "2h",
                     "--comment", "planned maintenance", "--db", db, cwd=tmp_path)  # fmt: skip
     assert added.returncode == 0, added.stderr
     silence_id = added.stdout.split()[1]
     listed = run_cli("silence", "list", "--db", db, cwd=tmp_path)
     assert silence_id in listed.stdout and "provider=openai" in listed.stdout
+    with contextlib.closing(AlertStateStore.open(db)) as state:  # the daemon's state, too
+        assert [s.id for s in state.silences()] == [silence_id]
     assert "planned maintenance" in listed.stdout
     assert run_cli("silence", "end", silence_id, "--db", db, cwd=tmp_path).returncode == 0
     assert "no silences" in run_cli("silence", "list", "--db", db, cwd=tmp_path).stdout

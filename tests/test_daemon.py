@@ -196,7 +196,7 @@ async def test_ttft_degradation_rate_limit_climb_and_revoked_key(sim, receiver, 
     assert all(e[1] != "consecutive_unavailable" for e in receiver.events())  # 401 isn't an outage
 
 
-async def test_receiver_down_delays_but_loses_nothing(sim, receiver, tmp_path):
+async def test_receiver_down_delays_but_loses_nothing(sim, receiver, db_location):
     model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
     # Delivery is under test, not which availability rule leads the page: with the error-rate
     # rules off, the timing of the first failures cannot change the page's rule.
@@ -205,7 +205,7 @@ async def test_receiver_down_delays_but_loses_nothing(sim, receiver, tmp_path):
         sim, receiver, [{"provider": "gemini", "model": model, "name": "gem"}], rules=rules
     )
     receiver.down = True
-    async with running(config, tmp_path / "r.db"):
+    async with running(config, db_location):
         await asyncio.sleep(1)
         patch(sim, model, errors={"503": 1.0})
         await wait_for(lambda: receiver.refused >= 2)
@@ -219,10 +219,11 @@ async def test_receiver_down_delays_but_loses_nothing(sim, receiver, tmp_path):
     ]
 
 
-async def test_restart_mid_incident_does_not_page_twice(sim, receiver, tmp_path):
+async def test_restart_mid_incident_does_not_page_twice(sim, receiver, db_location):
+    """The next leader (on PostgreSQL, another agent) resumes the same alert records."""
     model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
     config = make_config(sim, receiver, [{"provider": "anthropic", "model": model, "name": "c"}])
-    db = tmp_path / "r.db"
+    db = db_location
     async with running(config, db):
         await asyncio.sleep(1)
         patch(sim, model, errors={"529": 1.0})

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 
 from llmpulse import aio, report
-from llmpulse.alerts.state import AlertStateStore, state_paths
+from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -32,7 +32,6 @@ from llmpulse.sim.cli import sim_command
 from llmpulse.store import (
     DATABASE_ERRORS,
     default_path,
-    local_path,
     open_store,
     redact_url,
     results_location,
@@ -56,7 +55,7 @@ db_option = click.option(
     metavar="PATH|URL",
     help="Results database: a SQLite file or a postgresql:// URL (default: "
     "$LLMPULSE_STORAGE_URL, the config's storage, $LLMPULSE_DB or the data dir). Alert state "
-    "and the notification outbox live beside the SQLite file (the default one for PostgreSQL).",
+    "and the notification outbox live beside the SQLite file, or in the PostgreSQL database.",
 )
 
 
@@ -521,7 +520,7 @@ def _alert_state(config_path: Path | None, db_path: str | None) -> Iterator[Aler
                 storage = resolve_storage(None, os.environ)
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from None
-    state = AlertStateStore(state_paths(local_path(results_location(db_path, storage)))[0])
+    state = AlertStateStore.open(results_location(db_path, storage))
     try:
         yield state
     finally:

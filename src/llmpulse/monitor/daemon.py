@@ -28,7 +28,7 @@ from llmpulse.alerts.model import Notification
 from llmpulse.alerts.notifiers import Notifier
 from llmpulse.alerts.outbox import Outbox
 from llmpulse.alerts.silences import configured_silences
-from llmpulse.alerts.state import AlertStateStore, state_paths
+from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import Config, Target
 from llmpulse.monitor import metrics
 from llmpulse.monitor.probelock import ProbeLock
@@ -82,9 +82,8 @@ class Daemon:
         self.location = results_location(db_path, config.storage)
         self.store = open_store(self.location)
         self.status_only = status_only
-        alerts_path, outbox_path = state_paths(local_path(self.location))
-        self.state = AlertStateStore(alerts_path)
-        self.outbox = Outbox(outbox_path)
+        self.state = AlertStateStore.open(self.location)
+        self.outbox = Outbox.open(self.location)
         self.notifiers: list[Notifier] = config.notifiers
         self.rules: dict[str, dict[str, RuleSpec]] = {}
         self.windows: dict[str, TargetWindow] = {}

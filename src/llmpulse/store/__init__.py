@@ -22,8 +22,8 @@ def results_location(db_path: str | Path | None, storage: str | None) -> str | P
 
 
 def local_path(location: str | Path) -> Path:
-    """The SQLite file of ``location``, or for PostgreSQL the default file: the alert state and
-    the outbox keep their SQLite files beside it."""
+    """The SQLite file of ``location``, or for PostgreSQL the default file: the probe lock, local
+    to the host, sits beside it."""
     return default_path() if is_postgres(location) else sqlite_path(location)
 
 

@@ -20,14 +20,14 @@ from pathlib import Path
 from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE, AlertRecord, alert_scope
 from llmpulse.alerts.model import AlertState
 from llmpulse.alerts.silences import CONFIG_SILENCE_PREFIX, Silence, configured_silences
-from llmpulse.alerts.state import AlertStateStore, state_paths
+from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import Config, Target
 from llmpulse.durations import parse_duration
 from llmpulse.monitor import metrics
 from llmpulse.monitor.status import TargetStatus, provider_status, target_status, worst
 from llmpulse.monitor.statuspage import OfficialStatus
 from llmpulse.result import CheckResult
-from llmpulse.store import local_path, open_store
+from llmpulse.store import open_store
 from llmpulse.store.base import Store
 from llmpulse.web import schemas
 
@@ -86,8 +86,7 @@ class View:
         cls, config: Config, storage: str | Path, official: OfficialSource | None = None
     ) -> View:
         """Over the results at ``storage`` (a SQLite path or a database URL)."""
-        alerts_path, _ = state_paths(local_path(storage))
-        return cls(config, open_store(storage), AlertStateStore(alerts_path), official)
+        return cls(config, open_store(storage), AlertStateStore.open(storage), official)
 
     def close(self) -> None:
         self.store.close()
