@@ -1,3 +1,4 @@
+import concurrent.futures
 import contextlib
 import dataclasses
 import itertools
@@ -657,6 +658,32 @@ def test_a_failed_write_records_no_model_change(backend):
         assert store.model_changes("a", 0, NOW) == [change(1, "a", None, "m1")]
         store.write_results([served(2, "a", "m2")])  # the retried batch
         assert store.model_changes("a", 0, NOW)[-1] == change(2, "a", "m1", "m2")
+
+
+def test_writes_rollups_and_reads_from_many_threads(backend):
+    """As the daemon and the web layer's thread pool use one store."""
+    batches = [[at(T0 + b * 90 + i, f"t{b % 4}") for i in range(50)] for b in range(20)]
+    with backend.open() as store, concurrent.futures.ThreadPoolExecutor(6) as pool:
+
+        def write() -> None:
+            for batch in batches:
+                store.write_results(batch)
+
+        def roll_up() -> None:
+            for b in range(20):
+                store.rollup(T0 + b * 90)
+
+        def read() -> None:
+            for _ in range(20):
+                store.summarize(T0, T0 + DAY, group_by="target")
+                store.latest_per_target()
+
+        jobs = [pool.submit(write), pool.submit(roll_up)] + [pool.submit(read) for _ in range(4)]
+        for job in jobs:
+            job.result()
+        store.rollup(T0 + DAY)
+        want = reference([r for batch in batches for r in batch], T0, T0 + DAY, None, "target")
+        assert_totals_equal(store.totals(T0, T0 + DAY), want)
 
 
 def test_storage_key_environment_override_and_errors():

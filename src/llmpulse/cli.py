@@ -180,6 +180,8 @@ def run(
         daemon = Daemon(config, db_path=db_path, status_only=status_page_only)
     except (ConfigError, WebError) as exc:
         _usage_error(console, exc)
+    except DATABASE_ERRORS as exc:
+        _database_error(console, exc)
     console.print(
         f"llmpulse: monitoring {len(config.targets)} targets, "
         f"{len(config.notifiers)} notifiers; Ctrl-C to stop",
@@ -273,6 +275,8 @@ def web_command(
         )
     except (ConfigError, WebError) as exc:
         _usage_error(console, exc)
+    except DATABASE_ERRORS as exc:
+        _database_error(console, exc)
 
 
 def _logging(verbose: bool) -> None:
@@ -529,6 +533,12 @@ def _alert_state(config_path: Path | None, db_path: str | None) -> Iterator[Aler
 
 def _usage_error(console: Console, exc: ConfigError) -> NoReturn:
     console.print(f"[red]config error:[/red] {exc}", highlight=False)
+    sys.exit(EXIT_USAGE)
+
+
+def _database_error(console: Console, exc: Exception) -> NoReturn:
+    """The results database cannot be opened (a server away, a file unreadable)."""
+    console.print(f"[red]results database error:[/red] {redact_url(str(exc))}", highlight=False)
     sys.exit(EXIT_USAGE)
 
 
