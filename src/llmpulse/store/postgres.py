@@ -72,8 +72,17 @@ class PostgresStore(SQLStore):
                 f"cannot connect to {self.where}: {redact_url(str(exc))}"
             ) from None
         migrations.migrate_postgres(sqlalchemy_url(url), self.where, current)
+        # While the server is away, callers fail within seconds (the writer spools, the web
+        # answers 503) instead of queueing for the pool's default 30 s; a connection is checked
+        # on checkout, so one broken by a server restart is replaced, never handed out.
         self._pool = ConnectionPool(
-            conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=True
+            conninfo,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True, "connect_timeout": 5},
+            timeout=5,
+            check=ConnectionPool.check_connection,
+            open=True,
         )
         with self._reading() as conn:
             partitioned = conn.all(

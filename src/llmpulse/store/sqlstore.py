@@ -138,7 +138,7 @@ class SQLStore(Store):
     def write_results(self, results: Sequence[CheckResult], batch_id: str | None = None) -> bool:
         if not results:
             return True
-        rows = [_row(r) for r in results]
+        rows = [encode(r) for r in results]
         with self._write_lock:
             self._prepare(rows)
             with self._writing() as conn:
@@ -184,7 +184,7 @@ class SQLStore(Store):
         sql += " ORDER BY ts DESC, id DESC LIMIT ?"
         with self._reading() as conn:
             rows = conn.all(sql, (*args, limit))
-        return [_result(row) for row in rows]
+        return [decode(row) for row in rows]
 
     def tail_start(self, since_ts: float) -> tuple[list[CheckResult], int]:
         with self._reading() as conn:
@@ -194,7 +194,7 @@ class SQLStore(Store):
                 "ORDER BY ts, id",
                 (since_ts, cursor),
             )
-        return [_result(row) for row in rows], cursor
+        return [decode(row) for row in rows], cursor
 
     def tail(self, cursor: int, limit: int = 10_000) -> tuple[list[CheckResult], int]:
         # Ids grow in commit order in both backends (SQLite has one writer; PostgreSQL writers
@@ -208,13 +208,13 @@ class SQLStore(Store):
                 # Pruning every row lets SQLite hand out ids again from the largest left.
                 (newest,) = one(conn, "SELECT coalesce(max(id), 0) FROM results")
                 return [], min(cursor, newest)
-        return [_result(row[1:]) for row in rows], rows[-1][0]
+        return [decode(row[1:]) for row in rows], rows[-1][0]
 
     def latest_per_target(self) -> dict[str, CheckResult]:
         sql = self.dialect.latest_per_target_sql(", ".join(f"r.{c}" for c in COLUMNS))
         with self._reading() as conn:
             rows = conn.all(sql)
-        return {row[1]: _result(row) for row in rows}
+        return {row[1]: decode(row) for row in rows}
 
     def results_between(
         self, start_ts: float, end_ts: float, target: str | None = None
@@ -226,7 +226,7 @@ class SQLStore(Store):
             args += (target,)
         with self._reading() as conn:
             rows = conn.all(sql + " ORDER BY ts, id", args)
-        return [_result(row) for row in rows]
+        return [decode(row) for row in rows]
 
     def metric_values(
         self,
@@ -565,7 +565,8 @@ def _where(
     return where, args
 
 
-def _row(r: CheckResult) -> tuple[object, ...]:
+def encode(r: CheckResult) -> tuple[object, ...]:
+    """A result as the values of ``COLUMNS`` (plain JSON-able values: the spool keeps them)."""
     rl = r.ratelimit or RateLimit()
     u = r.usage
     return (
@@ -582,7 +583,7 @@ def _row(r: CheckResult) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def _result(values: Sequence[Any]) -> CheckResult:
+def decode(values: Sequence[Any]) -> CheckResult:
     row = dict(zip(COLUMNS, values, strict=True))
     has_rl = any(
         row[k] is not None for k in ("rl_requests_limit", "rl_tokens_limit", "rl_utilization")
