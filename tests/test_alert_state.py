@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
+from conftest import postgres_schema
 from llmpulse.alerts.engine import AlertRecord
 from llmpulse.alerts.migrations.legacy_sqlite import STATE_SCRIPTS
 from llmpulse.alerts.model import AlertState, Severity
+from llmpulse.alerts.outbox import Outbox
 from llmpulse.alerts.silences import Silence
 from llmpulse.alerts.state import AlertStateStore, state_locations, state_paths
 from llmpulse.store import sqlitedb
@@ -125,3 +129,28 @@ def test_state_lives_beside_sqlite_results_or_in_the_postgres_database(tmp_path:
         state_locations("mysql://h/llmpulse")
     with contextlib.closing(AlertStateStore.open(tmp_path / "r.db")) as store:
         assert store.location == tmp_path / "r-alerts.db"
+
+
+def _start_agent(locations: tuple[str | Path, str | Path], ready: Any) -> None:
+    ready.wait(60)  # every agent opens at the same moment
+    AlertStateStore(locations[0]).close()
+    Outbox(locations[1]).close()
+
+
+def test_agents_starting_together_migrate_once() -> None:
+    """Agents (processes) opening one fresh PostgreSQL schema at once: one migrates, the others
+    wait for it; threads of one process take turns (Alembic's context is process-wide)."""
+    spawn = multiprocessing.get_context("spawn")
+    with (
+        postgres_schema() as url,
+        spawn.Manager() as manager,
+        ProcessPoolExecutor(3, mp_context=spawn) as agents,
+        ThreadPoolExecutor(2) as threads,
+    ):
+        ready = manager.Barrier(5)
+        started = [agents.submit(_start_agent, (url, url), ready) for _ in range(3)]
+        started += [threads.submit(_start_agent, (url, url), ready) for _ in range(2)]
+        for future in started:
+            future.result()
+        assert sql(url, "SELECT version_num FROM alembic_version_alerts") == [("0001",)]
+        assert sql(url, "SELECT version_num FROM alembic_version_outbox") == [("0002",)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,9 @@ HEAD = "0002"
 # The revision equal to the last legacy SQLite script's schema.
 _LEGACY_REVISION = "0001"
 CURRENT_REVISION_SQL = "SELECT version_num FROM alembic_version"
+# Alembic's op and context are process-wide: one run at a time per process (across processes,
+# the database serialises them).
+_ALEMBIC = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,7 +85,7 @@ def _run(engine: sa.Engine, where: str, stamp: bool, history: History) -> None:
 
     script = script_directory(history)
     try:
-        with engine.connect() as conn:
+        with _ALEMBIC, engine.connect() as conn:
             opts = {"version_table": history.version_table}
             current = MigrationContext.configure(conn, opts=opts).get_current_heads()
             known = {s.revision for s in script.walk_revisions()}
