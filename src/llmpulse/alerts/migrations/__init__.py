@@ -39,8 +39,12 @@ def open_engine(
             migrations.migrate_sqlite(db, path, history)
         return sqlitedb.engine(path, synchronous)
     url = sqlalchemy_url(str(location))
-    # pre_ping: a connection dropped by a server restart is replaced, not handed out.
-    engine = sa.create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+    # A server away fails a call within seconds, not TCP's minutes (callers retry), unless the
+    # URL says otherwise; pre_ping: a connection dropped by a server restart is not handed out.
+    timeout = {} if "connect_timeout" in sa.make_url(url).query else {"connect_timeout": 10}
+    engine = sa.create_engine(
+        url, pool_size=4, max_overflow=4, pool_pre_ping=True, connect_args=timeout
+    )
     try:
         migrations.migrate_postgres(url, redact_url(url), revision(engine, history), history)
     except BaseException:
