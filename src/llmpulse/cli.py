@@ -14,7 +14,6 @@ import click
 from rich.console import Console
 
 from llmpulse import aio, report
-from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -38,6 +37,7 @@ from llmpulse.store import (
 )
 
 if TYPE_CHECKING:
+    from llmpulse.alerts.state import AlertStateStore
     from llmpulse.sim import SimServer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -524,6 +524,8 @@ def _alert_state(config_path: Path | None, db_path: str | None) -> Iterator[Aler
                 storage = resolve_storage(None, os.environ)
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from None
+    from llmpulse.alerts.state import AlertStateStore  # SQLAlchemy only for the commands using it
+
     state = AlertStateStore.open(results_location(db_path, storage))
     try:
         yield state
