@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from aiohttp import web
 
 from llmpulse.config import Target, parse_config
 from llmpulse.sim import SimServer
@@ -97,3 +99,53 @@ def db_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str 
         return
     with postgres_schema() as url:
         yield url
+
+
+class Receiver:
+    """A webhook receiver that records what it got; it can be taken down for a while."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.down = False
+        self.refused = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.down:
+            self.refused += 1
+            return web.Response(status=503, text="receiver down")
+        self.received.append(json.loads(await request.read()))
+        return web.Response(status=200, text="ok")
+
+    def events(self, rule: str | None = None) -> list[tuple[str, str, str]]:
+        return [
+            (r["status"], r["rule"], r["target"])
+            for r in self.received
+            if rule is None or r["rule"] == rule
+        ]
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application):
+    """Serve ``app`` on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver():
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", rec.handle)
+    async with serving(app) as base:
+        rec.url = f"{base}/hook"
+        yield rec
+
+
+def patch(sim, model, **behavior):
+    httpx.patch(f"{sim.url}/_sim/models/{model}", json=behavior, timeout=10).raise_for_status()

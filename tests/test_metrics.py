@@ -353,6 +353,12 @@ def test_tokens_per_request_baseline(store):
     store.rollup(now)
     assert tokens_per_request_baseline(store, "t1", now=now) == pytest.approx(100)
     assert tokens_per_request_baseline(store, "nope", now=now) is None
+    # Too few requests to say what normal is: no baseline, so no spike can be judged yet.
+    few = now + 2 * DAY
+    store.write_results([res(few - 60 * i, tokens=(10, 90)) for i in range(1, 30)])
+    assert tokens_per_request_baseline(store, "t1", now=few) is None
+    store.write_results([res(few - 1, tokens=(10, 90))])
+    assert tokens_per_request_baseline(store, "t1", now=few) == pytest.approx(100)
 
 
 def test_series_buckets(store):

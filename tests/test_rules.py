@@ -149,13 +149,15 @@ def test_regions_must_agree_before_a_condition_holds() -> None:
     assert "[regions: eu-west, us-east]" in combined.summary
 
 
-def test_regions_that_cannot_say_do_not_block_or_count() -> None:
+def test_regions_that_cannot_say_do_not_count() -> None:
     per_region = {
         "eu-west": [_ev("consecutive_unavailable", True, 3.0, True)],
-        "us-east": [_ev("consecutive_unavailable", None)],  # agent stopped reporting
+        "us-east": [_ev("consecutive_unavailable", None)],  # not enough samples yet
     }
     [combined] = agree_across_regions(per_region, min_regions=2)
-    assert combined.active is True  # the only region that can say agrees with itself
+    assert combined.active is False  # one region alone, however sure, is not a quorum
+    [combined] = agree_across_regions({"eu-west": per_region["eu-west"]}, min_regions=2)
+    assert combined.active is False
     per_region["eu-west"] = [_ev("consecutive_unavailable", None)]
     [combined] = agree_across_regions(per_region, min_regions=2)
     assert combined.active is None and combined.holding is None

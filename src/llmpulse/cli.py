@@ -194,6 +194,52 @@ def run(
 
 
 @main.command()
+@config_option
+@db_option
+@click.option(
+    "--region",
+    metavar="NAME",
+    help="Where this agent probes from (monitor.region): any metric can be split by it.",
+)
+@click.option(
+    "--name",
+    "agent",
+    metavar="NAME",
+    help="This agent's name in results (monitor.agent; default: the host name).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every alert and background event.")
+def agent(
+    config_path: Path | None,
+    db_path: str | None,
+    region: str | None,
+    agent: str | None,
+    verbose: bool,
+) -> None:
+    """Probe every target into a shared store (PostgreSQL) without serving a dashboard.
+
+    Run one per region. One agent at a time (or `llmpulse run`) leads: it evaluates alerts over
+    every agent's results and sends the notifications; another takes over if it stops."""
+    from llmpulse.monitor.daemon import Daemon
+
+    _logging(verbose)
+    console = _console(stderr=True)
+    try:
+        config = _load(config_path, require_file=False, web={"enabled": False})
+        daemon = Daemon(config, db_path=db_path, agent=agent, region=region)
+    except ConfigError as exc:
+        _usage_error(console, exc)
+    except DATABASE_ERRORS as exc:
+        _database_error(console, exc)
+    where = f" from {daemon.region}" if daemon.region else ""
+    console.print(
+        f"llmpulse agent {daemon.agent}: probing {len(config.targets)} targets{where}; "
+        "Ctrl-C to stop",
+        highlight=False,
+    )
+    aio.run(daemon.run())
+
+
+@main.command()
 @click.option(
     "--listen",
     default="127.0.0.1:8080",

@@ -156,6 +156,11 @@ class MonitorSettings(BaseModel):
     rollup_retention: Duration = 400 * 86400.0
     status_pages: bool = True
     status_interval: Duration = 60.0
+    # Several agents sharing one PostgreSQL store: who this one is, where it probes from, and
+    # how many regions must agree before a condition holds (see monitor.alerting).
+    agent: str | None = Field(default=None, min_length=1, max_length=100)
+    region: str | None = Field(default=None, min_length=1, max_length=100)
+    min_regions: int = Field(default=1, ge=1, le=100)
 
 
 class AlertingSettings(BaseModel):

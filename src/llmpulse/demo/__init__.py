@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import signal
 import tempfile
 import time
@@ -37,6 +38,7 @@ from llmpulse.demo.scenario import (
 from llmpulse.demo.sink import AlertSink
 from llmpulse.durations import format_duration
 from llmpulse.monitor.daemon import Daemon
+from llmpulse.monitor.metrics import MIN_BASELINE_REQUESTS
 from llmpulse.probe import Prober
 from llmpulse.sim import SimServer
 from llmpulse.store.base import Store
@@ -44,7 +46,9 @@ from llmpulse.web.server import WebError
 
 __all__ = ["DemoError", "run_demo"]
 
-SEED_ROUNDS = 2
+# Enough token-bearing checks per target for a tokens-per-request baseline; every demo target
+# has an inference and a stream check.
+SEED_ROUNDS = math.ceil(MIN_BASELINE_REQUESTS / 2)
 
 
 class DemoError(Exception):

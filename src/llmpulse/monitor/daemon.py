@@ -1,19 +1,30 @@
-"""``llmpulse run``: the monitor daemon.
+"""``llmpulse run`` and ``llmpulse agent``: the monitor daemon.
 
-Data flows one way: scheduler → probe → result → (store, rule windows) → alert engine →
-outbox → notifiers. Four times a second the loop flushes results to the store, ticks the engine
-(grouping, repeats, silences) and saves changed alert state; every minute it rolls results up;
-every hour it prunes. SIGINT/SIGTERM stop new checks, let in-flight ones finish and be written,
-save alert state and give the outbox a moment to deliver: nothing measured is lost, and a
-restart resumes with the alerts it had.
+Data flows one way: scheduler → probe → result → store → rule windows → alert engine → outbox
+→ notifiers. Every daemon probes its targets and writes what it measured, tagged with its agent
+name and region, through a local spool (``store.spool``): a database that is away delays
+results, never loses them. Exactly one daemon at a time leads (``monitor.leader``): it reads
+every agent's results (and the gateway's traffic) back from the store as they are committed
+(``Store.tail``), evaluates the rules over them (``monitor.alerting``), ticks the alert engine,
+saves alert state, delivers notifications and keeps the store (rollups every minute, pruning
+every hour). A daemon that takes over resumes from the alert state the last leader saved; with
+SQLite there is normally one daemon, leading from its start.
+
+Four times a second the loop writes new results, and the leader reads what was committed and
+ticks the engine (grouping, repeats, silences). SIGINT/SIGTERM stop new checks, let in-flight
+ones finish and be written, save alert state and give the outbox a moment to deliver before the
+lead is released: nothing measured is lost, and a restart resumes with the alerts it had.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,42 +34,40 @@ import aiohttp
 from sqlalchemy.exc import SQLAlchemyError
 
 from llmpulse import aio
-from llmpulse.alerts.engine import AlertSettings, Engine
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.notifiers import Notifier
 from llmpulse.alerts.outbox import Outbox
-from llmpulse.alerts.silences import configured_silences
 from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import Config, Target
-from llmpulse.monitor import metrics
+from llmpulse.monitor.alerting import Alerting
+from llmpulse.monitor.leader import leadership_for
 from llmpulse.monitor.probelock import ProbeLock
-from llmpulse.monitor.rules import RuleSpec, TargetWindow, resolve_rules
 from llmpulse.monitor.scheduler import Scheduler
 from llmpulse.monitor.statuspage import DEFAULT_SOURCES, StatusPoller
 from llmpulse.probe import Prober
 from llmpulse.result import CheckResult
 from llmpulse.store import (
     DATABASE_ERRORS,
+    is_postgres,
     local_path,
     open_store,
     redact_url,
     results_location,
 )
+from llmpulse.store.spool import ResultWriter, Spool
 from llmpulse.web.server import WebServer
 
-log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from llmpulse.telemetry.otlp import Telemetry
 
+log = logging.getLogger(__name__)
 
-TICK_S = 0.25  # engine tick: group flushes and result writes; keeps detection tight
+TICK_S = 0.25  # write results, read them back, tick the engine: keeps detection tight
 ROLLUP_EVERY_S = 60.0
 PRUNE_EVERY_S = 3600.0
 SILENCE_RELOAD_S = 5.0
 BASELINE_EVERY_S = 600.0
 DRAIN_OUTBOX_S = 5.0
-# Results kept in memory while the database refuses writes (about an hour at 5,000 targets).
-MAX_UNWRITTEN = 500_000
 
 
 @contextlib.contextmanager
@@ -77,50 +86,40 @@ class Daemon:
         *,
         db_path: str | Path | None = None,
         status_only: bool = False,
+        agent: str | None = None,
+        region: str | None = None,
     ) -> None:
         self.config = config
         self.location = results_location(db_path, config.storage)
         self.store = open_store(self.location)
         self.status_only = status_only
+        self.agent = agent or config.monitor.agent or socket.gethostname()
+        self.region = region or config.monitor.region
         self.state = AlertStateStore.open(self.location)
         self.outbox = Outbox.open(self.location)
         self.notifiers: list[Notifier] = config.notifiers
-        self.rules: dict[str, dict[str, RuleSpec]] = {}
-        self.windows: dict[str, TargetWindow] = {}
-        by_provider: dict[str, list[str]] = {}
-        for t in config.targets:
-            provider_rules = config.providers.get(t.provider)
-            self.rules[t.name] = resolve_rules(
-                config.rules, provider_rules.rules if provider_rules else None, t.rules
-            )
-            horizon = max(r.window_s for r in self.rules[t.name].values())
-            self.windows[t.name] = TargetWindow(horizon_s=horizon)
-            by_provider.setdefault(t.provider, []).append(t.name)
-        self.baselines: dict[str, float | None] = {}
+        local = local_path(self.location)
+        # One spool per agent and database: agents sharing a host (and its data directory)
+        # each replay their own batches, and only into the database they were meant for.
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", self.agent)
+        where = hashlib.sha256(redact_url(str(self.location)).encode()).hexdigest()[:8]
+        spool = Spool(local.with_name(f"{local.stem}-spool-{name}-{where}.db"))
+        self.writer = ResultWriter(self.store, spool, self.agent)
+        self.leadership = leadership_for(self.location, local, self.agent)
+        self.alerting: Alerting | None = None  # while this daemon leads
+        self._cursor = 0  # the store's results read so far (Store.tail)
+        self._term: asyncio.Event | None = None  # set when this daemon's lead ends
+        self._delivery: asyncio.Future[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
         self.status = StatusPoller(self._status_sources(), config.monitor.status_interval)
-        a = config.alerting
-        self.engine = Engine(
-            by_provider,
-            self._notify,
-            AlertSettings(
-                repeat_interval_s=a.repeat_interval,
-                resolve_after_s=a.resolve_after,
-                group_wait_s=a.group_wait,
-                flap_window_s=a.flap_window,
-                flap_threshold=a.flap_threshold,
-                flap_resolve_after_s=a.flap_resolve_after,
-            ),
-            self.state.load_records(),
-            official_status=self._official_indicator,
-        )
         self._pending: list[CheckResult] = []
         self.stop_event = asyncio.Event()
-        self.web: WebServer | None = None
         self.telemetry: Telemetry | None = None
         if config.telemetry is not None:
             from llmpulse.telemetry.otlp import Telemetry  # the SDK loads only when configured
 
             self.telemetry = Telemetry(config.telemetry, config.targets)
+        self.web: WebServer | None = None
         if config.web.enabled:
             # Binds now: a taken port fails `llmpulse run` before any probe goes out.
             self.web = WebServer(
@@ -167,31 +166,12 @@ class Daemon:
         )
 
     def on_result(self, target: Target, result: CheckResult) -> None:
+        result.agent, result.region = self.agent, self.region
         self._pending.append(result)
         if self.web is not None:
             self.web.exporter.observe(result)
-        window = self.windows[target.name]
         if self.telemetry is not None:
             self.telemetry.emit(result)
-        window.add(result)
-        now = time.time()
-        evaluations = window.evaluate(
-            self.rules[target.name], now, target.tps_floor, self.baselines.get(target.name)
-        )
-        self.engine.observe(target.name, target.provider, evaluations, now)
-
-    def _load_silences(self, now: float) -> None:
-        self.engine.silences = configured_silences(self.config.silences) + self.state.silences(now)
-
-    def _prime_windows(self) -> None:
-        """Refill rule windows from stored results, so a restart judges alerts on real data."""
-        for target in self.config.targets:
-            horizon = self.windows[target.name].horizon_s
-            cutoff = time.time() - horizon
-            recent = self.store.latest_results(limit=500, target=target.name)
-            for result in reversed(recent):
-                if result.timestamp.timestamp() >= cutoff:
-                    self.windows[target.name].add(result)
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -200,14 +180,18 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop_event.set)
-        await asyncio.to_thread(self._prime_windows)
-        self._load_silences(time.time())
         # While held, a gateway on this database follows these probes instead of repeating them.
         probing = ProbeLock(local_path(self.location))
-        if not await asyncio.to_thread(probing.acquire):
+        # Agents of a shared database may run side by side on one host: only the first holds it.
+        shared = is_postgres(self.location)
+        if not await asyncio.to_thread(probing.acquire, 0.0 if shared else 2.0) and not shared:
             log.warning("another llmpulse run holds %s; probing anyway", probing.path)
-        aio.quiet_gc()  # targets, windows and records built so far live as long as the daemon
+        aio.quiet_gc()  # targets and records built so far live as long as the daemon
+        # The lead is given up only after shutdown has saved and delivered what it must.
+        release = asyncio.Event()
+        leading = asyncio.ensure_future(self.leadership.run(release))
         async with Prober() as prober, aiohttp.ClientSession() as session:
+            self._session = session
             scheduler = Scheduler(
                 self.config.targets,
                 prober.check,
@@ -217,9 +201,6 @@ class Daemon:
                 confirmations=self.config.monitor.confirmations,
             )
             self.scheduler = scheduler
-            delivery = asyncio.ensure_future(
-                self.outbox.run(self.notifiers, session, self.stop_event)
-            )
             background = [
                 asyncio.ensure_future(self.status.run(session, self.stop_event)),
                 asyncio.ensure_future(self._official_changes()),
@@ -238,97 +219,144 @@ class Daemon:
                     task.cancel()
                 # Whatever happened to these, shutdown below still writes and delivers.
                 for outcome in await asyncio.gather(
-                    ticker, delivery, maintenance, *background, return_exceptions=True
+                    ticker, maintenance, *background, return_exceptions=True
                 ):
                     if isinstance(outcome, Exception):
                         log.error("background task failed: %r", outcome)
-                await self._shutdown()
+                try:
+                    await self._shutdown()
+                finally:
+                    release.set()
+                    await leading
 
     async def _ticker(self) -> None:
-        """Engine tick and writes, four times a second; nothing here may stop the loop."""
+        """Writes, reads and engine ticks, four times a second; nothing here may stop the loop."""
         last_silences = 0.0
         while True:
             now = time.time()
             with _logged("tick"):
-                if now - last_silences >= SILENCE_RELOAD_S:
-                    self._load_silences(now)
-                    last_silences = now
-                self.engine.tick(now)
-                await self._flush(now)
+                await self._flush()
+                await self._follow_lead(now)
+                if self.alerting is not None:
+                    if now - last_silences >= SILENCE_RELOAD_S:
+                        self.alerting.load_silences(now)
+                        last_silences = now
+                    await self._evaluate(now)
             if self.stop_event.is_set():
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), TICK_S)
 
+    async def _follow_lead(self, now: float) -> None:
+        """Start or stop the leader's work when the election says so."""
+        leader = self.leadership.is_leader and not self.stop_event.is_set()
+        if leader and self.alerting is None:
+            alerting = await asyncio.to_thread(
+                Alerting,
+                self.config,
+                self.store,
+                self.state,
+                self._notify,
+                self._official_indicator,
+            )
+            # Rule windows refilled from what every agent stored, so a new leader (or a
+            # restart) judges on real data; then follow what is committed after.
+            recent, self._cursor = await asyncio.to_thread(
+                self.store.tail_start, now - alerting.longest_horizon
+            )
+            alerting.feed(recent, now)
+            alerting.load_silences(now)
+            await asyncio.to_thread(alerting.refresh_baselines, now)
+            self.alerting = alerting
+            self._term = asyncio.Event()
+            assert self._session is not None
+            self._delivery = asyncio.ensure_future(
+                self.outbox.run(self.notifiers, self._session, self._term)
+            )
+        elif not leader and self.alerting is not None and not self.stop_event.is_set():
+            # Another daemon leads now: it owns the alert state and delivery from here.
+            self.alerting = None
+            await self._end_term()
+
+    async def _end_term(self) -> None:
+        if self._term is not None:
+            self._term.set()
+        if self._delivery is not None:
+            with _logged("notification delivery"):
+                await self._delivery
+        self._term = self._delivery = None
+
+    async def _evaluate(self, now: float) -> None:
+        """Read what every agent committed since the last tick, judge it, save what changed."""
+        alerting = self.alerting
+        assert alerting is not None
+        try:
+            results, self._cursor = await asyncio.to_thread(self.store.tail, self._cursor)
+        except (*DATABASE_ERRORS, OSError) as exc:
+            log.warning("results not readable yet: %s", exc)
+            results = []
+        alerting.feed(results, now)
+        changed = alerting.tick(now)
+        if changed:
+            try:
+                await asyncio.to_thread(self.state.save_records, changed, now)
+            except (SQLAlchemyError, OSError) as exc:
+                alerting.unsaved(changed)
+                log.warning("alert state not saved yet: %s", exc)
+
     async def _maintenance(self) -> None:
-        """Rollups, baselines and pruning, apart from the ticker so they never delay a page."""
+        """The leader's rollups, baselines and pruning, apart from the ticker so they never
+        delay a page."""
         m = self.config.monitor
+
+        def baselines(now: float) -> None:
+            if self.alerting is not None:
+                self.alerting.refresh_baselines(now)
+
         jobs = (
             ("rollup", ROLLUP_EVERY_S, self.store.rollup),
-            ("baseline", BASELINE_EVERY_S, self._refresh_baselines),
+            ("baseline", BASELINE_EVERY_S, baselines),
             ("prune", PRUNE_EVERY_S,
              lambda now: self.store.prune(now, m.raw_retention, m.rollup_retention)),
         )  # fmt: skip
         last = dict.fromkeys((name for name, _, _ in jobs), 0.0)
         while True:
-            for name, every, job in jobs:
-                now = time.time()
-                if now - last[name] >= every:
-                    with _logged(name):
-                        await asyncio.to_thread(job, now)
-                    last[name] = now
+            if self.alerting is not None:
+                for name, every, job in jobs:
+                    now = time.time()
+                    if now - last[name] >= every:
+                        with _logged(name):
+                            await asyncio.to_thread(job, now)
+                        last[name] = now
             await asyncio.sleep(TICK_S * 4)
 
-    async def _flush(self, now: float) -> None:
-        """Write what was measured; if the database refuses, keep it and try again next tick."""
+    async def _flush(self) -> None:
+        """Write what was measured; what the database refuses waits in the spool."""
         results, self._pending = self._pending, []
-        if results:
-            try:
-                await asyncio.to_thread(self.store.write_results, results)
-            except (*DATABASE_ERRORS, OSError) as exc:
-                self._pending[:0] = results
-                if len(self._pending) > MAX_UNWRITTEN:
-                    dropped = len(self._pending) - MAX_UNWRITTEN
-                    del self._pending[:dropped]
-                    log.error("results database unwritable: dropped the %d oldest results", dropped)
-                log.warning("results not written yet (%d waiting): %s", len(self._pending), exc)
-        changed = self.engine.take_dirty()
-        if changed:
-            try:
-                await asyncio.to_thread(self.state.save_records, changed, now)
-            except (SQLAlchemyError, OSError) as exc:
-                self.engine.dirty.update(r.fingerprint for r in changed)
-                log.warning("alert state not saved yet: %s", exc)
-
-    def _refresh_baselines(self, now: float) -> None:
-        for target in self.config.targets:
-            self.baselines[target.name] = metrics.tokens_per_request_baseline(
-                self.store, target.name, now=now
-            )
+        await asyncio.to_thread(self.writer.write, results)
 
     async def _official_changes(self) -> None:
         changes = self.status.changes()
         while True:
             _, new = await changes.get()
-            with _logged("official status change"):
-                self.engine.observe_official(
-                    new.provider, new.indicator, new.description, time.time()
-                )
+            if self.alerting is not None:
+                with _logged("official status change"):
+                    self.alerting.observe_official(new.provider, new.indicator, new.description)
 
     async def _shutdown(self) -> None:
         now = time.time()
-        # In-flight checks have finished (scheduler drained); write everything they produced.
-        self.engine.tick(now)
-        await self._flush(now)
-        await self.outbox.drain(DRAIN_OUTBOX_S)
+        # In-flight checks have finished (scheduler drained); write everything they produced,
+        # and as the leader judge it and save the alert state.
+        await self._flush()
+        if self.alerting is not None:
+            with _logged("final evaluation"):
+                await self._evaluate(now)
+            await self._end_term()
+            await self.outbox.drain(DRAIN_OUTBOX_S)
         self.outbox.close()
         self.state.close()
         self.store.close()
+        self.writer.spool.close()
         if self.telemetry is not None:
             # Off the loop: flushing waits on the collector (a few seconds at most).
             await asyncio.to_thread(self.telemetry.shutdown)
-
-
-def run_daemon(config: Config, db_path: str | Path | None = None) -> None:
-    log.info("results: %s", redact_url(str(results_location(db_path, config.storage))))
-    aio.run(Daemon(config, db_path=db_path).run())

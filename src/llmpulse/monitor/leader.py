@@ -19,13 +19,14 @@ import abc
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+
+from llmpulse.store.url import is_postgres
 
 log = logging.getLogger(__name__)
 
@@ -85,27 +86,41 @@ class Leadership(abc.ABC):
 
 
 class PostgresLeadership(Leadership):
-    def __init__(self, url: str, name: str = "llmpulse-alerts", retry_s: float = RETRY_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        name: str = "llmpulse-alerts",
+        retry_s: float = RETRY_S,
+        holder: str = "llmpulse",
+    ) -> None:
         super().__init__(retry_s)
-        self.url = url
-        # Advisory locks are keyed by a 64-bit integer: a stable hash of the lock's name.
-        self.key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        self.url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        self.name = name
+        # Shown in pg_stat_activity: which agent leads is one query away for an operator.
+        self.application_name = f"llmpulse leader {holder}"[:63]
         self._conn: psycopg.AsyncConnection | None = None
 
     def describe(self) -> str:
-        return f"PostgreSQL advisory lock {self.key}"
+        return f"PostgreSQL advisory lock {self.name!r}"
 
     async def _hold(self) -> bool:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=max(2, int(self.retry_s * 2))
+                self.url,
+                autocommit=True,
+                connect_timeout=max(2, int(self.retry_s * 2)),
+                application_name=self.application_name,
             )
             await self._conn.execute(_KEEPALIVE_SQL)
         if self.is_leader:
             # Still ours while the session lives: a round trip proves that it does.
             await asyncio.wait_for(self._conn.execute("SELECT 1"), self.retry_s * 2)
             return True
-        cursor = await self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
+        # Keyed by name and schema: deployments (and tests) sharing a database in separate
+        # schemas elect separately.
+        cursor = await self._conn.execute(
+            "SELECT pg_try_advisory_lock(hashtext(%s || ':' || current_schema()))", (self.name,)
+        )
         row = await cursor.fetchone()
         return bool(row and row[0])
 
@@ -144,8 +159,11 @@ class FileLeadership(Leadership):
             os.close(fd)  # closing the descriptor releases the flock
 
 
-def leadership_for(storage_url: str | None, db_path: Path, retry_s: float = RETRY_S) -> Leadership:
-    """The election that fits the store: PostgreSQL's advisory lock, or a file beside SQLite."""
-    if storage_url and storage_url.startswith(("postgresql://", "postgres://")):
-        return PostgresLeadership(storage_url, retry_s=retry_s)
-    return FileLeadership(db_path.with_name(db_path.name + ".leader"), retry_s=retry_s)
+def leadership_for(
+    location: str | Path, local: Path, holder: str, retry_s: float = RETRY_S
+) -> Leadership:
+    """The election that fits the store at ``location``: PostgreSQL's advisory lock, or a lock
+    file beside ``local`` (the SQLite file). ``holder`` names this process."""
+    if is_postgres(location):
+        return PostgresLeadership(str(location), retry_s=retry_s, holder=holder)
+    return FileLeadership(local.with_name(local.name + ".leader"), retry_s=retry_s)

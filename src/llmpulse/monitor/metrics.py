@@ -96,12 +96,20 @@ def aggregate_by_provider(
     return _grouped(store, window_s, now, "provider", None, None, check)
 
 
+MIN_BASELINE_REQUESTS = 30
+
+
 def tokens_per_request_baseline(
     store: Store, target: str, now: float | None = None, window_s: float = 86400
 ) -> float | None:
     """Mean tokens (input + output) per token-bearing request over the window: the level a
-    spike is measured against."""
-    return aggregate(store, window_s, now, target=target).tokens_per_request
+    spike is measured against. None until ``MIN_BASELINE_REQUESTS`` requests make it mean
+    something: the first few checks of one kind would make the other kind's look like a spike."""
+    now = time.time() if now is None else now
+    totals = store.totals(now - window_s, now, by=None, target=target).get((None, ""))
+    if totals is None or totals.token_requests < MIN_BASELINE_REQUESTS:
+        return None
+    return (totals.input_tokens + totals.output_tokens) / totals.token_requests
 
 
 def series(

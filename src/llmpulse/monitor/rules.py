@@ -308,13 +308,13 @@ def agree_across_regions(
 ) -> list[Evaluation]:
     """One target's evaluations from several regions' windows, as one verdict per rule.
 
-    A condition holds when it holds in at least ``min_regions`` of the regions that can say
-    (those with enough samples), or in all of them when fewer can: a region whose agent has a
-    local network problem cannot page alone, and an agent that stopped reporting does not
-    block the others. The value and summary are those of the worst region that agrees.
+    A condition holds when it holds in at least ``min_regions`` regions, so a region whose agent
+    has a local network problem cannot page alone; regions that cannot say (too few samples)
+    count for nothing, and with none that can, the verdict is unknown. The value and summary
+    are those of the worst region that agrees.
     """
     regions = sorted(per_region)
-    if len(regions) == 1:
+    if len(regions) == 1 and min_regions <= 1:
         return per_region[regions[0]]
     combined = []
     for i, first in enumerate(per_region[regions[0]]):
@@ -339,7 +339,7 @@ def _agreed(verdicts: Mapping[str, bool | None], min_regions: int) -> bool | Non
     known = [v for v in verdicts.values() if v is not None]
     if not known:
         return None
-    return sum(known) >= min(min_regions, len(known))
+    return sum(known) >= min_regions
 
 
 def _severity(rule: RuleSpec, value: float | None) -> float:

@@ -1,0 +1,149 @@
+"""The alert leader's work: rules over every agent's results, the alert engine, its state.
+
+Only the process holding the lead (``monitor.leader``) runs this. It reads results back from the
+store, not from its own probes, so that with several agents it judges all of them, and the
+gateway's real traffic too: data flows probe → store → rules → engine → outbox.
+
+Each target keeps one rule window per region (``None`` in a single-region setup); a condition
+holds for the target when it holds in at least ``monitor.min_regions`` of the regions that can
+say (``rules.agree_across_regions``); a region without a result for three probe intervals
+cannot say. Traffic results count like probes, except the requests'
+own faults (bad request, context length, content filter): a client sending broken requests says
+nothing about the provider.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+from llmpulse.alerts.engine import AlertRecord, AlertSettings, Engine
+from llmpulse.alerts.model import Notification
+from llmpulse.alerts.silences import configured_silences
+from llmpulse.alerts.state import AlertStateStore
+from llmpulse.config import Config, Target
+from llmpulse.errors import ErrorClass
+from llmpulse.monitor import metrics
+from llmpulse.monitor.rules import RuleSpec, TargetWindow, agree_across_regions, resolve_rules
+from llmpulse.result import CheckResult, Source
+from llmpulse.store import Store
+
+log = logging.getLogger(__name__)
+
+_REQUEST_FAULTS = frozenset(
+    {ErrorClass.BAD_REQUEST, ErrorClass.CONTEXT_LENGTH, ErrorClass.CONTENT_FILTER}
+)
+
+
+class Alerting:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        state: AlertStateStore,
+        notify: Callable[[Notification], None],
+        official_status: Callable[[str], str | None],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.state = state
+        self.min_regions = config.monitor.min_regions
+        self.targets: dict[str, Target] = {t.name: t for t in config.targets}
+        self.rules: dict[str, dict[str, RuleSpec]] = {}
+        self.horizons: dict[str, float] = {}
+        by_provider: dict[str, list[str]] = defaultdict(list)
+        for t in config.targets:
+            provider_rules = config.providers.get(t.provider)
+            self.rules[t.name] = resolve_rules(
+                config.rules, provider_rules.rules if provider_rules else None, t.rules
+            )
+            self.horizons[t.name] = max(r.window_s for r in self.rules[t.name].values())
+            by_provider[t.provider].append(t.name)
+        self.windows: dict[str, dict[str | None, TargetWindow]] = defaultdict(dict)
+        self.baselines: dict[str, float | None] = {}
+        self._short: set[str] = set()  # targets with fewer fresh regions than min_regions
+        a = config.alerting
+        self.engine = Engine(
+            by_provider,
+            notify,
+            AlertSettings(
+                repeat_interval_s=a.repeat_interval,
+                resolve_after_s=a.resolve_after,
+                group_wait_s=a.group_wait,
+                flap_window_s=a.flap_window,
+                flap_threshold=a.flap_threshold,
+                flap_resolve_after_s=a.flap_resolve_after,
+            ),
+            state.load_records(),  # a new leader resumes with what the last one saved
+            official_status=official_status,
+        )
+
+    @property
+    def longest_horizon(self) -> float:
+        return max(self.horizons.values(), default=0.0)
+
+    def feed(self, results: Iterable[CheckResult], now: float | None = None) -> None:
+        """Add results (any agent's, any order within a batch) and evaluate the targets they
+        touched once each."""
+        touched: set[str] = set()
+        for result in results:
+            if result.target not in self.targets:
+                continue  # a target no longer in the config, or traffic of an unmonitored one
+            if result.source is Source.TRAFFIC and result.error_class in _REQUEST_FAULTS:
+                continue
+            windows = self.windows[result.target]
+            window = windows.get(result.region)
+            if window is None:
+                window = windows[result.region] = TargetWindow(self.horizons[result.target])
+            window.add(result)
+            touched.add(result.target)
+        now = time.time() if now is None else now
+        for name in touched:
+            self._evaluate(self.targets[name], now)
+
+    def _evaluate(self, target: Target, now: float) -> None:
+        rules, baseline = self.rules[target.name], self.baselines.get(target.name)
+        # A region whose agent stopped reporting (it died, or its link to the database did)
+        # says nothing: its last verdict must neither hold an incident open nor count.
+        fresh_after = now - (3 * target.interval + target.timeout)
+        per_region = {
+            region: window.evaluate(rules, now, target.tps_floor, baseline)
+            for region, window in self.windows[target.name].items()
+            if window.samples and window.samples[-1].ts >= fresh_after
+        }
+        if not per_region:
+            return
+        short = len(per_region) < self.min_regions
+        if short != (target.name in self._short):
+            # Fewer regions report than must agree: nothing can page for this target.
+            (self._short.add if short else self._short.discard)(target.name)
+            log.warning(
+                "%s: %d of monitor.min_regions=%d regions reporting%s",
+                target.name,
+                len(per_region),
+                self.min_regions,
+                "; it cannot page until more agents report" if short else " again",
+            )
+        evaluations = agree_across_regions(per_region, self.min_regions)
+        self.engine.observe(target.name, target.provider, evaluations, now)
+
+    def tick(self, now: float) -> list[AlertRecord]:
+        """Grouping, repeats and silences; returns the records to save."""
+        self.engine.tick(now)
+        return self.engine.take_dirty()
+
+    def unsaved(self, records: Iterable[AlertRecord]) -> None:
+        """Records whose save failed: saved again with the next tick's."""
+        self.engine.dirty.update(r.fingerprint for r in records)
+
+    def load_silences(self, now: float) -> None:
+        self.engine.silences = configured_silences(self.config.silences) + self.state.silences(now)
+
+    def refresh_baselines(self, now: float) -> None:
+        for name in self.targets:
+            self.baselines[name] = metrics.tokens_per_request_baseline(self.store, name, now=now)
+
+    def observe_official(self, provider: str, indicator: str, description: str) -> None:
+        self.engine.observe_official(provider, indicator, description, time.time())
