@@ -776,3 +776,40 @@ def test_metric_values_split_by_region_and_source(backend):
         assert {g: v["ttft"] for g, v in by_source.items()} == {"probe": [400.0, 900.0]}
         traffic = store.metric_values(T0, T0 + 60, source="traffic")
         assert traffic[""]["ttft"] == [70.0]
+
+
+def test_raw_summaries_and_latest_results_split_by_region_and_source(backend):
+    down = {"ok": False, "error_class": ErrorClass.UNAVAILABLE}
+    with backend.open() as store:
+        store.write_results(
+            [
+                at(T0 + 1, "a", region="eu-west"),
+                at(T0 + 2, "a", region="eu-west", **down),
+                at(T0 + 3, "a", region="us-east", ok=False, error_class=ErrorClass.RATE_LIMITED),
+                at(T0 + 4, "a"),  # a single-agent result: no region
+                at(T0 + 5, "a", source=Source.TRAFFIC, **down),
+                at(T0 + 6, "b", region="eu-west"),
+            ]
+        )
+        by_region = store.summarize_raw(T0, T0 + 60, group_by="region", target="a")
+        assert {g: (s.total, s.ok, s.outage, s.errors) for g, s in by_region.items()} == {
+            "eu-west": (2, 1, 1, {"unavailable": 1}),
+            "us-east": (1, 0, 0, {"rate_limited": 1}),
+            "": (2, 1, 1, {"unavailable": 1}),
+        }
+        assert (by_region[""].first_ts, by_region[""].last_ts) == (T0 + 4, T0 + 5)
+        by_source = store.summarize_raw(T0, T0 + 60, group_by="source", region="")
+        assert {g: s.total for g, s in by_source.items()} == {"probe": 1, "traffic": 1}
+        assert store.summarize_raw(T0, T0 + 1) == {}
+
+        def latest(**kw: str) -> list[tuple[float, str | None, str]]:
+            return [
+                (r.timestamp.timestamp(), r.region, str(r.source))
+                for r in store.latest_results(**kw)
+            ]
+
+        assert latest(region="eu-west") == [
+            (T0 + 6, "eu-west", "probe"), (T0 + 2, "eu-west", "probe"), (T0 + 1, "eu-west", "probe")
+        ]  # fmt: skip
+        assert latest(target="a", region="") == [(T0 + 5, None, "traffic"), (T0 + 4, None, "probe")]
+        assert latest(source="traffic") == [(T0 + 5, None, "traffic")]

@@ -85,8 +85,15 @@ class Store(abc.ABC):
         the same id is skipped (returns False): replaying a batch never writes it twice."""
 
     @abc.abstractmethod
-    def latest_results(self, limit: int = 100, target: str | None = None) -> list[CheckResult]:
-        """Most recent results first."""
+    def latest_results(
+        self,
+        limit: int = 100,
+        target: str | None = None,
+        *,
+        region: str | None = None,
+        source: str | None = None,
+    ) -> list[CheckResult]:
+        """Most recent results first; ``region=""`` selects the results without a region."""
 
     @abc.abstractmethod
     def schema_version(self) -> int: ...
@@ -115,8 +122,26 @@ class Store(abc.ABC):
         source: str | None = None,
     ) -> dict[str, dict[str, list[float]]]:
         """The raw values of ``start_ts <= ts < end_ts`` per group (target, provider, region
-        (``""`` for results without one), source, or ``""`` for ``group_by=None``), each metric
-        (``rollup.METRICS``) sorted: exact quantiles."""
+        (``""`` for results without one, which ``region=""`` selects), source, or ``""`` for
+        ``group_by=None``), each metric (``rollup.METRICS``) sorted: exact quantiles."""
+        raise NotImplementedError
+
+    def summarize_raw(
+        self,
+        start_ts: float,
+        end_ts: float,
+        *,
+        group_by: RawGroupBy = None,
+        target: str | None = None,
+        provider: str | None = None,
+        check: str | None = None,
+        region: str | None = None,
+        source: str | None = None,
+    ) -> dict[str, Summary]:
+        """Summaries without sketches (counts and sums) of the raw results of
+        ``start_ts <= ts < end_ts``, grouped and filtered as ``metric_values``: what rollups
+        cannot answer, since they keep neither region nor source. Groups without data are
+        absent."""
         raise NotImplementedError
 
     def tail_start(self, since_ts: float) -> tuple[list[CheckResult], int]:

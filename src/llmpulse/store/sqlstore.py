@@ -175,12 +175,18 @@ class SQLStore(Store):
             served[r.target] = (model, ts)
         return changes, served
 
-    def latest_results(self, limit: int = 100, target: str | None = None) -> list[CheckResult]:
+    def latest_results(
+        self,
+        limit: int = 100,
+        target: str | None = None,
+        *,
+        region: str | None = None,
+        source: str | None = None,
+    ) -> list[CheckResult]:
         sql = f"SELECT {', '.join(COLUMNS)} FROM results"
-        args: tuple[object, ...] = ()
-        if target is not None:
-            sql += " WHERE target = ?"
-            args = (target,)
+        where, args = _filters(target=target, region=region, source=source)
+        if where:
+            sql += f" WHERE {where}"
         sql += " ORDER BY ts DESC, id DESC LIMIT ?"
         with self._reading() as conn:
             rows = conn.all(sql, (*args, limit))
@@ -240,15 +246,8 @@ class SQLStore(Store):
         region: str | None = None,
         source: str | None = None,
     ) -> dict[str, dict[str, list[float]]]:
-        if group_by not in (None, "target", "provider", "region", "source"):
-            raise ValueError(f"cannot group by {group_by!r}")  # a column name, spliced into SQL
-        where, args = _where("ts", start_ts, end_ts, target, provider, check)
-        for column, value in (("region", region), ("source", source)):
-            if value is not None:
-                where += f" AND {column} = ?"
-                args += (value,)
-        # Results of a single-agent setup have no region: they group under "".
-        group = {None: "''", "region": "coalesce(region, '')"}.get(group_by, group_by)
+        group = _raw_group(group_by)
+        where, args = _where("ts", start_ts, end_ts, target, provider, check, region, source)
         sql = f"SELECT {group}, ttft_ms, latency_ms, tokens_per_s FROM results WHERE {where}"
         with self._reading() as conn:
             rows = conn.all(sql, args)
@@ -267,6 +266,25 @@ class SQLStore(Store):
             for values in entry:
                 values.sort()
         return {g: dict(zip(METRICS, entry, strict=True)) for g, entry in lists.items()}
+
+    def summarize_raw(
+        self,
+        start_ts: float,
+        end_ts: float,
+        *,
+        group_by: RawGroupBy = None,
+        target: str | None = None,
+        provider: str | None = None,
+        check: str | None = None,
+        region: str | None = None,
+        source: str | None = None,
+    ) -> dict[str, Summary]:
+        group = _raw_group(group_by)
+        where, args = _where("ts", start_ts, end_ts, target, provider, check, region, source)
+        sql = self.dialect.raw_summary_sql(("NULL", group, "''"), where, sketches=False)
+        with self._reading() as conn:
+            rows = conn.all(sql, args)
+        return {row[1]: s for row, s in zip(rows, decode_summaries(rows), strict=True)}
 
     def rollup_watermark(self) -> float | None:
         with self._reading() as conn:
@@ -548,6 +566,17 @@ def _cover(
     return [*_cover(lo, a, finer, coarse), (tier, a, b), *_cover(b, hi, finer, coarse)]
 
 
+# Results of a single-agent setup have no region: they group, and are selected, as "".
+_REGION = "coalesce(region, '')"
+
+
+def _raw_group(group_by: RawGroupBy) -> str:
+    """The SQL of a raw results group: a column name, spliced into SQL, so checked."""
+    if group_by not in (None, "target", "provider", "region", "source"):
+        raise ValueError(f"cannot group by {group_by!r}")
+    return {None: "''", "region": _REGION}.get(group_by, group_by)
+
+
 def _where(
     time_col: str,
     lo: float,
@@ -555,14 +584,35 @@ def _where(
     target: str | None,
     provider: str | None,
     check: str | None,
+    region: str | None = None,
+    source: str | None = None,
 ) -> tuple[str, tuple[object, ...]]:
-    where = f"{time_col} >= ? AND {time_col} < ?"
-    args: tuple[object, ...] = (lo, hi)
-    for column, value in (("target", target), ("provider", provider), ("check_kind", check)):
-        if value is not None:
-            where += f" AND {column} = ?"
-            args += (value,)
-    return where, args
+    """Region and source only for raw results: rollups do not keep them."""
+    where, args = _filters(
+        target=target, provider=provider, check=check, region=region, source=source
+    )
+    span = f"{time_col} >= ? AND {time_col} < ?"
+    return f"{span} AND {where}" if where else span, (lo, hi, *args)
+
+
+def _filters(
+    *,
+    target: str | None = None,
+    provider: str | None = None,
+    check: str | None = None,
+    region: str | None = None,
+    source: str | None = None,
+) -> tuple[str, tuple[object, ...]]:
+    """The conditions of the given filters, joined by AND ("" for none), and their args."""
+    columns = {
+        "target": target,
+        "provider": provider,
+        "check_kind": check,
+        _REGION: region,
+        "source": source,
+    }
+    pairs = [(column, value) for column, value in columns.items() if value is not None]
+    return " AND ".join(f"{column} = ?" for column, _ in pairs), tuple(v for _, v in pairs)
 
 
 def encode(r: CheckResult) -> tuple[object, ...]:
