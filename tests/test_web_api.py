@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,82 @@ def test_results_newest_first_with_keys_redacted(client: httpx.Client) -> None:
     assert "[redacted]" in results[0]["error_message"]
     assert client.get("/api/v1/results", params={"target": "x"}).status_code == 404
     assert client.get("/api/v1/results", params={"limit": 0}).status_code == 422
+
+
+def test_results_filter_by_region_and_source(client: httpx.Client, site: Any) -> None:
+    now = site[1]["now"]
+    eu = get(client, "/api/v1/results", target=OPENAI, region="eu-west", limit=3)["results"]
+    assert [(r["agent"], r["region"], r["source"]) for r in eu] == [
+        ("probe-eu-1", "eu-west", "probe")
+    ] * 3
+    assert _ts(eu[0]["timestamp"]) == pytest.approx(now - 150, abs=0.001)  # i = 57
+    # region="" is the results without one: OpenAI's single-agent probes, Anthropic's traffic.
+    plain = get(client, "/api/v1/results", region="", limit=1000)["results"]
+    assert len(plain) == 20 + 10 and {r["agent"] for r in plain} == {None}
+    traffic = get(client, "/api/v1/results", source="traffic", limit=1000)["results"]
+    assert len(traffic) == 10 and {r["target"] for r in traffic} == {ANTHROPIC}
+    assert client.get("/api/v1/results", params={"source": "x"}).status_code == 422
+
+
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def _figures(group: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        group["count"], group["ok"], group["errors"], group["error_rate"],
+        group["ttft_p50"], group["ttft_p95"], group["ttft_p99"],
+        group["latency_p50"], group["latency_p95"], group["tps_p50"],
+    )  # fmt: skip
+
+
+def test_breakdown_by_region_is_exact(client: httpx.Client, site: Any) -> None:
+    now = site[1]["now"]
+    body = get(client, "/api/v1/breakdown", by="region", window="1h", target=OPENAI)
+    assert (body["by"], body["window"], body["target"]) == ("region", "1h", OPENAI)
+    groups = body["groups"]
+    assert list(groups) == ["", "eu-west", "us-east"]
+    # Every third check per region: TTFT 300+i, latency 900+i for i = 0, 3, .. 57 (eu-west),
+    # 1, 4, .. 58 (us-east), 2, 5, .. 59 (no region). Ranks floor(q·19): 9 and 18.
+    assert _figures(groups["eu-west"]) == (20, 20, {}, 0, 327, 354, 354, 927, 954, 50)
+    assert _figures(groups["us-east"]) == (20, 20, {}, 0, 328, 355, 355, 928, 955, 50)
+    assert _figures(groups[""]) == (20, 20, {}, 0, 329, 356, 356, 929, 956, 50)
+    assert groups["eu-west"]["last_ts"] == pytest.approx(now - 150)
+    assert groups[""]["last_ts"] == pytest.approx(now - 30)
+    last5 = get(client, "/api/v1/breakdown", by="region", window="5m", target=OPENAI)
+    assert {k: g["count"] for k, g in last5["groups"].items()} == {
+        "": 2, "eu-west": 1, "us-east": 2
+    }  # fmt: skip
+    # All targets, probes only: Anthropic's probes add five checks to each region.
+    probes = get(client, "/api/v1/breakdown", by="region", source="probe")
+    assert probes["window"] == "1h" and probes["source"] == "probe"
+    assert {k: g["count"] for k, g in probes["groups"].items()} == {
+        "": 20, "eu-west": 25, "us-east": 25
+    }  # fmt: skip
+
+
+def test_breakdown_by_source_separates_traffic_from_probes(client: httpx.Client, site: Any) -> None:
+    now = site[1]["now"]
+    groups = get(client, "/api/v1/breakdown", by="source", window="24h", target=ANTHROPIC)["groups"]
+    assert list(groups) == ["probe", "traffic"]
+    # Probes: TTFT 200..209, latency 500..509, all fine. Traffic: TTFT 210..214 (the five
+    # failures measured none), latency 510..519, the last five checks unavailable.
+    assert _figures(groups["probe"]) == (10, 10, {}, 0, 204, 208, 208, 504, 508, 80)
+    assert _figures(groups["traffic"]) == (
+        10, 5, {"unavailable": 5}, 0.5, 212, 213, 213, 514, 518, 80
+    )  # fmt: skip
+    assert groups["probe"]["last_ts"] == pytest.approx(now - 630)
+    assert groups["traffic"]["last_ts"] == pytest.approx(now - 30)
+    eu = get(client, "/api/v1/breakdown", by="source", region="eu-west")["groups"]
+    assert {k: g["count"] for k, g in eu.items()} == {"probe": 25}
+    overall = get(client, "/api/v1/breakdown", by="source", window="7d")["groups"]
+    assert {k: g["count"] for k, g in overall.items()} == {"probe": 70, "traffic": 10}
+    assert get(client, "/api/v1/breakdown", by="source", target=GROQ)["groups"] == {}
+    assert (
+        client.get("/api/v1/breakdown", params={"by": "source", "target": "x"}).status_code == 404
+    )
+    for bad in ({}, {"by": "agent"}, {"by": "region", "window": "30d"}):
+        assert client.get("/api/v1/breakdown", params=bad).status_code == 422
 
 
 def test_aggregates_by_target_provider_and_overall(client: httpx.Client) -> None:
@@ -248,6 +325,7 @@ def test_openapi_describes_every_endpoint(client: httpx.Client) -> None:
         "/api/v1/overview",
         "/api/v1/targets/{name}",
         "/api/v1/results",
+        "/api/v1/breakdown",
         "/api/v1/aggregates",
         "/api/v1/series",
         "/api/v1/events",

@@ -17,7 +17,7 @@ from llmpulse.alerts.model import AlertState, Notification, Severity
 from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import Config, parse_config
 from llmpulse.errors import ErrorClass
-from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
+from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.store import SQLiteStore
 from llmpulse.web.server import WebServer
 
@@ -57,31 +57,44 @@ def _result(target: str, ts: float, **kw: Any) -> CheckResult:
     )
 
 
+# Probe agents by region, in turn; None is a single-agent probe (no agent, no region).
+AGENTS: tuple[tuple[str | None, str | None], ...] = (
+    ("probe-eu-1", "eu-west"),
+    ("probe-us-1", "us-east"),
+    (None, None),
+)
+
+
 def seed(db: Path, now: float) -> dict[str, Any]:
-    """An hour of OpenAI checks (served model changes halfway), Anthropic failing for the last
-    five minutes with an incident firing, and Groq never checked. Returns the facts to assert."""
+    """An hour of OpenAI probes (served model changes halfway) from eu-west, us-east and a
+    single agent in turn, Anthropic probed from eu-west and us-east in turn, then seen in
+    gateway traffic only, failing for the last five minutes with an incident firing, and Groq
+    never checked. Returns the facts to assert."""
     results = []
     for i in range(60):  # one a minute, oldest first
         ts = now - 3600 + 30 + i * 60
+        agent, region = AGENTS[i % 3]
         results.append(
             _result(
                 OPENAI, ts, ok=True, latency_ms=900.0 + i, ttft_ms=300.0 + i, tokens_per_s=50.0,
                 usage=Usage(input_tokens=10, output_tokens=20), cost_usd=0.001,
                 ratelimit=RateLimit(requests_limit=100, requests_remaining=40, utilization=0.6),
-                response_model=SERVED_OLD if i < 30 else SERVED_NEW,
+                response_model=SERVED_OLD if i < 30 else SERVED_NEW, agent=agent, region=region,
             )
         )  # fmt: skip
     for i in range(20):
         ts = now - 1200 + 30 + i * 60
         failing = i >= 15
+        agent, region = AGENTS[i % 2] if i < 10 else (None, None)
         results.append(
             _result(
                 ANTHROPIC, ts, ok=not failing,
                 error_class=ErrorClass.UNAVAILABLE if failing else None,
                 error_message=f"529 overloaded (key {SECRET})" if failing else None,
                 http_status=529 if failing else 200,
-                latency_ms=500.0, ttft_ms=None if failing else 200.0,
+                latency_ms=500.0 + i, ttft_ms=None if failing else 200.0 + i,
                 tokens_per_s=None if failing else 80.0,
+                source=Source.PROBE if i < 10 else Source.TRAFFIC, agent=agent, region=region,
             )
         )  # fmt: skip
     with SQLiteStore(db) as store:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from llmpulse.store.base import Store
+from llmpulse.store.base import RawGroupBy, Store
 from llmpulse.store.rollup import METRICS, NOT_FAILURES, Summary, quantiles
 
 WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400, "7d": 604800, "30d": 2592000}
@@ -152,14 +153,43 @@ def _grouped(
         # raw values: only three columns of each row reach Python.
         counts = store.summarize(start, now, group_by=group_by, sketches=False, **filters)
         values = store.metric_values(start, now, group_by=group_by, **filters)
-        out: dict[str, Aggregate] = {}
-        for k, s in counts.items():
-            v = values.get(str(k), {})
-            exact = {m: [exact_quantile(v.get(m, []), q) for q in QUANTILES] for m in METRICS}
-            out[str(k)] = _from_summary(s, window_s, exact)
-        return out
+        return _exact(counts, values, window_s)
     summaries = store.summarize(start, now, group_by=group_by, **filters)
     return {str(k): _from_summary(v, window_s) for k, v in summaries.items()}
+
+
+def aggregate_raw(
+    store: Store,
+    window_s: float,
+    now: float | None = None,
+    group_by: RawGroupBy = None,
+    target: str | None = None,
+    region: str | None = None,
+    source: str | None = None,
+) -> dict[str, Aggregate]:
+    """One ``Aggregate`` per group of ``[now − window_s, now)``, from the raw results alone:
+    exact in any window the raw retention covers, and groupable by region and source, which
+    rollups do not keep (``""`` is the results without a region)."""
+    now = time.time() if now is None else now
+    start = now - window_s
+    filters = {"target": target, "region": region, "source": source}
+    counts = store.summarize_raw(start, now, group_by=group_by, **filters)
+    values = store.metric_values(start, now, group_by=group_by, **filters)
+    return _exact(counts, values, window_s)
+
+
+def _exact(
+    counts: Mapping[str, Summary] | Mapping[str | int, Summary],
+    values: dict[str, dict[str, list[float]]],
+    window_s: float,
+) -> dict[str, Aggregate]:
+    """Aggregates of summaries without sketches, quantiles from the same groups' raw values."""
+    out: dict[str, Aggregate] = {}
+    for k, s in counts.items():
+        v = values.get(str(k), {})
+        exact = {m: [exact_quantile(v.get(m, []), q) for q in QUANTILES] for m in METRICS}
+        out[str(k)] = _from_summary(s, window_s, exact)
+    return out
 
 
 def exact_quantile(values: list[float], q: float) -> float | None:

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 
-from llmpulse.result import CheckKind
+from llmpulse.result import CheckKind, Source
 from llmpulse.web import schemas
 from llmpulse.web.view import InvalidInput, NotFound, View
 
@@ -20,6 +20,11 @@ _NOT_FOUND = {404: {"model": schemas.Problem, "description": "Unknown target or 
 TargetName = Annotated[str, Path(description="Target name as configured (may contain '/')")]
 TargetFilter = Annotated[str | None, Query(description="Only this target", max_length=500)]
 CheckFilter = Annotated[CheckKind | None, Query(description="Only this check kind")]
+RegionFilter = Annotated[
+    str | None,
+    Query(description='Only this probe region ("" for results without one)', max_length=200),
+]
+SourceFilter = Annotated[Source | None, Query(description="Only probes or only gateway traffic")]
 
 
 def private_routes(view: View) -> APIRouter:
@@ -46,10 +51,25 @@ def private_routes(view: View) -> APIRouter:
     def results(
         target: TargetFilter = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        region: RegionFilter = None,
+        source: SourceFilter = None,
     ) -> schemas.Results:
         """The latest raw checks, newest first, as ``llmpulse check --json`` reports them."""
         with _found():
-            return schemas.Results(results=view.results(target, limit))
+            return schemas.Results(results=view.results(target, limit, region, source))
+
+    @router.get("/breakdown", response_model=schemas.Breakdown, responses=_NOT_FOUND)
+    def breakdown(
+        by: schemas.BreakdownBy,
+        window: schemas.BreakdownWindow = "1h",
+        target: TargetFilter = None,
+        region: RegionFilter = None,
+        source: SourceFilter = None,
+    ) -> schemas.Breakdown:
+        """Figures per region or per source (probe / traffic) over a window, exact from the raw
+        results; all targets together without ``target``."""
+        with _found():
+            return view.breakdown(by, window, target, region, source)
 
     @router.get("/aggregates", response_model=schemas.Aggregates)
     def aggregates(

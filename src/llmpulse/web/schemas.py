@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmpulse.monitor.metrics import Aggregate
 from llmpulse.monitor.status import Status
+from llmpulse.result import Source
 
 Range = Literal["1h", "24h", "7d", "30d"]
 Window = Literal["5m", "1h", "24h", "7d", "30d"]
@@ -109,6 +110,21 @@ class Results(BaseModel):
 class Aggregates(BaseModel):
     window: Window
     by: Literal["target", "provider", "overall"]
+    groups: dict[str, Aggregate]
+
+
+# Breakdowns read raw results, which are kept for 7 days (store.RAW_RETENTION_S).
+BreakdownWindow = Literal["5m", "1h", "24h", "7d"]
+BreakdownBy = Literal["region", "source"]
+
+
+class Breakdown(BaseModel):
+    window: BreakdownWindow
+    by: BreakdownBy
+    target: str | None
+    region: str | None
+    source: Source | None
+    # Keyed by region ("" for results without one) or source, sorted; absent without results.
     groups: dict[str, Aggregate]
 
 

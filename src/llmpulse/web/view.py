@@ -26,7 +26,7 @@ from llmpulse.durations import parse_duration
 from llmpulse.monitor import metrics
 from llmpulse.monitor.status import TargetStatus, provider_status, target_status, worst
 from llmpulse.monitor.statuspage import OfficialStatus
-from llmpulse.result import CheckResult
+from llmpulse.result import CheckResult, Source
 from llmpulse.store import open_store
 from llmpulse.store.base import Store
 from llmpulse.web import schemas
@@ -254,11 +254,20 @@ class View:
 
     # --- raw checks, aggregates, charts ---------------------------------------------------
 
-    def results(self, target: str | None, limit: int) -> list[dict[str, object]]:
+    def results(
+        self,
+        target: str | None,
+        limit: int,
+        region: str | None = None,
+        source: Source | None = None,
+    ) -> list[dict[str, object]]:
         if target is not None:
             self.target(target)
         out = []
-        for r in self.store.latest_results(limit=limit, target=target):
+        latest = self.store.latest_results(
+            limit=limit, target=target, region=region, source=source and str(source)
+        )
+        for r in latest:
             data = r.to_json()
             data["error_message"] = self.redact(r.error_message)
             out.append(data)
@@ -274,6 +283,37 @@ class View:
         if by == "provider":
             return metrics.aggregate_by_provider(self.store, window_s, now, check=check)
         return {"": metrics.aggregate(self.store, window_s, now, check=check)}
+
+    def breakdown(
+        self,
+        by: schemas.BreakdownBy,
+        window: schemas.BreakdownWindow,
+        target: str | None = None,
+        region: str | None = None,
+        source: Source | None = None,
+        now: float | None = None,
+    ) -> schemas.Breakdown:
+        """Figures per region or per source ("Slow from eu-west only?", "probes or traffic?"),
+        of one target or all, exact from the raw results."""
+        if target is not None:
+            self.target(target)
+        groups = metrics.aggregate_raw(
+            self.store,
+            metrics.WINDOWS[window],
+            now,
+            group_by=by,
+            target=target,
+            region=region,
+            source=source and str(source),
+        )
+        return schemas.Breakdown(
+            window=window,
+            by=by,
+            target=target,
+            region=region,
+            source=source,
+            groups=dict(sorted(groups.items())),
+        )
 
     def series(
         self, target: str | None, range_: str, check: str | None, now: float | None = None
