@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from aiohttp import web
 
+import pgserver
 from llmpulse.config import Target, parse_config
 from llmpulse.sim import SimServer
 
@@ -149,3 +150,15 @@ async def receiver():
 
 def patch(sim, model, **behavior):
     httpx.patch(f"{sim.url}/_sim/models/{model}", json=behavior, timeout=10).raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[pgserver.PrivateServer]:
+    """A PostgreSQL server of the module's own, which its tests may stop and restart."""
+    why = pgserver.available()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    with pgserver.private_server() as server:
+        yield server

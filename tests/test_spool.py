@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 import pgserver
 from llmpulse.result import CheckKind, CheckResult
@@ -34,20 +31,10 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def server():
-    why = pgserver.available()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-    with pgserver.private_server() as s:
-        yield s
-
-
 def test_a_restarting_database_loses_nothing_and_duplicates_nothing(
-    server: pgserver.PrivateServer, tmp_path: Path
+    private_postgres: pgserver.PrivateServer, tmp_path: Path
 ) -> None:
+    server = private_postgres
     store = PostgresStore(server.url)
     clock = Clock()
     writer = ResultWriter(store, Spool(tmp_path / "spool.db"), "agent-a", clock=clock)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -356,6 +358,7 @@ def gateway_command(
 
     from llmpulse.config import is_loopback, split_address
     from llmpulse.gateway.app import create_app
+    from llmpulse.store.spool import ResultWriter, spool_for
 
     _logging(verbose)
     console = _console(stderr=True)
@@ -388,7 +391,11 @@ def gateway_command(
 
         telemetry = Telemetry(config.telemetry, [d.to_target() for d in gateway.deployments])
 
+    # Its results name it and the region it serves from, beside the probe agents'.
+    name = config.monitor.agent or f"{socket.gethostname()}-gateway-{port}"
+
     def record(result: CheckResult) -> None:
+        result.agent, result.region = name, config.monitor.region
         pending.append(result)
         if telemetry is not None:
             telemetry.emit(result)
@@ -398,23 +405,27 @@ def gateway_command(
 
     async def serve() -> None:
         store = open_store(location)
+        # What the database refuses waits in a local spool: traffic is never lost to an outage.
+        writer = ResultWriter(store, spool_for(location, name), name)
 
         async def flush() -> None:
             # Batched off the event loop: one transaction a second, not one per request.
-            if pending:
-                batch = pending[:]
-                del pending[:]
-                await asyncio.to_thread(store.write_results, batch)
+            batch = pending[:]
+            del pending[:]
+            await asyncio.to_thread(writer.write, batch)
 
         async def flush_forever() -> None:
             while True:
                 await asyncio.sleep(1.0)
-                await flush()
+                try:
+                    await flush()
+                except Exception:  # a spool that cannot be written either: say so, go on
+                    logging.getLogger("llmpulse.gateway").exception("recording traffic failed")
 
         server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="info" if verbose else "warning")
         )
-        writer = asyncio.create_task(flush_forever())
+        flushing = asyncio.create_task(flush_forever())
         shown = f"[{host}]" if ":" in host else host
         console.print(
             f"llmpulse gateway: serving http://{shown}:{port} "
@@ -425,11 +436,12 @@ def gateway_command(
         try:
             await server.serve()
         finally:
-            writer.cancel()
+            flushing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await writer
+                await flushing
             await flush()
             store.close()
+            writer.spool.close()
             if telemetry is not None:
                 await asyncio.to_thread(telemetry.shutdown)
 

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import re
 import signal
 import socket
 import time
@@ -51,10 +49,9 @@ from llmpulse.store import (
     is_postgres,
     local_path,
     open_store,
-    redact_url,
     results_location,
 )
-from llmpulse.store.spool import ResultWriter, Spool
+from llmpulse.store.spool import ResultWriter, spool_for
 from llmpulse.web.server import WebServer
 
 if TYPE_CHECKING:
@@ -98,14 +95,8 @@ class Daemon:
         self.state = AlertStateStore.open(self.location)
         self.outbox = Outbox.open(self.location)
         self.notifiers: list[Notifier] = config.notifiers
-        local = local_path(self.location)
-        # One spool per agent and database: agents sharing a host (and its data directory)
-        # each replay their own batches, and only into the database they were meant for.
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", self.agent)
-        where = hashlib.sha256(redact_url(str(self.location)).encode()).hexdigest()[:8]
-        spool = Spool(local.with_name(f"{local.stem}-spool-{name}-{where}.db"))
-        self.writer = ResultWriter(self.store, spool, self.agent)
-        self.leadership = leadership_for(self.location, local, self.agent)
+        self.writer = ResultWriter(self.store, spool_for(self.location, self.agent), self.agent)
+        self.leadership = leadership_for(self.location, local_path(self.location), self.agent)
         self.alerting: Alerting | None = None  # while this daemon leads
         self._cursor = 0  # the store's results read so far (Store.tail)
         self._term: asyncio.Event | None = None  # set when this daemon's lead ends

@@ -14,8 +14,10 @@ that cannot be read is set aside, never replayed wrongly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -23,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from llmpulse.result import CheckResult
-from llmpulse.store import DATABASE_ERRORS, sqlitedb
+from llmpulse.store import DATABASE_ERRORS, local_path, redact_url, sqlitedb
 from llmpulse.store.base import Store
 from llmpulse.store.sqlstore import COLUMNS, decode, encode
 
@@ -112,12 +114,22 @@ class Spool:
             self._db.close()
 
 
+def spool_for(location: str | Path, writer: str) -> Spool:
+    """The spool of ``writer`` (an agent's or gateway's name) writing to ``location``: beside the
+    local SQLite file (for PostgreSQL, the default one). One per writer and database: processes
+    sharing a host each replay their own batches, and only into the database they were for."""
+    local = local_path(location)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", writer)
+    where = hashlib.sha256(redact_url(str(location)).encode()).hexdigest()[:8]
+    return Spool(local.with_name(f"{local.stem}-spool-{name}-{where}.db"))
+
+
 class ResultWriter:
     """Writes batches to the store, through the spool whenever the store refuses.
 
-    Blocking: call ``write`` from one worker thread at a time (the daemon's and the gateway's
-    flush loops do). Batches keep their order: while any wait in the spool, new ones queue
-    behind them.
+    Blocking, so call it from worker threads; calls are serialised (a flush abandoned by a
+    cancelled task still runs in its thread while shutdown flushes again). Batches keep their
+    order: while any wait in the spool, new ones queue behind them.
     """
 
     def __init__(
@@ -131,19 +143,28 @@ class ResultWriter:
         self._clock = clock
         self._retry_at = 0.0
         self._backoff = RETRY_MIN_S
+        self._lock = threading.RLock()
 
     def write(self, results: Sequence[CheckResult]) -> None:
+        with self._lock:
+            self._write(results)
+
+    def _write(self, results: Sequence[CheckResult]) -> None:
         if results:
             self._next += 1
             batch_id = f"{self._prefix}{self._next}"
             if not len(self.spool) and self._try(batch_id, results):
                 return
             self.spool.push(batch_id, results)
-        self.drain()
+        self._drain()
 
     def drain(self) -> bool:
         """Replay spooled batches in order; False if the store still refuses (it is tried
         again after a growing pause, not on every call)."""
+        with self._lock:
+            return self._drain()
+
+    def _drain(self) -> bool:
         if len(self.spool) and self._clock() < self._retry_at:
             return False
         replayed = 0
@@ -154,7 +175,7 @@ class ResultWriter:
             self.spool.pop(seq)
             replayed += len(results)
         if replayed:
-            log.warning("results database back: wrote %d spooled results", replayed)
+            log.warning("results database back: replayed %d spooled results", replayed)
         return True
 
     def _try(self, batch_id: str, results: Sequence[CheckResult]) -> bool:

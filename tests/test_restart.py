@@ -1,0 +1,161 @@
+"""PostgreSQL restarting under a running agent and a running gateway: no result lost or doubled.
+
+The simulator records every request it answered, so what was measured is known exactly: each
+request must be in the store once, whatever the database went through meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import psycopg
+import yaml
+
+import pgserver
+from conftest import base_url, sim_model
+from llmpulse.sim import SimServer
+from test_gateway_proxy import FAST, deployment
+
+
+def requests_to(sim: SimServer, model: str) -> set[str]:
+    rows = httpx.get(f"{sim.url}/_sim/requests", timeout=10).json()["requests"]
+    return {r["request_id"] for r in rows if r["model"] == model}
+
+
+def stored(server: pgserver.PrivateServer, target: str) -> list[str]:
+    with psycopg.connect(server.url) as conn:
+        if conn.execute("SELECT to_regclass('results')").fetchone() == (None,):
+            return []  # not created yet: the process is still starting
+        rows = conn.execute("SELECT request_id FROM results WHERE target = %s", (target,))
+        return [r[0] for r in rows]
+
+
+def wait_until(predicate: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def spawn(args: list[str], tmp_path: Path, log: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmpulse", *args],
+        stderr=(tmp_path / log).open("w"),
+        env={**os.environ, "K": "sk-test", "SIM_KEY": "sk-sim",
+             "XDG_DATA_HOME": str(tmp_path / "data")},
+    )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+
+
+def test_an_agent_loses_and_doubles_nothing_across_a_database_restart(
+    sim: SimServer, private_postgres: pgserver.PrivateServer, tmp_path: Path
+) -> None:
+    model = sim_model(sim, ttft="10ms", output_tokens=5, tokens_per_s=1000)
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "storage": private_postgres.url,
+                "monitor": {"status_pages": False},
+                "web": {"enabled": False},
+                "targets": [
+                    {
+                        "provider": "openai",
+                        "model": model,
+                        "name": "chat",
+                        "api_key": "${K}",
+                        "base_url": base_url(sim, "openai"),
+                        "interval": "300ms",
+                        "checks": ["inference"],
+                    }
+                ],
+            }
+        )
+    )
+    agent = spawn(["agent", "--config", str(config), "--region", "eu-west"], tmp_path, "a.log")
+    try:
+        wait_until(lambda: len(stored(private_postgres, "chat")) >= 5)
+        private_postgres.stop()
+        # Longer than the pool's 5 s wait for a connection: writes fail and go to the spool.
+        time.sleep(7)
+        private_postgres.start()
+        time.sleep(2)
+    finally:
+        stop(agent)
+    assert "spooling results locally" in (tmp_path / "a.log").read_text()
+    ids = stored(private_postgres, "chat")
+    assert len(ids) == len(set(ids)), "a result was written twice"
+    assert set(ids) == requests_to(sim, model), "a measured result is missing"
+    assert len(ids) >= 15
+
+
+def test_a_gateway_loses_and_doubles_no_traffic_across_a_database_restart(
+    sim: SimServer, private_postgres: pgserver.PrivateServer, tmp_path: Path
+) -> None:
+    model = sim_model(sim, **FAST)
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "storage": private_postgres.url,
+                "model_list": [deployment(sim, "chat", "openai", model)],
+                "gateway": {"monitor": False},
+            }
+        )
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gateway = spawn(
+        ["gateway", "--config", str(config), "--listen", f"127.0.0.1:{port}"], tmp_path, "g.log"
+    )
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=5, timeout=20
+    )
+    target = f"chat/openai/{model}"
+    try:
+
+        def ask() -> None:
+            client.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "hi"}]
+            )
+
+        wait_until(lambda: gateway.poll() is None and _answers(ask))
+        for _ in range(5):
+            ask()
+        wait_until(lambda: len(stored(private_postgres, target)) >= 6)
+        private_postgres.stop()
+        for _ in range(10):  # served while the database is down: recorded in the spool
+            ask()
+        time.sleep(7)  # past the pool's 5 s wait: the writes fail and are spooled
+        private_postgres.start()
+        for _ in range(5):
+            ask()
+    finally:
+        stop(gateway)
+    assert "spooling results locally" in (tmp_path / "g.log").read_text()
+    ids = stored(private_postgres, target)
+    assert len(ids) == len(set(ids)), "a request was recorded twice"
+    assert set(ids) == requests_to(sim, model), "a request is missing"
+    assert len(ids) == 21
+
+
+def _answers(ask: Any) -> bool:
+    try:
+        ask()
+    except openai.APIConnectionError:
+        return False
+    return True
