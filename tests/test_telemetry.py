@@ -202,7 +202,7 @@ async def test_probes_export_genai_spans_and_metrics(
         },
     )
     db = tmp_path / "r.db"
-    daemon = Daemon(config, db_path=db)
+    daemon = Daemon(config, db_path=db, agent="probe-1", region="eu-west")
 
     def spans_of(target: str) -> list[Span]:
         return [s for _, s in collector.span_list() if _attr(s, "llmpulse.target") == target]
@@ -242,6 +242,7 @@ async def test_probes_export_genai_spans_and_metrics(
         assert a["gen_ai.request.model"] == r.model
         assert a["server.address"] == "127.0.0.1" and a["server.port"] == port
         assert a["llmpulse.source"] == "probe" and a["llmpulse.check"] == str(r.check)
+        assert (a["llmpulse.agent"], a["llmpulse.region"]) == ("probe-1", "eu-west")
         assert "api_key" not in str(a) and "sk-test" not in str(span)
         if r.ok:
             assert span.status.code != Status.STATUS_CODE_ERROR

@@ -148,6 +148,8 @@ class Telemetry:
             "llmpulse.check": str(result.check),
             "llmpulse.source": str(result.source),
         }
+        if result.region is not None:  # split any metric by where it was measured from
+            attributes["llmpulse.region"] = result.region
         server = self._servers.get(result.target)
         if server is not None:
             attributes["server.address"] = server[0]
@@ -170,6 +172,7 @@ class Telemetry:
             "error.type": error_type(result),
             "llmpulse.ttft_ms": result.ttft_ms,
             "llmpulse.tokens_per_s": result.tokens_per_s,
+            "llmpulse.agent": result.agent,
             "llmpulse.attempts": result.attempts,
             "llmpulse.fallbacks": result.fallbacks,
             "llmpulse.cost_usd": result.cost_usd,
