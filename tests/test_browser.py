@@ -35,6 +35,8 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from webserve import ANTHROPIC, OPENAI, ServedWeb, make_config, seed
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -185,10 +187,32 @@ class Tab:
 
 @pytest.fixture
 def tab(browser: Browser, demo: str, request: pytest.FixtureRequest) -> Iterator[Tab]:
+    with _open_tab(browser, demo, request) as t:
+        yield t
+
+
+@pytest.fixture(scope="module")
+def seeded(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The API tests' seeded dashboard (two probe regions, gateway traffic: what the demo's
+    single region and probes-only checks cannot show); yields the base URL."""
+    db = tmp_path_factory.mktemp("browser-seeded") / "r.db"
+    seed(db, time.time())
+    with ServedWeb(make_config(), db) as web:
+        yield web.url
+
+
+@pytest.fixture
+def seeded_tab(browser: Browser, seeded: str, request: pytest.FixtureRequest) -> Iterator[Tab]:
+    with _open_tab(browser, seeded, request) as t:
+        yield t
+
+
+@contextlib.contextmanager
+def _open_tab(browser: Browser, base: str, request: pytest.FixtureRequest) -> Iterator[Tab]:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
-    t = Tab(page, demo)
+    t = Tab(page, base)
 
     def on_console(msg: ConsoleMessage) -> None:
         if msg.type in ("error", "warning"):
@@ -375,6 +399,9 @@ TARGET_SNAPSHOT = """() => {
       ok: r.dataset.ok,
       timestamp: r.querySelector('[data-field="timestamp"]').dataset.value,
       ttft_ms: r.querySelector('[data-field="ttft_ms"]').dataset.value,
+      source: r.querySelector('[data-field="source"]').dataset.value,
+      region: r.querySelector('[data-field="region"]').dataset.value,
+      agent: r.querySelector('[data-field="agent"]').dataset.value,
     })),
     resultsEmptyHidden: q(document, "results-empty").hidden,
   };
@@ -447,6 +474,9 @@ def _check_target(tab: Tab, name: str, range_: str, got: dict[str, Any]) -> None
         assert row["ok"] == ("true" if r["ok"] else "false")
         assert row["timestamp"] == r["timestamp"]
         assert _same(row["ttft_ms"], r["ttft_ms"])
+        assert (row["source"], row["region"], row["agent"]) == (
+            r["source"], r["region"] or "", r["agent"] or ""
+        )  # fmt: skip
 
 
 def test_target_charts_and_results_match_the_api(tab: Tab) -> None:
@@ -479,6 +509,83 @@ def test_target_charts_and_results_match_the_api(tab: Tab) -> None:
     # Back in history: the previous range again, fetched anew.
     got = _load_target(tab, page.go_back, "24h")
     _check_target(tab, target, "24h", got)
+    tab.assert_console_clean()
+
+
+# ---- by region, probes vs traffic (seeded) ---------------------------------------------------
+
+BREAKDOWN_SNAPSHOT = """() => {
+  const q = (root, id) => root.querySelector(`[data-testid="${id}"]`);
+  const table = (by) => ({
+    hidden: q(document, `breakdown-${by}`).hidden,
+    window: q(document, `breakdown-${by}-window`).textContent,
+    rows: [...q(document, `breakdown-${by}-table`).querySelectorAll('[data-testid="breakdown-row"]')]
+      .map((r) => ({
+        key: r.dataset.key,
+        label: r.querySelector('[data-field="key"]').textContent,
+        values: Object.fromEntries(
+          [...r.querySelectorAll("[data-field]")].map((c) => [c.dataset.field, c.dataset.value]),
+        ),
+      })),
+  });
+  return {region: table("region"), source: table("source")};
+}"""
+BREAKDOWN_FIGURES = (
+    "count", "ok", "error_rate", "ttft_p50", "ttft_p95", "ttft_p99", "latency_p50",
+    "latency_p95", "tps_p50", "last_ts",
+)  # fmt: skip
+GROUP_LABELS = {"": "no region", "probe": "probes", "traffic": "gateway traffic"}
+
+
+def _load_breakdowns(tab: Tab, path: str) -> dict[str, Any]:
+    """Opens the target page at `path`; the breakdowns its first load received, by `by`."""
+    page = tab.page
+    with (
+        _expect_api(page, "/api/v1/breakdown", by="region", source="probe") as regions,
+        _expect_api(page, "/api/v1/breakdown", by="source") as sources,
+        _expect_api(page, "/api/v1/results") as results,
+    ):
+        tab.goto(path)
+    got = {"region": regions.value.json(), "source": sources.value.json()}
+    # The page renders once every call answered: the results table is filled last but one.
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('[data-testid=result-row]').length === n",
+        arg=len(results.value.json()["results"]),
+    )
+    return got
+
+
+def _check_breakdown(table: Any, data: Any) -> None:
+    assert table["window"] == f"last {data['window']}"
+    assert [r["key"] for r in table["rows"]] == list(data["groups"])
+    for row, (key, group) in zip(table["rows"], data["groups"].items(), strict=True):
+        assert row["label"] == GROUP_LABELS.get(key, key)
+        for figure in BREAKDOWN_FIGURES:
+            assert _same(row["values"][figure], group[figure]), (key, figure)
+        assert json.loads(row["values"]["errors"]) == group["errors"], key
+
+
+def test_breakdowns_by_region_and_source_match_the_api(seeded_tab: Tab) -> None:
+    tab = seeded_tab
+    # Anthropic: probed from two regions, then seen in gateway traffic only.
+    got = _load_breakdowns(tab, "/targets/" + quote(ANTHROPIC, safe=""))
+    assert list(got["region"]["groups"]) == ["eu-west", "us-east"]
+    assert list(got["source"]["groups"]) == ["probe", "traffic"]
+    assert got["region"]["window"] == got["source"]["window"] == "24h"  # the page's range
+    dom = tab.page.evaluate(BREAKDOWN_SNAPSHOT)
+    assert not dom["region"]["hidden"] and not dom["source"]["hidden"]
+    _check_breakdown(dom["region"], got["region"])
+    _check_breakdown(dom["source"], got["source"])
+    assert dom["source"]["rows"][1]["values"]["error_rate"] == "0.5"
+    tab.screenshot("target-breakdowns")
+
+    # OpenAI: probes only, from two regions and a single agent ("no region").
+    got = _load_breakdowns(tab, "/targets/" + quote(OPENAI, safe=""))
+    assert list(got["region"]["groups"]) == ["", "eu-west", "us-east"]
+    assert list(got["source"]["groups"]) == ["probe"]
+    dom = tab.page.evaluate(BREAKDOWN_SNAPSHOT)
+    assert not dom["region"]["hidden"] and dom["source"]["hidden"]
+    _check_breakdown(dom["region"], got["region"])
     tab.assert_console_clean()
 
 

@@ -1,5 +1,6 @@
-// One target: card facts, figures of the selected range, uPlot charts with event markers and
-// the latest raw checks. The range is kept in the URL (?range=24h).
+// One target: card facts, figures of the selected range, uPlot charts with event markers, the
+// figures by probe region and probes vs gateway traffic, and the latest raw checks. The range
+// is kept in the URL (?range=24h).
 
 import {
   reportBug,
@@ -183,10 +184,72 @@ function renderWindow(detail, range) {
     const node = box.querySelector(`[data-field="${field}"] .v`);
     setValue(node, agg[field] ?? null, fmt);
   }
-  const errs = Object.entries(agg.errors || {}).sort((a, b) => b[1] - a[1]);
-  setText(
-    $id("window-span"),
-    errs.length ? `errors: ${errs.map(([k, v]) => `${k} ${v}`).join(", ")}` : agg.count ? "no errors" : "no checks in this range",
+  const errs = fmtErrors(agg.errors);
+  setText($id("window-span"), errs ? `errors: ${errs}` : agg.count ? "no errors" : "no checks in this range");
+}
+
+/** "unavailable 5, timeout 1", most frequent first; "" without errors. */
+function fmtErrors(errors) {
+  const errs = Object.entries(errors || {}).sort((a, b) => b[1] - a[1]);
+  return errs.map(([k, v]) => `${k} ${v}`).join(", ");
+}
+
+// ---- by region, probes vs traffic --------------------------------------------------------------
+
+// Breakdowns read the raw results, kept for 7 days: the 30-day range shows the last 7.
+const BREAKDOWN_WINDOW = {"1h": "1h", "24h": "24h", "7d": "7d", "30d": "7d"};
+const BREAKDOWN_COLUMNS = [
+  ["count", "Checks", fmtInt],
+  ["ok", "OK", fmtInt],
+  ["error_rate", "Error rate", (v) => fmtPct(v)],
+  ["ttft_p50", "TTFT p50", fmtMs],
+  ["ttft_p95", "TTFT p95", fmtMs],
+  ["ttft_p99", "TTFT p99", fmtMs],
+  ["latency_p50", "Latency p50", fmtMs],
+  ["latency_p95", "Latency p95", fmtMs],
+  ["tps_p50", "Tok/s p50", (v) => fmtNum(v)],
+];
+const SOURCE_LABEL = {probe: "probes", traffic: "gateway traffic"};
+const GROUP_LABEL = {
+  region: (key) => key || "no region",
+  source: (key) => SOURCE_LABEL[key] || key,
+};
+
+// A table per breakdown (testid breakdown-region / breakdown-source), shown when it tells
+// something: more than one region, or traffic beside the probes.
+function renderBreakdown(data, show) {
+  const testid = `breakdown-${data.by}`;
+  $id(testid).hidden = !show;
+  if (!show) return;
+  setText($id(`${testid}-window`), `last ${data.window}`);
+  const table = $id(`${testid}-table`);
+  const head = table.querySelector("thead");
+  if (!head.children.length) {
+    const label = data.by === "region" ? "Region" : "Source";
+    replace(
+      head,
+      el(
+        "tr",
+        {},
+        el("th", {text: label}),
+        BREAKDOWN_COLUMNS.map(([, text]) => el("th", {class: "n", text})),
+        el("th", {text: "Errors"}),
+        el("th", {text: "Last seen"}),
+      ),
+    );
+  }
+  replace(
+    table.querySelector("tbody"),
+    Object.entries(data.groups).map(([key, g]) =>
+      el(
+        "tr",
+        {"data-testid": "breakdown-row", "data-key": key},
+        el("td", {"data-field": "key", "data-value": key, text: GROUP_LABEL[data.by](key)}),
+        BREAKDOWN_COLUMNS.map(([field, , format]) => cell(field, g[field], format)),
+        el("td", {"data-field": "errors", "data-value": JSON.stringify(g.errors || {}), text: fmtErrors(g.errors) || "—"}),
+        el("td", {class: "nowrap", "data-field": "last_ts", "data-value": g.last_ts ?? "", title: g.last_ts == null ? "" : fmtTime(g.last_ts), text: fmtAgo(g.last_ts)}),
+      ),
+    ),
   );
 }
 
@@ -194,6 +257,11 @@ function renderWindow(detail, range) {
 
 function cell(field, value, format, cls = "n") {
   return setValue(el("td", {class: cls, "data-field": field}), value, format);
+}
+
+// A text that a single-agent setup leaves null (agent, region): shown as a faint dash.
+function optional(field, value) {
+  return el("td", {"data-field": field, "data-value": value ?? "", class: value == null ? "faint" : "", text: value ?? "—"});
 }
 
 function renderResults(results) {
@@ -208,6 +276,9 @@ function renderResults(results) {
         {"data-testid": "result-row", class: r.ok ? "" : "failed", "data-ok": r.ok ? "true" : "false"},
         el("td", {class: "nowrap", "data-field": "timestamp", "data-value": r.timestamp ?? "", title: r.timestamp ?? "", text: fmtTime(ts)}),
         el("td", {"data-field": "check", text: r.check ?? "—"}),
+        el("td", {"data-field": "source", "data-value": r.source ?? "", class: `src-${r.source}`, text: r.source ?? "—"}),
+        optional("region", r.region),
+        optional("agent", r.agent),
         el("td", {"data-field": "ok", "data-value": String(!!r.ok)}, el("span", {class: r.ok ? "ok-yes" : "ok-no", text: r.ok ? "✓ ok" : "✗ failed"})),
         el("td", {"data-field": "error_class", "data-value": r.error_class ?? "", text: r.error_class ?? "—", class: r.error_class ? "" : "faint"}),
         cell("http_status", r.http_status, String),
@@ -231,11 +302,15 @@ async function load() {
   try {
     // Until the target is known to exist, ask for it alone: an unknown name costs one 404.
     const first = known ? null : await api(`/api/v1/targets/${enc}`);
-    const [detail, series, events, results] = await Promise.all([
+    const span = BREAKDOWN_WINDOW[range];
+    const [detail, series, events, results, regions, sources] = await Promise.all([
       first || api(`/api/v1/targets/${enc}`),
       api(withQuery("/api/v1/series", {...q, range})),
       api(withQuery("/api/v1/events", {...q, range})),
       api(withQuery("/api/v1/results", {...q, limit: 50})),
+      // Regions are where probes measure from: the gateway's traffic would blur them.
+      api(withQuery("/api/v1/breakdown", {...q, by: "region", source: "probe", window: span})),
+      api(withQuery("/api/v1/breakdown", {...q, by: "source", window: span})),
     ]);
     known = true;
     if (mine !== seq) return; // a newer range was asked for meanwhile
@@ -246,6 +321,8 @@ async function load() {
     const markers = (events.events || []).filter((e) => typeof e.ts === "number");
     drawCharts(series, markers);
     renderResults(results.results || []);
+    renderBreakdown(regions, Object.keys(regions.groups).length > 1);
+    renderBreakdown(sources, "traffic" in sources.groups);
   } catch (err) {
     reportBug(err);
     if (mine !== seq) return;
