@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +182,58 @@ def test_a_gateway_routes_on_local_state_while_redis_is_unreachable(sim: SimServ
             assert ask(served.openai(), "chat").model == spare
         # Its own breaker opened without Redis: two failures, then the primary is skipped.
         assert len(upstream(sim, primary)) == 2
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
+    """A Redis server of the test's own on a free port: (url, stop, start)."""
+    port = _free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no"]
+        procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+        _wait(lambda: _pings(port), timeout=10)
+
+    def stop() -> None:
+        procs[-1].terminate()
+        procs[-1].wait(10)
+
+    start()
+    try:
+        yield f"redis://127.0.0.1:{port}/0", stop, start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _pings(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_connect_timeout=0.2).ping())
+    except redis.RedisError:
+        return False
+
+
+def test_replicas_resynchronise_when_redis_returns(sim: SimServer, tmp_path: Path) -> None:
+    primary = sim_model(sim, errors={"503": 1.0}, **FAST)
+    spare = sim_model(sim, **FAST)
+    with private_redis() as (url, stop_redis, start_redis):
+        config = _write_config(tmp_path, sim, primary, spare, redis_url=url)
+        with replicas(config, 2) as (a, b):
+            name = f"chat/openai/{primary}"
+            stop_redis()
+            # Redis is away: A still routes (its own breaker opens), B hears nothing of it.
+            for _ in range(2):
+                assert ask(a.client, "chat").model == spare
+            assert a.states()[name] == "open"
+            time.sleep(0.5)
+            assert b.states()[name] == "closed"
+            start_redis()
+            # Back: A republishes its open breaker and B adopts it without a failure of its own.
+            _wait(lambda: b.states()[name] == "open", timeout=15)
+            tried = len(upstream(sim, primary))
+            assert ask(b.client, "chat").model == spare
+            assert len(upstream(sim, primary)) == tried
