@@ -20,6 +20,7 @@ from aiohttp import web
 import pgserver
 from llmpulse.config import Target, parse_config
 from llmpulse.sim import SimServer
+from llmpulse.store import redact_url
 
 _names = itertools.count()
 
@@ -81,7 +82,7 @@ def postgres_schema() -> Iterator[str]:
     except psycopg.OperationalError as exc:
         if os.environ.get("CI"):
             raise
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL}: {exc}".strip())
+        pytest.skip(f"PostgreSQL unreachable at {redact_url(POSTGRES_URL)}: {exc}".strip())
     schema = f"test_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(f"CREATE SCHEMA {schema}")

@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from conftest import postgres_schema
 from llmpulse.monitor.leader import FileLeadership, Leadership, PostgresLeadership
 
-PG_URL = os.environ.get("LLMPULSE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
-
-def _pg_available() -> str | None:
-    try:
-        with psycopg.connect(PG_URL, connect_timeout=2):
-            return None
-    except psycopg.OperationalError as exc:
-        return f"PostgreSQL unreachable at {PG_URL}: {exc}"
-
-
-needs_pg = pytest.mark.skipif(
-    not os.environ.get("CI") and _pg_available() is not None,
-    reason=f"PostgreSQL unreachable at {PG_URL} (CI runs it)",
-)
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with postgres_schema() as url:
+        yield url
 
 
 async def _until(predicate, timeout: float = 10.0) -> None:
@@ -49,10 +40,9 @@ async def _run_all(candidates: list[Leadership], body) -> None:
         await asyncio.gather(*tasks)
 
 
-@needs_pg
-async def test_one_postgres_leader_and_failover_when_its_session_dies() -> None:
+async def test_one_postgres_leader_and_failover_when_its_session_dies(pg_url: str) -> None:
     name = f"test-{uuid.uuid4()}"
-    candidates: list[Leadership] = [PostgresLeadership(PG_URL, name, retry_s=0.1) for _ in range(3)]
+    candidates: list[Leadership] = [PostgresLeadership(pg_url, name, retry_s=0.1) for _ in range(3)]
     changes: list[tuple[int, bool]] = []
     for i, c in enumerate(candidates):
         c.on_change(lambda leader, i=i: changes.append((i, leader)))
@@ -64,7 +54,7 @@ async def test_one_postgres_leader_and_failover_when_its_session_dies() -> None:
         first = next(i for i, c in enumerate(candidates) if c.is_leader)
         # The leader's session ends as when its host dies: the server releases the lock.
         pid = candidates[first]._conn.info.backend_pid  # type: ignore[attr-defined]
-        with psycopg.connect(PG_URL, autocommit=True) as admin:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         await _until(lambda: not candidates[first].is_leader)
         await _until(lambda: sum(c.is_leader for c in candidates) == 1)
@@ -83,11 +73,12 @@ async def test_one_postgres_leader_and_failover_when_its_session_dies() -> None:
         assert ours in ([], [True, False])
 
 
-@needs_pg
-async def test_postgres_leadership_survives_an_unreachable_server_and_resumes() -> None:
+async def test_postgres_leadership_survives_an_unreachable_server_and_resumes(
+    pg_url: str,
+) -> None:
     name = f"test-{uuid.uuid4()}"
     down = PostgresLeadership("postgresql://postgres@127.0.0.1:1/test", name, retry_s=0.1)
-    up = PostgresLeadership(PG_URL, name, retry_s=0.1)
+    up = PostgresLeadership(pg_url, name, retry_s=0.1)
 
     async def body(stops: list[asyncio.Event]) -> None:
         await _until(lambda: up.is_leader)

@@ -2,10 +2,8 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import itertools
-import os
 import random
 import sqlite3
-import uuid
 from datetime import UTC, datetime
 
 import psycopg
@@ -13,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import postgres_schema
 from llmpulse.config import ConfigError, parse_config, resolve_storage
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
@@ -52,8 +51,6 @@ def result(i: int, **kw) -> CheckResult:
 
 
 # --- Backends: every test taking `backend` runs against SQLite and PostgreSQL ----------------
-
-POSTGRES_URL = os.environ.get("LLMPULSE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 class Backend:
@@ -96,20 +93,8 @@ def backend_at(kind: str, tmp_dir):
     if kind == "sqlite":
         yield Backend(kind, str(tmp_dir / "store.db"))
         return
-    try:
-        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise  # CI runs a server: its PostgreSQL cases must run
-        pytest.skip(f"PostgreSQL unreachable at {redact_url(POSTGRES_URL)}: {exc}".strip())
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-        sep = "&" if "?" in POSTGRES_URL else "?"
-        try:
-            yield Backend(kind, f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}")
-        finally:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    with postgres_schema() as url:
+        yield Backend(kind, url)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

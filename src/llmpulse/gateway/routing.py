@@ -30,13 +30,14 @@ Concurrency: nothing here awaits, so on one event loop each call is atomic; not 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import math
 import random
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from llmpulse.catalog import cost_usd
 from llmpulse.config import Target, preset_target
@@ -194,6 +195,18 @@ def _preset_price(provider: str, model: str) -> float | None:
     return price_per_mtok(preset_target(provider, model))
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt on (or probe of) a deployment ended; ``error_class`` None: a success."""
+
+    error_class: ErrorClass | None = None
+    ttft_s: float | None = None
+    latency_s: float | None = None
+    tokens: int | None = None
+    ratelimit: RateLimit | None = None
+    retry_after_s: float | None = None
+
+
 class Selector:
     def __init__(
         self,
@@ -220,7 +233,7 @@ class Selector:
         self._stats: dict[str, DeploymentStats] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         # Told of every local outcome (``gateway.shared`` sends them to the other replicas).
-        self.listener: Callable[[str, dict[str, Any]], None] | None = None
+        self.listener: Callable[[str, Outcome], None] | None = None
 
     @property
     def clock(self) -> Clock:
@@ -356,43 +369,31 @@ class Selector:
 
         Pass ``latency_s`` for timeouts too: the time burnt is what latency routing must see.
         """
-        now = self._clock()
-        stats = self.stats(deployment_id)
-        stats.end()
-        stats.observe(now, ttft_s=ttft_s, latency_s=latency_s, tokens=tokens, ratelimit=ratelimit)
-        breaker = self.breaker(deployment_id)
-        if error_class is None:
-            breaker.record_success()
-        else:
-            breaker.record_failure(error_class, retry_after_s)
+        outcome = Outcome(error_class, ttft_s, latency_s, tokens, ratelimit, retry_after_s)
+        self.stats(deployment_id).end()
+        self._learn(deployment_id, outcome)
         if self.listener is not None:
-            self.listener(
-                deployment_id,
-                _outcome(error_class, ttft_s, latency_s, tokens, ratelimit, retry_after_s),
-            )
+            self.listener(deployment_id, outcome)
 
-    def apply_remote(
-        self,
-        deployment_id: str,
-        *,
-        error_class: ErrorClass | None = None,
-        ttft_s: float | None = None,
-        latency_s: float | None = None,
-        tokens: int | None = None,
-        ratelimit: RateLimit | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
+    def apply_remote(self, deployment_id: str, outcome: Outcome) -> None:
         """Another replica's attempt ended: learn from it as from one of ours, except that it
         was never acquired here (no in-flight count, no half-open slot of ours)."""
-        now = self._clock()
-        stats = self.stats(deployment_id)
-        stats.count_request(now)
-        stats.observe(now, ttft_s=ttft_s, latency_s=latency_s, tokens=tokens, ratelimit=ratelimit)
+        self.stats(deployment_id).count_request(self._clock())
+        self._learn(deployment_id, outcome)
+
+    def _learn(self, deployment_id: str, o: Outcome) -> None:
+        self.stats(deployment_id).observe(
+            self._clock(),
+            ttft_s=o.ttft_s,
+            latency_s=o.latency_s,
+            tokens=o.tokens,
+            ratelimit=o.ratelimit,
+        )
         breaker = self.breaker(deployment_id)
-        if error_class is None:
+        if o.error_class is None:
             breaker.record_success()
         else:
-            breaker.record_failure(error_class, retry_after_s)
+            breaker.record_failure(o.error_class, o.retry_after_s)
 
     def release(self, deployment_id: str) -> None:
         """An acquired attempt ended without a verdict (the client went away)."""
@@ -411,32 +412,10 @@ class Selector:
             self._clock(), ttft_s=ttft_s, latency_s=latency_s, ratelimit=result.ratelimit
         )
         if self.listener is not None:
-            self.listener(
-                deployment_id,
-                _outcome(result.error_class, ttft_s, latency_s, None, result.ratelimit,
-                         result.retry_after_s),
-            )  # fmt: skip
-
-
-def _outcome(
-    error_class: ErrorClass | None,
-    ttft_s: float | None,
-    latency_s: float | None,
-    tokens: int | None,
-    ratelimit: RateLimit | None,
-    retry_after_s: float | None,
-) -> dict[str, Any]:
-    """An attempt's outcome as the listener gets it: short keys, JSON-ready, Nones left out."""
-    fields = {
-        "e": None if error_class is None else error_class.value,
-        "ttft": ttft_s,
-        "lat": latency_s,
-        "tok": tokens,
-        "util": ratelimit.utilization if ratelimit else None,
-        "reset": ratelimit.reset_s if ratelimit else None,
-        "ra": retry_after_s,
-    }
-    return {k: v for k, v in fields.items() if v is not None}
+            outcome = Outcome(
+                result.error_class, ttft_s, latency_s, None, result.ratelimit, result.retry_after_s
+            )
+            self.listener(deployment_id, outcome)
 
 
 def _seconds(ms: float | None) -> float | None:

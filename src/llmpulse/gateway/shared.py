@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerState
-from llmpulse.gateway.routing import Selector
+from llmpulse.gateway.routing import Outcome, Selector
 from llmpulse.result import RateLimit
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,21 @@ class SharedState:
 
     # --- this replica -----------------------------------------------------------------------
 
-    def _local(self, deployment_id: str, outcome: dict[str, Any]) -> None:
+    def _local(self, deployment_id: str, o: Outcome) -> None:
         """Selector callback after each local outcome (attempt or probe)."""
-        self._queue.append({"k": "outcome", "d": deployment_id, **outcome})
+        rl = o.ratelimit
+        fields = {
+            "e": None if o.error_class is None else o.error_class.value,
+            "ttft": o.ttft_s,
+            "lat": o.latency_s,
+            "tok": o.tokens,
+            "util": rl.utilization if rl else None,
+            "reset": rl.reset_s if rl else None,
+            "ra": o.retry_after_s,
+        }
+        # Short keys, Nones left out: one of these goes out per request.
+        event = {k: v for k, v in fields.items() if v is not None}
+        self._queue.append({"k": "outcome", "d": deployment_id, **event})
         self._publish_hold(deployment_id)
 
     def _publish_hold(self, deployment_id: str) -> None:
@@ -168,8 +180,7 @@ class SharedState:
                     if event.get("util") is not None
                     else None
                 )
-                self.selector.apply_remote(
-                    deployment_id,
+                outcome = Outcome(
                     error_class=ErrorClass(error) if error else None,
                     ttft_s=event.get("ttft"),
                     latency_s=event.get("lat"),
@@ -177,6 +188,7 @@ class SharedState:
                     ratelimit=ratelimit,
                     retry_after_s=event.get("ra"),
                 )
+                self.selector.apply_remote(deployment_id, outcome)
             case "hold":
                 wall = time.time()
                 open_for = (event.get("open") or 0.0) - wall
