@@ -58,7 +58,6 @@ from llmpulse.gateway.breaker import BreakerState
 from llmpulse.gateway.config import GatewayConfig
 from llmpulse.gateway.ir import ChatRequest, MessageStart, StreamEvent, TranslationError
 from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
-from llmpulse.gateway.shared import SharedState
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
 from llmpulse.monitor.probelock import held_elsewhere
@@ -188,6 +187,8 @@ def create_app(
                 )
             )
         if config.settings.redis_url:
+            from llmpulse.gateway.shared import SharedState  # redis loads only when used
+
             shared = SharedState(
                 config.settings.redis_url, gateway.selector, config.settings.redis_prefix
             )
