@@ -168,3 +168,11 @@ def test_regions_that_cannot_say_do_not_count() -> None:
     }
     [combined] = agree_across_regions(per_region, min_regions=2)
     assert combined.value == 2.0
+
+
+def test_a_window_keeps_at_most_max_samples_under_heavy_traffic() -> None:
+    window = TargetWindow(horizon_s=300)
+    for i in range(TargetWindow.MAX_SAMPLES + 100):
+        window.add(res(i * 0.001))  # a thousand a second, all inside the horizon
+    assert len(window.samples) == TargetWindow.MAX_SAMPLES
+    assert window.samples[0].ts == pytest.approx(T0 + 0.1)  # the oldest hundred went

@@ -133,6 +133,10 @@ class _Sample(NamedTuple):
 class TargetWindow:
     """The recent results of one target: enough history for every rule, and no more."""
 
+    # Gateway traffic can bring thousands of results a second: the window keeps the newest this
+    # many, plenty for every rate and quantile, so evaluating it stays cheap.
+    MAX_SAMPLES = 5000
+
     def __init__(self, horizon_s: float, keep_last: int = 16) -> None:
         self.horizon_s = horizon_s
         self.keep_last = keep_last
@@ -159,6 +163,8 @@ class TargetWindow:
         self.latest_by_kind[sample.kind] = sample
         cutoff = sample.ts - self.horizon_s
         while len(self.samples) > self.keep_last and self.samples[0].ts < cutoff:
+            self.samples.popleft()
+        if len(self.samples) > self.MAX_SAMPLES:
             self.samples.popleft()
 
     def evaluate(
