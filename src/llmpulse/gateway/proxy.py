@@ -279,6 +279,21 @@ class Gateway:
             return router.context_window_fallbacks.get(root, ())
         return router.content_policy_fallbacks.get(root, ())
 
+    def _has_fallback(
+        self, call: _Call, position: dict[FallbackKind, int], kind: FallbackKind
+    ) -> bool:
+        """Whether ``call`` may still go to a group of its ``kind`` fallbacks."""
+        return position[kind] < len(self._fallback_list(call.root, kind)) and self._may_fall(call)
+
+    def _take_fallback(
+        self, call: _Call, position: dict[FallbackKind, int], kind: FallbackKind
+    ) -> str:
+        """The next group of ``kind``'s fallbacks, counted as one fallback of ``call``."""
+        group = self._fallback_list(call.root, kind)[position[kind]]
+        position[kind] += 1
+        call.fallbacks += 1
+        return group
+
     async def _run(self, call: _Call) -> AsyncIterator[StreamEvent | ChatResponse]:
         started = time.monotonic()
         position = dict.fromkeys(FallbackKind, 0)
@@ -293,12 +308,8 @@ class Gateway:
                 prompt = estimate_prompt_tokens(call.continuation or call.request)
                 fitting = [d for d in candidates if self._fits(d, prompt)]
                 if not fitting:
-                    kind = FallbackKind.CONTEXT_WINDOW
-                    left = self._fallback_list(call.root, kind)
-                    if position[kind] < len(left) and self._may_fall(call):
-                        group = left[position[kind]]
-                        position[kind] += 1
-                        call.fallbacks += 1
+                    if self._has_fallback(call, position, FallbackKind.CONTEXT_WINDOW):
+                        group = self._take_fallback(call, position, FallbackKind.CONTEXT_WINDOW)
                         continue
                     raise GatewayError(
                         400,
@@ -309,12 +320,8 @@ class Gateway:
                 candidates = fitting
             candidates = self._eligible(call, candidates)
             if not candidates:
-                kind = FallbackKind.GENERAL
-                left = self._fallback_list(call.root, kind)
-                if position[kind] < len(left) and self._may_fall(call):
-                    group = left[position[kind]]
-                    position[kind] += 1
-                    call.fallbacks += 1
+                if self._has_fallback(call, position, FallbackKind.GENERAL):
+                    group = self._take_fallback(call, position, FallbackKind.GENERAL)
                     continue
                 raise _ineligible(call)
             exclude: set[str] = set()
@@ -332,16 +339,10 @@ class Gateway:
                     deployment = self.selector.select(pool, exclude)
                 retry_on = None
                 if deployment is None:
-                    kind = FallbackKind.GENERAL
-                    left = self._fallback_list(call.root, kind)
-                    if (
-                        call.original is None
-                        and position[kind] < len(left)
-                        and self._may_fall(call)
+                    if call.original is None and self._has_fallback(
+                        call, position, FallbackKind.GENERAL
                     ):
-                        group = left[position[kind]]
-                        position[kind] += 1
-                        call.fallbacks += 1
+                        group = self._take_fallback(call, position, FallbackKind.GENERAL)
                         break
                     raise self._unavailable(call, pool, exclude)
                 group_attempts += 1
@@ -376,9 +377,7 @@ class Gateway:
                         fallbacks=frozenset(
                             k
                             for k in FallbackKind
-                            if position[k] < len(self._fallback_list(call.root, k))
-                            and self._may_fall(call)
-                            and not call.sent
+                            if not call.sent and self._has_fallback(call, position, k)
                         ),
                     )
                 )
@@ -396,10 +395,7 @@ class Gateway:
                     exclude.add(deployment.id)
                     continue
                 if action is Action.FALLBACK and decision.fallback is not None:
-                    kind = decision.fallback
-                    group = self._fallback_list(call.root, kind)[position[kind]]
-                    position[kind] += 1
-                    call.fallbacks += 1
+                    group = self._take_fallback(call, position, decision.fallback)
                     break
                 final = call.original if decision.report_original and call.original else error
                 raise final.to_gateway_error()
