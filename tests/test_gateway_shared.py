@@ -166,7 +166,9 @@ def test_cooldowns_and_closes_travel_between_replicas(sim: SimServer, tmp_path: 
         assert b.states()[name] == "closed"  # cooling down is not a failure
 
 
-def test_a_gateway_routes_on_local_state_while_redis_is_unreachable(sim: SimServer) -> None:
+def test_a_gateway_routes_on_local_state_while_redis_is_unreachable(
+    sim: SimServer, caplog: pytest.LogCaptureFixture
+) -> None:
     primary = sim_model(sim, errors={"503": 1.0}, **FAST)
     spare = sim_model(sim, **FAST)
     config = gateway_config(
@@ -182,6 +184,9 @@ def test_a_gateway_routes_on_local_state_while_redis_is_unreachable(sim: SimServ
             assert ask(served.openai(), "chat").model == spare
         # Its own breaker opened without Redis: two failures, then the primary is skipped.
         assert len(upstream(sim, primary)) == 2
+    # Said once, not on every reconnection attempt.
+    unreachable = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(unreachable) == 1
 
 
 @contextlib.contextmanager

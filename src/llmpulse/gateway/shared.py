@@ -106,18 +106,20 @@ class SharedState:
     async def run(self, stop: asyncio.Event) -> None:
         """Send and receive until ``stop``; reconnect with backoff whenever Redis goes away."""
         backoff = 0.1
+        warn = True  # once when Redis is first found away, and after each time it answered
         while not stop.is_set():
             client = redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
             try:
                 await self._resync(client)
                 self.connected.set()
-                backoff = 0.1
+                backoff, warn = 0.1, True
                 await self._exchange(client, stop)
             except (RedisError, OSError) as exc:
-                if self.connected.is_set():
+                if warn:
                     log.warning(
                         "shared routing state: Redis unreachable (%s); routing locally", exc
                     )
+                    warn = False
                 self.connected.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
