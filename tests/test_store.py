@@ -621,6 +621,20 @@ def test_model_changes_across_batches_targets_and_restarts(backend):
         assert len(store.model_changes(None, 0, NOW)) == 5
 
 
+def test_model_changes_are_recorded_once_when_several_processes_write_a_target(backend):
+    # A daemon's probes and a gateway's traffic (or two agents) write the same target.
+    with backend.open() as daemon, backend.open() as gateway:
+        daemon.write_results([served(1, "a", "m1")])
+        gateway.write_results([served(2, "a", "m1")])
+        gateway.write_results([served(3, "a", "m2")])  # the gateway sees the change first
+        daemon.write_results([served(4, "a", "m2")])  # the daemon's cache still says m1
+        gateway.write_results([served(5, "a", "m2")])
+        assert daemon.model_changes(None, 0, NOW) == [
+            change(1, "a", None, "m1"),
+            change(3, "a", "m1", "m2"),
+        ]
+
+
 def test_model_changes_follow_time_not_arrival(backend):
     with backend.open() as store:
         store.write_results([served(10, "a", "m2"), served(5, "a", "m1")])  # out of order

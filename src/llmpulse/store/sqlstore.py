@@ -43,6 +43,7 @@ _ROLLUP_INSERT = (
     + ", ".join(SUMMARY_COLUMNS)
     + ") SELECT * FROM ({select}) AS s"
 )
+_NEWEST_ID = "SELECT coalesce(max(id), 0) FROM results"
 _CLAIM_BATCH = "INSERT INTO ingested_batches (id, ts) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
 MINUTE = 60
 HOUR = 3600
@@ -119,6 +120,10 @@ class SQLStore(Store):
     def __init__(self) -> None:
         # Per target, loaded from the database on first write: the store is the only writer.
         self._served: dict[str, _ServedModel] = {}
+        # The newest result id after this store's last write. Other processes write the same
+        # targets (a gateway beside the daemon, several agents): when one has written since, the
+        # served-model cache may be stale, and is dropped rather than trusted.
+        self._last_id = 0
         # Writes of this process one at a time, the cache above updated with them.
         self._write_lock = threading.Lock()
 
@@ -144,13 +149,18 @@ class SQLStore(Store):
             with self._writing() as conn:
                 if batch_id is not None and not conn.run(_CLAIM_BATCH, (batch_id, rows[0][0])):
                     return False  # written before: its commit went through, its ack did not
+                if self._served and one(conn, _NEWEST_ID)[0] != self._last_id:
+                    self._served.clear()
                 changes, served = self._model_changes_in(conn, results)
                 self._insert_results(conn, rows)
                 conn.many(
                     "INSERT INTO model_changes (ts, target, previous, current) VALUES (?, ?, ?, ?)",
                     changes,
                 )
-            self._served.update(served)  # only once committed: a failed batch is retried
+                (last_id,) = one(conn, _NEWEST_ID)
+            # Only once committed: a failed batch is retried.
+            self._served.update(served)
+            self._last_id = last_id
         return True
 
     def _model_changes_in(
