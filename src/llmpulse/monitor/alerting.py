@@ -15,6 +15,7 @@ nothing about the provider.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -63,6 +64,7 @@ class Alerting:
             by_provider[t.provider].append(t.name)
         self.windows: dict[str, dict[str | None, TargetWindow]] = defaultdict(dict)
         self.baselines: dict[str, float | None] = {}
+        self.baselines_at = -math.inf  # when they were last computed: never yet
         self._short: set[str] = set()  # targets with fewer fresh regions than min_regions
         a = config.alerting
         self.engine = Engine(
@@ -144,6 +146,7 @@ class Alerting:
     def refresh_baselines(self, now: float) -> None:
         for name in self.targets:
             self.baselines[name] = metrics.tokens_per_request_baseline(self.store, name, now=now)
+        self.baselines_at = now
 
     def observe_official(self, provider: str, indicator: str, description: str) -> None:
         self.engine.observe_official(provider, indicator, description, time.time())

@@ -257,8 +257,7 @@ class Daemon:
             )
             alerting.feed(recent, now)
             alerting.load_silences(now)
-            await asyncio.to_thread(alerting.refresh_baselines, now)
-            self.alerting = alerting
+            self.alerting = alerting  # its baselines come from the maintenance job, at once
             self._term = asyncio.Event()
             assert self._session is not None
             self._delivery = asyncio.ensure_future(
@@ -299,20 +298,19 @@ class Daemon:
         """The leader's rollups, baselines and pruning, apart from the ticker so they never
         delay a page."""
         m = self.config.monitor
-
-        def baselines(now: float) -> None:
-            if self.alerting is not None:
-                self.alerting.refresh_baselines(now)
-
         jobs = (
             ("rollup", ROLLUP_EVERY_S, self.store.rollup),
-            ("baseline", BASELINE_EVERY_S, baselines),
             ("prune", PRUNE_EVERY_S,
              lambda now: self.store.prune(now, m.raw_retention, m.rollup_retention)),
         )  # fmt: skip
         last = dict.fromkeys((name for name, _, _ in jobs), 0.0)
         while True:
-            if self.alerting is not None:
+            alerting = self.alerting
+            if alerting is not None:
+                # Baselines belong to this term's Alerting: a new lead refreshes them at once.
+                if time.time() - alerting.baselines_at >= BASELINE_EVERY_S:
+                    with _logged("baseline"):
+                        await asyncio.to_thread(alerting.refresh_baselines, time.time())
                 for name, every, job in jobs:
                     now = time.time()
                     if now - last[name] >= every:
