@@ -7,6 +7,8 @@ import contextlib
 import itertools
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +165,15 @@ def private_postgres() -> Iterator[pgserver.PrivateServer]:
         pytest.skip(why)
     with pgserver.private_server() as server:
         yield server
+
+
+def spawn_llmpulse(args: list[str], workdir: Path, log: str) -> subprocess.Popen[bytes]:
+    """``llmpulse ARGS`` as its own process, its stderr in ``workdir/log``, its spools and lock
+    files under ``workdir/data`` (not the home directory), the simulator's keys set."""
+    with (workdir / log).open("w") as stderr:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "llmpulse", *args],
+            stderr=stderr,
+            env={**os.environ, "K": "sk-test", "SIM_KEY": "sk-sim",
+                 "XDG_DATA_HOME": str(workdir / "data")},
+        )  # fmt: skip

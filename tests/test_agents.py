@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from conftest import Receiver, base_url, patch, postgres_schema, sim_model
+from conftest import Receiver, base_url, patch, postgres_schema, sim_model, spawn_llmpulse
 from llmpulse.sim import SimServer
 from llmpulse.store import open_store
 from test_daemon import FAST
@@ -48,13 +46,8 @@ def write_config(
 class Agent:
     def __init__(self, config: Path, name: str, region: str) -> None:
         self.name = name
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llmpulse", "agent", "--config", str(config),
-             "--name", name, "--region", region],
-            stderr=open(config.with_name(f"{name}.log"), "w"),  # noqa: SIM115
-            # Spools and lock files in the test's directory, not the home directory.
-            env={**os.environ, "K": "sk-test", "XDG_DATA_HOME": str(config.parent / "data")},
-        )  # fmt: skip
+        args = ["agent", "--config", str(config), "--name", name, "--region", region]
+        self.proc = spawn_llmpulse(args, config.parent, f"{name}.log")
 
 
 @contextlib.asynccontextmanager

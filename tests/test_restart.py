@@ -6,11 +6,9 @@ request must be in the store once, whatever the database went through meanwhile.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import psycopg
 import yaml
 
 import pgserver
-from conftest import base_url, sim_model
+from conftest import base_url, sim_model, spawn_llmpulse
 from llmpulse.sim import SimServer
 from test_gateway_proxy import FAST, deployment
 
@@ -44,15 +42,6 @@ def wait_until(predicate: Any, timeout: float = 30.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
-
-
-def spawn(args: list[str], tmp_path: Path, log: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "llmpulse", *args],
-        stderr=(tmp_path / log).open("w"),
-        env={**os.environ, "K": "sk-test", "SIM_KEY": "sk-sim",
-             "XDG_DATA_HOME": str(tmp_path / "data")},
-    )  # fmt: skip
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -85,7 +74,9 @@ def test_an_agent_loses_and_doubles_nothing_across_a_database_restart(
             }
         )
     )
-    agent = spawn(["agent", "--config", str(config), "--region", "eu-west"], tmp_path, "a.log")
+    agent = spawn_llmpulse(
+        ["agent", "--config", str(config), "--region", "eu-west"], tmp_path, "a.log"
+    )
     try:
         wait_until(lambda: len(stored(private_postgres, "chat")) >= 5)
         private_postgres.stop()
@@ -120,7 +111,7 @@ def test_a_gateway_loses_and_doubles_no_traffic_across_a_database_restart(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    gateway = spawn(
+    gateway = spawn_llmpulse(
         ["gateway", "--config", str(config), "--listen", f"127.0.0.1:{port}"], tmp_path, "g.log"
     )
     client = openai.OpenAI(
