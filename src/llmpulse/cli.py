@@ -20,6 +20,7 @@ from llmpulse.config import (
     DEFAULT_CONFIG_PATH,
     Config,
     ConfigError,
+    ServeOnly,
     Target,
     discover_targets,
     load_config,
@@ -28,6 +29,7 @@ from llmpulse.config import (
     with_web,
 )
 from llmpulse.providers.presets import DISCOVERABLE, PRESETS
+from llmpulse.redact import Redactor, install_log_redaction
 from llmpulse.result import CheckKind, CheckResult
 from llmpulse.sim.cli import sim_command
 from llmpulse.store import (
@@ -111,8 +113,9 @@ def check(
             sim_server.start()
             targets = _sim_targets(sim_server)
             storage = str(default_path().with_name("llmpulse-sim.db"))
+            redactor = None
         else:
-            targets, storage = _targets(config_path)
+            targets, storage, redactor = _targets(config_path)
         if target_names:
             unknown = set(target_names) - {t.name for t in targets}
             if unknown:
@@ -121,7 +124,7 @@ def check(
         from llmpulse.probe import run_checks
 
         selected = [CheckKind(k) for k in kinds] or None
-        results = aio.run(run_checks(targets, selected, concurrency))
+        results = aio.run(run_checks(targets, selected, concurrency, redactor))
     except ConfigError as exc:
         _usage_error(console, exc)
     finally:
@@ -179,6 +182,7 @@ def run(
     web = {"listen": listen, "status_listen": status_listen, "enabled": False if no_web else None}
     try:
         config = _load(config_path, require_file=False, web=web)
+        install_log_redaction(config.redactor)
         daemon = Daemon(config, db_path=db_path, status_only=status_page_only)
     except (ConfigError, WebError) as exc:
         _usage_error(console, exc)
@@ -227,6 +231,7 @@ def agent(
     console = _console(stderr=True)
     try:
         config = _load(config_path, require_file=False, web={"enabled": False})
+        install_log_redaction(config.redactor)
         daemon = Daemon(config, db_path=db_path, agent=agent, region=region)
     except ConfigError as exc:
         _usage_error(console, exc)
@@ -306,13 +311,21 @@ def web_command(
     verbose: bool,
 ) -> None:
     """Serve the dashboard (or only the status page) over a database that `llmpulse run`
-    writes elsewhere, without probing: e.g. a public status page on its own host."""
+    writes elsewhere, without probing: e.g. a public status page on its own host. It needs no
+    provider key (nor, for the status page, web credentials): the targets are the config's, or
+    without one those the database recorded."""
     from llmpulse.web.server import WebError, serve_forever
 
     _logging(verbose)
     console = _console(stderr=True)
     try:
-        config = _load(config_path, require_file=False, web={"listen": listen})
+        config = _load(
+            config_path,
+            require_file=False,
+            web={"listen": listen},
+            serve_only="status_page" if status_page_only else "dashboard",
+        )
+        install_log_redaction(config.redactor)
         serve_forever(
             config,
             results_location(db_path, config.storage),
@@ -364,6 +377,7 @@ def gateway_command(
     console = _console(stderr=True)
     try:
         config = _load(config_path, require_file=True)  # prints the config's warning once
+        install_log_redaction(config.redactor)
         gateway = config.gateway
         if gateway is None or not gateway.deployments:
             raise ConfigError("no model_list in the config: the gateway has nothing to serve")
@@ -401,7 +415,13 @@ def gateway_command(
             telemetry.emit(result)
 
     # While `llmpulse run` probes into the same database, its probes are followed, not repeated.
-    app = create_app(gateway, record=record, probe_targets=probed, results_db=location)
+    app = create_app(
+        gateway,
+        record=record,
+        probe_targets=probed,
+        results_db=location,
+        redactor=config.redactor,
+    )
 
     async def serve() -> None:
         store = open_store(location)
@@ -423,7 +443,13 @@ def gateway_command(
                     logging.getLogger("llmpulse.gateway").exception("recording traffic failed")
 
         server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="info" if verbose else "warning")
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="info" if verbose else "warning",
+                log_config=None,  # its lines go through our handlers, and so the redactor
+            )
         )
         flushing = asyncio.create_task(flush_forever())
         shown = f"[{host}]" if ":" in host else host
@@ -548,24 +574,29 @@ main.add_command(sim_command)
 
 
 def _load(
-    config_path: Path | None, require_file: bool, web: dict[str, Any] | None = None
+    config_path: Path | None,
+    require_file: bool,
+    web: dict[str, Any] | None = None,
+    serve_only: ServeOnly | None = None,
 ) -> Config:
     """The config file, or (for run) targets discovered from the environment; ``web`` holds
-    command-line overrides of the web section."""
+    command-line overrides of the web section; ``serve_only``: loaded to serve the web UI, so
+    no provider key is needed (nor a target: the database has them)."""
     if config_path is None and DEFAULT_CONFIG_PATH.exists():
         config_path = DEFAULT_CONFIG_PATH
     if config_path is not None:
-        config = _read_config(config_path)
+        config = _read_config(config_path, serve_only)
     elif require_file:
         raise ConfigError(f"no config file: pass --config FILE or create ./{DEFAULT_CONFIG_PATH}")
     else:
-        config = Config(targets=_targets(None)[0], storage=resolve_storage(None, os.environ))
+        targets = discover_targets() if serve_only else _targets(None)[0]
+        config = Config(targets=targets, storage=resolve_storage(None, os.environ))
     return with_web(config, **web) if web else config
 
 
-def _read_config(path: Path) -> Config:
+def _read_config(path: Path, serve_only: ServeOnly | None = None) -> Config:
     """Load the config file, saying once what in it llmpulse does not act on."""
-    config = load_config(path)
+    config = load_config(path, serve_only=serve_only)
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
     return config
@@ -610,12 +641,14 @@ def _console(stderr: bool) -> Console:
     return console
 
 
-def _targets(config_path: Path | None) -> tuple[list[Target], str | None]:
+def _targets(config_path: Path | None) -> tuple[list[Target], str | None, Redactor | None]:
+    """Targets to check, where results go, and the redactor of every configured secret (None:
+    the targets' own keys are all there is)."""
     if config_path is None and DEFAULT_CONFIG_PATH.exists():
         config_path = DEFAULT_CONFIG_PATH
     if config_path is not None:
         config = _read_config(config_path)
-        return config.targets, config.storage
+        return config.targets, config.storage, config.redactor
     targets = discover_targets()
     if not targets:
         variables = ", ".join(v for p in DISCOVERABLE for v in PRESETS[p].env)
@@ -623,7 +656,7 @@ def _targets(config_path: Path | None) -> tuple[list[Target], str | None]:
             f"no config file (./{DEFAULT_CONFIG_PATH}) and none of {variables} is set; "
             "pass --config FILE, export a key, or try --sim"
         )
-    return targets, resolve_storage(None, os.environ)
+    return targets, resolve_storage(None, os.environ), None
 
 
 def _sim_targets(server: SimServer) -> list[Target]:

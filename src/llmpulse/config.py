@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
@@ -31,6 +32,7 @@ from pydantic import (
 from llmpulse.durations import parse_duration
 from llmpulse.monitor.rules import DEFAULT_RULES, RuleOverride
 from llmpulse.providers.presets import DISCOVERABLE, PRESETS
+from llmpulse.redact import Redactor, is_credential_header
 from llmpulse.result import CheckKind
 
 if TYPE_CHECKING:
@@ -124,6 +126,17 @@ class TargetConfig(BaseModel):
                 "must reference an environment variable as os.environ/NAME or ${NAME}; "
                 "keys are never written in the config file"
             )
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _credential_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header in value.items():
+            if is_credential_header(name) and env_var(header) is None:
+                raise ValueError(
+                    f"header {name!r} carries a credential: reference an environment variable "
+                    "as os.environ/NAME or ${NAME}; keys are never written in the config file"
+                )
         return value
 
     @field_validator("checks")
@@ -326,6 +339,12 @@ class Target:
     tps_floor: float | None = None
     rules: Mapping[str, RuleOverride] = dataclasses.field(default_factory=dict, repr=False)
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Its key and credential headers: what a provider may echo back."""
+        headers = (v for k, v in self.headers.items() if is_credential_header(k))
+        return tuple(s for s in (self.api_key, *headers) if s)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class WebConfig:
@@ -341,6 +360,10 @@ class WebConfig:
     password: str | None = dataclasses.field(default=None, repr=False)
     auth: bool = True
     title: str = "llmpulse"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.token, self.password) if s)
 
     @property
     def requires_auth(self) -> bool:
@@ -487,8 +510,30 @@ class Config:
     # Said once by whoever loads the config (e.g. settings that are accepted but ignored).
     warnings: tuple[str, ...] = ()
 
+    @property
+    def redactor(self) -> Redactor:
+        """Removes every secret this config holds (and anything key-shaped) from outside text."""
+        secrets: list[str] = [*self.web.secrets, *_url_password(self.storage)]
+        for target in self.targets:
+            secrets += target.secrets
+        for notifier in self.notifiers:
+            secrets += notifier.secrets
+        if self.gateway is not None:
+            secrets += self.gateway.secrets
+        if self.telemetry is not None:
+            secrets += self.telemetry.headers.values()
+        return Redactor(secrets)
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+
+# Loading a config only to serve the dashboard, or only the public status page, from the
+# database: provider keys and notifier secrets are not needed (and the status page needs no
+# web credentials either), so a host that serves it holds none of them.
+ServeOnly = Literal["dashboard", "status_page"]
+
+
+def load_config(
+    path: str | Path, env: Mapping[str, str] | None = None, *, serve_only: ServeOnly | None = None
+) -> Config:
     """Read and validate a config file; ConfigError says what is wrong and where."""
     path = Path(path)
     try:
@@ -499,12 +544,16 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    config = parse_config(raw, env=env, source=path)
+    config = parse_config(raw, env=env, source=path, serve_only=serve_only)
     return config
 
 
 def parse_config(
-    raw: Any, env: Mapping[str, str] | None = None, source: Path | None = None
+    raw: Any,
+    env: Mapping[str, str] | None = None,
+    source: Path | None = None,
+    *,
+    serve_only: ServeOnly | None = None,
 ) -> Config:
     where = f"{source}: " if source else ""
     if not isinstance(raw, dict):
@@ -521,7 +570,8 @@ def parse_config(
     gateway = parse_gateway(raw, env, where)
     if not parsed.targets and not (gateway and gateway.deployments):
         raise ConfigError(f"{where}targets: expected at least one target, or a model_list")
-    targets = [_resolve(i, t, env, where) for i, t in enumerate(parsed.targets)]
+    need_keys = serve_only is None
+    targets = [_resolve(i, t, env, where, need_keys) for i, t in enumerate(parsed.targets)]
     seen: set[str] = set()
     for i, target in enumerate(targets):
         if target.name in seen:
@@ -537,9 +587,13 @@ def parse_config(
     from llmpulse.alerts.notifiers import build_notifiers  # it imports ConfigError from here
 
     try:
-        notifiers = build_notifiers(parsed.notifiers, env)
+        notifiers = build_notifiers(parsed.notifiers, env) if need_keys else []
     except ConfigError as exc:
         raise ConfigError(f"{where}{exc}") from None
+    web = parsed.web
+    if serve_only == "status_page":
+        # The public page needs no credentials; the dashboard, not served here, keeps them.
+        web = web.model_copy(update={"token": None, "username": None, "password": None})
     return Config(
         targets=targets,
         storage=resolve_storage(parsed.storage, env, where),
@@ -550,11 +604,19 @@ def parse_config(
         providers=parsed.providers,
         silences=parsed.silences,
         notifiers=notifiers,
-        web=resolve_web(parsed.web, env, where),
+        web=resolve_web(web, env, where),
         gateway=gateway,
         telemetry=resolve_telemetry(parsed.telemetry, env, where) if parsed.telemetry else None,
         warnings=(gateway.warning,) if gateway and gateway.warning else (),
     )
+
+
+def _url_password(location: str | None) -> tuple[str, ...]:
+    """The password of a database URL, a secret like any key."""
+    if not location or "://" not in location:
+        return ()
+    password = urlsplit(location).password
+    return (unquote(password),) if password else ()
 
 
 def resolve_storage(value: str | None, env: Mapping[str, str], where: str = "") -> str | None:
@@ -602,25 +664,40 @@ def discover_targets(env: Mapping[str, str] | None = None) -> list[Target]:
     return targets
 
 
-def _resolve(index: int, cfg: TargetConfig, env: Mapping[str, str], where: str) -> Target:
+def _resolve(
+    index: int, cfg: TargetConfig, env: Mapping[str, str], where: str, need_key: bool = True
+) -> Target:
+    """A target with its references read from ``env``; without ``need_key`` (serving the web
+    UI only) a provider key or credential header whose variable is unset is left out."""
     preset = PRESETS[cfg.provider]
     api_key = None
     if cfg.api_key is not None:
         var = env_var(cfg.api_key)
         assert var is not None  # validated above
         api_key = env.get(var)
-        if not api_key:
+        if not api_key and need_key:
             raise ConfigError(
                 f"{where}targets[{index}].api_key: environment variable {var} is not set"
             )
     elif preset.needs_key:
         var = next((v for v in preset.env if env.get(v)), None)
-        if var is None:
+        if var is None and need_key:
             names = " or ".join(preset.env)
             raise ConfigError(
                 f"{where}targets[{index}].api_key: not set, and {names} is not in the environment"
             )
-        api_key = env[var]
+        api_key = env[var] if var else None
+    headers = {}
+    for name, value in cfg.headers.items():
+        var = env_var(value)
+        if var is None:
+            headers[name] = value
+        elif env.get(var):
+            headers[name] = env[var]
+        elif need_key:
+            raise ConfigError(
+                f"{where}targets[{index}].headers.{name}: environment variable {var} is not set"
+            )
     model = cfg.model or preset.default_model
     assert model is not None
     base_url = (cfg.base_url or preset.base_url or "").rstrip("/")
@@ -640,7 +717,7 @@ def _resolve(index: int, cfg: TargetConfig, env: Mapping[str, str], where: str) 
         max_tokens=cfg.max_tokens,
         prices=cfg.prices,
         context_window=cfg.context_window,
-        headers=dict(cfg.headers),
+        headers=headers,
         api_version=cfg.api_version,
         deployment=cfg.deployment,
         max_tokens_field=preset.max_tokens_field,

@@ -63,6 +63,7 @@ from llmpulse.gateway.translate import openai as tr_openai
 from llmpulse.monitor.probelock import held_elsewhere
 from llmpulse.monitor.scheduler import Scheduler
 from llmpulse.probe.runner import Prober
+from llmpulse.redact import Redactor
 from llmpulse.result import CheckResult, Source
 from llmpulse.store import Store, local_path, open_store
 
@@ -154,12 +155,14 @@ def create_app(
     make_gateway: Callable[[], Gateway] | None = None,
     probe_targets: Sequence[Target] = (),
     results_db: str | Path | None = None,
+    redactor: Redactor | None = None,
 ) -> Starlette:
     """The ASGI app; its ``Gateway`` (and HTTP session) lives for the app's lifespan.
 
     ``record`` receives one traffic ``CheckResult`` per client request, and each probe's result
     when ``probe_targets`` (deployments' targets, by deployment name) are probed; ``make_gateway``
-    (called inside the event loop) replaces the default ``Gateway(config, record=record)``.
+    (called inside the event loop) replaces the default ``Gateway(config, record=record)``;
+    ``redactor`` (default: of the gateway config's secrets) cleans what upstreams say.
     """
     keys = tuple(k.encode() for k in config.settings.keys)
     holder: dict[str, Gateway] = {}
@@ -167,7 +170,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway = make_gateway() if make_gateway else Gateway(config, record=record)
+        gateway = (
+            make_gateway() if make_gateway else Gateway(config, record=record, redactor=redactor)
+        )
         holder["gateway"] = gateway
 
         def learn(target: Target, result: CheckResult) -> None:
@@ -372,7 +377,8 @@ async def _probe_or_follow(
                 await wait()
                 continue
             own = asyncio.Event()
-            scheduler = Scheduler(targets, Prober(gateway.session).check, probed)
+            prober = Prober(gateway.session, gateway.redact)
+            scheduler = Scheduler(targets, prober.check, probed)
             # A probe still running at shutdown is abandoned after a second, not waited out.
             task = asyncio.create_task(scheduler.run(own, drain_timeout=1.0))
             try:

@@ -43,7 +43,7 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -61,6 +61,7 @@ from llmpulse.config import (
 )
 from llmpulse.gateway.routing import Strategy
 from llmpulse.providers.presets import PRESETS
+from llmpulse.redact import is_credential_header
 
 # LiteLLM's provider prefix -> llmpulse preset.
 PROVIDERS: dict[str, str] = {
@@ -144,6 +145,12 @@ class Deployment:
     @property
     def wildcard(self) -> bool:
         return "*" in self.group
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Its key and credential headers: what its provider may echo back."""
+        headers = (v for k, v in self.headers.items() if is_credential_header(k))
+        return tuple(s for s in (self.api_key, *headers) if s)
 
     def expand(self, requested: str, segments: tuple[str, ...]) -> Deployment:
         """This wildcard deployment serving ``requested``: each ``*`` of the model filled in."""
@@ -250,6 +257,16 @@ class GatewayConfig:
     @property
     def deployments(self) -> tuple[Deployment, ...]:
         return tuple(d for g in self.groups for d in g.deployments)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every provider key, credential header, gateway key and the Redis password."""
+        out = [s for d in self.deployments for s in d.secrets]
+        out += self.settings.keys
+        redis = urlsplit(self.settings.redis_url) if self.settings.redis_url else None
+        if redis is not None and redis.password:
+            out.append(unquote(redis.password))
+        return tuple(out)
 
     @property
     def model_names(self) -> list[str]:

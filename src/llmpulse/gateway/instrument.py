@@ -45,6 +45,7 @@ from llmpulse.errors import ErrorClass
 from llmpulse.providers import PROTOCOLS, ProtocolError
 from llmpulse.providers.base import Completion, Protocol, loads_object
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
+from llmpulse.redact import NO_SECRETS, Redactor
 from llmpulse.result import CheckKind, CheckResult, Source, Usage
 from llmpulse.sse import SSEDecoder, SSEError
 from llmpulse.store import SQLiteStore, Store
@@ -151,12 +152,15 @@ class Recorder:
         batch_size: int = 256,
         interval_s: float = 1.0,
         max_queue: int = 100_000,
+        redactor: Redactor = NO_SECRETS,
     ) -> None:
         self._owns_store = store is not None and not isinstance(store, Store)
         self.store: Store | None = (
             SQLiteStore(store) if isinstance(store, str | Path) else store  # type: ignore[arg-type]
         )
         self.callback = callback
+        # Captured calls are provider text: redacted as they become results.
+        self.redact = redactor
         self.batch_size, self.interval_s = batch_size, interval_s
         self.dropped = 0
         self._queue: queue.Queue[_Capture | CheckResult | threading.Event | None] = queue.Queue(
@@ -223,7 +227,7 @@ class Recorder:
 
     def _record(self, capture: _Capture) -> None:
         try:
-            result = build_result(capture)
+            result = self.redact.result(build_result(capture))
         except Exception:
             log.exception("llmpulse could not build a result from a captured call")
             return
@@ -278,7 +282,9 @@ def instrument(
         raise TypeError(f"cannot instrument {type(client).__name__}: unknown HTTP client {http!r}")
     if client in _recorders:
         raise ValueError("client is already instrumented")
-    sink = Recorder(store, recorder)
+    # The SDK's own key (and Anthropic's auth token) is what a provider would echo back.
+    keys = (getattr(client, name, None) for name in ("api_key", "auth_token"))
+    sink = Recorder(store, recorder, redactor=Redactor(k for k in keys if isinstance(k, str)))
     tap_sync, tap_async = _tap_types(lib)
     tap = tap_async if isinstance(http, lib.AsyncClient) else tap_sync
 

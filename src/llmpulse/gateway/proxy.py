@@ -82,6 +82,7 @@ from llmpulse.probe.runner import (
 from llmpulse.providers import PROTOCOLS
 from llmpulse.providers.base import error_snippet
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
+from llmpulse.redact import Redactor
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.sse import SSEDecoder, SSEError
 
@@ -201,7 +202,8 @@ class Gateway:
     """Routes chat requests across a ``GatewayConfig``'s deployments with failover.
 
     Create inside a running event loop (it opens an aiohttp session unless given one) and
-    ``aclose`` it when done. ``selector`` and ``policy`` default to the config's settings.
+    ``aclose`` it when done. ``selector`` and ``policy`` default to the config's settings,
+    ``redactor`` to one of the config's secrets.
     """
 
     def __init__(
@@ -212,9 +214,13 @@ class Gateway:
         session: aiohttp.ClientSession | None = None,
         selector: Selector | None = None,
         policy: RetryPolicy | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.config = config
         self.record = record
+        # What upstreams say (errors, ids, models) passes it as it comes in: it reaches the
+        # client, the log and the store. Default: the config's own secrets.
+        self.redact = redactor or Redactor(config.secrets)
         self._own_session = session is None
         self.session = session or make_session()
         router, settings = config.router, config.settings
@@ -479,6 +485,8 @@ class Gateway:
             )
         except _AttemptFailed as failure:
             settled = True
+            # Every failure's message is upstream text or holds some: redacted once, here.
+            failure.message = self.redact(failure.message)
             if measure.latency_s is None:
                 measure.latency_s = time.perf_counter() - measure.started
             measure.ratelimit = failure.ratelimit or measure.ratelimit
@@ -574,8 +582,8 @@ class Gateway:
         )
         measure.http_status = response.status
         names = PROTOCOLS[deployment.protocol].request_id_headers
-        measure.upstream_request_id = next(
-            (response.headers[h] for h in names if h in response.headers), None
+        measure.upstream_request_id = self.redact(
+            next((response.headers[h] for h in names if h in response.headers), None)
         )
         call.ids.upstream = measure.upstream_request_id
         measure.ratelimit = parse_ratelimit(response.headers)
@@ -618,9 +626,10 @@ class Gateway:
         if answer.finish_reason == "error":
             raise _failed_finish()
         measure.usage = answer.usage
-        measure.response_model = answer.model or None
+        measure.response_model = self.redact(answer.model) or None
         measure.finish_reason = answer.finish_reason
-        answer.model = answer.model or deployment.model
+        answer.model = measure.response_model or deployment.model
+        answer.id = self.redact(answer.id)
         answer.dropped_params = list(measure.dropped)
         return answer
 
@@ -701,11 +710,13 @@ class Gateway:
                             measure.usage = event.usage
                             usage_after_finish = finished
                         elif isinstance(event, MessageStart):
-                            measure.response_model = event.model or None
+                            measure.response_model = self.redact(event.model) or None
                             if continuing:
                                 continue  # the client has had its start
-                            model = event.model or deployment.model
-                            event = MessageStart(event.id, model, list(measure.dropped))
+                            model = measure.response_model or deployment.model
+                            event = MessageStart(
+                                self.redact(event.id), model, list(measure.dropped)
+                            )
                         if first is None and not isinstance(event, _CONTENT):
                             held.append(event)
                             continue

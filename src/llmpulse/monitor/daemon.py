@@ -181,7 +181,8 @@ class Daemon:
         # The lead is given up only after shutdown has saved and delivered what it must.
         release = asyncio.Event()
         leading = asyncio.ensure_future(self.leadership.run(release))
-        async with Prober() as prober, aiohttp.ClientSession() as session:
+        prober = Prober(redactor=self.config.redactor)
+        async with prober, aiohttp.ClientSession() as session:
             self._session = session
             scheduler = Scheduler(
                 self.config.targets,

@@ -27,6 +27,7 @@ from llmpulse.errors import ErrorClass
 from llmpulse.providers import PROTOCOLS, Protocol, ProtocolError
 from llmpulse.providers.base import Completion
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
+from llmpulse.redact import NO_SECRETS, Redactor
 from llmpulse.result import CheckKind, CheckResult, Usage
 from llmpulse.sse import SSEDecoder, SSEError
 
@@ -113,12 +114,16 @@ class Prober:
     """Runs checks with one shared HTTP session (connection pool).
 
     Must be created inside a running event loop; pass ``session`` (made by ``make_session``)
-    to share a pool or to route requests through another connector.
+    to share a pool or to route requests through another connector. Every result leaves
+    through ``redactor`` (the config's): what the provider said may echo a key back.
     """
 
-    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession | None = None, redactor: Redactor = NO_SECRETS
+    ) -> None:
         self._own_session = session is None
         self.session = session or make_session()
+        self.redact = redactor
         self._windows: dict[str, int] = {}
 
     async def aclose(self) -> None:
@@ -203,7 +208,7 @@ class Prober:
             result.latency_ms = clock.elapsed_ms()
         if result.context_window is None:
             result.context_window = self._windows.get(target.name) or catalog.context_window(target)
-        return result
+        return self.redact.result(result)
 
     async def _read(
         self,
@@ -386,11 +391,17 @@ def make_session(max_connections: int = 0) -> aiohttp.ClientSession:
 
 
 async def run_checks(
-    targets: Sequence[Target], kinds: Sequence[CheckKind] | None = None, concurrency: int = 16
+    targets: Sequence[Target],
+    kinds: Sequence[CheckKind] | None = None,
+    concurrency: int = 16,
+    redactor: Redactor | None = None,
 ) -> list[CheckResult]:
-    """Check every target with its configured kinds (or ``kinds``) and return the results."""
+    """Check every target with its configured kinds (or ``kinds``) and return the results,
+    redacted by ``redactor`` (default: of the targets' own secrets)."""
     pairs = [(t, k) for t in targets for k in t.checks if kinds is None or k in kinds]
-    async with Prober() as prober:
+    if redactor is None:
+        redactor = Redactor(s for t in targets for s in t.secrets)
+    async with Prober(redactor=redactor) as prober:
         return await prober.check_many(pairs, concurrency)
 
 

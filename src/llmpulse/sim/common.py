@@ -87,6 +87,7 @@ class Plan:
     include_usage: bool = False
     fault: str | None = None
     body: Any = None  # the request body as received, in the log for tests to inspect
+    echo: str = ""  # the request's credentials, repeated back when echo_credentials is on
 
 
 def go_duration(seconds: float) -> str:

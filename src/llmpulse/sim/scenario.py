@@ -98,6 +98,11 @@ class ModelBehavior(BaseModel):
     fault_after_tokens: int = Field(3, ge=0)
     fault_rate: float = Field(1.0, ge=0, le=1)
     huge_body_mb: float = Field(64.0, gt=0)
+    # A careless upstream, as OpenAI's 401 names the key it refused: error messages, request ids,
+    # the served model and stream error events repeat the credentials the request carried.
+    echo_credentials: bool = False
+    # html: errors come as an HTML page, as from a proxy in front of the API.
+    error_format: Literal["json", "html"] = "json"
     tool_call: ToolCall | None = None
     ratelimit: RateLimit | None = None
     timeline: list[TimelineEntry] = Field(default_factory=list)

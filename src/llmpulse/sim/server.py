@@ -358,7 +358,7 @@ async def _stream_body(p: Plan, proto: ModuleType) -> AsyncIterator[bytes]:
             if fault == "cut":
                 raise SimulatedDisconnect
             if fault == "error_event":
-                yield enc.error_event()
+                yield _echoed(enc.error_event(), p.echo)
                 return
             if fault == "no_terminal":
                 return
@@ -411,11 +411,15 @@ class SimApp:
         t0: float,
         body: Any,
         precheck: str | None = None,
+        credentials: str = "",
     ) -> SimResponse:
         state, proto = self.state, PROTOCOLS[protocol]
         b = state.effective(model)
         p = _plan(protocol, model, b or _DEFAULT, body, stream, t0)
-        hdrs = proto.headers(p, [])
+        if (b or _DEFAULT).echo_credentials:
+            p.echo = credentials
+            p.served_model = f"{p.served_model} ({credentials})"
+        hdrs = _echo_ids(proto.headers(p, []), p.echo)
         if precheck is None and not self._authorized(key):
             precheck = "auth"
         bad = proto.validate(body) if isinstance(body, dict) else "Request body is not valid JSON."
@@ -426,9 +430,9 @@ class SimApp:
         if precheck is not None:
             status, err = proto.error(precheck, p, bad if precheck == "bad_request" else None)
             state.record(p, status, precheck)
-            return self._json(status, err, hdrs)
+            return self._error(status, err, hdrs, p)
         assert b is not None
-        hdrs = proto.headers(p, state.limits(p, b))
+        hdrs = _echo_ids(proto.headers(p, state.limits(p, b)), p.echo)
         kind = self._pick_error(b)
         if kind == "content_filter":
             p.finish = "content_filter"
@@ -437,7 +441,7 @@ class SimApp:
             if b.retry_after is not None and status in (429, 503, 529):
                 hdrs.update(proto.retry_headers(b.retry_after))
             state.record(p, status, kind)
-            return self._json(status, err, hdrs)
+            return self._error(status, err, hdrs, p)
         if b.fault and random.random() < b.fault_rate:
             applies = b.fault not in (BODY_FAULTS if stream else STREAM_FAULTS)
             p.fault = b.fault if applies else None
@@ -457,6 +461,18 @@ class SimApp:
     def _json(status: int, obj: Any, hdrs: dict[str, str], start_at: float = 0.0) -> SimResponse:
         hdrs["content-type"] = "application/json"
         return SimResponse(status, hdrs, dumps(obj).encode(), start_at=start_at)
+
+    def _error(self, status: int, obj: Any, hdrs: dict[str, str], p: Plan) -> SimResponse:
+        """An error in the protocol's JSON, or as an HTML page (``error_format: html``); with
+        ``echo_credentials``, its message repeats the request's credentials."""
+        if p.echo:
+            obj = json.loads(_echoed(dumps(obj).encode(), p.echo))
+        if p.behavior.error_format == "html":
+            text = " ".join(_messages(obj)) or f"HTTP {status}"
+            page = f"<html><body><h1>{status}</h1><p>{text}</p></body></html>\n"
+            hdrs["content-type"] = "text/html"
+            return SimResponse(status, hdrs, page.encode())
+        return self._json(status, obj, hdrs)
 
     def _success(self, p: Plan, proto: ModuleType, hdrs: dict[str, str]) -> SimResponse:
         if p.fault == "hang":
@@ -495,7 +511,13 @@ class SimApp:
         d = body if isinstance(body, dict) else {}
         model = str(d.get("model", ""))
         return await self.handle(
-            "openai", model, self._bearer(request), bool(d.get("stream")), t0, body
+            "openai",
+            model,
+            self._bearer(request),
+            bool(d.get("stream")),
+            t0,
+            body,
+            credentials=_credentials(request),
         )
 
     async def azure_chat(self, request: Request) -> Response:
@@ -506,7 +528,9 @@ class SimApp:
         d = body if isinstance(body, dict) else {}
         key = request.headers.get("api-key") or self._bearer(request)
         model = request.path_params["deployment"]
-        return await self.handle("azure", model, key, bool(d.get("stream")), t0, body)
+        return await self.handle(
+            "azure", model, key, bool(d.get("stream")), t0, body, credentials=_credentials(request)
+        )
 
     async def anthropic_messages(self, request: Request) -> SimResponse:
         t0 = asyncio.get_running_loop().time()
@@ -517,7 +541,16 @@ class SimApp:
         if self._authorized(key) and "anthropic-version" not in request.headers:
             pre = "missing_version"
         model = str(d.get("model", ""))
-        return await self.handle("anthropic", model, key, bool(d.get("stream")), t0, body, pre)
+        return await self.handle(
+            "anthropic",
+            model,
+            key,
+            bool(d.get("stream")),
+            t0,
+            body,
+            pre,
+            credentials=_credentials(request),
+        )
 
     async def gemini_call(self, request: Request) -> SimResponse | Response:
         t0 = asyncio.get_running_loop().time()
@@ -530,7 +563,9 @@ class SimApp:
         key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
         model = model.removeprefix("models/")
         stream = method == "streamGenerateContent"
-        return await self.handle("gemini", model, key, stream, t0, body)
+        return await self.handle(
+            "gemini", model, key, stream, t0, body, credentials=_credentials(request)
+        )
 
     async def list_models(self, request: Request) -> Response:
         protocol = request.scope["route"].name
@@ -629,6 +664,45 @@ class SimApp:
             return JSONResponse({"error": "since_seq must be an integer"}, 400)
         rows = [r for r in self.state.log if r["seq"] > since]
         return JSONResponse({"requests": rows, "last_seq": self.state.seq})
+
+
+# Where each protocol carries its key, as echoed back by a careless upstream.
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+_ID_HEADERS = ("x-request-id", "request-id")
+
+
+def _credentials(request: Request) -> str:
+    """The request's credentials as a careless upstream would quote them."""
+    parts = [f"{h}: {request.headers[h]}" for h in _CREDENTIAL_HEADERS if h in request.headers]
+    if "key" in request.query_params:
+        parts.append(f"key={request.query_params['key']}")
+    return "; ".join(parts)
+
+
+def _echoed(data: bytes, echo: str) -> bytes:
+    """JSON (or an SSE event of it) with ``echo`` added to every ``message``."""
+    if not echo:
+        return data
+    quoted = json.dumps(f"(received {echo}) ")[1:-1].encode()
+    return data.replace(b'"message":"', b'"message":"' + quoted)
+
+
+def _echo_ids(headers: dict[str, str], echo: str) -> dict[str, str]:
+    if echo:
+        for name in _ID_HEADERS:
+            if name in headers:
+                headers[name] = f"{headers[name]} {echo}"
+    return headers
+
+
+def _messages(obj: Any) -> list[str]:
+    """Every ``message`` string in an error object."""
+    if isinstance(obj, dict):
+        found = [v for k, v in obj.items() if k == "message" and isinstance(v, str)]
+        return found + [m for v in obj.values() if not isinstance(v, str) for m in _messages(v)]
+    if isinstance(obj, list):
+        return [m for v in obj for m in _messages(v)]
+    return []
 
 
 def _azure_404() -> Response:

@@ -63,6 +63,7 @@ class WebServer:
                     uvicorn.Config(
                         app,
                         log_level="warning",
+                        log_config=None,  # through our handlers, and so the redactor
                         access_log=False,
                         lifespan="off",
                         ws="none",
@@ -81,8 +82,9 @@ class WebServer:
         statuses = self.view.statuses()
         window = CARD_WINDOW
         aggregates = metrics.aggregate_by_target(self.view.store, metrics.WINDOWS[window])
+        targets = self.view.known_targets()
         official = {}
-        for target in self.view.config.targets:
+        for target in targets:
             found = self.view.official(target.provider) if self.view.official else None
             if found is not None:
                 official[target.provider] = found.indicator
@@ -100,7 +102,7 @@ class WebServer:
                         else None
                     ),
                 )
-                for t in self.view.config.targets
+                for t in targets
             ],
             official=official,
             availability_window=window,

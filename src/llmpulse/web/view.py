@@ -11,7 +11,6 @@ pages that went out.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from llmpulse.durations import parse_duration
 from llmpulse.monitor import metrics
 from llmpulse.monitor.status import TargetStatus, provider_status, target_status, worst
 from llmpulse.monitor.statuspage import OfficialStatus
+from llmpulse.providers.presets import PRESETS
 from llmpulse.result import CheckResult, Source
 from llmpulse.store import open_store
 from llmpulse.store.base import Store
@@ -44,13 +44,6 @@ STATUS_PAGE_DAYS = 90
 MAX_SILENCE_S = 365 * DAY
 
 OfficialSource = Callable[[str], OfficialStatus | None]
-
-# Key-shaped strings a provider may echo back in an error message (OpenAI prints part of a
-# rejected key; others echo headers). Configured keys are removed verbatim as well.
-_KEY_PATTERN = re.compile(
-    r"\b(?:sk|pk|rk|gsk|xai|sk-ant|sk-proj|sk-or)[-_][A-Za-z0-9_\-*.]{8,}|\bAIza[0-9A-Za-z_\-]{20,}"
-    r"|(?i:bearer)\s+[A-Za-z0-9_\-.=]{8,}"
-)
 
 
 class NotFound(LookupError):
@@ -73,13 +66,11 @@ class View:
         self.store = store
         self.alert_state = alerts
         self.official = official
-        self._targets = {t.name: t for t in config.targets}
-        self._secrets = sorted(
-            {t.api_key for t in config.targets if t.api_key}
-            | {v for t in config.targets for v in t.headers.values() if len(v) >= 8},
-            key=len,
-            reverse=True,
-        )
+        # Without configured targets (a status host given only the database), those recorded.
+        targets = config.targets or recorded_targets(store)
+        self._targets = {t.name: t for t in targets}
+        # Results are redacted as they are measured; this also cleans rows stored before that.
+        self.redact = config.redactor
 
     @classmethod
     def open(
@@ -96,6 +87,10 @@ class View:
 
     def targets(self) -> list[schemas.TargetInfo]:
         return [_info(t) for t in self._targets.values()]
+
+    def known_targets(self) -> list[Target]:
+        """The configured targets, or (with none configured) those the database recorded."""
+        return list(self._targets.values())
 
     def target(self, name: str) -> Target:
         try:
@@ -263,15 +258,10 @@ class View:
     ) -> list[dict[str, object]]:
         if target is not None:
             self.target(target)
-        out = []
         latest = self.store.latest_results(
             limit=limit, target=target, region=region, source=source and str(source)
         )
-        for r in latest:
-            data = r.to_json()
-            data["error_message"] = self.redact(r.error_message)
-            out.append(data)
-        return out
+        return [self.redact.result(r).to_json() for r in latest]
 
     def aggregates(
         self, window: str, by: str, check: str | None, now: float | None = None
@@ -585,16 +575,6 @@ class View:
         every = done + list(open_.values())
         return [i for i in every if (i.end is None or i.end >= start)]
 
-    # --- secrets --------------------------------------------------------------------------
-
-    def redact(self, text: str | None) -> str | None:
-        """Remove configured keys and anything key-shaped from text shown in the UI."""
-        if not text:
-            return text
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return _KEY_PATTERN.sub("[redacted]", text)
-
 
 _PUBLIC_SUMMARIES = {
     "availability": "Requests failing",
@@ -618,6 +598,24 @@ def _public_summary(rule: str) -> str:
 
 def _overlaps(i: schemas.Incident, start: float, end: float, now: float) -> bool:
     return i.start < end and (i.end if i.end is not None else now) >= start
+
+
+def recorded_targets(store: Store) -> list[Target]:
+    """The targets the database has results of, as far as results tell (name, provider,
+    model): what a status host shows when it is given no config, and no provider key."""
+    targets = []
+    for name, latest in sorted(store.latest_per_target().items()):
+        preset = PRESETS.get(latest.provider)
+        targets.append(
+            Target(
+                name=name,
+                provider=latest.provider,
+                protocol=preset.protocol if preset else latest.provider,
+                model=latest.model,
+                base_url="",
+            )
+        )
+    return targets
 
 
 def _info(t: Target) -> schemas.TargetInfo:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -194,7 +195,9 @@ def build_notifiers(
     for index, raw in enumerate(configs):
         where = f"notifiers[{index}]"
         cfg = raw if isinstance(raw, BaseModel) else _validate(raw, where)
-        notifier = _build(cfg, _Resolver(env, where))
+        resolver = _Resolver(env, where)
+        notifier = _build(cfg, resolver)
+        notifier.secrets = tuple(resolver.secrets)
         if notifier.name in seen:
             raise ConfigError(
                 f"{where}.name: duplicate notifier name {notifier.name!r} (also "
@@ -242,6 +245,8 @@ class _Resolver:
     def __init__(self, env: Mapping[str, str], where: str) -> None:
         self.env = env
         self.where = where
+        # Every value read from the environment, and the token part of every URL.
+        self.secrets: list[str] = []
 
     def __call__(self, key: str, value: str) -> str:
         var = env_var(value)
@@ -250,12 +255,16 @@ class _Resolver:
         resolved = self.env.get(var)
         if not resolved:
             raise ConfigError(f"{self.where}.{key}: environment variable {var} is not set")
+        self.secrets.append(resolved)
         return resolved
 
     def url(self, key: str, value: str) -> str:
         resolved = self(key, value)
         if not resolved.startswith(("http://", "https://")):
             raise ConfigError(f"{self.where}.{key}: expected an http:// or https:// URL")
+        # Webhook URLs carry their token in the path or query (Slack, Discord, Teams).
+        parts = urlsplit(resolved)
+        self.secrets.append(parts.path + (f"?{parts.query}" if parts.query else ""))
         return resolved
 
 
@@ -299,6 +308,8 @@ def _build(cfg: NotifierConfig, resolve: _Resolver) -> Notifier:
             from llmpulse.alerts.notifiers.apprise import AppriseNotifier
 
             urls = [resolve(f"urls[{i}]", url) for i, url in enumerate(cfg.urls)]
+            # Apprise URLs hold their tokens after the scheme (tgram://TOKEN/CHAT).
+            resolve.secrets += [url.partition("://")[2] for url in urls]
             try:
                 return AppriseNotifier(urls, name=cfg.name)
             except ValueError as exc:

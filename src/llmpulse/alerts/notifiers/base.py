@@ -41,6 +41,8 @@ class Notifier(abc.ABC):
     """One configured channel. ``name`` is unique across the config; it keys the outbox."""
 
     type: str
+    # The credentials it holds (references resolved, tokens in its URLs), for the redactor.
+    secrets: tuple[str, ...] = ()
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.type

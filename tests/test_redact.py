@@ -1,0 +1,161 @@
+"""The one redactor: configured secrets in every encoding an echo uses, key-shaped text, the
+secrets each part of a config contributes, and log lines."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+import pytest
+
+from llmpulse.config import ConfigError, parse_config
+from llmpulse.redact import REDACTED, Redactor, install_log_redaction, is_credential_header
+from llmpulse.result import CheckKind, CheckResult
+from test_security import SECRETS, leaks
+
+
+def test_the_redactor_removes_every_form_an_upstream_echoes() -> None:
+    redact = Redactor(SECRETS.values())
+    secret = SECRETS["ANTHROPIC_KEY"]
+    basic = base64.b64encode(f"user:{secret}".encode()).decode()
+    echoes = [
+        f"Incorrect API key provided: {SECRETS['OPENAI_KEY']}.",
+        f"x-api-key: {secret}",
+        f'{{"headers": {{"x-api-key": "{secret}"}}}}',
+        f"received key={quote(secret, safe='')}&alt=sse",
+        f"Authorization: Basic {basic}",
+        f"echo {basic}",
+        f"token {base64.b64encode(secret.encode()).decode()}",
+        json.dumps({"message": f"bad key {secret}"}),
+        # Key-shaped text that is not configured at all.
+        "Incorrect API key provided: sk-proj-abcdefgh12345678****wxyz",
+        "https://generativelanguage.googleapis.com/v1beta/models?key=AIzaSyD-0123456789abcdefghij",
+        "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
+        "gsk_0123456789abcdefghijklmnop is not valid",
+    ]
+    for echo in echoes:
+        cleaned = redact(echo)
+        assert leaks(cleaned) == [], cleaned
+        assert REDACTED in cleaned
+    # Text without secrets stays readable.
+    for text in ("Missing bearer token. Basic authentication failed", "upstream request id none"):
+        assert redact(text) == text
+    assert redact(None) is None
+
+
+def test_placeholders_and_short_values_are_no_secrets() -> None:
+    assert Redactor(["none", "fake", "EMPTY", "abc", ""]).secrets == frozenset()
+    # Short secrets are removed only as whole tokens.
+    assert Redactor(["abcd1"])("abcd1 abcd12 xabcd1") == f"{REDACTED} abcd12 xabcd1"
+    assert repr(Redactor(["a-long-secret-value"])) == "Redactor(1 secrets)"
+
+
+def test_a_result_is_redacted_in_every_field_of_outside_text() -> None:
+    secret = SECRETS["GEMINI_KEY"]
+    result = CheckResult(
+        "t", "openai", "m", CheckKind.STREAM, datetime.now(UTC), ok=False,
+        error_message=f"HTTP 401: bad key {secret}", request_id=f"req {secret}",
+        response_model=f"m ({secret})", system_fingerprint=secret, finish_reason=secret,
+        warnings=[f"odd {secret}"],
+    )  # fmt: skip
+    assert leaks(json.dumps(Redactor([secret]).result(result).to_json())) == []
+
+
+def test_credential_headers() -> None:
+    for name in ("Authorization", "x-api-key", "api-key", "X-Goog-Api-Key", "Helicone-Auth",
+                 "x-portkey-api-key", "Cookie"):  # fmt: skip
+        assert is_credential_header(name), name
+    for name in ("HTTP-Referer", "X-Title", "anthropic-version", "OpenAI-Organization"):
+        assert not is_credential_header(name), name
+
+
+def test_the_config_redactor_knows_every_configured_secret() -> None:
+    env = dict(SECRETS) | {"HOOK_URL": "https://hooks.slack.com/services/T0/B0/hooktoken1234"}
+    raw = {
+        "storage": "postgresql://llmpulse:db-password-9999@db/llmpulse",
+        "targets": [
+            {
+                "provider": "openai",
+                "model": "gpt-4o-mini",
+                "api_key": "os.environ/OPENAI_KEY",
+                "headers": {"X-Custom-Auth": "os.environ/CUSTOM_AUTH", "X-Title": "plain"},
+            }
+        ],
+        "model_list": [
+            {
+                "model_name": "chat",
+                "litellm_params": {"model": "anthropic/claude", "api_key": "${DEPLOY_ANTHROPIC}"},
+            }
+        ],
+        "general_settings": {"master_key": "os.environ/MASTER"},
+        "notifiers": [
+            {"type": "slack", "webhook_url": "os.environ/HOOK_URL"},
+            {"type": "webhook", "url": "https://example.com/x", "secret": "${HOOK_SECRET}"},
+        ],
+        "web": {"token": "os.environ/WEB_TOKEN"},
+    }
+    config = parse_config(raw, env=env)
+    redact = config.redactor
+    for name in ("OPENAI_KEY", "CUSTOM_AUTH", "DEPLOY_ANTHROPIC", "MASTER", "HOOK_SECRET",
+                 "WEB_TOKEN"):  # fmt: skip
+        assert redact(f"echo {SECRETS[name]}") == f"echo {REDACTED}", name
+    assert redact("at /services/T0/B0/hooktoken1234") == f"at {REDACTED}"
+    assert redact("password db-password-9999") == f"password {REDACTED}"
+    assert "plain" not in redact.secrets  # an ordinary header is no secret
+
+
+def test_a_literal_credential_header_is_refused_in_a_target() -> None:
+    target = {"provider": "openai", "api_key": "${K}", "headers": {"Authorization": "Bearer x1"}}
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.headers: header 'Authorization'") as exc:
+        parse_config({"targets": [target]}, env={"K": "k"})
+    assert "x1" not in str(exc.value)
+    target["headers"] = {"Authorization": "os.environ/AUTH"}
+    with pytest.raises(ConfigError, match=r"headers\.Authorization: environment variable AUTH"):
+        parse_config({"targets": [target]}, env={"K": "k"})
+    config = parse_config({"targets": [target]}, env={"K": "k", "AUTH": "Bearer x123456"})
+    assert config.targets[0].headers == {"Authorization": "Bearer x123456"}
+    assert "Bearer x123456" in config.targets[0].secrets
+
+
+def test_serving_the_web_ui_needs_no_provider_key() -> None:
+    raw = {
+        "targets": [{"provider": "openai", "api_key": "os.environ/UNSET_KEY"}],
+        "notifiers": [{"type": "pagerduty", "routing_key": "os.environ/UNSET_PD"}],
+        "web": {"token": "os.environ/UNSET_TOKEN"},
+    }
+    with pytest.raises(ConfigError, match="UNSET_KEY"):
+        parse_config(raw, env={})
+    # The dashboard still needs its own credentials; the status page needs none.
+    with pytest.raises(ConfigError, match=r"web\.token: environment variable UNSET_TOKEN"):
+        parse_config(raw, env={}, serve_only="dashboard")
+    config = parse_config(raw, env={}, serve_only="status_page")
+    assert config.targets[0].api_key is None and config.notifiers == []
+    assert config.web.token is None
+
+
+def test_log_lines_pass_the_redactor() -> None:
+    logger = logging.getLogger("llmpulse.test_redact")
+    handler = logging.StreamHandler()
+    logger.addHandler(handler)
+    try:
+        install_log_redaction(Redactor([SECRETS["MASTER"]]), logger)
+        record = logger.makeRecord(
+            logger.name, logging.ERROR, __file__, 1, "key %s failed", (SECRETS["MASTER"],), None
+        )
+        try:
+            raise RuntimeError(f"boom {SECRETS['MASTER']}")
+        except RuntimeError:
+            record.exc_info = sys.exc_info()
+        line = handler.format(record)
+        assert leaks(line) == [] and line.count(REDACTED) == 2
+        # Installing again swaps the redactor instead of stacking formatters.
+        install_log_redaction(Redactor([SECRETS["WEB_TOKEN"]]), logger)
+        assert handler.format(logger.makeRecord(
+            logger.name, logging.INFO, __file__, 1, SECRETS["WEB_TOKEN"], (), None
+        )) == REDACTED  # fmt: skip
+    finally:
+        logger.removeHandler(handler)
