@@ -816,3 +816,49 @@ def test_public_status_page_matches_the_api_and_calls_nothing_private(tab: Tab) 
         assert public or path.startswith(("/static/", "/badge/")), f"the page fetched {url}"
     assert any(urlsplit(u).path == "/api/v1/statuspage" for u in fetched)
     tab.assert_console_clean()
+
+
+# ---- signing in ------------------------------------------------------------------------------
+
+BROWSER_TOKEN = "browser-t0ken-for-tests"
+
+
+@pytest.fixture(scope="module")
+def guarded(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The seeded dashboard behind a token; yields the base URL."""
+    db = tmp_path_factory.mktemp("browser-guarded") / "r.db"
+    seed(db, time.time())
+    config = make_config({"token": "${WEB_TOKEN}"}, {"WEB_TOKEN": BROWSER_TOKEN})
+    with ServedWeb(config, db) as web:
+        yield web.url
+
+
+def test_signing_in_with_the_form_and_out_again(
+    browser: Browser, guarded: str, request: pytest.FixtureRequest
+) -> None:
+    with _open_tab(browser, guarded, request) as tab:
+        page = tab.page
+        tab.goto("/alerts")
+        assert urlsplit(page.url).path == "/login"  # and back to /alerts once signed in
+        page.get_by_label("Access token").fill(BROWSER_TOKEN)
+        tab.screenshot("login")
+        with _expect_api(page, "/api/v1/alerts") as alerts:
+            page.get_by_role("button", name="Sign in").click()
+        assert alerts.value.ok and urlsplit(page.url).path == "/alerts"
+        # The token went in a POST body, never in a URL (history, logs, Referer).
+        assert all(BROWSER_TOKEN not in r.url for r in tab.requests)
+        posted = [
+            r for r in tab.requests if r.method == "POST" and urlsplit(r.url).path == "/login"
+        ]
+        assert len(posted) == 1 and BROWSER_TOKEN in (posted[0].post_data or "")
+        (cookie,) = page.context.cookies()
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert BROWSER_TOKEN not in cookie["value"]
+
+        tab.goto("/logout")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Sign out").click()
+        assert urlsplit(page.url).path == "/login" and page.context.cookies() == []
+        # The old cookie is dead on the server too, not just forgotten by the browser.
+        page.context.add_cookies([cookie])  # type: ignore[list-item]
+        assert page.context.request.get(f"{guarded}/api/v1/overview").status == 401

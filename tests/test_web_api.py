@@ -391,10 +391,11 @@ def test_token_or_basic_auth_guard_the_dashboard(guarded: str) -> None:
 
 
 def test_login_trades_the_token_for_a_session_cookie(guarded: str) -> None:
+    # The sign-in in detail (sessions, sign-out, limits) is in test_web_auth.py.
     with httpx.Client(base_url=guarded, timeout=10, follow_redirects=True) as browser:
         assert browser.get("/login").status_code == 200
-        assert browser.get("/login", params={"token": "wrong"}).status_code == 401
-        signed_in = browser.get("/login", params={"token": "t0ken-for-tests"})
+        assert browser.post("/login", data={"token": "wrong"}).status_code == 401
+        signed_in = browser.post("/login", data={"token": "t0ken-for-tests"})
         assert signed_in.status_code == 200 and signed_in.url.path == "/"
         cookie = browser.cookies.get("llmpulse_session")
         assert cookie and "t0ken" not in cookie

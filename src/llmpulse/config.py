@@ -238,6 +238,10 @@ class WebSettings(BaseModel):
     password: SecretReference = None
     # false: serve the UI and API off loopback without any credentials (an explicit opt-out).
     auth: bool = True
+    # A browser's sign-in ends after this long without a request (each request restarts it).
+    session_timeout: Duration = Field(
+        default=12 * 3600.0, gt=0, le=365 * 86400.0, allow_inf_nan=False
+    )
     title: str = "llmpulse"
 
     @model_validator(mode="after")
@@ -359,6 +363,7 @@ class WebConfig:
     username: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
     auth: bool = True
+    session_timeout: float = 12 * 3600.0
     title: str = "llmpulse"
 
     @property
@@ -450,6 +455,7 @@ def resolve_web(settings: WebSettings, env: Mapping[str, str], where: str = "") 
         username=settings.username,
         password=secrets["password"],
         auth=settings.auth,
+        session_timeout=settings.session_timeout,
         title=settings.title,
     )
     _check_credentials(web, where + "web.listen")

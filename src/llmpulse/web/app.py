@@ -7,21 +7,23 @@ Every asset is served from the package; nothing is fetched from a CDN.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable, MutableMapping
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 
 from llmpulse.config import WebConfig
 from llmpulse.monitor.status import Status
 from llmpulse.web import badge, schemas
 from llmpulse.web.api import private_routes, public_routes
-from llmpulse.web.auth import AuthMiddleware
+from llmpulse.web.auth import ASGIApp, AuthMiddleware, Clock, Receive, Scope, Send
 from llmpulse.web.view import View
 
 if TYPE_CHECKING:
@@ -42,7 +44,10 @@ def create_app(
     *,
     exporter: MetricsExporter | None = None,
     status_only: bool = False,
+    clock: Clock = time.monotonic,
 ) -> FastAPI:
+    """The dashboard app (or the status page alone); ``clock`` times sign-in sessions and the
+    failed-sign-in limiter (tests pass their own)."""
     app = FastAPI(
         title="llmpulse",
         version=version("llmpulse"),
@@ -100,23 +105,43 @@ def create_app(
     for route, page in pages.items():
         app.add_api_route(route, _page(page), include_in_schema=False, methods=["GET"])
 
-    @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        for key, value in _SECURITY_HEADERS.items():
-            response.headers.setdefault(key, value)
-        return response
-
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Logged by the server; the client gets no traceback (it might hold paths or data).
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+        # Starlette answers this outside every middleware, hence the headers here.
+        return JSONResponse(
+            {"detail": "internal error"}, status_code=500, headers=_SECURITY_HEADERS
+        )
 
     if not status_only:
-        app.add_middleware(AuthMiddleware, web=web)
+        app.add_middleware(AuthMiddleware, web=web, clock=clock)
+    # Added last, so outermost: the sign-in page, challenges and 429s get the headers too.
+    app.add_middleware(SecurityHeaders)
     return app
+
+
+class SecurityHeaders:
+    """Adds ``_SECURITY_HEADERS`` to every response that does not set them itself.
+
+    Pure ASGI: it touches only the start message, so streamed responses stay streamed.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for key, value in _SECURITY_HEADERS.items():
+                    headers.setdefault(key, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _page(name: str) -> Callable[[], FileResponse]:
