@@ -1,13 +1,20 @@
 """What a client cannot make the gateway do: hold large bodies, recurse, fail after an upstream
-answered, create targets at will, keep upstream calls running after it left. Real sockets, the
-simulator as the providers."""
+answered, create targets at will, keep upstream calls running after it left, hold connections
+without sending headers, or keep the process from stopping. Real sockets, the simulator as the
+providers; the process-level bounds are measured on an ``llmpulse gateway`` process."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import socket
+import sqlite3
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -15,8 +22,9 @@ import anthropic
 import httpx
 import openai
 import pytest
+import yaml
 
-from conftest import sim_model
+from conftest import sim_model, spawn_llmpulse
 from llmpulse.sim import SimServer
 from test_gateway_proxy import FAST, Served, ask, deployment, gateway_config, upstream
 
@@ -261,3 +269,183 @@ def test_a_streaming_client_that_leaves_stops_the_upstream_read(
         )
     assert served.records == []
     assert "shutting down" not in caplog.text
+
+
+# --- the gateway process: memory, slow headers, shutdown ---------------------------------------
+
+
+class GatewayProcess:
+    """``llmpulse gateway`` as its own process on a free port."""
+
+    def __init__(self, sim: SimServer, workdir: Path, entries: list[dict[str, Any]], **gw: Any):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db = workdir / "traffic.db"
+        config = workdir / "gateway.yaml"
+        raw = {"model_list": entries, "gateway": {"monitor": False, **gw}}
+        config.write_text(yaml.safe_dump(raw, allow_unicode=True))
+        args = ["gateway", "--config", str(config), "--db", str(self.db)]
+        self.proc = spawn_llmpulse([*args, "--listen", f"127.0.0.1:{self.port}"], workdir, "gw.log")
+        self.log = workdir / "gw.log"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{self.url}/health/liveliness", timeout=5).raise_for_status()
+                return
+            except httpx.TransportError:
+                assert self.proc.poll() is None, self.log.read_text()
+                assert time.monotonic() < deadline, "the gateway did not start"
+                time.sleep(0.1)
+
+    def status(self, field: str) -> int:
+        """A /proc/PID/status field in KiB (VmRSS, VmHWM: the peak)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+        raise AssertionError(f"no {field}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def gateway_process(sim: SimServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    model = sim_model(sim, **FAST)
+    workdir = tmp_path_factory.mktemp("limits")
+    process = GatewayProcess(
+        sim,
+        workdir,
+        [deployment(sim, "chat", "openai", model)],
+        max_request_size_mb=1,
+        header_timeout="1s",
+    )
+    process.model = model  # type: ignore[attr-defined]
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_large_bodies_cost_the_gateway_no_memory(gateway_process: GatewayProcess) -> None:
+    url = f"{gateway_process.url}/v1/chat/completions"
+    client = openai.OpenAI(base_url=f"{gateway_process.url}/v1", api_key="x", max_retries=0)
+    assert ask(client, "chat").model == gateway_process.model  # type: ignore[attr-defined]
+    peak = gateway_process.status("VmHWM")
+    payload = b"x" * (40 * MIB)
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for start in range(0, len(payload), MIB):
+            yield payload[start : start + MIB]
+
+    async def abuse() -> list[int]:
+        async with httpx.AsyncClient(timeout=60) as http:
+            sized = [http.post(url, content=payload) for _ in range(6)]
+            streamed = [http.post(url, content=chunked()) for _ in range(6)]
+            answers = await asyncio.gather(*sized, *streamed)
+        return [a.status_code for a in answers]
+
+    statuses = asyncio.run(abuse())
+    # 480 MB sent: the gateway read at most the 1 MB limit of each chunked body.
+    grown_mb = (gateway_process.status("VmHWM") - peak) / 1024
+    assert grown_mb < 40, f"peak RSS grew {grown_mb:.0f} MB"
+    assert statuses == [413] * 12
+
+
+def test_a_client_slow_to_send_its_headers_is_cut_off_while_others_are_served(
+    gateway_process: GatewayProcess,
+) -> None:
+    client = openai.OpenAI(base_url=f"{gateway_process.url}/v1", api_key="x", max_retries=0)
+    with contextlib.ExitStack() as stack:
+        silent = stack.enter_context(socket.create_connection(("127.0.0.1", gateway_process.port)))
+        slow = stack.enter_context(socket.create_connection(("127.0.0.1", gateway_process.port)))
+        started = time.monotonic()
+        slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        for sock in (silent, slow):
+            sock.settimeout(5)
+        for header in (b"host: x\r\n", b"x-a: 1\r\n", b"x-b: 2\r\n"):
+            # Meanwhile other requests are served.
+            assert ask(client, "chat").model == gateway_process.model  # type: ignore[attr-defined]
+            with contextlib.suppress(OSError):
+                slow.sendall(header)
+            time.sleep(0.3)
+        # Closed (EOF, or a reset for what was sent after) about a second after it opened.
+        for sock in (silent, slow):
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1024) == b""
+        assert time.monotonic() - started < 3
+    # A request whose headers come in time is unaffected by the clock of an earlier one.
+    with socket.create_connection(("127.0.0.1", gateway_process.port)) as kept:
+        kept.sendall(b"GET /health/liveliness HTTP/1.1\r\nhost: x\r\n\r\n")
+        time.sleep(1.5)
+        kept.sendall(b"GET /health/liveliness HTTP/1.1\r\nhost: x\r\n\r\n")
+        kept.settimeout(5)
+        time.sleep(0.2)
+        assert kept.recv(65536).count(b"200 OK") == 2
+
+
+def test_sigterm_drains_within_the_grace_then_cancels_and_flushes(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    fast = sim_model(sim, **FAST)
+    hung = sim_model(sim, fault="hang")
+    slow = sim_model(sim, ttft=0.01, tokens_per_s=4, output_tokens=200)
+    entries = [
+        deployment(sim, "chat", "openai", fast),
+        deployment(sim, "hung", "openai", hung),
+        deployment(sim, "slow", "openai", slow),
+    ]
+    process = GatewayProcess(sim, tmp_path, entries, shutdown_grace="1s")
+    client = openai.OpenAI(base_url=f"{process.url}/v1", api_key="x", max_retries=0, timeout=30)
+    failures: dict[str, BaseException] = {}
+
+    def hang() -> None:
+        try:
+            ask(client, "hung")
+        except openai.APIStatusError as exc:
+            failures["hung"] = exc
+
+    def stream() -> None:
+        try:
+            list(ask(client, "slow", stream=True))
+        except openai.APIError as exc:
+            failures["slow"] = exc
+
+    try:
+        assert ask(client, "chat").model == fast
+        waiting = [threading.Thread(target=hang), threading.Thread(target=stream)]
+        for thread in waiting:
+            thread.start()
+        wait_until(lambda: upstream(sim, hung) and upstream(sim, slow), "the upstream calls")
+        time.sleep(0.3)  # the stream is under way
+        stopping = time.monotonic()
+        process.proc.send_signal(signal.SIGTERM)
+        assert process.proc.wait(10) == 0
+        took = time.monotonic() - stopping
+        for thread in waiting:
+            thread.join(10)
+    finally:
+        process.stop()
+    log = process.log.read_text()
+    assert took < 1 + 3, f"exited {took:.1f}s after SIGTERM\n{log}"
+    assert "Traceback" not in log, log
+    # Both were answered past the grace: a 503 to retry elsewhere, and the stream's error
+    # event; their upstream calls ended.
+    assert getattr(failures["hung"], "status_code", None) == 503
+    assert "shutting down" in failures["slow"].message
+    assert not isinstance(failures["slow"], openai.APIConnectionError)
+    wait_until(
+        lambda: upstream(sim, hung)[0]["client_left"] and upstream(sim, slow)[0]["client_left"],
+        "the upstream calls to end",
+    )
+    # The traffic recorded before the signal was flushed.
+    with sqlite3.connect(process.db) as conn:
+        rows = conn.execute("SELECT model, ok FROM results WHERE source = 'traffic'").fetchall()
+    assert rows == [(fast, 1)]

@@ -358,6 +358,7 @@ def gateway_command(
 
     from llmpulse.config import is_loopback, split_address
     from llmpulse.gateway.app import create_app
+    from llmpulse.serving import Server, header_timeout_protocol
     from llmpulse.store.spool import ResultWriter, spool_for
 
     _logging(verbose)
@@ -422,8 +423,18 @@ def gateway_command(
                 except Exception:  # a spool that cannot be written either: say so, go on
                     logging.getLogger("llmpulse.gateway").exception("recording traffic failed")
 
-        server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="info" if verbose else "warning")
+        settings = gateway.settings
+        server = Server(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="info" if verbose else "warning",
+                http=header_timeout_protocol(settings.header_timeout),
+                # In-flight requests may finish; then the rest are cancelled, their upstream
+                # calls with them, and the traffic recorded so far is flushed below.
+                timeout_graceful_shutdown=settings.shutdown_grace,
+            )
         )
         flushing = asyncio.create_task(flush_forever())
         shown = f"[{host}]" if ":" in host else host
