@@ -715,3 +715,49 @@ def test_redis_url_from_gateway_section_or_litellm_router_settings():
     with pytest.raises(ConfigError, match=r"gateway\.redis_url: expected a redis://"):
         parse_gateway({"model_list": [entry], "gateway": {"redis_url": "cache:6379"}}, env)
     assert parse_gateway({"model_list": [entry]}, env).settings.redis_url is None
+
+
+def test_limits_have_defaults_and_are_configurable():
+    entry = {"model_name": "m", "litellm_params": {"model": "openai/gpt-4o"}}
+    settings = parse_gateway({"model_list": [entry]}, ENV).settings
+    assert settings.max_request_bytes == 32 << 20  # LiteLLM's default max_request_size_mb
+    assert (settings.max_json_depth, settings.max_model_name_length) == (128, 256)
+    assert settings.max_wildcard_targets == 1000
+    assert (settings.header_timeout, settings.shutdown_grace) == (30.0, 10.0)
+    # LiteLLM's key is read (not named in the warning); llmpulse's own wins when both are set.
+    raw = {"model_list": [entry], "general_settings": {"max_request_size_mb": 2}}
+    gw = parse_gateway(raw, ENV)
+    assert gw.settings.max_request_bytes == 2 << 20 and gw.warning is None
+    raw["gateway"] = {
+        "max_request_size_mb": 0.5,
+        "max_json_depth": 64,
+        "max_model_name_length": 100,
+        "max_wildcard_targets": 0,
+        "header_timeout": "5s",
+        "shutdown_grace": "1m",
+    }
+    settings = parse_gateway(raw, ENV).settings
+    assert settings.max_request_bytes == 1 << 19
+    assert (settings.max_json_depth, settings.max_model_name_length) == (64, 100)
+    assert settings.max_wildcard_targets == 0
+    assert (settings.header_timeout, settings.shutdown_grace) == (5.0, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("general_settings", "max_request_size_mb", 0, "greater than 0"),
+        ("gateway", "max_request_size_mb", "big", "valid number"),
+        ("gateway", "max_json_depth", 1000, "less than or equal to 256"),
+        ("gateway", "max_model_name_length", 0, "greater than or equal to 1"),
+        ("gateway", "max_wildcard_targets", -1, "greater than or equal to 0"),
+        ("gateway", "header_timeout", 0, "greater than 0"),
+        ("gateway", "shutdown_grace", "soon", "expected a duration"),
+    ],
+)
+def test_a_bad_limit_names_its_key_in_one_line(section, key, value, expected):
+    raw = {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}]}
+    raw[section] = {key: value}
+    with pytest.raises(ConfigError, match=rf"^{section}\.{key}: .*{expected}") as info:
+        parse_config(raw, env=ENV)
+    assert "\n" not in str(info.value)

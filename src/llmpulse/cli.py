@@ -371,6 +371,7 @@ def gateway_command(
 
     from llmpulse.config import is_loopback, split_address
     from llmpulse.gateway.app import create_app
+    from llmpulse.serving import Server, header_timeout_protocol
     from llmpulse.store.spool import ResultWriter, spool_for
 
     _logging(verbose)
@@ -442,13 +443,18 @@ def gateway_command(
                 except Exception:  # a spool that cannot be written either: say so, go on
                     logging.getLogger("llmpulse.gateway").exception("recording traffic failed")
 
-        server = uvicorn.Server(
+        settings = gateway.settings
+        server = Server(
             uvicorn.Config(
                 app,
                 host=host,
                 port=port,
                 log_level="info" if verbose else "warning",
                 log_config=None,  # its lines go through our handlers, and so the redactor
+                http=header_timeout_protocol(settings.header_timeout),
+                # In-flight requests may finish; then the rest are cancelled, their upstream
+                # calls with them, and the traffic recorded so far is flushed below.
+                timeout_graceful_shutdown=settings.shutdown_grace,
             )
         )
         flushing = asyncio.create_task(flush_forever())

@@ -30,6 +30,16 @@ Every response carries the gateway's request id in ``x-request-id`` (the openai 
 attempt's upstream id in ``x-llmpulse-upstream-request-id``; the traffic result keeps the
 upstream id, and the log line of a failed request names the gateway id, so a user's report,
 the log and the provider's own logs meet.
+
+What a client sends is bounded (README's "Limits"): a body past ``max_request_size_mb`` is
+refused (413) before it is read, or as soon as a chunked body passes it; JSON nested past
+``gateway.max_json_depth`` is a 400, as the proxy answers a model name past
+``gateway.max_model_name_length``. Header values made of outside text (model names, upstream
+ids) go out through ``header_value``, so a response never fails after the upstream answered. A
+client that disconnects before its answer starts cancels the request and its upstream call
+(Starlette notices a disconnect only while a response streams; it stops a stream's upstream
+read itself); nothing is recorded for it. Requests the server cancels at shutdown (past
+``gateway.shutdown_grace``) are answered 503, or a stream's error event.
 """
 
 from __future__ import annotations
@@ -40,14 +50,15 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -55,7 +66,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmpulse.config import Target, is_loopback
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerState
-from llmpulse.gateway.config import GatewayConfig
+from llmpulse.gateway.config import MIB, GatewayConfig
 from llmpulse.gateway.ir import ChatRequest, MessageStart, StreamEvent, TranslationError
 from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
 from llmpulse.gateway.translate import anthropic as tr_anthropic
@@ -77,6 +88,7 @@ _ID_HEADERS = (b"x-request-id", b"request-id")
 _IDS_KEY = "llmpulse.request_ids"
 FOLLOW_POLL_S = 1.0  # how often the daemon's probe results are read, and its lock checked
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+T = TypeVar("T")
 
 
 class _Format:
@@ -131,7 +143,8 @@ class _RequestIdMiddleware:
                 headers = [h for h in message.get("headers", []) if h[0] not in _ID_HEADERS]
                 headers += [(name, ids.gateway.encode()) for name in _ID_HEADERS]
                 if ids.upstream:
-                    headers.append((UPSTREAM_ID_HEADER.encode(), ids.upstream.encode("latin-1")))
+                    upstream = header_value(ids.upstream).encode()
+                    headers.append((UPSTREAM_ID_HEADER.encode(), upstream))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -231,37 +244,43 @@ def create_app(
         denied = refused(request, fmt)
         if denied is not None:
             return denied
-        try:
-            body = json.loads(await request.body())
-            chat = fmt.module.parse_request(body)
-        except ValueError as exc:  # TranslationError is a ValueError
-            status = exc.status if isinstance(exc, TranslationError) else 400
-            message = exc.message if isinstance(exc, TranslationError) else "body is not JSON"
-            return fmt.error(GatewayError(status, ErrorClass.BAD_REQUEST, message))
-        gateway = holder["gateway"]
+        settings = config.settings
         ids: RequestIds = request.scope[_IDS_KEY]
+        try:
+            body = await _read_body(request, settings.max_request_bytes)
+            chat = fmt.module.parse_request(_parse_json(body, settings.max_json_depth))
+        except GatewayError as exc:
+            return fmt.error(exc)
+        except TranslationError as exc:
+            return fmt.error(GatewayError(exc.status, ErrorClass.BAD_REQUEST, exc.message))
+        except _ClientLeft:
+            return _left(ids)
+        gateway = holder["gateway"]
         if not chat.stream:
             try:
-                answer, deployment = await gateway.complete(chat, ids)
+                answering = gateway.complete(chat, ids)
+                answer, deployment = await _unless_client_leaves(request, answering)
             except GatewayError as exc:
                 _failed(ids, exc)
                 return fmt.error(exc)
-            headers = {DEPLOYMENT_HEADER: deployment.name, **_dropped(answer.dropped_params)}
+            except _ClientLeft:
+                return _left(ids)
+            headers = {
+                DEPLOYMENT_HEADER: header_value(deployment.name),
+                **_dropped(answer.dropped_params),
+            }
             return JSONResponse(fmt.module.render_response(answer), headers=headers)
         events = gateway.stream(chat, ids)
         try:
-            first = await anext(events)
+            first = await _unless_client_leaves(request, anext(events, None))
         except GatewayError as exc:
             _failed(ids, exc)
             return fmt.error(exc)
-        except StopAsyncIteration:
-            first = None
+        except _ClientLeft:
+            return _left(ids)
         dropped = _dropped(first.dropped_params if isinstance(first, MessageStart) else [])
-        return StreamingResponse(
-            _sse(fmt, chat, ids, first, events),
-            media_type="text/event-stream",
-            headers={**_SSE_HEADERS, **dropped},
-        )
+        frames = _sse(fmt, chat, ids, first, events)
+        return _EventStream(fmt, ids, frames, {**_SSE_HEADERS, **dropped})
 
     async def chat_completions(request: Request) -> Response:
         return await serve(request, _OPENAI)
@@ -330,7 +349,173 @@ def create_app(
 
 
 def _dropped(params: list[str]) -> dict[str, str]:
-    return {DROPPED_HEADER: ",".join(params)} if params else {}
+    return {DROPPED_HEADER: header_value(",".join(params))} if params else {}
+
+
+# Printable ASCII but "%", which marks what is encoded.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if c != ord("%"))
+
+
+def header_value(text: str) -> str:
+    """``text`` as a response header value: printable ASCII as it is, anything else (and ``%``)
+    percent-encoded as UTF-8.
+
+    Every header value taken from outside text (a deployment's name holds the model a client
+    asked a wildcard group for; upstream request ids) goes through here: one that HTTP cannot
+    carry would fail the response after the upstream answered, and billed.
+    """
+    if text.isascii() and text.isprintable() and "%" not in text:
+        return text
+    # aiohttp keeps a header's bytes that are not UTF-8 as surrogates: encoded back to them.
+    return quote(text, safe=_HEADER_SAFE, errors="surrogateescape")
+
+
+class _ClientLeft(Exception):
+    """The client disconnected before its answer started."""
+
+
+def _left(ids: RequestIds) -> Response:
+    log.info("gateway request %s: the client left before its answer; nothing recorded", ids.gateway)
+    return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused (413) past ``limit`` bytes: a declared Content-Length before
+    anything is read, a chunked body as soon as the bytes read pass it. What is not read stays
+    in the socket (uvicorn reads at most 64 KiB ahead), so a large body costs no memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise _ClientLeft from None
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> GatewayError:
+    # No error class: the protocols' own 413 kinds (Anthropic's request_too_large).
+    return GatewayError(
+        413,
+        None,
+        f"the request body is larger than the gateway accepts ({limit / MIB:g} MB, "
+        "max_request_size_mb)",
+    )
+
+
+def _parse_json(body: bytes, max_depth: int) -> Any:
+    """The body as JSON; 400 when it is not JSON or nests deeper than ``max_depth``.
+
+    Deep nesting would recurse past Python's limit somewhere after parsing (translating it,
+    encoding it upstream): refused here, whole. Brackets counted in C bound the depth, so the
+    walk runs only for bodies with many of them.
+    """
+    too_deep = GatewayError(
+        400,
+        ErrorClass.BAD_REQUEST,
+        f"the JSON body nests deeper than {max_depth} levels (gateway.max_json_depth)",
+    )
+    try:
+        value = json.loads(body)
+    except RecursionError:  # deeper than the parser goes: far past any limit
+        raise too_deep from None
+    except ValueError:  # UnicodeDecodeError too
+        raise GatewayError(400, ErrorClass.BAD_REQUEST, "body is not JSON") from None
+    if body.count(b"[") + body.count(b"{") > max_depth and _nests_deeper(value, max_depth):
+        raise too_deep
+    return value
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether ``value``'s containers nest more than ``limit`` deep (walked without recursion)."""
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, while watching the client: when it disconnects first, ``work`` is
+    cancelled (and with it the upstream call, which would otherwise run on, billed, up to its
+    timeout) and ``_ClientLeft`` raised. Starlette notices a disconnect only while a response
+    streams, and until the answer starts there is none.
+
+    The request's body must have been read. When the server cancels the request (shutdown, past
+    ``gateway.shutdown_grace``), the client gets a 503 it can retry elsewhere, not a bare 500.
+    """
+    handler = asyncio.current_task()
+    assert handler is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        left = True
+        handler.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        # Ours to handle either way: answered (or dropped) instead of failing the request.
+        handler.uncancel()
+        if left:
+            raise _ClientLeft from None
+        raise _shutting_down() from None
+    finally:
+        watcher.cancel()
+
+
+def _shutting_down() -> GatewayError:
+    return GatewayError(503, None, "the gateway is shutting down; retry the request")
+
+
+class _EventStream(StreamingResponse):
+    """An answer's SSE stream. When the server cancels it at shutdown (past
+    ``gateway.shutdown_grace``), it ends with the protocol's error event, which the SDKs raise:
+    the client learns why its answer is short, and no traceback is logged."""
+
+    def __init__(
+        self, fmt: _Format, ids: RequestIds, frames: AsyncIterator[bytes], headers: dict[str, str]
+    ) -> None:
+        super().__init__(frames, media_type="text/event-stream", headers=headers)
+        self.fmt, self.ids = fmt, ids
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        streaming = False  # started and not yet ended: an event can still go out
+
+        async def sending(message: Message) -> None:
+            nonlocal streaming
+            streaming = message["type"] == "http.response.start" or message.get("more_body", False)
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, sending)
+        except asyncio.CancelledError:
+            # A client that left ends the stream without raising; this is the server stopping.
+            if not streaming:
+                raise
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()
+            error = _shutting_down()
+            _failed(self.ids, error)
+            frame = self.fmt.stream_error(error)
+            await send({"type": "http.response.body", "body": frame, "more_body": False})
 
 
 async def _probe_or_follow(

@@ -24,7 +24,8 @@ and /proxy/config_settings, /routing, /proxy/reliability, /wildcard_routing; and
   ``redis_port``/``redis_password`` (routing state shared between replicas). The same fallback
   and retry keys are also read from ``litellm_settings``, ``router_settings`` winning, as in
   LiteLLM.
-- ``general_settings.master_key``: a key clients use to call the gateway.
+- ``general_settings.master_key``: a key clients use to call the gateway;
+  ``general_settings.max_request_size_mb``: the largest request body accepted (32).
 - ``gateway``: llmpulse's own settings (listen address, gateway keys, limits, monitoring,
   ``redis_url``).
 
@@ -62,6 +63,8 @@ from llmpulse.config import (
 from llmpulse.gateway.routing import Strategy
 from llmpulse.providers.presets import PRESETS
 from llmpulse.redact import is_credential_header
+
+MIB = 1 << 20
 
 # LiteLLM's provider prefix -> llmpulse preset.
 PROVIDERS: dict[str, str] = {
@@ -241,6 +244,13 @@ class GatewaySettings:
     # password, so it is never shown.
     redis_url: str | None = dataclasses.field(default=None, repr=False)
     redis_prefix: str = "llmpulse:gateway"
+    # Bounds on what a client can make the gateway hold or create (README's "Limits").
+    max_request_bytes: int = 32 * MIB
+    max_json_depth: int = 128
+    max_model_name_length: int = 256
+    max_wildcard_targets: int = 1000  # distinct targets wildcard groups create; then the group's
+    header_timeout: float = 30.0  # for a request's line and headers, from its first byte
+    shutdown_grace: float = 10.0  # in-flight requests may finish; the rest are cancelled
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -428,6 +438,7 @@ class _LitellmSettings(_Reliability):
 class _General(BaseModel):
     model_config = ConfigDict(extra="allow")
     master_key: str | None = Field(default=None, min_length=1)
+    max_request_size_mb: float | None = Field(default=None, gt=0)
 
 
 class _Gateway(BaseModel):
@@ -443,6 +454,13 @@ class _Gateway(BaseModel):
     store_prompts: bool = False
     redis_url: str | None = None
     redis_prefix: str = Field(default="llmpulse:gateway", min_length=1)
+    max_request_size_mb: float | None = Field(default=None, gt=0)
+    # Deeper than a few hundred levels, parsing and re-encoding would hit Python's recursion limit.
+    max_json_depth: int = Field(default=128, ge=1, le=256)
+    max_model_name_length: int = Field(default=256, ge=1)
+    max_wildcard_targets: int = Field(default=1000, ge=0)
+    header_timeout: Duration = Field(default=30.0, gt=0)
+    shutdown_grace: Duration = 10.0
 
 
 class _File(BaseModel):
@@ -700,6 +718,8 @@ def _settings(parsed: _File, env: Mapping[str, str], where: str) -> GatewaySetti
     master = _value(parsed.general_settings.master_key, env, f"{where}general_settings.master_key")
     resolved = tuple(k for k in (master, *keys) if k)
     host, port = split_address(gateway.listen)
+    # Ours wins over LiteLLM's, as gateway.redis_url does.
+    size_mb = _first(gateway.max_request_size_mb, parsed.general_settings.max_request_size_mb)
     if not resolved and not is_loopback(host):
         raise ConfigError(
             f"{where}gateway.listen: {gateway.listen} is not a loopback address, so the gateway "
@@ -718,6 +738,12 @@ def _settings(parsed: _File, env: Mapping[str, str], where: str) -> GatewaySetti
         store_prompts=gateway.store_prompts,
         redis_url=_redis_url(parsed, env, where),
         redis_prefix=gateway.redis_prefix,
+        max_request_bytes=round(_or(size_mb, 32) * MIB),
+        max_json_depth=gateway.max_json_depth,
+        max_model_name_length=gateway.max_model_name_length,
+        max_wildcard_targets=gateway.max_wildcard_targets,
+        header_timeout=gateway.header_timeout,
+        shutdown_grace=gateway.shutdown_grace,
     )
 
 

@@ -233,6 +233,11 @@ class Gateway:
             num_retries=router.num_retries, retry_after_cap_s=settings.max_retry_wait
         )
         self._targets: dict[tuple[str, str], Target] = {}
+        # Each model a client names through a wildcard group is a target of its own, up to
+        # gateway.max_wildcard_targets of them; beyond, results go under the pattern
+        # deployment's own name, so clients cannot grow the gateway (or the database) at will.
+        self._wildcard_targets = 0
+        self._patterns = {d.id: d.name for d in config.deployments if d.wildcard}
 
     async def aclose(self) -> None:
         if self._own_session:
@@ -274,6 +279,23 @@ class Gateway:
     # --- the failover loop -------------------------------------------------------------------
 
     def _call(self, request: ChatRequest, ids: RequestIds | None) -> _Call:
+        limit = self.config.settings.max_model_name_length
+        # Checked before any lookup: the name goes into target names, headers and logs.
+        if len(request.model) > limit:
+            raise GatewayError(
+                400,
+                ErrorClass.BAD_REQUEST,
+                f"the model name is {len(request.model)} characters long; at most {limit} are "
+                "accepted",
+                param="model",
+            )
+        if not request.model.isprintable():
+            raise GatewayError(
+                400,
+                ErrorClass.BAD_REQUEST,
+                "the model name contains control or other non-printable characters",
+                param="model",
+            )
         root = self.config.aliases.get(request.model, request.model)
         return _Call(request, root, ids or RequestIds())
 
@@ -763,8 +785,16 @@ class Gateway:
     def _target(self, deployment: Deployment) -> Target:
         key = (deployment.id, deployment.model)
         target = self._targets.get(key)
-        if target is None:
-            target = self._targets[key] = deployment.to_target()
+        if target is not None:
+            return target
+        target = deployment.to_target()
+        pattern = self._patterns.get(deployment.id)
+        if pattern is not None:
+            if self._wildcard_targets >= self.config.settings.max_wildcard_targets:
+                # The model as requested, recorded under the pattern: not kept, nor counted.
+                return dataclasses.replace(target, name=pattern)
+            self._wildcard_targets += 1
+        self._targets[key] = target
         return target
 
     def _record(self, call: _Call, error: GatewayError | None) -> None:

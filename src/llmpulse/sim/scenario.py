@@ -88,6 +88,8 @@ class ModelBehavior(BaseModel):
     cached_tokens: int = Field(0, ge=0)
     reasoning_tokens: int = Field(0, ge=0)
     served_model: str | None = None
+    # Appended to each request id the model's responses carry (ids in odd characters).
+    request_id_suffix: str = ""
     system_fingerprint: str | None = "fp_sim"
     context_window: int = Field(128000, gt=0)
     max_output_tokens: int = Field(8192, gt=0)

@@ -102,6 +102,7 @@ class SimResponse:
     ) -> None:
         self.status, self.headers, self.body = status, headers, body
         self.start_at, self.hang, self.truncate = start_at, hang, truncate
+        self.logged: dict[str, Any] | None = None  # its ground truth, told if the client leaves
         if isinstance(body, bytes):
             content_length = len(body)
         if content_length is not None:
@@ -119,6 +120,8 @@ class SimResponse:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, SimulatedDisconnect):
                 await task
+            if self.logged is not None:
+                self.logged["client_left"] = True
 
     async def _send(self, send: Send) -> None:
         if self.hang:
@@ -250,7 +253,7 @@ class SimState:
             out.append(Limit(name, limit, remaining, reset))
         return out
 
-    def record(self, p: Plan, status: int, error_kind: str | None) -> None:
+    def record(self, p: Plan, status: int, error_kind: str | None) -> dict[str, Any]:
         self.seq += 1
         self.log.append(
             {
@@ -270,8 +273,11 @@ class SimState:
                 "input_tokens": p.input_tokens,
                 "served_model": p.served_model,
                 "body": p.body,
+                # The client disconnected before the response was complete.
+                "client_left": False,
             }
         )
+        return self.log[-1]
 
 
 def _in_force(
@@ -317,7 +323,7 @@ def _plan(protocol: str, model: str, b: ModelBehavior, body: Any, stream: bool, 
         protocol=protocol,
         model=model,
         served_model=b.served_model or model,
-        request_id=new_id(),
+        request_id=new_id() + b.request_id_suffix,
         stream=stream,
         t0=t0,
         created=int(time.time()),
@@ -445,8 +451,9 @@ class SimApp:
         if b.fault and random.random() < b.fault_rate:
             applies = b.fault not in (BODY_FAULTS if stream else STREAM_FAULTS)
             p.fault = b.fault if applies else None
-        state.record(p, 200, kind)
-        return self._success(p, proto, hdrs)
+        response = self._success(p, proto, hdrs)
+        response.logged = state.record(p, 200, kind)
+        return response
 
     @staticmethod
     def _pick_error(b: ModelBehavior) -> str | None:

@@ -19,6 +19,7 @@ import uvicorn
 
 from llmpulse.config import Config, is_loopback
 from llmpulse.monitor import metrics
+from llmpulse.serving import header_timeout_protocol
 from llmpulse.web.app import create_app
 from llmpulse.web.prometheus import MetricsExporter, Snapshot, TargetSnapshot
 from llmpulse.web.view import CARD_WINDOW, OfficialSource, View
@@ -69,6 +70,7 @@ class WebServer:
                         ws="none",
                         server_header=False,
                         timeout_graceful_shutdown=3,
+                        http=header_timeout_protocol(),  # a slow client cannot hold a connection
                     )
                 )
                 self._servers.append((server, sock))
