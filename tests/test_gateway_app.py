@@ -23,8 +23,10 @@ import pytest
 import yaml
 
 from conftest import sim_model
-from llmpulse.config import parse_config
+from llmpulse.config import ConfigError, parse_config
 from llmpulse.errors import ErrorClass
+from llmpulse.gateway.app import create_app
+from llmpulse.gateway.config import parse_gateway
 from llmpulse.monitor.daemon import Daemon
 from llmpulse.monitor.probelock import held_elsewhere
 from llmpulse.result import CheckKind, Source
@@ -350,3 +352,72 @@ def test_a_gateway_beside_a_running_daemon_follows_its_probes_instead_of_probing
                 "the gateway's own probes",
             )
     assert not held_elsewhere(db)
+
+
+def test_a_deployment_without_a_key_answers_401_in_the_callers_shape_unless_another_takes_it(
+    sim: SimServer,
+) -> None:
+    keyless, keyed, spare = (sim_model(sim, **FAST) for _ in range(3))
+    unset = {"api_key": "os.environ/UNSET_KEY"}
+    config = gateway_config(
+        [
+            deployment(sim, "keyless", "openai", keyless, **unset),
+            deployment(sim, "mixed", "anthropic", keyless, **unset),
+            deployment(sim, "mixed", "openai", keyed),
+            deployment(sim, "falls", "openai", f"{keyless}-2", **unset),
+            deployment(sim, "spare", "anthropic", spare),
+        ],
+        router={"fallbacks": [{"falls": ["spare"]}]},
+    )
+    hint = "no API key: UNSET_KEY (model_list[0].litellm_params.api_key) is not set"
+    with Served(config) as served:
+        with pytest.raises(openai.AuthenticationError) as oai:
+            ask(served.openai(), "keyless")
+        assert oai.value.status_code == 401 and oai.value.message.endswith(hint)
+        with pytest.raises(openai.AuthenticationError):
+            ask(served.openai(), "keyless", stream=True)
+        with pytest.raises(anthropic.AuthenticationError) as ant:
+            served.anthropic().messages.create(
+                model="keyless", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+            )
+        assert ant.value.body["error"] == {"type": "authentication_error", "message": hint}
+        # Another deployment of the group, or a fallback, takes the request instead.
+        assert ask(served.openai(), "mixed").model == keyed
+        assert ask(served.openai(), "falls").model == spare
+        health = httpx.get(f"{served.url}/health").json()
+    assert upstream(sim, keyless) == [] and upstream(sim, f"{keyless}-2") == []
+    assert [(r.target, r.error_class, r.http_status) for r in served.records[:3]] == [
+        (f"keyless/openai/{keyless}", ErrorClass.AUTH, 401)
+    ] * 3
+    assert [r.fallbacks for r in served.records[3:]] == [0, 1]
+    available = {d["name"]: d["available"] for d in health["deployments"]}
+    assert available[f"keyless/openai/{keyless}"] is False
+    assert available[f"mixed/openai/{keyed}"] is True
+    assert health["warnings"] == [
+        "deployments without an API key answer 401 until it is set: model_list[0] (set "
+        "UNSET_KEY), model_list[1] (set UNSET_KEY), model_list[3] (set UNSET_KEY)"
+    ]
+
+
+def test_access_control_llmpulse_lacks_is_refused_or_served_with_a_warning_on_health(
+    sim: SimServer,
+) -> None:
+    model = sim_model(sim, **FAST)
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", model)],
+        "general_settings": {"master_key": KEY, "custom_auth": "custom_auth.user_api_key_auth"},
+    }
+    config = parse_gateway(raw, {"SIM_KEY": "sk-sim"}, accept_unenforced_auth=True)
+    with pytest.raises(ConfigError, match=r"general_settings\.custom_auth: access control"):
+        create_app(config)
+    with Served(config, accept_unenforced_auth=True) as served:
+        assert ask(served.openai(KEY), "chat").model == model  # gateway keys still checked
+        with pytest.raises(openai.AuthenticationError):
+            ask(served.openai("wrong"), "chat")
+        health = httpx.get(f"{served.url}/health", headers={"x-api-key": KEY}).json()
+    assert health["warnings"] == [
+        "keys written in the file are used as written and kept secret: general_settings.master_key",
+        "serving without access control the config asks for (general_settings.custom_auth): "
+        "llmpulse checks only general_settings.master_key and gateway.keys",
+    ]
+    assert KEY not in str(health)

@@ -97,7 +97,7 @@ def load(text, env=ENV):
 def test_the_issue_example_loads_unchanged():
     config = load(ISSUE_EXAMPLE)
     gw = config.gateway
-    assert gw is not None and gw.warning is None and config.warnings == ()
+    assert gw is not None and gw.warnings == () and config.warnings == ()
     deployments = gw.resolve("my-chat-model")
     assert [(d.provider, d.protocol, d.model) for d in deployments] == [
         ("openai", "openai", "gpt-4o"),
@@ -121,14 +121,16 @@ def test_a_whole_litellm_proxy_file_loads_with_one_warning(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(WHOLE_PROXY_FILE)
     config = load_config(path, env=WHOLE_ENV)
-    (warning,) = config.warnings
+    skipping, warning = config.warnings
+    assert (
+        skipping == "skipping deployments that are not chat models: model_list[3] (mode: embedding)"
+    )
     for key in (
         "environment_variables",
         "general_settings.alerting",
         "general_settings.database_url",
         "litellm_settings.callbacks",
         "litellm_settings.success_callback",
-        "model_list[3] (mode: embedding)",
     ):
         assert key in warning
     gw = config.gateway
@@ -230,7 +232,10 @@ gateway:
 """,
         env={**ENV, "TEAM": "team-a", "GW_KEY": "gw-secret"},
     ).gateway
-    assert gw.warning is None
+    # The literal master key is said once, by its path; every other key is acted on.
+    assert gw.warnings == (
+        "keys written in the file are used as written and kept secret: general_settings.master_key",
+    )
     primary, groq = gw.resolve("main")
     assert (primary.id, primary.name, primary.base_url) == (
         "primary",
@@ -373,14 +378,6 @@ def test_secrets_never_in_reprs_or_errors():
             "model_list": [
                 {
                     "model_name": "m",
-                    "litellm_params": {"model": "openai/x", "api_key": "sk-pasted-1"},
-                }
-            ]
-        },
-        {
-            "model_list": [
-                {
-                    "model_name": "m",
                     "litellm_params": {"model": "openai/x", "apikey": "sk-pasted-1"},
                 }
             ],
@@ -408,33 +405,6 @@ def test_secrets_never_in_reprs_or_errors():
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (
-            {
-                "model_list": [
-                    {"model_name": "m", "litellm_params": {"model": "openai/x", "api_key": "sk-1"}}
-                ]
-            },
-            r"model_list\[0\]\.litellm_params\.api_key: must reference an environment variable",
-        ),
-        (
-            {
-                "model_list": [
-                    {
-                        "model_name": "m",
-                        "litellm_params": {"model": "openai/x", "api_key": "os.environ/NOPE"},
-                    }
-                ]
-            },
-            r"model_list\[0\]\.litellm_params\.api_key: environment variable NOPE is not set",
-        ),
-        (
-            {
-                "model_list": [
-                    {"model_name": "m", "litellm_params": {"model": "vertex_ai/gemini-pro"}}
-                ]
-            },
-            r"model_list\[0\]\.litellm_params\.model: expected 'provider/model'.*'vertex_ai/gemini-pro'",
-        ),
         (
             {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/"}}]},
             r"model_list\[0\]\.litellm_params\.model: no model name",
@@ -469,21 +439,6 @@ def test_secrets_never_in_reprs_or_errors():
         (
             {"model_list": [{"model_name": "m"}]},
             r"model_list\[0\]\.litellm_params: required key is missing",
-        ),
-        (
-            {
-                "model_list": [
-                    {
-                        "model_name": "m",
-                        "litellm_params": {
-                            "model": "azure/dep",
-                            "api_key": "os.environ/OPENAI_API_KEY",
-                            "api_base": "https://x",
-                        },
-                    }
-                ]
-            },
-            r"model_list\[0\]\.litellm_params\.api_version: required for azure/",
         ),
         (
             {
@@ -591,7 +546,7 @@ def test_bad_values_name_their_key(raw, expected):
 
 def test_errors_name_the_file(tmp_path):
     path = tmp_path / "litellm.yaml"
-    path.write_text("model_list:\n  - model_name: m\n    litellm_params: {model: nope}\n")
+    path.write_text("model_list:\n  - model_name: m\n    litellm_params: {model: openai/}\n")
     with pytest.raises(ConfigError, match=r"litellm\.yaml: model_list\[0\]\.litellm_params\.model"):
         load_config(path, env=ENV)
 
@@ -705,7 +660,7 @@ def test_redis_url_from_gateway_section_or_litellm_router_settings():
     }
     gw = parse_gateway(raw, env)
     assert gw.settings.redis_url == "redis://:p%40ss%2Fword@cache:6380"
-    assert "redis" not in (gw.warning or "")  # acted on, so not "ignored"
+    assert gw.warnings == ()  # acted on, so not "ignored"
     assert "p@ss" not in repr(gw.settings)
     # llmpulse's own key wins, and may be a reference too.
     raw["gateway"] = {"redis_url": "os.environ/REDIS_URL", "redis_prefix": "team-a"}
@@ -727,7 +682,7 @@ def test_limits_have_defaults_and_are_configurable():
     # LiteLLM's key is read (not named in the warning); llmpulse's own wins when both are set.
     raw = {"model_list": [entry], "general_settings": {"max_request_size_mb": 2}}
     gw = parse_gateway(raw, ENV)
-    assert gw.settings.max_request_bytes == 2 << 20 and gw.warning is None
+    assert gw.settings.max_request_bytes == 2 << 20 and not gw.warnings
     raw["gateway"] = {
         "max_request_size_mb": 0.5,
         "max_json_depth": 64,
@@ -761,3 +716,240 @@ def test_a_bad_limit_names_its_key_in_one_line(section, key, value, expected):
     with pytest.raises(ConfigError, match=rf"^{section}\.{key}: .*{expected}") as info:
         parse_config(raw, env=ENV)
     assert "\n" not in str(info.value)
+
+
+LITELLM_STYLE = """
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: sk-1234
+  - model_name: local
+    litellm_params:
+      model: openai/llama3
+      api_base: http://gpu:8000/v1
+      api_key: none
+      extra_headers: {Authorization: "Bearer tok-literal", X-Team: a, api-key: os.environ/TEAM}
+  - model_name: claude-bedrock
+    litellm_params:
+      model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
+      aws_secret_access_key: aws-literal-secret
+  - model_name: gemini-vertex
+    litellm_params: {model: vertex_ai/gemini-1.5-pro, vertex_project: p}
+  - model_name: embed
+    litellm_params: {model: openai/text-embedding-3-small, api_key: sk-embed-literal}
+    model_info: {mode: embedding}
+  - model_name: unnamed
+    litellm_params: {model: llama3}
+router_settings:
+  fallbacks: [{"gpt-4o": ["claude-bedrock", "local"]}, {"claude-bedrock": ["gpt-4o"]}]
+  model_group_alias: {claude: claude-bedrock, fast: local}
+  redis_host: cache
+  redis_password: redis-literal
+general_settings:
+  master_key: sk-master-literal
+"""
+LITERALS = (
+    "sk-1234",
+    "none",
+    "Bearer tok-literal",
+    "aws-literal-secret",
+    "sk-embed-literal",
+    "redis-literal",
+    "sk-master-literal",
+)
+
+
+def test_litellm_configs_load_as_is_with_one_warning_per_concern():
+    config = load(LITELLM_STYLE, env={"TEAM": "team-key"})
+    gw = config.gateway
+    assert [g.name for g in gw.groups] == ["gpt-4o", "local"]
+    assert gw.skipped == (
+        "model_list[4] (mode: embedding)",
+        "model_list[2] (bedrock/)",
+        "model_list[3] (vertex_ai/)",
+        "model_list[5] (no provider in 'llama3')",
+    )
+    assert (
+        config.warnings
+        == gw.warnings
+        == (
+            "skipping deployments that are not chat models: model_list[4] (mode: embedding)",
+            "skipping deployments of providers llmpulse does not speak yet: model_list[2] (bedrock/), "
+            "model_list[3] (vertex_ai/), model_list[5] (no provider in 'llama3')",
+            "ignoring fallbacks and aliases that name only skipped deployments: "
+            "router_settings.model_group_alias.claude ('claude-bedrock'), "
+            "router_settings.fallbacks ('claude-bedrock')",
+            "keys written in the file are used as written and kept secret: "
+            "model_list[0].litellm_params.api_key, "
+            "model_list[1].litellm_params.extra_headers.Authorization, "
+            "model_list[1].litellm_params.api_key, general_settings.master_key, "
+            "router_settings.redis_password",
+        )
+    )
+    # Skipped groups are gone from routing; what still names a served model stays.
+    assert gw.router.fallbacks == {"gpt-4o": ("local",)}
+    assert gw.aliases == {"fast": "local"}
+    # Every literal secret sits where secrets are collected (and never in a repr or warning).
+    (gpt,) = gw.resolve("gpt-4o")
+    (local,) = gw.resolve("local")
+    assert (gpt.api_key, local.api_key) == ("sk-1234", "none")
+    assert local.headers == {
+        "Authorization": "Bearer tok-literal",
+        "X-Team": "a",
+        "api-key": "team-key",
+    }
+    assert gw.settings.keys == ("sk-master-literal",)
+    assert gw.settings.redis_url == "redis://:redis-literal@cache:6379"
+    shown = repr(config) + "\n".join(config.warnings)
+    assert not [s for s in LITERALS if s in shown]
+
+
+def test_nothing_servable_is_one_line_naming_why():
+    embedding_only = """
+model_list:
+  - model_name: text-embedding-ada-002
+    litellm_params: {model: azure/azure-embedding-model, api_base: https://x, api_version: "2023-07-01-preview"}
+    model_info: {mode: embedding}
+"""
+    with pytest.raises(ConfigError) as info:
+        load(embedding_only)
+    assert str(info.value) == (
+        "model_list: no chat deployment of a provider llmpulse speaks: "
+        "model_list[0] (mode: embedding)"
+    )
+    with pytest.raises(
+        ConfigError, match=r"model_list\[0\] \(bedrock/\), model_list\[1\] \(siliconflow/\)$"
+    ):
+        load(
+            "model_list:\n"
+            "  - {model_name: a, litellm_params: {model: bedrock/claude}}\n"
+            "  - {model_name: b, litellm_params: {model: siliconflow/qwen, api_key: sk-1}}\n"
+        )
+    # Beside targets, the monitor still runs: only the gateway has nothing to serve.
+    config = load(embedding_only + "targets: [{provider: openai}]\n")
+    assert config.gateway.deployments == () and [t.name for t in config.targets] == [
+        "openai/gpt-4o-mini"
+    ]
+
+
+def test_a_fallback_naming_nothing_at_all_is_still_a_typo():
+    with pytest.raises(ConfigError, match=r"router_settings\.fallbacks: no model named 'typo'"):
+        load(LITELLM_STYLE.replace('["gpt-4o"]', '["typo"]'), env={"TEAM": "team-key"})
+    # A skipped wildcard group covers the names it would have matched.
+    gw = load(
+        """
+model_list:
+  - {model_name: main, litellm_params: {model: openai/gpt-4o}}
+  - {model_name: "bedrock/*", litellm_params: {model: "bedrock/*"}}
+router_settings:
+  default_fallbacks: ["bedrock/claude-x", main]
+"""
+    ).gateway
+    assert gw.router.default_fallbacks == ("main",)
+
+
+def test_azure_without_api_version_uses_litellms_default():
+    gw = load(
+        """
+model_list:
+  - model_name: gpt-4
+    litellm_params: {model: azure/gpt-4, api_base: https://res.openai.azure.com/, api_key: k1}
+  - model_name: gpt-4
+    litellm_params:
+      model: azure/gpt-4-eu
+      api_base: https://eu.openai.azure.com/
+      api_key: k2
+      api_version: "2024-10-21"
+"""
+    ).gateway
+    assert [d.api_version for d in gw.deployments] == ["2025-02-01-preview", "2024-10-21"]
+    assert gw.warnings[0] == (
+        "azure deployments without api_version use 2025-02-01-preview (LiteLLM's default): "
+        "model_list[0]"
+    )
+    assert gw.deployments[0].to_target().api_version == "2025-02-01-preview"
+    # AZURE_API_VERSION still comes first, as in LiteLLM.
+    gw = load(
+        "model_list: [{model_name: a, litellm_params: {model: azure/d, api_base: 'https://x'}}]",
+        env={"AZURE_API_VERSION": "2024-06-01", "AZURE_API_KEY": "k"},
+    ).gateway
+    assert gw.deployments[0].api_version == "2024-06-01" and gw.warnings == ()
+
+
+def test_a_deployment_without_a_key_loads_marked_unauthenticated():
+    config = load(
+        """
+model_list:
+  - {model_name: chat, litellm_params: {model: mistral/mistral-small-latest}}
+  - {model_name: chat, litellm_params: {model: groq/llama-3.1-8b-instant, api_key: os.environ/GROQ_KEY_2}}
+  - {model_name: chat, litellm_params: {model: openai/gpt-4o}}
+  - {model_name: local, litellm_params: {model: ollama/llama3}}
+""",
+        env={"OPENAI_API_KEY": "sk-openai"},
+    )
+    mistral, groq, openai_, ollama = config.gateway.deployments
+    assert (mistral.api_key, mistral.missing_key) == (
+        None,
+        "no API key for mistral: set MISTRAL_API_KEY, or model_list[0].litellm_params.api_key",
+    )
+    assert (
+        groq.missing_key
+        == "no API key: GROQ_KEY_2 (model_list[1].litellm_params.api_key) is not set"
+    )
+    assert openai_.missing_key is None and ollama.missing_key is None  # a local server needs none
+    assert config.warnings == (
+        "deployments without an API key answer 401 until it is set: "
+        "model_list[0] (set MISTRAL_API_KEY), model_list[1] (set GROQ_KEY_2)",
+    )
+    # The monitor's targets carry it, so probes report auth without calling the provider.
+    assert [t.missing_key for t in config.targets] == [
+        mistral.missing_key,
+        groq.missing_key,
+        None,
+        None,
+    ]
+
+
+JWT = """
+model_list:
+  - {model_name: gpt-4o, litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY}}
+general_settings:
+  master_key: sk-1234
+  enable_jwt_auth: true
+  litellm_jwtauth: {user_id_jwt_field: sub}
+  allowed_routes: ["/chat/completions"]
+  enforce_user_param: false
+  allowed_ips: []
+"""
+
+
+def test_access_control_llmpulse_does_not_enforce_fails_closed():
+    raw = yaml.safe_load(JWT)
+    with pytest.raises(ConfigError) as info:
+        parse_gateway(raw, ENV, "litellm.yaml: ")
+    assert str(info.value) == (
+        "litellm.yaml: general_settings.enable_jwt_auth, general_settings.litellm_jwtauth, "
+        "general_settings.allowed_routes: access control llmpulse does not enforce (it checks "
+        "gateway keys only); remove it, or pass --accept-unenforced-auth to serve without it"
+    )
+    gw = parse_gateway(raw, ENV, accept_unenforced_auth=True)
+    # False or empty asks for nothing; the others are not "ignored" but answered on their own.
+    assert gw.unenforced_auth == (
+        "general_settings.enable_jwt_auth",
+        "general_settings.litellm_jwtauth",
+        "general_settings.allowed_routes",
+    )
+    assert not [w for w in gw.warnings if "ignoring" in w]
+    assert gw.auth_warning(accept=True) == (
+        "serving without access control the config asks for (general_settings.enable_jwt_auth, "
+        "general_settings.litellm_jwtauth, general_settings.allowed_routes): llmpulse checks "
+        "only general_settings.master_key and gateway.keys"
+    )
+    with pytest.raises(ConfigError, match="--accept-unenforced-auth"):
+        gw.auth_warning(accept=False)
+    # The monitor serves no clients: `llmpulse run` loads the same file.
+    assert load(JWT).gateway.unenforced_auth == gw.unenforced_auth
+    assert (
+        parse_gateway({**raw, "general_settings": {"enable_jwt_auth": False}}, ENV).warnings == ()
+    )

@@ -45,6 +45,7 @@ class Served:
         policy: RetryPolicy | None = None,
         probe_targets: Sequence[Target] = (),
         results_db: Path | None = None,
+        accept_unenforced_auth: bool = False,
     ) -> None:
         self.config = config
         self.records: list[CheckResult] = []
@@ -60,6 +61,7 @@ class Served:
             make_gateway=make,
             probe_targets=probe_targets,
             results_db=results_db,
+            accept_unenforced_auth=accept_unenforced_auth,
         )
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))

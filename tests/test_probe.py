@@ -153,6 +153,20 @@ async def test_wrong_key_is_auth_on_every_protocol(sim):
     assert [r.error_class for r in await_results] == [ErrorClass.AUTH] * 4
 
 
+@pytest.mark.parametrize("kind", list(CheckKind))
+async def test_a_target_without_a_key_is_auth_naming_what_to_set_without_a_call(sim, kind):
+    import dataclasses
+
+    from test_gateway_proxy import upstream
+
+    model = sim_model(sim)
+    hint = "no API key for openai: set OPENAI_API_KEY, or model_list[0].litellm_params.api_key"
+    target = dataclasses.replace(make_target(sim, "openai", model), api_key=None, missing_key=hint)
+    result = await check(target, kind)
+    assert (result.ok, result.error_class, result.error_message) == (False, ErrorClass.AUTH, hint)
+    assert upstream(sim, model) == []
+
+
 # --- faults: hangs, stalls, cuts, garbage -----------------------------------------------------
 
 

@@ -349,17 +349,50 @@ def _logging(verbose: bool) -> None:
     )
 
 
+_ONE_PROCESS = "LiteLLM's flag, accepted with a warning: one process serves."
+
+
 @main.command("gateway")
-@config_option
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Config file (default: ./{DEFAULT_CONFIG_PATH} when present).",
+)
 @db_option
 @click.option(
     "--listen",
     metavar="HOST:PORT",
     help="Serve here instead of the config's gateway.listen (default 127.0.0.1:4000).",
 )
+@click.option(
+    "--host",
+    metavar="HOST",
+    help="Serve on this host (LiteLLM's flag; the default stays 127.0.0.1, not LiteLLM's 0.0.0.0).",
+)
+@click.option("--port", type=click.IntRange(0, 65535), metavar="PORT", help="Serve on this port.")
+@click.option(
+    "--accept-unenforced-auth",
+    is_flag=True,
+    help="Serve a config asking for access control llmpulse does not enforce (general_settings "
+    "enable_jwt_auth, custom_auth, allowed_routes, allowed_ips, ...), checking gateway keys only.",
+)
+@click.option("--num_workers", type=click.IntRange(1), metavar="N", help=_ONE_PROCESS)
+@click.option("--run_gunicorn", is_flag=True, help=_ONE_PROCESS)
+@click.option("--debug", "--detailed_debug", "debug", is_flag=True, help="LiteLLM's flags: as -v.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every request.")
 def gateway_command(
-    config_path: Path | None, db_path: str | None, listen: str | None, verbose: bool
+    config_path: Path | None,
+    db_path: str | None,
+    listen: str | None,
+    host: str | None,
+    port: int | None,
+    accept_unenforced_auth: bool,
+    num_workers: int | None,
+    run_gunicorn: bool,
+    debug: bool,
+    verbose: bool,
 ) -> None:
     """Serve the failover gateway: OpenAI- and Anthropic-compatible endpoints routing the
     config's model_list, every request recorded as traffic in the results database. The
@@ -374,27 +407,51 @@ def gateway_command(
     from llmpulse.serving import Server, header_timeout_protocol
     from llmpulse.store.spool import ResultWriter, spool_for
 
-    _logging(verbose)
+    _logging(verbose or debug)
     console = _console(stderr=True)
     try:
-        config = _load(config_path, require_file=True)  # prints the config's warning once
+        config = _load(config_path, require_file=True)  # prints the config's warnings once
         install_log_redaction(config.redactor)
         gateway = config.gateway
+        where = f"{config.source}: " if config.source else ""
         if gateway is None or not gateway.deployments:
+            if gateway is not None and gateway.skipped:
+                raise ConfigError(where + gateway.nothing_to_serve)
             raise ConfigError("no model_list in the config: the gateway has nothing to serve")
-        host, port = gateway.settings.host, gateway.settings.port
+        bind_host, bind_port = gateway.settings.host, gateway.settings.port
+        option = "gateway.listen"
         if listen is not None:
+            if host is not None or port is not None:
+                raise ConfigError("--listen: pass either --listen or --host/--port, not both")
             try:
-                host, port = split_address(listen)
+                bind_host, bind_port = split_address(listen)
             except ValueError:
                 raise ConfigError(f"--listen {listen!r}: expected HOST:PORT") from None
-        if not gateway.settings.keys and not is_loopback(host):
+            option = f"--listen {listen}"
+        if host is not None:
+            bind_host, option = host.strip("[]"), f"--host {host}"
+        if port is not None:
+            bind_port = port
+        if not gateway.settings.keys and not is_loopback(bind_host):
             raise ConfigError(
-                f"--listen {listen}: not a loopback address, so the gateway needs keys: set "
+                f"{option}: not a loopback address, so the gateway needs keys: set "
                 "general_settings.master_key or gateway.keys"
             )
+        serving_without = gateway.auth_warning(accept_unenforced_auth, where)
     except ConfigError as exc:
         _usage_error(console, exc)
+    host, port = bind_host, bind_port
+    # LiteLLM's process flags change nothing here: said once, not refused.
+    flags = [f"--num_workers {num_workers}"] if num_workers is not None else []
+    flags += ["--run_gunicorn"] if run_gunicorn else []
+    said = []
+    if flags:
+        said.append(
+            f"ignoring LiteLLM flags llmpulse does not act on: {', '.join(flags)} (one process "
+            "serves; run replicas with gateway.redis_url to share routing state)"
+        )
+    for warning in [*said, *([serving_without] if serving_without else [])]:
+        click.echo(f"warning: {warning}", err=True)
     location = results_location(db_path, config.storage)
     pending: list[CheckResult] = []
     # Unless gateway.monitor is off, the gateway probes its deployments itself: their breakers
@@ -422,6 +479,8 @@ def gateway_command(
         probe_targets=probed,
         results_db=location,
         redactor=config.redactor,
+        accept_unenforced_auth=accept_unenforced_auth,
+        warnings=said,
     )
 
     async def serve() -> None:

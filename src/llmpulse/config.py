@@ -342,6 +342,9 @@ class Target:
     price_provider: str | None = None
     tps_floor: float | None = None
     rules: Mapping[str, RuleOverride] = dataclasses.field(default_factory=dict, repr=False)
+    # A gateway deployment with no key to send: what to set. Its probes report auth without
+    # calling the provider.
+    missing_key: str | None = None
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -573,8 +576,12 @@ def parse_config(
     except ValidationError as exc:
         raise ConfigError(where + _format_errors(exc)) from None
     env = os.environ if env is None else env
-    gateway = parse_gateway(raw, env, where)
+    # The monitor serves no gateway clients, so access control it lacks is `llmpulse gateway`'s
+    # to refuse.
+    gateway = parse_gateway(raw, env, where, accept_unenforced_auth=True)
     if not parsed.targets and not (gateway and gateway.deployments):
+        if gateway is not None and gateway.skipped:
+            raise ConfigError(f"{where}{gateway.nothing_to_serve}")
         raise ConfigError(f"{where}targets: expected at least one target, or a model_list")
     need_keys = serve_only is None
     targets = [_resolve(i, t, env, where, need_keys) for i, t in enumerate(parsed.targets)]
@@ -613,7 +620,7 @@ def parse_config(
         web=resolve_web(web, env, where),
         gateway=gateway,
         telemetry=resolve_telemetry(parsed.telemetry, env, where) if parsed.telemetry else None,
-        warnings=(gateway.warning,) if gateway and gateway.warning else (),
+        warnings=gateway.warnings if gateway else (),
     )
 
 

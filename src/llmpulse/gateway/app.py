@@ -3,7 +3,8 @@
 - ``POST /v1/chat/completions``: OpenAI Chat Completions, streaming and not.
 - ``POST /v1/messages``: Anthropic Messages, streaming and not.
 - ``GET /v1/models``: the served model groups and visible aliases, in OpenAI's list format.
-- ``GET /health``: every deployment's breaker state (needs a gateway key like the API);
+- ``GET /health``: every deployment's breaker state and the warnings said at start (needs a
+  gateway key like the API);
   ``GET /health/readiness``: 200 while some deployment can take traffic, else 503 (no key:
   load balancers call it); ``GET /health/liveliness``: the process answers.
 
@@ -169,14 +170,20 @@ def create_app(
     probe_targets: Sequence[Target] = (),
     results_db: str | Path | None = None,
     redactor: Redactor | None = None,
+    accept_unenforced_auth: bool = False,
+    warnings: Sequence[str] = (),
 ) -> Starlette:
     """The ASGI app; its ``Gateway`` (and HTTP session) lives for the app's lifespan.
 
     ``record`` receives one traffic ``CheckResult`` per client request, and each probe's result
     when ``probe_targets`` (deployments' targets, by deployment name) are probed; ``make_gateway``
     (called inside the event loop) replaces the default ``Gateway(config, record=record)``;
-    ``redactor`` (default: of the gateway config's secrets) cleans what upstreams say.
+    ``redactor`` (default: of the gateway config's secrets) cleans what upstreams say. A config
+    asking for access control llmpulse does not enforce raises ``ConfigError`` unless
+    ``accept_unenforced_auth``. ``/health`` lists the config's warnings, then ``warnings``.
     """
+    serving_without = config.auth_warning(accept_unenforced_auth)
+    said = [*config.warnings, *warnings, *([serving_without] if serving_without else [])]
     keys = tuple(k.encode() for k in config.settings.keys)
     holder: dict[str, Gateway] = {}
     deployment_ids = {d.name: d.id for d in config.deployments}
@@ -310,7 +317,8 @@ def create_app(
                     "provider": d.provider,
                     "model": d.model,
                     "state": str(snapshot.state),
-                    "available": selector.breaker(d.id).available(),
+                    # Without a key it could only answer 401.
+                    "available": d.missing_key is None and selector.breaker(d.id).available(),
                     "cooldown_reason": snapshot.cooldown_reason,
                 }
             )
@@ -323,7 +331,7 @@ def create_app(
         deployments = states()
         healthy = [d for d in deployments if d["state"] == BreakerState.CLOSED]
         status = "ok" if len(healthy) == len(deployments) else "degraded" if healthy else "down"
-        return JSONResponse({"status": status, "deployments": deployments})
+        return JSONResponse({"status": status, "deployments": deployments, "warnings": said})
 
     async def readiness(request: Request) -> Response:
         ready = any(d["available"] for d in states())

@@ -29,10 +29,27 @@ and /proxy/config_settings, /routing, /proxy/reliability, /wildcard_routing; and
 - ``gateway``: llmpulse's own settings (listen address, gateway keys, limits, monitoring,
   ``redis_url``).
 
+What LiteLLM accepts loads too, each concern said in one warning line (``GatewayConfig.warnings``,
+naming key paths, never a value):
+
+- Keys written in the file (``api_key: sk-1234``, a credential header in ``extra_headers``,
+  ``general_settings.master_key``, ``redis_password``) are used as written and are secrets like
+  referenced ones. llmpulse's own sections keep the stricter rule (references only).
+- A deployment of a provider llmpulse does not speak yet (``bedrock/``, ``vertex_ai/``, ...) or
+  that is not a chat model (``model_info.mode: embedding``, ...) is skipped; only a file with
+  nothing left to serve is refused (``GatewayConfig.nothing_to_serve``). A fallback or alias
+  naming only skipped deployments is dropped; one naming nothing at all is still a typo, refused.
+- ``azure/`` without ``api_version`` (nor ``AZURE_API_VERSION``) uses LiteLLM's default.
+- A deployment without a key (its variable unset) still loads, marked with ``missing_key``: its
+  requests are answered 401 as the provider would, and probes report ``auth`` without calling it.
+- Access control LiteLLM's proxy offers and llmpulse does not enforce (JWT, custom auth, route
+  and IP allowlists, ...: ``ACCESS_CONTROL_SETTINGS``) fails closed: refused unless the caller
+  accepts serving without it (``accept_unenforced_auth``, ``llmpulse gateway
+  --accept-unenforced-auth``).
+
 Anything else LiteLLM knows (callbacks, caching, database, ``environment_variables``,
-other ``litellm_params``) is accepted and named in one warning (``GatewayConfig.warning``);
-values that are present but wrong raise ``ConfigError`` naming their key path. Provider keys
-are only referenced and read from the environment; they never appear in errors or reprs.
+other ``litellm_params``) is accepted and named in one warning; values that are present but
+wrong raise ``ConfigError`` naming their key path. Keys never appear in errors or reprs.
 """
 
 from __future__ import annotations
@@ -92,6 +109,29 @@ _LITELLM_KEY_VARS: dict[str, tuple[str, ...]] = {
     "fireworks": ("FIREWORKS_AI_API_KEY",),
 }
 
+# LiteLLM's Azure api-version when neither the deployment nor AZURE_API_VERSION names one:
+# litellm/__init__.py, AZURE_DEFAULT_API_VERSION ("this is updated to the latest").
+AZURE_DEFAULT_API_VERSION = "2025-02-01-preview"
+
+# Headers whose value in extra_headers is a credential, a secret like api_key.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+
+# general_settings keys by which LiteLLM's proxy restricts who may call it and how (its
+# docs/proxy/config_settings.md, "general_settings - Reference"; proxy/_types.py). llmpulse
+# checks gateway keys only, so one of these present and truthy is refused unless accepted.
+ACCESS_CONTROL_SETTINGS = (
+    "enable_jwt_auth",
+    "litellm_jwtauth",
+    "custom_auth",
+    "enable_oauth2_auth",
+    "enable_oauth2_proxy_auth",
+    "allowed_routes",
+    "admin_only_routes",
+    "allowed_ips",
+    "enforce_user_param",
+    "enforced_params",
+)
+
 # Top-level sections of a LiteLLM proxy config, and llmpulse's `gateway`. Those not in
 # _READ_SECTIONS (nor `gateway`) are accepted and named in the warning.
 SECTIONS = frozenset(
@@ -144,6 +184,9 @@ class Deployment:
     prices: PriceOverride | None = None
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     drop_params: bool = False  # drop parameters it cannot honour instead of being skipped
+    # Set when there is no key to send: what to set. Requests get the provider's 401 and probes
+    # report auth, neither calling the provider.
+    missing_key: str | None = None
 
     @property
     def wildcard(self) -> bool:
@@ -185,6 +228,7 @@ class Deployment:
             max_tokens_field=preset.max_tokens_field,
             stream_include_usage=preset.stream_include_usage,
             price_provider=preset.price_provider,
+            missing_key=self.missing_key,
         )
 
 
@@ -261,8 +305,12 @@ class GatewayConfig:
     # model_group_alias: name -> group; hidden ones are not listed by /v1/models.
     aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
     hidden_aliases: frozenset[str] = frozenset()
-    # Key paths present in the file that llmpulse does not act on.
-    ignored: tuple[str, ...] = ()
+    # Said once by whoever loads the file: one line per concern, key paths only.
+    warnings: tuple[str, ...] = ()
+    # model_list entries not served, each "model_list[i] (why)".
+    skipped: tuple[str, ...] = ()
+    # ACCESS_CONTROL_SETTINGS the file asks for, as key paths.
+    unenforced_auth: tuple[str, ...] = ()
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:
@@ -279,17 +327,35 @@ class GatewayConfig:
         return tuple(out)
 
     @property
+    def nothing_to_serve(self) -> str:
+        """Why no deployment is served, in one line (for the error of whoever needs one)."""
+        if not self.skipped:
+            return "model_list: no deployments"
+        return "model_list: no chat deployment of a provider llmpulse speaks: " + ", ".join(
+            self.skipped
+        )
+
+    def auth_warning(self, accept: bool, where: str = "") -> str | None:
+        """What to say when serving a file that asks for access control llmpulse does not
+        enforce; unless ``accept``, ConfigError instead (fail closed). None when it asks none."""
+        if not self.unenforced_auth:
+            return None
+        keys = ", ".join(self.unenforced_auth)
+        if not accept:
+            raise ConfigError(
+                f"{where}{keys}: access control llmpulse does not enforce (it checks gateway keys "
+                "only); remove it, or pass --accept-unenforced-auth to serve without it"
+            )
+        return (
+            f"serving without access control the config asks for ({keys}): llmpulse checks "
+            "only general_settings.master_key and gateway.keys"
+        )
+
+    @property
     def model_names(self) -> list[str]:
         """Names a client can ask for (patterns excluded): groups, then visible aliases."""
         names = [g.name for g in self.groups if not g.wildcard]
         return names + [a for a in self.aliases if a not in self.hidden_aliases]
-
-    @property
-    def warning(self) -> str | None:
-        """The one warning about settings llmpulse ignores, or None."""
-        if not self.ignored:
-            return None
-        return "ignoring settings llmpulse does not act on: " + ", ".join(self.ignored)
 
     def resolve(self, requested_model: str) -> list[Deployment]:
         """The deployments serving ``requested_model``: exact group, alias, else a pattern."""
@@ -352,16 +418,6 @@ class _Params(BaseModel):
     extra_headers: dict[str, str] = Field(default_factory=dict)
     drop_params: bool | None = None
 
-    @field_validator("api_key")
-    @classmethod
-    def _reference(cls, value: str | None) -> str | None:
-        if value is not None and env_var(value) is None:
-            raise ValueError(
-                "must reference an environment variable as os.environ/NAME or ${NAME}; "
-                "keys are never written in the config file"
-            )
-        return value
-
 
 class _Info(BaseModel):
     # Descriptive metadata (mode, supports_vision, ...) that LiteLLM itself only reports.
@@ -420,7 +476,7 @@ class _Router(_Reliability):
     redis_url: str | None = None
     redis_host: str | None = None
     redis_port: int | str | None = None
-    redis_password: str | None = None
+    redis_password: str | int | None = None  # YAML reads a numeric password as a number
 
     @field_validator("routing_strategy")
     @classmethod
@@ -475,12 +531,49 @@ class _File(BaseModel):
 # ---- parsing ----------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(slots=True)
+class _Notes:
+    """What the file holds that loads but must be said, gathered so that each concern is one
+    warning line. Entries are key paths (and provider names or variables), never values."""
+
+    not_chat: list[str] = dataclasses.field(default_factory=list)
+    unknown_provider: list[str] = dataclasses.field(default_factory=list)
+    dropped: list[str] = dataclasses.field(default_factory=list)
+    azure_default: list[str] = dataclasses.field(default_factory=list)
+    keyless: list[str] = dataclasses.field(default_factory=list)
+    literal: list[str] = dataclasses.field(default_factory=list)
+    ignored: list[str] = dataclasses.field(default_factory=list)
+
+    def warnings(self) -> tuple[str, ...]:
+        azure = f"azure deployments without api_version use {AZURE_DEFAULT_API_VERSION}"
+        lines = (
+            ("skipping deployments that are not chat models", self.not_chat),
+            (
+                "skipping deployments of providers llmpulse does not speak yet",
+                self.unknown_provider,
+            ),
+            ("ignoring fallbacks and aliases that name only skipped deployments", self.dropped),
+            (f"{azure} (LiteLLM's default)", self.azure_default),
+            ("deployments without an API key answer 401 until it is set", self.keyless),
+            ("keys written in the file are used as written and kept secret", self.literal),
+            ("ignoring settings llmpulse does not act on", self.ignored),
+        )
+        return tuple(f"{what}: {', '.join(dict.fromkeys(items))}" for what, items in lines if items)
+
+
 def parse_gateway(
-    raw: Mapping[str, Any], env: Mapping[str, str], where: str = ""
+    raw: Mapping[str, Any],
+    env: Mapping[str, str],
+    where: str = "",
+    *,
+    accept_unenforced_auth: bool = False,
 ) -> GatewayConfig | None:
     """The gateway config from a file's top-level mapping; None when it has no gateway keys.
 
     ``raw`` may hold other (monitor) keys; only the LiteLLM sections and ``gateway`` are read.
+    A file asking for access control llmpulse does not enforce is refused unless
+    ``accept_unenforced_auth``: loaders that serve no clients (the monitor, ``Router``) pass
+    True, and whoever serves checks again (``GatewayConfig.auth_warning``).
     """
     sections = {k: v for k, v in raw.items() if k in SECTIONS}
     if not sections:
@@ -491,20 +584,36 @@ def parse_gateway(
         parsed = _File.model_validate(present)
     except ValidationError as exc:
         raise ConfigError(where + _format_errors(exc)) from None
-    ignored = [k for k in sorted(present) if k not in (*_READ_SECTIONS, "gateway")]
+    notes = _Notes()
+    notes.ignored = [k for k in sorted(present) if k not in (*_READ_SECTIONS, "gateway")]
     for section in ("router_settings", "litellm_settings", "general_settings"):
         extra = getattr(parsed, section).model_extra or {}
-        ignored += [f"{section}.{k}" for k in sorted(extra)]
+        # Access control is refused or accepted on its own, never just "ignored".
+        notes.ignored += [
+            f"{section}.{k}"
+            for k in sorted(extra)
+            if not (section == "general_settings" and k in ACCESS_CONTROL_SETTINGS)
+        ]
+    general = parsed.general_settings.model_extra or {}
+    unenforced = tuple(f"general_settings.{k}" for k in ACCESS_CONTROL_SETTINGS if general.get(k))
 
     entries = []
+    skipped_groups: set[str] = set()
     for i, entry in enumerate(parsed.model_list):
-        if entry.model_info.mode not in (None, "chat"):
+        mode, model = entry.model_info.mode, entry.litellm_params.model
+        if mode not in (None, "chat"):
             # Embeddings, images, audio: the gateway serves chat only.
-            ignored.append(f"model_list[{i}] (mode: {entry.model_info.mode})")
+            notes.not_chat.append(f"model_list[{i}] (mode: {mode})")
+        elif _provider(model) is None:
+            prefix, sep, _ = model.partition("/")
+            named = f"{prefix}/" if sep else f"no provider in {model!r}"
+            notes.unknown_provider.append(f"model_list[{i}] ({named})")
         else:
             entries.append((i, entry))
+            continue
+        skipped_groups.add(entry.model_name)
     drop = parsed.litellm_settings.drop_params
-    deployments = [_deployment(i, e, env, where, ignored, drop) for i, e in entries]
+    deployments = [_deployment(i, e, env, where, notes, drop) for i, e in entries]
     _unique(deployments, entries, where)
     groups: dict[str, list[Deployment]] = {}
     for d in deployments:
@@ -512,7 +621,7 @@ def parse_gateway(
     config = GatewayConfig(
         groups=tuple(ModelGroup(name, tuple(ds)) for name, ds in groups.items()),
         router=_router(parsed.router_settings, parsed.litellm_settings),
-        settings=_settings(parsed, env, where),
+        settings=_settings(parsed, env, where, notes),
         aliases={
             k: v if isinstance(v, str) else v.model
             for k, v in parsed.router_settings.model_group_alias.items()
@@ -522,10 +631,26 @@ def parse_gateway(
             for k, v in parsed.router_settings.model_group_alias.items()
             if isinstance(v, _Alias) and v.hidden
         ),
-        ignored=tuple(ignored),
+        skipped=(*notes.not_chat, *notes.unknown_provider),
+        unenforced_auth=unenforced,
     )
-    _check_references(config, parsed, where)
+    config = _served_references(config, parsed, skipped_groups, where, notes)
+    config = dataclasses.replace(config, warnings=notes.warnings())
+    config.auth_warning(accept_unenforced_auth, where)
     return config
+
+
+def _provider(model: str) -> tuple[str, str] | None:
+    """(llmpulse preset, model name) of LiteLLM's ``model``; None for a provider llmpulse does
+    not speak."""
+    prefix, sep, name = model.partition("/")
+    if sep and prefix in PROVIDERS:
+        return PROVIDERS[prefix], name
+    if model.startswith(("gpt-", "o1", "o3", "o4", "chatgpt-")):
+        return "openai", model  # LiteLLM infers these providers
+    if model.startswith("claude-"):
+        return "anthropic", model
+    return None
 
 
 def _deployment(
@@ -533,27 +658,18 @@ def _deployment(
     entry: _Entry,
     env: Mapping[str, str],
     where: str,
-    ignored: list[str],
+    notes: _Notes,
     drop_params: bool,
 ) -> Deployment:
-    path = f"{where}model_list[{index}].litellm_params"
+    key_path = f"model_list[{index}].litellm_params"
+    path = where + key_path
     params, info = entry.litellm_params, entry.model_info
-    ignored += [f"model_list[{index}].{k}" for k in sorted(entry.model_extra or {})]
-    ignored += [f"model_list[{index}].litellm_params.{k}" for k in sorted(params.model_extra or {})]
+    notes.ignored += [f"model_list[{index}].{k}" for k in sorted(entry.model_extra or {})]
+    notes.ignored += [f"{key_path}.{k}" for k in sorted(params.model_extra or {})]
 
-    prefix, sep, model = params.model.partition("/")
-    if sep and prefix in PROVIDERS:
-        provider = PROVIDERS[prefix]
-    elif params.model.startswith(("gpt-", "o1", "o3", "o4", "chatgpt-")):
-        provider, model = "openai", params.model  # LiteLLM infers these providers
-    elif params.model.startswith("claude-"):
-        provider, model = "anthropic", params.model
-    else:
-        known = ", ".join(f"{p}/" for p in PROVIDERS)
-        raise ConfigError(
-            f"{path}.model: expected 'provider/model' with a provider llmpulse speaks "
-            f"({known}), got {params.model!r}"
-        )
+    resolved = _provider(params.model)
+    assert resolved is not None  # unknown providers were skipped
+    provider, model = resolved
     if not model:
         raise ConfigError(f"{path}.model: no model name after the provider in {params.model!r}")
 
@@ -565,10 +681,8 @@ def _deployment(
         if not base_url:
             raise ConfigError(f"{path}.api_base: required for azure/ (or set AZURE_API_BASE)")
         if not api_version:
-            raise ConfigError(
-                f"{path}.api_version: required for azure/, e.g. 2024-10-21 "
-                "(or set AZURE_API_VERSION)"
-            )
+            api_version = AZURE_DEFAULT_API_VERSION
+            notes.azure_default.append(f"model_list[{index}]")
     if provider == "openai" and base_url and "api.openai.com" not in base_url:
         provider = "openai-compatible"  # openai/ + api_base: LiteLLM's any-compatible-server form
     if base_url and not base_url.startswith(("http://", "https://")):
@@ -579,6 +693,13 @@ def _deployment(
         base_url += "/v1"  # LiteLLM's api_base is Ollama's root; llmpulse speaks its /v1 API
     if provider == "anthropic":
         base_url = base_url.removesuffix("/v1/messages")
+
+    headers = {}
+    for name, value in params.extra_headers.items():
+        if name.lower() in _CREDENTIAL_HEADERS and env_var(value) is None:
+            notes.literal.append(f"{key_path}.extra_headers.{name}")
+        headers[name] = _value(value, env, f"{path}.extra_headers.{name}") or ""
+    api_key, missing_key = _api_key(params.api_key or None, provider, env, index, notes)
 
     raw_params = entry.litellm_params.model_dump(exclude_unset=True)
     digest = json.dumps([entry.model_name, raw_params], sort_keys=True, default=str)
@@ -596,7 +717,7 @@ def _deployment(
         base_url=base_url,
         id=deployment_id,
         name=f"{entry.model_name}/{info.id or params.model}",
-        api_key=_api_key(params.api_key, provider, env, path),
+        api_key=api_key,
         api_version=api_version,
         rpm=_first(params.rpm, entry.rpm, info.rpm),
         tpm=_first(params.tpm, entry.tpm, info.tpm),
@@ -610,11 +731,9 @@ def _deployment(
         # LiteLLM writes it with its provider prefix (azure/gpt-4o); prices want the model.
         base_model=_strip_provider(info.base_model),
         prices=prices,
-        headers={
-            k: _value(v, env, f"{path}.extra_headers.{k}") or ""
-            for k, v in params.extra_headers.items()
-        },
+        headers=headers,
         drop_params=_or(params.drop_params, drop_params),
+        missing_key=missing_key,
     )
 
 
@@ -645,19 +764,32 @@ def _value(value: str | None, env: Mapping[str, str], path: str) -> str | None:
     return env[var]
 
 
-def _api_key(ref: str | None, provider: str, env: Mapping[str, str], path: str) -> str | None:
+def _api_key(
+    ref: str | None, provider: str, env: Mapping[str, str], index: int, notes: _Notes
+) -> tuple[str | None, str | None]:
+    """The deployment's key, and when there is none to send, what to set instead.
+
+    As in LiteLLM, an unset variable does not stop the file loading: the deployment's requests
+    fail as its provider would fail them."""
+    key_path = f"model_list[{index}].litellm_params.api_key"
     if ref is not None:
-        return _value(ref, env, f"{path}.api_key")
+        var = env_var(ref)
+        if var is None:
+            notes.literal.append(key_path)
+            return ref, None
+        if env.get(var):
+            return env[var], None
+        notes.keyless.append(f"model_list[{index}] (set {var})")
+        return None, f"no API key: {var} ({key_path}) is not set"
     preset = PRESETS[provider]
-    names = _LITELLM_KEY_VARS.get(provider, ()) + preset.env
-    var = next((v for v in names if env.get(v)), None)
+    names = " or ".join(_LITELLM_KEY_VARS.get(provider, ()) + preset.env)
+    var = next((v for v in _LITELLM_KEY_VARS.get(provider, ()) + preset.env if env.get(v)), None)
     if var is not None:
-        return env[var]
-    if preset.needs_key:
-        raise ConfigError(
-            f"{path}.api_key: not set, and {' or '.join(names)} is not in the environment"
-        )
-    return None
+        return env[var], None
+    if not preset.needs_key:
+        return None, None
+    notes.keyless.append(f"model_list[{index}] (set {names})")
+    return None, f"no API key for {provider}: set {names}, or {key_path}"
 
 
 def _unique(deployments: list[Deployment], entries: list[tuple[int, _Entry]], where: str) -> None:
@@ -710,12 +842,14 @@ def _fallback_map(entries: Fallbacks | None) -> dict[str, tuple[str, ...]]:
     return result
 
 
-def _settings(parsed: _File, env: Mapping[str, str], where: str) -> GatewaySettings:
+def _settings(parsed: _File, env: Mapping[str, str], where: str, notes: _Notes) -> GatewaySettings:
     gateway = parsed.gateway
     keys = [_value(ref, env, f"{where}gateway.keys[{i}]") for i, ref in enumerate(gateway.keys)]
-    # A literal master key is accepted as LiteLLM's own examples write one; it is ours, not
-    # a provider's.
-    master = _value(parsed.general_settings.master_key, env, f"{where}general_settings.master_key")
+    master_ref = parsed.general_settings.master_key
+    if master_ref is not None and env_var(master_ref) is None:
+        notes.literal.append("general_settings.master_key")
+    # A reference to an unset variable stays an error: LiteLLM would then serve without a key.
+    master = _value(master_ref, env, f"{where}general_settings.master_key")
     resolved = tuple(k for k in (master, *keys) if k)
     host, port = split_address(gateway.listen)
     # Ours wins over LiteLLM's, as gateway.redis_url does.
@@ -736,7 +870,7 @@ def _settings(parsed: _File, env: Mapping[str, str], where: str) -> GatewaySetti
         monitor=gateway.monitor,
         probe_interval=gateway.probe_interval,
         store_prompts=gateway.store_prompts,
-        redis_url=_redis_url(parsed, env, where),
+        redis_url=_redis_url(parsed, env, where, notes),
         redis_prefix=gateway.redis_prefix,
         max_request_bytes=round(_or(size_mb, 32) * MIB),
         max_json_depth=gateway.max_json_depth,
@@ -747,17 +881,22 @@ def _settings(parsed: _File, env: Mapping[str, str], where: str) -> GatewaySetti
     )
 
 
-def _redis_url(parsed: _File, env: Mapping[str, str], where: str) -> str | None:
+def _redis_url(parsed: _File, env: Mapping[str, str], where: str, notes: _Notes) -> str | None:
     """gateway.redis_url, else LiteLLM's router_settings.redis_url or redis_host/port/password."""
     router = parsed.router_settings
     if parsed.gateway.redis_url:
         url = _value(parsed.gateway.redis_url, env, f"{where}gateway.redis_url")
     elif router.redis_url:
         url = _value(router.redis_url, env, f"{where}router_settings.redis_url")
+        if url and env_var(router.redis_url) is None and urlsplit(url).password:
+            notes.literal.append("router_settings.redis_url")
     elif router.redis_host:
         host = _value(router.redis_host, env, f"{where}router_settings.redis_host")
         port = _value(str(router.redis_port or 6379), env, f"{where}router_settings.redis_port")
-        password = _value(router.redis_password, env, f"{where}router_settings.redis_password")
+        secret = None if router.redis_password is None else str(router.redis_password)
+        if secret is not None and env_var(secret) is None:
+            notes.literal.append("router_settings.redis_password")
+        password = _value(secret, env, f"{where}router_settings.redis_password")
         auth = f":{quote(password, safe='')}@" if password else ""
         url = f"redis://{auth}{host}:{port}"
     else:
@@ -768,20 +907,41 @@ def _redis_url(parsed: _File, env: Mapping[str, str], where: str) -> str | None:
     return url or None
 
 
-def _check_references(config: GatewayConfig, parsed: _File, where: str) -> None:
-    """Every fallback and alias names a model the gateway serves, so a typo fails at load."""
-    for alias, group in config.aliases.items():
-        if not config.resolve(group):
-            raise ConfigError(
-                f"{where}router_settings.model_group_alias.{alias}: no model named {group!r}"
-            )
+def _served_references(
+    config: GatewayConfig, parsed: _File, skipped: set[str], where: str, notes: _Notes
+) -> GatewayConfig:
+    """Every fallback and alias must name a model the gateway serves, so a typo fails at load.
+
+    One naming only skipped deployments is dropped with a warning instead: LiteLLM loads the
+    file, and a request sent there could only fail."""
+
+    def served(name: str, path: str) -> bool:
+        if config.resolve(name):
+            return True
+        if any(name == g or ("*" in g and _pattern(g).fullmatch(name)) for g in skipped):
+            notes.dropped.append(f"{path} ({name!r})")
+            return False
+        raise ConfigError(f"{where}{path}: no model named {name!r}")
+
+    aliases = {
+        alias: group
+        for alias, group in config.aliases.items()
+        if served(group, f"router_settings.model_group_alias.{alias}")
+    }
+    config = dataclasses.replace(
+        config, aliases=aliases, hidden_aliases=config.hidden_aliases & aliases.keys()
+    )
+    router, kept = config.router, {}
     for key in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
         section = "router_settings" if getattr(parsed.router_settings, key) else "litellm_settings"
-        for group, targets in getattr(config.router, key).items():
-            for name in (group, *targets):
-                if not config.resolve(name):
-                    raise ConfigError(f"{where}{section}.{key}: no model named {name!r}")
+        kept[key] = {}
+        for group, targets in getattr(router, key).items():
+            names = tuple(t for t in targets if served(t, f"{section}.{key}"))
+            if served(group, f"{section}.{key}") and names:
+                kept[key][group] = names
     section = "router_settings" if parsed.router_settings.default_fallbacks else "litellm_settings"
-    for name in config.router.default_fallbacks:
-        if not config.resolve(name):
-            raise ConfigError(f"{where}{section}.default_fallbacks: no model named {name!r}")
+    default = tuple(
+        n for n in router.default_fallbacks if served(n, f"{section}.default_fallbacks")
+    )
+    router = dataclasses.replace(router, **kept, default_fallbacks=default)
+    return dataclasses.replace(config, router=router)

@@ -352,6 +352,14 @@ class Gateway:
                     group = self._take_fallback(call, position, FallbackKind.GENERAL)
                     continue
                 raise _ineligible(call)
+            keyed = [d for d in candidates if d.missing_key is None]
+            if not keyed:
+                fallback = self._keyless(call, candidates[0], position, started)
+                if fallback is None:
+                    raise GatewayError(401, ErrorClass.AUTH, candidates[0].missing_key or "")
+                group = self._take_fallback(call, position, fallback)
+                continue
+            candidates = keyed  # a deployment without a key takes traffic only when alone
             exclude: set[str] = set()
             group_attempts = same = 0
             retry_on: Deployment | None = None
@@ -427,6 +435,31 @@ class Gateway:
                     break
                 final = call.original if decision.report_original and call.original else error
                 raise final.to_gateway_error()
+
+    def _keyless(
+        self,
+        call: _Call,
+        deployment: Deployment,
+        position: dict[FallbackKind, int],
+        started: float,
+    ) -> FallbackKind | None:
+        """No deployment of the group has a key: its provider's 401 without calling it, which
+        the policy may send on to a fallback (the fallback list to take), else None."""
+        call.attempts += 1
+        call.deployment = deployment
+        call.measure = _Measure(started=time.perf_counter(), latency_s=0.0, http_status=401)
+        decision = self.policy.decide(
+            Attempt(
+                error_class=ErrorClass.AUTH,
+                http_status=401,
+                message=deployment.missing_key,
+                elapsed_s=time.monotonic() - started,
+                fallbacks=frozenset(
+                    k for k in FallbackKind if self._has_fallback(call, position, k)
+                ),
+            )
+        )
+        return decision.fallback if decision.action is Action.FALLBACK else None
 
     async def _wait_for(self, deployment: Deployment, delay: float) -> bool:
         """Sleep the policy's delay, and the deployment's cool-down if that ends a bit later;

@@ -85,8 +85,8 @@ class Router:
         **router_settings: Any,
     ) -> None:
         self.config = _gateway_config(config, env, model_list, router_settings)
-        if self.config.warning:
-            log.warning("llmpulse Router: %s", self.config.warning)
+        for warning in self.config.warnings:
+            log.warning("llmpulse Router: %s", warning)
         self._recorder = Recorder(store) if store is not None else None
         # Reentrant: a stream's __del__ may run (GC) inside _submit on the same thread.
         self._lock = threading.RLock()
@@ -397,7 +397,11 @@ def _gateway_config(
     elif isinstance(config, GatewayConfig):
         gateway = config
     else:
-        gateway = parse_gateway(config, env)
+        # In-process calls are not gateway clients: general_settings' access control, which
+        # LiteLLM's Router ignores too, has nothing to guard here.
+        gateway = parse_gateway(config, env, accept_unenforced_auth=True)
+    if gateway is not None and gateway.skipped and not gateway.deployments:
+        raise ConfigError(gateway.nothing_to_serve)
     if gateway is None or not gateway.deployments:
         raise ConfigError(
             f"no model_list: the Router has nothing to route (expected one of {sorted(SECTIONS)})"

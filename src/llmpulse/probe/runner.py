@@ -158,6 +158,10 @@ class Prober:
             timestamp=datetime.now(UTC),
             ok=False,
         )
+        if target.missing_key is not None:
+            # The provider could only refuse a keyless request: say what to set, call nobody.
+            _fail(result, ErrorClass.AUTH, target.missing_key)
+            return result
         if kind is CheckKind.MODELS:
             spec = protocol.models_request(target)
         else:
