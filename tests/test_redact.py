@@ -65,6 +65,15 @@ def test_a_result_is_redacted_in_every_field_of_outside_text() -> None:
     assert leaks(json.dumps(Redactor([secret]).result(result).to_json())) == []
 
 
+def test_undecodable_header_bytes_become_storable_text() -> None:
+    # aiohttp decodes a header's bytes with surrogateescape: b"req-\xff" arrives like this.
+    raw = b"req-\xff-1".decode("utf-8", "surrogateescape")
+    cleaned = Redactor()(raw)
+    assert cleaned == "req-\\udcff-1"
+    cleaned.encode("utf-8")  # storable
+    assert Redactor()("req-中") == "req-中"
+
+
 def test_credential_headers() -> None:
     for name in ("Authorization", "x-api-key", "api-key", "X-Goog-Api-Key", "Helicone-Auth",
                  "x-portkey-api-key", "Cookie"):  # fmt: skip

@@ -126,9 +126,12 @@ class Redactor:
     @overload
     def __call__(self, text: None) -> None: ...
     def __call__(self, text: str | None) -> str | None:
-        """``text`` with every secret and key-shaped string replaced by ``[redacted]``."""
+        """``text`` with every secret and key-shaped string replaced by ``[redacted]`` (and
+        any undecodable bytes it carried escaped)."""
         if not text:
             return text
+        if not text.isascii():
+            text = _storable(text)
         for secret in self._long:
             if secret in text:
                 text = text.replace(secret, REDACTED)
@@ -173,6 +176,16 @@ def _variants(secret: str) -> set[str]:
         base64.b64encode(encoded).decode().rstrip("="),
         base64.urlsafe_b64encode(encoded).decode().rstrip("="),
     }
+
+
+def _storable(text: str) -> str:
+    """``text`` as valid Unicode: aiohttp hands over a header's undecodable bytes as lone
+    surrogates, which no database, log or JSON encoder takes; they are written as escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _header_value(match: re.Match[str]) -> str:
