@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from bench import (
+    config_load,
     detection,
     gateway_vs_litellm,
     metrics_query,
@@ -22,6 +23,7 @@ BENCHES = {
     "web": web_api.main,
     "gateway": gateway_vs_litellm.main,
     "storage": storage.main,
+    "config": config_load.main,
 }
 
 

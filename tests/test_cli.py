@@ -108,14 +108,52 @@ def test_config_file_results_are_stored_and_failures_exit_1(tmp_path, sim):
         ("targets:\n  - provider: opneai\n", "targets[0].provider: unknown provider"),
         (f"targets:\n  - provider: openai\n    api_key: {SECRET}\n", "must reference"),
         ("targets: [", "invalid YAML"),
+        ("targets:\n  - provider: openai\n    name: a: b\n", "bad.yaml:3:12: invalid YAML: "),
+        ("targets:\n  - provider: openai\n    interval: .nan\n", "targets[0].interval"),
     ],
 )
 def test_config_errors_exit_2_and_name_the_key(tmp_path, content, message):
     (tmp_path / "bad.yaml").write_text(content)
     proc = run_cli("check", "--config", "bad.yaml", cwd=tmp_path, env_extra={"OPENAI_API_KEY": "x"})
     assert proc.returncode == 2
-    assert message in proc.stdout.replace("\n", " ")
+    assert proc.stdout.count("\n") == 1 and proc.stdout.startswith("config error: ")
+    assert message in proc.stdout
     assert SECRET not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "gateway", "run"])
+def test_a_long_config_error_to_a_pipe_is_one_line(tmp_path, command):
+    # Twice the 200 columns a pipe's console has; a key rich would read as markup too.
+    key = "k" * 400
+    (tmp_path / "bad.yaml").write_text(
+        f"targets:\n  - provider: openai\n    {key}: 1\n    '[/x]': 2\n"
+    )
+    proc = run_cli(command, "--config", "bad.yaml", cwd=tmp_path, env_extra={"OPENAI_API_KEY": "x"})
+    assert proc.returncode == 2
+    assert (proc.stdout + proc.stderr).splitlines() == [
+        f"config error: bad.yaml: targets[0].{key}: unknown key; targets[0].[/x]: unknown key"
+    ]
+
+
+def test_run_with_a_zero_interval_is_a_config_error(tmp_path):
+    (tmp_path / "llmpulse.yaml").write_text("targets:\n  - provider: openai\n    interval: 0\n")
+    proc = run_cli("run", "--no-web", cwd=tmp_path, env_extra={"OPENAI_API_KEY": "x"})
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "config error: llmpulse.yaml: targets[0].interval: a duration must be more than 0, got 0"
+    ]
+
+
+def test_a_database_error_is_one_line(tmp_path):
+    (tmp_path / "llmpulse.yaml").write_text("targets:\n  - provider: openai\n")
+    # libpq's refusal is two lines ("... Connection refused\n\tIs the server running ...").
+    proc = run_cli(
+        "run", "--no-web", "--db", "postgresql://nobody@127.0.0.1:1/none", cwd=tmp_path,
+        env_extra={"OPENAI_API_KEY": "x"},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("results database error: ") and "Is the server running" in line
 
 
 def test_no_config_and_no_keys_is_a_usage_error(tmp_path):

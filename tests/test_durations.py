@@ -4,7 +4,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmpulse.durations import DurationError, format_duration, parse_duration
+from llmpulse.durations import (
+    MAX_SECONDS,
+    DurationError,
+    format_duration,
+    parse_duration,
+    positive_duration,
+)
 
 
 @pytest.mark.parametrize(
@@ -37,10 +43,32 @@ def test_rejects_non_durations_with_a_clear_message(bad):
         parse_duration(bad)
 
 
-@given(st.text(max_size=30))
-def test_never_raises_anything_but_duration_error(text):
+@pytest.mark.parametrize(
+    "bad",
+    [
+        float("nan"), float("inf"), float("-inf"), "inf", "-inf", "Infinity", "nan", "1e400",
+        10**400, MAX_SECONDS + 1, "101000d", "99999999999999999999h", [1], {"s": 1}, None,
+    ],
+)  # fmt: skip
+def test_a_duration_is_finite_and_at_most_100_years(bad):
+    with pytest.raises(DurationError, match=r"duration"):
+        parse_duration(bad)
+    assert parse_duration(MAX_SECONDS) == MAX_SECONDS
+
+
+def test_a_positive_duration_is_more_than_zero():
+    for zero in (0, 0.0, "0", "0s", "0ms"):
+        with pytest.raises(DurationError, match=r"more than 0"):
+            positive_duration(zero)
+    assert positive_duration("1ns") == pytest.approx(1e-9)
+    with pytest.raises(DurationError, match=r"negative"):
+        positive_duration(-1)
+
+
+@given(st.one_of(st.text(max_size=30), st.floats(), st.integers(), st.none(), st.booleans()))
+def test_never_raises_anything_but_duration_error(value):
     with contextlib.suppress(DurationError):
-        assert parse_duration(text) >= 0
+        assert 0 <= parse_duration(value) <= MAX_SECONDS
 
 
 @given(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from llmpulse import aio, report
 from llmpulse.config import (
@@ -688,14 +689,21 @@ def _alert_state(config_path: Path | None, db_path: str | None) -> Iterator[Aler
 
 
 def _usage_error(console: Console, exc: ConfigError) -> NoReturn:
-    console.print(f"[red]config error:[/red] {exc}", highlight=False)
+    _error_line(console, "config error:", str(exc))
     sys.exit(EXIT_USAGE)
 
 
 def _database_error(console: Console, exc: Exception) -> NoReturn:
     """The results database cannot be opened (a server away, a file unreadable)."""
-    console.print(f"[red]results database error:[/red] {redact_url(str(exc))}", highlight=False)
+    _error_line(console, "results database error:", redact_url(str(exc)))
     sys.exit(EXIT_USAGE)
+
+
+def _error_line(console: Console, label: str, message: str) -> None:
+    """One line however long, for scripts and logs to read: never wrapped at the console's
+    width, never read as rich markup (a key may be written ``[/x]``)."""
+    line = " ".join(part.strip() for part in message.splitlines())
+    console.print(Text.assemble((label, "red"), " ", line), soft_wrap=True)
 
 
 def _console(stderr: bool) -> Console:

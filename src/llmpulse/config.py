@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -29,11 +27,12 @@ from pydantic import (
     model_validator,
 )
 
-from llmpulse.durations import parse_duration
+from llmpulse.durations import Duration, DurationOrZero
 from llmpulse.monitor.rules import DEFAULT_RULES, RuleOverride
 from llmpulse.providers.presets import DISCOVERABLE, PRESETS
 from llmpulse.redact import Redactor, is_credential_header
 from llmpulse.result import CheckKind
+from llmpulse.yamlfile import YAMLFileError, gc_paused, read_yaml
 
 if TYPE_CHECKING:
     from llmpulse.alerts.notifiers import Notifier
@@ -52,9 +51,6 @@ def env_var(value: str) -> str | None:
     return (match.group(1) or match.group(2)) if match else None
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
 class ConfigError(Exception):
     """Invalid configuration; the message names the key path and what is expected."""
 
@@ -62,7 +58,7 @@ class ConfigError(Exception):
 class PriceOverride(BaseModel):
     """USD per million tokens. Cached/cache-write rates fall back to the catalogue's."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
     cached_input_per_mtok: float | None = Field(default=None, ge=0)
@@ -79,17 +75,18 @@ def _known_rules(value: dict[str, RuleOverride]) -> dict[str, RuleOverride]:
 
 
 RuleOverrides = Annotated[dict[str, RuleOverride], AfterValidator(_known_rules)]
+_ALL_CHECKS = list(CheckKind)  # iterating an Enum is slow enough to show over 80,000 targets
 
 
 class TargetConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str | None = None
     provider: str
     model: str | None = None
     base_url: str | None = None
     api_key: str | None = None
-    checks: list[CheckKind] = Field(default_factory=lambda: list(CheckKind), min_length=1)
+    checks: list[CheckKind] = Field(default_factory=_ALL_CHECKS.copy, min_length=1)
     interval: Duration = 30.0
     timeout: Duration = 20.0
     connect_timeout: Duration = 5.0
@@ -161,7 +158,7 @@ class TargetConfig(BaseModel):
 class MonitorSettings(BaseModel):
     """How ``llmpulse run`` schedules checks and keeps data."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     retry_interval: Duration = 1.5
     confirmations: int = Field(default=3, ge=1, le=20)
     concurrency: int = Field(default=256, ge=1, le=100_000)
@@ -177,17 +174,18 @@ class MonitorSettings(BaseModel):
 
 
 class AlertingSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     repeat_interval: Duration = 4 * 3600.0
-    resolve_after: Duration = 30.0
-    group_wait: Duration = 1.0
+    # 0: resolve, notify or release a flapping alert without waiting.
+    resolve_after: DurationOrZero = 30.0
+    group_wait: DurationOrZero = 1.0
     flap_window: Duration = 3600.0
     flap_threshold: int = Field(default=3, ge=2)
-    flap_resolve_after: Duration = 600.0
+    flap_resolve_after: DurationOrZero = 600.0
 
 
 class ProviderSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     rules: RuleOverrides = Field(default_factory=dict)
     # A Statuspage summary.json URL, or false to not poll this provider's status page.
     status_page: str | Literal[False] | None = None
@@ -196,7 +194,7 @@ class ProviderSettings(BaseModel):
 class SilenceConfig(BaseModel):
     """A maintenance window in the config: glob patterns and a time range."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     target: str = "*"
     provider: str = "*"
     rule: str = "*"
@@ -227,7 +225,7 @@ SecretReference = Annotated[str | None, AfterValidator(_secret_reference)]
 class WebSettings(BaseModel):
     """The dashboard, API and public status page that ``llmpulse run`` serves."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     enabled: bool = True
     listen: Address = "127.0.0.1:8080"
     # Also serve the public status page alone on this address (no auth, nothing else).
@@ -259,7 +257,7 @@ class TelemetrySettings(BaseModel):
     OTEL_METRIC_EXPORT_INTERVAL, ...).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     # The collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT: /v1/traces and /v1/metrics are
     # appended.
     endpoint: str | None = None
@@ -268,7 +266,7 @@ class TelemetrySettings(BaseModel):
     service_name: str | None = None
     traces: bool = True
     metrics: bool = True
-    export_interval: Duration | None = Field(default=None, gt=0)
+    export_interval: Duration | None = None
 
     @field_validator("endpoint")
     @classmethod
@@ -290,7 +288,7 @@ class TelemetrySettings(BaseModel):
 
 
 class ConfigFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # May be empty when the file has a LiteLLM model_list (the gateway's deployments).
     targets: list[TargetConfig] = Field(default_factory=list)
@@ -545,16 +543,13 @@ def load_config(
 ) -> Config:
     """Read and validate a config file; ConfigError says what is wrong and where."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    config = parse_config(raw, env=env, source=path, serve_only=serve_only)
-    return config
+    # Paused as in read_yaml: validating 80,000 targets builds a million acyclic objects.
+    with gc_paused():
+        try:
+            raw = read_yaml(path)  # bounded: size, depth and aliases (see llmpulse.yamlfile)
+        except YAMLFileError as exc:
+            raise ConfigError(str(exc)) from None
+        return parse_config(raw, env=env, source=path, serve_only=serve_only)
 
 
 def parse_config(
@@ -747,7 +742,13 @@ def _format_errors(exc: ValidationError) -> str:
         loc = err["loc"]
         path = ""
         for part in loc:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+            if isinstance(part, int):
+                path += f"[{part}]"
+                continue
+            # A key is the file's text: one with a line break or control character is quoted,
+            # so the error stays one line.
+            name = part if part.isprintable() else repr(part)
+            path += f".{name}" if path else name
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key"

@@ -69,6 +69,7 @@ from llmpulse.config import (
     Address,
     ConfigError,
     Duration,
+    DurationOrZero,
     PriceOverride,
     SecretReference,
     Target,
@@ -400,7 +401,7 @@ Fallbacks = list[dict[str, list[str]]]
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     model: str = Field(min_length=1)
     api_key: str | None = None
     api_base: str | None = None
@@ -421,7 +422,7 @@ class _Params(BaseModel):
 
 class _Info(BaseModel):
     # Descriptive metadata (mode, supports_vision, ...) that LiteLLM itself only reports.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     id: str | None = Field(default=None, min_length=1)
     mode: str | None = None
     base_model: str | None = None
@@ -435,7 +436,7 @@ class _Info(BaseModel):
 
 
 class _Entry(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     model_name: str = Field(min_length=1)
     litellm_params: _Params
     model_info: _Info = Field(default_factory=_Info)
@@ -444,7 +445,7 @@ class _Entry(BaseModel):
 
 
 class _Alias(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     model: str
     hidden: bool = False
 
@@ -452,7 +453,7 @@ class _Alias(BaseModel):
 class _Reliability(BaseModel):
     """The keys LiteLLM reads from both router_settings and litellm_settings."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     num_retries: int | None = Field(default=None, ge=0, le=20)
     fallbacks: Fallbacks | None = None
     context_window_fallbacks: Fallbacks | None = None
@@ -464,9 +465,9 @@ class _Router(_Reliability):
     routing_strategy: str | None = None
     timeout: Duration | None = None
     stream_timeout: Duration | None = None
-    retry_after: Duration | None = None
+    retry_after: DurationOrZero | None = None
     allowed_fails: int | None = Field(default=None, ge=0)
-    cooldown_time: Duration | None = None
+    cooldown_time: DurationOrZero | None = None
     disable_cooldowns: bool | None = None
     max_fallbacks: int | None = Field(default=None, ge=0)
     enable_pre_call_checks: bool | None = None
@@ -492,21 +493,21 @@ class _LitellmSettings(_Reliability):
 
 
 class _General(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     master_key: str | None = Field(default=None, min_length=1)
     max_request_size_mb: float | None = Field(default=None, gt=0)
 
 
 class _Gateway(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     listen: Address = "127.0.0.1:4000"
     keys: list[SecretReference] = Field(default_factory=list)
     ttft_limit: Duration | None = None
     idle_timeout: Duration = 30.0
-    max_retry_wait: Duration = 10.0
+    max_retry_wait: DurationOrZero = 10.0
     rate_limit_threshold: float = Field(default=0.9, gt=0, le=1)
     monitor: bool = True
-    probe_interval: Duration | None = Field(default=None, gt=0)
+    probe_interval: Duration | None = None
     store_prompts: bool = False
     redis_url: str | None = None
     redis_prefix: str = Field(default="llmpulse:gateway", min_length=1)
@@ -520,7 +521,7 @@ class _Gateway(BaseModel):
 
 
 class _File(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     model_list: list[_Entry] = Field(default_factory=list)
     router_settings: _Router = Field(default_factory=_Router)
     litellm_settings: _LitellmSettings = Field(default_factory=_LitellmSettings)

@@ -16,12 +16,11 @@ from typing import Annotated, NamedTuple
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from llmpulse.alerts.model import Severity
-from llmpulse.durations import format_duration, parse_duration
+from llmpulse.durations import Duration, DurationOrZero, format_duration, parse_duration
 from llmpulse.errors import ErrorClass
 from llmpulse.monitor.metrics import exact_quantile as quantile
 from llmpulse.result import CheckKind, CheckResult
 
-_Duration = Annotated[float, BeforeValidator(parse_duration)]
 _UNAVAILABLE = frozenset({ErrorClass.UNAVAILABLE.value, ErrorClass.TIMEOUT.value})
 _KEY_PROBLEMS = frozenset({ErrorClass.AUTH.value, ErrorClass.QUOTA.value})
 _CALLER_LIMITS = frozenset(c.value for c in ErrorClass if c.is_caller_limit)
@@ -64,29 +63,29 @@ DEFAULT_RULES: dict[str, RuleSpec] = {
 AVAILABILITY_RULES = ("consecutive_unavailable", "error_rate_critical", "error_rate_warning")
 
 
+def _threshold(value: object) -> object:
+    # ttft thresholds read naturally as durations ("5s"); others are plain numbers. Parsed at
+    # load, so a bad one is a config error rather than a crash when the rules are applied.
+    return parse_duration(value) if isinstance(value, str) else value
+
+
 class RuleOverride(BaseModel):
     """A partial rule setting from the config (global, per provider or per target)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
-    threshold: float | str | None = None
-    window: _Duration | None = None
-    clear_window: _Duration | None = None
+    threshold: Annotated[float, BeforeValidator(_threshold)] | None = None
+    window: Duration | None = None
+    clear_window: Duration | None = None
     min_samples: int | None = Field(default=None, ge=1)
-    for_: _Duration | None = Field(default=None, alias="for")
+    for_: DurationOrZero | None = Field(default=None, alias="for")
     severity: Severity | None = None
     enabled: bool | None = None
 
     def apply(self, spec: RuleSpec) -> RuleSpec:
         changes: dict[str, object] = {}
-        if self.threshold is not None:
-            # ttft thresholds read naturally as durations ("5s"); others are plain numbers.
-            changes["threshold"] = (
-                parse_duration(self.threshold)
-                if isinstance(self.threshold, str)
-                else float(self.threshold)
-            )
         for name, value in (
+            ("threshold", self.threshold),
             ("window_s", self.window),
             ("clear_window_s", self.clear_window),
             ("min_samples", self.min_samples),

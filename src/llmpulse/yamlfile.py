@@ -1,0 +1,305 @@
+"""Reading a YAML file within bounds: what a file can cost is capped before it is built.
+
+PyYAML builds an alias (``*name``) as a second reference to its anchor's object, so a few
+hundred bytes of nested aliases (the "billion laughs") stand for billions of nodes as soon as
+anything walks the result (validation, ``json.dumps``). The file is therefore composed into
+YAML's node graph first, that graph is measured without expanding it (each anchored subtree's
+expanded size is computed once), and only then are Python objects built. The limits, each
+answered with ``YAMLFileError``, one line naming the file (and ``line:column`` where there is
+one):
+
+- ``MAX_BYTES`` (32 MiB) of regular file, read no further; a 10 MB file of 80,000 targets takes
+  about half a gigabyte to load;
+- UTF-8 text;
+- ``MAX_DEPTH`` (100) levels of nested mappings and sequences, aliases expanded: nothing later
+  recurses deeper than that;
+- ``MAX_ALIAS_NODES`` (10,000) nodes reached through aliases, and no alias inside its own
+  anchor. A merge key (``<<: *defaults``) costs its anchor's size, so hundreds of merges of a
+  few keys fit.
+
+libyaml's parser (``yaml.CSafeLoader``) is used when PyYAML has it, PyYAML's own otherwise, with
+the same limits. The cyclic garbage collector is paused while loading: a large file is a
+million objects without a cycle, and the collector would rescan them over and over (it was
+most of the time of a 10 MB load).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+
+MAX_BYTES = 32 * 1024 * 1024
+MAX_DEPTH = 100
+MAX_ALIAS_NODES = 10_000
+
+
+class YAMLFileError(ValueError):
+    """A file that cannot be read as YAML within the limits; the message is one line."""
+
+
+def read_yaml(path: str | Path, loader: type[Any] | None = None) -> Any:
+    """The document in the file at ``path``, within the limits above.
+
+    ``loader`` is ``FAST_LOADER`` when libyaml is present, else ``PURE_LOADER``.
+    """
+    text = _read_text(Path(path))
+    loader_class = loader or FAST_LOADER or PURE_LOADER
+    with gc_paused():
+        try:
+            return _load(loader_class(text))
+        except _LimitError as exc:
+            raise YAMLFileError(f"{_position(path, exc.mark)}: {exc.message}") from None
+        except yaml.MarkedYAMLError as exc:
+            raise YAMLFileError(_marked_error(path, exc)) from None
+        except yaml.reader.ReaderError as exc:
+            # libyaml counts bytes of the UTF-8 it was handed, PyYAML characters.
+            offset = exc.position
+            if loader_class is not PURE_LOADER:
+                offset = len(text.encode()[:offset].decode(errors="ignore"))
+            reason = _one_line(exc.reason)
+            message = f"invalid YAML: unacceptable character #x{exc.character:04x}: {reason}"
+            raise YAMLFileError(f"{_text_position(path, text, offset)}: {message}") from None
+
+
+def _load(parser: Any) -> Any:
+    try:
+        node = parser.get_single_node()
+        if node is None:  # an empty file
+            return None
+        _measure(node)
+        return parser.construct_document(node)
+    finally:
+        parser.dispose()
+
+
+def _read_text(path: Path) -> str:
+    too_large = YAMLFileError(f"{path}: larger than {MAX_BYTES // 2**20} MiB, the limit of a file")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        status = os.stat(path)
+        # A FIFO or a device could block or never end: only regular files are read.
+        if not stat.S_ISREG(status.st_mode):
+            raise YAMLFileError(f"{path}: not a regular file")
+        if status.st_size > MAX_BYTES:
+            raise too_large
+        with path.open("rb") as file:
+            # In chunks, not read(MAX_BYTES): that would allocate the whole limit every time.
+            while chunk := file.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_BYTES:  # it grew since
+                    raise too_large
+                chunks.append(chunk)
+    except OSError as exc:
+        raise YAMLFileError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+    data = b"".join(chunks)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = len(data[line_start : exc.start].decode(errors="replace")) + 1
+        raise YAMLFileError(
+            f"{path}:{line}:{column}: not UTF-8 text "
+            f"(byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+class _LimitError(Exception):
+    def __init__(self, message: str, mark: yaml.Mark | None) -> None:
+        super().__init__(message)
+        self.message, self.mark = message, mark
+
+
+_TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep"
+_TOO_MANY = (
+    f"YAML aliases expand to more than {MAX_ALIAS_NODES:,} nodes, the limit "
+    "(the last one expanded refers to the anchor here)"
+)
+_RECURSIVE = "a YAML alias refers to the anchor that contains it"
+
+
+def _measure(root: yaml.Node) -> None:
+    """Walk the node graph once, without recursion, checking depth and alias expansion.
+
+    An alias is the same node object met again; its expanded size and height were computed
+    when it was first met, so a bomb is refused after a few steps instead of being expanded.
+    """
+    if isinstance(root, yaml.ScalarNode):
+        return
+    done: dict[int, tuple[int, int]] = {}  # id(collection) -> (expanded nodes, height)
+    on_path = {id(root)}
+    aliased = 0
+    # Frames: [node, its children, the next child's index, expanded nodes, children's height].
+    stack: list[list[Any]] = [[root, _children(root), 0, 1, 0]]
+    while stack:
+        frame = stack[-1]
+        children, i = frame[1], frame[2]
+        while i < len(children):
+            child = children[i]
+            i += 1
+            if isinstance(child, yaml.ScalarNode):
+                frame[3] += 1
+                continue
+            seen = done.get(id(child))
+            if seen is not None:  # an alias
+                size, height = seen
+                aliased += size
+                if aliased > MAX_ALIAS_NODES:
+                    raise _LimitError(_TOO_MANY, child.start_mark)
+                if len(stack) + height > MAX_DEPTH:
+                    raise _LimitError(_TOO_DEEP, child.start_mark)
+                frame[3] += size
+                frame[4] = max(frame[4], height)
+                continue
+            if id(child) in on_path:
+                raise _LimitError(_RECURSIVE, child.start_mark)
+            if len(stack) >= MAX_DEPTH:
+                raise _LimitError(_TOO_DEEP, child.start_mark)
+            frame[2] = i
+            on_path.add(id(child))
+            stack.append([child, _children(child), 0, 1, 0])
+            break
+        else:
+            stack.pop()
+            node, size, height = frame[0], frame[3], frame[4] + 1
+            on_path.discard(id(node))
+            done[id(node)] = (size, height)
+            if stack:
+                stack[-1][3] += size
+                stack[-1][4] = max(stack[-1][4], height)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return node.value
+
+
+def _marked(method: Any) -> Any:
+    """A constructor whose ValueError (a 5,000-digit integer, month 13) names its node."""
+
+    def construct(loader: Any, node: yaml.Node) -> Any:
+        try:
+            return method(loader, node)
+        except (ValueError, OverflowError) as exc:
+            raise ConstructorError(None, None, str(exc), node.start_mark) from None
+
+    return construct
+
+
+def _marked_constructors(cls: type[Any]) -> type[Any]:
+    for tag, method in (
+        ("tag:yaml.org,2002:int", SafeConstructor.construct_yaml_int),
+        ("tag:yaml.org,2002:timestamp", SafeConstructor.construct_yaml_timestamp),
+    ):
+        cls.add_constructor(tag, _marked(method))
+    return cls
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+class _Shortcuts:
+    """Shortcuts through PyYAML's Python code for each scalar, results unchanged: most of a
+    large config is plain strings, many of them the same keys over and over."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)  # type: ignore[call-arg]
+        self._tags: dict[str, str] = {}
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is not yaml.ScalarNode or not implicit[0]:
+            return super().resolve(kind, value, implicit)  # type: ignore[misc]
+        # A plain scalar's tag depends on its text alone (there are no path resolvers here).
+        tag = self._tags.get(value)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)  # type: ignore[misc]
+            if len(self._tags) < 4096:
+                self._tags[value] = tag
+        return tag
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):
+            return node.value  # what construct_yaml_str returns, minus the bookkeeping
+        return super().construct_object(node, deep)  # type: ignore[misc]
+
+
+@_marked_constructors
+class _PureLoader(_Shortcuts, yaml.SafeLoader):
+    """PyYAML's SafeLoader, whose composer recurses once per level: it stops at MAX_DEPTH.
+
+    (libyaml stops at 1,000 levels itself, which is no deep recursion; ``_measure`` applies
+    the tighter limit to both.)
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        nested = isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent)
+        if nested:
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                raise _LimitError(_TOO_DEEP, event.start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            if nested:
+                self._depth -= 1
+
+
+PURE_LOADER: type[Any] = _PureLoader
+FAST_LOADER: type[Any] | None = None
+if yaml.__with_libyaml__:
+
+    @_marked_constructors
+    class _FastLoader(_Shortcuts, yaml.CSafeLoader):
+        """libyaml's parser and composer, PyYAML's safe constructor."""
+
+    FAST_LOADER = _FastLoader
+
+
+def _marked_error(path: str | Path, exc: yaml.MarkedYAMLError) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    message = _one_line(exc.problem or exc.context or "unreadable")
+    if exc.problem and exc.context:
+        at = f" at line {exc.context_mark.line + 1}" if exc.context_mark else ""
+        message += f" ({_one_line(exc.context)}{at})"
+    return f"{_position(path, mark)}: invalid YAML: {message}"
+
+
+def _position(path: str | Path, mark: yaml.Mark | None) -> str:
+    return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+
+
+def _text_position(path: str | Path, text: str, offset: int) -> str:
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return f"{path}:{line}:{column}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many objects without cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
