@@ -706,7 +706,7 @@ def test_limits_have_defaults_and_are_configurable():
         ("gateway", "max_json_depth", 1000, "less than or equal to 256"),
         ("gateway", "max_model_name_length", 0, "greater than or equal to 1"),
         ("gateway", "max_wildcard_targets", -1, "greater than or equal to 0"),
-        ("gateway", "header_timeout", 0, "greater than 0"),
+        ("gateway", "header_timeout", 0, "more than 0"),
         ("gateway", "shutdown_grace", "soon", "expected a duration"),
     ],
 )

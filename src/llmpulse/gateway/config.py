@@ -516,7 +516,7 @@ class _Gateway(BaseModel):
     max_json_depth: int = Field(default=128, ge=1, le=256)
     max_model_name_length: int = Field(default=256, ge=1)
     max_wildcard_targets: int = Field(default=1000, ge=0)
-    header_timeout: Duration = Field(default=30.0, gt=0)
+    header_timeout: Duration = 30.0
     shutdown_grace: Duration = 10.0
 
 
