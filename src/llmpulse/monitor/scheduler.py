@@ -148,8 +148,10 @@ class Scheduler:
         self._siblings: dict[str, list[int]] = {}
         for i, t in enumerate(self.targets):
             self._siblings.setdefault(t.provider, []).append(i)
-        # When each (target, kind) last started, and the pending deferral of each (its seq).
+        # When each (target, kind) last started, was last asked for as a sibling, and the
+        # pending deferral of each (its seq).
         self._started: dict[tuple[int, CheckKind], float] = {}
+        self._sibling_checks: dict[tuple[int, CheckKind], float] = {}
         self._deferred: dict[tuple[int, CheckKind], int] = {}
         # When each target was first found cooling down, while it still is.
         self._quiet: dict[int, float] = {}
@@ -276,13 +278,14 @@ class Scheduler:
             for j in self._siblings[self.targets[due.target].provider]:
                 sibling = self.targets[j]
                 kind = due.kind if due.kind in sibling.checks else sibling.checks[0]
-                checked = self._started.get((j, kind), -math.inf)
+                asked = self._sibling_checks.get((j, kind), -math.inf)
                 if (
                     j != due.target
                     and (j, kind) not in self._failures
-                    and now - checked >= self.retry_interval  # many failing at once: one check
+                    and now - asked >= self.retry_interval  # many failing at once: one check
                     and self.wait(sibling) == 0
                 ):
+                    self._sibling_checks[(j, kind)] = now
                     self._push(now, j, kind, "sibling")
 
 
