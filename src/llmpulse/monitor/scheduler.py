@@ -175,7 +175,10 @@ class Scheduler:
         """Seconds until ``target`` may be probed with a model call (0: now)."""
         wait = self.cooldowns.remaining(target.name)
         if self._cooldown is not None:
-            wait = max(wait, self._cooldown(target))
+            try:
+                wait = max(wait, self._cooldown(target))
+            except Exception:  # a bug in a callback must not stop the schedule
+                log.exception("cool-down of %s unknown; probing on its own results", target.name)
         return min(wait, MAX_COOLDOWN_S)
 
     async def run(self, stop: asyncio.Event, drain_timeout: float = 30.0) -> None:
