@@ -20,7 +20,8 @@ this scheduler's own results and, through ``note``, with other writers' ones), a
 the ``cooldown`` callable says (the gateway's breakers: traffic 429s, other replicas' cool-downs,
 an open breaker until it would let a half-open trial through). A check that calls the model
 (inference, stream) coming due inside a cool-down is deferred to its end, once per kind: not
-dropped, not stacked, and a regular turn right after it is skipped. That holds for retries too,
+dropped, not stacked, and a regular turn right after it is skipped; at the end one model call
+goes first and the target's other kind waits for its answer. That holds for retries too,
 so a 503 with a Retry-After is re-checked when it asks, and only a 503 without one at
 ``retry_interval``. A models list, which spends no model quota, runs at most once per
 cool-down. Sibling checks are extras: a cooling target gets none, and a target gets one per
@@ -153,8 +154,11 @@ class Scheduler:
         self._started: dict[tuple[int, CheckKind], float] = {}
         self._sibling_checks: dict[tuple[int, CheckKind], float] = {}
         self._deferred: dict[tuple[int, CheckKind], int] = {}
-        # When each target was first found cooling down, while it still is.
+        # When each target was first found cooling down, while it still is; those found so
+        # since their last model call; and the model call that went first after, while it runs.
         self._quiet: dict[int, float] = {}
+        self._cooled: set[int] = set()
+        self._first: dict[int, tuple[int, CheckKind]] = {}
         self._wakeup = asyncio.Event()
         # Start delay of recent checks (seconds past their due time), for lag figures.
         self.lag: deque[float] = deque(maxlen=100_000)
@@ -226,6 +230,7 @@ class Scheduler:
         wait = self.wait(target)
         if wait > 0:
             quiet = self._quiet.setdefault(due.target, now)
+            self._cooled.add(due.target)
             if due.kind in _MODEL_CALLS:
                 if due.why == "deferred" or key not in self._deferred:
                     self._deferred[key] = self._push(now + wait, due.target, due.kind, "deferred")
@@ -237,14 +242,7 @@ class Scheduler:
             # A check of this kind just ran (deferred, retry or sibling): it stood in for the turn.
             if due.why == "regular" and now - last < target.interval / 4:
                 return
-            # At a cool-down's end one model call goes first; the others follow unless its
-            # answer starts another cool-down (an open breaker's single half-open trial).
-            if due.why == "deferred" and any(
-                (due.target, k) in self._running for k in _MODEL_CALLS if k is not due.kind
-            ):
-                self._deferred[key] = self._push(
-                    now + self.retry_interval, due.target, due.kind, "deferred"
-                )
+            if due.kind in _MODEL_CALLS and not self._goes_first(due, key, now):
                 return
         self._deferred.pop(key, None)
         self._started[key] = now
@@ -252,6 +250,22 @@ class Scheduler:
         task = asyncio.ensure_future(self._run_one(due, target))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _goes_first(self, due: _Due, key: tuple[int, CheckKind], now: float) -> bool:
+        """At a cool-down's end one model call goes first; the target's others wait for its
+        answer, which may start another cool-down (an open breaker's one half-open trial)."""
+        first = self._first.get(due.target)
+        if first is not None and first not in self._running:
+            del self._first[due.target]
+        elif first is not None:
+            self._deferred[key] = self._push(
+                now + self.retry_interval, due.target, due.kind, "deferred"
+            )
+            return False
+        if due.target in self._cooled:
+            self._cooled.discard(due.target)
+            self._first[due.target] = key
+        return True
 
     async def _run_one(self, due: _Due, target: Target) -> None:
         loop = asyncio.get_running_loop()
