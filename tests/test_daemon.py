@@ -277,7 +277,8 @@ async def test_a_429_storm_is_not_an_outage(sim, receiver, tmp_path):
     config = make_config(sim, receiver, [{"provider": "openai", "model": model, "name": "busy"}])
     async with running(config, tmp_path / "r.db") as daemon:
         await asyncio.sleep(1)
-        patch(sim, model, errors={"429": 1.0}, retry_after="1s")
+        # Probes wait each Retry-After out: a short one keeps them coming in numbers.
+        patch(sim, model, errors={"429": 1.0}, retry_after="500ms")
         await asyncio.sleep(4)
         assert daemon.alerting is not None
         windows = list(daemon.alerting.windows["busy"][None].samples)

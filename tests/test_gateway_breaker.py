@@ -280,6 +280,22 @@ def test_monitor_rate_limit_sets_cooldown():
     assert b.state is BreakerState.CLOSED and b.available_in() == pytest.approx(4)
 
 
+def test_probes_wait_out_a_cooldown_and_an_open_breaker_until_its_half_open_trial():
+    b, clock = make()
+    assert b.probe_wait() == 0.0
+    b.record_failure(ErrorClass.RATE_LIMITED, retry_after_s=2.0)  # a traffic 429
+    assert b.probe_wait() == pytest.approx(2.0)
+    clock.advance(2)
+    trip(b)
+    assert b.probe_wait() == pytest.approx(10.0)  # the half-open pace, not every tick
+    clock.advance(10)
+    assert b.probe_wait() == 0.0
+    assert b.acquire()  # user traffic holds the half-open slot: a probe need not wait for it
+    assert b.probe_wait() == 0.0 and b.available_in() > 0
+    b.record_check(check(False, ErrorClass.TIMEOUT))  # the probe's verdict drives the breaker
+    assert b.state is BreakerState.OPEN and b.probe_wait() == pytest.approx(20.0)
+
+
 def test_config_validation():
     with pytest.raises(ValueError):
         BreakerConfig(failure_ratio=0)

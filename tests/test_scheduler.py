@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from llmpulse.config import parse_config
 from llmpulse.errors import ErrorClass
 from llmpulse.monitor.scheduler import Scheduler
-from llmpulse.result import CheckKind, CheckResult
+from llmpulse.result import CheckKind, CheckResult, Source
 
 
 def targets(*specs):
@@ -25,10 +26,10 @@ def targets(*specs):
     return parse_config({"targets": raw}, env={}).targets
 
 
-def result(target, kind, error=None):
+def result(target, kind, error=None, **fields):
     return CheckResult(
         target=target.name, provider=target.provider, model=target.model, check=kind,
-        timestamp=datetime.now(UTC), ok=error is None, error_class=error,
+        timestamp=datetime.now(UTC), ok=error is None, error_class=error, **fields,
     )  # fmt: skip
 
 
@@ -142,3 +143,138 @@ async def test_retries_count_per_check_kind():
     await run_for(scheduler, 0.55)  # inference due at 0.3 s, retried at 0.35 and 0.4 s
     # Models answers in between, yet inference is retried until it failed three times in a row.
     assert calls.count(CheckKind.INFERENCE) == 3
+
+
+MODEL_CALLS = (CheckKind.INFERENCE, CheckKind.STREAM)
+
+
+def between(calls, start, end, kinds=MODEL_CALLS):
+    return [kind for at, kind in calls if start < at < end and kind in kinds]
+
+
+async def test_a_retry_after_defers_model_calls_to_its_end_once_and_the_models_list_runs_once():
+    (t,) = targets(("limited", "vllm", "300ms", ["models", "inference", "stream"]))
+    calls: list[tuple[float, CheckKind]] = []
+    t0 = time.monotonic()
+
+    async def check(target, kind):
+        at = time.monotonic() - t0
+        calls.append((at, kind))
+        if kind is not CheckKind.MODELS and at < 0.05:  # the first call is told: wait 1 s
+            return result(target, kind, ErrorClass.RATE_LIMITED, retry_after_s=1.0)
+        return result(target, kind)
+
+    await run_for(Scheduler([t], check, lambda *_: None, rng=Offsets([0.0])), 1.5)
+    assert calls[0] == (pytest.approx(0.0, abs=0.05), CheckKind.INFERENCE)
+    # Three turns of each kind came due inside the second: none called the model...
+    assert between(calls, 0.02, 0.98) == []
+    assert between(calls, 0.02, 0.98, [CheckKind.MODELS]) == ["models"]  # ...one models list
+    # ...one model call at its end, not one per turn missed (the other kind waits for its
+    # answer), then both back on their interval.
+    assert len(between(calls, 0.98, 1.04)) == 1
+    assert set(between(calls, 0.98, 1.45)) == {"inference", "stream"}
+    for kind in MODEL_CALLS:
+        times = [at for at, k in calls if k is kind]
+        assert all(b - a > 0.075 for a, b in itertools.pairwise(times))
+
+
+async def test_a_503_is_rechecked_when_its_retry_after_asks_and_without_one_at_retry_interval():
+    asks, plain = targets(
+        ("asks", "vllm", "10s", ["inference"]), ("plain", "ollama", "10s", ["inference"])
+    )
+    calls: dict[str, list[float]] = {"asks": [], "plain": []}
+    t0 = time.monotonic()
+
+    async def check(target, kind):
+        calls[target.name].append(time.monotonic() - t0)
+        retry_after = 0.5 if target.name == "asks" else None
+        return result(target, kind, ErrorClass.UNAVAILABLE, retry_after_s=retry_after)
+
+    scheduler = Scheduler([asks, plain], check, lambda *_: None, retry_interval=0.1,
+                          confirmations=3, rng=Offsets([0.0, 0.0]))  # fmt: skip
+    await run_for(scheduler, 1.3)
+    assert len(calls["asks"]) == len(calls["plain"]) == 3  # both confirmed
+    assert all(b - a >= 0.48 for a, b in itertools.pairwise(calls["asks"]))
+    assert all(b - a < 0.3 for a, b in itertools.pairwise(calls["plain"]))  # detection as fast
+
+
+async def test_siblings_failing_together_check_each_other_target_once_and_spare_a_limited_one():
+    specs = [(name, "openai-compatible", "10s", ["inference"])
+             for name in ("limited", "down0", "down1", "down2", "down3", "healthy")]  # fmt: skip
+    limited, *downs, healthy = targets(*specs)
+    calls: list[str] = []
+
+    async def check(target, kind):
+        calls.append(target.name)
+        if target is limited:
+            return result(target, kind, ErrorClass.RATE_LIMITED, retry_after_s=5.0)
+        error = ErrorClass.UNAVAILABLE if target in downs else None
+        return result(target, kind, error)
+
+    scheduler = Scheduler(
+        [limited, *downs, healthy], check, lambda *_: None, retry_interval=0.2, confirmations=3,
+        rng=Offsets([0.0, 0.05, 0.05, 0.05, 0.05, 5.0]),  # the four go down together at 50 ms
+    )  # fmt: skip
+    await run_for(scheduler, 1.0)
+    assert calls.count("healthy") == 1  # one sibling check, not one per failing sibling
+    assert calls.count("limited") == 1  # its own turn: no sibling check in its cool-down
+    assert all(calls.count(d.name) == 3 for d in downs)
+
+
+async def test_a_cooldown_from_elsewhere_defers_checks_to_its_end_without_stacking():
+    (t,) = targets(("paused", "vllm", "200ms", ["inference", "stream"]))
+    calls: list[tuple[float, CheckKind]] = []
+    t0 = time.monotonic()
+    until = t0 + 0.7  # e.g. the gateway's breaker: a 429 met by traffic, or open until then
+
+    async def check(target, kind):
+        calls.append((time.monotonic() - t0, kind))
+        return result(target, kind)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]),
+                          cooldown=lambda target: max(0.0, until - time.monotonic()))  # fmt: skip
+    await run_for(scheduler, 1.2)
+    assert between(calls, -1, 0.68) == []
+    # Seven turns missed: one model call at the end (the other kind waits for its answer)...
+    assert len(between(calls, 0.68, 0.78)) == 1
+    # ...then back on its interval, never two of a kind back to back.
+    assert len(between(calls, 0.78, 1.2)) >= 2
+    for kind in MODEL_CALLS:
+        times = [at for at, k in calls if k is kind]
+        assert all(b - a > 0.15 for a, b in itertools.pairwise(times))
+
+
+async def test_a_cooldown_met_elsewhere_counts_from_when_it_was_answered():
+    (t,) = targets(("shared", "vllm", "200ms", ["inference"]))
+    starts: list[float] = []
+    t0 = time.monotonic()
+
+    async def check(target, kind):
+        starts.append(time.monotonic() - t0)
+        return result(target, kind)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]))
+    # A gateway's traffic met a 429 asking for 1.6 s, one second ago (read back from the store).
+    traffic = result(t, CheckKind.INFERENCE, ErrorClass.RATE_LIMITED, retry_after_s=1.6,
+                     source=Source.TRAFFIC)  # fmt: skip
+    scheduler.note(dataclasses.replace(traffic, timestamp=datetime.now(UTC) - timedelta(seconds=1)))
+    scheduler.note(dataclasses.replace(traffic, target="not-probed-here"))
+    assert scheduler.cooldowns.remaining("not-probed-here") == 0.0
+    await run_for(scheduler, 1.0)
+    assert starts and 0.55 < starts[0] < 0.7
+
+
+async def test_first_checks_of_many_targets_are_spread_over_the_interval():
+    many = targets(*[(f"t{i}", "vllm", "1s", ["models", "inference", "stream"]) for i in range(20)])
+    first: dict[tuple[str, CheckKind], float] = {}
+    t0 = time.monotonic()
+
+    async def check(target, kind):
+        first.setdefault((target.name, kind), time.monotonic() - t0)
+        return result(target, kind)
+
+    await run_for(Scheduler(many, check, lambda *_: None, rng=random.Random(7)), 1.05)
+    assert len(first) == 60
+    starts = sorted(first.values())
+    # 60 first checks over a second: about 6 per 100 ms, never a burst of them.
+    assert max(sum(1 for s in starts if a <= s < a + 0.1) for a in starts) <= 15

@@ -18,6 +18,11 @@ from email.utils import parsedate_to_datetime
 from llmpulse.durations import DurationError, parse_duration
 from llmpulse.result import RateLimit
 
+# How long a rate limit or an exhausted quota sidelines a deployment when the answer named no
+# delay (no retry-after): the gateway's breakers and the probes' schedule both wait this long.
+RATE_LIMITED_COOLDOWN_S = 5.0
+QUOTA_COOLDOWN_S = 60.0
+
 _OPENAI_PREFIX = "x-ratelimit-"
 _ANTHROPIC_PREFIX = "anthropic-ratelimit-"
 

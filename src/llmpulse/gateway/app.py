@@ -13,7 +13,10 @@ Given ``probe_targets`` (the CLI passes ``GatewayConfig.targets()``, empty when
 own deployments on the monitor's schedule for its lifespan and feeds each result to the selector
 (``Selector.record_check``) and to ``record``: a deployment the probes found down is skipped
 before a user request fails on it, and one they see recover gets traffic again. The probes share
-the gateway's HTTP session. Given ``results_db`` too, while ``llmpulse run`` probes into that
+the gateway's HTTP session, and leave a deployment alone while its breaker does
+(``CircuitBreaker.probe_wait``): through a cool-down, whoever met the 429 (traffic, a probe,
+another replica), and while open until it would let a half-open trial through.
+Given ``results_db`` too, while ``llmpulse run`` probes into that
 database (it holds the probe lock, ``monitor.probelock``), the app does not probe the same
 deployments again: it reads the daemon's new probe results of them from the database about once
 a second and feeds those to the selector, and resumes its own probes when the daemon stops.
@@ -73,7 +76,7 @@ from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
 from llmpulse.monitor.probelock import held_elsewhere
-from llmpulse.monitor.scheduler import Scheduler
+from llmpulse.monitor.scheduler import Cooldown, Scheduler
 from llmpulse.probe.runner import Prober
 from llmpulse.redact import Redactor
 from llmpulse.result import CheckResult, Source
@@ -203,12 +206,18 @@ def create_app(
             if record is not None:
                 record(result)
 
+        def cooldown(target: Target) -> float:
+            # Traffic's 429s, other replicas' cool-downs, an open breaker's half-open pace.
+            return gateway.selector.breaker(deployment_ids[target.name]).probe_wait()
+
         stop = asyncio.Event()
         background = []
         if probe_targets:
             background.append(
                 asyncio.create_task(
-                    _probe_or_follow(gateway, probe_targets, probed, learn, results_db, stop)
+                    _probe_or_follow(
+                        gateway, probe_targets, probed, learn, cooldown, results_db, stop
+                    )
                 )
             )
         if config.settings.redis_url:
@@ -531,11 +540,12 @@ async def _probe_or_follow(
     targets: Sequence[Target],
     probed: Callable[[Target, CheckResult], None],
     learn: Callable[[Target, CheckResult], None],
+    cooldown: Cooldown,
     results_db: str | Path | None,
     stop: asyncio.Event,
 ) -> None:
-    """Probe ``targets`` (each result to ``probed``), or while a daemon holds the probe lock,
-    pass its new probe results of them to ``learn``."""
+    """Probe ``targets`` (each result to ``probed``), never inside a ``cooldown``, or while a
+    daemon holds the probe lock, pass its new probe results of them to ``learn``."""
     by_name = {t.name: t for t in targets}
     # On taking over, the daemon's recent verdicts count: two intervals back.
     since = datetime.now(UTC) - timedelta(seconds=2 * max(t.interval for t in targets))
@@ -571,7 +581,7 @@ async def _probe_or_follow(
                 continue
             own = asyncio.Event()
             prober = Prober(gateway.session, gateway.redact)
-            scheduler = Scheduler(targets, prober.check, probed)
+            scheduler = Scheduler(targets, prober.check, probed, cooldown=cooldown)
             # A probe still running at shutdown is abandoned after a second, not waited out.
             task = asyncio.create_task(scheduler.run(own, drain_timeout=1.0))
             try:

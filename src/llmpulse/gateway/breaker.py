@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 
 from llmpulse.errors import ErrorClass
+from llmpulse.ratelimit import QUOTA_COOLDOWN_S, RATE_LIMITED_COOLDOWN_S
 from llmpulse.result import CheckKind, CheckResult
 
 Clock = Callable[[], float]
@@ -55,8 +56,8 @@ class BreakerConfig:
     # A probe whose outcome never comes back (a lost task) frees its slot after this long.
     probe_timeout_s: float = 60.0
     # Cool-downs for caller limits when the provider gave no retry-after.
-    rate_limited_cooldown_s: float = 5.0
-    quota_cooldown_s: float = 60.0
+    rate_limited_cooldown_s: float = RATE_LIMITED_COOLDOWN_S
+    quota_cooldown_s: float = QUOTA_COOLDOWN_S
     # Upper bound on any retry-after we honour: a bogus header must not bench a deployment.
     max_retry_after_s: float = 3600.0
 
@@ -154,6 +155,20 @@ class CircuitBreaker:
             ready = max(ready, self._open_until)
         elif self._state is BreakerState.HALF_OPEN and self._probe_started is not None:
             ready = max(ready, self._probe_started + self.config.probe_timeout_s)
+        return max(0.0, ready - now)
+
+    def probe_wait(self) -> float:
+        """Seconds until a monitor probe of this deployment is welcome (0 when it is now): the
+        end of a cool-down, and while open the moment a half-open trial would be let through.
+
+        Unlike ``available_in`` a half-open slot held by user traffic does not delay it: a
+        probe never takes the slot (``record_check``), and that trial ends within a request.
+        """
+        now = self._clock()
+        self._advance(now)
+        ready = self._cooldown_until
+        if self._state is BreakerState.OPEN:
+            ready = max(ready, self._open_until)
         return max(0.0, ready - now)
 
     # --- outcomes ---------------------------------------------------------------------------

@@ -14,6 +14,10 @@ Four times a second the loop writes new results, and the leader reads what was c
 ticks the engine (grouping, repeats, silences). SIGINT/SIGTERM stop new checks, let in-flight
 ones finish and be written, save alert state and give the outbox a moment to deliver before the
 lead is released: nothing measured is lost, and a restart resumes with the alerts it had.
+
+The leader also pauses its probes of a target that another writer found rate-limited (its
+results' Retry-After, ``Scheduler.note``), since it reads them anyway; other agents pause on
+their own results only, rather than each reading every result back.
 """
 
 from __future__ import annotations
@@ -257,6 +261,7 @@ class Daemon:
                 self.store.tail_start, now - alerting.longest_horizon
             )
             alerting.feed(recent, now)
+            self._note_cooldowns(recent)
             alerting.load_silences(now)
             self.alerting = alerting  # its baselines come from the maintenance job, at once
             self._term = asyncio.Event()
@@ -287,6 +292,7 @@ class Daemon:
             log.warning("results not readable yet: %s", exc)
             results = []
         alerting.feed(results, now)
+        self._note_cooldowns(results)
         changed = alerting.tick(now)
         if changed:
             try:
@@ -294,6 +300,12 @@ class Daemon:
             except (SQLAlchemyError, OSError) as exc:
                 alerting.unsaved(changed)
                 log.warning("alert state not saved yet: %s", exc)
+
+    def _note_cooldowns(self, results: list[CheckResult]) -> None:
+        """A 429 met by another writer (an agent's probe, a gateway's traffic on a deployment
+        this daemon also probes) pauses this daemon's probes of that target too."""
+        for result in results:
+            self.scheduler.note(result)
 
     async def _maintenance(self) -> None:
         """The leader's rollups, baselines and pruning, apart from the ticker so they never

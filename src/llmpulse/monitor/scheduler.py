@@ -12,6 +12,20 @@ back on its normal interval. With the defaults (30 s, 1.5 s, 3) an inference out
 within 15 s of its onset (7.5 s on average) and confirmed 3 s later. Its provider's other
 targets are checked at once on a first failure, so a provider-wide outage is confirmed on all
 of them together and pages once, as a provider.
+
+Probes never hammer. A target is left alone while it cools down: after an answer carrying a
+Retry-After (a 429, a 503, any error; capped at ``MAX_COOLDOWN_S``) or a rate limit or exhausted
+quota without one (``ratelimit``'s defaults), whoever got that answer (``Cooldowns``, fed with
+this scheduler's own results and, through ``note``, with other writers' ones), and for as long as
+the ``cooldown`` callable says (the gateway's breakers: traffic 429s, other replicas' cool-downs,
+an open breaker until it would let a half-open trial through). A check that calls the model
+(inference, stream) coming due inside a cool-down is deferred to its end, once per kind: not
+dropped, not stacked, and a regular turn right after it is skipped; at the end one model call
+goes first and the target's other kind waits for its answer. That holds for retries too,
+so a 503 with a Retry-After is re-checked when it asks, and only a 503 without one at
+``retry_interval``. A models list, which spends no model quota, runs at most once per
+cool-down. Sibling checks are extras: a cooling target gets none, and a target gets one per
+``retry_interval`` however many of its siblings fail at once.
 """
 
 from __future__ import annotations
@@ -21,14 +35,77 @@ import dataclasses
 import heapq
 import itertools
 import logging
+import math
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal
 
 from llmpulse.config import Target
+from llmpulse.errors import ErrorClass
+from llmpulse.ratelimit import QUOTA_COOLDOWN_S, RATE_LIMITED_COOLDOWN_S
 from llmpulse.result import CheckKind, CheckResult
 
 log = logging.getLogger(__name__)
+
+# The longest a target goes without a model call because it was asked to wait: a bogus or huge
+# Retry-After (or a day's quota) costs at most one probe per ten minutes, never the monitoring.
+MAX_COOLDOWN_S = 600.0
+# Seconds until a target may be probed with a model call (0: now), as someone else knows it.
+Cooldown = Callable[[Target], float]
+_MODEL_CALLS = (CheckKind.INFERENCE, CheckKind.STREAM)
+
+
+def cooldown_of(result: CheckResult) -> float | None:
+    """How long a result asks its target to be left alone, from when it was answered: its
+    Retry-After whatever the error, else a rate limit's or an exhausted quota's default."""
+    if result.ok:
+        return None
+    if result.retry_after_s is not None:
+        return min(max(0.0, result.retry_after_s), MAX_COOLDOWN_S)
+    if result.error_class is ErrorClass.RATE_LIMITED:
+        return RATE_LIMITED_COOLDOWN_S
+    if result.error_class is ErrorClass.QUOTA:
+        return QUOTA_COOLDOWN_S
+    return None
+
+
+class Cooldowns:
+    """Until when each target is to be left alone, by target name.
+
+    Deadlines are wall-clock times counted from when a result was answered (its timestamp plus
+    its latency), so results read back from the store, written by other processes or spooled
+    for a while, pause the probes exactly as long as they asked.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._until: dict[str, float] = {}
+
+    def note(self, result: CheckResult) -> None:
+        seconds = cooldown_of(result)
+        if seconds is None:
+            return
+        answered = result.timestamp.timestamp() + (result.latency_ms or 0.0) / 1000.0
+        until = answered + seconds
+        if until > self._clock() and until > self._until.get(result.target, 0.0):
+            self._until[result.target] = until
+
+    def remaining(self, name: str) -> float:
+        until = self._until.get(name)
+        if until is None:
+            return 0.0
+        left = until - self._clock()
+        if left <= 0:
+            del self._until[name]
+            return 0.0
+        return min(left, MAX_COOLDOWN_S)  # a writer's clock running ahead gains nothing
+
+
+# regular: the target's own turn; retry: re-check until confirmed; sibling: a provider's other
+# target failed; deferred: a check that came due inside a cool-down, at its end.
+_Why = Literal["regular", "retry", "sibling", "deferred"]
 
 
 @dataclasses.dataclass(order=True, slots=True)
@@ -37,7 +114,7 @@ class _Due:
     seq: int
     target: int = dataclasses.field(compare=False)
     kind: CheckKind = dataclasses.field(compare=False)
-    regular: bool = dataclasses.field(compare=False)  # False: a retry or a sibling check
+    why: _Why = dataclasses.field(compare=False)
 
 
 class Scheduler:
@@ -51,10 +128,14 @@ class Scheduler:
         retry_interval: float = 1.5,
         confirmations: int = 3,
         rng: random.Random | None = None,
+        cooldown: Cooldown | None = None,
     ) -> None:
         self.targets = list(targets)
         self._check = check
         self._on_result = on_result
+        self._cooldown = cooldown
+        self.cooldowns = Cooldowns()
+        self._names = {t.name for t in self.targets}
         self._gate = asyncio.Semaphore(concurrency)
         self.retry_interval = retry_interval
         self.confirmations = confirmations
@@ -68,13 +149,41 @@ class Scheduler:
         self._siblings: dict[str, list[int]] = {}
         for i, t in enumerate(self.targets):
             self._siblings.setdefault(t.provider, []).append(i)
+        # When each (target, kind) last started, was last asked for as a sibling, and the
+        # pending deferral of each (its seq).
+        self._started: dict[tuple[int, CheckKind], float] = {}
+        self._sibling_checks: dict[tuple[int, CheckKind], float] = {}
+        self._deferred: dict[tuple[int, CheckKind], int] = {}
+        # When each target was first found cooling down, while it still is; those found so
+        # since their last model call; and the model call that went first after, while it runs.
+        self._quiet: dict[int, float] = {}
+        self._cooled: set[int] = set()
+        self._first: dict[int, tuple[int, CheckKind]] = {}
         self._wakeup = asyncio.Event()
         # Start delay of recent checks (seconds past their due time), for lag figures.
         self.lag: deque[float] = deque(maxlen=100_000)
 
-    def _push(self, at: float, target: int, kind: CheckKind, regular: bool) -> None:
-        heapq.heappush(self._heap, _Due(at, next(self._seq), target, kind, regular))
+    def _push(self, at: float, target: int, kind: CheckKind, why: _Why) -> int:
+        seq = next(self._seq)
+        heapq.heappush(self._heap, _Due(at, seq, target, kind, why))
         self._wakeup.set()
+        return seq
+
+    def note(self, result: CheckResult) -> None:
+        """Learn a cool-down from a result of one of these targets measured elsewhere (another
+        agent's probe, a gateway's traffic): its target is not probed until it ends."""
+        if result.target in self._names:
+            self.cooldowns.note(result)
+
+    def wait(self, target: Target) -> float:
+        """Seconds until ``target`` may be probed with a model call (0: now)."""
+        wait = self.cooldowns.remaining(target.name)
+        if self._cooldown is not None:
+            try:
+                wait = max(wait, self._cooldown(target))
+            except Exception:  # a bug in a callback must not stop the schedule
+                log.exception("cool-down of %s unknown; probing on its own results", target.name)
+        return min(wait, MAX_COOLDOWN_S)
 
     async def run(self, stop: asyncio.Event, drain_timeout: float = 30.0) -> None:
         """Check until ``stop`` is set; then let in-flight checks finish (up to drain_timeout)."""
@@ -84,7 +193,7 @@ class Scheduler:
             offset = self._rng.uniform(0, target.interval)
             for kind, phase in _phases(target.checks).items():
                 at = start + (offset + phase * target.interval) % target.interval
-                self._push(at, i, kind, True)
+                self._push(at, i, kind, "regular")
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
@@ -107,18 +216,56 @@ class Scheduler:
 
     def _launch(self, due: _Due, now: float) -> None:
         target = self.targets[due.target]
-        if due.regular:
+        key = (due.target, due.kind)
+        if due.why == "regular":
             nxt = due.at + target.interval
             if nxt <= now:  # fell behind (e.g. the machine slept): skip missed turns
                 nxt += (now - nxt) // target.interval * target.interval + target.interval
-            self._push(nxt, due.target, due.kind, True)
-        key = (due.target, due.kind)
+            self._push(nxt, due.target, due.kind, "regular")
+        elif due.why == "deferred" and self._deferred.get(key) != due.seq:
+            return  # a check of this kind ran since: this one is moot
         if key in self._running:
             return
+        last = self._started.get(key, -math.inf)
+        wait = self.wait(target)
+        if wait > 0:
+            quiet = self._quiet.setdefault(due.target, now)
+            self._cooled.add(due.target)
+            if due.kind in _MODEL_CALLS:
+                if due.why == "deferred" or key not in self._deferred:
+                    self._deferred[key] = self._push(now + wait, due.target, due.kind, "deferred")
+                return
+            if last >= quiet:  # a models list at most once per cool-down
+                return
+        else:
+            self._quiet.pop(due.target, None)
+            # A check of this kind just ran (deferred, retry or sibling): it stood in for the turn.
+            if due.why == "regular" and now - last < target.interval / 4:
+                return
+            if due.kind in _MODEL_CALLS and not self._goes_first(due, key, now):
+                return
+        self._deferred.pop(key, None)
+        self._started[key] = now
         self._running.add(key)
         task = asyncio.ensure_future(self._run_one(due, target))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _goes_first(self, due: _Due, key: tuple[int, CheckKind], now: float) -> bool:
+        """At a cool-down's end one model call goes first; the target's others wait for its
+        answer, which may start another cool-down (an open breaker's one half-open trial)."""
+        first = self._first.get(due.target)
+        if first is not None and first not in self._running:
+            del self._first[due.target]
+        elif first is not None:
+            self._deferred[key] = self._push(
+                now + self.retry_interval, due.target, due.kind, "deferred"
+            )
+            return False
+        if due.target in self._cooled:
+            self._cooled.discard(due.target)
+            self._first[due.target] = key
+        return True
 
     async def _run_one(self, due: _Due, target: Target) -> None:
         loop = asyncio.get_running_loop()
@@ -126,6 +273,7 @@ class Scheduler:
             async with self._gate:
                 self.lag.append(max(0.0, loop.time() - due.at))
                 result = await self._check(target, due.kind)
+            self.cooldowns.note(result)
             self._after(due, result, loop.time())
             self._on_result(target, result)
         except Exception:  # a bug in a callback must not stop the schedule
@@ -141,13 +289,21 @@ class Scheduler:
             return
         failures = self._failures[key] = self._failures.get(key, 0) + 1
         if failures < self.confirmations:
-            self._push(now + self.retry_interval, due.target, due.kind, False)
+            # Deferred at launch to the end of a cool-down the failure may have asked for.
+            self._push(now + self.retry_interval, due.target, due.kind, "retry")
         if failures == 1:
             for j in self._siblings[self.targets[due.target].provider]:
                 sibling = self.targets[j]
                 kind = due.kind if due.kind in sibling.checks else sibling.checks[0]
-                if j != due.target and (j, kind) not in self._failures:
-                    self._push(now, j, kind, False)
+                asked = self._sibling_checks.get((j, kind), -math.inf)
+                if (
+                    j != due.target
+                    and (j, kind) not in self._failures
+                    and now - asked >= self.retry_interval  # many failing at once: one check
+                    and self.wait(sibling) == 0
+                ):
+                    self._sibling_checks[(j, kind)] = now
+                    self._push(now, j, kind, "sibling")
 
 
 def _phases(kinds: Sequence[CheckKind]) -> dict[CheckKind, float]:
