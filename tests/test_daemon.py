@@ -17,6 +17,7 @@ from aiohttp import web
 
 from conftest import base_url, patch, serving, sim_model
 from llmpulse.config import parse_config
+from llmpulse.monitor import daemon as daemon_module
 from llmpulse.monitor.daemon import Daemon
 from llmpulse.store import SQLiteStore
 
@@ -329,9 +330,12 @@ async def test_official_status_change_is_alerted_and_carried(sim, receiver, tmp_
     assert outage["official_status"] == "major"  # the provider's own word, beside ours
 
 
-async def test_a_locked_database_delays_writes_but_loses_no_result(sim, receiver, tmp_path):
+async def test_a_locked_database_delays_writes_but_loses_no_result(
+    sim, receiver, tmp_path, caplog, monkeypatch
+):
     import sqlite3
 
+    monkeypatch.setattr(daemon_module, "ROLLUP_EVERY_S", 1.0)  # rollups meet the lock too
     model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
     config = make_config(sim, receiver, [{"provider": "openai", "model": model, "name": "w"}])
     db = tmp_path / "r.db"
@@ -356,3 +360,10 @@ async def test_a_locked_database_delays_writes_but_loses_no_result(sim, receiver
     ]
     assert len(stored) == len(sent) > 10
     assert len({r.request_id for r in stored}) == len(stored)  # nothing written twice
+    # Said once when writes (results, rollups) started failing, once when they worked again;
+    # never a traceback for it.
+    said = [r.getMessage() for r in caplog.records if "results database" in r.getMessage()]
+    assert len(said) == 2, said
+    assert said[0].startswith("results database unwritable (") and "locked" in said[0]
+    assert said[1] == "results database writable again"
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"

@@ -308,3 +308,28 @@ def test_stream_closed_early_is_recorded(sim: SimServer) -> None:
     (r,) = seen
     assert r.ok and r.ttft_ms is not None
     assert "the caller closed the stream before its end" in r.warnings
+
+
+def test_a_store_that_refuses_is_said_once_and_its_results_written_later(
+    sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    model = sim_model(sim, ttft="5ms", output_tokens=3)
+    db = tmp_path / "traffic.db"
+    client = llmpulse.instrument(_openai(sim), store=db)
+    recorder = recorder_for(client)
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # every write fails after the 5 s busy timeout
+    for _ in range(2):  # two refused writes
+        client.chat.completions.create(model=model, messages=MESSAGES)
+        assert recorder.flush()
+    blocker.execute("COMMIT")
+    blocker.close()
+    assert recorder.flush()
+    recorder.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "llmpulse.gateway.instrument"]
+    assert len(said) == 2 and "could not write results" in said[0], said
+    assert said[1] == "llmpulse writes results again"
+    with SQLiteStore(db) as store:
+        assert len(store.latest_results(target=f"openai/{model}")) == 2

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -358,7 +358,7 @@ def gateway_command(
 
     from llmpulse.config import is_loopback, split_address
     from llmpulse.gateway.app import create_app
-    from llmpulse.store.spool import ResultWriter, spool_for
+    from llmpulse.store.spool import Recording, ResultWriter, spool_for
 
     _logging(verbose)
     console = _console(stderr=True)
@@ -381,7 +381,6 @@ def gateway_command(
     except ConfigError as exc:
         _usage_error(console, exc)
     location = results_location(db_path, config.storage)
-    pending: list[CheckResult] = []
     # Unless gateway.monitor is off, the gateway probes its deployments itself: their breakers
     # learn of an outage before a user request fails on it.
     probed = gateway.targets()
@@ -393,39 +392,39 @@ def gateway_command(
 
     # Its results name it and the region it serves from, beside the probe agents'.
     name = config.monitor.agent or f"{socket.gethostname()}-gateway-{port}"
+    try:
+        store = open_store(location)
+    except DATABASE_ERRORS as exc:
+        _database_error(console, exc)
+    # Traffic is on local disk within 250 ms, then in the database: neither a kill nor a
+    # database outage loses it. Started now: a predecessor's spool is replayed at once.
+    recording = Recording(ResultWriter(store, spool_for(location, name), name))
+    recording.start()
 
     def record(result: CheckResult) -> None:
         result.agent, result.region = name, config.monitor.region
-        pending.append(result)
+        recording.add(result)
         if telemetry is not None:
             telemetry.emit(result)
 
     # While `llmpulse run` probes into the same database, its probes are followed, not repeated.
     app = create_app(gateway, record=record, probe_targets=probed, results_db=location)
 
+    class Server(uvicorn.Server):
+        """Stops gracefully on SIGINT/SIGTERM, as uvicorn does, but without raising the signal
+        again once stopped: that would kill the process (SIGTERM) or cancel the final write
+        (SIGINT) before the last results are kept."""
+
+        def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            return contextlib.nullcontext()
+
     async def serve() -> None:
-        store = open_store(location)
-        # What the database refuses waits in a local spool: traffic is never lost to an outage.
-        writer = ResultWriter(store, spool_for(location, name), name)
-
-        async def flush() -> None:
-            # Batched off the event loop: one transaction a second, not one per request.
-            batch = pending[:]
-            del pending[:]
-            await asyncio.to_thread(writer.write, batch)
-
-        async def flush_forever() -> None:
-            while True:
-                await asyncio.sleep(1.0)
-                try:
-                    await flush()
-                except Exception:  # a spool that cannot be written either: say so, go on
-                    logging.getLogger("llmpulse.gateway").exception("recording traffic failed")
-
-        server = uvicorn.Server(
+        server = Server(
             uvicorn.Config(app, host=host, port=port, log_level="info" if verbose else "warning")
         )
-        flushing = asyncio.create_task(flush_forever())
         shown = f"[{host}]" if ":" in host else host
         console.print(
             f"llmpulse gateway: serving http://{shown}:{port} "
@@ -436,12 +435,8 @@ def gateway_command(
         try:
             await server.serve()
         finally:
-            flushing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flushing
-            await flush()
+            await asyncio.to_thread(recording.close)
             store.close()
-            writer.spool.close()
             if telemetry is not None:
                 await asyncio.to_thread(telemetry.shutdown)
 
