@@ -393,7 +393,7 @@ def gateway_command(
     # Its results name it and the region it serves from, beside the probe agents'.
     name = config.monitor.agent or f"{socket.gethostname()}-gateway-{port}"
     try:
-        store = open_store(location)
+        store = open_store(location, for_writing=True)
     except DATABASE_ERRORS as exc:
         _database_error(console, exc)
     # Traffic is on local disk within 250 ms, then in the database: neither a kill nor a

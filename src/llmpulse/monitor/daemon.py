@@ -103,7 +103,7 @@ class Daemon:
     ) -> None:
         self.config = config
         self.location = results_location(db_path, config.storage)
-        self.store = open_store(self.location)
+        self.store = open_store(self.location, for_writing=True)
         self.status_only = status_only
         self.agent = agent or config.monitor.agent or socket.gethostname()
         self.region = region or config.monitor.region
