@@ -16,6 +16,7 @@ import llmpulse
 from conftest import ground_truth, sim_model
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.instrument import recorder_for
+from llmpulse.providers.base import REFUSED
 from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.sim import SimServer
 from llmpulse.store import SQLiteStore
@@ -333,3 +334,19 @@ def test_a_store_that_refuses_is_said_once_and_its_results_written_later(
     assert said[1] == "llmpulse writes results again"
     with SQLiteStore(db) as store:
         assert len(store.latest_results(target=f"openai/{model}")) == 2
+
+
+def test_a_refusal_is_content_filter_as_probes_and_the_gateway_measure_it(sim: SimServer) -> None:
+    model = sim_model(sim, errors={"refusal": 1.0}, ttft="5ms", output_tokens=4)
+    seen: list[CheckResult] = []
+    client = llmpulse.instrument(_openai(sim), recorder=seen.append)
+    answer = client.chat.completions.create(model=model, messages=MESSAGES)
+    assert answer.choices[0].message.refusal and answer.choices[0].message.content is None
+    with client.chat.completions.create(model=model, messages=MESSAGES, stream=True) as stream:
+        assert "".join(c.choices[0].delta.refusal or "" for c in stream if c.choices)
+    recorder_for(client).close()
+    assert [(r.check, r.ok, r.error_class, r.error_message) for r in seen] == [
+        (CheckKind.INFERENCE, False, ErrorClass.CONTENT_FILTER, REFUSED),
+        (CheckKind.STREAM, False, ErrorClass.CONTENT_FILTER, REFUSED),
+    ]
+    assert seen[1].ttft_ms is not None  # the refusal is the answer: its first token is timed

@@ -607,8 +607,8 @@ def _read_body(
         return None
     if completion.error is not None:
         _fail(r, completion.error.error_class, completion.error.message)
-    elif completion.filtered:
-        _fail(r, ErrorClass.CONTENT_FILTER, f"output blocked ({completion.finish_reason})")
+    elif completion.blocked:
+        _fail(r, ErrorClass.CONTENT_FILTER, completion.blocked)
     else:
         r.ok = True
     return completion
@@ -655,8 +655,8 @@ def _read_stream(
         r.warnings.append("stream too large to keep; usage may be unknown")
     elif not parser.done and capture.complete:
         _fail(r, ErrorClass.PROTOCOL, f"stream ended without {protocol.terminal_event}")
-    elif completion.filtered:
-        _fail(r, ErrorClass.CONTENT_FILTER, f"output blocked ({completion.finish_reason})")
+    elif completion.blocked:
+        _fail(r, ErrorClass.CONTENT_FILTER, completion.blocked)
     else:
         r.ok = True
         if not parser.done:
