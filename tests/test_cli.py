@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -12,11 +13,12 @@ import sys
 import time
 
 import httpx
+import psycopg
 import pytest
 
-from conftest import base_url, sim_model
+from conftest import POSTGRES_URL, base_url, postgres_schema, sim_model
 from llmpulse.alerts.state import AlertStateStore
-from llmpulse.store import SQLiteStore
+from llmpulse.store import SQLiteStore, open_store
 
 CONTRACT_KEYS = {
     "target", "provider", "model", "check", "ok", "error_class", "http_status", "latency_ms",
@@ -26,7 +28,7 @@ CONTRACT_KEYS = {
 SECRET = "sk-test-very-secret-key-0123456789"
 
 
-def run_cli(*args, cwd, env_extra=None, timeout=60):
+def run_cli(*args, cwd, env_extra=None, timeout=60, preexec_fn=None):
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update({"XDG_DATA_HOME": str(cwd / "data"), **(env_extra or {})})
     return subprocess.run(
@@ -36,6 +38,7 @@ def run_cli(*args, cwd, env_extra=None, timeout=60):
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -379,3 +382,77 @@ def test_litellm_config_is_checked_and_its_ignored_keys_named_once(tmp_path, sim
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "litellm_settings.success_callback" in warnings[0]
     assert SECRET not in proc.stdout + proc.stderr
+
+
+def bound_by_file_modes():
+    """A ``preexec_fn`` under which file modes bind the process. Root writes a read-only file
+    anyway (CAP_DAC_OVERRIDE): it runs without the capabilities that bypass file modes, dropped
+    from its bounding set so that exec does not give them back; anyone else needs nothing."""
+    if os.geteuid() != 0:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, bypassing = 24, (1, 2, 3)  # DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER
+
+    def drop() -> None:
+        for cap in bypassing:
+            if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+    try:
+        subprocess.run(["true"], preexec_fn=drop, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot drop root's file capabilities here: {exc}")
+    return drop
+
+
+@pytest.mark.parametrize("command", ["run", "gateway"])
+def test_a_read_only_sqlite_database_is_one_line_and_exit_2_at_start(tmp_path, sim, command):
+    db = tmp_path / "results.db"
+    SQLiteStore(db).close()
+    db.chmod(0o444)
+    config = tmp_path / "llmpulse.yaml"
+    config.write_text(
+        f"""targets:
+  - {{provider: openai, model: m, api_key: "${{K}}", base_url: "{sim.openai_base}"}}
+model_list:
+  - model_name: chat
+    litellm_params: {{model: openai/m, api_key: os.environ/K, api_base: "{sim.openai_base}"}}
+"""
+    )
+    args = ["--no-web"] if command == "run" else []
+    proc = run_cli(
+        command, "--config", str(config), "--db", str(db), *args,
+        cwd=tmp_path, env_extra={"K": "sk-test"}, preexec_fn=bound_by_file_modes(),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"results database error: {db} refuses writes: attempt to write a readonly database"
+    ]
+
+
+def test_a_postgresql_role_that_may_only_read_is_one_line_and_exit_2_at_start(tmp_path, sim):
+    write_config(
+        tmp_path / "llmpulse.yaml", sim,
+        [{"provider": "openai", "model": "m", "api_key": "${TEST_KEY}"}],
+    )  # fmt: skip
+    role = f"reader_{os.getpid()}"
+    with postgres_schema() as url, psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        open_store(url).close()  # the tables, as their owner
+        schema = url.rpartition("%3D")[2]
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+            admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+            reader = url.replace("://postgres@", f"://{role}@", 1)
+            assert reader != url, "LLMPULSE_TEST_POSTGRES is expected to log in as postgres"
+            proc = run_cli(
+                "run", "--db", reader, "--no-web", cwd=tmp_path, env_extra={"TEST_KEY": "k"}
+            )
+        finally:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"results database error: {reader} refuses writes: permission denied for table "
+        "ingested_batches"
+    ]

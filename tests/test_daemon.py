@@ -9,16 +9,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
+import socket
 import time
 from pathlib import Path
 
 import httpx
+import openai
+import pytest
+import yaml
 from aiohttp import web
 
-from conftest import base_url, patch, serving, sim_model
+from conftest import base_url, patch, serving, sim_model, spawn_llmpulse
 from llmpulse.config import parse_config
+from llmpulse.monitor import daemon as daemon_module
 from llmpulse.monitor.daemon import Daemon
 from llmpulse.store import SQLiteStore
+from test_gateway_proxy import deployment
 
 FAST = {
     "monitor": {"retry_interval": "300ms", "status_pages": False},
@@ -51,8 +58,8 @@ def make_config(sim, receiver, targets, **extra):
 
 
 @contextlib.asynccontextmanager
-async def running(config, db: Path):
-    daemon = Daemon(config, db_path=db)
+async def running(config, db: Path, **options):
+    daemon = Daemon(config, db_path=db, **options)
     task = asyncio.ensure_future(daemon.run())
     try:
         yield daemon
@@ -330,9 +337,12 @@ async def test_official_status_change_is_alerted_and_carried(sim, receiver, tmp_
     assert outage["official_status"] == "major"  # the provider's own word, beside ours
 
 
-async def test_a_locked_database_delays_writes_but_loses_no_result(sim, receiver, tmp_path):
+async def test_a_locked_database_delays_writes_but_loses_no_result(
+    sim, receiver, tmp_path, caplog, monkeypatch
+):
     import sqlite3
 
+    monkeypatch.setattr(daemon_module, "ROLLUP_EVERY_S", 1.0)  # rollups meet the lock too
     model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
     config = make_config(sim, receiver, [{"provider": "openai", "model": model, "name": "w"}])
     db = tmp_path / "r.db"
@@ -357,3 +367,75 @@ async def test_a_locked_database_delays_writes_but_loses_no_result(sim, receiver
     ]
     assert len(stored) == len(sent) > 10
     assert len({r.request_id for r in stored}) == len(stored)  # nothing written twice
+    # Said once when writes (results, rollups) started failing, once when they worked again;
+    # never a traceback for it.
+    said = [r.getMessage() for r in caplog.records if "results database" in r.getMessage()]
+    assert len(said) == 2, said
+    assert said[0].startswith("results database unwritable (") and "locked" in said[0]
+    assert said[1] == "results database writable again"
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+@pytest.mark.parametrize("region", [None, "eu-west"])  # the gateway's: none
+async def test_a_daemon_and_a_gateway_on_one_database_page_once_per_incident(
+    sim, receiver, tmp_path, region
+):
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    db = tmp_path / "r.db"
+    raw = {
+        **FAST,
+        "model_list": [deployment(sim, "chat", "openai", model)],
+        "gateway": {"probe_interval": "900ms"},
+        "notifiers": [{"type": "webhook", "url": receiver.url}],
+    }
+    (tmp_path / "llmpulse.yaml").write_text(yaml.safe_dump(raw))
+    config = parse_config(raw, env={"SIM_KEY": "sk-sim"})
+    target = f"chat/openai/{model}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gateway = spawn_llmpulse(
+        ["gateway", "--config", str(tmp_path / "llmpulse.yaml"), "--db", str(db),
+         "--listen", f"127.0.0.1:{port}"],
+        tmp_path, "gateway.log",
+    )  # fmt: skip
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=10
+    )
+
+    async def ask() -> None:
+        with contextlib.suppress(openai.APIError):
+            await client.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "hi"}]
+            )
+
+    async def firing() -> list[dict]:
+        async with httpx.AsyncClient() as http:  # the daemon serves on this event loop
+            alerts = (await http.get(f"{daemon.web.urls[0]}api/v1/alerts", timeout=10)).json()
+        return [a for a in alerts["firing"] if a["target"] == target]
+
+    try:
+        async with running(config, db, region=region) as daemon:
+            for _ in range(20):
+                await ask()  # healthy traffic, once the gateway is up
+                await asyncio.sleep(0.1)
+            patch(sim, model, errors={"503": 1.0})
+            for _ in range(30):
+                await ask()
+                await asyncio.sleep(0.1)
+            await wait_for(lambda: receiver.events())
+            listed = await firing()
+            assert [a["rule"] for a in listed] == ["consecutive_unavailable"], listed
+            patch(sim, model, errors={})
+            for _ in range(20):
+                await ask()
+                await asyncio.sleep(0.1)
+            await wait_for(lambda: any(e[0] == "resolved" for e in receiver.events()))
+            await asyncio.sleep(1)
+    finally:
+        gateway.send_signal(signal.SIGINT)
+        gateway.wait(timeout=30)
+    assert receiver.events() == [
+        ("firing", "consecutive_unavailable", target),
+        ("resolved", "consecutive_unavailable", target),
+    ]

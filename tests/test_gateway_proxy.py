@@ -28,6 +28,7 @@ from llmpulse.gateway.app import DEPLOYMENT_HEADER, create_app
 from llmpulse.gateway.config import GatewayConfig, parse_gateway
 from llmpulse.gateway.proxy import Gateway
 from llmpulse.gateway.retry import RetryPolicy
+from llmpulse.providers.base import REFUSED
 from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.sim import SimServer
 from llmpulse.sim.common import text_of
@@ -789,3 +790,41 @@ def test_finish_reason_error_is_a_failed_attempt_never_an_answer(sim: SimServer)
             assert finishes == []
     failed = [r for r in gw.records if r.check is CheckKind.STREAM]
     assert failed and not failed[-1].ok and failed[-1].error_class is ErrorClass.SERVER_ERROR
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_refusal_reaches_each_client_as_its_protocol_says_it_and_is_content_filter(
+    sim: SimServer, stream: bool
+) -> None:
+    refusing = sim_model(sim, errors={"refusal": 1.0}, output_tokens=6, **FAST)
+    spare = sim_model(sim, **FAST)
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", refusing), deployment(sim, "chat", "openai", spare)]
+    )
+    with Served(config) as served:
+        # An OpenAI client gets it as OpenAI sends it: refusal, no content, finish reason stop.
+        if stream:
+            state = openai.lib.streaming.chat.ChatCompletionStreamState()
+            for chunk in ask(served.openai(), "chat", stream=True):
+                state.handle_chunk(chunk)
+            choice = state.get_final_completion().choices[0]
+        else:
+            choice = ask(served.openai(), "chat").choices[0]
+        assert (choice.message.refusal, choice.message.content) == (text_of(6), None)
+        assert choice.finish_reason == "stop"
+        # An Anthropic client gets what Claude sends when it refuses: text, stop reason refusal.
+        messages = served.anthropic().messages
+        kwargs: dict[str, Any] = {
+            "model": "chat", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]
+        }  # fmt: skip
+        if stream:
+            with messages.stream(**kwargs) as events:
+                message = events.get_final_message()
+        else:
+            message = messages.create(**kwargs)
+        assert [b.text for b in message.content if b.type == "text"] == [text_of(6)]
+        assert message.stop_reason == "refusal"
+    assert len(upstream(sim, refusing)) == 2 and upstream(sim, spare) == []  # not retried
+    assert [(r.ok, r.error_class, r.error_message) for r in served.records] == [
+        (False, ErrorClass.CONTENT_FILTER, REFUSED)
+    ] * 2

@@ -16,6 +16,7 @@ import llmpulse
 from conftest import ground_truth, sim_model
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.instrument import recorder_for
+from llmpulse.providers.base import REFUSED
 from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.sim import SimServer
 from llmpulse.store import SQLiteStore
@@ -308,3 +309,44 @@ def test_stream_closed_early_is_recorded(sim: SimServer) -> None:
     (r,) = seen
     assert r.ok and r.ttft_ms is not None
     assert "the caller closed the stream before its end" in r.warnings
+
+
+def test_a_store_that_refuses_is_said_once_and_its_results_written_later(
+    sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    model = sim_model(sim, ttft="5ms", output_tokens=3)
+    db = tmp_path / "traffic.db"
+    client = llmpulse.instrument(_openai(sim), store=db)
+    recorder = recorder_for(client)
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # every write fails after the 5 s busy timeout
+    for _ in range(2):  # two refused writes
+        client.chat.completions.create(model=model, messages=MESSAGES)
+        assert recorder.flush()
+    blocker.execute("COMMIT")
+    blocker.close()
+    assert recorder.flush()
+    recorder.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "llmpulse.gateway.instrument"]
+    assert len(said) == 2 and "could not write results" in said[0], said
+    assert said[1] == "llmpulse writes results again"
+    with SQLiteStore(db) as store:
+        assert len(store.latest_results(target=f"openai/{model}")) == 2
+
+
+def test_a_refusal_is_content_filter_as_probes_and_the_gateway_measure_it(sim: SimServer) -> None:
+    model = sim_model(sim, errors={"refusal": 1.0}, ttft="5ms", output_tokens=4)
+    seen: list[CheckResult] = []
+    client = llmpulse.instrument(_openai(sim), recorder=seen.append)
+    answer = client.chat.completions.create(model=model, messages=MESSAGES)
+    assert answer.choices[0].message.refusal and answer.choices[0].message.content is None
+    with client.chat.completions.create(model=model, messages=MESSAGES, stream=True) as stream:
+        assert "".join(c.choices[0].delta.refusal or "" for c in stream if c.choices)
+    recorder_for(client).close()
+    assert [(r.check, r.ok, r.error_class, r.error_message) for r in seen] == [
+        (CheckKind.INFERENCE, False, ErrorClass.CONTENT_FILTER, REFUSED),
+        (CheckKind.STREAM, False, ErrorClass.CONTENT_FILTER, REFUSED),
+    ]
+    assert seen[1].ttft_ms is not None  # the refusal is the answer: its first token is timed

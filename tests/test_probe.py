@@ -10,6 +10,7 @@ import pytest
 from conftest import ground_truth, make_target, sim_model
 from llmpulse.errors import ErrorClass
 from llmpulse.probe import Prober
+from llmpulse.providers.base import REFUSED
 from llmpulse.result import CheckKind
 
 PROTOCOL_PROVIDERS = ["openai", "anthropic", "gemini", "azure"]
@@ -119,6 +120,8 @@ ERROR_CASES = [
     ("openai", "content_filter", ErrorClass.CONTENT_FILTER),
     ("anthropic", "content_filter", ErrorClass.CONTENT_FILTER),
     ("gemini", "content_filter", ErrorClass.CONTENT_FILTER),
+    ("openai", "refusal", ErrorClass.CONTENT_FILTER),  # a refusal instead of content
+    ("anthropic", "refusal", ErrorClass.CONTENT_FILTER),  # Claude's refusal stop reason
     ("openai", "502", ErrorClass.UNAVAILABLE),
     ("openai", "503", ErrorClass.UNAVAILABLE),
     ("gemini", "504", ErrorClass.UNAVAILABLE),
@@ -138,6 +141,8 @@ async def test_error_responses_are_classified(sim, provider, kind, expected, che
     assert not result.ok
     assert result.error_class is expected, result.error_message
     assert result.error_message
+    if (provider, kind) == ("openai", "refusal"):
+        assert result.error_message == REFUSED
     if kind == "429":
         assert result.retry_after_s == pytest.approx(7)
 

@@ -1,15 +1,18 @@
-"""PostgreSQL restarting under a running agent and a running gateway: no result lost or doubled.
+"""PostgreSQL restarting under a running agent and a running gateway, a gateway killed outright:
+no result lost or doubled.
 
 The simulator records every request it answered, so what was measured is known exactly: each
-request must be in the store once, whatever the database went through meanwhile.
+request must be in the store once, whatever the database or the process went through meanwhile.
 """
 
 from __future__ import annotations
 
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import yaml
 import pgserver
 from conftest import base_url, sim_model, spawn_llmpulse
 from llmpulse.sim import SimServer
+from llmpulse.store.spool import SPOOL_WITHIN_S
 from test_gateway_proxy import FAST, deployment
 
 
@@ -143,6 +147,118 @@ def test_a_gateway_loses_and_doubles_no_traffic_across_a_database_restart(
     assert len(ids) == len(set(ids)), "a request was recorded twice"
     assert set(ids) == requests_to(sim, model), "a request is missing"
     assert len(ids) == 21
+
+
+def test_a_gateway_killed_outright_loses_no_traffic_it_answered(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    model = sim_model(sim, **FAST)
+    db = tmp_path / "results.db"
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "storage": str(db),
+                "model_list": [deployment(sim, "chat", "openai", model)],
+                "gateway": {"monitor": False},
+            }
+        )
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["gateway", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=20
+    )
+    target = f"chat/openai/{model}"
+
+    def ask(_: object = None) -> None:
+        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+
+    def traffic() -> list[str]:
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT request_id FROM results WHERE target = ?", (target,))
+            return [r[0] for r in rows]
+
+    gateway = spawn_llmpulse(args, tmp_path, "g1.log")
+    try:
+        wait_until(lambda: gateway.poll() is None and _answers(ask))
+        # The database is locked throughout: only the local spool can hold what is answered.
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(ask, range(299)))
+        time.sleep(SPOOL_WITHIN_S)  # the bound the README promises, and not a moment more
+        gateway.send_signal(signal.SIGKILL)
+        gateway.wait(timeout=10)
+        blocker.execute("COMMIT")
+        blocker.close()
+        assert traffic() == []
+    finally:
+        gateway.kill()
+    # The restarted gateway (same name: same spool) replays it at start, before any request.
+    gateway = spawn_llmpulse(args, tmp_path, "g2.log")
+    try:
+        wait_until(lambda: len(traffic()) >= 300)
+        wait_until(lambda: _serving(port))  # a SIGINT before that would abort its start
+    finally:
+        stop(gateway)
+    ids = traffic()
+    assert len(ids) == len(set(ids)) == 300, "a request was recorded twice"
+    assert set(ids) == requests_to(sim, model)
+
+
+def test_a_gateway_stopped_by_sigterm_writes_all_its_traffic_first(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    model = sim_model(sim, **FAST)
+    db = tmp_path / "results.db"
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "storage": str(db),
+                "model_list": [deployment(sim, "chat", "openai", model)],
+                "gateway": {"monitor": False},
+            }
+        )
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gateway = spawn_llmpulse(
+        ["gateway", "--config", str(config), "--listen", f"127.0.0.1:{port}"], tmp_path, "g.log"
+    )
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=20
+    )
+
+    def ask(_: object = None) -> None:
+        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+
+    try:
+        wait_until(lambda: gateway.poll() is None and _answers(ask))
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(ask, range(49)))
+        gateway.send_signal(signal.SIGTERM)  # at once: the last results are not kept yet
+        assert gateway.wait(timeout=60) == 0
+    finally:
+        gateway.kill()
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT request_id FROM results WHERE target = ?", (f"chat/openai/{model}",)
+        )
+        ids = [r[0] for r in rows]
+    assert len(ids) == len(set(ids)) == 50
+    assert set(ids) == requests_to(sim, model)
+
+
+def _serving(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=5).is_success
+    except httpx.TransportError:
+        return False
 
 
 def _answers(ask: Any) -> bool:

@@ -176,3 +176,14 @@ def test_a_window_keeps_at_most_max_samples_under_heavy_traffic() -> None:
         window.add(res(i * 0.001))  # a thousand a second, all inside the horizon
     assert len(window.samples) == TargetWindow.MAX_SAMPLES
     assert window.samples[0].ts == pytest.approx(T0 + 0.1)  # the oldest hundred went
+
+
+def test_results_without_a_region_are_a_region_of_their_own() -> None:
+    # A gateway started without a region beside an agent with one, on one database.
+    per_region = {
+        "eu-west": [_ev("consecutive_unavailable", True, 3.0, True)],
+        None: [_ev("consecutive_unavailable", True, 5.0, True)],
+    }
+    [combined] = agree_across_regions(per_region, min_regions=1)
+    assert combined.active is True and combined.value == 5.0
+    assert combined.summary.endswith("[regions: no region, eu-west]")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 import pgserver
 from llmpulse.result import CheckKind, CheckResult
 from llmpulse.store import open_store
 from llmpulse.store.postgres import PostgresStore
-from llmpulse.store.spool import ResultWriter, Spool
+from llmpulse.store.spool import Recording, ResultWriter, Spool, Trouble
 
 T0 = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -32,23 +36,33 @@ class Clock:
 
 
 def test_a_restarting_database_loses_nothing_and_duplicates_nothing(
-    private_postgres: pgserver.PrivateServer, tmp_path: Path
+    private_postgres: pgserver.PrivateServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = private_postgres
     store = PostgresStore(server.url)
     clock = Clock()
     writer = ResultWriter(store, Spool(tmp_path / "spool.db"), "agent-a", clock=clock)
     try:
-        writer.write(results(0, 10))
+        writer.keep(results(0, 10))
+        assert writer.drain() and len(writer.spool) == 0
         server.stop()
-        writer.write(results(10, 10))  # refused: spooled
-        writer.write(results(20, 10))  # queued behind it, the database not asked again yet
+        writer.keep(results(10, 10))
+        assert not writer.drain()  # refused: stays in the spool
+        writer.keep(results(20, 10))  # queued behind it, the database not asked again yet
         assert len(writer.spool) == 20
         server.start()
         assert not writer.drain()  # still inside the pause after the refusal
         clock.now += 60
-        writer.write(results(30, 10))  # drains the spool first, in order, then writes this
+        writer.keep(results(30, 10))
+        assert writer.drain()  # in order: the spooled batches, then this one
         assert len(writer.spool) == 0
+        writer.keep(results(40, 0))
+        assert writer.drain()
+        # Said once when the database refused, once when it took results again.
+        said = [r.getMessage() for r in caplog.records if "results database" in r.getMessage()]
+        assert len(said) == 2
+        assert said[0].startswith("results database unwritable (results: ")
+        assert said[1] == "results database writable again"
         stored = store.results_between(0, 2e9)
         assert [r.ttft_ms for r in stored] == [float(i) for i in range(40)]
         assert {r.region for r in stored} == {"eu-west"}
@@ -75,3 +89,48 @@ def test_the_spool_outlives_the_process_and_is_bounded(tmp_path: Path) -> None:
         assert writer.drain()
         assert len(store.latest_results(limit=100)) == 20
     spool.close()
+
+
+def test_a_recording_kept_what_the_store_refused_and_its_successor_replays_it_at_start(
+    private_postgres: pgserver.PrivateServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = private_postgres
+    path = tmp_path / "spool.db"
+    store = PostgresStore(server.url)
+    server.stop()
+    recording = Recording(ResultWriter(store, Spool(path), "gw"))
+    recording.start()
+    for result in results(100, 10):
+        recording.add(result)
+    recording.close(timeout=1.0)  # bounded: what the store did not take waits on disk
+    store.close()
+    assert f"10 results wait in {path} for the next start" in caplog.text
+    server.start()
+    # A successor on the same spool replays it at start, before anything is added.
+    store = PostgresStore(server.url)
+    successor = Recording(ResultWriter(store, Spool(path), "gw"))
+    successor.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(successor.writer.spool):
+            assert time.monotonic() < deadline, "the spool was not replayed"
+            time.sleep(0.05)
+        successor.close()
+        stored = [r.ttft_ms for r in store.results_between(0, 2e9) if r.ttft_ms >= 100]
+        assert sorted(stored) == [float(i) for i in range(100, 110)]
+    finally:
+        store.close()
+
+
+def test_a_trouble_is_said_when_it_starts_and_when_every_job_is_over_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trouble = Trouble(logging.getLogger("t"), "down (%s: %s)", "up again")
+    trouble.failed("results", OSError("refused"))
+    trouble.failed("rollup", OSError("refused"))  # the same trouble: nothing more to say
+    trouble.failed("results", OSError("refused"))
+    trouble.succeeded("results")  # the rollup still fails
+    trouble.succeeded("prune")  # never failed
+    trouble.succeeded("rollup")
+    trouble.succeeded("rollup")
+    assert [r.getMessage() for r in caplog.records] == ["down (results: refused)", "up again"]

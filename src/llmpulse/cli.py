@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import sys
@@ -406,7 +405,7 @@ def gateway_command(
     from llmpulse.config import is_loopback, split_address
     from llmpulse.gateway.app import create_app
     from llmpulse.serving import Server, header_timeout_protocol
-    from llmpulse.store.spool import ResultWriter, spool_for
+    from llmpulse.store.spool import Recording, ResultWriter, spool_for
 
     _logging(verbose or debug)
     console = _console(stderr=True)
@@ -454,7 +453,6 @@ def gateway_command(
     for warning in [*said, *([serving_without] if serving_without else [])]:
         click.echo(f"warning: {warning}", err=True)
     location = results_location(db_path, config.storage)
-    pending: list[CheckResult] = []
     # Unless gateway.monitor is off, the gateway probes its deployments itself: their breakers
     # learn of an outage before a user request fails on it.
     probed = gateway.targets()
@@ -466,10 +464,18 @@ def gateway_command(
 
     # Its results name it and the region it serves from, beside the probe agents'.
     name = config.monitor.agent or f"{socket.gethostname()}-gateway-{port}"
+    try:
+        store = open_store(location, for_writing=True)
+    except DATABASE_ERRORS as exc:
+        _database_error(console, exc)
+    # Traffic is on local disk within 250 ms, then in the database: neither a kill nor a
+    # database outage loses it. Started now: a predecessor's spool is replayed at once.
+    recording = Recording(ResultWriter(store, spool_for(location, name), name))
+    recording.start()
 
     def record(result: CheckResult) -> None:
         result.agent, result.region = name, config.monitor.region
-        pending.append(result)
+        recording.add(result)
         if telemetry is not None:
             telemetry.emit(result)
 
@@ -485,24 +491,6 @@ def gateway_command(
     )
 
     async def serve() -> None:
-        store = open_store(location)
-        # What the database refuses waits in a local spool: traffic is never lost to an outage.
-        writer = ResultWriter(store, spool_for(location, name), name)
-
-        async def flush() -> None:
-            # Batched off the event loop: one transaction a second, not one per request.
-            batch = pending[:]
-            del pending[:]
-            await asyncio.to_thread(writer.write, batch)
-
-        async def flush_forever() -> None:
-            while True:
-                await asyncio.sleep(1.0)
-                try:
-                    await flush()
-                except Exception:  # a spool that cannot be written either: say so, go on
-                    logging.getLogger("llmpulse.gateway").exception("recording traffic failed")
-
         settings = gateway.settings
         server = Server(
             uvicorn.Config(
@@ -517,7 +505,6 @@ def gateway_command(
                 timeout_graceful_shutdown=settings.shutdown_grace,
             )
         )
-        flushing = asyncio.create_task(flush_forever())
         shown = f"[{host}]" if ":" in host else host
         console.print(
             f"llmpulse gateway: serving http://{shown}:{port} "
@@ -528,12 +515,8 @@ def gateway_command(
         try:
             await server.serve()
         finally:
-            flushing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flushing
-            await flush()
+            await asyncio.to_thread(recording.close)
             store.close()
-            writer.spool.close()
             if telemetry is not None:
                 await asyncio.to_thread(telemetry.shutdown)
 

@@ -90,6 +90,13 @@ class AlertRecord:
         return cls(**data)
 
 
+def listed(record: AlertRecord) -> bool:
+    """Whether a record is an alert of its own in listings. A firing availability rule is a
+    member of its target's incident, which is what pages and is listed (under its lead rule's
+    id): listing both showed one incident as two alerts of one rule."""
+    return not (record.rule in AVAILABILITY_RULES and record.state is AlertState.FIRING)
+
+
 def fingerprint(rule: str, subject: str) -> str:
     return hashlib.sha256(f"{rule}\0{subject}".encode()).hexdigest()[:16]
 

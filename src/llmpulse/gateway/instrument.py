@@ -14,7 +14,9 @@ that answered, or the final failure — is recorded with the number of attempts.
 decides whether an attempt is retried, so only the end of its loop says which attempt is last.
 
 The caller's path only timestamps and keeps the response bytes (bounded); a ``Recorder`` thread
-turns captures into ``CheckResult``s, calls the callback and writes to the store in batches.
+turns captures into ``CheckResult``s, calls the callback and writes to the store in batches,
+within about 250 ms of each call's end. There is no spool here: a store that refuses keeps up to
+ten batches in memory to retry, and a process killed outright loses what was not written yet.
 Prompts are never read beyond the model name and stream flag; completions are parsed for usage
 and discarded, never stored.
 """
@@ -48,7 +50,8 @@ from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.redact import NO_SECRETS, Redactor
 from llmpulse.result import CheckKind, CheckResult, Source, Usage
 from llmpulse.sse import SSEDecoder, SSEError
-from llmpulse.store import SQLiteStore, Store
+from llmpulse.store import DATABASE_ERRORS, SQLiteStore, Store
+from llmpulse.store.spool import Trouble
 
 __all__ = ["Recorder", "instrument", "recorder_for"]
 
@@ -150,7 +153,7 @@ class Recorder:
         callback: ResultCallback | None = None,
         *,
         batch_size: int = 256,
-        interval_s: float = 1.0,
+        interval_s: float = 0.25,
         max_queue: int = 100_000,
         redactor: Redactor = NO_SECRETS,
     ) -> None:
@@ -167,6 +170,11 @@ class Recorder:
             max_queue
         )
         self._pending: list[CheckResult] = []
+        self._unwritable = Trouble(
+            log,
+            "llmpulse could not write results (%s: %s); retrying",
+            "llmpulse writes results again",
+        )
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="llmpulse-recorder", daemon=True)
         self._thread.start()
@@ -247,14 +255,18 @@ class Recorder:
             return
         try:
             self.store.write_results(self._pending)
-        except Exception:
+        except Exception as exc:
             # Kept for the next write; bounded so a dead store cannot grow memory forever.
-            log.exception("llmpulse could not write %d results; will retry", len(self._pending))
+            if isinstance(exc, (*DATABASE_ERRORS, OSError)):
+                self._unwritable.failed("results", exc)  # said once, not on every retry
+            else:
+                log.exception("llmpulse could not write %d results; will retry", len(self._pending))
             overflow = len(self._pending) - 10 * self.batch_size
             if overflow > 0:
                 log.error("llmpulse dropped %d unwritten results", overflow)
                 del self._pending[:overflow]
             return
+        self._unwritable.succeeded("results")
         self._pending.clear()
 
 
@@ -601,8 +613,8 @@ def _read_body(
         return None
     if completion.error is not None:
         _fail(r, completion.error.error_class, completion.error.message)
-    elif completion.filtered:
-        _fail(r, ErrorClass.CONTENT_FILTER, f"output blocked ({completion.finish_reason})")
+    elif completion.blocked:
+        _fail(r, ErrorClass.CONTENT_FILTER, completion.blocked)
     else:
         r.ok = True
     return completion
@@ -649,8 +661,8 @@ def _read_stream(
         r.warnings.append("stream too large to keep; usage may be unknown")
     elif not parser.done and capture.complete:
         _fail(r, ErrorClass.PROTOCOL, f"stream ended without {protocol.terminal_event}")
-    elif completion.filtered:
-        _fail(r, ErrorClass.CONTENT_FILTER, f"output blocked ({completion.finish_reason})")
+    elif completion.blocked:
+        _fail(r, ErrorClass.CONTENT_FILTER, completion.blocked)
     else:
         r.ok = True
         if not parser.done:

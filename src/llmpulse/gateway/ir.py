@@ -161,6 +161,7 @@ class ChatResponse:
     usage: Usage = dataclasses.field(default_factory=Usage)
     reasoning: list[ReasoningPart] = dataclasses.field(default_factory=list)
     logprobs: dict[str, Any] | None = None  # OpenAI's choice.logprobs, passed on as sent
+    refusal: str | None = None  # the model declined instead of answering (OpenAI's refusal)
     dropped_params: list[str] = dataclasses.field(default_factory=list)
     # The further answers a request with n > 1 asked for (choices 1, 2, ...): each has its own
     # text, tool calls, finish reason, thinking and logprobs; id, model and usage are this one's.
@@ -191,6 +192,13 @@ class MessageStart:
 class TextDelta:
     text: str
     logprobs: dict[str, Any] | None = None  # OpenAI's choice.logprobs for this chunk
+
+
+@dataclasses.dataclass(slots=True)
+class RefusalDelta:
+    """A fragment of the model declining to answer, in place of content (OpenAI's refusal)."""
+
+    text: str
 
 
 @dataclasses.dataclass(slots=True)
@@ -236,6 +244,7 @@ class StreamError:
 StreamEvent = (
     MessageStart
     | TextDelta
+    | RefusalDelta
     | ReasoningDelta
     | ToolCallStart
     | ToolCallDelta

@@ -54,6 +54,7 @@ from llmpulse.gateway.ir import (
     Finish,
     MessageStart,
     ReasoningDelta,
+    RefusalDelta,
     StreamError,
     StreamEvent,
     TextDelta,
@@ -80,7 +81,7 @@ from llmpulse.probe.runner import (
     read_capped,
 )
 from llmpulse.providers import PROTOCOLS
-from llmpulse.providers.base import error_snippet
+from llmpulse.providers.base import REFUSED, error_snippet
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.redact import Redactor
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
@@ -89,7 +90,7 @@ from llmpulse.sse import SSEDecoder, SSEError
 DEFAULT_TIMEOUT_S = 600.0  # LiteLLM's default request timeout
 # A cool-down this much longer than the policy's wait means the breaker opened: go elsewhere.
 _COOLDOWN_SLACK_S = 0.1
-_CONTENT = (TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta)
+_CONTENT = (TextDelta, RefusalDelta, ReasoningDelta, ToolCallStart, ToolCallDelta)
 
 Recorder = Callable[[CheckResult], None]
 
@@ -173,6 +174,7 @@ class _Measure:
     upstream_request_id: str | None = None
     response_model: str | None = None
     finish_reason: str | None = None
+    refused: bool = False  # the model declined: a refusal instead of content
     warnings: list[str] = dataclasses.field(default_factory=list)
     dropped: list[str] = dataclasses.field(default_factory=list)  # drop_params, client's names
 
@@ -683,6 +685,7 @@ class Gateway:
         measure.usage = answer.usage
         measure.response_model = self.redact(answer.model) or None
         measure.finish_reason = answer.finish_reason
+        measure.refused = answer.refusal is not None
         answer.model = measure.response_model or deployment.model
         answer.id = self.redact(answer.id)
         answer.dropped_params = list(measure.dropped)
@@ -764,6 +767,8 @@ class Gateway:
                         elif isinstance(event, UsageUpdate):
                             measure.usage = event.usage
                             usage_after_finish = finished
+                        elif isinstance(event, RefusalDelta):
+                            measure.refused = True
                         elif isinstance(event, MessageStart):
                             measure.response_model = self.redact(event.model) or None
                             if continuing:
@@ -861,10 +866,13 @@ class Gateway:
             attempts=call.attempts,
             fallbacks=call.fallbacks,
         )
-        if error is None and measure.finish_reason == "content_filter":
+        # Measured as probes and instrument() measure the same answer (Completion.blocked).
+        if error is None and (measure.refused or measure.finish_reason == "content_filter"):
             result.ok = False
             result.error_class = ErrorClass.CONTENT_FILTER
-            result.error_message = "output blocked by the provider's content filter"
+            result.error_message = (
+                REFUSED if measure.refused else "output blocked by the provider's content filter"
+            )
         if measure.usage is not None:
             cost, warning = catalog.cost_usd(target, measure.usage, measure.response_model)
             result.cost_usd = cost

@@ -287,6 +287,7 @@ class _Stream:
         return await anext(self._events, [])
 
     def _closer(self) -> Coroutine[Any, Any, None] | None:
+        self._buffer.clear()  # closed: what was received but not read is not read either
         if self._done:
             return None
         self._done = True

@@ -2,18 +2,20 @@
 
 Data flows one way: scheduler → probe → result → store → rule windows → alert engine → outbox
 → notifiers. Every daemon probes its targets and writes what it measured, tagged with its agent
-name and region, through a local spool (``store.spool``): a database that is away delays
-results, never loses them. Exactly one daemon at a time leads (``monitor.leader``): it reads
-every agent's results (and the gateway's traffic) back from the store as they are committed
-(``Store.tail``), evaluates the rules over them (``monitor.alerting``), ticks the alert engine,
-saves alert state, delivers notifications and keeps the store (rollups every minute, pruning
-every hour). A daemon that takes over resumes from the alert state the last leader saved; with
-SQLite there is normally one daemon, leading from its start.
+name and region, through a local spool (``store.spool.Recording``): each result is on local disk
+within 250 ms of its check ending, so neither a kill nor a database that is away loses it.
+Exactly one daemon at a time leads (``monitor.leader``): it reads every agent's results (and the
+gateway's traffic) back from the store as they are committed (``Store.tail``), evaluates the
+rules over them (``monitor.alerting``), ticks the alert engine, saves alert state, delivers
+notifications and keeps the store (rollups every minute, pruning every hour). A daemon that
+takes over resumes from the alert state the last leader saved; with SQLite there is normally
+one daemon, leading from its start.
 
-Four times a second the loop writes new results, and the leader reads what was committed and
-ticks the engine (grouping, repeats, silences). SIGINT/SIGTERM stop new checks, let in-flight
-ones finish and be written, save alert state and give the outbox a moment to deliver before the
-lead is released: nothing measured is lost, and a restart resumes with the alerts it had.
+Four times a second the leader reads what was committed and ticks the engine (grouping,
+repeats, silences). SIGINT/SIGTERM stop new checks, let in-flight ones finish and be written,
+save alert state and give the outbox a moment to deliver before the lead is released: nothing
+measured is lost, and a restart resumes with the alerts it had. A database that is away or
+refuses writes is said once in the log when it starts and once when it is over.
 
 The leader also pauses its probes of a target that another writer found rate-limited (its
 results' Retry-After, ``Scheduler.note``), since it reads them anyway; other agents pause on
@@ -55,7 +57,7 @@ from llmpulse.store import (
     open_store,
     results_location,
 )
-from llmpulse.store.spool import ResultWriter, spool_for
+from llmpulse.store.spool import Recording, ResultWriter, Trouble, spool_for
 from llmpulse.web.server import WebServer
 
 if TYPE_CHECKING:
@@ -63,7 +65,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.25  # write results, read them back, tick the engine: keeps detection tight
+TICK_S = 0.25  # read results back, tick the engine: keeps detection tight
 ROLLUP_EVERY_S = 60.0
 PRUNE_EVERY_S = 3600.0
 SILENCE_RELOAD_S = 5.0
@@ -71,13 +73,26 @@ BASELINE_EVERY_S = 600.0
 DRAIN_OUTBOX_S = 5.0
 
 
+# What a database that is away, or refuses, raises: expected, unlike a bug.
+_DATABASE_DOWN = (*DATABASE_ERRORS, SQLAlchemyError, OSError)
+
+
 @contextlib.contextmanager
-def _logged(what: str) -> Iterator[None]:
-    """A failing background job is logged and retried on its next turn; the daemon goes on."""
+def _logged(what: str, trouble: Trouble | None = None) -> Iterator[None]:
+    """A failing background job is logged and retried on its next turn; the daemon goes on.
+
+    With a ``trouble``, a database error is expected: said once per change by it, without a
+    traceback, instead of on every turn. Anything else is a bug, logged in full."""
     try:
         yield
-    except Exception:
-        log.exception("%s failed; will retry", what)
+    except Exception as exc:
+        if trouble is not None and isinstance(exc, _DATABASE_DOWN):
+            trouble.failed(what, exc)
+        else:
+            log.exception("%s failed; will retry", what)
+    else:
+        if trouble is not None:
+            trouble.succeeded(what)
 
 
 class Daemon:
@@ -92,14 +107,22 @@ class Daemon:
     ) -> None:
         self.config = config
         self.location = results_location(db_path, config.storage)
-        self.store = open_store(self.location)
+        self.store = open_store(self.location, for_writing=True)
         self.status_only = status_only
         self.agent = agent or config.monitor.agent or socket.gethostname()
         self.region = region or config.monitor.region
         self.state = AlertStateStore.open(self.location)
         self.outbox = Outbox.open(self.location)
         self.notifiers: list[Notifier] = config.notifiers
-        self.writer = ResultWriter(self.store, spool_for(self.location, self.agent), self.agent)
+        # Results are on local disk within 250 ms, then in the store: see store.spool.
+        self.recording = Recording(
+            ResultWriter(self.store, spool_for(self.location, self.agent), self.agent)
+        )
+        self.unreadable = Trouble(
+            log,
+            "results database unreadable (%s: %s); alerts wait for it",
+            "results database readable again",
+        )
         self.leadership = leadership_for(self.location, local_path(self.location), self.agent)
         self.alerting: Alerting | None = None  # while this daemon leads
         self._cursor = 0  # the store's results read so far (Store.tail)
@@ -107,7 +130,6 @@ class Daemon:
         self._delivery: asyncio.Future[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.status = StatusPoller(self._status_sources(), config.monitor.status_interval)
-        self._pending: list[CheckResult] = []
         self.stop_event = asyncio.Event()
         self.telemetry: Telemetry | None = None
         if config.telemetry is not None:
@@ -162,7 +184,7 @@ class Daemon:
 
     def on_result(self, target: Target, result: CheckResult) -> None:
         result.agent, result.region = self.agent, self.region
-        self._pending.append(result)
+        self.recording.add(result)
         if self.web is not None:
             self.web.exporter.observe(result)
         if self.telemetry is not None:
@@ -182,6 +204,7 @@ class Daemon:
         if not await asyncio.to_thread(probing.acquire, 0.0 if shared else 2.0) and not shared:
             log.warning("another llmpulse run holds %s; probing anyway", probing.path)
         aio.quiet_gc()  # targets and records built so far live as long as the daemon
+        self.recording.start()  # replays what a predecessor left in the spool, at once
         # The lead is given up only after shutdown has saved and delivered what it must.
         release = asyncio.Event()
         leading = asyncio.ensure_future(self.leadership.run(release))
@@ -226,12 +249,11 @@ class Daemon:
                     await leading
 
     async def _ticker(self) -> None:
-        """Writes, reads and engine ticks, four times a second; nothing here may stop the loop."""
+        """Reads and engine ticks, four times a second; nothing here may stop the loop."""
         last_silences = 0.0
         while True:
             now = time.time()
-            with _logged("tick"):
-                await self._flush()
+            with _logged("tick", self.unreadable):
                 await self._follow_lead(now)
                 if self.alerting is not None:
                     if now - last_silences >= SILENCE_RELOAD_S:
@@ -289,8 +311,10 @@ class Daemon:
         try:
             results, self._cursor = await asyncio.to_thread(self.store.tail, self._cursor)
         except (*DATABASE_ERRORS, OSError) as exc:
-            log.warning("results not readable yet: %s", exc)
+            self.unreadable.failed("reading results", exc)
             results = []
+        else:
+            self.unreadable.succeeded("reading results")
         alerting.feed(results, now)
         self._note_cooldowns(results)
         changed = alerting.tick(now)
@@ -311,6 +335,7 @@ class Daemon:
         """The leader's rollups, baselines and pruning, apart from the ticker so they never
         delay a page."""
         m = self.config.monitor
+        unwritable = self.recording.writer.unwritable
         jobs = (
             ("rollup", ROLLUP_EVERY_S, self.store.rollup),
             ("prune", PRUNE_EVERY_S,
@@ -322,20 +347,15 @@ class Daemon:
             if alerting is not None:
                 # Baselines belong to this term's Alerting: a new lead refreshes them at once.
                 if time.time() - alerting.baselines_at >= BASELINE_EVERY_S:
-                    with _logged("baseline"):
+                    with _logged("baseline", self.unreadable):
                         await asyncio.to_thread(alerting.refresh_baselines, time.time())
                 for name, every, job in jobs:
                     now = time.time()
                     if now - last[name] >= every:
-                        with _logged(name):
+                        with _logged(name, unwritable):
                             await asyncio.to_thread(job, now)
                         last[name] = now
             await asyncio.sleep(TICK_S * 4)
-
-    async def _flush(self) -> None:
-        """Write what was measured; what the database refuses waits in the spool."""
-        results, self._pending = self._pending, []
-        await asyncio.to_thread(self.writer.write, results)
 
     async def _official_changes(self) -> None:
         changes = self.status.changes()
@@ -349,7 +369,7 @@ class Daemon:
         now = time.time()
         # In-flight checks have finished (scheduler drained); write everything they produced,
         # and as the leader judge it and save the alert state.
-        await self._flush()
+        await asyncio.to_thread(self.recording.close)
         if self.alerting is not None:
             with _logged("final evaluation"):
                 await self._evaluate(now)
@@ -358,7 +378,6 @@ class Daemon:
         self.outbox.close()
         self.state.close()
         self.store.close()
-        self.writer.spool.close()
         if self.telemetry is not None:
             # Off the loop: flushing waits on the collector (a few seconds at most).
             await asyncio.to_thread(self.telemetry.shutdown)

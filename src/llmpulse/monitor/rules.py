@@ -309,16 +309,17 @@ class TargetWindow:
 
 
 def agree_across_regions(
-    per_region: Mapping[str, list[Evaluation]], min_regions: int
+    per_region: Mapping[str | None, list[Evaluation]], min_regions: int
 ) -> list[Evaluation]:
     """One target's evaluations from several regions' windows, as one verdict per rule.
 
     A condition holds when it holds in at least ``min_regions`` regions, so a region whose agent
     has a local network problem cannot page alone; regions that cannot say (too few samples)
     count for nothing, and with none that can, the verdict is unknown. The value and summary
-    are those of the worst region that agrees.
+    are those of the worst region that agrees. Results without a region (an agent or a gateway
+    started without one, beside agents with one) are a region of their own.
     """
-    regions = sorted(per_region)
+    regions = sorted(per_region, key=lambda r: (r is not None, r or ""))
     if len(regions) == 1 and min_regions <= 1:
         return per_region[regions[0]]
     combined = []
@@ -330,7 +331,8 @@ def agree_across_regions(
         if agreeing:
             worst = max(agreeing, key=lambda r: _severity(first.rule, evaluations[r].value))
             chosen = evaluations[worst]
-            summary = f"{chosen.summary} [regions: {', '.join(agreeing)}]"
+            names = ", ".join(r or "no region" for r in agreeing)
+            summary = f"{chosen.summary} [regions: {names}]"
         else:
             chosen = next((e for e in evaluations.values() if e.active is not None), first)
             summary = chosen.summary

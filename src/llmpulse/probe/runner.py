@@ -356,12 +356,8 @@ class Prober:
             result.warnings.append("the provider reported no token usage; tokens are estimated")
         if completion.error is not None:
             _fail(result, completion.error.error_class, completion.error.message)
-        elif completion.filtered:
-            _fail(
-                result,
-                ErrorClass.CONTENT_FILTER,
-                f"output blocked by a content filter (finish reason {completion.finish_reason})",
-            )
+        elif completion.blocked:
+            _fail(result, ErrorClass.CONTENT_FILTER, completion.blocked)
         else:
             # An empty answer within a 1-token budget (reasoning models) is still a success.
             result.ok = True

@@ -47,6 +47,11 @@ class ModelsInfo:
     count: int = 0
 
 
+# A model that declines answers with a refusal instead of content (OpenAI's ``refusal``): the
+# request was answered, but not with what was asked, so it is measured as content_filter.
+REFUSED = "the model refused: a refusal instead of content"
+
+
 @dataclasses.dataclass(slots=True)
 class Completion:
     """What a non-streaming response, or a whole stream, said besides timing."""
@@ -57,8 +62,19 @@ class Completion:
     system_fingerprint: str | None = None
     response_id: str | None = None
     finish_reason: str | None = None
-    filtered: bool = False
+    filtered: bool = False  # a content filter blocked the output (its finish reason says so)
+    refused: bool = False  # the model declined: OpenAI's refusal instead of content
     error: ProviderError | None = None  # a 200 whose content says the generation failed
+
+    @property
+    def blocked(self) -> str | None:
+        """Why the answer counts as ``content_filter``, or None: one wording wherever it is
+        measured (probes, instrumented calls)."""
+        if self.refused:
+            return REFUSED
+        if self.filtered:
+            return f"output blocked by a content filter (finish reason {self.finish_reason})"
+        return None
 
 
 @dataclasses.dataclass(slots=True)

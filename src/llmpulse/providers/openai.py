@@ -100,7 +100,9 @@ class OpenAIProtocol(Protocol):
         )
         if choices:
             choice = choices[0] if isinstance(choices[0], dict) else {}
-            completion.text_chars = len(get_str(choice, "message", "content") or "")
+            refusal = get_str(choice, "message", "refusal") or ""
+            completion.text_chars = len(get_str(choice, "message", "content") or refusal)
+            completion.refused = bool(refusal)
             completion.finish_reason = get_str(choice, "finish_reason")
             completion.filtered = completion.finish_reason == _FILTER_FINISH
             if completion.finish_reason == _ERROR_FINISH:
@@ -176,6 +178,11 @@ class OpenAIStreamParser(StreamParser):
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             choice = choices[0]
             text = get_str(choice, "delta", "content") or ""
+            # A refusal streams in its own field; it is the answer, so it counts as text too.
+            refusal = get_str(choice, "delta", "refusal") or ""
+            if refusal:
+                c.refused = True
+                text += refusal
             finish = get_str(choice, "finish_reason")
             if finish:
                 c.finish_reason = finish

@@ -85,6 +85,7 @@ class Plan:
     tool: ToolCall | None = None
     tool_args: list[str] = field(default_factory=list)
     include_usage: bool = False
+    refusal: bool = False  # the model declines: finish is content_filter, OpenAI says refusal
     fault: str | None = None
     body: Any = None  # the request body as received, in the log for tests to inspect
     echo: str = ""  # the request's credentials, repeated back when echo_credentials is on

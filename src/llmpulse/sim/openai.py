@@ -143,7 +143,9 @@ def _usage(p: Plan) -> dict[str, Any]:
 
 def completion(p: Plan) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text_of(p.text_tokens)}
-    if p.tool is not None:
+    if p.refusal:
+        message = {"role": "assistant", "content": None, "refusal": text_of(p.text_tokens)}
+    elif p.tool is not None:
         function = {"name": p.tool.name, "arguments": "".join(p.tool_args)}
         call = {"id": new_id("call_"), "type": "function", "function": function}
         message = {"role": "assistant", "content": None, "tool_calls": [call]}
@@ -155,15 +157,20 @@ def completion(p: Plan) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {**message, "refusal": None, "annotations": []},
+                "message": {**message, "refusal": message.get("refusal"), "annotations": []},
                 "logprobs": None,
-                "finish_reason": p.finish,
+                "finish_reason": _finish(p),
             }
         ],
         "usage": _usage(p),
         "service_tier": "default",
         "system_fingerprint": p.behavior.system_fingerprint,
     }
+
+
+def _finish(p: Plan) -> str:
+    """A refusal finishes as any answer does: what says it is the refusal field."""
+    return "stop" if p.refusal else p.finish
 
 
 def _chunk_base(p: Plan, cid: str) -> dict[str, Any]:
@@ -190,7 +197,9 @@ class Stream:
         if p.include_usage:
             self.base["usage"] = None  # real streams carry usage:null until the usage chunk
         delta: dict[str, Any] = {"content": MARK}
-        if p.tool is not None:  # argument fragments stream in the call's function
+        if p.refusal:
+            delta = {"refusal": MARK}
+        elif p.tool is not None:  # argument fragments stream in the call's function
             delta = {"tool_calls": [{"index": 0, "function": {"arguments": MARK}}]}
         pre, suf = template({**self.base, "choices": _choice(delta, None)})
         self.pre, self.suf = "data: " + pre, suf + "\n\n"
@@ -201,7 +210,9 @@ class Stream:
     def head(self) -> bytes:
         delta: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
         tool = self.p.tool
-        if tool is not None:  # as OpenAI does: id and name first, arguments still empty
+        if self.p.refusal:
+            delta = {"role": "assistant", "content": None, "refusal": ""}
+        elif tool is not None:  # as OpenAI does: id and name first, arguments still empty
             function = {"name": tool.name, "arguments": ""}
             call = {"index": 0, "id": new_id("call_"), "type": "function", "function": function}
             delta = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
@@ -213,7 +224,7 @@ class Stream:
 
     def tail(self, done: bool) -> bytes:
         p = self.p
-        final: dict[str, Any] = {**self.base, "choices": _choice({}, p.finish)}
+        final: dict[str, Any] = {**self.base, "choices": _choice({}, _finish(p))}
         if p.behavior.x_groq:
             # Groq reports usage in x_groq on the final chunk even without stream_options.
             u = _usage(p)

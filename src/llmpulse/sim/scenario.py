@@ -23,10 +23,19 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 # Error kinds a scenario may inject: HTTP statuses plus protocol-mapped named kinds.
 STATUS_KINDS = frozenset({400, 401, 403, 404, 408, 413, 422, 429, 500, 502, 503, 504, 529})
-# content_filter blocks the output (a 200 that finishes with the filter's reason);
-# content_policy refuses the prompt (a 400 naming the policy), as filters do either way.
+# content_filter blocks the output (a 200 that finishes with the filter's reason); refusal is
+# the model declining (a 200 answering with OpenAI's refusal instead of content; elsewhere the
+# filter's reason, as Anthropic's refusal stop reason is); content_policy refuses the prompt (a
+# 400 naming the policy), as filters do either way.
 NAMED_KINDS = frozenset(
-    {"insufficient_quota", "context_length", "content_filter", "content_policy", "overloaded"}
+    {
+        "insufficient_quota",
+        "context_length",
+        "content_filter",
+        "refusal",
+        "content_policy",
+        "overloaded",
+    }
 )
 ERROR_KINDS = frozenset(str(s) for s in STATUS_KINDS) | NAMED_KINDS
 

@@ -440,8 +440,9 @@ class SimApp:
         assert b is not None
         hdrs = _echo_ids(proto.headers(p, state.limits(p, b)), p.echo)
         kind = self._pick_error(b)
-        if kind == "content_filter":
+        if kind in ("content_filter", "refusal"):
             p.finish = "content_filter"
+            p.refusal = kind == "refusal"
         elif kind is not None:
             status, err = proto.error(kind, p)
             if b.retry_after is not None and status in (429, 503, 529):

@@ -12,8 +12,14 @@ from llmpulse.store.rollup import Summary
 from llmpulse.store.sqlite import SQLiteStore, default_path
 from llmpulse.store.url import STORAGE_ENV, check_location, is_postgres, redact_url, sqlite_path
 
+
+class UnwritableError(Exception):
+    """The results database refuses writes: said at start, in one line, not later on every
+    write, rollup and prune."""
+
+
 # What a failing database raises, whichever the backend.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error, UnwritableError)
 
 
 def results_location(db_path: str | Path | None, storage: str | None) -> str | Path:
@@ -27,16 +33,26 @@ def local_path(location: str | Path) -> Path:
     return default_path() if is_postgres(location) else sqlite_path(location)
 
 
-def open_store(location: str | Path | None = None) -> Store:
+def open_store(location: str | Path | None = None, *, for_writing: bool = False) -> Store:
     """The store at ``location``: a ``postgresql://`` URL, a ``sqlite:///`` URL or a file path;
-    None is the default SQLite file (``default_path``)."""
+    None is the default SQLite file (``default_path``). ``for_writing``: raise
+    ``UnwritableError`` now if the database refuses writes."""
     if location is None:
-        return SQLiteStore()
-    if is_postgres(location):
+        store: Store = SQLiteStore()
+    elif is_postgres(location):
         from llmpulse.store.postgres import PostgresStore  # its pool only when asked for
 
-        return PostgresStore(str(location))
-    return SQLiteStore(sqlite_path(location))
+        store = PostgresStore(str(location))
+    else:
+        store = SQLiteStore(sqlite_path(location))
+    if for_writing:
+        try:
+            store.check_writable()
+        except (sqlite3.Error, psycopg.Error) as exc:
+            store.close()
+            where = redact_url(str(location or default_path()))
+            raise UnwritableError(f"{where} refuses writes: {redact_url(str(exc))}") from None
+    return store
 
 
 __all__ = [
@@ -48,6 +64,7 @@ __all__ = [
     "Store",
     "Summary",
     "Totals",
+    "UnwritableError",
     "check_location",
     "default_path",
     "local_path",

@@ -101,6 +101,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def check_writable(self) -> None:
+        """Raise what the database raises when it refuses writes (a read-only file, directory or
+        replica, a role without the grants), without writing anything."""
+        raise NotImplementedError
+
     # Rollups and metrics. Not abstract, so that test doubles of the write path keep working.
 
     def results_between(

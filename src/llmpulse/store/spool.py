@@ -1,10 +1,12 @@
-"""Results the store could not take yet, kept on local disk until it can.
+"""Results on their way to the store, kept on local disk until the store has them.
 
-An agent or gateway whose database is unreachable, or restarting, goes on measuring: each batch
-it could not write waits in a SQLite file beside it, oldest first, and is replayed in order once
-the database answers. Every batch carries an id the store records with it (``write_results``'s
-``batch_id``), so a batch whose commit went through while its acknowledgement was lost is
-skipped on replay: nothing is lost, nothing is written twice.
+An agent or gateway commits what it measured to a SQLite file beside it within 250 ms
+(``Recording``), then replays that spool into the store, oldest batch first. A process killed
+outright loses nothing it measured before that bound; one whose database is unreachable, or
+restarting, goes on measuring, and its batches wait in the spool until the database answers.
+Every batch carries an id the store records with it (``write_results``'s ``batch_id``), so a
+batch whose commit went through while its acknowledgement was lost is skipped on replay:
+nothing is lost, nothing is written twice.
 
 The spool is bounded (``max_results``): beyond it the oldest batches are dropped, with an error
 in the log, rather than filling the disk. It is a local queue, not a schema with a history: the
@@ -15,12 +17,15 @@ that cannot be read is set aside, never replayed wrongly.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
+import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -34,6 +39,10 @@ log = logging.getLogger(__name__)
 MAX_RESULTS = 1_000_000  # about 400 MB of rows: hours of a large fleet's probes
 # Pauses between attempts to reach a database that refused: it is not hammered while down.
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 8.0
+# A batch is cut every SPOOL_EVERY_S and committed locally in milliseconds: each result is on
+# disk within SPOOL_WITHIN_S of being measured (the README states this bound).
+SPOOL_EVERY_S, SPOOL_WITHIN_S = 0.2, 0.25
+RECENT_BATCHES = 64
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
     seq INTEGER PRIMARY KEY,
@@ -54,6 +63,9 @@ class Spool:
         self._db.execute(_SCHEMA)
         (count,) = self._db.execute("SELECT coalesce(sum(count), 0) FROM spool").fetchone()
         self._count = int(count)
+        # Batches pushed here, still decoded while few: replayed moments after being pushed
+        # (the usual case), they need no decoding. A long outage only costs the decoding.
+        self._recent: dict[int, list[CheckResult]] = {}
 
     def __len__(self) -> int:
         """Results waiting."""
@@ -62,10 +74,12 @@ class Spool:
     def push(self, batch_id: str, results: Sequence[CheckResult]) -> None:
         rows = json.dumps([encode(r) for r in results])
         with self._lock, sqlitedb.transaction(self._db):
-            self._db.execute(
+            seq = self._db.execute(
                 "INSERT INTO spool (batch_id, columns, rows, count) VALUES (?, ?, ?, ?)",
                 (batch_id, ",".join(COLUMNS), rows, len(results)),
-            )
+            ).lastrowid
+            if len(self._recent) < RECENT_BATCHES:
+                self._recent[seq] = list(results)
             self._count += len(results)
             dropped = 0
             while self._count > self.max_results:
@@ -73,6 +87,7 @@ class Spool:
                     "SELECT seq, count FROM spool ORDER BY seq LIMIT 1"
                 ).fetchone()
                 self._db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
+                self._recent.pop(seq, None)
                 self._count -= count
                 dropped += count
         if dropped:
@@ -84,6 +99,8 @@ class Spool:
             row = self._db.execute(
                 "SELECT seq, batch_id, columns, rows FROM spool ORDER BY seq LIMIT 1"
             ).fetchone()
+            if row is not None and row[0] in self._recent:
+                return row[0], row[1], self._recent[row[0]]
         if row is None:
             return None
         seq, batch_id, columns, rows = row
@@ -100,6 +117,7 @@ class Spool:
             if row is not None:
                 self._db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
                 self._count -= row[0]
+            self._recent.pop(seq, None)
 
     def _set_aside(self, seq: int) -> None:
         with self._lock, sqlitedb.transaction(self._db):
@@ -124,12 +142,42 @@ def spool_for(location: str | Path, writer: str) -> Spool:
     return Spool(local.with_name(f"{local.stem}-spool-{name}-{where}.db"))
 
 
-class ResultWriter:
-    """Writes batches to the store, through the spool whenever the store refuses.
+class Trouble:
+    """A database trouble said in the log once when it starts and once when it is over, never
+    per attempt. Jobs (result writes, rollups, pruning...) report each outcome; the trouble is
+    over once every job that met it has succeeded again."""
 
-    Blocking, so call it from worker threads; calls are serialised (a flush abandoned by a
-    cancelled task still runs in its thread while shutdown flushes again). Batches keep their
-    order: while any wait in the spool, new ones queue behind them.
+    def __init__(self, logger: logging.Logger, started: str, over: str) -> None:
+        self._log, self._started, self._over = logger, started, over
+        self._failing: set[str] = set()
+        self._lock = threading.Lock()
+
+    def failed(self, job: str, exc: BaseException) -> None:
+        with self._lock:
+            first = not self._failing
+            self._failing.add(job)
+        if first:
+            self._log.warning(self._started, job, redact_url(str(exc)))
+
+    def succeeded(self, job: str) -> None:
+        with self._lock:
+            if job not in self._failing:
+                return
+            self._failing.discard(job)
+            over = not self._failing
+        if over:
+            self._log.warning(self._over)
+
+
+class ResultWriter:
+    """Writes batches to the store through the spool: ``keep`` commits a batch to the spool (local
+    and fast), ``drain`` replays the spool into the store, oldest batch first.
+
+    ``keep`` and ``drain`` may run in different threads, so a store that is slow or away never
+    delays ``keep``. Drains are serialised (one abandoned by a cancelled task still runs in its
+    thread while shutdown drains again). A store that refuses writes is said once in the log
+    (``unwritable``, which the daemon's rollups and pruning report to as well), and once when
+    it takes them again: not on every attempt.
     """
 
     def __init__(
@@ -139,53 +187,128 @@ class ResultWriter:
         self.spool = spool
         # Batch ids are unique per writer process and run.
         self._prefix = f"{writer}:{uuid.uuid4().hex[:12]}:"
-        self._next = 0
+        self._ids = itertools.count(1)
         self._clock = clock
         self._retry_at = 0.0
         self._backoff = RETRY_MIN_S
-        self._lock = threading.RLock()
+        self.unwritable = Trouble(
+            log,
+            "results database unwritable (%s: %s); spooling results locally until it takes them",
+            "results database writable again",
+        )
+        self._lock = threading.Lock()
 
-    def write(self, results: Sequence[CheckResult]) -> None:
-        with self._lock:
-            self._write(results)
-
-    def _write(self, results: Sequence[CheckResult]) -> None:
+    def keep(self, results: Sequence[CheckResult]) -> None:
+        """Commit ``results`` to the spool as one batch: from here on a killed process loses
+        none of them."""
         if results:
-            self._next += 1
-            batch_id = f"{self._prefix}{self._next}"
-            if not len(self.spool) and self._try(batch_id, results):
-                return
-            self.spool.push(batch_id, results)
-        self._drain()
+            self.spool.push(f"{self._prefix}{next(self._ids)}", results)
 
     def drain(self) -> bool:
         """Replay spooled batches in order; False if the store still refuses (it is tried
         again after a growing pause, not on every call)."""
         with self._lock:
-            return self._drain()
-
-    def _drain(self) -> bool:
-        if len(self.spool) and self._clock() < self._retry_at:
-            return False
-        replayed = 0
-        while (head := self.spool.head()) is not None:
-            seq, batch_id, results = head
-            if not self._try(batch_id, results):
+            if len(self.spool) and self._clock() < self._retry_at:
                 return False
-            self.spool.pop(seq)
-            replayed += len(results)
-        if replayed:
-            log.warning("results database back: replayed %d spooled results", replayed)
-        return True
+            while (head := self.spool.head()) is not None:
+                seq, batch_id, results = head
+                if not self._try(batch_id, results):
+                    return False
+                self.spool.pop(seq)
+            return True
 
     def _try(self, batch_id: str, results: Sequence[CheckResult]) -> bool:
         try:
             self.store.write_results(results, batch_id=batch_id)
         except (*DATABASE_ERRORS, OSError) as exc:
-            if self._backoff == RETRY_MIN_S:
-                log.warning("results database unwritable: %s; spooling results locally", exc)
+            self.unwritable.failed("results", exc)
             self._retry_at = self._clock() + self._backoff
             self._backoff = min(RETRY_MAX_S, self._backoff * 2)
             return False
+        self.unwritable.succeeded("results")
         self._backoff = RETRY_MIN_S
         return True
+
+
+class Recording:
+    """What a long-running process measures: on local disk within ``SPOOL_WITHIN_S`` of being
+    added, then in the store.
+
+    ``add`` is all the measuring side does (an append: no I/O, safe from the event loop or any
+    thread). One thread cuts what was added into a batch every ``SPOOL_EVERY_S`` and commits it
+    to the spool (``ResultWriter.keep``): a committed SQLite transaction survives the process
+    being killed. Another thread replays the spool into the store (``ResultWriter.drain``) as
+    soon as a batch is kept, and at start, so a predecessor's spool is replayed before anything
+    new. The bound holds whatever the store does: a slow or absent store delays only the second
+    thread. Writing every batch ahead costs a local commit per batch, off the event loop.
+    """
+
+    def __init__(self, writer: ResultWriter, every: float = SPOOL_EVERY_S) -> None:
+        self.writer = writer
+        self._every = every
+        self._added: deque[CheckResult] = deque()  # append and popleft are atomic
+        self._stop = threading.Event()
+        self._final = threading.Event()  # everything added is kept: the drainer's last turn
+        self._kept = threading.Event()
+        self._keeper = threading.Thread(
+            target=self._keep_forever, name="llmpulse-spool", daemon=True
+        )
+        self._drainer = threading.Thread(
+            target=self._drain_forever, name="llmpulse-store-writer", daemon=True
+        )
+
+    def start(self) -> None:
+        self._keeper.start()
+        self._drainer.start()
+
+    def add(self, result: CheckResult) -> None:
+        self._added.append(result)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Keep what was added, replay the spool into the store for up to ``timeout`` s, and
+        close the spool; what the store did not take by then waits in it for the next start."""
+        self._stop.set()
+        if self._keeper.is_alive():
+            self._keeper.join()
+        self._final.set()
+        self._kept.set()
+        if self._drainer.is_alive():
+            self._drainer.join(timeout)
+        spool = self.writer.spool
+        if len(spool):
+            log.warning("%d results wait in %s for the next start", len(spool), spool.path)
+        if not self._drainer.is_alive():
+            spool.close()  # else a write the store is slow to answer still needs it
+
+    def _keep_forever(self) -> None:
+        # Cuts on a fixed cadence: a slow commit shortens the next wait, not the bound.
+        due = time.monotonic()
+        while not self._stop.is_set():
+            due += self._every
+            self._stop.wait(max(0.0, due - time.monotonic()))
+            self._keep()
+
+    def _keep(self) -> None:
+        batch = [self._added.popleft() for _ in range(len(self._added))]
+        if not batch:
+            return
+        try:
+            self.writer.keep(batch)
+        except (sqlite3.Error, OSError) as exc:  # a full or failing local disk
+            log.error("%d results lost: the spool %s refused them: %s", len(batch),
+                      self.writer.spool.path, exc)  # fmt: skip
+            return
+        self._kept.set()
+
+    def _drain_forever(self) -> None:
+        while True:
+            final = self._final.is_set()
+            try:
+                self.writer.drain()
+            except Exception:  # a bug must not stop the recording: the spool keeps the results
+                log.exception("replaying the spool into the store failed")
+            if final:
+                return
+            # Woken by each batch kept; without traffic, a refusing store is retried anyway.
+            self._kept.wait(RETRY_MIN_S)
+            self._kept.clear()

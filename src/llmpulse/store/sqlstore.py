@@ -54,6 +54,10 @@ _ServedModel = tuple[str | None, float]  # a target's current model, and its new
 Groups = tuple[str, str, str]
 
 
+class _RolledBack(Exception):
+    """Ends a transaction that was only a test, rolling it back."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Tier:
     period: int
@@ -162,6 +166,15 @@ class SQLStore(Store):
             self._served.update(served)
             self._last_id = last_id
         return True
+
+    def check_writable(self) -> None:
+        # A claim rolled back: the database must grant the write, and nothing is left behind.
+        try:
+            with self._write_lock, self._writing() as conn:
+                conn.run(_CLAIM_BATCH, ("llmpulse:check_writable", 0))
+                raise _RolledBack
+        except _RolledBack:
+            pass
 
     def _model_changes_in(
         self, conn: Conn, results: Sequence[CheckResult]

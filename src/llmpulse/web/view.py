@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE, AlertRecord, alert_scope
+from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE, AlertRecord, alert_scope, listed
 from llmpulse.alerts.model import AlertState
 from llmpulse.alerts.silences import CONFIG_SILENCE_PREFIX, Silence, configured_silences
 from llmpulse.alerts.state import AlertStateStore
@@ -136,7 +136,7 @@ class View:
             _alert(r, silences, now)
             for rs in records.values()
             for r in rs
-            if r.state is AlertState.FIRING
+            if r.state is AlertState.FIRING and listed(r)
         ]
         firing.sort(key=lambda a: -(a.fired_at or 0))
         return schemas.Overview(
@@ -210,7 +210,7 @@ class View:
             alerts=[
                 _alert(r, silences, now)
                 for r in records
-                if r.state in (AlertState.FIRING, AlertState.PENDING)
+                if r.state in (AlertState.FIRING, AlertState.PENDING) and listed(r)
             ],
         )
 
@@ -379,6 +379,7 @@ class View:
             _alert(r, silences, now)
             for r in self.alert_state.load_records()
             if r.state in (AlertState.FIRING, AlertState.PENDING)
+            and listed(r)
             and (target is None or r.target == target)
         ]
         live.sort(key=lambda a: -(a.fired_at or a.active_since or 0))

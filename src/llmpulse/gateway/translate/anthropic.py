@@ -29,6 +29,7 @@ from llmpulse.gateway.ir import (
     Reasoning,
     ReasoningDelta,
     ReasoningPart,
+    RefusalDelta,
     StreamError,
     StreamEvent,
     TextDelta,
@@ -427,10 +428,14 @@ def parse_response(body: Any) -> ChatResponse:
 
 def render_response(resp: ChatResponse) -> dict[str, Any]:
     content = [_render_block(part) for part in resp.reasoning]
-    if resp.text:
-        content.append({"type": "text", "text": resp.text})
+    # An OpenAI refusal is what Claude's refusal is: text, and the refusal stop reason.
+    text = resp.text + (resp.refusal or "")
+    if text:
+        content.append({"type": "text", "text": text})
     content += [_render_block(call) for call in resp.tool_calls]
-    stop_reason, stop_sequence = _stop_reason(resp.finish_reason, resp.stop_sequence)
+    stop_reason, stop_sequence = _stop_reason(
+        "content_filter" if resp.refusal else resp.finish_reason, resp.stop_sequence
+    )
     return {
         "id": resp.id,
         "type": "message",
@@ -611,6 +616,7 @@ class StreamEncoder:
         self._tool_blocks: dict[int, int] = {}  # tool call ordinal -> content block index
         self._next_block = 0
         self._stop: tuple[str | None, str | None] = ("end_turn", None)
+        self._refused = False  # an OpenAI refusal: text, then Claude's refusal stop reason
 
     def feed(self, event: StreamEvent) -> list[bytes]:
         if isinstance(event, MessageStart):
@@ -626,7 +632,8 @@ class StreamEncoder:
             self._stop = _stop_reason(event.reason, event.stop_sequence)
             return []
         out = self._start()
-        if isinstance(event, TextDelta):
+        if isinstance(event, TextDelta | RefusalDelta):
+            self._refused = self._refused or isinstance(event, RefusalDelta)
             if self._block_kind != "text":
                 out += self._open({"type": "text", "text": ""}, "text")
             delta = {"type": "text_delta", "text": event.text}
@@ -663,7 +670,8 @@ class StreamEncoder:
     def close(self) -> list[bytes]:
         out = self._start() + self._close_block()
         usage = render_usage(self._usage)
-        delta = {"stop_reason": self._stop[0], "stop_sequence": self._stop[1]}
+        stop = _stop_reason("content_filter", None) if self._refused else self._stop
+        delta = {"stop_reason": stop[0], "stop_sequence": stop[1]}
         out.append(self._event("message_delta", delta=delta, usage=usage))
         out.append(self._event("message_stop"))
         return out

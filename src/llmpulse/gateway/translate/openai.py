@@ -25,6 +25,7 @@ from llmpulse.gateway.ir import (
     Reasoning,
     ReasoningDelta,
     ReasoningPart,
+    RefusalDelta,
     ResponseFormat,
     StreamError,
     StreamEvent,
@@ -441,7 +442,8 @@ def _parse_choice(raw: Any, field: str) -> ChatResponse:
     return ChatResponse(
         id="",
         model="",
-        text=(get_str(message, "content") or "") or (get_str(message, "refusal") or ""),
+        text=get_str(message, "content") or "",
+        refusal=get_str(message, "refusal") or None,
         finish_reason=finish_from_openai(get_str(choice, "finish_reason")),
         reasoning=[ReasoningPart(thought)] if thought else [],
         logprobs=choice["logprobs"] if isinstance(choice.get("logprobs"), dict) else None,
@@ -476,8 +478,9 @@ def render_response(resp: ChatResponse) -> dict[str, Any]:
 def _render_choice(resp: ChatResponse, index: int) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": resp.text if resp.text or not resp.tool_calls else None,
-        "refusal": None,
+        # null beside tool calls or a refusal, as OpenAI sends them
+        "content": resp.text if resp.text or not (resp.tool_calls or resp.refusal) else None,
+        "refusal": resp.refusal,
     }
     if resp.tool_calls:
         message["tool_calls"] = [_render_call(call) for call in resp.tool_calls]
@@ -577,6 +580,9 @@ class StreamDecoder:
             logprobs = choice.get("logprobs")
             if text:
                 out.append(TextDelta(text, logprobs if isinstance(logprobs, dict) else None))
+            refusal = get_str(delta, "refusal")
+            if refusal:
+                out.append(RefusalDelta(refusal))
             for call in delta.get("tool_calls") or []:
                 out.extend(_tool_call_events(call))
             reason = get_str(choice, "finish_reason")
@@ -625,15 +631,17 @@ class StreamEncoder:
     def feed(self, event: StreamEvent) -> list[bytes]:
         if isinstance(event, MessageStart):
             self._model = event.model or self._model
-            return self._start()
+            return []  # the first chunk says whether content or a refusal follows
         if isinstance(event, UsageUpdate):
             self._usage = event.usage
             return []
         if isinstance(event, StreamError):
             return []  # the gateway decides what an upstream error becomes
-        out = self._start()
+        out = self._start(refusal=isinstance(event, RefusalDelta))
         if isinstance(event, TextDelta):
             out.append(self._chunk({"content": event.text}, logprobs=event.logprobs))
+        elif isinstance(event, RefusalDelta):
+            out.append(self._chunk({"refusal": event.text}))
         elif isinstance(event, ReasoningDelta) and event.text:
             out.append(self._chunk({"reasoning_content": event.text}))
         elif isinstance(event, ToolCallStart):
@@ -659,10 +667,12 @@ class StreamEncoder:
         out.append(DONE)
         return out
 
-    def _start(self) -> list[bytes]:
+    def _start(self, refusal: bool = False) -> list[bytes]:
         if self._started:
             return []
         self._started = True
+        if refusal:  # as OpenAI starts a refusal: no content at all
+            return [self._chunk({"role": "assistant", "content": None, "refusal": ""})]
         return [self._chunk({"role": "assistant", "content": ""})]
 
     def _chunk(
