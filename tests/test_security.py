@@ -7,6 +7,7 @@ every configured secret: none may appear, in any encoding a provider might echo 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -258,20 +259,9 @@ def test_gateway_returns_logs_stores_and_exports_no_secret(
     config.write_text(yaml.safe_dump(gateway_config(sim, models, collector.url)))
     port = free_port()
     db = tmp_path / "gateway.db"
+    listen = f"127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llmpulse",
-            "gateway",
-            "--config",
-            str(config),
-            "--db",
-            str(db),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "-v",
-        ],
+        [*LLMPULSE, "gateway", "--config", str(config), "--db", str(db), "--listen", listen, "-v"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**env(), "XDG_DATA_HOME": str(tmp_path / "data")},
@@ -343,99 +333,52 @@ def test_gateway_returns_logs_stores_and_exports_no_secret(
         assert leaks(path.read_bytes()) == [], path
 
 
-def test_status_host_needs_no_provider_key(
-    sim: SimServer, models: dict[str, str], tmp_path: Path
-) -> None:
-    """`llmpulse web --status-page-only --db PATH` on a host without any key: the targets come
-    from the database."""
-    config = monitor_config(sim, models, tmp_path, free_port())
-    db = tmp_path / "status.db"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "llmpulse",
-            "check",
-            "--config",
-            str(config),
-            "--db",
-            str(db),
-            "--check",
-            "inference",
-        ],
-        capture_output=True,
-        env=env(),
-        timeout=120,
-    )
-    bare = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_TOKEN"))}
-    bare.pop("GOOGLE_API_KEY", None)
+@contextlib.contextmanager
+def status_host(args: list[str], env: dict[str, str], cwd: Path) -> Iterator[str]:
+    """`llmpulse web --status-page-only` with ``args``, until it answers; yields its URL."""
     port = free_port()
-    (tmp_path / "empty").mkdir()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llmpulse",
-            "web",
-            "--status-page-only",
-            "--db",
-            str(db),
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
+        [*LLMPULSE, "web", "--status-page-only", "--listen", f"127.0.0.1:{port}", *args],
         stderr=subprocess.PIPE,
-        env=bare,
-        cwd=tmp_path / "empty",  # no ./llmpulse.yaml
+        env=env,
+        cwd=cwd,
     )
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             assert proc.poll() is None, proc.stderr and proc.stderr.read()
             assert time.monotonic() < deadline
             try:
-                page = httpx.get(f"http://127.0.0.1:{port}/api/v1/statuspage", timeout=5)
+                httpx.get(f"{url}/healthz", timeout=5)
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+
+
+def test_status_host_needs_no_provider_key(
+    sim: SimServer, models: dict[str, str], tmp_path: Path
+) -> None:
+    """`llmpulse web --status-page-only --db PATH` on a host without any key: the targets come
+    from the database, or from the config without reading its variables."""
+    config = monitor_config(sim, models, tmp_path, free_port())
+    db = tmp_path / "status.db"
+    check = [*LLMPULSE, "check", "--config", str(config), "--db", str(db), "--check", "inference"]
+    subprocess.run(check, capture_output=True, env=env(), timeout=120)
+    bare = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_TOKEN"))}
+    empty = tmp_path / "empty"  # no ./llmpulse.yaml
+    empty.mkdir()
+    with status_host(["--db", str(db)], bare, empty) as url:
+        page = httpx.get(f"{url}/api/v1/statuspage", timeout=5)
         assert page.status_code == 200
         names = {t["name"] for t in page.json()["targets"]}
         assert names == {"openai-json", "openai-html", "anthropic-stream", "gemini-denied",
                          "gemini-ok"}  # fmt: skip
         # The dashboard is not served there.
-        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/results", timeout=5).status_code == 404
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
-
-    # With the config file but none of its variables set, it starts too.
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llmpulse",
-            "web",
-            "--status-page-only",
-            "--db",
-            str(db),
-            "--config",
-            str(config),
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
-        stderr=subprocess.PIPE,
-        env=bare,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr and proc.stderr.read()
-            assert time.monotonic() < deadline
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/status", timeout=5)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert status.status_code == 200
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        assert httpx.get(f"{url}/api/v1/results", timeout=5).status_code == 404
+    with status_host(["--db", str(db), "--config", str(config)], bare, empty) as url:
+        assert httpx.get(f"{url}/status", timeout=5).status_code == 200
