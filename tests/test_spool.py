@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pgserver
 from llmpulse.result import CheckKind, CheckResult
 from llmpulse.store import open_store
 from llmpulse.store.postgres import PostgresStore
-from llmpulse.store.spool import Recording, ResultWriter, Spool, Trouble
+from llmpulse.store.spool import SPOOL_WITHIN_S, Recording, ResultWriter, Spool, Trouble
 
 T0 = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -134,3 +136,49 @@ def test_a_trouble_is_said_when_it_starts_and_when_every_job_is_over_it(
     trouble.succeeded("rollup")
     trouble.succeeded("rollup")
     assert [r.getMessage() for r in caplog.records] == ["down (results: refused)", "up again"]
+
+
+class CountingSpool(Spool):
+    """A spool that counts the batches committed to it."""
+
+    pushed = 0
+
+    def push(self, batch_id: str, results: Sequence[CheckResult]) -> int:
+        self.pushed += 1
+        return super().push(batch_id, results)
+
+
+def test_a_recording_writes_to_a_store_that_keeps_up_once_and_spools_when_it_stalls(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "results.db"
+    spool = CountingSpool(tmp_path / "spool.db")
+    with open_store(db) as store:
+        recording = Recording(ResultWriter(store, spool, "gw"), every=0.05)
+        recording.start()
+        for result in results(0, 20):
+            recording.add(result)
+        wait_until(lambda: len(store.results_between(0, 2e9)) == 20)
+        assert spool.pushed == 0  # the store kept up: each batch written once, straight to it
+
+        # Another writer holds the database: the next batch is in the spool within the bound.
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            for result in results(20, 10):
+                recording.add(result)
+            time.sleep(SPOOL_WITHIN_S)
+            assert spool.pushed >= 1 and len(spool) == 10
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        recording.close()
+        stored = sorted(r.ttft_ms for r in store.results_between(0, 2e9))
+        assert stored == [float(i) for i in range(30)] and len(spool) == 0  # once each
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)

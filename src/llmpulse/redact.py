@@ -26,7 +26,6 @@ message would hide what went wrong and protect nothing.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import re
@@ -49,29 +48,25 @@ _TOKEN_SECRET_CHARS = 8
 # words (x-portkey-api-key, helicone-auth) counts too.
 _CREDENTIAL_WORDS = ("auth", "key", "token", "secret", "password", "cookie", "credential")
 
+# Key-shaped text, one pattern with a group per kind (one scan instead of four):
 _KEY_SHAPED = re.compile(
+    # A credential header echoed as text: the value up to a delimiter, its scheme word too.
+    r"(?P<header>(?i:\b(?:proxy-)?authorization|\bx-(?:goog-)?api-key|\bapi-key|\bx-llmpulse-key"
+    r"|\bcookie)\\?[\"']?\s*[:=]\s*\\?[\"']?)(?i:(?:bearer|basic|token)\s+)?[^\s\"'\\,;}&]+"
+    # A credential after its scheme word; it must look like one (a digit, a symbol or a case
+    # change inside it), so "basic authentication failed" stays readable.
+    r"|(?P<scheme>(?i:\b(?:bearer|basic))\s+)"
+    r"(?=[A-Za-z0-9_\-.=~+/:]*(?:[0-9=+/_]|[a-z][A-Z]))[A-Za-z0-9_\-.=~+/:]{6,}"
+    # A key in a query string (Gemini's ?key=, signed URLs).
+    r"|(?P<query>(?i:[?&;](?:key|api[_-]?key|access[_-]?token|token|auth|sig|signature)=))"
+    r"[^&\s\"'#]+"
     # Provider keys: OpenAI (sk-, sk-proj-, sk-svcacct-, and the masked "sk-proj-****abcd" it
     # prints back), Anthropic (sk-ant-), Groq (gsk_), xAI (xai-), OpenRouter (sk-or-), Google.
-    r"\b(?:sk|pk|rk|gsk|xai)[-_][A-Za-z0-9_\-*.]{8,}"
+    r"|\b(?:sk|pk|rk|gsk|xai)[-_][A-Za-z0-9_\-*.]{8,}"
     r"|\bAIza[0-9A-Za-z_\-]{20,}"
 )
-# A credential header echoed as text: the value up to a delimiter, including its scheme word.
-_HEADER_ECHO = re.compile(
-    r"(?i)(\b(?:proxy-)?authorization|\bx-(?:goog-)?api-key|\bapi-key|\bx-llmpulse-key"
-    r"|\bcookie)(\\?[\"']?\s*[:=]\s*\\?[\"']?)"
-    r"((?:bearer|basic|token)\s+)?[^\s\"'\\,;}&]+"
-)
-# A credential after its scheme word; it must look like one (a digit, a symbol or a case change
-# inside it), so "basic authentication failed" stays readable.
-_SCHEME = re.compile(
-    r"(?i)\b(bearer|basic)(\s+)"
-    r"(?=[A-Za-z0-9_\-.=~+/:]*(?:[0-9=+/_]|(?-i:[a-z][A-Z])))[A-Za-z0-9_\-.=~+/:]{6,}"
-)
-_QUERY_KEY = re.compile(
-    r"(?i)([?&;](?:key|api[_-]?key|access[_-]?token|token|auth|sig|signature)=)[^&\s\"'#]+"
-)
-# Candidates for base64 of a secret (a basic-auth value echoed without its scheme word).
-_BASE64 = re.compile(r"[A-Za-z0-9+/_\-]{12,}={0,2}")
+_B64_CHARS = r"[A-Za-z0-9+/_\-]"
+_URLSAFE = str.maketrans("+/", "-_")
 
 
 def is_credential_header(name: str) -> bool:
@@ -107,7 +102,13 @@ class Redactor:
             if short
             else None
         )
-        self._base64 = tuple(s.encode() for s in self.secrets)
+        # Base64 of anything containing a secret (a basic-auth "user:secret") contains one of
+        # three aligned encodings of it; found by substring, the whole base64 token goes.
+        self._base64 = tuple(
+            (core, re.compile(_B64_CHARS + "*" + re.escape(core) + _B64_CHARS + "*={0,2}"))
+            for secret in self.secrets
+            for core in _base64_cores(secret.encode())
+        )
 
     def __or__(self, other: Redactor) -> Redactor:
         return Redactor(self.secrets | other.secrets)
@@ -137,13 +138,10 @@ class Redactor:
                 text = text.replace(secret, REDACTED)
         if self._short is not None:
             text = self._short.sub(REDACTED, text)
-        text = _HEADER_ECHO.sub(_header_value, text)
-        text = _SCHEME.sub(r"\1\2" + REDACTED, text)
-        text = _QUERY_KEY.sub(r"\1" + REDACTED, text)
-        text = _KEY_SHAPED.sub(REDACTED, text)
-        if self._base64:
-            text = _BASE64.sub(self._decoded_secret, text)
-        return text
+        for core, token in self._base64:
+            if core in text:
+                text = token.sub(REDACTED, text)
+        return _KEY_SHAPED.sub(_key_shaped, text)
 
     def result(self, result: CheckResult) -> CheckResult:
         """``result`` (changed in place) with every field that holds outside text redacted."""
@@ -155,27 +153,30 @@ class Redactor:
         result.warnings = [self(w) for w in result.warnings]
         return result
 
-    def _decoded_secret(self, match: re.Match[str]) -> str:
-        token = match.group(0)
-        try:
-            decoded = base64.b64decode(token.replace("-", "+").replace("_", "/") + "==")
-        except (binascii.Error, ValueError):
-            return token
-        return REDACTED if any(s in decoded for s in self._base64) else token
-
 
 def _variants(secret: str) -> set[str]:
-    """How a secret may be written back to us: as is, URL-encoded, JSON-escaped, base64."""
-    encoded = secret.encode()
+    """How a secret may be written back to us as text: as is, URL-encoded, JSON-escaped."""
     return {
         secret,
         quote(secret, safe=""),
         quote_plus(secret, safe=""),
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
-        base64.b64encode(encoded).decode().rstrip("="),
-        base64.urlsafe_b64encode(encoded).decode().rstrip("="),
     }
+
+
+def _base64_cores(secret: bytes) -> set[str]:
+    """The base64 characters that only ``secret`` decides, at each of the three alignments it
+    can have inside a longer encoded value, in the standard and the URL-safe alphabet."""
+    cores = set()
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + secret).decode()
+        # Character i covers bits 6i..6i+6 of the input; the secret's are 8*offset..8*(offset+n).
+        first = -(-8 * offset // 6)
+        last = (8 * (offset + len(secret)) - 6) // 6
+        core = encoded[first : last + 1]
+        cores |= {core, core.translate(_URLSAFE)}
+    return cores
 
 
 def _storable(text: str) -> str:
@@ -188,8 +189,10 @@ def _storable(text: str) -> str:
     return text
 
 
-def _header_value(match: re.Match[str]) -> str:
-    return f"{match.group(1)}{match.group(2)}{REDACTED}"
+def _key_shaped(match: re.Match[str]) -> str:
+    """The match redacted, keeping the header name or scheme word before the credential."""
+    kept = match.group("header") or match.group("scheme") or match.group("query") or ""
+    return kept + REDACTED
 
 
 NO_SECRETS = Redactor()

@@ -91,6 +91,8 @@ UPSTREAM_ID_HEADER = "x-llmpulse-upstream-request-id"
 _ID_HEADERS = (b"x-request-id", b"request-id")
 _IDS_KEY = "llmpulse.request_ids"
 FOLLOW_POLL_S = 1.0  # how often the daemon's probe results are read, and its lock checked
+# How long an answer may take before the gateway watches for its client leaving.
+WATCH_AFTER_S = 0.25
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 T = TypeVar("T")
 
@@ -470,12 +472,16 @@ async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     timeout) and ``_ClientLeft`` raised. Starlette notices a disconnect only while a response
     streams, and until the answer starts there is none.
 
+    The watch starts only once ``work`` has taken ``WATCH_AFTER_S``: a watching task per
+    request would cost every quick answer more than an abandoned one could still bill.
+
     The request's body must have been read. When the server cancels the request (shutdown, past
     ``gateway.shutdown_grace``), the client gets a 503 it can retry elsewhere, not a bare 500.
     """
     handler = asyncio.current_task()
     assert handler is not None
     left = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         nonlocal left
@@ -484,7 +490,11 @@ async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
         left = True
         handler.cancel()
 
-    watcher = asyncio.create_task(watch())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.ensure_future(watch())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
     try:
         return await work
     except asyncio.CancelledError:
@@ -494,7 +504,9 @@ async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
             raise _ClientLeft from None
         raise _shutting_down() from None
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 def _shutting_down() -> GatewayError:

@@ -71,15 +71,17 @@ class Spool:
         """Results waiting."""
         return self._count
 
-    def push(self, batch_id: str, results: Sequence[CheckResult]) -> None:
+    def push(self, batch_id: str, results: Sequence[CheckResult]) -> int:
+        """Commit a batch; returns its sequence number."""
         rows = json.dumps([encode(r) for r in results])
         with self._lock, sqlitedb.transaction(self._db):
-            seq = self._db.execute(
+            pushed = self._db.execute(
                 "INSERT INTO spool (batch_id, columns, rows, count) VALUES (?, ?, ?, ?)",
                 (batch_id, ",".join(COLUMNS), rows, len(results)),
             ).lastrowid
+            assert pushed is not None
             if len(self._recent) < RECENT_BATCHES:
-                self._recent[seq] = list(results)
+                self._recent[pushed] = list(results)
             self._count += len(results)
             dropped = 0
             while self._count > self.max_results:
@@ -92,6 +94,7 @@ class Spool:
                 dropped += count
         if dropped:
             log.error("result spool %s full: dropped the %d oldest results", self.path, dropped)
+        return pushed
 
     def head(self) -> tuple[int, str, list[CheckResult]] | None:
         """The oldest batch: its sequence number, id and results."""
@@ -170,14 +173,15 @@ class Trouble:
 
 
 class ResultWriter:
-    """Writes batches to the store through the spool: ``keep`` commits a batch to the spool (local
-    and fast), ``drain`` replays the spool into the store, oldest batch first.
+    """Writes batches to the store, or to the spool and from there to the store.
 
-    ``keep`` and ``drain`` may run in different threads, so a store that is slow or away never
-    delays ``keep``. Drains are serialised (one abandoned by a cancelled task still runs in its
-    thread while shutdown drains again). A store that refuses writes is said once in the log
-    (``unwritable``, which the daemon's rollups and pruning report to as well), and once when
-    it takes them again: not on every attempt.
+    ``write`` gives a batch to the store directly, ``keep`` commits one to the spool (local and
+    fast), ``drain`` replays the spool into the store, oldest batch first. They may run in
+    different threads, so a store that is slow or away never delays ``keep``. Drains are
+    serialised (one abandoned by a cancelled task still runs in its thread while shutdown
+    drains again). A store that refuses writes is said once in the log (``unwritable``, which
+    the daemon's rollups and pruning report to as well), and once when it takes them again:
+    not on every attempt.
     """
 
     def __init__(
@@ -198,17 +202,31 @@ class ResultWriter:
         )
         self._lock = threading.Lock()
 
-    def keep(self, results: Sequence[CheckResult]) -> None:
-        """Commit ``results`` to the spool as one batch: from here on a killed process loses
-        none of them."""
-        if results:
-            self.spool.push(f"{self._prefix}{next(self._ids)}", results)
+    def new_id(self) -> str:
+        return f"{self._prefix}{next(self._ids)}"
+
+    def keep(self, results: Sequence[CheckResult], batch_id: str | None = None) -> int | None:
+        """Commit ``results`` to the spool as one batch (under ``batch_id``, else a new id):
+        from here on a killed process loses none of them. Returns its spool sequence number."""
+        if not results:
+            return None
+        return self.spool.push(batch_id or self.new_id(), results)
+
+    @property
+    def refusing(self) -> bool:
+        """The store refused the last attempt, and its pause before the next is not over."""
+        return self._clock() < self._retry_at
+
+    def write(self, batch_id: str, results: Sequence[CheckResult]) -> bool:
+        """Give one batch to the store directly; False if it refused (the caller keeps it)."""
+        with self._lock:
+            return self._try(batch_id, results)
 
     def drain(self) -> bool:
         """Replay spooled batches in order; False if the store still refuses (it is tried
         again after a growing pause, not on every call)."""
         with self._lock:
-            if len(self.spool) and self._clock() < self._retry_at:
+            if len(self.spool) and self.refusing:
                 return False
             while (head := self.spool.head()) is not None:
                 seq, batch_id, results = head
@@ -226,59 +244,81 @@ class ResultWriter:
             self._backoff = min(RETRY_MAX_S, self._backoff * 2)
             return False
         self.unwritable.succeeded("results")
+        self._retry_at = 0.0
         self._backoff = RETRY_MIN_S
         return True
 
 
+class _Handed:
+    """A batch given to the store directly and not yet confirmed."""
+
+    __slots__ = ("at", "batch_id", "results", "seq")
+
+    def __init__(self, batch_id: str, results: list[CheckResult], at: float) -> None:
+        self.batch_id, self.results, self.at = batch_id, results, at
+        self.seq: int | None = None  # its spool copy, once it took too long
+
+
 class Recording:
-    """What a long-running process measures: on local disk within ``SPOOL_WITHIN_S`` of being
-    added, then in the store.
+    """What a long-running process measures: stored within ``SPOOL_WITHIN_S`` of being added,
+    in the store or else in the local spool.
 
     ``add`` is all the measuring side does (an append: no I/O, safe from the event loop or any
-    thread). One thread cuts what was added into a batch every ``SPOOL_EVERY_S`` and commits it
-    to the spool (``ResultWriter.keep``): a committed SQLite transaction survives the process
-    being killed. Another thread replays the spool into the store (``ResultWriter.drain``) as
-    soon as a batch is kept, and at start, so a predecessor's spool is replayed before anything
-    new. The bound holds whatever the store does: a slow or absent store delays only the second
-    thread. Writing every batch ahead costs a local commit per batch, off the event loop.
+    thread). One thread (the keeper) cuts what was added into a batch every ``SPOOL_EVERY_S``.
+    While the store keeps up, the batch goes to it directly: one transaction, nothing written
+    twice. A batch the store has not confirmed by the keeper's next cut is committed to the
+    spool as well (a committed SQLite transaction survives the process being killed), under its
+    own id, so whichever copy the store takes first, the other is skipped; and while anything
+    waits in the spool, or the store refuses, new batches go to the spool behind it, in order.
+    Another thread (the writer) gives batches to the store and replays the spool, at start too,
+    so a predecessor's spool is replayed before anything new. The bound holds whatever the store
+    does: a slow or absent store only keeps the writer waiting.
     """
 
     def __init__(self, writer: ResultWriter, every: float = SPOOL_EVERY_S) -> None:
         self.writer = writer
         self._every = every
         self._added: deque[CheckResult] = deque()  # append and popleft are atomic
+        self._lock = threading.Lock()  # _handed, and pushes to the spool, in order
+        self._handed: _Handed | None = None
         self._stop = threading.Event()
-        self._final = threading.Event()  # everything added is kept: the drainer's last turn
-        self._kept = threading.Event()
+        self._final = threading.Event()  # everything added is cut: the writer's last turn
+        self._wake = threading.Event()
         self._keeper = threading.Thread(
             target=self._keep_forever, name="llmpulse-spool", daemon=True
         )
-        self._drainer = threading.Thread(
-            target=self._drain_forever, name="llmpulse-store-writer", daemon=True
+        self._writer = threading.Thread(
+            target=self._write_forever, name="llmpulse-store-writer", daemon=True
         )
 
     def start(self) -> None:
         self._keeper.start()
-        self._drainer.start()
+        self._writer.start()
 
     def add(self, result: CheckResult) -> None:
         self._added.append(result)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Keep what was added, replay the spool into the store for up to ``timeout`` s, and
-        close the spool; what the store did not take by then waits in it for the next start."""
+        """Cut what was added, give it to the store (or the spool) and replay the spool for up
+        to ``timeout`` s, then close the spool; what the store did not take by then waits in it
+        for the next start."""
         self._stop.set()
         if self._keeper.is_alive():
             self._keeper.join()
         self._final.set()
-        self._kept.set()
-        if self._drainer.is_alive():
-            self._drainer.join(timeout)
+        self._wake.set()
+        if self._writer.is_alive():
+            self._writer.join(timeout)
+        with self._lock:
+            # A batch the store still has not confirmed: on disk before the process goes.
+            self._spool_handed(0.0)
         spool = self.writer.spool
         if len(spool):
             log.warning("%d results wait in %s for the next start", len(spool), spool.path)
-        if not self._drainer.is_alive():
+        if not self._writer.is_alive():
             spool.close()  # else a write the store is slow to answer still needs it
+
+    # --- the keeper ---------------------------------------------------------------------------
 
     def _keep_forever(self) -> None:
         # Cuts on a fixed cadence: a slow commit shortens the next wait, not the bound.
@@ -286,29 +326,59 @@ class Recording:
         while not self._stop.is_set():
             due += self._every
             self._stop.wait(max(0.0, due - time.monotonic()))
-            self._keep()
+            self._cut()
 
-    def _keep(self) -> None:
+    def _cut(self) -> None:
         batch = [self._added.popleft() for _ in range(len(self._added))]
-        if not batch:
-            return
         try:
-            self.writer.keep(batch)
+            with self._lock:
+                # Overdue first: it stays ahead of the batch cut now.
+                self._spool_handed(self._every / 2)
+                if not batch:
+                    return
+                if self._handed is None and not len(self.writer.spool) and not self.writer.refusing:
+                    self._handed = _Handed(self.writer.new_id(), batch, time.monotonic())
+                else:
+                    self.writer.keep(batch)
         except (sqlite3.Error, OSError) as exc:  # a full or failing local disk
             log.error("%d results lost: the spool %s refused them: %s", len(batch),
                       self.writer.spool.path, exc)  # fmt: skip
             return
-        self._kept.set()
+        self._wake.set()
 
-    def _drain_forever(self) -> None:
+    def _spool_handed(self, older_than: float) -> None:
+        """Commit the handed batch to the spool too once the store took ``older_than`` s over
+        it (call with the lock held)."""
+        handed = self._handed
+        overdue = handed is not None and time.monotonic() - handed.at >= older_than
+        if handed is not None and handed.seq is None and overdue:
+            handed.seq = self.writer.keep(handed.results, handed.batch_id)
+
+    # --- the writer ---------------------------------------------------------------------------
+
+    def _write_forever(self) -> None:
         while True:
             final = self._final.is_set()
             try:
+                self._write_handed()
                 self.writer.drain()
             except Exception:  # a bug must not stop the recording: the spool keeps the results
-                log.exception("replaying the spool into the store failed")
-            if final:
+                log.exception("writing results to the store failed")
+            if final and self._handed is None:
                 return
-            # Woken by each batch kept; without traffic, a refusing store is retried anyway.
-            self._kept.wait(RETRY_MIN_S)
-            self._kept.clear()
+            # Woken by each batch cut; without traffic, a refusing store is retried anyway.
+            self._wake.wait(RETRY_MIN_S)
+            self._wake.clear()
+
+    def _write_handed(self) -> None:
+        handed = self._handed
+        if handed is None:
+            return
+        written = self.writer.write(handed.batch_id, handed.results)
+        with self._lock:
+            if written and handed.seq is not None:
+                # Spooled while the store took its time: that copy would only be skipped.
+                self.writer.spool.pop(handed.seq)
+            elif not written:
+                self._spool_handed(0.0)
+            self._handed = None
