@@ -468,7 +468,7 @@ def gateway_command(
         store = open_store(location, for_writing=True)
     except DATABASE_ERRORS as exc:
         _database_error(console, exc)
-    # Traffic is on local disk within 250 ms, then in the database: neither a kill nor a
+    # Traffic is stored within 250 ms (the database, else the local spool): neither a kill nor a
     # database outage loses it. Started now: a predecessor's spool is replayed at once.
     recording = Recording(ResultWriter(store, spool_for(location, name), name))
     recording.start()

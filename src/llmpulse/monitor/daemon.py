@@ -2,14 +2,14 @@
 
 Data flows one way: scheduler → probe → result → store → rule windows → alert engine → outbox
 → notifiers. Every daemon probes its targets and writes what it measured, tagged with its agent
-name and region, through a local spool (``store.spool.Recording``): each result is on local disk
-within 250 ms of its check ending, so neither a kill nor a database that is away loses it.
-Exactly one daemon at a time leads (``monitor.leader``): it reads every agent's results (and the
-gateway's traffic) back from the store as they are committed (``Store.tail``), evaluates the
-rules over them (``monitor.alerting``), ticks the alert engine, saves alert state, delivers
-notifications and keeps the store (rollups every minute, pruning every hour). A daemon that
-takes over resumes from the alert state the last leader saved; with SQLite there is normally
-one daemon, leading from its start.
+name and region, through ``store.spool.Recording``: each result is stored (in the store, else
+in a local spool) within 250 ms of its check ending, so neither a kill nor a database that is
+away loses it. Exactly one daemon at a time leads (``monitor.leader``): it reads every
+agent's results (and the gateway's traffic) back from the store as they are committed
+(``Store.tail``), evaluates the rules over them (``monitor.alerting``), ticks the alert engine,
+saves alert state, delivers notifications and keeps the store (rollups every minute, pruning
+every hour). A daemon that takes over resumes from the alert state the last leader saved; with
+SQLite there is normally one daemon, leading from its start.
 
 Four times a second the leader reads what was committed and ticks the engine (grouping,
 repeats, silences). SIGINT/SIGTERM stop new checks, let in-flight ones finish and be written,
@@ -114,7 +114,7 @@ class Daemon:
         self.state = AlertStateStore.open(self.location)
         self.outbox = Outbox.open(self.location)
         self.notifiers: list[Notifier] = config.notifiers
-        # Results are on local disk within 250 ms, then in the store: see store.spool.
+        # Results are stored within 250 ms (the store, else the local spool): see store.spool.
         self.recording = Recording(
             ResultWriter(self.store, spool_for(self.location, self.agent), self.agent)
         )

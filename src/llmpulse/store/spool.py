@@ -1,9 +1,10 @@
 """Results on their way to the store, kept on local disk until the store has them.
 
-An agent or gateway commits what it measured to a SQLite file beside it within 250 ms
-(``Recording``), then replays that spool into the store, oldest batch first. A process killed
-outright loses nothing it measured before that bound; one whose database is unreachable, or
-restarting, goes on measuring, and its batches wait in the spool until the database answers.
+An agent or gateway has what it measured in the store, or else in a SQLite file beside it,
+within 250 ms (``Recording``), and replays that spool into the store, oldest batch first. A
+process killed outright loses nothing it measured before that bound; one whose database is
+unreachable, or restarting, goes on measuring, and its batches wait in the spool until the
+database answers.
 Every batch carries an id the store records with it (``write_results``'s ``batch_id``), so a
 batch whose commit went through while its acknowledgement was lost is skipped on replay:
 nothing is lost, nothing is written twice.
@@ -39,8 +40,9 @@ log = logging.getLogger(__name__)
 MAX_RESULTS = 1_000_000  # about 400 MB of rows: hours of a large fleet's probes
 # Pauses between attempts to reach a database that refused: it is not hammered while down.
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 8.0
-# A batch is cut every SPOOL_EVERY_S and committed locally in milliseconds: each result is on
-# disk within SPOOL_WITHIN_S of being measured (the README states this bound).
+# A batch is cut every SPOOL_EVERY_S; one the store has not confirmed by the next cut is
+# committed locally in milliseconds: each result is stored within SPOOL_WITHIN_S of being
+# measured (the README states this bound).
 SPOOL_EVERY_S, SPOOL_WITHIN_S = 0.2, 0.25
 RECENT_BATCHES = 64
 _SCHEMA = """
