@@ -154,21 +154,27 @@ def test_a_recording_writes_to_a_store_that_keeps_up_once_and_spools_when_it_sta
     db = tmp_path / "results.db"
     spool = CountingSpool(tmp_path / "spool.db")
     with open_store(db) as store:
-        recording = Recording(ResultWriter(store, spool, "gw"), every=0.05)
+        recording = Recording(ResultWriter(store, spool, "gw"))
         recording.start()
         for result in results(0, 20):
             recording.add(result)
         wait_until(lambda: len(store.results_between(0, 2e9)) == 20)
         assert spool.pushed == 0  # the store kept up: each batch written once, straight to it
 
-        # Another writer holds the database: the next batch is in the spool within the bound.
+        # Another writer holds the database: whatever is added is on disk within the bound,
+        # the last result (cut into a batch handed to the stalled store) included.
         blocker = sqlite3.connect(db, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
         try:
-            for result in results(20, 10):
-                recording.add(result)
+            # The first batch is handed to the stalled store: spooled at the next cut.
+            recording.add(results(20, 1)[0])
             time.sleep(SPOOL_WITHIN_S)
-            assert spool.pushed >= 1 and len(spool) == 10
+            assert len(spool) == 1
+            for i in range(21, 30):  # the rest go behind it, at their cuts
+                recording.add(results(i, 1)[0])
+                time.sleep(0.037)
+            time.sleep(SPOOL_WITHIN_S)
+            assert len(spool) == 10
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()

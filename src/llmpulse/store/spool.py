@@ -42,8 +42,8 @@ MAX_RESULTS = 1_000_000  # about 400 MB of rows: hours of a large fleet's probes
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 8.0
 # A batch is cut every SPOOL_EVERY_S; one the store has not confirmed by the next cut is
 # committed locally in milliseconds: each result is stored within SPOOL_WITHIN_S of being
-# measured (the README states this bound).
-SPOOL_EVERY_S, SPOOL_WITHIN_S = 0.2, 0.25
+# measured (two cuts and a local commit; the README states this bound).
+SPOOL_EVERY_S, SPOOL_WITHIN_S = 0.1, 0.25
 RECENT_BATCHES = 64
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -313,7 +313,7 @@ class Recording:
             self._writer.join(timeout)
         with self._lock:
             # A batch the store still has not confirmed: on disk before the process goes.
-            self._spool_handed(0.0)
+            self._spool_handed()
         spool = self.writer.spool
         if len(spool):
             log.warning("%d results wait in %s for the next start", len(spool), spool.path)
@@ -328,38 +328,47 @@ class Recording:
         while not self._stop.is_set():
             due += self._every
             self._stop.wait(max(0.0, due - time.monotonic()))
-            self._cut()
+            try:
+                self._cut()
+            except Exception:  # a bug must not stop the recording: what was cut is logged lost
+                log.exception("recording results failed")
 
     def _cut(self) -> None:
         batch = [self._added.popleft() for _ in range(len(self._added))]
+        with self._lock:
+            handed = self._handed
+            # The batch handed at the last cut and still unconfirmed goes to disk now, and
+            # before any batch behind it, so the spool keeps their order.
+            if handed is not None and (batch or time.monotonic() - handed.at >= self._every / 2):
+                self._spool_handed()
+            if not batch:
+                return
+            if handed is None and not len(self.writer.spool) and not self.writer.refusing:
+                self._handed = _Handed(self.writer.new_id(), batch, time.monotonic())
+            else:
+                self._keep(batch)
+        self._wake.set()
+
+    def _keep(self, batch: list[CheckResult], batch_id: str | None = None) -> int | None:
         try:
-            with self._lock:
-                # Overdue first: it stays ahead of the batch cut now.
-                self._spool_handed(self._every / 2)
-                if not batch:
-                    return
-                if self._handed is None and not len(self.writer.spool) and not self.writer.refusing:
-                    self._handed = _Handed(self.writer.new_id(), batch, time.monotonic())
-                else:
-                    self.writer.keep(batch)
+            return self.writer.keep(batch, batch_id)
         except (sqlite3.Error, OSError) as exc:  # a full or failing local disk
             log.error("%d results lost: the spool %s refused them: %s", len(batch),
                       self.writer.spool.path, exc)  # fmt: skip
-            return
-        self._wake.set()
+            return None
 
-    def _spool_handed(self, older_than: float) -> None:
-        """Commit the handed batch to the spool too once the store took ``older_than`` s over
-        it (call with the lock held)."""
+    def _spool_handed(self) -> None:
+        """Commit the handed batch to the spool too, unless it is there (the lock held)."""
         handed = self._handed
-        overdue = handed is not None and time.monotonic() - handed.at >= older_than
-        if handed is not None and handed.seq is None and overdue:
-            handed.seq = self.writer.keep(handed.results, handed.batch_id)
+        if handed is not None and handed.seq is None:
+            handed.seq = self._keep(handed.results, handed.batch_id)
 
     # --- the writer ---------------------------------------------------------------------------
 
     def _write_forever(self) -> None:
         while True:
+            # Cleared before looking, so a batch cut meanwhile wakes the next turn at once.
+            self._wake.clear()
             final = self._final.is_set()
             try:
                 self._write_handed()
@@ -370,17 +379,20 @@ class Recording:
                 return
             # Woken by each batch cut; without traffic, a refusing store is retried anyway.
             self._wake.wait(RETRY_MIN_S)
-            self._wake.clear()
 
     def _write_handed(self) -> None:
         handed = self._handed
         if handed is None:
             return
-        written = self.writer.write(handed.batch_id, handed.results)
+        try:
+            written = self.writer.write(handed.batch_id, handed.results)
+        except Exception:  # not a database error: the spool keeps the batch
+            log.exception("writing %d results to the store failed", len(handed.results))
+            written = False
         with self._lock:
             if written and handed.seq is not None:
                 # Spooled while the store took its time: that copy would only be skipped.
                 self.writer.spool.pop(handed.seq)
             elif not written:
-                self._spool_handed(0.0)
+                self._spool_handed()
             self._handed = None
