@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import sqlite3
@@ -389,6 +390,21 @@ def test_a_client_slow_to_send_its_headers_is_cut_off_while_others_are_served(
         kept.settimeout(5)
         time.sleep(0.2)
         assert kept.recv(65536).count(b"200 OK") == 2
+
+
+def test_a_body_trickled_in_is_a_408_in_protocol_shape(gateway_process: GatewayProcess) -> None:
+    with socket.create_connection(("127.0.0.1", gateway_process.port)) as slow:
+        slow.settimeout(5)
+        started = time.monotonic()
+        slow.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+            b"\r\ncontent-length: 1000\r\n\r\n{"
+        )
+        answer = slow.recv(65536)  # a byte, then nothing: the 1 s header_timeout as idle limit
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408")
+    assert json.loads(body)["error"]["message"].startswith("the request body did not arrive")
+    assert 0.9 < time.monotonic() - started < 3
 
 
 def test_sigterm_drains_within_the_grace_then_cancels_and_flushes(

@@ -23,6 +23,7 @@ from llmpulse.alerts.migrations.legacy_sqlite import OUTBOX_SCRIPTS
 from llmpulse.alerts.model import AlertState, Notification, Severity
 from llmpulse.alerts.notifiers.webhook import WebhookNotifier
 from llmpulse.alerts.outbox import Outbox
+from llmpulse.redact import Redactor
 from llmpulse.store import sqlitedb
 
 
@@ -55,6 +56,7 @@ class Receiver:
     def __init__(self, port: int = 0) -> None:
         self.port = port
         self.status = 200
+        self.text = ""  # the body of its answers
         self.headers: dict[str, str] = {}
         self.hits: list[Hit] = []
         self.release = asyncio.Event()
@@ -69,7 +71,7 @@ class Receiver:
         body = await request.json()
         await self.release.wait()
         self.hits.append(Hit(time.monotonic(), self.status, body))
-        return web.Response(status=self.status, headers=self.headers)
+        return web.Response(status=self.status, headers=self.headers, text=self.text)
 
     async def start(self) -> Receiver:
         app = web.Application()
@@ -270,6 +272,25 @@ async def test_drain_delivers_due_rows_and_keeps_the_rest(
     claimed = after._claim("hook")
     assert claimed is not None and claimed.id == kept.id
     after.close()
+
+
+async def test_what_a_receiver_answers_is_kept_redacted(
+    tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
+) -> None:
+    secret = "hook-signing-secret-0042"
+    receiver = await receivers()
+    receiver.status = 401
+    receiver.text = f"rejected signature of secret {secret}; Authorization: Bearer xyz-123456"
+    outbox = fast_outbox(tmp_path / "outbox.db", redactor=Redactor([secret]))
+    notifier = WebhookNotifier(receiver.url, name="signed", secret=secret)
+    async with Running(outbox, [notifier], session):
+        outbox.enqueue(alert("s"), ["signed"])
+        await until(lambda: bool(outbox.history()) and not outbox.pending())
+    (failed,) = outbox.history()
+    assert failed.last_error is not None and "[redacted]" in failed.last_error
+    assert secret not in failed.last_error and "xyz-123456" not in failed.last_error
+    outbox.close()
+    assert secret.encode() not in (tmp_path / "outbox.db").read_bytes()
 
 
 def test_schema_is_versioned_and_wal(tmp_path: Path) -> None:

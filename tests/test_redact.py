@@ -7,13 +7,22 @@ import base64
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from urllib.parse import quote
 
 import pytest
 
-from llmpulse.config import ConfigError, parse_config
-from llmpulse.redact import REDACTED, Redactor, install_log_redaction, is_credential_header
+from llmpulse.config import ConfigError, parse_config, with_web
+from llmpulse.providers.openai import OpenAIProtocol
+from llmpulse.redact import (
+    MESSAGE_CHARS,
+    PRE_CLIP_CHARS,
+    REDACTED,
+    Redactor,
+    install_log_redaction,
+    is_credential_header,
+)
 from llmpulse.result import CheckKind, CheckResult
 from test_security import SECRETS, leaks
 
@@ -47,6 +56,39 @@ def test_the_redactor_removes_every_form_an_upstream_echoes() -> None:
     assert redact(None) is None
 
 
+def test_more_encodings_and_schemes_of_an_echo() -> None:
+    secret = "p@ss/w:rd-long-value"
+    redact = Redactor([secret])
+    for echo in (
+        json.dumps(secret)[1:-1].replace("/", "\\/"),  # JSON as PHP and Java write it
+        quote(secret, safe="").lower(),  # lower-case hex digits
+        "Authorization: GenieKey abc123def456",  # a scheme word other than Bearer
+    ):
+        cleaned = redact(f"echo {echo} end")
+        assert cleaned == f"echo {REDACTED} end" or cleaned == f"echo Authorization: {REDACTED} end"
+
+
+def test_text_cut_before_redaction_keeps_no_part_of_a_secret() -> None:
+    """Bodies are cut generously before redaction and short after, so a secret split at the
+    first cut is gone with the second."""
+    secret = "corp-gateway-4f1e9a7c2b8d4e6f0a1b2c3d"
+    body = b"x" * (PRE_CLIP_CHARS - 20) + secret.encode() + b" trailing"
+    error = OpenAIProtocol().parse_error(502, body, {})
+    kept = Redactor([secret]).clipped(error.message)
+    assert len(kept) == MESSAGE_CHARS and secret[:8] not in kept
+    assert Redactor().clipped("short") == "short" and Redactor().clipped(None) is None
+
+
+def test_a_long_base64_run_costs_linear_time() -> None:
+    secret = SECRETS["ANTHROPIC_KEY"]
+    echo = base64.b64encode(f"user:{secret}".encode()).decode()
+    hostile = "A" * 200_000 + " " + echo + " " + "B" * 200_000
+    started = time.perf_counter()
+    cleaned = Redactor([secret])(hostile)
+    assert leaks(cleaned) == [] and cleaned.count(REDACTED) == 1
+    assert time.perf_counter() - started < 2  # quadratic took minutes at this size
+
+
 def test_placeholders_and_short_values_are_no_secrets() -> None:
     assert Redactor(["none", "fake", "EMPTY", "abc", ""]).secrets == frozenset()
     # Short secrets are removed only as whole tokens.
@@ -78,7 +120,8 @@ def test_credential_headers() -> None:
     for name in ("Authorization", "x-api-key", "api-key", "X-Goog-Api-Key", "Helicone-Auth",
                  "x-portkey-api-key", "Cookie"):  # fmt: skip
         assert is_credential_header(name), name
-    for name in ("HTTP-Referer", "X-Title", "anthropic-version", "OpenAI-Organization"):
+    for name in ("HTTP-Referer", "X-Title", "anthropic-version", "OpenAI-Organization",
+                 "X-Max-Tokens", "X-Author"):  # fmt: skip
         assert not is_credential_header(name), name
 
 
@@ -144,6 +187,33 @@ def test_serving_the_web_ui_needs_no_provider_key() -> None:
     config = parse_config(raw, env={}, serve_only="status_page")
     assert config.targets[0].api_key is None and config.notifiers == []
     assert config.web.token is None
+
+
+def test_the_status_page_alone_needs_no_credentials_on_any_address() -> None:
+    raw = {
+        "targets": [{"provider": "openai", "api_key": "os.environ/UNSET_KEY"}],
+        "web": {"listen": "0.0.0.0:8080", "token": "os.environ/UNSET_TOKEN"},
+    }
+    config = parse_config(raw, env={}, serve_only="status_page")
+    assert not config.web.requires_auth
+    with_web(config, listen="0.0.0.0:8081")  # a public host: still nothing to require
+    with pytest.raises(ConfigError, match="UNSET_TOKEN"):
+        parse_config(raw, env={}, serve_only="dashboard")
+
+
+def test_notifier_credentials_are_referenced_and_collected() -> None:
+    hook = {"type": "webhook", "url": "https://hooks.example.com/x"}
+    literal = {**hook, "headers": {"Authorization": "Bearer literal-token-1"}}
+    with pytest.raises(ConfigError, match=r"notifiers\[0\]\.headers: header 'Authorization'") as e:
+        parse_config({"targets": [{"provider": "openai", "api_key": "${K}"}],
+                      "notifiers": [literal]}, env={"K": "k"})  # fmt: skip
+    assert "literal-token-1" not in str(e.value)
+    with_password = {**hook, "url": "https://user:hook-pass-9876@hooks.example.com/x"}
+    config = parse_config(
+        {"targets": [{"provider": "openai", "api_key": "${K}"}], "notifiers": [with_password]},
+        env={"K": "k"},
+    )
+    assert config.redactor("pw hook-pass-9876") == f"pw {REDACTED}"
 
 
 def test_log_lines_pass_the_redactor() -> None:

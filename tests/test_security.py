@@ -338,7 +338,8 @@ def status_host(args: list[str], env: dict[str, str], cwd: Path) -> Iterator[str
     """`llmpulse web --status-page-only` with ``args``, until it answers; yields its URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [*LLMPULSE, "web", "--status-page-only", "--listen", f"127.0.0.1:{port}", *args],
+        # On every address, as a public status host is: it still needs no credentials.
+        [*LLMPULSE, "web", "--status-page-only", "--listen", f"0.0.0.0:{port}", *args],
         stderr=subprocess.PIPE,
         env=env,
         cwd=cwd,

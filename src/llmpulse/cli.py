@@ -22,6 +22,7 @@ from llmpulse.config import (
     ConfigError,
     ServeOnly,
     Target,
+    WebConfig,
     discover_targets,
     load_config,
     parse_config,
@@ -642,7 +643,11 @@ def _load(
         raise ConfigError(f"no config file: pass --config FILE or create ./{DEFAULT_CONFIG_PATH}")
     else:
         targets = discover_targets() if serve_only else _targets(None)[0]
-        config = Config(targets=targets, storage=resolve_storage(None, os.environ))
+        # The public status page alone needs no credentials on any address.
+        web_settings = WebConfig(auth=serve_only != "status_page")
+        config = Config(
+            targets=targets, storage=resolve_storage(None, os.environ), web=web_settings
+        )
     return with_web(config, **web) if web else config
 
 

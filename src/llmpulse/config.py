@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -30,7 +29,7 @@ from pydantic import (
 from llmpulse.durations import Duration, DurationOrZero
 from llmpulse.monitor.rules import DEFAULT_RULES, RuleOverride
 from llmpulse.providers.presets import DISCOVERABLE, PRESETS
-from llmpulse.redact import Redactor, is_credential_header
+from llmpulse.redact import Redactor, credentials, is_credential_header, url_password
 from llmpulse.result import CheckKind
 from llmpulse.yamlfile import YAMLFileError, gc_paused, read_yaml
 
@@ -347,8 +346,7 @@ class Target:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Its key and credential headers: what a provider may echo back."""
-        headers = (v for k, v in self.headers.items() if is_credential_header(k))
-        return tuple(s for s in (self.api_key, *headers) if s)
+        return credentials(self.api_key, self.headers)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -520,7 +518,7 @@ class Config:
     @property
     def redactor(self) -> Redactor:
         """Removes every secret this config holds (and anything key-shaped) from outside text."""
-        secrets: list[str] = [*self.web.secrets, *_url_password(self.storage)]
+        secrets: list[str] = [*self.web.secrets, *url_password(self.storage)]
         for target in self.targets:
             secrets += target.secrets
         for notifier in self.notifiers:
@@ -600,8 +598,11 @@ def parse_config(
         raise ConfigError(f"{where}{exc}") from None
     web = parsed.web
     if serve_only == "status_page":
-        # The public page needs no credentials; the dashboard, not served here, keeps them.
-        web = web.model_copy(update={"token": None, "username": None, "password": None})
+        # The public page needs no credentials, on any address; the dashboard, not served
+        # here, keeps them.
+        web = web.model_copy(
+            update={"token": None, "username": None, "password": None, "auth": False}
+        )
     return Config(
         targets=targets,
         storage=resolve_storage(parsed.storage, env, where),
@@ -614,17 +615,14 @@ def parse_config(
         notifiers=notifiers,
         web=resolve_web(web, env, where),
         gateway=gateway,
-        telemetry=resolve_telemetry(parsed.telemetry, env, where) if parsed.telemetry else None,
+        # Serving the web UI exports nothing: its collector's credentials are not needed.
+        telemetry=(
+            resolve_telemetry(parsed.telemetry, env, where)
+            if parsed.telemetry and need_keys
+            else None
+        ),
         warnings=gateway.warnings if gateway else (),
     )
-
-
-def _url_password(location: str | None) -> tuple[str, ...]:
-    """The password of a database URL, a secret like any key."""
-    if not location or "://" not in location:
-        return ()
-    password = urlsplit(location).password
-    return (unquote(password),) if password else ()
 
 
 def resolve_storage(value: str | None, env: Mapping[str, str], where: str = "") -> str | None:

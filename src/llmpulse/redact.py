@@ -29,9 +29,9 @@ import base64
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import overload
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from llmpulse.result import CheckResult
 
@@ -44,15 +44,23 @@ PLACEHOLDERS = frozenset(
 # Secrets this short are matched only as whole tokens: "test1" must not cut "test123" apart.
 _TOKEN_SECRET_CHARS = 8
 
-# Header names whose values are credentials; a header whose name merely mentions one of these
-# words (x-portkey-api-key, helicone-auth) counts too.
-_CREDENTIAL_WORDS = ("auth", "key", "token", "secret", "password", "cookie", "credential")
+# Header names whose values are credentials: any of these words as a part of the name
+# (x-portkey-api-key, helicone-auth, x-auth-token), not inside another (x-max-tokens, x-author).
+_CREDENTIAL_WORDS = frozenset(
+    {"auth", "authorization", "key", "apikey", "token", "secret", "password", "passwd",
+     "cookie", "credential", "credentials", "signature"}
+)  # fmt: skip
+# Outside text kept in a record or an error answer is clipped to this after redaction. Text is
+# cut before redaction only far beyond it (``PRE_CLIP_CHARS``), so a secret cut in two there is
+# never in what remains.
+MESSAGE_CHARS = 500
+PRE_CLIP_CHARS = 4096
 
 # Key-shaped text, one pattern with a group per kind (one scan instead of four):
 _KEY_SHAPED = re.compile(
     # A credential header echoed as text: the value up to a delimiter, its scheme word too.
     r"(?P<header>(?i:\b(?:proxy-)?authorization|\bx-(?:goog-)?api-key|\bapi-key|\bx-llmpulse-key"
-    r"|\bcookie)\\?[\"']?\s*[:=]\s*\\?[\"']?)(?i:(?:bearer|basic|token)\s+)?[^\s\"'\\,;}&]+"
+    r"|\bcookie)\\?[\"']?\s*[:=]\s*\\?[\"']?)(?:[A-Za-z]+\s+)?[^\s\"'\\,;}&]+"
     # A credential after its scheme word; it must look like one (a digit, a symbol or a case
     # change inside it), so "basic authentication failed" stays readable.
     r"|(?P<scheme>(?i:\b(?:bearer|basic))\s+)"
@@ -66,13 +74,28 @@ _KEY_SHAPED = re.compile(
     r"|\bAIza[0-9A-Za-z_\-]{20,}"
 )
 _B64_CHARS = r"[A-Za-z0-9+/_\-]"
+_B64_START = r"(?<![A-Za-z0-9+/_\-])"
 _URLSAFE = str.maketrans("+/", "-_")
 
 
 def is_credential_header(name: str) -> bool:
     """Whether a request header's value is a credential (Authorization, x-api-key, ...)."""
-    lowered = name.lower()
-    return any(word in lowered for word in _CREDENTIAL_WORDS)
+    return not _CREDENTIAL_WORDS.isdisjoint(re.split(r"[-_.\s]+", name.lower()))
+
+
+def credentials(api_key: str | None, headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The secrets of an upstream's request: its key and its credential headers' values."""
+    return tuple(
+        v for v in (api_key, *(v for k, v in headers.items() if is_credential_header(k))) if v
+    )
+
+
+def url_password(url: str | None) -> tuple[str, ...]:
+    """The password of a URL (a database's, Redis's, a webhook's), a secret like any key."""
+    if not url or "://" not in url:
+        return ()
+    password = urlsplit(url).password
+    return (unquote(password),) if password else ()
 
 
 def is_secret(value: str | None) -> bool:
@@ -84,7 +107,7 @@ def is_secret(value: str | None) -> bool:
 
 
 class Redactor:
-    """Removes configured secrets and key-shaped text. Immutable; ``|`` combines two."""
+    """Removes configured secrets and key-shaped text; immutable."""
 
     __slots__ = ("_base64", "_long", "_short", "secrets")
 
@@ -104,20 +127,18 @@ class Redactor:
         )
         # Base64 of anything containing a secret (a basic-auth "user:secret") contains one of
         # three aligned encodings of it; found by substring, the whole base64 token goes.
+        # Anchored at the token's start: matching from inside a long base64 run would rescan it
+        # from every position (quadratic in what a hostile upstream sends).
         self._base64 = tuple(
-            (core, re.compile(_B64_CHARS + "*" + re.escape(core) + _B64_CHARS + "*={0,2}"))
+            (
+                core,
+                re.compile(
+                    _B64_START + _B64_CHARS + "*" + re.escape(core) + _B64_CHARS + "*={0,2}"
+                ),
+            )
             for secret in self.secrets
             for core in _base64_cores(secret.encode())
         )
-
-    def __or__(self, other: Redactor) -> Redactor:
-        return Redactor(self.secrets | other.secrets)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Redactor) and other.secrets == self.secrets
-
-    def __hash__(self) -> int:
-        return hash(self.secrets)
 
     def __repr__(self) -> str:
         return f"Redactor({len(self.secrets)} secrets)"  # never the secrets themselves
@@ -143,26 +164,42 @@ class Redactor:
                 text = token.sub(REDACTED, text)
         return _KEY_SHAPED.sub(_key_shaped, text)
 
+    @overload
+    def clipped(self, text: str) -> str: ...
+    @overload
+    def clipped(self, text: None) -> None: ...
+    def clipped(self, text: str | None) -> str | None:
+        """``text`` redacted, then cut to ``MESSAGE_CHARS``: what a record or an answer keeps
+        of outside text."""
+        text = self(text)
+        if text is None or len(text) <= MESSAGE_CHARS:
+            return text
+        return text[: MESSAGE_CHARS - 1] + "…"
+
     def result(self, result: CheckResult) -> CheckResult:
         """``result`` (changed in place) with every field that holds outside text redacted."""
-        result.error_message = self(result.error_message)
-        result.request_id = self(result.request_id)
-        result.response_model = self(result.response_model)
-        result.system_fingerprint = self(result.system_fingerprint)
-        result.finish_reason = self(result.finish_reason)
-        result.warnings = [self(w) for w in result.warnings]
+        result.error_message = self.clipped(result.error_message)
+        result.request_id = self.clipped(result.request_id)
+        result.response_model = self.clipped(result.response_model)
+        result.system_fingerprint = self.clipped(result.system_fingerprint)
+        result.finish_reason = self.clipped(result.finish_reason)
+        result.warnings = [self.clipped(w) for w in result.warnings]
         return result
 
 
 def _variants(secret: str) -> set[str]:
-    """How a secret may be written back to us as text: as is, URL-encoded, JSON-escaped."""
-    return {
+    """How a secret may be written back to us as text: as is, URL-encoded (either case of hex
+    digits), JSON-escaped (also with ``\\/``, as PHP and Java write it)."""
+    escaped = json.dumps(secret)[1:-1]
+    variants = {
         secret,
-        quote(secret, safe=""),
-        quote_plus(secret, safe=""),
-        json.dumps(secret)[1:-1],
+        escaped,
+        escaped.replace("/", "\\/"),
         json.dumps(secret, ensure_ascii=False)[1:-1],
     }
+    for quoted in (quote(secret, safe=""), quote_plus(secret, safe="")):
+        variants |= {quoted, re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quoted)}
+    return variants
 
 
 def _base64_cores(secret: bytes) -> set[str]:

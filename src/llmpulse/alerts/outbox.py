@@ -57,6 +57,7 @@ from llmpulse.alerts import migrations
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.notifiers.base import DeliveryError, Notifier
 from llmpulse.alerts.state import state_locations
+from llmpulse.redact import NO_SECRETS, Redactor
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +130,17 @@ class Outbox:
         poll_interval_s: float = 5.0,
         retention_s: float = RETENTION_S,
         lease_s: float = LEASE_S,
+        redactor: Redactor = NO_SECRETS,
     ) -> None:
-        """``location``: the SQLite file, or the PostgreSQL URL."""
+        """``location``: the SQLite file, or the PostgreSQL URL. What receivers answer (and
+        errors quoting them) passes ``redactor`` before it is kept or logged."""
         self.location = location
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.poll_interval_s = poll_interval_s
         self.retention_s = retention_s
         self.lease_s = lease_s
+        self.redact = redactor
         # Names this process's claims (and, in a log, its host and pid).
         self.claimant = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # FULL: an enqueued alert must survive a power cut, and alerts are few.
@@ -292,7 +296,7 @@ class Outbox:
         assert self._session is not None
         attempts = item.attempts + 1
         try:
-            answer = await notifier.send(item.notification, self._session)
+            answer = self.redact.clipped(await notifier.send(item.notification, self._session))
         except DeliveryError as exc:
             error, retryable, retry_after = str(exc), exc.retryable, exc.retry_after_s
         except Exception as exc:  # a bug in one channel must not stop the outbox
@@ -306,6 +310,7 @@ class Outbox:
                     "%s %r: delivered after %d attempts", notifier.type, notifier.name, attempts
                 )
             return
+        error = self.redact.clipped(error)  # it quotes the receiver's answer
         if not retryable:
             await self._record(item.id, attempts, failed_at=time.time(), error=error)
             log.error("%s; not retried (kept in the outbox as failed)", error)

@@ -61,7 +61,7 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -80,7 +80,7 @@ from llmpulse.config import (
 )
 from llmpulse.gateway.routing import Strategy
 from llmpulse.providers.presets import PRESETS
-from llmpulse.redact import is_credential_header
+from llmpulse.redact import credentials, url_password
 
 MIB = 1 << 20
 
@@ -196,8 +196,7 @@ class Deployment:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Its key and credential headers: what its provider may echo back."""
-        headers = (v for k, v in self.headers.items() if is_credential_header(k))
-        return tuple(s for s in (self.api_key, *headers) if s)
+        return credentials(self.api_key, self.headers)
 
     def expand(self, requested: str, segments: tuple[str, ...]) -> Deployment:
         """This wildcard deployment serving ``requested``: each ``*`` of the model filled in."""
@@ -321,11 +320,7 @@ class GatewayConfig:
     def secrets(self) -> tuple[str, ...]:
         """Every provider key, credential header, gateway key and the Redis password."""
         out = [s for d in self.deployments for s in d.secrets]
-        out += self.settings.keys
-        redis = urlsplit(self.settings.redis_url) if self.settings.redis_url else None
-        if redis is not None and redis.password:
-            out.append(unquote(redis.password))
-        return tuple(out)
+        return (*out, *self.settings.keys, *url_password(self.settings.redis_url))
 
     @property
     def nothing_to_serve(self) -> str:

@@ -543,7 +543,7 @@ class Gateway:
         except _AttemptFailed as failure:
             settled = True
             # Every failure's message is upstream text or holds some: redacted once, here.
-            failure.message = self.redact(failure.message)
+            failure.message = self.redact.clipped(failure.message)
             if measure.latency_s is None:
                 measure.latency_s = time.perf_counter() - measure.started
             measure.ratelimit = failure.ratelimit or measure.ratelimit
@@ -639,7 +639,7 @@ class Gateway:
         )
         measure.http_status = response.status
         names = PROTOCOLS[deployment.protocol].request_id_headers
-        measure.upstream_request_id = self.redact(
+        measure.upstream_request_id = self.redact.clipped(
             next((response.headers[h] for h in names if h in response.headers), None)
         )
         call.ids.upstream = measure.upstream_request_id
@@ -676,18 +676,18 @@ class Gateway:
                 parsed = json.loads(body)
             except (ValueError, UnicodeDecodeError):
                 raise _AttemptFailed(
-                    ErrorClass.PROTOCOL, f"malformed JSON in a 200: {error_snippet(body, 120)}"
+                    ErrorClass.PROTOCOL, f"malformed JSON in a 200: {error_snippet(body)}"
                 ) from None
             codec = _codec(deployment.protocol)
             answer = codec.parse_response(parsed, **_codec_options(deployment.protocol))
         if answer.finish_reason == "error":
             raise _failed_finish()
         measure.usage = answer.usage
-        measure.response_model = self.redact(answer.model) or None
+        measure.response_model = self.redact.clipped(answer.model) or None
         measure.finish_reason = answer.finish_reason
         measure.refused = answer.refusal is not None
         answer.model = measure.response_model or deployment.model
-        answer.id = self.redact(answer.id)
+        answer.id = self.redact.clipped(answer.id)
         answer.dropped_params = list(measure.dropped)
         return answer
 
@@ -770,12 +770,12 @@ class Gateway:
                         elif isinstance(event, RefusalDelta):
                             measure.refused = True
                         elif isinstance(event, MessageStart):
-                            measure.response_model = self.redact(event.model) or None
+                            measure.response_model = self.redact.clipped(event.model) or None
                             if continuing:
                                 continue  # the client has had its start
                             model = measure.response_model or deployment.model
                             event = MessageStart(
-                                self.redact(event.id), model, list(measure.dropped)
+                                self.redact.clipped(event.id), model, list(measure.dropped)
                             )
                         if first is None and not isinstance(event, _CONTENT):
                             held.append(event)

@@ -112,7 +112,7 @@ class Daemon:
         self.agent = agent or config.monitor.agent or socket.gethostname()
         self.region = region or config.monitor.region
         self.state = AlertStateStore.open(self.location)
-        self.outbox = Outbox.open(self.location)
+        self.outbox = Outbox.open(self.location, redactor=config.redactor)
         self.notifiers: list[Notifier] = config.notifiers
         # Results are stored within 250 ms (the store, else the local spool): see store.spool.
         self.recording = Recording(

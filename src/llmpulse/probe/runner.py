@@ -25,7 +25,7 @@ from llmpulse import catalog
 from llmpulse.config import Target
 from llmpulse.errors import ErrorClass
 from llmpulse.providers import PROTOCOLS, Protocol, ProtocolError
-from llmpulse.providers.base import Completion
+from llmpulse.providers.base import Completion, error_snippet
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.redact import NO_SECRETS, Redactor
 from llmpulse.result import CheckKind, CheckResult, Usage
@@ -251,10 +251,9 @@ class Prober:
             try:
                 parsed = json.loads(body)
             except (ValueError, UnicodeDecodeError) as exc:
-                snippet = body[:120].decode("utf-8", errors="replace")
                 raise _Failure(
                     ErrorClass.PROTOCOL,
-                    f"malformed JSON in a {response.status}: {exc}: {snippet!r}",
+                    f"malformed JSON in a {response.status}: {exc}: {error_snippet(body)!r}",
                 ) from None
             if kind is CheckKind.MODELS:
                 info = protocol.parse_models(parsed, target.model)
@@ -283,10 +282,10 @@ class Prober:
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
             body = await read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
-            snippet = body[:200].decode("utf-8", errors="replace")
+            got = content_type or "no content type"
             raise _Failure(
                 ErrorClass.PROTOCOL,
-                f"expected text/event-stream, got {content_type or 'no content type'}: {snippet!r}",
+                f"expected text/event-stream, got {got}: {error_snippet(body)!r}",
             )
         decoder = SSEDecoder()
         parser = protocol.stream_parser()

@@ -22,6 +22,7 @@ from llmpulse.providers.base import (
     get_str,
     loads_object,
 )
+from llmpulse.redact import PRE_CLIP_CHARS
 from llmpulse.result import Usage
 from llmpulse.sse import SSEEvent
 
@@ -192,7 +193,7 @@ def error_from_object(obj: dict[str, Any], status: int | None) -> ProviderError:
     if not isinstance(err, dict):
         err = obj
     err_type = get_str(err, "type")
-    message = get_str(err, "message") or str(err)[:300]
+    message = (get_str(err, "message") or str(err))[:PRE_CLIP_CHARS]
     text = f"{message} ({err_type})" if err_type else message
     if status is not None:
         text = f"HTTP {status}: {text}"

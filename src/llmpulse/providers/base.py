@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from llmpulse.errors import ErrorClass, classify
+from llmpulse.redact import PRE_CLIP_CHARS
 from llmpulse.result import Usage
 from llmpulse.sse import SSEEvent
 
@@ -161,7 +162,8 @@ def get_str(obj: Any, *keys: str) -> str | None:
     return obj if isinstance(obj, str) else None
 
 
-def error_snippet(body: bytes, limit: int = 300) -> str:
-    """A printable excerpt of a body that is not the error JSON we expected."""
+def error_snippet(body: bytes, limit: int = PRE_CLIP_CHARS) -> str:
+    """A printable excerpt of a body that is not the error JSON we expected (cut generously:
+    the redactor clips it short once it is clean)."""
     text = body[:limit].decode("utf-8", errors="replace").strip()
     return text or "(empty body)"

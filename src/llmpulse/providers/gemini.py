@@ -25,6 +25,7 @@ from llmpulse.providers.base import (
     get_str,
     loads_object,
 )
+from llmpulse.redact import PRE_CLIP_CHARS
 from llmpulse.result import Usage
 from llmpulse.sse import SSEEvent
 
@@ -164,7 +165,7 @@ def error_from_object(obj: dict[str, Any], status: int | None) -> ProviderError:
     err = obj.get("error")
     if not isinstance(err, dict):
         err = obj
-    message = get_str(err, "message") or str(err)[:300]
+    message = (get_str(err, "message") or str(err))[:PRE_CLIP_CHARS]
     rpc_status = get_str(err, "status")
     if status is None:
         status = get_int(err, "code")

@@ -23,6 +23,7 @@ from llmpulse.providers.base import (
     get_str,
     loads_object,
 )
+from llmpulse.redact import PRE_CLIP_CHARS
 from llmpulse.result import Usage
 from llmpulse.sse import SSEEvent
 
@@ -227,7 +228,7 @@ def error_from_object(obj: dict[str, Any], status: int | None) -> ProviderError:
         err = {"message": err}
     if not isinstance(err, dict):
         err = obj
-    message = get_str(err, "message") or get_str(obj, "detail") or str(err)[:300]
+    message = (get_str(err, "message") or get_str(obj, "detail") or str(err))[:PRE_CLIP_CHARS]
     err_type = get_str(err, "type")
     code_raw = err.get("code")
     code = str(code_raw) if code_raw is not None else None

@@ -40,6 +40,7 @@ from llmpulse.alerts.notifiers.slack import SlackNotifier
 from llmpulse.alerts.notifiers.teams import TeamsNotifier
 from llmpulse.alerts.notifiers.webhook import WebhookNotifier
 from llmpulse.config import ConfigError, env_var
+from llmpulse.redact import is_credential_header, url_password
 
 __all__ = [
     "AppriseConfig",
@@ -90,6 +91,14 @@ class WebhookConfig(_NotifierBase):
     url: HttpUrlOrRef = Field(repr=False)
     secret: SecretRef | None = Field(default=None, repr=False)
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("headers")
+    @classmethod
+    def _credential_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header in value.items():
+            if is_credential_header(name) and env_var(header) is None:
+                raise ValueError(f"header {name!r} carries a credential: {_MUST_REFERENCE}")
+        return value
 
 
 class SlackConfig(_NotifierBase):
@@ -262,9 +271,11 @@ class _Resolver:
         resolved = self(key, value)
         if not resolved.startswith(("http://", "https://")):
             raise ConfigError(f"{self.where}.{key}: expected an http:// or https:// URL")
-        # Webhook URLs carry their token in the path or query (Slack, Discord, Teams).
+        # Webhook URLs carry their token in the path or query (Slack, Discord, Teams), or a
+        # password before the host.
         parts = urlsplit(resolved)
         self.secrets.append(parts.path + (f"?{parts.query}" if parts.query else ""))
+        self.secrets += url_password(resolved)
         return resolved
 
 
