@@ -187,3 +187,11 @@ def test_results_without_a_region_are_a_region_of_their_own() -> None:
     [combined] = agree_across_regions(per_region, min_regions=1)
     assert combined.active is True and combined.value == 5.0
     assert combined.summary.endswith("[regions: no region, eu-west]")
+    # It never completes a quorum: it may sit beside any named region.
+    per_region["eu-west"] = [_ev("consecutive_unavailable", False, 0.0, False)]
+    [combined] = agree_across_regions(per_region, min_regions=2)
+    assert combined.active is False
+    per_region["us-east"] = [_ev("consecutive_unavailable", True, 4.0, True)]
+    per_region["eu-west"] = [_ev("consecutive_unavailable", True, 3.0, True)]
+    [combined] = agree_across_regions(per_region, min_regions=2)
+    assert combined.active is True

@@ -317,7 +317,9 @@ def agree_across_regions(
     has a local network problem cannot page alone; regions that cannot say (too few samples)
     count for nothing, and with none that can, the verdict is unknown. The value and summary
     are those of the worst region that agrees. Results without a region (an agent or a gateway
-    started without one, beside agents with one) are a region of their own.
+    started without one, beside agents with one) are a region of their own, which can make a
+    condition hold where one region suffices but never completes a quorum of two or more: they
+    may come from the same place as any named region.
     """
     regions = sorted(per_region, key=lambda r: (r is not None, r or ""))
     if len(regions) == 1 and min_regions <= 1:
@@ -325,8 +327,13 @@ def agree_across_regions(
     combined = []
     for i, first in enumerate(per_region[regions[0]]):
         evaluations = {region: per_region[region][i] for region in regions}
-        active = _agreed({r: e.active for r, e in evaluations.items()}, min_regions)
-        holding = _agreed({r: e.holding for r, e in evaluations.items()}, min_regions)
+        quorum = (
+            evaluations
+            if min_regions <= 1
+            else {r: e for r, e in evaluations.items() if r is not None}
+        )
+        active = _agreed({r: e.active for r, e in quorum.items()}, min_regions)
+        holding = _agreed({r: e.holding for r, e in quorum.items()}, min_regions)
         agreeing = [r for r, e in evaluations.items() if e.active or e.holding]
         if agreeing:
             worst = max(agreeing, key=lambda r: _severity(first.rule, evaluations[r].value))
@@ -342,7 +349,7 @@ def agree_across_regions(
     return combined
 
 
-def _agreed(verdicts: Mapping[str, bool | None], min_regions: int) -> bool | None:
+def _agreed(verdicts: Mapping[str | None, bool | None], min_regions: int) -> bool | None:
     known = [v for v in verdicts.values() if v is not None]
     if not known:
         return None
