@@ -467,11 +467,12 @@ def gateway_command(
     name = config.monitor.agent or f"{socket.gethostname()}-gateway-{port}"
     try:
         store = open_store(location, for_writing=True)
+        spool = spool_for(location, name)
     except DATABASE_ERRORS as exc:
         _database_error(console, exc)
     # Traffic is stored within 250 ms (the database, else the local spool): neither a kill nor a
     # database outage loses it. Started now: a predecessor's spool is replayed at once.
-    recording = Recording(ResultWriter(store, spool_for(location, name), name))
+    recording = Recording(ResultWriter(store, spool, name))
     recording.start()
 
     def record(result: CheckResult) -> None:

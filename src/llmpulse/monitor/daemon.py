@@ -118,10 +118,12 @@ class Daemon:
         self.recording = Recording(
             ResultWriter(self.store, spool_for(self.location, self.agent), self.agent)
         )
+        # Reading results back, alert state, silences and baselines: one database (or the files
+        # beside SQLite results), so one trouble, named by the job that met it.
         self.unreadable = Trouble(
             log,
-            "results database unreadable (%s: %s); alerts wait for it",
-            "results database readable again",
+            "database unavailable to the alert leader (%s: %s); alerts wait for it",
+            "database available to the alert leader again",
         )
         self.leadership = leadership_for(self.location, local_path(self.location), self.agent)
         self.alerting: Alerting | None = None  # while this daemon leads

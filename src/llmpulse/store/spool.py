@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from llmpulse.result import CheckResult
-from llmpulse.store import DATABASE_ERRORS, local_path, redact_url, sqlitedb
+from llmpulse.store import DATABASE_ERRORS, UnwritableError, local_path, redact_url, sqlitedb
 from llmpulse.store.base import Store
 from llmpulse.store.sqlstore import COLUMNS, decode, encode
 
@@ -140,11 +140,16 @@ class Spool:
 def spool_for(location: str | Path, writer: str) -> Spool:
     """The spool of ``writer`` (an agent's or gateway's name) writing to ``location``: beside the
     local SQLite file (for PostgreSQL, the default one). One per writer and database: processes
-    sharing a host each replay their own batches, and only into the database they were for."""
+    sharing a host each replay their own batches, and only into the database they were for.
+    A spool that cannot be opened is ``UnwritableError``: without one, nothing is safe."""
     local = local_path(location)
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", writer)
     where = hashlib.sha256(redact_url(str(location)).encode()).hexdigest()[:8]
-    return Spool(local.with_name(f"{local.stem}-spool-{name}-{where}.db"))
+    path = local.with_name(f"{local.stem}-spool-{name}-{where}.db")
+    try:
+        return Spool(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise UnwritableError(f"the result spool {path} cannot be opened: {exc}") from None
 
 
 class Trouble:
