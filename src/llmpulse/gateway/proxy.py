@@ -81,7 +81,7 @@ from llmpulse.probe.runner import (
     read_capped,
 )
 from llmpulse.providers import PROTOCOLS
-from llmpulse.providers.base import REFUSED, error_snippet
+from llmpulse.providers.base import Completion, error_snippet
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.redact import Redactor
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
@@ -866,13 +866,16 @@ class Gateway:
             attempts=call.attempts,
             fallbacks=call.fallbacks,
         )
-        # Measured as probes and instrument() measure the same answer (Completion.blocked).
-        if error is None and (measure.refused or measure.finish_reason == "content_filter"):
+        # Judged as probes and instrument() judge the same answer: one wording.
+        blocked = Completion(
+            finish_reason=measure.finish_reason,
+            filtered=measure.finish_reason == "content_filter",
+            refused=measure.refused,
+        ).blocked
+        if error is None and blocked is not None:
             result.ok = False
             result.error_class = ErrorClass.CONTENT_FILTER
-            result.error_message = (
-                REFUSED if measure.refused else "output blocked by the provider's content filter"
-            )
+            result.error_message = blocked
         if measure.usage is not None:
             cost, warning = catalog.cost_usd(target, measure.usage, measure.response_model)
             result.cost_usd = cost

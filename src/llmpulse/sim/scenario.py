@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -17,9 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-from llmpulse.durations import parse_duration
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+# The simulator's durations may be zero (an instant first token, no Retry-After wait).
+from llmpulse.durations import DurationOrZero as Duration
 
 # Error kinds a scenario may inject: HTTP statuses plus protocol-mapped named kinds.
 STATUS_KINDS = frozenset({400, 401, 403, 404, 408, 413, 422, 429, 500, 502, 503, 504, 529})
