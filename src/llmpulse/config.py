@@ -527,7 +527,13 @@ class Config:
             secrets += self.gateway.secrets
         if self.telemetry is not None:
             secrets += self.telemetry.headers.values()
-        return Redactor(secrets)
+        return _redactor(frozenset(secrets))
+
+
+@functools.lru_cache(maxsize=16)
+def _redactor(secrets: frozenset[str]) -> Redactor:
+    # Each part of a process asks its config for the redactor: compiled once.
+    return Redactor(secrets)
 
 
 # Loading a config only to serve the dashboard, or only the public status page, from the
