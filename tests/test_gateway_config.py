@@ -953,3 +953,23 @@ def test_access_control_llmpulse_does_not_enforce_fails_closed():
     assert (
         parse_gateway({**raw, "general_settings": {"enable_jwt_auth": False}}, ENV).warnings == ()
     )
+
+
+def test_every_credential_header_written_in_the_file_is_named_and_kept_secret():
+    gw = load(
+        """
+model_list:
+  - model_name: internal
+    litellm_params:
+      model: openai/llama3
+      api_base: http://gpu:8000/v1
+      extra_headers: {Cookie: "session=cookie-literal", X-Auth-Token: tok-literal-2, X-Team: a}
+"""
+    ).gateway
+    # One definition of a credential header (llmpulse.redact's): named and redacted alike.
+    assert gw.warnings == (
+        "keys written in the file are used as written and kept secret: "
+        "model_list[0].litellm_params.extra_headers.Cookie, "
+        "model_list[0].litellm_params.extra_headers.X-Auth-Token",
+    )
+    assert set(gw.secrets) == {"session=cookie-literal", "tok-literal-2"}

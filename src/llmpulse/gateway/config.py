@@ -114,9 +114,6 @@ _LITELLM_KEY_VARS: dict[str, tuple[str, ...]] = {
 # litellm/__init__.py, AZURE_DEFAULT_API_VERSION ("this is updated to the latest").
 AZURE_DEFAULT_API_VERSION = "2025-02-01-preview"
 
-# Headers whose value in extra_headers is a credential, a secret like api_key.
-_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
-
 # general_settings keys by which LiteLLM's proxy restricts who may call it and how (its
 # docs/proxy/config_settings.md, "general_settings - Reference"; proxy/_types.py). llmpulse
 # checks gateway keys only, so one of these present and truthy is refused unless accepted.
@@ -697,7 +694,7 @@ def _deployment(
 
     headers = {}
     for name, value in params.extra_headers.items():
-        if name.lower() in _CREDENTIAL_HEADERS and env_var(value) is None:
+        if is_credential_header(name) and env_var(value) is None:
             notes.literal.append(f"{key_path}.extra_headers.{name}")
         headers[name] = _value(value, env, f"{path}.extra_headers.{name}") or ""
     api_key, missing_key = _api_key(params.api_key or None, provider, env, index, notes)
