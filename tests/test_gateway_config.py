@@ -973,3 +973,25 @@ model_list:
         "model_list[0].litellm_params.extra_headers.X-Auth-Token",
     )
     assert set(gw.secrets) == {"session=cookie-literal", "tok-literal-2"}
+
+
+def test_a_numeric_model_info_id_is_its_text_as_in_litellm():
+    gw = load(
+        """
+model_list:
+  - {model_name: m, litellm_params: {model: openai/a}, model_info: {id: 1}}
+  - {model_name: m, litellm_params: {model: openai/b}, model_info: {id: "2"}}
+"""
+    ).gateway
+    assert [(d.id, d.name) for d in gw.deployments] == [("1", "m/1"), ("2", "m/2")]
+    # LiteLLM's ModelInfo turns an int into its text and refuses other non-strings.
+    with pytest.raises(ConfigError, match=r"model_list\[0\]\.model_info\.id: .*string"):
+        load(
+            "model_list: [{model_name: m, litellm_params: {model: openai/a}, model_info: {id: 1.5}}]"
+        )
+    with pytest.raises(ConfigError, match=r"model_list\[1\]\.model_info\.id: same deployment"):
+        load(
+            "model_list:\n"
+            "  - {model_name: m, litellm_params: {model: openai/a}, model_info: {id: 7}}\n"
+            "  - {model_name: m, litellm_params: {model: openai/b}, model_info: {id: '7'}}\n"
+        )

@@ -422,6 +422,13 @@ class _Info(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     id: str | None = Field(default=None, min_length=1)
     mode: str | None = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _int_id(cls, value: object) -> object:
+        # LiteLLM's ModelInfo takes an int id as its text (a bool too: it is an int there).
+        return str(value) if isinstance(value, int) else value
+
     base_model: str | None = None
     max_input_tokens: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
