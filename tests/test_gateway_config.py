@@ -995,3 +995,43 @@ model_list:
             "  - {model_name: m, litellm_params: {model: openai/a}, model_info: {id: 7}}\n"
             "  - {model_name: m, litellm_params: {model: openai/b}, model_info: {id: '7'}}\n"
         )
+
+
+def test_a_skipped_deployment_is_not_validated_beyond_its_shape():
+    config = load(
+        """
+model_list:
+  - model_name: chat
+    litellm_params: {model: openai/gpt-4o}
+  - model_name: embed
+    litellm_params: {model: openai/text-embedding-3-small, rpm: 0, timeout: forever}
+    model_info: {mode: embedding, max_tokens: 0, id: [1]}
+  - model_name: claude-bedrock
+    litellm_params:
+      model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
+      extra_headers: [not, a, mapping]
+      aws_session_tags: {Key: a, Value: b}
+      stream_timeout: -1
+"""
+    )
+    assert [g.name for g in config.gateway.groups] == ["chat"]
+    assert config.warnings == (
+        "skipping deployments that are not chat models: model_list[1] (mode: embedding)",
+        "skipping deployments of providers llmpulse does not speak yet: model_list[2] (bedrock/)",
+    )
+    # Its shape is still required: a model_list entry names its group and its model.
+    for entry, expected in (
+        ("{model_name: e, litellm_params: {rpm: 0}, model_info: {mode: embedding}}", "model"),
+        ("{litellm_params: {model: bedrock/x}}", "model_name"),
+        ("{model_name: e, litellm_params: {model: bedrock/x}, model_info: {mode: 3}}", "mode"),
+    ):
+        with pytest.raises(ConfigError, match=rf"model_list\[1\]\.(\w+\.)?{expected}: "):
+            load(f"model_list: [{{model_name: c, litellm_params: {{model: openai/x}}}}, {entry}]")
+    # A served entry is validated in full, at its own index.
+    with pytest.raises(ConfigError, match=r"^model_list\[2\]\.litellm_params\.rpm: .*greater"):
+        load(
+            "model_list:\n"
+            "  - {model_name: e, litellm_params: {model: bedrock/x, rpm: 0}}\n"
+            "  - {model_name: c, litellm_params: {model: openai/x}}\n"
+            "  - {model_name: c, litellm_params: {model: openai/y, rpm: 0}}\n"
+        )

@@ -36,7 +36,8 @@ naming key paths, never a value):
   ``general_settings.master_key``, ``redis_password``) are used as written and are secrets like
   referenced ones. llmpulse's own sections keep the stricter rule (references only).
 - A deployment of a provider llmpulse does not speak yet (``bedrock/``, ``vertex_ai/``, ...) or
-  that is not a chat model (``model_info.mode: embedding``, ...) is skipped; only a file with
+  that is not a chat model (``model_info.mode: embedding``, ...) is skipped, its settings unread
+  beyond ``model_name``, ``litellm_params.model`` and ``model_info.mode``; only a file with
   nothing left to serve is refused (``GatewayConfig.nothing_to_serve``). A fallback or alias
   naming only skipped deployments is dropped; one naming nothing at all is still a typo, refused.
 - ``azure/`` without ``api_version`` (nor ``AZURE_API_VERSION``) uses LiteLLM's default.
@@ -397,9 +398,36 @@ T = TypeVar("T")
 Fallbacks = list[dict[str, list[str]]]
 
 
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+# A model_list entry is read in two steps: its shape (_Shape) tells whether it is served, and
+# only a served entry is validated in full (_Entry), so whatever LiteLLM accepts in an entry the
+# gateway skips (an embedding model's settings, a Bedrock deployment's AWS keys) cannot refuse
+# the file.
+
+
+class _ShapeParams(BaseModel):
+    model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1)
+
+
+class _ShapeInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    mode: str | None = None
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model_name: str = Field(min_length=1)
+    litellm_params: _ShapeParams
+    model_info: _ShapeInfo = Field(default_factory=_ShapeInfo)
+
+
+class _Shapes(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model_list: list[_Shape] = Field(default_factory=list)
+
+
+class _Params(_ShapeParams):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     api_key: str | None = None
     api_base: str | None = None
     api_version: str | None = None
@@ -417,11 +445,10 @@ class _Params(BaseModel):
     drop_params: bool | None = None
 
 
-class _Info(BaseModel):
-    # Descriptive metadata (mode, supports_vision, ...) that LiteLLM itself only reports.
+class _Info(_ShapeInfo):
+    # Descriptive metadata (supports_vision, ...) that LiteLLM itself only reports.
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     id: str | None = Field(default=None, min_length=1)
-    mode: str | None = None
 
     @field_validator("id", mode="before")
     @classmethod
@@ -439,9 +466,8 @@ class _Info(BaseModel):
     tpm: int | None = Field(default=None, ge=1)
 
 
-class _Entry(BaseModel):
+class _Entry(_Shape):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-    model_name: str = Field(min_length=1)
     litellm_params: _Params
     model_info: _Info = Field(default_factory=_Info)
     rpm: int | None = Field(default=None, ge=1)
@@ -526,7 +552,7 @@ class _Gateway(BaseModel):
 
 class _File(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-    model_list: list[_Entry] = Field(default_factory=list)
+    model_list: dict[int, _Entry] = Field(default_factory=dict)  # the served entries by index
     router_settings: _Router = Field(default_factory=_Router)
     litellm_settings: _LitellmSettings = Field(default_factory=_LitellmSettings)
     general_settings: _General = Field(default_factory=_General)
@@ -585,11 +611,13 @@ def parse_gateway(
         return None
     # YAML's `key:` with no value is None; LiteLLM treats an empty section as absent.
     present = {k: v for k, v in sections.items() if v is not None}
+    notes = _Notes()
     try:
-        parsed = _File.model_validate(present)
+        shapes = _Shapes.model_validate(present).model_list
+        served = {i: present["model_list"][i] for i, e in enumerate(shapes) if _served(i, e, notes)}
+        parsed = _File.model_validate({**present, "model_list": served})
     except ValidationError as exc:
         raise ConfigError(where + _format_errors(exc)) from None
-    notes = _Notes()
     notes.ignored = [k for k in sorted(present) if k not in (*_READ_SECTIONS, "gateway")]
     for section in ("router_settings", "litellm_settings", "general_settings"):
         extra = getattr(parsed, section).model_extra or {}
@@ -602,21 +630,8 @@ def parse_gateway(
     general = parsed.general_settings.model_extra or {}
     unenforced = tuple(f"general_settings.{k}" for k in ACCESS_CONTROL_SETTINGS if general.get(k))
 
-    entries = []
-    skipped_groups: set[str] = set()
-    for i, entry in enumerate(parsed.model_list):
-        mode, model = entry.model_info.mode, entry.litellm_params.model
-        if mode not in (None, "chat"):
-            # Embeddings, images, audio: the gateway serves chat only.
-            notes.not_chat.append(f"model_list[{i}] (mode: {mode})")
-        elif _provider(model) is None:
-            prefix, sep, _ = model.partition("/")
-            named = f"{prefix}/" if sep else f"no provider in {model!r}"
-            notes.unknown_provider.append(f"model_list[{i}] ({named})")
-        else:
-            entries.append((i, entry))
-            continue
-        skipped_groups.add(entry.model_name)
+    entries = list(parsed.model_list.items())
+    skipped_groups = {s.model_name for i, s in enumerate(shapes) if i not in parsed.model_list}
     drop = parsed.litellm_settings.drop_params
     deployments = [_deployment(i, e, env, where, notes, drop) for i, e in entries]
     _unique(deployments, entries, where)
@@ -643,6 +658,21 @@ def parse_gateway(
     config = dataclasses.replace(config, warnings=notes.warnings())
     config.auth_warning(accept_unenforced_auth, where)
     return config
+
+
+def _served(index: int, entry: _Shape, notes: _Notes) -> bool:
+    """Whether the gateway serves this entry; if not, the reason is noted."""
+    mode, model = entry.model_info.mode, entry.litellm_params.model
+    if mode not in (None, "chat"):
+        # Embeddings, images, audio: the gateway serves chat only.
+        notes.not_chat.append(f"model_list[{index}] (mode: {mode})")
+        return False
+    if _provider(model) is None:
+        prefix, sep, _ = model.partition("/")
+        named = f"{prefix}/" if sep else f"no provider in {model!r}"
+        notes.unknown_provider.append(f"model_list[{index}] ({named})")
+        return False
+    return True
 
 
 def _provider(model: str) -> tuple[str, str] | None:
