@@ -1035,3 +1035,63 @@ model_list:
             "  - {model_name: c, litellm_params: {model: openai/x}}\n"
             "  - {model_name: c, litellm_params: {model: openai/y, rpm: 0}}\n"
         )
+
+
+ENV_NUMBERS = """
+model_list:
+  - model_name: m
+    litellm_params:
+      model: openai/gpt-4o
+      timeout: os.environ/T
+      stream_timeout: ${ST}
+      rpm: os.environ/RPM
+      tpm: os.environ/TPM
+      input_cost_per_token: os.environ/IN_COST
+      output_cost_per_token: os.environ/OUT_COST
+      drop_params: os.environ/DROP
+"""
+
+
+def test_numeric_litellm_params_may_reference_the_environment_as_in_litellm():
+    # LiteLLM's proxy resolves every os.environ/ value of litellm_params, then takes the text
+    # as the number (or flag) its params type declares.
+    env = {
+        **ENV,
+        "T": "45",
+        "ST": "10s",
+        "RPM": "600",
+        "TPM": "100000",
+        "IN_COST": "0.000002",
+        "OUT_COST": "0.000008",
+        "DROP": "true",
+    }
+    (d,) = load(ENV_NUMBERS, env=env).gateway.deployments
+    assert (d.timeout, d.stream_timeout, d.rpm, d.tpm, d.drop_params) == (45, 10, 600, 100000, True)
+    assert (d.prices.input_per_mtok, d.prices.output_per_mtok) == pytest.approx((2, 8))
+    # Unset or not what the key takes: one line naming the key path and the variable.
+    with pytest.raises(ConfigError) as info:
+        load(ENV_NUMBERS, env={k: v for k, v in env.items() if k != "T"})
+    assert str(info.value) == (
+        "model_list[0].litellm_params.timeout: environment variable T is not set "
+        "(got 'os.environ/T')"
+    )
+    for var, value, expected in (
+        (
+            "T",
+            "soon",
+            r"timeout: expected a duration such as .*, got 'soon' \(from 'os\.environ/T'\)$",
+        ),
+        (
+            "ST",
+            "-1",
+            r"stream_timeout: a duration cannot be negative, got '-1' \(from '\$\{ST\}'\)$",
+        ),
+        (
+            "RPM",
+            "0",
+            r"rpm: Input should be greater than or equal to 1 \(from 'os\.environ/RPM'\)$",
+        ),
+        ("TPM", "lots", r"tpm: Input should be a valid integer.* \(from 'os\.environ/TPM'\)$"),
+    ):
+        with pytest.raises(ConfigError, match=r"^model_list\[0\]\.litellm_params\." + expected):
+            load(ENV_NUMBERS, env={**env, var: value})

@@ -6,12 +6,14 @@ and /proxy/config_settings, /routing, /proxy/reliability, /wildcard_routing; and
 
 - ``model_list``: deployments grouped by ``model_name``. ``litellm_params.model`` is
   ``provider/name`` (the provider prefixes are mapped to llmpulse's presets below); ``api_key``,
-  ``api_base`` and ``api_version`` may be ``os.environ/NAME``; ``rpm``/``tpm`` (also accepted at
-  the deployment level and in ``model_info``, as LiteLLM reads them), ``order`` (lower first,
-  as LiteLLM's order filter; also in ``model_info``), ``weight``, ``timeout``,
-  ``stream_timeout``, ``max_tokens``/``temperature`` defaults, ``input_cost_per_token``/
-  ``output_cost_per_token``, and ``model_info`` (``id``, ``base_model``, ``max_input_tokens``
-  else ``max_tokens`` as the context window).
+  ``api_base``, ``api_version`` and, as LiteLLM's params type reads them as numbers or a flag,
+  ``rpm``, ``tpm``, ``timeout``, ``stream_timeout``, ``input_cost_per_token``,
+  ``output_cost_per_token`` and ``drop_params`` may be ``os.environ/NAME``; ``rpm``/``tpm``
+  (also accepted at the deployment level and in ``model_info``, as LiteLLM reads them),
+  ``order`` (lower first, as LiteLLM's order filter; also in ``model_info``), ``weight``,
+  ``timeout``, ``stream_timeout``, ``max_tokens``/``temperature`` defaults,
+  ``input_cost_per_token``/``output_cost_per_token``, and ``model_info`` (``id``,
+  ``base_model``, ``max_input_tokens`` else ``max_tokens`` as the context window).
 - Wildcards: ``model_name: "fb-*"`` with ``model: openai/fb-*`` serves any ``fb-...`` model,
   each ``*`` of the model taking the text the ``*`` of the name matched (LiteLLM's rule). The
   most specific pattern (longest) wins and exact names win over patterns. Unlike LiteLLM's
@@ -64,7 +66,15 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from llmpulse.config import (
     Address,
@@ -444,6 +454,35 @@ class _Params(_ShapeParams):
     extra_headers: dict[str, str] = Field(default_factory=dict)
     drop_params: bool | None = None
 
+    # LiteLLM's proxy resolves every os.environ/ value of litellm_params and its params type
+    # then reads these as numbers or a flag (the others it passes on as text, so they stay
+    # literal here). The file is validated with the environment as context.
+    @field_validator(
+        "rpm",
+        "tpm",
+        "timeout",
+        "stream_timeout",
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "drop_params",
+        mode="wrap",
+    )
+    @classmethod
+    def _from_env(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
+        var = env_var(value) if isinstance(value, str) else None
+        if var is None:
+            return handler(value)
+        env = (info.context or {}).get("env", {})
+        if not env.get(var):
+            raise ValueError(f"environment variable {var} is not set")
+        try:
+            return handler(env[var])
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{reason} (from {value!r})") from None
+
 
 class _Info(_ShapeInfo):
     # Descriptive metadata (supports_vision, ...) that LiteLLM itself only reports.
@@ -615,7 +654,7 @@ def parse_gateway(
     try:
         shapes = _Shapes.model_validate(present).model_list
         served = {i: present["model_list"][i] for i, e in enumerate(shapes) if _served(i, e, notes)}
-        parsed = _File.model_validate({**present, "model_list": served})
+        parsed = _File.model_validate({**present, "model_list": served}, context={"env": env})
     except ValidationError as exc:
         raise ConfigError(where + _format_errors(exc)) from None
     notes.ignored = [k for k in sorted(present) if k not in (*_READ_SECTIONS, "gateway")]
