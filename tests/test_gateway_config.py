@@ -1095,3 +1095,32 @@ def test_numeric_litellm_params_may_reference_the_environment_as_in_litellm():
     ):
         with pytest.raises(ConfigError, match=r"^model_list\[0\]\.litellm_params\." + expected):
             load(ENV_NUMBERS, env={**env, var: value})
+
+
+def test_a_server_that_needs_no_key_is_served_without_one_when_its_variable_is_unset():
+    config = load(
+        """
+model_list:
+  - {model_name: a, litellm_params: {model: hosted_vllm/llama3, api_base: "http://gpu:8000/v1", api_key: os.environ/VLLM_KEY}}
+  - {model_name: b, litellm_params: {model: ollama/llama3, api_key: os.environ/OLLAMA_KEY}}
+  - {model_name: c, litellm_params: {model: openai/m, api_base: "http://gpu:9000/v1", api_key: os.environ/GPU_KEY}}
+  - {model_name: d, litellm_params: {model: hosted_vllm/llama3, api_base: "http://gpu:8000/v1", api_key: os.environ/SET_KEY}}
+  - {model_name: e, litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_KEY_2}}
+""",
+        env={"SET_KEY": "vllm-secret"},
+    )
+    a, b, c, d, e = config.gateway.deployments
+    # As LiteLLM, which sends them no real key: the request goes out without Authorization.
+    for deployment in (a, b, c):
+        assert (deployment.api_key, deployment.missing_key, deployment.secrets) == (None, None, ())
+        assert deployment.to_target().missing_key is None
+    assert d.api_key == "vllm-secret"
+    assert e.missing_key is not None  # OpenAI itself needs a key: 401 without a call
+    assert config.warnings == (
+        "deployments without an API key answer 401 until it is set: "
+        "model_list[4] (set OPENAI_KEY_2)",
+        "sending no API key where its variable is unset (a local or OpenAI-compatible server "
+        "may need none): model_list[0].litellm_params.api_key (VLLM_KEY), "
+        "model_list[1].litellm_params.api_key (OLLAMA_KEY), "
+        "model_list[2].litellm_params.api_key (GPU_KEY)",
+    )

@@ -45,6 +45,8 @@ naming key paths, never a value):
 - ``azure/`` without ``api_version`` (nor ``AZURE_API_VERSION``) uses LiteLLM's default.
 - A deployment without a key (its variable unset) still loads, marked with ``missing_key``: its
   requests are answered 401 as the provider would, and probes report ``auth`` without calling it.
+  One of a server that may need no key (``ollama/``, ``hosted_vllm/``, ``openai/`` with an
+  ``api_base``) is served without one instead.
 - Access control LiteLLM's proxy offers and llmpulse does not enforce (JWT, custom auth, route
   and IP allowlists, ...: ``ACCESS_CONTROL_SETTINGS``) fails closed: refused unless the caller
   accepts serving without it (``accept_unenforced_auth``, ``llmpulse gateway
@@ -611,6 +613,7 @@ class _Notes:
     dropped: list[str] = dataclasses.field(default_factory=list)
     azure_default: list[str] = dataclasses.field(default_factory=list)
     keyless: list[str] = dataclasses.field(default_factory=list)
+    no_key: list[str] = dataclasses.field(default_factory=list)
     literal: list[str] = dataclasses.field(default_factory=list)
     ignored: list[str] = dataclasses.field(default_factory=list)
 
@@ -625,6 +628,11 @@ class _Notes:
             ("ignoring fallbacks and aliases that name only skipped deployments", self.dropped),
             (f"{azure} (LiteLLM's default)", self.azure_default),
             ("deployments without an API key answer 401 until it is set", self.keyless),
+            (
+                "sending no API key where its variable is unset (a local or OpenAI-compatible "
+                "server may need none)",
+                self.no_key,
+            ),
             ("keys written in the file are used as written and kept secret", self.literal),
             ("ignoring settings llmpulse does not act on", self.ignored),
         )
@@ -844,7 +852,7 @@ def _api_key(
     """The deployment's key, and when there is none to send, what to set instead.
 
     As in LiteLLM, an unset variable does not stop the file loading: the deployment's requests
-    fail as its provider would fail them."""
+    fail as its provider would fail them, or go without a key to a server that may need none."""
     key_path = f"model_list[{index}].litellm_params.api_key"
     if ref is not None:
         var = env_var(ref)
@@ -853,6 +861,11 @@ def _api_key(
             return ref, None
         if env.get(var):
             return env[var], None
+        if not PRESETS[provider].needs_key:
+            # A local or OpenAI-compatible server may check no key; LiteLLM sends it none (or
+            # a placeholder), and so does llmpulse: no Authorization header.
+            notes.no_key.append(f"{key_path} ({var})")
+            return None, None
         notes.keyless.append(f"model_list[{index}] (set {var})")
         return None, f"no API key: {var} ({key_path}) is not set"
     preset = PRESETS[provider]
