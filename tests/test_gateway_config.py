@@ -815,8 +815,8 @@ model_list:
     with pytest.raises(ConfigError) as info:
         load(embedding_only)
     assert str(info.value) == (
-        "model_list: no chat deployment of a provider llmpulse speaks: "
-        "model_list[0] (mode: embedding)"
+        "model_list: no deployment llmpulse can serve (a chat model of a provider and auth "
+        "method it supports): model_list[0] (mode: embedding)"
     )
     with pytest.raises(
         ConfigError, match=r"model_list\[0\] \(bedrock/\), model_list\[1\] \(siliconflow/\)$"
@@ -1123,4 +1123,75 @@ model_list:
         "may need none): model_list[0].litellm_params.api_key (VLLM_KEY), "
         "model_list[1].litellm_params.api_key (OLLAMA_KEY), "
         "model_list[2].litellm_params.api_key (GPU_KEY)",
+    )
+
+
+ENTRA_ID = """
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: azure/a, api_base: "https://a.openai.azure.com", azure_ad_token: os.environ/AZURE_AD_TOKEN}
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/b
+      api_base: https://b.openai.azure.com
+      tenant_id: os.environ/AZURE_TENANT_ID
+      client_id: os.environ/AZURE_CLIENT_ID
+      client_secret: os.environ/AZURE_CLIENT_SECRET
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/c
+      api_base: https://c.openai.azure.com
+      client_id: os.environ/AZURE_CLIENT_ID
+      azure_username: os.environ/AZURE_USERNAME
+      azure_password: os.environ/AZURE_PASSWORD
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/d
+      api_base: https://d.openai.azure.com
+      api_key: os.environ/D_KEY
+      tenant_id: os.environ/AZURE_TENANT_ID
+      client_id: os.environ/AZURE_CLIENT_ID
+      client_secret: os.environ/AZURE_CLIENT_SECRET
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/e
+      api_base: https://e.openai.azure.com
+      api_key: os.environ/E_KEY
+      azure_ad_token: os.environ/E_TOKEN
+  - model_name: gpt-4o
+    litellm_params: {model: azure/f, api_base: "https://f.openai.azure.com"}
+"""
+
+
+def test_azure_entra_id_deployments_are_skipped_unless_litellm_would_use_their_key():
+    env = {"D_KEY": "d-key", "E_KEY": "e-key", "E_TOKEN": "e-token", "AZURE_API_VERSION": "v"}
+    gw = load(ENTRA_ID, env=env).gateway
+    # LiteLLM's Azure client sends a token (given, or got with a username and password) in
+    # place of the key, and uses the key before a client secret: llmpulse serves d and f only.
+    assert [d.model for d in gw.deployments] == ["d", "f"]
+    assert gw.deployments[0].api_key == "d-key"
+    assert gw.warnings[:2] == (
+        "skipping deployments with an auth method not supported: "
+        "model_list[0] (Azure Entra ID: azure_ad_token), "
+        "model_list[1] (Azure Entra ID: tenant_id, client_id, client_secret), "
+        "model_list[2] (Azure Entra ID: client_id, azure_username, azure_password), "
+        "model_list[4] (Azure Entra ID: azure_ad_token)",
+        "deployments without an API key answer 401 until it is set: "
+        "model_list[5] (set AZURE_API_KEY or AZURE_OPENAI_API_KEY)",
+    )
+    # A token variable that is unset leaves the key to authenticate, as in LiteLLM.
+    gw = load(ENTRA_ID, env={k: v for k, v in env.items() if k != "E_TOKEN"}).gateway
+    assert [d.model for d in gw.deployments] == ["d", "e", "f"]
+    # LiteLLM's DefaultAzureCredential switch authenticates every keyless azure/ deployment.
+    gw = load(ENTRA_ID + "litellm_settings: {enable_azure_ad_token_refresh: true}\n", env=env)
+    assert [d.model for d in gw.gateway.deployments] == ["d"]
+    assert gw.warnings[0].endswith(
+        "model_list[5] (Azure Entra ID: litellm_settings.enable_azure_ad_token_refresh)"
+    )
+    # Nothing else to serve: one line naming why.
+    with pytest.raises(ConfigError) as info:
+        load("model_list: [{model_name: g, litellm_params: {model: azure/a, azure_ad_token: t}}]")
+    assert str(info.value) == (
+        "model_list: no deployment llmpulse can serve (a chat model of a provider and auth "
+        "method it supports): model_list[0] (Azure Entra ID: azure_ad_token)"
     )

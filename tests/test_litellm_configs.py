@@ -69,7 +69,10 @@ AZURE = "azure deployments without api_version use 2025-02-01-preview (LiteLLM's
 KEYLESS = "deployments without an API key answer 401 until it is set"
 LITERAL = "keys written in the file are used as written and kept secret"
 IGNORED = "ignoring settings llmpulse does not act on"
-NOTHING = "model_list: no chat deployment of a provider llmpulse speaks"
+NOTHING = (
+    "model_list: no deployment llmpulse can serve (a chat model of a provider and auth method it "
+    "supports)"
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,6 +42,9 @@ naming key paths, never a value):
   beyond ``model_name``, ``litellm_params.model`` and ``model_info.mode``; only a file with
   nothing left to serve is refused (``GatewayConfig.nothing_to_serve``). A fallback or alias
   naming only skipped deployments is dropped; one naming nothing at all is still a typo, refused.
+- An ``azure/`` deployment LiteLLM would authenticate with Microsoft Entra ID (``azure_ad_token``,
+  a client secret, a username and password, ``enable_azure_ad_token_refresh``: ``_ENTRA_ID``)
+  is skipped too, llmpulse not implementing it, unless LiteLLM would use its key.
 - ``azure/`` without ``api_version`` (nor ``AZURE_API_VERSION``) uses LiteLLM's default.
 - A deployment without a key (its variable unset) still loads, marked with ``missing_key``: its
   requests are answered 401 as the provider would, and probes report ``auth`` without calling it.
@@ -122,6 +125,23 @@ _LITELLM_KEY_VARS: dict[str, tuple[str, ...]] = {
     "together": ("TOGETHERAI_API_KEY",),
     "fireworks": ("FIREWORKS_AI_API_KEY",),
 }
+
+# litellm_params by which LiteLLM authenticates an azure/ deployment with Microsoft Entra ID
+# instead of a key (its docs, providers/azure "Authentication"; llms/azure/common_utils.py).
+# llmpulse does not implement Entra ID. LiteLLM's Azure client sends a token, or one it gets
+# with a username and password, in place of the key; a client secret (tenant_id, client_id,
+# client_secret) and litellm_settings.enable_azure_ad_token_refresh it uses only when there is
+# no key. (azure_ad_token_provider is a callable in LiteLLM's SDK; a file can only name it.)
+_ENTRA_ID = (
+    "azure_ad_token",
+    "azure_ad_token_provider",
+    "tenant_id",
+    "client_id",
+    "client_secret",
+    "azure_username",
+    "azure_password",
+)
+_ENTRA_ID_REFRESH = "enable_azure_ad_token_refresh"
 
 # LiteLLM's Azure api-version when neither the deployment nor AZURE_API_VERSION names one:
 # litellm/__init__.py, AZURE_DEFAULT_API_VERSION ("this is updated to the latest").
@@ -342,8 +362,9 @@ class GatewayConfig:
         """Why no deployment is served, in one line (for the error of whoever needs one)."""
         if not self.skipped:
             return "model_list: no deployments"
-        return "model_list: no chat deployment of a provider llmpulse speaks: " + ", ".join(
-            self.skipped
+        return (
+            "model_list: no deployment llmpulse can serve (a chat model of a provider and auth "
+            "method it supports): " + ", ".join(self.skipped)
         )
 
     def auth_warning(self, accept: bool, where: str = "") -> str | None:
@@ -610,6 +631,7 @@ class _Notes:
 
     not_chat: list[str] = dataclasses.field(default_factory=list)
     unknown_provider: list[str] = dataclasses.field(default_factory=list)
+    unsupported_auth: list[str] = dataclasses.field(default_factory=list)
     dropped: list[str] = dataclasses.field(default_factory=list)
     azure_default: list[str] = dataclasses.field(default_factory=list)
     keyless: list[str] = dataclasses.field(default_factory=list)
@@ -625,6 +647,7 @@ class _Notes:
                 "skipping deployments of providers llmpulse does not speak yet",
                 self.unknown_provider,
             ),
+            ("skipping deployments with an auth method not supported", self.unsupported_auth),
             ("ignoring fallbacks and aliases that name only skipped deployments", self.dropped),
             (f"{azure} (LiteLLM's default)", self.azure_default),
             ("deployments without an API key answer 401 until it is set", self.keyless),
@@ -661,18 +684,26 @@ def parse_gateway(
     notes = _Notes()
     try:
         shapes = _Shapes.model_validate(present).model_list
-        served = {i: present["model_list"][i] for i, e in enumerate(shapes) if _served(i, e, notes)}
+        litellm = present.get("litellm_settings")
+        refresh = isinstance(litellm, Mapping) and litellm.get(_ENTRA_ID_REFRESH) is True
+        served = {
+            i: present["model_list"][i]
+            for i, entry in enumerate(shapes)
+            if _served(i, entry, env, refresh, notes)
+        }
         parsed = _File.model_validate({**present, "model_list": served}, context={"env": env})
     except ValidationError as exc:
         raise ConfigError(where + _format_errors(exc)) from None
     notes.ignored = [k for k in sorted(present) if k not in (*_READ_SECTIONS, "gateway")]
     for section in ("router_settings", "litellm_settings", "general_settings"):
         extra = getattr(parsed, section).model_extra or {}
-        # Access control is refused or accepted on its own, never just "ignored".
+        # Access control is refused or accepted on its own, and Entra ID skips deployments:
+        # never just "ignored".
         notes.ignored += [
             f"{section}.{k}"
             for k in sorted(extra)
             if not (section == "general_settings" and k in ACCESS_CONTROL_SETTINGS)
+            and not (section == "litellm_settings" and k == _ENTRA_ID_REFRESH)
         ]
     general = parsed.general_settings.model_extra or {}
     unenforced = tuple(f"general_settings.{k}" for k in ACCESS_CONTROL_SETTINGS if general.get(k))
@@ -698,7 +729,7 @@ def parse_gateway(
             for k, v in parsed.router_settings.model_group_alias.items()
             if isinstance(v, _Alias) and v.hidden
         ),
-        skipped=(*notes.not_chat, *notes.unknown_provider),
+        skipped=(*notes.not_chat, *notes.unknown_provider, *notes.unsupported_auth),
         unenforced_auth=unenforced,
     )
     config = _served_references(config, parsed, skipped_groups, where, notes)
@@ -707,19 +738,53 @@ def parse_gateway(
     return config
 
 
-def _served(index: int, entry: _Shape, notes: _Notes) -> bool:
+def _served(
+    index: int, entry: _Shape, env: Mapping[str, str], refresh: bool, notes: _Notes
+) -> bool:
     """Whether the gateway serves this entry; if not, the reason is noted."""
     mode, model = entry.model_info.mode, entry.litellm_params.model
     if mode not in (None, "chat"):
         # Embeddings, images, audio: the gateway serves chat only.
         notes.not_chat.append(f"model_list[{index}] (mode: {mode})")
         return False
-    if _provider(model) is None:
+    resolved = _provider(model)
+    if resolved is None:
         prefix, sep, _ = model.partition("/")
         named = f"{prefix}/" if sep else f"no provider in {model!r}"
         notes.unknown_provider.append(f"model_list[{index}] ({named})")
         return False
+    if resolved[0] == "azure":
+        entra = _entra_id(entry.litellm_params.model_extra or {}, env, refresh)
+        if entra:
+            notes.unsupported_auth.append(f"model_list[{index}] (Azure Entra ID: {entra})")
+            return False
     return True
+
+
+def _entra_id(params: Mapping[str, Any], env: Mapping[str, str], refresh: bool) -> str:
+    """The Entra ID settings LiteLLM would authenticate an azure/ deployment with ('' when it
+    would use the key), read from the raw ``litellm_params``."""
+    key = params.get("api_key")
+    if isinstance(key, str) and key:
+        var = env_var(key)
+        has_key = var is None or bool(env.get(var))
+    else:
+        has_key = any(env.get(v) for v in _key_variables("azure"))
+    token = _set(params, "azure_ad_token", env) or _set(params, "azure_ad_token_provider", env)
+    user = _set(params, "azure_username", env) and _set(params, "azure_password", env)
+    if has_key and not (token or user):
+        return ""
+    given = [k for k in _ENTRA_ID if params.get(k) not in (None, "")]
+    if refresh and not has_key:
+        given.append(f"litellm_settings.{_ENTRA_ID_REFRESH}")
+    return ", ".join(given)
+
+
+def _set(params: Mapping[str, Any], key: str, env: Mapping[str, str]) -> bool:
+    """Whether ``key`` has a value once resolved, as LiteLLM's proxy resolves it."""
+    value = params.get(key)
+    var = env_var(value) if isinstance(value, str) else None
+    return bool(env.get(var)) if var is not None else value not in (None, "")
 
 
 def _provider(model: str) -> tuple[str, str] | None:
@@ -869,14 +934,19 @@ def _api_key(
         notes.keyless.append(f"model_list[{index}] (set {var})")
         return None, f"no API key: {var} ({key_path}) is not set"
     preset = PRESETS[provider]
-    names = " or ".join(_LITELLM_KEY_VARS.get(provider, ()) + preset.env)
-    var = next((v for v in _LITELLM_KEY_VARS.get(provider, ()) + preset.env if env.get(v)), None)
+    names = " or ".join(_key_variables(provider))
+    var = next((v for v in _key_variables(provider) if env.get(v)), None)
     if var is not None:
         return env[var], None
     if not preset.needs_key:
         return None, None
     notes.keyless.append(f"model_list[{index}] (set {names})")
     return None, f"no API key for {provider}: set {names}, or {key_path}"
+
+
+def _key_variables(provider: str) -> tuple[str, ...]:
+    """The variables a deployment without an api_key takes its key from, as LiteLLM does."""
+    return _LITELLM_KEY_VARS.get(provider, ()) + PRESETS[provider].env
 
 
 def _unique(deployments: list[Deployment], entries: list[tuple[int, _Entry]], where: str) -> None:
