@@ -511,13 +511,6 @@ class _Info(_ShapeInfo):
     # Descriptive metadata (supports_vision, ...) that LiteLLM itself only reports.
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     id: str | None = Field(default=None, min_length=1)
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _int_id(cls, value: object) -> object:
-        # LiteLLM's ModelInfo takes an int id as its text (a bool too: it is an int there).
-        return str(value) if isinstance(value, int) else value
-
     base_model: str | None = None
     max_input_tokens: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -526,6 +519,12 @@ class _Info(_ShapeInfo):
     order: int | None = Field(default=None, ge=0)
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _int_id(cls, value: object) -> object:
+        # LiteLLM's ModelInfo takes an int id as its text (a bool too: it is an int there).
+        return str(value) if isinstance(value, int) else value
 
 
 class _Entry(_Shape):
@@ -764,10 +763,8 @@ def _served(
 def _entra_id(params: Mapping[str, Any], env: Mapping[str, str], refresh: bool) -> str:
     """The Entra ID settings LiteLLM would authenticate an azure/ deployment with ('' when it
     would use the key), read from the raw ``litellm_params``."""
-    key = params.get("api_key")
-    if isinstance(key, str) and key:
-        var = env_var(key)
-        has_key = var is None or bool(env.get(var))
+    if params.get("api_key") not in (None, ""):
+        has_key = _set(params, "api_key", env)
     else:
         has_key = any(env.get(v) for v in _key_variables("azure"))
     token = _set(params, "azure_ad_token", env) or _set(params, "azure_ad_token_provider", env)
