@@ -1195,3 +1195,10 @@ def test_azure_entra_id_deployments_are_skipped_unless_litellm_would_use_their_k
         "model_list: no deployment llmpulse can serve (a chat model of a provider and auth "
         "method it supports): model_list[0] (Azure Entra ID: azure_ad_token)"
     )
+
+
+def test_an_empty_model_info_is_none_as_in_litellm():
+    gw = load(
+        "model_list:\n  - model_name: m\n    litellm_params: {model: openai/x}\n    model_info:\n"
+    )
+    assert [d.name for d in gw.gateway.deployments] == ["m/openai/x"]

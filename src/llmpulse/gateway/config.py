@@ -453,6 +453,12 @@ class _Shape(BaseModel):
     litellm_params: _ShapeParams
     model_info: _ShapeInfo = Field(default_factory=_ShapeInfo)
 
+    @field_validator("model_info", mode="before")
+    @classmethod
+    def _empty_info(cls, value: object) -> object:
+        # YAML's `model_info:` with nothing under it; LiteLLM's Deployment takes None as none.
+        return {} if value is None else value
+
 
 class _Shapes(BaseModel):
     model_config = ConfigDict(extra="ignore")
