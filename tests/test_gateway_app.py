@@ -357,15 +357,23 @@ def test_a_gateway_beside_a_running_daemon_follows_its_probes_instead_of_probing
 def test_a_deployment_without_a_key_answers_401_in_the_callers_shape_unless_another_takes_it(
     sim: SimServer,
 ) -> None:
-    keyless, keyed, spare = (sim_model(sim, **FAST) for _ in range(3))
+    keyless, keyed, spare, local = (sim_model(sim, **FAST) for _ in range(4))
     unset = {"api_key": "os.environ/UNSET_KEY"}
+
+    def groq(group: str, model: str) -> dict[str, Any]:
+        # Groq's API needs a key; an openai/ deployment with an api_base may be a server that
+        # checks none.
+        entry = deployment(sim, group, "openai", model, **unset)
+        return {**entry, "litellm_params": {**entry["litellm_params"], "model": f"groq/{model}"}}
+
     config = gateway_config(
         [
-            deployment(sim, "keyless", "openai", keyless, **unset),
+            groq("keyless", keyless),
             deployment(sim, "mixed", "anthropic", keyless, **unset),
             deployment(sim, "mixed", "openai", keyed),
-            deployment(sim, "falls", "openai", f"{keyless}-2", **unset),
+            groq("falls", f"{keyless}-2"),
             deployment(sim, "spare", "anthropic", spare),
+            deployment(sim, "local", "openai", local, **unset),
         ],
         router={"fallbacks": [{"falls": ["spare"]}]},
     )
@@ -384,18 +392,24 @@ def test_a_deployment_without_a_key_answers_401_in_the_callers_shape_unless_anot
         # Another deployment of the group, or a fallback, takes the request instead.
         assert ask(served.openai(), "mixed").model == keyed
         assert ask(served.openai(), "falls").model == spare
+        # A server that may check no key is called without one (the simulator does check).
+        with pytest.raises(openai.AuthenticationError):
+            ask(served.openai(), "local")
         health = httpx.get(f"{served.url}/health").json()
     assert upstream(sim, keyless) == [] and upstream(sim, f"{keyless}-2") == []
+    assert [r["status"] for r in upstream(sim, local)] == [401]
     assert [(r.target, r.error_class, r.http_status) for r in served.records[:3]] == [
-        (f"keyless/openai/{keyless}", ErrorClass.AUTH, 401)
+        (f"keyless/groq/{keyless}", ErrorClass.AUTH, 401)
     ] * 3
-    assert [r.fallbacks for r in served.records[3:]] == [0, 1]
+    assert [r.fallbacks for r in served.records[3:5]] == [0, 1]
     available = {d["name"]: d["available"] for d in health["deployments"]}
-    assert available[f"keyless/openai/{keyless}"] is False
+    assert available[f"keyless/groq/{keyless}"] is False
     assert available[f"mixed/openai/{keyed}"] is True
     assert health["warnings"] == [
         "deployments without an API key answer 401 until it is set: model_list[0] (set "
-        "UNSET_KEY), model_list[1] (set UNSET_KEY), model_list[3] (set UNSET_KEY)"
+        "UNSET_KEY), model_list[1] (set UNSET_KEY), model_list[3] (set UNSET_KEY)",
+        "sending no API key where its variable is unset (a local or OpenAI-compatible server "
+        "may need none): model_list[5].litellm_params.api_key (UNSET_KEY)",
     ]
 
 

@@ -815,8 +815,8 @@ model_list:
     with pytest.raises(ConfigError) as info:
         load(embedding_only)
     assert str(info.value) == (
-        "model_list: no chat deployment of a provider llmpulse speaks: "
-        "model_list[0] (mode: embedding)"
+        "model_list: no deployment llmpulse can serve (a chat model of a provider and auth "
+        "method it supports): model_list[0] (mode: embedding)"
     )
     with pytest.raises(
         ConfigError, match=r"model_list\[0\] \(bedrock/\), model_list\[1\] \(siliconflow/\)$"
@@ -953,3 +953,252 @@ def test_access_control_llmpulse_does_not_enforce_fails_closed():
     assert (
         parse_gateway({**raw, "general_settings": {"enable_jwt_auth": False}}, ENV).warnings == ()
     )
+
+
+def test_every_credential_header_written_in_the_file_is_named_and_kept_secret():
+    gw = load(
+        """
+model_list:
+  - model_name: internal
+    litellm_params:
+      model: openai/llama3
+      api_base: http://gpu:8000/v1
+      extra_headers: {Cookie: "session=cookie-literal", X-Auth-Token: tok-literal-2, X-Team: a}
+"""
+    ).gateway
+    # One definition of a credential header (llmpulse.redact's): named and redacted alike.
+    assert gw.warnings == (
+        "keys written in the file are used as written and kept secret: "
+        "model_list[0].litellm_params.extra_headers.Cookie, "
+        "model_list[0].litellm_params.extra_headers.X-Auth-Token",
+    )
+    assert set(gw.secrets) == {"session=cookie-literal", "tok-literal-2"}
+
+
+def test_a_numeric_model_info_id_is_its_text_as_in_litellm():
+    gw = load(
+        """
+model_list:
+  - {model_name: m, litellm_params: {model: openai/a}, model_info: {id: 1}}
+  - {model_name: m, litellm_params: {model: openai/b}, model_info: {id: "2"}}
+"""
+    ).gateway
+    assert [(d.id, d.name) for d in gw.deployments] == [("1", "m/1"), ("2", "m/2")]
+    # LiteLLM's ModelInfo turns an int into its text and refuses other non-strings.
+    with pytest.raises(ConfigError, match=r"model_list\[0\]\.model_info\.id: .*string"):
+        load(
+            "model_list: [{model_name: m, litellm_params: {model: openai/a}, model_info: {id: 1.5}}]"
+        )
+    with pytest.raises(ConfigError, match=r"model_list\[1\]\.model_info\.id: same deployment"):
+        load(
+            "model_list:\n"
+            "  - {model_name: m, litellm_params: {model: openai/a}, model_info: {id: 7}}\n"
+            "  - {model_name: m, litellm_params: {model: openai/b}, model_info: {id: '7'}}\n"
+        )
+
+
+def test_a_skipped_deployment_is_not_validated_beyond_its_shape():
+    config = load(
+        """
+model_list:
+  - model_name: chat
+    litellm_params: {model: openai/gpt-4o}
+  - model_name: embed
+    litellm_params: {model: openai/text-embedding-3-small, rpm: 0, timeout: forever}
+    model_info: {mode: embedding, max_tokens: 0, id: [1]}
+  - model_name: claude-bedrock
+    litellm_params:
+      model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
+      extra_headers: [not, a, mapping]
+      aws_session_tags: {Key: a, Value: b}
+      stream_timeout: -1
+"""
+    )
+    assert [g.name for g in config.gateway.groups] == ["chat"]
+    assert config.warnings == (
+        "skipping deployments that are not chat models: model_list[1] (mode: embedding)",
+        "skipping deployments of providers llmpulse does not speak yet: model_list[2] (bedrock/)",
+    )
+    # Its shape is still required: a model_list entry names its group and its model.
+    for entry, expected in (
+        ("{model_name: e, litellm_params: {rpm: 0}, model_info: {mode: embedding}}", "model"),
+        ("{litellm_params: {model: bedrock/x}}", "model_name"),
+        ("{model_name: e, litellm_params: {model: bedrock/x}, model_info: {mode: 3}}", "mode"),
+    ):
+        with pytest.raises(ConfigError, match=rf"model_list\[1\]\.(\w+\.)?{expected}: "):
+            load(f"model_list: [{{model_name: c, litellm_params: {{model: openai/x}}}}, {entry}]")
+    # A served entry is validated in full, at its own index.
+    with pytest.raises(ConfigError, match=r"^model_list\[2\]\.litellm_params\.rpm: .*greater"):
+        load(
+            "model_list:\n"
+            "  - {model_name: e, litellm_params: {model: bedrock/x, rpm: 0}}\n"
+            "  - {model_name: c, litellm_params: {model: openai/x}}\n"
+            "  - {model_name: c, litellm_params: {model: openai/y, rpm: 0}}\n"
+        )
+
+
+ENV_NUMBERS = """
+model_list:
+  - model_name: m
+    litellm_params:
+      model: openai/gpt-4o
+      timeout: os.environ/T
+      stream_timeout: ${ST}
+      rpm: os.environ/RPM
+      tpm: os.environ/TPM
+      input_cost_per_token: os.environ/IN_COST
+      output_cost_per_token: os.environ/OUT_COST
+      drop_params: os.environ/DROP
+"""
+
+
+def test_numeric_litellm_params_may_reference_the_environment_as_in_litellm():
+    # LiteLLM's proxy resolves every os.environ/ value of litellm_params, then takes the text
+    # as the number (or flag) its params type declares.
+    env = {
+        **ENV,
+        "T": "45",
+        "ST": "10s",
+        "RPM": "600",
+        "TPM": "100000",
+        "IN_COST": "0.000002",
+        "OUT_COST": "0.000008",
+        "DROP": "true",
+    }
+    (d,) = load(ENV_NUMBERS, env=env).gateway.deployments
+    assert (d.timeout, d.stream_timeout, d.rpm, d.tpm, d.drop_params) == (45, 10, 600, 100000, True)
+    assert (d.prices.input_per_mtok, d.prices.output_per_mtok) == pytest.approx((2, 8))
+    # Unset or not what the key takes: one line naming the key path and the variable.
+    with pytest.raises(ConfigError) as info:
+        load(ENV_NUMBERS, env={k: v for k, v in env.items() if k != "T"})
+    assert str(info.value) == (
+        "model_list[0].litellm_params.timeout: environment variable T is not set "
+        "(got 'os.environ/T')"
+    )
+    for var, value, expected in (
+        (
+            "T",
+            "soon",
+            r"timeout: expected a duration such as .*, got 'soon' \(from 'os\.environ/T'\)$",
+        ),
+        (
+            "ST",
+            "-1",
+            r"stream_timeout: a duration cannot be negative, got '-1' \(from '\$\{ST\}'\)$",
+        ),
+        (
+            "RPM",
+            "0",
+            r"rpm: Input should be greater than or equal to 1 \(from 'os\.environ/RPM'\)$",
+        ),
+        ("TPM", "lots", r"tpm: Input should be a valid integer.* \(from 'os\.environ/TPM'\)$"),
+    ):
+        with pytest.raises(ConfigError, match=r"^model_list\[0\]\.litellm_params\." + expected):
+            load(ENV_NUMBERS, env={**env, var: value})
+
+
+def test_a_server_that_needs_no_key_is_served_without_one_when_its_variable_is_unset():
+    config = load(
+        """
+model_list:
+  - {model_name: a, litellm_params: {model: hosted_vllm/llama3, api_base: "http://gpu:8000/v1", api_key: os.environ/VLLM_KEY}}
+  - {model_name: b, litellm_params: {model: ollama/llama3, api_key: os.environ/OLLAMA_KEY}}
+  - {model_name: c, litellm_params: {model: openai/m, api_base: "http://gpu:9000/v1", api_key: os.environ/GPU_KEY}}
+  - {model_name: d, litellm_params: {model: hosted_vllm/llama3, api_base: "http://gpu:8000/v1", api_key: os.environ/SET_KEY}}
+  - {model_name: e, litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_KEY_2}}
+""",
+        env={"SET_KEY": "vllm-secret"},
+    )
+    a, b, c, d, e = config.gateway.deployments
+    # As LiteLLM, which sends them no real key: the request goes out without Authorization.
+    for deployment in (a, b, c):
+        assert (deployment.api_key, deployment.missing_key, deployment.secrets) == (None, None, ())
+        assert deployment.to_target().missing_key is None
+    assert d.api_key == "vllm-secret"
+    assert e.missing_key is not None  # OpenAI itself needs a key: 401 without a call
+    assert config.warnings == (
+        "deployments without an API key answer 401 until it is set: "
+        "model_list[4] (set OPENAI_KEY_2)",
+        "sending no API key where its variable is unset (a local or OpenAI-compatible server "
+        "may need none): model_list[0].litellm_params.api_key (VLLM_KEY), "
+        "model_list[1].litellm_params.api_key (OLLAMA_KEY), "
+        "model_list[2].litellm_params.api_key (GPU_KEY)",
+    )
+
+
+ENTRA_ID = """
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: azure/a, api_base: "https://a.openai.azure.com", azure_ad_token: os.environ/AZURE_AD_TOKEN}
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/b
+      api_base: https://b.openai.azure.com
+      tenant_id: os.environ/AZURE_TENANT_ID
+      client_id: os.environ/AZURE_CLIENT_ID
+      client_secret: os.environ/AZURE_CLIENT_SECRET
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/c
+      api_base: https://c.openai.azure.com
+      client_id: os.environ/AZURE_CLIENT_ID
+      azure_username: os.environ/AZURE_USERNAME
+      azure_password: os.environ/AZURE_PASSWORD
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/d
+      api_base: https://d.openai.azure.com
+      api_key: os.environ/D_KEY
+      tenant_id: os.environ/AZURE_TENANT_ID
+      client_id: os.environ/AZURE_CLIENT_ID
+      client_secret: os.environ/AZURE_CLIENT_SECRET
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/e
+      api_base: https://e.openai.azure.com
+      api_key: os.environ/E_KEY
+      azure_ad_token: os.environ/E_TOKEN
+  - model_name: gpt-4o
+    litellm_params: {model: azure/f, api_base: "https://f.openai.azure.com"}
+"""
+
+
+def test_azure_entra_id_deployments_are_skipped_unless_litellm_would_use_their_key():
+    env = {"D_KEY": "d-key", "E_KEY": "e-key", "E_TOKEN": "e-token", "AZURE_API_VERSION": "v"}
+    gw = load(ENTRA_ID, env=env).gateway
+    # LiteLLM's Azure client sends a token (given, or got with a username and password) in
+    # place of the key, and uses the key before a client secret: llmpulse serves d and f only.
+    assert [d.model for d in gw.deployments] == ["d", "f"]
+    assert gw.deployments[0].api_key == "d-key"
+    assert gw.warnings[:2] == (
+        "skipping deployments with an auth method not supported: "
+        "model_list[0] (Azure Entra ID: azure_ad_token), "
+        "model_list[1] (Azure Entra ID: tenant_id, client_id, client_secret), "
+        "model_list[2] (Azure Entra ID: client_id, azure_username, azure_password), "
+        "model_list[4] (Azure Entra ID: azure_ad_token)",
+        "deployments without an API key answer 401 until it is set: "
+        "model_list[5] (set AZURE_API_KEY or AZURE_OPENAI_API_KEY)",
+    )
+    # A token variable that is unset leaves the key to authenticate, as in LiteLLM.
+    gw = load(ENTRA_ID, env={k: v for k, v in env.items() if k != "E_TOKEN"}).gateway
+    assert [d.model for d in gw.deployments] == ["d", "e", "f"]
+    # LiteLLM's DefaultAzureCredential switch authenticates every keyless azure/ deployment.
+    gw = load(ENTRA_ID + "litellm_settings: {enable_azure_ad_token_refresh: true}\n", env=env)
+    assert [d.model for d in gw.gateway.deployments] == ["d"]
+    assert gw.warnings[0].endswith(
+        "model_list[5] (Azure Entra ID: litellm_settings.enable_azure_ad_token_refresh)"
+    )
+    # Nothing else to serve: one line naming why.
+    with pytest.raises(ConfigError) as info:
+        load("model_list: [{model_name: g, litellm_params: {model: azure/a, azure_ad_token: t}}]")
+    assert str(info.value) == (
+        "model_list: no deployment llmpulse can serve (a chat model of a provider and auth "
+        "method it supports): model_list[0] (Azure Entra ID: azure_ad_token)"
+    )
+
+
+def test_an_empty_model_info_is_none_as_in_litellm():
+    gw = load(
+        "model_list:\n  - model_name: m\n    litellm_params: {model: openai/x}\n    model_info:\n"
+    )
+    assert [d.name for d in gw.gateway.deployments] == ["m/openai/x"]

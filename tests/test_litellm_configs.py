@@ -33,7 +33,8 @@ from test_gateway_proxy import FAST, upstream
 FIXTURES = Path(__file__).parent / "fixtures" / "litellm"
 
 # Dummy values for every variable the fixtures reference. MISTRAL_API_KEY, DEEPSEEK_API_KEY and
-# OPENROUTER_API_KEY stay unset: deployments relying on them load without a key.
+# OPENROUTER_API_KEY stay unset: deployments relying on them load without a key; so do
+# VLLM_API_KEY, AZURE_TENANT_ID, AZURE_CLIENT_SECRET and the Bedrock variables.
 ENV = {
     name: f"dummy-{name.lower().replace('_', '-')}"
     for name in (
@@ -51,6 +52,10 @@ ENV = {
         "LANGFUSE_PROJECT1_PUBLIC",
         "LANGFUSE_PROJECT1_SECRET",
         "LITELLM_MASTER_KEY",
+        "AZURE_AD_TOKEN",
+        "AZURE_CLIENT_ID",
+        "AZURE_USERNAME",
+        "AZURE_PASSWORD",
     )
 } | {
     "AZURE_API_BASE": "https://dummy.openai.azure.com",
@@ -58,18 +63,39 @@ ENV = {
     "APORIA_API_BASE_1": "https://aporia.example",
     "SLACK_WEBHOOK_URL": "https://hooks.example/1",
     "SLACK_WEBHOOK_URL_2": "https://hooks.example/2",
+    "REQUEST_TIMEOUT": "30",
+    "STREAM_TIMEOUT": "5",
+    "OPENAI_RPM": "500",
 }
-ENV_SECRETS = [v for k, v in ENV.items() if "KEY" in k or "SECRET" in k]
-KEY_VARIABLES = ("MISTRAL_API_KEY", "DEEPSEEK_API_KEY", "OPENROUTER_API_KEY", *ENV)
+ENV_SECRETS = [
+    v for k, v in ENV.items() if any(w in k for w in ("KEY", "SECRET", "TOKEN", "PASSWORD"))
+]
+KEY_VARIABLES = (
+    "MISTRAL_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "OPENROUTER_API_KEY",
+    "VLLM_API_KEY",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+    *ENV,
+)
 
 NOT_CHAT = "skipping deployments that are not chat models"
 PROVIDER = "skipping deployments of providers llmpulse does not speak yet"
+AUTH = "skipping deployments with an auth method not supported"
 DROPPED = "ignoring fallbacks and aliases that name only skipped deployments"
 AZURE = "azure deployments without api_version use 2025-02-01-preview (LiteLLM's default)"
 KEYLESS = "deployments without an API key answer 401 until it is set"
+NO_KEY = (
+    "sending no API key where its variable is unset (a local or OpenAI-compatible server may "
+    "need none)"
+)
 LITERAL = "keys written in the file are used as written and kept secret"
 IGNORED = "ignoring settings llmpulse does not act on"
-NOTHING = "model_list: no chat deployment of a provider llmpulse speaks"
+NOTHING = (
+    "model_list: no deployment llmpulse can serve (a chat model of a provider and auth method it "
+    "supports)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +201,22 @@ CASES = {
         ),
         literal=("none", "Bearer internal-literal-token"),
     ),
+    "azure_entra_id.yaml": Case(
+        served=("gpt-3.5-turbo",),
+        warnings=(
+            f"{AUTH}: model_list[0] (Azure Entra ID: azure_ad_token), "
+            "model_list[2] (Azure Entra ID: client_id, azure_username, azure_password)",
+            f"{DROPPED}: router_settings.fallbacks ('gpt-3.5-turbo-user')",
+            IGNORED,
+        ),
+    ),
+    "timeouts_from_env.yaml": Case(
+        served=("gpt-4o", "llama-3"),
+        warnings=(
+            f"{PROVIDER}: model_list[2] (bedrock/)",
+            f"{NO_KEY}: model_list[1].litellm_params.api_key (VLLM_API_KEY)",
+        ),
+    ),
     "health_check_embedding.yaml": Case(error=f"{NOTHING}: model_list[0] (mode: embedding)"),
     "china_domestic_free_sources.yaml": Case(
         error=f"{NOTHING}: model_list[0] (siliconflow/), model_list[1] (siliconflow/), "
@@ -238,6 +280,18 @@ def test_each_config_comes_up_or_is_refused_in_one_line(name: str) -> None:
             gateway.auth_warning(accept=False)
     else:
         assert gateway.auth_warning(accept=False) is None
+
+
+def test_what_loads_from_the_environment_and_which_azure_deployments_use_a_key() -> None:
+    gateway = load_config(FIXTURES / "timeouts_from_env.yaml", env=ENV).gateway
+    gpt, llama = gateway.deployments
+    assert (gpt.id, gpt.timeout, gpt.stream_timeout, gpt.rpm) == ("1", 30, 5, 500)
+    assert (llama.id, llama.api_key, llama.missing_key) == ("2", None, None)
+    gateway = load_config(FIXTURES / "azure_entra_id.yaml", env=ENV).gateway
+    assert [(d.model, d.api_key) for d in gateway.deployments] == [
+        ("chatgpt-v-2", ENV["AZURE_API_KEY"]),  # its client secret comes after the key
+        ("chatgpt-v-3", ENV["AZURE_API_KEY"]),
+    ]
 
 
 def secrets(gateway: GatewayConfig) -> set[str]:

@@ -6,12 +6,14 @@ and /proxy/config_settings, /routing, /proxy/reliability, /wildcard_routing; and
 
 - ``model_list``: deployments grouped by ``model_name``. ``litellm_params.model`` is
   ``provider/name`` (the provider prefixes are mapped to llmpulse's presets below); ``api_key``,
-  ``api_base`` and ``api_version`` may be ``os.environ/NAME``; ``rpm``/``tpm`` (also accepted at
-  the deployment level and in ``model_info``, as LiteLLM reads them), ``order`` (lower first,
-  as LiteLLM's order filter; also in ``model_info``), ``weight``, ``timeout``,
-  ``stream_timeout``, ``max_tokens``/``temperature`` defaults, ``input_cost_per_token``/
-  ``output_cost_per_token``, and ``model_info`` (``id``, ``base_model``, ``max_input_tokens``
-  else ``max_tokens`` as the context window).
+  ``api_base``, ``api_version`` and, as LiteLLM's params type reads them as numbers or a flag,
+  ``rpm``, ``tpm``, ``timeout``, ``stream_timeout``, ``input_cost_per_token``,
+  ``output_cost_per_token`` and ``drop_params`` may be ``os.environ/NAME``; ``rpm``/``tpm``
+  (also accepted at the deployment level and in ``model_info``, as LiteLLM reads them),
+  ``order`` (lower first, as LiteLLM's order filter; also in ``model_info``), ``weight``,
+  ``timeout``, ``stream_timeout``, ``max_tokens``/``temperature`` defaults,
+  ``input_cost_per_token``/``output_cost_per_token``, and ``model_info`` (``id``,
+  ``base_model``, ``max_input_tokens`` else ``max_tokens`` as the context window).
 - Wildcards: ``model_name: "fb-*"`` with ``model: openai/fb-*`` serves any ``fb-...`` model,
   each ``*`` of the model taking the text the ``*`` of the name matched (LiteLLM's rule). The
   most specific pattern (longest) wins and exact names win over patterns. Unlike LiteLLM's
@@ -36,12 +38,18 @@ naming key paths, never a value):
   ``general_settings.master_key``, ``redis_password``) are used as written and are secrets like
   referenced ones. llmpulse's own sections keep the stricter rule (references only).
 - A deployment of a provider llmpulse does not speak yet (``bedrock/``, ``vertex_ai/``, ...) or
-  that is not a chat model (``model_info.mode: embedding``, ...) is skipped; only a file with
+  that is not a chat model (``model_info.mode: embedding``, ...) is skipped, its settings unread
+  beyond ``model_name``, ``litellm_params.model`` and ``model_info.mode``; only a file with
   nothing left to serve is refused (``GatewayConfig.nothing_to_serve``). A fallback or alias
   naming only skipped deployments is dropped; one naming nothing at all is still a typo, refused.
+- An ``azure/`` deployment LiteLLM would authenticate with Microsoft Entra ID (``azure_ad_token``,
+  a client secret, a username and password, ``enable_azure_ad_token_refresh``: ``_ENTRA_ID``)
+  is skipped too, llmpulse not implementing it, unless LiteLLM would use its key.
 - ``azure/`` without ``api_version`` (nor ``AZURE_API_VERSION``) uses LiteLLM's default.
 - A deployment without a key (its variable unset) still loads, marked with ``missing_key``: its
   requests are answered 401 as the provider would, and probes report ``auth`` without calling it.
+  One of a server that may need no key (``ollama/``, ``hosted_vllm/``, ``openai/`` with an
+  ``api_base``) is served without one instead.
 - Access control LiteLLM's proxy offers and llmpulse does not enforce (JWT, custom auth, route
   and IP allowlists, ...: ``ACCESS_CONTROL_SETTINGS``) fails closed: refused unless the caller
   accepts serving without it (``accept_unenforced_auth``, ``llmpulse gateway
@@ -63,7 +71,15 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from llmpulse.config import (
     Address,
@@ -110,12 +126,26 @@ _LITELLM_KEY_VARS: dict[str, tuple[str, ...]] = {
     "fireworks": ("FIREWORKS_AI_API_KEY",),
 }
 
+# litellm_params by which LiteLLM authenticates an azure/ deployment with Microsoft Entra ID
+# instead of a key (its docs, providers/azure "Authentication"; llms/azure/common_utils.py).
+# llmpulse does not implement Entra ID. LiteLLM's Azure client sends a token, or one it gets
+# with a username and password, in place of the key; a client secret (tenant_id, client_id,
+# client_secret) and litellm_settings.enable_azure_ad_token_refresh it uses only when there is
+# no key. (azure_ad_token_provider is a callable in LiteLLM's SDK; a file can only name it.)
+_ENTRA_ID = (
+    "azure_ad_token",
+    "azure_ad_token_provider",
+    "tenant_id",
+    "client_id",
+    "client_secret",
+    "azure_username",
+    "azure_password",
+)
+_ENTRA_ID_REFRESH = "enable_azure_ad_token_refresh"
+
 # LiteLLM's Azure api-version when neither the deployment nor AZURE_API_VERSION names one:
 # litellm/__init__.py, AZURE_DEFAULT_API_VERSION ("this is updated to the latest").
 AZURE_DEFAULT_API_VERSION = "2025-02-01-preview"
-
-# Headers whose value in extra_headers is a credential, a secret like api_key.
-_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 
 # general_settings keys by which LiteLLM's proxy restricts who may call it and how (its
 # docs/proxy/config_settings.md, "general_settings - Reference"; proxy/_types.py). llmpulse
@@ -327,8 +357,9 @@ class GatewayConfig:
         """Why no deployment is served, in one line (for the error of whoever needs one)."""
         if not self.skipped:
             return "model_list: no deployments"
-        return "model_list: no chat deployment of a provider llmpulse speaks: " + ", ".join(
-            self.skipped
+        return (
+            "model_list: no deployment llmpulse can serve (a chat model of a provider and auth "
+            "method it supports): " + ", ".join(self.skipped)
         )
 
     def auth_warning(self, accept: bool, where: str = "") -> str | None:
@@ -395,9 +426,42 @@ T = TypeVar("T")
 Fallbacks = list[dict[str, list[str]]]
 
 
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+# A model_list entry is read in two steps: its shape (_Shape) tells whether it is served, and
+# only a served entry is validated in full (_Entry), so whatever LiteLLM accepts in an entry the
+# gateway skips (an embedding model's settings, a Bedrock deployment's AWS keys) cannot refuse
+# the file.
+
+
+class _ShapeParams(BaseModel):
+    model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1)
+
+
+class _ShapeInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    mode: str | None = None
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model_name: str = Field(min_length=1)
+    litellm_params: _ShapeParams
+    model_info: _ShapeInfo = Field(default_factory=_ShapeInfo)
+
+    @field_validator("model_info", mode="before")
+    @classmethod
+    def _empty_info(cls, value: object) -> object:
+        # YAML's `model_info:` with nothing under it; LiteLLM's Deployment takes None as none.
+        return {} if value is None else value
+
+
+class _Shapes(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model_list: list[_Shape] = Field(default_factory=list)
+
+
+class _Params(_ShapeParams):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     api_key: str | None = None
     api_base: str | None = None
     api_version: str | None = None
@@ -414,12 +478,40 @@ class _Params(BaseModel):
     extra_headers: dict[str, str] = Field(default_factory=dict)
     drop_params: bool | None = None
 
+    # LiteLLM's proxy resolves every os.environ/ value of litellm_params and its params type
+    # then reads these as numbers or a flag (the others it passes on as text, so they stay
+    # literal here). The file is validated with the environment as context.
+    @field_validator(
+        "rpm",
+        "tpm",
+        "timeout",
+        "stream_timeout",
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "drop_params",
+        mode="wrap",
+    )
+    @classmethod
+    def _from_env(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
+        var = env_var(value) if isinstance(value, str) else None
+        if var is None:
+            return handler(value)
+        env = (info.context or {}).get("env", {})
+        if not env.get(var):
+            raise ValueError(f"environment variable {var} is not set")
+        try:
+            return handler(env[var])
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{reason} (from {value!r})") from None
 
-class _Info(BaseModel):
-    # Descriptive metadata (mode, supports_vision, ...) that LiteLLM itself only reports.
+
+class _Info(_ShapeInfo):
+    # Descriptive metadata (supports_vision, ...) that LiteLLM itself only reports.
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     id: str | None = Field(default=None, min_length=1)
-    mode: str | None = None
     base_model: str | None = None
     max_input_tokens: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -429,10 +521,15 @@ class _Info(BaseModel):
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _int_id(cls, value: object) -> object:
+        # LiteLLM's ModelInfo takes an int id as its text (a bool too: it is an int there).
+        return str(value) if isinstance(value, int) else value
 
-class _Entry(BaseModel):
+
+class _Entry(_Shape):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-    model_name: str = Field(min_length=1)
     litellm_params: _Params
     model_info: _Info = Field(default_factory=_Info)
     rpm: int | None = Field(default=None, ge=1)
@@ -517,7 +614,7 @@ class _Gateway(BaseModel):
 
 class _File(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-    model_list: list[_Entry] = Field(default_factory=list)
+    model_list: dict[int, _Entry] = Field(default_factory=dict)  # the served entries by index
     router_settings: _Router = Field(default_factory=_Router)
     litellm_settings: _LitellmSettings = Field(default_factory=_LitellmSettings)
     general_settings: _General = Field(default_factory=_General)
@@ -534,9 +631,11 @@ class _Notes:
 
     not_chat: list[str] = dataclasses.field(default_factory=list)
     unknown_provider: list[str] = dataclasses.field(default_factory=list)
+    unsupported_auth: list[str] = dataclasses.field(default_factory=list)
     dropped: list[str] = dataclasses.field(default_factory=list)
     azure_default: list[str] = dataclasses.field(default_factory=list)
     keyless: list[str] = dataclasses.field(default_factory=list)
+    no_key: list[str] = dataclasses.field(default_factory=list)
     literal: list[str] = dataclasses.field(default_factory=list)
     ignored: list[str] = dataclasses.field(default_factory=list)
 
@@ -548,9 +647,15 @@ class _Notes:
                 "skipping deployments of providers llmpulse does not speak yet",
                 self.unknown_provider,
             ),
+            ("skipping deployments with an auth method not supported", self.unsupported_auth),
             ("ignoring fallbacks and aliases that name only skipped deployments", self.dropped),
             (f"{azure} (LiteLLM's default)", self.azure_default),
             ("deployments without an API key answer 401 until it is set", self.keyless),
+            (
+                "sending no API key where its variable is unset (a local or OpenAI-compatible "
+                "server may need none)",
+                self.no_key,
+            ),
             ("keys written in the file are used as written and kept secret", self.literal),
             ("ignoring settings llmpulse does not act on", self.ignored),
         )
@@ -576,38 +681,35 @@ def parse_gateway(
         return None
     # YAML's `key:` with no value is None; LiteLLM treats an empty section as absent.
     present = {k: v for k, v in sections.items() if v is not None}
+    notes = _Notes()
     try:
-        parsed = _File.model_validate(present)
+        shapes = _Shapes.model_validate(present).model_list
+        litellm = present.get("litellm_settings")
+        refresh = isinstance(litellm, Mapping) and litellm.get(_ENTRA_ID_REFRESH) is True
+        served = {
+            i: present["model_list"][i]
+            for i, entry in enumerate(shapes)
+            if _served(i, entry, env, refresh, notes)
+        }
+        parsed = _File.model_validate({**present, "model_list": served}, context={"env": env})
     except ValidationError as exc:
         raise ConfigError(where + _format_errors(exc)) from None
-    notes = _Notes()
     notes.ignored = [k for k in sorted(present) if k not in (*_READ_SECTIONS, "gateway")]
     for section in ("router_settings", "litellm_settings", "general_settings"):
         extra = getattr(parsed, section).model_extra or {}
-        # Access control is refused or accepted on its own, never just "ignored".
+        # Access control is refused or accepted on its own, and Entra ID skips deployments:
+        # never just "ignored".
         notes.ignored += [
             f"{section}.{k}"
             for k in sorted(extra)
             if not (section == "general_settings" and k in ACCESS_CONTROL_SETTINGS)
+            and not (section == "litellm_settings" and k == _ENTRA_ID_REFRESH)
         ]
     general = parsed.general_settings.model_extra or {}
     unenforced = tuple(f"general_settings.{k}" for k in ACCESS_CONTROL_SETTINGS if general.get(k))
 
-    entries = []
-    skipped_groups: set[str] = set()
-    for i, entry in enumerate(parsed.model_list):
-        mode, model = entry.model_info.mode, entry.litellm_params.model
-        if mode not in (None, "chat"):
-            # Embeddings, images, audio: the gateway serves chat only.
-            notes.not_chat.append(f"model_list[{i}] (mode: {mode})")
-        elif _provider(model) is None:
-            prefix, sep, _ = model.partition("/")
-            named = f"{prefix}/" if sep else f"no provider in {model!r}"
-            notes.unknown_provider.append(f"model_list[{i}] ({named})")
-        else:
-            entries.append((i, entry))
-            continue
-        skipped_groups.add(entry.model_name)
+    entries = list(parsed.model_list.items())
+    skipped_groups = {s.model_name for i, s in enumerate(shapes) if i not in parsed.model_list}
     drop = parsed.litellm_settings.drop_params
     deployments = [_deployment(i, e, env, where, notes, drop) for i, e in entries]
     _unique(deployments, entries, where)
@@ -627,13 +729,60 @@ def parse_gateway(
             for k, v in parsed.router_settings.model_group_alias.items()
             if isinstance(v, _Alias) and v.hidden
         ),
-        skipped=(*notes.not_chat, *notes.unknown_provider),
+        skipped=(*notes.not_chat, *notes.unknown_provider, *notes.unsupported_auth),
         unenforced_auth=unenforced,
     )
     config = _served_references(config, parsed, skipped_groups, where, notes)
     config = dataclasses.replace(config, warnings=notes.warnings())
     config.auth_warning(accept_unenforced_auth, where)
     return config
+
+
+def _served(
+    index: int, entry: _Shape, env: Mapping[str, str], refresh: bool, notes: _Notes
+) -> bool:
+    """Whether the gateway serves this entry; if not, the reason is noted."""
+    mode, model = entry.model_info.mode, entry.litellm_params.model
+    if mode not in (None, "chat"):
+        # Embeddings, images, audio: the gateway serves chat only.
+        notes.not_chat.append(f"model_list[{index}] (mode: {mode})")
+        return False
+    resolved = _provider(model)
+    if resolved is None:
+        prefix, sep, _ = model.partition("/")
+        named = f"{prefix}/" if sep else f"no provider in {model!r}"
+        notes.unknown_provider.append(f"model_list[{index}] ({named})")
+        return False
+    if resolved[0] == "azure":
+        entra = _entra_id(entry.litellm_params.model_extra or {}, env, refresh)
+        if entra:
+            notes.unsupported_auth.append(f"model_list[{index}] (Azure Entra ID: {entra})")
+            return False
+    return True
+
+
+def _entra_id(params: Mapping[str, Any], env: Mapping[str, str], refresh: bool) -> str:
+    """The Entra ID settings LiteLLM would authenticate an azure/ deployment with ('' when it
+    would use the key), read from the raw ``litellm_params``."""
+    if params.get("api_key") not in (None, ""):
+        has_key = _set(params, "api_key", env)
+    else:
+        has_key = any(env.get(v) for v in _key_variables("azure"))
+    token = _set(params, "azure_ad_token", env) or _set(params, "azure_ad_token_provider", env)
+    user = _set(params, "azure_username", env) and _set(params, "azure_password", env)
+    if has_key and not (token or user):
+        return ""
+    given = [k for k in _ENTRA_ID if params.get(k) not in (None, "")]
+    if refresh and not has_key:
+        given.append(f"litellm_settings.{_ENTRA_ID_REFRESH}")
+    return ", ".join(given)
+
+
+def _set(params: Mapping[str, Any], key: str, env: Mapping[str, str]) -> bool:
+    """Whether ``key`` has a value once resolved, as LiteLLM's proxy resolves it."""
+    value = params.get(key)
+    var = env_var(value) if isinstance(value, str) else None
+    return bool(env.get(var)) if var is not None else value not in (None, "")
 
 
 def _provider(model: str) -> tuple[str, str] | None:
@@ -692,7 +841,7 @@ def _deployment(
 
     headers = {}
     for name, value in params.extra_headers.items():
-        if name.lower() in _CREDENTIAL_HEADERS and env_var(value) is None:
+        if is_credential_header(name) and env_var(value) is None:
             notes.literal.append(f"{key_path}.extra_headers.{name}")
         headers[name] = _value(value, env, f"{path}.extra_headers.{name}") or ""
     api_key, missing_key = _api_key(params.api_key or None, provider, env, index, notes)
@@ -766,7 +915,7 @@ def _api_key(
     """The deployment's key, and when there is none to send, what to set instead.
 
     As in LiteLLM, an unset variable does not stop the file loading: the deployment's requests
-    fail as its provider would fail them."""
+    fail as its provider would fail them, or go without a key to a server that may need none."""
     key_path = f"model_list[{index}].litellm_params.api_key"
     if ref is not None:
         var = env_var(ref)
@@ -775,17 +924,27 @@ def _api_key(
             return ref, None
         if env.get(var):
             return env[var], None
+        if not PRESETS[provider].needs_key:
+            # A local or OpenAI-compatible server may check no key; LiteLLM sends it none (or
+            # a placeholder), and so does llmpulse: no Authorization header.
+            notes.no_key.append(f"{key_path} ({var})")
+            return None, None
         notes.keyless.append(f"model_list[{index}] (set {var})")
         return None, f"no API key: {var} ({key_path}) is not set"
     preset = PRESETS[provider]
-    names = " or ".join(_LITELLM_KEY_VARS.get(provider, ()) + preset.env)
-    var = next((v for v in _LITELLM_KEY_VARS.get(provider, ()) + preset.env if env.get(v)), None)
+    names = " or ".join(_key_variables(provider))
+    var = next((v for v in _key_variables(provider) if env.get(v)), None)
     if var is not None:
         return env[var], None
     if not preset.needs_key:
         return None, None
     notes.keyless.append(f"model_list[{index}] (set {names})")
     return None, f"no API key for {provider}: set {names}, or {key_path}"
+
+
+def _key_variables(provider: str) -> tuple[str, ...]:
+    """The variables a deployment without an api_key takes its key from, as LiteLLM does."""
+    return _LITELLM_KEY_VARS.get(provider, ()) + PRESETS[provider].env
 
 
 def _unique(deployments: list[Deployment], entries: list[tuple[int, _Entry]], where: str) -> None:
