@@ -701,7 +701,7 @@ def test_limits_have_defaults_and_are_configurable():
 @pytest.mark.parametrize(
     ("section", "key", "value", "expected"),
     [
-        ("general_settings", "max_request_size_mb", 0, "greater than 0"),
+        ("general_settings", "max_request_size_mb", 0, "greater than or equal to 0.001"),
         ("gateway", "max_request_size_mb", "big", "valid number"),
         ("gateway", "max_json_depth", 1000, "less than or equal to 256"),
         ("gateway", "max_model_name_length", 0, "greater than or equal to 1"),

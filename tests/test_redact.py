@@ -201,6 +201,28 @@ def test_the_status_page_alone_needs_no_credentials_on_any_address() -> None:
         parse_config(raw, env={}, serve_only="dashboard")
 
 
+def test_a_shared_config_serves_the_web_ui_without_any_of_its_secrets() -> None:
+    """The file the gateway and the monitor use, on a host holding none of its secrets."""
+    deployment = {"model": "openai/gpt-4o", "api_key": "os.environ/K1",
+                  "extra_headers": {"X-Auth": "os.environ/K2"}}  # fmt: skip
+    raw = {
+        "model_list": [{"model_name": "chat", "litellm_params": deployment}],
+        "general_settings": {"master_key": "os.environ/MASTER"},
+        "router_settings": {"redis_url": "os.environ/REDIS_URL"},
+        "telemetry": {"headers": {"authorization": "os.environ/OTLP"}},
+        "notifiers": [{"type": "pagerduty", "routing_key": "os.environ/PD"}],
+        "web": {"listen": "0.0.0.0:8080", "token": "os.environ/TOKEN"},
+    }
+    with pytest.raises(ConfigError, match="not set"):
+        parse_config(raw, env={})
+    config = parse_config(raw, env={}, serve_only="status_page")
+    assert [t.name for t in config.targets] == ["chat/openai/gpt-4o"]
+    assert config.gateway is not None and config.gateway.settings.keys == ()
+    assert config.telemetry is None and config.notifiers == [] and not config.web.requires_auth
+    with pytest.raises(ConfigError, match=r"web\.token: environment variable TOKEN"):
+        parse_config(raw, env={}, serve_only="dashboard")  # the dashboard keeps its own
+
+
 def test_notifier_credentials_are_referenced_and_collected() -> None:
     hook = {"type": "webhook", "url": "https://hooks.example.com/x"}
     literal = {**hook, "headers": {"Authorization": "Bearer literal-token-1"}}

@@ -577,12 +577,12 @@ def parse_config(
     env = os.environ if env is None else env
     # The monitor serves no gateway clients, so access control it lacks is `llmpulse gateway`'s
     # to refuse.
-    gateway = parse_gateway(raw, env, where, accept_unenforced_auth=True)
+    need_keys = serve_only is None
+    gateway = parse_gateway(raw, env, where, accept_unenforced_auth=True, gateway_secrets=need_keys)
     if not parsed.targets and not (gateway and gateway.deployments):
         if gateway is not None and gateway.skipped:
             raise ConfigError(f"{where}{gateway.nothing_to_serve}")
         raise ConfigError(f"{where}targets: expected at least one target, or a model_list")
-    need_keys = serve_only is None
     targets = [_resolve(i, t, env, where, need_keys) for i, t in enumerate(parsed.targets)]
     seen: set[str] = set()
     for i, target in enumerate(targets):

@@ -96,7 +96,7 @@ from llmpulse.config import (
 )
 from llmpulse.gateway.routing import Strategy
 from llmpulse.providers.presets import PRESETS
-from llmpulse.redact import credentials, url_password
+from llmpulse.redact import credentials, is_credential_header, url_password
 
 MIB = 1 << 20
 
@@ -587,7 +587,7 @@ class _LitellmSettings(_Reliability):
 class _General(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     master_key: str | None = Field(default=None, min_length=1)
-    max_request_size_mb: float | None = Field(default=None, gt=0)
+    max_request_size_mb: float | None = Field(default=None, ge=0.001)  # a kilobyte at least
 
 
 class _Gateway(BaseModel):
@@ -603,7 +603,7 @@ class _Gateway(BaseModel):
     store_prompts: bool = False
     redis_url: str | None = None
     redis_prefix: str = Field(default="llmpulse:gateway", min_length=1)
-    max_request_size_mb: float | None = Field(default=None, gt=0)
+    max_request_size_mb: float | None = Field(default=None, ge=0.001)  # a kilobyte at least
     # Deeper than a few hundred levels, parsing and re-encoding would hit Python's recursion limit.
     max_json_depth: int = Field(default=128, ge=1, le=256)
     max_model_name_length: int = Field(default=256, ge=1)
@@ -668,13 +668,16 @@ def parse_gateway(
     where: str = "",
     *,
     accept_unenforced_auth: bool = False,
+    gateway_secrets: bool = True,
 ) -> GatewayConfig | None:
     """The gateway config from a file's top-level mapping; None when it has no gateway keys.
 
     ``raw`` may hold other (monitor) keys; only the LiteLLM sections and ``gateway`` are read.
     A file asking for access control llmpulse does not enforce is refused unless
     ``accept_unenforced_auth``: loaders that serve no clients (the monitor, ``Router``) pass
-    True, and whoever serves checks again (``GatewayConfig.auth_warning``).
+    True, and whoever serves checks again (``GatewayConfig.auth_warning``). Without
+    ``gateway_secrets`` (a host serving only the web UI), the gateway's own keys and Redis are
+    neither read nor required: nothing there serves the gateway.
     """
     sections = {k: v for k, v in raw.items() if k in SECTIONS}
     if not sections:
@@ -711,7 +714,7 @@ def parse_gateway(
     entries = list(parsed.model_list.items())
     skipped_groups = {s.model_name for i, s in enumerate(shapes) if i not in parsed.model_list}
     drop = parsed.litellm_settings.drop_params
-    deployments = [_deployment(i, e, env, where, notes, drop) for i, e in entries]
+    deployments = [_deployment(i, e, env, where, notes, drop, gateway_secrets) for i, e in entries]
     _unique(deployments, entries, where)
     groups: dict[str, list[Deployment]] = {}
     for d in deployments:
@@ -719,7 +722,7 @@ def parse_gateway(
     config = GatewayConfig(
         groups=tuple(ModelGroup(name, tuple(ds)) for name, ds in groups.items()),
         router=_router(parsed.router_settings, parsed.litellm_settings),
-        settings=_settings(parsed, env, where, notes),
+        settings=_settings(parsed, env, where, notes, gateway_secrets),
         aliases={
             k: v if isinstance(v, str) else v.model
             for k, v in parsed.router_settings.model_group_alias.items()
@@ -805,7 +808,10 @@ def _deployment(
     where: str,
     notes: _Notes,
     drop_params: bool,
+    secrets: bool = True,
 ) -> Deployment:
+    """One served entry, resolved; without ``secrets`` (serving only the web UI), extra headers
+    whose variables are unset are left out instead of refused."""
     key_path = f"model_list[{index}].litellm_params"
     path = where + key_path
     params, info = entry.litellm_params, entry.model_info
@@ -843,6 +849,9 @@ def _deployment(
     for name, value in params.extra_headers.items():
         if is_credential_header(name) and env_var(value) is None:
             notes.literal.append(f"{key_path}.extra_headers.{name}")
+        var = env_var(value)
+        if not secrets and var is not None and not env.get(var):
+            continue
         headers[name] = _value(value, env, f"{path}.extra_headers.{name}") or ""
     api_key, missing_key = _api_key(params.api_key or None, provider, env, index, notes)
 
@@ -997,19 +1006,24 @@ def _fallback_map(entries: Fallbacks | None) -> dict[str, tuple[str, ...]]:
     return result
 
 
-def _settings(parsed: _File, env: Mapping[str, str], where: str, notes: _Notes) -> GatewaySettings:
+def _settings(
+    parsed: _File, env: Mapping[str, str], where: str, notes: _Notes, secrets: bool = True
+) -> GatewaySettings:
     gateway = parsed.gateway
-    keys = [_value(ref, env, f"{where}gateway.keys[{i}]") for i, ref in enumerate(gateway.keys)]
-    master_ref = parsed.general_settings.master_key
-    if master_ref is not None and env_var(master_ref) is None:
-        notes.literal.append("general_settings.master_key")
-    # A reference to an unset variable stays an error: LiteLLM would then serve without a key.
-    master = _value(master_ref, env, f"{where}general_settings.master_key")
-    resolved = tuple(k for k in (master, *keys) if k)
     host, port = split_address(gateway.listen)
     # Ours wins over LiteLLM's, as gateway.redis_url does.
     size_mb = _first(gateway.max_request_size_mb, parsed.general_settings.max_request_size_mb)
-    if not resolved and not is_loopback(host):
+    resolved: tuple[str, ...] = ()
+    master_ref = parsed.general_settings.master_key
+    if secrets:
+        refs = enumerate(gateway.keys)
+        keys = [_value(ref, env, f"{where}gateway.keys[{i}]") for i, ref in refs]
+        if master_ref is not None and env_var(master_ref) is None:
+            notes.literal.append("general_settings.master_key")
+        # A reference to an unset variable stays an error: LiteLLM would then serve without one.
+        master = _value(master_ref, env, f"{where}general_settings.master_key")
+        resolved = tuple(k for k in (master, *keys) if k)
+    if secrets and not resolved and not is_loopback(host):
         raise ConfigError(
             f"{where}gateway.listen: {gateway.listen} is not a loopback address, so the gateway "
             "needs keys: set general_settings.master_key or gateway.keys"
@@ -1025,7 +1039,7 @@ def _settings(parsed: _File, env: Mapping[str, str], where: str, notes: _Notes) 
         monitor=gateway.monitor,
         probe_interval=gateway.probe_interval,
         store_prompts=gateway.store_prompts,
-        redis_url=_redis_url(parsed, env, where, notes),
+        redis_url=_redis_url(parsed, env, where, notes) if secrets else None,
         redis_prefix=gateway.redis_prefix,
         max_request_bytes=round(_or(size_mb, 32) * MIB),
         max_json_depth=gateway.max_json_depth,
