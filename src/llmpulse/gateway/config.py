@@ -323,7 +323,8 @@ class GatewaySettings:
     max_json_depth: int = 128
     max_model_name_length: int = 256
     max_wildcard_targets: int = 1000  # distinct targets wildcard groups create; then the group's
-    header_timeout: float = 30.0  # for a request's line and headers, from its first byte
+    # For a request line and headers: from the connection opening, or a later request's first byte
+    header_timeout: float = 30.0
     shutdown_grace: float = 10.0  # in-flight requests may finish; the rest are cancelled
 
 
