@@ -415,6 +415,31 @@ def test_the_loaders_read_what_pyyaml_reads(tmp_path, text):
         assert repr(document) == repr(yaml.load(text, Loader=stock))
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\nb: x\na: 2\n",  # a repeated key: the last one wins
+        "base: &b {x: 1, y: two}\nm: {<<: *b, y: 3}\nn: {<<: [*b, {z: 4}], x: 5}\n",
+        "m: {=: 1, k: v}\n",  # the value key
+        "1: a\n~: b\ntrue: c\n2026-01-01: d\n'q': e\n!!str 5: f\n",
+        "? [1, 2]\n: pair\n",
+        "a: &s text\nb: {*s : *s, k: [*s]}\n",
+    ],
+    ids=["repeated", "merge", "value-key", "typed-keys", "complex-key", "aliased-keys"],
+)
+def test_mappings_read_as_pyyaml_reads_them(tmp_path, text):
+    # Mappings whose keys are all strings are built directly, the others by PyYAML.
+    path = write(tmp_path, text)
+    for ours, stock in ((yamlfile.FAST_LOADER, yaml.CSafeLoader), (PURE_LOADER, yaml.SafeLoader)):
+        try:
+            expected = repr(yaml.load(text, Loader=stock))
+        except yaml.YAMLError as exc:
+            assert "unhashable" in str(exc)
+            assert "unhashable key" in yaml_error(path, ours)
+            continue
+        assert repr(read_yaml(path, ours)) == expected
+
+
 @FUZZ
 @given(document=st.dictionaries(KEYS, VALUES, max_size=4))
 def test_random_documents_load_or_are_one_line_config_errors(tmp_path, document):

@@ -270,8 +270,8 @@ _STR_TAG = "tag:yaml.org,2002:str"
 
 
 class _Shortcuts:
-    """Shortcuts through PyYAML's Python code for each scalar, results unchanged: most of a
-    large config is plain strings, many of them the same keys over and over."""
+    """Shortcuts through PyYAML's Python code for each scalar and mapping, results unchanged:
+    most of a large config is plain strings, many of them the same keys over and over."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)  # type: ignore[call-arg]
@@ -292,6 +292,21 @@ class _Shortcuts:
         if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):
             return node.value  # what construct_yaml_str returns, minus the bookkeeping
         return super().construct_object(node, deep)  # type: ignore[misc]
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        pairs = node.value
+        if isinstance(node, yaml.MappingNode) and all(
+            key.tag == _STR_TAG and key.__class__ is yaml.ScalarNode for key, _ in pairs
+        ):
+            # Keys that are all strings: no merge key to flatten, none unhashable.
+            construct = self.construct_object
+            return {
+                key.value: value.value
+                if value.tag == _STR_TAG and value.__class__ is yaml.ScalarNode
+                else construct(value, deep)
+                for key, value in pairs
+            }
+        return super().construct_mapping(node, deep)  # type: ignore[misc]
 
 
 @_marked_constructors
