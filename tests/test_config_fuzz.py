@@ -39,14 +39,22 @@ def laughs(indent: str, levels: int = 9) -> list[str]:
     return lines
 
 
-BOMB_IN_LITELLM_PARAMS = "\n".join(
-    [
-        "model_list:",
-        "  - model_name: chat",
-        "    litellm_params:",
-        "      model: openai/gpt-4o",
-        *laughs("      "),
-    ]
+def in_litellm_params(*lines: str) -> str:
+    """A LiteLLM file whose one deployment's ``litellm_params`` end with ``lines`` (line 5 on),
+    which the gateway writes out whole (``json.dumps``) to name the deployment."""
+    head = "model_list:\n  - model_name: chat\n    litellm_params:\n      model: openai/gpt-4o"
+    return "\n".join([head, *(f"      {line}" for line in lines)])
+
+
+BOMB_IN_LITELLM_PARAMS = in_litellm_params(*laughs(""))
+# Each alias of a scalar is one node, however long the scalar: a 100 KB string and 200,000
+# aliases of it (900 KB) once loaded, and the gateway then wrote out 20 GB.
+SCALAR_FLOOD = in_litellm_params(
+    f"prompt: &s {'x' * 100_000}", "junk: [" + ", ".join(["*s"] * 200_000) + "]"
+)
+# A 1 MB mapping aliased 3,000 times: 9,000 nodes, under the node limit, but 3 GB written out.
+MAPPING_FLOOD = in_litellm_params(
+    f"defaults: &m {{prompt: {'x' * 1_000_000}}}", "junk: [" + ", ".join(["*m"] * 3_000) + "]"
 )
 BOMB_IN_TARGETS = "\n".join(
     ["targets:", "  - provider: openai", "    headers:", *laughs("      "), "    rules: *l9"]
@@ -105,6 +113,44 @@ def test_alias_limits_with_both_loaders(tmp_path, loader):
     nested = "&deep " + "[" * 60 + "]" * 60
     deep = yaml_error(write(tmp_path, f"a: {nested}\nb: {'[' * 59}*deep{']' * 59}\n"), loader)
     assert "nested more than 100 levels deep" in deep
+
+
+@pytest.mark.parametrize("text", [SCALAR_FLOOD, MAPPING_FLOOD], ids=["scalar", "mapping"])
+def test_aliases_of_long_text_are_refused_by_their_characters(tmp_path, text):
+    path = write(tmp_path, text)
+    tracemalloc.start()
+    try:
+        message = config_error(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Named at the anchor, on line 5.
+    assert message.startswith(f"{path}:5:")
+    assert message.endswith(
+        ": YAML aliases expand to more than 8,000,000 characters, the limit "
+        "(the last one expanded refers to the anchor here)"
+    )
+    assert peak < 20 * 2**20
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_aliases_of_scalars_count_with_both_loaders(tmp_path, loader):
+    def scalar_aliases(count: int, anchor: str = "s: &s x\nl: [") -> str:
+        return anchor + ", ".join(["*s"] * count) + "]\n"
+
+    # One node each: 10,000 fit, one more does not, the anchor before them or among them.
+    assert len(read_yaml(write(tmp_path, scalar_aliases(10_000)), loader)["l"]) == 10_000
+    for text in (scalar_aliases(10_001), scalar_aliases(10_001, "l: [&s x, ")):
+        message = yaml_error(write(tmp_path, text), loader)
+        assert "aliases expand to more than 10,000 nodes" in message
+    # Characters: a sequence of a million (1,001 nodes) fits eight times, not nine.
+    million = "s: &s\n" + "".join(f"  - {'x' * 999}{i % 10}\n" for i in range(1000))
+    path = write(tmp_path, million + "l: [" + ", ".join(["*s"] * 8) + "]\n")
+    assert read_yaml(path, loader)["l"] == [read_yaml(path, loader)["s"]] * 8
+    path = write(tmp_path, million + "l: [" + ", ".join(["*s"] * 9) + "]\n")
+    assert yaml_error(path, loader).startswith(
+        f"{path}:1:4: YAML aliases expand to more than 8,000,000 characters"
+    )
 
 
 @pytest.mark.parametrize("loader", LOADERS)
@@ -291,7 +337,11 @@ def limited_memory(limit: int = 768 * 2**20):
 
 
 @pytest.mark.parametrize("command", ["check", "gateway"])
-@pytest.mark.parametrize("text", [BOMB_IN_LITELLM_PARAMS, BOMB_IN_TARGETS])
+@pytest.mark.parametrize(
+    "text",
+    [BOMB_IN_LITELLM_PARAMS, BOMB_IN_TARGETS, SCALAR_FLOOD, MAPPING_FLOOD],
+    ids=["bomb-in-litellm-params", "bomb-in-targets", "scalar-flood", "mapping-flood"],
+)
 def test_the_cli_answers_a_bomb_with_one_line_and_exit_2(tmp_path, command, text):
     write(tmp_path, text, "bomb.yaml")
     env = {**os.environ, **ENV}
@@ -363,6 +413,31 @@ def test_the_loaders_read_what_pyyaml_reads(tmp_path, text):
             assert "\n" not in str(exc)
             continue
         assert repr(document) == repr(yaml.load(text, Loader=stock))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\nb: x\na: 2\n",  # a repeated key: the last one wins
+        "base: &b {x: 1, y: two}\nm: {<<: *b, y: 3}\nn: {<<: [*b, {z: 4}], x: 5}\n",
+        "m: {=: 1, k: v}\n",  # the value key
+        "1: a\n~: b\ntrue: c\n2026-01-01: d\n'q': e\n!!str 5: f\n",
+        "? [1, 2]\n: pair\n",
+        "a: &s text\nb: {*s : *s, k: [*s]}\n",
+    ],
+    ids=["repeated", "merge", "value-key", "typed-keys", "complex-key", "aliased-keys"],
+)
+def test_mappings_read_as_pyyaml_reads_them(tmp_path, text):
+    # Mappings whose keys are all strings are built directly, the others by PyYAML.
+    path = write(tmp_path, text)
+    for ours, stock in ((yamlfile.FAST_LOADER, yaml.CSafeLoader), (PURE_LOADER, yaml.SafeLoader)):
+        try:
+            expected = repr(yaml.load(text, Loader=stock))
+        except yaml.YAMLError as exc:
+            assert "unhashable" in str(exc)
+            assert "unhashable key" in yaml_error(path, ours)
+            continue
+        assert repr(read_yaml(path, ours)) == expected
 
 
 @FUZZ

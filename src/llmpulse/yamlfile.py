@@ -13,9 +13,13 @@ one):
 - UTF-8 text;
 - ``MAX_DEPTH`` (100) levels of nested mappings and sequences, aliases expanded: nothing later
   recurses deeper than that;
-- ``MAX_ALIAS_NODES`` (10,000) nodes reached through aliases, and no alias inside its own
-  anchor. A merge key (``<<: *defaults``) costs its anchor's size, so hundreds of merges of a
-  few keys fit.
+- ``MAX_ALIAS_NODES`` (10,000) nodes reached through aliases (an alias of a scalar is one),
+  ``MAX_ALIAS_CHARS`` (8,000,000) characters of scalars reached through them, and no alias
+  inside its own anchor. Characters count because one alias of a 100 KB string is one node,
+  which anything writing the document out (the gateway's ``json.dumps`` of
+  ``litellm_params``) copies in full. A merge key (``<<: *defaults``) costs its anchor's size,
+  so hundreds of merges of a few keys fit, and so does a long prompt anchored once and reused
+  a few dozen times.
 
 libyaml's parser (``yaml.CSafeLoader``) is used when PyYAML has it, PyYAML's own otherwise, with
 the same limits. The cyclic garbage collector is paused while loading: a large file is a
@@ -29,7 +33,7 @@ import contextlib
 import gc
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 MAX_BYTES = 32 * 1024 * 1024
 MAX_DEPTH = 100
 MAX_ALIAS_NODES = 10_000
+MAX_ALIAS_CHARS = 8_000_000
 
 
 class YAMLFileError(ValueError):
@@ -124,58 +129,114 @@ _TOO_MANY = (
     f"YAML aliases expand to more than {MAX_ALIAS_NODES:,} nodes, the limit "
     "(the last one expanded refers to the anchor here)"
 )
+_TOO_LONG = (
+    f"YAML aliases expand to more than {MAX_ALIAS_CHARS:,} characters, the limit "
+    "(the last one expanded refers to the anchor here)"
+)
 _RECURSIVE = "a YAML alias refers to the anchor that contains it"
 
 
 def _measure(root: yaml.Node) -> None:
     """Walk the node graph once, without recursion, checking depth and alias expansion.
 
-    An alias is the same node object met again; its expanded size and height were computed
-    when it was first met, so a bomb is refused after a few steps instead of being expanded.
+    An alias is a node met again, scalar or collection. What it expands to is measured the
+    first time it is met again and remembered (``_Expansion``), so a bomb is refused after a
+    few steps instead of being expanded; a file without aliases pays only for noticing that no
+    node comes twice.
     """
     if isinstance(root, yaml.ScalarNode):
         return
-    done: dict[int, tuple[int, int]] = {}  # id(collection) -> (expanded nodes, height)
-    on_path = {id(root)}
-    aliased = 0
-    # Frames: [node, its children, the next child's index, expanded nodes, children's height].
-    stack: list[list[Any]] = [[root, _children(root), 0, 1, 0]]
+    met = {root}  # every node met so far
+    on_path = {root}  # collections being walked
+    expansion = _Expansion()
+    # Frames: [collection, its children that are collections, which of those are aliases,
+    # the next one's index].
+    stack: list[list[Any]] = [[root, *_collections(root, met, expansion), 0]]
     while stack:
         frame = stack[-1]
-        children, i = frame[1], frame[2]
-        while i < len(children):
-            child = children[i]
-            i += 1
-            if isinstance(child, yaml.ScalarNode):
-                frame[3] += 1
-                continue
-            seen = done.get(id(child))
-            if seen is not None:  # an alias
-                size, height = seen
-                aliased += size
-                if aliased > MAX_ALIAS_NODES:
-                    raise _LimitError(_TOO_MANY, child.start_mark)
-                if len(stack) + height > MAX_DEPTH:
-                    raise _LimitError(_TOO_DEEP, child.start_mark)
-                frame[3] += size
-                frame[4] = max(frame[4], height)
-                continue
-            if id(child) in on_path:
-                raise _LimitError(_RECURSIVE, child.start_mark)
-            if len(stack) >= MAX_DEPTH:
-                raise _LimitError(_TOO_DEEP, child.start_mark)
-            frame[2] = i
-            on_path.add(id(child))
-            stack.append([child, _children(child), 0, 1, 0])
-            break
-        else:
+        children, i = frame[1], frame[3]
+        if i == len(children):
+            on_path.discard(frame[0])
             stack.pop()
-            node, size, height = frame[0], frame[3], frame[4] + 1
-            on_path.discard(id(node))
-            done[id(node)] = (size, height)
-            if stack:
-                stack[-1][3] += size
-                stack[-1][4] = max(stack[-1][4], height)
+            continue
+        child = children[i]
+        frame[3] = i + 1
+        if i in frame[2]:
+            if child in on_path:
+                raise _LimitError(_RECURSIVE, child.start_mark)
+            if len(stack) + expansion.add(child) > MAX_DEPTH:
+                raise _LimitError(_TOO_DEEP, child.start_mark)
+            continue
+        if len(stack) >= MAX_DEPTH:
+            raise _LimitError(_TOO_DEEP, child.start_mark)
+        on_path.add(child)
+        stack.append([child, *_collections(child, met, expansion), 0])
+
+
+_NONE: frozenset[int] = frozenset()
+
+
+def _collections(
+    node: yaml.Node, met: set[yaml.Node], expansion: _Expansion
+) -> tuple[list[yaml.Node], Container[int]]:
+    """The collections among the children of ``node`` and the indices of those that are
+    aliases; its children that are aliases of scalars are counted here."""
+    children = _children(node)
+    # Whole lists at a time: most collections hold no node met before, and a large file is
+    # mostly scalars, which this spares a step of Python each.
+    if met.isdisjoint(children):
+        before = len(met)
+        met.update(children)
+        if len(met) - before == len(children):
+            return [child for child in children if child.__class__ is not yaml.ScalarNode], _NONE
+        met.difference_update(children)  # one of them twice ([&a x, *a]): each in turn
+    collections: list[yaml.Node] = []
+    aliases: set[int] = set()
+    for child in children:
+        if child.__class__ is not yaml.ScalarNode:
+            if child in met:  # counted when reached: it may be walked only by then
+                aliases.add(len(collections))
+            collections.append(child)
+        elif child in met:
+            expansion.add(child)
+        met.add(child)
+    return collections, aliases
+
+
+class _Expansion:
+    """What the aliases met so far expand to, in nodes and in characters of scalars."""
+
+    def __init__(self) -> None:
+        self.nodes = self.chars = 0
+        self._sizes: dict[yaml.Node, tuple[int, int, int]] = {}
+
+    def add(self, node: yaml.Node) -> int:
+        """Count one alias of ``node``, walked before, within the limits; its height."""
+        nodes, chars, height = self.size(node)
+        self.nodes += nodes
+        self.chars += chars
+        if self.nodes > MAX_ALIAS_NODES:
+            raise _LimitError(_TOO_MANY, node.start_mark)
+        if self.chars > MAX_ALIAS_CHARS:
+            raise _LimitError(_TOO_LONG, node.start_mark)
+        return height
+
+    def size(self, node: yaml.Node) -> tuple[int, int, int]:
+        """Nodes, characters and height of ``node`` with its aliases expanded.
+
+        Each collection is measured once. The recursion is no deeper than ``node``'s height,
+        which ``_measure`` has kept within ``MAX_DEPTH`` while walking it.
+        """
+        if node.__class__ is yaml.ScalarNode:
+            return 1, len(node.value), 0
+        known = self._sizes.get(node)
+        if known is None:
+            nodes, chars, height = 1, 0, 0
+            for child in _children(node):
+                n, c, h = self.size(child)
+                nodes, chars, height = nodes + n, chars + c, max(height, h)
+            known = self._sizes[node] = (nodes, chars, height + 1)
+        return known
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -209,8 +270,8 @@ _STR_TAG = "tag:yaml.org,2002:str"
 
 
 class _Shortcuts:
-    """Shortcuts through PyYAML's Python code for each scalar, results unchanged: most of a
-    large config is plain strings, many of them the same keys over and over."""
+    """Shortcuts through PyYAML's Python code for each scalar and mapping, results unchanged:
+    most of a large config is plain strings, many of them the same keys over and over."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)  # type: ignore[call-arg]
@@ -231,6 +292,21 @@ class _Shortcuts:
         if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):
             return node.value  # what construct_yaml_str returns, minus the bookkeeping
         return super().construct_object(node, deep)  # type: ignore[misc]
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        pairs = node.value
+        if isinstance(node, yaml.MappingNode) and all(
+            key.tag == _STR_TAG and key.__class__ is yaml.ScalarNode for key, _ in pairs
+        ):
+            # Keys that are all strings: no merge key to flatten, none unhashable.
+            construct = self.construct_object
+            return {
+                key.value: value.value
+                if value.tag == _STR_TAG and value.__class__ is yaml.ScalarNode
+                else construct(value, deep)
+                for key, value in pairs
+            }
+        return super().construct_mapping(node, deep)  # type: ignore[misc]
 
 
 @_marked_constructors
