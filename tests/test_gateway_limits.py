@@ -390,6 +390,17 @@ def test_a_client_slow_to_send_its_headers_is_cut_off_while_others_are_served(
         kept.settimeout(5)
         time.sleep(0.2)
         assert kept.recv(65536).count(b"200 OK") == 2
+    # A later request on a kept connection whose headers trickle in is cut off too.
+    with socket.create_connection(("127.0.0.1", gateway_process.port)) as kept:
+        kept.settimeout(5)
+        kept.sendall(b"GET /health/liveliness HTTP/1.1\r\nhost: x\r\n\r\n")
+        time.sleep(0.2)
+        assert b"200 OK" in kept.recv(65536)
+        started = time.monotonic()
+        kept.sendall(b"GET /health/liveliness HTTP/1.1\r\n")
+        with contextlib.suppress(ConnectionResetError):
+            assert kept.recv(1024) == b""
+        assert 0.9 < time.monotonic() - started < 3
 
 
 def test_a_body_trickled_in_is_a_408_in_protocol_shape(gateway_process: GatewayProcess) -> None:

@@ -41,17 +41,25 @@ class _HeaderTimeout(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._in_headers = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._header_timer is None:  # a later request on the connection: from its first byte
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # A later request on the connection whose headers did not all come with this data:
+        # timed from here. Those that did (nearly all) never cost a timer.
+        if self._in_headers and self._header_timer is None:
             self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+
     def on_headers_complete(self) -> None:
+        self._in_headers = False
         self._stop_header_timer()
         super().on_headers_complete()
 
