@@ -13,6 +13,7 @@ import resource
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
 import pytest
 import yaml
@@ -86,16 +87,22 @@ def yaml_error(path, loader) -> str:
     return message
 
 
-@pytest.mark.parametrize("text", [BOMB_IN_LITELLM_PARAMS, BOMB_IN_TARGETS])
-def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path, text):
-    path = write(tmp_path, text)
-    assert len(text) < 1000
+def config_error_and_peak(path: Path) -> tuple[str, int]:
+    """The one-line config error of ``path``, and the peak memory traced while loading it."""
     tracemalloc.start()
     try:
         message = config_error(path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    return message, peak
+
+
+@pytest.mark.parametrize("text", [BOMB_IN_LITELLM_PARAMS, BOMB_IN_TARGETS])
+def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path, text):
+    path = write(tmp_path, text)
+    assert len(text) < 1000
+    message, peak = config_error_and_peak(path)
     assert "aliases expand to more than 10,000 nodes" in message
     assert message.startswith(f"{path}:")
     assert peak < 20 * 2**20
@@ -118,12 +125,7 @@ def test_alias_limits_with_both_loaders(tmp_path, loader):
 @pytest.mark.parametrize("text", [SCALAR_FLOOD, MAPPING_FLOOD], ids=["scalar", "mapping"])
 def test_aliases_of_long_text_are_refused_by_their_characters(tmp_path, text):
     path = write(tmp_path, text)
-    tracemalloc.start()
-    try:
-        message = config_error(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    message, peak = config_error_and_peak(path)
     # Named at the anchor, on line 5.
     assert message.startswith(f"{path}:5:")
     assert message.endswith(

@@ -152,21 +152,7 @@ def test_a_gateway_loses_and_doubles_no_traffic_across_a_database_restart(
 def test_a_gateway_killed_outright_loses_no_traffic_it_answered(
     sim: SimServer, tmp_path: Path
 ) -> None:
-    model = sim_model(sim, **FAST)
-    db = tmp_path / "results.db"
-    config = tmp_path / "gateway.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "storage": str(db),
-                "model_list": [deployment(sim, "chat", "openai", model)],
-                "gateway": {"monitor": False},
-            }
-        )
-    )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    model, db, config, port = _sqlite_gateway(sim, tmp_path)
     args = ["gateway", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
     client = openai.OpenAI(
         base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=20
@@ -212,21 +198,7 @@ def test_a_gateway_killed_outright_loses_no_traffic_it_answered(
 def test_a_gateway_stopped_by_sigterm_writes_all_its_traffic_first(
     sim: SimServer, tmp_path: Path
 ) -> None:
-    model = sim_model(sim, **FAST)
-    db = tmp_path / "results.db"
-    config = tmp_path / "gateway.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "storage": str(db),
-                "model_list": [deployment(sim, "chat", "openai", model)],
-                "gateway": {"monitor": False},
-            }
-        )
-    )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    model, db, config, port = _sqlite_gateway(sim, tmp_path)
     gateway = spawn_llmpulse(
         ["gateway", "--config", str(config), "--listen", f"127.0.0.1:{port}"], tmp_path, "g.log"
     )
@@ -252,6 +224,21 @@ def test_a_gateway_stopped_by_sigterm_writes_all_its_traffic_first(
         ids = [r[0] for r in rows]
     assert len(ids) == len(set(ids)) == 50
     assert set(ids) == requests_to(sim, model)
+
+
+def _sqlite_gateway(sim: SimServer, tmp_path: Path) -> tuple[str, Path, Path, int]:
+    """A simulated model, and a gateway config serving it into a SQLite file: the model, the
+    database, the config file and a free port for the gateway."""
+    model = sim_model(sim, **FAST)
+    db = tmp_path / "results.db"
+    config = tmp_path / "gateway.yaml"
+    entries = [deployment(sim, "chat", "openai", model)]
+    raw = {"storage": str(db), "model_list": entries, "gateway": {"monitor": False}}
+    config.write_text(yaml.safe_dump(raw))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return model, db, config, port
 
 
 def _serving(port: int) -> bool:
