@@ -81,7 +81,7 @@ from llmpulse.probe.runner import (
     read_capped,
 )
 from llmpulse.providers import PROTOCOLS
-from llmpulse.providers.base import Completion, error_snippet
+from llmpulse.providers.base import blocked_reason, error_snippet
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.redact import Redactor
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
@@ -867,11 +867,8 @@ class Gateway:
             fallbacks=call.fallbacks,
         )
         # Judged as probes and instrument() judge the same answer: one wording.
-        blocked = Completion(
-            finish_reason=measure.finish_reason,
-            filtered=measure.finish_reason == "content_filter",
-            refused=measure.refused,
-        ).blocked
+        filtered = measure.finish_reason == "content_filter"
+        blocked = blocked_reason(measure.refused, filtered, measure.finish_reason)
         if error is None and blocked is not None:
             result.ok = False
             result.error_class = ErrorClass.CONTENT_FILTER

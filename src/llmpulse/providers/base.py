@@ -69,13 +69,18 @@ class Completion:
 
     @property
     def blocked(self) -> str | None:
-        """Why the answer counts as ``content_filter``, or None: one wording wherever it is
-        measured (probes, instrumented calls)."""
-        if self.refused:
-            return REFUSED
-        if self.filtered:
-            return f"output blocked by a content filter (finish reason {self.finish_reason})"
-        return None
+        """Why the answer counts as ``content_filter``, or None (``blocked_reason``)."""
+        return blocked_reason(self.refused, self.filtered, self.finish_reason)
+
+
+def blocked_reason(refused: bool, filtered: bool, finish_reason: str | None) -> str | None:
+    """Why an answer counts as ``content_filter``, or None: one wording wherever it is measured
+    (probes, instrumented calls, gateway traffic)."""
+    if refused:
+        return REFUSED
+    if filtered:
+        return f"output blocked by a content filter (finish reason {finish_reason})"
+    return None
 
 
 @dataclasses.dataclass(slots=True)
