@@ -387,7 +387,8 @@ def header_value(text: str) -> str:
     """
     if text.isascii() and text.isprintable() and "%" not in text:
         return text
-    # aiohttp keeps a header's bytes that are not UTF-8 as surrogates: encoded back to them.
+    # Upstream ids come here already made valid text by the redactor, and model names with
+    # lone surrogates are refused before; a config's text may still hold one: its byte, not a 500.
     return quote(text, safe=_HEADER_SAFE, errors="surrogateescape")
 
 
