@@ -31,9 +31,9 @@ from pathlib import Path
 
 from bench.common import report
 from llmpulse.errors import ErrorClass
-from llmpulse.monitor import metrics
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
 from llmpulse.store import SQLiteStore
+from llmpulse.store import queries as metrics
 from llmpulse.store.migrations.legacy_sqlite import SCRIPTS as LEGACY_SCRIPTS
 
 INTERVAL_S = 30

@@ -31,9 +31,9 @@ import psycopg
 
 from bench.common import report
 from llmpulse.errors import ErrorClass
-from llmpulse.monitor import metrics
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
 from llmpulse.store import Store, open_store, redact_url
+from llmpulse.store import queries as metrics
 
 POSTGRES_URL = os.environ.get(
     "LLMPULSE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"

@@ -22,9 +22,10 @@ import httpx
 
 from bench.common import report, sim_process
 from llmpulse import aio
-from llmpulse.config import Target, parse_config
+from llmpulse.config import parse_config
 from llmpulse.probe import Prober
 from llmpulse.result import CheckKind, CheckResult
+from llmpulse.target import Target
 
 # Realistic spread: a fast Groq-like model, a mid OpenAI-like one, a slower Claude-like one and
 # a Gemini-like one, with ±20 % TTFT jitter so every request has its own injected truth.

@@ -28,8 +28,9 @@ import yaml
 from bench.common import report
 from bench.metrics_query import PROVIDERS, generate
 from llmpulse.alerts.engine import INCIDENT, AlertRecord, fingerprint
-from llmpulse.alerts.model import AlertState, Notification, Severity
+from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore, state_paths
+from llmpulse.rules import Severity
 from llmpulse.store import SQLiteStore
 
 GOALS = {"overview_ms": 100.0, "series_30d_one_ms": 300.0}

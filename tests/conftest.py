@@ -20,9 +20,10 @@ import pytest
 from aiohttp import web
 
 import pgserver
-from llmpulse.config import Target, parse_config
+from llmpulse.config import parse_config
 from llmpulse.sim import SimServer
 from llmpulse.store import redact_url
+from llmpulse.target import Target
 
 _names = itertools.count()
 

@@ -16,10 +16,11 @@ import pytest
 from conftest import postgres_schema
 from llmpulse.alerts.engine import AlertRecord
 from llmpulse.alerts.migrations.legacy_sqlite import STATE_SCRIPTS
-from llmpulse.alerts.model import AlertState, Severity
+from llmpulse.alerts.model import AlertState
 from llmpulse.alerts.outbox import Outbox
 from llmpulse.alerts.silences import Silence
 from llmpulse.alerts.state import AlertStateStore, state_locations, state_paths
+from llmpulse.rules import Severity
 from llmpulse.store import sqlitedb
 from test_outbox import alert
 

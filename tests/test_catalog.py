@@ -3,8 +3,9 @@ import dataclasses
 import pytest
 
 from llmpulse import catalog
-from llmpulse.config import PriceOverride, parse_config
+from llmpulse.config import parse_config
 from llmpulse.result import Usage
+from llmpulse.target import PriceOverride
 
 
 def target(provider="openai", model="gpt-4o-mini", **extra):
@@ -72,7 +73,7 @@ def test_context_windows():
 
 
 def test_every_preset_default_model_has_a_price():
-    from llmpulse.providers.presets import PRESETS
+    from llmpulse.presets import PRESETS
 
     for preset in PRESETS.values():
         if preset.default_model and preset.price_provider:

@@ -25,6 +25,7 @@ from llmpulse.config import parse_config
 from llmpulse.monitor import daemon as daemon_module
 from llmpulse.monitor.daemon import Daemon
 from llmpulse.store import SQLiteStore
+from llmpulse.web.server import serve_beside
 from test_gateway_proxy import deployment
 
 FAST = {
@@ -58,14 +59,22 @@ def make_config(sim, receiver, targets, **extra):
 
 
 @contextlib.asynccontextmanager
-async def running(config, db: Path, **options):
+async def served(config, db: Path, **options):
+    """A daemon as `llmpulse run` composes it (its web server beside it), running."""
     daemon = Daemon(config, db_path=db, **options)
+    web = serve_beside(daemon)
     task = asyncio.ensure_future(daemon.run())
     try:
-        yield daemon
+        yield daemon, web
     finally:
         daemon.stop_event.set()
         await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
+async def running(config, db: Path, **options):
+    async with served(config, db, **options) as (daemon, _):
+        yield daemon
 
 
 async def wait_for(predicate, timeout=20.0):
@@ -411,11 +420,11 @@ async def test_a_daemon_and_a_gateway_on_one_database_page_once_per_incident(
 
     async def firing() -> list[dict]:
         async with httpx.AsyncClient() as http:  # the daemon serves on this event loop
-            alerts = (await http.get(f"{daemon.web.urls[0]}api/v1/alerts", timeout=10)).json()
+            alerts = (await http.get(f"{web.urls[0]}api/v1/alerts", timeout=10)).json()
         return [a for a in alerts["firing"] if a["target"] == target]
 
     try:
-        async with running(config, db, region=region) as daemon:
+        async with served(config, db, region=region) as (_, web):
             for _ in range(20):
                 await ask()  # healthy traffic, once the gateway is up
                 await asyncio.sleep(0.1)

@@ -29,7 +29,7 @@ from llmpulse.demo.scenario import (
     build_config,
     build_scenario,
 )
-from llmpulse.monitor.rules import AVAILABILITY_RULES
+from llmpulse.rules import AVAILABILITY_RULES
 
 SPEED = 10
 ANTHROPIC = "anthropic/claude-haiku-4-5"

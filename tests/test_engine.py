@@ -8,7 +8,8 @@ import dataclasses
 from llmpulse.alerts.engine import AlertRecord, AlertSettings, Engine
 from llmpulse.alerts.model import AlertState
 from llmpulse.alerts.silences import Silence
-from llmpulse.monitor.rules import DEFAULT_RULES, Evaluation
+from llmpulse.alerts.window import Evaluation
+from llmpulse.rules import DEFAULT_RULES
 
 DOWN = DEFAULT_RULES["consecutive_unavailable"]
 SLOW = DEFAULT_RULES["ttft_p95_high"]

@@ -24,11 +24,11 @@ import yaml
 
 from conftest import sim_model
 from llmpulse.config import ConfigError, parse_config
+from llmpulse.config.litellm import parse_gateway
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.app import create_app
-from llmpulse.gateway.config import parse_gateway
 from llmpulse.monitor.daemon import Daemon
-from llmpulse.monitor.probelock import held_elsewhere
+from llmpulse.probe.lock import held_elsewhere
 from llmpulse.result import CheckKind, Source
 from llmpulse.sim import SimServer
 from llmpulse.store import SQLiteStore

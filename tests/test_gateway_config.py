@@ -2,8 +2,8 @@ import pytest
 import yaml
 
 from llmpulse.config import ConfigError, load_config, parse_config
-from llmpulse.gateway.config import parse_gateway
-from llmpulse.gateway.routing import Strategy
+from llmpulse.config.gateway import Strategy
+from llmpulse.config.litellm import parse_gateway
 
 ENV = {
     "OPENAI_API_KEY": "sk-secret-openai",
@@ -966,7 +966,7 @@ model_list:
       extra_headers: {Cookie: "session=cookie-literal", X-Auth-Token: tok-literal-2, X-Team: a}
 """
     ).gateway
-    # One definition of a credential header (llmpulse.redact's): named and redacted alike.
+    # One definition of a credential header (llmpulse.secrets's): named and redacted alike.
     assert gw.warnings == (
         "keys written in the file are used as written and kept secret: "
         "model_list[0].litellm_params.extra_headers.Cookie, "

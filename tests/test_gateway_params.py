@@ -14,8 +14,9 @@ import openai
 import pytest
 
 from conftest import sim_model
+from llmpulse.config.gateway import GatewayConfig
+from llmpulse.config.litellm import parse_gateway
 from llmpulse.gateway.app import DROPPED_HEADER
-from llmpulse.gateway.config import GatewayConfig, parse_gateway
 from llmpulse.sim import SimServer
 from test_gateway_proxy import FAST, Served, deployment, gateway_config, upstream
 

@@ -22,16 +22,17 @@ import uvicorn
 
 from conftest import base_url, sim_model
 from llmpulse.aio import new_event_loop
-from llmpulse.config import Target
+from llmpulse.config.gateway import GatewayConfig
+from llmpulse.config.litellm import parse_gateway
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.app import DEPLOYMENT_HEADER, create_app
-from llmpulse.gateway.config import GatewayConfig, parse_gateway
 from llmpulse.gateway.proxy import Gateway
 from llmpulse.gateway.retry import RetryPolicy
 from llmpulse.providers.base import REFUSED
 from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.sim import SimServer
 from llmpulse.sim.common import text_of
+from llmpulse.target import Target
 
 PREFIX = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini"}
 FAST = {"ttft": 0.01, "tokens_per_s": 2000}

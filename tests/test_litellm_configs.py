@@ -26,7 +26,7 @@ import yaml
 
 from conftest import base_url
 from llmpulse.config import ConfigError, load_config
-from llmpulse.gateway.config import GatewayConfig
+from llmpulse.config.gateway import GatewayConfig
 from llmpulse.sim import SimServer
 from test_gateway_proxy import FAST, upstream
 

@@ -23,15 +23,16 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from llmpulse.alerts.model import AlertState, Notification, Severity
+from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.notifiers import (
     DeliveryError,
-    PagerDutyConfig,
     build_notifiers,
 )
+from llmpulse.config.notifiers import PagerDutyConfig, resolve_notifiers
 from llmpulse.alerts.notifiers.base import parse_retry_after
 from llmpulse.alerts.notifiers.webhook import WebhookNotifier
 from llmpulse.config import ConfigError
+from llmpulse.rules import Severity
 
 STARTED = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 ENDED = datetime(2025, 3, 1, 12, 7, 30, tzinfo=UTC)
@@ -110,7 +111,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def one(config: dict[str, Any], env: dict[str, str] | None = None) -> Any:
-    return build_notifiers([config], env or {})[0]
+    return build_notifiers(resolve_notifiers([config], env or {}))[0]
 
 
 def free_port() -> int:
@@ -446,7 +447,7 @@ def test_parse_retry_after() -> None:
 def test_config_errors_name_the_key_and_hide_values(configs: list[Any], error: str) -> None:
     env = {"NOT_A_URL": "hooks.example.com/SECRET", "BAD_APPRISE": "nonsense-SECRET"}
     with pytest.raises(ConfigError) as caught:
-        build_notifiers(configs, env)
+        build_notifiers(resolve_notifiers(configs, env))
     assert error in str(caught.value)
     assert "SECRET" not in str(caught.value)
 
@@ -454,12 +455,14 @@ def test_config_errors_name_the_key_and_hide_values(configs: list[Any], error: s
 def test_config_models_and_reprs_hide_secrets() -> None:
     env = {"PD": "pd-SECRET", "HOOK": "https://hooks.slack.com/services/SECRET"}
     notifiers = build_notifiers(
-        [
-            PagerDutyConfig(type="pagerduty", routing_key="os.environ/PD", name="pager"),
-            {"type": "slack", "webhook_url": "${HOOK}"},
-            {"type": "email", "host": "smtp.example.com", "sender": "a@b", "to": ["c@d"]},
-        ],
-        env,
+        resolve_notifiers(
+            [
+                PagerDutyConfig(type="pagerduty", routing_key="os.environ/PD", name="pager"),
+                {"type": "slack", "webhook_url": "${HOOK}"},
+                {"type": "email", "host": "smtp.example.com", "sender": "a@b", "to": ["c@d"]},
+            ],
+            env,
+        )
     )
     assert [(n.type, n.name) for n in notifiers] == [
         ("pagerduty", "pager"),
@@ -468,6 +471,8 @@ def test_config_models_and_reprs_hide_secrets() -> None:
     ]
     assert notifiers[2].port == 587
     assert "SECRET" not in repr(notifiers)
+    settings = resolve_notifiers([{"type": "pagerduty", "routing_key": "os.environ/PD"}], env)
+    assert settings[0].secrets == ("pd-SECRET", "/v2/enqueue") and "SECRET" not in repr(settings)
     assert "os.environ" not in repr(PagerDutyConfig(type="pagerduty", routing_key="os.environ/PD"))
     ssl_mail = one({"type": "email", "host": "h", "sender": "a@b", "to": ["c@d"], "ssl": True})
     assert ssl_mail.port == 465

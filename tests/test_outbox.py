@@ -20,10 +20,11 @@ import pytest
 from aiohttp import web
 
 from llmpulse.alerts.migrations.legacy_sqlite import OUTBOX_SCRIPTS
-from llmpulse.alerts.model import AlertState, Notification, Severity
+from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.notifiers.webhook import WebhookNotifier
 from llmpulse.alerts.outbox import Outbox
-from llmpulse.redact import Redactor
+from llmpulse.rules import Severity
+from llmpulse.secrets import Redactor
 from llmpulse.store import sqlitedb
 
 

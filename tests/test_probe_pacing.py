@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from conftest import sim_model, spawn_llmpulse
-from llmpulse.monitor.probelock import held_elsewhere
+from llmpulse.probe.lock import held_elsewhere
 from llmpulse.result import CheckKind
 from llmpulse.sim import SimServer
 from test_gateway_app import DaemonThread, wait_for_state, wait_until

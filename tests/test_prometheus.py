@@ -17,11 +17,11 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from llmpulse.alerts.status import Status
 from llmpulse.errors import ErrorClass
-from llmpulse.monitor.status import Status
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
+from llmpulse.telemetry.prometheus import MetricsExporter, Snapshot, TargetSnapshot
 from llmpulse.telemetry.semconv import MAX_RESPONSE_MODELS
-from llmpulse.web.prometheus import MetricsExporter, Snapshot, TargetSnapshot
 
 DASHBOARD = Path(__file__).parent.parent / "contrib" / "grafana" / "llmpulse-dashboard.json"
 TARGET = "openai/gpt-4o-mini"

@@ -2,17 +2,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from llmpulse.alerts.window import Evaluation, TargetWindow, agree_across_regions, quantile
 from llmpulse.errors import ErrorClass
-from llmpulse.monitor.rules import (
-    DEFAULT_RULES,
-    Evaluation,
-    RuleOverride,
-    TargetWindow,
-    agree_across_regions,
-    quantile,
-    resolve_rules,
-)
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
+from llmpulse.rules import DEFAULT_RULES, RuleOverride, resolve_rules
 
 T0 = 1_800_000_000.0
 

@@ -13,7 +13,7 @@ import pytest
 
 from llmpulse.config import parse_config
 from llmpulse.errors import ErrorClass
-from llmpulse.monitor.scheduler import Scheduler
+from llmpulse.probe.scheduler import Scheduler
 from llmpulse.result import CheckKind, CheckResult, Source
 
 

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from llmpulse.monitor.statuspage import OfficialStatus, SourceKind, StatusPoller, fetch_status
+from llmpulse.probe.official import OfficialStatus, SourceKind, StatusPoller, fetch_status
 from llmpulse.sim import ModelBehavior, Scenario, ScenarioError, SimServer, load_scenario
 from llmpulse.sim.common import go_duration
 from llmpulse.sim.scenario import parse_scenario

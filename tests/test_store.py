@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import postgres_schema
-from llmpulse.config import ConfigError, parse_config, resolve_storage
+from llmpulse.config import ConfigError, parse_config
+from llmpulse.config.storage import resolve_storage
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.store import (

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from llmpulse.alerts.engine import INCIDENT, AlertRecord, fingerprint
-from llmpulse.alerts.model import AlertState, Notification, Severity
+from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import Config, parse_config
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
+from llmpulse.rules import Severity
 from llmpulse.store import SQLiteStore
 from llmpulse.web.server import WebServer
 

@@ -3,13 +3,14 @@
 The public API: load a config (or build targets), run checks, read ``CheckResult``s.
 """
 
-from llmpulse.config import Config, ConfigError, Target, discover_targets, load_config
+from llmpulse.config import Config, ConfigError, discover_targets, load_config
 from llmpulse.errors import ErrorClass, classify
-from llmpulse.gateway.instrument import instrument
-from llmpulse.gateway.router import Router, RouterError
+from llmpulse.gateway.client import Router, RouterError
+from llmpulse.instrument import instrument
 from llmpulse.probe import Prober, run_checks
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
 from llmpulse.store import SQLiteStore, Store
+from llmpulse.target import Target
 
 __all__ = [
     "CheckKind",

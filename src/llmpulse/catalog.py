@@ -14,8 +14,8 @@ from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 from genai_prices.data_snapshot import get_snapshot
 
-from llmpulse.config import PriceOverride, Target
 from llmpulse.result import Usage
+from llmpulse.target import PriceOverride, Target
 
 
 def cost_usd(

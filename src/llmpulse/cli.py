@@ -21,17 +21,16 @@ from llmpulse.config import (
     Config,
     ConfigError,
     ServeOnly,
-    Target,
-    WebConfig,
     discover_targets,
     load_config,
     parse_config,
-    resolve_storage,
     with_web,
 )
-from llmpulse.providers.presets import DISCOVERABLE, PRESETS
-from llmpulse.redact import Redactor, install_log_redaction
+from llmpulse.config.storage import resolve_storage
+from llmpulse.config.web import WebConfig
+from llmpulse.presets import DISCOVERABLE, PRESETS
 from llmpulse.result import CheckKind, CheckResult
+from llmpulse.secrets import Redactor, install_log_redaction
 from llmpulse.sim.cli import sim_command
 from llmpulse.store import (
     DATABASE_ERRORS,
@@ -40,6 +39,7 @@ from llmpulse.store import (
     redact_url,
     results_location,
 )
+from llmpulse.target import Target
 
 if TYPE_CHECKING:
     from llmpulse.alerts.state import AlertStateStore
@@ -176,7 +176,7 @@ def run(
     """Monitor every target continuously, send alerts and serve the dashboard, until
     SIGINT/SIGTERM."""
     from llmpulse.monitor.daemon import Daemon
-    from llmpulse.web.server import WebError
+    from llmpulse.web.server import WebError, serve_beside
 
     _logging(verbose)
     console = _console(stderr=True)
@@ -184,7 +184,8 @@ def run(
     try:
         config = _load(config_path, require_file=False, web=web)
         install_log_redaction(config.redactor)
-        daemon = Daemon(config, db_path=db_path, status_only=status_page_only)
+        daemon = Daemon(config, db_path=db_path)
+        server = serve_beside(daemon, status_only=status_page_only)
     except (ConfigError, WebError) as exc:
         _usage_error(console, exc)
     except DATABASE_ERRORS as exc:
@@ -194,8 +195,8 @@ def run(
         f"{len(config.notifiers)} notifiers; Ctrl-C to stop",
         highlight=False,
     )
-    if daemon.web is not None:
-        for url in daemon.web.urls:
+    if server is not None:
+        for url in server.urls:
             console.print(f"llmpulse: serving {url}", highlight=False)
     aio.run(daemon.run())
 
@@ -403,7 +404,7 @@ def gateway_command(
 
     import uvicorn
 
-    from llmpulse.config import is_loopback, split_address
+    from llmpulse.config.web import is_loopback, split_address
     from llmpulse.gateway.app import create_app
     from llmpulse.serving import Server, header_timeout_protocol
     from llmpulse.store.spool import Recording, ResultWriter, spool_for
@@ -606,17 +607,19 @@ def notify() -> None:
 @config_option
 def notify_test(config_path: Path | None) -> None:
     """Send a test alert to every configured channel and show what each answered."""
+    from llmpulse.alerts.notifiers import build_notifiers  # loaded by the commands that send
+    from llmpulse.alerts.testing import send_test
+
     console = _console(stderr=False)
     try:
         config = _load(config_path, require_file=True)
+        notifiers = build_notifiers(config.notifiers)
     except ConfigError as exc:
         _usage_error(console, exc)
-    if not config.notifiers:
+    if not notifiers:
         console.print("no notifiers configured (add a 'notifiers:' list to the config)")
         sys.exit(EXIT_USAGE)
-    from llmpulse.alerts.testing import send_test
-
-    answers = aio.run(send_test(config.notifiers))
+    answers = aio.run(send_test(notifiers))
     for name, ok, answer in answers:
         style = "green" if ok else "red"
         console.print(f"[{style}]{'ok  ' if ok else 'FAIL'}[/{style}] {name}: {answer}",

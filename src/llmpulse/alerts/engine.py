@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from llmpulse.alerts.model import AlertState, Notification, Severity
+from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.silences import Silence
-from llmpulse.monitor.rules import AVAILABILITY_RULES, Evaluation
+from llmpulse.alerts.window import Evaluation
+from llmpulse.rules import AVAILABILITY_RULES, Severity
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-
-class Severity(enum.StrEnum):
-    WARNING = "warning"
-    CRITICAL = "critical"
+from llmpulse.rules import Severity
 
 
 class AlertState(enum.StrEnum):

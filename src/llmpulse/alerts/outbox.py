@@ -57,7 +57,7 @@ from llmpulse.alerts import migrations
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.notifiers.base import DeliveryError, Notifier
 from llmpulse.alerts.state import state_locations
-from llmpulse.redact import NO_SECRETS, Redactor
+from llmpulse.secrets import NO_SECRETS, Redactor
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from llmpulse.config import SilenceConfig
+    from llmpulse.config.alerting import SilenceConfig
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

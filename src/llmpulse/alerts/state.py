@@ -18,7 +18,7 @@ from llmpulse.alerts import migrations
 from llmpulse.alerts.engine import AlertRecord
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.silences import Silence
-from llmpulse.store.url import is_postgres, sqlite_path
+from llmpulse.config.storage import is_postgres, sqlite_path
 
 
 def state_paths(results_db: Path) -> tuple[Path, Path]:

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from llmpulse.alerts.model import AlertState, Notification, Severity
+from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.notifiers import DeliveryError, Notifier
+from llmpulse.rules import Severity
 
 
 def sample_notification() -> Notification:

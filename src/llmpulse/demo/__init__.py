@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from llmpulse import aio
-from llmpulse.config import ConfigError, Target, parse_config
+from llmpulse.config import ConfigError, parse_config
 from llmpulse.demo.scenario import (
     INCIDENTS,
     KEY,
@@ -38,11 +38,12 @@ from llmpulse.demo.scenario import (
 from llmpulse.demo.sink import AlertSink
 from llmpulse.durations import format_duration
 from llmpulse.monitor.daemon import Daemon
-from llmpulse.monitor.metrics import MIN_BASELINE_REQUESTS
 from llmpulse.probe import Prober
 from llmpulse.sim import SimServer
 from llmpulse.store.base import Store
-from llmpulse.web.server import WebError
+from llmpulse.store.queries import MIN_BASELINE_REQUESTS
+from llmpulse.target import Target
+from llmpulse.web.server import WebError, WebServer, serve_beside
 
 __all__ = ["DemoError", "run_demo"]
 
@@ -81,7 +82,7 @@ async def _run(
     hook = await sink.start()
     narrator: asyncio.Future[None] | None = None
     try:
-        daemon = _daemon(sim, hook, db_path, listen, speed)
+        daemon, dashboard = _daemon(sim, hook, db_path, listen, speed)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):  # until the daemon installs its own
             loop.add_signal_handler(sig, daemon.stop_event.set)
@@ -90,7 +91,7 @@ async def _run(
         await _seed(daemon.store, daemon.config.targets)
         if not daemon.stop_event.is_set():
             sim.state.load()  # the script's clock starts with the monitor
-            _banner(console, daemon, sim, sink.url, kept, speed)
+            _banner(console, daemon, dashboard, sim, sink.url, kept, speed)
             narrator = asyncio.ensure_future(_narrate(console, sim.state.started, speed))
         await daemon.run()
     finally:
@@ -99,19 +100,24 @@ async def _run(
         await sink.stop()
 
 
-def _daemon(sim: SimServer, hook: str, db_path: Path, listen: str, speed: float) -> Daemon:
-    """The monitor; it binds the dashboard's address first, so a taken one fails at once."""
+def _daemon(
+    sim: SimServer, hook: str, db_path: Path, listen: str, speed: float
+) -> tuple[Daemon, WebServer]:
+    """The monitor and its dashboard, whose address is bound first: a taken one fails at once."""
     bases = {"openai": sim.openai_base, "anthropic": sim.anthropic_base,
              "gemini": sim.gemini_base}  # fmt: skip
     pages = {m.provider: sim.status_page_url(m.provider, m.status_format) for m in MODELS}
     try:
         raw = build_config(speed, bases, hook, listen, pages)
         config = parse_config(raw, env={KEY_VAR: KEY})
-        return Daemon(config, db_path=db_path)
+        daemon = Daemon(config, db_path=db_path)
+        dashboard = serve_beside(daemon)
     except (ConfigError, WebError) as exc:
         raise DemoError(
             f"{exc}; choose the dashboard's address with --listen HOST:PORT (or --port PORT)"
         ) from None
+    assert dashboard is not None  # the demo's config always serves the dashboard
+    return daemon, dashboard
 
 
 async def _seed(store: Store, targets: list[Target]) -> None:
@@ -128,10 +134,15 @@ async def _seed(store: Store, targets: list[Target]) -> None:
 
 
 def _banner(
-    console: Console, daemon: Daemon, sim: SimServer, sink: str, kept: bool, speed: float
+    console: Console,
+    daemon: Daemon,
+    dashboard: WebServer,
+    sim: SimServer,
+    sink: str,
+    kept: bool,
+    speed: float,
 ) -> None:
-    assert daemon.web is not None  # the demo's config always serves the dashboard
-    web = daemon.web.urls[0]
+    web = dashboard.urls[0]
     rows = [
         ("dashboard", web),
         ("status page", f"{web}status"),

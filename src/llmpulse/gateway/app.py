@@ -67,20 +67,21 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmpulse.config import Target, is_loopback
+from llmpulse.config.gateway import MIB, GatewayConfig
+from llmpulse.config.web import is_loopback
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerState
-from llmpulse.gateway.config import MIB, GatewayConfig
 from llmpulse.gateway.ir import ChatRequest, MessageStart, StreamEvent, TranslationError
 from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
-from llmpulse.monitor.probelock import held_elsewhere
-from llmpulse.monitor.scheduler import Cooldown, Scheduler
+from llmpulse.probe.lock import held_elsewhere
 from llmpulse.probe.runner import Prober
-from llmpulse.redact import Redactor
+from llmpulse.probe.scheduler import Cooldown, Scheduler
 from llmpulse.result import CheckResult, Source
+from llmpulse.secrets import Redactor
 from llmpulse.store import Store, local_path, open_store
+from llmpulse.target import Target
 
 log = logging.getLogger(__name__)
 

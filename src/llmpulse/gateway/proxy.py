@@ -44,10 +44,9 @@ from typing import Any
 import aiohttp
 
 from llmpulse import catalog
-from llmpulse.config import Target
+from llmpulse.config.gateway import Deployment, GatewayConfig
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerConfig
-from llmpulse.gateway.config import Deployment, GatewayConfig
 from llmpulse.gateway.ir import (
     ChatRequest,
     ChatResponse,
@@ -68,7 +67,7 @@ from llmpulse.gateway.ir import (
     UsageUpdate,
 )
 from llmpulse.gateway.retry import Action, Attempt, FallbackKind, RetryPolicy
-from llmpulse.gateway.routing import Selector
+from llmpulse.gateway.selector import Selector
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import gemini as tr_gemini
 from llmpulse.gateway.translate import openai as tr_openai
@@ -83,9 +82,10 @@ from llmpulse.probe.runner import (
 from llmpulse.providers import PROTOCOLS
 from llmpulse.providers.base import blocked_reason, error_snippet
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
-from llmpulse.redact import Redactor
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
+from llmpulse.secrets import Redactor
 from llmpulse.sse import SSEDecoder, SSEError
+from llmpulse.target import Target
 
 DEFAULT_TIMEOUT_S = 600.0  # LiteLLM's default request timeout
 # A cool-down this much longer than the policy's wait means the breaker opened: go elsewhere.

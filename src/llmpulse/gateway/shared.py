@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerState
-from llmpulse.gateway.routing import Outcome, Selector
+from llmpulse.gateway.selector import Outcome, Selector
 from llmpulse.result import RateLimit
 
 log = logging.getLogger(__name__)

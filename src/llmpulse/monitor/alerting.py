@@ -24,12 +24,13 @@ from llmpulse.alerts.engine import AlertRecord, AlertSettings, Engine
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.silences import configured_silences
 from llmpulse.alerts.state import AlertStateStore
-from llmpulse.config import Config, Target
+from llmpulse.alerts.window import TargetWindow, agree_across_regions
+from llmpulse.config import Config
 from llmpulse.errors import ErrorClass
-from llmpulse.monitor import metrics
-from llmpulse.monitor.rules import RuleSpec, TargetWindow, agree_across_regions, resolve_rules
 from llmpulse.result import CheckResult, Source
-from llmpulse.store import Store
+from llmpulse.rules import RuleSpec, resolve_rules
+from llmpulse.store import Store, queries
+from llmpulse.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class Alerting:
 
     def refresh_baselines(self, now: float) -> None:
         for name in self.targets:
-            self.baselines[name] = metrics.tokens_per_request_baseline(self.store, name, now=now)
+            self.baselines[name] = queries.tokens_per_request_baseline(self.store, name, now=now)
         self.baselines_at = now
 
     def observe_official(self, provider: str, indicator: str, description: str) -> None:

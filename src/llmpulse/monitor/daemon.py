@@ -30,7 +30,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,16 +39,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from llmpulse import aio
 from llmpulse.alerts.model import Notification
-from llmpulse.alerts.notifiers import Notifier
+from llmpulse.alerts.notifiers import Notifier, build_notifiers
 from llmpulse.alerts.outbox import Outbox
 from llmpulse.alerts.state import AlertStateStore
-from llmpulse.config import Config, Target
+from llmpulse.config import Config
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.monitor.leader import leadership_for
-from llmpulse.monitor.probelock import ProbeLock
-from llmpulse.monitor.scheduler import Scheduler
-from llmpulse.monitor.statuspage import DEFAULT_SOURCES, StatusPoller
 from llmpulse.probe import Prober
+from llmpulse.probe.lock import ProbeLock
+from llmpulse.probe.official import DEFAULT_SOURCES, StatusPoller
+from llmpulse.probe.scheduler import Scheduler
 from llmpulse.result import CheckResult
 from llmpulse.store import (
     DATABASE_ERRORS,
@@ -58,7 +58,7 @@ from llmpulse.store import (
     results_location,
 )
 from llmpulse.store.spool import Recording, ResultWriter, Trouble, spool_for
-from llmpulse.web.server import WebServer
+from llmpulse.target import Target
 
 if TYPE_CHECKING:
     from llmpulse.telemetry.otlp import Telemetry
@@ -101,19 +101,17 @@ class Daemon:
         config: Config,
         *,
         db_path: str | Path | None = None,
-        status_only: bool = False,
         agent: str | None = None,
         region: str | None = None,
     ) -> None:
         self.config = config
         self.location = results_location(db_path, config.storage)
         self.store = open_store(self.location, for_writing=True)
-        self.status_only = status_only
         self.agent = agent or config.monitor.agent or socket.gethostname()
         self.region = region or config.monitor.region
         self.state = AlertStateStore.open(self.location)
         self.outbox = Outbox.open(self.location, redactor=config.redactor)
-        self.notifiers: list[Notifier] = config.notifiers
+        self.notifiers: list[Notifier] = build_notifiers(config.notifiers)
         # Results are stored within 250 ms (the store, else the local spool): see store.spool.
         self.recording = Recording(
             ResultWriter(self.store, spool_for(self.location, self.agent), self.agent)
@@ -138,12 +136,22 @@ class Daemon:
             from llmpulse.telemetry.otlp import Telemetry  # the SDK loads only when configured
 
             self.telemetry = Telemetry(config.telemetry, config.targets)
-        self.web: WebServer | None = None
-        if config.web.enabled:
-            # Binds now: a taken port fails `llmpulse run` before any probe goes out.
-            self.web = WebServer(
-                config, self.location, official=self.status.current, status_only=status_only
-            )
+        # What composes the daemon with more (the web server, an exporter): fed every result,
+        # run beside the scheduler until the stop event (see ``attach``).
+        self._sinks: list[Callable[[CheckResult], None]] = []
+        self._services: list[Callable[[asyncio.Event], Awaitable[None]]] = []
+
+    def attach(
+        self,
+        *,
+        sink: Callable[[CheckResult], None] | None = None,
+        service: Callable[[asyncio.Event], Awaitable[None]] | None = None,
+    ) -> None:
+        """Feed ``sink`` every result, and run ``service(stop_event)`` beside the probes."""
+        if sink is not None:
+            self._sinks.append(sink)
+        if service is not None:
+            self._services.append(service)
 
     # --- wiring -------------------------------------------------------------------------
 
@@ -187,8 +195,8 @@ class Daemon:
     def on_result(self, target: Target, result: CheckResult) -> None:
         result.agent, result.region = self.agent, self.region
         self.recording.add(result)
-        if self.web is not None:
-            self.web.exporter.observe(result)
+        for sink in self._sinks:
+            sink(result)
         if self.telemetry is not None:
             self.telemetry.emit(result)
 
@@ -226,8 +234,7 @@ class Daemon:
                 asyncio.ensure_future(self.status.run(session, self.stop_event)),
                 asyncio.ensure_future(self._official_changes()),
             ]
-            if self.web is not None:
-                background.append(asyncio.ensure_future(self.web.serve(self.stop_event)))
+            background += [asyncio.ensure_future(s(self.stop_event)) for s in self._services]
             ticker = asyncio.ensure_future(self._ticker())
             maintenance = asyncio.ensure_future(self._maintenance())
             drain = max((t.timeout for t in self.config.targets), default=20.0) + 5

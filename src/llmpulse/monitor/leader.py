@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psycopg
 
-from llmpulse.store.url import is_postgres
+from llmpulse.config.storage import is_postgres
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,14 @@ from types import SimpleNamespace
 import aiohttp
 
 from llmpulse import catalog
-from llmpulse.config import Target
 from llmpulse.errors import ErrorClass
 from llmpulse.providers import PROTOCOLS, Protocol, ProtocolError
 from llmpulse.providers.base import Completion, error_snippet
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
-from llmpulse.redact import NO_SECRETS, Redactor
 from llmpulse.result import CheckKind, CheckResult, Usage
+from llmpulse.secrets import NO_SECRETS, Redactor
 from llmpulse.sse import SSEDecoder, SSEError
+from llmpulse.target import Target
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from llmpulse.providers.base import (
     get_str,
     loads_object,
 )
-from llmpulse.redact import PRE_CLIP_CHARS
 from llmpulse.result import Usage
+from llmpulse.secrets import PRE_CLIP_CHARS
 from llmpulse.sse import SSEEvent
 
 if TYPE_CHECKING:
-    from llmpulse.config import Target
+    from llmpulse.target import Target
 
 API_VERSION = "2023-06-01"
 _FILTER_STOP = "refusal"

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from llmpulse.errors import ErrorClass, classify
-from llmpulse.redact import PRE_CLIP_CHARS
 from llmpulse.result import Usage
+from llmpulse.secrets import PRE_CLIP_CHARS
 from llmpulse.sse import SSEEvent
 
 if TYPE_CHECKING:
-    from llmpulse.config import Target
+    from llmpulse.target import Target
 
 
 class ProtocolError(ValueError):

@@ -25,12 +25,12 @@ from llmpulse.providers.base import (
     get_str,
     loads_object,
 )
-from llmpulse.redact import PRE_CLIP_CHARS
 from llmpulse.result import Usage
+from llmpulse.secrets import PRE_CLIP_CHARS
 from llmpulse.sse import SSEEvent
 
 if TYPE_CHECKING:
-    from llmpulse.config import Target
+    from llmpulse.target import Target
 
 # Finish reasons that mean the output was blocked by a safety or policy filter.
 _FILTER_FINISH = frozenset(

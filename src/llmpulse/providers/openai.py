@@ -23,12 +23,12 @@ from llmpulse.providers.base import (
     get_str,
     loads_object,
 )
-from llmpulse.redact import PRE_CLIP_CHARS
 from llmpulse.result import Usage
+from llmpulse.secrets import PRE_CLIP_CHARS
 from llmpulse.sse import SSEEvent
 
 if TYPE_CHECKING:
-    from llmpulse.config import Target
+    from llmpulse.target import Target
 
 _FILTER_FINISH = "content_filter"
 # Context-window fields of OpenAI-compatible model lists: vLLM, OpenRouter/Together, Groq,

@@ -7,10 +7,16 @@ from pathlib import Path
 
 import psycopg
 
+from llmpulse.config.storage import (
+    STORAGE_ENV,
+    check_location,
+    is_postgres,
+    redact_url,
+    sqlite_path,
+)
 from llmpulse.store.base import ModelChange, PruneStats, Store, Totals
 from llmpulse.store.rollup import Summary
 from llmpulse.store.sqlite import SQLiteStore, default_path
-from llmpulse.store.url import STORAGE_ENV, check_location, is_postgres, redact_url, sqlite_path
 
 
 class UnwritableError(Exception):

@@ -20,11 +20,11 @@ from typing import Any, cast
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from llmpulse.config.storage import redact_url, sqlalchemy_url
 from llmpulse.store import migrations
 from llmpulse.store.base import RAW_RETENTION_S, ROLLUP_RETENTION_S, PruneStats
 from llmpulse.store.postgres_rollup import PostgresDialect
 from llmpulse.store.sqlstore import COLUMNS, DAY, SQLStore
-from llmpulse.store.url import redact_url, sqlalchemy_url
 
 _COPY = f"COPY results ({', '.join(COLUMNS)}) FROM STDIN"
 # One writer at a time per schema (tests and deployments may share a database).

@@ -27,8 +27,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from llmpulse.config import Target, TelemetryConfig
+from llmpulse.config.telemetry import TelemetryConfig
 from llmpulse.result import CheckResult
+from llmpulse.target import Target
 from llmpulse.telemetry.semconv import (
     OPERATION_DURATION,
     OPERATIONS,

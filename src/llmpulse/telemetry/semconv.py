@@ -1,6 +1,6 @@
 """The OpenTelemetry GenAI semantic conventions as llmpulse applies them: metric names, bucket
 boundaries and attribute values. One definition, used by the Prometheus exposition
-(``llmpulse.web.prometheus``) and the OTLP export (``llmpulse.telemetry.otlp``).
+(``llmpulse.telemetry.prometheus``) and the OTLP export (``llmpulse.telemetry.otlp``).
 
 The conventions are defined in ``docs/gen-ai/`` of the semantic conventions (status:
 Development, so names may still change); docs/metrics.md and docs/telemetry.md describe how

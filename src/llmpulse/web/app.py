@@ -19,15 +19,15 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 
-from llmpulse.config import WebConfig
-from llmpulse.monitor.status import Status
+from llmpulse.alerts.status import Status
+from llmpulse.config.web import WebConfig
 from llmpulse.web import badge, schemas
 from llmpulse.web.api import private_routes, public_routes
 from llmpulse.web.auth import ASGIApp, AuthMiddleware, Clock, Receive, Scope, Send
 from llmpulse.web.view import View
 
 if TYPE_CHECKING:
-    from llmpulse.web.prometheus import MetricsExporter
+    from llmpulse.telemetry.prometheus import MetricsExporter
 
 STATIC = Path(__file__).parent / "static"
 _SECURITY_HEADERS = {

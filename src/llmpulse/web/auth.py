@@ -49,7 +49,7 @@ from urllib.parse import parse_qs, urlencode
 from starlette.datastructures import Headers
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from llmpulse.config import WebConfig
+from llmpulse.config.web import WebConfig
 
 PUBLIC_PREFIXES = ("/static/", "/badge/")
 PUBLIC_PATHS = frozenset({"/status", "/api/v1/status", "/api/v1/statuspage", "/healthz"})

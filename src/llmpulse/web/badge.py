@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape
 
-from llmpulse.monitor.status import Status
+from llmpulse.alerts.status import Status
 
 COLORS = {
     Status.UP: "#2e9d4f",

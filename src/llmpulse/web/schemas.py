@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmpulse.monitor.metrics import Aggregate
-from llmpulse.monitor.status import Status
+from llmpulse.alerts.status import Status
 from llmpulse.result import Source
+from llmpulse.store.queries import Aggregate
 
 Range = Literal["1h", "24h", "7d", "30d"]
 Window = Literal["5m", "1h", "24h", "7d", "30d"]

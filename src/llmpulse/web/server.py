@@ -1,4 +1,5 @@
-"""Serving the web app inside the daemon's event loop (or on its own, for ``llmpulse web``).
+"""Serving the web app beside a daemon's probes (``serve_beside``), or on its own for
+``llmpulse web``.
 
 uvicorn runs as a task beside the scheduler. Its own signal handling is switched off: the
 daemon owns SIGINT/SIGTERM and shuts the web listeners down after the last results are written.
@@ -11,17 +12,21 @@ import asyncio
 import contextlib
 import errno
 import logging
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
 
-from llmpulse.config import Config, is_loopback
-from llmpulse.monitor import metrics
+from llmpulse import aio
+from llmpulse.config import Config
+from llmpulse.config.web import is_loopback
+from llmpulse.monitor.daemon import Daemon
 from llmpulse.serving import header_timeout_protocol
+from llmpulse.store import queries
+from llmpulse.telemetry.prometheus import MetricsExporter, Snapshot, TargetSnapshot
 from llmpulse.web.app import create_app
-from llmpulse.web.prometheus import MetricsExporter, Snapshot, TargetSnapshot
 from llmpulse.web.view import CARD_WINDOW, OfficialSource, View
 
 log = logging.getLogger(__name__)
@@ -83,7 +88,7 @@ class WebServer:
         """The gauges of /metrics, read at scrape time."""
         statuses = self.view.statuses()
         window = CARD_WINDOW
-        aggregates = metrics.aggregate_by_target(self.view.store, metrics.WINDOWS[window])
+        aggregates = queries.aggregate_by_target(self.view.store, queries.WINDOWS[window])
         targets = self.view.known_targets()
         official = {}
         for target in targets:
@@ -129,6 +134,18 @@ class WebServer:
         self.view.close()
 
 
+def serve_beside(daemon: Daemon, *, status_only: bool = False) -> WebServer | None:
+    """The web server of a daemon (unless ``web.enabled`` is off), fed its results for
+    /metrics and served beside its probes. Binds now: a taken port fails before any probe."""
+    if not daemon.config.web.enabled:
+        return None
+    web = WebServer(
+        daemon.config, daemon.location, official=daemon.status.current, status_only=status_only
+    )
+    daemon.attach(sink=web.exporter.observe, service=web.serve)
+    return web
+
+
 def bind(host: str, port: int, key: str) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -164,9 +181,6 @@ def serve_forever(
     announce: Callable[[list[str]], None] = lambda urls: None,
 ) -> None:
     """``llmpulse web``: serve an existing database without probing, until SIGINT/SIGTERM."""
-    import signal
-
-    from llmpulse import aio
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -20,15 +20,15 @@ from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE, AlertRecord, alert_scop
 from llmpulse.alerts.model import AlertState
 from llmpulse.alerts.silences import CONFIG_SILENCE_PREFIX, Silence, configured_silences
 from llmpulse.alerts.state import AlertStateStore
-from llmpulse.config import Config, Target
+from llmpulse.alerts.status import TargetStatus, provider_status, target_status, worst
+from llmpulse.config import Config
 from llmpulse.durations import parse_duration
-from llmpulse.monitor import metrics
-from llmpulse.monitor.status import TargetStatus, provider_status, target_status, worst
-from llmpulse.monitor.statuspage import OfficialStatus
-from llmpulse.providers.presets import PRESETS
+from llmpulse.presets import PRESETS
+from llmpulse.probe.official import OfficialStatus
 from llmpulse.result import CheckResult, Source
-from llmpulse.store import open_store
+from llmpulse.store import open_store, queries
 from llmpulse.store.base import Store
+from llmpulse.target import Target
 from llmpulse.web import schemas
 
 DAY = 86400
@@ -103,8 +103,8 @@ class View:
         records = self._records_by_subject()
         silences = self._silences(now)
         latest = self.store.latest_per_target()
-        window_s = metrics.WINDOWS[CARD_WINDOW]
-        aggregates = metrics.aggregate_by_target(self.store, window_s, now)
+        window_s = queries.WINDOWS[CARD_WINDOW]
+        aggregates = queries.aggregate_by_target(self.store, window_s, now)
         costs = self._costs_today(None, now)
         served = self._served_models(None, now)
         cards = []
@@ -152,8 +152,8 @@ class View:
         now = time.time() if now is None else now
         t = self.target(name)
         windows = {
-            w: metrics.aggregate(self.store, s, now, target=name)
-            for w, s in metrics.WINDOWS.items()
+            w: queries.aggregate(self.store, s, now, target=name)
+            for w, s in queries.WINDOWS.items()
         }
         latest = self.store.latest_results(limit=1, target=name)
         card = self._card(
@@ -173,14 +173,14 @@ class View:
         t: Target,
         records: list[AlertRecord],
         latest: CheckResult | None,
-        agg: metrics.Aggregate | None,
+        agg: queries.Aggregate | None,
         cost_today: float | None,
         served_model: str | None,
         silences: list[Silence],
         now: float,
     ) -> schemas.Card:
         status = target_status(records, latest, t.interval, now)
-        agg = agg or metrics.Aggregate()
+        agg = agg or queries.Aggregate()
         last_error = None
         if latest is not None and not latest.ok:
             last_error = schemas.LastError(
@@ -265,14 +265,14 @@ class View:
 
     def aggregates(
         self, window: str, by: str, check: str | None, now: float | None = None
-    ) -> dict[str, metrics.Aggregate]:
+    ) -> dict[str, queries.Aggregate]:
         now = time.time() if now is None else now
-        window_s = metrics.WINDOWS[window]
+        window_s = queries.WINDOWS[window]
         if by == "target":
-            return metrics.aggregate_by_target(self.store, window_s, now, check=check)
+            return queries.aggregate_by_target(self.store, window_s, now, check=check)
         if by == "provider":
-            return metrics.aggregate_by_provider(self.store, window_s, now, check=check)
-        return {"": metrics.aggregate(self.store, window_s, now, check=check)}
+            return queries.aggregate_by_provider(self.store, window_s, now, check=check)
+        return {"": queries.aggregate(self.store, window_s, now, check=check)}
 
     def breakdown(
         self,
@@ -287,9 +287,9 @@ class View:
         of one target or all, exact from the raw results."""
         if target is not None:
             self.target(target)
-        groups = metrics.aggregate_raw(
+        groups = queries.aggregate_raw(
             self.store,
-            metrics.WINDOWS[window],
+            queries.WINDOWS[window],
             now,
             group_by=by,
             target=target,
@@ -312,7 +312,7 @@ class View:
         if target is not None:
             self.target(target)
         window_s, step_s = RANGES[range_]
-        points = metrics.series(self.store, target, window_s, step_s, now, check=check)
+        points = queries.series(self.store, target, window_s, step_s, now, check=check)
         classes = sorted({c for p in points for c in p["errors"]})
         return schemas.Series(
             target=target,

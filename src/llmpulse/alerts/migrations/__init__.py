@@ -15,8 +15,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from llmpulse.alerts.migrations import legacy_sqlite
+from llmpulse.config.storage import is_postgres, redact_url, sqlalchemy_url, sqlite_path
 from llmpulse.store import migrations, sqlitedb
-from llmpulse.store.url import is_postgres, redact_url, sqlalchemy_url, sqlite_path
 
 _HERE = Path(__file__).parent
 

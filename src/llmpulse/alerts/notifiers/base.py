@@ -17,7 +17,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from llmpulse.alerts.model import AlertState, Notification, Severity
+from llmpulse.alerts.model import AlertState, Notification
+from llmpulse.rules import Severity
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 _RETRYABLE_STATUS = frozenset({408, 429})

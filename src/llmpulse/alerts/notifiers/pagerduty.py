@@ -13,8 +13,8 @@ from typing import Any
 
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.notifiers.base import HttpNotifier, headline, iso, truncate
+from llmpulse.config.notifiers import PAGERDUTY_EVENTS_URL
 
-DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
 SUMMARY_MAX = 1024
 DEDUP_KEY_MAX = 255
 
@@ -22,7 +22,9 @@ DEDUP_KEY_MAX = 255
 class PagerDutyNotifier(HttpNotifier):
     type = "pagerduty"
 
-    def __init__(self, routing_key: str, url: str = DEFAULT_URL, name: str | None = None) -> None:
+    def __init__(
+        self, routing_key: str, url: str = PAGERDUTY_EVENTS_URL, name: str | None = None
+    ) -> None:
         super().__init__(url, name)
         self._routing_key = routing_key
 

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from llmpulse.monitor.statuspage import (
+from llmpulse.probe.official import (
     DEFAULT_SOURCES,
     OfficialStatus,
     StatusPoller,

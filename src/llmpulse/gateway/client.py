@@ -30,13 +30,14 @@ from typing import Any, TypeVar
 
 from llmpulse.aio import new_event_loop
 from llmpulse.config import Config, ConfigError, load_config
+from llmpulse.config.gateway import GatewayConfig
+from llmpulse.config.litellm import SECTIONS, parse_gateway
 from llmpulse.errors import ErrorClass
-from llmpulse.gateway.config import SECTIONS, GatewayConfig, parse_gateway
-from llmpulse.gateway.instrument import Recorder
 from llmpulse.gateway.ir import ChatRequest, TranslationError
 from llmpulse.gateway.proxy import Gateway, GatewayError
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
+from llmpulse.instrument import Recorder
 from llmpulse.sse import SSEDecoder
 from llmpulse.store import Store
 

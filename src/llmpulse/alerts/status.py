@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from llmpulse.alerts.engine import INCIDENT, PROVIDER_RULE, AlertRecord
 from llmpulse.alerts.model import AlertState
 from llmpulse.errors import ErrorClass
-from llmpulse.monitor.rules import AVAILABILITY_RULES
 from llmpulse.result import CheckResult
+from llmpulse.rules import AVAILABILITY_RULES
 
 # Rules whose firing means the target cannot serve requests.
 DOWN_RULES = frozenset({INCIDENT, *AVAILABILITY_RULES, "auth_failure"})

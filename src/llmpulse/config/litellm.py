@@ -1,4 +1,5 @@
-"""The gateway's configuration: LiteLLM proxy config files, as LiteLLM users already write them.
+"""The LiteLLM dialect: LiteLLM proxy config files, as LiteLLM users already write them, read
+into the gateway's configuration (``llmpulse.config.gateway``).
 
 Sections read (names and semantics as LiteLLM documents them: docs.litellm.ai/docs/proxy/configs
 and /proxy/config_settings, /routing, /proxy/reliability, /wildcard_routing; and its source,
@@ -63,10 +64,8 @@ wrong raise ``ConfigError`` naming their key path. Keys never appear in errors o
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -81,24 +80,23 @@ from pydantic import (
     field_validator,
 )
 
-from llmpulse.config import (
-    Address,
-    ConfigError,
-    Duration,
-    DurationOrZero,
-    PriceOverride,
-    SecretReference,
-    Target,
-    _format_errors,
-    env_var,
-    is_loopback,
-    split_address,
+from llmpulse.config.errors import ConfigError, format_errors
+from llmpulse.config.fields import Address, SecretReference
+from llmpulse.config.gateway import (
+    MIB,
+    Deployment,
+    GatewayConfig,
+    GatewaySettings,
+    ModelGroup,
+    RouterSettings,
+    Strategy,
+    group_pattern,
 )
-from llmpulse.gateway.routing import Strategy
-from llmpulse.providers.presets import PRESETS
-from llmpulse.redact import credentials, is_credential_header, url_password
-
-MIB = 1 << 20
+from llmpulse.config.web import is_loopback, split_address
+from llmpulse.durations import Duration, DurationOrZero
+from llmpulse.presets import PRESETS
+from llmpulse.secrets import env_var, is_credential_header
+from llmpulse.target import PriceOverride
 
 # LiteLLM's provider prefix -> llmpulse preset.
 PROVIDERS: dict[str, str] = {
@@ -187,237 +185,6 @@ SECTIONS = frozenset(
     }
 )
 _READ_SECTIONS = ("model_list", "router_settings", "litellm_settings", "general_settings")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Deployment:
-    """One entry of ``model_list``, resolved: where to send a request of its group."""
-
-    group: str
-    provider: str
-    protocol: str
-    model: str
-    base_url: str
-    id: str
-    name: str
-    api_key: str | None = dataclasses.field(default=None, repr=False)
-    api_version: str | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    order: int | None = None
-    weight: float | None = None
-    timeout: float | None = None
-    stream_timeout: float | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    context_window: int | None = None
-    base_model: str | None = None
-    prices: PriceOverride | None = None
-    headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
-    drop_params: bool = False  # drop parameters it cannot honour instead of being skipped
-    # Set when there is no key to send: what to set. Requests get the provider's 401 and probes
-    # report auth, neither calling the provider.
-    missing_key: str | None = None
-
-    @property
-    def wildcard(self) -> bool:
-        return "*" in self.group
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """Its key and credential headers: what its provider may echo back."""
-        return credentials(self.api_key, self.headers)
-
-    def expand(self, requested: str, segments: tuple[str, ...]) -> Deployment:
-        """This wildcard deployment serving ``requested``: each ``*`` of the model filled in."""
-        model = self.model
-        if "*" in model:
-            if len(segments) > model.count("*"):
-                model = requested  # LiteLLM's rule when the wildcards cannot be mapped
-            else:
-                for segment in segments:
-                    model = model.replace("*", segment, 1)
-        return dataclasses.replace(self, model=model, name=f"{requested}/{self.provider}/{model}")
-
-    def to_target(self) -> Target:
-        """The monitor's target for this deployment, probed with the monitor's defaults."""
-        preset = PRESETS[self.provider]
-        azure = self.protocol == "azure"
-        return Target(
-            name=self.name,
-            provider=self.provider,
-            protocol=self.protocol,
-            model=(self.base_model or self.model) if azure else self.model,
-            base_url=self.base_url,
-            api_key=self.api_key,
-            prices=self.prices,
-            context_window=self.context_window,
-            headers=dict(self.headers),
-            api_version=self.api_version,
-            deployment=self.model if azure else None,
-            max_tokens_field=preset.max_tokens_field,
-            stream_include_usage=preset.stream_include_usage,
-            price_provider=preset.price_provider,
-            missing_key=self.missing_key,
-        )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ModelGroup:
-    """The deployments sharing one ``model_name``, in file order; a name with ``*`` is a pattern."""
-
-    name: str
-    deployments: tuple[Deployment, ...]
-
-    @property
-    def wildcard(self) -> bool:
-        return "*" in self.name
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RouterSettings:
-    """How requests are routed, retried and failed over (``router_settings``)."""
-
-    strategy: Strategy = Strategy.PRIORITY
-    num_retries: int = 2
-    timeout: float | None = None
-    stream_timeout: float | None = None
-    retry_after: float = 0.0
-    allowed_fails: int = 3
-    cooldown_time: float = 5.0
-    disable_cooldowns: bool = False
-    fallbacks: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
-    context_window_fallbacks: Mapping[str, tuple[str, ...]] = dataclasses.field(
-        default_factory=dict
-    )
-    content_policy_fallbacks: Mapping[str, tuple[str, ...]] = dataclasses.field(
-        default_factory=dict
-    )
-    default_fallbacks: tuple[str, ...] = ()
-    max_fallbacks: int = 5
-    enable_pre_call_checks: bool = False
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class GatewaySettings:
-    """llmpulse's own ``gateway:`` section, resolved."""
-
-    host: str = "127.0.0.1"
-    port: int = 4000
-    # Gateway keys clients present (general_settings.master_key and gateway.keys).
-    keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
-    ttft_limit: float | None = None
-    idle_timeout: float = 30.0
-    max_retry_wait: float = 10.0
-    rate_limit_threshold: float = 0.9
-    monitor: bool = True
-    # How often each deployment is probed (None: the monitor's default interval).
-    probe_interval: float | None = None
-    store_prompts: bool = False
-    # Replicas share routing state through Redis when set (gateway.shared); it may hold a
-    # password, so it is never shown.
-    redis_url: str | None = dataclasses.field(default=None, repr=False)
-    redis_prefix: str = "llmpulse:gateway"
-    # Bounds on what a client can make the gateway hold or create (README's "Limits").
-    max_request_bytes: int = 32 * MIB
-    max_json_depth: int = 128
-    max_model_name_length: int = 256
-    max_wildcard_targets: int = 1000  # distinct targets wildcard groups create; then the group's
-    # For a request line and headers: from the connection opening, or a later request's first byte
-    header_timeout: float = 30.0
-    shutdown_grace: float = 10.0  # in-flight requests may finish; the rest are cancelled
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class GatewayConfig:
-    groups: tuple[ModelGroup, ...]
-    router: RouterSettings = dataclasses.field(default_factory=RouterSettings)
-    settings: GatewaySettings = dataclasses.field(default_factory=GatewaySettings)
-    # model_group_alias: name -> group; hidden ones are not listed by /v1/models.
-    aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    hidden_aliases: frozenset[str] = frozenset()
-    # Said once by whoever loads the file: one line per concern, key paths only.
-    warnings: tuple[str, ...] = ()
-    # model_list entries not served, each "model_list[i] (why)".
-    skipped: tuple[str, ...] = ()
-    # ACCESS_CONTROL_SETTINGS the file asks for, as key paths.
-    unenforced_auth: tuple[str, ...] = ()
-
-    @property
-    def deployments(self) -> tuple[Deployment, ...]:
-        return tuple(d for g in self.groups for d in g.deployments)
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """Every provider key, credential header, gateway key and the Redis password."""
-        out = [s for d in self.deployments for s in d.secrets]
-        return (*out, *self.settings.keys, *url_password(self.settings.redis_url))
-
-    @property
-    def nothing_to_serve(self) -> str:
-        """Why no deployment is served, in one line (for the error of whoever needs one)."""
-        if not self.skipped:
-            return "model_list: no deployments"
-        return (
-            "model_list: no deployment llmpulse can serve (a chat model of a provider and auth "
-            "method it supports): " + ", ".join(self.skipped)
-        )
-
-    def auth_warning(self, accept: bool, where: str = "") -> str | None:
-        """What to say when serving a file that asks for access control llmpulse does not
-        enforce; unless ``accept``, ConfigError instead (fail closed). None when it asks none."""
-        if not self.unenforced_auth:
-            return None
-        keys = ", ".join(self.unenforced_auth)
-        if not accept:
-            raise ConfigError(
-                f"{where}{keys}: access control llmpulse does not enforce (it checks gateway keys "
-                "only); remove it, or pass --accept-unenforced-auth to serve without it"
-            )
-        return (
-            f"serving without access control the config asks for ({keys}): llmpulse checks "
-            "only general_settings.master_key and gateway.keys"
-        )
-
-    @property
-    def model_names(self) -> list[str]:
-        """Names a client can ask for (patterns excluded): groups, then visible aliases."""
-        names = [g.name for g in self.groups if not g.wildcard]
-        return names + [a for a in self.aliases if a not in self.hidden_aliases]
-
-    def resolve(self, requested_model: str) -> list[Deployment]:
-        """The deployments serving ``requested_model``: exact group, alias, else a pattern."""
-        name = self.aliases.get(requested_model, requested_model)
-        for group in self.groups:
-            if group.name == name and not group.wildcard:
-                return list(group.deployments)
-        for group in _by_specificity(self.groups):
-            match = _pattern(group.name).fullmatch(name)
-            if match:
-                return [d.expand(name, match.groups()) for d in group.deployments]
-        return []
-
-    def targets(self) -> list[Target]:
-        """One monitored target per concrete deployment, unless ``gateway.monitor`` is off."""
-        if not self.settings.monitor:
-            return []
-        # A wildcard deployment names no concrete model, so there is nothing to probe.
-        targets = [d.to_target() for d in self.deployments if not d.wildcard]
-        interval = self.settings.probe_interval
-        if interval is None:
-            return targets
-        return [dataclasses.replace(t, interval=interval) for t in targets]
-
-
-@functools.cache
-def _pattern(name: str) -> re.Pattern[str]:
-    return re.compile(re.escape(name).replace(r"\*", "(.*)"))
-
-
-def _by_specificity(groups: tuple[ModelGroup, ...]) -> list[ModelGroup]:
-    # LiteLLM's order: longer patterns, then more wildcards, first.
-    patterns = [g for g in groups if g.wildcard]
-    return sorted(patterns, key=lambda g: (len(g.name), g.name.count("*")), reverse=True)
 
 
 T = TypeVar("T")
@@ -697,7 +464,7 @@ def parse_gateway(
         }
         parsed = _File.model_validate({**present, "model_list": served}, context={"env": env})
     except ValidationError as exc:
-        raise ConfigError(where + _format_errors(exc)) from None
+        raise ConfigError(where + format_errors(exc)) from None
     notes.ignored = [k for k in sorted(present) if k not in (*_READ_SECTIONS, "gateway")]
     for section in ("router_settings", "litellm_settings", "general_settings"):
         extra = getattr(parsed, section).model_extra or {}
@@ -1088,7 +855,7 @@ def _served_references(
     def served(name: str, path: str) -> bool:
         if config.resolve(name):
             return True
-        if any(name == g or ("*" in g and _pattern(g).fullmatch(name)) for g in skipped):
+        if any(name == g or ("*" in g and group_pattern(g).fullmatch(name)) for g in skipped):
             notes.dropped.append(f"{path} ({name!r})")
             return False
         raise ConfigError(f"{where}{path}: no model named {name!r}")

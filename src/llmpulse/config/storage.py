@@ -1,10 +1,13 @@
-"""Storage locations: a SQLite path or ``sqlite:///`` URL, or a ``postgresql://`` URL."""
+"""The ``storage`` key: a SQLite path or ``sqlite:///`` URL, or a ``postgresql://`` URL."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from llmpulse.config.errors import ConfigError
 
 # Overrides the config's storage key (a URL with a password stays out of the file).
 STORAGE_ENV = "LLMPULSE_STORAGE_URL"
@@ -47,3 +50,17 @@ def sqlalchemy_url(url: str) -> str:
     """The URL for SQLAlchemy's psycopg 3 dialect (its default PostgreSQL driver is psycopg2)."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
+
+
+def resolve_storage(value: str | None, env: Mapping[str, str], where: str = "") -> str | None:
+    """Where results live: $LLMPULSE_STORAGE_URL over the ``storage`` key (a file path,
+    sqlite:///PATH or postgresql://...), validated; None for the default SQLite file."""
+    for name, location in ((STORAGE_ENV, env.get(STORAGE_ENV)), (f"{where}storage", value)):
+        if location is None or (name == STORAGE_ENV and not location):
+            continue
+        try:
+            check_location(location)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {redact_url(str(exc))}") from None
+        return location
+    return None

@@ -42,10 +42,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal
 
-from llmpulse.config import Target
 from llmpulse.errors import ErrorClass
 from llmpulse.ratelimit import QUOTA_COOLDOWN_S, RATE_LIMITED_COOLDOWN_S
 from llmpulse.result import CheckKind, CheckResult
+from llmpulse.target import Target
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from llmpulse.monitor.status import Status
-from llmpulse.monitor.statuspage import Indicator
+from llmpulse.alerts.status import Status
+from llmpulse.probe.official import Indicator
 from llmpulse.result import CheckKind, CheckResult
 from llmpulse.telemetry.semconv import (
     DURATION_BUCKETS,

@@ -7,14 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmpulse.config.gateway import Strategy
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerConfig, BreakerState
-from llmpulse.gateway.routing import (
-    DeploymentStats,
-    Selector,
-    Strategy,
-    catalog_price,
-)
+from llmpulse.gateway.selector import DeploymentStats, Selector, catalog_price
 from llmpulse.result import CheckKind, CheckResult, RateLimit
 
 

@@ -31,7 +31,6 @@ Concurrency: nothing here awaits, so on one event loop each call is atomic; not 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
 import math
 import random
@@ -40,11 +39,12 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Protocol, TypeVar
 
 from llmpulse.catalog import cost_usd
-from llmpulse.config import Target, preset_target
+from llmpulse.config.gateway import Strategy
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerConfig, CircuitBreaker, Clock
-from llmpulse.providers.presets import PRESETS
+from llmpulse.presets import PRESETS
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
+from llmpulse.target import Target, preset_target
 
 
 class Deployment(Protocol):
@@ -74,37 +74,6 @@ class Deployment(Protocol):
 D = TypeVar("D", bound=Deployment)
 PriceOf = Callable[[Deployment], float | None]
 
-
-class Strategy(enum.StrEnum):
-    PRIORITY = "priority"
-    WEIGHTED = "simple-shuffle"
-    LATENCY = "latency-based-routing"
-    LEAST_BUSY = "least-busy"
-    RATE_LIMIT_AWARE = "usage-based-routing-v2"
-    COST = "cost-based-routing"
-
-    @classmethod
-    def parse(cls, name: str) -> Strategy:
-        try:
-            return _ALIASES[name.strip().lower()]
-        except KeyError:
-            accepted = ", ".join(sorted(_ALIASES))
-            raise ValueError(
-                f"unknown routing strategy {name!r}; expected one of {accepted}"
-            ) from None
-
-
-_ALIASES = {
-    **{s.value: s for s in Strategy},
-    "order": Strategy.PRIORITY,
-    "weighted": Strategy.WEIGHTED,
-    "latency": Strategy.LATENCY,
-    "latency-based": Strategy.LATENCY,
-    "usage-based-routing": Strategy.RATE_LIMIT_AWARE,
-    "rate-limit-aware": Strategy.RATE_LIMIT_AWARE,
-    "cost": Strategy.COST,
-    "cost-based": Strategy.COST,
-}
 
 # How long header utilization is trusted when the headers gave no reset time.
 _UTILIZATION_TTL_S = 60.0

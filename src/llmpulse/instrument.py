@@ -42,16 +42,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from llmpulse import catalog
-from llmpulse.config import preset_target
 from llmpulse.errors import ErrorClass
 from llmpulse.providers import PROTOCOLS, ProtocolError
 from llmpulse.providers.base import Completion, Protocol, loads_object
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
-from llmpulse.redact import NO_SECRETS, Redactor
 from llmpulse.result import CheckKind, CheckResult, Source, Usage
+from llmpulse.secrets import NO_SECRETS, Redactor
 from llmpulse.sse import SSEDecoder, SSEError
 from llmpulse.store import DATABASE_ERRORS, SQLiteStore, Store
 from llmpulse.store.spool import Trouble
+from llmpulse.target import preset_target
 
 __all__ = ["Recorder", "instrument", "recorder_for"]
 

@@ -1,4 +1,8 @@
-"""The one redactor: text from outside llmpulse passes through it where it comes in.
+"""Secrets: where they come from (environment references) and the one redactor that keeps them
+in (text from outside llmpulse passes through it where it comes in).
+
+A secret in a config file is only ever a reference, ``os.environ/NAME`` or ``${NAME}``
+(``env_var``), read from the environment when the config is loaded.
 
 Provider error bodies and messages, response headers (request ids), the fields of a response
 (served model, ids), in-stream error events and exception strings can hold anything, our own
@@ -34,6 +38,15 @@ from typing import overload
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from llmpulse.result import CheckResult
+
+_ENV_REF = re.compile(r"^(?:os\.environ/([A-Za-z_][A-Za-z0-9_]*)|\$\{([A-Za-z_][A-Za-z0-9_]*)\})$")
+
+
+def env_var(value: str) -> str | None:
+    """The variable named by a secret reference (``os.environ/NAME`` or ``${NAME}``), else None."""
+    match = _ENV_REF.match(value.strip())
+    return (match.group(1) or match.group(2)) if match else None
+
 
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 4

@@ -1,4 +1,4 @@
-"""Alert rules: their defaults, overrides, and evaluation over a target's recent results.
+"""Alert rules evaluated over a target's recent results (the rules themselves: ``llmpulse.rules``).
 
 Rules read an in-memory window of each target's latest results rather than the database, so
 evaluating thousands of targets after every check costs microseconds; the figures follow the
@@ -11,100 +11,17 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Mapping
-from typing import Annotated, NamedTuple
+from typing import NamedTuple
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-
-from llmpulse.alerts.model import Severity
-from llmpulse.durations import Duration, DurationOrZero, format_duration, parse_duration
+from llmpulse.durations import format_duration
 from llmpulse.errors import ErrorClass
-from llmpulse.monitor.metrics import exact_quantile as quantile
 from llmpulse.result import CheckKind, CheckResult
+from llmpulse.rules import RuleSpec
+from llmpulse.store.queries import exact_quantile as quantile
 
 _UNAVAILABLE = frozenset({ErrorClass.UNAVAILABLE.value, ErrorClass.TIMEOUT.value})
 _KEY_PROBLEMS = frozenset({ErrorClass.AUTH.value, ErrorClass.QUOTA.value})
 _CALLER_LIMITS = frozenset(c.value for c in ErrorClass if c.is_caller_limit)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RuleSpec:
-    id: str
-    severity: Severity
-    threshold: float
-    min_samples: int = 3
-    window_s: float = 300.0
-    for_s: float = 0.0  # how long the condition must hold (pending) before the alert fires
-    enabled: bool = True
-    # Multi-window: the condition must also hold over this recent window, and once firing it is
-    # judged over this window alone, so a recovery shows within a minute rather than when the
-    # last bad sample leaves a 5 m window.
-    clear_window_s: float | None = None
-
-
-DEFAULT_RULES: dict[str, RuleSpec] = {
-    r.id: r
-    for r in (
-        RuleSpec("ttft_p95_high", Severity.WARNING, 3.0, min_samples=3, clear_window_s=30),
-        # A warning may wait 10 s: in a hard outage the critical rules fire by then, and the
-        # incident pages once as critical instead of warning-then-escalation.
-        RuleSpec("error_rate_warning", Severity.WARNING, 0.05, 5, for_s=10, clear_window_s=30),
-        RuleSpec("error_rate_critical", Severity.CRITICAL, 0.2, min_samples=5, clear_window_s=30),
-        RuleSpec("consecutive_unavailable", Severity.CRITICAL, threshold=3, min_samples=3),
-        RuleSpec("rate_limit_headroom", Severity.WARNING, threshold=0.70, min_samples=1),
-        RuleSpec("auth_failure", Severity.CRITICAL, threshold=1, min_samples=1),
-        RuleSpec("tps_low", Severity.WARNING, threshold=0.0, min_samples=3, clear_window_s=30),
-        RuleSpec(
-            "tokens_per_request_spike", Severity.WARNING, 3.0, min_samples=3, clear_window_s=30
-        ),
-    )
-}
-# Rules that say a target is failing. They are one incident per target (see alerts.engine),
-# in order of which one's id and summary the page carries when several fire.
-AVAILABILITY_RULES = ("consecutive_unavailable", "error_rate_critical", "error_rate_warning")
-
-
-def _threshold(value: object) -> object:
-    # ttft thresholds read naturally as durations ("5s"); others are plain numbers. Parsed at
-    # load, so a bad one is a config error rather than a crash when the rules are applied.
-    return parse_duration(value) if isinstance(value, str) else value
-
-
-class RuleOverride(BaseModel):
-    """A partial rule setting from the config (global, per provider or per target)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
-
-    threshold: Annotated[float, BeforeValidator(_threshold)] | None = None
-    window: Duration | None = None
-    clear_window: Duration | None = None
-    min_samples: int | None = Field(default=None, ge=1)
-    for_: DurationOrZero | None = Field(default=None, alias="for")
-    severity: Severity | None = None
-    enabled: bool | None = None
-
-    def apply(self, spec: RuleSpec) -> RuleSpec:
-        changes: dict[str, object] = {}
-        for name, value in (
-            ("threshold", self.threshold),
-            ("window_s", self.window),
-            ("clear_window_s", self.clear_window),
-            ("min_samples", self.min_samples),
-            ("for_s", self.for_),
-            ("severity", self.severity),
-            ("enabled", self.enabled),
-        ):
-            if value is not None:
-                changes[name] = value
-        return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
-
-
-def resolve_rules(*layers: Mapping[str, RuleOverride] | None) -> dict[str, RuleSpec]:
-    """Defaults, then each layer of overrides in order (global, provider, target)."""
-    rules = dict(DEFAULT_RULES)
-    for layer in layers:
-        for rule_id, override in (layer or {}).items():
-            rules[rule_id] = override.apply(rules[rule_id])
-    return rules
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

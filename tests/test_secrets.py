@@ -15,7 +15,8 @@ import pytest
 
 from llmpulse.config import ConfigError, parse_config, with_web
 from llmpulse.providers.openai import OpenAIProtocol
-from llmpulse.redact import (
+from llmpulse.result import CheckKind, CheckResult
+from llmpulse.secrets import (
     MESSAGE_CHARS,
     PRE_CLIP_CHARS,
     REDACTED,
@@ -23,7 +24,6 @@ from llmpulse.redact import (
     install_log_redaction,
     is_credential_header,
 )
-from llmpulse.result import CheckKind, CheckResult
 from test_security import SECRETS, leaks
 
 

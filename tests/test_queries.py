@@ -13,8 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmpulse.errors import ErrorClass
-from llmpulse.monitor import metrics
-from llmpulse.monitor.metrics import (
+from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
+from llmpulse.store import SQLiteStore
+from llmpulse.store import queries as metrics
+from llmpulse.store.queries import (
     QUANTILES,
     aggregate,
     aggregate_by_provider,
@@ -22,8 +24,6 @@ from llmpulse.monitor.metrics import (
     series,
     tokens_per_request_baseline,
 )
-from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
-from llmpulse.store import SQLiteStore
 from llmpulse.store.rollup import (
     MAPPING,
     RELATIVE_ACCURACY,

@@ -15,7 +15,7 @@ import pytest
 from conftest import base_url, sim_model
 from llmpulse import Router, RouterError
 from llmpulse.errors import ErrorClass
-from llmpulse.gateway.router import AsyncStream, SyncStream
+from llmpulse.gateway.client import AsyncStream, SyncStream
 from llmpulse.result import CheckKind, Source
 from llmpulse.sim import SimServer
 from llmpulse.store import SQLiteStore

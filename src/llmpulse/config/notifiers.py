@@ -1,0 +1,303 @@
+"""The ``notifiers`` section: each channel's settings, validated, references read.
+
+The channels themselves are built from these by ``llmpulse.alerts.notifiers.build_notifiers``.
+
+Each entry of the config's ``notifiers:`` list has a ``type`` (``webhook``, ``slack``,
+``discord``, ``teams``, ``pagerduty``, ``email``, ``apprise``) and an optional unique ``name``
+(default: the type). Credentials are only referenced, as for targets' ``api_key``:
+
+- ``secret``, ``routing_key`` and ``password`` must be ``os.environ/NAME`` or ``${NAME}``; a
+  value written into the file is refused.
+- ``url``, ``webhook_url`` and ``urls`` may be literal, but Slack, Discord and Teams webhook
+  URLs and Apprise URLs embed their token: reference them from the environment too.
+- Webhook ``headers`` values may be references (for an ``Authorization`` header).
+
+Errors raise ``ConfigError`` naming the key path (``notifiers[1].routing_key: ...``) and never
+echo a value that may be a secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from llmpulse.config.errors import ConfigError
+from llmpulse.secrets import env_var, is_credential_header, url_password
+
+# PagerDuty's Events API v2.
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+_MUST_REFERENCE = (
+    "must reference an environment variable as os.environ/NAME or ${NAME}; "
+    "secrets are never written in the config file"
+)
+
+
+def _secret_reference(value: str) -> str:
+    if env_var(value) is None:
+        raise ValueError(_MUST_REFERENCE)
+    return value
+
+
+def _http_url_or_reference(value: str) -> str:
+    if env_var(value) is None and not value.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL, or os.environ/NAME")
+    return value
+
+
+SecretRef = Annotated[str, AfterValidator(_secret_reference)]
+HttpUrlOrRef = Annotated[str, AfterValidator(_http_url_or_reference)]
+
+
+class _NotifierBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1)
+
+
+class WebhookConfig(_NotifierBase):
+    """POSTs ``Notification.to_json()``; ``secret`` signs it (``X-Llmpulse-Signature``)."""
+
+    type: Literal["webhook"]
+    url: HttpUrlOrRef = Field(repr=False)
+    secret: SecretRef | None = Field(default=None, repr=False)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("headers")
+    @classmethod
+    def _credential_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header in value.items():
+            if is_credential_header(name) and env_var(header) is None:
+                raise ValueError(f"header {name!r} carries a credential: {_MUST_REFERENCE}")
+        return value
+
+
+class SlackConfig(_NotifierBase):
+    type: Literal["slack"]
+    webhook_url: HttpUrlOrRef = Field(repr=False)
+
+
+class DiscordConfig(_NotifierBase):
+    type: Literal["discord"]
+    webhook_url: HttpUrlOrRef = Field(repr=False)
+
+
+class TeamsConfig(_NotifierBase):
+    """A Teams Workflows webhook ("Post to a channel when a webhook request is received")."""
+
+    type: Literal["teams"]
+    webhook_url: HttpUrlOrRef = Field(repr=False)
+
+
+class PagerDutyConfig(_NotifierBase):
+    type: Literal["pagerduty"]
+    routing_key: SecretRef = Field(repr=False)
+    url: HttpUrlOrRef = Field(default=PAGERDUTY_EVENTS_URL, repr=False)
+
+
+class EmailConfig(_NotifierBase):
+    """SMTP. ``port`` defaults to 587 (STARTTLS), or 465 with ``ssl: true`` (implicit TLS).
+
+    ``ca_file`` trusts a private CA; ``verify: false`` skips certificate checks (tests only).
+    """
+
+    type: Literal["email"]
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: str | None = None
+    password: SecretRef | None = Field(default=None, repr=False)
+    sender: str
+    to: list[str] = Field(min_length=1)
+    starttls: bool = True
+    ssl: bool = False
+    ca_file: str | None = None
+    verify: bool = True
+
+    @field_validator("sender")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if "@" not in value:
+            raise ValueError("expected an email address")
+        return value
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        if not all("@" in address for address in value):
+            raise ValueError("expected a list of email addresses")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EmailConfig:
+        if self.ssl and self.starttls and "starttls" in self.model_fields_set:
+            raise ValueError("'ssl' (implicit TLS) and 'starttls' exclude each other")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("'username' and 'password' go together")
+        return self
+
+
+class AppriseConfig(_NotifierBase):
+    """Any service Apprise supports; one notifier's ``urls`` are retried together."""
+
+    type: Literal["apprise"]
+    urls: list[str] = Field(min_length=1, repr=False)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for index, url in enumerate(value):
+            if env_var(url) is None and "://" not in url:
+                raise ValueError(f"urls[{index}]: expected an Apprise URL or os.environ/NAME")
+        return value
+
+
+NotifierConfig = Annotated[
+    WebhookConfig
+    | SlackConfig
+    | DiscordConfig
+    | TeamsConfig
+    | PagerDutyConfig
+    | EmailConfig
+    | AppriseConfig,
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter[NotifierConfig] = TypeAdapter(NotifierConfig)
+_TYPES = ("webhook", "slack", "discord", "teams", "pagerduty", "email", "apprise")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NotifierSettings:
+    """One channel's settings with every reference read from the environment."""
+
+    config: NotifierConfig = dataclasses.field(repr=False)
+    # Every value read from the environment, and the token part of every URL.
+    secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.config.name or self.config.type
+
+
+def resolve_notifiers(
+    configs: Sequence[NotifierConfig | Mapping[str, Any]], env: Mapping[str, str] | None = None
+) -> list[NotifierSettings]:
+    """Validate (raw mappings from YAML are accepted) and read references; names are unique."""
+    env = os.environ if env is None else env
+    resolved: list[NotifierSettings] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(configs):
+        where = f"notifiers[{index}]"
+        cfg = raw if isinstance(raw, BaseModel) else _validate(raw, where)
+        resolver = _Resolver(env, where)
+        settings = NotifierSettings(_resolved(cfg, resolver), tuple(resolver.secrets))
+        if settings.name in seen:
+            raise ConfigError(
+                f"{where}.name: duplicate notifier name {settings.name!r} (also "
+                f"notifiers[{seen[settings.name]}]); give each a distinct 'name'"
+            )
+        seen[settings.name] = index
+        resolved.append(settings)
+    return resolved
+
+
+def _validate(raw: Mapping[str, Any], where: str) -> NotifierConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with a 'type'")
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, where)) from None
+
+
+def _format_errors(exc: ValidationError, where: str) -> str:
+    types = ", ".join(_TYPES)
+    lines = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        if loc and loc[0] in _TYPES:
+            loc = loc[1:]  # the discriminator's tag, not a key of the file
+        path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        elif err["type"] == "union_tag_not_found":
+            path, message = f"{where}.type", f"required key is missing ({types})"
+        elif err["type"] == "union_tag_invalid":
+            path, message = f"{where}.type", f"unknown notifier type; expected one of {types}"
+        # Values are never echoed: any key of a notifier may hold a credential.
+        lines.append(f"{path}: {message}")
+    return "; ".join(lines)
+
+
+class _Resolver:
+    """Reads ``os.environ/NAME`` references; errors name the key, never the value."""
+
+    def __init__(self, env: Mapping[str, str], where: str) -> None:
+        self.env = env
+        self.where = where
+        # Every value read from the environment, and the token part of every URL.
+        self.secrets: list[str] = []
+
+    def __call__(self, key: str, value: str) -> str:
+        var = env_var(value)
+        if var is None:
+            return value
+        resolved = self.env.get(var)
+        if not resolved:
+            raise ConfigError(f"{self.where}.{key}: environment variable {var} is not set")
+        self.secrets.append(resolved)
+        return resolved
+
+    def url(self, key: str, value: str) -> str:
+        resolved = self(key, value)
+        if not resolved.startswith(("http://", "https://")):
+            raise ConfigError(f"{self.where}.{key}: expected an http:// or https:// URL")
+        # Webhook URLs carry their token in the path or query (Slack, Discord, Teams), or a
+        # password before the host.
+        parts = urlsplit(resolved)
+        self.secrets.append(parts.path + (f"?{parts.query}" if parts.query else ""))
+        self.secrets += url_password(resolved)
+        return resolved
+
+
+def _resolved(cfg: NotifierConfig, resolve: _Resolver) -> NotifierConfig:
+    changes: dict[str, Any]
+    match cfg:
+        case WebhookConfig():
+            changes = {
+                "url": resolve.url("url", cfg.url),
+                "secret": resolve("secret", cfg.secret) if cfg.secret is not None else None,
+                "headers": {k: resolve(f"headers.{k}", v) for k, v in cfg.headers.items()},
+            }
+        case SlackConfig() | DiscordConfig() | TeamsConfig():
+            changes = {"webhook_url": resolve.url("webhook_url", cfg.webhook_url)}
+        case PagerDutyConfig():
+            changes = {
+                "routing_key": resolve("routing_key", cfg.routing_key),
+                "url": resolve.url("url", cfg.url),
+            }
+        case EmailConfig():
+            changes = {"password": resolve("password", cfg.password) if cfg.password else None}
+        case AppriseConfig():
+            urls = [resolve(f"urls[{i}]", url) for i, url in enumerate(cfg.urls)]
+            # Apprise URLs hold their tokens after the scheme (tgram://TOKEN/CHAT).
+            resolve.secrets += [url.partition("://")[2] for url in urls]
+            changes = {"urls": urls}
+    # model_copy skips validation: the values read are secrets, not references.
+    return cfg.model_copy(update=changes)

@@ -1,0 +1,186 @@
+"""The ``targets:`` section: each entry validated, its references read from the environment,
+resolved into a ``Target``; and targets discovered from the standard key variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from llmpulse.config.errors import ConfigError
+from llmpulse.durations import Duration
+from llmpulse.presets import DISCOVERABLE, PRESETS
+from llmpulse.result import CheckKind
+from llmpulse.rules import DEFAULT_RULES, RuleOverride
+from llmpulse.secrets import env_var, is_credential_header
+from llmpulse.target import PriceOverride, Target
+
+
+def _known_rules(value: dict[str, RuleOverride]) -> dict[str, RuleOverride]:
+    unknown = set(value) - set(DEFAULT_RULES)
+    if unknown:
+        raise ValueError(
+            f"unknown rule {', '.join(sorted(unknown))}; expected one of {', '.join(DEFAULT_RULES)}"
+        )
+    return value
+
+
+RuleOverrides = Annotated[dict[str, RuleOverride], AfterValidator(_known_rules)]
+_ALL_CHECKS = list(CheckKind)  # iterating an Enum is slow enough to show over 80,000 targets
+
+
+class TargetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str | None = None
+    provider: str
+    model: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    checks: list[CheckKind] = Field(default_factory=_ALL_CHECKS.copy, min_length=1)
+    interval: Duration = 30.0
+    timeout: Duration = 20.0
+    connect_timeout: Duration = 5.0
+    first_token_timeout: Duration | None = None
+    idle_timeout: Duration = 10.0
+    max_tokens: int = Field(default=64, ge=1, le=4096)
+    prices: PriceOverride | None = None
+    context_window: int | None = Field(default=None, ge=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+    api_version: str | None = None
+    deployment: str | None = None
+    tps_floor: float | None = Field(default=None, gt=0)
+    rules: RuleOverrides = Field(default_factory=dict)
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"unknown provider; expected one of {', '.join(PRESETS)}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _env_reference(cls, value: str | None) -> str | None:
+        if value is not None and env_var(value) is None:
+            raise ValueError(
+                "must reference an environment variable as os.environ/NAME or ${NAME}; "
+                "keys are never written in the config file"
+            )
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _credential_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header in value.items():
+            if is_credential_header(name) and env_var(header) is None:
+                raise ValueError(
+                    f"header {name!r} carries a credential: reference an environment variable "
+                    "as os.environ/NAME or ${NAME}; keys are never written in the config file"
+                )
+        return value
+
+    @field_validator("checks")
+    @classmethod
+    def _unique_checks(cls, value: list[CheckKind]) -> list[CheckKind]:
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _complete(self) -> TargetConfig:
+        preset = PRESETS[self.provider]
+        if self.model is None and preset.default_model is None:
+            raise ValueError(f"'model' is required for provider {self.provider}")
+        if self.base_url is None and preset.base_url is None:
+            raise ValueError(f"'base_url' is required for provider {self.provider}")
+        if self.provider == "azure" and not self.api_version:
+            raise ValueError("'api_version' is required for provider azure (e.g. 2024-10-21)")
+        if self.first_token_timeout is not None and self.first_token_timeout > self.timeout:
+            raise ValueError("'first_token_timeout' cannot exceed 'timeout'")
+        return self
+
+
+def discover_targets(env: Mapping[str, str] | None = None) -> list[Target]:
+    """One target per provider whose standard key variable is set, on its cheap default model."""
+    env = os.environ if env is None else env
+    targets = []
+    for provider in DISCOVERABLE:
+        preset = PRESETS[provider]
+        var = next((v for v in preset.env if env.get(v)), None)
+        if var is None:
+            continue
+        cfg = TargetConfig(provider=provider, api_key=f"os.environ/{var}")
+        targets.append(resolve_target(len(targets), cfg, env, ""))
+    return targets
+
+
+def resolve_target(
+    index: int, cfg: TargetConfig, env: Mapping[str, str], where: str, need_key: bool = True
+) -> Target:
+    """A target with its references read from ``env``; without ``need_key`` (serving the web
+    UI only) a provider key or credential header whose variable is unset is left out."""
+    preset = PRESETS[cfg.provider]
+    api_key = None
+    if cfg.api_key is not None:
+        var = env_var(cfg.api_key)
+        assert var is not None  # validated above
+        api_key = env.get(var)
+        if not api_key and need_key:
+            raise ConfigError(
+                f"{where}targets[{index}].api_key: environment variable {var} is not set"
+            )
+    elif preset.needs_key:
+        var = next((v for v in preset.env if env.get(v)), None)
+        if var is None and need_key:
+            names = " or ".join(preset.env)
+            raise ConfigError(
+                f"{where}targets[{index}].api_key: not set, and {names} is not in the environment"
+            )
+        api_key = env[var] if var else None
+    headers = {}
+    for name, value in cfg.headers.items():
+        var = env_var(value)
+        if var is None:
+            headers[name] = value
+        elif env.get(var):
+            headers[name] = env[var]
+        elif need_key:
+            raise ConfigError(
+                f"{where}targets[{index}].headers.{name}: environment variable {var} is not set"
+            )
+    model = cfg.model or preset.default_model
+    assert model is not None
+    base_url = (cfg.base_url or preset.base_url or "").rstrip("/")
+    return Target(
+        name=cfg.name or f"{cfg.provider}/{model}",
+        provider=cfg.provider,
+        protocol=preset.protocol,
+        model=model,
+        base_url=base_url,
+        api_key=api_key,
+        checks=tuple(cfg.checks),
+        interval=cfg.interval,
+        timeout=cfg.timeout,
+        connect_timeout=min(cfg.connect_timeout, cfg.timeout),
+        first_token_timeout=cfg.first_token_timeout,
+        idle_timeout=min(cfg.idle_timeout, cfg.timeout),
+        max_tokens=cfg.max_tokens,
+        prices=cfg.prices,
+        context_window=cfg.context_window,
+        headers=headers,
+        api_version=cfg.api_version,
+        deployment=cfg.deployment,
+        max_tokens_field=preset.max_tokens_field,
+        stream_include_usage=preset.stream_include_usage,
+        price_provider=preset.price_provider,
+        tps_floor=cfg.tps_floor,
+        rules=cfg.rules,
+    )
