@@ -1,0 +1,1 @@
+"""Project tools run by ./dev (not part of the llmpulse package)."""
