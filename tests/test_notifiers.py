@@ -28,10 +28,10 @@ from llmpulse.alerts.notifiers import (
     DeliveryError,
     build_notifiers,
 )
-from llmpulse.config.notifiers import PagerDutyConfig, resolve_notifiers
 from llmpulse.alerts.notifiers.base import parse_retry_after
 from llmpulse.alerts.notifiers.webhook import WebhookNotifier
 from llmpulse.config import ConfigError
+from llmpulse.config.notifiers import PagerDutyConfig, resolve_notifiers
 from llmpulse.rules import Severity
 
 STARTED = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -279,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         design.write_text(fresh)
     elif fresh != doc:
-        print("docs/design.md: the package map is out of date; run ./dev floorplan", file=sys.stderr)
+        print(
+            "docs/design.md: the package map is out of date; run ./dev floorplan", file=sys.stderr
+        )
         return 1
     return 1 if found else 0
 
