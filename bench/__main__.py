@@ -10,6 +10,7 @@ from bench import (
     gateway_vs_litellm,
     metrics_query,
     scale,
+    startup,
     storage,
     ttft_accuracy,
     web_api,
@@ -24,6 +25,7 @@ BENCHES = {
     "gateway": gateway_vs_litellm.main,
     "storage": storage.main,
     "config": config_load.main,
+    "startup": startup.main,
 }
 
 

@@ -21,7 +21,7 @@ from aiohttp import web
 
 import pgserver
 from llmpulse.config import parse_config
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from llmpulse.store import redact_url
 from llmpulse.target import Target
 

@@ -20,7 +20,7 @@ import psycopg
 import yaml
 
 from conftest import Receiver, base_url, patch, postgres_schema, sim_model, spawn_llmpulse
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from llmpulse.store import open_store
 from test_daemon import FAST
 

@@ -30,7 +30,7 @@ from llmpulse.gateway.app import create_app
 from llmpulse.monitor.daemon import Daemon
 from llmpulse.probe.lock import held_elsewhere
 from llmpulse.result import CheckKind, Source
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from llmpulse.store import SQLiteStore
 from test_gateway_proxy import FAST, Served, ask, deployment, gateway_config, upstream
 

@@ -17,7 +17,7 @@ from llmpulse import Router, RouterError
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.client import AsyncStream, SyncStream
 from llmpulse.result import CheckKind, Source
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from llmpulse.store import SQLiteStore
 
 FAST = {"ttft": 0.01, "tokens_per_s": 2000}

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from conftest import sim_model, spawn_llmpulse
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from test_gateway_proxy import FAST, Served, ask, deployment, gateway_config, upstream
 
 MIB = 1 << 20

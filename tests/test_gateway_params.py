@@ -17,7 +17,7 @@ from conftest import sim_model
 from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.litellm import parse_gateway
 from llmpulse.gateway.app import DROPPED_HEADER
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from test_gateway_proxy import FAST, Served, deployment, gateway_config, upstream
 
 HELLO = [{"role": "user", "content": "hello there"}]

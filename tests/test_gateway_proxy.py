@@ -30,8 +30,8 @@ from llmpulse.gateway.proxy import Gateway
 from llmpulse.gateway.retry import RetryPolicy
 from llmpulse.providers.base import REFUSED
 from llmpulse.result import CheckKind, CheckResult, Source
-from llmpulse.sim import SimServer
 from llmpulse.sim.common import text_of
+from llmpulse.sim.server import SimServer
 from llmpulse.target import Target
 
 PREFIX = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini"}

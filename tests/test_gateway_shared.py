@@ -25,7 +25,7 @@ import redis
 import yaml
 
 from conftest import sim_model
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from test_gateway_proxy import FAST, Served, ask, deployment, gateway_config, upstream
 
 REDIS_URL = os.environ.get("LLMPULSE_TEST_REDIS", "redis://127.0.0.1:6379/0")

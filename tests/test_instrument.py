@@ -18,7 +18,7 @@ from llmpulse.errors import ErrorClass
 from llmpulse.instrument import recorder_for
 from llmpulse.providers.base import REFUSED
 from llmpulse.result import CheckKind, CheckResult, Source
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from llmpulse.store import SQLiteStore
 
 MESSAGES: list[Any] = [{"role": "user", "content": "say something short"}]

@@ -27,7 +27,7 @@ import yaml
 from conftest import base_url
 from llmpulse.config import ConfigError, load_config
 from llmpulse.config.gateway import GatewayConfig
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from test_gateway_proxy import FAST, upstream
 
 FIXTURES = Path(__file__).parent / "fixtures" / "litellm"

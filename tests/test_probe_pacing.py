@@ -29,7 +29,7 @@ import yaml
 from conftest import sim_model, spawn_llmpulse
 from llmpulse.probe.lock import held_elsewhere
 from llmpulse.result import CheckKind
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from test_gateway_app import DaemonThread, wait_for_state, wait_until
 from test_gateway_proxy import FAST, Served, ask, deployment, gateway_config, upstream
 from test_gateway_shared import REDIS_URL, _redis_down

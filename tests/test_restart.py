@@ -23,7 +23,7 @@ import yaml
 
 import pgserver
 from conftest import base_url, sim_model, spawn_llmpulse
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from llmpulse.store.spool import SPOOL_WITHIN_S
 from test_gateway_proxy import FAST, deployment
 

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from conftest import base_url, sim_model
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from test_gateway_proxy import FAST
 from test_telemetry import Collector, free_port
 from test_telemetry import collector as collector  # a fixture

@@ -17,9 +17,15 @@ import openai
 import pytest
 
 from llmpulse.probe.official import OfficialStatus, SourceKind, StatusPoller, fetch_status
-from llmpulse.sim import ModelBehavior, Scenario, ScenarioError, SimServer, load_scenario
 from llmpulse.sim.common import go_duration
-from llmpulse.sim.scenario import parse_scenario
+from llmpulse.sim.scenario import (
+    ModelBehavior,
+    Scenario,
+    ScenarioError,
+    load_scenario,
+    parse_scenario,
+)
+from llmpulse.sim.server import SimServer
 
 OA = {"Authorization": "Bearer sk-test"}
 AN = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}

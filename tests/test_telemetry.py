@@ -34,7 +34,7 @@ from llmpulse.config import ConfigError, parse_config
 from llmpulse.errors import ErrorClass
 from llmpulse.monitor.daemon import Daemon
 from llmpulse.result import CheckKind, CheckResult, Usage
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from llmpulse.store import SQLiteStore
 from llmpulse.telemetry.otlp import SHUTDOWN_TIMEOUT_S, Telemetry
 from llmpulse.telemetry.semconv import DURATION_BUCKETS, TOKEN_BUCKETS

@@ -1,4 +1,8 @@
-"""The ``llmpulse`` command line."""
+"""The ``llmpulse`` command line: it parses arguments and calls into the packages.
+
+Each command imports the packages it runs inside its own function, so that a command loads only
+what it uses: ``llmpulse check`` loads no server, gateway or database driver it does not need.
+"""
 
 from __future__ import annotations
 
@@ -26,24 +30,17 @@ from llmpulse.config import (
     parse_config,
     with_web,
 )
-from llmpulse.config.storage import resolve_storage
+from llmpulse.config.storage import default_path, redact_url, resolve_storage, results_location
 from llmpulse.config.web import WebConfig
 from llmpulse.presets import DISCOVERABLE, PRESETS
 from llmpulse.result import CheckKind, CheckResult
 from llmpulse.secrets import Redactor, install_log_redaction
 from llmpulse.sim.cli import sim_command
-from llmpulse.store import (
-    DATABASE_ERRORS,
-    default_path,
-    open_store,
-    redact_url,
-    results_location,
-)
 from llmpulse.target import Target
 
 if TYPE_CHECKING:
     from llmpulse.alerts.state import AlertStateStore
-    from llmpulse.sim import SimServer
+    from llmpulse.sim.server import SimServer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -108,7 +105,7 @@ def check(
     sim_server = None
     try:
         if sim:
-            from llmpulse.sim import SimServer
+            from llmpulse.sim.server import SimServer
 
             sim_server = SimServer()
             sim_server.start()
@@ -176,6 +173,7 @@ def run(
     """Monitor every target continuously, send alerts and serve the dashboard, until
     SIGINT/SIGTERM."""
     from llmpulse.monitor.daemon import Daemon
+    from llmpulse.store import DATABASE_ERRORS
     from llmpulse.web.server import WebError, serve_beside
 
     _logging(verbose)
@@ -228,6 +226,7 @@ def agent(
     Run one per region. One agent at a time (or `llmpulse run`) leads: it evaluates alerts over
     every agent's results and sends the notifications; another takes over if it stops."""
     from llmpulse.monitor.daemon import Daemon
+    from llmpulse.store import DATABASE_ERRORS
 
     _logging(verbose)
     console = _console(stderr=True)
@@ -316,6 +315,7 @@ def web_command(
     writes elsewhere, without probing: e.g. a public status page on its own host. It needs no
     provider key (nor, for the status page, web credentials): the targets are the config's, or
     without one those the database recorded."""
+    from llmpulse.store import DATABASE_ERRORS
     from llmpulse.web.server import WebError, serve_forever
 
     _logging(verbose)
@@ -407,6 +407,7 @@ def gateway_command(
     from llmpulse.config.web import is_loopback, split_address
     from llmpulse.gateway.app import create_app
     from llmpulse.serving import Server, header_timeout_protocol
+    from llmpulse.store import DATABASE_ERRORS, open_store
     from llmpulse.store.spool import Recording, ResultWriter, spool_for
 
     _logging(verbose or debug)
@@ -745,6 +746,8 @@ def _sim_targets(server: SimServer) -> list[Target]:
 
 
 def _store(results: list[CheckResult], location: str | Path, console: Console) -> None:
+    from llmpulse.store import DATABASE_ERRORS, open_store
+
     try:
         with open_store(location) as store:
             store.write_results(results)

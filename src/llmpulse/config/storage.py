@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,3 +65,16 @@ def resolve_storage(value: str | None, env: Mapping[str, str], where: str = "") 
             raise ConfigError(f"{name}: {redact_url(str(exc))}") from None
         return location
     return None
+
+
+def default_path() -> Path:
+    """``$LLMPULSE_DB``, else ``$XDG_DATA_HOME/llmpulse/llmpulse.db``."""
+    if os.environ.get("LLMPULSE_DB"):
+        return Path(os.environ["LLMPULSE_DB"])
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "llmpulse" / "llmpulse.db"
+
+
+def results_location(db_path: str | Path | None, storage: str | None) -> str | Path:
+    """Where results live: ``--db``, else the config's storage, else the default file."""
+    return db_path or storage or default_path()

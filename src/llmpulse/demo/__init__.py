@@ -39,7 +39,7 @@ from llmpulse.demo.sink import AlertSink
 from llmpulse.durations import format_duration
 from llmpulse.monitor.daemon import Daemon
 from llmpulse.probe import Prober
-from llmpulse.sim import SimServer
+from llmpulse.sim.server import SimServer
 from llmpulse.store.base import Store
 from llmpulse.store.queries import MIN_BASELINE_REQUESTS
 from llmpulse.target import Target

@@ -1,6 +1,2 @@
-"""A real HTTP simulator of the OpenAI, Anthropic and Gemini APIs for tests and benchmarks."""
-
-from llmpulse.sim.scenario import ModelBehavior, Scenario, ScenarioError, load_scenario
-from llmpulse.sim.server import SimServer
-
-__all__ = ["ModelBehavior", "Scenario", "ScenarioError", "SimServer", "load_scenario"]
+"""A real HTTP simulator of the OpenAI, Anthropic and Gemini APIs for tests and benchmarks:
+its behaviour (``scenario``) and its server (``server.SimServer``)."""

@@ -8,7 +8,6 @@ import click
 
 from llmpulse.aio import new_event_loop, quiet_gc
 from llmpulse.sim.scenario import ScenarioError, load_scenario
-from llmpulse.sim.server import SimServer
 
 
 @click.command("sim")
@@ -25,6 +24,8 @@ def sim_command(scenario_path: str | None, host: str, port: int, speed: float) -
         scenario = load_scenario(scenario_path) if scenario_path else None
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from None
+    from llmpulse.sim.server import SimServer  # the server loads only when it runs
+
     server = SimServer(scenario, host=host, port=port, speed=speed)
     try:
         server.bind()  # bind first so the printed URLs are already reachable

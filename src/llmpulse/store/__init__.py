@@ -10,13 +10,15 @@ import psycopg
 from llmpulse.config.storage import (
     STORAGE_ENV,
     check_location,
+    default_path,
     is_postgres,
     redact_url,
+    results_location,
     sqlite_path,
 )
 from llmpulse.store.base import ModelChange, PruneStats, Store, Totals
 from llmpulse.store.rollup import Summary
-from llmpulse.store.sqlite import SQLiteStore, default_path
+from llmpulse.store.sqlite import SQLiteStore
 
 
 class UnwritableError(Exception):
@@ -26,11 +28,6 @@ class UnwritableError(Exception):
 
 # What a failing database raises, whichever the backend.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error, UnwritableError)
-
-
-def results_location(db_path: str | Path | None, storage: str | None) -> str | Path:
-    """Where results live: ``--db``, else the config's storage, else the default file."""
-    return db_path or storage or default_path()
 
 
 def local_path(location: str | Path) -> Path:

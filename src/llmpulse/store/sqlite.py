@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from llmpulse.config.storage import default_path
 from llmpulse.store import migrations, sqlitedb
 from llmpulse.store.base import RAW_RETENTION_S, ROLLUP_RETENTION_S, PruneStats
 from llmpulse.store.sqlite_rollup import SQLiteDialect
 from llmpulse.store.sqlstore import COLUMNS, SQLStore
 
 _INSERT = f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-
-
-def default_path() -> Path:
-    """``$LLMPULSE_DB``, else ``$XDG_DATA_HOME/llmpulse/llmpulse.db``."""
-    if os.environ.get("LLMPULSE_DB"):
-        return Path(os.environ["LLMPULSE_DB"])
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "llmpulse" / "llmpulse.db"
 
 
 class _Conn:
