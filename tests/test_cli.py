@@ -456,3 +456,29 @@ def test_a_postgresql_role_that_may_only_read_is_one_line_and_exit_2_at_start(tm
         f"results database error: {reader} refuses writes: permission denied for table "
         "ingested_batches"
     ]
+
+
+# The simulator is a server itself: uvicorn is its own, not the command's.
+SERVERS = ("uvicorn", "starlette", "fastapi")
+HEAVY = ("llmpulse.gateway", "llmpulse.store", "sqlalchemy", "alembic", "psycopg", "redis")
+
+
+@pytest.mark.parametrize(
+    ("args", "heavy"),
+    [
+        (["check", "--help"], (*HEAVY, *SERVERS)),
+        (["check", "--sim", "--no-store", "--json"], (*HEAVY, "fastapi")),
+    ],
+)
+def test_check_loads_no_gateway_server_or_database_driver(
+    args: list[str], heavy: tuple[str, ...]
+) -> None:
+    probe = (
+        "import sys\n"
+        f"sys.argv = ['llmpulse', *{args!r}]\n"
+        "from llmpulse.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print(sorted({{m for m in sys.modules if m.startswith({heavy!r})}}), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stderr.strip().splitlines()[-1] == "[]"
