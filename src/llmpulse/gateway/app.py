@@ -53,9 +53,7 @@ import contextlib
 import hmac
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -71,16 +69,12 @@ from llmpulse.config.gateway import MIB, GatewayConfig
 from llmpulse.config.web import is_loopback
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerState
+from llmpulse.gateway.health import HealthLoop
 from llmpulse.gateway.ir import ChatRequest, MessageStart, StreamEvent, TranslationError
 from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
-from llmpulse.probe.lock import held_elsewhere
-from llmpulse.probe.runner import Prober
-from llmpulse.probe.scheduler import Cooldown, Scheduler
-from llmpulse.result import CheckResult, Source
 from llmpulse.secrets import Redactor
-from llmpulse.store import Store, local_path, open_store
 from llmpulse.target import Target
 
 log = logging.getLogger(__name__)
@@ -91,7 +85,6 @@ UPSTREAM_ID_HEADER = "x-llmpulse-upstream-request-id"
 # The openai SDK reads x-request-id, the anthropic SDK request-id: both carry the gateway's id.
 _ID_HEADERS = (b"x-request-id", b"request-id")
 _IDS_KEY = "llmpulse.request_ids"
-FOLLOW_POLL_S = 1.0  # how often the daemon's probe results are read, and its lock checked
 # How long an answer may take before the gateway watches for its client leaving.
 WATCH_AFTER_S = 0.25
 # A request body may take this many header timeouts in all (and one without a byte).
@@ -192,8 +185,7 @@ def create_app(
     """
     serving_without = config.auth_warning(accept_unenforced_auth)
     said = [*config.warnings, *warnings, *([serving_without] if serving_without else [])]
-    keys = tuple(k.encode() for k in config.settings.keys)
-    holder: dict[str, Gateway] = {}
+    endpoints = _Endpoints(config, said)
     deployment_ids = {d.name: d.id for d in config.deployments}
 
     @contextlib.asynccontextmanager
@@ -201,30 +193,12 @@ def create_app(
         gateway = (
             make_gateway() if make_gateway else Gateway(config, record=record, redactor=redactor)
         )
-        holder["gateway"] = gateway
-
-        def learn(target: Target, result: CheckResult) -> None:
-            gateway.selector.record_check(deployment_ids[target.name], result)
-
-        def probed(target: Target, result: CheckResult) -> None:
-            learn(target, result)
-            if record is not None:
-                record(result)
-
-        def cooldown(target: Target) -> float:
-            # Traffic's 429s, other replicas' cool-downs, an open breaker's half-open pace.
-            return gateway.selector.breaker(deployment_ids[target.name]).probe_wait()
-
+        endpoints.gateway = gateway
         stop = asyncio.Event()
         background = []
         if probe_targets:
-            background.append(
-                asyncio.create_task(
-                    _probe_or_follow(
-                        gateway, probe_targets, probed, learn, cooldown, results_db, stop
-                    )
-                )
-            )
+            health = HealthLoop(gateway, probe_targets, deployment_ids, record, results_db)
+            background.append(asyncio.create_task(health.run(stop)))
         if config.settings.redis_url:
             from llmpulse.gateway.shared import SharedState  # redis loads only when used
 
@@ -239,8 +213,33 @@ def create_app(
             await asyncio.gather(*background)
             await gateway.aclose()
 
-    def refused(request: Request, fmt: _Format) -> Response | None:
-        if not keys:
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),
+            Route("/chat/completions", endpoints.chat_completions, methods=["POST"]),
+            Route("/v1/messages", endpoints.messages, methods=["POST"]),
+            Route("/v1/models", endpoints.models, methods=["GET"]),
+            Route("/models", endpoints.models, methods=["GET"]),
+            Route("/health", endpoints.health, methods=["GET"]),
+            Route("/health/readiness", endpoints.readiness, methods=["GET"]),
+            Route("/health/liveliness", endpoints.liveliness, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        middleware=[Middleware(_RequestIdMiddleware)],
+    )
+
+
+class _Endpoints:
+    """The routes' handlers over one ``Gateway`` (set when the app's lifespan starts)."""
+
+    def __init__(self, config: GatewayConfig, warnings: list[str]) -> None:
+        self.config = config
+        self.warnings = warnings
+        self.keys = tuple(k.encode() for k in config.settings.keys)
+        self.gateway: Gateway
+
+    def refused(self, request: Request, fmt: _Format) -> Response | None:
+        if not self.keys:
             client = request.client.host if request.client else ""
             if is_loopback(client):
                 return None
@@ -254,18 +253,18 @@ def create_app(
         given = presented.encode()
         # Every key is compared, so timing says nothing about which one came close.
         matched = False
-        for key in keys:
+        for key in self.keys:
             matched |= hmac.compare_digest(given, key)
         if matched:
             return None
         message = "invalid or missing gateway key" if presented else "no gateway key given"
         return fmt.error(GatewayError(401, ErrorClass.AUTH, message))
 
-    async def serve(request: Request, fmt: _Format) -> Response:
-        denied = refused(request, fmt)
+    async def serve(self, request: Request, fmt: _Format) -> Response:
+        denied = self.refused(request, fmt)
         if denied is not None:
             return denied
-        settings = config.settings
+        settings = self.config.settings
         ids: RequestIds = request.scope[_IDS_KEY]
         try:
             body = await _read_body(request, settings.max_request_bytes, settings.header_timeout)
@@ -276,7 +275,7 @@ def create_app(
             return fmt.error(GatewayError(exc.status, ErrorClass.BAD_REQUEST, exc.message))
         except _ClientLeft:
             return _left(ids)
-        gateway = holder["gateway"]
+        gateway = self.gateway
         if not chat.stream:
             try:
                 answering = gateway.complete(chat, ids)
@@ -303,26 +302,26 @@ def create_app(
         frames = _sse(fmt, chat, ids, first, events)
         return _EventStream(fmt, ids, frames, {**_SSE_HEADERS, **dropped})
 
-    async def chat_completions(request: Request) -> Response:
-        return await serve(request, _OPENAI)
+    async def chat_completions(self, request: Request) -> Response:
+        return await self.serve(request, _OPENAI)
 
-    async def messages(request: Request) -> Response:
-        return await serve(request, _ANTHROPIC)
+    async def messages(self, request: Request) -> Response:
+        return await self.serve(request, _ANTHROPIC)
 
-    async def models(request: Request) -> Response:
-        denied = refused(request, _OPENAI)
+    async def models(self, request: Request) -> Response:
+        denied = self.refused(request, _OPENAI)
         if denied is not None:
             return denied
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "llmpulse"}
-            for name in config.model_names
+            for name in self.config.model_names
         ]
         return JSONResponse({"object": "list", "data": data})
 
-    def states() -> list[dict[str, Any]]:
-        selector = holder["gateway"].selector
+    def states(self) -> list[dict[str, Any]]:
+        selector = self.gateway.selector
         out = []
-        for d in config.deployments:
+        for d in self.config.deployments:
             snapshot = selector.breaker(d.id).snapshot()
             out.append(
                 {
@@ -338,36 +337,23 @@ def create_app(
             )
         return out
 
-    async def health(request: Request) -> Response:
-        denied = refused(request, _OPENAI)
+    async def health(self, request: Request) -> Response:
+        denied = self.refused(request, _OPENAI)
         if denied is not None:
             return denied
-        deployments = states()
+        deployments = self.states()
         healthy = [d for d in deployments if d["state"] == BreakerState.CLOSED]
         status = "ok" if len(healthy) == len(deployments) else "degraded" if healthy else "down"
-        return JSONResponse({"status": status, "deployments": deployments, "warnings": said})
+        return JSONResponse(
+            {"status": status, "deployments": deployments, "warnings": self.warnings}
+        )
 
-    async def readiness(request: Request) -> Response:
-        ready = any(d["available"] for d in states())
+    async def readiness(self, request: Request) -> Response:
+        ready = any(d["available"] for d in self.states())
         return JSONResponse({"status": "ready" if ready else "unavailable"}, 200 if ready else 503)
 
-    async def liveliness(request: Request) -> Response:
+    async def liveliness(self, request: Request) -> Response:
         return JSONResponse({"status": "alive"})
-
-    return Starlette(
-        routes=[
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route("/chat/completions", chat_completions, methods=["POST"]),
-            Route("/v1/messages", messages, methods=["POST"]),
-            Route("/v1/models", models, methods=["GET"]),
-            Route("/models", models, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/health/readiness", readiness, methods=["GET"]),
-            Route("/health/liveliness", liveliness, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-        middleware=[Middleware(_RequestIdMiddleware)],
-    )
 
 
 def _dropped(params: list[str]) -> dict[str, str]:
@@ -566,67 +552,6 @@ class _EventStream(StreamingResponse):
             _failed(self.ids, error)
             frame = self.fmt.stream_error(error)
             await send({"type": "http.response.body", "body": frame, "more_body": False})
-
-
-async def _probe_or_follow(
-    gateway: Gateway,
-    targets: Sequence[Target],
-    probed: Callable[[Target, CheckResult], None],
-    learn: Callable[[Target, CheckResult], None],
-    cooldown: Cooldown,
-    results_db: str | Path | None,
-    stop: asyncio.Event,
-) -> None:
-    """Probe ``targets`` (each result to ``probed``), never inside a ``cooldown``, or while a
-    daemon holds the probe lock, pass its new probe results of them to ``learn``."""
-    by_name = {t.name: t for t in targets}
-    # On taking over, the daemon's recent verdicts count: two intervals back.
-    since = datetime.now(UTC) - timedelta(seconds=2 * max(t.interval for t in targets))
-    store: Store | None = None
-
-    async def daemon_probing() -> bool:
-        if results_db is None:
-            return False
-        return await asyncio.to_thread(held_elsewhere, local_path(results_db))
-
-    async def wait() -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), FOLLOW_POLL_S)
-
-    try:
-        while not stop.is_set():
-            if await daemon_probing():
-                assert results_db is not None
-                if store is None:
-                    store = open_store(results_db)
-                start, end = since.timestamp(), time.time() + 3600  # any clock skew ahead
-                rows = await asyncio.to_thread(store.results_between, start, end)
-                for result in rows:
-                    target = by_name.get(result.target)
-                    if (
-                        target is not None
-                        and result.source is Source.PROBE
-                        and result.timestamp > since
-                    ):
-                        learn(target, result)
-                    since = max(since, result.timestamp)
-                await wait()
-                continue
-            own = asyncio.Event()
-            prober = Prober(gateway.session, gateway.redact)
-            scheduler = Scheduler(targets, prober.check, probed, cooldown=cooldown)
-            # A probe still running at shutdown is abandoned after a second, not waited out.
-            task = asyncio.create_task(scheduler.run(own, drain_timeout=1.0))
-            try:
-                while not stop.is_set() and not await daemon_probing():
-                    await wait()
-            finally:
-                own.set()
-                await task
-            since = datetime.now(UTC)  # the daemon's results from here on are new
-    finally:
-        if store is not None:
-            store.close()
 
 
 async def _sse(
