@@ -17,7 +17,7 @@ the gateway's HTTP session, and leave a deployment alone while its breaker does
 (``CircuitBreaker.probe_wait``): through a cool-down, whoever met the 429 (traffic, a probe,
 another replica), and while open until it would let a half-open trial through.
 Given ``results_db`` too, while ``llmpulse run`` probes into that
-database (it holds the probe lock, ``monitor.probelock``), the app does not probe the same
+database (it holds the probe lock, ``probe.lock``), the app does not probe the same
 deployments again: it reads the daemon's new probe results of them from the database about once
 a second and feeds those to the selector, and resumes its own probes when the daemon stops.
 With ``gateway.redis_url`` set, replicas share breakers, cool-downs, usage and latency through
