@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 
-from llmpulse.store.base import ModelChange, PruneStats, Store, Totals
+from llmpulse.store.base import ModelChange, PruneStats, ResultFilter, Store, Totals
 from llmpulse.store.rollup import Summary
 from llmpulse.store.sqlite import SQLiteStore, default_path
 from llmpulse.store.url import STORAGE_ENV, check_location, is_postgres, redact_url, sqlite_path
@@ -60,6 +60,7 @@ __all__ = [
     "STORAGE_ENV",
     "ModelChange",
     "PruneStats",
+    "ResultFilter",
     "SQLiteStore",
     "Store",
     "Summary",
