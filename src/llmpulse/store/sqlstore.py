@@ -35,6 +35,7 @@ from llmpulse.store.base import (
 )
 from llmpulse.store.rollup import (
     METRICS,
+    OUTAGE_CLASSES,
     SUMMARY_COLUMNS,
     Summary,
     decode_counts,
@@ -84,6 +85,44 @@ TIERS = (
     Tier(6 * HOUR, "rollups_6h", "period_ts"),
     Tier(DAY, "rollups_daily", "day_ts"),
 )
+
+
+# SQL the dialects share.
+OUTAGE_SQL = ", ".join(f"'{c}'" for c in OUTAGE_CLASSES)  # for ``error_class IN (...)``
+# 2**20 > 1e6: room for the utilization in millionths below the millisecond timestamp, so
+# that one max() finds the latest utilization.
+PACK = 1 << 20
+# The distinct targets of ``results``, one seek each through the (target, ts) index: no scan.
+TARGETS_CTE = """
+WITH RECURSIVE targets(name) AS (
+    SELECT min(target) FROM results
+    UNION ALL
+    SELECT (SELECT min(target) FROM results WHERE target > name)
+    FROM targets WHERE name IS NOT NULL
+)"""
+# The end of a merge of rollup rows: its CTEs base, rl, err and bins joined per group.
+MERGED_SQL = """
+SELECT b.g0, b.g1, b.g2, b.provider, b.model, b.total, b.ok, b.outage, e.errors,
+       s0.sketch, s1.sketch, s2.sketch, b.token_requests, b.input_tokens, b.output_tokens,
+       b.cost_requests, b.cost_usd, b.rl_max, l.rl_latest, l.rl_latest_ts, b.first_ts, b.last_ts
+FROM base AS b
+LEFT JOIN rl AS l ON l.g0 = b.g0 AND l.g1 = b.g1 AND l.g2 = b.g2
+LEFT JOIN err AS e ON e.g0 = b.g0 AND e.g1 = b.g1 AND e.g2 = b.g2
+LEFT JOIN bins AS s0 ON s0.g0 = b.g0 AND s0.g1 = b.g1 AND s0.g2 = b.g2 AND s0.m = 0
+LEFT JOIN bins AS s1 ON s1.g0 = b.g0 AND s1.g1 = b.g1 AND s1.g2 = b.g2 AND s1.m = 1
+LEFT JOIN bins AS s2 ON s2.g0 = b.g0 AND s2.g1 = b.g1 AND s2.g2 = b.g2 AND s2.m = 2
+"""
+
+
+def merge_source_sql(table: str, groups: Groups, where: str) -> str:
+    """The start of a merge: the CTE ``src``, the rows of ``table`` matching ``where`` under
+    their group ``g0, g1, g2``."""
+    g0, g1, g2 = groups
+    return f"""
+WITH src AS MATERIALIZED (
+    SELECT {g0} AS g0, {g1} AS g1, {g2} AS g2, {", ".join(SUMMARY_COLUMNS)}
+    FROM {table} WHERE {where}
+)"""
 
 
 class Conn(Protocol):
