@@ -9,7 +9,7 @@ from llmpulse.gateway.instrument import instrument
 from llmpulse.gateway.router import Router, RouterError
 from llmpulse.probe import Prober, run_checks
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
-from llmpulse.store import SQLiteStore, Store
+from llmpulse.store import ResultFilter, SQLiteStore, Store
 
 __all__ = [
     "CheckKind",
@@ -19,6 +19,7 @@ __all__ = [
     "ErrorClass",
     "Prober",
     "RateLimit",
+    "ResultFilter",
     "Router",
     "RouterError",
     "SQLiteStore",
