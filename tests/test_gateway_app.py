@@ -31,7 +31,7 @@ from llmpulse.monitor.daemon import Daemon
 from llmpulse.probe.lock import held_elsewhere
 from llmpulse.result import CheckKind, Source
 from llmpulse.sim.server import SimServer
-from llmpulse.store import SQLiteStore
+from llmpulse.store import ResultFilter, SQLiteStore
 from test_gateway_proxy import FAST, Served, ask, deployment, gateway_config, upstream
 
 KEY = "gw-secret-key"
@@ -333,7 +333,7 @@ def test_a_gateway_beside_a_running_daemon_follows_its_probes_instead_of_probing
 
     def daemon_saw_down() -> bool:
         with SQLiteStore(db) as store:
-            rows = store.latest_results(limit=50, target=down_name)
+            rows = store.latest_results(limit=50, where=ResultFilter(target=down_name))
         return any(r.source is Source.PROBE and not r.ok for r in rows)
 
     with DaemonThread(raw, db) as daemon:

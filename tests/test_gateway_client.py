@@ -18,7 +18,7 @@ from llmpulse.errors import ErrorClass
 from llmpulse.gateway.client import AsyncStream, SyncStream
 from llmpulse.result import CheckKind, Source
 from llmpulse.sim.server import SimServer
-from llmpulse.store import SQLiteStore
+from llmpulse.store import ResultFilter, SQLiteStore
 
 FAST = {"ttft": 0.01, "tokens_per_s": 2000}
 ENV = {"SIM_KEY": "sk-sim"}
@@ -161,7 +161,7 @@ def test_traffic_is_recorded_to_the_store(sim: SimServer, tmp_path: Path) -> Non
         list(router.completion(model="chat", messages=HI, stream=True))  # type: ignore[arg-type]
     with SQLiteStore(db) as store:
         results = sorted(
-            store.latest_results(target=f"chat/anthropic/{claude}", limit=10),
+            store.latest_results(limit=10, where=ResultFilter(target=f"chat/anthropic/{claude}")),
             key=lambda r: r.timestamp,
         )
     assert [r.check for r in results] == [CheckKind.INFERENCE, CheckKind.STREAM]

@@ -19,7 +19,7 @@ from llmpulse.instrument import recorder_for
 from llmpulse.providers.base import REFUSED
 from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.sim.server import SimServer
-from llmpulse.store import SQLiteStore
+from llmpulse.store import ResultFilter, SQLiteStore
 
 MESSAGES: list[Any] = [{"role": "user", "content": "say something short"}]
 TTFT_SLACK_MS = 40  # loopback, SDK parsing and a busy CI machine; the sim is exact
@@ -98,7 +98,7 @@ def test_openai_sync_results_unchanged_and_measured(sim: SimServer, tmp_path: Pa
         assert r.context_window and r.context_utilization is not None
     recorder_for(client).close()
     with SQLiteStore(db) as store:
-        stored = store.latest_results(target=f"openai/{model}")
+        stored = store.latest_results(where=ResultFilter(target=f"openai/{model}"))
     assert {r.request_id for r in stored} == {r.request_id for r in seen}
     assert all(r.source is Source.TRAFFIC and r.cost_usd for r in stored)
 
@@ -120,7 +120,9 @@ async def test_anthropic_async_streams_and_store(sim: SimServer, tmp_path: Path)
     assert text
 
     assert recorder_for(client).flush()
-    results = sorted(store.latest_results(target="claude-prod"), key=lambda r: r.timestamp)
+    results = sorted(
+        store.latest_results(where=ResultFilter(target="claude-prod")), key=lambda r: r.timestamp
+    )
     assert [r.check for r in results] == [CheckKind.INFERENCE, CheckKind.STREAM, CheckKind.STREAM]
     _check_truth(sim, results[0], streamed=False)
     for r in results[1:]:
@@ -333,7 +335,7 @@ def test_a_store_that_refuses_is_said_once_and_its_results_written_later(
     assert len(said) == 2 and "could not write results" in said[0], said
     assert said[1] == "llmpulse writes results again"
     with SQLiteStore(db) as store:
-        assert len(store.latest_results(target=f"openai/{model}")) == 2
+        assert len(store.latest_results(where=ResultFilter(target=f"openai/{model}"))) == 2
 
 
 def test_a_refusal_is_content_filter_as_probes_and_the_gateway_measure_it(sim: SimServer) -> None:

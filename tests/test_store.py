@@ -18,6 +18,7 @@ from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.store import (
     ModelChange,
+    ResultFilter,
     SQLiteStore,
     Totals,
     migrations,
@@ -144,7 +145,7 @@ def test_wal_mode_and_schema_version(tmp_path):
     # Reopening an up-to-date database migrates nothing and keeps the data.
     with SQLiteStore(path) as store:
         store.write_results([result(3)])
-        assert len(store.latest_results(target="t1")) == 1
+        assert len(store.latest_results(where=ResultFilter(target="t1"))) == 1
 
 
 def test_refuses_a_newer_schema(tmp_path):
@@ -282,9 +283,9 @@ def test_results_between_is_half_open_and_ordered(backend):
         start = datetime(2026, 11, 27, 12, 0, 1, tzinfo=UTC).timestamp()
         got = store.results_between(start, start + 4)
         assert [r.timestamp.second for r in got] == [1, 2, 3]
-        only_t1 = store.results_between(start, start + 4, target="t1")
+        only_t1 = store.results_between(start, start + 4, where=ResultFilter(target="t1"))
         assert [r.timestamp.second for r in only_t1] == [1, 3]
-        values = store.metric_values(start, start + 5, target="t2")
+        values = store.metric_values(start, start + 5, where=ResultFilter(target="t2"))
         assert values == {"": {"ttft": [40.0], "latency": [102.0], "tps": [50.0]}}
 
 
@@ -436,12 +437,12 @@ def test_totals_equal_the_results(days4, start, end, step, by):
 
 def test_totals_filters_empty_ranges_and_steps(days4):
     store, results, _ = days4
-    got = store.totals(T0, NOW, step_s=DAY, target="c")
+    got = store.totals(T0, NOW, step_s=DAY, where=ResultFilter(target="c"))
     assert {k for k in got} == {(T0 + d * DAY, "c") for d in range(5)}
     assert sum(t.total for t in got.values()) == sum(
         r.target == "c" and r.timestamp.timestamp() < NOW for r in results
     )
-    only_stream = store.totals(T0, NOW, by=None, check="stream")[(None, "")]
+    only_stream = store.totals(T0, NOW, by=None, where=ResultFilter(check="stream"))[(None, "")]
     assert only_stream.total == sum(
         r.check == CheckKind.STREAM and r.timestamp.timestamp() < NOW for r in results
     )
@@ -450,6 +451,11 @@ def test_totals_filters_empty_ranges_and_steps(days4):
     assert store.totals(NOW, T0) == {}
     with pytest.raises(ValueError):
         store.totals(T0, NOW, step_s=90)
+    # Rollups keep neither, so such a filter could hold for the raw rows of the span alone.
+    with pytest.raises(ValueError, match="region nor source"):
+        store.totals(T0, NOW, where=ResultFilter(region="eu-west"))
+    with pytest.raises(ValueError, match="region nor source"):
+        store.summarize(T0, NOW, where=ResultFilter(source="traffic"))
 
 
 def test_totals_of_an_empty_store(backend):
@@ -569,7 +575,10 @@ def test_latest_per_target(backend):
         assert set(latest) == {"a", "b", "c", "zz-old"}
         assert latest["c"].request_id == "second"
         for target, r in latest.items():
-            assert r.to_json() == store.latest_results(1, target=target)[0].to_json()
+            assert (
+                r.to_json()
+                == store.latest_results(1, where=ResultFilter(target=target))[0].to_json()
+            )
         store.prune(T0 + 9 * DAY, raw_retention_s=7 * DAY + 3600)
         assert set(store.latest_per_target()) == {"c"}
 
@@ -587,7 +596,9 @@ def test_metric_values_are_grouped_and_sorted(backend):
         got = store.metric_values(T0, T0 + 60, group_by="target")
         assert got["a"] == {"ttft": [40.0], "latency": [100.0, 300.0], "tps": [50.0, 50.0]}
         assert store.metric_values(T0, T0 + 60)[""]["latency"] == [100.0, 200.0, 300.0]
-        models = store.metric_values(T0, T0 + 60, group_by="provider", check="models")
+        models = store.metric_values(
+            T0, T0 + 60, group_by="provider", where=ResultFilter(check="models")
+        )
         assert models == {"openai": {"ttft": [40.0], "latency": [200.0], "tps": [50.0]}}
 
 
@@ -772,9 +783,11 @@ def test_metric_values_split_by_region_and_source(backend):
         assert {g: v["ttft"] for g, v in by_region.items()} == {
             "eu-west": [400.0, 900.0], "us-east": [100.0], "": [50.0, 70.0]
         }  # fmt: skip
-        by_source = store.metric_values(T0, T0 + 60, group_by="source", region="eu-west")
+        by_source = store.metric_values(
+            T0, T0 + 60, group_by="source", where=ResultFilter(region="eu-west")
+        )
         assert {g: v["ttft"] for g, v in by_source.items()} == {"probe": [400.0, 900.0]}
-        traffic = store.metric_values(T0, T0 + 60, source="traffic")
+        traffic = store.metric_values(T0, T0 + 60, where=ResultFilter(source="traffic"))
         assert traffic[""]["ttft"] == [70.0]
 
 
@@ -791,21 +804,25 @@ def test_raw_summaries_and_latest_results_split_by_region_and_source(backend):
                 at(T0 + 6, "b", region="eu-west"),
             ]
         )
-        by_region = store.summarize_raw(T0, T0 + 60, group_by="region", target="a")
+        by_region = store.summarize_raw(
+            T0, T0 + 60, group_by="region", where=ResultFilter(target="a")
+        )
         assert {g: (s.total, s.ok, s.outage, s.errors) for g, s in by_region.items()} == {
             "eu-west": (2, 1, 1, {"unavailable": 1}),
             "us-east": (1, 0, 0, {"rate_limited": 1}),
             "": (2, 1, 1, {"unavailable": 1}),
         }
         assert (by_region[""].first_ts, by_region[""].last_ts) == (T0 + 4, T0 + 5)
-        by_source = store.summarize_raw(T0, T0 + 60, group_by="source", region="")
+        by_source = store.summarize_raw(
+            T0, T0 + 60, group_by="source", where=ResultFilter(region="")
+        )
         assert {g: s.total for g, s in by_source.items()} == {"probe": 1, "traffic": 1}
         assert store.summarize_raw(T0, T0 + 1) == {}
 
         def latest(**kw: str) -> list[tuple[float, str | None, str]]:
             return [
                 (r.timestamp.timestamp(), r.region, str(r.source))
-                for r in store.latest_results(**kw)
+                for r in store.latest_results(where=ResultFilter(**kw))
             ]
 
         assert latest(region="eu-west") == [

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from llmpulse.instrument import instrument
     from llmpulse.probe import Prober, run_checks
     from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
-    from llmpulse.store import SQLiteStore, Store
+    from llmpulse.store import ResultFilter, SQLiteStore, Store
     from llmpulse.target import Target
 
 # Where each public name lives.
@@ -29,6 +29,7 @@ _HOMES = {
     "ErrorClass": "llmpulse.errors",
     "Prober": "llmpulse.probe",
     "RateLimit": "llmpulse.result",
+    "ResultFilter": "llmpulse.store",
     "Router": "llmpulse.gateway.client",
     "RouterError": "llmpulse.gateway.client",
     "SQLiteStore": "llmpulse.store",
@@ -49,6 +50,7 @@ __all__ = [
     "ErrorClass",
     "Prober",
     "RateLimit",
+    "ResultFilter",
     "Router",
     "RouterError",
     "SQLiteStore",

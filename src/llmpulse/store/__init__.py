@@ -16,7 +16,7 @@ from llmpulse.config.storage import (
     results_location,
     sqlite_path,
 )
-from llmpulse.store.base import ModelChange, PruneStats, Store, Totals
+from llmpulse.store.base import ModelChange, PruneStats, ResultFilter, Store, Totals
 from llmpulse.store.rollup import Summary
 from llmpulse.store.sqlite import SQLiteStore
 
@@ -63,6 +63,7 @@ __all__ = [
     "STORAGE_ENV",
     "ModelChange",
     "PruneStats",
+    "ResultFilter",
     "SQLiteStore",
     "Store",
     "Summary",

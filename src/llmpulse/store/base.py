@@ -19,6 +19,24 @@ RawGroupBy = Literal["target", "provider", "region", "source"] | None
 TotalsBy = Literal["target", "provider", "model"] | None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResultFilter:
+    """Which results a query reads: those matching every field that is not None.
+
+    ``region=""`` selects the results without a region. Rollups keep neither region nor
+    source: queries that read them (``summarize``, ``totals``) refuse those two.
+    """
+
+    target: str | None = None
+    provider: str | None = None
+    check: str | None = None
+    region: str | None = None
+    source: str | None = None
+
+
+ALL_RESULTS = ResultFilter()
+
+
 @dataclasses.dataclass(slots=True)
 class Totals:
     """Counts and sums of one group over a span: a ``Summary`` without its sketches.
@@ -86,14 +104,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def latest_results(
-        self,
-        limit: int = 100,
-        target: str | None = None,
-        *,
-        region: str | None = None,
-        source: str | None = None,
+        self, limit: int = 100, *, where: ResultFilter = ALL_RESULTS
     ) -> list[CheckResult]:
-        """Most recent results first; ``region=""`` selects the results without a region."""
+        """Most recent results first."""
 
     @abc.abstractmethod
     def schema_version(self) -> int: ...
@@ -109,7 +122,7 @@ class Store(abc.ABC):
     # Rollups and metrics. Not abstract, so that test doubles of the write path keep working.
 
     def results_between(
-        self, start_ts: float, end_ts: float, target: str | None = None
+        self, start_ts: float, end_ts: float, *, where: ResultFilter = ALL_RESULTS
     ) -> list[CheckResult]:
         """Results with ``start_ts <= timestamp < end_ts``, oldest first."""
         raise NotImplementedError
@@ -120,15 +133,11 @@ class Store(abc.ABC):
         end_ts: float,
         *,
         group_by: RawGroupBy = None,
-        target: str | None = None,
-        provider: str | None = None,
-        check: str | None = None,
-        region: str | None = None,
-        source: str | None = None,
+        where: ResultFilter = ALL_RESULTS,
     ) -> dict[str, dict[str, list[float]]]:
         """The raw values of ``start_ts <= ts < end_ts`` per group (target, provider, region
-        (``""`` for results without one, which ``region=""`` selects), source, or ``""`` for
-        ``group_by=None``), each metric (``rollup.METRICS``) sorted: exact quantiles."""
+        (``""`` for results without one), source, or ``""`` for ``group_by=None``), each metric
+        (``rollup.METRICS``) sorted: exact quantiles."""
         raise NotImplementedError
 
     def summarize_raw(
@@ -137,11 +146,7 @@ class Store(abc.ABC):
         end_ts: float,
         *,
         group_by: RawGroupBy = None,
-        target: str | None = None,
-        provider: str | None = None,
-        check: str | None = None,
-        region: str | None = None,
-        source: str | None = None,
+        where: ResultFilter = ALL_RESULTS,
     ) -> dict[str, Summary]:
         """Summaries without sketches (counts and sums) of the raw results of
         ``start_ts <= ts < end_ts``, grouped and filtered as ``metric_values``: what rollups
@@ -189,9 +194,7 @@ class Store(abc.ABC):
         *,
         group_by: GroupBy = None,
         step_s: int | None = None,
-        target: str | None = None,
-        provider: str | None = None,
-        check: str | None = None,
+        where: ResultFilter = ALL_RESULTS,
         sketches: bool = True,
     ) -> dict[str | int, Summary]:
         """Merged summaries of ``start_ts <= ts < end_ts``: rollups where complete, raw rows for
@@ -208,9 +211,7 @@ class Store(abc.ABC):
         *,
         step_s: int | None = None,
         by: TotalsBy = "target",
-        target: str | None = None,
-        provider: str | None = None,
-        check: str | None = None,
+        where: ResultFilter = ALL_RESULTS,
     ) -> dict[tuple[int | None, str], Totals]:
         """Counts and sums of ``start_ts <= ts < end_ts`` from rollups where complete and raw
         rows for the rest, keyed by ``(bucket start, group)``: buckets aligned to multiples of

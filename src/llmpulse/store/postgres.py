@@ -22,9 +22,8 @@ from psycopg_pool import ConnectionPool
 
 from llmpulse.config.storage import redact_url, sqlalchemy_url
 from llmpulse.store import migrations
-from llmpulse.store.base import RAW_RETENTION_S, ROLLUP_RETENTION_S, PruneStats
 from llmpulse.store.postgres_rollup import PostgresDialect
-from llmpulse.store.sqlstore import COLUMNS, DAY, SQLStore
+from llmpulse.store.sqlstore import COLUMNS, DAY, Conn, SQLStore
 
 _COPY = f"COPY results ({', '.join(COLUMNS)}) FROM STDIN"
 # One writer at a time per schema (tests and deployments may share a database).
@@ -130,38 +129,26 @@ class PostgresStore(SQLStore):
             for row in rows:
                 copy.write_row(row)
 
-    def prune(
-        self,
-        now: float,
-        raw_retention_s: float = RAW_RETENTION_S,
-        rollup_retention_s: float = ROLLUP_RETENTION_S,
-    ) -> PruneStats:
-        # Roll up first: no raw row is deleted before its minute is in the rollups.
-        self.rollup(now)
-        raw_cut = now - raw_retention_s
-        dropped: set[int] = set()
-        with self._write_lock, self._writing() as conn:
-            results = 0
-            if self._partitions is None:
-                # Untested here: no TimescaleDB where this was written.
-                conn.run("SELECT drop_chunks('results', older_than => ?)", (math.floor(raw_cut),))
-            else:
-                for (name,) in conn.all(_PARTITIONS):
-                    if _day(name) + DAY <= raw_cut:
-                        results += conn.all(f"SELECT count(*) FROM {name}")[0][0]
-                        conn.run(f"DROP TABLE {name}")
-                        dropped.add(_day(name))
-            # The rest of the partition holding the cut.
-            results += conn.run("DELETE FROM results WHERE ts < ?", (raw_cut,))
-            rollups = self._prune_rollups(conn, now - rollup_retention_s)
-            self._prune_batches(conn, raw_cut)
-            conn.run(
-                "UPDATE rollup_state SET pruned_before = greatest(coalesce(pruned_before, ?), ?)",
-                (raw_cut, raw_cut),
-            )
-        if self._partitions is not None:
-            self._partitions -= dropped
-        return PruneStats(results=results, rollups=rollups)
+    def _prune_results(self, conn: Conn, raw_cut: float) -> int:
+        results = 0
+        if self._partitions is None:
+            # Untested here: no TimescaleDB where this was written.
+            conn.run("SELECT drop_chunks('results', older_than => ?)", (math.floor(raw_cut),))
+        else:
+            for (name,) in conn.all(_PARTITIONS):
+                if _day(name) + DAY <= raw_cut:
+                    results += conn.all(f"SELECT count(*) FROM {name}")[0][0]
+                    conn.run(f"DROP TABLE {name}")
+                    # Forgotten before the commit: should it fail, the next write to that day
+                    # creates the partition "IF NOT EXISTS", which does nothing.
+                    self._partitions.discard(_day(name))
+        # The rest of the partition holding the cut.
+        results += conn.run("DELETE FROM results WHERE ts < ?", (raw_cut,))
+        conn.run(
+            "UPDATE rollup_state SET pruned_before = greatest(coalesce(pruned_before, ?), ?)",
+            (raw_cut, raw_cut),
+        )
+        return results
 
     def close(self) -> None:
         self._pool.close()

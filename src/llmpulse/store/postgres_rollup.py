@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import functools
 
-from llmpulse.store.rollup import OUTAGE_CLASSES, sql_key
-from llmpulse.store.sqlstore import MINUTE, Groups, Tier
+from llmpulse.store.rollup import sql_key
+from llmpulse.store.sqlstore import (
+    MERGED_SQL,
+    MINUTE,
+    OUTAGE_SQL,
+    PACK,
+    TARGETS_CTE,
+    Groups,
+    Tier,
+    merge_source_sql,
+)
 
-_OUTAGE_SQL = ", ".join(f"'{c}'" for c in OUTAGE_CLASSES)
-# As in sqlite_rollup: the latest utilization packed below the millisecond timestamp.
-_PACK = 1 << 20
 _LOG2 = "(ln({}) / ln(2.0))"
 
 _UNPACK = f"""
-       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed % {_PACK})::float8 / 1000000 END
+       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed % {PACK})::float8 / 1000000 END
            AS rl_latest,
-       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed / {_PACK})::float8 / 1000 END
+       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed / {PACK})::float8 / 1000 END
            AS rl_latest_ts"""
 
 
@@ -37,7 +43,7 @@ def raw_summary_sql(
         return f"jsonb_agg({value}) FILTER (WHERE {column} IS NOT NULL)"
 
     packed = (
-        f"round(ts * 1000)::bigint * {_PACK} "
+        f"round(ts * 1000)::bigint * {PACK} "
         "+ round(greatest(0.0, least(rl_utilization, 1.0)) * 1e6)::bigint"
     )
     rl_max, rl_packed = (
@@ -53,7 +59,7 @@ SELECT g0, g1, g2, provider, model, total, ok, outage, errors, ttft_sketch, late
 FROM (
     SELECT {g0} AS g0, {g1} AS g1, {g2} AS g2, max(provider) AS provider, max(model) AS model,
            count(*) AS total, sum(ok)::bigint AS ok,
-           count(*) FILTER (WHERE error_class IN ({_OUTAGE_SQL})) AS outage,
+           count(*) FILTER (WHERE error_class IN ({OUTAGE_SQL})) AS outage,
            {array("error_class", "error_class", sketch=False)} AS errors,
            {array(sql_key("ttft_ms", _LOG2), "ttft_ms")} AS ttft_sketch,
            {array(sql_key("latency_ms", _LOG2), "latency_ms")} AS latency_sketch,
@@ -88,21 +94,13 @@ def _entries(column: str, arrays: bool) -> str:
 
 @functools.cache
 def merge_summary_sql(below: Tier, groups: Groups, where: str) -> str:
-    g0, g1, g2 = groups
     arrays = below.period == MINUTE
     bins = " UNION ALL ".join(
         f"SELECT g0, g1, g2, {m} AS m, e.k, sum(e.n) AS n "
         f"FROM src CROSS JOIN LATERAL ({_entries(col, arrays)}) AS e GROUP BY g0, g1, g2, e.k"
         for m, col in enumerate(("ttft_sketch", "latency_sketch", "tps_sketch"))
     )
-    return f"""
-WITH src AS MATERIALIZED (
-    SELECT {g0} AS g0, {g1} AS g1, {g2} AS g2, provider, model, total, ok, outage, errors,
-           ttft_sketch, latency_sketch, tps_sketch, token_requests, input_tokens,
-           output_tokens, cost_requests, cost_usd, rl_max, rl_latest, rl_latest_ts,
-           first_ts, last_ts
-    FROM {below.table} WHERE {where}
-),
+    return f"""{merge_source_sql(below.table, groups, where)},
 base AS (
     SELECT g0, g1, g2, max(provider) AS provider, max(model) AS model,
            sum(total)::bigint AS total, sum(ok)::bigint AS ok, sum(outage)::bigint AS outage,
@@ -128,16 +126,7 @@ bins AS (
     SELECT g0, g1, g2, m, jsonb_object_agg(k, n) AS sketch FROM ({bins}) AS x
     GROUP BY g0, g1, g2, m
 )
-SELECT b.g0, b.g1, b.g2, b.provider, b.model, b.total, b.ok, b.outage, e.errors,
-       s0.sketch, s1.sketch, s2.sketch, b.token_requests, b.input_tokens, b.output_tokens,
-       b.cost_requests, b.cost_usd, b.rl_max, l.rl_latest, l.rl_latest_ts, b.first_ts, b.last_ts
-FROM base AS b
-LEFT JOIN rl AS l ON l.g0 = b.g0 AND l.g1 = b.g1 AND l.g2 = b.g2
-LEFT JOIN err AS e ON e.g0 = b.g0 AND e.g1 = b.g1 AND e.g2 = b.g2
-LEFT JOIN bins AS s0 ON s0.g0 = b.g0 AND s0.g1 = b.g1 AND s0.g2 = b.g2 AND s0.m = 0
-LEFT JOIN bins AS s1 ON s1.g0 = b.g0 AND s1.g1 = b.g1 AND s1.g2 = b.g2 AND s1.m = 1
-LEFT JOIN bins AS s2 ON s2.g0 = b.g0 AND s2.g1 = b.g1 AND s2.g2 = b.g2 AND s2.m = 2
-"""
+{MERGED_SQL}"""
 
 
 @functools.cache
@@ -149,7 +138,7 @@ def tier_summary_sql(
     def concat(column: str) -> str:
         return f"string_agg({column}::text, ',')" if sketches else "NULL"
 
-    packed = f"round(rl_latest_ts * 1000)::bigint * {_PACK} + round(rl_latest * 1e6)::bigint"
+    packed = f"round(rl_latest_ts * 1000)::bigint * {PACK} + round(rl_latest * 1e6)::bigint"
     rl_max, rl_packed = "max(rl_max)", f"max(CASE WHEN rl_latest_ts IS NOT NULL THEN {packed} END)"
     if not ratelimit:
         rl_max, rl_packed = "NULL::float8", "NULL::bigint"
@@ -213,15 +202,8 @@ class PostgresDialect:
 
     @staticmethod
     def latest_per_target_sql(columns: str) -> str:
-        # The distinct targets by skipping through the (target, ts) indexes, then the newest
-        # row of each from the end of its run in them: no scan.
-        return f"""
-            WITH RECURSIVE targets(name) AS (
-                SELECT min(target) FROM results
-                UNION ALL
-                SELECT (SELECT min(target) FROM results WHERE target > name)
-                FROM targets WHERE name IS NOT NULL
-            )
+        # The newest row of each target from the end of its run in the (target, ts) indexes.
+        return f"""{TARGETS_CTE}
             SELECT {columns} FROM targets CROSS JOIN LATERAL (
                 SELECT * FROM results WHERE target = targets.name
                 ORDER BY ts DESC, id DESC LIMIT 1

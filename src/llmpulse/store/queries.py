@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from llmpulse.store.base import RawGroupBy, Store
+from llmpulse.store.base import RawGroupBy, ResultFilter, Store
 from llmpulse.store.rollup import METRICS, NOT_FAILURES, Summary, quantiles
 
 WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400, "7d": 604800, "30d": 2592000}
@@ -79,7 +79,8 @@ def aggregate(
     check: str | None = None,
 ) -> Aggregate:
     """Figures of ``[now − window_s, now)``, optionally of one target, provider or check kind."""
-    groups = _grouped(store, window_s, now, None, target, provider, check)
+    where = ResultFilter(target=target, provider=provider, check=check)
+    groups = _grouped(store, window_s, now, None, where)
     return groups.get("", Aggregate())
 
 
@@ -87,14 +88,14 @@ def aggregate_by_target(
     store: Store, window_s: float, now: float | None = None, check: str | None = None
 ) -> dict[str, Aggregate]:
     """One ``Aggregate`` per target with results in the window, from one query."""
-    return _grouped(store, window_s, now, "target", None, None, check)
+    return _grouped(store, window_s, now, "target", ResultFilter(check=check))
 
 
 def aggregate_by_provider(
     store: Store, window_s: float, now: float | None = None, check: str | None = None
 ) -> dict[str, Aggregate]:
     """One ``Aggregate`` per provider with results in the window, from one query."""
-    return _grouped(store, window_s, now, "provider", None, None, check)
+    return _grouped(store, window_s, now, "provider", ResultFilter(check=check))
 
 
 MIN_BASELINE_REQUESTS = 30
@@ -107,7 +108,8 @@ def tokens_per_request_baseline(
     spike is measured against. None until ``MIN_BASELINE_REQUESTS`` requests make it mean
     something: the first few checks of one kind would make the other kind's look like a spike."""
     now = time.time() if now is None else now
-    totals = store.totals(now - window_s, now, by=None, target=target).get((None, ""))
+    where = ResultFilter(target=target)
+    totals = store.totals(now - window_s, now, by=None, where=where).get((None, ""))
     if totals is None or totals.token_requests < MIN_BASELINE_REQUESTS:
         return None
     return (totals.input_tokens + totals.output_tokens) / totals.token_requests
@@ -127,9 +129,8 @@ def series(
     not rolled up yet for the latest bucket; ``target=None`` is all targets together."""
     now = time.time() if now is None else now
     first = math.floor((now - window_s) / step_s) * step_s
-    summaries = store.summarize(
-        first, now, group_by="bucket", step_s=step_s, target=target, check=check
-    )
+    where = ResultFilter(target=target, check=check)
+    summaries = store.summarize(first, now, group_by="bucket", step_s=step_s, where=where)
     return [
         {"ts": ts, **_from_summary(summaries.get(ts, Summary()), step_s).to_dict()}
         for ts in range(first, math.ceil(now), step_s)
@@ -141,20 +142,17 @@ def _grouped(
     window_s: float,
     now: float | None,
     group_by: Literal["target", "provider"] | None,
-    target: str | None,
-    provider: str | None,
-    check: str | None,
+    where: ResultFilter,
 ) -> dict[str, Aggregate]:
     now = time.time() if now is None else now
     start = now - window_s
-    filters = {"target": target, "provider": provider, "check": check}
     if window_s <= EXACT_MAX_WINDOW_S:
         # Counts from the store's summaries (rollups are exact for them), quantiles from the
         # raw values: only three columns of each row reach Python.
-        counts = store.summarize(start, now, group_by=group_by, sketches=False, **filters)
-        values = store.metric_values(start, now, group_by=group_by, **filters)
+        counts = store.summarize(start, now, group_by=group_by, where=where, sketches=False)
+        values = store.metric_values(start, now, group_by=group_by, where=where)
         return _exact(counts, values, window_s)
-    summaries = store.summarize(start, now, group_by=group_by, **filters)
+    summaries = store.summarize(start, now, group_by=group_by, where=where)
     return {str(k): _from_summary(v, window_s) for k, v in summaries.items()}
 
 
@@ -172,9 +170,9 @@ def aggregate_raw(
     rollups do not keep (``""`` is the results without a region)."""
     now = time.time() if now is None else now
     start = now - window_s
-    filters = {"target": target, "region": region, "source": source}
-    counts = store.summarize_raw(start, now, group_by=group_by, **filters)
-    values = store.metric_values(start, now, group_by=group_by, **filters)
+    where = ResultFilter(target=target, region=region, source=source)
+    counts = store.summarize_raw(start, now, group_by=group_by, where=where)
+    values = store.metric_values(start, now, group_by=group_by, where=where)
     return _exact(counts, values, window_s)
 
 

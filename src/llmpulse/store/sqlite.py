@@ -12,9 +12,8 @@ from typing import Any
 
 from llmpulse.config.storage import default_path
 from llmpulse.store import migrations, sqlitedb
-from llmpulse.store.base import RAW_RETENTION_S, ROLLUP_RETENTION_S, PruneStats
 from llmpulse.store.sqlite_rollup import SQLiteDialect
-from llmpulse.store.sqlstore import COLUMNS, SQLStore
+from llmpulse.store.sqlstore import COLUMNS, Conn, SQLStore
 
 _INSERT = f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
@@ -66,28 +65,17 @@ class SQLiteStore(SQLStore):
     def _insert_results(self, conn: _Conn, rows: list[tuple[object, ...]]) -> None:
         conn.many(_INSERT, rows)
 
-    def prune(
-        self,
-        now: float,
-        raw_retention_s: float = RAW_RETENTION_S,
-        rollup_retention_s: float = ROLLUP_RETENTION_S,
-    ) -> PruneStats:
-        # Roll up first: no raw row is deleted before its minute is in the rollups.
-        self.rollup(now)
-        raw_cut = now - raw_retention_s
-        with self._write_lock, self._writing() as conn:
-            results = conn.run("DELETE FROM results WHERE ts < ?", (raw_cut,))
-            rollups = self._prune_rollups(conn, now - rollup_retention_s)
-            self._prune_batches(conn, raw_cut)
-            # Without AUTOINCREMENT, SQLite reuses ids above the largest one left: lower the
-            # late-row marker to it, or rows written next would look already rolled up.
-            conn.run(
-                "UPDATE rollup_state SET last_id = min(last_id, "
-                "(SELECT coalesce(max(id), 0) FROM results)), "
-                "pruned_before = max(coalesce(pruned_before, ?), ?)",
-                (raw_cut, raw_cut),
-            )
-        return PruneStats(results=results, rollups=rollups)
+    def _prune_results(self, conn: Conn, raw_cut: float) -> int:
+        results = conn.run("DELETE FROM results WHERE ts < ?", (raw_cut,))
+        # Without AUTOINCREMENT, SQLite reuses ids above the largest one left: lower the
+        # late-row marker to it, or rows written next would look already rolled up.
+        conn.run(
+            "UPDATE rollup_state SET last_id = min(last_id, "
+            "(SELECT coalesce(max(id), 0) FROM results)), "
+            "pruned_before = max(coalesce(pruned_before, ?), ?)",
+            (raw_cut, raw_cut),
+        )
+        return results
 
     def close(self) -> None:
         with self._lock:

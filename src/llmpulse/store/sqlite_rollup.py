@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import functools
 
-from llmpulse.store.rollup import OUTAGE_CLASSES, sql_key
-from llmpulse.store.sqlstore import Groups, Tier
-
-_OUTAGE_SQL = ", ".join(f"'{c}'" for c in OUTAGE_CLASSES)
-# 2**20 > 1e6: room for the utilization in millionths below the millisecond timestamp.
-_PACK = 1 << 20
+from llmpulse.store.rollup import sql_key
+from llmpulse.store.sqlstore import (
+    MERGED_SQL,
+    OUTAGE_SQL,
+    PACK,
+    TARGETS_CTE,
+    Groups,
+    Tier,
+    merge_source_sql,
+)
 
 
 def _entry_key(column: str) -> str:
@@ -27,19 +31,6 @@ def _entry_key(column: str) -> str:
 
 def _entry_count(column: str) -> str:
     return f"iif(substr(src.{column}, 1, 1) = '[', 1, j.value)"
-
-
-_FINAL = """
-SELECT b.g0, b.g1, b.g2, b.provider, b.model, b.total, b.ok, b.outage, e.errors,
-       s0.sketch, s1.sketch, s2.sketch, b.token_requests, b.input_tokens, b.output_tokens,
-       b.cost_requests, b.cost_usd, b.rl_max, l.rl_latest, l.rl_latest_ts, b.first_ts, b.last_ts
-FROM base AS b
-LEFT JOIN rl AS l ON l.g0 = b.g0 AND l.g1 = b.g1 AND l.g2 = b.g2
-LEFT JOIN err AS e ON e.g0 = b.g0 AND e.g1 = b.g1 AND e.g2 = b.g2
-LEFT JOIN bins AS s0 ON s0.g0 = b.g0 AND s0.g1 = b.g1 AND s0.g2 = b.g2 AND s0.m = 0
-LEFT JOIN bins AS s1 ON s1.g0 = b.g0 AND s1.g1 = b.g1 AND s1.g2 = b.g2 AND s1.m = 1
-LEFT JOIN bins AS s2 ON s2.g0 = b.g0 AND s2.g1 = b.g1 AND s2.g2 = b.g2 AND s2.m = 2
-"""
 
 
 @functools.cache  # a query's text depends on its shape only: built once
@@ -65,7 +56,7 @@ def raw_summary_sql(
         )
 
     packed = (
-        f"CAST(round(ts * 1000) AS INTEGER) * {_PACK} "
+        f"CAST(round(ts * 1000) AS INTEGER) * {PACK} "
         "+ CAST(round(max(0.0, min(rl_utilization, 1.0)) * 1e6) AS INTEGER)"
     )
     rl_max, rl_packed = (
@@ -77,13 +68,13 @@ def raw_summary_sql(
     return f"""
 SELECT g0, g1, g2, provider, model, total, ok, outage, errors, ttft_sketch, latency_sketch,
        tps_sketch, token_requests, input_tokens, output_tokens, cost_requests, cost_usd, rl_max,
-       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed % {_PACK}) / 1e6 END AS rl_latest,
-       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed / {_PACK}) / 1000.0 END AS rl_latest_ts,
+       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed % {PACK}) / 1e6 END AS rl_latest,
+       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed / {PACK}) / 1000.0 END AS rl_latest_ts,
        first_ts, last_ts
 FROM (
     SELECT {g0} AS g0, {g1} AS g1, {g2} AS g2, max(provider) AS provider, max(model) AS model,
            count(*) AS total, sum(ok) AS ok,
-           count(CASE WHEN error_class IN ({_OUTAGE_SQL}) THEN 1 END) AS outage,
+           count(CASE WHEN error_class IN ({OUTAGE_SQL}) THEN 1 END) AS outage,
            {array("error_class", "error_class", sketch=False)} AS errors,
            {array(sql_key("ttft_ms"), "ttft_ms")} AS ttft_sketch,
            {array(sql_key("latency_ms"), "latency_ms")} AS latency_sketch,
@@ -101,20 +92,12 @@ FROM (
 
 def merge_summary_sql(table: str, groups: Groups, where: str) -> str:
     """Rollup rows of ``table`` matching ``where``, merged per group."""
-    g0, g1, g2 = groups
     bins = " UNION ALL ".join(
         f"SELECT g0, g1, g2, {m} AS m, {_entry_key(col)} AS k, sum({_entry_count(col)}) AS n "
         f"FROM src, json_each(src.{col}) AS j GROUP BY g0, g1, g2, k"
         for m, col in enumerate(("ttft_sketch", "latency_sketch", "tps_sketch"))
     )
-    return f"""
-WITH src AS MATERIALIZED (
-    SELECT {g0} AS g0, {g1} AS g1, {g2} AS g2, provider, model, total, ok, outage, errors,
-           ttft_sketch, latency_sketch, tps_sketch, token_requests, input_tokens,
-           output_tokens, cost_requests, cost_usd, rl_max, rl_latest, rl_latest_ts,
-           first_ts, last_ts
-    FROM {table} WHERE {where}
-),
+    return f"""{merge_source_sql(table, groups, where)},
 base AS (
     SELECT g0, g1, g2, max(provider) AS provider, max(model) AS model, sum(total) AS total,
            sum(ok) AS ok, sum(outage) AS outage, sum(token_requests) AS token_requests,
@@ -137,7 +120,7 @@ bins AS (
     SELECT g0, g1, g2, m, json_group_object(k, n) AS sketch FROM ({bins})
     GROUP BY g0, g1, g2, m
 )
-{_FINAL}"""
+{MERGED_SQL}"""
 
 
 @functools.cache
@@ -156,7 +139,7 @@ def tier_summary_sql(
         return f"group_concat({column})" if sketches else "NULL"
 
     packed = (
-        f"CAST(round(rl_latest_ts * 1000) AS INTEGER) * {_PACK} "
+        f"CAST(round(rl_latest_ts * 1000) AS INTEGER) * {PACK} "
         "+ CAST(round(rl_latest * 1e6) AS INTEGER)"
     )
     rl_max, rl_packed = "max(rl_max)", f"max(CASE WHEN rl_latest_ts IS NOT NULL THEN {packed} END)"
@@ -165,8 +148,8 @@ def tier_summary_sql(
     return f"""
 SELECT g0, g1, '', provider, model, total, ok, outage, errors, ttft_sketch, latency_sketch,
        tps_sketch, token_requests, input_tokens, output_tokens, cost_requests, cost_usd, rl_max,
-       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed % {_PACK}) / 1e6 END AS rl_latest,
-       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed / {_PACK}) / 1000.0 END AS rl_latest_ts,
+       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed % {PACK}) / 1e6 END AS rl_latest,
+       CASE WHEN rl_packed IS NOT NULL THEN (rl_packed / {PACK}) / 1000.0 END AS rl_latest_ts,
        first_ts, last_ts
 FROM (
     SELECT {g0} AS g0, {g1} AS g1, max(provider) AS provider, max(model) AS model,
@@ -215,15 +198,8 @@ class SQLiteDialect:
 
     @staticmethod
     def latest_per_target_sql(columns: str) -> str:
-        # The distinct targets by skipping through the (target, ts) index, one seek each, then
-        # the newest row of each from the end of its run in that index: no scan.
-        return f"""
-            WITH RECURSIVE targets(name) AS (
-                SELECT min(target) FROM results
-                UNION ALL
-                SELECT (SELECT min(target) FROM results WHERE target > name)
-                FROM targets WHERE name IS NOT NULL
-            )
+        # The newest row of each target from the end of its run in the (target, ts) index.
+        return f"""{TARGETS_CTE}
             SELECT {columns} FROM targets
             JOIN results AS r ON r.id = (
                 SELECT id FROM results WHERE target = targets.name

@@ -1,8 +1,8 @@
 """What the SQL stores share: the write path, rollup bookkeeping, query planning and decoding.
 
 A backend supplies connections (``_reading`` and ``_writing``, which serialises writers),
-bulk insertion, pruning and the dialect's SQL (``Dialect``). All SQL here is written with
-``?`` placeholders; a backend whose driver wants another style translates it.
+bulk insertion, the deletion of raw results and the dialect's SQL (``Dialect``). All SQL here
+is written with ``?`` placeholders; a backend whose driver wants another style translates it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,22 @@ from typing import Any, Protocol
 
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
-from llmpulse.store.base import GroupBy, ModelChange, RawGroupBy, Store, Totals, TotalsBy
+from llmpulse.store.base import (
+    ALL_RESULTS,
+    RAW_RETENTION_S,
+    ROLLUP_RETENTION_S,
+    GroupBy,
+    ModelChange,
+    PruneStats,
+    RawGroupBy,
+    ResultFilter,
+    Store,
+    Totals,
+    TotalsBy,
+)
 from llmpulse.store.rollup import (
     METRICS,
+    OUTAGE_CLASSES,
     SUMMARY_COLUMNS,
     Summary,
     decode_counts,
@@ -72,6 +85,44 @@ TIERS = (
     Tier(6 * HOUR, "rollups_6h", "period_ts"),
     Tier(DAY, "rollups_daily", "day_ts"),
 )
+
+
+# SQL the dialects share.
+OUTAGE_SQL = ", ".join(f"'{c}'" for c in OUTAGE_CLASSES)  # for ``error_class IN (...)``
+# 2**20 > 1e6: room for the utilization in millionths below the millisecond timestamp, so
+# that one max() finds the latest utilization.
+PACK = 1 << 20
+# The distinct targets of ``results``, one seek each through the (target, ts) index: no scan.
+TARGETS_CTE = """
+WITH RECURSIVE targets(name) AS (
+    SELECT min(target) FROM results
+    UNION ALL
+    SELECT (SELECT min(target) FROM results WHERE target > name)
+    FROM targets WHERE name IS NOT NULL
+)"""
+# The end of a merge of rollup rows: its CTEs base, rl, err and bins joined per group.
+MERGED_SQL = """
+SELECT b.g0, b.g1, b.g2, b.provider, b.model, b.total, b.ok, b.outage, e.errors,
+       s0.sketch, s1.sketch, s2.sketch, b.token_requests, b.input_tokens, b.output_tokens,
+       b.cost_requests, b.cost_usd, b.rl_max, l.rl_latest, l.rl_latest_ts, b.first_ts, b.last_ts
+FROM base AS b
+LEFT JOIN rl AS l ON l.g0 = b.g0 AND l.g1 = b.g1 AND l.g2 = b.g2
+LEFT JOIN err AS e ON e.g0 = b.g0 AND e.g1 = b.g1 AND e.g2 = b.g2
+LEFT JOIN bins AS s0 ON s0.g0 = b.g0 AND s0.g1 = b.g1 AND s0.g2 = b.g2 AND s0.m = 0
+LEFT JOIN bins AS s1 ON s1.g0 = b.g0 AND s1.g1 = b.g1 AND s1.g2 = b.g2 AND s1.m = 1
+LEFT JOIN bins AS s2 ON s2.g0 = b.g0 AND s2.g1 = b.g1 AND s2.g2 = b.g2 AND s2.m = 2
+"""
+
+
+def merge_source_sql(table: str, groups: Groups, where: str) -> str:
+    """The start of a merge: the CTE ``src``, the rows of ``table`` matching ``where`` under
+    their group ``g0, g1, g2``."""
+    g0, g1, g2 = groups
+    return f"""
+WITH src AS MATERIALIZED (
+    SELECT {g0} AS g0, {g1} AS g1, {g2} AS g2, {", ".join(SUMMARY_COLUMNS)}
+    FROM {table} WHERE {where}
+)"""
 
 
 class Conn(Protocol):
@@ -199,17 +250,12 @@ class SQLStore(Store):
         return changes, served
 
     def latest_results(
-        self,
-        limit: int = 100,
-        target: str | None = None,
-        *,
-        region: str | None = None,
-        source: str | None = None,
+        self, limit: int = 100, *, where: ResultFilter = ALL_RESULTS
     ) -> list[CheckResult]:
         sql = f"SELECT {', '.join(COLUMNS)} FROM results"
-        where, args = _filters(target=target, region=region, source=source)
-        if where:
-            sql += f" WHERE {where}"
+        cond, args = _where(where)
+        if cond:
+            sql += f" WHERE {cond}"
         sql += " ORDER BY ts DESC, id DESC LIMIT ?"
         with self._reading() as conn:
             rows = conn.all(sql, (*args, limit))
@@ -246,15 +292,12 @@ class SQLStore(Store):
         return {row[1]: decode(row) for row in rows}
 
     def results_between(
-        self, start_ts: float, end_ts: float, target: str | None = None
+        self, start_ts: float, end_ts: float, *, where: ResultFilter = ALL_RESULTS
     ) -> list[CheckResult]:
-        sql = f"SELECT {', '.join(COLUMNS)} FROM results WHERE ts >= ? AND ts < ?"
-        args: tuple[object, ...] = (start_ts, end_ts)
-        if target is not None:
-            sql += " AND target = ?"
-            args += (target,)
+        cond, args = _where(where, ("ts", start_ts, end_ts))
+        sql = f"SELECT {', '.join(COLUMNS)} FROM results WHERE {cond} ORDER BY ts, id"
         with self._reading() as conn:
-            rows = conn.all(sql + " ORDER BY ts, id", args)
+            rows = conn.all(sql, args)
         return [decode(row) for row in rows]
 
     def metric_values(
@@ -263,15 +306,11 @@ class SQLStore(Store):
         end_ts: float,
         *,
         group_by: RawGroupBy = None,
-        target: str | None = None,
-        provider: str | None = None,
-        check: str | None = None,
-        region: str | None = None,
-        source: str | None = None,
+        where: ResultFilter = ALL_RESULTS,
     ) -> dict[str, dict[str, list[float]]]:
         group = _raw_group(group_by)
-        where, args = _where("ts", start_ts, end_ts, target, provider, check, region, source)
-        sql = f"SELECT {group}, ttft_ms, latency_ms, tokens_per_s FROM results WHERE {where}"
+        cond, args = _where(where, ("ts", start_ts, end_ts))
+        sql = f"SELECT {group}, ttft_ms, latency_ms, tokens_per_s FROM results WHERE {cond}"
         with self._reading() as conn:
             rows = conn.all(sql, args)
         lists: dict[str, tuple[list[float], list[float], list[float]]] = {}
@@ -296,15 +335,11 @@ class SQLStore(Store):
         end_ts: float,
         *,
         group_by: RawGroupBy = None,
-        target: str | None = None,
-        provider: str | None = None,
-        check: str | None = None,
-        region: str | None = None,
-        source: str | None = None,
+        where: ResultFilter = ALL_RESULTS,
     ) -> dict[str, Summary]:
         group = _raw_group(group_by)
-        where, args = _where("ts", start_ts, end_ts, target, provider, check, region, source)
-        sql = self.dialect.raw_summary_sql(("NULL", group, "''"), where, sketches=False)
+        cond, args = _where(where, ("ts", start_ts, end_ts))
+        sql = self.dialect.raw_summary_sql(("NULL", group, "''"), cond, sketches=False)
         with self._reading() as conn:
             rows = conn.all(sql, args)
         return {row[1]: s for row, s in zip(rows, decode_summaries(rows), strict=True)}
@@ -366,10 +401,6 @@ class SQLStore(Store):
             )
         return written
 
-    def _prune_batches(self, conn: Conn, raw_cut: float) -> None:
-        """Batch ids are kept as long as raw results: no spool replays anything older."""
-        conn.run("DELETE FROM ingested_batches WHERE ts < ?", (raw_cut,))
-
     def _rollup_minutes(self, conn: Conn, lo: int, hi: int) -> int:
         conn.run("DELETE FROM rollups WHERE minute_ts >= ? AND minute_ts < ?", (lo, hi))
         select = self.dialect.rollup_select_sql(
@@ -388,15 +419,33 @@ class SQLStore(Store):
         )
         conn.run(_ROLLUP_INSERT.format(table=table, time_col=col, select=select), (lo, hi))
 
-    def _prune_rollups(self, conn: Conn, rollup_cut: float) -> int:
-        """Delete minute rollups older than ``rollup_cut`` and coarser periods ending by it."""
-        rollups = conn.run("DELETE FROM rollups WHERE minute_ts < ?", (rollup_cut,))
-        for tier in TIERS[1:]:
-            conn.run(
-                f"DELETE FROM {tier.table} WHERE {tier.time_col} + {tier.period} <= ?",
-                (rollup_cut,),
-            )
-        return rollups
+    def prune(
+        self,
+        now: float,
+        raw_retention_s: float = RAW_RETENTION_S,
+        rollup_retention_s: float = ROLLUP_RETENTION_S,
+    ) -> PruneStats:
+        # Roll up first: no raw row is deleted before its minute is in the rollups.
+        self.rollup(now)
+        raw_cut = now - raw_retention_s
+        rollup_cut = now - rollup_retention_s
+        with self._write_lock, self._writing() as conn:
+            results = self._prune_results(conn, raw_cut)
+            # Minute rollups before the cut, and the coarser periods ending by it.
+            rollups = conn.run("DELETE FROM rollups WHERE minute_ts < ?", (rollup_cut,))
+            for tier in TIERS[1:]:
+                conn.run(
+                    f"DELETE FROM {tier.table} WHERE {tier.time_col} + {tier.period} <= ?",
+                    (rollup_cut,),
+                )
+            # Batch ids are kept as long as raw results: no spool replays anything older.
+            conn.run("DELETE FROM ingested_batches WHERE ts < ?", (raw_cut,))
+        return PruneStats(results=results, rollups=rollups)
+
+    @abc.abstractmethod
+    def _prune_results(self, conn: Conn, raw_cut: float) -> int:
+        """Delete the raw results before ``raw_cut`` (returning how many) and record the cut
+        in ``rollup_state.pruned_before``: minutes before it are not rolled up again."""
 
     def summarize(
         self,
@@ -405,17 +454,14 @@ class SQLStore(Store):
         *,
         group_by: GroupBy = None,
         step_s: int | None = None,
-        target: str | None = None,
-        provider: str | None = None,
-        check: str | None = None,
+        where: ResultFilter = ALL_RESULTS,
         sketches: bool = True,
     ) -> dict[str | int, Summary]:
         bucketed = group_by == "bucket"
         by = None if bucketed else group_by
         step = _step(step_s) if bucketed else 0
         out: dict[str | int, Summary] = {}
-        filters = (target, provider, check)
-        for rows in self._fetch(start_ts, end_ts, step, by, filters, sketches=sketches):
+        for rows in self._fetch(start_ts, end_ts, step, by, where, sketches=sketches):
             for row, part in zip(rows, decode_summaries(rows), strict=True):
                 key = row[0] if bucketed else row[1]
                 existing = out.get(key)
@@ -432,14 +478,11 @@ class SQLStore(Store):
         *,
         step_s: int | None = None,
         by: TotalsBy = "target",
-        target: str | None = None,
-        provider: str | None = None,
-        check: str | None = None,
+        where: ResultFilter = ALL_RESULTS,
     ) -> dict[tuple[int | None, str], Totals]:
         step = 0 if step_s is None else _step(step_s)
         out: dict[tuple[int | None, str], Totals] = {}
-        filters = (target, provider, check)
-        parts = self._fetch(start_ts, end_ts, step, by, filters, sketches=False, ratelimit=False)
+        parts = self._fetch(start_ts, end_ts, step, by, where, sketches=False, ratelimit=False)
         for rows in parts:
             for row, errors in zip(rows, decode_counts([r[8] for r in rows]), strict=True):
                 part = Totals(
@@ -470,7 +513,7 @@ class SQLStore(Store):
         end: float,
         step: int,
         by: str | None,
-        filters: tuple[str | None, str | None, str | None],
+        where: ResultFilter,
         *,
         sketches: bool,
         ratelimit: bool = True,
@@ -480,6 +523,8 @@ class SQLStore(Store):
         and to merge per group."""
         if by not in (None, "target", "provider", "model"):
             raise ValueError(f"cannot group by {by!r}")  # a column name, spliced into SQL
+        if where.region is not None or where.source is not None:
+            raise ValueError("rollups keep neither region nor source: filter raw results")
         d = self.dialect
         fetched: list[list[tuple[Any, ...]]] = []
         with self._reading() as conn:
@@ -489,26 +534,24 @@ class SQLStore(Store):
             for tier, lo, hi in plan(start, end, watermark, coarse, step):
                 time_col = "ts" if tier is None else tier.time_col
                 bucket = d.bucket(time_col, step) if step else "NULL"
-                where, args = _where(time_col, lo, hi, *filters)
+                cond, args = _where(where, (time_col, lo, hi))
                 groups = (bucket, by or "''")
                 if tier is None:
-                    sql = d.raw_summary_sql((*groups, "''"), where, sketches, ratelimit)
-                elif step == tier.period and (by == "target" or filters[0] is not None):
+                    sql = d.raw_summary_sql((*groups, "''"), cond, sketches, ratelimit)
+                elif step == tier.period and (by == "target" or where.target is not None):
                     # A group is one row per check kind: merged below by the caller.
-                    sql = d.tier_rows_sql(tier.table, groups, where, sketches, ratelimit)
+                    sql = d.tier_rows_sql(tier.table, groups, cond, sketches, ratelimit)
                 else:
-                    sql = d.tier_summary_sql(tier.table, groups, where, sketches, ratelimit)
+                    sql = d.tier_summary_sql(tier.table, groups, cond, sketches, ratelimit)
                 fetched.append(conn.all(sql, args))
         return fetched
 
     def model_changes(
         self, target: str | None, start_ts: float, end_ts: float
     ) -> list[ModelChange]:
-        sql = "SELECT ts, target, previous, current FROM model_changes WHERE ts >= ? AND ts < ?"
-        args: tuple[object, ...] = (start_ts, end_ts)
-        if target is not None:
-            sql += " AND target = ?"
-            args += (target,)
+        # The table's target and ts are the results': the same conditions select them.
+        cond, args = _where(ResultFilter(target=target), ("ts", start_ts, end_ts))
+        sql = f"SELECT ts, target, previous, current FROM model_changes WHERE {cond}"
         with self._reading() as conn:
             rows = conn.all(sql + " ORDER BY ts, id", args)
         return [ModelChange(*row) for row in rows]
@@ -601,41 +644,27 @@ def _raw_group(group_by: RawGroupBy) -> str:
 
 
 def _where(
-    time_col: str,
-    lo: float,
-    hi: float,
-    target: str | None,
-    provider: str | None,
-    check: str | None,
-    region: str | None = None,
-    source: str | None = None,
+    where: ResultFilter, span: tuple[str, float, float] | None = None
 ) -> tuple[str, tuple[object, ...]]:
-    """Region and source only for raw results: rollups do not keep them."""
-    where, args = _filters(
-        target=target, provider=provider, check=check, region=region, source=source
-    )
-    span = f"{time_col} >= ? AND {time_col} < ?"
-    return f"{span} AND {where}" if where else span, (lo, hi, *args)
-
-
-def _filters(
-    *,
-    target: str | None = None,
-    provider: str | None = None,
-    check: str | None = None,
-    region: str | None = None,
-    source: str | None = None,
-) -> tuple[str, tuple[object, ...]]:
-    """The conditions of the given filters, joined by AND ("" for none), and their args."""
-    columns = {
-        "target": target,
-        "provider": provider,
-        "check_kind": check,
-        _REGION: region,
-        "source": source,
-    }
-    pairs = [(column, value) for column, value in columns.items() if value is not None]
-    return " AND ".join(f"{column} = ?" for column, _ in pairs), tuple(v for _, v in pairs)
+    """The conditions of ``where`` and of ``lo <= column < hi`` for a ``span`` of
+    ``(column, lo, hi)``, joined by AND ("" for none), and their args."""
+    conds: list[str] = []
+    args: list[object] = []
+    if span is not None:
+        column, lo, hi = span
+        conds.append(f"{column} >= ? AND {column} < ?")
+        args += (lo, hi)
+    for column, value in (
+        ("target", where.target),
+        ("provider", where.provider),
+        ("check_kind", where.check),
+        (_REGION, where.region),
+        ("source", where.source),
+    ):
+        if value is not None:
+            conds.append(f"{column} = ?")
+            args.append(value)
+    return " AND ".join(conds), tuple(args)
 
 
 def encode(r: CheckResult) -> tuple[object, ...]:

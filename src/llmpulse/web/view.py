@@ -26,7 +26,7 @@ from llmpulse.durations import parse_duration
 from llmpulse.presets import PRESETS
 from llmpulse.probe.official import OfficialStatus
 from llmpulse.result import CheckResult, Source
-from llmpulse.store import open_store, queries
+from llmpulse.store import ResultFilter, open_store, queries
 from llmpulse.store.base import Store
 from llmpulse.target import Target
 from llmpulse.web import schemas
@@ -155,7 +155,7 @@ class View:
             w: queries.aggregate(self.store, s, now, target=name)
             for w, s in queries.WINDOWS.items()
         }
-        latest = self.store.latest_results(limit=1, target=name)
+        latest = self.store.latest_results(limit=1, where=ResultFilter(target=name))
         card = self._card(
             t,
             self._records_by_subject().get(name, []),
@@ -216,7 +216,8 @@ class View:
 
     def _costs_today(self, target: str | None, now: float) -> dict[str, float]:
         """Spend since midnight UTC per target (absent when no check reported a cost)."""
-        totals = self.store.totals(_day_start(now), now, by="target", target=target)
+        where = ResultFilter(target=target)
+        totals = self.store.totals(_day_start(now), now, by="target", where=where)
         return {name: t.cost_usd for (_, name), t in totals.items() if t.cost_requests}
 
     def _served_models(self, target: str | None, now: float) -> dict[str, str]:
@@ -258,9 +259,8 @@ class View:
     ) -> list[dict[str, object]]:
         if target is not None:
             self.target(target)
-        latest = self.store.latest_results(
-            limit=limit, target=target, region=region, source=source and str(source)
-        )
+        where = ResultFilter(target=target, region=region, source=source and str(source))
+        latest = self.store.latest_results(limit=limit, where=where)
         return [self.redact.result(r).to_json() for r in latest]
 
     def aggregates(
