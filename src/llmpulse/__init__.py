@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from llmpulse.config import Config, ConfigError, discover_targets, load_config
     from llmpulse.errors import ErrorClass, classify
     from llmpulse.gateway.client import Router, RouterError
-    from llmpulse.instrument import instrument
+    from llmpulse.instrumentation import instrument
     from llmpulse.probe import Prober, run_checks
     from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
     from llmpulse.store import ResultFilter, SQLiteStore, Store
@@ -38,7 +38,7 @@ _HOMES = {
     "Usage": "llmpulse.result",
     "classify": "llmpulse.errors",
     "discover_targets": "llmpulse.config",
-    "instrument": "llmpulse.instrument",
+    "instrument": "llmpulse.instrumentation",
     "load_config": "llmpulse.config",
     "run_checks": "llmpulse.probe",
 }

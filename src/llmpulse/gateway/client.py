@@ -37,7 +37,7 @@ from llmpulse.gateway.ir import ChatRequest, TranslationError
 from llmpulse.gateway.proxy import Gateway, GatewayError
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
-from llmpulse.instrument import Recorder
+from llmpulse.instrumentation import Recorder
 from llmpulse.sse import SSEDecoder
 from llmpulse.store import Store
 

@@ -15,7 +15,7 @@ import pytest
 import llmpulse
 from conftest import ground_truth, sim_model
 from llmpulse.errors import ErrorClass
-from llmpulse.instrument import recorder_for
+from llmpulse.instrumentation import recorder_for
 from llmpulse.providers.base import REFUSED
 from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.sim.server import SimServer
@@ -331,7 +331,7 @@ def test_a_store_that_refuses_is_said_once_and_its_results_written_later(
     blocker.close()
     assert recorder.flush()
     recorder.close()
-    said = [r.getMessage() for r in caplog.records if r.name == "llmpulse.instrument"]
+    said = [r.getMessage() for r in caplog.records if r.name == "llmpulse.instrumentation"]
     assert len(said) == 2 and "could not write results" in said[0], said
     assert said[1] == "llmpulse writes results again"
     with SQLiteStore(db) as store:
