@@ -224,15 +224,15 @@ def render(src: Path, pyproject: Path) -> str:
         BEGIN,
         "",
         "Imports run down this table and never up: a package imports only from the floors below",
-        "its own (and, where a floor says so, from its neighbours on that floor). `./dev test`",
+        "its own, never from a neighbour on its own floor. `./dev test`",
         "checks it with import-linter (the `floors` contract in pyproject.toml, and the others",
         "beside it) and `tools/floorplan.py` (no cycle between modules or packages, imports",
         "inside functions counted). Data flows the same way: config → target → probe / gateway /",
         "instrument → timing → result → store (writer) → queries → rules → engine → outbox →",
         "notifiers; web, telemetry and the CLI read or compose.",
         "",
-        "| floor | package | what it owns | imports today |",
-        "|---|---|---|---|",
+        "| floor | package | what it owns | may import | imports today |",
+        "|---|---|---|---|---|",
     ]
     short = len(PACKAGE) + 1
     for number, floor in enumerate(floors, start=1):
@@ -242,7 +242,8 @@ def render(src: Path, pyproject: Path) -> str:
             path = known[name]
             shown = name[short:] + ("/" if path.name == "__init__.py" else ".py")
             imported = ", ".join(u[short:] for u in sorted(uses[name])) or "—"
-            lines.append(f"| {number} | `{shown}` | {summary(path)} | {imported} |")
+            may = f"floors {number + 1}–{len(floors)}" if number < len(floors) else "—"
+            lines.append(f"| {number} | `{shown}` | {summary(path)} | {may} | {imported} |")
     lines += ["", "Inside each package, one line per module:", "", "```"]
     for name in placed:
         if name not in known or known[name].name != "__init__.py":

@@ -1,3 +1,5 @@
+"""``python -m llmpulse``: the command line."""
+
 from llmpulse.cli import main
 
 main()

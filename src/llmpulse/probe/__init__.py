@@ -1,4 +1,5 @@
-"""Probes: run checks against targets and measure them."""
+"""Probes: run checks against targets and measure them, on a schedule, with a claim to probe
+(``lock``) and the providers' official status pages (``official``)."""
 
 from llmpulse.probe.runner import Prober, make_session, run_checks
 

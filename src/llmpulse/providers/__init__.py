@@ -1,6 +1,7 @@
-"""Wire protocols (one module each) and the provider presets that use them."""
+"""Wire protocols, one module each behind one interface (``base.Protocol``), by name.
 
-from llmpulse.presets import DISCOVERABLE, PRESETS, Preset
+Which provider speaks which protocol is ``llmpulse.presets``."""
+
 from llmpulse.providers.anthropic import AnthropicProtocol
 from llmpulse.providers.base import Protocol, ProtocolError, ProviderError
 from llmpulse.providers.gemini import GeminiProtocol
@@ -18,10 +19,7 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 __all__ = [
-    "DISCOVERABLE",
-    "PRESETS",
     "PROTOCOLS",
-    "Preset",
     "Protocol",
     "ProtocolError",
     "ProviderError",

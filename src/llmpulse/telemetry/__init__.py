@@ -1,2 +1,2 @@
-"""OpenTelemetry GenAI naming (``semconv``, shared with the Prometheus exporter) and the
-optional OTLP export of every check result (``otlp``, imported only when configured)."""
+"""Sinks fed per result: the Prometheus exporter, the optional OTLP export (``otlp``, imported
+only when configured) and the OpenTelemetry GenAI names both use (``semconv``)."""

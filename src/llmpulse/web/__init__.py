@@ -1,0 +1,1 @@
+"""The dashboard, JSON API, /metrics and public status page: they read the stores, never write results."""
