@@ -1,1 +1,2 @@
-"""The dashboard, JSON API, /metrics and public status page: they read the stores, never write results."""
+"""The dashboard, JSON API, /metrics and public status page: they read the stores and never
+write results."""
