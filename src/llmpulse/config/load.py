@@ -1,9 +1,5 @@
-"""Loading a config file: its sections assembled into one resolved ``Config``.
-
-Validation errors name the key path, the bad value and what is expected (``ConfigError``);
-API keys are only ever referenced (``os.environ/NAME`` or ``${NAME}``) and resolved from the
-environment at load time, never echoed in errors, logs or output.
-"""
+"""Loading a config file: its sections (one module each) assembled into one resolved ``Config``;
+the LiteLLM sections are read by ``litellm``, and only what a process serves needs its keys."""
 
 from __future__ import annotations
 
