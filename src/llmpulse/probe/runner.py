@@ -266,25 +266,28 @@ class Prober:
         decoder = SSEDecoder()
         parser = protocol.stream_parser()
         error = None
-        async for chunk in response.content.iter_any():
-            now = time.perf_counter()
-            for event in decoder.feed(chunk):
-                update = parser.feed(event)
-                if update.error is not None:
-                    error = update.error
+        try:
+            async for chunk in response.content.iter_any():
+                now = time.perf_counter()
+                for event in decoder.feed(chunk):
+                    update = parser.feed(event)
+                    if update.error is not None:
+                        error = update.error
+                        break
+                    chars = update.output_chars
+                    if chars:
+                        stopwatch.content(now, chars)
+                    if update.done:
+                        break
+                if error is not None or parser.done:
                     break
-                chars = update.output_chars
-                if chars:
-                    stopwatch.content(now, chars)
-                if update.done:
-                    break
-            if error is not None or parser.done:
-                break
-            if stopwatch.first is not None:
-                deadline.data_arrived(asyncio.get_running_loop().time())
+                if stopwatch.first is not None:
+                    deadline.data_arrived(asyncio.get_running_loop().time())
+        finally:
+            # A stream cut by a timeout or a dropped connection keeps what it measured so far.
+            stopwatch.apply(result, parser.completion.usage, whole=error is None and parser.done)
         result.latency_ms = stopwatch.elapsed_s() * 1000
         completion = parser.completion
-        stopwatch.apply(result, completion.usage, whole=error is None and parser.done)
         if error is not None:
             _apply_completion(result, completion)
             result.retry_after_s = result.retry_after_s or error.retry_after_s
