@@ -229,6 +229,47 @@ def test_gemini_thoughts_usage_and_block():
     assert blocked.filtered
 
 
+def test_tool_calls_are_output_and_reasoning_is_not():
+    """What ``llmpulse.timing`` times, as the gateway's decoders see it: a tool call's name and
+    arguments (Gemini's as compact JSON) are output, reasoning is not."""
+    args = '{"q": "weather"}'
+    call = {
+        "index": 0,
+        "id": "c",
+        "type": "function",
+        "function": {"name": "lookup", "arguments": ""},
+    }
+    updates = feed(
+        openai.stream_parser(),
+        data(chunk({"reasoning_content": "hmm"})),
+        data(chunk({"tool_calls": [call]})),
+        data(chunk({"tool_calls": [{"index": 0, "function": {"arguments": args}}]})),
+    )
+    assert [u.output_chars for u in updates] == [0, len("lookup"), len(args)]
+    start = {"index": 1, "content_block": {"type": "tool_use", "id": "t", "name": "lookup"}}
+    updates = feed(
+        anthropic.stream_parser(),
+        SSEEvent(
+            event="content_block_delta",
+            data=json.dumps({"index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+        ),
+        SSEEvent(event="content_block_start", data=json.dumps(start)),
+        SSEEvent(
+            event="content_block_delta",
+            data=json.dumps(
+                {"index": 1, "delta": {"type": "input_json_delta", "partial_json": args}}
+            ),
+        ),
+    )
+    assert [u.output_chars for u in updates] == [0, len("lookup"), len(args)]
+    parts = [
+        {"text": "hmm", "thought": True},
+        {"functionCall": {"name": "lookup", "args": {"q": "w"}}},
+    ]
+    (update,) = feed(gemini.stream_parser(), data({"candidates": [{"content": {"parts": parts}}]}))
+    assert (update.text, update.output_chars) == ("", len("lookup") + len('{"q":"w"}'))
+
+
 def test_gemini_error_details():
     def err(status, code, message, *details):
         body = {

@@ -5,7 +5,9 @@ caller passed one). The tap sees every HTTP attempt exactly as the SDK does — 
 headers, body chunks with their arrival times, transport errors — and passes everything through
 untouched, so return types, exceptions, streams, retries and ``with_raw_response`` stay the SDK's
 own. Measuring at the wire also lets the probe's protocol parsers (llmpulse.providers) read
-usage, served model and errors, so traffic and probes are judged by the same code.
+usage, served model and errors, so traffic and probes are judged by the same code, and timed by
+the same rule (``llmpulse.timing``): httpcore's ``trace`` extension says when the request went out,
+as aiohttp's hook tells the probe.
 
 One SDK call is one result, however many HTTP attempts its own retries made: the client's
 ``request`` (the SDK's retry loop) is wrapped only to mark where a call begins and ends (its
@@ -31,7 +33,6 @@ import importlib
 import json
 import logging
 import queue
-import statistics
 import threading
 import time
 import weakref
@@ -52,6 +53,7 @@ from llmpulse.sse import SSEDecoder, SSEError
 from llmpulse.store import DATABASE_ERRORS, SQLiteStore, Store
 from llmpulse.store.spool import Trouble
 from llmpulse.target import preset_target
+from llmpulse.timing import Stopwatch
 
 __all__ = ["Recorder", "instrument", "recorder_for"]
 
@@ -62,7 +64,9 @@ ResultCallback = Callable[[CheckResult], None]
 
 # Response bytes kept per attempt; beyond this usage is unknown, but timing is still measured.
 MAX_CAPTURE_BYTES = 8 << 20
-MAX_GAPS = 4096
+# httpcore's trace event as a connected request starts writing its headers: when aiohttp calls
+# the probe's on_request_headers_sent.
+_HEADERS_GOING_OUT = ".send_request_headers.started"
 _ENDPOINTS = {"openai": "/chat/completions", "azure": "/chat/completions", "anthropic": "/messages"}
 _recorders: weakref.WeakKeyDictionary[Any, Recorder] = weakref.WeakKeyDictionary()
 
@@ -76,7 +80,7 @@ class _Capture:
     model: str | None
     stream: bool
     attempts: int | None
-    sent: float
+    stopwatch: Stopwatch
     wall: datetime
     call: _SdkCall | None = None
     status: int | None = None
@@ -375,7 +379,11 @@ def _http_library(http: Any) -> Any:
 
 
 def _begin(
-    request: Any, provider: str, target: str | None, submit: Callable[[_Capture], None]
+    request: Any,
+    provider: str,
+    target: str | None,
+    submit: Callable[[_Capture], None],
+    is_async: bool,
 ) -> _Capture | None:
     """A capture for a completion request, or None for anything else (passed through unseen)."""
     if request.method != "POST" or not request.url.path.endswith(_ENDPOINTS[provider]):
@@ -393,13 +401,38 @@ def _begin(
         model=model,
         stream=stream,
         attempts=None,
-        sent=time.perf_counter(),
+        stopwatch=Stopwatch(),
         wall=datetime.now(UTC),
     )
+    _trace_sent(request, capture.stopwatch, is_async)
     call = _current_call.get()
     if call is not None:
         call.began(capture, submit)
     return capture
+
+
+def _trace_sent(request: Any, stopwatch: Stopwatch, is_async: bool) -> None:
+    """Have httpcore tell ``stopwatch`` when ``request`` starts to go out; a ``trace`` the caller
+    set still sees every event. (Another transport never calls it: TTFT then counts from the
+    attempt's start.)"""
+    inner = request.extensions.get("trace")
+    if is_async:
+
+        async def trace(name: str, info: dict[str, Any]) -> None:
+            if name.endswith(_HEADERS_GOING_OUT):
+                stopwatch.sent()
+            if inner is not None:
+                await inner(name, info)
+
+    else:
+
+        def trace(name: str, info: dict[str, Any]) -> None:  # type: ignore[misc]
+            if name.endswith(_HEADERS_GOING_OUT):
+                stopwatch.sent()
+            if inner is not None:
+                inner(name, info)
+
+    request.extensions["trace"] = trace
 
 
 def _responded(capture: _Capture, response: Any) -> None:
@@ -497,7 +530,7 @@ def _tap_types(lib: Any) -> tuple[type, type]:
         def handle_request(self, request: Any) -> Any:
             capture = _safe(
                 "reading a request",
-                lambda: _begin(request, self._provider, self._target, self._submit),
+                lambda: _begin(request, self._provider, self._target, self._submit, False),
             )
             if capture is None:
                 return self._inner.handle_request(request)
@@ -517,7 +550,7 @@ def _tap_types(lib: Any) -> tuple[type, type]:
         async def handle_async_request(self, request: Any) -> Any:
             capture = _safe(
                 "reading a request",
-                lambda: _begin(request, self._provider, self._target, self._submit),
+                lambda: _begin(request, self._provider, self._target, self._submit, True),
             )
             if capture is None:
                 return await self._inner.handle_async_request(request)
@@ -558,7 +591,7 @@ def build_result(capture: _Capture) -> CheckResult:
         attempts=capture.attempts,
     )
     if capture.ended is not None:
-        result.latency_ms = (capture.ended - capture.sent) * 1000
+        result.latency_ms = capture.stopwatch.elapsed_s(capture.ended) * 1000
     if capture.status is None:
         _fail(result, _transport_error_class(capture.error), _describe(capture.error))
         return result
@@ -624,8 +657,7 @@ def _read_stream(
     capture: _Capture, chunks: Iterable[tuple[float, bytes]], protocol: Protocol, r: CheckResult
 ) -> Completion:
     decoder, parser = SSEDecoder(), protocol.stream_parser()
-    first = last = None
-    gaps: list[float] = []
+    stopwatch = capture.stopwatch
     failure: tuple[ErrorClass, str] | None = None
     try:
         for at, chunk in chunks:
@@ -633,27 +665,15 @@ def _read_stream(
                 update = parser.feed(event)
                 if update.error is not None and failure is None:
                     failure = (update.error.error_class, f"error event: {update.error.message}")
-                if update.text:
-                    if first is None:
-                        first = at
-                    elif len(gaps) < MAX_GAPS and at > last:  # type: ignore[operator]
-                        gaps.append(at - last)  # type: ignore[operator]
-                    last = at
+                chars = update.output_chars
+                if chars:
+                    stopwatch.content(at, chars)
     except (ProtocolError, SSEError) as exc:
         failure = failure or (ErrorClass.PROTOCOL, f"malformed stream: {exc}")
     completion = parser.completion
-    if first is not None:
-        r.ttft_ms = (first - capture.sent) * 1000
-    if gaps:
-        r.itl_p50_ms = statistics.median(gaps) * 1000
-        r.itl_max_ms = max(gaps) * 1000
-    usage = completion.usage
-    if first is not None and last is not None and last > first and usage is not None:
-        visible = (usage.output_tokens or 0) - (usage.reasoning_tokens or 0)
-        if visible > 0:
-            r.tokens_per_s = visible / (last - first)
     if failure is None and capture.error is not None:
         failure = (_transport_error_class(capture.error), _describe(capture.error))
+    stopwatch.apply(r, completion.usage, whole=failure is None and parser.done)
     if failure is not None:
         _fail(r, *failure)
     elif capture.truncated:

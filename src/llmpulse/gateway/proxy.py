@@ -27,7 +27,9 @@ goes to its ``fallbacks``, and then the client gets a 400 naming the parameter.
 One ``CheckResult`` (``source=traffic``) per client request is handed to ``record``: the
 answering (or last failing) attempt's timing, usage and cost, with the request's attempts and
 fallbacks. Figures are the attempt's own, not the client's total wait, so a deployment's TTFT
-is not blamed for the failovers before it. No prompt or completion text is recorded.
+is not blamed for the failovers before it; TTFT, inter-token latency and tokens/s follow
+``llmpulse.timing``'s rule, as probes and ``instrument`` do. No prompt or completion text is
+recorded.
 """
 
 from __future__ import annotations
@@ -86,10 +88,13 @@ from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.secrets import Redactor
 from llmpulse.sse import SSEDecoder, SSEError
 from llmpulse.target import Target
+from llmpulse.timing import Stopwatch
 
 DEFAULT_TIMEOUT_S = 600.0  # LiteLLM's default request timeout
 # A cool-down this much longer than the policy's wait means the breaker opened: go elsewhere.
 _COOLDOWN_SLACK_S = 0.1
+# Events that release the held ones to the client: anything the model generated. Timing counts
+# only output (llmpulse.timing): not the reasoning.
 _CONTENT = (TextDelta, RefusalDelta, ReasoningDelta, ToolCallStart, ToolCallDelta)
 
 Recorder = Callable[[CheckResult], None]
@@ -164,10 +169,9 @@ class RequestIds:
 class _Measure:
     """What the current attempt measured; reset per attempt."""
 
-    started: float = 0.0
-    ttft_s: float | None = None
+    stopwatch: Stopwatch = dataclasses.field(default_factory=Stopwatch)
+    whole: bool = False  # the stream reached its end: its tokens/s counts
     latency_s: float | None = None
-    tokens_per_s: float | None = None
     usage: Usage | None = None
     ratelimit: RateLimit | None = None
     http_status: int | None = None
@@ -449,7 +453,7 @@ class Gateway:
         the policy may send on to a fallback (the fallback list to take), else None."""
         call.attempts += 1
         call.deployment = deployment
-        call.measure = _Measure(started=time.perf_counter(), latency_s=0.0, http_status=401)
+        call.measure = _Measure(latency_s=0.0, http_status=401)
         decision = self.policy.decide(
             Attempt(
                 error_class=ErrorClass.AUTH,
@@ -513,7 +517,7 @@ class Gateway:
         self, deployment: Deployment, call: _Call
     ) -> AsyncIterator[StreamEvent | ChatResponse]:
         """Send one attempt (already acquired) and end it in ``finish`` or ``release``."""
-        measure = call.measure = _Measure(started=time.perf_counter())
+        measure = call.measure = _Measure()
         settled = False
         try:
             if call.request.stream:
@@ -535,7 +539,7 @@ class Gateway:
             settled = True
             self.selector.finish(
                 deployment.id,
-                ttft_s=measure.ttft_s,
+                ttft_s=measure.stopwatch.ttft_s,
                 latency_s=measure.latency_s,
                 tokens=_tokens(measure.usage),
                 ratelimit=measure.ratelimit,
@@ -545,7 +549,7 @@ class Gateway:
             # Every failure's message is upstream text or holds some: redacted once, here.
             failure.message = self.redact.clipped(failure.message)
             if measure.latency_s is None:
-                measure.latency_s = time.perf_counter() - measure.started
+                measure.latency_s = measure.stopwatch.elapsed_s()
             measure.ratelimit = failure.ratelimit or measure.ratelimit
             self.selector.finish(
                 deployment.id,
@@ -635,7 +639,11 @@ class Gateway:
             request = params.without(request, dropped)
         url, headers, up = self._upstream(deployment, request)
         response = await self.session.post(
-            url, json=up.body, headers=headers, allow_redirects=False
+            url,
+            json=up.body,
+            headers=headers,
+            allow_redirects=False,
+            trace_request_ctx=measure.stopwatch,  # make_session's hook: when it went out
         )
         measure.http_status = response.status
         names = PROTOCOLS[deployment.protocol].request_id_headers
@@ -671,7 +679,7 @@ class Gateway:
                     body = await read_capped(response, MAX_BODY_BYTES, too_large=_too_large)
                 finally:
                     response.release()
-            measure.latency_s = time.perf_counter() - measure.started
+            measure.latency_s = measure.stopwatch.elapsed_s()
             try:
                 parsed = json.loads(body)
             except (ValueError, UnicodeDecodeError):
@@ -723,7 +731,8 @@ class Gateway:
             parser = codec.StreamDecoder(**_codec_options(deployment.protocol))
             chunks = response.content.iter_any()
             held: list[StreamEvent] = []  # nothing reaches the client before content
-            first = last = None
+            began = False  # content arrived: the held events went out
+            stopwatch = measure.stopwatch
             finished = usage_after_finish = False
             skipped = 0
             while not done:
@@ -759,7 +768,16 @@ class Gateway:
                                 f"error event in stream: {error.message}",
                                 retry_after_s=error.retry_after_s,
                             )
-                        if isinstance(event, Finish):
+                        if isinstance(event, TextDelta):  # the common case first
+                            stopwatch.content(now, len(event.text))
+                        elif isinstance(event, ToolCallDelta):
+                            stopwatch.content(now, len(event.arguments))
+                        elif isinstance(event, ToolCallStart):
+                            stopwatch.content(now, len(event.name))
+                        elif isinstance(event, RefusalDelta):
+                            measure.refused = True
+                            stopwatch.content(now, len(event.text))
+                        elif isinstance(event, Finish):
                             if event.reason == "error":
                                 raise _failed_finish()
                             finished = True
@@ -767,8 +785,6 @@ class Gateway:
                         elif isinstance(event, UsageUpdate):
                             measure.usage = event.usage
                             usage_after_finish = finished
-                        elif isinstance(event, RefusalDelta):
-                            measure.refused = True
                         elif isinstance(event, MessageStart):
                             measure.response_model = self.redact.clipped(event.model) or None
                             if continuing:
@@ -777,16 +793,13 @@ class Gateway:
                             event = MessageStart(
                                 self.redact.clipped(event.id), model, list(measure.dropped)
                             )
-                        if first is None and not isinstance(event, _CONTENT):
-                            held.append(event)
-                            continue
-                        if first is None:
-                            first = now
-                            measure.ttft_s = now - measure.started
+                        if not began:
+                            if not isinstance(event, _CONTENT):
+                                held.append(event)
+                                continue
+                            began = True
                             out.extend(held)
                             held.clear()
-                        if isinstance(event, _CONTENT):
-                            last = now
                         if continuing and call.trimmed and isinstance(event, TextDelta):
                             trimmed, call.trimmed = call.trimmed, ""
                             event = TextDelta(event.text.removeprefix(trimmed))
@@ -796,21 +809,19 @@ class Gateway:
                 for event in out:
                     yield event
                 done = parser.done or usage_after_finish
-                if first is not None:
+                if began:
                     deadline = loop.time() + settings.idle_timeout
                     reason = f"stream idle for {settings.idle_timeout:g}s"
             if not finished:
                 raise _AttemptFailed(
                     ErrorClass.PROTOCOL, "the stream ended before the answer was complete"
                 )
-            measure.latency_s = time.perf_counter() - measure.started
+            measure.latency_s = stopwatch.elapsed_s()
+            measure.whole = True
             if skipped:
                 measure.warnings.append(f"{skipped} malformed stream events skipped")
             for event in held:
                 yield event
-            tokens = _visible_tokens(measure.usage)
-            if first is not None and last is not None and last > first and tokens:
-                measure.tokens_per_s = tokens / (last - first)
             done = True
         finally:
             if done:
@@ -847,14 +858,12 @@ class Gateway:
             model=target.model,
             check=CheckKind.STREAM if call.request.stream else CheckKind.INFERENCE,
             # When the measured attempt started, as a probe's timestamp is its check's start.
-            timestamp=datetime.now(UTC) - timedelta(seconds=time.perf_counter() - measure.started),
+            timestamp=datetime.now(UTC) - timedelta(seconds=measure.stopwatch.elapsed_s()),
             ok=error is None,
             error_class=error.error_class if error else None,
             error_message=error.message if error else None,
             http_status=error.status if error else measure.http_status,
             latency_ms=_ms(measure.latency_s),
-            ttft_ms=_ms(measure.ttft_s),
-            tokens_per_s=measure.tokens_per_s,
             usage=measure.usage or Usage(),
             ratelimit=measure.ratelimit,
             retry_after_s=error.retry_after_s if error else None,
@@ -866,6 +875,7 @@ class Gateway:
             attempts=call.attempts,
             fallbacks=call.fallbacks,
         )
+        measure.stopwatch.apply(result, measure.usage, whole=measure.whole)
         # Judged as probes and instrument() judge the same answer: one wording.
         filtered = measure.finish_reason == "content_filter"
         blocked = blocked_reason(measure.refused, filtered, measure.finish_reason)
@@ -984,12 +994,6 @@ def _tokens(usage: Usage | None) -> int | None:
     if usage is None:
         return None
     return (usage.input_tokens or 0) + (usage.output_tokens or 0)
-
-
-def _visible_tokens(usage: Usage | None) -> int:
-    if usage is None or usage.output_tokens is None:
-        return 0
-    return max(0, usage.output_tokens - (usage.reasoning_tokens or 0))
 
 
 def _ms(seconds: float | None) -> float | None:

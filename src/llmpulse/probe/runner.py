@@ -1,7 +1,9 @@
 """Run one check against one target over HTTP and measure it exactly.
 
 Time is taken with ``time.perf_counter`` at the moments that matter to a user: the request
-leaving, the first non-empty output text arriving, each later text chunk, and the last byte.
+leaving, the first output arriving, each later output chunk, and the last byte; what they make
+of TTFT, inter-token latency and tokens/s is ``llmpulse.timing``'s rule, shared with the gateway
+and ``instrument``.
 The transport is aiohttp: its C HTTP parser costs a fraction of httpx's per stream chunk, and
 per-chunk cost is what turns into measurement error when hundreds of streams run at once.
 Every failure, including garbage, truncated or oversized responses, becomes a classified
@@ -13,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from llmpulse.result import CheckKind, CheckResult, Usage
 from llmpulse.secrets import NO_SECRETS, Redactor
 from llmpulse.sse import SSEDecoder, SSEError
 from llmpulse.target import Target
+from llmpulse.timing import CHARS_PER_TOKEN, Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,6 @@ INFERENCE_PROMPT = "ping"
 STREAM_PROMPT = "Count from 1 to 50, separated by spaces. Reply with the numbers only."
 MAX_BODY_BYTES = 8 << 20
 MAX_ERROR_BODY_BYTES = 64 << 10
-MAX_GAPS = 100_000
-CHARS_PER_TOKEN = 4  # the usual rough estimate, used only when the provider reports no usage
 
 
 class _Failure(Exception):
@@ -84,30 +84,6 @@ class _Deadline:
 
     def message(self, phase: str) -> str:
         return f"timed out {phase}: {self.reason}"
-
-
-class _Clock:
-    """When the check started, and when the request actually began to leave (after connecting).
-
-    TTFT is measured from the request being sent, as aiohttp's trace hook reports it; connection
-    setup and queueing before it count in latency, not in TTFT.
-    """
-
-    __slots__ = ("sent", "start")
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.sent: float | None = None
-
-    def headers_sent(self) -> None:
-        if self.sent is None:
-            self.sent = time.perf_counter()
-
-    def since_sent_ms(self, now: float) -> float:
-        return (now - (self.sent or self.start)) * 1000
-
-    def elapsed_ms(self) -> float:
-        return (time.perf_counter() - self.start) * 1000
 
 
 class Prober:
@@ -175,7 +151,7 @@ class Prober:
         loop = asyncio.get_running_loop()
         deadline = _Deadline(target, loop.time())
         phase = "waiting for response headers"
-        clock = _Clock()
+        stopwatch = Stopwatch()
         try:
             async with asyncio.timeout_at(deadline.initial) as scope:
                 deadline.scope = scope
@@ -186,11 +162,11 @@ class Prober:
                     headers=spec.headers,
                     json=spec.json,
                     timeout=aiohttp.ClientTimeout(total=None, connect=target.connect_timeout),
-                    trace_request_ctx=clock,
+                    trace_request_ctx=stopwatch,
                     allow_redirects=False,
                 ) as response:
                     phase = "reading the response"
-                    await self._read(target, protocol, kind, response, result, deadline, clock)
+                    await self._read(target, protocol, kind, response, result, deadline, stopwatch)
         except aiohttp.ConnectionTimeoutError:  # a TimeoutError too: catch it first
             _fail(result, ErrorClass.TIMEOUT, f"connect timeout after {target.connect_timeout:g}s")
         except TimeoutError:
@@ -209,7 +185,7 @@ class Prober:
         except (SSEError, ProtocolError) as exc:
             _fail(result, ErrorClass.PROTOCOL, str(exc))
         if result.latency_ms is None:
-            result.latency_ms = clock.elapsed_ms()
+            result.latency_ms = stopwatch.elapsed_s() * 1000
         if result.context_window is None:
             result.context_window = self._windows.get(target.name) or catalog.context_window(target)
         return self.redact.result(result)
@@ -222,7 +198,7 @@ class Prober:
         response: aiohttp.ClientResponse,
         result: CheckResult,
         deadline: _Deadline,
-        clock: _Clock,
+        stopwatch: Stopwatch,
     ) -> None:
         result.http_status = response.status
         result.request_id = next(
@@ -237,17 +213,17 @@ class Prober:
 
         if not success:
             body = await read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
-            result.latency_ms = clock.elapsed_ms()
+            result.latency_ms = stopwatch.elapsed_s() * 1000
             error = protocol.parse_error(response.status, body, response.headers)
             if error.retry_after_s is not None and result.retry_after_s is None:
                 result.retry_after_s = error.retry_after_s
             raise _Failure(error.error_class, error.message)
 
         if streaming:
-            completion = await self._read_stream(protocol, response, result, deadline, clock)
+            completion = await self._read_stream(protocol, response, result, deadline, stopwatch)
         else:
             body = await read_capped(response, MAX_BODY_BYTES, too_large=_too_large)
-            result.latency_ms = clock.elapsed_ms()
+            result.latency_ms = stopwatch.elapsed_s() * 1000
             try:
                 parsed = json.loads(body)
             except (ValueError, UnicodeDecodeError) as exc:
@@ -277,7 +253,7 @@ class Prober:
         response: aiohttp.ClientResponse,
         result: CheckResult,
         deadline: _Deadline,
-        clock: _Clock,
+        stopwatch: Stopwatch,
     ) -> Completion:
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
@@ -289,39 +265,29 @@ class Prober:
             )
         decoder = SSEDecoder()
         parser = protocol.stream_parser()
-        first = last = None
-        gaps: list[float] = []
-        max_gap = 0.0
         error = None
-        async for chunk in response.content.iter_any():
-            now = time.perf_counter()
-            for event in decoder.feed(chunk):
-                update = parser.feed(event)
-                if update.error is not None:
-                    error = update.error
+        try:
+            async for chunk in response.content.iter_any():
+                now = time.perf_counter()
+                for event in decoder.feed(chunk):
+                    update = parser.feed(event)
+                    if update.error is not None:
+                        error = update.error
+                        break
+                    chars = update.output_chars
+                    if chars:
+                        stopwatch.content(now, chars)
+                    if update.done:
+                        break
+                if error is not None or parser.done:
                     break
-                if update.text:
-                    if first is None:
-                        first = now
-                        result.ttft_ms = clock.since_sent_ms(now)
-                    else:
-                        gap = now - last  # type: ignore[operator]
-                        if gap > 0:
-                            max_gap = max(max_gap, gap)
-                            if len(gaps) < MAX_GAPS:
-                                gaps.append(gap)
-                    last = now
-                if update.done:
-                    break
-            if error is not None or parser.done:
-                break
-            if first is not None:
-                deadline.data_arrived(asyncio.get_running_loop().time())
-        result.latency_ms = clock.elapsed_ms()
+                if stopwatch.first is not None:
+                    deadline.data_arrived(asyncio.get_running_loop().time())
+        finally:
+            # A stream cut by a timeout or a dropped connection keeps what it measured so far.
+            stopwatch.apply(result, parser.completion.usage, whole=error is None and parser.done)
+        result.latency_ms = stopwatch.elapsed_s() * 1000
         completion = parser.completion
-        if gaps:
-            result.itl_p50_ms = statistics.median(gaps) * 1000
-            result.itl_max_ms = max_gap * 1000
         if error is not None:
             _apply_completion(result, completion)
             result.retry_after_s = result.retry_after_s or error.retry_after_s
@@ -334,11 +300,6 @@ class Prober:
                 ErrorClass.PROTOCOL,
                 f"stream ended without {protocol.terminal_event}{detail}",
             )
-        if first is not None and last is not None and last > first:
-            usage = completion.usage
-            tokens = _visible_output_tokens(usage, completion)
-            if tokens:
-                result.tokens_per_s = tokens / (last - first)
         return completion
 
     def _finish(
@@ -367,7 +328,8 @@ class Prober:
 
 
 def make_session(max_connections: int = 0) -> aiohttp.ClientSession:
-    """A session whose trace hook tells each check's clock when its request left.
+    """A session whose trace hook tells a request's ``Stopwatch`` (its ``trace_request_ctx``)
+    when the request starts to go out: aiohttp calls it once connected, as it writes the headers.
 
     ``max_connections=0`` means no pool limit: concurrency is bounded by the caller instead, so a
     check never waits for a pooled connection while its clock runs.
@@ -379,8 +341,8 @@ def make_session(max_connections: int = 0) -> aiohttp.ClientSession:
         ctx: SimpleNamespace,
         params: aiohttp.TraceRequestHeadersSentParams,
     ) -> None:
-        if isinstance(ctx.trace_request_ctx, _Clock):
-            ctx.trace_request_ctx.headers_sent()
+        if isinstance(ctx.trace_request_ctx, Stopwatch):
+            ctx.trace_request_ctx.sent()
 
     trace.on_request_headers_sent.append(headers_sent)
     connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0)
@@ -412,13 +374,6 @@ def _apply_completion(result: CheckResult, completion: Completion) -> None:
         result.usage = completion.usage
     if result.request_id is None:
         result.request_id = completion.response_id
-
-
-def _visible_output_tokens(usage: Usage | None, completion: Completion) -> float:
-    """Tokens that arrived between the first and last text chunk (reasoning ones came before)."""
-    if usage is not None and usage.output_tokens is not None:
-        return max(0, usage.output_tokens - (usage.reasoning_tokens or 0))
-    return completion.text_chars / CHARS_PER_TOKEN
 
 
 def _fail(result: CheckResult, error_class: ErrorClass, message: str) -> None:

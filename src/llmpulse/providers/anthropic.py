@@ -140,6 +140,10 @@ class AnthropicStreamParser(StreamParser):
             c.response_model = get_str(message, "model")
             c.response_id = get_str(message, "id")
             self._merge_usage(message.get("usage"))
+        elif kind == "content_block_start":
+            block = payload.get("content_block")
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                return StreamUpdate(tool_chars=len(get_str(block, "name") or ""))
         elif kind == "content_block_delta":
             delta = payload.get("delta")
             if isinstance(delta, dict) and delta.get("type") == "text_delta":
@@ -147,6 +151,8 @@ class AnthropicStreamParser(StreamParser):
                 if isinstance(text, str) and text:
                     c.text_chars += len(text)
                     return StreamUpdate(text=text)
+            if isinstance(delta, dict) and delta.get("type") == "input_json_delta":
+                return StreamUpdate(tool_chars=len(get_str(delta, "partial_json") or ""))
         elif kind == "message_delta":
             stop = get_str(payload, "delta", "stop_reason")
             if stop:

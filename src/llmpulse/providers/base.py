@@ -85,9 +85,15 @@ def blocked_reason(refused: bool, filtered: bool, finish_reason: str | None) -> 
 
 @dataclasses.dataclass(slots=True)
 class StreamUpdate:
-    text: str = ""
+    text: str = ""  # the answer's text in this event, a refusal included
     done: bool = False
     error: ProviderError | None = None
+    tool_chars: int = 0  # tool-call output in this event: a call's name, its arguments' JSON
+
+    @property
+    def output_chars(self) -> int:
+        """The output a user waits for (not reasoning): what ``llmpulse.timing`` times."""
+        return len(self.text) + self.tool_chars
 
 
 class StreamParser(abc.ABC):

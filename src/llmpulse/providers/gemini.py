@@ -7,6 +7,7 @@ Reference: googleapis/python-genai and the REST reference: ``generateContent``,
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -103,14 +104,15 @@ class GeminiStreamParser(StreamParser):
         chunk = loads_object(event.data)
         if isinstance(chunk.get("error"), dict):
             return StreamUpdate(error=error_from_object(chunk, None))
-        text = _merge_chunk(self.completion, chunk)
+        text, tool_chars = _merge_chunk(self.completion, chunk)
         if self.completion.finish_reason:
             self.done = True
-        return StreamUpdate(text=text, done=self.done)
+        return StreamUpdate(text=text, done=self.done, tool_chars=tool_chars)
 
 
-def _merge_chunk(c: Completion, chunk: dict[str, Any]) -> str:
-    """Fold one GenerateContentResponse into ``c``; return its visible text."""
+def _merge_chunk(c: Completion, chunk: dict[str, Any]) -> tuple[str, int]:
+    """Fold one GenerateContentResponse into ``c``; return its visible text and the characters
+    of its function calls (name and arguments as compact JSON, as the gateway relays them)."""
     c.response_model = get_str(chunk, "modelVersion") or c.response_model
     c.response_id = get_str(chunk, "responseId") or c.response_id
     usage = parse_usage(chunk.get("usageMetadata"))
@@ -120,6 +122,7 @@ def _merge_chunk(c: Completion, chunk: dict[str, Any]) -> str:
         c.filtered = True
         c.finish_reason = get_str(chunk, "promptFeedback", "blockReason")
     text = ""
+    tool_chars = 0
     candidates = chunk.get("candidates")
     if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
         cand = candidates[0]
@@ -133,12 +136,19 @@ def _merge_chunk(c: Completion, chunk: dict[str, Any]) -> str:
                 for p in parts
                 if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought")
             )
+            for p in parts:
+                call = p.get("functionCall") if isinstance(p, dict) else None
+                if isinstance(call, dict):
+                    args = call.get("args") if isinstance(call.get("args"), dict) else {}
+                    tool_chars += len(get_str(call, "name") or "") + len(
+                        json.dumps(args, ensure_ascii=False, separators=(",", ":"))
+                    )
         finish = get_str(cand, "finishReason")
         if finish:
             c.finish_reason = finish
             c.filtered = c.filtered or finish in _FILTER_FINISH
     c.text_chars += len(text)
-    return text
+    return text, tool_chars
 
 
 def parse_usage(raw: Any) -> Usage | None:

@@ -174,11 +174,13 @@ class OpenAIStreamParser(StreamParser):
         if isinstance(groq_error, str) and groq_error:
             return StreamUpdate(error=error_from_object({"error": {"message": groq_error}}, None))
         text = ""
+        tool_chars = 0
         choices = chunk.get("choices")
         # Azure's first chunk may carry only prompt filter results, with an empty choices list.
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             choice = choices[0]
             text = get_str(choice, "delta", "content") or ""
+            tool_chars = _tool_chars(choice)
             # A refusal streams in its own field; it is the answer, so it counts as text too.
             refusal = get_str(choice, "delta", "refusal") or ""
             if refusal:
@@ -192,7 +194,20 @@ class OpenAIStreamParser(StreamParser):
                 return StreamUpdate(error=_finish_error())
         if text:
             c.text_chars += len(text)
-        return StreamUpdate(text=text)
+        return StreamUpdate(text=text, tool_chars=tool_chars)
+
+
+def _tool_chars(choice: dict[str, Any]) -> int:
+    """Characters of the tool calls streamed in one chunk: names and argument fragments."""
+    delta = choice.get("delta")
+    calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+    if not isinstance(calls, list):
+        return 0
+    return sum(
+        len(get_str(call, "function", "name") or "")
+        + len(get_str(call, "function", "arguments") or "")
+        for call in calls
+    )
 
 
 def parse_usage(raw: Any, reasoning_outside_completion: bool = False) -> Usage | None:
