@@ -429,7 +429,7 @@ async def test_oversized_body_is_refused(
     padded = {**OPERATIONAL, "padding": "x" * (2 * 1024 * 1024)}  # valid JSON, just too big
     status = await fetch_status(session, "anthropic", server.serve(SUMMARY, padded))
     assert status.indicator == "unknown"
-    assert status.error is not None and "larger than" in status.error
+    assert status.error is not None and "exceeds 2 MiB" in status.error
 
 
 async def test_connection_refused_is_unknown(session: aiohttp.ClientSession) -> None:

@@ -28,7 +28,7 @@ from llmpulse.config import parse_config
 from llmpulse.config.litellm import parse_gateway
 from llmpulse.gateway.ir import ChatRequest, Message, TextPart
 from llmpulse.gateway.proxy import Gateway
-from llmpulse.instrument import instrument, recorder_for
+from llmpulse.instrumentation import instrument, recorder_for
 from llmpulse.probe import Prober
 from llmpulse.result import CheckKind, CheckResult, Usage
 from llmpulse.target import preset_target

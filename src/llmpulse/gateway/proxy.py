@@ -75,12 +75,7 @@ from llmpulse.gateway.translate import gemini as tr_gemini
 from llmpulse.gateway.translate import openai as tr_openai
 from llmpulse.gateway.translate import params
 from llmpulse.gateway.translate.prefill import PREFILL_PROTOCOLS, continuation_request
-from llmpulse.probe.runner import (
-    MAX_BODY_BYTES,
-    MAX_ERROR_BODY_BYTES,
-    make_session,
-    read_capped,
-)
+from llmpulse.http import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, make_session, read_capped
 from llmpulse.providers import PROTOCOLS
 from llmpulse.providers.base import blocked_reason, error_snippet
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from llmpulse.http import read_capped
+
 Indicator = Literal["none", "minor", "major", "critical", "maintenance", "unknown"]
 SourceKind = Literal["statuspage", "google"]
 
@@ -151,14 +153,7 @@ async def _get_json(
     async with session.get(url, timeout=timeout, headers=headers) as response:
         if response.status != 200:
             raise _SourceError(f"HTTP {response.status} {response.reason or ''}".rstrip())
-        if (response.content_length or 0) > max_bytes:
-            raise _SourceError(f"body larger than {max_bytes} bytes")
-        # Read in chunks so a runaway or hostile body costs at most max_bytes of memory.
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(64 * 1024):
-            body += chunk
-            if len(body) > max_bytes:
-                raise _SourceError(f"body larger than {max_bytes} bytes")
+        body = await read_capped(response, max_bytes, too_large=_SourceError)
     try:
         return json.loads(bytes(body))
     except ValueError as exc:

@@ -16,14 +16,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import aiohttp
 
 from llmpulse import catalog
 from llmpulse.errors import ErrorClass
+from llmpulse.http import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, make_session, read_capped
 from llmpulse.providers import PROTOCOLS, Protocol, ProtocolError
 from llmpulse.providers.base import Completion, error_snippet
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 INFERENCE_PROMPT = "ping"
 STREAM_PROMPT = "Count from 1 to 50, separated by spaces. Reply with the numbers only."
-MAX_BODY_BYTES = 8 << 20
-MAX_ERROR_BODY_BYTES = 64 << 10
 
 
 class _Failure(Exception):
@@ -327,30 +325,6 @@ class Prober:
             result.warnings.append(warning)
 
 
-def make_session(max_connections: int = 0) -> aiohttp.ClientSession:
-    """A session whose trace hook tells a request's ``Stopwatch`` (its ``trace_request_ctx``)
-    when the request starts to go out: aiohttp calls it once connected, as it writes the headers.
-
-    ``max_connections=0`` means no pool limit: concurrency is bounded by the caller instead, so a
-    check never waits for a pooled connection while its clock runs.
-    """
-    trace = aiohttp.TraceConfig()
-
-    async def headers_sent(
-        session: aiohttp.ClientSession,
-        ctx: SimpleNamespace,
-        params: aiohttp.TraceRequestHeadersSentParams,
-    ) -> None:
-        if isinstance(ctx.trace_request_ctx, Stopwatch):
-            ctx.trace_request_ctx.sent()
-
-    trace.on_request_headers_sent.append(headers_sent)
-    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0)
-    return aiohttp.ClientSession(
-        connector=connector, trace_configs=[trace], timeout=aiohttp.ClientTimeout(total=None)
-    )
-
-
 async def run_checks(
     targets: Sequence[Target],
     kinds: Sequence[CheckKind] | None = None,
@@ -380,25 +354,6 @@ def _fail(result: CheckResult, error_class: ErrorClass, message: str) -> None:
     result.ok = False
     result.error_class = error_class
     result.error_message = message
-
-
-async def read_capped(
-    response: aiohttp.ClientResponse,
-    limit: int,
-    *,
-    truncate: bool = False,
-    too_large: Callable[[str], Exception] = ValueError,
-) -> bytes:
-    """Read at most ``limit`` bytes; beyond it either truncate (error bodies) or raise what
-    ``too_large`` makes of the message. Shared by the probes and the gateway."""
-    buf = bytearray()
-    async for chunk in response.content.iter_chunked(64 << 10):
-        buf += chunk
-        if len(buf) > limit:
-            if truncate:
-                return bytes(buf[:limit])
-            raise too_large(f"response body exceeds {limit >> 20} MiB; not read further")
-    return bytes(buf)
 
 
 def _too_large(message: str) -> _Failure:
