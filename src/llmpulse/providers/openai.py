@@ -43,7 +43,7 @@ class OpenAIProtocol(Protocol):
     # xAI counts reasoning tokens outside completion_tokens; OpenAI and the others inside.
     reasoning_outside_completion = False
     terminal_event = "data: [DONE]"
-    request_id_headers = ("x-request-id",)
+    request_id_headers: tuple[str, ...] = ("x-request-id",)
 
     def headers(self, target: Target) -> dict[str, str]:
         headers = {"content-type": "application/json", **target.headers}

@@ -708,3 +708,8 @@ class StreamEncoder:
     @staticmethod
     def _event(kind: str, **fields: Any) -> bytes:
         return sse({"type": kind, **fields}, kind)
+
+
+def stream_encoder(req: ChatRequest) -> StreamEncoder:
+    """The encoder of the streamed answer to ``req``."""
+    return StreamEncoder(model=req.model)

@@ -696,3 +696,21 @@ class StreamEncoder:
         if self._include_usage:
             chunk["usage"] = usage  # null on every chunk but the last, as OpenAI sends it
         return chunk
+
+
+def stream_encoder(req: ChatRequest) -> StreamEncoder:
+    """The encoder of the streamed answer to ``req``, as its client asked for it."""
+    return StreamEncoder(model=req.model, include_usage=req.include_usage)
+
+
+class ReasoningOutsideCompletion:
+    """This module as the codec of an upstream counting reasoning tokens beside
+    ``completion_tokens``, not in them (xAI; OpenAI and the others count them inside)."""
+
+    @staticmethod
+    def parse_response(body: Any) -> ChatResponse:
+        return parse_response(body, reasoning_outside_completion=True)
+
+    @staticmethod
+    def StreamDecoder() -> StreamDecoder:  # stands in for the class
+        return StreamDecoder(reasoning_outside_completion=True)
