@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -935,7 +935,7 @@ class _Classified:
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
-    ) -> bool:
+    ) -> Literal[False]:
         if exc is None or isinstance(exc, _AttemptFailed):
             return False
         if isinstance(exc, aiohttp.ConnectionTimeoutError | TimeoutError):

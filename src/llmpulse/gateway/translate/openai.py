@@ -572,7 +572,7 @@ class StreamDecoder:
         # Azure may start with a chunk whose choices are empty (prompt filter results).
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             choice = choices[0]
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            delta = d if isinstance(d := choice.get("delta"), dict) else {}
             thought = get_str(delta, "reasoning_content")
             if thought:
                 out.append(ReasoningDelta(thought))
