@@ -158,9 +158,7 @@ class Recorder:
         redactor: Redactor = NO_SECRETS,
     ) -> None:
         self._owns_store = store is not None and not isinstance(store, Store)
-        self.store: Store | None = (
-            SQLiteStore(store) if isinstance(store, str | Path) else store  # type: ignore[arg-type]
-        )
+        self.store: Store | None = SQLiteStore(store) if isinstance(store, str | Path) else store
         self.callback = callback
         # Captured calls are provider text: redacted as they become results.
         self.redact = redactor
@@ -212,9 +210,11 @@ class Recorder:
         last_write = time.monotonic()
         while True:
             try:
-                item = self._queue.get(timeout=self.interval_s)
+                item: _Capture | CheckResult | threading.Event | bool | None = self._queue.get(
+                    timeout=self.interval_s
+                )
             except queue.Empty:
-                item = False  # type: ignore[assignment]
+                item = False
             if isinstance(item, _Capture):
                 self._record(item)
             elif isinstance(item, CheckResult):
@@ -288,7 +288,7 @@ def instrument(
     too.
     """
     provider = _provider_of(client)
-    http = getattr(client, "_client", None)
+    http: Any = getattr(client, "_client", None)  # the SDK's httpx client, untyped here
     lib = _http_library(http)
     if lib is None:
         raise TypeError(f"cannot instrument {type(client).__name__}: unknown HTTP client {http!r}")
@@ -303,11 +303,8 @@ def instrument(
     def wrap(transport: Any) -> Any:
         return tap(transport, provider, target, sink.submit)
 
-    http._transport = wrap(http._transport)  # type: ignore[union-attr]
-    http._mounts = {  # type: ignore[union-attr]
-        pattern: None if t is None else wrap(t)
-        for pattern, t in http._mounts.items()  # type: ignore[union-attr]
-    }
+    http._transport = wrap(http._transport)
+    http._mounts = {pattern: None if t is None else wrap(t) for pattern, t in http._mounts.items()}
     _mark_calls(client, isinstance(http, lib.AsyncClient))
     _recorders[client] = sink
     return client
@@ -329,7 +326,7 @@ def _mark_calls(client: Any, is_async: bool) -> None:
                 _safe("ending a call", call.done)
 
     else:
-
+        # Not the async variant's signature, by design: mypy wants conditional variants alike.
         def request(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
             call = _SdkCall()
             token = _current_call.set(call)
@@ -435,7 +432,8 @@ def _tap_types(lib: Any) -> tuple[type, type]:
     """Transport and byte-stream wrappers built on ``lib``'s base classes (httpx or httpx2),
     whose clients check the types they get back."""
 
-    class SyncTapStream(lib.SyncByteStream):  # type: ignore[name-defined,misc]
+    # lib (httpx or httpx2, chosen at run time) is Any to the checker: so are these bases.
+    class SyncTapStream(lib.SyncByteStream):  # type: ignore[misc]
         def __init__(self, inner: Any, capture: _Capture, submit: Callable[..., None]) -> None:
             self._inner, self._capture, self._submit = inner, capture, submit
 
@@ -459,7 +457,7 @@ def _tap_types(lib: Any) -> tuple[type, type]:
             finally:
                 _safe("ending a response", lambda: _end(self._capture, self._submit))
 
-    class AsyncTapStream(lib.AsyncByteStream):  # type: ignore[name-defined,misc]
+    class AsyncTapStream(lib.AsyncByteStream):  # type: ignore[misc]
         def __init__(self, inner: Any, capture: _Capture, submit: Callable[..., None]) -> None:
             self._inner, self._capture, self._submit = inner, capture, submit
 
@@ -493,7 +491,7 @@ def _tap_types(lib: Any) -> tuple[type, type]:
         def __getattr__(self, name: str) -> Any:
             return getattr(self._inner, name)  # pool settings etc. stay visible
 
-    class SyncTap(_Tap, lib.BaseTransport):  # type: ignore[name-defined,misc]
+    class SyncTap(_Tap, lib.BaseTransport):  # type: ignore[misc]
         def handle_request(self, request: Any) -> Any:
             capture = _safe(
                 "reading a request",
@@ -513,7 +511,7 @@ def _tap_types(lib: Any) -> tuple[type, type]:
         def close(self) -> None:
             self._inner.close()
 
-    class AsyncTap(_Tap, lib.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+    class AsyncTap(_Tap, lib.AsyncBaseTransport):  # type: ignore[misc]
         async def handle_async_request(self, request: Any) -> Any:
             capture = _safe(
                 "reading a request",
@@ -572,6 +570,7 @@ def build_result(capture: _Capture) -> CheckResult:
         result.retry_after_s = parse_retry_after(headers) or error.retry_after_s
         _fail(result, error.error_class, error.message)
         return result
+    completion: Completion | None
     if streamed:
         completion = _read_stream(capture, chunks, protocol, result)
     else:
@@ -624,7 +623,8 @@ def _read_stream(
     capture: _Capture, chunks: Iterable[tuple[float, bytes]], protocol: Protocol, r: CheckResult
 ) -> Completion:
     decoder, parser = SSEDecoder(), protocol.stream_parser()
-    first = last = None
+    first: float | None = None
+    last = 0.0  # set with first, read only once first is
     gaps: list[float] = []
     failure: tuple[ErrorClass, str] | None = None
     try:
@@ -636,8 +636,8 @@ def _read_stream(
                 if update.text:
                     if first is None:
                         first = at
-                    elif len(gaps) < MAX_GAPS and at > last:  # type: ignore[operator]
-                        gaps.append(at - last)  # type: ignore[operator]
+                    elif len(gaps) < MAX_GAPS and at > last:
+                        gaps.append(at - last)
                     last = at
     except (ProtocolError, SSEError) as exc:
         failure = failure or (ErrorClass.PROTOCOL, f"malformed stream: {exc}")

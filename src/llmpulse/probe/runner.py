@@ -289,7 +289,8 @@ class Prober:
             )
         decoder = SSEDecoder()
         parser = protocol.stream_parser()
-        first = last = None
+        first: float | None = None
+        last = 0.0  # set with first, read only once first is
         gaps: list[float] = []
         max_gap = 0.0
         error = None
@@ -305,7 +306,7 @@ class Prober:
                         first = now
                         result.ttft_ms = clock.since_sent_ms(now)
                     else:
-                        gap = now - last  # type: ignore[operator]
+                        gap = now - last
                         if gap > 0:
                             max_gap = max(max_gap, gap)
                             if len(gaps) < MAX_GAPS:

@@ -25,7 +25,7 @@ class UnwritableError(Exception):
 
 
 # What a failing database raises, whichever the backend.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error, UnwritableError)
+DATABASE_ERRORS = (sqlite3.Error, psycopg.Error, UnwritableError)
 
 
 def results_location(db_path: str | Path | None, storage: str | None) -> str | Path:
@@ -73,6 +73,7 @@ __all__ = [
     "UnwritableError",
     "check_location",
     "default_path",
+    "is_postgres",
     "local_path",
     "open_store",
     "redact_url",

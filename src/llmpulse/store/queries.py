@@ -147,14 +147,25 @@ def _grouped(
 ) -> dict[str, Aggregate]:
     now = time.time() if now is None else now
     start = now - window_s
-    filters = {"target": target, "provider": provider, "check": check}
     if window_s <= EXACT_MAX_WINDOW_S:
         # Counts from the store's summaries (rollups are exact for them), quantiles from the
         # raw values: only three columns of each row reach Python.
-        counts = store.summarize(start, now, group_by=group_by, sketches=False, **filters)
-        values = store.metric_values(start, now, group_by=group_by, **filters)
+        counts = store.summarize(
+            start,
+            now,
+            group_by=group_by,
+            sketches=False,
+            target=target,
+            provider=provider,
+            check=check,
+        )
+        values = store.metric_values(
+            start, now, group_by=group_by, target=target, provider=provider, check=check
+        )
         return _exact(counts, values, window_s)
-    summaries = store.summarize(start, now, group_by=group_by, **filters)
+    summaries = store.summarize(
+        start, now, group_by=group_by, target=target, provider=provider, check=check
+    )
     return {str(k): _from_summary(v, window_s) for k, v in summaries.items()}
 
 
