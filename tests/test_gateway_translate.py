@@ -1117,10 +1117,10 @@ def test_any_response_is_valid_for_both_sdks(
 def test_xai_reasoning_tokens_count_as_completion_tokens_for_clients() -> None:
     """xAI reports reasoning beside ``completion_tokens`` (OpenAI counts it inside): the
     gateway's xai deployments must add it, as the probes' XAIProtocol does."""
-    from llmpulse.gateway.proxy import _codec_options
+    from llmpulse.gateway.proxy import _codec
 
-    options = _codec_options("xai")
-    assert _codec_options("openai") == {} and _codec_options("azure") == {}
+    codec = _codec("xai")
+    assert _codec("openai") is tr_openai and _codec("azure") is tr_openai
     usage = {
         "prompt_tokens": 12,
         "completion_tokens": 5,
@@ -1135,11 +1135,11 @@ def test_xai_reasoning_tokens_count_as_completion_tokens_for_clients() -> None:
         ],
         "usage": usage,
     }
-    answer = tr_openai.parse_response(body, **options)
+    answer = codec.parse_response(body)
     rendered = openai.types.chat.ChatCompletion.model_validate(tr_openai.render_response(answer))
     assert rendered.usage is not None
     assert (rendered.usage.completion_tokens, rendered.usage.total_tokens) == (305, 317)
-    decoder = tr_openai.StreamDecoder(**options)
+    decoder = codec.StreamDecoder()
     chunk = {"id": "x1", "model": "grok-4", "choices": [], "usage": usage}
     events = decoder.feed(SSEEvent(json.dumps(chunk)))
     assert [e.usage.output_tokens for e in events if isinstance(e, ir.UsageUpdate)] == [305]

@@ -320,6 +320,11 @@ def web_command(
 
     _logging(verbose)
     console = _console(stderr=True)
+
+    def announce(urls: list[str]) -> None:
+        for url in urls:
+            console.print(f"llmpulse: serving {url}", highlight=False)
+
     try:
         config = _load(
             config_path,
@@ -332,9 +337,7 @@ def web_command(
             config,
             results_location(db_path, config.storage),
             status_only=status_page_only,
-            announce=lambda urls: [
-                console.print(f"llmpulse: serving {u}", highlight=False) for u in urls
-            ],
+            announce=announce,
         )
     except (ConfigError, WebError) as exc:
         _usage_error(console, exc)
@@ -509,7 +512,8 @@ def gateway_command(
                 http=header_timeout_protocol(settings.header_timeout),
                 # In-flight requests may finish; then the rest are cancelled, their upstream
                 # calls with them, and the traffic recorded so far is flushed below.
-                timeout_graceful_shutdown=settings.shutdown_grace,
+                # uvicorn types it int, and takes any number of seconds.
+                timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]
             )
         )
         shown = f"[{host}]" if ":" in host else host
@@ -684,7 +688,7 @@ def _alert_state(config_path: Path | None, db_path: str | None) -> Iterator[Aler
         state.close()
 
 
-def _usage_error(console: Console, exc: ConfigError) -> NoReturn:
+def _usage_error(console: Console, exc: Exception) -> NoReturn:
     _error_line(console, "config error:", str(exc))
     sys.exit(EXIT_USAGE)
 

@@ -162,9 +162,7 @@ class Recorder:
         redactor: Redactor = NO_SECRETS,
     ) -> None:
         self._owns_store = store is not None and not isinstance(store, Store)
-        self.store: Store | None = (
-            SQLiteStore(store) if isinstance(store, str | Path) else store  # type: ignore[arg-type]
-        )
+        self.store: Store | None = SQLiteStore(store) if isinstance(store, str | Path) else store
         self.callback = callback
         # Captured calls are provider text: redacted as they become results.
         self.redact = redactor
@@ -216,9 +214,11 @@ class Recorder:
         last_write = time.monotonic()
         while True:
             try:
-                item = self._queue.get(timeout=self.interval_s)
+                item: _Capture | CheckResult | threading.Event | bool | None = self._queue.get(
+                    timeout=self.interval_s
+                )
             except queue.Empty:
-                item = False  # type: ignore[assignment]
+                item = False
             if isinstance(item, _Capture):
                 self._record(item)
             elif isinstance(item, CheckResult):
@@ -292,7 +292,7 @@ def instrument(
     too.
     """
     provider = _provider_of(client)
-    http = getattr(client, "_client", None)
+    http: Any = getattr(client, "_client", None)  # the SDK's httpx client, untyped here
     lib = _http_library(http)
     if lib is None:
         raise TypeError(f"cannot instrument {type(client).__name__}: unknown HTTP client {http!r}")
@@ -307,11 +307,8 @@ def instrument(
     def wrap(transport: Any) -> Any:
         return tap(transport, provider, target, sink.submit)
 
-    http._transport = wrap(http._transport)  # type: ignore[union-attr]
-    http._mounts = {  # type: ignore[union-attr]
-        pattern: None if t is None else wrap(t)
-        for pattern, t in http._mounts.items()  # type: ignore[union-attr]
-    }
+    http._transport = wrap(http._transport)
+    http._mounts = {pattern: None if t is None else wrap(t) for pattern, t in http._mounts.items()}
     _mark_calls(client, isinstance(http, lib.AsyncClient))
     _recorders[client] = sink
     return client
@@ -333,7 +330,7 @@ def _mark_calls(client: Any, is_async: bool) -> None:
                 _safe("ending a call", call.done)
 
     else:
-
+        # Not the async variant's signature, by design: mypy wants conditional variants alike.
         def request(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
             call = _SdkCall()
             token = _current_call.set(call)
@@ -468,7 +465,8 @@ def _tap_types(lib: Any) -> tuple[type, type]:
     """Transport and byte-stream wrappers built on ``lib``'s base classes (httpx or httpx2),
     whose clients check the types they get back."""
 
-    class SyncTapStream(lib.SyncByteStream):  # type: ignore[name-defined,misc]
+    # lib (httpx or httpx2, chosen at run time) is Any to the checker: so are these bases.
+    class SyncTapStream(lib.SyncByteStream):  # type: ignore[misc]
         def __init__(self, inner: Any, capture: _Capture, submit: Callable[..., None]) -> None:
             self._inner, self._capture, self._submit = inner, capture, submit
 
@@ -492,7 +490,7 @@ def _tap_types(lib: Any) -> tuple[type, type]:
             finally:
                 _safe("ending a response", lambda: _end(self._capture, self._submit))
 
-    class AsyncTapStream(lib.AsyncByteStream):  # type: ignore[name-defined,misc]
+    class AsyncTapStream(lib.AsyncByteStream):  # type: ignore[misc]
         def __init__(self, inner: Any, capture: _Capture, submit: Callable[..., None]) -> None:
             self._inner, self._capture, self._submit = inner, capture, submit
 
@@ -526,7 +524,7 @@ def _tap_types(lib: Any) -> tuple[type, type]:
         def __getattr__(self, name: str) -> Any:
             return getattr(self._inner, name)  # pool settings etc. stay visible
 
-    class SyncTap(_Tap, lib.BaseTransport):  # type: ignore[name-defined,misc]
+    class SyncTap(_Tap, lib.BaseTransport):  # type: ignore[misc]
         def handle_request(self, request: Any) -> Any:
             capture = _safe(
                 "reading a request",
@@ -546,7 +544,7 @@ def _tap_types(lib: Any) -> tuple[type, type]:
         def close(self) -> None:
             self._inner.close()
 
-    class AsyncTap(_Tap, lib.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+    class AsyncTap(_Tap, lib.AsyncBaseTransport):  # type: ignore[misc]
         async def handle_async_request(self, request: Any) -> Any:
             capture = _safe(
                 "reading a request",
@@ -605,6 +603,7 @@ def build_result(capture: _Capture) -> CheckResult:
         result.retry_after_s = parse_retry_after(headers) or error.retry_after_s
         _fail(result, error.error_class, error.message)
         return result
+    completion: Completion | None
     if streamed:
         completion = _read_stream(capture, chunks, protocol, result)
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -79,7 +79,7 @@ class RuleOverride(BaseModel):
     enabled: bool | None = None
 
     def apply(self, spec: RuleSpec) -> RuleSpec:
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}
         for name, value in (
             ("threshold", self.threshold),
             ("window_s", self.window),
@@ -91,7 +91,7 @@ class RuleOverride(BaseModel):
         ):
             if value is not None:
                 changes[name] = value
-        return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
+        return dataclasses.replace(spec, **changes)
 
 
 def resolve_rules(*layers: Mapping[str, RuleOverride] | None) -> dict[str, RuleSpec]:

@@ -34,7 +34,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from typing import overload
+from typing import TypeGuard, overload
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from llmpulse.result import CheckResult
@@ -111,7 +111,7 @@ def url_password(url: str | None) -> tuple[str, ...]:
     return (unquote(password),) if password else ()
 
 
-def is_secret(value: str | None) -> bool:
+def is_secret(value: str | None) -> TypeGuard[str]:
     """Whether ``value`` is worth redacting (not a placeholder or a few characters)."""
     if not value:
         return False

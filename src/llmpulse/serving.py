@@ -43,6 +43,7 @@ class _HeaderTimeout(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._in_headers = False
 
+    # uvicorn's own override takes a Transport, narrower than asyncio's BaseTransport.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)

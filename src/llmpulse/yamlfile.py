@@ -35,7 +35,7 @@ import os
 import stat
 from collections.abc import Container, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -242,7 +242,8 @@ class _Expansion:
 def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
         return [part for pair in node.value for part in pair]
-    return node.value
+    children: list[yaml.Node] = node.value
+    return children
 
 
 def _marked(method: Any) -> Any:
@@ -269,21 +270,29 @@ def _marked_constructors(cls: type[Any]) -> type[Any]:
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
-class _Shortcuts:
+if TYPE_CHECKING:
+    _Loader = yaml.SafeLoader  # what _Shortcuts is mixed into (or CSafeLoader, alike)
+else:
+    _Loader = object
+
+
+class _Shortcuts(_Loader):
     """Shortcuts through PyYAML's Python code for each scalar and mapping, results unchanged:
     most of a large config is plain strings, many of them the same keys over and over."""
 
     def __init__(self, stream: str) -> None:
-        super().__init__(stream)  # type: ignore[call-arg]
+        super().__init__(stream)
         self._tags: dict[str, str] = {}
 
+    # Resolver.resolve and Parser.peek_event are unannotated in types-PyYAML.
     def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
         if kind is not yaml.ScalarNode or not implicit[0]:
-            return super().resolve(kind, value, implicit)  # type: ignore[misc]
+            resolved: str = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+            return resolved
         # A plain scalar's tag depends on its text alone (there are no path resolvers here).
         tag = self._tags.get(value)
         if tag is None:
-            tag = super().resolve(kind, value, implicit)  # type: ignore[misc]
+            tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
             if len(self._tags) < 4096:
                 self._tags[value] = tag
         return tag
@@ -291,7 +300,7 @@ class _Shortcuts:
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):
             return node.value  # what construct_yaml_str returns, minus the bookkeeping
-        return super().construct_object(node, deep)  # type: ignore[misc]
+        return super().construct_object(node, deep)
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
         pairs = node.value
@@ -306,7 +315,8 @@ class _Shortcuts:
                 else construct(value, deep)
                 for key, value in pairs
             }
-        return super().construct_mapping(node, deep)  # type: ignore[misc]
+        # PyYAML rejects a node of another kind itself (its stubs take MappingNode only).
+        return super().construct_mapping(node, deep)  # type: ignore[arg-type]
 
 
 @_marked_constructors
@@ -321,8 +331,8 @@ class _PureLoader(_Shortcuts, yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        event = self.peek_event()
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in the stubs
         nested = isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent)
         if nested:
             self._depth += 1

@@ -382,7 +382,7 @@ class Outbox:
             ).one_or_none()
         if head is None:
             return None
-        free_at = head.next_attempt_at
+        free_at: float = head.next_attempt_at
         if head.claimed_until is not None and head.claimed_by != self.claimant:
             free_at = max(free_at, head.claimed_until)
         return free_at - time.time()

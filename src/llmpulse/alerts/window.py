@@ -119,9 +119,8 @@ class TargetWindow:
         match rule.id:
             case "ttft_p95_high":
                 values = [s.ttft_s for s in recent if s.ttft_s is not None]
-                if len(values) < rule.min_samples:
+                if len(values) < rule.min_samples or (p95 := quantile(values, 0.95)) is None:
                     return Evaluation(rule, None, None, "not enough samples")
-                p95 = quantile(values, 0.95)
                 return Evaluation(
                     rule,
                     p95 > rule.threshold,
@@ -200,9 +199,8 @@ class TargetWindow:
                 values = [s.tps for s in recent if s.tps is not None]
                 if not floor:
                     return Evaluation(rule, False, None, "no tokens/s floor set")
-                if len(values) < rule.min_samples:
+                if len(values) < rule.min_samples or (p50 := quantile(values, 0.5)) is None:
                     return Evaluation(rule, None, None, "not enough samples")
-                p50 = quantile(values, 0.5)
                 return Evaluation(
                     rule,
                     p50 < floor,

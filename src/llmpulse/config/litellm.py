@@ -868,7 +868,8 @@ def _served_references(
     config = dataclasses.replace(
         config, aliases=aliases, hidden_aliases=config.hidden_aliases & aliases.keys()
     )
-    router, kept = config.router, {}
+    router = config.router
+    kept: dict[str, dict[str, tuple[str, ...]]] = {}
     for key in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
         section = "router_settings" if getattr(parsed.router_settings, key) else "litellm_settings"
         kept[key] = {}
@@ -880,5 +881,11 @@ def _served_references(
     default = tuple(
         n for n in router.default_fallbacks if served(n, f"{section}.default_fallbacks")
     )
-    router = dataclasses.replace(router, **kept, default_fallbacks=default)
+    router = dataclasses.replace(
+        router,
+        fallbacks=kept["fallbacks"],
+        context_window_fallbacks=kept["context_window_fallbacks"],
+        content_policy_fallbacks=kept["content_policy_fallbacks"],
+        default_fallbacks=default,
+    )
     return dataclasses.replace(config, router=router)

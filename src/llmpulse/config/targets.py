@@ -111,7 +111,7 @@ class TargetConfig(BaseModel):
 def discover_targets(env: Mapping[str, str] | None = None) -> list[Target]:
     """One target per provider whose standard key variable is set, on its cheap default model."""
     env = os.environ if env is None else env
-    targets = []
+    targets: list[Target] = []
     for provider in DISCOVERABLE:
         preset = PRESETS[provider]
         var = next((v for v in preset.env if env.get(v)), None)

@@ -152,7 +152,7 @@ def _banner(
         ("status pages", f"{sim.url}/statuspage/PROVIDER  (the official pages the monitor "
                          "reads, as Statuspage v2 /api/v2/summary.json; gemini: incidents.json)"),
         ("alert sink", f"{sink}/  (webhook POST /hook; GET / lists the last notifications)"),
-        ("data", f"{daemon.store.path}  "
+        ("data", f"{daemon.location}  "
                  f"({'kept' if kept else 'deleted on exit; --db PATH keeps it'})"),
     ]  # fmt: skip
     console.print(

@@ -72,6 +72,7 @@ from llmpulse.gateway.breaker import BreakerState
 from llmpulse.gateway.health import HealthLoop
 from llmpulse.gateway.ir import ChatRequest, MessageStart, StreamEvent, TranslationError
 from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
+from llmpulse.gateway.translate import ClientCodec
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
 from llmpulse.secrets import Redactor
@@ -98,7 +99,7 @@ class _Format:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.module: Any = tr_openai if name == "openai" else tr_anthropic
+        self.module: ClientCodec = tr_openai if name == "openai" else tr_anthropic
 
     def error(self, exc: GatewayError) -> Response:
         if self.name == "openai":
@@ -116,11 +117,6 @@ class _Format:
         if self.name == "openai":
             return tr_openai.render_stream_error(exc.error_class, exc.message)
         return tr_anthropic.render_stream_error(exc.status, exc.error_class, exc.message)
-
-    def encoder(self, request: ChatRequest) -> Any:
-        if self.name == "openai":
-            return tr_openai.StreamEncoder(model=request.model, include_usage=request.include_usage)
-        return tr_anthropic.StreamEncoder(model=request.model)
 
 
 _OPENAI, _ANTHROPIC = _Format("openai"), _Format("anthropic")
@@ -561,7 +557,7 @@ async def _sse(
     first: StreamEvent | None,
     events: AsyncIterator[StreamEvent],
 ) -> AsyncIterator[bytes]:
-    encoder = fmt.encoder(chat)
+    encoder = fmt.module.stream_encoder(chat)
     try:
         if first is not None:
             for frame in encoder.feed(first):

@@ -23,9 +23,9 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
+from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import Any, TypeVar
 
 from llmpulse.aio import new_event_loop
@@ -35,6 +35,7 @@ from llmpulse.config.litellm import SECTIONS, parse_gateway
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.ir import ChatRequest, TranslationError
 from llmpulse.gateway.proxy import Gateway, GatewayError
+from llmpulse.gateway.translate import ClientCodec
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
 from llmpulse.instrumentation import Recorder
@@ -223,14 +224,14 @@ class Router:
                 raise RuntimeError("the Router was closed during the call") from None
             raise
 
-    def _request(self, codec: ModuleType, body: dict[str, Any]) -> Chunk | SyncStream:
+    def _request(self, codec: ClientCodec, body: dict[str, Any]) -> Chunk | SyncStream:
         chat = _parse(codec, body)
         if not chat.stream:
             return self._run(self._complete(codec, chat))
         events, first = self._run(self._open(codec, chat))
         return SyncStream(self, events, first)
 
-    async def _arequest(self, codec: ModuleType, body: dict[str, Any]) -> Chunk | AsyncStream:
+    async def _arequest(self, codec: ClientCodec, body: dict[str, Any]) -> Chunk | AsyncStream:
         chat = _parse(codec, body)
         if not chat.stream:
             return await self._arun(self._complete(codec, chat))
@@ -239,26 +240,24 @@ class Router:
 
     # --- on the loop -------------------------------------------------------------------------
 
-    async def _complete(self, codec: ModuleType, chat: ChatRequest) -> Chunk:
+    async def _complete(self, codec: ClientCodec, chat: ChatRequest) -> Chunk:
         try:
             answer, _ = await self._gateway.complete(chat)
         except GatewayError as exc:
             raise _router_error(exc) from None
-        rendered: Chunk = codec.render_response(answer)
-        return rendered
+        return codec.render_response(answer)
 
     async def _open(
-        self, codec: ModuleType, chat: ChatRequest
-    ) -> tuple[AsyncIterator[list[Chunk]], list[Chunk]]:
+        self, codec: ClientCodec, chat: ChatRequest
+    ) -> tuple[AsyncGenerator[list[Chunk], None], list[Chunk]]:
         """Start a stream; errors before its first content raise here, from the call."""
         events = self._chunks(codec, chat)
         return events, await anext(events, [])
 
-    async def _chunks(self, codec: ModuleType, chat: ChatRequest) -> AsyncIterator[list[Chunk]]:
-        if codec is tr_openai:
-            encoder: Any = codec.StreamEncoder(model=chat.model, include_usage=chat.include_usage)
-        else:
-            encoder = codec.StreamEncoder(model=chat.model)
+    async def _chunks(
+        self, codec: ClientCodec, chat: ChatRequest
+    ) -> AsyncGenerator[list[Chunk], None]:
+        encoder = codec.stream_encoder(chat)
         decoder = SSEDecoder()
         try:
             async with contextlib.aclosing(self._gateway.stream(chat)) as events:
@@ -277,7 +276,7 @@ class _Stream:
     """A stream's chunks, pulled from the router's loop a batch (one upstream event) at a time."""
 
     def __init__(
-        self, router: Router, events: AsyncIterator[list[Chunk]], first: list[Chunk]
+        self, router: Router, events: AsyncGenerator[list[Chunk], None], first: list[Chunk]
     ) -> None:
         self._router = router
         self._events = events
@@ -370,9 +369,9 @@ class AsyncStream(_Stream):
         await self.aclose()
 
 
-async def _aclose(events: AsyncIterator[list[Chunk]]) -> None:
+async def _aclose(events: AsyncGenerator[list[Chunk], None]) -> None:
     # run_coroutine_threadsafe takes coroutines only, not aclose()'s awaitable.
-    await events.aclose()  # type: ignore[attr-defined]
+    await events.aclose()
 
 
 async def _make_gateway(config: GatewayConfig, record: Any) -> Gateway:
@@ -411,9 +410,9 @@ def _gateway_config(
     return gateway
 
 
-def _parse(codec: ModuleType, body: dict[str, Any]) -> ChatRequest:
+def _parse(codec: ClientCodec, body: dict[str, Any]) -> ChatRequest:
     try:
-        chat: ChatRequest = codec.parse_request(body)
+        chat = codec.parse_request(body)
     except TranslationError as exc:
         raise RouterError(exc.status, ErrorClass.BAD_REQUEST, exc.message) from None
     return chat

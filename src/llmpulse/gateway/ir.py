@@ -283,7 +283,7 @@ def without_reasoning(messages: list[Message]) -> list[Message]:
     """The conversation as protocols that take no thinking back are sent it."""
     out: list[Message] = []
     for message in messages:
-        parts = [p for p in message.parts if not isinstance(p, ReasoningPart)]
+        parts: list[Part] = [p for p in message.parts if not isinstance(p, ReasoningPart)]
         append_message(out, message.role, parts)
     return out
 

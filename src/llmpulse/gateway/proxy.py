@@ -39,9 +39,9 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -70,14 +70,15 @@ from llmpulse.gateway.ir import (
 )
 from llmpulse.gateway.retry import Action, Attempt, FallbackKind, RetryPolicy
 from llmpulse.gateway.selector import Selector
+from llmpulse.gateway.translate import UpstreamCodec, params
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import gemini as tr_gemini
 from llmpulse.gateway.translate import openai as tr_openai
-from llmpulse.gateway.translate import params
 from llmpulse.gateway.translate.prefill import PREFILL_PROTOCOLS, continuation_request
 from llmpulse.http import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, make_session, read_capped
 from llmpulse.providers import PROTOCOLS
 from llmpulse.providers.base import blocked_reason, error_snippet
+from llmpulse.providers.openai import OpenAIProtocol
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.secrets import Redactor
@@ -264,7 +265,7 @@ class Gateway:
 
     async def stream(
         self, request: ChatRequest, ids: RequestIds | None = None
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """The answer's events; the first one arrives only once content is there."""
         request = dataclasses.replace(request, stream=True)
         call = self._call(request, ids)
@@ -601,8 +602,8 @@ class Gateway:
     ) -> tuple[str, dict[str, str], UpstreamRequest]:
         target = self._target(deployment)
         protocol = PROTOCOLS[deployment.protocol]
-        headers = protocol.headers(target)  # type: ignore[attr-defined]
-        if deployment.protocol in params.OPENAI_PROTOCOLS:
+        headers = protocol.headers(target)
+        if isinstance(protocol, OpenAIProtocol):
             up = tr_openai.render_request(
                 request,
                 model=deployment.model,
@@ -614,7 +615,7 @@ class Gateway:
                 ),
                 stream_options=target.stream_include_usage,
             )
-            url = protocol.chat_url(target)  # type: ignore[attr-defined]
+            url = protocol.chat_url(target)
         elif deployment.protocol == "anthropic":
             up = tr_anthropic.render_request(request, model=deployment.model)
             url = f"{target.base_url}{up.path}"
@@ -681,8 +682,7 @@ class Gateway:
                 raise _AttemptFailed(
                     ErrorClass.PROTOCOL, f"malformed JSON in a 200: {error_snippet(body)}"
                 ) from None
-            codec = _codec(deployment.protocol)
-            answer = codec.parse_response(parsed, **_codec_options(deployment.protocol))
+            answer = _codec(deployment.protocol).parse_response(parsed)
         if answer.finish_reason == "error":
             raise _failed_finish()
         measure.usage = answer.usage
@@ -722,8 +722,7 @@ class Gateway:
                     ErrorClass.PROTOCOL, f"expected text/event-stream, got {content_type!r}"
                 )
             decoder = SSEDecoder()
-            codec = _codec(deployment.protocol)
-            parser = codec.StreamDecoder(**_codec_options(deployment.protocol))
+            parser = _codec(deployment.protocol).StreamDecoder()
             chunks = response.content.iter_any()
             held: list[StreamEvent] = []  # nothing reaches the client before content
             began = False  # content arrived: the held events went out
@@ -920,17 +919,14 @@ def _breaker_config(config: GatewayConfig) -> BreakerConfig:
     )
 
 
-def _codec(protocol: str) -> Any:
-    if protocol in params.OPENAI_PROTOCOLS:
+def _codec(protocol: str) -> UpstreamCodec:
+    upstream = PROTOCOLS[protocol]
+    if isinstance(upstream, OpenAIProtocol):
+        # xAI reports reasoning tokens beside completion_tokens, not in it (XAIProtocol).
+        if upstream.reasoning_outside_completion:
+            return tr_openai.ReasoningOutsideCompletion
         return tr_openai
     return tr_anthropic if protocol == "anthropic" else tr_gemini
-
-
-def _codec_options(protocol: str) -> dict[str, Any]:
-    """xAI reports reasoning tokens beside ``completion_tokens``, not in it (``XAIProtocol``)."""
-    if getattr(PROTOCOLS[protocol], "reasoning_outside_completion", False):
-        return {"reasoning_outside_completion": True}
-    return {}
 
 
 class _Classified:
@@ -944,7 +940,7 @@ class _Classified:
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
-    ) -> bool:
+    ) -> Literal[False]:
         if exc is None or isinstance(exc, _AttemptFailed):
             return False
         if isinstance(exc, aiohttp.ConnectionTimeoutError | TimeoutError):

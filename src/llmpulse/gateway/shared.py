@@ -134,7 +134,8 @@ class SharedState:
         # Read from the stream's current end: older outcomes are history, the hash has the rest.
         if await client.exists(self.stream):
             self._last_id = (await client.xinfo_stream(self.stream))["last-generated-id"]
-        for deployment, raw in (await client.hgetall(self.holds_key)).items():
+        # redis-py types its asyncio client's hgetall as sync-or-async.
+        for deployment, raw in (await client.hgetall(self.holds_key)).items():  # type: ignore[misc]
             hold = json.loads(raw)
             if hold.get("r") != self.replica:
                 self._apply({"k": "hold", "d": deployment.decode(), **hold})

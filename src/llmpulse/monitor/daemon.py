@@ -47,7 +47,7 @@ from llmpulse.monitor.alerting import Alerting
 from llmpulse.monitor.leader import leadership_for
 from llmpulse.probe import Prober
 from llmpulse.probe.lock import ProbeLock
-from llmpulse.probe.official import DEFAULT_SOURCES, StatusPoller
+from llmpulse.probe.official import DEFAULT_SOURCES, SourceKind, StatusPoller
 from llmpulse.probe.scheduler import Scheduler
 from llmpulse.result import CheckResult
 from llmpulse.store import (
@@ -155,10 +155,10 @@ class Daemon:
 
     # --- wiring -------------------------------------------------------------------------
 
-    def _status_sources(self) -> dict[str, tuple[str, str]]:
+    def _status_sources(self) -> dict[str, tuple[str, SourceKind]]:
         if not self.config.monitor.status_pages:
             return {}
-        sources = {}
+        sources: dict[str, tuple[str, SourceKind]] = {}
         for provider in {t.provider for t in self.config.targets}:
             setting = self.config.providers.get(provider)
             page = setting.status_page if setting else None

@@ -316,7 +316,7 @@ def _phases(kinds: Sequence[CheckKind]) -> dict[CheckKind, float]:
     calls = [k for k in kinds if k is not CheckKind.MODELS]
     if not calls:
         return {CheckKind.MODELS: 0.0}
-    phases = {k: i / len(calls) for i, k in enumerate(calls)}
+    phases: dict[CheckKind, float] = {k: i / len(calls) for i, k in enumerate(calls)}
     if CheckKind.MODELS in kinds:
         phases[CheckKind.MODELS] = 0.5 / len(calls)
     return phases

@@ -114,6 +114,9 @@ class Protocol(abc.ABC):
     terminal_event: str  # named in the error when a stream ends without it
 
     @abc.abstractmethod
+    def headers(self, target: Target) -> dict[str, str]: ...
+
+    @abc.abstractmethod
     def models_request(self, target: Target) -> RequestSpec: ...
 
     @abc.abstractmethod

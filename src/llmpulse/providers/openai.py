@@ -43,7 +43,7 @@ class OpenAIProtocol(Protocol):
     # xAI counts reasoning tokens outside completion_tokens; OpenAI and the others inside.
     reasoning_outside_completion = False
     terminal_event = "data: [DONE]"
-    request_id_headers = ("x-request-id",)
+    request_id_headers: tuple[str, ...] = ("x-request-id",)
 
     def headers(self, target: Target) -> dict[str, str]:
         headers = {"content-type": "application/json", **target.headers}
@@ -163,7 +163,7 @@ class OpenAIStreamParser(StreamParser):
         c.response_model = get_str(chunk, "model") or c.response_model
         c.system_fingerprint = get_str(chunk, "system_fingerprint") or c.system_fingerprint
         c.response_id = c.response_id or get_str(chunk, "id")
-        x_groq = chunk.get("x_groq") if isinstance(chunk.get("x_groq"), dict) else {}
+        x_groq = g if isinstance(g := chunk.get("x_groq"), dict) else {}
         usage = parse_usage(chunk.get("usage"), self._reasoning_outside) or parse_usage(
             x_groq.get("usage")
         )

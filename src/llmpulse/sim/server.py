@@ -528,7 +528,7 @@ class SimApp:
             credentials=_credentials(request),
         )
 
-    async def azure_chat(self, request: Request) -> Response:
+    async def azure_chat(self, request: Request) -> SimResponse | Response:
         t0 = asyncio.get_running_loop().time()
         if "api-version" not in request.query_params:
             return _azure_404()

@@ -27,7 +27,7 @@ class UnwritableError(Exception):
 
 
 # What a failing database raises, whichever the backend.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error, UnwritableError)
+DATABASE_ERRORS = (sqlite3.Error, psycopg.Error, UnwritableError)
 
 
 def local_path(location: str | Path) -> Path:
@@ -71,6 +71,7 @@ __all__ = [
     "UnwritableError",
     "check_location",
     "default_path",
+    "is_postgres",
     "local_path",
     "open_store",
     "redact_url",

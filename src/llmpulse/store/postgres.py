@@ -56,7 +56,7 @@ class _Conn:
                 cursor.executemany(_sql(sql), rows)
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(SQLStore[_Conn]):
     dialect = PostgresDialect()
 
     def __init__(self, url: str, pool_size: int = 4) -> None:

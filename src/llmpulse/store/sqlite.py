@@ -34,7 +34,7 @@ class _Conn:
         self._db.executemany(sql, rows)
 
 
-class SQLiteStore(SQLStore):
+class SQLiteStore(SQLStore[_Conn]):
     dialect = SQLiteDialect()
 
     def __init__(self, path: str | Path | None = None) -> None:

@@ -16,7 +16,7 @@ import math
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
@@ -137,6 +137,9 @@ class Conn(Protocol):
     def many(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
 
 
+C = TypeVar("C", bound=Conn)  # a backend's connection: its _insert_results may use more
+
+
 class Dialect(Protocol):
     """The SQL that differs between backends (``sqlite_rollup``, ``postgres_rollup``)."""
 
@@ -169,7 +172,7 @@ def one(conn: Conn, sql: str, args: Sequence[object] = ()) -> tuple[Any, ...]:
     return conn.all(sql, args)[0]
 
 
-class SQLStore(Store):
+class SQLStore(Store, Generic[C]):
     dialect: Dialect
 
     def __init__(self) -> None:
@@ -183,14 +186,14 @@ class SQLStore(Store):
         self._write_lock = threading.Lock()
 
     @abc.abstractmethod
-    def _reading(self) -> contextlib.AbstractContextManager[Conn]: ...
+    def _reading(self) -> contextlib.AbstractContextManager[C]: ...
 
     @abc.abstractmethod
-    def _writing(self) -> contextlib.AbstractContextManager[Conn]:
+    def _writing(self) -> contextlib.AbstractContextManager[C]:
         """A transaction, committed on exit; writers wait for one another."""
 
     @abc.abstractmethod
-    def _insert_results(self, conn: Conn, rows: list[tuple[object, ...]]) -> None: ...
+    def _insert_results(self, conn: C, rows: list[tuple[object, ...]]) -> None: ...
 
     def _prepare(self, rows: list[tuple[object, ...]]) -> None:
         """Before the rows' transaction: what the backend needs to store them."""
@@ -640,7 +643,9 @@ def _raw_group(group_by: RawGroupBy) -> str:
     """The SQL of a raw results group: a column name, spliced into SQL, so checked."""
     if group_by not in (None, "target", "provider", "region", "source"):
         raise ValueError(f"cannot group by {group_by!r}")
-    return {None: "''", "region": _REGION}.get(group_by, group_by)
+    if group_by is None:
+        return "''"
+    return _REGION if group_by == "region" else group_by
 
 
 def _where(

@@ -188,7 +188,7 @@ class Telemetry:
             }
         attributes.update({k: v for k, v in optional.items() if v is not None})
         span = self._tracer.start_span(
-            f"{attributes['gen_ai.operation.name']} {result.model}",
+            f"{OPERATIONS[result.check]} {result.model}",
             context=Context(),  # a root span: never a child of whatever is current
             kind=SpanKind.CLIENT,
             attributes=attributes,

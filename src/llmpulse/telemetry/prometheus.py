@@ -188,6 +188,7 @@ class _CountsCollector(Collector):
         checks: dict[tuple[str, ...], float] = {}
         cost: dict[tuple[str, ...], float] = {}
         hists: dict[_Family, dict[tuple[str, ...], _Hist]] = {f: {} for f in _FAMILIES}
+        labels: tuple[str, ...]
         for s in self._exporter.series():
             _, provider, model, _, target, check = s.genai
             outcome = (target, provider, model, check, s.error)
@@ -238,7 +239,8 @@ def _cumulative(hist: _Hist, bounds: Sequence[float]) -> list[tuple[str, float]]
     total = 0.0
     for bound, n in zip((*bounds, math.inf), hist, strict=False):
         total += n
-        out.append((floatToGoString(bound), total))
+        # prometheus_client leaves floatToGoString unannotated.
+        out.append((floatToGoString(bound), total))  # type: ignore[no-untyped-call]
     return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 
@@ -16,7 +16,9 @@ from llmpulse.result import CheckKind, Source
 from llmpulse.web import schemas
 from llmpulse.web.view import InvalidInput, NotFound, View
 
-_NOT_FOUND = {404: {"model": schemas.Problem, "description": "Unknown target or silence"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": schemas.Problem, "description": "Unknown target or silence"}
+}
 TargetName = Annotated[str, Path(description="Target name as configured (may contain '/')")]
 TargetFilter = Annotated[str | None, Query(description="Only this target", max_length=500)]
 CheckFilter = Annotated[CheckKind | None, Query(description="Only this check kind")]

@@ -212,6 +212,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        response: Response | None
         if path == "/login":
             response = await self._login(scope, receive)
         elif path == "/logout":

@@ -316,7 +316,7 @@ class View:
         classes = sorted({c for p in points for c in p["errors"]})
         return schemas.Series(
             target=target,
-            range=range_,  # type: ignore[arg-type]
+            range=range_,
             step_s=step_s,
             ts=[p["ts"] for p in points],
             count=[p["count"] for p in points],

@@ -361,7 +361,7 @@ def _render_content(parts: list[Part]) -> str | list[dict[str, Any]]:
     if len(parts) == 1 and isinstance(parts[0], TextPart):
         return parts[0].text
     # Anthropic wants a user turn's tool results before anything else in it.
-    ordered = [p for p in parts if isinstance(p, ToolResultPart)]
+    ordered: list[Part] = [p for p in parts if isinstance(p, ToolResultPart)]
     ordered += [p for p in parts if not isinstance(p, ToolResultPart)]
     return [_render_block(part) for part in ordered]
 
@@ -562,7 +562,7 @@ class StreamDecoder:
                 return [ReasoningDelta(redacted=get_str(block, "data") or "")]
             return []
         if kind == "content_block_delta":
-            delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
+            delta = d if isinstance(d := payload.get("delta"), dict) else {}
             if delta.get("type") == "text_delta" and get_str(delta, "text"):
                 return [TextDelta(delta["text"])]
             if delta.get("type") == "thinking_delta" and get_str(delta, "thinking"):
@@ -570,10 +570,10 @@ class StreamDecoder:
             if delta.get("type") == "signature_delta" and get_str(delta, "signature"):
                 return [ReasoningDelta(signature=delta["signature"])]
             if delta.get("type") == "input_json_delta" and get_str(delta, "partial_json"):
-                ordinal = self._tool_index.get(_index(payload))
-                if ordinal is None:
+                known = self._tool_index.get(_index(payload))
+                if known is None:
                     raise TranslationError("input_json_delta outside a tool_use block", 502)
-                return [ToolCallDelta(ordinal, delta["partial_json"])]
+                return [ToolCallDelta(known, delta["partial_json"])]
             return []  # citations and deltas Anthropic may add
         # message_delta: the stop reason, and usage that is cumulative.
         out: list[StreamEvent] = []
@@ -680,7 +680,7 @@ class StreamEncoder:
         if self._started:
             return []
         self._started = True
-        message = {
+        message: dict[str, Any] = {
             "id": self._id,
             "type": "message",
             "role": "assistant",
@@ -708,3 +708,8 @@ class StreamEncoder:
     @staticmethod
     def _event(kind: str, **fields: Any) -> bytes:
         return sse({"type": kind, **fields}, kind)
+
+
+def stream_encoder(req: ChatRequest) -> StreamEncoder:
+    """The encoder of the streamed answer to ``req``."""
+    return StreamEncoder(model=req.model)

@@ -582,10 +582,10 @@ class StreamDecoder:
         usage = parse_usage(chunk.get("usageMetadata"))
         if usage is not None:
             out.append(UsageUpdate(usage))
-        candidates = chunk.get("candidates")
+        raw = chunk.get("candidates")
         reason = None
-        if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
-            reason = get_str(candidates[0], "finishReason")
+        if isinstance(raw, list) and raw and isinstance(raw[0], dict):
+            reason = get_str(raw[0], "finishReason")
         if reason or get_str(chunk, "promptFeedback", "blockReason"):
             out.append(Finish(_finish(reason, self._calls > 0, chunk)))
             self.done = True

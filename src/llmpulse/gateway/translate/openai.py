@@ -572,7 +572,7 @@ class StreamDecoder:
         # Azure may start with a chunk whose choices are empty (prompt filter results).
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             choice = choices[0]
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            delta = d if isinstance(d := choice.get("delta"), dict) else {}
             thought = get_str(delta, "reasoning_content")
             if thought:
                 out.append(ReasoningDelta(thought))
@@ -696,3 +696,21 @@ class StreamEncoder:
         if self._include_usage:
             chunk["usage"] = usage  # null on every chunk but the last, as OpenAI sends it
         return chunk
+
+
+def stream_encoder(req: ChatRequest) -> StreamEncoder:
+    """The encoder of the streamed answer to ``req``, as its client asked for it."""
+    return StreamEncoder(model=req.model, include_usage=req.include_usage)
+
+
+class ReasoningOutsideCompletion:
+    """This module as the codec of an upstream counting reasoning tokens beside
+    ``completion_tokens``, not in them (xAI; OpenAI and the others count them inside)."""
+
+    @staticmethod
+    def parse_response(body: Any) -> ChatResponse:
+        return parse_response(body, reasoning_outside_completion=True)
+
+    @staticmethod
+    def StreamDecoder() -> StreamDecoder:  # stands in for the class
+        return StreamDecoder(reasoning_outside_completion=True)

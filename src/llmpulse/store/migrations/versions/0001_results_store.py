@@ -9,6 +9,8 @@ Revision ID: 0001
 Revises:
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
@@ -42,23 +44,23 @@ RESULT_COLUMNS = (
 )  # fmt: skip
 
 
-def _summary_columns(sketches_last: bool) -> list[sa.Column]:
+def _summary_columns(sketches_last: bool) -> list[sa.Column[Any]]:
     """Rollup columns after the key. With ``sketches_last`` the scalars come first: in SQLite
     they stay on the row's own page when the sketches of a coarse period overflow it."""
-    scalars = [
+    scalars: list[sa.Column[Any]] = [
         sa.Column("provider", TEXT, nullable=False),
         sa.Column("model", TEXT, nullable=False),
         sa.Column("total", BIG, nullable=False),
         sa.Column("ok", BIG, nullable=False),
         sa.Column("outage", BIG, nullable=False),
     ]
-    json = [
+    json: list[sa.Column[Any]] = [
         sa.Column("errors", JSON),
         sa.Column("ttft_sketch", JSON),
         sa.Column("latency_sketch", JSON),
         sa.Column("tps_sketch", JSON),
     ]
-    rest = [
+    rest: list[sa.Column[Any]] = [
         sa.Column("token_requests", BIG, nullable=False),
         sa.Column("input_tokens", BIG, nullable=False),
         sa.Column("output_tokens", BIG, nullable=False),
@@ -85,11 +87,14 @@ def upgrade() -> None:
     if postgres:
         # A sequence, not an identity: PostgreSQL 15 refuses identities on partitioned tables.
         op.execute("CREATE SEQUENCE results_id_seq AS bigint")
+        partitioning: dict[str, Any] = (
+            {} if timescale else {"postgresql_partition_by": "RANGE (ts)"}
+        )
         op.create_table(
             "results",
             sa.Column("id", BIG, server_default=sa.text("nextval('results_id_seq')")),
             *result_columns,
-            **({} if timescale else {"postgresql_partition_by": "RANGE (ts)"}),
+            **partitioning,
         )
         if timescale:
             # Untested here: no TimescaleDB on the machines this was written on. Chunks of a
