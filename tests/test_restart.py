@@ -24,7 +24,7 @@ import yaml
 import pgserver
 from conftest import base_url, sim_model, spawn_llmpulse
 from llmpulse.sim.server import SimServer
-from llmpulse.store.spool import SPOOL_WITHIN_S
+from llmpulse.store.writer import SPOOL_WITHIN_S
 from test_gateway_proxy import FAST, deployment
 
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-import sqlite3
-import time
-from collections.abc import Callable, Sequence
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
-import pgserver
 from llmpulse.result import CheckKind, CheckResult
 from llmpulse.store import open_store
-from llmpulse.store.postgres import PostgresStore
-from llmpulse.store.spool import SPOOL_WITHIN_S, Recording, ResultWriter, Spool, Trouble
+from llmpulse.store.spool import Spool, spool_for
+from llmpulse.store.writer import ResultWriter
 
 T0 = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -28,48 +25,6 @@ def results(first: int, n: int) -> list[CheckResult]:
         )
         for i in range(first, first + n)
     ]  # fmt: skip
-
-
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_a_restarting_database_loses_nothing_and_duplicates_nothing(
-    private_postgres: pgserver.PrivateServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    server = private_postgres
-    store = PostgresStore(server.url)
-    clock = Clock()
-    writer = ResultWriter(store, Spool(tmp_path / "spool.db"), "agent-a", clock=clock)
-    try:
-        writer.keep(results(0, 10))
-        assert writer.drain() and len(writer.spool) == 0
-        server.stop()
-        writer.keep(results(10, 10))
-        assert not writer.drain()  # refused: stays in the spool
-        writer.keep(results(20, 10))  # queued behind it, the database not asked again yet
-        assert len(writer.spool) == 20
-        server.start()
-        assert not writer.drain()  # still inside the pause after the refusal
-        clock.now += 60
-        writer.keep(results(30, 10))
-        assert writer.drain()  # in order: the spooled batches, then this one
-        assert len(writer.spool) == 0
-        writer.keep(results(40, 0))
-        assert writer.drain()
-        # Said once when the database refused, once when it took results again.
-        said = [r.getMessage() for r in caplog.records if "results database" in r.getMessage()]
-        assert len(said) == 2
-        assert said[0].startswith("results database unwritable (results: ")
-        assert said[1] == "results database writable again"
-        stored = store.results_between(0, 2e9)
-        assert [r.ttft_ms for r in stored] == [float(i) for i in range(40)]
-        assert {r.region for r in stored} == {"eu-west"}
-    finally:
-        store.close()
 
 
 def test_the_spool_outlives_the_process_and_is_bounded(tmp_path: Path) -> None:
@@ -93,98 +48,37 @@ def test_the_spool_outlives_the_process_and_is_bounded(tmp_path: Path) -> None:
     spool.close()
 
 
-def test_a_recording_kept_what_the_store_refused_and_its_successor_replays_it_at_start(
-    private_postgres: pgserver.PrivateServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    server = private_postgres
-    path = tmp_path / "spool.db"
-    store = PostgresStore(server.url)
-    server.stop()
-    recording = Recording(ResultWriter(store, Spool(path), "gw"))
-    recording.start()
-    for result in results(100, 10):
-        recording.add(result)
-    recording.close(timeout=1.0)  # bounded: what the store did not take waits on disk
-    store.close()
-    assert f"10 results wait in {path} for the next start" in caplog.text
-    server.start()
-    # A successor on the same spool replays it at start, before anything is added.
-    store = PostgresStore(server.url)
-    successor = Recording(ResultWriter(store, Spool(path), "gw"))
-    successor.start()
-    try:
-        deadline = time.monotonic() + 30
-        while len(successor.writer.spool):
-            assert time.monotonic() < deadline, "the spool was not replayed"
-            time.sleep(0.05)
-        successor.close()
-        stored = [r.ttft_ms for r in store.results_between(0, 2e9) if r.ttft_ms >= 100]
-        assert sorted(stored) == [float(i) for i in range(100, 110)]
-    finally:
-        store.close()
-
-
-def test_a_trouble_is_said_when_it_starts_and_when_every_job_is_over_it(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    trouble = Trouble(logging.getLogger("t"), "down (%s: %s)", "up again")
-    trouble.failed("results", OSError("refused"))
-    trouble.failed("rollup", OSError("refused"))  # the same trouble: nothing more to say
-    trouble.failed("results", OSError("refused"))
-    trouble.succeeded("results")  # the rollup still fails
-    trouble.succeeded("prune")  # never failed
-    trouble.succeeded("rollup")
-    trouble.succeeded("rollup")
-    assert [r.getMessage() for r in caplog.records] == ["down (results: refused)", "up again"]
-
-
-class CountingSpool(Spool):
-    """A spool that counts the batches committed to it."""
-
-    pushed = 0
-
-    def push(self, batch_id: str, results: Sequence[CheckResult]) -> int:
-        self.pushed += 1
-        return super().push(batch_id, results)
-
-
-def test_a_recording_writes_to_a_store_that_keeps_up_once_and_spools_when_it_stalls(
+def test_a_spool_is_held_by_one_process_at_a_time_and_the_next_replays_what_it_left(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "results.db"
-    spool = CountingSpool(tmp_path / "spool.db")
-    with open_store(db) as store:
-        recording = Recording(ResultWriter(store, spool, "gw"))
-        recording.start()
-        for result in results(0, 20):
-            recording.add(result)
-        wait_until(lambda: len(store.results_between(0, 2e9)) == 20)
-        assert spool.pushed == 0  # the store kept up: each batch written once, straight to it
-
-        # Another writer holds the database: whatever is added is on disk within the bound,
-        # the last result (cut into a batch handed to the stalled store) included.
-        blocker = sqlite3.connect(db, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
-            # The first batch is handed to the stalled store: spooled at the next cut.
-            recording.add(results(20, 1)[0])
-            time.sleep(SPOOL_WITHIN_S)
-            assert len(spool) == 1
-            for i in range(21, 30):  # the rest go behind it, at their cuts
-                recording.add(results(i, 1)[0])
-                time.sleep(0.037)
-            time.sleep(SPOOL_WITHIN_S)
-            assert len(spool) == 10
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
-        recording.close()
-        stored = sorted(r.ttft_ms for r in store.results_between(0, 2e9))
-        assert stored == [float(i) for i in range(30)] and len(spool) == 0  # once each
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+    # A process of the same writer and database, killed outright with a batch in its spool.
+    held = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from llmpulse.store.spool import spool_for; from test_spool import results;"
+         f"spool = spool_for({str(db)!r}, 'host-sdk'); spool.push('a:1', results(0, 5));"
+         "print(spool.path, flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    try:
+        assert held.stdout is not None
+        first = Path(held.stdout.readline().strip())
+        assert first.parent == tmp_path and first.name.startswith("results-spool-host-sdk-")
+        # While it runs, another process (or recording) of the same name takes the next spool:
+        # it neither sees nor replays the batches the first is writing.
+        second = spool_for(db, "host-sdk")
+        assert second.path == first.with_name(f"{first.stem}-2.db") and len(second) == 0
+    finally:
+        held.send_signal(signal.SIGKILL)
+        held.wait(timeout=10)
+    # The kill freed its spool: the next to start takes it, and what it left.
+    third = spool_for(db, "host-sdk")
+    assert third.path == first and len(third) == 5
+    gateway = spool_for(db, "host-gateway-4000")  # another writer: a spool of its own
+    assert gateway.path.name.startswith("results-spool-host-gateway-4000-")
+    for spool in (second, third, gateway):
+        spool.close()
+    again = spool_for(db, "host-sdk")
+    assert again.path == first  # closed: free again
+    again.close()

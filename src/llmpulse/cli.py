@@ -410,8 +410,8 @@ def gateway_command(
     from llmpulse.config.web import is_loopback, split_address
     from llmpulse.gateway.app import create_app
     from llmpulse.serving import Server, header_timeout_protocol
-    from llmpulse.store import DATABASE_ERRORS, open_store
-    from llmpulse.store.spool import Recording, ResultWriter, spool_for
+    from llmpulse.store import DATABASE_ERRORS
+    from llmpulse.store.writer import open_recording
 
     _logging(verbose or debug)
     console = _console(stderr=True)
@@ -471,13 +471,11 @@ def gateway_command(
     # Its results name it and the region it serves from, beside the probe agents'.
     name = config.monitor.agent or f"{socket.gethostname()}-gateway-{port}"
     try:
-        store = open_store(location, for_writing=True)
-        spool = spool_for(location, name)
+        recording = open_recording(location, name)
     except DATABASE_ERRORS as exc:
         _database_error(console, exc)
     # Traffic is stored within 250 ms (the database, else the local spool): neither a kill nor a
     # database outage loses it. Started now: a predecessor's spool is replayed at once.
-    recording = Recording(ResultWriter(store, spool, name))
     recording.start()
 
     def record(result: CheckResult) -> None:
@@ -527,7 +525,7 @@ def gateway_command(
             await server.serve()
         finally:
             await asyncio.to_thread(recording.close)
-            store.close()
+            recording.writer.store.close()
             if telemetry is not None:
                 await asyncio.to_thread(telemetry.shutdown)
 

@@ -2,7 +2,7 @@
 
 Data flows one way: scheduler → probe → result → store → rule windows → alert engine → outbox
 → notifiers. Every daemon probes its targets and writes what it measured, tagged with its agent
-name and region, through ``store.spool.Recording``: each result is stored (in the store, else
+name and region, through ``store.writer.Recording``: each result is stored (in the store, else
 in a local spool) within 250 ms of its check ending, so neither a kill nor a database that is
 away loses it. Exactly one daemon at a time leads (``monitor.leader``): it reads every
 agent's results (and the gateway's traffic) back from the store as they are committed
@@ -50,14 +50,8 @@ from llmpulse.probe.lock import ProbeLock
 from llmpulse.probe.official import DEFAULT_SOURCES, SourceKind, StatusPoller
 from llmpulse.probe.scheduler import Scheduler
 from llmpulse.result import CheckResult
-from llmpulse.store import (
-    DATABASE_ERRORS,
-    is_postgres,
-    local_path,
-    open_store,
-    results_location,
-)
-from llmpulse.store.spool import Recording, ResultWriter, Trouble, spool_for
+from llmpulse.store import DATABASE_ERRORS, is_postgres, local_path, results_location
+from llmpulse.store.writer import Trouble, open_recording
 from llmpulse.target import Target
 
 if TYPE_CHECKING:
@@ -106,16 +100,14 @@ class Daemon:
     ) -> None:
         self.config = config
         self.location = results_location(db_path, config.storage)
-        self.store = open_store(self.location, for_writing=True)
         self.agent = agent or config.monitor.agent or socket.gethostname()
         self.region = region or config.monitor.region
+        # Results are stored within 250 ms (the store, else the local spool): see store.writer.
+        self.recording = open_recording(self.location, self.agent)
+        self.store = self.recording.writer.store
         self.state = AlertStateStore.open(self.location)
         self.outbox = Outbox.open(self.location, redactor=config.redactor)
         self.notifiers: list[Notifier] = build_notifiers(config.notifiers)
-        # Results are stored within 250 ms (the store, else the local spool): see store.spool.
-        self.recording = Recording(
-            ResultWriter(self.store, spool_for(self.location, self.agent), self.agent)
-        )
         # Reading results back, alert state, silences and baselines: one database (or the files
         # beside SQLite results), so one trouble, named by the job that met it.
         self.unreadable = Trouble(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 from llmpulse.result import CheckResult
@@ -113,6 +114,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    @property
+    def location(self) -> str | Path:
+        """Where the store is: its file, or its URL with the password redacted. What a process
+        keeps beside it (a writer's spool) is named after it."""
+        raise NotImplementedError
 
     def check_writable(self) -> None:
         """Raise what the database raises when it refuses writes (a read-only file, directory or

@@ -92,6 +92,10 @@ class PostgresStore(SQLStore[_Conn]):
                 {_day(name) for (name,) in conn.all(_PARTITIONS)} if partitioned else None
             )
 
+    @property
+    def location(self) -> str:
+        return self.where
+
     def schema_version(self) -> int:
         with self._pool.connection() as conn:
             return int(_revision(conn) or 0)

@@ -48,6 +48,10 @@ class SQLiteStore(SQLStore[_Conn]):
         with self._lock:
             migrations.migrate_sqlite(self._db, self.path)
 
+    @property
+    def location(self) -> Path:
+        return self.path
+
     def schema_version(self) -> int:
         with self._lock:
             return int(self._db.execute(migrations.CURRENT_REVISION_SQL).fetchone()[0])
