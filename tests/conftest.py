@@ -106,6 +106,23 @@ def db_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str 
         yield url
 
 
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory, and the default file's directory (where the spools of a
+    PostgreSQL store sit) ``tmp_path/data/llmpulse``; returns the working directory."""
+    monkeypatch.delenv("LLMPULSE_DB", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+def url_of(location: str | Path) -> str:
+    """A store's location as a URL: ``sqlite:///`` for a file, the PostgreSQL URL as it is."""
+    return location if isinstance(location, str) else f"sqlite:///{location}"
+
+
 class Receiver:
     """A webhook receiver that records what it got; it can be taken down for a while."""
 

@@ -13,13 +13,14 @@ import openai
 import pytest
 
 import llmpulse
-from conftest import ground_truth, sim_model
+import pgserver
+from conftest import ground_truth, sim_model, url_of
 from llmpulse.errors import ErrorClass
 from llmpulse.instrumentation import recorder_for
 from llmpulse.providers.base import REFUSED
 from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.sim.server import SimServer
-from llmpulse.store import ResultFilter, SQLiteStore
+from llmpulse.store import ResultFilter, SQLiteStore, open_store
 
 MESSAGES: list[Any] = [{"role": "user", "content": "say something short"}]
 TTFT_SLACK_MS = 40  # loopback, SDK parsing and a busy CI machine; the sim is exact
@@ -313,29 +314,80 @@ def test_stream_closed_early_is_recorded(sim: SimServer) -> None:
     assert "the caller closed the stream before its end" in r.warnings
 
 
-def test_a_store_that_refuses_is_said_once_and_its_results_written_later(
-    sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_a_store_url_is_opened_as_the_store_it_names(
+    sim: SimServer, db_location: str | Path, elsewhere: Path
+) -> None:
+    """A ``postgresql://`` URL (its search_path option naming the schema) is PostgreSQL, a
+    ``sqlite:///`` URL its file: neither a SQLite file named after the URL."""
+    model = sim_model(sim, ttft="5ms", output_tokens=3)
+    client = llmpulse.instrument(_openai(sim), store=url_of(db_location))
+    client.chat.completions.create(model=model, messages=MESSAGES)
+    recorder = recorder_for(client)
+    assert recorder.flush()
+    with open_store(db_location) as store:
+        (stored,) = store.latest_results(target=f"openai/{model}")
+    assert stored.source is Source.TRAFFIC and stored.ok and stored.agent is None
+    recorder.close()
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_store_given_open_is_written_to_and_left_open(
+    sim: SimServer, db_location: str | Path, elsewhere: Path
+) -> None:
+    model = sim_model(sim, ttft="5ms", output_tokens=3)
+    with open_store(db_location) as store:
+        client = llmpulse.instrument(_openai(sim), store=store)
+        client.chat.completions.create(model=model, messages=MESSAGES)
+        recorder_for(client).close()
+        assert len(store.latest_results(target=f"openai/{model}")) == 1  # still open
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_store_that_refuses_has_the_results_spooled_said_once_and_replayed(
+    sim: SimServer,
+    backend: str,
+    tmp_path: Path,
+    elsewhere: Path,
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import sqlite3
 
     model = sim_model(sim, ttft="5ms", output_tokens=3)
-    db = tmp_path / "traffic.db"
-    client = llmpulse.instrument(_openai(sim), store=db)
+    if backend == "sqlite":
+        location: str | Path = tmp_path / "traffic.db"
+        blocker = sqlite3.connect(location, isolation_level=None)
+
+        def away() -> None:
+            blocker.execute("BEGIN EXCLUSIVE")  # every write fails after the 5 s busy timeout
+
+        def back() -> None:
+            blocker.execute("COMMIT")
+            blocker.close()
+    else:
+        server: pgserver.PrivateServer = request.getfixturevalue("private_postgres")
+        location, away, back = server.url, server.stop, server.start
+    client = llmpulse.instrument(_openai(sim), store=location)
     recorder = recorder_for(client)
-    blocker = sqlite3.connect(db, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")  # every write fails after the 5 s busy timeout
-    for _ in range(2):  # two refused writes
-        client.chat.completions.create(model=model, messages=MESSAGES)
+    assert recorder.recording is not None
+    spool = recorder.recording.writer.spool
+    client.chat.completions.create(model=model, messages=MESSAGES)
+    assert recorder.flush() and len(spool) == 0  # the store took it
+    away()
+    try:
+        for _ in range(2):
+            client.chat.completions.create(model=model, messages=MESSAGES)
         assert recorder.flush()
-    blocker.execute("COMMIT")
-    blocker.close()
-    assert recorder.flush()
+        assert len(spool) == 2  # on local disk: a kill now would lose neither
+    finally:
+        back()
+    assert recorder.flush() and len(spool) == 0  # replayed at once
     recorder.close()
-    said = [r.getMessage() for r in caplog.records if r.name == "llmpulse.instrumentation"]
-    assert len(said) == 2 and "could not write results" in said[0], said
-    assert said[1] == "llmpulse writes results again"
-    with SQLiteStore(db) as store:
-        assert len(store.latest_results(where=ResultFilter(target=f"openai/{model}"))) == 2
+    with open_store(location) as store:
+        assert len(store.latest_results(where=ResultFilter(target=f"openai/{model}"))) == 3
+    said = [r.getMessage() for r in caplog.records if r.thread == recorder.recording._writer.ident]
+    assert len(said) == 2 and said[0].startswith("results database unwritable (results: "), said
+    assert said[1] == "results database writable again"
 
 
 def test_a_refusal_is_content_filter_as_probes_and_the_gateway_measure_it(sim: SimServer) -> None:

@@ -16,11 +16,11 @@ that answered, or the final failure — is recorded with the number of attempts.
 decides whether an attempt is retried, so only the end of its loop says which attempt is last.
 
 The caller's path only timestamps and keeps the response bytes (bounded); a ``Recorder`` thread
-turns captures into ``CheckResult``s, calls the callback and writes to the store in batches,
-within about 250 ms of each call's end. There is no spool here: a store that refuses keeps up to
-ten batches in memory to retry, and a process killed outright loses what was not written yet.
-Prompts are never read beyond the model name and stream flag; completions are parsed for usage
-and discarded, never stored.
+turns captures into ``CheckResult``s, calls the callback and hands them to the writer every
+llmpulse process writes through (``store.writer``): each is in the store, or else in the local
+spool, within about 250 ms of its call's end, and the spool is replayed once the store takes
+writes again. Prompts are never read beyond the model name and stream flag; completions are
+parsed for usage and discarded, never stored.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import importlib
 import json
 import logging
 import queue
+import socket
 import threading
 import time
 import weakref
@@ -50,8 +51,8 @@ from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.result import CheckKind, CheckResult, Source, Usage
 from llmpulse.secrets import NO_SECRETS, Redactor
 from llmpulse.sse import SSEDecoder, SSEError
-from llmpulse.store import DATABASE_ERRORS, SQLiteStore, Store
-from llmpulse.store.spool import Trouble
+from llmpulse.store import Store
+from llmpulse.store.writer import open_recording
 from llmpulse.target import preset_target
 from llmpulse.timing import Stopwatch
 
@@ -145,10 +146,17 @@ _current_call: contextvars.ContextVar[_SdkCall | None] = contextvars.ContextVar(
 
 
 class Recorder:
-    """Turns captures into results off the caller's path; batches store writes.
+    """Turns captures into results off the caller's path: each goes to the callback, and to
+    the store through a ``store.writer.Recording`` (stored within about 250 ms, in the store or
+    else in the local spool).
 
-    ``flush()`` blocks until everything submitted so far is recorded; ``close()`` (also run at
-    exit) flushes and stops the thread. A store given as a path is opened and closed here.
+    ``store``: where results live (a ``postgresql://`` URL, ``sqlite:///`` URL or file path:
+    opened here, and closed by ``close``), a ``Store`` (written through as it is; the caller
+    closes it, after this), or None (the callback only). Its spool is named after this host
+    (``<host>-sdk``): processes and recorders of a host writing to one store each hold their
+    own, and the next to start replays what a killed one left. ``flush()`` blocks until
+    everything submitted so far is recorded and stored; ``close()`` (also run at exit) flushes
+    and stops the threads.
     """
 
     def __init__(
@@ -156,28 +164,23 @@ class Recorder:
         store: Store | str | Path | None = None,
         callback: ResultCallback | None = None,
         *,
-        batch_size: int = 256,
-        interval_s: float = 0.25,
         max_queue: int = 100_000,
         redactor: Redactor = NO_SECRETS,
     ) -> None:
-        self._owns_store = store is not None and not isinstance(store, Store)
-        self.store: Store | None = SQLiteStore(store) if isinstance(store, str | Path) else store
+        self.recording = (
+            None if store is None else open_recording(store, f"{socket.gethostname()}-sdk")
+        )
+        self._owns_store = not isinstance(store, Store)
         self.callback = callback
         # Captured calls are provider text: redacted as they become results.
         self.redact = redactor
-        self.batch_size, self.interval_s = batch_size, interval_s
         self.dropped = 0
         self._queue: queue.Queue[_Capture | CheckResult | threading.Event | None] = queue.Queue(
             max_queue
         )
-        self._pending: list[CheckResult] = []
-        self._unwritable = Trouble(
-            log,
-            "llmpulse could not write results (%s: %s); retrying",
-            "llmpulse writes results again",
-        )
         self._closed = False
+        if self.recording is not None:
+            self.recording.start()  # replays what a predecessor left in the spool, at once
         self._thread = threading.Thread(target=self._run, name="llmpulse-recorder", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -192,50 +195,39 @@ class Recorder:
                 log.warning("llmpulse recorder queue full: %d results dropped", self.dropped)
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait until all submitted captures are recorded and written; False on timeout."""
+        """Wait until all submitted captures are recorded and stored (in the store, or in the
+        spool while the store refuses them); False on timeout."""
         if self._closed:
             return True
+        deadline = None if timeout is None else time.monotonic() + timeout
         done = threading.Event()
         self._queue.put(done)
-        return done.wait(timeout)
+        if not done.wait(timeout):
+            return False
+        if self.recording is None:
+            return True
+        return self.recording.flush(None if deadline is None else deadline - time.monotonic())
 
     def close(self) -> None:
         if self._closed:
             return
-        self.flush()
         self._closed = True
-        self._queue.put(None)
+        self._queue.put(None)  # after everything submitted so far
         self._thread.join(timeout=30)
         atexit.unregister(self.close)
-        if self._owns_store and self.store is not None:
-            self.store.close()
+        if self.recording is not None:
+            self.recording.close()
+            if self._owns_store:
+                self.recording.writer.store.close()
 
     def _run(self) -> None:
-        last_write = time.monotonic()
-        while True:
-            try:
-                item: _Capture | CheckResult | threading.Event | bool | None = self._queue.get(
-                    timeout=self.interval_s
-                )
-            except queue.Empty:
-                item = False
-            if isinstance(item, _Capture):
-                self._record(item)
-            elif isinstance(item, CheckResult):
-                self._accept(item)
-            due = time.monotonic() - last_write >= self.interval_s
-            if (
-                item is None
-                or isinstance(item, threading.Event)
-                or due
-                or (len(self._pending) >= self.batch_size)
-            ):
-                self._write()
-                last_write = time.monotonic()
+        while (item := self._queue.get()) is not None:
             if isinstance(item, threading.Event):
-                item.set()
-            if item is None:
-                return
+                item.set()  # a flush: everything queued before it is recorded
+            elif isinstance(item, _Capture):
+                self._record(item)
+            else:
+                self._accept(item)
 
     def _record(self, capture: _Capture) -> None:
         try:
@@ -251,27 +243,8 @@ class Recorder:
                 self.callback(result)
             except Exception:
                 log.exception("llmpulse recorder callback failed")
-        if self.store is not None:
-            self._pending.append(result)
-
-    def _write(self) -> None:
-        if not self._pending or self.store is None:
-            return
-        try:
-            self.store.write_results(self._pending)
-        except Exception as exc:
-            # Kept for the next write; bounded so a dead store cannot grow memory forever.
-            if isinstance(exc, (*DATABASE_ERRORS, OSError)):
-                self._unwritable.failed("results", exc)  # said once, not on every retry
-            else:
-                log.exception("llmpulse could not write %d results; will retry", len(self._pending))
-            overflow = len(self._pending) - 10 * self.batch_size
-            if overflow > 0:
-                log.error("llmpulse dropped %d unwritten results", overflow)
-                del self._pending[:overflow]
-            return
-        self._unwritable.succeeded("results")
-        self._pending.clear()
+        if self.recording is not None:
+            self.recording.add(result)
 
 
 def instrument(
@@ -287,9 +260,11 @@ def instrument(
     ``anthropic.Anthropic`` and ``AsyncAnthropic``. Each SDK call becomes one
     ``CheckResult(source=traffic)`` named ``target`` (default ``"<provider>/<model>"``): its
     final outcome and the timing of its last attempt, with ``attempts`` counting the SDK's own
-    retries. It is passed to ``recorder`` and written to ``store`` (a Store, or a SQLite path).
-    Clients made from it with ``with_options``/``copy`` share its HTTP client and are measured
-    too.
+    retries. It is passed to ``recorder`` and written to ``store``: a ``Store``, or where one is
+    (a ``postgresql://`` URL, its ``options=-csearch_path=...`` naming the schema, a
+    ``sqlite:///`` URL or a file path), through the writer every llmpulse process uses, local
+    spool included (see ``Recorder``). Clients made from it with ``with_options``/``copy``
+    share its HTTP client and are measured too.
     """
     provider = _provider_of(client)
     http: Any = getattr(client, "_client", None)  # the SDK's httpx client, untyped here

@@ -70,8 +70,11 @@ class Router:
     ``config``: a ``Config`` or ``GatewayConfig``, a config file path, or a mapping with the
     file's sections (``model_list``, ``router_settings``, ...). LiteLLM's keyword form works too:
     ``Router(model_list=[...], fallbacks=[...], routing_strategy=...)``, other keywords being
-    ``router_settings`` keys. ``store`` (a ``Store`` or a SQLite path) receives the traffic;
-    ``env`` resolves ``os.environ/...`` references (default: the process environment).
+    ``router_settings`` keys. ``store`` receives the traffic: a ``Store``, or a ``postgresql://``
+    URL (its ``options=-csearch_path=...`` naming the schema), ``sqlite:///`` URL or file path,
+    written through the writer every llmpulse process uses, local spool included (as
+    ``instrument()``'s ``Recorder``); ``env`` resolves ``os.environ/...`` references (default:
+    the process environment).
 
     ``close()`` (or ``aclose()``, or leaving a ``with``/``async with`` block) stops the loop
     thread and flushes the recorded traffic.
