@@ -118,9 +118,16 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cwd
 
 
-def url_of(location: str | Path) -> str:
-    """A store's location as a URL: ``sqlite:///`` for a file, the PostgreSQL URL as it is."""
-    return location if isinstance(location, str) else f"sqlite:///{location}"
+@pytest.fixture(params=["path", "sqlite-url", "postgresql-url"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """A fresh results store as a caller may name it: a file path, a ``sqlite:///`` URL, or a
+    ``postgresql://`` URL whose ``options=-csearch_path=...`` picks a fresh schema."""
+    if request.param == "postgresql-url":
+        with postgres_schema() as url:
+            yield url
+        return
+    db = tmp_path / "results.db"
+    yield db if request.param == "path" else f"sqlite:///{db}"
 
 
 class Receiver:

@@ -122,6 +122,9 @@ async def test_killing_the_leader_mid_incident_neither_loses_nor_repeats_a_page(
             await until(lambda: any(e[0] == "resolved" for e in receiver.events()), timeout=40)
             await asyncio.sleep(2)
     assert second != first
+    # Each agent wrote through the one writer: a spool of its own beside the default file.
+    spools = (tmp_path / "data" / "llmpulse").glob("llmpulse-spool-*.db")
+    assert {p.name.split("-spool-")[1].rsplit("-", 1)[0] for p in spools} == set(running)
     firing = [e for e in receiver.events() if e[0] == "firing"]
     resolved = [e for e in receiver.events() if e[0] == "resolved"]
     assert len(firing) == 1 and len(resolved) == 1, receiver.events()

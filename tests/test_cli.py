@@ -147,11 +147,12 @@ def test_run_with_a_zero_interval_is_a_config_error(tmp_path):
     ]
 
 
-def test_a_database_error_is_one_line(tmp_path):
+@pytest.mark.parametrize("command", [["run", "--no-web"], ["agent"]])
+def test_a_database_error_is_one_line(tmp_path, command):
     (tmp_path / "llmpulse.yaml").write_text("targets:\n  - provider: openai\n")
     # libpq's refusal is two lines ("... Connection refused\n\tIs the server running ...").
     proc = run_cli(
-        "run", "--no-web", "--db", "postgresql://nobody@127.0.0.1:1/none", cwd=tmp_path,
+        *command, "--db", "postgresql://nobody@127.0.0.1:1/none", cwd=tmp_path,
         env_extra={"OPENAI_API_KEY": "x"},
     )  # fmt: skip
     assert proc.returncode == 2

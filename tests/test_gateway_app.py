@@ -8,7 +8,6 @@ import dataclasses
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -31,7 +30,8 @@ from llmpulse.monitor.daemon import Daemon
 from llmpulse.probe.lock import held_elsewhere
 from llmpulse.result import CheckKind, Source
 from llmpulse.sim.server import SimServer
-from llmpulse.store import ResultFilter, SQLiteStore
+from llmpulse.store import ResultFilter, SQLiteStore, open_store
+from llmpulse.store.spool import Spool
 from test_gateway_proxy import FAST, Served, ask, deployment, gateway_config, upstream
 
 KEY = "gw-secret-key"
@@ -132,7 +132,11 @@ def test_bad_requests_are_answered_in_the_callers_shape(sim: SimServer) -> None:
     assert upstream(sim, model) == []
 
 
-def test_cli_gateway_serves_and_records_traffic(sim: SimServer, tmp_path: Path) -> None:
+def test_cli_gateway_serves_and_records_traffic(
+    sim: SimServer, db_location: str | Path, tmp_path: Path
+) -> None:
+    """Into a SQLite file or PostgreSQL (the schema its URL's search_path option names),
+    through the one writer: its spool beside the file, or beside the default one."""
     model = sim_model(sim, **FAST)
     config = tmp_path / "gateway.yaml"
     config.write_text(
@@ -143,16 +147,16 @@ def test_cli_gateway_serves_and_records_traffic(sim: SimServer, tmp_path: Path) 
             }
         )
     )
-    db = tmp_path / "traffic.db"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    args = ["gateway", "--config", str(config), "--db", str(db)]
+    args = ["gateway", "--config", str(config), "--db", str(db_location)]
+    data = tmp_path / "data"
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmpulse", *args, "--listen", f"127.0.0.1:{port}"],
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "SIM_KEY": "sk-sim"},
+        env={**os.environ, "SIM_KEY": "sk-sim", "XDG_DATA_HOME": str(data)},
     )
     try:
         client = openai.OpenAI(
@@ -174,11 +178,17 @@ def test_cli_gateway_serves_and_records_traffic(sim: SimServer, tmp_path: Path) 
         _, stderr = proc.communicate(timeout=15)
     assert stderr.count("warning: ignoring settings") == 1
     assert "litellm_settings.success_callback" in stderr
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT target, source, attempts, ok FROM results").fetchall()
+    with open_store(db_location) as store:
+        rows = [(r.target, r.source, r.attempts, r.ok) for r in store.latest_results(limit=100)]
     # The gateway also probed its deployment (gateway.monitor is on by default).
-    assert [r for r in rows if r[1] == "traffic"] == [(f"chat/openai/{model}", "traffic", 1, 1)]
-    assert {r[1] for r in rows} <= {"traffic", "probe"}
+    traffic = [r for r in rows if r[1] is Source.TRAFFIC]
+    assert traffic == [(f"chat/openai/{model}", Source.TRAFFIC, 1, True)]
+    assert {r[1] for r in rows} <= {Source.TRAFFIC, Source.PROBE}
+    beside = tmp_path if isinstance(db_location, Path) else data / "llmpulse"
+    (spool,) = beside.glob(f"*-spool-*-gateway-{port}-*.db")
+    waiting = Spool(spool)
+    assert len(waiting) == 0  # everything reached the store
+    waiting.close()
 
 
 def test_cli_gateway_refuses_a_public_address_without_keys(sim: SimServer, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from llmpulse.errors import ErrorClass
 from llmpulse.gateway.client import AsyncStream, SyncStream
 from llmpulse.result import CheckKind, Source
 from llmpulse.sim.server import SimServer
-from llmpulse.store import ResultFilter, SQLiteStore
+from llmpulse.store import ResultFilter, open_store
 
 FAST = {"ttft": 0.01, "tokens_per_s": 2000}
 ENV = {"SIM_KEY": "sk-sim"}
@@ -153,13 +153,17 @@ def test_litellm_keyword_form(sim: SimServer) -> None:
         Router({"model_list": []}, model_list=[])
 
 
-def test_traffic_is_recorded_to_the_store(sim: SimServer, tmp_path: Path) -> None:
+def test_traffic_is_recorded_to_the_store(
+    sim: SimServer, store_location: str | Path, elsewhere: Path
+) -> None:
+    """Written to the store a path or URL names (PostgreSQL's schema by its search_path
+    option), never to a SQLite file named after the URL."""
     models, claude = failover_list(sim)
-    db = tmp_path / "traffic.db"
-    with Router({"model_list": models}, store=db, env=ENV) as router:
+    with Router({"model_list": models}, store=store_location, env=ENV) as router:
         router.completion(model="chat", messages=HI)
         list(router.completion(model="chat", messages=HI, stream=True))  # type: ignore[arg-type]
-    with SQLiteStore(db) as store:
+    assert list(elsewhere.iterdir()) == []
+    with open_store(store_location) as store:
         results = sorted(
             store.latest_results(limit=10, where=ResultFilter(target=f"chat/anthropic/{claude}")),
             key=lambda r: r.timestamp,

@@ -14,7 +14,7 @@ import pytest
 
 import llmpulse
 import pgserver
-from conftest import ground_truth, sim_model, url_of
+from conftest import ground_truth, sim_model
 from llmpulse.errors import ErrorClass
 from llmpulse.instrumentation import recorder_for
 from llmpulse.providers.base import REFUSED
@@ -315,16 +315,16 @@ def test_stream_closed_early_is_recorded(sim: SimServer) -> None:
 
 
 def test_a_store_url_is_opened_as_the_store_it_names(
-    sim: SimServer, db_location: str | Path, elsewhere: Path
+    sim: SimServer, store_location: str | Path, elsewhere: Path
 ) -> None:
     """A ``postgresql://`` URL (its search_path option naming the schema) is PostgreSQL, a
     ``sqlite:///`` URL its file: neither a SQLite file named after the URL."""
     model = sim_model(sim, ttft="5ms", output_tokens=3)
-    client = llmpulse.instrument(_openai(sim), store=url_of(db_location))
+    client = llmpulse.instrument(_openai(sim), store=store_location)
     client.chat.completions.create(model=model, messages=MESSAGES)
     recorder = recorder_for(client)
     assert recorder.flush()
-    with open_store(db_location) as store:
+    with open_store(store_location) as store:
         (stored,) = store.latest_results(target=f"openai/{model}")
     assert stored.source is Source.TRAFFIC and stored.ok and stored.agent is None
     recorder.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
 import time
@@ -13,9 +12,9 @@ import psycopg
 import pytest
 
 import pgserver
-from conftest import POSTGRES_URL, postgres_schema
+from conftest import POSTGRES_URL
 from llmpulse.result import CheckResult
-from llmpulse.store import DATABASE_ERRORS, open_store
+from llmpulse.store import DATABASE_ERRORS, is_postgres, open_store
 from llmpulse.store.postgres import PostgresStore
 from llmpulse.store.spool import Spool, spool_for
 from llmpulse.store.writer import (
@@ -173,37 +172,31 @@ def data_home(elsewhere: Path) -> Path:
     return elsewhere.parent / "data" / "llmpulse"
 
 
-@pytest.mark.parametrize("form", ["path", "sqlite-url", "postgresql-url"])
 def test_a_recording_writes_where_its_location_says_and_spools_beside_it(
-    form: str, tmp_path: Path, data_home: Path
+    store_location: str | Path, tmp_path: Path, data_home: Path
 ) -> None:
-    with contextlib.ExitStack() as stack:
-        if form == "postgresql-url":
-            location: str | Path = stack.enter_context(postgres_schema())
-            spools = data_home
-        else:
-            db = tmp_path / "results.db"
-            location = db if form == "path" else f"sqlite:///{db}"
-            spools = tmp_path
-        recording = open_recording(location, "agent a")
-        recording.start()
-        for result in results(0, 12):
-            recording.add(result)
-        assert recording.flush()  # stored now, not within the next 250 ms
-        with open_store(location) as store:
-            assert sorted(r.ttft_ms for r in store.results_between(0, 2e9)) == [
-                float(i) for i in range(12)
-            ]
-        recording.close()
-        recording.writer.store.close()
-        (spool,) = spools.glob("*-spool-*.db")
-        assert spool.name.startswith(("results-spool-agent_a-", "llmpulse-spool-agent_a-"))
-        if form == "postgresql-url":
-            # In the schema the URL's options chose, not in the database's default one.
-            schema = str(location).rpartition("%3D")[2]
-            with psycopg.connect(POSTGRES_URL) as conn:
-                (count,) = conn.execute(f"SELECT count(*) FROM {schema}.results").fetchone()
-            assert count == 12
+    recording = open_recording(store_location, "agent a")
+    recording.start()
+    for result in results(0, 12):
+        recording.add(result)
+    assert recording.flush()  # stored now, not within the next 250 ms
+    with open_store(store_location) as store:
+        stored = sorted(r.ttft_ms for r in store.results_between(0, 2e9))
+    assert stored == [float(i) for i in range(12)]
+    recording.close()
+    recording.writer.store.close()
+    # Beside the SQLite file; for PostgreSQL, beside the default file.
+    postgres = is_postgres(store_location)
+    (spool,) = (data_home if postgres else tmp_path).glob("*-spool-*.db")
+    assert spool.name.startswith(
+        "llmpulse-spool-agent_a-" if postgres else "results-spool-agent_a-"
+    )
+    if postgres:
+        # In the schema the URL's options chose, not the database's default one.
+        schema = str(store_location).rpartition("%3D")[2]
+        with psycopg.connect(POSTGRES_URL) as conn:
+            (count,) = conn.execute(f"SELECT count(*) FROM {schema}.results").fetchone()
+        assert count == 12
 
 
 def test_a_store_given_open_is_written_through_and_left_open(
