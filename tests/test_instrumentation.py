@@ -325,7 +325,7 @@ def test_a_store_url_is_opened_as_the_store_it_names(
     recorder = recorder_for(client)
     assert recorder.flush()
     with open_store(store_location) as store:
-        (stored,) = store.latest_results(target=f"openai/{model}")
+        (stored,) = store.latest_results(where=ResultFilter(target=f"openai/{model}"))
     assert stored.source is Source.TRAFFIC and stored.ok and stored.agent is None
     recorder.close()
     assert list(elsewhere.iterdir()) == []
@@ -339,7 +339,9 @@ def test_a_store_given_open_is_written_to_and_left_open(
         client = llmpulse.instrument(_openai(sim), store=store)
         client.chat.completions.create(model=model, messages=MESSAGES)
         recorder_for(client).close()
-        assert len(store.latest_results(target=f"openai/{model}")) == 1  # still open
+        assert (
+            len(store.latest_results(where=ResultFilter(target=f"openai/{model}"))) == 1
+        )  # still open
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
