@@ -21,13 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from llmpulse.result import CheckResult
-from llmpulse.store import (
-    DATABASE_ERRORS,
-    UnwritableError,
-    default_path,
-    open_store,
-    redact_url,
-)
+from llmpulse.store import DATABASE_ERRORS, UnwritableError, open_store, redact_url
 from llmpulse.store.base import Store
 from llmpulse.store.spool import Spool, spool_for
 
@@ -41,24 +35,24 @@ RETRY_MIN_S, RETRY_MAX_S = 0.5, 8.0
 SPOOL_EVERY_S, SPOOL_WITHIN_S = 0.1, 0.25
 
 
-def open_recording(store: Store | str | Path | None, writer: str) -> Recording:
+def open_recording(store: Store | str | Path, writer: str) -> Recording:
     """The recording (not started) of ``writer`` (the process's name in batch ids and in its
     spool's file name) into ``store``.
 
-    ``store``: where results live, as ``llmpulse run`` takes it (a ``postgresql://`` URL, whose
-    ``options=-csearch_path=...`` picks the schema, a ``sqlite:///`` URL or a file path; None:
-    the default file), opened here and checked to take writes (``UnwritableError`` now, in one
-    line, rather than on every write); or a ``Store`` already open, written through as it is.
-    Either way the store is the caller's to close (``recording.writer.store``), after the
-    recording. The spool sits beside the store's file (for PostgreSQL, the default file).
+    ``store``: where results live, as ``llmpulse run`` takes it (``results_location``: a
+    ``postgresql://`` URL, whose ``options=-csearch_path=...`` picks the schema, a
+    ``sqlite:///`` URL or a file path), opened here and checked to take writes
+    (``UnwritableError`` now, in one line, rather than on every write); or a ``Store`` already
+    open, written through as it is. Either way the store is the caller's to close
+    (``recording.writer.store``), after the recording. The spool sits beside the store's file
+    (for PostgreSQL, the default file).
     Raises one of ``DATABASE_ERRORS`` when the store or its spool cannot be opened.
     """
     if isinstance(store, Store):
         return Recording(ResultWriter(store, spool_for(store.location, writer), writer))
-    location = default_path() if store is None else store
-    opened = open_store(location, for_writing=True)
+    opened = open_store(store, for_writing=True)
     try:
-        spool = spool_for(location, writer)
+        spool = spool_for(store, writer)
     except UnwritableError:
         opened.close()
         raise
