@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -403,50 +402,20 @@ def gateway_command(
     config's model_list, every request recorded as traffic in the results database. The
     deployments are probed too (unless gateway.monitor is false), so routing skips one the probes
     found down."""
-    import asyncio
-
-    import uvicorn
-
-    from llmpulse.config.web import is_loopback, split_address
-    from llmpulse.gateway.app import create_app
-    from llmpulse.serving import Server, header_timeout_protocol
+    from llmpulse.gateway.server import GatewayProcess, listen_address, served
     from llmpulse.store import DATABASE_ERRORS
-    from llmpulse.store.writer import open_recording
 
     _logging(verbose or debug)
     console = _console(stderr=True)
     try:
         config = _load(config_path, require_file=True)  # prints the config's warnings once
         install_log_redaction(config.redactor)
-        gateway = config.gateway
+        gateway = served(config)
+        host, port = listen_address(gateway, listen=listen, host=host, port=port)
         where = f"{config.source}: " if config.source else ""
-        if gateway is None or not gateway.deployments:
-            if gateway is not None and gateway.skipped:
-                raise ConfigError(where + gateway.nothing_to_serve)
-            raise ConfigError("no model_list in the config: the gateway has nothing to serve")
-        bind_host, bind_port = gateway.settings.host, gateway.settings.port
-        option = "gateway.listen"
-        if listen is not None:
-            if host is not None or port is not None:
-                raise ConfigError("--listen: pass either --listen or --host/--port, not both")
-            try:
-                bind_host, bind_port = split_address(listen)
-            except ValueError:
-                raise ConfigError(f"--listen {listen!r}: expected HOST:PORT") from None
-            option = f"--listen {listen}"
-        if host is not None:
-            bind_host, option = host.strip("[]"), f"--host {host}"
-        if port is not None:
-            bind_port = port
-        if not gateway.settings.keys and not is_loopback(bind_host):
-            raise ConfigError(
-                f"{option}: not a loopback address, so the gateway needs keys: set "
-                "general_settings.master_key or gateway.keys"
-            )
         serving_without = gateway.auth_warning(accept_unenforced_auth, where)
     except ConfigError as exc:
         _usage_error(console, exc)
-    host, port = bind_host, bind_port
     # LiteLLM's process flags change nothing here: said once, not refused.
     flags = [f"--num_workers {num_workers}"] if num_workers is not None else []
     flags += ["--run_gunicorn"] if run_gunicorn else []
@@ -458,78 +427,21 @@ def gateway_command(
         )
     for warning in [*said, *([serving_without] if serving_without else [])]:
         click.echo(f"warning: {warning}", err=True)
-    location = results_location(db_path, config.storage)
-    # Unless gateway.monitor is off, the gateway probes its deployments itself: their breakers
-    # learn of an outage before a user request fails on it.
-    probed = gateway.targets()
-    telemetry = None
-    if config.telemetry is not None:
-        from llmpulse.telemetry.otlp import Telemetry  # the SDK loads only when configured
-
-        telemetry = Telemetry(config.telemetry, [d.to_target() for d in gateway.deployments])
-
-    # Its results name it and the region it serves from, beside the probe agents'.
-    name = config.monitor.agent or f"{socket.gethostname()}-gateway-{port}"
     try:
-        recording = open_recording(location, name)
+        process = GatewayProcess(
+            config,
+            results_location(db_path, config.storage),
+            port,
+            accept_unenforced_auth=accept_unenforced_auth,
+            warnings=said,
+        )
     except DATABASE_ERRORS as exc:
         _database_error(console, exc)
-    # Traffic is stored within 250 ms (the database, else the local spool): neither a kill nor a
-    # database outage loses it. Started now: a predecessor's spool is replayed at once.
-    recording.start()
 
-    def record(result: CheckResult) -> None:
-        result.agent, result.region = name, config.monitor.region
-        recording.add(result)
-        if telemetry is not None:
-            telemetry.emit(result)
+    def announce(line: str) -> None:
+        console.print(line, highlight=False)
 
-    # While `llmpulse run` probes into the same database, its probes are followed, not repeated.
-    app = create_app(
-        gateway,
-        record=record,
-        probe_targets=probed,
-        results_db=location,
-        redactor=config.redactor,
-        accept_unenforced_auth=accept_unenforced_auth,
-        warnings=said,
-    )
-
-    async def serve() -> None:
-        # What start-up built lives as long as the gateway: frozen out of collections, which
-        # otherwise took about a sixth of each request's time (profiled under load).
-        aio.quiet_gc()
-        settings = gateway.settings
-        server = Server(
-            uvicorn.Config(
-                app,
-                host=host,
-                port=port,
-                log_level="info" if verbose else "warning",
-                log_config=None,  # its lines go through our handlers, and so the redactor
-                http=header_timeout_protocol(settings.header_timeout),
-                # In-flight requests may finish; then the rest are cancelled, their upstream
-                # calls with them, and the traffic recorded so far is flushed below.
-                # uvicorn types it int, and takes any number of seconds.
-                timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]
-            )
-        )
-        shown = f"[{host}]" if ":" in host else host
-        console.print(
-            f"llmpulse gateway: serving http://{shown}:{port} "
-            f"({len(gateway.deployments)} deployments, {len(probed)} probed); "
-            f"traffic recorded in {redact_url(str(location))}",
-            highlight=False,
-        )
-        try:
-            await server.serve()
-        finally:
-            await asyncio.to_thread(recording.close)
-            recording.writer.store.close()
-            if telemetry is not None:
-                await asyncio.to_thread(telemetry.shutdown)
-
-    aio.run(serve())
+    aio.run(process.serve(host, port, verbose=verbose, announce=announce))
 
 
 @main.group()
