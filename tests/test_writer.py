@@ -14,7 +14,7 @@ import pytest
 import pgserver
 from conftest import POSTGRES_URL
 from llmpulse.result import CheckResult
-from llmpulse.store import DATABASE_ERRORS, is_postgres, open_store
+from llmpulse.store import database_errors, is_postgres, open_store
 from llmpulse.store.postgres import PostgresStore
 from llmpulse.store.spool import Spool, spool_for
 from llmpulse.store.writer import (
@@ -222,7 +222,7 @@ def test_a_store_away_at_open_is_a_database_error_naming_it_without_its_password
     data_home: Path,
 ) -> None:
     # The command line says it in one line and exits 2 (test_cli); nothing is left open.
-    with pytest.raises(DATABASE_ERRORS) as info:
+    with pytest.raises(database_errors()) as info:
         open_recording("postgresql://nobody:secret@127.0.0.1:1/none", "gw")
     assert "cannot connect to postgresql://nobody:***@127.0.0.1:1/none" in str(info.value)
     assert not data_home.exists()  # no spool opened for a store that is not there

@@ -172,7 +172,7 @@ def run(
     """Monitor every target continuously, send alerts and serve the dashboard, until
     SIGINT/SIGTERM."""
     from llmpulse.monitor.daemon import Daemon
-    from llmpulse.store import DATABASE_ERRORS
+    from llmpulse.store import database_errors
     from llmpulse.web.server import WebError, serve_beside
 
     _logging(verbose)
@@ -185,7 +185,7 @@ def run(
         server = serve_beside(daemon, status_only=status_page_only)
     except (ConfigError, WebError) as exc:
         _usage_error(console, exc)
-    except DATABASE_ERRORS as exc:
+    except database_errors() as exc:
         _database_error(console, exc)
     console.print(
         f"llmpulse: monitoring {len(config.targets)} targets, "
@@ -225,7 +225,7 @@ def agent(
     Run one per region. One agent at a time (or `llmpulse run`) leads: it evaluates alerts over
     every agent's results and sends the notifications; another takes over if it stops."""
     from llmpulse.monitor.daemon import Daemon
-    from llmpulse.store import DATABASE_ERRORS
+    from llmpulse.store import database_errors
 
     _logging(verbose)
     console = _console(stderr=True)
@@ -235,7 +235,7 @@ def agent(
         daemon = Daemon(config, db_path=db_path, agent=agent, region=region)
     except ConfigError as exc:
         _usage_error(console, exc)
-    except DATABASE_ERRORS as exc:
+    except database_errors() as exc:
         _database_error(console, exc)
     where = f" from {daemon.region}" if daemon.region else ""
     console.print(
@@ -314,7 +314,7 @@ def web_command(
     writes elsewhere, without probing: e.g. a public status page on its own host. It needs no
     provider key (nor, for the status page, web credentials): the targets are the config's, or
     without one those the database recorded."""
-    from llmpulse.store import DATABASE_ERRORS
+    from llmpulse.store import database_errors
     from llmpulse.web.server import WebError, serve_forever
 
     _logging(verbose)
@@ -340,7 +340,7 @@ def web_command(
         )
     except (ConfigError, WebError) as exc:
         _usage_error(console, exc)
-    except DATABASE_ERRORS as exc:
+    except database_errors() as exc:
         _database_error(console, exc)
 
 
@@ -403,7 +403,7 @@ def gateway_command(
     deployments are probed too (unless gateway.monitor is false), so routing skips one the probes
     found down."""
     from llmpulse.gateway.server import GatewayProcess, listen_address, served
-    from llmpulse.store import DATABASE_ERRORS
+    from llmpulse.store import database_errors
 
     _logging(verbose or debug)
     console = _console(stderr=True)
@@ -435,7 +435,7 @@ def gateway_command(
             accept_unenforced_auth=accept_unenforced_auth,
             warnings=said,
         )
-    except DATABASE_ERRORS as exc:
+    except database_errors() as exc:
         _database_error(console, exc)
 
     def announce(line: str) -> None:
@@ -660,12 +660,12 @@ def _sim_targets(server: SimServer) -> list[Target]:
 
 
 def _store(results: list[CheckResult], location: str | Path, console: Console) -> None:
-    from llmpulse.store import DATABASE_ERRORS, open_store
+    from llmpulse.store import database_errors, open_store
 
     try:
         with open_store(location) as store:
             store.write_results(results)
-    except (OSError, RuntimeError, ValueError, *DATABASE_ERRORS) as exc:
+    except database_errors(OSError, RuntimeError, ValueError) as exc:
         # A full disk or a locked database must not hide the results we just measured.
         console.print(
             f"[yellow]warning:[/yellow] results not recorded: {redact_url(str(exc))}",

@@ -71,7 +71,7 @@ def listen_address(
 
 class GatewayProcess:
     """One gateway process, bound to nothing yet. Opening its recording may raise one of
-    ``store.DATABASE_ERRORS`` (the caller says it in one line)."""
+    ``store.database_errors()`` (the caller says it in one line)."""
 
     def __init__(
         self,

@@ -50,7 +50,7 @@ from llmpulse.probe.lock import ProbeLock
 from llmpulse.probe.official import DEFAULT_SOURCES, SourceKind, StatusPoller
 from llmpulse.probe.scheduler import Scheduler
 from llmpulse.result import CheckResult
-from llmpulse.store import DATABASE_ERRORS, is_postgres, local_path, results_location
+from llmpulse.store import database_errors, is_postgres, local_path, results_location
 from llmpulse.store.writer import Trouble, open_recording
 from llmpulse.target import Target
 
@@ -67,8 +67,9 @@ BASELINE_EVERY_S = 600.0
 DRAIN_OUTBOX_S = 5.0
 
 
-# What a database that is away, or refuses, raises: expected, unlike a bug.
-_DATABASE_DOWN = (*DATABASE_ERRORS, SQLAlchemyError, OSError)
+def _database_down(exc: Exception) -> bool:
+    """A database that is away, or refuses: expected, unlike a bug."""
+    return isinstance(exc, database_errors(SQLAlchemyError, OSError))
 
 
 @contextlib.contextmanager
@@ -80,7 +81,7 @@ def _logged(what: str, trouble: Trouble | None = None) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if trouble is not None and isinstance(exc, _DATABASE_DOWN):
+        if trouble is not None and _database_down(exc):
             trouble.failed(what, exc)
         else:
             log.exception("%s failed; will retry", what)
@@ -311,7 +312,7 @@ class Daemon:
         assert alerting is not None
         try:
             results, self._cursor = await asyncio.to_thread(self.store.tail, self._cursor)
-        except (*DATABASE_ERRORS, OSError) as exc:
+        except database_errors(OSError) as exc:
             self.unreadable.failed("reading results", exc)
             results = []
         else:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from pathlib import Path
-
-import psycopg
 
 from llmpulse.config.storage import (
     STORAGE_ENV,
@@ -26,8 +25,15 @@ class UnwritableError(Exception):
     write, rollup and prune."""
 
 
-# What a failing database raises, whichever the backend.
-DATABASE_ERRORS = (sqlite3.Error, psycopg.Error, UnwritableError)
+def database_errors(*also: type[Exception]) -> tuple[type[Exception], ...]:
+    """What a failing database raises, whichever the backend, and ``also``. Read as caught:
+    psycopg's errors count once psycopg is loaded (a PostgreSQL store loads it; none of them
+    can be raised before), so a process that only opens SQLite never imports the driver."""
+    if "psycopg" not in sys.modules:
+        return (sqlite3.Error, UnwritableError, *also)
+    import psycopg  # loaded already: a lookup, not an import
+
+    return (sqlite3.Error, psycopg.Error, UnwritableError, *also)
 
 
 def local_path(location: str | Path) -> Path:
@@ -51,7 +57,7 @@ def open_store(location: str | Path | None = None, *, for_writing: bool = False)
     if for_writing:
         try:
             store.check_writable()
-        except (sqlite3.Error, psycopg.Error) as exc:
+        except database_errors() as exc:
             store.close()
             where = redact_url(str(location or default_path()))
             raise UnwritableError(f"{where} refuses writes: {redact_url(str(exc))}") from None
@@ -59,7 +65,6 @@ def open_store(location: str | Path | None = None, *, for_writing: bool = False)
 
 
 __all__ = [
-    "DATABASE_ERRORS",
     "STORAGE_ENV",
     "ModelChange",
     "PruneStats",
@@ -70,6 +75,7 @@ __all__ = [
     "Totals",
     "UnwritableError",
     "check_location",
+    "database_errors",
     "default_path",
     "is_postgres",
     "local_path",

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from llmpulse.result import CheckResult
-from llmpulse.store import DATABASE_ERRORS, UnwritableError, open_store, redact_url
+from llmpulse.store import UnwritableError, database_errors, open_store, redact_url
 from llmpulse.store.base import Store
 from llmpulse.store.spool import Spool, spool_for
 
@@ -46,7 +46,7 @@ def open_recording(store: Store | str | Path, writer: str) -> Recording:
     open, written through as it is. Either way the store is the caller's to close
     (``recording.writer.store``), after the recording. The spool sits beside the store's file
     (for PostgreSQL, the default file).
-    Raises one of ``DATABASE_ERRORS`` when the store or its spool cannot be opened.
+    Raises one of ``database_errors()`` when the store or its spool cannot be opened.
     """
     if isinstance(store, Store):
         return Recording(ResultWriter(store, spool_for(store.location, writer), writer))
@@ -152,7 +152,7 @@ class ResultWriter:
     def _try(self, batch_id: str, results: Sequence[CheckResult]) -> bool:
         try:
             self.store.write_results(results, batch_id=batch_id)
-        except (*DATABASE_ERRORS, OSError) as exc:
+        except database_errors(OSError) as exc:
             self.unwritable.failed("results", exc)
             self._retry_at = self._clock() + self._backoff
             self._backoff = min(RETRY_MAX_S, self._backoff * 2)
