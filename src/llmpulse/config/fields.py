@@ -1,11 +1,13 @@
-"""Field types several sections share: a listen address, a secret reference."""
+"""What several sections share: a listen address, a secret reference, and reading one."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import AfterValidator
 
+from llmpulse.config.errors import ConfigError
 from llmpulse.secrets import env_var
 
 
@@ -26,3 +28,14 @@ def _secret_reference(value: str | None) -> str | None:
 
 
 SecretReference = Annotated[str | None, AfterValidator(_secret_reference)]
+
+
+def read_reference(value: str, env: Mapping[str, str], path: str) -> str:
+    """``value``, or the environment variable it references (``os.environ/NAME``, ``${NAME}``);
+    ConfigError naming ``path`` (never a value) when that variable is unset or empty."""
+    var = env_var(value)
+    if var is None:
+        return value
+    if not env.get(var):
+        raise ConfigError(f"{path}: environment variable {var} is not set")
+    return env[var]

@@ -81,7 +81,7 @@ from pydantic import (
 )
 
 from llmpulse.config.errors import ConfigError, format_errors
-from llmpulse.config.fields import Address, SecretReference
+from llmpulse.config.fields import Address, SecretReference, read_reference
 from llmpulse.config.gateway import (
     MIB,
     Deployment,
@@ -676,14 +676,7 @@ def _or(value: T | None, default: T) -> T:
 
 def _value(value: str | None, env: Mapping[str, str], path: str) -> str | None:
     """A plain value, or the variable it references (``os.environ/NAME``), as LiteLLM does."""
-    if value is None:
-        return None
-    var = env_var(value)
-    if var is None:
-        return value
-    if not env.get(var):
-        raise ConfigError(f"{path}: environment variable {var} is not set")
-    return env[var]
+    return None if value is None else read_reference(value, env, path)
 
 
 def _api_key(

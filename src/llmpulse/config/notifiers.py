@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from llmpulse.config.errors import ConfigError
+from llmpulse.config.fields import read_reference
 from llmpulse.secrets import env_var, is_credential_header, url_password
 
 # PagerDuty's Events API v2.
@@ -255,13 +256,9 @@ class _Resolver:
         self.secrets: list[str] = []
 
     def __call__(self, key: str, value: str) -> str:
-        var = env_var(value)
-        if var is None:
-            return value
-        resolved = self.env.get(var)
-        if not resolved:
-            raise ConfigError(f"{self.where}.{key}: environment variable {var} is not set")
-        self.secrets.append(resolved)
+        resolved = read_reference(value, self.env, f"{self.where}.{key}")
+        if env_var(value) is not None:  # read from the environment: a secret
+            self.secrets.append(resolved)
         return resolved
 
     def url(self, key: str, value: str) -> str:

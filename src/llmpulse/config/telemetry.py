@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from llmpulse.config.errors import ConfigError
+from llmpulse.config.fields import read_reference
 from llmpulse.durations import Duration
 from llmpulse.secrets import env_var
 
@@ -65,15 +65,10 @@ class TelemetryConfig:
 def resolve_telemetry(
     settings: TelemetrySettings, env: Mapping[str, str], where: str = ""
 ) -> TelemetryConfig:
-    headers = {}
-    for name, ref in settings.headers.items():
-        var = env_var(ref)
-        assert var is not None  # validated
-        if not env.get(var):
-            raise ConfigError(
-                f"{where}telemetry.headers.{name}: environment variable {var} is not set"
-            )
-        headers[name] = env[var]
+    headers = {
+        name: read_reference(ref, env, f"{where}telemetry.headers.{name}")
+        for name, ref in settings.headers.items()
+    }
     return TelemetryConfig(
         endpoint=settings.endpoint.rstrip("/") if settings.endpoint else None,
         headers=headers,

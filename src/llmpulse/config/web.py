@@ -9,9 +9,8 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmpulse.config.errors import ConfigError
-from llmpulse.config.fields import Address, SecretReference
+from llmpulse.config.fields import Address, SecretReference, read_reference
 from llmpulse.durations import Duration
-from llmpulse.secrets import env_var
 
 
 class WebSettings(BaseModel):
@@ -92,11 +91,7 @@ def resolve_web(settings: WebSettings, env: Mapping[str, str], where: str = "") 
         if ref is None:
             secrets[key] = None
             continue
-        var = env_var(ref)
-        assert var is not None  # validated
-        if not env.get(var):
-            raise ConfigError(f"{where}web.{key}: environment variable {var} is not set")
-        secrets[key] = env[var]
+        secrets[key] = read_reference(ref, env, f"{where}web.{key}")
     host, port = split_address(settings.listen)
     status_host, status_port = (
         split_address(settings.status_listen) if settings.status_listen else (None, None)
