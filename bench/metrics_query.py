@@ -32,8 +32,7 @@ from pathlib import Path
 from bench.common import report
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
-from llmpulse.store import SQLiteStore
-from llmpulse.store import queries as metrics
+from llmpulse.store import SQLiteStore, queries
 from llmpulse.store.migrations.legacy_sqlite import SCRIPTS as LEGACY_SCRIPTS
 
 INTERVAL_S = 30
@@ -193,24 +192,24 @@ def main(argv: list[str] | None = None) -> int:
             store.write_results(minute)
             figures["rollup_next_minute_ms"] = timed(lambda: store.rollup(now + 60), repeat=1)
             one = "target-00"
-            for name, window_s in metrics.WINDOWS.items():
+            for name, window_s in queries.WINDOWS.items():
                 figures[f"aggregate_one_{name}_ms"] = timed(
-                    lambda w=window_s: metrics.aggregate(store, w, now=now, target=one)
+                    lambda w=window_s: queries.aggregate(store, w, now=now, target=one)
                 )
-            for name, window_s in metrics.WINDOWS.items():
+            for name, window_s in queries.WINDOWS.items():
                 figures[f"aggregate_all_{name}_ms"] = timed(
-                    lambda w=window_s: metrics.aggregate_by_target(store, w, now=now)
+                    lambda w=window_s: queries.aggregate_by_target(store, w, now=now)
                 )
             figures["series_30d_1h_one_ms"] = timed(
-                lambda: metrics.series(store, one, 30 * 86400, 3600, now=now)
+                lambda: queries.series(store, one, 30 * 86400, 3600, now=now)
             )
             # The dashboard's charts: one target over each window at the web layer's steps.
             for name, window_s, step_s in SERIES:
                 figures[f"series_one_{name}_ms"] = timed(
-                    lambda w=window_s, s=step_s: metrics.series(store, one, w, s, now=now)
+                    lambda w=window_s, s=step_s: queries.series(store, one, w, s, now=now)
                 )
             figures["series_all_30d_ms"] = timed(
-                lambda: metrics.series(store, None, 30 * 86400, 21600, now=now)
+                lambda: queries.series(store, None, 30 * 86400, 21600, now=now)
             )
             today = now // 86400 * 86400
             figures["totals_today_ms"] = timed(lambda: store.totals(today, now, step_s=86400))
@@ -229,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"model changes over 30d: {sum(c.previous is not None for c in changes)} "
                 f"(and {sum(c.previous is None for c in changes)} first models)"
             )
-            agg = metrics.aggregate(store, 30 * 86400, now=now, target=one)
+            agg = queries.aggregate(store, 30 * 86400, now=now, target=one)
             print(
                 f"{one} over 30d: {agg.count:,} checks, availability {agg.availability:.4f}, "
                 f"latency p50/p95/p99 {agg.latency_p50:.0f}/{agg.latency_p95:.0f}/"

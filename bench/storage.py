@@ -30,10 +30,10 @@ from pathlib import Path
 import psycopg
 
 from bench.common import report
+from llmpulse.config.storage import redact_url
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
-from llmpulse.store import Store, open_store, redact_url
-from llmpulse.store import queries as metrics
+from llmpulse.store import Store, open_store, queries
 
 POSTGRES_URL = os.environ.get(
     "LLMPULSE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -109,7 +109,7 @@ def timed(fn: Callable[[], object], repeat: int = 5) -> float:
 def overview(store: Store, now: float) -> None:
     """What the dashboard's overview asks of the results store."""
     store.latest_per_target()
-    metrics.aggregate_by_target(store, metrics.WINDOWS["1h"], now)
+    queries.aggregate_by_target(store, queries.WINDOWS["1h"], now)
     store.totals(now // 86400 * 86400, now, by="target")
 
 
@@ -136,10 +136,10 @@ def measure(name: str, location: str, now: float) -> dict[str, float]:
         )
         month = DAYS * 86400
         figures["aggregate_all_30d_ms"] = timed(
-            lambda: metrics.aggregate_by_target(store, month, now)
+            lambda: queries.aggregate_by_target(store, month, now)
         )
         figures["series_one_30d_ms"] = timed(
-            lambda: metrics.series(store, "target-000", month, 6 * 3600, now=now)
+            lambda: queries.series(store, "target-000", month, 6 * 3600, now=now)
         )
         figures["overview_ms"] = timed(lambda: overview(store, now))
         figures["latest_per_target_ms"] = timed(store.latest_per_target)

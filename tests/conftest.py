@@ -21,8 +21,8 @@ from aiohttp import web
 
 import pgserver
 from llmpulse.config import parse_config
+from llmpulse.config.storage import redact_url
 from llmpulse.sim.server import SimServer
-from llmpulse.store import redact_url
 from llmpulse.target import Target
 
 _names = itertools.count()

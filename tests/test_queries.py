@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
-from llmpulse.store import SQLiteStore
-from llmpulse.store import queries as metrics
+from llmpulse.store import SQLiteStore, queries
 from llmpulse.store.queries import (
     QUANTILES,
     aggregate,
@@ -78,7 +77,7 @@ def close(a: float | None, b: float, rel: float = RELATIVE_ACCURACY) -> bool:
     return a is not None and abs(a - b) <= rel * abs(b) + 1e-12
 
 
-def same(a: metrics.Aggregate, b: metrics.Aggregate) -> bool:
+def same(a: queries.Aggregate, b: queries.Aggregate) -> bool:
     """Equal but for float sums added in another order."""
     for field, x in a.to_dict().items():
         y = getattr(b, field)
@@ -158,7 +157,7 @@ def test_quantiles_within_sketch_accuracy(store, window):
     results = spread(6000, now - 2 * DAY, 2 * DAY)
     store.write_results(results)
     store.rollup(now - 600)  # leave a raw tail after the watermark
-    window_s = metrics.WINDOWS[window]
+    window_s = queries.WINDOWS[window]
     inside = [r for r in results if now - window_s <= r.timestamp.timestamp() < now]
     agg = aggregate(store, window_s, now=now)
     assert agg.count == len(inside)
@@ -167,7 +166,7 @@ def test_quantiles_within_sketch_accuracy(store, window):
         for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
             got = getattr(agg, f"{field}_{name}")
             want = ref_quantile(values, q)
-            if window_s <= metrics.EXACT_MAX_WINDOW_S:
+            if window_s <= queries.EXACT_MAX_WINDOW_S:
                 assert got == want  # exact path
             else:
                 assert close(got, want), (field, name, got, want)
@@ -420,14 +419,14 @@ def test_series_from_tiers_equal_series_from_raw_rows(raw_and_rolled, window_s, 
         assert same(bucket_aggregate(g), bucket_aggregate(w)), g["ts"]
 
 
-def bucket_aggregate(bucket: dict) -> metrics.Aggregate:
-    return metrics.Aggregate(**{k: v for k, v in bucket.items() if k != "ts"})
+def bucket_aggregate(bucket: dict) -> queries.Aggregate:
+    return queries.Aggregate(**{k: v for k, v in bucket.items() if k != "ts"})
 
 
 @pytest.mark.parametrize("window", ["5m", "1h", "24h", "7d", "30d"])
 def test_aggregates_from_tiers_equal_aggregates_from_raw_rows(raw_and_rolled, window):
     raw, rolled, now = raw_and_rolled
-    window_s = metrics.WINDOWS[window]
+    window_s = queries.WINDOWS[window]
     want, got = (
         aggregate_by_target(raw, window_s, now=now),
         aggregate_by_target(rolled, window_s, now=now),
@@ -438,7 +437,7 @@ def test_aggregates_from_tiers_equal_aggregates_from_raw_rows(raw_and_rolled, wi
 
 
 def test_to_dict_is_asdict():
-    agg = metrics.Aggregate(count=3, errors={"timeout": 1}, latency_p50=1.5)
+    agg = queries.Aggregate(count=3, errors={"timeout": 1}, latency_p50=1.5)
     d = agg.to_dict()
     assert d == dataclasses.asdict(agg)
     d["errors"]["timeout"] = 9

@@ -13,8 +13,9 @@ import pytest
 
 import pgserver
 from conftest import POSTGRES_URL
+from llmpulse.config.storage import is_postgres
 from llmpulse.result import CheckResult
-from llmpulse.store import database_errors, is_postgres, open_store
+from llmpulse.store import database_errors, open_store
 from llmpulse.store.postgres import PostgresStore
 from llmpulse.store.spool import Spool, spool_for
 from llmpulse.store.writer import (

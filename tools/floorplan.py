@@ -119,7 +119,7 @@ def _module(name: str, known: Mapping[str, Path]) -> str:
     return name
 
 
-def unit(module: str, package: str = PACKAGE) -> str:
+def unit(module: str) -> str:
     """The package-level unit a module belongs to: ``llmpulse.x`` for ``llmpulse.x.y.z``."""
     return ".".join(module.split(".")[:2])
 
@@ -227,9 +227,13 @@ def render(src: Path, pyproject: Path) -> str:
         "its own, never from a neighbour on its own floor. `./dev test`",
         "checks it with import-linter (the `floors` contract in pyproject.toml, and the others",
         "beside it) and `tools/floorplan.py` (no cycle between modules or packages, imports",
-        "inside functions counted). Data flows the same way: config → target → probe / gateway /",
-        "instrument → timing → result → store (writer) → queries → rules → engine → outbox →",
-        "notifiers; web, telemetry and the CLI read or compose.",
+        "inside functions counted).",
+        "",
+        "Data flows one way too, which is not the order of the floors (a floor below is a word",
+        "the ones above share): a config's targets are measured by the probe, the gateway or",
+        "`instrumentation` (one `timing` rule) into a `result`, written by `store.writer`, read",
+        "back by `store.queries` and the rule windows, judged by the alert engine, delivered by",
+        "the outbox to the notifiers; web, telemetry and the CLI read or compose.",
         "",
         "| floor | package | what it owns | may import | imports today |",
         "|---|---|---|---|---|",

@@ -8,6 +8,7 @@ in-process (``Router``) or measure an SDK client (``instrument``). Names load on
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -68,7 +69,10 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
-        raise AttributeError(f"module 'llmpulse' has no attribute {name!r}")
+        # A subpackage, as `import llmpulse` then `llmpulse.store.open_store` found it before.
+        if importlib.util.find_spec(f"llmpulse.{name}") is None:
+            raise AttributeError(f"module 'llmpulse' has no attribute {name!r}")
+        return importlib.import_module(f"llmpulse.{name}")
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value  # found once, then an ordinary attribute
     return value

@@ -431,7 +431,7 @@ def gateway_command(
         process = GatewayProcess(
             config,
             results_location(db_path, config.storage),
-            port,
+            (host, port),
             accept_unenforced_auth=accept_unenforced_auth,
             warnings=said,
         )
@@ -441,7 +441,7 @@ def gateway_command(
     def announce(line: str) -> None:
         console.print(line, highlight=False)
 
-    aio.run(process.serve(host, port, verbose=verbose, announce=announce))
+    aio.run(process.serve(verbose=verbose, announce=announce))
 
 
 @main.group()
@@ -528,7 +528,7 @@ def notify_test(config_path: Path | None) -> None:
     console = _console(stderr=False)
     try:
         config = _load(config_path, require_file=True)
-        notifiers = build_notifiers(config.notifiers)
+        notifiers = build_notifiers(config.notifiers, f"{config.source}: " if config.source else "")
     except ConfigError as exc:
         _usage_error(console, exc)
     if not notifiers:

@@ -639,9 +639,7 @@ def _read_stream(
                 update = parser.feed(event)
                 if update.error is not None and failure is None:
                     failure = (update.error.error_class, f"error event: {update.error.message}")
-                chars = update.output_chars
-                if chars:
-                    stopwatch.content(at, chars)
+                stopwatch.content(at, update.output_chars)
     except (ProtocolError, SSEError) as exc:
         failure = failure or (ErrorClass.PROTOCOL, f"malformed stream: {exc}")
     completion = parser.completion

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from llmpulse.durations import Duration, DurationOrZero, parse_duration
 
@@ -101,3 +101,15 @@ def resolve_rules(*layers: Mapping[str, RuleOverride] | None) -> dict[str, RuleS
         for rule_id, override in (layer or {}).items():
             rules[rule_id] = override.apply(rules[rule_id])
     return rules
+
+
+def _known_rules(value: dict[str, RuleOverride]) -> dict[str, RuleOverride]:
+    unknown = set(value) - set(DEFAULT_RULES)
+    if unknown:
+        raise ValueError(
+            f"unknown rule {', '.join(sorted(unknown))}; expected one of {', '.join(DEFAULT_RULES)}"
+        )
+    return value
+
+
+RuleOverrides = Annotated[dict[str, RuleOverride], AfterValidator(_known_rules)]

@@ -52,7 +52,9 @@ class Stopwatch:
             self.sent_at = time.perf_counter() if now is None else now
 
     def content(self, now: float, chars: int) -> None:
-        """Output of ``chars`` characters arrived at ``now``."""
+        """Output of ``chars`` characters arrived at ``now``; an event of none is not output."""
+        if chars <= 0:
+            return
         if self.first is None:
             self.first = now
         else:

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmpulse.config.targets import RuleOverrides
 from llmpulse.durations import Duration, DurationOrZero
+from llmpulse.rules import RuleOverrides
 
 
 class MonitorSettings(BaseModel):

@@ -1,5 +1,6 @@
-"""``ConfigError`` and the one rendering of a validation error: a line naming the key path,
-what is wrong and what is expected, never a value that may be a secret."""
+"""``ConfigError``, and how a section's validation error reads: one line naming the key path,
+what is wrong and what is expected, never a value that may be a secret. (The notifiers'
+section renders its own: its entries are tagged by type, and it never echoes a value.)"""
 
 from __future__ import annotations
 

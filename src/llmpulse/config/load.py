@@ -24,7 +24,7 @@ from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.litellm import SECTIONS, parse_gateway
 from llmpulse.config.notifiers import NotifierSettings, resolve_notifiers
 from llmpulse.config.storage import resolve_storage
-from llmpulse.config.targets import RuleOverrides, TargetConfig, resolve_target
+from llmpulse.config.targets import TargetConfig, resolve_target
 from llmpulse.config.telemetry import TelemetryConfig, TelemetrySettings, resolve_telemetry
 from llmpulse.config.web import (
     WebConfig,
@@ -34,7 +34,7 @@ from llmpulse.config.web import (
     split_address,
 )
 from llmpulse.presets import PRESETS
-from llmpulse.rules import RuleOverride
+from llmpulse.rules import RuleOverride, RuleOverrides
 from llmpulse.secrets import Redactor, url_password
 from llmpulse.target import Target
 from llmpulse.yamlfile import YAMLFileError, gc_paused, read_yaml

@@ -5,29 +5,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmpulse.config.errors import ConfigError
 from llmpulse.durations import Duration
 from llmpulse.presets import DISCOVERABLE, PRESETS
 from llmpulse.result import CheckKind
-from llmpulse.rules import DEFAULT_RULES, RuleOverride
+from llmpulse.rules import RuleOverrides
 from llmpulse.secrets import env_var, is_credential_header
 from llmpulse.target import PriceOverride, Target
 
-
-def _known_rules(value: dict[str, RuleOverride]) -> dict[str, RuleOverride]:
-    unknown = set(value) - set(DEFAULT_RULES)
-    if unknown:
-        raise ValueError(
-            f"unknown rule {', '.join(sorted(unknown))}; expected one of {', '.join(DEFAULT_RULES)}"
-        )
-    return value
-
-
-RuleOverrides = Annotated[dict[str, RuleOverride], AfterValidator(_known_rules)]
 _ALL_CHECKS = list(CheckKind)  # iterating an Enum is slow enough to show over 80,000 targets
 
 

@@ -69,7 +69,6 @@ class WebConfig:
 
 
 def is_loopback(host: str) -> bool:
-
     if host == "localhost":
         return True
     try:

@@ -8,26 +8,17 @@
   ``GET /health/readiness``: 200 while some deployment can take traffic, else 503 (no key:
   load balancers call it); ``GET /health/liveliness``: the process answers.
 
-Given ``probe_targets`` (the CLI passes ``GatewayConfig.targets()``, empty when
-``gateway.monitor`` is off; ``gateway.probe_interval`` sets their interval), the app probes its
-own deployments on the monitor's schedule for its lifespan and feeds each result to the selector
-(``Selector.record_check``) and to ``record``: a deployment the probes found down is skipped
-before a user request fails on it, and one they see recover gets traffic again. The probes share
-the gateway's HTTP session, and leave a deployment alone while its breaker does
-(``CircuitBreaker.probe_wait``): through a cool-down, whoever met the 429 (traffic, a probe,
-another replica), and while open until it would let a half-open trial through.
-Given ``results_db`` too, while ``llmpulse run`` probes into that
-database (it holds the probe lock, ``probe.lock``), the app does not probe the same
-deployments again: it reads the daemon's new probe results of them from the database about once
-a second and feeds those to the selector, and resumes its own probes when the daemon stops.
-With ``gateway.redis_url`` set, replicas share breakers, cool-downs, usage and latency through
-Redis (``gateway.shared``).
+Given ``probe_targets`` (``gateway.server`` passes ``GatewayConfig.targets()``, empty when
+``gateway.monitor`` is off), the app runs the health loop (``gateway.health``) for its lifespan:
+its own probes of its deployments, or, while ``llmpulse run`` probes into ``results_db``, that
+daemon's probe results, fed to the selector and to ``record``. With ``gateway.redis_url`` set,
+replicas share breakers, cool-downs, usage and latency through Redis (``gateway.shared``).
 
 Clients authenticate with a gateway key (``Authorization: Bearer`` or ``x-api-key``) compared
 in constant time; provider keys stay in the gateway. With no key configured, only loopback
-clients are served (the CLI also binds loopback only then). Errors have the status and JSON
-shape of the protocol called, so each SDK raises its own exception types; an error after a
-stream started is the protocol's error event, which the SDKs raise too.
+clients are served (``gateway.server`` also binds loopback only then). Errors have the status
+and JSON shape of the protocol called, so each SDK raises its own exception types; an error
+after a stream started is the protocol's error event, which the SDKs raise too.
 
 Every response carries the gateway's request id in ``x-request-id`` (the openai SDK's
 ``_request_id``) and ``request-id`` (the anthropic SDK's), and the answering (or last failing)
@@ -232,7 +223,7 @@ class _Endpoints:
         self.config = config
         self.warnings = warnings
         self.keys = tuple(k.encode() for k in config.settings.keys)
-        self.gateway: Gateway
+        self.gateway: Gateway  # set as the app's lifespan starts, before any request
 
     def refused(self, request: Request, fmt: _Format) -> Response | None:
         if not self.keys:

@@ -77,16 +77,17 @@ class GatewayProcess:
         self,
         config: Config,
         location: str | Path,
-        port: int,
+        address: tuple[str, int],
         *,
         accept_unenforced_auth: bool = False,
         warnings: Sequence[str] = (),
     ) -> None:
         self.gateway = gateway = served(config)
         self.location = location
+        self.host, self.port = address
         self.region = config.monitor.region
         # Its results name it and the region it serves from, beside the probe agents'.
-        self.name = config.monitor.agent or f"{socket.gethostname()}-gateway-{port}"
+        self.name = config.monitor.agent or f"{socket.gethostname()}-gateway-{self.port}"
         # Unless gateway.monitor is off, the gateway probes its deployments itself: their
         # breakers learn of an outage before a user request fails on it.
         self.probed = gateway.targets()
@@ -117,10 +118,9 @@ class GatewayProcess:
         if self.telemetry is not None:
             self.telemetry.emit(result)
 
-    async def serve(
-        self, host: str, port: int, *, verbose: bool = False, announce: Callable[[str], None]
-    ) -> None:
-        """Serve on ``host:port`` until SIGINT/SIGTERM, then flush the recording and close."""
+    async def serve(self, *, verbose: bool = False, announce: Callable[[str], None]) -> None:
+        """Serve until SIGINT/SIGTERM, then flush the recording and close."""
+        host, port = self.host, self.port
         self.recording.start()  # a predecessor's spool is replayed at once
         # What start-up built lives as long as the gateway: frozen out of collections, which
         # otherwise took about a sixth of each request's time (profiled under load).

@@ -6,7 +6,7 @@ gateway's real traffic too: data flows probe → store → rules → engine → 
 
 Each target keeps one rule window per region (``None`` in a single-region setup); a condition
 holds for the target when it holds in at least ``monitor.min_regions`` of the regions that can
-say (``rules.agree_across_regions``); a region without a result for three probe intervals
+say (``alerts.window.agree_across_regions``); a region without a result for three probe intervals
 cannot say. Traffic results count like probes, except the requests'
 own faults (bad request, context length, content filter): a client sending broken requests says
 nothing about the provider.

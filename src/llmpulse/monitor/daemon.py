@@ -43,6 +43,7 @@ from llmpulse.alerts.notifiers import Notifier, build_notifiers
 from llmpulse.alerts.outbox import Outbox
 from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import Config
+from llmpulse.config.storage import is_postgres, results_location
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.monitor.leader import leadership_for
 from llmpulse.probe import Prober
@@ -50,7 +51,7 @@ from llmpulse.probe.lock import ProbeLock
 from llmpulse.probe.official import DEFAULT_SOURCES, SourceKind, StatusPoller
 from llmpulse.probe.scheduler import Scheduler
 from llmpulse.result import CheckResult
-from llmpulse.store import database_errors, is_postgres, local_path, results_location
+from llmpulse.store import database_errors, local_path
 from llmpulse.store.writer import Trouble, open_recording
 from llmpulse.target import Target
 
@@ -100,6 +101,9 @@ class Daemon:
         region: str | None = None,
     ) -> None:
         self.config = config
+        # Before any database is opened: a channel the config names wrongly is a config error.
+        where = f"{config.source}: " if config.source else ""
+        self.notifiers: list[Notifier] = build_notifiers(config.notifiers, where)
         self.location = results_location(db_path, config.storage)
         self.agent = agent or config.monitor.agent or socket.gethostname()
         self.region = region or config.monitor.region
@@ -108,7 +112,6 @@ class Daemon:
         self.store = self.recording.writer.store
         self.state = AlertStateStore.open(self.location)
         self.outbox = Outbox.open(self.location, redactor=config.redactor)
-        self.notifiers: list[Notifier] = build_notifiers(config.notifiers)
         # Reading results back, alert state, silences and baselines: one database (or the files
         # beside SQLite results), so one trouble, named by the job that met it.
         self.unreadable = Trouble(

@@ -272,9 +272,7 @@ class Prober:
                     if update.error is not None:
                         error = update.error
                         break
-                    chars = update.output_chars
-                    if chars:
-                        stopwatch.content(now, chars)
+                    stopwatch.content(now, update.output_chars)
                     if update.done:
                         break
                 if error is not None or parser.done:

@@ -6,15 +6,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from llmpulse.config.storage import (
-    STORAGE_ENV,
-    check_location,
-    default_path,
-    is_postgres,
-    redact_url,
-    results_location,
-    sqlite_path,
-)
+from llmpulse.config.storage import default_path, is_postgres, redact_url, sqlite_path
 from llmpulse.store.base import ModelChange, PruneStats, ResultFilter, Store, Totals
 from llmpulse.store.rollup import Summary
 from llmpulse.store.sqlite import SQLiteStore
@@ -65,7 +57,6 @@ def open_store(location: str | Path | None = None, *, for_writing: bool = False)
 
 
 __all__ = [
-    "STORAGE_ENV",
     "ModelChange",
     "PruneStats",
     "ResultFilter",
@@ -74,12 +65,7 @@ __all__ = [
     "Summary",
     "Totals",
     "UnwritableError",
-    "check_location",
     "database_errors",
-    "default_path",
-    "is_postgres",
     "local_path",
     "open_store",
-    "redact_url",
-    "results_location",
 ]

@@ -61,16 +61,16 @@ class PostgresStore(SQLStore[_Conn]):
 
     def __init__(self, url: str, pool_size: int = 4) -> None:
         super().__init__()
-        self.where = redact_url(url)
+        self.shown = redact_url(url)
         conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
         try:
             with psycopg.connect(conninfo, autocommit=True) as conn:
                 current = _revision(conn)
         except psycopg.OperationalError as exc:
             raise psycopg.OperationalError(
-                f"cannot connect to {self.where}: {redact_url(str(exc))}"
+                f"cannot connect to {self.shown}: {redact_url(str(exc))}"
             ) from None
-        migrations.migrate_postgres(sqlalchemy_url(url), self.where, current)
+        migrations.migrate_postgres(sqlalchemy_url(url), self.shown, current)
         # While the server is away, callers fail within seconds (the writer spools, the web
         # answers 503) instead of queueing for the pool's default 30 s; a connection is checked
         # on checkout, so one broken by a server restart is replaced, never handed out.
@@ -94,7 +94,7 @@ class PostgresStore(SQLStore[_Conn]):
 
     @property
     def location(self) -> str:
-        return self.where
+        return self.shown
 
     def schema_version(self) -> int:
         with self._pool.connection() as conn:

@@ -26,8 +26,9 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from llmpulse.config.storage import redact_url
 from llmpulse.result import CheckResult
-from llmpulse.store import UnwritableError, local_path, redact_url, sqlitedb
+from llmpulse.store import UnwritableError, local_path, sqlitedb
 from llmpulse.store.sqlstore import COLUMNS, decode, encode
 
 log = logging.getLogger(__name__)

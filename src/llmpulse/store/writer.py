@@ -20,8 +20,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from llmpulse.config.storage import redact_url
 from llmpulse.result import CheckResult
-from llmpulse.store import UnwritableError, database_errors, open_store, redact_url
+from llmpulse.store import UnwritableError, database_errors, open_store
 from llmpulse.store.base import Store
 from llmpulse.store.spool import Spool, spool_for
 

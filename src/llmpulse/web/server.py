@@ -16,18 +16,21 @@ import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from llmpulse import aio
 from llmpulse.config import Config
 from llmpulse.config.web import is_loopback
-from llmpulse.monitor.daemon import Daemon
 from llmpulse.serving import header_timeout_protocol
 from llmpulse.store import queries
 from llmpulse.telemetry.prometheus import MetricsExporter, Snapshot, TargetSnapshot
 from llmpulse.web.app import create_app
 from llmpulse.web.view import CARD_WINDOW, OfficialSource, View
+
+if TYPE_CHECKING:
+    from llmpulse.monitor.daemon import Daemon
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,12 @@ from llmpulse.config.notifiers import (
 __all__ = ["DeliveryError", "Notifier", "build_notifiers"]
 
 
-def build_notifiers(settings: Sequence[NotifierSettings]) -> list[Notifier]:
-    """One channel per entry; an Apprise URL Apprise cannot parse is a ConfigError."""
+def build_notifiers(settings: Sequence[NotifierSettings], where: str = "") -> list[Notifier]:
+    """One channel per entry; an Apprise URL Apprise cannot parse is a ConfigError, its path
+    after ``where`` (the config file, as a config error names it)."""
     notifiers = []
     for index, entry in enumerate(settings):
-        notifier = _build(entry, f"notifiers[{index}]")
+        notifier = _build(entry, f"{where}notifiers[{index}]")
         notifier.secrets = entry.secrets
         notifiers.append(notifier)
     return notifiers
