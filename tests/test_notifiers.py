@@ -399,6 +399,10 @@ def test_parse_retry_after() -> None:
             [{"type": "discord", "webhook_url": "https://aSECRET", "token": "SECRET"}],
             "notifiers[0].token: unknown key",
         ),
+        (  # a key with a line break is quoted: the error stays one line
+            [{"type": "slack", "webhook_url": "https://a", "to\nken": "SECRET"}],
+            "notifiers[0].'to\\nken': unknown key",
+        ),
         (
             [{"type": "teams", "webhook_url": "ftp://hostSECRET"}],
             "notifiers[0].webhook_url: expected an http",

@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from llmpulse.config.errors import ConfigError
+from llmpulse.config.errors import ConfigError, error_message, key_path
 from llmpulse.config.fields import read_reference
 from llmpulse.secrets import env_var, is_credential_header, url_password
 
@@ -231,13 +231,8 @@ def _format_errors(exc: ValidationError, where: str) -> str:
         loc = list(err["loc"])
         if loc and loc[0] in _TYPES:
             loc = loc[1:]  # the discriminator's tag, not a key of the file
-        path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif err["type"] == "missing":
-            message = "required key is missing"
-        elif err["type"] == "union_tag_not_found":
+        path, message = key_path(loc, where), error_message(err)
+        if err["type"] == "union_tag_not_found":
             path, message = f"{where}.type", f"required key is missing ({types})"
         elif err["type"] == "union_tag_invalid":
             path, message = f"{where}.type", f"unknown notifier type; expected one of {types}"
