@@ -144,7 +144,8 @@ async def test_webhook_posts_the_contract_signed(
     assert request.json() == notification.to_json()
     assert set(request.json()) == {
         "status", "severity", "rule", "target", "provider", "summary", "value", "threshold",
-        "starts_at", "ends_at", "fingerprint", "official_status",
+        "starts_at", "ends_at", "fingerprint", "official_status", "escalation_step",
+        "acknowledged_by", "acknowledged_at", "url",
     }  # fmt: skip
     expected = hmac.new(b"s3cret", request.body, hashlib.sha256).hexdigest()
     assert request.headers["X-Llmpulse-Signature"] == f"sha256={expected}"

@@ -11,11 +11,16 @@ from llmpulse.rules import Severity
 
 
 class AlertState(enum.StrEnum):
-    """Alertmanager's lifecycle: a condition is pending until it has held long enough."""
+    """Alertmanager's lifecycle: a condition is pending until it has held long enough.
+
+    ``ACKNOWLEDGED`` is only ever a notice's status (someone has the alert), never a record's
+    state: an acknowledged alert is still firing.
+    """
 
     PENDING = "pending"
     FIRING = "firing"
     RESOLVED = "resolved"
+    ACKNOWLEDGED = "acknowledged"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -23,7 +28,10 @@ class Notification:
     """One state change of one alert, as every channel receives it.
 
     ``to_json`` is the generic webhook contract; chat and paging channels render the same facts.
-    ``status`` is only ever "firing" or "resolved": pending alerts are never sent.
+    ``status`` is "firing", "acknowledged" or "resolved": pending alerts are never sent.
+    ``escalation_step`` is 0 for the route's own page (and its repeats), k for the k-th
+    escalation step's page, and in later notices the step the alert had reached. ``url`` links
+    to the alert on the dashboard when ``web.public_url`` is set.
     """
 
     status: AlertState
@@ -39,6 +47,10 @@ class Notification:
     fingerprint: str
     official_status: str | None = None
     test: bool = False  # sent by `llmpulse notify test`
+    escalation_step: int = 0
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +66,10 @@ class Notification:
             "ends_at": _iso(self.ends_at) if self.ends_at else None,
             "fingerprint": self.fingerprint,
             "official_status": self.official_status,
+            "escalation_step": self.escalation_step,
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged_at": _iso(self.acknowledged_at) if self.acknowledged_at else None,
+            "url": self.url,
         }
 
     @classmethod
@@ -72,6 +88,14 @@ class Notification:
             fingerprint=data["fingerprint"],
             official_status=data.get("official_status"),
             test=bool(data.get("test", False)),
+            escalation_step=int(data.get("escalation_step") or 0),
+            acknowledged_by=data.get("acknowledged_by"),
+            acknowledged_at=(
+                datetime.fromisoformat(data["acknowledged_at"])
+                if data.get("acknowledged_at")
+                else None
+            ),
+            url=data.get("url"),
         )
 
 

@@ -1,12 +1,13 @@
-"""The sections that tune detection and alerting: ``monitor``, ``alerting``, ``providers``
-and ``silences`` (rule overrides themselves are ``llmpulse.rules.RuleOverride``)."""
+"""The sections that tune detection and alerting: ``monitor``, ``alerting`` (with its
+``routes``), ``providers`` and ``silences`` (rule overrides themselves are
+``llmpulse.rules.RuleOverride``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from llmpulse.durations import Duration, DurationOrZero
 from llmpulse.rules import RuleOverrides
@@ -30,8 +31,59 @@ class MonitorSettings(BaseModel):
     min_regions: int = Field(default=1, ge=1, le=100)
 
 
+def _globs(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+# A glob, or a list of globs any of which may match.
+Globs = Annotated[list[str], BeforeValidator(_globs), Field(min_length=1)]
+NotifierNames = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+
+
+class RouteMatch(BaseModel):
+    """Which alerts a route takes, by their labels; a key left out matches every alert."""
+
+    model_config = ConfigDict(extra="forbid")
+    severity: Globs | None = None
+    provider: Globs | None = None
+    target: Globs | None = None
+    rule: Globs | None = None
+
+
+class EscalationStep(BaseModel):
+    """Who is paged next when an alert is still firing and unacknowledged ``after`` its first
+    page."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    after: Duration
+    notify: NotifierNames
+
+
+class RouteConfig(BaseModel):
+    """One route of ``alerting.routes``, as in Alertmanager: the first route that matches takes
+    the alert, unless it says ``continue: true`` and the next matching route takes it too."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    match: RouteMatch = Field(default_factory=RouteMatch)
+    notify: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    escalate: list[EscalationStep] = Field(default_factory=list)
+    continue_: bool = Field(default=False, alias="continue")
+
+    @field_validator("escalate")
+    @classmethod
+    def _in_order(cls, value: list[EscalationStep]) -> list[EscalationStep]:
+        afters = [step.after for step in value]
+        if afters != sorted(afters):
+            raise ValueError("escalation steps must be in the order of their 'after'")
+        return value
+
+
 class AlertingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # None: every notifier gets every alert. A list: the routes decide (llmpulse.alerts.routes).
+    routes: list[RouteConfig] | None = None
+    # Hold back pages for a provider while its status page announces maintenance in progress.
+    silence_official_maintenance: bool = False
     repeat_interval: Duration = 4 * 3600.0
     # 0: resolve, notify or release a flapping alert without waiting.
     resolve_after: DurationOrZero = 30.0

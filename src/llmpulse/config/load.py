@@ -22,7 +22,7 @@ from llmpulse.config.errors import ConfigError, format_errors
 from llmpulse.config.fields import check_address
 from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.litellm import SECTIONS, parse_gateway
-from llmpulse.config.notifiers import NotifierSettings, resolve_notifiers
+from llmpulse.config.notifiers import NotifierSettings, check_routes, resolve_notifiers
 from llmpulse.config.storage import resolve_storage
 from llmpulse.config.targets import TargetConfig, resolve_target
 from llmpulse.config.telemetry import TelemetryConfig, TelemetrySettings, resolve_telemetry
@@ -169,6 +169,7 @@ def parse_config(
         targets.append(target)
     try:
         notifiers = resolve_notifiers(parsed.notifiers, env) if need_keys else []
+        check_routes(parsed.alerting.routes, parsed.notifiers)
     except ConfigError as exc:
         raise ConfigError(f"{where}{exc}") from None
     web = parsed.web

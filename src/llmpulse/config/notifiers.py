@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from llmpulse.config.alerting import RouteConfig
 from llmpulse.config.errors import ConfigError, error_message, key_path
 from llmpulse.config.fields import read_reference
 from llmpulse.secrets import env_var, is_credential_header, url_password
@@ -105,9 +106,13 @@ class TeamsConfig(_NotifierBase):
 
 
 class PagerDutyConfig(_NotifierBase):
+    """``webhook_secret``: the signing secret of a PagerDuty V3 webhook subscription whose
+    acknowledgements come back to llmpulse (``/api/v1/integrations/pagerduty``)."""
+
     type: Literal["pagerduty"]
     routing_key: SecretRef = Field(repr=False)
     url: HttpUrlOrRef = Field(default=PAGERDUTY_EVENTS_URL, repr=False)
+    webhook_secret: SecretRef | None = Field(default=None, repr=False)
 
 
 class EmailConfig(_NotifierBase):
@@ -215,6 +220,29 @@ def resolve_notifiers(
     return resolved
 
 
+def check_routes(
+    routes: Sequence[RouteConfig] | None, configs: Sequence[NotifierConfig | Mapping[str, Any]]
+) -> None:
+    """Every notifier a route names is configured (by ``name``, which defaults to ``type``)."""
+    names = [
+        (c.name or c.type) if isinstance(c, BaseModel) else str(c.get("name") or c.get("type"))
+        for c in configs
+        if isinstance(c, BaseModel | Mapping)
+    ]
+    known = ", ".join(names) or "none"
+    for i, route in enumerate(routes or ()):
+        lists = [(f"alerting.routes[{i}].notify", route.notify)] + [
+            (f"alerting.routes[{i}].escalate[{j}].notify", step.notify)
+            for j, step in enumerate(route.escalate)
+        ]
+        for where, notify in lists:
+            for k, name in enumerate(notify):
+                if name not in names:
+                    raise ConfigError(
+                        f"{where}[{k}]: unknown notifier {name!r}; the notifiers are: {known}"
+                    )
+
+
 def _validate(raw: Mapping[str, Any], where: str) -> NotifierConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping with a 'type'")
@@ -283,6 +311,9 @@ def _resolved(cfg: NotifierConfig, resolve: _Resolver) -> NotifierConfig:
             changes = {
                 "routing_key": resolve("routing_key", cfg.routing_key),
                 "url": resolve.url("url", cfg.url),
+                "webhook_secret": (
+                    resolve("webhook_secret", cfg.webhook_secret) if cfg.webhook_secret else None
+                ),
             }
         case EmailConfig():
             changes = {"password": resolve("password", cfg.password) if cfg.password else None}

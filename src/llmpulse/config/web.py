@@ -32,6 +32,8 @@ class WebSettings(BaseModel):
         default=12 * 3600.0, gt=0, le=365 * 86400.0, allow_inf_nan=False
     )
     title: str = "llmpulse"
+    # Where users reach the dashboard (behind a proxy, say): alert messages link there.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=2000)
 
     @model_validator(mode="after")
     def _credentials_complete(self) -> WebSettings:
@@ -55,6 +57,13 @@ class WebConfig:
     auth: bool = True
     session_timeout: float = 12 * 3600.0
     title: str = "llmpulse"
+    public_url: str | None = None
+
+    def alert_url(self, fingerprint: str) -> str | None:
+        """The dashboard's page of one alert, when ``public_url`` says where the dashboard is."""
+        if self.public_url is None:
+            return None
+        return f"{self.public_url.rstrip('/')}/alerts#alert-{fingerprint}"
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -107,6 +116,7 @@ def resolve_web(settings: WebSettings, env: Mapping[str, str], where: str = "") 
         auth=settings.auth,
         session_timeout=settings.session_timeout,
         title=settings.title,
+        public_url=settings.public_url,
     )
     check_credentials(web, where + "web.listen")
     return web

@@ -41,7 +41,9 @@ class AppriseNotifier(Notifier):
         n = notification
         body = "\n".join([n.summary, "", *(f"{label}: {value}" for label, value in facts(n))])
         kind = apprise.NotifyType.SUCCESS
-        if n.status is AlertState.FIRING:
+        if n.status is AlertState.ACKNOWLEDGED:
+            kind = apprise.NotifyType.INFO
+        elif n.status is AlertState.FIRING:
             critical = n.severity == "critical"
             kind = apprise.NotifyType.FAILURE if critical else apprise.NotifyType.WARNING
         ok = await asyncio.to_thread(

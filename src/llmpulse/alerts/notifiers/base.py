@@ -44,6 +44,9 @@ class Notifier(abc.ABC):
     type: str
     # The credentials it holds (references resolved, tokens in its URLs), for the redactor.
     secrets: tuple[str, ...] = ()
+    # A receiver that forgets a firing alert unless it hears of it again (Alertmanager) sets
+    # this: the engine re-sends each firing alert it was paged with at this interval.
+    resend_interval_s: float | None = None
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.type
@@ -141,13 +144,17 @@ def parse_retry_after(value: str | None) -> float | None:
 def status_emoji(n: Notification) -> str:
     if n.status is AlertState.RESOLVED:
         return "✅"
+    if n.status is AlertState.ACKNOWLEDGED:
+        return "👀"
     return "🔴" if n.severity is Severity.CRITICAL else "🟠"
 
 
 def status_color(n: Notification) -> int:
-    """RGB: red for critical, amber for warning, green once resolved."""
+    """RGB: red for critical, amber for warning, blue once acknowledged, green once resolved."""
     if n.status is AlertState.RESOLVED:
         return 0x12B76A
+    if n.status is AlertState.ACKNOWLEDGED:
+        return 0x2E90FA
     return 0xD92D20 if n.severity is Severity.CRITICAL else 0xF79009
 
 
@@ -178,6 +185,12 @@ def facts(n: Notification) -> list[tuple[str, str]]:
     ]
     if n.ends_at is not None:
         rows.append(("Ended", fmt_time(n.ends_at)))
+    if n.escalation_step:
+        rows.append(("Escalation", f"step {n.escalation_step}: nobody has acknowledged it"))
+    if n.acknowledged_by is not None:
+        rows.append(("Acknowledged", f"by {n.acknowledged_by} at {fmt_time(n.acknowledged_at)}"))
+    if n.url is not None:
+        rows.append(("Dashboard", n.url))
     return rows
 
 

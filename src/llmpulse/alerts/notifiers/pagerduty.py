@@ -1,7 +1,8 @@
-"""PagerDuty Events API v2: ``trigger`` when an alert fires, ``resolve`` when it resolves.
+"""PagerDuty Events API v2: ``trigger`` when an alert fires, ``acknowledge`` when someone
+acknowledges it in llmpulse, ``resolve`` when it resolves.
 
-Both carry ``dedup_key`` = the alert fingerprint, so the resolve closes the incident the
-trigger opened (and a repeated trigger is folded into it). PagerDuty answers 202 when it has
+All carry ``dedup_key`` = the alert fingerprint, so they act on the incident the trigger
+opened (and a repeated trigger is folded into it). PagerDuty answers 202 when it has
 accepted the event; 400 is an invalid event (permanent), 429 and 5xx are retried.
 
 ``routing_key`` is the integration key: it must be an environment reference.
@@ -36,6 +37,9 @@ class PagerDutyNotifier(HttpNotifier):
         }
         if n.status is AlertState.RESOLVED:
             event["event_action"] = "resolve"
+            return event
+        if n.status is AlertState.ACKNOWLEDGED:
+            event["event_action"] = "acknowledge"
             return event
         event["event_action"] = "trigger"
         event["client"] = "llmpulse"

@@ -24,7 +24,9 @@ class TeamsNotifier(HttpNotifier):
 
     def render(self, notification: Notification) -> dict[str, Any]:
         n = notification
-        style = "good" if n.status is AlertState.RESOLVED else _STYLE[str(n.severity)]
+        style = {AlertState.RESOLVED: "good", AlertState.ACKNOWLEDGED: "accent"}.get(
+            n.status, _STYLE[str(n.severity)]
+        )
         card = {
             "type": "AdaptiveCard",
             "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
