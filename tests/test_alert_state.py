@@ -102,9 +102,10 @@ def test_a_file_from_before_alembic_keeps_its_state_and_is_stamped(tmp_path: Pat
     assert [s.comment for s in store.silences()] == ["kept"]
     store.add_event(alert("new"), now=6)
     store.close()
-    assert sql(path, "SELECT version_num FROM alembic_version_alerts") == [("0001",)]
+    # Stamped at 0001 (the legacy schema), then upgraded to the head like any other file.
+    assert sql(path, "SELECT version_num FROM alembic_version_alerts") == [("0002",)]
 
-    # Revision 0001 is the legacy schema: a fresh file has the same tables and columns.
+    # A fresh file ends with the same tables and columns.
     AlertStateStore(tmp_path / "fresh.db").close()
 
     def shape(p: Path) -> dict[str, list[str]]:
@@ -153,5 +154,5 @@ def test_agents_starting_together_migrate_once() -> None:
         started += [threads.submit(_start_agent, (url, url), ready) for _ in range(2)]
         for future in started:
             future.result()
-        assert sql(url, "SELECT version_num FROM alembic_version_alerts") == [("0001",)]
+        assert sql(url, "SELECT version_num FROM alembic_version_alerts") == [("0002",)]
         assert sql(url, "SELECT version_num FROM alembic_version_outbox") == [("0002",)]

@@ -20,7 +20,7 @@ class Harness:
         self.sent = []
         self.engine = Engine(
             targets or {"openai": ["o1"], "anthropic": ["a1"]},
-            self.sent.append,
+            lambda n, receivers, resend=False: self.sent.append(n),
             settings or AlertSettings(resolve_after_s=30, group_wait_s=2),
             records,
             official_status=lambda p: "minor" if p == "openai" else None,
@@ -208,7 +208,7 @@ def test_escalation_from_warning_to_critical_pages_again():
 def test_a_failed_hand_over_is_retried_not_lost():
     attempts = []
 
-    def flaky(notification):
+    def flaky(notification, receivers, resend=False):
         attempts.append(notification.status.value)
         if len(attempts) in (1, 3):  # the first firing and the first resolved hand-over fail
             raise OSError("disk full")

@@ -31,6 +31,7 @@ from llmpulse.config import (
 )
 from llmpulse.config.storage import default_path, redact_url, resolve_storage, results_location
 from llmpulse.config.web import WebConfig
+from llmpulse.durations import format_duration
 from llmpulse.presets import DISCOVERABLE, PRESETS
 from llmpulse.result import CheckKind, CheckResult
 from llmpulse.secrets import Redactor, install_log_redaction
@@ -519,8 +520,17 @@ def notify() -> None:
 
 
 @notify.command("test")
+@click.option(
+    "--route",
+    is_flag=True,
+    help="Send nothing: print which notifiers an alert of each rule and severity would reach.",
+)
+@click.option("--provider", default=None, help="With --route: the example alerts' provider.")
+@click.option("--target", default=None, help="With --route: the example alerts' target.")
 @config_option
-def notify_test(config_path: Path | None) -> None:
+def notify_test(
+    route: bool, provider: str | None, target: str | None, config_path: Path | None
+) -> None:
     """Send a test alert to every configured channel and show what each answered."""
     from llmpulse.alerts.notifiers import build_notifiers  # loaded by the commands that send
     from llmpulse.alerts.testing import send_test
@@ -531,6 +541,9 @@ def notify_test(config_path: Path | None) -> None:
         notifiers = build_notifiers(config.notifiers, f"{config.source}: " if config.source else "")
     except ConfigError as exc:
         _usage_error(console, exc)
+    if route:
+        _print_routes(console, config, provider, target)
+        return
     if not notifiers:
         console.print("no notifiers configured (add a 'notifiers:' list to the config)")
         sys.exit(EXIT_USAGE)
@@ -540,6 +553,73 @@ def notify_test(config_path: Path | None) -> None:
         console.print(f"[{style}]{'ok  ' if ok else 'FAIL'}[/{style}] {name}: {answer}",
                       highlight=False)  # fmt: skip
     sys.exit(EXIT_OK if all(ok for _, ok, _ in answers) else EXIT_FAILED)
+
+
+def _print_routes(
+    console: Console, config: Config, provider: str | None, target: str | None
+) -> None:
+    from rich.table import Table
+
+    from llmpulse.alerts.testing import route_examples
+
+    try:
+        examples = route_examples(config, provider, target)
+    except LookupError as exc:
+        console.print(str(exc), highlight=False)
+        sys.exit(EXIT_USAGE)
+    if config.alerting.routes is None:
+        console.print("no alerting.routes: every notifier gets every alert", highlight=False)
+    table = Table("rule", "severity", "provider", "target", "notifies", "escalates")
+    for e in examples:
+        steps = "; ".join(
+            f"after {format_duration(s.after_s)}: {', '.join(s.notify)}"
+            for s in e.delivery.escalate
+        )
+        table.add_row(
+            e.rule, str(e.severity), e.provider, e.target,
+            ", ".join(e.delivery.notify) or "nobody", steps or "—",
+        )  # fmt: skip
+    console.print(table)
+
+
+@main.command("ack")
+@click.argument("fingerprint")
+@click.option("--by", default=None, help="Who has it (default: your user name).")
+@click.option("--comment", default="", help="A note for whoever looks next.")
+@click.option("--undo", is_flag=True, help="Take the acknowledgement back: escalation resumes.")
+@config_option
+@db_option
+def ack(
+    fingerprint: str, by: str | None, comment: str, undo: bool,
+    config_path: Path | None, db_path: str | None,
+) -> None:  # fmt: skip
+    """Acknowledge a firing alert: its escalation and repeats stop, and the notifiers it paged
+    are told who has it (FINGERPRINT: as the alerts page, the API and every notice show it)."""
+    import getpass
+
+    from llmpulse.alerts.state import NotFiring, UnknownAlert
+
+    with _alert_state(config_path, db_path) as state:
+        try:
+            if undo:
+                record = state.unacknowledge(fingerprint)
+                click.echo(f"{fingerprint} ({record.lead_rule or record.rule} "
+                           f"{record.target}): acknowledgement taken back")  # fmt: skip
+                return
+            record, entry = state.acknowledge(
+                fingerprint, by or getpass.getuser(), comment, time.time()
+            )
+        except UnknownAlert:
+            click.echo(f"no alert {fingerprint}", err=True)
+            sys.exit(EXIT_FAILED)
+        except NotFiring as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(EXIT_FAILED)
+    when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(entry.at))
+    click.echo(
+        f"{fingerprint} ({record.lead_rule or record.rule} {record.target}): acknowledged by "
+        f"{entry.by} at {when}"
+    )
 
 
 main.add_command(sim_command)

@@ -7,6 +7,13 @@ condition has stayed clear for ``resolve_after`` (``flap_resolve_after`` once it
 flip. Outage alerts are grouped: when every target of a provider fails, one provider-level alert
 goes out instead of one per model, and when every provider fails at once, one alert says the
 fault is probably on our side. Silences suppress notifications, never the state.
+
+Where a notice goes is the routes' answer (``alerts.routes``) on the alert's labels. An episode
+(from firing to resolved) remembers every notifier it paged, so its acknowledgement and its
+resolution reach exactly those. A page nobody acknowledges escalates through its route's steps,
+counted from the episode's first page; an acknowledged alert neither escalates nor repeats
+until it resolves or escalates in severity, when its pages (and their clock) start again on
+the route of the new severity.
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from llmpulse.alerts.model import AlertState, Notification
+from llmpulse.alerts.model import Acknowledgement, AlertState, Notification
+from llmpulse.alerts.routes import Routes
 from llmpulse.alerts.silences import Silence
 from llmpulse.alerts.window import Evaluation
 from llmpulse.rules import AVAILABILITY_RULES, Severity
@@ -53,6 +61,14 @@ class AlertSettings:
     flap_resolve_after_s: float = 600.0
 
 
+class Notify(Protocol):
+    def __call__(
+        self, notification: Notification, receivers: Sequence[str], *, resend: bool = False
+    ) -> None:
+        """Queue ``notification`` for ``receivers`` (the notifiers' names). A ``resend`` keeps a
+        receiver that forgets firing alerts informed: it is not an event of the alert's own."""
+
+
 @dataclasses.dataclass(slots=True)
 class AlertRecord:
     """Everything the engine knows about one alert; persisted so a restart resumes it."""
@@ -76,6 +92,30 @@ class AlertRecord:
     group_until: float | None = None  # an incident waits this long for its siblings
     inhibited_by: str | None = None  # fingerprint of the group alert that stands for it
     lead_rule: str | None = None  # for an incident: the rule it is notified as
+    # This episode (firing until resolved): every notifier it paged, when its current pages
+    # started (the escalation clock), the escalation step reached, who acknowledged it.
+    paged: list[str] = dataclasses.field(default_factory=list)
+    paged_at: float | None = None
+    escalation_step: int = 0
+    acknowledged_by: str | None = None
+    acknowledged_at: float | None = None
+    acknowledged_via: str | None = None  # the notifier it came from, which needs no notice
+    resent_at: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def episode(self) -> str:
+        """What an acknowledgement is of: this firing, at this severity."""
+        return f"{self.fired_at}/{self.severity}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """What routes and silences match on."""
+        return {
+            "severity": str(self.severity),
+            "provider": self.provider,
+            "target": self.target,
+            "rule": self.lead_rule or self.rule,
+        }
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -108,15 +148,28 @@ class Engine:
     def __init__(
         self,
         targets_by_provider: Mapping[str, Iterable[str]],
-        notify: Callable[[Notification], None],
+        notify: Notify,
         settings: AlertSettings | None = None,
         records: Iterable[AlertRecord] = (),
         official_status: Callable[[str], str | None] = lambda provider: None,
+        *,
+        routes: Routes | None = None,
+        resend_intervals: Mapping[str, float] | None = None,
+        in_maintenance: Callable[[str], bool] = lambda provider: False,
+        alert_url: Callable[[str], str | None] = lambda fingerprint: None,
     ) -> None:
+        """``routes``: where notices go (default: nowhere but the history). ``resend_intervals``:
+        the notifiers that must hear of a firing alert again, and how often. ``in_maintenance``:
+        whether a provider's own status page announces maintenance now (its pages are held
+        back). ``alert_url``: the dashboard's link to an alert, for the notices."""
         self.settings = settings or AlertSettings()
         self.targets_by_provider = {p: set(ts) for p, ts in targets_by_provider.items()}
         self._notify = notify
         self._official_status = official_status
+        self.routes = routes or Routes(None, ())
+        self._resend = dict(resend_intervals or {})
+        self._in_maintenance = in_maintenance
+        self._alert_url = alert_url
         self.records: dict[str, AlertRecord] = {r.fingerprint: r for r in records}
         self.silences: list[Silence] = []
         self.dirty: set[str] = set()  # fingerprints changed since the last save
@@ -180,11 +233,41 @@ class Engine:
         ):
             if not record.notified:
                 self._send(record, AlertState.FIRING, now)  # e.g. a silence just ended
-            elif (
-                record.last_notified_at is not None
-                and now - record.last_notified_at >= self.settings.repeat_interval_s
-            ):
-                self._send(record, AlertState.FIRING, now)
+                return
+            if record.acknowledged_at is None:
+                step = self._due_step(record, now)
+                if step is not None:
+                    self._send(record, AlertState.FIRING, now, step=step)
+                elif (
+                    record.last_notified_at is not None
+                    and now - record.last_notified_at >= self.settings.repeat_interval_s
+                ):
+                    self._send(record, AlertState.FIRING, now)
+            self._resend_due(record, now)
+
+    def _due_step(self, record: AlertRecord, now: float) -> int | None:
+        """The escalation step (1, 2, ...) whose time has come, if any."""
+        if record.paged_at is None:
+            return None
+        steps = self.routes.delivery(record.labels).escalate
+        k = record.escalation_step
+        if k < len(steps) and now - record.paged_at >= steps[k].after_s:
+            return k + 1
+        return None
+
+    def _resend_due(self, record: AlertRecord, now: float) -> None:
+        due = [
+            name
+            for name in record.paged
+            if name in self._resend
+            and now - record.resent_at.get(name, record.paged_at or now) >= self._resend[name]
+        ]
+        if not due:
+            return
+        status = AlertState.FIRING if record.acknowledged_at is None else AlertState.ACKNOWLEDGED
+        self._notify(self._notification(record, status, now), due, resend=True)
+        record.resent_at.update(dict.fromkeys(due, now))
+        self.dirty.add(record.fingerprint)
 
     def _refresh_live(self, fp: str) -> bool:
         record = self.records.get(fp)
@@ -243,6 +326,7 @@ class Engine:
     def _fire(self, record: AlertRecord, now: float) -> None:
         record.state, record.fired_at, record.resolved_at = AlertState.FIRING, now, None
         record.notified = False
+        _new_episode(record)
         record.fire_times = [t for t in record.fire_times if now - t <= self.settings.flap_window_s]
         record.fire_times.append(now)
         self.dirty.add(record.fingerprint)
@@ -297,12 +381,17 @@ class Engine:
         if incident.state is not AlertState.FIRING:
             incident.state, incident.fired_at, incident.resolved_at = AlertState.FIRING, now, None
             incident.active_since, incident.notified, incident.clear_since = now, False, None
+            _new_episode(incident)
             group = self._active_group(provider)
             if group is not None:
                 incident.inhibited_by = group.fingerprint  # the group alert speaks for it
             else:
                 incident.group_until = now + self.settings.group_wait_s
         elif escalated and incident.notified and incident.inhibited_by is None:
+            # The critical route takes over: its pages, its escalation clock; an
+            # acknowledgement of the warning does not hold for the critical alert.
+            incident.paged_at, incident.escalation_step = None, 0
+            _clear_acknowledgement(incident)
             self._send(incident, AlertState.FIRING, now)
 
     # --- grouping -----------------------------------------------------------------------
@@ -373,6 +462,7 @@ class Engine:
         record.state, record.active_since = AlertState.FIRING, now
         record.fired_at, record.notified, record.clear_since = now, False, None
         record.resolved_at = None
+        _new_episode(record)
         self.dirty.add(record.fingerprint)
         self._send(record, AlertState.FIRING, now)
         return record
@@ -387,40 +477,116 @@ class Engine:
 
     # --- delivery -----------------------------------------------------------------------
 
-    def _send(self, record: AlertRecord, status: AlertState, now: float) -> None:
+    def _send(
+        self, record: AlertRecord, status: AlertState, now: float, step: int | None = None
+    ) -> None:
+        """Notify of ``record``: its first page (on its route), a repeat (to whoever it paged),
+        escalation ``step``, or its resolution (to whoever it paged)."""
         # A silence holds back pages; the end of a page that already went out is still sent,
         # so no incident is left open on the receiving side.
         if status is AlertState.FIRING and self.silenced(record, now):
             return
-        self._notify(  # if this raises, nothing is marked sent: tick() tries again
-            Notification(
-                status=status,
-                severity=record.severity,
-                rule=record.lead_rule or record.rule,
-                target=record.target,
-                provider=record.provider,
-                summary=record.summary,
-                value=record.value,
-                threshold=record.threshold,
-                starts_at=_dt(now if record.fired_at is None else record.fired_at),
-                ends_at=_dt(now) if status is AlertState.RESOLVED else None,
-                fingerprint=record.fingerprint,
-                official_status=self._official_status(record.provider),
-            )
-        )
+        receivers: Sequence[str]
+        if status is not AlertState.FIRING:
+            receivers = record.paged
+        elif step is not None:
+            receivers = self.routes.delivery(record.labels).escalate[step - 1].notify
+        elif record.paged_at is None:
+            receivers = self.routes.delivery(record.labels).notify
+        else:
+            receivers = record.paged
+        notification = self._notification(record, status, now, step)
+        self._notify(notification, receivers)  # if this raises, nothing is marked sent
+        if status is AlertState.FIRING:
+            if record.paged_at is None:
+                record.paged_at = now
+            if step is not None:
+                record.escalation_step = step
+            record.paged += [name for name in receivers if name not in record.paged]
         record.notified = status is AlertState.FIRING
         record.last_notified_at = now
         self.dirty.add(record.fingerprint)
 
+    def _notification(
+        self, record: AlertRecord, status: AlertState, now: float, step: int | None = None
+    ) -> Notification:
+        return Notification(
+            status=status,
+            severity=record.severity,
+            rule=record.lead_rule or record.rule,
+            target=record.target,
+            provider=record.provider,
+            summary=record.summary,
+            value=record.value,
+            threshold=record.threshold,
+            starts_at=_dt(now if record.fired_at is None else record.fired_at),
+            ends_at=_dt(now) if status is AlertState.RESOLVED else None,
+            fingerprint=record.fingerprint,
+            official_status=self._official_status(record.provider),
+            escalation_step=record.escalation_step if step is None else step,
+            acknowledged_by=record.acknowledged_by,
+            acknowledged_at=(
+                None if record.acknowledged_at is None else _dt(record.acknowledged_at)
+            ),
+            url=self._alert_url(record.fingerprint),
+        )
+
     def silenced(self, record: AlertRecord, now: float) -> bool:
         rule = record.lead_rule or record.rule
-        return any(s.matches(rule, record.target, record.provider, now) for s in self.silences)
+        if any(s.matches(rule, record.target, record.provider, now) for s in self.silences):
+            return True
+        return record.provider != ALL and self._in_maintenance(record.provider)
+
+    # --- acknowledgement ----------------------------------------------------------------
+
+    def sync_acknowledgements(
+        self, acks: Mapping[str, Acknowledgement], now: float
+    ) -> list[Acknowledgement]:
+        """Apply the stored acknowledgements (by fingerprint): a new one stops its alert's
+        escalation and repeats and tells whoever was paged; one taken back lets them resume.
+        Returns those no longer of a firing alert's episode, for the store to delete."""
+        stale = []
+        for fp, ack in acks.items():
+            record = self.records.get(fp)
+            if (
+                record is None
+                or record.state is not AlertState.FIRING
+                or ack.episode != record.episode
+            ):
+                stale.append(ack)
+            elif record.acknowledged_at is None:
+                record.acknowledged_by, record.acknowledged_at = ack.by, ack.at
+                record.acknowledged_via = ack.via
+                if record.notified:
+                    notice = self._notification(record, AlertState.ACKNOWLEDGED, now)
+                    try:
+                        self._notify(notice, [n for n in record.paged if n != ack.via])
+                    except Exception:
+                        _clear_acknowledgement(record)  # not handed over: next tick again
+                        raise
+                self.dirty.add(fp)
+        for fp in self._live:
+            record = self.records[fp]
+            if record.acknowledged_at is not None and fp not in acks:
+                _clear_acknowledgement(record)  # taken back: escalation and repeats resume
+                self.dirty.add(fp)
+        return stale
 
     def take_dirty(self) -> list[AlertRecord]:
         """Records changed since the last call, for the state store."""
         changed = [self.records[fp] for fp in self.dirty if fp in self.records]
         self.dirty.clear()
         return changed
+
+
+def _new_episode(record: AlertRecord) -> None:
+    record.paged, record.paged_at, record.escalation_step = [], None, 0
+    record.resent_at = {}
+    _clear_acknowledgement(record)
+
+
+def _clear_acknowledgement(record: AlertRecord) -> None:
+    record.acknowledged_by = record.acknowledged_at = record.acknowledged_via = None
 
 
 def _dt(ts: float) -> datetime:

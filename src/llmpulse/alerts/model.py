@@ -99,5 +99,21 @@ class Notification:
         )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """Someone has the alert ``fingerprint`` in hand, for its ``episode`` (one firing at one
+    severity, ``AlertRecord.episode``): it holds until the alert resolves or escalates."""
+
+    fingerprint: str
+    episode: str
+    by: str
+    at: float
+    comment: str = ""
+    via: str | None = None  # the notifier it came back from (PagerDuty), if not llmpulse
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")

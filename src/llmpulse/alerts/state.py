@@ -1,4 +1,5 @@
-"""Alerting state that must survive a restart: alert records, their history, and silences.
+"""Alerting state that must survive a restart: alert records, their history, silences and
+acknowledgements.
 
 Written by the one process that evaluates alerts (the leader, when several agents share a
 PostgreSQL database: the next leader resumes from the same records), read by the CLI
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 
 from llmpulse.alerts import migrations
 from llmpulse.alerts.engine import AlertRecord
-from llmpulse.alerts.model import Notification
+from llmpulse.alerts.model import Acknowledgement, AlertState, Notification
 from llmpulse.alerts.silences import Silence
 from llmpulse.config.storage import is_postgres, sqlite_path
 
@@ -35,6 +36,14 @@ def state_locations(storage: str | Path) -> tuple[str | Path, str | Path]:
     if is_postgres(storage):
         return storage, storage
     return state_paths(sqlite_path(storage))
+
+
+class UnknownAlert(LookupError):
+    """No alert has this fingerprint."""
+
+
+class NotFiring(ValueError):
+    """Only a firing alert can be acknowledged."""
 
 
 class AlertStateStore:
@@ -72,6 +81,76 @@ class AlertStateStore:
                 ),
                 rows,
             )
+
+    def record(self, fingerprint: str) -> AlertRecord | None:
+        with self._engine.connect() as conn:
+            raw = conn.execute(
+                sa.text("SELECT record FROM alert_records WHERE fingerprint = :fp"),
+                {"fp": fingerprint},
+            ).scalar()
+        return None if raw is None else AlertRecord.from_json(json.loads(raw))
+
+    # --- acknowledgements: written by anyone, applied by the leader (Engine) ----------------
+
+    def acknowledge(
+        self, fingerprint: str, by: str, comment: str, now: float, via: str | None = None
+    ) -> tuple[AlertRecord, Acknowledgement]:
+        """Acknowledge the firing alert ``fingerprint``; acknowledging it again keeps the first
+        acknowledgement. Raises UnknownAlert, or NotFiring."""
+        record = self.record(fingerprint)
+        if record is None:
+            raise UnknownAlert(fingerprint)
+        if record.state is not AlertState.FIRING:
+            raise NotFiring(f"alert {fingerprint} is {record.state or 'inactive'}, not firing")
+        with self._engine.begin() as conn:
+            # One of an earlier episode (resolved since, or escalated) is replaced.
+            conn.execute(
+                sa.text(
+                    "INSERT INTO alert_acks (fingerprint, episode, acknowledged_by, "
+                    "acknowledged_at, comment, via) VALUES (:fp, :episode, :by, :at, :comment, "
+                    ":via) ON CONFLICT (fingerprint) DO UPDATE SET episode = excluded.episode, "
+                    "acknowledged_by = excluded.acknowledged_by, "
+                    "acknowledged_at = excluded.acknowledged_at, comment = excluded.comment, "
+                    "via = excluded.via WHERE alert_acks.episode <> excluded.episode"
+                ),
+                {"fp": fingerprint, "episode": record.episode, "by": by, "at": now,
+                 "comment": comment, "via": via},
+            )  # fmt: skip
+        ack = next(a for a in self.acknowledgements() if a.fingerprint == fingerprint)
+        return record, ack
+
+    def unacknowledge(self, fingerprint: str) -> AlertRecord:
+        """Take an acknowledgement back (escalation and repeats resume). Raises UnknownAlert."""
+        record = self.record(fingerprint)
+        if record is None:
+            raise UnknownAlert(fingerprint)
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.text("DELETE FROM alert_acks WHERE fingerprint = :fp"), {"fp": fingerprint}
+            )
+        return record
+
+    def acknowledgements(self) -> list[Acknowledgement]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT fingerprint, episode, acknowledged_by, acknowledged_at, comment, via "
+                    "FROM alert_acks"
+                )
+            ).all()
+        return [Acknowledgement(*row) for row in rows]
+
+    def forget_acknowledgements(self, acks: Iterable[Acknowledgement]) -> None:
+        """Delete acknowledgements of episodes that are over (unless acknowledged anew)."""
+        rows = [{"fp": a.fingerprint, "episode": a.episode} for a in acks]
+        if rows:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "DELETE FROM alert_acks WHERE fingerprint = :fp AND episode = :episode"
+                    ),
+                    rows,
+                )
 
     def add_event(self, n: Notification, now: float) -> None:
         with self._engine.begin() as conn:

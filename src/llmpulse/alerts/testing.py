@@ -1,16 +1,21 @@
-"""``llmpulse notify test``: one test alert to every channel, answers reported, nothing queued."""
+"""``llmpulse notify test``: one test alert to every channel, answers reported, nothing queued;
+with ``--route``, where an example alert of each rule and severity would go, nothing sent."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import aiohttp
 
+from llmpulse.alerts.engine import ALL, ALL_PROVIDERS_RULE, OFFICIAL_STATUS_RULE, PROVIDER_RULE
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.notifiers import DeliveryError, Notifier
-from llmpulse.rules import Severity
+from llmpulse.alerts.routes import Delivery, Routes
+from llmpulse.config import Config
+from llmpulse.rules import DEFAULT_RULES, Severity
 
 
 def sample_notification() -> Notification:
@@ -42,3 +47,47 @@ async def send_test(notifiers: Sequence[Notifier]) -> list[tuple[str, bool, str]
                 return notifier.name, False, str(exc)
 
         return list(await asyncio.gather(*(one(n) for n in notifiers)))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RouteExample:
+    rule: str
+    severity: Severity
+    provider: str
+    target: str
+    delivery: Delivery
+
+
+def route_examples(
+    config: Config, provider: str | None = None, target: str | None = None
+) -> list[RouteExample]:
+    """Where an alert of every rule and severity would go, for an example target (the first
+    configured one of ``provider``, or ``target``); grouped alerts carry the group's labels."""
+    example = next(
+        (
+            t
+            for t in config.targets
+            if (target is None or t.name == target) and (provider is None or t.provider == provider)
+        ),
+        None,
+    )
+    if example is None:
+        raise LookupError(f"no configured target matches provider={provider} target={target}")
+    routes = Routes(config.alerting.routes, [n.name for n in config.notifiers])
+    subjects = [(rule, example.provider, example.name) for rule in DEFAULT_RULES]
+    subjects += [
+        (PROVIDER_RULE, example.provider, example.provider),
+        (OFFICIAL_STATUS_RULE, example.provider, example.provider),
+        (ALL_PROVIDERS_RULE, ALL, ALL),
+    ]
+    return [
+        RouteExample(
+            rule,
+            severity,
+            p,
+            t,
+            routes.delivery({"severity": str(severity), "provider": p, "target": t, "rule": rule}),
+        )
+        for rule, p, t in subjects
+        for severity in Severity
+    ]

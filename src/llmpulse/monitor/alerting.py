@@ -18,10 +18,11 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
-from llmpulse.alerts.engine import AlertRecord, AlertSettings, Engine
-from llmpulse.alerts.model import Notification
+from llmpulse.alerts.engine import AlertRecord, AlertSettings, Engine, Notify
+from llmpulse.alerts.model import Acknowledgement
+from llmpulse.alerts.routes import Routes
 from llmpulse.alerts.silences import configured_silences
 from llmpulse.alerts.state import AlertStateStore
 from llmpulse.alerts.window import TargetWindow, agree_across_regions
@@ -34,6 +35,11 @@ from llmpulse.target import Target
 
 log = logging.getLogger(__name__)
 
+
+def _never(provider: str) -> bool:
+    return False
+
+
 _REQUEST_FAULTS = frozenset(
     {ErrorClass.BAD_REQUEST, ErrorClass.CONTEXT_LENGTH, ErrorClass.CONTENT_FILTER}
 )
@@ -45,9 +51,14 @@ class Alerting:
         config: Config,
         store: Store,
         state: AlertStateStore,
-        notify: Callable[[Notification], None],
+        notify: Notify,
         official_status: Callable[[str], str | None],
+        *,
+        notifiers: Mapping[str, float | None],
+        in_maintenance: Callable[[str], bool] = lambda provider: False,
     ) -> None:
+        """``notifiers``: every configured notifier's name, and the interval at which it must
+        hear of a firing alert again (None: once is enough)."""
         self.config = config
         self.store = store
         self.state = state
@@ -81,6 +92,10 @@ class Alerting:
             ),
             state.load_records(),  # a new leader resumes with what the last one saved
             official_status=official_status,
+            routes=Routes(a.routes, list(notifiers)),
+            resend_intervals={n: s for n, s in notifiers.items() if s is not None},
+            in_maintenance=in_maintenance if a.silence_official_maintenance else _never,
+            alert_url=config.web.alert_url,
         )
 
     @property
@@ -140,6 +155,14 @@ class Alerting:
     def unsaved(self, records: Iterable[AlertRecord]) -> None:
         """Records whose save failed: saved again with the next tick's."""
         self.engine.dirty.update(r.fingerprint for r in records)
+
+    def sync_acknowledgements(self, now: float) -> None:
+        """Apply what was acknowledged (the API, the CLI, PagerDuty) since the last tick, and
+        forget acknowledgements of episodes that are over."""
+        acks: dict[str, Acknowledgement] = {a.fingerprint: a for a in self.state.acknowledgements()}
+        stale = self.engine.sync_acknowledgements(acks, now)
+        if stale:
+            self.state.forget_acknowledgements(stale)
 
     def load_silences(self, now: float) -> None:
         self.engine.silences = configured_silences(self.config.silences) + self.state.silences(now)

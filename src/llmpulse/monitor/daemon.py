@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -173,11 +174,18 @@ class Daemon:
         current = self.status.current(provider)
         return current.indicator if current is not None else None
 
-    def _notify(self, notification: Notification) -> None:
+    def _in_maintenance(self, provider: str) -> bool:
+        return self._official_indicator(provider) == "maintenance"
+
+    def _notify(
+        self, notification: Notification, receivers: Sequence[str], *, resend: bool = False
+    ) -> None:
         """Queue for delivery first (if this raises, the engine retries the page next tick);
         the history entry is best-effort."""
-        if self.notifiers:
-            self.outbox.enqueue(notification, [n.name for n in self.notifiers])
+        if receivers:
+            self.outbox.enqueue(notification, receivers)
+        if resend:
+            return
         with _logged("recording alert history"):
             self.state.add_event(notification, time.time())
         log.warning(
@@ -275,7 +283,11 @@ class Daemon:
         leader = self.leadership.is_leader and not self.stop_event.is_set()
         if leader and self.alerting is None:
             alerting = await asyncio.to_thread(
-                Alerting,
+                functools.partial(
+                    Alerting,
+                    notifiers={n.name: n.resend_interval_s for n in self.notifiers},
+                    in_maintenance=self._in_maintenance,
+                ),
                 self.config,
                 self.store,
                 self.state,
@@ -322,6 +334,10 @@ class Daemon:
             self.unreadable.succeeded("reading results")
         alerting.feed(results, now)
         self._note_cooldowns(results)
+        try:
+            await asyncio.to_thread(alerting.sync_acknowledgements, now)
+        except database_errors(OSError) as exc:
+            self.unreadable.failed("reading acknowledgements", exc)
         changed = alerting.tick(now)
         if changed:
             try:

@@ -14,11 +14,16 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response
 
 from llmpulse.result import CheckKind, Source
 from llmpulse.web import schemas
-from llmpulse.web.view import InvalidInput, NotFound, View
+from llmpulse.web.view import Conflict, InvalidInput, NotFound, View
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": schemas.Problem, "description": "Unknown target or silence"}
+    404: {"model": schemas.Problem, "description": "Unknown target, alert or silence"}
 }
+_ACK_ANSWERS: dict[int | str, dict[str, Any]] = {
+    **_NOT_FOUND,
+    409: {"model": schemas.Problem, "description": "The alert is not firing"},
+}
+Fingerprint = Annotated[str, Path(description="The alert's fingerprint", max_length=64)]
 TargetName = Annotated[str, Path(description="Target name as configured (may contain '/')")]
 TargetFilter = Annotated[str | None, Query(description="Only this target", max_length=500)]
 CheckFilter = Annotated[CheckKind | None, Query(description="Only this check kind")]
@@ -106,6 +111,31 @@ def private_routes(view: View) -> APIRouter:
     ) -> schemas.Alerts:
         """Firing and pending alerts, and the notification history (newest first)."""
         return view.alerts(target, limit)
+
+    @router.get("/alerts/{fingerprint}", response_model=schemas.Alert, responses=_NOT_FOUND)
+    def alert(fingerprint: Fingerprint) -> schemas.Alert:
+        """One alert, firing or not."""
+        with _found():
+            return view.alert(fingerprint)
+
+    @router.post("/alerts/{fingerprint}/ack", response_model=schemas.Alert, responses=_ACK_ANSWERS)
+    def acknowledge(
+        fingerprint: Fingerprint, body: schemas.Acknowledge | None = None
+    ) -> schemas.Alert:
+        """Acknowledge a firing alert: its escalation and repeats stop, and the notifiers it
+        paged are told who has it. Acknowledging it again changes nothing."""
+        body = body or schemas.Acknowledge()
+        with _found():
+            try:
+                return view.acknowledge(fingerprint, body.by, body.comment)
+            except Conflict as exc:
+                raise HTTPException(409, str(exc)) from None
+
+    @router.delete("/alerts/{fingerprint}/ack", response_model=schemas.Alert, responses=_NOT_FOUND)
+    def unacknowledge(fingerprint: Fingerprint) -> schemas.Alert:
+        """Take an acknowledgement back: escalation and repeats resume."""
+        with _found():
+            return view.unacknowledge(fingerprint)
 
     @router.get("/silences", response_model=schemas.Silences)
     def silences(all: bool = False) -> schemas.Silences:

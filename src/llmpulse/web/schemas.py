@@ -49,6 +49,20 @@ class Alert(BaseModel):
     threshold: float | None
     summary: str
     silenced: bool
+    acknowledged_by: str | None = None
+    acknowledged_at: float | None = None
+    acknowledged_comment: str | None = None
+    # 0: paged on its route; k: escalated to step k (nobody acknowledged it in time).
+    escalation_step: int = 0
+    # The notifiers this episode paged (acknowledgement and resolution go to them).
+    notified: list[str] = Field(default_factory=list)
+
+
+class Acknowledge(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(default="api", min_length=1, max_length=200)
+    comment: str = Field(default="", max_length=2000)
 
 
 class LastError(BaseModel):

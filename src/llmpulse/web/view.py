@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE, AlertRecord, alert_scope, listed
-from llmpulse.alerts.model import AlertState
+from llmpulse.alerts.model import Acknowledgement, AlertState
 from llmpulse.alerts.silences import CONFIG_SILENCE_PREFIX, Silence, configured_silences
-from llmpulse.alerts.state import AlertStateStore
+from llmpulse.alerts.state import AlertStateStore, NotFiring, UnknownAlert
 from llmpulse.alerts.status import TargetStatus, provider_status, target_status, worst
 from llmpulse.config import Config
 from llmpulse.durations import parse_duration
@@ -52,6 +52,10 @@ class NotFound(LookupError):
 
 class InvalidInput(ValueError):
     """A request the API answers 400 to, with this message."""
+
+
+class Conflict(ValueError):
+    """A request the state does not allow now (acknowledging a resolved alert): 409."""
 
 
 class View:
@@ -102,6 +106,7 @@ class View:
         now = time.time() if now is None else now
         records = self._records_by_subject()
         silences = self._silences(now)
+        acks = self._acks()
         latest = self.store.latest_per_target()
         window_s = queries.WINDOWS[CARD_WINDOW]
         aggregates = queries.aggregate_by_target(self.store, window_s, now)
@@ -118,6 +123,7 @@ class View:
                     costs.get(t.name),
                     served.get(t.name),
                     silences,
+                    acks,
                     now,
                 )
             )
@@ -133,7 +139,7 @@ class View:
                 )
             )
         firing = [
-            _alert(r, silences, now)
+            _alert(r, silences, acks, now)
             for rs in records.values()
             for r in rs
             if r.state is AlertState.FIRING and listed(r)
@@ -164,6 +170,7 @@ class View:
             self._costs_today(name, now).get(name),
             self._served_models(name, now).get(name),
             self._silences(now),
+            self._acks(),
             now,
         )
         return schemas.TargetDetail(target=_info(t), card=card, windows=windows)
@@ -177,6 +184,7 @@ class View:
         cost_today: float | None,
         served_model: str | None,
         silences: list[Silence],
+        acks: Mapping[str, Acknowledgement],
         now: float,
     ) -> schemas.Card:
         status = target_status(records, latest, t.interval, now)
@@ -208,7 +216,7 @@ class View:
             served_model=served_model,
             official=self._official(t.provider),
             alerts=[
-                _alert(r, silences, now)
+                _alert(r, silences, acks, now)
                 for r in records
                 if r.state in (AlertState.FIRING, AlertState.PENDING) and listed(r)
             ],
@@ -374,9 +382,9 @@ class View:
 
     def alerts(self, target: str | None, limit: int, now: float | None = None) -> schemas.Alerts:
         now = time.time() if now is None else now
-        silences = self._silences(now)
+        silences, acks = self._silences(now), self._acks()
         live = [
-            _alert(r, silences, now)
+            _alert(r, silences, acks, now)
             for r in self.alert_state.load_records()
             if r.state in (AlertState.FIRING, AlertState.PENDING)
             and listed(r)
@@ -436,6 +444,34 @@ class View:
 
     def _silences(self, now: float) -> list[Silence]:
         return configured_silences(self.config.silences) + self.alert_state.silences(now)
+
+    def _acks(self) -> dict[str, Acknowledgement]:
+        return {a.fingerprint: a for a in self.alert_state.acknowledgements()}
+
+    def alert(self, fingerprint: str, now: float | None = None) -> schemas.Alert:
+        now = time.time() if now is None else now
+        record = self.alert_state.record(fingerprint)
+        if record is None:
+            raise NotFound(f"no alert {fingerprint!r}")
+        return _alert(record, self._silences(now), self._acks(), now)
+
+    def acknowledge(
+        self, fingerprint: str, by: str, comment: str, via: str | None = None
+    ) -> schemas.Alert:
+        try:
+            self.alert_state.acknowledge(fingerprint, by, comment, time.time(), via=via)
+        except UnknownAlert:
+            raise NotFound(f"no alert {fingerprint!r}") from None
+        except NotFiring as exc:
+            raise Conflict(str(exc)) from None
+        return self.alert(fingerprint)
+
+    def unacknowledge(self, fingerprint: str) -> schemas.Alert:
+        try:
+            self.alert_state.unacknowledge(fingerprint)
+        except UnknownAlert:
+            raise NotFound(f"no alert {fingerprint!r}") from None
+        return self.alert(fingerprint)
 
     def _records_by_subject(self) -> dict[str, list[AlertRecord]]:
         out: dict[str, list[AlertRecord]] = {}
@@ -629,8 +665,14 @@ def _info(t: Target) -> schemas.TargetInfo:
     )
 
 
-def _alert(r: AlertRecord, silences: Iterable[Silence], now: float) -> schemas.Alert:
+def _alert(
+    r: AlertRecord, silences: Iterable[Silence], acks: Mapping[str, Acknowledgement], now: float
+) -> schemas.Alert:
     rule = r.lead_rule or r.rule  # an incident shows as the rule it paged with, as the engine
+    # The leader applies an acknowledgement within a tick; until then the stored one shows.
+    ack = acks.get(r.fingerprint)
+    if ack is not None and (ack.episode != r.episode or r.state is not AlertState.FIRING):
+        ack = None
     return schemas.Alert(
         fingerprint=r.fingerprint,
         rule=rule,
@@ -646,6 +688,11 @@ def _alert(r: AlertRecord, silences: Iterable[Silence], now: float) -> schemas.A
         threshold=r.threshold,
         summary=r.summary,
         silenced=any(s.matches(rule, r.target, r.provider, now) for s in silences),
+        acknowledged_by=ack.by if ack else r.acknowledged_by,
+        acknowledged_at=ack.at if ack else r.acknowledged_at,
+        acknowledged_comment=ack.comment if ack else None,
+        escalation_step=r.escalation_step,
+        notified=list(r.paged),
     )
 
 
