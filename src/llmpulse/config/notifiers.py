@@ -3,14 +3,15 @@
 The channels themselves are built from these by ``llmpulse.alerts.notifiers.build_notifiers``.
 
 Each entry of the config's ``notifiers:`` list has a ``type`` (``webhook``, ``slack``,
-``discord``, ``teams``, ``pagerduty``, ``email``, ``apprise``) and an optional unique ``name``
-(default: the type). Credentials are only referenced, as for targets' ``api_key``:
+``discord``, ``teams``, ``pagerduty``, ``email``, ``apprise``, ``alertmanager``) and an optional
+unique ``name`` (default: the type). Credentials are only referenced, as for targets' ``api_key``:
 
 - ``secret``, ``routing_key`` and ``password`` must be ``os.environ/NAME`` or ``${NAME}``; a
   value written into the file is refused.
 - ``url``, ``webhook_url`` and ``urls`` may be literal, but Slack, Discord and Teams webhook
   URLs and Apprise URLs embed their token: reference them from the environment too.
-- Webhook ``headers`` values may be references (for an ``Authorization`` header).
+- Webhook and Alertmanager ``headers`` values may be references; a credential header's
+  (``Authorization``, ...) must be one.
 
 Errors raise ``ConfigError`` naming the key path (``notifiers[1].routing_key: ...``) and never
 echo a value that may be a secret.
@@ -38,10 +39,13 @@ from pydantic import (
 from llmpulse.config.alerting import RouteConfig
 from llmpulse.config.errors import ConfigError, error_message, key_path
 from llmpulse.config.fields import read_reference
+from llmpulse.durations import Duration
 from llmpulse.secrets import env_var, is_credential_header, url_password
 
 # PagerDuty's Events API v2.
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+# Where Alertmanager's v2 API takes alerts, below its base URL.
+ALERTMANAGER_ALERTS_PATH = "/api/v2/alerts"
 
 _MUST_REFERENCE = (
     "must reference an environment variable as os.environ/NAME or ${NAME}; "
@@ -61,8 +65,17 @@ def _http_url_or_reference(value: str) -> str:
     return value
 
 
+def _credential_headers(value: dict[str, str]) -> dict[str, str]:
+    for name, header in value.items():
+        if is_credential_header(name) and env_var(header) is None:
+            raise ValueError(f"header {name!r} carries a credential: {_MUST_REFERENCE}")
+    return value
+
+
 SecretRef = Annotated[str, AfterValidator(_secret_reference)]
 HttpUrlOrRef = Annotated[str, AfterValidator(_http_url_or_reference)]
+# Extra request headers; a credential header (Authorization, x-api-key, ...) only by reference.
+Headers = Annotated[dict[str, str], AfterValidator(_credential_headers)]
 
 
 class _NotifierBase(BaseModel):
@@ -77,15 +90,7 @@ class WebhookConfig(_NotifierBase):
     type: Literal["webhook"]
     url: HttpUrlOrRef = Field(repr=False)
     secret: SecretRef | None = Field(default=None, repr=False)
-    headers: dict[str, str] = Field(default_factory=dict, repr=False)
-
-    @field_validator("headers")
-    @classmethod
-    def _credential_headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, header in value.items():
-            if is_credential_header(name) and env_var(header) is None:
-                raise ValueError(f"header {name!r} carries a credential: {_MUST_REFERENCE}")
-        return value
+    headers: Headers = Field(default_factory=dict, repr=False)
 
 
 class SlackConfig(_NotifierBase):
@@ -171,6 +176,17 @@ class AppriseConfig(_NotifierBase):
         return value
 
 
+class AlertmanagerConfig(_NotifierBase):
+    """A Prometheus Alertmanager: ``url`` is its base URL (with the path prefix it is served
+    under, if any); alerts go to ``{url}/api/v2/alerts``. A firing alert is re-sent every
+    ``resend_interval`` and expires in Alertmanager after four intervals without one."""
+
+    type: Literal["alertmanager"]
+    url: HttpUrlOrRef = Field(repr=False)
+    headers: Headers = Field(default_factory=dict, repr=False)
+    resend_interval: Duration = 60.0
+
+
 NotifierConfig = Annotated[
     WebhookConfig
     | SlackConfig
@@ -178,11 +194,12 @@ NotifierConfig = Annotated[
     | TeamsConfig
     | PagerDutyConfig
     | EmailConfig
-    | AppriseConfig,
+    | AppriseConfig
+    | AlertmanagerConfig,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[NotifierConfig] = TypeAdapter(NotifierConfig)
-_TYPES = ("webhook", "slack", "discord", "teams", "pagerduty", "email", "apprise")
+_TYPES = ("webhook", "slack", "discord", "teams", "pagerduty", "email", "apprise", "alertmanager")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -295,6 +312,9 @@ class _Resolver:
         self.secrets += url_password(resolved)
         return resolved
 
+    def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        return {k: self(f"headers.{k}", v) for k, v in headers.items()}
+
 
 def _resolved(cfg: NotifierConfig, resolve: _Resolver) -> NotifierConfig:
     changes: dict[str, Any]
@@ -303,8 +323,16 @@ def _resolved(cfg: NotifierConfig, resolve: _Resolver) -> NotifierConfig:
             changes = {
                 "url": resolve.url("url", cfg.url),
                 "secret": resolve("secret", cfg.secret) if cfg.secret is not None else None,
-                "headers": {k: resolve(f"headers.{k}", v) for k, v in cfg.headers.items()},
+                "headers": resolve.headers(cfg.headers),
             }
+        case AlertmanagerConfig():
+            url = resolve.url("url", cfg.url)
+            if url.rstrip("/").endswith(ALERTMANAGER_ALERTS_PATH):
+                raise ConfigError(
+                    f"{resolve.where}.url: expected Alertmanager's base URL (such as "
+                    f"http://alertmanager:9093); llmpulse adds {ALERTMANAGER_ALERTS_PATH}"
+                )
+            changes = {"url": url, "headers": resolve.headers(cfg.headers)}
         case SlackConfig() | DiscordConfig() | TeamsConfig():
             changes = {"webhook_url": resolve.url("webhook_url", cfg.webhook_url)}
         case PagerDutyConfig():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from llmpulse.alerts.notifiers.alertmanager import AlertmanagerNotifier
 from llmpulse.alerts.notifiers.base import DeliveryError, Notifier
 from llmpulse.alerts.notifiers.discord import DiscordNotifier
 from llmpulse.alerts.notifiers.email import EmailNotifier
@@ -14,6 +15,7 @@ from llmpulse.alerts.notifiers.teams import TeamsNotifier
 from llmpulse.alerts.notifiers.webhook import WebhookNotifier
 from llmpulse.config.errors import ConfigError
 from llmpulse.config.notifiers import (
+    AlertmanagerConfig,
     AppriseConfig,
     DiscordConfig,
     EmailConfig,
@@ -51,6 +53,10 @@ def _build(settings: NotifierSettings, where: str) -> Notifier:
             return TeamsNotifier(cfg.webhook_url, name=name)
         case PagerDutyConfig():
             return PagerDutyNotifier(cfg.routing_key, url=cfg.url, name=name)
+        case AlertmanagerConfig():
+            return AlertmanagerNotifier(
+                cfg.url, name=name, headers=cfg.headers, resend_interval_s=cfg.resend_interval
+            )
         case EmailConfig():
             return EmailNotifier(
                 host=cfg.host,
