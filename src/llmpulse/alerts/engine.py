@@ -256,11 +256,14 @@ class Engine:
         return None
 
     def _resend_due(self, record: AlertRecord, now: float) -> None:
+        if record.paged_at is None:
+            return
+        since = record.paged_at
         due = [
             name
             for name in record.paged
             if name in self._resend
-            and now - record.resent_at.get(name, record.paged_at or now) >= self._resend[name]
+            and now - record.resent_at.get(name, since) >= self._resend[name]
         ]
         if not due:
             return
