@@ -96,9 +96,16 @@ def oncall_config(
         **FAST,
         "storage": str(storage),
         "targets": [
-            {"provider": "anthropic", "model": model, "name": "claude", "api_key": "${K}",
-             "base_url": base_url(sim, "anthropic"), "interval": "700ms", "timeout": "2s"},
-        ],  # fmt: skip
+            {
+                "provider": "anthropic",
+                "model": model,
+                "name": "claude",
+                "api_key": "${K}",
+                "base_url": base_url(sim, "anthropic"),
+                "interval": "700ms",
+                "timeout": "2s",
+            },
+        ],
         "rules": {
             **FAST["rules"],
             "ttft_p95_high": {"threshold": "300ms", "window": "4s", "min_samples": 2},
@@ -107,9 +114,16 @@ def oncall_config(
             {"name": "chat", "type": "slack", "webhook_url": f"{url}/chat"},
             {"name": "pager", "type": "pagerduty", "routing_key": "${PD}", "url": f"{url}/pager"},
             {"name": "phone", "type": "webhook", "url": f"{url}/phone"},
-            {"name": "mail", "type": "email", "host": "127.0.0.1", "port": smtp_port,
-             "starttls": False, "sender": "llmpulse@example.com", "to": ["oncall@example.com"]},
-        ],  # fmt: skip
+            {
+                "name": "mail",
+                "type": "email",
+                "host": "127.0.0.1",
+                "port": smtp_port,
+                "starttls": False,
+                "sender": "llmpulse@example.com",
+                "to": ["oncall@example.com"],
+            },
+        ],
         "alerting": {
             **FAST["alerting"],
             "routes": [
@@ -186,7 +200,9 @@ async def test_an_acknowledgement_stops_the_escalation_and_tells_the_paged_once(
             await wait_for(lambda: channels.got["pager"], timeout=30)
             fp = channels.got["pager"][0]["dedup_key"]
             assert (await api.post("api/v1/alerts/0000/ack")).status_code == 404
-            answer = await api.post(f"api/v1/alerts/{fp}/ack", json={"by": "ana", "comment": "on it"})
+            answer = await api.post(
+                f"api/v1/alerts/{fp}/ack", json={"by": "ana", "comment": "on it"}
+            )
             assert answer.status_code == 200
             alert = answer.json()
             assert (alert["acknowledged_by"], alert["acknowledged_comment"]) == ("ana", "on it")

@@ -3,13 +3,15 @@
 The channels themselves are built from these by ``llmpulse.alerts.notifiers.build_notifiers``.
 
 Each entry of the config's ``notifiers:`` list has a ``type`` (``webhook``, ``slack``,
-``discord``, ``teams``, ``pagerduty``, ``email``, ``apprise``, ``alertmanager``) and an optional
-unique ``name`` (default: the type). Credentials are only referenced, as for targets' ``api_key``:
+``discord``, ``teams``, ``pagerduty``, ``email``, ``apprise``, ``alertmanager``, ``twilio``)
+and an optional unique ``name`` (default: the type). Credentials are only referenced, as for
+targets' ``api_key``:
 
-- ``secret``, ``routing_key`` and ``password`` must be ``os.environ/NAME`` or ``${NAME}``; a
-  value written into the file is refused.
-- ``url``, ``webhook_url`` and ``urls`` may be literal, but Slack, Discord and Teams webhook
-  URLs and Apprise URLs embed their token: reference them from the environment too.
+- ``secret``, ``routing_key``, ``password``, ``account_sid`` and ``auth_token`` must be
+  ``os.environ/NAME`` or ``${NAME}``; a value written into the file is refused.
+- ``url``, ``webhook_url``, ``urls`` and ``api_url`` may be literal, but Slack, Discord and
+  Teams webhook URLs and Apprise URLs embed their token: reference them from the environment
+  too.
 - Webhook and Alertmanager ``headers`` values may be references; a credential header's
   (``Authorization``, ...) must be one.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -28,6 +31,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -46,6 +50,12 @@ from llmpulse.secrets import env_var, is_credential_header, url_password
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 # Where Alertmanager's v2 API takes alerts, below its base URL.
 ALERTMANAGER_ALERTS_PATH = "/api/v2/alerts"
+# Twilio's REST API (its 2010-04-01 version serves Messages and Calls).
+TWILIO_API_URL = "https://api.twilio.com"
+
+# Matched whole (fullmatch) and in ASCII: "$" would allow a final line break, "\d" any digit.
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 
 _MUST_REFERENCE = (
     "must reference an environment variable as os.environ/NAME or ${NAME}; "
@@ -72,10 +82,22 @@ def _credential_headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _e164(value: object) -> str:
+    if not isinstance(value, str) or not _E164.fullmatch(value):
+        raise ValueError("expected an E.164 phone number: + and up to 15 digits, e.g. +14155550100")
+    return value
+
+
+def _one_or_more_numbers(value: object) -> object:
+    # One number may be written without a list; its error then names ``to``, not ``to[0]``.
+    return [_e164(value)] if isinstance(value, str) else value
+
+
 SecretRef = Annotated[str, AfterValidator(_secret_reference)]
 HttpUrlOrRef = Annotated[str, AfterValidator(_http_url_or_reference)]
 # Extra request headers; a credential header (Authorization, x-api-key, ...) only by reference.
 Headers = Annotated[dict[str, str], AfterValidator(_credential_headers)]
+PhoneNumber = Annotated[str, AfterValidator(_e164)]
 
 
 class _NotifierBase(BaseModel):
@@ -187,6 +209,24 @@ class AlertmanagerConfig(_NotifierBase):
     resend_interval: Duration = 60.0
 
 
+class TwilioConfig(_NotifierBase):
+    """SMS (``mode: sms``) or a voice call (``mode: call``) to each ``to`` number from ``from``.
+
+    ``account_sid`` and ``auth_token`` are both credentials. ``api_url`` is Twilio's; it is a
+    setting only so that tests can point the channel at a local fake of Twilio.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    type: Literal["twilio"]
+    mode: Literal["sms", "call"] = "sms"
+    account_sid: SecretRef = Field(repr=False)
+    auth_token: SecretRef = Field(repr=False)
+    from_: PhoneNumber = Field(alias="from")
+    to: Annotated[list[PhoneNumber], BeforeValidator(_one_or_more_numbers)] = Field(min_length=1)
+    api_url: HttpUrlOrRef = Field(default=TWILIO_API_URL, repr=False)
+
+
 NotifierConfig = Annotated[
     WebhookConfig
     | SlackConfig
@@ -195,11 +235,15 @@ NotifierConfig = Annotated[
     | PagerDutyConfig
     | EmailConfig
     | AppriseConfig
-    | AlertmanagerConfig,
+    | AlertmanagerConfig
+    | TwilioConfig,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[NotifierConfig] = TypeAdapter(NotifierConfig)
-_TYPES = ("webhook", "slack", "discord", "teams", "pagerduty", "email", "apprise", "alertmanager")
+_TYPES = (
+    "webhook", "slack", "discord", "teams", "pagerduty", "email", "apprise", "alertmanager",
+    "twilio",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -350,5 +394,17 @@ def _resolved(cfg: NotifierConfig, resolve: _Resolver) -> NotifierConfig:
             # Apprise URLs hold their tokens after the scheme (tgram://TOKEN/CHAT).
             resolve.secrets += [url.partition("://")[2] for url in urls]
             changes = {"urls": urls}
+        case TwilioConfig():
+            sid = resolve("account_sid", cfg.account_sid)
+            if not _ACCOUNT_SID.fullmatch(sid):  # it is also a path segment of every request
+                raise ConfigError(
+                    f"{resolve.where}.account_sid: expected a Twilio Account SID "
+                    "(AC and 32 hexadecimal digits)"
+                )
+            changes = {
+                "account_sid": sid,
+                "auth_token": resolve("auth_token", cfg.auth_token),
+                "api_url": resolve.url("api_url", cfg.api_url),
+            }
     # model_copy skips validation: the values read are secrets, not references.
     return cfg.model_copy(update=changes)

@@ -12,6 +12,7 @@ from llmpulse.alerts.notifiers.email import EmailNotifier
 from llmpulse.alerts.notifiers.pagerduty import PagerDutyNotifier
 from llmpulse.alerts.notifiers.slack import SlackNotifier
 from llmpulse.alerts.notifiers.teams import TeamsNotifier
+from llmpulse.alerts.notifiers.twilio import TwilioNotifier
 from llmpulse.alerts.notifiers.webhook import WebhookNotifier
 from llmpulse.config.errors import ConfigError
 from llmpulse.config.notifiers import (
@@ -23,6 +24,7 @@ from llmpulse.config.notifiers import (
     PagerDutyConfig,
     SlackConfig,
     TeamsConfig,
+    TwilioConfig,
     WebhookConfig,
 )
 
@@ -70,6 +72,16 @@ def _build(settings: NotifierSettings, where: str) -> Notifier:
                 ssl_tls=cfg.ssl,
                 ca_file=cfg.ca_file,
                 verify=cfg.verify,
+            )
+        case TwilioConfig():
+            return TwilioNotifier(
+                account_sid=cfg.account_sid,
+                auth_token=cfg.auth_token,
+                sender=cfg.from_,
+                to=cfg.to,
+                mode=cfg.mode,
+                api_url=cfg.api_url,
+                name=name,
             )
         case AppriseConfig():
             # Apprise is imported only when configured: it is the slowest import by far.

@@ -21,6 +21,7 @@ from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.rules import Severity
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
+ANSWER_MAX_BYTES = 4096  # of a receiver's answer, the most that is ever read
 _RETRYABLE_STATUS = frozenset({408, 429})
 _BODY_EXCERPT = 200
 
@@ -95,7 +96,7 @@ class HttpNotifier(Notifier):
                 allow_redirects=False,
             ) as response:
                 # Only a bounded excerpt of an answer is ever shown.
-                text = (await response.content.read(4096)).decode(errors="replace")
+                text = (await response.content.read(ANSWER_MAX_BYTES)).decode(errors="replace")
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except TimeoutError:
@@ -109,8 +110,7 @@ class HttpNotifier(Notifier):
             return f"HTTP {status}"
         excerpt = " ".join(self._redact(text).split())[:_BODY_EXCERPT]
         message = f"{where}: HTTP {status} from {self.origin}" + (f": {excerpt}" if excerpt else "")
-        retryable = status in _RETRYABLE_STATUS or status >= 500
-        raise DeliveryError(message, retryable=retryable, retry_after_s=retry_after)
+        raise DeliveryError(message, retryable=retryable_status(status), retry_after_s=retry_after)
 
     def _redact(self, text: str) -> str:
         parsed = URL(self._url)
@@ -119,6 +119,11 @@ class HttpNotifier(Notifier):
             if secret:
                 text = text.replace(secret, "…")
         return text
+
+
+def retryable_status(status: int) -> bool:
+    """Whether an HTTP error status is worth another try: a timeout, a rate limit, a 5xx."""
+    return status in _RETRYABLE_STATUS or status >= 500
 
 
 def parse_retry_after(value: str | None) -> float | None:
