@@ -232,26 +232,28 @@ async def test_an_acknowledgement_stops_the_escalation_and_tells_the_paged_once(
 
 @pytest.mark.parametrize("acknowledged", [False, True], ids=["escalated", "acknowledged"])
 async def test_a_new_leader_neither_repeats_nor_loses_a_notice(
-    sim: SimServer, db_location: str | Path, tmp_path: Path, acknowledged: bool
+    sim: SimServer, db_location: str | Path, acknowledged: bool
 ) -> None:
     """A restart on SQLite, a handover to the next leader on PostgreSQL: the same records."""
     model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
     async with receivers() as (channels, url, smtp_port):
         config = oncall_config(sim, model, url, smtp_port, db_location, "3s")
-        async with served(config, tmp_path / "r.db"):
+        async with served(config, db_location):
             await asyncio.sleep(1)
             patch(sim, model, errors={"529": 1.0})
             await wait_for(lambda: channels.got["pager"], timeout=30)
             fp = channels.got["pager"][0]["dedup_key"]
             if acknowledged:
-                state = AlertStateStore.open(config.storage)
+                state = AlertStateStore.open(db_location)
+                # The page can arrive a moment before the leader's tick has saved its record.
+                await wait_for(lambda: state.record(fp) is not None, timeout=5)
                 state.acknowledge(fp, "ana", "", time.time())  # as `llmpulse ack` does
                 state.close()
                 await wait_for(lambda: len(channels.got["pager"]) == 2, timeout=10)
             else:
                 await wait_for(lambda: channels.got["phone"], timeout=30)
         before = channels.seen()
-        async with served(config, tmp_path / "r.db"):  # still down: the next leader resumes
+        async with served(config, db_location):  # still down: the next leader resumes
             await asyncio.sleep(5)
             assert channels.seen() == before
             patch(sim, model, errors={})
