@@ -18,9 +18,10 @@ from llmpulse.alerts.engine import AlertRecord
 from llmpulse.alerts.migrations.legacy_sqlite import STATE_SCRIPTS
 from llmpulse.alerts.model import AlertState
 from llmpulse.alerts.outbox import Outbox
-from llmpulse.alerts.silences import Silence
+from llmpulse.alerts.silences import NO_END, Silence
 from llmpulse.alerts.state import AlertStateStore, state_locations, state_paths
 from llmpulse.rules import Severity
+from llmpulse.schedule import Schedule
 from llmpulse.store import sqlitedb
 from test_outbox import alert
 
@@ -68,6 +69,34 @@ def test_the_next_leader_reads_what_the_last_one_wrote(db_location: str | Path) 
     assert heir.silences(now=100)[0].comment == "deploy"
     assert heir.end_silence("s2", now=100) and not heir.end_silence("s2", now=100)
     assert heir.silences(now=100) == []
+    heir.close()
+
+
+def test_a_recurring_silence_keeps_its_schedule(db_location: str | Path) -> None:
+    weekly = Schedule("0 2 * * SUN", 7200.0, "Europe/Berlin")
+    leader = AlertStateStore(db_location)
+    leader.add_silence(
+        Silence("w", starts_at=10, ends_at=NO_END, provider="openai", schedule=weekly)
+    )
+    leader.add_silence(Silence("b", starts_at=10, ends_at=2e9, schedule=Schedule("0 * * * *", 60)))
+    leader.add_silence(Silence("o", starts_at=10, ends_at=20))  # one-off, ended by 100
+    leader.close()
+
+    heir = AlertStateStore(db_location)
+    now = 1.9e9
+    assert {s.id: s.schedule for s in heir.silences(now)} == {
+        "w": weekly,
+        "b": Schedule("0 * * * *", 60.0, "UTC"),
+    }
+    (w,) = (s for s in heir.silences(now) if s.id == "w")
+    assert (w.starts_at, w.ends_at, w.provider) == (10, NO_END, "openai")
+    # Selected by ``ends_at > now`` until the year 9999; ending it bounds its schedule.
+    assert [s.id for s in heir.silences(now=2e11)] == ["w"]
+    assert heir.silences(now=NO_END) == []
+    assert sql(db_location, "SELECT ends_at FROM silences WHERE id = 'w'") == [(NO_END,)]
+    assert heir.end_silence("w", now=now)
+    (ended,) = (s for s in heir.silences() if s.id == "w")
+    assert ended.ends_at == now and ended.schedule == weekly and not ended.active(now + 1)
     heir.close()
 
 

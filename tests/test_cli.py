@@ -11,7 +11,9 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import psycopg
@@ -229,6 +231,43 @@ def test_silence_add_list_end(tmp_path, db_location):
     assert run_cli("silence", "end", silence_id, "--db", db, cwd=tmp_path).returncode == 1
     bad = run_cli("silence", "add", "--duration", "soon", "--db", db, cwd=tmp_path)
     assert bad.returncode == 2 and "duration" in bad.stderr
+
+
+def test_silence_add_and_list_with_cron(tmp_path, db_location):
+    db = str(db_location)
+    added = run_cli("silence", "add", "--provider", "openai", "--cron", "0 2 * * SUN",
+                    "--duration", "2h", "--timezone", "Europe/Berlin", "--comment", "weekly deploy",
+                    "--db", db, cwd=tmp_path)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    silence_id = added.stdout.split()[1]
+    assert 'every "0 2 * * SUN" (Europe/Berlin) for 2h, next ' in added.stdout
+    with contextlib.closing(AlertStateStore.open(db)) as state:
+        (stored,) = state.silences(time.time())
+    assert stored.id == silence_id and stored.provider == "openai"
+    assert stored.schedule is not None
+    assert (stored.schedule.cron, stored.schedule.duration_s) == ("0 2 * * SUN", 7200.0)
+    # The next window, in the schedule's own time zone: a Sunday 02:00 → 04:00 there.
+    ((start, end),) = stored.next_occurrences(time.time(), 1)
+    listed = run_cli("silence", "list", "--db", db, cwd=tmp_path)
+    berlin = ZoneInfo("Europe/Berlin")
+    window = f"{datetime.fromtimestamp(start, berlin).isoformat()} → {datetime.fromtimestamp(end, berlin).isoformat()}"
+    assert (
+        f'{silence_id}  every "0 2 * * SUN" (Europe/Berlin) for 2h, next {window}' in listed.stdout
+    )
+    assert "T02:00:00+0" in window and "weekly deploy" in listed.stdout
+    assert run_cli("silence", "end", silence_id, "--db", db, cwd=tmp_path).returncode == 0
+    assert "no silences" in run_cli("silence", "list", "--db", db, cwd=tmp_path).stdout
+    for args, hint, message in (
+        (["--cron", "0 2 * *"], "--cron", "expected 5 fields"),
+        (
+            ["--cron", "0 2 * * SUN", "--timezone", "Mars/Olympus"],
+            "--timezone",
+            "unknown time zone",
+        ),
+        (["--timezone", "UTC"], "--timezone", "a time zone is for a --cron schedule"),
+    ):
+        bad = run_cli("silence", "add", "--duration", "2h", *args, "--db", db, cwd=tmp_path)
+        assert bad.returncode == 2 and hint in bad.stderr and message in bad.stderr
 
 
 def test_notify_test_reports_each_channel(tmp_path):

@@ -315,6 +315,92 @@ async def test_maintenance_only_while_in_progress(
     ).indicator == "minor"
 
 
+def _maintenance(mid: str, name: str, status: str, start: str, end: str | None) -> dict[str, Any]:
+    # As Statuspage's summary.json lists one (its fields, in its order).
+    return {
+        "id": mid,
+        "name": name,
+        "status": status,
+        "created_at": "2026-09-01T09:00:00.000Z",
+        "updated_at": "2026-09-10T14:00:03.000Z",
+        "monitoring_at": None,
+        "resolved_at": None,
+        "impact": "maintenance",
+        "shortlink": f"https://stspg.io/{mid}",
+        "started_at": start,
+        "page_id": "tymt9n04zgry",
+        "incident_updates": [
+            {
+                "id": f"u-{mid}",
+                "status": status,
+                "body": "The scheduled maintenance will be performed as planned.",
+                "incident_id": mid,
+                "created_at": "2026-09-01T09:00:00.000Z",
+                "updated_at": "2026-09-01T09:00:00.000Z",
+                "display_at": "2026-09-01T09:00:00.000Z",
+                "affected_components": [],
+            }
+        ],
+        "components": [],
+        "scheduled_for": start,
+        "scheduled_until": end,
+    }
+
+
+async def test_announced_maintenance_is_kept_bounded(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    payload = copy.deepcopy(OPERATIONAL)
+    upcoming = [
+        _maintenance(f"up{i}", f"Network work #{i}", "scheduled",
+                     f"2099-0{i + 1}-01T02:00:00.000Z", f"2099-0{i + 1}-01T04:00:00.000Z")
+        for i in range(6)
+    ]  # fmt: skip
+    now = _maintenance("now1", "Database upgrade\nDetails follow.", "in_progress",
+                       "2026-09-10T14:00:00.000Z", "2026-09-10T16:00:00.000Z")  # fmt: skip
+    odd = [
+        _maintenance("done", "Finished", "completed", "2026-09-09T14:00:00.000Z", None),
+        _maintenance(
+            "past", "Forgotten", "scheduled", "2020-01-01T00:00:00Z", "2020-01-01T01:00:00Z"
+        ),
+        _maintenance("huh", "Unknown status", "postponed", "2099-01-01T00:00:00Z", None),
+    ]
+    payload["scheduled_maintenances"] = [*reversed(upcoming), *odd, now]
+    payload["scheduled_maintenances"][0]["shortlink"] = "javascript:alert(1)"
+    payload["scheduled_maintenances"][1]["name"] = "x" * 5000
+    payload["scheduled_maintenances"][1]["scheduled_for"] = "soon"
+    status = await fetch_status(session, "anthropic", server.serve(SUMMARY, payload))
+    assert (status.indicator, status.error) == ("maintenance", None)
+    # Under way first, then by start; past, completed and unknown ones left out; at most five.
+    assert [m.name for m in status.maintenances] == [
+        "Database upgrade", "Network work #0", "Network work #1", "Network work #2",
+        "Network work #3",
+    ]  # fmt: skip
+    first = status.maintenances[0]
+    assert first.status == "in_progress" and first.in_progress
+    assert first.starts_at == datetime(2026, 9, 10, 14, tzinfo=UTC)
+    assert first.ends_at == datetime(2026, 9, 10, 16, tzinfo=UTC)
+    assert first.url == "https://stspg.io/now1"
+    assert not status.maintenances[1].in_progress
+
+    # Beyond the five most pressing, the rest were left out: a bad link, a long name, no start.
+    payload["scheduled_maintenances"] = payload["scheduled_maintenances"][:2]
+    status = await fetch_status(session, "anthropic", server.serve(SUMMARY, payload))
+    linked, named = status.maintenances  # one without a start comes last
+    assert (linked.name, linked.url) == ("Network work #5", None)
+    assert len(named.name) == 200 and named.name.endswith("…") and named.starts_at is None
+    assert status.indicator == "none"  # only scheduled: no maintenance under way
+
+
+async def test_google_announces_no_maintenance(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    status = await fetch_status(
+        session, "gemini", server.serve(GOOGLE, GOOGLE_GEMINI_ACTIVE), "google"
+    )
+    assert status.maintenances == []
+
+
 async def test_missing_rollup_is_derived(
     server: StatusServer, session: aiohttp.ClientSession
 ) -> None:

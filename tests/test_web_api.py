@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from webserve import (
     SERVED_OLD,
     ServedWeb,
     make_config,
+    official_statuses,
     seed,
 )
 
@@ -32,7 +34,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Clien
     now = time.time()
     facts = seed(db, now)
     facts["now"] = now
-    with ServedWeb(make_config(), db) as web, httpx.Client(base_url=web.url, timeout=10) as client:
+    official = official_statuses(now)
+    served = ServedWeb(make_config(), db, official=official.get)
+    with served as web, httpx.Client(base_url=web.url, timeout=10) as client:
         yield client, facts
 
 
@@ -257,6 +261,86 @@ def test_silences_create_list_and_end(client: httpx.Client) -> None:
     assert client.post("/api/v1/silences", json={"duration": "400d"}).status_code == 400
     extra = client.post("/api/v1/silences", json={"duration": "1h", "api_key": "x"})
     assert extra.status_code == 422
+
+
+def test_recurring_silences_round_trip(client: httpx.Client) -> None:
+    created = client.post(
+        "/api/v1/silences",
+        json={"provider": "openai", "cron": "0 2 * * SUN", "timezone": "Europe/Berlin",
+              "duration": "2h", "comment": "weekly deploy"},
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    weekly = created.json()
+    assert weekly["schedule"] == {
+        "cron": "0 2 * * SUN",
+        "duration_s": 7200.0,
+        "timezone": "Europe/Berlin",
+    }
+    assert weekly["ends_at"] is None and weekly["editable"]
+    berlin = ZoneInfo("Europe/Berlin")
+    windows = weekly["next_occurrences"]
+    assert len(windows) == 3 and windows == sorted(windows)
+    for start, end in windows[weekly["active"] :]:  # each a Sunday, 02:00 → 04:00 in Berlin
+        local = datetime.fromtimestamp(start, berlin)
+        assert (local.weekday(), local.hour, local.minute) == (6, 2, 0)
+        assert end - start == 7200
+    listed = {s["id"]: s for s in get(client, "/api/v1/silences")["silences"]}
+    assert listed[weekly["id"]]["schedule"] == weekly["schedule"]
+    assert listed[weekly["id"]]["next_occurrences"] == windows
+
+    # Every minute for two minutes: always in a window, so the firing alert shows silenced.
+    assert get(client, "/api/v1/alerts")["firing"][0]["silenced"] is False
+    always = client.post(
+        "/api/v1/silences", json={"target": ANTHROPIC, "cron": "* * * * *", "duration": "2m"}
+    ).json()
+    assert always["active"] and always["schedule"]["timezone"] == "UTC"
+    (start, end), (following, _) = always["next_occurrences"][:2]
+    # The window under way, from when the silence was made: it silences nothing before.
+    assert start == always["starts_at"] <= time.time() < end and end % 60 == 0
+    assert following == end - 60
+    assert get(client, "/api/v1/alerts")["firing"][0]["silenced"] is True
+    for s in (weekly, always):
+        assert client.delete(f"/api/v1/silences/{s['id']}").status_code == 200
+    ended = {s["id"]: s for s in get(client, "/api/v1/silences", all=True)["silences"]}
+    assert ended[always["id"]]["active"] is False and ended[always["id"]]["next_occurrences"] == []
+    assert ended[always["id"]]["ends_at"] == pytest.approx(time.time(), abs=30)
+    assert get(client, "/api/v1/alerts")["firing"][0]["silenced"] is False
+
+    for body, message in (
+        ({"cron": "0 2 * *", "duration": "2h"}, "cron: expected 5 fields"),
+        (
+            {"cron": "0 2 * * SUN", "timezone": "Mars/Olympus", "duration": "2h"},
+            "timezone: unknown time zone",
+        ),
+        ({"timezone": "UTC", "duration": "2h"}, "timezone: only with cron"),
+        ({"cron": "0 2 * * SUN", "duration": "0s"}, "duration: must be more than 0"),
+    ):
+        refused = client.post("/api/v1/silences", json=body)
+        assert refused.status_code == 400 and message in refused.json()["detail"], refused.text
+
+
+def test_providers_announced_maintenance(client: httpx.Client, site: Any) -> None:
+    now = site[1]["now"]
+    card = get(client, f"/api/v1/targets/{ANTHROPIC}")["card"]
+    under_way, upcoming = card["official"]["maintenances"]
+    assert under_way == {
+        "name": "Database upgrade ([redacted])", "status": "in_progress",
+        "starts_at": pytest.approx(now - 600), "ends_at": pytest.approx(now + 3000),
+        "url": "https://stspg.io/m1",
+    }  # fmt: skip
+    assert (upcoming["status"], upcoming["ends_at"], upcoming["url"]) == ("scheduled", None, None)
+    assert get(client, f"/api/v1/targets/{OPENAI}")["card"]["official"]["maintenances"] == []
+    assert get(client, f"/api/v1/targets/{GROQ}")["card"]["official"] is None
+    # The alerts page lists every shown provider's, under way first.
+    listed = get(client, "/api/v1/alerts")["maintenances"]
+    assert [(m["provider"], m["status"]) for m in listed] == [
+        ("anthropic", "in_progress"),
+        ("anthropic", "scheduled"),
+    ]
+    assert get(client, "/api/v1/alerts", target=OPENAI)["maintenances"] == []
+    assert len(get(client, "/api/v1/alerts", target=ANTHROPIC)["maintenances"]) == 2
+    overview = {p["provider"]: p for p in get(client, "/api/v1/overview")["providers"]}
+    assert len(overview["anthropic"]["official"]["maintenances"]) == 2
 
 
 def test_costs_per_day_target_provider_and_model(client: httpx.Client) -> None:

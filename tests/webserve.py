@@ -17,10 +17,12 @@ from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import Config, parse_config
 from llmpulse.errors import ErrorClass
+from llmpulse.probe.official import Maintenance, OfficialStatus
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.rules import Severity
 from llmpulse.store import SQLiteStore
 from llmpulse.web.server import WebServer
+from llmpulse.web.view import OfficialSource
 
 SECRET = "sk-ant-api03-secretsecretsecret"
 OPENAI = "openai/gpt-4o-mini"
@@ -44,6 +46,27 @@ def make_config(web: dict[str, Any] | None = None, env: dict[str, str] | None = 
         env={"OPENAI_KEY": "sk-openai-key-0123456789", "ANTHROPIC_KEY": SECRET,
              "GROQ_KEY": "gsk_groqkey0123456789", **(env or {})},
     )  # fmt: skip
+
+
+def official_statuses(now: float) -> dict[str, OfficialStatus]:
+    """What the providers' status pages say: Anthropic's announces maintenance, one of them
+    under way (its name echoing a key: status pages are outside text too), OpenAI's is quiet."""
+    at = lambda ts: datetime.fromtimestamp(ts, UTC)  # noqa: E731
+    fetched = at(now - 30)
+    return {
+        "anthropic": OfficialStatus(
+            "anthropic", "maintenance", "Service Under Maintenance", [],
+            "https://status.claude.com", fetched,
+            maintenances=[
+                Maintenance(f"Database upgrade ({SECRET})", "in_progress", at(now - 600),
+                            at(now + 3000), "https://stspg.io/m1"),
+                Maintenance("Network work", "scheduled", at(now + 86400), None, None),
+            ],
+        ),
+        "openai": OfficialStatus(
+            "openai", "none", "All Systems Operational", [], "https://status.openai.com", fetched
+        ),
+    }  # fmt: skip
 
 
 def _result(target: str, ts: float, **kw: Any) -> CheckResult:
@@ -140,8 +163,14 @@ def seed(db: Path, now: float) -> dict[str, Any]:
 class ServedWeb:
     """``WebServer`` running in a thread with its own event loop."""
 
-    def __init__(self, config: Config, db: Path, status_only: bool = False) -> None:
-        self.server = WebServer(config, db, status_only=status_only)
+    def __init__(
+        self,
+        config: Config,
+        db: Path,
+        status_only: bool = False,
+        official: OfficialSource | None = None,
+    ) -> None:
+        self.server = WebServer(config, db, status_only=status_only, official=official)
         self.url = self.server.urls[0].removesuffix("status").rstrip("/")
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()

@@ -39,6 +39,7 @@ from llmpulse.sim.cli import sim_command
 from llmpulse.target import Target
 
 if TYPE_CHECKING:
+    from llmpulse.alerts.silences import Silence
     from llmpulse.alerts.state import AlertStateStore
     from llmpulse.sim.server import SimServer
 
@@ -454,32 +455,54 @@ def silence() -> None:
 @click.option("--target", default="*", show_default=True, help="Glob on the target name.")
 @click.option("--provider", default="*", show_default=True, help="Glob on the provider.")
 @click.option("--rule", default="*", show_default=True, help="Glob on the rule id.")
-@click.option("--duration", required=True, help="How long, e.g. 30m, 2h.")
+@click.option("--duration", required=True, help="How long, e.g. 30m, 2h; with --cron, each window.")
+@click.option(
+    "--cron",
+    metavar="EXPR",
+    help='Recurring: a window starts at each time of this cron expression, e.g. "0 2 * * SUN".',
+)
+@click.option(
+    "--timezone", metavar="ZONE", help="The --cron expression's time zone [default: UTC]."
+)
 @click.option("--comment", default="", help="Why (shown in listings).")
 @config_option
 @db_option
 def silence_add(
-    target: str, provider: str, rule: str, duration: str, comment: str,
-    config_path: Path | None, db_path: str | None,
+    target: str, provider: str, rule: str, duration: str, cron: str | None,
+    timezone: str | None, comment: str, config_path: Path | None, db_path: str | None,
 ) -> None:  # fmt: skip
-    """Add a silence starting now."""
+    """Add a silence starting now, or recurring windows (--cron) from now on."""
     import getpass
 
-    from llmpulse.alerts.silences import Silence
-    from llmpulse.durations import DurationError, parse_duration
+    from llmpulse.alerts.silences import NO_END, Silence
+    from llmpulse.durations import DurationError, positive_duration
+    from llmpulse.schedule import Schedule, ScheduleError, parse_cron, parse_timezone
 
     try:
-        seconds = parse_duration(duration)
+        seconds = positive_duration(duration)
     except DurationError as exc:
         raise click.BadParameter(str(exc), param_hint="--duration") from None
+    schedule = None
+    if cron is None and timezone is not None:
+        raise click.BadParameter("a time zone is for a --cron schedule", param_hint="--timezone")
+    if cron is not None:
+        hint = "--cron"
+        try:
+            cron = parse_cron(cron)
+            hint = "--timezone"
+            schedule = Schedule(cron, seconds, parse_timezone(timezone or "UTC"))
+        except ScheduleError as exc:
+            raise click.BadParameter(str(exc), param_hint=hint) from None
     now = time.time()
     entry = Silence(
-        id=Silence.new_id(), starts_at=now, ends_at=now + seconds, target=target,
-        provider=provider, rule=rule, comment=comment, created_by=getpass.getuser(),
+        id=Silence.new_id(), starts_at=now, ends_at=NO_END if schedule else now + seconds,
+        target=target, provider=provider, rule=rule, comment=comment,
+        created_by=getpass.getuser(), schedule=schedule,
     )  # fmt: skip
     with _alert_state(config_path, db_path) as state:
         state.add_silence(entry)
-    click.echo(f"silence {entry.id} until {entry.to_json()['ends_at']}")
+    when = _silence_when(entry, now) if schedule else f"until {entry.to_json()['ends_at']}"
+    click.echo(f"silence {entry.id} {when}")
 
 
 @silence.command("list")
@@ -488,16 +511,39 @@ def silence_add(
 @db_option
 def silence_list(show_all: bool, config_path: Path | None, db_path: str | None) -> None:
     """List silences (active and upcoming unless --all)."""
+    now = time.time()
     with _alert_state(config_path, db_path) as state:
-        entries = state.silences(None if show_all else time.time())
+        entries = state.silences(None if show_all else now)
     for entry in entries:
-        data = entry.to_json()
         click.echo(
-            f"{entry.id}  {data['starts_at']} → {data['ends_at']}  target={entry.target} "
+            f"{entry.id}  {_silence_when(entry, now)}  target={entry.target} "
             f"provider={entry.provider} rule={entry.rule}  {entry.comment}"
         )
     if not entries:
         click.echo("no silences")
+
+
+def _silence_when(entry: Silence, now: float) -> str:
+    """When a silence holds: its one window, or its schedule and its next window (in the
+    schedule's time zone)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from llmpulse.alerts.silences import NO_END
+    from llmpulse.durations import format_duration
+
+    data = entry.to_json()
+    if entry.schedule is None:
+        return f"{data['starts_at']} → {data['ends_at']}"
+    s = entry.schedule
+    text = f'every "{s.cron}" ({s.timezone}) for {format_duration(s.duration_s)}'
+    if entry.ends_at != NO_END:
+        text += f" until {data['ends_at']}"
+    upcoming = entry.next_occurrences(now, 1)
+    if not upcoming:
+        return text + ", no window left"
+    start, end = (datetime.fromtimestamp(t, ZoneInfo(s.timezone)).isoformat() for t in upcoming[0])
+    return text + f", {'now' if upcoming[0][0] <= now else 'next'} {start} → {end}"
 
 
 @silence.command("end")

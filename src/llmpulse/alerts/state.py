@@ -20,6 +20,7 @@ from llmpulse.alerts.engine import AlertRecord
 from llmpulse.alerts.model import Acknowledgement, AlertState, Notification
 from llmpulse.alerts.silences import Silence
 from llmpulse.config.storage import is_postgres, sqlite_path
+from llmpulse.schedule import Schedule
 
 
 def state_paths(results_db: Path) -> tuple[Path, Path]:
@@ -211,7 +212,8 @@ class AlertStateStore:
             )  # fmt: skip
 
     def silences(self, now: float | None = None) -> list[Silence]:
-        """All silences, or only those not yet ended at ``now``."""
+        """All silences, or only those not yet ended at ``now`` (a recurring silence without
+        an end has ``silences.NO_END`` in the column)."""
         sql = "SELECT id, starts_at, ends_at, silence FROM silences"
         args: dict[str, float] = {}
         if now is not None:
@@ -222,11 +224,13 @@ class AlertStateStore:
         out = []
         for sid, starts, ends, raw in rows:
             data = json.loads(raw)
+            schedule = data.get("schedule")  # absent in rows written before recurring ones
             out.append(
                 Silence(
                     id=sid, starts_at=starts, ends_at=ends, target=data["target"],
                     provider=data["provider"], rule=data["rule"], comment=data["comment"],
                     created_by=data["created_by"],
+                    schedule=Schedule.from_json(schedule) if schedule else None,
                 )
             )  # fmt: skip
         return out

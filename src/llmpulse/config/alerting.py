@@ -7,10 +7,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from llmpulse.durations import Duration, DurationOrZero
 from llmpulse.rules import RuleOverrides
+from llmpulse.schedule import parse_cron, parse_timezone
 
 
 class MonitorSettings(BaseModel):
@@ -100,13 +108,42 @@ class ProviderSettings(BaseModel):
     status_page: str | Literal[False] | None = None
 
 
+class ScheduleConfig(BaseModel):
+    """A recurring maintenance window: each occurrence of ``cron`` in ``timezone``, for
+    ``duration`` (``llmpulse.schedule``)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    cron: str
+    duration: Duration
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return parse_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return parse_timezone(value)
+
+
 class SilenceConfig(BaseModel):
-    """A maintenance window in the config: glob patterns and a time range."""
+    """A maintenance window in the config: glob patterns and a time range (``ends``, and
+    ``starts`` or from the start), or a ``schedule`` of windows, from ``starts`` until ``ends``
+    when given."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     target: str = "*"
     provider: str = "*"
     rule: str = "*"
     starts: datetime | None = None
-    ends: datetime
+    ends: datetime | None = None
+    schedule: ScheduleConfig | None = None
     comment: str = ""
+
+    @model_validator(mode="after")
+    def _window(self) -> SilenceConfig:
+        if self.ends is None and self.schedule is None:
+            raise ValueError("a silence needs 'ends' (one window) or a 'schedule' (recurring)")
+        return self

@@ -175,7 +175,8 @@ class Daemon:
         return current.indicator if current is not None else None
 
     def _in_maintenance(self, provider: str) -> bool:
-        return self._official_indicator(provider) == "maintenance"
+        current = self.status.current(provider)
+        return current is not None and current.in_maintenance
 
     def _notify(
         self, notification: Notification, receivers: Sequence[str], *, resend: bool = False

@@ -4,7 +4,8 @@ Two wire formats cover the presets:
 
 - Atlassian Statuspage v2 ``/api/v2/summary.json`` (Anthropic, Groq, DeepSeek; OpenAI's
   incident.io page serves a compatible one): ``status.indicator`` is none|minor|major|critical,
-  ``incidents[]`` are the unresolved ones, ``scheduled_maintenances[]`` carry ``in_progress``.
+  ``incidents[]`` are the unresolved ones, ``scheduled_maintenances[]`` the announced ones
+  (scheduled, in progress or verifying), kept as ``Maintenance``.
 - Google Cloud's ``incidents.json``: a flat array of every recent incident, active while it has
   no ``end``; only those touching Gemini / Vertex AI / generative products count for Gemini.
 
@@ -71,6 +72,27 @@ _DESCRIPTIONS: dict[str, str] = {
 }
 _RESOLVED = {"resolved", "postmortem", "completed"}
 _MAINTENANCE_ACTIVE = {"in_progress", "verifying"}
+# What a status is kept of a page's announced maintenance: a handful, each name one short line.
+MAX_MAINTENANCES = 5
+MAX_NAME_CHARS = 200
+MAX_URL_CHARS = 500
+
+MaintenanceStatus = Literal["scheduled", "in_progress", "verifying"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Maintenance:
+    """A maintenance a status page announces: upcoming (``scheduled``) or under way."""
+
+    name: str
+    status: MaintenanceStatus
+    starts_at: datetime | None  # the page's scheduled_for
+    ends_at: datetime | None  # its scheduled_until
+    url: str | None  # its shortlink: an http(s) URL, or None
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in _MAINTENANCE_ACTIVE
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -84,6 +106,13 @@ class OfficialStatus:
     url: str  # the human status page, for the alert's link
     fetched_at: datetime
     error: str | None = None  # set exactly when the page could not be read
+    # Under way first, then by start; at most MAX_MAINTENANCES (Statuspage pages only).
+    maintenances: list[Maintenance] = dataclasses.field(default_factory=list)
+
+    @property
+    def in_maintenance(self) -> bool:
+        """The provider announces maintenance under way (also beside an incident)."""
+        return self.indicator == "maintenance" or any(m.in_progress for m in self.maintenances)
 
     def summary(self) -> str:
         """One line for an alert's ``official_status``."""
@@ -114,10 +143,12 @@ async def fetch_status(
         if kind not in ("statuspage", "google"):  # a config typo must not read as "all clear"
             raise _SourceError(f"unknown status source kind {kind!r}")
         payload = await _get_json(session, url, timeout_s, max_bytes)
+        maintenances: list[Maintenance] = []
         if kind == "google":
             indicator, description, incidents = _parse_google(payload, products)
         else:
             indicator, description, incidents = _parse_statuspage(payload)
+            maintenances = _maintenances(payload, now)
     except TimeoutError:  # aiohttp's own timeouts subclass it too
         return _unknown(provider, page, now, f"timed out after {timeout_s:g}s")
     except _SourceError as exc:
@@ -126,7 +157,9 @@ async def fetch_status(
         return _unknown(provider, page, now, f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # a status page must never take the poller down
         return _unknown(provider, page, now, f"unexpected {type(exc).__name__}: {exc}")
-    return OfficialStatus(provider, indicator, description, incidents, page, now)
+    return OfficialStatus(
+        provider, indicator, description, incidents, page, now, maintenances=maintenances
+    )
 
 
 def human_url(url: str, kind: SourceKind) -> str:
@@ -211,6 +244,51 @@ def _parse_statuspage(payload: Any) -> tuple[Indicator, str, list[str]]:
     if not isinstance(description, str) or not description or raw != indicator:
         description = _DESCRIPTIONS[indicator]  # the page's words describe another indicator
     return indicator, description, incidents
+
+
+def _maintenances(payload: dict[str, Any], now: datetime) -> list[Maintenance]:
+    """The page's announced maintenances, less those it still calls scheduled after their end."""
+    found = []
+    for m in _dicts(payload.get("scheduled_maintenances")):
+        status = m.get("status")
+        if status not in ("scheduled", *_MAINTENANCE_ACTIVE):
+            continue  # completed, or a word Statuspage does not use
+        ends = _when(m.get("scheduled_until"))
+        if status == "scheduled" and ends is not None and ends <= now:
+            continue
+        name = _line(m.get("name")) or "unnamed maintenance"
+        starts = _when(m.get("scheduled_for"))
+        found.append(Maintenance(name, status, starts, ends, _link(m.get("shortlink"))))
+    found.sort(key=lambda m: (not m.in_progress, m.starts_at or datetime.max.replace(tzinfo=UTC)))
+    return found[:MAX_MAINTENANCES]
+
+
+def _line(value: object) -> str:
+    """The first line of a text the page wrote, at most ``MAX_NAME_CHARS``."""
+    lines = value.strip().splitlines() if isinstance(value, str) else []
+    text = lines[0].strip() if lines else ""
+    return text if len(text) <= MAX_NAME_CHARS else text[: MAX_NAME_CHARS - 1] + "…"
+
+
+def _when(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _link(value: object) -> str | None:
+    """An http(s) URL to link to; anything else (``javascript:``, a relative path) is none."""
+    if not isinstance(value, str) or len(value) > MAX_URL_CHARS:
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    return value if parts.scheme in ("http", "https") and parts.netloc else None
 
 
 def _parse_google(payload: Any, products: tuple[str, ...]) -> tuple[Indicator, str, list[str]]:

@@ -109,7 +109,8 @@ def private_routes(view: View) -> APIRouter:
         target: TargetFilter = None,
         limit: Annotated[int, Query(ge=1, le=5000)] = 200,
     ) -> schemas.Alerts:
-        """Firing and pending alerts, and the notification history (newest first)."""
+        """Firing and pending alerts, the notification history (newest first), and the
+        maintenance the providers' status pages announce."""
         return view.alerts(target, limit)
 
     @router.get("/alerts/{fingerprint}", response_model=schemas.Alert, responses=_NOT_FOUND)
@@ -146,10 +147,13 @@ def private_routes(view: View) -> APIRouter:
         "/silences",
         response_model=schemas.Silence,
         status_code=201,
-        responses={400: {"model": schemas.Problem, "description": "Invalid duration"}},
+        responses={
+            400: {"model": schemas.Problem, "description": "Invalid duration, cron or timezone"}
+        },
     )
     def add_silence(body: schemas.NewSilence) -> schemas.Silence:
-        """Silence alerts matching the globs from now for ``duration``."""
+        """Silence alerts matching the globs from now for ``duration``, or with ``cron`` in a
+        window of ``duration`` at each of its times from now on."""
         try:
             return view.add_silence(body)
         except InvalidInput as exc:

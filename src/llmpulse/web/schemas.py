@@ -22,12 +22,28 @@ class TargetInfo(BaseModel):
     interval_s: float
 
 
+class Maintenance(BaseModel):
+    """A maintenance the provider's status page announces."""
+
+    name: str
+    status: Literal["scheduled", "in_progress", "verifying"]
+    starts_at: float | None = Field(description="Its scheduled start, Unix seconds")
+    ends_at: float | None = Field(description="Its scheduled end, Unix seconds")
+    url: str | None = Field(description="The announcement on the status page")
+
+
+class ProviderMaintenance(Maintenance):
+    provider: str
+
+
 class Official(BaseModel):
     indicator: str
     description: str
     url: str
     updated_ts: float
     incidents: list[str] = Field(default_factory=list)
+    # Under way first, then upcoming by start; a handful at most.
+    maintenances: list[Maintenance] = Field(default_factory=list)
 
 
 Scope = Literal["target", "provider", "all"]
@@ -201,6 +217,15 @@ class Alerts(BaseModel):
     firing: list[Alert]
     pending: list[Alert]
     history: list[AlertEvent]
+    # What the status pages of the providers shown announce (of the target's provider only,
+    # with ``target``): under way first, then upcoming by start.
+    maintenances: list[ProviderMaintenance] = Field(default_factory=list)
+
+
+class SilenceSchedule(BaseModel):
+    cron: str = Field(description="Five-field cron expression: when each window starts")
+    duration_s: float = Field(description="How long each window lasts, in seconds")
+    timezone: str = Field(description="The IANA time zone the cron expression is read in")
 
 
 class Silence(BaseModel):
@@ -209,12 +234,18 @@ class Silence(BaseModel):
     provider: str
     rule: str
     starts_at: float
-    ends_at: float
+    ends_at: float | None = Field(description="Unix seconds; null: recurring without an end")
     comment: str
     created_by: str
+    # Inside its window now (for a recurring silence: inside one of its windows).
     active: bool
     # False for the config's silences: they end when the config says.
     editable: bool
+    schedule: SilenceSchedule | None = Field(description="Null for a one-off silence")
+    next_occurrences: list[tuple[float, float]] = Field(
+        description="The next few [start, end] windows not yet ended, Unix seconds (the one in "
+        "progress first); a one-off silence's own window until it ends"
+    )
 
 
 class Silences(BaseModel):
@@ -228,9 +259,20 @@ class NewSilence(BaseModel):
     provider: str = Field(default="*", max_length=200)
     rule: str = Field(default="*", max_length=200)
     duration: str = Field(
-        description="How long from now: one or more <number><unit> parts (units ms, s, m, h, "
-        "d), e.g. 30m or 1h30m; more than 0 and at most 365 days",
+        description="How long from now (with cron: each window): one or more <number><unit> "
+        "parts (units ms, s, m, h, d), e.g. 30m or 1h30m; more than 0 and at most 365 days",
         pattern=r"^(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d))+$",
+        max_length=64,
+    )
+    cron: str | None = Field(
+        default=None,
+        description="Recurring from now on: a window starts at each time of this five-field "
+        'cron expression, e.g. "0 2 * * SUN"',
+        max_length=200,
+    )
+    timezone: str | None = Field(
+        default=None,
+        description="The IANA time zone of cron (default UTC); only with cron",
         max_length=64,
     )
     comment: str = Field(default="", max_length=2000)

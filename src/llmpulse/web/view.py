@@ -18,14 +18,20 @@ from pathlib import Path
 
 from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE, AlertRecord, alert_scope, listed
 from llmpulse.alerts.model import Acknowledgement, AlertState
-from llmpulse.alerts.silences import CONFIG_SILENCE_PREFIX, Silence, configured_silences
+from llmpulse.alerts.silences import (
+    CONFIG_SILENCE_PREFIX,
+    NO_END,
+    Silence,
+    configured_silences,
+)
 from llmpulse.alerts.state import AlertStateStore, NotFiring, UnknownAlert
 from llmpulse.alerts.status import TargetStatus, provider_status, target_status, worst
 from llmpulse.config import Config
 from llmpulse.durations import parse_duration
 from llmpulse.presets import PRESETS
-from llmpulse.probe.official import OfficialStatus
+from llmpulse.probe.official import Maintenance, OfficialStatus
 from llmpulse.result import CheckResult, Source
+from llmpulse.schedule import Schedule, ScheduleError, parse_cron, parse_timezone
 from llmpulse.store import ResultFilter, open_store, queries
 from llmpulse.store.base import Store
 from llmpulse.target import Target
@@ -42,6 +48,7 @@ RANGES: dict[str, tuple[int, int]] = {
 CARD_WINDOW = "1h"
 STATUS_PAGE_DAYS = 90
 MAX_SILENCE_S = 365 * DAY
+NEXT_WINDOWS = 3  # of each silence, in the API's next_occurrences
 
 OfficialSource = Callable[[str], OfficialStatus | None]
 
@@ -254,7 +261,31 @@ class View:
             url=status.url,
             updated_ts=status.fetched_at.timestamp(),
             incidents=list(status.incidents),
+            maintenances=[self._maintenance(m) for m in status.maintenances],
         )
+
+    def _maintenance(self, m: Maintenance) -> schemas.Maintenance:
+        return schemas.Maintenance(
+            name=self.redact.clipped(m.name),
+            status=m.status,
+            starts_at=m.starts_at.timestamp() if m.starts_at else None,
+            ends_at=m.ends_at.timestamp() if m.ends_at else None,
+            url=m.url,
+        )
+
+    def _maintenances(self, providers: Iterable[str]) -> list[schemas.ProviderMaintenance]:
+        """What the providers' status pages announce, under way first, then by start."""
+        found = []
+        for provider in dict.fromkeys(providers):
+            status = self.official(provider) if self.official is not None else None
+            for m in status.maintenances if status is not None else []:
+                found.append(
+                    schemas.ProviderMaintenance(
+                        **self._maintenance(m).model_dump(), provider=provider
+                    )
+                )
+        found.sort(key=lambda m: (m.status == "scheduled", m.starts_at or math.inf))
+        return found
 
     # --- raw checks, aggregates, charts ---------------------------------------------------
 
@@ -400,10 +431,12 @@ class View:
             for ts, n in self.alert_state.events_between(0, math.inf, target=target, limit=limit)
         ]
         history.reverse()  # newest first
+        shown = [t for t in self._targets.values() if target is None or t.name == target]
         return schemas.Alerts(
             firing=[a for a in live if a.state == AlertState.FIRING],
             pending=[a for a in live if a.state == AlertState.PENDING],
             history=history,
+            maintenances=self._maintenances(t.provider for t in shown),
         )
 
     def silences(self, include_ended: bool, now: float | None = None) -> list[schemas.Silence]:
@@ -422,15 +455,17 @@ class View:
             raise InvalidInput(
                 f"duration: must be more than 0 and at most 365d, got {new.duration!r}"
             )
+        schedule = _schedule(new, duration)
         silence = Silence(
             id=Silence.new_id(),
             starts_at=now,
-            ends_at=now + duration,
+            ends_at=NO_END if schedule else now + duration,
             target=new.target,
             provider=new.provider,
             rule=new.rule,
             comment=new.comment,
             created_by=new.created_by,
+            schedule=schedule,
         )
         self.alert_state.add_silence(silence)
         return _silence(silence, now)
@@ -443,7 +478,19 @@ class View:
         return _silence(ended, now)
 
     def _silences(self, now: float) -> list[Silence]:
-        return configured_silences(self.config.silences) + self.alert_state.silences(now)
+        """What holds back pages now: the silences, and with
+        ``alerting.silence_official_maintenance`` a provider's announced maintenance in
+        progress (as the engine holds them back), so the dashboard says what was paged."""
+        held = configured_silences(self.config.silences) + self.alert_state.silences(now)
+        if self.config.alerting.silence_official_maintenance and self.official is not None:
+            for provider in dict.fromkeys(t.provider for t in self._targets.values()):
+                status = self.official(provider)
+                if status is not None and status.in_maintenance:
+                    held.append(
+                        Silence(f"official-maintenance-{provider}", now, now + 1, provider=provider,
+                                comment=f"{provider} announced maintenance", created_by=provider)
+                    )  # fmt: skip
+        return held
 
     def _acks(self) -> dict[str, Acknowledgement]:
         return {a.fingerprint: a for a in self.alert_state.acknowledgements()}
@@ -696,18 +743,42 @@ def _alert(
     )
 
 
+def _schedule(new: schemas.NewSilence, duration: float) -> Schedule | None:
+    """The windows a new silence asks for with ``cron``, or None for one window from now."""
+    if new.cron is None:
+        if new.timezone is not None:
+            raise InvalidInput("timezone: only with cron")
+        return None
+    key = "cron"
+    try:
+        cron = parse_cron(new.cron)
+        key = "timezone"
+        return Schedule(cron, duration, parse_timezone(new.timezone or "UTC"))
+    except ScheduleError as exc:
+        raise InvalidInput(f"{key}: {exc}") from None
+
+
 def _silence(s: Silence, now: float) -> schemas.Silence:
+    schedule = s.schedule
     return schemas.Silence(
         id=s.id,
         target=s.target,
         provider=s.provider,
         rule=s.rule,
         starts_at=s.starts_at,
-        ends_at=s.ends_at,
+        ends_at=None if s.ends_at == NO_END else s.ends_at,
         comment=s.comment,
         created_by=s.created_by,
         active=s.active(now),
         editable=not s.id.startswith(CONFIG_SILENCE_PREFIX),
+        schedule=(
+            schemas.SilenceSchedule(
+                cron=schedule.cron, duration_s=schedule.duration_s, timezone=schedule.timezone
+            )
+            if schedule is not None
+            else None
+        ),
+        next_occurrences=s.next_occurrences(now, NEXT_WINDOWS),
     )
 
 

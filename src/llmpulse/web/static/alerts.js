@@ -1,10 +1,11 @@
-// Alerts: firing and pending alerts, the notification history with a per-alert timeline, and
-// silences (list, end, create).
+// Alerts: firing and pending alerts, the notification history with a per-alert timeline, the
+// maintenance the providers announce, and silences (list, end, create; one window or recurring).
 
 import {
   reportBug,
-  $id, ApiError, api, attachTooltip, el, fmtDuration, fmtSince, fmtTime, now, poll, renderNav,
-  replace, setAttr, setText, setValue, showError, targetHref, toTs, withQuery,
+  $id, ApiError, api, attachTooltip, el, fmtDuration, fmtSince, fmtTime, fmtWindow,
+  maintenanceBadge, maintenanceName, now, poll, renderNav, replace, setAttr, setText, setValue,
+  showError, targetHref, toTs, withQuery,
 } from "/static/common.js";
 
 const POLL_MS = 10000;
@@ -197,14 +198,55 @@ function renderTimeline(history, firing) {
   );
 }
 
+// ---- provider maintenance --------------------------------------------------------------------
+
+function renderMaintenances(list) {
+  $id("maintenance-empty").hidden = list.length > 0;
+  $id("maintenance-table").hidden = list.length === 0;
+  replace(
+    $id("maintenance-table").querySelector("tbody"),
+    list.map((m) =>
+      el(
+        "tr",
+        {"data-testid": "maintenance-row", "data-provider": m.provider, "data-status": m.status, "data-start": m.starts_at ?? "", "data-end": m.ends_at ?? ""},
+        el("td", {text: m.provider}),
+        el("td", {}, maintenanceName(m)),
+        el("td", {}, maintenanceBadge(m)),
+        el("td", {class: "nowrap", text: fmtWindow(m.starts_at, m.ends_at)}),
+      ),
+    ),
+  );
+}
+
 // ---- silences --------------------------------------------------------------------------------
+
+/** A recurring silence's schedule and its next windows, in this browser's time zone. */
+function scheduleCell(s) {
+  if (!s.schedule) return el("td", {class: "faint", text: "—"});
+  const {cron, duration_s, timezone} = s.schedule;
+  return el(
+    "td",
+    {"data-testid": "silence-schedule", "data-cron": cron, "data-timezone": timezone, "data-duration": duration_s},
+    el("div", {}, el("span", {class: "mono", text: cron}), el("span", {class: "muted", text: ` (${timezone}) for ${fmtDuration(duration_s)}`})),
+    el(
+      "ul",
+      {class: "windows"},
+      (s.next_occurrences || []).map(([start, end]) =>
+        el("li", {class: "nowrap", "data-testid": "silence-next", "data-start": start, "data-end": end, text: fmtWindow(start, end)}),
+      ),
+    ),
+  );
+}
 
 function silenceRow(s) {
   const t = now();
   // Unix seconds per the contract; ISO strings tolerated
   const starts = toTs(s.starts_at);
-  const ends = toTs(s.ends_at);
-  const state = s.active ? "active" : starts > t ? "scheduled" : "ended";
+  const ends = toTs(s.ends_at); // null: recurring without an end
+  const upcoming = s.next_occurrences || [];
+  const state = s.active ? "active" : upcoming.length ? "scheduled" : "ended";
+  // While active: when this window (a recurring silence's current one) ends.
+  const windowEnd = s.active && upcoming.length ? upcoming[0][1] : ends;
   // Config silences end when the config says; only API/CLI silences can be ended here.
   const endBtn =
     state === "ended" || !s.editable
@@ -219,17 +261,18 @@ function silenceRow(s) {
         });
   return el(
     "tr",
-    {"data-testid": "silence-row", "data-id": s.id, "data-active": s.active ? "true" : "false", "data-state": state},
+    {"data-testid": "silence-row", "data-id": s.id, "data-active": s.active ? "true" : "false", "data-state": state, "data-recurring": s.schedule ? "true" : "false"},
     el("td", {class: "mono", text: s.target}),
     el("td", {class: "mono", text: s.provider}),
     el("td", {class: "mono", text: s.rule}),
     el("td", {class: "nowrap", "data-value": s.starts_at, text: fmtTime(starts, {seconds: false})}),
     el(
       "td",
-      {class: "nowrap", "data-value": s.ends_at, title: fmtTime(ends)},
-      fmtTime(ends, {seconds: false}),
-      state === "active" ? el("span", {class: "muted", text: ` (in ${fmtDuration(ends - t)})`}) : null,
+      {class: "nowrap", "data-value": s.ends_at ?? "", title: ends == null ? "" : fmtTime(ends)},
+      ends == null ? el("span", {class: "muted", text: "no end"}) : fmtTime(ends, {seconds: false}),
+      state === "active" && windowEnd != null ? el("span", {class: "muted", text: ` (window ends in ${fmtDuration(windowEnd - t)})`}) : null,
     ),
+    scheduleCell(s),
     el("td", {text: s.comment || "—"}),
     el("td", {class: "muted", text: s.created_by || "—"}),
     el("td", {}, el("span", {class: `badge st-${state === "active" ? "rate_limited" : "unknown"}`, text: state})),
@@ -240,7 +283,8 @@ function silenceRow(s) {
 async function loadSilences() {
   const all = $id("silences-show-all").checked;
   const data = await api(withQuery("/api/v1/silences", {all: all ? "true" : null}));
-  const list = [...(data.silences || [])].sort((a, b) => b.active - a.active || toTs(b.ends_at) - toTs(a.ends_at));
+  const end = (s) => toTs(s.ends_at) ?? Infinity;
+  const list = [...(data.silences || [])].sort((a, b) => b.active - a.active || (end(a) < end(b)) - (end(a) > end(b)));
   $id("silences-empty").hidden = list.length > 0;
   $id("silences-table").hidden = list.length === 0;
   replace($id("silences-table").querySelector("tbody"), list.map(silenceRow));
@@ -285,10 +329,13 @@ $id("silence-form").addEventListener("submit", async (ev) => {
   const form = ev.currentTarget;
   const submit = $id("silence-submit");
   const body = {};
-  for (const key of ["target", "provider", "rule", "duration", "comment", "created_by"]) {
+  for (const key of ["target", "provider", "rule", "duration", "cron", "comment", "created_by"]) {
     const v = form.elements[key].value.trim();
     if (v !== "" || key === "duration") body[key] = v;
   }
+  // A time zone only goes with a cron expression (the API refuses one without).
+  const zone = form.elements.timezone.value.trim();
+  if (body.cron && zone) body.timezone = zone;
   if (!body.duration) {
     formError("Duration is required, e.g. 30m or 2h.");
     form.elements.duration.focus();
@@ -298,7 +345,11 @@ $id("silence-form").addEventListener("submit", async (ev) => {
   formError(null);
   try {
     const s = await api("/api/v1/silences", {method: "POST", body});
-    flash(`Silence ${s.id} created: ${s.rule} on ${s.target} (${s.provider}) until ${fmtTime(toTs(s.ends_at), {seconds: false})}.`);
+    const next = (s.next_occurrences || [])[0];
+    const when = s.schedule
+      ? `every "${s.schedule.cron}" (${s.schedule.timezone}), next ${next ? fmtWindow(next[0], next[1]) : "never"}`
+      : `until ${fmtTime(toTs(s.ends_at), {seconds: false})}`;
+    flash(`Silence ${s.id} created: ${s.rule} on ${s.target} (${s.provider}) ${when}.`);
     form.elements.comment.value = "";
     await loadSilences();
   } catch (err) {
@@ -308,6 +359,8 @@ $id("silence-form").addEventListener("submit", async (ev) => {
     submit.disabled = false;
   }
 });
+// A cron expression reads in this browser's time zone unless changed.
+$id("silence-timezone").value = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
 $id("silences-show-all").addEventListener("change", () =>
   loadSilences().catch((err) => showError(`Could not load silences: ${err.message}`)),
 );
@@ -324,6 +377,7 @@ async function refresh() {
     renderAlerts(alerts.pending || [], "pending");
     renderTimeline(alerts.history || [], alerts.firing || []);
     renderHistory(alerts.history || []);
+    renderMaintenances(alerts.maintenances || []);
   } catch (err) {
     reportBug(err);
     lastError = err;

@@ -263,6 +263,13 @@ export function fmtTime(ts, {seconds = true} = {}) {
   const time = `${pad(d.getHours())}:${pad(d.getMinutes())}${seconds ? ":" + pad(d.getSeconds()) : ""}`;
   return `${date} ${time}`;
 }
+/** A window in local time, "2026-11-27 02:00 → 04:00" (the end's date when it differs). */
+export function fmtWindow(start, end) {
+  const a = fmtTime(start, {seconds: false});
+  if (bad(end)) return `${a} →`;
+  const b = fmtTime(end, {seconds: false});
+  return `${a} → ${!bad(start) && a.slice(0, 10) === b.slice(0, 10) ? b.slice(11) : b}`;
+}
 /** UTC date and time, "2026-11-27 14:03 UTC". */
 export function fmtUtc(ts) {
   if (bad(ts)) return DASH;
@@ -323,6 +330,19 @@ export const OFFICIAL_LABEL = {
 export const officialClass = (ind) =>
   ({none: "up", minor: "degraded", major: "down", critical: "down", maintenance: "rate_limited"})[ind] ||
   "unknown";
+
+// A maintenance a provider's status page announces (schemas.Maintenance).
+export const MAINTENANCE_LABEL = {scheduled: "scheduled", in_progress: "in progress", verifying: "verifying"};
+/** Its name, linked to the announcement when the page gave a link. */
+export const maintenanceName = (m) =>
+  m.url ? el("a", {href: m.url, target: "_blank", rel: "noopener noreferrer", text: m.name}) : m.name;
+export const maintenanceBadge = (m) =>
+  el("span", {class: `badge st-${m.status === "scheduled" ? "unknown" : "rate_limited"}`, text: MAINTENANCE_LABEL[m.status] || m.status});
+/** Name, status and scheduled window on one line. */
+export const maintenanceText = (m) => [
+  maintenanceName(m), " ", maintenanceBadge(m), " ",
+  el("span", {class: "muted nowrap", text: fmtWindow(m.starts_at, m.ends_at)}),
+];
 
 // Error classes (llmpulse.errors.ErrorClass), outages first.
 export const ERROR_COLOR = {

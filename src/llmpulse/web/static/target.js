@@ -5,7 +5,7 @@
 import {
   reportBug,
   $id, ApiError, OFFICIAL_LABEL, TimeChart, api, el, errorColor, errorOrder, fmtAgo, fmtInt,
-  fmtMs, fmtMsAxis, fmtNum, fmtPct, fmtSince, fmtTime, fmtTps, fmtUsd, fmtDuration, poll, renderNav,
+  fmtMs, fmtMsAxis, fmtNum, fmtPct, fmtSince, fmtTime, fmtTps, fmtUsd, fmtDuration, maintenanceText, poll, renderNav,
   replace, setAttr, setStatusBadge, setText, setValue, showError, statusLabel,
   targetFromPath, toTs, withQuery,
 } from "/static/common.js";
@@ -154,6 +154,15 @@ function renderFacts(detail) {
   } else {
     replace(off, el("span", {class: "faint", text: "no official status"}));
   }
+  // What the provider's status page announces: under way first, then upcoming.
+  const maintenances = c.official ? c.official.maintenances || [] : [];
+  $id("target-maintenance-fact").hidden = maintenances.length === 0;
+  replace(
+    $id("target-maintenance"),
+    maintenances.map((m) =>
+      el("li", {"data-testid": "maintenance-item", "data-status": m.status, "data-start": m.starts_at ?? "", "data-end": m.ends_at ?? ""}, maintenanceText(m)),
+    ),
+  );
 }
 
 const STATS = [
