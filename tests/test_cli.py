@@ -20,7 +20,10 @@ import psycopg
 import pytest
 
 from conftest import POSTGRES_URL, base_url, postgres_schema, sim_model
+from llmpulse.alerts.engine import AlertRecord
+from llmpulse.alerts.model import AlertState
 from llmpulse.alerts.state import AlertStateStore
+from llmpulse.rules import Severity
 from llmpulse.store import SQLiteStore, open_store
 
 CONTRACT_KEYS = {
@@ -212,6 +215,70 @@ def test_sim_command_serves_until_sigterm(tmp_path):
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it caught, as servers do.
         assert proc.wait(20) in (0, -signal.SIGTERM)
+
+
+def test_ack_and_undo(tmp_path, db_location):
+    db = str(db_location)
+    firing = AlertRecord("fp1", "availability", "claude", "anthropic", Severity.CRITICAL,
+                         state=AlertState.FIRING, fired_at=100.0, notified=True,
+                         lead_rule="consecutive_unavailable")  # fmt: skip
+    resolved = AlertRecord("fp2", "ttft_p95_high", "claude", "anthropic", Severity.WARNING,
+                           state=AlertState.RESOLVED, fired_at=50.0)  # fmt: skip
+    with contextlib.closing(AlertStateStore.open(db)) as state:  # as the leader saved them
+        state.save_records([firing, resolved], 100.0)
+    acked = run_cli("ack", "fp1", "--by", "ana", "--comment", "on it", "--db", db, cwd=tmp_path)
+    assert acked.returncode == 0, acked.stderr
+    assert "fp1 (consecutive_unavailable claude): acknowledged by ana at" in acked.stdout
+    again = run_cli("ack", "fp1", "--by", "bob", "--db", db, cwd=tmp_path)
+    assert "acknowledged by ana" in again.stdout  # the first acknowledgement holds
+    with contextlib.closing(AlertStateStore.open(db)) as state:
+        [ack] = state.acknowledgements()
+    assert (ack.fingerprint, ack.by, ack.comment, ack.episode) == (
+        "fp1", "ana", "on it", firing.episode
+    )  # fmt: skip
+    unknown = run_cli("ack", "nope", "--db", db, cwd=tmp_path)
+    assert unknown.returncode == 1 and "no alert nope" in unknown.stderr
+    over = run_cli("ack", "fp2", "--db", db, cwd=tmp_path)
+    assert over.returncode == 1 and "resolved, not firing" in over.stderr
+    undone = run_cli("ack", "fp1", "--undo", "--db", db, cwd=tmp_path)
+    assert undone.returncode == 0 and "acknowledgement taken back" in undone.stdout
+    with contextlib.closing(AlertStateStore.open(db)) as state:
+        assert state.acknowledgements() == []
+
+
+def test_notify_test_route_prints_the_tree_and_sends_nothing(tmp_path):
+    config = tmp_path / "llmpulse.yaml"
+    config.write_text(json.dumps({
+        "targets": [{"provider": "groq", "model": "llama", "api_key": "os.environ/K"}],
+        "notifiers": [
+            {"name": "chat", "type": "webhook", "url": "http://127.0.0.1:9/chat"},
+            {"name": "pager", "type": "webhook", "url": "http://127.0.0.1:9/pager"},
+            {"name": "ml-team", "type": "webhook", "url": "http://127.0.0.1:9/ml"},
+        ],
+        "alerting": {"routes": [
+            {"match": {"severity": "critical"}, "notify": ["pager"],
+             "escalate": [{"after": "10m", "notify": ["chat"]}]},
+            {"match": {"provider": ["groq", "together"]}, "notify": ["ml-team"], "continue": True},
+            {"match": {"rule": "ttft_*"}, "notify": ["chat"]},
+        ]},
+    }))  # fmt: skip
+    out = run_cli("notify", "test", "--route", "--config", str(config), cwd=tmp_path,
+                  env_extra={"K": "k", "COLUMNS": "200"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = {
+        tuple(cell.strip() for cell in line.strip("│ ").split("│")[:2]): line
+        for line in out.stdout.splitlines()
+        if "│" in line
+    }
+    assert "pager" in rows[("consecutive_unavailable", "critical")]
+    assert "after 10m: chat" in rows[("consecutive_unavailable", "critical")]
+    assert "ml-team, chat" in rows[("ttft_p95_high", "warning")]  # continue, then the next
+    assert "ml-team" in rows[("error_rate_warning", "warning")]
+    assert "groq" in rows[("provider_down", "critical")]  # the group's labels
+    assert "*" in rows[("all_providers_down", "critical")]
+    missing = run_cli("notify", "test", "--route", "--target", "nope", "--config", str(config),
+                      cwd=tmp_path, env_extra={"K": "k"})  # fmt: skip
+    assert missing.returncode == 2 and "no configured target" in missing.stdout
 
 
 def test_silence_add_list_end(tmp_path, db_location):
