@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from aiohttp import web
 
+import amserver
 import pgserver
 from llmpulse.config import parse_config
 from llmpulse.config.storage import redact_url
@@ -202,3 +203,10 @@ def spawn_llmpulse(args: list[str], workdir: Path, log: str) -> subprocess.Popen
             env={**os.environ, "K": "sk-test", "SIM_KEY": "sk-sim",
                  "XDG_DATA_HOME": str(workdir / "data")},
         )  # fmt: skip
+
+
+@pytest.fixture
+async def alertmanager(tmp_path: Path) -> AsyncIterator[amserver.Alertmanager]:
+    """A real Alertmanager of the test's own (``amserver``)."""
+    async with amserver.alertmanager_server(tmp_path) as server:
+        yield server

@@ -1,8 +1,9 @@
 """On-call end to end: routes, escalation and acknowledgement through a running daemon.
 
 The simulator is the provider; the receivers are real: Slack, PagerDuty and a phone webhook
-on a local HTTP server, and email on a real SMTP server (aiosmtpd). Delays are seconds here
-instead of minutes; the logic is the same.
+on a local HTTP server, email on a real SMTP server (aiosmtpd), SMS through a local fake of
+Twilio's REST API, and a real Alertmanager. Delays are seconds here instead of minutes; the
+logic is the same.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
+from amserver import AUTH, Alertmanager
 from conftest import base_url, patch, serving, sim_model
+from faketwilio import FakeTwilio
 from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import parse_config
 from llmpulse.sim.server import SimServer
 from test_daemon import FAST, served, wait_for
+
+SID, TOKEN = "AC" + "0" * 31 + "1", "twilio-test-token"
 
 
 class Channels:
@@ -92,7 +97,14 @@ async def receivers() -> AsyncIterator[tuple[Channels, str, int]]:
 def oncall_config(
     sim: SimServer, model: str, url: str, smtp_port: int, storage: str | Path, escalate: str
 ) -> Any:
-    raw = {
+    raw = oncall_raw(sim, model, url, smtp_port, storage, escalate)
+    return parse_config(raw, env={"K": "sk-test", "PD": "pd-routing-key"})
+
+
+def oncall_raw(
+    sim: SimServer, model: str, url: str, smtp_port: int, storage: str | Path, escalate: str
+) -> dict[str, Any]:
+    return {
         **FAST,
         "storage": str(storage),
         "targets": [
@@ -137,7 +149,6 @@ def oncall_config(
         },
         "web": {"listen": "127.0.0.1:0", "public_url": "https://pulse.example.com"},
     }
-    return parse_config(raw, env={"K": "sk-test", "PD": "pd-routing-key"})
 
 
 async def test_a_ttft_warning_reaches_only_the_warning_route(
@@ -272,3 +283,54 @@ async def test_a_new_leader_neither_repeats_nor_loses_a_notice(
             "resolved:consecutive_unavailable:1",
         ]
     assert len(seen["chat"]) == 2 + acknowledged and seen["mail"] == []
+
+
+async def test_sms_and_alertmanager_are_paged_kept_informed_and_resolved(
+    sim: SimServer, tmp_path: Path, alertmanager: Alertmanager
+) -> None:
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    twilio = await FakeTwilio(SID, TOKEN).start()
+    try:
+        async with receivers() as (channels, url, smtp_port):
+            raw = oncall_raw(sim, model, url, smtp_port, tmp_path / "r.db", "2s")
+            raw["notifiers"] += [
+                {"name": "sms", "type": "twilio", "account_sid": "${SID}", "auth_token": "${TOKEN}",
+                 "from": "+15005550006", "to": "+14155550100", "api_url": twilio.url},
+                {"name": "am", "type": "alertmanager", "url": alertmanager.url,
+                 "resend_interval": "1s", "headers": {"Authorization": "${AM_AUTH}"}},
+            ]  # fmt: skip
+            raw["alerting"]["routes"][0]["notify"] = ["pager", "am"]
+            raw["alerting"]["routes"][0]["escalate"] = [{"after": "2s", "notify": ["sms"]}]
+            env = {"K": "sk-test", "PD": "pd-key", "SID": SID, "TOKEN": TOKEN, "AM_AUTH": AUTH}
+            config = parse_config(raw, env=env)
+            async with served(config, tmp_path / "r.db"):
+                await asyncio.sleep(1)
+                patch(sim, model, errors={"529": 1.0})
+                await wait_for(lambda: twilio.accepted(), timeout=30)  # escalated by SMS
+                [active] = await alertmanager.alerts("claude")
+                # Past four resend intervals: still active, because llmpulse re-sends it.
+                await asyncio.sleep(5)
+                [still] = await alertmanager.alerts("claude")
+                patch(sim, model, errors={})
+                await wait_for(lambda: len(twilio.accepted()) == 2, timeout=30)
+                for _ in range(50):
+                    if not await alertmanager.alerts("claude"):
+                        break
+                    await asyncio.sleep(0.1)
+                gone = await alertmanager.alerts("claude")
+    finally:
+        await twilio.stop()
+    assert active["labels"] == {
+        "alertname": "consecutive_unavailable", "severity": "critical", "provider": "anthropic",
+        "target": "claude", "source": "llmpulse",
+    }  # fmt: skip
+    assert active["status"]["state"] == "active" and still["status"]["state"] == "active"
+    assert still["endsAt"] > active["endsAt"]  # re-sent, each time four intervals ahead
+    assert gone == []
+    fired, resolved = twilio.accepted()
+    assert fired["To"] == "+14155550100" and fired["From"] == "+15005550006"
+    assert fired["Body"].startswith("[FIRING critical] consecutive_unavailable claude")
+    assert resolved["Body"].startswith("[RESOLVED critical] consecutive_unavailable claude")
+    assert twilio.segments == [1, 1]
+    assert [e.split(":")[0] for e in channels.seen()["pager"]] == ["trigger", "resolve"]
+    assert channels.seen()["chat"] == []  # not on this critical route
