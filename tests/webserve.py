@@ -31,9 +31,14 @@ GROQ = "groq/llama"
 SERVED_OLD, SERVED_NEW = "gpt-4o-mini-2024-07-18", "gpt-4o-mini-2025-01-01"
 
 
-def make_config(web: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Config:
+def make_config(
+    web: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    notifiers: list[dict[str, Any]] | None = None,
+) -> Config:
     return parse_config(
         {
+            "notifiers": notifiers or [],
             "targets": [
                 {"name": OPENAI, "provider": "openai", "model": "gpt-4o-mini",
                  "api_key": "${OPENAI_KEY}", "interval": "60s"},

@@ -21,7 +21,7 @@ from starlette.datastructures import MutableHeaders
 
 from llmpulse.alerts.status import Status
 from llmpulse.config.web import WebConfig
-from llmpulse.web import badge, schemas
+from llmpulse.web import badge, pagerduty, schemas
 from llmpulse.web.api import private_routes, public_routes
 from llmpulse.web.auth import ASGIApp, AuthMiddleware, Clock, Receive, Scope, Send
 from llmpulse.web.view import View
@@ -89,6 +89,7 @@ def create_app(
         pages["/"] = "status.html"
     else:
         app.include_router(private_routes(view))
+        app.include_router(pagerduty.routes(view))  # public: its signature authenticates it
         pages.update({"/": "overview.html", "/alerts": "alerts.html", "/cost": "cost.html"})
 
         @app.get("/targets/{name:path}", include_in_schema=False)

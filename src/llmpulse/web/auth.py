@@ -2,7 +2,8 @@
 
 Checked when any credential is configured, and required (config validation) whenever the
 server listens off loopback, unless the user opted out with ``web.auth: false``. The public
-status page, its API, badges, static assets and /healthz never need credentials.
+status page, its API, badges, static assets and /healthz never need credentials, nor does
+PagerDuty's webhook (``web.pagerduty``), which its signature authenticates.
 
 Signing in. Browsers cannot send a bearer header on page loads, so the token is traded for a
 session cookie by POSTing the /login form. Never by a URL: a token in a query string sits in
@@ -52,7 +53,10 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from llmpulse.config.web import WebConfig
 
 PUBLIC_PREFIXES = ("/static/", "/badge/")
-PUBLIC_PATHS = frozenset({"/status", "/api/v1/status", "/api/v1/statuspage", "/healthz"})
+PAGERDUTY_WEBHOOK = "/api/v1/integrations/pagerduty"
+PUBLIC_PATHS = frozenset(
+    {"/status", "/api/v1/status", "/api/v1/statuspage", "/healthz", PAGERDUTY_WEBHOOK}
+)
 # Answered in JSON (a 401 with a challenge) rather than by the sign-in page.
 MACHINE_PREFIXES = ("/api/", "/metrics", "/openapi.json")
 COOKIE = "llmpulse_session"
@@ -277,7 +281,7 @@ class AuthMiddleware:
         kind = headers.get("content-type", "").partition(";")[0].strip().lower()
         if kind != "application/x-www-form-urlencoded":
             return _login_page("Sign in with this form.", 415, None)
-        body = await _read_body(scope, receive, MAX_FORM_BYTES)
+        body = await read_body(scope, receive, MAX_FORM_BYTES)
         if body is None:
             return _login_page("The form is too large.", 413, None)
         form = parse_qs(body.decode("utf-8", errors="replace"))
@@ -359,7 +363,7 @@ def _not_allowed(allow: str) -> Response:
     return JSONResponse({"detail": "method not allowed"}, status_code=405, headers={"Allow": allow})
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
     """The request body, or None past ``limit`` bytes (read no further)."""
     declared = Headers(scope=scope).get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

@@ -356,3 +356,12 @@ class Health(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class WebhookResult(BaseModel):
+    """What an inbound webhook (PagerDuty's) did with the event it was sent."""
+
+    result: Literal["acknowledged", "unacknowledged", "ignored"]
+    reason: str | None = None  # why it was ignored
+    fingerprint: str | None = None
+    acknowledged_by: str | None = None
