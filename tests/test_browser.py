@@ -13,6 +13,7 @@ Without it the module is skipped, except on CI where that is a failure.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import queue
@@ -35,6 +36,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from llmpulse.alerts.state import AlertStateStore, state_paths
 from webserve import ANTHROPIC, OPENAI, ServedWeb, make_config, seed
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -683,6 +685,111 @@ def test_alerts_match_the_api_and_a_silence_is_created_and_ended(tab: Tab) -> No
     assert every[sid]["active"] is False
     assert every[sid]["ends_at"] <= time.time() + 1
     tab.assert_console_clean()
+
+
+# ---- acknowledgements ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def escalated(chromium: Path, tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The seeded dashboard on its own (the test acknowledges), its firing incident escalated
+    to step 1 after paging two notifiers; yields the base URL and the seeded facts."""
+    db = tmp_path / "r.db"
+    now = time.time()
+    facts = seed(db, now)
+    state = AlertStateStore(state_paths(db)[0])
+    incident = dataclasses.replace(
+        facts["incident"], paged=["oncall", "slack"], paged_at=now - 240, escalation_step=1
+    )
+    state.save_records([incident], now)
+    state.close()
+    with ServedWeb(make_config(), db) as web:
+        yield web.url, facts
+
+
+def _ack_response(fingerprint: str, method: str) -> Callable[[Response], bool]:
+    path = f"/api/v1/alerts/{fingerprint}/ack"
+    return lambda r: urlsplit(r.url).path == path and r.request.method == method
+
+
+def test_a_firing_alert_is_acknowledged_from_its_row_and_taken_back_on_the_overview(
+    browser: Browser, escalated: tuple[str, dict[str, Any]], request: pytest.FixtureRequest
+) -> None:
+    base, facts = escalated
+    fp = facts["incident"].fingerprint
+    with _open_tab(browser, base, request) as tab:
+        page = tab.page
+        # A notice's link lands on the alert's row, in view and marked.
+        tab.goto(f"/alerts#alert-{fp}")
+        row = page.locator(f"#alert-{fp}")
+        row.wait_for()
+        assert "is-target" in (row.get_attribute("class") or "")
+        page.wait_for_function(
+            "(id) => { const r = document.getElementById(id).getBoundingClientRect();"
+            " return r.top >= 0 && r.bottom <= innerHeight; }",
+            arg=f"alert-{fp}",
+        )
+        assert row.get_attribute("data-acknowledged") == "false"
+        assert row.get_by_test_id("escalation").get_attribute("data-value") == "1"
+        assert row.get_by_test_id("notified").get_attribute("data-value") == "oncall,slack"
+
+        row.get_by_test_id("alert-ack").click()
+        form = page.get_by_test_id("ack-form")
+        form.get_by_test_id("ack-by").fill("Ana (browser)")
+        form.get_by_test_id("ack-comment").fill("looking into it")
+        with page.expect_response(_ack_response(fp, "POST")) as posted:
+            form.get_by_test_id("ack-submit").click()
+        assert posted.value.status == 200, posted.value.text()
+        acked = page.locator(f'#alert-{fp}[data-acknowledged="true"]')
+        acked.wait_for()
+        shown = acked.get_by_test_id("acknowledged")
+        assert "acknowledged by Ana (browser)" in shown.inner_text()
+        assert "looking into it" in shown.inner_text()
+        assert form.count() == 0
+        # The API has it at once, as the page shows it.
+        alert = _get_json(f"{base}/api/v1/alerts/{fp}")
+        assert alert["acknowledged_by"] == "Ana (browser)"
+        assert alert["acknowledged_comment"] == "looking into it"
+        assert _same(shown.get_attribute("data-at"), alert["acknowledged_at"])
+        assert "Acknowledged" in page.get_by_test_id("ack-msg").inner_text()
+        tab.screenshot("alerts-acknowledged")
+
+        # The overview shows it acknowledged: take it back, then acknowledge it again there
+        # (the name is remembered).
+        tab.goto("/")
+        line = f'[data-testid="firing-alert"][data-fingerprint="{fp}"]'
+        page.locator(f'{line}[data-acknowledged="true"]').wait_for()
+        assert page.get_by_test_id("card-alert-acked").count() == 1
+        with page.expect_response(_ack_response(fp, "DELETE")) as deleted:
+            page.locator(line).get_by_test_id("alert-unack").click()
+        assert deleted.value.status == 200
+        page.locator(f'{line}[data-acknowledged="false"]').wait_for()
+        assert _get_json(f"{base}/api/v1/alerts/{fp}")["acknowledged_by"] is None
+        page.locator(line).get_by_test_id("alert-ack").click()
+        assert page.locator(line).get_by_test_id("ack-by").input_value() == "Ana (browser)"
+        with page.expect_response(_ack_response(fp, "POST")) as posted:
+            page.locator(line).get_by_test_id("ack-submit").click()
+        assert posted.value.status == 200
+        page.locator(f'{line}[data-acknowledged="true"]').wait_for()
+        again = _get_json(f"{base}/api/v1/alerts/{fp}")
+        assert (again["acknowledged_by"], again["acknowledged_comment"]) == ("Ana (browser)", "")
+        tab.screenshot("overview-acknowledged")
+
+        # A link to an alert that fires no more says what became of it and marks its history.
+        ttft = facts["ttft"].fingerprint
+        tab.goto(f"/alerts#alert-{ttft}")
+        notice = page.get_by_test_id("target-notice")
+        notice.wait_for(state="visible")
+        assert "ttft_p95_high on openai/gpt-4o-mini is resolved" in notice.inner_text()
+        marked = f'[data-testid="timeline-row"][data-fingerprint="{ttft}"].is-target'
+        page.locator(marked).wait_for()
+        assert (
+            page.locator(
+                f'[data-testid="history-row"][data-fingerprint="{ttft}"].is-target'
+            ).count()
+            == 2
+        )
+        tab.assert_console_clean()
 
 
 # ---- cost ------------------------------------------------------------------------------------

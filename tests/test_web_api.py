@@ -343,6 +343,83 @@ def test_providers_announced_maintenance(client: httpx.Client, site: Any) -> Non
     assert len(overview["anthropic"]["official"]["maintenances"]) == 2
 
 
+@pytest.fixture
+def ack_site(tmp_path: Path) -> Iterator[tuple[httpx.Client, dict[str, Any]]]:
+    """The seeded site on its own: acknowledging changes what the other tests read."""
+    db = tmp_path / "r.db"
+    facts = seed(db, time.time())
+    with ServedWeb(make_config(), db) as web, httpx.Client(base_url=web.url, timeout=10) as client:
+        yield client, facts
+
+
+def test_acknowledging_shows_at_once_keeps_the_first_and_can_be_taken_back(
+    ack_site: tuple[httpx.Client, dict[str, Any]],
+) -> None:
+    client, facts = ack_site
+    fp = facts["incident"].fingerprint
+    path = f"/api/v1/alerts/{fp}/ack"
+    alert = get(client, f"/api/v1/alerts/{fp}")
+    assert alert["state"] == "firing" and alert["acknowledged_by"] is None
+    assert alert["escalation_step"] == 0 and alert["notified"] == []
+
+    before = time.time()
+    acked = client.post(path, json={"by": "ana", "comment": "on it"})
+    assert acked.status_code == 200, acked.text
+    body = acked.json()
+    assert (body["fingerprint"], body["state"]) == (fp, "firing")
+    assert body["acknowledged_by"] == "ana" and body["acknowledged_comment"] == "on it"
+    assert before - 1 <= body["acknowledged_at"] <= time.time() + 1
+    # No leader runs beside this server: every read shows the stored acknowledgement at once.
+    assert get(client, f"/api/v1/alerts/{fp}") == body
+    (firing,) = get(client, "/api/v1/alerts")["firing"]
+    assert (firing["acknowledged_by"], firing["acknowledged_at"]) == (
+        "ana",
+        body["acknowledged_at"],
+    )
+    overview = get(client, "/api/v1/overview")
+    assert overview["firing"][0]["acknowledged_by"] == "ana"
+    card = next(c for c in overview["cards"] if c["name"] == ANTHROPIC)
+    assert card["alerts"][0]["acknowledged_comment"] == "on it"
+
+    # Acknowledging again changes nothing: the first one holds.
+    again = client.post(path, json={"by": "bob", "comment": "me too"})
+    assert again.status_code == 200 and again.json() == body
+
+    taken_back = client.delete(path)
+    assert taken_back.status_code == 200
+    assert taken_back.json()["acknowledged_by"] is None
+    assert taken_back.json()["acknowledged_at"] is None
+    assert client.delete(path).status_code == 200  # nothing to take back is no error
+    assert get(client, "/api/v1/alerts")["firing"][0]["acknowledged_by"] is None
+
+    # The body is optional.
+    bare = client.post(path)
+    assert bare.status_code == 200 and bare.json()["acknowledged_by"] == "api"
+    assert bare.json()["acknowledged_comment"] == ""
+
+
+def test_acknowledging_an_unknown_or_resolved_alert_is_refused(
+    ack_site: tuple[httpx.Client, dict[str, Any]],
+) -> None:
+    client, facts = ack_site
+    for method in ("GET", "POST", "DELETE"):
+        path = "/api/v1/alerts/0123456789abcdef" + ("" if method == "GET" else "/ack")
+        missing = client.request(method, path)
+        assert missing.status_code == 404, (method, missing.text)
+        assert "0123456789abcdef" in missing.json()["detail"]
+    resolved = facts["ttft"].fingerprint
+    refused = client.post(f"/api/v1/alerts/{resolved}/ack", json={"by": "ana"})
+    assert refused.status_code == 409 and "not firing" in refused.json()["detail"]
+    assert get(client, f"/api/v1/alerts/{resolved}")["state"] == "resolved"
+    path = f"/api/v1/alerts/{facts['incident'].fingerprint}/ack"
+    assert client.post(path, json={"by": "ana", "api_key": "x"}).status_code == 422
+    assert client.post(path, json={"by": ""}).status_code == 422
+    assert client.post(path, json={"by": "x" * 201}).status_code == 422
+    assert client.post(path, json={"comment": "x" * 2001}).status_code == 422
+    assert client.post("/api/v1/alerts/" + "f" * 65 + "/ack").status_code == 422
+    assert get(client, "/api/v1/alerts")["firing"][0]["acknowledged_by"] is None
+
+
 def test_costs_per_day_target_provider_and_model(client: httpx.Client) -> None:
     costs = get(client, "/api/v1/costs", days=7)
     rows = [r for r in costs["days"] if r["target"] == OPENAI]
@@ -414,6 +491,9 @@ def test_openapi_describes_every_endpoint(client: httpx.Client) -> None:
         "/api/v1/series",
         "/api/v1/events",
         "/api/v1/alerts",
+        "/api/v1/alerts/{fingerprint}",
+        "/api/v1/alerts/{fingerprint}/ack",
+        "/api/v1/integrations/pagerduty",
         "/api/v1/silences",
         "/api/v1/silences/{silence_id}",
         "/api/v1/costs",
@@ -458,6 +538,7 @@ def test_token_or_basic_auth_guard_the_dashboard(guarded: str) -> None:
         assert "Basic" in denied.headers["www-authenticate"]
         assert anonymous.get("/metrics").status_code == 401
         assert anonymous.get("/openapi.json").status_code == 401
+        assert anonymous.post("/api/v1/alerts/0123456789abcdef/ack").status_code == 401
         page = anonymous.get("/", follow_redirects=False)
         assert page.status_code == 303 and page.headers["location"] == "/login"
         # The public status page never needs credentials.

@@ -1,11 +1,12 @@
-// Alerts: firing and pending alerts, the notification history with a per-alert timeline, the
-// maintenance the providers announce, and silences (list, end, create; one window or recurring).
+// Alerts: firing and pending alerts (acknowledged or not), the notification history with a
+// per-alert timeline, the maintenance the providers announce, and silences (list, end, create;
+// one window or recurring). Notices link to one alert's row here, /alerts#alert-<fingerprint>.
 
 import {
   reportBug,
-  $id, ApiError, api, attachTooltip, el, fmtDuration, fmtSince, fmtTime, fmtWindow,
-  maintenanceBadge, maintenanceName, now, poll, renderNav, replace, setAttr, setText, setValue,
-  showError, targetHref, toTs, withQuery,
+  $id, Acks, ApiError, alertMeta, api, attachTooltip, el, flasher, fmtDuration, fmtSince,
+  fmtTime, fmtWindow, maintenanceBadge, maintenanceName, now, poll, renderNav, replace, setAttr,
+  setText, setValue, showError, targetHref, toTs, withQuery,
 } from "/static/common.js";
 
 const POLL_MS = 10000;
@@ -13,6 +14,8 @@ renderNav("alerts");
 
 let lastOk = null;
 let lastError = null;
+let poller = null;
+const acks = new Acks(() => poller.refresh(), flasher("ack-msg"));
 
 const sevClass = (s) => `sev sev-${s === "critical" || s === "warning" ? s : "other"}`;
 /** Alert values come in several units (ratios, ms, counts, multiples): 4 significant digits. */
@@ -22,15 +25,18 @@ const fmtValue = (v) => (typeof v === "number" ? String(+v.toPrecision(4)) : "�
 
 function alertRow(a) {
   const since = a.state === "firing" ? a.fired_at ?? a.active_since : a.active_since;
-  return el(
+  const row = el(
     "tr",
     {
+      id: `alert-${a.fingerprint}`,
+      class: a.fingerprint === target.fingerprint ? "is-target" : null,
       "data-testid": "alert-row",
       "data-state": a.state,
       "data-fingerprint": a.fingerprint,
       "data-rule": a.rule,
       "data-target": a.target,
       "data-severity": a.severity,
+      "data-acknowledged": a.acknowledged_by ? "true" : "false",
     },
     el("td", {}, el("span", {class: sevClass(a.severity), text: a.severity})),
     el("td", {class: "mono", text: a.rule}),
@@ -39,10 +45,15 @@ function alertRow(a) {
     el("td", {class: "nowrap", "data-field": "since", "data-value": since ?? "", title: fmtTime(since), text: since == null ? "—" : fmtSince(since)}),
     setValue(el("td", {class: "n", "data-field": "value"}), a.value, fmtValue),
     setValue(el("td", {class: "n", "data-field": "threshold"}), a.threshold, fmtValue),
-    el("td", {}, a.summary, a.silenced ? [" ", el("span", {class: "tag", "data-testid": "silenced", text: "silenced"})] : null),
+    el("td", {}, a.summary, a.silenced ? [" ", el("span", {class: "tag", "data-testid": "silenced", text: "silenced"})] : null, alertMeta(a)),
     el(
       "td",
-      {},
+      {class: "actions"},
+      acks.button(a, (form) => {
+        const formRow = el("tr", {class: "ack-row", "data-testid": "ack-row"}, el("td", {colSpan: row.children.length}, form));
+        row.after(formRow);
+        return formRow;
+      }),
       el("button", {
         type: "button",
         class: "small",
@@ -52,6 +63,7 @@ function alertRow(a) {
       }),
     ),
   );
+  return row;
 }
 
 /** Provider- and fleet-level alerts have a provider or "*" as target: no page to link to. */
@@ -72,6 +84,7 @@ function renderAlerts(list, state) {
 // ---- history & timeline ----------------------------------------------------------------------
 
 const HISTORY_SHOWN = 50;
+const HISTORY_STATUS = {resolved: "up", acknowledged: "rate_limited"}; // badge colours; firing: down
 let historyAll = false;
 let lastHistory = [];
 $id("history-more").addEventListener("click", () => {
@@ -91,9 +104,16 @@ function renderHistory(history) {
     (historyAll ? history : history.slice(0, HISTORY_SHOWN)).map((e) =>
       el(
         "tr",
-        {"data-testid": "history-row", "data-status": e.status, "data-fingerprint": e.fingerprint, "data-rule": e.rule, "data-target": e.target},
+        {
+          class: e.fingerprint === target.fingerprint ? "is-target" : null,
+          "data-testid": "history-row",
+          "data-status": e.status,
+          "data-fingerprint": e.fingerprint,
+          "data-rule": e.rule,
+          "data-target": e.target,
+        },
         el("td", {class: "nowrap", "data-value": e.ts, text: fmtTime(e.ts)}),
-        el("td", {}, el("span", {class: `badge st-${e.status === "resolved" ? "up" : "down"}`, text: e.status})),
+        el("td", {}, el("span", {class: `badge st-${HISTORY_STATUS[e.status] || "down"}`, text: e.status})),
         el("td", {}, el("span", {class: sevClass(e.severity), text: e.severity})),
         el("td", {class: "mono", text: e.rule}),
         el("td", {}, targetLink(e)),
@@ -165,7 +185,13 @@ function renderTimeline(history, firing) {
     rows.map((r) =>
       el(
         "div",
-        {class: "tl-row", "data-testid": "timeline-row", "data-fingerprint": r.fingerprint, "data-rule": r.rule, "data-target": r.target},
+        {
+          class: r.fingerprint === target.fingerprint ? "tl-row is-target" : "tl-row",
+          "data-testid": "timeline-row",
+          "data-fingerprint": r.fingerprint,
+          "data-rule": r.rule,
+          "data-target": r.target,
+        },
         el("div", {class: "tl-label"}, el("span", {class: "rule", text: r.rule}), el("span", {class: "who", text: r.target === r.provider ? r.target : `${r.target} · ${r.provider}`})),
         el(
           "div",
@@ -365,6 +391,60 @@ $id("silences-show-all").addEventListener("change", () =>
   loadSilences().catch((err) => showError(`Could not load silences: ${err.message}`)),
 );
 
+// ---- the alert a notice links to ---------------------------------------------------------------
+
+// /alerts#alert-<fingerprint>: its row is highlighted, and scrolled to once it is there (rows
+// come after the page loads, so the browser's own jump to the anchor finds nothing).
+const target = {fingerprint: null, landed: false};
+
+function readTarget() {
+  const m = /^#alert-(.+)$/.exec(location.hash);
+  let fingerprint = null;
+  if (m) {
+    try {
+      fingerprint = decodeURIComponent(m[1]);
+    } catch {
+      fingerprint = m[1];
+    }
+  }
+  target.fingerprint = fingerprint;
+  target.landed = false;
+  $id("target-notice").hidden = true;
+}
+
+async function landOnTarget() {
+  if (target.fingerprint === null || target.landed) return;
+  target.landed = true;
+  const row = document.getElementById(`alert-${target.fingerprint}`);
+  if (row) {
+    row.scrollIntoView({block: "center"});
+    return;
+  }
+  // No longer firing or pending: say what became of it, and show its history.
+  const notice = $id("target-notice");
+  const fingerprint = target.fingerprint;
+  let message;
+  try {
+    const a = await api(`/api/v1/alerts/${encodeURIComponent(fingerprint)}`);
+    const when = a.state === "resolved" && a.resolved_at != null ? ` since ${fmtTime(a.resolved_at, {seconds: false})}` : "";
+    message = `${a.rule} on ${a.target} is ${a.state}${when}; its notifications are highlighted below.`;
+  } catch (err) {
+    reportBug(err);
+    message = err.status === 404 ? `No alert ${fingerprint} here (the link may be from another llmpulse).` : `Could not look up alert ${fingerprint}: ${err.message}`;
+  }
+  if (target.fingerprint !== fingerprint) return; // the hash moved on meanwhile
+  notice.hidden = false;
+  setText(notice, message);
+  const mark = document.querySelector(`[data-testid="timeline-row"][data-fingerprint="${CSS.escape(fingerprint)}"]`);
+  (mark || notice).scrollIntoView({block: "center"});
+}
+
+readTarget();
+window.addEventListener("hashchange", () => {
+  readTarget();
+  poller.refresh();
+});
+
 // ---- poll ------------------------------------------------------------------------------------
 
 async function refresh() {
@@ -373,11 +453,15 @@ async function refresh() {
     lastOk = Date.now();
     lastError = null;
     showError(null);
-    renderAlerts(alerts.firing || [], "firing");
-    renderAlerts(alerts.pending || [], "pending");
+    if (!acks.editing) {
+      // (re-rendering the rows would drop an acknowledgement being typed)
+      renderAlerts(alerts.firing || [], "firing");
+      renderAlerts(alerts.pending || [], "pending");
+    }
     renderTimeline(alerts.history || [], alerts.firing || []);
     renderHistory(alerts.history || []);
     renderMaintenances(alerts.maintenances || []);
+    await landOnTarget();
   } catch (err) {
     reportBug(err);
     lastError = err;
@@ -395,5 +479,5 @@ function tick() {
   setText(ago, lastError ? "connection lost" : age === null ? "connecting…" : `updated ${fmtDuration(age)} ago`);
 }
 
-poll(refresh, POLL_MS);
+poller = poll(refresh, POLL_MS);
 setInterval(tick, 1000);

@@ -456,6 +456,216 @@ export function poll(fn, ms) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Acknowledgements: who has a firing alert in hand. The alerts page and the overview share the
+// button, the inline form and the line that says who acknowledged it.
+
+const ACK_NAME_KEY = "llmpulse.ack.by";
+const ACK_BY_MAX = 200; // the API's limits (schemas.Acknowledge)
+const ACK_COMMENT_MAX = 2000;
+
+function rememberedName() {
+  try {
+    return localStorage.getItem(ACK_NAME_KEY) || "";
+  } catch {
+    return ""; // storage off (private mode, a policy): the form just starts empty
+  }
+}
+
+function rememberName(name) {
+  try {
+    localStorage.setItem(ACK_NAME_KEY, name);
+  } catch {
+    // as above: nothing to remember it in
+  }
+}
+
+const ackPath = (fingerprint) => `/api/v1/alerts/${encodeURIComponent(fingerprint)}/ack`;
+
+/**
+ * Who acknowledged the alert and when (and why), the escalation step it reached, the notifiers
+ * it paged; null when there is nothing to say.
+ */
+export function alertMeta(a) {
+  const parts = [];
+  if (a.acknowledged_by) {
+    parts.push(
+      el(
+        "span",
+        {
+          class: "acked",
+          "data-testid": "acknowledged",
+          "data-by": a.acknowledged_by,
+          "data-at": a.acknowledged_at ?? "",
+          title: a.acknowledged_at == null ? null : fmtAgo(a.acknowledged_at),
+        },
+        "acknowledged by ",
+        el("strong", {text: a.acknowledged_by}),
+        a.acknowledged_at == null ? null : `, ${fmtTime(a.acknowledged_at, {seconds: false})}`,
+        a.acknowledged_comment ? el("span", {class: "ack-comment", "data-testid": "ack-comment-text", text: `: ${a.acknowledged_comment}`}) : null,
+      ),
+    );
+  }
+  if (a.escalation_step > 0) {
+    parts.push(el("span", {class: "tag esc", "data-testid": "escalation", "data-value": a.escalation_step, text: `escalation step ${a.escalation_step}`}));
+  }
+  if (a.notified && a.notified.length) {
+    parts.push(el("span", {class: "muted", "data-testid": "notified", "data-value": a.notified.join(","), text: `paged ${a.notified.join(", ")}`}));
+  }
+  return parts.length ? el("div", {class: "alert-meta"}, parts) : null;
+}
+
+/**
+ * The Acknowledge / Unacknowledge actions of one page. `refresh` reloads the page's data after a
+ * change; `flash(message, ok)` tells the user how it went. While a form is open or a request is
+ * under way (`editing`), the page holds back its re-renders, which would drop what is typed.
+ */
+export class Acks {
+  constructor(refresh, flash) {
+    this.refresh = refresh;
+    this.flash = flash;
+    this.open = null; // {fingerprint, node, button} of the open form
+    this.busy = false;
+  }
+
+  get editing() {
+    return this.open !== null || this.busy;
+  }
+
+  /** The action of a firing alert (none for pending ones); `mount(form)` puts the form in the
+   * page and returns the node to remove when it closes. */
+  button(a, mount) {
+    if (a.state !== "firing") return null;
+    if (a.acknowledged_by) {
+      return el("button", {
+        type: "button",
+        class: "small",
+        text: "Unacknowledge",
+        title: "Take the acknowledgement back: escalation and repeats resume",
+        "data-testid": "alert-unack",
+        on: {click: (ev) => this.unacknowledge(a, ev.currentTarget)},
+      });
+    }
+    return el("button", {
+      type: "button",
+      class: "small primary",
+      text: "Acknowledge…",
+      title: "Say you have it: escalation and repeats stop, and whoever was paged is told",
+      "aria-expanded": "false",
+      "data-testid": "alert-ack",
+      on: {click: (ev) => this.show(a, ev.currentTarget, mount)},
+    });
+  }
+
+  show(a, button, mount) {
+    const reopening = this.open && this.open.fingerprint === a.fingerprint;
+    this.close();
+    if (reopening) return; // the button toggles its form
+    const form = this.form(a);
+    this.open = {fingerprint: a.fingerprint, node: mount(form), button};
+    button.setAttribute("aria-expanded", "true");
+    (form.elements.by.value ? form.elements.comment : form.elements.by).focus();
+  }
+
+  close() {
+    if (!this.open) return;
+    const {node, button} = this.open;
+    const focused = node.contains(document.activeElement);
+    node.remove();
+    button.setAttribute("aria-expanded", "false");
+    if (focused && button.isConnected) button.focus(); // keyboard users stay where they were
+    this.open = null;
+  }
+
+  form(a) {
+    const error = el("p", {class: "form-msg notice error", "data-testid": "ack-error", role: "alert", hidden: true});
+    const form = el(
+      "form",
+      {class: "ack-form", "data-testid": "ack-form", "data-fingerprint": a.fingerprint, "aria-label": `Acknowledge ${a.rule} on ${a.target}`, novalidate: true},
+      el("label", {class: "field"}, "Your name", el("input", {type: "text", name: "by", value: rememberedName(), maxLength: ACK_BY_MAX, autocomplete: "name", "data-testid": "ack-by"})),
+      el("label", {class: "field wide"}, "Comment (optional)", el("input", {type: "text", name: "comment", maxLength: ACK_COMMENT_MAX, autocomplete: "off", placeholder: "e.g. looking into it", "data-testid": "ack-comment"})),
+      el(
+        "div",
+        {class: "form-actions"},
+        el("button", {type: "submit", class: "primary small", text: "Acknowledge", "data-testid": "ack-submit"}),
+        el("button", {type: "button", class: "small", text: "Cancel", "data-testid": "ack-cancel", on: {click: () => this.close()}}),
+      ),
+      error,
+    );
+    form.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape") this.close();
+    });
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      this.submit(a, form, error).catch(reportBug);
+    });
+    return form;
+  }
+
+  async submit(a, form, error) {
+    const by = form.elements.by.value.trim();
+    const comment = form.elements.comment.value.trim();
+    const submit = $id("ack-submit", form);
+    submit.disabled = true;
+    this.busy = true;
+    try {
+      const sent = by || "dashboard";
+      const acked = await api(ackPath(a.fingerprint), {method: "POST", body: {by: sent, comment}});
+      if (by) rememberName(by);
+      this.close();
+      // Acknowledging an acknowledged alert keeps the first acknowledgement.
+      this.flash(
+        acked.acknowledged_by === sent
+          ? `Acknowledged ${a.rule} on ${a.target} as ${sent}.`
+          : `${a.rule} on ${a.target} was already acknowledged by ${acked.acknowledged_by}.`,
+        true,
+      );
+    } catch (err) {
+      reportBug(err);
+      if (!(err instanceof ApiError) || err.status !== 409) {
+        error.hidden = false;
+        setText(error, err.status ? `${err.message} (HTTP ${err.status})` : err.message);
+        return; // the form stays, with what was typed
+      }
+      this.close(); // it resolved meanwhile: nothing left to acknowledge
+      this.flash(`Could not acknowledge ${a.rule} on ${a.target}: ${err.message}`, false);
+    } finally {
+      submit.disabled = false;
+      this.busy = false;
+    }
+    await this.refresh();
+  }
+
+  async unacknowledge(a, button) {
+    this.close();
+    button.disabled = true;
+    this.busy = true;
+    try {
+      await api(ackPath(a.fingerprint), {method: "DELETE"});
+      this.flash(`Took back the acknowledgement of ${a.rule} on ${a.target}: escalation and repeats resume.`, true);
+    } catch (err) {
+      reportBug(err);
+      this.flash(`Could not take back the acknowledgement of ${a.rule} on ${a.target}: ${err.message}`, false);
+    } finally {
+      button.disabled = false;
+      this.busy = false;
+    }
+    await this.refresh();
+  }
+}
+
+/** A flash(message, ok) writing into the page's <p data-testid=testid class="notice">. */
+export function flasher(testid) {
+  return (message, ok) => {
+    const box = $id(testid);
+    box.hidden = !message;
+    box.classList.toggle("error", !ok);
+    box.classList.toggle("ok", !!ok);
+    box.setAttribute("role", ok ? "status" : "alert");
+    setText(box, message || "");
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Tooltip: one floating element per page, for chart markers and status-page bars.
 
 let tip = null;

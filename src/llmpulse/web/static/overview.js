@@ -1,11 +1,11 @@
-// Overview: one card per target, provider statuses beside their official pages, firing alerts.
-// Polls /api/v1/overview every 5 s and updates the DOM in place.
+// Overview: one card per target, provider statuses beside their official pages, firing alerts
+// (each can be acknowledged here). Polls /api/v1/overview every 5 s and updates the DOM in place.
 
 import {
   reportBug,
-  $id, OFFICIAL_LABEL, api, el, fmtAgo, fmtDuration, fmtInt, fmtMs, fmtPct, fmtSince, fmtTps,
-  fmtUsd, now, officialClass, poll, renderNav, replace, setAttr, setStatusBadge, setText,
-  setValue, statusBadge, statusLabel, syncClock, targetHref,
+  $id, Acks, OFFICIAL_LABEL, alertMeta, api, el, flasher, fmtAgo, fmtDuration, fmtInt, fmtMs,
+  fmtPct, fmtSince, fmtTps, fmtUsd, now, officialClass, poll, renderNav, replace, setAttr,
+  setStatusBadge, setText, setValue, statusBadge, statusLabel, syncClock, targetHref,
 } from "/static/common.js";
 
 const POLL_MS = 5000;
@@ -19,7 +19,9 @@ let lastData = null;
 let lastError = null;
 const cards = new Map(); // target name -> {root, refs}
 
-poll(refresh, POLL_MS);
+let poller = null;
+const acks = new Acks(() => poller.refresh(), flasher("ack-msg"));
+poller = poll(refresh, POLL_MS);
 setInterval(tickClock, 1000);
 
 async function refresh() {
@@ -224,7 +226,7 @@ function renderProviders(providers) {
 }
 
 function alertLine(a, testid) {
-  return el(
+  const line = el(
     "li",
     {
       class: "alert-line",
@@ -233,23 +235,39 @@ function alertLine(a, testid) {
       "data-target": a.target,
       "data-rule": a.rule,
       "data-severity": a.severity,
+      "data-acknowledged": a.acknowledged_by ? "true" : "false",
     },
     el("span", {class: `sev sev-${a.severity === "critical" || a.severity === "warning" ? a.severity : "other"}`, text: a.severity}),
-    el("span", {class: "rule", text: a.rule}),
+    // The alert's own row on the alerts page, where its history is.
+    el("a", {class: "rule", href: `/alerts#alert-${encodeURIComponent(a.fingerprint)}`, text: a.rule}),
     // Provider-wide alerts name a provider (or "*"), which has no page of its own.
     a.scope === "target" ? el("a", {href: targetHref(a.target), text: a.target}) : el("span", {text: a.target}),
     el("span", {class: "summary", text: a.summary}),
     a.silenced ? el("span", {class: "tag", text: "silenced", "data-testid": "silenced"}) : null,
     el("span", {class: "muted since-alert", "data-value": a.fired_at ?? "", text: a.fired_at ? `for ${fmtSince(a.fired_at)}` : ""}),
+    acks.button(a, (form) => {
+      const box = el("div", {class: "ack-form-wrap"}, form);
+      line.append(box);
+      return box;
+    }),
+    alertMeta(a),
   );
+  return line;
 }
+
+/** What an alert row shows, to re-render it only when that changes. */
+const alertKey = (a) => [
+  a.fingerprint, a.summary, a.silenced, a.fired_at, a.severity, a.state, a.acknowledged_by,
+  a.acknowledged_at, a.acknowledged_comment, a.escalation_step, a.notified,
+];
 
 function renderFiring(firing) {
   const list = $id("firing-list");
   setValue($id("firing-count"), firing.length, String);
   $id("firing-empty").hidden = firing.length > 0;
-  const key = JSON.stringify(firing.map((a) => [a.fingerprint, a.summary, a.silenced, a.fired_at, a.severity]));
-  if (list.dataset.key === key) {
+  const key = JSON.stringify(firing.map(alertKey));
+  // (re-rendering the rows would drop an acknowledgement being typed)
+  if (list.dataset.key === key || acks.editing) {
     // only refresh the durations
     list.querySelectorAll(".since-alert").forEach((n) => {
       const ts = Number(n.getAttribute("data-value"));
@@ -376,7 +394,7 @@ function updateCard({root, refs}, c) {
   }
 
   const alerts = c.alerts || [];
-  const akey = JSON.stringify(alerts.map((a) => [a.fingerprint, a.summary, a.silenced, a.state, a.severity]));
+  const akey = JSON.stringify(alerts.map(alertKey));
   if (refs.alerts.dataset.key !== akey) {
     refs.alerts.dataset.key = akey;
     replace(
@@ -388,6 +406,8 @@ function updateCard({root, refs}, c) {
           el("span", {class: `sev sev-${a.severity === "critical" || a.severity === "warning" ? a.severity : "other"}`, text: a.severity}),
           el("span", {class: "txt", text: `${a.rule}: ${a.summary}`}),
           a.silenced ? el("span", {class: "tag", text: "silenced"}) : null,
+          // The card is one link: its alerts are acknowledged in the list above, not here.
+          a.acknowledged_by ? el("span", {class: "tag", "data-testid": "card-alert-acked", title: `acknowledged by ${a.acknowledged_by}`, text: "acknowledged"}) : null,
         ),
       ),
     );
