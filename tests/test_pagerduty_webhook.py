@@ -4,6 +4,8 @@ key, and nothing unsigned gets in."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -17,8 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
+from conftest import patch, sim_model
 from llmpulse.alerts.state import AlertStateStore, state_paths
+from llmpulse.config import Config
+from llmpulse.config.notifiers import NotifierSettings, PagerDutyConfig
+from llmpulse.sim.server import SimServer
 from llmpulse.web.pagerduty import MAX_BODY
+from test_daemon import served, wait_for
+from test_oncall import oncall_config, receivers
 from webserve import SECRET, ServedWeb, make_config, seed
 
 WEBHOOK = "/api/v1/integrations/pagerduty"
@@ -375,3 +383,70 @@ def test_the_webhook_needs_no_dashboard_credentials_but_the_status_listener_has_
         )
         assert elsewhere.status_code == 404
     assert dashboard.startswith("http://127.0.0.1:")
+
+
+# ---- end to end through a running daemon -----------------------------------------------------
+
+
+def with_webhook_secret(config: Config, notifier: str, secret: str) -> Config:
+    """``config`` with ``webhook_secret`` on the PagerDuty notifier ``notifier``."""
+
+    def add(n: NotifierSettings) -> NotifierSettings:
+        if n.name != notifier or not isinstance(n.config, PagerDutyConfig):
+            return n
+        return NotifierSettings(
+            n.config.model_copy(update={"webhook_secret": secret}), (*n.secrets, secret)
+        )
+
+    return dataclasses.replace(config, notifiers=[add(n) for n in config.notifiers])
+
+
+async def test_a_pagerduty_acknowledgement_reaches_the_leader_and_is_not_echoed_back(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    async with receivers() as (channels, url, smtp_port):
+        config = oncall_config(sim, model, url, smtp_port, tmp_path / "r.db", "4s")
+        config = with_webhook_secret(config, "pager", ONCALL_SECRET)
+        async with (
+            served(config, tmp_path / "r.db") as (_, web_server),
+            httpx.AsyncClient(base_url=web_server.urls[0]) as api,
+        ):
+            await asyncio.sleep(1)
+            patch(sim, model, errors={"529": 1.0})
+            await wait_for(lambda: channels.got["pager"], timeout=30)
+            fp = channels.got["pager"][0]["dedup_key"]
+
+            async def pagerduty(event_type: str) -> dict[str, Any]:
+                body = body_of(incident_event(event_type, fp))
+                answer = await api.post(
+                    WEBHOOK.lstrip("/"),
+                    content=body,
+                    headers={"X-PagerDuty-Signature": signature(body, ONCALL_SECRET)},
+                )
+                assert answer.status_code == 200, answer.text
+                result: dict[str, Any] = answer.json()
+                return result
+
+            assert (await pagerduty("incident.acknowledged"))["result"] == "acknowledged"
+            # The leader tells the others the alert paged, within a tick; not PagerDuty.
+            await wait_for(lambda: len(channels.got["chat"]) == 2, timeout=10)
+            await asyncio.sleep(5)  # past the escalation delay: nobody is called
+            assert channels.got["phone"] == [] and len(channels.got["pager"]) == 1
+            # PagerDuty's acknowledgement timed out: the escalation resumes, already due.
+            assert (await pagerduty("incident.unacknowledged"))["result"] == "unacknowledged"
+            await wait_for(lambda: channels.got["phone"], timeout=10)
+            patch(sim, model, errors={})
+            await wait_for(lambda: len(channels.got["pager"]) == 2, timeout=30)
+            await wait_for(lambda: len(channels.got["phone"]) == 2, timeout=10)
+    assert channels.seen() == {
+        "pager": [f"trigger:{fp}", f"resolve:{fp}"],
+        "chat": [
+            "firing: consecutive_unavailable",
+            "acknowledged: consecutive_unavailable",
+            "resolved: consecutive_unavailable",
+        ],
+        "phone": ["firing:consecutive_unavailable:1", "resolved:consecutive_unavailable:1"],
+        "mail": [],
+    }
+    assert "by Ben Ops (PagerDuty) at" in json.dumps(channels.got["chat"][1])
