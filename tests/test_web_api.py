@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,6 +14,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from llmpulse.alerts.model import AlertState, Notification
+from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import ConfigError, parse_config
 from webserve import (
     ANTHROPIC,
@@ -418,6 +421,37 @@ def test_acknowledging_an_unknown_or_resolved_alert_is_refused(
     assert client.post(path, json={"comment": "x" * 2001}).status_code == 422
     assert client.post("/api/v1/alerts/" + "f" * 65 + "/ack").status_code == 422
     assert get(client, "/api/v1/alerts")["firing"][0]["acknowledged_by"] is None
+
+
+def test_an_acknowledgement_neither_ends_an_incident_nor_marks_a_chart(
+    ack_site: tuple[httpx.Client, dict[str, Any]], tmp_path: Path
+) -> None:
+    client, facts = ack_site
+    incident, now = facts["incident"], time.time()
+    state = AlertStateStore(state_paths(tmp_path / "r.db")[0])
+    notice = Notification(
+        status=AlertState.ACKNOWLEDGED, severity=incident.severity,
+        rule=incident.lead_rule or incident.rule, target=incident.target,
+        provider=incident.provider, summary=incident.summary, value=incident.value,
+        threshold=incident.threshold, starts_at=datetime.fromtimestamp(incident.fired_at, UTC),
+        ends_at=None, fingerprint=incident.fingerprint, acknowledged_by="ana",
+    )  # fmt: skip
+    state.add_event(notice, now - 60)  # as the leader records the acknowledged notice
+    kinds = [e["kind"] for e in get(client, "/api/v1/events", target=ANTHROPIC)["events"]]
+    assert kinds == ["alert_firing"]
+    ongoing = [
+        i for i in get(client, "/api/v1/statuspage")["incidents"] if i["target"] == ANTHROPIC
+    ]
+    assert [i["end"] for i in ongoing] == [None]
+    resolved = dataclasses.replace(
+        notice, status=AlertState.RESOLVED, ends_at=datetime.fromtimestamp(now - 30, UTC)
+    )
+    state.add_event(resolved, now - 30)
+    state.close()
+    ended = [i for i in get(client, "/api/v1/statuspage")["incidents"] if i["target"] == ANTHROPIC]
+    assert [i["end"] for i in ended] == [pytest.approx(now - 30)]
+    history = get(client, "/api/v1/alerts", target=ANTHROPIC)["history"]
+    assert [h["status"] for h in history] == ["resolved", "acknowledged", "firing"]
 
 
 def test_costs_per_day_target_provider_and_model(client: httpx.Client) -> None:

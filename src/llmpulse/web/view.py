@@ -381,8 +381,8 @@ class View:
         start = now - RANGES[range_][0]
         out: list[schemas.Event] = []
         for ts, n in self.alert_state.events_between(start, now, target=target):
-            if n.rule == OFFICIAL_STATUS_RULE:
-                continue
+            if n.rule == OFFICIAL_STATUS_RULE or n.status is AlertState.ACKNOWLEDGED:
+                continue  # an acknowledgement neither starts nor ends anything on a chart
             out.append(
                 schemas.Event(
                     ts=ts,
@@ -653,6 +653,8 @@ class View:
                         start=n.starts_at.timestamp(),
                         end=None,
                     )
+            elif n.status is AlertState.ACKNOWLEDGED:
+                continue  # someone has it: the incident goes on until it resolves
             elif (incident := open_.pop(n.fingerprint, None)) is not None:
                 ended = n.ends_at.timestamp() if n.ends_at else None
                 done.append(incident.model_copy(update={"end": ended}))
