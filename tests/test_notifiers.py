@@ -201,6 +201,22 @@ async def test_slack_message_has_fallback_text_and_blocks(
         f["text"] for f in resolved["blocks"][2]["fields"]
     ]
 
+    # Every fact at once is more than Slack's 10 fields: the link still gets through.
+    url = "https://pulse.example.com/alerts#alert-fp-4a7c9e"
+    crowded = make_notification(
+        AlertState.RESOLVED, escalation_step=2, acknowledged_by="ana", acknowledged_at=ENDED,
+        url=url,
+    )  # fmt: skip
+    await notifier.send(crowded, session)
+    last = receiver.requests[2].json()
+    fields = [f["text"] for f in last["blocks"][2]["fields"]]
+    assert len(fields) == 10 and "*Acknowledged*\nby ana at 2025-03-01 12:07:30 UTC" in fields
+    assert f"<{url}|open on the dashboard>" in last["blocks"][3]["elements"][0]["text"]
+
+    await notifier.send(make_notification(AlertState.ACKNOWLEDGED, acknowledged_by="ana"), session)
+    acknowledged = receiver.requests[3].json()
+    assert acknowledged["blocks"][0]["text"]["text"] == "👀 ACKNOWLEDGED: error_rate_critical"
+
 
 async def test_discord_embed_within_limits(
     receiver: Receiver, session: aiohttp.ClientSession
@@ -307,6 +323,19 @@ def test_pagerduty_warning_severity() -> None:
     event = notifier.render(make_notification(severity=Severity.WARNING))
     assert event["payload"]["severity"] == "warning"
     assert notifier._url == "https://events.pagerduty.com/v2/enqueue"
+
+
+def test_pagerduty_acknowledge_and_the_dashboard_link() -> None:
+    notifier = one({"type": "pagerduty", "routing_key": "${PD}"}, {"PD": "k"})
+    url = "https://pulse.example.com/alerts#alert-fp-4a7c9e"
+    assert notifier.render(make_notification(AlertState.ACKNOWLEDGED, url=url)) == {
+        "routing_key": "k",
+        "dedup_key": "fp-4a7c9e",
+        "event_action": "acknowledge",
+    }
+    trigger = notifier.render(make_notification(url=url))
+    assert trigger["links"] == [{"href": url, "text": "The alert on the llmpulse dashboard"}]
+    assert "links" not in notifier.render(make_notification())
 
 
 # -- failure classification ----------------------------------------------------------------------

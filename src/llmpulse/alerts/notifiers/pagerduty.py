@@ -53,4 +53,6 @@ class PagerDutyNotifier(HttpNotifier):
             "class": n.rule,
             "custom_details": {**n.to_json(), "test": n.test},
         }
+        if n.url is not None:
+            event["links"] = [{"href": n.url, "text": "The alert on the llmpulse dashboard"}]
         return event

@@ -33,10 +33,15 @@ class SlackNotifier(HttpNotifier):
         n = notification
         emoji = status_emoji(n)
         title = f"{emoji} {'[TEST] ' if n.test else ''}{str(n.status).upper()}: {n.rule}"
+        # At most 10 fields: the dashboard link goes in the context line, where it always fits.
         fields = [
             {"type": "mrkdwn", "text": truncate(f"*{label}*\n{value}", _FIELD_MAX)}
             for label, value in facts(n)
+            if label != "Dashboard"
         ]
+        context = f"llmpulse · fingerprint `{n.fingerprint}`"
+        if n.url is not None:
+            context += f" · <{n.url}|open on the dashboard>"
         return {
             "text": truncate(f"{emoji} {headline(n)}", _TEXT_MAX),
             "blocks": [
@@ -51,9 +56,7 @@ class SlackNotifier(HttpNotifier):
                 {"type": "section", "fields": fields[:10]},
                 {
                     "type": "context",
-                    "elements": [
-                        {"type": "mrkdwn", "text": f"llmpulse · fingerprint `{n.fingerprint}`"}
-                    ],
+                    "elements": [{"type": "mrkdwn", "text": context}],
                 },
             ],
         }
