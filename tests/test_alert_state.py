@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import sqlite3
@@ -19,7 +20,13 @@ from llmpulse.alerts.migrations.legacy_sqlite import STATE_SCRIPTS
 from llmpulse.alerts.model import AlertState
 from llmpulse.alerts.outbox import Outbox
 from llmpulse.alerts.silences import NO_END, Silence
-from llmpulse.alerts.state import AlertStateStore, state_locations, state_paths
+from llmpulse.alerts.state import (
+    AlertStateStore,
+    NotFiring,
+    UnknownAlert,
+    state_locations,
+    state_paths,
+)
 from llmpulse.rules import Severity
 from llmpulse.schedule import Schedule
 from llmpulse.store import sqlitedb
@@ -185,3 +192,25 @@ def test_agents_starting_together_migrate_once() -> None:
             future.result()
         assert sql(url, "SELECT version_num FROM alembic_version_alerts") == [("0002",)]
         assert sql(url, "SELECT version_num FROM alembic_version_outbox") == [("0002",)]
+
+
+def test_acknowledgements_are_one_line_kept_once_and_forgotten_per_episode(
+    db_location: str | Path,
+) -> None:
+    store = AlertStateStore(db_location)
+    firing = record("fp", AlertState.FIRING, 5)
+    firing.fired_at = 5.0
+    store.save_records([firing, record("off", AlertState.RESOLVED, 1)], now=6)
+    _, ack = store.acknowledge("fp", "ana\nroot\x1b[2J", "on\r\nit", now=7)
+    assert (ack.by, ack.comment, ack.episode) == ("ana root [2J", "on it", firing.episode)
+    assert store.acknowledge("fp", "bob", "", now=8)[1] == ack  # the first one holds
+    with pytest.raises(UnknownAlert):
+        store.acknowledge("nope", "ana", "", now=9)
+    with pytest.raises(NotFiring):
+        store.acknowledge("off", "ana", "", now=9)
+    stale = dataclasses.replace(ack, episode="1.0/critical")
+    store.forget_acknowledgements([stale])  # of another episode: this one stays
+    assert store.acknowledgements() == [ack]
+    store.forget_acknowledgements([ack])
+    assert store.acknowledgements() == []
+    store.close()

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,9 @@ def incident_event(
             "id": str(uuid.uuid4()),
             "event_type": event_type,
             "resource_type": "incident",
-            "occurred_at": "2026-03-02T18:45:22.169Z",
+            "occurred_at": datetime.now(UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "agent": user if agent is not None else None,
             "client": None,
             "data": {
@@ -170,6 +173,25 @@ def test_acknowledged_in_pagerduty_acknowledges_the_alert(
     assert "alert " + fp + " acknowledged by Ben Ops (PagerDuty)" in caplog.text
     for secret in (ONCALL_SECRET, DB_TEAM_SECRET):
         assert secret not in caplog.text
+
+
+def test_an_event_older_than_the_alerts_firing_is_ignored(
+    site: tuple[httpx.Client, dict[str, Any]],
+) -> None:
+    """A late retry, or a replayed body, of an acknowledgement of an earlier firing of the same
+    alert (same fingerprint, so the same incident key) does not acknowledge this one."""
+    client, facts = site
+    fp = facts["incident"].fingerprint
+    payload = incident_event("incident.acknowledged", fp)
+    payload["event"]["occurred_at"] = "2020-01-01T00:00:00.000Z"
+    answer = deliver(client, payload, ONCALL_SECRET).json()
+    assert (answer["result"], answer["reason"]) == (
+        "ignored",
+        "the event is older than this firing of the alert",
+    )
+    assert client.get(f"/api/v1/alerts/{fp}").json()["acknowledged_by"] is None
+    payload["event"]["data"]["incident_key"] = "k" * 65  # longer than any fingerprint
+    assert deliver(client, payload, ONCALL_SECRET).json()["reason"] == "not an llmpulse alert"
 
 
 def test_the_secret_that_signed_names_the_notifier_and_rotation_is_accepted(

@@ -10,6 +10,7 @@ import pytest
 from llmpulse.alerts.engine import AlertRecord, AlertSettings, Engine
 from llmpulse.alerts.model import Acknowledgement, AlertState, Notification
 from llmpulse.alerts.routes import Routes
+from llmpulse.alerts.silences import Silence
 from llmpulse.alerts.window import Evaluation
 from llmpulse.config import ConfigError, parse_config
 from llmpulse.config.alerting import RouteConfig
@@ -293,3 +294,46 @@ def test_route_config_errors_name_the_path() -> None:
     named = {**base["notifiers"][0], "name": "chat"}  # a name replaces the type's
     ok = parse_config({**base, "notifiers": [named], "alerting": {"routes": ROUTES[2:]}}, env=env)
     assert ok.alerting.routes is not None and ok.alerting.routes[0].notify == ["chat"]
+
+
+def test_an_alert_paged_before_routes_existed_resolves_to_its_route() -> None:
+    h = Harness()
+    h.feed("o1", "openai", DOWN, True, 0)
+    saved = h.engine.take_dirty()
+    old = []
+    for record in saved:  # as a release before routes saved them: no `paged`, no clock
+        data = record.to_json()
+        for key in ("paged", "paged_at", "escalation_step", "resent_at"):
+            data.pop(key)
+        old.append(AlertRecord.from_json(data))
+    upgraded = Harness(records=old)
+    upgraded.feed("o1", "openai", DOWN, False, 10)
+    assert upgraded.log() == [("resolved", 0, ("pager", "chat"))]
+
+
+def test_an_escalation_in_severity_held_back_by_a_silence_pages_when_it_ends() -> None:
+    h = Harness()
+    h.feed("a1", "anthropic", WARN, True, 0)
+    h.engine.silences = [Silence("s", 50, 200, provider="anthropic")]
+    h.feed("a1", "anthropic", CRIT, True, 100)  # escalates inside the silence
+    assert h.log() == [("firing", 0, ("chat",))]
+    h.engine.tick(200)  # the silence is over: the critical route's page, not in 4 hours
+    assert h.log()[-1] == ("firing", 0, ("pager", "chat"))
+
+
+def test_the_official_status_escalating_takes_the_critical_route_and_a_downgrade_keeps_it() -> None:
+    h = Harness()
+    h.engine.observe_official("openai", "minor", "Degraded", 0)
+    h.engine.tick(0)
+    fp = h.sent[0][0].fingerprint
+    h.ack(fp, 10)
+    h.engine.observe_official("openai", "major", "Outage", 20)
+    assert h.log()[-1] == ("firing", 0, ("pager", "chat"))
+    assert h.sent[-1][0].severity == "critical" and h.sent[-1][0].acknowledged_by is None
+    h.ack(fp, 30)
+    h.engine.observe_official("openai", "minor", "Recovering", 40)  # still firing, milder
+    record = h.engine.records[fp]
+    assert record.severity == "critical" and record.acknowledged_by == "ana"
+    assert h.engine.sync_acknowledgements(h.acks, 41) == []  # the acknowledgement holds
+    h.engine.tick(10_000)
+    assert [s for s, *_ in h.log()] == ["firing", "acknowledged", "firing", "acknowledged"]

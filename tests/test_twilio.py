@@ -109,6 +109,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         ({"to": []}, "notifiers[0].to: List should have at least 1 item"),
         ({"mode": "fax"}, "notifiers[0].mode: Input should be 'sms' or 'call'"),
         ({"api_url": "ftp://SECRET"}, "notifiers[0].api_url: expected an http"),
+        # The credentials go with every request: plain http only to a loopback fake.
+        ({"api_url": "http://api.example.com"}, "notifiers[0].api_url: expected an https:// URL"),
         (
             {"account_sid": "${NOT_A_SID}"},
             "notifiers[0].account_sid: expected a Twilio Account SID",

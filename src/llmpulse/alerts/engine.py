@@ -171,6 +171,12 @@ class Engine:
         self._in_maintenance = in_maintenance
         self._alert_url = alert_url
         self.records: dict[str, AlertRecord] = {r.fingerprint: r for r in records}
+        for record in self.records.values():
+            if record.notified and record.paged_at is None and not record.paged:
+                # Paged by a release that did not record whom: what the routes say now stands
+                # for it, so its acknowledgement and resolution reach someone.
+                record.paged = list(self.routes.delivery(record.labels).notify)
+                record.paged_at = record.last_notified_at or record.fired_at
         self.silences: list[Silence] = []
         self.dirty: set[str] = set()  # fingerprints changed since the last save
         self._live: set[str] = set()  # firing or grouping: the records tick() looks at
@@ -198,10 +204,21 @@ class Engine:
         severity = Severity.CRITICAL if indicator in ("major", "critical") else Severity.WARNING
         record = self._record(OFFICIAL_STATUS_RULE, provider, provider, severity)
         active = indicator in ("minor", "major", "critical", "maintenance")
-        if active:  # a resolution keeps the severity it fired with
+        firing = record.state is AlertState.FIRING
+        escalated = (
+            firing
+            and active
+            and record.severity is Severity.WARNING
+            and severity is Severity.CRITICAL
+        )
+        # A firing alert keeps the severity it was paged with, unless it escalates; a
+        # resolution keeps it too.
+        if active and (not firing or escalated):
             record.severity = severity
         record.summary = f"{provider} status page: {description} ({indicator})"
         self._step(record, active, 0.0, now, resolve_after=0.0)
+        if escalated and record.notified:
+            self._escalate(record, now)
 
     def tick(self, now: float) -> None:
         """Flush grouped outage alerts and send repeat notifications; call about once a second.
@@ -231,8 +248,10 @@ class Engine:
             and record.group_until is None
             and record.rule not in AVAILABILITY_RULES  # their incident is what pages
         ):
-            if not record.notified:
-                self._send(record, AlertState.FIRING, now)  # e.g. a silence just ended
+            if not record.notified or record.paged_at is None:
+                # Not paged yet, or its escalation in severity not yet: e.g. a silence just
+                # ended, or the hand-over failed.
+                self._send(record, AlertState.FIRING, now)
                 return
             if record.acknowledged_at is None:
                 step = self._due_step(record, now)
@@ -391,11 +410,16 @@ class Engine:
             else:
                 incident.group_until = now + self.settings.group_wait_s
         elif escalated and incident.notified and incident.inhibited_by is None:
-            # The critical route takes over: its pages, its escalation clock; an
-            # acknowledgement of the warning does not hold for the critical alert.
-            incident.paged_at, incident.escalation_step = None, 0
-            _clear_acknowledgement(incident)
-            self._send(incident, AlertState.FIRING, now)
+            self._escalate(incident, now)
+
+    def _escalate(self, record: AlertRecord, now: float) -> None:
+        """A paged alert escalated from warning to critical: the critical route takes over,
+        with its pages and its escalation clock; an acknowledgement of the warning does not
+        hold for the critical alert."""
+        record.paged_at, record.escalation_step = None, 0
+        _clear_acknowledgement(record)
+        self.dirty.add(record.fingerprint)
+        self._send(record, AlertState.FIRING, now)
 
     # --- grouping -----------------------------------------------------------------------
 
@@ -564,9 +588,10 @@ class Engine:
                     notice = self._notification(record, AlertState.ACKNOWLEDGED, now)
                     try:
                         self._notify(notice, [n for n in record.paged if n != ack.via])
-                    except Exception:
-                        _clear_acknowledgement(record)  # not handed over: next tick again
-                        raise
+                    except Exception:  # not handed over: applied again next tick
+                        log.exception("alert %s: acknowledgement not handed over; will retry", fp)
+                        _clear_acknowledgement(record)
+                        continue
                 self.dirty.add(fp)
         for fp in self._live:
             record = self.records[fp]

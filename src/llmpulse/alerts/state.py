@@ -98,6 +98,7 @@ class AlertStateStore:
     ) -> tuple[AlertRecord, Acknowledgement]:
         """Acknowledge the firing alert ``fingerprint``; acknowledging it again keeps the first
         acknowledgement. Raises UnknownAlert, or NotFiring."""
+        by, comment = _one_line(by), _one_line(comment)  # they go into SMS and chat lines
         record = self.record(fingerprint)
         if record is None:
             raise UnknownAlert(fingerprint)
@@ -117,7 +118,9 @@ class AlertStateStore:
                 {"fp": fingerprint, "episode": record.episode, "by": by, "at": now,
                  "comment": comment, "via": via},
             )  # fmt: skip
-        ack = next(a for a in self.acknowledgements() if a.fingerprint == fingerprint)
+        ack = next((a for a in self.acknowledgements() if a.fingerprint == fingerprint), None)
+        if ack is None:  # the leader saw the alert resolve meanwhile and forgot it
+            raise NotFiring(f"alert {fingerprint} resolved meanwhile")
         return record, ack
 
     def unacknowledge(self, fingerprint: str) -> AlertRecord:
@@ -245,3 +248,8 @@ class AlertStateStore:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _one_line(text: str) -> str:
+    """Text with control characters (line breaks included) turned into single spaces."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())

@@ -89,7 +89,7 @@ class RouteConfig(BaseModel):
 class AlertingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     # None: every notifier gets every alert. A list: the routes decide (llmpulse.alerts.routes).
-    routes: list[RouteConfig] | None = None
+    routes: list[RouteConfig] | None = Field(default=None, min_length=1)
     # Hold back pages for a provider while its status page announces maintenance in progress.
     silence_official_maintenance: bool = False
     repeat_interval: Duration = 4 * 3600.0

@@ -43,6 +43,7 @@ from pydantic import (
 from llmpulse.config.alerting import RouteConfig
 from llmpulse.config.errors import ConfigError, error_message, key_path
 from llmpulse.config.fields import read_reference
+from llmpulse.config.web import is_loopback
 from llmpulse.durations import Duration
 from llmpulse.secrets import env_var, is_credential_header, url_password
 
@@ -213,7 +214,8 @@ class TwilioConfig(_NotifierBase):
     """SMS (``mode: sms``) or a voice call (``mode: call``) to each ``to`` number from ``from``.
 
     ``account_sid`` and ``auth_token`` are both credentials. ``api_url`` is Twilio's; it is a
-    setting only so that tests can point the channel at a local fake of Twilio.
+    setting only so that tests can point the channel at a local fake of Twilio: another https
+    URL, or plain http on a loopback address, since the credentials go with every request.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -224,7 +226,16 @@ class TwilioConfig(_NotifierBase):
     auth_token: SecretRef = Field(repr=False)
     from_: PhoneNumber = Field(alias="from")
     to: Annotated[list[PhoneNumber], BeforeValidator(_one_or_more_numbers)] = Field(min_length=1)
-    api_url: HttpUrlOrRef = Field(default=TWILIO_API_URL, repr=False)
+    api_url: str = Field(default=TWILIO_API_URL, repr=False)
+
+    @field_validator("api_url")
+    @classmethod
+    def _https_or_loopback(cls, value: str) -> str:
+        parts = urlsplit(value)
+        local = parts.scheme == "http" and is_loopback(parts.hostname or "")
+        if not (parts.scheme == "https" and parts.hostname) and not local:
+            raise ValueError("expected an https:// URL (or http:// on a loopback address, a fake)")
+        return value
 
 
 NotifierConfig = Annotated[

@@ -156,13 +156,12 @@ class Alerting:
         """Records whose save failed: saved again with the next tick's."""
         self.engine.dirty.update(r.fingerprint for r in records)
 
-    def sync_acknowledgements(self, now: float) -> None:
-        """Apply what was acknowledged (the API, the CLI, PagerDuty) since the last tick, and
-        forget acknowledgements of episodes that are over."""
-        acks: dict[str, Acknowledgement] = {a.fingerprint: a for a in self.state.acknowledgements()}
-        stale = self.engine.sync_acknowledgements(acks, now)
-        if stale:
-            self.state.forget_acknowledgements(stale)
+    def apply_acknowledgements(
+        self, acks: Iterable[Acknowledgement], now: float
+    ) -> list[Acknowledgement]:
+        """Apply what was acknowledged (the API, the CLI, PagerDuty) as the store has it now;
+        returns the acknowledgements of episodes that are over, for the store to forget."""
+        return self.engine.sync_acknowledgements({a.fingerprint: a for a in acks}, now)
 
     def load_silences(self, now: float) -> None:
         self.engine.silences = configured_silences(self.config.silences) + self.state.silences(now)

@@ -335,10 +335,7 @@ class Daemon:
             self.unreadable.succeeded("reading results")
         alerting.feed(results, now)
         self._note_cooldowns(results)
-        try:
-            await asyncio.to_thread(alerting.sync_acknowledgements, now)
-        except database_errors(OSError) as exc:
-            self.unreadable.failed("reading acknowledgements", exc)
+        await self._acknowledgements(alerting, now)
         changed = alerting.tick(now)
         if changed:
             try:
@@ -346,6 +343,20 @@ class Daemon:
             except (SQLAlchemyError, OSError) as exc:
                 alerting.unsaved(changed)
                 log.warning("alert state not saved yet: %s", exc)
+
+    async def _acknowledgements(self, alerting: Alerting, now: float) -> None:
+        """Read in a thread, applied here on the loop (the engine is single-threaded); a state
+        database that is away delays acknowledgements, never the pages."""
+        try:
+            acks = await asyncio.to_thread(self.state.acknowledgements)
+        except (SQLAlchemyError, OSError) as exc:
+            self.unreadable.failed("reading acknowledgements", exc)
+            return
+        self.unreadable.succeeded("reading acknowledgements")
+        stale = alerting.apply_acknowledgements(acks, now)
+        if stale:
+            with _logged("forgetting acknowledgements of resolved alerts", self.unreadable):
+                await asyncio.to_thread(self.state.forget_acknowledgements, stale)
 
     def _note_cooldowns(self, results: list[CheckResult]) -> None:
         """A 429 met by another writer (an agent's probe, a gateway's traffic on a deployment

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -45,6 +46,7 @@ UNACKNOWLEDGED = "incident.unacknowledged"
 NOT_OURS = "not an llmpulse alert"  # not every PagerDuty incident is
 NAME_MAX = 100  # of the names and links taken from an event
 URL_MAX = 500
+KEY_MAX = 64  # our fingerprints are 16 hex digits; a longer incident key is not ours
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,6 +90,7 @@ class IncidentEvent:
     incident_key: str | None = None
     agent: str | None = None  # who did it, as PagerDuty names them
     url: str | None = None  # the incident's page in PagerDuty
+    occurred_at: float | None = None  # when it happened in PagerDuty (unix seconds)
 
 
 def parse_event(body: bytes) -> IncidentEvent:
@@ -107,6 +110,7 @@ def parse_event(body: bytes) -> IncidentEvent:
         incident_key=_text(data.get("incident_key")),
         agent=_text(_mapping(event.get("agent")).get("summary")),
         url=_text(data.get("html_url")),
+        occurred_at=_timestamp(event.get("occurred_at")),
     )
 
 
@@ -115,8 +119,15 @@ def apply(view: View, event: IncidentEvent, notifier: str) -> schemas.WebhookRes
     if event.type not in (ACKNOWLEDGED, UNACKNOWLEDGED):
         return _ignored(f"{_clean(event.type, view.redact)}: no action")
     key = event.incident_key
-    if not key:
+    if not key or len(key) > KEY_MAX:
         return _ignored(NOT_OURS)
+    record = view.alert_state.record(key)
+    if record is None:
+        return _ignored(NOT_OURS)
+    if event.occurred_at is not None and event.occurred_at < (record.fired_at or 0.0):
+        # A late retry (or a replay) of an event of an earlier firing of the same alert: the
+        # signature has no timestamp, the event has.
+        return _ignored("the event is older than this firing of the alert", key)
     if event.type == ACKNOWLEDGED:
         agent = _clean(event.agent, view.redact)
         url = _clean(event.url, view.redact, URL_MAX)
@@ -196,6 +207,17 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _timestamp(value: Any) -> float | None:
+    """An ISO 8601 time (PagerDuty's ``occurred_at``) as unix seconds; None if it is not one."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def _clean(text: str | None, redact: Redactor, limit: int = NAME_MAX) -> str:

@@ -718,10 +718,14 @@ def _alert(
     r: AlertRecord, silences: Iterable[Silence], acks: Mapping[str, Acknowledgement], now: float
 ) -> schemas.Alert:
     rule = r.lead_rule or r.rule  # an incident shows as the rule it paged with, as the engine
-    # The leader applies an acknowledgement within a tick; until then the stored one shows.
+    # While it fires, the stored acknowledgement is the truth: the leader applies it (or its
+    # removal) within a tick. Once resolved, the record keeps who had it.
     ack = acks.get(r.fingerprint)
     if ack is not None and (ack.episode != r.episode or r.state is not AlertState.FIRING):
         ack = None
+    by, at = (ack.by, ack.at) if ack else (None, None)
+    if r.state is not AlertState.FIRING:
+        by, at = r.acknowledged_by, r.acknowledged_at
     return schemas.Alert(
         fingerprint=r.fingerprint,
         rule=rule,
@@ -737,8 +741,8 @@ def _alert(
         threshold=r.threshold,
         summary=r.summary,
         silenced=any(s.matches(rule, r.target, r.provider, now) for s in silences),
-        acknowledged_by=ack.by if ack else r.acknowledged_by,
-        acknowledged_at=ack.at if ack else r.acknowledged_at,
+        acknowledged_by=by,
+        acknowledged_at=at,
         acknowledged_comment=ack.comment if ack else None,
         escalation_step=r.escalation_step,
         notified=list(r.paged),
