@@ -91,6 +91,12 @@ _B64_START = r"(?<![A-Za-z0-9+/_\-])"
 _URLSAFE = str.maketrans("+/", "-_")
 
 
+def one_line(text: str) -> str:
+    """Outside text fit for a line of a message (chat, SMS, speech): every control character,
+    line breaks included, and every run of white space become one space."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
 def is_credential_header(name: str) -> bool:
     """Whether a request header's value is a credential (Authorization, x-api-key, ...)."""
     return not _CREDENTIAL_WORDS.isdisjoint(re.split(r"[-_.\s]+", name.lower()))

@@ -21,6 +21,7 @@ from llmpulse.alerts.model import Acknowledgement, AlertState, Notification
 from llmpulse.alerts.silences import Silence
 from llmpulse.config.storage import is_postgres, sqlite_path
 from llmpulse.schedule import Schedule
+from llmpulse.secrets import one_line
 
 
 def state_paths(results_db: Path) -> tuple[Path, Path]:
@@ -98,7 +99,7 @@ class AlertStateStore:
     ) -> tuple[AlertRecord, Acknowledgement]:
         """Acknowledge the firing alert ``fingerprint``; acknowledging it again keeps the first
         acknowledgement. Raises UnknownAlert, or NotFiring."""
-        by, comment = _one_line(by), _one_line(comment)  # they go into SMS and chat lines
+        by, comment = one_line(by), one_line(comment)  # they go into SMS and chat lines
         record = self.record(fingerprint)
         if record is None:
             raise UnknownAlert(fingerprint)
@@ -248,8 +249,3 @@ class AlertStateStore:
 
     def close(self) -> None:
         self._engine.dispose()
-
-
-def _one_line(text: str) -> str:
-    """Text with control characters (line breaks included) turned into single spaces."""
-    return " ".join("".join(c if c.isprintable() else " " for c in text).split())

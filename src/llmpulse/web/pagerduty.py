@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from llmpulse.config import Config
 from llmpulse.config.notifiers import PagerDutyConfig
-from llmpulse.secrets import Redactor
+from llmpulse.secrets import Redactor, one_line
 from llmpulse.web import schemas
 from llmpulse.web.auth import PAGERDUTY_WEBHOOK, read_body
 from llmpulse.web.view import Conflict, NotFound, View
@@ -222,5 +222,4 @@ def _timestamp(value: Any) -> float | None:
 
 def _clean(text: str | None, redact: Redactor, limit: int = NAME_MAX) -> str:
     """Untrusted text, fit to show and store: no secrets, no control characters, bounded."""
-    printable = "".join(c if c.isprintable() else " " for c in (text or "")[: limit * 4])
-    return redact(" ".join(printable.split()))[:limit]
+    return redact(one_line((text or "")[: limit * 4]))[:limit]

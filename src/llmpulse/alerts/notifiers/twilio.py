@@ -53,7 +53,7 @@ from llmpulse.alerts.notifiers.base import (
     truncate,
 )
 from llmpulse.config.notifiers import TWILIO_API_URL
-from llmpulse.secrets import Redactor
+from llmpulse.secrets import Redactor, one_line
 
 API_VERSION = "2010-04-01"
 # One SMS segment: 160 septets of GSM-7, or 70 UTF-16 code units of UCS-2.
@@ -289,7 +289,7 @@ def _spoken(n: Notification) -> str:
     summary = n.summary.strip().rstrip(".")
     text = f"{test}llmpulse alert, {n.severity}: {rule} is firing for {n.target}. {summary}.{step}"
     # One line, and no character XML 1.0 cannot carry.
-    text = "".join(c for c in " ".join(text.split()) if c.isprintable())
+    text = one_line(text)
     return truncate(text, SPOKEN_MAX)
 
 
