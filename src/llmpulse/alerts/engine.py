@@ -155,13 +155,14 @@ class Engine:
         *,
         routes: Routes | None = None,
         resend_intervals: Mapping[str, float] | None = None,
-        in_maintenance: Callable[[str], bool] = lambda provider: False,
+        in_maintenance: Callable[[str], bool] | None = None,
         alert_url: Callable[[str], str | None] = lambda fingerprint: None,
     ) -> None:
         """``routes``: where notices go (default: nowhere but the history). ``resend_intervals``:
         the notifiers that must hear of a firing alert again, and how often. ``in_maintenance``:
-        whether a provider's own status page announces maintenance now (its pages are held
-        back). ``alert_url``: the dashboard's link to an alert, for the notices."""
+        whether a provider's own status page announces maintenance now (its pages are then held
+        back; None: never held back for that). ``alert_url``: the dashboard's link to an alert,
+        for the notices."""
         self.settings = settings or AlertSettings()
         self.targets_by_provider = {p: set(ts) for p, ts in targets_by_provider.items()}
         self._notify = notify
@@ -562,7 +563,8 @@ class Engine:
         rule = record.lead_rule or record.rule
         if any(s.matches(rule, record.target, record.provider, now) for s in self.silences):
             return True
-        return record.provider != ALL and self._in_maintenance(record.provider)
+        held = self._in_maintenance
+        return held is not None and record.provider != ALL and held(record.provider)
 
     # --- acknowledgement ----------------------------------------------------------------
 

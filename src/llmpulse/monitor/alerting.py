@@ -35,11 +35,6 @@ from llmpulse.target import Target
 
 log = logging.getLogger(__name__)
 
-
-def _never(provider: str) -> bool:
-    return False
-
-
 _REQUEST_FAULTS = frozenset(
     {ErrorClass.BAD_REQUEST, ErrorClass.CONTEXT_LENGTH, ErrorClass.CONTENT_FILTER}
 )
@@ -55,10 +50,12 @@ class Alerting:
         official_status: Callable[[str], str | None],
         *,
         notifiers: Mapping[str, float | None],
-        in_maintenance: Callable[[str], bool] = lambda provider: False,
+        in_maintenance: Callable[[str], bool] | None = None,
     ) -> None:
         """``notifiers``: every configured notifier's name, and the interval at which it must
-        hear of a firing alert again (None: once is enough)."""
+        hear of a firing alert again (None: once is enough). ``in_maintenance``: whether a
+        provider announces maintenance under way, heeded with
+        ``alerting.silence_official_maintenance``."""
         self.config = config
         self.store = store
         self.state = state
@@ -94,7 +91,7 @@ class Alerting:
             official_status=official_status,
             routes=Routes(a.routes, list(notifiers)),
             resend_intervals={n: s for n, s in notifiers.items() if s is not None},
-            in_maintenance=in_maintenance if a.silence_official_maintenance else _never,
+            in_maintenance=in_maintenance if a.silence_official_maintenance else None,
             alert_url=config.web.alert_url,
         )
 
