@@ -299,6 +299,8 @@ OVERVIEW_SNAPSHOT = """() => {
       href: c.getAttribute("href"),
       provider: q(c, "card-provider").textContent,
       model: q(c, "card-model").textContent,
+      retires: q(c, "card-retires").dataset.value,
+      retiresHidden: q(c, "card-retires").parentElement.hidden,
       ttft_p50_ms: val(c, "card-ttft-p50"),
       ttft_p95_ms: val(c, "card-ttft-p95"),
       tps_p50: val(c, "card-tps"),
@@ -338,6 +340,7 @@ def _check_overview(dom: Any, data: Any) -> None:
         assert card["status"] == card["badge"] == c["status"], name
         assert card["href"] == "/targets/" + quote(name, safe=""), name
         assert (card["provider"], card["model"]) == (c["provider"], c["model"]), name
+        assert (card["retires"], card["retiresHidden"]) == (c["retires"] or "", not c["retires"])
         for key in CARD_FIGURES:
             assert _same(card[key], c[key]), (name, key, card[key], c[key])
         assert card["alerts"] == [a["fingerprint"] for a in c["alerts"]], name

@@ -448,3 +448,29 @@ async def test_a_daemon_and_a_gateway_on_one_database_page_once_per_incident(
         ("firing", "consecutive_unavailable", target),
         ("resolved", "consecutive_unavailable", target),
     ]
+
+
+async def test_a_switched_model_is_announced_once_and_resolves_by_itself(sim, receiver, tmp_path):
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    config = make_config(
+        sim, receiver, [{"provider": "openai", "model": model, "name": "gpt"}],
+        rules={**FAST["rules"], "model_changed": {"window": "2s"}},
+    )  # fmt: skip
+    async with running(config, tmp_path / "r.db"):
+        await asyncio.sleep(2)
+        assert receiver.received == []  # the model served at start is no change
+        patch(sim, model, served_model=f"{model}-2026-12-01", system_fingerprint="fp_new")
+        await wait_for(lambda: len(receiver.events("model_changed")) == 2)
+        await asyncio.sleep(2)  # still serving the new model: nothing more
+    assert receiver.events("model_changed") == [
+        ("firing", "model_changed", "gpt"),
+        ("resolved", "model_changed", "gpt"),
+    ]
+    assert len(receiver.received) == 2
+    firing = receiver.received[0]
+    assert firing["severity"] == "warning"
+    assert firing["previous"] == f"{model} (fp_sim)"
+    assert firing["current"] == f"{model}-2026-12-01 (fp_new)"
+    assert (
+        firing["summary"] == f"served model changed: {model} (fp_sim) → {model}-2026-12-01 (fp_new)"
+    )

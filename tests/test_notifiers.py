@@ -145,7 +145,7 @@ async def test_webhook_posts_the_contract_signed(
     assert set(request.json()) == {
         "status", "severity", "rule", "target", "provider", "summary", "value", "threshold",
         "starts_at", "ends_at", "fingerprint", "official_status", "escalation_step",
-        "acknowledged_by", "acknowledged_at", "url",
+        "acknowledged_by", "acknowledged_at", "url", "previous", "current",
     }  # fmt: skip
     expected = hmac.new(b"s3cret", request.body, hashlib.sha256).hexdigest()
     assert request.headers["X-Llmpulse-Signature"] == f"sha256={expected}"

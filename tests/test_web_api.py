@@ -77,6 +77,7 @@ def test_overview_cards_show_status_figures_and_alerts(client: httpx.Client, sit
     assert openai["ratelimit_utilization"] == pytest.approx(0.6)
     assert openai["cost_today_usd"] is not None and openai["cost_today_usd"] > 0
     assert openai["served_model"] == SERVED_NEW
+    assert openai["retires"] == "2027-01-15" and anthropic["retires"] is None
     assert openai["alerts"] == [] and openai["last_error"] is None
     # Anthropic: the incident is firing, so the card says down since it fired.
     assert anthropic["status"] == "down"

@@ -41,7 +41,7 @@ def make_config(
             "notifiers": notifiers or [],
             "targets": [
                 {"name": OPENAI, "provider": "openai", "model": "gpt-4o-mini",
-                 "api_key": "${OPENAI_KEY}", "interval": "60s"},
+                 "api_key": "${OPENAI_KEY}", "interval": "60s", "retires": "2027-01-15"},
                 {"name": ANTHROPIC, "provider": "anthropic", "model": "claude-haiku",
                  "api_key": "${ANTHROPIC_KEY}", "interval": "60s"},
                 {"name": GROQ, "provider": "groq", "model": "llama", "api_key": "${GROQ_KEY}"},

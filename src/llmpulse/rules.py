@@ -37,6 +37,10 @@ class RuleSpec:
     clear_window_s: float | None = None
 
 
+# A point event rather than a condition: each change of the served model or system fingerprint
+# is one alert episode of its own (``alerts.engine.Engine.observe``).
+MODEL_CHANGED = "model_changed"
+
 DEFAULT_RULES: dict[str, RuleSpec] = {
     r.id: r
     for r in (
@@ -52,6 +56,12 @@ DEFAULT_RULES: dict[str, RuleSpec] = {
         RuleSpec(
             "tokens_per_request_spike", Severity.WARNING, 3.0, min_samples=3, clear_window_s=30
         ),
+        # Model lifecycle (see MODEL_CHANGED). A change holds for ``window`` after the answer
+        # that showed it, so it pages once and resolves by itself; the threshold is unused.
+        RuleSpec(MODEL_CHANGED, Severity.WARNING, threshold=0, min_samples=1, window_s=60),
+        RuleSpec("model_unlisted", Severity.CRITICAL, threshold=0, min_samples=1),
+        # The threshold is the notice period: how long before its retirement date a model warns.
+        RuleSpec("model_deprecated", Severity.WARNING, threshold=30 * 86400, min_samples=1),
     )
 }
 # Rules that say a target is failing. They are one incident per target (see alerts.engine),

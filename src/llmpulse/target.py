@@ -7,6 +7,7 @@ It sits below everything that measures, prices or routes to a target; the config
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 from collections.abc import Mapping
 
@@ -58,6 +59,14 @@ class Target:
     # A gateway deployment with no key to send: what to set. Its probes report auth without
     # calling the provider.
     missing_key: str | None = None
+    retires: datetime.date | None = None  # the model's announced retirement, from the config
+
+    @property
+    def retires_at(self) -> float | None:
+        """When the model is retired: the start of its retirement day, UTC."""
+        if self.retires is None:
+            return None
+        return datetime.datetime.combine(self.retires, datetime.time(), datetime.UTC).timestamp()
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -101,6 +101,9 @@ class AlertRecord:
     acknowledged_at: float | None = None
     acknowledged_via: str | None = None  # the notifier it came from, which needs no notice
     resent_at: dict[str, float] = dataclasses.field(default_factory=dict)
+    # model_changed: the change it announces (what was served before, what is served now).
+    previous: str | None = None
+    current: str | None = None
 
     @property
     def episode(self) -> str:
@@ -192,6 +195,14 @@ class Engine:
         """Feed one target's latest rule evaluations."""
         for ev in evaluations:
             record = self._record(ev.rule.id, target, provider, ev.rule.severity)
+            if ev.current is not None:  # a change of the served model: a point event
+                change = (ev.previous, ev.current)
+                if change == (record.previous, record.current):
+                    if record.state is AlertState.RESOLVED:
+                        continue  # announced already (windows refilled after a restart)
+                elif record.state is AlertState.FIRING:
+                    self._resolve(record, now)  # the next change is a notice of its own
+                record.previous, record.current = change
             active = ev.holding if record.state is AlertState.FIRING else ev.active
             if active is None:  # too few samples to say either way (e.g. just restarted)
                 continue
@@ -557,6 +568,8 @@ class Engine:
                 None if record.acknowledged_at is None else _dt(record.acknowledged_at)
             ),
             url=self._alert_url(record.fingerprint),
+            previous=record.previous,
+            current=record.current,
         )
 
     def silenced(self, record: AlertRecord, now: float) -> bool:

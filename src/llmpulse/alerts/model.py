@@ -51,6 +51,9 @@ class Notification:
     acknowledged_by: str | None = None
     acknowledged_at: datetime | None = None
     url: str | None = None
+    # model_changed: what the target served before and after the change; None for other rules.
+    previous: str | None = None
+    current: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +73,8 @@ class Notification:
             "acknowledged_by": self.acknowledged_by,
             "acknowledged_at": _iso(self.acknowledged_at) if self.acknowledged_at else None,
             "url": self.url,
+            "previous": self.previous,
+            "current": self.current,
         }
 
     @classmethod
@@ -96,6 +101,8 @@ class Notification:
                 else None
             ),
             url=data.get("url"),
+            previous=data.get("previous"),
+            current=data.get("current"),
         )
 
 

@@ -9,8 +9,10 @@ error rates, quantiles are ``store.queries.exact_quantile``, the rank the rollup
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from llmpulse.durations import format_duration
@@ -31,6 +33,9 @@ class Evaluation:
     value: float | None
     summary: str
     holding: bool | None = None  # for a firing alert: the condition over the clear window
+    # model_changed: what was served before and after the change (model and fingerprint).
+    previous: str | None = None
+    current: str | None = None
 
 
 class _Sample(NamedTuple):
@@ -44,6 +49,18 @@ class _Sample(NamedTuple):
     tps: float | None
     tokens: int | None
     utilization: float | None
+    listed: bool | None  # a models check: whether the provider listed the target's model
+
+
+class _Change(NamedTuple):
+    ts: float
+    previous: str
+    current: str
+
+
+def _served_label(model: str | None, fingerprint: str | None) -> str:
+    name = model or "unnamed model"
+    return f"{name} ({fingerprint})" if fingerprint else name
 
 
 class TargetWindow:
@@ -58,6 +75,12 @@ class TargetWindow:
         self.keep_last = keep_last
         self.samples: deque[_Sample] = deque()
         self.latest_by_kind: dict[str, _Sample] = {}
+        self.model: str | None = None
+        # What the target served last (model, system fingerprint), as of when, and the latest
+        # change of it. The first answer seen sets it: the model served at start is no change.
+        self.served: tuple[str | None, str | None] | None = None
+        self.served_ts = -math.inf
+        self.change: _Change | None = None
 
     def add(self, result: CheckResult) -> None:
         u = result.usage
@@ -74,7 +97,11 @@ class TargetWindow:
             tps=result.tokens_per_s,
             tokens=tokens if result.check is not CheckKind.MODELS else None,
             utilization=result.ratelimit.utilization if result.ratelimit else None,
+            listed=result.model_listed,
         )
+        self.model = result.model
+        if result.response_model or result.system_fingerprint:
+            self._note_served(sample.ts, result.response_model, result.system_fingerprint)
         self.samples.append(sample)
         self.latest_by_kind[sample.kind] = sample
         cutoff = sample.ts - self.horizon_s
@@ -83,18 +110,30 @@ class TargetWindow:
         if len(self.samples) > self.MAX_SAMPLES:
             self.samples.popleft()
 
+    def _note_served(self, ts: float, model: str | None, fingerprint: str | None) -> None:
+        if ts < self.served_ts:
+            return  # an older answer, arrived late: it says nothing of what is served now
+        old, self.served_ts = self.served, ts
+        # A field an answer leaves out (Anthropic sends no fingerprint) is unchanged.
+        new = (model, fingerprint) if old is None else (model or old[0], fingerprint or old[1])
+        if old is not None and new != old:
+            self.change = _Change(ts, _served_label(*old), _served_label(*new))
+        self.served = new
+
     def evaluate(
         self,
         rules: Mapping[str, RuleSpec],
         now: float,
         tps_floor: float | None = None,
         tokens_baseline: float | None = None,
+        retires: float | None = None,
     ) -> list[Evaluation]:
+        """``retires``: when the target's model is retired (a timestamp), if known."""
         out = []
         for rule in rules.values():
             if not rule.enabled:
                 continue
-            ev = self._evaluate(rule, now, tps_floor, tokens_baseline)
+            ev = self._evaluate(rule, now, tps_floor, tokens_baseline, retires)
             if rule.clear_window_s is None:
                 out.append(dataclasses.replace(ev, holding=ev.active))
                 continue
@@ -102,7 +141,7 @@ class TargetWindow:
             # while the recent one does. Recovery shows within the recent window, and a
             # stale breach in the long window alone cannot fire it again.
             recent = dataclasses.replace(rule, window_s=rule.clear_window_s, min_samples=1)
-            holding = self._evaluate(recent, now, tps_floor, tokens_baseline).active
+            holding = self._evaluate(recent, now, tps_floor, tokens_baseline, retires).active
             active = ev.active if ev.active is None or holding is None else ev.active and holding
             out.append(dataclasses.replace(ev, active=active, holding=holding))
         return out
@@ -112,7 +151,12 @@ class TargetWindow:
         return [s for s in self.samples if s.ts >= cutoff]
 
     def _evaluate(
-        self, rule: RuleSpec, now: float, tps_floor: float | None, baseline: float | None
+        self,
+        rule: RuleSpec,
+        now: float,
+        tps_floor: float | None,
+        baseline: float | None,
+        retires: float | None,
     ) -> Evaluation:
         recent = self._recent(rule.window_s, now)
         window = format_duration(rule.window_s)
@@ -220,7 +264,49 @@ class TargetWindow:
                     f"{mean:.0f} tokens/request over {window}, {ratio:.1f}× the 24h baseline "
                     f"of {baseline:.0f} (threshold {rule.threshold:g}×)",
                 )
+            case "model_changed":
+                if self.served is None:
+                    return Evaluation(rule, None, None, "no model served yet")
+                change = self.change
+                if change is None or now - change.ts > rule.window_s:
+                    return Evaluation(rule, False, None, f"serving {_served_label(*self.served)}")
+                return Evaluation(
+                    rule,
+                    True,
+                    None,
+                    f"served model changed: {change.previous} → {change.current}",
+                    previous=change.previous,
+                    current=change.current,
+                )
+            case "model_unlisted":
+                models = self.latest_by_kind.get(CheckKind.MODELS.value)
+                if models is None or models.listed is None:
+                    return Evaluation(rule, None, None, "models list not checked")
+                where = "the provider's models list"
+                return Evaluation(
+                    rule,
+                    not models.listed,
+                    None,
+                    f"{self.model} is {'listed in' if models.listed else 'missing from'} {where}",
+                )
+            case "model_deprecated":
+                if retires is None:
+                    return Evaluation(rule, False, None, "no retirement date known")
+                left = retires - now
+                day = datetime.fromtimestamp(retires, UTC).date().isoformat()
+                when = f"in {_days(left)}" if left > 0 else "already past"
+                return Evaluation(
+                    rule,
+                    left <= rule.threshold,
+                    left,
+                    f"{self.model} retires on {day} ({when}; notice {_days(rule.threshold)})",
+                )
         raise ValueError(f"unknown rule {rule.id!r}")
+
+
+def _days(seconds: float) -> str:
+    """A retirement's distance: whole days when two or more, as dates are announced."""
+    return f"{int(seconds // 86400)} days" if seconds >= 2 * 86400 else format_duration(seconds)
 
 
 def agree_across_regions(
@@ -259,7 +345,9 @@ def agree_across_regions(
             chosen = next((e for e in evaluations.values() if e.active is not None), first)
             summary = chosen.summary
         combined.append(
-            Evaluation(first.rule, active, chosen.value, summary, holding),
+            Evaluation(
+                first.rule, active, chosen.value, summary, holding, chosen.previous, chosen.current
+            ),
         )
     return combined
 
@@ -272,7 +360,8 @@ def _agreed(verdicts: Mapping[str | None, bool | None], min_regions: int) -> boo
 
 
 def _severity(rule: RuleSpec, value: float | None) -> float:
-    """How bad a value is, larger is worse (tokens/s is bad when low)."""
+    """How bad a value is, larger is worse (tokens/s and time left before retirement are bad
+    when low)."""
     if value is None:
         return float("-inf")
-    return -value if rule.id == "tps_low" else value
+    return -value if rule.id in ("tps_low", "model_deprecated") else value

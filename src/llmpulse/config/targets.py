@@ -3,6 +3,7 @@ resolved into a ``Target``; and targets discovered from the standard key variabl
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Mapping
 
@@ -41,6 +42,7 @@ class TargetConfig(BaseModel):
     deployment: str | None = None
     tps_floor: float | None = Field(default=None, gt=0)
     rules: RuleOverrides = Field(default_factory=dict)
+    retires: datetime.date | None = None  # the model's announced retirement (model_deprecated)
 
     @field_validator("provider")
     @classmethod
@@ -171,4 +173,5 @@ def resolve_target(
         price_provider=preset.price_provider,
         tps_floor=cfg.tps_floor,
         rules=cfg.rules,
+        retires=cfg.retires,
     )

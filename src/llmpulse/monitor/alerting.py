@@ -124,7 +124,7 @@ class Alerting:
         # says nothing: its last verdict must neither hold an incident open nor count.
         fresh_after = now - (3 * target.interval + target.timeout)
         per_region = {
-            region: window.evaluate(rules, now, target.tps_floor, baseline)
+            region: window.evaluate(rules, now, target.tps_floor, baseline, target.retires_at)
             for region, window in self.windows[target.name].items()
             if window.samples and window.samples[-1].ts >= fresh_after
         }

@@ -107,6 +107,7 @@ class Card(BaseModel):
     last_check_ts: float | None
     last_error: LastError | None
     served_model: str | None
+    retires: str | None  # the model's announced retirement day (ISO date), if configured
     official: Official | None
     alerts: list[Alert]
 

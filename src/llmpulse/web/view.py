@@ -221,6 +221,7 @@ class View:
             last_check_ts=latest.timestamp.timestamp() if latest is not None else None,
             last_error=last_error,
             served_model=served_model,
+            retires=t.retires.isoformat() if t.retires else None,
             official=self._official(t.provider),
             alerts=[
                 _alert(r, silences, acks, now)

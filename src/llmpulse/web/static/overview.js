@@ -295,7 +295,9 @@ function buildCard(name) {
   refs.model = el("span", {"data-testid": "card-model"});
   refs.served = el("span", {"data-testid": "card-served-model"});
   refs.servedWrap = el("span", {}, " · served ", refs.served);
-  refs.sub.append(refs.provider, " · ", refs.model, refs.servedWrap);
+  refs.retires = el("span", {"data-testid": "card-retires"});
+  refs.retiresWrap = el("span", {}, " · retires ", refs.retires);
+  refs.sub.append(refs.provider, " · ", refs.model, refs.servedWrap, refs.retiresWrap);
   refs.status = el("span", {class: "badge", "data-testid": "card-status"});
   refs.since = el("span", {class: "since", "data-testid": "card-since"});
   refs.reason = el("p", {class: "reason", "data-testid": "card-reason"});
@@ -348,6 +350,9 @@ function updateCard({root, refs}, c) {
   setAttr(refs.served, "data-value", c.served_model ?? "");
   refs.served.classList.toggle("is-null", !c.served_model);
   refs.servedWrap.hidden = !c.served_model;
+  setText(refs.retires, c.retires ?? "");
+  setAttr(refs.retires, "data-value", c.retires ?? "");
+  refs.retiresWrap.hidden = !c.retires;
   setStatusBadge(refs.status, c.status);
   setAttr(refs.since, "data-value", c.status_since ?? "");
   setText(refs.since, c.status_since == null ? "" : `since ${fmtSince(c.status_since)}`);
