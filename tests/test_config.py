@@ -156,3 +156,22 @@ def test_azure_target():
     ).targets
     assert t.protocol == "azure"
     assert t.base_url == "https://res.openai.azure.com"
+
+
+def test_groq_has_a_default_tps_floor_that_a_target_overrides():
+    config = parse_config(
+        {
+            "targets": [
+                {"provider": "groq", "api_key": "os.environ/GROQ_API_KEY"},
+                {
+                    "provider": "groq",
+                    "name": "g2",
+                    "api_key": "os.environ/GROQ_API_KEY",
+                    "tps_floor": 250,
+                },
+                {"provider": "openai", "api_key": "os.environ/OPENAI_API_KEY"},
+            ]
+        },
+        env={**ENV, "GROQ_API_KEY": "gsk-secret"},
+    )
+    assert [t.tps_floor for t in config.targets] == [100, 250, None]

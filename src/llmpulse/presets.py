@@ -21,6 +21,8 @@ class Preset:
     stream_include_usage: bool = True
     price_provider: str | None = None
     needs_key: bool = True
+    # The tokens/s below which ``tps_low`` fires unless a target sets its own ``tps_floor``.
+    tps_floor: float | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -59,6 +61,8 @@ PRESETS: dict[str, Preset] = {
             "llama-3.1-8b-instant",
             max_tokens_field="max_completion_tokens",
             price_provider="groq",
+            # The guide: "if TPS drops below 100 t/s for small models, investigate immediately".
+            tps_floor=100,
         ),
         # Mistral's API rejects unknown fields such as stream_options; it sends usage anyway.
         Preset(

@@ -171,7 +171,7 @@ def resolve_target(
         max_tokens_field=preset.max_tokens_field,
         stream_include_usage=preset.stream_include_usage,
         price_provider=preset.price_provider,
-        tps_floor=cfg.tps_floor,
+        tps_floor=cfg.tps_floor if cfg.tps_floor is not None else preset.tps_floor,
         rules=cfg.rules,
         retires=cfg.retires,
     )
