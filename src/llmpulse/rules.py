@@ -35,6 +35,8 @@ class RuleSpec:
     # judged over this window alone, so a recovery shows within a minute rather than when the
     # last bad sample leaves a 5 m window.
     clear_window_s: float | None = None
+    # Rules on spend: below this many US dollars over the window, never a spike.
+    min_usd: float = 0.0
 
 
 # A point event rather than a condition: each change of the served model or system fingerprint
@@ -62,11 +64,17 @@ DEFAULT_RULES: dict[str, RuleSpec] = {
         RuleSpec("model_unlisted", Severity.CRITICAL, threshold=0, min_samples=1),
         # The threshold is the notice period: how long before its retirement date a model warns.
         RuleSpec("model_deprecated", Severity.WARNING, threshold=30 * 86400, min_samples=1),
+        # Per provider and overall, from the store (STORE_RULES): spend over the last hour
+        # against the hourly average of the 7 days before it.
+        RuleSpec("cost_spike", Severity.WARNING, 3.0, min_samples=1, window_s=3600, min_usd=1.0),
     )
 }
 # Rules that say a target is failing. They are one incident per target (see alerts.engine),
 # in order of which one's id and summary the page carries when several fire.
 AVAILABILITY_RULES = ("consecutive_unavailable", "error_rate_critical", "error_rate_warning")
+# Rules the leader computes from the store per provider and overall ("*"), not from a target's
+# window of recent results; their per-target overrides are ignored.
+STORE_RULES = ("cost_spike",)
 
 
 def _threshold(value: object) -> object:
@@ -87,6 +95,7 @@ class RuleOverride(BaseModel):
     for_: DurationOrZero | None = Field(default=None, alias="for")
     severity: Severity | None = None
     enabled: bool | None = None
+    min_usd: float | None = Field(default=None, ge=0)
 
     def apply(self, spec: RuleSpec) -> RuleSpec:
         changes: dict[str, Any] = {}
@@ -98,6 +107,7 @@ class RuleOverride(BaseModel):
             ("for_s", self.for_),
             ("severity", self.severity),
             ("enabled", self.enabled),
+            ("min_usd", self.min_usd),
         ):
             if value is not None:
                 changes[name] = value

@@ -37,6 +37,7 @@ ALL = "*"  # subject of the "every provider is failing" alert
 ALL_PROVIDERS_RULE = "all_providers_down"
 PROVIDER_RULE = "provider_down"
 OFFICIAL_STATUS_RULE = "official_status"
+COST_SPIKE_RULE = "cost_spike"  # per provider, and for all of them under ALL
 INCIDENT = "availability"  # a target's incident record, notified under its lead rule's id
 # Which availability rule leads an incident's page when several fire (earlier = preferred).
 _RANK = {rule: i for i, rule in enumerate(AVAILABILITY_RULES)}
@@ -46,7 +47,7 @@ def alert_scope(rule: str) -> str:
     """What an alert's ``target`` names: a target, a provider, or every provider ("*")."""
     if rule == ALL_PROVIDERS_RULE:
         return "all"
-    if rule in (PROVIDER_RULE, OFFICIAL_STATUS_RULE):
+    if rule in (PROVIDER_RULE, OFFICIAL_STATUS_RULE, COST_SPIKE_RULE):
         return "provider"
     return "target"
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 from llmpulse.durations import format_duration
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult
-from llmpulse.rules import RuleSpec
+from llmpulse.rules import STORE_RULES, RuleSpec
 from llmpulse.store.queries import exact_quantile as quantile
 
 _UNAVAILABLE = frozenset({ErrorClass.UNAVAILABLE.value, ErrorClass.TIMEOUT.value})
@@ -131,7 +131,7 @@ class TargetWindow:
         """``retires``: when the target's model is retired (a timestamp), if known."""
         out = []
         for rule in rules.values():
-            if not rule.enabled:
+            if not rule.enabled or rule.id in STORE_RULES:
                 continue
             ev = self._evaluate(rule, now, tps_floor, tokens_baseline, retires)
             if rule.clear_window_s is None:
@@ -307,6 +307,30 @@ class TargetWindow:
 def _days(seconds: float) -> str:
     """A retirement's distance: whole days when two or more, as dates are announced."""
     return f"{int(seconds // 86400)} days" if seconds >= 2 * 86400 else format_duration(seconds)
+
+
+def cost_spike(rule: RuleSpec, spent: float, hourly_baseline: float | None) -> Evaluation:
+    """``cost_spike`` over one subject's spend (a provider's, or all of it): the last window's
+    US dollars against the hourly average before it (``store.queries.hourly_spend``)."""
+    hours = rule.window_s / 3600
+    if spent <= rule.min_usd:
+        return Evaluation(
+            rule, False, spent, f"${spent:.2f} over {format_duration(rule.window_s)}", False
+        )
+    if hourly_baseline is None:
+        return Evaluation(rule, None, spent, "no spend history yet")
+    expected = hourly_baseline * hours
+    ratio = spent / expected if expected else math.inf
+    active = ratio > rule.threshold
+    return Evaluation(
+        rule,
+        active,
+        spent,
+        f"${spent:.2f} spent over {format_duration(rule.window_s)}, "
+        f"{ratio:.1f}× the 7-day average of ${expected:.2f} "
+        f"(threshold {rule.threshold:g}×, minimum ${rule.min_usd:g})",
+        active,
+    )
 
 
 def agree_across_regions(

@@ -20,16 +20,16 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 
-from llmpulse.alerts.engine import AlertRecord, AlertSettings, Engine, Notify
+from llmpulse.alerts.engine import ALL, AlertRecord, AlertSettings, Engine, Notify
 from llmpulse.alerts.model import Acknowledgement
 from llmpulse.alerts.routes import Routes
 from llmpulse.alerts.silences import configured_silences
 from llmpulse.alerts.state import AlertStateStore
-from llmpulse.alerts.window import TargetWindow, agree_across_regions
+from llmpulse.alerts.window import TargetWindow, agree_across_regions, cost_spike
 from llmpulse.config import Config
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckResult, Source
-from llmpulse.rules import RuleSpec, resolve_rules
+from llmpulse.rules import STORE_RULES, RuleSpec, resolve_rules
 from llmpulse.store import Store, queries
 from llmpulse.target import Target
 
@@ -69,8 +69,17 @@ class Alerting:
             self.rules[t.name] = resolve_rules(
                 config.rules, provider_rules.rules if provider_rules else None, t.rules
             )
-            self.horizons[t.name] = max(r.window_s for r in self.rules[t.name].values())
+            self.horizons[t.name] = max(
+                (r.window_s for r in self.rules[t.name].values() if r.id not in STORE_RULES),
+                default=0.0,
+            )
             by_provider[t.provider].append(t.name)
+        # The store rules' settings per provider, and for all of them (ALL: global rules only).
+        self.provider_rules = {ALL: resolve_rules(config.rules)} | {
+            p: resolve_rules(config.rules, c.rules if (c := config.providers.get(p)) else None)
+            for p in by_provider
+        }
+        self.spend_at = -math.inf  # when spend was last judged: never yet
         self.windows: dict[str, dict[str | None, TargetWindow]] = defaultdict(dict)
         self.baselines: dict[str, float | None] = {}
         self.baselines_at = -math.inf  # when they were last computed: never yet
@@ -167,6 +176,19 @@ class Alerting:
         for name in self.targets:
             self.baselines[name] = queries.tokens_per_request_baseline(self.store, name, now=now)
         self.baselines_at = now
+
+    def spend(self, now: float) -> dict[str, tuple[float, float | None]]:
+        """The store's spend figures for ``observe_spend`` (a query: run it off the loop)."""
+        return queries.hourly_spend(self.store, now)
+
+    def observe_spend(self, spend: Mapping[str, tuple[float, float | None]], now: float) -> None:
+        """``cost_spike`` per configured provider and overall; one without spend is at $0."""
+        for subject, rules in self.provider_rules.items():
+            rule = rules["cost_spike"]
+            if rule.enabled:
+                spent, baseline = spend.get(subject, (0.0, None))
+                self.engine.observe(subject, subject, [cost_spike(rule, spent, baseline)], now)
+        self.spend_at = now
 
     def observe_official(self, provider: str, indicator: str, description: str) -> None:
         self.engine.observe_official(provider, indicator, description, time.time())

@@ -66,6 +66,7 @@ ROLLUP_EVERY_S = 60.0
 PRUNE_EVERY_S = 3600.0
 SILENCE_RELOAD_S = 5.0
 BASELINE_EVERY_S = 600.0
+SPEND_EVERY_S = 60.0  # cost_spike: an hour's spend against 7 days, judged every minute
 DRAIN_OUTBOX_S = 5.0
 
 
@@ -382,6 +383,10 @@ class Daemon:
                 if time.time() - alerting.baselines_at >= BASELINE_EVERY_S:
                     with _logged("baseline", self.unreadable):
                         await asyncio.to_thread(alerting.refresh_baselines, time.time())
+                if time.time() - alerting.spend_at >= SPEND_EVERY_S:
+                    with _logged("spend", self.unreadable):
+                        now = time.time()
+                        alerting.observe_spend(await asyncio.to_thread(alerting.spend, now), now)
                 for name, every, job in jobs:
                     now = time.time()
                     if now - last[name] >= every:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from llmpulse.store.base import RawGroupBy, ResultFilter, Store
+from llmpulse.store.base import RawGroupBy, ResultFilter, Store, Totals
 from llmpulse.store.rollup import METRICS, NOT_FAILURES, Summary, quantiles
 
 WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400, "7d": 604800, "30d": 2592000}
@@ -113,6 +113,40 @@ def tokens_per_request_baseline(
     if totals is None or totals.token_requests < MIN_BASELINE_REQUESTS:
         return None
     return (totals.input_tokens + totals.output_tokens) / totals.token_requests
+
+
+SPEND_ALL = "*"  # the key of every provider's spend together
+
+
+def hourly_spend(
+    store: Store, now: float | None = None, window_s: float = 3600, baseline_s: float = 7 * 86400
+) -> dict[str, tuple[float, float | None]]:
+    """Per provider, and for all of them (``SPEND_ALL``): US dollars spent over the last
+    ``window_s`` and the hourly average over the ``baseline_s`` before it (None without any
+    result then). The average is over the span the results cover, so a store younger than
+    ``baseline_s`` is not taken for one that spent nothing."""
+    now = time.time() if now is None else now
+    start = now - window_s
+    recent = store.totals(start, now, by="provider")
+    before = store.totals(start - baseline_s, start, by="provider")
+
+    def baseline(totals: list[Totals]) -> float | None:
+        firsts = [t.first_ts for t in totals if t.first_ts is not None]
+        if not firsts:
+            return None
+        hours = max(start - min(firsts), 3600) / 3600
+        return sum(t.cost_usd for t in totals) / hours
+
+    providers = {k for _, k in recent} | {k for _, k in before}
+    out = {
+        p: (
+            recent[(None, p)].cost_usd if (None, p) in recent else 0.0,
+            baseline([before[(None, p)]] if (None, p) in before else []),
+        )
+        for p in providers
+    }
+    out[SPEND_ALL] = (sum(t.cost_usd for t in recent.values()), baseline(list(before.values())))
+    return out
 
 
 def series(
