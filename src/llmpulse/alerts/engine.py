@@ -95,13 +95,15 @@ class AlertRecord:
     lead_rule: str | None = None  # for an incident: the rule it is notified as
     # This episode (firing until resolved): every notifier it paged, when its current pages
     # started (the escalation clock), the escalation step reached, who acknowledged it.
-    paged: list[str] = dataclasses.field(default_factory=list)
+    # A tuple and None by default: every target has a record per rule, most never fire, and
+    # an empty list and dict each would cost ~120 bytes a record (8 MB at 5,000 targets).
+    paged: tuple[str, ...] = ()
     paged_at: float | None = None
     escalation_step: int = 0
     acknowledged_by: str | None = None
     acknowledged_at: float | None = None
     acknowledged_via: str | None = None  # the notifier it came from, which needs no notice
-    resent_at: dict[str, float] = dataclasses.field(default_factory=dict)
+    resent_at: dict[str, float] | None = None
     # model_changed: the change it announces (what was served before, what is served now).
     previous: str | None = None
     current: str | None = None
@@ -132,6 +134,7 @@ class AlertRecord:
         data = dict(data)
         data["severity"] = Severity(data["severity"])
         data["state"] = AlertState(data["state"]) if data.get("state") else None
+        data["paged"] = tuple(data.get("paged") or ())
         return cls(**data)
 
 
@@ -180,7 +183,7 @@ class Engine:
             if record.notified and record.paged_at is None and not record.paged:
                 # Paged by a release that did not record whom: what the routes say now stands
                 # for it, so its acknowledgement and resolution reach someone.
-                record.paged = list(self.routes.delivery(record.labels).notify)
+                record.paged = self.routes.delivery(record.labels).notify
                 record.paged_at = record.last_notified_at or record.fired_at
         self.silences: list[Silence] = []
         self.dirty: set[str] = set()  # fingerprints changed since the last save
@@ -290,18 +293,17 @@ class Engine:
     def _resend_due(self, record: AlertRecord, now: float) -> None:
         if record.paged_at is None:
             return
-        since = record.paged_at
+        since, resent = record.paged_at, record.resent_at or {}
         due = [
             name
             for name in record.paged
-            if name in self._resend
-            and now - record.resent_at.get(name, since) >= self._resend[name]
+            if name in self._resend and now - resent.get(name, since) >= self._resend[name]
         ]
         if not due:
             return
         status = AlertState.FIRING if record.acknowledged_at is None else AlertState.ACKNOWLEDGED
         self._notify(self._notification(record, status, now), due, resend=True)
-        record.resent_at.update(dict.fromkeys(due, now))
+        record.resent_at = {**resent, **dict.fromkeys(due, now)}
         self.dirty.add(record.fingerprint)
 
     def _refresh_live(self, fp: str) -> bool:
@@ -542,7 +544,7 @@ class Engine:
                 record.paged_at = now
             if step is not None:
                 record.escalation_step = step
-            record.paged += [name for name in receivers if name not in record.paged]
+            record.paged += tuple(name for name in receivers if name not in record.paged)
         record.notified = status is AlertState.FIRING
         record.last_notified_at = now
         self.dirty.add(record.fingerprint)
@@ -624,8 +626,8 @@ class Engine:
 
 
 def _new_episode(record: AlertRecord) -> None:
-    record.paged, record.paged_at, record.escalation_step = [], None, 0
-    record.resent_at = {}
+    record.paged, record.paged_at, record.escalation_step = (), None, 0
+    record.resent_at = None
     _clear_acknowledgement(record)
 
 
