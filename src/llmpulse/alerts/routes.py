@@ -41,10 +41,6 @@ class Routes:
         self._routes = None if routes is None else tuple(routes)
         self._everyone = Delivery(tuple(notifiers))
 
-    @property
-    def routed(self) -> bool:
-        return self._routes is not None
-
     def delivery(self, labels: Mapping[str, str]) -> Delivery:
         if self._routes is None:
             return self._everyone
