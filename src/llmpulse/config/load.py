@@ -23,6 +23,7 @@ from llmpulse.config.fields import check_address
 from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.litellm import SECTIONS, parse_gateway
 from llmpulse.config.notifiers import NotifierSettings, check_routes, resolve_notifiers
+from llmpulse.config.slos import Slo, SloConfig, resolve_slos
 from llmpulse.config.storage import resolve_storage
 from llmpulse.config.targets import TargetConfig, resolve_target
 from llmpulse.config.telemetry import TelemetryConfig, TelemetrySettings, resolve_telemetry
@@ -54,6 +55,7 @@ class ConfigFile(BaseModel):
     rules: RuleOverrides = Field(default_factory=dict)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     silences: list[SilenceConfig] = Field(default_factory=list)
+    slos: list[SloConfig] = Field(default_factory=list)
     web: WebSettings = Field(default_factory=WebSettings)
     # Validated by llmpulse.config.notifiers, which knows each channel's settings.
     notifiers: list[dict[str, Any]] = Field(default_factory=list)
@@ -78,6 +80,7 @@ class Config:
     rules: Mapping[str, RuleOverride] = dataclasses.field(default_factory=dict)
     providers: Mapping[str, ProviderSettings] = dataclasses.field(default_factory=dict)
     silences: list[SilenceConfig] = dataclasses.field(default_factory=list)
+    slos: list[Slo] = dataclasses.field(default_factory=list)
     # Each channel's settings, references read; llmpulse.alerts.notifiers builds the channels.
     notifiers: list[NotifierSettings] = dataclasses.field(default_factory=list)
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
@@ -188,6 +191,7 @@ def parse_config(
         rules=parsed.rules,
         providers=parsed.providers,
         silences=parsed.silences,
+        slos=resolve_slos(parsed.slos, targets, where),
         notifiers=notifiers,
         web=resolve_web(web, env, where),
         gateway=gateway,

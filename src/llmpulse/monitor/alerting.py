@@ -20,7 +20,15 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 
-from llmpulse.alerts.engine import ALL, AlertRecord, AlertSettings, Engine, Notify
+from llmpulse.alerts import slo
+from llmpulse.alerts.engine import (
+    ALL,
+    SLO_BURN_RULE,
+    AlertRecord,
+    AlertSettings,
+    Engine,
+    Notify,
+)
 from llmpulse.alerts.model import Acknowledgement
 from llmpulse.alerts.routes import Routes
 from llmpulse.alerts.silences import configured_silences
@@ -34,6 +42,8 @@ from llmpulse.store import Store, queries
 from llmpulse.target import Target
 
 log = logging.getLogger(__name__)
+
+SLO_EVERY_S = 10.0  # SLO burn rates judged this often: their shortest window is a minute
 
 _REQUEST_FAULTS = frozenset(
     {ErrorClass.BAD_REQUEST, ErrorClass.CONTEXT_LENGTH, ErrorClass.CONTENT_FILTER}
@@ -103,27 +113,48 @@ class Alerting:
             in_maintenance=in_maintenance if a.silence_official_maintenance else None,
             alert_url=config.web.alert_url,
         )
+        # SLOs: counted per minute from every result fed, resumed from what the last leader
+        # saved (minutes the replay covers are recounted from it: ``begin_replay``).
+        self.slos = slo.Recorder(config.slos, self.targets)
+        now = time.time()
+        for i, s in enumerate(config.slos):
+            self.slos.load(i, state.slo_minutes(s.name, s.definition, now - s.window_s))
+        # An SLO's alert names the provider when it watches one only (routes match on it).
+        self.slo_providers: dict[str, str] = {}
+        for s in config.slos:
+            providers = {t.provider for t in config.targets if s.selection.admits_target(t.name)}
+            self.slo_providers[s.name] = providers.pop() if len(providers) == 1 else ALL
+        self.slo_at = -math.inf  # when SLOs were last judged: never yet
+        self.slo_pruned_at = -math.inf
 
     @property
     def longest_horizon(self) -> float:
         return max(self.horizons.values(), default=0.0)
 
+    def replay_start(self, now: float) -> float:
+        """Where a new term re-reads results from: the rule windows' horizon, from the start of
+        its minute, since the SLO counts of the minutes it covers are recounted from them."""
+        start = (now - self.longest_horizon) // 60 * 60
+        self.slos.begin_replay(start)
+        return start
+
     def feed(self, results: Iterable[CheckResult], now: float | None = None) -> None:
         """Add results (any agent's, any order within a batch) and evaluate the targets they
         touched once each."""
         touched: set[str] = set()
+        now = time.time() if now is None else now
         for result in results:
             if result.target not in self.targets:
                 continue  # a target no longer in the config, or traffic of an unmonitored one
             if result.source is Source.TRAFFIC and result.error_class in _REQUEST_FAULTS:
                 continue
+            self.slos.add(result, now)
             windows = self.windows[result.target]
             window = windows.get(result.region)
             if window is None:
                 window = windows[result.region] = TargetWindow(self.horizons[result.target])
             window.add(result)
             touched.add(result.target)
-        now = time.time() if now is None else now
         for name in touched:
             self._evaluate(self.targets[name], now)
 
@@ -154,7 +185,10 @@ class Alerting:
         self.engine.observe(target.name, target.provider, evaluations, now)
 
     def tick(self, now: float) -> list[AlertRecord]:
-        """Grouping, repeats and silences; returns the records to save."""
+        """Grouping, repeats and silences (and every ``SLO_EVERY_S`` the SLOs' burn rates);
+        returns the records to save."""
+        if now - self.slo_at >= SLO_EVERY_S:
+            self.observe_slos(now)
         self.engine.tick(now)
         return self.engine.take_dirty()
 
@@ -189,6 +223,29 @@ class Alerting:
                 spent, baseline = spend.get(subject, (0.0, None))
                 self.engine.observe(subject, subject, [cost_spike(rule, spent, baseline)], now)
         self.spend_at = now
+
+    def observe_slos(self, now: float) -> None:
+        """One ``slo_burn_rate`` alert per SLO: critical while a page condition holds, warning
+        while only a warning does (``alerts.slo``). Memory only: a few sums per SLO."""
+        for s, counts in zip(self.slos.slos, self.slos.counts, strict=True):
+            r = slo.report(s, counts, now)
+            severity = r.severity
+            active = [c for c in r.checks if c.active and c.alert.severity is severity]
+            worst = max(active, key=lambda c: c.alert.burn_rate, default=None)
+            self.engine.observe_graded(
+                SLO_BURN_RULE, s.name, self.slo_providers[s.name], severity, r.summary(), now,
+                value=worst.long if worst else None,
+                threshold=worst.alert.burn_rate if worst else None,
+            )  # fmt: skip
+        self.slo_at = now
+
+    def slo_minutes(self) -> list[tuple[str, str, int, int, int]]:
+        """The SLO minutes counted since the last call, for the state store."""
+        return self.slos.take_dirty()
+
+    def slo_retention(self, now: float) -> dict[str, tuple[str, float]]:
+        """What the state store keeps of each SLO (``prune_slo_minutes``)."""
+        return {s.name: (s.definition, now - s.window_s) for s in self.slos.slos}
 
     def observe_official(self, provider: str, indicator: str, description: str) -> None:
         self.engine.observe_official(provider, indicator, description, time.time())

@@ -68,6 +68,7 @@ SILENCE_RELOAD_S = 5.0
 BASELINE_EVERY_S = 600.0
 SPEND_EVERY_S = 60.0  # cost_spike: an hour's spend against 7 days, judged every minute
 DRAIN_OUTBOX_S = 5.0
+SLO_SAVE_S = 5.0  # SLO minutes saved this often (a new leader recounts the last minutes anyway)
 
 
 def _database_down(exc: Exception) -> bool:
@@ -124,6 +125,7 @@ class Daemon:
         self.leadership = leadership_for(self.location, local_path(self.location), self.agent)
         self.alerting: Alerting | None = None  # while this daemon leads
         self._cursor = 0  # the store's results read so far (Store.tail)
+        self._slo_saved_at = 0.0
         self._term: asyncio.Event | None = None  # set when this daemon's lead ends
         self._delivery: asyncio.Future[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -299,7 +301,7 @@ class Daemon:
             # Rule windows refilled from what every agent stored, so a new leader (or a
             # restart) judges on real data; then follow what is committed after.
             recent, self._cursor = await asyncio.to_thread(
-                self.store.tail_start, now - alerting.longest_horizon
+                self.store.tail_start, alerting.replay_start(now)
             )
             alerting.feed(recent, now)
             self._note_cooldowns(recent)
@@ -344,6 +346,20 @@ class Daemon:
             except (SQLAlchemyError, OSError) as exc:
                 alerting.unsaved(changed)
                 log.warning("alert state not saved yet: %s", exc)
+        if now - self._slo_saved_at >= SLO_SAVE_S or self.stop_event.is_set():
+            await self._save_slo_minutes(alerting)
+            self._slo_saved_at = now
+
+    async def _save_slo_minutes(self, alerting: Alerting) -> None:
+        rows = alerting.slo_minutes()
+        if rows:
+            try:
+                await asyncio.to_thread(self.state.save_slo_minutes, rows)
+            except (SQLAlchemyError, OSError) as exc:
+                alerting.slos.unsaved(rows)
+                self.unreadable.failed("saving SLO minutes", exc)
+            else:
+                self.unreadable.succeeded("saving SLO minutes")
 
     async def _acknowledgements(self, alerting: Alerting, now: float) -> None:
         """Read in a thread, applied here on the loop (the engine is single-threaded); a state
@@ -383,6 +399,13 @@ class Daemon:
                 if time.time() - alerting.baselines_at >= BASELINE_EVERY_S:
                     with _logged("baseline", self.unreadable):
                         await asyncio.to_thread(alerting.refresh_baselines, time.time())
+                if time.time() - alerting.slo_pruned_at >= PRUNE_EVERY_S:
+                    with _logged("pruning SLO minutes", self.unreadable):
+                        now = time.time()
+                        await asyncio.to_thread(
+                            self.state.prune_slo_minutes, alerting.slo_retention(now)
+                        )
+                        alerting.slo_pruned_at = now
                 if time.time() - alerting.spend_at >= SPEND_EVERY_S:
                     with _logged("spend", self.unreadable):
                         now = time.time()
