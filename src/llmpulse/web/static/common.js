@@ -377,6 +377,7 @@ const NAV = [
   ["overview", "/", "Overview"],
   ["alerts", "/alerts", "Alerts"],
   ["cost", "/cost", "Cost"],
+  ["slos", "/slos", "SLOs"],
   ["status", "/status", "Status page"],
 ];
 
