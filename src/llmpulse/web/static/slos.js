@@ -61,7 +61,7 @@ function detail(d) {
     (d.since ? ` since ${fmtTime(Date.parse(d.since) / 1000, {seconds: false})}` : "");
   charts.get(d.name).setData(d.burn_down_ts, [d.burn_down], [], [{label: "budget left", color: PALETTE[0]}]);
   replace(
-    box.querySelector("tbody"),
+    $id("slo-incidents", box).querySelector("tbody"),
     d.incidents.length
       ? d.incidents.map((i) =>
           el(
