@@ -243,8 +243,9 @@ def test_budget_and_burn_rate_math() -> None:
     assert "burning 18.5× over 10m and 42.5× over 2m (alert at 10×)" in r.summary()
     assert slo.burn_rate(0, 0, 0.99) is None
     empty = slo.report(s, slo.MinuteCounts(60), now)
-    assert (empty.sli, empty.budget_remaining, empty.exhausted_at, empty.since) == (
-        None, None, None, None)  # fmt: skip
+    assert (empty.sli, empty.budget_remaining, empty.exhausted_at) == (None, None, None)
+    assert slo.since(slo.MinuteCounts(60)) is None
+    assert slo.since(counts) == (last - 59) * 60
     # The burn-down falls from 1 to what is left, hour's start to now.
     points = slo.burn_down(r, counts, points=6)
     assert len(points) == 6 and points[0][1] == 1.0

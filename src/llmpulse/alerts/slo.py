@@ -232,7 +232,6 @@ class Report:
     good: int
     burn_rates: dict[str, float | None]  # by alert window ("5m", "1h", ...)
     checks: tuple[BurnCheck, ...]
-    since: float | None  # the start of the first minute with events in the window
 
     @property
     def bad(self) -> int:
@@ -308,16 +307,14 @@ def report(slo: Slo, counts: MinuteCounts, now: float) -> Report:
 
     rates = {w: burn(w) for w in slo.windows}
     checks = tuple(BurnCheck(a, rates[a.long_s], rates[a.short_s]) for a in slo.alerts)
+    return Report(slo, now, events, good, {duration_label(w): r for w, r in rates.items()}, checks)
+
+
+def since(counts: MinuteCounts) -> float | None:
+    """The start of the first minute with events in the window: where the figures start. A
+    scan of the window (not for the leader's every evaluation)."""
     first = next(counts.minutes(), None)
-    return Report(
-        slo,
-        now,
-        events,
-        good,
-        {duration_label(w): r for w, r in rates.items()},
-        checks,
-        None if first is None else first[0] * 60.0,
-    )
+    return None if first is None else first[0] * 60.0
 
 
 def burn_down(

@@ -549,7 +549,7 @@ class View:
         return out
 
     def slos(self, now: float | None = None) -> list[schemas.Slo]:
-        return [self._slo(r) for r, _ in self.slo_reports(now)]
+        return [self._slo(r, c) for r, c in self.slo_reports(now)]
 
     def slo_detail(self, name: str, now: float | None = None) -> schemas.SloDetail:
         """One SLO with its budget burn-down over the window and the incidents of the targets
@@ -568,13 +568,13 @@ class View:
             incidents.append(schemas.SloIncident(**i.model_dump(), bad_events=events - good))
         points = slo.burn_down(report, counts)
         return schemas.SloDetail(
-            **self._slo(report).model_dump(),
+            **self._slo(report, counts).model_dump(),
             burn_down_ts=[ts for ts, _ in points],
             burn_down=[v for _, v in points],
             incidents=sorted(incidents, key=lambda i: -i.start),
         )
 
-    def _slo(self, r: slo.Report) -> schemas.Slo:
+    def _slo(self, r: slo.Report, counts: slo.MinuteCounts) -> schemas.Slo:
         s: Slo = r.slo
         record = self.alert_state.record(fingerprint(SLO_BURN_RULE, s.name))
         state = record.state if record is not None else None
@@ -590,13 +590,11 @@ class View:
             source=s.source,
             events=r.events,
             good=r.good,
-            since=None if r.since is None else datetime.fromtimestamp(r.since, UTC),
+            since=_dt(slo.since(counts)),
             budget_remaining=r.budget_remaining,
             budget_remaining_events=r.budget_remaining_events,
             burn_rates=r.burn_rates,
-            exhausted_at=(
-                None if r.exhausted_at is None else datetime.fromtimestamp(r.exhausted_at, UTC)
-            ),
+            exhausted_at=_dt(r.exhausted_at),
             exact=True,  # counted by the leader from every result it read
             alert_state=str(state) if live and state is not None else "inactive",
             alert_severity=str(record.severity) if live and record is not None else None,
@@ -867,6 +865,10 @@ def _silence(s: Silence, now: float) -> schemas.Silence:
         ),
         next_occurrences=s.next_occurrences(now, NEXT_WINDOWS),
     )
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 def _day_start(ts: float) -> int:
