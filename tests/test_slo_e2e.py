@@ -87,3 +87,26 @@ async def test_an_outage_burns_the_budget_pages_once_and_clears(
     [incident] = [i for i in detail["incidents"] if i["target"] == "claude"]
     assert 0 < incident["bad_events"] <= len(failed)
     assert detail["burn_down"][-1] == slo["budget_remaining"]
+
+
+async def test_a_restarted_daemon_counts_every_check_once(sim, receiver, tmp_path):
+    """Run, stop, run again on the same SQLite file: the second run resumes from the saved
+    minutes and recounts those its replay covers; the counts equal what the simulator
+    answered, none twice."""
+    model = sim_model(sim, ttft="10ms", output_tokens=3, tokens_per_s=1000, errors={"529": 0.3})
+    slos = [{"name": "s", "match": {"check": ["inference", "stream"]}, "sli": "availability",
+             "objective": "99%", "window": "1h"}]  # fmt: skip
+    config = make_config(
+        sim, receiver, [{"provider": "anthropic", "model": model, "name": "c"}], slos=slos
+    )
+    db = tmp_path / "r.db"
+    for _ in range(2):
+        async with served(config, db):
+            await asyncio.sleep(3)
+    log = httpx.get(f"{sim.url}/_sim/requests", timeout=10).json()["requests"]
+    answered = [r for r in log if r["model"] == model]
+    failed = [r for r in answered if r["status"] == 529]
+    assert failed and len(failed) < len(answered)
+    with ServedWeb(config, db) as served_web, httpx.Client(base_url=served_web.url) as client:
+        [slo] = client.get("/api/v1/slos").json()
+    assert (slo["events"], slo["events"] - slo["good"]) == (len(answered), len(failed))
