@@ -331,6 +331,58 @@ def test_counts_survive_a_restart_and_a_handover_without_double_counting(
     store.close()
 
 
+def test_a_new_slo_is_counted_from_the_raw_results_stored_before_it(
+    store_location: str | Path,
+) -> None:
+    cfg = config([{"name": "lat", "sli": "latency", "threshold": "1s", "objective": "99%",
+                   "window": "2h", "match": {"provider": "openai"}}])  # fmt: skip
+    now = time.time()
+    store = open_store(store_location)
+    # Three hours of results (the first one outside the window) of every target, one in three
+    # too slow, one in five failed; claude's are not the SLO's.
+    history = [
+        result(now - 3 * 3600 + i * 30, target=t, latency_ms=1500 if i % 3 == 0 else 200,
+               error=ErrorClass.SERVER_ERROR if i % 5 == 0 else None)
+        for i in range(360) for t in ("openai/a", "openai/b", "claude")
+    ]  # fmt: skip
+    store.write_results(history)
+    sent: list[Notification] = []
+    a, state = leader(store_location, store, cfg, sent)
+    start = a.replay_start(now)
+    assert [(i, end) for i, _, end in a.backfill] == [(0, start)]
+    recent, at_start = store.tail_start(start)
+    a.feed(recent, now)
+    # Stored after the term started, during the count: fed, and not counted again.
+    late = result(now - 3000, target="openai/b", latency_ms=5000)
+    store.write_results([late])
+    results, cursor = store.tail(at_start)
+    a.feed(results, now)
+    a.merge_backfill(a.count_backfill(at_start))
+    state.save_slo_minutes(a.slo_minutes())
+    first_minute = int(now // 60) - 119
+    counted = [
+        r for r in [*history, late]
+        if r.target != "claude" and r.timestamp.timestamp() >= first_minute * 60
+    ]  # fmt: skip
+    truth = (len(counted), sum(r.ok and r.latency_ms <= 1000 for r in counted))
+    r = slo.report(cfg.slos[0], a.slos.counts[0], now)
+    assert (r.events, r.good) == truth
+    assert slo.since(a.slos.counts[0]) == first_minute * 60
+    # The next leader finds it saved: nothing to count again.
+    b, state = leader(store_location, store, cfg, sent)
+    recent, _ = store.tail_start(b.replay_start(now))
+    assert b.backfill == []
+    b.feed(recent, now)
+    assert (slo.report(cfg.slos[0], b.slos.counts[0], now).events, truth[0]) == (truth[0],) * 2
+    # A leader stopped before it is done adds nothing.
+    c, state = leader(store_location, store, config([{"name": "other", "sli": "availability",
+                                                      "objective": "99%"}]), sent)  # fmt: skip
+    c.replay_start(now)
+    assert c.backfill and c.count_backfill(cursor, lambda: True) == []
+    state.close()
+    store.close()
+
+
 def test_the_burn_rate_alert_pages_once_escalates_and_resolves(tmp_path: Path) -> None:
     cfg = config(
         [{"name": "avail", "sli": "availability", "objective": "90%", "window": "1h",

@@ -9,6 +9,7 @@ boundary after the outage (the new minute is clean), so the test takes up to abo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import httpx
 
@@ -90,9 +91,10 @@ async def test_an_outage_burns_the_budget_pages_once_and_clears(
 
 
 async def test_a_restarted_daemon_counts_every_check_once(sim, receiver, tmp_path):
-    """Run, stop, run again on the same SQLite file: the second run resumes from the saved
-    minutes and recounts those its replay covers; the counts equal what the simulator
-    answered, none twice."""
+    """Run without the SLO, then twice with it, on the same SQLite file: the first run with it
+    counts what the first stored (from the raw results, or its replay), the next resumes from
+    the saved minutes and recounts those its replay covers; the counts equal what the
+    simulator answered, none twice."""
     model = sim_model(sim, ttft="10ms", output_tokens=3, tokens_per_s=1000, errors={"529": 0.3})
     slos = [{"name": "s", "match": {"check": ["inference", "stream"]}, "sli": "availability",
              "objective": "99%", "window": "1h"}]  # fmt: skip
@@ -100,8 +102,8 @@ async def test_a_restarted_daemon_counts_every_check_once(sim, receiver, tmp_pat
         sim, receiver, [{"provider": "anthropic", "model": model, "name": "c"}], slos=slos
     )
     db = tmp_path / "r.db"
-    for _ in range(2):
-        async with served(config, db):
+    for run in (dataclasses.replace(config, slos=[]), config, config):
+        async with served(run, db):
             await asyncio.sleep(3)
     log = httpx.get(f"{sim.url}/_sim/requests", timeout=10).json()["requests"]
     answered = [r for r in log if r["model"] == model]

@@ -38,7 +38,7 @@ from llmpulse.config import Config
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckResult, Source
 from llmpulse.rules import STORE_RULES, RuleSpec, resolve_rules
-from llmpulse.store import Store, queries
+from llmpulse.store import ResultFilter, Store, queries
 from llmpulse.target import Target
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,11 @@ SLO_EVERY_S = 10.0  # SLO burn rates judged this often: their shortest window is
 _REQUEST_FAULTS = frozenset(
     {ErrorClass.BAD_REQUEST, ErrorClass.CONTEXT_LENGTH, ErrorClass.CONTENT_FILTER}
 )
+
+
+def _says_nothing(result: CheckResult) -> bool:
+    """Traffic that failed through the client's own fault says nothing about the provider."""
+    return result.source is Source.TRAFFIC and result.error_class in _REQUEST_FAULTS
 
 
 class Alerting:
@@ -126,6 +131,8 @@ class Alerting:
             self.slo_providers[s.name] = providers.pop() if len(providers) == 1 else ALL
         self.slo_at = -math.inf  # when SLOs were last judged: never yet
         self.slo_pruned_at = -math.inf
+        # (SLO index, from, until): what ``replay_start`` found to count from raw results.
+        self.backfill: list[tuple[int, float, float]] = []
 
     @property
     def longest_horizon(self) -> float:
@@ -133,10 +140,64 @@ class Alerting:
 
     def replay_start(self, now: float) -> float:
         """Where a new term re-reads results from: the rule windows' horizon, from the start of
-        its minute, since the SLO counts of the minutes it covers are recounted from them."""
+        its minute, since the SLO counts of the minutes it covers are recounted from them.
+
+        An SLO's minutes before both the replay and the first it has saved (a new SLO, or one
+        whose selection or SLI changed) are counted from the raw results still stored, if any:
+        ``backfill`` lists them for ``count_backfill``."""
         start = (now - self.longest_horizon) // 60 * 60
+        oldest = now - self.config.monitor.raw_retention
+        self.backfill = []
+        for i, (s, counts) in enumerate(zip(self.slos.slos, self.slos.counts, strict=True)):
+            first = slo.since(counts)
+            end = start if first is None else min(first, start)
+            begin = max(now - s.window_s + 60, oldest) // 60 * 60  # the window's first minute
+            if begin < end:
+                self.backfill.append((i, begin, end))
         self.slos.begin_replay(start)
         return start
+
+    def count_backfill(
+        self, cursor: int, stopped: Callable[[], bool] = lambda: False
+    ) -> list[tuple[int, int, int, int]]:
+        """``(SLO index, minute start ts, events, good)`` of the raw results ``backfill``
+        names, stored up to ``cursor`` (those after come through ``feed``), read a target and
+        a day at a time (a query each: run it off the loop); nothing once ``stopped``."""
+        out = []
+        for i, begin, end in self.backfill:
+            s = self.slos.slos[i]
+            counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+            for name in self.targets:
+                if not s.selection.admits_target(name):
+                    continue
+                for day in range(int(begin), int(end), 86400):
+                    if stopped():
+                        return []
+                    chunk = self.store.results_between(
+                        day, min(end, day + 86400), where=ResultFilter(target=name),
+                        until_cursor=cursor,
+                    )  # fmt: skip
+                    for result in chunk:
+                        if _says_nothing(result):
+                            continue
+                        good = slo.judge(s, result)
+                        if good is not None:
+                            minute = counts[int(result.timestamp.timestamp() // 60)]
+                            minute[0] += 1
+                            minute[1] += good
+            out += [(i, m * 60, e, g) for m, (e, g) in sorted(counts.items())]
+        return out
+
+    def merge_backfill(self, rows: Iterable[tuple[int, int, int, int]]) -> None:
+        """Add what ``count_backfill`` found: minutes no one counted, but for results stored
+        since, which ``feed`` counted."""
+        for i, ts, events, good in rows:
+            counts, minute = self.slos.counts[i], ts // 60
+            had_events, had_good = counts.get(minute)
+            counts.set(minute, had_events + events, had_good + good)
+            if counts.holds(minute):
+                self.slos.dirty.add((i, minute))
+        self.backfill = []
 
     def feed(self, results: Iterable[CheckResult], now: float | None = None) -> None:
         """Add results (any agent's, any order within a batch) and evaluate the targets they
@@ -146,7 +207,7 @@ class Alerting:
         for result in results:
             if result.target not in self.targets:
                 continue  # a target no longer in the config, or traffic of an unmonitored one
-            if result.source is Source.TRAFFIC and result.error_class in _REQUEST_FAULTS:
+            if _says_nothing(result):
                 continue
             self.slos.add(result, now)
             windows = self.windows[result.target]

@@ -126,6 +126,7 @@ class Daemon:
         self.alerting: Alerting | None = None  # while this daemon leads
         self._cursor = 0  # the store's results read so far (Store.tail)
         self._slo_saved_at = 0.0
+        self._backfill: asyncio.Future[None] | None = None
         self._term: asyncio.Event | None = None  # set when this daemon's lead ends
         self._delivery: asyncio.Future[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -305,6 +306,8 @@ class Daemon:
             )
             alerting.feed(recent, now)
             self._note_cooldowns(recent)
+            if alerting.backfill:
+                self._backfill = asyncio.ensure_future(self._count_backfill(alerting, self._cursor))
             alerting.load_silences(now)
             self.alerting = alerting  # its baselines come from the maintenance job, at once
             self._term = asyncio.Event()
@@ -316,6 +319,18 @@ class Daemon:
             # Another daemon leads now: it owns the alert state and delivery from here.
             self.alerting = None
             await self._end_term()
+
+    async def _count_backfill(self, alerting: Alerting, cursor: int) -> None:
+        """A new SLO's minutes from the raw results stored before this term (off the loop);
+        added only if this term still leads."""
+        with _logged("counting SLO minutes from stored results", self.unreadable):
+            found = await asyncio.to_thread(
+                alerting.count_backfill,
+                cursor,
+                lambda: self.stop_event.is_set() or self.alerting is not alerting,
+            )
+            if self.alerting is alerting:
+                alerting.merge_backfill(found)
 
     async def _end_term(self) -> None:
         if self._term is not None:
@@ -428,6 +443,8 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         now = time.time()
+        if self._backfill is not None:
+            await asyncio.gather(self._backfill, return_exceptions=True)  # its queries end first
         # In-flight checks have finished (scheduler drained); write everything they produced,
         # and as the leader judge it and save the alert state.
         await asyncio.to_thread(self.recording.close)
