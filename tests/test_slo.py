@@ -203,8 +203,12 @@ def test_minute_counts_ring_sums_and_forgets() -> None:
     assert not counts.add(m + 1, True)  # older than the window: not counted
     assert counts.add(m + 7, True)  # wraps onto m + 2's slot
     assert counts.sums(m + 3, m + 7) == (2, 1) and counts.get(m + 2) == (0, 0)
+    assert (counts.total_events, counts.total_good) == counts.sums(m + 3, m + 7) == (2, 1)
+    counts.set(m + 5, 7, 3)
+    assert (counts.total_events, counts.total_good) == counts.sums(m + 3, m + 7) == (9, 4)
+    assert counts.sums(m + 5, m + 7) == (8, 4)
     counts.advance(m + 100)
-    assert counts.sums(m, m + 100) == (0, 0)
+    assert counts.sums(m, m + 100) == (0, 0) == (counts.total_events, counts.total_good)
 
 
 def test_budget_and_burn_rate_math() -> None:

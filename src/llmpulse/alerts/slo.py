@@ -61,15 +61,20 @@ def judge(slo: Slo, result: CheckResult) -> bool | None:
 class MinuteCounts:
     """Events and good events per UTC minute (epoch minute numbers) for the last ``size``
     minutes up to the newest seen: two rings of 32-bit counts, 8 bytes a minute, so a 30-day
-    SLO holds 43,200 minutes in 350 kB. Moving on to a new minute zeroes those that leave."""
+    SLO holds 43,200 minutes in 350 kB. Moving on to a new minute zeroes those that leave.
+    The whole window's totals are kept as they change: the figure read most often."""
 
-    __slots__ = ("events", "good", "latest", "size")
+    __slots__ = ("events", "good", "latest", "size", "total_events", "total_good")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.events = array("I", bytes(4 * size))
-        self.good = array("I", bytes(4 * size))
         self.latest: int | None = None
+        self._clear()
+
+    def _clear(self) -> None:
+        self.events = array("I", bytes(4 * self.size))
+        self.good = array("I", bytes(4 * self.size))
+        self.total_events = self.total_good = 0
 
     def advance(self, minute: int) -> None:
         if self.latest is None:
@@ -78,11 +83,13 @@ class MinuteCounts:
         if minute <= self.latest:
             return
         if minute - self.latest >= self.size:
-            self.events = array("I", bytes(4 * self.size))
-            self.good = array("I", bytes(4 * self.size))
+            self._clear()
         else:
             for m in range(self.latest + 1, minute + 1):
-                self.events[m % self.size] = self.good[m % self.size] = 0
+                slot = m % self.size
+                self.total_events -= self.events[slot]
+                self.total_good -= self.good[slot]
+                self.events[slot] = self.good[slot] = 0
         self.latest = minute
 
     def holds(self, minute: int) -> bool:
@@ -95,14 +102,19 @@ class MinuteCounts:
             return False
         slot = minute % self.size
         self.events[slot] += 1
+        self.total_events += 1
         if good:
             self.good[slot] += 1
+            self.total_good += 1
         return True
 
     def set(self, minute: int, events: int, good: int) -> None:
         self.advance(minute)
         if self.holds(minute):
-            self.events[minute % self.size], self.good[minute % self.size] = events, good
+            slot = minute % self.size
+            self.total_events += events - self.events[slot]
+            self.total_good += good - self.good[slot]
+            self.events[slot], self.good[slot] = events, good
 
     def get(self, minute: int) -> tuple[int, int]:
         if not self.holds(minute):
@@ -116,6 +128,8 @@ class MinuteCounts:
         first, last = max(first, self.latest - self.size + 1), min(last, self.latest)
         if first > last:
             return 0, 0
+        if last - first + 1 == self.size:
+            return self.total_events, self.total_good
         a, b = first % self.size, last % self.size
         if a <= b:
             return sum(self.events[a : b + 1]), sum(self.good[a : b + 1])
