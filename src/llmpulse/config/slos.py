@@ -46,7 +46,7 @@ def _objective(value: Any) -> Any:
             ) from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("expected a percentage such as '99.5%' or a fraction such as 0.995")
-    if not (math.isfinite(value) and 0 < value < 1):
+    if not (isinstance(value, float) and math.isfinite(value) and 0 < value < 1):
         raise ValueError(
             f"must be strictly between 0 and 1 (or 0% and 100%), got {value!r}; "
             "write 99.5% or 0.995"
@@ -70,7 +70,8 @@ class BurnAlertConfig(BaseModel):
 
 class SloConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\s/][^\n\r\t]*$")
+    # One line (it is an alert's target in every notice), starting with a visible character.
+    name: str = Field(min_length=1, max_length=200, pattern=r"^\S[^\n\r\t]*$")
     match: ResultMatch | None = None
     sli: Sli
     objective: Objective
