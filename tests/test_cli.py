@@ -261,6 +261,7 @@ def test_notify_test_route_prints_the_tree_and_sends_nothing(tmp_path):
             {"match": {"provider": ["groq", "together"]}, "notify": ["ml-team"], "continue": True},
             {"match": {"rule": "ttft_*"}, "notify": ["chat"]},
         ]},
+        "slos": [{"name": "groq-availability", "sli": "availability", "objective": "99%"}],
     }))  # fmt: skip
     out = run_cli("notify", "test", "--route", "--config", str(config), cwd=tmp_path,
                   env_extra={"K": "k", "COLUMNS": "200"})  # fmt: skip
@@ -276,6 +277,9 @@ def test_notify_test_route_prints_the_tree_and_sends_nothing(tmp_path):
     assert "ml-team" in rows[("error_rate_warning", "warning")]
     assert "groq" in rows[("provider_down", "critical")]  # the group's labels
     assert "*" in rows[("all_providers_down", "critical")]
+    slo = rows[("slo_burn_rate", "critical")]  # the SLO's own alert, its target the SLO
+    assert "groq-availability" in slo and "pager" in slo
+    assert "ml-team" in rows[("slo_burn_rate", "warning")]  # its provider: its targets' one
     missing = run_cli("notify", "test", "--route", "--target", "nope", "--config", str(config),
                       cwd=tmp_path, env_extra={"K": "k"})  # fmt: skip
     assert missing.returncode == 2 and "no configured target" in missing.stdout

@@ -27,9 +27,11 @@ import dataclasses
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 
+from llmpulse.alerts.engine import ALL
 from llmpulse.config.slos import BurnAlert, Slo, duration_label
 from llmpulse.result import CheckKind, CheckResult
 from llmpulse.rules import Severity
+from llmpulse.target import Target
 
 FUTURE_MINUTES = 5  # a result further ahead of the leader's clock is not counted (yet)
 _LATENCY_KINDS = (CheckKind.INFERENCE, CheckKind.STREAM)
@@ -56,6 +58,13 @@ def judge(slo: Slo, result: CheckResult) -> bool | None:
             return None
         measured = result.latency_ms
     return result.ok and measured is not None and measured <= slo.threshold_s * 1000
+
+
+def alert_provider(slo: Slo, targets: Iterable[Target]) -> str:
+    """The provider an SLO's alert names (routes and silences match on it): the one provider
+    of the targets it selects, else every provider (``*``)."""
+    providers = {t.provider for t in targets if slo.selection.admits_target(t.name)}
+    return providers.pop() if len(providers) == 1 else ALL
 
 
 class MinuteCounts:

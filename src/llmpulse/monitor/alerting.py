@@ -124,11 +124,7 @@ class Alerting:
         now = time.time()
         for i, s in enumerate(config.slos):
             self.slos.load(i, state.slo_minutes(s.name, s.definition, now - s.window_s))
-        # An SLO's alert names the provider when it watches one only (routes match on it).
-        self.slo_providers: dict[str, str] = {}
-        for s in config.slos:
-            providers = {t.provider for t in config.targets if s.selection.admits_target(t.name)}
-            self.slo_providers[s.name] = providers.pop() if len(providers) == 1 else ALL
+        self.slo_providers = {s.name: slo.alert_provider(s, config.targets) for s in config.slos}
         self.slo_at = -math.inf  # when SLOs were last judged: never yet
         self.slo_pruned_at = -math.inf
         # (SLO index, from, until): what ``replay_start`` found to count from raw results.
