@@ -156,6 +156,7 @@ export function withQuery(path, params) {
 
 /** /targets/{name} with the name URL-encoded (names contain '/'). */
 export const targetHref = (name) => `/targets/${encodeURIComponent(name)}`;
+export const sloHref = (name) => `/slos#slo-${encodeURIComponent(name)}`;
 
 /** The target name of the current /targets/{name} page. */
 export function targetFromPath(pathname = location.pathname) {

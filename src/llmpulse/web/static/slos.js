@@ -4,7 +4,7 @@
 import {
   reportBug,
   $id, PALETTE, TimeChart, api, el, fmtInt, fmtNum, fmtPct, fmtTime, fmtWindow, poll, renderNav,
-  replace, setValue, showError, targetHref,
+  replace, setValue, showError, sloHref, targetHref,
 } from "/static/common.js";
 
 renderNav("slos");
@@ -24,7 +24,7 @@ function row(s) {
   return el(
     "tr",
     {"data-testid": "slo-row", "data-slo": s.name, "data-alert": s.alert_state},
-    el("td", {}, el("a", {href: `#slo-${encodeURIComponent(s.name)}`, text: s.name})),
+    el("td", {}, el("a", {href: sloHref(s.name), text: s.name})),
     el("td", {text: `${indicator(s)} (${s.source}, ${s.window})`}),
     setValue(el("td", {class: "n", "data-field": "objective"}), s.objective, (v) => fmtPct(v)),
     setValue(el("td", {class: "n", "data-field": "sli"}), s.sli, (v) => fmtPct(v)),
