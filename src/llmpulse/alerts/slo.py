@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from llmpulse.alerts.engine import ALL
 from llmpulse.config.slos import BurnAlert, Slo, duration_label
@@ -323,12 +323,21 @@ class Report:
 def report(slo: Slo, counts: MinuteCounts, now: float) -> Report:
     last = int(now // 60)
     counts.advance(last)
-    events, good = counts.sums(last - counts.size + 1, last)
+    return report_from(
+        slo, now, {w: counts.sums(last - int(w // 60) + 1, last) for w in spans(slo)}
+    )
 
-    def burn(window_s: float) -> float | None:
-        return burn_rate(*counts.sums(last - int(window_s // 60) + 1, last), slo.objective)
 
-    rates = {w: burn(w) for w in slo.windows}
+def spans(slo: Slo) -> tuple[float, ...]:
+    """The windows a report sums, each ending with the current minute: the SLO's, its alerts'."""
+    return (slo.window_s, *slo.windows)
+
+
+def report_from(slo: Slo, now: float, sums: Mapping[float, tuple[int, int]]) -> Report:
+    """The report of ``(events, good)`` over each of ``spans(slo)`` (from the minutes, or
+    summed by the state store)."""
+    events, good = sums[slo.window_s]
+    rates = {w: burn_rate(*sums[w], slo.objective) for w in slo.windows}
     checks = tuple(BurnCheck(a, rates[a.long_s], rates[a.short_s]) for a in slo.alerts)
     return Report(slo, now, events, good, {duration_label(w): r for w, r in rates.items()}, checks)
 

@@ -538,28 +538,26 @@ class View:
 
     # --- SLOs ------------------------------------------------------------------------------
 
-    def slo_reports(self, now: float | None = None) -> list[tuple[slo.Report, slo.MinuteCounts]]:
-        """Every SLO's figures from the minutes the alert leader saved."""
+    def slos(self, now: float | None = None) -> list[schemas.Slo]:
+        """Every SLO's figures, summed by the state store from the minutes the leader saved."""
         now = time.time() if now is None else now
+        last = int(now // 60 * 60)
         out = []
         for s in self.config.slos:
-            rows = self.alert_state.slo_minutes(s.name, s.definition, now - s.window_s)
-            counts = slo.fill(slo.MinuteCounts(int(s.window_s // 60)), rows)
-            out.append((slo.report(s, counts, now), counts))
+            sums, first = self.alert_state.slo_sums(s.name, s.definition, last, slo.spans(s))
+            out.append(self._slo(slo.report_from(s, now, sums), first))
         return out
-
-    def slos(self, now: float | None = None) -> list[schemas.Slo]:
-        return [self._slo(r, c) for r, c in self.slo_reports(now)]
 
     def slo_detail(self, name: str, now: float | None = None) -> schemas.SloDetail:
         """One SLO with its budget burn-down over the window and the incidents of the targets
         it selects that overlap the window, each with the SLO's bad events during it."""
         now = time.time() if now is None else now
-        found = [(r, c) for r, c in self.slo_reports(now) if r.slo.name == name]
-        if not found:
+        s = next((s for s in self.config.slos if s.name == name), None)
+        if s is None:
             raise NotFound(f"unknown SLO {name!r}")
-        report, counts = found[0]
-        s = report.slo
+        rows = self.alert_state.slo_minutes(s.name, s.definition, now - s.window_s)
+        counts = slo.fill(slo.MinuteCounts(int(s.window_s // 60)), rows)
+        report = slo.report(s, counts, now)
         start = now - s.window_s
         incidents = []
         for i in self._incidents(start, now, s.selection.admits_target):
@@ -568,13 +566,13 @@ class View:
             incidents.append(schemas.SloIncident(**i.model_dump(), bad_events=events - good))
         points = slo.burn_down(report, counts)
         return schemas.SloDetail(
-            **self._slo(report, counts).model_dump(),
+            **self._slo(report, slo.since(counts)).model_dump(),
             burn_down_ts=[ts for ts, _ in points],
             burn_down=[v for _, v in points],
             incidents=sorted(incidents, key=lambda i: -i.start),
         )
 
-    def _slo(self, r: slo.Report, counts: slo.MinuteCounts) -> schemas.Slo:
+    def _slo(self, r: slo.Report, since: float | None) -> schemas.Slo:
         s: Slo = r.slo
         record = self.alert_state.record(fingerprint(SLO_BURN_RULE, s.name))
         state = record.state if record is not None else None
@@ -590,7 +588,7 @@ class View:
             source=s.source,
             events=r.events,
             good=r.good,
-            since=_dt(slo.since(counts)),
+            since=_dt(since),
             budget_remaining=r.budget_remaining,
             budget_remaining_events=r.budget_remaining_events,
             burn_rates=r.burn_rates,
