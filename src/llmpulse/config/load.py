@@ -23,6 +23,7 @@ from llmpulse.config.fields import check_address
 from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.litellm import SECTIONS, parse_gateway
 from llmpulse.config.notifiers import NotifierSettings, check_routes, resolve_notifiers
+from llmpulse.config.rules import MetricRule, RulesSection, resolve_custom_rules
 from llmpulse.config.storage import resolve_storage
 from llmpulse.config.targets import TargetConfig, resolve_target
 from llmpulse.config.telemetry import TelemetryConfig, TelemetrySettings, resolve_telemetry
@@ -34,7 +35,7 @@ from llmpulse.config.web import (
     split_address,
 )
 from llmpulse.presets import PRESETS
-from llmpulse.rules import RuleOverride, RuleOverrides
+from llmpulse.rules import RuleOverride
 from llmpulse.secrets import Redactor, url_password
 from llmpulse.target import Target
 from llmpulse.yamlfile import YAMLFileError, gc_paused, read_yaml
@@ -51,7 +52,7 @@ class ConfigFile(BaseModel):
     storage: str | None = None
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
-    rules: RuleOverrides = Field(default_factory=dict)
+    rules: RulesSection = Field(default_factory=RulesSection)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     silences: list[SilenceConfig] = Field(default_factory=list)
     web: WebSettings = Field(default_factory=WebSettings)
@@ -76,6 +77,8 @@ class Config:
     monitor: MonitorSettings = dataclasses.field(default_factory=MonitorSettings)
     alerting: AlertingSettings = dataclasses.field(default_factory=AlertingSettings)
     rules: Mapping[str, RuleOverride] = dataclasses.field(default_factory=dict)
+    # rules.custom, and nothing else: the built-in rules of METRIC_RULES are the targets'.
+    custom_rules: tuple[MetricRule, ...] = ()
     providers: Mapping[str, ProviderSettings] = dataclasses.field(default_factory=dict)
     silences: list[SilenceConfig] = dataclasses.field(default_factory=list)
     # Each channel's settings, references read; llmpulse.alerts.notifiers builds the channels.
@@ -185,7 +188,8 @@ def parse_config(
         source=source,
         monitor=parsed.monitor,
         alerting=parsed.alerting,
-        rules=parsed.rules,
+        rules=parsed.rules.overrides,
+        custom_rules=resolve_custom_rules(parsed.rules.custom, targets, where),
         providers=parsed.providers,
         silences=parsed.silences,
         notifiers=notifiers,

@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 
 from llmpulse.alerts.engine import ALL, AlertRecord, AlertSettings, Engine, Notify
+from llmpulse.alerts.metric_rules import REPLAY_MAX_S, MetricRules, builtin_rules
 from llmpulse.alerts.model import Acknowledgement
 from llmpulse.alerts.routes import Routes
 from llmpulse.alerts.silences import configured_silences
@@ -29,7 +30,7 @@ from llmpulse.alerts.window import TargetWindow, agree_across_regions, cost_spik
 from llmpulse.config import Config
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckResult, Source
-from llmpulse.rules import STORE_RULES, RuleSpec, resolve_rules
+from llmpulse.rules import NOT_WINDOWED, RuleSpec, resolve_rules
 from llmpulse.store import Store, queries
 from llmpulse.target import Target
 
@@ -70,7 +71,7 @@ class Alerting:
                 config.rules, provider_rules.rules if provider_rules else None, t.rules
             )
             self.horizons[t.name] = max(
-                (r.window_s for r in self.rules[t.name].values() if r.id not in STORE_RULES),
+                (r.window_s for r in self.rules[t.name].values() if r.id not in NOT_WINDOWED),
                 default=0.0,
             )
             by_provider[t.provider].append(t.name)
@@ -80,6 +81,9 @@ class Alerting:
             for p in by_provider
         }
         self.spend_at = -math.inf  # when spend was last judged: never yet
+        self.metric_rules = MetricRules(
+            [*config.custom_rules, *builtin_rules(config.targets, self.rules)], config.targets
+        )
         self.windows: dict[str, dict[str | None, TargetWindow]] = defaultdict(dict)
         self.baselines: dict[str, float | None] = {}
         self.baselines_at = -math.inf  # when they were last computed: never yet
@@ -106,7 +110,9 @@ class Alerting:
 
     @property
     def longest_horizon(self) -> float:
-        return max(self.horizons.values(), default=0.0)
+        """How far back a new leader refills its windows from the store."""
+        metric = min(self.metric_rules.longest_window, REPLAY_MAX_S)
+        return max(*self.horizons.values(), metric, 0.0)
 
     def feed(self, results: Iterable[CheckResult], now: float | None = None) -> None:
         """Add results (any agent's, any order within a batch) and evaluate the targets they
@@ -115,6 +121,7 @@ class Alerting:
         for result in results:
             if result.target not in self.targets:
                 continue  # a target no longer in the config, or traffic of an unmonitored one
+            self.metric_rules.add(result)  # custom rules count traffic's own faults too
             if result.source is Source.TRAFFIC and result.error_class in _REQUEST_FAULTS:
                 continue
             windows = self.windows[result.target]
@@ -154,7 +161,9 @@ class Alerting:
         self.engine.observe(target.name, target.provider, evaluations, now)
 
     def tick(self, now: float) -> list[AlertRecord]:
-        """Grouping, repeats and silences; returns the records to save."""
+        """Metric rules, then grouping, repeats and silences; returns the records to save."""
+        for subject, provider, evaluation in self.metric_rules.evaluate(now):
+            self.engine.observe(subject, provider, [evaluation], now)
         self.engine.tick(now)
         return self.engine.take_dirty()
 

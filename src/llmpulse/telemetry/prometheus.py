@@ -80,10 +80,23 @@ class TargetSnapshot:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AlertSnapshot:
+    """One firing or pending alert, built-in or custom (``rule`` is a custom rule's id)."""
+
+    rule: str
+    scope: str  # what ``target`` names: a target, a provider, a model, or "all"
+    target: str
+    provider: str
+    severity: str
+    state: str  # firing | pending
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Snapshot:
     """What the gauges show, read once per scrape."""
 
     targets: Sequence[TargetSnapshot] = ()
+    alerts: Sequence[AlertSnapshot] = ()
     official: Mapping[str, Indicator] = dataclasses.field(default_factory=dict)  # by provider
     availability_window: str = "1h"  # label value only, e.g. "5m", "1h", "24h"
 
@@ -327,4 +340,13 @@ def _families(snapshot: Snapshot) -> list[Metric]:
     for provider, indicator in snapshot.official.items():
         for i in INDICATORS:
             official.add_metric((provider_name(provider), i), 1.0 if i == indicator else 0.0)
-    return [status, availability, utilization, official]
+    # As Prometheus's own ALERTS series: 1 per firing or pending alert, absent otherwise.
+    alerts = GaugeMetricFamily(
+        "llmpulse_alerts",
+        "Firing and pending alerts, built-in and custom rules alike: 1 while the alert is in "
+        "alertstate.",
+        labels=("alertname", "alertstate", "severity", "scope", "llmpulse_target", "provider"),
+    )
+    for a in snapshot.alerts:
+        alerts.add_metric((a.rule, a.state, a.severity, a.scope, a.target, a.provider), 1.0)
+    return [status, availability, utilization, official, alerts]

@@ -46,7 +46,7 @@ class Official(BaseModel):
     maintenances: list[Maintenance] = Field(default_factory=list)
 
 
-Scope = Literal["target", "provider", "all"]
+Scope = Literal["target", "provider", "model", "all"]
 
 
 class Alert(BaseModel):

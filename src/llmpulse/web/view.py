@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE, AlertRecord, alert_scope, listed
+from llmpulse.alerts.metric_rules import scopes
 from llmpulse.alerts.model import Acknowledgement, AlertState
 from llmpulse.alerts.silences import (
     CONFIG_SILENCE_PREFIX,
@@ -80,6 +81,7 @@ class View:
         # Without configured targets (a status host given only the database), those recorded.
         targets = config.targets or recorded_targets(store)
         self._targets = {t.name: t for t in targets}
+        self._scopes = scopes(config.custom_rules)  # what a custom rule's alerts name
         # Results are redacted as they are measured; this also cleans rows stored before that.
         self.redact = config.redactor
 
@@ -146,7 +148,7 @@ class View:
                 )
             )
         firing = [
-            _alert(r, silences, acks, now)
+            _alert(r, silences, acks, now, self._scopes)
             for rs in records.values()
             for r in rs
             if r.state is AlertState.FIRING and listed(r)
@@ -224,7 +226,7 @@ class View:
             retires=t.retires.isoformat() if t.retires else None,
             official=self._official(t.provider),
             alerts=[
-                _alert(r, silences, acks, now)
+                _alert(r, silences, acks, now, self._scopes)
                 for r in records
                 if r.state in (AlertState.FIRING, AlertState.PENDING) and listed(r)
             ],
@@ -412,21 +414,29 @@ class View:
 
     # --- alerts and silences --------------------------------------------------------------
 
-    def alerts(self, target: str | None, limit: int, now: float | None = None) -> schemas.Alerts:
+    def live_alerts(
+        self, target: str | None = None, now: float | None = None
+    ) -> list[schemas.Alert]:
+        """Firing and pending alerts, newest first (of one target, or all)."""
         now = time.time() if now is None else now
         silences, acks = self._silences(now), self._acks()
         live = [
-            _alert(r, silences, acks, now)
+            _alert(r, silences, acks, now, self._scopes)
             for r in self.alert_state.load_records()
             if r.state in (AlertState.FIRING, AlertState.PENDING)
             and listed(r)
             and (target is None or r.target == target)
         ]
         live.sort(key=lambda a: -(a.fired_at or a.active_since or 0))
+        return live
+
+    def alerts(self, target: str | None, limit: int, now: float | None = None) -> schemas.Alerts:
+        now = time.time() if now is None else now
+        live = self.live_alerts(target, now)
         history = [
             schemas.AlertEvent(
                 ts=ts,
-                scope=alert_scope(n.rule),
+                scope=alert_scope(n.rule, self._scopes),
                 **{**n.to_json(), "summary": self.redact(n.summary) or ""},
             )
             for ts, n in self.alert_state.events_between(0, math.inf, target=target, limit=limit)
@@ -501,7 +511,7 @@ class View:
         record = self.alert_state.record(fingerprint)
         if record is None:
             raise NotFound(f"no alert {fingerprint!r}")
-        return _alert(record, self._silences(now), self._acks(), now)
+        return _alert(record, self._silences(now), self._acks(), now, self._scopes)
 
     def acknowledge(
         self, fingerprint: str, by: str, comment: str, via: str | None = None
@@ -716,7 +726,11 @@ def _info(t: Target) -> schemas.TargetInfo:
 
 
 def _alert(
-    r: AlertRecord, silences: Iterable[Silence], acks: Mapping[str, Acknowledgement], now: float
+    r: AlertRecord,
+    silences: Iterable[Silence],
+    acks: Mapping[str, Acknowledgement],
+    now: float,
+    scopes: Mapping[str, str],
 ) -> schemas.Alert:
     rule = r.lead_rule or r.rule  # an incident shows as the rule it paged with, as the engine
     # While it fires, the stored acknowledgement is the truth: the leader applies it (or its
@@ -730,7 +744,7 @@ def _alert(
     return schemas.Alert(
         fingerprint=r.fingerprint,
         rule=rule,
-        scope=alert_scope(r.rule),
+        scope=alert_scope(r.rule, scopes),
         target=r.target,
         provider=r.provider,
         severity=str(r.severity),
