@@ -596,3 +596,43 @@ def test_check_loads_no_gateway_server_or_database_driver(
             [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env
         )
     assert run.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_check_config_lists_every_rule_in_effect_and_refuses_a_bad_rule(tmp_path):
+    config = tmp_path / "llmpulse.yaml"
+    config.write_text(json.dumps({
+        "targets": [
+            {"provider": "openai", "model": "gpt-4o-mini", "api_key": "os.environ/K",
+             "rules": {"ttft_p95_high": {"threshold": "2s"}}},
+            {"provider": "groq", "model": "llama", "api_key": "os.environ/K"},
+        ],
+        "providers": {"groq": {"rules": {"cost_spike": {"min_usd": 5}}}},
+        "rules": {"custom": [
+            {"id": "chat_ttft_p99", "metric": "ttft_p99", "match": {"provider": "openai"},
+             "window": "10m", "op": ">", "threshold": "4s", "for": "1m", "min_samples": 5},
+        ]},
+    }))  # fmt: skip
+    out = run_cli("check-config", "--config", str(config), "--json", cwd=tmp_path,
+                  env_extra={"K": "k"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = {(r["subject"], r["rule"]): r for r in json.loads(out.stdout)}
+    assert rows[("openai/gpt-4o-mini", "ttft_p95_high")]["threshold_value"] == 2.0
+    assert rows[("groq/llama", "ttft_p95_high")]["threshold_value"] == 3.0
+    assert rows[("groq/llama", "tps_low")]["threshold"] == "100.0 tokens/s"  # Groq's preset
+    assert rows[("groq", "cost_spike")]["detail"] == "minimum $5"
+    assert rows[("openai", "cost_spike")]["detail"] == "minimum $1"
+    custom = rows[("each target", "chat_ttft_p99")]
+    assert (custom["kind"], custom["threshold"], custom["unit"], custom["for_s"]) == (
+        "custom", "> 4s", "seconds", 60.0,
+    )  # fmt: skip
+    assert "openai/gpt-4o-mini" in custom["detail"]
+    table = run_cli("check-config", "--config", str(config), "--target", "groq/*", cwd=tmp_path,
+                    env_extra={"K": "k", "COLUMNS": "250"})  # fmt: skip
+    assert table.returncode == 0 and "valid: 2 targets" in table.stdout
+    assert "│ groq/llama " in table.stdout and "│ openai/gpt-4o-mini " not in table.stdout
+    raw = json.loads(config.read_text())
+    raw["rules"]["custom"][0]["threshold"] = "4 parsecs"
+    config.write_text(json.dumps(raw))
+    bad = run_cli("check-config", "--config", str(config), cwd=tmp_path, env_extra={"K": "k"})
+    assert bad.returncode == 2
+    assert "rules.custom[0].threshold: ttft_p99 is in seconds" in bad.stdout + bad.stderr

@@ -95,6 +95,26 @@ class Unit(enum.StrEnum):
     TOKENS = "tokens"
     COUNT = "count"
     USD = "USD"
+    TIMES = "×"  # a multiple of a baseline (built-in spike rules only)
+
+
+# The unit of each built-in rule's threshold; None: its threshold is unused (a point event,
+# a listing).
+THRESHOLD_UNITS: dict[str, Unit | None] = {
+    "ttft_p95_high": Unit.SECONDS,
+    "error_rate_warning": Unit.FRACTION,
+    "error_rate_critical": Unit.FRACTION,
+    "consecutive_unavailable": Unit.COUNT,
+    "rate_limit_headroom": Unit.FRACTION,
+    "auth_failure": Unit.COUNT,
+    "tps_low": Unit.TOKENS_PER_S,
+    "tokens_per_request_spike": Unit.TIMES,
+    MODEL_CHANGED: None,
+    "model_unlisted": None,
+    "model_deprecated": Unit.SECONDS,  # the notice period
+    "cost_spike": Unit.TIMES,
+    CONTEXT_UTILIZATION_HIGH: Unit.FRACTION,
+}
 
 
 class Aggregation(enum.StrEnum):

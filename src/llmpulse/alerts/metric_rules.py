@@ -152,6 +152,8 @@ def format_value(unit: Unit, value: float) -> str:
             return f"{value:,.0f} tokens"
         case Unit.COUNT:
             return f"{value:,.0f}"
+        case Unit.TIMES:
+            return f"{value:g}×"
 
 
 @dataclasses.dataclass(slots=True)

@@ -35,7 +35,7 @@ from llmpulse.config.web import (
     split_address,
 )
 from llmpulse.presets import PRESETS
-from llmpulse.rules import RuleOverride
+from llmpulse.rules import RuleOverride, RuleSpec, resolve_rules
 from llmpulse.secrets import Redactor, url_password
 from llmpulse.target import Target
 from llmpulse.yamlfile import YAMLFileError, gc_paused, read_yaml
@@ -90,6 +90,18 @@ class Config:
     telemetry: TelemetryConfig | None = None
     # Said once by whoever loads the config (e.g. settings that are accepted but ignored).
     warnings: tuple[str, ...] = ()
+
+    def target_rules(self, target: Target) -> dict[str, RuleSpec]:
+        """The built-in rules as they apply to ``target``: defaults, then the overrides of the
+        config, of its provider and of the target itself."""
+        provider = self.providers.get(target.provider)
+        return resolve_rules(self.rules, provider.rules if provider else None, target.rules)
+
+    def provider_rules(self, provider: str | None) -> dict[str, RuleSpec]:
+        """The built-in rules of a provider's own alerts (``rules.STORE_RULES``), or of those
+        over every provider (None)."""
+        settings = self.providers.get(provider) if provider else None
+        return resolve_rules(self.rules, settings.rules if settings else None)
 
     @property
     def redactor(self) -> Redactor:

@@ -30,7 +30,7 @@ from llmpulse.alerts.window import TargetWindow, agree_across_regions, cost_spik
 from llmpulse.config import Config
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckResult, Source
-from llmpulse.rules import NOT_WINDOWED, RuleSpec, resolve_rules
+from llmpulse.rules import NOT_WINDOWED, RuleSpec
 from llmpulse.store import Store, queries
 from llmpulse.target import Target
 
@@ -66,19 +66,15 @@ class Alerting:
         self.horizons: dict[str, float] = {}
         by_provider: dict[str, list[str]] = defaultdict(list)
         for t in config.targets:
-            provider_rules = config.providers.get(t.provider)
-            self.rules[t.name] = resolve_rules(
-                config.rules, provider_rules.rules if provider_rules else None, t.rules
-            )
+            self.rules[t.name] = config.target_rules(t)
             self.horizons[t.name] = max(
                 (r.window_s for r in self.rules[t.name].values() if r.id not in NOT_WINDOWED),
                 default=0.0,
             )
             by_provider[t.provider].append(t.name)
         # The store rules' settings per provider, and for all of them (ALL: global rules only).
-        self.provider_rules = {ALL: resolve_rules(config.rules)} | {
-            p: resolve_rules(config.rules, c.rules if (c := config.providers.get(p)) else None)
-            for p in by_provider
+        self.provider_rules = {ALL: config.provider_rules(None)} | {
+            p: config.provider_rules(p) for p in by_provider
         }
         self.spend_at = -math.inf  # when spend was last judged: never yet
         self.metric_rules = MetricRules(
