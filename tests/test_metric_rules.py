@@ -76,11 +76,8 @@ class Monitor:
         return {(subject, ev.rule.id): ev for subject, _, ev in evaluations}
 
     def sweep(self, now):
-        """Every subject judged once (a sweep takes ten ticks)."""
-        out = {}
-        for _ in range(10):
-            out |= self.tick(now)
-        return out
+        """A tick that judges every subject: the first, or one 10 s (SWEEP_S) after the last."""
+        return self.tick(now)
 
     def notices(self):
         return [(n.status.value, n.rule, n.target, n.value) for n in self.sent]
@@ -249,6 +246,15 @@ def test_min_samples_window_and_late_results():
         result(5, ttft_ms=200.0),  # late: it counts
     ]
     assert value_of("ttft_p99", old) == 0.2  # floor(0.99·2) = 1 of 0.1, 0.2, 0.3
+
+
+def test_the_sweep_judges_every_subject_once_per_sweep_s_however_often_it_ticks():
+    m = Monitor(config(rule(metric="requests", op="<", threshold=1, by="target")))
+    assert len(m.tick(T0)) == 4  # the first tick judges all (context use, without data: none)
+    judged = set()
+    for i in range(1, 41):  # ticks of 250 ms: each judges a quarter of a tenth of them
+        judged |= set(m.tick(T0 + i / 4))
+    assert judged == {(t["name"], "r") for t in TARGETS}  # all four, within 10 s
 
 
 def test_a_total_is_exact_whatever_the_traffic():

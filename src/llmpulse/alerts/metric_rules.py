@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import math
 from array import array
 from collections.abc import Iterable, Mapping
 from typing import Literal
@@ -173,7 +172,9 @@ class MetricRules:
         self.routes: dict[str, list[_Subject]] = {}
         self.dirty: set[tuple[str, str]] = set()
         self.watched_since: float | None = None
-        self._sweep: list[tuple[str, str]] = []
+        self._sweep: list[tuple[str, str]] = []  # judged next when no result comes
+        self._swept_at: float | None = None
+        self._due = 0.0  # subjects owed a judgement by the sweep
         by_name = {t.name: t for t in targets}
         for rule in rules:
             names = rule.selection.targets
@@ -214,15 +215,24 @@ class MetricRules:
 
     def evaluate(self, now: float) -> list[tuple[str, str, Evaluation]]:
         """(subject, provider, evaluation) of every window fed since the last call, and of a
-        slice of the others, so that each is judged every ``SWEEP_S`` ticks of a second."""
+        slice of the others in proportion to the time since, so that each is judged at least
+        every ``SWEEP_S`` however often this is called."""
         if self.watched_since is None:
             self.watched_since = now - REPLAY_MAX_S
-        if not self._sweep:
-            self._sweep = list(self.subjects)
-        step = max(1, math.ceil(len(self.subjects) / SWEEP_S))
-        keys = self.dirty.union(self._sweep[-step:])
-        del self._sweep[-step:]
+        elapsed = SWEEP_S if self._swept_at is None else max(0.0, now - self._swept_at)
+        self._swept_at = now
+        self._due += len(self.subjects) * min(elapsed, SWEEP_S) / SWEEP_S
+        step = int(self._due)
+        self._due -= step
+        keys = set(self.dirty)
         self.dirty.clear()
+        while step > 0 and self.subjects:
+            if not self._sweep:
+                self._sweep = list(self.subjects)
+            taken = self._sweep[-step:]
+            del self._sweep[-step:]
+            keys.update(taken)
+            step -= len(taken)
         out = []
         for key in keys:
             subject = self.subjects[key]
