@@ -4,12 +4,17 @@ from real results, subjects, and their alerts through the engine."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import socket
 from datetime import UTC, datetime
 
 import httpx
+import openai
 import pytest
+import yaml
 
-from conftest import patch, sim_model
+from conftest import patch, sim_model, spawn_llmpulse
 from llmpulse.alerts.engine import AlertSettings, Engine, alert_scope
 from llmpulse.alerts.metric_rules import REPLAY_MAX_S, MetricRules, builtin_rules, scopes
 from llmpulse.alerts.model import Notification
@@ -18,6 +23,7 @@ from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.rules import METRICS, resolve_rules
 from test_daemon import FAST, make_config, served, wait_for
+from test_gateway_proxy import deployment
 
 T0 = 1_800_000_000.0
 TARGETS = [
@@ -395,3 +401,60 @@ async def test_a_custom_rule_pages_once_through_the_daemon_and_shows_everywhere(
     assert firing["summary"].startswith("p95 TTFT ") and firing["summary"].endswith(
         " over 3s on openai"
     )
+
+
+async def test_context_utilization_high_fires_on_gateway_traffic_once(sim, receiver, tmp_path):
+    """Real requests through `llmpulse gateway` fill 85 % of a deployment's context window:
+    the built-in rule pages once, and clears when the prompts shrink."""
+    model = sim_model(sim, ttft="10ms", output_tokens=3, tokens_per_s=500, input_tokens=850)
+    db = tmp_path / "r.db"
+    chat = deployment(sim, "chat", "openai", model)
+    chat["model_info"] = {"max_input_tokens": 1000}
+    raw = {
+        **FAST,
+        "rules": {"context_utilization_high": {"window": "4s", "min_samples": 3}},
+        "model_list": [chat],
+        "gateway": {"probe_interval": "900ms"},
+        "notifiers": [{"type": "webhook", "url": receiver.url}],
+    }
+    (tmp_path / "llmpulse.yaml").write_text(yaml.safe_dump(raw))
+    config = parse_config(raw, env={"SIM_KEY": "sk-sim"})
+    target = f"chat/openai/{model}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gateway = spawn_llmpulse(
+        ["gateway", "--config", str(tmp_path / "llmpulse.yaml"), "--db", str(db),
+         "--listen", f"127.0.0.1:{port}"],
+        tmp_path, "gateway.log",
+    )  # fmt: skip
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=10
+    )
+
+    async def ask(n: int) -> None:
+        for _ in range(n):
+            with contextlib.suppress(openai.APIConnectionError):  # the gateway starting
+                await client.chat.completions.create(
+                    model="chat", messages=[{"role": "user", "content": "a long prompt"}]
+                )
+            await asyncio.sleep(0.1)
+
+    try:
+        async with served(config, db):
+            await asyncio.sleep(2)  # probes alone: tiny prompts, and not traffic anyway
+            assert receiver.events("context_utilization_high") == []
+            await ask(20)
+            await wait_for(lambda: receiver.events("context_utilization_high"))
+            patch(sim, model, input_tokens=100)
+            await ask(40)
+            await wait_for(lambda: len(receiver.events("context_utilization_high")) == 2)
+    finally:
+        gateway.send_signal(signal.SIGINT)
+        gateway.wait(timeout=30)
+    assert receiver.events("context_utilization_high") == [
+        ("firing", "context_utilization_high", target),
+        ("resolved", "context_utilization_high", target),
+    ]
+    firing = receiver.received[0]
+    assert firing["value"] == pytest.approx(0.85) and firing["threshold"] == 0.8
