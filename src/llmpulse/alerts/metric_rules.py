@@ -273,7 +273,13 @@ class MetricRules:
         if value is None:
             return None
         active = rule.breached(value)
-        return Evaluation(spec, active, value, _summary(subject, value, samples), active)
+        # Only a breach's summary is ever shown (a clear evaluation of a firing alert keeps the
+        # summary it fired with): formatting one for every clear window was half the cost.
+        summary = _summary(subject, value, samples) if active else _CLEAR
+        return Evaluation(spec, active, value, summary, active)
+
+
+_CLEAR = "within its threshold"
 
 
 def _subject(rule: MetricRule, t: Target) -> str:
