@@ -52,6 +52,7 @@ def ok_stream() -> CheckResult:
         cost_usd=0.00003,
         response_model=SERVED,
         ratelimit=RateLimit(requests_limit=500, requests_remaining=100, utilization=0.8),
+        context_window=128000,
     )
 
 
@@ -494,6 +495,7 @@ def test_every_dashboard_query_refers_to_exposed_metrics_and_labels(
         "gen_ai_client_operation_duration_seconds_bucket",
         "gen_ai_client_token_usage_sum",
         "llmpulse_tokens_per_second_bucket",
+        "llmpulse_context_utilization_ratio_bucket",
         "llmpulse_checks_total",
         "llmpulse_cost_usd_total",
     }
