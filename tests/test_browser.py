@@ -541,7 +541,7 @@ CONTEXT_CHARTS = """() => Object.fromEntries(["traffic", "probe"].map((source) =
 }))"""
 BREAKDOWN_FIGURES = (
     "count", "ok", "error_rate", "ttft_p50", "ttft_p95", "ttft_p99", "latency_p50",
-    "latency_p95", "tps_p50", "last_ts",
+    "latency_p95", "tps_p50", "context_utilization_p95", "last_ts",
 )  # fmt: skip
 GROUP_LABELS = {"": "no region", "probe": "probes", "traffic": "gateway traffic"}
 

@@ -200,6 +200,7 @@ const STATS = [
   ["tps_p50", "Tokens/s p50", fmtTps],
   ["ratelimit_utilization_max", "Rate limit max", (v) => fmtPct(v, 0)],
   ["tokens_per_request", "Tokens/request", (v) => fmtNum(v)],
+  ["context_utilization_max", "Context window max", fmtShare],
   ["cost_total", "Cost", fmtUsd],
 ];
 
@@ -242,6 +243,7 @@ const BREAKDOWN_COLUMNS = [
   ["latency_p50", "Latency p50", fmtMs],
   ["latency_p95", "Latency p95", fmtMs],
   ["tps_p50", "Tok/s p50", (v) => fmtNum(v)],
+  ["context_utilization_p95", "Context p95", fmtShare],
 ];
 const SOURCE_LABEL = {probe: "probes", traffic: "gateway traffic"};
 const GROUP_LABEL = {
