@@ -54,6 +54,10 @@ TOKENS_PER_SECOND_BUCKETS = (
     5, 10, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000,
 )  # fmt: skip
 
+# Prompt tokens over the context window: fine steps near the limit, where requests start to fail
+# or be truncated; probes' few tokens fall in the first bucket.
+CONTEXT_UTILIZATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95, 1.0)
+
 INDICATORS: tuple[Indicator, ...] = get_args(Indicator)
 
 _TARGET = ("llmpulse_target", "gen_ai_provider_name", "gen_ai_request_model")
@@ -143,6 +147,9 @@ class MetricsExporter:
             s.output_tokens = _observe(s.output_tokens, TOKEN_BUCKETS, usage.output_tokens)
         if result.cost_usd is not None:
             s.cost = (s.cost or 0.0) + result.cost_usd
+        context = result.context_utilization
+        if context is not None:
+            s.context = _observe(s.context, CONTEXT_UTILIZATION_BUCKETS, context)
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition and its content type: OpenMetrics when ``accept`` (the request's
@@ -187,6 +194,7 @@ class _Series:
     tps: _Hist | None = None
     input_tokens: _Hist | None = None
     output_tokens: _Hist | None = None
+    context: _Hist | None = None
     cost: float | None = None
 
 
@@ -214,6 +222,7 @@ class _CountsCollector(Collector):
                 (TPS, s.genai, s.tps),
                 (TOKENS, (*s.genai, "input"), s.input_tokens),
                 (TOKENS, (*s.genai, "output"), s.output_tokens),
+                (CONTEXT, s.genai, s.context),
             ):
                 if hist is None:
                     continue
@@ -283,7 +292,15 @@ TPS = _Family(
     TOKENS_PER_SECOND_BUCKETS,
 )
 TOKENS = _semconv(TOKEN_USAGE, (*_GENAI, "gen_ai_token_type"))
-_FAMILIES = (DURATION, TTFT, TPS, TOKENS)
+CONTEXT = _Family(
+    "llmpulse_context_utilization",
+    "Prompt tokens over the model's context window, per check that reported its input tokens "
+    "and whose context window is known.",
+    _GENAI,
+    CONTEXT_UTILIZATION_BUCKETS,
+    unit="ratio",
+)
+_FAMILIES = (DURATION, TTFT, TPS, TOKENS, CONTEXT)
 
 
 class _SnapshotCollector(Collector):

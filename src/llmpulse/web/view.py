@@ -369,12 +369,34 @@ class View:
             latency_p95=[p["latency_p95"] for p in points],
             latency_p99=[p["latency_p99"] for p in points],
             tps_p50=[p["tps_p50"] for p in points],
+            context_utilization_p50=[p["context_utilization_p50"] for p in points],
+            context_utilization_p95=[p["context_utilization_p95"] for p in points],
+            context_utilization_max=[p["context_utilization_max"] for p in points],
             error_rate=[p["error_rate"] for p in points],
             availability=[p["availability"] for p in points],
             errors={c: [p["errors"].get(c, 0) for p in points] for c in classes},
             ratelimit_utilization=[p["ratelimit_utilization_max"] for p in points],
             tokens_per_request=[p["tokens_per_request"] for p in points],
             cost=[p["cost_total"] for p in points],
+        )
+
+    def context_utilization(
+        self, target: str | None, range_: str, now: float | None = None
+    ) -> schemas.ContextUtilization:
+        if target is not None:
+            self.target(target)
+        window_s, step_s = RANGES[range_]
+        ts, groups = queries.raw_series(
+            self.store, "context", target, window_s, step_s, now, group_by="source"
+        )
+        n = len(ts)
+        empty = queries.ValueSeries([0] * n, [None] * n, [None] * n, [None] * n)
+        return schemas.ContextUtilization(
+            target=target,
+            range=range_,
+            step_s=step_s,
+            ts=ts,
+            sources={s: groups.get(str(s), empty) for s in Source},
         )
 
     def events(self, target: str | None, range_: str, now: float | None = None) -> schemas.Events:
