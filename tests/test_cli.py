@@ -302,26 +302,28 @@ def test_silence_add_list_end(tmp_path, db_location):
 
 def test_silence_add_and_list_with_cron(tmp_path, db_location):
     db = str(db_location)
-    added = run_cli("silence", "add", "--provider", "openai", "--cron", "0 2 * * SUN",
+    berlin = ZoneInfo("Europe/Berlin")
+    # Twelve hours from now there: its 2 h window is never the one in progress (which the
+    # listing says as "now ... → ...").
+    hour = (datetime.now(berlin).hour + 12) % 24
+    cron = f"0 {hour} * * SUN"
+    added = run_cli("silence", "add", "--provider", "openai", "--cron", cron,
                     "--duration", "2h", "--timezone", "Europe/Berlin", "--comment", "weekly deploy",
                     "--db", db, cwd=tmp_path)  # fmt: skip
     assert added.returncode == 0, added.stderr
     silence_id = added.stdout.split()[1]
-    assert 'every "0 2 * * SUN" (Europe/Berlin) for 2h, next ' in added.stdout
+    assert f'every "{cron}" (Europe/Berlin) for 2h, next ' in added.stdout
     with contextlib.closing(AlertStateStore.open(db)) as state:
         (stored,) = state.silences(time.time())
     assert stored.id == silence_id and stored.provider == "openai"
     assert stored.schedule is not None
-    assert (stored.schedule.cron, stored.schedule.duration_s) == ("0 2 * * SUN", 7200.0)
-    # The next window, in the schedule's own time zone: a Sunday 02:00 → 04:00 there.
+    assert (stored.schedule.cron, stored.schedule.duration_s) == (cron, 7200.0)
+    # The next window, in the schedule's own time zone: a Sunday, from the hour, for 2 h.
     ((start, end),) = stored.next_occurrences(time.time(), 1)
     listed = run_cli("silence", "list", "--db", db, cwd=tmp_path)
-    berlin = ZoneInfo("Europe/Berlin")
     window = f"{datetime.fromtimestamp(start, berlin).isoformat()} → {datetime.fromtimestamp(end, berlin).isoformat()}"
-    assert (
-        f'{silence_id}  every "0 2 * * SUN" (Europe/Berlin) for 2h, next {window}' in listed.stdout
-    )
-    assert "T02:00:00+0" in window and "weekly deploy" in listed.stdout
+    assert f'{silence_id}  every "{cron}" (Europe/Berlin) for 2h, next {window}' in listed.stdout
+    assert f"T{hour:02d}:00:00+0" in window and "weekly deploy" in listed.stdout
     assert run_cli("silence", "end", silence_id, "--db", db, cwd=tmp_path).returncode == 0
     assert "no silences" in run_cli("silence", "list", "--db", db, cwd=tmp_path).stdout
     for args, hint, message in (
