@@ -8,7 +8,7 @@ import dataclasses
 import re
 import string
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
     BaseModel,
@@ -217,20 +217,3 @@ def resolve_custom_rules(
             MetricRule(spec, METRICS[rule.metric], selection, rule.by, rule.op, rule.summary)
         )
     return tuple(out)
-
-
-def describe(rule: MetricRule) -> dict[str, Any]:
-    """A rule in effect, as ``llmpulse check-config`` lists it."""
-    return {
-        "id": rule.spec.id,
-        "metric": rule.metric.name,
-        "unit": str(rule.metric.unit),
-        "by": rule.by,
-        "match": rule.selection.describe(),
-        "window_s": rule.spec.window_s,
-        "op": rule.op,
-        "threshold": rule.spec.threshold,
-        "for_s": rule.spec.for_s,
-        "min_samples": rule.spec.min_samples,
-        "severity": str(rule.spec.severity),
-    }
