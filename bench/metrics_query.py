@@ -60,7 +60,8 @@ def generate(store_path: Path, targets: int, days: int, now: float) -> int:
         [(i, f"target-{i:02d}", PROVIDERS[i % len(PROVIDERS)]) for i in range(targets)],
     )
     # r: one uniform draw per row in [0, 1e6) decides errors; the others shape the values.
-    # ~1 % unavailable, ~1 % rate_limited, the rest ok; lognormal-ish latency via exp().
+    # ~1 % unavailable, ~1 % rate_limited, the rest ok; lognormal-ish latency via exp();
+    # prompts of 12 to 100k tokens of a 128k context window.
     db.execute("BEGIN")
     db.execute(
         f"""
@@ -73,7 +74,8 @@ def generate(store_path: Path, targets: int, days: int, now: float) -> int:
         )
         INSERT INTO results (ts, target, provider, model, check_kind, ok, error_class,
                              http_status, latency_ms, ttft_ms, tokens_per_s, input_tokens,
-                             output_tokens, cost_usd, rl_utilization, response_model)
+                             output_tokens, cost_usd, rl_utilization, response_model,
+                             context_window)
         SELECT ts, name, provider, 'model-' || i, 'stream',
                r >= 20000,
                CASE WHEN r < 10000 THEN 'unavailable' WHEN r < 20000 THEN 'rate_limited' END,
@@ -81,11 +83,12 @@ def generate(store_path: Path, targets: int, days: int, now: float) -> int:
                300 * exp(u) + 20 * i,
                CASE WHEN r >= 20000 THEN 150 * exp(v) + 5 * i END,
                CASE WHEN r >= 20000 THEN 40 + 80 * u END,
-               CASE WHEN r >= 20000 THEN 12 END,
+               CASE WHEN r >= 20000 THEN 12 + r % 100000 END,
                CASE WHEN r >= 20000 THEN 40 + (r % 25) END,
                CASE WHEN r >= 20000 THEN 2.5e-5 END,
                (r % 1000) / 1000.0,
-               'model-' || i || CASE WHEN i % 5 = 0 AND k >= {n * 2 // 3} THEN '-v2' ELSE '' END
+               'model-' || i || CASE WHEN i % 5 = 0 AND k >= {n * 2 // 3} THEN '-v2' ELSE '' END,
+               128000
         FROM rows ORDER BY ts
         """
     )

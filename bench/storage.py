@@ -69,7 +69,11 @@ def results(count: int, start: float, step_s: float, seed: int) -> Iterator[Chec
             latency_ms=rng.uniform(300, 900),
             ttft_ms=None if failed else rng.uniform(100, 400),
             tokens_per_s=None if failed else rng.uniform(40, 120),
-            usage=Usage() if failed else Usage(input_tokens=12, output_tokens=48),
+            # Prompts of a few to 100k tokens of a 128k window: context utilization's sketch.
+            usage=Usage()
+            if failed
+            else Usage(input_tokens=int(rng.lognormvariate(7, 2)) % 100_000, output_tokens=48),
+            context_window=128_000,
             cost_usd=None if failed else 2.5e-5,
             ratelimit=RateLimit(500, 499, 200000, 199000, rng.random(), 0.12),
             response_model=f"model-{target}-2024",

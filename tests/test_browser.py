@@ -535,9 +535,13 @@ BREAKDOWN_SNAPSHOT = """() => {
   });
   return {region: table("region"), source: table("source")};
 }"""
+CONTEXT_CHARTS = """() => Object.fromEntries(["traffic", "probe"].map((source) => {
+  const c = document.querySelector(`[data-testid="chart-context-${source}"]`);
+  return [source, {points: c.dataset.points, empty: c.dataset.empty, canvas: !!c.querySelector("canvas")}];
+}))"""
 BREAKDOWN_FIGURES = (
     "count", "ok", "error_rate", "ttft_p50", "ttft_p95", "ttft_p99", "latency_p50",
-    "latency_p95", "tps_p50", "last_ts",
+    "latency_p95", "tps_p50", "context_utilization_p95", "last_ts",
 )  # fmt: skip
 GROUP_LABELS = {"": "no region", "probe": "probes", "traffic": "gateway traffic"}
 
@@ -582,6 +586,13 @@ def test_breakdowns_by_region_and_source_match_the_api(seeded_tab: Tab) -> None:
     _check_breakdown(dom["region"], got["region"])
     _check_breakdown(dom["source"], got["source"])
     assert dom["source"]["rows"][1]["values"]["error_rate"] == "0.5"
+    # Context window use, probes and traffic apart: each chart its source's buckets.
+    context = tab.api_responses("/api/v1/context_utilization")[-1].json()
+    assert context["range"] == "24h"
+    charts = tab.page.evaluate(CONTEXT_CHARTS)
+    for source in ("traffic", "probe"):
+        assert charts[source]["points"] == str(len(context["ts"])), source
+        assert charts[source]["empty"] == "false" and charts[source]["canvas"], source
     tab.screenshot("target-breakdowns")
 
     # OpenAI: probes only, from two regions and a single agent ("no region").
@@ -591,6 +602,9 @@ def test_breakdowns_by_region_and_source_match_the_api(seeded_tab: Tab) -> None:
     dom = tab.page.evaluate(BREAKDOWN_SNAPSHOT)
     assert not dom["region"]["hidden"] and dom["source"]["hidden"]
     _check_breakdown(dom["region"], got["region"])
+    # Its probes know no context window: nothing to chart.
+    charts = tab.page.evaluate(CONTEXT_CHARTS)
+    assert charts["traffic"]["empty"] == charts["probe"]["empty"] == "true"
     tab.assert_console_clean()
 
 

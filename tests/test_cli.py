@@ -306,26 +306,28 @@ def test_silence_add_list_end(tmp_path, db_location):
 
 def test_silence_add_and_list_with_cron(tmp_path, db_location):
     db = str(db_location)
-    added = run_cli("silence", "add", "--provider", "openai", "--cron", "0 2 * * SUN",
+    berlin = ZoneInfo("Europe/Berlin")
+    # Twelve hours from now there: its 2 h window is never the one in progress (which the
+    # listing says as "now ... → ...").
+    hour = (datetime.now(berlin).hour + 12) % 24
+    cron = f"0 {hour} * * SUN"
+    added = run_cli("silence", "add", "--provider", "openai", "--cron", cron,
                     "--duration", "2h", "--timezone", "Europe/Berlin", "--comment", "weekly deploy",
                     "--db", db, cwd=tmp_path)  # fmt: skip
     assert added.returncode == 0, added.stderr
     silence_id = added.stdout.split()[1]
-    assert 'every "0 2 * * SUN" (Europe/Berlin) for 2h, next ' in added.stdout
+    assert f'every "{cron}" (Europe/Berlin) for 2h, next ' in added.stdout
     with contextlib.closing(AlertStateStore.open(db)) as state:
         (stored,) = state.silences(time.time())
     assert stored.id == silence_id and stored.provider == "openai"
     assert stored.schedule is not None
-    assert (stored.schedule.cron, stored.schedule.duration_s) == ("0 2 * * SUN", 7200.0)
-    # The next window, in the schedule's own time zone: a Sunday 02:00 → 04:00 there.
+    assert (stored.schedule.cron, stored.schedule.duration_s) == (cron, 7200.0)
+    # The next window, in the schedule's own time zone: a Sunday, from the hour, for 2 h.
     ((start, end),) = stored.next_occurrences(time.time(), 1)
     listed = run_cli("silence", "list", "--db", db, cwd=tmp_path)
-    berlin = ZoneInfo("Europe/Berlin")
     window = f"{datetime.fromtimestamp(start, berlin).isoformat()} → {datetime.fromtimestamp(end, berlin).isoformat()}"
-    assert (
-        f'{silence_id}  every "0 2 * * SUN" (Europe/Berlin) for 2h, next {window}' in listed.stdout
-    )
-    assert "T02:00:00+0" in window and "weekly deploy" in listed.stdout
+    assert f'{silence_id}  every "{cron}" (Europe/Berlin) for 2h, next {window}' in listed.stdout
+    assert f"T{hour:02d}:00:00+0" in window and "weekly deploy" in listed.stdout
     assert run_cli("silence", "end", silence_id, "--db", db, cwd=tmp_path).returncode == 0
     assert "no silences" in run_cli("silence", "list", "--db", db, cwd=tmp_path).stdout
     for args, hint, message in (
@@ -600,3 +602,43 @@ def test_check_loads_no_gateway_server_or_database_driver(
             [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env
         )
     assert run.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_check_config_lists_every_rule_in_effect_and_refuses_a_bad_rule(tmp_path):
+    config = tmp_path / "llmpulse.yaml"
+    config.write_text(json.dumps({
+        "targets": [
+            {"provider": "openai", "model": "gpt-4o-mini", "api_key": "os.environ/K",
+             "rules": {"ttft_p95_high": {"threshold": "2s"}}},
+            {"provider": "groq", "model": "llama", "api_key": "os.environ/K"},
+        ],
+        "providers": {"groq": {"rules": {"cost_spike": {"min_usd": 5}}}},
+        "rules": {"custom": [
+            {"id": "chat_ttft_p99", "metric": "ttft_p99", "match": {"provider": "openai"},
+             "window": "10m", "op": ">", "threshold": "4s", "for": "1m", "min_samples": 5},
+        ]},
+    }))  # fmt: skip
+    out = run_cli("check-config", "--config", str(config), "--json", cwd=tmp_path,
+                  env_extra={"K": "k"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = {(r["subject"], r["rule"]): r for r in json.loads(out.stdout)}
+    assert rows[("openai/gpt-4o-mini", "ttft_p95_high")]["threshold_value"] == 2.0
+    assert rows[("groq/llama", "ttft_p95_high")]["threshold_value"] == 3.0
+    assert rows[("groq/llama", "tps_low")]["threshold"] == "100.0 tokens/s"  # Groq's preset
+    assert rows[("groq", "cost_spike")]["detail"] == "minimum $5"
+    assert rows[("openai", "cost_spike")]["detail"] == "minimum $1"
+    custom = rows[("each target", "chat_ttft_p99")]
+    assert (custom["kind"], custom["threshold"], custom["unit"], custom["for_s"]) == (
+        "custom", "> 4s", "seconds", 60.0,
+    )  # fmt: skip
+    assert "openai/gpt-4o-mini" in custom["detail"]
+    table = run_cli("check-config", "--config", str(config), "--target", "groq/*", cwd=tmp_path,
+                    env_extra={"K": "k", "COLUMNS": "250"})  # fmt: skip
+    assert table.returncode == 0 and "valid: 2 targets" in table.stdout
+    assert "│ groq/llama " in table.stdout and "│ openai/gpt-4o-mini " not in table.stdout
+    raw = json.loads(config.read_text())
+    raw["rules"]["custom"][0]["threshold"] = "4 parsecs"
+    config.write_text(json.dumps(raw))
+    bad = run_cli("check-config", "--config", str(config), cwd=tmp_path, env_extra={"K": "k"})
+    assert bad.returncode == 2
+    assert "rules.custom[0].threshold: ttft_p99 is in seconds" in bad.stdout + bad.stderr

@@ -52,6 +52,7 @@ def ok_stream() -> CheckResult:
         cost_usd=0.00003,
         response_model=SERVED,
         ratelimit=RateLimit(requests_limit=500, requests_remaining=100, utilization=0.8),
+        context_window=128000,
     )
 
 
@@ -240,6 +241,36 @@ def test_tokens_per_second_and_cost(samples: list[Sample]) -> None:
         s.labels["llmpulse_check"]: s.value for s in series(samples, "llmpulse_cost_usd_total")
     }
     assert costs == pytest.approx({"stream": 0.00003, "inference": 0.00001})
+
+
+def test_context_utilization_histogram() -> None:
+    exporter = MetricsExporter()
+    for tokens, window in ((12, 128000), (60000, 128000), (120000, 128000), (12, None)):
+        result = ok_stream()
+        result.usage = Usage(input_tokens=tokens, output_tokens=40)
+        result.context_window = window  # unknown for the last: it counts nowhere
+        exporter.observe(result)
+    failed = unavailable()  # a window, but no input tokens: nothing either
+    failed.context_window = 128000
+    exporter.observe(failed)
+    samples = scrape(exporter)
+    name = "llmpulse_context_utilization_ratio"
+    (count,) = series(samples, f"{name}_count")
+    assert count.value == 3
+    assert set(count.labels) == {
+        "gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
+        "gen_ai_response_model", "llmpulse_target", "llmpulse_check",
+    }  # fmt: skip
+    assert (count.labels["llmpulse_check"], count.labels["gen_ai_response_model"]) == (
+        "stream",
+        SERVED,
+    )
+    assert value(samples, f"{name}_sum") == pytest.approx((12 + 60000 + 120000) / 128000)
+    buckets = {s.labels["le"]: s.value for s in series(samples, f"{name}_bucket")}
+    assert buckets == {
+        "0.01": 1, "0.05": 1, "0.1": 1, "0.25": 1, "0.5": 2, "0.75": 2, "0.8": 2, "0.9": 2,
+        "0.95": 3, "1.0": 3, "+Inf": 3,
+    }  # fmt: skip
 
 
 def test_snapshot_gauges(samples: list[Sample]) -> None:
@@ -464,6 +495,7 @@ def test_every_dashboard_query_refers_to_exposed_metrics_and_labels(
         "gen_ai_client_operation_duration_seconds_bucket",
         "gen_ai_client_token_usage_sum",
         "llmpulse_tokens_per_second_bucket",
+        "llmpulse_context_utilization_ratio_bucket",
         "llmpulse_checks_total",
         "llmpulse_cost_usd_total",
     }

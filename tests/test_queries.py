@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmpulse.errors import ErrorClass
-from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
+from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.store import SQLiteStore, queries
 from llmpulse.store.queries import (
     QUANTILES,
@@ -49,6 +49,7 @@ def res(
     tokens: tuple[int, int] | None = (10, 40),
     cost: float | None = 1e-5,
     util: float | None = None,
+    window: int | None = None,
 ) -> CheckResult:
     return CheckResult(
         target=target,
@@ -64,6 +65,7 @@ def res(
         usage=Usage(*tokens) if tokens and error is None else Usage(),
         cost_usd=cost if error is None else None,
         ratelimit=RateLimit(utilization=util) if util is not None else None,
+        context_window=window,
     )
 
 
@@ -96,7 +98,8 @@ def store(tmp_path):
 
 
 def spread(n: int, start: float, span: float, seed: int = 1) -> list[CheckResult]:
-    """n successful stream checks over [start, start+span) with widely spread values."""
+    """n successful stream checks over [start, start+span) with widely spread values; a
+    context window known for most (utilization from a few tokens to past the window)."""
     rng = random.Random(seed)
     return [
         res(
@@ -104,6 +107,8 @@ def spread(n: int, start: float, span: float, seed: int = 1) -> list[CheckResult
             latency=rng.lognormvariate(6.5, 0.6),
             ttft=rng.lognormvariate(5.5, 0.8),
             tps=rng.uniform(5, 400),
+            tokens=(int(rng.lognormvariate(8, 2.5)), 40),
+            window=rng.choice([8192, 128000, 200000, None]),
         )
         for i in range(n)
     ]
@@ -170,6 +175,13 @@ def test_quantiles_within_sketch_accuracy(store, window):
                 assert got == want  # exact path
             else:
                 assert close(got, want), (field, name, got, want)
+    # Context utilization: only results with a window count; its maximum is exact either way.
+    used = [r.context_utilization for r in inside if r.context_utilization is not None]
+    assert 0 < len(used) < len(inside)
+    for q, name in ((0.5, "p50"), (0.95, "p95")):
+        got, want = getattr(agg, f"context_utilization_{name}"), ref_quantile(used, q)
+        assert got == want if window_s <= queries.EXACT_MAX_WINDOW_S else close(got, want)
+    assert agg.context_utilization_max == max(used)
 
 
 def test_error_rate_availability_and_errors(store):
@@ -195,7 +207,77 @@ def test_empty_window(store):
     agg = aggregate(store, 86400, now=T0)
     assert agg.count == 0 and agg.availability is None and agg.error_rate is None
     assert agg.latency_p50 is None and agg.cost_total is None
+    assert agg.context_utilization_p95 is None and agg.context_utilization_max is None
     assert aggregate_by_target(store, 300, now=T0) == {}
+
+
+def test_context_utilization_only_of_results_with_a_window_and_input_tokens(store):
+    now = T0 + DAY
+    store.write_results(
+        [
+            res(now - 3000, tokens=(64000, 10), window=128000),  # 0.5
+            res(now - 2000, tokens=(1000, 10), window=200000),  # 0.005
+            res(now - 1500, tokens=(0, 10), window=8192),  # an empty prompt: 0, counted
+            res(now - 1000, tokens=(90000, 10)),  # no window known: nothing, not 0
+            res(now - 900, tokens=(90000, 10), window=0),  # nor with a window of 0
+            res(now - 500, check=CheckKind.MODELS, tokens=None, window=128000),  # no tokens
+            res(now - 400, error=ErrorClass.TIMEOUT, window=128000),  # a failure: no usage
+        ]
+    )
+    exact = aggregate(store, 3600, now=now)
+    # Sorted 0, 0.005, 0.5: ranks floor(0.5·2) = floor(0.95·2) = 1.
+    assert exact.count == 7
+    assert (exact.context_utilization_p50, exact.context_utilization_p95) == (0.005, 0.005)
+    assert exact.context_utilization_max == 0.5
+    for rolled in (False, True):
+        if rolled:
+            store.rollup(now)
+        day = aggregate(store, DAY, now=now)
+        assert close(day.context_utilization_p50, 0.005)
+        assert close(day.context_utilization_p95, 0.005)
+        assert day.context_utilization_max == 0.5
+    # Nothing with a window: no figures at all.
+    store.write_results([res(now + 10, tokens=(5, 5))])
+    later = aggregate(store, 300, now=now + 60)
+    assert later.count == 1 and later.context_utilization_p50 is None
+    assert later.context_utilization_max is None
+
+
+def test_raw_series_splits_a_metric_by_source(store):
+    now = T0 + DAY + 30
+    results = []
+    for i in range(120):  # two hours: a probe a minute, ten requests of traffic a minute
+        ts = now - 7200 + i * 60
+        results.append(res(ts, tokens=(12, 5), window=128000))
+        for j in range(10):
+            traffic = res(ts + j, tokens=(1000 * (i % 60) + 100 * j + 1, 5), window=100000)
+            traffic.source = Source.TRAFFIC
+            results.append(traffic)
+    results.append(res(now - 100, tokens=(12, 5)))  # no window: in no series
+    store.write_results(results)
+    ts, groups = queries.raw_series(store, "context", "t1", 3600, 900, now=now)
+    assert ts == list(range(int(now - 3600) // 900 * 900, int(now), 900))
+    assert set(groups) == {"probe", "traffic"}
+    for group, source in (("probe", Source.PROBE), ("traffic", Source.TRAFFIC)):
+        series_ = groups[group]
+        for i, start in enumerate(ts):
+            values = [
+                r.context_utilization
+                for r in results
+                if r.source is source
+                and start <= r.timestamp.timestamp() < min(start + 900, now)
+                and r.context_utilization is not None
+            ]
+            assert series_.count[i] == len(values)
+            if not values:
+                assert series_.p95[i] is None and series_.max[i] is None
+                continue
+            assert close(series_.p50[i], ref_quantile(values, 0.5))
+            assert close(series_.p95[i], ref_quantile(values, 0.95))
+            assert series_.max[i] == max(values)
+    assert {m for m in groups["probe"].max if m is not None} == {12 / 128000}  # tiny
+    # A target without results: no group at all.
+    assert queries.raw_series(store, "context", "nope", 3600, 900, now=now)[1] == {}
 
 
 def test_tokens_cost_and_ratelimit(store):
@@ -390,6 +472,8 @@ def raw_and_rolled(tmp_path_factory):
                 latency=r.latency_ms,
                 ttft=r.ttft_ms,
                 tps=r.tokens_per_s,
+                tokens=(r.usage.input_tokens, 40),
+                window=r.context_window,
                 util=(i % 10) / 10,
                 error=ErrorClass.UNAVAILABLE if i % 37 == 0 else None,
             )

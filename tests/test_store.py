@@ -27,7 +27,9 @@ from llmpulse.store import (
     sqlitedb,
 )
 from llmpulse.store.migrations.legacy_sqlite import SCRIPTS as LEGACY_SCRIPTS
-from llmpulse.store.sqlstore import plan
+from llmpulse.store.queries import exact_quantile
+from llmpulse.store.rollup import RELATIVE_ACCURACY, Summary, quantiles
+from llmpulse.store.sqlstore import TIERS, plan
 from llmpulse.web.view import View
 
 
@@ -69,7 +71,9 @@ class Backend:
         """Rows of a query on the store's database, beside the store."""
         if self.kind == "sqlite":
             with contextlib.closing(sqlite3.connect(self.location)) as db:
-                return db.execute(query).fetchall()
+                rows = db.execute(query).fetchall()
+                db.commit()
+                return rows
         with psycopg.connect(self.location, autocommit=True) as db:
             cursor = db.execute(query)
             return cursor.fetchall() if cursor.description else []
@@ -139,7 +143,7 @@ def test_traffic_results_keep_their_source_attempts_and_fallbacks(backend):
 def test_wal_mode_and_schema_version(tmp_path):
     path = tmp_path / "x.db"
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # Reopening an up-to-date database migrates nothing and keeps the data.
@@ -164,7 +168,7 @@ def test_migrates_a_version_1_database_and_keeps_its_results(tmp_path):
     db.execute("PRAGMA user_version = 1")
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
         assert store.rollup_watermark() is None
         store.write_results([result(1)])
     with SQLiteStore(path) as store:
@@ -181,7 +185,7 @@ def test_a_version_4_file_from_before_alembic_is_stamped_and_keeps_its_results(t
                "VALUES (1e9, 'old', 'openai', 'm', 'stream', 1)")  # fmt: skip
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
         assert [r.target for r in store.latest_results()] == ["old"]
         store.write_results([result(1)])
     with SQLiteStore(path) as store:
@@ -214,10 +218,10 @@ def test_head_is_the_newest_revision():
 
 def test_reopening_migrates_nothing_and_keeps_the_data(backend):
     with backend.open() as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
         store.write_results([result(1)])
     with backend.open() as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
         assert len(store.latest_results()) == 1
 
 
@@ -286,7 +290,7 @@ def test_results_between_is_half_open_and_ordered(backend):
         only_t1 = store.results_between(start, start + 4, where=ResultFilter(target="t1"))
         assert [r.timestamp.second for r in only_t1] == [1, 3]
         values = store.metric_values(start, start + 5, where=ResultFilter(target="t2"))
-        assert values == {"": {"ttft": [40.0], "latency": [102.0], "tps": [50.0]}}
+        assert values == {"": {"ttft": [40.0], "latency": [102.0], "tps": [50.0], "context": []}}
 
 
 def test_rollup_row_content(backend):
@@ -547,10 +551,14 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
         "ALTER TABLE results DROP COLUMN fallbacks; PRAGMA user_version = 2;"
         "ALTER TABLE results DROP COLUMN agent; ALTER TABLE results DROP COLUMN region;"
         "DROP TABLE ingested_batches; DROP TABLE alembic_version;"
+        "ALTER TABLE rollups DROP COLUMN context_sketch;"
+        "ALTER TABLE rollups DROP COLUMN context_max;"
+        "ALTER TABLE rollups_hourly DROP COLUMN context_sketch;"
+        "ALTER TABLE rollups_hourly DROP COLUMN context_max;"
     )
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
         assert store.model_changes(None, 0, NOW) == changes  # filled from the raw rows
         assert_totals_equal(store.totals(T0, T0 + 3.1 * DAY, step_s=DAY), want)  # from hours
         store.rollup(T0 + 3.1 * DAY)
@@ -594,12 +602,16 @@ def test_metric_values_are_grouped_and_sorted(backend):
             ]
         )
         got = store.metric_values(T0, T0 + 60, group_by="target")
-        assert got["a"] == {"ttft": [40.0], "latency": [100.0, 300.0], "tps": [50.0, 50.0]}
+        assert got["a"] == {
+            "ttft": [40.0], "latency": [100.0, 300.0], "tps": [50.0, 50.0], "context": []
+        }  # fmt: skip
         assert store.metric_values(T0, T0 + 60)[""]["latency"] == [100.0, 200.0, 300.0]
         models = store.metric_values(
             T0, T0 + 60, group_by="provider", where=ResultFilter(check="models")
         )
-        assert models == {"openai": {"ttft": [40.0], "latency": [200.0], "tps": [50.0]}}
+        assert models == {
+            "openai": {"ttft": [40.0], "latency": [200.0], "tps": [50.0], "context": []}
+        }  # fmt: skip
 
 
 def change(ts: float, target: str, previous: str | None, current: str) -> ModelChange:
@@ -830,3 +842,139 @@ def test_raw_summaries_and_latest_results_split_by_region_and_source(backend):
         ]  # fmt: skip
         assert latest(target="a", region="") == [(T0 + 5, None, "traffic"), (T0 + 4, None, "probe")]
         assert latest(source="traffic") == [(T0 + 5, None, "traffic")]
+
+
+# --- Context-window utilization: a sketch and a maximum in every tier ---------------------------
+
+
+def with_context(results: list[CheckResult], seed: int) -> list[CheckResult]:
+    """The results with prompts of a few to a million tokens against known context windows,
+    or an unknown one (those count nowhere)."""
+    rng = random.Random(seed)
+    for r in results:
+        r.context_window = rng.choice([8192, 128000, 1_000_000, None])
+        if r.usage.input_tokens is not None:
+            r.usage.input_tokens = int(rng.lognormvariate(8, 2.5))
+    return results
+
+
+def assert_context(summary: Summary, values: list[float]) -> None:
+    """The summary's context sketch within DDSketch's accuracy of the exact values, its
+    maximum exact."""
+    assert sum(summary.context.values()) == len(values)
+    if not values:
+        assert summary.context_max is None
+        return
+    assert summary.context_max == max(values)
+    for q, got in zip((0.5, 0.95), quantiles(summary.context, (0.5, 0.95)), strict=True):
+        want = exact_quantile(values, q)
+        assert got is not None and abs(got - want) <= RELATIVE_ACCURACY * want + 1e-12, (q, want)
+
+
+def test_context_utilization_rolls_up_through_every_tier(backend):
+    results = with_context(history(4.31, seed=5), seed=5)
+    with backend.open() as store:
+        store.write_results(results)
+        store.rollup(NOW - 400)
+        for tier in TIERS:
+            (n,) = backend.sql(
+                f"SELECT count(*) FROM {tier.table} "
+                "WHERE context_sketch IS NOT NULL AND context_max IS NOT NULL"
+            )[0]
+            assert n > 0, tier.table
+        # Buckets of each tier's period: every tier answers its own (the raw tail the last).
+        for step in (60, 3600, 21600, DAY):
+            values: dict[int, list[float]] = {}
+            for r in results:
+                ts = r.timestamp.timestamp()
+                if ts < NOW and r.context_utilization is not None:
+                    values.setdefault(int(ts // step * step), []).append(r.context_utilization)
+            got = store.summarize(T0, NOW, group_by="bucket", step_s=step)
+            assert {k for k, s in got.items() if s.context} == set(values)
+            for bucket, summary in got.items():
+                assert_context(summary, values.get(int(bucket), []))
+        # And a span of every tier at once, per target.
+        by_target = store.summarize(T0 + 1800.5, NOW - 10, group_by="target")
+        for target, summary in by_target.items():
+            assert_context(
+                summary,
+                [
+                    r.context_utilization
+                    for r in results
+                    if r.target == target
+                    and T0 + 1800.5 <= r.timestamp.timestamp() < NOW - 10
+                    and r.context_utilization is not None
+                ],
+            )
+
+
+def test_rollups_from_before_context_utilization_keep_their_rows(backend):
+    old = with_context(history(1.3, seed=3), seed=3)
+    first = T0 + DAY + 1800  # mid-hour: the next rollup merges old minutes with new ones
+    with backend.open() as store:
+        store.write_results(old)
+        store.rollup(first)
+        want = store.totals(T0, first, step_s=3600)
+    # The database as revision 0002 left it: no context columns in the rollups.
+    for tier in TIERS:
+        backend.sql(f"ALTER TABLE {tier.table} DROP COLUMN context_sketch")
+        backend.sql(f"ALTER TABLE {tier.table} DROP COLUMN context_max")
+    backend.sql("UPDATE alembic_version SET version_num = '0002'")
+    with backend.open() as store:
+        assert store.schema_version() == 3
+        for tier in TIERS:
+            (n,) = backend.sql(
+                f"SELECT count(*) FROM {tier.table} "
+                "WHERE context_sketch IS NOT NULL OR context_max IS NOT NULL"
+            )[0]
+            assert n == 0, tier.table
+        assert_totals_equal(store.totals(T0, first, step_s=3600), want)
+        # Rolled up before: no bins, no maximum, though their raw rows had windows.
+        day0 = store.summarize(T0, T0 + DAY)[""]
+        assert day0.total > 0 and day0.context == {} and day0.context_max is None
+        new = [
+            at(first + 60 * i + 5, "a", context_window=128000, usage=Usage(input_tokens=999 * i))
+            for i in range(40)
+        ]
+        store.write_results(new)
+        store.rollup(T0 + 2 * DAY)
+        # Day 1 from the daily tier: hours rolled up before without bins, merged with those
+        # rolled up since (the new results, and the old ones not rolled up before).
+        day1 = store.summarize(T0 + DAY, T0 + 2 * DAY)[""]
+        assert day1.total == len(new) + sum(r.timestamp.timestamp() >= T0 + DAY for r in old)
+        since = [r for r in old + new if r.timestamp.timestamp() >= first]
+        values = [r.context_utilization for r in since if r.context_utilization is not None]
+        assert len(values) > len(new)
+        assert_context(day1, values)
+
+
+def test_metric_bins_per_bucket_and_source(backend):
+    def ctx(ts: float, tokens: int, window: int | None, target: str = "a", **kw) -> CheckResult:
+        return at(ts, target, usage=Usage(input_tokens=tokens), context_window=window, **kw)
+
+    results = [
+        ctx(T0 + 10, 12, 128000),
+        ctx(T0 + 20, 24, 128000),
+        ctx(T0 + 30, 64000, 128000, source=Source.TRAFFIC),
+        ctx(T0 + 40, 0, 128000, source=Source.TRAFFIC),  # 0: counted, in the zero bin
+        ctx(T0 + 50, 5000, None, source=Source.TRAFFIC),  # no window: nothing
+        ctx(T0 + 70, 120000, 128000, source=Source.TRAFFIC, region="eu-west"),
+        ctx(T0 + 80, 500, 128000, target="b"),
+    ]
+    with backend.open() as store:
+        store.write_results(results)
+        got = store.metric_bins(
+            T0, T0 + 120, 60, "context", group_by="source", where=ResultFilter(target="a")
+        )
+        assert {k: (sum(b.values()), m) for k, (b, m) in got.items()} == {
+            (T0, "probe"): (2, 24 / 128000),
+            (T0, "traffic"): (2, 0.5),
+            (T0 + 60, "traffic"): (1, 120000 / 128000),
+        }
+        assert quantiles(got[(T0, "traffic")][0], (0.0,)) == [0.0]
+        by_region = store.metric_bins(T0, T0 + 120, 120, "ttft", group_by="region")
+        assert {k: sum(b.values()) for k, (b, _) in by_region.items()} == {
+            (T0, ""): 6, (T0, "eu-west"): 1
+        }  # fmt: skip
+        with pytest.raises(ValueError, match="no metric"):
+            store.metric_bins(T0, T0 + 120, 60, "ttft_ms; DROP TABLE results")

@@ -220,6 +220,53 @@ def test_series_are_columnar_buckets_covering_the_range(client: httpx.Client) ->
     assert client.get("/api/v1/series", params={"target": "x"}).status_code == 404
 
 
+def test_context_utilization_in_every_aggregate(client: httpx.Client) -> None:
+    # Anthropic's: ten probes of 8 tokens, five requests of 20k..100k, of a 200k window; the
+    # five failed requests reported no usage. Sorted, ranks floor(0.5·14) = 7, floor(0.95·14) = 13.
+    fields = ("context_utilization_p50", "context_utilization_p95", "context_utilization_max")
+    exact = get(client, "/api/v1/aggregates", window="1h", by="target")["groups"]
+    assert [exact[ANTHROPIC][f] for f in fields] == [8 / 200000, 0.4, 0.5]
+    assert [exact[OPENAI][f] for f in fields] == [None, None, None]  # no window known
+    for by, key in (("provider", "anthropic"), ("overall", "")):
+        rolled = get(client, "/api/v1/aggregates", window="24h", by=by)["groups"][key]
+        assert rolled["context_utilization_p50"] == pytest.approx(8 / 200000, rel=0.01)
+        assert rolled["context_utilization_p95"] == pytest.approx(0.4, rel=0.01)
+        assert rolled["context_utilization_max"] == 0.5
+    windows = get(client, f"/api/v1/targets/{ANTHROPIC}")["windows"]
+    assert windows["5m"]["context_utilization_max"] is None  # only failures in the last 5 min
+    assert windows["7d"]["context_utilization_max"] == 0.5
+    series = get(client, "/api/v1/series", target=ANTHROPIC, range="1h")
+    maxima = [m for m in series["context_utilization_max"] if m is not None]
+    assert len(series["context_utilization_p95"]) == len(series["ts"])
+    assert sorted(maxima) == [8 / 200000] * 10 + [0.1, 0.2, 0.3, 0.4, 0.5]
+    groups = get(client, "/api/v1/breakdown", by="source", window="1h", target=ANTHROPIC)["groups"]
+    assert groups["probe"]["context_utilization_max"] == 8 / 200000
+    assert groups["traffic"]["context_utilization_max"] == 0.5
+
+
+def test_context_utilization_chart_splits_probes_from_traffic(client: httpx.Client) -> None:
+    body = get(client, "/api/v1/context_utilization", target=ANTHROPIC, range="1h")
+    assert (body["target"], body["range"], body["step_s"]) == (ANTHROPIC, "1h", 60)
+    n = len(body["ts"])
+    assert 60 <= n <= 61 and set(body["sources"]) == {"probe", "traffic"}
+    probe, traffic = body["sources"]["probe"], body["sources"]["traffic"]
+    for s in (probe, traffic):
+        assert all(len(s[k]) == n for k in ("count", "p50", "p95", "max"))
+    # One result a minute: each bucket's figures are its value (p95 within the sketch's 1 %).
+    assert sum(probe["count"]) == 10 and sum(traffic["count"]) == 5
+    assert [m for m in probe["max"] if m is not None] == [8 / 200000] * 10
+    assert [m for m in traffic["max"] if m is not None] == [0.1, 0.2, 0.3, 0.4, 0.5]
+    for m, p95 in zip(traffic["max"], traffic["p95"], strict=True):
+        assert (p95 is None) if m is None else p95 == pytest.approx(m, rel=0.01)
+    # Both sources always; all targets together without one; OpenAI's probes know no window.
+    everything = get(client, "/api/v1/context_utilization", range="7d")
+    assert everything["step_s"] == 3600 and sum(everything["sources"]["traffic"]["count"]) == 5
+    openai = get(client, "/api/v1/context_utilization", target=OPENAI)["sources"]
+    assert sum(openai["probe"]["count"]) == sum(openai["traffic"]["count"]) == 0
+    assert client.get("/api/v1/context_utilization", params={"target": "x"}).status_code == 404
+    assert client.get("/api/v1/context_utilization", params={"range": "2h"}).status_code == 422
+
+
 def test_events_mark_alerts_and_served_model_changes(client: httpx.Client) -> None:
     events = get(client, "/api/v1/events", target=OPENAI, range="24h")["events"]
     kinds = [e["kind"] for e in events]
@@ -524,6 +571,7 @@ def test_openapi_describes_every_endpoint(client: httpx.Client) -> None:
         "/api/v1/breakdown",
         "/api/v1/aggregates",
         "/api/v1/series",
+        "/api/v1/context_utilization",
         "/api/v1/events",
         "/api/v1/alerts",
         "/api/v1/alerts/{fingerprint}",

@@ -104,8 +104,8 @@ AGENTS: tuple[tuple[str | None, str | None], ...] = (
 def seed(db: Path, now: float) -> dict[str, Any]:
     """An hour of OpenAI probes (served model changes halfway) from eu-west, us-east and a
     single agent in turn, Anthropic probed from eu-west and us-east in turn, then seen in
-    gateway traffic only, failing for the last five minutes with an incident firing, and Groq
-    never checked. Returns the facts to assert."""
+    gateway traffic only (larger prompts than the probes'), failing for the last five minutes
+    with an incident firing, and Groq never checked. Returns the facts to assert."""
     results = []
     for i in range(60):  # one a minute, oldest first
         ts = now - 3600 + 30 + i * 60
@@ -130,6 +130,9 @@ def seed(db: Path, now: float) -> dict[str, Any]:
                 http_status=529 if failing else 200,
                 latency_ms=500.0 + i, ttft_ms=None if failing else 200.0 + i,
                 tokens_per_s=None if failing else 80.0,
+                # Context use: probes' 8 tokens, traffic's 20k to 100k, of a 200k window.
+                usage=Usage() if failing else Usage(input_tokens=8 if i < 10 else 20000 * (i - 9)),
+                context_window=200000,
                 source=Source.PROBE if i < 10 else Source.TRAFFIC, agent=agent, region=region,
             )
         )  # fmt: skip

@@ -628,6 +628,47 @@ def _print_routes(
     console.print(table)
 
 
+@main.command("check-config")
+@config_option
+@click.option(
+    "--target", "target_glob", default="*", show_default=True,
+    help="Glob on the target name: list the rules of these targets only.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the rules as a JSON array.")
+def check_config(config_path: Path | None, target_glob: str, as_json: bool) -> None:
+    """Validate a config without running anything, and list every rule in effect: per target
+    with its resolved thresholds, per provider, and the custom rules. Exits 2 when invalid."""
+    import json
+
+    from llmpulse.alerts.inventory import rules_in_effect
+
+    console = _console(stderr=as_json)
+    try:
+        config = _load(config_path, require_file=True)
+    except ConfigError as exc:
+        _usage_error(console, exc)
+    rows = rules_in_effect(config, target_glob)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+        return
+    from rich.table import Table
+
+    console.print(
+        f"{config.source}: valid: {len(config.targets)} targets, {len(config.notifiers)} "
+        f"notifiers, {len(config.custom_rules)} custom rules",
+        highlight=False,
+    )
+    table = Table("subject", "rule", "threshold", "window", "for", "min samples", "severity",
+                  "detail")  # fmt: skip
+    for r in rows:
+        table.add_row(
+            r.subject, r.rule if r.enabled else f"{r.rule} (disabled)", r.threshold,
+            format_duration(r.window_s), format_duration(r.for_s) if r.for_s else "—",
+            str(r.min_samples), r.severity, r.detail,
+        )  # fmt: skip
+    console.print(table)
+
+
 @main.command("ack")
 @click.argument("fingerprint")
 @click.option("--by", default=None, help="Who has it (default: your user name).")

@@ -42,6 +42,7 @@ class RuleSpec:
 # A point event rather than a condition: each change of the served model or system fingerprint
 # is one alert episode of its own (``alerts.engine.Engine.observe``).
 MODEL_CHANGED = "model_changed"
+CONTEXT_UTILIZATION_HIGH = "context_utilization_high"
 
 DEFAULT_RULES: dict[str, RuleSpec] = {
     r.id: r
@@ -67,14 +68,134 @@ DEFAULT_RULES: dict[str, RuleSpec] = {
         # Per provider and overall, from the store (STORE_RULES): spend over the last hour
         # against the hourly average of the 7 days before it.
         RuleSpec("cost_spike", Severity.WARNING, 3.0, min_samples=1, window_s=3600, min_usd=1.0),
+        # p95 of prompt tokens over the context window on real traffic (METRIC_RULES).
+        RuleSpec(CONTEXT_UTILIZATION_HIGH, Severity.WARNING, 0.8, min_samples=5, window_s=3600),
     )
 }
+# Built-in rules that the metric-rule engine evaluates (``alerts.metric_rules``), as a custom
+# rule of the same metric would be: each maps to (metric, sources it reads). Context use means
+# something on real requests only: probes send a few tokens.
+METRIC_RULES = {CONTEXT_UTILIZATION_HIGH: ("context_utilization_p95", ("traffic",))}
 # Rules that say a target is failing. They are one incident per target (see alerts.engine),
 # in order of which one's id and summary the page carries when several fire.
 AVAILABILITY_RULES = ("consecutive_unavailable", "error_rate_critical", "error_rate_warning")
 # Rules the leader computes from the store per provider and overall ("*"), not from a target's
 # window of recent results; their per-target overrides are ignored.
 STORE_RULES = ("cost_spike",)
+# Rules a target's window of recent results does not evaluate.
+NOT_WINDOWED = (*STORE_RULES, *METRIC_RULES)
+
+
+class Unit(enum.StrEnum):
+    """A metric's unit: values, thresholds and webhook figures are in it, unscaled."""
+
+    SECONDS = "seconds"
+    FRACTION = "fraction"  # 0.05 for 5 %
+    TOKENS_PER_S = "tokens/s"
+    TOKENS = "tokens"
+    COUNT = "count"
+    USD = "USD"
+    TIMES = "×"  # a multiple of a baseline (built-in spike rules only)
+
+
+# The unit of each built-in rule's threshold; None: its threshold is unused (a point event,
+# a listing).
+THRESHOLD_UNITS: dict[str, Unit | None] = {
+    "ttft_p95_high": Unit.SECONDS,
+    "error_rate_warning": Unit.FRACTION,
+    "error_rate_critical": Unit.FRACTION,
+    "consecutive_unavailable": Unit.COUNT,
+    "rate_limit_headroom": Unit.FRACTION,
+    "auth_failure": Unit.COUNT,
+    "tps_low": Unit.TOKENS_PER_S,
+    "tokens_per_request_spike": Unit.TIMES,
+    MODEL_CHANGED: None,
+    "model_unlisted": None,
+    "model_deprecated": Unit.SECONDS,  # the notice period
+    "cost_spike": Unit.TIMES,
+    CONTEXT_UTILIZATION_HIGH: Unit.FRACTION,
+}
+
+
+class Aggregation(enum.StrEnum):
+    """How a metric reduces the results of a window."""
+
+    QUANTILE = "quantile"  # of the values the results carry
+    RATE = "rate"  # results with a property over the results that count
+    TOTAL = "total"  # sum over the window
+    RATIO = "ratio"  # a sum over a count (tokens per request)
+    MAX = "max"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    unit: Unit
+    aggregation: Aggregation
+    description: str
+    q: float = 0.0  # the quantile, for Aggregation.QUANTILE
+
+
+def _quantiles(prefix: str, unit: Unit, what: str, qs: dict[str, float]) -> list[MetricSpec]:
+    return [
+        MetricSpec(f"{prefix}_{label}", unit, Aggregation.QUANTILE, f"{label} of {what}", q)
+        for label, q in qs.items()
+    ]
+
+
+# What a custom rule can watch (README, "Metrics"). Quantiles use DDSketch's rank over the
+# window's values, as every other quantile here (``store.queries.exact_quantile``).
+METRICS: dict[str, MetricSpec] = {
+    m.name: m
+    for m in (
+        *_quantiles(
+            "ttft", Unit.SECONDS, "time to first token (stream results)",
+            {"p50": 0.5, "p95": 0.95, "p99": 0.99},
+        ),
+        *_quantiles(
+            "latency", Unit.SECONDS, "total latency (every result)",
+            {"p50": 0.5, "p95": 0.95, "p99": 0.99},
+        ),
+        *_quantiles(
+            "tokens_per_s", Unit.TOKENS_PER_S, "output tokens per second (stream results)",
+            {"p50": 0.5, "p05": 0.05},
+        ),
+        *_quantiles(
+            "itl", Unit.SECONDS,
+            "each streamed answer's median inter-token latency", {"p95": 0.95},
+        ),
+        *_quantiles(
+            "context_utilization", Unit.FRACTION,
+            "prompt tokens over the model's context window", {"p95": 0.95},
+        ),
+        MetricSpec(
+            "error_rate", Unit.FRACTION, Aggregation.RATE,
+            "failed results over all results; 429 and exhausted quota are not failures, nor "
+            "the faults of traffic's own requests (bad request, context length, content filter)",
+        ),
+        MetricSpec(
+            "availability", Unit.FRACTION, Aggregation.RATE,
+            "1 - outages (unavailable, timeout, ...) over all results; 429 and quota are not "
+            "outages",
+        ),
+        MetricSpec(
+            "rate_limited_rate", Unit.FRACTION, Aggregation.RATE,
+            "results answered 429 (rate_limited) over all results",
+        ),
+        MetricSpec(
+            "ratelimit_utilization", Unit.FRACTION, Aggregation.MAX,
+            "highest share of a rate limit used, from the response headers",
+        ),
+        MetricSpec("requests", Unit.COUNT, Aggregation.TOTAL, "results in the window"),
+        MetricSpec("tokens_in", Unit.TOKENS, Aggregation.TOTAL, "input tokens in the window"),
+        MetricSpec("tokens_out", Unit.TOKENS, Aggregation.TOTAL, "output tokens in the window"),
+        MetricSpec(
+            "tokens_per_request", Unit.TOKENS, Aggregation.RATIO,
+            "mean input + output tokens per result that reported usage",
+        ),
+        MetricSpec("cost_usd", Unit.USD, Aggregation.TOTAL, "US dollars spent in the window"),
+    )
+}  # fmt: skip
 
 
 def _threshold(value: object) -> object:
@@ -123,7 +244,7 @@ def resolve_rules(*layers: Mapping[str, RuleOverride] | None) -> dict[str, RuleS
     return rules
 
 
-def _known_rules(value: dict[str, RuleOverride]) -> dict[str, RuleOverride]:
+def known_rules(value: dict[str, RuleOverride]) -> dict[str, RuleOverride]:
     unknown = set(value) - set(DEFAULT_RULES)
     if unknown:
         raise ValueError(
@@ -132,4 +253,4 @@ def _known_rules(value: dict[str, RuleOverride]) -> dict[str, RuleOverride]:
     return value
 
 
-RuleOverrides = Annotated[dict[str, RuleOverride], AfterValidator(_known_rules)]
+RuleOverrides = Annotated[dict[str, RuleOverride], AfterValidator(known_rules)]

@@ -44,8 +44,11 @@ INCIDENT = "availability"  # a target's incident record, notified under its lead
 _RANK = {rule: i for i, rule in enumerate(AVAILABILITY_RULES)}
 
 
-def alert_scope(rule: str) -> str:
-    """What an alert's ``target`` names: a target, a provider, or every provider ("*")."""
+def alert_scope(rule: str, custom: Mapping[str, str] | None = None) -> str:
+    """What an alert's ``target`` names: a target, a provider, a model, every provider ("*"),
+    or an SLO; ``custom``: the scope of each custom rule (``alerts.metric_rules.scopes``)."""
+    if custom and rule in custom:
+        return custom[rule]
     if rule == ALL_PROVIDERS_RULE:
         return "all"
     if rule in (PROVIDER_RULE, OFFICIAL_STATUS_RULE, COST_SPIKE_RULE):

@@ -18,7 +18,7 @@ from typing import NamedTuple
 from llmpulse.durations import format_duration
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult
-from llmpulse.rules import STORE_RULES, RuleSpec
+from llmpulse.rules import NOT_WINDOWED, RuleSpec
 from llmpulse.store.queries import exact_quantile as quantile
 
 _UNAVAILABLE = frozenset({ErrorClass.UNAVAILABLE.value, ErrorClass.TIMEOUT.value})
@@ -131,7 +131,7 @@ class TargetWindow:
         """``retires``: when the target's model is retired (a timestamp), if known."""
         out = []
         for rule in rules.values():
-            if not rule.enabled or rule.id in STORE_RULES:
+            if not rule.enabled or rule.id in NOT_WINDOWED:
                 continue
             ev = self._evaluate(rule, now, tps_floor, tokens_baseline, retires)
             if rule.clear_window_s is None:

@@ -23,6 +23,7 @@ from llmpulse.config.fields import check_address
 from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.litellm import SECTIONS, parse_gateway
 from llmpulse.config.notifiers import NotifierSettings, check_routes, resolve_notifiers
+from llmpulse.config.rules import MetricRule, RulesSection, resolve_custom_rules
 from llmpulse.config.slos import Slo, SloConfig, resolve_slos
 from llmpulse.config.storage import resolve_storage
 from llmpulse.config.targets import TargetConfig, resolve_target
@@ -35,7 +36,7 @@ from llmpulse.config.web import (
     split_address,
 )
 from llmpulse.presets import PRESETS
-from llmpulse.rules import RuleOverride, RuleOverrides
+from llmpulse.rules import RuleOverride, RuleSpec, resolve_rules
 from llmpulse.secrets import Redactor, url_password
 from llmpulse.target import Target
 from llmpulse.yamlfile import YAMLFileError, gc_paused, read_yaml
@@ -52,7 +53,7 @@ class ConfigFile(BaseModel):
     storage: str | None = None
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
-    rules: RuleOverrides = Field(default_factory=dict)
+    rules: RulesSection = Field(default_factory=RulesSection)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     silences: list[SilenceConfig] = Field(default_factory=list)
     slos: list[SloConfig] = Field(default_factory=list)
@@ -78,6 +79,8 @@ class Config:
     monitor: MonitorSettings = dataclasses.field(default_factory=MonitorSettings)
     alerting: AlertingSettings = dataclasses.field(default_factory=AlertingSettings)
     rules: Mapping[str, RuleOverride] = dataclasses.field(default_factory=dict)
+    # rules.custom, and nothing else: the built-in rules of METRIC_RULES are the targets'.
+    custom_rules: tuple[MetricRule, ...] = ()
     providers: Mapping[str, ProviderSettings] = dataclasses.field(default_factory=dict)
     silences: list[SilenceConfig] = dataclasses.field(default_factory=list)
     slos: list[Slo] = dataclasses.field(default_factory=list)
@@ -90,6 +93,18 @@ class Config:
     telemetry: TelemetryConfig | None = None
     # Said once by whoever loads the config (e.g. settings that are accepted but ignored).
     warnings: tuple[str, ...] = ()
+
+    def target_rules(self, target: Target) -> dict[str, RuleSpec]:
+        """The built-in rules as they apply to ``target``: defaults, then the overrides of the
+        config, of its provider and of the target itself."""
+        provider = self.providers.get(target.provider)
+        return resolve_rules(self.rules, provider.rules if provider else None, target.rules)
+
+    def provider_rules(self, provider: str | None) -> dict[str, RuleSpec]:
+        """The built-in rules of a provider's own alerts (``rules.STORE_RULES``), or of those
+        over every provider (None)."""
+        settings = self.providers.get(provider) if provider else None
+        return resolve_rules(self.rules, settings.rules if settings else None)
 
     @property
     def redactor(self) -> Redactor:
@@ -188,7 +203,8 @@ def parse_config(
         source=source,
         monitor=parsed.monitor,
         alerting=parsed.alerting,
-        rules=parsed.rules,
+        rules=parsed.rules.overrides,
+        custom_rules=resolve_custom_rules(parsed.rules.custom, targets, where),
         providers=parsed.providers,
         silences=parsed.silences,
         slos=resolve_slos(parsed.slos, targets, where),

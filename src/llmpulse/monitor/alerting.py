@@ -29,6 +29,7 @@ from llmpulse.alerts.engine import (
     Engine,
     Notify,
 )
+from llmpulse.alerts.metric_rules import REPLAY_MAX_S, MetricRules, builtin_rules
 from llmpulse.alerts.model import Acknowledgement
 from llmpulse.alerts.routes import Routes
 from llmpulse.alerts.silences import configured_silences
@@ -37,7 +38,7 @@ from llmpulse.alerts.window import TargetWindow, agree_across_regions, cost_spik
 from llmpulse.config import Config
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckResult, Source
-from llmpulse.rules import STORE_RULES, RuleSpec, resolve_rules
+from llmpulse.rules import NOT_WINDOWED, RuleSpec
 from llmpulse.store import ResultFilter, Store, queries
 from llmpulse.target import Target
 
@@ -80,21 +81,20 @@ class Alerting:
         self.horizons: dict[str, float] = {}
         by_provider: dict[str, list[str]] = defaultdict(list)
         for t in config.targets:
-            provider_rules = config.providers.get(t.provider)
-            self.rules[t.name] = resolve_rules(
-                config.rules, provider_rules.rules if provider_rules else None, t.rules
-            )
+            self.rules[t.name] = config.target_rules(t)
             self.horizons[t.name] = max(
-                (r.window_s for r in self.rules[t.name].values() if r.id not in STORE_RULES),
+                (r.window_s for r in self.rules[t.name].values() if r.id not in NOT_WINDOWED),
                 default=0.0,
             )
             by_provider[t.provider].append(t.name)
         # The store rules' settings per provider, and for all of them (ALL: global rules only).
-        self.provider_rules = {ALL: resolve_rules(config.rules)} | {
-            p: resolve_rules(config.rules, c.rules if (c := config.providers.get(p)) else None)
-            for p in by_provider
+        self.provider_rules = {ALL: config.provider_rules(None)} | {
+            p: config.provider_rules(p) for p in by_provider
         }
         self.spend_at = -math.inf  # when spend was last judged: never yet
+        self.metric_rules = MetricRules(
+            [*config.custom_rules, *builtin_rules(config.targets, self.rules)], config.targets
+        )
         self.windows: dict[str, dict[str | None, TargetWindow]] = defaultdict(dict)
         self.baselines: dict[str, float | None] = {}
         self.baselines_at = -math.inf  # when they were last computed: never yet
@@ -132,7 +132,9 @@ class Alerting:
 
     @property
     def longest_horizon(self) -> float:
-        return max(self.horizons.values(), default=0.0)
+        """How far back a new leader refills its windows from the store."""
+        metric = min(self.metric_rules.longest_window, REPLAY_MAX_S)
+        return max(*self.horizons.values(), metric, 0.0)
 
     def replay_start(self, now: float) -> float:
         """Where a new term re-reads results from: the rule windows' horizon, from the start of
@@ -203,6 +205,7 @@ class Alerting:
         for result in results:
             if result.target not in self.targets:
                 continue  # a target no longer in the config, or traffic of an unmonitored one
+            self.metric_rules.add(result)  # custom rules count traffic's own faults too
             if _says_nothing(result):
                 continue
             self.slos.add(result, now)
@@ -242,10 +245,12 @@ class Alerting:
         self.engine.observe(target.name, target.provider, evaluations, now)
 
     def tick(self, now: float) -> list[AlertRecord]:
-        """Grouping, repeats and silences (and every ``SLO_EVERY_S`` the SLOs' burn rates);
-        returns the records to save."""
+        """Metric rules (and every ``SLO_EVERY_S`` the SLOs' burn rates), then grouping,
+        repeats and silences; returns the records to save."""
         if now - self.slo_at >= SLO_EVERY_S:
             self.observe_slos(now)
+        for subject, provider, evaluation in self.metric_rules.evaluate(now):
+            self.engine.observe(subject, provider, [evaluation], now)
         self.engine.tick(now)
         return self.engine.take_dirty()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from llmpulse.result import CheckResult
-from llmpulse.store.rollup import Summary
+from llmpulse.store.rollup import Bins, Summary
 
 RAW_RETENTION_S = 7 * 86400
 ROLLUP_RETENTION_S = 400 * 86400
@@ -165,6 +165,23 @@ class Store(abc.ABC):
         ``start_ts <= ts < end_ts``, grouped and filtered as ``metric_values``: what rollups
         cannot answer, since they keep neither region nor source. Groups without data are
         absent."""
+        raise NotImplementedError
+
+    def metric_bins(
+        self,
+        start_ts: float,
+        end_ts: float,
+        step_s: int,
+        metric: str,
+        *,
+        group_by: RawGroupBy = None,
+        where: ResultFilter = ALL_RESULTS,
+    ) -> dict[tuple[int, str], tuple[Bins, float]]:
+        """Sketch bins and the largest value of one metric (``rollup.METRICS``) of the raw
+        results of ``start_ts <= ts < end_ts``, keyed by ``(bucket start, group)``: buckets
+        aligned to multiples of ``step_s`` (a multiple of 60), groups as ``metric_values``'.
+        What a chart split by region or source needs (rollups keep neither), counted in the
+        database so that no row reaches Python. Buckets and groups without a value are absent."""
         raise NotImplementedError
 
     def tail_start(self, since_ts: float) -> tuple[list[CheckResult], int]:

@@ -13,9 +13,11 @@ import functools
 from llmpulse.store.rollup import sql_key
 from llmpulse.store.sqlstore import (
     MERGED_SQL,
+    METRIC_SQL,
     MINUTE,
     OUTAGE_SQL,
     PACK,
+    SKETCH_COLUMNS,
     TARGETS_CTE,
     Groups,
     Tier,
@@ -52,10 +54,11 @@ def raw_summary_sql(
     )
     if not ratelimit:
         rl_max, rl_packed = "NULL::float8", "NULL::bigint"
+    context = METRIC_SQL["context"]
     return f"""
 SELECT g0, g1, g2, provider, model, total, ok, outage, errors, ttft_sketch, latency_sketch,
        tps_sketch, token_requests, input_tokens, output_tokens, cost_requests, cost_usd, rl_max,
-       {_UNPACK}, first_ts, last_ts
+       {_UNPACK}, first_ts, last_ts, context_sketch, context_max
 FROM (
     SELECT {g0} AS g0, {g1} AS g1, {g2} AS g2, max(provider) AS provider, max(model) AS model,
            count(*) AS total, sum(ok)::bigint AS ok,
@@ -70,7 +73,9 @@ FROM (
            coalesce(sum(output_tokens), 0)::bigint AS output_tokens,
            count(cost_usd) AS cost_requests, coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
            {rl_max} AS rl_max, {rl_packed} AS rl_packed,
-           min(ts) AS first_ts, max(ts) AS last_ts
+           min(ts) AS first_ts, max(ts) AS last_ts,
+           {array(sql_key(context, _LOG2), context)} AS context_sketch,
+           {f"max({context})" if sketches else "NULL::float8"} AS context_max
     FROM results WHERE {where} GROUP BY 1, 2, 3
 ) AS raw"""
 
@@ -81,7 +86,8 @@ def _raw_text_sql(groups: Groups, where: str, sketches: bool, ratelimit: bool) -
     return f"""
 SELECT g0, g1, g2, provider, model, total, ok, outage, errors::text, ttft_sketch::text,
        latency_sketch::text, tps_sketch::text, token_requests, input_tokens, output_tokens,
-       cost_requests, cost_usd, rl_max, rl_latest, rl_latest_ts, first_ts, last_ts
+       cost_requests, cost_usd, rl_max, rl_latest, rl_latest_ts, first_ts, last_ts,
+       context_sketch::text, context_max
 FROM ({raw_summary_sql(groups, where, sketches, ratelimit)}) AS s"""
 
 
@@ -98,7 +104,7 @@ def merge_summary_sql(below: Tier, groups: Groups, where: str) -> str:
     bins = " UNION ALL ".join(
         f"SELECT g0, g1, g2, {m} AS m, e.k, sum(e.n) AS n "
         f"FROM src CROSS JOIN LATERAL ({_entries(col, arrays)}) AS e GROUP BY g0, g1, g2, e.k"
-        for m, col in enumerate(("ttft_sketch", "latency_sketch", "tps_sketch"))
+        for m, col in enumerate(SKETCH_COLUMNS)
     )
     return f"""{merge_source_sql(below.table, groups, where)},
 base AS (
@@ -108,7 +114,8 @@ base AS (
            sum(input_tokens)::bigint AS input_tokens,
            sum(output_tokens)::bigint AS output_tokens,
            sum(cost_requests)::bigint AS cost_requests, sum(cost_usd)::float8 AS cost_usd,
-           max(rl_max) AS rl_max, min(first_ts) AS first_ts, max(last_ts) AS last_ts
+           max(rl_max) AS rl_max, min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+           max(context_max) AS context_max
     FROM src GROUP BY g0, g1, g2
 ),
 rl AS (
@@ -145,7 +152,7 @@ def tier_summary_sql(
     return f"""
 SELECT g0, g1, '', provider, model, total, ok, outage, errors, ttft_sketch, latency_sketch,
        tps_sketch, token_requests, input_tokens, output_tokens, cost_requests, cost_usd, rl_max,
-       {_UNPACK}, first_ts, last_ts
+       {_UNPACK}, first_ts, last_ts, context_sketch, context_max
 FROM (
     SELECT {g0} AS g0, {g1} AS g1, max(provider) AS provider, max(model) AS model,
            sum(total)::bigint AS total, sum(ok)::bigint AS ok, sum(outage)::bigint AS outage,
@@ -156,7 +163,9 @@ FROM (
            sum(output_tokens)::bigint AS output_tokens,
            sum(cost_requests)::bigint AS cost_requests,
            coalesce(sum(cost_usd), 0)::float8 AS cost_usd, {rl_max} AS rl_max,
-           {rl_packed} AS rl_packed, min(first_ts) AS first_ts, max(last_ts) AS last_ts
+           {rl_packed} AS rl_packed, min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+           {concat("context_sketch")} AS context_sketch,
+           {"max(context_max)" if sketches else "NULL::float8"} AS context_max
     FROM {table} WHERE {where} GROUP BY 1, 2
 ) AS tier"""
 
@@ -171,11 +180,12 @@ def tier_rows_sql(
         if sketches
         else "NULL, NULL, NULL"
     )
+    context = "context_sketch::text, context_max" if sketches else "NULL, NULL"
     rl = "rl_max, rl_latest, rl_latest_ts" if ratelimit else "NULL, NULL, NULL"
     return f"""
 SELECT {g0}, {g1}, '', provider, model, total, ok, outage, errors::text, {sketch},
        token_requests, input_tokens, output_tokens, cost_requests, cost_usd, {rl},
-       first_ts, last_ts
+       first_ts, last_ts, {context}
 FROM {table} WHERE {where}"""
 
 
@@ -199,6 +209,10 @@ class PostgresDialect:
     @staticmethod
     def bucket(column: str, step: int) -> str:
         return f"(floor({column} / {step})::bigint * {step})"
+
+    @staticmethod
+    def key(column: str) -> str:
+        return sql_key(column, _LOG2)
 
     @staticmethod
     def latest_per_target_sql(columns: str) -> str:

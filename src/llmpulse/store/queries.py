@@ -48,6 +48,10 @@ class Aggregate:
     tps_p50: float | None = None
     tps_p95: float | None = None
     tps_p99: float | None = None
+    # Prompt tokens over the context window (fractions), of the results that had both.
+    context_utilization_p50: float | None = None
+    context_utilization_p95: float | None = None
+    context_utilization_max: float | None = None
     ratelimit_utilization_max: float | None = None
     ratelimit_utilization_latest: float | None = None
     # Per token-bearing request (inference and stream checks that reported usage / a cost).
@@ -171,6 +175,49 @@ def series(
     ]
 
 
+@dataclasses.dataclass(slots=True)
+class ValueSeries:
+    """One group's figures of one metric per bucket: how many results had a value, p50 and
+    p95 (DDSketch, 1 %) and the exact maximum; None where no result had one."""
+
+    count: list[int]
+    p50: list[float | None]
+    p95: list[float | None]
+    max: list[float | None]
+
+
+def raw_series(
+    store: Store,
+    metric: str,
+    target: str | None,
+    window_s: float,
+    step_s: int,
+    now: float | None = None,
+    group_by: RawGroupBy = "source",
+) -> tuple[list[int], dict[str, ValueSeries]]:
+    """The bucket starts of ``series`` (the same layout) and, per group of the raw results
+    (source or region: what rollups do not keep), one metric's ``ValueSeries``: back as far as
+    the raw results are kept. Groups without a value in the window are absent."""
+    now = time.time() if now is None else now
+    first = math.floor((now - window_s) / step_s) * step_s
+    starts = list(range(first, math.ceil(now), step_s))
+    bins = store.metric_bins(
+        first, now, step_s, metric, group_by=group_by, where=ResultFilter(target=target)
+    )
+    out: dict[str, ValueSeries] = {}
+    index = {ts: i for i, ts in enumerate(starts)}
+    for (bucket, group), (b, largest) in bins.items():
+        s = out.get(group)
+        if s is None:
+            n = len(starts)
+            s = out[group] = ValueSeries([0] * n, [None] * n, [None] * n, [None] * n)
+        i = index[bucket]
+        s.count[i] = sum(b.values())
+        s.p50[i], s.p95[i] = quantiles(b, (0.5, 0.95))
+        s.max[i] = largest
+    return starts, out
+
+
 def _grouped(
     store: Store,
     window_s: float,
@@ -220,7 +267,8 @@ def _exact(
     for k, s in counts.items():
         v = values.get(str(k), {})
         exact = {m: [exact_quantile(v.get(m, []), q) for q in QUANTILES] for m in METRICS}
-        out[str(k)] = _from_summary(s, window_s, exact)
+        context = v.get("context")
+        out[str(k)] = _from_summary(s, window_s, exact, context[-1] if context else None)
     return out
 
 
@@ -233,11 +281,17 @@ def exact_quantile(values: list[float], q: float) -> float | None:
 
 
 def _from_summary(
-    s: Summary, window_s: float, exact: dict[str, list[float | None]] | None = None
+    s: Summary,
+    window_s: float,
+    exact: dict[str, list[float | None]] | None = None,
+    exact_context_max: float | None = None,
 ) -> Aggregate:
+    """``exact``: quantiles from raw values, with the largest context utilization among them
+    (``exact_context_max``), instead of the summary's sketches and maximum."""
     if not s.total:
         return Aggregate()
     q = exact or {m: quantiles(s.bins(m), QUANTILES) for m in METRICS}
+    context_max = s.context_max if exact is None else exact_context_max
     failures = s.total - s.ok - sum(s.errors.get(c, 0) for c in NOT_FAILURES)
     cost = s.cost_usd if s.cost_requests else None
     tokens = s.input_tokens + s.output_tokens
@@ -257,6 +311,9 @@ def _from_summary(
         tps_p50=q["tps"][0],
         tps_p95=q["tps"][1],
         tps_p99=q["tps"][2],
+        context_utilization_p50=q["context"][0],
+        context_utilization_p95=q["context"][1],
+        context_utilization_max=context_max,
         ratelimit_utilization_max=s.rl_max,
         ratelimit_utilization_latest=s.rl_latest,
         tokens_per_request=tokens / s.token_requests if s.token_requests else None,

@@ -31,7 +31,9 @@ MIN_VALUE = MAPPING.min_possible
 # Zero and negative values (a 0 tokens/s) share one bin; far outside any real key.
 ZERO_KEY = -(2**31)
 
-METRICS = ("ttft", "latency", "tps")
+# Each a sketch; "context" is context-window utilization (prompt tokens / context window, a
+# fraction), whose maximum is kept beside its sketch (``Summary.context_max``).
+METRICS = ("ttft", "latency", "tps", "context")
 OUTAGE_CLASSES = tuple(str(c) for c in ErrorClass if c.is_outage)
 # Errors that are the caller's limits, not failures of the provider: left out of error_rate.
 NOT_FAILURES = tuple(str(c) for c in ErrorClass if c.is_caller_limit)
@@ -110,6 +112,9 @@ class Summary:
     ttft: Bins = dataclasses.field(default_factory=dict)
     latency: Bins = dataclasses.field(default_factory=dict)
     tps: Bins = dataclasses.field(default_factory=dict)
+    context: Bins = dataclasses.field(default_factory=dict)
+    # The largest context utilization, exact (a sketch's largest bin is within 1 %).
+    context_max: float | None = None
     # Token-bearing checks (inference, stream): requests with usage, and requests with a cost.
     token_requests: int = 0
     input_tokens: int = 0
@@ -153,13 +158,19 @@ class Summary:
             self.first_ts = o.first_ts
         if o.last_ts is not None and (self.last_ts is None or o.last_ts > self.last_ts):
             self.last_ts = o.last_ts
+        if o.context_max is not None and (
+            self.context_max is None or o.context_max > self.context_max
+        ):
+            self.context_max = o.context_max
 
 
-# The columns every rollup row and every summary query yields, in this order.
+# The columns every rollup row and every summary query yields, in this order (the context
+# columns last: a migration added them).
 SUMMARY_COLUMNS = (
     "provider", "model", "total", "ok", "outage", "errors", "ttft_sketch", "latency_sketch",
     "tps_sketch", "token_requests", "input_tokens", "output_tokens", "cost_requests", "cost_usd",
-    "rl_max", "rl_latest", "rl_latest_ts", "first_ts", "last_ts",
+    "rl_max", "rl_latest", "rl_latest_ts", "first_ts", "last_ts", "context_sketch",
+    "context_max",
 )  # fmt: skip
 
 
@@ -173,7 +184,7 @@ def decode_summaries(rows: Sequence[Sequence[Any]]) -> list[Summary]:
     costs more than parsing a small value. Arrays are counted by ``Counter`` in C; only
     objects' bins are added one by one.
     """
-    columns = [_parse([row[i] for row in rows]) for i in (8, 9, 10, 11)]
+    columns = [_parse([row[i] for row in rows]) for i in (8, 9, 10, 11, 22)]
     return [
         Summary(
             provider=row[3],
@@ -185,6 +196,8 @@ def decode_summaries(rows: Sequence[Sequence[Any]]) -> list[Summary]:
             ttft=_int_keys(_count(ttft)),
             latency=_int_keys(_count(latency)),
             tps=_int_keys(_count(tps)),
+            context=_int_keys(_count(context)),
+            context_max=row[23],
             token_requests=row[12],
             input_tokens=row[13],
             output_tokens=row[14],
@@ -196,7 +209,7 @@ def decode_summaries(rows: Sequence[Sequence[Any]]) -> list[Summary]:
             first_ts=row[20],
             last_ts=row[21],
         )
-        for row, errors, ttft, latency, tps in zip(rows, *columns, strict=True)
+        for row, errors, ttft, latency, tps, context in zip(rows, *columns, strict=True)
     ]
 
 

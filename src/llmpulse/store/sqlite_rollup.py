@@ -15,8 +15,10 @@ import functools
 from llmpulse.store.rollup import sql_key
 from llmpulse.store.sqlstore import (
     MERGED_SQL,
+    METRIC_SQL,
     OUTAGE_SQL,
     PACK,
+    SKETCH_COLUMNS,
     TARGETS_CTE,
     Groups,
     Tier,
@@ -65,12 +67,13 @@ def raw_summary_sql(
     )
     if not ratelimit:
         rl_max = rl_packed = "NULL"
+    context = METRIC_SQL["context"]
     return f"""
 SELECT g0, g1, g2, provider, model, total, ok, outage, errors, ttft_sketch, latency_sketch,
        tps_sketch, token_requests, input_tokens, output_tokens, cost_requests, cost_usd, rl_max,
        CASE WHEN rl_packed IS NOT NULL THEN (rl_packed % {PACK}) / 1e6 END AS rl_latest,
        CASE WHEN rl_packed IS NOT NULL THEN (rl_packed / {PACK}) / 1000.0 END AS rl_latest_ts,
-       first_ts, last_ts
+       first_ts, last_ts, context_sketch, context_max
 FROM (
     SELECT {g0} AS g0, {g1} AS g1, {g2} AS g2, max(provider) AS provider, max(model) AS model,
            count(*) AS total, sum(ok) AS ok,
@@ -85,7 +88,9 @@ FROM (
            coalesce(sum(output_tokens), 0) AS output_tokens,
            count(cost_usd) AS cost_requests, total(cost_usd) AS cost_usd,
            {rl_max} AS rl_max, {rl_packed} AS rl_packed,
-           min(ts) AS first_ts, max(ts) AS last_ts
+           min(ts) AS first_ts, max(ts) AS last_ts,
+           {array(sql_key(context), context)} AS context_sketch,
+           {f"max({context})" if sketches else "NULL"} AS context_max
     FROM results WHERE {where} GROUP BY 1, 2, 3
 )"""
 
@@ -95,7 +100,7 @@ def merge_summary_sql(table: str, groups: Groups, where: str) -> str:
     bins = " UNION ALL ".join(
         f"SELECT g0, g1, g2, {m} AS m, {_entry_key(col)} AS k, sum({_entry_count(col)}) AS n "
         f"FROM src, json_each(src.{col}) AS j GROUP BY g0, g1, g2, k"
-        for m, col in enumerate(("ttft_sketch", "latency_sketch", "tps_sketch"))
+        for m, col in enumerate(SKETCH_COLUMNS)
     )
     return f"""{merge_source_sql(table, groups, where)},
 base AS (
@@ -103,7 +108,8 @@ base AS (
            sum(ok) AS ok, sum(outage) AS outage, sum(token_requests) AS token_requests,
            sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
            sum(cost_requests) AS cost_requests, total(cost_usd) AS cost_usd,
-           max(rl_max) AS rl_max, min(first_ts) AS first_ts, max(last_ts) AS last_ts
+           max(rl_max) AS rl_max, min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+           max(context_max) AS context_max
     FROM src GROUP BY g0, g1, g2
 ),
 rl AS (
@@ -150,7 +156,7 @@ SELECT g0, g1, '', provider, model, total, ok, outage, errors, ttft_sketch, late
        tps_sketch, token_requests, input_tokens, output_tokens, cost_requests, cost_usd, rl_max,
        CASE WHEN rl_packed IS NOT NULL THEN (rl_packed % {PACK}) / 1e6 END AS rl_latest,
        CASE WHEN rl_packed IS NOT NULL THEN (rl_packed / {PACK}) / 1000.0 END AS rl_latest_ts,
-       first_ts, last_ts
+       first_ts, last_ts, context_sketch, context_max
 FROM (
     SELECT {g0} AS g0, {g1} AS g1, max(provider) AS provider, max(model) AS model,
            sum(total) AS total, sum(ok) AS ok, sum(outage) AS outage,
@@ -159,7 +165,9 @@ FROM (
            sum(token_requests) AS token_requests, sum(input_tokens) AS input_tokens,
            sum(output_tokens) AS output_tokens, sum(cost_requests) AS cost_requests,
            total(cost_usd) AS cost_usd, {rl_max} AS rl_max, {rl_packed} AS rl_packed,
-           min(first_ts) AS first_ts, max(last_ts) AS last_ts
+           min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+           {concat("context_sketch")} AS context_sketch,
+           {"max(context_max)" if sketches else "NULL"} AS context_max
     FROM {table} WHERE {where} GROUP BY 1, 2
 )"""
 
@@ -173,11 +181,12 @@ def tier_rows_sql(
     target), as SQL's aggregates cost more per row than Python's merge."""
     g0, g1 = groups
     sketch = "ttft_sketch, latency_sketch, tps_sketch" if sketches else "NULL, NULL, NULL"
+    context = "context_sketch, context_max" if sketches else "NULL, NULL"
     rl = "rl_max, rl_latest, rl_latest_ts" if ratelimit else "NULL, NULL, NULL"
     return f"""
 SELECT {g0}, {g1}, '', provider, model, total, ok, outage, errors, {sketch},
        token_requests, input_tokens, output_tokens, cost_requests, cost_usd, {rl},
-       first_ts, last_ts
+       first_ts, last_ts, {context}
 FROM {table} WHERE {where}"""
 
 
@@ -195,6 +204,10 @@ class SQLiteDialect:
     @staticmethod
     def merge_summary_sql(below: Tier, groups: Groups, where: str) -> str:
         return merge_summary_sql(below.table, groups, where)
+
+    @staticmethod
+    def key(column: str) -> str:
+        return sql_key(column)
 
     @staticmethod
     def latest_per_target_sql(columns: str) -> str:

@@ -37,6 +37,7 @@ from llmpulse.store.rollup import (
     METRICS,
     OUTAGE_CLASSES,
     SUMMARY_COLUMNS,
+    Bins,
     Summary,
     decode_counts,
     decode_summaries,
@@ -100,17 +101,30 @@ WITH RECURSIVE targets(name) AS (
     SELECT (SELECT min(target) FROM results WHERE target > name)
     FROM targets WHERE name IS NOT NULL
 )"""
+# The sketch column of each metric (rollup.METRICS), in order: merges number them 0, 1, ...
+SKETCH_COLUMNS = tuple(f"{m}_sketch" for m in METRICS)
+# Each metric's value in a results row. Context utilization as CheckResult computes it: none
+# without a context window or without input tokens (CASE: PostgreSQL refuses to divide by 0).
+METRIC_SQL = {
+    "ttft": "ttft_ms",
+    "latency": "latency_ms",
+    "tps": "tokens_per_s",
+    "context": "(CASE WHEN context_window > 0 "
+    "THEN CAST(input_tokens AS DOUBLE PRECISION) / context_window END)",
+}
 # The end of a merge of rollup rows: its CTEs base, rl, err and bins joined per group.
 MERGED_SQL = """
 SELECT b.g0, b.g1, b.g2, b.provider, b.model, b.total, b.ok, b.outage, e.errors,
        s0.sketch, s1.sketch, s2.sketch, b.token_requests, b.input_tokens, b.output_tokens,
-       b.cost_requests, b.cost_usd, b.rl_max, l.rl_latest, l.rl_latest_ts, b.first_ts, b.last_ts
+       b.cost_requests, b.cost_usd, b.rl_max, l.rl_latest, l.rl_latest_ts, b.first_ts, b.last_ts,
+       s3.sketch, b.context_max
 FROM base AS b
 LEFT JOIN rl AS l ON l.g0 = b.g0 AND l.g1 = b.g1 AND l.g2 = b.g2
 LEFT JOIN err AS e ON e.g0 = b.g0 AND e.g1 = b.g1 AND e.g2 = b.g2
 LEFT JOIN bins AS s0 ON s0.g0 = b.g0 AND s0.g1 = b.g1 AND s0.g2 = b.g2 AND s0.m = 0
 LEFT JOIN bins AS s1 ON s1.g0 = b.g0 AND s1.g1 = b.g1 AND s1.g2 = b.g2 AND s1.m = 1
 LEFT JOIN bins AS s2 ON s2.g0 = b.g0 AND s2.g1 = b.g1 AND s2.g2 = b.g2 AND s2.m = 2
+LEFT JOIN bins AS s3 ON s3.g0 = b.g0 AND s3.g1 = b.g1 AND s3.g2 = b.g2 AND s3.m = 3
 """
 
 
@@ -166,6 +180,10 @@ class Dialect(Protocol):
     ) -> str: ...
 
     def latest_per_target_sql(self, columns: str) -> str: ...
+
+    def key(self, column: str) -> str:
+        """The sketch key of ``column`` (``rollup.key``) in the dialect's SQL."""
+        ...
 
 
 def one(conn: Conn, sql: str, args: Sequence[object] = ()) -> tuple[Any, ...]:
@@ -320,20 +338,23 @@ class SQLStore(Store, Generic[C]):
     ) -> dict[str, dict[str, list[float]]]:
         group = _raw_group(group_by)
         cond, args = _where(where, ("ts", start_ts, end_ts))
-        sql = f"SELECT {group}, ttft_ms, latency_ms, tokens_per_s FROM results WHERE {cond}"
+        columns = ", ".join(METRIC_SQL[m] for m in METRICS)
+        sql = f"SELECT {group}, {columns} FROM results WHERE {cond}"
         with self._reading() as conn:
             rows = conn.all(sql, args)
-        lists: dict[str, tuple[list[float], list[float], list[float]]] = {}
-        for g, ttft, latency, tps in rows:
+        lists: dict[str, tuple[list[float], list[float], list[float], list[float]]] = {}
+        for g, ttft, latency, tps, context in rows:
             entry = lists.get(g)
             if entry is None:
-                entry = lists[g] = ([], [], [])
+                entry = lists[g] = ([], [], [], [])
             if ttft is not None:
                 entry[0].append(ttft)
             if latency is not None:
                 entry[1].append(latency)
             if tps is not None:
                 entry[2].append(tps)
+            if context is not None:
+                entry[3].append(context)
         for entry in lists.values():
             for values in entry:
                 values.sort()
@@ -353,6 +374,41 @@ class SQLStore(Store, Generic[C]):
         with self._reading() as conn:
             rows = conn.all(sql, args)
         return {row[1]: s for row, s in zip(rows, decode_summaries(rows), strict=True)}
+
+    def metric_bins(
+        self,
+        start_ts: float,
+        end_ts: float,
+        step_s: int,
+        metric: str,
+        *,
+        group_by: RawGroupBy = None,
+        where: ResultFilter = ALL_RESULTS,
+    ) -> dict[tuple[int, str], tuple[Bins, float]]:
+        group = _raw_group(group_by)
+        step = _step(step_s)
+        if metric not in METRIC_SQL:
+            raise ValueError(f"no metric {metric!r}")
+        value = METRIC_SQL[metric]
+        cond, args = _where(where, ("ts", start_ts, end_ts))
+        # Counted per key in the database: one row per bin, however many results.
+        sql = f"""
+SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
+    SELECT {self.dialect.bucket("ts", step)} AS b, {group} AS g, {value} AS v
+    FROM results WHERE {cond}
+) AS r WHERE v IS NOT NULL GROUP BY 1, 2, 3"""
+        with self._reading() as conn:
+            rows = conn.all(sql, args)
+        out: dict[tuple[int, str], tuple[Bins, float]] = {}
+        for bucket, g, k, n, largest in rows:
+            entry = out.get((bucket, g))
+            if entry is None:
+                out[(bucket, g)] = ({k: n}, largest)
+            else:
+                entry[0][k] = n
+                if largest > entry[1]:
+                    out[(bucket, g)] = (entry[0], largest)
+        return out
 
     def rollup_watermark(self) -> float | None:
         with self._reading() as conn:

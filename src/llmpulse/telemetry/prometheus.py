@@ -54,6 +54,10 @@ TOKENS_PER_SECOND_BUCKETS = (
     5, 10, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000,
 )  # fmt: skip
 
+# Prompt tokens over the context window: fine steps near the limit, where requests start to fail
+# or be truncated; probes' few tokens fall in the first bucket.
+CONTEXT_UTILIZATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95, 1.0)
+
 INDICATORS: tuple[Indicator, ...] = get_args(Indicator)
 
 _TARGET = ("llmpulse_target", "gen_ai_provider_name", "gen_ai_request_model")
@@ -80,6 +84,18 @@ class TargetSnapshot:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AlertSnapshot:
+    """One firing or pending alert, built-in or custom (``rule`` is a custom rule's id)."""
+
+    rule: str
+    scope: str  # what ``target`` names: a target, a provider, a model, or "all"
+    target: str
+    provider: str
+    severity: str
+    state: str  # firing | pending
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class SloSnapshot:
     """One SLO's figures over its window (``alerts.slo``); None figures (no events) left out."""
 
@@ -95,6 +111,7 @@ class Snapshot:
     """What the gauges show, read once per scrape."""
 
     targets: Sequence[TargetSnapshot] = ()
+    alerts: Sequence[AlertSnapshot] = ()
     slos: Sequence[SloSnapshot] = ()
     official: Mapping[str, Indicator] = dataclasses.field(default_factory=dict)  # by provider
     availability_window: str = "1h"  # label value only, e.g. "5m", "1h", "24h"
@@ -142,6 +159,9 @@ class MetricsExporter:
             s.output_tokens = _observe(s.output_tokens, TOKEN_BUCKETS, usage.output_tokens)
         if result.cost_usd is not None:
             s.cost = (s.cost or 0.0) + result.cost_usd
+        context = result.context_utilization
+        if context is not None:
+            s.context = _observe(s.context, CONTEXT_UTILIZATION_BUCKETS, context)
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition and its content type: OpenMetrics when ``accept`` (the request's
@@ -186,6 +206,7 @@ class _Series:
     tps: _Hist | None = None
     input_tokens: _Hist | None = None
     output_tokens: _Hist | None = None
+    context: _Hist | None = None
     cost: float | None = None
 
 
@@ -213,6 +234,7 @@ class _CountsCollector(Collector):
                 (TPS, s.genai, s.tps),
                 (TOKENS, (*s.genai, "input"), s.input_tokens),
                 (TOKENS, (*s.genai, "output"), s.output_tokens),
+                (CONTEXT, s.genai, s.context),
             ):
                 if hist is None:
                     continue
@@ -282,7 +304,15 @@ TPS = _Family(
     TOKENS_PER_SECOND_BUCKETS,
 )
 TOKENS = _semconv(TOKEN_USAGE, (*_GENAI, "gen_ai_token_type"))
-_FAMILIES = (DURATION, TTFT, TPS, TOKENS)
+CONTEXT = _Family(
+    "llmpulse_context_utilization",
+    "Prompt tokens over the model's context window, per check that reported its input tokens "
+    "and whose context window is known.",
+    _GENAI,
+    CONTEXT_UTILIZATION_BUCKETS,
+    unit="ratio",
+)
+_FAMILIES = (DURATION, TTFT, TPS, TOKENS, CONTEXT)
 
 
 class _SnapshotCollector(Collector):
@@ -339,6 +369,15 @@ def _families(snapshot: Snapshot) -> list[Metric]:
     for provider, indicator in snapshot.official.items():
         for i in INDICATORS:
             official.add_metric((provider_name(provider), i), 1.0 if i == indicator else 0.0)
+    # As Prometheus's own ALERTS series: 1 per firing or pending alert, absent otherwise.
+    alerts = GaugeMetricFamily(
+        "llmpulse_alerts",
+        "Firing and pending alerts, built-in and custom rules alike: 1 while the alert is in "
+        "alertstate.",
+        labels=("alertname", "alertstate", "severity", "scope", "llmpulse_target", "provider"),
+    )
+    for a in snapshot.alerts:
+        alerts.add_metric((a.rule, a.state, a.severity, a.scope, a.target, a.provider), 1.0)
     slo_labels = ("slo", "sli")
     sli = GaugeMetricFamily(
         "llmpulse_slo_sli",
@@ -360,4 +399,4 @@ def _families(snapshot: Snapshot) -> list[Metric]:
             sli.add_metric(values, slo.sli)
         if slo.budget_remaining is not None:
             budget.add_metric(values, slo.budget_remaining)
-    return [status, availability, utilization, official, sli, objective, budget]
+    return [status, availability, utilization, official, alerts, sli, objective, budget]

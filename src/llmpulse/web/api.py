@@ -98,6 +98,17 @@ def private_routes(view: View) -> APIRouter:
         with _found():
             return view.series(target, range, str(check) if check else None)
 
+    @router.get(
+        "/context_utilization", response_model=schemas.ContextUtilization, responses=_NOT_FOUND
+    )
+    def context_utilization(
+        target: TargetFilter = None, range: schemas.Range = "24h"
+    ) -> schemas.ContextUtilization:
+        """Context-window use (prompt tokens / context window) per bucket, probes and gateway
+        traffic apart, from the raw results; all targets together without target."""
+        with _found():
+            return view.context_utilization(target, range)
+
     @router.get("/events", response_model=schemas.Events, responses=_NOT_FOUND)
     def events(target: TargetFilter = None, range: schemas.Range = "24h") -> schemas.Events:
         """Chart markers: alerts firing and resolving, served model version changes."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmpulse.alerts.status import Status
 from llmpulse.result import Source
-from llmpulse.store.queries import Aggregate
+from llmpulse.store.queries import Aggregate, ValueSeries
 
 Range = Literal["1h", "24h", "7d", "30d"]
 Window = Literal["5m", "1h", "24h", "7d", "30d"]
@@ -47,7 +47,7 @@ class Official(BaseModel):
     maintenances: list[Maintenance] = Field(default_factory=list)
 
 
-Scope = Literal["target", "provider", "all", "slo"]
+Scope = Literal["target", "provider", "model", "all", "slo"]
 
 
 class Alert(BaseModel):
@@ -174,12 +174,28 @@ class Series(BaseModel):
     latency_p95: list[float | None]
     latency_p99: list[float | None]
     tps_p50: list[float | None]
+    context_utilization_p50: list[float | None]
+    context_utilization_p95: list[float | None]
+    context_utilization_max: list[float | None]
     error_rate: list[float | None]
     availability: list[float | None]
     errors: dict[str, list[int]]
     ratelimit_utilization: list[float | None]
     tokens_per_request: list[float | None]
     cost: list[float | None]
+
+
+class ContextUtilization(BaseModel):
+    """Prompt tokens over the context window per bucket, probes and gateway traffic apart:
+    probes send a few tokens, so together they would hide what real requests use. From the
+    raw results, so buckets older than raw retention (7 days by default) are empty."""
+
+    target: str | None
+    range: Range
+    step_s: int
+    ts: list[int]
+    # Both sources always, empty buckets (count 0, figures null) where nothing had a value.
+    sources: dict[Source, ValueSeries]
 
 
 class Event(BaseModel):

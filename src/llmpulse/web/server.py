@@ -25,7 +25,13 @@ from llmpulse.config import Config
 from llmpulse.config.web import is_loopback
 from llmpulse.serving import header_timeout_protocol
 from llmpulse.store import queries
-from llmpulse.telemetry.prometheus import MetricsExporter, SloSnapshot, Snapshot, TargetSnapshot
+from llmpulse.telemetry.prometheus import (
+    AlertSnapshot,
+    MetricsExporter,
+    SloSnapshot,
+    Snapshot,
+    TargetSnapshot,
+)
 from llmpulse.web.app import create_app
 from llmpulse.web.view import CARD_WINDOW, OfficialSource, View
 
@@ -116,6 +122,10 @@ class WebServer:
             ],
             official=official,
             availability_window=window,
+            alerts=[
+                AlertSnapshot(a.rule, a.scope, a.target, a.provider, a.severity, a.state)
+                for a in self.view.live_alerts()
+            ],
             slos=[
                 SloSnapshot(s.name, s.kind, s.objective, s.sli, s.budget_remaining)
                 for s in self.view.slos()

@@ -25,6 +25,7 @@ from llmpulse.alerts.engine import (
     fingerprint,
     listed,
 )
+from llmpulse.alerts.metric_rules import scopes
 from llmpulse.alerts.model import Acknowledgement, AlertState
 from llmpulse.alerts.silences import (
     CONFIG_SILENCE_PREFIX,
@@ -89,6 +90,7 @@ class View:
         # Without configured targets (a status host given only the database), those recorded.
         targets = config.targets or recorded_targets(store)
         self._targets = {t.name: t for t in targets}
+        self._scopes = scopes(config.custom_rules)  # what a custom rule's alerts name
         # Results are redacted as they are measured; this also cleans rows stored before that.
         self.redact = config.redactor
 
@@ -155,7 +157,7 @@ class View:
                 )
             )
         firing = [
-            _alert(r, silences, acks, now)
+            _alert(r, silences, acks, now, self._scopes)
             for rs in records.values()
             for r in rs
             if r.state is AlertState.FIRING and listed(r)
@@ -233,7 +235,7 @@ class View:
             retires=t.retires.isoformat() if t.retires else None,
             official=self._official(t.provider),
             alerts=[
-                _alert(r, silences, acks, now)
+                _alert(r, silences, acks, now, self._scopes)
                 for r in records
                 if r.state in (AlertState.FIRING, AlertState.PENDING) and listed(r)
             ],
@@ -376,12 +378,34 @@ class View:
             latency_p95=[p["latency_p95"] for p in points],
             latency_p99=[p["latency_p99"] for p in points],
             tps_p50=[p["tps_p50"] for p in points],
+            context_utilization_p50=[p["context_utilization_p50"] for p in points],
+            context_utilization_p95=[p["context_utilization_p95"] for p in points],
+            context_utilization_max=[p["context_utilization_max"] for p in points],
             error_rate=[p["error_rate"] for p in points],
             availability=[p["availability"] for p in points],
             errors={c: [p["errors"].get(c, 0) for p in points] for c in classes},
             ratelimit_utilization=[p["ratelimit_utilization_max"] for p in points],
             tokens_per_request=[p["tokens_per_request"] for p in points],
             cost=[p["cost_total"] for p in points],
+        )
+
+    def context_utilization(
+        self, target: str | None, range_: str, now: float | None = None
+    ) -> schemas.ContextUtilization:
+        if target is not None:
+            self.target(target)
+        window_s, step_s = RANGES[range_]
+        ts, groups = queries.raw_series(
+            self.store, "context", target, window_s, step_s, now, group_by="source"
+        )
+        n = len(ts)
+        empty = queries.ValueSeries([0] * n, [None] * n, [None] * n, [None] * n)
+        return schemas.ContextUtilization(
+            target=target,
+            range=range_,
+            step_s=step_s,
+            ts=ts,
+            sources={s: groups.get(str(s), empty) for s in Source},
         )
 
     def events(self, target: str | None, range_: str, now: float | None = None) -> schemas.Events:
@@ -421,21 +445,29 @@ class View:
 
     # --- alerts and silences --------------------------------------------------------------
 
-    def alerts(self, target: str | None, limit: int, now: float | None = None) -> schemas.Alerts:
+    def live_alerts(
+        self, target: str | None = None, now: float | None = None
+    ) -> list[schemas.Alert]:
+        """Firing and pending alerts, newest first (of one target, or all)."""
         now = time.time() if now is None else now
         silences, acks = self._silences(now), self._acks()
         live = [
-            _alert(r, silences, acks, now)
+            _alert(r, silences, acks, now, self._scopes)
             for r in self.alert_state.load_records()
             if r.state in (AlertState.FIRING, AlertState.PENDING)
             and listed(r)
             and (target is None or r.target == target)
         ]
         live.sort(key=lambda a: -(a.fired_at or a.active_since or 0))
+        return live
+
+    def alerts(self, target: str | None, limit: int, now: float | None = None) -> schemas.Alerts:
+        now = time.time() if now is None else now
+        live = self.live_alerts(target, now)
         history = [
             schemas.AlertEvent(
                 ts=ts,
-                scope=alert_scope(n.rule),
+                scope=alert_scope(n.rule, self._scopes),
                 **{**n.to_json(), "summary": self.redact(n.summary) or ""},
             )
             for ts, n in self.alert_state.events_between(0, math.inf, target=target, limit=limit)
@@ -510,7 +542,7 @@ class View:
         record = self.alert_state.record(fingerprint)
         if record is None:
             raise NotFound(f"no alert {fingerprint!r}")
-        return _alert(record, self._silences(now), self._acks(), now)
+        return _alert(record, self._silences(now), self._acks(), now, self._scopes)
 
     def acknowledge(
         self, fingerprint: str, by: str, comment: str, via: str | None = None
@@ -792,7 +824,11 @@ def _info(t: Target) -> schemas.TargetInfo:
 
 
 def _alert(
-    r: AlertRecord, silences: Iterable[Silence], acks: Mapping[str, Acknowledgement], now: float
+    r: AlertRecord,
+    silences: Iterable[Silence],
+    acks: Mapping[str, Acknowledgement],
+    now: float,
+    scopes: Mapping[str, str],
 ) -> schemas.Alert:
     rule = r.lead_rule or r.rule  # an incident shows as the rule it paged with, as the engine
     # While it fires, the stored acknowledgement is the truth: the leader applies it (or its
@@ -806,7 +842,7 @@ def _alert(
     return schemas.Alert(
         fingerprint=r.fingerprint,
         rule=rule,
-        scope=alert_scope(r.rule),
+        scope=alert_scope(r.rule, scopes),
         target=r.target,
         provider=r.provider,
         severity=str(r.severity),

@@ -94,10 +94,28 @@ function ensureCharts() {
     series: [{label: "utilization", color: "#8250df", fill: "rgba(130,80,223,0.08)"}],
   });
   mkChart("chart-tokens", {yFormat: (v) => fmtNum(v), series: [{label: "tokens/request", color: "#1b7c83"}]});
+  // Context window use, probes and traffic apart: a probe's prompt is a few tokens, so on one
+  // scale with real requests it would be a flat line, and together they would hide both.
+  for (const source of ["traffic", "probe"]) {
+    mkChart(`chart-context-${source}`, {
+      yFormat: fmtShare,
+      axisSize: 80, // room for a probe's "0.0040 %"
+      series: [
+        {label: "p95", color: "#bc4c00"},
+        {label: "max", color: "#cf222e", dash: [4, 3]},
+      ],
+    });
+  }
   mkChart("chart-cost", {yFormat: fmtUsd, bars: true, series: [{label: "cost", color: "#9a6700"}]});
 }
 
-function drawCharts(s, markers) {
+/** A share of the context window: percent, with the digits a probe's tiny share needs. */
+function fmtShare(v) {
+  if (typeof v === "number" && v > 0 && v < 1e-4) return `${(v * 100).toPrecision(2)} %`;
+  return fmtPct(v);
+}
+
+function drawCharts(s, context, markers) {
   ensureCharts();
   const ts = s.ts || [];
   const n = ts.length;
@@ -126,6 +144,13 @@ function drawCharts(s, markers) {
 
   charts["chart-ratelimit"].setData(ts, [col(s.ratelimit_utilization)], markers);
   charts["chart-tokens"].setData(ts, [col(s.tokens_per_request)], markers);
+  // The same ranges and steps as the series: the buckets line up; null where they do not.
+  const at = new Map((context.ts || []).map((t, i) => [t, i]));
+  for (const source of ["traffic", "probe"]) {
+    const c = (context.sources || {})[source] || {};
+    const pick = (arr) => ts.map((t) => (at.has(t) && Array.isArray(arr) ? arr[at.get(t)] ?? null : null));
+    charts[`chart-context-${source}`].setData(ts, [pick(c.p95), pick(c.max)], markers);
+  }
   charts["chart-cost"].setData(ts, [col(s.cost)], markers);
   setText($id("chart-step"), `${n} buckets of ${fmtDuration(s.step_s)}`);
 }
@@ -175,6 +200,7 @@ const STATS = [
   ["tps_p50", "Tokens/s p50", fmtTps],
   ["ratelimit_utilization_max", "Rate limit max", (v) => fmtPct(v, 0)],
   ["tokens_per_request", "Tokens/request", (v) => fmtNum(v)],
+  ["context_utilization_max", "Context window max", fmtShare],
   ["cost_total", "Cost", fmtUsd],
 ];
 
@@ -217,6 +243,7 @@ const BREAKDOWN_COLUMNS = [
   ["latency_p50", "Latency p50", fmtMs],
   ["latency_p95", "Latency p95", fmtMs],
   ["tps_p50", "Tok/s p50", (v) => fmtNum(v)],
+  ["context_utilization_p95", "Context p95", fmtShare],
 ];
 const SOURCE_LABEL = {probe: "probes", traffic: "gateway traffic"};
 const GROUP_LABEL = {
@@ -312,9 +339,10 @@ async function load() {
     // Until the target is known to exist, ask for it alone: an unknown name costs one 404.
     const first = known ? null : await api(`/api/v1/targets/${enc}`);
     const span = BREAKDOWN_WINDOW[range];
-    const [detail, series, events, results, regions, sources] = await Promise.all([
+    const [detail, series, context, events, results, regions, sources] = await Promise.all([
       first || api(`/api/v1/targets/${enc}`),
       api(withQuery("/api/v1/series", {...q, range})),
+      api(withQuery("/api/v1/context_utilization", {...q, range})),
       api(withQuery("/api/v1/events", {...q, range})),
       api(withQuery("/api/v1/results", {...q, limit: 50})),
       // Regions are where probes measure from: the gateway's traffic would blur them.
@@ -328,7 +356,7 @@ async function load() {
     renderFacts(detail);
     renderWindow(detail, range);
     const markers = (events.events || []).filter((e) => typeof e.ts === "number");
-    drawCharts(series, markers);
+    drawCharts(series, context, markers);
     renderResults(results.results || []);
     renderBreakdown(regions, Object.keys(regions.groups).length > 1);
     renderBreakdown(sources, "traffic" in sources.groups);

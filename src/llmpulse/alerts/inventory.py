@@ -1,0 +1,102 @@
+"""What a config will alert on, before anything runs (``llmpulse check-config``): every rule in
+effect per target with its settings resolved (defaults, then the config's, the provider's and
+the target's overrides), the per-provider rules, and the custom rules with what they select."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Any
+
+from llmpulse.alerts.metric_rules import format_value
+from llmpulse.config import Config
+from llmpulse.config.rules import MetricRule
+from llmpulse.rules import METRIC_RULES, STORE_RULES, THRESHOLD_UNITS, RuleSpec, Unit
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RuleInEffect:
+    """One rule as it applies to one subject: a target, a provider (``*``: all of them), or
+    the subjects a custom rule's ``by`` and ``match`` choose."""
+
+    subject: str
+    rule: str
+    kind: str  # built-in | custom
+    threshold: str  # in the rule's unit, as a summary shows it
+    threshold_value: float | None  # the same in the unit's base (seconds, fractions, ...)
+    unit: str | None
+    window_s: float
+    for_s: float
+    min_samples: int
+    severity: str
+    enabled: bool
+    detail: str = ""  # what else decides it (a custom rule's metric, match, by)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def rules_in_effect(config: Config, target_glob: str = "*") -> list[RuleInEffect]:
+    """Per target matching ``target_glob``, its built-in rules; then the per-provider rules
+    and the custom rules."""
+    out = []
+    targets = [t for t in config.targets if fnmatch.fnmatchcase(t.name, target_glob)]
+    for t in targets:
+        for spec in config.target_rules(t).values():
+            if spec.id in STORE_RULES:
+                continue  # judged per provider, below
+            threshold, value, detail = _threshold(spec), None, ""
+            if spec.id == "tps_low":
+                floor = t.tps_floor if t.tps_floor is not None else spec.threshold
+                threshold = format_value(Unit.TOKENS_PER_S, floor) if floor else "no floor"
+                value = floor or None
+            elif spec.id == "model_deprecated":
+                threshold = f"{spec.threshold / 86400:g} days' notice"
+                detail = f"retires {t.retires}" if t.retires else "no retirement date known"
+            elif spec.id in METRIC_RULES:
+                metric, sources = METRIC_RULES[spec.id]
+                detail = f"{metric} > threshold, on {', '.join(sources)} results"
+            unit = THRESHOLD_UNITS[spec.id]
+            out.append(_row(t.name, spec, "built-in", threshold, detail, unit, value))
+    providers = sorted({t.provider for t in config.targets})
+    for provider in (*providers, "*"):
+        for rule_id in STORE_RULES:
+            spec = config.provider_rules(None if provider == "*" else provider)[rule_id]
+            detail = f"minimum ${spec.min_usd:g}" if spec.min_usd else ""
+            unit = THRESHOLD_UNITS[rule_id]
+            out.append(_row(provider, spec, "built-in", _threshold(spec), detail, unit))
+    for rule in config.custom_rules:
+        out.append(_custom(rule))
+    return out
+
+
+def _row(
+    subject: str,
+    spec: RuleSpec,
+    kind: str,
+    threshold: str,
+    detail: str,
+    unit: Unit | None,
+    value: float | None = None,
+) -> RuleInEffect:
+    """``value``: the threshold in base units when it is not the rule's own (a tps floor)."""
+    if value is None and unit is not None:
+        value = spec.threshold
+    return RuleInEffect(
+        subject, spec.id, kind, threshold, value,
+        None if unit is None else str(unit), spec.window_s, spec.for_s, spec.min_samples,
+        str(spec.severity), spec.enabled, detail,
+    )  # fmt: skip
+
+
+def _threshold(spec: RuleSpec) -> str:
+    unit = THRESHOLD_UNITS[spec.id]
+    return "—" if unit is None else format_value(unit, spec.threshold)
+
+
+def _custom(rule: MetricRule) -> RuleInEffect:
+    subjects = {"target": "each target", "provider": "each provider", "model": "each model"}
+    threshold = f"{rule.op} {format_value(rule.metric.unit, rule.spec.threshold)}"
+    detail = f"{rule.metric.name} ({rule.metric.unit}) of {rule.selection.describe()}"
+    subject = subjects.get(rule.by, "all targets together")
+    return _row(subject, rule.spec, "custom", threshold, detail, rule.metric.unit)
