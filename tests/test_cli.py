@@ -617,11 +617,19 @@ def test_check_config_lists_every_rule_in_effect_and_refuses_a_bad_rule(tmp_path
             {"id": "chat_ttft_p99", "metric": "ttft_p99", "match": {"provider": "openai"},
              "window": "10m", "op": ">", "threshold": "4s", "for": "1m", "min_samples": 5},
         ]},
+        "slos": [{"name": "fast", "sli": "ttft", "threshold": "2s", "objective": "99%",
+                  "window": "7d", "match": {"provider": "groq"}}],
     }))  # fmt: skip
     out = run_cli("check-config", "--config", str(config), "--json", cwd=tmp_path,
                   env_extra={"K": "k"})  # fmt: skip
     assert out.returncode == 0, out.stderr
-    rows = {(r["subject"], r["rule"]): r for r in json.loads(out.stdout)}
+    listed = json.loads(out.stdout)
+    slo = [(r["kind"], r["threshold"], r["window_s"], r["severity"]) for r in listed
+           if (r["subject"], r["rule"]) == ("fast", "slo_burn_rate")]  # fmt: skip
+    assert slo == [("slo", "14.4× burn", 840.0, "critical"), ("slo", "6× burn", 5040.0,
+                   "critical"), ("slo", "1× burn", 60480.0, "warning")]  # fmt: skip
+    assert "groq/llama" in next(r["detail"] for r in listed if r["subject"] == "fast")
+    rows = {(r["subject"], r["rule"]): r for r in listed}
     assert rows[("openai/gpt-4o-mini", "ttft_p95_high")]["threshold_value"] == 2.0
     assert rows[("groq/llama", "ttft_p95_high")]["threshold_value"] == 3.0
     assert rows[("groq/llama", "tps_low")]["threshold"] == "100.0 tokens/s"  # Groq's preset
@@ -635,6 +643,7 @@ def test_check_config_lists_every_rule_in_effect_and_refuses_a_bad_rule(tmp_path
     table = run_cli("check-config", "--config", str(config), "--target", "groq/*", cwd=tmp_path,
                     env_extra={"K": "k", "COLUMNS": "250"})  # fmt: skip
     assert table.returncode == 0 and "valid: 2 targets" in table.stdout
+    assert "1 custom rules, 1 SLOs" in table.stdout
     assert "│ groq/llama " in table.stdout and "│ openai/gpt-4o-mini " not in table.stdout
     raw = json.loads(config.read_text())
     raw["rules"]["custom"][0]["threshold"] = "4 parsecs"
