@@ -608,6 +608,65 @@ def test_breakdowns_by_region_and_source_match_the_api(seeded_tab: Tab) -> None:
     tab.assert_console_clean()
 
 
+# ---- SLOs -------------------------------------------------------------------------------------
+
+SLO_SNAPSHOT = """() => {
+  const q = (root, id) => root.querySelector(`[data-testid="${id}"]`);
+  const all = (root, id) => [...root.querySelectorAll(`[data-testid="${id}"]`)];
+  const field = (row, name) => row.querySelector(`[data-field="${name}"]`).dataset.value;
+  return {
+    rows: all(document, "slo-row").map((r) => ({
+      name: r.dataset.slo,
+      sli: field(r, "sli"),
+      objective: field(r, "objective"),
+      budget: field(r, "budget_remaining"),
+      left: field(r, "budget_remaining_events"),
+    })),
+    details: all(document, "slo-detail").map((d) => ({
+      name: d.dataset.slo,
+      points: q(d, "chart-slo-burn-down").dataset.points,
+      incidents: all(q(d, "slo-incidents"), "slo-incident").map((i) => [i.dataset.target, field(i, "bad_events")]),
+    })),
+  };
+}"""
+
+
+def test_slo_page_matches_the_api(seeded_tab: Tab) -> None:
+    tab, page = seeded_tab, seeded_tab.page
+    with (
+        _expect_api(page, "/api/v1/slos") as listed,
+        _expect_api(page, "/api/v1/slos/responsiveness") as last,
+    ):
+        tab.goto("/slos")
+    slos = listed.value.json()
+    assert [s["name"] for s in slos] == ["anthropic-availability", "responsiveness"]
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=slo-detail] canvas').length === 2"
+    )
+    dom = page.evaluate(SLO_SNAPSHOT)
+    assert [r["name"] for r in dom["rows"]] == [s["name"] for s in slos]
+    for row, s in zip(dom["rows"], slos, strict=True):
+        for key, name in (
+            ("sli", "sli"),
+            ("objective", "objective"),
+            ("budget", "budget_remaining"),
+            ("left", "budget_remaining_events"),
+        ):
+            assert _same(row[key], s[name]), (s["name"], key)  # fmt: skip
+    detail = last.value.json()
+    [responsive] = [d for d in dom["details"] if d["name"] == "responsiveness"]
+    assert responsive["points"] == str(len(detail["burn_down"]))
+    assert responsive["incidents"] == [
+        [i["target"], str(i["bad_events"])] for i in detail["incidents"]
+    ]
+    # The Anthropic outage firing now spent the availability budget.
+    [availability] = [d for d in dom["details"] if d["name"] == "anthropic-availability"]
+    [(target, bad)] = availability["incidents"]
+    assert target == ANTHROPIC and int(bad) > 0
+    tab.screenshot("slos")
+    tab.assert_console_clean()
+
+
 # ---- alerts ----------------------------------------------------------------------------------
 
 ALERTS_SNAPSHOT = """() => {

@@ -261,6 +261,7 @@ def test_notify_test_route_prints_the_tree_and_sends_nothing(tmp_path):
             {"match": {"provider": ["groq", "together"]}, "notify": ["ml-team"], "continue": True},
             {"match": {"rule": "ttft_*"}, "notify": ["chat"]},
         ]},
+        "slos": [{"name": "groq-availability", "sli": "availability", "objective": "99%"}],
     }))  # fmt: skip
     out = run_cli("notify", "test", "--route", "--config", str(config), cwd=tmp_path,
                   env_extra={"K": "k", "COLUMNS": "200"})  # fmt: skip
@@ -276,6 +277,9 @@ def test_notify_test_route_prints_the_tree_and_sends_nothing(tmp_path):
     assert "ml-team" in rows[("error_rate_warning", "warning")]
     assert "groq" in rows[("provider_down", "critical")]  # the group's labels
     assert "*" in rows[("all_providers_down", "critical")]
+    slo = rows[("slo_burn_rate", "critical")]  # the SLO's own alert, its target the SLO
+    assert "groq-availability" in slo and "pager" in slo
+    assert "ml-team" in rows[("slo_burn_rate", "warning")]  # its provider: its targets' one
     missing = run_cli("notify", "test", "--route", "--target", "nope", "--config", str(config),
                       cwd=tmp_path, env_extra={"K": "k"})  # fmt: skip
     assert missing.returncode == 2 and "no configured target" in missing.stdout
@@ -613,11 +617,19 @@ def test_check_config_lists_every_rule_in_effect_and_refuses_a_bad_rule(tmp_path
             {"id": "chat_ttft_p99", "metric": "ttft_p99", "match": {"provider": "openai"},
              "window": "10m", "op": ">", "threshold": "4s", "for": "1m", "min_samples": 5},
         ]},
+        "slos": [{"name": "fast", "sli": "ttft", "threshold": "2s", "objective": "99%",
+                  "window": "7d", "match": {"provider": "groq"}}],
     }))  # fmt: skip
     out = run_cli("check-config", "--config", str(config), "--json", cwd=tmp_path,
                   env_extra={"K": "k"})  # fmt: skip
     assert out.returncode == 0, out.stderr
-    rows = {(r["subject"], r["rule"]): r for r in json.loads(out.stdout)}
+    listed = json.loads(out.stdout)
+    slo = [(r["kind"], r["threshold"], r["window_s"], r["severity"]) for r in listed
+           if (r["subject"], r["rule"]) == ("fast", "slo_burn_rate")]  # fmt: skip
+    assert slo == [("slo", "14.4× burn", 840.0, "critical"), ("slo", "6× burn", 5040.0,
+                   "critical"), ("slo", "1× burn", 60480.0, "warning")]  # fmt: skip
+    assert "groq/llama" in next(r["detail"] for r in listed if r["subject"] == "fast")
+    rows = {(r["subject"], r["rule"]): r for r in listed}
     assert rows[("openai/gpt-4o-mini", "ttft_p95_high")]["threshold_value"] == 2.0
     assert rows[("groq/llama", "ttft_p95_high")]["threshold_value"] == 3.0
     assert rows[("groq/llama", "tps_low")]["threshold"] == "100.0 tokens/s"  # Groq's preset
@@ -631,6 +643,7 @@ def test_check_config_lists_every_rule_in_effect_and_refuses_a_bad_rule(tmp_path
     table = run_cli("check-config", "--config", str(config), "--target", "groq/*", cwd=tmp_path,
                     env_extra={"K": "k", "COLUMNS": "250"})  # fmt: skip
     assert table.returncode == 0 and "valid: 2 targets" in table.stdout
+    assert "1 custom rules, 1 SLOs" in table.stdout
     assert "│ groq/llama " in table.stdout and "│ openai/gpt-4o-mini " not in table.stdout
     raw = json.loads(config.read_text())
     raw["rules"]["custom"][0]["threshold"] = "4 parsecs"

@@ -590,7 +590,7 @@ def test_openapi_describes_every_endpoint(client: httpx.Client) -> None:
 
 
 def test_pages_and_assets_are_served_locally(client: httpx.Client) -> None:
-    for path in ("/", "/alerts", "/cost", "/status", f"/targets/{OPENAI}"):
+    for path in ("/", "/alerts", "/cost", "/slos", "/status", f"/targets/{OPENAI}"):
         page = client.get(path)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "https://" not in page.text  # no CDN

@@ -14,6 +14,7 @@ from typing import Any
 
 from llmpulse.alerts.engine import INCIDENT, AlertRecord, fingerprint
 from llmpulse.alerts.model import AlertState, Notification
+from llmpulse.alerts.slo import Recorder
 from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import Config, parse_config
 from llmpulse.errors import ErrorClass
@@ -47,6 +48,12 @@ def make_config(
                 {"name": GROQ, "provider": "groq", "model": "llama", "api_key": "${GROQ_KEY}"},
             ],
             "web": {"listen": "127.0.0.1:0", **(web or {})},
+            "slos": [
+                {"name": "anthropic-availability", "match": {"provider": "anthropic"},
+                 "sli": "availability", "objective": "99%", "window": "1h"},
+                {"name": "responsiveness", "sli": "latency", "threshold": "930ms",
+                 "objective": "90%", "window": "2h"},
+            ],
         },
         env={"OPENAI_KEY": "sk-openai-key-0123456789", "ANTHROPIC_KEY": SECRET,
              "GROQ_KEY": "gsk_groqkey0123456789", **(env or {})},
@@ -147,6 +154,11 @@ def seed(db: Path, now: float) -> dict[str, Any]:
         summary="TTFT p95 3.4s > 3s",
     )  # fmt: skip
     state.save_records([incident, ttft], now)
+    # The SLO minutes the alert leader would have counted from these results.
+    recorder = Recorder(make_config().slos, [OPENAI, ANTHROPIC, GROQ])
+    for r in results:
+        recorder.add(r, now)
+    state.save_slo_minutes(recorder.take_dirty())
     for record, status, at in (
         (ttft, AlertState.FIRING, now - 1790),
         (ttft, AlertState.RESOLVED, now - 1500),

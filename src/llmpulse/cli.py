@@ -637,7 +637,8 @@ def _print_routes(
 @click.option("--json", "as_json", is_flag=True, help="Print the rules as a JSON array.")
 def check_config(config_path: Path | None, target_glob: str, as_json: bool) -> None:
     """Validate a config without running anything, and list every rule in effect: per target
-    with its resolved thresholds, per provider, and the custom rules. Exits 2 when invalid."""
+    with its resolved thresholds, per provider, the custom rules and the SLOs' burn-rate
+    alerts. Exits 2 when invalid."""
     import json
 
     from llmpulse.alerts.inventory import rules_in_effect
@@ -655,7 +656,7 @@ def check_config(config_path: Path | None, target_glob: str, as_json: bool) -> N
 
     console.print(
         f"{config.source}: valid: {len(config.targets)} targets, {len(config.notifiers)} "
-        f"notifiers, {len(config.custom_rules)} custom rules",
+        f"notifiers, {len(config.custom_rules)} custom rules, {len(config.slos)} SLOs",
         highlight=False,
     )
     table = Table("subject", "rule", "threshold", "window", "for", "min samples", "severity",

@@ -38,20 +38,23 @@ ALL_PROVIDERS_RULE = "all_providers_down"
 PROVIDER_RULE = "provider_down"
 OFFICIAL_STATUS_RULE = "official_status"
 COST_SPIKE_RULE = "cost_spike"  # per provider, and for all of them under ALL
+SLO_BURN_RULE = "slo_burn_rate"  # per SLO: its target is the SLO's name (alerts.slo)
 INCIDENT = "availability"  # a target's incident record, notified under its lead rule's id
 # Which availability rule leads an incident's page when several fire (earlier = preferred).
 _RANK = {rule: i for i, rule in enumerate(AVAILABILITY_RULES)}
 
 
 def alert_scope(rule: str, custom: Mapping[str, str] | None = None) -> str:
-    """What an alert's ``target`` names: a target, a provider, a model, or every provider
-    ("*"); ``custom``: the scope of each custom rule (``alerts.metric_rules.scopes``)."""
+    """What an alert's ``target`` names: a target, a provider, a model, every provider ("*"),
+    or an SLO; ``custom``: the scope of each custom rule (``alerts.metric_rules.scopes``)."""
     if custom and rule in custom:
         return custom[rule]
     if rule == ALL_PROVIDERS_RULE:
         return "all"
     if rule in (PROVIDER_RULE, OFFICIAL_STATUS_RULE, COST_SPIKE_RULE):
         return "provider"
+    if rule == SLO_BURN_RULE:
+        return "slo"
     return "target"
 
 
@@ -221,21 +224,41 @@ class Engine:
     def observe_official(self, provider: str, indicator: str, description: str, now: float) -> None:
         """The provider's status page: an alert while it reports anything but normal."""
         severity = Severity.CRITICAL if indicator in ("major", "critical") else Severity.WARNING
-        record = self._record(OFFICIAL_STATUS_RULE, provider, provider, severity)
         active = indicator in ("minor", "major", "critical", "maintenance")
+        summary = f"{provider} status page: {description} ({indicator})"
+        self.observe_graded(
+            OFFICIAL_STATUS_RULE, provider, provider, severity if active else None, summary, now,
+            resolve_after=0.0,
+        )  # fmt: skip
+
+    def observe_graded(
+        self,
+        rule: str,
+        subject: str,
+        provider: str,
+        severity: Severity | None,
+        summary: str,
+        now: float,
+        *,
+        value: float | None = None,
+        threshold: float | None = None,
+        resolve_after: float | None = None,
+    ) -> None:
+        """One alert whose condition says its own severity (None: it does not hold): an
+        official status page, an SLO's burn rate. It fires at once; a firing warning that
+        turns critical escalates; a critical one that eases to warning stays as paged."""
+        record = self._record(rule, subject, provider, severity or Severity.WARNING)
+        active = severity is not None
         firing = record.state is AlertState.FIRING
-        escalated = (
-            firing
-            and active
-            and record.severity is Severity.WARNING
-            and severity is Severity.CRITICAL
-        )
+        escalated = firing and record.severity is Severity.WARNING and severity is Severity.CRITICAL
         # A firing alert keeps the severity it was paged with, unless it escalates; a
         # resolution keeps it too.
-        if active and (not firing or escalated):
+        if severity is not None and (not firing or escalated):
             record.severity = severity
-        record.summary = f"{provider} status page: {description} ({indicator})"
-        self._step(record, active, 0.0, now, resolve_after=0.0)
+        record.summary = summary
+        if active or not firing:
+            record.value, record.threshold = value, threshold
+        self._step(record, active, 0.0, now, resolve_after=resolve_after)
         if escalated and record.notified:
             self._escalate(record, now)
 

@@ -1,6 +1,7 @@
 """What a config will alert on, before anything runs (``llmpulse check-config``): every rule in
 effect per target with its settings resolved (defaults, then the config's, the provider's and
-the target's overrides), the per-provider rules, and the custom rules with what they select."""
+the target's overrides), the per-provider rules, the custom rules with what they select, and
+each SLO's burn-rate alerts."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import dataclasses
 import fnmatch
 from typing import Any
 
+from llmpulse.alerts.engine import SLO_BURN_RULE
 from llmpulse.alerts.metric_rules import format_value
 from llmpulse.config import Config
 from llmpulse.config.rules import MetricRule
+from llmpulse.config.slos import Slo, duration_label
+from llmpulse.durations import format_duration
 from llmpulse.rules import METRIC_RULES, STORE_RULES, THRESHOLD_UNITS, RuleSpec, Unit
 
 
@@ -21,7 +25,7 @@ class RuleInEffect:
 
     subject: str
     rule: str
-    kind: str  # built-in | custom
+    kind: str  # built-in | custom | slo
     threshold: str  # in the rule's unit, as a summary shows it
     threshold_value: float | None  # the same in the unit's base (seconds, fractions, ...)
     unit: str | None
@@ -67,7 +71,25 @@ def rules_in_effect(config: Config, target_glob: str = "*") -> list[RuleInEffect
             out.append(_row(provider, spec, "built-in", _threshold(spec), detail, unit))
     for rule in config.custom_rules:
         out.append(_custom(rule))
+    for s in config.slos:
+        out += _slo(s)
     return out
+
+
+def _slo(s: Slo) -> list[RuleInEffect]:
+    """An SLO's burn-rate alerts (one alert, ``slo_burn_rate``, at the worst that holds)."""
+    sli = s.sli if s.threshold_s is None else f"{s.sli} ≤ {format_duration(s.threshold_s)}"
+    rows = []
+    for a in s.alerts:
+        detail = (
+            f"{sli} {s.objective:.4g} over {s.window_label}, also over "
+            f"{duration_label(a.short_s)}; of {s.selection.describe()}"
+        )
+        rows.append(
+            RuleInEffect(s.name, SLO_BURN_RULE, "slo", f"{a.burn_rate:g}× burn", a.burn_rate,
+                         None, a.long_s, 0.0, 1, str(a.severity), True, detail)
+        )  # fmt: skip
+    return rows
 
 
 def _row(

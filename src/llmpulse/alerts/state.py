@@ -10,7 +10,7 @@ them; with PostgreSQL results, its tables sit in the same database.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -246,6 +246,87 @@ class AlertStateStore:
                 {"now": now, "id": silence_id},
             )
         return cursor.rowcount > 0
+
+    # --- SLO minutes: written by the leader (alerts.slo.Recorder), read by anyone --------
+
+    def save_slo_minutes(self, rows: Iterable[tuple[str, str, int, int, int]]) -> None:
+        """``(slo, definition, minute start ts, events, good)``: absolute counts, replacing
+        what a minute had."""
+        args = [
+            {"slo": s, "definition": d, "minute": m, "events": e, "good": g}
+            for s, d, m, e, g in rows
+        ]
+        if not args:
+            return
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO slo_minutes (slo, minute, definition, events, good) "
+                    "VALUES (:slo, :minute, :definition, :events, :good) "
+                    "ON CONFLICT (slo, minute) DO UPDATE SET definition = excluded.definition, "
+                    "events = excluded.events, good = excluded.good"
+                ),
+                args,
+            )
+
+    def slo_minutes(self, slo: str, definition: str, since_ts: float) -> list[tuple[int, int, int]]:
+        """``(minute start ts, events, good)`` of ``slo`` counted by ``definition`` from
+        ``since_ts`` on, oldest first."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT minute, events, good FROM slo_minutes WHERE slo = :slo "
+                    "AND definition = :definition AND minute >= :since AND events > 0 "
+                    "ORDER BY minute"
+                ),
+                {"slo": slo, "definition": definition, "since": int(since_ts)},
+            ).all()
+        return [(int(m), int(e), int(g)) for m, e, g in rows]
+
+    def slo_sums(
+        self, slo: str, definition: str, last_ts: int, windows: Sequence[float]
+    ) -> tuple[dict[float, tuple[int, int]], float | None]:
+        """``(events, good)`` of ``slo`` over each of ``windows`` ending with the minute that
+        starts at ``last_ts``, summed here rather than read a minute at a time; and the start of
+        the first minute with events in the longest."""
+        keys = list(dict.fromkeys(windows))
+        sums = ", ".join(
+            f"coalesce(sum(CASE WHEN minute > :since{i} THEN events END), 0), "
+            f"coalesce(sum(CASE WHEN minute > :since{i} THEN good END), 0)"
+            for i in range(len(keys))
+        )
+        args: dict[str, object] = {"slo": slo, "definition": definition, "last": last_ts}
+        args |= {f"since{i}": int(last_ts - w) for i, w in enumerate(keys)}
+        args["oldest"] = int(last_ts - max(keys))
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.text(
+                    f"SELECT {sums}, min(minute) FROM slo_minutes WHERE slo = :slo "
+                    "AND definition = :definition AND minute > :oldest AND minute <= :last "
+                    "AND events > 0"
+                ),
+                args,
+            ).one()
+        found = {w: (int(row[2 * i]), int(row[2 * i + 1])) for i, w in enumerate(keys)}
+        return found, None if row[-1] is None else float(row[-1])
+
+    def prune_slo_minutes(self, keep: Mapping[str, tuple[str, float]]) -> None:
+        """Keep, of each SLO named in ``keep``, the minutes of its ``(definition, since_ts)``;
+        an SLO no longer configured keeps nothing."""
+        with self._engine.begin() as conn:
+            names = [r.slo for r in conn.execute(sa.text("SELECT DISTINCT slo FROM slo_minutes"))]
+            for name in names:
+                if name not in keep:
+                    conn.execute(sa.text("DELETE FROM slo_minutes WHERE slo = :slo"), {"slo": name})
+                    continue
+                definition, since = keep[name]
+                conn.execute(
+                    sa.text(
+                        "DELETE FROM slo_minutes WHERE slo = :slo "
+                        "AND (minute < :since OR definition <> :definition)"
+                    ),
+                    {"slo": name, "since": int(since), "definition": definition},
+                )
 
     def close(self) -> None:
         self._engine.dispose()

@@ -10,10 +10,17 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from llmpulse.alerts.engine import ALL, ALL_PROVIDERS_RULE, OFFICIAL_STATUS_RULE, PROVIDER_RULE
+from llmpulse.alerts.engine import (
+    ALL,
+    ALL_PROVIDERS_RULE,
+    OFFICIAL_STATUS_RULE,
+    PROVIDER_RULE,
+    SLO_BURN_RULE,
+)
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.notifiers import DeliveryError, Notifier
 from llmpulse.alerts.routes import Delivery, Routes
+from llmpulse.alerts.slo import alert_provider
 from llmpulse.config import Config
 from llmpulse.rules import DEFAULT_RULES, Severity
 
@@ -62,7 +69,8 @@ def route_examples(
     config: Config, provider: str | None = None, target: str | None = None
 ) -> list[RouteExample]:
     """Where an alert of every rule and severity would go, for an example target (the first
-    configured one of ``provider``, or ``target``); grouped alerts carry the group's labels."""
+    configured one of ``provider``, or ``target``); grouped alerts carry the group's labels,
+    and the burn-rate alerts of the SLOs that select it their SLO's."""
     example = next(
         (
             t
@@ -79,6 +87,11 @@ def route_examples(
         (PROVIDER_RULE, example.provider, example.provider),
         (OFFICIAL_STATUS_RULE, example.provider, example.provider),
         (ALL_PROVIDERS_RULE, ALL, ALL),
+    ]
+    subjects += [
+        (SLO_BURN_RULE, alert_provider(s, config.targets), s.name)
+        for s in config.slos
+        if s.selection.admits_target(example.name)
     ]
     return [
         RouteExample(

@@ -24,6 +24,7 @@ from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.litellm import SECTIONS, parse_gateway
 from llmpulse.config.notifiers import NotifierSettings, check_routes, resolve_notifiers
 from llmpulse.config.rules import MetricRule, RulesSection, resolve_custom_rules
+from llmpulse.config.slos import Slo, SloConfig, resolve_slos
 from llmpulse.config.storage import resolve_storage
 from llmpulse.config.targets import TargetConfig, resolve_target
 from llmpulse.config.telemetry import TelemetryConfig, TelemetrySettings, resolve_telemetry
@@ -55,6 +56,7 @@ class ConfigFile(BaseModel):
     rules: RulesSection = Field(default_factory=RulesSection)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     silences: list[SilenceConfig] = Field(default_factory=list)
+    slos: list[SloConfig] = Field(default_factory=list)
     web: WebSettings = Field(default_factory=WebSettings)
     # Validated by llmpulse.config.notifiers, which knows each channel's settings.
     notifiers: list[dict[str, Any]] = Field(default_factory=list)
@@ -81,6 +83,7 @@ class Config:
     custom_rules: tuple[MetricRule, ...] = ()
     providers: Mapping[str, ProviderSettings] = dataclasses.field(default_factory=dict)
     silences: list[SilenceConfig] = dataclasses.field(default_factory=list)
+    slos: list[Slo] = dataclasses.field(default_factory=list)
     # Each channel's settings, references read; llmpulse.alerts.notifiers builds the channels.
     notifiers: list[NotifierSettings] = dataclasses.field(default_factory=list)
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
@@ -204,6 +207,7 @@ def parse_config(
         custom_rules=resolve_custom_rules(parsed.rules.custom, targets, where),
         providers=parsed.providers,
         silences=parsed.silences,
+        slos=resolve_slos(parsed.slos, targets, where),
         notifiers=notifiers,
         web=resolve_web(web, env, where),
         gateway=gateway,

@@ -20,7 +20,15 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 
-from llmpulse.alerts.engine import ALL, AlertRecord, AlertSettings, Engine, Notify
+from llmpulse.alerts import slo
+from llmpulse.alerts.engine import (
+    ALL,
+    SLO_BURN_RULE,
+    AlertRecord,
+    AlertSettings,
+    Engine,
+    Notify,
+)
 from llmpulse.alerts.metric_rules import REPLAY_MAX_S, MetricRules, builtin_rules
 from llmpulse.alerts.model import Acknowledgement
 from llmpulse.alerts.routes import Routes
@@ -31,14 +39,21 @@ from llmpulse.config import Config
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckResult, Source
 from llmpulse.rules import NOT_WINDOWED, RuleSpec
-from llmpulse.store import Store, queries
+from llmpulse.store import ResultFilter, Store, queries
 from llmpulse.target import Target
 
 log = logging.getLogger(__name__)
 
+SLO_EVERY_S = 10.0  # SLO burn rates judged this often: their shortest window is a minute
+
 _REQUEST_FAULTS = frozenset(
     {ErrorClass.BAD_REQUEST, ErrorClass.CONTEXT_LENGTH, ErrorClass.CONTENT_FILTER}
 )
+
+
+def _says_nothing(result: CheckResult) -> bool:
+    """Traffic that failed through the client's own fault says nothing about the provider."""
+    return result.source is Source.TRAFFIC and result.error_class in _REQUEST_FAULTS
 
 
 class Alerting:
@@ -103,6 +118,17 @@ class Alerting:
             in_maintenance=in_maintenance if a.silence_official_maintenance else None,
             alert_url=config.web.alert_url,
         )
+        # SLOs: counted per minute from every result fed, resumed from what the last leader
+        # saved (minutes the replay covers are recounted from it: ``begin_replay``).
+        self.slos = slo.Recorder(config.slos, self.targets)
+        now = time.time()
+        for i, s in enumerate(config.slos):
+            self.slos.load(i, state.slo_minutes(s.name, s.definition, now - s.window_s))
+        self.slo_providers = {s.name: slo.alert_provider(s, config.targets) for s in config.slos}
+        self.slo_at = -math.inf  # when SLOs were last judged: never yet
+        self.slo_pruned_at = -math.inf
+        # (SLO index, from, until): what ``replay_start`` found to count from raw results.
+        self.backfill: list[tuple[int, float, float]] = []
 
     @property
     def longest_horizon(self) -> float:
@@ -110,23 +136,85 @@ class Alerting:
         metric = min(self.metric_rules.longest_window, REPLAY_MAX_S)
         return max(*self.horizons.values(), metric, 0.0)
 
+    def replay_start(self, now: float) -> float:
+        """Where a new term re-reads results from: the rule windows' horizon, from the start of
+        its minute, since the SLO counts of the minutes it covers are recounted from them.
+
+        An SLO's minutes before both the replay and the first it has saved (a new SLO, or one
+        whose selection or SLI changed) are counted from the raw results still stored, if any:
+        ``backfill`` lists them for ``count_backfill``."""
+        start = (now - self.longest_horizon) // 60 * 60
+        oldest = now - self.config.monitor.raw_retention
+        self.backfill = []
+        for i, (s, counts) in enumerate(zip(self.slos.slos, self.slos.counts, strict=True)):
+            first = slo.since(counts)
+            end = start if first is None else min(first, start)
+            begin = max(now - s.window_s + 60, oldest) // 60 * 60  # the window's first minute
+            if begin < end:
+                self.backfill.append((i, begin, end))
+        self.slos.begin_replay(start)
+        return start
+
+    def count_backfill(
+        self, cursor: int, stopped: Callable[[], bool] = lambda: False
+    ) -> list[tuple[int, int, int, int]]:
+        """``(SLO index, minute start ts, events, good)`` of the raw results ``backfill``
+        names, stored up to ``cursor`` (those after come through ``feed``), read a target and
+        a day at a time (a query each: run it off the loop); nothing once ``stopped``."""
+        out = []
+        for i, begin, end in self.backfill:
+            s = self.slos.slos[i]
+            counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+            for name in self.targets:
+                if not s.selection.admits_target(name):
+                    continue
+                for day in range(int(begin), int(end), 86400):
+                    if stopped():
+                        return []
+                    chunk = self.store.results_between(
+                        day, min(end, day + 86400), where=ResultFilter(target=name),
+                        until_cursor=cursor,
+                    )  # fmt: skip
+                    for result in chunk:
+                        if _says_nothing(result):
+                            continue
+                        good = slo.judge(s, result)
+                        if good is not None:
+                            minute = counts[int(result.timestamp.timestamp() // 60)]
+                            minute[0] += 1
+                            minute[1] += good
+            out += [(i, m * 60, e, g) for m, (e, g) in sorted(counts.items())]
+        return out
+
+    def merge_backfill(self, rows: Iterable[tuple[int, int, int, int]]) -> None:
+        """Add what ``count_backfill`` found: minutes no one counted, but for results stored
+        since, which ``feed`` counted."""
+        for i, ts, events, good in rows:
+            counts, minute = self.slos.counts[i], ts // 60
+            had_events, had_good = counts.get(minute)
+            counts.set(minute, had_events + events, had_good + good)
+            if counts.holds(minute):
+                self.slos.dirty.add((i, minute))
+        self.backfill = []
+
     def feed(self, results: Iterable[CheckResult], now: float | None = None) -> None:
         """Add results (any agent's, any order within a batch) and evaluate the targets they
         touched once each."""
         touched: set[str] = set()
+        now = time.time() if now is None else now
         for result in results:
             if result.target not in self.targets:
                 continue  # a target no longer in the config, or traffic of an unmonitored one
             self.metric_rules.add(result)  # custom rules count traffic's own faults too
-            if result.source is Source.TRAFFIC and result.error_class in _REQUEST_FAULTS:
+            if _says_nothing(result):
                 continue
+            self.slos.add(result, now)
             windows = self.windows[result.target]
             window = windows.get(result.region)
             if window is None:
                 window = windows[result.region] = TargetWindow(self.horizons[result.target])
             window.add(result)
             touched.add(result.target)
-        now = time.time() if now is None else now
         for name in touched:
             self._evaluate(self.targets[name], now)
 
@@ -157,7 +245,10 @@ class Alerting:
         self.engine.observe(target.name, target.provider, evaluations, now)
 
     def tick(self, now: float) -> list[AlertRecord]:
-        """Metric rules, then grouping, repeats and silences; returns the records to save."""
+        """Metric rules (and every ``SLO_EVERY_S`` the SLOs' burn rates), then grouping,
+        repeats and silences; returns the records to save."""
+        if now - self.slo_at >= SLO_EVERY_S:
+            self.observe_slos(now)
         for subject, provider, evaluation in self.metric_rules.evaluate(now):
             self.engine.observe(subject, provider, [evaluation], now)
         self.engine.tick(now)
@@ -194,6 +285,29 @@ class Alerting:
                 spent, baseline = spend.get(subject, (0.0, None))
                 self.engine.observe(subject, subject, [cost_spike(rule, spent, baseline)], now)
         self.spend_at = now
+
+    def observe_slos(self, now: float) -> None:
+        """One ``slo_burn_rate`` alert per SLO: critical while a page condition holds, warning
+        while only a warning does (``alerts.slo``). Memory only: a few sums per SLO."""
+        for s, counts in zip(self.slos.slos, self.slos.counts, strict=True):
+            r = slo.report(s, counts, now)
+            severity = r.severity
+            active = [c for c in r.checks if c.active and c.alert.severity is severity]
+            worst = max(active, key=lambda c: c.alert.burn_rate, default=None)
+            self.engine.observe_graded(
+                SLO_BURN_RULE, s.name, self.slo_providers[s.name], severity, r.summary(), now,
+                value=worst.long if worst else None,
+                threshold=worst.alert.burn_rate if worst else None,
+            )  # fmt: skip
+        self.slo_at = now
+
+    def slo_minutes(self) -> list[tuple[str, str, int, int, int]]:
+        """The SLO minutes counted since the last call, for the state store."""
+        return self.slos.take_dirty()
+
+    def slo_retention(self, now: float) -> dict[str, tuple[str, float]]:
+        """What the state store keeps of each SLO (``prune_slo_minutes``)."""
+        return {s.name: (s.definition, now - s.window_s) for s in self.slos.slos}
 
     def observe_official(self, provider: str, indicator: str, description: str) -> None:
         self.engine.observe_official(provider, indicator, description, time.time())

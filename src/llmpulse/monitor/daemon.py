@@ -68,6 +68,7 @@ SILENCE_RELOAD_S = 5.0
 BASELINE_EVERY_S = 600.0
 SPEND_EVERY_S = 60.0  # cost_spike: an hour's spend against 7 days, judged every minute
 DRAIN_OUTBOX_S = 5.0
+SLO_SAVE_S = 5.0  # SLO minutes saved this often (a new leader recounts the last minutes anyway)
 
 
 def _database_down(exc: Exception) -> bool:
@@ -124,6 +125,8 @@ class Daemon:
         self.leadership = leadership_for(self.location, local_path(self.location), self.agent)
         self.alerting: Alerting | None = None  # while this daemon leads
         self._cursor = 0  # the store's results read so far (Store.tail)
+        self._slo_saved_at = 0.0
+        self._backfill: asyncio.Future[None] | None = None
         self._term: asyncio.Event | None = None  # set when this daemon's lead ends
         self._delivery: asyncio.Future[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -299,10 +302,12 @@ class Daemon:
             # Rule windows refilled from what every agent stored, so a new leader (or a
             # restart) judges on real data; then follow what is committed after.
             recent, self._cursor = await asyncio.to_thread(
-                self.store.tail_start, now - alerting.longest_horizon
+                self.store.tail_start, alerting.replay_start(now)
             )
             alerting.feed(recent, now)
             self._note_cooldowns(recent)
+            if alerting.backfill:
+                self._backfill = asyncio.ensure_future(self._count_backfill(alerting, self._cursor))
             alerting.load_silences(now)
             self.alerting = alerting  # its baselines come from the maintenance job, at once
             self._term = asyncio.Event()
@@ -314,6 +319,18 @@ class Daemon:
             # Another daemon leads now: it owns the alert state and delivery from here.
             self.alerting = None
             await self._end_term()
+
+    async def _count_backfill(self, alerting: Alerting, cursor: int) -> None:
+        """A new SLO's minutes from the raw results stored before this term (off the loop);
+        added only if this term still leads."""
+        with _logged("counting SLO minutes from stored results", self.unreadable):
+            found = await asyncio.to_thread(
+                alerting.count_backfill,
+                cursor,
+                lambda: self.stop_event.is_set() or self.alerting is not alerting,
+            )
+            if self.alerting is alerting:
+                alerting.merge_backfill(found)
 
     async def _end_term(self) -> None:
         if self._term is not None:
@@ -344,6 +361,20 @@ class Daemon:
             except (SQLAlchemyError, OSError) as exc:
                 alerting.unsaved(changed)
                 log.warning("alert state not saved yet: %s", exc)
+        if now - self._slo_saved_at >= SLO_SAVE_S or self.stop_event.is_set():
+            await self._save_slo_minutes(alerting)
+            self._slo_saved_at = now
+
+    async def _save_slo_minutes(self, alerting: Alerting) -> None:
+        rows = alerting.slo_minutes()
+        if rows:
+            try:
+                await asyncio.to_thread(self.state.save_slo_minutes, rows)
+            except (SQLAlchemyError, OSError) as exc:
+                alerting.slos.unsaved(rows)
+                self.unreadable.failed("saving SLO minutes", exc)
+            else:
+                self.unreadable.succeeded("saving SLO minutes")
 
     async def _acknowledgements(self, alerting: Alerting, now: float) -> None:
         """Read in a thread, applied here on the loop (the engine is single-threaded); a state
@@ -383,6 +414,13 @@ class Daemon:
                 if time.time() - alerting.baselines_at >= BASELINE_EVERY_S:
                     with _logged("baseline", self.unreadable):
                         await asyncio.to_thread(alerting.refresh_baselines, time.time())
+                if time.time() - alerting.slo_pruned_at >= PRUNE_EVERY_S:
+                    with _logged("pruning SLO minutes", self.unreadable):
+                        now = time.time()
+                        await asyncio.to_thread(
+                            self.state.prune_slo_minutes, alerting.slo_retention(now)
+                        )
+                        alerting.slo_pruned_at = now
                 if time.time() - alerting.spend_at >= SPEND_EVERY_S:
                     with _logged("spend", self.unreadable):
                         now = time.time()
@@ -405,6 +443,8 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         now = time.time()
+        if self._backfill is not None:
+            await asyncio.gather(self._backfill, return_exceptions=True)  # its queries end first
         # In-flight checks have finished (scheduler drained); write everything they produced,
         # and as the leader judge it and save the alert state.
         await asyncio.to_thread(self.recording.close)

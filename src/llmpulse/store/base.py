@@ -129,9 +129,15 @@ class Store(abc.ABC):
     # Rollups and metrics. Not abstract, so that test doubles of the write path keep working.
 
     def results_between(
-        self, start_ts: float, end_ts: float, *, where: ResultFilter = ALL_RESULTS
+        self,
+        start_ts: float,
+        end_ts: float,
+        *,
+        where: ResultFilter = ALL_RESULTS,
+        until_cursor: int | None = None,
     ) -> list[CheckResult]:
-        """Results with ``start_ts <= timestamp < end_ts``, oldest first."""
+        """Results with ``start_ts <= timestamp < end_ts``, oldest first; with
+        ``until_cursor`` (a ``tail`` cursor), only those stored up to it."""
         raise NotImplementedError
 
     def metric_values(

@@ -313,9 +313,16 @@ class SQLStore(Store, Generic[C]):
         return {row[1]: decode(row) for row in rows}
 
     def results_between(
-        self, start_ts: float, end_ts: float, *, where: ResultFilter = ALL_RESULTS
+        self,
+        start_ts: float,
+        end_ts: float,
+        *,
+        where: ResultFilter = ALL_RESULTS,
+        until_cursor: int | None = None,
     ) -> list[CheckResult]:
         cond, args = _where(where, ("ts", start_ts, end_ts))
+        if until_cursor is not None:
+            cond, args = f"{cond} AND id <= ?", (*args, until_cursor)
         sql = f"SELECT {', '.join(COLUMNS)} FROM results WHERE {cond} ORDER BY ts, id"
         with self._reading() as conn:
             rows = conn.all(sql, args)

@@ -96,11 +96,23 @@ class AlertSnapshot:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class SloSnapshot:
+    """One SLO's figures over its window (``alerts.slo``); None figures (no events) left out."""
+
+    name: str
+    kind: str  # availability, ttft or latency
+    objective: float
+    sli: float | None = None
+    budget_remaining: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Snapshot:
     """What the gauges show, read once per scrape."""
 
     targets: Sequence[TargetSnapshot] = ()
     alerts: Sequence[AlertSnapshot] = ()
+    slos: Sequence[SloSnapshot] = ()
     official: Mapping[str, Indicator] = dataclasses.field(default_factory=dict)  # by provider
     availability_window: str = "1h"  # label value only, e.g. "5m", "1h", "24h"
 
@@ -366,4 +378,25 @@ def _families(snapshot: Snapshot) -> list[Metric]:
     )
     for a in snapshot.alerts:
         alerts.add_metric((a.rule, a.state, a.severity, a.scope, a.target, a.provider), 1.0)
-    return [status, availability, utilization, official, alerts]
+    slo_labels = ("slo", "sli")
+    sli = GaugeMetricFamily(
+        "llmpulse_slo_sli",
+        "Share of an SLO's events that were good over its window.",
+        labels=slo_labels,
+    )
+    objective = GaugeMetricFamily(
+        "llmpulse_slo_objective", "An SLO's objective: the share to attain.", labels=slo_labels
+    )
+    budget = GaugeMetricFamily(
+        "llmpulse_slo_budget_remaining",
+        "Share of an SLO's error budget left over its window (negative once overspent).",
+        labels=slo_labels,
+    )
+    for slo in snapshot.slos:
+        values = (slo.name, slo.kind)
+        objective.add_metric(values, slo.objective)
+        if slo.sli is not None:
+            sli.add_metric(values, slo.sli)
+        if slo.budget_remaining is not None:
+            budget.add_metric(values, slo.budget_remaining)
+    return [status, availability, utilization, official, alerts, sli, objective, budget]

@@ -176,6 +176,18 @@ def private_routes(view: View) -> APIRouter:
         with _found():
             return view.end_silence(silence_id)
 
+    @router.get("/slos", response_model=list[schemas.Slo])
+    def slos() -> list[schemas.Slo]:
+        """Every SLO: its SLI, error budget and burn rates over its rolling window, as the alert
+        leader counted them."""
+        return view.slos()
+
+    @router.get("/slos/{name:path}", response_model=schemas.SloDetail, responses=_NOT_FOUND)
+    def slo(name: Annotated[str, Path(description="The SLO's name")]) -> schemas.SloDetail:
+        """One SLO with its budget burn-down over the window and the incidents that spent it."""
+        with _found():
+            return view.slo_detail(name)
+
     @router.get("/costs", response_model=schemas.Costs)
     def costs(days: Annotated[int, Query(ge=1, le=400)] = 30) -> schemas.Costs:
         """Spend and tokens per target and UTC day, totals by provider and model."""

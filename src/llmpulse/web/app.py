@@ -90,7 +90,14 @@ def create_app(
     else:
         app.include_router(private_routes(view))
         app.include_router(pagerduty.routes(view))  # public: its signature authenticates it
-        pages.update({"/": "overview.html", "/alerts": "alerts.html", "/cost": "cost.html"})
+        pages.update(
+            {
+                "/": "overview.html",
+                "/alerts": "alerts.html",
+                "/cost": "cost.html",
+                "/slos": "slos.html",
+            }
+        )
 
         @app.get("/targets/{name:path}", include_in_schema=False)
         def target_page(name: str) -> FileResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,13 +47,14 @@ class Official(BaseModel):
     maintenances: list[Maintenance] = Field(default_factory=list)
 
 
-Scope = Literal["target", "provider", "model", "all"]
+Scope = Literal["target", "provider", "model", "all", "slo"]
 
 
 class Alert(BaseModel):
     fingerprint: str
     rule: str
-    # "target": target names a target; "provider": a provider; "all": every provider ("*").
+    # "target": target names a target; "provider": a provider; "all": every provider ("*");
+    # "slo": an SLO (its burn-rate alert).
     scope: Scope
     target: str
     provider: str
@@ -345,6 +347,41 @@ class Incident(BaseModel):
     summary: str
     start: float
     end: float | None
+
+
+class Slo(BaseModel):
+    """An SLO's figures over its rolling window, up to the current minute (``alerts.slo``)."""
+
+    name: str
+    kind: Literal["availability", "ttft", "latency"]
+    threshold_s: float | None = Field(description="ttft and latency: the good events' bound")
+    sli: float | None = Field(description="Share of good events in the window (None: none)")
+    objective: float = Field(description="The target share, a fraction")
+    window: str = Field(description='The rolling window, e.g. "30d"')
+    window_s: float
+    source: Literal["probe", "traffic", "all"]
+    events: int
+    good: int
+    since: datetime | None = Field(description="The first minute with events in the window")
+    budget_remaining: float | None = Field(description="1 - bad / allowed; negative once spent")
+    budget_remaining_events: float = Field(description="Bad events the budget still allows")
+    burn_rates: dict[str, float | None] = Field(description="Per alert window, e.g. 5m, 1h")
+    exhausted_at: datetime | None = Field(
+        description="When the budget runs out at the fastest page's long-window burn rate"
+    )
+    exact: bool = Field(description="Counted from every raw result (the alert leader's counts)")
+    alert_state: str = Field(description="Its slo_burn_rate alert: firing, pending or inactive")
+    alert_severity: str | None
+
+
+class SloIncident(Incident):
+    bad_events: int = Field(description="Bad events of the SLO counted during the incident")
+
+
+class SloDetail(Slo):
+    burn_down_ts: list[float] = Field(description="Ends of the burn-down chart's steps")
+    burn_down: list[float | None] = Field(description="Budget remaining at each step")
+    incidents: list[SloIncident]
 
 
 class StatusDay(BaseModel):

@@ -28,6 +28,7 @@ from llmpulse.store import queries
 from llmpulse.telemetry.prometheus import (
     AlertSnapshot,
     MetricsExporter,
+    SloSnapshot,
     Snapshot,
     TargetSnapshot,
 )
@@ -124,6 +125,10 @@ class WebServer:
             alerts=[
                 AlertSnapshot(a.rule, a.scope, a.target, a.provider, a.severity, a.state)
                 for a in self.view.live_alerts()
+            ],
+            slos=[
+                SloSnapshot(s.name, s.kind, s.objective, s.sli, s.budget_remaining)
+                for s in self.view.slos()
             ],
         )
 

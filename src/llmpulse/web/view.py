@@ -16,7 +16,15 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE, AlertRecord, alert_scope, listed
+from llmpulse.alerts import slo
+from llmpulse.alerts.engine import (
+    OFFICIAL_STATUS_RULE,
+    SLO_BURN_RULE,
+    AlertRecord,
+    alert_scope,
+    fingerprint,
+    listed,
+)
 from llmpulse.alerts.metric_rules import scopes
 from llmpulse.alerts.model import Acknowledgement, AlertState
 from llmpulse.alerts.silences import (
@@ -28,6 +36,7 @@ from llmpulse.alerts.silences import (
 from llmpulse.alerts.state import AlertStateStore, NotFiring, UnknownAlert
 from llmpulse.alerts.status import TargetStatus, provider_status, target_status, worst
 from llmpulse.config import Config
+from llmpulse.config.slos import Slo
 from llmpulse.durations import parse_duration
 from llmpulse.presets import PRESETS
 from llmpulse.probe.official import Maintenance, OfficialStatus
@@ -559,6 +568,68 @@ class View:
             out.setdefault(r.target, []).append(r)
         return out
 
+    # --- SLOs ------------------------------------------------------------------------------
+
+    def slos(self, now: float | None = None) -> list[schemas.Slo]:
+        """Every SLO's figures, summed by the state store from the minutes the leader saved."""
+        now = time.time() if now is None else now
+        last = int(now // 60 * 60)
+        out = []
+        for s in self.config.slos:
+            sums, first = self.alert_state.slo_sums(s.name, s.definition, last, slo.spans(s))
+            out.append(self._slo(slo.report_from(s, now, sums), first))
+        return out
+
+    def slo_detail(self, name: str, now: float | None = None) -> schemas.SloDetail:
+        """One SLO with its budget burn-down over the window and the incidents of the targets
+        it selects that overlap the window, each with the SLO's bad events during it."""
+        now = time.time() if now is None else now
+        s = next((s for s in self.config.slos if s.name == name), None)
+        if s is None:
+            raise NotFound(f"unknown SLO {name!r}")
+        rows = self.alert_state.slo_minutes(s.name, s.definition, now - s.window_s)
+        counts = slo.fill(slo.MinuteCounts(int(s.window_s // 60)), rows)
+        report = slo.report(s, counts, now)
+        start = now - s.window_s
+        incidents = []
+        for i in self._incidents(start, now, s.selection.admits_target):
+            end = now if i.end is None else i.end
+            events, good = counts.sums(int(i.start // 60), int(end // 60))
+            incidents.append(schemas.SloIncident(**i.model_dump(), bad_events=events - good))
+        points = slo.burn_down(report, counts)
+        return schemas.SloDetail(
+            **self._slo(report, slo.since(counts)).model_dump(),
+            burn_down_ts=[ts for ts, _ in points],
+            burn_down=[v for _, v in points],
+            incidents=sorted(incidents, key=lambda i: -i.start),
+        )
+
+    def _slo(self, r: slo.Report, since: float | None) -> schemas.Slo:
+        s: Slo = r.slo
+        record = self.alert_state.record(fingerprint(SLO_BURN_RULE, s.name))
+        state = record.state if record is not None else None
+        live = state in (AlertState.FIRING, AlertState.PENDING)
+        return schemas.Slo(
+            name=s.name,
+            kind=s.sli,
+            threshold_s=s.threshold_s,
+            sli=r.sli,
+            objective=s.objective,
+            window=s.window_label,
+            window_s=s.window_s,
+            source=s.source,
+            events=r.events,
+            good=r.good,
+            since=_dt(since),
+            budget_remaining=r.budget_remaining,
+            budget_remaining_events=r.budget_remaining_events,
+            burn_rates=r.burn_rates,
+            exhausted_at=_dt(r.exhausted_at),
+            exact=True,  # counted by the leader from every result it read
+            alert_state=str(state) if live and state is not None else "inactive",
+            alert_severity=str(record.severity) if live and record is not None else None,
+        )
+
     # --- cost and the public status page --------------------------------------------------
 
     def costs(self, days: int, now: float | None = None) -> schemas.Costs:
@@ -668,12 +739,17 @@ class View:
             ),
         )
 
-    def _incidents(self, start: float, now: float) -> list[schemas.Incident]:
-        """Firing/resolved history paired per alert: what a status page calls incidents."""
+    def _incidents(
+        self, start: float, now: float, of: Callable[[str], bool] | None = None
+    ) -> list[schemas.Incident]:
+        """Firing/resolved history paired per alert: what a status page calls incidents; of
+        every target, or of those ``of`` admits."""
         open_: dict[str, schemas.Incident] = {}
         done: list[schemas.Incident] = []
         for _, n in self.alert_state.events_between(start - 30 * DAY, now):
             if n.rule == OFFICIAL_STATUS_RULE or n.target not in self._targets:
+                continue
+            if of is not None and not of(n.target):
                 continue
             if n.status is AlertState.FIRING:
                 if n.fingerprint not in open_:
@@ -823,6 +899,10 @@ def _silence(s: Silence, now: float) -> schemas.Silence:
         ),
         next_occurrences=s.next_occurrences(now, NEXT_WINDOWS),
     )
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 def _day_start(ts: float) -> int:

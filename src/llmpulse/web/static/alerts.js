@@ -6,7 +6,7 @@ import {
   reportBug,
   $id, Acks, ApiError, alertMeta, api, attachTooltip, el, flasher, fmtDuration, fmtSince,
   fmtTime, fmtWindow, maintenanceBadge, maintenanceName, now, poll, renderNav, replace, setAttr,
-  setText, setValue, showError, targetHref, toTs, withQuery,
+  setText, setValue, showError, sloHref, targetHref, toTs, withQuery,
 } from "/static/common.js";
 
 const POLL_MS = 10000;
@@ -66,9 +66,10 @@ function alertRow(a) {
   return row;
 }
 
-/** Provider- and fleet-level alerts have a provider or "*" as target: no page to link to. */
-// Provider-wide alerts name a provider (or "*"), which has no page of its own.
+/** Provider- and fleet-level alerts have a provider or "*" as target: no page to link to;
+ * an SLO's alert links to the SLO. */
 function targetLink(alert) {
+  if (alert.scope === "slo") return el("a", {href: sloHref(alert.target), text: alert.target});
   if (alert.scope !== "target") return el("span", {text: alert.target || "—"});
   return el("a", {href: targetHref(alert.target), text: alert.target});
 }

@@ -156,6 +156,7 @@ export function withQuery(path, params) {
 
 /** /targets/{name} with the name URL-encoded (names contain '/'). */
 export const targetHref = (name) => `/targets/${encodeURIComponent(name)}`;
+export const sloHref = (name) => `/slos#slo-${encodeURIComponent(name)}`;
 
 /** The target name of the current /targets/{name} page. */
 export function targetFromPath(pathname = location.pathname) {
@@ -377,6 +378,7 @@ const NAV = [
   ["overview", "/", "Overview"],
   ["alerts", "/alerts", "Alerts"],
   ["cost", "/cost", "Cost"],
+  ["slos", "/slos", "SLOs"],
   ["status", "/status", "Status page"],
 ];
 

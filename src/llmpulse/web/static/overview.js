@@ -5,7 +5,7 @@ import {
   reportBug,
   $id, Acks, OFFICIAL_LABEL, alertMeta, api, el, flasher, fmtAgo, fmtDuration, fmtInt, fmtMs,
   fmtPct, fmtSince, fmtTps, fmtUsd, now, officialClass, poll, renderNav, replace, setAttr,
-  setStatusBadge, setText, setValue, statusBadge, statusLabel, syncClock, targetHref,
+  setStatusBadge, setText, setValue, sloHref, statusBadge, statusLabel, syncClock, targetHref,
 } from "/static/common.js";
 
 const POLL_MS = 5000;
@@ -241,7 +241,9 @@ function alertLine(a, testid) {
     // The alert's own row on the alerts page, where its history is.
     el("a", {class: "rule", href: `/alerts#alert-${encodeURIComponent(a.fingerprint)}`, text: a.rule}),
     // Provider-wide alerts name a provider (or "*"), which has no page of its own.
-    a.scope === "target" ? el("a", {href: targetHref(a.target), text: a.target}) : el("span", {text: a.target}),
+    a.scope === "target" ? el("a", {href: targetHref(a.target), text: a.target})
+      : a.scope === "slo" ? el("a", {href: sloHref(a.target), text: a.target})
+      : el("span", {text: a.target}),
     el("span", {class: "summary", text: a.summary}),
     a.silenced ? el("span", {class: "tag", text: "silenced", "data-testid": "silenced"}) : null,
     el("span", {class: "muted since-alert", "data-value": a.fired_at ?? "", text: a.fired_at ? `for ${fmtSince(a.fired_at)}` : ""}),
