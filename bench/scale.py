@@ -8,7 +8,8 @@ per second, and the daemon's peak RSS. Goals: at 5,000 targets lag p99 < 1 s and
 p99 < 10 ms; RSS < 200 MB at 1,000 targets.
 
 ``--rules`` adds 20 custom rules (``RULES``: every kind of metric, per target, provider, model
-and overall) to the config; its goal: at 1,000 targets, lag p99 < 1 s and RSS < 200 MB.
+and overall) and 10 SLOs (``SLOS``: 30-day and 7-day, every SLI) to the config; its goal: at
+1,000 targets, lag p99 < 1 s and RSS < 200 MB.
 """
 
 from __future__ import annotations
@@ -66,6 +67,16 @@ RULES = [
     {"id": "bench_tokens_in_all", "metric": "tokens_in", "by": "all", "window": "1h",
      "op": ">", "threshold": 10_000_000},
 ]  # fmt: skip
+# Ten SLOs: five over every target, five over a tenth of them each.
+SLOS = [
+    {"name": f"bench-{sli}-{window}", "sli": sli, "objective": "99%", "window": window,
+     **({"threshold": "2s"} if sli != "availability" else {})}
+    for sli in ("availability", "ttft", "latency") for window in ("30d", "7d")
+][:5] + [
+    {"name": f"bench-slice-{i}", "sli": "availability", "objective": "99.5%",
+     "match": {"target": f"t{i}*"}}
+    for i in range(1, 6)
+]  # fmt: skip
 
 
 def child(size: int, duration: float, db: str, url: str, rules: bool) -> None:
@@ -73,6 +84,7 @@ def child(size: int, duration: float, db: str, url: str, rules: bool) -> None:
     config = parse_config(
         {
             "rules": {"custom": RULES if rules else []},
+            "slos": SLOS if rules else [],
             "monitor": {"status_pages": False},
             "web": {"listen": "127.0.0.1:0"},
             "targets": [
@@ -141,8 +153,9 @@ def measure(url: str, size: int, duration: float, rules: bool) -> dict[str, floa
     )
     failed = sum(not r.ok for r in results)
     print(
-        f"{size} targets{' with 20 custom rules' if rules else ''}: {own['checks']} checks in "
-        f"{elapsed:.0f}s, {failed} failed, {len(errors)} matched to ground truth"
+        f"{size} targets{' with 20 custom rules and 10 SLOs' if rules else ''}: "
+        f"{own['checks']} checks in {elapsed:.0f}s, {failed} failed, "
+        f"{len(errors)} matched to ground truth"
     )
     name = f"{size}_rules" if rules else str(size)
     return {
@@ -160,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench scale", description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--duration", type=float, default=75.0, help="seconds per size")
-    parser.add_argument("--rules", action="store_true", help="with 20 custom rules (RULES)")
+    parser.add_argument(
+        "--rules", action="store_true", help="with 20 custom rules (RULES) and 10 SLOs (SLOS)"
+    )
     parser.add_argument("--save-baseline", action="store_true")
     args = parser.parse_args(argv)
     figures: dict[str, float] = {}
