@@ -474,3 +474,25 @@ async def test_a_switched_model_is_announced_once_and_resolves_by_itself(sim, re
     assert (
         firing["summary"] == f"served model changed: {model} (fp_sim) → {model}-2026-12-01 (fp_new)"
     )
+
+
+async def test_a_model_gone_from_the_models_list_pages_once_until_listed_again(
+    sim, receiver, tmp_path
+):
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    config = make_config(sim, receiver, [{"provider": "openai", "model": model, "name": "gpt"}])
+    async with running(config, tmp_path / "r.db"):
+        await asyncio.sleep(2)
+        assert receiver.received == []
+        patch(sim, model, listed=False)  # still served: only the list says it is going
+        await wait_for(lambda: receiver.events("model_unlisted"))
+        await asyncio.sleep(2)
+        patch(sim, model, listed=True)
+        await wait_for(lambda: len(receiver.events("model_unlisted")) == 2)
+    assert receiver.events() == [
+        ("firing", "model_unlisted", "gpt"),
+        ("resolved", "model_unlisted", "gpt"),
+    ]
+    firing = receiver.received[0]
+    assert firing["severity"] == "critical"
+    assert firing["summary"] == f"{model} is missing from the provider's models list"

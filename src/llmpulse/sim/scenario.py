@@ -99,6 +99,8 @@ class ModelBehavior(BaseModel):
     request_id_suffix: str = ""
     system_fingerprint: str | None = "fp_sim"
     context_window: int = Field(128000, gt=0)
+    # False: the model is left out of the models list (a provider retiring it), still served.
+    listed: bool = True
     max_output_tokens: int = Field(8192, gt=0)
     x_groq: bool = False
     errors: dict[str, float] = Field(default_factory=dict)

@@ -591,7 +591,8 @@ class SimApp:
             status, err = proto.error("auth", p)
             return Response(dumps(err), status, proto.headers(p, []), "application/json")
         items = {name: self.state.effective(name) or b for name, b in self.state.base.items()}
-        return JSONResponse(proto.models(items, self.state.created))
+        listed = {name: b for name, b in items.items() if b.listed}
+        return JSONResponse(proto.models(listed, self.state.created))
 
     # --- official status pages -----------------------------------------------------------
 
