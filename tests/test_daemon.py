@@ -12,6 +12,7 @@ import json
 import signal
 import socket
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -496,3 +497,20 @@ async def test_a_model_gone_from_the_models_list_pages_once_until_listed_again(
     firing = receiver.received[0]
     assert firing["severity"] == "critical"
     assert firing["summary"] == f"{model} is missing from the provider's models list"
+
+
+async def test_a_model_retiring_within_the_notice_pages_once(sim, receiver, tmp_path):
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    retires = (datetime.now(UTC) + timedelta(days=10)).date()
+    config = make_config(
+        sim, receiver, [{"provider": "openai", "model": model, "name": "gpt",
+                         "retires": retires.isoformat()}],
+    )  # fmt: skip
+    async with running(config, tmp_path / "r.db"):
+        await wait_for(lambda: receiver.events("model_deprecated"))
+        await asyncio.sleep(3)  # every check judges it again: still one notice
+    assert receiver.events() == [("firing", "model_deprecated", "gpt")]
+    firing = receiver.received[0]
+    assert firing["severity"] == "warning" and firing["threshold"] == 30 * 86400
+    assert 9 * 86400 < firing["value"] <= 10 * 86400  # seconds left
+    assert firing["summary"].startswith(f"{model} retires on {retires.isoformat()} (in ")
