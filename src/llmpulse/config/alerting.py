@@ -5,17 +5,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
+from llmpulse.config.match import Globs
 from llmpulse.durations import Duration, DurationOrZero
 from llmpulse.rules import RuleOverrides
 from llmpulse.schedule import parse_cron, parse_timezone
@@ -39,12 +39,6 @@ class MonitorSettings(BaseModel):
     min_regions: int = Field(default=1, ge=1, le=100)
 
 
-def _globs(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
-# A glob, or a list of globs any of which may match.
-Globs = Annotated[list[str], BeforeValidator(_globs), Field(min_length=1)]
 NotifierNames = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
 
 
