@@ -78,6 +78,28 @@ async def running(config, db: Path, **options):
         yield daemon
 
 
+@contextlib.contextmanager
+def gateway_beside(raw, db: Path, tmp_path: Path):
+    """`llmpulse gateway` serving the config ``raw`` and recording into ``db``, as its own
+    process beside a daemon; yields an OpenAI client of it (its key: SIM_KEY)."""
+    (tmp_path / "llmpulse.yaml").write_text(yaml.safe_dump(raw))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gateway = spawn_llmpulse(
+        ["gateway", "--config", str(tmp_path / "llmpulse.yaml"), "--db", str(db),
+         "--listen", f"127.0.0.1:{port}"],
+        tmp_path, "gateway.log",
+    )  # fmt: skip
+    try:
+        yield openai.AsyncOpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=10
+        )
+    finally:
+        gateway.send_signal(signal.SIGINT)
+        gateway.wait(timeout=30)
+
+
 async def wait_for(predicate, timeout=20.0):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -398,20 +420,8 @@ async def test_a_daemon_and_a_gateway_on_one_database_page_once_per_incident(
         "gateway": {"probe_interval": "900ms"},
         "notifiers": [{"type": "webhook", "url": receiver.url}],
     }
-    (tmp_path / "llmpulse.yaml").write_text(yaml.safe_dump(raw))
     config = parse_config(raw, env={"SIM_KEY": "sk-sim"})
     target = f"chat/openai/{model}"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    gateway = spawn_llmpulse(
-        ["gateway", "--config", str(tmp_path / "llmpulse.yaml"), "--db", str(db),
-         "--listen", f"127.0.0.1:{port}"],
-        tmp_path, "gateway.log",
-    )  # fmt: skip
-    client = openai.AsyncOpenAI(
-        base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=10
-    )
 
     async def ask() -> None:
         with contextlib.suppress(openai.APIError):
@@ -424,7 +434,7 @@ async def test_a_daemon_and_a_gateway_on_one_database_page_once_per_incident(
             alerts = (await http.get(f"{web.urls[0]}api/v1/alerts", timeout=10)).json()
         return [a for a in alerts["firing"] if a["target"] == target]
 
-    try:
+    with gateway_beside(raw, db, tmp_path) as client:
         async with served(config, db, region=region) as (_, web):
             for _ in range(20):
                 await ask()  # healthy traffic, once the gateway is up
@@ -442,9 +452,6 @@ async def test_a_daemon_and_a_gateway_on_one_database_page_once_per_incident(
                 await asyncio.sleep(0.1)
             await wait_for(lambda: any(e[0] == "resolved" for e in receiver.events()))
             await asyncio.sleep(1)
-    finally:
-        gateway.send_signal(signal.SIGINT)
-        gateway.wait(timeout=30)
     assert receiver.events() == [
         ("firing", "consecutive_unavailable", target),
         ("resolved", "consecutive_unavailable", target),

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import socket
 from datetime import UTC, datetime
 
 import httpx
 import openai
 import pytest
-import yaml
 
-from conftest import patch, sim_model, spawn_llmpulse
+from conftest import patch, sim_model
 from llmpulse.alerts.engine import AlertSettings, Engine, alert_scope
 from llmpulse.alerts.metric_rules import REPLAY_MAX_S, MetricRules, builtin_rules, scopes
 from llmpulse.alerts.model import Notification
@@ -22,7 +19,7 @@ from llmpulse.config import ConfigError, parse_config
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.rules import METRICS, resolve_rules
-from test_daemon import FAST, make_config, served, wait_for
+from test_daemon import FAST, gateway_beside, make_config, served, wait_for
 from test_gateway_proxy import deployment
 
 T0 = 1_800_000_000.0
@@ -417,20 +414,8 @@ async def test_context_utilization_high_fires_on_gateway_traffic_once(sim, recei
         "gateway": {"probe_interval": "900ms"},
         "notifiers": [{"type": "webhook", "url": receiver.url}],
     }
-    (tmp_path / "llmpulse.yaml").write_text(yaml.safe_dump(raw))
     config = parse_config(raw, env={"SIM_KEY": "sk-sim"})
     target = f"chat/openai/{model}"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    gateway = spawn_llmpulse(
-        ["gateway", "--config", str(tmp_path / "llmpulse.yaml"), "--db", str(db),
-         "--listen", f"127.0.0.1:{port}"],
-        tmp_path, "gateway.log",
-    )  # fmt: skip
-    client = openai.AsyncOpenAI(
-        base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=10
-    )
 
     async def ask(n: int) -> None:
         for _ in range(n):
@@ -440,7 +425,7 @@ async def test_context_utilization_high_fires_on_gateway_traffic_once(sim, recei
                 )
             await asyncio.sleep(0.1)
 
-    try:
+    with gateway_beside(raw, db, tmp_path) as client:
         async with served(config, db):
             await asyncio.sleep(2)  # probes alone: tiny prompts, and not traffic anyway
             assert receiver.events("context_utilization_high") == []
@@ -449,9 +434,6 @@ async def test_context_utilization_high_fires_on_gateway_traffic_once(sim, recei
             patch(sim, model, input_tokens=100)
             await ask(40)
             await wait_for(lambda: len(receiver.events("context_utilization_high")) == 2)
-    finally:
-        gateway.send_signal(signal.SIGINT)
-        gateway.wait(timeout=30)
     assert receiver.events("context_utilization_high") == [
         ("firing", "context_utilization_high", target),
         ("resolved", "context_utilization_high", target),
