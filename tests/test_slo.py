@@ -395,6 +395,40 @@ def test_a_new_slo_is_counted_from_the_raw_results_stored_before_it(
     store.close()
 
 
+def test_results_stored_while_no_leader_ran_are_counted_by_the_next(
+    store_location: str | Path,
+) -> None:
+    cfg = config([{"name": "avail", "sli": "availability", "objective": "99%", "window": "6h"}])
+    now = time.time()
+    store = open_store(store_location)
+    history = [
+        result(now - 4 * 3600 + i * 20, error=ErrorClass.UNAVAILABLE if i % 6 == 0 else None)
+        for i in range(720)
+    ]  # four hours, three a minute
+    led = [r for r in history if r.timestamp.timestamp() < now - 3 * 3600 + 10]
+    sent: list[Notification] = []
+    a, state = leader(store_location, store, cfg, sent)
+    _, cursor = store.tail_start(a.replay_start(now - 4 * 3600 - 60))
+    store.write_results(led)  # the last minute only part-way (its first result) when saved
+    results, cursor = store.tail(cursor)
+    a.feed(results, now - 3 * 3600 + 10)
+    state.save_slo_minutes(a.slo_minutes())
+    # No leader for three hours, while agents (or the gateway) kept storing results.
+    store.write_results(history[len(led) :])
+    b, state = leader(store_location, store, cfg, sent)
+    start = b.replay_start(now)
+    # Before the first minute saved (nothing stored there), and the gap, from the last one.
+    gap = (led[-1].timestamp.timestamp() // 60 * 60, start)
+    assert [(begin, end) for _, begin, end in b.backfill][1:] == [gap]
+    recent, at_start = store.tail_start(start)
+    b.feed(recent, now)
+    b.merge_backfill(b.count_backfill(at_start))
+    r = slo.report(cfg.slos[0], b.slos.counts[0], now)
+    assert (r.events, r.good) == (720, sum(r.ok for r in history))
+    state.close()
+    store.close()
+
+
 def test_the_burn_rate_alert_pages_once_escalates_and_resolves(tmp_path: Path) -> None:
     cfg = config(
         [{"name": "avail", "sli": "availability", "objective": "90%", "window": "1h",

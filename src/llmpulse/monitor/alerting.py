@@ -147,11 +147,18 @@ class Alerting:
         oldest = now - self.config.monitor.raw_retention
         self.backfill = []
         for i, (s, counts) in enumerate(zip(self.slos.slos, self.slos.counts, strict=True)):
-            first = slo.since(counts)
-            end = start if first is None else min(first, start)
+            counted = [minute for minute, _, _ in counts.minutes()]
+            end = start if not counted else min(counted[0] * 60, start)
             begin = max(now - s.window_s + 60, oldest) // 60 * 60  # the window's first minute
             if begin < end:
                 self.backfill.append((i, begin, end))
+            if counted and counted[-1] * 60 < start:
+                # No leader counted from the last saved minute (saved part-way, so recounted
+                # whole) to the replay: the results stored meanwhile are counted from the store.
+                gap = max(counted[-1] * 60, begin)
+                if gap == counted[-1] * 60:
+                    counts.set(counted[-1], 0, 0)
+                self.backfill.append((i, gap, start))
         self.slos.begin_replay(start)
         return start
 
@@ -160,7 +167,7 @@ class Alerting:
     ) -> list[tuple[int, int, int, int]]:
         """``(SLO index, minute start ts, events, good)`` of the raw results ``backfill``
         names, stored up to ``cursor`` (those after come through ``feed``), read a target and
-        a day at a time (a query each: run it off the loop); nothing once ``stopped``."""
+        an hour at a time (a query each: run it off the loop); nothing once ``stopped``."""
         out = []
         for i, begin, end in self.backfill:
             s = self.slos.slos[i]
@@ -168,12 +175,14 @@ class Alerting:
             for name in self.targets:
                 if not s.selection.admits_target(name):
                     continue
-                for day in range(int(begin), int(end), 86400):
+                # An hour at a time: a busy gateway target's day would be millions of results.
+                source = None if s.source == "all" else s.source
+                for hour in range(int(begin), int(end), 3600):
                     if stopped():
                         return []
                     chunk = self.store.results_between(
-                        day, min(end, day + 86400), where=ResultFilter(target=name),
-                        until_cursor=cursor,
+                        hour, min(end, hour + 3600),
+                        where=ResultFilter(target=name, source=source), until_cursor=cursor,
                     )  # fmt: skip
                     for result in chunk:
                         if _says_nothing(result):
