@@ -253,11 +253,12 @@ def test_min_samples_window_and_late_results():
 
 def test_the_sweep_judges_every_subject_once_per_sweep_s_however_often_it_ticks():
     m = Monitor(config(rule(metric="requests", op="<", threshold=1, by="target")))
-    assert len(m.tick(T0)) == 4  # the first tick judges all (context use, without data: none)
+    assert len(m.tick(T0)) == 8  # the first tick judges all: 4 of r, 4 of context use (empty)
     judged = set()
     for i in range(1, 41):  # ticks of 250 ms: each judges a quarter of a tenth of them
         judged |= set(m.tick(T0 + i / 4))
-    assert judged == {(t["name"], "r") for t in TARGETS}  # all four, within 10 s
+    rules = ("r", "context_utilization_high")
+    assert judged == {(t["name"], r) for t in TARGETS for r in rules}  # all, within 10 s
 
 
 def test_a_total_is_exact_whatever_the_traffic():
@@ -292,6 +293,22 @@ def test_one_notice_per_incident_with_the_value_in_base_units():
     assert fired.to_json()["rule"] == "chat_ttft_p99"
 
 
+def test_a_firing_alert_resolves_when_its_window_empties():
+    m = Monitor(config(rule(metric="ttft_p95", threshold="1s", window="1m")))
+    m.rules.watched_since = T0 - REPLAY_MAX_S
+    m.feed(T0, result(0, ttft_ms=3000.0))
+    m.sweep(T0 + 30)
+    assert [n[:2] for n in m.notices()] == [("firing", "r")]
+    m.sweep(T0 + 61)  # the traffic stopped: nothing left in the window
+    assert [n[:2] for n in m.notices()] == [("firing", "r"), ("resolved", "r")]
+    few = Monitor(config(rule(metric="ttft_p95", threshold="1s", window="1m", min_samples=2)))
+    few.rules.watched_since = T0 - REPLAY_MAX_S
+    few.feed(T0, result(0, ttft_ms=3000.0), result(1, ttft_ms=3000.0))
+    few.sweep(T0 + 40)
+    few.feed(T0 + 61, result(61, ttft_ms=3000.0))  # one left: too few to say, still firing
+    assert [n[:2] for n in few.notices()] == [("firing", "r")]
+
+
 def test_a_total_that_falls_to_zero_fires_without_any_result():
     m = Monitor(config(rule(id="quiet", metric="requests", op="<", threshold=1, window="1m",
                             match={"target": "claude"})))  # fmt: skip
@@ -306,7 +323,7 @@ def test_a_total_that_falls_to_zero_fires_without_any_result():
 def test_a_new_leader_does_not_judge_a_window_it_has_not_watched():
     m = Monitor(config(rule(metric="requests", op="<", threshold=1, window="2h")))
     m.tick(T0)  # watched from an hour before its start: what it refills
-    assert m.sweep(T0 + 1800) == {}
+    assert ("oa-mini", "r") not in m.sweep(T0 + 1800)
     assert m.sweep(T0 + 3600)[("oa-mini", "r")].value == 0
 
 

@@ -271,7 +271,9 @@ class MetricRules:
                 samples = int(sum(b))
                 value = max(a) if samples and samples >= spec.min_samples else None
         if value is None:
-            return None
+            # An empty window shows no problem: a firing alert resolves (traffic that stopped
+            # must not hold a TTFT alert for days); too few results say nothing either way.
+            return Evaluation(spec, False, None, _CLEAR, False) if samples == 0 else None
         active = rule.breached(value)
         # Only a breach's summary is ever shown (a clear evaluation of a firing alert keeps the
         # summary it fired with): formatting one for every clear window was half the cost.
