@@ -5,9 +5,10 @@ the built-in rules of ``rules.METRIC_RULES`` are evaluated here.
 Like the built-in rules, they read the results the alert leader is fed, in memory, so they see
 a result as soon as it is stored. Each (rule, subject) keeps its window in arrays of doubles: a
 quantile keeps each value (the newest ``MAX_SAMPLES``); rates, totals and maxima keep one entry
-per 1/60th of the window, so their memory does not grow with the traffic and their sums stay
-exact. A subject the config names is judged even when no result arrives, so a total that falls
-to zero ("requests < 10") fires.
+per 1/60th of the window, so their memory does not grow with the traffic and their counts miss
+nothing (an entry leaves the window whole: its edge moves a 60th at a time). A subject the
+config names is judged even when no result arrives, so a total that falls to zero
+("requests < 10") fires, and a firing alert whose window has emptied resolves.
 """
 
 from __future__ import annotations
