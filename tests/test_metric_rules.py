@@ -12,13 +12,14 @@ import openai
 import pytest
 
 from conftest import patch, sim_model
-from llmpulse.alerts.engine import AlertSettings, Engine, alert_scope
+from llmpulse.alerts.engine import AlertRecord, AlertSettings, Engine, alert_scope, fingerprint
 from llmpulse.alerts.metric_rules import REPLAY_MAX_S, MetricRules, builtin_rules, scopes
-from llmpulse.alerts.model import Notification
+from llmpulse.alerts.model import AlertState, Notification
+from llmpulse.alerts.status import target_status
 from llmpulse.config import ConfigError, parse_config
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
-from llmpulse.rules import METRICS, resolve_rules
+from llmpulse.rules import METRICS, Severity, resolve_rules
 from test_daemon import FAST, gateway_beside, make_config, served, wait_for
 from test_gateway_proxy import deployment
 
@@ -457,3 +458,18 @@ async def test_context_utilization_high_fires_on_gateway_traffic_once(sim, recei
     ]
     firing = receiver.received[0]
     assert firing["value"] == pytest.approx(0.85) and firing["threshold"] == 0.8
+
+
+def test_custom_and_informational_alerts_leave_a_target_status_alone():
+    latest = result(0)
+
+    def firing(rule):
+        return AlertRecord(
+            fingerprint(rule, "oa-mini"), rule, "oa-mini", "openai", Severity.WARNING,
+            state=AlertState.FIRING, fired_at=T0, summary=f"{rule} fired",
+        )  # fmt: skip
+
+    quiet = [firing(r) for r in ("spend", "model_deprecated", "context_utilization_high")]
+    assert target_status(quiet, latest, 30, T0 + 1).status == "up"
+    slow = target_status([*quiet, firing("ttft_p95_high")], latest, 30, T0 + 1)
+    assert (slow.status, slow.reason) == ("degraded", "ttft_p95_high fired")

@@ -84,6 +84,12 @@ AVAILABILITY_RULES = ("consecutive_unavailable", "error_rate_critical", "error_r
 STORE_RULES = ("cost_spike",)
 # Rules a target's window of recent results does not evaluate.
 NOT_WINDOWED = (*STORE_RULES, *METRIC_RULES)
+# Alerts that say nothing of how the service answers: they page like any other, but leave a
+# target's status (dashboard, public status page, badges) and the public incidents alone; so do
+# custom rules, which may watch anything (spend, volume).
+INFORMATIONAL_RULES = frozenset(
+    {MODEL_CHANGED, "model_deprecated", CONTEXT_UTILIZATION_HIGH, *STORE_RULES}
+)
 
 
 class Unit(enum.StrEnum):

@@ -15,7 +15,7 @@ from llmpulse.alerts.engine import INCIDENT, PROVIDER_RULE, AlertRecord
 from llmpulse.alerts.model import AlertState
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckResult
-from llmpulse.rules import AVAILABILITY_RULES
+from llmpulse.rules import AVAILABILITY_RULES, DEFAULT_RULES, INFORMATIONAL_RULES
 
 # Rules whose firing means the target cannot serve requests.
 DOWN_RULES = frozenset({INCIDENT, *AVAILABILITY_RULES, "auth_failure"})
@@ -65,6 +65,8 @@ def target_status(
     firing: list[AlertRecord] = []
     last_resolved: float | None = None
     for r in records:
+        if not says_health(r.rule):
+            continue
         if r.state is AlertState.FIRING:
             firing.append(r)
         elif r.resolved_at is not None and (last_resolved is None or r.resolved_at > last_resolved):
@@ -99,6 +101,17 @@ def target_status(
             Status.RATE_LIMITED, latest.timestamp.timestamp(), latest.error_message or ""
         )
     return TargetStatus(Status.UP, last_resolved, "")
+
+
+def says_health(rule: str) -> bool:
+    """Whether an alert of ``rule`` is about how the service answers (``INFORMATIONAL_RULES``
+    and custom rules are not)."""
+    return rule in _HEALTH_RULES
+
+
+_HEALTH_RULES = frozenset(
+    {INCIDENT, PROVIDER_RULE, *(r for r in DEFAULT_RULES if r not in INFORMATIONAL_RULES)}
+)
 
 
 def provider_status(records: Iterable[AlertRecord], targets: Iterable[Status]) -> Status:

@@ -34,7 +34,13 @@ from llmpulse.alerts.silences import (
     configured_silences,
 )
 from llmpulse.alerts.state import AlertStateStore, NotFiring, UnknownAlert
-from llmpulse.alerts.status import TargetStatus, provider_status, target_status, worst
+from llmpulse.alerts.status import (
+    TargetStatus,
+    provider_status,
+    says_health,
+    target_status,
+    worst,
+)
 from llmpulse.config import Config
 from llmpulse.config.slos import Slo
 from llmpulse.durations import parse_duration
@@ -747,8 +753,8 @@ class View:
         open_: dict[str, schemas.Incident] = {}
         done: list[schemas.Incident] = []
         for _, n in self.alert_state.events_between(start - 30 * DAY, now):
-            if n.rule == OFFICIAL_STATUS_RULE or n.target not in self._targets:
-                continue
+            if not says_health(n.rule) or n.target not in self._targets:
+                continue  # an official status, a notice, a custom rule: not an incident
             if of is not None and not of(n.target):
                 continue
             if n.status is AlertState.FIRING:
