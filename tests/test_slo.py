@@ -86,6 +86,8 @@ def test_a_full_slo_resolves() -> None:
     assert (r.sli, r.threshold_s, r.objective, r.window_s) == ("ttft", 2.0, 0.99, 7 * 86400)
     assert [(x.burn_rate, x.long_s, x.short_s) for x in r.alerts] == [(10, 3600, 300)]
     assert r.selection.targets == {"claude"}
+    # At 90 % every event bad burns at 10×: the default 14.4× page is capped there.
+    assert [x.burn_rate for x in one(objective="90%").alerts] == pytest.approx([10, 6, 1])
     # Same counting rules, same definition; another threshold counts differently.
     assert one().definition == one(objective="90%").definition != one(window="7d").definition[:0]
     assert one().definition != one(source="probe").definition
@@ -132,6 +134,10 @@ def test_default_alert_windows_scale_with_the_slo_window() -> None:
          r"^slos\[0\]\.alerts\[0\]\.burn_rate: "),
         ({"alerts": [{"severity": "critical", "burn_rate": 2, "long": "5m", "short": "1h"}]},
          r"^slos\[0\]\.alerts\[0\]\.short: must not be longer than long"),
+        ({"objective": "99%",
+          "alerts": [{"severity": "critical", "burn_rate": 120, "long": "1h", "short": "5m"}]},
+         r"^slos\[0\]\.alerts\[0\]\.burn_rate: at objective 0\.99 the budget burns at most "
+         r"100× \(every event bad\), so a 120× alert could never fire"),
         ({"alerts": [{"severity": "critical", "burn_rate": 2, "long": "31d", "short": "1h"}]},
          r"^slos\[0\]\.alerts\[0\]\.long: must not be longer than the window"),
         ({"alerts": [{"severity": "critical", "burn_rate": 2, "long": "1h", "short": "30s"}]},

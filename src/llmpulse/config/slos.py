@@ -175,10 +175,24 @@ def resolve_slos(
         selection = resolve_match(s.match, targets, f"{path}.match")
         if selection.targets is None and not names:
             raise ConfigError(f"{path}.match: the config has no target to select")
+        # Every event bad burns at 1 / (1 - objective): an alert faster than that never fires.
+        # A default one (14.4× at an objective under 93 %) is capped there, so a whole outage
+        # over its windows still pages; one the config asks for is refused.
+        ceiling = 1 / (1 - s.objective)
+        for j, a in enumerate(s.alerts or ()):
+            if a.burn_rate > ceiling:
+                raise ConfigError(
+                    f"{path}.alerts[{j}].burn_rate: at objective {s.objective:.6g} the budget "
+                    f"burns at most {ceiling:.3g}× (every event bad), so a {a.burn_rate:g}× "
+                    "alert could never fire"
+                )
         alerts = (
             tuple(BurnAlert(a.severity, a.burn_rate, a.long, a.short) for a in s.alerts)
             if s.alerts
-            else default_alerts(s.window)
+            else tuple(
+                dataclasses.replace(a, burn_rate=min(a.burn_rate, ceiling))
+                for a in default_alerts(s.window)
+            )
         )
         definition = hashlib.sha256(
             repr((s.sli, s.threshold, s.source, s.match.model_dump() if s.match else None)).encode()
