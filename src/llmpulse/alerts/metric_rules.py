@@ -19,21 +19,17 @@ from array import array
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from llmpulse.alerts.window import Evaluation
+from llmpulse.alerts.window import Evaluation, says_nothing
 from llmpulse.config.match import Selection
 from llmpulse.config.rules import MetricRule
 from llmpulse.durations import format_duration
 from llmpulse.errors import ErrorClass
-from llmpulse.result import CheckKind, CheckResult, Source
+from llmpulse.result import CheckKind, CheckResult
 from llmpulse.rules import METRIC_RULES, METRICS, Aggregation, RuleSpec, Unit
 from llmpulse.store.queries import exact_quantile
 from llmpulse.target import Target
 
 ALL = "*"  # the subject of a rule ``by: all``
-# Traffic's own faults say nothing of the provider (as for the built-in error rates).
-_REQUEST_FAULTS = frozenset(
-    {ErrorClass.BAD_REQUEST, ErrorClass.CONTEXT_LENGTH, ErrorClass.CONTENT_FILTER}
-)
 # A new leader refills rule windows from this much of the stored results at most: a rule with
 # a longer window is judged once the leader has watched it whole.
 REPLAY_MAX_S = 3600.0
@@ -108,9 +104,9 @@ def _extract(metric: str, r: CheckResult) -> tuple[float, float] | None:
             share = r.context_utilization
             return None if share is None else (share, 1.0)
         case "error_rate":
-            cls = r.error_class
-            if cls in _REQUEST_FAULTS and r.source is Source.TRAFFIC:
+            if says_nothing(r):
                 return None
+            cls = r.error_class
             return (1.0, float(cls is not None and not cls.is_caller_limit))
         case "availability":  # b counts outages; the value is 1 - outages/results
             return (1.0, float(r.error_class is not None and r.error_class.is_outage))

@@ -17,11 +17,23 @@ from typing import NamedTuple
 
 from llmpulse.durations import format_duration
 from llmpulse.errors import ErrorClass
-from llmpulse.result import CheckKind, CheckResult
+from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.rules import NOT_WINDOWED, RuleSpec
 from llmpulse.store.queries import exact_quantile as quantile
 
 _UNAVAILABLE = frozenset({ErrorClass.UNAVAILABLE.value, ErrorClass.TIMEOUT.value})
+_REQUEST_FAULTS = frozenset(
+    {ErrorClass.BAD_REQUEST, ErrorClass.CONTEXT_LENGTH, ErrorClass.CONTENT_FILTER}
+)
+
+
+def says_nothing(result: CheckResult) -> bool:
+    """Traffic that failed through the client's own fault (a bad request, a prompt over the
+    context window, filtered content) says nothing about the provider: no rule or SLO counts
+    it as a failure, nor as an event."""
+    return result.source is Source.TRAFFIC and result.error_class in _REQUEST_FAULTS
+
+
 _KEY_PROBLEMS = frozenset({ErrorClass.AUTH.value, ErrorClass.QUOTA.value})
 _CALLER_LIMITS = frozenset(c.value for c in ErrorClass if c.is_caller_limit)
 

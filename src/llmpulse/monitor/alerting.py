@@ -34,10 +34,14 @@ from llmpulse.alerts.model import Acknowledgement
 from llmpulse.alerts.routes import Routes
 from llmpulse.alerts.silences import configured_silences
 from llmpulse.alerts.state import AlertStateStore
-from llmpulse.alerts.window import TargetWindow, agree_across_regions, cost_spike
+from llmpulse.alerts.window import (
+    TargetWindow,
+    agree_across_regions,
+    cost_spike,
+    says_nothing,
+)
 from llmpulse.config import Config
-from llmpulse.errors import ErrorClass
-from llmpulse.result import CheckResult, Source
+from llmpulse.result import CheckResult
 from llmpulse.rules import NOT_WINDOWED, RuleSpec
 from llmpulse.store import ResultFilter, Store, queries
 from llmpulse.target import Target
@@ -45,15 +49,6 @@ from llmpulse.target import Target
 log = logging.getLogger(__name__)
 
 SLO_EVERY_S = 10.0  # SLO burn rates judged this often: their shortest window is a minute
-
-_REQUEST_FAULTS = frozenset(
-    {ErrorClass.BAD_REQUEST, ErrorClass.CONTEXT_LENGTH, ErrorClass.CONTENT_FILTER}
-)
-
-
-def _says_nothing(result: CheckResult) -> bool:
-    """Traffic that failed through the client's own fault says nothing about the provider."""
-    return result.source is Source.TRAFFIC and result.error_class in _REQUEST_FAULTS
 
 
 class Alerting:
@@ -185,7 +180,7 @@ class Alerting:
                         where=ResultFilter(target=name, source=source), until_cursor=cursor,
                     )  # fmt: skip
                     for result in chunk:
-                        if _says_nothing(result):
+                        if says_nothing(result):
                             continue
                         good = slo.judge(s, result)
                         if good is not None:
@@ -215,7 +210,7 @@ class Alerting:
             if result.target not in self.targets:
                 continue  # a target no longer in the config, or traffic of an unmonitored one
             self.metric_rules.add(result)  # custom rules count traffic's own faults too
-            if _says_nothing(result):
+            if says_nothing(result):
                 continue
             self.slos.add(result, now)
             windows = self.windows[result.target]
