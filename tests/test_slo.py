@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from llmpulse.alerts import slo
-from llmpulse.alerts.engine import SLO_BURN_RULE, alert_scope
+from llmpulse.alerts.engine import alert_scope
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import ConfigError, parse_config
@@ -22,7 +22,7 @@ from llmpulse.config.slos import default_alerts
 from llmpulse.errors import ErrorClass
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.result import CheckKind, CheckResult, Source
-from llmpulse.rules import Severity
+from llmpulse.rules import SLO_BURN_RULE, Severity
 from llmpulse.store import open_store
 from webserve import ServedWeb
 

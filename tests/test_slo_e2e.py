@@ -14,8 +14,8 @@ import dataclasses
 import httpx
 
 from conftest import patch, sim_model
-from llmpulse.alerts.engine import SLO_BURN_RULE
 from llmpulse.monitor import alerting as alerting_module
+from llmpulse.rules import SLO_BURN_RULE
 from test_daemon import make_config, served, wait_for
 from webserve import ServedWeb
 

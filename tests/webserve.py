@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from llmpulse.alerts.engine import INCIDENT, AlertRecord, fingerprint
+from llmpulse.alerts.engine import AlertRecord, fingerprint
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.slo import Recorder
 from llmpulse.alerts.state import AlertStateStore, state_paths
@@ -20,7 +20,7 @@ from llmpulse.config import Config, parse_config
 from llmpulse.errors import ErrorClass
 from llmpulse.probe.official import Maintenance, OfficialStatus
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
-from llmpulse.rules import Severity
+from llmpulse.rules import INCIDENT, Severity
 from llmpulse.store import SQLiteStore
 from llmpulse.web.server import WebServer
 from llmpulse.web.view import OfficialSource

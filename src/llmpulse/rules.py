@@ -76,6 +76,15 @@ DEFAULT_RULES: dict[str, RuleSpec] = {
 # rule of the same metric would be: each maps to (metric, sources it reads). Context use means
 # something on real requests only: probes send a few tokens.
 METRIC_RULES = {CONTEXT_UTILIZATION_HIGH: ("context_utilization_p95", ("traffic",))}
+# The alerts the engine makes of its own (``alerts.engine``): a custom rule may not be named so.
+INCIDENT = "availability"  # a target's incident record, notified under its lead rule's id
+PROVIDER_RULE = "provider_down"
+ALL_PROVIDERS_RULE = "all_providers_down"
+OFFICIAL_STATUS_RULE = "official_status"
+SLO_BURN_RULE = "slo_burn_rate"  # per SLO: its target is the SLO's name (alerts.slo)
+ENGINE_RULES = frozenset(
+    {INCIDENT, PROVIDER_RULE, ALL_PROVIDERS_RULE, OFFICIAL_STATUS_RULE, SLO_BURN_RULE}
+)
 # Rules that say a target is failing. They are one incident per target (see alerts.engine),
 # in order of which one's id and summary the page carries when several fire.
 AVAILABILITY_RULES = ("consecutive_unavailable", "error_rate_critical", "error_rate_warning")

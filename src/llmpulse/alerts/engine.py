@@ -29,17 +29,20 @@ from llmpulse.alerts.model import Acknowledgement, AlertState, Notification
 from llmpulse.alerts.routes import Routes
 from llmpulse.alerts.silences import Silence
 from llmpulse.alerts.window import Evaluation
-from llmpulse.rules import AVAILABILITY_RULES, Severity
+from llmpulse.rules import (
+    ALL_PROVIDERS_RULE,
+    AVAILABILITY_RULES,
+    INCIDENT,
+    OFFICIAL_STATUS_RULE,
+    PROVIDER_RULE,
+    SLO_BURN_RULE,
+    Severity,
+)
 
 log = logging.getLogger(__name__)
 
 ALL = "*"  # subject of the "every provider is failing" alert
-ALL_PROVIDERS_RULE = "all_providers_down"
-PROVIDER_RULE = "provider_down"
-OFFICIAL_STATUS_RULE = "official_status"
 COST_SPIKE_RULE = "cost_spike"  # per provider, and for all of them under ALL
-SLO_BURN_RULE = "slo_burn_rate"  # per SLO: its target is the SLO's name (alerts.slo)
-INCIDENT = "availability"  # a target's incident record, notified under its lead rule's id
 # Which availability rule leads an incident's page when several fire (earlier = preferred).
 _RANK = {rule: i for i, rule in enumerate(AVAILABILITY_RULES)}
 

@@ -9,13 +9,12 @@ import dataclasses
 import fnmatch
 from typing import Any
 
-from llmpulse.alerts.engine import SLO_BURN_RULE
 from llmpulse.alerts.metric_rules import format_value
 from llmpulse.config import Config
 from llmpulse.config.rules import MetricRule
 from llmpulse.config.slos import Slo, duration_label
 from llmpulse.durations import format_duration
-from llmpulse.rules import METRIC_RULES, STORE_RULES, THRESHOLD_UNITS, RuleSpec, Unit
+from llmpulse.rules import METRIC_RULES, SLO_BURN_RULE, STORE_RULES, THRESHOLD_UNITS, RuleSpec, Unit
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -11,11 +11,17 @@ import dataclasses
 import enum
 from collections.abc import Iterable
 
-from llmpulse.alerts.engine import INCIDENT, PROVIDER_RULE, AlertRecord
+from llmpulse.alerts.engine import AlertRecord
 from llmpulse.alerts.model import AlertState
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckResult
-from llmpulse.rules import AVAILABILITY_RULES, DEFAULT_RULES, INFORMATIONAL_RULES
+from llmpulse.rules import (
+    AVAILABILITY_RULES,
+    DEFAULT_RULES,
+    INCIDENT,
+    INFORMATIONAL_RULES,
+    PROVIDER_RULE,
+)
 
 # Rules whose firing means the target cannot serve requests.
 DOWN_RULES = frozenset({INCIDENT, *AVAILABILITY_RULES, "auth_failure"})

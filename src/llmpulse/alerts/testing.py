@@ -10,19 +10,20 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from llmpulse.alerts.engine import (
-    ALL,
-    ALL_PROVIDERS_RULE,
-    OFFICIAL_STATUS_RULE,
-    PROVIDER_RULE,
-    SLO_BURN_RULE,
-)
+from llmpulse.alerts.engine import ALL
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.notifiers import DeliveryError, Notifier
 from llmpulse.alerts.routes import Delivery, Routes
 from llmpulse.alerts.slo import alert_provider
 from llmpulse.config import Config
-from llmpulse.rules import DEFAULT_RULES, Severity
+from llmpulse.rules import (
+    ALL_PROVIDERS_RULE,
+    DEFAULT_RULES,
+    OFFICIAL_STATUS_RULE,
+    PROVIDER_RULE,
+    SLO_BURN_RULE,
+    Severity,
+)
 
 
 def sample_notification() -> Notification:

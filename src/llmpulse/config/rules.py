@@ -24,6 +24,7 @@ from llmpulse.config.match import ResultMatch, Selection, resolve_match
 from llmpulse.durations import Duration, DurationError, DurationOrZero, parse_duration
 from llmpulse.rules import (
     DEFAULT_RULES,
+    ENGINE_RULES,
     METRICS,
     MetricSpec,
     RuleOverride,
@@ -36,11 +37,6 @@ from llmpulse.target import Target
 
 By = Literal["target", "provider", "model", "all"]
 Op = Literal[">", ">=", "<", "<="]
-# Rule ids the alert engine gives alerts of its own (groups, status pages, SLOs): a custom
-# rule named so would share their fingerprints.
-ENGINE_RULES = frozenset(
-    {"availability", "provider_down", "all_providers_down", "official_status", "slo_burn_rate"}
-)
 # Custom rules judge a window of what the alert leader keeps in memory, refilled from the store
 # when it starts: a day is the longest window that stays cheap to keep.
 MAX_WINDOW_S = 86400.0

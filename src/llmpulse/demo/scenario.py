@@ -15,8 +15,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE
 from llmpulse.probe.official import SourceKind
+from llmpulse.rules import OFFICIAL_STATUS_RULE
 from llmpulse.sim.scenario import Scenario, parse_scenario
 
 PERIOD_S = 150.0  # the script repeats every 2½ minutes, so a demo left open stays lively

@@ -15,7 +15,7 @@ from aiohttp import web
 from rich.console import Console
 from rich.markup import escape
 
-from llmpulse.alerts.engine import OFFICIAL_STATUS_RULE
+from llmpulse.rules import OFFICIAL_STATUS_RULE
 
 KEEP = 200
 _STYLES = {

@@ -21,14 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 
 from llmpulse.alerts import slo
-from llmpulse.alerts.engine import (
-    ALL,
-    SLO_BURN_RULE,
-    AlertRecord,
-    AlertSettings,
-    Engine,
-    Notify,
-)
+from llmpulse.alerts.engine import ALL, AlertRecord, AlertSettings, Engine, Notify
 from llmpulse.alerts.metric_rules import REPLAY_MAX_S, MetricRules, builtin_rules
 from llmpulse.alerts.model import Acknowledgement
 from llmpulse.alerts.routes import Routes
@@ -42,7 +35,7 @@ from llmpulse.alerts.window import (
 )
 from llmpulse.config import Config
 from llmpulse.result import CheckResult
-from llmpulse.rules import NOT_WINDOWED, RuleSpec
+from llmpulse.rules import NOT_WINDOWED, SLO_BURN_RULE, RuleSpec
 from llmpulse.store import ResultFilter, Store, queries
 from llmpulse.target import Target
 

@@ -17,14 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from llmpulse.alerts import slo
-from llmpulse.alerts.engine import (
-    OFFICIAL_STATUS_RULE,
-    SLO_BURN_RULE,
-    AlertRecord,
-    alert_scope,
-    fingerprint,
-    listed,
-)
+from llmpulse.alerts.engine import AlertRecord, alert_scope, fingerprint, listed
 from llmpulse.alerts.metric_rules import scopes
 from llmpulse.alerts.model import Acknowledgement, AlertState
 from llmpulse.alerts.silences import (
@@ -47,6 +40,7 @@ from llmpulse.durations import parse_duration
 from llmpulse.presets import PRESETS
 from llmpulse.probe.official import Maintenance, OfficialStatus
 from llmpulse.result import CheckResult, Source
+from llmpulse.rules import OFFICIAL_STATUS_RULE, SLO_BURN_RULE
 from llmpulse.schedule import Schedule, ScheduleError, parse_cron, parse_timezone
 from llmpulse.store import ResultFilter, open_store, queries
 from llmpulse.store.base import Store
