@@ -33,7 +33,10 @@ from llmpulse.result import CheckKind, CheckResult
 from llmpulse.rules import Severity
 from llmpulse.target import Target
 
-FUTURE_MINUTES = 5  # a result further ahead of the leader's clock is not counted (yet)
+# A result stamped further ahead of the leader's clock (an agent's clock gone wrong) is not
+# counted: it would move the window on and zero the minutes it passed. A later leader's replay
+# counts it if its time has come by then.
+FUTURE_MINUTES = 5
 _LATENCY_KINDS = (CheckKind.INFERENCE, CheckKind.STREAM)
 
 
