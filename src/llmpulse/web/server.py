@@ -95,7 +95,8 @@ class WebServer:
 
     def snapshot(self) -> Snapshot:
         """The gauges of /metrics, read at scrape time."""
-        statuses = self.view.statuses()
+        records = self.view.alert_state.load_records()  # read once for both
+        statuses = self.view.statuses(records=records)
         window = CARD_WINDOW
         aggregates = queries.aggregate_by_target(self.view.store, queries.WINDOWS[window])
         targets = self.view.known_targets()
@@ -124,7 +125,7 @@ class WebServer:
             availability_window=window,
             alerts=[
                 AlertSnapshot(a.rule, a.scope, a.target, a.provider, a.severity, a.state)
-                for a in self.view.live_alerts()
+                for a in self.view.live_alerts(records=records)
             ],
             slos=[
                 SloSnapshot(s.name, s.kind, s.objective, s.sli, s.budget_remaining)

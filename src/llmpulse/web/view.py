@@ -253,13 +253,16 @@ class View:
         changes = self.store.model_changes(target, 0, now + 1)
         return {c.target: c.current for c in changes}
 
-    def statuses(self, now: float | None = None) -> dict[str, TargetStatus]:
-        """Every target's status: the badges', the public page's and ``/metrics``' source."""
+    def statuses(
+        self, now: float | None = None, records: Iterable[AlertRecord] | None = None
+    ) -> dict[str, TargetStatus]:
+        """Every target's status: the badges', the public page's and ``/metrics``' source.
+        ``records``: the alert records, when the caller has read them already."""
         now = time.time() if now is None else now
-        records = self._records_by_subject()
+        by_subject = self._records_by_subject(records)
         latest = self.store.latest_per_target()
         return {
-            t.name: target_status(records.get(t.name, []), latest.get(t.name), t.interval, now)
+            t.name: target_status(by_subject.get(t.name, []), latest.get(t.name), t.interval, now)
             for t in self._targets.values()
         }
 
@@ -446,14 +449,18 @@ class View:
     # --- alerts and silences --------------------------------------------------------------
 
     def live_alerts(
-        self, target: str | None = None, now: float | None = None
+        self,
+        target: str | None = None,
+        now: float | None = None,
+        records: Iterable[AlertRecord] | None = None,
     ) -> list[schemas.Alert]:
-        """Firing and pending alerts, newest first (of one target, or all)."""
+        """Firing and pending alerts, newest first (of one target, or all); ``records`` as
+        ``statuses``'."""
         now = time.time() if now is None else now
         silences, acks = self._silences(now), self._acks()
         live = [
             _alert(r, silences, acks, now, self._scopes)
-            for r in self.alert_state.load_records()
+            for r in (self.alert_state.load_records() if records is None else records)
             if r.state in (AlertState.FIRING, AlertState.PENDING)
             and listed(r)
             and (target is None or r.target == target)
@@ -562,9 +569,11 @@ class View:
             raise NotFound(f"no alert {fingerprint!r}") from None
         return self.alert(fingerprint)
 
-    def _records_by_subject(self) -> dict[str, list[AlertRecord]]:
+    def _records_by_subject(
+        self, records: Iterable[AlertRecord] | None = None
+    ) -> dict[str, list[AlertRecord]]:
         out: dict[str, list[AlertRecord]] = {}
-        for r in self.alert_state.load_records():
+        for r in self.alert_state.load_records() if records is None else records:
             out.setdefault(r.target, []).append(r)
         return out
 
