@@ -13,7 +13,13 @@ import pytest
 
 from conftest import patch, sim_model
 from llmpulse.alerts.engine import AlertRecord, AlertSettings, Engine, alert_scope, fingerprint
-from llmpulse.alerts.metric_rules import REPLAY_MAX_S, MetricRules, builtin_rules, scopes
+from llmpulse.alerts.metric_rules import (
+    REPLAY_MAX_S,
+    MetricRules,
+    builtin_rules,
+    extract,
+    scopes,
+)
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.status import target_status
 from llmpulse.config import ConfigError, parse_config
@@ -360,9 +366,17 @@ def test_scope_of_custom_alerts():
     ]  # fmt: skip
 
 
-def test_every_metric_is_documented_with_a_unit():
+def test_every_metric_is_documented_with_a_unit_and_read_from_results():
+    full = result(
+        0, ttft_ms=100.0, latency_ms=200.0, tokens_per_s=50.0, itl_p50_ms=10.0,
+        usage=Usage(input_tokens=10, output_tokens=5), cost_usd=0.01, context_window=100,
+        ratelimit=RateLimit(utilization=0.5),
+    )  # fmt: skip
     for spec in METRICS.values():
         assert spec.description and spec.unit
+        assert extract(spec.name, full) is not None, spec.name
+    with pytest.raises(ValueError, match="unknown metric"):
+        extract("nope", full)
 
 
 # --- end to end -----------------------------------------------------------------------------

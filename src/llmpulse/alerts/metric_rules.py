@@ -90,7 +90,7 @@ class _Series:
 
 
 # A result's contribution to a metric: (a, b) for the series, or None when it has none.
-def _extract(metric: str, r: CheckResult) -> tuple[float, float] | None:
+def extract(metric: str, r: CheckResult) -> tuple[float, float] | None:
     match metric:
         case "ttft_p50" | "ttft_p95" | "ttft_p99":
             return None if r.ttft_ms is None else (r.ttft_ms / 1000, 1.0)
@@ -201,7 +201,7 @@ class MetricRules:
             rule = subject.rule
             if not rule.selection.admits(result):
                 continue
-            point = _extract(rule.metric.name, result)
+            point = extract(rule.metric.name, result)
             if point is None:
                 continue
             aggregation = rule.metric.aggregation
