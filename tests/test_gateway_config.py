@@ -3,6 +3,7 @@ import yaml
 
 from llmpulse.config import ConfigError, load_config, parse_config
 from llmpulse.config.gateway import Strategy
+from llmpulse.config.keys import key_digest, plain_key_name
 from llmpulse.config.litellm import parse_gateway
 
 ENV = {
@@ -149,7 +150,7 @@ def test_a_whole_litellm_proxy_file_loads_with_one_warning(tmp_path):
     assert (azure.rpm, azure.tpm, azure.order, azure.context_window) == (600, 100000, 1, 128000)
     assert (openai.order, openai.timeout, openai.stream_timeout) == (2, 30.0, 10.0)
     assert gw.resolve("text-embedding") == []
-    assert gw.settings.keys == ("sk-master-secret",)
+    assert [k.secret for k in gw.settings.keys] == ["sk-master-secret"]
     router = gw.router
     assert router.strategy is Strategy.RATE_LIMIT_AWARE
     # litellm_settings supplies what router_settings leaves out.
@@ -274,7 +275,11 @@ gateway:
     assert gw.resolve("secret") == gw.resolve("big")
     assert gw.model_names == ["main", "big", "local", "vllm", "compat", "gpt-4o-mini"]
     s = gw.settings
-    assert (s.host, s.port, s.keys) == ("0.0.0.0", 4001, ("sk-literal-master", "gw-secret"))
+    assert (s.host, s.port) == ("0.0.0.0", 4001)
+    assert [(k.name, k.secret, k.master) for k in s.keys] == [
+        ("master", "sk-literal-master", True),
+        (plain_key_name(key_digest("gw-secret")), "gw-secret", False),
+    ]
     assert (s.ttft_limit, s.idle_timeout, s.max_retry_wait) == (2.0, 15.0, 3.0)
     assert (s.rate_limit_threshold, s.store_prompts, s.monitor) == (0.8, True, True)
 
@@ -799,7 +804,7 @@ def test_litellm_configs_load_as_is_with_one_warning_per_concern():
         "X-Team": "a",
         "api-key": "team-key",
     }
-    assert gw.settings.keys == ("sk-master-literal",)
+    assert [k.secret for k in gw.settings.keys] == ["sk-master-literal"]
     assert gw.settings.redis_url == "redis://:redis-literal@cache:6379"
     shown = repr(config) + "\n".join(config.warnings)
     assert not [s for s in LITERALS if s in shown]

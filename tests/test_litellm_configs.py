@@ -298,7 +298,7 @@ def secrets(gateway: GatewayConfig) -> set[str]:
     """Where the gateway config holds secrets: keys, header values, gateway keys, Redis URL."""
     found = {d.api_key for d in gateway.deployments if d.api_key}
     found |= {v for d in gateway.deployments for v in d.headers.values()}
-    found |= set(gateway.settings.keys)
+    found |= {k.secret for k in gateway.settings.keys if k.secret}
     if gateway.settings.redis_url:
         found.add(unquote(urlsplit(gateway.settings.redis_url).password or ""))
     return found

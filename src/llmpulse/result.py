@@ -94,6 +94,13 @@ class CheckResult:
     # Which probe agent measured it, from which region (None: a single-agent setup).
     agent: str | None = None
     region: str | None = None
+    # Traffic only: who spent it. The gateway key's name and its team; the end user, tags and
+    # session the caller named (``llmpulse.attribution``). Probes have none.
+    key_name: str | None = None
+    team: str | None = None
+    user: str | None = None
+    tags: list[str] = dataclasses.field(default_factory=list)
+    session: str | None = None
 
     @property
     def context_utilization(self) -> float | None:
@@ -139,6 +146,11 @@ class CheckResult:
             "agent": self.agent,
             "region": self.region,
             "context_utilization": _round(self.context_utilization),
+            "key_name": self.key_name,
+            "team": self.team,
+            "user": self.user,
+            "tags": list(self.tags),
+            "session": self.session,
             "timestamp": self.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         }
 

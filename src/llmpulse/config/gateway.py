@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 
 from llmpulse.config.errors import ConfigError
+from llmpulse.config.keys import GatewayKey, Team
 from llmpulse.presets import PRESETS
 from llmpulse.secrets import credentials, url_password
 from llmpulse.target import PriceOverride, Target
@@ -164,8 +165,9 @@ class GatewaySettings:
 
     host: str = "127.0.0.1"
     port: int = 4000
-    # Gateway keys clients present (general_settings.master_key and gateway.keys).
-    keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    # Gateway keys clients present (general_settings.master_key, then gateway.keys); an entry
+    # without a digest is the policy of the run-time key of its name (config.keys).
+    keys: tuple[GatewayKey, ...] = dataclasses.field(default=(), repr=False)
     ttft_limit: float | None = None
     idle_timeout: float = 30.0
     max_retry_wait: float = 10.0
@@ -202,6 +204,8 @@ class GatewayConfig:
     skipped: tuple[str, ...] = ()
     # ACCESS_CONTROL_SETTINGS the file asks for, as key paths.
     unenforced_auth: tuple[str, ...] = ()
+    # ``teams:``: team budgets (a key may name a team not declared here).
+    teams: tuple[Team, ...] = ()
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:
@@ -211,7 +215,8 @@ class GatewayConfig:
     def secrets(self) -> tuple[str, ...]:
         """Every provider key, credential header, gateway key and the Redis password."""
         out = [s for d in self.deployments for s in d.secrets]
-        return (*out, *self.settings.keys, *url_password(self.settings.redis_url))
+        keys = [k.secret for k in self.settings.keys if k.secret]
+        return (*out, *keys, *url_password(self.settings.redis_url))
 
     @property
     def nothing_to_serve(self) -> str:

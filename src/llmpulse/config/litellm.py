@@ -64,6 +64,7 @@ wrong raise ``ConfigError`` naming their key path. Keys never appear in errors o
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import json
 from collections.abc import Mapping
@@ -91,6 +92,16 @@ from llmpulse.config.gateway import (
     RouterSettings,
     Strategy,
     group_pattern,
+)
+from llmpulse.config.keys import (
+    GatewayKey,
+    KeyConfig,
+    Team,
+    TeamConfig,
+    key_digest,
+    plain_key_name,
+    resolve_key,
+    resolve_teams,
 )
 from llmpulse.config.web import is_loopback, split_address
 from llmpulse.durations import Duration, DurationOrZero
@@ -361,7 +372,7 @@ class _General(BaseModel):
 class _Gateway(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     listen: Address = "127.0.0.1:4000"
-    keys: list[SecretReference] = Field(default_factory=list)
+    keys: list[SecretReference | KeyConfig] = Field(default_factory=list)
     ttft_limit: Duration | None = None
     idle_timeout: Duration = 30.0
     max_retry_wait: DurationOrZero = 10.0
@@ -504,6 +515,8 @@ def parse_gateway(
         unenforced_auth=unenforced,
     )
     config = _served_references(config, parsed, skipped_groups, where, notes)
+    config = dataclasses.replace(config, teams=_teams(raw.get("teams"), where))
+    _key_models(config, where)
     config = dataclasses.replace(config, warnings=notes.warnings())
     config.auth_warning(accept_unenforced_auth, where)
     return config
@@ -674,6 +687,62 @@ def _or(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
+def _teams(raw: Any, where: str) -> tuple[Team, ...]:
+    """``teams:`` (top level, beside the gateway's sections): team budgets."""
+    try:
+        entries = _Teams.model_validate({"teams": raw or []}).teams
+    except ValidationError as exc:
+        raise ConfigError(where + format_errors(exc)) from None
+    return resolve_teams(entries, where)
+
+
+class _Teams(BaseModel):
+    teams: list[TeamConfig]
+
+
+def _key_models(config: GatewayConfig, where: str) -> None:
+    """A key's ``models`` entry must name a group or alias (a glob must match one): a typo
+    would otherwise lock the key out of what it was meant to use, silently."""
+    names = [g.name for g in config.groups] + list(config.aliases)
+    keys = [k for k in config.settings.keys if not k.master]  # gateway.keys, in order
+    for i, key in enumerate(keys):
+        for j, glob in enumerate(key.models):
+            if not any(fnmatch.fnmatchcase(name, glob) for name in names):
+                raise ConfigError(
+                    f"{where}gateway.keys[{i}].models[{j}]: "
+                    f"{glob!r} names no model group; the groups are: {', '.join(names)}"
+                )
+
+
+def _keys(
+    entries: list[str | KeyConfig | None], master: str | None, env: Mapping[str, str], where: str
+) -> tuple[GatewayKey, ...]:
+    """``general_settings.master_key`` (named ``master``), then ``gateway.keys``: a plain
+    reference is a key named by its digest, a mapping a named key (or, without ``key``, the
+    policy of the run-time key of that name)."""
+    keys: list[GatewayKey] = []
+    if master:
+        keys.append(GatewayKey("master", key_digest(master), master=True, secret=master))
+    for i, entry in enumerate(entries):
+        path = f"{where}gateway.keys[{i}]"
+        if isinstance(entry, KeyConfig):
+            secret = _value(entry.key, env, f"{path}.key")
+            key = resolve_key(entry, secret)
+        else:
+            secret = _value(entry, env, path)
+            if not secret:
+                continue
+            digest = key_digest(secret)
+            key = GatewayKey(plain_key_name(digest), digest, secret=secret)
+        for other in keys:
+            if other.name == key.name:
+                raise ConfigError(f"{path}.name: {key.name!r} names two keys")
+            if key.digest and other.digest == key.digest:
+                raise ConfigError(f"{path}: the same key as {other.name!r}")
+        keys.append(key)
+    return tuple(keys)
+
+
 def _value(value: str | None, env: Mapping[str, str], path: str) -> str | None:
     """A plain value, or the variable it references (``os.environ/NAME``), as LiteLLM does."""
     return None if value is None else read_reference(value, env, path)
@@ -774,17 +843,15 @@ def _settings(
     host, port = split_address(gateway.listen)
     # Ours wins over LiteLLM's, as gateway.redis_url does.
     size_mb = _first(gateway.max_request_size_mb, parsed.general_settings.max_request_size_mb)
-    resolved: tuple[str, ...] = ()
+    resolved: tuple[GatewayKey, ...] = ()
     master_ref = parsed.general_settings.master_key
     if secrets:
-        refs = enumerate(gateway.keys)
-        keys = [_value(ref, env, f"{where}gateway.keys[{i}]") for i, ref in refs]
         if master_ref is not None and env_var(master_ref) is None:
             notes.literal.append("general_settings.master_key")
         # A reference to an unset variable stays an error: LiteLLM would then serve without one.
         master = _value(master_ref, env, f"{where}general_settings.master_key")
-        resolved = tuple(k for k in (master, *keys) if k)
-    if secrets and not resolved and not is_loopback(host):
+        resolved = _keys(gateway.keys, master, env, where)
+    if secrets and not any(k.digest for k in resolved) and not is_loopback(host):
         raise ConfigError(
             f"{where}gateway.listen: {gateway.listen} is not a loopback address, so the gateway "
             "needs keys: set general_settings.master_key or gateway.keys"

@@ -21,6 +21,7 @@ from llmpulse.config.alerting import (
 from llmpulse.config.errors import ConfigError, format_errors
 from llmpulse.config.fields import check_address
 from llmpulse.config.gateway import GatewayConfig
+from llmpulse.config.keys import TeamConfig
 from llmpulse.config.litellm import SECTIONS, parse_gateway
 from llmpulse.config.notifiers import NotifierSettings, check_routes, resolve_notifiers
 from llmpulse.config.rules import MetricRule, RulesSection, resolve_custom_rules
@@ -57,6 +58,8 @@ class ConfigFile(BaseModel):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     silences: list[SilenceConfig] = Field(default_factory=list)
     slos: list[SloConfig] = Field(default_factory=list)
+    # Team budgets; resolved with the gateway (config.litellm), whose keys name the teams.
+    teams: list[TeamConfig] = Field(default_factory=list)
     web: WebSettings = Field(default_factory=WebSettings)
     # Validated by llmpulse.config.notifiers, which knows each channel's settings.
     notifiers: list[dict[str, Any]] = Field(default_factory=list)

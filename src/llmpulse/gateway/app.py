@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -57,11 +56,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmpulse.config.gateway import MIB, GatewayConfig
+from llmpulse.config.keys import GatewayKey
 from llmpulse.config.web import is_loopback
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerState
 from llmpulse.gateway.health import HealthLoop
 from llmpulse.gateway.ir import ChatRequest, MessageStart, StreamEvent, TranslationError
+from llmpulse.gateway.keys import KeyRing
 from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
 from llmpulse.gateway.translate import ClientCodec
 from llmpulse.gateway.translate import anthropic as tr_anthropic
@@ -222,10 +223,17 @@ class _Endpoints:
     def __init__(self, config: GatewayConfig, warnings: list[str]) -> None:
         self.config = config
         self.warnings = warnings
-        self.keys = tuple(k.encode() for k in config.settings.keys)
+        self.keys = KeyRing(config.settings.keys)
         self.gateway: Gateway  # set as the app's lifespan starts, before any request
 
     def refused(self, request: Request, fmt: _Format) -> Response | None:
+        """None when the request may go on, else the answer refusing it."""
+        key = self.authenticate(request, fmt)
+        return key if isinstance(key, Response) else None
+
+    def authenticate(self, request: Request, fmt: _Format) -> GatewayKey | Response | None:
+        """The gateway key the request presents (None: no keys, a loopback client), or the
+        answer refusing it."""
         if not self.keys:
             client = request.client.host if request.client else ""
             if is_loopback(client):
@@ -237,20 +245,16 @@ class _Endpoints:
         auth = request.headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
             presented = auth[7:].strip()
-        given = presented.encode()
-        # Every key is compared, so timing says nothing about which one came close.
-        matched = False
-        for key in self.keys:
-            matched |= hmac.compare_digest(given, key)
-        if matched:
-            return None
+        key = self.keys.lookup(presented)
+        if key is not None:
+            return key
         message = "invalid or missing gateway key" if presented else "no gateway key given"
         return fmt.error(GatewayError(401, ErrorClass.AUTH, message))
 
     async def serve(self, request: Request, fmt: _Format) -> Response:
-        denied = self.refused(request, fmt)
-        if denied is not None:
-            return denied
+        key = self.authenticate(request, fmt)
+        if isinstance(key, Response):
+            return key
         settings = self.config.settings
         ids: RequestIds = request.scope[_IDS_KEY]
         try:

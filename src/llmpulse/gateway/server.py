@@ -61,7 +61,7 @@ def listen_address(
         bind_host, option = host.strip("[]"), f"--host {host}"
     if port is not None:
         bind_port = port
-    if not gateway.settings.keys and not is_loopback(bind_host):
+    if not any(k.digest for k in gateway.settings.keys) and not is_loopback(bind_host):
         raise ConfigError(
             f"{option}: not a loopback address, so the gateway needs keys: set "
             "general_settings.master_key or gateway.keys"

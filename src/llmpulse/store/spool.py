@@ -104,12 +104,15 @@ class Spool:
         if row is None:
             return None
         seq, batch_id, columns, rows = row
-        if columns != ",".join(COLUMNS):
+        spooled = columns.split(",")
+        if tuple(spooled) != COLUMNS[: len(spooled)]:
             # Spooled by another version of llmpulse: keep it aside for a human, don't guess.
             log.error("result spool %s: batch %s has other columns; set aside", self.path, seq)
             self._set_aside(seq)
             return self.head()
-        return seq, batch_id, [decode(values) for values in json.loads(rows)]
+        # An earlier release's batch lacks the columns added since, which are all nullable.
+        missing = [None] * (len(COLUMNS) - len(spooled))
+        return seq, batch_id, [decode([*values, *missing]) for values in json.loads(rows)]
 
     def pop(self, seq: int) -> None:
         with self._lock, sqlitedb.transaction(self._db):

@@ -51,6 +51,7 @@ COLUMNS = (
     "rl_tokens_limit", "rl_tokens_remaining", "rl_utilization", "rl_reset_s", "retry_after_s",
     "response_model", "system_fingerprint", "request_id", "finish_reason", "model_listed",
     "context_window", "warnings", "source", "attempts", "fallbacks", "agent", "region",
+    "key_name", "team", "end_user", "tags", "session_id",
 )  # fmt: skip
 _ROLLUP_INSERT = (
     "INSERT INTO {table} ({time_col}, target, check_kind, "
@@ -750,6 +751,7 @@ def encode(r: CheckResult) -> tuple[object, ...]:
         r.request_id, r.finish_reason, None if r.model_listed is None else int(r.model_listed),
         r.context_window, json.dumps(r.warnings) if r.warnings else None, str(r.source),
         r.attempts, r.fallbacks, r.agent, r.region,
+        r.key_name, r.team, r.user, json.dumps(r.tags) if r.tags else None, r.session,
     )  # fmt: skip
 
 
@@ -805,4 +807,9 @@ def decode(values: Sequence[Any]) -> CheckResult:
         fallbacks=row["fallbacks"],
         agent=row["agent"],
         region=row["region"],
+        key_name=row["key_name"],
+        team=row["team"],
+        user=row["end_user"],
+        tags=json.loads(row["tags"]) if row["tags"] else [],
+        session=row["session_id"],
     )

@@ -1,0 +1,40 @@
+"""Traffic results name who spent them, and spend is rolled up per day by owner.
+
+``results`` gains the gateway key's name, its team, the end user, the tags (a JSON list of
+strings) and the session id; all are NULL for probes and for every result from before.
+``spend_daily`` holds one row per UTC day, source and owner (``dimension`` key, team, user,
+tag, model or provider; ``name`` the owner, ``other`` for users and tags past the day's top N),
+so 30-day reports read a few thousand rows instead of every request.
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    for column in ("key_name", "team", "end_user", "tags", "session_id"):
+        op.add_column("results", sa.Column(column, sa.Text, nullable=True))
+    # Budgets sum a key's or team's spend over its period; reports group traffic by owner.
+    op.create_index("results_key_ts", "results", ["key_name", "ts"])
+    op.create_index("results_team_ts", "results", ["team", "ts"])
+    op.create_table(
+        "spend_daily",
+        sa.Column("day", sa.Float, nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("dimension", sa.Text, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("requests", sa.BigInteger, nullable=False),
+        sa.Column("cost_requests", sa.BigInteger, nullable=False),
+        sa.Column("cost_usd", sa.Float, nullable=False),
+        sa.Column("input_tokens", sa.BigInteger, nullable=False),
+        sa.Column("output_tokens", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("dimension", "day", "source", "name"),
+    )
