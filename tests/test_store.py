@@ -989,3 +989,46 @@ def test_metric_bins_per_bucket_and_source(backend):
         }  # fmt: skip
         with pytest.raises(ValueError, match="no metric"):
             store.metric_bins(T0, T0 + 120, 60, "ttft_ms; DROP TABLE results")
+
+
+def test_costs_by_owner_and_source(backend):
+    traffic = [
+        at(T0 + 10, "a", source=Source.TRAFFIC, cost_usd=0.5, key_name="k1", team="t",
+           user="u1", tags=["feature=search", "env=prod"], usage=Usage(10, 2)),
+        at(T0 + 20, "b", source=Source.TRAFFIC, cost_usd=0.25, key_name="k2", team="t",
+           user="u2", tags=["feature=search"], usage=Usage(5, 1)),
+        at(T0 + 30, "a", source=Source.TRAFFIC, cost_usd=1.0, key_name="k1", usage=Usage(1, 1)),
+    ]  # fmt: skip
+    probe = at(T0 + 40, "a", cost_usd=0.125, usage=Usage(3, 3))
+    with backend.open() as store:
+        store.write_results([*traffic, probe, at(T0 + 3600, "a", cost_usd=9.0)])
+
+        def rows(by, **kw):
+            got = store.costs(by, T0, T0 + 60, **kw)
+            return sorted(
+                ((r.name, r.source, r.cost_usd, r.requests, r.input_tokens, r.output_tokens)
+                 for r in got), key=repr,
+            )  # fmt: skip
+
+        assert rows("key") == sorted(
+            [("k1", "traffic", 1.5, 2, 11, 3), ("k2", "traffic", 0.25, 1, 5, 1),
+             (None, "probe", 0.125, 1, 3, 3)], key=repr,
+        )  # fmt: skip
+        assert rows("team", source="traffic") == sorted(
+            [("t", "traffic", 0.75, 2, 15, 3), (None, "traffic", 1.0, 1, 1, 1)], key=repr
+        )
+        assert rows("tag", source="traffic") == sorted(
+            [("feature=search", "traffic", 0.75, 2, 15, 3), ("env=prod", "traffic", 0.5, 1, 10, 2),
+             (None, "traffic", 1.0, 1, 1, 1)], key=repr,
+        )  # fmt: skip
+        assert rows("user", source="probe") == [(None, "probe", 0.125, 1, 3, 3)]
+        assert {r[0]: r[2] for r in rows("model", source="traffic")} == {
+            "gpt-a": 1.5,
+            "gpt-b": 0.25,
+        }
+        assert rows("provider") == [
+            ("openai", "probe", 0.125, 1, 3, 3),
+            ("openai", "traffic", 1.75, 3, 16, 4),
+        ]
+        (back,) = [r for r in store.latest_results(10) if r.user == "u1"]
+        assert back.tags == ["feature=search", "env=prod"] and back.key_name == "k1"

@@ -18,6 +18,22 @@ GroupBy = Literal["target", "provider", "bucket"] | None
 # Raw results also know who measured them and why: by region (agents) or source (probe/traffic).
 RawGroupBy = Literal["target", "provider", "region", "source"] | None
 TotalsBy = Literal["target", "provider", "model"] | None
+# Who spent it: the gateway key, its team, the end user, each tag, or what was called.
+CostBy = Literal["key", "team", "user", "tag", "model", "provider"]
+COST_BY: tuple[CostBy, ...] = ("key", "team", "user", "tag", "model", "provider")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CostRow:
+    """Spend of one owner from one source (probe or traffic) over a range. ``name`` is None
+    for results that name no owner of the kind (probes have no key; untagged traffic)."""
+
+    name: str | None
+    source: str
+    cost_usd: float
+    requests: int
+    input_tokens: int
+    output_tokens: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,6 +143,13 @@ class Store(abc.ABC):
         raise NotImplementedError
 
     # Rollups and metrics. Not abstract, so that test doubles of the write path keep working.
+
+    def costs(
+        self, by: CostBy, start_ts: float, end_ts: float, *, source: str | None = None
+    ) -> list[CostRow]:
+        """Spend of ``start_ts <= ts < end_ts`` per owner of kind ``by`` and per source (only
+        ``source`` when given). A result with several tags counts once under each."""
+        raise NotImplementedError
 
     def results_between(
         self,

@@ -215,6 +215,13 @@ class PostgresDialect:
         return sql_key(column, _LOG2)
 
     @staticmethod
+    def tag_values() -> tuple[str, str]:
+        return (
+            "results CROSS JOIN LATERAL jsonb_array_elements_text(results.tags::jsonb) AS t(tag)",
+            "t.tag",
+        )
+
+    @staticmethod
     def latest_per_target_sql(columns: str) -> str:
         # The newest row of each target from the end of its run in the (target, ts) indexes.
         return f"""{TARGETS_CTE}

@@ -210,6 +210,10 @@ class SQLiteDialect:
         return sql_key(column)
 
     @staticmethod
+    def tag_values() -> tuple[str, str]:
+        return "results, json_each(results.tags)", "json_each.value"
+
+    @staticmethod
     def latest_per_target_sql(columns: str) -> str:
         # The newest row of each target from the end of its run in the (target, ts) index.
         return f"""{TARGETS_CTE}

@@ -24,6 +24,8 @@ from llmpulse.store.base import (
     ALL_RESULTS,
     RAW_RETENTION_S,
     ROLLUP_RETENTION_S,
+    CostBy,
+    CostRow,
     GroupBy,
     ModelChange,
     PruneStats,
@@ -182,6 +184,11 @@ class Dialect(Protocol):
 
     def latest_per_target_sql(self, columns: str) -> str: ...
 
+    def tag_values(self) -> tuple[str, str]:
+        """A FROM clause of ``results`` beside its rows' tags, a row per tag, and the tag's
+        column in it."""
+        ...
+
     def key(self, column: str) -> str:
         """The sketch key of ``column`` (``rollup.key``) in the dialect's SQL."""
         ...
@@ -270,6 +277,34 @@ class SQLStore(Store, Generic[C]):
                 model = r.response_model
             served[r.target] = (model, ts)
         return changes, served
+
+    def costs(
+        self, by: CostBy, start_ts: float, end_ts: float, *, source: str | None = None
+    ) -> list[CostRow]:
+        where = "ts >= ? AND ts < ?"
+        args: list[object] = [start_ts, end_ts]
+        if source is not None:
+            where += " AND source = ?"
+            args.append(source)
+        sums = (
+            "source, COALESCE(SUM(cost_usd), 0), COUNT(*), COALESCE(SUM(input_tokens), 0), "
+            "COALESCE(SUM(output_tokens), 0)"
+        )
+        if by == "tag":
+            # Each tag of a result counts it once; untagged spend is its own row.
+            tagged, tag = self.dialect.tag_values()
+            sql = (
+                f"SELECT {tag}, {sums} FROM {tagged} WHERE {where} "
+                f"GROUP BY {tag}, source UNION ALL SELECT NULL, {sums} FROM results "
+                f"WHERE {where} AND tags IS NULL GROUP BY source"
+            )
+            args += args
+        else:
+            column = _COST_COLUMNS[by]
+            sql = f"SELECT {column}, {sums} FROM results WHERE {where} GROUP BY {column}, source"
+        with self._reading() as conn:
+            rows = conn.all(sql, args)
+        return [CostRow(*row) for row in rows]
 
     def latest_results(
         self, limit: int = 100, *, where: ResultFilter = ALL_RESULTS
@@ -734,6 +769,15 @@ def _where(
             conds.append(f"{column} = ?")
             args.append(value)
     return " AND ".join(conds), tuple(args)
+
+
+_COST_COLUMNS = {
+    "key": "key_name",
+    "team": "team",
+    "user": "end_user",
+    "model": "model",
+    "provider": "provider",
+}
 
 
 def encode(r: CheckResult) -> tuple[object, ...]:
