@@ -55,6 +55,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmpulse.attribution import NOBODY, Owner
 from llmpulse.config.gateway import MIB, GatewayConfig
 from llmpulse.config.keys import GatewayKey
 from llmpulse.config.web import is_loopback
@@ -267,9 +268,10 @@ class _Endpoints:
         except _ClientLeft:
             return _left(ids)
         gateway = self.gateway
+        owner = Owner(key.name, key.team) if key is not None else NOBODY
         if not chat.stream:
             try:
-                answering = gateway.complete(chat, ids)
+                answering = gateway.complete(chat, ids, owner)
                 answer, deployment = await _unless_client_leaves(request, answering)
             except GatewayError as exc:
                 _failed(ids, exc)
@@ -281,7 +283,7 @@ class _Endpoints:
                 **_dropped(answer.dropped_params),
             }
             return JSONResponse(fmt.module.render_response(answer), headers=headers)
-        events = gateway.stream(chat, ids)
+        events = gateway.stream(chat, ids, owner)
         try:
             first = await _unless_client_leaves(request, anext(events, None))
         except GatewayError as exc:

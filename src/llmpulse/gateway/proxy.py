@@ -46,6 +46,7 @@ from typing import Any, Literal
 import aiohttp
 
 from llmpulse import catalog
+from llmpulse.attribution import NOBODY, Owner
 from llmpulse.config.gateway import Deployment, GatewayConfig
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerConfig
@@ -186,6 +187,7 @@ class _Call:
     request: ChatRequest
     root: str  # the requested group after aliases: whose fallback lists apply
     ids: RequestIds
+    owner: Owner = NOBODY  # who the request is for, stamped on its traffic result
     attempts: int = 0
     fallbacks: int = 0
     deployment: Deployment | None = None  # the attempt in progress, or the last one
@@ -248,11 +250,12 @@ class Gateway:
     # --- public API --------------------------------------------------------------------------
 
     async def complete(
-        self, request: ChatRequest, ids: RequestIds | None = None
+        self, request: ChatRequest, ids: RequestIds | None = None, owner: Owner = NOBODY
     ) -> tuple[ChatResponse, Deployment]:
-        """The whole answer and the deployment that gave it; ``ids`` gets the upstream's id."""
+        """The whole answer and the deployment that gave it; ``ids`` gets the upstream's id,
+        the traffic result names ``owner``."""
         request = dataclasses.replace(request, stream=False)
-        call = self._call(request, ids)
+        call = self._call(request, ids, owner)
         try:
             async for item in self._run(call):
                 if isinstance(item, ChatResponse) and call.deployment is not None:
@@ -264,11 +267,11 @@ class Gateway:
         raise GatewayError(502, ErrorClass.PROTOCOL, "no response from any deployment")
 
     async def stream(
-        self, request: ChatRequest, ids: RequestIds | None = None
+        self, request: ChatRequest, ids: RequestIds | None = None, owner: Owner = NOBODY
     ) -> AsyncGenerator[StreamEvent, None]:
         """The answer's events; the first one arrives only once content is there."""
         request = dataclasses.replace(request, stream=True)
-        call = self._call(request, ids)
+        call = self._call(request, ids, owner)
         try:
             async for item in self._run(call):
                 if not isinstance(item, ChatResponse):
@@ -280,7 +283,7 @@ class Gateway:
 
     # --- the failover loop -------------------------------------------------------------------
 
-    def _call(self, request: ChatRequest, ids: RequestIds | None) -> _Call:
+    def _call(self, request: ChatRequest, ids: RequestIds | None, owner: Owner) -> _Call:
         limit = self.config.settings.max_model_name_length
         # Checked before any lookup: the name goes into target names, headers and logs.
         if len(request.model) > limit:
@@ -299,7 +302,7 @@ class Gateway:
                 param="model",
             )
         root = self.config.aliases.get(request.model, request.model)
-        return _Call(request, root, ids or RequestIds())
+        return _Call(request, root, ids or RequestIds(), owner)
 
     def _fallback_list(self, root: str, kind: FallbackKind) -> tuple[str, ...]:
         router = self.config.router
@@ -883,6 +886,7 @@ class Gateway:
             if warning:
                 result.warnings.append(warning)
         result.context_window = target.context_window or catalog.context_window(target)
+        call.owner.stamp(result)
         self.record(result)
 
 
