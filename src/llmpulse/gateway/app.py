@@ -55,7 +55,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmpulse.attribution import NOBODY, Owner
+from llmpulse.attribution import LabelError, read_owner
 from llmpulse.config.gateway import MIB, GatewayConfig
 from llmpulse.config.keys import GatewayKey
 from llmpulse.config.web import is_loopback
@@ -68,6 +68,7 @@ from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
 from llmpulse.gateway.translate import ClientCodec
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
+from llmpulse.gateway.translate.params import client_name
 from llmpulse.secrets import Redactor
 from llmpulse.target import Target
 
@@ -268,7 +269,17 @@ class _Endpoints:
         except _ClientLeft:
             return _left(ids)
         gateway = self.gateway
-        owner = Owner(key.name, key.team) if key is not None else NOBODY
+        try:
+            owner = read_owner(
+                key.name if key else None,
+                key.team if key else None,
+                user=chat.user,
+                tags=chat.tags,
+                headers=request.headers,
+                user_field=client_name(chat, "user"),
+            ).redacted(gateway.redact)
+        except LabelError as exc:
+            return fmt.error(GatewayError(400, ErrorClass.BAD_REQUEST, str(exc)))
         if not chat.stream:
             try:
                 answering = gateway.complete(chat, ids, owner)
