@@ -20,6 +20,10 @@ clients are served (``gateway.server`` also binds loopback only then). Errors ha
 and JSON shape of the protocol called, so each SDK raises its own exception types; an error
 after a stream started is the protocol's error event, which the SDKs raise too.
 
+Each traffic result names its owner (``llmpulse.attribution``): the presented key's name and
+team, and the end user, tags and session the request labels itself with (body fields or
+``x-llmpulse-*`` headers); a label past its bounds is a 400 in the caller's shape.
+
 Every response carries the gateway's request id in ``x-request-id`` (the openai SDK's
 ``_request_id``) and ``request-id`` (the anthropic SDK's), and the answering (or last failing)
 attempt's upstream id in ``x-llmpulse-upstream-request-id``; the traffic result keeps the
