@@ -175,8 +175,8 @@ def _label(value: object, field: str, limit: int) -> str | None:
 
 
 def _tags(values: Iterable[str], field: str) -> tuple[str, ...]:
-    if isinstance(values, str):
-        raise LabelError(f"'{field}' must be a list of strings, not one string")
+    if isinstance(values, str | bytes | Mapping):
+        raise LabelError(f"'{field}' must be a list of strings")
     out: list[str] = []
     for i, value in enumerate(values):
         if len(out) >= MAX_TAGS:

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from llmpulse.aio import new_event_loop
-from llmpulse.attribution import LabelError, Owner, current, read_owner
+from llmpulse.attribution import LabelError, Owner, current, labels, nested, read_owner
 from llmpulse.config import Config, ConfigError, load_config
 from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.litellm import SECTIONS, parse_gateway
@@ -39,6 +39,7 @@ from llmpulse.gateway.proxy import Gateway, GatewayError
 from llmpulse.gateway.translate import ClientCodec
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
+from llmpulse.gateway.translate.params import client_name
 from llmpulse.instrumentation import Recorder
 from llmpulse.sse import SSEDecoder
 from llmpulse.store import Store
@@ -301,11 +302,11 @@ class Router:
         try:
             owner = read_owner(
                 user=chat.user,
-                tags=[*chat.tags, *_tag_sequence(tags)],
+                tags=chat.tags,
                 session=session,
-                within=current(),
-                user_field="user",
-                tags_field="tags",
+                # The call's tags= add to its blocks' like an inner block's.
+                within=nested(current(), labels(tags=tags)),
+                user_field="user" if user is not None else client_name(chat, "user"),
             )
         except LabelError as exc:
             raise RouterError(400, ErrorClass.BAD_REQUEST, str(exc)) from None
@@ -481,12 +482,6 @@ def _gateway_config(
             f"no model_list: the Router has nothing to route (expected one of {sorted(SECTIONS)})"
         )
     return gateway
-
-
-def _tag_sequence(tags: Sequence[str]) -> Sequence[str]:
-    if isinstance(tags, str):  # one tag passed as tags="x" would be read a letter at a time
-        raise RouterError(400, ErrorClass.BAD_REQUEST, "'tags' must be a list of strings")
-    return tags
 
 
 def _decode(decoder: SSEDecoder, frames: list[bytes]) -> list[Chunk]:
