@@ -250,6 +250,7 @@ def test_instrument_reads_its_labels_the_sdk_body_headers_and_blocks(sim: SimSer
     # A label past its bounds cannot fail the caller's call: left out, with a warning.
     answer = client.chat.completions.create(model=model, messages=HI, user="x" * 300)
     assert answer.choices
+    client.chat.completions.create(model=model, messages=HI, extra_body={"metadata": {"tags": 5}})
     recorder_for(client).flush()
     assert [owner_of(r) for r in seen] == [
         (None, None, "erin", ["svc=api"], "s9"),
@@ -257,8 +258,10 @@ def test_instrument_reads_its_labels_the_sdk_body_headers_and_blocks(sim: SimSer
         (None, None, "grace", ["svc=api", "feature=summary"], None),
         (None, None, "frank", ["svc=api", "feature=summary"], None),
         (None, None, None, ["svc=api"], None),
+        (None, None, None, ["svc=api"], None),
     ]
-    assert any("'user' is 300 characters long" in w for w in seen[-1].warnings)
+    assert any("'user' is 300 characters long" in w for w in seen[-2].warnings)
+    assert any("'metadata.tags' must be a list" in w for w in seen[-1].warnings)
     recorder_for(client).close()
 
 

@@ -175,7 +175,7 @@ def _label(value: object, field: str, limit: int) -> str | None:
 
 
 def _tags(values: Iterable[str], field: str) -> tuple[str, ...]:
-    if isinstance(values, str | bytes | Mapping):
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         raise LabelError(f"'{field}' must be a list of strings")
     out: list[str] = []
     for i, value in enumerate(values):
