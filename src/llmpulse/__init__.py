@@ -2,8 +2,8 @@
 
 The public API: load a config (or build targets), run checks, read ``CheckResult``s; route
 in-process (``Router``) or measure an SDK client (``instrument``); label traffic for cost
-attribution (``attributed``). Names load on first use
-(PEP 562), so ``llmpulse check`` does not import the gateway or a database driver.
+attribution (``attributed``). Names load on first use (PEP 562), so ``llmpulse check`` does
+not import the gateway or a database driver.
 """
 
 from __future__ import annotations
