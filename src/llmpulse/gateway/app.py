@@ -20,6 +20,10 @@ clients are served (``gateway.server`` also binds loopback only then). Errors ha
 and JSON shape of the protocol called, so each SDK raises its own exception types; an error
 after a stream started is the protocol's error event, which the SDKs raise too.
 
+Each traffic result names its owner (``llmpulse.attribution``): the presented key's name and
+team, and the end user, tags and session the request labels itself with (body fields or
+``x-llmpulse-*`` headers); a label past its bounds is a 400 in the caller's shape.
+
 Every response carries the gateway's request id in ``x-request-id`` (the openai SDK's
 ``_request_id``) and ``request-id`` (the anthropic SDK's), and the answering (or last failing)
 attempt's upstream id in ``x-llmpulse-upstream-request-id``; the traffic result keeps the
@@ -55,7 +59,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmpulse.attribution import NOBODY, Owner
+from llmpulse.attribution import LabelError, read_owner
 from llmpulse.config.gateway import MIB, GatewayConfig
 from llmpulse.config.keys import GatewayKey
 from llmpulse.config.web import is_loopback
@@ -68,6 +72,7 @@ from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
 from llmpulse.gateway.translate import ClientCodec
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
+from llmpulse.gateway.translate.params import client_name
 from llmpulse.secrets import Redactor
 from llmpulse.target import Target
 
@@ -268,7 +273,17 @@ class _Endpoints:
         except _ClientLeft:
             return _left(ids)
         gateway = self.gateway
-        owner = Owner(key.name, key.team) if key is not None else NOBODY
+        try:
+            owner = read_owner(
+                key.name if key else None,
+                key.team if key else None,
+                user=chat.user,
+                tags=chat.tags,
+                headers=request.headers,
+                user_field=client_name(chat, "user"),
+            ).redacted(gateway.redact)
+        except LabelError as exc:
+            return fmt.error(GatewayError(400, ErrorClass.BAD_REQUEST, str(exc)))
         if not chat.stream:
             try:
                 answering = gateway.complete(chat, ids, owner)
