@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from llmpulse.alerts.billing import base_model
+from llmpulse.alerts.billing import BillingDay, Measured, base_model, reconcile
 from llmpulse.alerts.engine import alert_scope, fingerprint
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore
@@ -25,13 +25,14 @@ from llmpulse.config.billing import BillingSource
 from llmpulse.errors import ErrorClass
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.monitor.billing import Reconciler
-from llmpulse.providers.billing import ReportError, read_bill
+from llmpulse.providers.billing import DayBill, ModelFigures, ReportError, read_bill
 from llmpulse.result import CheckKind, CheckResult, Usage
 from llmpulse.rules import BILLING_DRIFT_RULE
 from llmpulse.secrets import Redactor
 from llmpulse.sim.scenario import parse_scenario
 from llmpulse.sim.server import SimServer
 from llmpulse.store import SQLiteStore
+from webserve import ServedWeb
 
 OPENAI_ADMIN = "sk-admin-Zr4vQ8nL2pT6wX1yB9cD3fG7hJ5kM0sA"
 ANTHROPIC_ADMIN = "sk-ant-admin01-Qw3Er5Ty7Ui9Op1As3Df5Gh7Jk9Lz"
@@ -358,3 +359,49 @@ def test_admin_keys_are_redacted(sim: SimServer) -> None:
     assert OPENAI_ADMIN not in repr(cfg.billing)
     text = cfg.redactor(f"refused {OPENAI_ADMIN} and {ANTHROPIC_ADMIN}")
     assert OPENAI_ADMIN not in text and ANTHROPIC_ADMIN not in text
+
+
+# --- the API ------------------------------------------------------------------------------
+
+
+def test_the_api_shows_each_day_billed_measured_and_why_not_read(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    SQLiteStore(db).close()
+    today = datetime.now(UTC).date()
+    drifted, failed = today - timedelta(days=1), today - timedelta(days=2)
+    billed = DayBill(drifted, 6.0, {OPENAI_BILLED: ModelFigures(6.0, 1000, 500, 10)})
+    seen = Measured(3.0, 10, 1000, 500)
+    r = reconcile("openai", billed, seen, {OPENAI_MODEL: seen}, threshold=0.1, min_usd=0.5)
+    state = AlertStateStore.open(db)
+    state.save_billing_day(BillingDay("openai", drifted, NOW, "ok", r))
+    # An error stored by a release that did not redact: the API redacts again.
+    error = f"HTTP 401: invalid key {OPENAI_ADMIN}"
+    state.save_billing_day(BillingDay("anthropic", failed, NOW, "auth", error=error))
+    state.close()
+    cfg = config_with_admin_keys()
+    with ServedWeb(cfg, db) as web, urllib.request.urlopen(f"{web.url}/api/v1/billing") as answer:
+        body = json.loads(answer.read())
+    by = {p["provider"]: p["days"] for p in body["providers"]}
+    (day,) = by["openai"]
+    assert (day["day"], day["status"], day["drift"]) == (drifted.isoformat(), "ok", True)
+    assert (day["reported_usd"], day["measured_usd"], day["difference_usd"]) == (6.0, 3.0, -3.0)
+    assert day["difference"] == pytest.approx(-0.5)
+    (model,) = day["models"]
+    assert (model["model"], model["names"], model["difference_usd"]) == (
+        "gpt-4o-mini", [OPENAI_BILLED], -3.0,
+    )  # fmt: skip
+    (failing,) = by["anthropic"]
+    assert (failing["status"], failing["reported_usd"], failing["models"]) == ("auth", None, [])
+    assert OPENAI_ADMIN not in failing["error"] and "HTTP 401" in failing["error"]
+
+
+def config_with_admin_keys() -> Config:
+    """A config whose redactor knows the admin keys, as a web server's does."""
+    return parse_config(
+        {
+            "targets": [{"provider": "openai", "api_key": "os.environ/OPENAI_API_KEY"}],
+            "providers": {"openai": {"admin_key": "os.environ/OPENAI_ADMIN_KEY"}},
+            "web": {"listen": "127.0.0.1:0"},
+        },
+        env=ENV,
+    )
