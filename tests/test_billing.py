@@ -4,8 +4,10 @@ state (SQLite and PostgreSQL) and judged as billing_drift by the leader's engine
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -25,6 +27,7 @@ from llmpulse.config.billing import BillingSource
 from llmpulse.errors import ErrorClass
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.monitor.billing import Reconciler
+from llmpulse.monitor.daemon import Daemon
 from llmpulse.providers.billing import DayBill, ModelFigures, ReportError, read_bill
 from llmpulse.result import CheckKind, CheckResult, Usage
 from llmpulse.rules import BILLING_DRIFT_RULE
@@ -405,3 +408,49 @@ def config_with_admin_keys() -> Config:
         },
         env=ENV,
     )
+
+
+# --- the daemon -----------------------------------------------------------------------------
+
+
+async def test_the_daemon_reconciles_as_soon_as_it_leads_and_pages(
+    receiver, tmp_path: Path
+) -> None:
+    """``llmpulse run`` as composed: the leader reads yesterday's bill from the simulator, finds
+    nothing measured against $6, and the webhook gets one billing_drift page."""
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    billed = {"admin_keys": [OPENAI_ADMIN], "days": {yesterday: {OPENAI_BILLED: bill(6.0)}}}
+    with SimServer(parse_scenario({"billing": {"openai": billed}})) as server:
+        cfg = parse_config(
+            {
+                "monitor": {"status_pages": False},
+                "targets": [{"provider": "openai", "model": OPENAI_MODEL, "interval": "10s",
+                             "api_key": "os.environ/OPENAI_API_KEY",
+                             "base_url": server.openai_base}],
+                "providers": {"openai": {
+                    "admin_key": "os.environ/OPENAI_ADMIN_KEY",
+                    "reconciliation": {"base_url": f"{server.url}/openai", "days": 2,
+                                       "settle": "0s"},
+                }},
+                "notifiers": [{"type": "webhook", "url": receiver.url}],
+            },
+            env=ENV,
+        )  # fmt: skip
+        daemon = Daemon(cfg, db_path=tmp_path / "r.db")
+        task = asyncio.ensure_future(daemon.run())
+        try:
+            deadline = time.monotonic() + 20
+            while not receiver.events(BILLING_DRIFT_RULE):
+                assert time.monotonic() < deadline, "no billing_drift page"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1)
+        finally:
+            daemon.stop_event.set()
+            await asyncio.wait_for(task, 30)
+    assert receiver.events(BILLING_DRIFT_RULE) == [("firing", BILLING_DRIFT_RULE, "openai")]
+    (page,) = [r for r in receiver.received if r["rule"] == BILLING_DRIFT_RULE]
+    assert "billed $6.00" in page["summary"] and OPENAI_ADMIN not in json.dumps(receiver.received)
+    state = AlertStateStore.open(tmp_path / "r.db")
+    (day,) = [d for d in state.billing_days(yesterday) if d.day == yesterday]
+    assert day.ok and day.reconciliation is not None and day.reconciliation.drift
+    state.close()

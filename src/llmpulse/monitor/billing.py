@@ -55,8 +55,12 @@ class Reconciler:
         state: AlertStateStore,
         targets: Iterable[Target],
         redactor: Redactor,
+        retention_s: float = float("inf"),
     ) -> None:
+        """``retention_s``: how far back the store keeps what ``Store.costs`` reads; a day
+        starting earlier would compare the bill with nothing, so it is left alone."""
         self.sources = list(sources)
+        self.retention_s = retention_s
         self.store, self.state, self.redact = store, state, redactor
         # The models measured for a provider: those its targets name (deployments included).
         self.models: dict[str, set[str]] = {}
@@ -69,7 +73,8 @@ class Reconciler:
         """The complete days of the last ``days`` not compared yet, oldest first."""
         last = datetime.fromtimestamp(now - source.settle_s, UTC).date() - timedelta(days=1)
         days = [last - timedelta(days=i) for i in range(source.days)]
-        return sorted(d for d in days if d not in done)
+        kept = now - self.retention_s
+        return sorted(d for d in days if d not in done and _start(d) >= kept)
 
     async def run(self, session: aiohttp.ClientSession, now: float) -> list[Verdict]:
         """Compare every provider's due days; a verdict for each provider that had any."""
@@ -129,7 +134,7 @@ class Reconciler:
     def measured(self, provider: str, day: date) -> tuple[Measured, dict[str, Measured]]:
         """llmpulse's day of ``provider``: probes and traffic, in total and per model its
         targets name (a query each: run it off the loop)."""
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+        start = _start(day)
         end = start + DAY_S
         total = Measured()
         for row in self.store.costs("provider", start, end):
@@ -142,6 +147,10 @@ class Reconciler:
                 m = _measured(row.cost_usd, row.requests, row.input_tokens, row.output_tokens)
                 models[row.name] = models.get(row.name, Measured()) + m
         return total, models
+
+
+def _start(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
 def _measured(cost: float | None, requests: int, input_tokens: int, output: int) -> Measured:

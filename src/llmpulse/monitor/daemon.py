@@ -134,11 +134,15 @@ class Daemon:
         self._session: aiohttp.ClientSession | None = None
         self.status = StatusPoller(self._status_sources(), config.monitor.status_interval)
         # Providers' own bills against what was measured, daily, while leading (monitor.billing).
+        # Store.costs reads raw results: a day older than they are kept is not compared.
         self.reconciler = (
-            Reconciler(config.billing, self.store, self.state, config.targets, config.redactor)
+            Reconciler(
+                config.billing, self.store, self.state, config.targets, config.redactor,
+                retention_s=config.monitor.raw_retention,
+            )
             if config.billing
             else None
-        )
+        )  # fmt: skip
         self.stop_event = asyncio.Event()
         self.telemetry: Telemetry | None = None
         if config.telemetry is not None:
@@ -447,12 +451,14 @@ class Daemon:
         report never delays a page or a rollup."""
         while self.reconciler is not None:
             alerting = self.alerting
-            if alerting is not None:
-                with _logged("billing reconciliation", self.unreadable):
-                    now = time.time()
-                    verdicts = await self.reconciler.run(session, now)
-                    if self.alerting is alerting:  # still this term's engine
-                        alerting.observe_billing(verdicts, now)
+            if alerting is None:  # not leading (yet): look again soon
+                await asyncio.sleep(TICK_S * 4)
+                continue
+            with _logged("billing reconciliation", self.unreadable):
+                now = time.time()
+                verdicts = await self.reconciler.run(session, now)
+                if self.alerting is alerting:  # still this term's engine
+                    alerting.observe_billing(verdicts, now)
             await asyncio.sleep(BILLING_EVERY_S)
 
     async def _official_changes(self) -> None:

@@ -45,10 +45,13 @@ import aiohttp
 from llmpulse.config.billing import MAX_DAYS, BillingSource
 from llmpulse.errors import ErrorClass
 from llmpulse.http import MAX_ERROR_BODY_BYTES, read_capped
-from llmpulse.secrets import Redactor
+from llmpulse.secrets import Redactor, one_line
 
 MAX_REPORT_BYTES = 8 << 20  # a month of daily buckets per model is a few hundred kB
 MAX_PAGES = 64  # a cursor that never ends is a broken provider, not more data
+MAX_NAME_CHARS = 120  # a model name or line item, as kept
+MAX_MODELS = 200  # names a day keeps apart; the rest are summed under OTHER
+OTHER = "(other)"
 REQUEST_TIMEOUT_S = 60.0
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -75,6 +78,8 @@ class DayBill:
     models: dict[str, ModelFigures] = dataclasses.field(default_factory=dict)
 
     def model(self, name: str) -> ModelFigures:
+        if name not in self.models and len(self.models) >= MAX_MODELS:
+            name = OTHER
         return self.models.setdefault(name, ModelFigures())
 
 
@@ -128,13 +133,14 @@ async def _openai(reader: _Reader, first: date, end: date, bills: dict[date, Day
         value = _number(amount.get("value", 0), "amount.value")
         line_item = _field(result, "line_item", str, required=False) or "unattributed"
         # "gpt-4o-2024-08-06, input_tokens": the model, then what of it was billed.
-        bills[day].model(line_item.split(", ", 1)[0]).cost_usd += value
+        bills[day].model(reader.name(line_item.split(", ", 1)[0])).cost_usd += value
         bills[day].total_usd += value
     usage = await reader.pages(
         "/v1/organization/usage/completions", {**span, "group_by[]": "model", "limit": days}
     )
     for day, result in _buckets(usage, _openai_day, bills):
-        figures = bills[day].model(_field(result, "model", str, required=False) or "unattributed")
+        model = _field(result, "model", str, required=False) or "unattributed"
+        figures = bills[day].model(reader.name(model))
         figures.input_tokens += _count(result, "input_tokens")
         figures.output_tokens += _count(result, "output_tokens")
         figures.requests = (figures.requests or 0) + _count(result, "num_model_requests")
@@ -165,14 +171,15 @@ async def _anthropic(reader: _Reader, first: date, end: date, bills: dict[date, 
             or _field(result, "description", str, required=False)
             or "unattributed"
         )
-        bills[day].model(name).cost_usd += value
+        bills[day].model(reader.name(name)).cost_usd += value
         bills[day].total_usd += value
     usage = await reader.pages(
         "/v1/organizations/usage_report/messages",
         {**span, "group_by[]": "model", "limit": days},
     )
     for day, result in _buckets(usage, _anthropic_day, bills):
-        figures = bills[day].model(_field(result, "model", str, required=False) or "unattributed")
+        model = _field(result, "model", str, required=False) or "unattributed"
+        figures = bills[day].model(reader.name(model))
         creation = _field(result, "cache_creation", dict, required=False) or {}
         figures.input_tokens += (
             _count(result, "uncached_input_tokens")
@@ -204,6 +211,10 @@ class _Reader:
             self.headers = {"x-api-key": source.admin_key, "anthropic-version": ANTHROPIC_VERSION}
         else:
             self.headers = {"Authorization": f"Bearer {source.admin_key}"}
+
+    def name(self, raw: str) -> str:
+        """A model name or line item as kept: outside text, so redacted, one line, short."""
+        return one_line(self.redact(raw))[:MAX_NAME_CHARS] or "unattributed"
 
     async def pages(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Every page of ``path``, following ``next_page`` while ``has_more``."""
