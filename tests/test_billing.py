@@ -28,7 +28,13 @@ from llmpulse.errors import ErrorClass
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.monitor.billing import Reconciler
 from llmpulse.monitor.daemon import Daemon
-from llmpulse.providers.billing import DayBill, ModelFigures, ReportError, read_bill
+from llmpulse.providers.billing import (
+    MAX_MODELS,
+    DayBill,
+    ModelFigures,
+    ReportError,
+    read_bill,
+)
 from llmpulse.result import CheckKind, CheckResult, Usage
 from llmpulse.rules import BILLING_DRIFT_RULE
 from llmpulse.secrets import Redactor
@@ -453,4 +459,42 @@ async def test_the_daemon_reconciles_as_soon_as_it_leads_and_pages(
     state = AlertStateStore.open(tmp_path / "r.db")
     (day,) = [d for d in state.billing_days(yesterday) if d.day == yesterday]
     assert day.ok and day.reconciliation is not None and day.reconciliation.drift
+    state.close()
+
+
+async def test_names_from_a_report_are_outside_text(sim: SimServer) -> None:
+    """A model name or line item is the provider's text: redacted, on one line, bounded, and
+    no more than MAX_MODELS of them a day."""
+    many = {f"model-{i}": bill(0.01) for i in range(MAX_MODELS + 50)}
+    hostile = f"gpt-4o {OPENAI_ADMIN}\nsecond line " + "x" * 500
+    patch_bill(sim, "openai", days={"2026-11-05": {**many, hostile: bill(1.0)}})
+    async with aiohttp.ClientSession() as session:
+        bills = await read_bill(
+            session, source(sim, "openai", OPENAI_ADMIN), DAYS[0], DAYS[0] + timedelta(1),
+            Redactor([OPENAI_ADMIN]),
+        )  # fmt: skip
+    day = bills[DAYS[0]]
+    assert len(day.models) == MAX_MODELS + 1  # the rest summed under OTHER
+    assert day.total_usd == pytest.approx(1.0 + 0.01 * (MAX_MODELS + 50))
+    assert sum(m.cost_usd for m in day.models.values()) == pytest.approx(day.total_usd)
+    for name in day.models:
+        assert OPENAI_ADMIN not in name and "\n" not in name and len(name) <= 120
+
+
+def test_days_older_than_the_store_keeps_are_not_compared(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    cfg = parse_config(
+        {
+            "targets": [{"provider": "openai", "api_key": "os.environ/OPENAI_API_KEY"}],
+            "providers": {"openai": {"admin_key": "os.environ/OPENAI_ADMIN_KEY"}},
+        },
+        env=ENV,
+    )
+    state = AlertStateStore(tmp_path / "state.db")
+    job = Reconciler(cfg.billing, store, state, cfg.targets, cfg.redactor, retention_s=3 * 86400)
+    (source_,) = cfg.billing
+    # 03:00 on Nov 8, raw results kept 3 days: from 03:00 on Nov 5, so Nov 5 is incomplete.
+    assert job.due(source_, NOW, set()) == [date(2026, 11, 6), date(2026, 11, 7)]
+    assert job.due(source_, NOW, {date(2026, 11, 6)}) == [date(2026, 11, 7)]
     state.close()
