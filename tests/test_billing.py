@@ -53,6 +53,7 @@ ENV = {
 }
 DAYS = [date(2026, 11, 5), date(2026, 11, 6), date(2026, 11, 7)]
 NOW = datetime(2026, 11, 8, 3, tzinfo=UTC).timestamp()  # Nov 7 complete and settled
+DAY0 = int(datetime(2026, 11, 5, tzinfo=UTC).timestamp())
 OPENAI_MODEL, OPENAI_BILLED = "gpt-4o-mini", "gpt-4o-mini-2024-07-18"
 ANTHROPIC_MODEL, ANTHROPIC_BILLED = "claude-haiku-4-5", "claude-haiku-4-5-20251001"
 
@@ -498,3 +499,36 @@ def test_days_older_than_the_store_keeps_are_not_compared(
     assert job.due(source_, NOW, set()) == [date(2026, 11, 6), date(2026, 11, 7)]
     assert job.due(source_, NOW, {date(2026, 11, 6)}) == [date(2026, 11, 7)]
     state.close()
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        {"data": [{"start_time": 1e300, "results": []}], "has_more": False},
+        {"data": [{"start_time": "x", "results": []}], "has_more": False},
+        {"data": [{"start_time": DAY0, "results": [{"amount": {"value": "lots"}}]}]},
+        {"data": [{"start_time": DAY0, "results": [{"amount": {"value": 1, "currency": "eur"}}]}]},
+        {"data": [{"start_time": DAY0, "results": "none"}]},
+        {"data": [7]},
+        {"data": [], "has_more": True, "next_page": {"a": 1}},
+        {"error": "no data"},
+        [1, 2, 3],
+    ],
+)
+async def test_answers_of_the_wrong_shape_are_protocol_errors(page: Any) -> None:
+    """Valid JSON, wrong shape: a classified error, never an exception of another kind."""
+    from aiohttp import web
+
+    from conftest import serving
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(page)
+
+    app = web.Application()
+    app.router.add_get("/v1/organization/costs", answer)
+    async with serving(app) as base, aiohttp.ClientSession() as session:
+        with pytest.raises(ReportError) as caught:
+            await read_bill(
+                session, BillingSource("openai", OPENAI_ADMIN, base), DAYS[0], DAYS[1], Redactor()
+            )
+    assert caught.value.error_class is ErrorClass.PROTOCOL

@@ -148,7 +148,10 @@ async def _openai(reader: _Reader, first: date, end: date, bills: dict[date, Day
 
 def _openai_day(bucket: dict[str, Any]) -> date:
     start = _number(bucket.get("start_time"), "start_time")
-    return datetime.fromtimestamp(start, UTC).date()
+    try:
+        return datetime.fromtimestamp(start, UTC).date()
+    except (ValueError, OverflowError, OSError):  # a time before year 1 or after 9999
+        raise ReportError(ErrorClass.PROTOCOL, f"start_time {start:g} is out of range") from None
 
 
 # --- Anthropic -----------------------------------------------------------------------------
