@@ -16,9 +16,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from conftest import serving
 from llmpulse.alerts.billing import BillingDay, Measured, base_model, reconcile
 from llmpulse.alerts.engine import alert_scope, fingerprint
+from llmpulse.alerts.inventory import rules_in_effect
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore
 from llmpulse.alerts.status import says_health
@@ -517,9 +520,6 @@ def test_days_older_than_the_store_keeps_are_not_compared(
 )
 async def test_answers_of_the_wrong_shape_are_protocol_errors(page: Any) -> None:
     """Valid JSON, wrong shape: a classified error, never an exception of another kind."""
-    from aiohttp import web
-
-    from conftest import serving
 
     async def answer(request: web.Request) -> web.Response:
         return web.json_response(page)
@@ -532,3 +532,11 @@ async def test_answers_of_the_wrong_shape_are_protocol_errors(page: Any) -> None
                 session, BillingSource("openai", OPENAI_ADMIN, base), DAYS[0], DAYS[1], Redactor()
             )
     assert caught.value.error_class is ErrorClass.PROTOCOL
+
+
+def test_check_config_lists_the_reconciliation(sim: SimServer) -> None:
+    rows = [r for r in rules_in_effect(config(sim)) if r.rule == BILLING_DRIFT_RULE]
+    assert [(r.subject, r.threshold, r.threshold_value) for r in rows] == [
+        ("anthropic", "10% and $0.5", 0.1), ("openai", "10% and $0.5", 0.1),
+    ]  # fmt: skip
+    assert "last 3 UTC days" in rows[0].detail and "1h after it ends" in rows[0].detail
