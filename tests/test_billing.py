@@ -263,7 +263,8 @@ async def test_a_drifting_day_pages_once_and_matching_ones_do_not(
     await leader.run()
     openai = leader.record("openai")
     assert openai is not None and openai.state is AlertState.FIRING
-    assert openai.value == pytest.approx(-0.5)  # measured $3 of a $6 bill
+    assert openai.value == pytest.approx(0.5)  # measured $3 of a $6 bill
+    assert openai.threshold == pytest.approx(0.1)
     assert "2026-11-07" in openai.summary and "gpt-4o-mini $3.00 less measured" in openai.summary
     anthropic = leader.record("anthropic")
     assert anthropic is not None and anthropic.state is not AlertState.FIRING
@@ -290,7 +291,7 @@ async def test_a_drifting_day_pages_once_and_matching_ones_do_not(
     state.close()
 
 
-async def test_billing_drift_says_nothing_of_health() -> None:
+def test_billing_drift_says_nothing_of_health() -> None:
     assert not says_health(BILLING_DRIFT_RULE)
     assert alert_scope(BILLING_DRIFT_RULE) == "provider"
 

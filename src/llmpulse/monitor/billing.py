@@ -43,7 +43,8 @@ class Verdict:
     provider: str
     severity: Severity | None  # None: no day of the run drifts
     summary: str
-    value: float | None = None  # the drifting day's difference, a share of the bill
+    # How far apart the day is, a share of the bill (the summary says which side is higher).
+    value: float | None = None
     threshold: float | None = None
 
 
@@ -157,13 +158,17 @@ def _measured(cost: float | None, requests: int, input_tokens: int, output: int)
     return Measured(cost or 0.0, requests or 0, input_tokens or 0, output or 0)
 
 
+def _apart(r: Reconciliation) -> float | None:
+    return None if r.difference is None else abs(r.difference)
+
+
 def _verdict(source: BillingSource, compared: list[Reconciliation]) -> Verdict:
     drifting = [r for r in compared if r.drift]
     if not drifting:
         latest = compared[-1]
-        return Verdict(source.provider, None, latest.summary(), latest.difference)
+        return Verdict(source.provider, None, latest.summary(), _apart(latest))
     worst = drifting[-1]  # the latest day that drifts: what to look at first
     summary = worst.summary()
     if len(drifting) > 1:
         summary += f" ({len(drifting)} of the {len(compared)} days compared drift)"
-    return Verdict(source.provider, Severity.WARNING, summary, worst.difference, source.threshold)
+    return Verdict(source.provider, Severity.WARNING, summary, _apart(worst), source.threshold)
