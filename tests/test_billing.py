@@ -98,7 +98,7 @@ def sim() -> Iterator[SimServer]:
 
 
 def config(sim: SimServer, **reconciliation: Any) -> Config:
-    settings = {"days": 3, "min_usd": 0.5, **reconciliation}
+    settings = {"days": 3, "min_usd": 0.5, "settle": "1h", **reconciliation}
     return parse_config(
         {
             "targets": [
@@ -497,11 +497,12 @@ def test_days_older_than_the_store_keeps_are_not_compared(
         env=ENV,
     )
     state = AlertStateStore(tmp_path / "state.db")
-    job = Reconciler(cfg.billing, store, state, cfg.targets, cfg.redactor, retention_s=3 * 86400)
+    job = Reconciler(cfg.billing, store, state, cfg.targets, cfg.redactor, retention_s=4 * 86400)
     (source_,) = cfg.billing
-    # 03:00 on Nov 8, raw results kept 3 days: from 03:00 on Nov 5, so Nov 5 is incomplete.
-    assert job.due(source_, NOW, set()) == [date(2026, 11, 6), date(2026, 11, 7)]
-    assert job.due(source_, NOW, {date(2026, 11, 6)}) == [date(2026, 11, 7)]
+    # 03:00 on Nov 8: with the default 6 h settle, Nov 6 is the last day due; raw results kept
+    # 4 days reach back to 03:00 on Nov 4, so Nov 4 is incomplete and left alone.
+    assert job.due(source_, NOW, set()) == [date(2026, 11, 5), date(2026, 11, 6)]
+    assert job.due(source_, NOW, {date(2026, 11, 5)}) == [date(2026, 11, 6)]
     state.close()
 
 

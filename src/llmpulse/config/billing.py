@@ -47,8 +47,9 @@ class ReconciliationSettings(BaseModel):
     min_usd: float = Field(default=1.0, ge=0)
     # How many complete UTC days back are reconciled (missed days caught up).
     days: int = Field(default=7, ge=1, le=MAX_DAYS)
-    # How long after a day ends its reports are read: providers publish them with a delay.
-    settle: DurationOrZero = 3600.0
+    # How long after a day ends its reports are read: providers publish them with a delay
+    # (Anthropic's within minutes; OpenAI's costs can take hours to settle).
+    settle: DurationOrZero = 6 * 3600.0
     # First wait after a provider error; doubled on each failure up to an hour.
     retry: Duration = 60.0
     # Where the reports are read (tests point it at the simulator).
@@ -65,7 +66,7 @@ class BillingSource:
     threshold: float = 0.10
     min_usd: float = 1.0
     days: int = 7
-    settle_s: float = 3600.0
+    settle_s: float = 6 * 3600.0
     retry_s: float = 60.0
 
 
