@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 _SECRET_FIELDS = frozenset(
-    {"api_key", "headers", "token", "password", "master_key", "keys", "extra_headers"}
+    {"api_key", "headers", "token", "password", "master_key", "keys", "extra_headers", "admin_key"}
 )
 
 

@@ -193,6 +193,12 @@ def private_routes(view: View) -> APIRouter:
         """Spend and tokens per target and UTC day, totals by provider and model."""
         return view.costs(days)
 
+    @router.get("/billing", response_model=schemas.Billing)
+    def billing(days: Annotated[int, Query(ge=1, le=400)] = 30) -> schemas.Billing:
+        """Each provider's own bill per UTC day against what llmpulse measured (traffic and
+        probes), per model, as the alert leader's daily reconciliation found it."""
+        return view.billing(days)
+
     return router
 
 
