@@ -17,7 +17,15 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+)
 
 from llmpulse.config.errors import ConfigError
 from llmpulse.config.fields import SecretReference
@@ -85,9 +93,13 @@ class GatewayKey:
     # Its text, for keys written in the config (the redactor must know it); None at run time.
     secret: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
-    def allows(self, group: str) -> bool:
-        """Whether a request may use the model group (or alias) ``group``."""
-        return not self.models or any(fnmatch.fnmatchcase(group, g) for g in self.models)
+    def allows(self, *names: str) -> bool:
+        """Whether a request may use a model known by ``names``: the name requested (a group,
+        an alias, or a model a wildcard group serves) and the group it resolves to. Either
+        allowed is enough: a key given an alias may use it, one given a group its aliases."""
+        return not self.models or any(
+            fnmatch.fnmatchcase(name, glob) for name in names for glob in self.models
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -166,6 +178,18 @@ class TeamConfig(BaseModel):
 
     def resolve(self) -> Team:
         return Team(self.name, self.budget.resolve() if self.budget else None)
+
+
+def _key_form(value: Any) -> str:
+    return "(key mapping)" if isinstance(value, dict) else "(plain key)"
+
+
+# An entry of ``gateway.keys``: a plain reference, or a mapping. Discriminated, so an error
+# in either names its path once (not once per form it failed to be).
+KeyEntry = Annotated[
+    Annotated[SecretReference, Tag("(plain key)")] | Annotated[KeyConfig, Tag("(key mapping)")],
+    Discriminator(_key_form),
+]
 
 
 def resolve_key(entry: KeyConfig, secret: str | None) -> GatewayKey:
