@@ -223,3 +223,34 @@ def test_fingerprint_is_the_digests_start() -> None:
     key = stored("a", "sk-llmp-x")
     assert key.fingerprint == key_digest("sk-llmp-x")[:8]
     assert not re.search("sk-llmp", repr(key))
+
+
+def test_the_ring_takes_run_time_keys_with_config_policy_first(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from llmpulse.gateway.keys import KeyRing
+
+    config = gateway(
+        ["os.environ/PLAIN_KEY", {"name": "pol", "team": "config-team", "models": ["chat"]}],
+        general_settings={"master_key": "sk-master"},
+    )
+    ring = KeyRing(config.settings.keys)
+    plain = config.settings.keys[1].name
+    ring.load([
+        stored("pol", "sk-pol", team="stored-team"),
+        stored("free", "sk-free", models=("fb-*",)),
+        stored(plain, "sk-shadowed"),
+        stored("master", "sk-shadowed-too"),
+        StoredKey("gone", key_digest("sk-gone"), revoked_at=5.0),
+    ])  # fmt: skip
+    pol = ring.lookup("sk-pol")
+    assert pol is not None and (pol.name, pol.team, pol.models) == ("pol", "config-team", ("chat",))
+    assert ring.lookup("sk-free").models == ("fb-*",)
+    assert ring.lookup("sk-master").master and ring.lookup("sk-plain-secret").name == plain
+    for refused in ("sk-shadowed", "sk-shadowed-too", "sk-gone", "", "sk-pol "):
+        assert ring.lookup(refused) is None
+    assert caplog.text.count("is refused: the config has a key of that name") == 2
+    ring.load([stored("free", "sk-free"), stored(plain, "sk-shadowed")])  # swapped whole
+    assert ring.lookup("sk-pol") is None and ring.lookup("sk-free") is not None
+    assert caplog.text.count("is refused") == 2  # said once per name
+    assert ring.taken("master") and ring.taken(plain) and not ring.taken("pol")

@@ -2,11 +2,15 @@
 
 - ``POST /v1/chat/completions``: OpenAI Chat Completions, streaming and not.
 - ``POST /v1/messages``: Anthropic Messages, streaming and not.
-- ``GET /v1/models``: the served model groups and visible aliases, in OpenAI's list format.
+- ``GET /v1/models``: the served model groups and visible aliases the key may use, in OpenAI's
+  list format.
 - ``GET /health``: every deployment's breaker state and the warnings said at start (needs a
   gateway key like the API);
   ``GET /health/readiness``: 200 while some deployment can take traffic, else 503 (no key:
   load balancers call it); ``GET /health/liveliness``: the process answers.
+- ``/api/v1/keys``: run-time keys (``GET`` list, ``POST`` create, ``DELETE /{name}`` revoke,
+  ``POST /{name}/rotate``), for the master key only; given ``results_db``, the app follows
+  them there for its lifespan (``gateway.keys``).
 
 Given ``probe_targets`` (``gateway.server`` passes ``GatewayConfig.targets()``, empty when
 ``gateway.monitor`` is off), the app runs the health loop (``gateway.health``) for its lifespan:
@@ -14,11 +18,13 @@ its own probes of its deployments, or, while ``llmpulse run`` probes into ``resu
 daemon's probe results, fed to the selector and to ``record``. With ``gateway.redis_url`` set,
 replicas share breakers, cool-downs, usage and latency through Redis (``gateway.shared``).
 
-Clients authenticate with a gateway key (``Authorization: Bearer`` or ``x-api-key``) compared
-in constant time; provider keys stay in the gateway. With no key configured, only loopback
-clients are served (``gateway.server`` also binds loopback only then). Errors have the status
-and JSON shape of the protocol called, so each SDK raises its own exception types; an error
-after a stream started is the protocol's error event, which the SDKs raise too.
+Clients authenticate with a gateway key (``Authorization: Bearer`` or ``x-api-key``), looked up
+by its digest; provider keys stay in the gateway. With no key configured or created, only
+loopback clients are served (``gateway.server`` also binds loopback only then). A key whose
+``models`` allow neither the model asked for nor the group it names gets 403 before any
+upstream call. Errors have the status and JSON shape of the protocol called, so each SDK
+raises its own exception types; an error after a stream started is the protocol's error event,
+which the SDKs raise too.
 
 Every response carries the gateway's request id in ``x-request-id`` (the openai SDK's
 ``_request_id``) and ``request-id`` (the anthropic SDK's), and the answering (or last failing)

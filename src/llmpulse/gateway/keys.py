@@ -56,7 +56,9 @@ class KeyRing:
         config = tuple(keys)
         self._by_digest = {k.digest: k for k in config if k.digest}
         self._policies = {k.name: k for k in config if not k.digest}
+        self._config_names = frozenset(k.name for k in self._by_digest.values())
         self._runtime: dict[str, GatewayKey] = {}
+        self._shadowed: set[str] = set()  # run-time keys named as config keys, said once
 
     def __bool__(self) -> bool:
         return bool(self._by_digest or self._runtime)
@@ -69,7 +71,7 @@ class KeyRing:
 
     def taken(self, name: str) -> bool:
         """Whether ``name`` is a key of the config's (never a run-time key's name)."""
-        return any(k.name == name for k in self._by_digest.values())
+        return name in self._config_names
 
     def has_policy(self, name: str) -> bool:
         return name in self._policies
@@ -85,8 +87,16 @@ class KeyRing:
         """Make the unrevoked ``stored`` keys the run-time keys, replacing those before."""
         runtime = {}
         for s in stored:
-            if s.revoked_at is None and not self.taken(s.name):
-                runtime[s.digest] = self.effective(s)
+            if s.revoked_at is not None:
+                continue
+            if self.taken(s.name):
+                # Created before the config gave a key that name: refused, as it would be now.
+                if s.name not in self._shadowed:
+                    self._shadowed.add(s.name)
+                    log.warning("gateway keys: the run-time key %r is refused: the config "
+                                "has a key of that name", s.name)  # fmt: skip
+                continue
+            runtime[s.digest] = self.effective(s)
         self._runtime = runtime  # one assignment: a request sees the old keys or the new
 
 
