@@ -280,6 +280,11 @@ def test_a_database_that_fails_keeps_the_keys_last_read(
         time.sleep(2.5)  # another poll fails: said once, and the key still works
         assert caplog.text.count("cannot read the run-time keys") == 1
         assert works(served, key)
+        # The keys API says so in its JSON shape, and stores nothing.
+        for method, path, body in (("GET", "", None), ("POST", "", {"name": "new"}), ("DELETE", "/kept", None)):  # fmt: skip
+            answer = admin(served, method, path, json=body)
+            assert answer.status_code == 503, answer.text
+            assert "the results database is unavailable" in answer.json()["error"]["message"]
         with sqlite3.connect(db) as conn:
             conn.execute("ALTER TABLE gone RENAME TO gateway_keys")
             conn.execute("UPDATE gateway_keys SET revoked_at = 1 WHERE name = 'kept'")

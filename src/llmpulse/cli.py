@@ -786,7 +786,7 @@ def keys_list(as_json: bool, config_path: Path | None, db_path: str | None) -> N
 
     console = _console(stderr=as_json)
     with _run_time_keys(console, config_path, db_path) as (keys, _):
-        rows = [describe(k, keys.ring) for k in keys.store.stored_keys(revoked=True)]
+        rows = [describe(k, keys.ring) for k in keys.listed()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

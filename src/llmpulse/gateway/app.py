@@ -65,6 +65,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmpulse.attribution import NOBODY, Owner
 from llmpulse.config.gateway import MIB, GatewayConfig
 from llmpulse.config.keys import GatewayKey
+from llmpulse.config.storage import redact_url
 from llmpulse.config.web import is_loopback
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerState
@@ -84,6 +85,7 @@ from llmpulse.gateway.translate import ClientCodec
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
 from llmpulse.secrets import Redactor
+from llmpulse.store import database_errors
 from llmpulse.target import Target
 
 log = logging.getLogger(__name__)
@@ -235,10 +237,12 @@ def create_app(
             Route("/health", endpoints.health, methods=["GET"]),
             Route("/health/readiness", endpoints.readiness, methods=["GET"]),
             Route("/health/liveliness", endpoints.liveliness, methods=["GET"]),
-            Route("/api/v1/keys", admin.list, methods=["GET"]),
-            Route("/api/v1/keys", admin.create, methods=["POST"]),
-            Route("/api/v1/keys/{name:path}/rotate", admin.rotate, methods=["POST"]),
-            Route("/api/v1/keys/{name:path}", admin.revoke, methods=["DELETE"]),
+            Route("/api/v1/keys", _unless_db_fails(admin.list), methods=["GET"]),
+            Route("/api/v1/keys", _unless_db_fails(admin.create), methods=["POST"]),
+            Route(
+                "/api/v1/keys/{name:path}/rotate", _unless_db_fails(admin.rotate), methods=["POST"]
+            ),
+            Route("/api/v1/keys/{name:path}", _unless_db_fails(admin.revoke), methods=["DELETE"]),
         ],
         lifespan=lifespan,
         middleware=[Middleware(_RequestIdMiddleware)],
@@ -646,7 +650,7 @@ class _Admin:
         runtime = self._refused(request)
         if isinstance(runtime, Response):
             return runtime
-        stored = await asyncio.to_thread(runtime.store.stored_keys, revoked=True)
+        stored = await asyncio.to_thread(runtime.listed)
         return _no_store({"keys": [describe(s, runtime.ring) for s in stored]})
 
     async def create(self, request: Request) -> Response:
@@ -694,6 +698,22 @@ class _Admin:
             return _admin_error(404, str(exc))
         await asyncio.to_thread(runtime.refresh)
         return _no_store({"key": text, **describe(row, runtime.ring)})
+
+
+def _unless_db_fails(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """``handler``, answering 503 when the results database fails under it."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except database_errors() as exc:
+            reason = redact_url(str(exc))
+            log.warning("keys API: the results database failed: %s", reason)
+            return _admin_error(503, f"the results database is unavailable: {reason}")
+
+    return guarded
 
 
 def _admin_error(status: int, message: str) -> Response:

@@ -163,6 +163,10 @@ class RunTimeKeys:
                 self._store = open_store(self.location)
             return self._store
 
+    def listed(self) -> list[StoredKey]:
+        """Every stored key, revoked ones too."""
+        return self.store.stored_keys(revoked=True)
+
     def create(self, entry: KeyConfig, now: float) -> tuple[str, StoredKey]:
         """A new key (its text, shown once, and its row); KeyRefused when the name is taken."""
         text = new_key()
