@@ -123,6 +123,9 @@ def test_an_empty_key_entry_does_not_shift_the_paths_of_the_entries_after_it() -
         ([{"name": "a", "budget": {"max_usd": 5, "warn_at": "lots"}}], {}, r"gateway\.keys\[0\]\.budget\.warn_at"),
         ([{"name": "a", "budget": {"max_usd": 5, "warn_at": 0}}], {}, r"gateway\.keys\[0\]\.budget\.warn_at"),
         ([{"name": "a", "budjet": {}}], {}, r"gateway\.keys\[0\]\.budjet"),
+        ([{"name": "a", "team": "two\nlines"}], {}, r"gateway\.keys\[0\]\.team: must be printable"),
+        ([{"name": "a", "models": ["x" * 300]}], {}, r"gateway\.keys\[0\]\.models: a model group name is unprintable or over 256"),
+        ([{"name": "a", "models": ["chat"] * 1001}], {}, r"gateway\.keys\[0\]\.models: List should have at most 1000"),
     ],
 )  # fmt: skip
 def test_bad_key_entries_name_their_path(
@@ -133,9 +136,11 @@ def test_bad_key_entries_name_their_path(
     assert "\n" not in str(info.value).strip()
 
 
-def test_duplicate_teams_are_refused() -> None:
+def test_duplicate_or_unprintable_teams_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"teams\[1\]\.name: 'a' is declared twice"):
         gateway([], teams=[{"name": "a"}, {"name": "a"}])
+    with pytest.raises(ConfigError, match=r"teams\[0\]\.name: must be printable"):
+        gateway([], teams=[{"name": "a\tb"}])
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from llmpulse.config.errors import ConfigError
 from llmpulse.config.fields import SecretReference
 
 DAY_S = 86_400.0
+MAX_NAME = 256  # a model group name in a key's models (as gateway.max_model_name_length)
 
 
 class Period(enum.StrEnum):
@@ -158,7 +159,7 @@ class KeyConfig(BaseModel):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/-]+$")
     key: SecretReference = None
     team: str | None = Field(default=None, min_length=1, max_length=128)
-    models: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list, max_length=1000)
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     budget: BudgetConfig | None = None
@@ -168,7 +169,14 @@ class KeyConfig(BaseModel):
     def _some_models(cls, value: list[str]) -> list[str]:
         if any(not m.strip() for m in value):
             raise ValueError("a model group name is empty")
+        if any(len(m) > MAX_NAME or not m.isprintable() for m in value):
+            raise ValueError(f"a model group name is unprintable or over {MAX_NAME} characters")
         return value
+
+    @field_validator("team")
+    @classmethod
+    def _printable_team(cls, value: str | None) -> str | None:
+        return _printable(value)
 
 
 class TeamConfig(BaseModel):
@@ -176,8 +184,20 @@ class TeamConfig(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     budget: BudgetConfig | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        return _printable(value) or value
+
     def resolve(self) -> Team:
         return Team(self.name, self.budget.resolve() if self.budget else None)
+
+
+def _printable(name: str | None) -> str | None:
+    """A team's name is shown in errors, logs and metric labels: one printable line."""
+    if name is not None and not name.isprintable():
+        raise ValueError("must be printable: no line breaks or control characters")
+    return name
 
 
 def _key_form(value: Any) -> str:
