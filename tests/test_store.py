@@ -143,7 +143,7 @@ def test_traffic_results_keep_their_source_attempts_and_fallbacks(backend):
 def test_wal_mode_and_schema_version(tmp_path):
     path = tmp_path / "x.db"
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 4
+        assert store.schema_version() == 5
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # Reopening an up-to-date database migrates nothing and keeps the data.
@@ -168,7 +168,7 @@ def test_migrates_a_version_1_database_and_keeps_its_results(tmp_path):
     db.execute("PRAGMA user_version = 1")
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 4
+        assert store.schema_version() == 5
         assert store.rollup_watermark() is None
         store.write_results([result(1)])
     with SQLiteStore(path) as store:
@@ -185,7 +185,7 @@ def test_a_version_4_file_from_before_alembic_is_stamped_and_keeps_its_results(t
                "VALUES (1e9, 'old', 'openai', 'm', 'stream', 1)")  # fmt: skip
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 4
+        assert store.schema_version() == 5
         assert [r.target for r in store.latest_results()] == ["old"]
         store.write_results([result(1)])
     with SQLiteStore(path) as store:
@@ -218,10 +218,10 @@ def test_head_is_the_newest_revision():
 
 def test_reopening_migrates_nothing_and_keeps_the_data(backend):
     with backend.open() as store:
-        assert store.schema_version() == 4
+        assert store.schema_version() == 5
         store.write_results([result(1)])
     with backend.open() as store:
-        assert store.schema_version() == 4
+        assert store.schema_version() == 5
         assert len(store.latest_results()) == 1
 
 
@@ -556,6 +556,7 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
         "ALTER TABLE rollups_hourly DROP COLUMN context_sketch;"
         "ALTER TABLE rollups_hourly DROP COLUMN context_max;"
         "DROP INDEX results_key_ts; DROP INDEX results_team_ts; DROP TABLE spend_daily;"
+        "DROP TABLE gateway_keys;"
         + "".join(
             f"ALTER TABLE results DROP COLUMN {c};"
             for c in ("key_name", "team", "end_user", "tags", "session_id")
@@ -563,7 +564,7 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
     )
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 4
+        assert store.schema_version() == 5
         assert store.model_changes(None, 0, NOW) == changes  # filled from the raw rows
         assert_totals_equal(store.totals(T0, T0 + 3.1 * DAY, step_s=DAY), want)  # from hours
         store.rollup(T0 + 3.1 * DAY)
@@ -928,11 +929,12 @@ def test_rollups_from_before_context_utilization_keep_their_rows(backend):
     backend.sql("DROP INDEX results_key_ts")
     backend.sql("DROP INDEX results_team_ts")
     backend.sql("DROP TABLE spend_daily")
+    backend.sql("DROP TABLE gateway_keys")  # ... nor revision 0005's
     for column in ("key_name", "team", "end_user", "tags", "session_id"):
         backend.sql(f"ALTER TABLE results DROP COLUMN {column}")
     backend.sql("UPDATE alembic_version SET version_num = '0002'")
     with backend.open() as store:
-        assert store.schema_version() == 4
+        assert store.schema_version() == 5
         for tier in TIERS:
             (n,) = backend.sql(
                 f"SELECT count(*) FROM {tier.table} "
