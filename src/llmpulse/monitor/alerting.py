@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 
-from llmpulse.alerts import slo
+from llmpulse.alerts import budgets, slo
 from llmpulse.alerts.engine import ALL, AlertRecord, AlertSettings, Engine, Notify
 from llmpulse.alerts.metric_rules import REPLAY_MAX_S, MetricRules, builtin_rules
 from llmpulse.alerts.model import Acknowledgement
@@ -36,7 +36,7 @@ from llmpulse.alerts.window import (
 from llmpulse.config import Config
 from llmpulse.monitor.billing import Verdict
 from llmpulse.result import CheckResult
-from llmpulse.rules import BILLING_DRIFT_RULE, NOT_WINDOWED, SLO_BURN_RULE, RuleSpec
+from llmpulse.rules import BILLING_DRIFT_RULE, BUDGET_RULES, NOT_WINDOWED, SLO_BURN_RULE, RuleSpec
 from llmpulse.store import ResultFilter, Store, queries
 from llmpulse.target import Target
 
@@ -81,6 +81,8 @@ class Alerting:
             p: config.provider_rules(p) for p in by_provider
         }
         self.spend_at = -math.inf  # when spend was last judged: never yet
+        self.budget_holders = budgets.holders(config)
+        self.budgets_at = -math.inf  # when budgets were last judged: never yet
         self.metric_rules = MetricRules(
             [*config.custom_rules, *builtin_rules(config.targets, self.rules)], config.targets
         )
@@ -283,6 +285,29 @@ class Alerting:
                 spent, baseline = spend.get(subject, (0.0, None))
                 self.engine.observe(subject, subject, [cost_spike(rule, spent, baseline)], now)
         self.spend_at = now
+
+    def budget_spend(self, now: float) -> dict[str, budgets.Spend]:
+        """What every key and team with a budget spent, for ``observe_budgets`` (queries: run
+        them off the loop)."""
+        return budgets.read_spend(self.store, self.budget_holders, now)
+
+    def observe_budgets(self, spend: Mapping[str, budgets.Spend], now: float) -> None:
+        """``budget_warning``, ``budget_exhausted`` and ``spend_forecast`` per key and team with
+        a budget, each at its rule's severity (``rules: {budget_exhausted: {severity: ...}}``).
+        They name no provider (``*``), so a provider's maintenance never holds them back."""
+        rules = self.provider_rules[ALL]
+        for holder in self.budget_holders:
+            use = budgets.Use.of(holder, spend.get(holder.subject, budgets.Spend()), now)
+            for rule_id in BUDGET_RULES:
+                rule = rules[rule_id]
+                if not rule.enabled:
+                    continue
+                self.engine.observe_graded(
+                    rule_id, holder.subject, ALL,
+                    rule.severity if use.holds(rule_id) else None, use.summary(rule_id), now,
+                    value=use.spent, threshold=use.threshold(rule_id),
+                )  # fmt: skip
+        self.budgets_at = now
 
     def observe_slos(self, now: float) -> None:
         """One ``slo_burn_rate`` alert per SLO: critical while a page condition holds, warning
