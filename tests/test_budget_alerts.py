@@ -5,27 +5,46 @@ month of results in real SQLite), ``Store.costs`` in SQLite and PostgreSQL, rout
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
+from click.testing import CliRunner
 
 from llmpulse.alerts import budgets
-from llmpulse.alerts.engine import ALL
+from llmpulse.alerts.engine import ALL, alert_scope
+from llmpulse.alerts.inventory import rules_in_effect
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.state import AlertStateStore
+from llmpulse.alerts.status import says_health
+from llmpulse.alerts.testing import route_examples
+from llmpulse.cli import main
 from llmpulse.config import Config, parse_config
+from llmpulse.config.keys import Period
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.result import CheckKind, CheckResult, Source, Usage
-from llmpulse.rules import BUDGET_EXHAUSTED, BUDGET_WARNING, SPEND_FORECAST
-from llmpulse.store import SQLiteStore
+from llmpulse.rules import BUDGET_EXHAUSTED, BUDGET_RULES, BUDGET_WARNING, SPEND_FORECAST
+from llmpulse.store import SQLiteStore, open_store
+from webserve import ServedWeb
 
 HOUR, DAY = 3600.0, 86400.0
 NOV = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
 DEC = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
-ENV = {"OPENAI_API_KEY": "sk-upstream-0123456789", "ALICE": "sk-alice-0123456789abcdef"}
+ENV = {
+    "OPENAI_API_KEY": "sk-upstream-0123456789",
+    "ALICE": "sk-alice-0123456789abcdef",
+    "HOOK": "https://hooks.slack.com/services/x",
+}
+NOTIFIERS = [
+    {"type": "slack", "name": "pager", "webhook_url": "os.environ/HOOK"},
+    {"type": "slack", "name": "chat", "webhook_url": "os.environ/HOOK"},
+]
 
 
 def make_config(extra: dict[str, Any] | None = None, **gateway: Any) -> Config:
@@ -74,10 +93,12 @@ class Leader:
     """The alert leader's budget evaluation driven by an injected clock, every notice kept
     with the clock's time and its receivers."""
 
-    def __init__(self, tmp_path: Path, store: SQLiteStore, config: Config) -> None:
+    def __init__(
+        self, tmp_path: Path, store: SQLiteStore, config: Config, state: Path | None = None
+    ) -> None:
         self.now = 0.0
         self.notices: list[tuple[float, Notification, tuple[str, ...]]] = []
-        self.state = AlertStateStore(tmp_path / "state.db")
+        self.state = AlertStateStore.open(state or tmp_path / "state.db")
 
         def notify(n: Notification, receivers: Sequence[str], *, resend: bool = False) -> None:
             self.notices.append((self.now, n, tuple(receivers)))
@@ -89,7 +110,7 @@ class Leader:
         self.now = now
         self.alerting.load_silences(now)
         self.alerting.observe_budgets(self.alerting.budget_spend(now), now)
-        self.alerting.tick(now)
+        self.state.save_records(self.alerting.tick(now), now)  # as the daemon's ticker does
 
     def run(self, start: float, end: float, step: float = HOUR) -> None:
         t = start
@@ -192,3 +213,161 @@ def test_a_rolling_team_budget_fires_and_resolves_as_its_spend_ages_out(
     # Every key with a budget is judged apart: bob has none, alice spent nothing.
     assert leader.pages("key:bob") == [] and leader.pages("key:alice") == []
     leader.state.close()
+
+
+def test_routes_silences_and_rule_overrides_apply(tmp_path: Path, store: SQLiteStore) -> None:
+    store.write_results(
+        every_3h(NOV, NOV + 9 * DAY, 10.0, team=None)  # alice, on her own
+        + every_3h(NOV + DAY, NOV + 7 * DAY, 5.0, key="bob")  # team ml: $5/day, then $12
+        + every_3h(NOV + 7 * DAY, NOV + 9 * DAY, 12.0, key="bob")
+    )
+    config = make_config(
+        {
+            "notifiers": NOTIFIERS,
+            "alerting": {
+                "repeat_interval": "60d",
+                "routes": [
+                    {"match": {"rule": ["budget_*", "spend_*"], "target": "team:*"},
+                     "notify": ["chat"]},
+                    {"match": {"severity": "critical"}, "notify": ["pager"]},
+                    {"notify": ["chat"]},
+                ],
+            },
+            # The team's warning is expected: silenced (its state is kept, nothing pages).
+            "silences": [{"rule": "budget_warning", "target": "team:ml",
+                          "ends": "2027-01-01T00:00:00Z"}],
+            # A forecast pages as critical; an exhausted team... is just a warning.
+            "rules": {"spend_forecast": {"severity": "critical"},
+                      "budget_exhausted": {"enabled": False}},
+        }
+    )  # fmt: skip
+    leader = Leader(tmp_path, store, config)
+    # alice: $80 of $100 at $10/day; ml: $42 over 7 d of $50, at $12/day ($84 a week).
+    now = NOV + 8 * DAY
+    leader.at(now)
+    sent = {(n.target, n.rule, str(n.severity), receivers) for _, n, receivers in leader.notices}
+    assert sent == {
+        ("key:alice", BUDGET_WARNING, "warning", ("chat",)),
+        ("key:alice", SPEND_FORECAST, "critical", ("pager",)),
+        ("team:ml", SPEND_FORECAST, "critical", ("chat",)),
+    }
+    records = {(r.target, r.rule): r for r in leader.alerting.engine.records.values()}
+    assert str(records["team:ml", BUDGET_WARNING].state) == "firing"  # silenced, not cleared
+    assert ("team:ml", BUDGET_EXHAUSTED) not in records  # disabled: never judged
+    assert alert_scope(BUDGET_WARNING, None, "team:ml") == "team"
+    assert alert_scope(SPEND_FORECAST, None, "key:alice") == "key"
+    # Budget alerts say nothing of how a provider answers: no target's status changes.
+    assert not any(says_health(rule) for rule in BUDGET_RULES)
+    leader.state.close()
+
+
+def test_spend_is_read_alike_from_sqlite_and_postgresql(store_location: str | Path) -> None:
+    config = make_config()
+    now = NOV + 20 * DAY + 7 * HOUR
+    store = open_store(store_location)
+    try:
+        store.write_results(
+            every_3h(NOV - 5 * DAY, NOV + 21 * DAY, 8.0)  # alice, team ml
+            + every_3h(NOV, NOV + 21 * DAY, 4.0, key="bob")  # bob, team ml
+            + every_3h(NOV, NOV + 21 * DAY, 16.0, key="carol", team="ops")
+            # A probe stamped with alice's name is still no traffic of hers.
+            + [dataclasses.replace(spent(now - HOUR, 500.0), source=Source.PROBE)]
+        )
+        spend = budgets.read_spend(store, budgets.holders(config), now)
+    finally:
+        store.close()
+    # Up to Nov 21 07:00: 162 results of the month so far (alice, $1 each, up to 05:30 today).
+    assert spend["key:alice"] == budgets.Spend(period=162.0, day=8.0, week=56.0)
+    # ml over 7 days: alice's and bob's; probes (no owner, or not traffic) never count.
+    assert spend["team:ml"] == budgets.Spend(period=84.0, day=12.0, week=84.0)
+    assert set(spend) == {"key:alice", "team:ml"}  # ops has no budget, carol is no holder
+
+
+def test_check_config_and_notify_route_list_the_budget_rules(tmp_path: Path) -> None:
+    config = make_config(
+        {"notifiers": NOTIFIERS,
+         "alerting": {"routes": [{"match": {"target": "key:*"}, "notify": ["pager"]},
+                                 {"notify": ["chat"]}]},
+         "rules": {"budget_exhausted": {"severity": "warning"}}},
+        keys=[{"name": "alice", "key": "os.environ/ALICE",
+               "budget": {"max_usd": 100, "period": "1mo", "warn_at": None}}],
+    )  # fmt: skip
+    rows = {(r.subject, r.rule): r for r in rules_in_effect(config) if r.kind == "budget"}
+    assert set(rows) == {(s, r) for s in ("key:alice", "team:ml") for r in BUDGET_RULES}
+    team_warning = rows["team:ml", BUDGET_WARNING]
+    assert team_warning.threshold == "$40.00 (80% of $50.00 per 7d)"
+    assert (team_warning.threshold_value, team_warning.unit) == (40.0, "USD")
+    assert team_warning.window_s == 7 * DAY and team_warning.enabled
+    assert not rows["key:alice", BUDGET_WARNING].enabled  # warn_at: null
+    assert rows["key:alice", BUDGET_EXHAUSTED].severity == "warning"  # overridden
+    assert "before the month ends" in rows["key:alice", SPEND_FORECAST].detail
+    assert "within the window" in rows["team:ml", SPEND_FORECAST].detail
+    # Not listed per target: judged per key and team only.
+    assert not any(r.rule in BUDGET_RULES and r.kind != "budget" for r in rules_in_effect(config))
+    examples = {(e.rule, e.target, str(e.severity)): e for e in route_examples(config)}
+    assert examples[SPEND_FORECAST, "key:alice", "warning"].delivery.notify == ("pager",)
+    assert examples[BUDGET_EXHAUSTED, "team:ml", "critical"].delivery.notify == ("chat",)
+    assert not any(e.target.endswith("/m") and e.rule in BUDGET_RULES for e in examples.values())
+    # The command itself, from a file.
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"model_list": [{"model_name": "m", "litellm_params": {
+                "model": "openai/m", "api_key": "os.environ/OPENAI_API_KEY"}}],
+             "gateway": {"keys": [{"name": "alice", "budget": {"max_usd": 5, "period": "1d"}}]}}
+        )
+    )  # fmt: skip
+    out = CliRunner(env=ENV).invoke(main, ["check-config", "--config", str(path), "--json"])
+    assert out.exit_code == 0, out.output
+    listed = [r for r in json.loads(out.stdout) if r["subject"] == "key:alice"]
+    assert [(r["rule"], r["kind"], r["threshold_value"]) for r in listed] == [
+        (BUDGET_WARNING, "budget", 4.0),
+        (BUDGET_EXHAUSTED, "budget", 5.0),
+        (SPEND_FORECAST, "budget", 5.0),
+    ]
+
+
+def test_the_budgets_api_shows_use_forecast_and_alerts(tmp_path: Path) -> None:
+    now = datetime.now(UTC).timestamp()
+    config = make_config()
+    db = tmp_path / "r.db"
+    with SQLiteStore(db) as store:
+        # alice: $30 over the last 3 days, $20 of them in the last 24 h (the month may have
+        # begun since: the expected spend is read from the same results below).
+        store.write_results(
+            [spent(now - DAY - i * HOUR - 60, 0.5, team=None) for i in range(20)]
+            + [spent(now - i * 1200 - 60, 0.25) for i in range(72)]  # ml: $18 in 24 h
+        )
+        leader = Leader(tmp_path, store, config, state=db)  # where `web` reads alert state
+        leader.at(now)
+        leader.state.close()
+    month = datetime.fromtimestamp(now, UTC).replace(day=1, hour=0, minute=0, second=0,
+                                                     microsecond=0).timestamp()  # fmt: skip
+    alice_spent = 0.5 * sum(now - DAY - i * HOUR - 60 >= month for i in range(20))
+    alice_spent += 0.25 * sum(now - i * 1200 - 60 >= month for i in range(72))
+    with ServedWeb(config, db) as web, httpx.Client(base_url=web.url, timeout=10) as client:
+        body = client.get("/api/v1/budgets").json()
+        assert "/api/v1/budgets" in client.get("/openapi.json").json()["paths"]
+        alerts = client.get("/api/v1/alerts").json()
+    rows = {(b["scope"], b["name"]): b for b in body["budgets"]}
+    assert set(rows) == {("key", "alice"), ("team", "ml")}
+    alice, ml = rows["key", "alice"], rows["team", "ml"]
+    assert (alice["max_usd"], alice["period"], alice["warn_at"]) == (100.0, "1mo", 0.8)
+    assert alice["spent_usd"] == pytest.approx(alice_spent)
+    assert alice["remaining_usd"] == pytest.approx(100 - alice_spent)
+    assert alice["percent"] == pytest.approx(alice_spent)
+    assert alice["rate_usd_per_day"] == pytest.approx(18.0)  # her last 24 h; the week is $28
+    assert datetime.fromisoformat(alice["resets_at"]).timestamp() == pytest.approx(
+        Period.MONTH.end(now)
+    )
+    # ml (7 d rolling, $50): $18 in 24 h is $126 a window: $32 left, gaining 18 - 18/7 a day.
+    assert (ml["spent_usd"], ml["rate_usd_per_day"], ml["resets_at"]) == (18.0, 18.0, None)
+    expected = now + 32 / (18 - 18 / 7) * DAY
+    assert datetime.fromisoformat(ml["exhausts_at"]).timestamp() == pytest.approx(expected, abs=1)
+    assert ml["alert_state"] == "firing"
+    assert [(a["rule"], a["state"], a["severity"]) for a in ml["alerts"]] == [
+        (SPEND_FORECAST, "firing", "warning")
+    ]
+    assert "runs out on" in ml["alerts"][0]["summary"]
+    listed = {(a["rule"], a["target"], a["scope"]) for a in alerts["firing"]}
+    assert (SPEND_FORECAST, "team:ml", "team") in listed
