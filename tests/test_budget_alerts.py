@@ -349,6 +349,7 @@ def test_the_budgets_api_shows_use_forecast_and_alerts(tmp_path: Path) -> None:
         body = client.get("/api/v1/budgets").json()
         assert "/api/v1/budgets" in client.get("/openapi.json").json()["paths"]
         alerts = client.get("/api/v1/alerts").json()
+        metrics = client.get("/metrics").text
     rows = {(b["scope"], b["name"]): b for b in body["budgets"]}
     assert set(rows) == {("key", "alice"), ("team", "ml")}
     alice, ml = rows["key", "alice"], rows["team", "ml"]
@@ -371,3 +372,7 @@ def test_the_budgets_api_shows_use_forecast_and_alerts(tmp_path: Path) -> None:
     assert "runs out on" in ml["alerts"][0]["summary"]
     listed = {(a["rule"], a["target"], a["scope"]) for a in alerts["firing"]}
     assert (SPEND_FORECAST, "team:ml", "team") in listed
+    assert (
+        'llmpulse_alerts{alertname="spend_forecast",alertstate="firing",'
+        'llmpulse_target="team:ml",provider="*",scope="team",severity="warning"} 1.0'
+    ) in metrics

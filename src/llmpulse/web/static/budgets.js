@@ -18,6 +18,12 @@ function meter(b) {
   }, fill);
 }
 
+function meterCell(b) {
+  const td = el("td", {}, meter(b));
+  td.style.minWidth = "120px"; // the bar has no width of its own
+  return td;
+}
+
 function alertsCell(b) {
   if (!b.alerts.length) return el("td", {"data-field": "alerts", "data-state": "inactive", text: "—"});
   return el("td", {"data-field": "alerts", "data-state": b.alert_state},
@@ -40,7 +46,7 @@ function render(data) {
       setValue(el("td", {class: "n", "data-field": "spent_usd"}), b.spent_usd, fmtUsd),
       setValue(el("td", {class: "n", "data-field": "max_usd"}), b.max_usd, fmtUsd),
       setValue(el("td", {class: "n", "data-field": "percent"}), b.percent, (v) => `${fmtNum(v)} %`),
-      el("td", {}, meter(b)),
+      meterCell(b),
       setValue(el("td", {class: "n", "data-field": "rate_usd_per_day"}), b.rate_usd_per_day, (v) => `${fmtUsd(v)}/day`),
       setValue(el("td", {"data-field": "exhausts_at"}), toTs(b.exhausts_at), fmtUtc, b.remaining_usd <= 0 ? "exhausted" : "not this period"),
       setValue(el("td", {"data-field": "resets_at"}), toTs(b.resets_at), fmtUtc, "rolling"),
