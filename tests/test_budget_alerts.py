@@ -17,6 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from conftest import sim_model
 from llmpulse.alerts import budgets
 from llmpulse.alerts.engine import ALL, alert_scope
 from llmpulse.alerts.inventory import rules_in_effect
@@ -376,3 +377,32 @@ def test_the_budgets_api_shows_use_forecast_and_alerts(tmp_path: Path) -> None:
         'llmpulse_alerts{alertname="spend_forecast",alertstate="firing",'
         'llmpulse_target="team:ml",provider="*",scope="team",severity="warning"} 1.0'
     ) in metrics
+
+
+async def test_llmpulse_run_pages_an_exhausted_budget_and_serves_it(sim, receiver, tmp_path):
+    """The daemon as `llmpulse run` composes it: its leader judges the budgets from the store
+    (no clock injected) and pages through the webhook; its web server answers the API."""
+    from test_daemon import make_config as daemon_config
+    from test_daemon import served, wait_for
+
+    config = daemon_config(
+        sim, receiver, [{"provider": "openai", "model": sim_model(sim), "name": "probe"}],
+        gateway={"keys": [{"name": "alice", "budget": {"max_usd": 10, "period": "1d"}}]},
+    )  # fmt: skip
+    db = tmp_path / "r.db"
+    now = datetime.now(UTC).timestamp()
+    with SQLiteStore(db) as store:
+        store.write_results([spent(now - 3 * HOUR + i * 600, 1.0, team=None) for i in range(12)])
+    async with served(config, db) as (_, web):
+        await wait_for(lambda: len(receiver.events()) >= 2)
+        async with httpx.AsyncClient() as http:  # the daemon serves on this event loop
+            body = (await http.get(f"{web.urls[0]}api/v1/budgets", timeout=10)).json()
+    assert set(receiver.events()) == {
+        ("firing", BUDGET_WARNING, "key:alice"),
+        ("firing", BUDGET_EXHAUSTED, "key:alice"),
+    }
+    page = next(r for r in receiver.received if r["rule"] == BUDGET_EXHAUSTED)
+    assert (page["provider"], page["severity"], page["value"]) == ("*", "critical", 12.0)
+    [alice] = body["budgets"]
+    assert (alice["name"], alice["spent_usd"], alice["alert_state"]) == ("alice", 12.0, "firing")
+    assert alice["exhausts_at"] is None and alice["remaining_usd"] == -2.0
