@@ -70,8 +70,8 @@ class Spend:
 
 def read_spend(store: Store, chosen: Iterable[Holder], now: float) -> dict[str, Spend]:
     """Each holder's ``Spend`` by subject, at ``now``: one ``Store.costs`` query per scope and
-    distinct range (at most six per scope), whatever the number of holders."""
-    chosen = list(chosen)
+    distinct range (at most four per scope: the last day, the last 7 days, 30 days and the month),
+    whatever the number of holders."""
     sums: dict[tuple[Scope, float], dict[str, float]] = {}
 
     def spent(scope: Scope, start: float) -> Mapping[str, float]:
