@@ -255,6 +255,12 @@ def test_routes_silences_and_rule_overrides_apply(tmp_path: Path, store: SQLiteS
     records = {(r.target, r.rule): r for r in leader.alerting.engine.records.values()}
     assert str(records["team:ml", BUDGET_WARNING].state) == "firing"  # silenced, not cleared
     assert ("team:ml", BUDGET_EXHAUSTED) not in records  # disabled: never judged
+    # Acknowledged like any alert: whoever was paged hears who has it.
+    forecast = records["key:alice", SPEND_FORECAST]
+    leader.state.acknowledge(forecast.fingerprint, "dana", "raising the budget", now + 60)
+    leader.alerting.apply_acknowledgements(leader.state.acknowledgements(), now + 60)
+    _, ack, receivers = leader.notices[-1]
+    assert (str(ack.status), ack.acknowledged_by, receivers) == ("acknowledged", "dana", ("pager",))
     assert alert_scope(BUDGET_WARNING, None, "team:ml") == "team"
     assert alert_scope(SPEND_FORECAST, None, "key:alice") == "key"
     # Budget alerts say nothing of how a provider answers: no target's status changes.
