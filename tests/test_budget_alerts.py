@@ -150,13 +150,14 @@ def test_a_month_of_a_key_forecast_warning_exhaustion_and_the_new_month(
     # $77.50 left lasts 19.375 days: until Nov 30 14:00, before the month ends: forecast.
     # An hour earlier: $3/day, $78.75 left, 26.25 days: past the month's end.
     # $80 (warn_at 80 %) is reached with the last result of Nov 16 (22:30), $100 with that of
-    # Nov 18; exhausted, the forecast has come true and resolves (after resolve_after, 30 s: the
-    # next evaluation). On Dec 1 the new month starts at $0 and a week's $10 is $1.43/day.
+    # Nov 18; exhausted, the forecast has come true and resolves at once. On Dec 1 the new
+    # month starts at $0 (resolved after resolve_after, 30 s: the next evaluation), and a
+    # week's $10 is $1.43/day.
     assert leader.pages("key:alice") == [
         (SPEND_FORECAST, "firing", "warning", "11-11 05:00"),
         (BUDGET_WARNING, "firing", "warning", "11-16 23:00"),
         (BUDGET_EXHAUSTED, "firing", "critical", "11-18 23:00"),
-        (SPEND_FORECAST, "resolved", "warning", "11-19 00:00"),
+        (SPEND_FORECAST, "resolved", "warning", "11-18 23:00"),
         (BUDGET_WARNING, "resolved", "warning", "12-01 01:00"),
         (BUDGET_EXHAUSTED, "resolved", "critical", "12-01 01:00"),
     ]
@@ -202,7 +203,7 @@ def test_a_rolling_team_budget_fires_and_resolves_as_its_spend_ages_out(
         (SPEND_FORECAST, "firing", "warning", "11-01 17:00"),
         (BUDGET_WARNING, "firing", "warning", "11-04 23:00"),
         (BUDGET_EXHAUSTED, "firing", "critical", "11-05 23:00"),
-        (SPEND_FORECAST, "resolved", "warning", "11-06 00:00"),
+        (SPEND_FORECAST, "resolved", "warning", "11-05 23:00"),
         (BUDGET_EXHAUSTED, "resolved", "critical", "11-09 03:00"),
         (BUDGET_WARNING, "resolved", "warning", "11-10 03:00"),
     ]
@@ -213,6 +214,39 @@ def test_a_rolling_team_budget_fires_and_resolves_as_its_spend_ages_out(
     assert "ages out" in forecast.summary
     # Every key with a budget is judged apart: bob has none, alice spent nothing.
     assert leader.pages("key:bob") == [] and leader.pages("key:alice") == []
+    leader.state.close()
+
+
+def test_a_forecast_that_no_longer_holds_resolves_after_an_hour_clear(
+    tmp_path: Path, store: SQLiteStore
+) -> None:
+    # alice: $10/day for the first 5 days of the month, then nothing: $50 of $100.
+    store.write_results(every_3h(NOV, NOV + 5 * DAY, 10.0, team=None))
+    leader = Leader(tmp_path, store, make_config())
+    leader.run(NOV, NOV + 10 * DAY)
+    leader.run(NOV + 10 * DAY + 600, NOV + 12 * DAY, step=600)  # every 10 min from here
+    pages = leader.pages("key:alice")
+    assert [(rule, status) for rule, status, _, _ in pages] == [
+        (SPEND_FORECAST, "firing"),
+        (SPEND_FORECAST, "resolved"),
+    ]
+    # From Nov 6 the last day's rate falls to $0 and the week's average carries the forecast:
+    # $50 left at $W / 7 a day runs out before Dec 1 while W > 350 / (days left). On Nov 11 at
+    # 04:30 the week still holds Nov 4's 04:30 result: 15 results, $18.75 > 350 / 19.81 =
+    # $17.67; at 04:40 (the next evaluation) 14: $17.50 ≤ 350 / 19.81: clear.
+    holders = budgets.holders(leader.alerting.config)
+    cleared = next(
+        t
+        for t in (NOV + 10 * DAY + i * 600 for i in range(1, 2 * 144))
+        if budgets.Use.of(
+            holders[0], budgets.read_spend(store, holders, t)["key:alice"], t
+        ).exhausts_at
+        is None
+    )
+    assert datetime.fromtimestamp(cleared, UTC).strftime("%m-%d %H:%M") == "11-11 04:40"
+    # Resolved an hour after it cleared (FORECAST_HOLD_S), not after resolve_after (30 s).
+    assert pages[1][3] == "11-11 05:40"
+    assert budgets.FORECAST_HOLD_S == HOUR
     leader.state.close()
 
 

@@ -30,6 +30,9 @@ from llmpulse.store.base import CostBy
 
 Scope = Literal["key", "team"]
 RATE_WINDOWS_S = (DAY_S, 7 * DAY_S)  # the rate is the higher of these two averages
+# Near its boundary a forecast moves with each request: once firing, it resolves only after it
+# stayed clear this long (at once when it came true: the budget is exhausted).
+FORECAST_HOLD_S = 3600.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,6 +154,12 @@ class Use:
         if rule == SPEND_FORECAST:
             return self.exhausts_at is not None
         raise ValueError(f"not a budget rule: {rule!r} (one of {', '.join(BUDGET_RULES)})")
+
+    def resolve_after(self, rule: str) -> float | None:
+        """How long ``rule`` must stay clear before it resolves (None: ``alerting``'s own)."""
+        if rule != SPEND_FORECAST:
+            return None
+        return 0.0 if self.remaining <= 0 else FORECAST_HOLD_S
 
     def threshold(self, rule: str) -> float:
         """The spend (USD) at which ``rule`` holds; for the forecast, the budget itself."""

@@ -306,6 +306,7 @@ class Alerting:
                     rule_id, holder.subject, ALL,
                     rule.severity if use.holds(rule_id) else None, use.summary(rule_id), now,
                     value=use.spent, threshold=use.threshold(rule_id),
+                    resolve_after=use.resolve_after(rule_id),
                 )  # fmt: skip
         self.budgets_at = now
 
