@@ -27,11 +27,12 @@ from llmpulse.alerts.status import says_health
 from llmpulse.alerts.testing import route_examples
 from llmpulse.cli import main
 from llmpulse.config import Config, parse_config
-from llmpulse.config.keys import Period
+from llmpulse.config.keys import Budget, Period, key_digest
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.result import CheckKind, CheckResult, Source, Usage
 from llmpulse.rules import BUDGET_EXHAUSTED, BUDGET_RULES, BUDGET_WARNING, SPEND_FORECAST
 from llmpulse.store import SQLiteStore, open_store
+from llmpulse.store.keys import StoredKey
 from webserve import ServedWeb
 
 HOUR, DAY = 3600.0, 86400.0
@@ -448,3 +449,35 @@ async def test_llmpulse_run_pages_an_exhausted_budget_and_serves_it(sim, receive
     [alice] = body["budgets"]
     assert (alice["name"], alice["spent_usd"], alice["alert_state"]) == ("alice", 12.0, "firing")
     assert alice["exhausts_at"] is None and alice["remaining_usd"] == -2.0
+
+
+def test_run_time_keys_have_budgets_until_revoked(tmp_path: Path, store: SQLiteStore) -> None:
+    config = make_config()
+    daily = Budget(5.0, Period.DAY)
+    store.add_key(StoredKey("robot", key_digest("sk-llmp-robot"), budget=daily, created_at=NOV))
+    # bob's policy in the config (no budget) wins whole over what was stored for him.
+    store.add_key(StoredKey("bob", key_digest("sk-llmp-bob"), budget=daily, created_at=NOV))
+    store.write_results([spent(NOV + i * HOUR, 1.0, key="robot", team=None) for i in range(6)])
+    held = budgets.holders(config, store.stored_keys())
+    assert [(h.subject, h.budget) for h in held] == [
+        ("key:alice", Budget(100.0, Period.MONTH)),
+        ("key:robot", daily),
+        ("team:ml", Budget(50.0, Period.WEEK)),
+    ]
+    leader = Leader(tmp_path, store, config)
+    leader.at(NOV + 6 * HOUR)  # robot: $6 of $5 a day
+    assert {(rule, status) for rule, status, _, _ in leader.pages("key:robot")} == {
+        (BUDGET_WARNING, "firing"),
+        (BUDGET_EXHAUSTED, "firing"),
+    }
+    # Only what held got a record: a hundred thousand quiet keys cost nothing.
+    records = leader.alerting.engine.records.values()
+    assert {r.target for r in records if r.rule in BUDGET_RULES} == {"key:robot"}
+    store.revoke_key("robot", NOV + 7 * HOUR)
+    leader.at(NOV + 7 * HOUR)
+    resolved = [(n.rule, n.summary) for _, n, _ in leader.notices if str(n.status) == "resolved"]
+    assert sorted(resolved) == [
+        (BUDGET_EXHAUSTED, "key robot has no budget any more"),
+        (BUDGET_WARNING, "key robot has no budget any more"),
+    ]
+    leader.state.close()

@@ -27,6 +27,7 @@ from llmpulse.config.keys import DAY_S, Budget
 from llmpulse.rules import BUDGET_EXHAUSTED, BUDGET_RULES, BUDGET_WARNING, SPEND_FORECAST
 from llmpulse.store import Store
 from llmpulse.store.base import CostBy
+from llmpulse.store.keys import StoredKey
 
 Scope = Literal["key", "team"]
 RATE_WINDOWS_S = (DAY_S, 7 * DAY_S)  # the rate is the higher of these two averages
@@ -49,16 +50,19 @@ class Holder:
         return f"{self.scope}:{self.name}"
 
 
-def holders(config: Config) -> list[Holder]:
-    """Every key and team with a budget: the config's gateway keys (including the policies
-    written for run-time keys by name) and its teams. The one place budgets are gathered."""
+def holders(config: Config, stored: Iterable[StoredKey] = ()) -> list[Holder]:
+    """Every key and team with a budget: the config's gateway keys (a policy written for a
+    run-time key by name wins whole over what was stored, as the gateway has it), the ``stored``
+    run-time keys not revoked, and the config's teams. The one place budgets are gathered."""
     gateway = config.gateway
-    if gateway is None:
-        return []
-    keys = {k.name: k.budget for k in gateway.settings.keys if k.budget is not None}
-    teams = {t.name: t.budget for t in gateway.teams if t.budget is not None}
-    return [Holder("key", n, b) for n, b in keys.items()] + [
-        Holder("team", n, b) for n, b in teams.items()
+    written = gateway.settings.keys if gateway is not None else ()
+    keys = {k.name: k.budget for k in written}
+    for s in stored:
+        if s.revoked_at is None and s.name not in keys:
+            keys[s.name] = s.budget
+    teams = gateway.teams if gateway is not None else ()
+    return [Holder("key", n, b) for n, b in keys.items() if b is not None] + [
+        Holder("team", t.name, t.budget) for t in teams if t.budget is not None
     ]
 
 
@@ -94,6 +98,20 @@ def read_spend(store: Store, chosen: Iterable[Holder], now: float) -> dict[str, 
         period = spent(h.scope, h.budget.period.start(now)).get(h.name, 0.0)
         out[h.subject] = Spend(period, day, week)
     return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reading:
+    """Who has a budget and what each spent, read together (the run-time keys change)."""
+
+    holders: list[Holder]
+    spend: dict[str, Spend]
+
+
+def read(store: Store, config: Config, now: float) -> Reading:
+    """The holders (the config's, and the run-time keys the store has now) and their spend."""
+    chosen = holders(config, store.stored_keys())
+    return Reading(chosen, read_spend(store, chosen, now))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -439,11 +439,11 @@ class Daemon:
                     with _logged("spend", self.unreadable):
                         now = time.time()
                         alerting.observe_spend(await asyncio.to_thread(alerting.spend, now), now)
-                if alerting.budget_holders and time.time() - alerting.budgets_at >= BUDGETS_EVERY_S:
+                if time.time() - alerting.budgets_at >= BUDGETS_EVERY_S:
                     with _logged("budgets", self.unreadable):
                         now = time.time()
-                        spend = await asyncio.to_thread(alerting.budget_spend, now)
-                        alerting.observe_budgets(spend, now)
+                        reading = await asyncio.to_thread(alerting.budget_spend, now)
+                        alerting.observe_budgets(reading, now)
                 for name, every, job in jobs:
                     now = time.time()
                     if now - last[name] >= every:

@@ -16,12 +16,11 @@ from llmpulse.web.view import View
 
 def budget_use(view: View, now: float | None = None) -> schemas.Budgets:
     now = time.time() if now is None else now
-    holders = budgets.holders(view.config)
-    spend = budgets.read_spend(view.store, holders, now)
-    records = {r.fingerprint: r for r in view.alert_state.load_records()} if holders else {}
+    reading = budgets.read(view.store, view.config, now)
+    records = {r.fingerprint: r for r in view.alert_state.load_records()} if reading.holders else {}
     out = []
-    for h in holders:
-        use = budgets.Use.of(h, spend[h.subject], now)
+    for h in reading.holders:
+        use = budgets.Use.of(h, reading.spend[h.subject], now)
         alerts = []
         for rule in BUDGET_RULES:
             r = records.get(fingerprint(rule, h.subject))
