@@ -1,7 +1,8 @@
 """Spend alerts and forecasts per gateway key and team (``alerts.budgets``): the alert leader
 judges real stored traffic in compressed time (an injected clock, hourly evaluations over a
-month of results in real SQLite), ``Store.costs`` in SQLite and PostgreSQL, routes and silences,
-``check-config``'s inventory, ``notify test --route`` and ``GET /api/v1/budgets``."""
+month of results in real SQLite), ``Store.costs`` in SQLite and PostgreSQL, routes, silences and
+acknowledgement, run-time keys' budgets, ``check-config``'s inventory, ``notify test --route``,
+``GET /api/v1/budgets`` and ``llmpulse run``'s leader paging through a webhook."""
 
 from __future__ import annotations
 
