@@ -59,9 +59,12 @@ class KeyRing:
         self._config_names = frozenset(k.name for k in self._by_digest.values())
         self._runtime: dict[str, GatewayKey] = {}
         self._shadowed: set[str] = set()  # run-time keys named as config keys, said once
+        # Whether a run-time key was ever stored, revoked ones included: a gateway asked to
+        # check keys stays closed when the last one is revoked (never open to loopback again).
+        self._stored_any = False
 
     def __bool__(self) -> bool:
-        return bool(self._by_digest or self._runtime)
+        return bool(self._by_digest or self._runtime or self._stored_any)
 
     def lookup(self, presented: str) -> GatewayKey | None:
         if not presented:
@@ -84,9 +87,11 @@ class KeyRing:
         return dataclasses.replace(policy, digest=stored.digest)
 
     def load(self, stored: Iterable[StoredKey]) -> None:
-        """Make the unrevoked ``stored`` keys the run-time keys, replacing those before."""
+        """Make the unrevoked ``stored`` keys the run-time keys, replacing those before;
+        ``stored`` holds the revoked ones too (they keep the gateway closed)."""
         runtime = {}
         for s in stored:
+            self._stored_any = True
             if s.revoked_at is not None:
                 continue
             if self.taken(s.name):
@@ -154,6 +159,7 @@ class RunTimeKeys:
         self.ring = ring
         self._store: Store | None = None
         self._opening = threading.Lock()
+        self._refreshing = threading.Lock()
         self._down = False
 
     @property
@@ -195,9 +201,14 @@ class RunTimeKeys:
 
     def refresh(self) -> bool:
         """Load the store's keys into the ring; False (the keys read before kept) when the
-        database cannot be read."""
+        database cannot be read. One refresh at a time (the poll's and an admin request's):
+        a read taken before a change must not be loaded after the read that saw it."""
+        with self._refreshing:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         try:
-            stored = self.store.stored_keys()
+            stored = self.store.stored_keys(revoked=True)
         except database_errors(OSError, RuntimeError) as exc:
             if not self._down:
                 log.warning(
