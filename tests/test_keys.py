@@ -19,7 +19,11 @@ MODELS = [
     {"model_name": "fb-*", "litellm_params": {"model": "openai/fb-*", "api_key": "sk-p"}},
     {"model_name": "openai/*", "litellm_params": {"model": "openai/*", "api_key": "sk-p"}},
 ]
-ENV = {"SEARCH_KEY": "sk-search-secret", "PLAIN_KEY": "sk-plain-secret"}
+ENV = {
+    "SEARCH_KEY": "sk-search-secret",
+    "PLAIN_KEY": "sk-plain-secret",
+    "SAME_KEY": "sk-plain-secret",
+}
 
 
 def gateway(keys: list[Any], **raw: Any):
@@ -134,6 +138,18 @@ def test_bad_key_entries_name_their_path(
     with pytest.raises(ConfigError, match=expected) as info:
         gateway(keys, general_settings=general)
     assert "\n" not in str(info.value).strip()
+
+
+def test_a_plain_key_listed_twice_or_as_the_master_key_still_loads() -> None:
+    """Valid before keys had names: a plain entry repeating a plain or the master key adds
+    nothing and is dropped (one key, the master's powers kept); beside a named key it is
+    still refused, as its policy would be ambiguous."""
+    twice = gateway(["os.environ/PLAIN_KEY", "os.environ/SAME_KEY"])
+    assert [k.digest for k in twice.settings.keys] == [key_digest("sk-plain-secret")]
+    master = gateway(["os.environ/PLAIN_KEY"], general_settings={"master_key": "sk-plain-secret"})
+    assert [(k.name, k.master) for k in master.settings.keys] == [("master", True)]
+    with pytest.raises(ConfigError, match=r"gateway\.keys\[1\]: the same key as 'b'"):
+        gateway([{"name": "b", "key": "os.environ/PLAIN_KEY"}, "os.environ/PLAIN_KEY"])
 
 
 def test_duplicate_or_unprintable_teams_are_refused() -> None:

@@ -730,6 +730,10 @@ def _keys(
                 continue
             digest = key_digest(secret)
             key = GatewayKey(plain_key_name(digest), digest, secret=secret)
+            # Listed twice, or also the master key (valid before keys had names): nothing to
+            # tell apart, so the first stands.
+            if any(o.digest == digest and (o.master or _plain(o)) for o in keys):
+                continue
         for other in keys:
             if other.name == key.name:
                 raise ConfigError(f"{path}.name: {key.name!r} names two keys")
@@ -737,6 +741,11 @@ def _keys(
                 raise ConfigError(f"{path}: the same key as {other.name!r}")
         keys.append(key)
     return tuple(keys)
+
+
+def _plain(key: GatewayKey) -> bool:
+    """Whether ``key`` came from a plain entry (named by its digest, no policy)."""
+    return key.name == plain_key_name(key.digest)
 
 
 def _value(value: str | None, env: Mapping[str, str], path: str) -> str | None:
