@@ -575,3 +575,19 @@ async def test_openai_costs_with_null_amounts_are_read() -> None:
         )
     assert bills[DAYS[0]].total_usd == 0.25
     assert bills[DAYS[0]].models["gpt-4o-2024-08-06"].cost_usd == 0.25
+
+
+def test_a_model_is_measured_for_the_provider_billing_it_only(
+    sim: SimServer, store: SQLiteStore, tmp_path: Path
+) -> None:
+    """LiteLLM configs serve one model from OpenAI and Azure side by side: Azure's spend on it
+    is not on OpenAI's bill, so it is not OpenAI's measure of that model either."""
+    store.write_results([spent(DAYS[0], "azure", OPENAI_MODEL, 7.0)])
+    cfg = config(sim)
+    state = AlertStateStore(tmp_path / "state.db")
+    job = Reconciler(cfg.billing, store, state, cfg.targets, cfg.redactor)
+    total, models = job.measured("openai", DAYS[0])
+    assert total.cost_usd == 4.0
+    assert models[OPENAI_MODEL].cost_usd == 4.0
+    assert models[OPENAI_MODEL].requests == 2
+    state.close()
