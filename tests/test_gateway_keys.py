@@ -375,3 +375,23 @@ def test_a_refresh_that_read_before_a_change_never_undoes_it(tmp_path: Path) -> 
     admin_refresh.join(5)
     keys.close()
     assert keys.ring.lookup(text) is not None
+
+
+def test_a_gateway_that_cannot_read_its_run_time_keys_at_start_is_not_open(
+    sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first read happens before the app serves, so a restart never opens a window without
+    its keys; when that read fails, the gateway asks for a key (only the config's can match)
+    until one succeeds, rather than serving every loopback client."""
+    model = sim_model(sim, **FAST)
+    db = tmp_path / "r.db"
+    key = cli("keys", "create", "svc", "--db", str(db)).stdout.strip()
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE gateway_keys RENAME TO gone")
+    with Served(config_for(sim, model, master=False), results_db=db) as served:
+        assert not works(served, "")
+        assert "until they are read, only the config's keys are accepted" in caplog.text
+        with sqlite3.connect(db) as conn:
+            conn.execute("ALTER TABLE gone RENAME TO gateway_keys")
+        wait_until(lambda: works(served, key), "the keys once readable", 10)
+        assert not works(served, "")

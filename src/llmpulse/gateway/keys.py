@@ -6,7 +6,9 @@ Run-time keys: the store keeps a key's digest and the policy it was created with
 wins whole over what was stored (the file is where policy is reviewed); names of keys written
 in the config (and ``master``) are never a run-time key's. Each replica reads the table every
 ``POLL_S`` seconds in a thread and swaps its run-time keys in one assignment; a database that is
-down leaves the keys it last read in place (said once, and again when it is back).
+down leaves the keys it last read in place (said once, and again when it is back); one that
+has never been read leaves the gateway asking for a key (only the config's can match), never
+serving loopback clients without one.
 """
 
 from __future__ import annotations
@@ -62,9 +64,13 @@ class KeyRing:
         # Whether a run-time key was ever stored, revoked ones included: a gateway asked to
         # check keys stays closed when the last one is revoked (never open to loopback again).
         self._stored_any = False
+        # None: run-time keys are not followed; False: followed, but never read yet (closed:
+        # there may be keys); True: read at least once.
+        self.read: bool | None = None
 
     def __bool__(self) -> bool:
-        return bool(self._by_digest or self._runtime or self._stored_any)
+        unread = self.read is False
+        return bool(self._by_digest or self._runtime or self._stored_any or unread)
 
     def lookup(self, presented: str) -> GatewayKey | None:
         if not presented:
@@ -103,6 +109,7 @@ class KeyRing:
                 continue
             runtime[s.digest] = self.effective(s)
         self._runtime = runtime  # one assignment: a request sees the old keys or the new
+        self.read = True
 
 
 def describe(stored: StoredKey, ring: KeyRing) -> dict[str, Any]:
@@ -210,11 +217,20 @@ class RunTimeKeys:
         try:
             stored = self.store.stored_keys(revoked=True)
         except database_errors(OSError, RuntimeError) as exc:
+            if self.ring.read is None:
+                # Never read: there may be keys, so no loopback client is served without one.
+                self.ring.read = False
             if not self._down:
+                kept = (
+                    "the last read stay in force"
+                    if self.ring.read
+                    else "until they are read, only the config's keys are accepted"
+                )
                 log.warning(
-                    "gateway keys: cannot read the run-time keys (%s); the last read stay in "
-                    "force until the database answers",
+                    "gateway keys: cannot read the run-time keys (%s); %s until the database "
+                    "answers",
                     redact_url(str(exc)),
+                    kept,
                 )
             self._down = True
             self._drop_store()
