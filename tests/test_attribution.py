@@ -342,3 +342,19 @@ def test_metadata_tags_are_read_and_never_sent_on() -> None:
         tr_anthropic.parse_request(
             {"model": "m", "max_tokens": 5, "messages": HI, "metadata": {"tags": [None]}}
         )
+
+
+def test_instrument_leaves_openai_own_string_metadata_tags_alone(sim: SimServer) -> None:
+    """OpenAI's metadata holds strings (with store: true): a ``tags`` string there is the
+    caller's OpenAI metadata, not LiteLLM's tag list, as the gateway reads it too: no label,
+    and no warning on every call."""
+    model = sim_model(sim, **FAST)
+    seen: list[CheckResult] = []
+    client = _instrumented(sim, seen, tags=["svc=api"])
+    client.chat.completions.create(
+        model=model, messages=HI, store=True, metadata={"tags": "nightly"}
+    )
+    recorder_for(client).flush()
+    assert [owner_of(r) for r in seen] == [(None, None, None, ["svc=api"], None)]
+    assert not any("attribution" in w for w in seen[0].warnings), seen[0].warnings
+    recorder_for(client).close()

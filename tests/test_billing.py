@@ -542,3 +542,52 @@ def test_check_config_lists_the_reconciliation(sim: SimServer) -> None:
         ("anthropic", "10% and $0.5", 0.1), ("openai", "10% and $0.5", 0.1),
     ]  # fmt: skip
     assert "last 3 UTC days" in rows[0].detail and "1h after it ends" in rows[0].detail
+
+
+async def test_openai_costs_with_null_amounts_are_read() -> None:
+    """openai-python types a cost result's ``amount`` and its ``value``/``currency`` as
+    optional: a null is no cost, never a day that cannot be read."""
+    start = int(datetime(2026, 11, 5, tzinfo=UTC).timestamp())
+    costs = {
+        "object": "page",
+        "data": [{"object": "bucket", "start_time": start, "end_time": start + 86400, "results": [
+            {"object": "organization.costs.result", "amount": {"value": None, "currency": None}, "line_item": "gpt-4o-2024-08-06, input"},
+            {"object": "organization.costs.result", "amount": None, "line_item": "gpt-4o-2024-08-06, output"},
+            {"object": "organization.costs.result", "amount": {"value": 0.25, "currency": "usd"}, "line_item": "gpt-4o-2024-08-06, output"},
+        ]}],
+        "has_more": False,
+        "next_page": None,
+    }  # fmt: skip
+    usage = {"object": "page", "data": [], "has_more": False, "next_page": None}
+
+    def answer(page: Any) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response(page)
+
+        return handler
+
+    app = web.Application()
+    app.router.add_get("/v1/organization/costs", answer(costs))
+    app.router.add_get("/v1/organization/usage/completions", answer(usage))
+    async with serving(app) as base, aiohttp.ClientSession() as session:
+        bills = await read_bill(
+            session, BillingSource("openai", OPENAI_ADMIN, base), DAYS[0], DAYS[1], Redactor()
+        )
+    assert bills[DAYS[0]].total_usd == 0.25
+    assert bills[DAYS[0]].models["gpt-4o-2024-08-06"].cost_usd == 0.25
+
+
+def test_a_model_is_measured_for_the_provider_billing_it_only(
+    sim: SimServer, store: SQLiteStore, tmp_path: Path
+) -> None:
+    """LiteLLM configs serve one model from OpenAI and Azure side by side: Azure's spend on it
+    is not on OpenAI's bill, so it is not OpenAI's measure of that model either."""
+    store.write_results([spent(DAYS[0], "azure", OPENAI_MODEL, 7.0)])
+    cfg = config(sim)
+    state = AlertStateStore(tmp_path / "state.db")
+    job = Reconciler(cfg.billing, store, state, cfg.targets, cfg.redactor)
+    total, models = job.measured("openai", DAYS[0])
+    assert total.cost_usd == 4.0
+    assert models[OPENAI_MODEL].cost_usd == 4.0
+    assert models[OPENAI_MODEL].requests == 2
+    state.close()

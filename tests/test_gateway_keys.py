@@ -31,7 +31,8 @@ HI = [{"role": "user", "content": "hi"}]
 
 def works(served: Served, key: str) -> bool:
     """Whether the gateway accepts ``key`` (asked where no model is called)."""
-    status = httpx.get(f"{served.url}/v1/models", headers={"authorization": f"Bearer {key}"}).status_code  # fmt: skip
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    status = httpx.get(f"{served.url}/v1/models", headers=headers).status_code
     assert status in (200, 401), status
     return status == 200
 
@@ -317,3 +318,80 @@ def test_cli_refuses_bad_keys_in_one_line(tmp_path: Path) -> None:
     assert again.exit_code == 1 and "exists" in again.output
     assert cli("keys", "revoke", "nobody", "--db", db).exit_code == 1
     assert cli("keys", "rotate", "nobody", "--db", db).exit_code == 1
+
+
+def test_a_loopback_gateway_that_took_keys_up_stays_closed_when_they_are_revoked(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    """With no key in the config a loopback gateway serves anyone; once run-time keys exist it
+    asks for one. Revoking the last of them must not open it again (a reverse proxy on the
+    same host makes every client loopback), here or after a restart."""
+    model = sim_model(sim, **FAST)
+    db = tmp_path / "r.db"
+    config = config_for(sim, model, master=False)
+    with Served(config, results_db=db) as served:
+        assert works(served, "")  # no keys anywhere: loopback clients are served
+        made = cli("keys", "create", "only", "--db", str(db))
+        key = made.stdout.strip()
+        wait_until(lambda: works(served, key) and not works(served, ""), "the key to close it", 10)
+        assert cli("keys", "revoke", "only", "--db", str(db)).exit_code == 0
+        wait_until(lambda: not works(served, key), "the revocation", 10)
+        time.sleep(2.5)  # another poll
+        assert not works(served, "")
+    with Served(config, results_db=db) as served:
+        assert not works(served, "")
+
+
+def test_a_refresh_that_read_before_a_change_never_undoes_it(tmp_path: Path) -> None:
+    """The poll and an admin request refresh in two threads: a read taken before a key was
+    created (or revoked, or rotated) must not be loaded after the read that saw the change."""
+    import threading
+
+    from llmpulse.config.keys import KeyConfig
+    from llmpulse.gateway.keys import KeyRing, RunTimeKeys
+
+    keys = RunTimeKeys(tmp_path / "r.db", KeyRing(()))
+    store = keys.store
+    read = store.stored_keys
+    first_read, release = threading.Event(), threading.Event()
+
+    def slow_poll_read(**kw: Any) -> Any:
+        rows = read(**kw)
+        if threading.current_thread().name == "poll":
+            first_read.set()
+            release.wait(5)
+        return rows
+
+    store.stored_keys = slow_poll_read  # type: ignore[method-assign]
+    poll = threading.Thread(target=keys.refresh, name="poll")
+    poll.start()
+    assert first_read.wait(5)
+    text, _ = keys.create(KeyConfig(name="fresh"), time.time())
+    admin_refresh = threading.Thread(target=keys.refresh, name="admin")
+    admin_refresh.start()
+    time.sleep(0.3)  # the admin request's refresh has run (or waits for the poll's)
+    release.set()
+    poll.join(5)
+    admin_refresh.join(5)
+    keys.close()
+    assert keys.ring.lookup(text) is not None
+
+
+def test_a_gateway_that_cannot_read_its_run_time_keys_at_start_is_not_open(
+    sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first read happens before the app serves, so a restart never opens a window without
+    its keys; when that read fails, the gateway asks for a key (only the config's can match)
+    until one succeeds, rather than serving every loopback client."""
+    model = sim_model(sim, **FAST)
+    db = tmp_path / "r.db"
+    key = cli("keys", "create", "svc", "--db", str(db)).stdout.strip()
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE gateway_keys RENAME TO gone")
+    with Served(config_for(sim, model, master=False), results_db=db) as served:
+        assert not works(served, "")
+        assert "until they are read, only the config's keys are accepted" in caplog.text
+        with sqlite3.connect(db) as conn:
+            conn.execute("ALTER TABLE gone RENAME TO gateway_keys")
+        wait_until(lambda: works(served, key), "the keys once readable", 10)
+        assert not works(served, "")

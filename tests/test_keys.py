@@ -19,7 +19,11 @@ MODELS = [
     {"model_name": "fb-*", "litellm_params": {"model": "openai/fb-*", "api_key": "sk-p"}},
     {"model_name": "openai/*", "litellm_params": {"model": "openai/*", "api_key": "sk-p"}},
 ]
-ENV = {"SEARCH_KEY": "sk-search-secret", "PLAIN_KEY": "sk-plain-secret"}
+ENV = {
+    "SEARCH_KEY": "sk-search-secret",
+    "PLAIN_KEY": "sk-plain-secret",
+    "SAME_KEY": "sk-plain-secret",
+}
 
 
 def gateway(keys: list[Any], **raw: Any):
@@ -134,6 +138,18 @@ def test_bad_key_entries_name_their_path(
     with pytest.raises(ConfigError, match=expected) as info:
         gateway(keys, general_settings=general)
     assert "\n" not in str(info.value).strip()
+
+
+def test_a_plain_key_listed_twice_or_as_the_master_key_still_loads() -> None:
+    """Valid before keys had names: a plain entry repeating a plain or the master key adds
+    nothing and is dropped (one key, the master's powers kept); beside a named key it is
+    still refused, as its policy would be ambiguous."""
+    twice = gateway(["os.environ/PLAIN_KEY", "os.environ/SAME_KEY"])
+    assert [k.digest for k in twice.settings.keys] == [key_digest("sk-plain-secret")]
+    master = gateway(["os.environ/PLAIN_KEY"], general_settings={"master_key": "sk-plain-secret"})
+    assert [(k.name, k.master) for k in master.settings.keys] == [("master", True)]
+    with pytest.raises(ConfigError, match=r"gateway\.keys\[1\]: the same key as 'b'"):
+        gateway([{"name": "b", "key": "os.environ/PLAIN_KEY"}, "os.environ/PLAIN_KEY"])
 
 
 def test_duplicate_or_unprintable_teams_are_refused() -> None:
@@ -259,3 +275,28 @@ def test_the_ring_takes_run_time_keys_with_config_policy_first(
     assert ring.lookup("sk-pol") is None and ring.lookup("sk-free") is not None
     assert caplog.text.count("is refused") == 2  # said once per name
     assert ring.taken("master") and ring.taken(plain) and not ring.taken("pol")
+
+
+def test_a_key_may_name_a_group_the_gateway_skips_as_fallbacks_and_aliases_may() -> None:
+    """A LiteLLM file's Bedrock or embedding group loads, skipped; a key listing it among its
+    models must not refuse the whole file (fallbacks and aliases naming it are only dropped).
+    The name stays in the key's models, so it widens nothing: it just allows nothing served."""
+    skipped = [
+        {"model_name": "claude-bedrock", "litellm_params": {"model": "bedrock/anthropic.claude-3"}},
+        {"model_name": "embed", "litellm_params": {"model": "openai/text-embedding-3-small", "api_key": "sk-p"}, "model_info": {"mode": "embedding"}},
+    ]  # fmt: skip
+    doc = {
+        "model_list": MODELS + skipped,
+        "gateway": {"keys": [{"name": "k", "models": ["claude-bedrock"]}, {"name": "j", "models": ["chat", "embed"]}]},
+    }  # fmt: skip
+    config = parse_gateway(doc, env=ENV)
+    assert config is not None
+    k, j = config.settings.keys
+    assert k.models == ("claude-bedrock",) and not k.allows("chat")
+    assert j.models == ("chat", "embed")
+    assert any(
+        "gateway.keys[0].models[0]" in w and "gateway.keys[1].models[1]" in w
+        for w in config.warnings
+    ), config.warnings
+    with pytest.raises(ConfigError, match=r"gateway\.keys\[0\]\.models\[0\]: 'nope' names no"):
+        parse_gateway({**doc, "gateway": {"keys": [{"name": "k", "models": ["nope"]}]}}, env=ENV)

@@ -414,6 +414,8 @@ def _owner(body: Any, headers: Any, provider: str, defaults: Owner) -> tuple[Own
         metadata = metadata if isinstance(metadata, dict) else {}
         user = metadata.get("user_id") if provider == "anthropic" else body.get("user")
         tags = metadata.get("tags") or ()
+        if isinstance(tags, str) and provider != "anthropic" and body.get("store") is True:
+            tags = ()  # OpenAI's own metadata (strings, with store): not LiteLLM's list
     try:
         return read_owner(
             user=user,

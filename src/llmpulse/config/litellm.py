@@ -42,7 +42,8 @@ naming key paths, never a value):
   that is not a chat model (``model_info.mode: embedding``, ...) is skipped, its settings unread
   beyond ``model_name``, ``litellm_params.model`` and ``model_info.mode``; only a file with
   nothing left to serve is refused (``GatewayConfig.nothing_to_serve``). A fallback or alias
-  naming only skipped deployments is dropped; one naming nothing at all is still a typo, refused.
+  naming only skipped deployments is dropped (a key's ``models`` entry is kept, allowing nothing
+  served); one naming nothing at all is still a typo, refused.
 - An ``azure/`` deployment LiteLLM would authenticate with Microsoft Entra ID (``azure_ad_token``,
   a client secret, a username and password, ``enable_azure_ad_token_refresh``: ``_ENTRA_ID``)
   is skipped too, llmpulse not implementing it, unless LiteLLM would use its key.
@@ -64,6 +65,7 @@ wrong raise ``ConfigError`` naming their key path. Keys never appear in errors o
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import json
 from collections.abc import Mapping
@@ -412,6 +414,7 @@ class _Notes:
     unknown_provider: list[str] = dataclasses.field(default_factory=list)
     unsupported_auth: list[str] = dataclasses.field(default_factory=list)
     dropped: list[str] = dataclasses.field(default_factory=list)
+    skipped_models: list[str] = dataclasses.field(default_factory=list)
     azure_default: list[str] = dataclasses.field(default_factory=list)
     keyless: list[str] = dataclasses.field(default_factory=list)
     no_key: list[str] = dataclasses.field(default_factory=list)
@@ -428,6 +431,10 @@ class _Notes:
             ),
             ("skipping deployments with an auth method not supported", self.unsupported_auth),
             ("ignoring fallbacks and aliases that name only skipped deployments", self.dropped),
+            (
+                "keys' models that name only skipped deployments allow nothing there",
+                self.skipped_models,
+            ),
             (f"{azure} (LiteLLM's default)", self.azure_default),
             ("deployments without an API key answer 401 until it is set", self.keyless),
             (
@@ -516,7 +523,7 @@ def parse_gateway(
     )
     config = _served_references(config, parsed, skipped_groups, where, notes)
     config = dataclasses.replace(config, teams=_teams(raw.get("teams"), where))
-    _key_models(config, parsed.gateway.keys, where)
+    _key_models(config, parsed.gateway.keys, skipped_groups, where, notes)
     config = dataclasses.replace(config, warnings=notes.warnings())
     config.auth_warning(accept_unenforced_auth, where)
     return config
@@ -700,14 +707,25 @@ class _Teams(BaseModel):
     teams: list[TeamConfig]
 
 
-def _key_models(config: GatewayConfig, entries: list[Any], where: str) -> None:
+def _key_models(
+    config: GatewayConfig, entries: list[Any], skipped: set[str], where: str, notes: _Notes
+) -> None:
     """A key's ``models`` must each name something served (``GatewayConfig.serves``): a typo
-    would otherwise lock the key out of what it was meant to use, silently. Read from the
+    would otherwise lock the key out of what it was meant to use, silently. One naming only
+    skipped deployments is said, as fallbacks and aliases naming them are, and kept: it allows
+    nothing served (dropped, it could leave the key allowed every group). Read from the
     entries as written, so the path is right whether or not the keys themselves were read."""
     for i, entry in enumerate(entries):
         for j, glob in enumerate(entry.models if isinstance(entry, KeyConfig) else ()):
-            if not config.serves(glob):
-                raise ConfigError(f"{where}gateway.keys[{i}].models[{j}]: {config.no_group(glob)}")
+            if config.serves(glob):
+                continue
+            path = f"gateway.keys[{i}].models[{j}]"
+            if any(fnmatch.fnmatchcase(g, glob) for g in skipped) or any(
+                group_pattern(g).fullmatch(glob) for g in skipped if "*" in g
+            ):
+                notes.skipped_models.append(f"{path} ({glob!r})")
+                continue
+            raise ConfigError(f"{where}{path}: {config.no_group(glob)}")
 
 
 def _keys(
@@ -730,6 +748,10 @@ def _keys(
                 continue
             digest = key_digest(secret)
             key = GatewayKey(plain_key_name(digest), digest, secret=secret)
+            # Listed twice, or also the master key (valid before keys had names): nothing to
+            # tell apart, so the first stands.
+            if any(o.digest == digest and (o.master or _plain(o)) for o in keys):
+                continue
         for other in keys:
             if other.name == key.name:
                 raise ConfigError(f"{path}.name: {key.name!r} names two keys")
@@ -737,6 +759,11 @@ def _keys(
                 raise ConfigError(f"{path}: the same key as {other.name!r}")
         keys.append(key)
     return tuple(keys)
+
+
+def _plain(key: GatewayKey) -> bool:
+    """Whether ``key`` came from a plain entry (named by its digest, no policy)."""
+    return key.name == plain_key_name(key.digest)
 
 
 def _value(value: str | None, env: Mapping[str, str], path: str) -> str | None:

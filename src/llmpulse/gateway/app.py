@@ -19,7 +19,8 @@ daemon's probe results, fed to the selector and to ``record``. With ``gateway.re
 replicas share breakers, cool-downs, usage and latency through Redis (``gateway.shared``).
 
 Clients authenticate with a gateway key (``Authorization: Bearer`` or ``x-api-key``), looked up
-by its digest; provider keys stay in the gateway. With no key configured or created, only
+by its digest; provider keys stay in the gateway. With no key configured or ever created
+(revoked run-time keys count: revoking the last one never opens the gateway), only
 loopback clients are served (``gateway.server`` also binds loopback only then). A key whose
 ``models`` allow neither the model asked for nor the group it names gets 403 before any
 upstream call. Errors have the status and JSON shape of the protocol called, so each SDK

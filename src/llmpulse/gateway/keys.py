@@ -6,7 +6,9 @@ Run-time keys: the store keeps a key's digest and the policy it was created with
 wins whole over what was stored (the file is where policy is reviewed); names of keys written
 in the config (and ``master``) are never a run-time key's. Each replica reads the table every
 ``POLL_S`` seconds in a thread and swaps its run-time keys in one assignment; a database that is
-down leaves the keys it last read in place (said once, and again when it is back).
+down leaves the keys it last read in place (said once, and again when it is back); one that
+has never been read leaves the gateway asking for a key (only the config's can match), never
+serving loopback clients without one.
 """
 
 from __future__ import annotations
@@ -59,9 +61,16 @@ class KeyRing:
         self._config_names = frozenset(k.name for k in self._by_digest.values())
         self._runtime: dict[str, GatewayKey] = {}
         self._shadowed: set[str] = set()  # run-time keys named as config keys, said once
+        # Whether a run-time key was ever stored, revoked ones included: a gateway asked to
+        # check keys stays closed when the last one is revoked (never open to loopback again).
+        self._stored_any = False
+        # None: run-time keys are not followed; False: followed, but never read yet (closed:
+        # there may be keys); True: read at least once.
+        self.read: bool | None = None
 
     def __bool__(self) -> bool:
-        return bool(self._by_digest or self._runtime)
+        unread = self.read is False
+        return bool(self._by_digest or self._runtime or self._stored_any or unread)
 
     def lookup(self, presented: str) -> GatewayKey | None:
         if not presented:
@@ -84,9 +93,11 @@ class KeyRing:
         return dataclasses.replace(policy, digest=stored.digest)
 
     def load(self, stored: Iterable[StoredKey]) -> None:
-        """Make the unrevoked ``stored`` keys the run-time keys, replacing those before."""
+        """Make the unrevoked ``stored`` keys the run-time keys, replacing those before;
+        ``stored`` holds the revoked ones too (they keep the gateway closed)."""
         runtime = {}
         for s in stored:
+            self._stored_any = True
             if s.revoked_at is not None:
                 continue
             if self.taken(s.name):
@@ -98,6 +109,7 @@ class KeyRing:
                 continue
             runtime[s.digest] = self.effective(s)
         self._runtime = runtime  # one assignment: a request sees the old keys or the new
+        self.read = True
 
 
 def describe(stored: StoredKey, ring: KeyRing) -> dict[str, Any]:
@@ -154,6 +166,7 @@ class RunTimeKeys:
         self.ring = ring
         self._store: Store | None = None
         self._opening = threading.Lock()
+        self._refreshing = threading.Lock()
         self._down = False
 
     @property
@@ -195,15 +208,29 @@ class RunTimeKeys:
 
     def refresh(self) -> bool:
         """Load the store's keys into the ring; False (the keys read before kept) when the
-        database cannot be read."""
+        database cannot be read. One refresh at a time (the poll's and an admin request's):
+        a read taken before a change must not be loaded after the read that saw it."""
+        with self._refreshing:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         try:
-            stored = self.store.stored_keys()
+            stored = self.store.stored_keys(revoked=True)
         except database_errors(OSError, RuntimeError) as exc:
+            if self.ring.read is None:
+                # Never read: there may be keys, so no loopback client is served without one.
+                self.ring.read = False
             if not self._down:
+                kept = (
+                    "the last read stay in force"
+                    if self.ring.read
+                    else "until they are read, only the config's keys are accepted"
+                )
                 log.warning(
-                    "gateway keys: cannot read the run-time keys (%s); the last read stay in "
-                    "force until the database answers",
+                    "gateway keys: cannot read the run-time keys (%s); %s until the database "
+                    "answers",
                     redact_url(str(exc)),
+                    kept,
                 )
             self._down = True
             self._drop_store()

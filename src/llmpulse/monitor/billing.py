@@ -27,7 +27,7 @@ from llmpulse.config.billing import BillingSource
 from llmpulse.providers.billing import ReportError, read_bill
 from llmpulse.rules import Severity
 from llmpulse.secrets import Redactor
-from llmpulse.store import Store
+from llmpulse.store import ResultFilter, Store
 from llmpulse.target import Target
 
 log = logging.getLogger(__name__)
@@ -143,10 +143,12 @@ class Reconciler:
                 total += _measured(row.cost_usd, row.requests, row.input_tokens, row.output_tokens)
         models: dict[str, Measured] = {}
         names = self.models.get(provider, set())
-        for row in self.store.costs("model", start, end):
-            if row.name in names:
-                m = _measured(row.cost_usd, row.requests, row.input_tokens, row.output_tokens)
-                models[row.name] = models.get(row.name, Measured()) + m
+        # This provider's results only: one model is often served by two (OpenAI and Azure).
+        mine = ResultFilter(provider=provider)
+        for (_, name), t in self.store.totals(start, end, by="model", where=mine).items():
+            if name in names:
+                m = _measured(t.cost_usd, t.total, t.input_tokens, t.output_tokens)
+                models[name] = models.get(name, Measured()) + m
         return total, models
 
 

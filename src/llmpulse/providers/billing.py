@@ -130,7 +130,8 @@ async def _openai(reader: _Reader, first: date, end: date, bills: dict[date, Day
         currency = amount.get("currency")
         if currency is not None and str(currency).lower() != "usd":
             raise ReportError(ErrorClass.PROTOCOL, f"a cost in {currency!r}, not USD")
-        value = _number(amount.get("value", 0), "amount.value")
+        # openai-python types value (and currency) as optional: null is no cost.
+        value = _number(amount.get("value") or 0, "amount.value")
         line_item = _field(result, "line_item", str, required=False) or "unattributed"
         # "gpt-4o-2024-08-06, input_tokens": the model, then what of it was billed.
         bills[day].model(reader.name(line_item.split(", ", 1)[0])).cost_usd += value
