@@ -3,8 +3,10 @@
 ``results`` gains the gateway key's name, its team, the end user, the tags (a JSON list of
 strings) and the session id; all are NULL for probes and for every result from before.
 ``spend_daily`` holds one row per UTC day, source and owner (``dimension`` key, team, user,
-tag, model or provider; ``name`` the owner, ``other`` for users and tags past the day's top N),
-so 30-day reports read a few thousand rows instead of every request.
+tag, model or provider; ``name`` the owner, ``""`` for results naming none; ``other`` = 1 on the
+one row per day summing the users or tags past the day's top N), so 30-day reports read a few
+thousand rows instead of every request. ``rollup_state.spend_watermark_ts``: days before it
+are in ``spend_daily``.
 
 Revision ID: 0004
 Revises: 0003
@@ -31,10 +33,12 @@ def upgrade() -> None:
         sa.Column("source", sa.Text, nullable=False),
         sa.Column("dimension", sa.Text, nullable=False),
         sa.Column("name", sa.Text, nullable=False),
+        sa.Column("other", sa.SmallInteger, nullable=False),
         sa.Column("requests", sa.BigInteger, nullable=False),
         sa.Column("cost_requests", sa.BigInteger, nullable=False),
         sa.Column("cost_usd", sa.Float, nullable=False),
         sa.Column("input_tokens", sa.BigInteger, nullable=False),
         sa.Column("output_tokens", sa.BigInteger, nullable=False),
-        sa.PrimaryKeyConstraint("dimension", "day", "source", "name"),
+        sa.PrimaryKeyConstraint("dimension", "day", "source", "other", "name"),
     )
+    op.add_column("rollup_state", sa.Column("spend_watermark_ts", sa.Float, nullable=True))
