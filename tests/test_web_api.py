@@ -759,3 +759,22 @@ def test_costs_range_limit_and_bad_parameters(client: httpx.Client, site: Any) -
         "/api/v1/costs", params={"by": "key", "from": "2024-01-01T00:00:00Z", "to": "2026-01-01"}
     )
     assert long.status_code == 400 and "400 days" in long.json()["detail"]
+
+
+def test_metrics_spend_by_key_and_team_match_the_cost_report(client: httpx.Client) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/metrics").text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    midnight = datetime.fromtimestamp(time.time() // 86400 * 86400, UTC).isoformat()
+    for by in ("key", "team"):
+        report = get(client, "/api/v1/costs", by=by, **{"from": midnight})
+        want = {(r["name"] or "", r["source"]): r["cost_usd"] for r in report["rows"]}
+        got = {
+            (s.labels[f"llmpulse_{by}"], s.labels["source"]): s.value
+            for s in samples
+            if s.name == f"llmpulse_{by}_spend_usd_total"
+        }
+        assert got == pytest.approx(want) and want, by
+    # Users and tags are left to the API: their label sets are unbounded.
+    assert "alice" not in text and "feature=search" not in text
