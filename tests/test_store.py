@@ -557,7 +557,8 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
         "ALTER TABLE rollups_hourly DROP COLUMN context_sketch;"
         "ALTER TABLE rollups_hourly DROP COLUMN context_max;"
         "DROP INDEX results_key_ts; DROP INDEX results_team_ts; DROP TABLE spend_daily;"
-        "ALTER TABLE rollup_state DROP COLUMN spend_watermark_ts;"
+        "ALTER TABLE rollup_state DROP COLUMN spend_watermark_ts; DROP TABLE spend_hourly;"
+        "ALTER TABLE rollup_state DROP COLUMN spend_hour_watermark_ts;"
         + "".join(
             f"ALTER TABLE results DROP COLUMN {c};"
             for c in ("key_name", "team", "end_user", "tags", "session_id")
@@ -930,7 +931,9 @@ def test_rollups_from_before_context_utilization_keep_their_rows(backend):
     backend.sql("DROP INDEX results_key_ts")
     backend.sql("DROP INDEX results_team_ts")
     backend.sql("DROP TABLE spend_daily")
+    backend.sql("DROP TABLE spend_hourly")
     backend.sql("ALTER TABLE rollup_state DROP COLUMN spend_watermark_ts")
+    backend.sql("ALTER TABLE rollup_state DROP COLUMN spend_hour_watermark_ts")
     for column in ("key_name", "team", "end_user", "tags", "session_id"):
         backend.sql(f"ALTER TABLE results DROP COLUMN {column}")
     backend.sql("UPDATE alembic_version SET version_num = '0002'")
@@ -1117,6 +1120,9 @@ def test_spend_rollup_reports_what_raw_results_do(backend):
         store.rollup(now)
         (days,) = backend.sql("SELECT count(DISTINCT day) FROM spend_daily")[0]
         assert days == 3  # the complete days only
+        # Today's whole hours, with every name: a report reads at most an hour of raw rows.
+        hours = backend.sql("SELECT min(hour), max(hour), count(DISTINCT hour) FROM spend_hourly")
+        assert hours == [(T0 + 3 * DAY, T0 + 3 * DAY + 13 * 3600, 14)]
         for by in COST_BY:
             for lo, hi in ranges:
                 for source in (None, "traffic", "probe"):
@@ -1160,6 +1166,24 @@ def test_spend_rollup_day_boundaries_and_late_results(backend):
         assert backend.sql(
             f"SELECT cost_usd FROM spend_daily WHERE dimension = 'key' AND day = {T0}"
         ) == [(9.0,)]
+        # Today so far is rolled up per hour; a late result changes its hour too.
+        today = midnight + DAY
+        store.write_results([at(today + 30, source=Source.TRAFFIC, key_name="k", cost_usd=16.0)])
+        store.rollup(today + 7200)
+        hourly = "SELECT hour, cost_usd FROM spend_hourly WHERE dimension = 'key' ORDER BY hour"
+        assert backend.sql(hourly) == [(today, 16.0)]
+        store.write_results([at(today + 40, source=Source.TRAFFIC, key_name="k", cost_usd=32.0)])
+        store.rollup(today + 7260)
+        assert backend.sql(hourly) == [(today, 48.0)]
+        assert [(r.name, r.cost_usd) for r in store.costs("key", today, today + 7200)] == [
+            ("k", 48.0)
+        ]
+        # Once the day is rolled up, its hours go.
+        store.rollup(today + DAY)
+        assert backend.sql(hourly) == []
+        assert [(r.name, r.cost_usd) for r in store.costs("key", today, today + DAY)] == [
+            ("k", 48.0)
+        ]
         # Idempotent: rolling up again changes nothing.
         store.rollup(midnight + DAY + 60)
         (n,) = backend.sql("SELECT count(*) FROM spend_daily")[0]

@@ -287,13 +287,20 @@ class SQLStore(Store, Generic[C]):
         if by not in COST_BY:
             raise ValueError(f"cannot report costs by {by!r}")  # spliced into SQL
         with self._reading() as conn:
-            rolled_until, pruned_before = one(
-                conn, "SELECT spend_watermark_ts, pruned_before FROM rollup_state"
+            rolled_until, hours_until, pruned_before = one(
+                conn,
+                "SELECT spend_watermark_ts, spend_hour_watermark_ts, pruned_before "
+                "FROM rollup_state",
             )
             days, raw, lo, hi = cost_plan(start_ts, end_ts, rolled_until, pruned_before)
+            hours, raw = _hour_spans(raw, rolled_until, hours_until)
             fetched: list[tuple[Any, ...]] = []
             if days is not None:
-                sql, args = _rolled_spend_sql(by, days, source)
+                sql, args = _rolled_spend_sql(by, "spend_daily", "day", "day", days, source)
+                fetched += conn.all(sql, args)
+            for span in hours:
+                day = self.dialect.bucket("hour", DAY)
+                sql, args = _rolled_spend_sql(by, "spend_hourly", "hour", day, span, source)
                 fetched += conn.all(sql, args)
             for a, b in raw:
                 sql, args = self._raw_spend_sql(by, a, b, source)
@@ -346,17 +353,22 @@ class SQLStore(Store, Generic[C]):
         )
         return sql, args
 
-    def _rollup_spend(self, conn: Conn, day: int, top_n: int) -> None:
-        """Write one UTC day's rows of ``spend_daily``, in place of any there were."""
-        conn.run("DELETE FROM spend_daily WHERE day = ?", (day,))
+    def _rollup_spend(
+        self, conn: Conn, table: str, start: int, period: int, top_n: int | None
+    ) -> None:
+        """Write one period's rows of ``table`` (``spend_daily``: a UTC day, users and tags
+        bounded to the top ``top_n``; ``spend_hourly``: an hour, every name), in place of
+        any there were."""
+        time_col = "day" if table == "spend_daily" else "hour"
+        conn.run(f"DELETE FROM {table} WHERE {time_col} = ?", (start,))
         for dimension in SPEND_DIMENSIONS:
-            raw, args = self._raw_spend_sql(dimension, day, day + DAY, None)
+            raw, args = self._raw_spend_sql(dimension, start, start + period, None)
             sums = (
                 "CAST(sum(requests) AS BIGINT), CAST(sum(cost_requests) AS BIGINT), "
                 "CAST(sum(cost_usd) AS DOUBLE PRECISION), CAST(sum(input_tokens) AS BIGINT), "
                 "CAST(sum(output_tokens) AS BIGINT)"
             )
-            if dimension in RANKED_DIMENSIONS:
+            if top_n is not None and dimension in RANKED_DIMENSIONS:
                 # The day's top N owners per source by name, the rest as one "other" row; no
                 # owner (NULL) is a row of its own, never ranked.
                 past = "rk > ?"
@@ -372,14 +384,15 @@ class SQLStore(Store, Generic[C]):
                     f"CASE WHEN {past} THEN 1 ELSE 0 END, {sums} FROM ({ranked}) AS r "
                     "GROUP BY 2, 4, 5"
                 )
-                args = [day, top_n, top_n, *args]
+                args = [start, top_n, top_n, *args]
             else:
                 select = (
                     f"SELECT CAST(? AS DOUBLE PRECISION), source, '{dimension}', "
                     f"coalesce(name, ''), 0, {sums} FROM ({raw}) AS g GROUP BY 2, 4"
                 )
-                args = [day, *args]
-            conn.run(f"INSERT INTO spend_daily ({_SPEND_COLUMNS}) {select}", args)
+                args = [start, *args]
+            columns = _SPEND_COLUMNS.replace("day", time_col, 1)
+            conn.run(f"INSERT INTO {table} ({columns}) {select}", args)
 
     def latest_results(
         self, limit: int = 100, *, where: ResultFilter = ALL_RESULTS
@@ -532,10 +545,10 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
         cutoff = math.floor(until_ts / MINUTE) * MINUTE
         written = 0
         with self._write_lock, self._writing() as conn:
-            watermark, last_id, pruned_before, coarse, spent = one(
+            watermark, last_id, pruned_before, coarse, spent_days, spent_hours = one(
                 conn,
                 "SELECT watermark_ts, last_id, pruned_before, coarse_watermark_ts, "
-                "spend_watermark_ts FROM rollup_state",
+                "spend_watermark_ts, spend_hour_watermark_ts FROM rollup_state",
             )
             max_id = one(conn, "SELECT coalesce(max(id), 0) FROM results")[0]
             backfill: list[tuple[int, int]] = []
@@ -574,13 +587,13 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
                 for lo, hi in _runs(complete, p):
                     for a, b in _chunks(lo, hi, max(p, _ROLLUP_CHUNK_S)):
                         self._rollup_tier(conn, below, tier, a, b)
-            spent = self._rollup_spend_days(
-                conn, ranges, watermark, spent, pruned_before, spend_top_n
+            spent_days, spent_hours = self._rollup_spend_days(
+                conn, ranges, watermark, (spent_days, spent_hours), pruned_before, spend_top_n
             )
             conn.run(
                 "UPDATE rollup_state SET watermark_ts = ?, last_id = ?, coarse_watermark_ts = ?, "
-                "spend_watermark_ts = ?",
-                (watermark, max_id, watermark, spent),
+                "spend_watermark_ts = ?, spend_hour_watermark_ts = ?",
+                (watermark, max_id, watermark, spent_days, spent_hours),
             )
         return written
 
@@ -589,14 +602,38 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
         conn: Conn,
         changed: list[tuple[int, int]],
         watermark: float,
+        spent: tuple[float | None, float | None],
+        pruned_before: float | None,
+        top_n: int,
+    ) -> tuple[int, int]:
+        """Roll up the daily spend of the UTC days completed since the spend watermark (from
+        the first whole day of raw results on the first call) and of the rolled-up days whose
+        minutes ``changed`` (late results), unless pruning has removed part of their raw rows;
+        then the hourly spend of the hours completed since the hourly watermark in the days
+        not rolled up (and of those hours that ``changed``), dropping the hours of the days
+        now rolled up. Returns the new daily and hourly watermarks."""
+        days = self._rollup_spend_whole_days(
+            conn, changed, watermark, spent[0], pruned_before, top_n
+        )
+        done = _floor(watermark, HOUR)
+        start = max(days, int(spent[1] if spent[1] is not None else days))
+        late = {h for lo, hi in changed for h in range(_floor(lo, HOUR), hi, HOUR)}
+        late = {h for h in late if days <= h < start}
+        for hour in sorted(late) + list(range(start, done, HOUR)):
+            self._rollup_spend(conn, "spend_hourly", hour, HOUR, None)
+        if spent[0] is None or days > spent[0]:
+            conn.run("DELETE FROM spend_hourly WHERE hour < ?", (days,))
+        return days, max(start, done)
+
+    def _rollup_spend_whole_days(
+        self,
+        conn: Conn,
+        changed: list[tuple[int, int]],
+        watermark: float,
         spent: float | None,
         pruned_before: float | None,
         top_n: int,
     ) -> int:
-        """Roll up the daily spend of the UTC days completed since ``spent`` (the spend
-        watermark; from the first whole day of raw results on the first call) and of the
-        rolled-up days whose minutes ``changed`` (late results), unless pruning has removed
-        part of their raw rows. Returns the new spend watermark."""
         done = _floor(watermark, DAY)
         if spent is None:
             first = one(conn, "SELECT min(ts) FROM results")[0]
@@ -608,7 +645,7 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
         if pruned_before is not None:
             late = {d for d in late if d >= pruned_before}
         for day in sorted(late) + list(range(start, done, DAY)):
-            self._rollup_spend(conn, day, top_n)
+            self._rollup_spend(conn, "spend_daily", day, DAY, top_n)
         return max(start, done)
 
     def _rollup_minutes(self, conn: Conn, lo: int, hi: int) -> int:
@@ -906,16 +943,22 @@ _SPEND_SUMS = (
 
 
 def _rolled_spend_sql(
-    by: CostBy, days: tuple[float, float], source: str | None
+    by: CostBy,
+    table: str,
+    time_col: str,
+    day: str,
+    span: tuple[float, float],
+    source: str | None,
 ) -> tuple[str, list[object]]:
-    """Rows of ``spend_daily`` over whole days, summed per owner of kind ``by`` and source:
-    ``(name, other, source, requests, cost_requests, cost_usd, input_tokens,
-    output_tokens)``, the name NULL for none. Every result is under exactly one provider,
-    so days are counted from the provider rows."""
+    """Rows of ``table`` (``spend_daily``, ``spend_hourly``) over a span of its whole
+    periods, summed per owner of kind ``by`` and source: ``(name, other, source, requests,
+    cost_requests, cost_usd, input_tokens, output_tokens)``, the name NULL for none. Every
+    result is under exactly one provider, so days (``day``: the SQL of a row's UTC day) are
+    counted from the provider rows."""
     dimension = "provider" if by == "day" else by
-    name = "day" if by == "day" else "CASE WHEN name = '' THEN NULL ELSE name END"
-    where = "dimension = ? AND day >= ? AND day < ?"
-    args: list[object] = [dimension, *days]
+    name = day if by == "day" else "CASE WHEN name = '' THEN NULL ELSE name END"
+    where = f"dimension = ? AND {time_col} >= ? AND {time_col} < ?"
+    args: list[object] = [dimension, *span]
     if source is not None:
         where += " AND source = ?"
         args.append(source)
@@ -923,9 +966,28 @@ def _rolled_spend_sql(
         f"SELECT {name}, other, source, CAST(sum(requests) AS BIGINT), "
         "CAST(sum(cost_requests) AS BIGINT), CAST(sum(cost_usd) AS DOUBLE PRECISION), "
         "CAST(sum(input_tokens) AS BIGINT), CAST(sum(output_tokens) AS BIGINT) "
-        f"FROM spend_daily WHERE {where} GROUP BY 1, 2, 3"
+        f"FROM {table} WHERE {where} GROUP BY 1, 2, 3"
     )
     return sql, args
+
+
+def _hour_spans(
+    spans: list[tuple[float, float]], days_until: float | None, hours_until: float | None
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """The whole hours of ``spans`` in ``spend_hourly`` (those from ``days_until``, the
+    first day not in ``spend_daily``, to ``hours_until``), and what is left for raw rows."""
+    if days_until is None or hours_until is None:
+        return [], spans
+    hours: list[tuple[float, float]] = []
+    raw: list[tuple[float, float]] = []
+    for x, y in spans:
+        a, b = max(_ceil(x, HOUR), int(days_until)), min(_floor(y, HOUR), int(hours_until))
+        if a >= b:
+            raw.append((x, y))
+            continue
+        hours.append((a, b))
+        raw += [(p, q) for p, q in ((x, a), (b, y)) if p < q]
+    return hours, raw
 
 
 def cost_plan(

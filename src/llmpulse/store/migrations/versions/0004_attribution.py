@@ -6,7 +6,8 @@ strings) and the session id; all are NULL for probes and for every result from b
 tag, model or provider; ``name`` the owner, ``""`` for results naming none; ``other`` = 1 on the
 one row per day summing the users or tags past the day's top N), so 30-day reports read a few
 thousand rows instead of every request. ``rollup_state.spend_watermark_ts``: days before it
-are in ``spend_daily``.
+are in ``spend_daily``; ``spend_hourly`` holds the whole hours after it (up to
+``spend_hour_watermark_ts``) with every name.
 
 Revision ID: 0004
 Revises: 0003
@@ -41,4 +42,21 @@ def upgrade() -> None:
         sa.Column("output_tokens", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("dimension", "day", "source", "other", "name"),
     )
-    op.add_column("rollup_state", sa.Column("spend_watermark_ts", sa.Float, nullable=True))
+    # The days not in spend_daily yet (today), per hour and every name, so that a report reads
+    # at most an hour of raw results; dropped once their day is rolled up.
+    op.create_table(
+        "spend_hourly",
+        sa.Column("hour", sa.Float, nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("dimension", sa.Text, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("other", sa.SmallInteger, nullable=False),
+        sa.Column("requests", sa.BigInteger, nullable=False),
+        sa.Column("cost_requests", sa.BigInteger, nullable=False),
+        sa.Column("cost_usd", sa.Float, nullable=False),
+        sa.Column("input_tokens", sa.BigInteger, nullable=False),
+        sa.Column("output_tokens", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("dimension", "hour", "source", "name"),
+    )
+    for column in ("spend_watermark_ts", "spend_hour_watermark_ts"):
+        op.add_column("rollup_state", sa.Column(column, sa.Float, nullable=True))
