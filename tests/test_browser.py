@@ -890,6 +890,10 @@ COST_SNAPSHOT = """() => {
 }"""
 
 
+# The cost table asks for this many rows; the top spenders for fewer.
+TABLE_LIMIT = "100"
+
+
 def _cost_rows(report: dict[str, Any]) -> list[list[str]]:
     """The API's rows as the cost table's data attributes."""
     return [
@@ -912,7 +916,7 @@ def test_cost_page_shows_probe_spend_apart(tab: Tab) -> None:
     page = tab.page
     with (
         _expect_api(page, "/api/v1/costs", by="day") as days,
-        _expect_api(page, "/api/v1/costs", by="key") as keys,
+        _expect_api(page, "/api/v1/costs", by="key", limit=TABLE_LIMIT) as keys,
     ):
         tab.goto("/cost")
     per_day, per_key = days.value.json(), keys.value.json()
@@ -936,7 +940,7 @@ def test_cost_page_shows_probe_spend_apart(tab: Tab) -> None:
 def test_cost_page_spend_by_owner_and_top_spenders(seeded_tab: Tab) -> None:
     tab, page = seeded_tab, seeded_tab.page
     with (
-        _expect_api(page, "/api/v1/costs", by="user") as users,
+        _expect_api(page, "/api/v1/costs", by="user", limit=TABLE_LIMIT) as users,
         _expect_api(page, "/api/v1/costs", by="key", source="traffic") as top_keys,
         _expect_api(page, "/api/v1/costs", by="tag", source="traffic") as top_tags,
     ):
@@ -958,7 +962,7 @@ def test_cost_page_spend_by_owner_and_top_spenders(seeded_tab: Tab) -> None:
         for (_, raw), r in zip(dom["top"][by], named, strict=True):
             assert _same(raw, r["cost_usd"]), by
     # Another dimension, then a chosen range of UTC days.
-    with _expect_api(page, "/api/v1/costs", by="tag") as tags:
+    with _expect_api(page, "/api/v1/costs", by="tag", limit=TABLE_LIMIT) as tags:
         page.locator('[data-testid="cost-by"] [data-by="tag"]').click()
     per_tag = tags.value.json()
     page.wait_for_function(
@@ -969,7 +973,8 @@ def test_cost_page_spend_by_owner_and_top_spenders(seeded_tab: Tab) -> None:
     today = date.today().isoformat()
     page.locator('[data-testid="cost-from"]').fill(today)
     page.locator('[data-testid="cost-to"]').fill(today)
-    with _expect_api(page, "/api/v1/costs", by="tag", **{"from": f"{today}T00:00:00Z"}) as ranged:
+    ranged_table = {"from": f"{today}T00:00:00Z", "limit": TABLE_LIMIT}
+    with _expect_api(page, "/api/v1/costs", by="tag", **ranged_table) as ranged:
         page.locator('[data-testid="cost-range-apply"]').click()
     assert ranged.value.json()["from"].startswith(today)
     assert f"from={today}" in page.url and "days=" not in page.url

@@ -1,8 +1,9 @@
 """llmpulse: measure, monitor and route around LLM API failures.
 
 The public API: load a config (or build targets), run checks, read ``CheckResult``s; route
-in-process (``Router``) or measure an SDK client (``instrument``). Names load on first use
-(PEP 562), so ``llmpulse check`` does not import the gateway or a database driver.
+in-process (``Router``) or measure an SDK client (``instrument``); label traffic for cost
+attribution (``attributed``). Names load on first use (PEP 562), so ``llmpulse check`` does
+not import the gateway or a database driver.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from llmpulse.attribution import attributed
     from llmpulse.config import Config, ConfigError, discover_targets, load_config
     from llmpulse.errors import ErrorClass, classify
     from llmpulse.gateway.client import Router, RouterError
@@ -37,6 +39,7 @@ _HOMES = {
     "Store": "llmpulse.store",
     "Target": "llmpulse.target",
     "Usage": "llmpulse.result",
+    "attributed": "llmpulse.attribution",
     "classify": "llmpulse.errors",
     "discover_targets": "llmpulse.config",
     "instrument": "llmpulse.instrumentation",
@@ -58,6 +61,7 @@ __all__ = [
     "Store",
     "Target",
     "Usage",
+    "attributed",
     "classify",
     "discover_targets",
     "instrument",

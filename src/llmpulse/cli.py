@@ -41,6 +41,8 @@ from llmpulse.target import Target
 if TYPE_CHECKING:
     from llmpulse.alerts.silences import Silence
     from llmpulse.alerts.state import AlertStateStore
+    from llmpulse.config.gateway import GatewayConfig
+    from llmpulse.gateway.keys import RunTimeKeys
     from llmpulse.sim.server import SimServer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -708,6 +710,173 @@ def ack(
         f"{fingerprint} ({record.lead_rule or record.rule} {record.target}): acknowledged by "
         f"{entry.by} at {when}"
     )
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Gateway keys created at run time: stored only as digests in the results database, and
+    taken up (or dropped) by every gateway replica within seconds."""
+
+
+@keys_group.command("create")
+@click.argument("name")
+@click.option("--team", default=None, help="The team its spend counts to.")
+@click.option(
+    "--models", default=None, metavar="A,B", help="Model groups it may use (globs); default all."
+)
+@click.option("--rpm", type=int, default=None, help="Requests per minute at most.")
+@click.option("--tpm", type=int, default=None, help="Tokens per minute at most.")
+@click.option("--budget", type=float, default=None, metavar="USD", help="Spend allowed per period.")
+@click.option(
+    "--period", default=None, metavar="1d|7d|30d|1mo", help="The budget's period (default 30d)."
+)
+@click.option(
+    "--warn-at",
+    default=None,
+    metavar="80%|0.8",
+    help="Warn at this share of the budget (default 80%).",
+)
+@config_option
+@db_option
+def keys_create(
+    name: str, team: str | None, models: str | None, rpm: int | None, tpm: int | None,
+    budget: float | None, period: str | None, warn_at: str | None,
+    config_path: Path | None, db_path: str | None,
+) -> None:  # fmt: skip
+    """Create the key NAME and print it, once: only its digest is stored. Its models must be
+    groups the config's gateway serves; a gateway.keys entry named NAME without `key` gives
+    its policy instead of these options."""
+    from llmpulse.gateway.keys import KeyRefused, KeyTaken, key_entry
+
+    console = _console(stderr=True)
+    fields: dict[str, object] = {"name": name, "team": team, "rpm": rpm, "tpm": tpm}
+    if models is not None:
+        fields["models"] = [m.strip() for m in models.split(",")]
+    if budget is not None:
+        spend = {"max_usd": budget, "period": period, "warn_at": warn_at}
+        fields["budget"] = {k: v for k, v in spend.items() if v is not None}
+    elif period is not None or warn_at is not None:
+        _usage_error(console, ConfigError("--period and --warn-at need --budget"))
+    with _run_time_keys(console, config_path, db_path) as (keys, gateway):
+        try:
+            entry = key_entry(fields, gateway, keys.ring)
+            text, row = keys.create(entry, time.time())
+        except KeyRefused as exc:
+            _error_line(console, "error:", str(exc))
+            sys.exit(EXIT_FAILED if isinstance(exc, KeyTaken) else EXIT_USAGE)
+    click.echo(text)
+    console.print(
+        f"created key {row.name} (fingerprint {row.fingerprint}): keep it now, it is not shown "
+        "again; gateways take it up within seconds",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@keys_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the keys as a JSON array.")
+@config_option
+@db_option
+def keys_list(as_json: bool, config_path: Path | None, db_path: str | None) -> None:
+    """List the run-time keys, revoked ones too (never a key: its digest's first characters
+    tell which it is)."""
+    import json
+
+    from llmpulse.gateway.keys import describe
+
+    console = _console(stderr=as_json)
+    with _run_time_keys(console, config_path, db_path) as (keys, _):
+        rows = [describe(k, keys.ring) for k in keys.listed()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    def when(ts: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "—"
+
+    table = Table("name", "fingerprint", "team", "models", "rpm", "tpm", "budget", "created",
+                  "revoked")  # fmt: skip
+    for r in rows:
+        b = r["budget"]
+        table.add_row(
+            r["name"], r["fingerprint"], r["team"] or "—", ", ".join(r["models"]) or "all",
+            str(r["rpm"] or "—"), str(r["tpm"] or "—"),
+            f"${b['max_usd']:g}/{b['period']}" if b else "—", when(r["created_at"]),
+            when(r["revoked_at"]),
+        )  # fmt: skip
+    console.print(table)
+
+
+@keys_group.command("revoke")
+@click.argument("name")
+@config_option
+@db_option
+def keys_revoke(name: str, config_path: Path | None, db_path: str | None) -> None:
+    """Revoke the key NAME: every gateway refuses it within seconds. Its name stays taken."""
+    from llmpulse.gateway.keys import KeyRefused
+
+    console = _console(stderr=True)
+    with _run_time_keys(console, config_path, db_path) as (keys, _):
+        try:
+            keys.revoke(name, time.time())
+        except KeyRefused as exc:
+            _error_line(console, "error:", str(exc))
+            sys.exit(EXIT_FAILED)
+    console.print(f"revoked key {name}", highlight=False)
+
+
+@keys_group.command("rotate")
+@click.argument("name")
+@config_option
+@db_option
+def keys_rotate(name: str, config_path: Path | None, db_path: str | None) -> None:
+    """Give the key NAME a new key, printed once, with the same name and policy; the old one
+    is refused from now on (within seconds on every gateway)."""
+    from llmpulse.gateway.keys import KeyRefused
+
+    console = _console(stderr=True)
+    with _run_time_keys(console, config_path, db_path) as (keys, _):
+        try:
+            text, row = keys.rotate(name, time.time())
+        except KeyRefused as exc:
+            _error_line(console, "error:", str(exc))
+            sys.exit(EXIT_FAILED)
+    click.echo(text)
+    console.print(
+        f"rotated key {name} (fingerprint {row.fingerprint}); the old key is refused from now "
+        "on. Keep the new one now, it is not shown again",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@contextlib.contextmanager
+def _run_time_keys(
+    console: Console, config_path: Path | None, db_path: str | None
+) -> Iterator[tuple[RunTimeKeys, GatewayConfig | None]]:
+    """The results database's run-time keys, beside the config's gateway (None without a
+    config file or a gateway in it): its key names are taken, its groups are what ``models``
+    may name."""
+    from llmpulse.gateway.keys import KeyRing, RunTimeKeys
+    from llmpulse.store import database_errors
+
+    config = None
+    try:
+        if config_path is not None or DEFAULT_CONFIG_PATH.exists():
+            config = _load(config_path, require_file=True)
+    except ConfigError as exc:
+        _usage_error(console, exc)
+    storage = config.storage if config is not None else resolve_storage(None, os.environ)
+    gateway = config.gateway if config is not None else None
+    ring = KeyRing(gateway.settings.keys if gateway is not None else ())
+    keys = RunTimeKeys(results_location(db_path, storage), ring)
+    try:
+        yield keys, gateway
+    except database_errors() as exc:
+        _database_error(console, exc)
+    finally:
+        keys.close()
 
 
 main.add_command(sim_command)

@@ -19,8 +19,9 @@ The caller's path only timestamps and keeps the response bytes (bounded); a ``Re
 turns captures into ``CheckResult``s, calls the callback and hands them to the writer every
 llmpulse process writes through (``store.writer``): each is in the store, or else in the local
 spool, within about 250 ms of its call's end, and the spool is replayed once the store takes
-writes again. Prompts are never read beyond the model name and stream flag; completions are
-parsed for usage and discarded, never stored.
+writes again. Prompts are never read beyond the model name, the stream flag and the caller's
+attribution labels (``user``, ``metadata.user_id``/``tags``: ``llmpulse.attribution``);
+completions are parsed for usage and discarded, never stored.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from llmpulse import catalog
+from llmpulse import attribution, catalog
+from llmpulse.attribution import NOBODY, LabelError, Owner, read_owner
 from llmpulse.errors import ErrorClass
 from llmpulse.providers import PROTOCOLS, ProtocolError
 from llmpulse.providers.base import Completion, Protocol, loads_object
@@ -84,6 +86,8 @@ class _Capture:
     stopwatch: Stopwatch
     wall: datetime
     call: _SdkCall | None = None
+    owner: Owner = NOBODY
+    label_problem: str | None = None  # the call's labels were refused: why
     status: int | None = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     chunks: list[tuple[float, bytes]] = dataclasses.field(default_factory=list)
@@ -232,6 +236,9 @@ class Recorder:
     def _record(self, capture: _Capture) -> None:
         try:
             result = self.redact.result(build_result(capture))
+            capture.owner.redacted(self.redact).stamp(result)
+            if capture.label_problem:
+                result.warnings.append(capture.label_problem)
         except Exception:
             log.exception("llmpulse could not build a result from a captured call")
             return
@@ -253,6 +260,9 @@ def instrument(
     store: Store | str | Path | None = None,
     target: str | None = None,
     recorder: ResultCallback | None = None,
+    user: str | None = None,
+    tags: Iterable[str] = (),
+    session: str | None = None,
 ) -> C:
     """Measure every chat completion / message call ``client`` makes; returns ``client`` itself.
 
@@ -265,7 +275,13 @@ def instrument(
     ``sqlite:///`` URL or a file path), through the writer every llmpulse process uses, local
     spool included (see ``Recorder``). Clients made from it with ``with_options``/``copy``
     share its HTTP client and are measured too.
+
+    ``user``, ``tags`` and ``session`` label every call of the client; a call's own labels
+    (``llmpulse.attribution``) add to them: its ``attributed()`` blocks, the user the SDK sends
+    (OpenAI ``user=``, Anthropic ``metadata={"user_id": ...}``) and ``x-llmpulse-*`` headers
+    (``extra_headers=``). ``LabelError`` (a ``ValueError``) for a label past its bounds.
     """
+    defaults = attribution.labels(user, tags, session)
     provider = _provider_of(client)
     http: Any = getattr(client, "_client", None)  # the SDK's httpx client, untyped here
     lib = _http_library(http)
@@ -280,7 +296,7 @@ def instrument(
     tap = tap_async if isinstance(http, lib.AsyncClient) else tap_sync
 
     def wrap(transport: Any) -> Any:
-        return tap(transport, provider, target, sink.submit)
+        return tap(transport, provider, target, sink.submit, defaults)
 
     http._transport = wrap(http._transport)
     http._mounts = {pattern: None if t is None else wrap(t) for pattern, t in http._mounts.items()}
@@ -356,17 +372,19 @@ def _begin(
     target: str | None,
     submit: Callable[[_Capture], None],
     is_async: bool,
+    defaults: Owner,
 ) -> _Capture | None:
     """A capture for a completion request, or None for anything else (passed through unseen)."""
     if request.method != "POST" or not request.url.path.endswith(_ENDPOINTS[provider]):
         return None
-    model, stream = None, False
+    model, stream, body = None, False, None
     try:
         body = json.loads(request.content)
         model = body.get("model") if isinstance(body.get("model"), str) else None
         stream = body.get("stream") is True
     except Exception:
         pass  # a body we cannot read is still measured; the response may name the model
+    owner, problem = _owner(body, request.headers, provider, defaults)
     capture = _Capture(
         provider=provider,
         target=target,
@@ -375,12 +393,37 @@ def _begin(
         attempts=None,
         stopwatch=Stopwatch(),
         wall=datetime.now(UTC),
+        owner=owner,
     )
+    capture.label_problem = problem
     _trace_sent(request, capture.stopwatch, is_async)
     call = _current_call.get()
     if call is not None:
         call.began(capture, submit)
     return capture
+
+
+def _owner(body: Any, headers: Any, provider: str, defaults: Owner) -> tuple[Owner, str | None]:
+    """The call's labels: the client's ``defaults``, the caller's ``attributed()`` blocks, the
+    user and LiteLLM tags in the SDK's body, the ``x-llmpulse-*`` headers. Labels past their
+    bounds cannot fail the caller's call: the client's defaults stand, with a warning why."""
+    user: Any = None
+    tags: Any = ()
+    if isinstance(body, dict):
+        metadata = body.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        user = metadata.get("user_id") if provider == "anthropic" else body.get("user")
+        tags = metadata.get("tags") or ()
+    try:
+        return read_owner(
+            user=user,
+            tags=tags,
+            headers=headers,
+            within=attribution.nested(defaults, attribution.current()),
+            user_field="metadata.user_id" if provider == "anthropic" else "user",
+        ), None
+    except LabelError as exc:
+        return defaults, f"attribution labels left out: {exc}"
 
 
 def _trace_sent(request: Any, stopwatch: Stopwatch, is_async: bool) -> None:
@@ -491,10 +534,15 @@ def _tap_types(lib: Any) -> tuple[type, type]:
 
     class _Tap:
         def __init__(
-            self, inner: Any, provider: str, target: str | None, submit: Callable[..., None]
+            self,
+            inner: Any,
+            provider: str,
+            target: str | None,
+            submit: Callable[..., None],
+            labels: Owner,
         ) -> None:
             self._inner, self._provider, self._target = inner, provider, target
-            self._submit = submit
+            self._submit, self._labels = submit, labels
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self._inner, name)  # pool settings etc. stay visible
@@ -503,7 +551,9 @@ def _tap_types(lib: Any) -> tuple[type, type]:
         def handle_request(self, request: Any) -> Any:
             capture = _safe(
                 "reading a request",
-                lambda: _begin(request, self._provider, self._target, self._submit, False),
+                lambda: _begin(
+                    request, self._provider, self._target, self._submit, False, self._labels
+                ),
             )
             if capture is None:
                 return self._inner.handle_request(request)
@@ -523,7 +573,9 @@ def _tap_types(lib: Any) -> tuple[type, type]:
         async def handle_async_request(self, request: Any) -> Any:
             capture = _safe(
                 "reading a request",
-                lambda: _begin(request, self._provider, self._target, self._submit, True),
+                lambda: _begin(
+                    request, self._provider, self._target, self._submit, True, self._labels
+                ),
             )
             if capture is None:
                 return await self._inner.handle_async_request(request)

@@ -82,8 +82,17 @@ PROVIDER_RULE = "provider_down"
 ALL_PROVIDERS_RULE = "all_providers_down"
 OFFICIAL_STATUS_RULE = "official_status"
 SLO_BURN_RULE = "slo_burn_rate"  # per SLO: its target is the SLO's name (alerts.slo)
+# Per provider: its own bill and what llmpulse measured differ (alerts.billing).
+BILLING_DRIFT_RULE = "billing_drift"
 ENGINE_RULES = frozenset(
-    {INCIDENT, PROVIDER_RULE, ALL_PROVIDERS_RULE, OFFICIAL_STATUS_RULE, SLO_BURN_RULE}
+    {
+        INCIDENT,
+        PROVIDER_RULE,
+        ALL_PROVIDERS_RULE,
+        OFFICIAL_STATUS_RULE,
+        SLO_BURN_RULE,
+        BILLING_DRIFT_RULE,
+    }
 )
 # Rules that say a target is failing. They are one incident per target (see alerts.engine),
 # in order of which one's id and summary the page carries when several fire.
@@ -97,7 +106,7 @@ NOT_WINDOWED = (*STORE_RULES, *METRIC_RULES)
 # target's status (dashboard, public status page, badges) and the public incidents alone; so do
 # custom rules, which may watch anything (spend, volume).
 INFORMATIONAL_RULES = frozenset(
-    {MODEL_CHANGED, "model_deprecated", CONTEXT_UTILIZATION_HIGH, *STORE_RULES}
+    {MODEL_CHANGED, "model_deprecated", CONTEXT_UTILIZATION_HIGH, BILLING_DRIFT_RULE, *STORE_RULES}
 )
 
 

@@ -32,6 +32,7 @@ from llmpulse.alerts.window import Evaluation
 from llmpulse.rules import (
     ALL_PROVIDERS_RULE,
     AVAILABILITY_RULES,
+    BILLING_DRIFT_RULE,
     INCIDENT,
     OFFICIAL_STATUS_RULE,
     PROVIDER_RULE,
@@ -54,7 +55,7 @@ def alert_scope(rule: str, custom: Mapping[str, str] | None = None) -> str:
         return custom[rule]
     if rule == ALL_PROVIDERS_RULE:
         return "all"
-    if rule in (PROVIDER_RULE, OFFICIAL_STATUS_RULE, COST_SPIKE_RULE):
+    if rule in (PROVIDER_RULE, OFFICIAL_STATUS_RULE, COST_SPIKE_RULE, BILLING_DRIFT_RULE):
         return "provider"
     if rule == SLO_BURN_RULE:
         return "slo"

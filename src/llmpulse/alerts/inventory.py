@@ -1,7 +1,7 @@
 """What a config will alert on, before anything runs (``llmpulse check-config``): every rule in
 effect per target with its settings resolved (defaults, then the config's, the provider's and
-the target's overrides), the per-provider rules, the custom rules with what they select, and
-each SLO's burn-rate alerts."""
+the target's overrides), the per-provider rules, the custom rules with what they select, each
+SLO's burn-rate alerts, and the reconciliation of each provider with an admin key."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ from llmpulse.config import Config
 from llmpulse.config.rules import MetricRule
 from llmpulse.config.slos import Slo, duration_label
 from llmpulse.durations import format_duration
-from llmpulse.rules import METRIC_RULES, SLO_BURN_RULE, STORE_RULES, THRESHOLD_UNITS, RuleSpec, Unit
+from llmpulse.rules import (
+    BILLING_DRIFT_RULE,
+    METRIC_RULES,
+    SLO_BURN_RULE,
+    STORE_RULES,
+    THRESHOLD_UNITS,
+    RuleSpec,
+    Severity,
+    Unit,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,6 +81,16 @@ def rules_in_effect(config: Config, target_glob: str = "*") -> list[RuleInEffect
         out.append(_custom(rule))
     for s in config.slos:
         out += _slo(s)
+    for b in config.billing:
+        detail = (
+            f"its bill vs measured, over the last {b.days} UTC days, each read "
+            f"{format_duration(b.settle_s) if b.settle_s else 'as soon as it'} after it ends"
+        )
+        threshold = f"{b.threshold:.0%} and ${b.min_usd:g}"
+        out.append(
+            RuleInEffect(b.provider, BILLING_DRIFT_RULE, "built-in", threshold, b.threshold,
+                         str(Unit.FRACTION), 86400.0, 0.0, 1, str(Severity.WARNING), True, detail)
+        )  # fmt: skip
     return out
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from llmpulse.alerts import migrations
+from llmpulse.alerts.billing import BillingDay, from_stored
 from llmpulse.alerts.engine import AlertRecord
 from llmpulse.alerts.model import Acknowledgement, AlertState, Notification
 from llmpulse.alerts.silences import Silence
@@ -327,6 +329,52 @@ class AlertStateStore:
                     ),
                     {"slo": name, "since": int(since), "definition": definition},
                 )
+
+    # --- billing days: written by the leader's reconciliation (monitor.billing) -----------
+
+    def save_billing_day(self, entry: BillingDay) -> None:
+        """Adds the day, or replaces what an earlier run found of it."""
+        r = entry.reconciliation
+        row = {
+            "provider": entry.provider, "day": entry.day.isoformat(), "at": entry.checked_at,
+            "status": entry.status, "error": entry.error,
+            "reported": r.reported_usd if r else None, "measured": r.measured_usd if r else None,
+            "drift": bool(r and r.drift), "detail": json.dumps(r.to_json()) if r else None,
+        }  # fmt: skip
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO billing_days (provider, day, checked_at, status, reported_usd, "
+                    "measured_usd, drift, detail, error) VALUES (:provider, :day, :at, :status, "
+                    ":reported, :measured, :drift, :detail, :error) ON CONFLICT (provider, day) "
+                    "DO UPDATE SET checked_at = excluded.checked_at, status = excluded.status, "
+                    "reported_usd = excluded.reported_usd, measured_usd = excluded.measured_usd, "
+                    "drift = excluded.drift, detail = excluded.detail, error = excluded.error"
+                ),
+                row,
+            )
+
+    def billing_days(self, since: date, provider: str | None = None) -> list[BillingDay]:
+        """Every provider's days from ``since`` on (only ``provider``'s when given), oldest
+        first."""
+        sql = (
+            "SELECT provider, day, checked_at, status, reported_usd, measured_usd, detail, error "
+            "FROM billing_days WHERE day >= :since"
+        )
+        args: dict[str, object] = {"since": since.isoformat()}
+        if provider is not None:
+            sql += " AND provider = :provider"
+            args["provider"] = provider
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.text(sql + " ORDER BY day, provider"), args).all()
+        out = []
+        for name, day, at, status, reported, measured, detail, error in rows:
+            when = date.fromisoformat(day)
+            compared = None
+            if detail is not None:
+                compared = from_stored(name, when, reported, measured, json.loads(detail))
+            out.append(BillingDay(name, when, at, status, compared, error))
+        return out
 
     def close(self) -> None:
         self._engine.dispose()

@@ -18,6 +18,7 @@ from llmpulse.alerts.slo import alert_provider
 from llmpulse.config import Config
 from llmpulse.rules import (
     ALL_PROVIDERS_RULE,
+    BILLING_DRIFT_RULE,
     DEFAULT_RULES,
     OFFICIAL_STATUS_RULE,
     PROVIDER_RULE,
@@ -87,6 +88,7 @@ def route_examples(
     subjects += [
         (PROVIDER_RULE, example.provider, example.provider),
         (OFFICIAL_STATUS_RULE, example.provider, example.provider),
+        (BILLING_DRIFT_RULE, example.provider, example.provider),
         (ALL_PROVIDERS_RULE, ALL, ALL),
     ]
     subjects += [

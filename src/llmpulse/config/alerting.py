@@ -15,6 +15,8 @@ from pydantic import (
     model_validator,
 )
 
+from llmpulse.config.billing import ReconciliationSettings
+from llmpulse.config.fields import SecretReference
 from llmpulse.config.match import Globs
 from llmpulse.durations import Duration, DurationOrZero
 from llmpulse.rules import RuleOverrides
@@ -102,6 +104,10 @@ class ProviderSettings(BaseModel):
     rules: RuleOverrides = Field(default_factory=dict)
     # A Statuspage summary.json URL, or false to not poll this provider's status page.
     status_page: str | Literal[False] | None = None
+    # OpenAI's or Anthropic's admin key (os.environ/NAME): its own cost and usage reports are
+    # compared daily with what llmpulse measured (config.billing).
+    admin_key: SecretReference = None
+    reconciliation: ReconciliationSettings = Field(default_factory=ReconciliationSettings)
 
 
 class ScheduleConfig(BaseModel):

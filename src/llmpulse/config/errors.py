@@ -10,8 +10,11 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 _SECRET_FIELDS = frozenset(
-    {"api_key", "headers", "token", "password", "master_key", "keys", "extra_headers"}
+    {"api_key", "headers", "token", "password", "master_key", "keys", "extra_headers", "admin_key"}
 )
+
+# Tags of discriminated unions: which form of an entry was read, not a key of the file.
+FORM_TAGS = frozenset({"(plain key)", "(key mapping)"})
 
 
 class ConfigError(Exception):
@@ -37,6 +40,8 @@ def key_path(loc: Sequence[int | str], where: str = "") -> str:
     """``where`` then the keys and indexes of ``loc`` (``targets[0].api_key``)."""
     path = where
     for part in loc:
+        if part in FORM_TAGS:
+            continue
         if isinstance(part, int):
             path += f"[{part}]"
             continue

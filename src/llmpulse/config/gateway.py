@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import fnmatch
 import functools
 import re
 from collections.abc import Mapping
@@ -249,6 +250,19 @@ class GatewayConfig:
         """Names a client can ask for (patterns excluded): groups, then visible aliases."""
         names = [g.name for g in self.groups if not g.wildcard]
         return names + [a for a in self.aliases if a not in self.hidden_aliases]
+
+    def serves(self, glob: str) -> bool:
+        """Whether a key's ``models`` entry names something served: it matches a group or an
+        alias name (a pattern's name too), or is a model a wildcard group serves."""
+        names = [g.name for g in self.groups] + list(self.aliases)
+        return any(fnmatch.fnmatchcase(n, glob) for n in names) or any(
+            group_pattern(g.name).fullmatch(glob) for g in self.groups if g.wildcard
+        )
+
+    def no_group(self, glob: str) -> str:
+        """What to say of a ``models`` entry that ``serves`` nothing."""
+        names = [g.name for g in self.groups] + list(self.aliases)
+        return f"{glob!r} names no model group; the groups are: {', '.join(names)}"
 
     def resolve(self, requested_model: str) -> list[Deployment]:
         """The deployments serving ``requested_model``: exact group, alias, else a pattern."""

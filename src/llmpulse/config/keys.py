@@ -17,12 +17,21 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+)
 
 from llmpulse.config.errors import ConfigError
 from llmpulse.config.fields import SecretReference
 
 DAY_S = 86_400.0
+MAX_NAME = 256  # a model group name in a key's models (as gateway.max_model_name_length)
 
 
 class Period(enum.StrEnum):
@@ -85,9 +94,13 @@ class GatewayKey:
     # Its text, for keys written in the config (the redactor must know it); None at run time.
     secret: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
-    def allows(self, group: str) -> bool:
-        """Whether a request may use the model group (or alias) ``group``."""
-        return not self.models or any(fnmatch.fnmatchcase(group, g) for g in self.models)
+    def allows(self, *names: str) -> bool:
+        """Whether a request may use a model known by ``names``: the name requested (a group,
+        an alias, or a model a wildcard group serves) and the group it resolves to. Either
+        allowed is enough: a key given an alias may use it, one given a group its aliases."""
+        return not self.models or any(
+            fnmatch.fnmatchcase(name, glob) for name in names for glob in self.models
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,7 +159,7 @@ class KeyConfig(BaseModel):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/-]+$")
     key: SecretReference = None
     team: str | None = Field(default=None, min_length=1, max_length=128)
-    models: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list, max_length=1000)
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     budget: BudgetConfig | None = None
@@ -156,7 +169,14 @@ class KeyConfig(BaseModel):
     def _some_models(cls, value: list[str]) -> list[str]:
         if any(not m.strip() for m in value):
             raise ValueError("a model group name is empty")
+        if any(len(m) > MAX_NAME or not m.isprintable() for m in value):
+            raise ValueError(f"a model group name is unprintable or over {MAX_NAME} characters")
         return value
+
+    @field_validator("team")
+    @classmethod
+    def _printable_team(cls, value: str | None) -> str | None:
+        return _printable(value)
 
 
 class TeamConfig(BaseModel):
@@ -164,8 +184,32 @@ class TeamConfig(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     budget: BudgetConfig | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        return _printable(value) or value
+
     def resolve(self) -> Team:
         return Team(self.name, self.budget.resolve() if self.budget else None)
+
+
+def _printable(name: str | None) -> str | None:
+    """A team's name is shown in errors, logs and metric labels: one printable line."""
+    if name is not None and not name.isprintable():
+        raise ValueError("must be printable: no line breaks or control characters")
+    return name
+
+
+def _key_form(value: Any) -> str:
+    return "(key mapping)" if isinstance(value, dict) else "(plain key)"
+
+
+# An entry of ``gateway.keys``: a plain reference, or a mapping. Discriminated, so an error
+# in either names its path once (not once per form it failed to be).
+KeyEntry = Annotated[
+    Annotated[SecretReference, Tag("(plain key)")] | Annotated[KeyConfig, Tag("(key mapping)")],
+    Discriminator(_key_form),
+]
 
 
 def resolve_key(entry: KeyConfig, secret: str | None) -> GatewayKey:

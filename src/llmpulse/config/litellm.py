@@ -64,7 +64,6 @@ wrong raise ``ConfigError`` naming their key path. Keys never appear in errors o
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import hashlib
 import json
 from collections.abc import Mapping
@@ -82,7 +81,7 @@ from pydantic import (
 )
 
 from llmpulse.config.errors import ConfigError, format_errors
-from llmpulse.config.fields import Address, SecretReference, read_reference
+from llmpulse.config.fields import Address, read_reference
 from llmpulse.config.gateway import (
     MIB,
     Deployment,
@@ -96,6 +95,7 @@ from llmpulse.config.gateway import (
 from llmpulse.config.keys import (
     GatewayKey,
     KeyConfig,
+    KeyEntry,
     Team,
     TeamConfig,
     key_digest,
@@ -372,7 +372,7 @@ class _General(BaseModel):
 class _Gateway(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     listen: Address = "127.0.0.1:4000"
-    keys: list[SecretReference | KeyConfig] = Field(default_factory=list)
+    keys: list[KeyEntry] = Field(default_factory=list)
     ttft_limit: Duration | None = None
     idle_timeout: Duration = 30.0
     max_retry_wait: DurationOrZero = 10.0
@@ -516,7 +516,7 @@ def parse_gateway(
     )
     config = _served_references(config, parsed, skipped_groups, where, notes)
     config = dataclasses.replace(config, teams=_teams(raw.get("teams"), where))
-    _key_models(config, where)
+    _key_models(config, parsed.gateway.keys, where)
     config = dataclasses.replace(config, warnings=notes.warnings())
     config.auth_warning(accept_unenforced_auth, where)
     return config
@@ -700,18 +700,14 @@ class _Teams(BaseModel):
     teams: list[TeamConfig]
 
 
-def _key_models(config: GatewayConfig, where: str) -> None:
-    """A key's ``models`` entry must name a group or alias (a glob must match one): a typo
-    would otherwise lock the key out of what it was meant to use, silently."""
-    names = [g.name for g in config.groups] + list(config.aliases)
-    keys = [k for k in config.settings.keys if not k.master]  # gateway.keys, in order
-    for i, key in enumerate(keys):
-        for j, glob in enumerate(key.models):
-            if not any(fnmatch.fnmatchcase(name, glob) for name in names):
-                raise ConfigError(
-                    f"{where}gateway.keys[{i}].models[{j}]: "
-                    f"{glob!r} names no model group; the groups are: {', '.join(names)}"
-                )
+def _key_models(config: GatewayConfig, entries: list[Any], where: str) -> None:
+    """A key's ``models`` must each name something served (``GatewayConfig.serves``): a typo
+    would otherwise lock the key out of what it was meant to use, silently. Read from the
+    entries as written, so the path is right whether or not the keys themselves were read."""
+    for i, entry in enumerate(entries):
+        for j, glob in enumerate(entry.models if isinstance(entry, KeyConfig) else ()):
+            if not config.serves(glob):
+                raise ConfigError(f"{where}gateway.keys[{i}].models[{j}]: {config.no_group(glob)}")
 
 
 def _keys(

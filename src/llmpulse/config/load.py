@@ -18,6 +18,7 @@ from llmpulse.config.alerting import (
     ProviderSettings,
     SilenceConfig,
 )
+from llmpulse.config.billing import BillingSource, resolve_billing
 from llmpulse.config.errors import ConfigError, format_errors
 from llmpulse.config.fields import check_address
 from llmpulse.config.gateway import GatewayConfig
@@ -96,6 +97,8 @@ class Config:
     telemetry: TelemetryConfig | None = None
     # Said once by whoever loads the config (e.g. settings that are accepted but ignored).
     warnings: tuple[str, ...] = ()
+    # Providers whose own cost and usage reports are reconciled (providers.NAME.admin_key).
+    billing: tuple[BillingSource, ...] = ()
 
     def target_rules(self, target: Target) -> dict[str, RuleSpec]:
         """The built-in rules as they apply to ``target``: defaults, then the overrides of the
@@ -121,6 +124,7 @@ class Config:
             secrets += self.gateway.secrets
         if self.telemetry is not None:
             secrets += self.telemetry.headers.values()
+        secrets += (source.admin_key for source in self.billing)
         return _redactor(frozenset(secrets))
 
 
@@ -221,6 +225,16 @@ def parse_config(
             else None
         ),
         warnings=gateway.warnings if gateway else (),
+        # Only the alert leader reads the reports: serving the web UI needs no admin key.
+        billing=(
+            resolve_billing(
+                {n: (p.admin_key, p.reconciliation) for n, p in parsed.providers.items()},
+                env,
+                where,
+            )
+            if need_keys
+            else ()
+        ),
     )
 
 

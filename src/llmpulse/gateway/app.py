@@ -2,11 +2,15 @@
 
 - ``POST /v1/chat/completions``: OpenAI Chat Completions, streaming and not.
 - ``POST /v1/messages``: Anthropic Messages, streaming and not.
-- ``GET /v1/models``: the served model groups and visible aliases, in OpenAI's list format.
+- ``GET /v1/models``: the served model groups and visible aliases the key may use, in OpenAI's
+  list format.
 - ``GET /health``: every deployment's breaker state and the warnings said at start (needs a
   gateway key like the API);
   ``GET /health/readiness``: 200 while some deployment can take traffic, else 503 (no key:
   load balancers call it); ``GET /health/liveliness``: the process answers.
+- ``/api/v1/keys``: run-time keys (``GET`` list, ``POST`` create, ``DELETE /{name}`` revoke,
+  ``POST /{name}/rotate``), for the master key only; given ``results_db``, the app follows
+  them there for its lifespan (``gateway.keys``).
 
 Given ``probe_targets`` (``gateway.server`` passes ``GatewayConfig.targets()``, empty when
 ``gateway.monitor`` is off), the app runs the health loop (``gateway.health``) for its lifespan:
@@ -14,11 +18,17 @@ its own probes of its deployments, or, while ``llmpulse run`` probes into ``resu
 daemon's probe results, fed to the selector and to ``record``. With ``gateway.redis_url`` set,
 replicas share breakers, cool-downs, usage and latency through Redis (``gateway.shared``).
 
-Clients authenticate with a gateway key (``Authorization: Bearer`` or ``x-api-key``) compared
-in constant time; provider keys stay in the gateway. With no key configured, only loopback
-clients are served (``gateway.server`` also binds loopback only then). Errors have the status
-and JSON shape of the protocol called, so each SDK raises its own exception types; an error
-after a stream started is the protocol's error event, which the SDKs raise too.
+Clients authenticate with a gateway key (``Authorization: Bearer`` or ``x-api-key``), looked up
+by its digest; provider keys stay in the gateway. With no key configured or created, only
+loopback clients are served (``gateway.server`` also binds loopback only then). A key whose
+``models`` allow neither the model asked for nor the group it names gets 403 before any
+upstream call. Errors have the status and JSON shape of the protocol called, so each SDK
+raises its own exception types; an error after a stream started is the protocol's error event,
+which the SDKs raise too.
+
+Each traffic result names its owner (``llmpulse.attribution``): the presented key's name and
+team, and the end user, tags and session the request labels itself with (body fields or
+``x-llmpulse-*`` headers); a label past its bounds is a 400 in the caller's shape.
 
 Every response carries the gateway's request id in ``x-request-id`` (the openai SDK's
 ``_request_id``) and ``request-id`` (the anthropic SDK's), and the answering (or last failing)
@@ -43,6 +53,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,20 +66,31 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmpulse.attribution import NOBODY, Owner
+from llmpulse.attribution import LabelError, read_owner
 from llmpulse.config.gateway import MIB, GatewayConfig
 from llmpulse.config.keys import GatewayKey
+from llmpulse.config.storage import redact_url
 from llmpulse.config.web import is_loopback
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerState
 from llmpulse.gateway.health import HealthLoop
 from llmpulse.gateway.ir import ChatRequest, MessageStart, StreamEvent, TranslationError
-from llmpulse.gateway.keys import KeyRing
+from llmpulse.gateway.keys import (
+    KeyRefused,
+    KeyRing,
+    KeyTaken,
+    NoSuchKey,
+    RunTimeKeys,
+    describe,
+    key_entry,
+)
 from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
 from llmpulse.gateway.translate import ClientCodec
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
+from llmpulse.gateway.translate.params import client_name
 from llmpulse.secrets import Redactor
+from llmpulse.store import database_errors
 from llmpulse.target import Target
 
 log = logging.getLogger(__name__)
@@ -175,6 +197,8 @@ def create_app(
     serving_without = config.auth_warning(accept_unenforced_auth)
     said = [*config.warnings, *warnings, *([serving_without] if serving_without else [])]
     endpoints = _Endpoints(config, said)
+    runtime = RunTimeKeys(results_db, endpoints.keys) if results_db is not None else None
+    admin = _Admin(endpoints, runtime)
     deployment_ids = {d.name: d.id for d in config.deployments}
 
     @contextlib.asynccontextmanager
@@ -185,6 +209,10 @@ def create_app(
         endpoints.gateway = gateway
         stop = asyncio.Event()
         background = []
+        if admin.runtime is not None:
+            # Read before the first request is served: a created key works from the start.
+            await asyncio.to_thread(admin.runtime.refresh)
+            background.append(asyncio.create_task(admin.runtime.follow(stop)))
         if probe_targets:
             health = HealthLoop(gateway, probe_targets, deployment_ids, record, results_db)
             background.append(asyncio.create_task(health.run(stop)))
@@ -201,6 +229,8 @@ def create_app(
             stop.set()
             await asyncio.gather(*background)
             await gateway.aclose()
+            if admin.runtime is not None:
+                await asyncio.to_thread(admin.runtime.close)
 
     return Starlette(
         routes=[
@@ -212,6 +242,12 @@ def create_app(
             Route("/health", endpoints.health, methods=["GET"]),
             Route("/health/readiness", endpoints.readiness, methods=["GET"]),
             Route("/health/liveliness", endpoints.liveliness, methods=["GET"]),
+            Route("/api/v1/keys", _unless_db_fails(admin.list), methods=["GET"]),
+            Route("/api/v1/keys", _unless_db_fails(admin.create), methods=["POST"]),
+            Route(
+                "/api/v1/keys/{name:path}/rotate", _unless_db_fails(admin.rotate), methods=["POST"]
+            ),
+            Route("/api/v1/keys/{name:path}", _unless_db_fails(admin.revoke), methods=["DELETE"]),
         ],
         lifespan=lifespan,
         middleware=[Middleware(_RequestIdMiddleware)],
@@ -267,8 +303,21 @@ class _Endpoints:
             return fmt.error(GatewayError(exc.status, ErrorClass.BAD_REQUEST, exc.message))
         except _ClientLeft:
             return _left(ids)
+        group = self.config.aliases.get(chat.model, chat.model)
+        if key is not None and not key.allows(chat.model, group):
+            return fmt.error(_forbidden_model(key, chat.model, group))
         gateway = self.gateway
-        owner = Owner(key.name, key.team) if key is not None else NOBODY
+        try:
+            owner = read_owner(
+                key.name if key else None,
+                key.team if key else None,
+                user=chat.user,
+                tags=chat.tags,
+                headers=request.headers,
+                user_field=client_name(chat, "user"),
+            ).redacted(gateway.redact)
+        except LabelError as exc:
+            return fmt.error(GatewayError(400, ErrorClass.BAD_REQUEST, str(exc)))
         if not chat.stream:
             try:
                 answering = gateway.complete(chat, ids, owner)
@@ -302,12 +351,14 @@ class _Endpoints:
         return await self.serve(request, _ANTHROPIC)
 
     async def models(self, request: Request) -> Response:
-        denied = self.refused(request, _OPENAI)
-        if denied is not None:
-            return denied
+        key = self.authenticate(request, _OPENAI)
+        if isinstance(key, Response):
+            return key
+        aliases = self.config.aliases
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "llmpulse"}
             for name in self.config.model_names
+            if key is None or key.allows(name, aliases.get(name, name))
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -574,3 +625,117 @@ async def _sse(
         return
     for frame in encoder.close():
         yield frame
+
+
+def _forbidden_model(key: GatewayKey, model: str, group: str) -> GatewayError:
+    """403 (Anthropic's permission_error): the key's ``models`` allow neither name."""
+    asked = f" (asked for as {model!r})" if group != model else ""
+    message = f"the key {key.name!r} may not use the model group {group!r}{asked}"
+    return GatewayError(403, None, message, param="model")
+
+
+# Admin requests are small: a key's name and policy.
+_ADMIN_BODY_BYTES = 64 * 1024
+
+
+class _Admin:
+    """``/api/v1/keys``: run-time keys, for the master key only. Answers are JSON in OpenAI's
+    error shape when refused; a new or rotated key is in the answer once and never again."""
+
+    def __init__(self, endpoints: _Endpoints, runtime: RunTimeKeys | None) -> None:
+        self.endpoints = endpoints
+        self.runtime = runtime
+
+    def _refused(self, request: Request) -> Response | RunTimeKeys:
+        """The run-time keys when the request presents the master key, else the refusal."""
+        if not any(k.master for k in self.endpoints.config.settings.keys):
+            return _admin_error(
+                403, "the keys API needs a master key: set general_settings.master_key"
+            )
+        key = self.endpoints.authenticate(request, _OPENAI)
+        if isinstance(key, Response):
+            return key
+        if key is None or not key.master:
+            return _admin_error(403, "the keys API takes the master key only")
+        if self.runtime is None:
+            return _admin_error(404, "this gateway has no results database for run-time keys")
+        return self.runtime
+
+    async def list(self, request: Request) -> Response:
+        runtime = self._refused(request)
+        if isinstance(runtime, Response):
+            return runtime
+        stored = await asyncio.to_thread(runtime.listed)
+        return _no_store({"keys": [describe(s, runtime.ring) for s in stored]})
+
+    async def create(self, request: Request) -> Response:
+        runtime = self._refused(request)
+        if isinstance(runtime, Response):
+            return runtime
+        settings = self.endpoints.config.settings
+        try:
+            body = await _read_body(request, _ADMIN_BODY_BYTES, settings.header_timeout)
+            fields = _parse_json(body, settings.max_json_depth)
+        except GatewayError as exc:
+            return _admin_error(exc.status, exc.message)
+        except _ClientLeft:
+            return Response(status_code=499)
+        if not isinstance(fields, dict):
+            return _admin_error(400, "expected a JSON object: name, team, models, rpm, tpm, budget")
+        try:
+            entry = key_entry(fields, self.endpoints.config, runtime.ring)
+            text, row = await asyncio.to_thread(runtime.create, entry, time.time())
+        except KeyRefused as exc:
+            return _admin_error(409 if isinstance(exc, KeyTaken) else 400, str(exc))
+        await asyncio.to_thread(runtime.refresh)  # this replica serves it at once
+        return _no_store({"key": text, **describe(row, runtime.ring)}, 201)
+
+    async def revoke(self, request: Request) -> Response:
+        runtime = self._refused(request)
+        if isinstance(runtime, Response):
+            return runtime
+        try:
+            row = await asyncio.to_thread(runtime.revoke, request.path_params["name"], time.time())
+        except NoSuchKey as exc:
+            return _admin_error(404, str(exc))
+        await asyncio.to_thread(runtime.refresh)
+        return _no_store(describe(row, runtime.ring))
+
+    async def rotate(self, request: Request) -> Response:
+        runtime = self._refused(request)
+        if isinstance(runtime, Response):
+            return runtime
+        try:
+            text, row = await asyncio.to_thread(
+                runtime.rotate, request.path_params["name"], time.time()
+            )
+        except NoSuchKey as exc:
+            return _admin_error(404, str(exc))
+        await asyncio.to_thread(runtime.refresh)
+        return _no_store({"key": text, **describe(row, runtime.ring)})
+
+
+def _unless_db_fails(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """``handler``, answering 503 when the results database fails under it."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except database_errors() as exc:
+            reason = redact_url(str(exc))
+            log.warning("keys API: the results database failed: %s", reason)
+            return _admin_error(503, f"the results database is unavailable: {reason}")
+
+    return guarded
+
+
+def _admin_error(status: int, message: str) -> Response:
+    error_class = ErrorClass.AUTH if status == 401 else None
+    return _OPENAI.error(GatewayError(status, error_class, message))
+
+
+def _no_store(body: dict[str, Any], status: int = 200) -> Response:
+    # An answer may hold a key: no cache keeps it.
+    return JSONResponse(body, status, headers={"cache-control": "no-store"})

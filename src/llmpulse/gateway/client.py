@@ -23,12 +23,13 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping
+from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from llmpulse.aio import new_event_loop
+from llmpulse.attribution import LabelError, Owner, current, labels, nested, read_owner
 from llmpulse.config import Config, ConfigError, load_config
 from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.litellm import SECTIONS, parse_gateway
@@ -38,6 +39,7 @@ from llmpulse.gateway.proxy import Gateway, GatewayError
 from llmpulse.gateway.translate import ClientCodec
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
+from llmpulse.gateway.translate.params import client_name
 from llmpulse.instrumentation import Recorder
 from llmpulse.sse import SSEDecoder
 from llmpulse.store import Store
@@ -105,18 +107,34 @@ class Router:
     # --- OpenAI shape ------------------------------------------------------------------------
 
     async def acompletion(
-        self, *, model: str, messages: list[dict[str, Any]], stream: bool = False, **params: Any
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        stream: bool = False,
+        tags: Sequence[str] = (),
+        session: str | None = None,
+        **params: Any,
     ) -> Chunk | AsyncStream:
-        """An OpenAI ``chat.completion`` dict, or (``stream=True``) an async chunk iterator."""
+        """An OpenAI ``chat.completion`` dict, or (``stream=True``) an async chunk iterator.
+        ``user`` (OpenAI's own parameter), ``tags`` and ``session`` label its traffic result."""
         body = {**params, "model": model, "messages": messages, "stream": stream}
-        return await self._arequest(tr_openai, body)
+        return await self._arequest(tr_openai, body, None, tags, session)
 
     def completion(
-        self, *, model: str, messages: list[dict[str, Any]], stream: bool = False, **params: Any
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        stream: bool = False,
+        tags: Sequence[str] = (),
+        session: str | None = None,
+        **params: Any,
     ) -> Chunk | SyncStream:
-        """An OpenAI ``chat.completion`` dict, or (``stream=True``) a chunk iterator."""
+        """An OpenAI ``chat.completion`` dict, or (``stream=True``) a chunk iterator.
+        ``user`` (OpenAI's own parameter), ``tags`` and ``session`` label its traffic result."""
         body = {**params, "model": model, "messages": messages, "stream": stream}
-        return self._request(tr_openai, body)
+        return self._request(tr_openai, body, None, tags, session)
 
     # --- Anthropic shape ---------------------------------------------------------------------
 
@@ -127,11 +145,16 @@ class Router:
         messages: list[dict[str, Any]],
         max_tokens: int,
         stream: bool = False,
+        user: str | None = None,
+        tags: Sequence[str] = (),
+        session: str | None = None,
         **params: Any,
     ) -> Chunk | AsyncStream:
-        """An Anthropic ``message`` dict, or (``stream=True``) an async event iterator."""
+        """An Anthropic ``message`` dict, or (``stream=True``) an async event iterator.
+        ``user`` (sent as Anthropic's ``metadata.user_id``), ``tags`` and ``session`` label its
+        traffic result."""
         body = {**params, "model": model, "messages": messages, "max_tokens": max_tokens}
-        return await self._arequest(tr_anthropic, {**body, "stream": stream})
+        return await self._arequest(tr_anthropic, {**body, "stream": stream}, user, tags, session)
 
     def messages(
         self,
@@ -140,11 +163,16 @@ class Router:
         messages: list[dict[str, Any]],
         max_tokens: int,
         stream: bool = False,
+        user: str | None = None,
+        tags: Sequence[str] = (),
+        session: str | None = None,
         **params: Any,
     ) -> Chunk | SyncStream:
-        """An Anthropic ``message`` dict, or (``stream=True``) an event iterator."""
+        """An Anthropic ``message`` dict, or (``stream=True``) an event iterator. ``user`` (sent
+        as Anthropic's ``metadata.user_id``), ``tags`` and ``session`` label its traffic
+        result."""
         body = {**params, "model": model, "messages": messages, "max_tokens": max_tokens}
-        return self._request(tr_anthropic, {**body, "stream": stream})
+        return self._request(tr_anthropic, {**body, "stream": stream}, user, tags, session)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -227,43 +255,86 @@ class Router:
                 raise RuntimeError("the Router was closed during the call") from None
             raise
 
-    def _request(self, codec: ClientCodec, body: dict[str, Any]) -> Chunk | SyncStream:
-        chat = _parse(codec, body)
+    def _request(
+        self,
+        codec: ClientCodec,
+        body: dict[str, Any],
+        user: str | None,
+        tags: Sequence[str],
+        session: str | None,
+    ) -> Chunk | SyncStream:
+        chat, owner = self._parse(codec, body, user, tags, session)
         if not chat.stream:
-            return self._run(self._complete(codec, chat))
-        events, first = self._run(self._open(codec, chat))
+            return self._run(self._complete(codec, chat, owner))
+        events, first = self._run(self._open(codec, chat, owner))
         return SyncStream(self, events, first)
 
-    async def _arequest(self, codec: ClientCodec, body: dict[str, Any]) -> Chunk | AsyncStream:
-        chat = _parse(codec, body)
+    async def _arequest(
+        self,
+        codec: ClientCodec,
+        body: dict[str, Any],
+        user: str | None,
+        tags: Sequence[str],
+        session: str | None,
+    ) -> Chunk | AsyncStream:
+        chat, owner = self._parse(codec, body, user, tags, session)
         if not chat.stream:
-            return await self._arun(self._complete(codec, chat))
-        events, first = await self._arun(self._open(codec, chat))
+            return await self._arun(self._complete(codec, chat, owner))
+        events, first = await self._arun(self._open(codec, chat, owner))
         return AsyncStream(self, events, first)
+
+    def _parse(
+        self,
+        codec: ClientCodec,
+        body: dict[str, Any],
+        user: str | None,
+        tags: Sequence[str],
+        session: str | None,
+    ) -> tuple[ChatRequest, Owner]:
+        """The request and its owner, labelled by the caller's ``attributed()`` blocks: read
+        here, in the caller's context, not on the router's loop."""
+        try:
+            chat = codec.parse_request(body)
+        except TranslationError as exc:
+            raise RouterError(exc.status, ErrorClass.BAD_REQUEST, exc.message) from None
+        if user is not None:
+            chat.user = user
+        try:
+            owner = read_owner(
+                user=chat.user,
+                tags=chat.tags,
+                session=session,
+                # The call's tags= add to its blocks' like an inner block's.
+                within=nested(current(), labels(tags=tags)),
+                user_field="user" if user is not None else client_name(chat, "user"),
+            )
+        except LabelError as exc:
+            raise RouterError(400, ErrorClass.BAD_REQUEST, str(exc)) from None
+        return chat, owner.redacted(self._gateway.redact)
 
     # --- on the loop -------------------------------------------------------------------------
 
-    async def _complete(self, codec: ClientCodec, chat: ChatRequest) -> Chunk:
+    async def _complete(self, codec: ClientCodec, chat: ChatRequest, owner: Owner) -> Chunk:
         try:
-            answer, _ = await self._gateway.complete(chat)
+            answer, _ = await self._gateway.complete(chat, owner=owner)
         except GatewayError as exc:
             raise _router_error(exc) from None
         return codec.render_response(answer)
 
     async def _open(
-        self, codec: ClientCodec, chat: ChatRequest
+        self, codec: ClientCodec, chat: ChatRequest, owner: Owner
     ) -> tuple[AsyncGenerator[list[Chunk], None], list[Chunk]]:
         """Start a stream; errors before its first content raise here, from the call."""
-        events = self._chunks(codec, chat)
+        events = self._chunks(codec, chat, owner)
         return events, await anext(events, [])
 
     async def _chunks(
-        self, codec: ClientCodec, chat: ChatRequest
+        self, codec: ClientCodec, chat: ChatRequest, owner: Owner
     ) -> AsyncGenerator[list[Chunk], None]:
         encoder = codec.stream_encoder(chat)
         decoder = SSEDecoder()
         try:
-            async with contextlib.aclosing(self._gateway.stream(chat)) as events:
+            async with contextlib.aclosing(self._gateway.stream(chat, owner=owner)) as events:
                 async for event in events:
                     frames = encoder.feed(event)
                     if frames:
@@ -411,14 +482,6 @@ def _gateway_config(
             f"no model_list: the Router has nothing to route (expected one of {sorted(SECTIONS)})"
         )
     return gateway
-
-
-def _parse(codec: ClientCodec, body: dict[str, Any]) -> ChatRequest:
-    try:
-        chat = codec.parse_request(body)
-    except TranslationError as exc:
-        raise RouterError(exc.status, ErrorClass.BAD_REQUEST, exc.message) from None
-    return chat
 
 
 def _decode(decoder: SSEDecoder, frames: list[bytes]) -> list[Chunk]:

@@ -134,6 +134,8 @@ class ChatRequest:
     include_usage: bool = False  # OpenAI's stream_options.include_usage, asked by the client
     user: str | None = None  # OpenAI ``user`` <-> Anthropic ``metadata.user_id``
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)  # OpenAI only
+    # LiteLLM's metadata.tags: the caller's labels for llmpulse (``attribution``), never sent on.
+    tags: list[str] = dataclasses.field(default_factory=list)
     store: bool | None = None  # OpenAI only; it rejects metadata without store: true
     response_format: ResponseFormat | None = None
     seed: int | None = None

@@ -34,8 +34,9 @@ from llmpulse.alerts.window import (
     says_nothing,
 )
 from llmpulse.config import Config
+from llmpulse.monitor.billing import Verdict
 from llmpulse.result import CheckResult
-from llmpulse.rules import NOT_WINDOWED, SLO_BURN_RULE, RuleSpec
+from llmpulse.rules import BILLING_DRIFT_RULE, NOT_WINDOWED, SLO_BURN_RULE, RuleSpec
 from llmpulse.store import ResultFilter, Store, queries
 from llmpulse.target import Target
 
@@ -305,6 +306,15 @@ class Alerting:
     def slo_retention(self, now: float) -> dict[str, tuple[str, float]]:
         """What the state store keeps of each SLO (``prune_slo_minutes``)."""
         return {s.name: (s.definition, now - s.window_s) for s in self.slos.slos}
+
+    def observe_billing(self, verdicts: Iterable[Verdict], now: float) -> None:
+        """``billing_drift`` per provider whose bill was compared (``monitor.billing``): it
+        fires on a day that drifts and resolves with the next day compared that does not."""
+        for v in verdicts:
+            self.engine.observe_graded(
+                BILLING_DRIFT_RULE, v.provider, v.provider, v.severity, v.summary, now,
+                value=v.value, threshold=v.threshold, resolve_after=0.0,
+            )  # fmt: skip
 
     def observe_official(self, provider: str, indicator: str, description: str) -> None:
         self.engine.observe_official(provider, indicator, description, time.time())

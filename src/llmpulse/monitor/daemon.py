@@ -46,6 +46,7 @@ from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import Config
 from llmpulse.config.storage import is_postgres, results_location
 from llmpulse.monitor.alerting import Alerting
+from llmpulse.monitor.billing import Reconciler
 from llmpulse.monitor.leader import leadership_for
 from llmpulse.probe import Prober
 from llmpulse.probe.lock import ProbeLock
@@ -69,6 +70,7 @@ BASELINE_EVERY_S = 600.0
 SPEND_EVERY_S = 60.0  # cost_spike: an hour's spend against 7 days, judged every minute
 DRAIN_OUTBOX_S = 5.0
 SLO_SAVE_S = 5.0  # SLO minutes saved this often (a new leader recounts the last minutes anyway)
+BILLING_EVERY_S = 60.0  # due billing days looked for this often (each is read once)
 
 
 def _database_down(exc: Exception) -> bool:
@@ -131,6 +133,16 @@ class Daemon:
         self._delivery: asyncio.Future[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.status = StatusPoller(self._status_sources(), config.monitor.status_interval)
+        # Providers' own bills against what was measured, daily, while leading (monitor.billing).
+        # Store.costs reads raw results: a day older than they are kept is not compared.
+        self.reconciler = (
+            Reconciler(
+                config.billing, self.store, self.state, config.targets, config.redactor,
+                retention_s=config.monitor.raw_retention,
+            )
+            if config.billing
+            else None
+        )  # fmt: skip
         self.stop_event = asyncio.Event()
         self.telemetry: Telemetry | None = None
         if config.telemetry is not None:
@@ -242,6 +254,7 @@ class Daemon:
             background = [
                 asyncio.ensure_future(self.status.run(session, self.stop_event)),
                 asyncio.ensure_future(self._official_changes()),
+                asyncio.ensure_future(self._reconcile(session)),
             ]
             background += [asyncio.ensure_future(s(self.stop_event)) for s in self._services]
             ticker = asyncio.ensure_future(self._ticker())
@@ -434,6 +447,21 @@ class Daemon:
                             await asyncio.to_thread(job, now)
                         last[name] = now
             await asyncio.sleep(TICK_S * 4)
+
+    async def _reconcile(self, session: aiohttp.ClientSession) -> None:
+        """The reconciliation job, apart from the ticker and maintenance: a provider's slow
+        report never delays a page or a rollup."""
+        while self.reconciler is not None:
+            alerting = self.alerting
+            if alerting is None:  # not leading (yet): look again soon
+                await asyncio.sleep(TICK_S * 4)
+                continue
+            with _logged("billing reconciliation", self.unreadable):
+                now = time.time()
+                verdicts = await self.reconciler.run(session, now)
+                if self.alerting is alerting:  # still this term's engine
+                    alerting.observe_billing(verdicts, now)
+            await asyncio.sleep(BILLING_EVERY_S)
 
     async def _official_changes(self) -> None:
         changes = self.status.changes()

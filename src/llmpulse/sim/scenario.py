@@ -18,6 +18,7 @@ from pydantic import (
 
 # The simulator's durations may be zero (an instant first token, no Retry-After wait).
 from llmpulse.durations import DurationOrZero as Duration
+from llmpulse.sim.billing import ProviderBill
 
 # Error kinds a scenario may inject: HTTP statuses plus protocol-mapped named kinds.
 STATUS_KINDS = frozenset({400, 401, 403, 404, 408, 413, 422, 429, 500, 502, 503, 504, 529})
@@ -267,6 +268,8 @@ class Scenario(BaseModel):
     api_keys: list[str] | None = None
     models: dict[str, ModelBehavior] = Field(default_factory=dict)
     status_pages: dict[str, StatusPage] = Field(default_factory=dict)  # by provider name
+    # The admin APIs' cost and usage reports (sim.billing): "openai", "anthropic".
+    billing: dict[Literal["openai", "anthropic"], ProviderBill] = Field(default_factory=dict)
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

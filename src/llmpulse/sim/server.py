@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from llmpulse.aio import new_event_loop
 from llmpulse.sim import anthropic, gemini, openai, statuspage
+from llmpulse.sim.billing import BillingApi, ProviderBill
 from llmpulse.sim.common import Limit, Plan, dumps, fragments, new_id
 from llmpulse.sim.scenario import (
     ModelBehavior,
@@ -167,6 +168,8 @@ class SimState:
         self.log: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
         self.seq = 0
         self.created = int(time.time())
+        # The admin APIs' reports; its log lists each report request (path, query).
+        self.billing = BillingApi(lambda: self.bills)
         self.load(scenario)
 
     def load(self, scenario: Scenario | None = None) -> None:
@@ -174,6 +177,7 @@ class SimState:
             self.scenario = scenario
             self.base = dict(scenario.models)
             self.pages = dict(scenario.status_pages)
+            self.bills: dict[str, ProviderBill] = {str(k): v for k, v in scenario.billing.items()}
         self.started = time.monotonic()
         self.log.clear()
         self._cache: dict[tuple[str, int], ModelBehavior] = {}
@@ -654,6 +658,20 @@ class SimApp:
             return JSONResponse({"error": describe_error(exc, f"status_pages.{name}")}, 400)
         return JSONResponse(self._dump(effective))
 
+    async def patch_billing(self, request: Request) -> Response:
+        """Replace fields of a provider's bill (its days, page size, fault), or give it one."""
+        body = await self._body(request)
+        name = request.path_params["provider"]
+        if not isinstance(body, dict) or name not in ("openai", "anthropic"):
+            return JSONResponse({"error": "PATCH /_sim/billing/{openai|anthropic}: an object"}, 400)
+        base = self.state.bills.get(name)
+        data = {**(base.model_dump() if base else {}), **body}
+        try:
+            self.state.bills[name] = ProviderBill.model_validate(data)
+        except ValidationError as exc:
+            return JSONResponse({"error": describe_error(exc, f"billing.{name}")}, 400)
+        return JSONResponse(self.state.bills[name].model_dump(mode="json"))
+
     async def reset(self, request: Request) -> Response:
         body = await self._body(request)
         try:
@@ -720,8 +738,19 @@ def _azure_404() -> Response:
 
 def create_app(state: SimState) -> Starlette:
     h = SimApp(state)
+    bills = state.billing
     return Starlette(
         routes=[
+            Route("/openai/v1/organization/costs", bills.openai_costs, methods=["GET"]),
+            Route("/openai/v1/organization/usage/completions", bills.openai_usage, methods=["GET"]),
+            Route(
+                "/anthropic/v1/organizations/cost_report", bills.anthropic_costs, methods=["GET"]
+            ),
+            Route(
+                "/anthropic/v1/organizations/usage_report/messages",
+                bills.anthropic_usage,
+                methods=["GET"],
+            ),
             Route("/openai/v1/models", h.list_models, methods=["GET"], name="openai"),
             Route("/openai/v1/chat/completions", h.openai_chat, methods=["POST"]),
             Route("/azure/openai/models", h.list_models, methods=["GET"], name="azure"),
@@ -753,6 +782,7 @@ def create_app(state: SimState) -> Starlette:
             Route("/_sim/state", h.get_state, methods=["GET"]),
             Route("/_sim/models/{model:path}", h.patch_model, methods=["PATCH"]),
             Route("/_sim/status_pages/{name}", h.patch_status_page, methods=["PATCH"]),
+            Route("/_sim/billing/{provider}", h.patch_billing, methods=["PATCH"]),
             Route("/_sim/reset", h.reset, methods=["POST"]),
             Route("/_sim/requests", h.requests, methods=["GET", "DELETE"]),
         ]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from llmpulse.result import CheckResult
+from llmpulse.store.keys import StoredKey
 from llmpulse.store.rollup import Bins, Summary
 
 RAW_RETENTION_S = 7 * 86400
@@ -144,6 +145,27 @@ class Store(abc.ABC):
         self, limit: int = 100, *, where: ResultFilter = ALL_RESULTS
     ) -> list[CheckResult]:
         """Most recent results first."""
+
+    # ---- gateway keys created at run time (``store.keys``) ----
+
+    @abc.abstractmethod
+    def add_key(self, key: StoredKey) -> bool:
+        """Store a new key; False (nothing stored) when its name or digest is taken, revoked
+        keys' included, or ``MAX_STORED_KEYS`` are stored."""
+
+    @abc.abstractmethod
+    def stored_keys(self, *, revoked: bool = False) -> list[StoredKey]:
+        """The keys by name; revoked ones only when ``revoked``."""
+
+    @abc.abstractmethod
+    def revoke_key(self, name: str, at: float) -> StoredKey | None:
+        """Revoke the key ``name`` (once: revoking again keeps the first time); None when no
+        key has that name."""
+
+    @abc.abstractmethod
+    def rotate_key(self, name: str, digest: str, at: float) -> StoredKey | None:
+        """Give the key ``name`` a new digest, the old one refused from now on; None when no
+        unrevoked key has that name (or the digest is taken)."""
 
     @abc.abstractmethod
     def schema_version(self) -> int: ...

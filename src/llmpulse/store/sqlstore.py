@@ -38,6 +38,9 @@ from llmpulse.store.base import (
     Totals,
     TotalsBy,
 )
+from llmpulse.store.keys import COLUMNS as KEY_COLUMNS
+from llmpulse.store.keys import MAX_STORED_KEYS, StoredKey
+from llmpulse.store.keys import decode as decode_key
 from llmpulse.store.rollup import (
     METRICS,
     OUTAGE_CLASSES,
@@ -258,6 +261,49 @@ class SQLStore(Store, Generic[C]):
                 raise _RolledBack
         except _RolledBack:
             pass
+
+    def add_key(self, key: StoredKey) -> bool:
+        with self._writing() as conn:
+            if one(conn, "SELECT count(*) FROM gateway_keys")[0] >= MAX_STORED_KEYS:
+                return False
+            placeholders = ", ".join("?" * len(key.row()))
+            return bool(
+                conn.run(
+                    f"INSERT INTO gateway_keys ({KEY_COLUMNS}) VALUES ({placeholders}) "
+                    "ON CONFLICT DO NOTHING",
+                    key.row(),
+                )
+            )
+
+    def stored_keys(self, *, revoked: bool = False) -> list[StoredKey]:
+        where = "" if revoked else "WHERE revoked_at IS NULL "
+        with self._reading() as conn:
+            rows = conn.all(
+                f"SELECT {KEY_COLUMNS} FROM gateway_keys {where}ORDER BY name LIMIT ?",
+                (MAX_STORED_KEYS,),
+            )
+        return [decode_key(r) for r in rows]
+
+    def revoke_key(self, name: str, at: float) -> StoredKey | None:
+        with self._writing() as conn:
+            conn.run(
+                "UPDATE gateway_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (at, name),
+            )
+            rows = conn.all(f"SELECT {KEY_COLUMNS} FROM gateway_keys WHERE name = ?", (name,))
+        return decode_key(rows[0]) if rows else None
+
+    def rotate_key(self, name: str, digest: str, at: float) -> StoredKey | None:
+        with self._writing() as conn:
+            if conn.all("SELECT 1 FROM gateway_keys WHERE digest = ?", (digest,)):
+                return None
+            changed = conn.run(
+                "UPDATE gateway_keys SET digest = ?, rotated_at = ? "
+                "WHERE name = ? AND revoked_at IS NULL",
+                (digest, at, name),
+            )
+            rows = conn.all(f"SELECT {KEY_COLUMNS} FROM gateway_keys WHERE name = ?", (name,))
+        return decode_key(rows[0]) if changed else None
 
     def _model_changes_in(
         self, conn: Conn, results: Sequence[CheckResult]

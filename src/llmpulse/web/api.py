@@ -234,6 +234,12 @@ def private_routes(view: View) -> APIRouter:
         except InvalidInput as exc:
             raise HTTPException(400, str(exc)) from None
 
+    @router.get("/billing", response_model=schemas.Billing)
+    def billing(days: Annotated[int, Query(ge=1, le=400)] = 30) -> schemas.Billing:
+        """Each provider's own bill per UTC day against what llmpulse measured (traffic and
+        probes), per model, as the alert leader's daily reconciliation found it."""
+        return view.billing(days)
+
     return router
 
 

@@ -374,6 +374,48 @@ class CostReport(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
+class BillingModel(BaseModel):
+    """One model's day on the provider's bill and as measured (traffic and probes)."""
+
+    model: str = Field(description="The model's base name (no snapshot date)")
+    names: list[str] = Field(description="The names the provider billed it under")
+    reported_usd: float
+    measured_usd: float
+    difference_usd: float = Field(description="Measured minus billed")
+    reported_input_tokens: int
+    measured_input_tokens: int
+    reported_output_tokens: int
+    measured_output_tokens: int
+    reported_requests: int | None = Field(description="None: the provider counts none")
+    measured_requests: int
+
+
+class BillingDay(BaseModel):
+    """A provider's UTC day: its bill against what llmpulse measured, or why it was not
+    read."""
+
+    day: str
+    status: str = Field(description='"ok", or the class of the error reading the reports')
+    checked_at: float
+    reported_usd: float | None
+    measured_usd: float | None
+    difference_usd: float | None = Field(description="Measured minus billed")
+    difference: float | None = Field(description="The difference as a share of the bill")
+    drift: bool
+    threshold: float | None
+    error: str | None
+    models: list[BillingModel]
+
+
+class BillingProvider(BaseModel):
+    provider: str
+    days: list[BillingDay]
+
+
+class Billing(BaseModel):
+    providers: list[BillingProvider]
+
+
 class StatusTarget(BaseModel):
     name: str
     provider: str

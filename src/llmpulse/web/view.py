@@ -750,6 +750,38 @@ class View:
             ],
         )
 
+    def billing(self, days: int, now: float | None = None) -> schemas.Billing:
+        now = time.time() if now is None else now
+        since = datetime.fromtimestamp(_day_start(now) - days * DAY, UTC).date()
+        providers: dict[str, list[schemas.BillingDay]] = {}
+        for d in self.alert_state.billing_days(since):
+            r = d.reconciliation
+            models = [
+                schemas.BillingModel(**m.to_json(), difference_usd=m.difference_usd)
+                for m in (r.models if r else ())
+            ]
+            providers.setdefault(d.provider, []).append(
+                schemas.BillingDay(
+                    day=d.day.isoformat(),
+                    status=d.status,
+                    checked_at=d.checked_at,
+                    reported_usd=r.reported_usd if r else None,
+                    measured_usd=r.measured_usd if r else None,
+                    difference_usd=r.difference_usd if r else None,
+                    difference=r.difference if r else None,
+                    drift=bool(r and r.drift),
+                    threshold=r.threshold if r else None,
+                    error=self.redact(d.error),
+                    models=models,
+                )
+            )
+        return schemas.Billing(
+            providers=[
+                schemas.BillingProvider(provider=p, days=rows)
+                for p, rows in sorted(providers.items())
+            ]
+        )
+
     def status_summary(self, now: float | None = None) -> schemas.StatusSummary:
         now = time.time() if now is None else now
         statuses = self.statuses(now)

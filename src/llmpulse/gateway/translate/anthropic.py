@@ -61,6 +61,7 @@ from llmpulse.gateway.translate.common import (
     opt_str,
     sse,
     stop_list,
+    tag_list,
 )
 from llmpulse.providers.anthropic import API_VERSION, parse_usage
 from llmpulse.providers.base import get_str
@@ -148,8 +149,10 @@ def parse_request(body: Any) -> ChatRequest:
     req.stream = bool(opt_bool(obj.get("stream"), "stream"))
     req.include_usage = True  # Anthropic streams always report usage
     if obj.get("metadata") is not None:
-        user = expect_dict(obj["metadata"], "metadata").get("user_id")
-        req.user = opt_str(user, "metadata.user_id")
+        metadata = expect_dict(obj["metadata"], "metadata")
+        req.user = opt_str(metadata.get("user_id"), "metadata.user_id")
+        # LiteLLM's tags, for llmpulse: only user_id goes upstream (Anthropic takes no other).
+        req.tags = tag_list(metadata.get("tags"), "metadata.tags")
     req.top_k = opt_positive_int(obj.get("top_k"), "top_k")
     req.reasoning = _parse_thinking(obj.get("thinking"))
     req.service_tier = opt_str(obj.get("service_tier"), "service_tier")

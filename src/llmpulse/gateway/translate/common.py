@@ -77,6 +77,15 @@ def stop_list(value: Any, field: str) -> list[str]:
     return [expect_str(s, f"{field}[{i}]") for i, s in enumerate(expect_list(value, field))]
 
 
+def tag_list(value: Any, field: str) -> list[str]:
+    """LiteLLM's ``metadata.tags``: a list of strings, or null."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TranslationError(f"'{field}' must be an array of strings")
+    return [expect_str(t, f"{field}[{i}]") for i, t in enumerate(value)]
+
+
 def parse_arguments(text: Any, field: str) -> dict[str, Any]:
     """OpenAI's tool-call arguments (JSON text) as the object the other protocols carry."""
     text = expect_str(text, field)

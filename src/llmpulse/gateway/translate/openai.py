@@ -63,6 +63,7 @@ from llmpulse.gateway.translate.common import (
     split_data_url,
     sse,
     stop_list,
+    tag_list,
 )
 from llmpulse.providers.base import get_str
 from llmpulse.providers.openai import parse_usage
@@ -148,11 +149,24 @@ def parse_request(body: Any) -> ChatRequest:
     req.store = opt_bool(obj.get("store"), "store")
     metadata = obj.get("metadata")
     if metadata is not None:
-        for key, value in expect_dict(metadata, "metadata").items():
-            req.metadata[key] = expect_str(value, f"metadata.{key}")
+        _parse_metadata(req, expect_dict(metadata, "metadata"))
     _parse_sampling(req, obj)
     req.extra = {k: v for k, v in obj.items() if k not in _READ and v is not None}
     return req
+
+
+def _parse_metadata(req: ChatRequest, metadata: dict[str, Any]) -> None:
+    """A list of ``tags`` is LiteLLM's, read for llmpulse and never sent on. The rest is
+    OpenAI's own metadata, which it takes only with ``store: true`` (else it answers 400):
+    forwarded then, strings as it requires; without it, LiteLLM's other keys (for its loggers)
+    are left out, whatever their type."""
+    listed = isinstance(metadata.get("tags"), list)
+    if listed or not req.store:
+        req.tags = tag_list(metadata.get("tags"), "metadata.tags")
+    if req.store:
+        for key, value in metadata.items():
+            if key != "tags" or not listed:
+                req.metadata[key] = expect_str(value, f"metadata.{key}")
 
 
 def _parse_sampling(req: ChatRequest, obj: dict[str, Any]) -> None:
