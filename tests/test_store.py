@@ -1134,6 +1134,15 @@ def test_spend_rollup_reports_what_raw_results_do(backend):
                     assert_costs_equal(reported(report.rows), want)
                     if source != "probe":
                         assert_costs_equal(before[(by, (lo, hi), source)], want)
+        # Any range: whole days, whole hours of today and raw edges add up to the results.
+        rng = random.Random(3)
+        for _ in range(40):
+            lo = T0 + rng.random() * 3.6 * DAY
+            hi = lo + rng.random() * (now - lo)
+            by = rng.choice(COST_BY)
+            report = store.cost_report(by, lo, hi)
+            assert report.exact
+            assert_costs_equal(reported(report.rows), expected_costs(results, by, lo, hi))
         # Probes name no owner; they stay apart from traffic under every dimension.
         keys = reported(store.costs("key", T0, now))
         assert {n for n, s in keys if s == "probe"} == {None}
