@@ -639,8 +639,8 @@ def _print_routes(
 @click.option("--json", "as_json", is_flag=True, help="Print the rules as a JSON array.")
 def check_config(config_path: Path | None, target_glob: str, as_json: bool) -> None:
     """Validate a config without running anything, and list every rule in effect: per target
-    with its resolved thresholds, per provider, the custom rules and the SLOs' burn-rate
-    alerts. Exits 2 when invalid."""
+    with its resolved thresholds, per provider, per gateway key and team with a budget, the
+    custom rules and the SLOs' burn-rate alerts. Exits 2 when invalid."""
     import json
 
     from llmpulse.alerts.inventory import rules_in_effect

@@ -43,6 +43,9 @@ class RuleSpec:
 # is one alert episode of its own (``alerts.engine.Engine.observe``).
 MODEL_CHANGED = "model_changed"
 CONTEXT_UTILIZATION_HIGH = "context_utilization_high"
+BUDGET_WARNING = "budget_warning"  # spend reached the budget's warn_at
+BUDGET_EXHAUSTED = "budget_exhausted"  # spend reached the budget
+SPEND_FORECAST = "spend_forecast"  # at the current rate, spend reaches it before the period ends
 
 DEFAULT_RULES: dict[str, RuleSpec] = {
     r.id: r
@@ -70,6 +73,11 @@ DEFAULT_RULES: dict[str, RuleSpec] = {
         RuleSpec("cost_spike", Severity.WARNING, 3.0, min_samples=1, window_s=3600, min_usd=1.0),
         # p95 of prompt tokens over the context window on real traffic (METRIC_RULES).
         RuleSpec(CONTEXT_UTILIZATION_HIGH, Severity.WARNING, 0.8, min_samples=5, window_s=3600),
+        # Per gateway key and team with a budget (BUDGET_RULES, ``alerts.budgets``): thresholds
+        # and windows are each budget's own, so theirs are unused.
+        RuleSpec(BUDGET_WARNING, Severity.WARNING, threshold=0, min_samples=1),
+        RuleSpec(BUDGET_EXHAUSTED, Severity.CRITICAL, threshold=0, min_samples=1),
+        RuleSpec(SPEND_FORECAST, Severity.WARNING, threshold=0, min_samples=1),
     )
 }
 # Built-in rules that the metric-rule engine evaluates (``alerts.metric_rules``), as a custom
@@ -100,13 +108,23 @@ AVAILABILITY_RULES = ("consecutive_unavailable", "error_rate_critical", "error_r
 # Rules the leader computes from the store per provider and overall ("*"), not from a target's
 # window of recent results; their per-target overrides are ignored.
 STORE_RULES = ("cost_spike",)
+# Rules the leader judges per gateway key and team with a budget (``alerts.budgets``), from the
+# store; only the global overrides (severity, enabled) apply.
+BUDGET_RULES = (BUDGET_WARNING, BUDGET_EXHAUSTED, SPEND_FORECAST)
 # Rules a target's window of recent results does not evaluate.
-NOT_WINDOWED = (*STORE_RULES, *METRIC_RULES)
+NOT_WINDOWED = (*STORE_RULES, *METRIC_RULES, *BUDGET_RULES)
 # Alerts that say nothing of how the service answers: they page like any other, but leave a
 # target's status (dashboard, public status page, badges) and the public incidents alone; so do
 # custom rules, which may watch anything (spend, volume).
 INFORMATIONAL_RULES = frozenset(
-    {MODEL_CHANGED, "model_deprecated", CONTEXT_UTILIZATION_HIGH, BILLING_DRIFT_RULE, *STORE_RULES}
+    {
+        MODEL_CHANGED,
+        "model_deprecated",
+        CONTEXT_UTILIZATION_HIGH,
+        BILLING_DRIFT_RULE,
+        *STORE_RULES,
+        *BUDGET_RULES,
+    }
 )
 
 
@@ -138,6 +156,10 @@ THRESHOLD_UNITS: dict[str, Unit | None] = {
     "model_deprecated": Unit.SECONDS,  # the notice period
     "cost_spike": Unit.TIMES,
     CONTEXT_UTILIZATION_HIGH: Unit.FRACTION,
+    # Each budget's own threshold (USD), not the rule's.
+    BUDGET_WARNING: None,
+    BUDGET_EXHAUSTED: None,
+    SPEND_FORECAST: None,
 }
 
 

@@ -33,6 +33,7 @@ from llmpulse.rules import (
     ALL_PROVIDERS_RULE,
     AVAILABILITY_RULES,
     BILLING_DRIFT_RULE,
+    BUDGET_RULES,
     INCIDENT,
     OFFICIAL_STATUS_RULE,
     PROVIDER_RULE,
@@ -48,11 +49,14 @@ COST_SPIKE_RULE = "cost_spike"  # per provider, and for all of them under ALL
 _RANK = {rule: i for i, rule in enumerate(AVAILABILITY_RULES)}
 
 
-def alert_scope(rule: str, custom: Mapping[str, str] | None = None) -> str:
+def alert_scope(rule: str, custom: Mapping[str, str] | None = None, target: str = "") -> str:
     """What an alert's ``target`` names: a target, a provider, a model, every provider ("*"),
-    or an SLO; ``custom``: the scope of each custom rule (``alerts.metric_rules.scopes``)."""
+    an SLO, or a gateway key or team (a budget rule's ``key:NAME``, ``team:NAME``); ``custom``:
+    the scope of each custom rule (``alerts.metric_rules.scopes``)."""
     if custom and rule in custom:
         return custom[rule]
+    if rule in BUDGET_RULES:
+        return target.partition(":")[0]
     if rule == ALL_PROVIDERS_RULE:
         return "all"
     if rule in (PROVIDER_RULE, OFFICIAL_STATUS_RULE, COST_SPIKE_RULE, BILLING_DRIFT_RULE):

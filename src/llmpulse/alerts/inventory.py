@@ -1,7 +1,8 @@
 """What a config will alert on, before anything runs (``llmpulse check-config``): every rule in
 effect per target with its settings resolved (defaults, then the config's, the provider's and
-the target's overrides), the per-provider rules, the custom rules with what they select, each
-SLO's burn-rate alerts, and the reconciliation of each provider with an admin key."""
+the target's overrides), the per-provider rules, the budget alerts of each gateway key and team
+with a budget, the custom rules with what they select, each SLO's burn-rate alerts, and the
+reconciliation of each provider with an admin key."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import dataclasses
 import fnmatch
 from typing import Any
 
+from llmpulse.alerts import budgets
 from llmpulse.alerts.metric_rules import format_value
 from llmpulse.config import Config
 from llmpulse.config.rules import MetricRule
@@ -16,6 +18,9 @@ from llmpulse.config.slos import Slo, duration_label
 from llmpulse.durations import format_duration
 from llmpulse.rules import (
     BILLING_DRIFT_RULE,
+    BUDGET_EXHAUSTED,
+    BUDGET_RULES,
+    BUDGET_WARNING,
     METRIC_RULES,
     SLO_BURN_RULE,
     STORE_RULES,
@@ -33,7 +38,7 @@ class RuleInEffect:
 
     subject: str
     rule: str
-    kind: str  # built-in | custom | slo
+    kind: str  # built-in | custom | slo | budget
     threshold: str  # in the rule's unit, as a summary shows it
     threshold_value: float | None  # the same in the unit's base (seconds, fractions, ...)
     unit: str | None
@@ -55,8 +60,8 @@ def rules_in_effect(config: Config, target_glob: str = "*") -> list[RuleInEffect
     targets = [t for t in config.targets if fnmatch.fnmatchcase(t.name, target_glob)]
     for t in targets:
         for spec in config.target_rules(t).values():
-            if spec.id in STORE_RULES:
-                continue  # judged per provider, below
+            if spec.id in STORE_RULES or spec.id in BUDGET_RULES:
+                continue  # judged per provider, per key and per team: below
             threshold, value, detail = _threshold(spec), None, ""
             if spec.id == "tps_low":
                 floor = t.tps_floor if t.tps_floor is not None else spec.threshold
@@ -77,6 +82,7 @@ def rules_in_effect(config: Config, target_glob: str = "*") -> list[RuleInEffect
             detail = f"minimum ${spec.min_usd:g}" if spec.min_usd else ""
             unit = THRESHOLD_UNITS[rule_id]
             out.append(_row(provider, spec, "built-in", _threshold(spec), detail, unit))
+    out += _budgets(config)
     for rule in config.custom_rules:
         out.append(_custom(rule))
     for s in config.slos:
@@ -92,6 +98,40 @@ def rules_in_effect(config: Config, target_glob: str = "*") -> list[RuleInEffect
                          str(Unit.FRACTION), 86400.0, 0.0, 1, str(Severity.WARNING), True, detail)
         )  # fmt: skip
     return out
+
+
+def _budgets(config: Config) -> list[RuleInEffect]:
+    """Per gateway key and team with a budget, its three budget alerts (``alerts.budgets``):
+    thresholds are the budget's, severity and enabled the rules' (global overrides only)."""
+    rules = config.provider_rules(None)
+    rows = []
+    for h in budgets.holders(config):
+        b = h.budget
+        budget = f"${b.max_usd:,.2f} per {b.period}"
+        for rule_id in BUDGET_RULES:
+            spec = rules[rule_id]
+            enabled = spec.enabled
+            if rule_id == BUDGET_WARNING:
+                if b.warn_at is None:
+                    threshold, value, enabled = "never (warn_at: null)", None, False
+                else:
+                    value = b.warn_at * b.max_usd
+                    threshold = f"{format_value(Unit.USD, value)} ({b.warn_at:.0%} of {budget})"
+                detail = "spend over the period reaches warn_at"
+            elif rule_id == BUDGET_EXHAUSTED:
+                threshold, value = budget, b.max_usd
+                detail = "spend over the period reaches the budget"
+            else:
+                threshold, value = budget, b.max_usd
+                detail = (
+                    "at the higher of the last 24 h's and 7 d's rate, spend reaches the budget "
+                    + ("before the month ends" if not b.period.rolling else "within the window")
+                )
+            rows.append(
+                RuleInEffect(h.subject, rule_id, "budget", threshold, value, str(Unit.USD),
+                             b.period.seconds, 0.0, 1, str(spec.severity), enabled, detail)
+            )  # fmt: skip
+    return rows
 
 
 def _slo(s: Slo) -> list[RuleInEffect]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 
+from llmpulse.alerts import budgets
 from llmpulse.alerts.engine import ALL
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.notifiers import DeliveryError, Notifier
@@ -19,6 +20,7 @@ from llmpulse.config import Config
 from llmpulse.rules import (
     ALL_PROVIDERS_RULE,
     BILLING_DRIFT_RULE,
+    BUDGET_RULES,
     DEFAULT_RULES,
     OFFICIAL_STATUS_RULE,
     PROVIDER_RULE,
@@ -72,7 +74,8 @@ def route_examples(
 ) -> list[RouteExample]:
     """Where an alert of every rule and severity would go, for an example target (the first
     configured one of ``provider``, or ``target``); grouped alerts carry the group's labels,
-    and the burn-rate alerts of the SLOs that select it their SLO's."""
+    the burn-rate alerts of the SLOs that select it their SLO's, and the budget alerts those of
+    every key and team with a budget (``key:NAME``, ``team:NAME``, provider ``*``)."""
     example = next(
         (
             t
@@ -84,7 +87,9 @@ def route_examples(
     if example is None:
         raise LookupError(f"no configured target matches provider={provider} target={target}")
     routes = Routes(config.alerting.routes, [n.name for n in config.notifiers])
-    subjects = [(rule, example.provider, example.name) for rule in DEFAULT_RULES]
+    subjects = [
+        (rule, example.provider, example.name) for rule in DEFAULT_RULES if rule not in BUDGET_RULES
+    ]
     subjects += [
         (PROVIDER_RULE, example.provider, example.provider),
         (OFFICIAL_STATUS_RULE, example.provider, example.provider),
@@ -96,6 +101,7 @@ def route_examples(
         for s in config.slos
         if s.selection.admits_target(example.name)
     ]
+    subjects += [(rule, ALL, h.subject) for h in budgets.holders(config) for rule in BUDGET_RULES]
     return [
         RouteExample(
             rule,

@@ -20,10 +20,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 
-from llmpulse.alerts import slo
-from llmpulse.alerts.engine import ALL, AlertRecord, AlertSettings, Engine, Notify
+from llmpulse.alerts import budgets, slo
+from llmpulse.alerts.engine import ALL, AlertRecord, AlertSettings, Engine, Notify, fingerprint
 from llmpulse.alerts.metric_rules import REPLAY_MAX_S, MetricRules, builtin_rules
-from llmpulse.alerts.model import Acknowledgement
+from llmpulse.alerts.model import Acknowledgement, AlertState
 from llmpulse.alerts.routes import Routes
 from llmpulse.alerts.silences import configured_silences
 from llmpulse.alerts.state import AlertStateStore
@@ -36,7 +36,7 @@ from llmpulse.alerts.window import (
 from llmpulse.config import Config
 from llmpulse.monitor.billing import Verdict
 from llmpulse.result import CheckResult
-from llmpulse.rules import BILLING_DRIFT_RULE, NOT_WINDOWED, SLO_BURN_RULE, RuleSpec
+from llmpulse.rules import BILLING_DRIFT_RULE, BUDGET_RULES, NOT_WINDOWED, SLO_BURN_RULE, RuleSpec
 from llmpulse.store import ResultFilter, Store, queries
 from llmpulse.target import Target
 
@@ -81,6 +81,7 @@ class Alerting:
             p: config.provider_rules(p) for p in by_provider
         }
         self.spend_at = -math.inf  # when spend was last judged: never yet
+        self.budgets_at = -math.inf  # when budgets were last judged: never yet
         self.metric_rules = MetricRules(
             [*config.custom_rules, *builtin_rules(config.targets, self.rules)], config.targets
         )
@@ -283,6 +284,48 @@ class Alerting:
                 spent, baseline = spend.get(subject, (0.0, None))
                 self.engine.observe(subject, subject, [cost_spike(rule, spent, baseline)], now)
         self.spend_at = now
+
+    def budget_spend(self, now: float) -> budgets.Reading:
+        """Every key and team with a budget (run-time keys included) and what each spent, for
+        ``observe_budgets`` (queries: run them off the loop)."""
+        return budgets.read(self.store, self.config, now)
+
+    def observe_budgets(self, reading: budgets.Reading, now: float) -> None:
+        """``budget_warning``, ``budget_exhausted`` and ``spend_forecast`` per key and team with
+        a budget, each at its rule's severity (``rules: {budget_exhausted: {severity: ...}}``).
+        They name no provider (``*``), so a provider's maintenance never holds them back. A
+        budget alert whose key or team has no budget any more (revoked, or taken from the
+        config) resolves. A holder whose rule does not hold and never did gets no record: there
+        may be a hundred thousand run-time keys."""
+        rules = self.provider_rules[ALL]
+        engine = self.engine
+        subjects = set()
+        for holder in reading.holders:
+            subjects.add(holder.subject)
+            use = budgets.Use.of(holder, reading.spend.get(holder.subject, budgets.Spend()), now)
+            for rule_id in BUDGET_RULES:
+                rule = rules[rule_id]
+                active = rule.enabled and use.holds(rule_id)  # a rule turned off resolves
+                if not active and fingerprint(rule_id, holder.subject) not in engine.records:
+                    continue
+                engine.observe_graded(
+                    rule_id, holder.subject, ALL, rule.severity if active else None,
+                    use.summary(rule_id), now,
+                    value=use.spent, threshold=use.threshold(rule_id),
+                    resolve_after=use.resolve_after(rule_id),
+                )  # fmt: skip
+        for record in list(engine.records.values()):
+            if (
+                record.rule in BUDGET_RULES
+                and record.state in (AlertState.FIRING, AlertState.PENDING)
+                and record.target not in subjects
+            ):
+                scope, _, name = record.target.partition(":")
+                engine.observe_graded(
+                    record.rule, record.target, record.provider, None,
+                    f"{scope} {name} has no budget any more", now, resolve_after=0.0,
+                )  # fmt: skip
+        self.budgets_at = now
 
     def observe_slos(self, now: float) -> None:
         """One ``slo_burn_rate`` alert per SLO: critical while a page condition holds, warning

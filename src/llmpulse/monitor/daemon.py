@@ -68,6 +68,7 @@ PRUNE_EVERY_S = 3600.0
 SILENCE_RELOAD_S = 5.0
 BASELINE_EVERY_S = 600.0
 SPEND_EVERY_S = 60.0  # cost_spike: an hour's spend against 7 days, judged every minute
+BUDGETS_EVERY_S = 60.0  # budget alerts and forecasts per key and team, judged every minute
 DRAIN_OUTBOX_S = 5.0
 SLO_SAVE_S = 5.0  # SLO minutes saved this often (a new leader recounts the last minutes anyway)
 BILLING_EVERY_S = 60.0  # due billing days looked for this often (each is read once)
@@ -440,6 +441,11 @@ class Daemon:
                     with _logged("spend", self.unreadable):
                         now = time.time()
                         alerting.observe_spend(await asyncio.to_thread(alerting.spend, now), now)
+                if time.time() - alerting.budgets_at >= BUDGETS_EVERY_S:
+                    with _logged("budgets", self.unreadable):
+                        now = time.time()
+                        reading = await asyncio.to_thread(alerting.budget_spend, now)
+                        alerting.observe_budgets(reading, now)
                 for name, every, job in jobs:
                     now = time.time()
                     if now - last[name] >= every:

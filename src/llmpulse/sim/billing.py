@@ -15,38 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from llmpulse.sim.scenario import ModelBill, ProviderBill
+
 _MIB = 1 << 20
 _MAX_DAYS = 366  # a range asked for: more is a 400, as a real API bounds it
-
-
-class ModelBill(BaseModel):
-    """One model's day on the bill."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    cost_usd: float = Field(0.0, ge=0)
-    input_tokens: int = Field(0, ge=0)  # cached tokens included, as OpenAI counts them
-    cached_tokens: int = Field(0, ge=0)
-    output_tokens: int = Field(0, ge=0)
-    requests: int = Field(0, ge=0)
-
-
-class ProviderBill(BaseModel):
-    """What one provider's admin API reports."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    admin_keys: list[str] = Field(min_length=1)
-    # UTC day -> model as the provider names it (dated snapshot) -> figures.
-    days: dict[date, dict[str, ModelBill]] = Field(default_factory=dict)
-    # Buckets per page at most, whatever ``limit`` asks: small values exercise pagination.
-    page_size: int = Field(31, ge=1, le=180)
-    fault: Literal["error_500", "rate_limited", "garbage_body", "huge_body"] | None = None
-    huge_body_mb: float = Field(9.0, gt=0)
 
 
 Kind = Literal["costs", "usage"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +19,36 @@ from pydantic import (
 
 # The simulator's durations may be zero (an instant first token, no Retry-After wait).
 from llmpulse.durations import DurationOrZero as Duration
-from llmpulse.sim.billing import ProviderBill
+
+# The admin APIs' bills (served by sim.billing), here so that reading a scenario loads no
+# server library.
+
+
+class ModelBill(BaseModel):
+    """One model's day on the bill."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cost_usd: float = Field(0.0, ge=0)
+    input_tokens: int = Field(0, ge=0)  # cached tokens included, as OpenAI counts them
+    cached_tokens: int = Field(0, ge=0)
+    output_tokens: int = Field(0, ge=0)
+    requests: int = Field(0, ge=0)
+
+
+class ProviderBill(BaseModel):
+    """What one provider's admin API reports."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    admin_keys: list[str] = Field(min_length=1)
+    # UTC day -> model as the provider names it (dated snapshot) -> figures.
+    days: dict[date, dict[str, ModelBill]] = Field(default_factory=dict)
+    # Buckets per page at most, whatever ``limit`` asks: small values exercise pagination.
+    page_size: int = Field(31, ge=1, le=180)
+    fault: Literal["error_500", "rate_limited", "garbage_body", "huge_body"] | None = None
+    huge_body_mb: float = Field(9.0, gt=0)
+
 
 # Error kinds a scenario may inject: HTTP statuses plus protocol-mapped named kinds.
 STATUS_KINDS = frozenset({400, 401, 403, 404, 408, 413, 422, 429, 500, 502, 503, 504, 529})

@@ -27,10 +27,11 @@ from starlette.types import Receive, Scope, Send
 
 from llmpulse.aio import new_event_loop
 from llmpulse.sim import anthropic, gemini, openai, statuspage
-from llmpulse.sim.billing import BillingApi, ProviderBill
+from llmpulse.sim.billing import BillingApi
 from llmpulse.sim.common import Limit, Plan, dumps, fragments, new_id
 from llmpulse.sim.scenario import (
     ModelBehavior,
+    ProviderBill,
     Scenario,
     ScenarioError,
     StatusPage,

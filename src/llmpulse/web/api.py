@@ -16,6 +16,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response
 from llmpulse.result import CheckKind, Source
 from llmpulse.store.base import CostBy
 from llmpulse.web import schemas
+from llmpulse.web.budgets import budget_use
 from llmpulse.web.view import Conflict, InvalidInput, NotFound, View
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -189,6 +190,12 @@ def private_routes(view: View) -> APIRouter:
         """One SLO with its budget burn-down over the window and the incidents that spent it."""
         with _found():
             return view.slo_detail(name)
+
+    @router.get("/budgets", response_model=schemas.Budgets)
+    def budgets() -> schemas.Budgets:
+        """Every gateway key and team with a budget: spend over its period, what is left, when
+        it resets, the current rate and when at that rate it runs out, its budget alerts."""
+        return budget_use(view)
 
     @router.get(
         "/costs",

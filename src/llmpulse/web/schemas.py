@@ -47,7 +47,7 @@ class Official(BaseModel):
     maintenances: list[Maintenance] = Field(default_factory=list)
 
 
-Scope = Literal["target", "provider", "model", "all", "slo"]
+Scope = Literal["target", "provider", "model", "all", "slo", "key", "team"]
 
 
 class Alert(BaseModel):
@@ -463,6 +463,49 @@ class Slo(BaseModel):
     exact: bool = Field(description="Counted from every raw result (the alert leader's counts)")
     alert_state: str = Field(description="Its slo_burn_rate alert: firing, pending or inactive")
     alert_severity: str | None
+
+
+class BudgetAlert(BaseModel):
+    rule: Literal["budget_warning", "budget_exhausted", "spend_forecast"]
+    state: Literal["firing", "pending"]
+    severity: str
+    fingerprint: str
+    fired_at: float | None
+    summary: str
+
+
+class BudgetUse(BaseModel):
+    """A gateway key's or team's budget at the time of the request (``alerts.budgets``)."""
+
+    scope: Literal["key", "team"]
+    name: str
+    max_usd: float
+    period: Literal["1d", "7d", "30d", "1mo"] = Field(
+        description="1d, 7d and 30d roll; 1mo is the UTC calendar month"
+    )
+    warn_at: float | None = Field(description="The fraction of max_usd that warns")
+    spent_usd: float = Field(description="Gateway traffic spend over the period")
+    remaining_usd: float = Field(description="max_usd - spent_usd; negative once overspent")
+    percent: float = Field(description="spent_usd / max_usd × 100")
+    resets_at: datetime | None = Field(
+        description="When a 1mo budget starts anew; null for a rolling one (its spend ages out)"
+    )
+    rate_usd_per_day: float = Field(
+        description="The current rate: the higher of the last 24 h's and the last 7 d's average"
+    )
+    exhausts_at: datetime | None = Field(
+        description="When at the current rate the spend reaches max_usd within the period "
+        "(null: it does not, or already has)"
+    )
+    alert_state: Literal["firing", "pending", "inactive"] = Field(
+        description="Its budget alerts together: firing when any fires"
+    )
+    alerts: list[BudgetAlert] = Field(description="Its budget alerts firing or pending")
+
+
+class Budgets(BaseModel):
+    generated_at: datetime
+    budgets: list[BudgetUse]
 
 
 class SloIncident(Incident):

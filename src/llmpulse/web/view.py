@@ -477,7 +477,7 @@ class View:
         history = [
             schemas.AlertEvent(
                 ts=ts,
-                scope=alert_scope(n.rule, self._scopes),
+                scope=alert_scope(n.rule, self._scopes, n.target),
                 **{**n.to_json(), "summary": self.redact(n.summary) or ""},
             )
             for ts, n in self.alert_state.events_between(0, math.inf, target=target, limit=limit)
@@ -950,7 +950,7 @@ def _alert(
     return schemas.Alert(
         fingerprint=r.fingerprint,
         rule=rule,
-        scope=alert_scope(r.rule, scopes),
+        scope=alert_scope(r.rule, scopes, r.target),
         target=r.target,
         provider=r.provider,
         severity=str(r.severity),
