@@ -1,9 +1,11 @@
 """Dashboard API response times over a month of history: is the dashboard fast with real data?
 
 Builds the same store as ``bench metrics`` (50 targets × one check per 30 s × 30 days ≈ 4.3 M
-results, rolled up), adds alert history, then starts ``llmpulse web`` on it as its own process
-and times HTTP requests to it with a keep-alive client, as a browser polling the dashboard
-would. Goals: overview < 100 ms, a 30-day series of one target < 300 ms.
+results), adds a month of gateway traffic (1 M requests from 10,000 users under 20 keys of 5
+teams, each request with two of 200 tags), rolls it all up (daily spend included), adds alert
+history, then starts ``llmpulse web`` on it as its own process and times HTTP requests to it
+with a keep-alive client, as a browser polling the dashboard would. Goals: overview < 100 ms,
+a 30-day series of one target < 300 ms, 30 days of spend by user and by tag < 300 ms.
 
 ``--db PATH`` keeps the generated store and reuses it on the next run (generation and rollup
 take about two minutes).
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -33,7 +36,53 @@ from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.rules import Severity
 from llmpulse.store import SQLiteStore
 
-GOALS = {"overview_ms": 100.0, "series_30d_one_ms": 300.0}
+GOALS = {
+    "overview_ms": 100.0,
+    "series_30d_one_ms": 300.0,
+    "costs_by_user_30d_ms": 300.0,
+    "costs_by_tag_30d_ms": 300.0,
+}
+TRAFFIC = 1_000_000
+USERS = 10_000
+KEYS = 20
+TEAMS = 5
+# Two tags a request: one of 150 features, one of 50 environments.
+FEATURES, ENVIRONMENTS = 150, 50
+
+
+def generate_traffic(db: Path, requests: int, days: int, now: float) -> int:
+    """Insert ``requests`` gateway results spread over ``days`` ending at ``now``, by owner:
+    users skewed (a few heavy, many light: user i with weight ~ u³), keys and tags uniform."""
+    span = days * 86400
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("BEGIN")
+    conn.execute(
+        f"""
+        WITH RECURSIVE seq(k) AS (
+            SELECT 0 UNION ALL SELECT k + 1 FROM seq WHERE k < {requests - 1}
+        ),
+        rows AS (
+            SELECT {now - span} + k * {span / requests} AS ts, abs(random()) % 1000000 / 1e6 AS u,
+                   abs(random()) % {KEYS} AS key, abs(random()) % 1000000 AS r
+            FROM seq
+        )
+        INSERT INTO results (ts, target, provider, model, check_kind, ok, http_status,
+                             latency_ms, ttft_ms, input_tokens, output_tokens, cost_usd, source,
+                             key_name, team, end_user, tags)
+        SELECT ts, 'target-' || printf('%02d', r % 50), 'openai', 'model-' || (r % 50),
+               'stream', 1, 200, 400 + r % 500, 150 + r % 200, 100 + r % 2000, 20 + r % 400,
+               (100 + r % 2000) * 1.5e-7 + (20 + r % 400) * 6e-7, 'traffic',
+               'key-' || key, 'team-' || (key % {TEAMS}),
+               'user-' || CAST({USERS} * u * u * u AS INTEGER),
+               json_array('feature=f' || (r % {FEATURES}), 'env=e' || (r / 7 % {ENVIRONMENTS}))
+        FROM rows ORDER BY ts
+        """
+    )
+    conn.execute("COMMIT")
+    (count,) = conn.execute("SELECT count(*) FROM results WHERE source = 'traffic'").fetchone()
+    conn.close()
+    return int(count)
 
 
 def build(db: Path, targets: int, days: int, now: float) -> None:
@@ -41,7 +90,8 @@ def build(db: Path, targets: int, days: int, now: float) -> None:
     SQLiteStore(db).close()  # the schema
     t = time.perf_counter()
     count = generate(db, targets, days, now)
-    print(f"generated {count:,} results in {time.perf_counter() - t:.1f}s")
+    traffic = generate_traffic(db, TRAFFIC, days, now)
+    print(f"generated {count:,} results ({traffic:,} traffic) in {time.perf_counter() - t:.1f}s")
     t = time.perf_counter()
     with SQLiteStore(db) as store:
         store.rollup(now)
@@ -154,6 +204,10 @@ def measure(url: str, repeat: int) -> dict[str, float]:
             ("events_30d", "/api/v1/events?target=target-07&range=30d"),
             ("statuspage_90d", "/api/v1/statuspage"),
             ("costs_30d", "/api/v1/costs?days=30"),
+            ("costs_by_user_30d", "/api/v1/costs?by=user"),
+            ("costs_by_tag_30d", "/api/v1/costs?by=tag"),
+            ("costs_by_key_30d", "/api/v1/costs?by=key"),
+            ("costs_by_day_30d", "/api/v1/costs?by=day"),
             ("alerts", "/api/v1/alerts"),
             ("metrics_scrape", "/metrics"),
         ):

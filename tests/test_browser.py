@@ -874,44 +874,112 @@ COST_SNAPSHOT = """() => {
   const q = (root, id) => root.querySelector(`[data-testid="${id}"]`);
   const all = (root, id) => [...root.querySelectorAll(`[data-testid="${id}"]`)];
   return {
-    total: q(document, "cost-total").dataset.value,
-    providers: all(document, "cost-provider-row").map((r) => [r.dataset.provider, r.dataset.value]),
-    models: all(document, "cost-model-row").map((r) => [r.dataset.model, r.dataset.value]),
-    targets: all(document, "cost-target-row").map((r) => r.dataset.target),
+    traffic: q(document, "cost-traffic").dataset.value,
+    probe: q(document, "cost-probe").dataset.value,
+    requests: q(document, "cost-requests").dataset.value,
+    rows: all(document, "cost-row").map((r) =>
+      [r.dataset.name, r.dataset.source, r.dataset.other, r.dataset.value]),
+    top: Object.fromEntries(["key", "team", "user", "tag"].map((by) =>
+      [by, all(q(document, `top-${by}`), "top-row").map((r) => [r.dataset.name, r.dataset.value])])),
     daily: q(document, "chart-cost-daily").dataset.points,
     dailyCanvas: !!q(document, "chart-cost-daily").querySelector("canvas"),
-    tpr: q(document, "chart-tokens-per-request").dataset.points,
-    pressed: q(document, "days-30").getAttribute("aria-pressed"),
+    pressed: [...document.querySelectorAll("[aria-pressed=true]")].map((b) => b.textContent),
+    budgets: !!document.getElementById("budgets"),
+    inexact: q(document, "cost-inexact").hidden,
   };
 }"""
 
 
-def test_cost_rows_match_the_api_totals(tab: Tab) -> None:
+# The cost table asks for this many rows; the top spenders for fewer.
+TABLE_LIMIT = "100"
+
+
+def _cost_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The API's rows as the cost table's data attributes."""
+    return [
+        [r["name"] or "", r["source"], "true" if r["other"] else "false", repr(r["cost_usd"])]
+        for r in report["rows"]
+    ]
+
+
+def _source_total(report: dict[str, Any], source: str) -> float:
+    return next((t["cost_usd"] for t in report["totals"] if t["source"] == source), 0.0)
+
+
+def _same_rows(dom: list[list[str]], api: list[list[str]]) -> None:
+    assert [r[:3] for r in dom] == [r[:3] for r in api]
+    for got, want in zip(dom, api, strict=True):
+        assert _same(got[3], float(want[3])), got
+
+
+def test_cost_page_shows_probe_spend_apart(tab: Tab) -> None:
     page = tab.page
-    with _expect_api(page, "/api/v1/costs", days="30") as got:
+    with (
+        _expect_api(page, "/api/v1/costs", by="day") as days,
+        _expect_api(page, "/api/v1/costs", by="key", limit=TABLE_LIMIT) as keys,
+    ):
         tab.goto("/cost")
-    data = got.value.json()
-    by_provider, by_model = data["totals"]["by_provider"], data["totals"]["by_model"]
-    assert by_provider and by_model, "the demo's checks cost something"
+    per_day, per_key = days.value.json(), keys.value.json()
+    assert _source_total(per_day, "probe") > 0, "the demo's checks cost something"
     page.wait_for_function(
-        "(n) => document.querySelectorAll('[data-testid=cost-provider-row]').length === n",
-        arg=len(by_provider),
+        "(n) => document.querySelectorAll('[data-testid=cost-row]').length === n",
+        arg=len(per_key["rows"]),
     )
     dom = page.evaluate(COST_SNAPSHOT)
-    # most expensive first (ties by name), each row's data-value the API's total
-    assert [p for p, _ in dom["providers"]] == sorted(
-        by_provider, key=lambda k: (-by_provider[k], k)
-    )
-    for p, raw in dom["providers"]:
-        assert _same(raw, by_provider[p]), p
-    assert [m for m, _ in dom["models"]] == sorted(by_model, key=lambda k: (-by_model[k], k))
-    for m, raw in dom["models"]:
-        assert _same(raw, by_model[m]), m
-    assert _num(dom["total"]) == pytest.approx(sum(by_provider.values()))
-    assert sorted(dom["targets"]) == sorted({d["target"] for d in data["days"]})
-    assert dom["daily"] == dom["tpr"] == "30" and dom["dailyCanvas"]
-    assert dom["pressed"] == "true"
+    # The probes' spend is its own figure, never added to traffic's (the demo has none).
+    assert _same(dom["probe"], _source_total(per_day, "probe"))
+    assert _same(dom["traffic"], _source_total(per_day, "traffic"))
+    _same_rows(dom["rows"], _cost_rows(per_key))
+    assert {r[1] for r in dom["rows"]} <= {"probe", "traffic"}
+    assert dom["daily"] == "30" and dom["dailyCanvas"]
+    assert dom["pressed"] == ["30 days", "Key"] and dom["budgets"] and dom["inexact"]
     tab.screenshot("cost")
+    tab.assert_console_clean()
+
+
+def test_cost_page_spend_by_owner_and_top_spenders(seeded_tab: Tab) -> None:
+    tab, page = seeded_tab, seeded_tab.page
+    with (
+        _expect_api(page, "/api/v1/costs", by="user", limit=TABLE_LIMIT) as users,
+        _expect_api(page, "/api/v1/costs", by="key", source="traffic") as top_keys,
+        _expect_api(page, "/api/v1/costs", by="tag", source="traffic") as top_tags,
+    ):
+        tab.goto("/cost?by=user&days=7")
+    per_user = users.value.json()
+    assert {r["name"] for r in per_user["rows"] if r["source"] == "traffic"} >= {"alice", "bob"}
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('[data-testid=cost-row]').length === n",
+        arg=len(per_user["rows"]),
+    )
+    dom = page.evaluate(COST_SNAPSHOT)
+    _same_rows(dom["rows"], _cost_rows(per_user))
+    assert dom["pressed"] == ["7 days", "User"] and dom["daily"] == "7"
+    assert _same(dom["traffic"], _source_total(per_user, "traffic"))
+    assert _same(dom["probe"], _source_total(per_user, "probe"))
+    for by, got in (("key", top_keys), ("tag", top_tags)):
+        named = [r for r in got.value.json()["rows"] if r["name"] is not None]
+        assert [n for n, _ in dom["top"][by]] == [r["name"] for r in named], by
+        for (_, raw), r in zip(dom["top"][by], named, strict=True):
+            assert _same(raw, r["cost_usd"]), by
+    # Another dimension, then a chosen range of UTC days.
+    with _expect_api(page, "/api/v1/costs", by="tag", limit=TABLE_LIMIT) as tags:
+        page.locator('[data-testid="cost-by"] [data-by="tag"]').click()
+    per_tag = tags.value.json()
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('[data-testid=cost-row]').length === n",
+        arg=len(per_tag["rows"]),
+    )
+    _same_rows(page.evaluate(COST_SNAPSHOT)["rows"], _cost_rows(per_tag))
+    today = date.today().isoformat()
+    page.locator('[data-testid="cost-from"]').fill(today)
+    page.locator('[data-testid="cost-to"]').fill(today)
+    ranged_table = {"from": f"{today}T00:00:00Z", "limit": TABLE_LIMIT}
+    with _expect_api(page, "/api/v1/costs", by="tag", **ranged_table) as ranged:
+        page.locator('[data-testid="cost-range-apply"]').click()
+    assert ranged.value.json()["from"].startswith(today)
+    assert f"from={today}" in page.url and "days=" not in page.url
+    page.locator('[data-testid="cost-daily"]').wait_for(state="hidden")  # one day: no chart
+    tab.screenshot("cost-owners")
     tab.assert_console_clean()
 
 

@@ -175,3 +175,14 @@ def test_groq_has_a_default_tps_floor_that_a_target_overrides():
         env={**ENV, "GROQ_API_KEY": "gsk-secret"},
     )
     assert [t.tps_floor for t in config.targets] == [100, 250, None]
+
+
+def test_spend_top_n_is_bounded_and_named_when_wrong():
+    target = {"name": "t", "provider": "openai", "model": "m", "api_key": "${OPENAI_API_KEY}"}
+    env = {"OPENAI_API_KEY": "sk-x"}
+    assert parse_config({"targets": [target]}, env=env).monitor.spend_top_n == 1000
+    config = parse_config({"targets": [target], "monitor": {"spend_top_n": 50}}, env=env)
+    assert config.monitor.spend_top_n == 50
+    for bad in (0, 1_000_000, "many"):
+        with pytest.raises(ConfigError, match=r"monitor\.spend_top_n"):
+            parse_config({"targets": [target], "monitor": {"spend_top_n": bad}}, env=env)

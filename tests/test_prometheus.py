@@ -20,7 +20,14 @@ from prometheus_client.samples import Sample
 from llmpulse.alerts.status import Status
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
-from llmpulse.telemetry.prometheus import MetricsExporter, Snapshot, TargetSnapshot
+from llmpulse.telemetry.prometheus import (
+    OTHER,
+    SPEND_SERIES,
+    MetricsExporter,
+    Snapshot,
+    TargetSnapshot,
+    bounded_spend,
+)
 from llmpulse.telemetry.semconv import MAX_RESPONSE_MODELS
 
 DASHBOARD = Path(__file__).parent.parent / "contrib" / "grafana" / "llmpulse-dashboard.json"
@@ -540,3 +547,29 @@ def test_series_merge_where_a_family_leaves_out_a_label() -> None:
         "gpt-4o-mini-a", "gpt-4o-mini-b"
     ]  # fmt: skip
     assert all(s.value == 1 for s in durations)
+
+
+def test_spend_by_key_and_team_is_bounded_and_counts_from_midnight() -> None:
+    midnight = 1_800_000_000 // 86400 * 86400
+    keys = [(f"k{i:03d}", "traffic", 1000.0 - i, 10 * i, i) for i in range(SPEND_SERIES + 5)]
+    rows = [*keys, (None, "probe", 0.5, 7, 3)]
+    spend = [
+        *bounded_spend("key", rows),
+        *bounded_spend("team", [("search", "traffic", 2.0, 1, 1)]),
+    ]
+    got = scrape(MetricsExporter(lambda: Snapshot(spend=spend, spend_since=midnight)))
+    usd = series(got, "llmpulse_key_spend_usd_total", source="traffic")
+    # The largest spenders by name, the rest as one _OTHER series per source.
+    assert len(usd) == SPEND_SERIES + 1
+    assert value(got, "llmpulse_key_spend_usd_total", llmpulse_key="k000", source="traffic") == 1000
+    assert value(got, "llmpulse_key_spend_usd_total", llmpulse_key=OTHER, source="traffic") == sum(
+        1000.0 - i for i in range(SPEND_SERIES, SPEND_SERIES + 5)
+    )
+    # Probes name no key: their spend is apart, under llmpulse_key="".
+    assert value(got, "llmpulse_key_spend_usd_total", llmpulse_key="", source="probe") == 0.5
+    assert (
+        value(got, "llmpulse_key_tokens_total", llmpulse_key="k002", source="traffic",
+              gen_ai_token_type="input") == 20
+    )  # fmt: skip
+    assert value(got, "llmpulse_team_spend_usd_total", llmpulse_team="search") == 2.0
+    assert value(got, "llmpulse_team_spend_usd_created", llmpulse_team="search") == midnight

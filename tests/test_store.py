@@ -26,6 +26,7 @@ from llmpulse.store import (
     redact_url,
     sqlitedb,
 )
+from llmpulse.store.base import COST_BY
 from llmpulse.store.migrations.legacy_sqlite import SCRIPTS as LEGACY_SCRIPTS
 from llmpulse.store.queries import exact_quantile
 from llmpulse.store.rollup import RELATIVE_ACCURACY, Summary, quantiles
@@ -556,6 +557,8 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
         "ALTER TABLE rollups_hourly DROP COLUMN context_sketch;"
         "ALTER TABLE rollups_hourly DROP COLUMN context_max;"
         "DROP INDEX results_key_ts; DROP INDEX results_team_ts; DROP TABLE spend_daily;"
+        "ALTER TABLE rollup_state DROP COLUMN spend_watermark_ts; DROP TABLE spend_hourly;"
+        "ALTER TABLE rollup_state DROP COLUMN spend_hour_watermark_ts;"
         "DROP TABLE gateway_keys;"
         + "".join(
             f"ALTER TABLE results DROP COLUMN {c};"
@@ -929,6 +932,9 @@ def test_rollups_from_before_context_utilization_keep_their_rows(backend):
     backend.sql("DROP INDEX results_key_ts")
     backend.sql("DROP INDEX results_team_ts")
     backend.sql("DROP TABLE spend_daily")
+    backend.sql("DROP TABLE spend_hourly")
+    backend.sql("ALTER TABLE rollup_state DROP COLUMN spend_watermark_ts")
+    backend.sql("ALTER TABLE rollup_state DROP COLUMN spend_hour_watermark_ts")
     backend.sql("DROP TABLE gateway_keys")  # ... nor revision 0005's
     for column in ("key_name", "team", "end_user", "tags", "session_id"):
         backend.sql(f"ALTER TABLE results DROP COLUMN {column}")
@@ -1034,3 +1040,228 @@ def test_costs_by_owner_and_source(backend):
         ]
         (back,) = [r for r in store.latest_results(10) if r.user == "u1"]
         assert back.tags == ["feature=search", "env=prod"] and back.key_name == "k1"
+
+
+# --- Daily spend rollups ---------------------------------------------------------------------
+
+
+def spend_history(days: float, seed: int = 7, users: int = 6) -> list[CheckResult]:
+    """Traffic from a few keys, teams, users and tags, and probes, every ~17 minutes."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(int(days * DAY / 1000)):
+        ts = T0 + i * 1000 + rng.random() * 900
+        if rng.random() < 0.25:
+            out.append(at(ts, rng.choice(["a", "b"]), cost_usd=rng.choice([0.01, None]),
+                          usage=Usage(rng.randint(1, 9), rng.randint(1, 9))))  # fmt: skip
+            continue
+        key = rng.choice(["k1", "k2", "k3", None])
+        team = {"k1": "search", "k2": "search", "k3": "ads"}.get(key or "")
+        traffic = at(
+            ts, rng.choice(["a", "b"]), source=Source.TRAFFIC,
+            cost_usd=round(rng.random() * (10 if key == "k1" else 1), 4), key_name=key, team=team,
+            user=rng.choice([f"u{n}" for n in range(users)] + [None]),
+            tags=rng.sample(["feature=search", "env=prod", "env=dev"], rng.randint(0, 2)),
+            usage=Usage(rng.randint(10, 99), rng.randint(1, 30)),
+        )  # fmt: skip
+        out.append(traffic)
+    return out
+
+
+def expected_costs(results, by, lo, hi, source=None):
+    """Spend per (name, source) from the results themselves: what the store must report."""
+    out: dict[tuple, list] = {}
+    for r in results:
+        ts = r.timestamp.timestamp()
+        if not lo <= ts < hi or (source is not None and str(r.source) != source):
+            continue
+        if by == "tag":
+            names = r.tags or [None]
+        elif by == "day":
+            names = [r.timestamp.strftime("%Y-%m-%d")]
+        else:
+            names = [{"key": r.key_name, "team": r.team, "user": r.user, "model": r.model,
+                      "provider": r.provider}[by]]  # fmt: skip
+        for name in names:
+            e = out.setdefault((name, str(r.source)), [0.0, 0, 0, 0])
+            e[0] += r.cost_usd or 0.0
+            e[1] += 1
+            e[2] += r.usage.input_tokens or 0
+            e[3] += r.usage.output_tokens or 0
+    return out
+
+
+def reported(rows):
+    return {(r.name, r.source): [r.cost_usd, r.requests, r.input_tokens, r.output_tokens]
+            for r in rows}  # fmt: skip
+
+
+def assert_costs_equal(got, want):
+    assert got.keys() == want.keys()
+    for k, (cost, *counts) in want.items():
+        assert got[k][0] == pytest.approx(cost, rel=1e-9, abs=1e-12), k
+        assert got[k][1:] == counts, k
+
+
+def test_spend_rollup_reports_what_raw_results_do(backend):
+    results = spend_history(3.6)
+    now = T0 + 3.6 * DAY
+    ranges = [
+        (T0, T0 + 3 * DAY),  # whole days: from the rollup
+        (T0 + 0.3 * DAY, T0 + 2.7 * DAY),  # partial edges from raw rows
+        (T0 + 0.5 * DAY, now),  # and today, not rolled up
+        (T0 + 1.2 * DAY, T0 + 1.4 * DAY),  # inside one day
+        (T0 - DAY, T0 + 10 * DAY),
+    ]
+    with backend.open() as store:
+        store.write_results(results)
+        before = {
+            (by, r, s): reported(store.costs(by, *r, source=s))
+            for by in COST_BY for r in ranges for s in (None, "traffic")
+        }  # fmt: skip
+        store.rollup(now)
+        (days,) = backend.sql("SELECT count(DISTINCT day) FROM spend_daily")[0]
+        assert days == 3  # the complete days only
+        # Today's whole hours, with every name: a report reads at most an hour of raw rows.
+        hours = backend.sql("SELECT min(hour), max(hour), count(DISTINCT hour) FROM spend_hourly")
+        assert hours == [(T0 + 3 * DAY, T0 + 3 * DAY + 13 * 3600, 14)]
+        for by in COST_BY:
+            for lo, hi in ranges:
+                for source in (None, "traffic", "probe"):
+                    report = store.cost_report(by, lo, hi, source=source)
+                    assert report.exact and (report.start_ts, report.end_ts) == (lo, hi)
+                    want = expected_costs(results, by, lo, hi, source)
+                    assert_costs_equal(reported(report.rows), want)
+                    if source != "probe":
+                        assert_costs_equal(before[(by, (lo, hi), source)], want)
+        # Any range: whole days, whole hours of today and raw edges add up to the results.
+        rng = random.Random(3)
+        for _ in range(40):
+            lo = T0 + rng.random() * 3.6 * DAY
+            hi = lo + rng.random() * (now - lo)
+            by = rng.choice(COST_BY)
+            report = store.cost_report(by, lo, hi)
+            assert report.exact
+            assert_costs_equal(reported(report.rows), expected_costs(results, by, lo, hi))
+        # Probes name no owner; they stay apart from traffic under every dimension.
+        keys = reported(store.costs("key", T0, now))
+        assert {n for n, s in keys if s == "probe"} == {None}
+        assert {n for n, s in keys if s == "traffic"} == {"k1", "k2", "k3", None}
+        # Sorted by spend, largest first.
+        rows = store.costs("key", T0, now, source="traffic")
+        assert rows[0].name == "k1" and [r.cost_usd for r in rows] == sorted(
+            (r.cost_usd for r in rows), reverse=True
+        )
+
+
+def test_spend_rollup_day_boundaries_and_late_results(backend):
+    midnight = T0 + DAY
+    results = [
+        at(midnight - 0.001, source=Source.TRAFFIC, key_name="k", cost_usd=1.0),
+        at(midnight, source=Source.TRAFFIC, key_name="k", cost_usd=2.0),  # the next day's
+        at(midnight + DAY - 1, source=Source.TRAFFIC, key_name="k", cost_usd=4.0),
+    ]
+    with backend.open() as store:
+        store.write_results(results)
+        store.rollup(midnight + DAY)
+        assert backend.sql("SELECT day, cost_usd FROM spend_daily WHERE dimension = 'key' "
+                           "ORDER BY day") == [(T0, 1.0), (midnight, 6.0)]  # fmt: skip
+        assert [(r.name, r.cost_usd) for r in store.costs("day", T0, midnight + DAY)] == [
+            ("2026-11-02", 6.0),
+            ("2026-11-01", 1.0),
+        ]
+        # A result arriving late for a day rolled up already: the day is rolled up again.
+        store.write_results([at(T0 + 5, source=Source.TRAFFIC, key_name="k", cost_usd=8.0)])
+        store.rollup(midnight + DAY + 60)
+        assert [(r.name, r.cost_usd) for r in store.costs("key", T0, midnight)] == [("k", 9.0)]
+        assert backend.sql(
+            f"SELECT cost_usd FROM spend_daily WHERE dimension = 'key' AND day = {T0}"
+        ) == [(9.0,)]
+        # Today so far is rolled up per hour; a late result changes its hour too.
+        today = midnight + DAY
+        store.write_results([at(today + 30, source=Source.TRAFFIC, key_name="k", cost_usd=16.0)])
+        store.rollup(today + 7200)
+        hourly = "SELECT hour, cost_usd FROM spend_hourly WHERE dimension = 'key' ORDER BY hour"
+        assert backend.sql(hourly) == [(today, 16.0)]
+        store.write_results([at(today + 40, source=Source.TRAFFIC, key_name="k", cost_usd=32.0)])
+        store.rollup(today + 7260)
+        assert backend.sql(hourly) == [(today, 48.0)]
+        assert [(r.name, r.cost_usd) for r in store.costs("key", today, today + 7200)] == [
+            ("k", 48.0)
+        ]
+        # Once the day is rolled up, its hours go.
+        store.rollup(today + DAY)
+        assert backend.sql(hourly) == []
+        assert [(r.name, r.cost_usd) for r in store.costs("key", today, today + DAY)] == [
+            ("k", 48.0)
+        ]
+        # Idempotent: rolling up again changes nothing.
+        store.rollup(midnight + DAY + 60)
+        (n,) = backend.sql("SELECT count(*) FROM spend_daily")[0]
+        store.rollup(midnight + DAY + 120)
+        assert backend.sql("SELECT count(*) FROM spend_daily")[0] == (n,)
+
+
+def test_spend_rollup_keeps_the_top_n_users_and_tags_per_day(backend):
+    results = spend_history(2.0, seed=11, users=9)
+    with backend.open() as store:
+        store.write_results(results)
+        store.rollup(T0 + 2 * DAY, spend_top_n=3)
+        for day in (T0, T0 + DAY):
+            for by in ("user", "tag"):
+                for source in ("traffic", "probe"):
+                    want = expected_costs(results, by, day, day + DAY, source)
+                    named = sorted(
+                        ((k, v) for k, v in want.items() if k[0] is not None),
+                        key=lambda kv: (-kv[1][0], -kv[1][1], kv[0][0]),
+                    )
+                    rows = backend.sql(
+                        "SELECT name, other, cost_usd, requests FROM spend_daily WHERE "
+                        f"dimension = '{by}' AND day = {day} AND source = '{source}'"
+                    )
+                    kept = {name for name, other, _, _ in rows if not other and name}
+                    assert kept == {k[0] for k, _ in named[:3]}
+                    rest = [v for _, v in named[3:]]
+                    others = [(c, n) for _, other, c, n in rows if other]
+                    if rest:
+                        (cost, n), = others  # fmt: skip
+                        assert cost == pytest.approx(sum(v[0] for v in rest))
+                        assert n == sum(v[1] for v in rest)
+                    else:
+                        assert others == []
+        # The report sums whole days from the rollup: totals stay exact, the names past the
+        # top 3 are in "other", and the report says it is not exact per name.
+        report = store.cost_report("user", T0, T0 + 2 * DAY, source="traffic")
+        assert not report.exact
+        other = [r for r in report.rows if r.other]
+        assert len(other) == 1 and other[0].name is None
+        want = expected_costs(results, "user", T0, T0 + 2 * DAY, "traffic")
+        assert sum(r.cost_usd for r in report.rows) == pytest.approx(
+            sum(v[0] for v in want.values())
+        )
+        assert sum(r.requests for r in report.rows) == sum(v[1] for v in want.values())
+        # Keys are never bucketed.
+        assert store.cost_report("key", T0, T0 + 2 * DAY).exact
+        with pytest.raises(ValueError, match="spend_top_n"):
+            store.rollup(T0 + 2 * DAY, spend_top_n=0)
+
+
+def test_spend_edges_past_raw_retention_are_whole_days(backend):
+    results = spend_history(4.0, seed=5)
+    now = T0 + 4 * DAY
+    with backend.open() as store:
+        store.write_results(results)
+        store.prune(now, raw_retention_s=2.5 * DAY)  # raw rows before T0 + 1.5 days are gone
+        report = store.cost_report("team", T0 + 0.5 * DAY, T0 + 1.25 * DAY)
+        # Both edges fall in pruned days: read whole from the rollup, and said so.
+        assert (report.start_ts, report.end_ts) == (T0, T0 + 2 * DAY) and not report.exact
+        assert_costs_equal(reported(report.rows), expected_costs(results, "team", T0, T0 + 2 * DAY))
+        # An edge in a day whose raw rows are all there is exact.
+        report = store.cost_report("team", T0 + 1.0 * DAY, T0 + 3.3 * DAY)
+        assert report.exact
+        assert_costs_equal(
+            reported(report.rows), expected_costs(results, "team", T0 + DAY, T0 + 3.3 * DAY)
+        )
+        # Daily spend is kept as long as the other rollups.
+        store.prune(now, raw_retention_s=2.5 * DAY, rollup_retention_s=2 * DAY)
+        assert backend.sql("SELECT min(day) FROM spend_daily") == [(T0 + 2 * DAY,)]

@@ -25,6 +25,8 @@ from webserve import (
     SECRET,
     SERVED_NEW,
     SERVED_OLD,
+    TRAFFIC_COST,
+    TRAFFIC_OWNERS,
     ServedWeb,
     make_config,
     official_statuses,
@@ -689,3 +691,91 @@ def test_status_listen_adds_a_public_status_only_listener(tmp_path: Path) -> Non
         assert httpx.get(f"{public}api/v1/statuspage").status_code == 200
         assert httpx.get(f"{public}api/v1/overview").status_code == 404
         assert httpx.get(f"{dashboard}api/v1/overview").status_code == 200
+
+
+def _owned(results_by_owner: dict[str, float], owner: dict[str, Any], key: str) -> None:
+    names = owner["tags"] if key == "tags" else [owner[key]]
+    for name in names or [None]:
+        results_by_owner[name] = results_by_owner.get(name, 0.0) + TRAFFIC_COST
+
+
+def test_costs_by_owner_keep_probes_and_traffic_apart(client: httpx.Client) -> None:
+    # Anthropic's traffic: 10 requests, owners in turn, the first five costing TRAFFIC_COST.
+    owners = [TRAFFIC_OWNERS[i % len(TRAFFIC_OWNERS)] for i in range(10, 20)]
+    for by, field in (("key", "key_name"), ("team", "team"), ("user", "user"), ("tag", "tags")):
+        want: dict[str | None, float] = {}
+        for owner in owners[:5]:
+            _owned(want, owner, field)
+        body = get(client, "/api/v1/costs", by=by, source="traffic")
+        assert body["by"] == by and body["source"] == "traffic" and body["exact"] is True
+        got = {r["name"]: r["cost_usd"] for r in body["rows"]}
+        assert {k: v for k, v in got.items() if v} == pytest.approx(want), by
+        assert {r["source"] for r in body["rows"]} == {"traffic"}
+        assert sum(r["requests"] for r in body["rows"]) >= 10
+        # Totals count each request once, whatever its tags.
+        (total,) = body["totals"]
+        assert total["requests"] == 10 and total["cost_usd"] == pytest.approx(5 * TRAFFIC_COST)
+    # Probes name no key: one row of their own, apart from traffic.
+    body = get(client, "/api/v1/costs", by="key")
+    probes = [r for r in body["rows"] if r["source"] == "probe"]
+    assert [(r["name"], r["requests"]) for r in probes] == [(None, 60 + 10)]
+    assert probes[0]["cost_usd"] == pytest.approx(0.06)
+    assert {t["source"] for t in body["totals"]} == {"probe", "traffic"}
+    costs = [r["cost_usd"] for r in body["rows"]]
+    assert costs == sorted(costs, reverse=True)
+    # Default range: from midnight UTC 30 days back, to now.
+    start, end = _ts(body["from"]), _ts(body["to"])
+    assert start % 86400 == 0 and 30 * 86400 <= end - start < 31 * 86400
+    by_model = get(client, "/api/v1/costs", by="model", source="probe")["rows"]
+    assert {r["name"]: r["requests"] for r in by_model} == {"gpt-4o-mini": 60, "claude-haiku": 10}
+    days = get(client, "/api/v1/costs", by="day")["rows"]
+    assert sum(r["cost_usd"] for r in days) == pytest.approx(0.06 + 5 * TRAFFIC_COST)
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", r["name"]) for r in days)
+
+
+def test_costs_range_limit_and_bad_parameters(client: httpx.Client, site: Any) -> None:
+    now = site[1]["now"]
+    old = datetime.fromtimestamp(now - 2 * 86400, UTC).replace(tzinfo=None).isoformat()
+    body = get(client, "/api/v1/costs", by="user", source="traffic", limit=1, to=old)
+    assert body["rows"] == [] and body["totals"] == []  # nothing before then
+    body = get(client, "/api/v1/costs", by="user", source="traffic", limit=1)
+    assert len(body["rows"]) == 1 and body["truncated"] == 2  # of bob, carol and alice
+    # Bob and Carol paid for two requests each; Bob made more: the largest spender.
+    assert body["rows"][0]["name"] == "bob" and body["rows"][0]["requests"] == 4
+    window = {"from": datetime.fromtimestamp(now - 1200, UTC).isoformat(), "to": "2099-01-01"}
+    assert client.get("/api/v1/costs", params={"by": "key", **window}).status_code == 400
+    for params, name in (
+        ({"by": "colour"}, "by"),
+        ({"by": "key", "source": "gateway"}, "source"),
+        ({"by": "key", "from": "yesterday"}, "from"),
+        ({"by": "key", "limit": 0}, "limit"),
+    ):
+        response = client.get("/api/v1/costs", params=params)
+        assert response.status_code == 422 and name in str(response.json()["detail"]), params
+    backwards = client.get(
+        "/api/v1/costs", params={"by": "key", "from": "2026-02-01", "to": "2026-01-01"}
+    )
+    assert backwards.status_code == 400 and "from" in backwards.json()["detail"]
+    long = client.get(
+        "/api/v1/costs", params={"by": "key", "from": "2024-01-01T00:00:00Z", "to": "2026-01-01"}
+    )
+    assert long.status_code == 400 and "400 days" in long.json()["detail"]
+
+
+def test_metrics_spend_by_key_and_team_match_the_cost_report(client: httpx.Client) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/metrics").text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    midnight = datetime.fromtimestamp(time.time() // 86400 * 86400, UTC).isoformat()
+    for by in ("key", "team"):
+        report = get(client, "/api/v1/costs", by=by, **{"from": midnight})
+        want = {(r["name"] or "", r["source"]): r["cost_usd"] for r in report["rows"]}
+        got = {
+            (s.labels[f"llmpulse_{by}"], s.labels["source"]): s.value
+            for s in samples
+            if s.name == f"llmpulse_{by}_spend_usd_total"
+        }
+        assert got == pytest.approx(want) and want, by
+    # Users and tags are left to the API: their label sets are unbounded.
+    assert "alice" not in text and "feature=search" not in text

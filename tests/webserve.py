@@ -101,11 +101,23 @@ AGENTS: tuple[tuple[str | None, str | None], ...] = (
 )
 
 
+# Who Anthropic's gateway traffic is for, in turn.
+TRAFFIC_OWNERS: tuple[dict[str, Any], ...] = (
+    {"key_name": "search-backend", "team": "search", "user": "alice",
+     "tags": ["feature=search", "env=prod"]},
+    {"key_name": "ads-batch", "team": "ads", "user": "bob", "tags": ["env=prod"]},
+    {"key_name": "search-backend", "team": "search", "user": "carol", "tags": []},
+)  # fmt: skip
+TRAFFIC_COST = 0.004
+
+
 def seed(db: Path, now: float) -> dict[str, Any]:
     """An hour of OpenAI probes (served model changes halfway) from eu-west, us-east and a
     single agent in turn, Anthropic probed from eu-west and us-east in turn, then seen in
-    gateway traffic only (larger prompts than the probes'), failing for the last five minutes
-    with an incident firing, and Groq never checked. Returns the facts to assert."""
+    gateway traffic only (larger prompts than the probes'; keys, teams, users and tags of
+    ``TRAFFIC_OWNERS`` in turn, each request costing ``TRAFFIC_COST`` unless failed), failing
+    for the last five minutes with an incident firing, and Groq never checked. Returns the
+    facts to assert."""
     results = []
     for i in range(60):  # one a minute, oldest first
         ts = now - 3600 + 30 + i * 60
@@ -134,6 +146,8 @@ def seed(db: Path, now: float) -> dict[str, Any]:
                 usage=Usage() if failing else Usage(input_tokens=8 if i < 10 else 20000 * (i - 9)),
                 context_window=200000,
                 source=Source.PROBE if i < 10 else Source.TRAFFIC, agent=agent, region=region,
+                cost_usd=TRAFFIC_COST if 10 <= i < 15 else None,
+                **(TRAFFIC_OWNERS[i % len(TRAFFIC_OWNERS)] if i >= 10 else {}),
             )
         )  # fmt: skip
     with SQLiteStore(db) as store:

@@ -32,6 +32,8 @@ class MonitorSettings(BaseModel):
     concurrency: int = Field(default=256, ge=1, le=100_000)
     raw_retention: Duration = 7 * 86400.0
     rollup_retention: Duration = 400 * 86400.0
+    # Users and tags kept by name per UTC day in the daily spend rollup; the rest as "other".
+    spend_top_n: int = Field(default=1000, ge=1, le=100_000)
     status_pages: bool = True
     status_interval: Duration = 60.0
     # Several agents sharing one PostgreSQL store: who this one is, where it probes from, and

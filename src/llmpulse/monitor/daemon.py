@@ -416,9 +416,11 @@ class Daemon:
         m = self.config.monitor
         unwritable = self.recording.writer.unwritable
         jobs = (
-            ("rollup", ROLLUP_EVERY_S, self.store.rollup),
+            ("rollup", ROLLUP_EVERY_S,
+             lambda now: self.store.rollup(now, spend_top_n=m.spend_top_n)),
             ("prune", PRUNE_EVERY_S,
-             lambda now: self.store.prune(now, m.raw_retention, m.rollup_retention)),
+             lambda now: self.store.prune(
+                 now, m.raw_retention, m.rollup_retention, spend_top_n=m.spend_top_n)),
         )  # fmt: skip
         last = dict.fromkeys((name for name, _, _ in jobs), 0.0)
         while True:

@@ -14,20 +14,26 @@ from llmpulse.store.rollup import Bins, Summary
 
 RAW_RETENTION_S = 7 * 86400
 ROLLUP_RETENTION_S = 400 * 86400
+# Users and tags kept by name per UTC day and source in the daily spend rollup; the rest of
+# the day's spend is summed in one ``other`` row (keys, teams, models and providers: all).
+SPEND_TOP_N = 1000
 
 GroupBy = Literal["target", "provider", "bucket"] | None
 # Raw results also know who measured them and why: by region (agents) or source (probe/traffic).
 RawGroupBy = Literal["target", "provider", "region", "source"] | None
 TotalsBy = Literal["target", "provider", "model"] | None
-# Who spent it: the gateway key, its team, the end user, each tag, or what was called.
-CostBy = Literal["key", "team", "user", "tag", "model", "provider"]
-COST_BY: tuple[CostBy, ...] = ("key", "team", "user", "tag", "model", "provider")
+# Who spent it: the gateway key, its team, the end user, each tag, or what was called; or
+# when (the UTC day, named YYYY-MM-DD).
+CostBy = Literal["key", "team", "user", "tag", "model", "provider", "day"]
+COST_BY: tuple[CostBy, ...] = ("key", "team", "user", "tag", "model", "provider", "day")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CostRow:
     """Spend of one owner from one source (probe or traffic) over a range. ``name`` is None
-    for results that name no owner of the kind (probes have no key; untagged traffic)."""
+    for results that name no owner of the kind (probes have no key; untagged traffic; an
+    empty name counts as none). ``other``: the users or tags past a day's top N
+    (``SPEND_TOP_N``) in the daily rollups, summed (``name`` None)."""
 
     name: str | None
     source: str
@@ -35,6 +41,20 @@ class CostRow:
     requests: int
     input_tokens: int
     output_tokens: int
+    other: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CostReport:
+    """``Store.cost_report``: the rows over ``[start_ts, end_ts)``, the range actually read
+    (widened to whole UTC days where the raw results of a partial day are pruned already).
+    ``exact``: every row is its owner's exact spend over the range asked for: no widening and
+    no ``other`` row."""
+
+    rows: list[CostRow]
+    start_ts: float
+    end_ts: float
+    exact: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -170,7 +190,17 @@ class Store(abc.ABC):
         self, by: CostBy, start_ts: float, end_ts: float, *, source: str | None = None
     ) -> list[CostRow]:
         """Spend of ``start_ts <= ts < end_ts`` per owner of kind ``by`` and per source (only
-        ``source`` when given). A result with several tags counts once under each."""
+        ``source`` when given): ``cost_report``'s rows."""
+        return self.cost_report(by, start_ts, end_ts, source=source).rows
+
+    def cost_report(
+        self, by: CostBy, start_ts: float, end_ts: float, *, source: str | None = None
+    ) -> CostReport:
+        """Spend of ``start_ts <= ts < end_ts`` per owner of kind ``by`` and per source (only
+        ``source`` when given). A result with several tags counts once under each. Whole UTC
+        days in the daily spend rollup are read from it, the rest (partial days at the edges,
+        days not rolled up yet) from the raw results; an edge day whose raw results are pruned
+        is read whole from the rollup (the report says so)."""
         raise NotImplementedError
 
     def results_between(
@@ -251,11 +281,12 @@ class Store(abc.ABC):
         time order: one older than its target's newest stored result changes nothing."""
         raise NotImplementedError
 
-    def rollup(self, until_ts: float) -> int:
+    def rollup(self, until_ts: float, *, spend_top_n: int = SPEND_TOP_N) -> int:
         """Roll up every complete minute before ``until_ts`` not rolled up yet, and recompute
         minutes that received results since the last call, then the coarser periods (hours,
-        ...) they complete or change. Idempotent; returns the number of minute rollup rows
-        written."""
+        ...) they complete or change, and the daily spend of the UTC days they complete or
+        change (users and tags: the top ``spend_top_n`` per day and source by name, the rest
+        as ``other``). Idempotent; returns the number of minute rollup rows written."""
         raise NotImplementedError
 
     def rollup_watermark(self) -> float | None:
@@ -299,8 +330,11 @@ class Store(abc.ABC):
         now: float,
         raw_retention_s: float = RAW_RETENTION_S,
         rollup_retention_s: float = ROLLUP_RETENTION_S,
+        *,
+        spend_top_n: int = SPEND_TOP_N,
     ) -> PruneStats:
-        """Roll up, then delete raw results and rollups older than their retention."""
+        """Roll up, then delete raw results and rollups (daily spend too) older than their
+        retention."""
         raise NotImplementedError
 
     def __enter__(self) -> Store:

@@ -22,9 +22,12 @@ from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.store.base import (
     ALL_RESULTS,
+    COST_BY,
     RAW_RETENTION_S,
     ROLLUP_RETENTION_S,
+    SPEND_TOP_N,
     CostBy,
+    CostReport,
     CostRow,
     GroupBy,
     ModelChange,
@@ -324,33 +327,118 @@ class SQLStore(Store, Generic[C]):
             served[r.target] = (model, ts)
         return changes, served
 
-    def costs(
+    def cost_report(
         self, by: CostBy, start_ts: float, end_ts: float, *, source: str | None = None
-    ) -> list[CostRow]:
+    ) -> CostReport:
+        if by not in COST_BY:
+            raise ValueError(f"cannot report costs by {by!r}")  # spliced into SQL
+        with self._reading() as conn:
+            rolled_until, hours_until, pruned_before = one(
+                conn,
+                "SELECT spend_watermark_ts, spend_hour_watermark_ts, pruned_before "
+                "FROM rollup_state",
+            )
+            days, raw, lo, hi = cost_plan(start_ts, end_ts, rolled_until, pruned_before)
+            hours, raw = _hour_spans(raw, rolled_until, hours_until)
+            fetched: list[tuple[Any, ...]] = []
+            if days is not None:
+                sql, args = _rolled_spend_sql(by, "spend_daily", "day", "day", days, source)
+                fetched += conn.all(sql, args)
+            for span in hours:
+                day = self.dialect.bucket("hour", DAY)
+                sql, args = _rolled_spend_sql(by, "spend_hourly", "hour", day, span, source)
+                fetched += conn.all(sql, args)
+            for a, b in raw:
+                sql, args = self._raw_spend_sql(by, a, b, source)
+                fetched += [(name, 0, *rest) for name, *rest in conn.all(sql, args)]
+        merged: dict[tuple[str | None, int, str], list[Any]] = {}
+        for name, other, src, requests, _, cost, tokens_in, tokens_out in fetched:
+            if by == "day":
+                name = _iso_day(name)
+            entry = merged.get((name, other, src))
+            if entry is None:
+                merged[(name, other, src)] = [requests, cost, tokens_in, tokens_out]
+            else:
+                entry[0] += requests
+                entry[1] += cost
+                entry[2] += tokens_in
+                entry[3] += tokens_out
+        rows = [
+            CostRow(name, src, float(c), int(n), int(i), int(o), other=bool(other))
+            for (name, other, src), (n, c, i, o) in merged.items()
+        ]
+        rows.sort(key=lambda r: (-r.cost_usd, -r.requests, r.other, r.source, r.name or ""))
+        widened = (lo, hi) != (start_ts, end_ts)
+        return CostReport(rows, lo, hi, exact=not widened and not any(r.other for r in rows))
+
+    def _raw_spend_sql(
+        self, by: CostBy, lo: float, hi: float, source: str | None
+    ) -> tuple[str, list[object]]:
+        """Spend of the raw results of ``[lo, hi)`` per owner of kind ``by`` and source:
+        rows of ``(name, source, requests, cost_requests, cost_usd, input_tokens,
+        output_tokens)``, the name NULL for none."""
         where = "ts >= ? AND ts < ?"
-        args: list[object] = [start_ts, end_ts]
+        args: list[object] = [lo, hi]
         if source is not None:
             where += " AND source = ?"
             args.append(source)
-        sums = (
-            "source, COALESCE(SUM(cost_usd), 0), COUNT(*), COALESCE(SUM(input_tokens), 0), "
-            "COALESCE(SUM(output_tokens), 0)"
-        )
         if by == "tag":
             # Each tag of a result counts it once; untagged spend is its own row.
             tagged, tag = self.dialect.tag_values()
+            name = f"NULLIF({tag}, '')"
             sql = (
-                f"SELECT {tag}, {sums} FROM {tagged} WHERE {where} "
-                f"GROUP BY {tag}, source UNION ALL SELECT NULL, {sums} FROM results "
+                f"SELECT {name} AS name, {_SPEND_SUMS} FROM {tagged} WHERE {where} "
+                f"GROUP BY {name}, source UNION ALL SELECT NULL, {_SPEND_SUMS} FROM results "
                 f"WHERE {where} AND tags IS NULL GROUP BY source"
             )
-            args += args
-        else:
-            column = _COST_COLUMNS[by]
-            sql = f"SELECT {column}, {sums} FROM results WHERE {where} GROUP BY {column}, source"
-        with self._reading() as conn:
-            rows = conn.all(sql, args)
-        return [CostRow(*row) for row in rows]
+            return sql, args + args
+        column = self.dialect.bucket("ts", DAY) if by == "day" else _COST_COLUMNS[by]
+        sql = (
+            f"SELECT {column} AS name, {_SPEND_SUMS} FROM results WHERE {where} "
+            f"GROUP BY {column}, source"
+        )
+        return sql, args
+
+    def _rollup_spend(
+        self, conn: Conn, table: str, start: int, period: int, top_n: int | None
+    ) -> None:
+        """Write one period's rows of ``table`` (``spend_daily``: a UTC day, users and tags
+        bounded to the top ``top_n``; ``spend_hourly``: an hour, every name), in place of
+        any there were."""
+        time_col = "day" if table == "spend_daily" else "hour"
+        conn.run(f"DELETE FROM {table} WHERE {time_col} = ?", (start,))
+        for dimension in SPEND_DIMENSIONS:
+            raw, args = self._raw_spend_sql(dimension, start, start + period, None)
+            sums = (
+                "CAST(sum(requests) AS BIGINT), CAST(sum(cost_requests) AS BIGINT), "
+                "CAST(sum(cost_usd) AS DOUBLE PRECISION), CAST(sum(input_tokens) AS BIGINT), "
+                "CAST(sum(output_tokens) AS BIGINT)"
+            )
+            if top_n is not None and dimension in RANKED_DIMENSIONS:
+                # The day's top N owners per source by name, the rest as one "other" row; no
+                # owner (NULL) is a row of its own, never ranked.
+                past = "rk > ?"
+                ranked = (
+                    "SELECT g.*, CASE WHEN name IS NULL THEN 0 ELSE row_number() OVER ("
+                    "PARTITION BY source, CASE WHEN name IS NULL THEN 1 ELSE 0 END "
+                    "ORDER BY cost_usd DESC, requests DESC, name) END AS rk "
+                    f"FROM ({raw}) AS g"
+                )
+                select = (
+                    f"SELECT CAST(? AS DOUBLE PRECISION), source, '{dimension}', "
+                    f"CASE WHEN {past} THEN '' ELSE coalesce(name, '') END, "
+                    f"CASE WHEN {past} THEN 1 ELSE 0 END, {sums} FROM ({ranked}) AS r "
+                    "GROUP BY 2, 4, 5"
+                )
+                args = [start, top_n, top_n, *args]
+            else:
+                select = (
+                    f"SELECT CAST(? AS DOUBLE PRECISION), source, '{dimension}', "
+                    f"coalesce(name, ''), 0, {sums} FROM ({raw}) AS g GROUP BY 2, 4"
+                )
+                args = [start, *args]
+            columns = _SPEND_COLUMNS.replace("day", time_col, 1)
+            conn.run(f"INSERT INTO {table} ({columns}) {select}", args)
 
     def latest_results(
         self, limit: int = 100, *, where: ResultFilter = ALL_RESULTS
@@ -497,14 +585,16 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
             rows = conn.all("SELECT watermark_ts FROM rollup_state")
         return None if not rows else rows[0][0]
 
-    def rollup(self, until_ts: float) -> int:
+    def rollup(self, until_ts: float, *, spend_top_n: int = SPEND_TOP_N) -> int:
+        if spend_top_n < 1:
+            raise ValueError(f"spend_top_n must be at least 1, got {spend_top_n!r}")
         cutoff = math.floor(until_ts / MINUTE) * MINUTE
         written = 0
         with self._write_lock, self._writing() as conn:
-            watermark, last_id, pruned_before, coarse = one(
+            watermark, last_id, pruned_before, coarse, spent_days, spent_hours = one(
                 conn,
-                "SELECT watermark_ts, last_id, pruned_before, coarse_watermark_ts "
-                "FROM rollup_state",
+                "SELECT watermark_ts, last_id, pruned_before, coarse_watermark_ts, "
+                "spend_watermark_ts, spend_hour_watermark_ts FROM rollup_state",
             )
             max_id = one(conn, "SELECT coalesce(max(id), 0) FROM results")[0]
             backfill: list[tuple[int, int]] = []
@@ -543,11 +633,66 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
                 for lo, hi in _runs(complete, p):
                     for a, b in _chunks(lo, hi, max(p, _ROLLUP_CHUNK_S)):
                         self._rollup_tier(conn, below, tier, a, b)
+            spent_days, spent_hours = self._rollup_spend_days(
+                conn, ranges, watermark, (spent_days, spent_hours), pruned_before, spend_top_n
+            )
             conn.run(
-                "UPDATE rollup_state SET watermark_ts = ?, last_id = ?, coarse_watermark_ts = ?",
-                (watermark, max_id, watermark),
+                "UPDATE rollup_state SET watermark_ts = ?, last_id = ?, coarse_watermark_ts = ?, "
+                "spend_watermark_ts = ?, spend_hour_watermark_ts = ?",
+                (watermark, max_id, watermark, spent_days, spent_hours),
             )
         return written
+
+    def _rollup_spend_days(
+        self,
+        conn: Conn,
+        changed: list[tuple[int, int]],
+        watermark: float,
+        spent: tuple[float | None, float | None],
+        pruned_before: float | None,
+        top_n: int,
+    ) -> tuple[int, int]:
+        """Roll up the daily spend of the UTC days completed since the spend watermark (from
+        the first whole day of raw results on the first call) and of the rolled-up days whose
+        minutes ``changed`` (late results), unless pruning has removed part of their raw rows;
+        then the hourly spend of the hours completed since the hourly watermark in the days
+        not rolled up (and of those hours that ``changed``), dropping the hours of the days
+        now rolled up. Returns the new daily and hourly watermarks."""
+        days = self._rollup_spend_whole_days(
+            conn, changed, watermark, spent[0], pruned_before, top_n
+        )
+        done = _floor(watermark, HOUR)
+        start = max(days, int(spent[1] if spent[1] is not None else days))
+        late = {h for lo, hi in changed for h in range(_floor(lo, HOUR), hi, HOUR)}
+        late = {h for h in late if days <= h < start}
+        for hour in sorted(late) + list(range(start, done, HOUR)):
+            self._rollup_spend(conn, "spend_hourly", hour, HOUR, None)
+        if spent[0] is None or days > spent[0]:
+            conn.run("DELETE FROM spend_hourly WHERE hour < ?", (days,))
+        return days, max(start, done)
+
+    def _rollup_spend_whole_days(
+        self,
+        conn: Conn,
+        changed: list[tuple[int, int]],
+        watermark: float,
+        spent: float | None,
+        pruned_before: float | None,
+        top_n: int,
+    ) -> int:
+        done = _floor(watermark, DAY)
+        if spent is None:
+            first = one(conn, "SELECT min(ts) FROM results")[0]
+            spent = done if first is None else min(done, _floor(first, DAY))
+            if pruned_before is not None and spent < pruned_before:
+                spent = min(done, _ceil(pruned_before, DAY))
+        start = int(spent)
+        late = {d for lo, hi in changed for d in range(_floor(lo, DAY), hi, DAY) if d < start}
+        if pruned_before is not None:
+            late = {d for d in late if d >= pruned_before}
+        for day in sorted(late) + list(range(start, done, DAY)):
+            self._rollup_spend(conn, "spend_daily", day, DAY, top_n)
+        return max(start, done)
 
     def _rollup_minutes(self, conn: Conn, lo: int, hi: int) -> int:
         conn.run("DELETE FROM rollups WHERE minute_ts >= ? AND minute_ts < ?", (lo, hi))
@@ -572,9 +717,11 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
         now: float,
         raw_retention_s: float = RAW_RETENTION_S,
         rollup_retention_s: float = ROLLUP_RETENTION_S,
+        *,
+        spend_top_n: int = SPEND_TOP_N,
     ) -> PruneStats:
         # Roll up first: no raw row is deleted before its minute is in the rollups.
-        self.rollup(now)
+        self.rollup(now, spend_top_n=spend_top_n)
         raw_cut = now - raw_retention_s
         rollup_cut = now - rollup_retention_s
         with self._write_lock, self._writing() as conn:
@@ -586,6 +733,7 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
                     f"DELETE FROM {tier.table} WHERE {tier.time_col} + {tier.period} <= ?",
                     (rollup_cut,),
                 )
+            conn.run(f"DELETE FROM spend_daily WHERE day + {DAY} <= ?", (rollup_cut,))
             # Batch ids are kept as long as raw results: no spool replays anything older.
             conn.run("DELETE FROM ingested_batches WHERE ts < ?", (raw_cut,))
         return PruneStats(results=results, rollups=rollups)
@@ -817,13 +965,102 @@ def _where(
     return " AND ".join(conds), tuple(args)
 
 
+# An owner's name in the raw results: an empty one counts as none.
 _COST_COLUMNS = {
-    "key": "key_name",
-    "team": "team",
-    "user": "end_user",
+    "key": "NULLIF(key_name, '')",
+    "team": "NULLIF(team, '')",
+    "user": "NULLIF(end_user, '')",
     "model": "model",
     "provider": "provider",
 }
+# What the daily spend rollup keeps; users and tags only the top N per day by name.
+SPEND_DIMENSIONS: tuple[CostBy, ...] = ("key", "team", "user", "tag", "model", "provider")
+RANKED_DIMENSIONS = ("user", "tag")
+_SPEND_COLUMNS = (
+    "day, source, dimension, name, other, requests, cost_requests, cost_usd, input_tokens, "
+    "output_tokens"
+)
+_SPEND_SUMS = (
+    "source, count(*) AS requests, count(cost_usd) AS cost_requests, "
+    "CAST(coalesce(sum(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd, "
+    "CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens, "
+    "CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens"
+)
+
+
+def _rolled_spend_sql(
+    by: CostBy,
+    table: str,
+    time_col: str,
+    day: str,
+    span: tuple[float, float],
+    source: str | None,
+) -> tuple[str, list[object]]:
+    """Rows of ``table`` (``spend_daily``, ``spend_hourly``) over a span of its whole
+    periods, summed per owner of kind ``by`` and source: ``(name, other, source, requests,
+    cost_requests, cost_usd, input_tokens, output_tokens)``, the name NULL for none. Every
+    result is under exactly one provider, so days (``day``: the SQL of a row's UTC day) are
+    counted from the provider rows."""
+    dimension = "provider" if by == "day" else by
+    name = day if by == "day" else "CASE WHEN name = '' THEN NULL ELSE name END"
+    where = f"dimension = ? AND {time_col} >= ? AND {time_col} < ?"
+    args: list[object] = [dimension, *span]
+    if source is not None:
+        where += " AND source = ?"
+        args.append(source)
+    sql = (
+        f"SELECT {name}, other, source, CAST(sum(requests) AS BIGINT), "
+        "CAST(sum(cost_requests) AS BIGINT), CAST(sum(cost_usd) AS DOUBLE PRECISION), "
+        "CAST(sum(input_tokens) AS BIGINT), CAST(sum(output_tokens) AS BIGINT) "
+        f"FROM {table} WHERE {where} GROUP BY 1, 2, 3"
+    )
+    return sql, args
+
+
+def _hour_spans(
+    spans: list[tuple[float, float]], days_until: float | None, hours_until: float | None
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """The whole hours of ``spans`` in ``spend_hourly`` (those from ``days_until``, the
+    first day not in ``spend_daily``, to ``hours_until``), and what is left for raw rows."""
+    if days_until is None or hours_until is None:
+        return [], spans
+    hours: list[tuple[float, float]] = []
+    raw: list[tuple[float, float]] = []
+    for x, y in spans:
+        a, b = max(_ceil(x, HOUR), int(days_until)), min(_floor(y, HOUR), int(hours_until))
+        if a >= b:
+            raw.append((x, y))
+            continue
+        hours.append((a, b))
+        raw += [(p, q) for p, q in ((x, a), (b, y)) if p < q]
+    return hours, raw
+
+
+def cost_plan(
+    start: float, end: float, rolled_until: float | None, pruned_before: float | None
+) -> tuple[tuple[float, float] | None, list[tuple[float, float]], float, float]:
+    """Which part of ``[start, end)`` a cost report reads from ``spend_daily`` (whole UTC
+    days before ``rolled_until``, or None) and which from raw results (the partial days at
+    the edges and the days not rolled up yet), and the range it then covers: an edge day
+    whose raw results are pruned (before ``pruned_before``) is taken whole from the
+    rollup, which widens the range to that day's bounds."""
+    if rolled_until is None or end <= start:
+        return None, [(start, end)], start, end
+    gone = -math.inf if pruned_before is None else pruned_before
+    a, b = _ceil(start, DAY), min(_floor(end, DAY), int(rolled_until))
+    lo, hi = start, end
+    if start < a and start < gone and a - DAY < rolled_until:
+        a = lo = a - DAY
+    if b < end and b == _floor(end, DAY) and b < gone and b + DAY <= rolled_until:
+        b = hi = b + DAY
+    if a >= b:
+        return None, [(start, end)], start, end
+    raw = [(x, y) for x, y in ((start, a), (b, end)) if x < y]
+    return (a, b), raw, lo, hi
+
+
+def _iso_day(value: Any) -> str:
+    return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d")
 
 
 def encode(r: CheckResult) -> tuple[object, ...]:

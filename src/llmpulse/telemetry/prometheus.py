@@ -17,7 +17,7 @@ import bisect
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import get_args
 
 from prometheus_client import CollectorRegistry
@@ -107,6 +107,47 @@ class SloSnapshot:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class SpendSnapshot:
+    """Spend of one key or team (``dimension``) from one source since ``Snapshot.spend_since``;
+    ``name`` "" for spend naming none (probes have no key), ``_OTHER`` for the rest past the
+    largest ``SPEND_SERIES`` names."""
+
+    dimension: str  # key | team
+    name: str
+    source: str  # probe | traffic
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+
+
+# Keys and teams with series of their own, per source: the largest spenders of the day.
+SPEND_SERIES = 100
+OTHER = "_OTHER"  # as the conventions name a bounded label's rest
+
+
+def bounded_spend(
+    dimension: str, rows: Iterable[tuple[str | None, str, float, int, int]]
+) -> list[SpendSnapshot]:
+    """``(name, source, cost_usd, input_tokens, output_tokens)`` rows, largest spend first,
+    as snapshots: per source the first ``SPEND_SERIES`` names, the rest summed as ``_OTHER``."""
+    out: list[SpendSnapshot] = []
+    rest: dict[str, list[float]] = {}
+    named: dict[str, int] = {}
+    for name, source, cost, tokens_in, tokens_out in rows:
+        if named.get(source, 0) < SPEND_SERIES:
+            named[source] = named.get(source, 0) + 1
+            out.append(SpendSnapshot(dimension, name or "", source, cost, tokens_in, tokens_out))
+            continue
+        r = rest.setdefault(source, [0.0, 0, 0])
+        r[0] += cost
+        r[1] += tokens_in
+        r[2] += tokens_out
+    for source, (usd, n_in, n_out) in sorted(rest.items()):
+        out.append(SpendSnapshot(dimension, OTHER, source, usd, int(n_in), int(n_out)))
+    return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Snapshot:
     """What the gauges show, read once per scrape."""
 
@@ -115,6 +156,9 @@ class Snapshot:
     slos: Sequence[SloSnapshot] = ()
     official: Mapping[str, Indicator] = dataclasses.field(default_factory=dict)  # by provider
     availability_window: str = "1h"  # label value only, e.g. "5m", "1h", "24h"
+    # Spend by key and team since midnight UTC (the counters' start), from the store.
+    spend: Sequence[SpendSnapshot] = ()
+    spend_since: float = 0.0
 
 
 class MetricsExporter:
@@ -399,4 +443,35 @@ def _families(snapshot: Snapshot) -> list[Metric]:
             sli.add_metric(values, slo.sli)
         if slo.budget_remaining is not None:
             budget.add_metric(values, slo.budget_remaining)
-    return [status, availability, utilization, official, alerts, sli, objective, budget]
+    return [
+        status, availability, utilization, official, alerts, sli, objective, budget,
+        *_spend_families(snapshot),
+    ]  # fmt: skip
+
+
+def _spend_families(snapshot: Snapshot) -> list[Metric]:
+    """Spend and tokens by key and by team: counters read from the store, counting from
+    midnight UTC (their ``_created``), so they reset once a day as a restarted process's
+    counters do; ``increase()`` and ``rate()`` handle that."""
+    out: list[Metric] = []
+    for dimension in ("key", "team"):
+        label = f"llmpulse_{dimension}"
+        usd = CounterMetricFamily(
+            f"llmpulse_{dimension}_spend_usd",
+            f"Spend per gateway {dimension} and source in US dollars since midnight UTC.",
+            labels=(label, "source"),
+        )
+        tokens = CounterMetricFamily(
+            f"llmpulse_{dimension}_tokens",
+            f"Tokens per gateway {dimension}, source and type since midnight UTC.",
+            labels=(label, "source", "gen_ai_token_type"),
+        )
+        for s in snapshot.spend:
+            if s.dimension != dimension:
+                continue
+            created = snapshot.spend_since
+            usd.add_metric((s.name, s.source), s.cost_usd, created=created)
+            tokens.add_metric((s.name, s.source, "input"), s.input_tokens, created=created)
+            tokens.add_metric((s.name, s.source, "output"), s.output_tokens, created=created)
+        out += [usd, tokens]
+    return out

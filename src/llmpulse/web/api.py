@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 
 from llmpulse.result import CheckKind, Source
+from llmpulse.store.base import CostBy
 from llmpulse.web import schemas
 from llmpulse.web.budgets import budget_use
 from llmpulse.web.view import Conflict, InvalidInput, NotFound, View
@@ -195,10 +197,49 @@ def private_routes(view: View) -> APIRouter:
         it resets, the current rate and when at that rate it runs out, its budget alerts."""
         return budget_use(view)
 
-    @router.get("/costs", response_model=schemas.Costs)
-    def costs(days: Annotated[int, Query(ge=1, le=400)] = 30) -> schemas.Costs:
-        """Spend and tokens per target and UTC day, totals by provider and model."""
-        return view.costs(days)
+    @router.get(
+        "/costs",
+        response_model=schemas.CostReport | schemas.Costs,
+        response_model_by_alias=True,
+        responses={400: {"model": schemas.Problem, "description": "from is not before to, "
+                         "or the range is longer than 400 days"}},
+    )  # fmt: skip
+    def costs(
+        by: Annotated[
+            CostBy | None,
+            Query(description="Spend per key, team, user, tag, model, provider or UTC day"),
+        ] = None,
+        from_: Annotated[
+            datetime | None,
+            Query(
+                alias="from",
+                description="ISO 8601 start (inclusive; UTC without an offset); default: "
+                "midnight UTC 30 days before to",
+            ),
+        ] = None,
+        to: Annotated[
+            datetime | None,
+            Query(description="ISO 8601 end (exclusive; UTC without an offset); default: now"),
+        ] = None,
+        source: Annotated[
+            schemas.CostSource, Query(description="Probes, gateway traffic, or both apart")
+        ] = "all",
+        limit: Annotated[
+            int, Query(ge=1, le=10_000, description="At most this many rows, largest first")
+        ] = 1000,
+        days: Annotated[
+            int, Query(ge=1, le=400, description="Without by: the per-target report's days")
+        ] = 30,
+    ) -> schemas.CostReport | schemas.Costs:
+        """With ``by``: exact spend per owner over a range, probes and traffic in rows apart,
+        and the totals per source. Without it (the earlier report, kept for its clients):
+        spend and tokens per target and UTC day, totals by provider and model."""
+        if by is None:
+            return view.costs(days)
+        try:
+            return view.cost_report(by, _ts(from_), _ts(to), source, limit)
+        except InvalidInput as exc:
+            raise HTTPException(400, str(exc)) from None
 
     @router.get("/billing", response_model=schemas.Billing)
     def billing(days: Annotated[int, Query(ge=1, le=400)] = 30) -> schemas.Billing:
@@ -225,6 +266,13 @@ def public_routes(view: View) -> APIRouter:
         return view.status_page()
 
     return router
+
+
+def _ts(value: datetime | None) -> float | None:
+    """A query's time as a timestamp; one without an offset is UTC."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
 @contextlib.contextmanager

@@ -325,6 +325,55 @@ class Costs(BaseModel):
     tokens_per_request: list[TokensPerRequest]
 
 
+CostSource = Literal["probe", "traffic", "all"]
+
+
+class CostRow(BaseModel):
+    name: str | None = Field(
+        description="The key, team, user, tag, model, provider or UTC day (YYYY-MM-DD); null "
+        "for spend naming none (probes have no key, untagged traffic) and for the other row"
+    )
+    source: Source
+    cost_usd: float
+    requests: int = Field(description="Results counted, with or without a cost")
+    input_tokens: int
+    output_tokens: int
+    other: bool = Field(
+        default=False,
+        description="The users or tags past a day's top N in the daily rollups, summed",
+    )
+
+
+class CostSourceTotal(BaseModel):
+    source: Source
+    cost_usd: float
+    requests: int
+    input_tokens: int
+    output_tokens: int
+
+
+class CostReport(BaseModel):
+    """Spend over a range per owner, probes and traffic apart."""
+
+    by: str
+    from_: datetime = Field(alias="from", description="Start of the range read (inclusive)")
+    to: datetime = Field(description="End of the range read (exclusive)")
+    source: CostSource
+    exact: bool = Field(
+        description="Every row is its owner's exact spend over the range asked for: false "
+        "when an edge day past raw retention was read whole from the daily rollup (from/to "
+        "say the range read) or when an other row is present"
+    )
+    rows: list[CostRow] = Field(description="Largest spend first, at most limit")
+    truncated: int = Field(description="Rows left out past limit")
+    totals: list[CostSourceTotal] = Field(
+        description="Per source over the whole range, every result once (a result with two "
+        "tags counts once here)"
+    )
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
 class BillingModel(BaseModel):
     """One model's day on the provider's bill and as measured (traffic and probes)."""
 

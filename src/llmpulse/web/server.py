@@ -14,6 +14,7 @@ import errno
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,10 +31,12 @@ from llmpulse.telemetry.prometheus import (
     MetricsExporter,
     SloSnapshot,
     Snapshot,
+    SpendSnapshot,
     TargetSnapshot,
+    bounded_spend,
 )
 from llmpulse.web.app import create_app
-from llmpulse.web.view import CARD_WINDOW, OfficialSource, View
+from llmpulse.web.view import CARD_WINDOW, DAY, OfficialSource, View
 
 if TYPE_CHECKING:
     from llmpulse.monitor.daemon import Daemon
@@ -105,7 +108,10 @@ class WebServer:
             found = self.view.official(target.provider) if self.view.official else None
             if found is not None:
                 official[target.provider] = found.indicator
+        spend_since, spend = self._spend()
         return Snapshot(
+            spend=spend,
+            spend_since=spend_since,
             targets=[
                 TargetSnapshot(
                     name=t.name,
@@ -132,6 +138,19 @@ class WebServer:
                 for s in self.view.slos()
             ],
         )
+
+    def _spend(self) -> tuple[float, list[SpendSnapshot]]:
+        """Spend by key and by team since midnight UTC, largest first (bounded per source)."""
+        now = time.time()
+        since = now // DAY * DAY
+        spend: list[SpendSnapshot] = []
+        for dimension in ("key", "team"):
+            rows = self.view.store.costs(dimension, since, now)
+            spend += bounded_spend(
+                dimension,
+                ((r.name, r.source, r.cost_usd, r.input_tokens, r.output_tokens) for r in rows),
+            )
+        return since, spend
 
     async def serve(self, stop_event: asyncio.Event) -> None:
         """Serve until ``stop_event`` is set, then finish open requests briefly and close."""

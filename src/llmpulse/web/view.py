@@ -43,7 +43,7 @@ from llmpulse.result import CheckResult, Source
 from llmpulse.rules import OFFICIAL_STATUS_RULE, SLO_BURN_RULE
 from llmpulse.schedule import Schedule, ScheduleError, parse_cron, parse_timezone
 from llmpulse.store import ResultFilter, open_store, queries
-from llmpulse.store.base import Store
+from llmpulse.store.base import CostBy, Store
 from llmpulse.target import Target
 from llmpulse.web import schemas
 
@@ -56,6 +56,9 @@ RANGES: dict[str, tuple[int, int]] = {
     "30d": (30 * DAY, 6 * 3600),
 }
 CARD_WINDOW = "1h"
+# Cost reports: the default range (UTC days back from now) and the longest one asked for.
+COST_DAYS = 30
+MAX_COST_RANGE_S = 400 * DAY
 STATUS_PAGE_DAYS = 90
 MAX_SILENCE_S = 365 * DAY
 NEXT_WINDOWS = 3  # of each silence, in the API's next_occurrences
@@ -681,6 +684,70 @@ class View:
             days=rows,
             totals=schemas.CostTotals(by_provider=by_provider, by_model=by_model),
             tokens_per_request=trend,
+        )
+
+    def cost_report(
+        self,
+        by: CostBy,
+        start: float | None,
+        end: float | None,
+        source: schemas.CostSource,
+        limit: int,
+        now: float | None = None,
+    ) -> schemas.CostReport:
+        """Spend per owner over ``[start, end)``: by default the last ``COST_DAYS`` UTC days
+        up to now (whole days: the first starts at midnight UTC)."""
+        now = time.time() if now is None else now
+        end = now if end is None else end
+        start = _day_start(end - COST_DAYS * DAY) if start is None else start
+        if end <= start:
+            raise InvalidInput("from: must be before to")
+        if end - start > MAX_COST_RANGE_S:
+            raise InvalidInput(f"from, to: a range of at most {MAX_COST_RANGE_S // DAY} days")
+        only = None if source == "all" else source
+        report = self.store.cost_report(by, start, end, source=only)
+        rows = report.rows
+        if by == "tag":
+            # A result with several tags is under each: total each result once.
+            whole = self.store.cost_report("provider", start, end, source=only).rows
+        else:
+            whole = rows
+        totals: dict[str, list[float]] = {}
+        for r in whole:
+            t = totals.setdefault(r.source, [0.0, 0, 0, 0])
+            t[0] += r.cost_usd
+            t[1] += r.requests
+            t[2] += r.input_tokens
+            t[3] += r.output_tokens
+        return schemas.CostReport(
+            by=by,
+            from_=datetime.fromtimestamp(report.start_ts, UTC),
+            to=datetime.fromtimestamp(report.end_ts, UTC),
+            source=source,
+            exact=report.exact,
+            rows=[
+                schemas.CostRow(
+                    name=r.name,
+                    source=Source(r.source),
+                    cost_usd=r.cost_usd,
+                    requests=r.requests,
+                    input_tokens=r.input_tokens,
+                    output_tokens=r.output_tokens,
+                    other=r.other,
+                )
+                for r in rows[:limit]
+            ],
+            truncated=max(0, len(rows) - limit),
+            totals=[
+                schemas.CostSourceTotal(
+                    source=Source(src),
+                    cost_usd=c,
+                    requests=int(n),
+                    input_tokens=int(i),
+                    output_tokens=int(o),
+                )
+                for src, (c, n, i, o) in sorted(totals.items())
+            ],
         )
 
     def billing(self, days: int, now: float | None = None) -> schemas.Billing:

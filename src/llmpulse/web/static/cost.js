@@ -1,231 +1,211 @@
-// Cost: spend per provider, model, target and UTC day, and tokens per request per target.
+// Cost: spend per UTC day, and per key, team, user, tag, model and provider over a range,
+// gateway traffic and the probes' own spend apart (GET /api/v1/costs?by=...).
 
 import {
   reportBug,
-  $id, PALETTE, TimeChart, api, el, fmtInt, fmtNum, fmtUsd, renderNav, replace, setAttr,
+  $id, PALETTE, TimeChart, api, el, fmtInt, fmtUsd, renderNav, replace, setAttr,
   setValue, showError, withQuery,
 } from "/static/common.js";
 
 renderNav("cost");
 
-const DAYS = [7, 30, 90];
+const DAYS = [1, 7, 30, 90];
+const BY = ["key", "team", "user", "tag", "model", "provider"];
+const TOP = ["key", "team", "user", "tag"];
 const DAY_S = 86400;
+const TABLE_LIMIT = 100;
+const TOP_LIMIT = 5;
+const SOURCES = [
+  {source: "traffic", label: "traffic", color: PALETTE[0]},
+  {source: "probe", label: "probes", color: PALETTE[3]},
+];
 let daily = null;
-let tpr = null;
 let seq = 0;
 
 const dayTs = (day) => Date.parse(`${day}T00:00:00Z`) / 1000;
 const tsDay = (ts) => new Date(ts * 1000).toISOString().slice(0, 10);
+const isDay = (s) => typeof s === "string" && /^\d{4}-\d{2}-\d{2}$/.test(s) && !Number.isNaN(dayTs(s));
 
-function currentDays() {
-  const d = Number(new URLSearchParams(location.search).get("days"));
-  return DAYS.includes(d) ? d : 30;
+/** The range in the URL: ?days=N (UTC days up to now) or ?from=&to= (UTC days, inclusive). */
+function currentRange() {
+  const q = new URLSearchParams(location.search);
+  const from = q.get("from");
+  const to = q.get("to");
+  if (isDay(from) && isDay(to) && dayTs(from) <= dayTs(to)) return {from, to, days: null};
+  const d = Number(q.get("days"));
+  return {from: null, to: null, days: DAYS.includes(d) ? d : 30};
 }
-function setButtons(days) {
-  for (const b of document.querySelectorAll("[data-days]")) setAttr(b, "aria-pressed", Number(b.dataset.days) === days ? "true" : "false");
+function currentBy() {
+  const by = new URLSearchParams(location.search).get("by");
+  return BY.includes(by) ? by : "key";
 }
+/** The API's from/to for a range. */
+function rangeQuery(r) {
+  if (r.days) {
+    const today = dayTs(tsDay(Date.now() / 1000));
+    return {from: new Date((today - (r.days - 1) * DAY_S) * 1000).toISOString()};
+  }
+  return {from: `${r.from}T00:00:00Z`, to: new Date((dayTs(r.to) + DAY_S) * 1000).toISOString()};
+}
+function navigate(params) {
+  const url = new URL(location.href);
+  for (const [k, v] of Object.entries(params)) {
+    if (v === null) url.searchParams.delete(k);
+    else url.searchParams.set(k, String(v));
+  }
+  history.pushState(null, "", url);
+  load();
+}
+
 for (const b of document.querySelectorAll("[data-days]")) {
-  b.addEventListener("click", () => {
-    const days = Number(b.dataset.days);
-    if (days === currentDays()) return;
-    const url = new URL(location.href);
-    url.searchParams.set("days", String(days));
-    history.pushState({days}, "", url);
-    load();
-  });
+  b.addEventListener("click", () => navigate({days: Number(b.dataset.days), from: null, to: null}));
 }
+for (const b of $id("cost-by").querySelectorAll("[data-by]")) {
+  b.addEventListener("click", () => navigate({by: b.dataset.by}));
+}
+$id("cost-range").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const from = $id("cost-from").value;
+  const to = $id("cost-to").value;
+  if (!isDay(from) || !isDay(to) || dayTs(from) > dayTs(to)) {
+    showError("Pick a start day on or before the end day.");
+    return;
+  }
+  navigate({from, to, days: null});
+});
 window.addEventListener("popstate", load);
 
-/** Every UTC day of the period, oldest first, ending today (or the newest day in the data). */
-function dayAxis(rows, n) {
-  let last = dayTs(tsDay(Date.now() / 1000));
-  for (const r of rows) {
-    const t = dayTs(r.day);
-    if (t > last) last = t;
+function setControls(r, by) {
+  for (const b of document.querySelectorAll("[data-days]")) setAttr(b, "aria-pressed", Number(b.dataset.days) === r.days ? "true" : "false");
+  for (const b of $id("cost-by").querySelectorAll("[data-by]")) setAttr(b, "aria-pressed", b.dataset.by === by ? "true" : "false");
+  if (r.from) {
+    $id("cost-from").value = r.from;
+    $id("cost-to").value = r.to;
+  } else {
+    const today = tsDay(Date.now() / 1000);
+    $id("cost-from").value = tsDay(dayTs(today) - (r.days - 1) * DAY_S);
+    $id("cost-to").value = today;
   }
-  return Array.from({length: n}, (_, i) => last - (n - 1 - i) * DAY_S);
 }
 
-function sum(rows, key) {
-  let total = null;
-  for (const r of rows) if (typeof r[key] === "number") total = (total ?? 0) + r[key];
-  return total;
+const ownerName = (row) => (row.other ? "other (past the daily top N)" : row.name ?? "(none)");
+const total = (data, source) => (data.totals || []).find((t) => t.source === source) || null;
+
+function renderKpis(data, nDays) {
+  const traffic = total(data, "traffic");
+  const probe = total(data, "probe");
+  setValue($id("cost-traffic"), traffic ? traffic.cost_usd : 0, fmtUsd);
+  setValue($id("cost-probe"), probe ? probe.cost_usd : 0, fmtUsd);
+  setValue($id("cost-per-day"), (traffic ? traffic.cost_usd : 0) / nDays, fmtUsd);
+  setValue($id("cost-requests"), traffic ? traffic.requests : 0, fmtInt);
+  setValue($id("cost-tokens"), traffic ? traffic.input_tokens + traffic.output_tokens : 0, fmtInt);
 }
 
-function group(rows, key) {
-  const out = new Map();
-  for (const r of rows) {
-    if (!out.has(r[key])) out.set(r[key], []);
-    out.get(r[key]).push(r);
-  }
-  return out;
-}
-
-function shareCell(value, total) {
-  const bar = el("span");
-  bar.style.width = `${total > 0 && value ? Math.min(100, (value / total) * 100) : 0}%`;
-  return el("td", {class: "nowrap"}, total > 0 && value != null ? `${((value / total) * 100).toFixed(1)} %` : "—", el("span", {class: "share"}, bar));
-}
-
-function renderTable(testid, rowid, attr, entries, totalSpend, colors) {
-  const table = $id(`${testid}-table`);
-  $id(`${testid}-empty`).hidden = entries.length > 0;
-  table.hidden = entries.length === 0;
-  replace(
-    table.querySelector("tbody"),
-    entries.map(({key, spend, requests, tokens}) =>
-      el(
-        "tr",
-        {"data-testid": rowid, [`data-${attr}`]: key, "data-value": spend ?? ""},
-        el("td", {}, colors ? el("span", {class: "swatch", style: {background: colors[key]}}) : null, key),
-        setValue(el("td", {class: "n", "data-field": "requests"}), requests, fmtInt),
-        setValue(el("td", {class: "n", "data-field": "tokens"}), tokens, fmtInt),
-        setValue(el("td", {class: "n", "data-field": "cost_usd"}), spend, fmtUsd),
-        shareCell(spend, totalSpend),
-      ),
-    ),
-  );
-}
-
-function render(data, n) {
-  const rows = data.days || [];
-  const totals = data.totals || {by_provider: {}, by_model: {}};
-  const byProvider = totals.by_provider || {};
-  const byModel = totals.by_model || {};
-  const providerSpend = Object.values(byProvider).filter((v) => typeof v === "number");
-  const total = providerSpend.length ? providerSpend.reduce((a, b) => a + b, 0) : sum(rows, "cost_usd");
-  const today = tsDay(Date.now() / 1000);
-  setValue($id("cost-total"), total, fmtUsd);
-  setValue($id("cost-per-day"), total == null ? null : total / n, fmtUsd);
-  setValue($id("cost-today"), sum(rows.filter((r) => r.day === today), "cost_usd"), fmtUsd);
-  setValue($id("cost-requests"), rows.length ? sum(rows, "requests") : null, fmtInt);
-  setValue($id("cost-tokens"), rows.length ? sum(rows, "tokens") : null, fmtInt);
-
-  // providers, most expensive first; colours stay with providers across charts and tables
-  const providerRows = group(rows, "provider");
-  const providers = [...new Set([...Object.keys(byProvider), ...providerRows.keys()])].sort(
-    (a, b) => (byProvider[b] ?? -1) - (byProvider[a] ?? -1) || a.localeCompare(b),
-  );
-  const colors = Object.fromEntries(providers.map((p, i) => [p, PALETTE[i % PALETTE.length]]));
-  renderTable(
-    "cost-provider",
-    "cost-provider-row",
-    "provider",
-    providers.map((p) => ({key: p, spend: byProvider[p] ?? null, requests: sum(providerRows.get(p) || [], "requests"), tokens: sum(providerRows.get(p) || [], "tokens")})),
-    total,
-    colors,
-  );
-  const modelRows = group(rows, "model");
-  const models = [...new Set([...Object.keys(byModel), ...modelRows.keys()])].sort(
-    (a, b) => (byModel[b] ?? -1) - (byModel[a] ?? -1) || a.localeCompare(b),
-  );
-  renderTable(
-    "cost-model",
-    "cost-model-row",
-    "model",
-    models.map((m) => ({key: m, spend: byModel[m] ?? null, requests: sum(modelRows.get(m) || [], "requests"), tokens: sum(modelRows.get(m) || [], "tokens")})),
-    total,
-    null,
-  );
-
-  // targets
-  const targetRows = group(rows, "target");
-  const targets = [...targetRows.entries()]
-    .map(([t, rs]) => {
-      const requests = sum(rs, "requests");
-      const tokens = sum(rs, "tokens");
-      const spend = sum(rs, "cost_usd");
-      return {target: t, provider: rs[0].provider, requests, tokens, spend};
-    })
-    .sort((a, b) => (b.spend ?? -1) - (a.spend ?? -1) || a.target.localeCompare(b.target));
-  $id("cost-target-empty").hidden = targets.length > 0;
-  $id("cost-target-table").hidden = targets.length === 0;
-  replace(
-    $id("cost-target-table").querySelector("tbody"),
-    targets.map((t) =>
-      el(
-        "tr",
-        {"data-testid": "cost-target-row", "data-target": t.target, "data-value": t.spend ?? ""},
-        el("td", {}, el("a", {href: `/targets/${encodeURIComponent(t.target)}`, text: t.target})),
-        el("td", {text: t.provider}),
-        setValue(el("td", {class: "n", "data-field": "requests"}), t.requests, fmtInt),
-        setValue(el("td", {class: "n", "data-field": "tokens"}), t.tokens, fmtInt),
-        setValue(el("td", {class: "n", "data-field": "tokens_per_request"}), t.requests ? t.tokens / t.requests : null, (v) => fmtNum(v)),
-        setValue(el("td", {class: "n", "data-field": "cost_usd"}), t.spend, fmtUsd),
-        setValue(el("td", {class: "n", "data-field": "cost_per_request"}), t.spend != null && t.requests ? t.spend / t.requests : null, fmtUsd),
-      ),
-    ),
-  );
-
-  // daily stacked bars by provider (smallest spender on top)
-  const axis = dayAxis(rows, n);
+function renderDaily(data, firstDay, nDays) {
+  // One day is one bar: the figures above say it all.
+  $id("cost-daily").hidden = nDays < 2;
+  if (nDays < 2) return;
+  const axis = Array.from({length: nDays}, (_, i) => firstDay + i * DAY_S);
   const index = new Map(axis.map((t, i) => [t, i]));
-  const cols = providers.map((p) => {
+  const cols = SOURCES.map(({source}) => {
     const col = new Array(axis.length).fill(null);
-    for (const r of providerRows.get(p) || []) {
-      const i = index.get(dayTs(r.day));
-      if (i !== undefined && typeof r.cost_usd === "number") col[i] = (col[i] ?? 0) + r.cost_usd;
+    for (const r of data.rows) {
+      const i = index.get(dayTs(r.name));
+      if (r.source === source && i !== undefined) col[i] = (col[i] ?? 0) + r.cost_usd;
     }
     return col;
   });
-  const dayFormat = (t) => tsDay(t);
   if (!daily) {
     daily = new TimeChart($id("chart-cost-daily"), {
-      yFormat: fmtUsd,
-      bars: true,
-      stacked: true,
-      step: DAY_S,
-      utc: true,
-      height: 260,
-      xFormat: dayFormat,
-      series: [],
+      yFormat: fmtUsd, bars: true, stacked: true, step: DAY_S, utc: true, height: 260,
+      xFormat: (t) => tsDay(t), series: [],
     });
   }
-  daily.setData(
-    axis,
-    providers.length ? cols : [new Array(axis.length).fill(null)],
-    [],
-    providers.length ? providers.map((p) => ({label: p, color: colors[p]})) : [{label: "spend", color: PALETTE[0]}],
-  );
+  daily.setData(axis, cols, [], SOURCES.map(({label, color}) => ({label, color})));
+}
 
-  // tokens per request per target
-  const tprRows = group(data.tokens_per_request || [], "target");
-  const tprTargets = [...tprRows.keys()].sort();
-  const tprCols = tprTargets.map((t) => {
-    const col = new Array(axis.length).fill(null);
-    for (const r of tprRows.get(t)) {
-      const i = index.get(dayTs(r.day));
-      if (i !== undefined && typeof r.value === "number") col[i] = r.value;
-    }
-    return col;
-  });
-  if (!tpr) {
-    tpr = new TimeChart($id("chart-tokens-per-request"), {
-      yFormat: (v) => fmtNum(v),
-      step: DAY_S,
-      utc: true,
-      height: 260,
-      xFormat: dayFormat,
-      series: [],
-    });
-  }
-  tpr.setData(
-    axis,
-    tprTargets.length ? tprCols : [new Array(axis.length).fill(null)],
-    [],
-    tprTargets.length ? tprTargets.map((t, i) => ({label: t, color: PALETTE[i % PALETTE.length]})) : [{label: "tokens/request", color: PALETTE[0]}],
+function shareCell(value, whole) {
+  const bar = el("span");
+  bar.style.width = `${whole > 0 ? Math.min(100, (value / whole) * 100) : 0}%`;
+  return el("td", {class: "nowrap"}, whole > 0 ? `${((value / whole) * 100).toFixed(1)} %` : "—", el("span", {class: "share"}, bar));
+}
+
+function renderTable(data) {
+  const rows = data.rows || [];
+  $id("cost-empty").hidden = rows.length > 0;
+  $id("cost-table").hidden = rows.length === 0;
+  const whole = Object.fromEntries((data.totals || []).map((t) => [t.source, t.cost_usd]));
+  replace(
+    $id("cost-table").querySelector("tbody"),
+    rows.map((r) =>
+      el(
+        "tr",
+        {"data-testid": "cost-row", "data-name": r.name ?? "", "data-source": r.source, "data-other": r.other ? "true" : "false", "data-value": r.cost_usd},
+        el("td", {class: r.name === null ? "muted" : ""}, ownerName(r)),
+        el("td", {text: r.source}),
+        setValue(el("td", {class: "n", "data-field": "requests"}), r.requests, fmtInt),
+        setValue(el("td", {class: "n", "data-field": "input_tokens"}), r.input_tokens, fmtInt),
+        setValue(el("td", {class: "n", "data-field": "output_tokens"}), r.output_tokens, fmtInt),
+        setValue(el("td", {class: "n", "data-field": "cost_usd"}), r.cost_usd, fmtUsd),
+        shareCell(r.cost_usd, whole[r.source] ?? 0),
+      ),
+    ),
   );
+  const more = $id("cost-truncated");
+  more.hidden = !data.truncated;
+  more.textContent = data.truncated ? `${fmtInt(data.truncated)} more not shown (the API's limit parameter shows more).` : "";
+}
+
+function renderTop(by, data) {
+  const list = $id(`top-${by}`);
+  const rows = (data.rows || []).filter((r) => r.name !== null || r.other);
+  replace(
+    list,
+    rows.length
+      ? rows.map((r) =>
+          el(
+            "li",
+            {"data-testid": "top-row", "data-name": r.name ?? "", "data-value": r.cost_usd},
+            el("span", {class: r.other ? "muted" : ""}, ownerName(r)),
+            " ",
+            setValue(el("span", {class: "muted"}), r.cost_usd, fmtUsd),
+          ),
+        )
+      : [el("li", {class: "muted none", text: "none"})],
+  );
+}
+
+function renderExactness(report) {
+  const notice = $id("cost-inexact");
+  notice.hidden = report.exact;
+  if (report.exact) return;
+  notice.textContent =
+    `Figures cover ${report.from.slice(0, 10)} to ${report.to.slice(0, 19).replace("T", " ")} UTC: ` +
+    "days past raw retention count whole, and users or tags past a day's top N are summed as other.";
 }
 
 async function load() {
-  const n = currentDays();
-  setButtons(n);
+  const r = currentRange();
+  const by = currentBy();
+  setControls(r, by);
   const mine = ++seq;
+  const range = rangeQuery(r);
+  const firstDay = dayTs(range.from.slice(0, 10));
+  const lastDay = r.days ? dayTs(tsDay(Date.now() / 1000)) : dayTs(r.to);
+  const nDays = Math.round((lastDay - firstDay) / DAY_S) + 1;
   try {
-    const data = await api(withQuery("/api/v1/costs", {days: n}));
+    const [days, table, ...tops] = await Promise.all([
+      api(withQuery("/api/v1/costs", {by: "day", ...range, limit: 1000})),
+      api(withQuery("/api/v1/costs", {by, ...range, limit: TABLE_LIMIT})),
+      ...TOP.map((t) => api(withQuery("/api/v1/costs", {by: t, ...range, source: "traffic", limit: TOP_LIMIT}))),
+    ]);
     if (mine !== seq) return;
     showError(null);
-    render(data, n);
+    renderExactness(table.exact ? days : table);
+    renderKpis(days, nDays);
+    renderDaily(days, firstDay, nDays);
+    renderTable(table);
+    TOP.forEach((t, i) => renderTop(t, tops[i]));
   } catch (err) {
     reportBug(err);
     if (mine !== seq) return;

@@ -3,8 +3,11 @@
 ``results`` gains the gateway key's name, its team, the end user, the tags (a JSON list of
 strings) and the session id; all are NULL for probes and for every result from before.
 ``spend_daily`` holds one row per UTC day, source and owner (``dimension`` key, team, user,
-tag, model or provider; ``name`` the owner, ``other`` for users and tags past the day's top N),
-so 30-day reports read a few thousand rows instead of every request.
+tag, model or provider; ``name`` the owner, ``""`` for results naming none; ``other`` = 1 on the
+one row per day summing the users or tags past the day's top N), so 30-day reports read a few
+thousand rows instead of every request. ``rollup_state.spend_watermark_ts``: days before it
+are in ``spend_daily``; ``spend_hourly`` holds the whole hours after it (up to
+``spend_hour_watermark_ts``) with every name.
 
 Revision ID: 0004
 Revises: 0003
@@ -31,10 +34,29 @@ def upgrade() -> None:
         sa.Column("source", sa.Text, nullable=False),
         sa.Column("dimension", sa.Text, nullable=False),
         sa.Column("name", sa.Text, nullable=False),
+        sa.Column("other", sa.SmallInteger, nullable=False),
         sa.Column("requests", sa.BigInteger, nullable=False),
         sa.Column("cost_requests", sa.BigInteger, nullable=False),
         sa.Column("cost_usd", sa.Float, nullable=False),
         sa.Column("input_tokens", sa.BigInteger, nullable=False),
         sa.Column("output_tokens", sa.BigInteger, nullable=False),
-        sa.PrimaryKeyConstraint("dimension", "day", "source", "name"),
+        sa.PrimaryKeyConstraint("dimension", "day", "source", "other", "name"),
     )
+    # The days not in spend_daily yet (today), per hour and every name, so that a report reads
+    # at most an hour of raw results; dropped once their day is rolled up.
+    op.create_table(
+        "spend_hourly",
+        sa.Column("hour", sa.Float, nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("dimension", sa.Text, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("other", sa.SmallInteger, nullable=False),
+        sa.Column("requests", sa.BigInteger, nullable=False),
+        sa.Column("cost_requests", sa.BigInteger, nullable=False),
+        sa.Column("cost_usd", sa.Float, nullable=False),
+        sa.Column("input_tokens", sa.BigInteger, nullable=False),
+        sa.Column("output_tokens", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("dimension", "hour", "source", "name"),
+    )
+    for column in ("spend_watermark_ts", "spend_hour_watermark_ts"):
+        op.add_column("rollup_state", sa.Column(column, sa.Float, nullable=True))
