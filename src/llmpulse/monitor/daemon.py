@@ -135,11 +135,12 @@ class Daemon:
         self._session: aiohttp.ClientSession | None = None
         self.status = StatusPoller(self._status_sources(), config.monitor.status_interval)
         # Providers' own bills against what was measured, daily, while leading (monitor.billing).
-        # Store.costs reads raw results: a day older than they are kept is not compared.
+        # Store.costs and Store.totals read the daily rollups: a day older than they are kept
+        # is not compared.
         self.reconciler = (
             Reconciler(
                 config.billing, self.store, self.state, config.targets, config.redactor,
-                retention_s=config.monitor.raw_retention,
+                retention_s=config.monitor.rollup_retention,
             )
             if config.billing
             else None
