@@ -176,7 +176,7 @@ class Budgets:
     def read_store(self, now: float) -> dict[tuple[Kind, str], tuple[float, float, float]]:
         """(stored spend, period start, cut) per subject, read from the store. Blocking: run in
         a thread. Raises what the store raises."""
-        if self.results_db is None:
+        if self.results_db is None or not self._ledgers:
             return {}
         if self._store is None:
             self._store = open_store(self.results_db)

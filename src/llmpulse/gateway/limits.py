@@ -174,12 +174,16 @@ class Limits:
         refresh_s: float = REFRESH_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        keys = tuple(keys)
         self.budgets = Budgets(keys, teams, results_db)
         self.refresh_s = refresh_s
         self.clock = clock
         self._windows: dict[str, _Window] = {}
         self._redis: _RedisLimits | None = None
-        if redis_url:
+        # Run-time keys get their limits from a config entry of their name, so the config
+        # says whether anything is limited: if not, Redis is left alone.
+        limited = any(k.rpm or k.tpm for k in keys) or bool(self.budgets)
+        if redis_url and limited:
             self._redis = _RedisLimits(redis_url, redis_prefix, self.budgets)
 
     # --- the request path -------------------------------------------------------------------
@@ -188,7 +192,7 @@ class Limits:
         """The refusal of a request by ``key`` (None: admitted, and counted)."""
         if key is None:
             return None
-        if self.budgets:
+        if key.budget is not None or key.team is not None:
             refusal = self.budgets.check(key, self.clock())
             if refusal is not None:
                 return refusal
@@ -248,7 +252,7 @@ class Limits:
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = []
-        if self.budgets and self.budgets.results_db is not None:
+        if self.budgets.results_db is not None:  # budgets may come with run-time keys
             tasks.append(asyncio.create_task(self._refresh(stop)))
         if self._redis is not None:
             tasks.append(asyncio.create_task(self._redis.run(stop)))
