@@ -26,6 +26,7 @@ from llmpulse.sim.server import SimServer
 from llmpulse.store import open_store
 from test_gateway_limits import sim_seq
 from test_gateway_proxy import FAST, Served, deployment
+from test_gateway_shared import private_redis
 
 REDIS_URL = os.environ.get("LLMPULSE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 HI = [{"role": "user", "content": "hi"}]
@@ -164,15 +165,34 @@ def test_rpm_and_tpm_hold_across_two_replicas_sharing_redis(sim: SimServer, pref
     assert sim_seq(sim) == before + 5
 
 
-def test_limits_are_enforced_per_replica_while_redis_is_unreachable(sim: SimServer) -> None:
+def test_limits_are_enforced_per_replica_while_redis_is_unreachable(
+    sim: SimServer, caplog: pytest.LogCaptureFixture
+) -> None:
     model = sim_model(sim, **FAST, **TOKENS)
-    away = config(sim, model, [key("A", rpm=2)], redis_url="redis://127.0.0.1:1/0")
-    before = sim_seq(sim)
-    with Served(away) as served:
-        chat(served, "A")
-        chat(served, "A")
-        retry_after(refused_openai(served, "A"))
-    assert sim_seq(sim) == before + 2
+    redis_or_skip()  # redis-server is needed to bring one back
+    with private_redis() as (url, stop_redis, start_redis):
+        shared = config(sim, model, [key("A", rpm=3)], redis_url=url, redis_prefix="p")
+        before = sim_seq(sim)
+        with Served(shared) as one, Served(shared) as two:
+            chat(one, "A")
+            stop_redis()
+            # Away: each replica counts its own requests (its windows kept Redis's too).
+            chat(one, "A")
+            chat(one, "A")
+            retry_after(refused_openai(one, "A"))
+            for _ in range(3):
+                chat(two, "A")
+            assert "rpm" in refused_openai(two, "A").message
+            said = [r for r in caplog.records if "rate limits: Redis unreachable" in r.message]
+            assert len(said) == 2  # once per replica, not per request
+            start_redis()  # empty: the window starts again in Redis
+            time.sleep(1.1)  # the request path tries Redis again after a second
+            chat(one, "A")
+            chat(two, "A")
+            chat(one, "A")
+            assert "rpm" in refused_openai(two, "A").message  # shared again: 3 in Redis
+        assert sim_seq(sim) == before + 9
+    assert any("Redis answers again" in r.message for r in caplog.records)
 
 
 # --- budgets -----------------------------------------------------------------------------------
