@@ -18,7 +18,7 @@ import openai
 import pytest
 import redis
 
-from conftest import sim_model
+from conftest import postgres_schema, sim_model
 from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.litellm import parse_gateway
 from llmpulse.result import CheckKind, CheckResult, Source, Usage
@@ -247,10 +247,18 @@ def test_a_team_budget_covers_all_its_keys_and_says_when_it_resets(sim: SimServe
     assert {r.team for r in served.records} == {"search"}
 
 
-def test_a_budget_counts_the_spend_already_in_the_store(sim: SimServer, tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def results_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield str(tmp_path / "results.db")
+        return
+    with postgres_schema() as url:
+        yield url
+
+
+def test_a_budget_counts_the_spend_already_in_the_store(sim: SimServer, results_db: str) -> None:
     model = sim_model(sim, **FAST, **TOKENS)
-    db = tmp_path / "results.db"
-    store = open_store(db, for_writing=True)
+    store = open_store(results_db, for_writing=True)
 
     def spent(key_name: str | None, cost: float, days_ago: float, source: Source) -> CheckResult:
         at = datetime.fromtimestamp(time.time() - days_ago * 86_400, UTC)
@@ -273,7 +281,7 @@ def test_a_budget_counts_the_spend_already_in_the_store(sim: SimServer, tmp_path
     budget = {"max_usd": 0.5, "period": "7d"}
     before = sim_seq(sim)
     keys = [key("A", budget=budget), key("B", budget=budget)]
-    with Served(config(sim, model, keys), results_db=db) as served:
+    with Served(config(sim, model, keys), results_db=results_db) as served:
         exc = refused_openai(served, "A")  # its first request
         assert "key 'A' has spent $0.5500 of its $0.5 budget for 7d" in exc.message
         chat(served, "B")  # $0.30 + $0.20: spent

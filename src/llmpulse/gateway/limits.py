@@ -17,9 +17,9 @@ exceeded by the tokens of the requests in flight when the window fills.
 With ``gateway.redis_url`` the windows live in Redis, shared by every replica: one Lua script
 per request reads the key's window, refuses or counts the request, atomically (Redis's clock,
 so replicas' clocks do not matter). Tokens and spend go to Redis in the background, in batches
-as they come (one round trip per batch), never on the request path. While Redis is unreachable
-each replica enforces the limits alone, on its own traffic (logged once), and goes back to
-Redis when it answers.
+at most ``SEND_EVERY_S`` apart (one round trip per batch), never on the request path. While
+Redis is unreachable each replica enforces the limits alone, on its own traffic (logged once),
+and goes back to Redis when it answers.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ WINDOW_S = 60
 # A bucket leaves the window once its second is more than WINDOW_S behind the current one.
 _KEPT = WINDOW_S + 1
 FLUSH_S = 0.1  # the longest a sender waits without news (and its first backoff)
+SEND_EVERY_S = 0.02
 READ_BLOCK_MS = 400  # a blocking read returns before the socket times out
 REDIS_TIMEOUT_S = 0.5  # a request waits at most this for Redis before going local
 RETRY_REDIS_S = 1.0  # after a failure, the request path tries Redis again this much later
@@ -351,13 +352,15 @@ class _RedisLimits:
                 backoff = min(5.0, backoff * 2)
 
     async def _send(self, stop: asyncio.Event) -> None:
-        # What arrives while a batch is sent makes the next batch: one round trip per batch.
+        # At most one batch every SEND_EVERY_S: under load a round trip carries many requests'
+        # tokens and spend, and the replicas' own reads of the stream stay as few.
         while not stop.is_set():
             if not self._queue:
                 self._queued.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._queued.wait(), FLUSH_S)
             await self._flush()
+            await asyncio.sleep(SEND_EVERY_S)
 
     async def _read(self, stop: asyncio.Event) -> None:
         last_id: bytes | str = "$"
