@@ -4,6 +4,7 @@ log proves what reached it), real Redis shared by two replicas, a real SQLite st
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -20,7 +21,9 @@ import redis
 
 from conftest import postgres_schema, sim_model
 from llmpulse.config.gateway import GatewayConfig
+from llmpulse.config.keys import GatewayKey
 from llmpulse.config.litellm import parse_gateway
+from llmpulse.gateway.limits import Limits, _Window
 from llmpulse.result import CheckKind, CheckResult, Source, Usage
 from llmpulse.sim.server import SimServer
 from llmpulse.store import open_store
@@ -339,3 +342,47 @@ def test_a_budget_overshoots_by_at_most_the_requests_in_flight(
     # One replica: strictly less than its requests in flight. Two: the other replica's spend
     # reaches it within a flush (0.1 s), when each of its clients may have had a couple more.
     assert overshoot < in_flight * (1 if replicas == 1 else 3)
+
+
+# --- the window itself -------------------------------------------------------------------------
+
+
+def test_retry_after_is_when_the_oldest_needed_second_leaves_the_window(prefix: str) -> None:
+    """Local and in Redis alike: requests counted 30 s ago free their slots 31 s from now
+    (a second counts for 60 to 61 s), seconds older than the window are pruned, and tokens
+    free their share the same way."""
+
+    window, now = _Window(), 1_000_000.5
+    for _ in range(3):
+        assert window.admit(now - 100, 3, None) is None  # long gone by now
+    for _ in range(2):
+        assert window.admit(now - 30, 3, None) is None
+    window.count(now - 20, 50)
+    assert window.admit(now, 3, None) is None  # 2 of 3 in the last 60 s: a third fits
+    assert window.admit(now, 3, None) == ("rpm", pytest.approx(30.5))  # now - 30 leaves
+    assert window.admit(now, 10, 50) == ("tpm", pytest.approx(40.5))
+
+    client = redis.Redis.from_url(REDIS_URL)
+    seconds = int(client.time()[0])
+    name = f"{prefix}:window:A"
+    old, recent = seconds - 70, seconds - 30
+    client.hset(name, mapping={"P": old - 5, f"r{old}": 5, f"r{recent}": 2, "R": 7,
+                               f"t{recent}": 50, "T": 50})  # fmt: skip
+    limited = GatewayKey("A", "digest", rpm=3, tpm=60)
+    limits = Limits([limited], [], redis_url=REDIS_URL, redis_prefix=prefix)
+
+    async def check() -> None:
+        assert await limits.admit(limited) is None  # the 5 old ones pruned: 2 + this one
+        stored = {k.decode(): int(v) for k, v in client.hgetall(name).items()}
+        assert f"r{old}" not in stored and stored["R"] == 3 and stored["P"] == seconds - 60
+        refusal = await limits.admit(limited)
+        assert refusal is not None and "rpm limit" in refusal.message
+        assert refusal.retry_after_s in (30, 31)  # whole seconds up to recent + 61
+        client.hset(name, "R", 0)
+        assert await limits.admit(limited) is None  # 50 tokens: under 60
+        client.hset(name, "T", 60)
+        refusal = await limits.admit(limited)
+        assert refusal is not None and "tpm limit (60 tokens per minute)" in refusal.message
+        assert refusal.retry_after_s in (30, 31)
+
+    asyncio.run(check())

@@ -59,22 +59,42 @@ RETRY_REDIS_S = 1.0  # after a failure, the request path tries Redis again this 
 STREAM_MAXLEN = 10_000
 MAX_QUEUED = 100_000
 
-# KEYS[1]: the key's window (hash: 'r<second>' requests, 't<second>' tokens).
-# ARGV: rpm, tpm (0: none). Returns {verdict, seconds to wait}: 'ok', 'rpm' or 'tpm'.
+# KEYS[1]: the key's window, a hash: 'r<second>' and 't<second>' buckets of requests and tokens,
+# 'R' and 'T' their sums, 'P' the oldest second not yet pruned. Each call prunes the seconds
+# that left since the last (usually none), so a check is O(1); only a refusal scans the buckets
+# for its retry-after. ARGV: rpm, tpm (0: none). Returns {verdict, seconds to wait}.
 _ADMIT = """
+local k = KEYS[1]
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
 local now = sec + tonumber(t[2]) / 1e6
 local oldest = sec - 60
-local h = redis.call('HGETALL', KEYS[1])
-local reqs, toks, r, k = 0, 0, {}, {}
-for i = 1, #h, 2 do
-  local b, v = tonumber(string.sub(h[i], 2)), tonumber(h[i + 1])
-  if b < oldest then redis.call('HDEL', KEYS[1], h[i])
-  elseif string.sub(h[i], 1, 1) == 'r' then reqs = reqs + v; r[#r + 1] = {b, v}
-  else toks = toks + v; k[#k + 1] = {b, v} end
+local got = redis.call('HMGET', k, 'P', 'R', 'T')
+local p = tonumber(got[1]) or oldest
+if p < oldest then
+  if oldest - p > 61 then
+    redis.call('DEL', k)
+    got = {false, false, false}
+  else
+    for b = p, oldest - 1 do
+      local n = redis.call('HGET', k, 'r' .. b)
+      if n then redis.call('HINCRBY', k, 'R', -n); redis.call('HDEL', k, 'r' .. b) end
+      n = redis.call('HGET', k, 't' .. b)
+      if n then redis.call('HINCRBY', k, 'T', -n); redis.call('HDEL', k, 't' .. b) end
+    end
+    got = redis.call('HMGET', k, 'P', 'R', 'T')
+  end
 end
-local function wait(list, need)
+if got[1] ~= tostring(oldest) then redis.call('HSET', k, 'P', oldest) end
+local reqs, toks = tonumber(got[2]) or 0, tonumber(got[3]) or 0
+local function wait(kind, need)
+  local list = {}
+  local h = redis.call('HGETALL', k)
+  for i = 1, #h, 2 do
+    if string.sub(h[i], 1, 1) == kind then
+      list[#list + 1] = {tonumber(string.sub(h[i], 2)), tonumber(h[i + 1])}
+    end
+  end
   table.sort(list, function(x, y) return x[1] < y[1] end)
   local freed = 0
   for _, e in ipairs(list) do
@@ -84,16 +104,18 @@ local function wait(list, need)
   return 61
 end
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-if rpm > 0 and reqs >= rpm then return {'rpm', tostring(wait(r, reqs - rpm + 1))} end
-if tpm > 0 and toks >= tpm then return {'tpm', tostring(wait(k, toks - tpm + 1))} end
-redis.call('HINCRBY', KEYS[1], 'r' .. sec, 1)
-redis.call('EXPIRE', KEYS[1], 62)
+if rpm > 0 and reqs >= rpm then return {'rpm', tostring(wait('r', reqs - rpm + 1))} end
+if tpm > 0 and toks >= tpm then return {'tpm', tostring(wait('t', toks - tpm + 1))} end
+redis.call('HINCRBY', k, 'r' .. sec, 1)
+redis.call('HINCRBY', k, 'R', 1)
+redis.call('EXPIRE', k, 62)
 return {'ok', '0'}
 """
 # KEYS[1]: the key's window; ARGV[1]: tokens of a request that ended.
 _TOKENS = """
 local sec = redis.call('TIME')[1]
 redis.call('HINCRBY', KEYS[1], 't' .. sec, ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'T', ARGV[1])
 redis.call('EXPIRE', KEYS[1], 62)
 return 0
 """
