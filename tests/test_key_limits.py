@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 import redis
@@ -290,6 +291,42 @@ def test_a_budget_counts_the_spend_already_in_the_store(sim: SimServer, results_
         chat(served, "B")  # $0.30 + $0.20: spent
         assert refused_openai(served, "B").code == "budget_exceeded"
     assert sim_seq(sim) == before + 1
+
+
+def test_a_key_created_at_run_time_is_limited_and_budgeted_by_its_own_policy(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    model = sim_model(sim, **FAST, **TOKENS)
+    master = "sk-master-" + "m" * 24
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", model, **PRICES)],
+        "gateway": {"monitor": False},
+        "general_settings": {"master_key": master},
+    }
+    parsed = parse_gateway(raw, env={"SIM_KEY": "sk-sim"})
+    assert parsed is not None
+    with Served(parsed, results_db=tmp_path / "results.db") as served:
+
+        def create(fields: dict[str, Any]) -> str:
+            answer = httpx.post(f"{served.url}/api/v1/keys", json=fields, timeout=10,
+                                headers={"authorization": f"Bearer {master}"})  # fmt: skip
+            assert answer.status_code == 201, answer.text
+            return str(answer.json()["key"])
+
+        fast = create({"name": "fast", "rpm": 2})
+        spender = create({"name": "spender", "budget": {"max_usd": 0.3, "period": "1d"}})
+        before = sim_seq(sim)
+        for _ in range(2):
+            served.openai(fast).chat.completions.create(model="chat", messages=HI)
+        with pytest.raises(openai.RateLimitError) as caught:
+            served.openai(fast).chat.completions.create(model="chat", messages=HI)
+        assert "key 'fast' is over its rpm limit" in caught.value.message
+        for _ in range(2):  # $0.20, then $0.40
+            served.openai(spender).chat.completions.create(model="chat", messages=HI)
+        with pytest.raises(openai.RateLimitError) as caught:
+            served.openai(spender).chat.completions.create(model="chat", messages=HI)
+        assert caught.value.code == "budget_exceeded"
+        assert sim_seq(sim) == before + 4
 
 
 # --- how far a budget overshoots -------------------------------------------------------------

@@ -203,9 +203,9 @@ class Limits:
         self.clock = clock
         self._windows: dict[str, _Window] = {}
         self._redis: _RedisLimits | None = None
-        # Run-time keys get their limits from a config entry of their name, so the config
-        # says whether anything is limited: if not, Redis is left alone.
-        limited = any(k.rpm or k.tpm for k in keys) or bool(self.budgets)
+        # Keys created at run time (kept in the results store) may bring limits of their own;
+        # without those and without limits in the config, Redis is left alone.
+        limited = any(k.rpm or k.tpm for k in keys) or bool(self.budgets) or bool(results_db)
         if redis_url and limited:
             self._redis = _RedisLimits(redis_url, redis_prefix, self.budgets)
 
