@@ -16,7 +16,8 @@ client's key is a ``gateway.keys`` entry of a team with rpm, tpm and a budget (s
 never to refuse), its team has a budget, and every request names a user, tags and a session.
 Goals (issue 15): added latency p50 ≤ 1 ms (non-stream), throughput ≥ 85 % of the plain
 gateway's in the same run, both modes. ``--redis URL`` shares the limits through that Redis.
-``--no-litellm`` measures only the direct upstream and the two llmpulse runs.
+``--no-litellm`` measures only the direct upstream and the two llmpulse runs; ``--rounds N``
+alternates the two llmpulse runs N times and reports each figure's median.
 """
 
 from __future__ import annotations
@@ -372,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-baseline", action="store_true")
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
     parser.add_argument("--redis", help="share the limits run's limits through this Redis URL")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="alternated runs of each llmpulse gateway (medians)"
+    )
     args = parser.parse_args(argv)
 
     version = "" if args.no_litellm else install_litellm(args.litellm_venv, args.litellm_spec)
@@ -422,19 +426,28 @@ def main(argv: list[str] | None = None) -> int:
             runs = [("llmpulse", config, key, "llmpulse gateway"),
                     ("limits", limited_config, limited_key,
                      "llmpulse gateway, keys, limits and attribution on")]  # fmt: skip
-            for name, config_file, client_key, title in runs if gateway_help is not None else []:
-                port = free_port()
-                cmd = [sys.executable, "-m", "llmpulse", "gateway", "--config", str(config_file),
-                       "--listen", f"127.0.0.1:{port}"]  # fmt: skip
-                if "--db" in gateway_help:
-                    cmd += ["--db", str(work / f"{name}.db")]
-                with process(cmd, work / f"{name}.log", env, work) as pid:
-                    url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                    aio.run(ready(url, client_key, 60, work / f"{name}.log"))
-                    print(title, flush=True)
-                    limited = name != "llmpulse"
-                    results[name] = aio.run(measure(url, client_key, args, limited))
-                    results[name]["peak_rss_mb"] = peak_rss_mb(pid)
+            rounds: dict[str, list[dict[str, float]]] = {"llmpulse": [], "limits": []}
+            # Alternated, each figure the median of its rounds: a shared machine's drift
+            # shows in both alike.
+            for round_ in range(args.rounds if gateway_help is not None else 0):
+                for name, config_file, client_key, title in runs:
+                    port = free_port()
+                    cmd = [sys.executable, "-m", "llmpulse", "gateway", "--config",
+                           str(config_file), "--listen", f"127.0.0.1:{port}"]  # fmt: skip
+                    if "--db" in gateway_help:
+                        cmd += ["--db", str(work / f"{name}-{round_}.db")]
+                    with process(cmd, work / f"{name}.log", env, work) as pid:
+                        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                        aio.run(ready(url, client_key, 60, work / f"{name}.log"))
+                        print(title, flush=True)
+                        limited = name != "llmpulse"
+                        figures = aio.run(measure(url, client_key, args, limited))
+                        figures["peak_rss_mb"] = peak_rss_mb(pid)
+                        rounds[name].append(figures)
+            for name, runs_of in rounds.items():
+                if runs_of:
+                    results[name] = {k: statistics.median(r[k] for r in runs_of)
+                                     for k in runs_of[0]}  # fmt: skip
     return summarise(results, args, version)
 
 

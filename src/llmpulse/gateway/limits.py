@@ -287,11 +287,16 @@ class Limits:
                 await self._redis.aclose()
 
     async def _refresh(self, stop: asyncio.Event) -> None:
+        wait = self.refresh_s
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.refresh_s)
+                await asyncio.wait_for(stop.wait(), wait)
             if not stop.is_set():
+                started = time.monotonic()
                 await self.budgets.refresh()
+                # A slow read (a month of raw results) is not repeated back to back: the store
+                # spends at most a tenth of its time on it.
+                wait = max(self.refresh_s, 9 * (time.monotonic() - started))
 
 
 class _RedisLimits:
