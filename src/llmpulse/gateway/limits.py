@@ -351,7 +351,7 @@ class _RedisLimits:
             )
 
     def tokens(self, name: str, tokens: int) -> None:
-        self._queue.append(("tokens", (name, tokens)))
+        self._queue.append(("tokens", (name, tokens, time.monotonic())))
         self._queued.set()
 
     def spent(self, key: str, team: str | None, ts: float, cost: float) -> None:
@@ -409,8 +409,10 @@ class _RedisLimits:
         async with self.client.pipeline(transaction=False) as pipe:
             for kind, item in batch:
                 if kind == "tokens":
-                    name, tokens = item
-                    await self._tokens(keys=[self._key(name)], args=[tokens], client=pipe)
+                    name, tokens, at = item
+                    # Queued while Redis was away, past the window: they would count as new.
+                    if time.monotonic() - at < WINDOW_S:
+                        await self._tokens(keys=[self._key(name)], args=[tokens], client=pipe)
                 else:
                     pipe.xadd(self.stream, {"e": json.dumps(item)}, maxlen=STREAM_MAXLEN)
             await pipe.execute()
