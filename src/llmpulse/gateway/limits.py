@@ -202,6 +202,7 @@ class Limits:
         self.refresh_s = refresh_s
         self.clock = clock
         self._windows: dict[str, _Window] = {}
+        self._tpm_keys: set[str] = set()  # keys seen with a tpm: their tokens go to Redis
         self._redis: _RedisLimits | None = None
         # Keys created at run time (kept in the results store) may bring limits of their own;
         # without those and without limits in the config, Redis is left alone.
@@ -222,6 +223,8 @@ class Limits:
         if key.rpm is None and key.tpm is None:
             return None
         if self._redis is not None:
+            if key.tpm is not None:
+                self._tpm_keys.add(key.name)
             verdict = await self._redis.admit(key)
             if verdict is not None:  # Redis answered
                 if verdict[0] != "ok":
@@ -256,7 +259,7 @@ class Limits:
         tokens = (result.usage.input_tokens or 0) + (result.usage.output_tokens or 0)
         if tokens:
             self._window(name).count(self.clock(), tokens)
-            if self._redis is not None:
+            if self._redis is not None and name in self._tpm_keys:
                 self._redis.tokens(name, tokens)
         if result.cost_usd:
             self.budgets.observe(result)
