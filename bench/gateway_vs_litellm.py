@@ -10,6 +10,14 @@ direct p50) and a timed run at concurrency 20 (throughput; a streamed request co
 VmHWM of each proxy's process tree. Goals (issue 5): ≥ 10× LiteLLM's throughput in both modes,
 ≤ 1/10 of its added latency, ≤ 1/3 of its memory. Exits non-zero when a goal is missed or the
 llmpulse gateway is not available yet.
+
+Then the llmpulse gateway again with keys, limits and attribution on (``llmpulse+limits``): the
+client's key is a ``gateway.keys`` entry of a team with rpm, tpm and a budget (set high enough
+never to refuse), its team has a budget, and every request names a user, tags and a session.
+Goals (issue 15): added latency p50 ≤ 1 ms (non-stream), throughput ≥ 85 % of the plain
+gateway's in the same run, both modes. ``--redis URL`` shares the limits through that Redis.
+``--no-litellm`` measures only the direct upstream and the two llmpulse runs; ``--rounds N``
+alternates the two llmpulse runs N times and reports each figure's median.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ CHUNKS = 20
 GOAL_THROUGHPUT = 10.0  # llmpulse / LiteLLM, both modes
 GOAL_LATENCY = 0.1  # llmpulse added latency / LiteLLM's
 GOAL_RSS = 1 / 3
+GOAL_LIMITS_ADDED_MS = 1.0  # with keys, limits and attribution on (issue 15)
+GOAL_LIMITS_KEPT = 0.85  # of the plain gateway's throughput, same run
 
 
 # --- the fake upstream -------------------------------------------------------------------------
@@ -201,9 +211,15 @@ def llmpulse_gateway_help() -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-def write_config(path: Path, upstream: str, key: str) -> None:
-    """One LiteLLM proxy config, read unchanged by both proxies."""
-    config = {
+LIMITED_KEY_VAR = "BENCH_LIMITED_KEY"
+
+
+def write_config(
+    path: Path, upstream: str, key: str, *, limits: bool = False, redis: str | None = None
+) -> None:
+    """One LiteLLM proxy config, read unchanged by both proxies; with ``limits``, llmpulse's
+    keys, limits and budgets added (only the llmpulse gateway reads it then)."""
+    config: dict[str, object] = {
         "model_list": [
             {
                 "model_name": MODEL,
@@ -223,6 +239,12 @@ def write_config(path: Path, upstream: str, key: str) -> None:
             "disable_error_logs": True,
         },
     }
+    if limits:
+        budget = {"max_usd": 1e9, "period": "30d"}
+        limited = {"name": "bench", "key": f"os.environ/{LIMITED_KEY_VAR}", "team": "bench",
+                   "rpm": 10**9, "tpm": 10**12, "budget": budget}  # fmt: skip
+        config["gateway"] = {"keys": [limited], **({"redis_url": redis} if redis else {})}
+        config["teams"] = [{"name": "bench", "budget": {"max_usd": 1e9, "period": "1mo"}}]
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -280,8 +302,12 @@ class Load:
         return done / (time.perf_counter() - start)
 
 
-def headers(key: str) -> dict[str, str]:
-    return {"content-type": "application/json", "authorization": f"Bearer {key}"}
+def headers(key: str, attribution: bool = False) -> dict[str, str]:
+    out = {"content-type": "application/json", "authorization": f"Bearer {key}"}
+    if attribution:
+        out |= {"x-llmpulse-user": "user-42", "x-llmpulse-tags": "feature=bench,env=prod",
+                "x-llmpulse-session": "session-1"}  # fmt: skip
+    return out
 
 
 async def ready(url: str, key: str, timeout: float, log: Path | None = None) -> None:
@@ -301,12 +327,14 @@ async def ready(url: str, key: str, timeout: float, log: Path | None = None) -> 
             await asyncio.sleep(0.25)
 
 
-async def measure(url: str, key: str, args: argparse.Namespace) -> dict[str, float]:
+async def measure(
+    url: str, key: str, args: argparse.Namespace, attribution: bool = False
+) -> dict[str, float]:
     figures: dict[str, float] = {}
     connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers=headers(key)
+        connector=connector, timeout=timeout, headers=headers(key, attribution)
     ) as session:
         load = Load(url, session)
         for stream in (False, True):
@@ -343,9 +371,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--litellm-spec", default=LITELLM_SPEC, help="pip requirement")
     parser.add_argument("--litellm-venv", type=Path, default=CACHE / "litellm-venv")
     parser.add_argument("--save-baseline", action="store_true")
+    parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
+    parser.add_argument("--redis", help="share the limits run's limits through this Redis URL")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="alternated runs of each llmpulse gateway (medians)"
+    )
     args = parser.parse_args(argv)
 
-    version = install_litellm(args.litellm_venv, args.litellm_spec)
+    version = "" if args.no_litellm else install_litellm(args.litellm_venv, args.litellm_spec)
     gateway_help = llmpulse_gateway_help()
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -357,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         config = work / "config.yaml"
         key = f"sk-{secrets.token_hex(32)}"
         write_config(config, upstream, key)
+        limited_config = work / "limits.yaml"
+        write_config(limited_config, upstream, key, limits=True, redis=args.redis)
+        env[LIMITED_KEY_VAR] = limited_key = f"sk-{secrets.token_hex(32)}"
         upstream_cmd = [
             sys.executable,
             "-m",
@@ -369,41 +405,56 @@ def main(argv: list[str] | None = None) -> int:
             print(f"direct (fake upstream, {CHUNKS}-chunk streams)", flush=True)
             results["direct"] = aio.run(measure(f"{upstream}/v1/chat/completions", key, args))
 
-            port = free_port()
-            litellm_env = {
-                **env,
-                "LITELLM_LOG": "ERROR",
-                # The bundled price map, not a download at start-up.
-                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            }
-            cmd = [str(args.litellm_venv / "bin" / "litellm"), "--config", str(config),
-                   "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]  # fmt: skip
-            with process(cmd, work / "litellm.log", litellm_env, work) as pid:
-                url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                aio.run(ready(url, key, 180, work / "litellm.log"))
-                print(f"litellm {version} (1 worker)", flush=True)
-                results["litellm"] = aio.run(measure(url, key, args))
-                results["litellm"]["peak_rss_mb"] = peak_rss_mb(pid)
-
-            if gateway_help is not None:
+            if not args.no_litellm:
                 port = free_port()
-                cmd = [sys.executable, "-m", "llmpulse", "gateway", "--config", str(config),
-                       "--listen", f"127.0.0.1:{port}"]  # fmt: skip
-                if "--db" in gateway_help:
-                    cmd += ["--db", str(work / "gateway.db")]
-                with process(cmd, work / "llmpulse.log", env, work) as pid:
+                litellm_env = {
+                    **env,
+                    "LITELLM_LOG": "ERROR",
+                    # The bundled price map, not a download at start-up.
+                    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                }
+                litellm = str(args.litellm_venv / "bin" / "litellm")
+                cmd = [litellm, "--config", str(config), "--host", "127.0.0.1",
+                       "--port", str(port), "--num_workers", "1"]  # fmt: skip
+                with process(cmd, work / "litellm.log", litellm_env, work) as pid:
                     url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                    aio.run(ready(url, key, 60, work / "llmpulse.log"))
-                    print("llmpulse gateway", flush=True)
-                    results["llmpulse"] = aio.run(measure(url, key, args))
-                    results["llmpulse"]["peak_rss_mb"] = peak_rss_mb(pid)
+                    aio.run(ready(url, key, 180, work / "litellm.log"))
+                    print(f"litellm {version} (1 worker)", flush=True)
+                    results["litellm"] = aio.run(measure(url, key, args))
+                    results["litellm"]["peak_rss_mb"] = peak_rss_mb(pid)
+
+            runs = [("llmpulse", config, key, "llmpulse gateway"),
+                    ("limits", limited_config, limited_key,
+                     "llmpulse gateway, keys, limits and attribution on")]  # fmt: skip
+            rounds: dict[str, list[dict[str, float]]] = {"llmpulse": [], "limits": []}
+            # Alternated, each figure the median of its rounds: a shared machine's drift
+            # shows in both alike.
+            for round_ in range(args.rounds if gateway_help is not None else 0):
+                for name, config_file, client_key, title in runs:
+                    port = free_port()
+                    cmd = [sys.executable, "-m", "llmpulse", "gateway", "--config",
+                           str(config_file), "--listen", f"127.0.0.1:{port}"]  # fmt: skip
+                    if "--db" in gateway_help:
+                        cmd += ["--db", str(work / f"{name}-{round_}.db")]
+                    with process(cmd, work / f"{name}.log", env, work) as pid:
+                        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                        aio.run(ready(url, client_key, 60, work / f"{name}.log"))
+                        print(title, flush=True)
+                        limited = name != "llmpulse"
+                        figures = aio.run(measure(url, client_key, args, limited))
+                        figures["peak_rss_mb"] = peak_rss_mb(pid)
+                        rounds[name].append(figures)
+            for name, runs_of in rounds.items():
+                if runs_of:
+                    results[name] = {k: statistics.median(r[k] for r in runs_of)
+                                     for k in runs_of[0]}  # fmt: skip
     return summarise(results, args, version)
 
 
 def summarise(results: dict[str, dict[str, float]], args: argparse.Namespace, version: str) -> int:
     c = args.concurrency
     direct = results["direct"]
-    for name in ("litellm", "llmpulse"):
+    for name in ("litellm", "llmpulse", "limits"):
         if name in results:
             for mode in ("nonstream", "stream"):
                 added = results[name][f"{mode}_c1_p50_ms"] - direct[f"{mode}_c1_p50_ms"]
@@ -418,13 +469,16 @@ def summarise(results: dict[str, dict[str, float]], args: argparse.Namespace, ve
         ("peak RSS (MB)", "peak_rss_mb", True),
         ("failed requests", "errors", True),
     ]
-    names = [n for n in ("direct", "litellm", "llmpulse") if n in results]
-    print(f"\n{'':<42}" + "".join(f"{n:>12}" for n in names) + f"{'llmpulse/litellm':>18}")
+    names = [n for n in ("direct", "litellm", "llmpulse", "limits") if n in results]
+    shown = {"limits": "+limits"}
+    against_litellm = "llmpulse" in results and "litellm" in results
+    ratio_title = f"{'llmpulse/litellm':>18}" if against_litellm else ""
+    print(f"\n{'':<42}" + "".join(f"{shown.get(n, n):>12}" for n in names) + ratio_title)
     for label, key, _ in rows:
         cells = [results[n].get(key) for n in names]
         line = f"{label:<42}" + "".join(f"{v:>12.2f}" if v is not None else f"{'—':>12}"
                                         for v in cells)  # fmt: skip
-        if "llmpulse" in results and key != "errors" and results["litellm"].get(key):
+        if against_litellm and key != "errors" and results["litellm"].get(key):
             line += f"{results['llmpulse'][key] / results['litellm'][key]:>17.3f}x"
         print(line)
 
@@ -439,34 +493,53 @@ def summarise(results: dict[str, dict[str, float]], args: argparse.Namespace, ve
             "(`llmpulse gateway --help` failed), so there are no ratios and no goals to check."
         )
         return 1
-    pulse, lite = results["llmpulse"], results["litellm"]
-    ratios = {
-        "ratio_throughput_nonstream": pulse[f"nonstream_c{c}_rps"] / lite[f"nonstream_c{c}_rps"],
-        "ratio_throughput_stream": pulse[f"stream_c{c}_rps"] / lite[f"stream_c{c}_rps"],
-        "ratio_added_latency_nonstream": pulse["nonstream_added_p50_ms"]
-        / lite["nonstream_added_p50_ms"],
-        "ratio_added_latency_stream": pulse["stream_added_p50_ms"] / lite["stream_added_p50_ms"],
-        "ratio_peak_rss": pulse["peak_rss_mb"] / lite["peak_rss_mb"],
-    }
-    figures.update(ratios)
-    lower |= {k for k in ratios if "throughput" not in k}
+    pulse = results["llmpulse"]
+    goals: list[tuple[str, float, bool]] = []
+    if "litellm" in results:
+        lite = results["litellm"]
+        ratios = {
+            "ratio_throughput_nonstream": pulse[f"nonstream_c{c}_rps"]
+            / lite[f"nonstream_c{c}_rps"],
+            "ratio_throughput_stream": pulse[f"stream_c{c}_rps"] / lite[f"stream_c{c}_rps"],
+            "ratio_added_latency_nonstream": pulse["nonstream_added_p50_ms"]
+            / lite["nonstream_added_p50_ms"],
+            "ratio_added_latency_stream": pulse["stream_added_p50_ms"]
+            / lite["stream_added_p50_ms"],
+            "ratio_peak_rss": pulse["peak_rss_mb"] / lite["peak_rss_mb"],
+        }
+        figures.update(ratios)
+        lower |= {k for k in ratios if "throughput" not in k}
+        goals += [
+            ("throughput ≥ 10× LiteLLM's, non-stream", ratios["ratio_throughput_nonstream"],
+             ratios["ratio_throughput_nonstream"] >= GOAL_THROUGHPUT),
+            ("throughput ≥ 10× LiteLLM's, stream", ratios["ratio_throughput_stream"],
+             ratios["ratio_throughput_stream"] >= GOAL_THROUGHPUT),
+            ("added latency ≤ 1/10 of LiteLLM's, non-stream",
+             ratios["ratio_added_latency_nonstream"],
+             ratios["ratio_added_latency_nonstream"] <= GOAL_LATENCY),
+            ("added latency ≤ 1/10 of LiteLLM's, stream", ratios["ratio_added_latency_stream"],
+             ratios["ratio_added_latency_stream"] <= GOAL_LATENCY),
+            ("peak RSS ≤ 1/3 of LiteLLM's", ratios["ratio_peak_rss"],
+             ratios["ratio_peak_rss"] <= GOAL_RSS),
+        ]  # fmt: skip
+    if "limits" in results:
+        limited = results["limits"]
+        kept = {mode: limited[f"{mode}_c{c}_rps"] / pulse[f"{mode}_c{c}_rps"]
+                for mode in ("nonstream", "stream")}  # fmt: skip
+        figures |= {f"limits_throughput_kept_{mode}": v for mode, v in kept.items()}
+        added = limited["nonstream_added_p50_ms"]
+        goals += [
+            ("limits on: added latency p50 ≤ 1 ms, non-stream", added,
+             added <= GOAL_LIMITS_ADDED_MS),
+            ("limits on: throughput ≥ 85 % of without, non-stream", kept["nonstream"],
+             kept["nonstream"] >= GOAL_LIMITS_KEPT),
+            ("limits on: throughput ≥ 85 % of without, stream", kept["stream"],
+             kept["stream"] >= GOAL_LIMITS_KEPT),
+        ]  # fmt: skip
     report("gateway", figures, lower, save=args.save_baseline)
-    goals = [
-        ("throughput ≥ 10× LiteLLM's, non-stream", ratios["ratio_throughput_nonstream"],
-         ratios["ratio_throughput_nonstream"] >= GOAL_THROUGHPUT),
-        ("throughput ≥ 10× LiteLLM's, stream", ratios["ratio_throughput_stream"],
-         ratios["ratio_throughput_stream"] >= GOAL_THROUGHPUT),
-        ("added latency ≤ 1/10 of LiteLLM's, non-stream",
-         ratios["ratio_added_latency_nonstream"],
-         ratios["ratio_added_latency_nonstream"] <= GOAL_LATENCY),
-        ("added latency ≤ 1/10 of LiteLLM's, stream", ratios["ratio_added_latency_stream"],
-         ratios["ratio_added_latency_stream"] <= GOAL_LATENCY),
-        ("peak RSS ≤ 1/3 of LiteLLM's", ratios["ratio_peak_rss"],
-         ratios["ratio_peak_rss"] <= GOAL_RSS),
-    ]  # fmt: skip
-    print(f"\ngoals against LiteLLM {version} (1 worker):")
+    print(f"\ngoals{f' against LiteLLM {version} (1 worker)' if 'litellm' in results else ''}:")
     for label, value, met in goals:
-        print(f"  {label:<48} {'met' if met else 'MISSED'} ({value:.3f}x)")
+        print(f"  {label:<52} {'met' if met else 'MISSED'} ({value:.3f})")
     if failed:
         print(f"{failed:.0f} requests failed: the figures above are not trustworthy")
     return 0 if all(met for _, _, met in goals) and not failed else 1

@@ -85,6 +85,7 @@ from llmpulse.gateway.keys import (
     describe,
     key_entry,
 )
+from llmpulse.gateway.limits import Limits
 from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
 from llmpulse.gateway.translate import ClientCodec
 from llmpulse.gateway.translate import anthropic as tr_anthropic
@@ -120,13 +121,17 @@ class _Format:
     def error(self, exc: GatewayError) -> Response:
         if self.name == "openai":
             status, body = tr_openai.render_error(
-                exc.status, exc.error_class, exc.message, exc.param
+                exc.status, exc.error_class, exc.message, exc.param, exc.code
             )
         else:
-            status, body = tr_anthropic.render_error(exc.status, exc.error_class, exc.message)
+            status, body = tr_anthropic.render_error(
+                exc.status, exc.error_class, exc.message, code=exc.code
+            )
         headers = {}
         if exc.retry_after_s is not None:
             headers["retry-after"] = str(max(1, round(exc.retry_after_s)))
+        if exc.code is not None:
+            headers["x-should-retry"] = "false"  # the SDKs' own retries could not help
         return JSONResponse(body, status, headers=headers)
 
     def stream_error(self, exc: GatewayError) -> bytes:
@@ -197,7 +202,15 @@ def create_app(
     """
     serving_without = config.auth_warning(accept_unenforced_auth)
     said = [*config.warnings, *warnings, *([serving_without] if serving_without else [])]
-    endpoints = _Endpoints(config, said)
+    settings = config.settings
+    limits = Limits(
+        settings.keys,
+        config.teams,
+        results_db=results_db,
+        redis_url=settings.redis_url,
+        redis_prefix=settings.redis_prefix,
+    )
+    endpoints = _Endpoints(config, said, limits)
     runtime = RunTimeKeys(results_db, endpoints.keys) if results_db is not None else None
     admin = _Admin(endpoints, runtime)
     deployment_ids = {d.name: d.id for d in config.deployments}
@@ -208,8 +221,10 @@ def create_app(
             make_gateway() if make_gateway else Gateway(config, record=record, redactor=redactor)
         )
         endpoints.gateway = gateway
+        gateway.record = limits.recorder(gateway.record)  # tokens and spend count for limits
+        await limits.start()
         stop = asyncio.Event()
-        background = []
+        background = [asyncio.create_task(limits.run(stop))]
         if admin.runtime is not None:
             # Read before the first request is served: a created key works from the start.
             await asyncio.to_thread(admin.runtime.refresh)
@@ -258,9 +273,10 @@ def create_app(
 class _Endpoints:
     """The routes' handlers over one ``Gateway`` (set when the app's lifespan starts)."""
 
-    def __init__(self, config: GatewayConfig, warnings: list[str]) -> None:
+    def __init__(self, config: GatewayConfig, warnings: list[str], limits: Limits) -> None:
         self.config = config
         self.warnings = warnings
+        self.limits = limits
         self.keys = KeyRing(config.settings.keys)
         self.gateway: Gateway  # set as the app's lifespan starts, before any request
 
@@ -319,6 +335,9 @@ class _Endpoints:
             ).redacted(gateway.redact)
         except LabelError as exc:
             return fmt.error(GatewayError(400, ErrorClass.BAD_REQUEST, str(exc)))
+        refusal = await self.limits.admit(key)  # rpm, tpm, budgets: before any upstream call
+        if refusal is not None:
+            return fmt.error(refusal)
         if not chat.stream:
             try:
                 answering = gateway.complete(chat, ids, owner)

@@ -107,6 +107,7 @@ class GatewayError(Exception):
         message: str,
         retry_after_s: float | None = None,
         param: str | None = None,  # the request parameter at fault, as the client named it
+        code: str | None = None,  # the gateway's own error kind (budget_exceeded): final
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -114,6 +115,7 @@ class GatewayError(Exception):
         self.message = message
         self.retry_after_s = retry_after_s
         self.param = param
+        self.code = code
 
 
 class _AttemptFailed(Exception):

@@ -491,15 +491,22 @@ _CLASS_TYPES = {
 
 
 def render_error(
-    status: int, error_class: ErrorClass | None, message: str, request_id: str | None = None
+    status: int,
+    error_class: ErrorClass | None,
+    message: str,
+    request_id: str | None = None,
+    code: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) of an error as anthropic-sdk-python reads it (``ErrorResponse``).
 
     Overload goes out as Anthropic sends it, 529, which the SDK raises as ``OverloadedError``
-    (a 503 would be its ``ServiceUnavailableError``).
+    (a 503 would be its ``ServiceUnavailableError``). ``code``, an error of the gateway's own
+    (``budget_exceeded``), is the error's type: Anthropic's errors have no code, and the SDK
+    raises by status (429: ``RateLimitError``), with the body as sent.
     """
     kind = (
-        (error_class and _CLASS_TYPES.get(error_class))
+        code
+        or (error_class and _CLASS_TYPES.get(error_class))
         or _STATUS_TYPES.get(status)
         or ("api_error" if status >= 500 else None)
     )

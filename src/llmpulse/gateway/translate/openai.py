@@ -540,15 +540,22 @@ _ERROR_KINDS: dict[ErrorClass, tuple[str, str | None]] = {
 
 
 def render_error(
-    status: int, error_class: ErrorClass | None, message: str, param: str | None = None
+    status: int,
+    error_class: ErrorClass | None,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) of an error as openai-python reads it (``body["error"]``).
 
-    529 is Anthropic's; OpenAI clients get 503, which OpenAI uses for overload.
+    529 is Anthropic's; OpenAI clients get 503, which OpenAI uses for overload. ``code``, an
+    error of the gateway's own (``budget_exceeded``, LiteLLM's type for it too), is both the type
+    and the code (the SDK's ``exc.type`` and ``exc.code``).
     """
-    if error_class is None:
+    if code is not None:
+        kind = code
+    elif error_class is None:
         kind = "invalid_request_error" if status < 500 else "server_error"
-        code = None
     else:
         kind, code = _ERROR_KINDS[error_class]
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
