@@ -482,3 +482,28 @@ def test_run_time_keys_have_budgets_until_revoked(tmp_path: Path, store: SQLiteS
         (BUDGET_WARNING, "key robot has no budget any more"),
     ]
     leader.state.close()
+
+
+def test_a_rolling_budget_counts_no_spend_from_before_its_window(
+    store_location: str | Path,
+) -> None:
+    """30 days back from 20:00 is 20:00 of a day whose raw results are pruned (kept 7 days): the
+    spend of that day before 20:00 is outside the window and must not count."""
+    config = make_config({"teams": [{"name": "ml", "budget": {"max_usd": 30, "period": "30d"}}]})
+    now = DEC + 10 * DAY + 20 * HOUR
+    store = open_store(store_location)
+    try:
+        store.write_results(
+            [
+                spent(now - 30 * DAY - 18 * HOUR, 40.0),  # 02:00 that day: outside the window
+                spent(now - 30 * DAY + 2 * HOUR, 4.0),  # 22:00 that day: inside
+                *every_3h(now - 20 * DAY, now - 20 * DAY + DAY, 8.0),
+            ]
+        )
+        store.prune(now)  # rolled up, then raw results older than 7 days deleted
+        spend = budgets.read_spend(store, budgets.holders(config), now)
+        rows = store.costs("team", now - 30 * DAY, now, source="traffic")
+    finally:
+        store.close()
+    assert spend["team:ml"].period == 12.0
+    assert [(r.name, r.cost_usd) for r in rows] == [("ml", 12.0)]
