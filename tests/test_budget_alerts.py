@@ -507,3 +507,23 @@ def test_a_rolling_budget_counts_no_spend_from_before_its_window(
         store.close()
     assert spend["team:ml"].period == 12.0
     assert [(r.name, r.cost_usd) for r in rows] == [("ml", 12.0)]
+
+
+def test_quiet_budgets_are_judged_off_the_event_loop(tmp_path: Path, store: SQLiteStore) -> None:
+    """``budget_spend`` runs in a thread and ``observe_budgets`` on the daemon's event loop:
+    the per-holder work (use, rules, fingerprints) is the thread's, and only holders whose rule
+    holds or that have an alert record reach the loop, however many run-time keys are quiet."""
+    config = make_config()
+    for i in range(300):
+        budget = Budget(5.0, Period.DAY)
+        store.add_key(StoredKey(f"quiet{i}", key_digest(f"sk-q{i}"), budget=budget, created_at=NOV))
+    store.write_results([spent(NOV + HOUR, 6.0, key="quiet7", team=None)])
+    leader = Leader(tmp_path, store, config)
+    judged = leader.alerting.budget_spend(NOV + 2 * HOUR)
+    assert [j.use.holder.subject for j in judged.observed] == ["key:quiet7"]
+    assert len(judged.subjects) == 302  # alice, 300 run-time keys, team ml
+    leader.at(NOV + 2 * HOUR)
+    # Once recorded, a holder whose rules no longer hold reaches the loop to resolve.
+    judged = leader.alerting.budget_spend(NOV + 2 * DAY)
+    assert [j.use.holder.subject for j in judged.observed] == ["key:quiet7"]
+    leader.state.close()
