@@ -1297,3 +1297,19 @@ def test_spend_edges_past_raw_retention_are_whole_days(backend):
         # Daily spend is kept as long as the other rollups.
         store.prune(now, raw_retention_s=2.5 * DAY, rollup_retention_s=2 * DAY)
         assert backend.sql("SELECT min(day) FROM spend_daily") == [(T0 + 2 * DAY,)]
+
+
+def test_daily_spend_is_whole_when_raw_results_are_kept_less_than_a_day(backend):
+    """With ``raw_retention`` under a day, the morning's raw rows are pruned before the day
+    completes: the day's spend must still count them (from its hourly rollup)."""
+    results = spend_history(1.0, seed=11)
+    with backend.open() as store:
+        t = T0
+        while t <= T0 + DAY + 3600:
+            store.write_results([r for r in results if t - 3600 <= r.timestamp.timestamp() < t])
+            store.prune(t, raw_retention_s=2 * 3600)  # hourly, as the daemon does
+            t += 3600
+        for by in COST_BY:
+            report = store.cost_report(by, T0, T0 + DAY)
+            assert report.exact, by
+            assert_costs_equal(reported(report.rows), expected_costs(results, by, T0, T0 + DAY))

@@ -415,16 +415,23 @@ class SQLStore(Store, Generic[C]):
         period: int,
         top_n: int | None,
         dimensions: tuple[CostBy, ...] | None = None,
+        *,
+        from_hours: bool = False,
     ) -> None:
         """Write one period's rows of ``table`` (``spend_daily``: a UTC day, users and tags
         bounded to the top ``top_n``; ``spend_hourly``: an hour, every name) of
-        ``dimensions`` (None: all), in place of any there were."""
+        ``dimensions`` (None: all), in place of any there were; summed from the raw results,
+        or ``from_hours`` from ``spend_hourly`` (a day whose raw rows are pruned in part)."""
         time_col = "day" if table == "spend_daily" else "hour"
         dimensions = SPEND_DIMENSIONS if dimensions is None else dimensions
         listed = ", ".join(f"'{d}'" for d in dimensions)
         conn.run(f"DELETE FROM {table} WHERE {time_col} = ? AND dimension IN ({listed})", (start,))
         for dimension in dimensions:
-            raw, args = self._raw_spend_sql(dimension, start, start + period, None)
+            args: list[object]
+            if from_hours:
+                raw, args = _HOURS_SPEND_SQL, [dimension, start, start + period]
+            else:
+                raw, args = self._raw_spend_sql(dimension, start, start + period, None)
             sums = (
                 "CAST(sum(requests) AS BIGINT), CAST(sum(cost_requests) AS BIGINT), "
                 "CAST(sum(cost_usd) AS DOUBLE PRECISION), CAST(sum(input_tokens) AS BIGINT), "
@@ -676,9 +683,11 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
         rolled up (dropped once their day is); keys, teams, models and providers per hour for
         ``HOURLY_SPEND_KEPT_S`` (pruned), so that a rolling budget's window, which starts
         within a day whose raw results are pruned, is summed exactly from its first whole
-        hour. Returns the new daily and hourly watermarks."""
-        days = self._rollup_spend_whole_days(
-            conn, changed, watermark, spent[0], pruned_before, top_n
+        hour. The hours come first: a day whose raw rows are pruned in part (``raw_retention``
+        under a day) is summed from its hours, every name kept until then. Returns the new
+        daily and hourly watermarks."""
+        first_day, due_days, days = self._spend_days_due(
+            conn, changed, watermark, spent[0], pruned_before
         )
         done = _floor(watermark, HOUR)
         start = days if spent[1] is None else int(spent[1])
@@ -698,11 +707,14 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
             for h in late
             if h < start
             and (pruned_before is None or h >= pruned_before)
-            and (h >= days or (kept is not None and h >= kept))
+            and (h >= first_day or (kept is not None and h >= kept))
         }
         for hour in sorted(late) + list(range(start, done, HOUR)):
-            dimensions = SPEND_DIMENSIONS if hour >= days else HOURLY_KEPT_DIMENSIONS
+            dimensions = SPEND_DIMENSIONS if hour >= first_day else HOURLY_KEPT_DIMENSIONS
             self._rollup_spend(conn, "spend_hourly", hour, HOUR, None, dimensions)
+        for day in due_days:
+            whole = pruned_before is None or day >= pruned_before
+            self._rollup_spend(conn, "spend_daily", day, DAY, top_n, from_hours=not whole)
         if spent[0] is None or days > spent[0]:
             ranked = ", ".join(f"'{d}'" for d in RANKED_DIMENSIONS)
             conn.run(
@@ -710,15 +722,16 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
             )
         return days, max(start, done)
 
-    def _rollup_spend_whole_days(
+    def _spend_days_due(
         self,
         conn: Conn,
         changed: list[tuple[int, int]],
         watermark: float,
         spent: float | None,
         pruned_before: float | None,
-        top_n: int,
-    ) -> int:
+    ) -> tuple[int, list[int], int]:
+        """The first day not in ``spend_daily`` yet, the days to roll up now (late ones whose
+        raw rows are whole, then those completed), and the new daily watermark."""
         done = _floor(watermark, DAY)
         if spent is None:
             first = one(conn, "SELECT min(ts) FROM results")[0]
@@ -729,9 +742,7 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
         late = {d for lo, hi in changed for d in range(_floor(lo, DAY), hi, DAY) if d < start}
         if pruned_before is not None:
             late = {d for d in late if d >= pruned_before}
-        for day in sorted(late) + list(range(start, done, DAY)):
-            self._rollup_spend(conn, "spend_daily", day, DAY, top_n)
-        return max(start, done)
+        return start, sorted(late) + list(range(start, done, DAY)), max(start, done)
 
     def _rollup_minutes(self, conn: Conn, lo: int, hi: int) -> int:
         conn.run("DELETE FROM rollups WHERE minute_ts >= ? AND minute_ts < ?", (lo, hi))
@@ -1022,6 +1033,16 @@ HOURLY_KEPT_DIMENSIONS: tuple[CostBy, ...] = ("key", "team", "model", "provider"
 # The longest rolling budget (30 d) and a day: its window's first partial day, raw results
 # pruned, is read from whole hours.
 HOURLY_SPEND_KEPT_S = 31 * DAY
+# An owner's spend from spend_hourly over a span, as ``_raw_spend_sql`` has it from raw rows.
+_HOURS_SPEND_SQL = (
+    "SELECT CASE WHEN name = '' THEN NULL ELSE name END AS name, source, "
+    "CAST(sum(requests) AS BIGINT) AS requests, "
+    "CAST(sum(cost_requests) AS BIGINT) AS cost_requests, "
+    "CAST(sum(cost_usd) AS DOUBLE PRECISION) AS cost_usd, "
+    "CAST(sum(input_tokens) AS BIGINT) AS input_tokens, "
+    "CAST(sum(output_tokens) AS BIGINT) AS output_tokens "
+    "FROM spend_hourly WHERE dimension = ? AND hour >= ? AND hour < ? GROUP BY 1, 2"
+)
 # The first hour kept in spend_hourly: every hour since, to its watermark, is rolled up (a
 # result always has a provider row). Read through the primary key (dimension, hour).
 _KEPT_HOURS = "SELECT min(hour) FROM spend_hourly WHERE dimension = 'provider'"
