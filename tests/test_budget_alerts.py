@@ -527,3 +527,27 @@ def test_quiet_budgets_are_judged_off_the_event_loop(tmp_path: Path, store: SQLi
     judged = leader.alerting.budget_spend(NOV + 2 * DAY)
     assert [j.use.holder.subject for j in judged.observed] == ["key:quiet7"]
     leader.state.close()
+
+
+def test_a_config_policy_budget_goes_with_its_revoked_run_time_key(
+    tmp_path: Path, store: SQLiteStore
+) -> None:
+    """A ``gateway.keys`` mapping without ``key`` is the policy of the run-time key of that
+    name: once that key is revoked (its name never given again), no budget to judge or list."""
+    daily = {"max_usd": 5, "period": "1d"}
+    config = make_config(
+        keys=[{"name": "alice", "key": "os.environ/ALICE"}, {"name": "bob", "budget": daily}]
+    )
+    store.add_key(StoredKey("bob", key_digest("sk-llmp-bob"), created_at=NOV))
+    store.write_results([spent(NOV + HOUR, 6.0, key="bob")])
+    held = {h.subject: h.budget for h in budgets.holders(config, store.stored_keys())}
+    assert held["key:bob"] == Budget(5.0, Period.DAY)  # the config's policy wins
+    leader = Leader(tmp_path, store, config)
+    leader.at(NOV + 2 * HOUR)
+    assert (BUDGET_EXHAUSTED, "firing") in {(r, s) for r, s, _, _ in leader.pages("key:bob")}
+    store.revoke_key("bob", NOV + 3 * HOUR)
+    every = store.stored_keys(revoked=True)
+    assert "key:bob" not in {h.subject for h in budgets.holders(config, every)}
+    leader.at(NOV + 3 * HOUR)
+    assert (BUDGET_EXHAUSTED, "resolved") in {(r, s) for r, s, _, _ in leader.pages("key:bob")}
+    leader.state.close()
