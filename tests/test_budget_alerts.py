@@ -482,3 +482,72 @@ def test_run_time_keys_have_budgets_until_revoked(tmp_path: Path, store: SQLiteS
         (BUDGET_WARNING, "key robot has no budget any more"),
     ]
     leader.state.close()
+
+
+def test_a_rolling_budget_counts_no_spend_from_before_its_window(
+    store_location: str | Path,
+) -> None:
+    """30 days back from 20:00 is 20:00 of a day whose raw results are pruned (kept 7 days): the
+    spend of that day before 20:00 is outside the window and must not count."""
+    config = make_config({"teams": [{"name": "ml", "budget": {"max_usd": 30, "period": "30d"}}]})
+    now = DEC + 10 * DAY + 20 * HOUR
+    store = open_store(store_location)
+    try:
+        store.write_results(
+            [
+                spent(now - 30 * DAY - 18 * HOUR, 40.0),  # 02:00 that day: outside the window
+                spent(now - 30 * DAY + 2 * HOUR, 4.0),  # 22:00 that day: inside
+                *every_3h(now - 20 * DAY, now - 20 * DAY + DAY, 8.0),
+            ]
+        )
+        store.prune(now)  # rolled up, then raw results older than 7 days deleted
+        spend = budgets.read_spend(store, budgets.holders(config), now)
+        rows = store.costs("team", now - 30 * DAY, now, source="traffic")
+    finally:
+        store.close()
+    assert spend["team:ml"].period == 12.0
+    assert [(r.name, r.cost_usd) for r in rows] == [("ml", 12.0)]
+
+
+def test_quiet_budgets_are_judged_off_the_event_loop(tmp_path: Path, store: SQLiteStore) -> None:
+    """``budget_spend`` runs in a thread and ``observe_budgets`` on the daemon's event loop:
+    the per-holder work (use, rules, fingerprints) is the thread's, and only holders whose rule
+    holds or that have an alert record reach the loop, however many run-time keys are quiet."""
+    config = make_config()
+    for i in range(300):
+        budget = Budget(5.0, Period.DAY)
+        store.add_key(StoredKey(f"quiet{i}", key_digest(f"sk-q{i}"), budget=budget, created_at=NOV))
+    store.write_results([spent(NOV + HOUR, 6.0, key="quiet7", team=None)])
+    leader = Leader(tmp_path, store, config)
+    judged = leader.alerting.budget_spend(NOV + 2 * HOUR)
+    assert [j.use.holder.subject for j in judged.observed] == ["key:quiet7"]
+    assert len(judged.subjects) == 302  # alice, 300 run-time keys, team ml
+    leader.at(NOV + 2 * HOUR)
+    # Once recorded, a holder whose rules no longer hold reaches the loop to resolve.
+    judged = leader.alerting.budget_spend(NOV + 2 * DAY)
+    assert [j.use.holder.subject for j in judged.observed] == ["key:quiet7"]
+    leader.state.close()
+
+
+def test_a_config_policy_budget_goes_with_its_revoked_run_time_key(
+    tmp_path: Path, store: SQLiteStore
+) -> None:
+    """A ``gateway.keys`` mapping without ``key`` is the policy of the run-time key of that
+    name: once that key is revoked (its name never given again), no budget to judge or list."""
+    daily = {"max_usd": 5, "period": "1d"}
+    config = make_config(
+        keys=[{"name": "alice", "key": "os.environ/ALICE"}, {"name": "bob", "budget": daily}]
+    )
+    store.add_key(StoredKey("bob", key_digest("sk-llmp-bob"), created_at=NOV))
+    store.write_results([spent(NOV + HOUR, 6.0, key="bob")])
+    held = {h.subject: h.budget for h in budgets.holders(config, store.stored_keys())}
+    assert held["key:bob"] == Budget(5.0, Period.DAY)  # the config's policy wins
+    leader = Leader(tmp_path, store, config)
+    leader.at(NOV + 2 * HOUR)
+    assert (BUDGET_EXHAUSTED, "firing") in {(r, s) for r, s, _, _ in leader.pages("key:bob")}
+    store.revoke_key("bob", NOV + 3 * HOUR)
+    every = store.stored_keys(revoked=True)
+    assert "key:bob" not in {h.subject for h in budgets.holders(config, every)}
+    leader.at(NOV + 3 * HOUR)
+    assert (BUDGET_EXHAUSTED, "resolved") in {(r, s) for r, s, _, _ in leader.pages("key:bob")}
+    leader.state.close()

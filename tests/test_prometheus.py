@@ -25,8 +25,8 @@ from llmpulse.telemetry.prometheus import (
     SPEND_SERIES,
     MetricsExporter,
     Snapshot,
+    SpendSeries,
     TargetSnapshot,
-    bounded_spend,
 )
 from llmpulse.telemetry.semconv import MAX_RESPONSE_MODELS
 
@@ -553,9 +553,10 @@ def test_spend_by_key_and_team_is_bounded_and_counts_from_midnight() -> None:
     midnight = 1_800_000_000 // 86400 * 86400
     keys = [(f"k{i:03d}", "traffic", 1000.0 - i, 10 * i, i) for i in range(SPEND_SERIES + 5)]
     rows = [*keys, (None, "probe", 0.5, 7, 3)]
+    counters = SpendSeries()
     spend = [
-        *bounded_spend("key", rows),
-        *bounded_spend("team", [("search", "traffic", 2.0, 1, 1)]),
+        *counters.bounded("key", rows, midnight),
+        *counters.bounded("team", [("search", "traffic", 2.0, 1, 1)], midnight),
     ]
     got = scrape(MetricsExporter(lambda: Snapshot(spend=spend, spend_since=midnight)))
     usd = series(got, "llmpulse_key_spend_usd_total", source="traffic")
@@ -573,3 +574,30 @@ def test_spend_by_key_and_team_is_bounded_and_counts_from_midnight() -> None:
     )  # fmt: skip
     assert value(got, "llmpulse_team_spend_usd_total", llmpulse_team="search") == 2.0
     assert value(got, "llmpulse_team_spend_usd_created", llmpulse_team="search") == midnight
+
+
+def test_spend_counters_never_go_down_within_a_day() -> None:
+    """A name that climbs into the largest spenders keeps its place in ``_OTHER`` (moving it out
+    would lower ``_OTHER``), and a sum read a few bits lower (an hour's raw rows summed again as
+    its rollup) shows the last value: to ``rate()`` a counter that goes down has reset."""
+    midnight = 1_800_000_000 // 86400 * 86400
+    counters = SpendSeries()
+
+    def spend(
+        rows: list[tuple[str | None, str, float, int, int]], since: float
+    ) -> dict[str, float]:
+        got = counters.bounded("key", sorted(rows, key=lambda r: -r[2]), since)
+        return {s.name: s.cost_usd for s in got}
+
+    keys = [(f"k{i:03d}", "traffic", 1000.0 - i, 1, 1) for i in range(SPEND_SERIES)]
+    first = spend([*keys, ("late", "traffic", 1.0, 1, 1)], midnight)
+    assert first[OTHER] == 1.0 and "late" not in first
+    # "late" now spends more than anyone; k000's sum comes back a few bits lower.
+    keys[0] = ("k000", "traffic", 1000.0 - 1e-12, 1, 1)
+    second = spend([*keys, ("late", "traffic", 5000.0, 1, 1)], midnight)
+    assert "late" not in second and second[OTHER] == 5000.0
+    assert second["k000"] == 1000.0
+    assert len(second) == SPEND_SERIES + 1
+    # A new day counts from zero: the largest spenders are chosen again.
+    third = spend([("late", "traffic", 3.0, 1, 1)], midnight + 86400)
+    assert third == {"late": 3.0}

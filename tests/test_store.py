@@ -1123,8 +1123,13 @@ def test_spend_rollup_reports_what_raw_results_do(backend):
         (days,) = backend.sql("SELECT count(DISTINCT day) FROM spend_daily")[0]
         assert days == 3  # the complete days only
         # Today's whole hours, with every name: a report reads at most an hour of raw rows.
-        hours = backend.sql("SELECT min(hour), max(hour), count(DISTINCT hour) FROM spend_hourly")
+        hourly = "SELECT min(hour), max(hour), count(DISTINCT hour) FROM spend_hourly"
+        hours = backend.sql(f"{hourly} WHERE dimension = 'user'")
         assert hours == [(T0 + 3 * DAY, T0 + 3 * DAY + 13 * 3600, 14)]
+        # Keys, teams, models and providers per hour from the first result on (as long as
+        # the longest rolling budget): a budget's window starts at any hour.
+        hours = backend.sql(f"{hourly} WHERE dimension = 'team'")
+        assert hours == [(T0, T0 + 3 * DAY + 13 * 3600, 3 * 24 + 14)]
         for by in COST_BY:
             for lo, hi in ranges:
                 for source in (None, "traffic", "probe"):
@@ -1181,7 +1186,10 @@ def test_spend_rollup_day_boundaries_and_late_results(backend):
         today = midnight + DAY
         store.write_results([at(today + 30, source=Source.TRAFFIC, key_name="k", cost_usd=16.0)])
         store.rollup(today + 7200)
-        hourly = "SELECT hour, cost_usd FROM spend_hourly WHERE dimension = 'key' ORDER BY hour"
+        hourly = (
+            f"SELECT hour, cost_usd FROM spend_hourly WHERE dimension = 'key' AND hour >= {today} "
+            "ORDER BY hour"
+        )
         assert backend.sql(hourly) == [(today, 16.0)]
         store.write_results([at(today + 40, source=Source.TRAFFIC, key_name="k", cost_usd=32.0)])
         store.rollup(today + 7260)
@@ -1189,9 +1197,11 @@ def test_spend_rollup_day_boundaries_and_late_results(backend):
         assert [(r.name, r.cost_usd) for r in store.costs("key", today, today + 7200)] == [
             ("k", 48.0)
         ]
-        # Once the day is rolled up, its hours go.
+        # Once the day is rolled up, its hours of users and tags go; keys' stay.
         store.rollup(today + DAY)
-        assert backend.sql(hourly) == []
+        assert backend.sql(hourly) == [(today, 48.0)]
+        ranked = f"SELECT count(*) FROM spend_hourly WHERE hour < {today + DAY} AND dimension "
+        assert backend.sql(ranked + "IN ('user', 'tag')") == [(0,)]
         assert [(r.name, r.cost_usd) for r in store.costs("key", today, today + DAY)] == [
             ("k", 48.0)
         ]
@@ -1252,10 +1262,32 @@ def test_spend_edges_past_raw_retention_are_whole_days(backend):
     with backend.open() as store:
         store.write_results(results)
         store.prune(now, raw_retention_s=2.5 * DAY)  # raw rows before T0 + 1.5 days are gone
-        report = store.cost_report("team", T0 + 0.5 * DAY, T0 + 1.25 * DAY)
+        report = store.cost_report("user", T0 + 0.5 * DAY, T0 + 1.25 * DAY)
         # Both edges fall in pruned days: read whole from the rollup, and said so.
         assert (report.start_ts, report.end_ts) == (T0, T0 + 2 * DAY) and not report.exact
-        assert_costs_equal(reported(report.rows), expected_costs(results, "team", T0, T0 + 2 * DAY))
+        assert_costs_equal(reported(report.rows), expected_costs(results, "user", T0, T0 + 2 * DAY))
+        # Teams (keys, models, providers) are kept per hour: whole hours are exact, and a
+        # pruned partial hour is read whole.
+        report = store.cost_report("team", T0 + 0.5 * DAY, T0 + 1.25 * DAY)
+        assert (report.start_ts, report.end_ts) == (T0 + 0.5 * DAY, T0 + 1.25 * DAY)
+        assert report.exact
+        want = expected_costs(results, "team", T0 + 0.5 * DAY, T0 + 1.25 * DAY)
+        assert_costs_equal(reported(report.rows), want)
+        report = store.cost_report("team", T0 + 0.5 * DAY + 60, T0 + 1.25 * DAY + 60)
+        assert (report.start_ts, report.end_ts) == (T0 + 0.5 * DAY, T0 + 1.25 * DAY + 3600)
+        assert not report.exact
+        want = expected_costs(results, "team", T0 + 0.5 * DAY, T0 + 1.25 * DAY + 3600)
+        assert_costs_equal(reported(report.rows), want)
+        # Any range of the kept dimensions, pruned or not: widened by less than an hour.
+        rng = random.Random(7)
+        for _ in range(30):
+            lo = T0 + rng.random() * 4 * DAY
+            hi = lo + rng.random() * (now - lo)
+            by = rng.choice(("key", "team", "model", "provider", "day"))
+            report = store.cost_report(by, lo, hi)
+            assert lo - 3600 < report.start_ts <= lo and hi <= report.end_ts < hi + 3600
+            want = expected_costs(results, by, report.start_ts, report.end_ts)
+            assert_costs_equal(reported(report.rows), want)
         # An edge in a day whose raw rows are all there is exact.
         report = store.cost_report("team", T0 + 1.0 * DAY, T0 + 3.3 * DAY)
         assert report.exact
@@ -1265,3 +1297,19 @@ def test_spend_edges_past_raw_retention_are_whole_days(backend):
         # Daily spend is kept as long as the other rollups.
         store.prune(now, raw_retention_s=2.5 * DAY, rollup_retention_s=2 * DAY)
         assert backend.sql("SELECT min(day) FROM spend_daily") == [(T0 + 2 * DAY,)]
+
+
+def test_daily_spend_is_whole_when_raw_results_are_kept_less_than_a_day(backend):
+    """With ``raw_retention`` under a day, the morning's raw rows are pruned before the day
+    completes: the day's spend must still count them (from its hourly rollup)."""
+    results = spend_history(1.0, seed=11)
+    with backend.open() as store:
+        t = T0
+        while t <= T0 + DAY + 3600:
+            store.write_results([r for r in results if t - 3600 <= r.timestamp.timestamp() < t])
+            store.prune(t, raw_retention_s=2 * 3600)  # hourly, as the daemon does
+            t += 3600
+        for by in COST_BY:
+            report = store.cost_report(by, T0, T0 + DAY)
+            assert report.exact, by
+            assert_costs_equal(reported(report.rows), expected_costs(results, by, T0, T0 + DAY))

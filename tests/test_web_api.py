@@ -18,6 +18,8 @@ import pytest
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import ConfigError, parse_config
+from llmpulse.result import CheckKind, CheckResult, Source, Usage
+from llmpulse.web.view import View
 from webserve import (
     ANTHROPIC,
     GROQ,
@@ -779,3 +781,32 @@ def test_metrics_spend_by_key_and_team_match_the_cost_report(client: httpx.Clien
         assert got == pytest.approx(want) and want, by
     # Users and tags are left to the API: their label sets are unbounded.
     assert "alice" not in text and "feature=search" not in text
+
+
+def test_cost_totals_by_tag_cover_the_range_its_rows_do(tmp_path: Path) -> None:
+    """A tag report whose edge day is pruned reads the day whole; its totals must cover that
+    same range, not the range asked for."""
+    day = 86400.0
+    t0 = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+
+    def spent(ts: float, usd: float) -> CheckResult:
+        return CheckResult(
+            target="m/openai/m", provider="openai", model="m", check=CheckKind.INFERENCE,
+            timestamp=datetime.fromtimestamp(ts, UTC), ok=True, usage=Usage(1, 1),
+            cost_usd=usd, source=Source.TRAFFIC, key_name="k", tags=["feature=a"],
+        )  # fmt: skip
+
+    config = parse_config(
+        {"targets": [{"provider": "openai", "model": "m"}]}, env={"OPENAI_API_KEY": "sk-x"}
+    )
+    view = View.open(config, tmp_path / "r.db")
+    try:
+        view.store.write_results([spent(t0 + 2 * 3600, 1.0), spent(t0 + 20 * 3600, 2.0)])
+        view.store.prune(t0 + 10 * day)  # the first day's raw results are gone
+        report = view.cost_report("tag", t0 + 12 * 3600, t0 + 5 * day, "traffic", 10)
+    finally:
+        view.close()
+    assert report.from_.timestamp() == t0 and not report.exact  # the day read whole
+    assert [(r.name, r.cost_usd) for r in report.rows] == [("feature=a", 3.0)]
+    (total,) = report.totals
+    assert (total.cost_usd, total.requests) == (3.0, 2)

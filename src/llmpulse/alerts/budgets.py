@@ -52,14 +52,16 @@ class Holder:
 
 def holders(config: Config, stored: Iterable[StoredKey] = ()) -> list[Holder]:
     """Every key and team with a budget: the config's gateway keys (a policy written for a
-    run-time key by name wins whole over what was stored, as the gateway has it), the ``stored``
-    run-time keys not revoked, and the config's teams. The one place budgets are gathered."""
+    run-time key by name wins whole over what was stored, as the gateway has it, and goes with
+    that key once it is revoked: a revoked name is never given again), the ``stored`` run-time
+    keys not revoked, and the config's teams. The one place budgets are gathered."""
     gateway = config.gateway
     written = gateway.settings.keys if gateway is not None else ()
-    keys = {k.name: k.budget for k in written}
+    revoked = {s.name for s in stored if s.revoked_at is not None}
+    keys = {k.name: k.budget for k in written if k.digest or k.name not in revoked}
     for s in stored:
-        if s.revoked_at is None and s.name not in keys:
-            keys[s.name] = s.budget
+        if s.revoked_at is None:
+            keys.setdefault(s.name, s.budget)
     teams = gateway.teams if gateway is not None else ()
     return [Holder("key", n, b) for n, b in keys.items() if b is not None] + [
         Holder("team", t.name, t.budget) for t in teams if t.budget is not None
@@ -110,7 +112,7 @@ class Reading:
 
 def read(store: Store, config: Config, now: float) -> Reading:
     """The holders (the config's, and the run-time keys the store has now) and their spend."""
-    chosen = holders(config, store.stored_keys())
+    chosen = holders(config, store.stored_keys(revoked=True))
     return Reading(chosen, read_spend(store, chosen, now))
 
 

@@ -14,6 +14,7 @@ nothing about the provider.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -43,6 +44,25 @@ from llmpulse.target import Target
 log = logging.getLogger(__name__)
 
 SLO_EVERY_S = 10.0  # SLO burn rates judged this often: their shortest window is a minute
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JudgedBudget:
+    """A holder's budget use, and per budget rule whether it is on and holds (``active``) and
+    whether it had an alert record when judged (``recorded``)."""
+
+    use: budgets.Use
+    active: Mapping[str, bool]
+    recorded: frozenset[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BudgetJudgement:
+    """``Alerting.budget_spend``: the holders the engine must see, and every holder's subject
+    (an alert whose subject is not among them has no budget any more)."""
+
+    observed: list[JudgedBudget]
+    subjects: frozenset[str]
 
 
 class Alerting:
@@ -285,12 +305,24 @@ class Alerting:
                 self.engine.observe(subject, subject, [cost_spike(rule, spent, baseline)], now)
         self.spend_at = now
 
-    def budget_spend(self, now: float) -> budgets.Reading:
-        """Every key and team with a budget (run-time keys included) and what each spent, for
-        ``observe_budgets`` (queries: run them off the loop)."""
-        return budgets.read(self.store, self.config, now)
+    def budget_spend(self, now: float) -> BudgetJudgement:
+        """Every key and team with a budget (run-time keys included), what each spent, and
+        which of them ``observe_budgets`` must see: those whose rule holds, or that have a
+        budget alert record. Queries and per-holder work: run it off the loop (there may be
+        a hundred thousand run-time keys)."""
+        reading = budgets.read(self.store, self.config, now)
+        rules = self.provider_rules[ALL]
+        records = self.engine.records  # read only; a record added meanwhile is seen next time
+        observed = []
+        for holder in reading.holders:
+            use = budgets.Use.of(holder, reading.spend.get(holder.subject, budgets.Spend()), now)
+            active = {r: rules[r].enabled and use.holds(r) for r in BUDGET_RULES}
+            known = {r for r in BUDGET_RULES if fingerprint(r, holder.subject) in records}
+            if known or any(active.values()):
+                observed.append(JudgedBudget(use, active, frozenset(known)))
+        return BudgetJudgement(observed, frozenset(h.subject for h in reading.holders))
 
-    def observe_budgets(self, reading: budgets.Reading, now: float) -> None:
+    def observe_budgets(self, judged: BudgetJudgement, now: float) -> None:
         """``budget_warning``, ``budget_exhausted`` and ``spend_forecast`` per key and team with
         a budget, each at its rule's severity (``rules: {budget_exhausted: {severity: ...}}``).
         They name no provider (``*``), so a provider's maintenance never holds them back. A
@@ -299,17 +331,15 @@ class Alerting:
         may be a hundred thousand run-time keys."""
         rules = self.provider_rules[ALL]
         engine = self.engine
-        subjects = set()
-        for holder in reading.holders:
-            subjects.add(holder.subject)
-            use = budgets.Use.of(holder, reading.spend.get(holder.subject, budgets.Spend()), now)
+        for j in judged.observed:
+            use = j.use
+            subject = use.holder.subject
             for rule_id in BUDGET_RULES:
-                rule = rules[rule_id]
-                active = rule.enabled and use.holds(rule_id)  # a rule turned off resolves
-                if not active and fingerprint(rule_id, holder.subject) not in engine.records:
-                    continue
+                active = j.active[rule_id]  # a rule turned off resolves
+                if not active and rule_id not in j.recorded:
+                    continue  # budget records are made here only, after the judgement
                 engine.observe_graded(
-                    rule_id, holder.subject, ALL, rule.severity if active else None,
+                    rule_id, subject, ALL, rules[rule_id].severity if active else None,
                     use.summary(rule_id), now,
                     value=use.spent, threshold=use.threshold(rule_id),
                     resolve_after=use.resolve_after(rule_id),
@@ -318,7 +348,7 @@ class Alerting:
             if (
                 record.rule in BUDGET_RULES
                 and record.state in (AlertState.FIRING, AlertState.PENDING)
-                and record.target not in subjects
+                and record.target not in judged.subjects
             ):
                 scope, _, name = record.target.partition(":")
                 engine.observe_graded(

@@ -445,8 +445,8 @@ class Daemon:
                 if time.time() - alerting.budgets_at >= BUDGETS_EVERY_S:
                     with _logged("budgets", self.unreadable):
                         now = time.time()
-                        reading = await asyncio.to_thread(alerting.budget_spend, now)
-                        alerting.observe_budgets(reading, now)
+                        judged = await asyncio.to_thread(alerting.budget_spend, now)
+                        alerting.observe_budgets(judged, now)
                 for name, every, job in jobs:
                     now = time.time()
                     if now - last[name] >= every:

@@ -338,8 +338,16 @@ class SQLStore(Store, Generic[C]):
                 "SELECT spend_watermark_ts, spend_hour_watermark_ts, pruned_before "
                 "FROM rollup_state",
             )
-            days, raw, lo, hi = cost_plan(start_ts, end_ts, rolled_until, pruned_before)
-            hours, raw = _hour_spans(raw, rolled_until, hours_until)
+            held = None
+            if rolled_until is not None and hours_until is not None:
+                first = rolled_until
+                if by not in RANKED_DIMENSIONS:  # kept per hour for past days too
+                    kept = one(conn, _KEPT_HOURS)[0]
+                    first = first if kept is None else min(first, kept)
+                held = (first, hours_until)
+            days, hours, raw, lo, hi = cost_plan(
+                start_ts, end_ts, rolled_until, pruned_before, held
+            )
             fetched: list[tuple[Any, ...]] = []
             if days is not None:
                 sql, args = _rolled_spend_sql(by, "spend_daily", "day", "day", days, source)
@@ -400,15 +408,30 @@ class SQLStore(Store, Generic[C]):
         return sql, args
 
     def _rollup_spend(
-        self, conn: Conn, table: str, start: int, period: int, top_n: int | None
+        self,
+        conn: Conn,
+        table: str,
+        start: int,
+        period: int,
+        top_n: int | None,
+        dimensions: tuple[CostBy, ...] | None = None,
+        *,
+        from_hours: bool = False,
     ) -> None:
         """Write one period's rows of ``table`` (``spend_daily``: a UTC day, users and tags
-        bounded to the top ``top_n``; ``spend_hourly``: an hour, every name), in place of
-        any there were."""
+        bounded to the top ``top_n``; ``spend_hourly``: an hour, every name) of
+        ``dimensions`` (None: all), in place of any there were; summed from the raw results,
+        or ``from_hours`` from ``spend_hourly`` (a day whose raw rows are pruned in part)."""
         time_col = "day" if table == "spend_daily" else "hour"
-        conn.run(f"DELETE FROM {table} WHERE {time_col} = ?", (start,))
-        for dimension in SPEND_DIMENSIONS:
-            raw, args = self._raw_spend_sql(dimension, start, start + period, None)
+        dimensions = SPEND_DIMENSIONS if dimensions is None else dimensions
+        listed = ", ".join(f"'{d}'" for d in dimensions)
+        conn.run(f"DELETE FROM {table} WHERE {time_col} = ? AND dimension IN ({listed})", (start,))
+        for dimension in dimensions:
+            args: list[object]
+            if from_hours:
+                raw, args = _HOURS_SPEND_SQL, [dimension, start, start + period]
+            else:
+                raw, args = self._raw_spend_sql(dimension, start, start + period, None)
             sums = (
                 "CAST(sum(requests) AS BIGINT), CAST(sum(cost_requests) AS BIGINT), "
                 "CAST(sum(cost_usd) AS DOUBLE PRECISION), CAST(sum(input_tokens) AS BIGINT), "
@@ -655,31 +678,60 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
         """Roll up the daily spend of the UTC days completed since the spend watermark (from
         the first whole day of raw results on the first call) and of the rolled-up days whose
         minutes ``changed`` (late results), unless pruning has removed part of their raw rows;
-        then the hourly spend of the hours completed since the hourly watermark in the days
-        not rolled up (and of those hours that ``changed``), dropping the hours of the days
-        now rolled up. Returns the new daily and hourly watermarks."""
-        days = self._rollup_spend_whole_days(
-            conn, changed, watermark, spent[0], pruned_before, top_n
+        then the hourly spend of the hours completed since the hourly watermark (and of the
+        hours that ``changed``, likewise). Users and tags per hour only for the days not
+        rolled up (dropped once their day is); keys, teams, models and providers per hour for
+        ``HOURLY_SPEND_KEPT_S`` (pruned), so that a rolling budget's window, which starts
+        within a day whose raw results are pruned, is summed exactly from its first whole
+        hour. The hours come first: a day whose raw rows are pruned in part (``raw_retention``
+        under a day) is summed from its hours, every name kept until then. Returns the new
+        daily and hourly watermarks."""
+        first_day, due_days, days = self._spend_days_due(
+            conn, changed, watermark, spent[0], pruned_before
         )
         done = _floor(watermark, HOUR)
-        start = max(days, int(spent[1] if spent[1] is not None else days))
+        start = days if spent[1] is None else int(spent[1])
+        if spent[1] is None:
+            # First call: the kept hours of the past days too, as far as raw rows are whole.
+            first = one(conn, "SELECT min(ts) FROM results")[0]
+            if first is not None:
+                start = max(_floor(first, HOUR), _ceil(done - HOURLY_SPEND_KEPT_S, HOUR))
+                if pruned_before is not None:
+                    start = max(start, _ceil(pruned_before, HOUR))
+                start = min(start, days)
+        kept = one(conn, _KEPT_HOURS)[0]
         late = {h for lo, hi in changed for h in range(_floor(lo, HOUR), hi, HOUR)}
-        late = {h for h in late if days <= h < start}
+        # Only hours whose raw rows are whole, and the past days' hours only where they are kept.
+        late = {
+            h
+            for h in late
+            if h < start
+            and (pruned_before is None or h >= pruned_before)
+            and (h >= first_day or (kept is not None and h >= kept))
+        }
         for hour in sorted(late) + list(range(start, done, HOUR)):
-            self._rollup_spend(conn, "spend_hourly", hour, HOUR, None)
+            dimensions = SPEND_DIMENSIONS if hour >= first_day else HOURLY_KEPT_DIMENSIONS
+            self._rollup_spend(conn, "spend_hourly", hour, HOUR, None, dimensions)
+        for day in due_days:
+            whole = pruned_before is None or day >= pruned_before
+            self._rollup_spend(conn, "spend_daily", day, DAY, top_n, from_hours=not whole)
         if spent[0] is None or days > spent[0]:
-            conn.run("DELETE FROM spend_hourly WHERE hour < ?", (days,))
+            ranked = ", ".join(f"'{d}'" for d in RANKED_DIMENSIONS)
+            conn.run(
+                f"DELETE FROM spend_hourly WHERE hour < ? AND dimension IN ({ranked})", (days,)
+            )
         return days, max(start, done)
 
-    def _rollup_spend_whole_days(
+    def _spend_days_due(
         self,
         conn: Conn,
         changed: list[tuple[int, int]],
         watermark: float,
         spent: float | None,
         pruned_before: float | None,
-        top_n: int,
-    ) -> int:
+    ) -> tuple[int, list[int], int]:
+        """The first day not in ``spend_daily`` yet, the days to roll up now (late ones whose
+        raw rows are whole, then those completed), and the new daily watermark."""
         done = _floor(watermark, DAY)
         if spent is None:
             first = one(conn, "SELECT min(ts) FROM results")[0]
@@ -690,9 +742,7 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
         late = {d for lo, hi in changed for d in range(_floor(lo, DAY), hi, DAY) if d < start}
         if pruned_before is not None:
             late = {d for d in late if d >= pruned_before}
-        for day in sorted(late) + list(range(start, done, DAY)):
-            self._rollup_spend(conn, "spend_daily", day, DAY, top_n)
-        return max(start, done)
+        return start, sorted(late) + list(range(start, done, DAY)), max(start, done)
 
     def _rollup_minutes(self, conn: Conn, lo: int, hi: int) -> int:
         conn.run("DELETE FROM rollups WHERE minute_ts >= ? AND minute_ts < ?", (lo, hi))
@@ -734,6 +784,8 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
                     (rollup_cut,),
                 )
             conn.run(f"DELETE FROM spend_daily WHERE day + {DAY} <= ?", (rollup_cut,))
+            hours_cut = max(rollup_cut, now - HOURLY_SPEND_KEPT_S)
+            conn.run(f"DELETE FROM spend_hourly WHERE hour + {HOUR} <= ?", (hours_cut,))
             # Batch ids are kept as long as raw results: no spool replays anything older.
             conn.run("DELETE FROM ingested_batches WHERE ts < ?", (raw_cut,))
         return PruneStats(results=results, rollups=rollups)
@@ -976,6 +1028,24 @@ _COST_COLUMNS = {
 # What the daily spend rollup keeps; users and tags only the top N per day by name.
 SPEND_DIMENSIONS: tuple[CostBy, ...] = ("key", "team", "user", "tag", "model", "provider")
 RANKED_DIMENSIONS = ("user", "tag")
+# Kept per hour past their day (``HOURLY_SPEND_KEPT_S``): the configured, bounded owners.
+HOURLY_KEPT_DIMENSIONS: tuple[CostBy, ...] = ("key", "team", "model", "provider")
+# The longest rolling budget (30 d) and a day: its window's first partial day, raw results
+# pruned, is read from whole hours.
+HOURLY_SPEND_KEPT_S = 31 * DAY
+# An owner's spend from spend_hourly over a span, as ``_raw_spend_sql`` has it from raw rows.
+_HOURS_SPEND_SQL = (
+    "SELECT CASE WHEN name = '' THEN NULL ELSE name END AS name, source, "
+    "CAST(sum(requests) AS BIGINT) AS requests, "
+    "CAST(sum(cost_requests) AS BIGINT) AS cost_requests, "
+    "CAST(sum(cost_usd) AS DOUBLE PRECISION) AS cost_usd, "
+    "CAST(sum(input_tokens) AS BIGINT) AS input_tokens, "
+    "CAST(sum(output_tokens) AS BIGINT) AS output_tokens "
+    "FROM spend_hourly WHERE dimension = ? AND hour >= ? AND hour < ? GROUP BY 1, 2"
+)
+# The first hour kept in spend_hourly: every hour since, to its watermark, is rolled up (a
+# result always has a provider row). Read through the primary key (dimension, hour).
+_KEPT_HOURS = "SELECT min(hour) FROM spend_hourly WHERE dimension = 'provider'"
 _SPEND_COLUMNS = (
     "day, source, dimension, name, other, requests, cost_requests, cost_usd, input_tokens, "
     "output_tokens"
@@ -1017,46 +1087,58 @@ def _rolled_spend_sql(
     return sql, args
 
 
-def _hour_spans(
-    spans: list[tuple[float, float]], days_until: float | None, hours_until: float | None
-) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """The whole hours of ``spans`` in ``spend_hourly`` (those from ``days_until``, the
-    first day not in ``spend_daily``, to ``hours_until``), and what is left for raw rows."""
-    if days_until is None or hours_until is None:
-        return [], spans
-    hours: list[tuple[float, float]] = []
+def cost_plan(
+    start: float,
+    end: float,
+    rolled_until: float | None,
+    pruned_before: float | None,
+    hours: tuple[float, float] | None = None,
+) -> tuple[
+    tuple[float, float] | None, list[tuple[float, float]], list[tuple[float, float]], float, float
+]:
+    """Which part of ``[start, end)`` a cost report reads from ``spend_daily`` (whole UTC
+    days before ``rolled_until``, or None), which from ``spend_hourly`` (whole hours in
+    ``hours``, the span it holds for the dimension) and which from raw results (the rest),
+    and the range it then covers: an edge hour or day whose raw results are pruned (before
+    ``pruned_before``) is taken whole from the hourly rollup where it holds it, else from
+    the daily one, which widens the range to its bounds."""
+    if end <= start:
+        return None, [], [(start, end)], start, end
+    gone = -math.inf if pruned_before is None else pruned_before
+    h0, h1 = hours if hours is not None else (math.inf, -math.inf)
+
+    def held(x: float, y: float) -> bool:
+        return h0 <= x and y <= h1
+
+    lo, hi = start, end
+    if lo < gone and held(_floor(lo, HOUR), _ceil(lo, HOUR)):
+        lo = _floor(lo, HOUR)
+    if _floor(hi, HOUR) < gone and held(_floor(hi, HOUR), _ceil(hi, HOUR)):
+        hi = _ceil(hi, HOUR)
+    days = None
+    if rolled_until is not None:
+        a, b = _ceil(lo, DAY), min(_floor(hi, DAY), int(rolled_until))
+        x, y = lo, hi
+        if lo < a and lo < gone and not held(lo, a) and a - DAY < rolled_until:
+            a = x = a - DAY
+        end_pruned = b < hi and b == _floor(hi, DAY) and b < gone and not held(b, hi)
+        if end_pruned and b + DAY <= rolled_until:
+            b = y = b + DAY
+        if a < b:
+            days, lo, hi = (a, b), x, y
+    rest = [(lo, hi)] if days is None else [(lo, days[0]), (days[1], hi)]
+    spans: list[tuple[float, float]] = []
     raw: list[tuple[float, float]] = []
-    for x, y in spans:
-        a, b = max(_ceil(x, HOUR), int(days_until)), min(_floor(y, HOUR), int(hours_until))
-        if a >= b:
+    for x, y in rest:
+        if x >= y:
+            continue
+        p, q = max(_ceil(x, HOUR), h0), min(_floor(y, HOUR), h1)
+        if p >= q:
             raw.append((x, y))
             continue
-        hours.append((a, b))
-        raw += [(p, q) for p, q in ((x, a), (b, y)) if p < q]
-    return hours, raw
-
-
-def cost_plan(
-    start: float, end: float, rolled_until: float | None, pruned_before: float | None
-) -> tuple[tuple[float, float] | None, list[tuple[float, float]], float, float]:
-    """Which part of ``[start, end)`` a cost report reads from ``spend_daily`` (whole UTC
-    days before ``rolled_until``, or None) and which from raw results (the partial days at
-    the edges and the days not rolled up yet), and the range it then covers: an edge day
-    whose raw results are pruned (before ``pruned_before``) is taken whole from the
-    rollup, which widens the range to that day's bounds."""
-    if rolled_until is None or end <= start:
-        return None, [(start, end)], start, end
-    gone = -math.inf if pruned_before is None else pruned_before
-    a, b = _ceil(start, DAY), min(_floor(end, DAY), int(rolled_until))
-    lo, hi = start, end
-    if start < a and start < gone and a - DAY < rolled_until:
-        a = lo = a - DAY
-    if b < end and b == _floor(end, DAY) and b < gone and b + DAY <= rolled_until:
-        b = hi = b + DAY
-    if a >= b:
-        return None, [(start, end)], start, end
-    raw = [(x, y) for x, y in ((start, a), (b, end)) if x < y]
-    return (a, b), raw, lo, hi
+        spans.append((p, q))
+        raw += [(u, v) for u, v in ((x, p), (q, y)) if u < v]
+    return days, spans, raw, lo, hi
 
 
 def _iso_day(value: Any) -> str:

@@ -17,6 +17,7 @@ import bisect
 import dataclasses
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import get_args
 
@@ -125,26 +126,58 @@ SPEND_SERIES = 100
 OTHER = "_OTHER"  # as the conventions name a bounded label's rest
 
 
-def bounded_spend(
-    dimension: str, rows: Iterable[tuple[str | None, str, float, int, int]]
-) -> list[SpendSnapshot]:
-    """``(name, source, cost_usd, input_tokens, output_tokens)`` rows, largest spend first,
-    as snapshots: per source the first ``SPEND_SERIES`` names, the rest summed as ``_OTHER``."""
-    out: list[SpendSnapshot] = []
-    rest: dict[str, list[float]] = {}
-    named: dict[str, int] = {}
-    for name, source, cost, tokens_in, tokens_out in rows:
-        if named.get(source, 0) < SPEND_SERIES:
-            named[source] = named.get(source, 0) + 1
-            out.append(SpendSnapshot(dimension, name or "", source, cost, tokens_in, tokens_out))
-            continue
-        r = rest.setdefault(source, [0.0, 0, 0])
-        r[0] += cost
-        r[1] += tokens_in
-        r[2] += tokens_out
-    for source, (usd, n_in, n_out) in sorted(rest.items()):
-        out.append(SpendSnapshot(dimension, OTHER, source, usd, int(n_in), int(n_out)))
-    return out
+class SpendSeries:
+    """The spend counters' series from one scrape to the next. Per day (their ``since``), the
+    first ``SPEND_SERIES`` names per dimension and source seen spending keep a series all day
+    and every other name is summed in ``_OTHER``: were the largest spenders chosen afresh at
+    each scrape, a name climbing among them would leave ``_OTHER``, which would go down. And a
+    series never shows less than it last did: the same spend summed from raw results and again
+    from its hourly rollup can differ in the last bits, and to ``rate()`` a counter that goes
+    down, by however little, has reset (its whole value counted again). Scrapes may run in
+    several threads at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._named: dict[tuple[str, str], set[str]] = {}  # by (dimension, source)
+        self._last: dict[tuple[str, str, str], tuple[float, int, int]] = {}
+
+    def bounded(
+        self,
+        dimension: str,
+        rows: Iterable[tuple[str | None, str, float, int, int]],
+        since: float,
+    ) -> list[SpendSnapshot]:
+        """``(name, source, cost_usd, input_tokens, output_tokens)`` rows since ``since``,
+        largest spend first, as snapshots: per source the names with a series of their own
+        today (the first ``SPEND_SERIES`` to spend), the rest summed as ``_OTHER``."""
+        sums: dict[tuple[str, str], list[float]] = {}
+        with self._lock:
+            if since != self._since:
+                self._since, self._named, self._last = since, {}, {}
+            for name, source, cost, tokens_in, tokens_out in rows:
+                named = self._named.setdefault((dimension, source), set())
+                label = name or ""
+                if label not in named:
+                    if len(named) < SPEND_SERIES:
+                        named.add(label)
+                    else:
+                        label = OTHER
+                s = sums.setdefault((label, source), [0.0, 0, 0])
+                s[0] += cost
+                s[1] += tokens_in
+                s[2] += tokens_out
+            for (label, source), (usd, n_in, n_out) in sums.items():
+                last = self._last.get((dimension, label, source), (0.0, 0, 0))
+                value = (max(last[0], usd), max(last[1], int(n_in)), max(last[2], int(n_out)))
+                self._last[dimension, label, source] = value
+            # A series shown today stays, though a read misses it (a rollup committing between
+            # the report's queries).
+            return [
+                SpendSnapshot(d, label, source, *value)
+                for (d, label, source), value in self._last.items()
+                if d == dimension
+            ]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -31,9 +31,9 @@ from llmpulse.telemetry.prometheus import (
     MetricsExporter,
     SloSnapshot,
     Snapshot,
+    SpendSeries,
     SpendSnapshot,
     TargetSnapshot,
-    bounded_spend,
 )
 from llmpulse.web.app import create_app
 from llmpulse.web.view import CARD_WINDOW, DAY, OfficialSource, View
@@ -67,6 +67,7 @@ class WebServer:
     ) -> None:
         web = config.web
         self.view = View.open(config, storage, official)
+        self.spend_series = SpendSeries()
         self.exporter = MetricsExporter(snapshot=self.snapshot)
         self.urls: list[str] = []
         self._servers: list[tuple[uvicorn.Server, socket.socket]] = []
@@ -140,15 +141,16 @@ class WebServer:
         )
 
     def _spend(self) -> tuple[float, list[SpendSnapshot]]:
-        """Spend by key and by team since midnight UTC, largest first (bounded per source)."""
+        """Spend by key and by team since midnight UTC (bounded per source: ``SpendSeries``)."""
         now = time.time()
         since = now // DAY * DAY
         spend: list[SpendSnapshot] = []
         for dimension in ("key", "team"):
             rows = self.view.store.costs(dimension, since, now)
-            spend += bounded_spend(
+            spend += self.spend_series.bounded(
                 dimension,
                 ((r.name, r.source, r.cost_usd, r.input_tokens, r.output_tokens) for r in rows),
+                since,
             )
         return since, spend
 

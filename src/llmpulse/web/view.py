@@ -708,8 +708,11 @@ class View:
         report = self.store.cost_report(by, start, end, source=only)
         rows = report.rows
         if by == "tag":
-            # A result with several tags is under each: total each result once.
-            whole = self.store.cost_report("provider", start, end, source=only).rows
+            # A result with several tags is under each: total each result once, over the
+            # range the tags were read for (a pruned edge day is read whole for tags).
+            whole = self.store.cost_report(
+                "provider", report.start_ts, report.end_ts, source=only
+            ).rows
         else:
             whole = rows
         totals: dict[str, list[float]] = {}
