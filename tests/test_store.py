@@ -556,7 +556,7 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
         "ALTER TABLE rollups DROP COLUMN context_max;"
         "ALTER TABLE rollups_hourly DROP COLUMN context_sketch;"
         "ALTER TABLE rollups_hourly DROP COLUMN context_max;"
-        "DROP INDEX results_key_ts; DROP INDEX results_team_ts; DROP TABLE spend_daily;"
+        "DROP TABLE spend_daily;"
         "ALTER TABLE rollup_state DROP COLUMN spend_watermark_ts; DROP TABLE spend_hourly;"
         "ALTER TABLE rollup_state DROP COLUMN spend_hour_watermark_ts;"
         "DROP TABLE gateway_keys;"
@@ -929,8 +929,6 @@ def test_rollups_from_before_context_utilization_keep_their_rows(backend):
         backend.sql(f"ALTER TABLE {tier.table} DROP COLUMN context_sketch")
         backend.sql(f"ALTER TABLE {tier.table} DROP COLUMN context_max")
     # ... nor revision 0004's attribution.
-    backend.sql("DROP INDEX results_key_ts")
-    backend.sql("DROP INDEX results_team_ts")
     backend.sql("DROP TABLE spend_daily")
     backend.sql("DROP TABLE spend_hourly")
     backend.sql("ALTER TABLE rollup_state DROP COLUMN spend_watermark_ts")
