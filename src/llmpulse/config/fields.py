@@ -1,9 +1,11 @@
-"""What several sections share: a listen address, a secret reference, and reading one."""
+"""What several sections share: a listen address, a secret reference and reading one, and a
+share written as a percentage or a fraction."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
@@ -39,3 +41,21 @@ def read_reference(value: str, env: Mapping[str, str], path: str) -> str:
     if not env.get(var):
         raise ConfigError(f"{path}: environment variable {var} is not set")
     return env[var]
+
+
+def read_share(value: Any, example: tuple[str, str]) -> float:
+    """A share written as a percentage (``99.5%``) or a fraction (``0.995``), not yet bounded:
+    each caller says what range it takes. ValueError, showing ``example``, for anything else."""
+    expected = f"expected a percentage such as '{example[0]}' or a fraction such as {example[1]}"
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            raise ValueError(f"{expected}, got {text!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(expected)
+    try:
+        return float(value)
+    except OverflowError:  # an integer past any float: past every bound too
+        return math.inf

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from llmpulse.config.errors import ConfigError
-from llmpulse.config.fields import SecretReference
+from llmpulse.config.fields import SecretReference, read_share
 
 DAY_S = 86_400.0
 MAX_NAME = 256  # a model group name in a key's models (as gateway.max_model_name_length)
@@ -126,19 +126,10 @@ def plain_key_name(digest: str) -> str:
 
 def parse_fraction(value: Any) -> float:
     """``80%`` or ``0.8``: a share above 0 and at most 1."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-        except ValueError:
-            raise ValueError(
-                f"expected a percentage such as '80%' or a fraction such as 0.8, got {text!r}"
-            ) from None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("expected a percentage such as '80%' or a fraction such as 0.8")
-    if not (math.isfinite(value) and 0 < value <= 1):
-        raise ValueError(f"must be above 0 and at most 1 (100%), got {value!r}")
-    return float(value)
+    share = read_share(value, ("80%", "0.8"))
+    if not (math.isfinite(share) and 0 < share <= 1):
+        raise ValueError(f"must be above 0 and at most 1 (100%), got {share!r}")
+    return share
 
 
 class BudgetConfig(BaseModel):

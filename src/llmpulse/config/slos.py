@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from llmpulse.config.errors import ConfigError
+from llmpulse.config.fields import read_share
 from llmpulse.config.match import ResultMatch, Selection, resolve_match
 from llmpulse.durations import Duration
 from llmpulse.rules import Severity
@@ -36,22 +37,13 @@ SloSource = Literal["probe", "traffic", "all"]
 
 def _objective(value: Any) -> Any:
     """``99.5%`` or ``0.995``, strictly between 0 and 1."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-        except ValueError:
-            raise ValueError(
-                f"expected a percentage such as '99.5%' or a fraction such as 0.995, got {text!r}"
-            ) from None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("expected a percentage such as '99.5%' or a fraction such as 0.995")
-    if not (isinstance(value, float) and math.isfinite(value) and 0 < value < 1):
+    share = read_share(value, ("99.5%", "0.995"))
+    if not (math.isfinite(share) and 0 < share < 1):
         raise ValueError(
-            f"must be strictly between 0 and 1 (or 0% and 100%), got {value!r}; "
+            f"must be strictly between 0 and 1 (or 0% and 100%), got {share!r}; "
             "write 99.5% or 0.995"
         )
-    return float(value)
+    return share
 
 
 Objective = Annotated[float, BeforeValidator(_objective)]
