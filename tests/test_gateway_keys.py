@@ -227,6 +227,11 @@ def test_a_key_may_use_only_its_model_groups_as_each_sdk_expects(
         assert refused.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
         assert "'other'" in refused.value.message
         assert upstream(sim, other) == []  # no upstream call was made
+        # A model name past the gateway's bound is a 400 that does not echo it, not a 403 that
+        # would (the key's check names the model).
+        with pytest.raises(openai.BadRequestError) as long_name:
+            ask(client, "x" * 300)
+        assert "at most 256" in long_name.value.message and "x" * 50 not in long_name.value.message
         # Its groups, an alias of one, and the other protocol all work.
         assert ask(client, "chat").model == chat and ask(client, "gpt").model == chat
         served.anthropic("sk-sim").messages.create(model="claude", max_tokens=8, messages=HI)

@@ -86,7 +86,13 @@ from llmpulse.gateway.keys import (
     key_entry,
 )
 from llmpulse.gateway.limits import Limits
-from llmpulse.gateway.proxy import Gateway, GatewayError, Recorder, RequestIds
+from llmpulse.gateway.proxy import (
+    Gateway,
+    GatewayError,
+    Recorder,
+    RequestIds,
+    check_model_name,
+)
 from llmpulse.gateway.translate import ClientCodec
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import openai as tr_openai
@@ -314,6 +320,8 @@ class _Endpoints:
         try:
             body = await _read_body(request, settings.max_request_bytes, settings.header_timeout)
             chat = fmt.module.parse_request(_parse_json(body, settings.max_json_depth))
+            # Before the key's model check, whose 403 names the model.
+            check_model_name(chat.model, settings.max_model_name_length)
         except GatewayError as exc:
             return fmt.error(exc)
         except TranslationError as exc:

@@ -286,23 +286,8 @@ class Gateway:
     # --- the failover loop -------------------------------------------------------------------
 
     def _call(self, request: ChatRequest, ids: RequestIds | None, owner: Owner) -> _Call:
-        limit = self.config.settings.max_model_name_length
         # Checked before any lookup: the name goes into target names, headers and logs.
-        if len(request.model) > limit:
-            raise GatewayError(
-                400,
-                ErrorClass.BAD_REQUEST,
-                f"the model name is {len(request.model)} characters long; at most {limit} are "
-                "accepted",
-                param="model",
-            )
-        if not request.model.isprintable():
-            raise GatewayError(
-                400,
-                ErrorClass.BAD_REQUEST,
-                "the model name contains control or other non-printable characters",
-                param="model",
-            )
+        check_model_name(request.model, self.config.settings.max_model_name_length)
         root = self.config.aliases.get(request.model, request.model)
         return _Call(request, root, ids or RequestIds(), owner)
 
@@ -890,6 +875,25 @@ class Gateway:
         result.context_window = target.context_window or catalog.context_window(target)
         call.owner.stamp(result)
         self.record(result)
+
+
+def check_model_name(model: str, limit: int) -> None:
+    """GatewayError (400) unless ``model`` is a printable name of at most ``limit`` characters:
+    whatever names it (errors, headers, target names, logs) can then echo it."""
+    if len(model) > limit:
+        raise GatewayError(
+            400,
+            ErrorClass.BAD_REQUEST,
+            f"the model name is {len(model)} characters long; at most {limit} are accepted",
+            param="model",
+        )
+    if not model.isprintable():
+        raise GatewayError(
+            400,
+            ErrorClass.BAD_REQUEST,
+            "the model name contains control or other non-printable characters",
+            param="model",
+        )
 
 
 def estimate_prompt_tokens(request: ChatRequest) -> int:
