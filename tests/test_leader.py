@@ -46,12 +46,14 @@ async def test_one_postgres_leader_and_failover_when_its_session_dies(pg_url: st
     changes: list[tuple[int, bool]] = []
     for i, c in enumerate(candidates):
         c.on_change(lambda leader, i=i: changes.append((i, leader)))
+    killed: list[int] = []
 
     async def body(stops: list[asyncio.Event]) -> None:
         await _until(lambda: sum(c.is_leader for c in candidates) == 1)
         await asyncio.sleep(0.5)  # followers keep trying: still exactly one leader
         assert sum(c.is_leader for c in candidates) == 1
         first = next(i for i, c in enumerate(candidates) if c.is_leader)
+        killed.append(first)
         # The leader's session ends as when its host dies: the server releases the lock.
         pid = candidates[first]._conn.info.backend_pid  # type: ignore[attr-defined]
         with psycopg.connect(pg_url, autocommit=True) as admin:
@@ -67,10 +69,13 @@ async def test_one_postgres_leader_and_failover_when_its_session_dies(pg_url: st
 
     await _run_all(candidates, body)
     assert not any(c.is_leader for c in candidates)
-    # Each candidate that led took the lead once and lost it once: no flapping on the way.
+    # Each candidate that led took the lead once and lost it once: no flapping on the way. The
+    # one whose session was killed reconnects as a follower, and may win the third election
+    # (after the graceful handover) once.
     for i in range(3):
         ours = [leader for j, leader in changes if j == i]
-        assert ours in ([], [True, False])
+        again = [[True, False, True, False]] if killed == [i] else []
+        assert ours in ([], [True, False], *again)
 
 
 async def test_postgres_leadership_survives_an_unreachable_server_and_resumes(
