@@ -29,33 +29,32 @@ def upgrade() -> None:
     # owner, or the spend rollups; another index would cost every insert and serve no query.
     op.create_table(
         "spend_daily",
-        sa.Column("day", sa.Float, nullable=False),
-        sa.Column("source", sa.Text, nullable=False),
-        sa.Column("dimension", sa.Text, nullable=False),
-        sa.Column("name", sa.Text, nullable=False),
-        sa.Column("other", sa.SmallInteger, nullable=False),
-        sa.Column("requests", sa.BigInteger, nullable=False),
-        sa.Column("cost_requests", sa.BigInteger, nullable=False),
-        sa.Column("cost_usd", sa.Float, nullable=False),
-        sa.Column("input_tokens", sa.BigInteger, nullable=False),
-        sa.Column("output_tokens", sa.BigInteger, nullable=False),
+        *_spend_columns("day"),
         sa.PrimaryKeyConstraint("dimension", "day", "source", "other", "name"),
     )
-    # The days not in spend_daily yet (today), per hour and every name, so that a report reads
-    # at most an hour of raw results; dropped once their day is rolled up.
+    # Per hour, every name: today's hours, so that a report reads at most an hour of raw
+    # results, and the last 31 days' of keys, teams, models and providers, where rolling
+    # budgets start.
     op.create_table(
         "spend_hourly",
-        sa.Column("hour", sa.Float, nullable=False),
-        sa.Column("source", sa.Text, nullable=False),
-        sa.Column("dimension", sa.Text, nullable=False),
-        sa.Column("name", sa.Text, nullable=False),
-        sa.Column("other", sa.SmallInteger, nullable=False),
-        sa.Column("requests", sa.BigInteger, nullable=False),
-        sa.Column("cost_requests", sa.BigInteger, nullable=False),
-        sa.Column("cost_usd", sa.Float, nullable=False),
-        sa.Column("input_tokens", sa.BigInteger, nullable=False),
-        sa.Column("output_tokens", sa.BigInteger, nullable=False),
+        *_spend_columns("hour"),
         sa.PrimaryKeyConstraint("dimension", "hour", "source", "name"),
     )
     for column in ("spend_watermark_ts", "spend_hour_watermark_ts"):
         op.add_column("rollup_state", sa.Column(column, sa.Float, nullable=True))
+
+
+def _spend_columns(period: str) -> list[sa.Column[object]]:
+    """A spend rollup's columns: its period's start, then the owner and the sums."""
+    return [
+        sa.Column(period, sa.Float, nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("dimension", sa.Text, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("other", sa.SmallInteger, nullable=False),
+        sa.Column("requests", sa.BigInteger, nullable=False),
+        sa.Column("cost_requests", sa.BigInteger, nullable=False),
+        sa.Column("cost_usd", sa.Float, nullable=False),
+        sa.Column("input_tokens", sa.BigInteger, nullable=False),
+        sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    ]
