@@ -78,12 +78,12 @@ from llmpulse.gateway.translate import openai as tr_openai
 from llmpulse.gateway.translate.prefill import PREFILL_PROTOCOLS, continuation_request
 from llmpulse.http import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, make_session, read_capped
 from llmpulse.providers import PROTOCOLS
-from llmpulse.providers.base import blocked_reason, error_snippet
+from llmpulse.providers.base import CredentialsError, ProtocolError, blocked_reason, error_snippet
 from llmpulse.providers.openai import OpenAIProtocol
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.secrets import Redactor
-from llmpulse.sse import SSEDecoder, SSEError
+from llmpulse.sse import SSEError
 from llmpulse.target import Target
 from llmpulse.timing import Stopwatch
 
@@ -624,9 +624,16 @@ class Gateway:
             measure.dropped = [params.client_name(request, p) for p in dropped]
             request = params.without(request, dropped)
         url, headers, up = self._upstream(deployment, request)
+        body = json.dumps(up.body).encode()
+        protocol = PROTOCOLS[deployment.protocol]
+        try:
+            headers = await protocol.sign(self._target(deployment), "POST", url, headers, body)
+        except CredentialsError as exc:
+            raise _AttemptFailed(ErrorClass.AUTH, str(exc)) from None
+        headers.setdefault("content-type", "application/json")
         response = await self.session.post(
             url,
-            json=up.body,
+            data=body,
             headers=headers,
             allow_redirects=False,
             trace_request_ctx=measure.stopwatch,  # make_session's hook: when it went out
@@ -707,11 +714,13 @@ class Gateway:
         done = False
         try:
             content_type = response.headers.get("content-type", "")
-            if "text/event-stream" not in content_type:
+            framing = PROTOCOLS[deployment.protocol]
+            if framing.stream_content_type not in content_type:
                 raise _AttemptFailed(
-                    ErrorClass.PROTOCOL, f"expected text/event-stream, got {content_type!r}"
+                    ErrorClass.PROTOCOL,
+                    f"expected {framing.stream_content_type}, got {content_type!r}",
                 )
-            decoder = SSEDecoder()
+            decoder = framing.frame_decoder()
             parser = _codec(deployment.protocol).StreamDecoder()
             chunks = response.content.iter_any()
             held: list[StreamEvent] = []  # nothing reaches the client before content
@@ -733,7 +742,7 @@ class Gateway:
                 now = time.perf_counter()
                 try:
                     events = decoder.feed(chunk)
-                except SSEError as exc:
+                except (SSEError, ProtocolError) as exc:
                     raise _AttemptFailed(ErrorClass.PROTOCOL, str(exc)) from None
                 out: list[StreamEvent] = []
                 for sse_event in events:

@@ -25,11 +25,11 @@ from llmpulse import catalog
 from llmpulse.errors import ErrorClass
 from llmpulse.http import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, make_session, read_capped
 from llmpulse.providers import PROTOCOLS, Protocol, ProtocolError
-from llmpulse.providers.base import Completion, error_snippet
+from llmpulse.providers.base import Completion, CredentialsError, error_snippet
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.result import CheckKind, CheckResult, Usage
 from llmpulse.secrets import NO_SECRETS, Redactor
-from llmpulse.sse import SSEDecoder, SSEError
+from llmpulse.sse import SSEError
 from llmpulse.target import Target
 from llmpulse.timing import CHARS_PER_TOKEN, Stopwatch
 
@@ -150,15 +150,21 @@ class Prober:
         deadline = _Deadline(target, loop.time())
         phase = "waiting for response headers"
         stopwatch = Stopwatch()
+        body = b"" if spec.json is None else json.dumps(spec.json).encode()
         try:
             async with asyncio.timeout_at(deadline.initial) as scope:
                 deadline.scope = scope
+                phase = "obtaining credentials"
+                headers = await protocol.sign(target, spec.method, spec.url, spec.headers, body)
+                if spec.json is not None:
+                    headers.setdefault("content-type", "application/json")
+                phase = "waiting for response headers"
                 # Only connecting is timed by aiohttp; every later phase is governed by _Deadline.
                 async with self.session.request(
                     spec.method,
                     spec.url,
-                    headers=spec.headers,
-                    json=spec.json,
+                    headers=headers,
+                    data=body or None,
                     timeout=aiohttp.ClientTimeout(total=None, connect=target.connect_timeout),
                     trace_request_ctx=stopwatch,
                     allow_redirects=False,
@@ -171,6 +177,8 @@ class Prober:
             _fail(result, ErrorClass.TIMEOUT, deadline.message(phase))
         except _Failure as failure:
             _fail(result, failure.error_class, failure.message)
+        except CredentialsError as exc:
+            _fail(result, ErrorClass.AUTH, str(exc))
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
             # Before the status line this is a dropped connection; after, a truncated body.
             cls = ErrorClass.CONNECTION if result.http_status is None else ErrorClass.PROTOCOL
@@ -254,14 +262,14 @@ class Prober:
         stopwatch: Stopwatch,
     ) -> Completion:
         content_type = response.headers.get("content-type", "")
-        if "text/event-stream" not in content_type:
+        if protocol.stream_content_type not in content_type:
             body = await read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
             got = content_type or "no content type"
             raise _Failure(
                 ErrorClass.PROTOCOL,
-                f"expected text/event-stream, got {got}: {error_snippet(body)!r}",
+                f"expected {protocol.stream_content_type}, got {got}: {error_snippet(body)!r}",
             )
-        decoder = SSEDecoder()
+        decoder = protocol.frame_decoder()
         parser = protocol.stream_parser()
         error = None
         try:

@@ -12,11 +12,12 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from typing import Protocol as Interface
 
 from llmpulse.errors import ErrorClass, classify
 from llmpulse.result import Usage
 from llmpulse.secrets import PRE_CLIP_CHARS
-from llmpulse.sse import SSEEvent
+from llmpulse.sse import SSEDecoder, SSEEvent
 
 if TYPE_CHECKING:
     from llmpulse.target import Target
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 
 class ProtocolError(ValueError):
     """A response that does not have the shape its protocol defines."""
+
+
+class CredentialsError(Exception):
+    """A request could not be authenticated before it was sent: credentials missing, unreadable
+    or refused by their token endpoint (an ``auth`` failure; the message names no secret)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -108,10 +114,35 @@ class StreamParser(abc.ABC):
         """Read one event. Raises ProtocolError on an event its protocol cannot contain."""
 
 
+class FrameDecoder(Interface):
+    """A stream's byte framing, read into events as chunks arrive: SSE for most providers,
+    AWS's binary event-stream for Bedrock (an event's type in ``event``, its JSON in ``data``).
+    Raises a ValueError (``SSEError``, ``ProtocolError``) on bytes its framing cannot hold."""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]: ...
+
+    def close(self) -> bool:
+        """End of stream: whether a partial frame was left over."""
+        ...
+
+
 class Protocol(abc.ABC):
     name: str
     request_id_headers: tuple[str, ...] = ("x-request-id",)
     terminal_event: str  # named in the error when a stream ends without it
+    stream_content_type: str = "text/event-stream"  # what a streaming 200 must be
+
+    def frame_decoder(self) -> FrameDecoder:
+        """A decoder of this protocol's stream framing (SSE unless overridden)."""
+        return SSEDecoder()
+
+    async def sign(
+        self, target: Target, method: str, url: str, headers: dict[str, str], body: bytes
+    ) -> dict[str, str]:
+        """The headers to send with this exact request: where a protocol authenticates per
+        request (AWS SigV4 over the body, a refreshed OAuth2 token), it adds them here. Every
+        caller sends ``body`` byte for byte as signed."""
+        return headers
 
     @abc.abstractmethod
     def headers(self, target: Target) -> dict[str, str]: ...
