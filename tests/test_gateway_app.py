@@ -229,7 +229,7 @@ def test_probes_skip_a_down_deployment_before_any_user_request_and_bring_it_back
         assert {c.model for c in chunks} == {down}
     assert [r["status"] for r in upstream(sim, down) if r["stream"]] == [200]
     probes = [r for r in served.records if r.source is Source.PROBE]
-    assert probes and all(r.check is CheckKind.INFERENCE for r in probes)
+    assert probes and all(r.kind is CheckKind.INFERENCE for r in probes)
     assert any(r.error_class is ErrorClass.UNAVAILABLE for r in probes)
 
 

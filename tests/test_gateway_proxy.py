@@ -171,11 +171,11 @@ def test_cross_provider_failover_reports_the_deployment_that_answered(sim: SimSe
         assert text == answer.choices[0].message.content
     assert len(upstream(sim, down)) == 2 and len(upstream(sim, claude)) == 2
     first, second = served.records
-    assert first.source is Source.TRAFFIC and first.ok and first.check is CheckKind.INFERENCE
+    assert first.source is Source.TRAFFIC and first.ok and first.kind is CheckKind.INFERENCE
     assert first.target == f"chat/anthropic/{claude}" and first.model == claude
     assert (first.attempts, first.fallbacks) == (2, 0)
     assert first.usage.output_tokens == 16 and first.latency_ms is not None
-    assert second.check is CheckKind.STREAM and second.ttft_ms is not None
+    assert second.kind is CheckKind.STREAM and second.ttft_ms is not None
     assert second.tokens_per_s is not None and second.attempts == 2
 
 
@@ -789,7 +789,7 @@ def test_finish_reason_error_is_a_failed_attempt_never_an_answer(sim: SimServer)
                 for chunk in ask(client, "chat", stream=True):
                     finishes += [c.finish_reason for c in chunk.choices if c.finish_reason]
             assert finishes == []
-    failed = [r for r in gw.records if r.check is CheckKind.STREAM]
+    failed = [r for r in gw.records if r.kind is CheckKind.STREAM]
     assert failed and not failed[-1].ok and failed[-1].error_class is ErrorClass.SERVER_ERROR
 
 

@@ -56,7 +56,7 @@ def _check_truth(sim: SimServer, r: CheckResult, *, streamed: bool) -> None:
     truth = ground_truth(sim, r.request_id)
     assert r.source is Source.TRAFFIC
     assert r.http_status == truth["status"]
-    assert r.check is (CheckKind.STREAM if streamed else CheckKind.INFERENCE)
+    assert r.kind is (CheckKind.STREAM if streamed else CheckKind.INFERENCE)
     assert r.usage.output_tokens == truth["output_tokens"] + truth["reasoning_tokens"]
     assert r.usage.input_tokens == truth["input_tokens"]
     assert r.response_model == truth["served_model"]
@@ -262,7 +262,7 @@ async def test_an_async_stream_the_sdk_retried_is_one_result(sim: SimServer) -> 
     assert text
     assert recorder_for(client).flush()
     (r,) = seen
-    assert r.ok and r.attempts == 2 and r.check is CheckKind.STREAM
+    assert r.ok and r.attempts == 2 and r.kind is CheckKind.STREAM
     _check_truth(sim, r, streamed=True)
     assert r.request_id == _arrivals(sim, model)[-1]["request_id"]
 

@@ -144,7 +144,7 @@ def test_traffic_results_keep_their_source_attempts_and_fallbacks(backend):
 def test_wal_mode_and_schema_version(tmp_path):
     path = tmp_path / "x.db"
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # Reopening an up-to-date database migrates nothing and keeps the data.
@@ -169,7 +169,7 @@ def test_migrates_a_version_1_database_and_keeps_its_results(tmp_path):
     db.execute("PRAGMA user_version = 1")
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
         assert store.rollup_watermark() is None
         store.write_results([result(1)])
     with SQLiteStore(path) as store:
@@ -186,7 +186,7 @@ def test_a_version_4_file_from_before_alembic_is_stamped_and_keeps_its_results(t
                "VALUES (1e9, 'old', 'openai', 'm', 'stream', 1)")  # fmt: skip
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
         assert [r.target for r in store.latest_results()] == ["old"]
         store.write_results([result(1)])
     with SQLiteStore(path) as store:
@@ -219,10 +219,10 @@ def test_head_is_the_newest_revision():
 
 def test_reopening_migrates_nothing_and_keeps_the_data(backend):
     with backend.open() as store:
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
         store.write_results([result(1)])
     with backend.open() as store:
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
         assert len(store.latest_results()) == 1
 
 
@@ -563,11 +563,12 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
         + "".join(
             f"ALTER TABLE results DROP COLUMN {c};"
             for c in ("key_name", "team", "end_user", "tags", "session_id")
+            + ("probe_kind", "answer_excerpt")  # ... nor revision 0006's
         )
     )
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
         assert store.model_changes(None, 0, NOW) == changes  # filled from the raw rows
         assert_totals_equal(store.totals(T0, T0 + 3.1 * DAY, step_s=DAY), want)  # from hours
         store.rollup(T0 + 3.1 * DAY)
@@ -934,11 +935,12 @@ def test_rollups_from_before_context_utilization_keep_their_rows(backend):
     backend.sql("ALTER TABLE rollup_state DROP COLUMN spend_watermark_ts")
     backend.sql("ALTER TABLE rollup_state DROP COLUMN spend_hour_watermark_ts")
     backend.sql("DROP TABLE gateway_keys")  # ... nor revision 0005's
-    for column in ("key_name", "team", "end_user", "tags", "session_id"):
+    columns = ("key_name", "team", "end_user", "tags", "session_id")
+    for column in (*columns, "probe_kind", "answer_excerpt"):  # ... nor revision 0006's
         backend.sql(f"ALTER TABLE results DROP COLUMN {column}")
     backend.sql("UPDATE alembic_version SET version_num = '0002'")
     with backend.open() as store:
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
         for tier in TIERS:
             (n,) = backend.sql(
                 f"SELECT count(*) FROM {tier.table} "

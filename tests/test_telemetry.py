@@ -231,7 +231,7 @@ async def test_probes_export_genai_spans_and_metrics(
         assert len(matches) == 1, r
         span = matches[0]
         a = attrs(span.attributes)
-        operation = "list_models" if r.check is CheckKind.MODELS else "chat"
+        operation = "list_models" if r.kind is CheckKind.MODELS else "chat"
         assert span.name == f"{operation} {r.model}"
         assert span.kind == Span.SPAN_KIND_CLIENT
         assert span.parent_span_id == b""
@@ -250,12 +250,12 @@ async def test_probes_export_genai_spans_and_metrics(
         else:
             assert span.status.code == Status.STATUS_CODE_ERROR
             assert a["error.type"] == r.error_class
-        if r.ok and r.check is not CheckKind.MODELS:
+        if r.ok and r.kind is not CheckKind.MODELS:
             assert a["gen_ai.response.model"] == r.response_model
             assert a["gen_ai.usage.output_tokens"] == r.usage.output_tokens
             assert a["gen_ai.usage.input_tokens"] == r.usage.input_tokens
             assert a["gen_ai.response.finish_reasons"] == [r.finish_reason]
-        if r.check is CheckKind.STREAM and r.ok:
+        if r.kind is CheckKind.STREAM and r.ok:
             assert a["llmpulse.ttft_ms"] == pytest.approx(r.ttft_ms)
     assert any(not r.ok and r.error_class == "unavailable" for r in results)
 

@@ -23,6 +23,9 @@ class ErrorClass(enum.StrEnum):
     TIMEOUT = "timeout"
     CONNECTION = "connection"
     PROTOCOL = "protocol"
+    # A 200 whose answer failed a probe's expectation: "it answers, but wrong". Counted in the
+    # correctness rate, never in availability or the error rate.
+    ASSERTION = "assertion"
 
     @property
     def is_outage(self) -> bool:
@@ -32,6 +35,11 @@ class ErrorClass(enum.StrEnum):
         client-side mistakes (bad request, auth, context length, content filter) are not outages.
         """
         return self in _OUTAGE
+
+    @property
+    def is_wrong_answer(self) -> bool:
+        """An answer that failed an expectation: the correctness rate's signal alone."""
+        return self is ErrorClass.ASSERTION
 
     @property
     def is_caller_limit(self) -> bool:

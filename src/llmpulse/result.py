@@ -5,15 +5,29 @@ from __future__ import annotations
 import dataclasses
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from llmpulse.errors import ErrorClass
 
 
 class CheckKind(enum.StrEnum):
+    """What a check does. A result's ``check`` is its probe's name: the kind for the built-in
+    checks, the name a custom probe was given otherwise."""
+
     MODELS = "models"
     INFERENCE = "inference"
     STREAM = "stream"
+    RESPONSES = "responses"  # OpenAI's Responses API, streamed
+    EMBEDDINGS = "embeddings"
+    LONG_CONTEXT = "long_context"  # a stream with a prompt of a given size
+
+    @property
+    def streams(self) -> bool:
+        """Whether the check reads a stream, so measures TTFT and tokens/s."""
+        return self in _STREAMING
+
+
+_STREAMING = frozenset({CheckKind.STREAM, CheckKind.RESPONSES, CheckKind.LONG_CONTEXT})
 
 
 class Source(enum.StrEnum):
@@ -65,7 +79,7 @@ class CheckResult:
     target: str
     provider: str
     model: str
-    check: CheckKind
+    check: str  # the probe's name (a built-in check's is its kind)
     timestamp: datetime
     ok: bool
     error_class: ErrorClass | None = None
@@ -101,6 +115,16 @@ class CheckResult:
     user: str | None = None
     tags: list[str] = dataclasses.field(default_factory=list)
     session: str | None = None
+    # The check's kind. Optional only to the constructor: a built-in check's name gives it.
+    kind: CheckKind = dataclasses.field(default=cast(CheckKind, None))
+    # The answer's first characters (redacted), kept where a probe asserts on it.
+    answer_excerpt: str | None = None
+
+    def __post_init__(self) -> None:
+        if cast(CheckKind | None, self.kind) is None:
+            self.kind = CheckKind(self.check)
+        if type(self.check) is not str:
+            self.check = str(self.check)  # a CheckKind given: its plain name, as stored
 
     @property
     def context_utilization(self) -> float | None:
@@ -115,7 +139,8 @@ class CheckResult:
             "target": self.target,
             "provider": self.provider,
             "model": self.model,
-            "check": str(self.check),
+            "check": self.check,
+            "kind": str(self.kind),
             "ok": self.ok,
             "error_class": str(self.error_class) if self.error_class else None,
             "http_status": self.http_status,
@@ -151,6 +176,7 @@ class CheckResult:
             "user": self.user,
             "tags": list(self.tags),
             "session": self.session,
+            "answer_excerpt": self.answer_excerpt,
             "timestamp": self.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         }
 

@@ -10,6 +10,7 @@ import dataclasses
 import datetime
 import functools
 from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +31,36 @@ class PriceOverride(BaseModel):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Expectation:
+    """What a probe's answer must satisfy: every field set is checked, and the first that fails
+    makes the result ``assertion`` (``llmpulse.probe.assertions``)."""
+
+    contains: str | None = None
+    regex: str | None = None
+    equals: str | None = None
+    json_schema: Mapping[str, Any] | None = dataclasses.field(default=None, hash=False)
+    tool_call: str | None = None  # the name of a tool the answer must call
+    max_ttft_s: float | None = None
+    min_tokens_per_s: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Probe:
+    """A custom probe of a target (``probes:`` in the config): its result's ``check`` is
+    ``name``. The built-in checks are a target's ``checks``, by kind."""
+
+    name: str
+    kind: CheckKind
+    # The conversation sent, in the OpenAI chat shape ({role, content}); empty: the kind's own
+    # prompt. Translated to the target's protocol when it speaks another.
+    messages: tuple[Mapping[str, Any], ...] = dataclasses.field(default=(), hash=False)
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    expect: Expectation | None = None
+    interval: float | None = None  # None: the target's
+    input_tokens: int | None = None  # long_context: the prompt's size in tokens
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Target:
     """A resolved target: everything a probe needs, the key already read from the environment."""
 
@@ -39,7 +70,7 @@ class Target:
     model: str
     base_url: str
     api_key: str | None = dataclasses.field(default=None, repr=False)
-    checks: tuple[CheckKind, ...] = tuple(CheckKind)
+    checks: tuple[CheckKind, ...] = (CheckKind.MODELS, CheckKind.INFERENCE, CheckKind.STREAM)
     interval: float = 30.0
     timeout: float = 20.0
     connect_timeout: float = 5.0
@@ -60,6 +91,7 @@ class Target:
     # calling the provider.
     missing_key: str | None = None
     retires: datetime.date | None = None  # the model's announced retirement, from the config
+    probes: tuple[Probe, ...] = ()  # custom probes, besides the built-in ``checks``
 
     @property
     def retires_at(self) -> float | None:

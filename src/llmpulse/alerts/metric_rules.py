@@ -125,7 +125,7 @@ def extract(metric: str, r: CheckResult) -> tuple[float, float] | None:
             return None if n is None else (float(n), 1.0)
         case "tokens_per_request":
             u = r.usage
-            if r.check is CheckKind.MODELS or (u.input_tokens is None and u.output_tokens is None):
+            if r.kind is CheckKind.MODELS or (u.input_tokens is None and u.output_tokens is None):
                 return None
             return (float((u.input_tokens or 0) + (u.output_tokens or 0)), 1.0)
         case "cost_usd":

@@ -53,11 +53,11 @@ def judge(slo: Slo, result: CheckResult) -> bool | None:
         return None
     assert slo.threshold_s is not None
     if slo.sli == "ttft":
-        if result.check is not CheckKind.STREAM:
+        if result.kind is not CheckKind.STREAM:
             return None
         measured = result.ttft_ms
     else:
-        if result.check not in _LATENCY_KINDS:
+        if result.kind not in _LATENCY_KINDS:
             return None
         measured = result.latency_ms
     return result.ok and measured is not None and measured <= slo.threshold_s * 1000

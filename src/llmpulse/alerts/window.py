@@ -55,7 +55,7 @@ class _Sample(NamedTuple):
     cyclic GC stops tracking such tuples, and thousands of targets keep many of them alive."""
 
     ts: float
-    kind: str  # CheckKind value
+    kind: str  # the check (its probe's name)
     error_class: str | None  # ErrorClass value
     ttft_s: float | None
     tps: float | None
@@ -103,11 +103,11 @@ class TargetWindow:
         )
         sample = _Sample(
             ts=result.timestamp.timestamp(),
-            kind=result.check.value,
+            kind=result.check,
             error_class=None if result.error_class is None else result.error_class.value,
             ttft_s=None if result.ttft_ms is None else result.ttft_ms / 1000,
             tps=result.tokens_per_s,
-            tokens=tokens if result.check is not CheckKind.MODELS else None,
+            tokens=tokens if result.kind is not CheckKind.MODELS else None,
             utilization=result.ratelimit.utilization if result.ratelimit else None,
             listed=result.model_listed,
         )

@@ -59,7 +59,7 @@ class Selection:
     def admits(self, result: CheckResult) -> bool:
         return (
             (self.targets is None or result.target in self.targets)
-            and (self.checks is None or result.check.value in self.checks)
+            and (self.checks is None or str(result.kind) in self.checks)
             and (self.sources is None or result.source.value in self.sources)
             and (self.regions is None or _any(result.region or "", self.regions))
         )

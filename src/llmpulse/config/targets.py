@@ -17,7 +17,9 @@ from llmpulse.rules import RuleOverrides
 from llmpulse.secrets import env_var, is_credential_header
 from llmpulse.target import PriceOverride, Target
 
-_ALL_CHECKS = list(CheckKind)  # iterating an Enum is slow enough to show over 80,000 targets
+# The built-in checks every target runs unless ``checks`` says otherwise (a list: iterating an
+# Enum is slow enough to show over 80,000 targets).
+_ALL_CHECKS = [CheckKind.MODELS, CheckKind.INFERENCE, CheckKind.STREAM]
 
 
 class TargetConfig(BaseModel):

@@ -209,7 +209,7 @@ class CircuitBreaker:
         user request fails; while open it restarts the cool-down. A success closes the breaker
         from any state: recovery seen by the monitor brings traffic back without a user probe.
         """
-        if result.check is CheckKind.MODELS:
+        if result.kind is CheckKind.MODELS:
             return
         now = self._clock()
         self._advance(now)

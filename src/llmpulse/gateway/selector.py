@@ -372,7 +372,7 @@ class Selector:
     def record_check(self, deployment_id: str, result: CheckResult) -> None:
         """A monitor probe of this deployment: breaker, latency and headroom all learn from it."""
         self.breaker(deployment_id).record_check(result)
-        if result.check is CheckKind.MODELS:
+        if result.kind is CheckKind.MODELS:
             return
         timed_out = result.error_class is ErrorClass.TIMEOUT
         ttft_s = _seconds(result.ttft_ms) if result.ok else None

@@ -59,7 +59,7 @@ COLUMNS = (
     "rl_tokens_limit", "rl_tokens_remaining", "rl_utilization", "rl_reset_s", "retry_after_s",
     "response_model", "system_fingerprint", "request_id", "finish_reason", "model_listed",
     "context_window", "warnings", "source", "attempts", "fallbacks", "agent", "region",
-    "key_name", "team", "end_user", "tags", "session_id",
+    "key_name", "team", "end_user", "tags", "session_id", "probe_kind", "answer_excerpt",
 )  # fmt: skip
 _ROLLUP_INSERT = (
     "INSERT INTO {table} ({time_col}, target, check_kind, "
@@ -1161,6 +1161,7 @@ def encode(r: CheckResult) -> tuple[object, ...]:
         r.context_window, json.dumps(r.warnings) if r.warnings else None, str(r.source),
         r.attempts, r.fallbacks, r.agent, r.region,
         r.key_name, r.team, r.user, json.dumps(r.tags) if r.tags else None, r.session,
+        str(r.kind), r.answer_excerpt,
     )  # fmt: skip
 
 
@@ -1173,7 +1174,8 @@ def decode(values: Sequence[Any]) -> CheckResult:
         target=row["target"],
         provider=row["provider"],
         model=row["model"],
-        check=CheckKind(row["check_kind"]),
+        check=row["check_kind"],
+        kind=CheckKind(row["probe_kind"] or row["check_kind"]),
         timestamp=datetime.fromtimestamp(row["ts"], UTC),
         ok=bool(row["ok"]),
         error_class=ErrorClass(row["error_class"]) if row["error_class"] else None,
@@ -1221,4 +1223,5 @@ def decode(values: Sequence[Any]) -> CheckResult:
         user=row["end_user"],
         tags=json.loads(row["tags"]) if row["tags"] else [],
         session=row["session_id"],
+        answer_excerpt=row["answer_excerpt"],
     )

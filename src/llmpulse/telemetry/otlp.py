@@ -142,7 +142,7 @@ class Telemetry:
     def _common(self, result: CheckResult) -> dict[str, AttributeValue]:
         """The semconv attributes spans and metrics share."""
         attributes: dict[str, AttributeValue] = {
-            "gen_ai.operation.name": OPERATIONS[result.check],
+            "gen_ai.operation.name": OPERATIONS[result.kind],
             "gen_ai.provider.name": provider_name(result.provider),
             "gen_ai.request.model": result.model,
             "llmpulse.target": result.target,
@@ -188,7 +188,7 @@ class Telemetry:
             }
         attributes.update({k: v for k, v in optional.items() if v is not None})
         span = self._tracer.start_span(
-            f"{OPERATIONS[result.check]} {result.model}",
+            f"{OPERATIONS[result.kind]} {result.model}",
             context=Context(),  # a root span: never a child of whatever is current
             kind=SpanKind.CLIENT,
             attributes=attributes,

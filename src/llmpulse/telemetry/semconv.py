@@ -66,6 +66,9 @@ OPERATIONS: Mapping[CheckKind, str] = {
     CheckKind.MODELS: "list_models",
     CheckKind.INFERENCE: "chat",
     CheckKind.STREAM: "chat",
+    CheckKind.RESPONSES: "chat",
+    CheckKind.EMBEDDINGS: "embeddings",
+    CheckKind.LONG_CONTEXT: "chat",
 }
 # The semconv's error.type fallback, for a failure that carries no class.
 OTHER = "_OTHER"
