@@ -562,8 +562,16 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
         "DROP TABLE gateway_keys;"
         + "".join(
             f"ALTER TABLE results DROP COLUMN {c};"
-            for c in ("key_name", "team", "end_user", "tags", "session_id")
-            + ("probe_kind", "answer_excerpt")  # ... nor revision 0006's
+            # ... nor revision 0006's probe columns
+            for c in (
+                "key_name",
+                "team",
+                "end_user",
+                "tags",
+                "session_id",
+                "probe_kind",
+                "answer_excerpt",
+            )
         )
     )
     db.close()
