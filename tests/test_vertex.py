@@ -19,13 +19,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.oauth2 import service_account
 
 from llmpulse.config import ConfigError, parse_config
+from llmpulse.config.gateway import GatewayConfig
+from llmpulse.config.litellm import parse_gateway
 from llmpulse.errors import ErrorClass
+from llmpulse.gateway.app import DEPLOYMENT_HEADER
 from llmpulse.probe import Prober
 from llmpulse.providers import PROTOCOLS
 from llmpulse.providers.vertex import SCOPE
 from llmpulse.result import CheckKind
+from llmpulse.secrets import Redactor
+from llmpulse.sim.common import text_of
 from llmpulse.sim.server import SimServer
 from llmpulse.target import Target
+from test_gateway_proxy import FAST, Served, ask
 
 PROJECT = "sim-project"
 ACCOUNT = f"prober@{PROJECT}.iam.gserviceaccount.com"
@@ -94,6 +100,17 @@ def vertex_target(sim: SimServer, model: str, creds: Path | str, **extra: Any) -
         **extra,
     }
     return parse_config({"targets": [raw]}, env={}).targets[0]
+
+
+def gateway_config(
+    entries: list[dict[str, Any]],
+    router: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> GatewayConfig:
+    raw = {"model_list": entries, "router_settings": router or {}}
+    config = parse_gateway(raw, env={"SIM_KEY": "sk-sim", **(env or {})})
+    assert config is not None
+    return config
 
 
 def truth(sim: SimServer) -> list[dict[str, Any]]:
@@ -265,6 +282,14 @@ async def test_credentials_that_fail_are_auth_naming_the_file_never_its_content(
     assert not truth(vsim)  # nothing reached the model without a token
 
 
+async def test_an_echoed_access_token_is_redacted(vsim, tmp_path):
+    reset(vsim, **{"gemini-2.5-flash": {"errors": {"400": 1.0}, "echo_credentials": True}})
+    result = await check(vertex_target(vsim, "gemini-2.5-flash", credentials_file(vsim, tmp_path)))
+    assert result.error_class is ErrorClass.BAD_REQUEST
+    assert "[redacted]" in result.error_message and "ya29." not in result.error_message
+    assert Redactor()("refused ya29.a0AfB_byC-12345 here") == "refused [redacted] here"
+
+
 async def test_the_simulator_refuses_missing_unknown_and_expired_tokens(vsim, tmp_path):
     reset(vsim, lifetime=1, **{"gemini-2.5-flash": {"ttft": "0s"}})
     creds = service_account.Credentials.from_service_account_file(
@@ -327,3 +352,140 @@ async def test_short_lived_tokens_never_fail_a_request(vsim, tmp_path):
             await asyncio.sleep(0.3)
     assert all(r.ok for r in results), [r.error_message for r in results if not r.ok]
     assert vsim.state.tokens.issued - issued >= 3
+
+
+# ---- gateway ---------------------------------------------------------------------------------
+
+
+def vertex_deployment(sim: SimServer, group: str, model: str, creds: Path) -> dict[str, Any]:
+    return {
+        "model_name": group,
+        "litellm_params": {
+            "model": f"vertex_ai/{model}",
+            "api_base": sim.vertex_base,
+            "vertex_project": PROJECT,
+            "vertex_location": "us-east5",
+            "vertex_credentials": str(creds),
+        },
+    }
+
+
+def test_litellm_vertex_deployments_are_served_with_their_settings(vsim, tmp_path):
+    creds = credentials_file(vsim, tmp_path)
+    config = gateway_config(
+        [
+            vertex_deployment(vsim, "gemini", "gemini-2.5-flash", creds),
+            {"model_name": "claude", "litellm_params": {"model": "vertex_ai/claude-haiku-4-5"}},
+            {
+                "model_name": "inline",
+                "litellm_params": {
+                    "model": "vertex_ai/gemini-2.5-pro",
+                    "vertex_project": PROJECT,
+                    "vertex_credentials": "os.environ/VERTEX_JSON",
+                },
+            },
+        ],
+        env={"VERTEXAI_PROJECT": "env-project", "VERTEX_JSON": '{"type": "service_account"}'},
+    )
+    gemini, claude = (g.deployments[0] for g in config.groups)
+    assert (gemini.protocol, gemini.project, gemini.location) == ("vertex", PROJECT, "us-east5")
+    assert gemini.credentials_file == str(creds)
+    target = claude.to_target()
+    assert target.protocol == "vertex-anthropic" and target.project == "env-project"
+    assert target.base_url == "https://us-central1-aiplatform.googleapis.com/v1"  # LiteLLM's
+    assert target.credentials_file is None  # application default credentials
+    assert any("vertex_credentials holds JSON" in w for w in config.warnings)
+    assert "inline" not in {g.name for g in config.groups}
+    proxied = gateway_config(
+        [
+            vertex_deployment(vsim, "gone", "gemini-2.5-flash", tmp_path / "gone.json"),
+            {
+                "model_name": "proxied",
+                "litellm_params": {
+                    "model": "vertex_ai/gemini-2.5-flash",
+                    "vertex_project": PROJECT,
+                    "api_base": f"https://proxy.example/v1/projects/{PROJECT}/locations/x/m",
+                },
+            },
+        ]
+    )
+    (gone,) = proxied.groups
+    assert "gone.json" in (gone.deployments[0].missing_key or "")  # answers 401, as LiteLLM's
+    assert any("no file at vertex_credentials" in w for w in proxied.warnings)
+    assert any("vertex_ai/ api_base of a proxy" in w for w in proxied.warnings)
+    with pytest.raises(ConfigError, match=r"vertex_project: required for vertex_ai/"):
+        gateway_config([{"model_name": "x", "litellm_params": {"model": "vertex_ai/gemini-x"}}])
+
+
+def test_openai_sdk_falls_back_to_gemini_on_vertex(vsim, tmp_path):
+    reset(
+        vsim,
+        **{"gpt-down": {"errors": {"503": 1.0}, **FAST}, "gemini-2.5-flash": dict(FAST)},
+    )
+    config = gateway_config(
+        [
+            {
+                "model_name": "chat",
+                "litellm_params": {
+                    "model": "openai/gpt-down",
+                    "api_base": vsim.openai_base,
+                    "api_key": "os.environ/SIM_KEY",
+                },
+            },
+            vertex_deployment(
+                vsim, "vertex-gemini", "gemini-2.5-flash", credentials_file(vsim, tmp_path)
+            ),
+        ],
+        router={"fallbacks": [{"chat": ["vertex-gemini"]}]},
+    )
+    with Served(config) as served:
+        client = served.openai()
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}]
+        )
+        answer = raw.parse()
+        assert raw.headers[DEPLOYMENT_HEADER] == "vertex-gemini/vertex_ai/gemini-2.5-flash"
+        assert answer.choices[0].message.content == text_of(16)
+        assert answer.usage is not None and answer.usage.completion_tokens == 16
+        chunks = list(ask(client, "chat", stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == text_of(16)
+    sent = [r for r in truth(vsim) if r["protocol"] == "vertex"]
+    assert [r["stream"] for r in sent] == [False, True]
+    assert sent[0]["body"]["contents"] == [{"role": "user", "parts": [{"text": "hi"}]}]
+    records = [r for r in served.records if r.ok]
+    assert len(records) == 2 and all(r.provider == "vertex" for r in records)
+    assert all(r.cost_usd and r.cost_usd > 0 for r in records)
+
+
+def test_anthropic_sdk_falls_back_to_claude_on_vertex(vsim, tmp_path):
+    model = "claude-haiku-4-5@20251001"
+    reset(vsim, **{"claude-down": {"errors": {"overloaded": 1.0}, **FAST}, model: dict(FAST)})
+    config = gateway_config(
+        [
+            {
+                "model_name": "claude",
+                "litellm_params": {
+                    "model": "anthropic/claude-down",
+                    "api_base": vsim.anthropic_base,
+                    "api_key": "os.environ/SIM_KEY",
+                },
+            },
+            vertex_deployment(vsim, "vertex-claude", model, credentials_file(vsim, tmp_path)),
+        ],
+        router={"fallbacks": [{"claude": ["vertex-claude"]}]},
+    )
+    messages = [{"role": "user", "content": "hi"}]
+    with Served(config) as served:
+        client = served.anthropic()
+        message = client.messages.create(model="claude", max_tokens=64, messages=messages)
+        assert message.content[0].text == text_of(16)
+        assert message.usage.output_tokens == 16 and message.stop_reason == "end_turn"
+        with client.messages.stream(model="claude", max_tokens=64, messages=messages) as stream:
+            streamed = "".join(stream.text_stream)
+        assert streamed == text_of(16)
+    sent = [r for r in truth(vsim) if r["protocol"] == "vertex-anthropic"]
+    assert [r["stream"] for r in sent] == [False, True]
+    for record in sent:
+        assert record["body"]["anthropic_version"] == "vertex-2023-10-16"
+        assert "model" not in record["body"]
