@@ -10,7 +10,8 @@ which are Google's.
 
 Requests carry an OAuth2 access token (``Authorization: Bearer``) from google-auth: a
 service-account file (``credentials_file``) or application default credentials, refreshed when
-google-auth deems it expired (a few minutes before it is).
+google-auth deems it expired (a few minutes before it is). google-auth and requests are imported
+when a token is first needed: ``llmpulse check`` of other providers does not pay for them.
 """
 
 from __future__ import annotations
@@ -21,13 +22,6 @@ import functools
 import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import google.auth
-import google.auth.exceptions
-import requests
-from google.auth.credentials import Credentials
-from google.auth.transport.requests import Request
-from google.oauth2 import service_account
 
 from llmpulse.providers.anthropic import AnthropicProtocol
 from llmpulse.providers.anthropic import error_from_object as anthropic_error
@@ -42,6 +36,9 @@ from llmpulse.providers.gemini import GeminiProtocol
 from llmpulse.providers.gemini import error_from_object as google_error
 
 if TYPE_CHECKING:
+    import requests
+    from google.auth.credentials import Credentials
+
     from llmpulse.target import Target
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -197,6 +194,8 @@ class TokenSource:
         return await asyncio.to_thread(self._refresh, seen)
 
     def _refresh(self, seen: str | None) -> str:
+        from google.auth.exceptions import GoogleAuthError
+
         with self._lock:
             creds = self._credentials
             # Valid, or refreshed by another caller while this one waited (and not expired).
@@ -208,13 +207,16 @@ class TokenSource:
                     creds = self._load()
                     self._credentials = creds
                 creds.refresh(self._request())  # type: ignore[no-untyped-call]
-            except (google.auth.exceptions.GoogleAuthError, OSError, ValueError) as exc:
+            except (GoogleAuthError, OSError, ValueError) as exc:
                 raise CredentialsError(f"{self.described}: {_reason(exc)}") from None
             if not creds.token:
                 raise CredentialsError(f"{self.described}: the token endpoint gave no token")
             return str(creds.token)
 
     def _load(self) -> Credentials:
+        import google.auth
+        from google.oauth2 import service_account
+
         if self.credentials_file is None:
             found, _project = google.auth.default(scopes=[SCOPE])
             return found
@@ -224,18 +226,15 @@ class TokenSource:
         )
         return creds
 
-    def _request(self) -> Request:
+    def _request(self) -> Any:
+        """google-auth's transport over one session, with a timeout of our own (its default
+        is two minutes)."""
+        import requests
+        from google.auth.transport.requests import Request
+
         if self._session is None:
             self._session = requests.Session()
-        return _BoundedRequest(self._session)
-
-
-class _BoundedRequest(Request):
-    """google-auth's transport with a timeout of our own (its default is two minutes)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs["timeout"] = min(kwargs.get("timeout") or TOKEN_TIMEOUT_S, TOKEN_TIMEOUT_S)
-        return super().__call__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        return functools.partial(Request(self._session), timeout=TOKEN_TIMEOUT_S)
 
 
 def _past_expiry(creds: Credentials) -> bool:
