@@ -25,7 +25,7 @@ from llmpulse.errors import ErrorClass
 from llmpulse.gateway.app import DEPLOYMENT_HEADER
 from llmpulse.probe import Prober
 from llmpulse.providers import PROTOCOLS
-from llmpulse.providers.vertex import SCOPE
+from llmpulse.providers.vertex import SCOPE, token_source
 from llmpulse.result import CheckKind
 from llmpulse.secrets import Redactor
 from llmpulse.sim.common import text_of
@@ -96,7 +96,7 @@ def vertex_target(sim: SimServer, model: str, creds: Path | str, **extra: Any) -
         "project": PROJECT,
         "location": "us-east5",
         "base_url": sim.vertex_base,
-        "credentials_file": str(creds),
+        **({"credentials_file": str(creds)} if creds else {}),
         **extra,
     }
     return parse_config({"targets": [raw]}, env={}).targets[0]
@@ -282,6 +282,22 @@ async def test_credentials_that_fail_are_auth_naming_the_file_never_its_content(
     assert not truth(vsim)  # nothing reached the model without a token
 
 
+async def test_application_default_credentials_are_used_without_a_file(vsim, tmp_path, monkeypatch):
+    reset(vsim, **{"gemini-2.5-flash": {"ttft": "0s"}})
+    target = vertex_target(vsim, "gemini-2.5-flash", "")
+    assert target.credentials_file is None
+    token_source.cache_clear()  # ADC is one source per process: start from none
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
+    refused = await check(target, CheckKind.INFERENCE)
+    assert refused.error_class is ErrorClass.AUTH
+    assert refused.error_message.startswith("Vertex AI application default credentials: ")
+    token_source.cache_clear()
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(credentials_file(vsim, tmp_path)))
+    answered = await check(target, CheckKind.INFERENCE)
+    assert answered.ok, answered.error_message
+    token_source.cache_clear()
+
+
 async def test_an_echoed_access_token_is_redacted(vsim, tmp_path):
     reset(vsim, **{"gemini-2.5-flash": {"errors": {"400": 1.0}, "echo_credentials": True}})
     result = await check(vertex_target(vsim, "gemini-2.5-flash", credentials_file(vsim, tmp_path)))
@@ -413,6 +429,9 @@ def test_litellm_vertex_deployments_are_served_with_their_settings(vsim, tmp_pat
     assert "gone.json" in (gone.deployments[0].missing_key or "")  # answers 401, as LiteLLM's
     assert any("no file at vertex_credentials" in w for w in proxied.warnings)
     assert any("vertex_ai/ api_base of a proxy" in w for w in proxied.warnings)
+    wildcard = gateway_config([vertex_deployment(vsim, "vx-*", "*", creds)]).groups[0]
+    claude_of = wildcard.deployments[0].expand("claude-haiku-4-5", ("claude-haiku-4-5",))
+    assert claude_of.protocol == "vertex-anthropic"  # the model a wildcard takes decides
     with pytest.raises(ConfigError, match=r"vertex_project: required for vertex_ai/"):
         gateway_config([{"model_name": "x", "litellm_params": {"model": "vertex_ai/gemini-x"}}])
 
