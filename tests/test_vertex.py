@@ -132,6 +132,13 @@ def test_a_vertex_target_needs_project_and_location_and_a_real_file(tmp_path):
         parse_config({"targets": [{"provider": "vertex", "project": PROJECT}]}, env={})
     with pytest.raises(ConfigError, match="'project' is only for provider vertex"):
         parse_config({"targets": [{"provider": "gemini", "project": PROJECT}]}, env={})
+    for key, value, expected in (
+        ("project", "My Project", "a Google Cloud project id"),
+        ("location", "us east", "a Google Cloud region"),
+    ):
+        raw = {"provider": "vertex", "project": PROJECT, "location": "us-east5", key: value}
+        with pytest.raises(ConfigError, match=rf"targets\[0\]\.{key}: expected {expected}"):
+            parse_config({"targets": [raw]}, env={})
     missing = tmp_path / "nowhere.json"
     with pytest.raises(
         ConfigError, match=r"targets\[0\]\.credentials_file: .*nowhere\.json is not"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,6 +18,10 @@ from llmpulse.rules import RuleOverrides
 from llmpulse.secrets import env_var, is_credential_header
 from llmpulse.target import PriceOverride, Target
 
+# Google Cloud project ids (6 to 30 characters; older ones may be longer or domain-scoped)
+# and locations, as Vertex AI's URLs take them.
+_PROJECT = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,61}[a-z0-9]")
+_LOCATION = re.compile(r"[a-z][a-z0-9-]{1,40}")
 _ALL_CHECKS = list(CheckKind)  # iterating an Enum is slow enough to show over 80,000 targets
 
 
@@ -46,8 +51,8 @@ class TargetConfig(BaseModel):
     # Vertex AI only: the Google Cloud project, its location (a region such as us-east5, or
     # global), and the path of a service-account JSON file (else application default
     # credentials). The file is referenced, never read into the config.
-    project: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$")
-    location: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{1,40}$")
+    project: str | None = None
+    location: str | None = None
     credentials_file: str | None = Field(default=None, min_length=1)
 
     @field_validator("provider")
@@ -62,6 +67,20 @@ class TargetConfig(BaseModel):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("project")
+    @classmethod
+    def _project_id(cls, value: str | None) -> str | None:
+        if value is not None and not _PROJECT.fullmatch(value):
+            raise ValueError("expected a Google Cloud project id such as my-project-123")
+        return value
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, value: str | None) -> str | None:
+        if value is not None and not _LOCATION.fullmatch(value):
+            raise ValueError("expected a Google Cloud region such as us-east5, or global")
         return value
 
     @field_validator("api_key")
