@@ -85,6 +85,8 @@ _KEY_SHAPED = re.compile(
     # prints back), Anthropic (sk-ant-), Groq (gsk_), xAI (xai-), OpenRouter (sk-or-), Google.
     r"|\b(?:sk|pk|rk|gsk|xai)[-_][A-Za-z0-9_\-*.]{8,}"
     r"|\bAIza[0-9A-Za-z_\-]{20,}"
+    # Google OAuth2 access tokens (Vertex AI's Bearer tokens), echoed without their scheme.
+    r"|\bya29\.[A-Za-z0-9_\-.]{8,}"
 )
 _B64_CHARS = r"[A-Za-z0-9+/_\-]"
 _B64_START = r"(?<![A-Za-z0-9+/_\-])"

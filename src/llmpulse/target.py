@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmpulse.presets import PRESETS
+from llmpulse.presets import PRESETS, protocol_for
 from llmpulse.result import CheckKind
 from llmpulse.rules import RuleOverride
 from llmpulse.secrets import credentials
@@ -92,6 +92,11 @@ class Target:
     missing_key: str | None = None
     retires: datetime.date | None = None  # the model's announced retirement, from the config
     probes: tuple[Probe, ...] = ()  # custom probes, besides the built-in ``checks``
+    # Vertex AI: the Google Cloud project and location (region, or "global"), and the
+    # service-account file's path (None: application default credentials), never its content.
+    project: str | None = None
+    location: str | None = None
+    credentials_file: str | None = None
 
     @property
     def retires_at(self) -> float | None:
@@ -114,7 +119,7 @@ def preset_target(provider: str, model: str) -> Target:
     return Target(
         name=f"{provider}/{model}",
         provider=provider,
-        protocol=preset.protocol,
+        protocol=protocol_for(provider, model),
         model=model,
         base_url=preset.base_url or "",
         price_provider=preset.price_provider,

@@ -292,6 +292,17 @@ class StatusPageEntry(BaseModel):
 StatusPage.model_rebuild()
 
 
+class GoogleAuth(BaseModel):
+    """Vertex AI's fake OAuth2 token endpoint (``sim.vertex``): the service accounts whose
+    signed JWT-bearer grants it accepts (``client_email`` -> PEM public key or certificate),
+    and how long the access tokens it issues live."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service_accounts: dict[str, str] = Field(default_factory=dict)
+    token_lifetime: Duration = Field(3600.0, gt=0)
+
+
 class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -300,6 +311,7 @@ class Scenario(BaseModel):
     status_pages: dict[str, StatusPage] = Field(default_factory=dict)  # by provider name
     # The admin APIs' cost and usage reports (sim.billing): "openai", "anthropic".
     billing: dict[Literal["openai", "anthropic"], ProviderBill] = Field(default_factory=dict)
+    google_auth: GoogleAuth = Field(default_factory=GoogleAuth)
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
