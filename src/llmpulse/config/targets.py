@@ -9,7 +9,9 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmpulse import catalog
 from llmpulse.config.errors import ConfigError
+from llmpulse.config.probes import ProbeConfig, canary_probe
 from llmpulse.durations import Duration
 from llmpulse.presets import DISCOVERABLE, PRESETS
 from llmpulse.result import CheckKind
@@ -30,7 +32,9 @@ class TargetConfig(BaseModel):
     model: str | None = None
     base_url: str | None = None
     api_key: str | None = None
-    checks: list[CheckKind] = Field(default_factory=_ALL_CHECKS.copy, min_length=1)
+    checks: list[CheckKind] = Field(default_factory=_ALL_CHECKS.copy)
+    probes: list[ProbeConfig] = Field(default_factory=list, max_length=64)
+    canary: bool = False  # the built-in correctness canary, off by default
     interval: Duration = 30.0
     timeout: Duration = 20.0
     connect_timeout: Duration = 5.0
@@ -86,6 +90,16 @@ class TargetConfig(BaseModel):
     def _unique_checks(cls, value: list[CheckKind]) -> list[CheckKind]:
         return list(dict.fromkeys(value))
 
+    @field_validator("probes")
+    @classmethod
+    def _unique_probes(cls, value: list[ProbeConfig]) -> list[ProbeConfig]:
+        seen: set[str] = set()
+        for probe in value:
+            if probe.name in seen:
+                raise ValueError(f"two probes are named {probe.name!r}; a name must be unique")
+            seen.add(probe.name)
+        return value
+
     @model_validator(mode="after")
     def _complete(self) -> TargetConfig:
         preset = PRESETS[self.provider]
@@ -97,6 +111,8 @@ class TargetConfig(BaseModel):
             raise ValueError("'api_version' is required for provider azure (e.g. 2024-10-21)")
         if self.first_token_timeout is not None and self.first_token_timeout > self.timeout:
             raise ValueError("'first_token_timeout' cannot exceed 'timeout'")
+        if not self.checks and not self.probes and not self.canary:
+            raise ValueError("'checks' is empty and there are no 'probes': nothing to run")
         return self
 
 
@@ -151,7 +167,10 @@ def resolve_target(
     model = cfg.model or preset.default_model
     assert model is not None
     base_url = (cfg.base_url or preset.base_url or "").rstrip("/")
-    return Target(
+    probes = tuple(p.resolve() for p in cfg.probes)
+    if cfg.canary:
+        probes += (canary_probe(preset.protocol),)
+    target = Target(
         name=cfg.name or f"{cfg.provider}/{model}",
         provider=cfg.provider,
         protocol=preset.protocol,
@@ -176,4 +195,20 @@ def resolve_target(
         tps_floor=cfg.tps_floor if cfg.tps_floor is not None else preset.tps_floor,
         rules=cfg.rules,
         retires=cfg.retires,
+        probes=probes,
     )
+    _check_input_tokens(index, cfg, target, where)
+    return target
+
+
+def _check_input_tokens(index: int, cfg: TargetConfig, target: Target, where: str) -> None:
+    """A long-context prompt must fit the model's context window, when it is known."""
+    for i, probe in enumerate(cfg.probes):
+        if probe.input_tokens is None:
+            continue
+        window = catalog.context_window(target)
+        if window is not None and probe.input_tokens > window:
+            raise ConfigError(
+                f"{where}targets[{index}].probes[{i}].input_tokens: {probe.input_tokens} is over "
+                f"the context window of {target.model} ({window} tokens)"
+            )
