@@ -164,7 +164,9 @@ def test_urls_protocols_and_bodies_follow_the_model():
         env={},
     ).targets[0]
     assert regional.protocol == "vertex" and regional.credentials_file is None
-    spec = PROTOCOLS["vertex"].completion_request(regional, prompt="hi", max_tokens=5, stream=True)
+    spec = PROTOCOLS["vertex"].completion_request(
+        regional, messages=[{"role": "user", "content": "hi"}], params={}, max_tokens=5, stream=True
+    )
     assert spec.url == (
         "https://europe-west4-aiplatform.googleapis.com/v1/projects/sim-project/locations/"
         "europe-west4/publishers/google/models/gemini-2.5-flash-lite:streamGenerateContent?alt=sse"
@@ -184,7 +186,9 @@ def test_urls_protocols_and_bodies_follow_the_model():
     ).targets[0]
     assert claude.protocol == "vertex-anthropic"
     protocol = PROTOCOLS["vertex-anthropic"]
-    spec = protocol.completion_request(claude, prompt="hi", max_tokens=5, stream=False)
+    spec = protocol.completion_request(
+        claude, messages=[{"role": "user", "content": "hi"}], params={}, max_tokens=5, stream=False
+    )
     assert spec.url == (
         "https://aiplatform.googleapis.com/v1/projects/sim-project/locations/global/publishers/"
         "anthropic/models/claude-haiku-4-5@20251001:rawPredict"

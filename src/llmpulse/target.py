@@ -30,6 +30,29 @@ class PriceOverride(BaseModel):
     cache_write_per_mtok: float | None = Field(default=None, ge=0)
 
 
+# Request keys a probe's ``params`` may not set: llmpulse builds them from the target (model),
+# the probe's messages (messages, contents, system, systemInstruction, input) and its kind
+# (stream, stream_options).
+PROBE_OWNED_PARAMS = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "system",
+        "contents",
+        "systemInstruction",
+        "input",
+    }
+)
+
+# The built-in correctness canary (``canary: true``): a probe of this name asks a question with
+# one right answer at temperature 0; a wrong or changed answer is ``canary_changed``.
+CANARY = "canary"
+CANARY_QUESTION = "What is 17 multiplied by 23? Reply with the number only."
+CANARY_ANSWER = "391"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Expectation:
     """What a probe's answer must satisfy: every field set is checked, and the first that fails

@@ -10,7 +10,9 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmpulse import catalog
 from llmpulse.config.errors import ConfigError
+from llmpulse.config.probes import ProbeConfig, canary_probe
 from llmpulse.durations import Duration
 from llmpulse.presets import DISCOVERABLE, PRESETS, protocol_for, vertex_base_url
 from llmpulse.result import CheckKind
@@ -35,7 +37,9 @@ class TargetConfig(BaseModel):
     model: str | None = None
     base_url: str | None = None
     api_key: str | None = None
-    checks: list[CheckKind] = Field(default_factory=_ALL_CHECKS.copy, min_length=1)
+    checks: list[CheckKind] = Field(default_factory=_ALL_CHECKS.copy)
+    probes: list[ProbeConfig] = Field(default_factory=list, max_length=64)
+    canary: bool = False  # the built-in correctness canary, off by default
     interval: Duration = 30.0
     timeout: Duration = 20.0
     connect_timeout: Duration = 5.0
@@ -111,6 +115,16 @@ class TargetConfig(BaseModel):
     def _unique_checks(cls, value: list[CheckKind]) -> list[CheckKind]:
         return list(dict.fromkeys(value))
 
+    @field_validator("probes")
+    @classmethod
+    def _unique_probes(cls, value: list[ProbeConfig]) -> list[ProbeConfig]:
+        seen: set[str] = set()
+        for probe in value:
+            if probe.name in seen:
+                raise ValueError(f"two probes are named {probe.name!r}; a name must be unique")
+            seen.add(probe.name)
+        return value
+
     @model_validator(mode="after")
     def _complete(self) -> TargetConfig:
         preset = PRESETS[self.provider]
@@ -129,6 +143,8 @@ class TargetConfig(BaseModel):
             raise ValueError("'api_version' is required for provider azure (e.g. 2024-10-21)")
         if self.first_token_timeout is not None and self.first_token_timeout > self.timeout:
             raise ValueError("'first_token_timeout' cannot exceed 'timeout'")
+        if not self.checks and not self.probes and not self.canary:
+            raise ValueError("'checks' is empty and there are no 'probes': nothing to run")
         return self
 
 
@@ -194,10 +210,14 @@ def resolve_target(
                     f"{where}targets[{index}].credentials_file: {credentials_file} is not a "
                     "file (expected the path of a service-account JSON file)"
                 )
-    return Target(
+    protocol = protocol_for(cfg.provider, model)
+    probes = tuple(p.resolve() for p in cfg.probes)
+    if cfg.canary:
+        probes += (canary_probe(protocol),)
+    target = Target(
         name=cfg.name or f"{cfg.provider}/{model}",
         provider=cfg.provider,
-        protocol=protocol_for(cfg.provider, model),
+        protocol=protocol,
         model=model,
         base_url=base_url,
         api_key=api_key,
@@ -222,4 +242,20 @@ def resolve_target(
         project=cfg.project,
         location=cfg.location,
         credentials_file=credentials_file,
+        probes=probes,
     )
+    _check_input_tokens(index, cfg, target, where)
+    return target
+
+
+def _check_input_tokens(index: int, cfg: TargetConfig, target: Target, where: str) -> None:
+    """A long-context prompt must fit the model's context window, when it is known."""
+    for i, probe in enumerate(cfg.probes):
+        if probe.input_tokens is None:
+            continue
+        window = catalog.context_window(target)
+        if window is not None and probe.input_tokens > window:
+            raise ConfigError(
+                f"{where}targets[{index}].probes[{i}].input_tokens: {probe.input_tokens} is over "
+                f"the context window of {target.model} ({window} tokens)"
+            )

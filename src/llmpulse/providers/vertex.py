@@ -20,6 +20,7 @@ import asyncio
 import datetime
 import functools
 import threading
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -93,10 +94,16 @@ class VertexGeminiProtocol(GeminiProtocol):
         return _publisher_model(target, "google")
 
     def completion_request(
-        self, target: Target, *, prompt: str, max_tokens: int, stream: bool
+        self,
+        target: Target,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        max_tokens: int,
+        stream: bool,
     ) -> RequestSpec:
         spec = super().completion_request(
-            target, prompt=prompt, max_tokens=max_tokens, stream=stream
+            target, messages=messages, params=params, max_tokens=max_tokens, stream=stream
         )
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         url = model_url(target, target.model, method)
@@ -122,10 +129,16 @@ class VertexAnthropicProtocol(AnthropicProtocol):
         return _publisher_model(target, "anthropic")
 
     def completion_request(
-        self, target: Target, *, prompt: str, max_tokens: int, stream: bool
+        self,
+        target: Target,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        max_tokens: int,
+        stream: bool,
     ) -> RequestSpec:
         spec = super().completion_request(
-            target, prompt=prompt, max_tokens=max_tokens, stream=stream
+            target, messages=messages, params=params, max_tokens=max_tokens, stream=stream
         )
         assert spec.json is not None
         method = "streamRawPredict" if stream else "rawPredict"

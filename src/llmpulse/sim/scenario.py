@@ -146,6 +146,9 @@ class ModelBehavior(BaseModel):
     # html: errors come as an HTML page, as from a proxy in front of the API.
     error_format: Literal["json", "html"] = "json"
     tool_call: ToolCall | None = None
+    # The answer's text, scripted (a model that answers right, or wrong); None: filler words,
+    # ``output_tokens`` of them. Cut into tokens at word boundaries; a token budget cuts it short.
+    answer: str | None = Field(None, max_length=100_000)
     ratelimit: RateLimit | None = None
     timeline: list[TimelineEntry] = Field(default_factory=list)
     # Replay the timeline every ``loop`` of scenario time: each period starts from the base

@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 from llmpulse.aio import new_event_loop
 from llmpulse.sim import anthropic, gemini, openai, statuspage, vertex, vertex_anthropic
 from llmpulse.sim.billing import BillingApi
-from llmpulse.sim.common import Limit, Plan, dumps, fragments, new_id
+from llmpulse.sim.common import Limit, Plan, answer_pieces, dumps, fragments, new_id
 from llmpulse.sim.scenario import (
     ModelBehavior,
     ProviderBill,
@@ -313,7 +313,9 @@ def _plan(protocol: str, model: str, b: ModelBehavior, body: Any, stream: bool, 
     ttft = b.ttft * (1 + random.uniform(-b.jitter, b.jitter)) if b.jitter else b.ttft
     input_tokens = b.input_tokens if b.input_tokens is not None else max(1, count_words(body))
     requested = proto.max_tokens(body) if isinstance(body, dict) else None
-    text, reasoning = b.output_tokens, b.reasoning_tokens
+    answer = None if b.answer is None else answer_pieces(b.answer)
+    text = b.output_tokens if answer is None else len(answer)
+    reasoning = b.reasoning_tokens
     finish = "stop"
     if requested is not None and text + reasoning > requested:
         # Reasoning is spent first, so a tiny budget can leave no visible text at all.
@@ -346,6 +348,7 @@ def _plan(protocol: str, model: str, b: ModelBehavior, body: Any, stream: bool, 
         behavior=b,
         tool=tool,
         tool_args=args,
+        answer=answer,
         include_usage=bool(options.get("include_usage")) if isinstance(options, dict) else False,
         body=body,
     )
