@@ -444,7 +444,7 @@ class Slo(BaseModel):
     """An SLO's figures over its rolling window, up to the current minute (``alerts.slo``)."""
 
     name: str
-    kind: Literal["availability", "ttft", "latency"]
+    kind: Literal["availability", "correctness", "ttft", "latency"]
     threshold_s: float | None = Field(description="ttft and latency: the good events' bound")
     sli: float | None = Field(description="Share of good events in the window (None: none)")
     objective: float = Field(description="The target share, a fraction")
