@@ -3,7 +3,8 @@
 Rules read an in-memory window of each target's latest results rather than the database, so
 evaluating thousands of targets after every check costs microseconds; the figures follow the
 same definitions as the stored rolling metrics (``ErrorClass.is_caller_limit`` and wrong answers,
-``ErrorClass.is_wrong_answer``, are excluded from error rates, quantiles are ``store.queries.exact_quantile``, the rank the rollup sketches use).
+``ErrorClass.is_wrong_answer``, are excluded from error rates, quantiles are
+``store.queries.exact_quantile``, the rank the rollup sketches use).
 """
 
 from __future__ import annotations
