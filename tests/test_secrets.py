@@ -102,7 +102,7 @@ def test_a_result_is_redacted_in_every_field_of_outside_text() -> None:
         "t", "openai", "m", CheckKind.STREAM, datetime.now(UTC), ok=False,
         error_message=f"HTTP 401: bad key {secret}", request_id=f"req {secret}",
         response_model=f"m ({secret})", system_fingerprint=secret, finish_reason=secret,
-        warnings=[f"odd {secret}"],
+        warnings=[f"odd {secret}"], answer_excerpt=f"the key is {secret}",
     )  # fmt: skip
     assert leaks(json.dumps(Redactor([secret]).result(result).to_json())) == []
 

@@ -18,7 +18,10 @@ import pytest
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import ConfigError, parse_config
+from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, Source, Usage
+from llmpulse.store import SQLiteStore
+from llmpulse.target import Probe
 from llmpulse.web.view import View
 from webserve import (
     ANTHROPIC,
@@ -810,3 +813,101 @@ def test_cost_totals_by_tag_cover_the_range_its_rows_do(tmp_path: Path) -> None:
     assert [(r.name, r.cost_usd) for r in report.rows] == [("feature=a", 3.0)]
     (total,) = report.totals
     assert (total.cost_usd, total.requests) == (3.0, 2)
+
+
+# --- Custom probes: each its own check, and the correctness rate beside availability ----------
+
+
+def test_custom_probes_show_as_their_own_checks_with_the_correct_rate(tmp_path: Path) -> None:
+    """A custom probe's wrong answers (``assertion``) lower the target's and the probe's
+    correct_rate and nothing else; the probe is a check of its own in every listing, and its
+    latest wrong answer comes with the answer's excerpt, redacted."""
+    now = time.time()
+    capital = Probe("capital", CheckKind.INFERENCE)
+    config = make_config()
+    config = dataclasses.replace(
+        config,
+        targets=[
+            dataclasses.replace(t, probes=(capital,)) if t.name == OPENAI else t
+            for t in config.targets
+        ],
+    )
+    hostile = f"<img src=x onerror=alert(1)> Lyon ({SECRET})"
+
+    def probe(i: int, wrong: bool) -> CheckResult:
+        return CheckResult(
+            target=OPENAI, provider="openai", model="gpt-4o-mini", check="capital",
+            kind=CheckKind.INFERENCE, timestamp=datetime.fromtimestamp(now - 290 + i * 60, UTC),
+            ok=not wrong, error_class=ErrorClass.ASSERTION if wrong else None,
+            error_message="answer does not contain 'Paris'" if wrong else None,
+            http_status=200, latency_ms=400.0, answer_excerpt=hostile if wrong else "Paris",
+        )  # fmt: skip
+
+    stream = [
+        CheckResult(
+            target=OPENAI, provider="openai", model="gpt-4o-mini", check=CheckKind.STREAM,
+            timestamp=datetime.fromtimestamp(now - 900 + i * 60, UTC), ok=True, latency_ms=300.0,
+            ttft_ms=100.0,
+        )
+        for i in range(4)
+    ]  # fmt: skip
+    # Capital: wrong at 2 and 3 of 0..4, right last; the latest wrong one is i = 3.
+    probes = [probe(i, i in (2, 3)) for i in range(5)]
+    with SQLiteStore(tmp_path / "r.db") as store:
+        store.write_results([*stream, *probes])
+    with ServedWeb(config, tmp_path / "r.db") as web, httpx.Client(base_url=web.url) as client:
+        targets = {t["name"]: t for t in get(client, "/api/v1/targets")}
+        assert targets[OPENAI]["checks"] == ["models", "inference", "stream", "capital"]
+
+        detail = get(client, f"/api/v1/targets/{OPENAI}")
+        card = detail["card"]
+        assert card["correct_rate"] == pytest.approx(7 / 9)  # 4 stream + 3 capital ok of 9
+        assert card["availability"] == 1.0 and card["error_rate"] == 0.0
+        assert card["status"] == "up"  # its latest check answered right
+        assert detail["windows"]["1h"]["correct_rate"] == pytest.approx(7 / 9)
+        checks = {c["name"]: c for c in detail["checks"]}
+        assert list(checks) == ["models", "inference", "stream", "capital"]
+        assert {n: (c["kind"], c["custom"]) for n, c in checks.items()} == {
+            "models": ("models", False), "inference": ("inference", False),
+            "stream": ("stream", False), "capital": ("inference", True),
+        }  # fmt: skip
+        mine = checks["capital"]
+        assert (mine["count"], mine["window"]) == (5, "24h")
+        assert mine["correct_rate"] == pytest.approx(3 / 5)
+        assert mine["availability"] == 1.0 and mine["error_rate"] == 0.0
+        assert mine["last_ok"] is True and mine["last_error"] is None
+        wrong = mine["last_wrong_answer"]
+        assert wrong["ts"] == pytest.approx(now - 290 + 3 * 60)
+        assert wrong["message"] == "answer does not contain 'Paris'"
+        assert wrong["answer_excerpt"].startswith("<img src=x onerror=alert(1)> Lyon (")
+        assert "[redacted]" in wrong["answer_excerpt"]
+        assert checks["stream"]["correct_rate"] == 1.0
+        assert checks["stream"]["last_wrong_answer"] is None
+        assert checks["models"]["count"] == 0 and checks["models"]["correct_rate"] is None
+
+        results = get(client, "/api/v1/results", target=OPENAI, check="capital")["results"]
+        assert len(results) == 5 and {(r["check"], r["kind"]) for r in results} == {
+            ("capital", "inference")
+        }
+        assert results[1]["error_class"] == "assertion"
+        assert "[redacted]" in results[1]["answer_excerpt"]
+        kinds = {r["check"]: r["kind"] for r in get(client, "/api/v1/results")["results"]}
+        assert kinds == {"capital": "inference", "stream": "stream"}
+
+        groups = get(client, "/api/v1/aggregates", by="target", check="capital")["groups"]
+        assert groups[OPENAI]["correct_rate"] == pytest.approx(3 / 5)
+        assert groups[OPENAI]["errors"] == {"assertion": 2}
+        by_provider = get(client, "/api/v1/aggregates", by="provider")["groups"]
+        assert by_provider["openai"]["correct_rate"] == pytest.approx(7 / 9)
+        series = get(client, "/api/v1/series", target=OPENAI, range="1h", check="capital")
+        assert [v for v in series["correct_rate"] if v is not None] == [1, 1, 0, 0, 1]
+        assert series["errors"]["assertion"][-10:].count(1) == 2
+
+        # The newest result answered wrong: degraded (it answers), never down.
+        store = SQLiteStore(tmp_path / "r.db")
+        with store:
+            store.write_results([dataclasses.replace(probe(9, True), timestamp=datetime.now(UTC))])
+        card = get(client, f"/api/v1/targets/{OPENAI}")["card"]
+        assert card["status"] == "degraded"
+        assert card["status_reason"] == "wrong answer (capital): answer does not contain 'Paris'"
+        assert card["last_error"]["class"] == "assertion"

@@ -203,6 +203,7 @@ class Redactor:
         result.system_fingerprint = self.clipped(result.system_fingerprint)
         result.finish_reason = self.clipped(result.finish_reason)
         result.warnings = [self.clipped(w) for w in result.warnings]
+        result.answer_excerpt = self.clipped(result.answer_excerpt)
         return result
 
 
