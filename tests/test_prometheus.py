@@ -350,7 +350,7 @@ def test_a_custom_probe_is_its_own_check_and_wrong_answers_their_own_class() -> 
                 kind=CheckKind.INFERENCE,
                 error_class=error,
                 latency_ms=400,
-            )  # fmt: skip
+            )
         )
     exporter.observe(ok_stream())
     samples = scrape(exporter)
