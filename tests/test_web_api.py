@@ -18,10 +18,8 @@ import pytest
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import ConfigError, parse_config
-from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, Source, Usage
-from llmpulse.store import SQLiteStore
-from llmpulse.target import Probe
+from llmpulse.store import ResultFilter, SQLiteStore
 from llmpulse.web.view import View
 from webserve import (
     ANTHROPIC,
@@ -36,6 +34,7 @@ from webserve import (
     make_config,
     official_statuses,
     seed,
+    seed_probes,
 )
 
 
@@ -823,38 +822,7 @@ def test_custom_probes_show_as_their_own_checks_with_the_correct_rate(tmp_path: 
     correct_rate and nothing else; the probe is a check of its own in every listing, and its
     latest wrong answer comes with the answer's excerpt, redacted."""
     now = time.time()
-    capital = Probe("capital", CheckKind.INFERENCE)
-    config = make_config()
-    config = dataclasses.replace(
-        config,
-        targets=[
-            dataclasses.replace(t, probes=(capital,)) if t.name == OPENAI else t
-            for t in config.targets
-        ],
-    )
-    hostile = f"<img src=x onerror=alert(1)> Lyon ({SECRET})"
-
-    def probe(i: int, wrong: bool) -> CheckResult:
-        return CheckResult(
-            target=OPENAI, provider="openai", model="gpt-4o-mini", check="capital",
-            kind=CheckKind.INFERENCE, timestamp=datetime.fromtimestamp(now - 290 + i * 60, UTC),
-            ok=not wrong, error_class=ErrorClass.ASSERTION if wrong else None,
-            error_message="answer does not contain 'Paris'" if wrong else None,
-            http_status=200, latency_ms=400.0, answer_excerpt=hostile if wrong else "Paris",
-        )  # fmt: skip
-
-    stream = [
-        CheckResult(
-            target=OPENAI, provider="openai", model="gpt-4o-mini", check=CheckKind.STREAM,
-            timestamp=datetime.fromtimestamp(now - 900 + i * 60, UTC), ok=True, latency_ms=300.0,
-            ttft_ms=100.0,
-        )
-        for i in range(4)
-    ]  # fmt: skip
-    # Capital: wrong at 2 and 3 of 0..4, right last; the latest wrong one is i = 3.
-    probes = [probe(i, i in (2, 3)) for i in range(5)]
-    with SQLiteStore(tmp_path / "r.db") as store:
-        store.write_results([*stream, *probes])
+    config = seed_probes(tmp_path / "r.db", now)
     with ServedWeb(config, tmp_path / "r.db") as web, httpx.Client(base_url=web.url) as client:
         targets = {t["name"]: t for t in get(client, "/api/v1/targets")}
         assert targets[OPENAI]["checks"] == ["models", "inference", "stream", "capital"]
@@ -904,9 +872,11 @@ def test_custom_probes_show_as_their_own_checks_with_the_correct_rate(tmp_path: 
         assert series["errors"]["assertion"][-10:].count(1) == 2
 
         # The newest result answered wrong: degraded (it answers), never down.
-        store = SQLiteStore(tmp_path / "r.db")
-        with store:
-            store.write_results([dataclasses.replace(probe(9, True), timestamp=datetime.now(UTC))])
+        with SQLiteStore(tmp_path / "r.db") as store:
+            (wrong_before,) = store.latest_results(
+                limit=1, where=ResultFilter(check="capital", error_class="assertion")
+            )
+            store.write_results([dataclasses.replace(wrong_before, timestamp=datetime.now(UTC))])
         card = get(client, f"/api/v1/targets/{OPENAI}")["card"]
         assert card["status"] == "degraded"
         assert card["status_reason"] == "wrong answer (capital): answer does not contain 'Paris'"

@@ -277,9 +277,9 @@ function renderChecks(checks) {
         el("td", {class: "nowrap", "data-field": "last_check_ts", "data-value": c.last_check_ts ?? "", text: c.last_check_ts == null ? "—" : fmtAgo(c.last_check_ts)}),
         el(
           "td",
-          {class: "msg", "data-field": "last_wrong_answer", "data-value": wrong ? wrong.ts : ""},
+          {class: wrong ? "msg" : "faint", "data-field": "last_wrong_answer", "data-value": wrong ? wrong.ts : ""},
           wrong ? el("span", {text: `${fmtAgo(wrong.ts)}: ${wrong.message ?? "expectation failed"}`}) : "—",
-          wrong && wrong.answer_excerpt != null ? el("q", {class: "mono", "data-testid": "answer-excerpt", text: wrong.answer_excerpt}) : "",
+          wrong && wrong.answer_excerpt != null ? [el("br"), "answered ", el("q", {class: "mono", "data-testid": "answer-excerpt", text: wrong.answer_excerpt})] : "",
         ),
       );
     }),
