@@ -458,10 +458,13 @@ def test_totals_filters_empty_ranges_and_steps(days4):
     with pytest.raises(ValueError):
         store.totals(T0, NOW, step_s=90)
     # Rollups keep neither, so such a filter could hold for the raw rows of the span alone.
-    with pytest.raises(ValueError, match="region nor source"):
+    refused = "neither region, source nor error class"
+    with pytest.raises(ValueError, match=refused):
         store.totals(T0, NOW, where=ResultFilter(region="eu-west"))
-    with pytest.raises(ValueError, match="region nor source"):
+    with pytest.raises(ValueError, match=refused):
         store.summarize(T0, NOW, where=ResultFilter(source="traffic"))
+    with pytest.raises(ValueError, match=refused):
+        store.summarize(T0, NOW, where=ResultFilter(error_class="assertion"))
 
 
 def test_totals_of_an_empty_store(backend):
@@ -1383,3 +1386,8 @@ def test_assertions_roll_up_through_every_tier_and_give_the_correct_rate(backend
         assert stream.correct_rate == 1.0
         latest = store.latest_results(limit=1, where=ResultFilter(check="capital"))[0]
         assert latest.kind is CheckKind.INFERENCE and latest.check == "capital"
+        # The latest wrong answer, from the raw rows (rollups keep no single result's class).
+        wrong = ResultFilter(check="capital", error_class="assertion")
+        (last_wrong,) = store.latest_results(limit=1, where=wrong)
+        assert last_wrong.timestamp == max(r.timestamp for r in probe if not r.ok)
+        assert last_wrong.answer_excerpt == "Lyon"
