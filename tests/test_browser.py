@@ -37,7 +37,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from llmpulse.alerts.state import AlertStateStore, state_paths
-from webserve import ANTHROPIC, OPENAI, ServedWeb, make_config, seed
+from webserve import ANTHROPIC, OPENAI, ServedWeb, make_config, seed, seed_probes
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -606,6 +606,63 @@ def test_breakdowns_by_region_and_source_match_the_api(seeded_tab: Tab) -> None:
     charts = tab.page.evaluate(CONTEXT_CHARTS)
     assert charts["traffic"]["empty"] == charts["probe"]["empty"] == "true"
     tab.assert_console_clean()
+
+
+CHECKS_SNAPSHOT = """() => {
+  const table = document.querySelector('[data-testid="checks-table"]');
+  const field = (row, name) => row.querySelector(`[data-field="${name}"]`);
+  return {
+    hidden: document.querySelector('[data-testid="checks"]').hidden,
+    injected: document.querySelectorAll("main img").length,
+    correct: document.querySelector('[data-testid="window-stats"] [data-field="correct_rate"] .v')
+      .dataset.value,
+    rows: [...table.querySelectorAll('[data-testid="check-row"]')].map((r) => ({
+      name: r.dataset.name,
+      kind: r.dataset.kind,
+      custom: r.dataset.custom,
+      kindText: field(r, "kind").textContent,
+      correct: field(r, "correct_rate").dataset.value,
+      wrong: field(r, "last_wrong_answer").dataset.value,
+      excerpt: r.querySelector('[data-testid="answer-excerpt"]')?.textContent ?? null,
+    })),
+    checkCells: [...document.querySelectorAll('[data-testid="result-row"] [data-field="check"]')]
+      .map((c) => [c.textContent, c.dataset.kind]),
+  };
+}"""
+
+
+def test_custom_probes_are_checks_of_their_own_and_wrong_answers_show_as_text(
+    browser: Browser, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    db = tmp_path / "r.db"
+    config = seed_probes(db, time.time())
+    with ServedWeb(config, db) as web, _open_tab(browser, web.url, request) as tab:
+        with _expect_api(tab.page, "/api/v1/targets/" + quote(OPENAI, safe="")) as first:
+            tab.goto("/targets/" + quote(OPENAI, safe=""))
+        detail = first.value.json()
+        tab.page.wait_for_selector('[data-testid="check-row"][data-name="capital"]')
+        tab.page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=result-row]').length === 9"
+        )
+        dom = tab.page.evaluate(CHECKS_SNAPSHOT)
+        assert not dom["hidden"]
+        assert _same(dom["correct"], detail["windows"]["24h"]["correct_rate"])
+        assert [(r["name"], r["kind"], r["custom"]) for r in dom["rows"]] == [
+            ("models", "models", "false"), ("inference", "inference", "false"),
+            ("stream", "stream", "false"), ("capital", "inference", "true"),
+        ]  # fmt: skip
+        capital = dom["rows"][-1]
+        summary = next(c for c in detail["checks"] if c["name"] == "capital")
+        assert capital["kindText"] == "inference · custom probe"
+        assert _same(capital["correct"], summary["correct_rate"])
+        assert _same(capital["wrong"], summary["last_wrong_answer"]["ts"])
+        # The answer is shown as the text it is: its markup never becomes an element.
+        assert capital["excerpt"] == summary["last_wrong_answer"]["answer_excerpt"]
+        assert capital["excerpt"].startswith("<img src=x onerror=alert(1)> Lyon (")
+        assert dom["injected"] == 0
+        assert ["capital (inference)", "inference"] in dom["checkCells"]
+        assert ["stream", "stream"] in dom["checkCells"]
+        tab.screenshot("target-custom-probes")
 
 
 # ---- SLOs -------------------------------------------------------------------------------------

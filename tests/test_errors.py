@@ -99,4 +99,9 @@ def test_error_class_strings_are_stable():
         "timeout",
         "connection",
         "protocol",
+        "assertion",
     ]
+    # A wrong answer is its own signal: neither an outage nor a caller limit.
+    wrong = ErrorClass.ASSERTION
+    assert wrong.is_wrong_answer and not wrong.is_outage and not wrong.is_caller_limit
+    assert [c for c in ErrorClass if c.is_wrong_answer] == [wrong]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from datetime import UTC, datetime
 
 import httpx
@@ -23,9 +24,11 @@ from llmpulse.alerts.metric_rules import (
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.status import target_status
 from llmpulse.config import ConfigError, parse_config
+from llmpulse.config.match import ResultMatch, resolve_match
 from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.rules import METRICS, Severity, resolve_rules
+from llmpulse.target import Probe
 from test_daemon import FAST, gateway_beside, make_config, served, wait_for
 from test_gateway_proxy import deployment
 
@@ -120,7 +123,6 @@ def test_a_custom_rule_resolves_with_its_threshold_in_the_metric_unit():
     ("fields", "error"),
     [
         ({"metric": "ttft_p42"}, r"rules\.custom\[0\]\.metric: unknown metric; expected one of"),
-        ({"metric": "correct_rate"}, r"rules\.custom\[0\]\.metric: correct_rate needs probes"),
         ({"metric": "error_rate", "threshold": "4s"}, r"\.threshold: error_rate is a fraction"),
         ({"metric": "error_rate", "threshold": 5}, r"\.threshold: error_rate is a fraction"),
         ({"threshold": "fast"}, r"\.threshold: ttft_p99 is in seconds"),
@@ -178,6 +180,27 @@ def test_match_resolves_targets_models_checks_and_sources():
     assert not c.selection.admits(result(0))  # no region: ""
 
 
+def test_match_check_selects_custom_probes_by_name_or_by_kind():
+    probes = (Probe("capital", CheckKind.INFERENCE), Probe("json-mode", CheckKind.STREAM))
+    cfg = config()
+    targets = [dataclasses.replace(cfg.targets[0], probes=probes), *cfg.targets[1:]]
+    capital = result(0, check="capital", kind=CheckKind.INFERENCE)
+    builtin = result(0, check=CheckKind.INFERENCE)
+    by_name = resolve_match(ResultMatch(check=["capital"]), targets, "r")
+    assert by_name.checks == {"capital"}
+    assert by_name.admits(capital) and not by_name.admits(builtin)
+    by_kind = resolve_match(ResultMatch(check=["inference"]), targets, "r")
+    assert by_kind.admits(capital) and by_kind.admits(builtin)
+    assert not by_kind.admits(result(0, check="json-mode", kind=CheckKind.STREAM))
+    globbed = resolve_match(ResultMatch(check=["json-*", "cap*"]), targets, "r")
+    assert globbed.checks == {"capital", "json-mode"}
+    # Only the probes of the targets the rule selects are names it may use.
+    with pytest.raises(ConfigError, match=r"^r\.check: matches none of models, .*, long_context$"):
+        resolve_match(ResultMatch(target=["claude"], check=["capital"]), targets, "r")
+    with pytest.raises(ConfigError, match=r"^r\.check: matches none of .*, capital, json-mode$"):
+        resolve_match(ResultMatch(check=["chat"]), targets, "r")
+
+
 # --- each metric's value --------------------------------------------------------------------
 
 
@@ -229,6 +252,24 @@ def test_rates_totals_ratio_and_max():
     assert value_of("tokens_per_request", mixed) == pytest.approx(420 / 2)
     assert value_of("cost_usd", mixed) == pytest.approx(0.75)
     assert value_of("ratelimit_utilization", mixed) == 0.9
+
+
+def test_wrong_answers_count_in_correct_rate_alone():
+    wrong = ErrorClass.ASSERTION
+    results = [
+        result(0),
+        result(1),
+        result(2),
+        result(3, check="capital", kind=CheckKind.INFERENCE, error_class=wrong),
+        result(4, error_class=ErrorClass.UNAVAILABLE),  # not answered: not in correct_rate
+        result(5, error_class=ErrorClass.RATE_LIMITED),
+    ]
+    assert value_of("correct_rate", results) == pytest.approx(3 / 4)
+    assert value_of("error_rate", results) == pytest.approx(1 / 6)  # the 503 alone
+    assert value_of("availability", results) == pytest.approx(5 / 6)
+    assert value_of("correct_rate", [result(0, error_class=ErrorClass.TIMEOUT)]) is None
+    # By kind: the custom probe is the only inference check here.
+    assert value_of("correct_rate", results, match={"check": "inference"}) == 0.0
 
 
 def test_subjects_by_provider_model_and_all():
@@ -487,3 +528,20 @@ def test_custom_and_informational_alerts_leave_a_target_status_alone():
     assert target_status(quiet, latest, 30, T0 + 1).status == "up"
     slow = target_status([*quiet, firing("ttft_p95_high")], latest, 30, T0 + 1)
     assert (slow.status, slow.reason) == ("degraded", "ttft_p95_high fired")
+
+
+def test_a_target_answering_wrong_is_degraded_not_down():
+    wrong = result(
+        0, check="capital", kind=CheckKind.INFERENCE, error_class=ErrorClass.ASSERTION,
+        error_message="answer does not contain 'Paris'",
+    )  # fmt: skip
+    status = target_status([], wrong, 30, T0 + 1)
+    assert status.status == "degraded" and status.since == T0
+    assert status.reason == "wrong answer (capital): answer does not contain 'Paris'"
+    # A firing availability rule still says down; a right answer next says up.
+    page = AlertRecord(
+        fingerprint("error_rate_critical", "oa-mini"), "error_rate_critical", "oa-mini",
+        "openai", Severity.CRITICAL, state=AlertState.FIRING, fired_at=T0, summary="errors",
+    )  # fmt: skip
+    assert target_status([page], wrong, 30, T0 + 1).status == "down"
+    assert target_status([], result(1), 30, T0 + 2).status == "up"

@@ -160,6 +160,7 @@ def test_checks_are_counted_by_target_check_and_error_type(samples: list[Sample]
         "gen_ai_provider_name",
         "gen_ai_request_model",
         "llmpulse_check",
+        "llmpulse_check_kind",
         "error_type",
     }
     assert one.labels["llmpulse_target"] == TARGET
@@ -187,6 +188,7 @@ def test_operation_duration_uses_the_semconv_buckets_and_labels(samples: list[Sa
         "gen_ai_response_model": SERVED,
         "llmpulse_target": TARGET,
         "llmpulse_check": "stream",
+        "llmpulse_check_kind": "stream",
         "error_type": "",
         "le": "0.01",
     }
@@ -266,7 +268,7 @@ def test_context_utilization_histogram() -> None:
     assert count.value == 3
     assert set(count.labels) == {
         "gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
-        "gen_ai_response_model", "llmpulse_target", "llmpulse_check",
+        "gen_ai_response_model", "llmpulse_target", "llmpulse_check", "llmpulse_check_kind",
     }  # fmt: skip
     assert (count.labels["llmpulse_check"], count.labels["gen_ai_response_model"]) == (
         "stream",
@@ -319,6 +321,58 @@ def test_snapshot_gauges(samples: list[Sample]) -> None:
         "maintenance": 0,
         "unknown": 0,
     }
+
+
+def test_a_custom_probe_is_its_own_check_and_wrong_answers_their_own_class() -> None:
+    """The check label is the probe's name, the kind label its kind; a wrong answer counts
+    under error_type="assertion", so the correctness rate is a PromQL ratio of the counter,
+    and the snapshot's correct-rate gauge sits beside availability."""
+    exporter = MetricsExporter(
+        lambda: Snapshot(
+            targets=(
+                TargetSnapshot(
+                    TARGET, "openai", "gpt-4o-mini", Status.DEGRADED, 1.0, correct_rate=0.6
+                ),
+            ),
+            availability_window="1h",
+        )
+    )
+    for ok in (True, True, True, False, False):
+        error = None if ok else ErrorClass.ASSERTION
+        exporter.observe(
+            CheckResult(
+                TARGET,
+                "openai",
+                "gpt-4o-mini",
+                "capital",
+                datetime.now(UTC),
+                ok,
+                kind=CheckKind.INFERENCE,
+                error_class=error,
+                latency_ms=400,
+            )
+        )
+    exporter.observe(ok_stream())
+    samples = scrape(exporter)
+    counted = {
+        (s.labels["llmpulse_check"], s.labels["llmpulse_check_kind"], s.labels["error_type"]): (
+            s.value
+        )
+        for s in series(samples, "llmpulse_checks_total")
+    }
+    assert counted == {
+        ("capital", "inference", ""): 3,
+        ("capital", "inference", "assertion"): 2,
+        ("stream", "stream", ""): 1,
+    }
+    duration = series(
+        samples, "gen_ai_client_operation_duration_seconds_count", llmpulse_check="capital"
+    )
+    assert {s.labels["gen_ai_operation_name"] for s in duration} == {"chat"}
+    (correct,) = series(samples, "llmpulse_target_correct_ratio")
+    assert correct.value == 0.6 and correct.labels["llmpulse_window"] == "1h"
+    (availability,) = series(samples, "llmpulse_target_availability_ratio")
+    assert availability.value == 1.0
 
 
 def test_snapshot_is_read_at_every_scrape() -> None:
@@ -401,6 +455,7 @@ def test_no_key_url_or_message_in_the_exposition(samples: list[Sample]) -> None:
     allowed = {
         "llmpulse_target",
         "llmpulse_check",
+        "llmpulse_check_kind",
         "llmpulse_window",
         "gen_ai_operation_name",
         "gen_ai_provider_name",

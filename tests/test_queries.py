@@ -203,9 +203,29 @@ def test_error_rate_availability_and_errors(store):
         assert agg.availability == pytest.approx(0.9)  # only unavailable is an outage
 
 
+def test_wrong_answers_count_in_the_correct_rate_alone(store):
+    now = T0 + DAY
+    start = now - 200
+    classes = [None] * 6 + [ErrorClass.ASSERTION] * 2 + [ErrorClass.TIMEOUT, ErrorClass.QUOTA]
+    store.write_results([res(start + i, error=c) for i, c in enumerate(classes)])
+    for window_s, rolled in ((300, False), (86400, False), (86400, True)):
+        if rolled:
+            store.rollup(now)
+        agg = aggregate(store, window_s, now=now)
+        assert agg.correct_rate == pytest.approx(6 / 8)  # timeout and quota never answered
+        assert agg.error_rate == pytest.approx(0.1)  # the timeout alone
+        assert agg.error_rate_all == pytest.approx(0.4)
+        assert agg.availability == pytest.approx(0.9)
+        assert series(store, "t1", 3600, 3600, now=now)[-1]["correct_rate"] == pytest.approx(0.75)
+    # Nothing answered: no rate, rather than 0 or 1.
+    store.write_results([res(now + 10, error=ErrorClass.TIMEOUT)])
+    assert aggregate(store, 5, now=now + 11).correct_rate is None
+
+
 def test_empty_window(store):
     agg = aggregate(store, 86400, now=T0)
     assert agg.count == 0 and agg.availability is None and agg.error_rate is None
+    assert agg.correct_rate is None
     assert agg.latency_p50 is None and agg.cost_total is None
     assert agg.context_utilization_p95 is None and agg.context_utilization_max is None
     assert aggregate_by_target(store, 300, now=T0) == {}

@@ -40,12 +40,17 @@ def test_ttft_p95():
     assert old["ttft_p95_high"].active is None
 
 
-def test_error_rates_exclude_rate_limits_and_quota():
+def test_error_rates_exclude_rate_limits_quota_and_wrong_answers():
     results = [res(i) for i in range(6)] + [
         res(10 + i, error=ErrorClass.RATE_LIMITED) for i in range(4)
     ]
     ev = evaluate(results, 20)
     assert ev["error_rate_warning"].value == 0 and not ev["error_rate_warning"].active
+    # Answers that failed an expectation are correct_rate's signal, not an error rate's.
+    wrong = [res(i) for i in range(4)] + [res(10 + i, error=ErrorClass.ASSERTION) for i in range(6)]
+    ev = evaluate(wrong, 20)
+    assert ev["error_rate_critical"].value == 0 and not ev["error_rate_critical"].active
+    assert not ev["consecutive_unavailable"].active
     results = [res(i) for i in range(7)] + [
         res(10 + i, error=ErrorClass.SERVER_ERROR) for i in range(3)
     ]

@@ -167,6 +167,13 @@ def test_a_duplicate_name_and_a_missing_key_are_refused() -> None:
         config({"name": "s"})  # type: ignore[arg-type]
 
 
+def test_a_correctness_slo_takes_no_threshold() -> None:
+    s = one(sli="correctness")
+    assert (s.sli, s.threshold_s) == ("correctness", None)
+    with pytest.raises(ConfigError, match=r"^slos\[0\]\.threshold: not used by sli correctness"):
+        one(sli="correctness", threshold="1s")
+
+
 # --- events and counts ----------------------------------------------------------------------
 
 
@@ -194,8 +201,19 @@ def test_what_is_an_event_and_what_is_good() -> None:
 
     latency = one(sli="latency", threshold="1s")
     assert slo.judge(latency, result(T0, latency_ms=1000)) is True
+    wrong = ErrorClass.ASSERTION  # a wrong answer on time is a good latency event
+    assert slo.judge(latency, result(T0, latency_ms=900, error=wrong)) is True
+    assert slo.judge(latency, result(T0, latency_ms=1100, error=wrong)) is False
     assert slo.judge(latency, result(T0, check=stream, latency_ms=1500)) is False
     assert slo.judge(latency, result(T0, check=CheckKind.MODELS)) is None
+
+    # Correctness: the answered results are the events, right answers the good ones.
+    right = one(sli="correctness")
+    assert slo.judge(right, result(T0)) is True
+    assert slo.judge(right, result(T0, error=ErrorClass.ASSERTION)) is False
+    for unanswered in (ErrorClass.UNAVAILABLE, ErrorClass.RATE_LIMITED, ErrorClass.AUTH):
+        assert slo.judge(right, result(T0, error=unanswered)) is None
+    assert slo.judge(avail, result(T0, error=ErrorClass.ASSERTION)) is True  # it answered
     assert slo.judge(latency, result(T0, error=ErrorClass.RATE_LIMITED)) is None
 
 

@@ -23,6 +23,7 @@ from llmpulse.store import (
     Totals,
     migrations,
     open_store,
+    queries,
     redact_url,
     sqlitedb,
 )
@@ -457,10 +458,13 @@ def test_totals_filters_empty_ranges_and_steps(days4):
     with pytest.raises(ValueError):
         store.totals(T0, NOW, step_s=90)
     # Rollups keep neither, so such a filter could hold for the raw rows of the span alone.
-    with pytest.raises(ValueError, match="region nor source"):
+    refused = "neither region, source nor error class"
+    with pytest.raises(ValueError, match=refused):
         store.totals(T0, NOW, where=ResultFilter(region="eu-west"))
-    with pytest.raises(ValueError, match="region nor source"):
+    with pytest.raises(ValueError, match=refused):
         store.summarize(T0, NOW, where=ResultFilter(source="traffic"))
+    with pytest.raises(ValueError, match=refused):
+        store.summarize(T0, NOW, where=ResultFilter(error_class="assertion"))
 
 
 def test_totals_of_an_empty_store(backend):
@@ -1321,3 +1325,69 @@ def test_daily_spend_is_whole_when_raw_results_are_kept_less_than_a_day(backend)
             report = store.cost_report(by, T0, T0 + DAY)
             assert report.exact, by
             assert_costs_equal(reported(report.rows), expected_costs(results, by, T0, T0 + DAY))
+
+
+# --- Correctness: answers that failed an expectation, counted in every tier ------------------
+
+
+def test_assertions_roll_up_through_every_tier_and_give_the_correct_rate(backend):
+    """A custom probe's wrong answers (``assertion``) are counted per bucket at every tier, so
+    correct_rate = ok / (ok + assertion) is the same from raw rows and from rollups, and they
+    never count against availability or the error rate."""
+    rng = random.Random(7)
+    probe = []
+    for i in range(int(4.31 * DAY // 420)):
+        wrong = rng.random() < 0.3
+        probe.append(
+            at(
+                T0 + i * 420 + rng.uniform(0, 60),
+                "a",
+                check="capital",
+                kind=CheckKind.INFERENCE,
+                ok=not wrong,
+                error_class=ErrorClass.ASSERTION if wrong else None,
+                answer_excerpt="Lyon" if wrong else "Paris",
+            )
+        )
+    results = history(4.31, seed=9) + probe
+    with backend.open() as store:
+        store.write_results(results)
+        store.rollup(NOW - 400)
+        for step in (60, 3600, 21600, DAY):
+            want: dict[int, list[int]] = {}
+            for r in probe:
+                ts = r.timestamp.timestamp()
+                if ts < NOW:
+                    counts = want.setdefault(int(ts // step * step), [0, 0])
+                    counts[0 if r.ok else 1] += 1
+            got = store.summarize(
+                T0, NOW, group_by="bucket", step_s=step, where=ResultFilter(check="capital")
+            )
+            assert {int(k): [s.ok, s.assertions] for k, s in got.items()} == want, step
+        answered = [r for r in probe if r.timestamp.timestamp() < NOW]
+        ok = sum(r.ok for r in answered)
+        for window in ("1h", "30d"):  # exact from raw rows; merged from every tier
+            span = queries.WINDOWS[window]
+            agg = queries.aggregate(store, span, now=NOW, check="capital")
+            inside = [r for r in answered if r.timestamp.timestamp() >= NOW - span]
+            good = sum(r.ok for r in inside)
+            assert agg.correct_rate == pytest.approx(good / len(inside)), window
+            assert agg.availability == 1.0 and agg.error_rate == 0.0
+            assert agg.errors == {"assertion": len(inside) - good}
+        overall = queries.aggregate(store, 30 * DAY, now=NOW, target="a")
+        others = [r for r in results if r.target == "a" and r.timestamp.timestamp() < NOW]
+        assert overall.correct_rate == pytest.approx(
+            sum(r.ok for r in others)
+            / sum(r.ok or r.error_class is ErrorClass.ASSERTION for r in others)
+        )
+        assert ok < len(answered)
+        # Built-in checks only: nothing asserted, every answer correct.
+        stream = queries.aggregate(store, 30 * DAY, now=NOW, check="stream")
+        assert stream.correct_rate == 1.0
+        latest = store.latest_results(limit=1, where=ResultFilter(check="capital"))[0]
+        assert latest.kind is CheckKind.INFERENCE and latest.check == "capital"
+        # The latest wrong answer, from the raw rows (rollups keep no single result's class).
+        wrong = ResultFilter(check="capital", error_class="assertion")
+        (last_wrong,) = store.latest_results(limit=1, where=wrong)
+        assert last_wrong.timestamp == max(r.timestamp for r in probe if not r.ok)
+        assert last_wrong.answer_excerpt == "Lyon"

@@ -242,6 +242,7 @@ async def test_probes_export_genai_spans_and_metrics(
         assert a["gen_ai.request.model"] == r.model
         assert a["server.address"] == "127.0.0.1" and a["server.port"] == port
         assert a["llmpulse.source"] == "probe" and a["llmpulse.check"] == str(r.check)
+        assert a["llmpulse.check.kind"] == r.kind.value
         assert (a["llmpulse.agent"], a["llmpulse.region"]) == ("probe-1", "eu-west")
         assert "api_key" not in str(a) and "sk-test" not in str(span)
         if r.ok:
@@ -426,6 +427,28 @@ def test_the_sdk_environment_variables_configure_an_empty_section(
     assert "gen_ai.usage.input_tokens" not in a  # estimated counts are not the provider's
     names = {(name, tuple(sorted(p))) for name, _, _, p, _, _ in collector.points}
     assert {n for n, _ in names} == {"gen_ai.client.operation.duration"}  # no tokens, no TTFT
+
+
+def test_a_custom_probe_is_exported_under_its_name_with_its_kind(collector: Collector) -> None:
+    base = {"targets": [{"provider": "openai", "model": "gpt-4o-mini", "api_key": "${K}"}]}
+    config = parse_config({**base, "telemetry": {"endpoint": collector.url}}, env={"K": "k"})
+    assert config.telemetry is not None
+    telemetry = Telemetry(config.telemetry, config.targets)
+    result = CheckResult(
+        "openai/gpt-4o-mini", "openai", "gpt-4o-mini", "capital", datetime.now(UTC), ok=False,
+        kind=CheckKind.INFERENCE, error_class=ErrorClass.ASSERTION, http_status=200,
+        error_message="answer does not contain 'Paris'", latency_ms=400.0,
+    )  # fmt: skip
+    telemetry.emit(result)
+    telemetry.shutdown()
+    ((_, span),) = collector.spans
+    a = attrs(span.attributes)
+    assert (a["llmpulse.check"], a["llmpulse.check.kind"]) == ("capital", "inference")
+    assert a["gen_ai.operation.name"] == "chat" and a["error.type"] == "assertion"
+    points = [p for name, _, _, p, _, _ in collector.points if name.endswith("duration")]
+    assert {(p["llmpulse.check"], p["llmpulse.check.kind"]) for p in points} == {
+        ("capital", "inference")
+    }
 
 
 def test_telemetry_config_is_off_unless_present_and_never_holds_a_literal_secret() -> None:

@@ -19,6 +19,7 @@ from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import ConfigError, parse_config
 from llmpulse.result import CheckKind, CheckResult, Source, Usage
+from llmpulse.store import ResultFilter, SQLiteStore
 from llmpulse.web.view import View
 from webserve import (
     ANTHROPIC,
@@ -33,6 +34,7 @@ from webserve import (
     make_config,
     official_statuses,
     seed,
+    seed_probes,
 )
 
 
@@ -810,3 +812,72 @@ def test_cost_totals_by_tag_cover_the_range_its_rows_do(tmp_path: Path) -> None:
     assert [(r.name, r.cost_usd) for r in report.rows] == [("feature=a", 3.0)]
     (total,) = report.totals
     assert (total.cost_usd, total.requests) == (3.0, 2)
+
+
+# --- Custom probes: each its own check, and the correctness rate beside availability ----------
+
+
+def test_custom_probes_show_as_their_own_checks_with_the_correct_rate(tmp_path: Path) -> None:
+    """A custom probe's wrong answers (``assertion``) lower the target's and the probe's
+    correct_rate and nothing else; the probe is a check of its own in every listing, and its
+    latest wrong answer comes with the answer's excerpt, redacted."""
+    now = time.time()
+    config = seed_probes(tmp_path / "r.db", now)
+    with ServedWeb(config, tmp_path / "r.db") as web, httpx.Client(base_url=web.url) as client:
+        targets = {t["name"]: t for t in get(client, "/api/v1/targets")}
+        assert targets[OPENAI]["checks"] == ["models", "inference", "stream", "capital"]
+
+        detail = get(client, f"/api/v1/targets/{OPENAI}")
+        card = detail["card"]
+        assert card["correct_rate"] == pytest.approx(7 / 9)  # 4 stream + 3 capital ok of 9
+        assert card["availability"] == 1.0 and card["error_rate"] == 0.0
+        assert card["status"] == "up"  # its latest check answered right
+        assert detail["windows"]["1h"]["correct_rate"] == pytest.approx(7 / 9)
+        checks = {c["name"]: c for c in detail["checks"]}
+        assert list(checks) == ["models", "inference", "stream", "capital"]
+        assert {n: (c["kind"], c["custom"]) for n, c in checks.items()} == {
+            "models": ("models", False), "inference": ("inference", False),
+            "stream": ("stream", False), "capital": ("inference", True),
+        }  # fmt: skip
+        mine = checks["capital"]
+        assert (mine["count"], mine["window"]) == (5, "24h")
+        assert mine["correct_rate"] == pytest.approx(3 / 5)
+        assert mine["availability"] == 1.0 and mine["error_rate"] == 0.0
+        assert mine["last_ok"] is True and mine["last_error"] is None
+        wrong = mine["last_wrong_answer"]
+        assert wrong["ts"] == pytest.approx(now - 290 + 3 * 60)
+        assert wrong["message"] == "answer does not contain 'Paris'"
+        assert wrong["answer_excerpt"].startswith("<img src=x onerror=alert(1)> Lyon (")
+        assert "[redacted]" in wrong["answer_excerpt"]
+        assert checks["stream"]["correct_rate"] == 1.0
+        assert checks["stream"]["last_wrong_answer"] is None
+        assert checks["models"]["count"] == 0 and checks["models"]["correct_rate"] is None
+
+        results = get(client, "/api/v1/results", target=OPENAI, check="capital")["results"]
+        assert len(results) == 5 and {(r["check"], r["kind"]) for r in results} == {
+            ("capital", "inference")
+        }
+        assert results[1]["error_class"] == "assertion"
+        assert "[redacted]" in results[1]["answer_excerpt"]
+        kinds = {r["check"]: r["kind"] for r in get(client, "/api/v1/results")["results"]}
+        assert kinds == {"capital": "inference", "stream": "stream"}
+
+        groups = get(client, "/api/v1/aggregates", by="target", check="capital")["groups"]
+        assert groups[OPENAI]["correct_rate"] == pytest.approx(3 / 5)
+        assert groups[OPENAI]["errors"] == {"assertion": 2}
+        by_provider = get(client, "/api/v1/aggregates", by="provider")["groups"]
+        assert by_provider["openai"]["correct_rate"] == pytest.approx(7 / 9)
+        series = get(client, "/api/v1/series", target=OPENAI, range="1h", check="capital")
+        assert [v for v in series["correct_rate"] if v is not None] == [1, 1, 0, 0, 1]
+        assert series["errors"]["assertion"][-10:].count(1) == 2
+
+        # The newest result answered wrong: degraded (it answers), never down.
+        with SQLiteStore(tmp_path / "r.db") as store:
+            (wrong_before,) = store.latest_results(
+                limit=1, where=ResultFilter(check="capital", error_class="assertion")
+            )
+            store.write_results([dataclasses.replace(wrong_before, timestamp=datetime.now(UTC))])
+        card = get(client, f"/api/v1/targets/{OPENAI}")["card"]
+        assert card["status"] == "degraded"
+        assert card["status_reason"] == "wrong answer (capital): answer does not contain 'Paris'"
+        assert card["last_error"]["class"] == "assertion"

@@ -7,6 +7,7 @@ against it; the server is the real ``WebServer`` (uvicorn, auth middleware, the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from llmpulse.probe.official import Maintenance, OfficialStatus
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.rules import INCIDENT, Severity
 from llmpulse.store import SQLiteStore
+from llmpulse.target import Probe
 from llmpulse.web.server import WebServer
 from llmpulse.web.view import OfficialSource
 
@@ -192,6 +194,37 @@ def seed(db: Path, now: float) -> dict[str, Any]:
         )  # fmt: skip
     state.close()
     return {"results": results, "incident": incident, "ttft": ttft}
+
+
+# A custom probe's wrong answer: outside text that is markup and holds a key.
+HOSTILE_ANSWER = f"<img src=x onerror=alert(1)> Lyon ({SECRET})"
+
+
+def seed_probes(db: Path, now: float) -> Config:
+    """OpenAI with a custom probe, ``capital`` (inference): four stream checks, then five
+    answers of which the third and fourth failed their expectation (``assertion``, the answer
+    ``HOSTILE_ANSWER``), the last right. Returns the config naming the probe."""
+    config = make_config()
+    capital = Probe("capital", CheckKind.INFERENCE)
+    targets = [dataclasses.replace(t, probes=(capital,)) if t.name == OPENAI else t
+               for t in config.targets]  # fmt: skip
+    stream = [
+        _result(OPENAI, now - 900 + i * 60, ok=True, latency_ms=300.0, ttft_ms=100.0)
+        for i in range(4)
+    ]
+    answers = [
+        _result(
+            OPENAI, now - 290 + i * 60, check="capital", kind=CheckKind.INFERENCE,
+            ok=i not in (2, 3), error_class=ErrorClass.ASSERTION if i in (2, 3) else None,
+            error_message="answer does not contain 'Paris'" if i in (2, 3) else None,
+            http_status=200, latency_ms=400.0,
+            answer_excerpt=HOSTILE_ANSWER if i in (2, 3) else "Paris",
+        )
+        for i in range(5)
+    ]  # fmt: skip
+    with SQLiteStore(db) as store:
+        store.write_results([*stream, *answers])
+    return dataclasses.replace(config, targets=targets)
 
 
 class ServedWeb:

@@ -222,13 +222,19 @@ METRICS: dict[str, MetricSpec] = {
         ),
         MetricSpec(
             "error_rate", Unit.FRACTION, Aggregation.RATE,
-            "failed results over all results; 429 and exhausted quota are not failures, nor "
-            "the faults of traffic's own requests (bad request, context length, content filter)",
+            "failed results over all results; 429, exhausted quota and wrong answers "
+            "(assertion) are not failures, nor the faults of traffic's own requests (bad "
+            "request, context length, content filter)",
         ),
         MetricSpec(
             "availability", Unit.FRACTION, Aggregation.RATE,
-            "1 - outages (unavailable, timeout, ...) over all results; 429 and quota are not "
-            "outages",
+            "1 - outages (unavailable, timeout, ...) over all results; 429, quota and "
+            "assertion are not outages",
+        ),
+        MetricSpec(
+            "correct_rate", Unit.FRACTION, Aggregation.RATE,
+            "ok results over answered results (ok, or failed with assertion: an answer that "
+            "failed a probe's expectation); no value when nothing answered",
         ),
         MetricSpec(
             "rate_limited_rate", Unit.FRACTION, Aggregation.RATE,

@@ -107,9 +107,15 @@ def extract(metric: str, r: CheckResult) -> tuple[float, float] | None:
             if says_nothing(r):
                 return None
             cls = r.error_class
-            return (1.0, float(cls is not None and not cls.is_caller_limit))
+            failed = cls is not None and not cls.is_caller_limit and not cls.is_wrong_answer
+            return (1.0, float(failed))
         case "availability":  # b counts outages; the value is 1 - outages/results
             return (1.0, float(r.error_class is not None and r.error_class.is_outage))
+        case "correct_rate":  # of the answered results (ok or assertion), b counts the ok
+            cls = r.error_class
+            if not r.ok and (cls is None or not cls.is_wrong_answer):
+                return None
+            return (1.0, float(r.ok))
         case "rate_limited_rate":
             return (1.0, float(r.error_class is ErrorClass.RATE_LIMITED))
         case "ratelimit_utilization":

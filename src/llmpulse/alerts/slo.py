@@ -6,9 +6,12 @@ minutes).
 - ``availability``: every selected result is an event; it is bad when its error class is an
   outage (``ErrorClass.is_outage``). A 429 or an exhausted quota is the caller's limit, not the
   provider failing: a good event, as in the ``availability`` metric.
+- ``correctness``: the answered results are the events (ok, or failed with ``assertion``: an
+  answer that failed a probe's expectation); good when ok, as in the ``correct_rate`` metric.
 - ``ttft``: stream results are the events; good when ok with a TTFT within the threshold.
 - ``latency``: inference and stream results; good when ok with a latency within the threshold.
-  For ttft and latency, caller limits (429, quota) are not events.
+  For ttft and latency, caller limits (429, quota) are not events, and a wrong answer
+  (``assertion``) is judged by its timing alone: whether it is right is correctness' business.
 
 Traffic that failed through the client's own fault (bad request, context length, content
 filter) is no event of any SLO: it says nothing about the provider (``monitor.alerting``).
@@ -49,6 +52,10 @@ def judge(slo: Slo, result: CheckResult) -> bool | None:
     error = result.error_class
     if slo.sli == "availability":
         return error is None or not error.is_outage
+    if slo.sli == "correctness":
+        if result.ok:
+            return True
+        return False if error is not None and error.is_wrong_answer else None
     if error is not None and error.is_caller_limit:
         return None
     assert slo.threshold_s is not None
@@ -60,7 +67,8 @@ def judge(slo: Slo, result: CheckResult) -> bool | None:
         if result.kind not in _LATENCY_KINDS:
             return None
         measured = result.latency_ms
-    return result.ok and measured is not None and measured <= slo.threshold_s * 1000
+    answered = result.ok or (error is not None and error.is_wrong_answer)
+    return answered and measured is not None and measured <= slo.threshold_s * 1000
 
 
 def alert_provider(slo: Slo, targets: Iterable[Target]) -> str:

@@ -3,6 +3,10 @@
 One definition, used by the dashboard cards, the public status page, badges and ``/metrics``.
 It reads the alert engine's records rather than recomputing rules, so the dashboard never
 disagrees with the pages that went out.
+
+A target whose latest check answered wrong (``assertion``: a 200 whose answer failed a probe's
+expectation) is ``degraded``, never ``down``: it answers, so it counts as available; how often
+it answers right is its correctness rate (``correct_rate``), beside availability.
 """
 
 from __future__ import annotations
@@ -99,6 +103,9 @@ def target_status(
         found = strongest(frozenset(r.rule for r in others))
         assert found is not None
         return dataclasses.replace(found, status=Status.DEGRADED)
+    if latest.error_class is ErrorClass.ASSERTION:
+        reason = f"wrong answer ({latest.check}): {latest.error_message or 'expectation failed'}"
+        return TargetStatus(Status.DEGRADED, latest.timestamp.timestamp(), reason)
     limited = strongest(RATE_LIMIT_RULES)
     if limited is not None:
         return dataclasses.replace(limited, status=Status.RATE_LIMITED)

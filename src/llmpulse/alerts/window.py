@@ -2,8 +2,9 @@
 
 Rules read an in-memory window of each target's latest results rather than the database, so
 evaluating thousands of targets after every check costs microseconds; the figures follow the
-same definitions as the stored rolling metrics (``ErrorClass.is_caller_limit`` is excluded from
-error rates, quantiles are ``store.queries.exact_quantile``, the rank the rollup sketches use).
+same definitions as the stored rolling metrics (``ErrorClass.is_caller_limit`` and wrong answers,
+``ErrorClass.is_wrong_answer``, are excluded from error rates, quantiles are
+``store.queries.exact_quantile``, the rank the rollup sketches use).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def says_nothing(result: CheckResult) -> bool:
 
 
 _KEY_PROBLEMS = frozenset({ErrorClass.AUTH.value, ErrorClass.QUOTA.value})
-_CALLER_LIMITS = frozenset(c.value for c in ErrorClass if c.is_caller_limit)
+# Not failures in an error rate: the caller's limits, and wrong answers (correct_rate's signal).
+_NOT_FAILURES = frozenset(c.value for c in ErrorClass if c.is_caller_limit or c.is_wrong_answer)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -230,7 +232,7 @@ class TargetWindow:
                 errors = [
                     s.error_class
                     for s in recent
-                    if s.error_class is not None and s.error_class not in _CALLER_LIMITS
+                    if s.error_class is not None and s.error_class not in _NOT_FAILURES
                 ]
                 rate = len(errors) / len(recent)
                 classes = ", ".join(sorted(f"{c}×{errors.count(c)}" for c in set(errors)))

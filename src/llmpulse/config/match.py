@@ -2,7 +2,8 @@
 targets into a ``Selection`` that admits or refuses each result.
 
 Target, provider and model globs are resolved once, at load, into the set of target names they
-select; check and source globs into the kinds and sources they name. Region globs stay globs:
+select; check globs into the check kinds and custom probe names they name (a kind selects the
+custom probes of that kind too), source globs into sources. Region globs stay globs:
 regions are whatever the agents say. A glob that selects nothing is a config error: it is a
 typo far more often than a rule meant to watch nothing.
 """
@@ -52,14 +53,18 @@ class Selection:
     """A resolved ``ResultMatch``. None in a field admits every value of it."""
 
     targets: frozenset[str] | None = None
-    checks: frozenset[str] | None = None
+    checks: frozenset[str] | None = None  # check kinds and probe names
     sources: frozenset[str] | None = None
     regions: tuple[str, ...] | None = None  # globs; a result without a region is ""
 
     def admits(self, result: CheckResult) -> bool:
         return (
             (self.targets is None or result.target in self.targets)
-            and (self.checks is None or str(result.kind) in self.checks)
+            and (
+                self.checks is None
+                or str(result.kind) in self.checks
+                or result.check in self.checks
+            )
             and (self.sources is None or result.source.value in self.sources)
             and (self.regions is None or _any(result.region or "", self.regions))
         )
@@ -91,6 +96,7 @@ def resolve_match(match: ResultMatch | None, targets: Iterable[Target], path: st
     selects nothing."""
     if match is None:
         return ALL
+    targets = list(targets)
     selected: frozenset[str] | None = None
     if match.provider or match.target or match.model:
         names = []
@@ -106,10 +112,16 @@ def resolve_match(match: ResultMatch | None, targets: Iterable[Target], path: st
         selected = frozenset(names)
     return Selection(
         targets=selected,
-        checks=_enum(match.check, [c.value for c in CheckKind], f"{path}.check"),
+        checks=_enum(match.check, _check_names(targets, selected), f"{path}.check"),
         sources=_enum(match.source, [s.value for s in Source], f"{path}.source"),
         regions=tuple(match.region) if match.region else None,
     )
+
+
+def _check_names(targets: list[Target], selected: frozenset[str] | None) -> list[str]:
+    """The check kinds, then the custom probes' names of the selected targets."""
+    probes = (p.name for t in targets if selected is None or t.name in selected for p in t.probes)
+    return list(dict.fromkeys([*(c.value for c in CheckKind), *sorted(probes)]))
 
 
 def _enum(globs: list[str] | None, values: list[str], path: str) -> frozenset[str] | None:
@@ -117,5 +129,6 @@ def _enum(globs: list[str] | None, values: list[str], path: str) -> frozenset[st
         return None
     chosen = frozenset(v for v in values if _any(v, globs))
     if not chosen:
-        raise ConfigError(f"{path}: matches none of {', '.join(values)}")
+        more = f" and {len(values) - 20} more" if len(values) > 20 else ""
+        raise ConfigError(f"{path}: matches none of {', '.join(values[:20])}{more}")
     return chosen

@@ -72,10 +72,6 @@ class CustomRuleConfig(BaseModel):
     @field_validator("metric")
     @classmethod
     def _metric(cls, value: str) -> str:
-        if value == "correct_rate":
-            raise ValueError(
-                "correct_rate needs probes with assertions, which llmpulse does not run yet"
-            )
         if value not in METRICS:
             raise ValueError(f"unknown metric; expected one of {', '.join(METRICS)}")
         return value

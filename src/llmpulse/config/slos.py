@@ -31,7 +31,9 @@ MIN_LONG_S = 300.0
 MIN_SHORT_S = 60.0
 MAX_WINDOW_S = 400 * DAY
 
-Sli = Literal["availability", "ttft", "latency"]
+Sli = Literal["availability", "correctness", "ttft", "latency"]
+# SLIs that count events, with no threshold to meet.
+UNTHRESHOLDED = ("availability", "correctness")
 SloSource = Literal["probe", "traffic", "all"]
 
 
@@ -152,9 +154,9 @@ def resolve_slos(
         # Counted per minute: a window is whole minutes, and one per minute of it is kept.
         if not MIN_LONG_S <= s.window <= MAX_WINDOW_S or s.window % 60:
             raise ConfigError(f"{path}.window: expected whole minutes from 5m to 400d")
-        if s.sli == "availability" and s.threshold is not None:
-            raise ConfigError(f"{path}.threshold: not used by sli availability; remove it")
-        if s.sli != "availability" and s.threshold is None:
+        if s.sli in UNTHRESHOLDED and s.threshold is not None:
+            raise ConfigError(f"{path}.threshold: not used by sli {s.sli}; remove it")
+        if s.sli not in UNTHRESHOLDED and s.threshold is None:
             raise ConfigError(f"{path}.threshold: required for sli {s.sli} (e.g. 2s)")
         for j, a in enumerate(s.alerts or ()):
             for key, value in (("long", a.long), ("short", a.short)):

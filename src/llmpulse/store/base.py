@@ -61,8 +61,9 @@ class CostReport:
 class ResultFilter:
     """Which results a query reads: those matching every field that is not None.
 
-    ``region=""`` selects the results without a region. Rollups keep neither region nor
-    source: queries that read them (``summarize``, ``totals``) refuse those two.
+    ``check`` is a check's name (a custom probe's, or a built-in check's kind). ``region=""``
+    selects the results without a region. Rollups keep neither region, source nor single
+    results' error class: queries that read them (``summarize``, ``totals``) refuse those.
     """
 
     target: str | None = None
@@ -70,6 +71,7 @@ class ResultFilter:
     check: str | None = None
     region: str | None = None
     source: str | None = None
+    error_class: str | None = None
 
 
 ALL_RESULTS = ResultFilter()

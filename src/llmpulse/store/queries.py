@@ -34,11 +34,14 @@ class Aggregate:
     count: int = 0
     ok: int = 0
     errors: dict[str, int] = dataclasses.field(default_factory=dict)
-    # Failed checks other than rate_limited and quota, over all checks.
+    # Failed checks other than rate_limited, quota and assertion, over all checks.
     error_rate: float | None = None
     error_rate_all: float | None = None
     # 1 − outages/checks, outages being the classes with ErrorClass.is_outage.
     availability: float | None = None
+    # Of the answered checks (ok, or failed with assertion), the share that were ok:
+    # ok / (ok + assertion); None when none answered. "It answers, but wrong" shows here alone.
+    correct_rate: float | None = None
     ttft_p50: float | None = None
     ttft_p95: float | None = None
     ttft_p99: float | None = None
@@ -293,6 +296,7 @@ def _from_summary(
     q = exact or {m: quantiles(s.bins(m), QUANTILES) for m in METRICS}
     context_max = s.context_max if exact is None else exact_context_max
     failures = s.total - s.ok - sum(s.errors.get(c, 0) for c in NOT_FAILURES)
+    answered = s.ok + s.assertions
     cost = s.cost_usd if s.cost_requests else None
     tokens = s.input_tokens + s.output_tokens
     return Aggregate(
@@ -302,6 +306,7 @@ def _from_summary(
         error_rate=failures / s.total,
         error_rate_all=(s.total - s.ok) / s.total,
         availability=1 - s.outage / s.total,
+        correct_rate=s.ok / answered if answered else None,
         ttft_p50=q["ttft"][0],
         ttft_p95=q["ttft"][1],
         ttft_p99=q["ttft"][2],

@@ -35,8 +35,12 @@ ZERO_KEY = -(2**31)
 # fraction), whose maximum is kept beside its sketch (``Summary.context_max``).
 METRICS = ("ttft", "latency", "tps", "context")
 OUTAGE_CLASSES = tuple(str(c) for c in ErrorClass if c.is_outage)
-# Errors that are the caller's limits, not failures of the provider: left out of error_rate.
-NOT_FAILURES = tuple(str(c) for c in ErrorClass if c.is_caller_limit)
+# Answers that failed a probe's expectation ("assertion"): counted by the correctness rate
+# alone, from the per-class error counts every rollup tier keeps.
+WRONG_ANSWERS = tuple(str(c) for c in ErrorClass if c.is_wrong_answer)
+# Left out of error_rate: the caller's limits, which are not failures of the provider, and wrong
+# answers, which are their own signal (correct_rate).
+NOT_FAILURES = (*(str(c) for c in ErrorClass if c.is_caller_limit), *WRONG_ANSWERS)
 
 Bins = dict[int, int]
 
@@ -126,6 +130,11 @@ class Summary:
     rl_latest_ts: float | None = None
     first_ts: float | None = None
     last_ts: float | None = None
+
+    @property
+    def assertions(self) -> int:
+        """Answers that failed an expectation: with ``ok``, the correctness rate's counts."""
+        return sum(self.errors.get(c, 0) for c in WRONG_ANSWERS)
 
     def bins(self, metric: str) -> Bins:
         b: Bins = getattr(self, metric)

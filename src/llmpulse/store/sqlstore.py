@@ -871,8 +871,10 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
         and to merge per group."""
         if by not in (None, "target", "provider", "model"):
             raise ValueError(f"cannot group by {by!r}")  # a column name, spliced into SQL
-        if where.region is not None or where.source is not None:
-            raise ValueError("rollups keep neither region nor source: filter raw results")
+        if where.region is not None or where.source is not None or where.error_class is not None:
+            raise ValueError(
+                "rollups keep neither region, source nor error class: filter raw results"
+            )
         d = self.dialect
         fetched: list[list[tuple[Any, ...]]] = []
         with self._reading() as conn:
@@ -1010,6 +1012,7 @@ def _where(
         ("check_kind", where.check),
         (_REGION, where.region),
         ("source", where.source),
+        ("error_class", where.error_class),
     ):
         if value is not None:
             conds.append(f"{column} = ?")

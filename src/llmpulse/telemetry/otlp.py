@@ -146,7 +146,8 @@ class Telemetry:
             "gen_ai.provider.name": provider_name(result.provider),
             "gen_ai.request.model": result.model,
             "llmpulse.target": result.target,
-            "llmpulse.check": str(result.check),
+            "llmpulse.check": result.check,  # the probe's name
+            "llmpulse.check.kind": result.kind.value,
             "llmpulse.source": str(result.source),
         }
         if result.region is not None:  # split any metric by where it was measured from

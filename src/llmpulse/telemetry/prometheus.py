@@ -69,6 +69,7 @@ _GENAI = (
     "gen_ai_response_model",
     "llmpulse_target",
     "llmpulse_check",
+    "llmpulse_check_kind",
 )
 
 
@@ -82,6 +83,8 @@ class TargetSnapshot:
     status: Status
     availability: float | None = None  # 0..1 over Snapshot.availability_window
     ratelimit_utilization: float | None = None  # 0..1, from the latest check that reported it
+    # ok / (ok + assertion) over Snapshot.availability_window: None when nothing answered.
+    correct_rate: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,7 +104,7 @@ class SloSnapshot:
     """One SLO's figures over its window (``alerts.slo``); None figures (no events) left out."""
 
     name: str
-    kind: str  # availability, ttft or latency
+    kind: str  # availability, correctness, ttft or latency
     objective: float
     sli: float | None = None
     budget_remaining: float | None = None
@@ -208,7 +211,7 @@ class MetricsExporter:
         self.registry.register(_CountsCollector(self))
         if snapshot is not None:
             self.registry.register(_SnapshotCollector(snapshot))
-        self._series: dict[tuple[str, str, str, str, str, str], _Series] = {}
+        self._series: dict[tuple[str, str, str, str, str, str, str], _Series] = {}
         self._served = ServedModels()
 
     def observe(self, result: CheckResult) -> None:
@@ -217,7 +220,8 @@ class MetricsExporter:
         TTFT for a models list, no tokens for a failure)."""
         error = error_type(result) or ""
         served = self._served.label(result.target, result.response_model)
-        key = (result.target, result.provider, result.model, result.check, served, error)
+        kind = result.kind.value
+        key = (result.target, result.provider, result.model, result.check, kind, served, error)
         s = self._series.get(key)
         if s is None:
             s = self._series[key] = _Series(_genai(key), error)
@@ -253,10 +257,14 @@ class MetricsExporter:
         return list(self._series.values())
 
 
-def _genai(key: tuple[str, str, str, str, str, str]) -> tuple[str, str, str, str, str, str]:
-    """Label values in _GENAI order for a series key."""
-    target, provider, model, check, served, _ = key
-    return (OPERATIONS[CheckKind(check)], provider_name(provider), model, served, target, check)
+def _genai(
+    key: tuple[str, str, str, str, str, str, str],
+) -> tuple[str, str, str, str, str, str, str]:
+    """Label values in _GENAI order for a series key. The check is its probe's name (bounded:
+    the config names them), the operation and the kind label follow its kind."""
+    target, provider, model, check, kind, served, _ = key
+    operation = OPERATIONS[CheckKind(kind)]
+    return (operation, provider_name(provider), model, served, target, check, kind)
 
 
 # A histogram as one list: a count per bucket (the last one +Inf), then the sum.
@@ -275,7 +283,7 @@ def _observe(hist: _Hist | None, bounds: Sequence[float], value: float) -> _Hist
 class _Series:
     """The counts of one label combination; histograms appear on their first value."""
 
-    genai: tuple[str, str, str, str, str, str]  # label values in _GENAI order
+    genai: tuple[str, str, str, str, str, str, str]  # label values in _GENAI order
     error: str
     checks: int = 0
     duration: _Hist | None = None
@@ -300,11 +308,11 @@ class _CountsCollector(Collector):
         hists: dict[_Family, dict[tuple[str, ...], _Hist]] = {f: {} for f in _FAMILIES}
         labels: tuple[str, ...]
         for s in self._exporter.series():
-            _, provider, model, _, target, check = s.genai
-            outcome = (target, provider, model, check, s.error)
+            _, provider, model, _, target, check, kind = s.genai
+            outcome = (target, provider, model, check, kind, s.error)
             checks[outcome] = checks.get(outcome, 0) + s.checks
             if s.cost is not None:
-                cost[outcome[:4]] = cost.get(outcome[:4], 0.0) + s.cost
+                cost[outcome[:5]] = cost.get(outcome[:5], 0.0) + s.cost
             for family, labels, hist in (
                 (DURATION, (*s.genai, s.error), s.duration),
                 (TTFT, s.genai, s.ttft),
@@ -323,15 +331,16 @@ class _CountsCollector(Collector):
                         into[i] += n
         checks_family = CounterMetricFamily(
             "llmpulse_checks",
-            "Checks completed, by outcome (error_type is empty for a success).",
-            labels=(*_TARGET, "llmpulse_check", "error_type"),
+            "Checks completed, by outcome (error_type is empty for a success; assertion is an "
+            "answer that failed its probe's expectation).",
+            labels=(*_TARGET, "llmpulse_check", "llmpulse_check_kind", "error_type"),
         )
         for labels, n in checks.items():
             checks_family.add_metric(labels, n)
         cost_family = CounterMetricFamily(
             "llmpulse_cost_usd",
             "Cost of the checks in US dollars since the process started.",
-            labels=(*_TARGET, "llmpulse_check"),
+            labels=(*_TARGET, "llmpulse_check", "llmpulse_check_kind"),
         )
         for labels, usd in cost.items():
             cost_family.add_metric(labels, usd)
@@ -424,6 +433,13 @@ def _families(snapshot: Snapshot) -> list[Metric]:
         labels=(*_TARGET, "llmpulse_window"),
         unit="ratio",
     )
+    correct = GaugeMetricFamily(
+        "llmpulse_target_correct",
+        "Of the answered checks (ok, or failed with assertion), the share that were ok, over "
+        "llmpulse_window.",
+        labels=(*_TARGET, "llmpulse_window"),
+        unit="ratio",
+    )
     utilization = GaugeMetricFamily(
         "llmpulse_target_ratelimit_utilization",
         "Rate-limit use of the most used dimension (1 - remaining/limit), latest check.",
@@ -441,6 +457,8 @@ def _families(snapshot: Snapshot) -> list[Metric]:
             status.add_metric((*labels, s.value), 1.0 if s is t.status else 0.0)
         if t.availability is not None:
             availability.add_metric((*labels, snapshot.availability_window), t.availability)
+        if t.correct_rate is not None:
+            correct.add_metric((*labels, snapshot.availability_window), t.correct_rate)
         if t.ratelimit_utilization is not None:
             utilization.add_metric(labels, t.ratelimit_utilization)
     for provider, indicator in snapshot.official.items():
@@ -477,7 +495,7 @@ def _families(snapshot: Snapshot) -> list[Metric]:
         if slo.budget_remaining is not None:
             budget.add_metric(values, slo.budget_remaining)
     return [
-        status, availability, utilization, official, alerts, sli, objective, budget,
+        status, availability, correct, utilization, official, alerts, sli, objective, budget,
         *_spend_families(snapshot),
     ]  # fmt: skip
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 
-from llmpulse.result import CheckKind, Source
+from llmpulse.result import Source
 from llmpulse.store.base import CostBy
 from llmpulse.web import schemas
 from llmpulse.web.budgets import budget_use
@@ -29,7 +29,14 @@ _ACK_ANSWERS: dict[int | str, dict[str, Any]] = {
 Fingerprint = Annotated[str, Path(description="The alert's fingerprint", max_length=64)]
 TargetName = Annotated[str, Path(description="Target name as configured (may contain '/')")]
 TargetFilter = Annotated[str | None, Query(description="Only this target", max_length=500)]
-CheckFilter = Annotated[CheckKind | None, Query(description="Only this check kind")]
+CheckFilter = Annotated[
+    str | None,
+    Query(
+        description="Only this check: a custom probe's name, or a built-in check's kind",
+        min_length=1,
+        max_length=200,
+    ),
+]
 RegionFilter = Annotated[
     str | None,
     Query(description='Only this probe region ("" for results without one)', max_length=200),
@@ -63,10 +70,12 @@ def private_routes(view: View) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         region: RegionFilter = None,
         source: SourceFilter = None,
+        check: CheckFilter = None,
     ) -> schemas.Results:
-        """The latest raw checks, newest first, as ``llmpulse check --json`` reports them."""
+        """The latest raw checks, newest first, as ``llmpulse check --json`` reports them
+        (``check``: the probe's name, ``kind``: its kind)."""
         with _found():
-            return schemas.Results(results=view.results(target, limit, region, source))
+            return schemas.Results(results=view.results(target, limit, region, source, check))
 
     @router.get("/breakdown", response_model=schemas.Breakdown, responses=_NOT_FOUND)
     def breakdown(
@@ -88,7 +97,7 @@ def private_routes(view: View) -> APIRouter:
         check: CheckFilter = None,
     ) -> schemas.Aggregates:
         """Rolling figures per target, per provider or overall (key "")."""
-        groups = view.aggregates(window, by, str(check) if check else None)
+        groups = view.aggregates(window, by, check)
         return schemas.Aggregates(window=window, by=by, groups=groups)
 
     @router.get("/series", response_model=schemas.Series, responses=_NOT_FOUND)
@@ -99,7 +108,7 @@ def private_routes(view: View) -> APIRouter:
     ) -> schemas.Series:
         """Chart data in columns, one entry per bucket; all targets together without target."""
         with _found():
-            return view.series(target, range, str(check) if check else None)
+            return view.series(target, range, check)
 
     @router.get(
         "/context_utilization", response_model=schemas.ContextUtilization, responses=_NOT_FOUND

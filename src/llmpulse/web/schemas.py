@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmpulse.alerts.status import Status
-from llmpulse.result import Source
+from llmpulse.result import CheckKind, Source
 from llmpulse.store.queries import Aggregate, ValueSeries
 
 Range = Literal["1h", "24h", "7d", "30d"]
@@ -19,7 +19,9 @@ class TargetInfo(BaseModel):
     name: str
     provider: str
     model: str
-    checks: list[str]
+    checks: list[str] = Field(
+        description="Its checks' names: the built-in checks' (their kinds), then its custom probes'"
+    )
     interval_s: float
 
 
@@ -103,6 +105,10 @@ class Card(BaseModel):
     tps_p50: float | None
     error_rate: float | None
     availability: float | None
+    correct_rate: float | None = Field(
+        description="Of the answered checks (ok, or failed with assertion), the share that "
+        "were ok; None when none answered"
+    )
     ratelimit_utilization: float | None
     cost_today_usd: float | None
     checks_1h: int
@@ -130,10 +136,42 @@ class Overview(BaseModel):
     firing: list[Alert]
 
 
+class WrongAnswer(BaseModel):
+    """The latest answer that failed an expectation (error class ``assertion``)."""
+
+    ts: float
+    message: str | None = Field(description="Which expectation it failed")
+    answer_excerpt: str | None = Field(
+        description="The answer's first characters, redacted (untrusted text: escape it)"
+    )
+
+
+class CheckSummary(BaseModel):
+    """One check of a target, built-in or a custom probe, over ``CHECK_WINDOW``."""
+
+    name: str = Field(description="The probe's name; a built-in check's is its kind")
+    kind: CheckKind
+    custom: bool = Field(description="A custom probe (``probes`` in the config)")
+    window: Window
+    count: int
+    availability: float | None
+    error_rate: float | None
+    correct_rate: float | None
+    latency_p50_ms: float | None
+    ttft_p50_ms: float | None
+    last_check_ts: float | None
+    last_ok: bool | None
+    last_error: LastError | None
+    last_wrong_answer: WrongAnswer | None = Field(
+        description="The latest answer in the window that failed an expectation, if any"
+    )
+
+
 class TargetDetail(BaseModel):
     target: TargetInfo
     card: Card
     windows: dict[str, Aggregate]
+    checks: list[CheckSummary]
 
 
 class Results(BaseModel):
@@ -179,6 +217,7 @@ class Series(BaseModel):
     context_utilization_max: list[float | None]
     error_rate: list[float | None]
     availability: list[float | None]
+    correct_rate: list[float | None]
     errors: dict[str, list[int]]
     ratelimit_utilization: list[float | None]
     tokens_per_request: list[float | None]
@@ -444,7 +483,7 @@ class Slo(BaseModel):
     """An SLO's figures over its rolling window, up to the current minute (``alerts.slo``)."""
 
     name: str
-    kind: Literal["availability", "ttft", "latency"]
+    kind: Literal["availability", "correctness", "ttft", "latency"]
     threshold_s: float | None = Field(description="ttft and latency: the good events' bound")
     sli: float | None = Field(description="Share of good events in the window (None: none)")
     objective: float = Field(description="The target share, a fraction")

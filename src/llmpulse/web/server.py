@@ -120,6 +120,7 @@ class WebServer:
                     model=t.model,
                     status=statuses[t.name].status,
                     availability=aggregates[t.name].availability if t.name in aggregates else None,
+                    correct_rate=aggregates[t.name].correct_rate if t.name in aggregates else None,
                     ratelimit_utilization=(
                         aggregates[t.name].ratelimit_utilization_latest
                         if t.name in aggregates

@@ -10,6 +10,7 @@ pages that went out.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +38,7 @@ from llmpulse.alerts.status import (
 from llmpulse.config import Config
 from llmpulse.config.slos import Slo
 from llmpulse.durations import parse_duration
+from llmpulse.errors import ErrorClass
 from llmpulse.presets import PRESETS
 from llmpulse.probe.official import Maintenance, OfficialStatus
 from llmpulse.result import CheckResult, Source
@@ -56,6 +58,8 @@ RANGES: dict[str, tuple[int, int]] = {
     "30d": (30 * DAY, 6 * 3600),
 }
 CARD_WINDOW = "1h"
+# A target's checks one by one: a day, since custom probes may run every few minutes or less.
+CHECK_WINDOW = "24h"
 # Cost reports: the default range (UTC days back from now) and the longest one asked for.
 COST_DAYS = 30
 MAX_COST_RANGE_S = 400 * DAY
@@ -194,7 +198,61 @@ class View:
             self._acks(),
             now,
         )
-        return schemas.TargetDetail(target=_info(t), card=card, windows=windows)
+        return schemas.TargetDetail(
+            target=_info(t), card=card, windows=windows, checks=self._checks(t, now)
+        )
+
+    def _checks(self, t: Target, now: float) -> list[schemas.CheckSummary]:
+        """Each check of the target, the built-in ones by kind, then each custom probe."""
+        named = [(str(c), c, False) for c in t.checks] + [(p.name, p.kind, True) for p in t.probes]
+        window_s = queries.WINDOWS[CHECK_WINDOW]
+        out = []
+        for name, kind, custom in named:
+            agg = queries.aggregate(self.store, window_s, now, target=t.name, check=name)
+            where = ResultFilter(target=t.name, check=name)
+            latest = next(iter(self.store.latest_results(limit=1, where=where)), None)
+            wrong = None
+            # Looked up only when the window has one: the search then stops inside it.
+            if agg.errors.get(ErrorClass.ASSERTION.value):
+                found = self.store.latest_results(
+                    limit=1,
+                    where=dataclasses.replace(where, error_class=ErrorClass.ASSERTION.value),
+                )
+                wrong = next(iter(found), None)
+            out.append(
+                schemas.CheckSummary(
+                    name=name,
+                    kind=kind,
+                    custom=custom,
+                    window=CHECK_WINDOW,
+                    count=agg.count,
+                    availability=agg.availability,
+                    error_rate=agg.error_rate,
+                    correct_rate=agg.correct_rate,
+                    latency_p50_ms=agg.latency_p50,
+                    ttft_p50_ms=agg.ttft_p50,
+                    last_check_ts=latest.timestamp.timestamp() if latest else None,
+                    last_ok=latest.ok if latest else None,
+                    last_error=self._last_error(latest),
+                    last_wrong_answer=None
+                    if wrong is None
+                    else schemas.WrongAnswer(
+                        ts=wrong.timestamp.timestamp(),
+                        message=self.redact(wrong.error_message),
+                        answer_excerpt=self.redact(wrong.answer_excerpt),
+                    ),
+                )
+            )
+        return out
+
+    def _last_error(self, latest: CheckResult | None) -> schemas.LastError | None:
+        if latest is None or latest.ok:
+            return None
+        return schemas.LastError(
+            class_=str(latest.error_class) if latest.error_class else None,
+            message=self.redact(latest.error_message),
+            ts=latest.timestamp.timestamp(),
+        )
 
     def _card(
         self,
@@ -210,13 +268,6 @@ class View:
     ) -> schemas.Card:
         status = target_status(records, latest, t.interval, now)
         agg = agg or queries.Aggregate()
-        last_error = None
-        if latest is not None and not latest.ok:
-            last_error = schemas.LastError(
-                class_=str(latest.error_class) if latest.error_class else None,
-                message=self.redact(latest.error_message),
-                ts=latest.timestamp.timestamp(),
-            )
         return schemas.Card(
             name=t.name,
             provider=t.provider,
@@ -229,11 +280,12 @@ class View:
             tps_p50=agg.tps_p50,
             error_rate=agg.error_rate,
             availability=agg.availability,
+            correct_rate=agg.correct_rate,
             ratelimit_utilization=agg.ratelimit_utilization_latest,
             cost_today_usd=cost_today,
             checks_1h=agg.count,
             last_check_ts=latest.timestamp.timestamp() if latest is not None else None,
-            last_error=last_error,
+            last_error=self._last_error(latest),
             served_model=served_model,
             retires=t.retires.isoformat() if t.retires else None,
             official=self._official(t.provider),
@@ -313,10 +365,13 @@ class View:
         limit: int,
         region: str | None = None,
         source: Source | None = None,
+        check: str | None = None,
     ) -> list[dict[str, object]]:
         if target is not None:
             self.target(target)
-        where = ResultFilter(target=target, region=region, source=source and str(source))
+        where = ResultFilter(
+            target=target, check=check, region=region, source=source and str(source)
+        )
         latest = self.store.latest_results(limit=limit, where=where)
         return [self.redact.result(r).to_json() for r in latest]
 
@@ -389,6 +444,7 @@ class View:
             context_utilization_max=[p["context_utilization_max"] for p in points],
             error_rate=[p["error_rate"] for p in points],
             availability=[p["availability"] for p in points],
+            correct_rate=[p["correct_rate"] for p in points],
             errors={c: [p["errors"].get(c, 0) for p in points] for c in classes},
             ratelimit_utilization=[p["ratelimit_utilization_max"] for p in points],
             tokens_per_request=[p["tokens_per_request"] for p in points],
@@ -929,7 +985,7 @@ def _info(t: Target) -> schemas.TargetInfo:
         name=t.name,
         provider=t.provider,
         model=t.model,
-        checks=[str(c) for c in t.checks],
+        checks=[*(str(c) for c in t.checks), *(p.name for p in t.probes)],
         interval_s=t.interval,
     )
 

@@ -12,7 +12,7 @@ renderNav("slos");
 const charts = new Map();
 
 const indicator = (s) =>
-  s.kind === "availability" ? "availability" : `${s.kind} ≤ ${fmtNum(s.threshold_s, 2)} s`;
+  s.kind === "availability" || s.kind === "correctness" ? s.kind : `${s.kind} ≤ ${fmtNum(s.threshold_s, 2)} s`;
 
 function burnRates(s) {
   return Object.entries(s.burn_rates)

@@ -193,6 +193,8 @@ function renderFacts(detail) {
 const STATS = [
   ["count", "Checks", fmtInt],
   ["availability", "Availability", (v) => fmtPct(v)],
+  // Beside availability: of the answers, the share that met their probes' expectations.
+  ["correct_rate", "Correct answers", (v) => fmtPct(v)],
   ["error_rate", "Error rate", (v) => fmtPct(v)],
   ["ttft_p50", "TTFT p50", fmtMs],
   ["ttft_p95", "TTFT p95", fmtMs],
@@ -227,6 +229,61 @@ function renderWindow(detail, range) {
 function fmtErrors(errors) {
   const errs = Object.entries(errors || {}).sort((a, b) => b[1] - a[1]);
   return errs.map(([k, v]) => `${k} ${v}`).join(", ");
+}
+
+// ---- each check ---------------------------------------------------------------------------------
+
+const CHECK_COLUMNS = [
+  ["count", "Checks", fmtInt],
+  ["availability", "Availability", (v) => fmtPct(v)],
+  ["correct_rate", "Correct answers", (v) => fmtPct(v)],
+  ["error_rate", "Error rate", (v) => fmtPct(v)],
+  ["latency_p50_ms", "Latency p50", fmtMs],
+  ["ttft_p50_ms", "TTFT p50", fmtMs],
+];
+
+// One row per check, the built-in ones by kind, then each custom probe by its name. The latest
+// wrong answer's excerpt is provider text: set as text only, never as markup.
+function renderChecks(checks) {
+  $id("checks").hidden = checks.length === 0;
+  if (!checks.length) return;
+  setText($id("checks-window"), `last ${checks[0].window}`);
+  const table = $id("checks-table");
+  const head = table.querySelector("thead");
+  if (!head.children.length) {
+    replace(
+      head,
+      el(
+        "tr",
+        {},
+        el("th", {text: "Check"}),
+        el("th", {text: "Kind"}),
+        CHECK_COLUMNS.map(([, text]) => el("th", {class: "n", text})),
+        el("th", {text: "Last check"}),
+        el("th", {text: "Latest wrong answer"}),
+      ),
+    );
+  }
+  replace(
+    table.querySelector("tbody"),
+    checks.map((c) => {
+      const wrong = c.last_wrong_answer;
+      return el(
+        "tr",
+        {"data-testid": "check-row", "data-name": c.name, "data-kind": c.kind, "data-custom": String(c.custom), class: c.last_ok === false ? "failed" : ""},
+        el("td", {"data-field": "name", text: c.name}),
+        el("td", {"data-field": "kind", text: c.custom ? `${c.kind} · custom probe` : c.kind}),
+        CHECK_COLUMNS.map(([field, , format]) => cell(field, c[field], format)),
+        el("td", {class: "nowrap", "data-field": "last_check_ts", "data-value": c.last_check_ts ?? "", text: c.last_check_ts == null ? "—" : fmtAgo(c.last_check_ts)}),
+        el(
+          "td",
+          {class: wrong ? "msg" : "faint", "data-field": "last_wrong_answer", "data-value": wrong ? wrong.ts : ""},
+          wrong ? el("span", {text: `${fmtAgo(wrong.ts)}: ${wrong.message ?? "expectation failed"}`}) : "—",
+          wrong && wrong.answer_excerpt != null ? [el("br"), "answered ", el("q", {class: "mono", "data-testid": "answer-excerpt", text: wrong.answer_excerpt})] : "",
+        ),
+      );
+    }),
+  );
 }
 
 // ---- by region, probes vs traffic --------------------------------------------------------------
@@ -311,7 +368,8 @@ function renderResults(results) {
         "tr",
         {"data-testid": "result-row", class: r.ok ? "" : "failed", "data-ok": r.ok ? "true" : "false"},
         el("td", {class: "nowrap", "data-field": "timestamp", "data-value": r.timestamp ?? "", title: r.timestamp ?? "", text: fmtTime(ts)}),
-        el("td", {"data-field": "check", text: r.check ?? "—"}),
+        // A custom probe by its name, with its kind; a built-in check's name is its kind.
+        el("td", {"data-field": "check", "data-kind": r.kind ?? "", text: r.check === r.kind || !r.kind ? r.check ?? "—" : `${r.check} (${r.kind})`}),
         el("td", {"data-field": "source", "data-value": r.source ?? "", class: `src-${r.source}`, text: r.source ?? "—"}),
         optional("region", r.region),
         optional("agent", r.agent),
@@ -355,6 +413,7 @@ async function load() {
     $id("target-body").hidden = false;
     renderFacts(detail);
     renderWindow(detail, range);
+    renderChecks(detail.checks || []);
     const markers = (events.events || []).filter((e) => typeof e.ts === "number");
     drawCharts(series, context, markers);
     renderResults(results.results || []);
