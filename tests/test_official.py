@@ -21,6 +21,7 @@ from llmpulse.probe.official import (
     OfficialStatus,
     StatusPoller,
     fetch_status,
+    guess_format,
     human_url,
 )
 
@@ -293,10 +294,12 @@ async def test_incident_with_impact(server: StatusServer, session: aiohttp.Clien
     status = await fetch_status(session, "anthropic", server.serve(SUMMARY, partial_outage()))
     assert status.indicator == "major"
     assert status.description == "Partial System Outage"
-    assert status.incidents == ["Elevated errors on Claude Sonnet 4.5 (major)"]
+    assert status.incidents == [
+        "Elevated errors on Claude Sonnet 4.5 (major; Claude API (api.anthropic.com))"
+    ]
     assert (
-        status.summary()
-        == "major: Partial System Outage — Elevated errors on Claude Sonnet 4.5 (major)"
+        status.summary() == "major: Partial System Outage — Elevated errors on Claude Sonnet 4.5 "
+        "(major; Claude API (api.anthropic.com))"
     )
 
 
@@ -430,8 +433,8 @@ async def test_google_filters_to_gemini_products(
     assert active.indicator == "minor"
     assert active.description == "Service Disruption"
     assert active.incidents == [
-        "Elevated error rates for Gemini models on Vertex AI (minor)",
-        "Quota dashboards delayed (none)",
+        "Elevated error rates for Gemini models on Vertex AI (minor; Vertex Gemini API, Cloud Run)",
+        "Quota dashboards delayed (none; Generative AI on Vertex AI)",
     ]
 
 
@@ -457,7 +460,10 @@ async def test_google_information_only_is_none(
         )
     ]
     status = await fetch_status(session, "gemini", server.serve(GOOGLE, payload), "google")
-    assert (status.indicator, status.incidents) == ("none", ["Quota dashboards delayed (none)"])
+    assert (status.indicator, status.incidents) == (
+        "none",
+        ["Quota dashboards delayed (none; Generative AI on Vertex AI)"],
+    )
 
 
 # --- fetch_status: never raises -----------------------------------------------------------------
@@ -497,8 +503,8 @@ async def test_unreadable_pages_are_unknown(
 async def test_unknown_kind_is_unknown(
     server: StatusServer, session: aiohttp.ClientSession
 ) -> None:
-    status = await fetch_status(session, "x", server.serve(SUMMARY, OPERATIONAL), "rss")  # type: ignore[arg-type]
-    assert (status.indicator, status.error) == ("unknown", "unknown status source kind 'rss'")
+    status = await fetch_status(session, "x", server.serve(SUMMARY, OPERATIONAL), "atom")  # type: ignore[arg-type]
+    assert (status.indicator, status.error) == ("unknown", "unknown status source kind 'atom'")
 
 
 async def test_timeout_is_unknown(server: StatusServer, session: aiohttp.ClientSession) -> None:
@@ -556,7 +562,7 @@ async def test_first_fetch_is_baseline_then_degradation_is_one_change(
     assert changes == [("none", "minor")]
     current = poller.current("anthropic")
     assert current is not None and current.incidents == [
-        "Elevated errors on Claude Sonnet 4.5 (minor)"
+        "Elevated errors on Claude Sonnet 4.5 (minor; Claude API (api.anthropic.com))"
     ]
 
 
@@ -655,15 +661,26 @@ async def test_run_polls_concurrently_and_reports_changes(
 
 
 def test_default_sources() -> None:
-    assert set(DEFAULT_SOURCES) == {"openai", "anthropic", "groq", "deepseek", "gemini"}
+    assert set(DEFAULT_SOURCES) == {
+        "openai", "anthropic", "groq", "deepseek", "vertex", "bedrock", "azure", "xai"
+    }  # fmt: skip
     assert DEFAULT_SOURCES["anthropic"] == (
         "https://status.claude.com/api/v2/summary.json",
         "statuspage",
     )
-    assert DEFAULT_SOURCES["gemini"] == ("https://status.cloud.google.com/incidents.json", "google")
-    assert all(kind == "statuspage" for p, (_, kind) in DEFAULT_SOURCES.items() if p != "gemini")
+    # Google Cloud's feed is Vertex AI's; the Gemini API has no machine-readable page.
+    assert DEFAULT_SOURCES["vertex"] == ("https://status.cloud.google.com/incidents.json", "google")
+    assert "gemini" not in DEFAULT_SOURCES
+    for provider, (url, kind) in DEFAULT_SOURCES.items():
+        assert guess_format(url) == kind, provider  # a URL set by hand is read the same way
     assert human_url(DEFAULT_SOURCES["openai"][0], "statuspage") == "https://status.openai.com"
-    assert human_url(DEFAULT_SOURCES["gemini"][0], "google") == "https://status.cloud.google.com/"
+    assert human_url(DEFAULT_SOURCES["vertex"][0], "google") == "https://status.cloud.google.com/"
+    assert human_url(DEFAULT_SOURCES["xai"][0], "rss") == "https://status.x.ai/"
+    assert human_url(DEFAULT_SOURCES["azure"][0], "azure") == (
+        "https://azure.status.microsoft/en-us/status/"
+    )
+    bedrock = DEFAULT_SOURCES["bedrock"][0].replace("{region}", "eu-west-1")
+    assert human_url(bedrock, "aws") == "https://status.aws.amazon.com/"
 
 
 def test_summary_of_a_quiet_page() -> None:

@@ -60,6 +60,8 @@ class Target:
     # calling the provider.
     missing_key: str | None = None
     retires: datetime.date | None = None  # the model's announced retirement, from the config
+    # Status-page components (globs) carrying its API; None: the provider's default mapping.
+    status_components: tuple[str, ...] | None = None
 
     @property
     def retires_at(self) -> float | None:

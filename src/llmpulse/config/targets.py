@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Mapping
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -43,6 +44,11 @@ class TargetConfig(BaseModel):
     tps_floor: float | None = Field(default=None, gt=0)
     rules: RuleOverrides = Field(default_factory=dict)
     retires: datetime.date | None = None  # the model's announced retirement (model_deprecated)
+    # The status-page components (names or globs) that carry this target's API; None: the
+    # provider's default (probe.official.DEFAULT_COMPONENTS); []: the whole page.
+    status_components: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=50
+    )
 
     @field_validator("provider")
     @classmethod
@@ -174,4 +180,7 @@ def resolve_target(
         tps_floor=cfg.tps_floor if cfg.tps_floor is not None else preset.tps_floor,
         rules=cfg.rules,
         retires=cfg.retires,
+        status_components=(
+            tuple(cfg.status_components) if cfg.status_components is not None else None
+        ),
     )

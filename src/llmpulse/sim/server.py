@@ -57,7 +57,14 @@ _MIB = 1 << 20
 _PAD = b"a" * _MIB
 _DEFAULT = ModelBehavior()
 # Where a status page is served, by the wire format a monitor reads (its ``SourceKind``).
-STATUS_PATHS = {"statuspage": "api/v2/summary.json", "google": "incidents.json"}
+STATUS_PATHS = {
+    "statuspage": "api/v2/summary.json",
+    "google": "incidents.json",
+    "aws": "rss/status.rss",
+    "azure": "azure/feed/",
+    "rss": "feed.xml",
+}
+StatusFormat = Literal["statuspage", "google", "aws", "azure", "rss"]
 _Timed = TypeVar("_Timed", ModelBehavior, StatusPage)
 
 
@@ -612,6 +619,12 @@ class SimApp:
         fmt = request.scope["route"].name
         if fmt == "human":
             return HTMLResponse(statuspage.human_page(snap))
+        if fmt in statuspage.FEEDS:
+            return Response(
+                statuspage.FEEDS[fmt](snap),
+                headers={"cache-control": "no-cache"},
+                media_type="application/rss+xml",
+            )
         payload = (
             statuspage.summary(snap) if fmt == "statuspage" else statuspage.google_incidents(snap)
         )
@@ -771,11 +784,10 @@ def create_app(state: SimState) -> Starlette:
                 methods=["GET"],
                 name="statuspage",
             ),
-            Route(
-                f"/statuspage/{{name}}/{STATUS_PATHS['google']}",
-                h.status_page,
-                methods=["GET"],
-                name="google",
+            *(
+                Route(f"/statuspage/{{name}}/{path}", h.status_page, methods=["GET"], name=fmt)
+                for fmt, path in STATUS_PATHS.items()
+                if fmt != "statuspage"
             ),
             # The human page, where the monitor's status links point (with or without a slash).
             Route("/statuspage/{name}", h.status_page, methods=["GET"], name="human"),
@@ -842,11 +854,10 @@ class SimServer:
     def azure_base(self) -> str:
         return f"{self.url}/azure"
 
-    def status_page_url(
-        self, name: str, kind: Literal["statuspage", "google"] = "statuspage"
-    ) -> str:
-        """Where a monitor polls status page ``name``: a Statuspage v2 ``summary.json`` or a
-        Google Cloud ``incidents.json`` (the monitor tells them apart by that file name)."""
+    def status_page_url(self, name: str, kind: StatusFormat = "statuspage") -> str:
+        """Where a monitor polls status page ``name`` in the wire format ``kind``: a Statuspage
+        v2 ``summary.json``, a Google Cloud ``incidents.json``, an AWS Health service RSS,
+        Azure's status RSS or an incident RSS feed (as xAI's)."""
         return f"{self.url}/statuspage/{name}/{STATUS_PATHS[kind]}"
 
     async def serve(self) -> None:
