@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llmpulse.alerts import slo
+from llmpulse.alerts import confirmation, slo
 from llmpulse.alerts.engine import AlertRecord, alert_scope, fingerprint, listed
 from llmpulse.alerts.metric_rules import scopes
 from llmpulse.alerts.model import Acknowledgement, AlertState
@@ -38,7 +38,13 @@ from llmpulse.config import Config
 from llmpulse.config.slos import Slo
 from llmpulse.durations import parse_duration
 from llmpulse.presets import PRESETS
-from llmpulse.probe.official import Maintenance, OfficialStatus
+from llmpulse.probe.official import (
+    Maintenance,
+    OfficialStatus,
+    components_for,
+    provider_scope,
+    scoped,
+)
 from llmpulse.result import CheckResult, Source
 from llmpulse.rules import OFFICIAL_STATUS_RULE, SLO_BURN_RULE
 from llmpulse.schedule import Schedule, ScheduleError, parse_cron, parse_timezone
@@ -96,6 +102,7 @@ class View:
         self._scopes = scopes(config.custom_rules)  # what a custom rule's alerts name
         # Results are redacted as they are measured; this also cleans rows stored before that.
         self.redact = config.redactor
+        self._confirmed: tuple[float, dict[str, schemas.Confirmation]] | None = None
 
     @classmethod
     def open(
@@ -149,6 +156,7 @@ class View:
                 )
             )
         providers = []
+        confirmations = self.confirmations(now)
         for provider in dict.fromkeys(t.provider for t in self._targets.values()):
             own = [c for c in cards if c.provider == provider]
             providers.append(
@@ -157,6 +165,7 @@ class View:
                     status=provider_status(records.get(provider, []), (c.status for c in own)),
                     targets=len(own),
                     official=self._official(provider),
+                    confirmation=confirmations.get(provider),
                 )
             )
         firing = [
@@ -236,7 +245,7 @@ class View:
             last_error=last_error,
             served_model=served_model,
             retires=t.retires.isoformat() if t.retires else None,
-            official=self._official(t.provider),
+            official=self._official(t.provider, t),
             alerts=[
                 _alert(r, silences, acks, now, self._scopes)
                 for r in records
@@ -269,10 +278,14 @@ class View:
             for t in self._targets.values()
         }
 
-    def _official(self, provider: str) -> schemas.Official | None:
+    def _official(self, provider: str, target: Target | None = None) -> schemas.Official | None:
+        """The provider's status page as its targets' components see it (``target``'s alone
+        when given)."""
         status = self.official(provider) if self.official is not None else None
         if status is None:
             return None
+        if target is not None:
+            status = scoped(status, components_for(target))
         return schemas.Official(
             indicator=status.indicator,
             description=status.description if status.error is None else "status page unreadable",
@@ -281,6 +294,25 @@ class View:
             incidents=list(status.incidents),
             maintenances=[self._maintenance(m) for m in status.maintenances],
         )
+
+    def confirmations(self, now: float) -> dict[str, schemas.Confirmation]:
+        """Per provider with a status page (polled now, or posts stored), how it confirmed our
+        incidents over the last 30 days; computed at most once a minute."""
+        if self._confirmed is not None and now - self._confirmed[0] < 60:
+            return self._confirmed[1]
+        since = now - confirmation.PERIOD_S
+        events = self.alert_state.events_between(since, now + 1)
+        posted = self.alert_state.official_incidents(since - confirmation.BEFORE_S)
+        found = {}
+        for provider in dict.fromkeys(t.provider for t in self._targets.values()):
+            polled = self.official is not None and self.official(provider) is not None
+            if not polled and not any(p.provider == provider for p in posted):
+                continue
+            scope = provider_scope(t for t in self._targets.values() if t.provider == provider)
+            ours = confirmation.our_incidents(events, provider)
+            found[provider] = _confirmation(confirmation.record(provider, ours, posted, scope, now))
+        self._confirmed = (now, found)
+        return found
 
     def _maintenance(self, m: Maintenance) -> schemas.Maintenance:
         return schemas.Maintenance(
@@ -799,7 +831,10 @@ class View:
             for t in self._targets.values()
         ]
         return schemas.StatusSummary(
-            generated_at=now, overall=worst(t.status for t in targets), targets=targets
+            generated_at=now,
+            overall=worst(t.status for t in targets),
+            targets=targets,
+            confirmations=list(self.confirmations(now).values()),
         )
 
     def status_page(self, now: float | None = None) -> schemas.StatusPage:
@@ -880,6 +915,20 @@ class View:
                 done.append(incident.model_copy(update={"end": ended}))
         every = done + list(open_.values())
         return [i for i in every if (i.end is None or i.end >= start)]
+
+
+def _confirmation(r: confirmation.Record) -> schemas.Confirmation:
+    return schemas.Confirmation(
+        provider=r.provider,
+        incidents=len(r.decided),
+        confirmed=len(r.confirmed),
+        pending=sum(v.pending for v in r.verdicts),
+        median_lag_s=r.median_lag_s,
+        missed=[
+            schemas.MissedIncident(start=v.incident.start, end=v.incident.end) for v in r.missed
+        ],
+        sentence=r.sentence(),
+    )
 
 
 _PUBLIC_SUMMARIES = {
