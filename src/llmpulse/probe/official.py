@@ -352,7 +352,8 @@ def scoped(status: OfficialStatus, patterns: tuple[str, ...]) -> OfficialStatus:
     """``status`` as seen by whoever follows the components ``patterns`` names (globs).
 
     The indicator is the worst of those components' own statuses and of the impacts of the
-    open incidents that touch them (or do not say what they touch). An incident elsewhere
+    open incidents that touch them (or do not say what they touch), and of the page's roll-up
+    where nothing on the page explains it. An incident elsewhere
     stays listed, "not this API", but does not count. A page that lists none of the named
     components is followed whole: a renamed component must not hide an outage.
     """
@@ -374,6 +375,10 @@ def scoped(status: OfficialStatus, patterns: tuple[str, ...]) -> OfficialStatus:
         return base
     counted = [i for i in status.open_incidents if i.counts_for(patterns)]
     indicator = _worst([*followed, *(i.impact for i in counted)])
+    explained = _worst([*status.components.values(), *(i.impact for i in status.open_incidents)])
+    if _SEVERITY.get(page_indicator, 0) > _SEVERITY[explained]:
+        # A roll-up that no component or incident explains is the page's word on everything.
+        indicator = _worst([indicator, page_indicator])
     if indicator == "none" and (
         "maintenance" in followed or (not status.components and page_indicator == "maintenance")
     ):
