@@ -169,6 +169,7 @@ async def test_daemon_records_the_page_and_the_views_tell_how_late_it_was(sim, r
         )
         row = view.overview().providers[0]
         assert row.confirmation == confirmation
+        assert view.status_page().confirmations == [confirmation]
     finally:
         view.close()
         state.close()

@@ -557,6 +557,8 @@ class StatusPage(BaseModel):
     overall: Status
     targets: list[StatusPageTarget]
     incidents: list[Incident]
+    # How each provider's own status page confirmed our incidents (30 days).
+    confirmations: list[Confirmation] = Field(default_factory=list)
 
 
 class Health(BaseModel):

@@ -883,6 +883,7 @@ class View:
                 (i for i in incidents if i.target in self._targets),
                 key=lambda i: -i.start,
             ),
+            confirmations=summary.confirmations,
         )
 
     def _incidents(
