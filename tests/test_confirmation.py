@@ -112,8 +112,8 @@ def test_window_edges_and_wording() -> None:
     )
 
 
-def test_official_incidents_are_stored_once(tmp_path: Path) -> None:
-    state = AlertStateStore(tmp_path / "alerts.db")
+def test_official_incidents_are_stored_once(db_location: str | Path) -> None:
+    state = AlertStateStore(db_location)
     first = PostedIncident("anthropic", "abc", "Elevated\nerrors", T0, ("Claude API",), None)
     state.save_official_incidents([first], T0 + 5)
     renamed = PostedIncident("anthropic", "abc", "Renamed", T0 + 99, (), "https://x/i")

@@ -5,6 +5,7 @@ following only the components that carry its API."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,6 +14,7 @@ import pytest
 
 from conftest import make_target
 from llmpulse.config import ConfigError, parse_config
+from llmpulse.monitor.daemon import Daemon
 from llmpulse.probe.official import (
     DEFAULT_COMPONENTS,
     StatusPoller,
@@ -291,3 +293,37 @@ def test_bedrock_region_and_source_url(sim: SimServer) -> None:
     )
     assert source_url(template, make_target(sim, "openai", "m")) is None
     assert source_url("https://x/feed.xml", target) == "https://x/feed.xml"
+
+
+def test_the_daemon_polls_each_providers_source_with_its_scope(tmp_path: Path) -> None:
+    targets = [
+        {"provider": "anthropic", "model": "claude-haiku-4-5", "status_components": ["claude.ai"]},
+        {"provider": "xai", "model": "grok-3-mini"},
+        {"provider": "gemini", "model": "gemini-2.5-flash"},  # no machine-readable page
+        # A Bedrock-style regional feed named by hand: {region} from the target's endpoint.
+        {"provider": "openai", "model": "m",
+         "base_url": "https://bedrock-runtime.eu-west-1.amazonaws.com/openai/v1"},
+        {"provider": "groq", "model": "llama-3.1-8b-instant"},
+        {"provider": "deepseek", "model": "deepseek-chat"},
+    ]  # fmt: skip
+    providers = {
+        "openai": {"status_page": "https://status.aws.amazon.com/rss/bedrock-{region}.rss"},
+        "groq": {"status_page": "http://127.0.0.1:1/feed", "status_format": "azure"},
+        "deepseek": {"status_page": False},
+    }
+    raw = {
+        "targets": [{**t, "api_key": "${K}"} for t in targets],
+        "providers": providers,
+        "monitor": {"status_interval": "5s"},
+    }
+    daemon = Daemon(parse_config(raw, env={"K": "k"}), db_path=tmp_path / "r.db")
+    assert daemon.status.sources == {
+        "anthropic": ("https://status.claude.com/api/v2/summary.json", "statuspage"),
+        "xai": ("https://status.x.ai/feed.xml", "rss"),
+        "openai": ("https://status.aws.amazon.com/rss/bedrock-eu-west-1.rss", "aws"),
+        "groq": ("http://127.0.0.1:1/feed", "azure"),
+    }
+    assert daemon.status.scopes["anthropic"] == ("claude.ai",)  # the target's own
+    assert daemon.status.scopes["xai"] == ("API*",)
+    assert daemon.status.scopes["groq"] == ("API", "llama-3.1-8b-instant")
+    assert daemon.status.scopes["gemini"] == ()
