@@ -85,9 +85,9 @@ def test_confirmed_late_early_missed_and_pending() -> None:
     assert [v.pending for v in r.verdicts] == [False, False, False, False, True]
     assert [v.incident.start for v in r.missed] == [T0 + 2000 * MIN, T0 + 3000 * MIN]
     assert r.median_lag_s == 3 * MIN
-    assert (
-        r.sentence()
-        == "Anthropic's page confirmed 2 of our 4 incidents, a median 3 min after our page"
+    assert r.sentence() == (
+        "Anthropic's page confirmed 2 of our 4 incidents, a median 3 min after our page "
+        "(1 more under way)"
     )
     # Followed whole, the claude.ai incident confirms the third one too.
     assert len(record("anthropic", ours, pages, (), now).confirmed) == 3
@@ -106,6 +106,8 @@ def test_window_edges_and_wording() -> None:
     unsaid = record("anthropic", long, [posted(T0 + 150 * MIN, ())], API, T0 + 10 * AFTER_S)
     assert unsaid.verdicts[0].lag_s == 150 * MIN  # no components said: it may be the API
     assert unsaid.sentence().endswith("a median 2.5 h after our page")
+    ongoing = record("anthropic", [OurIncident(T0, None)], [], API, T0 + 1)
+    assert ongoing.sentence() == "Anthropic's page has not posted our ongoing incident yet"
     nothing = record("xai", [], [], (), T0)
     assert (
         nothing.sentence() == "No incident of ours to compare with xAI's page in the last 30 days"

@@ -810,3 +810,26 @@ def test_cost_totals_by_tag_cover_the_range_its_rows_do(tmp_path: Path) -> None:
     assert [(r.name, r.cost_usd) for r in report.rows] == [("feature=a", 3.0)]
     (total,) = report.totals
     assert (total.cost_usd, total.requests) == (3.0, 2)
+
+
+def test_status_pages_confirmations_are_listed_per_provider_with_a_page(
+    client: httpx.Client,
+) -> None:
+    summary = get(client, "/api/v1/status")
+    confirmations = {c["provider"]: c for c in summary["confirmations"]}
+    assert confirmations == {  # groq has no status page here
+        "openai": {
+            "provider": "openai", "incidents": 0, "confirmed": 0, "pending": 0,
+            "median_lag_s": None, "missed": [],
+            "sentence": "No incident of ours to compare with OpenAI's page in the last 30 days",
+        },
+        "anthropic": {  # its outage is still firing, and no page of Anthropic's was stored
+            "provider": "anthropic", "incidents": 0, "confirmed": 0, "pending": 1,
+            "median_lag_s": None, "missed": [],
+            "sentence": "Anthropic's page has not posted our ongoing incident yet",
+        },
+    }  # fmt: skip
+    providers = {p["provider"]: p for p in get(client, "/api/v1/overview")["providers"]}
+    assert providers["openai"]["confirmation"] == confirmations["openai"]
+    assert providers["groq"]["confirmation"] is None
+    assert get(client, "/api/v1/statuspage")["confirmations"] == summary["confirmations"]

@@ -102,7 +102,9 @@ class Record:
         """E.g. "Anthropic's page confirmed 7 of our 9 incidents, a median 11 min after our
         page"."""
         name = _NAMES.get(self.provider, self.provider)
-        decided = len(self.decided)
+        decided, pending = len(self.decided), len(self.verdicts) - len(self.decided)
+        if not decided and pending:
+            return f"{name}'s page has not posted our ongoing incident yet"
         if not decided:
             return f"No incident of ours to compare with {name}'s page in the last 30 days"
         noun = "incident" if decided == 1 else "incidents"
@@ -111,7 +113,7 @@ class Record:
         if lag is not None:
             when = "after" if lag >= 0 else "before"
             text += f", a median {_minutes(abs(lag))} {when} our page"
-        return text
+        return text + (f" ({pending} more under way)" if pending else "")
 
 
 def _minutes(seconds: float) -> str:
