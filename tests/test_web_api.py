@@ -375,6 +375,19 @@ def test_recurring_silences_round_trip(client: httpx.Client) -> None:
         assert refused.status_code == 400 and message in refused.json()["detail"], refused.text
 
 
+def test_a_card_follows_its_apis_components_and_the_provider_row_the_whole_page(
+    client: httpx.Client,
+) -> None:
+    official = get(client, f"/api/v1/targets/{OPENAI}")["card"]["official"]
+    assert (official["indicator"], official["description"]) == (
+        "none", "All Systems Operational for this API (the page: minor)"
+    )  # fmt: skip
+    # Shown, with its component, but not counted; its outside text redacted.
+    assert official["incidents"] == ["Login errors ([redacted]) (minor; ChatGPT, not this API)"]
+    overview = {p["provider"]: p for p in get(client, "/api/v1/overview")["providers"]}
+    assert overview["openai"]["official"]["indicator"] == "minor"  # as the poller gave it
+
+
 def test_providers_announced_maintenance(client: httpx.Client, site: Any) -> None:
     now = site[1]["now"]
     card = get(client, f"/api/v1/targets/{ANTHROPIC}")["card"]

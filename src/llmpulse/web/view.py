@@ -288,10 +288,15 @@ class View:
             status = scoped(status, components_for(target))
         return schemas.Official(
             indicator=status.indicator,
-            description=status.description if status.error is None else "status page unreadable",
+            description=(
+                self.redact.clipped(status.description)
+                if status.error is None
+                else "status page unreadable"
+            ),
             url=status.url,
             updated_ts=status.fetched_at.timestamp(),
-            incidents=list(status.incidents),
+            # Status pages are outside text: their incidents' names too.
+            incidents=[self.redact.clipped(i) for i in status.incidents],
             maintenances=[self._maintenance(m) for m in status.maintenances],
         )
 
