@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from llmpulse.probe.official import (
+    DEFAULT_COMPONENTS,
     DEFAULT_SOURCES,
     OfficialStatus,
     StatusPoller,
@@ -288,6 +289,46 @@ async def test_operational_statuspage(server: StatusServer, session: aiohttp.Cli
     assert status.error is None
     assert status.url == f"{server.base}/anthropic"
     assert status.fetched_at.tzinfo is UTC
+
+
+def _openai(flagged: str) -> dict[str, Any]:
+    """OpenAI's page as it often reads: an incident naming no component, the component flagged."""
+    payload = copy.deepcopy(OPERATIONAL)
+    payload["page"] = {**_PAGE, "name": "OpenAI", "url": "https://status.openai.com"}
+    payload["components"] = [
+        _component("c1", "Chat Completions"),
+        _component("c2", "Conversations"),
+        _component("c3", "Login"),
+    ]
+    for c in payload["components"]:
+        if c["name"] == flagged:
+            c["status"] = "partial_outage"
+    incident = {**copy.deepcopy(_INCIDENT), "name": "Elevated errors", "impact": "major"}
+    incident["components"] = []
+    incident["incident_updates"][0]["affected_components"] = []
+    payload["incidents"] = [incident]
+    payload["status"] = {"indicator": "major", "description": "Partial System Outage"}
+    return payload
+
+
+async def test_an_incident_naming_no_component_touches_what_the_page_flags(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    api = DEFAULT_COMPONENTS["openai"]
+    chatgpt = await fetch_status(
+        session, "openai", server.serve("o1.json", _openai("Conversations")), scope=api
+    )
+    assert chatgpt.open_incidents[0].components == ("Conversations",)
+    assert (chatgpt.indicator, chatgpt.page_indicator) == ("none", "major")
+    assert chatgpt.incidents == ["Elevated errors (major; Conversations, not this API)"]
+    ours = await fetch_status(
+        session, "openai", server.serve("o2.json", _openai("Chat Completions")), scope=api
+    )
+    assert ours.indicator == "major"
+    # A page that flags nothing leaves the incident unplaced: it counts.
+    quiet = _openai("none")
+    unplaced = await fetch_status(session, "openai", server.serve("o3.json", quiet), scope=api)
+    assert (unplaced.open_incidents[0].components, unplaced.indicator) == ((), "major")
 
 
 async def test_incident_with_impact(server: StatusServer, session: aiohttp.ClientSession) -> None:

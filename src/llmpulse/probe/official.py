@@ -84,8 +84,9 @@ DEFAULT_SOURCES: Mapping[str, tuple[str, SourceKind]] = types.MappingProxyType(
 # must not hide an outage. Names as the pages show them (README, "Status sources"):
 DEFAULT_COMPONENTS: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
     {
-        # API components beside ChatGPT, Sora and Codex; "Chat Completions" is confirmed by
-        # public clients of the page, the other two as the API reference names the endpoints.
+        # API components beside ChatGPT's ("Conversations", "Login", "Voice mode", ...) and
+        # Codex: public clients of the page name "Chat Completions" and "Responses";
+        # "Embeddings" is the API reference's name for the endpoint, not seen on the page.
         "openai": ("Chat Completions", "Responses", "Embeddings"),
         # "Claude API (api.anthropic.com)", beside claude.ai and Claude Code.
         "anthropic": ("Claude API*",),
@@ -516,6 +517,13 @@ def _parse_statuspage(payload: Any, now: datetime) -> _Page:
             components[name] = cast(
                 Indicator, _COMPONENT_SEVERITY.get(str(c.get("status")), "none")
             )
+    # OpenAI's page often names no component in an incident while flagging the components
+    # themselves: such an incident touches what the page flags (if it flags anything).
+    flagged = tuple(n for n, v in components.items() if v in _SEVERITY and v != "none")
+    incidents = [
+        i if i.components else dataclasses.replace(i, components=flagged[:MAX_INCIDENT_COMPONENTS])
+        for i in incidents
+    ]
 
     raw = _indicator(status.get("indicator"))
     indicator = raw
