@@ -354,9 +354,9 @@ def scoped(status: OfficialStatus, patterns: tuple[str, ...]) -> OfficialStatus:
 
     The indicator is the worst of those components' own statuses and of the impacts of the
     open incidents that touch them (or do not say what they touch), and of the page's roll-up
-    where nothing on the page explains it. An incident elsewhere
-    stays listed, "not this API", but does not count. A page that lists none of the named
-    components is followed whole: a renamed component must not hide an outage.
+    where nothing on the page explains it. An incident elsewhere stays listed, "not this API",
+    but does not count. A page that lists none of the named components is followed whole: a
+    renamed component must not hide an outage.
     """
     page_indicator = status.page_indicator or status.indicator
     page_description = status.page_description or status.description
