@@ -4,6 +4,7 @@ following only the components that carry its API."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ from llmpulse.probe.official import (
     StatusPoller,
     aws_region,
     components_for,
+    fetch_merged,
     fetch_status,
     provider_scope,
     scoped,
-    source_url,
+    source_urls,
 )
 from llmpulse.sim.server import SimServer, StatusFormat
 
@@ -71,7 +73,7 @@ async def test_aws_feed_event_under_way(sim: SimServer, session: aiohttp.ClientS
     assert status.indicator == "major"  # "Service disruption: ..."
     (incident,) = status.open_incidents
     assert incident.name == "Increased error rates for InvokeModel"
-    assert incident.components == ("Amazon Bedrock (N. Virginia)",)
+    assert incident.components == ("Amazon Bedrock (N. Virginia)", name)  # the feed's name
     assert incident.created_at is not None
     assert status.url == f"{sim.url}/"  # the dashboard is the host's root
 
@@ -88,7 +90,7 @@ async def test_aws_minor_impact(sim: SimServer, session: aiohttp.ClientSession) 
     name = page(sim, indicator="minor", incident="Elevated latencies")
     status = await read(sim, session, name, "aws")
     assert status.indicator == "minor"  # "Performance issues: ..."
-    assert status.incidents == ["Elevated latencies (minor; API)"]
+    assert status.incidents == [f"Elevated latencies (minor; API, {name})"]
 
 
 # --- Azure status RSS --------------------------------------------------------------------------
@@ -280,19 +282,45 @@ def test_status_components_config_errors() -> None:
         )
 
 
-def test_bedrock_region_and_source_url(sim: SimServer) -> None:
+def test_bedrock_region_and_source_urls(sim: SimServer) -> None:
     assert aws_region("https://bedrock-runtime.eu-west-3.amazonaws.com") == "eu-west-3"
     assert aws_region("https://bedrock-runtime.us-gov-west-1.amazonaws.com/") == "us-gov-west-1"
     assert aws_region("https://api.openai.com/v1") is None
     template = "https://status.aws.amazon.com/rss/bedrock-{region}.rss"
-    target = make_target(
-        sim, "openai", "m", base_url="https://bedrock-runtime.ap-south-1.amazonaws.com"
+    endpoint = "https://bedrock-runtime.{}.amazonaws.com"
+    south, west = (make_target(sim, "openai", "m", base_url=endpoint.format(r))
+                   for r in ("ap-south-1", "eu-west-1"))  # fmt: skip
+    plain = make_target(sim, "openai", "m")
+    assert source_urls(template, [south, plain, west, south]) == (
+        "https://status.aws.amazon.com/rss/bedrock-ap-south-1.rss",
+        "https://status.aws.amazon.com/rss/bedrock-eu-west-1.rss",
     )
-    assert (
-        source_url(template, target) == "https://status.aws.amazon.com/rss/bedrock-ap-south-1.rss"
-    )
-    assert source_url(template, make_target(sim, "openai", "m")) is None
-    assert source_url("https://x/feed.xml", target) == "https://x/feed.xml"
+    assert source_urls(template, [plain]) == ()
+    assert source_urls("https://x/feed.xml", [south]) == ("https://x/feed.xml",)
+    # A Bedrock target follows its own region's feed (the preset's default mapping).
+    bedrock = dataclasses.replace(south, provider="bedrock")
+    assert components_for(bedrock) == ("bedrock-ap-south-1",)
+    assert components_for(dataclasses.replace(plain, provider="bedrock")) == ()
+
+
+async def test_feeds_of_several_regions_are_one_status(
+    sim: SimServer, session: aiohttp.ClientSession
+) -> None:
+    bad = page(sim, indicator="major", incident="InvokeModel errors")
+    good = page(sim)
+    urls = [sim.status_page_url(bad, "aws"), sim.status_page_url(good, "aws")]
+    status = await fetch_merged(session, "bedrock", urls, "aws")
+    assert (status.error, status.indicator) == (None, "major")
+    assert status.open_incidents[0].components == ("API", bad)  # the feed's name: its region
+    # Each region's targets follow their own feed.
+    assert (await fetch_merged(session, "bedrock", urls, "aws", scope=(good,))).indicator == "none"
+    assert (await fetch_merged(session, "bedrock", urls, "aws", scope=(bad,))).indicator == "major"
+    # A feed that cannot be read hides nothing the others say; all unreadable is unknown.
+    gone = sim.status_page_url(page(sim, unavailable=True), "aws")
+    partly = await fetch_merged(session, "bedrock", [urls[0], gone], "aws")
+    assert partly.indicator == "major"
+    assert partly.description == "Partial System Outage (1 of 2 feeds unreadable)"
+    assert (await fetch_merged(session, "bedrock", [gone, gone], "aws")).indicator == "unknown"
 
 
 def test_the_daemon_polls_each_providers_source_with_its_scope(tmp_path: Path) -> None:
@@ -300,9 +328,11 @@ def test_the_daemon_polls_each_providers_source_with_its_scope(tmp_path: Path) -
         {"provider": "anthropic", "model": "claude-haiku-4-5", "status_components": ["claude.ai"]},
         {"provider": "xai", "model": "grok-3-mini"},
         {"provider": "gemini", "model": "gemini-2.5-flash"},  # no machine-readable page
-        # A Bedrock-style regional feed named by hand: {region} from the target's endpoint.
+        # A Bedrock-style regional feed named by hand: {region} from each target's endpoint.
         {"provider": "openai", "model": "m",
          "base_url": "https://bedrock-runtime.eu-west-1.amazonaws.com/openai/v1"},
+        {"provider": "openai", "model": "m", "name": "m2",
+         "base_url": "https://bedrock-runtime.us-east-1.amazonaws.com/openai/v1"},
         {"provider": "groq", "model": "llama-3.1-8b-instant"},
         {"provider": "deepseek", "model": "deepseek-chat"},
     ]  # fmt: skip
@@ -322,6 +352,9 @@ def test_the_daemon_polls_each_providers_source_with_its_scope(tmp_path: Path) -
         "xai": ("https://status.x.ai/feed.xml", "rss"),
         "openai": ("https://status.aws.amazon.com/rss/bedrock-eu-west-1.rss", "aws"),
         "groq": ("http://127.0.0.1:1/feed", "azure"),
+    }
+    assert daemon.status.also == {
+        "openai": ("https://status.aws.amazon.com/rss/bedrock-us-east-1.rss",)
     }
     assert daemon.status.scopes["anthropic"] == ("claude.ai",)  # the target's own
     assert daemon.status.scopes["xai"] == ("API*",)

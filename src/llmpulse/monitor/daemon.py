@@ -57,7 +57,7 @@ from llmpulse.probe.official import (
     StatusPoller,
     guess_format,
     provider_scope,
-    source_url,
+    source_urls,
 )
 from llmpulse.probe.scheduler import Scheduler
 from llmpulse.result import CheckResult
@@ -141,9 +141,11 @@ class Daemon:
         self._term: asyncio.Event | None = None  # set when this daemon's lead ends
         self._delivery: asyncio.Future[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        sources = self._status_sources()
         self.status = StatusPoller(
-            self._status_sources(),
+            {p: (urls[0], kind) for p, (urls, kind) in sources.items()},
             config.monitor.status_interval,
+            also={p: urls[1:] for p, (urls, _) in sources.items() if len(urls) > 1},
             scopes={
                 p: provider_scope(t for t in config.targets if t.provider == p)
                 for p in {t.provider for t in config.targets}
@@ -185,10 +187,11 @@ class Daemon:
 
     # --- wiring -------------------------------------------------------------------------
 
-    def _status_sources(self) -> dict[str, tuple[str, SourceKind]]:
+    def _status_sources(self) -> dict[str, tuple[tuple[str, ...], SourceKind]]:
+        """Each provider's status page: its URLs (several for a feed per region) and format."""
         if not self.config.monitor.status_pages:
             return {}
-        sources: dict[str, tuple[str, SourceKind]] = {}
+        sources: dict[str, tuple[tuple[str, ...], SourceKind]] = {}
         for provider in dict.fromkeys(t.provider for t in self.config.targets):
             setting = self.config.providers.get(provider)
             page = setting.status_page if setting else None
@@ -201,13 +204,12 @@ class Daemon:
                 url, kind = DEFAULT_SOURCES[provider]
             else:
                 continue
-            # A per-region feed (Bedrock's) follows the region of the provider's first target.
-            first = next(t for t in self.config.targets if t.provider == provider)
-            resolved = source_url(url, first)
-            if resolved is None:
-                log.warning("no status page for %s: no region in %s", provider, first.base_url)
+            targets = [t for t in self.config.targets if t.provider == provider]
+            urls = source_urls(url, targets)
+            if not urls:
+                log.warning("no status page for %s: none of its endpoints names a region", provider)
                 continue
-            sources[provider] = (resolved, kind)
+            sources[provider] = (urls, kind)
         return sources
 
     def _official_indicator(self, provider: str) -> str | None:

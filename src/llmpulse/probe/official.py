@@ -41,7 +41,7 @@ import fnmatch
 import json
 import re
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias, cast
 from urllib.parse import urlsplit
@@ -69,7 +69,7 @@ DEFAULT_SOURCES: Mapping[str, tuple[str, SourceKind]] = types.MappingProxyType(
         # page, aistudio.google.com/status, has no documented machine-readable feed: the
         # gemini preset polls nothing rather than a feed about another product.
         "vertex": ("https://status.cloud.google.com/incidents.json", "google"),
-        # One feed per region: {region} is the region of the provider's first target.
+        # One feed per region of the provider's targets, merged ({region}: from an endpoint).
         "bedrock": ("https://status.aws.amazon.com/rss/bedrock-{region}.rss", "aws"),
         # The region-independent host: status.azure.com redirects to a geo-routed instance that
         # serves an empty (all clear) feed when its own region is the one in trouble.
@@ -96,6 +96,9 @@ DEFAULT_COMPONENTS: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
         "vertex": ("Vertex*",),
         # xAI's page lists "API (US East)", "API (US West)", "API Console" beside Grok.
         "xai": ("API*",),
+        # Each AWS feed's incidents carry the feed's name ("bedrock-eu-west-1"): a target
+        # follows its own region's ({region}: from its endpoint).
+        "bedrock": ("bedrock-{region}",),
         # An Azure item's categories: the service ("Azure OpenAI Service") and the region.
         "azure": ("*OpenAI*", "*AI Foundry*"),
     }
@@ -268,21 +271,26 @@ def aws_region(base_url: str) -> str | None:
     return found.group(1) if found else None
 
 
-def source_url(url: str, target: Target) -> str | None:
-    """``url`` with ``{region}`` filled from ``target``; None when it has no region to give."""
+def source_urls(url: str, targets: Iterable[Target]) -> tuple[str, ...]:
+    """``url`` with ``{region}`` filled from each of ``targets`` that has one (one feed per
+    region, in the targets' order); ``url`` itself when it has no ``{region}``."""
     if "{region}" not in url:
-        return url
-    region = aws_region(target.base_url)
-    return url.replace("{region}", region) if region else None
+        return (url,)
+    regions = dict.fromkeys(r for t in targets if (r := aws_region(t.base_url)))
+    return tuple(url.replace("{region}", r) for r in regions)
 
 
 def components_for(target: Target) -> tuple[str, ...]:
     """The component globs a target follows: its ``status_components``, else its provider's
-    default mapping, ``{model}`` standing for its model; () is the whole page."""
+    default mapping, ``{model}`` standing for its model and ``{region}`` for its AWS region (a
+    glob naming a region it has not is dropped); () is the whole page."""
     if target.status_components is not None:
         return target.status_components
+    region = aws_region(target.base_url)
     return tuple(
-        p.replace("{model}", target.model) for p in DEFAULT_COMPONENTS.get(target.provider, ())
+        p.replace("{model}", target.model).replace("{region}", region or "")
+        for p in DEFAULT_COMPONENTS.get(target.provider, ())
+        if region or "{region}" not in p
     )
 
 
@@ -327,6 +335,12 @@ async def fetch_status(
             page = _parse_google(_json(body), products)
         else:
             page = _FEED_PARSERS[kind](_feed(body))
+        if kind == "aws":  # the feed's name ("bedrock-eu-west-1") says the region
+            name = _line(urlsplit(url).path.rsplit("/", 1)[-1].removesuffix(".rss"))
+            regional = [
+                dataclasses.replace(i, components=(*i.components, name)) for i in page.incidents
+            ]
+            page = dataclasses.replace(page, incidents=tuple(regional))
     except TimeoutError:  # aiohttp's own timeouts subclass it too
         return _unknown(provider, page_url, now, f"timed out after {timeout_s:g}s")
     except _SourceError as exc:
@@ -347,6 +361,48 @@ async def fetch_status(
         open_incidents=page.incidents,
     )
     return scoped(whole, scope)
+
+
+async def fetch_merged(
+    session: aiohttp.ClientSession,
+    provider: str,
+    urls: Sequence[str],
+    kind: SourceKind = "statuspage",
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    scope: tuple[str, ...] = (),
+) -> OfficialStatus:
+    """One provider's status from several feeds of one format (Bedrock's, one per region):
+    the worst of those that could be read, their incidents together; "unknown" only when none
+    could. Never raises (except on cancellation)."""
+    if len(urls) == 1:
+        return await fetch_status(
+            session, provider, urls[0], kind, timeout_s=timeout_s, scope=scope
+        )
+    fetched = await asyncio.gather(
+        *(fetch_status(session, provider, u, kind, timeout_s=timeout_s) for u in urls)
+    )
+    read = [s for s in fetched if s.error is None]
+    if not read:
+        return fetched[0]
+    indicator = _worst(s.indicator for s in read)
+    if indicator == "none" and any(s.indicator == "maintenance" for s in read):
+        indicator = "maintenance"
+    description = read[0].description if len(fetched) == 1 else _DESCRIPTIONS[indicator]
+    if len(read) < len(fetched):
+        description += f" ({len(fetched) - len(read)} of {len(fetched)} feeds unreadable)"
+    merged = OfficialStatus(
+        provider,
+        indicator,
+        description,
+        [line for s in read for line in s.incidents],
+        read[0].url,
+        read[0].fetched_at,
+        maintenances=[m for s in read for m in s.maintenances][:MAX_MAINTENANCES],
+        components={name: v for s in read for name, v in s.components.items()},
+        open_incidents=tuple(i for s in read for i in s.open_incidents)[:MAX_INCIDENTS],
+    )
+    return scoped(merged, scope)
 
 
 def scoped(status: OfficialStatus, patterns: tuple[str, ...]) -> OfficialStatus:
@@ -743,7 +799,8 @@ class StatusPoller:
     changes. The first successful fetch sets that baseline silently; a failure becomes
     "unknown" only after ``failures_before_unknown`` consecutive failures, so one dropped poll
     neither alerts nor hides a real change (none → fail → minor reports none → minor).
-    ``scopes`` names, per provider, the components its status follows (``provider_scope``).
+    ``scopes`` names, per provider, the components its status follows (``provider_scope``);
+    ``also``, further feeds merged into its status (Bedrock's other regions).
     """
 
     def __init__(
@@ -754,9 +811,12 @@ class StatusPoller:
         failures_before_unknown: int = 3,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         scopes: Mapping[str, tuple[str, ...]] | None = None,
+        also: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.sources = dict(sources)
         self.scopes = dict(scopes or {})
+        # Further feeds of a provider's format, merged into its status (``fetch_merged``).
+        self.also = dict(also or {})
         self.interval_s = interval_s
         self.failures_before_unknown = failures_before_unknown
         self.timeout_s = timeout_s
@@ -775,10 +835,10 @@ class StatusPoller:
         """One round over every source; returns the fresh statuses in source order."""
         fetched = await asyncio.gather(
             *(
-                fetch_status(
+                fetch_merged(
                     session,
                     provider,
-                    url,
+                    (url, *self.also.get(provider, ())),
                     kind,
                     timeout_s=self.timeout_s,
                     scope=self.scopes.get(provider, ()),

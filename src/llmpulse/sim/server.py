@@ -60,7 +60,7 @@ _DEFAULT = ModelBehavior()
 STATUS_PATHS = {
     "statuspage": "api/v2/summary.json",
     "google": "incidents.json",
-    "aws": "rss/status.rss",
+    "aws": "rss/{feed}.rss",  # the feed is named after the page, as bedrock-{region}.rss
     "azure": "azure/feed/",
     "rss": "feed.xml",
 }
@@ -858,7 +858,7 @@ class SimServer:
         """Where a monitor polls status page ``name`` in the wire format ``kind``: a Statuspage
         v2 ``summary.json``, a Google Cloud ``incidents.json``, an AWS Health service RSS,
         Azure's status RSS or an incident RSS feed (as xAI's)."""
-        return f"{self.url}/statuspage/{name}/{STATUS_PATHS[kind]}"
+        return f"{self.url}/statuspage/{name}/{STATUS_PATHS[kind]}".replace("{feed}", name)
 
     async def serve(self) -> None:
         """Serve until stopped (uvicorn handles SIGINT/SIGTERM when run in the main thread)."""
