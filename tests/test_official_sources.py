@@ -222,9 +222,10 @@ async def test_google_products_scope_vertex(sim: SimServer, session: aiohttp.Cli
     )  # fmt: skip
     status = await read(sim, session, name, "google", DEFAULT_COMPONENTS["vertex"])
     assert (status.page_indicator, status.indicator) == ("major", "none")
-    name = page(sim, indicator="major", incident="Vertex errors", components=["Vertex Gemini API"])
-    status = await read(sim, session, name, "google", DEFAULT_COMPONENTS["vertex"])
-    assert status.indicator == "major"
+    for product in ("Vertex Gemini API", "Generative AI on Vertex AI"):
+        name = page(sim, indicator="major", incident="Vertex errors", components=[product])
+        status = await read(sim, session, name, "google", DEFAULT_COMPONENTS["vertex"])
+        assert status.indicator == "major", product
 
 
 async def test_poller_reports_changes_of_the_scoped_indicator(

@@ -92,15 +92,16 @@ DEFAULT_COMPONENTS: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
         "anthropic": ("Claude API*",),
         # A plain "API" component and one per model ({model}: the target's model).
         "groq": ("API", "{model}"),
-        # Google Cloud product titles: "Vertex Gemini API", "Vertex AI Online Prediction", ...
-        "vertex": ("Vertex*",),
+        # Google Cloud product titles: "Vertex Gemini API", "Generative AI on Vertex AI", ...
+        # (not "Gemini for Google Workspace", which the AI filter also lets through).
+        "vertex": ("*Vertex*",),
         # xAI's page lists "API (US East)", "API (US West)", "API Console" beside Grok.
         "xai": ("API*",),
         # Each AWS feed's incidents carry the feed's name ("bedrock-eu-west-1"): a target
         # follows its own region's ({region}: from its endpoint).
         "bedrock": ("bedrock-{region}",),
-        # An Azure item's categories: the service ("Azure OpenAI Service") and the region.
-        "azure": ("*OpenAI*", "*AI Foundry*"),
+        # Azure: none. Its feed's items are already only the AI ones (AZURE_PRODUCTS), and the
+        # names of their service categories could not be verified.
     }
 )
 
