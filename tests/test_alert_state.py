@@ -139,7 +139,7 @@ def test_a_file_from_before_alembic_keeps_its_state_and_is_stamped(tmp_path: Pat
     store.add_event(alert("new"), now=6)
     store.close()
     # Stamped at 0001 (the legacy schema), then upgraded to the head like any other file.
-    assert sql(path, "SELECT version_num FROM alembic_version_alerts") == [("0004",)]
+    assert sql(path, "SELECT version_num FROM alembic_version_alerts") == [("0005",)]
 
     # A fresh file ends with the same tables and columns.
     AlertStateStore(tmp_path / "fresh.db").close()
@@ -190,7 +190,7 @@ def test_agents_starting_together_migrate_once() -> None:
         started += [threads.submit(_start_agent, (url, url), ready) for _ in range(2)]
         for future in started:
             future.result()
-        assert sql(url, "SELECT version_num FROM alembic_version_alerts") == [("0004",)]
+        assert sql(url, "SELECT version_num FROM alembic_version_alerts") == [("0005",)]
         assert sql(url, "SELECT version_num FROM alembic_version_outbox") == [("0002",)]
 
 

@@ -291,6 +291,7 @@ OVERVIEW_SNAPSHOT = """() => {
     firing: all(document, "firing-alert").map((a) => a.dataset.fingerprint),
     firingEmptyHidden: q(document, "firing-empty").hidden,
     providers: all(document, "provider-status").map((p) => [p.dataset.provider, p.dataset.status]),
+    confirmations: all(document, "provider-confirmation").map((c) => c.textContent),
     pageError: q(document, "page-error") ? !q(document, "page-error").hidden : false,
     cards: all(document, "card").map((c) => ({
       target: c.dataset.target,
@@ -334,6 +335,9 @@ def _check_overview(dom: Any, data: Any) -> None:
     assert _same(dom["firingCount"], len(data["firing"]))
     assert dom["firingEmptyHidden"] == bool(data["firing"])
     assert dom["providers"] == [[p["provider"], p["status"]] for p in data["providers"]]
+    assert dom["confirmations"] == [
+        f"{p['confirmation']['sentence']}." for p in data["providers"] if p["confirmation"]
+    ]
     assert [c["target"] for c in dom["cards"]] == [c["name"] for c in data["cards"]]
     for card, c in zip(dom["cards"], data["cards"], strict=True):
         name = c["name"]
@@ -1101,6 +1105,12 @@ def test_public_status_page_matches_the_api_and_calls_nothing_private(tab: Tab) 
         assert row["badge"] == "/badge/" + quote(t["name"]) + ".svg"
     assert all(ok for _, ok in dom["images"]), dom["images"]
     assert dom["incidents"] == min(len(data["incidents"]), 15)
+    # How each provider's own page confirmed our incidents: the demo serves every one's page.
+    assert {c["provider"] for c in data["confirmations"]} == {t["provider"] for t in targets}
+    rows = page.get_by_test_id("confirmation-row").all()
+    assert [(r.get_attribute("data-provider"), r.inner_text()) for r in rows] == [
+        (c["provider"], f"{c['sentence']}.") for c in data["confirmations"]
+    ]
 
     # Hovering a day shows its date: today (with data) and a day long before the demo (none).
     first = page.get_by_test_id("status-row").first

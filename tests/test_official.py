@@ -17,10 +17,12 @@ import pytest
 from aiohttp import web
 
 from llmpulse.probe.official import (
+    DEFAULT_COMPONENTS,
     DEFAULT_SOURCES,
     OfficialStatus,
     StatusPoller,
     fetch_status,
+    guess_format,
     human_url,
 )
 
@@ -289,14 +291,56 @@ async def test_operational_statuspage(server: StatusServer, session: aiohttp.Cli
     assert status.fetched_at.tzinfo is UTC
 
 
+def _openai(flagged: str) -> dict[str, Any]:
+    """OpenAI's page as it often reads: an incident naming no component, the component flagged."""
+    payload = copy.deepcopy(OPERATIONAL)
+    payload["page"] = {**_PAGE, "name": "OpenAI", "url": "https://status.openai.com"}
+    payload["components"] = [
+        _component("c1", "Chat Completions"),
+        _component("c2", "Conversations"),
+        _component("c3", "Login"),
+    ]
+    for c in payload["components"]:
+        if c["name"] == flagged:
+            c["status"] = "partial_outage"
+    incident = {**copy.deepcopy(_INCIDENT), "name": "Elevated errors", "impact": "major"}
+    incident["components"] = []
+    incident["incident_updates"][0]["affected_components"] = []
+    payload["incidents"] = [incident]
+    payload["status"] = {"indicator": "major", "description": "Partial System Outage"}
+    return payload
+
+
+async def test_an_incident_naming_no_component_touches_what_the_page_flags(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    api = DEFAULT_COMPONENTS["openai"]
+    chatgpt = await fetch_status(
+        session, "openai", server.serve("o1.json", _openai("Conversations")), scope=api
+    )
+    assert chatgpt.open_incidents[0].components == ("Conversations",)
+    assert (chatgpt.indicator, chatgpt.page_indicator) == ("none", "major")
+    assert chatgpt.incidents == ["Elevated errors (major; Conversations, not this API)"]
+    ours = await fetch_status(
+        session, "openai", server.serve("o2.json", _openai("Chat Completions")), scope=api
+    )
+    assert ours.indicator == "major"
+    # A page that flags nothing leaves the incident unplaced: it counts.
+    quiet = _openai("none")
+    unplaced = await fetch_status(session, "openai", server.serve("o3.json", quiet), scope=api)
+    assert (unplaced.open_incidents[0].components, unplaced.indicator) == ((), "major")
+
+
 async def test_incident_with_impact(server: StatusServer, session: aiohttp.ClientSession) -> None:
     status = await fetch_status(session, "anthropic", server.serve(SUMMARY, partial_outage()))
     assert status.indicator == "major"
     assert status.description == "Partial System Outage"
-    assert status.incidents == ["Elevated errors on Claude Sonnet 4.5 (major)"]
+    assert status.incidents == [
+        "Elevated errors on Claude Sonnet 4.5 (major; Claude API (api.anthropic.com))"
+    ]
     assert (
-        status.summary()
-        == "major: Partial System Outage — Elevated errors on Claude Sonnet 4.5 (major)"
+        status.summary() == "major: Partial System Outage — Elevated errors on Claude Sonnet 4.5 "
+        "(major; Claude API (api.anthropic.com))"
     )
 
 
@@ -430,8 +474,8 @@ async def test_google_filters_to_gemini_products(
     assert active.indicator == "minor"
     assert active.description == "Service Disruption"
     assert active.incidents == [
-        "Elevated error rates for Gemini models on Vertex AI (minor)",
-        "Quota dashboards delayed (none)",
+        "Elevated error rates for Gemini models on Vertex AI (minor; Vertex Gemini API, Cloud Run)",
+        "Quota dashboards delayed (none; Generative AI on Vertex AI)",
     ]
 
 
@@ -457,7 +501,10 @@ async def test_google_information_only_is_none(
         )
     ]
     status = await fetch_status(session, "gemini", server.serve(GOOGLE, payload), "google")
-    assert (status.indicator, status.incidents) == ("none", ["Quota dashboards delayed (none)"])
+    assert (status.indicator, status.incidents) == (
+        "none",
+        ["Quota dashboards delayed (none; Generative AI on Vertex AI)"],
+    )
 
 
 # --- fetch_status: never raises -----------------------------------------------------------------
@@ -497,8 +544,8 @@ async def test_unreadable_pages_are_unknown(
 async def test_unknown_kind_is_unknown(
     server: StatusServer, session: aiohttp.ClientSession
 ) -> None:
-    status = await fetch_status(session, "x", server.serve(SUMMARY, OPERATIONAL), "rss")  # type: ignore[arg-type]
-    assert (status.indicator, status.error) == ("unknown", "unknown status source kind 'rss'")
+    status = await fetch_status(session, "x", server.serve(SUMMARY, OPERATIONAL), "atom")  # type: ignore[arg-type]
+    assert (status.indicator, status.error) == ("unknown", "unknown status source kind 'atom'")
 
 
 async def test_timeout_is_unknown(server: StatusServer, session: aiohttp.ClientSession) -> None:
@@ -556,7 +603,7 @@ async def test_first_fetch_is_baseline_then_degradation_is_one_change(
     assert changes == [("none", "minor")]
     current = poller.current("anthropic")
     assert current is not None and current.incidents == [
-        "Elevated errors on Claude Sonnet 4.5 (minor)"
+        "Elevated errors on Claude Sonnet 4.5 (minor; Claude API (api.anthropic.com))"
     ]
 
 
@@ -655,15 +702,26 @@ async def test_run_polls_concurrently_and_reports_changes(
 
 
 def test_default_sources() -> None:
-    assert set(DEFAULT_SOURCES) == {"openai", "anthropic", "groq", "deepseek", "gemini"}
+    assert set(DEFAULT_SOURCES) == {
+        "openai", "anthropic", "groq", "deepseek", "vertex", "bedrock", "azure", "xai"
+    }  # fmt: skip
     assert DEFAULT_SOURCES["anthropic"] == (
         "https://status.claude.com/api/v2/summary.json",
         "statuspage",
     )
-    assert DEFAULT_SOURCES["gemini"] == ("https://status.cloud.google.com/incidents.json", "google")
-    assert all(kind == "statuspage" for p, (_, kind) in DEFAULT_SOURCES.items() if p != "gemini")
+    # Google Cloud's feed is Vertex AI's; the Gemini API has no machine-readable page.
+    assert DEFAULT_SOURCES["vertex"] == ("https://status.cloud.google.com/incidents.json", "google")
+    assert "gemini" not in DEFAULT_SOURCES
+    for provider, (url, kind) in DEFAULT_SOURCES.items():
+        assert guess_format(url) == kind, provider  # a URL set by hand is read the same way
     assert human_url(DEFAULT_SOURCES["openai"][0], "statuspage") == "https://status.openai.com"
-    assert human_url(DEFAULT_SOURCES["gemini"][0], "google") == "https://status.cloud.google.com/"
+    assert human_url(DEFAULT_SOURCES["vertex"][0], "google") == "https://status.cloud.google.com/"
+    assert human_url(DEFAULT_SOURCES["xai"][0], "rss") == "https://status.x.ai/"
+    assert human_url(DEFAULT_SOURCES["azure"][0], "azure") == (
+        "https://azure.status.microsoft/en-us/status/"
+    )
+    bedrock = DEFAULT_SOURCES["bedrock"][0].replace("{region}", "eu-west-1")
+    assert human_url(bedrock, "aws") == "https://status.aws.amazon.com/"
 
 
 def test_summary_of_a_quiet_page() -> None:

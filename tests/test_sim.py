@@ -524,7 +524,8 @@ async def test_status_pages_follow_the_script() -> None:
                 at(srv, period + 30.5)
                 major = await status("anthropic")
                 assert major.summary() == (
-                    "major: Partial System Outage — Elevated errors on Haiku (major)"
+                    "major: Partial System Outage — Elevated errors on Haiku "
+                    "(major; Claude API (api.anthropic.com))"
                 )
                 assert major.url == f"{srv.url}/statuspage/anthropic"
                 at(srv, period + 79.5)
@@ -544,7 +545,9 @@ async def test_status_pages_follow_the_script() -> None:
             for t in (30.5, 180.5):
                 at(srv, t)
                 gemini = await status("gemini", "google")
-                assert gemini.summary() == "minor: Service Disruption — Slow responses (minor)"
+                assert gemini.summary() == (
+                    "minor: Service Disruption — Slow responses (minor; Vertex Gemini API)"
+                )
             assert (await status("openai")).description == "We're fully operational"
             missing = await status("mistral")
             assert missing.indicator == "unknown" and missing.error == "HTTP 404 Not Found"

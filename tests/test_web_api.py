@@ -377,6 +377,19 @@ def test_recurring_silences_round_trip(client: httpx.Client) -> None:
         assert refused.status_code == 400 and message in refused.json()["detail"], refused.text
 
 
+def test_a_card_follows_its_apis_components_and_the_provider_row_the_whole_page(
+    client: httpx.Client,
+) -> None:
+    official = get(client, f"/api/v1/targets/{OPENAI}")["card"]["official"]
+    assert (official["indicator"], official["description"]) == (
+        "none", "All Systems Operational for this API (the page: minor)"
+    )  # fmt: skip
+    # Shown, with its component, but not counted; its outside text redacted.
+    assert official["incidents"] == ["Login errors ([redacted]) (minor; ChatGPT, not this API)"]
+    overview = {p["provider"]: p for p in get(client, "/api/v1/overview")["providers"]}
+    assert overview["openai"]["official"]["indicator"] == "minor"  # as the poller gave it
+
+
 def test_providers_announced_maintenance(client: httpx.Client, site: Any) -> None:
     now = site[1]["now"]
     card = get(client, f"/api/v1/targets/{ANTHROPIC}")["card"]
@@ -881,3 +894,26 @@ def test_custom_probes_show_as_their_own_checks_with_the_correct_rate(tmp_path: 
         assert card["status"] == "degraded"
         assert card["status_reason"] == "wrong answer (capital): answer does not contain 'Paris'"
         assert card["last_error"]["class"] == "assertion"
+
+
+def test_status_pages_confirmations_are_listed_per_provider_with_a_page(
+    client: httpx.Client,
+) -> None:
+    summary = get(client, "/api/v1/status")
+    confirmations = {c["provider"]: c for c in summary["confirmations"]}
+    assert confirmations == {  # groq has no status page here
+        "openai": {
+            "provider": "openai", "incidents": 0, "confirmed": 0, "pending": 0,
+            "median_lag_s": None, "missed": [],
+            "sentence": "No incident of ours to compare with OpenAI's page in the last 30 days",
+        },
+        "anthropic": {  # its outage is still firing, and no page of Anthropic's was stored
+            "provider": "anthropic", "incidents": 0, "confirmed": 0, "pending": 1,
+            "median_lag_s": None, "missed": [],
+            "sentence": "Anthropic's page has not posted our ongoing incident yet",
+        },
+    }  # fmt: skip
+    providers = {p["provider"]: p for p in get(client, "/api/v1/overview")["providers"]}
+    assert providers["openai"]["confirmation"] == confirmations["openai"]
+    assert providers["groq"]["confirmation"] is None
+    assert get(client, "/api/v1/statuspage")["confirmations"] == summary["confirmations"]

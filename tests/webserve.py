@@ -19,7 +19,7 @@ from llmpulse.alerts.slo import Recorder
 from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import Config, parse_config
 from llmpulse.errors import ErrorClass
-from llmpulse.probe.official import Maintenance, OfficialStatus
+from llmpulse.probe.official import Maintenance, OfficialIncident, OfficialStatus
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.rules import INCIDENT, Severity
 from llmpulse.store import SQLiteStore
@@ -77,8 +77,14 @@ def official_statuses(now: float) -> dict[str, OfficialStatus]:
                 Maintenance("Network work", "scheduled", at(now + 86400), None, None),
             ],
         ),
+        # Down on ChatGPT only (an incident echoing a key), so the API's targets see none.
         "openai": OfficialStatus(
-            "openai", "none", "All Systems Operational", [], "https://status.openai.com", fetched
+            "openai", "minor", "Minor Service Outage", [], "https://status.openai.com", fetched,
+            components={"Chat Completions": "none", "ChatGPT": "minor"},
+            open_incidents=(
+                OfficialIncident("i1", f"Login errors ({SECRET})", "minor", at(now - 900),
+                                 ("ChatGPT",)),
+            ),
         ),
     }  # fmt: skip
 

@@ -120,6 +120,8 @@ class Target:
     project: str | None = None
     location: str | None = None
     credentials_file: str | None = None
+    # Status-page components (globs) carrying its API; None: the provider's default mapping.
+    status_components: tuple[str, ...] | None = None
 
     @property
     def retires_at(self) -> float | None:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from llmpulse.alerts import migrations
 from llmpulse.alerts.billing import BillingDay, from_stored
+from llmpulse.alerts.confirmation import PostedIncident
 from llmpulse.alerts.engine import AlertRecord
 from llmpulse.alerts.model import Acknowledgement, AlertState, Notification
 from llmpulse.alerts.silences import Silence
@@ -375,6 +376,51 @@ class AlertStateStore:
                 compared = from_stored(name, when, reported, measured, json.loads(detail))
             out.append(BillingDay(name, when, at, status, compared, error))
         return out
+
+    # --- official incidents: written by every poller (alerts.confirmation) ---------------------
+
+    def save_official_incidents(self, incidents: Iterable[PostedIncident], now: float) -> None:
+        """Adds those not seen before; of the others, only when they were last seen changes
+        (the first sighting's name, time and components stay)."""
+        rows = [
+            {
+                "provider": i.provider, "id": i.id, "name": one_line(i.name)[:200],
+                "created": i.created_at, "now": now, "components": json.dumps(i.components),
+                "url": i.url,
+            }
+            for i in incidents
+        ]  # fmt: skip
+        if not rows:
+            return
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO official_incidents (provider, incident_id, name, created_at, "
+                    "first_seen, last_seen, components, url) VALUES (:provider, :id, :name, "
+                    ":created, :now, :now, :components, :url) ON CONFLICT (provider, "
+                    "incident_id) DO UPDATE SET last_seen = excluded.last_seen"
+                ),
+                rows,
+            )
+
+    def official_incidents(
+        self, since_ts: float, provider: str | None = None
+    ) -> list[PostedIncident]:
+        """Incidents the pages posted from ``since_ts`` on (``provider``'s only when given),
+        oldest first."""
+        sql = (
+            "SELECT provider, incident_id, name, created_at, components, url "
+            "FROM official_incidents WHERE created_at >= :since"
+        )
+        args: dict[str, object] = {"since": since_ts}
+        if provider is not None:
+            sql += " AND provider = :provider"
+            args["provider"] = provider
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.text(sql + " ORDER BY created_at"), args).all()
+        return [
+            PostedIncident(p, i, n, at, tuple(json.loads(c)), url) for p, i, n, at, c, url in rows
+        ]
 
     def close(self) -> None:
         self._engine.dispose()

@@ -99,11 +99,19 @@ class AlertingSettings(BaseModel):
     flap_resolve_after: DurationOrZero = 600.0
 
 
+# How a status page is read (``llmpulse.probe.official``): Atlassian Statuspage v2
+# summary.json, Google Cloud's incidents.json, an AWS Health Dashboard service RSS feed, Azure's
+# status RSS feed, or an incident feed in RSS/Atom (one entry per incident, as xAI's).
+StatusFormat = Literal["statuspage", "google", "aws", "azure", "rss"]
+
+
 class ProviderSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     rules: RuleOverrides = Field(default_factory=dict)
-    # A Statuspage summary.json URL, or false to not poll this provider's status page.
+    # A status page's machine-readable URL, or false to not poll this provider's status page.
     status_page: str | Literal[False] | None = None
+    # How ``status_page`` is read; None: guessed from its URL (probe.official.guess_format).
+    status_format: StatusFormat | None = None
     # OpenAI's or Anthropic's admin key (os.environ/NAME): its own cost and usage reports are
     # compared daily with what llmpulse measured (config.billing).
     admin_key: SecretReference = None

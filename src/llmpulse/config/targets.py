@@ -7,6 +7,7 @@ import datetime
 import os
 import re
 from collections.abc import Mapping
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -60,6 +61,11 @@ class TargetConfig(BaseModel):
     project: str | None = None
     location: str | None = None
     credentials_file: str | None = Field(default=None, min_length=1)
+    # The status-page components (names or globs) that carry this target's API; None: the
+    # provider's default (probe.official.DEFAULT_COMPONENTS); []: the whole page.
+    status_components: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=50
+    )
 
     @field_validator("provider")
     @classmethod
@@ -243,6 +249,9 @@ def resolve_target(
         location=cfg.location,
         credentials_file=credentials_file,
         probes=probes,
+        status_components=(
+            tuple(cfg.status_components) if cfg.status_components is not None else None
+        ),
     )
     _check_input_tokens(index, cfg, target, where)
     return target

@@ -71,13 +71,13 @@ class Incident:
 OPENAI = DemoModel(
     "openai", "gpt-4o-mini", "openai",
     {"served_model": "gpt-4o-mini-2024-07-18", "ttft": 0.4, "tokens_per_s": 80, "jitter": 0.1},
-    components=("APIs", "ChatGPT"),
+    components=("Chat Completions", "Responses", "Conversations"),  # the API's two, ChatGPT's
 )  # fmt: skip
 ANTHROPIC = DemoModel(
     "anthropic", "claude-haiku-4-5", "anthropic",
     {"served_model": "claude-haiku-4-5-20251001", "ttft": 0.5, "tokens_per_s": 90,
      "jitter": 0.1, "context_window": 200000},
-    components=("Claude API (api.anthropic.com)",),
+    components=("claude.ai", "Claude API (api.anthropic.com)", "Claude Code"),
 )  # fmt: skip
 GROQ = DemoModel(
     "groq", "llama-3.1-8b-instant", "openai",

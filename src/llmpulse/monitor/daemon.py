@@ -39,6 +39,7 @@ import aiohttp
 from sqlalchemy.exc import SQLAlchemyError
 
 from llmpulse import aio
+from llmpulse.alerts.confirmation import PostedIncident
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.notifiers import Notifier, build_notifiers
 from llmpulse.alerts.outbox import Outbox
@@ -50,7 +51,14 @@ from llmpulse.monitor.billing import Reconciler
 from llmpulse.monitor.leader import leadership_for
 from llmpulse.probe import Prober
 from llmpulse.probe.lock import ProbeLock
-from llmpulse.probe.official import DEFAULT_SOURCES, SourceKind, StatusPoller
+from llmpulse.probe.official import (
+    DEFAULT_SOURCES,
+    SourceKind,
+    StatusPoller,
+    guess_format,
+    provider_scope,
+    source_urls,
+)
 from llmpulse.probe.scheduler import Scheduler
 from llmpulse.result import CheckResult
 from llmpulse.store import database_errors, local_path
@@ -133,7 +141,16 @@ class Daemon:
         self._term: asyncio.Event | None = None  # set when this daemon's lead ends
         self._delivery: asyncio.Future[None] | None = None
         self._session: aiohttp.ClientSession | None = None
-        self.status = StatusPoller(self._status_sources(), config.monitor.status_interval)
+        sources = self._status_sources()
+        self.status = StatusPoller(
+            {p: (urls[0], kind) for p, (urls, kind) in sources.items()},
+            config.monitor.status_interval,
+            also={p: urls[1:] for p, (urls, _) in sources.items() if len(urls) > 1},
+            scopes={
+                p: provider_scope(t for t in config.targets if t.provider == p)
+                for p in {t.provider for t in config.targets}
+            },
+        )
         # Providers' own bills against what was measured, daily, while leading (monitor.billing).
         # Store.costs and Store.totals read the daily rollups: a day older than they are kept
         # is not compared.
@@ -170,22 +187,29 @@ class Daemon:
 
     # --- wiring -------------------------------------------------------------------------
 
-    def _status_sources(self) -> dict[str, tuple[str, SourceKind]]:
+    def _status_sources(self) -> dict[str, tuple[tuple[str, ...], SourceKind]]:
+        """Each provider's status page: its URLs (several for a feed per region) and format."""
         if not self.config.monitor.status_pages:
             return {}
-        sources: dict[str, tuple[str, SourceKind]] = {}
-        for provider in {t.provider for t in self.config.targets}:
+        sources: dict[str, tuple[tuple[str, ...], SourceKind]] = {}
+        for provider in dict.fromkeys(t.provider for t in self.config.targets):
             setting = self.config.providers.get(provider)
             page = setting.status_page if setting else None
             if page is False:
                 continue
             if isinstance(page, str):
-                sources[provider] = (
-                    page,
-                    "google" if page.endswith("incidents.json") else "statuspage",
-                )
+                kind = setting.status_format if setting and setting.status_format else None
+                url, kind = page, kind or guess_format(page)
             elif provider in DEFAULT_SOURCES:
-                sources[provider] = DEFAULT_SOURCES[provider]
+                url, kind = DEFAULT_SOURCES[provider]
+            else:
+                continue
+            targets = [t for t in self.config.targets if t.provider == provider]
+            urls = source_urls(url, targets)
+            if not urls:
+                log.warning("no status page for %s: none of its endpoints names a region", provider)
+                continue
+            sources[provider] = (urls, kind)
         return sources
 
     def _official_indicator(self, provider: str) -> str | None:
@@ -256,6 +280,7 @@ class Daemon:
             background = [
                 asyncio.ensure_future(self.status.run(session, self.stop_event)),
                 asyncio.ensure_future(self._official_changes()),
+                asyncio.ensure_future(self._record_official()),
                 asyncio.ensure_future(self._reconcile(session)),
             ]
             background += [asyncio.ensure_future(s(self.stop_event)) for s in self._services]
@@ -477,6 +502,31 @@ class Daemon:
             if self.alerting is not None:
                 with _logged("official status change"):
                     self.alerting.observe_official(new.provider, new.indicator, new.description)
+
+    async def _record_official(self) -> None:
+        """Store the incidents the status pages post, as the poller saw them open, for the
+        acknowledgement record (``alerts.confirmation``): the pages keep only open ones."""
+        if not self.status.sources:
+            return
+        redact = self.config.redactor
+        while True:
+            await asyncio.sleep(self.status.interval_s)
+            now = time.time()
+            posted = [
+                PostedIncident(
+                    provider,
+                    redact(i.id),
+                    redact(i.name),
+                    i.created_at.timestamp() if i.created_at else now,
+                    tuple(redact(c) for c in i.components),
+                    redact(i.url),
+                )
+                for provider in self.status.sources
+                if (status := self.status.current(provider)) is not None
+                for i in status.open_incidents
+            ]
+            with _logged("recording official incidents", self.unreadable):
+                await asyncio.to_thread(self.state.save_official_incidents, posted, now)
 
     async def _shutdown(self) -> None:
         now = time.time()

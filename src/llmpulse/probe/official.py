@@ -1,13 +1,30 @@
 """Providers' official status pages, polled so every alert can say what the provider admits to.
 
-Two wire formats cover the presets:
+Five wire formats cover the presets (``DEFAULT_SOURCES``; the README's table says how each URL
+was verified):
 
 - Atlassian Statuspage v2 ``/api/v2/summary.json`` (Anthropic, Groq, DeepSeek; OpenAI's
   incident.io page serves a compatible one): ``status.indicator`` is none|minor|major|critical,
-  ``incidents[]`` are the unresolved ones, ``scheduled_maintenances[]`` the announced ones
-  (scheduled, in progress or verifying), kept as ``Maintenance``.
-- Google Cloud's ``incidents.json``: a flat array of every recent incident, active while it has
-  no ``end``; only those touching Gemini / Vertex AI / generative products count for Gemini.
+  ``components[]`` each have a status, ``incidents[]`` are the unresolved ones with the
+  ``components`` they touch, ``scheduled_maintenances[]`` the announced ones (scheduled, in
+  progress or verifying), kept as ``Maintenance``.
+- Google Cloud's ``incidents.json`` (Vertex AI): a flat array of every recent incident, active
+  while it has no ``end``; only those touching AI products (``AI_PRODUCTS``) are kept, their
+  ``affected_products`` standing for components.
+- AWS Health Dashboard's per-service RSS (``/rss/bedrock-{region}.rss``): one item per update,
+  newest first, titled "Informational message: …", "Performance issues: …", "Service
+  disruption: …" or "Service is operating normally: …"; ``[RESOLVED]`` marks a closed one.
+- Azure's status RSS: an item per current communication, with the service and region as its
+  ``category`` elements; only those naming Azure OpenAI / AI Foundry are kept.
+- An incident feed in RSS/Atom (xAI's ``feed.xml``): one entry per incident, closed when one of
+  its categories is "resolved"; its other categories stand for components.
+
+RSS and Atom are read with feedparser (a well-kept parser that survives the feeds' encodings
+and dialects) from a body already bounded in size.
+
+A target follows only the components that carry its API (``scope``): ``DEFAULT_COMPONENTS`` per
+provider, or the target's ``status_components``. Incidents elsewhere stay listed, marked as
+such, but do not make its indicator worse.
 
 A status page is a second opinion, never a reason to crash the monitor: ``fetch_status`` turns
 every failure into indicator "unknown" with the error, and ``StatusPoller`` only reports
@@ -20,19 +37,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fnmatch
 import json
+import re
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias, cast
 from urllib.parse import urlsplit
 
 import aiohttp
+import feedparser
 
+from llmpulse.config.alerting import StatusFormat
 from llmpulse.http import read_capped
+from llmpulse.target import Target
 
 Indicator = Literal["none", "minor", "major", "critical", "maintenance", "unknown"]
-SourceKind = Literal["statuspage", "google"]
+SourceKind: TypeAlias = StatusFormat
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_BODY_BYTES = 2 * 1024 * 1024  # Google's incidents.json is ~200 KB; 10x headroom, no more.
@@ -43,24 +65,72 @@ DEFAULT_SOURCES: Mapping[str, tuple[str, SourceKind]] = types.MappingProxyType(
         "anthropic": ("https://status.claude.com/api/v2/summary.json", "statuspage"),
         "groq": ("https://groqstatus.com/api/v2/summary.json", "statuspage"),
         "deepseek": ("https://status.deepseek.com/api/v2/summary.json", "statuspage"),
-        "gemini": ("https://status.cloud.google.com/incidents.json", "google"),
+        # Google Cloud's feed covers Vertex AI, not the Gemini API (generativelanguage), whose
+        # page, aistudio.google.com/status, has no documented machine-readable feed: the
+        # gemini preset polls nothing rather than a feed about another product.
+        "vertex": ("https://status.cloud.google.com/incidents.json", "google"),
+        # One feed per region of the provider's targets, merged ({region}: from an endpoint).
+        "bedrock": ("https://status.aws.amazon.com/rss/bedrock-{region}.rss", "aws"),
+        # The region-independent host: status.azure.com redirects to a geo-routed instance that
+        # serves an empty (all clear) feed when its own region is the one in trouble.
+        "azure": ("https://rssfeed.azure.status.microsoft/en-us/status/feed/", "azure"),
+        # xAI's API docs name this feed for its status.
+        "xai": ("https://status.x.ai/feed.xml", "rss"),
     }
 )
 
-# Google's feed covers all of Google Cloud; these substrings of a product title mean "Gemini".
-GEMINI_PRODUCTS = ("gemini", "vertex ai", "generative")
+# The components that carry each provider's API, as globs (case-insensitive). Where the page
+# lists none of them (a renamed component), a target follows the whole page: a stale mapping
+# must not hide an outage. Names as the pages show them (README, "Status sources"):
+DEFAULT_COMPONENTS: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
+    {
+        # API components beside ChatGPT's ("Conversations", "Login", "Voice mode", ...) and
+        # Codex: public clients of the page name "Chat Completions" and "Responses";
+        # "Embeddings" is the API reference's name for the endpoint, not seen on the page.
+        "openai": ("Chat Completions", "Responses", "Embeddings"),
+        # "Claude API (api.anthropic.com)", beside claude.ai and Claude Code.
+        "anthropic": ("Claude API*",),
+        # A plain "API" component and one per model ({model}: the target's model).
+        "groq": ("API", "{model}"),
+        # Google Cloud product titles: "Vertex Gemini API", "Generative AI on Vertex AI", ...
+        # (not "Gemini for Google Workspace", which the AI filter also lets through).
+        "vertex": ("*Vertex*",),
+        # xAI's page lists "API (US East)", "API (US West)", "API Console" beside Grok.
+        "xai": ("API*",),
+        # Each AWS feed's incidents carry the feed's name ("bedrock-eu-west-1"): a target
+        # follows its own region's ({region}: from its endpoint).
+        "bedrock": ("bedrock-{region}",),
+        # Azure: none. Its feed's items are already only the AI ones (AZURE_PRODUCTS), and the
+        # names of their service categories could not be verified.
+    }
+)
+
+# Google's and Azure's feeds cover whole clouds; these substrings of a product title, service
+# category or item title mean an AI product, the rest are dropped.
+AI_PRODUCTS = ("gemini", "vertex ai", "generative")
+AZURE_PRODUCTS = ("openai", "ai foundry")
+_AWS_REGION = re.compile(r"bedrock(?:-runtime)?[.-]([a-z]{2}(?:-[a-z]+)+-\d)\.")
 
 # Worst first wins when several signals disagree; maintenance and unknown are not severities.
 _SEVERITY: dict[str, int] = {"none": 0, "minor": 1, "major": 2, "critical": 3}
 _COMPONENT_SEVERITY = {
+    "operational": "none",
     "degraded_performance": "minor",
     "partial_outage": "major",
     "major_outage": "critical",
+    "under_maintenance": "maintenance",
 }
 _GOOGLE_IMPACT: dict[str, Indicator] = {
     "SERVICE_OUTAGE": "major",
     "SERVICE_DISRUPTION": "minor",
     "SERVICE_INFORMATION": "none",
+}
+# An AWS item's title starts with one of these, then ": " and the event's name.
+_AWS_IMPACT: dict[str, Indicator] = {
+    "service is operating normally": "none",
+    "informational message": "minor",
+    "performance issues": "minor",
+    "service disruption": "major",
 }
 _DESCRIPTIONS: dict[str, str] = {
     "none": "All Systems Operational",
@@ -72,10 +142,24 @@ _DESCRIPTIONS: dict[str, str] = {
 }
 _RESOLVED = {"resolved", "postmortem", "completed"}
 _MAINTENANCE_ACTIVE = {"in_progress", "verifying"}
+# An incident feed's categories that are its state, not a component.
+_FEED_STATES = {
+    "investigating",
+    "identified",
+    "monitoring",
+    "update",
+    "ongoing",
+    "open",
+    "resolved",
+}
 # What a status is kept of a page's announced maintenance: a handful, each name one short line.
 MAX_MAINTENANCES = 5
 MAX_NAME_CHARS = 200
 MAX_URL_CHARS = 500
+# Of a page's components and open incidents, more than any real page shows.
+MAX_COMPONENTS = 200
+MAX_INCIDENTS = 50
+MAX_INCIDENT_COMPONENTS = 20
 
 MaintenanceStatus = Literal["scheduled", "in_progress", "verifying"]
 
@@ -96,18 +180,45 @@ class Maintenance:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class OfficialIncident:
+    """An unresolved incident as the page posts it."""
+
+    id: str  # the page's own id (stable across fetches)
+    name: str  # one line, at most MAX_NAME_CHARS
+    impact: Indicator  # none|minor|major|critical
+    created_at: datetime | None  # when the page posted it
+    components: tuple[str, ...]  # what it touches, as the page names them; () when not said
+    url: str | None = None
+
+    def counts_for(self, patterns: tuple[str, ...]) -> bool:
+        """It may be about an API of ``patterns``: it touches one, or does not say what."""
+        return not patterns or not self.components or any_matches(self.components, patterns)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class OfficialStatus:
-    """What one provider's status page said at ``fetched_at``, normalized across formats."""
+    """What one provider's status page said at ``fetched_at``, normalized across formats.
+
+    ``indicator``, ``description`` and ``incidents`` are those of ``scope`` (the components
+    followed; () for the whole page); ``page_indicator`` is the whole page's, and ``components``
+    and ``open_incidents`` what the page said, from which ``scoped`` computes another scope.
+    """
 
     provider: str
     indicator: Indicator
     description: str  # the page's own words where it has them, e.g. "Partial System Outage"
-    incidents: list[str]  # unresolved incidents as "name (impact)"
+    incidents: list[str]  # unresolved incidents as "name (impact)", with their components
     url: str  # the human status page, for the alert's link
     fetched_at: datetime
     error: str | None = None  # set exactly when the page could not be read
     # Under way first, then by start; at most MAX_MAINTENANCES (Statuspage pages only).
     maintenances: list[Maintenance] = dataclasses.field(default_factory=list)
+    # Component name -> its indicator (none|minor|major|critical|maintenance); Statuspage only.
+    components: Mapping[str, Indicator] = dataclasses.field(default_factory=dict)
+    open_incidents: tuple[OfficialIncident, ...] = ()
+    page_indicator: Indicator | None = None  # None: as ``indicator`` (no scope applied)
+    page_description: str | None = None
+    scope: tuple[str, ...] = ()
 
     @property
     def in_maintenance(self) -> bool:
@@ -126,6 +237,80 @@ class _SourceError(Exception):
     """A status page answered, but not with something we can read."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Page:
+    """One fetch, parsed: the whole page's verdict and what it is made of."""
+
+    indicator: Indicator
+    description: str
+    incidents: tuple[OfficialIncident, ...]
+    components: Mapping[str, Indicator] = dataclasses.field(default_factory=dict)
+    maintenances: list[Maintenance] = dataclasses.field(default_factory=list)
+
+
+def guess_format(url: str) -> SourceKind:
+    """How to read a ``status_page`` URL configured without ``status_format``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "statuspage"
+    host, path = (parts.hostname or "").lower(), parts.path.lower()
+    if path.endswith("incidents.json"):
+        return "google"
+    if host == "status.aws.amazon.com":
+        return "aws"
+    if host.endswith("azure.status.microsoft"):
+        return "azure"
+    if path.endswith((".rss", ".xml", ".atom", "/feed", "/feed/")):
+        return "rss"
+    return "statuspage"
+
+
+def aws_region(base_url: str) -> str | None:
+    """The AWS region of a Bedrock endpoint (``bedrock-runtime.{region}.amazonaws.com``)."""
+    found = _AWS_REGION.search(base_url)
+    return found.group(1) if found else None
+
+
+def source_urls(url: str, targets: Iterable[Target]) -> tuple[str, ...]:
+    """``url`` with ``{region}`` filled from each of ``targets`` that has one (one feed per
+    region, in the targets' order); ``url`` itself when it has no ``{region}``."""
+    if "{region}" not in url:
+        return (url,)
+    regions = dict.fromkeys(r for t in targets if (r := aws_region(t.base_url)))
+    return tuple(url.replace("{region}", r) for r in regions)
+
+
+def components_for(target: Target) -> tuple[str, ...]:
+    """The component globs a target follows: its ``status_components``, else its provider's
+    default mapping, ``{model}`` standing for its model and ``{region}`` for its AWS region (a
+    glob naming a region it has not is dropped); () is the whole page."""
+    if target.status_components is not None:
+        return target.status_components
+    region = aws_region(target.base_url)
+    return tuple(
+        p.replace("{model}", target.model).replace("{region}", region or "")
+        for p in DEFAULT_COMPONENTS.get(target.provider, ())
+        if region or "{region}" not in p
+    )
+
+
+def provider_scope(targets: Iterable[Target]) -> tuple[str, ...]:
+    """What a provider's status follows for alerts: every component its targets follow; the
+    whole page as soon as one target follows the whole page."""
+    found: dict[str, None] = {}
+    for target in targets:
+        patterns = components_for(target)
+        if not patterns:
+            return ()
+        found.update(dict.fromkeys(patterns))
+    return tuple(found)
+
+
+def any_matches(names: Iterable[str], patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(n.lower(), p.lower()) for n in names for p in patterns)
+
+
 async def fetch_status(
     session: aiohttp.ClientSession,
     provider: str,
@@ -134,32 +319,153 @@ async def fetch_status(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_bytes: int = MAX_BODY_BYTES,
-    products: tuple[str, ...] = GEMINI_PRODUCTS,
+    products: tuple[str, ...] = AI_PRODUCTS,
+    scope: tuple[str, ...] = (),
 ) -> OfficialStatus:
-    """Fetch and normalize one status page. Never raises (except on cancellation)."""
-    page = human_url(url, kind)
+    """Fetch and normalize one status page, scoped to the components ``scope`` names.
+    Never raises (except on cancellation)."""
+    page_url = human_url(url, kind)
     now = datetime.now(UTC)
     try:
-        if kind not in ("statuspage", "google"):  # a config typo must not read as "all clear"
+        if kind not in ("statuspage", "google", *_FEED_PARSERS):  # a typo is not "all clear"
             raise _SourceError(f"unknown status source kind {kind!r}")
-        payload = await _get_json(session, url, timeout_s, max_bytes)
-        maintenances: list[Maintenance] = []
-        if kind == "google":
-            indicator, description, incidents = _parse_google(payload, products)
+        body = await _get(session, url, timeout_s, max_bytes)
+        if kind == "statuspage":
+            page = _parse_statuspage(_json(body), now)
+        elif kind == "google":
+            page = _parse_google(_json(body), products)
         else:
-            indicator, description, incidents = _parse_statuspage(payload)
-            maintenances = _maintenances(payload, now)
+            page = _FEED_PARSERS[kind](_feed(body))
+        if kind == "aws":  # the feed's name ("bedrock-eu-west-1") says the region
+            name = _line(urlsplit(url).path.rsplit("/", 1)[-1].removesuffix(".rss"))
+            regional = [
+                dataclasses.replace(i, components=(*i.components, name)) for i in page.incidents
+            ]
+            page = dataclasses.replace(page, incidents=tuple(regional))
     except TimeoutError:  # aiohttp's own timeouts subclass it too
-        return _unknown(provider, page, now, f"timed out after {timeout_s:g}s")
+        return _unknown(provider, page_url, now, f"timed out after {timeout_s:g}s")
     except _SourceError as exc:
-        return _unknown(provider, page, now, str(exc))
+        return _unknown(provider, page_url, now, str(exc))
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        return _unknown(provider, page, now, f"{type(exc).__name__}: {exc}")
+        return _unknown(provider, page_url, now, f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # a status page must never take the poller down
-        return _unknown(provider, page, now, f"unexpected {type(exc).__name__}: {exc}")
-    return OfficialStatus(
-        provider, indicator, description, incidents, page, now, maintenances=maintenances
+        return _unknown(provider, page_url, now, f"unexpected {type(exc).__name__}: {exc}")
+    whole = OfficialStatus(
+        provider,
+        page.indicator,
+        page.description,
+        [_incident_line(i, ()) for i in page.incidents],
+        page_url,
+        now,
+        maintenances=page.maintenances,
+        components=page.components,
+        open_incidents=page.incidents,
     )
+    return scoped(whole, scope)
+
+
+async def fetch_merged(
+    session: aiohttp.ClientSession,
+    provider: str,
+    urls: Sequence[str],
+    kind: SourceKind = "statuspage",
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    scope: tuple[str, ...] = (),
+) -> OfficialStatus:
+    """One provider's status from several feeds of one format (Bedrock's, one per region):
+    the worst of those that could be read, their incidents together; "unknown" only when none
+    could. Never raises (except on cancellation)."""
+    if len(urls) == 1:
+        return await fetch_status(
+            session, provider, urls[0], kind, timeout_s=timeout_s, scope=scope
+        )
+    fetched = await asyncio.gather(
+        *(fetch_status(session, provider, u, kind, timeout_s=timeout_s) for u in urls)
+    )
+    read = [s for s in fetched if s.error is None]
+    if not read:
+        return fetched[0]
+    indicator = _worst(s.indicator for s in read)
+    if indicator == "none" and any(s.indicator == "maintenance" for s in read):
+        indicator = "maintenance"
+    description = read[0].description if len(fetched) == 1 else _DESCRIPTIONS[indicator]
+    if len(read) < len(fetched):
+        description += f" ({len(fetched) - len(read)} of {len(fetched)} feeds unreadable)"
+    merged = OfficialStatus(
+        provider,
+        indicator,
+        description,
+        [line for s in read for line in s.incidents],
+        read[0].url,
+        read[0].fetched_at,
+        maintenances=[m for s in read for m in s.maintenances][:MAX_MAINTENANCES],
+        components={name: v for s in read for name, v in s.components.items()},
+        open_incidents=tuple(i for s in read for i in s.open_incidents)[:MAX_INCIDENTS],
+    )
+    return scoped(merged, scope)
+
+
+def scoped(status: OfficialStatus, patterns: tuple[str, ...]) -> OfficialStatus:
+    """``status`` as seen by whoever follows the components ``patterns`` names (globs).
+
+    The indicator is the worst of those components' own statuses and of the impacts of the
+    open incidents that touch them (or do not say what they touch), and of the page's roll-up
+    where nothing on the page explains it. An incident elsewhere stays listed, "not this API",
+    but does not count. A page that lists none of the named components is followed whole: a
+    renamed component must not hide an outage.
+    """
+    page_indicator = status.page_indicator or status.indicator
+    page_description = status.page_description or status.description
+    base = dataclasses.replace(
+        status,
+        indicator=page_indicator,
+        description=page_description,
+        incidents=[_incident_line(i, ()) for i in status.open_incidents] or status.incidents,
+        page_indicator=None,
+        page_description=None,
+        scope=(),
+    )
+    if status.error is not None or not patterns:
+        return base
+    followed = [sev for name, sev in status.components.items() if any_matches((name,), patterns)]
+    if status.components and not followed:
+        return base
+    counted = [i for i in status.open_incidents if i.counts_for(patterns)]
+    indicator = _worst([*followed, *(i.impact for i in counted)])
+    explained = _worst([*status.components.values(), *(i.impact for i in status.open_incidents)])
+    if _SEVERITY.get(page_indicator, 0) > _SEVERITY[explained]:
+        # A roll-up that no component or incident explains is the page's word on everything.
+        indicator = _worst([indicator, page_indicator])
+    if indicator == "none" and (
+        "maintenance" in followed or (not status.components and page_indicator == "maintenance")
+    ):
+        indicator = "maintenance"
+    if indicator == page_indicator:
+        description = page_description
+    elif page_indicator in _SEVERITY and _SEVERITY[page_indicator] > _SEVERITY.get(indicator, 0):
+        description = f"{_DESCRIPTIONS[indicator]} for this API (the page: {page_indicator})"
+    else:
+        description = _DESCRIPTIONS[indicator]
+    return dataclasses.replace(
+        base,
+        indicator=indicator,
+        description=description,
+        incidents=[_incident_line(i, patterns) for i in status.open_incidents],
+        page_indicator=page_indicator,
+        page_description=page_description,
+        scope=patterns,
+    )
+
+
+def _incident_line(incident: OfficialIncident, patterns: tuple[str, ...]) -> str:
+    """The incident as ``name (impact; components)``, marked when it does not count."""
+    said: list[str] = [incident.impact]
+    if incident.components:
+        more = len(incident.components) - 3
+        said.append(", ".join(incident.components[:3]) + (f" +{more}" if more > 0 else ""))
+    line = f"{incident.name} ({'; '.join(said)}"
+    return f"{line})" if incident.counts_for(patterns) else f"{line}, not this API)"
 
 
 def human_url(url: str, kind: SourceKind) -> str:
@@ -170,29 +476,52 @@ def human_url(url: str, kind: SourceKind) -> str:
         parts = urlsplit(url)
     except ValueError:  # e.g. a malformed IPv6 host; fetching will report the real error
         return url
-    path = parts.path.rsplit("/", 1)[0] if parts.path.endswith(".json") else parts.path
-    return f"{parts.scheme}://{parts.netloc}{path.rstrip('/')}/"
+    if kind == "aws":  # the RSS lives under /rss/; the dashboard is the host's root
+        return f"{parts.scheme}://{parts.netloc}/"
+    path, host = parts.path, parts.netloc
+    if kind == "azure":  # the feed's own host serves it alone; the page is on the main one
+        host = host.removeprefix("rssfeed.")
+    if path.endswith((".json", ".rss", ".xml", ".atom")):
+        path = path.rsplit("/", 1)[0]
+    elif kind in ("azure", "rss") and path.rstrip("/").endswith("/feed"):
+        path = path.rstrip("/")[: -len("/feed")]
+    return f"{parts.scheme}://{host}{path.rstrip('/')}/"
 
 
 def _unknown(provider: str, page: str, now: datetime, error: str) -> OfficialStatus:
     return OfficialStatus(provider, "unknown", _DESCRIPTIONS["unknown"], [], page, now, error)
 
 
-async def _get_json(
-    session: aiohttp.ClientSession, url: str, timeout_s: float, max_bytes: int
-) -> Any:
+async def _get(session: aiohttp.ClientSession, url: str, timeout_s: float, max_bytes: int) -> bytes:
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    headers = {"Accept": "application/json", "User-Agent": "llmpulse (status page monitor)"}
+    headers = {
+        "Accept": "application/json, application/rss+xml, application/atom+xml, text/xml",
+        "User-Agent": "llmpulse (status page monitor)",
+    }
     async with session.get(url, timeout=timeout, headers=headers) as response:
         if response.status != 200:
             raise _SourceError(f"HTTP {response.status} {response.reason or ''}".rstrip())
-        body = await read_capped(response, max_bytes, too_large=_SourceError)
+        return bytes(await read_capped(response, max_bytes, too_large=_SourceError))
+
+
+def _head(body: bytes) -> str:
+    # An HTML error page or captive portal is the usual culprit; show its first bytes.
+    return body[:60].decode("utf-8", "replace").strip()
+
+
+def _json(body: bytes) -> Any:
     try:
-        return json.loads(bytes(body))
+        return json.loads(body)
     except ValueError as exc:
-        # An HTML error page or captive portal is the usual culprit; show its first bytes.
-        head = bytes(body[:60]).decode("utf-8", "replace").strip()
-        raise _SourceError(f"not JSON ({exc.__class__.__name__}): {head!r}") from None
+        raise _SourceError(f"not JSON ({exc.__class__.__name__}): {_head(body)!r}") from None
+
+
+def _feed(body: bytes) -> Any:
+    # Given bytes, feedparser parses them and fetches nothing (no URL, no external entities).
+    parsed = feedparser.parse(body)
+    if not parsed.get("version"):
+        raise _SourceError(f"not an RSS or Atom feed: {_head(body)!r}")
+    return parsed
 
 
 def _indicator(raw: object) -> Indicator | None:
@@ -200,7 +529,7 @@ def _indicator(raw: object) -> Indicator | None:
     return cast(Indicator, value) if value in _SEVERITY or value == "maintenance" else None
 
 
-def _worst(values: list[str]) -> Indicator:
+def _worst(values: Iterable[str]) -> Indicator:
     known = [v for v in values if v in _SEVERITY]  # unknown words never outrank "none"
     return cast(Indicator, max(known, key=_SEVERITY.__getitem__, default="none"))
 
@@ -209,7 +538,12 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def _parse_statuspage(payload: Any) -> tuple[Indicator, str, list[str]]:
+def _names(items: Iterable[dict[str, Any]]) -> tuple[str, ...]:
+    names = dict.fromkeys(n for i in items if (n := _line(i.get("name"))))
+    return tuple(names)[:MAX_INCIDENT_COMPONENTS]
+
+
+def _parse_statuspage(payload: Any, now: datetime) -> _Page:
     if not isinstance(payload, dict) or not {"status", "components", "incidents"} & set(payload):
         raise _SourceError("not a Statuspage v2 summary (no status, components or incidents)")
     status = payload.get("status")
@@ -217,33 +551,56 @@ def _parse_statuspage(payload: Any) -> tuple[Indicator, str, list[str]]:
         status = {}
     open_incidents = [
         i for i in _dicts(payload.get("incidents")) if str(i.get("status", "")) not in _RESOLVED
-    ]
+    ][:MAX_INCIDENTS]
+    incidents = []
+    for i in open_incidents:
+        touched = _names(_dicts(i.get("components")))
+        if not touched:  # some pages leave it empty and name them only in the updates
+            updates = _dicts(i.get("incident_updates"))
+            touched = _names(c for u in updates for c in _dicts(u.get("affected_components")))
+        incidents.append(
+            OfficialIncident(
+                id=_line(i.get("id")) or _line(i.get("name")) or "unnamed",
+                name=_line(i.get("name")) or "unnamed incident",
+                impact=_indicator(i.get("impact")) or "minor",
+                created_at=_when(i.get("created_at")) or _when(i.get("started_at")),
+                components=touched,
+                url=_link(i.get("shortlink")),
+            )
+        )
+    components: dict[str, Indicator] = {}
+    for c in _dicts(payload.get("components"))[:MAX_COMPONENTS]:
+        if name := _line(c.get("name")):
+            components[name] = cast(
+                Indicator, _COMPONENT_SEVERITY.get(str(c.get("status")), "none")
+            )
+    # OpenAI's page often names no component in an incident while flagging the components
+    # themselves: such an incident touches what the page flags (if it flags anything).
+    flagged = tuple(n for n, v in components.items() if v in _SEVERITY and v != "none")
     incidents = [
-        f"{i.get('name') or 'unnamed incident'} ({i.get('impact') or 'unknown impact'})"
-        for i in open_incidents
+        i if i.components else dataclasses.replace(i, components=flagged[:MAX_INCIDENT_COMPONENTS])
+        for i in incidents
     ]
-    components = _dicts(payload.get("components"))
 
     raw = _indicator(status.get("indicator"))
     indicator = raw
     if indicator is None:
         # No usable roll-up (some compatible pages omit it): derive it the way Statuspage does.
-        indicator = _worst(
-            [str(i.get("impact", "")) for i in open_incidents]
-            + [_COMPONENT_SEVERITY.get(str(c.get("status")), "none") for c in components]
-        )
+        indicator = _worst([i.impact for i in incidents] + list(components.values()))
     if indicator == "none":
         # Statuspage keeps indicator "none" during planned work; on-call should still know.
         in_maintenance = any(
             m.get("status") in _MAINTENANCE_ACTIVE
             for m in _dicts(payload.get("scheduled_maintenances"))
-        ) or any(c.get("status") == "under_maintenance" for c in components)
+        ) or any(v == "maintenance" for v in components.values())
         if in_maintenance:
             indicator = "maintenance"
     description = status.get("description")
     if not isinstance(description, str) or not description or raw != indicator:
         description = _DESCRIPTIONS[indicator]  # the page's words describe another indicator
-    return indicator, description, incidents
+    return _Page(
+        indicator, _line(description), tuple(incidents), components, _maintenances(payload, now)
+    )
 
 
 def _maintenances(payload: dict[str, Any], now: datetime) -> list[Maintenance]:
@@ -291,30 +648,145 @@ def _link(value: object) -> str | None:
     return value if parts.scheme in ("http", "https") and parts.netloc else None
 
 
-def _parse_google(payload: Any, products: tuple[str, ...]) -> tuple[Indicator, str, list[str]]:
+def _parse_google(payload: Any, products: tuple[str, ...]) -> _Page:
     if not isinstance(payload, list):
         raise _SourceError("not a Google Cloud incidents.json (expected a JSON array)")
-    active: list[tuple[Indicator, str, str]] = []  # (indicator, status_impact, first line)
+    active: list[tuple[OfficialIncident, str]] = []  # (incident, status_impact)
     for incident in _dicts(payload):
         if incident.get("end") or not _affects(incident, products):
             continue  # ended, or about some other Google Cloud product
         impact = str(incident.get("status_impact") or "")
-        # An active incident of a kind Google has not documented is still not "all clear".
-        indicator = _GOOGLE_IMPACT.get(impact, "minor")
-        lines = str(incident.get("external_desc") or "").strip().splitlines()
-        active.append((indicator, impact, lines[0] if lines else "unnamed incident"))
+        uri = incident.get("uri")
+        found = OfficialIncident(
+            id=_line(incident.get("id")) or _line(incident.get("external_desc")) or "unnamed",
+            name=_line(incident.get("external_desc")) or "unnamed incident",
+            # An active incident of a kind Google has not documented is still not "all clear".
+            impact=_GOOGLE_IMPACT.get(impact, "minor"),
+            created_at=_when(incident.get("created")) or _when(incident.get("begin")),
+            components=_titles(incident)[:MAX_INCIDENT_COMPONENTS],
+            url=_link(f"https://status.cloud.google.com/{uri}") if isinstance(uri, str) else None,
+        )
+        active.append((found, impact))
+        if len(active) == MAX_INCIDENTS:
+            break
     if not active:
-        return "none", "No active incidents", []
-    worst, impact, _ = max(active, key=lambda a: _SEVERITY[a[0]])
+        return _Page("none", "No active incidents", ())
+    worst, impact = max(active, key=lambda a: _SEVERITY[a[0].impact])
     description = impact.replace("_", " ").title() if impact else "Active incident"
-    return worst, description, [f"{name} ({indicator})" for indicator, _, name in active]
+    return _Page(worst.impact, description, tuple(i for i, _ in active))
+
+
+def _titles(incident: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(
+        dict.fromkeys(
+            t for p in _dicts(incident.get("affected_products")) if (t := _line(p.get("title")))
+        )
+    )
 
 
 def _affects(incident: dict[str, Any], products: tuple[str, ...]) -> bool:
-    titles = [str(p.get("title", "")) for p in _dicts(incident.get("affected_products"))]
+    titles = list(_titles(incident))
     # service_name is often "Multiple Products", but older entries carry only it.
     titles.append(str(incident.get("service_name", "")))
     return any(word in title.lower() for title in titles for word in products)
+
+
+def _entry_time(entry: Any) -> datetime | None:
+    parsed = entry.get("published_parsed") or entry.get("updated_parsed")
+    if not parsed:
+        return None
+    year, month, day, hour, minute, second = parsed[:6]  # feedparser's *_parsed are UTC
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
+def _categories(entry: Any) -> list[str]:
+    return [t for tag in entry.get("tags") or [] if (t := _line(tag.get("term")))]
+
+
+def _page_of(incidents: list[OfficialIncident]) -> _Page:
+    indicator = _worst(i.impact for i in incidents)
+    return _Page(indicator, _DESCRIPTIONS[indicator], tuple(incidents[:MAX_INCIDENTS]))
+
+
+def _parse_aws(feed: Any) -> _Page:
+    """The newest items that are not closed, oldest of them first, are the event under way."""
+    service = _line(feed.feed.get("title")).removesuffix(" Service Status").strip()
+    items = sorted(
+        feed.entries[: MAX_INCIDENTS * 4],
+        key=lambda e: _entry_time(e) or datetime.min.replace(tzinfo=UTC),
+        reverse=True,
+    )
+    streak = []
+    for entry in items:
+        title = _line(entry.get("title"))
+        kind, _, name = title.partition(":")
+        impact = _AWS_IMPACT.get(kind.strip().lower(), "minor")
+        if impact == "none" or "[resolved]" in title.lower():
+            break  # the newest word is that it is over
+        streak.append((entry, impact, name.strip() or title))
+    if not streak:
+        return _page_of([])
+    first, _, name = streak[-1]
+    incident = OfficialIncident(
+        id=_line(first.get("id")) or name,
+        name=name,
+        impact=_worst(impact for _, impact, _ in streak),
+        created_at=_entry_time(first),
+        components=(service,) if service else (),
+        url=_link(first.get("link")),
+    )
+    return _page_of([incident])
+
+
+def _parse_azure(feed: Any) -> _Page:
+    """Every item is a current communication; those about AI products are kept."""
+    incidents = []
+    for entry in feed.entries:
+        title, categories = _line(entry.get("title")), _categories(entry)
+        about = " ".join([title, *categories]).lower()
+        if not any(word in about for word in AZURE_PRODUCTS):
+            continue
+        incidents.append(
+            OfficialIncident(
+                id=_line(entry.get("id")) or title,
+                name=title or "unnamed incident",
+                impact="minor",  # the feed says no severity; an active one is not all clear
+                created_at=_entry_time(entry),
+                components=tuple(categories[:MAX_INCIDENT_COMPONENTS]),
+                url=_link(entry.get("link")),
+            )
+        )
+    return _page_of(incidents)
+
+
+def _parse_incident_feed(feed: Any) -> _Page:
+    """One entry per incident, closed once a category says "resolved"."""
+    incidents = []
+    for entry in feed.entries:
+        categories = _categories(entry)
+        if any(c.lower() == "resolved" for c in categories):
+            continue
+        title = _line(entry.get("title"))
+        incidents.append(
+            OfficialIncident(
+                id=_line(entry.get("id")) or title,
+                name=title or "unnamed incident",
+                impact="minor",  # no severity in the feed
+                created_at=_entry_time(entry),
+                components=tuple(c for c in categories if c.lower() not in _FEED_STATES)[
+                    :MAX_INCIDENT_COMPONENTS
+                ],
+                url=_link(entry.get("link")),
+            )
+        )
+    return _page_of(incidents)
+
+
+_FEED_PARSERS: dict[str, Callable[[Any], _Page]] = {
+    "aws": _parse_aws,
+    "azure": _parse_azure,
+    "rss": _parse_incident_feed,
+}
 
 
 Change: TypeAlias = tuple[OfficialStatus | None, OfficialStatus]
@@ -328,6 +800,8 @@ class StatusPoller:
     changes. The first successful fetch sets that baseline silently; a failure becomes
     "unknown" only after ``failures_before_unknown`` consecutive failures, so one dropped poll
     neither alerts nor hides a real change (none → fail → minor reports none → minor).
+    ``scopes`` names, per provider, the components its status follows (``provider_scope``);
+    ``also``, further feeds merged into its status (Bedrock's other regions).
     """
 
     def __init__(
@@ -337,8 +811,13 @@ class StatusPoller:
         *,
         failures_before_unknown: int = 3,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        scopes: Mapping[str, tuple[str, ...]] | None = None,
+        also: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.sources = dict(sources)
+        self.scopes = dict(scopes or {})
+        # Further feeds of a provider's format, merged into its status (``fetch_merged``).
+        self.also = dict(also or {})
         self.interval_s = interval_s
         self.failures_before_unknown = failures_before_unknown
         self.timeout_s = timeout_s
@@ -357,7 +836,14 @@ class StatusPoller:
         """One round over every source; returns the fresh statuses in source order."""
         fetched = await asyncio.gather(
             *(
-                fetch_status(session, provider, url, kind, timeout_s=self.timeout_s)
+                fetch_merged(
+                    session,
+                    provider,
+                    (url, *self.also.get(provider, ())),
+                    kind,
+                    timeout_s=self.timeout_s,
+                    scope=self.scopes.get(provider, ()),
+                )
                 for provider, (url, kind) in self.sources.items()
             )
         )

@@ -240,9 +240,11 @@ ModelBehavior.model_rebuild()
 class StatusPage(BaseModel):
     """A provider's official status page as the simulator serves it; every field optional.
 
-    Served as an Atlassian Statuspage v2 ``summary.json`` and as a Google Cloud
-    ``incidents.json``, both from the same state. Every component follows the page: its status
-    is derived from ``indicator`` (or ``under_maintenance`` during ``maintenance``).
+    Served as an Atlassian Statuspage v2 ``summary.json``, a Google Cloud ``incidents.json``,
+    an AWS Health service RSS, Azure's status RSS and an incident RSS feed, all from the same
+    state. The components ``affected`` names (every one when None) follow the page: their
+    status is derived from ``indicator`` (or ``under_maintenance`` during ``maintenance``),
+    and the incident touches them; the others stay operational.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -251,6 +253,7 @@ class StatusPage(BaseModel):
     description: str | None = None  # None: Statuspage's own words for the indicator
     components: list[str] = Field(default_factory=lambda: ["API"])  # Google: product titles
     incident: str | None = None  # the name of one unresolved incident
+    affected: list[str] | None = None  # the components it touches; None: every one
     incident_status: Literal["investigating", "identified", "monitoring"] = "investigating"
     impact: Indicator | None = None  # the incident's impact; None: the indicator
     maintenance: str | None = None  # the name of a scheduled maintenance in progress

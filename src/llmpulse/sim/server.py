@@ -59,7 +59,14 @@ _MIB = 1 << 20
 _PAD = b"a" * _MIB
 _DEFAULT = ModelBehavior()
 # Where a status page is served, by the wire format a monitor reads (its ``SourceKind``).
-STATUS_PATHS = {"statuspage": "api/v2/summary.json", "google": "incidents.json"}
+STATUS_PATHS = {
+    "statuspage": "api/v2/summary.json",
+    "google": "incidents.json",
+    "aws": "rss/{feed}.rss",  # the feed is named after the page, as bedrock-{region}.rss
+    "azure": "azure/feed/",
+    "rss": "feed.xml",
+}
+StatusFormat = Literal["statuspage", "google", "aws", "azure", "rss"]
 _Timed = TypeVar("_Timed", ModelBehavior, StatusPage)
 
 
@@ -619,6 +626,12 @@ class SimApp:
         fmt = request.scope["route"].name
         if fmt == "human":
             return HTMLResponse(statuspage.human_page(snap))
+        if fmt in statuspage.FEEDS:
+            return Response(
+                statuspage.FEEDS[fmt](snap),
+                headers={"cache-control": "no-cache"},
+                media_type="application/rss+xml",
+            )
         payload = (
             statuspage.summary(snap) if fmt == "statuspage" else statuspage.google_incidents(snap)
         )
@@ -787,11 +800,10 @@ def create_app(state: SimState) -> Starlette:
                 methods=["GET"],
                 name="statuspage",
             ),
-            Route(
-                f"/statuspage/{{name}}/{STATUS_PATHS['google']}",
-                h.status_page,
-                methods=["GET"],
-                name="google",
+            *(
+                Route(f"/statuspage/{{name}}/{path}", h.status_page, methods=["GET"], name=fmt)
+                for fmt, path in STATUS_PATHS.items()
+                if fmt != "statuspage"
             ),
             # The human page, where the monitor's status links point (with or without a slash).
             Route("/statuspage/{name}", h.status_page, methods=["GET"], name="human"),
@@ -867,12 +879,11 @@ class SimServer:
     def token_uri(self) -> str:
         return f"{self.url}/vertex/token"
 
-    def status_page_url(
-        self, name: str, kind: Literal["statuspage", "google"] = "statuspage"
-    ) -> str:
-        """Where a monitor polls status page ``name``: a Statuspage v2 ``summary.json`` or a
-        Google Cloud ``incidents.json`` (the monitor tells them apart by that file name)."""
-        return f"{self.url}/statuspage/{name}/{STATUS_PATHS[kind]}"
+    def status_page_url(self, name: str, kind: StatusFormat = "statuspage") -> str:
+        """Where a monitor polls status page ``name`` in the wire format ``kind``: a Statuspage
+        v2 ``summary.json``, a Google Cloud ``incidents.json``, an AWS Health service RSS,
+        Azure's status RSS or an incident RSS feed (as xAI's)."""
+        return f"{self.url}/statuspage/{name}/{STATUS_PATHS[kind]}".replace("{feed}", name)
 
     async def serve(self) -> None:
         """Serve until stopped (uvicorn handles SIGINT/SIGTERM when run in the main thread)."""

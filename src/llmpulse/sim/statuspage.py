@@ -1,13 +1,18 @@
 """Official status pages: Atlassian Statuspage v2 ``summary.json``, Google Cloud's
-``incidents.json`` and a small human page, all rendered from one ``StatusPage`` state."""
+``incidents.json``, an AWS Health Dashboard service RSS, Azure's status RSS, an incident RSS
+feed (as xAI's ``feed.xml``) and a small human page, all rendered from one ``StatusPage``
+state."""
 
 from __future__ import annotations
 
 import hashlib
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
+from xml.sax.saxutils import escape
 
 from llmpulse.sim.scenario import StatusPage
 
@@ -65,21 +70,26 @@ def _description(page: StatusPage) -> str:
     return page.description or DESCRIPTIONS[page.indicator]
 
 
-def _component_status(page: StatusPage) -> str:
+def _component_status(page: StatusPage, name: str | None = None) -> str:
+    if name is not None and page.affected is not None and name not in page.affected:
+        return "operational"
     if page.maintenance and page.indicator == "none":
         return "under_maintenance"
     return _COMPONENT[page.indicator]
 
 
+def _affected(page: StatusPage) -> list[str]:
+    return page.components if page.affected is None else page.affected
+
+
 def summary(s: Snapshot) -> dict[str, Any]:
     """Statuspage v2 ``/api/v2/summary.json``."""
     page, page_id = s.page, _id(s.name)
-    status = _component_status(page)
     components = [
         {
             "id": _id(s.name, name),
             "name": name,
-            "status": status,
+            "status": _component_status(page, name),
             "created_at": "2023-07-11T17:54:17.812Z",
             "updated_at": _ts(s.updated),
             "position": position,
@@ -131,6 +141,7 @@ def _incident(
     components: list[dict[str, Any]],
 ) -> dict[str, Any]:
     iid = _id(s.name, name, _ts(since))
+    components = [c for c in components if c["name"] in _affected(s.page)]
     affected = [
         {"code": c["id"], "name": c["name"], "old_status": "operational", "new_status": c["status"]}
         for c in components
@@ -194,7 +205,7 @@ def google_incidents(s: Snapshot) -> list[dict[str, Any]]:
             "severity": _GOOGLE_SEVERITY[page.impact or page.indicator],
             "service_key": "zall",
             "service_name": "Multiple Products",
-            "affected_products": [{"title": c, "id": _id(s.name, c)} for c in page.components],
+            "affected_products": [{"title": c, "id": _id(s.name, c)} for c in _affected(page)],
             "uri": f"incidents/{iid}",
             "currently_affected_locations": _GLOBAL,
             "previously_affected_locations": [],
@@ -210,10 +221,116 @@ def human_page(s: Snapshot) -> str:
         if title:
             lines.append(f"<p>{html.escape(title)}: {status}</p>")
     components = "".join(
-        f"<li>{html.escape(c)}: {_component_status(page)}</li>" for c in page.components
+        f"<li>{html.escape(c)}: {_component_status(page, c)}</li>" for c in page.components
     )
     return (
         f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(s.name)} status"
         f"</title></head><body><h1>{html.escape(s.name)} status (simulated)</h1>"
         f"{''.join(lines)}<ul>{components}</ul><p>Updated {_ts(s.updated)}</p></body></html>\n"
     )
+
+
+# --- RSS feeds ---------------------------------------------------------------------------------
+
+_AWS_PREFIX = {  # the AWS Health Dashboard's words for an event of each impact
+    "none": "Informational message",
+    "minor": "Performance issues",
+    "major": "Service disruption",
+    "critical": "Service disruption",
+}
+
+
+def _rss(title: str, link: str, items: list[str], generator: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel>'
+        f"<title><![CDATA[{title}]]></title><link>{escape(link)}</link>"
+        f"<language>en-us</language><generator>{escape(generator)}</generator>"
+        f"<description><![CDATA[{title}]]></description><ttl>5</ttl>"
+        f"{''.join(items)}</channel></rss>\n"
+    ).encode()
+
+
+def _item(
+    title: str, link: str, when: datetime, guid: str, body: str, categories: list[str]
+) -> str:
+    tags = "".join(f"<category>{escape(c)}</category>" for c in categories)
+    return (
+        f"<item><title><![CDATA[{title}]]></title><link>{escape(link)}</link>"
+        f"<pubDate>{format_datetime(when)}</pubDate>"
+        f'<guid isPermaLink="false">{escape(guid)}</guid>'
+        f"<description><![CDATA[{body}]]></description>{tags}</item>"
+    )
+
+
+def aws_rss(s: Snapshot) -> bytes:
+    """An AWS Health Dashboard service feed (``/rss/{service}-{region}.rss``): newest first,
+    the open event's update over an old resolved one, as the real feed keeps them."""
+    page = s.page
+    service = " / ".join(page.components)
+    items = []
+    if page.incident:
+        prefix = _AWS_PREFIX[page.impact or page.indicator]
+        epoch = int(s.incident_since.timestamp())
+        items.append(
+            _item(
+                f"{prefix}: {page.incident}", s.url, s.incident_since,
+                f"{s.url}#{s.name}_{epoch}", _UPDATE[page.incident_status], [],
+            )
+        )  # fmt: skip
+    old = s.updated - timedelta(days=2)
+    items.append(
+        _item(
+            "Informational message: [RESOLVED] Increased error rates", s.url, old,
+            f"{s.url}#{s.name}_{int(old.timestamp())}",
+            "The issue has been resolved and the service is operating normally.", [],
+        )
+    )  # fmt: skip
+    return _rss(f"{service} Service Status", s.url, items, "AWS Service Health Dashboard RSS")
+
+
+def azure_rss(s: Snapshot) -> bytes:
+    """Azure's status feed: an item per current communication, the service and the region as
+    its categories (here: the affected components)."""
+    page, items = s.page, []
+    if page.incident:
+        iid = _id(s.name, page.incident, _ts(s.incident_since))
+        items.append(
+            _item(
+                page.incident, f"{s.url}#{iid}", s.incident_since, iid,
+                _UPDATE[page.incident_status], _affected(page),
+            )
+        )  # fmt: skip
+    return _rss("Azure Status", s.url, items, "Azure Status")
+
+
+def incident_rss(s: Snapshot) -> bytes:
+    """An incident feed (as xAI's ``feed.xml``): one item per incident, its state and the
+    components it touches as categories, "resolved" once over; an old resolved one below."""
+    page, items = s.page, []
+    if page.incident:
+        iid = _id(s.name, page.incident, _ts(s.incident_since))
+        status = page.incident_status.title()
+        items.append(
+            _item(
+                page.incident, f"{s.url}/incidents/{iid}", s.incident_since, iid,
+                f"<h3>Status: {status}</h3><p>{_UPDATE[page.incident_status]}</p>",
+                [page.incident_status, *_affected(page)],
+            )
+        )  # fmt: skip
+    old = s.updated - timedelta(days=3)
+    oid = _id(s.name, "old", _ts(old))
+    items.append(
+        _item(
+            "Elevated error rates", f"{s.url}/incidents/{oid}", old, oid,
+            "<h3>Status: Resolved</h3><p>This incident has been resolved.</p>",
+            ["resolved", *page.components[:1]],
+        )
+    )  # fmt: skip
+    return _rss(f"{s.name} status", s.url, items, "status page")
+
+
+FEEDS: dict[str, Callable[[Snapshot], bytes]] = {
+    "aws": aws_rss,
+    "azure": azure_rss,
+    "rss": incident_rss,
+}

@@ -120,11 +120,30 @@ class Card(BaseModel):
     alerts: list[Alert]
 
 
+class MissedIncident(BaseModel):
+    start: float  # our page: when its first alert was notified
+    end: float | None  # None: still going on
+
+
+class Confirmation(BaseModel):
+    """How a provider's status page confirmed our incidents over the last 30 days
+    (``llmpulse.alerts.confirmation`` defines each word)."""
+
+    provider: str
+    incidents: int  # ours whose confirmation window has closed, or that it confirmed
+    confirmed: int
+    pending: int  # unconfirmed, window still open: counted neither way
+    median_lag_s: float | None  # official incident created minus our page; < 0: theirs first
+    missed: list[MissedIncident]  # never posted, oldest first
+    sentence: str  # "Anthropic's page confirmed 7 of our 9 incidents, a median 11 min after ..."
+
+
 class ProviderRow(BaseModel):
     provider: str
     status: Status
     targets: int
     official: Official | None
+    confirmation: Confirmation | None = None  # None: no status page for it
 
 
 class Overview(BaseModel):
@@ -467,6 +486,8 @@ class StatusSummary(BaseModel):
     generated_at: float
     overall: Status
     targets: list[StatusTarget]
+    # Per provider with a status page, in the targets' order.
+    confirmations: list[Confirmation] = Field(default_factory=list)
 
 
 class Incident(BaseModel):
@@ -575,6 +596,8 @@ class StatusPage(BaseModel):
     overall: Status
     targets: list[StatusPageTarget]
     incidents: list[Incident]
+    # How each provider's own status page confirmed our incidents (30 days).
+    confirmations: list[Confirmation] = Field(default_factory=list)
 
 
 class Health(BaseModel):

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llmpulse.alerts import slo
+from llmpulse.alerts import confirmation, slo
 from llmpulse.alerts.engine import AlertRecord, alert_scope, fingerprint, listed
 from llmpulse.alerts.metric_rules import scopes
 from llmpulse.alerts.model import Acknowledgement, AlertState
@@ -40,7 +40,13 @@ from llmpulse.config.slos import Slo
 from llmpulse.durations import parse_duration
 from llmpulse.errors import ErrorClass
 from llmpulse.presets import PRESETS
-from llmpulse.probe.official import Maintenance, OfficialStatus
+from llmpulse.probe.official import (
+    Maintenance,
+    OfficialStatus,
+    components_for,
+    provider_scope,
+    scoped,
+)
 from llmpulse.result import CheckResult, Source
 from llmpulse.rules import OFFICIAL_STATUS_RULE, SLO_BURN_RULE
 from llmpulse.schedule import Schedule, ScheduleError, parse_cron, parse_timezone
@@ -100,6 +106,7 @@ class View:
         self._scopes = scopes(config.custom_rules)  # what a custom rule's alerts name
         # Results are redacted as they are measured; this also cleans rows stored before that.
         self.redact = config.redactor
+        self._confirmed: tuple[float, dict[str, schemas.Confirmation]] | None = None
 
     @classmethod
     def open(
@@ -153,6 +160,7 @@ class View:
                 )
             )
         providers = []
+        confirmations = self.confirmations(now)
         for provider in dict.fromkeys(t.provider for t in self._targets.values()):
             own = [c for c in cards if c.provider == provider]
             providers.append(
@@ -161,6 +169,7 @@ class View:
                     status=provider_status(records.get(provider, []), (c.status for c in own)),
                     targets=len(own),
                     official=self._official(provider),
+                    confirmation=confirmations.get(provider),
                 )
             )
         firing = [
@@ -288,7 +297,7 @@ class View:
             last_error=self._last_error(latest),
             served_model=served_model,
             retires=t.retires.isoformat() if t.retires else None,
-            official=self._official(t.provider),
+            official=self._official(t.provider, t),
             alerts=[
                 _alert(r, silences, acks, now, self._scopes)
                 for r in records
@@ -321,18 +330,46 @@ class View:
             for t in self._targets.values()
         }
 
-    def _official(self, provider: str) -> schemas.Official | None:
+    def _official(self, provider: str, target: Target | None = None) -> schemas.Official | None:
+        """The provider's status page as its targets' components see it (``target``'s alone
+        when given)."""
         status = self.official(provider) if self.official is not None else None
         if status is None:
             return None
+        if target is not None:
+            status = scoped(status, components_for(target))
         return schemas.Official(
             indicator=status.indicator,
-            description=status.description if status.error is None else "status page unreadable",
+            description=(
+                self.redact.clipped(status.description)
+                if status.error is None
+                else "status page unreadable"
+            ),
             url=status.url,
             updated_ts=status.fetched_at.timestamp(),
-            incidents=list(status.incidents),
+            # Status pages are outside text: their incidents' names too.
+            incidents=[self.redact.clipped(i) for i in status.incidents],
             maintenances=[self._maintenance(m) for m in status.maintenances],
         )
+
+    def confirmations(self, now: float) -> dict[str, schemas.Confirmation]:
+        """Per provider with a status page (polled now, or posts stored), how it confirmed our
+        incidents over the last 30 days; computed at most once a minute."""
+        if self._confirmed is not None and now - self._confirmed[0] < 60:
+            return self._confirmed[1]
+        since = now - confirmation.PERIOD_S
+        events = self.alert_state.events_between(since, now + 1)
+        posted = self.alert_state.official_incidents(since - confirmation.BEFORE_S)
+        found = {}
+        for provider in dict.fromkeys(t.provider for t in self._targets.values()):
+            polled = self.official is not None and self.official(provider) is not None
+            if not polled and not any(p.provider == provider for p in posted):
+                continue
+            scope = provider_scope(t for t in self._targets.values() if t.provider == provider)
+            ours = confirmation.our_incidents(events, provider)
+            found[provider] = _confirmation(confirmation.record(provider, ours, posted, scope, now))
+        self._confirmed = (now, found)
+        return found
 
     def _maintenance(self, m: Maintenance) -> schemas.Maintenance:
         return schemas.Maintenance(
@@ -855,7 +892,10 @@ class View:
             for t in self._targets.values()
         ]
         return schemas.StatusSummary(
-            generated_at=now, overall=worst(t.status for t in targets), targets=targets
+            generated_at=now,
+            overall=worst(t.status for t in targets),
+            targets=targets,
+            confirmations=list(self.confirmations(now).values()),
         )
 
     def status_page(self, now: float | None = None) -> schemas.StatusPage:
@@ -904,6 +944,7 @@ class View:
                 (i for i in incidents if i.target in self._targets),
                 key=lambda i: -i.start,
             ),
+            confirmations=summary.confirmations,
         )
 
     def _incidents(
@@ -936,6 +977,20 @@ class View:
                 done.append(incident.model_copy(update={"end": ended}))
         every = done + list(open_.values())
         return [i for i in every if (i.end is None or i.end >= start)]
+
+
+def _confirmation(r: confirmation.Record) -> schemas.Confirmation:
+    return schemas.Confirmation(
+        provider=r.provider,
+        incidents=len(r.decided),
+        confirmed=len(r.confirmed),
+        pending=sum(v.pending for v in r.verdicts),
+        median_lag_s=r.median_lag_s,
+        missed=[
+            schemas.MissedIncident(start=v.incident.start, end=v.incident.end) for v in r.missed
+        ],
+        sentence=r.sentence(),
+    )
 
 
 _PUBLIC_SUMMARIES = {

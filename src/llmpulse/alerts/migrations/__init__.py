@@ -21,7 +21,7 @@ from llmpulse.store import migrations, sqlitedb
 _HERE = Path(__file__).parent
 
 STATE = migrations.History(
-    _HERE / "state", "0004", "alembic_version_alerts", legacy_sqlite.STATE_SCRIPTS, "0001"
+    _HERE / "state", "0005", "alembic_version_alerts", legacy_sqlite.STATE_SCRIPTS, "0001"
 )
 OUTBOX = migrations.History(
     _HERE / "outbox", "0002", "alembic_version_outbox", legacy_sqlite.OUTBOX_SCRIPTS, "0001"

@@ -220,9 +220,24 @@ function renderProviders(providers) {
           p.official && p.official.url ? el("a", {href: p.official.url, target: "_blank", rel: "noopener noreferrer"}, official) : official,
           el("span", {class: "faint", text: ` · ${p.targets} target${p.targets === 1 ? "" : "s"}`}),
         ),
+        p.confirmation ? confirmationNode(p.confirmation) : "",
       );
     }),
   );
+}
+
+// How the provider's page confirmed our incidents over 30 days; the missed ones in the tooltip.
+function confirmationNode(c) {
+  const missed = c.missed.map((m) => `never posted: our incident of ${new Date(m.start * 1000).toISOString().slice(0, 16).replace("T", " ")} UTC`);
+  const pending = c.pending ? [`${c.pending} incident${c.pending === 1 ? "" : "s"} of ours still within the window`] : [];
+  return el("span", {
+    class: "official-line faint",
+    "data-testid": "provider-confirmation",
+    "data-confirmed": String(c.confirmed),
+    "data-incidents": String(c.incidents),
+    title: [...missed, ...pending].join("\n"),
+    text: `${c.sentence}.`,
+  });
 }
 
 function alertLine(a, testid) {

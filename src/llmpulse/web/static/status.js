@@ -152,6 +152,15 @@ function render(data) {
       ),
     ),
   );
+
+  const confirmations = data.confirmations || [];
+  $id("confirmations-section").hidden = confirmations.length === 0;
+  replace(
+    $id("confirmations"),
+    confirmations.map((c) =>
+      el("li", {"data-testid": "confirmation-row", "data-provider": c.provider, "data-confirmed": c.confirmed, "data-incidents": c.incidents, text: `${c.sentence}.`}),
+    ),
+  );
 }
 
 let showAll = false;
