@@ -4,13 +4,15 @@ and not."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from conftest import ground_truth, make_target, patch, sim_model
 from llmpulse.config import parse_config
 from llmpulse.errors import ErrorClass
 from llmpulse.probe import Prober
-from llmpulse.probe.assertions import failed_expectation
+from llmpulse.probe.assertions import REGEX_TIMEOUT_S, failed_expectation
 from llmpulse.result import CheckKind
 from llmpulse.secrets import Redactor
 from llmpulse.target import Expectation
@@ -200,3 +202,40 @@ def test_every_expectation_set_is_judged_in_order():
     assert failed_expectation(Expectation(json_schema=nested), '{"a": "x"}', [], None, None) == (
         "expected the answer to be JSON matching the schema: 'x' is not of type 'integer' at /a"
     )
+
+
+def test_a_regex_that_backtracks_without_end_is_cut_off_as_a_failed_expectation():
+    # Python's re takes hours on this (nested quantifiers, no "y" to end them), blocking the
+    # event loop every probe's timing runs on.
+    started = time.perf_counter()
+    failed = failed_expectation(Expectation(regex="(x+x+)+y"), "x" * 5000, [], None, None)
+    assert time.perf_counter() - started < 3
+    assert failed == (
+        "expected the answer to match the regex '(x+x+)+y': it ran over "
+        f"{REGEX_TIMEOUT_S:g}s on the answer's 5000 characters"
+    )
+
+
+def test_an_answer_nested_too_deeply_is_not_json_rather_than_a_crash():
+    failed = failed_expectation(Expectation(json_schema={}), "[" * 60_000, [], None, None)
+    assert (
+        failed == "expected the answer to be JSON matching the schema: not JSON (nested too deeply)"
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        '```json\n{"city": "Paris"}\n```',
+        '\n```\n{"city": "Paris"}\n```\n',
+        '```JSON {"city": "Paris"}```',
+    ],
+)
+def test_json_in_one_markdown_fence_is_judged_as_json(answer):
+    assert failed_expectation(Expectation(json_schema=SCHEMA), answer, [], None, None) is None
+
+
+def test_json_with_prose_around_its_fence_is_not_json():
+    answer = 'Here it is:\n```json\n{"city": "Paris"}\n```'
+    failed = failed_expectation(Expectation(json_schema=SCHEMA), answer, [], None, None)
+    assert failed.startswith("expected the answer to be JSON matching the schema: not JSON")

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Literal
 
 import jsonschema
+import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmpulse.durations import Duration
@@ -56,8 +56,8 @@ class ExpectConfig(BaseModel):
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
+                regex.compile(value)  # the module that runs it (``probe.assertions``)
+            except regex.error as exc:
                 raise ValueError(f"not a valid regular expression: {exc}") from None
         return value
 

@@ -7,13 +7,19 @@ not what was expected (``ErrorClass.ASSERTION``).
 from __future__ import annotations
 
 import json
-import re
+import string
 from collections.abc import Sequence
 
 import jsonschema
+import regex
 
 from llmpulse.durations import format_duration
 from llmpulse.target import Expectation
+
+# How long a probe's regex may search its answer (up to 64 KiB). The ``regex`` module, not
+# ``re``: a pattern that backtracks without end (``(x+x+)+y``) would hold the event loop, and
+# with it every probe's timing, for hours; ``regex`` stops at this timeout.
+REGEX_TIMEOUT_S = 0.25
 
 
 def failed_expectation(
@@ -26,8 +32,10 @@ def failed_expectation(
     """None when every expectation set holds; otherwise what the first failing one expected."""
     if expect.contains is not None and expect.contains not in answer:
         return f"expected the answer to contain {expect.contains!r}"
-    if expect.regex is not None and re.search(expect.regex, answer) is None:
-        return f"expected the answer to match the regex {expect.regex!r}"
+    if expect.regex is not None:
+        problem = _regex_problem(expect.regex, answer)
+        if problem is not None:
+            return f"expected the answer to match the regex {expect.regex!r}{problem}"
     if expect.equals is not None and answer.strip() != expect.equals.strip():
         return f"expected the answer to equal {expect.equals!r}"
     if expect.json_schema is not None:
@@ -51,11 +59,36 @@ def failed_expectation(
     return None
 
 
+def _regex_problem(pattern: str, answer: str) -> str | None:
+    """None on a match; "" when there is none; what stopped the search when it ran too long."""
+    try:
+        found = regex.search(pattern, answer, timeout=REGEX_TIMEOUT_S)
+    except TimeoutError:
+        return f": it ran over {REGEX_TIMEOUT_S:g}s on the answer's {len(answer)} characters"
+    return None if found is not None else ""
+
+
+def _unfenced(answer: str) -> str:
+    """JSON as models often write it: in one Markdown code fence (```json ... ```), alone."""
+    text = answer.strip()
+    if len(text) < 6 or not (text.startswith("```") and text.endswith("```")):
+        return answer
+    inner = text[3:-3]
+    if inner.count("```"):
+        return answer  # several fences, or prose between: not one JSON answer
+    # The opening line's rest is the fence's info string (json, JSON, ...), not its content;
+    # a fence on one line has its info string as a leading word.
+    opening, newline, rest = inner.partition("\n")
+    return rest if newline else opening.lstrip(string.ascii_letters)
+
+
 def _schema_problem(schema: object, answer: str) -> str | None:
     try:
-        instance = json.loads(answer)
+        instance = json.loads(_unfenced(answer))
     except ValueError as exc:
         return f"not JSON ({exc})"
+    except RecursionError:  # a 64 KiB answer of "[[[[..." is deeper than json's C scanner goes
+        return "not JSON (nested too deeply)"
     # The schema was checked when the config was loaded (``check_schema``).
     validator = jsonschema.validators.validator_for(schema)(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
