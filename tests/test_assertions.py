@@ -239,3 +239,31 @@ def test_json_with_prose_around_its_fence_is_not_json():
     answer = 'Here it is:\n```json\n{"city": "Paris"}\n```'
     failed = failed_expectation(Expectation(json_schema=SCHEMA), answer, [], None, None)
     assert failed.startswith("expected the answer to be JSON matching the schema: not JSON")
+
+
+def test_a_schema_reference_that_does_not_resolve_fails_the_expectation_rather_than_the_check():
+    # check_schema accepts it; only judging an answer that reaches the $ref finds it missing.
+    schema = {"properties": {"city": {"$ref": "#/$defs/city"}}}
+    assert (
+        failed_expectation(Expectation(json_schema=schema), '{"town": 1}', [], None, None) is None
+    )
+    failed = failed_expectation(Expectation(json_schema=schema), ANSWER, [], None, None)
+    assert failed == (
+        "expected the answer to be JSON matching the schema: "
+        "the schema's reference '/$defs/city' does not resolve (only ones within it do)"
+    )
+
+
+def test_a_schema_pattern_that_backtracks_without_end_is_cut_off_too():
+    schema = {"properties": {"city": {"type": "string", "pattern": "(x+x+)+y"}}}
+    assert failed_expectation(Expectation(json_schema=schema), ANSWER, [], None, None) == (
+        "expected the answer to be JSON matching the schema: 'Paris' does not match '(x+x+)+y' at /city"
+    )
+    started = time.perf_counter()
+    answer = '{"city": "' + "x" * 5000 + '"}'
+    failed = failed_expectation(Expectation(json_schema=schema), answer, [], None, None)
+    assert time.perf_counter() - started < 3
+    assert failed == (
+        "expected the answer to be JSON matching the schema: "
+        f"the schema's pattern '(x+x+)+y' ran over {REGEX_TIMEOUT_S:g}s on the answer"
+    )

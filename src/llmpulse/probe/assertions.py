@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jsonschema
+import referencing.exceptions
 import regex
 
 from llmpulse.durations import format_duration
@@ -90,9 +93,41 @@ def _schema_problem(schema: object, answer: str) -> str | None:
     except RecursionError:  # a 64 KiB answer of "[[[[..." is deeper than json's C scanner goes
         return "not JSON (nested too deeply)"
     # The schema was checked when the config was loaded (``check_schema``).
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    validator = _bounded_validator(schema)
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    except _OutOfTime as exc:
+        return f"the schema's pattern {exc.pattern!r} ran over {REGEX_TIMEOUT_S:g}s on the answer"
+    except referencing.exceptions.Unresolvable as exc:
+        # check_schema does not follow references; an answer that reaches a missing one (or a
+        # remote one: nothing is fetched) finds it here.
+        return f"the schema's reference {exc.ref!r} does not resolve (only ones within it do)"
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path)
     return f"{error.message} at /{where}" if where else error.message
+
+
+class _OutOfTime(Exception):
+    def __init__(self, pattern: str) -> None:
+        super().__init__(pattern)
+        self.pattern = pattern
+
+
+def _bounded_validator(schema: Any) -> Any:
+    """The schema's validator with its ``pattern`` keyword run by ``regex`` within the time
+    a regex expectation has, all of the answer's strings together (``re`` has no timeout)."""
+    deadline = time.monotonic() + REGEX_TIMEOUT_S
+
+    def pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+        if not validator.is_type(instance, "string"):
+            return
+        try:
+            found = regex.search(pattern, instance, timeout=max(deadline - time.monotonic(), 0))
+        except TimeoutError:
+            raise _OutOfTime(pattern) from None
+        if found is None:
+            yield jsonschema.exceptions.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+    cls = jsonschema.validators.validator_for(schema)
+    return jsonschema.validators.extend(cls, {"pattern": pattern})(schema)
