@@ -130,6 +130,11 @@ def test_the_canary_asks_its_question_at_temperature_zero(provider, params):
             "targets[0].probes[0].params: 70015 bytes as JSON; expected at most 65536",
         ),
         ({"name": "p", "interval": "0s"}, "targets[0].probes[0].interval"),
+        (
+            {"name": "p", "messages": [{"role": "system", "content": "Be brief."}]},
+            "targets[0].probes[0].messages: expected a user message among them "
+            "(Anthropic and Gemini refuse a conversation without one)",
+        ),
     ],
 )
 def test_every_mistake_is_one_line_naming_its_key(probe, message):

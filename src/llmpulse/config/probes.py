@@ -117,6 +117,16 @@ class ProbeConfig(BaseModel):
             raise ValueError(f"expected one of {', '.join(_PROBE_KINDS)}")
         return value
 
+    @field_validator("messages")
+    @classmethod
+    def _asks(cls, value: list[MessageConfig]) -> list[MessageConfig]:
+        if value and not any(m.role == "user" for m in value):
+            raise ValueError(
+                "expected a user message among them "
+                "(Anthropic and Gemini refuse a conversation without one)"
+            )
+        return value
+
     @field_validator("params")
     @classmethod
     def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
