@@ -4,13 +4,15 @@ and not."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from conftest import ground_truth, make_target, patch, sim_model
 from llmpulse.config import parse_config
 from llmpulse.errors import ErrorClass
 from llmpulse.probe import Prober
-from llmpulse.probe.assertions import failed_expectation
+from llmpulse.probe.assertions import REGEX_TIMEOUT_S, failed_expectation
 from llmpulse.result import CheckKind
 from llmpulse.secrets import Redactor
 from llmpulse.target import Expectation
@@ -199,4 +201,69 @@ def test_every_expectation_set_is_judged_in_order():
     nested = {"type": "object", "properties": {"a": {"type": "integer"}}}
     assert failed_expectation(Expectation(json_schema=nested), '{"a": "x"}', [], None, None) == (
         "expected the answer to be JSON matching the schema: 'x' is not of type 'integer' at /a"
+    )
+
+
+def test_a_regex_that_backtracks_without_end_is_cut_off_as_a_failed_expectation():
+    # Python's re takes hours on this (nested quantifiers, no "y" to end them), blocking the
+    # event loop every probe's timing runs on.
+    started = time.perf_counter()
+    failed = failed_expectation(Expectation(regex="(x+x+)+y"), "x" * 5000, [], None, None)
+    assert time.perf_counter() - started < 3
+    assert failed == (
+        "expected the answer to match the regex '(x+x+)+y': it ran over "
+        f"{REGEX_TIMEOUT_S:g}s on the answer's 5000 characters"
+    )
+
+
+def test_an_answer_nested_too_deeply_is_not_json_rather_than_a_crash():
+    failed = failed_expectation(Expectation(json_schema={}), "[" * 60_000, [], None, None)
+    assert (
+        failed == "expected the answer to be JSON matching the schema: not JSON (nested too deeply)"
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        '```json\n{"city": "Paris"}\n```',
+        '\n```\n{"city": "Paris"}\n```\n',
+        '```JSON {"city": "Paris"}```',
+    ],
+)
+def test_json_in_one_markdown_fence_is_judged_as_json(answer):
+    assert failed_expectation(Expectation(json_schema=SCHEMA), answer, [], None, None) is None
+
+
+def test_json_with_prose_around_its_fence_is_not_json():
+    answer = 'Here it is:\n```json\n{"city": "Paris"}\n```'
+    failed = failed_expectation(Expectation(json_schema=SCHEMA), answer, [], None, None)
+    assert failed.startswith("expected the answer to be JSON matching the schema: not JSON")
+
+
+def test_a_schema_reference_that_does_not_resolve_fails_the_expectation_rather_than_the_check():
+    # check_schema accepts it; only judging an answer that reaches the $ref finds it missing.
+    schema = {"properties": {"city": {"$ref": "#/$defs/city"}}}
+    assert (
+        failed_expectation(Expectation(json_schema=schema), '{"town": 1}', [], None, None) is None
+    )
+    failed = failed_expectation(Expectation(json_schema=schema), ANSWER, [], None, None)
+    assert failed == (
+        "expected the answer to be JSON matching the schema: "
+        "the schema's reference '/$defs/city' does not resolve (only ones within it do)"
+    )
+
+
+def test_a_schema_pattern_that_backtracks_without_end_is_cut_off_too():
+    schema = {"properties": {"city": {"type": "string", "pattern": "(x+x+)+y"}}}
+    assert failed_expectation(Expectation(json_schema=schema), ANSWER, [], None, None) == (
+        "expected the answer to be JSON matching the schema: 'Paris' does not match '(x+x+)+y' at /city"
+    )
+    started = time.perf_counter()
+    answer = '{"city": "' + "x" * 5000 + '"}'
+    failed = failed_expectation(Expectation(json_schema=schema), answer, [], None, None)
+    assert time.perf_counter() - started < 3
+    assert failed == (
+        "expected the answer to be JSON matching the schema: "
+        f"the schema's pattern '(x+x+)+y' ran over {REGEX_TIMEOUT_S:g}s on the answer"
     )

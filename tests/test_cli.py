@@ -684,6 +684,15 @@ def test_check_selects_a_custom_probe_by_name_and_json_shows_its_kind(tmp_path, 
         "check", "--config", str(config), "--check", "capitol", cwd=tmp_path, env_extra=env
     )
     assert unknown.returncode == 2 and unknown.stdout.count("\n") == 1
-    assert "--check: no check named capitol; expected one of capital, embeddings, fast" in (
-        unknown.stdout
+    assert unknown.stdout.startswith("config error: --check: no check named capitol; ")
+    # A kind no target runs (and the canary, off here) is no check either: it would run
+    # nothing and exit 0. The names offered are the ones configured.
+    nothing = run_cli(
+        "check", "--config", str(config), "--check", "embeddings", "--check", "canary",
+        cwd=tmp_path, env_extra=env,
+    )  # fmt: skip
+    assert nothing.returncode == 2 and nothing.stdout.count("\n") == 1
+    assert nothing.stdout.strip().endswith(
+        "--check: no check named canary, embeddings; "
+        "expected one of capital, fast, inference, models, stream"
     )

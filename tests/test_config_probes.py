@@ -130,6 +130,11 @@ def test_the_canary_asks_its_question_at_temperature_zero(provider, params):
             "targets[0].probes[0].params: 70015 bytes as JSON; expected at most 65536",
         ),
         ({"name": "p", "interval": "0s"}, "targets[0].probes[0].interval"),
+        (
+            {"name": "p", "messages": [{"role": "system", "content": "Be brief."}]},
+            "targets[0].probes[0].messages: expected a user message among them "
+            "(Anthropic and Gemini refuse a conversation without one)",
+        ),
     ],
 )
 def test_every_mistake_is_one_line_naming_its_key(probe, message):
@@ -140,3 +145,38 @@ def test_probe_names_are_unique_per_target():
     assert "targets[0].probes: two probes are named 'p'" in error(
         probes=[{"name": "p"}, {"name": "p", "kind": "stream"}]
     )
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"temperature": 0},
+            "targets[0].probes[0].params.temperature: Gemini takes it in generationConfig "
+            "(generationConfig: {temperature: ...})",
+        ),
+        (
+            {"max_output_tokens": 5},
+            "targets[0].probes[0].params.max_output_tokens: Gemini takes it in generationConfig "
+            "(generationConfig: {maxOutputTokens: ...})",
+        ),
+        (
+            {"generation_config": {"temperature": 0}},
+            "targets[0].probes[0].params.generation_config: write it generationConfig "
+            "(llmpulse sets generationConfig too, and the two would collide)",
+        ),
+    ],
+)
+def test_a_gemini_generation_setting_outside_generation_config_names_its_key(params, message):
+    raw = {
+        "provider": "gemini",
+        "model": "gemini-2.0-flash",
+        "probes": [{"name": "p", "params": params}],
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"targets": [raw]}, env={"GEMINI_API_KEY": "x"})
+    assert str(caught.value) == message
+    # The same setting where Gemini reads it, and any other key of its own, are fine.
+    ok = {"generationConfig": {"temperature": 0}, "safetySettings": [], "tools": []}
+    parse_config({"targets": [{**raw, "probes": [{"name": "p", "params": ok}]}]},
+                 env={"GEMINI_API_KEY": "x"})  # fmt: skip

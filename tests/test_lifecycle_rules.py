@@ -230,18 +230,37 @@ def canary(t, excerpt, model="gpt-4o-2024-08-06", fingerprint="fp_a", wrong=Fals
 
 def test_a_changed_canary_answer_from_the_same_model_is_a_notice_with_its_evidence():
     m = Monitor()
-    m.feed(canary(0, "391"), canary(5, " 391\n"))  # the same answer, spaced otherwise
+    # The same answer, spaced, cased or punctuated otherwise: temperature 0 is not exactly
+    # deterministic on every API, and a trailing period says nothing of the model.
+    m.feed(canary(0, "391"), canary(5, " 391\n"), canary(10, "391."), canary(15, "**391**"))
     assert m.sent == []
-    m.feed(canary(10, "391."))
+    m.feed(canary(20, "The answer is 391."))
     old, new = (
-        "gpt-4o-2024-08-06 (fp_a): answered '391'",
-        "gpt-4o-2024-08-06 (fp_a): answered '391.'",
+        "gpt-4o-2024-08-06 (fp_a): answered '**391**'",
+        "gpt-4o-2024-08-06 (fp_a): answered 'The answer is 391.'",
     )
     assert m.notices("canary_changed") == [("firing", old, new)]
     assert m.sent[0].summary == f"canary answer changed: {old} → {new}"
-    for t in range(15, 200, 5):
-        m.feed(canary(t, "391."))
+    for t in range(25, 200, 5):
+        m.feed(canary(t, "The answer is 391."))
     assert m.notices("canary_changed") == [("firing", old, new), ("resolved", old, new)]
+
+
+def test_a_canary_wavering_between_answers_it_gave_before_is_no_new_notice():
+    m = Monitor()
+    m.feed(canary(0, "391"), canary(5, "The answer is 391."))
+    assert len(m.notices("canary_changed")) == 1
+    for t in range(10, 400, 5):  # flipping between the two, as nondeterminism at 0 may
+        m.feed(canary(t, "391" if t % 10 else "The answer is 391."))
+    assert [n[0] for n in m.notices("canary_changed")] == ["firing", "resolved"]
+    m.feed(canary(400, "391", fingerprint="fp_b"))
+    m.feed(canary(405, "It is 391.", fingerprint="fp_b"))
+    m.feed(canary(410, "It is 391.", fingerprint="fp_b"))
+    # Another model's answers are its own: the new fingerprint's second wording is a change.
+    assert m.notices("canary_changed")[-1][1:] == (
+        "gpt-4o-2024-08-06 (fp_b): answered '391'",
+        "gpt-4o-2024-08-06 (fp_b): answered 'It is 391.'",
+    )
 
 
 def test_another_model_may_word_it_otherwise_but_not_answer_wrong():

@@ -6,8 +6,10 @@ import socket
 import tracemalloc
 
 import pytest
+from aiohttp import web
 
-from conftest import ground_truth, make_target, sim_model
+from conftest import ground_truth, make_target, serving, sim_model
+from llmpulse.config import parse_config
 from llmpulse.errors import ErrorClass
 from llmpulse.probe import Prober
 from llmpulse.providers.base import REFUSED
@@ -302,3 +304,29 @@ async def test_check_many_keeps_order_and_runs_concurrently(sim):
     assert [r.target for r in results] == [f"t{i}" for i in range(10)]
     assert all(r.ok for r in results)
     assert elapsed < 2.0  # ten 0.45 s checks in parallel, not 4.5 s in sequence
+
+
+@pytest.mark.parametrize("kind", [CheckKind.MODELS, CheckKind.INFERENCE, CheckKind.STREAM])
+async def test_json_nested_deeper_than_the_parser_goes_is_a_protocol_error(kind):
+    deep = "[" * 100_000  # well under the body cap; json's C scanner gives up with RecursionError
+
+    async def body(request: web.Request) -> web.StreamResponse:
+        if kind is CheckKind.STREAM:
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(f"data: {deep}\n\n".encode())
+            return response
+        return web.Response(text=deep, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/v1/{tail:.*}", body)
+    async with serving(app) as base:
+        target = parse_config(
+            {"targets": [{"provider": "openai", "model": "m", "base_url": f"{base}/v1",
+                          "api_key": "os.environ/K"}]},
+            env={"K": "sk-test"},
+        ).targets[0]  # fmt: skip
+        async with Prober() as prober:
+            result = await prober.check(target, kind)
+    assert result.error_class is ErrorClass.PROTOCOL and result.http_status == 200
+    assert "nested too deeply" in result.error_message

@@ -33,7 +33,7 @@ from llmpulse.config.storage import default_path, redact_url, resolve_storage, r
 from llmpulse.config.web import WebConfig
 from llmpulse.durations import format_duration
 from llmpulse.presets import DISCOVERABLE, PRESETS
-from llmpulse.result import CheckKind, CheckResult
+from llmpulse.result import CheckResult
 from llmpulse.secrets import Redactor, install_log_redaction
 from llmpulse.sim.cli import sim_command
 from llmpulse.target import Target
@@ -124,7 +124,9 @@ def check(
                 raise ConfigError(f"--target: no target named {', '.join(sorted(unknown))}")
             targets = [t for t in targets if t.name in target_names]
         if names:
-            known = {k.value for k in CheckKind} | {p.name for t in targets for p in t.probes}
+            # What the selected targets run: a name nothing runs would check nothing, exit 0.
+            known = {k.value for t in targets for k in t.checks}
+            known |= {p.name for t in targets for p in t.probes}
             unknown = set(names) - known
             if unknown:
                 raise ConfigError(

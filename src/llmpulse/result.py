@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -12,6 +13,7 @@ from llmpulse.errors import ErrorClass
 
 # How much of a probe's answer a result keeps (``CheckResult.answer_excerpt``).
 EXCERPT_CHARS = 200
+_WORDS = re.compile(r"\w+")
 
 
 class CheckKind(enum.StrEnum):
@@ -132,11 +134,12 @@ class CheckResult:
 
     @property
     def answer_hash(self) -> str | None:
-        """A digest of the answer's excerpt, whitespace runs folded: what a canary compares
-        from one answer to the next (its answer is short enough to be whole in the excerpt)."""
+        """A digest of the answer's excerpt, its words alone (case, punctuation and spacing
+        folded: "391." is "391"): what a canary compares from one answer to the next (its
+        answer is short enough to be whole in the excerpt)."""
         if self.answer_excerpt is None:
             return None
-        folded = " ".join(self.answer_excerpt.split())
+        folded = " ".join(_WORDS.findall(self.answer_excerpt.casefold()))
         return hashlib.sha256(folded.encode()).hexdigest()[:16]
 
     @property

@@ -112,6 +112,9 @@ class TargetWindow:
         self.canary: _CanaryAnswer | None = None
         self.canary_ts = -math.inf
         self.canary_change: _Change | None = None
+        # The answers the model now served gave lately (their digests): at temperature 0 some
+        # APIs still waver between wordings, and a return to one already seen is no change.
+        self.canary_seen: deque[str] = deque(maxlen=8)
 
     def add(self, result: CheckResult) -> None:
         u = result.usage
@@ -165,13 +168,15 @@ class TargetWindow:
             result.error_class is ErrorClass.ASSERTION,
         )
         old, self.canary, self.canary_ts = self.canary, new, ts
-        # At temperature 0 the same model answers the same: a different answer from it is a
-        # change. Another model may word it otherwise (model_changed says so), but never wrong.
-        if old is None:
-            changed = new.wrong
-        else:
-            changed = new.digest != old.digest and (new.served == old.served or new.wrong)
-        if changed:
+        if old is not None and old.served != new.served:
+            self.canary_seen.clear()  # another model's answers are its own
+        # At temperature 0 the same model answers the same: an answer it did not give lately is
+        # a change. Another model may word it otherwise (model_changed says so), but never wrong.
+        unseen = new.digest not in self.canary_seen
+        if unseen:
+            self.canary_seen.append(new.digest)
+        same_model = old is not None and new.served == old.served
+        if unseen and (same_model or new.wrong):
             self.canary_change = _Change(ts, None if old is None else old.label, new.label)
 
     def evaluate(

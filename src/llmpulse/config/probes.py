@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Literal
 
 import jsonschema
+import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmpulse.durations import Duration
@@ -56,8 +56,8 @@ class ExpectConfig(BaseModel):
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
+                regex.compile(value)  # the module that runs it (``probe.assertions``)
+            except regex.error as exc:
                 raise ValueError(f"not a valid regular expression: {exc}") from None
         return value
 
@@ -117,6 +117,16 @@ class ProbeConfig(BaseModel):
             raise ValueError(f"expected one of {', '.join(_PROBE_KINDS)}")
         return value
 
+    @field_validator("messages")
+    @classmethod
+    def _asks(cls, value: list[MessageConfig]) -> list[MessageConfig]:
+        if value and not any(m.role == "user" for m in value):
+            raise ValueError(
+                "expected a user message among them "
+                "(Anthropic and Gemini refuse a conversation without one)"
+            )
+        return value
+
     @field_validator("params")
     @classmethod
     def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -170,12 +180,60 @@ class ProbeConfig(BaseModel):
         )
 
 
+# The protocols that take Gemini's request body (``generationConfig``, ``systemInstruction``).
+GEMINI_FORMAT = ("gemini", "vertex")
+# Gemini's GenerationConfig fields (REST names): a probe's params that set one at the top of
+# the body, as OpenAI's and Anthropic's requests have them, would be refused by every request.
+_GENERATION_FIELDS = frozenset(
+    {
+        "candidateCount",
+        "frequencyPenalty",
+        "logprobs",
+        "maxOutputTokens",
+        "mediaResolution",
+        "presencePenalty",
+        "responseJsonSchema",
+        "responseLogprobs",
+        "responseMimeType",
+        "responseModalities",
+        "responseSchema",
+        "seed",
+        "speechConfig",
+        "stopSequences",
+        "temperature",
+        "thinkingConfig",
+        "topK",
+        "topP",
+    }
+)
+# Other APIs' names for the same settings.
+_GENERATION_ALIASES = {"max_tokens": "maxOutputTokens", "stop": "stopSequences"}
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+def gemini_params_problem(params: dict[str, Any]) -> tuple[str, str] | None:
+    """The first of a probe's params that Gemini's body does not take where it is written, with
+    where it belongs; None when every key is where Gemini reads it."""
+    for key in params:
+        field = _GENERATION_ALIASES.get(key, _camel(key))
+        if field in _GENERATION_FIELDS:
+            return key, f"Gemini takes it in generationConfig (generationConfig: {{{field}: ...}})"
+        if key != field and field in ("generationConfig", "systemInstruction"):
+            # The JSON parser takes either spelling; with both in one body it refuses it.
+            return key, (f"write it {field} (llmpulse sets {field} too, and the two would collide)")
+    return None
+
+
 def canary_probe(protocol: str) -> Probe:
     """The built-in correctness canary: a question with one right answer, at temperature 0 in
     the protocol's own words (Gemini sets it in ``generationConfig``)."""
     temperature: dict[str, Any] = (
         {"generationConfig": {"temperature": 0}}
-        if protocol in ("gemini", "vertex")
+        if protocol in GEMINI_FORMAT
         else {"temperature": 0}
     )
     return Probe(

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from llmpulse import catalog
 from llmpulse.config.errors import ConfigError
-from llmpulse.config.probes import ProbeConfig, canary_probe
+from llmpulse.config.probes import GEMINI_FORMAT, ProbeConfig, canary_probe, gemini_params_problem
 from llmpulse.durations import Duration
 from llmpulse.presets import DISCOVERABLE, PRESETS, protocol_for, vertex_base_url
 from llmpulse.result import CheckKind
@@ -217,6 +217,7 @@ def resolve_target(
                     "file (expected the path of a service-account JSON file)"
                 )
     protocol = protocol_for(cfg.provider, model)
+    _check_params(index, cfg, protocol, where)
     probes = tuple(p.resolve() for p in cfg.probes)
     if cfg.canary:
         probes += (canary_probe(protocol),)
@@ -255,6 +256,18 @@ def resolve_target(
     )
     _check_input_tokens(index, cfg, target, where)
     return target
+
+
+def _check_params(index: int, cfg: TargetConfig, protocol: str, where: str) -> None:
+    """A probe's params in the body of the target's protocol: Gemini's settings go in
+    ``generationConfig``, where OpenAI's and Anthropic's are top-level."""
+    if protocol not in GEMINI_FORMAT:
+        return
+    for i, probe in enumerate(cfg.probes):
+        problem = gemini_params_problem(probe.params)
+        if problem is not None:
+            key, message = problem
+            raise ConfigError(f"{where}targets[{index}].probes[{i}].params.{key}: {message}")
 
 
 def _check_input_tokens(index: int, cfg: TargetConfig, target: Target, where: str) -> None:

@@ -27,7 +27,13 @@ from llmpulse.errors import ErrorClass
 from llmpulse.http import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, make_session, read_capped
 from llmpulse.probe.assertions import failed_expectation
 from llmpulse.providers import PROTOCOLS, Protocol, ProtocolError
-from llmpulse.providers.base import Completion, CredentialsError, RequestSpec, error_snippet
+from llmpulse.providers.base import (
+    NESTED_TOO_DEEPLY,
+    Completion,
+    CredentialsError,
+    RequestSpec,
+    error_snippet,
+)
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.result import CheckKind, CheckResult, Usage
 from llmpulse.secrets import NO_SECRETS, PRE_CLIP_CHARS, Redactor
@@ -239,6 +245,11 @@ class Prober:
                 raise _Failure(
                     ErrorClass.PROTOCOL,
                     f"malformed JSON in a {response.status}: {exc}: {error_snippet(body)!r}",
+                ) from None
+            except RecursionError:  # "[[[[..." deeper than json's C scanner goes
+                raise _Failure(
+                    ErrorClass.PROTOCOL,
+                    f"malformed JSON in a {response.status}: {NESTED_TOO_DEEPLY}",
                 ) from None
             if kind is CheckKind.MODELS:
                 info = protocol.parse_models(parsed, target.model)

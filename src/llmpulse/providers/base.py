@@ -226,12 +226,17 @@ def merge_params(body: dict[str, Any], params: Mapping[str, Any]) -> dict[str, A
     return body
 
 
+NESTED_TOO_DEEPLY = "nested too deeply to parse"
+
+
 def loads_object(data: str | bytes) -> dict[str, Any]:
     """Parse JSON that must be an object; ProtocolError otherwise."""
     try:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed JSON: {exc}") from None
+    except RecursionError:  # "[[[[..." deeper than json's C scanner goes
+        raise ProtocolError(f"malformed JSON: {NESTED_TOO_DEEPLY}") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"expected a JSON object, got {type(value).__name__}")
     return value
