@@ -651,3 +651,41 @@ def test_check_config_lists_every_rule_in_effect_and_refuses_a_bad_rule(tmp_path
     bad = run_cli("check-config", "--config", str(config), cwd=tmp_path, env_extra={"K": "k"})
     assert bad.returncode == 2
     assert "rules.custom[0].threshold: ttft_p99 is in seconds" in bad.stdout + bad.stderr
+
+
+def test_check_config_prints_the_probes_expected_monthly_cost_against_the_budget(tmp_path):
+    config = tmp_path / "llmpulse.yaml"
+    prices = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+    raw = {
+        "monitor": {"probe_budget_usd": 5},
+        "targets": [
+            {"name": "busy", "provider": "openai-compatible", "base_url": "http://127.0.0.1:1/v1",
+             "model": "m", "interval": "10s", "prices": prices},
+            {"name": "calm", "provider": "openai-compatible", "base_url": "http://127.0.0.1:1/v1",
+             "model": "m", "interval": "10m", "prices": prices},
+            {"name": "unpriced", "provider": "vllm", "base_url": "http://127.0.0.1:1/v1",
+             "model": "m", "checks": ["models", "inference"]},
+        ],
+    }  # fmt: skip
+    config.write_text(json.dumps(raw))
+    out = run_cli("check-config", "--config", str(config), cwd=tmp_path,
+                  env_extra={"COLUMNS": "250"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in out.stdout.splitlines()
+            if line.startswith("│") and "models" in line}  # fmt: skip
+    # A run of the three checks: 0 + 7 + 149 millionths of a dollar; 259,200 turns in 30 days.
+    assert rows["busy"] == ["models, inference, stream", "777,600", "40.44"]
+    assert rows["calm"] == ["models, inference, stream", "12,960", "0.67"]
+    assert rows["unpriced"] == ["models, inference", "172,800", "0.00 (no price: inference)"]
+    assert "probes: about $41.11 a month in all" in out.stdout
+    assert "over the probe budget $5.00: `run` and `agent` stretch 2 probes to every" in out.stdout
+    raw["monitor"]["probe_budget_usd"] = 50
+    config.write_text(json.dumps(raw))
+    within = run_cli("check-config", "--config", str(config), cwd=tmp_path,
+                     env_extra={"COLUMNS": "250"})  # fmt: skip
+    assert "within the probe budget $50.00" in within.stdout
+    raw["monitor"]["probe_budget_usd"] = -1
+    config.write_text(json.dumps(raw))
+    bad = run_cli("check-config", "--config", str(config), cwd=tmp_path)
+    assert bad.returncode == 2 and "monitor.probe_budget_usd" in bad.stdout + bad.stderr

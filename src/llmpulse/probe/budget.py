@@ -33,7 +33,7 @@ DAY_S = 86400.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Scheduled:
+class PlannedProbe:
     """One probe of one target as scheduled: its configured interval and its cost per run
     (None: no price known)."""
 
@@ -54,9 +54,9 @@ class Scheduled:
         return (self.cost_per_run or 0.0) / (interval or self.interval)
 
 
-def scheduled(targets: Iterable[Target]) -> list[Scheduled]:
+def scheduled(targets: Iterable[Target]) -> list[PlannedProbe]:
     return [
-        Scheduled(t, p, configured_interval(t, p), probe_cost_per_run(t, p))
+        PlannedProbe(t, p, configured_interval(t, p), probe_cost_per_run(t, p))
         for t in targets
         for p in checks_of(t)
     ]
@@ -87,7 +87,7 @@ class Fit:
     fitted_usd_per_s: float  # at the stretched ones
 
 
-def fit(probes: Sequence[Scheduled], usd_per_s: float) -> Fit:
+def fit(probes: Sequence[PlannedProbe], usd_per_s: float) -> Fit:
     """Stretch the probes' intervals to spend at most ``usd_per_s`` (see the module's rule)."""
     paying = sorted((p for p in probes if p.cost_per_run), key=lambda p: p.interval)
     rate = sum(p.usd_per_s() for p in paying)
@@ -129,3 +129,22 @@ def describe(result: Fit, budget_usd: float, spent_usd: float, now: float) -> st
         f"{head}: {len(result.intervals)} probes stretched to every "
         f"{format_duration(result.floor)} (${result.fitted_usd_per_s * DAY_S:.2f}/day): {names}"
     )
+
+
+def long_context_costs(probes: Iterable[PlannedProbe]) -> list[str]:
+    """What each long-context probe costs a day at its configured interval, one line each:
+    said before the daemon starts, as they are the dear ones."""
+    lines = []
+    for p in probes:
+        if p.kind is not CheckKind.LONG_CONTEXT:
+            continue
+        cost = (
+            f"about ${p.usd_per_s() * DAY_S:.2f} a day"
+            if p.cost_per_run is not None
+            else "cost unknown (no price for its model)"
+        )
+        lines.append(
+            f"long_context probe {p.name} of {p.target.name}: every "
+            f"{format_duration(p.interval)}, {cost}"
+        )
+    return lines

@@ -225,9 +225,9 @@ class Scheduler:
         if name in self._names and at > self._traffic.get(name, -math.inf):
             self._traffic[name] = min(at, self._clock())  # a clock running ahead gains nothing
 
-    def checked_by_traffic(self, name: str) -> dict[str, float]:
+    def checked_by_traffic(self, name: str) -> Mapping[str, float]:
         """When each check of target ``name`` was last skipped because traffic checked it."""
-        return dict(self._skipped.get(name, {}))
+        return self._skipped.get(name, {})
 
     def interval(self, target: Target, check: Check) -> float:
         """How often ``check`` runs now: as configured, unless stretched (never shorter)."""
@@ -332,7 +332,8 @@ class Scheduler:
         wall = self._clock()
         if wall - self._traffic[target.name] >= interval:
             return False
-        self._skipped.setdefault(target.name, {})[check_name(check)] = wall
+        # A new mapping each time: the dashboard reads it from another thread.
+        self._skipped[target.name] = {**self._skipped.get(target.name, {}), check_name(check): wall}
         return True
 
     def _goes_first(self, due: _Due, key: _Key, now: float) -> bool:
