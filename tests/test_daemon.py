@@ -25,6 +25,7 @@ from conftest import base_url, patch, serving, sim_model, spawn_llmpulse
 from llmpulse.config import parse_config
 from llmpulse.monitor import daemon as daemon_module
 from llmpulse.monitor.daemon import Daemon
+from llmpulse.result import CheckResult
 from llmpulse.store import SQLiteStore
 from llmpulse.web.server import serve_beside
 from test_gateway_proxy import deployment
@@ -521,3 +522,92 @@ async def test_a_model_retiring_within_the_notice_pages_once(sim, receiver, tmp_
     assert firing["severity"] == "warning" and firing["threshold"] == 30 * 86400
     assert 9 * 86400 < firing["value"] <= 10 * 86400  # seconds left
     assert firing["summary"].startswith(f"{model} retires on {retires.isoformat()} (in ")
+
+
+def probe_calls(sim, model, start, end):
+    """When the daemon's model calls of ``model`` reached the simulator within the range."""
+    rows = httpx.get(f"{sim.url}/_sim/requests", timeout=10).json()["requests"]
+    return [
+        r["received_at"] for r in rows
+        if r["model"] == model and start < r["received_at"] < end
+        and "traffic here" not in json.dumps(r["body"])
+    ]  # fmt: skip
+
+
+async def test_successful_traffic_stands_in_for_inference_and_stream_probes_not_the_models_list(
+    sim, receiver, tmp_path
+):
+    model = sim_model(sim, ttft="10ms", output_tokens=5, tokens_per_s=500)
+    db = tmp_path / "r.db"
+    raw = {
+        **FAST,
+        "model_list": [deployment(sim, "chat", "openai", model)],
+        "gateway": {"probe_interval": "900ms"},
+        "notifiers": [{"type": "webhook", "url": receiver.url}],
+    }
+    config = parse_config(raw, env={"SIM_KEY": "sk-sim"})
+    target = f"chat/openai/{model}"
+
+    async def traffic(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await client.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "traffic here"}]
+            )
+            await asyncio.sleep(0.1)
+
+    with gateway_beside(raw, db, tmp_path) as client:
+        async with served(config, db) as (daemon, web):
+            await wait_for(lambda: probe_calls(sim, model, 0, time.time() + 1))  # probing
+            await traffic(2.0)  # the daemon reads it back from the store (it leads)
+            start = time.time()
+            await traffic(4.0)
+            end = time.time()
+            async with httpx.AsyncClient() as http:
+                detail = (await http.get(f"{web.urls[0]}api/v1/targets/{target}")).json()
+            assert probe_calls(sim, model, start, end) == []  # no model call from a probe
+            assert set(detail["card"]["checked_by_traffic"]) == {"inference", "stream"}
+            # Traffic stops: the probes call the model again within an interval or two.
+            await wait_for(lambda: probe_calls(sim, model, end + 1, time.time() + 1), timeout=5)
+            assert daemon.checked_by_traffic(target) == {}
+    with SQLiteStore(db) as store:
+        stored = store.results_between(start, end)
+    probes = [r.check for r in stored if r.source == "probe"]
+    assert probes.count("models") >= 3 and set(probes) == {"models"}  # still listed
+    assert sum(r.source == "traffic" and r.ok for r in stored) >= 20
+
+
+async def test_a_spent_probe_budget_stretches_the_model_calls_and_the_cost_page_says_so(
+    sim, receiver, tmp_path, caplog
+):
+    model = sim_model(sim, ttft="10ms", output_tokens=5, tokens_per_s=500)
+    prices = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+    config = make_config(
+        sim, receiver, [{"provider": "openai", "model": model, "name": "paid", "prices": prices}],
+        monitor={**FAST["monitor"], "probe_budget_usd": 20},
+    )  # fmt: skip
+    db = tmp_path / "r.db"
+    with SQLiteStore(db) as store:  # this month's probes spent the budget already
+        store.write_results([CheckResult(
+            target="paid", provider="openai", model=model, check="stream", ok=True,
+            timestamp=datetime.now(UTC) - timedelta(seconds=5), cost_usd=20.0,
+        )])  # fmt: skip
+    start = time.time()
+    async with served(config, db) as (daemon, web):
+        await asyncio.sleep(4)
+        async with httpx.AsyncClient() as http:
+            budgets = (await http.get(f"{web.urls[0]}api/v1/budgets")).json()
+    end = time.time()
+    # Each model call ran its first turn, then waits an hour; the models list, free, did not.
+    assert len(probe_calls(sim, model, start, end)) <= 2
+    with SQLiteStore(db) as store:
+        models = [r for r in store.results_between(start, end) if r.check == "models"]
+    assert len(models) >= 3
+    line = next(r.message for r in caplog.records if r.message.startswith("probe budget"))
+    assert "$20.00/month: $20.00 spent, $0.00 left" in line
+    assert "2 probes stretched to every 1h" in line and "paid/inference, paid/stream" in line
+    probes = budgets["probes"]
+    assert (probes["max_usd"], probes["percent"]) == (20.0, pytest.approx(100.0, abs=0.1))
+    assert probes["spent_usd"] == pytest.approx(20.0, abs=0.01)
+    # Every 900 ms: 2.88 M runs of each check a month, 7 and 149 millionths of a dollar each.
+    assert probes["expected_usd_per_month"] == pytest.approx(2_880_000 * 156e-6)

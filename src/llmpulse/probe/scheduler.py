@@ -169,7 +169,7 @@ class Scheduler:
         self._cooldown = cooldown
         self._clock = clock
         self.cooldowns = Cooldowns(clock)
-        self._names = {t.name for t in self.targets}
+        self._by_name = {t.name: t for t in self.targets}
         self._gate = asyncio.Semaphore(concurrency)
         self.retry_interval = retry_interval
         self.confirmations = confirmations
@@ -213,7 +213,7 @@ class Scheduler:
         """Learn from a result of one of these targets measured elsewhere (another agent's
         probe, a gateway's traffic): a cool-down, its target not probed until it ends; and
         successful traffic, which stands in for the target's inference and stream checks."""
-        if result.target not in self._names:
+        if result.target not in self._by_name:
             return
         self.cooldowns.note(result)
         if result.source is Source.TRAFFIC and result.ok:
@@ -222,12 +222,21 @@ class Scheduler:
 
     def traffic_seen(self, name: str, at: float) -> None:
         """Successful traffic of target ``name`` was answered at ``at`` (wall clock)."""
-        if name in self._names and at > self._traffic.get(name, -math.inf):
+        if name in self._by_name and at > self._traffic.get(name, -math.inf):
             self._traffic[name] = min(at, self._clock())  # a clock running ahead gains nothing
 
-    def checked_by_traffic(self, name: str) -> Mapping[str, float]:
-        """When each check of target ``name`` was last skipped because traffic checked it."""
-        return self._skipped.get(name, {})
+    def checked_by_traffic(self, name: str) -> dict[str, float]:
+        """The checks of target ``name`` whose latest turn was skipped because traffic checked
+        it (within two of its intervals, and none ran since), and when (wall clock)."""
+        target = self._by_name.get(name)
+        if target is None:
+            return {}
+        wall = self._clock()
+        return {
+            check: at
+            for check, at in self._skipped.get(name, {}).items()
+            if wall - at < 2 * self.interval(target, CheckKind(check))
+        }
 
     def interval(self, target: Target, check: Check) -> float:
         """How often ``check`` runs now: as configured, unless stretched (never shorter)."""
@@ -318,6 +327,11 @@ class Scheduler:
             if model_call and not self._goes_first(due, key, now):
                 return
         self._deferred.pop(key, None)
+        skipped = self._skipped.get(target.name, {})
+        if check_name(due.check) in skipped:  # measured again: no longer checked by traffic
+            self._skipped[target.name] = {
+                k: v for k, v in skipped.items() if k != check_name(due.check)
+            }
         self._started[key] = now
         self._running.add(key)
         task = asyncio.ensure_future(self._run_one(due, target))
@@ -333,7 +347,7 @@ class Scheduler:
         if wall - self._traffic[target.name] >= interval:
             return False
         # A new mapping each time: the dashboard reads it from another thread.
-        self._skipped[target.name] = {**self._skipped.get(target.name, {}), check_name(check): wall}
+        self._skipped[target.name] = {**self._skipped.get(target.name, {}), str(check): wall}
         return True
 
     def _goes_first(self, due: _Due, key: _Key, now: float) -> bool:
