@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import socket
@@ -25,7 +26,7 @@ from conftest import base_url, patch, serving, sim_model, spawn_llmpulse
 from llmpulse.config import parse_config
 from llmpulse.monitor import daemon as daemon_module
 from llmpulse.monitor.daemon import Daemon
-from llmpulse.result import CheckResult
+from llmpulse.result import CheckResult, Source
 from llmpulse.store import SQLiteStore
 from llmpulse.web.server import serve_beside
 from test_gateway_proxy import deployment
@@ -593,7 +594,7 @@ async def test_a_spent_probe_budget_stretches_the_model_calls_and_the_cost_page_
             timestamp=datetime.now(UTC) - timedelta(seconds=5), cost_usd=20.0,
         )])  # fmt: skip
     start = time.time()
-    async with served(config, db) as (daemon, web):
+    async with served(config, db) as (_, web):
         await asyncio.sleep(4)
         async with httpx.AsyncClient() as http:
             budgets = (await http.get(f"{web.urls[0]}api/v1/budgets")).json()
@@ -611,3 +612,32 @@ async def test_a_spent_probe_budget_stretches_the_model_calls_and_the_cost_page_
     assert probes["spent_usd"] == pytest.approx(20.0, abs=0.01)
     # Every 900 ms: 2.88 M runs of each check a month, 7 and 149 millionths of a dollar each.
     assert probes["expected_usd_per_month"] == pytest.approx(2_880_000 * 156e-6)
+
+
+def test_a_daemon_not_leading_learns_each_targets_newest_successful_traffic_from_the_store(
+    sim, receiver, tmp_path
+):
+    config = make_config(sim, receiver, [{"provider": "openai", "model": "m", "name": "a"},
+                                         {"provider": "openai", "model": "m", "name": "b"}])  # fmt: skip
+    daemon = Daemon(config, db_path=tmp_path / "r.db")
+    now = time.time()
+
+    def traffic(target, ago, ok=True):
+        return CheckResult(
+            target=target, provider="openai", model="m", check="stream", ok=ok,
+            timestamp=datetime.fromtimestamp(now - ago, UTC), source=Source.TRAFFIC,
+        )  # fmt: skip
+
+    probe = dataclasses.replace(traffic("b", 1), source=Source.PROBE)
+    try:
+        daemon.store.write_results([
+            traffic("a", 3), traffic("a", 2),  # all successes: the newest is when
+            traffic("b", 3), traffic("b", 2, ok=False),  # a failure after: since the range began
+            probe, traffic("c", 20),  # a probe is no traffic; c is older than the range
+        ])  # fmt: skip
+        seen = daemon.recent_traffic(now - 10, now)
+    finally:
+        daemon.store.close()
+        daemon.state.close()
+        daemon.outbox.close()
+    assert seen == {"a": pytest.approx(now - 2, abs=0.01), "b": now - 10}

@@ -439,30 +439,32 @@ class Daemon:
             self.scheduler.note(result)
 
     async def _traffic(self, scheduler: Scheduler) -> None:
-        """While another daemon leads, the targets' recent successful traffic, grouped in the
-        database: one row per target, however busy the gateway is."""
+        """While another daemon leads, the targets' recent successful traffic, read every
+        ``TRAFFIC_EVERY_S``; the leader reads every result anyway."""
         since = time.time() - max((t.interval for t in self.config.targets), default=0.0)
         while True:
             await asyncio.sleep(TRAFFIC_EVERY_S)
             now = time.time()
-            if self.alerting is not None:  # the leader reads every result anyway
-                since = now
-                continue
-            with _logged("reading recent traffic", self.unreadable):
-                found = await asyncio.to_thread(
-                    self.store.summarize_raw,
-                    since,
-                    now + 1,
-                    group_by="target",
-                    where=ResultFilter(source=Source.TRAFFIC.value),
-                )
-                for name, summary in found.items():
-                    if summary.ok:
-                        # The newest result is a success only if all were; else the range's
-                        # start is when one surely was.
-                        ok_at = summary.last_ts if summary.ok == summary.total else since
-                        scheduler.traffic_seen(name, ok_at or since)
-                since = now
+            if self.alerting is None:
+                with _logged("reading recent traffic", self.unreadable):
+                    seen = await asyncio.to_thread(self.recent_traffic, since, now)
+                    for name, at in seen.items():
+                        scheduler.traffic_seen(name, at)
+            since = now
+
+    def recent_traffic(self, since: float, now: float) -> dict[str, float]:
+        """When each target's successful traffic stored since ``since`` surely was: grouped in
+        the database, one row per target however busy the gateway is."""
+        found = self.store.summarize_raw(
+            since, now + 1, group_by="target", where=ResultFilter(source=Source.TRAFFIC.value)
+        )
+        # The newest result is a success only if all were; else the range's start is when one
+        # surely was.
+        return {
+            name: (s.last_ts if s.ok == s.total and s.last_ts else since)
+            for name, s in found.items()
+            if s.ok
+        }
 
     async def _probe_budget(self, scheduler: Scheduler) -> None:
         while self.config.monitor.probe_budget_usd is not None:
