@@ -165,8 +165,6 @@ class Daemon:
         self._sinks: list[Callable[[CheckResult], None]] = []
         self._services: list[Callable[[asyncio.Event], Awaitable[None]]] = []
         self.scheduler: Scheduler | None = None
-        # The probes as scheduled, with their price per run: what the budget stretches.
-        self.probes = budget.scheduled(config.targets)
         self._fitted: dict[tuple[str, str], float] | None = None  # the budget's last fit
         # The month's probe spend as last read (its month's start, USD): kept while the
         # database is away.
@@ -230,6 +228,11 @@ class Daemon:
             notification.target,
             notification.summary,
         )
+
+    @functools.cached_property
+    def probes(self) -> list[budget.PlannedProbe]:
+        """The probes as scheduled, with their price per run: what the budget stretches."""
+        return budget.scheduled(self.config.targets)
 
     def checked_by_traffic(self, name: str) -> Mapping[str, float]:
         """When each check of target ``name`` was last skipped because traffic checked it."""
