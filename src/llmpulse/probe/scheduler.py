@@ -20,21 +20,23 @@ quota without one (``ratelimit``'s defaults), whoever got that answer (``Cooldow
 this scheduler's own results and, through ``note``, with other writers' ones), and for as long as
 the ``cooldown`` callable says (the gateway's breakers: traffic 429s, other replicas' cool-downs,
 an open breaker until it would let a half-open trial through). A check that calls the model
-(inference, stream) coming due inside a cool-down is deferred to its end, once per kind: not
-dropped, not stacked, and a regular turn right after it is skipped; at the end one model call
-goes first and the target's other kind waits for its answer. That holds for retries too,
+(every kind but a models list: inference, stream, a custom probe) coming due inside a cool-down
+is deferred to its end, once per check: not dropped, not stacked, and a regular turn right after
+it is skipped; at the end one model call goes first and the target's others wait for its
+answer. That holds for retries too,
 so a 503 with a Retry-After is re-checked when it asks, and only a 503 without one at
 ``retry_interval``. A models list, which spends no model quota, runs at most once per
 cool-down. Sibling checks are extras: a cooling target gets none, and a target gets one per
-``retry_interval`` however many of its siblings fail at once. Every check but a models list
-calls the model: a custom probe is deferred in a cool-down as inference and stream are.
+``retry_interval`` however many of its siblings fail at once (with the failed check's kind
+where it has that built-in check, else its first check).
 
 Real traffic is evidence. When successful traffic (the gateway's, ``instrument()``'s) of a
-target was answered within its interval, a regular turn of its built-in inference or stream
-check is skipped, since the traffic showed what it would (``note``, ``traffic_seen``); the
-models list and the custom probes still run, as they assert what traffic does not. Retries and
-sibling checks of a suspected outage always run. Each skip is kept (``checked_by_traffic``) for
-the dashboard; it writes no result, so availability counts only what was measured.
+target was answered within its interval, a turn of its built-in inference or stream check (a
+regular one, or one deferred by a cool-down) is skipped, since the traffic showed what it would
+(``note``, ``traffic_seen``); the models list and the custom probes still run, as they assert
+what traffic does not. Retries and sibling checks of a suspected outage always run. Each skip is
+kept (``checked_by_traffic``) for the dashboard; it writes no result, so availability counts
+only what was measured.
 
 Intervals may be stretched while running (``stretch``: the probe budget, ``probe.budget``),
 never below the configured ones.
