@@ -77,6 +77,10 @@ def test_every_preset_default_model_has_a_price():
 
     for preset in PRESETS.values():
         if preset.default_model and preset.price_provider:
-            t = target(preset.name, preset.default_model)
+            # Vertex AI has no key but a project and a location.
+            vertex = {"project": "my-project", "location": "us-east5"}
+            t = target(
+                preset.name, preset.default_model, **(vertex if preset.name == "vertex" else {})
+            )
             cost, warning = catalog.cost_usd(t, Usage(input_tokens=100, output_tokens=10))
             assert cost and cost > 0, (preset.name, warning)

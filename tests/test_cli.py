@@ -689,3 +689,39 @@ def test_check_config_prints_the_probes_expected_monthly_cost_against_the_budget
     config.write_text(json.dumps(raw))
     bad = run_cli("check-config", "--config", str(config), cwd=tmp_path)
     assert bad.returncode == 2 and "monitor.probe_budget_usd" in bad.stdout + bad.stderr
+
+
+def test_check_selects_a_custom_probe_by_name_and_json_shows_its_kind(tmp_path, sim):
+    model = sim_model(sim, ttft="10ms", answer="Lyon")
+    probes = (
+        "[{name: capital, messages: [{role: user, content: Capital of France?}], "
+        "expect: {contains: Paris}}, {name: fast, kind: stream}]"
+    )
+    config = write_config(
+        tmp_path / "llmpulse.yaml", sim,
+        [{"provider": "openai", "model": model, "api_key": "os.environ/TEST_KEY",
+          "probes": probes}],
+    )  # fmt: skip
+    env = {"TEST_KEY": SECRET}
+    proc = run_cli(
+        "check", "--config", str(config), "--check", "capital", "--check", "models", "--json",
+        "--no-store", cwd=tmp_path, env_extra=env,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr  # the answer was wrong
+    results = json.loads(proc.stdout)
+    assert [(r["check"], r["kind"]) for r in results] == [
+        ("models", "models"),
+        ("capital", "inference"),
+    ]
+    wrong = results[1]
+    assert wrong["error_class"] == "assertion" and wrong["http_status"] == 200
+    assert wrong["error_message"] == "expected the answer to contain 'Paris'"
+    assert wrong["answer_excerpt"] == "Lyon"
+
+    unknown = run_cli(
+        "check", "--config", str(config), "--check", "capitol", cwd=tmp_path, env_extra=env
+    )
+    assert unknown.returncode == 2 and unknown.stdout.count("\n") == 1
+    assert "--check: no check named capitol; expected one of capital, embeddings, fast" in (
+        unknown.stdout
+    )

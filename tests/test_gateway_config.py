@@ -739,8 +739,8 @@ model_list:
     litellm_params:
       model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
       aws_secret_access_key: aws-literal-secret
-  - model_name: gemini-vertex
-    litellm_params: {model: vertex_ai/gemini-1.5-pro, vertex_project: p}
+  - model_name: sagemaker-llama
+    litellm_params: {model: sagemaker/jumpstart-llama, aws_region_name: us-west-2}
   - model_name: embed
     litellm_params: {model: openai/text-embedding-3-small, api_key: sk-embed-literal}
     model_info: {mode: embedding}
@@ -772,7 +772,7 @@ def test_litellm_configs_load_as_is_with_one_warning_per_concern():
     assert gw.skipped == (
         "model_list[4] (mode: embedding)",
         "model_list[2] (bedrock/)",
-        "model_list[3] (vertex_ai/)",
+        "model_list[3] (sagemaker/)",
         "model_list[5] (no provider in 'llama3')",
     )
     assert (
@@ -781,7 +781,7 @@ def test_litellm_configs_load_as_is_with_one_warning_per_concern():
         == (
             "skipping deployments that are not chat models: model_list[4] (mode: embedding)",
             "skipping deployments of providers llmpulse does not speak yet: model_list[2] (bedrock/), "
-            "model_list[3] (vertex_ai/), model_list[5] (no provider in 'llama3')",
+            "model_list[3] (sagemaker/), model_list[5] (no provider in 'llama3')",
             "ignoring fallbacks and aliases that name only skipped deployments: "
             "router_settings.model_group_alias.claude ('claude-bedrock'), "
             "router_settings.fallbacks ('claude-bedrock')",

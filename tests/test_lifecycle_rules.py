@@ -7,16 +7,19 @@ from datetime import UTC, datetime
 
 import pytest
 
+from conftest import make_target, patch, sim_model
 from llmpulse.alerts.engine import AlertRecord, AlertSettings, Engine
 from llmpulse.alerts.model import Notification
 from llmpulse.alerts.window import TargetWindow
 from llmpulse.config import ConfigError, parse_config
+from llmpulse.errors import ErrorClass
+from llmpulse.probe import Prober
 from llmpulse.result import CheckKind, CheckResult
 from llmpulse.rules import DEFAULT_RULES, RuleOverride, RuleSpec, resolve_rules
-from llmpulse.target import Target
+from llmpulse.target import CANARY, Target
 
 T0 = 1_800_000_000.0
-LIFECYCLE = ("model_changed", "model_unlisted", "model_deprecated")
+LIFECYCLE = ("model_changed", "model_unlisted", "model_deprecated", "canary_changed")
 
 
 def answer(t, model="gpt-4o-2024-08-06", fingerprint="fp_a", kind=CheckKind.STREAM):
@@ -212,3 +215,74 @@ def test_a_bad_retires_date_names_its_path(value):
 def test_a_bad_lifecycle_override_names_its_path():
     with pytest.raises(ConfigError, match=r"rules\.model_deprecated\.threshold"):
         parse_config({"rules": {"model_deprecated": {"threshold": "soonish"}}}, env={})
+
+
+# --- canary_changed: the correctness canary's answer ------------------------------------
+
+
+def canary(t, excerpt, model="gpt-4o-2024-08-06", fingerprint="fp_a", wrong=False):
+    result = answer(t, model, fingerprint, kind=CheckKind.INFERENCE)
+    result.check, result.answer_excerpt = CANARY, excerpt
+    if wrong:
+        result.ok, result.error_class = False, ErrorClass.ASSERTION
+    return result
+
+
+def test_a_changed_canary_answer_from_the_same_model_is_a_notice_with_its_evidence():
+    m = Monitor()
+    m.feed(canary(0, "391"), canary(5, " 391\n"))  # the same answer, spaced otherwise
+    assert m.sent == []
+    m.feed(canary(10, "391."))
+    old, new = (
+        "gpt-4o-2024-08-06 (fp_a): answered '391'",
+        "gpt-4o-2024-08-06 (fp_a): answered '391.'",
+    )
+    assert m.notices("canary_changed") == [("firing", old, new)]
+    assert m.sent[0].summary == f"canary answer changed: {old} → {new}"
+    for t in range(15, 200, 5):
+        m.feed(canary(t, "391."))
+    assert m.notices("canary_changed") == [("firing", old, new), ("resolved", old, new)]
+
+
+def test_another_model_may_word_it_otherwise_but_not_answer_wrong():
+    m = Monitor()
+    m.feed(canary(0, "391"))
+    m.feed(canary(10, "The answer is 391.", model="gpt-4o-2024-11-20"))
+    assert m.notices("canary_changed") == [] and m.notices("model_changed") != []
+    m.feed(canary(20, "392", model="gpt-4o-2024-11-20", fingerprint="fp_b", wrong=True))
+    assert m.notices("canary_changed") == [(
+        "firing",
+        "gpt-4o-2024-11-20 (fp_a): answered 'The answer is 391.'",
+        "gpt-4o-2024-11-20 (fp_b): answered '392' (wrong)",
+    )]  # fmt: skip
+
+
+def test_a_first_canary_answer_that_is_wrong_is_a_notice_and_a_late_one_changes_nothing():
+    m = Monitor()
+    m.feed(canary(10, "17"), canary(0, "391"), canary(5, "391"))  # a batch in any order
+    assert m.notices("canary_changed") == []  # 17 was its first answer and right, as far as known
+    wrong = Monitor()
+    wrong.feed(canary(0, "17", wrong=True))
+    assert wrong.notices("canary_changed") == [
+        ("firing", None, "gpt-4o-2024-08-06 (fp_a): answered '17' (wrong)")
+    ]
+    assert wrong.sent[0].summary.startswith("canary answered wrong: ")
+
+
+async def test_the_simulator_answering_otherwise_fires_canary_changed(sim):
+    model = sim_model(sim, ttft="10ms", answer="391", served_model="snap-1")
+    target = make_target(sim, "openai", model, checks=[], canary=True)
+    (probe,) = target.probes
+    m = Monitor()
+    async with Prober() as prober:
+        for _ in range(2):
+            m.feed(await prober.check(target, probe))
+        assert m.sent == []
+        patch(sim, model, answer="389")  # the same model, now wrong
+        result = await prober.check(target, probe)
+    assert result.error_class is ErrorClass.ASSERTION and result.answer_excerpt == "389"
+    assert result.to_json()["answer_hash"] == result.answer_hash != None  # noqa: E711
+    m.feed(result)
+    assert m.notices("canary_changed") == [
+        ("firing", "snap-1 (fp_sim): answered '391'", "snap-1 (fp_sim): answered '389' (wrong)")
+    ]

@@ -160,9 +160,9 @@ CASES = {
         literal=("fake-key",),
     ),
     "proxy_config.yaml": Case(
-        served=("fake-azure-endpoint",),
+        served=("gemini-vision", "fake-azure-endpoint"),
         warnings=(
-            f"{PROVIDER}: model_list[0] (vertex_ai/), model_list[1] (vertex_ai/)",
+            f"{PROVIDER}: model_list[0] (vertex_ai/ api_base of a proxy)",
             f"{LITERAL}: model_list[2].litellm_params.api_key, general_settings.master_key",
             IGNORED,
         ),

@@ -11,6 +11,7 @@ import json
 
 from llmpulse.errors import ErrorClass
 from llmpulse.providers import PROTOCOLS
+from llmpulse.providers.base import ANSWER_CHARS, MAX_TOOL_CALLS
 from llmpulse.sse import SSEEvent
 
 openai = PROTOCOLS["openai"]
@@ -300,3 +301,36 @@ def test_non_json_error_bodies_fall_back_to_status():
         assert error.error_class is ErrorClass.UNAVAILABLE
         assert "Bad Gateway" in error.message
         assert protocol.parse_error(500, b"", {}).message.endswith("(empty body)")
+
+
+def test_an_answer_is_kept_up_to_its_bound_and_counted_whole():
+    parser = openai.stream_parser()
+    piece = "x" * 1000
+    for _ in range(100):
+        feed(parser, data(chunk({"content": piece})))
+    c = parser.completion
+    assert c.text_chars == 100_000 and c.text == "x" * ANSWER_CHARS
+
+
+def test_tool_call_names_are_read_from_every_protocol_and_bounded():
+    call = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "f", "arguments": ""},
+    }
+    parser = openai.stream_parser()
+    feed(parser, data(chunk({"tool_calls": [call]})), data(chunk({"tool_calls": [
+        {"index": 0, "function": {"arguments": "{}"}}]})))  # fmt: skip
+    assert parser.completion.tool_calls == ["f"]
+    message = {"role": "assistant", "content": None,
+               "tool_calls": [{**call, "function": {"name": "g", "arguments": "{}"}}] * 100}  # fmt: skip
+    body = {"choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]}
+    assert openai.parse_completion(body).tool_calls == ["g"] * MAX_TOOL_CALLS
+    blocks = [{"type": "text", "text": "Let me check."},
+              {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}]  # fmt: skip
+    done = anthropic.parse_completion({"type": "message", "content": blocks})
+    assert done.tool_calls == ["get_weather"] and done.text == "Let me check."
+    parts = [{"functionCall": {"name": "lookup", "args": {"q": 1}}}]
+    candidate = {"content": {"parts": parts}, "finishReason": "STOP"}
+    assert gemini.parse_completion({"candidates": [candidate]}).tool_calls == ["lookup"]

@@ -15,7 +15,7 @@ import pytest
 
 from llmpulse.config import ConfigError, parse_config, with_web
 from llmpulse.providers.openai import OpenAIProtocol
-from llmpulse.result import CheckKind, CheckResult
+from llmpulse.result import EXCERPT_CHARS, CheckKind, CheckResult
 from llmpulse.secrets import (
     MESSAGE_CHARS,
     PRE_CLIP_CHARS,
@@ -102,9 +102,21 @@ def test_a_result_is_redacted_in_every_field_of_outside_text() -> None:
         "t", "openai", "m", CheckKind.STREAM, datetime.now(UTC), ok=False,
         error_message=f"HTTP 401: bad key {secret}", request_id=f"req {secret}",
         response_model=f"m ({secret})", system_fingerprint=secret, finish_reason=secret,
-        warnings=[f"odd {secret}"],
+        warnings=[f"odd {secret}"], answer_excerpt=f"the key is {secret}",
     )  # fmt: skip
     assert leaks(json.dumps(Redactor([secret]).result(result).to_json())) == []
+    assert result.answer_excerpt == f"the key is {REDACTED}"
+
+
+def test_an_answer_excerpt_is_cut_after_redaction() -> None:
+    secret = SECRETS["GEMINI_KEY"]
+    answer = "x" * (EXCERPT_CHARS - 5) + secret + "y" * 5000
+    result = CheckResult(
+        "t", "openai", "m", "capital", datetime.now(UTC), ok=True, kind=CheckKind.INFERENCE,
+        answer_excerpt=answer,
+    )  # fmt: skip
+    excerpt = Redactor([secret]).result(result).answer_excerpt
+    assert excerpt == "x" * (EXCERPT_CHARS - 5) + REDACTED[:5]
 
 
 def test_undecodable_header_bytes_become_storable_text() -> None:

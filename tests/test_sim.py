@@ -793,3 +793,33 @@ def test_no_done_openai_usage_chunk(server: SimServer, client: httpx.Client) -> 
 def test_tool_call_is_validated(tool_call: dict[str, Any], message: str) -> None:
     with pytest.raises(ScenarioError, match=message):
         parse_scenario({"models": {"m": {"tool_call": tool_call}}})
+
+
+def test_a_scripted_answer_in_every_protocol_read_by_the_official_sdks(
+    server: SimServer, client: httpx.Client
+) -> None:
+    use(server, client, m={"answer": "The capital of France is Paris."})
+    oa = openai.OpenAI(api_key="sk-test", base_url=server.openai_base)
+    done = oa.chat.completions.create(model="m", messages=MSG)
+    assert done.choices[0].message.content == "The capital of France is Paris."
+    assert done.usage is not None and done.usage.completion_tokens == 6  # a token a word
+    streamed = oa.chat.completions.create(model="m", messages=MSG, stream=True)
+    pieces = [c.choices[0].delta.content for c in streamed if c.choices]
+    assert "".join(p for p in pieces if p) == "The capital of France is Paris."
+    # A token budget cuts it short, as it would a model's.
+    short = oa.chat.completions.create(model="m", messages=MSG, max_tokens=2)
+    assert short.choices[0].message.content == "The capital"
+    assert short.choices[0].finish_reason == "length"
+    an = anthropic.Anthropic(api_key="sk-test", base_url=server.anthropic_base)
+    with an.messages.stream(model="m", max_tokens=100, messages=MSG) as stream:
+        assert stream.get_final_text() == "The capital of France is Paris."
+    base = f"{server.gemini_base}/models/m"
+    req = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    body = client.post(f"{base}:generateContent", headers=GE, json=req).json()
+    assert body["candidates"][0]["content"]["parts"][0]["text"] == "The capital of France is Paris."
+    r = client.post(f"{base}:streamGenerateContent?alt=sse", headers=GE, json=req)
+    chunks = [json.loads(d) for _, d in sse(r.text)]
+    text = "".join(
+        p.get("text", "") for c in chunks for p in c["candidates"][0]["content"]["parts"]
+    )
+    assert text == "The capital of France is Paris."

@@ -80,10 +80,11 @@ def main() -> None:
 )
 @click.option(
     "--check",
-    "kinds",
+    "names",
     multiple=True,
-    type=click.Choice([k.value for k in CheckKind]),
-    help="Only run these check kinds (repeatable).",
+    metavar="NAME",
+    help="Only run these checks (repeatable): a built-in check by its kind (models, "
+    "inference, stream) or a custom probe by its name.",
 )
 @db_option
 @click.option("--no-store", is_flag=True, help="Do not record results.")
@@ -98,7 +99,7 @@ def check(
     config_path: Path | None,
     as_json: bool,
     target_names: Sequence[str],
-    kinds: Sequence[str],
+    names: Sequence[str],
     db_path: str | None,
     no_store: bool,
     sim: bool,
@@ -124,10 +125,17 @@ def check(
             if unknown:
                 raise ConfigError(f"--target: no target named {', '.join(sorted(unknown))}")
             targets = [t for t in targets if t.name in target_names]
+        if names:
+            known = {k.value for k in CheckKind} | {p.name for t in targets for p in t.probes}
+            unknown = set(names) - known
+            if unknown:
+                raise ConfigError(
+                    f"--check: no check named {', '.join(sorted(unknown))}; "
+                    f"expected one of {', '.join(sorted(known))}"
+                )
         from llmpulse.probe import run_checks
 
-        selected = [CheckKind(k) for k in kinds] or None
-        results = aio.run(run_checks(targets, selected, concurrency, redactor))
+        results = aio.run(run_checks(targets, list(names) or None, concurrency, redactor))
     except ConfigError as exc:
         _usage_error(console, exc)
     finally:

@@ -123,11 +123,38 @@ PRESETS: dict[str, Preset] = {
             max_tokens_field="max_completion_tokens",
             price_provider="azure",
         ),
+        # Google Cloud's Vertex AI: Gemini, and Claude (``protocol_for``), with OAuth2 tokens
+        # from a service-account file or application default credentials, not a key.
+        Preset(
+            "vertex",
+            "vertex",
+            None,
+            default_model="gemini-2.5-flash-lite",
+            price_provider="google",
+            needs_key=False,
+        ),
         Preset("ollama", "openai", "http://localhost:11434/v1", needs_key=False),
         Preset("vllm", "openai", "http://localhost:8000/v1", needs_key=False),
         Preset("openai-compatible", "openai", None, needs_key=False),
     )
 }
+
+
+def protocol_for(provider: str, model: str) -> str:
+    """The protocol a provider's ``model`` is asked in: Vertex AI serves Anthropic's models in
+    Anthropic's Messages format (``rawPredict``), Google's in Gemini's."""
+    protocol = PRESETS[provider].protocol
+    if protocol == "vertex" and model.startswith("claude-"):
+        return "vertex-anthropic"
+    return protocol
+
+
+def vertex_base_url(location: str) -> str:
+    """Vertex AI's v1 endpoint for a location: regional hosts, and one host for ``global``."""
+    if location == "global":
+        return "https://aiplatform.googleapis.com/v1"
+    return f"https://{location}-aiplatform.googleapis.com/v1"
+
 
 # Providers checked by ``llmpulse check`` without a config, in this order, when a key is set.
 DISCOVERABLE = (

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from llmpulse.errors import ErrorClass
+
+# How much of a probe's answer a result keeps (``CheckResult.answer_excerpt``).
+EXCERPT_CHARS = 200
 
 
 class CheckKind(enum.StrEnum):
@@ -127,6 +131,15 @@ class CheckResult:
             self.check = str(self.check)  # a CheckKind given: its plain name, as stored
 
     @property
+    def answer_hash(self) -> str | None:
+        """A digest of the answer's excerpt, whitespace runs folded: what a canary compares
+        from one answer to the next (its answer is short enough to be whole in the excerpt)."""
+        if self.answer_excerpt is None:
+            return None
+        folded = " ".join(self.answer_excerpt.split())
+        return hashlib.sha256(folded.encode()).hexdigest()[:16]
+
+    @property
     def context_utilization(self) -> float | None:
         """Prompt tokens over the context window: how close a request came to the limit."""
         if not self.context_window or self.usage.input_tokens is None:
@@ -177,6 +190,7 @@ class CheckResult:
             "tags": list(self.tags),
             "session": self.session,
             "answer_excerpt": self.answer_excerpt,
+            "answer_hash": self.answer_hash,
             "timestamp": self.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         }
 

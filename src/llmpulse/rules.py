@@ -42,6 +42,9 @@ class RuleSpec:
 # A point event rather than a condition: each change of the served model or system fingerprint
 # is one alert episode of its own (``alerts.engine.Engine.observe``).
 MODEL_CHANGED = "model_changed"
+# Likewise, each change of the correctness canary's answer (``canary: true``) while the same
+# model is served, or a wrong answer: the evidence is model_changed's, with the answer.
+CANARY_CHANGED = "canary_changed"
 CONTEXT_UTILIZATION_HIGH = "context_utilization_high"
 BUDGET_WARNING = "budget_warning"  # spend reached the budget's warn_at
 BUDGET_EXHAUSTED = "budget_exhausted"  # spend reached the budget
@@ -65,6 +68,7 @@ DEFAULT_RULES: dict[str, RuleSpec] = {
         # Model lifecycle (see MODEL_CHANGED). A change holds for ``window`` after the answer
         # that showed it, so it pages once and resolves by itself; the threshold is unused.
         RuleSpec(MODEL_CHANGED, Severity.WARNING, threshold=0, min_samples=1, window_s=60),
+        RuleSpec(CANARY_CHANGED, Severity.WARNING, threshold=0, min_samples=1, window_s=60),
         RuleSpec("model_unlisted", Severity.CRITICAL, threshold=0, min_samples=1),
         # The threshold is the notice period: how long before its retirement date a model warns.
         RuleSpec("model_deprecated", Severity.WARNING, threshold=30 * 86400, min_samples=1),
@@ -119,6 +123,7 @@ NOT_WINDOWED = (*STORE_RULES, *METRIC_RULES, *BUDGET_RULES)
 INFORMATIONAL_RULES = frozenset(
     {
         MODEL_CHANGED,
+        CANARY_CHANGED,
         "model_deprecated",
         CONTEXT_UTILIZATION_HIGH,
         BILLING_DRIFT_RULE,
@@ -152,6 +157,7 @@ THRESHOLD_UNITS: dict[str, Unit | None] = {
     "tps_low": Unit.TOKENS_PER_S,
     "tokens_per_request_spike": Unit.TIMES,
     MODEL_CHANGED: None,
+    CANARY_CHANGED: None,
     "model_unlisted": None,
     "model_deprecated": Unit.SECONDS,  # the notice period
     "cost_spike": Unit.TIMES,

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from typing import TypeGuard, overload
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
-from llmpulse.result import CheckResult
+from llmpulse.result import EXCERPT_CHARS, CheckResult
 
 _ENV_REF = re.compile(r"^(?:os\.environ/([A-Za-z_][A-Za-z0-9_]*)|\$\{([A-Za-z_][A-Za-z0-9_]*)\})$")
 
@@ -85,6 +85,8 @@ _KEY_SHAPED = re.compile(
     # prints back), Anthropic (sk-ant-), Groq (gsk_), xAI (xai-), OpenRouter (sk-or-), Google.
     r"|\b(?:sk|pk|rk|gsk|xai)[-_][A-Za-z0-9_\-*.]{8,}"
     r"|\bAIza[0-9A-Za-z_\-]{20,}"
+    # Google OAuth2 access tokens (Vertex AI's Bearer tokens), echoed without their scheme.
+    r"|\bya29\.[A-Za-z0-9_\-.]{8,}"
 )
 _B64_CHARS = r"[A-Za-z0-9+/_\-]"
 _B64_START = r"(?<![A-Za-z0-9+/_\-])"
@@ -203,6 +205,9 @@ class Redactor:
         result.system_fingerprint = self.clipped(result.system_fingerprint)
         result.finish_reason = self.clipped(result.finish_reason)
         result.warnings = [self.clipped(w) for w in result.warnings]
+        if result.answer_excerpt is not None:
+            # Cut after redaction: a secret the cut splits would survive in part.
+            result.answer_excerpt = self(result.answer_excerpt)[:EXCERPT_CHARS]
         return result
 
 

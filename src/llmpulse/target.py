@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmpulse.presets import PRESETS
+from llmpulse.presets import PRESETS, protocol_for
 from llmpulse.result import CheckKind
 from llmpulse.rules import RuleOverride
 from llmpulse.secrets import credentials
@@ -28,6 +28,29 @@ class PriceOverride(BaseModel):
     output_per_mtok: float = Field(ge=0)
     cached_input_per_mtok: float | None = Field(default=None, ge=0)
     cache_write_per_mtok: float | None = Field(default=None, ge=0)
+
+
+# Request keys a probe's ``params`` may not set: llmpulse builds them from the target (model),
+# the probe's messages (messages, contents, system, systemInstruction, input) and its kind
+# (stream, stream_options).
+PROBE_OWNED_PARAMS = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "system",
+        "contents",
+        "systemInstruction",
+        "input",
+    }
+)
+
+# The built-in correctness canary (``canary: true``): a probe of this name asks a question with
+# one right answer at temperature 0; a wrong or changed answer is ``canary_changed``.
+CANARY = "canary"
+CANARY_QUESTION = "What is 17 multiplied by 23? Reply with the number only."
+CANARY_ANSWER = "391"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,6 +115,11 @@ class Target:
     missing_key: str | None = None
     retires: datetime.date | None = None  # the model's announced retirement, from the config
     probes: tuple[Probe, ...] = ()  # custom probes, besides the built-in ``checks``
+    # Vertex AI: the Google Cloud project and location (region, or "global"), and the
+    # service-account file's path (None: application default credentials), never its content.
+    project: str | None = None
+    location: str | None = None
+    credentials_file: str | None = None
 
     @property
     def retires_at(self) -> float | None:
@@ -114,7 +142,7 @@ def preset_target(provider: str, model: str) -> Target:
     return Target(
         name=f"{provider}/{model}",
         provider=provider,
-        protocol=preset.protocol,
+        protocol=protocol_for(provider, model),
         model=model,
         base_url=preset.base_url or "",
         price_provider=preset.price_provider,

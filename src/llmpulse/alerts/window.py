@@ -20,6 +20,7 @@ from llmpulse.errors import ErrorClass
 from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.rules import NOT_WINDOWED, RuleSpec
 from llmpulse.store.queries import exact_quantile as quantile
+from llmpulse.target import CANARY
 
 _UNAVAILABLE = frozenset({ErrorClass.UNAVAILABLE.value, ErrorClass.TIMEOUT.value})
 _REQUEST_FAULTS = frozenset(
@@ -45,7 +46,8 @@ class Evaluation:
     value: float | None
     summary: str
     holding: bool | None = None  # for a firing alert: the condition over the clear window
-    # model_changed: what was served before and after the change (model and fingerprint).
+    # model_changed: what was served before and after the change (model and fingerprint);
+    # canary_changed: the canary's answers before and after (None before: a first answer wrong).
     previous: str | None = None
     current: str | None = None
 
@@ -66,8 +68,19 @@ class _Sample(NamedTuple):
 
 class _Change(NamedTuple):
     ts: float
-    previous: str
+    previous: str | None
     current: str
+
+
+class _CanaryAnswer(NamedTuple):
+    served: str  # the served model's label (``_served_label``)
+    digest: str  # CheckResult.answer_hash
+    excerpt: str
+    wrong: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.served}: answered {self.excerpt!r}{' (wrong)' if self.wrong else ''}"
 
 
 def _served_label(model: str | None, fingerprint: str | None) -> str:
@@ -93,6 +106,10 @@ class TargetWindow:
         self.served: tuple[str | None, str | None] | None = None
         self.served_ts = -math.inf
         self.change: _Change | None = None
+        # The correctness canary's latest answer, as of when, and the latest change of it.
+        self.canary: _CanaryAnswer | None = None
+        self.canary_ts = -math.inf
+        self.canary_change: _Change | None = None
 
     def add(self, result: CheckResult) -> None:
         u = result.usage
@@ -114,6 +131,8 @@ class TargetWindow:
         self.model = result.model
         if result.response_model or result.system_fingerprint:
             self._note_served(sample.ts, result.response_model, result.system_fingerprint)
+        if result.check == CANARY and result.answer_excerpt is not None:
+            self._note_canary(sample.ts, result)
         self.samples.append(sample)
         self.latest_by_kind[sample.kind] = sample
         cutoff = sample.ts - self.horizon_s
@@ -131,6 +150,27 @@ class TargetWindow:
         if old is not None and new != old:
             self.change = _Change(ts, _served_label(*old), _served_label(*new))
         self.served = new
+
+    def _note_canary(self, ts: float, result: CheckResult) -> None:
+        if ts < self.canary_ts:
+            return  # an older answer, arrived late
+        assert result.answer_hash is not None and result.answer_excerpt is not None
+        served = _served_label(*self.served) if self.served else "unnamed model"
+        new = _CanaryAnswer(
+            served,
+            result.answer_hash,
+            " ".join(result.answer_excerpt.split()),  # as hashed
+            result.error_class is ErrorClass.ASSERTION,
+        )
+        old, self.canary, self.canary_ts = self.canary, new, ts
+        # At temperature 0 the same model answers the same: a different answer from it is a
+        # change. Another model may word it otherwise (model_changed says so), but never wrong.
+        if old is None:
+            changed = new.wrong
+        else:
+            changed = new.digest != old.digest and (new.served == old.served or new.wrong)
+        if changed:
+            self.canary_change = _Change(ts, None if old is None else old.label, new.label)
 
     def evaluate(
         self,
@@ -289,6 +329,20 @@ class TargetWindow:
                     f"served model changed: {change.previous} → {change.current}",
                     previous=change.previous,
                     current=change.current,
+                )
+            case "canary_changed":
+                if self.canary is None:
+                    return Evaluation(rule, None, None, "no canary answer yet")
+                change = self.canary_change
+                if change is None or now - change.ts > rule.window_s:
+                    return Evaluation(rule, False, None, f"canary {self.canary.label}")
+                summary = (
+                    f"canary answer changed: {change.previous} → {change.current}"
+                    if change.previous is not None
+                    else f"canary answered wrong: {change.current}"
+                )
+                return Evaluation(
+                    rule, True, None, summary, previous=change.previous, current=change.current
                 )
             case "model_unlisted":
                 models = self.latest_by_kind.get(CheckKind.MODELS.value)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from llmpulse.config.errors import ConfigError
 from llmpulse.config.keys import GatewayKey, Team
-from llmpulse.presets import PRESETS
+from llmpulse.presets import PRESETS, protocol_for
 from llmpulse.secrets import credentials, url_password
 from llmpulse.target import PriceOverride, Target
 
@@ -80,6 +80,11 @@ class Deployment:
     # Set when there is no key to send: what to set. Requests get the provider's 401 and probes
     # report auth, neither calling the provider.
     missing_key: str | None = None
+    # Vertex AI (vertex_ai/): project, location and the service-account file's path (None:
+    # application default credentials).
+    project: str | None = None
+    location: str | None = None
+    credentials_file: str | None = None
 
     @property
     def wildcard(self) -> bool:
@@ -99,7 +104,12 @@ class Deployment:
             else:
                 for segment in segments:
                     model = model.replace("*", segment, 1)
-        return dataclasses.replace(self, model=model, name=f"{requested}/{self.provider}/{model}")
+        return dataclasses.replace(
+            self,
+            model=model,
+            protocol=protocol_for(self.provider, model),  # Claude or Gemini on Vertex AI
+            name=f"{requested}/{self.provider}/{model}",
+        )
 
     def to_target(self) -> Target:
         """The monitor's target for this deployment, probed with the monitor's defaults."""
@@ -121,6 +131,9 @@ class Deployment:
             stream_include_usage=preset.stream_include_usage,
             price_provider=preset.price_provider,
             missing_key=self.missing_key,
+            project=self.project,
+            location=self.location,
+            credentials_file=self.credentials_file,
         )
 
 

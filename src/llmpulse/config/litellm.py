@@ -38,7 +38,7 @@ naming key paths, never a value):
 - Keys written in the file (``api_key: sk-1234``, a credential header in ``extra_headers``,
   ``general_settings.master_key``, ``redis_password``) are used as written and are secrets like
   referenced ones. llmpulse's own sections keep the stricter rule (references only).
-- A deployment of a provider llmpulse does not speak yet (``bedrock/``, ``vertex_ai/``, ...) or
+- A deployment of a provider llmpulse does not speak yet (``bedrock/``, ``sagemaker/``, ...) or
   that is not a chat model (``model_info.mode: embedding``, ...) is skipped, its settings unread
   beyond ``model_name``, ``litellm_params.model`` and ``model_info.mode``; only a file with
   nothing left to serve is refused (``GatewayConfig.nothing_to_serve``). A fallback or alias
@@ -48,6 +48,13 @@ naming key paths, never a value):
   a client secret, a username and password, ``enable_azure_ad_token_refresh``: ``_ENTRA_ID``)
   is skipped too, llmpulse not implementing it, unless LiteLLM would use its key.
 - ``azure/`` without ``api_version`` (nor ``AZURE_API_VERSION``) uses LiteLLM's default.
+- ``vertex_ai/`` (Gemini, and Claude by its ``claude-`` name): ``vertex_project``,
+  ``vertex_location`` (LiteLLM's default us-central1) and ``vertex_credentials`` (a service
+  account file's path; none: application default credentials), also spelled ``vertex_ai_*``
+  or taken from ``VERTEXAI_PROJECT``/``VERTEXAI_LOCATION``/``VERTEXAI_CREDENTIALS`` as LiteLLM
+  does. ``vertex_credentials`` holding the JSON itself is skipped as an unsupported auth
+  method. ``api_base`` is Vertex's ``/v1`` root (as the Anthropic SDK's ``base_url``), not
+  LiteLLM's proxy form ``{api_base}:{method}``.
 - A deployment without a key (its variable unset) still loads, marked with ``missing_key``: its
   requests are answered 401 as the provider would, and probes report ``auth`` without calling it.
   One of a server that may need no key (``ollama/``, ``hosted_vllm/``, ``openai/`` with an
@@ -68,11 +75,14 @@ import dataclasses
 import fnmatch
 import hashlib
 import json
+import os
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -107,7 +117,7 @@ from llmpulse.config.keys import (
 )
 from llmpulse.config.web import is_loopback, split_address
 from llmpulse.durations import Duration, DurationOrZero
-from llmpulse.presets import PRESETS
+from llmpulse.presets import PRESETS, protocol_for, vertex_base_url
 from llmpulse.secrets import env_var, is_credential_header
 from llmpulse.target import PriceOverride
 
@@ -128,7 +138,21 @@ PROVIDERS: dict[str, str] = {
     "ollama": "ollama",
     "ollama_chat": "ollama",
     "hosted_vllm": "vllm",
+    "vertex_ai": "vertex",
 }
+
+# vertex_ai/ settings as LiteLLM reads them (litellm/llms/vertex_ai): a param under either
+# name, else the first variable set; LiteLLM's location when none is given is us-central1.
+_VERTEX_PROJECT = AliasChoices("vertex_project", "vertex_ai_project")
+_VERTEX_LOCATION = AliasChoices("vertex_location", "vertex_ai_location")
+_VERTEX_CREDENTIALS = AliasChoices("vertex_credentials", "vertex_ai_credentials")
+_VERTEX_ENV = {
+    "project": ("VERTEXAI_PROJECT", "VERTEX_PROJECT"),
+    "location": ("VERTEXAI_LOCATION", "VERTEX_LOCATION"),
+    "credentials": ("VERTEXAI_CREDENTIALS", "VERTEX_CREDENTIALS"),
+}
+VERTEX_DEFAULT_LOCATION = "us-central1"
+_LOCATION = re.compile(r"[a-z][a-z0-9-]{1,40}")
 
 # Key variables LiteLLM reads when a deployment has no api_key, besides the preset's own.
 _LITELLM_KEY_VARS: dict[str, tuple[str, ...]] = {
@@ -258,6 +282,10 @@ class _Params(_ShapeParams):
     output_cost_per_token: float | None = Field(default=None, ge=0)
     extra_headers: dict[str, str] = Field(default_factory=dict)
     drop_params: bool | None = None
+    # vertex_ai/: LiteLLM's names (its vertex_ai_* spellings are the same settings).
+    vertex_project: str | None = Field(default=None, validation_alias=_VERTEX_PROJECT)
+    vertex_location: str | None = Field(default=None, validation_alias=_VERTEX_LOCATION)
+    vertex_credentials: str | None = Field(default=None, validation_alias=_VERTEX_CREDENTIALS)
 
     # LiteLLM's proxy resolves every os.environ/ value of litellm_params and its params type
     # then reads these as numbers or a flag (the others it passes on as text, so they stay
@@ -549,7 +577,34 @@ def _served(
         if entra:
             notes.unsupported_auth.append(f"model_list[{index}] (Azure Entra ID: {entra})")
             return False
+    if resolved[0] == "vertex":
+        raw = entry.litellm_params.model_extra or {}
+        api_base = raw.get("api_base")
+        if isinstance(api_base, str) and "/projects/" in api_base:
+            # LiteLLM's proxy form: the model's URL up to ``:method``, whatever the model is.
+            notes.unknown_provider.append(f"model_list[{index}] (vertex_ai/ api_base of a proxy)")
+            return False
+        given = _vertex_raw(raw, "credentials", env)
+        if given is not None and given.lstrip().startswith("{"):
+            # LiteLLM takes the service account's JSON itself too; llmpulse only its path.
+            notes.unsupported_auth.append(
+                f"model_list[{index}] (vertex_credentials holds JSON, not a file's path)"
+            )
+            return False
     return True
+
+
+def _vertex_raw(params: Mapping[str, Any], name: str, env: Mapping[str, str]) -> str | None:
+    """A vertex_ai/ setting as LiteLLM resolves it (the param under either name, else its
+    variables), read leniently: an unset variable reads as not given."""
+    for key in (f"vertex_{name}", f"vertex_ai_{name}"):
+        value = params.get(key)
+        var = env_var(value) if isinstance(value, str) else None
+        if var is not None:
+            value = env.get(var)
+        if isinstance(value, str) and value:
+            return value
+    return next((env[v] for v in _VERTEX_ENV[name] if env.get(v)), None)
 
 
 def _entra_id(params: Mapping[str, Any], env: Mapping[str, str], refresh: bool) -> str:
@@ -632,6 +687,10 @@ def _deployment(
         base_url += "/v1"  # LiteLLM's api_base is Ollama's root; llmpulse speaks its /v1 API
     if provider == "anthropic":
         base_url = base_url.removesuffix("/v1/messages")
+    project = location = credentials_file = None
+    if provider == "vertex":
+        project, location, credentials_file = _vertex(params, env, path)
+        base_url = base_url or vertex_base_url(location)
 
     headers = {}
     for name, value in params.extra_headers.items():
@@ -642,6 +701,13 @@ def _deployment(
             continue
         headers[name] = _value(value, env, f"{path}.extra_headers.{name}") or ""
     api_key, missing_key = _api_key(params.api_key or None, provider, env, index, notes)
+    if credentials_file is not None and secrets and not os.path.isfile(credentials_file):
+        # As an unset key: the file loads, the deployment answers 401 until the file is there.
+        notes.keyless.append(f"model_list[{index}] (no file at vertex_credentials)")
+        missing_key = (
+            f"no Vertex AI credentials: {credentials_file} "
+            f"({key_path}.vertex_credentials) is not a file"
+        )
 
     raw_params = entry.litellm_params.model_dump(exclude_unset=True)
     digest = json.dumps([entry.model_name, raw_params], sort_keys=True, default=str)
@@ -654,7 +720,7 @@ def _deployment(
     return Deployment(
         group=entry.model_name,
         provider=provider,
-        protocol=preset.protocol,
+        protocol=protocol_for(provider, model),
         model=model,
         base_url=base_url,
         id=deployment_id,
@@ -676,7 +742,36 @@ def _deployment(
         headers=headers,
         drop_params=_or(params.drop_params, drop_params),
         missing_key=missing_key,
+        project=project,
+        location=location,
+        credentials_file=credentials_file,
     )
+
+
+def _vertex(params: _Params, env: Mapping[str, str], path: str) -> tuple[str, str, str | None]:
+    """A vertex_ai/ deployment's project, location and credentials file (None: application
+    default credentials), as LiteLLM resolves them."""
+    given = {
+        "project": params.vertex_project,
+        "location": params.vertex_location,
+        "credentials": params.vertex_credentials,
+    }
+    found: dict[str, str | None] = {}
+    for name, value in given.items():
+        found[name] = (
+            _value(value, env, f"{path}.vertex_{name}")
+            if value
+            else next((env[v] for v in _VERTEX_ENV[name] if env.get(v)), None)
+        )
+    project, location, creds = found["project"], found["location"], found["credentials"]
+    if not project:
+        raise ConfigError(
+            f"{path}.vertex_project: required for vertex_ai/ (or set VERTEXAI_PROJECT)"
+        )
+    location = location or VERTEX_DEFAULT_LOCATION
+    if not _LOCATION.fullmatch(location):
+        raise ConfigError(f"{path}.vertex_location: expected a region such as us-east5, or global")
+    return project, location, None if creds is None else os.path.expanduser(creds)
 
 
 def _strip_provider(model: str | None) -> str | None:

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmpulse import catalog
 from llmpulse.config.errors import ConfigError
+from llmpulse.config.probes import ProbeConfig, canary_probe
 from llmpulse.durations import Duration
-from llmpulse.presets import DISCOVERABLE, PRESETS
+from llmpulse.presets import DISCOVERABLE, PRESETS, protocol_for, vertex_base_url
 from llmpulse.result import CheckKind
 from llmpulse.rules import RuleOverrides
 from llmpulse.secrets import env_var, is_credential_header
 from llmpulse.target import PriceOverride, Target
 
+# Google Cloud project ids (6 to 30 characters; older ones may be longer or domain-scoped)
+# and locations, as Vertex AI's URLs take them.
+_PROJECT = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,61}[a-z0-9]")
+_LOCATION = re.compile(r"[a-z][a-z0-9-]{1,40}")
 # The built-in checks every target runs unless ``checks`` says otherwise (a list: iterating an
 # Enum is slow enough to show over 80,000 targets).
 _ALL_CHECKS = [CheckKind.MODELS, CheckKind.INFERENCE, CheckKind.STREAM]
@@ -30,7 +37,9 @@ class TargetConfig(BaseModel):
     model: str | None = None
     base_url: str | None = None
     api_key: str | None = None
-    checks: list[CheckKind] = Field(default_factory=_ALL_CHECKS.copy, min_length=1)
+    checks: list[CheckKind] = Field(default_factory=_ALL_CHECKS.copy)
+    probes: list[ProbeConfig] = Field(default_factory=list, max_length=64)
+    canary: bool = False  # the built-in correctness canary, off by default
     interval: Duration = 30.0
     timeout: Duration = 20.0
     connect_timeout: Duration = 5.0
@@ -45,6 +54,12 @@ class TargetConfig(BaseModel):
     tps_floor: float | None = Field(default=None, gt=0)
     rules: RuleOverrides = Field(default_factory=dict)
     retires: datetime.date | None = None  # the model's announced retirement (model_deprecated)
+    # Vertex AI only: the Google Cloud project, its location (a region such as us-east5, or
+    # global), and the path of a service-account JSON file (else application default
+    # credentials). The file is referenced, never read into the config.
+    project: str | None = None
+    location: str | None = None
+    credentials_file: str | None = Field(default=None, min_length=1)
 
     @field_validator("provider")
     @classmethod
@@ -58,6 +73,20 @@ class TargetConfig(BaseModel):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("project")
+    @classmethod
+    def _project_id(cls, value: str | None) -> str | None:
+        if value is not None and not _PROJECT.fullmatch(value):
+            raise ValueError("expected a Google Cloud project id such as my-project-123")
+        return value
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, value: str | None) -> str | None:
+        if value is not None and not _LOCATION.fullmatch(value):
+            raise ValueError("expected a Google Cloud region such as us-east5, or global")
         return value
 
     @field_validator("api_key")
@@ -86,17 +115,36 @@ class TargetConfig(BaseModel):
     def _unique_checks(cls, value: list[CheckKind]) -> list[CheckKind]:
         return list(dict.fromkeys(value))
 
+    @field_validator("probes")
+    @classmethod
+    def _unique_probes(cls, value: list[ProbeConfig]) -> list[ProbeConfig]:
+        seen: set[str] = set()
+        for probe in value:
+            if probe.name in seen:
+                raise ValueError(f"two probes are named {probe.name!r}; a name must be unique")
+            seen.add(probe.name)
+        return value
+
     @model_validator(mode="after")
     def _complete(self) -> TargetConfig:
         preset = PRESETS[self.provider]
         if self.model is None and preset.default_model is None:
             raise ValueError(f"'model' is required for provider {self.provider}")
-        if self.base_url is None and preset.base_url is None:
+        vertex = ("project", "location", "credentials_file")
+        if self.provider == "vertex":
+            for name in vertex[:2]:
+                if getattr(self, name) is None:
+                    raise ValueError(f"'{name}' is required for provider vertex")
+        elif given := [n for n in vertex if getattr(self, n) is not None]:
+            raise ValueError(f"'{given[0]}' is only for provider vertex")
+        if self.base_url is None and preset.base_url is None and self.provider != "vertex":
             raise ValueError(f"'base_url' is required for provider {self.provider}")
         if self.provider == "azure" and not self.api_version:
             raise ValueError("'api_version' is required for provider azure (e.g. 2024-10-21)")
         if self.first_token_timeout is not None and self.first_token_timeout > self.timeout:
             raise ValueError("'first_token_timeout' cannot exceed 'timeout'")
+        if not self.checks and not self.probes and not self.canary:
+            raise ValueError("'checks' is empty and there are no 'probes': nothing to run")
         return self
 
 
@@ -151,10 +199,25 @@ def resolve_target(
     model = cfg.model or preset.default_model
     assert model is not None
     base_url = (cfg.base_url or preset.base_url or "").rstrip("/")
-    return Target(
+    credentials_file = None
+    if cfg.provider == "vertex":
+        assert cfg.location is not None  # validated above
+        base_url = base_url or vertex_base_url(cfg.location)
+        if cfg.credentials_file is not None:
+            credentials_file = os.path.expanduser(cfg.credentials_file)
+            if need_key and not os.path.isfile(credentials_file):
+                raise ConfigError(
+                    f"{where}targets[{index}].credentials_file: {credentials_file} is not a "
+                    "file (expected the path of a service-account JSON file)"
+                )
+    protocol = protocol_for(cfg.provider, model)
+    probes = tuple(p.resolve() for p in cfg.probes)
+    if cfg.canary:
+        probes += (canary_probe(protocol),)
+    target = Target(
         name=cfg.name or f"{cfg.provider}/{model}",
         provider=cfg.provider,
-        protocol=preset.protocol,
+        protocol=protocol,
         model=model,
         base_url=base_url,
         api_key=api_key,
@@ -176,4 +239,23 @@ def resolve_target(
         tps_floor=cfg.tps_floor if cfg.tps_floor is not None else preset.tps_floor,
         rules=cfg.rules,
         retires=cfg.retires,
+        project=cfg.project,
+        location=cfg.location,
+        credentials_file=credentials_file,
+        probes=probes,
     )
+    _check_input_tokens(index, cfg, target, where)
+    return target
+
+
+def _check_input_tokens(index: int, cfg: TargetConfig, target: Target, where: str) -> None:
+    """A long-context prompt must fit the model's context window, when it is known."""
+    for i, probe in enumerate(cfg.probes):
+        if probe.input_tokens is None:
+            continue
+        window = catalog.context_window(target)
+        if window is not None and probe.input_tokens > window:
+            raise ConfigError(
+                f"{where}targets[{index}].probes[{i}].input_tokens: {probe.input_tokens} is over "
+                f"the context window of {target.model} ({window} tokens)"
+            )

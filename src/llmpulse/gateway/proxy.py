@@ -77,7 +77,7 @@ from llmpulse.gateway.translate import gemini as tr_gemini
 from llmpulse.gateway.translate import openai as tr_openai
 from llmpulse.gateway.translate.prefill import PREFILL_PROTOCOLS, continuation_request
 from llmpulse.http import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, make_session, read_capped
-from llmpulse.providers import PROTOCOLS
+from llmpulse.providers import PROTOCOLS, vertex
 from llmpulse.providers.base import CredentialsError, ProtocolError, blocked_reason, error_snippet
 from llmpulse.providers.openai import OpenAIProtocol
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
@@ -606,6 +606,15 @@ class Gateway:
                 stream_options=target.stream_include_usage,
             )
             url = protocol.chat_url(target)
+        elif deployment.protocol == "vertex-anthropic":
+            up = tr_anthropic.render_request(request, model=deployment.model)
+            up.body = vertex.anthropic_body(up.body)
+            method = "streamRawPredict" if request.stream else "rawPredict"
+            url = vertex.model_url(target, deployment.model, method)
+        elif deployment.protocol == "vertex":
+            up = tr_gemini.render_request(request, model=deployment.model)
+            method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
+            url = vertex.model_url(target, deployment.model, method)
         elif deployment.protocol == "anthropic":
             up = tr_anthropic.render_request(request, model=deployment.model)
             url = f"{target.base_url}{up.path}"
@@ -945,7 +954,7 @@ def _codec(protocol: str) -> UpstreamCodec:
         if upstream.reasoning_outside_completion:
             return tr_openai.ReasoningOutsideCompletion
         return tr_openai
-    return tr_anthropic if protocol == "anthropic" else tr_gemini
+    return tr_anthropic if params.family(protocol) == "anthropic" else tr_gemini
 
 
 class _Classified:

@@ -16,21 +16,23 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 
 from llmpulse import catalog
 from llmpulse.errors import ErrorClass
 from llmpulse.http import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, make_session, read_capped
+from llmpulse.probe.assertions import failed_expectation
 from llmpulse.providers import PROTOCOLS, Protocol, ProtocolError
-from llmpulse.providers.base import Completion, CredentialsError, error_snippet
+from llmpulse.providers.base import Completion, CredentialsError, RequestSpec, error_snippet
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.result import CheckKind, CheckResult, Usage
-from llmpulse.secrets import NO_SECRETS, Redactor
+from llmpulse.secrets import NO_SECRETS, PRE_CLIP_CHARS, Redactor
 from llmpulse.sse import SSEError
-from llmpulse.target import Target
+from llmpulse.target import Probe, Target
 from llmpulse.timing import CHARS_PER_TOKEN, Stopwatch
 
 log = logging.getLogger(__name__)
@@ -111,24 +113,28 @@ class Prober:
         await self.aclose()
 
     async def check_many(
-        self, pairs: Iterable[tuple[Target, CheckKind]], concurrency: int = 16
+        self, pairs: Iterable[tuple[Target, CheckKind | Probe]], concurrency: int = 16
     ) -> list[CheckResult]:
         """Run checks concurrently (bounded); results come back in the order given."""
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(target: Target, kind: CheckKind) -> CheckResult:
+        async def one(target: Target, probe: CheckKind | Probe) -> CheckResult:
             async with gate:
-                return await self.check(target, kind)
+                return await self.check(target, probe)
 
-        return list(await asyncio.gather(*(one(t, k) for t, k in pairs)))
+        return list(await asyncio.gather(*(one(t, p) for t, p in pairs)))
 
-    async def check(self, target: Target, kind: CheckKind) -> CheckResult:
+    async def check(self, target: Target, probe: CheckKind | Probe) -> CheckResult:
+        """Run a built-in check (its kind) or a custom probe once; its result is named after it."""
+        custom = probe if isinstance(probe, Probe) else None
+        kind = probe if isinstance(probe, CheckKind) else probe.kind
         protocol = PROTOCOLS[target.protocol]
         result = CheckResult(
             target=target.name,
             provider=target.provider,
             model=target.model,
-            check=kind,
+            check=probe_name(probe),
+            kind=kind,
             timestamp=datetime.now(UTC),
             ok=False,
         )
@@ -139,13 +145,7 @@ class Prober:
         if kind is CheckKind.MODELS:
             spec = protocol.models_request(target)
         else:
-            stream = kind is CheckKind.STREAM
-            spec = protocol.completion_request(
-                target,
-                prompt=STREAM_PROMPT if stream else INFERENCE_PROMPT,
-                max_tokens=target.max_tokens if stream else 1,
-                stream=stream,
-            )
+            spec = _chat_request(protocol, target, kind, custom)
         loop = asyncio.get_running_loop()
         deadline = _Deadline(target, loop.time())
         phase = "waiting for response headers"
@@ -170,7 +170,9 @@ class Prober:
                     allow_redirects=False,
                 ) as response:
                     phase = "reading the response"
-                    await self._read(target, protocol, kind, response, result, deadline, stopwatch)
+                    await self._read(
+                        target, protocol, kind, custom, response, result, deadline, stopwatch
+                    )
         except aiohttp.ConnectionTimeoutError:  # a TimeoutError too: catch it first
             _fail(result, ErrorClass.TIMEOUT, f"connect timeout after {target.connect_timeout:g}s")
         except TimeoutError:
@@ -201,6 +203,7 @@ class Prober:
         target: Target,
         protocol: Protocol,
         kind: CheckKind,
+        custom: Probe | None,
         response: aiohttp.ClientResponse,
         result: CheckResult,
         deadline: _Deadline,
@@ -251,7 +254,7 @@ class Prober:
                     )
                 return
             completion = protocol.parse_completion(parsed)
-        self._finish(target, kind, completion, result)
+        self._finish(target, kind, custom, completion, result)
 
     async def _read_stream(
         self,
@@ -307,13 +310,21 @@ class Prober:
         return completion
 
     def _finish(
-        self, target: Target, kind: CheckKind, completion: Completion, result: CheckResult
+        self,
+        target: Target,
+        kind: CheckKind,
+        custom: Probe | None,
+        completion: Completion,
+        result: CheckResult,
     ) -> None:
         _apply_completion(result, completion)
+        if custom is not None:
+            # The answer's start, cut far beyond the excerpt: the redactor cuts it once clean.
+            result.answer_excerpt = completion.text[:PRE_CLIP_CHARS] or None
         if completion.usage is None:
-            prompt = STREAM_PROMPT if kind is CheckKind.STREAM else INFERENCE_PROMPT
+            prompt = sum(len(str(m["content"])) for m in _messages(kind, custom))
             result.usage = Usage(
-                input_tokens=max(1, round(len(prompt) / CHARS_PER_TOKEN)),
+                input_tokens=max(1, round(prompt / CHARS_PER_TOKEN)),
                 output_tokens=round(completion.text_chars / CHARS_PER_TOKEN),
                 estimated=True,
             )
@@ -325,6 +336,17 @@ class Prober:
         else:
             # An empty answer within a 1-token budget (reasoning models) is still a success.
             result.ok = True
+            if custom is not None and custom.expect is not None:
+                ttft = None if result.ttft_ms is None else result.ttft_ms / 1000
+                failed = failed_expectation(
+                    custom.expect,
+                    completion.text,
+                    completion.tool_calls,
+                    ttft,
+                    result.tokens_per_s,
+                )
+                if failed is not None:
+                    _fail(result, ErrorClass.ASSERTION, failed)
         cost, warning = catalog.cost_usd(target, result.usage, result.response_model)
         result.cost_usd = cost
         if warning:
@@ -333,17 +355,53 @@ class Prober:
 
 async def run_checks(
     targets: Sequence[Target],
-    kinds: Sequence[CheckKind] | None = None,
+    names: Sequence[str] | None = None,
     concurrency: int = 16,
     redactor: Redactor | None = None,
 ) -> list[CheckResult]:
-    """Check every target with its configured kinds (or ``kinds``) and return the results,
-    redacted by ``redactor`` (default: of the targets' own secrets)."""
-    pairs = [(t, k) for t in targets for k in t.checks if kinds is None or k in kinds]
+    """Run every target's built-in checks and custom probes (or only those ``names`` name: a
+    built-in check by its kind) and return the results, redacted by ``redactor`` (default: of
+    the targets' own secrets)."""
+    pairs = [
+        (t, p) for t in targets for p in _every_check(t) if names is None or probe_name(p) in names
+    ]
     if redactor is None:
         redactor = Redactor(s for t in targets for s in t.secrets)
     async with Prober(redactor=redactor) as prober:
         return await prober.check_many(pairs, concurrency)
+
+
+def _every_check(target: Target) -> Iterator[CheckKind | Probe]:
+    yield from target.checks
+    yield from target.probes
+
+
+def probe_name(probe: CheckKind | Probe) -> str:
+    """What a check's result is named: a built-in check's kind, a custom probe's name."""
+    return str(probe) if isinstance(probe, CheckKind) else probe.name
+
+
+def _messages(kind: CheckKind, custom: Probe | None) -> Sequence[Mapping[str, Any]]:
+    """The conversation a chat check sends: a custom probe's, or its kind's own prompt."""
+    if custom is not None and custom.messages:
+        return custom.messages
+    prompt = STREAM_PROMPT if kind is CheckKind.STREAM else INFERENCE_PROMPT
+    return ({"role": "user", "content": prompt},)
+
+
+def _chat_request(
+    protocol: Protocol, target: Target, kind: CheckKind, custom: Probe | None
+) -> RequestSpec:
+    stream = kind is CheckKind.STREAM
+    # The built-in inference check asks for one token (cheap); an answer to assert on needs
+    # the target's budget, unless the probe's params set its own.
+    return protocol.completion_request(
+        target,
+        messages=_messages(kind, custom),
+        params={} if custom is None else custom.params,
+        max_tokens=target.max_tokens if stream or custom is not None else 1,
+        stream=stream,
+    )
 
 
 def _apply_completion(result: CheckResult, completion: Completion) -> None:

@@ -6,6 +6,7 @@ from llmpulse.providers.anthropic import AnthropicProtocol
 from llmpulse.providers.base import Protocol, ProtocolError, ProviderError
 from llmpulse.providers.gemini import GeminiProtocol
 from llmpulse.providers.openai import AzureProtocol, OpenAIProtocol, XAIProtocol
+from llmpulse.providers.vertex import VertexAnthropicProtocol, VertexGeminiProtocol
 
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
@@ -15,6 +16,8 @@ PROTOCOLS: dict[str, Protocol] = {
         AzureProtocol(),
         AnthropicProtocol(),
         GeminiProtocol(),
+        VertexGeminiProtocol(),
+        VertexAnthropicProtocol(),
     )
 }
 

@@ -6,6 +6,7 @@ raised) and the Messages streaming docs (usage in ``message_delta`` is cumulativ
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmpulse.errors import classify
@@ -21,6 +22,7 @@ from llmpulse.providers.base import (
     get_int,
     get_str,
     loads_object,
+    merge_params,
 )
 from llmpulse.result import Usage
 from llmpulse.secrets import PRE_CLIP_CHARS
@@ -65,15 +67,30 @@ class AnthropicProtocol(Protocol):
         return RequestSpec("GET", f"{target.base_url}/v1/models?limit=1000", self.headers(target))
 
     def completion_request(
-        self, target: Target, *, prompt: str, max_tokens: int, stream: bool
+        self,
+        target: Target,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        max_tokens: int,
+        stream: bool,
     ) -> RequestSpec:
+        # The Messages API takes the system prompt apart, as a top-level ``system``.
+        system = [str(m["content"]) for m in messages if m["role"] == "system"]
         body: dict[str, Any] = {
             "model": target.model,
             "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": [
+                {"role": m["role"], "content": m["content"]}
+                for m in messages
+                if m["role"] != "system"
+            ],
         }
+        if system:
+            body["system"] = "\n\n".join(system)
         if stream:
             body["stream"] = True
+        body = merge_params(body, params)
         return RequestSpec("POST", f"{target.base_url}/v1/messages", self.headers(target), body)
 
     def parse_models(self, body: Any, model: str) -> ModelsInfo:
@@ -97,18 +114,22 @@ class AnthropicProtocol(Protocol):
         content = body.get("content")
         if not isinstance(content, list):
             raise ProtocolError("message has no 'content' list")
-        text = "".join(
-            b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
-        )
         stop = get_str(body, "stop_reason")
-        return Completion(
-            text_chars=len(text),
+        completion = Completion(
             usage=parse_usage(body.get("usage")),
             response_model=get_str(body, "model"),
             response_id=get_str(body, "id"),
             finish_reason=stop,
             filtered=stop == _FILTER_STOP,
         )
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text" and isinstance(block.get("text"), str):
+                completion.add_text(block["text"])
+            elif block.get("type") == "tool_use":
+                completion.add_tool_call(get_str(block, "name"))
+        return completion
 
     def stream_parser(self) -> StreamParser:
         return AnthropicStreamParser()
@@ -143,13 +164,15 @@ class AnthropicStreamParser(StreamParser):
         elif kind == "content_block_start":
             block = payload.get("content_block")
             if isinstance(block, dict) and block.get("type") == "tool_use":
-                return StreamUpdate(tool_chars=len(get_str(block, "name") or ""))
+                name = get_str(block, "name") or ""
+                c.add_tool_call(name)
+                return StreamUpdate(tool_chars=len(name))
         elif kind == "content_block_delta":
             delta = payload.get("delta")
             if isinstance(delta, dict) and delta.get("type") == "text_delta":
                 text = delta.get("text")
                 if isinstance(text, str) and text:
-                    c.text_chars += len(text)
+                    c.add_text(text)
                     return StreamUpdate(text=text)
             if isinstance(delta, dict) and delta.get("type") == "input_json_delta":
                 return StreamUpdate(tool_chars=len(get_str(delta, "partial_json") or ""))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from typing import Protocol as Interface
 
@@ -54,6 +54,11 @@ class ModelsInfo:
     count: int = 0
 
 
+# What a completion keeps of its answer's text for expectations to read (``probe.assertions``),
+# and how many tool calls' names: a runaway stream must not grow memory.
+ANSWER_CHARS = 64 * 1024
+MAX_TOOL_CALLS = 64
+
 # A model that declines answers with a refusal instead of content (OpenAI's ``refusal``): the
 # request was answered, but not with what was asked, so it is measured as content_filter.
 REFUSED = "the model refused: a refusal instead of content"
@@ -63,7 +68,7 @@ REFUSED = "the model refused: a refusal instead of content"
 class Completion:
     """What a non-streaming response, or a whole stream, said besides timing."""
 
-    text_chars: int = 0  # a count, not the text: a runaway stream must not grow memory
+    text_chars: int = 0  # the whole answer's length; its text is kept up to ANSWER_CHARS
     usage: Usage | None = None
     response_model: str | None = None
     system_fingerprint: str | None = None
@@ -72,6 +77,28 @@ class Completion:
     filtered: bool = False  # a content filter blocked the output (its finish reason says so)
     refused: bool = False  # the model declined: OpenAI's refusal instead of content
     error: ProviderError | None = None  # a 200 whose content says the generation failed
+    tool_calls: list[str] = dataclasses.field(default_factory=list)  # names of the tools called
+    _pieces: list[str] = dataclasses.field(default_factory=list, repr=False)
+    _kept: int = 0
+
+    def add_text(self, text: str) -> None:
+        """Count a piece of the answer, and keep it while the kept text is under ANSWER_CHARS."""
+        self.text_chars += len(text)
+        if self._kept < ANSWER_CHARS and text:
+            piece = text[: ANSWER_CHARS - self._kept]
+            self._pieces.append(piece)
+            self._kept += len(piece)
+
+    def add_tool_call(self, name: str | None) -> None:
+        if name and len(self.tool_calls) < MAX_TOOL_CALLS:
+            self.tool_calls.append(name)
+
+    @property
+    def text(self) -> str:
+        """The answer's first ANSWER_CHARS characters."""
+        if len(self._pieces) > 1:
+            self._pieces[:] = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
 
     @property
     def blocked(self) -> str | None:
@@ -152,8 +179,18 @@ class Protocol(abc.ABC):
 
     @abc.abstractmethod
     def completion_request(
-        self, target: Target, *, prompt: str, max_tokens: int, stream: bool
-    ) -> RequestSpec: ...
+        self,
+        target: Target,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        max_tokens: int,
+        stream: bool,
+    ) -> RequestSpec:
+        """A chat request: ``messages`` in the OpenAI chat shape ({role, content}, roles
+        system/user/assistant), translated to this protocol; ``params`` (the protocol's own
+        request parameters, tools included) merged into the body over what it sets itself;
+        ``max_tokens`` unless ``params`` set the protocol's token budget."""
 
     @abc.abstractmethod
     def parse_models(self, body: Any, model: str) -> ModelsInfo: ...
@@ -175,6 +212,18 @@ class Protocol(abc.ABC):
         except ProtocolError:
             return ProviderError(classify(status), f"HTTP {status}: {error_snippet(body)}")
         return self.error_from_object(obj, status)
+
+
+def merge_params(body: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` over ``body``, an object in both merged key by key (Gemini's
+    ``generationConfig``, OpenAI's ``stream_options``): a probe's settings win."""
+    for key, value in params.items():
+        current = body.get(key)
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            body[key] = {**current, **value}
+        else:
+            body[key] = value
+    return body
 
 
 def loads_object(data: str | bytes) -> dict[str, Any]:

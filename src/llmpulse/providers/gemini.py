@@ -8,6 +8,7 @@ Reference: googleapis/python-genai and the REST reference: ``generateContent``,
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ from llmpulse.providers.base import (
     get_int,
     get_str,
     loads_object,
+    merge_params,
 )
 from llmpulse.result import Usage
 from llmpulse.secrets import PRE_CLIP_CHARS
@@ -64,14 +66,20 @@ class GeminiProtocol(Protocol):
         return RequestSpec("GET", f"{target.base_url}/models?pageSize=1000", self.headers(target))
 
     def completion_request(
-        self, target: Target, *, prompt: str, max_tokens: int, stream: bool
+        self,
+        target: Target,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        max_tokens: int,
+        stream: bool,
     ) -> RequestSpec:
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         model = quote(target.model.removeprefix("models/"), safe="-._")
-        body = {
-            "contents": [{"role": "user", "parts": [{"text": prompt}]}],
-            "generationConfig": {"maxOutputTokens": max_tokens},
-        }
+        body = merge_params(
+            {**chat_contents(messages), "generationConfig": {"maxOutputTokens": max_tokens}},
+            params,
+        )
         url = f"{target.base_url}/models/{model}:{method}"
         return RequestSpec("POST", url, self.headers(target), body)
 
@@ -97,6 +105,25 @@ class GeminiProtocol(Protocol):
 
     def error_from_object(self, obj: dict[str, Any], status: int | None) -> ProviderError:
         return error_from_object(obj, status)
+
+
+def chat_contents(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Chat messages as Gemini's ``contents`` (the assistant is the "model") and, for system
+    messages, ``systemInstruction``."""
+    system = [{"text": str(m["content"])} for m in messages if m["role"] == "system"]
+    out: dict[str, Any] = {
+        "contents": [
+            {
+                "role": "model" if m["role"] == "assistant" else "user",
+                "parts": [{"text": str(m["content"])}],
+            }
+            for m in messages
+            if m["role"] != "system"
+        ]
+    }
+    if system:
+        out["systemInstruction"] = {"parts": system}
+    return out
 
 
 class GeminiStreamParser(StreamParser):
@@ -139,6 +166,7 @@ def _merge_chunk(c: Completion, chunk: dict[str, Any]) -> tuple[str, int]:
             for p in parts:
                 call = p.get("functionCall") if isinstance(p, dict) else None
                 if isinstance(call, dict):
+                    c.add_tool_call(get_str(call, "name"))
                     args = call.get("args") if isinstance(call.get("args"), dict) else {}
                     tool_chars += len(get_str(call, "name") or "") + len(
                         json.dumps(args, ensure_ascii=False, separators=(",", ":"))
@@ -147,7 +175,7 @@ def _merge_chunk(c: Completion, chunk: dict[str, Any]) -> tuple[str, int]:
         if finish:
             c.finish_reason = finish
             c.filtered = c.filtered or finish in _FILTER_FINISH
-    c.text_chars += len(text)
+    c.add_text(text)
     return text, tool_chars
 
 

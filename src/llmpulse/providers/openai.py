@@ -6,6 +6,7 @@ after a 200) and the Chat Completions API reference.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -22,6 +23,7 @@ from llmpulse.providers.base import (
     get_int,
     get_str,
     loads_object,
+    merge_params,
 )
 from llmpulse.result import Usage
 from llmpulse.secrets import PRE_CLIP_CHARS
@@ -36,6 +38,8 @@ _FILTER_FINISH = "content_filter"
 _WINDOW_FIELDS = ("max_model_len", "context_length", "context_window", "max_context_length")
 # Mistral and OpenRouter end a stream that failed midway with this finish reason.
 _ERROR_FINISH = "error"
+# The token budget's parameters: a probe that sets one replaces the target's.
+_BUDGET_PARAMS = frozenset({"max_tokens", "max_completion_tokens"})
 
 
 class OpenAIProtocol(Protocol):
@@ -61,17 +65,22 @@ class OpenAIProtocol(Protocol):
         return RequestSpec("GET", self.models_url(target), self.headers(target))
 
     def completion_request(
-        self, target: Target, *, prompt: str, max_tokens: int, stream: bool
+        self,
+        target: Target,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        max_tokens: int,
+        stream: bool,
     ) -> RequestSpec:
-        body: dict[str, Any] = {
-            "model": target.model,
-            "messages": [{"role": "user", "content": prompt}],
-            target.max_tokens_field: max_tokens,
-        }
+        body: dict[str, Any] = {"model": target.model, "messages": [dict(m) for m in messages]}
+        if not _BUDGET_PARAMS & params.keys():
+            body[target.max_tokens_field] = max_tokens
         if stream:
             body["stream"] = True
             if target.stream_include_usage:
                 body["stream_options"] = {"include_usage": True}
+        body = merge_params(body, params)
         return RequestSpec("POST", self.chat_url(target), self.headers(target), body)
 
     def parse_models(self, body: Any, model: str) -> ModelsInfo:
@@ -102,8 +111,12 @@ class OpenAIProtocol(Protocol):
         if choices:
             choice = choices[0] if isinstance(choices[0], dict) else {}
             refusal = get_str(choice, "message", "refusal") or ""
-            completion.text_chars = len(get_str(choice, "message", "content") or refusal)
+            completion.add_text(get_str(choice, "message", "content") or refusal)
             completion.refused = bool(refusal)
+            message = choice.get("message")
+            calls = message.get("tool_calls") if isinstance(message, dict) else None
+            for call in calls if isinstance(calls, list) else []:
+                completion.add_tool_call(get_str(call, "function", "name"))
             completion.finish_reason = get_str(choice, "finish_reason")
             completion.filtered = completion.finish_reason == _FILTER_FINISH
             if completion.finish_reason == _ERROR_FINISH:
@@ -180,7 +193,7 @@ class OpenAIStreamParser(StreamParser):
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             choice = choices[0]
             text = get_str(choice, "delta", "content") or ""
-            tool_chars = _tool_chars(choice)
+            tool_chars = _tool_calls(c, choice)
             # A refusal streams in its own field; it is the answer, so it counts as text too.
             refusal = get_str(choice, "delta", "refusal") or ""
             if refusal:
@@ -193,21 +206,23 @@ class OpenAIStreamParser(StreamParser):
             if finish == _ERROR_FINISH:
                 return StreamUpdate(error=_finish_error())
         if text:
-            c.text_chars += len(text)
+            c.add_text(text)
         return StreamUpdate(text=text, tool_chars=tool_chars)
 
 
-def _tool_chars(choice: dict[str, Any]) -> int:
-    """Characters of the tool calls streamed in one chunk: names and argument fragments."""
+def _tool_calls(c: Completion, choice: dict[str, Any]) -> int:
+    """Note the tools called in one chunk (a call's name comes in its first fragment); return
+    the characters streamed: names and argument fragments."""
     delta = choice.get("delta")
     calls = delta.get("tool_calls") if isinstance(delta, dict) else None
     if not isinstance(calls, list):
         return 0
-    return sum(
-        len(get_str(call, "function", "name") or "")
-        + len(get_str(call, "function", "arguments") or "")
-        for call in calls
-    )
+    chars = 0
+    for call in calls:
+        name = get_str(call, "function", "name") or ""
+        c.add_tool_call(name)
+        chars += len(name) + len(get_str(call, "function", "arguments") or "")
+    return chars
 
 
 def parse_usage(raw: Any, reasoning_outside_completion: bool = False) -> Usage | None:

@@ -7,7 +7,6 @@ from typing import Any
 
 from llmpulse.sim.common import (
     MARK,
-    TOKENS_JSON,
     Limit,
     Plan,
     dumps,
@@ -15,8 +14,6 @@ from llmpulse.sim.common import (
     retry_seconds,
     rfc3339_in,
     template,
-    text_of,
-    token_index,
 )
 from llmpulse.sim.scenario import ModelBehavior, ToolCall
 
@@ -139,7 +136,7 @@ def _tool_use(tool: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def completion(p: Plan) -> dict[str, Any]:
-    content = [{"type": "text", "text": text_of(p.text_tokens)}]
+    content = [{"type": "text", "text": p.text()}]
     if p.tool is not None:
         content = [_tool_use(p.tool, p.tool.arguments)]
     out = p.text_tokens + p.reasoning_tokens
@@ -176,7 +173,7 @@ class Stream:
         ).encode()
 
     def token(self, i: int, last: bool) -> bytes:
-        piece = dumps(self.p.tool_args[i]) if self.p.tool else TOKENS_JSON[token_index(i)]
+        piece = dumps(self.p.tool_args[i]) if self.p.tool else self.p.piece_json(i)
         return (self.pre + piece + self.suf).encode()
 
     def tail(self, done: bool) -> bytes:

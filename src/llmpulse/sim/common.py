@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,11 @@ def token_index(i: int) -> int:
 
 def text_of(n: int) -> str:
     return "".join(TOKENS[token_index(i)] for i in range(n))
+
+
+def answer_pieces(answer: str) -> list[str]:
+    """A scripted answer cut as tokens stream: each word with the whitespace before it."""
+    return re.findall(r"\s*\S+", answer)
 
 
 def new_id(prefix: str = "req_", nbytes: int = 12) -> str:
@@ -89,6 +95,22 @@ class Plan:
     fault: str | None = None
     body: Any = None  # the request body as received, in the log for tests to inspect
     echo: str = ""  # the request's credentials, repeated back when echo_credentials is on
+    answer: list[str] | None = None  # the scenario's scripted answer, cut into tokens
+
+    def piece(self, i: int) -> str:
+        """The answer's token ``i``."""
+        return self.answer[i] if self.answer is not None else TOKENS[token_index(i)]
+
+    def piece_json(self, i: int) -> str:
+        return (
+            json.dumps(self.answer[i]) if self.answer is not None else TOKENS_JSON[token_index(i)]
+        )
+
+    def text(self) -> str:
+        """The whole answer's text (its first ``text_tokens`` tokens)."""
+        if self.answer is not None:
+            return "".join(self.answer[: self.text_tokens])
+        return text_of(self.text_tokens)
 
 
 def go_duration(seconds: float) -> str:

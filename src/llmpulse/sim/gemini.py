@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmpulse.sim.common import TOKENS, Limit, Plan, dumps, retry_seconds, text_of, token_index
+from llmpulse.sim.common import Limit, Plan, dumps, retry_seconds
 from llmpulse.sim.scenario import ModelBehavior
 
 STREAM_CONTENT_TYPE = "text/event-stream"
@@ -171,7 +171,7 @@ def _response(p: Plan, text: str, candidates: int, finish: bool) -> dict[str, An
 
 
 def completion(p: Plan) -> dict[str, Any]:
-    return _response(p, text_of(p.text_tokens), p.text_tokens, True)
+    return _response(p, p.text(), p.text_tokens, True)
 
 
 class Stream:
@@ -186,7 +186,7 @@ class Stream:
     def token(self, i: int, last: bool) -> bytes:
         if self.p.tool is not None and not last:
             return b""  # Gemini streams a function call whole, never its arguments in parts
-        obj = _response(self.p, TOKENS[token_index(i)], i + 1, last)
+        obj = _response(self.p, self.p.piece(i), i + 1, last)
         return ("data: " + dumps(obj) + "\r\n\r\n").encode()
 
     def tail(self, done: bool) -> bytes:

@@ -6,7 +6,6 @@ from typing import Any
 
 from llmpulse.sim.common import (
     MARK,
-    TOKENS_JSON,
     Limit,
     Plan,
     dumps,
@@ -14,8 +13,6 @@ from llmpulse.sim.common import (
     new_id,
     retry_seconds,
     template,
-    text_of,
-    token_index,
 )
 from llmpulse.sim.scenario import ModelBehavior
 
@@ -142,9 +139,9 @@ def _usage(p: Plan) -> dict[str, Any]:
 
 
 def completion(p: Plan) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": text_of(p.text_tokens)}
+    message: dict[str, Any] = {"role": "assistant", "content": p.text()}
     if p.refusal:
-        message = {"role": "assistant", "content": None, "refusal": text_of(p.text_tokens)}
+        message = {"role": "assistant", "content": None, "refusal": p.text()}
     elif p.tool is not None:
         function = {"name": p.tool.name, "arguments": "".join(p.tool_args)}
         call = {"id": new_id("call_"), "type": "function", "function": function}
@@ -219,7 +216,7 @@ class Stream:
         return self._event({**self.base, "choices": _choice(delta, None)})
 
     def token(self, i: int, last: bool) -> bytes:
-        piece = dumps(self.p.tool_args[i]) if self.p.tool else TOKENS_JSON[token_index(i)]
+        piece = dumps(self.p.tool_args[i]) if self.p.tool else self.p.piece_json(i)
         return (self.pre + piece + self.suf).encode()
 
     def tail(self, done: bool) -> bytes:

@@ -146,6 +146,9 @@ class ModelBehavior(BaseModel):
     # html: errors come as an HTML page, as from a proxy in front of the API.
     error_format: Literal["json", "html"] = "json"
     tool_call: ToolCall | None = None
+    # The answer's text, scripted (a model that answers right, or wrong); None: filler words,
+    # ``output_tokens`` of them. Cut into tokens at word boundaries; a token budget cuts it short.
+    answer: str | None = Field(None, max_length=100_000)
     ratelimit: RateLimit | None = None
     timeline: list[TimelineEntry] = Field(default_factory=list)
     # Replay the timeline every ``loop`` of scenario time: each period starts from the base
@@ -292,6 +295,17 @@ class StatusPageEntry(BaseModel):
 StatusPage.model_rebuild()
 
 
+class GoogleAuth(BaseModel):
+    """Vertex AI's fake OAuth2 token endpoint (``sim.vertex``): the service accounts whose
+    signed JWT-bearer grants it accepts (``client_email`` -> PEM public key or certificate),
+    and how long the access tokens it issues live."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service_accounts: dict[str, str] = Field(default_factory=dict)
+    token_lifetime: Duration = Field(3600.0, gt=0)
+
+
 class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -300,6 +314,7 @@ class Scenario(BaseModel):
     status_pages: dict[str, StatusPage] = Field(default_factory=dict)  # by provider name
     # The admin APIs' cost and usage reports (sim.billing): "openai", "anthropic".
     billing: dict[Literal["openai", "anthropic"], ProviderBill] = Field(default_factory=dict)
+    google_auth: GoogleAuth = Field(default_factory=GoogleAuth)
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

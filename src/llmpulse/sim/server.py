@@ -26,9 +26,9 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from llmpulse.aio import new_event_loop
-from llmpulse.sim import anthropic, gemini, openai, statuspage
+from llmpulse.sim import anthropic, gemini, openai, statuspage, vertex, vertex_anthropic
 from llmpulse.sim.billing import BillingApi
-from llmpulse.sim.common import Limit, Plan, dumps, fragments, new_id
+from llmpulse.sim.common import Limit, Plan, answer_pieces, dumps, fragments, new_id
 from llmpulse.sim.scenario import (
     ModelBehavior,
     ProviderBill,
@@ -46,6 +46,8 @@ PROTOCOLS: dict[str, ModuleType] = {
     "azure": openai,
     "anthropic": anthropic,
     "gemini": gemini,
+    "vertex": vertex,
+    "vertex-anthropic": vertex_anthropic,
 }
 STREAM_FAULTS = frozenset({"stall", "cut", "malformed", "no_terminal", "no_done", "error_event"})
 # Faults that strike after fault_after_tokens; no_done strikes after the whole answer.
@@ -171,6 +173,7 @@ class SimState:
         self.created = int(time.time())
         # The admin APIs' reports; its log lists each report request (path, query).
         self.billing = BillingApi(lambda: self.bills)
+        self.tokens = vertex.TokenIssuer(lambda: self.scenario.google_auth)  # Vertex's OAuth2
         self.load(scenario)
 
     def load(self, scenario: Scenario | None = None) -> None:
@@ -310,7 +313,9 @@ def _plan(protocol: str, model: str, b: ModelBehavior, body: Any, stream: bool, 
     ttft = b.ttft * (1 + random.uniform(-b.jitter, b.jitter)) if b.jitter else b.ttft
     input_tokens = b.input_tokens if b.input_tokens is not None else max(1, count_words(body))
     requested = proto.max_tokens(body) if isinstance(body, dict) else None
-    text, reasoning = b.output_tokens, b.reasoning_tokens
+    answer = None if b.answer is None else answer_pieces(b.answer)
+    text = b.output_tokens if answer is None else len(answer)
+    reasoning = b.reasoning_tokens
     finish = "stop"
     if requested is not None and text + reasoning > requested:
         # Reasoning is spent first, so a tiny budget can leave no visible text at all.
@@ -343,6 +348,7 @@ def _plan(protocol: str, model: str, b: ModelBehavior, body: Any, stream: bool, 
         behavior=b,
         tool=tool,
         tool_args=args,
+        answer=answer,
         include_usage=bool(options.get("include_usage")) if isinstance(options, dict) else False,
         body=body,
     )
@@ -423,6 +429,7 @@ class SimApp:
         body: Any,
         precheck: str | None = None,
         credentials: str = "",
+        authorized: bool | None = None,  # the caller checked the credentials (Vertex's tokens)
     ) -> SimResponse:
         state, proto = self.state, PROTOCOLS[protocol]
         b = state.effective(model)
@@ -431,7 +438,7 @@ class SimApp:
             p.echo = credentials
             p.served_model = f"{p.served_model} ({credentials})"
         hdrs = _echo_ids(proto.headers(p, []), p.echo)
-        if precheck is None and not self._authorized(key):
+        if precheck is None and not (authorized or self._authorized(key)):
             precheck = "auth"
         bad = proto.validate(body) if isinstance(body, dict) else "Request body is not valid JSON."
         if precheck is None and bad:
@@ -740,6 +747,7 @@ def _azure_404() -> Response:
 def create_app(state: SimState) -> Starlette:
     h = SimApp(state)
     bills = state.billing
+    gcp = vertex.VertexApi(state.tokens, h.handle, state.effective)
     return Starlette(
         routes=[
             Route("/openai/v1/organization/costs", bills.openai_costs, methods=["GET"]),
@@ -765,6 +773,14 @@ def create_app(state: SimState) -> Starlette:
             Route("/gemini/v1beta/models", h.list_models, methods=["GET"], name="gemini"),
             # The method follows a colon (models/x:generateContent), so match the rest whole.
             Route("/gemini/v1beta/models/{rest:path}", h.gemini_call, methods=["POST"]),
+            Route("/vertex/token", gcp.token, methods=["POST"]),
+            Route(
+                "/vertex/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/"
+                "{rest:path}",
+                gcp.call,
+                methods=["POST"],
+            ),
+            Route("/vertex/v1/publishers/{publisher}/models/{model}", gcp.publisher_model),
             Route(
                 f"/statuspage/{{name}}/{STATUS_PATHS['statuspage']}",
                 h.status_page,
@@ -841,6 +857,15 @@ class SimServer:
     @property
     def azure_base(self) -> str:
         return f"{self.url}/azure"
+
+    @property
+    def vertex_base(self) -> str:
+        """Vertex AI's v1 root (a target's ``base_url``); its token endpoint is ``token_uri``."""
+        return f"{self.url}/vertex/v1"
+
+    @property
+    def token_uri(self) -> str:
+        return f"{self.url}/vertex/token"
 
     def status_page_url(
         self, name: str, kind: Literal["statuspage", "google"] = "statuspage"

@@ -91,8 +91,12 @@ _CLIENT_NAMES = {
 }
 
 
+# Vertex AI asks Google's models in Gemini's format and Anthropic's in Anthropic's.
+_FAMILIES = {"vertex": "gemini", "vertex-anthropic": "anthropic"}
+
+
 def family(protocol: str) -> str:
-    return "openai" if protocol in OPENAI_PROTOCOLS else protocol
+    return "openai" if protocol in OPENAI_PROTOCOLS else _FAMILIES.get(protocol, protocol)
 
 
 def client_name(req: ChatRequest, param: str) -> str:

@@ -3,8 +3,9 @@
 A protocol supports prefill when a request ending with an assistant turn makes the model
 continue that turn instead of answering it:
 
-- Anthropic Messages: yes, documented ("prefill Claude's response"); the final assistant
-  content must not end with whitespace, so trailing whitespace is trimmed and reported.
+- Anthropic Messages (on Anthropic's API and on Vertex AI): yes, documented ("prefill Claude's
+  response"); the final assistant content must not end with whitespace, so trailing
+  whitespace is trimmed and reported.
 - Gemini generateContent: no documented continuation semantics for a trailing ``model`` turn.
 - OpenAI Chat Completions: no; a trailing assistant message is answered, not continued
   (some OpenAI-compatible servers, e.g. DeepSeek's beta ``prefix`` flag, differ, but not as a
@@ -20,7 +21,7 @@ import dataclasses
 
 from llmpulse.gateway.ir import ChatRequest, TextPart, append_message
 
-PREFILL_PROTOCOLS = frozenset({"anthropic"})
+PREFILL_PROTOCOLS = frozenset({"anthropic", "vertex-anthropic"})  # Claude on Vertex AI too
 
 
 @dataclasses.dataclass(slots=True)

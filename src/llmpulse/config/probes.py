@@ -1,0 +1,187 @@
+"""A target's ``probes:`` (custom probes with expectations) and its built-in correctness canary
+(``canary: true``), validated and resolved into ``target.Probe``."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from llmpulse.durations import Duration
+from llmpulse.result import CheckKind
+from llmpulse.target import (
+    CANARY,
+    CANARY_ANSWER,
+    CANARY_QUESTION,
+    PROBE_OWNED_PARAMS,
+    Expectation,
+    Probe,
+)
+
+MAX_MESSAGES = 32
+MAX_MESSAGE_CHARS = 100_000
+MAX_PARAMS_BYTES = 64 * 1024  # the params as JSON: tool definitions included
+MAX_EXPECT_CHARS = 10_000
+MAX_INPUT_TOKENS = 2_000_000
+_PROBE_KINDS = [k for k in CheckKind if k is not CheckKind.MODELS]
+# The pattern OpenAI and Anthropic both require of a tool name.
+_TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class MessageConfig(BaseModel):
+    """One message, in the OpenAI chat shape; translated to the target's protocol."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=MAX_MESSAGE_CHARS)
+
+
+class ExpectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    contains: str | None = Field(default=None, min_length=1, max_length=MAX_EXPECT_CHARS)
+    regex: str | None = Field(default=None, min_length=1, max_length=MAX_EXPECT_CHARS)
+    equals: str | None = Field(default=None, max_length=MAX_EXPECT_CHARS)
+    json_schema: dict[str, Any] | None = None
+    tool_call: str | None = Field(default=None, pattern=_TOOL_NAME)
+    max_ttft: Duration | None = None
+    min_tokens_per_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                jsonschema.validators.validator_for(value).check_schema(value)
+            except jsonschema.exceptions.SchemaError as exc:
+                where = "/".join(str(p) for p in exc.absolute_path)
+                raise ValueError(
+                    f"not a valid JSON Schema: {exc.message}" + (f" at /{where}" if where else "")
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> ExpectConfig:
+        if not self.model_fields_set:
+            raise ValueError(f"expected at least one of {', '.join(ExpectConfig.model_fields)}")
+        return self
+
+    def resolve(self) -> Expectation:
+        return Expectation(
+            contains=self.contains,
+            regex=self.regex,
+            equals=self.equals,
+            json_schema=self.json_schema,
+            tool_call=self.tool_call,
+            max_ttft_s=self.max_ttft,
+            min_tokens_per_s=self.min_tokens_per_s,
+        )
+
+
+class ProbeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    kind: CheckKind = CheckKind.INFERENCE
+    messages: list[MessageConfig] = Field(default_factory=list, max_length=MAX_MESSAGES)
+    params: dict[str, Any] = Field(default_factory=dict)
+    expect: ExpectConfig | None = None
+    interval: Duration | None = None
+    input_tokens: int | None = Field(default=None, ge=1, le=MAX_INPUT_TOKENS)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in {k.value for k in CheckKind} or value == CANARY:
+            raise ValueError(f"{value!r} names a built-in check; give the probe a name of its own")
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _probe_kind(cls, value: CheckKind) -> CheckKind:
+        if value is CheckKind.MODELS:
+            raise ValueError(f"expected one of {', '.join(_PROBE_KINDS)}")
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        owned = sorted(PROBE_OWNED_PARAMS & value.keys())
+        if owned:
+            raise ValueError(
+                f"'{owned[0]}' is set by llmpulse (from the target, the messages and the kind); "
+                "remove it"
+            )
+        try:
+            size = len(json.dumps(value))
+        except (TypeError, ValueError):
+            raise ValueError("expected values JSON can carry") from None
+        if size > MAX_PARAMS_BYTES:
+            raise ValueError(f"{size} bytes as JSON; expected at most {MAX_PARAMS_BYTES}")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> ProbeConfig:
+        kind = self.kind
+        if kind is CheckKind.LONG_CONTEXT:
+            if self.input_tokens is None:
+                raise ValueError("'input_tokens' is required for kind long_context")
+            if self.messages:
+                raise ValueError("'messages' is not used by kind long_context (its prompt is made)")
+        elif self.input_tokens is not None:
+            raise ValueError("'input_tokens' applies to kind long_context only")
+        expect = self.expect
+        if expect is None:
+            return self
+        if kind is CheckKind.EMBEDDINGS:
+            raise ValueError("'expect' does not apply to kind embeddings: it answers no text")
+        if not kind.streams:
+            timed = [k for k in ("max_ttft", "min_tokens_per_s") if k in expect.model_fields_set]
+            if timed:
+                raise ValueError(
+                    f"'expect.{timed[0]}' needs a streaming kind (stream, responses, "
+                    f"long_context); {kind} reads no stream"
+                )
+        return self
+
+    def resolve(self) -> Probe:
+        return Probe(
+            name=self.name,
+            kind=self.kind,
+            messages=tuple(m.model_dump() for m in self.messages),
+            params=self.params,
+            expect=None if self.expect is None else self.expect.resolve(),
+            interval=self.interval,
+            input_tokens=self.input_tokens,
+        )
+
+
+def canary_probe(protocol: str) -> Probe:
+    """The built-in correctness canary: a question with one right answer, at temperature 0 in
+    the protocol's own words (Gemini sets it in ``generationConfig``)."""
+    temperature: dict[str, Any] = (
+        {"generationConfig": {"temperature": 0}}
+        if protocol in ("gemini", "vertex")
+        else {"temperature": 0}
+    )
+    return Probe(
+        name=CANARY,
+        kind=CheckKind.INFERENCE,
+        messages=({"role": "user", "content": CANARY_QUESTION},),
+        params=temperature,
+        expect=Expectation(regex=rf"(?<!\d){CANARY_ANSWER}(?!\d)"),
+    )

@@ -1,0 +1,267 @@
+"""Google Cloud Vertex AI: Gemini (``vertex``) and Anthropic's Claude (``vertex-anthropic``).
+
+Reference: the Vertex AI REST reference (``projects.locations.publishers.models``:
+``generateContent``, ``streamGenerateContent?alt=sse``, ``rawPredict``, ``streamRawPredict``;
+``publishers.models.get``) and anthropic-sdk-python's ``lib/vertex`` (the Messages body without
+``model``, with ``anthropic_version: vertex-2023-10-16``; ``stream`` stays in the body).
+Gemini's bodies, stream events and google.rpc.Status errors are the Gemini API's; Claude's are
+Anthropic's, except the errors Vertex answers itself (authentication, quota, unknown model),
+which are Google's.
+
+Requests carry an OAuth2 access token (``Authorization: Bearer``) from google-auth: a
+service-account file (``credentials_file``) or application default credentials, refreshed when
+google-auth deems it expired (a few minutes before it is). google-auth and requests are imported
+when a token is first needed: ``llmpulse check`` of other providers does not pay for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from llmpulse.providers.anthropic import AnthropicProtocol
+from llmpulse.providers.anthropic import error_from_object as anthropic_error
+from llmpulse.providers.base import (
+    CredentialsError,
+    ModelsInfo,
+    ProtocolError,
+    ProviderError,
+    RequestSpec,
+)
+from llmpulse.providers.gemini import GeminiProtocol
+from llmpulse.providers.gemini import error_from_object as google_error
+
+if TYPE_CHECKING:
+    import requests
+    from google.auth.credentials import Credentials
+
+    from llmpulse.target import Target
+
+SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+ANTHROPIC_VERSION = "vertex-2023-10-16"
+TOKEN_TIMEOUT_S = 10.0  # a token endpoint that does not answer must not hold a probe slot
+_REASON_CHARS = 200
+
+
+def model_url(target: Target, model: str, method: str) -> str:
+    """The URL of ``method`` on ``model`` in the target's project and location."""
+    publisher = "anthropic" if model.startswith("claude-") else "google"
+    return (
+        f"{target.base_url}/projects/{target.project}/locations/{target.location}"
+        f"/publishers/{publisher}/models/{quote(model, safe='-._@')}:{method}"
+    )
+
+
+def anthropic_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A Messages body as Vertex takes it: the model is in the URL, the version in the body."""
+    out = {k: v for k, v in body.items() if k != "model"}
+    out["anthropic_version"] = ANTHROPIC_VERSION
+    return out
+
+
+def _publisher_model(target: Target, publisher: str) -> RequestSpec:
+    # publishers.models.get names the model without a version (claude-haiku-4-5@20251001).
+    model = quote(target.model.split("@", 1)[0], safe="-._")
+    url = f"{target.base_url}/publishers/{publisher}/models/{model}"
+    return RequestSpec("GET", url, {**target.headers})
+
+
+def _parse_publisher_model(body: Any, publisher: str, model: str) -> ModelsInfo:
+    """A PublisherModel resource: found is listed (Vertex has no context window in it)."""
+    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str):
+        raise ProtocolError("publisher model response has no 'name'")
+    wanted = f"publishers/{publisher}/models/{model.split('@', 1)[0]}"
+    return ModelsInfo(listed=name == wanted, count=1)
+
+
+def _headers(target: Target) -> dict[str, str]:
+    return {"content-type": "application/json", **target.headers}
+
+
+class VertexGeminiProtocol(GeminiProtocol):
+    name = "vertex"
+
+    def headers(self, target: Target) -> dict[str, str]:
+        return _headers(target)
+
+    def models_request(self, target: Target) -> RequestSpec:
+        return _publisher_model(target, "google")
+
+    def completion_request(
+        self,
+        target: Target,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        max_tokens: int,
+        stream: bool,
+    ) -> RequestSpec:
+        spec = super().completion_request(
+            target, messages=messages, params=params, max_tokens=max_tokens, stream=stream
+        )
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        url = model_url(target, target.model, method)
+        return RequestSpec("POST", url, _headers(target), spec.json)
+
+    def parse_models(self, body: Any, model: str) -> ModelsInfo:
+        return _parse_publisher_model(body, "google", model)
+
+    async def sign(
+        self, target: Target, method: str, url: str, headers: dict[str, str], body: bytes
+    ) -> dict[str, str]:
+        return await _bearer(target, headers)
+
+
+class VertexAnthropicProtocol(AnthropicProtocol):
+    name = "vertex-anthropic"
+    request_id_headers = ("request-id", "x-request-id")
+
+    def headers(self, target: Target) -> dict[str, str]:
+        return _headers(target)
+
+    def models_request(self, target: Target) -> RequestSpec:
+        return _publisher_model(target, "anthropic")
+
+    def completion_request(
+        self,
+        target: Target,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        max_tokens: int,
+        stream: bool,
+    ) -> RequestSpec:
+        spec = super().completion_request(
+            target, messages=messages, params=params, max_tokens=max_tokens, stream=stream
+        )
+        assert spec.json is not None
+        method = "streamRawPredict" if stream else "rawPredict"
+        url = model_url(target, target.model, method)
+        return RequestSpec("POST", url, _headers(target), anthropic_body(spec.json))
+
+    def parse_models(self, body: Any, model: str) -> ModelsInfo:
+        return _parse_publisher_model(body, "anthropic", model)
+
+    def error_from_object(self, obj: dict[str, Any], status: int | None) -> ProviderError:
+        return error_from_object(obj, status)
+
+    async def sign(
+        self, target: Target, method: str, url: str, headers: dict[str, str], body: bytes
+    ) -> dict[str, str]:
+        return await _bearer(target, headers)
+
+
+def error_from_object(obj: dict[str, Any], status: int | None) -> ProviderError:
+    """Claude's errors are Anthropic's (``{"type": "error", "error": {"type": ...}}``) except
+    those Vertex answers itself, which are google.rpc.Status (``error.status``/``code``)."""
+    err = obj.get("error")
+    if isinstance(err, dict) and ("status" in err or isinstance(err.get("code"), int)):
+        return google_error(obj, status)
+    return anthropic_error(obj, status)
+
+
+async def _bearer(target: Target, headers: dict[str, str]) -> dict[str, str]:
+    token = await token_source(target.credentials_file).token()
+    return {**headers, "authorization": f"Bearer {token}"}
+
+
+@functools.cache
+def token_source(credentials_file: str | None) -> TokenSource:
+    """One source per credentials (a file's path, or None for application default
+    credentials), shared by every target using them: one token, one refresh at a time."""
+    return TokenSource(credentials_file)
+
+
+class TokenSource:
+    """OAuth2 access tokens of one set of Google credentials.
+
+    google-auth's refresh is blocking (``requests``), so it runs in a thread; a threading lock
+    (not an asyncio one: probes and the gateway may run on different event loops) lets one
+    refresh run at a time, and callers that waited for it take the token it got.
+    """
+
+    def __init__(self, credentials_file: str | None) -> None:
+        self.credentials_file = credentials_file
+        self._lock = threading.Lock()
+        self._credentials: Credentials | None = None
+        self._session: requests.Session | None = None
+
+    @property
+    def described(self) -> str:
+        """What the credentials are, for errors: the file's path, never its content."""
+        if self.credentials_file is None:
+            return "Vertex AI application default credentials"
+        return f"Vertex AI credentials file {self.credentials_file}"
+
+    async def token(self) -> str:
+        creds = self._credentials
+        if creds is not None and creds.valid:
+            return str(creds.token)
+        seen = None if creds is None else creds.token
+        return await asyncio.to_thread(self._refresh, seen)
+
+    def _refresh(self, seen: str | None) -> str:
+        from google.auth.exceptions import GoogleAuthError
+
+        with self._lock:
+            creds = self._credentials
+            # Valid, or refreshed by another caller while this one waited (and not expired).
+            fresh = creds is not None and (creds.valid or creds.token != seen)
+            if creds is not None and creds.token and fresh and not _past_expiry(creds):
+                return str(creds.token)
+            try:
+                if creds is None:
+                    creds = self._load()
+                    self._credentials = creds
+                creds.refresh(self._request())  # type: ignore[no-untyped-call]
+            except (GoogleAuthError, OSError, ValueError) as exc:
+                raise CredentialsError(f"{self.described}: {_reason(exc)}") from None
+            if not creds.token:
+                raise CredentialsError(f"{self.described}: the token endpoint gave no token")
+            return str(creds.token)
+
+    def _load(self) -> Credentials:
+        import google.auth
+        from google.oauth2 import service_account
+
+        if self.credentials_file is None:
+            found, _project = google.auth.default(scopes=[SCOPE])
+            return found
+        path = self.credentials_file
+        creds: Credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+            path, scopes=[SCOPE]
+        )
+        return creds
+
+    def _request(self) -> Any:
+        """google-auth's transport over one session, with a timeout of our own (its default
+        is two minutes)."""
+        import requests
+        from google.auth.transport.requests import Request
+
+        if self._session is None:
+            self._session = requests.Session()
+        return functools.partial(Request(self._session), timeout=TOKEN_TIMEOUT_S)
+
+
+def _past_expiry(creds: Credentials) -> bool:
+    expiry = creds.expiry  # naive UTC, as google-auth keeps it
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    return expiry is not None and now >= expiry
+
+
+def _reason(exc: Exception) -> str:
+    """Why loading or refreshing failed, without the credentials: the exception's class and
+    its first argument (google-auth's message, the token endpoint's error), clipped. A JSON
+    decoding error names a position, not the text."""
+    first = exc.args[0] if exc.args else ""
+    text = first if isinstance(first, str) else repr(first)
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return f"{type(exc).__name__}: {text[:_REASON_CHARS]}" if text else type(exc).__name__

@@ -1,0 +1,521 @@
+"""Vertex AI over loopback: Gemini and Claude on Vertex probed through the simulator with real
+OAuth2 (a service-account file signed by a key made here, google-auth's JWT-bearer grant at the
+simulator's token endpoint), tokens refreshed before expiry, and the gateway failing over to
+Vertex for OpenAI and Anthropic SDK clients."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from google.oauth2 import service_account
+
+from llmpulse.config import ConfigError, parse_config
+from llmpulse.config.gateway import GatewayConfig
+from llmpulse.config.litellm import parse_gateway
+from llmpulse.errors import ErrorClass
+from llmpulse.gateway.app import DEPLOYMENT_HEADER
+from llmpulse.probe import Prober
+from llmpulse.providers import PROTOCOLS
+from llmpulse.providers.vertex import SCOPE, token_source
+from llmpulse.result import CheckKind
+from llmpulse.secrets import Redactor
+from llmpulse.sim.common import text_of
+from llmpulse.sim.server import SimServer
+from llmpulse.target import Target
+from test_gateway_proxy import FAST, Served, ask
+
+PROJECT = "sim-project"
+ACCOUNT = f"prober@{PROJECT}.iam.gserviceaccount.com"
+_names = itertools.count()
+
+
+def _pem_pair() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+PRIVATE_KEY, PUBLIC_KEY = _pem_pair()  # made for these tests, never written outside tmp_path
+
+
+@pytest.fixture(scope="module")
+def vsim():
+    server = SimServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def reset(sim: SimServer, lifetime: float = 3600, **models: dict[str, Any]) -> None:
+    """The simulator with these models and a token endpoint trusting this module's key."""
+    scenario = {
+        "models": models,
+        "google_auth": {"service_accounts": {ACCOUNT: PUBLIC_KEY}, "token_lifetime": lifetime},
+    }
+    httpx.post(f"{sim.url}/_sim/reset", json=scenario, timeout=10).raise_for_status()
+
+
+def credentials_file(sim: SimServer, tmp_path: Path, private_key: str = PRIVATE_KEY) -> Path:
+    """A service-account file whose token_uri is the simulator's (a new path: its own token)."""
+    path = tmp_path / f"sa-{next(_names)}.json"
+    info = {
+        "type": "service_account",
+        "project_id": PROJECT,
+        "private_key_id": "test-key-1",
+        "private_key": private_key,
+        "client_email": ACCOUNT,
+        "client_id": "1000",
+        "token_uri": sim.token_uri,
+    }
+    path.write_text(json.dumps(info))
+    return path
+
+
+def vertex_target(sim: SimServer, model: str, creds: Path | str, **extra: Any) -> Target:
+    raw = {
+        "provider": "vertex",
+        "model": model,
+        "project": PROJECT,
+        "location": "us-east5",
+        "base_url": sim.vertex_base,
+        **({"credentials_file": str(creds)} if creds else {}),
+        **extra,
+    }
+    return parse_config({"targets": [raw]}, env={}).targets[0]
+
+
+def gateway_config(
+    entries: list[dict[str, Any]],
+    router: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> GatewayConfig:
+    raw = {"model_list": entries, "router_settings": router or {}}
+    config = parse_gateway(raw, env={"SIM_KEY": "sk-sim", **(env or {})})
+    assert config is not None
+    return config
+
+
+def truth(sim: SimServer) -> list[dict[str, Any]]:
+    return httpx.get(f"{sim.url}/_sim/requests", timeout=10).json()["requests"]
+
+
+async def check(target: Target, kind: CheckKind = CheckKind.STREAM):
+    async with Prober() as prober:
+        return await prober.check(target, kind)
+
+
+# ---- configuration -------------------------------------------------------------------------
+
+
+def test_a_vertex_target_needs_project_and_location_and_a_real_file(tmp_path):
+    with pytest.raises(ConfigError, match="'project' is required for provider vertex"):
+        parse_config({"targets": [{"provider": "vertex", "location": "us-east5"}]}, env={})
+    with pytest.raises(ConfigError, match="'location' is required for provider vertex"):
+        parse_config({"targets": [{"provider": "vertex", "project": PROJECT}]}, env={})
+    with pytest.raises(ConfigError, match="'project' is only for provider vertex"):
+        parse_config({"targets": [{"provider": "gemini", "project": PROJECT}]}, env={})
+    for key, value, expected in (
+        ("project", "My Project", "a Google Cloud project id"),
+        ("location", "us east", "a Google Cloud region"),
+    ):
+        raw = {"provider": "vertex", "project": PROJECT, "location": "us-east5", key: value}
+        with pytest.raises(ConfigError, match=rf"targets\[0\]\.{key}: expected {expected}"):
+            parse_config({"targets": [raw]}, env={})
+    missing = tmp_path / "nowhere.json"
+    with pytest.raises(
+        ConfigError, match=r"targets\[0\]\.credentials_file: .*nowhere\.json is not"
+    ):
+        parse_config(
+            {
+                "targets": [
+                    {
+                        "provider": "vertex",
+                        "project": PROJECT,
+                        "location": "us-east5",
+                        "credentials_file": str(missing),
+                    }
+                ]
+            },
+            env={},
+        )
+
+
+def test_urls_protocols_and_bodies_follow_the_model():
+    regional = parse_config(
+        {"targets": [{"provider": "vertex", "project": PROJECT, "location": "europe-west4"}]},
+        env={},
+    ).targets[0]
+    assert regional.protocol == "vertex" and regional.credentials_file is None
+    spec = PROTOCOLS["vertex"].completion_request(
+        regional, messages=[{"role": "user", "content": "hi"}], params={}, max_tokens=5, stream=True
+    )
+    assert spec.url == (
+        "https://europe-west4-aiplatform.googleapis.com/v1/projects/sim-project/locations/"
+        "europe-west4/publishers/google/models/gemini-2.5-flash-lite:streamGenerateContent?alt=sse"
+    )
+    claude = parse_config(
+        {
+            "targets": [
+                {
+                    "provider": "vertex",
+                    "project": PROJECT,
+                    "location": "global",
+                    "model": "claude-haiku-4-5@20251001",
+                }
+            ]
+        },
+        env={},
+    ).targets[0]
+    assert claude.protocol == "vertex-anthropic"
+    protocol = PROTOCOLS["vertex-anthropic"]
+    spec = protocol.completion_request(
+        claude, messages=[{"role": "user", "content": "hi"}], params={}, max_tokens=5, stream=False
+    )
+    assert spec.url == (
+        "https://aiplatform.googleapis.com/v1/projects/sim-project/locations/global/publishers/"
+        "anthropic/models/claude-haiku-4-5@20251001:rawPredict"
+    )
+    assert spec.json == {
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+        "anthropic_version": "vertex-2023-10-16",
+    }
+    models = protocol.models_request(claude)
+    assert models.url == (
+        "https://aiplatform.googleapis.com/v1/publishers/anthropic/models/claude-haiku-4-5"
+    )
+
+
+# ---- probes ----------------------------------------------------------------------------------
+
+
+async def test_gemini_on_vertex_streams_answers_and_is_listed(vsim, tmp_path):
+    reset(vsim, **{"gemini-2.5-flash": {"ttft": "50ms", "tokens_per_s": 200, "output_tokens": 12}})
+    target = vertex_target(vsim, "gemini-2.5-flash", credentials_file(vsim, tmp_path))
+    stream = await check(target)
+    assert stream.ok, stream.error_message
+    assert stream.usage.output_tokens == 12 and 50 <= stream.ttft_ms < 150
+    assert stream.cost_usd is not None and stream.cost_usd > 0  # genai-prices' google rates
+    assert stream.context_window == 1048576
+    inference = await check(target, CheckKind.INFERENCE)
+    assert inference.ok, inference.error_message
+    models = await check(target, CheckKind.MODELS)
+    assert models.ok and models.model_listed
+    sent = [r for r in truth(vsim) if r["protocol"] == "vertex"]
+    assert [r["stream"] for r in sent] == [True, False]
+    assert sent[0]["body"]["generationConfig"] == {"maxOutputTokens": target.max_tokens}
+
+
+async def test_claude_on_vertex_is_asked_in_anthropics_format(vsim, tmp_path):
+    model = "claude-haiku-4-5@20251001"
+    reset(vsim, **{model: {"ttft": "40ms", "tokens_per_s": 200, "output_tokens": 10}})
+    target = vertex_target(vsim, model, credentials_file(vsim, tmp_path))
+    result = await check(target)
+    assert result.ok, result.error_message
+    assert result.usage.output_tokens == 10 and result.context_window == 200000
+    # Claude Haiku 4.5 on Vertex: $1 / $5 per MTok
+    assert result.cost_usd == pytest.approx((result.usage.input_tokens * 1 + 10 * 5) / 1e6)
+    inference = await check(target, CheckKind.INFERENCE)
+    assert inference.ok, inference.error_message
+    body = next(r for r in truth(vsim) if r["protocol"] == "vertex-anthropic")["body"]
+    assert body["anthropic_version"] == "vertex-2023-10-16" and "model" not in body
+    assert body["stream"] is True
+    # The publisher model is named without its version.
+    httpx.patch(f"{vsim.url}/_sim/models/claude-haiku-4-5", json={}, timeout=10)
+    models = await check(target, CheckKind.MODELS)
+    assert models.ok and models.model_listed, models.error_message
+
+
+@pytest.mark.parametrize(
+    ("model", "kind", "error_class", "said"),
+    [
+        ("gemini-2.5-flash", "429", ErrorClass.RATE_LIMITED, "RESOURCE_EXHAUSTED"),
+        ("gemini-2.5-flash", "503", ErrorClass.UNAVAILABLE, "UNAVAILABLE"),
+        ("claude-sonnet-4-5@20250929", "429", ErrorClass.RATE_LIMITED, "RESOURCE_EXHAUSTED"),
+        ("claude-sonnet-4-5@20250929", "overloaded", ErrorClass.UNAVAILABLE, "overloaded_error"),
+        ("claude-sonnet-4-5@20250929", "context_length", ErrorClass.CONTEXT_LENGTH, "too long"),
+    ],
+)
+async def test_errors_are_read_in_the_shape_vertex_sends(
+    vsim, tmp_path, model, kind, error_class, said
+):
+    reset(vsim, **{model: {"errors": {kind: 1.0}, "retry_after": "7s"}})
+    result = await check(vertex_target(vsim, model, credentials_file(vsim, tmp_path)))
+    assert not result.ok and result.error_class is error_class, result.error_message
+    assert said in result.error_message
+    if kind == "429" and model.startswith("gemini"):
+        assert result.retry_after_s == 7  # google.rpc.RetryInfo
+
+
+async def test_an_unknown_model_is_not_found_and_not_listed(vsim, tmp_path):
+    reset(vsim)
+    target = vertex_target(vsim, "gemini-9-nope", credentials_file(vsim, tmp_path))
+    for kind in CheckKind:
+        result = await check(target, kind)
+        assert result.error_class is ErrorClass.BAD_REQUEST, result.error_message
+        assert result.http_status == 404
+        assert "publishers/google/models/gemini-9-nope" in result.error_message
+
+
+# ---- credentials -----------------------------------------------------------------------------
+
+
+async def test_credentials_that_fail_are_auth_naming_the_file_never_its_content(vsim, tmp_path):
+    reset(vsim, **{"gemini-2.5-flash": {"ttft": "10ms"}})
+    other_private, _ = _pem_pair()  # a key the token endpoint does not trust
+    untrusted = credentials_file(vsim, tmp_path, other_private)
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text('{"type": "service_account", "private_key": "SECRET-MATERIAL"')
+    for path, reason in ((untrusted, "Invalid JWT Signature"), (garbage, "JSONDecodeError")):
+        result = await check(vertex_target(vsim, "gemini-2.5-flash", path))
+        assert result.error_class is ErrorClass.AUTH, result.error_message
+        assert str(path) in result.error_message and reason in result.error_message
+        assert "SECRET-MATERIAL" not in result.error_message
+        assert "PRIVATE KEY" not in result.error_message
+    assert not truth(vsim)  # nothing reached the model without a token
+
+
+async def test_application_default_credentials_are_used_without_a_file(vsim, tmp_path, monkeypatch):
+    reset(vsim, **{"gemini-2.5-flash": {"ttft": "0s"}})
+    target = vertex_target(vsim, "gemini-2.5-flash", "")
+    assert target.credentials_file is None
+    token_source.cache_clear()  # ADC is one source per process: start from none
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
+    refused = await check(target, CheckKind.INFERENCE)
+    assert refused.error_class is ErrorClass.AUTH
+    assert refused.error_message.startswith("Vertex AI application default credentials: ")
+    token_source.cache_clear()
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(credentials_file(vsim, tmp_path)))
+    answered = await check(target, CheckKind.INFERENCE)
+    assert answered.ok, answered.error_message
+    token_source.cache_clear()
+
+
+async def test_an_echoed_access_token_is_redacted(vsim, tmp_path):
+    reset(vsim, **{"gemini-2.5-flash": {"errors": {"400": 1.0}, "echo_credentials": True}})
+    result = await check(vertex_target(vsim, "gemini-2.5-flash", credentials_file(vsim, tmp_path)))
+    assert result.error_class is ErrorClass.BAD_REQUEST
+    assert "[redacted]" in result.error_message and "ya29." not in result.error_message
+    assert Redactor()("refused ya29.a0AfB_byC-12345 here") == "refused [redacted] here"
+
+
+async def test_the_simulator_refuses_missing_unknown_and_expired_tokens(vsim, tmp_path):
+    reset(vsim, lifetime=1, **{"gemini-2.5-flash": {"ttft": "0s"}})
+    creds = service_account.Credentials.from_service_account_file(
+        str(credentials_file(vsim, tmp_path)), scopes=[SCOPE]
+    )
+    from google.auth.transport.requests import Request
+
+    await asyncio.to_thread(creds.refresh, Request())
+    url = (
+        f"{vsim.vertex_base}/projects/{PROJECT}/locations/us-east5/publishers/google/models/"
+        "gemini-2.5-flash:generateContent"
+    )
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    live = httpx.post(url, json=body, headers={"authorization": f"Bearer {creds.token}"})
+    assert live.status_code == 200, live.text
+    await asyncio.sleep(1.1)
+    cases = {
+        "ACCESS_TOKEN_EXPIRED": {"authorization": f"Bearer {creds.token}"},
+        "ACCESS_TOKEN_TYPE_UNSUPPORTED": {"authorization": "Bearer ya29.made-up"},
+        "CREDENTIALS_MISSING": {},
+    }
+    for reason, headers in cases.items():
+        refused = httpx.post(url, json=body, headers=headers)
+        assert refused.status_code == 401
+        error = refused.json()["error"]
+        assert error["code"] == 401 and error["status"] == "UNAUTHENTICATED"
+        assert error["details"][0]["reason"] == reason
+
+
+async def test_tokens_are_refreshed_before_they_expire_without_a_failed_request(vsim, tmp_path):
+    # google-auth deems a token expired 3 min 45 s before it is: a token of 228 s is fresh for
+    # 3 s only, and must be replaced then, while the simulator would still accept it.
+    reset(vsim, lifetime=228, **{"gemini-2.5-flash": {"ttft": "0s", "output_tokens": 2}})
+    target = vertex_target(vsim, "gemini-2.5-flash", credentials_file(vsim, tmp_path))
+    issued = vsim.state.tokens.issued
+    async with Prober() as prober:
+        # A burst of concurrent first requests: one refresh, which every caller waits for.
+        burst = await asyncio.gather(*(prober.check(target, CheckKind.STREAM) for _ in range(8)))
+        assert all(r.ok for r in burst), [r.error_message for r in burst]
+        assert vsim.state.tokens.issued == issued + 1
+        started = time.monotonic()
+        results = []
+        while time.monotonic() - started < 4.5:
+            results.append(await prober.check(target, CheckKind.INFERENCE))
+            await asyncio.sleep(0.25)
+    assert all(r.ok for r in results), [r.error_message for r in results if not r.ok]
+    assert vsim.state.tokens.issued == issued + 2  # the second, about 3 s in
+
+
+async def test_short_lived_tokens_never_fail_a_request(vsim, tmp_path):
+    # Tokens of 2 s, which google-auth refreshes for every request: none is sent expired.
+    reset(vsim, lifetime=2, **{"claude-haiku-4-5": {"ttft": "0s", "output_tokens": 2}})
+    target = vertex_target(vsim, "claude-haiku-4-5", credentials_file(vsim, tmp_path))
+    issued = vsim.state.tokens.issued
+    started = time.monotonic()
+    async with Prober() as prober:
+        results = []
+        while time.monotonic() - started < 5:
+            results.append(await prober.check(target, CheckKind.INFERENCE))
+            await asyncio.sleep(0.3)
+    assert all(r.ok for r in results), [r.error_message for r in results if not r.ok]
+    assert vsim.state.tokens.issued - issued >= 3
+
+
+# ---- gateway ---------------------------------------------------------------------------------
+
+
+def vertex_deployment(sim: SimServer, group: str, model: str, creds: Path) -> dict[str, Any]:
+    return {
+        "model_name": group,
+        "litellm_params": {
+            "model": f"vertex_ai/{model}",
+            "api_base": sim.vertex_base,
+            "vertex_project": PROJECT,
+            "vertex_location": "us-east5",
+            "vertex_credentials": str(creds),
+        },
+    }
+
+
+def test_litellm_vertex_deployments_are_served_with_their_settings(vsim, tmp_path):
+    creds = credentials_file(vsim, tmp_path)
+    config = gateway_config(
+        [
+            vertex_deployment(vsim, "gemini", "gemini-2.5-flash", creds),
+            {"model_name": "claude", "litellm_params": {"model": "vertex_ai/claude-haiku-4-5"}},
+            {
+                "model_name": "inline",
+                "litellm_params": {
+                    "model": "vertex_ai/gemini-2.5-pro",
+                    "vertex_project": PROJECT,
+                    "vertex_credentials": "os.environ/VERTEX_JSON",
+                },
+            },
+        ],
+        env={"VERTEXAI_PROJECT": "env-project", "VERTEX_JSON": '{"type": "service_account"}'},
+    )
+    gemini, claude = (g.deployments[0] for g in config.groups)
+    assert (gemini.protocol, gemini.project, gemini.location) == ("vertex", PROJECT, "us-east5")
+    assert gemini.credentials_file == str(creds)
+    target = claude.to_target()
+    assert target.protocol == "vertex-anthropic" and target.project == "env-project"
+    assert target.base_url == "https://us-central1-aiplatform.googleapis.com/v1"  # LiteLLM's
+    assert target.credentials_file is None  # application default credentials
+    assert any("vertex_credentials holds JSON" in w for w in config.warnings)
+    assert "inline" not in {g.name for g in config.groups}
+    proxied = gateway_config(
+        [
+            vertex_deployment(vsim, "gone", "gemini-2.5-flash", tmp_path / "gone.json"),
+            {
+                "model_name": "proxied",
+                "litellm_params": {
+                    "model": "vertex_ai/gemini-2.5-flash",
+                    "vertex_project": PROJECT,
+                    "api_base": f"https://proxy.example/v1/projects/{PROJECT}/locations/x/m",
+                },
+            },
+        ]
+    )
+    (gone,) = proxied.groups
+    assert "gone.json" in (gone.deployments[0].missing_key or "")  # answers 401, as LiteLLM's
+    assert any("no file at vertex_credentials" in w for w in proxied.warnings)
+    assert any("vertex_ai/ api_base of a proxy" in w for w in proxied.warnings)
+    wildcard = gateway_config([vertex_deployment(vsim, "vx-*", "*", creds)]).groups[0]
+    claude_of = wildcard.deployments[0].expand("claude-haiku-4-5", ("claude-haiku-4-5",))
+    assert claude_of.protocol == "vertex-anthropic"  # the model a wildcard takes decides
+    with pytest.raises(ConfigError, match=r"vertex_project: required for vertex_ai/"):
+        gateway_config([{"model_name": "x", "litellm_params": {"model": "vertex_ai/gemini-x"}}])
+
+
+def test_openai_sdk_falls_back_to_gemini_on_vertex(vsim, tmp_path):
+    reset(
+        vsim,
+        **{"gpt-down": {"errors": {"503": 1.0}, **FAST}, "gemini-2.5-flash": dict(FAST)},
+    )
+    config = gateway_config(
+        [
+            {
+                "model_name": "chat",
+                "litellm_params": {
+                    "model": "openai/gpt-down",
+                    "api_base": vsim.openai_base,
+                    "api_key": "os.environ/SIM_KEY",
+                },
+            },
+            vertex_deployment(
+                vsim, "vertex-gemini", "gemini-2.5-flash", credentials_file(vsim, tmp_path)
+            ),
+        ],
+        router={"fallbacks": [{"chat": ["vertex-gemini"]}]},
+    )
+    with Served(config) as served:
+        client = served.openai()
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}]
+        )
+        answer = raw.parse()
+        assert raw.headers[DEPLOYMENT_HEADER] == "vertex-gemini/vertex_ai/gemini-2.5-flash"
+        assert answer.choices[0].message.content == text_of(16)
+        assert answer.usage is not None and answer.usage.completion_tokens == 16
+        chunks = list(ask(client, "chat", stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == text_of(16)
+    sent = [r for r in truth(vsim) if r["protocol"] == "vertex"]
+    assert [r["stream"] for r in sent] == [False, True]
+    assert sent[0]["body"]["contents"] == [{"role": "user", "parts": [{"text": "hi"}]}]
+    records = [r for r in served.records if r.ok]
+    assert len(records) == 2 and all(r.provider == "vertex" for r in records)
+    assert all(r.cost_usd and r.cost_usd > 0 for r in records)
+
+
+def test_anthropic_sdk_falls_back_to_claude_on_vertex(vsim, tmp_path):
+    model = "claude-haiku-4-5@20251001"
+    reset(vsim, **{"claude-down": {"errors": {"overloaded": 1.0}, **FAST}, model: dict(FAST)})
+    config = gateway_config(
+        [
+            {
+                "model_name": "claude",
+                "litellm_params": {
+                    "model": "anthropic/claude-down",
+                    "api_base": vsim.anthropic_base,
+                    "api_key": "os.environ/SIM_KEY",
+                },
+            },
+            vertex_deployment(vsim, "vertex-claude", model, credentials_file(vsim, tmp_path)),
+        ],
+        router={"fallbacks": [{"claude": ["vertex-claude"]}]},
+    )
+    messages = [{"role": "user", "content": "hi"}]
+    with Served(config) as served:
+        client = served.anthropic()
+        message = client.messages.create(model="claude", max_tokens=64, messages=messages)
+        assert message.content[0].text == text_of(16)
+        assert message.usage.output_tokens == 16 and message.stop_reason == "end_turn"
+        with client.messages.stream(model="claude", max_tokens=64, messages=messages) as stream:
+            streamed = "".join(stream.text_stream)
+        assert streamed == text_of(16)
+    sent = [r for r in truth(vsim) if r["protocol"] == "vertex-anthropic"]
+    assert [r["stream"] for r in sent] == [False, True]
+    for record in sent:
+        assert record["body"]["anthropic_version"] == "vertex-2023-10-16"
+        assert "model" not in record["body"]
