@@ -725,3 +725,29 @@ def test_check_selects_a_custom_probe_by_name_and_json_shows_its_kind(tmp_path, 
     assert "--check: no check named capitol; expected one of capital, embeddings, fast" in (
         unknown.stdout
     )
+
+
+def test_check_config_prints_custom_probes_cost_and_a_long_context_probes_cost_a_day(tmp_path):
+    config = tmp_path / "llmpulse.yaml"
+    config.write_text(json.dumps({
+        "monitor": {"probe_budget_usd": 5},
+        "targets": [{
+            "name": "ctx", "provider": "openai-compatible", "base_url": "http://127.0.0.1:1/v1",
+            "model": "m", "prices": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+            "checks": ["models"],
+            "probes": [
+                {"name": "ttft-10k", "kind": "long_context", "input_tokens": 10000,
+                 "interval": "30m", "params": {"max_tokens": 16}},
+                {"name": "city", "messages": [{"role": "user", "content": "Capital of France?"}],
+                 "expect": {"contains": "Paris"}, "interval": "5m"},
+            ],
+        }],
+    }))  # fmt: skip
+    out = run_cli("check-config", "--config", str(config), cwd=tmp_path,
+                  env_extra={"COLUMNS": "250"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    # The models list every 30 s, ttft-10k 48 times a day and city 288 times, for 30 days.
+    assert "│ ctx    │ models, ttft-10k, city │ 96,480       │ 15.63       │" in out.stdout
+    # Every paying probe at the hourly cap is still over: said so.
+    assert "stretch 2 probes to every 1h (about $7.32 a month; still over" in out.stdout
+    assert "long_context probe ttft-10k of ctx: every 30m, about $0.48 a day" in out.stdout

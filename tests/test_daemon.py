@@ -653,3 +653,23 @@ def test_a_daemon_not_leading_learns_each_targets_newest_successful_traffic_from
         daemon.state.close()
         daemon.outbox.close()
     assert seen == {"a": pytest.approx(now - 2, abs=0.01), "b": now - 10}
+
+
+async def test_a_custom_probe_runs_at_its_own_interval_beside_the_targets_checks(
+    sim, receiver, tmp_path
+):
+    model = sim_model(sim, ttft="10ms", answer="Paris")
+    probe = {"name": "city", "messages": [{"role": "user", "content": "Capital of France?"}],
+             "expect": {"contains": "Paris"}, "interval": "300ms"}  # fmt: skip
+    config = make_config(sim, receiver, [{"provider": "openai", "model": model, "name": "t",
+                                          "interval": "5s", "checks": ["models"],
+                                          "probes": [probe]}])  # fmt: skip
+    db = tmp_path / "r.db"
+    start = time.time()
+    async with running(config, db):
+        await asyncio.sleep(2.5)
+    with SQLiteStore(db) as store:
+        stored = store.results_between(start, time.time())
+    city = [r for r in stored if r.check == "city"]
+    assert 6 <= len(city) <= 10 and all(r.ok and r.kind == "inference" for r in city)
+    assert [r.check for r in stored if r.check != "city"] == ["models"]  # every 5 s

@@ -738,10 +738,15 @@ def _print_probe_costs(console: Console, config: Config, target_glob: str) -> No
         if fitted.floor is None:
             console.print(f"{line}, within the probe budget ${limit:.2f}", highlight=False)
         else:
+            still = (
+                "; still over: they stretch no further"
+                if fitted.fitted_usd_per_s * MONTH_S > limit * 1.0001
+                else ""
+            )
             console.print(
                 f"{line}, over the probe budget ${limit:.2f}: `run` and `agent` stretch "
                 f"{len(fitted.intervals)} probes to every {format_duration(fitted.floor)} "
-                f"(about ${fitted.fitted_usd_per_s * MONTH_S:.2f} a month)",
+                f"(about ${fitted.fitted_usd_per_s * MONTH_S:.2f} a month{still})",
                 highlight=False,
             )
     for text in long_context_costs(probes):
