@@ -653,6 +653,44 @@ def test_check_config_lists_every_rule_in_effect_and_refuses_a_bad_rule(tmp_path
     assert "rules.custom[0].threshold: ttft_p99 is in seconds" in bad.stdout + bad.stderr
 
 
+def test_check_config_prints_the_probes_expected_monthly_cost_against_the_budget(tmp_path):
+    config = tmp_path / "llmpulse.yaml"
+    prices = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+    raw = {
+        "monitor": {"probe_budget_usd": 5},
+        "targets": [
+            {"name": "busy", "provider": "openai-compatible", "base_url": "http://127.0.0.1:1/v1",
+             "model": "m", "interval": "10s", "prices": prices},
+            {"name": "calm", "provider": "openai-compatible", "base_url": "http://127.0.0.1:1/v1",
+             "model": "m", "interval": "10m", "prices": prices},
+            {"name": "unpriced", "provider": "vllm", "base_url": "http://127.0.0.1:1/v1",
+             "model": "m", "checks": ["models", "inference"]},
+        ],
+    }  # fmt: skip
+    config.write_text(json.dumps(raw))
+    out = run_cli("check-config", "--config", str(config), cwd=tmp_path,
+                  env_extra={"COLUMNS": "250"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in out.stdout.splitlines()
+            if line.startswith("│") and "models" in line}  # fmt: skip
+    # A run of the three checks: 0 + 7 + 149 millionths of a dollar; 259,200 turns in 30 days.
+    assert rows["busy"] == ["models, inference, stream", "777,600", "40.44"]
+    assert rows["calm"] == ["models, inference, stream", "12,960", "0.67"]
+    assert rows["unpriced"] == ["models, inference", "172,800", "0.00 (no price: inference)"]
+    assert "probes: about $41.11 a month in all" in out.stdout
+    assert "over the probe budget $5.00: `run` and `agent` stretch 2 probes to every" in out.stdout
+    raw["monitor"]["probe_budget_usd"] = 50
+    config.write_text(json.dumps(raw))
+    within = run_cli("check-config", "--config", str(config), cwd=tmp_path,
+                     env_extra={"COLUMNS": "250"})  # fmt: skip
+    assert "within the probe budget $50.00" in within.stdout
+    raw["monitor"]["probe_budget_usd"] = -1
+    config.write_text(json.dumps(raw))
+    bad = run_cli("check-config", "--config", str(config), cwd=tmp_path)
+    assert bad.returncode == 2 and "monitor.probe_budget_usd" in bad.stdout + bad.stderr
+
+
 def test_check_selects_a_custom_probe_by_name_and_json_shows_its_kind(tmp_path, sim):
     model = sim_model(sim, ttft="10ms", answer="Lyon")
     probes = (
@@ -696,3 +734,29 @@ def test_check_selects_a_custom_probe_by_name_and_json_shows_its_kind(tmp_path, 
         "--check: no check named canary, embeddings; "
         "expected one of capital, fast, inference, models, stream"
     )
+
+
+def test_check_config_prints_custom_probes_cost_and_a_long_context_probes_cost_a_day(tmp_path):
+    config = tmp_path / "llmpulse.yaml"
+    config.write_text(json.dumps({
+        "monitor": {"probe_budget_usd": 5},
+        "targets": [{
+            "name": "ctx", "provider": "openai-compatible", "base_url": "http://127.0.0.1:1/v1",
+            "model": "m", "prices": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+            "checks": ["models"],
+            "probes": [
+                {"name": "ttft-10k", "kind": "long_context", "input_tokens": 10000,
+                 "interval": "30m", "params": {"max_tokens": 16}},
+                {"name": "city", "messages": [{"role": "user", "content": "Capital of France?"}],
+                 "expect": {"contains": "Paris"}, "interval": "5m"},
+            ],
+        }],
+    }))  # fmt: skip
+    out = run_cli("check-config", "--config", str(config), cwd=tmp_path,
+                  env_extra={"COLUMNS": "250"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    # The models list every 30 s, ttft-10k 48 times a day and city 288 times, for 30 days.
+    assert "│ ctx    │ models, ttft-10k, city │ 96,480       │ 15.63       │" in out.stdout
+    # Every paying probe at the hourly cap is still over: said so.
+    assert "stretch 2 probes to every 1h (about $7.32 a month; still over" in out.stdout
+    assert "long_context probe ttft-10k of ctx: every 30m, about $0.48 a day" in out.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import socket
@@ -25,6 +26,7 @@ from conftest import base_url, patch, serving, sim_model, spawn_llmpulse
 from llmpulse.config import parse_config
 from llmpulse.monitor import daemon as daemon_module
 from llmpulse.monitor.daemon import Daemon
+from llmpulse.result import CheckResult, Source
 from llmpulse.store import SQLiteStore
 from llmpulse.web.server import serve_beside
 from test_gateway_proxy import deployment
@@ -521,3 +523,155 @@ async def test_a_model_retiring_within_the_notice_pages_once(sim, receiver, tmp_
     assert firing["severity"] == "warning" and firing["threshold"] == 30 * 86400
     assert 9 * 86400 < firing["value"] <= 10 * 86400  # seconds left
     assert firing["summary"].startswith(f"{model} retires on {retires.isoformat()} (in ")
+
+
+def probe_calls(sim, model, start, end):
+    """When the daemon's model calls of ``model`` reached the simulator within the range."""
+    rows = httpx.get(f"{sim.url}/_sim/requests", timeout=10).json()["requests"]
+    return [
+        r["received_at"] for r in rows
+        if r["model"] == model and start < r["received_at"] < end
+        and "traffic here" not in json.dumps(r["body"])
+    ]  # fmt: skip
+
+
+async def test_successful_traffic_stands_in_for_inference_and_stream_probes_not_the_models_list(
+    sim, receiver, tmp_path
+):
+    model = sim_model(sim, ttft="10ms", output_tokens=5, tokens_per_s=500)
+    db = tmp_path / "r.db"
+    raw = {
+        **FAST,
+        "model_list": [deployment(sim, "chat", "openai", model)],
+        "gateway": {"probe_interval": "900ms"},
+        "notifiers": [{"type": "webhook", "url": receiver.url}],
+    }
+    config = parse_config(raw, env={"SIM_KEY": "sk-sim"})
+    target = f"chat/openai/{model}"
+
+    async def traffic(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            await client.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "traffic here"}]
+            )
+            if time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.1)
+
+    async def gateway_up() -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return await traffic(0.0)
+            except openai.APIConnectionError:
+                assert time.monotonic() < deadline, "the gateway did not start"
+                await asyncio.sleep(0.2)
+
+    with gateway_beside(raw, db, tmp_path) as client:
+        async with served(config, db) as (daemon, web):
+            await wait_for(lambda: probe_calls(sim, model, 0, time.time() + 1))  # probing
+            await gateway_up()
+            await traffic(2.0)  # the daemon reads it back from the store (it leads)
+            start = time.time()
+            await traffic(4.0)
+            end = time.time()
+            async with httpx.AsyncClient() as http:
+                detail = (await http.get(f"{web.urls[0]}api/v1/targets/{target}")).json()
+            assert probe_calls(sim, model, start, end) == []  # no model call from a probe
+            assert set(detail["card"]["checked_by_traffic"]) == {"inference", "stream"}
+            # Traffic stops: the probes call the model again within an interval or two.
+            await wait_for(lambda: daemon.checked_by_traffic(target) == {}, timeout=5)
+            assert len(probe_calls(sim, model, end, time.time() + 1)) >= 2
+    with SQLiteStore(db) as store:
+        stored = store.results_between(start, end)
+    probes = [r.check for r in stored if r.source == "probe"]
+    assert probes.count("models") >= 3 and set(probes) == {"models"}  # still listed
+    assert sum(r.source == "traffic" and r.ok for r in stored) >= 20
+
+
+async def test_a_spent_probe_budget_stretches_the_model_calls_and_the_cost_page_says_so(
+    sim, receiver, tmp_path, caplog
+):
+    model = sim_model(sim, ttft="10ms", output_tokens=5, tokens_per_s=500)
+    prices = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+    config = make_config(
+        sim, receiver, [{"provider": "openai", "model": model, "name": "paid", "prices": prices}],
+        monitor={**FAST["monitor"], "probe_budget_usd": 20},
+    )  # fmt: skip
+    db = tmp_path / "r.db"
+    with SQLiteStore(db) as store:  # this month's probes spent the budget already
+        store.write_results([CheckResult(
+            target="paid", provider="openai", model=model, check="stream", ok=True,
+            timestamp=datetime.now(UTC) - timedelta(seconds=5), cost_usd=20.0,
+        )])  # fmt: skip
+    start = time.time()
+    async with served(config, db) as (_, web):
+        await asyncio.sleep(4)
+        async with httpx.AsyncClient() as http:
+            budgets = (await http.get(f"{web.urls[0]}api/v1/budgets")).json()
+    end = time.time()
+    # Each model call ran its first turn, then waits an hour; the models list, free, did not.
+    assert len(probe_calls(sim, model, start, end)) <= 2
+    with SQLiteStore(db) as store:
+        models = [r for r in store.results_between(start, end) if r.check == "models"]
+    assert len(models) >= 3
+    line = next(r.message for r in caplog.records if r.message.startswith("probe budget"))
+    assert "$20.00/month: $20.00 spent, $0.00 left" in line
+    assert "2 probes stretched to every 1h" in line and "paid/inference, paid/stream" in line
+    probes = budgets["probes"]
+    assert (probes["max_usd"], probes["percent"]) == (20.0, pytest.approx(100.0, abs=0.1))
+    assert probes["spent_usd"] == pytest.approx(20.0, abs=0.01)
+    # Every 900 ms: 2.88 M runs of each check a month, 7 and 149 millionths of a dollar each.
+    assert probes["expected_usd_per_month"] == pytest.approx(2_880_000 * 156e-6)
+
+
+def test_a_daemon_not_leading_learns_each_targets_newest_successful_traffic_from_the_store(
+    sim, receiver, tmp_path
+):
+    config = make_config(sim, receiver, [{"provider": "openai", "model": "m", "name": "a"},
+                                         {"provider": "openai", "model": "m", "name": "b"}])  # fmt: skip
+    daemon = Daemon(config, db_path=tmp_path / "r.db")
+    now = time.time()
+
+    def traffic(target, ago, ok=True):
+        return CheckResult(
+            target=target, provider="openai", model="m", check="stream", ok=ok,
+            timestamp=datetime.fromtimestamp(now - ago, UTC), source=Source.TRAFFIC,
+        )  # fmt: skip
+
+    probe = dataclasses.replace(traffic("b", 1), source=Source.PROBE)
+    try:
+        daemon.store.write_results([
+            traffic("a", 3), traffic("a", 2),  # all successes: the newest is when
+            traffic("b", 3), traffic("b", 2, ok=False),  # a failure after: since the range began
+            probe, traffic("c", 20),  # a probe is no traffic; c is older than the range
+        ])  # fmt: skip
+        seen = daemon.recent_traffic(now - 10, now)
+    finally:
+        daemon.store.close()
+        daemon.state.close()
+        daemon.outbox.close()
+    assert seen == {"a": pytest.approx(now - 2, abs=0.01), "b": now - 10}
+
+
+async def test_a_custom_probe_runs_at_its_own_interval_beside_the_targets_checks(
+    sim, receiver, tmp_path
+):
+    model = sim_model(sim, ttft="10ms", answer="Paris")
+    probe = {"name": "city", "messages": [{"role": "user", "content": "Capital of France?"}],
+             "expect": {"contains": "Paris"}, "interval": "300ms"}  # fmt: skip
+    config = make_config(sim, receiver, [{"provider": "openai", "model": model, "name": "t",
+                                          "interval": "2s", "checks": ["models"],
+                                          "probes": [probe]}])  # fmt: skip
+    db = tmp_path / "r.db"
+    start = time.time()
+    async with running(config, db):
+        await asyncio.sleep(2.5)
+    with SQLiteStore(db) as store:
+        stored = store.results_between(start, time.time())
+    city = [r for r in stored if r.check == "city"]
+    assert 6 <= len(city) <= 10 and all(r.ok and r.kind == "inference" for r in city)
+    # Every 2 s from a random offset within the first 2 s: once or twice in 2.5 s.
+    others = [r.check for r in stored if r.check != "city"]
+    assert others in (["models"], ["models", "models"])

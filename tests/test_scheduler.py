@@ -13,8 +13,9 @@ import pytest
 
 from llmpulse.config import parse_config
 from llmpulse.errors import ErrorClass
-from llmpulse.probe.scheduler import Scheduler
+from llmpulse.probe.scheduler import Scheduler, check_name
 from llmpulse.result import CheckKind, CheckResult, Source
+from llmpulse.target import Probe
 
 
 def targets(*specs):
@@ -278,3 +279,143 @@ async def test_first_checks_of_many_targets_are_spread_over_the_interval():
     starts = sorted(first.values())
     # 60 first checks over a second: about 6 per 100 ms, never a burst of them.
     assert max(sum(1 for s in starts if a <= s < a + 0.1) for a in starts) <= 15
+
+
+def with_probes(target, *probes):
+    return dataclasses.replace(target, probes=probes)
+
+
+def probe_result(target, probe, error=None, **fields):
+    return CheckResult(
+        target=target.name, provider=target.provider, model=target.model, check=probe.name,
+        kind=probe.kind, timestamp=datetime.now(UTC), ok=error is None, error_class=error,
+        **fields,
+    )  # fmt: skip
+
+
+async def run_one(target, probe_or_kind):
+    """The check callable the daemon gives: a built-in check by kind, a custom probe as is."""
+    if isinstance(probe_or_kind, Probe):
+        return probe_result(target, probe_or_kind)
+    return result(target, probe_or_kind)
+
+
+async def test_custom_probes_run_at_their_own_interval_or_the_targets_spread_with_the_rest():
+    (t,) = targets(("a", "vllm", "800ms", ["models", "inference"]))
+    own = Probe(name="extract-city", kind=CheckKind.INFERENCE, interval=0.4)
+    shared = Probe(name="ttft-10k", kind=CheckKind.LONG_CONTEXT, input_tokens=10_000)
+    t = with_probes(t, own, shared)
+    starts: list[tuple[float, str]] = []
+    t0 = time.monotonic()
+
+    async def check(target, probe):
+        starts.append((time.monotonic() - t0, check_name(probe)))
+        return await run_one(target, probe)
+
+    await run_for(Scheduler([t], check, lambda *_: None, rng=Offsets([0.0])), 1.7)
+    at = {n: [s for s, nn in starts if nn == n] for n in ("inference", "models", "extract-city",
+                                                          "ttft-10k")}  # fmt: skip
+    # The target's interval holds inference and ttft-10k (model calls, spread at 0 and 400 ms)
+    # and the models list halfway between; extract-city runs every 400 ms on its own.
+    assert at["inference"][0] == pytest.approx(0.0, abs=0.05)
+    assert at["ttft-10k"][0] == pytest.approx(0.4, abs=0.05)
+    assert at["models"][0] == pytest.approx(0.2, abs=0.05)
+    for name in ("inference", "ttft-10k", "models"):
+        assert all(0.75 < b - a < 0.85 for a, b in itertools.pairwise(at[name]))
+    assert len(at["extract-city"]) == 5
+    assert all(0.35 < b - a < 0.45 for a, b in itertools.pairwise(at["extract-city"]))
+
+
+async def test_a_custom_probe_is_deferred_in_a_cooldown_like_inference():
+    (t,) = targets(("paused", "vllm", "200ms", ["models"]))
+    canary = Probe(name="canary", kind=CheckKind.INFERENCE)
+    t = with_probes(t, canary)
+    calls: list[tuple[float, str]] = []
+    t0 = time.monotonic()
+    until = t0 + 0.7
+
+    async def check(target, probe):
+        calls.append((time.monotonic() - t0, check_name(probe)))
+        return await run_one(target, probe)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]),
+                          cooldown=lambda target: max(0.0, until - time.monotonic()))  # fmt: skip
+    await run_for(scheduler, 1.1)
+    probes = [at for at, name in calls if name == "canary"]
+    assert probes and probes[0] == pytest.approx(0.7, abs=0.06)  # deferred to the end, once
+    assert all(b - a > 0.05 for a, b in itertools.pairwise(probes))  # not stacked
+    assert [name for at, name in calls if at < 0.68] == ["models"]  # once per cool-down
+
+
+async def test_successful_traffic_stands_in_for_inference_and_stream_but_not_the_rest():
+    (t,) = targets(("busy", "vllm", "300ms", ["models", "inference", "stream"]))
+    canary = Probe(name="canary", kind=CheckKind.INFERENCE)
+    t = with_probes(t, canary)
+    calls: list[tuple[float, str]] = []
+    t0 = time.monotonic()
+
+    async def check(target, probe):
+        calls.append((time.monotonic() - t0, check_name(probe)))
+        return await run_one(target, probe)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]))
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(scheduler.run(stop, drain_timeout=5))
+    # Traffic keeps answering for the first second: a success every 100 ms.
+    traffic = result(t, CheckKind.STREAM, source=Source.TRAFFIC, latency_ms=5.0)
+    failed = result(t, CheckKind.INFERENCE, ErrorClass.UNAVAILABLE, source=Source.TRAFFIC)
+    while time.monotonic() - t0 < 1.0:
+        scheduler.note(dataclasses.replace(traffic, timestamp=datetime.now(UTC)))
+        scheduler.note(dataclasses.replace(failed, timestamp=datetime.now(UTC)))
+        await asyncio.sleep(0.1)
+    during = scheduler.checked_by_traffic("busy")
+    await asyncio.sleep(1.0)
+    stop.set()
+    await task
+    busy = [name for at, name in calls if at < 0.95]
+    assert "inference" not in busy and "stream" not in busy
+    assert busy.count("models") >= 3 and busy.count("canary") >= 3
+    assert set(during) == {"inference", "stream"}
+    assert all(time.time() - 1.6 < at < time.time() - 0.9 for at in during.values())
+    # Once traffic is older than an interval, the probes call the model again.
+    later = [name for at, name in calls if at > 1.35]
+    assert "inference" in later and "stream" in later
+    assert scheduler.checked_by_traffic("busy") == {}
+
+
+async def test_failed_or_other_targets_traffic_does_not_skip_a_probe():
+    (t,) = targets(("quiet", "vllm", "200ms", ["inference"]))
+    calls: list[str] = []
+
+    async def check(target, probe):
+        calls.append(check_name(probe))
+        return await run_one(target, probe)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]))
+    scheduler.note(result(t, CheckKind.INFERENCE, ErrorClass.UNAVAILABLE, source=Source.TRAFFIC))
+    scheduler.note(result(t, CheckKind.INFERENCE))  # a probe's success is no traffic
+    scheduler.note(dataclasses.replace(result(t, CheckKind.INFERENCE, source=Source.TRAFFIC),
+                                       target="elsewhere"))  # fmt: skip
+    await run_for(scheduler, 0.5)
+    assert calls.count("inference") >= 2
+    assert scheduler.checked_by_traffic("quiet") == {}
+
+
+async def test_stretched_intervals_take_effect_from_the_next_turn_never_below_the_configured():
+    (t,) = targets(("paid", "vllm", "200ms", ["models", "inference"]))
+    calls: list[tuple[float, str]] = []
+    t0 = time.monotonic()
+
+    async def check(target, probe):
+        calls.append((time.monotonic() - t0, check_name(probe)))
+        return await run_one(target, probe)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]))
+    scheduler.stretch({("paid", "inference"): 0.5, ("paid", "models"): 0.05})
+    assert scheduler.interval(t, CheckKind.INFERENCE) == 0.5
+    assert scheduler.interval(t, CheckKind.MODELS) == 0.2  # never shorter than configured
+    await run_for(scheduler, 1.2)
+    inference = [at for at, name in calls if name == "inference"]
+    assert len(inference) == 3  # at 0, 0.5 and 1.0 s instead of every 200 ms
+    assert all(0.45 < b - a < 0.55 for a, b in itertools.pairwise(inference))
+    assert len([n for _, n in calls if n == "models"]) == 6

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from llmpulse.alerts.state import AlertStateStore
     from llmpulse.config.gateway import GatewayConfig
     from llmpulse.gateway.keys import RunTimeKeys
+    from llmpulse.monitor.daemon import Daemon
+    from llmpulse.probe.budget import PlannedProbe
     from llmpulse.sim.server import SimServer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -209,6 +211,7 @@ def run(
     if server is not None:
         for url in server.urls:
             console.print(f"llmpulse: serving {url}", highlight=False)
+    _print_probe_spend(console, daemon)
     aio.run(daemon.run())
 
 
@@ -257,7 +260,24 @@ def agent(
         "Ctrl-C to stop",
         highlight=False,
     )
+    _print_probe_spend(console, daemon)
     aio.run(daemon.run())
+
+
+def _print_probe_spend(console: Console, daemon: Daemon) -> None:
+    """Before probing: what the long-context probes cost a day, and the budget they keep to."""
+    from llmpulse.probe.budget import DAY_S, MONTH_S, long_context_costs
+
+    for line in long_context_costs(daemon.probes):
+        console.print(f"llmpulse: {line}", highlight=False)
+    limit = daemon.config.monitor.probe_budget_usd
+    if limit is not None:
+        expected = sum(p.usd_per_s() for p in daemon.probes)
+        console.print(
+            f"llmpulse: probe budget ${limit:.2f} a month; the probes at their intervals cost "
+            f"about ${expected * MONTH_S:.2f} a month (${expected * DAY_S:.2f} a day)",
+            highlight=False,
+        )
 
 
 @main.command()
@@ -680,6 +700,59 @@ def check_config(config_path: Path | None, target_glob: str, as_json: bool) -> N
             str(r.min_samples), r.severity, r.detail,
         )  # fmt: skip
     console.print(table)
+    _print_probe_costs(console, config, target_glob)
+
+
+def _print_probe_costs(console: Console, config: Config, target_glob: str) -> None:
+    """What the probes are expected to cost a month per target (those ``target_glob``
+    matches), the total of all, and what the probe budget makes of it (the daemon's rule:
+    ``probe.budget``)."""
+    import fnmatch
+
+    from rich.table import Table
+
+    from llmpulse.probe.budget import MONTH_S, fit, long_context_costs, scheduled
+
+    probes = scheduled(config.targets)
+    if not probes:
+        return
+    table = Table("target", "probes", "runs a month", "USD a month", title="Probe spend, estimated")
+    per_target: dict[str, list[PlannedProbe]] = {}
+    for p in probes:
+        per_target.setdefault(p.target.name, []).append(p)
+    for name, own in per_target.items():
+        if not fnmatch.fnmatchcase(name, target_glob):
+            continue
+        unknown = [p.name for p in own if p.cost_per_run is None]
+        cost = f"{sum(p.usd_per_s() for p in own) * MONTH_S:.2f}"
+        if unknown:
+            cost += f" (no price: {', '.join(unknown)})"
+        runs = sum(MONTH_S / p.interval for p in own)
+        table.add_row(name, ", ".join(p.name for p in own), f"{runs:,.0f}", cost)
+    console.print(table)
+    total = sum(p.usd_per_s() for p in probes) * MONTH_S
+    limit = config.monitor.probe_budget_usd
+    line = f"probes: about ${total:.2f} a month in all (a 30-day month, output budgets spent whole)"
+    if limit is None:
+        console.print(f"{line}; no monitor.probe_budget_usd", highlight=False)
+    else:
+        fitted = fit(probes, limit / MONTH_S)
+        if fitted.floor is None:
+            console.print(f"{line}, within the probe budget ${limit:.2f}", highlight=False)
+        else:
+            still = (
+                "; still over: they stretch no further"
+                if fitted.fitted_usd_per_s * MONTH_S > limit * 1.0001
+                else ""
+            )
+            console.print(
+                f"{line}, over the probe budget ${limit:.2f}: `run` and `agent` stretch "
+                f"{len(fitted.intervals)} probes to every {format_duration(fitted.floor)} "
+                f"(about ${fitted.fitted_usd_per_s * MONTH_S:.2f} a month{still})",
+                highlight=False,
+            )
+    for text in long_context_costs(probes):
+        console.print(text, highlight=False)
 
 
 @main.command("ack")

@@ -41,6 +41,8 @@ class MonitorSettings(BaseModel):
     agent: str | None = Field(default=None, min_length=1, max_length=100)
     region: str | None = Field(default=None, min_length=1, max_length=100)
     min_regions: int = Field(default=1, ge=1, le=100)
+    # USD the probes may spend per UTC calendar month: intervals stretch to fit (probe.budget).
+    probe_budget_usd: float | None = Field(default=None, gt=0, le=1_000_000)
 
 
 NotifierNames = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]

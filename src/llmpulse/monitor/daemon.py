@@ -19,7 +19,14 @@ refuses writes is said once in the log when it starts and once when it is over.
 
 The leader also pauses its probes of a target that another writer found rate-limited (its
 results' Retry-After, ``Scheduler.note``), since it reads them anyway; other agents pause on
-their own results only, rather than each reading every result back.
+their own results only, rather than each reading every result back. Successful traffic (the
+gateway's, ``instrument()``'s) stands in for a target's inference and stream probes: the leader
+learns of it from what it reads back, other agents from one grouped query of the last seconds'
+traffic every ``TRAFFIC_EVERY_S``.
+
+With ``monitor.probe_budget_usd`` the probes' intervals stretch to fit the month's budget
+(``probe.budget``): judged at start and every ``PROBE_BUDGET_EVERY_S`` against the month's probe
+spend so far, as stored.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,7 +56,7 @@ from llmpulse.config.storage import is_postgres, results_location
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.monitor.billing import Reconciler
 from llmpulse.monitor.leader import leadership_for
-from llmpulse.probe import Prober
+from llmpulse.probe import Prober, budget
 from llmpulse.probe.lock import ProbeLock
 from llmpulse.probe.official import (
     DEFAULT_SOURCES,
@@ -60,8 +67,8 @@ from llmpulse.probe.official import (
     source_urls,
 )
 from llmpulse.probe.scheduler import Scheduler
-from llmpulse.result import CheckResult
-from llmpulse.store import database_errors, local_path
+from llmpulse.result import CheckResult, Source
+from llmpulse.store import ResultFilter, database_errors, local_path
 from llmpulse.store.writer import Trouble, open_recording
 from llmpulse.target import Target
 
@@ -80,6 +87,8 @@ BUDGETS_EVERY_S = 60.0  # budget alerts and forecasts per key and team, judged e
 DRAIN_OUTBOX_S = 5.0
 SLO_SAVE_S = 5.0  # SLO minutes saved this often (a new leader recounts the last minutes anyway)
 BILLING_EVERY_S = 60.0  # due billing days looked for this often (each is read once)
+TRAFFIC_EVERY_S = 5.0  # a non-leader's look at recent traffic: a probe is skipped on evidence
+PROBE_BUDGET_EVERY_S = 600.0  # the month's probe spend read back, the intervals fitted again
 
 
 def _database_down(exc: Exception) -> bool:
@@ -172,6 +181,11 @@ class Daemon:
         # run beside the scheduler until the stop event (see ``attach``).
         self._sinks: list[Callable[[CheckResult], None]] = []
         self._services: list[Callable[[asyncio.Event], Awaitable[None]]] = []
+        self.scheduler: Scheduler | None = None
+        self._fitted: dict[tuple[str, str], float] | None = None  # the budget's last fit
+        # The month's probe spend as last read (its month's start, USD): kept while the
+        # database is away.
+        self._probe_spent = (0.0, 0.0)
 
     def attach(
         self,
@@ -239,6 +253,15 @@ class Daemon:
             notification.summary,
         )
 
+    @functools.cached_property
+    def probes(self) -> list[budget.PlannedProbe]:
+        """The probes as scheduled, with their price per run: what the budget stretches."""
+        return budget.scheduled(self.config.targets)
+
+    def checked_by_traffic(self, name: str) -> Mapping[str, float]:
+        """When each check of target ``name`` was last skipped because traffic checked it."""
+        return self.scheduler.checked_by_traffic(name) if self.scheduler is not None else {}
+
     def on_result(self, target: Target, result: CheckResult) -> None:
         result.agent, result.region = self.agent, self.region
         self.recording.add(result)
@@ -277,11 +300,15 @@ class Daemon:
                 confirmations=self.config.monitor.confirmations,
             )
             self.scheduler = scheduler
+            if self.config.monitor.probe_budget_usd is not None:
+                await self._fit_budget(scheduler)  # the first turns already fit
             background = [
                 asyncio.ensure_future(self.status.run(session, self.stop_event)),
                 asyncio.ensure_future(self._official_changes()),
                 asyncio.ensure_future(self._record_official()),
                 asyncio.ensure_future(self._reconcile(session)),
+                asyncio.ensure_future(self._traffic(scheduler)),
+                asyncio.ensure_future(self._probe_budget(scheduler)),
             ]
             background += [asyncio.ensure_future(s(self.stop_event)) for s in self._services]
             ticker = asyncio.ensure_future(self._ticker())
@@ -432,9 +459,64 @@ class Daemon:
 
     def _note_cooldowns(self, results: list[CheckResult]) -> None:
         """A 429 met by another writer (an agent's probe, a gateway's traffic on a deployment
-        this daemon also probes) pauses this daemon's probes of that target too."""
+        this daemon also probes) pauses this daemon's probes of that target too; successful
+        traffic stands in for its inference and stream probes."""
+        if self.scheduler is None:
+            return
         for result in results:
             self.scheduler.note(result)
+
+    async def _traffic(self, scheduler: Scheduler) -> None:
+        """While another daemon leads, the targets' recent successful traffic, read every
+        ``TRAFFIC_EVERY_S``; the leader reads every result anyway."""
+        since = time.time() - max((t.interval for t in self.config.targets), default=0.0)
+        while True:
+            await asyncio.sleep(TRAFFIC_EVERY_S)
+            now = time.time()
+            if self.alerting is None:
+                with _logged("reading recent traffic", self.unreadable):
+                    seen = await asyncio.to_thread(self.recent_traffic, since, now)
+                    for name, at in seen.items():
+                        scheduler.traffic_seen(name, at)
+            since = now
+
+    def recent_traffic(self, since: float, now: float) -> dict[str, float]:
+        """When each target's successful traffic stored since ``since`` surely was: grouped in
+        the database, one row per target however busy the gateway is."""
+        found = self.store.summarize_raw(
+            since, now + 1, group_by="target", where=ResultFilter(source=Source.TRAFFIC.value)
+        )
+        # The newest result is a success only if all were; else the range's start is when one
+        # surely was.
+        return {
+            name: (s.last_ts if s.ok == s.total and s.last_ts else since)
+            for name, s in found.items()
+            if s.ok
+        }
+
+    async def _probe_budget(self, scheduler: Scheduler) -> None:
+        while self.config.monitor.probe_budget_usd is not None:
+            await asyncio.sleep(PROBE_BUDGET_EVERY_S)
+            await self._fit_budget(scheduler)
+
+    async def _fit_budget(self, scheduler: Scheduler) -> None:
+        """Stretch the probes' intervals to what is left of the month's budget; said in the
+        log once per change."""
+        limit = self.config.monitor.probe_budget_usd
+        assert limit is not None
+        now = time.time()
+        start, _ = budget.month_bounds(now)
+        with _logged("reading the month's probe spend", self.unreadable):
+            rows = await asyncio.to_thread(
+                self.store.costs, "provider", start, now, source=Source.PROBE.value
+            )
+            self._probe_spent = (start, sum(r.cost_usd for r in rows))
+        spent = self._probe_spent[1] if self._probe_spent[0] == start else 0.0
+        fit = budget.fit(self.probes, budget.allowance(limit, spent, now))
+        scheduler.stretch(fit.intervals)
+        if fit.intervals != self._fitted:
+            log.warning("%s", budget.describe(fit, limit, spent, now))
+            self._fitted = fit.intervals
 
     async def _maintenance(self) -> None:
         """The leader's rollups, baselines and pruning, apart from the ticker so they never

@@ -1,8 +1,9 @@
 """When each check runs.
 
-Every target's check kinds are spread across its interval (at 30 s: inference at 0 s, the
+Every target's built-in checks are spread across its interval (at 30 s: inference at 0 s, the
 models list at 7.5 s, stream at 15 s), and targets start at random offsets so they never fire
-in lockstep. Runs are
+in lockstep. A custom probe (``Target.probes``) runs at its own interval, or the target's: the
+target's probes of one interval are spread across it together, the built-in ones first. Runs are
 fixed-rate from a heap of due times; a check still running when its next turn comes is skipped,
 never stacked, so a hanging target cannot pile up work or delay the others.
 
@@ -19,13 +20,26 @@ quota without one (``ratelimit``'s defaults), whoever got that answer (``Cooldow
 this scheduler's own results and, through ``note``, with other writers' ones), and for as long as
 the ``cooldown`` callable says (the gateway's breakers: traffic 429s, other replicas' cool-downs,
 an open breaker until it would let a half-open trial through). A check that calls the model
-(inference, stream) coming due inside a cool-down is deferred to its end, once per kind: not
-dropped, not stacked, and a regular turn right after it is skipped; at the end one model call
-goes first and the target's other kind waits for its answer. That holds for retries too,
+(every kind but a models list: inference, stream, a custom probe) coming due inside a cool-down
+is deferred to its end, once per check: not dropped, not stacked, and a regular turn right after
+it is skipped; at the end one model call goes first and the target's others wait for its
+answer. That holds for retries too,
 so a 503 with a Retry-After is re-checked when it asks, and only a 503 without one at
 ``retry_interval``. A models list, which spends no model quota, runs at most once per
 cool-down. Sibling checks are extras: a cooling target gets none, and a target gets one per
-``retry_interval`` however many of its siblings fail at once.
+``retry_interval`` however many of its siblings fail at once (with the failed check's kind
+where it has that built-in check, else its first check).
+
+Real traffic is evidence. When successful traffic (the gateway's, ``instrument()``'s) of a
+target was answered within its interval, a turn of its built-in inference or stream check (a
+regular one, or one deferred by a cool-down) is skipped, since the traffic showed what it would
+(``note``, ``traffic_seen``); the models list and the custom probes still run, as they assert
+what traffic does not. Retries and sibling checks of a suspected outage always run. Each skip is
+kept (``checked_by_traffic``) for the dashboard; it writes no result, so availability counts
+only what was measured.
+
+Intervals may be stretched while running (``stretch``: the probe budget, ``probe.budget``),
+never below the configured ones.
 """
 
 from __future__ import annotations
@@ -39,13 +53,13 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal
 
 from llmpulse.errors import ErrorClass
 from llmpulse.ratelimit import QUOTA_COOLDOWN_S, RATE_LIMITED_COOLDOWN_S
-from llmpulse.result import CheckKind, CheckResult
-from llmpulse.target import Target
+from llmpulse.result import CheckKind, CheckResult, Source
+from llmpulse.target import Probe, Target
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +68,24 @@ log = logging.getLogger(__name__)
 MAX_COOLDOWN_S = 600.0
 # Seconds until a target may be probed with a model call (0: now), as someone else knows it.
 Cooldown = Callable[[Target], float]
-_MODEL_CALLS = (CheckKind.INFERENCE, CheckKind.STREAM)
+# What a check is: a built-in check by its kind, or a custom probe.
+Check = CheckKind | Probe
+# The built-in checks that a target's successful traffic stands in for.
+_TRAFFIC_CHECKS = (CheckKind.INFERENCE, CheckKind.STREAM)
+
+
+def calls_model(check: Check) -> bool:
+    """Whether the check spends model quota: every kind but a models list."""
+    return _kind(check) is not CheckKind.MODELS
+
+
+def check_name(check: Check) -> str:
+    """The name its results carry (``CheckResult.check``)."""
+    return check if isinstance(check, CheckKind) else check.name
+
+
+def _kind(check: Check) -> CheckKind:
+    return check if isinstance(check, CheckKind) else check.kind
 
 
 def cooldown_of(result: CheckResult) -> float | None:
@@ -113,15 +144,18 @@ class _Due:
     at: float
     seq: int
     target: int = dataclasses.field(compare=False)
-    kind: CheckKind = dataclasses.field(compare=False)
+    check: Check = dataclasses.field(compare=False)
     why: _Why = dataclasses.field(compare=False)
+
+
+_Key = tuple[int, Check]  # a target (its index) and one of its checks
 
 
 class Scheduler:
     def __init__(
         self,
         targets: Sequence[Target],
-        check: Callable[[Target, CheckKind], Awaitable[CheckResult]],
+        check: Callable[[Target, Check], Awaitable[CheckResult]],
         on_result: Callable[[Target, CheckResult], None],
         *,
         concurrency: int = 256,
@@ -129,51 +163,92 @@ class Scheduler:
         confirmations: int = 3,
         rng: random.Random | None = None,
         cooldown: Cooldown | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.targets = list(targets)
         self._check = check
         self._on_result = on_result
         self._cooldown = cooldown
-        self.cooldowns = Cooldowns()
-        self._names = {t.name for t in self.targets}
+        self._clock = clock
+        self.cooldowns = Cooldowns(clock)
+        self._by_name = {t.name: t for t in self.targets}
         self._gate = asyncio.Semaphore(concurrency)
         self.retry_interval = retry_interval
         self.confirmations = confirmations
         self._rng = rng or random.Random()
         self._heap: list[_Due] = []
         self._seq = itertools.count()
-        self._running: set[tuple[int, CheckKind]] = set()
+        self._running: set[_Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        # Consecutive outage-class failures per (target, check kind), as the alert rule counts.
-        self._failures: dict[tuple[int, CheckKind], int] = {}
+        # Consecutive outage-class failures per (target, check), as the alert rule counts.
+        self._failures: dict[_Key, int] = {}
         self._siblings: dict[str, list[int]] = {}
         for i, t in enumerate(self.targets):
             self._siblings.setdefault(t.provider, []).append(i)
-        # When each (target, kind) last started, was last asked for as a sibling, and the
+        # When each (target, check) last started, was last asked for as a sibling, and the
         # pending deferral of each (its seq).
-        self._started: dict[tuple[int, CheckKind], float] = {}
-        self._sibling_checks: dict[tuple[int, CheckKind], float] = {}
-        self._deferred: dict[tuple[int, CheckKind], int] = {}
+        self._started: dict[_Key, float] = {}
+        self._sibling_checks: dict[_Key, float] = {}
+        self._deferred: dict[_Key, int] = {}
         # When each target was first found cooling down, while it still is; those found so
         # since their last model call; and the model call that went first after, while it runs.
         self._quiet: dict[int, float] = {}
         self._cooled: set[int] = set()
-        self._first: dict[int, tuple[int, CheckKind]] = {}
+        self._first: dict[int, _Key] = {}
+        # Stretched intervals by (target name, check name): the probe budget's.
+        self._stretched: dict[tuple[str, str], float] = {}
+        # When each target's newest successful traffic was answered (wall clock), and when each
+        # of its checks was last skipped for it.
+        self._traffic: dict[str, float] = {}
+        self._skipped: dict[str, dict[str, float]] = {}
         self._wakeup = asyncio.Event()
         # Start delay of recent checks (seconds past their due time), for lag figures.
         self.lag: deque[float] = deque(maxlen=100_000)
 
-    def _push(self, at: float, target: int, kind: CheckKind, why: _Why) -> int:
+    def _push(self, at: float, target: int, check: Check, why: _Why) -> int:
         seq = next(self._seq)
-        heapq.heappush(self._heap, _Due(at, seq, target, kind, why))
+        heapq.heappush(self._heap, _Due(at, seq, target, check, why))
         self._wakeup.set()
         return seq
 
     def note(self, result: CheckResult) -> None:
-        """Learn a cool-down from a result of one of these targets measured elsewhere (another
-        agent's probe, a gateway's traffic): its target is not probed until it ends."""
-        if result.target in self._names:
-            self.cooldowns.note(result)
+        """Learn from a result of one of these targets measured elsewhere (another agent's
+        probe, a gateway's traffic): a cool-down, its target not probed until it ends; and
+        successful traffic, which stands in for the target's inference and stream checks."""
+        if result.target not in self._by_name:
+            return
+        self.cooldowns.note(result)
+        if result.source is Source.TRAFFIC and result.ok:
+            answered = result.timestamp.timestamp() + (result.latency_ms or 0.0) / 1000.0
+            self.traffic_seen(result.target, answered)
+
+    def traffic_seen(self, name: str, at: float) -> None:
+        """Successful traffic of target ``name`` was answered at ``at`` (wall clock)."""
+        if name in self._by_name and at > self._traffic.get(name, -math.inf):
+            self._traffic[name] = min(at, self._clock())  # a clock running ahead gains nothing
+
+    def checked_by_traffic(self, name: str) -> dict[str, float]:
+        """The checks of target ``name`` whose latest turn was skipped because traffic checked
+        it (within two of its intervals, and none ran since), and when (wall clock)."""
+        target = self._by_name.get(name)
+        if target is None:
+            return {}
+        wall = self._clock()
+        return {
+            check: at
+            for check, at in self._skipped.get(name, {}).items()
+            if wall - at < 2 * self.interval(target, CheckKind(check))
+        }
+
+    def interval(self, target: Target, check: Check) -> float:
+        """How often ``check`` runs now: as configured, unless stretched (never shorter)."""
+        stretched = self._stretched.get((target.name, check_name(check)), 0.0)
+        return max(configured_interval(target, check), stretched)
+
+    def stretch(self, intervals: Mapping[tuple[str, str], float]) -> None:
+        """Run these checks, by (target name, check name), this often (the others as
+        configured); each takes effect from its next turn."""
+        self._stretched = dict(intervals)
 
     def wait(self, target: Target) -> float:
         """Seconds until ``target`` may be probed with a model call (0: now)."""
@@ -191,9 +266,13 @@ class Scheduler:
         start = loop.time()
         for i, target in enumerate(self.targets):
             offset = self._rng.uniform(0, target.interval)
-            for kind, phase in _phases(target.checks).items():
-                at = start + (offset + phase * target.interval) % target.interval
-                self._push(at, i, kind, "regular")
+            groups: dict[float, list[Check]] = {}
+            for check in checks_of(target):
+                groups.setdefault(self.interval(target, check), []).append(check)
+            for interval, checks in groups.items():
+                for check, phase in _phases(checks).items():
+                    at = start + (offset + phase * interval) % interval
+                    self._push(at, i, check, "regular")
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
@@ -216,42 +295,64 @@ class Scheduler:
 
     def _launch(self, due: _Due, now: float) -> None:
         target = self.targets[due.target]
-        key = (due.target, due.kind)
+        key = (due.target, due.check)
+        interval = self.interval(target, due.check)
         if due.why == "regular":
-            nxt = due.at + target.interval
+            nxt = due.at + interval
             if nxt <= now:  # fell behind (e.g. the machine slept): skip missed turns
-                nxt += (now - nxt) // target.interval * target.interval + target.interval
-            self._push(nxt, due.target, due.kind, "regular")
+                nxt += (now - nxt) // interval * interval + interval
+            self._push(nxt, due.target, due.check, "regular")
         elif due.why == "deferred" and self._deferred.get(key) != due.seq:
             return  # a check of this kind ran since: this one is moot
         if key in self._running:
             return
+        if due.why in ("regular", "deferred") and self._by_traffic(target, due.check, interval):
+            self._deferred.pop(key, None)
+            return
         last = self._started.get(key, -math.inf)
         wait = self.wait(target)
+        model_call = calls_model(due.check)
         if wait > 0:
             quiet = self._quiet.setdefault(due.target, now)
             self._cooled.add(due.target)
-            if due.kind in _MODEL_CALLS:
+            if model_call:
                 if due.why == "deferred" or key not in self._deferred:
-                    self._deferred[key] = self._push(now + wait, due.target, due.kind, "deferred")
+                    self._deferred[key] = self._push(now + wait, due.target, due.check, "deferred")
                 return
             if last >= quiet:  # a models list at most once per cool-down
                 return
         else:
             self._quiet.pop(due.target, None)
             # A check of this kind just ran (deferred, retry or sibling): it stood in for the turn.
-            if due.why == "regular" and now - last < target.interval / 4:
+            if due.why == "regular" and now - last < interval / 4:
                 return
-            if due.kind in _MODEL_CALLS and not self._goes_first(due, key, now):
+            if model_call and not self._goes_first(due, key, now):
                 return
         self._deferred.pop(key, None)
+        skipped = self._skipped.get(target.name, {})
+        if check_name(due.check) in skipped:  # measured again: no longer checked by traffic
+            self._skipped[target.name] = {
+                k: v for k, v in skipped.items() if k != check_name(due.check)
+            }
         self._started[key] = now
         self._running.add(key)
         task = asyncio.ensure_future(self._run_one(due, target))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _goes_first(self, due: _Due, key: tuple[int, CheckKind], now: float) -> bool:
+    def _by_traffic(self, target: Target, check: Check, interval: float) -> bool:
+        """Skip this turn of a built-in inference or stream check: successful traffic was
+        answered within its interval."""
+        if check not in _TRAFFIC_CHECKS or target.name not in self._traffic:
+            return False
+        wall = self._clock()
+        if wall - self._traffic[target.name] >= interval:
+            return False
+        # A new mapping each time: the dashboard reads it from another thread.
+        self._skipped[target.name] = {**self._skipped.get(target.name, {}), str(check): wall}
+        return True
+
+    def _goes_first(self, due: _Due, key: _Key, now: float) -> bool:
         """At a cool-down's end one model call goes first; the target's others wait for its
         answer, which may start another cool-down (an open breaker's one half-open trial)."""
         first = self._first.get(due.target)
@@ -259,7 +360,7 @@ class Scheduler:
             del self._first[due.target]
         elif first is not None:
             self._deferred[key] = self._push(
-                now + self.retry_interval, due.target, due.kind, "deferred"
+                now + self.retry_interval, due.target, due.check, "deferred"
             )
             return False
         if due.target in self._cooled:
@@ -272,17 +373,17 @@ class Scheduler:
         try:
             async with self._gate:
                 self.lag.append(max(0.0, loop.time() - due.at))
-                result = await self._check(target, due.kind)
+                result = await self._check(target, due.check)
             self.cooldowns.note(result)
             self._after(due, result, loop.time())
             self._on_result(target, result)
         except Exception:  # a bug in a callback must not stop the schedule
-            log.exception("check of %s %s failed unexpectedly", target.name, due.kind)
+            log.exception("check of %s %s failed unexpectedly", target.name, check_name(due.check))
         finally:
-            self._running.discard((due.target, due.kind))
+            self._running.discard((due.target, due.check))
 
     def _after(self, due: _Due, result: CheckResult, now: float) -> None:
-        key = (due.target, due.kind)
+        key = (due.target, due.check)
         outage = result.error_class is not None and result.error_class.is_outage
         if not outage:
             self._failures.pop(key, None)
@@ -290,33 +391,57 @@ class Scheduler:
         failures = self._failures[key] = self._failures.get(key, 0) + 1
         if failures < self.confirmations:
             # Deferred at launch to the end of a cool-down the failure may have asked for.
-            self._push(now + self.retry_interval, due.target, due.kind, "retry")
+            self._push(now + self.retry_interval, due.target, due.check, "retry")
         if failures == 1:
             for j in self._siblings[self.targets[due.target].provider]:
                 sibling = self.targets[j]
-                kind = due.kind if due.kind in sibling.checks else sibling.checks[0]
-                asked = self._sibling_checks.get((j, kind), -math.inf)
+                check = _sibling_check(sibling, due.check)
+                if check is None:
+                    continue
+                asked = self._sibling_checks.get((j, check), -math.inf)
                 if (
                     j != due.target
-                    and (j, kind) not in self._failures
+                    and (j, check) not in self._failures
                     and now - asked >= self.retry_interval  # many failing at once: one check
                     and self.wait(sibling) == 0
                 ):
-                    self._sibling_checks[(j, kind)] = now
-                    self._push(now, j, kind, "sibling")
+                    self._sibling_checks[(j, check)] = now
+                    self._push(now, j, check, "sibling")
 
 
-def _phases(kinds: Sequence[CheckKind]) -> dict[CheckKind, float]:
-    """Where in the interval each kind runs, as a fraction of it.
+def _sibling_check(sibling: Target, failed: Check) -> Check | None:
+    """What a sibling is checked with when ``failed`` failed on its provider: the same built-in
+    check, or one of its kind, else the sibling's first check (None: it has none)."""
+    kind = _kind(failed)
+    if kind in sibling.checks:
+        return kind
+    return next(iter(checks_of(sibling)), None)
 
-    The kinds that call the model (inference, stream) are spread evenly, since they are what
-    notices an outage: a models list often keeps answering while inference fails. The models
-    check sits halfway between two of them.
+
+def checks_of(target: Target) -> tuple[Check, ...]:
+    """The target's built-in checks, then its custom probes."""
+    return (*target.checks, *target.probes)
+
+
+def configured_interval(target: Target, check: Check) -> float:
+    """How often the config says ``check`` runs: a custom probe's interval, else the target's."""
+    if isinstance(check, Probe) and check.interval is not None:
+        return check.interval
+    return target.interval
+
+
+def _phases(checks: Sequence[Check]) -> dict[Check, float]:
+    """Where in the interval each check runs, as a fraction of it.
+
+    The checks that call the model are spread evenly, since they are what notices an outage: a
+    models list often keeps answering while inference fails. A models list sits halfway
+    between two of them.
     """
-    calls = [k for k in kinds if k is not CheckKind.MODELS]
+    calls = [c for c in checks if calls_model(c)]
+    lists = [c for c in checks if not calls_model(c)]
     if not calls:
-        return {CheckKind.MODELS: 0.0}
-    phases: dict[CheckKind, float] = {k: i / len(calls) for i, k in enumerate(calls)}
-    if CheckKind.MODELS in kinds:
-        phases[CheckKind.MODELS] = 0.5 / len(calls)
+        return {c: i / len(lists) for i, c in enumerate(lists)}
+    phases: dict[Check, float] = {c: i / len(calls) for i, c in enumerate(calls)}
+    for i, c in enumerate(lists):
+        phases[c] = (i + 0.5) / max(len(calls), len(lists))
     return phases

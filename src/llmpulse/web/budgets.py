@@ -1,5 +1,6 @@
 """``GET /api/v1/budgets``: every gateway key and team with a budget, its use and forecast
-(``alerts.budgets``, as the alert leader judges them) and its budget alerts as they stand."""
+(``alerts.budgets``, as the alert leader judges them) and its budget alerts as they stand; and
+the probes' own month's spend against ``monitor.probe_budget_usd`` (``probe.budget``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from llmpulse.alerts import budgets
 from llmpulse.alerts.engine import fingerprint
 from llmpulse.alerts.model import AlertState
+from llmpulse.probe import budget as probe_budget
 from llmpulse.rules import BUDGET_RULES
 from llmpulse.web import schemas
 from llmpulse.web.view import View
@@ -54,7 +56,26 @@ def budget_use(view: View, now: float | None = None) -> schemas.Budgets:
                 alerts=alerts,
             )
         )
-    return schemas.Budgets(generated_at=datetime.fromtimestamp(now, UTC), budgets=out)
+    return schemas.Budgets(
+        generated_at=datetime.fromtimestamp(now, UTC), budgets=out, probes=_probes(view, now)
+    )
+
+
+def _probes(view: View, now: float) -> schemas.ProbeBudget | None:
+    limit = view.config.monitor.probe_budget_usd
+    if limit is None:
+        return None
+    start, end = probe_budget.month_bounds(now)
+    spent = sum(r.cost_usd for r in view.store.costs("provider", start, now, source="probe"))
+    rate = sum(p.usd_per_s() for p in probe_budget.scheduled(view.known_targets()))
+    return schemas.ProbeBudget(
+        max_usd=limit,
+        spent_usd=spent,
+        remaining_usd=limit - spent,
+        percent=spent / limit * 100,
+        resets_at=datetime.fromtimestamp(end, UTC),
+        expected_usd_per_month=rate * probe_budget.MONTH_S,
+    )
 
 
 def _dt(ts: float | None) -> datetime | None:

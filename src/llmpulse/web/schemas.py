@@ -118,6 +118,12 @@ class Card(BaseModel):
     retires: str | None  # the model's announced retirement day (ISO date), if configured
     official: Official | None
     alerts: list[Alert]
+    checked_by_traffic: dict[str, float] = Field(
+        default_factory=dict,
+        description="Built-in checks (inference, stream) whose latest turn was skipped because "
+        "successful traffic had checked the target within its interval, by name: when (Unix "
+        "time). Known where the daemon that probes serves the dashboard (llmpulse run)",
+    )
 
 
 class MissedIncident(BaseModel):
@@ -563,9 +569,27 @@ class BudgetUse(BaseModel):
     alerts: list[BudgetAlert] = Field(description="Its budget alerts firing or pending")
 
 
+class ProbeBudget(BaseModel):
+    """The probes' own budget (``monitor.probe_budget_usd``) in the current UTC month."""
+
+    max_usd: float
+    spent_usd: float = Field(description="Probe spend since the month began, UTC")
+    remaining_usd: float = Field(description="max_usd - spent_usd; negative once overspent")
+    percent: float = Field(description="spent_usd / max_usd × 100")
+    resets_at: datetime = Field(description="When the next UTC month begins")
+    expected_usd_per_month: float = Field(
+        description="What the probes cost in 30 days at their configured intervals (prices "
+        "from the catalogue; models without a price count nothing); the daemon stretches "
+        "intervals while this outruns what is left"
+    )
+
+
 class Budgets(BaseModel):
     generated_at: datetime
     budgets: list[BudgetUse]
+    probes: ProbeBudget | None = Field(
+        default=None, description="The probe budget, when monitor.probe_budget_usd is set"
+    )
 
 
 class SloIncident(Incident):

@@ -36,7 +36,7 @@ from llmpulse.telemetry.prometheus import (
     TargetSnapshot,
 )
 from llmpulse.web.app import create_app
-from llmpulse.web.view import CARD_WINDOW, DAY, OfficialSource, View
+from llmpulse.web.view import CARD_WINDOW, DAY, OfficialSource, TrafficSource, View
 
 if TYPE_CHECKING:
     from llmpulse.monitor.daemon import Daemon
@@ -63,10 +63,11 @@ class WebServer:
         storage: str | Path,
         *,
         official: OfficialSource | None = None,
+        checked_by_traffic: TrafficSource | None = None,
         status_only: bool = False,
     ) -> None:
         web = config.web
-        self.view = View.open(config, storage, official)
+        self.view = View.open(config, storage, official, checked_by_traffic)
         self.spend_series = SpendSeries()
         self.exporter = MetricsExporter(snapshot=self.snapshot)
         self.urls: list[str] = []
@@ -180,7 +181,11 @@ def serve_beside(daemon: Daemon, *, status_only: bool = False) -> WebServer | No
     if not daemon.config.web.enabled:
         return None
     web = WebServer(
-        daemon.config, daemon.location, official=daemon.status.current, status_only=status_only
+        daemon.config,
+        daemon.location,
+        official=daemon.status.current,
+        checked_by_traffic=daemon.checked_by_traffic,
+        status_only=status_only,
     )
     daemon.attach(sink=web.exporter.observe, service=web.serve)
     return web

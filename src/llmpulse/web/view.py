@@ -74,6 +74,8 @@ MAX_SILENCE_S = 365 * DAY
 NEXT_WINDOWS = 3  # of each silence, in the API's next_occurrences
 
 OfficialSource = Callable[[str], OfficialStatus | None]
+# When a target's checks were last skipped because traffic checked it, by check name.
+TrafficSource = Callable[[str], Mapping[str, float]]
 
 
 class NotFound(LookupError):
@@ -95,11 +97,13 @@ class View:
         store: Store,
         alerts: AlertStateStore,
         official: OfficialSource | None = None,
+        checked_by_traffic: TrafficSource | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.alert_state = alerts
         self.official = official
+        self.checked_by_traffic = checked_by_traffic
         # Without configured targets (a status host given only the database), those recorded.
         targets = config.targets or recorded_targets(store)
         self._targets = {t.name: t for t in targets}
@@ -110,10 +114,17 @@ class View:
 
     @classmethod
     def open(
-        cls, config: Config, storage: str | Path, official: OfficialSource | None = None
+        cls,
+        config: Config,
+        storage: str | Path,
+        official: OfficialSource | None = None,
+        checked_by_traffic: TrafficSource | None = None,
     ) -> View:
         """Over the results at ``storage`` (a SQLite path or a database URL)."""
-        return cls(config, open_store(storage), AlertStateStore.open(storage), official)
+        return cls(
+            config, open_store(storage), AlertStateStore.open(storage), official,
+            checked_by_traffic,
+        )  # fmt: skip
 
     def close(self) -> None:
         self.store.close()
@@ -303,6 +314,9 @@ class View:
                 for r in records
                 if r.state in (AlertState.FIRING, AlertState.PENDING) and listed(r)
             ],
+            checked_by_traffic=dict(self.checked_by_traffic(t.name))
+            if self.checked_by_traffic is not None
+            else {},
         )
 
     def _costs_today(self, target: str | None, now: float) -> dict[str, float]:

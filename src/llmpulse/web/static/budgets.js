@@ -34,11 +34,32 @@ function alertsCell(b) {
   );
 }
 
+// The probes' own budget (monitor.probe_budget_usd): this UTC month's probe spend against it,
+// and what the probes cost a month at their configured intervals.
+function probeRow(p) {
+  const b = {...p, scope: "probes", name: "all targets", warn_at: null};
+  return el("tr", {"data-scope": "probes", "data-name": "all targets"},
+    el("td", {text: "probes"}),
+    el("td", {text: "all targets"}),
+    el("td", {text: "1mo"}),
+    setValue(el("td", {class: "n", "data-field": "spent_usd"}), p.spent_usd, fmtUsd),
+    setValue(el("td", {class: "n", "data-field": "max_usd"}), p.max_usd, fmtUsd),
+    setValue(el("td", {class: "n", "data-field": "percent"}), p.percent, (v) => `${fmtNum(v)} %`),
+    meterCell(b),
+    setValue(el("td", {class: "n", "data-field": "expected_usd_per_month", title: "at the configured intervals; stretched to fit the budget"}),
+      p.expected_usd_per_month, (v) => `${fmtUsd(v)}/month expected`),
+    el("td", {"data-field": "exhausts_at", text: "—"}),
+    setValue(el("td", {"data-field": "resets_at"}), toTs(p.resets_at), fmtUtc),
+    el("td", {"data-field": "alerts", text: "—"}),
+  );
+}
+
 function render(data) {
   const rows = data.budgets || [];
-  $id("budgets-empty").hidden = rows.length > 0;
+  $id("budgets-empty").hidden = rows.length > 0 || data.probes != null;
   replace(
     $id("budgets-table").querySelector("tbody"),
+    ...(data.probes ? [probeRow(data.probes)] : []),
     ...rows.map((b) => el("tr", {"data-scope": b.scope, "data-name": b.name},
       el("td", {text: b.scope}),
       el("td", {text: b.name}),

@@ -171,6 +171,13 @@ function renderFacts(detail) {
   setText($id("target-checks"), `${(t.checks || []).join(", ") || "—"} every ${fmtDuration(t.interval_s)}`);
   setAttr($id("target-last-check"), "data-value", c.last_check_ts ?? "");
   setText($id("target-last-check"), c.last_check_ts == null ? "no check yet" : fmtAgo(c.last_check_ts));
+  // Inference and stream skipped this turn: successful traffic checked the target already.
+  const byTraffic = Object.keys(c.checked_by_traffic || {}).sort();
+  $id("target-by-traffic-fact").hidden = byTraffic.length === 0;
+  setAttr($id("target-by-traffic"), "data-value", byTraffic.join(","));
+  setText($id("target-by-traffic"), byTraffic.length
+    ? `${byTraffic.join(", ")}: checked by traffic, ${fmtAgo(Math.max(...Object.values(c.checked_by_traffic)))}`
+    : "—");
   const off = $id("target-official");
   setAttr(off, "data-indicator", c.official ? c.official.indicator : "");
   if (c.official) {
