@@ -6,11 +6,14 @@ Vertex for OpenAI and Anthropic SDK clients."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import itertools
 import json
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -290,6 +293,73 @@ async def test_credentials_that_fail_are_auth_naming_the_file_never_its_content(
         assert str(path) in result.error_message and reason in result.error_message
         assert "SECRET-MATERIAL" not in result.error_message
         assert "PRIVATE KEY" not in result.error_message
+    assert not truth(vsim)  # nothing reached the model without a token
+
+
+class GarbageTokenEndpoint(http.server.BaseHTTPRequestHandler):
+    """A token endpoint answering ``answers[path]`` (status, body) to any grant: what a captive
+    portal, a broken proxy or a hostile server sends instead of Google's answer."""
+
+    answers: ClassVar[dict[str, tuple[int, bytes]]] = {}
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        status, body = self.answers[self.path]
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(ConnectionError):  # the client may stop reading a huge one
+            self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def garbage_endpoint():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GarbageTokenEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_garbage_from_the_token_endpoint_or_the_file_is_auth_never_a_crash(
+    vsim, tmp_path, garbage_endpoint
+):
+    reset(vsim, **{"gemini-2.5-flash": {"ttft": "0s"}})
+    token = {"access_token": "ya29.fine", "expires_in": 3600}
+    answers = {
+        "/html": (200, b"<html>Sign in to the hotel wifi</html>"),
+        "/list": (200, b"[]"),
+        "/null": (200, b"null"),
+        "/expiry-object": (200, json.dumps({**token, "expires_in": {"s": 1}}).encode()),
+        "/expiry-huge": (200, json.dumps({**token, "expires_in": 1e300}).encode()),
+        "/token-number": (200, json.dumps({**token, "access_token": 12345678}).encode()),
+        "/token-crlf": (200, json.dumps({**token, "access_token": "ya29.a\r\nx-a: b"}).encode()),
+        "/token-huge": (
+            200,
+            json.dumps({**token, "access_token": "ya29." + "a" * 300_000}).encode(),
+        ),
+        "/body-huge": (200, b" " * 8_000_000 + json.dumps(token).encode()),
+    }
+    GarbageTokenEndpoint.answers = answers
+    paths = []
+    for name in answers:
+        path = credentials_file(vsim, tmp_path)
+        info = json.loads(path.read_text())
+        path.write_text(json.dumps({**info, "token_uri": garbage_endpoint + name}))
+        paths.append(path)
+    not_an_object = tmp_path / "list.json"
+    not_an_object.write_text("[1, 2]")
+    paths.append(not_an_object)
+    for path in paths:
+        target = vertex_target(vsim, "gemini-2.5-flash", path, timeout="5s")
+        for _ in range(2):  # and again: a bad token is not kept as if it were good
+            result = await check(target, CheckKind.INFERENCE)
+            assert result.error_class is ErrorClass.AUTH, (path, result.error_message)
+            assert str(path) in result.error_message
     assert not truth(vsim)  # nothing reached the model without a token
 
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
+import re
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -45,6 +47,10 @@ if TYPE_CHECKING:
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 ANTHROPIC_VERSION = "vertex-2023-10-16"
 TOKEN_TIMEOUT_S = 10.0  # a token endpoint that does not answer must not hold a probe slot
+MAX_TOKEN_RESPONSE_BYTES = 64 * 1024  # Google's answers are under 4 KiB
+MAX_TOKEN_CHARS = 8192  # Google's access tokens are up to 2 KiB; RFC 6750 sets no bound
+# RFC 6750's b64token: what may follow "Bearer " in a header (no CR/LF, no spaces).
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _REASON_CHARS = 200
 
 
@@ -207,8 +213,6 @@ class TokenSource:
         return await asyncio.to_thread(self._refresh, seen)
 
     def _refresh(self, seen: str | None) -> str:
-        from google.auth.exceptions import GoogleAuthError
-
         with self._lock:
             creds = self._credentials
             # Valid, or refreshed by another caller while this one waited (and not expired).
@@ -220,11 +224,23 @@ class TokenSource:
                     creds = self._load()
                     self._credentials = creds
                 creds.refresh(self._request())  # type: ignore[no-untyped-call]
-            except (GoogleAuthError, OSError, ValueError) as exc:
+            except Exception as exc:
+                # google-auth parses the file and the token endpoint's answer with bare
+                # indexing and arithmetic: garbage in either raises TypeError, KeyError,
+                # AttributeError, OverflowError... besides its own errors.
+                self._credentials = None
                 raise CredentialsError(f"{self.described}: {_reason(exc)}") from None
-            if not creds.token:
+            token = creds.token
+            if not isinstance(token, str) or not token:
+                self._credentials = None
                 raise CredentialsError(f"{self.described}: the token endpoint gave no token")
-            return str(creds.token)
+            if len(token) > MAX_TOKEN_CHARS or not _BEARER_TOKEN.fullmatch(token):
+                self._credentials = None  # never kept, nor sent in a header
+                raise CredentialsError(
+                    f"{self.described}: the token endpoint gave no usable access token "
+                    f"(expected up to {MAX_TOKEN_CHARS} characters of an OAuth2 bearer token)"
+                )
+            return token
 
     def _load(self) -> Credentials:
         import google.auth
@@ -240,14 +256,74 @@ class TokenSource:
         return creds
 
     def _request(self) -> Any:
-        """google-auth's transport over one session, with a timeout of our own (its default
-        is two minutes)."""
+        """google-auth's transport, bounded in time and size (google-auth's own waits two
+        minutes per read and reads any answer whole)."""
         import requests
-        from google.auth.transport.requests import Request
 
         if self._session is None:
             self._session = requests.Session()
-        return functools.partial(Request(self._session), timeout=TOKEN_TIMEOUT_S)
+        return _bounded_request(self._session)
+
+
+def _bounded_request(session: requests.Session) -> Any:
+    """A ``google.auth.transport.Request`` whose answers end within ``TOKEN_TIMEOUT_S`` (give
+    or take one read) and ``MAX_TOKEN_RESPONSE_BYTES``; hand-written because neither
+    google-auth's transports nor requests bound a whole response."""
+    import requests
+    from google.auth import exceptions, transport
+
+    def failed(why: str) -> Exception:
+        return exceptions.TransportError(why)  # type: ignore[no-untyped-call]
+
+    class Response(transport.Response):
+        def __init__(self, status: int, headers: Any, data: bytes) -> None:
+            self._status, self._headers, self._data = status, headers, data
+
+        @property
+        def status(self) -> int:
+            return self._status
+
+        @property
+        def headers(self) -> Any:
+            return self._headers
+
+        @property
+        def data(self) -> bytes:
+            return self._data
+
+    class Request(transport.Request):
+        def __call__(
+            self,
+            url: str,
+            method: str = "GET",
+            body: Any = None,
+            headers: Any = None,
+            timeout: Any = None,
+            **kwargs: Any,
+        ) -> Response:
+            deadline = time.monotonic() + TOKEN_TIMEOUT_S
+            data = bytearray()
+            try:
+                with session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=TOKEN_TIMEOUT_S,
+                    stream=True,
+                    allow_redirects=False,
+                ) as response:
+                    for chunk in response.iter_content(8192):
+                        data += chunk
+                        if len(data) > MAX_TOKEN_RESPONSE_BYTES:
+                            raise failed(f"an answer over {MAX_TOKEN_RESPONSE_BYTES} bytes")
+                        if time.monotonic() > deadline:
+                            raise failed(f"no whole answer within {TOKEN_TIMEOUT_S:g}s")
+            except requests.RequestException as exc:
+                raise failed(type(exc).__name__) from None
+            return Response(response.status_code, response.headers, bytes(data))
+
+    return Request()
 
 
 def _past_expiry(creds: Credentials) -> bool:
