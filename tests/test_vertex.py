@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+import google.oauth2.credentials
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -473,16 +474,8 @@ def test_litellm_vertex_deployments_are_served_with_their_settings(vsim, tmp_pat
         [
             vertex_deployment(vsim, "gemini", "gemini-2.5-flash", creds),
             {"model_name": "claude", "litellm_params": {"model": "vertex_ai/claude-haiku-4-5"}},
-            {
-                "model_name": "inline",
-                "litellm_params": {
-                    "model": "vertex_ai/gemini-2.5-pro",
-                    "vertex_project": PROJECT,
-                    "vertex_credentials": "os.environ/VERTEX_JSON",
-                },
-            },
         ],
-        env={"VERTEXAI_PROJECT": "env-project", "VERTEX_JSON": '{"type": "service_account"}'},
+        env={"VERTEXAI_PROJECT": "env-project"},
     )
     gemini, claude = (g.deployments[0] for g in config.groups)
     assert (gemini.protocol, gemini.project, gemini.location) == ("vertex", PROJECT, "us-east5")
@@ -491,8 +484,6 @@ def test_litellm_vertex_deployments_are_served_with_their_settings(vsim, tmp_pat
     assert target.protocol == "vertex-anthropic" and target.project == "env-project"
     assert target.base_url == "https://us-central1-aiplatform.googleapis.com/v1"  # LiteLLM's
     assert target.credentials_file is None  # application default credentials
-    assert any("vertex_credentials holds JSON" in w for w in config.warnings)
-    assert "inline" not in {g.name for g in config.groups}
     proxied = gateway_config(
         [
             vertex_deployment(vsim, "gone", "gemini-2.5-flash", tmp_path / "gone.json"),
@@ -515,6 +506,70 @@ def test_litellm_vertex_deployments_are_served_with_their_settings(vsim, tmp_pat
     assert claude_of.protocol == "vertex-anthropic"  # the model a wildcard takes decides
     with pytest.raises(ConfigError, match=r"vertex_project: required for vertex_ai/"):
         gateway_config([{"model_name": "x", "litellm_params": {"model": "vertex_ai/gemini-x"}}])
+
+
+async def test_litellm_vertex_credentials_given_as_json_text_or_mapping_are_used(vsim, tmp_path):
+    # LiteLLM's vertex_credentials: a path, else the JSON itself (text, a variable holding it,
+    # or a YAML mapping); without vertex_project, the credentials' project_id is the project.
+    reset(vsim, **{"gemini-2.5-flash": {"ttft": "0s"}})
+    text = credentials_file(vsim, tmp_path).read_text()
+
+    def entry(group: str, credentials: Any) -> dict[str, Any]:
+        params = {"model": "vertex_ai/gemini-2.5-flash", "api_base": vsim.vertex_base}
+        return {
+            "model_name": group,
+            "litellm_params": {**params, "vertex_credentials": credentials},
+        }
+
+    config = gateway_config(
+        [
+            entry("variable", "os.environ/VERTEX_SA_JSON"),
+            entry("written", text),
+            entry("mapping", json.loads(text)),
+        ],
+        env={"VERTEX_SA_JSON": text},
+    )
+    assert [g.name for g in config.groups] == ["variable", "written", "mapping"]
+    (written,) = (w for w in config.warnings if w.startswith("keys written in the file"))
+    assert "[1].litellm_params.vertex_credentials" in written and "[0]" not in written
+    assert "[2].litellm_params.vertex_credentials" in written
+    for group in config.groups:
+        deployment = group.deployments[0]
+        target = deployment.to_target()
+        assert target.project == PROJECT and target.credentials_file is None
+        assert "PRIVATE KEY" not in repr(deployment) + repr(target) + repr(config.warnings)
+        result = await check(target, CheckKind.INFERENCE)
+        assert result.ok, result.error_message
+    with pytest.raises(ConfigError, match=r"litellm_params\.vertex_credentials: expected a cred"):
+        gateway_config([entry("broken", '{"type": "service_account", ')])
+    with pytest.raises(ConfigError) as refused:
+        gateway_config([entry("b", '{"private_key": SECRET')])
+    assert "SECRET" not in str(refused.value)
+
+
+def test_an_authorized_user_file_is_read_as_one(tmp_path):
+    # gcloud auth application-default login's file, which LiteLLM's vertex_credentials takes:
+    # a refresh-token grant at Google's endpoint (not played here), its quota project the
+    # project when none is given.
+    user = tmp_path / "adc.json"
+    user.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "1.apps.googleusercontent.com",
+                "client_secret": "d-FL95Q19q7MQmFpd7hHD0Ty",
+                "refresh_token": "1//refresh-SECRET",
+                "quota_project_id": PROJECT,
+            }
+        )
+    )
+    params = {"model": "vertex_ai/gemini-2.5-flash", "vertex_credentials": str(user)}
+    config = gateway_config([{"model_name": "g", "litellm_params": params}])
+    target = config.groups[0].deployments[0].to_target()
+    assert target.project == PROJECT and target.credentials_file == str(user)
+    creds = token_source(str(user))._load()
+    assert isinstance(creds, google.oauth2.credentials.Credentials)
+    assert creds.refresh_token == "1//refresh-SECRET"
 
 
 def test_openai_sdk_falls_back_to_gemini_on_vertex(vsim, tmp_path):

@@ -120,6 +120,8 @@ class Target:
     project: str | None = None
     location: str | None = None
     credentials_file: str | None = None
+    # Or the credentials' JSON itself (LiteLLM's vertex_credentials holding it): a secret.
+    credentials_info: str | None = dataclasses.field(default=None, repr=False)
     # Status-page components (globs) carrying its API; None: the provider's default mapping.
     status_components: tuple[str, ...] | None = None
 

@@ -85,6 +85,8 @@ class Deployment:
     project: str | None = None
     location: str | None = None
     credentials_file: str | None = None
+    # vertex_credentials holding the JSON itself rather than a path: a secret.
+    credentials_info: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def wildcard(self) -> bool:
@@ -134,6 +136,7 @@ class Deployment:
             project=self.project,
             location=self.location,
             credentials_file=self.credentials_file,
+            credentials_info=self.credentials_info,
         )
 
 

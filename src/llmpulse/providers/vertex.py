@@ -9,7 +9,10 @@ Anthropic's, except the errors Vertex answers itself (authentication, quota, unk
 which are Google's.
 
 Requests carry an OAuth2 access token (``Authorization: Bearer``) from google-auth: a
-service-account file (``credentials_file``) or application default credentials, refreshed when
+credentials file (``credentials_file``: a service account's, an ``authorized_user`` one of
+``gcloud auth application-default login``, or ``external_account`` workload identity, as LiteLLM
+takes them), the same JSON given inline (``credentials_info``, LiteLLM's
+``vertex_credentials``), or application default credentials, refreshed when
 google-auth deems it expired (a few minutes before it is). google-auth and requests are imported
 when a token is first needed: ``llmpulse check`` of other providers does not pay for them.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
+import json
 import re
 import threading
 import time
@@ -48,6 +52,7 @@ SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 ANTHROPIC_VERSION = "vertex-2023-10-16"
 TOKEN_TIMEOUT_S = 10.0  # a token endpoint that does not answer must not hold a probe slot
 MAX_TOKEN_RESPONSE_BYTES = 64 * 1024  # Google's answers are under 4 KiB
+MAX_CREDENTIALS_BYTES = 1024 * 1024  # a key file is about 2 KiB
 MAX_TOKEN_CHARS = 8192  # Google's access tokens are up to 2 KiB; RFC 6750 sets no bound
 # RFC 6750's b64token: what may follow "Bearer " in a header (no CR/LF, no spaces).
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -173,15 +178,16 @@ def error_from_object(obj: dict[str, Any], status: int | None) -> ProviderError:
 
 
 async def _bearer(target: Target, headers: dict[str, str]) -> dict[str, str]:
-    token = await token_source(target.credentials_file).token()
+    token = await token_source(target.credentials_file, target.credentials_info).token()
     return {**headers, "authorization": f"Bearer {token}"}
 
 
 @functools.cache
-def token_source(credentials_file: str | None) -> TokenSource:
-    """One source per credentials (a file's path, or None for application default
-    credentials), shared by every target using them: one token, one refresh at a time."""
-    return TokenSource(credentials_file)
+def token_source(credentials_file: str | None, credentials_info: str | None = None) -> TokenSource:
+    """One source per credentials (a file's path, their JSON, or neither for application
+    default credentials), shared by every target using them: one token, one refresh at a
+    time."""
+    return TokenSource(credentials_file, credentials_info)
 
 
 class TokenSource:
@@ -192,8 +198,9 @@ class TokenSource:
     refresh run at a time, and callers that waited for it take the token it got.
     """
 
-    def __init__(self, credentials_file: str | None) -> None:
+    def __init__(self, credentials_file: str | None, credentials_info: str | None = None) -> None:
         self.credentials_file = credentials_file
+        self._info = credentials_info
         self._lock = threading.Lock()
         self._credentials: Credentials | None = None
         self._session: requests.Session | None = None
@@ -201,6 +208,8 @@ class TokenSource:
     @property
     def described(self) -> str:
         """What the credentials are, for errors: the file's path, never its content."""
+        if self._info is not None:
+            return "Vertex AI credentials given as JSON (vertex_credentials)"
         if self.credentials_file is None:
             return "Vertex AI application default credentials"
         return f"Vertex AI credentials file {self.credentials_file}"
@@ -244,16 +253,17 @@ class TokenSource:
 
     def _load(self) -> Credentials:
         import google.auth
-        from google.oauth2 import service_account
 
+        if self._info is not None:
+            return _from_info(json.loads(self._info))
         if self.credentials_file is None:
             found, _project = google.auth.default(scopes=[SCOPE])
             return found
-        path = self.credentials_file
-        creds: Credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
-            path, scopes=[SCOPE]
-        )
-        return creds
+        with open(self.credentials_file, "rb") as file:
+            raw = file.read(MAX_CREDENTIALS_BYTES + 1)
+        if len(raw) > MAX_CREDENTIALS_BYTES:
+            raise ValueError(f"over {MAX_CREDENTIALS_BYTES} bytes: not a credentials file")
+        return _from_info(json.loads(raw))
 
     def _request(self) -> Any:
         """google-auth's transport, bounded in time and size (google-auth's own waits two
@@ -324,6 +334,35 @@ def _bounded_request(session: requests.Session) -> Any:
             return Response(response.status_code, response.headers, bytes(data))
 
     return Request()
+
+
+def _from_info(info: Any) -> Credentials:
+    """Credentials of the JSON types LiteLLM's ``vertex_credentials`` takes, each through its
+    own loader (google-auth's generic ones are deprecated: they load any type at all)."""
+    from google.oauth2 import credentials as user
+    from google.oauth2 import service_account
+
+    if not isinstance(info, dict):
+        raise ValueError("expected a JSON object")
+    kind = info.get("type")
+    creds: Credentials
+    if kind == "service_account":
+        creds = service_account.Credentials.from_service_account_info(info, scopes=[SCOPE])  # type: ignore[no-untyped-call]
+    elif kind == "authorized_user":  # gcloud auth application-default login
+        creds = user.Credentials.from_authorized_user_info(info, scopes=[SCOPE])  # type: ignore[no-untyped-call]
+    elif kind == "external_account":  # workload identity federation
+        from google.auth import aws, identity_pool
+
+        source = info.get("credential_source")
+        on_aws = isinstance(source, dict) and "aws" in str(source.get("environment_id", ""))
+        loader = aws.Credentials if on_aws else identity_pool.Credentials
+        creds = loader.from_info(info, scopes=[SCOPE])  # type: ignore[no-untyped-call]
+    else:
+        raise ValueError(
+            f"type {str(kind)[:40]!r}: expected service_account, authorized_user or "
+            "external_account"
+        )
+    return creds
 
 
 def _past_expiry(creds: Credentials) -> bool:
