@@ -162,6 +162,34 @@ def test_a_vertex_target_needs_project_and_location_and_a_real_file(tmp_path):
         )
 
 
+def test_only_gemini_and_claude_are_asked_of_vertex(vsim, tmp_path):
+    # Vertex serves Llama (an OpenAI-compatible endpoint), Mistral (its own format) and tuned
+    # models (projects/.../endpoints/ID) elsewhere: asked as Gemini they could only 404.
+    for model in ("meta/llama-3.1-405b-instruct-maas", "mistral-large@2407", "1234567890"):
+        with pytest.raises(ConfigError, match=r"targets\[0\]: 'model' of provider vertex"):
+            parse_config(
+                {
+                    "targets": [
+                        {"provider": "vertex", "project": PROJECT, "location": "x1", "model": model}
+                    ]
+                },
+                env={},
+            )
+    creds = credentials_file(vsim, tmp_path)
+    config = gateway_config(
+        [
+            vertex_deployment(vsim, "chat", "gemini-2.5-flash", creds),
+            vertex_deployment(vsim, "chat", "meta/llama-3.1-405b-instruct-maas", creds),
+            vertex_deployment(vsim, "chat", "gemini/1234567890", creds),
+            vertex_deployment(vsim, "vx/*", "*", creds),
+        ]
+    )
+    assert [d.model for d in config.resolve("chat")] == ["gemini-2.5-flash"]
+    assert any("gemini/1234567890: not Gemini nor Claude" in w for w in config.warnings)
+    assert [d.model for d in config.resolve("vx/claude-haiku-4-5")] == ["claude-haiku-4-5"]
+    assert config.resolve("vx/mistral-large@2407") == []
+
+
 def test_urls_protocols_and_bodies_follow_the_model():
     regional = parse_config(
         {"targets": [{"provider": "vertex", "project": PROJECT, "location": "europe-west4"}]},

@@ -149,6 +149,13 @@ def protocol_for(provider: str, model: str) -> str:
     return protocol
 
 
+def vertex_serves(model: str) -> bool:
+    """Whether llmpulse speaks Vertex AI's API for ``model``: Google's Gemini and Anthropic's
+    Claude publisher models. Others (Llama, Mistral, tuned models' endpoints...) take other
+    URLs and formats; asked as Gemini they could only fail."""
+    return model.startswith(("gemini-", "claude-"))
+
+
 def vertex_base_url(location: str) -> str:
     """Vertex AI's v1 endpoint for a location: regional hosts, and one host for ``global``."""
     if location == "global":

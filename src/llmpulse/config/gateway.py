@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from llmpulse.config.errors import ConfigError
 from llmpulse.config.keys import GatewayKey, Team
-from llmpulse.presets import PRESETS, protocol_for
+from llmpulse.presets import PRESETS, protocol_for, vertex_serves
 from llmpulse.secrets import credentials, url_password
 from llmpulse.target import PriceOverride, Target
 
@@ -289,7 +289,9 @@ class GatewayConfig:
         for group in _by_specificity(self.groups):
             match = group_pattern(group.name).fullmatch(name)
             if match:
-                return [d.expand(name, match.groups()) for d in group.deployments]
+                expanded = (d.expand(name, match.groups()) for d in group.deployments)
+                # vertex_ai/* asked for a model it cannot ask Vertex for: not served there.
+                return [d for d in expanded if d.provider != "vertex" or vertex_serves(d.model)]
         return []
 
     def targets(self) -> list[Target]:

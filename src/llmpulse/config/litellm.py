@@ -118,7 +118,7 @@ from llmpulse.config.keys import (
 )
 from llmpulse.config.web import is_loopback, split_address
 from llmpulse.durations import Duration, DurationOrZero
-from llmpulse.presets import PRESETS, protocol_for, vertex_base_url
+from llmpulse.presets import PRESETS, protocol_for, vertex_base_url, vertex_serves
 from llmpulse.secrets import env_var, is_credential_header
 from llmpulse.target import PriceOverride
 
@@ -581,6 +581,9 @@ def _served(
             notes.unsupported_auth.append(f"model_list[{index}] (Azure Entra ID: {entra})")
             return False
     if resolved[0] == "vertex":
+        if "*" not in resolved[1] and not vertex_serves(resolved[1]):
+            notes.unknown_provider.append(f"model_list[{index}] ({model}: not Gemini nor Claude)")
+            return False
         raw = entry.litellm_params.model_extra or {}
         api_base = raw.get("api_base")
         if isinstance(api_base, str) and "/projects/" in api_base:

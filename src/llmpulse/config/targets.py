@@ -15,7 +15,7 @@ from llmpulse import catalog
 from llmpulse.config.errors import ConfigError
 from llmpulse.config.probes import GEMINI_FORMAT, ProbeConfig, canary_probe, gemini_params_problem
 from llmpulse.durations import Duration
-from llmpulse.presets import DISCOVERABLE, PRESETS, protocol_for, vertex_base_url
+from llmpulse.presets import DISCOVERABLE, PRESETS, protocol_for, vertex_base_url, vertex_serves
 from llmpulse.result import CheckKind
 from llmpulse.rules import RuleOverrides
 from llmpulse.secrets import env_var, is_credential_header
@@ -141,6 +141,11 @@ class TargetConfig(BaseModel):
             for name in vertex[:2]:
                 if getattr(self, name) is None:
                     raise ValueError(f"'{name}' is required for provider vertex")
+            if self.model is not None and not vertex_serves(self.model):
+                raise ValueError(
+                    "'model' of provider vertex: expected a Gemini (gemini-...) or Claude "
+                    "(claude-...) model"
+                )
         elif given := [n for n in vertex if getattr(self, n) is not None]:
             raise ValueError(f"'{given[0]}' is only for provider vertex")
         if self.base_url is None and preset.base_url is None and self.provider != "vertex":
