@@ -392,6 +392,53 @@ async def test_garbage_from_the_token_endpoint_or_the_file_is_auth_never_a_crash
     assert not truth(vsim)  # nothing reached the model without a token
 
 
+class HangingTokenEndpoint(http.server.BaseHTTPRequestHandler):
+    """A token endpoint that takes the grant and answers only when ``release`` is set."""
+
+    release = threading.Event()
+    grants = 0
+
+    def do_POST(self) -> None:
+        type(self).grants += 1
+        self.release.wait(30)
+        body = b'{"error": "temporarily_unavailable"}'
+        self.send_response(503)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(ConnectionError):
+            self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_a_hanging_token_endpoint_holds_no_thread_of_the_event_loops(vsim, tmp_path):
+    # Many probes waiting for one credentials' token: they wait for the one refresh, holding
+    # no thread of the loop's default executor, where aiohttp resolves every provider's host.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HangingTokenEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    HangingTokenEndpoint.release.clear()
+    path = credentials_file(vsim, tmp_path)
+    info = json.loads(path.read_text())
+    token_uri = f"http://127.0.0.1:{server.server_address[1]}/token"
+    path.write_text(json.dumps({**info, "token_uri": token_uri}))
+    target = vertex_target(vsim, "gemini-2.5-flash", path, timeout="1s")
+    try:
+        waiting = [asyncio.create_task(check(target, CheckKind.INFERENCE)) for _ in range(40)]
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await asyncio.wait_for(asyncio.to_thread(lambda: None), 5)
+        assert time.monotonic() - started < 0.5  # the default executor is free
+        results = await asyncio.gather(*waiting)
+        assert {r.error_class for r in results} == {ErrorClass.TIMEOUT}
+        assert "obtaining credentials" in results[0].error_message
+        assert HangingTokenEndpoint.grants == 1  # one refresh for them all
+    finally:
+        HangingTokenEndpoint.release.set()
+        server.shutdown()
+        server.server_close()
+
+
 async def test_application_default_credentials_are_used_without_a_file(vsim, tmp_path, monkeypatch):
     reset(vsim, **{"gemini-2.5-flash": {"ttft": "0s"}})
     target = vertex_target(vsim, "gemini-2.5-flash", "")

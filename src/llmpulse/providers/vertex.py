@@ -20,7 +20,7 @@ when a token is first needed: ``llmpulse check`` of other providers does not pay
 from __future__ import annotations
 
 import asyncio
-import datetime
+import concurrent.futures
 import functools
 import json
 import re
@@ -190,18 +190,27 @@ def token_source(credentials_file: str | None, credentials_info: str | None = No
     return TokenSource(credentials_file, credentials_info)
 
 
+@functools.cache
+def _refresher() -> concurrent.futures.ThreadPoolExecutor:
+    """Token refreshes' own threads: a token endpoint that hangs holds one of these, never one
+    of the event loop's default executor, where aiohttp resolves every provider's host."""
+    return concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="llmpulse-vertex-token")
+
+
 class TokenSource:
     """OAuth2 access tokens of one set of Google credentials.
 
-    google-auth's refresh is blocking (``requests``), so it runs in a thread; a threading lock
-    (not an asyncio one: probes and the gateway may run on different event loops) lets one
-    refresh run at a time, and callers that waited for it take the token it got.
+    google-auth's refresh is blocking (``requests``), so it runs in a thread of its own. One
+    refresh runs at a time: callers that need a token while it runs await its outcome (a
+    ``concurrent.futures.Future``, as probes and the gateway may run on different event loops)
+    instead of each queueing a refresh of their own.
     """
 
     def __init__(self, credentials_file: str | None, credentials_info: str | None = None) -> None:
         self.credentials_file = credentials_file
         self._info = credentials_info
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _pending
+        self._pending: concurrent.futures.Future[str] | None = None
         self._credentials: Credentials | None = None
         self._session: requests.Session | None = None
 
@@ -218,38 +227,46 @@ class TokenSource:
         creds = self._credentials
         if creds is not None and creds.valid:
             return str(creds.token)
-        seen = None if creds is None else creds.token
-        return await asyncio.to_thread(self._refresh, seen)
-
-    def _refresh(self, seen: str | None) -> str:
         with self._lock:
-            creds = self._credentials
-            # Valid, or refreshed by another caller while this one waited (and not expired).
-            fresh = creds is not None and (creds.valid or creds.token != seen)
-            if creds is not None and creds.token and fresh and not _past_expiry(creds):
-                return str(creds.token)
-            try:
-                if creds is None:
-                    creds = self._load()
-                    self._credentials = creds
-                creds.refresh(self._request())  # type: ignore[no-untyped-call]
-            except Exception as exc:
-                # google-auth parses the file and the token endpoint's answer with bare
-                # indexing and arithmetic: garbage in either raises TypeError, KeyError,
-                # AttributeError, OverflowError... besides its own errors.
-                self._credentials = None
-                raise CredentialsError(f"{self.described}: {_reason(exc)}") from None
-            token = creds.token
-            if not isinstance(token, str) or not token:
-                self._credentials = None
-                raise CredentialsError(f"{self.described}: the token endpoint gave no token")
-            if len(token) > MAX_TOKEN_CHARS or not _BEARER_TOKEN.fullmatch(token):
-                self._credentials = None  # never kept, nor sent in a header
-                raise CredentialsError(
-                    f"{self.described}: the token endpoint gave no usable access token "
-                    f"(expected up to {MAX_TOKEN_CHARS} characters of an OAuth2 bearer token)"
-                )
-            return token
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = _refresher().submit(self._refresh)
+        # Shielded: one caller giving up (its timeout) must not cancel the others' refresh.
+        return await asyncio.shield(asyncio.wrap_future(pending))
+
+    def _refresh(self) -> str:
+        try:
+            return self._fetch()
+        finally:
+            with self._lock:
+                self._pending = None
+
+    def _fetch(self) -> str:
+        creds = self._credentials
+        if creds is not None and creds.valid:  # refreshed just before this one was asked
+            return str(creds.token)
+        try:
+            if creds is None:
+                creds = self._load()
+                self._credentials = creds
+            creds.refresh(self._request())  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            # google-auth parses the file and the token endpoint's answer with bare indexing
+            # and arithmetic: garbage in either raises TypeError, KeyError, AttributeError,
+            # OverflowError... besides its own errors.
+            self._credentials = None
+            raise CredentialsError(f"{self.described}: {_reason(exc)}") from None
+        token = creds.token
+        if not isinstance(token, str) or not token:
+            self._credentials = None
+            raise CredentialsError(f"{self.described}: the token endpoint gave no token")
+        if len(token) > MAX_TOKEN_CHARS or not _BEARER_TOKEN.fullmatch(token):
+            self._credentials = None  # never kept, nor sent in a header
+            raise CredentialsError(
+                f"{self.described}: the token endpoint gave no usable access token "
+                f"(expected up to {MAX_TOKEN_CHARS} characters of an OAuth2 bearer token)"
+            )
+        return token
 
     def _load(self) -> Credentials:
         import google.auth
@@ -363,12 +380,6 @@ def _from_info(info: Any) -> Credentials:
             "external_account"
         )
     return creds
-
-
-def _past_expiry(creds: Credentials) -> bool:
-    expiry = creds.expiry  # naive UTC, as google-auth keeps it
-    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-    return expiry is not None and now >= expiry
 
 
 def _reason(exc: Exception) -> str:
