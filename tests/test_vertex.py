@@ -579,6 +579,11 @@ def test_litellm_vertex_deployments_are_served_with_their_settings(vsim, tmp_pat
     wildcard = gateway_config([vertex_deployment(vsim, "vx-*", "*", creds)]).groups[0]
     claude_of = wildcard.deployments[0].expand("claude-haiku-4-5", ("claude-haiku-4-5",))
     assert claude_of.protocol == "vertex-anthropic"  # the model a wildcard takes decides
+    for project in ("p/locations/x", "my project", "a?b=1"):  # into the URL's path as is
+        entry = vertex_deployment(vsim, "g", "gemini-2.5-flash", creds)
+        entry["litellm_params"]["vertex_project"] = project
+        with pytest.raises(ConfigError, match=r"vertex_project: expected a Google Cloud project"):
+            gateway_config([entry])
     with pytest.raises(ConfigError, match=r"vertex_project: required for vertex_ai/"):
         gateway_config([{"model_name": "x", "litellm_params": {"model": "vertex_ai/gemini-x"}}])
 

@@ -77,7 +77,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -118,7 +117,14 @@ from llmpulse.config.keys import (
 )
 from llmpulse.config.web import is_loopback, split_address
 from llmpulse.durations import Duration, DurationOrZero
-from llmpulse.presets import PRESETS, protocol_for, vertex_base_url, vertex_serves
+from llmpulse.presets import (
+    PRESETS,
+    VERTEX_LOCATION,
+    VERTEX_PROJECT,
+    protocol_for,
+    vertex_base_url,
+    vertex_serves,
+)
 from llmpulse.secrets import env_var, is_credential_header
 from llmpulse.target import PriceOverride
 
@@ -153,7 +159,6 @@ _VERTEX_ENV = {
     "credentials": ("VERTEXAI_CREDENTIALS", "VERTEX_CREDENTIALS"),
 }
 VERTEX_DEFAULT_LOCATION = "us-central1"
-_LOCATION = re.compile(r"[a-z][a-z0-9-]{1,40}")
 
 # Key variables LiteLLM reads when a deployment has no api_key, besides the preset's own.
 _LITELLM_KEY_VARS: dict[str, tuple[str, ...]] = {
@@ -767,8 +772,12 @@ def _vertex(
             f"{path}.vertex_project: required for vertex_ai/ (or set VERTEXAI_PROJECT, or "
             "give credentials with a project_id)"
         )
+    if not VERTEX_PROJECT.fullmatch(project):
+        raise ConfigError(
+            f"{path}.vertex_project: expected a Google Cloud project id such as my-project-123"
+        )
     location = location or VERTEX_DEFAULT_LOCATION
-    if not _LOCATION.fullmatch(location):
+    if not VERTEX_LOCATION.fullmatch(location):
         raise ConfigError(f"{path}.vertex_location: expected a region such as us-east5, or global")
     return project, location, credentials_file, credentials_info
 
