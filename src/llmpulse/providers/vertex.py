@@ -232,6 +232,7 @@ class TokenSource:
             if pending is None:
                 pending = self._pending = _refresher().submit(self._refresh)
         # Shielded: one caller giving up (its timeout) must not cancel the others' refresh.
+        # (shield marks the outcome seen when the caller gave up: it is not logged as lost.)
         return await asyncio.shield(asyncio.wrap_future(pending))
 
     def _refresh(self) -> str:
