@@ -393,6 +393,19 @@ async def test_garbage_from_the_token_endpoint_or_the_file_is_auth_never_a_crash
     assert not truth(vsim)  # nothing reached the model without a token
 
 
+async def test_a_secret_of_unusable_type_is_not_quoted_in_the_reason(vsim, tmp_path):
+    # google-auth repr's a private key it cannot convert to bytes: the reason must not show it.
+    reset(vsim, **{"gemini-2.5-flash": {"ttft": "0s"}})
+    lines = [line for line in PRIVATE_KEY.splitlines() if "PRIVATE KEY" not in line]
+    for odd in ([PRIVATE_KEY], {"pem": PRIVATE_KEY}):
+        path = credentials_file(vsim, tmp_path)
+        path.write_text(json.dumps({**json.loads(path.read_text()), "private_key": odd}))
+        result = await check(vertex_target(vsim, "gemini-2.5-flash", path), CheckKind.INFERENCE)
+        assert result.error_class is ErrorClass.AUTH and str(path) in result.error_message
+        assert "InvalidValue" in result.error_message  # the reason is still said
+        assert not any(line[:16] in result.error_message for line in lines), result.error_message
+
+
 class HangingTokenEndpoint(http.server.BaseHTTPRequestHandler):
     """A token endpoint that takes the grant and answers only when ``release`` is set."""
 

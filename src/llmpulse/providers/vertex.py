@@ -41,6 +41,7 @@ from llmpulse.providers.base import (
 )
 from llmpulse.providers.gemini import GeminiProtocol
 from llmpulse.providers.gemini import error_from_object as google_error
+from llmpulse.secrets import Redactor
 
 if TYPE_CHECKING:
     import requests
@@ -209,6 +210,7 @@ class TokenSource:
     def __init__(self, credentials_file: str | None, credentials_info: str | None = None) -> None:
         self.credentials_file = credentials_file
         self._info = credentials_info
+        self._secrets = Redactor()  # the secrets of the credentials last read
         self._lock = threading.Lock()  # guards _pending
         self._pending: concurrent.futures.Future[str] | None = None
         self._credentials: Credentials | None = None
@@ -256,7 +258,7 @@ class TokenSource:
             # and arithmetic: garbage in either raises TypeError, KeyError, AttributeError,
             # OverflowError... besides its own errors.
             self._credentials = None
-            raise CredentialsError(f"{self.described}: {_reason(exc)}") from None
+            raise CredentialsError(f"{self.described}: {_reason(exc, self._secrets)}") from None
         token = creds.token
         if not isinstance(token, str) or not token:
             self._credentials = None
@@ -273,7 +275,7 @@ class TokenSource:
         import google.auth
 
         if self._info is not None:
-            return _from_info(json.loads(self._info))
+            return self._parsed(json.loads(self._info))
         if self.credentials_file is None:
             found, _project = google.auth.default(scopes=[SCOPE])
             return found
@@ -281,7 +283,13 @@ class TokenSource:
             raw = file.read(MAX_CREDENTIALS_BYTES + 1)
         if len(raw) > MAX_CREDENTIALS_BYTES:
             raise ValueError(f"over {MAX_CREDENTIALS_BYTES} bytes: not a credentials file")
-        return _from_info(json.loads(raw))
+        return self._parsed(json.loads(raw))
+
+    def _parsed(self, info: Any) -> Credentials:
+        # google-auth's errors may quote a value it could not use (a private key given as a
+        # list is repr'd whole): its reasons pass a redactor of the credentials' secrets.
+        self._secrets = Redactor(_secret_values(info))
+        return _from_info(info)
 
     def _request(self) -> Any:
         """google-auth's transport, bounded in time and size (google-auth's own waits two
@@ -383,12 +391,31 @@ def _from_info(info: Any) -> Credentials:
     return creds
 
 
-def _reason(exc: Exception) -> str:
+_SECRET_FIELDS = frozenset(
+    {"private_key", "private_key_id", "client_secret", "refresh_token", "credential_source"}
+)
+
+
+def _secret_values(info: Any, secret: bool = False) -> list[str]:
+    """The texts of a credentials JSON's secret fields, whole and line by line (a reason
+    clipped mid-value still loses each whole line it shows)."""
+    if isinstance(info, dict):
+        pairs = info.items()
+        return [v for k, item in pairs for v in _secret_values(item, secret or k in _SECRET_FIELDS)]
+    if isinstance(info, list):
+        return [v for item in info for v in _secret_values(item, secret)]
+    if secret and isinstance(info, str):
+        return [info, *info.split()]
+    return []
+
+
+def _reason(exc: Exception, secrets: Redactor) -> str:
     """Why loading or refreshing failed, without the credentials: the exception's class and
-    its first argument (google-auth's message, the token endpoint's error), clipped. A JSON
-    decoding error names a position, not the text."""
+    its first argument (google-auth's message, the token endpoint's error), redacted, then
+    clipped. A JSON decoding error names a position, not the text."""
     first = exc.args[0] if exc.args else ""
     text = first if isinstance(first, str) else repr(first)
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
-    return f"{type(exc).__name__}: {text[:_REASON_CHARS]}" if text else type(exc).__name__
+    text = secrets(text)[:_REASON_CHARS]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
