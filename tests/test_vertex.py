@@ -551,12 +551,18 @@ async def test_short_lived_tokens_never_fail_a_request(vsim, tmp_path):
 # ---- gateway ---------------------------------------------------------------------------------
 
 
+def model_base(sim: SimServer, model: str) -> str:
+    """LiteLLM's vertex_ai/ api_base: the model's URL up to ``:method``."""
+    publisher = "anthropic" if model.startswith("claude-") else "google"
+    return f"{sim.vertex_base}/projects/{PROJECT}/locations/us-east5/publishers/{publisher}/models/{model}"
+
+
 def vertex_deployment(sim: SimServer, group: str, model: str, creds: Path) -> dict[str, Any]:
     return {
         "model_name": group,
         "litellm_params": {
             "model": f"vertex_ai/{model}",
-            "api_base": sim.vertex_base,
+            "api_base": model_base(sim, model),
             "vertex_project": PROJECT,
             "vertex_location": "us-east5",
             "vertex_credentials": str(creds),
@@ -588,15 +594,23 @@ def test_litellm_vertex_deployments_are_served_with_their_settings(vsim, tmp_pat
                 "litellm_params": {
                     "model": "vertex_ai/gemini-2.5-flash",
                     "vertex_project": PROJECT,
-                    "api_base": f"https://proxy.example/v1/projects/{PROJECT}/locations/x/m",
+                    "api_base": "https://proxy.example/vertex/gemini",
                 },
             },
         ]
     )
-    (gone,) = proxied.groups
-    assert "gone.json" in (gone.deployments[0].missing_key or "")  # answers 401, as LiteLLM's
+    gone, opaque = (g.deployments[0] for g in proxied.groups)
+    assert "gone.json" in (gone.missing_key or "")  # answers 401, as LiteLLM's
     assert any("no file at vertex_credentials" in w for w in proxied.warnings)
-    assert any("vertex_ai/ api_base of a proxy" in w for w in proxied.warnings)
+    # LiteLLM's api_base: {api_base}:{method}, the models looked up at the root it shows.
+    target = gone.to_target()
+    assert target.base_url == vsim.vertex_base and CheckKind.MODELS in target.checks
+    stream = PROTOCOLS["vertex"].completion_request(target, prompt="hi", max_tokens=1, stream=True)
+    assert stream.url == model_base(vsim, "gemini-2.5-flash") + ":streamGenerateContent?alt=sse"
+    target = opaque.to_target()
+    assert target.checks == (CheckKind.INFERENCE, CheckKind.STREAM)  # no publisher model there
+    url = PROTOCOLS["vertex"].completion_request(target, prompt="hi", max_tokens=1, stream=False)
+    assert url.url == "https://proxy.example/vertex/gemini:generateContent"
     wildcard = gateway_config([vertex_deployment(vsim, "vx-*", "*", creds)]).groups[0]
     claude_of = wildcard.deployments[0].expand("claude-haiku-4-5", ("claude-haiku-4-5",))
     assert claude_of.protocol == "vertex-anthropic"  # the model a wildcard takes decides
@@ -616,7 +630,10 @@ async def test_litellm_vertex_credentials_given_as_json_text_or_mapping_are_used
     text = credentials_file(vsim, tmp_path).read_text()
 
     def entry(group: str, credentials: Any) -> dict[str, Any]:
-        params = {"model": "vertex_ai/gemini-2.5-flash", "api_base": vsim.vertex_base}
+        params = {
+            "model": "vertex_ai/gemini-2.5-flash",
+            "api_base": model_base(vsim, "gemini-2.5-flash"),
+        }
         return {
             "model_name": group,
             "litellm_params": {**params, "vertex_credentials": credentials},

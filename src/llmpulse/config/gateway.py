@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from llmpulse.config.errors import ConfigError
 from llmpulse.config.keys import GatewayKey, Team
 from llmpulse.presets import PRESETS, protocol_for, vertex_serves
+from llmpulse.result import CheckKind
 from llmpulse.secrets import credentials, url_password
 from llmpulse.target import PriceOverride, Target
 
@@ -87,6 +88,8 @@ class Deployment:
     credentials_file: str | None = None
     # vertex_credentials holding the JSON itself rather than a path: a secret.
     credentials_info: str | None = dataclasses.field(default=None, repr=False)
+    # vertex_ai/ api_base: the model's URL up to ":method" (a proxy's), as LiteLLM uses it.
+    model_endpoint: str | None = None
 
     @property
     def wildcard(self) -> bool:
@@ -117,7 +120,7 @@ class Deployment:
         """The monitor's target for this deployment, probed with the monitor's defaults."""
         preset = PRESETS[self.provider]
         azure = self.protocol == "azure"
-        return Target(
+        target = Target(
             name=self.name,
             provider=self.provider,
             protocol=self.protocol,
@@ -137,7 +140,12 @@ class Deployment:
             location=self.location,
             credentials_file=self.credentials_file,
             credentials_info=self.credentials_info,
+            model_endpoint=self.model_endpoint,
         )
+        if self.model_endpoint is not None and "/publishers/" not in self.model_endpoint:
+            # A proxy's URL that does not show Vertex's path: no publisher model to look up.
+            target = dataclasses.replace(target, checks=(CheckKind.INFERENCE, CheckKind.STREAM))
+        return target
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

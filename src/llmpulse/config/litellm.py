@@ -54,8 +54,8 @@ naming key paths, never a value):
   none: application default credentials), also spelled ``vertex_ai_*`` or taken from
   ``VERTEXAI_PROJECT``/``VERTEXAI_LOCATION``/``VERTEXAI_CREDENTIALS`` as LiteLLM does. Without
   a project, the credentials' ``project_id`` (or ``quota_project_id``) is it, as in LiteLLM.
-  ``api_base`` is Vertex's ``/v1`` root (as the Anthropic SDK's ``base_url``), not LiteLLM's
-  proxy form ``{api_base}:{method}``.
+  ``api_base`` is used as LiteLLM uses it: requests go to ``{api_base}:{method}`` (a proxy's
+  URL for the model; ``?alt=sse`` when streaming Gemini).
 - A deployment without a key (its variable unset) still loads, marked with ``missing_key``: its
   requests are answered 401 as the provider would, and probes report ``auth`` without calling it.
   One of a server that may need no key (``ollama/``, ``hosted_vllm/``, ``openai/`` with an
@@ -585,16 +585,9 @@ def _served(
         if entra:
             notes.unsupported_auth.append(f"model_list[{index}] (Azure Entra ID: {entra})")
             return False
-    if resolved[0] == "vertex":
-        if "*" not in resolved[1] and not vertex_serves(resolved[1]):
-            notes.unknown_provider.append(f"model_list[{index}] ({model}: not Gemini nor Claude)")
-            return False
-        raw = entry.litellm_params.model_extra or {}
-        api_base = raw.get("api_base")
-        if isinstance(api_base, str) and "/projects/" in api_base:
-            # LiteLLM's proxy form: the model's URL up to ``:method``, whatever the model is.
-            notes.unknown_provider.append(f"model_list[{index}] (vertex_ai/ api_base of a proxy)")
-            return False
+    if resolved[0] == "vertex" and "*" not in resolved[1] and not vertex_serves(resolved[1]):
+        notes.unknown_provider.append(f"model_list[{index}] ({model}: not Gemini nor Claude)")
+        return False
     return True
 
 
@@ -678,10 +671,16 @@ def _deployment(
         base_url += "/v1"  # LiteLLM's api_base is Ollama's root; llmpulse speaks its /v1 API
     if provider == "anthropic":
         base_url = base_url.removesuffix("/v1/messages")
-    project = location = credentials_file = credentials_info = None
+    project = location = credentials_file = credentials_info = model_endpoint = None
     if provider == "vertex":
         project, location, credentials_file, credentials_info = _vertex(params, env, path)
-        base_url = base_url or vertex_base_url(location)
+        if base_url:
+            # LiteLLM sends to ``{api_base}:{method}`` whatever the model: a proxy's URL for
+            # the model. Publisher models are looked up at the root its path shows, if any.
+            model_endpoint = base_url
+            base_url = base_url.split("/projects/", 1)[0]
+        else:
+            base_url = vertex_base_url(location)
         written = params.vertex_credentials
         if isinstance(written, dict) or (written and env_var(written) is None and credentials_info):
             notes.literal.append(f"{key_path}.vertex_credentials")  # the JSON in the file
@@ -740,6 +739,7 @@ def _deployment(
         location=location,
         credentials_file=credentials_file,
         credentials_info=credentials_info,
+        model_endpoint=model_endpoint,
     )
 
 

@@ -61,7 +61,10 @@ _REASON_CHARS = 200
 
 
 def model_url(target: Target, model: str, method: str) -> str:
-    """The URL of ``method`` on ``model`` in the target's project and location."""
+    """The URL of ``method`` on ``model`` in the target's project and location (or at the
+    target's ``model_endpoint``, LiteLLM's ``{api_base}:{method}``)."""
+    if target.model_endpoint is not None:
+        return f"{target.model_endpoint}:{method}"
     publisher = "anthropic" if model.startswith("claude-") else "google"
     return (
         f"{target.base_url}/projects/{target.project}/locations/{target.location}"
