@@ -11,6 +11,7 @@ import gc
 import http.server
 import itertools
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -381,16 +382,44 @@ async def test_garbage_from_the_token_endpoint_or_the_file_is_auth_never_a_crash
         info = json.loads(path.read_text())
         path.write_text(json.dumps({**info, "token_uri": garbage_endpoint + name}))
         paths.append(path)
+    # Garbage from the endpoint is the endpoint's fault (protocol), not the credentials'.
+    expected = dict.fromkeys(paths, ErrorClass.PROTOCOL)
     not_an_object = tmp_path / "list.json"
     not_an_object.write_text("[1, 2]")
-    paths.append(not_an_object)
-    for path in paths:
+    expected[not_an_object] = ErrorClass.AUTH
+    for path, error_class in expected.items():
         target = vertex_target(vsim, "gemini-2.5-flash", path, timeout="5s")
         for _ in range(2):  # and again: a bad token is not kept as if it were good
             result = await check(target, CheckKind.INFERENCE)
-            assert result.error_class is ErrorClass.AUTH, (path, result.error_message)
+            assert result.error_class is error_class, (path, result.error_message)
             assert str(path) in result.error_message
     assert not truth(vsim)  # nothing reached the model without a token
+
+
+async def test_a_token_endpoint_down_is_an_outage_not_bad_credentials(
+    vsim, tmp_path, garbage_endpoint
+):
+    reset(vsim, **{"gemini-2.5-flash": {"ttft": "0s"}})
+    GarbageTokenEndpoint.answers = {
+        "/down": (503, b'{"error": "temporarily_unavailable"}'),  # retried by google-auth
+        "/refused": (400, b'{"error": "invalid_grant", "error_description": "Invalid JWT"}'),
+    }
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    cases = {
+        f"{garbage_endpoint}/down": ErrorClass.UNAVAILABLE,
+        f"{garbage_endpoint}/refused": ErrorClass.AUTH,
+        f"http://127.0.0.1:{closed.getsockname()[1]}/token": ErrorClass.CONNECTION,
+    }
+    try:
+        for token_uri, error_class in cases.items():
+            path = credentials_file(vsim, tmp_path)
+            path.write_text(json.dumps({**json.loads(path.read_text()), "token_uri": token_uri}))
+            target = vertex_target(vsim, "gemini-2.5-flash", path, timeout="15s")
+            result = await check(target, CheckKind.INFERENCE)
+            assert result.error_class is error_class, (token_uri, result.error_message)
+    finally:
+        closed.close()
 
 
 async def test_a_secret_of_unusable_type_is_not_quoted_in_the_reason(vsim, tmp_path):

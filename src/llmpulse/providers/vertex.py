@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from llmpulse.errors import ErrorClass
 from llmpulse.providers.anthropic import AnthropicProtocol
 from llmpulse.providers.anthropic import error_from_object as anthropic_error
 from llmpulse.providers.base import (
@@ -58,6 +59,8 @@ MAX_TOKEN_CHARS = 8192  # Google's access tokens are up to 2 KiB; RFC 6750 sets 
 # RFC 6750's b64token: what may follow "Bearer " in a header (no CR/LF, no spaces).
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _REASON_CHARS = 200
+_OVERSIZED = "an answer over"  # our transport's failures, told apart by _failure_class
+_LATE = "no whole answer within"
 
 
 def model_url(target: Target, model: str, method: str) -> str:
@@ -251,26 +254,32 @@ class TokenSource:
         creds = self._credentials
         if creds is not None and creds.valid:  # refreshed just before this one was asked
             return str(creds.token)
+        loading = creds is None
         try:
             if creds is None:
                 creds = self._load()
                 self._credentials = creds
+            loading = False
             creds.refresh(self._request())  # type: ignore[no-untyped-call]
         except Exception as exc:
             # google-auth parses the file and the token endpoint's answer with bare indexing
             # and arithmetic: garbage in either raises TypeError, KeyError, AttributeError,
             # OverflowError... besides its own errors.
             self._credentials = None
-            raise CredentialsError(f"{self.described}: {_reason(exc, self._secrets)}") from None
+            why = f"{self.described}: {_reason(exc, self._secrets)}"
+            raise CredentialsError(why, _failure_class(exc, loading)) from None
         token = creds.token
         if not isinstance(token, str) or not token:
             self._credentials = None
-            raise CredentialsError(f"{self.described}: the token endpoint gave no token")
+            raise CredentialsError(
+                f"{self.described}: the token endpoint gave no token", ErrorClass.PROTOCOL
+            )
         if len(token) > MAX_TOKEN_CHARS or not _BEARER_TOKEN.fullmatch(token):
             self._credentials = None  # never kept, nor sent in a header
             raise CredentialsError(
                 f"{self.described}: the token endpoint gave no usable access token "
-                f"(expected up to {MAX_TOKEN_CHARS} characters of an OAuth2 bearer token)"
+                f"(expected up to {MAX_TOKEN_CHARS} characters of an OAuth2 bearer token)",
+                ErrorClass.PROTOCOL,
             )
         return token
 
@@ -355,9 +364,9 @@ def _bounded_request(session: requests.Session) -> Any:
                     for chunk in response.iter_content(8192):
                         data += chunk
                         if len(data) > MAX_TOKEN_RESPONSE_BYTES:
-                            raise failed(f"an answer over {MAX_TOKEN_RESPONSE_BYTES} bytes")
+                            raise failed(f"{_OVERSIZED} {MAX_TOKEN_RESPONSE_BYTES} bytes")
                         if time.monotonic() > deadline:
-                            raise failed(f"no whole answer within {TOKEN_TIMEOUT_S:g}s")
+                            raise failed(f"{_LATE} {TOKEN_TIMEOUT_S:g}s")
             except requests.RequestException as exc:
                 raise failed(type(exc).__name__) from None
             return Response(response.status_code, response.headers, bytes(data))
@@ -397,6 +406,26 @@ def _from_info(info: Any) -> Credentials:
 _SECRET_FIELDS = frozenset(
     {"private_key", "private_key_id", "client_secret", "refresh_token", "credential_source"}
 )
+
+
+def _failure_class(exc: Exception, loading: bool) -> ErrorClass:
+    """Credentials that do not load, or that the token endpoint refuses, are ``auth``; an
+    endpoint unreachable, failing or answering garbage is not (``auth`` alerts and the
+    gateway's auth cooldown are for bad credentials)."""
+    from google.auth import exceptions
+
+    if loading:
+        return ErrorClass.AUTH
+    if isinstance(exc, exceptions.TransportError):
+        if str(exc).startswith(_OVERSIZED):
+            return ErrorClass.PROTOCOL
+        # requests' ReadTimeout/ConnectTimeout, or our deadline on the whole answer.
+        timed_out = "Timeout" in str(exc) or str(exc).startswith(_LATE)
+        return ErrorClass.TIMEOUT if timed_out else ErrorClass.CONNECTION
+    if isinstance(exc, exceptions.RefreshError):
+        # google-auth's retryable: a 5xx, 408 or 429 (already retried); else a refusal.
+        return ErrorClass.UNAVAILABLE if exc.retryable else ErrorClass.AUTH
+    return ErrorClass.PROTOCOL  # the answer's garbage broke google-auth's parsing
 
 
 def _secret_values(info: Any, secret: bool = False) -> list[str]:
