@@ -714,6 +714,14 @@ def test_an_authorized_user_file_is_read_as_one(tmp_path):
     config = gateway_config([{"model_name": "g", "litellm_params": params}])
     target = config.groups[0].deployments[0].to_target()
     assert target.project == PROJECT and target.credentials_file == str(user)
+    # Application default credentials: google.auth.default's project, as LiteLLM takes it.
+    bare = {"model": "vertex_ai/gemini-2.5-flash"}
+    for env, project in (
+        ({"GOOGLE_CLOUD_PROJECT": "env-project-1"}, "env-project-1"),
+        ({"GOOGLE_APPLICATION_CREDENTIALS": str(user)}, PROJECT),
+    ):
+        adc = gateway_config([{"model_name": "g", "litellm_params": bare}], env=env)
+        assert adc.groups[0].deployments[0].project == project
     creds = token_source(str(user))._load()
     assert isinstance(creds, google.oauth2.credentials.Credentials)
     assert creds.refresh_token == "1//refresh-SECRET"

@@ -53,7 +53,8 @@ naming key paths, never a value):
   credentials file's path, else that JSON itself as text or a mapping, as LiteLLM reads it;
   none: application default credentials), also spelled ``vertex_ai_*`` or taken from
   ``VERTEXAI_PROJECT``/``VERTEXAI_LOCATION``/``VERTEXAI_CREDENTIALS`` as LiteLLM does. Without
-  a project, the credentials' ``project_id`` (or ``quota_project_id``) is it, as in LiteLLM.
+  a project, the credentials' ``project_id`` (or ``quota_project_id``) is it, as in LiteLLM
+  (application default credentials: ``GOOGLE_CLOUD_PROJECT``, else their file's).
   ``api_base`` is used as LiteLLM uses it: requests go to ``{api_base}:{method}`` (a proxy's
   URL for the model; ``?alt=sse`` when streaming Gemini).
 - A deployment without a key (its variable unset) still loads, marked with ``missing_key``: its
@@ -767,6 +768,15 @@ def _vertex(
         else:
             credentials_file = as_path
     project = project or _credentials_project(credentials_file, credentials_info, path)
+    if not project and creds is None:
+        # Application default credentials: google.auth.default's project, as LiteLLM takes it
+        # (its variables, else the GOOGLE_APPLICATION_CREDENTIALS file's).
+        adc = env.get("GOOGLE_APPLICATION_CREDENTIALS")
+        project = (
+            env.get("GOOGLE_CLOUD_PROJECT")
+            or env.get("GCLOUD_PROJECT")
+            or _credentials_project(os.path.expanduser(adc) if adc else None, None, path)
+        )
     if not project:
         raise ConfigError(
             f"{path}.vertex_project: required for vertex_ai/ (or set VERTEXAI_PROJECT, or "
