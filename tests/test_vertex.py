@@ -634,11 +634,16 @@ def test_litellm_vertex_deployments_are_served_with_their_settings(vsim, tmp_pat
     # LiteLLM's api_base: {api_base}:{method}, the models looked up at the root it shows.
     target = gone.to_target()
     assert target.base_url == vsim.vertex_base and CheckKind.MODELS in target.checks
-    stream = PROTOCOLS["vertex"].completion_request(target, prompt="hi", max_tokens=1, stream=True)
+    hi = [{"role": "user", "content": "hi"}]
+    stream = PROTOCOLS["vertex"].completion_request(
+        target, messages=hi, params={}, max_tokens=1, stream=True
+    )
     assert stream.url == model_base(vsim, "gemini-2.5-flash") + ":streamGenerateContent?alt=sse"
     target = opaque.to_target()
     assert target.checks == (CheckKind.INFERENCE, CheckKind.STREAM)  # no publisher model there
-    url = PROTOCOLS["vertex"].completion_request(target, prompt="hi", max_tokens=1, stream=False)
+    url = PROTOCOLS["vertex"].completion_request(
+        target, messages=hi, params={}, max_tokens=1, stream=False
+    )
     assert url.url == "https://proxy.example/vertex/gemini:generateContent"
     wildcard = gateway_config([vertex_deployment(vsim, "vx-*", "*", creds)]).groups[0]
     claude_of = wildcard.deployments[0].expand("claude-haiku-4-5", ("claude-haiku-4-5",))
