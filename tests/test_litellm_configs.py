@@ -162,7 +162,7 @@ CASES = {
     "proxy_config.yaml": Case(
         served=("gemini-vision", "fake-azure-endpoint"),
         warnings=(
-            f"{PROVIDER}: model_list[0] (vertex_ai/ api_base of a proxy)",
+            f"{KEYLESS}: model_list[0] (no file at vertex_credentials)",  # LiteLLM's api_base
             f"{LITERAL}: model_list[2].litellm_params.api_key, general_settings.master_key",
             IGNORED,
         ),

@@ -6,12 +6,18 @@ Vertex for OpenAI and Anthropic SDK clients."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import http.server
 import itertools
 import json
+import socket
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import google.oauth2.credentials
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -158,6 +164,34 @@ def test_a_vertex_target_needs_project_and_location_and_a_real_file(tmp_path):
         )
 
 
+def test_only_gemini_and_claude_are_asked_of_vertex(vsim, tmp_path):
+    # Vertex serves Llama (an OpenAI-compatible endpoint), Mistral (its own format) and tuned
+    # models (projects/.../endpoints/ID) elsewhere: asked as Gemini they could only 404.
+    for model in ("meta/llama-3.1-405b-instruct-maas", "mistral-large@2407", "1234567890"):
+        with pytest.raises(ConfigError, match=r"targets\[0\]: 'model' of provider vertex"):
+            parse_config(
+                {
+                    "targets": [
+                        {"provider": "vertex", "project": PROJECT, "location": "x1", "model": model}
+                    ]
+                },
+                env={},
+            )
+    creds = credentials_file(vsim, tmp_path)
+    config = gateway_config(
+        [
+            vertex_deployment(vsim, "chat", "gemini-2.5-flash", creds),
+            vertex_deployment(vsim, "chat", "meta/llama-3.1-405b-instruct-maas", creds),
+            vertex_deployment(vsim, "chat", "gemini/1234567890", creds),
+            vertex_deployment(vsim, "vx/*", "*", creds),
+        ]
+    )
+    assert [d.model for d in config.resolve("chat")] == ["gemini-2.5-flash"]
+    assert any("gemini/1234567890: not Gemini nor Claude" in w for w in config.warnings)
+    assert [d.model for d in config.resolve("vx/claude-haiku-4-5")] == ["claude-haiku-4-5"]
+    assert config.resolve("vx/mistral-large@2407") == []
+
+
 def test_urls_protocols_and_bodies_follow_the_model():
     regional = parse_config(
         {"targets": [{"provider": "vertex", "project": PROJECT, "location": "europe-west4"}]},
@@ -293,6 +327,168 @@ async def test_credentials_that_fail_are_auth_naming_the_file_never_its_content(
     assert not truth(vsim)  # nothing reached the model without a token
 
 
+class GarbageTokenEndpoint(http.server.BaseHTTPRequestHandler):
+    """A token endpoint answering ``answers[path]`` (status, body) to any grant: what a captive
+    portal, a broken proxy or a hostile server sends instead of Google's answer."""
+
+    answers: ClassVar[dict[str, tuple[int, bytes]]] = {}
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        status, body = self.answers[self.path]
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(ConnectionError):  # the client may stop reading a huge one
+            self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def garbage_endpoint():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GarbageTokenEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_garbage_from_the_token_endpoint_or_the_file_is_auth_never_a_crash(
+    vsim, tmp_path, garbage_endpoint
+):
+    reset(vsim, **{"gemini-2.5-flash": {"ttft": "0s"}})
+    token = {"access_token": "ya29.fine", "expires_in": 3600}
+    answers = {
+        "/html": (200, b"<html>Sign in to the hotel wifi</html>"),
+        "/list": (200, b"[]"),
+        "/null": (200, b"null"),
+        "/expiry-object": (200, json.dumps({**token, "expires_in": {"s": 1}}).encode()),
+        "/expiry-huge": (200, json.dumps({**token, "expires_in": 1e300}).encode()),
+        "/token-number": (200, json.dumps({**token, "access_token": 12345678}).encode()),
+        "/token-crlf": (200, json.dumps({**token, "access_token": "ya29.a\r\nx-a: b"}).encode()),
+        "/token-huge": (
+            200,
+            json.dumps({**token, "access_token": "ya29." + "a" * 300_000}).encode(),
+        ),
+        "/body-huge": (200, b" " * 8_000_000 + json.dumps(token).encode()),
+    }
+    GarbageTokenEndpoint.answers = answers
+    paths = []
+    for name in answers:
+        path = credentials_file(vsim, tmp_path)
+        info = json.loads(path.read_text())
+        path.write_text(json.dumps({**info, "token_uri": garbage_endpoint + name}))
+        paths.append(path)
+    # Garbage from the endpoint is the endpoint's fault (protocol), not the credentials'.
+    expected = dict.fromkeys(paths, ErrorClass.PROTOCOL)
+    not_an_object = tmp_path / "list.json"
+    not_an_object.write_text("[1, 2]")
+    expected[not_an_object] = ErrorClass.AUTH
+    for path, error_class in expected.items():
+        target = vertex_target(vsim, "gemini-2.5-flash", path, timeout="5s")
+        for _ in range(2):  # and again: a bad token is not kept as if it were good
+            result = await check(target, CheckKind.INFERENCE)
+            assert result.error_class is error_class, (path, result.error_message)
+            assert str(path) in result.error_message
+    assert not truth(vsim)  # nothing reached the model without a token
+
+
+async def test_a_token_endpoint_down_is_an_outage_not_bad_credentials(
+    vsim, tmp_path, garbage_endpoint
+):
+    reset(vsim, **{"gemini-2.5-flash": {"ttft": "0s"}})
+    GarbageTokenEndpoint.answers = {
+        "/down": (503, b'{"error": "temporarily_unavailable"}'),  # retried by google-auth
+        "/refused": (400, b'{"error": "invalid_grant", "error_description": "Invalid JWT"}'),
+    }
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    cases = {
+        f"{garbage_endpoint}/down": ErrorClass.UNAVAILABLE,
+        f"{garbage_endpoint}/refused": ErrorClass.AUTH,
+        f"http://127.0.0.1:{closed.getsockname()[1]}/token": ErrorClass.CONNECTION,
+    }
+    try:
+        for token_uri, error_class in cases.items():
+            path = credentials_file(vsim, tmp_path)
+            path.write_text(json.dumps({**json.loads(path.read_text()), "token_uri": token_uri}))
+            target = vertex_target(vsim, "gemini-2.5-flash", path, timeout="15s")
+            result = await check(target, CheckKind.INFERENCE)
+            assert result.error_class is error_class, (token_uri, result.error_message)
+    finally:
+        closed.close()
+
+
+async def test_a_secret_of_unusable_type_is_not_quoted_in_the_reason(vsim, tmp_path):
+    # google-auth repr's a private key it cannot convert to bytes: the reason must not show it.
+    reset(vsim, **{"gemini-2.5-flash": {"ttft": "0s"}})
+    lines = [line for line in PRIVATE_KEY.splitlines() if "PRIVATE KEY" not in line]
+    for odd in ([PRIVATE_KEY], {"pem": PRIVATE_KEY}):
+        path = credentials_file(vsim, tmp_path)
+        path.write_text(json.dumps({**json.loads(path.read_text()), "private_key": odd}))
+        result = await check(vertex_target(vsim, "gemini-2.5-flash", path), CheckKind.INFERENCE)
+        assert result.error_class is ErrorClass.AUTH and str(path) in result.error_message
+        assert "InvalidValue" in result.error_message  # the reason is still said
+        assert not any(line[:16] in result.error_message for line in lines), result.error_message
+
+
+class HangingTokenEndpoint(http.server.BaseHTTPRequestHandler):
+    """A token endpoint that takes the grant and answers only when ``release`` is set."""
+
+    release = threading.Event()
+    grants = 0
+
+    def do_POST(self) -> None:
+        type(self).grants += 1
+        self.release.wait(30)
+        body = b'{"error": "temporarily_unavailable"}'
+        self.send_response(503)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(ConnectionError):
+            self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_a_hanging_token_endpoint_holds_no_thread_of_the_event_loops(vsim, tmp_path, caplog):
+    # Many probes waiting for one credentials' token: they wait for the one refresh, holding
+    # no thread of the loop's default executor, where aiohttp resolves every provider's host.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HangingTokenEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    HangingTokenEndpoint.release.clear()
+    path = credentials_file(vsim, tmp_path)
+    info = json.loads(path.read_text())
+    token_uri = f"http://127.0.0.1:{server.server_address[1]}/token"
+    path.write_text(json.dumps({**info, "token_uri": token_uri}))
+    target = vertex_target(vsim, "gemini-2.5-flash", path, timeout="1s")
+    try:
+        waiting = [asyncio.create_task(check(target, CheckKind.INFERENCE)) for _ in range(40)]
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await asyncio.wait_for(asyncio.to_thread(lambda: None), 5)
+        assert time.monotonic() - started < 0.5  # the default executor is free
+        results = await asyncio.gather(*waiting)
+        assert {r.error_class for r in results} == {ErrorClass.TIMEOUT}
+        assert "obtaining credentials" in results[0].error_message
+        assert HangingTokenEndpoint.grants == 1  # one refresh for them all
+        HangingTokenEndpoint.release.set()
+        source = token_source(str(path))
+        while source._pending is not None:  # the refresh ends (503s, retried by google-auth)
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)
+        gc.collect()
+        assert "never retrieved" not in caplog.text  # its failure was no one's to log
+    finally:
+        HangingTokenEndpoint.release.set()
+        server.shutdown()
+        server.server_close()
+
+
 async def test_application_default_credentials_are_used_without_a_file(vsim, tmp_path, monkeypatch):
     reset(vsim, **{"gemini-2.5-flash": {"ttft": "0s"}})
     target = vertex_target(vsim, "gemini-2.5-flash", "")
@@ -384,12 +580,18 @@ async def test_short_lived_tokens_never_fail_a_request(vsim, tmp_path):
 # ---- gateway ---------------------------------------------------------------------------------
 
 
+def model_base(sim: SimServer, model: str) -> str:
+    """LiteLLM's vertex_ai/ api_base: the model's URL up to ``:method``."""
+    publisher = "anthropic" if model.startswith("claude-") else "google"
+    return f"{sim.vertex_base}/projects/{PROJECT}/locations/us-east5/publishers/{publisher}/models/{model}"
+
+
 def vertex_deployment(sim: SimServer, group: str, model: str, creds: Path) -> dict[str, Any]:
     return {
         "model_name": group,
         "litellm_params": {
             "model": f"vertex_ai/{model}",
-            "api_base": sim.vertex_base,
+            "api_base": model_base(sim, model),
             "vertex_project": PROJECT,
             "vertex_location": "us-east5",
             "vertex_credentials": str(creds),
@@ -403,16 +605,8 @@ def test_litellm_vertex_deployments_are_served_with_their_settings(vsim, tmp_pat
         [
             vertex_deployment(vsim, "gemini", "gemini-2.5-flash", creds),
             {"model_name": "claude", "litellm_params": {"model": "vertex_ai/claude-haiku-4-5"}},
-            {
-                "model_name": "inline",
-                "litellm_params": {
-                    "model": "vertex_ai/gemini-2.5-pro",
-                    "vertex_project": PROJECT,
-                    "vertex_credentials": "os.environ/VERTEX_JSON",
-                },
-            },
         ],
-        env={"VERTEXAI_PROJECT": "env-project", "VERTEX_JSON": '{"type": "service_account"}'},
+        env={"VERTEXAI_PROJECT": "env-project"},
     )
     gemini, claude = (g.deployments[0] for g in config.groups)
     assert (gemini.protocol, gemini.project, gemini.location) == ("vertex", PROJECT, "us-east5")
@@ -421,8 +615,6 @@ def test_litellm_vertex_deployments_are_served_with_their_settings(vsim, tmp_pat
     assert target.protocol == "vertex-anthropic" and target.project == "env-project"
     assert target.base_url == "https://us-central1-aiplatform.googleapis.com/v1"  # LiteLLM's
     assert target.credentials_file is None  # application default credentials
-    assert any("vertex_credentials holds JSON" in w for w in config.warnings)
-    assert "inline" not in {g.name for g in config.groups}
     proxied = gateway_config(
         [
             vertex_deployment(vsim, "gone", "gemini-2.5-flash", tmp_path / "gone.json"),
@@ -431,20 +623,113 @@ def test_litellm_vertex_deployments_are_served_with_their_settings(vsim, tmp_pat
                 "litellm_params": {
                     "model": "vertex_ai/gemini-2.5-flash",
                     "vertex_project": PROJECT,
-                    "api_base": f"https://proxy.example/v1/projects/{PROJECT}/locations/x/m",
+                    "api_base": "https://proxy.example/vertex/gemini",
                 },
             },
         ]
     )
-    (gone,) = proxied.groups
-    assert "gone.json" in (gone.deployments[0].missing_key or "")  # answers 401, as LiteLLM's
+    gone, opaque = (g.deployments[0] for g in proxied.groups)
+    assert "gone.json" in (gone.missing_key or "")  # answers 401, as LiteLLM's
     assert any("no file at vertex_credentials" in w for w in proxied.warnings)
-    assert any("vertex_ai/ api_base of a proxy" in w for w in proxied.warnings)
+    # LiteLLM's api_base: {api_base}:{method}, the models looked up at the root it shows.
+    target = gone.to_target()
+    assert target.base_url == vsim.vertex_base and CheckKind.MODELS in target.checks
+    hi = [{"role": "user", "content": "hi"}]
+    stream = PROTOCOLS["vertex"].completion_request(
+        target, messages=hi, params={}, max_tokens=1, stream=True
+    )
+    assert stream.url == model_base(vsim, "gemini-2.5-flash") + ":streamGenerateContent?alt=sse"
+    target = opaque.to_target()
+    assert target.checks == (CheckKind.INFERENCE, CheckKind.STREAM)  # no publisher model there
+    url = PROTOCOLS["vertex"].completion_request(
+        target, messages=hi, params={}, max_tokens=1, stream=False
+    )
+    assert url.url == "https://proxy.example/vertex/gemini:generateContent"
     wildcard = gateway_config([vertex_deployment(vsim, "vx-*", "*", creds)]).groups[0]
     claude_of = wildcard.deployments[0].expand("claude-haiku-4-5", ("claude-haiku-4-5",))
     assert claude_of.protocol == "vertex-anthropic"  # the model a wildcard takes decides
+    for project in ("p/locations/x", "my project", "a?b=1"):  # into the URL's path as is
+        entry = vertex_deployment(vsim, "g", "gemini-2.5-flash", creds)
+        entry["litellm_params"]["vertex_project"] = project
+        with pytest.raises(ConfigError, match=r"vertex_project: expected a Google Cloud project"):
+            gateway_config([entry])
     with pytest.raises(ConfigError, match=r"vertex_project: required for vertex_ai/"):
         gateway_config([{"model_name": "x", "litellm_params": {"model": "vertex_ai/gemini-x"}}])
+
+
+async def test_litellm_vertex_credentials_given_as_json_text_or_mapping_are_used(vsim, tmp_path):
+    # LiteLLM's vertex_credentials: a path, else the JSON itself (text, a variable holding it,
+    # or a YAML mapping); without vertex_project, the credentials' project_id is the project.
+    reset(vsim, **{"gemini-2.5-flash": {"ttft": "0s"}})
+    text = credentials_file(vsim, tmp_path).read_text()
+
+    def entry(group: str, credentials: Any) -> dict[str, Any]:
+        params = {
+            "model": "vertex_ai/gemini-2.5-flash",
+            "api_base": model_base(vsim, "gemini-2.5-flash"),
+        }
+        return {
+            "model_name": group,
+            "litellm_params": {**params, "vertex_credentials": credentials},
+        }
+
+    config = gateway_config(
+        [
+            entry("variable", "os.environ/VERTEX_SA_JSON"),
+            entry("written", text),
+            entry("mapping", json.loads(text)),
+        ],
+        env={"VERTEX_SA_JSON": text},
+    )
+    assert [g.name for g in config.groups] == ["variable", "written", "mapping"]
+    (written,) = (w for w in config.warnings if w.startswith("keys written in the file"))
+    assert "[1].litellm_params.vertex_credentials" in written and "[0]" not in written
+    assert "[2].litellm_params.vertex_credentials" in written
+    for group in config.groups:
+        deployment = group.deployments[0]
+        target = deployment.to_target()
+        assert target.project == PROJECT and target.credentials_file is None
+        assert "PRIVATE KEY" not in repr(deployment) + repr(target) + repr(config.warnings)
+        result = await check(target, CheckKind.INFERENCE)
+        assert result.ok, result.error_message
+    with pytest.raises(ConfigError, match=r"litellm_params\.vertex_credentials: expected a cred"):
+        gateway_config([entry("broken", '{"type": "service_account", ')])
+    with pytest.raises(ConfigError) as refused:
+        gateway_config([entry("b", '{"private_key": SECRET')])
+    assert "SECRET" not in str(refused.value)
+
+
+def test_an_authorized_user_file_is_read_as_one(tmp_path):
+    # gcloud auth application-default login's file, which LiteLLM's vertex_credentials takes:
+    # a refresh-token grant at Google's endpoint (not played here), its quota project the
+    # project when none is given.
+    user = tmp_path / "adc.json"
+    user.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "1.apps.googleusercontent.com",
+                "client_secret": "d-FL95Q19q7MQmFpd7hHD0Ty",
+                "refresh_token": "1//refresh-SECRET",
+                "quota_project_id": PROJECT,
+            }
+        )
+    )
+    params = {"model": "vertex_ai/gemini-2.5-flash", "vertex_credentials": str(user)}
+    config = gateway_config([{"model_name": "g", "litellm_params": params}])
+    target = config.groups[0].deployments[0].to_target()
+    assert target.project == PROJECT and target.credentials_file == str(user)
+    # Application default credentials: google.auth.default's project, as LiteLLM takes it.
+    bare = {"model": "vertex_ai/gemini-2.5-flash"}
+    for env, project in (
+        ({"GOOGLE_CLOUD_PROJECT": "env-project-1"}, "env-project-1"),
+        ({"GOOGLE_APPLICATION_CREDENTIALS": str(user)}, PROJECT),
+    ):
+        adc = gateway_config([{"model_name": "g", "litellm_params": bare}], env=env)
+        assert adc.groups[0].deployments[0].project == project
+    creds = token_source(str(user))._load()
+    assert isinstance(creds, google.oauth2.credentials.Credentials)
+    assert creds.refresh_token == "1//refresh-SECRET"
 
 
 def test_openai_sdk_falls_back_to_gemini_on_vertex(vsim, tmp_path):

@@ -7,6 +7,7 @@ the genai-prices catalogue; ``env`` lists the standard key variables in order of
 from __future__ import annotations
 
 import dataclasses
+import re
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -147,6 +148,19 @@ def protocol_for(provider: str, model: str) -> str:
     if protocol == "vertex" and model.startswith("claude-"):
         return "vertex-anthropic"
     return protocol
+
+
+# Google Cloud project ids (6 to 30 characters; older ones may be longer or domain-scoped)
+# and locations, as Vertex AI's URLs take them (unescaped: nothing else may pass).
+VERTEX_PROJECT = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,61}[a-z0-9]")
+VERTEX_LOCATION = re.compile(r"[a-z][a-z0-9-]{1,40}")
+
+
+def vertex_serves(model: str) -> bool:
+    """Whether llmpulse speaks Vertex AI's API for ``model``: Google's Gemini and Anthropic's
+    Claude publisher models. Others (Llama, Mistral, tuned models' endpoints...) take other
+    URLs and formats; asked as Gemini they could only fail."""
+    return model.startswith(("gemini-", "claude-"))
 
 
 def vertex_base_url(location: str) -> str:

@@ -120,6 +120,10 @@ class Target:
     project: str | None = None
     location: str | None = None
     credentials_file: str | None = None
+    # Or the credentials' JSON itself (LiteLLM's vertex_credentials holding it): a secret.
+    credentials_info: str | None = dataclasses.field(default=None, repr=False)
+    # The model's URL up to ":method", used as is (LiteLLM's vertex_ai/ api_base: a proxy's).
+    model_endpoint: str | None = None
     # Status-page components (globs) carrying its API; None: the provider's default mapping.
     status_components: tuple[str, ...] | None = None
 

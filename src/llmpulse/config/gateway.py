@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 from llmpulse.config.errors import ConfigError
 from llmpulse.config.keys import GatewayKey, Team
-from llmpulse.presets import PRESETS, protocol_for
+from llmpulse.presets import PRESETS, protocol_for, vertex_serves
+from llmpulse.result import CheckKind
 from llmpulse.secrets import credentials, url_password
 from llmpulse.target import PriceOverride, Target
 
@@ -85,6 +86,10 @@ class Deployment:
     project: str | None = None
     location: str | None = None
     credentials_file: str | None = None
+    # vertex_credentials holding the JSON itself rather than a path: a secret.
+    credentials_info: str | None = dataclasses.field(default=None, repr=False)
+    # vertex_ai/ api_base: the model's URL up to ":method" (a proxy's), as LiteLLM uses it.
+    model_endpoint: str | None = None
 
     @property
     def wildcard(self) -> bool:
@@ -115,7 +120,7 @@ class Deployment:
         """The monitor's target for this deployment, probed with the monitor's defaults."""
         preset = PRESETS[self.provider]
         azure = self.protocol == "azure"
-        return Target(
+        target = Target(
             name=self.name,
             provider=self.provider,
             protocol=self.protocol,
@@ -134,7 +139,13 @@ class Deployment:
             project=self.project,
             location=self.location,
             credentials_file=self.credentials_file,
+            credentials_info=self.credentials_info,
+            model_endpoint=self.model_endpoint,
         )
+        if self.model_endpoint is not None and "/publishers/" not in self.model_endpoint:
+            # A proxy's URL that does not show Vertex's path: no publisher model to look up.
+            target = dataclasses.replace(target, checks=(CheckKind.INFERENCE, CheckKind.STREAM))
+        return target
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -286,7 +297,9 @@ class GatewayConfig:
         for group in _by_specificity(self.groups):
             match = group_pattern(group.name).fullmatch(name)
             if match:
-                return [d.expand(name, match.groups()) for d in group.deployments]
+                expanded = (d.expand(name, match.groups()) for d in group.deployments)
+                # vertex_ai/* asked for a model it cannot ask Vertex for: not served there.
+                return [d for d in expanded if d.provider != "vertex" or vertex_serves(d.model)]
         return []
 
     def targets(self) -> list[Target]:

@@ -49,12 +49,14 @@ naming key paths, never a value):
   is skipped too, llmpulse not implementing it, unless LiteLLM would use its key.
 - ``azure/`` without ``api_version`` (nor ``AZURE_API_VERSION``) uses LiteLLM's default.
 - ``vertex_ai/`` (Gemini, and Claude by its ``claude-`` name): ``vertex_project``,
-  ``vertex_location`` (LiteLLM's default us-central1) and ``vertex_credentials`` (a service
-  account file's path; none: application default credentials), also spelled ``vertex_ai_*``
-  or taken from ``VERTEXAI_PROJECT``/``VERTEXAI_LOCATION``/``VERTEXAI_CREDENTIALS`` as LiteLLM
-  does. ``vertex_credentials`` holding the JSON itself is skipped as an unsupported auth
-  method. ``api_base`` is Vertex's ``/v1`` root (as the Anthropic SDK's ``base_url``), not
-  LiteLLM's proxy form ``{api_base}:{method}``.
+  ``vertex_location`` (LiteLLM's default us-central1) and ``vertex_credentials`` (a
+  credentials file's path, else that JSON itself as text or a mapping, as LiteLLM reads it;
+  none: application default credentials), also spelled ``vertex_ai_*`` or taken from
+  ``VERTEXAI_PROJECT``/``VERTEXAI_LOCATION``/``VERTEXAI_CREDENTIALS`` as LiteLLM does. Without
+  a project, the credentials' ``project_id`` (or ``quota_project_id``) is it, as in LiteLLM
+  (application default credentials: ``GOOGLE_CLOUD_PROJECT``, else their file's).
+  ``api_base`` is used as LiteLLM uses it: requests go to ``{api_base}:{method}`` (a proxy's
+  URL for the model; ``?alt=sse`` when streaming Gemini).
 - A deployment without a key (its variable unset) still loads, marked with ``missing_key``: its
   requests are answered 401 as the provider would, and probes report ``auth`` without calling it.
   One of a server that may need no key (``ollama/``, ``hosted_vllm/``, ``openai/`` with an
@@ -76,7 +78,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -117,7 +118,14 @@ from llmpulse.config.keys import (
 )
 from llmpulse.config.web import is_loopback, split_address
 from llmpulse.durations import Duration, DurationOrZero
-from llmpulse.presets import PRESETS, protocol_for, vertex_base_url
+from llmpulse.presets import (
+    PRESETS,
+    VERTEX_LOCATION,
+    VERTEX_PROJECT,
+    protocol_for,
+    vertex_base_url,
+    vertex_serves,
+)
 from llmpulse.secrets import env_var, is_credential_header
 from llmpulse.target import PriceOverride
 
@@ -152,7 +160,6 @@ _VERTEX_ENV = {
     "credentials": ("VERTEXAI_CREDENTIALS", "VERTEX_CREDENTIALS"),
 }
 VERTEX_DEFAULT_LOCATION = "us-central1"
-_LOCATION = re.compile(r"[a-z][a-z0-9-]{1,40}")
 
 # Key variables LiteLLM reads when a deployment has no api_key, besides the preset's own.
 _LITELLM_KEY_VARS: dict[str, tuple[str, ...]] = {
@@ -285,7 +292,9 @@ class _Params(_ShapeParams):
     # vertex_ai/: LiteLLM's names (its vertex_ai_* spellings are the same settings).
     vertex_project: str | None = Field(default=None, validation_alias=_VERTEX_PROJECT)
     vertex_location: str | None = Field(default=None, validation_alias=_VERTEX_LOCATION)
-    vertex_credentials: str | None = Field(default=None, validation_alias=_VERTEX_CREDENTIALS)
+    vertex_credentials: str | dict[str, Any] | None = Field(
+        default=None, validation_alias=_VERTEX_CREDENTIALS
+    )
 
     # LiteLLM's proxy resolves every os.environ/ value of litellm_params and its params type
     # then reads these as numbers or a flag (the others it passes on as text, so they stay
@@ -577,34 +586,10 @@ def _served(
         if entra:
             notes.unsupported_auth.append(f"model_list[{index}] (Azure Entra ID: {entra})")
             return False
-    if resolved[0] == "vertex":
-        raw = entry.litellm_params.model_extra or {}
-        api_base = raw.get("api_base")
-        if isinstance(api_base, str) and "/projects/" in api_base:
-            # LiteLLM's proxy form: the model's URL up to ``:method``, whatever the model is.
-            notes.unknown_provider.append(f"model_list[{index}] (vertex_ai/ api_base of a proxy)")
-            return False
-        given = _vertex_raw(raw, "credentials", env)
-        if given is not None and given.lstrip().startswith("{"):
-            # LiteLLM takes the service account's JSON itself too; llmpulse only its path.
-            notes.unsupported_auth.append(
-                f"model_list[{index}] (vertex_credentials holds JSON, not a file's path)"
-            )
-            return False
+    if resolved[0] == "vertex" and "*" not in resolved[1] and not vertex_serves(resolved[1]):
+        notes.unknown_provider.append(f"model_list[{index}] ({model}: not Gemini nor Claude)")
+        return False
     return True
-
-
-def _vertex_raw(params: Mapping[str, Any], name: str, env: Mapping[str, str]) -> str | None:
-    """A vertex_ai/ setting as LiteLLM resolves it (the param under either name, else its
-    variables), read leniently: an unset variable reads as not given."""
-    for key in (f"vertex_{name}", f"vertex_ai_{name}"):
-        value = params.get(key)
-        var = env_var(value) if isinstance(value, str) else None
-        if var is not None:
-            value = env.get(var)
-        if isinstance(value, str) and value:
-            return value
-    return next((env[v] for v in _VERTEX_ENV[name] if env.get(v)), None)
 
 
 def _entra_id(params: Mapping[str, Any], env: Mapping[str, str], refresh: bool) -> str:
@@ -687,10 +672,19 @@ def _deployment(
         base_url += "/v1"  # LiteLLM's api_base is Ollama's root; llmpulse speaks its /v1 API
     if provider == "anthropic":
         base_url = base_url.removesuffix("/v1/messages")
-    project = location = credentials_file = None
+    project = location = credentials_file = credentials_info = model_endpoint = None
     if provider == "vertex":
-        project, location, credentials_file = _vertex(params, env, path)
-        base_url = base_url or vertex_base_url(location)
+        project, location, credentials_file, credentials_info = _vertex(params, env, path)
+        if base_url:
+            # LiteLLM sends to ``{api_base}:{method}`` whatever the model: a proxy's URL for
+            # the model. Publisher models are looked up at the root its path shows, if any.
+            model_endpoint = base_url
+            base_url = base_url.split("/projects/", 1)[0]
+        else:
+            base_url = vertex_base_url(location)
+        written = params.vertex_credentials
+        if isinstance(written, dict) or (written and env_var(written) is None and credentials_info):
+            notes.literal.append(f"{key_path}.vertex_credentials")  # the JSON in the file
 
     headers = {}
     for name, value in params.extra_headers.items():
@@ -745,33 +739,86 @@ def _deployment(
         project=project,
         location=location,
         credentials_file=credentials_file,
+        credentials_info=credentials_info,
+        model_endpoint=model_endpoint,
     )
 
 
-def _vertex(params: _Params, env: Mapping[str, str], path: str) -> tuple[str, str, str | None]:
-    """A vertex_ai/ deployment's project, location and credentials file (None: application
-    default credentials), as LiteLLM resolves them."""
-    given = {
-        "project": params.vertex_project,
-        "location": params.vertex_location,
-        "credentials": params.vertex_credentials,
-    }
+def _vertex(
+    params: _Params, env: Mapping[str, str], path: str
+) -> tuple[str, str, str | None, str | None]:
+    """A vertex_ai/ deployment's project, location, and credentials: a file's path or their
+    JSON (neither: application default credentials), as LiteLLM resolves them."""
     found: dict[str, str | None] = {}
-    for name, value in given.items():
-        found[name] = (
-            _value(value, env, f"{path}.vertex_{name}")
-            if value
-            else next((env[v] for v in _VERTEX_ENV[name] if env.get(v)), None)
-        )
+    for name in ("project", "location", "credentials"):
+        value = getattr(params, f"vertex_{name}")
+        if isinstance(value, dict):
+            found[name] = json.dumps(value)  # a mapping in the YAML: the credentials' JSON
+        elif value:
+            found[name] = _value(value, env, f"{path}.vertex_{name}")
+        else:
+            found[name] = next((env[v] for v in _VERTEX_ENV[name] if env.get(v)), None)
     project, location, creds = found["project"], found["location"], found["credentials"]
+    credentials_file = credentials_info = None
+    if creds is not None:
+        # LiteLLM's order: a path when one exists there, else the JSON itself.
+        as_path = os.path.expanduser(creds)
+        if creds.lstrip().startswith("{") and not os.path.exists(as_path):
+            credentials_info = creds
+        else:
+            credentials_file = as_path
+    project = project or _credentials_project(credentials_file, credentials_info, path)
+    if not project and creds is None:
+        # Application default credentials: google.auth.default's project, as LiteLLM takes it
+        # (its variables, else the GOOGLE_APPLICATION_CREDENTIALS file's).
+        adc = env.get("GOOGLE_APPLICATION_CREDENTIALS")
+        project = (
+            env.get("GOOGLE_CLOUD_PROJECT")
+            or env.get("GCLOUD_PROJECT")
+            or _credentials_project(os.path.expanduser(adc) if adc else None, None, path)
+        )
     if not project:
         raise ConfigError(
-            f"{path}.vertex_project: required for vertex_ai/ (or set VERTEXAI_PROJECT)"
+            f"{path}.vertex_project: required for vertex_ai/ (or set VERTEXAI_PROJECT, or "
+            "give credentials with a project_id)"
+        )
+    if not VERTEX_PROJECT.fullmatch(project):
+        raise ConfigError(
+            f"{path}.vertex_project: expected a Google Cloud project id such as my-project-123"
         )
     location = location or VERTEX_DEFAULT_LOCATION
-    if not _LOCATION.fullmatch(location):
+    if not VERTEX_LOCATION.fullmatch(location):
         raise ConfigError(f"{path}.vertex_location: expected a region such as us-east5, or global")
-    return project, location, None if creds is None else os.path.expanduser(creds)
+    return project, location, credentials_file, credentials_info
+
+
+_MAX_CREDENTIALS_BYTES = 1024 * 1024
+
+
+def _credentials_project(file: str | None, info: str | None, path: str) -> str | None:
+    """The project LiteLLM takes from the credentials when none is given: their
+    ``project_id``, else their ``quota_project_id``. Inline JSON must parse; a file that does
+    not names no project here (reading it fails later, as an auth result)."""
+    parsed: Any = None
+    if info is not None:
+        try:
+            parsed = json.loads(info)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ConfigError(
+                f"{path}.vertex_credentials: expected a credentials file's path or its JSON object"
+            )
+    elif file is not None:
+        try:
+            with open(file, "rb") as handle:
+                parsed = json.loads(handle.read(_MAX_CREDENTIALS_BYTES))
+        except (OSError, ValueError):
+            return None
+    if not isinstance(parsed, dict):
+        return None
+    project = parsed.get("project_id") or parsed.get("quota_project_id")
+    return project if isinstance(project, str) else None
 
 
 def _strip_provider(model: str | None) -> str | None:

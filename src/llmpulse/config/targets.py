@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 from collections.abc import Mapping
 from typing import Annotated
 
@@ -15,16 +14,20 @@ from llmpulse import catalog
 from llmpulse.config.errors import ConfigError
 from llmpulse.config.probes import GEMINI_FORMAT, ProbeConfig, canary_probe, gemini_params_problem
 from llmpulse.durations import Duration
-from llmpulse.presets import DISCOVERABLE, PRESETS, protocol_for, vertex_base_url
+from llmpulse.presets import (
+    DISCOVERABLE,
+    PRESETS,
+    VERTEX_LOCATION,
+    VERTEX_PROJECT,
+    protocol_for,
+    vertex_base_url,
+    vertex_serves,
+)
 from llmpulse.result import CheckKind
 from llmpulse.rules import RuleOverrides
 from llmpulse.secrets import env_var, is_credential_header
 from llmpulse.target import PriceOverride, Target
 
-# Google Cloud project ids (6 to 30 characters; older ones may be longer or domain-scoped)
-# and locations, as Vertex AI's URLs take them.
-_PROJECT = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,61}[a-z0-9]")
-_LOCATION = re.compile(r"[a-z][a-z0-9-]{1,40}")
 # The built-in checks every target runs unless ``checks`` says otherwise (a list: iterating an
 # Enum is slow enough to show over 80,000 targets).
 _ALL_CHECKS = [CheckKind.MODELS, CheckKind.INFERENCE, CheckKind.STREAM]
@@ -84,14 +87,14 @@ class TargetConfig(BaseModel):
     @field_validator("project")
     @classmethod
     def _project_id(cls, value: str | None) -> str | None:
-        if value is not None and not _PROJECT.fullmatch(value):
+        if value is not None and not VERTEX_PROJECT.fullmatch(value):
             raise ValueError("expected a Google Cloud project id such as my-project-123")
         return value
 
     @field_validator("location")
     @classmethod
     def _location(cls, value: str | None) -> str | None:
-        if value is not None and not _LOCATION.fullmatch(value):
+        if value is not None and not VERTEX_LOCATION.fullmatch(value):
             raise ValueError("expected a Google Cloud region such as us-east5, or global")
         return value
 
@@ -141,6 +144,11 @@ class TargetConfig(BaseModel):
             for name in vertex[:2]:
                 if getattr(self, name) is None:
                     raise ValueError(f"'{name}' is required for provider vertex")
+            if self.model is not None and not vertex_serves(self.model):
+                raise ValueError(
+                    "'model' of provider vertex: expected a Gemini (gemini-...) or Claude "
+                    "(claude-...) model"
+                )
         elif given := [n for n in vertex if getattr(self, n) is not None]:
             raise ValueError(f"'{given[0]}' is only for provider vertex")
         if self.base_url is None and preset.base_url is None and self.provider != "vertex":

@@ -638,7 +638,7 @@ class Gateway:
         try:
             headers = await protocol.sign(self._target(deployment), "POST", url, headers, body)
         except CredentialsError as exc:
-            raise _AttemptFailed(ErrorClass.AUTH, str(exc)) from None
+            raise _AttemptFailed(exc.error_class, str(exc)) from None
         headers.setdefault("content-type", "application/json")
         response = await self.session.post(
             url,

@@ -186,7 +186,7 @@ class Prober:
         except _Failure as failure:
             _fail(result, failure.error_class, failure.message)
         except CredentialsError as exc:
-            _fail(result, ErrorClass.AUTH, str(exc))
+            _fail(result, exc.error_class, str(exc))
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
             # Before the status line this is a dropped connection; after, a truncated body.
             cls = ErrorClass.CONNECTION if result.http_status is None else ErrorClass.PROTOCOL

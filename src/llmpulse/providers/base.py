@@ -29,7 +29,12 @@ class ProtocolError(ValueError):
 
 class CredentialsError(Exception):
     """A request could not be authenticated before it was sent: credentials missing, unreadable
-    or refused by their token endpoint (an ``auth`` failure; the message names no secret)."""
+    or refused by their token endpoint (an ``auth`` failure; the message names no secret), or
+    the token endpoint unreachable or failing (``error_class`` says so: not the credentials')."""
+
+    def __init__(self, message: str, error_class: ErrorClass = ErrorClass.AUTH) -> None:
+        super().__init__(message)
+        self.error_class = error_class
 
 
 @dataclasses.dataclass(slots=True)
