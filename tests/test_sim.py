@@ -94,7 +94,7 @@ def test_openai_nonstream_shape_and_headers(server: SimServer, client: httpx.Cli
     assert body["system_fingerprint"] == "fp_sim"
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 5
-    assert body["usage"]["prompt_tokens"] == 4  # four words in MSG
+    assert body["usage"]["prompt_tokens"] == 6  # ceil(21 characters / 4)
     assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 2
     assert r.headers["x-request-id"].startswith("req_")
     assert r.headers["x-ratelimit-limit-requests"] == "3"
@@ -207,7 +207,7 @@ def test_anthropic_shapes(server: SimServer, client: httpx.Client) -> None:
     body = r.json()
     assert body["type"] == "message" and body["stop_reason"] == "end_turn"
     assert body["content"] == [{"type": "text", "text": "Hello the quick brown"}]
-    assert body["usage"]["input_tokens"] == 3 and body["usage"]["cache_read_input_tokens"] == 1
+    assert body["usage"]["input_tokens"] == 5 and body["usage"]["cache_read_input_tokens"] == 1
     assert r.headers["request-id"].startswith("req_")
     assert r.headers["anthropic-ratelimit-requests-remaining"] == "7"
     assert r.headers["anthropic-ratelimit-tokens-reset"].endswith("Z")

@@ -13,8 +13,10 @@ Every failure, including garbage, truncated or oversized responses, becomes a cl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -24,19 +26,90 @@ import aiohttp
 from llmpulse import catalog
 from llmpulse.errors import ErrorClass
 from llmpulse.http import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, make_session, read_capped
+from llmpulse.probe.prompts import (
+    EMBEDDINGS_TEXT,
+    INFERENCE_PROMPT,
+    LONG_CONTEXT_MAX_TOKENS,
+    LONG_CONTEXT_TOKENS,
+    STREAM_PROMPT,
+    estimate_tokens,
+    synthetic_prompt,
+    text_of,
+)
 from llmpulse.providers import PROTOCOLS, Protocol, ProtocolError
-from llmpulse.providers.base import Completion, CredentialsError, error_snippet
+from llmpulse.providers.base import (
+    Completion,
+    CredentialsError,
+    EmbeddingsInfo,
+    RequestSpec,
+    error_snippet,
+)
+from llmpulse.providers.openai_responses import TERMINAL as RESPONSES_TERMINAL
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.result import CheckKind, CheckResult, Usage
 from llmpulse.secrets import NO_SECRETS, Redactor
 from llmpulse.sse import SSEError
-from llmpulse.target import Target
+from llmpulse.target import Probe, Target
 from llmpulse.timing import CHARS_PER_TOKEN, Stopwatch
 
 log = logging.getLogger(__name__)
 
-INFERENCE_PROMPT = "ping"
-STREAM_PROMPT = "Count from 1 to 50, separated by spaces. Reply with the numbers only."
+# An embedding of 3072 floats is ~60 KB of JSON: this leaves room for larger ones, not for junk.
+MAX_EMBEDDING_BODY_BYTES = 1 << 20
+# A long_context prompt counted this far from its requested size is worth a warning.
+INPUT_TOKENS_TOLERANCE = 0.2
+
+__all__ = ["INFERENCE_PROMPT", "STREAM_PROMPT", "Prober", "run_checks"]
+
+
+@dataclasses.dataclass(slots=True)
+class _Request:
+    """One check's request, and what its result is judged against."""
+
+    spec: RequestSpec
+    stream: bool = False
+    prompt: str = ""  # what was sent, for an estimate when the provider reports no usage
+    input_tokens: int | None = None  # long_context: the prompt's requested size
+
+
+def build_request(target: Target, protocol: Protocol, probe: Probe) -> _Request:
+    """The request a probe of a kind sends: its own messages and params where it has them
+    (responses, embeddings, long_context's size), the kind's built-in prompt otherwise.
+    Raises ``Unsupported`` for a kind the protocol does not offer."""
+    kind = probe.kind
+    if not protocol.supports(kind):
+        raise protocol.unsupported(kind)
+    if kind is CheckKind.MODELS:
+        return _Request(protocol.models_request(target))
+    if kind is CheckKind.RESPONSES:
+        messages = probe.messages or ({"role": "user", "content": STREAM_PROMPT},)
+        stream = probe.params.get("stream") is not False
+        spec = protocol.responses_request(
+            target,
+            messages=messages,
+            params=probe.params,
+            max_tokens=target.max_tokens,
+            stream=stream,
+        )
+        return _Request(spec, stream, text_of(messages))
+    if kind is CheckKind.EMBEDDINGS:
+        text = text_of(probe.messages) or EMBEDDINGS_TEXT
+        return _Request(
+            protocol.embeddings_request(target, text=text, params=probe.params), False, text
+        )
+    if kind is CheckKind.LONG_CONTEXT:
+        size = probe.input_tokens or LONG_CONTEXT_TOKENS
+        prompt = synthetic_prompt(size, nonce=secrets.token_hex(4))
+        spec = protocol.completion_request(
+            target, prompt=prompt, max_tokens=LONG_CONTEXT_MAX_TOKENS, stream=True
+        )
+        return _Request(spec, True, prompt, size)
+    stream = kind is CheckKind.STREAM
+    prompt = STREAM_PROMPT if stream else INFERENCE_PROMPT
+    spec = protocol.completion_request(
+        target, prompt=prompt, max_tokens=target.max_tokens if stream else 1, stream=stream
+    )
+    return _Request(spec, stream, prompt)
 
 
 class _Failure(Exception):
@@ -123,12 +196,19 @@ class Prober:
         return list(await asyncio.gather(*(one(t, k) for t, k in pairs)))
 
     async def check(self, target: Target, kind: CheckKind) -> CheckResult:
+        """Run the built-in check of ``kind``."""
+        return await self.run(target, Probe(name=str(kind), kind=kind))
+
+    async def run(self, target: Target, probe: Probe) -> CheckResult:
+        """Run ``probe``: its result's check is the probe's name, its kind the probe's kind."""
+        kind = probe.kind
         protocol = PROTOCOLS[target.protocol]
         result = CheckResult(
             target=target.name,
             provider=target.provider,
             model=target.model,
-            check=kind,
+            check=probe.name,
+            kind=kind,
             timestamp=datetime.now(UTC),
             ok=False,
         )
@@ -136,16 +216,13 @@ class Prober:
             # The provider could only refuse a keyless request: say what to set, call nobody.
             _fail(result, ErrorClass.AUTH, target.missing_key)
             return result
-        if kind is CheckKind.MODELS:
-            spec = protocol.models_request(target)
-        else:
-            stream = kind is CheckKind.STREAM
-            spec = protocol.completion_request(
-                target,
-                prompt=STREAM_PROMPT if stream else INFERENCE_PROMPT,
-                max_tokens=target.max_tokens if stream else 1,
-                stream=stream,
-            )
+        try:
+            request = build_request(target, protocol, probe)
+        except ValueError as exc:  # Unsupported, or a prompt size out of bounds
+            # The config refuses these; a probe built in code may still ask.
+            _fail(result, ErrorClass.BAD_REQUEST, str(exc))
+            return self.redact.result(result)
+        spec = request.spec
         loop = asyncio.get_running_loop()
         deadline = _Deadline(target, loop.time())
         phase = "waiting for response headers"
@@ -170,7 +247,9 @@ class Prober:
                     allow_redirects=False,
                 ) as response:
                     phase = "reading the response"
-                    await self._read(target, protocol, kind, response, result, deadline, stopwatch)
+                    await self._read(
+                        target, protocol, kind, request, response, result, deadline, stopwatch
+                    )
         except aiohttp.ConnectionTimeoutError:  # a TimeoutError too: catch it first
             _fail(result, ErrorClass.TIMEOUT, f"connect timeout after {target.connect_timeout:g}s")
         except TimeoutError:
@@ -201,6 +280,7 @@ class Prober:
         target: Target,
         protocol: Protocol,
         kind: CheckKind,
+        request: _Request,
         response: aiohttp.ClientResponse,
         result: CheckResult,
         deadline: _Deadline,
@@ -214,7 +294,7 @@ class Prober:
         result.ratelimit = parse_ratelimit(response.headers)
         result.retry_after_s = parse_retry_after(response.headers)
         success = 200 <= response.status < 300
-        streaming = kind is CheckKind.STREAM and success
+        streaming = request.stream and success
         deadline.headers_arrived(streaming)
 
         if not success:
@@ -226,9 +306,12 @@ class Prober:
             raise _Failure(error.error_class, error.message)
 
         if streaming:
-            completion = await self._read_stream(protocol, response, result, deadline, stopwatch)
+            completion = await self._read_stream(
+                protocol, kind, response, result, deadline, stopwatch
+            )
         else:
-            body = await read_capped(response, MAX_BODY_BYTES, too_large=_too_large)
+            cap = MAX_EMBEDDING_BODY_BYTES if kind is CheckKind.EMBEDDINGS else MAX_BODY_BYTES
+            body = await read_capped(response, cap, too_large=_too_large)
             result.latency_ms = stopwatch.elapsed_s() * 1000
             try:
                 parsed = json.loads(body)
@@ -250,12 +333,19 @@ class Prober:
                         f"({info.count} models listed)"
                     )
                 return
-            completion = protocol.parse_completion(parsed)
-        self._finish(target, kind, completion, result)
+            if kind is CheckKind.EMBEDDINGS:
+                self._finish_embeddings(target, request, protocol.parse_embeddings(parsed), result)
+                return
+            if kind is CheckKind.RESPONSES:
+                completion = protocol.parse_responses(parsed)
+            else:
+                completion = protocol.parse_completion(parsed)
+        self._finish(target, request, completion, result)
 
     async def _read_stream(
         self,
         protocol: Protocol,
+        kind: CheckKind,
         response: aiohttp.ClientResponse,
         result: CheckResult,
         deadline: _Deadline,
@@ -270,7 +360,9 @@ class Prober:
                 f"expected {protocol.stream_content_type}, got {got}: {error_snippet(body)!r}",
             )
         decoder = protocol.frame_decoder()
-        parser = protocol.stream_parser()
+        responses = kind is CheckKind.RESPONSES
+        parser = protocol.responses_stream_parser() if responses else protocol.stream_parser()
+        terminal = " or ".join(RESPONSES_TERMINAL) if responses else protocol.terminal_event
         error = None
         try:
             async for chunk in response.content.iter_any():
@@ -302,22 +394,23 @@ class Prober:
             detail = " (in the middle of an event)" if leftover else ""
             raise _Failure(
                 ErrorClass.PROTOCOL,
-                f"stream ended without {protocol.terminal_event}{detail}",
+                f"stream ended without {terminal}{detail}",
             )
         return completion
 
     def _finish(
-        self, target: Target, kind: CheckKind, completion: Completion, result: CheckResult
+        self, target: Target, request: _Request, completion: Completion, result: CheckResult
     ) -> None:
         _apply_completion(result, completion)
         if completion.usage is None:
-            prompt = STREAM_PROMPT if kind is CheckKind.STREAM else INFERENCE_PROMPT
             result.usage = Usage(
-                input_tokens=max(1, round(len(prompt) / CHARS_PER_TOKEN)),
+                input_tokens=estimate_tokens(request.prompt),
                 output_tokens=round(completion.text_chars / CHARS_PER_TOKEN),
                 estimated=True,
             )
             result.warnings.append("the provider reported no token usage; tokens are estimated")
+        elif request.input_tokens is not None:
+            _check_prompt_size(result, request.input_tokens)
         if completion.error is not None:
             _fail(result, completion.error.error_class, completion.error.message)
         elif completion.blocked:
@@ -325,10 +418,23 @@ class Prober:
         else:
             # An empty answer within a 1-token budget (reasoning models) is still a success.
             result.ok = True
-        cost, warning = catalog.cost_usd(target, result.usage, result.response_model)
-        result.cost_usd = cost
-        if warning:
-            result.warnings.append(warning)
+        _price(target, result)
+
+    def _finish_embeddings(
+        self, target: Target, request: _Request, info: EmbeddingsInfo, result: CheckResult
+    ) -> None:
+        result.ok = True
+        result.embedding_dimensions = info.dimensions
+        result.response_model = info.response_model
+        if info.usage is not None:
+            result.usage = info.usage
+        else:
+            # Gemini's embedContent reports no usage at all.
+            result.usage = Usage(
+                input_tokens=estimate_tokens(request.prompt), output_tokens=0, estimated=True
+            )
+            result.warnings.append("the provider reported no token usage; tokens are estimated")
+        _price(target, result)
 
 
 async def run_checks(
@@ -344,6 +450,24 @@ async def run_checks(
         redactor = Redactor(s for t in targets for s in t.secrets)
     async with Prober(redactor=redactor) as prober:
         return await prober.check_many(pairs, concurrency)
+
+
+def _price(target: Target, result: CheckResult) -> None:
+    cost, warning = catalog.cost_usd(target, result.usage, result.response_model)
+    result.cost_usd = cost
+    if warning:
+        result.warnings.append(warning)
+
+
+def _check_prompt_size(result: CheckResult, requested: int) -> None:
+    """Warn when the provider counted the prompt far from the size asked for: its TTFT is then
+    the TTFT of another size than the probe's name says."""
+    counted = result.usage.input_tokens
+    if counted is not None and abs(counted - requested) > INPUT_TOKENS_TOLERANCE * requested:
+        result.warnings.append(
+            f"the provider counted {counted} input tokens for a prompt built for {requested} "
+            f"(more than {INPUT_TOKENS_TOLERANCE:.0%} apart)"
+        )
 
 
 def _apply_completion(result: CheckResult, completion: Completion) -> None:

@@ -8,13 +8,16 @@ Reference: googleapis/python-genai and the REST reference: ``generateContent``,
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from llmpulse.durations import DurationError, parse_duration
 from llmpulse.errors import classify
 from llmpulse.providers.base import (
+    CHAT_KINDS,
     Completion,
+    EmbeddingsInfo,
     ModelsInfo,
     Protocol,
     ProtocolError,
@@ -25,8 +28,9 @@ from llmpulse.providers.base import (
     get_int,
     get_str,
     loads_object,
+    vector_length,
 )
-from llmpulse.result import Usage
+from llmpulse.result import CheckKind, Usage
 from llmpulse.secrets import PRE_CLIP_CHARS
 from llmpulse.sse import SSEEvent
 
@@ -53,6 +57,7 @@ class GeminiProtocol(Protocol):
     name = "gemini"
     terminal_event = "a chunk with finishReason"
     request_id_headers = ("x-request-id",)
+    kinds = CHAT_KINDS | {CheckKind.EMBEDDINGS}
 
     def headers(self, target: Target) -> dict[str, str]:
         headers = {"content-type": "application/json", **target.headers}
@@ -97,6 +102,25 @@ class GeminiProtocol(Protocol):
 
     def error_from_object(self, obj: dict[str, Any], status: int | None) -> ProviderError:
         return error_from_object(obj, status)
+
+    def embeddings_request(
+        self, target: Target, *, text: str, params: Mapping[str, Any]
+    ) -> RequestSpec:
+        model = _model_path(target)
+        body = {"model": f"models/{model}", "content": {"parts": [{"text": text}]}, **params}
+        url = f"{target.base_url}/models/{model}:embedContent"
+        return RequestSpec("POST", url, self.headers(target), body)
+
+    def parse_embeddings(self, body: Any) -> EmbeddingsInfo:
+        # EmbedContentResponse is {"embedding": {"values": [...]}}: no usage to report.
+        embedding = body.get("embedding") if isinstance(body, dict) else None
+        if not isinstance(embedding, dict):
+            raise ProtocolError("embedContent response has no 'embedding' object")
+        return EmbeddingsInfo(dimensions=vector_length(embedding.get("values")))
+
+
+def _model_path(target: Target) -> str:
+    return quote(target.model.removeprefix("models/"), safe="-._")
 
 
 class GeminiStreamParser(StreamParser):
