@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 
 from conftest import ground_truth, make_target, sim_model
+from llmpulse.config import parse_config
+from llmpulse.config.errors import ConfigError
 from llmpulse.errors import ErrorClass
+from llmpulse.presets import PRESETS
 from llmpulse.probe import Prober
 from llmpulse.probe.prompts import LONG_CONTEXT_TOKENS
 from llmpulse.providers.base import REFUSED
@@ -256,3 +259,30 @@ async def test_a_long_context_size_out_of_bounds_is_refused_before_sending(sim):
     result = await check(make_target(sim, "openai", "gpt-4o-mini"), probe)
     assert result.error_class is ErrorClass.BAD_REQUEST and result.http_status is None
     assert "input_tokens must be 1..2000000" in (result.error_message or "")
+
+
+# --- what the config accepts -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "kind"),
+    [("anthropic", "embeddings"), ("anthropic", "responses"), ("gemini", "responses"),
+     ("azure", "responses")],
+)  # fmt: skip
+def test_the_config_refuses_a_check_the_provider_cannot_answer(provider, kind):
+    raw = {"provider": provider, "model": "m", "api_key": "os.environ/K", "checks": [kind]}
+    if provider == "azure":
+        raw |= {"base_url": "https://x.openai.azure.com", "api_version": "2024-10-21"}
+    with pytest.raises(ConfigError) as err:
+        parse_config({"targets": [raw]}, env={"K": "k"})
+    assert str(err.value) == (
+        f"targets[0]: 'checks': {kind} is not offered by provider {provider} (its "
+        f"{PRESETS[provider].protocol} API has no such endpoint); remove it from 'checks'"
+    )
+
+
+def test_the_config_accepts_the_new_kinds_where_they_exist():
+    raw = {"provider": "openai", "model": "m", "api_key": "os.environ/K",
+           "checks": ["responses", "embeddings", "long_context"]}  # fmt: skip
+    (target,) = parse_config({"targets": [raw]}, env={"K": "k"}).targets
+    assert target.checks == (CheckKind.RESPONSES, CheckKind.EMBEDDINGS, CheckKind.LONG_CONTEXT)

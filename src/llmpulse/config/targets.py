@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from llmpulse.config.errors import ConfigError
 from llmpulse.durations import Duration
-from llmpulse.presets import DISCOVERABLE, PRESETS
+from llmpulse.presets import DISCOVERABLE, PRESETS, supports
 from llmpulse.result import CheckKind
 from llmpulse.rules import RuleOverrides
 from llmpulse.secrets import env_var, is_credential_header
@@ -97,6 +97,12 @@ class TargetConfig(BaseModel):
             raise ValueError("'api_version' is required for provider azure (e.g. 2024-10-21)")
         if self.first_token_timeout is not None and self.first_token_timeout > self.timeout:
             raise ValueError("'first_token_timeout' cannot exceed 'timeout'")
+        for kind in self.checks:
+            if not supports(preset.protocol, kind):
+                raise ValueError(
+                    f"'checks': {kind!s} is not offered by provider {self.provider} (its "
+                    f"{preset.protocol} API has no such endpoint); remove it from 'checks'"
+                )
         return self
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from typing import Protocol as Interface
 
+from llmpulse import presets
 from llmpulse.errors import ErrorClass, classify
 from llmpulse.result import CheckKind, Usage
 from llmpulse.secrets import PRE_CLIP_CHARS
@@ -141,15 +142,8 @@ class FrameDecoder(Interface):
         ...
 
 
-# What every protocol offers; the others are the protocol's to declare (``Protocol.kinds``).
-CHAT_KINDS = frozenset(
-    {CheckKind.MODELS, CheckKind.INFERENCE, CheckKind.STREAM, CheckKind.LONG_CONTEXT}
-)
-
-
 class Protocol(abc.ABC):
     name: str
-    kinds: frozenset[CheckKind] = CHAT_KINDS  # the check kinds its API offers
     request_id_headers: tuple[str, ...] = ("x-request-id",)
     terminal_event: str  # named in the error when a stream ends without it
     stream_content_type: str = "text/event-stream"  # what a streaming 200 must be
@@ -191,8 +185,9 @@ class Protocol(abc.ABC):
         """Read this protocol's error object; ``status`` is None for an error inside a stream."""
 
     def supports(self, kind: CheckKind) -> bool:
-        """Whether this protocol's API offers ``kind`` (the config refuses a check it cannot)."""
-        return kind in self.kinds
+        """Whether this protocol's API offers ``kind`` (``presets.supports``: the config asks it
+        too, to refuse a check the provider cannot answer)."""
+        return presets.supports(self.name, kind)
 
     def unsupported(self, kind: CheckKind) -> Unsupported:
         """The error for a check of a kind this protocol does not offer."""

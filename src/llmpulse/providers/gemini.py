@@ -15,7 +15,6 @@ from urllib.parse import quote
 from llmpulse.durations import DurationError, parse_duration
 from llmpulse.errors import classify
 from llmpulse.providers.base import (
-    CHAT_KINDS,
     Completion,
     EmbeddingsInfo,
     ModelsInfo,
@@ -30,7 +29,7 @@ from llmpulse.providers.base import (
     loads_object,
     vector_length,
 )
-from llmpulse.result import CheckKind, Usage
+from llmpulse.result import Usage
 from llmpulse.secrets import PRE_CLIP_CHARS
 from llmpulse.sse import SSEEvent
 
@@ -57,7 +56,6 @@ class GeminiProtocol(Protocol):
     name = "gemini"
     terminal_event = "a chunk with finishReason"
     request_id_headers = ("x-request-id",)
-    kinds = CHAT_KINDS | {CheckKind.EMBEDDINGS}
 
     def headers(self, target: Target) -> dict[str, str]:
         headers = {"content-type": "application/json", **target.headers}

@@ -13,7 +13,6 @@ from urllib.parse import quote
 from llmpulse.errors import classify
 from llmpulse.providers import openai_responses
 from llmpulse.providers.base import (
-    CHAT_KINDS,
     Completion,
     EmbeddingsInfo,
     ModelsInfo,
@@ -28,7 +27,7 @@ from llmpulse.providers.base import (
     loads_object,
     vector_length,
 )
-from llmpulse.result import CheckKind, Usage
+from llmpulse.result import Usage
 from llmpulse.secrets import PRE_CLIP_CHARS
 from llmpulse.sse import SSEEvent
 
@@ -49,7 +48,6 @@ class OpenAIProtocol(Protocol):
     reasoning_outside_completion = False
     terminal_event = "data: [DONE]"
     request_id_headers: tuple[str, ...] = ("x-request-id",)
-    kinds = CHAT_KINDS | {CheckKind.RESPONSES, CheckKind.EMBEDDINGS}
 
     def headers(self, target: Target) -> dict[str, str]:
         headers = {"content-type": "application/json", **target.headers}
@@ -175,7 +173,6 @@ class AzureProtocol(OpenAIProtocol):
 
     name = "azure"
     request_id_headers = ("x-request-id", "apim-request-id")
-    kinds = CHAT_KINDS | {CheckKind.EMBEDDINGS}  # Responses: not at the deployment URLs
 
     def headers(self, target: Target) -> dict[str, str]:
         headers = {"content-type": "application/json", **target.headers}
