@@ -59,11 +59,9 @@ MAX_EMBEDDING_BODY_BYTES = 1 << 20
 # A long_context prompt counted this far from its requested size is worth a warning.
 INPUT_TOKENS_TOLERANCE = 0.2
 
-__all__ = ["INFERENCE_PROMPT", "STREAM_PROMPT", "Prober", "run_checks"]
-
 
 @dataclasses.dataclass(slots=True)
-class _Request:
+class ProbeRequest:
     """One check's request, and what its result is judged against."""
 
     spec: RequestSpec
@@ -72,7 +70,7 @@ class _Request:
     input_tokens: int | None = None  # long_context: the prompt's requested size
 
 
-def build_request(target: Target, protocol: Protocol, probe: Probe) -> _Request:
+def build_request(target: Target, protocol: Protocol, probe: Probe) -> ProbeRequest:
     """The request a probe of a kind sends: its own messages and params where it has them
     (responses, embeddings, long_context's size), the kind's built-in prompt otherwise.
     Raises ``Unsupported`` for a kind the protocol does not offer."""
@@ -80,7 +78,7 @@ def build_request(target: Target, protocol: Protocol, probe: Probe) -> _Request:
     if not protocol.supports(kind):
         raise protocol.unsupported(kind)
     if kind is CheckKind.MODELS:
-        return _Request(protocol.models_request(target))
+        return ProbeRequest(protocol.models_request(target))
     if kind is CheckKind.RESPONSES:
         messages = probe.messages or ({"role": "user", "content": STREAM_PROMPT},)
         stream = probe.params.get("stream") is not False
@@ -91,10 +89,10 @@ def build_request(target: Target, protocol: Protocol, probe: Probe) -> _Request:
             max_tokens=target.max_tokens,
             stream=stream,
         )
-        return _Request(spec, stream, text_of(messages))
+        return ProbeRequest(spec, stream, text_of(messages))
     if kind is CheckKind.EMBEDDINGS:
         text = text_of(probe.messages) or EMBEDDINGS_TEXT
-        return _Request(
+        return ProbeRequest(
             protocol.embeddings_request(target, text=text, params=probe.params), False, text
         )
     if kind is CheckKind.LONG_CONTEXT:
@@ -103,13 +101,13 @@ def build_request(target: Target, protocol: Protocol, probe: Probe) -> _Request:
         spec = protocol.completion_request(
             target, prompt=prompt, max_tokens=LONG_CONTEXT_MAX_TOKENS, stream=True
         )
-        return _Request(spec, True, prompt, size)
+        return ProbeRequest(spec, True, prompt, size)
     stream = kind is CheckKind.STREAM
     prompt = STREAM_PROMPT if stream else INFERENCE_PROMPT
     spec = protocol.completion_request(
         target, prompt=prompt, max_tokens=target.max_tokens if stream else 1, stream=stream
     )
-    return _Request(spec, stream, prompt)
+    return ProbeRequest(spec, stream, prompt)
 
 
 class _Failure(Exception):
@@ -280,7 +278,7 @@ class Prober:
         target: Target,
         protocol: Protocol,
         kind: CheckKind,
-        request: _Request,
+        request: ProbeRequest,
         response: aiohttp.ClientResponse,
         result: CheckResult,
         deadline: _Deadline,
@@ -399,7 +397,7 @@ class Prober:
         return completion
 
     def _finish(
-        self, target: Target, request: _Request, completion: Completion, result: CheckResult
+        self, target: Target, request: ProbeRequest, completion: Completion, result: CheckResult
     ) -> None:
         _apply_completion(result, completion)
         if completion.usage is None:
@@ -421,7 +419,7 @@ class Prober:
         _price(target, result)
 
     def _finish_embeddings(
-        self, target: Target, request: _Request, info: EmbeddingsInfo, result: CheckResult
+        self, target: Target, request: ProbeRequest, info: EmbeddingsInfo, result: CheckResult
     ) -> None:
         result.ok = True
         result.embedding_dimensions = info.dimensions
