@@ -105,3 +105,8 @@ def test_embeddings_bodies_that_are_not_embeddings():
             gemini.parse_embeddings(body)
     info = openai.parse_embeddings({"data": [{"embedding": [0.5] * 8}], "model": "e"})
     assert (info.dimensions, info.usage, info.response_model) == (8, None, "e")
+
+
+def test_a_done_marker_is_not_an_ending():
+    parser = ResponsesStreamParser()
+    assert not parser.feed(SSEEvent(data="[DONE]")).done and not parser.done

@@ -36,6 +36,10 @@ _FILTER_REASON = "content_filter"
 
 class ResponsesStreamParser(StreamParser):
     def feed(self, event: SSEEvent) -> StreamUpdate:
+        if event.data.startswith("[DONE]"):
+            # Chat's end marker, which compatible servers may append (the SDK skips it too);
+            # the stream is whole only if a terminal event came before it.
+            return StreamUpdate()
         data = loads_object(event.data)
         kind = get_str(data, "type") or event.event
         c = self.completion
