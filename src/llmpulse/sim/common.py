@@ -1,4 +1,4 @@
-"""Pieces shared by the three wire-protocol modules: the per-request plan, tokens, formatters."""
+"""Pieces shared by the wire-protocol modules: the per-request plan, tokens, vectors, formatters."""
 
 from __future__ import annotations
 
