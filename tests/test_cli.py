@@ -674,11 +674,11 @@ def test_check_config_prints_the_probes_expected_monthly_cost_against_the_budget
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in out.stdout.splitlines()
             if line.startswith("│") and "models" in line}  # fmt: skip
-    # A run of the three checks: 0 + 7 + 149 millionths of a dollar; 259,200 turns in 30 days.
-    assert rows["busy"] == ["models, inference, stream", "777,600", "40.44"]
-    assert rows["calm"] == ["models, inference, stream", "12,960", "0.67"]
+    # A run of the three checks: 0 + 3 + 146 millionths of a dollar; 259,200 turns in 30 days.
+    assert rows["busy"] == ["models, inference, stream", "777,600", "38.62"]
+    assert rows["calm"] == ["models, inference, stream", "12,960", "0.64"]
     assert rows["unpriced"] == ["models, inference", "172,800", "0.00 (no price: inference)"]
-    assert "probes: about $41.11 a month in all" in out.stdout
+    assert "probes: about $39.26 a month in all" in out.stdout
     assert "over the probe budget $5.00: `run` and `agent` stretch 2 probes to every" in out.stdout
     raw["monitor"]["probe_budget_usd"] = 50
     config.write_text(json.dumps(raw))
@@ -756,7 +756,7 @@ def test_check_config_prints_custom_probes_cost_and_a_long_context_probes_cost_a
                   env_extra={"COLUMNS": "250"})  # fmt: skip
     assert out.returncode == 0, out.stderr
     # The models list every 30 s, ttft-10k 48 times a day and city 288 times, for 30 days.
-    assert "│ ctx    │ models, ttft-10k, city │ 96,480       │ 15.63       │" in out.stdout
+    assert "│ ctx    │ models, ttft-10k, city │ 96,480       │ 15.60       │" in out.stdout
     # Every paying probe at the hourly cap is still over: said so.
     assert "stretch 2 probes to every 1h (about $7.32 a month; still over" in out.stdout
     assert "long_context probe ttft-10k of ctx: every 30m, about $0.48 a day" in out.stdout

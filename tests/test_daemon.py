@@ -622,8 +622,9 @@ async def test_a_spent_probe_budget_stretches_the_model_calls_and_the_cost_page_
     probes = budgets["probes"]
     assert (probes["max_usd"], probes["percent"]) == (20.0, pytest.approx(100.0, abs=0.1))
     assert probes["spent_usd"] == pytest.approx(20.0, abs=0.01)
-    # Every 900 ms: 2.88 M runs of each check a month, 7 and 149 millionths of a dollar each.
-    assert probes["expected_usd_per_month"] == pytest.approx(2_880_000 * 156e-6)
+    # Every 900 ms: 2.88 M runs of each check a month, 3 and 146 millionths of a dollar each
+    # ("ping" is 1 token in and 1 out; the counting prompt 18 in, the target's 64 out).
+    assert probes["expected_usd_per_month"] == pytest.approx(2_880_000 * 149e-6)
 
 
 def test_a_daemon_not_leading_learns_each_targets_newest_successful_traffic_from_the_store(

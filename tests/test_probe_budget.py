@@ -28,10 +28,10 @@ def target(name="t", interval="30s", **extra):
 def test_a_runs_cost_is_its_prompt_and_its_whole_output_budget_at_the_targets_prices():
     t = target(max_tokens=64)
     assert probe_cost_per_run(t, CheckKind.MODELS) == 0.0
-    # "ping": 1 token and 4 of framing, 1 token out.
-    assert probe_cost_per_run(t, CheckKind.INFERENCE) == pytest.approx(5e-6 + 2e-6)
-    # The counting prompt (68 characters): 17 tokens and 4, 64 out.
-    assert probe_cost_per_run(t, CheckKind.STREAM) == pytest.approx(21e-6 + 128e-6)
+    # "ping": 1 token (4 characters a token, rounded up), 1 token out.
+    assert probe_cost_per_run(t, CheckKind.INFERENCE) == pytest.approx(1e-6 + 2e-6)
+    # The counting prompt (69 characters): 18 tokens, 64 out.
+    assert probe_cost_per_run(t, CheckKind.STREAM) == pytest.approx(18e-6 + 128e-6)
     long = Probe(name="ttft-10k", kind=CheckKind.LONG_CONTEXT, input_tokens=10_000,
                  params={"max_tokens": 16})  # fmt: skip
     assert probe_cost_per_run(t, long) == pytest.approx(10_000e-6 + 32e-6)
@@ -40,10 +40,10 @@ def test_a_runs_cost_is_its_prompt_and_its_whole_output_budget_at_the_targets_pr
         kind=CheckKind.INFERENCE,
         messages=({"role": "user", "content": "Reply with only the capital of France."},),
     )
-    # 38 characters and their quotes: 10 tokens and 4; no max_tokens: the target's 64.
-    assert probe_cost_per_run(t, asks) == pytest.approx(14e-6 + 128e-6)
-    embed = Probe(name="embed", kind=CheckKind.EMBEDDINGS)
-    assert probe_cost_per_run(t, embed) == pytest.approx(5e-6)
+    # 38 characters: 10 tokens; no max_tokens: the target's 64.
+    assert probe_cost_per_run(t, asks) == pytest.approx(10e-6 + 128e-6)
+    embed = Probe(name="embed", kind=CheckKind.EMBEDDINGS)  # its built-in sentence: 20 tokens
+    assert probe_cost_per_run(t, embed) == pytest.approx(20e-6)
 
 
 def test_a_model_without_a_price_has_no_estimate():

@@ -94,7 +94,7 @@ def test_openai_nonstream_shape_and_headers(server: SimServer, client: httpx.Cli
     assert body["system_fingerprint"] == "fp_sim"
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 5
-    assert body["usage"]["prompt_tokens"] == 4  # four words in MSG
+    assert body["usage"]["prompt_tokens"] == 6  # ceil(21 characters / 4)
     assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 2
     assert r.headers["x-request-id"].startswith("req_")
     assert r.headers["x-ratelimit-limit-requests"] == "3"
@@ -207,7 +207,7 @@ def test_anthropic_shapes(server: SimServer, client: httpx.Client) -> None:
     body = r.json()
     assert body["type"] == "message" and body["stop_reason"] == "end_turn"
     assert body["content"] == [{"type": "text", "text": "Hello the quick brown"}]
-    assert body["usage"]["input_tokens"] == 3 and body["usage"]["cache_read_input_tokens"] == 1
+    assert body["usage"]["input_tokens"] == 5 and body["usage"]["cache_read_input_tokens"] == 1
     assert r.headers["request-id"].startswith("req_")
     assert r.headers["anthropic-ratelimit-requests-remaining"] == "7"
     assert r.headers["anthropic-ratelimit-tokens-reset"].endswith("Z")
@@ -826,3 +826,93 @@ def test_a_scripted_answer_in_every_protocol_read_by_the_official_sdks(
         p.get("text", "") for c in chunks for p in c["candidates"][0]["content"]["parts"]
     )
     assert text == "The capital of France is Paris."
+
+
+# --- Responses API, embeddings, long prompts -------------------------------------------------
+
+
+def _oa_sdk(server: SimServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.openai_base, api_key="sk-test", max_retries=0)
+
+
+def test_responses_stream_read_by_the_official_sdk(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={"output_tokens": 4, "reasoning_tokens": 3, "cached_tokens": 2})
+    sdk = _oa_sdk(server)
+    events = list(sdk.responses.create(model="m", input=MSG, max_output_tokens=50, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == "Hello the quick brown"
+    final = events[-1].response  # type: ignore[union-attr]
+    assert final.output_text == "Hello the quick brown" and final.status == "completed"
+    assert final.usage is not None
+    assert (final.usage.output_tokens, final.usage.output_tokens_details.reasoning_tokens) == (7, 3)
+    assert final.usage.input_tokens_details.cached_tokens == 2
+    assert final.usage.input_tokens == truth(server, client)["input_tokens"]
+    # Non-streamed: the same Response object, whole.
+    whole = sdk.responses.create(model="m", input="ping the model please", max_output_tokens=50)
+    assert whole.output_text == "Hello the quick brown" and whole.usage is not None
+    assert whole.usage.input_tokens == 6  # ceil(21 characters / 4)
+
+
+def test_responses_limits_filters_errors(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, m={"output_tokens": 40}, f={"errors": {"content_filter": 1}})
+    sdk = _oa_sdk(server)
+    cut = sdk.responses.create(model="m", input="hi", max_output_tokens=16)
+    assert cut.status == "incomplete" and cut.incomplete_details is not None
+    assert cut.incomplete_details.reason == "max_output_tokens"
+    filtered = sdk.responses.create(model="f", input="hi", max_output_tokens=50)
+    assert filtered.incomplete_details is not None
+    assert filtered.incomplete_details.reason == "content_filter"
+    with pytest.raises(openai.BadRequestError, match="max_output_tokens"):
+        sdk.responses.create(model="m", input="hi", max_output_tokens=5)
+    with pytest.raises(openai.BadRequestError, match="'input'"):
+        sdk.responses.create(model="m", input=[], max_output_tokens=50)
+    client.patch(f"{server.url}/_sim/models/m", json={"fault": "error_event"})
+    events = list(sdk.responses.create(model="m", input="hi", max_output_tokens=50, stream=True))
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error is not None  # type: ignore[union-attr]
+    assert events[-1].response.error.code == "server_error"  # type: ignore[union-attr]
+
+
+def test_embeddings_openai_azure_and_gemini(server: SimServer, client: httpx.Client) -> None:
+    use(server, client, e={"embedding_dimensions": 3072, "served_model": "e-v1"})
+    sdk = _oa_sdk(server)
+    # The SDK asks for base64 by default and decodes it: the floats must survive the trip.
+    got = sdk.embeddings.create(model="e", input=["alpha beta", "gamma"])
+    assert [len(d.embedding) for d in got.data] == [3072, 3072]
+    assert got.model == "e-v1" and got.usage.prompt_tokens == 4  # ceil(15 characters / 4)
+    floats = sdk.embeddings.create(model="e", input="alpha beta", encoding_format="float")
+    assert floats.data[0].embedding == pytest.approx(got.data[0].embedding, abs=1e-6)
+    assert sum(v * v for v in floats.data[0].embedding) == pytest.approx(1.0, abs=1e-5)
+    short = sdk.embeddings.create(model="e", input="alpha", dimensions=256)
+    assert len(short.data[0].embedding) == 256
+    with pytest.raises(openai.BadRequestError, match="'input'"):
+        sdk.embeddings.create(model="e", input="")
+    url = f"{server.azure_base}/openai/deployments/e/embeddings?api-version=2024-10-21"
+    azure = client.post(url, headers={"api-key": "sk-test"}, json={"input": "alpha"}).json()
+    assert len(azure["data"][0]["embedding"]) == 3072
+    gem = f"{server.gemini_base}/models/e:embedContent"
+    req = {"model": "models/e", "content": {"parts": [{"text": "alpha"}]}}
+    body = client.post(gem, headers=GE, json=req).json()
+    assert list(body) == ["embedding"] and len(body["embedding"]["values"]) == 3072
+    short_req = {**req, "outputDimensionality": 768}
+    again = [client.post(gem, headers=GE, json=short_req).json() for _ in range(2)]
+    assert len(again[0]["embedding"]["values"]) == 768 and again[0] == again[1]  # deterministic
+    bad = client.post(gem, headers=GE, json={"content": {"parts": []}})
+    assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_long_prompts_are_counted_and_slow_the_first_token(
+    server: SimServer, client: httpx.Client
+) -> None:
+    use(server, client, m={"prefill_ms_per_ktok": 40, "context_window": 20000})
+    prompt = "abcd" * 10_000  # 40,000 characters: 10,000 tokens
+    r = oa_chat(server, client, messages=[{"role": "user", "content": prompt}])
+    assert r.json()["usage"]["prompt_tokens"] == 10_000
+    assert truth(server, client)["ttft_ms"] == pytest.approx(20 + 10_000 * 40 / 1000)
+    # Counted past the model's window: refused as a real API refuses it.
+    r = oa_chat(server, client, messages=[{"role": "user", "content": prompt * 3}])
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"

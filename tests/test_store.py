@@ -130,6 +130,15 @@ def test_roundtrip_and_order(backend):
     assert latest[1].to_json() == result(1).to_json()
 
 
+def test_an_embeddings_result_keeps_its_dimensions(backend):
+    embedded = result(5, check="embeddings", embedding_dimensions=3072)
+    with backend.open() as store:
+        store.write_results([embedded])
+        (latest,) = store.latest_results()
+    assert latest.kind is CheckKind.EMBEDDINGS and latest.embedding_dimensions == 3072
+    assert latest.to_json() == embedded.to_json()
+
+
 def test_traffic_results_keep_their_source_attempts_and_fallbacks(backend):
     traffic = result(4, source=Source.TRAFFIC, attempts=3, fallbacks=1, context_window=128000)
     with backend.open() as store:
@@ -575,6 +584,7 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
                 "session_id",
                 "probe_kind",
                 "answer_excerpt",
+                "embedding_dimensions",
             )
         )
     )
@@ -948,7 +958,8 @@ def test_rollups_from_before_context_utilization_keep_their_rows(backend):
     backend.sql("ALTER TABLE rollup_state DROP COLUMN spend_hour_watermark_ts")
     backend.sql("DROP TABLE gateway_keys")  # ... nor revision 0005's
     columns = ("key_name", "team", "end_user", "tags", "session_id")
-    for column in (*columns, "probe_kind", "answer_excerpt"):  # ... nor revision 0006's
+    revision_6 = ("probe_kind", "answer_excerpt", "embedding_dimensions")
+    for column in (*columns, *revision_6):  # ... nor revision 0006's
         backend.sql(f"ALTER TABLE results DROP COLUMN {column}")
     backend.sql("UPDATE alembic_version SET version_num = '0002'")
     with backend.open() as store:

@@ -9,6 +9,25 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from llmpulse.result import CheckKind
+
+# The checks every wire protocol offers; the others by protocol, below. Here, beneath the config,
+# so that it refuses a check a provider cannot answer; ``Protocol.supports`` reads it too.
+CHAT_KINDS = frozenset(
+    {CheckKind.MODELS, CheckKind.INFERENCE, CheckKind.STREAM, CheckKind.LONG_CONTEXT}
+)
+_EXTRA_KINDS: dict[str, frozenset[CheckKind]] = {
+    "openai": frozenset({CheckKind.RESPONSES, CheckKind.EMBEDDINGS}),
+    "xai": frozenset({CheckKind.RESPONSES, CheckKind.EMBEDDINGS}),
+    "azure": frozenset({CheckKind.EMBEDDINGS}),  # no Responses API at the deployment URLs
+    "gemini": frozenset({CheckKind.EMBEDDINGS}),  # embedContent; Anthropic has no embeddings
+}
+
+
+def supports(protocol: str, kind: CheckKind) -> bool:
+    """Whether the wire protocol ``protocol`` offers checks of ``kind``."""
+    return kind in CHAT_KINDS or kind in _EXTRA_KINDS.get(protocol, frozenset())
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Preset:

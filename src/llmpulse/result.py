@@ -125,6 +125,8 @@ class CheckResult:
     kind: CheckKind = dataclasses.field(default=cast(CheckKind, None))
     # The answer's first characters (redacted), kept where a probe asserts on it.
     answer_excerpt: str | None = None
+    # Embeddings checks: the length of the vector the provider returned.
+    embedding_dimensions: int | None = None
 
     def __post_init__(self) -> None:
         if cast(CheckKind | None, self.kind) is None:
@@ -194,6 +196,7 @@ class CheckResult:
             "session": self.session,
             "answer_excerpt": self.answer_excerpt,
             "answer_hash": self.answer_hash,
+            "embedding_dimensions": self.embedding_dimensions,
             "timestamp": self.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         }
 

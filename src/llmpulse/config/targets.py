@@ -20,6 +20,7 @@ from llmpulse.presets import (
     VERTEX_LOCATION,
     VERTEX_PROJECT,
     protocol_for,
+    supports,
     vertex_base_url,
     vertex_serves,
 )
@@ -159,6 +160,16 @@ class TargetConfig(BaseModel):
             raise ValueError("'first_token_timeout' cannot exceed 'timeout'")
         if not self.checks and not self.probes and not self.canary:
             raise ValueError("'checks' is empty and there are no 'probes': nothing to run")
+        protocol = protocol_for(self.provider, self.model or preset.default_model or "")
+        offered = (("checks", kind) for kind in self.checks)
+        custom = ((f"probes[{i}].kind", p.kind) for i, p in enumerate(self.probes))
+        for key, kind in (*offered, *custom):
+            if not supports(protocol, kind):
+                fix = "remove it from 'checks'" if key == "checks" else "choose another kind"
+                raise ValueError(
+                    f"'{key}': {kind!s} is not offered by provider {self.provider} (its "
+                    f"{protocol} API has no such endpoint); {fix}"
+                )
         return self
 
 

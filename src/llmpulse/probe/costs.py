@@ -1,65 +1,84 @@
-"""What one run of a probe costs, estimated before it runs: its tokens priced by the catalogue
-(``llmpulse.catalog``, the target's price overrides first). What the probe budget
-(``probe.budget``) and ``llmpulse check-config`` reckon with; a probe's real cost is what its
-result reports."""
+"""What a probe costs: the one estimate of a probe's spend, for the daemon to print at start,
+``llmpulse check-config`` to list and the probe budget (``probe.budget``) to weigh (catalogue
+prices, or the target's own ``prices``); a probe's real cost is what its result reports.
+
+A run is priced at its prompt's estimated size and its whole output budget: an upper bound for
+the answer, exact for the long_context prompt (built to its size). A models list costs nothing.
+"""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
+from typing import Any
 
 from llmpulse import catalog
-from llmpulse.probe.runner import INFERENCE_PROMPT, STREAM_PROMPT
+from llmpulse.probe.prompts import (
+    EMBEDDINGS_TEXT,
+    INFERENCE_PROMPT,
+    LONG_CONTEXT_MAX_TOKENS,
+    LONG_CONTEXT_TOKENS,
+    STREAM_PROMPT,
+    estimate_tokens,
+    text_of,
+)
 from llmpulse.result import CheckKind, Usage
 from llmpulse.target import Probe, Target
-from llmpulse.timing import CHARS_PER_TOKEN
 
-# Tokens of framing each message adds (role markers), as providers count them about.
-_MESSAGE_OVERHEAD = 4
+SECONDS_PER_DAY = 86_400
+# Where each protocol's request parameters set the output budget.
+_BUDGET_PARAMS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def expected_usage(target: Target, probe: CheckKind | Probe) -> Usage:
+    """The tokens one run of ``probe`` is expected to bill (none for a models list)."""
+    p = probe if isinstance(probe, Probe) else Probe(name=str(probe), kind=probe)
+    given = text_of(p.messages)
+    match p.kind:
+        case CheckKind.MODELS:
+            return Usage(input_tokens=0, output_tokens=0, estimated=True)
+        case CheckKind.INFERENCE:
+            # The built-in check asks for one token; a custom probe, an answer to judge.
+            custom = isinstance(probe, Probe)
+            prompt, output = given or INFERENCE_PROMPT, target.max_tokens if custom else 1
+        case CheckKind.STREAM | CheckKind.RESPONSES:
+            prompt, output = given or STREAM_PROMPT, target.max_tokens
+        case CheckKind.EMBEDDINGS:
+            prompt, output = given or EMBEDDINGS_TEXT, 0
+        case CheckKind.LONG_CONTEXT:
+            size = p.input_tokens or LONG_CONTEXT_TOKENS
+            return Usage(
+                input_tokens=size,
+                output_tokens=_budget(p.params, LONG_CONTEXT_MAX_TOKENS),
+                estimated=True,
+            )
+    return Usage(
+        input_tokens=estimate_tokens(prompt),
+        output_tokens=_budget(p.params, output),
+        estimated=True,
+    )
 
 
 def probe_cost_per_run(target: Target, probe: CheckKind | Probe) -> float | None:
-    """USD one run of ``probe`` on ``target`` is expected to cost; 0 for a models list (no
-    tokens), None when no price is known (the catalogue lacks the model, no override)."""
-    kind = probe if isinstance(probe, CheckKind) else probe.kind
-    if kind is CheckKind.MODELS:
+    """USD for one run of ``probe`` on ``target``; None when no price is known for its model."""
+    usage = expected_usage(target, probe)
+    if not usage.input_tokens and not usage.output_tokens:
         return 0.0
-    input_tokens, output_tokens = _tokens(target, probe)
-    cost, _ = catalog.cost_usd(
-        target, Usage(input_tokens=input_tokens, output_tokens=output_tokens)
-    )
+    cost, _ = catalog.cost_usd(target, usage)
     return cost
 
 
-def _tokens(target: Target, probe: CheckKind | Probe) -> tuple[int, int]:
-    """The run's (input, output) tokens at most: the prompt at about 4 characters a token and
-    the whole output budget, so an estimate errs high."""
-    if isinstance(probe, CheckKind):
-        if probe is CheckKind.INFERENCE:
-            return _prompt_tokens(INFERENCE_PROMPT), 1
-        if probe is CheckKind.EMBEDDINGS:
-            return _prompt_tokens(INFERENCE_PROMPT), 0
-        return _prompt_tokens(STREAM_PROMPT), target.max_tokens
-    if probe.kind is CheckKind.LONG_CONTEXT and probe.input_tokens is not None:
-        prompt = probe.input_tokens
-    elif probe.messages:
-        chars = sum(len(json.dumps(m.get("content", ""))) for m in probe.messages)
-        prompt = round(chars / CHARS_PER_TOKEN) + _MESSAGE_OVERHEAD * len(probe.messages)
-    else:
-        prompt = _prompt_tokens(STREAM_PROMPT if probe.kind.streams else INFERENCE_PROMPT)
-    if probe.kind is CheckKind.EMBEDDINGS:
-        return prompt, 0
-    budget = _max_tokens(probe)
-    return prompt, budget if budget is not None else target.max_tokens
+def probe_cost_per_day(target: Target, probe: CheckKind | Probe) -> float | None:
+    """USD a day for ``probe`` run at its interval (the target's when it has none)."""
+    per_run = probe_cost_per_run(target, probe)
+    if per_run is None:
+        return None
+    interval = probe.interval if isinstance(probe, Probe) and probe.interval else target.interval
+    return per_run * SECONDS_PER_DAY / interval
 
 
-def _prompt_tokens(prompt: str) -> int:
-    return max(1, round(len(prompt) / CHARS_PER_TOKEN)) + _MESSAGE_OVERHEAD
-
-
-def _max_tokens(probe: Probe) -> int | None:
-    """The output budget the probe's params set, under any of the protocols' names for it."""
-    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens", "maxOutputTokens"):
-        value = probe.params.get(key)
+def _budget(params: Mapping[str, Any], default: int) -> int:
+    for key in _BUDGET_PARAMS:
+        value = params.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
-    return None
+    return default

@@ -13,12 +13,13 @@ Every failure, including garbage, truncated or oversized responses, becomes a cl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
 
@@ -26,14 +27,26 @@ from llmpulse import catalog
 from llmpulse.errors import ErrorClass
 from llmpulse.http import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, make_session, read_capped
 from llmpulse.probe.assertions import failed_expectation
+from llmpulse.probe.prompts import (
+    EMBEDDINGS_TEXT,
+    INFERENCE_PROMPT,
+    LONG_CONTEXT_MAX_TOKENS,
+    LONG_CONTEXT_TOKENS,
+    STREAM_PROMPT,
+    estimate_tokens,
+    synthetic_prompt,
+    text_of,
+)
 from llmpulse.providers import PROTOCOLS, Protocol, ProtocolError
 from llmpulse.providers.base import (
     NESTED_TOO_DEEPLY,
     Completion,
     CredentialsError,
+    EmbeddingsInfo,
     RequestSpec,
     error_snippet,
 )
+from llmpulse.providers.openai_responses import TERMINAL as RESPONSES_TERMINAL
 from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.result import CheckKind, CheckResult, Usage
 from llmpulse.secrets import NO_SECRETS, PRE_CLIP_CHARS, Redactor
@@ -43,8 +56,71 @@ from llmpulse.timing import CHARS_PER_TOKEN, Stopwatch
 
 log = logging.getLogger(__name__)
 
-INFERENCE_PROMPT = "ping"
-STREAM_PROMPT = "Count from 1 to 50, separated by spaces. Reply with the numbers only."
+# An embedding of 3072 floats is ~60 KB of JSON: this leaves room for larger ones, not for junk.
+MAX_EMBEDDING_BODY_BYTES = 1 << 20
+# A long_context prompt counted this far from its requested size is worth a warning.
+INPUT_TOKENS_TOLERANCE = 0.2
+
+
+@dataclasses.dataclass(slots=True)
+class ProbeRequest:
+    """One check's request, and what its result is judged against."""
+
+    spec: RequestSpec
+    stream: bool = False
+    prompt: str = ""  # what was sent, for an estimate when the provider reports no usage
+    input_tokens: int | None = None  # long_context: the prompt's requested size
+
+
+def build_request(
+    target: Target, protocol: Protocol, kind: CheckKind, custom: Probe | None = None
+) -> ProbeRequest:
+    """The request a check of ``kind`` sends: a custom probe's own messages and params where it
+    has them, the kind's built-in prompt otherwise (a long_context check: its synthetic prompt
+    of the probe's size). Raises ``Unsupported`` for a kind the protocol does not offer."""
+    if not protocol.supports(kind):
+        raise protocol.unsupported(kind)
+    if kind is CheckKind.MODELS:
+        return ProbeRequest(protocol.models_request(target))
+    params = {} if custom is None else custom.params
+    given = () if custom is None else custom.messages
+    if kind is CheckKind.EMBEDDINGS:
+        text = text_of(given) or EMBEDDINGS_TEXT
+        return ProbeRequest(
+            protocol.embeddings_request(target, text=text, params=params), prompt=text
+        )
+    if kind is CheckKind.RESPONSES:
+        messages = given or ({"role": "user", "content": STREAM_PROMPT},)
+        stream = params.get("stream") is not False  # a probe built in code may ask a whole one
+        spec = protocol.responses_request(
+            target, messages=messages, params=params, max_tokens=target.max_tokens, stream=stream
+        )
+        return ProbeRequest(spec, stream=stream, prompt=text_of(messages))
+    if kind is CheckKind.LONG_CONTEXT:
+        size = (custom.input_tokens if custom is not None else None) or LONG_CONTEXT_TOKENS
+        prompt = synthetic_prompt(size, nonce=secrets.token_hex(4))
+        spec = protocol.completion_request(
+            target,
+            messages=({"role": "user", "content": prompt},),
+            params=params,
+            max_tokens=LONG_CONTEXT_MAX_TOKENS,
+            stream=True,
+        )
+        return ProbeRequest(spec, stream=True, prompt=prompt, input_tokens=size)
+    stream = kind is CheckKind.STREAM
+    messages = given or (
+        {"role": "user", "content": STREAM_PROMPT if stream else INFERENCE_PROMPT},
+    )
+    # The built-in inference check asks for one token (cheap); an answer to assert on needs
+    # the target's budget, unless the probe's params set their own.
+    spec = protocol.completion_request(
+        target,
+        messages=messages,
+        params=params,
+        max_tokens=target.max_tokens if stream or custom is not None else 1,
+        stream=stream,
+    )
+    return ProbeRequest(spec, stream=stream, prompt=text_of(messages))
 
 
 class _Failure(Exception):
@@ -148,10 +224,13 @@ class Prober:
             # The provider could only refuse a keyless request: say what to set, call nobody.
             _fail(result, ErrorClass.AUTH, target.missing_key)
             return result
-        if kind is CheckKind.MODELS:
-            spec = protocol.models_request(target)
-        else:
-            spec = _chat_request(protocol, target, kind, custom)
+        try:
+            request = build_request(target, protocol, kind, custom)
+        except ValueError as exc:  # Unsupported, or a prompt size out of bounds
+            # The config refuses these; a probe built in code may still ask.
+            _fail(result, ErrorClass.BAD_REQUEST, str(exc))
+            return self.redact.result(result)
+        spec = request.spec
         loop = asyncio.get_running_loop()
         deadline = _Deadline(target, loop.time())
         phase = "waiting for response headers"
@@ -177,7 +256,15 @@ class Prober:
                 ) as response:
                     phase = "reading the response"
                     await self._read(
-                        target, protocol, kind, custom, response, result, deadline, stopwatch
+                        target,
+                        protocol,
+                        kind,
+                        custom,
+                        request,
+                        response,
+                        result,
+                        deadline,
+                        stopwatch,
                     )
         except aiohttp.ConnectionTimeoutError:  # a TimeoutError too: catch it first
             _fail(result, ErrorClass.TIMEOUT, f"connect timeout after {target.connect_timeout:g}s")
@@ -210,6 +297,7 @@ class Prober:
         protocol: Protocol,
         kind: CheckKind,
         custom: Probe | None,
+        request: ProbeRequest,
         response: aiohttp.ClientResponse,
         result: CheckResult,
         deadline: _Deadline,
@@ -223,7 +311,7 @@ class Prober:
         result.ratelimit = parse_ratelimit(response.headers)
         result.retry_after_s = parse_retry_after(response.headers)
         success = 200 <= response.status < 300
-        streaming = kind is CheckKind.STREAM and success
+        streaming = request.stream and success
         deadline.headers_arrived(streaming)
 
         if not success:
@@ -235,9 +323,12 @@ class Prober:
             raise _Failure(error.error_class, error.message)
 
         if streaming:
-            completion = await self._read_stream(protocol, response, result, deadline, stopwatch)
+            completion = await self._read_stream(
+                protocol, kind, response, result, deadline, stopwatch
+            )
         else:
-            body = await read_capped(response, MAX_BODY_BYTES, too_large=_too_large)
+            cap = MAX_EMBEDDING_BODY_BYTES if kind is CheckKind.EMBEDDINGS else MAX_BODY_BYTES
+            body = await read_capped(response, cap, too_large=_too_large)
             result.latency_ms = stopwatch.elapsed_s() * 1000
             try:
                 parsed = json.loads(body)
@@ -264,12 +355,19 @@ class Prober:
                         f"({info.count} models listed)"
                     )
                 return
-            completion = protocol.parse_completion(parsed)
-        self._finish(target, kind, custom, completion, result)
+            if kind is CheckKind.EMBEDDINGS:
+                self._finish_embeddings(target, request, protocol.parse_embeddings(parsed), result)
+                return
+            if kind is CheckKind.RESPONSES:
+                completion = protocol.parse_responses(parsed)
+            else:
+                completion = protocol.parse_completion(parsed)
+        self._finish(target, custom, request, completion, result)
 
     async def _read_stream(
         self,
         protocol: Protocol,
+        kind: CheckKind,
         response: aiohttp.ClientResponse,
         result: CheckResult,
         deadline: _Deadline,
@@ -284,7 +382,9 @@ class Prober:
                 f"expected {protocol.stream_content_type}, got {got}: {error_snippet(body)!r}",
             )
         decoder = protocol.frame_decoder()
-        parser = protocol.stream_parser()
+        responses = kind is CheckKind.RESPONSES
+        parser = protocol.responses_stream_parser() if responses else protocol.stream_parser()
+        terminal = " or ".join(RESPONSES_TERMINAL) if responses else protocol.terminal_event
         error = None
         try:
             async for chunk in response.content.iter_any():
@@ -316,15 +416,15 @@ class Prober:
             detail = " (in the middle of an event)" if leftover else ""
             raise _Failure(
                 ErrorClass.PROTOCOL,
-                f"stream ended without {protocol.terminal_event}{detail}",
+                f"stream ended without {terminal}{detail}",
             )
         return completion
 
     def _finish(
         self,
         target: Target,
-        kind: CheckKind,
         custom: Probe | None,
+        request: ProbeRequest,
         completion: Completion,
         result: CheckResult,
     ) -> None:
@@ -333,13 +433,14 @@ class Prober:
             # The answer's start, cut far beyond the excerpt: the redactor cuts it once clean.
             result.answer_excerpt = completion.text[:PRE_CLIP_CHARS] or None
         if completion.usage is None:
-            prompt = sum(len(str(m["content"])) for m in _messages(kind, custom))
             result.usage = Usage(
-                input_tokens=max(1, round(prompt / CHARS_PER_TOKEN)),
+                input_tokens=estimate_tokens(request.prompt),
                 output_tokens=round(completion.text_chars / CHARS_PER_TOKEN),
                 estimated=True,
             )
             result.warnings.append("the provider reported no token usage; tokens are estimated")
+        elif request.input_tokens is not None:
+            _check_prompt_size(result, request.input_tokens)
         if completion.error is not None:
             _fail(result, completion.error.error_class, completion.error.message)
         elif completion.blocked:
@@ -358,10 +459,23 @@ class Prober:
                 )
                 if failed is not None:
                     _fail(result, ErrorClass.ASSERTION, failed)
-        cost, warning = catalog.cost_usd(target, result.usage, result.response_model)
-        result.cost_usd = cost
-        if warning:
-            result.warnings.append(warning)
+        _price(target, result)
+
+    def _finish_embeddings(
+        self, target: Target, request: ProbeRequest, info: EmbeddingsInfo, result: CheckResult
+    ) -> None:
+        result.ok = True
+        result.embedding_dimensions = info.dimensions
+        result.response_model = info.response_model
+        if info.usage is not None:
+            result.usage = info.usage
+        else:
+            # Gemini's embedContent reports no usage at all.
+            result.usage = Usage(
+                input_tokens=estimate_tokens(request.prompt), output_tokens=0, estimated=True
+            )
+            result.warnings.append("the provider reported no token usage; tokens are estimated")
+        _price(target, result)
 
 
 async def run_checks(
@@ -392,27 +506,22 @@ def probe_name(probe: CheckKind | Probe) -> str:
     return str(probe) if isinstance(probe, CheckKind) else probe.name
 
 
-def _messages(kind: CheckKind, custom: Probe | None) -> Sequence[Mapping[str, Any]]:
-    """The conversation a chat check sends: a custom probe's, or its kind's own prompt."""
-    if custom is not None and custom.messages:
-        return custom.messages
-    prompt = STREAM_PROMPT if kind is CheckKind.STREAM else INFERENCE_PROMPT
-    return ({"role": "user", "content": prompt},)
+def _price(target: Target, result: CheckResult) -> None:
+    cost, warning = catalog.cost_usd(target, result.usage, result.response_model)
+    result.cost_usd = cost
+    if warning:
+        result.warnings.append(warning)
 
 
-def _chat_request(
-    protocol: Protocol, target: Target, kind: CheckKind, custom: Probe | None
-) -> RequestSpec:
-    stream = kind is CheckKind.STREAM
-    # The built-in inference check asks for one token (cheap); an answer to assert on needs
-    # the target's budget, unless the probe's params set its own.
-    return protocol.completion_request(
-        target,
-        messages=_messages(kind, custom),
-        params={} if custom is None else custom.params,
-        max_tokens=target.max_tokens if stream or custom is not None else 1,
-        stream=stream,
-    )
+def _check_prompt_size(result: CheckResult, requested: int) -> None:
+    """Warn when the provider counted the prompt far from the size asked for: its TTFT is then
+    the TTFT of another size than the probe's name says."""
+    counted = result.usage.input_tokens
+    if counted is not None and abs(counted - requested) > INPUT_TOKENS_TOLERANCE * requested:
+        result.warnings.append(
+            f"the provider counted {counted} input tokens for a prompt built for {requested} "
+            f"(more than {INPUT_TOKENS_TOLERANCE:.0%} apart)"
+        )
 
 
 def _apply_completion(result: CheckResult, completion: Completion) -> None:

@@ -8,14 +8,16 @@ error classification policy live in ``llmpulse.probe`` and ``llmpulse.errors``.
 from __future__ import annotations
 
 import abc
+import base64
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from typing import Protocol as Interface
 
+from llmpulse import presets
 from llmpulse.errors import ErrorClass, classify
-from llmpulse.result import Usage
+from llmpulse.result import CheckKind, Usage
 from llmpulse.secrets import PRE_CLIP_CHARS
 from llmpulse.sse import SSEDecoder, SSEEvent
 
@@ -25,6 +27,10 @@ if TYPE_CHECKING:
 
 class ProtocolError(ValueError):
     """A response that does not have the shape its protocol defines."""
+
+
+class Unsupported(ValueError):
+    """A check kind the protocol's API does not offer (Anthropic has no embeddings API)."""
 
 
 class CredentialsError(Exception):
@@ -57,6 +63,16 @@ class ModelsInfo:
     listed: bool
     context_window: int | None = None
     count: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class EmbeddingsInfo:
+    """What an embeddings response said: the vector's length (not the vector: nothing keeps
+    it) and the tokens billed, where the provider reports them."""
+
+    dimensions: int
+    usage: Usage | None = None
+    response_model: str | None = None
 
 
 # What a completion keeps of its answer's text for expectations to read (``probe.assertions``),
@@ -210,6 +226,46 @@ class Protocol(abc.ABC):
     def error_from_object(self, obj: dict[str, Any], status: int | None) -> ProviderError:
         """Read this protocol's error object; ``status`` is None for an error inside a stream."""
 
+    def supports(self, kind: CheckKind) -> bool:
+        """Whether this protocol's API offers ``kind`` (``presets.supports``: the config asks it
+        too, to refuse a check the provider cannot answer)."""
+        return presets.supports(self.name, kind)
+
+    def unsupported(self, kind: CheckKind) -> Unsupported:
+        """The error for a check of a kind this protocol does not offer."""
+        return Unsupported(
+            f"the {self.name} API offers no {kind!s} check (it has no such endpoint)"
+        )
+
+    def responses_request(
+        self,
+        target: Target,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        max_tokens: int,
+        stream: bool,
+    ) -> RequestSpec:
+        """A request to OpenAI's Responses API (``messages`` in the chat shape; ``params``
+        are further body fields, sent as given)."""
+        raise self.unsupported(CheckKind.RESPONSES)
+
+    def responses_stream_parser(self) -> StreamParser:
+        raise self.unsupported(CheckKind.RESPONSES)
+
+    def parse_responses(self, body: Any) -> Completion:
+        """Read a non-streamed Responses API answer."""
+        raise self.unsupported(CheckKind.RESPONSES)
+
+    def embeddings_request(
+        self, target: Target, *, text: str, params: Mapping[str, Any]
+    ) -> RequestSpec:
+        """A request for the embedding of ``text`` (``params``: further body fields)."""
+        raise self.unsupported(CheckKind.EMBEDDINGS)
+
+    def parse_embeddings(self, body: Any) -> EmbeddingsInfo:
+        raise self.unsupported(CheckKind.EMBEDDINGS)
+
     def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
         """Read an error response (the body may be anything, even empty or HTML)."""
         try:
@@ -264,6 +320,28 @@ def get_str(obj: Any, *keys: str) -> str | None:
             return None
         obj = obj.get(key)
     return obj if isinstance(obj, str) else None
+
+
+def vector_length(value: Any) -> int:
+    """The length of an embedding: a list of numbers, or base64 of little-endian float32s (what
+    OpenAI sends for ``encoding_format: base64``). ProtocolError if it is neither, or empty."""
+    if isinstance(value, str):
+        try:
+            size = len(base64.b64decode(value, validate=True))
+        except ValueError:
+            raise ProtocolError("embedding is a string but not base64") from None
+        if size % 4:
+            raise ProtocolError(f"base64 embedding of {size} bytes is not float32s")
+        count = size // 4
+    elif isinstance(value, list):
+        if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
+            raise ProtocolError("embedding holds something other than numbers")
+        count = len(value)
+    else:
+        raise ProtocolError(f"embedding is {type(value).__name__}, not a list of numbers")
+    if count == 0:
+        raise ProtocolError("embedding is empty")
+    return count
 
 
 def error_snippet(body: bytes, limit: int = PRE_CLIP_CHARS) -> str:

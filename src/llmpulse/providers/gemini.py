@@ -16,6 +16,7 @@ from llmpulse.durations import DurationError, parse_duration
 from llmpulse.errors import classify
 from llmpulse.providers.base import (
     Completion,
+    EmbeddingsInfo,
     ModelsInfo,
     Protocol,
     ProtocolError,
@@ -27,6 +28,7 @@ from llmpulse.providers.base import (
     get_str,
     loads_object,
     merge_params,
+    vector_length,
 )
 from llmpulse.result import Usage
 from llmpulse.secrets import PRE_CLIP_CHARS
@@ -105,6 +107,25 @@ class GeminiProtocol(Protocol):
 
     def error_from_object(self, obj: dict[str, Any], status: int | None) -> ProviderError:
         return error_from_object(obj, status)
+
+    def embeddings_request(
+        self, target: Target, *, text: str, params: Mapping[str, Any]
+    ) -> RequestSpec:
+        model = _model_path(target)
+        body = {"model": f"models/{model}", "content": {"parts": [{"text": text}]}, **params}
+        url = f"{target.base_url}/models/{model}:embedContent"
+        return RequestSpec("POST", url, self.headers(target), body)
+
+    def parse_embeddings(self, body: Any) -> EmbeddingsInfo:
+        # EmbedContentResponse is {"embedding": {"values": [...]}}: no usage to report.
+        embedding = body.get("embedding") if isinstance(body, dict) else None
+        if not isinstance(embedding, dict):
+            raise ProtocolError("embedContent response has no 'embedding' object")
+        return EmbeddingsInfo(dimensions=vector_length(embedding.get("values")))
+
+
+def _model_path(target: Target) -> str:
+    return quote(target.model.removeprefix("models/"), safe="-._")
 
 
 def chat_contents(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from llmpulse.errors import classify
+from llmpulse.providers import openai_responses
 from llmpulse.providers.base import (
     Completion,
+    EmbeddingsInfo,
     ModelsInfo,
     Protocol,
     ProtocolError,
@@ -24,6 +26,7 @@ from llmpulse.providers.base import (
     get_str,
     loads_object,
     merge_params,
+    vector_length,
 )
 from llmpulse.result import Usage
 from llmpulse.secrets import PRE_CLIP_CHARS
@@ -129,6 +132,53 @@ class OpenAIProtocol(Protocol):
     def error_from_object(self, obj: dict[str, Any], status: int | None) -> ProviderError:
         return error_from_object(obj, status)
 
+    def responses_request(
+        self,
+        target: Target,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        max_tokens: int,
+        stream: bool,
+    ) -> RequestSpec:
+        # Chat-shaped messages ({role, content}) are valid Responses input items as they are.
+        body: dict[str, Any] = {
+            "model": target.model,
+            "input": [dict(m) for m in messages],
+            "max_output_tokens": max(max_tokens, openai_responses.MIN_MAX_OUTPUT_TOKENS),
+            **params,
+            "stream": stream,
+        }
+        return RequestSpec("POST", f"{target.base_url}/responses", self.headers(target), body)
+
+    def responses_stream_parser(self) -> StreamParser:
+        return openai_responses.ResponsesStreamParser()
+
+    def parse_responses(self, body: Any) -> Completion:
+        return openai_responses.parse_response(body)
+
+    def embeddings_url(self, target: Target) -> str:
+        return f"{target.base_url}/embeddings"
+
+    def embeddings_request(
+        self, target: Target, *, text: str, params: Mapping[str, Any]
+    ) -> RequestSpec:
+        # Floats, not the SDK's default base64: the answer is read as JSON either way.
+        body = {"model": target.model, "input": text, "encoding_format": "float", **params}
+        return RequestSpec("POST", self.embeddings_url(target), self.headers(target), body)
+
+    def parse_embeddings(self, body: Any) -> EmbeddingsInfo:
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+            raise ProtocolError("embeddings response has no 'data' list of embeddings")
+        usage = body.get("usage")
+        prompt = get_int(usage, "prompt_tokens")
+        return EmbeddingsInfo(
+            dimensions=vector_length(data[0].get("embedding")),
+            usage=None if prompt is None else Usage(input_tokens=prompt, output_tokens=0),
+            response_model=get_str(body, "model"),
+        )
+
 
 class AzureProtocol(OpenAIProtocol):
     """Azure OpenAI: deployment URLs, ``api-key`` header, ``api-version`` query parameter."""
@@ -151,6 +201,13 @@ class AzureProtocol(OpenAIProtocol):
 
     def models_url(self, target: Target) -> str:
         return f"{target.base_url}/openai/models?api-version={target.api_version}"
+
+    def embeddings_url(self, target: Target) -> str:
+        deployment = quote(target.deployment or target.model, safe="")
+        return (
+            f"{target.base_url}/openai/deployments/{deployment}/embeddings"
+            f"?api-version={target.api_version}"
+        )
 
 
 class XAIProtocol(OpenAIProtocol):

@@ -1,8 +1,11 @@
-"""Pieces shared by the three wire-protocol modules: the per-request plan, tokens, formatters."""
+"""Pieces shared by the wire-protocol modules: the per-request plan, tokens, vectors, formatters."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import random
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -138,3 +141,19 @@ def rfc3339_in(seconds: float) -> str:
 def retry_seconds(retry_after: float) -> str:
     """``retry-after`` takes whole seconds; round up so clients never retry early."""
     return str(max(0, int(-(-retry_after // 1))))
+
+
+def vector(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector for ``text``: the same text always embeds the same."""
+    rng = random.Random(hashlib.sha256(text.encode()).digest())
+    values = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [round(v / norm, 8) for v in values]
+
+
+def dimensions(requested: Any, available: int) -> int:
+    """A request's dimensions, within the model's (a model shortens its vector, never lengthens
+    it); the model's own when the request names none."""
+    if isinstance(requested, int) and not isinstance(requested, bool) and requested > 0:
+        return min(requested, available)
+    return available

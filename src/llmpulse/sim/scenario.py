@@ -118,6 +118,9 @@ class ModelBehavior(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ttft: Duration = 0.3
+    # Prefill: milliseconds of TTFT per 1000 prompt tokens, added to ``ttft``, so a long prompt
+    # is slower to its first token as it is on a real model.
+    prefill_ms_per_ktok: float = Field(0.0, ge=0)
     tokens_per_s: float = Field(50.0, gt=0)
     output_tokens: int = Field(16, ge=0)
     latency: Duration | None = None
@@ -133,6 +136,9 @@ class ModelBehavior(BaseModel):
     # False: the model is left out of the models list (a provider retiring it), still served.
     listed: bool = True
     max_output_tokens: int = Field(8192, gt=0)
+    # Embeddings: the vector's length (a request may ask for fewer: ``dimensions``,
+    # ``outputDimensionality``).
+    embedding_dimensions: int = Field(1536, ge=1, le=65536)
     x_groq: bool = False
     errors: dict[str, float] = Field(default_factory=dict)
     retry_after: Duration | None = None
@@ -363,6 +369,7 @@ DEFAULT_SCENARIO: dict[str, Any] = {
         "gpt-4o-mini": {
             "served_model": "gpt-4o-mini-2024-07-18",
             "ttft": "400ms",
+            "prefill_ms_per_ktok": 30,
             "tokens_per_s": 80,
             "ratelimit": {
                 "requests_limit": 500,
@@ -375,6 +382,7 @@ DEFAULT_SCENARIO: dict[str, Any] = {
         "claude-haiku-4-5": {
             "served_model": "claude-haiku-4-5-20251001",
             "ttft": "500ms",
+            "prefill_ms_per_ktok": 25,
             "tokens_per_s": 90,
             "context_window": 200000,
             "max_output_tokens": 64000,
@@ -389,6 +397,7 @@ DEFAULT_SCENARIO: dict[str, Any] = {
         },
         "gemini-2.5-flash": {
             "ttft": "600ms",
+            "prefill_ms_per_ktok": 15,
             "tokens_per_s": 150,
             "context_window": 1048576,
             "max_output_tokens": 65536,
@@ -413,6 +422,9 @@ DEFAULT_SCENARIO: dict[str, Any] = {
             "context_window": 400000,
             "max_output_tokens": 128000,
         },
+        # Embedding models answer after ``ttft`` with no tokens to stream.
+        "text-embedding-3-small": {"ttft": "80ms", "embedding_dimensions": 1536},
+        "gemini-embedding-001": {"ttft": "120ms", "embedding_dimensions": 3072},
     },
     # All quiet; change them live with PATCH /_sim/status_pages/{name}.
     "status_pages": {

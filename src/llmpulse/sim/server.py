@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import socket
 import threading
@@ -26,7 +27,17 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from llmpulse.aio import new_event_loop
-from llmpulse.sim import anthropic, gemini, openai, statuspage, vertex, vertex_anthropic
+from llmpulse.sim import (
+    anthropic,
+    gemini,
+    gemini_embeddings,
+    openai,
+    openai_embeddings,
+    responses,
+    statuspage,
+    vertex,
+    vertex_anthropic,
+)
 from llmpulse.sim.billing import BillingApi
 from llmpulse.sim.common import Limit, Plan, answer_pieces, dumps, fragments, new_id
 from llmpulse.sim.scenario import (
@@ -48,6 +59,10 @@ PROTOCOLS: dict[str, ModuleType] = {
     "gemini": gemini,
     "vertex": vertex,
     "vertex-anthropic": vertex_anthropic,
+    "responses": responses,
+    "openai_embeddings": openai_embeddings,
+    "azure_embeddings": openai_embeddings,
+    "gemini_embeddings": gemini_embeddings,
 }
 STREAM_FAULTS = frozenset({"stall", "cut", "malformed", "no_terminal", "no_done", "error_event"})
 # Faults that strike after fault_after_tokens; no_done strikes after the whole answer.
@@ -153,18 +168,24 @@ class SimResponse:
         await send({"type": "http.response.body", "body": b""})
 
 
-def count_words(obj: Any) -> int:
-    """Rough input size: words in every string under content/text/system keys."""
+# Request fields whose strings are prompt text, in the protocols served.
+_TEXT_KEYS = frozenset({"content", "text", "system", "input", "instructions"})
+CHARS_PER_TOKEN = 4  # the usual estimate of English text; a prompt counts ceil(chars / 4)
+
+
+def count_tokens(obj: Any) -> int:
+    """Input size as usage reports it: a token per four characters of prompt text (the strings
+    under content/text/system/input/instructions keys, at any depth), rounded up."""
+    return math.ceil(_text_chars(obj) / CHARS_PER_TOKEN)
+
+
+def _text_chars(obj: Any, text: bool = False) -> int:
+    if isinstance(obj, str):
+        return len(obj) if text else 0
     if isinstance(obj, dict):
-        total = 0
-        for key, value in obj.items():
-            if isinstance(value, str):
-                total += len(value.split()) if key in ("content", "text", "system") else 0
-            else:
-                total += count_words(value)
-        return total
+        return sum(_text_chars(v, k in _TEXT_KEYS) for k, v in obj.items())
     if isinstance(obj, list):
-        return sum(count_words(v) for v in obj)
+        return sum(_text_chars(v, text) for v in obj)
     return 0
 
 
@@ -318,7 +339,8 @@ def _patched(base: _Timed | None, data: dict[str, Any], kind: type[_Timed]) -> _
 def _plan(protocol: str, model: str, b: ModelBehavior, body: Any, stream: bool, t0: float) -> Plan:
     proto = PROTOCOLS[protocol]
     ttft = b.ttft * (1 + random.uniform(-b.jitter, b.jitter)) if b.jitter else b.ttft
-    input_tokens = b.input_tokens if b.input_tokens is not None else max(1, count_words(body))
+    input_tokens = b.input_tokens if b.input_tokens is not None else max(1, count_tokens(body))
+    ttft += input_tokens * b.prefill_ms_per_ktok / 1e6
     requested = proto.max_tokens(body) if isinstance(body, dict) else None
     answer = None if b.answer is None else answer_pieces(b.answer)
     text = b.output_tokens if answer is None else len(answer)
@@ -452,6 +474,9 @@ class SimApp:
             precheck = "bad_request"
         if precheck is None and b is None:
             precheck = "not_found"
+        counted = b is not None and b.input_tokens is None
+        if precheck is None and counted and b is not None and p.input_tokens > b.context_window:
+            precheck = "context_length"  # a prompt counted past the model's window
         if precheck is not None:
             status, err = proto.error(precheck, p, bad if precheck == "bad_request" else None)
             state.record(p, status, precheck)
@@ -547,6 +572,45 @@ class SimApp:
             credentials=_credentials(request),
         )
 
+    async def openai_responses(self, request: Request) -> SimResponse:
+        t0 = asyncio.get_running_loop().time()
+        body = await self._body(request)
+        d = body if isinstance(body, dict) else {}
+        return await self.handle(
+            "responses",
+            str(d.get("model", "")),
+            self._bearer(request),
+            bool(d.get("stream")),
+            t0,
+            body,
+            credentials=_credentials(request),
+        )
+
+    async def openai_embeddings(self, request: Request) -> SimResponse:
+        t0 = asyncio.get_running_loop().time()
+        body = await self._body(request)
+        model = str(body.get("model", "")) if isinstance(body, dict) else ""
+        return await self.handle(
+            "openai_embeddings",
+            model,
+            self._bearer(request),
+            False,
+            t0,
+            body,
+            credentials=_credentials(request),
+        )
+
+    async def azure_embeddings(self, request: Request) -> SimResponse | Response:
+        t0 = asyncio.get_running_loop().time()
+        if "api-version" not in request.query_params:
+            return _azure_404()
+        body = await self._body(request)
+        key = request.headers.get("api-key") or self._bearer(request)
+        model = request.path_params["deployment"]
+        return await self.handle(
+            "azure_embeddings", model, key, False, t0, body, credentials=_credentials(request)
+        )
+
     async def azure_chat(self, request: Request) -> SimResponse | Response:
         t0 = asyncio.get_running_loop().time()
         if "api-version" not in request.query_params:
@@ -582,7 +646,7 @@ class SimApp:
     async def gemini_call(self, request: Request) -> SimResponse | Response:
         t0 = asyncio.get_running_loop().time()
         model, _, method = request.path_params["rest"].rpartition(":")
-        if method not in ("generateContent", "streamGenerateContent"):
+        if method not in ("generateContent", "streamGenerateContent", "embedContent"):
             return JSONResponse(
                 {"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}, 404
             )
@@ -590,8 +654,9 @@ class SimApp:
         key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
         model = model.removeprefix("models/")
         stream = method == "streamGenerateContent"
+        protocol = "gemini_embeddings" if method == "embedContent" else "gemini"
         return await self.handle(
-            "gemini", model, key, stream, t0, body, credentials=_credentials(request)
+            protocol, model, key, stream, t0, body, credentials=_credentials(request)
         )
 
     async def list_models(self, request: Request) -> Response:
@@ -775,10 +840,17 @@ def create_app(state: SimState) -> Starlette:
             ),
             Route("/openai/v1/models", h.list_models, methods=["GET"], name="openai"),
             Route("/openai/v1/chat/completions", h.openai_chat, methods=["POST"]),
+            Route("/openai/v1/responses", h.openai_responses, methods=["POST"]),
+            Route("/openai/v1/embeddings", h.openai_embeddings, methods=["POST"]),
             Route("/azure/openai/models", h.list_models, methods=["GET"], name="azure"),
             Route(
                 "/azure/openai/deployments/{deployment}/chat/completions",
                 h.azure_chat,
+                methods=["POST"],
+            ),
+            Route(
+                "/azure/openai/deployments/{deployment}/embeddings",
+                h.azure_embeddings,
                 methods=["POST"],
             ),
             Route("/anthropic/v1/models", h.list_models, methods=["GET"], name="anthropic"),

@@ -60,6 +60,7 @@ COLUMNS = (
     "response_model", "system_fingerprint", "request_id", "finish_reason", "model_listed",
     "context_window", "warnings", "source", "attempts", "fallbacks", "agent", "region",
     "key_name", "team", "end_user", "tags", "session_id", "probe_kind", "answer_excerpt",
+    "embedding_dimensions",
 )  # fmt: skip
 _ROLLUP_INSERT = (
     "INSERT INTO {table} ({time_col}, target, check_kind, "
@@ -1164,7 +1165,7 @@ def encode(r: CheckResult) -> tuple[object, ...]:
         r.context_window, json.dumps(r.warnings) if r.warnings else None, str(r.source),
         r.attempts, r.fallbacks, r.agent, r.region,
         r.key_name, r.team, r.user, json.dumps(r.tags) if r.tags else None, r.session,
-        str(r.kind), r.answer_excerpt,
+        str(r.kind), r.answer_excerpt, r.embedding_dimensions,
     )  # fmt: skip
 
 
@@ -1227,4 +1228,5 @@ def decode(values: Sequence[Any]) -> CheckResult:
         tags=json.loads(row["tags"]) if row["tags"] else [],
         session=row["session_id"],
         answer_excerpt=row["answer_excerpt"],
+        embedding_dimensions=row["embedding_dimensions"],
     )
