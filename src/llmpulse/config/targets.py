@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from llmpulse.config.errors import ConfigError
 from llmpulse.durations import Duration
-from llmpulse.presets import DISCOVERABLE, PRESETS
+from llmpulse.presets import DISCOVERABLE, PRESETS, bedrock_url
 from llmpulse.result import CheckKind
 from llmpulse.rules import RuleOverrides
 from llmpulse.secrets import env_var, is_credential_header
@@ -43,6 +43,8 @@ class TargetConfig(BaseModel):
     tps_floor: float | None = Field(default=None, gt=0)
     rules: RuleOverrides = Field(default_factory=dict)
     retires: datetime.date | None = None  # the model's announced retirement (model_deprecated)
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")  # AWS Bedrock
+    aws_profile: str | None = Field(default=None, min_length=1)  # else the standard chain
 
     @field_validator("provider")
     @classmethod
@@ -89,7 +91,14 @@ class TargetConfig(BaseModel):
         preset = PRESETS[self.provider]
         if self.model is None and preset.default_model is None:
             raise ValueError(f"'model' is required for provider {self.provider}")
-        if self.base_url is None and preset.base_url is None:
+        if (self.region is not None or self.aws_profile is not None) and self.provider != "bedrock":
+            raise ValueError("'region' and 'aws_profile' apply to provider bedrock only")
+        if self.provider == "bedrock" and self.api_key is not None:
+            raise ValueError(
+                "'api_key' does not apply to provider bedrock: requests are signed with AWS "
+                "credentials (the standard chain, or 'aws_profile')"
+            )
+        if self.base_url is None and preset.base_url is None and self.provider != "bedrock":
             raise ValueError(f"'base_url' is required for provider {self.provider}")
         if self.provider == "azure" and not self.api_version:
             raise ValueError("'api_version' is required for provider azure (e.g. 2024-10-21)")
@@ -148,7 +157,17 @@ def resolve_target(
             )
     model = cfg.model or preset.default_model
     assert model is not None
+    region = None
+    if cfg.provider == "bedrock":
+        region = aws_region(cfg.region, env)
+        if region is None:
+            raise ConfigError(
+                f"{where}targets[{index}].region: not set, and neither AWS_REGION nor "
+                "AWS_DEFAULT_REGION is in the environment (e.g. region: us-east-1)"
+            )
     base_url = (cfg.base_url or preset.base_url or "").rstrip("/")
+    if not base_url and region is not None:
+        base_url = bedrock_url(region)
     return Target(
         name=cfg.name or f"{cfg.provider}/{model}",
         provider=cfg.provider,
@@ -174,4 +193,11 @@ def resolve_target(
         tps_floor=cfg.tps_floor if cfg.tps_floor is not None else preset.tps_floor,
         rules=cfg.rules,
         retires=cfg.retires,
+        region=region,
+        aws={"profile": cfg.aws_profile} if cfg.aws_profile else {},
     )
+
+
+def aws_region(configured: str | None, env: Mapping[str, str]) -> str | None:
+    """The region a Bedrock target is in: its own, else the AWS SDKs' variables'."""
+    return configured or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None

@@ -44,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import aiohttp
+from yarl import URL
 
 from llmpulse import catalog
 from llmpulse.attribution import NOBODY, Owner
@@ -632,7 +633,7 @@ class Gateway:
             raise _AttemptFailed(ErrorClass.AUTH, str(exc)) from None
         headers.setdefault("content-type", "application/json")
         response = await self.session.post(
-            url,
+            URL(url, encoded=protocol.encoded_urls),
             data=body,
             headers=headers,
             allow_redirects=False,

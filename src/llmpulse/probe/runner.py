@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 import aiohttp
+from yarl import URL
 
 from llmpulse import catalog
 from llmpulse.errors import ErrorClass
@@ -162,7 +163,7 @@ class Prober:
                 # Only connecting is timed by aiohttp; every later phase is governed by _Deadline.
                 async with self.session.request(
                     spec.method,
-                    spec.url,
+                    URL(spec.url, encoded=protocol.encoded_urls),
                     headers=headers,
                     data=body or None,
                     timeout=aiohttp.ClientTimeout(total=None, connect=target.connect_timeout),
