@@ -80,6 +80,8 @@ class Deployment:
     # Set when there is no key to send: what to set. Requests get the provider's 401 and probes
     # report auth, neither calling the provider.
     missing_key: str | None = None
+    region: str | None = None  # AWS Bedrock's
+    aws: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)  # Target.aws
 
     @property
     def wildcard(self) -> bool:
@@ -88,7 +90,8 @@ class Deployment:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Its key and credential headers: what its provider may echo back."""
-        return credentials(self.api_key, self.headers)
+        aws = (v for k, v in self.aws.items() if k != "profile")
+        return credentials(self.api_key, self.headers) + tuple(aws)
 
     def expand(self, requested: str, segments: tuple[str, ...]) -> Deployment:
         """This wildcard deployment serving ``requested``: each ``*`` of the model filled in."""
@@ -121,6 +124,8 @@ class Deployment:
             stream_include_usage=preset.stream_include_usage,
             price_provider=preset.price_provider,
             missing_key=self.missing_key,
+            region=self.region,
+            aws=dict(self.aws),
         )
 
 

@@ -106,7 +106,8 @@ class BedrockProtocol(Protocol):
         return sign_v4(creds, target.region, method, url, headers, body)
 
     def headers(self, target: Target) -> dict[str, str]:
-        return {"content-type": "application/json", "accept": "application/json", **target.headers}
+        # As botocore sends them: no Accept, the stream's type is the operation's.
+        return {"content-type": "application/json", **target.headers}
 
     def models_request(self, target: Target) -> RequestSpec:
         base = control_url(target.base_url)
@@ -124,8 +125,6 @@ class BedrockProtocol(Protocol):
             "inferenceConfig": {"maxTokens": max_tokens},
         }
         headers = self.headers(target)
-        if stream:
-            headers["accept"] = EVENT_STREAM
         operation = "converse-stream" if stream else "converse"
         url = f"{target.base_url}/model/{model_path(target.model)}/{operation}"
         return RequestSpec("POST", url, headers, body)

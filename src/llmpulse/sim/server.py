@@ -319,6 +319,9 @@ def _plan(protocol: str, model: str, b: ModelBehavior, body: Any, stream: bool, 
         text = max(0, min(text, requested - reasoning))
         finish = "length"
     tools = body.get("tools") if isinstance(body, dict) else None
+    if protocol == "bedrock" and isinstance(body, dict):  # Converse offers them in toolConfig
+        config = body.get("toolConfig")
+        tools = config.get("tools") if isinstance(config, dict) else None
     tool, args = None, []
     if b.tool_call is not None and isinstance(tools, list) and tools:
         tool, args = b.tool_call, fragments(dumps(b.tool_call.arguments))
