@@ -143,7 +143,7 @@ def test_error_type_as_botocore_reads_it() -> None:
             ErrorClass.CONTEXT_LENGTH,
         ),
         (404, "ResourceNotFoundException", "Model not found", ErrorClass.BAD_REQUEST),
-        (424, "ModelErrorException", "The model failed", ErrorClass.BAD_REQUEST),
+        (424, "ModelErrorException", "The model failed", ErrorClass.SERVER_ERROR),
         (500, "InternalServerException", "internal error", ErrorClass.SERVER_ERROR),
     ],
 )

@@ -94,6 +94,8 @@ _AUTH_MARKERS = (
 _OVERLOADED_MARKERS = ("overloaded", "unavailable", "capacity")
 # Bedrock's ModelNotReadyException comes as a 429, but the model is loading, not throttling us.
 _NOT_READY_MARKERS = ("modelnotready",)
+# Bedrock's ModelErrorException (HTTP 424): the model failed on a valid request.
+_MODEL_FAILED_MARKERS = ("modelerrorexception",)
 
 
 def classify(
@@ -120,6 +122,8 @@ def classify(
         return ErrorClass.AUTH
     if any(m in hay for m in _NOT_READY_MARKERS):
         return ErrorClass.UNAVAILABLE
+    if any(m in hay for m in _MODEL_FAILED_MARKERS):
+        return ErrorClass.SERVER_ERROR
     if status == 429:
         return ErrorClass.RATE_LIMITED
     if status in (401, 403):
