@@ -401,6 +401,12 @@ DEFAULT_SCENARIO: dict[str, Any] = {
             "context_window": 400000,
             "max_output_tokens": 128000,
         },
+        "amazon.nova-micro-v1:0": {  # provider: bedrock's default model
+            "ttft": "350ms",
+            "tokens_per_s": 200,
+            "context_window": 128000,
+            "max_output_tokens": 10000,
+        },
     },
     # All quiet; change them live with PATCH /_sim/status_pages/{name}.
     "status_pages": {
