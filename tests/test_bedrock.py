@@ -23,8 +23,9 @@ from llmpulse.config import ConfigError, parse_config
 from llmpulse.errors import ErrorClass
 from llmpulse.probe.runner import run_checks
 from llmpulse.providers import PROTOCOLS
-from llmpulse.providers.base import ProtocolError
+from llmpulse.providers.base import CredentialsError, ProtocolError
 from llmpulse.providers.bedrock import (
+    CredentialCache,
     EventStreamDecoder,
     control_url,
     error_type,
@@ -445,3 +446,27 @@ def test_region_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
     assert t.region == "us-west-2"
     with pytest.raises(ConfigError, match="region"):
         parse_config({"targets": [{"provider": "openai", "region": "us-west-2"}]}, env={})
+
+
+async def test_a_failure_to_find_credentials_is_kept_a_while(
+    aws_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A credential_process that fails is asked once; the next checks fail at once with the
+    same message instead of waiting on the chain again."""
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    calls = tmp_path / "calls"
+    script = tmp_path / "fail.py"
+    script.write_text(
+        "import pathlib, sys\n"
+        f"p = pathlib.Path({str(calls)!r}); p.write_text(p.read_text() + 'x' if p.exists() else 'x')\n"
+        "sys.exit('no credentials here')\n"
+    )
+    (tmp_path / "config").write_text(
+        f"[profile broken]\ncredential_process = {sys.executable} {script}\n"
+    )
+    cache = CredentialCache()
+    for _ in range(3):
+        with pytest.raises(CredentialsError, match="AWS credentials could not be loaded"):
+            await cache.get({"profile": "broken"})
+    assert calls.read_text() == "x"

@@ -25,6 +25,7 @@ import json
 import os
 import struct
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -361,19 +362,33 @@ _MISSING = (
 )
 
 
+# How long a failure to find credentials is kept: the chain's last resort (the instance metadata
+# service) can take seconds to answer that there is nothing, which every check would wait for.
+RETRY_MISSING_S = 60.0
+
+
 class CredentialCache:
     """Credentials by what names them (a profile, keys, or the standard chain as the environment
-    sets it up), each resolved once and refreshed when botocore says it is due."""
+    sets it up), each resolved once and refreshed when botocore says it is due; a failure to
+    find them is kept for ``RETRY_MISSING_S``."""
 
     def __init__(self) -> None:
         self._found: dict[tuple[str, ...], Credentials] = {}
+        self._failed: dict[tuple[str, ...], tuple[float, str]] = {}
         self._lock = threading.Lock()
 
     async def get(self, named: Mapping[str, str]) -> Credentials:
         key = _cache_key(named)
         creds = self._found.get(key)
         if creds is None:
-            creds = await asyncio.to_thread(self._resolve, key, dict(named))
+            failed = self._failed.get(key)
+            if failed is not None and time.monotonic() - failed[0] < RETRY_MISSING_S:
+                raise CredentialsError(failed[1])
+            try:
+                creds = await asyncio.to_thread(self._resolve, key, dict(named))
+            except CredentialsError as exc:
+                self._failed[key] = (time.monotonic(), str(exc))
+                raise
         refresh_needed = getattr(creds, "refresh_needed", None)
         if refresh_needed is not None and refresh_needed():
             # A refresh calls STS, SSO or the metadata service: blocking.
@@ -384,7 +399,7 @@ class CredentialCache:
         import botocore.auth  # loaded here, off the event loop, for sign_v4
         import botocore.session
         from botocore.credentials import Credentials
-        from botocore.exceptions import BotoCoreError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         if named.get("access_key_id") and named.get("secret_access_key"):
             creds: Credentials | None = Credentials(
@@ -394,7 +409,7 @@ class CredentialCache:
             try:
                 session = botocore.session.Session(profile=named.get("profile"))
                 creds = session.get_credentials()
-            except BotoCoreError as exc:
+            except (BotoCoreError, ClientError) as exc:  # a bad profile, SSO, STS refusing
                 raise CredentialsError(f"AWS credentials could not be loaded: {exc}") from None
         if creds is None:
             raise CredentialsError(_MISSING)
@@ -404,11 +419,11 @@ class CredentialCache:
 
 def _frozen(creds: Credentials) -> Credentials:
     """A consistent snapshot (key, secret, token) of credentials that may be refreshed."""
-    from botocore.exceptions import BotoCoreError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         return creds.get_frozen_credentials()
-    except BotoCoreError as exc:
+    except (BotoCoreError, ClientError) as exc:
         raise CredentialsError(f"AWS credentials could not be refreshed: {exc}") from None
 
 
