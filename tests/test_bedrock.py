@@ -108,6 +108,29 @@ def test_model_ids_are_encoded_as_botocore_encodes_them(model_id: str) -> None:
     assert f"/model/{model_path(model_id)}/converse" == _botocore_path(model_id)
 
 
+@pytest.mark.parametrize(
+    ("model_id", "path"),
+    [
+        (NOVA, "/foundation-models"),
+        (
+            "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0",
+            "/foundation-models",
+        ),
+        (PROFILE, "/inference-profiles?maxResults=1000"),
+        (
+            "arn:aws:bedrock:us-east-1:1:application-inference-profile/abc",
+            "/inference-profiles?maxResults=1000&typeEquals=APPLICATION",
+        ),
+    ],
+)
+def test_the_models_check_asks_the_list_holding_the_model(model_id: str, path: str) -> None:
+    t = parse_config(
+        {"targets": [{"provider": "bedrock", "model": model_id, "region": "us-east-1"}]}, env={}
+    ).targets[0]
+    spec = PROTOCOLS["bedrock"].models_request(t)
+    assert spec.url == f"https://bedrock.us-east-1.amazonaws.com{path}"
+
+
 def test_control_plane_beside_the_runtime_endpoint() -> None:
     assert control_url("https://bedrock-runtime.eu-west-1.amazonaws.com") == (
         "https://bedrock.eu-west-1.amazonaws.com"

@@ -82,7 +82,8 @@ def control_url(runtime_url: str) -> str:
 
 
 def is_inference_profile(model: str) -> bool:
-    return model.startswith(_PROFILE_PREFIXES) or ":inference-profile/" in model
+    # ARNs of system-defined (…:inference-profile/…) and application inference profiles.
+    return model.startswith(_PROFILE_PREFIXES) or "inference-profile/" in model
 
 
 class BedrockProtocol(Protocol):
