@@ -10,6 +10,9 @@ from llmpulse.target import PriceOverride
 
 def target(provider="openai", model="gpt-4o-mini", **extra):
     raw = {"provider": provider, "model": model, "api_key": "os.environ/K", **extra}
+    if provider == "bedrock":  # signed with AWS credentials, in a region
+        del raw["api_key"]
+        raw["region"] = "us-east-1"
     return parse_config({"targets": [raw]}, env={"K": "k"}).targets[0]
 
 

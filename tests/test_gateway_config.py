@@ -735,9 +735,9 @@ model_list:
       api_base: http://gpu:8000/v1
       api_key: none
       extra_headers: {Authorization: "Bearer tok-literal", X-Team: a, api-key: os.environ/TEAM}
-  - model_name: claude-bedrock
+  - model_name: claude-sagemaker
     litellm_params:
-      model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
+      model: sagemaker/jumpstart-dft-llama-3
       aws_secret_access_key: aws-literal-secret
   - model_name: sagemaker-llama
     litellm_params: {model: sagemaker/jumpstart-llama, aws_region_name: us-west-2}
@@ -747,8 +747,8 @@ model_list:
   - model_name: unnamed
     litellm_params: {model: llama3}
 router_settings:
-  fallbacks: [{"gpt-4o": ["claude-bedrock", "local"]}, {"claude-bedrock": ["gpt-4o"]}]
-  model_group_alias: {claude: claude-bedrock, fast: local}
+  fallbacks: [{"gpt-4o": ["claude-sagemaker", "local"]}, {"claude-sagemaker": ["gpt-4o"]}]
+  model_group_alias: {claude: claude-sagemaker, fast: local}
   redis_host: cache
   redis_password: redis-literal
 general_settings:
@@ -771,7 +771,7 @@ def test_litellm_configs_load_as_is_with_one_warning_per_concern():
     assert [g.name for g in gw.groups] == ["gpt-4o", "local"]
     assert gw.skipped == (
         "model_list[4] (mode: embedding)",
-        "model_list[2] (bedrock/)",
+        "model_list[2] (sagemaker/)",
         "model_list[3] (sagemaker/)",
         "model_list[5] (no provider in 'llama3')",
     )
@@ -780,11 +780,11 @@ def test_litellm_configs_load_as_is_with_one_warning_per_concern():
         == gw.warnings
         == (
             "skipping deployments that are not chat models: model_list[4] (mode: embedding)",
-            "skipping deployments of providers llmpulse does not speak yet: model_list[2] (bedrock/), "
+            "skipping deployments of providers llmpulse does not speak yet: model_list[2] (sagemaker/), "
             "model_list[3] (sagemaker/), model_list[5] (no provider in 'llama3')",
             "ignoring fallbacks and aliases that name only skipped deployments: "
-            "router_settings.model_group_alias.claude ('claude-bedrock'), "
-            "router_settings.fallbacks ('claude-bedrock')",
+            "router_settings.model_group_alias.claude ('claude-sagemaker'), "
+            "router_settings.fallbacks ('claude-sagemaker')",
             "keys written in the file are used as written and kept secret: "
             "model_list[0].litellm_params.api_key, "
             "model_list[1].litellm_params.extra_headers.Authorization, "
@@ -824,11 +824,11 @@ model_list:
         "method it supports): model_list[0] (mode: embedding)"
     )
     with pytest.raises(
-        ConfigError, match=r"model_list\[0\] \(bedrock/\), model_list\[1\] \(siliconflow/\)$"
+        ConfigError, match=r"model_list\[0\] \(sagemaker/\), model_list\[1\] \(siliconflow/\)$"
     ):
         load(
             "model_list:\n"
-            "  - {model_name: a, litellm_params: {model: bedrock/claude}}\n"
+            "  - {model_name: a, litellm_params: {model: sagemaker/claude}}\n"
             "  - {model_name: b, litellm_params: {model: siliconflow/qwen, api_key: sk-1}}\n"
         )
     # Beside targets, the monitor still runs: only the gateway has nothing to serve.
@@ -846,9 +846,9 @@ def test_a_fallback_naming_nothing_at_all_is_still_a_typo():
         """
 model_list:
   - {model_name: main, litellm_params: {model: openai/gpt-4o}}
-  - {model_name: "bedrock/*", litellm_params: {model: "bedrock/*"}}
+  - {model_name: "sagemaker/*", litellm_params: {model: "sagemaker/*"}}
 router_settings:
-  default_fallbacks: ["bedrock/claude-x", main]
+  default_fallbacks: ["sagemaker/claude-x", main]
 """
     ).gateway
     assert gw.router.default_fallbacks == ("main",)
@@ -1011,9 +1011,9 @@ model_list:
   - model_name: embed
     litellm_params: {model: openai/text-embedding-3-small, rpm: 0, timeout: forever}
     model_info: {mode: embedding, max_tokens: 0, id: [1]}
-  - model_name: claude-bedrock
+  - model_name: claude-sagemaker
     litellm_params:
-      model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
+      model: sagemaker/jumpstart-dft-llama-3
       extra_headers: [not, a, mapping]
       aws_session_tags: {Key: a, Value: b}
       stream_timeout: -1
@@ -1022,13 +1022,13 @@ model_list:
     assert [g.name for g in config.gateway.groups] == ["chat"]
     assert config.warnings == (
         "skipping deployments that are not chat models: model_list[1] (mode: embedding)",
-        "skipping deployments of providers llmpulse does not speak yet: model_list[2] (bedrock/)",
+        "skipping deployments of providers llmpulse does not speak yet: model_list[2] (sagemaker/)",
     )
     # Its shape is still required: a model_list entry names its group and its model.
     for entry, expected in (
         ("{model_name: e, litellm_params: {rpm: 0}, model_info: {mode: embedding}}", "model"),
-        ("{litellm_params: {model: bedrock/x}}", "model_name"),
-        ("{model_name: e, litellm_params: {model: bedrock/x}, model_info: {mode: 3}}", "mode"),
+        ("{litellm_params: {model: sagemaker/x}}", "model_name"),
+        ("{model_name: e, litellm_params: {model: sagemaker/x}, model_info: {mode: 3}}", "mode"),
     ):
         with pytest.raises(ConfigError, match=rf"model_list\[1\]\.(\w+\.)?{expected}: "):
             load(f"model_list: [{{model_name: c, litellm_params: {{model: openai/x}}}}, {entry}]")
@@ -1036,7 +1036,7 @@ model_list:
     with pytest.raises(ConfigError, match=r"^model_list\[2\]\.litellm_params\.rpm: .*greater"):
         load(
             "model_list:\n"
-            "  - {model_name: e, litellm_params: {model: bedrock/x, rpm: 0}}\n"
+            "  - {model_name: e, litellm_params: {model: sagemaker/x, rpm: 0}}\n"
             "  - {model_name: c, litellm_params: {model: openai/x}}\n"
             "  - {model_name: c, litellm_params: {model: openai/y, rpm: 0}}\n"
         )

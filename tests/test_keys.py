@@ -278,21 +278,21 @@ def test_the_ring_takes_run_time_keys_with_config_policy_first(
 
 
 def test_a_key_may_name_a_group_the_gateway_skips_as_fallbacks_and_aliases_may() -> None:
-    """A LiteLLM file's Bedrock or embedding group loads, skipped; a key listing it among its
+    """A LiteLLM file's SageMaker or embedding group loads, skipped; a key listing it among its
     models must not refuse the whole file (fallbacks and aliases naming it are only dropped).
     The name stays in the key's models, so it widens nothing: it just allows nothing served."""
     skipped = [
-        {"model_name": "claude-bedrock", "litellm_params": {"model": "bedrock/anthropic.claude-3"}},
+        {"model_name": "llama-sagemaker", "litellm_params": {"model": "sagemaker/llama-3"}},
         {"model_name": "embed", "litellm_params": {"model": "openai/text-embedding-3-small", "api_key": "sk-p"}, "model_info": {"mode": "embedding"}},
     ]  # fmt: skip
     doc = {
         "model_list": MODELS + skipped,
-        "gateway": {"keys": [{"name": "k", "models": ["claude-bedrock"]}, {"name": "j", "models": ["chat", "embed"]}]},
+        "gateway": {"keys": [{"name": "k", "models": ["llama-sagemaker"]}, {"name": "j", "models": ["chat", "embed"]}]},
     }  # fmt: skip
     config = parse_gateway(doc, env=ENV)
     assert config is not None
     k, j = config.settings.keys
-    assert k.models == ("claude-bedrock",) and not k.allows("chat")
+    assert k.models == ("llama-sagemaker",) and not k.allows("chat")
     assert j.models == ("chat", "embed")
     assert any(
         "gateway.keys[0].models[0]" in w and "gateway.keys[1].models[1]" in w

@@ -34,7 +34,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "litellm"
 
 # Dummy values for every variable the fixtures reference. MISTRAL_API_KEY, DEEPSEEK_API_KEY and
 # OPENROUTER_API_KEY stay unset: deployments relying on them load without a key; so do
-# VLLM_API_KEY, AZURE_TENANT_ID, AZURE_CLIENT_SECRET and the Bedrock variables.
+# VLLM_API_KEY, AZURE_TENANT_ID, AZURE_CLIENT_SECRET and the SageMaker variables.
 ENV = {
     name: f"dummy-{name.lower().replace('_', '-')}"
     for name in (
@@ -180,11 +180,10 @@ CASES = {
         ),
     ),
     "auto_router.yaml": Case(
-        served=("fast", "capable"),
+        served=("fast", "capable", "bedrock-claude"),
         warnings=(
-            f"{PROVIDER}: model_list[2] (auto_router/), model_list[3] (bedrock/)",
-            f"{DROPPED}: router_settings.model_group_alias.claude ('bedrock-claude'), "
-            "router_settings.fallbacks ('bedrock-claude'), router_settings.fallbacks ('auto')",
+            f"{PROVIDER}: model_list[2] (auto_router/)",
+            f"{DROPPED}: router_settings.fallbacks ('auto')",
         ),
     ),
     "reliability.yaml": Case(
@@ -213,7 +212,7 @@ CASES = {
     "timeouts_from_env.yaml": Case(
         served=("gpt-4o", "llama-3"),
         warnings=(
-            f"{PROVIDER}: model_list[2] (bedrock/)",
+            f"{PROVIDER}: model_list[2] (sagemaker/)",
             f"{NO_KEY}: model_list[1].litellm_params.api_key (VLLM_API_KEY)",
         ),
     ),

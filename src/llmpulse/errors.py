@@ -70,6 +70,8 @@ _QUOTA_MARKERS = (
     # Hours away from resetting, they stop traffic like an empty balance does.
     "perday",
     "per day",
+    # AWS: an account's service quota (HTTP 400), not a per-minute throttle.
+    "servicequotaexceeded",
 )
 _CONTEXT_MARKERS = (
     "context_length_exceeded",
@@ -79,6 +81,7 @@ _CONTEXT_MARKERS = (
     "context window",
     "context limit",
     "maximum prompt length",
+    "input is too long",  # Bedrock's ValidationException for an oversized prompt
 )
 _CONTENT_FILTER_MARKERS = (
     "content_filter",
@@ -86,8 +89,21 @@ _CONTENT_FILTER_MARKERS = (
     "responsibleaipolicyviolation",
 )
 # Gemini answers a bad key with 400 INVALID_ARGUMENT and this reason, not with 401.
-_AUTH_MARKERS = ("api_key_invalid", "invalid_api_key", "authentication_error")
+_AUTH_MARKERS = (
+    "api_key_invalid",
+    "invalid_api_key",
+    "authentication_error",
+    # AWS: unknown access key, expired session token, bad SigV4 signature, IAM denial.
+    "unrecognizedclient",
+    "expiredtoken",
+    "invalidsignature",
+    "accessdenied",
+)
 _OVERLOADED_MARKERS = ("overloaded", "unavailable", "capacity")
+# Bedrock's ModelNotReadyException comes as a 429, but the model is loading, not throttling us.
+_NOT_READY_MARKERS = ("modelnotready",)
+# Bedrock's ModelErrorException (HTTP 424): the model failed on a valid request.
+_MODEL_FAILED_MARKERS = ("modelerrorexception",)
 
 
 def classify(
@@ -112,6 +128,10 @@ def classify(
         return _classify_stream_error(hay)
     if any(m in hay for m in _AUTH_MARKERS):
         return ErrorClass.AUTH
+    if any(m in hay for m in _NOT_READY_MARKERS):
+        return ErrorClass.UNAVAILABLE
+    if any(m in hay for m in _MODEL_FAILED_MARKERS):
+        return ErrorClass.SERVER_ERROR
     if status == 429:
         return ErrorClass.RATE_LIMITED
     if status in (401, 403):
@@ -129,14 +149,19 @@ def classify(
 
 
 def _classify_stream_error(hay: str) -> ErrorClass:
-    if "rate_limit" in hay or "rate limit" in hay or "resource_exhausted" in hay:
+    if (
+        "rate_limit" in hay
+        or "rate limit" in hay
+        or "resource_exhausted" in hay
+        or "throttling" in hay  # AWS ThrottlingException
+    ):
         return ErrorClass.RATE_LIMITED
     if any(m in hay for m in _OVERLOADED_MARKERS):
         return ErrorClass.UNAVAILABLE
     if "timeout" in hay or "deadline" in hay:
         return ErrorClass.TIMEOUT
-    if "authentication" in hay or "permission" in hay:
+    if "authentication" in hay or "permission" in hay or "accessdenied" in hay:
         return ErrorClass.AUTH
-    if "invalid_request" in hay or "invalid_argument" in hay:
+    if "invalid_request" in hay or "invalid_argument" in hay or "validationexception" in hay:
         return ErrorClass.BAD_REQUEST
     return ErrorClass.SERVER_ERROR

@@ -153,6 +153,16 @@ PRESETS: dict[str, Preset] = {
             price_provider="google",
             needs_key=False,
         ),
+        # Signed with SigV4 from the AWS credential chain, not a key; base_url is made from the
+        # region (``bedrock_url``).
+        Preset(
+            "bedrock",
+            "bedrock",
+            None,
+            default_model="amazon.nova-micro-v1:0",
+            price_provider="aws",
+            needs_key=False,
+        ),
         Preset("ollama", "openai", "http://localhost:11434/v1", needs_key=False),
         Preset("vllm", "openai", "http://localhost:8000/v1", needs_key=False),
         Preset("openai-compatible", "openai", None, needs_key=False),
@@ -187,6 +197,11 @@ def vertex_base_url(location: str) -> str:
     if location == "global":
         return "https://aiplatform.googleapis.com/v1"
     return f"https://{location}-aiplatform.googleapis.com/v1"
+
+
+def bedrock_url(region: str) -> str:
+    """Bedrock's runtime endpoint in ``region`` (the Converse API)."""
+    return f"https://bedrock-runtime.{region}.amazonaws.com"
 
 
 # Providers checked by ``llmpulse check`` without a config, in this order, when a key is set.

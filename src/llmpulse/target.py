@@ -126,6 +126,10 @@ class Target:
     model_endpoint: str | None = None
     # Status-page components (globs) carrying its API; None: the provider's default mapping.
     status_components: tuple[str, ...] | None = None
+    region: str | None = None  # a cloud provider's region (AWS Bedrock's signing scope)
+    # AWS credentials named instead of the standard chain: ``profile``, or ``access_key_id``,
+    # ``secret_access_key`` and ``session_token`` (LiteLLM's aws_* params), resolved.
+    aws: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def retires_at(self) -> float | None:
@@ -137,7 +141,8 @@ class Target:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Its key and credential headers: what a provider may echo back."""
-        return credentials(self.api_key, self.headers)
+        aws = (v for k, v in self.aws.items() if k != "profile")
+        return credentials(self.api_key, self.headers) + tuple(aws)
 
 
 @functools.lru_cache(maxsize=1024)

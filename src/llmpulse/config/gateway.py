@@ -90,6 +90,8 @@ class Deployment:
     credentials_info: str | None = dataclasses.field(default=None, repr=False)
     # vertex_ai/ api_base: the model's URL up to ":method" (a proxy's), as LiteLLM uses it.
     model_endpoint: str | None = None
+    region: str | None = None  # AWS Bedrock's
+    aws: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)  # Target.aws
 
     @property
     def wildcard(self) -> bool:
@@ -98,7 +100,8 @@ class Deployment:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Its key and credential headers: what its provider may echo back."""
-        return credentials(self.api_key, self.headers)
+        aws = (v for k, v in self.aws.items() if k != "profile")
+        return credentials(self.api_key, self.headers) + tuple(aws)
 
     def expand(self, requested: str, segments: tuple[str, ...]) -> Deployment:
         """This wildcard deployment serving ``requested``: each ``*`` of the model filled in."""
@@ -141,6 +144,8 @@ class Deployment:
             credentials_file=self.credentials_file,
             credentials_info=self.credentials_info,
             model_endpoint=self.model_endpoint,
+            region=self.region,
+            aws=dict(self.aws),
         )
         if self.model_endpoint is not None and "/publishers/" not in self.model_endpoint:
             # A proxy's URL that does not show Vertex's path: no publisher model to look up.

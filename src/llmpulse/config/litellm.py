@@ -38,7 +38,14 @@ naming key paths, never a value):
 - Keys written in the file (``api_key: sk-1234``, a credential header in ``extra_headers``,
   ``general_settings.master_key``, ``redis_password``) are used as written and are secrets like
   referenced ones. llmpulse's own sections keep the stricter rule (references only).
-- A deployment of a provider llmpulse does not speak yet (``bedrock/``, ``sagemaker/``, ...) or
+- ``bedrock/`` (and ``bedrock/converse/``, ``bedrock/invoke/``: all served through the Converse
+  API) is signed with AWS credentials: ``aws_access_key_id``/``aws_secret_access_key``/
+  ``aws_session_token`` or ``aws_profile_name`` when given (usually ``os.environ/...``), else
+  the AWS SDKs' standard chain; its region is ``aws_region_name``, else ``AWS_REGION_NAME``,
+  ``AWS_REGION``, ``AWS_DEFAULT_REGION``, else LiteLLM's default (us-west-2); its endpoint
+  ``api_base`` or ``aws_bedrock_runtime_endpoint``. LiteLLM's role assumption (``aws_role_name``,
+  web identity, ...) is not implemented: such a deployment is skipped, said in one warning.
+- A deployment of a provider llmpulse does not speak yet (``sagemaker/``, ``cohere/``, ...) or
   that is not a chat model (``model_info.mode: embedding``, ...) is skipped, its settings unread
   beyond ``model_name``, ``litellm_params.model`` and ``model_info.mode``; only a file with
   nothing left to serve is refused (``GatewayConfig.nothing_to_serve``). A fallback or alias
@@ -122,6 +129,7 @@ from llmpulse.presets import (
     PRESETS,
     VERTEX_LOCATION,
     VERTEX_PROJECT,
+    bedrock_url,
     protocol_for,
     vertex_base_url,
     vertex_serves,
@@ -147,6 +155,28 @@ PROVIDERS: dict[str, str] = {
     "ollama_chat": "ollama",
     "hosted_vllm": "vllm",
     "vertex_ai": "vertex",
+    "bedrock": "bedrock",
+}
+
+# LiteLLM's routes within bedrock/ (bedrock/converse/<model>); llmpulse speaks Converse to all.
+_BEDROCK_ROUTES = ("converse/", "invoke/")
+# litellm_params by which LiteLLM assumes an AWS role or a web identity before calling Bedrock
+# (its docs, providers/bedrock "Authentication"); llmpulse does not implement them.
+_AWS_ROLE = (
+    "aws_role_name",
+    "aws_session_name",
+    "aws_web_identity_token",
+    "aws_sts_endpoint",
+    "aws_external_id",
+)
+# LiteLLM's default region when none is named (litellm/llms/bedrock/base_aws_llm.py).
+BEDROCK_DEFAULT_REGION = "us-west-2"
+# litellm_params naming AWS credentials -> Target.aws keys.
+_AWS_CREDENTIALS = {
+    "aws_access_key_id": "access_key_id",
+    "aws_secret_access_key": "secret_access_key",
+    "aws_session_token": "session_token",
+    "aws_profile_name": "profile",
 }
 
 # vertex_ai/ settings as LiteLLM reads them (litellm/llms/vertex_ai): a param under either
@@ -295,6 +325,12 @@ class _Params(_ShapeParams):
     vertex_credentials: str | dict[str, Any] | None = Field(
         default=None, validation_alias=_VERTEX_CREDENTIALS
     )
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    aws_profile_name: str | None = None
+    aws_region_name: str | None = None
+    aws_bedrock_runtime_endpoint: str | None = None
 
     # LiteLLM's proxy resolves every os.environ/ value of litellm_params and its params type
     # then reads these as numbers or a flag (the others it passes on as text, so they stay
@@ -589,6 +625,12 @@ def _served(
     if resolved[0] == "vertex" and "*" not in resolved[1] and not vertex_serves(resolved[1]):
         notes.unknown_provider.append(f"model_list[{index}] ({model}: not Gemini nor Claude)")
         return False
+    if resolved[0] == "bedrock":
+        extra = entry.litellm_params.model_extra or {}
+        role = [k for k in _AWS_ROLE if extra.get(k) not in (None, "")]
+        if role:
+            notes.unsupported_auth.append(f"model_list[{index}] (AWS {', '.join(role)})")
+            return False
     return True
 
 
@@ -621,6 +663,8 @@ def _provider(model: str) -> tuple[str, str] | None:
     not speak."""
     prefix, sep, name = model.partition("/")
     if sep and prefix in PROVIDERS:
+        if prefix == "bedrock":
+            name = next((name[len(r) :] for r in _BEDROCK_ROUTES if name.startswith(r)), name)
         return PROVIDERS[prefix], name
     if model.startswith(("gpt-", "o1", "o3", "o4", "chatgpt-")):
         return "openai", model  # LiteLLM infers these providers
@@ -662,6 +706,23 @@ def _deployment(
         if not api_version:
             api_version = AZURE_DEFAULT_API_VERSION
             notes.azure_default.append(f"model_list[{index}]")
+    region = None
+    aws: dict[str, str] = {}
+    if provider == "bedrock":
+        region = (
+            _value(params.aws_region_name, env, f"{path}.aws_region_name")
+            or env.get("AWS_REGION_NAME")
+            or env.get("AWS_REGION")
+            or env.get("AWS_DEFAULT_REGION")
+            or BEDROCK_DEFAULT_REGION
+        )
+        base_url = (
+            base_url
+            or _value(
+                params.aws_bedrock_runtime_endpoint, env, f"{path}.aws_bedrock_runtime_endpoint"
+            )
+            or bedrock_url(region)
+        )
     if provider == "openai" and base_url and "api.openai.com" not in base_url:
         provider = "openai-compatible"  # openai/ + api_base: LiteLLM's any-compatible-server form
     if base_url and not base_url.startswith(("http://", "https://")):
@@ -702,6 +763,8 @@ def _deployment(
             f"no Vertex AI credentials: {credentials_file} "
             f"({key_path}.vertex_credentials) is not a file"
         )
+    if provider == "bedrock":
+        aws, missing_key = _aws(params, env, index, where, notes)
 
     raw_params = entry.litellm_params.model_dump(exclude_unset=True)
     digest = json.dumps([entry.model_name, raw_params], sort_keys=True, default=str)
@@ -741,6 +804,8 @@ def _deployment(
         credentials_file=credentials_file,
         credentials_info=credentials_info,
         model_endpoint=model_endpoint,
+        region=region,
+        aws=aws,
     )
 
 
@@ -819,6 +884,40 @@ def _credentials_project(file: str | None, info: str | None, path: str) -> str |
         return None
     project = parsed.get("project_id") or parsed.get("quota_project_id")
     return project if isinstance(project, str) else None
+
+
+def _aws(
+    params: _Params, env: Mapping[str, str], index: int, where: str, notes: _Notes
+) -> tuple[dict[str, str], str | None]:
+    """A bedrock/ deployment's AWS credentials as named in its params (empty: the standard
+    chain), and, when a variable they reference is unset, what to set."""
+    key_path = f"model_list[{index}].litellm_params"
+    aws: dict[str, str] = {}
+    unset: list[str] = []
+    for param, key in _AWS_CREDENTIALS.items():
+        value = getattr(params, param)
+        if value in (None, ""):
+            continue
+        var = env_var(value)
+        if var is None:
+            if key != "profile":
+                notes.literal.append(f"{key_path}.{param}")
+            aws[key] = value
+        elif env.get(var):
+            aws[key] = env[var]
+        else:
+            unset.append(f"{var} ({key_path}.{param})")
+    if unset:
+        notes.keyless.append(f"model_list[{index}] (set {', '.join(unset)})")
+        return {}, f"no AWS credentials: {', '.join(unset)} not set"
+    if ("access_key_id" in aws) != ("secret_access_key" in aws):
+        given, other = (
+            ("aws_access_key_id", "aws_secret_access_key")
+            if "access_key_id" in aws
+            else ("aws_secret_access_key", "aws_access_key_id")
+        )
+        raise ConfigError(f"{where}{key_path}.{other}: required with {given}")
+    return aws, None
 
 
 def _strip_provider(model: str | None) -> str | None:

@@ -230,12 +230,13 @@ def gemini_params_problem(params: dict[str, Any]) -> tuple[str, str] | None:
 
 def canary_probe(protocol: str) -> Probe:
     """The built-in correctness canary: a question with one right answer, at temperature 0 in
-    the protocol's own words (Gemini sets it in ``generationConfig``)."""
-    temperature: dict[str, Any] = (
-        {"generationConfig": {"temperature": 0}}
-        if protocol in GEMINI_FORMAT
-        else {"temperature": 0}
-    )
+    the protocol's own words (Gemini sets it in ``generationConfig``, Bedrock's Converse in
+    ``inferenceConfig``)."""
+    temperature: dict[str, Any] = {"temperature": 0}
+    if protocol in ("gemini", "vertex"):
+        temperature = {"generationConfig": temperature}
+    elif protocol == "bedrock":
+        temperature = {"inferenceConfig": temperature}  # Converse's
     return Probe(
         name=CANARY,
         kind=CheckKind.INFERENCE,

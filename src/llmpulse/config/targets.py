@@ -19,6 +19,7 @@ from llmpulse.presets import (
     PRESETS,
     VERTEX_LOCATION,
     VERTEX_PROJECT,
+    bedrock_url,
     protocol_for,
     supports,
     vertex_base_url,
@@ -32,6 +33,8 @@ from llmpulse.target import PriceOverride, Target
 # The built-in checks every target runs unless ``checks`` says otherwise (a list: iterating an
 # Enum is slow enough to show over 80,000 targets).
 _ALL_CHECKS = [CheckKind.MODELS, CheckKind.INFERENCE, CheckKind.STREAM]
+# Providers whose base URL is made from other settings (a location, a region), not given.
+_URL_MADE = frozenset({"vertex", "bedrock"})
 
 
 class TargetConfig(BaseModel):
@@ -70,6 +73,8 @@ class TargetConfig(BaseModel):
     status_components: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         default=None, max_length=50
     )
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")  # AWS Bedrock
+    aws_profile: str | None = Field(default=None, min_length=1)  # else the standard chain
 
     @field_validator("provider")
     @classmethod
@@ -152,7 +157,14 @@ class TargetConfig(BaseModel):
                 )
         elif given := [n for n in vertex if getattr(self, n) is not None]:
             raise ValueError(f"'{given[0]}' is only for provider vertex")
-        if self.base_url is None and preset.base_url is None and self.provider != "vertex":
+        if (self.region is not None or self.aws_profile is not None) and self.provider != "bedrock":
+            raise ValueError("'region' and 'aws_profile' apply to provider bedrock only")
+        if self.provider == "bedrock" and self.api_key is not None:
+            raise ValueError(
+                "'api_key' does not apply to provider bedrock: requests are signed with AWS "
+                "credentials (the standard chain, or 'aws_profile')"
+            )
+        if self.base_url is None and preset.base_url is None and preset.name not in _URL_MADE:
             raise ValueError(f"'base_url' is required for provider {self.provider}")
         if self.provider == "azure" and not self.api_version:
             raise ValueError("'api_version' is required for provider azure (e.g. 2024-10-21)")
@@ -223,6 +235,14 @@ def resolve_target(
             )
     model = cfg.model or preset.default_model
     assert model is not None
+    region = None
+    if cfg.provider == "bedrock":
+        region = aws_region(cfg.region, env)
+        if region is None:
+            raise ConfigError(
+                f"{where}targets[{index}].region: not set, and neither AWS_REGION nor "
+                "AWS_DEFAULT_REGION is in the environment (e.g. region: us-east-1)"
+            )
     base_url = (cfg.base_url or preset.base_url or "").rstrip("/")
     credentials_file = None
     if cfg.provider == "vertex":
@@ -235,6 +255,8 @@ def resolve_target(
                     f"{where}targets[{index}].credentials_file: {credentials_file} is not a "
                     "file (expected the path of a service-account JSON file)"
                 )
+    if not base_url and region is not None:
+        base_url = bedrock_url(region)
     protocol = protocol_for(cfg.provider, model)
     _check_params(index, cfg, protocol, where)
     probes = tuple(p.resolve() for p in cfg.probes)
@@ -272,6 +294,8 @@ def resolve_target(
         status_components=(
             tuple(cfg.status_components) if cfg.status_components is not None else None
         ),
+        region=region,
+        aws={"profile": cfg.aws_profile} if cfg.aws_profile else {},
     )
     _check_input_tokens(index, cfg, target, where)
     return target
@@ -300,3 +324,8 @@ def _check_input_tokens(index: int, cfg: TargetConfig, target: Target, where: st
                 f"{where}targets[{index}].probes[{i}].input_tokens: {probe.input_tokens} is over "
                 f"the context window of {target.model} ({window} tokens)"
             )
+
+
+def aws_region(configured: str | None, env: Mapping[str, str]) -> str | None:
+    """The region a Bedrock target is in: its own, else the AWS SDKs' variables'."""
+    return configured or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None

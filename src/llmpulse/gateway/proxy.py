@@ -44,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import aiohttp
+from yarl import URL
 
 from llmpulse import catalog
 from llmpulse.attribution import NOBODY, Owner
@@ -73,6 +74,7 @@ from llmpulse.gateway.retry import Action, Attempt, FallbackKind, RetryPolicy
 from llmpulse.gateway.selector import Selector
 from llmpulse.gateway.translate import UpstreamCodec, params
 from llmpulse.gateway.translate import anthropic as tr_anthropic
+from llmpulse.gateway.translate import bedrock as tr_bedrock
 from llmpulse.gateway.translate import gemini as tr_gemini
 from llmpulse.gateway.translate import openai as tr_openai
 from llmpulse.gateway.translate.prefill import PREFILL_PROTOCOLS, continuation_request
@@ -618,6 +620,9 @@ class Gateway:
         elif deployment.protocol == "anthropic":
             up = tr_anthropic.render_request(request, model=deployment.model)
             url = f"{target.base_url}{up.path}"
+        elif deployment.protocol == "bedrock":
+            up = tr_bedrock.render_request(request, model=deployment.model)
+            url = f"{target.base_url}{up.path}"
         else:
             up = tr_gemini.render_request(request, model=deployment.model)
             url = f"{target.base_url}{up.path}"
@@ -641,7 +646,7 @@ class Gateway:
             raise _AttemptFailed(exc.error_class, str(exc)) from None
         headers.setdefault("content-type", "application/json")
         response = await self.session.post(
-            url,
+            URL(url, encoded=protocol.encoded_urls),
             data=body,
             headers=headers,
             allow_redirects=False,
@@ -954,6 +959,8 @@ def _codec(protocol: str) -> UpstreamCodec:
         if upstream.reasoning_outside_completion:
             return tr_openai.ReasoningOutsideCompletion
         return tr_openai
+    if protocol == "bedrock":
+        return tr_bedrock
     return tr_anthropic if params.family(protocol) == "anthropic" else tr_gemini
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import aiohttp
+from yarl import URL
 
 from llmpulse import catalog
 from llmpulse.errors import ErrorClass
@@ -247,7 +248,7 @@ class Prober:
                 # Only connecting is timed by aiohttp; every later phase is governed by _Deadline.
                 async with self.session.request(
                     spec.method,
-                    spec.url,
+                    URL(spec.url, encoded=protocol.encoded_urls),
                     headers=headers,
                     data=body or None,
                     timeout=aiohttp.ClientTimeout(total=None, connect=target.connect_timeout),
@@ -362,6 +363,8 @@ class Prober:
                 completion = protocol.parse_responses(parsed)
             else:
                 completion = protocol.parse_completion(parsed)
+        if completion.usage is None:
+            completion.usage = protocol.usage_from_headers(response.headers)
         self._finish(target, custom, request, completion, result)
 
     async def _read_stream(

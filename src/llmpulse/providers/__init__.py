@@ -4,6 +4,7 @@ Which provider speaks which protocol is ``llmpulse.presets``."""
 
 from llmpulse.providers.anthropic import AnthropicProtocol
 from llmpulse.providers.base import Protocol, ProtocolError, ProviderError
+from llmpulse.providers.bedrock import BedrockProtocol
 from llmpulse.providers.gemini import GeminiProtocol
 from llmpulse.providers.openai import AzureProtocol, OpenAIProtocol, XAIProtocol
 from llmpulse.providers.vertex import VertexAnthropicProtocol, VertexGeminiProtocol
@@ -18,6 +19,7 @@ PROTOCOLS: dict[str, Protocol] = {
         GeminiProtocol(),
         VertexGeminiProtocol(),
         VertexAnthropicProtocol(),
+        BedrockProtocol(),
     )
 }
 

@@ -179,6 +179,9 @@ class Protocol(abc.ABC):
     request_id_headers: tuple[str, ...] = ("x-request-id",)
     terminal_event: str  # named in the error when a stream ends without it
     stream_content_type: str = "text/event-stream"  # what a streaming 200 must be
+    # Its URLs are percent-encoded as they must go out (Bedrock signs the path as sent): callers
+    # pass them as ``yarl.URL(url, encoded=True)``, which aiohttp does not re-quote.
+    encoded_urls: bool = False
 
     def frame_decoder(self) -> FrameDecoder:
         """A decoder of this protocol's stream framing (SSE unless overridden)."""
@@ -218,6 +221,11 @@ class Protocol(abc.ABC):
 
     @abc.abstractmethod
     def parse_completion(self, body: Any) -> Completion: ...
+
+    def usage_from_headers(self, headers: Mapping[str, str]) -> Usage | None:
+        """Token counts a protocol sends as response headers, for an answer whose body reports
+        none (Bedrock's ``x-amzn-bedrock-*-token-count``)."""
+        return None
 
     @abc.abstractmethod
     def stream_parser(self) -> StreamParser: ...

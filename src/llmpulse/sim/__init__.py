@@ -1,2 +1,3 @@
-"""A real HTTP simulator of the OpenAI, Anthropic and Gemini APIs for tests and benchmarks:
+"""A real HTTP simulator of the OpenAI, Anthropic, Gemini and Bedrock APIs for tests and
+benchmarks:
 its behaviour (``scenario``) and its server (``server.SimServer``)."""

@@ -37,6 +37,7 @@ def sim_command(scenario_path: str | None, host: str, port: int, speed: float) -
     click.echo(f"  anthropic  {server.anthropic_base}")
     click.echo(f"  gemini     {server.gemini_base}")
     click.echo(f"  vertex     {server.vertex_base}  (token_uri {server.token_uri})")
+    click.echo(f"  bedrock    {server.bedrock_base}  (SigV4: the scenario's aws_credentials)")
     click.echo(f"  control    {server.url}/_sim/state")
     click.echo(f"  models     {', '.join(sorted(server.state.base))}")
     for name in sorted(server.state.pages):

@@ -64,6 +64,7 @@ NAMED_KINDS = frozenset(
         "refusal",
         "content_policy",
         "overloaded",
+        "model_not_ready",  # Bedrock's ModelNotReadyException (a 429 while a model loads)
     }
 )
 ERROR_KINDS = frozenset(str(s) for s in STATUS_KINDS) | NAMED_KINDS
@@ -319,6 +320,11 @@ class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     api_keys: list[str] | None = None
+    # AWS access key id -> secret access key: what the Bedrock endpoints verify SigV4 with (the
+    # key ids are also checked against api_keys when that is set). AWS's documentation pair.
+    aws_credentials: dict[str, str] = Field(
+        default_factory=lambda: {"AKIDEXAMPLE": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
+    )
     models: dict[str, ModelBehavior] = Field(default_factory=dict)
     status_pages: dict[str, StatusPage] = Field(default_factory=dict)  # by provider name
     # The admin APIs' cost and usage reports (sim.billing): "openai", "anthropic".
@@ -425,6 +431,12 @@ DEFAULT_SCENARIO: dict[str, Any] = {
         # Embedding models answer after ``ttft`` with no tokens to stream.
         "text-embedding-3-small": {"ttft": "80ms", "embedding_dimensions": 1536},
         "gemini-embedding-001": {"ttft": "120ms", "embedding_dimensions": 3072},
+        "amazon.nova-micro-v1:0": {  # provider: bedrock's default model
+            "ttft": "350ms",
+            "tokens_per_s": 200,
+            "context_window": 128000,
+            "max_output_tokens": 10000,
+        },
     },
     # All quiet; change them live with PATCH /_sim/status_pages/{name}.
     "status_pages": {

@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 from llmpulse.aio import new_event_loop
 from llmpulse.sim import (
     anthropic,
+    bedrock,
     gemini,
     gemini_embeddings,
     openai,
@@ -63,6 +64,7 @@ PROTOCOLS: dict[str, ModuleType] = {
     "openai_embeddings": openai_embeddings,
     "azure_embeddings": openai_embeddings,
     "gemini_embeddings": gemini_embeddings,
+    "bedrock": bedrock,
 }
 STREAM_FAULTS = frozenset({"stall", "cut", "malformed", "no_terminal", "no_done", "error_event"})
 # Faults that strike after fault_after_tokens; no_done strikes after the whole answer.
@@ -352,6 +354,9 @@ def _plan(protocol: str, model: str, b: ModelBehavior, body: Any, stream: bool, 
         text = max(0, min(text, requested - reasoning))
         finish = "length"
     tools = body.get("tools") if isinstance(body, dict) else None
+    if protocol == "bedrock" and isinstance(body, dict):  # Converse offers them in toolConfig
+        config = body.get("toolConfig")
+        tools = config.get("tools") if isinstance(config, dict) else None
     tool, args = None, []
     if b.tool_call is not None and isinstance(tools, list) and tools:
         tool, args = b.tool_call, fragments(dumps(b.tool_call.arguments))
@@ -517,6 +522,10 @@ class SimApp:
     def _error(self, status: int, obj: Any, hdrs: dict[str, str], p: Plan) -> SimResponse:
         """An error in the protocol's JSON, or as an HTML page (``error_format: html``); with
         ``echo_credentials``, its message repeats the request's credentials."""
+        if isinstance(obj, dict) and bedrock.ERROR_TYPE_KEY in obj:
+            # AWS rest-json: the error's type travels in a header, its message in the body.
+            obj = dict(obj)
+            hdrs[bedrock.ERROR_TYPE_KEY] = obj.pop(bedrock.ERROR_TYPE_KEY)
         if p.echo:
             obj = json.loads(_echoed(dumps(obj).encode(), p.echo))
         if p.behavior.error_format == "html":
@@ -659,6 +668,55 @@ class SimApp:
             protocol, model, key, stream, t0, body, credentials=_credentials(request)
         )
 
+    def _signed(self, request: Request, body: bytes) -> tuple[str | None, str, str]:
+        """Bedrock's SigV4 check of ``request``: (error kind or None, key id, region)."""
+        raw_path = request.scope["raw_path"].decode("latin-1")
+        query = request.scope["query_string"].decode("latin-1")
+        url = f"{request.url.scheme}://{request.headers.get('host', '')}{raw_path}"
+        url += f"?{query}" if query else ""
+        headers = dict(request.headers.items())
+        return bedrock.verify(
+            request.method, url, headers, body, self.state.scenario.aws_credentials
+        )
+
+    async def bedrock_call(self, request: Request) -> SimResponse | Response:
+        t0 = asyncio.get_running_loop().time()
+        # The model id was one percent-encoded label; decoded, an ARN's "/" is in it.
+        model, _, operation = request.path_params["rest"].rpartition("/")
+        if model.startswith("arn:"):  # a foundation model's or an inference profile's ARN
+            model = model.rsplit("/", 1)[-1]
+        if operation not in ("converse", "converse-stream"):
+            return JSONResponse(
+                {"message": "Unknown operation"},
+                404,
+                headers={bedrock.ERROR_TYPE_KEY: "UnknownOperationException"},
+            )
+        problem, key, _ = self._signed(request, await request.body())
+        return await self.handle(
+            "bedrock",
+            model,
+            key,
+            operation == "converse-stream",
+            t0,
+            await self._body(request),
+            problem,
+            credentials=_credentials(request),
+        )
+
+    async def bedrock_models(self, request: Request) -> SimResponse | Response:
+        problem, key, region = self._signed(request, await request.body())
+        if problem is None and not self._authorized(key):
+            problem = "auth"
+        if problem is not None:
+            p = _plan("bedrock", "", _DEFAULT, None, False, 0.0)
+            status, err = bedrock.error(problem, p)
+            return self._error(status, err, bedrock.headers(p, []), p)
+        items = {name: self.state.effective(name) or b for name, b in self.state.base.items()}
+        names = [name for name, b in items.items() if b.listed]
+        if request.scope["route"].name == "inference-profiles":
+            return JSONResponse(bedrock.inference_profiles(names, region))
+        return JSONResponse(bedrock.foundation_models(names, region))
+
     async def list_models(self, request: Request) -> Response:
         protocol = request.scope["route"].name
         proto = PROTOCOLS[protocol]
@@ -780,7 +838,13 @@ class SimApp:
 
 
 # Where each protocol carries its key, as echoed back by a careless upstream.
-_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+_CREDENTIAL_HEADERS = (
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "x-amz-security-token",
+)
 _ID_HEADERS = ("x-request-id", "request-id")
 
 
@@ -856,6 +920,15 @@ def create_app(state: SimState) -> Starlette:
             Route("/anthropic/v1/models", h.list_models, methods=["GET"], name="anthropic"),
             Route("/anthropic/v1/messages", h.anthropic_messages, methods=["POST"]),
             Route("/gemini/v1beta/models", h.list_models, methods=["GET"], name="gemini"),
+            # Bedrock's runtime and control plane under one base URL.
+            Route("/bedrock/model/{rest:path}", h.bedrock_call, methods=["POST"]),
+            Route("/bedrock/foundation-models", h.bedrock_models, methods=["GET"]),
+            Route(
+                "/bedrock/inference-profiles",
+                h.bedrock_models,
+                methods=["GET"],
+                name="inference-profiles",
+            ),
             # The method follows a colon (models/x:generateContent), so match the rest whole.
             Route("/gemini/v1beta/models/{rest:path}", h.gemini_call, methods=["POST"]),
             Route("/vertex/token", gcp.token, methods=["POST"]),
@@ -937,6 +1010,12 @@ class SimServer:
     @property
     def gemini_base(self) -> str:
         return f"{self.url}/gemini/v1beta"
+
+    @property
+    def bedrock_base(self) -> str:
+        """Bedrock's runtime (Converse) and control plane (model lists), signed with the
+        scenario's ``aws_credentials``."""
+        return f"{self.url}/bedrock"
 
     @property
     def azure_base(self) -> str:

@@ -1,4 +1,5 @@
-"""Translation between the OpenAI, Anthropic and Gemini wire protocols, through ``gateway.ir``.
+"""Translation between the OpenAI, Anthropic and Gemini wire protocols, through ``gateway.ir``
+(and to AWS Bedrock's Converse, as an upstream only: ``bedrock``).
 
 Each module speaks one protocol, in both roles: as the client's protocol (``parse_request``,
 ``render_response``, a stream encoder, errors) and as the upstream's (``render_request``,

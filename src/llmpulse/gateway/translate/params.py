@@ -13,6 +13,9 @@ cannot carry; the gateway skips such a deployment (or, with ``drop_params``, sen
   with top_p; extended thinking needs the default temperature, no top_k, top_p of 0.95..1, no
   forced tool use, and a budget under max_tokens.
 - Gemini 2.5 Pro cannot turn thinking off (a thinking budget of 0).
+- Bedrock's Converse API takes max tokens, temperature, top_p and stop sequences only (the
+  rest would go in ``additionalModelRequestFields``, model by model), one answer (no n), and no
+  "none" tool choice; Claude on Bedrock takes temperature 0..1 as on Anthropic's API.
 - Azure api versions before 2024-09-01-preview take ``max_tokens``, later ones
   ``max_completion_tokens`` (``max_tokens_field``).
 """
@@ -52,6 +55,7 @@ CARRIED: dict[str, frozenset[str]] = {
         }
     ),
     "anthropic": frozenset({"top_k", "reasoning", "service_tier", "user"}),
+    "bedrock": frozenset(),
     "gemini": frozenset(
         {
             "response_format",
@@ -146,12 +150,14 @@ def unsupported(req: ChatRequest, protocol: str, model: str) -> list[str]:
     out = [f for f in OPTIONAL if getattr(req, f) is not None and f not in carried]
     if req.origin != fam:
         out += [f"extra:{key}" for key in req.extra]
-    if req.n is not None and req.n != 1 and (fam == "anthropic" or req.stream):
+    if req.n is not None and req.n != 1 and (fam in ("anthropic", "bedrock") or req.stream):
         out.append("n")
     if fam == "openai":
         out += _openai_limits(req, protocol, model)
     elif fam == "anthropic":
         out += _anthropic_limits(req, model)
+    elif fam == "bedrock":
+        out += _bedrock_limits(req, model)
     elif req.reasoning is not None and thinking_budget(req.reasoning) == 0 and "2.5-pro" in model:
         out.append("reasoning")
     if req.response_format is not None and req.response_format.type == "text":
@@ -207,6 +213,15 @@ def _anthropic_limits(req: ChatRequest, model: str) -> list[str]:
             out.append("reasoning")  # Anthropic wants max_tokens above the budget
     elif req.reasoning is not None and budget is None:
         out.append("reasoning")  # an effort Anthropic has no budget for
+    return out
+
+
+def _bedrock_limits(req: ChatRequest, model: str) -> list[str]:
+    out = []
+    if req.tool_choice is not None and req.tool_choice.mode == "none":
+        out.append("tool_choice")
+    if "anthropic.claude" in model and req.temperature is not None and req.temperature > 1:
+        out.append("temperature")
     return out
 
 
