@@ -124,6 +124,7 @@ async def test_azure_quiet_feed(sim: SimServer, session: aiohttp.ClientSession) 
 
 
 async def test_incident_feed(sim: SimServer, session: aiohttp.ClientSession) -> None:
+    # As xAI's feed.xml: "[API (US East)] Elevated API errors", categories severity and state.
     name = page(
         sim, indicator="minor", incident="Elevated API errors", incident_status="identified",
         components=["API (US East)", "Grok (Web)"], affected=["API (US East)"],
@@ -131,10 +132,23 @@ async def test_incident_feed(sim: SimServer, session: aiohttp.ClientSession) -> 
     status = await read(sim, session, name, "rss")
     assert status.indicator == "minor"
     (incident,) = status.open_incidents  # the resolved one below it is over
-    assert incident.components == ("API (US East)",)  # its state is not a component
+    assert incident.name == "Elevated API errors"
+    assert incident.components == ("API (US East)",)  # neither its severity nor its state
     assert incident.url is not None and "/incidents/" in incident.url
     quiet = await read(sim, session, page(sim), "rss")
     assert (quiet.error, quiet.indicator) == (None, "none")
+
+
+async def test_incident_feed_outage_on_the_api_counts_as_major(
+    sim: SimServer, session: aiohttp.ClientSession
+) -> None:
+    name = page(
+        sim, indicator="major", incident="API unavailable", incident_status="investigating",
+        components=["API (US West)", "Grok (Web)"], affected=["API (US West)"],
+    )  # fmt: skip
+    status = await read(sim, session, name, "rss", DEFAULT_COMPONENTS["xai"])
+    assert status.indicator == "major"  # severity "outage"
+    assert status.incidents == ["API unavailable (major; API (US West))"]
 
 
 @pytest.mark.parametrize("kind", ["aws", "azure", "rss"])
@@ -157,7 +171,8 @@ async def test_feeds_are_bounded(sim: SimServer, session: aiohttp.ClientSession)
     )
     assert status.indicator == "unknown" and status.error is not None
     status = await read(sim, session, name, "rss")
-    assert len(status.open_incidents[0].name) == 200  # one clipped line
+    clipped = status.open_incidents[0].name  # one clipped line, less its "[component] "
+    assert len(clipped) <= 200 and clipped.endswith("x…")
 
 
 # --- component scoping -------------------------------------------------------------------------

@@ -17,7 +17,8 @@ was verified):
 - Azure's status RSS: an item per current communication, with the service and region as its
   ``category`` elements; only those naming Azure OpenAI / AI Foundry are kept.
 - An incident feed in RSS/Atom (xAI's ``feed.xml``): one entry per incident, closed when one of
-  its categories is "resolved"; its other categories stand for components.
+  its categories is "resolved"; a "[component] " title prefix and the categories that are not a
+  state or a severity stand for components.
 
 RSS and Atom are read with feedparser (a well-kept parser that survives the feeds' encodings
 and dialects) from a body already bounded in size.
@@ -152,6 +153,14 @@ _FEED_STATES = {
     "open",
     "resolved",
 }
+# An incident feed's categories that are its severity (xAI's words), as an impact.
+_FEED_SEVERITY: dict[str, Indicator] = {
+    "available": "none",
+    "info": "minor",
+    "disruption": "minor",
+    "outage": "major",
+}
+_FEED_TITLE = re.compile(r"^\[([^\]]{1,100})\]\s*(.*)$")
 # What a status is kept of a page's announced maintenance: a handful, each name one short line.
 MAX_MAINTENANCES = 5
 MAX_NAME_CHARS = 200
@@ -760,25 +769,37 @@ def _parse_azure(feed: Any) -> _Page:
 
 
 def _parse_incident_feed(feed: Any) -> _Page:
-    """One entry per incident, closed once a category says "resolved"."""
+    """One entry per incident, closed once a category says "resolved". xAI's items are titled
+    "[component] name" with two categories, the severity and the state (public clients of
+    status.x.ai/feed.xml check exactly that shape)."""
     incidents = []
-    for entry in feed.entries:
-        categories = _categories(entry)
-        if any(c.lower() == "resolved" for c in categories):
+    for entry in feed.entries[: MAX_INCIDENTS * 4]:
+        words = [c.lower() for c in _categories(entry)]
+        if "resolved" in words:
             continue
         title = _line(entry.get("title"))
+        where, name = "", title
+        if bracketed := _FEED_TITLE.match(title):
+            where, name = bracketed.group(1).strip(), bracketed.group(2).strip()
+        severities = [_FEED_SEVERITY[w] for w in words if w in _FEED_SEVERITY]
+        others = [
+            c for c in _categories(entry) if c.lower() not in (*_FEED_STATES, *_FEED_SEVERITY)
+        ]
         incidents.append(
             OfficialIncident(
                 id=_line(entry.get("id")) or title,
-                name=title or "unnamed incident",
-                impact="minor",  # no severity in the feed
+                name=name or "unnamed incident",
+                # No severity said: an open incident is still not all clear.
+                impact=_worst(severities) if severities else "minor",
                 created_at=_entry_time(entry),
-                components=tuple(c for c in categories if c.lower() not in _FEED_STATES)[
+                components=tuple(c for c in dict.fromkeys([where, *others]) if c)[
                     :MAX_INCIDENT_COMPONENTS
                 ],
                 url=_link(entry.get("link")),
             )
         )
+        if len(incidents) == MAX_INCIDENTS:
+            break
     return _page_of(incidents)
 
 

@@ -40,6 +40,8 @@ _GOOGLE_IMPACT = {
     "major": "SERVICE_OUTAGE",
     "critical": "SERVICE_OUTAGE",
 }
+# xAI's feed: an incident's severity, its first category ("available" once it is over).
+_XAI_SEVERITY = {"none": "info", "minor": "disruption", "major": "outage", "critical": "outage"}
 _GOOGLE_SEVERITY = {"none": "low", "minor": "medium", "major": "high", "critical": "high"}
 _GLOBAL = [{"title": "Global", "id": "global"}]
 UNAVAILABLE_HTML = b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>\n"
@@ -304,26 +306,31 @@ def azure_rss(s: Snapshot) -> bytes:
 
 
 def incident_rss(s: Snapshot) -> bytes:
-    """An incident feed (as xAI's ``feed.xml``): one item per incident, its state and the
-    components it touches as categories, "resolved" once over; an old resolved one below."""
+    """xAI's ``feed.xml``: one item per incident titled "[component] name", its severity and
+    its state as the two categories ("outage", "disruption", "available"; "investigating" ...
+    "resolved"), the same two in the description; an old resolved one below."""
     page, items = s.page, []
     if page.incident:
-        iid = _id(s.name, page.incident, _ts(s.incident_since))
-        status = page.incident_status.title()
+        iid = "INC" + _id(s.name, page.incident, _ts(s.incident_since))
+        where = (_affected(page) or ["API"])[0]
+        severity = _XAI_SEVERITY[page.impact or page.indicator]
         items.append(
             _item(
-                page.incident, f"{s.url}/incidents/{iid}", s.incident_since, iid,
-                f"<h3>Status: {status}</h3><p>{_UPDATE[page.incident_status]}</p>",
-                [page.incident_status, *_affected(page)],
+                f"[{where}] {page.incident}", f"{s.url}/incidents/{iid}", s.incident_since, iid,
+                f"<h3>Status: {page.incident_status.title()}</h3><p>Severity: "
+                f"{severity.title()}</p><p>{_UPDATE[page.incident_status]}</p>",
+                [severity, page.incident_status],
             )
         )  # fmt: skip
     old = s.updated - timedelta(days=3)
-    oid = _id(s.name, "old", _ts(old))
+    oid = "INC" + _id(s.name, "old", _ts(old))
+    first = page.components[0] if page.components else "API"
     items.append(
         _item(
-            "Elevated error rates", f"{s.url}/incidents/{oid}", old, oid,
-            "<h3>Status: Resolved</h3><p>This incident has been resolved.</p>",
-            ["resolved", *page.components[:1]],
+            f"[{first}] Elevated error rates", f"{s.url}/incidents/{oid}", old, oid,
+            "<h3>Status: Resolved</h3><p>Severity: Available</p>"
+            "<p>This incident has been resolved.</p>",
+            ["available", "resolved"],
         )
     )  # fmt: skip
     return _rss(f"{s.name} status", s.url, items, "status page")
