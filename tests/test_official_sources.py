@@ -81,9 +81,15 @@ async def test_aws_feed_event_under_way(sim: SimServer, session: aiohttp.ClientS
 async def test_aws_feed_with_only_resolved_items_is_quiet(
     sim: SimServer, session: aiohttp.ClientSession
 ) -> None:
-    # The feed keeps an old "[RESOLVED]" item: over, so not an incident.
+    # The feed keeps old items, "Resolved: Informational message: ..." the newest: over.
     status = await read(sim, session, page(sim), "aws")
     assert (status.error, status.indicator, status.open_incidents) == (None, "none", ())
+
+
+async def test_aws_service_impact_is_major(sim: SimServer, session: aiohttp.ClientSession) -> None:
+    name = page(sim, indicator="critical", incident="Increased Connectivity Issues")
+    status = await read(sim, session, name, "aws")
+    assert status.indicator == "major"  # "Service impact: ..."
 
 
 async def test_aws_minor_impact(sim: SimServer, session: aiohttp.ClientSession) -> None:

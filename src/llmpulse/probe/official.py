@@ -13,7 +13,8 @@ was verified):
   ``affected_products`` standing for components.
 - AWS Health Dashboard's per-service RSS (``/rss/bedrock-{region}.rss``): one item per update,
   newest first, titled "Informational message: …", "Performance issues: …", "Service
-  disruption: …" or "Service is operating normally: …"; ``[RESOLVED]`` marks a closed one.
+  disruption: …", "Service impact: …" or "Service is operating normally: …"; ``[RESOLVED]``
+  after the kind, or a "Resolved: " before it, marks a closed one.
 - Azure's status RSS: an item per current communication, with the service and region as its
   ``category`` elements; only those naming Azure OpenAI / AI Foundry are kept.
 - An incident feed in RSS/Atom (xAI's ``feed.xml``): one entry per incident, closed when one of
@@ -132,6 +133,7 @@ _AWS_IMPACT: dict[str, Indicator] = {
     "informational message": "minor",
     "performance issues": "minor",
     "service disruption": "major",
+    "service impact": "major",
 }
 _DESCRIPTIONS: dict[str, str] = {
     "none": "All Systems Operational",
@@ -730,7 +732,8 @@ def _parse_aws(feed: Any) -> _Page:
         title = _line(entry.get("title"))
         kind, _, name = title.partition(":")
         impact = _AWS_IMPACT.get(kind.strip().lower(), "minor")
-        if impact == "none" or "[resolved]" in title.lower():
+        # Older items say "Kind: [RESOLVED] name", newer ones "Resolved: Kind: name".
+        if impact == "none" or "[resolved]" in title.lower() or kind.strip().lower() == "resolved":
             break  # the newest word is that it is over
         streak.append((entry, impact, name.strip() or title))
     if not streak:

@@ -238,7 +238,7 @@ _AWS_PREFIX = {  # the AWS Health Dashboard's words for an event of each impact
     "none": "Informational message",
     "minor": "Performance issues",
     "major": "Service disruption",
-    "critical": "Service disruption",
+    "critical": "Service impact",
 }
 
 
@@ -266,7 +266,7 @@ def _item(
 
 def aws_rss(s: Snapshot) -> bytes:
     """An AWS Health Dashboard service feed (``/rss/{service}-{region}.rss``): newest first,
-    the open event's update over an old resolved one, as the real feed keeps them."""
+    the open event's update over old resolved ones, as the real feed keeps them."""
     page = s.page
     service = " / ".join(page.components)
     items = []
@@ -279,14 +279,19 @@ def aws_rss(s: Snapshot) -> bytes:
                 f"{s.url}#{s.name}_{epoch}", _UPDATE[page.incident_status], [],
             )
         )  # fmt: skip
-    old = s.updated - timedelta(days=2)
-    items.append(
-        _item(
-            "Informational message: [RESOLVED] Increased error rates", s.url, old,
-            f"{s.url}#{s.name}_{int(old.timestamp())}",
-            "The issue has been resolved and the service is operating normally.", [],
-        )
-    )  # fmt: skip
+    # Closed events, in both of the feed's words for it: "[RESOLVED]" after the kind (older
+    # items) and a "Resolved: " prefix (newer ones).
+    for days, title in (
+        (1, "Resolved: Informational message: Recovery underway"),
+        (2, "Informational message: [RESOLVED] Increased error rates"),
+    ):
+        old = s.updated - timedelta(days=days)
+        items.append(
+            _item(
+                title, s.url, old, f"{s.url}#{s.name}_{int(old.timestamp())}",
+                "The issue has been resolved and the service is operating normally.", [],
+            )
+        )  # fmt: skip
     return _rss(f"{service} Service Status", s.url, items, "AWS Service Health Dashboard RSS")
 
 
