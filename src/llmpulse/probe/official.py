@@ -17,9 +17,9 @@ was verified):
   after the kind, or a "Resolved: " before it, marks a closed one.
 - Azure's status RSS: an item per current communication, with the service and region as its
   ``category`` elements; only those naming Azure OpenAI / AI Foundry are kept.
-- An incident feed in RSS/Atom (xAI's ``feed.xml``): one entry per incident, closed when one of
-  its categories is "resolved"; a "[component] " title prefix and the categories that are not a
-  state or a severity stand for components.
+- An incident feed in RSS/Atom (xAI's ``feed.xml``, a Statuspage history feed): one entry per
+  incident, its state a category or the newest update in its text; a "[component] " title
+  prefix and the categories that are not a state or a severity stand for components.
 
 RSS and Atom are read with feedparser (a well-kept parser that survives the feeds' encodings
 and dialects) from a body already bounded in size.
@@ -145,16 +145,17 @@ _DESCRIPTIONS: dict[str, str] = {
 }
 _RESOLVED = {"resolved", "postmortem", "completed"}
 _MAINTENANCE_ACTIVE = {"in_progress", "verifying"}
-# An incident feed's categories that are its state, not a component.
-_FEED_STATES = {
-    "investigating",
-    "identified",
-    "monitoring",
-    "update",
-    "ongoing",
-    "open",
-    "resolved",
-}
+# An incident feed's states (a category, or the newest update's word in the entry's text):
+# under way, maintenance under way, or over (maintenance announced for later is not under way).
+_FEED_OPEN = {"investigating", "identified", "monitoring", "update", "ongoing", "open"}
+_FEED_MAINTENANCE = {"in progress", "verifying"}
+_FEED_OVER = {"resolved", "postmortem", "completed", "scheduled"}
+_FEED_STATES = _FEED_OPEN | _FEED_MAINTENANCE | _FEED_OVER
+# Where an entry says its state in its text: Statuspage's history feeds list the updates newest
+# first, each "<strong>Resolved</strong> - …"; xAI's items "<h3>Status: Resolved</h3>".
+_STATE_IN_TEXT = re.compile(
+    r"<strong>\s*([a-z _]{3,20}?)\s*</strong>|status:\s*([a-z _]{3,20}?)\s*<", re.I
+)
 # An incident feed's categories that are its severity (xAI's words), as an impact.
 _FEED_SEVERITY: dict[str, Indicator] = {
     "available": "none",
@@ -772,13 +773,20 @@ def _parse_azure(feed: Any) -> _Page:
 
 
 def _parse_incident_feed(feed: Any) -> _Page:
-    """One entry per incident, closed once a category says "resolved". xAI's items are titled
-    "[component] name" with two categories, the severity and the state (public clients of
-    status.x.ai/feed.xml check exactly that shape)."""
+    """One entry per incident, open or over as its state says: a category (xAI's items carry
+    two, the severity and the state, and are titled "[component] name", as public clients of
+    status.x.ai/feed.xml check), else the newest update in its text (a Statuspage history
+    feed). A feed none of whose entries says a state is unreadable, not an outage per entry."""
     incidents = []
-    for entry in feed.entries[: MAX_INCIDENTS * 4]:
+    entries = feed.entries[: MAX_INCIDENTS * 4]
+    stated = 0
+    for entry in entries:
         words = [c.lower() for c in _categories(entry)]
-        if "resolved" in words:
+        state = _feed_state(entry, words)
+        if state is None:
+            continue
+        stated += 1
+        if state in _FEED_OVER:
             continue
         title = _line(entry.get("title"))
         where, name = "", title
@@ -786,14 +794,15 @@ def _parse_incident_feed(feed: Any) -> _Page:
             where, name = bracketed.group(1).strip(), bracketed.group(2).strip()
         severities = [_FEED_SEVERITY[w] for w in words if w in _FEED_SEVERITY]
         others = [
-            c for c in _categories(entry) if c.lower() not in (*_FEED_STATES, *_FEED_SEVERITY)
+            c for c in _categories(entry) if c.lower() not in _FEED_STATES | set(_FEED_SEVERITY)
         ]
+        impact: Indicator = "maintenance" if state in _FEED_MAINTENANCE else "minor"
         incidents.append(
             OfficialIncident(
                 id=_line(entry.get("id")) or title,
                 name=name or "unnamed incident",
                 # No severity said: an open incident is still not all clear.
-                impact=_worst(severities) if severities else "minor",
+                impact=_worst(severities) if severities else impact,
                 created_at=_entry_time(entry),
                 components=tuple(c for c in dict.fromkeys([where, *others]) if c)[
                     :MAX_INCIDENT_COMPONENTS
@@ -803,7 +812,25 @@ def _parse_incident_feed(feed: Any) -> _Page:
         )
         if len(incidents) == MAX_INCIDENTS:
             break
+    if entries and not stated:
+        raise _SourceError(
+            "no entry of the feed says its state (open or resolved): not an incident feed"
+        )
     return _page_of(incidents)
+
+
+def _feed_state(entry: Any, categories: list[str]) -> str | None:
+    """An incident feed entry's state, in ``_FEED_STATES``; None where it says none."""
+    for word in categories:
+        if (state := word.replace("_", " ")) in _FEED_STATES:
+            return state
+    contents = entry.get("content") or []
+    text = contents[0].get("value", "") if contents else entry.get("summary", "")
+    found = _STATE_IN_TEXT.search(text if isinstance(text, str) else "")
+    if found is None:
+        return None
+    state = (found.group(1) or found.group(2)).strip().lower().replace("_", " ")
+    return state if state in _FEED_STATES else None
 
 
 _FEED_PARSERS: dict[str, Callable[[Any], _Page]] = {
