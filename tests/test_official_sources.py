@@ -234,6 +234,14 @@ async def test_feed_incidents_are_scoped_by_their_components(
     status = await read(sim, session, name, "rss", DEFAULT_COMPONENTS["xai"])
     assert status.indicator == "none"
     assert status.incidents == ["Grok slow (minor; Grok (Web), not this API)"]
+    # The API Console is xAI's web console (console.x.ai), not the API.
+    name = page(
+        sim, indicator="major", incident="Console login failing",
+        components=["API (US East)", "API Console"], affected=["API Console"],
+    )  # fmt: skip
+    status = await read(sim, session, name, "rss", DEFAULT_COMPONENTS["xai"])
+    assert status.indicator == "none"
+    assert status.incidents == ["Console login failing (major; API Console, not this API)"]
 
 
 async def test_google_products_scope_vertex(sim: SimServer, session: aiohttp.ClientSession) -> None:
@@ -379,6 +387,6 @@ def test_the_daemon_polls_each_providers_source_with_its_scope(tmp_path: Path) -
         "openai": ("https://status.aws.amazon.com/rss/bedrock-us-east-1.rss",)
     }
     assert daemon.status.scopes["anthropic"] == ("claude.ai",)  # the target's own
-    assert daemon.status.scopes["xai"] == ("API*",)
+    assert daemon.status.scopes["xai"] == ("API", "API (*)")
     assert daemon.status.scopes["groq"] == ("API", "llama-3.1-8b-instant")
     assert daemon.status.scopes["gemini"] == ()

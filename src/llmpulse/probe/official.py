@@ -97,8 +97,9 @@ DEFAULT_COMPONENTS: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
         # Google Cloud product titles: "Vertex Gemini API", "Generative AI on Vertex AI", ...
         # (not "Gemini for Google Workspace", which the AI filter also lets through).
         "vertex": ("*Vertex*",),
-        # xAI's page lists "API (US East)", "API (US West)", "API Console" beside Grok.
-        "xai": ("API*",),
+        # xAI's page lists "API (US East)", "API (US West)" beside Grok, and "API Console",
+        # its web console (not the API, so not "API*").
+        "xai": ("API", "API (*)"),
         # Each AWS feed's incidents carry the feed's name ("bedrock-eu-west-1"): a target
         # follows its own region's ({region}: from its endpoint).
         "bedrock": ("bedrock-{region}",),
