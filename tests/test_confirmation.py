@@ -15,6 +15,7 @@ from conftest import patch, sim_model
 from llmpulse.alerts.confirmation import (
     AFTER_S,
     BEFORE_S,
+    PERIOD_S,
     OurIncident,
     PostedIncident,
     our_incidents,
@@ -204,4 +205,19 @@ def test_stored_incidents_keep_when_they_were_last_seen_open(db_location: str | 
     # Created before ``since`` but still open after it: listed, with its last sighting.
     (found,) = state.official_incidents(T0)
     assert found.last_seen == T0 + 60
+    state.close()
+
+
+def test_official_incidents_are_kept_while_the_record_can_use_them(
+    db_location: str | Path,
+) -> None:
+    # What the pages post is stored every poll: without an end, a page that renames its
+    # incidents (or many pages over years) grows the table for ever.
+    state = AlertStateStore(db_location)
+    old = PostedIncident("anthropic", "old", "Gone", T0 - PERIOD_S - BEFORE_S - 10, (), None)
+    state.save_official_incidents([old], old.created_at)
+    recent = PostedIncident("anthropic", "new", "Here", T0 - 60, (), None)
+    state.save_official_incidents([recent], T0)
+    state.prune_official_incidents(T0)
+    assert [i.id for i in state.official_incidents(0)] == ["new"]
     state.close()

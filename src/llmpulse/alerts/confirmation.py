@@ -36,6 +36,7 @@ from llmpulse.rules import AVAILABILITY_RULES, PROVIDER_RULE
 BEFORE_S = 30 * 60.0  # an incident the page posted this long before our page still confirms it
 AFTER_S = 2 * 3600.0  # ... and one posted up to this long after ours ended
 PERIOD_S = 30 * 86400.0  # the record covers the last 30 days
+KEEP_S = PERIOD_S + BEFORE_S  # an official incident last seen open longer ago is of no use
 OUTAGE_RULES = frozenset((*AVAILABILITY_RULES, PROVIDER_RULE))
 
 _NAMES = {

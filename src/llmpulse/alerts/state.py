@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from llmpulse.alerts import migrations
 from llmpulse.alerts.billing import BillingDay, from_stored
-from llmpulse.alerts.confirmation import PostedIncident
+from llmpulse.alerts.confirmation import KEEP_S, PostedIncident
 from llmpulse.alerts.engine import AlertRecord
 from llmpulse.alerts.model import Acknowledgement, AlertState, Notification
 from llmpulse.alerts.silences import Silence
@@ -401,6 +401,15 @@ class AlertStateStore:
                     "incident_id) DO UPDATE SET last_seen = excluded.last_seen"
                 ),
                 rows,
+            )
+
+    def prune_official_incidents(self, now: float) -> None:
+        """Forgets the incidents no longer seen open within what the acknowledgement record
+        looks at (``confirmation.KEEP_S``)."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.text("DELETE FROM official_incidents WHERE last_seen < :before"),
+                {"before": now - KEEP_S},
             )
 
     def official_incidents(
