@@ -359,6 +359,31 @@ async def test_maintenance_only_while_in_progress(
     ).indicator == "minor"
 
 
+async def test_maintenance_elsewhere_is_not_the_apis(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    # claude.ai under maintenance: listed, but the API is not in maintenance (with
+    # alerting.silence_official_maintenance, the API's own alerts were held back).
+    payload = maintenance("in_progress")
+    payload["components"][0]["status"] = "under_maintenance"
+    payload["scheduled_maintenances"][0]["components"] = [
+        {"id": "rwppv331jlwc", "name": "claude.ai", "status": "under_maintenance"}
+    ]
+    url = server.serve(SUMMARY, payload)
+    api = await fetch_status(session, "anthropic", url, scope=DEFAULT_COMPONENTS["anthropic"])
+    assert (api.indicator, api.in_maintenance) == ("none", False)
+    assert [m.name for m in api.maintenances] == ["Database upgrade"]  # still shown
+    assert (await fetch_status(session, "anthropic", url)).in_maintenance
+    assert (await fetch_status(session, "anthropic", url, scope=("claude.ai",))).in_maintenance
+    # One that names no component may be the API's.
+    assert (
+        await fetch_status(
+            session, "anthropic", server.serve(SUMMARY, maintenance("in_progress")),
+            scope=DEFAULT_COMPONENTS["anthropic"],
+        )
+    ).in_maintenance  # fmt: skip
+
+
 def _maintenance(mid: str, name: str, status: str, start: str, end: str | None) -> dict[str, Any]:
     # As Statuspage's summary.json lists one (its fields, in its order).
     return {

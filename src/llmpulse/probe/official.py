@@ -186,10 +186,15 @@ class Maintenance:
     starts_at: datetime | None  # the page's scheduled_for
     ends_at: datetime | None  # its scheduled_until
     url: str | None  # its shortlink: an http(s) URL, or None
+    components: tuple[str, ...] = ()  # what it touches, as the page names them; () when not said
 
     @property
     def in_progress(self) -> bool:
         return self.status in _MAINTENANCE_ACTIVE
+
+    def counts_for(self, patterns: tuple[str, ...]) -> bool:
+        """It may be on an API of ``patterns``: it touches one, or does not say what."""
+        return not patterns or not self.components or any_matches(self.components, patterns)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -235,8 +240,11 @@ class OfficialStatus:
 
     @property
     def in_maintenance(self) -> bool:
-        """The provider announces maintenance under way (also beside an incident)."""
-        return self.indicator == "maintenance" or any(m.in_progress for m in self.maintenances)
+        """The provider announces maintenance under way on the components followed (also
+        beside an incident)."""
+        return self.indicator == "maintenance" or any(
+            m.in_progress and m.counts_for(self.scope) for m in self.maintenances
+        )
 
     def summary(self) -> str:
         """One line for an alert's ``official_status``."""
@@ -628,7 +636,8 @@ def _maintenances(payload: dict[str, Any], now: datetime) -> list[Maintenance]:
             continue
         name = _line(m.get("name")) or "unnamed maintenance"
         starts = _when(m.get("scheduled_for"))
-        found.append(Maintenance(name, status, starts, ends, _link(m.get("shortlink"))))
+        touched = _names(_dicts(m.get("components")))
+        found.append(Maintenance(name, status, starts, ends, _link(m.get("shortlink")), touched))
     found.sort(key=lambda m: (not m.in_progress, m.starts_at or datetime.max.replace(tzinfo=UTC)))
     return found[:MAX_MAINTENANCES]
 
