@@ -5,6 +5,7 @@ simulator's page while its own alerts page."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from conftest import patch, sim_model
 from llmpulse.alerts.confirmation import (
     AFTER_S,
     BEFORE_S,
+    PERIOD_S,
     OurIncident,
     PostedIncident,
     our_incidents,
@@ -122,10 +124,10 @@ def test_official_incidents_are_stored_once(db_location: str | Path) -> None:
     other = PostedIncident("openai", "z", "Down", T0 + 50, ("Chat Completions",), None)
     state.save_official_incidents([renamed, other], T0 + 65)
     assert state.official_incidents(T0) == [
-        PostedIncident("anthropic", "abc", "Elevated errors", T0, ("Claude API",), None),
-        other,
+        PostedIncident("anthropic", "abc", "Elevated errors", T0, ("Claude API",), None, T0 + 65),
+        dataclasses.replace(other, last_seen=T0 + 65),
     ]
-    assert [i.id for i in state.official_incidents(T0 + 1)] == ["z"]
+    assert state.official_incidents(T0 + 66) == []  # neither posted nor seen open since
     assert [i.id for i in state.official_incidents(0, "anthropic")] == ["abc"]
     state.close()
 
@@ -176,3 +178,46 @@ async def test_daemon_records_the_page_and_the_views_tell_how_late_it_was(sim, r
         view.close()
         state.close()
         httpx.patch(f"{sim.url}/_sim/status_pages/{name}", json={"timeline": []}, timeout=10)
+
+
+def test_an_incident_the_page_posted_long_before_ours_and_still_open_confirms_it() -> None:
+    # Posted 2 h before our page and still listed open when our alert fired: the page was
+    # first, not silent.
+    ours = [OurIncident(T0, T0 + 10 * MIN)]
+    still_open = dataclasses.replace(posted(T0 - 120 * MIN), last_seen=T0 + 5 * MIN)
+    r = record("anthropic", ours, [still_open], API, T0 + 10 * AFTER_S)
+    assert r.verdicts[0].lag_s == -120 * MIN
+    assert r.missed == []
+    # One that had closed (last seen open) before the window opened does not.
+    closed = dataclasses.replace(posted(T0 - 120 * MIN), last_seen=T0 - BEFORE_S - 1)
+    assert record("anthropic", ours, [closed], API, T0 + 10 * AFTER_S).confirmed == []
+    # Where one was posted inside the window too, that one is the confirmation.
+    fresh = posted(T0 + 3 * MIN)
+    both = record("anthropic", ours, [still_open, fresh], API, T0 + 10 * AFTER_S)
+    assert both.verdicts[0].posted == fresh
+
+
+def test_stored_incidents_keep_when_they_were_last_seen_open(db_location: str | Path) -> None:
+    state = AlertStateStore(db_location)
+    old = PostedIncident("anthropic", "old", "Degraded", T0 - 86400, ("Claude API",), None)
+    state.save_official_incidents([old], T0 - 86400)
+    state.save_official_incidents([old], T0 + 60)
+    # Created before ``since`` but still open after it: listed, with its last sighting.
+    (found,) = state.official_incidents(T0)
+    assert found.last_seen == T0 + 60
+    state.close()
+
+
+def test_official_incidents_are_kept_while_the_record_can_use_them(
+    db_location: str | Path,
+) -> None:
+    # What the pages post is stored every poll: without an end, a page that renames its
+    # incidents (or many pages over years) grows the table for ever.
+    state = AlertStateStore(db_location)
+    old = PostedIncident("anthropic", "old", "Gone", T0 - PERIOD_S - BEFORE_S - 10, (), None)
+    state.save_official_incidents([old], old.created_at)
+    recent = PostedIncident("anthropic", "new", "Here", T0 - 60, (), None)
+    state.save_official_incidents([recent], T0)
+    state.prune_official_incidents(T0)
+    assert [i.id for i in state.official_incidents(0)] == ["new"]
+    state.close()

@@ -359,6 +359,31 @@ async def test_maintenance_only_while_in_progress(
     ).indicator == "minor"
 
 
+async def test_maintenance_elsewhere_is_not_the_apis(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    # claude.ai under maintenance: listed, but the API is not in maintenance (with
+    # alerting.silence_official_maintenance, the API's own alerts were held back).
+    payload = maintenance("in_progress")
+    payload["components"][0]["status"] = "under_maintenance"
+    payload["scheduled_maintenances"][0]["components"] = [
+        {"id": "rwppv331jlwc", "name": "claude.ai", "status": "under_maintenance"}
+    ]
+    url = server.serve(SUMMARY, payload)
+    api = await fetch_status(session, "anthropic", url, scope=DEFAULT_COMPONENTS["anthropic"])
+    assert (api.indicator, api.in_maintenance) == ("none", False)
+    assert [m.name for m in api.maintenances] == ["Database upgrade"]  # still shown
+    assert (await fetch_status(session, "anthropic", url)).in_maintenance
+    assert (await fetch_status(session, "anthropic", url, scope=("claude.ai",))).in_maintenance
+    # One that names no component may be the API's.
+    assert (
+        await fetch_status(
+            session, "anthropic", server.serve(SUMMARY, maintenance("in_progress")),
+            scope=DEFAULT_COMPONENTS["anthropic"],
+        )
+    ).in_maintenance  # fmt: skip
+
+
 def _maintenance(mid: str, name: str, status: str, start: str, end: str | None) -> dict[str, Any]:
     # As Statuspage's summary.json lists one (its fields, in its order).
     return {
@@ -539,6 +564,63 @@ async def test_unreadable_pages_are_unknown(
     assert status.error is not None and error_part in status.error
     assert status.incidents == []
     assert status.summary().startswith("unknown: ")
+
+
+# A Statuspage "Incident History" feed (history.atom), as its public captures show it: no
+# categories; each entry's content lists its updates newest first.
+def _history_entry(iid: str, title: str, *states: str) -> str:
+    updates = "".join(
+        f"&lt;p&gt;&lt;small&gt;Sep 7, 11:30 UTC&lt;/small&gt;&lt;br&gt;&lt;strong&gt;{s}"
+        f"&lt;/strong&gt; - Update.&lt;/p&gt;"
+        for s in states
+    )
+    return (
+        f"<entry><id>tag:status.together.ai,2005:Incident/{iid}</id>"
+        "<published>2026-09-07T10:00:00Z</published><updated>2026-09-07T11:30:00Z</updated>"
+        f'<link rel="alternate" type="text/html" href="https://status.together.ai/incidents/{iid}"/>'
+        f'<title>{title}</title><content type="html">{updates}</content></entry>'
+    )
+
+
+def _history(*entries: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><feed xml:lang="en-US" '
+        'xmlns="http://www.w3.org/2005/Atom"><id>tag:status.together.ai,2005:/history</id>'
+        "<title>Together Status - Incident History</title>"
+        f"<updated>2026-09-07T11:30:00Z</updated>{''.join(entries)}</feed>"
+    ).encode()
+
+
+async def test_an_incident_history_feed_keeps_only_the_open_ones(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    feed = _history(
+        _history_entry("3", "Elevated API errors", "Monitoring", "Investigating"),
+        _history_entry("2", "Dashboard latency", "Resolved", "Investigating"),
+        _history_entry("1", "Database maintenance", "Completed", "In progress"),
+    )
+    url = server.serve("history.atom", raw=feed, content_type="application/atom+xml")
+    assert guess_format(url) == "rss"
+    status = await fetch_status(session, "together", url, "rss")
+    assert (status.error, status.indicator) == (None, "minor")
+    assert [i.name for i in status.open_incidents] == ["Elevated API errors"]
+    # Every one over: all clear, not a minor outage per incident of the past.
+    quiet = _history(_history_entry("2", "Dashboard latency", "Resolved", "Investigating"))
+    url = server.serve("quiet.atom", raw=quiet, content_type="application/atom+xml")
+    status = await fetch_status(session, "together", url, "rss")
+    assert (status.error, status.indicator, status.open_incidents) == (None, "none", ())
+
+
+async def test_a_feed_whose_entries_say_no_state_is_unknown(
+    server: StatusServer, session: aiohttp.ClientSession
+) -> None:
+    # A news feed, or a page's feed of another shape: which of its entries are open cannot be
+    # told, so it is not read as every entry being an outage under way.
+    feed = _history(_history_entry("1", "We launched a new model"))
+    url = server.serve("news.atom", raw=feed, content_type="application/atom+xml")
+    status = await fetch_status(session, "together", url, "rss")
+    assert status.indicator == "unknown"
+    assert status.error is not None and "state" in status.error
 
 
 async def test_unknown_kind_is_unknown(

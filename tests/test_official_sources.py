@@ -81,9 +81,15 @@ async def test_aws_feed_event_under_way(sim: SimServer, session: aiohttp.ClientS
 async def test_aws_feed_with_only_resolved_items_is_quiet(
     sim: SimServer, session: aiohttp.ClientSession
 ) -> None:
-    # The feed keeps an old "[RESOLVED]" item: over, so not an incident.
+    # The feed keeps old items, "Resolved: Informational message: ..." the newest: over.
     status = await read(sim, session, page(sim), "aws")
     assert (status.error, status.indicator, status.open_incidents) == (None, "none", ())
+
+
+async def test_aws_service_impact_is_major(sim: SimServer, session: aiohttp.ClientSession) -> None:
+    name = page(sim, indicator="critical", incident="Increased Connectivity Issues")
+    status = await read(sim, session, name, "aws")
+    assert status.indicator == "major"  # "Service impact: ..."
 
 
 async def test_aws_minor_impact(sim: SimServer, session: aiohttp.ClientSession) -> None:
@@ -124,6 +130,7 @@ async def test_azure_quiet_feed(sim: SimServer, session: aiohttp.ClientSession) 
 
 
 async def test_incident_feed(sim: SimServer, session: aiohttp.ClientSession) -> None:
+    # As xAI's feed.xml: "[API (US East)] Elevated API errors", categories severity and state.
     name = page(
         sim, indicator="minor", incident="Elevated API errors", incident_status="identified",
         components=["API (US East)", "Grok (Web)"], affected=["API (US East)"],
@@ -131,10 +138,23 @@ async def test_incident_feed(sim: SimServer, session: aiohttp.ClientSession) -> 
     status = await read(sim, session, name, "rss")
     assert status.indicator == "minor"
     (incident,) = status.open_incidents  # the resolved one below it is over
-    assert incident.components == ("API (US East)",)  # its state is not a component
+    assert incident.name == "Elevated API errors"
+    assert incident.components == ("API (US East)",)  # neither its severity nor its state
     assert incident.url is not None and "/incidents/" in incident.url
     quiet = await read(sim, session, page(sim), "rss")
     assert (quiet.error, quiet.indicator) == (None, "none")
+
+
+async def test_incident_feed_outage_on_the_api_counts_as_major(
+    sim: SimServer, session: aiohttp.ClientSession
+) -> None:
+    name = page(
+        sim, indicator="major", incident="API unavailable", incident_status="investigating",
+        components=["API (US West)", "Grok (Web)"], affected=["API (US West)"],
+    )  # fmt: skip
+    status = await read(sim, session, name, "rss", DEFAULT_COMPONENTS["xai"])
+    assert status.indicator == "major"  # severity "outage"
+    assert status.incidents == ["API unavailable (major; API (US West))"]
 
 
 @pytest.mark.parametrize("kind", ["aws", "azure", "rss"])
@@ -157,7 +177,8 @@ async def test_feeds_are_bounded(sim: SimServer, session: aiohttp.ClientSession)
     )
     assert status.indicator == "unknown" and status.error is not None
     status = await read(sim, session, name, "rss")
-    assert len(status.open_incidents[0].name) == 200  # one clipped line
+    clipped = status.open_incidents[0].name  # one clipped line, less its "[component] "
+    assert len(clipped) <= 200 and clipped.endswith("x…")
 
 
 # --- component scoping -------------------------------------------------------------------------
@@ -213,6 +234,14 @@ async def test_feed_incidents_are_scoped_by_their_components(
     status = await read(sim, session, name, "rss", DEFAULT_COMPONENTS["xai"])
     assert status.indicator == "none"
     assert status.incidents == ["Grok slow (minor; Grok (Web), not this API)"]
+    # The API Console is xAI's web console (console.x.ai), not the API.
+    name = page(
+        sim, indicator="major", incident="Console login failing",
+        components=["API (US East)", "API Console"], affected=["API Console"],
+    )  # fmt: skip
+    status = await read(sim, session, name, "rss", DEFAULT_COMPONENTS["xai"])
+    assert status.indicator == "none"
+    assert status.incidents == ["Console login failing (major; API Console, not this API)"]
 
 
 async def test_google_products_scope_vertex(sim: SimServer, session: aiohttp.ClientSession) -> None:
@@ -358,6 +387,6 @@ def test_the_daemon_polls_each_providers_source_with_its_scope(tmp_path: Path) -
         "openai": ("https://status.aws.amazon.com/rss/bedrock-us-east-1.rss",)
     }
     assert daemon.status.scopes["anthropic"] == ("claude.ai",)  # the target's own
-    assert daemon.status.scopes["xai"] == ("API*",)
+    assert daemon.status.scopes["xai"] == ("API", "API (*)")
     assert daemon.status.scopes["groq"] == ("API", "llama-3.1-8b-instant")
     assert daemon.status.scopes["gemini"] == ()

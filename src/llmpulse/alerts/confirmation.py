@@ -10,10 +10,11 @@ The definitions (the README's "Acknowledgement record" says the same):
   someone).
 - **Confirmed**: the provider's page posted an incident that touches the components followed
   for the provider (or does not say what it touches), created from ``BEFORE_S`` before our page
-  until ``AFTER_S`` after our incident ended. Its creation time is the page's own
-  (``created_at``, ``created``, ``pubDate``), or when we first saw it where the page gives none.
-- **Lag**: that official incident's creation minus our page, the earliest one in the window;
-  negative when the provider's page was first.
+  until ``AFTER_S`` after our incident ended, or created earlier and still open then (last seen
+  open by the poller). Its creation time is the page's own (``created_at``, ``created``,
+  ``pubDate``), or when we first saw it where the page gives none.
+- **Lag**: that official incident's creation minus our page, the earliest one created in the
+  window, else the latest one open across it; negative when the provider's page was first.
 - **Never posted**: an incident of ours whose window has closed (``AFTER_S`` after its end)
   without an official one. While the window is open the incident is pending: counted neither
   way.
@@ -35,6 +36,7 @@ from llmpulse.rules import AVAILABILITY_RULES, PROVIDER_RULE
 BEFORE_S = 30 * 60.0  # an incident the page posted this long before our page still confirms it
 AFTER_S = 2 * 3600.0  # ... and one posted up to this long after ours ended
 PERIOD_S = 30 * 86400.0  # the record covers the last 30 days
+KEEP_S = PERIOD_S + BEFORE_S  # an official incident last seen open longer ago is of no use
 OUTAGE_RULES = frozenset((*AVAILABILITY_RULES, PROVIDER_RULE))
 
 _NAMES = {
@@ -55,6 +57,11 @@ class PostedIncident:
     created_at: float  # the page's own time, else when first seen
     components: tuple[str, ...]
     url: str | None = None
+    last_seen: float | None = None  # the last poll that saw it open; None: only at created_at
+
+    @property
+    def open_until(self) -> float:
+        return self.created_at if self.last_seen is None else max(self.created_at, self.last_seen)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -166,10 +173,14 @@ def record(
     )
     verdicts = []
     for incident in ours:
+        opens = incident.start - BEFORE_S
         closes = (incident.end if incident.end is not None else now) + AFTER_S
-        found = next(
-            (p for p in relevant if incident.start - BEFORE_S <= p.created_at <= closes), None
-        )
+        # Pages list an incident for as long as it is open: one posted long before ours and
+        # still open in the window is the page having been first, not silent.
+        overlapping = [p for p in relevant if p.created_at <= closes and p.open_until >= opens]
+        found = next((p for p in overlapping if p.created_at >= opens), None)
+        if found is None and overlapping:
+            found = overlapping[-1]
         pending = found is None and (incident.end is None or closes > now)
         verdicts.append(Verdict(incident, found, pending))
     return Record(provider, tuple(verdicts))

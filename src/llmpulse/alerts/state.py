@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from llmpulse.alerts import migrations
 from llmpulse.alerts.billing import BillingDay, from_stored
-from llmpulse.alerts.confirmation import PostedIncident
+from llmpulse.alerts.confirmation import KEEP_S, PostedIncident
 from llmpulse.alerts.engine import AlertRecord
 from llmpulse.alerts.model import Acknowledgement, AlertState, Notification
 from llmpulse.alerts.silences import Silence
@@ -403,14 +403,23 @@ class AlertStateStore:
                 rows,
             )
 
+    def prune_official_incidents(self, now: float) -> None:
+        """Forgets the incidents no longer seen open within what the acknowledgement record
+        looks at (``confirmation.KEEP_S``)."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.text("DELETE FROM official_incidents WHERE last_seen < :before"),
+                {"before": now - KEEP_S},
+            )
+
     def official_incidents(
         self, since_ts: float, provider: str | None = None
     ) -> list[PostedIncident]:
-        """Incidents the pages posted from ``since_ts`` on (``provider``'s only when given),
-        oldest first."""
+        """Incidents the pages posted, or still listed open, from ``since_ts`` on
+        (``provider``'s only when given), oldest first."""
         sql = (
-            "SELECT provider, incident_id, name, created_at, components, url "
-            "FROM official_incidents WHERE created_at >= :since"
+            "SELECT provider, incident_id, name, created_at, components, url, last_seen "
+            "FROM official_incidents WHERE (created_at >= :since OR last_seen >= :since)"
         )
         args: dict[str, object] = {"since": since_ts}
         if provider is not None:
@@ -419,7 +428,8 @@ class AlertStateStore:
         with self._engine.connect() as conn:
             rows = conn.execute(sa.text(sql + " ORDER BY created_at"), args).all()
         return [
-            PostedIncident(p, i, n, at, tuple(json.loads(c)), url) for p, i, n, at, c, url in rows
+            PostedIncident(p, i, n, at, tuple(json.loads(c)), url, seen)
+            for p, i, n, at, c, url, seen in rows
         ]
 
     def close(self) -> None:

@@ -609,6 +609,7 @@ class Daemon:
             ]
             with _logged("recording official incidents", self.unreadable):
                 await asyncio.to_thread(self.state.save_official_incidents, posted, now)
+                await asyncio.to_thread(self.state.prune_official_incidents, now)
 
     async def _shutdown(self) -> None:
         now = time.time()

@@ -13,11 +13,13 @@ was verified):
   ``affected_products`` standing for components.
 - AWS Health Dashboard's per-service RSS (``/rss/bedrock-{region}.rss``): one item per update,
   newest first, titled "Informational message: …", "Performance issues: …", "Service
-  disruption: …" or "Service is operating normally: …"; ``[RESOLVED]`` marks a closed one.
+  disruption: …", "Service impact: …" or "Service is operating normally: …"; ``[RESOLVED]``
+  after the kind, or a "Resolved: " before it, marks a closed one.
 - Azure's status RSS: an item per current communication, with the service and region as its
   ``category`` elements; only those naming Azure OpenAI / AI Foundry are kept.
-- An incident feed in RSS/Atom (xAI's ``feed.xml``): one entry per incident, closed when one of
-  its categories is "resolved"; its other categories stand for components.
+- An incident feed in RSS/Atom (xAI's ``feed.xml``, a Statuspage history feed): one entry per
+  incident, its state a category or the newest update in its text; a "[component] " title
+  prefix and the categories that are not a state or a severity stand for components.
 
 RSS and Atom are read with feedparser (a well-kept parser that survives the feeds' encodings
 and dialects) from a body already bounded in size.
@@ -95,8 +97,9 @@ DEFAULT_COMPONENTS: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
         # Google Cloud product titles: "Vertex Gemini API", "Generative AI on Vertex AI", ...
         # (not "Gemini for Google Workspace", which the AI filter also lets through).
         "vertex": ("*Vertex*",),
-        # xAI's page lists "API (US East)", "API (US West)", "API Console" beside Grok.
-        "xai": ("API*",),
+        # xAI's page lists "API (US East)", "API (US West)" beside Grok, and "API Console",
+        # its web console (not the API, so not "API*").
+        "xai": ("API", "API (*)"),
         # Each AWS feed's incidents carry the feed's name ("bedrock-eu-west-1"): a target
         # follows its own region's ({region}: from its endpoint).
         "bedrock": ("bedrock-{region}",),
@@ -131,6 +134,7 @@ _AWS_IMPACT: dict[str, Indicator] = {
     "informational message": "minor",
     "performance issues": "minor",
     "service disruption": "major",
+    "service impact": "major",
 }
 _DESCRIPTIONS: dict[str, str] = {
     "none": "All Systems Operational",
@@ -142,16 +146,25 @@ _DESCRIPTIONS: dict[str, str] = {
 }
 _RESOLVED = {"resolved", "postmortem", "completed"}
 _MAINTENANCE_ACTIVE = {"in_progress", "verifying"}
-# An incident feed's categories that are its state, not a component.
-_FEED_STATES = {
-    "investigating",
-    "identified",
-    "monitoring",
-    "update",
-    "ongoing",
-    "open",
-    "resolved",
+# An incident feed's states (a category, or the newest update's word in the entry's text):
+# under way, maintenance under way, or over (maintenance announced for later is not under way).
+_FEED_OPEN = {"investigating", "identified", "monitoring", "update", "ongoing", "open"}
+_FEED_MAINTENANCE = {"in progress", "verifying"}
+_FEED_OVER = {"resolved", "postmortem", "completed", "scheduled"}
+_FEED_STATES = _FEED_OPEN | _FEED_MAINTENANCE | _FEED_OVER
+# Where an entry says its state in its text: Statuspage's history feeds list the updates newest
+# first, each "<strong>Resolved</strong> - …"; xAI's items "<h3>Status: Resolved</h3>".
+_STATE_IN_TEXT = re.compile(
+    r"<strong>\s*([a-z _]{3,20}?)\s*</strong>|status:\s*([a-z _]{3,20}?)\s*<", re.I
+)
+# An incident feed's categories that are its severity (xAI's words), as an impact.
+_FEED_SEVERITY: dict[str, Indicator] = {
+    "available": "none",
+    "info": "minor",
+    "disruption": "minor",
+    "outage": "major",
 }
+_FEED_TITLE = re.compile(r"^\[([^\]]{1,100})\]\s*(.*)$")
 # What a status is kept of a page's announced maintenance: a handful, each name one short line.
 MAX_MAINTENANCES = 5
 MAX_NAME_CHARS = 200
@@ -173,10 +186,15 @@ class Maintenance:
     starts_at: datetime | None  # the page's scheduled_for
     ends_at: datetime | None  # its scheduled_until
     url: str | None  # its shortlink: an http(s) URL, or None
+    components: tuple[str, ...] = ()  # what it touches, as the page names them; () when not said
 
     @property
     def in_progress(self) -> bool:
         return self.status in _MAINTENANCE_ACTIVE
+
+    def counts_for(self, patterns: tuple[str, ...]) -> bool:
+        """It may be on an API of ``patterns``: it touches one, or does not say what."""
+        return not patterns or not self.components or any_matches(self.components, patterns)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -222,8 +240,11 @@ class OfficialStatus:
 
     @property
     def in_maintenance(self) -> bool:
-        """The provider announces maintenance under way (also beside an incident)."""
-        return self.indicator == "maintenance" or any(m.in_progress for m in self.maintenances)
+        """The provider announces maintenance under way on the components followed (also
+        beside an incident)."""
+        return self.indicator == "maintenance" or any(
+            m.in_progress and m.counts_for(self.scope) for m in self.maintenances
+        )
 
     def summary(self) -> str:
         """One line for an alert's ``official_status``."""
@@ -615,7 +636,8 @@ def _maintenances(payload: dict[str, Any], now: datetime) -> list[Maintenance]:
             continue
         name = _line(m.get("name")) or "unnamed maintenance"
         starts = _when(m.get("scheduled_for"))
-        found.append(Maintenance(name, status, starts, ends, _link(m.get("shortlink"))))
+        touched = _names(_dicts(m.get("components")))
+        found.append(Maintenance(name, status, starts, ends, _link(m.get("shortlink")), touched))
     found.sort(key=lambda m: (not m.in_progress, m.starts_at or datetime.max.replace(tzinfo=UTC)))
     return found[:MAX_MAINTENANCES]
 
@@ -721,7 +743,8 @@ def _parse_aws(feed: Any) -> _Page:
         title = _line(entry.get("title"))
         kind, _, name = title.partition(":")
         impact = _AWS_IMPACT.get(kind.strip().lower(), "minor")
-        if impact == "none" or "[resolved]" in title.lower():
+        # Older items say "Kind: [RESOLVED] name", newer ones "Resolved: Kind: name".
+        if impact == "none" or "[resolved]" in title.lower() or kind.strip().lower() == "resolved":
             break  # the newest word is that it is over
         streak.append((entry, impact, name.strip() or title))
     if not streak:
@@ -760,26 +783,64 @@ def _parse_azure(feed: Any) -> _Page:
 
 
 def _parse_incident_feed(feed: Any) -> _Page:
-    """One entry per incident, closed once a category says "resolved"."""
+    """One entry per incident, open or over as its state says: a category (xAI's items carry
+    two, the severity and the state, and are titled "[component] name", as public clients of
+    status.x.ai/feed.xml check), else the newest update in its text (a Statuspage history
+    feed). A feed none of whose entries says a state is unreadable, not an outage per entry."""
     incidents = []
-    for entry in feed.entries:
-        categories = _categories(entry)
-        if any(c.lower() == "resolved" for c in categories):
+    entries = feed.entries[: MAX_INCIDENTS * 4]
+    stated = 0
+    for entry in entries:
+        words = [c.lower() for c in _categories(entry)]
+        state = _feed_state(entry, words)
+        if state is None:
+            continue
+        stated += 1
+        if state in _FEED_OVER:
             continue
         title = _line(entry.get("title"))
+        where, name = "", title
+        if bracketed := _FEED_TITLE.match(title):
+            where, name = bracketed.group(1).strip(), bracketed.group(2).strip()
+        severities = [_FEED_SEVERITY[w] for w in words if w in _FEED_SEVERITY]
+        others = [
+            c for c in _categories(entry) if c.lower() not in _FEED_STATES | set(_FEED_SEVERITY)
+        ]
+        impact: Indicator = "maintenance" if state in _FEED_MAINTENANCE else "minor"
         incidents.append(
             OfficialIncident(
                 id=_line(entry.get("id")) or title,
-                name=title or "unnamed incident",
-                impact="minor",  # no severity in the feed
+                name=name or "unnamed incident",
+                # No severity said: an open incident is still not all clear.
+                impact=_worst(severities) if severities else impact,
                 created_at=_entry_time(entry),
-                components=tuple(c for c in categories if c.lower() not in _FEED_STATES)[
+                components=tuple(c for c in dict.fromkeys([where, *others]) if c)[
                     :MAX_INCIDENT_COMPONENTS
                 ],
                 url=_link(entry.get("link")),
             )
         )
+        if len(incidents) == MAX_INCIDENTS:
+            break
+    if entries and not stated:
+        raise _SourceError(
+            "no entry of the feed says its state (open or resolved): not an incident feed"
+        )
     return _page_of(incidents)
+
+
+def _feed_state(entry: Any, categories: list[str]) -> str | None:
+    """An incident feed entry's state, in ``_FEED_STATES``; None where it says none."""
+    for word in categories:
+        if (state := word.replace("_", " ")) in _FEED_STATES:
+            return state
+    contents = entry.get("content") or []
+    text = contents[0].get("value", "") if contents else entry.get("summary", "")
+    found = _STATE_IN_TEXT.search(text if isinstance(text, str) else "")
+    if found is None:
+        return None
+    state = (found.group(1) or found.group(2)).strip().lower().replace("_", " ")
+    return state if state in _FEED_STATES else None
 
 
 _FEED_PARSERS: dict[str, Callable[[Any], _Page]] = {

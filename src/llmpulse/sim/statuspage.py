@@ -40,6 +40,8 @@ _GOOGLE_IMPACT = {
     "major": "SERVICE_OUTAGE",
     "critical": "SERVICE_OUTAGE",
 }
+# xAI's feed: an incident's severity, its first category ("available" once it is over).
+_XAI_SEVERITY = {"none": "info", "minor": "disruption", "major": "outage", "critical": "outage"}
 _GOOGLE_SEVERITY = {"none": "low", "minor": "medium", "major": "high", "critical": "high"}
 _GLOBAL = [{"title": "Global", "id": "global"}]
 UNAVAILABLE_HTML = b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>\n"
@@ -236,7 +238,7 @@ _AWS_PREFIX = {  # the AWS Health Dashboard's words for an event of each impact
     "none": "Informational message",
     "minor": "Performance issues",
     "major": "Service disruption",
-    "critical": "Service disruption",
+    "critical": "Service impact",
 }
 
 
@@ -264,7 +266,7 @@ def _item(
 
 def aws_rss(s: Snapshot) -> bytes:
     """An AWS Health Dashboard service feed (``/rss/{service}-{region}.rss``): newest first,
-    the open event's update over an old resolved one, as the real feed keeps them."""
+    the open event's update over old resolved ones, as the real feed keeps them."""
     page = s.page
     service = " / ".join(page.components)
     items = []
@@ -277,14 +279,19 @@ def aws_rss(s: Snapshot) -> bytes:
                 f"{s.url}#{s.name}_{epoch}", _UPDATE[page.incident_status], [],
             )
         )  # fmt: skip
-    old = s.updated - timedelta(days=2)
-    items.append(
-        _item(
-            "Informational message: [RESOLVED] Increased error rates", s.url, old,
-            f"{s.url}#{s.name}_{int(old.timestamp())}",
-            "The issue has been resolved and the service is operating normally.", [],
-        )
-    )  # fmt: skip
+    # Closed events, in both of the feed's words for it: "[RESOLVED]" after the kind (older
+    # items) and a "Resolved: " prefix (newer ones).
+    for days, title in (
+        (1, "Resolved: Informational message: Recovery underway"),
+        (2, "Informational message: [RESOLVED] Increased error rates"),
+    ):
+        old = s.updated - timedelta(days=days)
+        items.append(
+            _item(
+                title, s.url, old, f"{s.url}#{s.name}_{int(old.timestamp())}",
+                "The issue has been resolved and the service is operating normally.", [],
+            )
+        )  # fmt: skip
     return _rss(f"{service} Service Status", s.url, items, "AWS Service Health Dashboard RSS")
 
 
@@ -304,26 +311,31 @@ def azure_rss(s: Snapshot) -> bytes:
 
 
 def incident_rss(s: Snapshot) -> bytes:
-    """An incident feed (as xAI's ``feed.xml``): one item per incident, its state and the
-    components it touches as categories, "resolved" once over; an old resolved one below."""
+    """xAI's ``feed.xml``: one item per incident titled "[component] name", its severity and
+    its state as the two categories ("outage", "disruption", "available"; "investigating" ...
+    "resolved"), the same two in the description; an old resolved one below."""
     page, items = s.page, []
     if page.incident:
-        iid = _id(s.name, page.incident, _ts(s.incident_since))
-        status = page.incident_status.title()
+        iid = "INC" + _id(s.name, page.incident, _ts(s.incident_since))
+        where = (_affected(page) or ["API"])[0]
+        severity = _XAI_SEVERITY[page.impact or page.indicator]
         items.append(
             _item(
-                page.incident, f"{s.url}/incidents/{iid}", s.incident_since, iid,
-                f"<h3>Status: {status}</h3><p>{_UPDATE[page.incident_status]}</p>",
-                [page.incident_status, *_affected(page)],
+                f"[{where}] {page.incident}", f"{s.url}/incidents/{iid}", s.incident_since, iid,
+                f"<h3>Status: {page.incident_status.title()}</h3><p>Severity: "
+                f"{severity.title()}</p><p>{_UPDATE[page.incident_status]}</p>",
+                [severity, page.incident_status],
             )
         )  # fmt: skip
     old = s.updated - timedelta(days=3)
-    oid = _id(s.name, "old", _ts(old))
+    oid = "INC" + _id(s.name, "old", _ts(old))
+    first = page.components[0] if page.components else "API"
     items.append(
         _item(
-            "Elevated error rates", f"{s.url}/incidents/{oid}", old, oid,
-            "<h3>Status: Resolved</h3><p>This incident has been resolved.</p>",
-            ["resolved", *page.components[:1]],
+            f"[{first}] Elevated error rates", f"{s.url}/incidents/{oid}", old, oid,
+            "<h3>Status: Resolved</h3><p>Severity: Available</p>"
+            "<p>This incident has been resolved.</p>",
+            ["available", "resolved"],
         )
     )  # fmt: skip
     return _rss(f"{s.name} status", s.url, items, "status page")
