@@ -10,13 +10,10 @@ from typing import Any
 from llmpulse.sim import openai
 from llmpulse.sim.common import (
     MARK,
-    TOKENS_JSON,
     Plan,
     dumps,
     new_id,
     template,
-    text_of,
-    token_index,
 )
 
 STREAM_CONTENT_TYPE = openai.STREAM_CONTENT_TYPE
@@ -108,7 +105,7 @@ def _answer_item(p: Plan, ids: _Ids, done: bool) -> dict[str, Any]:
 
 
 def _part(p: Plan, text: str | None = None) -> dict[str, Any]:
-    text = text_of(p.text_tokens) if text is None else text
+    text = p.text() if text is None else text
     if p.refusal:
         return {"type": "refusal", "refusal": text}
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
@@ -210,7 +207,7 @@ class Stream:
         return out.encode()
 
     def token(self, i: int, last: bool) -> bytes:
-        piece = dumps(self.p.tool_args[i]) if self.p.tool else TOKENS_JSON[token_index(i)]
+        piece = dumps(self.p.tool_args[i]) if self.p.tool else self.p.piece_json(i)
         seq = self.seq
         self.seq += 1
         return f"{self.pre}{piece}{self.suf}{seq}}}\n\n".encode()
@@ -228,7 +225,7 @@ class Stream:
                 }
             )
         else:
-            text = text_of(p.text_tokens)
+            text = p.text()
             kind = "response.refusal.done" if p.refusal else "response.output_text.done"
             field = "refusal" if p.refusal else "text"
             common = {"item_id": ids.message, "output_index": self.index, "content_index": 0}
