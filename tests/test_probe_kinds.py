@@ -290,3 +290,18 @@ def test_the_config_accepts_the_new_kinds_where_they_exist():
            "checks": ["responses", "embeddings", "long_context"]}  # fmt: skip
     (target,) = parse_config({"targets": [raw]}, env={"K": "k"}).targets
     assert target.checks == (CheckKind.RESPONSES, CheckKind.EMBEDDINGS, CheckKind.LONG_CONTEXT)
+
+
+async def test_responses_tool_call_ttft_is_the_calls_first_output(sim):
+    model = sim_model(
+        sim, ttft="200ms", tokens_per_s=100, tool_call={"name": "get_weather", "arguments": {}}
+    )
+    probe = Probe(
+        name="tool",
+        kind=CheckKind.RESPONSES,
+        messages=({"role": "user", "content": "Weather?"},),
+        params={"tools": [{"type": "function", "name": "get_weather", "parameters": {}}]},
+    )
+    result = await check(make_target(sim, "openai", model), probe)
+    assert result.ok, result.error_message
+    assert 200 - EARLY_MS <= result.ttft_ms < 200 + 60
