@@ -131,6 +131,16 @@ def test_the_canary_asks_its_question_at_temperature_zero(provider, params):
         ),
         ({"name": "p", "interval": "0s"}, "targets[0].probes[0].interval"),
         (
+            {"name": "p", "kind": "responses", "params": {"max_tokens": 5}},
+            "targets[0].probes[0]: 'params.max_tokens' is not taken by the Responses API "
+            "(kind responses); write max_output_tokens",
+        ),
+        (
+            {"name": "p", "kind": "responses", "params": {"max_output_tokens": 5}},
+            "targets[0].probes[0]: 'params.max_output_tokens': expected a whole number of at "
+            "least 16 (the Responses API refuses less), got 5",
+        ),
+        (
             {"name": "p", "messages": [{"role": "system", "content": "Be brief."}]},
             "targets[0].probes[0].messages: expected a user message among them "
             "(Anthropic and Gemini refuse a conversation without one)",

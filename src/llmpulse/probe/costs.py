@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmpulse import catalog
+from llmpulse.presets import RESPONSES_MIN_OUTPUT_TOKENS
 from llmpulse.probe.prompts import (
     EMBEDDINGS_TEXT,
     INFERENCE_PROMPT,
@@ -21,7 +22,6 @@ from llmpulse.probe.prompts import (
     estimate_tokens,
     text_of,
 )
-from llmpulse.providers.openai_responses import MIN_MAX_OUTPUT_TOKENS
 from llmpulse.result import CheckKind, Usage
 from llmpulse.target import Probe, Target
 
@@ -46,7 +46,8 @@ def expected_usage(target: Target, probe: CheckKind | Probe) -> Usage:
             prompt, output = given or STREAM_PROMPT, target.max_tokens
         case CheckKind.RESPONSES:
             # The request asks the least the API takes when the target's budget is under it.
-            prompt, output = given or STREAM_PROMPT, max(target.max_tokens, MIN_MAX_OUTPUT_TOKENS)
+            prompt = given or STREAM_PROMPT
+            output = max(target.max_tokens, RESPONSES_MIN_OUTPUT_TOKENS)
         case CheckKind.EMBEDDINGS:
             prompt, output = given or EMBEDDINGS_TEXT, 0
         case CheckKind.LONG_CONTEXT:

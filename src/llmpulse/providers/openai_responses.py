@@ -30,7 +30,6 @@ from llmpulse.sse import SSEEvent
 # The stream's end: the Response in its final state (``response.incomplete``: cut short, by the
 # token budget or a content filter; ``response.failed``: an error, in ``response.error``).
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
-MIN_MAX_OUTPUT_TOKENS = 16  # the API refuses a smaller ``max_output_tokens``
 _FILTER_REASON = "content_filter"
 
 
