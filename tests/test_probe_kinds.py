@@ -11,10 +11,9 @@ from llmpulse.config.errors import ConfigError
 from llmpulse.errors import ErrorClass
 from llmpulse.presets import PRESETS
 from llmpulse.probe import Prober
-from llmpulse.probe.prompts import LONG_CONTEXT_TOKENS
 from llmpulse.providers.base import REFUSED
 from llmpulse.result import CheckKind, CheckResult
-from llmpulse.target import Probe, Target
+from llmpulse.target import LONG_CONTEXT_TOKENS, Probe, Target
 
 # The simulator shares the process: its clock may start a fraction of a millisecond before the
 # client's hook says the request went out, so TTFT may come out that much under the truth.

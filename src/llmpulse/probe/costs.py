@@ -17,13 +17,12 @@ from llmpulse.probe.prompts import (
     EMBEDDINGS_TEXT,
     INFERENCE_PROMPT,
     LONG_CONTEXT_MAX_TOKENS,
-    LONG_CONTEXT_TOKENS,
     STREAM_PROMPT,
     estimate_tokens,
     text_of,
 )
 from llmpulse.result import CheckKind, Usage
-from llmpulse.target import Probe, Target
+from llmpulse.target import LONG_CONTEXT_TOKENS, Probe, Target
 
 SECONDS_PER_DAY = 86_400
 # Where each protocol's request parameters set the output budget (Gemini's, in
