@@ -15,7 +15,7 @@ from llmpulse.probe import Prober
 from llmpulse.probe.assertions import REGEX_TIMEOUT_S, failed_expectation
 from llmpulse.result import CheckKind
 from llmpulse.secrets import Redactor
-from llmpulse.target import Expectation
+from llmpulse.target import Expectation, Probe
 
 PROTOCOLS = ["openai", "anthropic", "gemini"]
 ANSWER = '{"city": "Paris", "country": "France"}'
@@ -266,4 +266,50 @@ def test_a_schema_pattern_that_backtracks_without_end_is_cut_off_too():
     assert failed == (
         "expected the answer to be JSON matching the schema: "
         f"the schema's pattern '(x+x+)+y' ran over {REGEX_TIMEOUT_S:g}s on the answer"
+    )
+
+
+async def test_responses_probes_judge_their_answer(sim):
+    """The Responses API's answer is judged as chat's is: its text, streamed or whole."""
+    model = sim_model(sim, ttft="30ms", tokens_per_s=200, answer=ANSWER)
+    expectations = {**EXPECTATIONS, **TIMED}
+    target = make_target(sim, "openai", model, probes=probes("responses", expectations))
+    results = await run(target)
+    judged(results, expectations)
+    assert {r.answer_excerpt for r in results} == {ANSWER}
+    whole = Probe(
+        name="whole",
+        kind=CheckKind.RESPONSES,
+        messages=tuple(QUESTION),
+        params={"stream": False},
+        expect=Expectation(contains="Paris"),
+    )
+    async with Prober() as prober:
+        result = await prober.check(target, whole)
+    assert result.ok and result.answer_excerpt == ANSWER, result.error_message
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_tool_call_is_seen_on_the_responses_api(sim, stream):
+    model = sim_model(
+        sim, ttft="20ms", tokens_per_s=500, tool_call={"name": "get_weather", "arguments": {}}
+    )
+    tools = [{"type": "function", "name": "get_weather", "parameters": {}}]
+    target = make_target(sim, "openai", model)
+    probes_ = [
+        Probe(
+            name=name,
+            kind=CheckKind.RESPONSES,
+            messages=tuple(QUESTION),
+            params={"tools": tools, **({} if stream else {"stream": False})},
+            expect=Expectation(tool_call=tool),
+        )
+        for name, tool in (("tool-ok", "get_weather"), ("tool-bad", "book_flight"))
+    ]
+    async with Prober() as prober:
+        ok, bad = await prober.check_many((target, p) for p in probes_)
+    assert ok.ok, ok.error_message
+    assert bad.error_class is ErrorClass.ASSERTION
+    assert bad.error_message == (
+        "expected a call of the tool 'book_flight' (tools called: 'get_weather')"
     )

@@ -131,6 +131,16 @@ def test_the_canary_asks_its_question_at_temperature_zero(provider, params):
         ),
         ({"name": "p", "interval": "0s"}, "targets[0].probes[0].interval"),
         (
+            {"name": "p", "kind": "responses", "params": {"max_tokens": 5}},
+            "targets[0].probes[0]: 'params.max_tokens' is not taken by the Responses API "
+            "(kind responses); write max_output_tokens",
+        ),
+        (
+            {"name": "p", "kind": "responses", "params": {"max_output_tokens": 5}},
+            "targets[0].probes[0]: 'params.max_output_tokens': expected a whole number of at "
+            "least 16 (the Responses API refuses less), got 5",
+        ),
+        (
             {"name": "p", "messages": [{"role": "system", "content": "Be brief."}]},
             "targets[0].probes[0].messages: expected a user message among them "
             "(Anthropic and Gemini refuse a conversation without one)",
@@ -180,3 +190,14 @@ def test_a_gemini_generation_setting_outside_generation_config_names_its_key(par
     ok = {"generationConfig": {"temperature": 0}, "safetySettings": [], "tools": []}
     parse_config({"targets": [{**raw, "probes": [{"name": "p", "params": ok}]}]},
                  env={"GEMINI_API_KEY": "x"})  # fmt: skip
+
+
+def test_the_built_in_long_context_check_must_fit_the_context_window():
+    # gpt-4's window is 8192 tokens: the built-in check's 10000-token prompt could only fail.
+    assert error(model="gpt-4", checks=["long_context"]) == (
+        "targets[0].checks: long_context sends a prompt of 10000 tokens, over the context "
+        "window of gpt-4 (8192 tokens); measure a smaller one with a probe of kind "
+        "long_context and its input_tokens"
+    )
+    assert target(model="gpt-4", checks=["stream"]).checks == (CheckKind.STREAM,)
+    assert target(model="gpt-4o-mini", checks=["long_context"]).checks

@@ -54,3 +54,19 @@ def test_unknown_price_is_none():
     t = target(model="no-such-model-anywhere")
     assert probe_cost_per_run(t, CheckKind.LONG_CONTEXT) is None
     assert probe_cost_per_day(t, CheckKind.LONG_CONTEXT) is None
+
+
+def test_a_gemini_probe_is_priced_at_the_budget_its_generation_config_sets():
+    raw = {"provider": "gemini", "model": "gemini-2.0-flash", "api_key": "os.environ/K"}
+    t = parse_config({"targets": [{**raw, "max_tokens": 64}]}, env={"K": "k"}).targets[0]
+    budget = {"generationConfig": {"maxOutputTokens": 4000, "temperature": 0}}
+    for kind in (CheckKind.INFERENCE, CheckKind.STREAM, CheckKind.LONG_CONTEXT):
+        probe = Probe(name="p", kind=kind, params=budget, input_tokens=1000)
+        assert expected_usage(t, probe).output_tokens == 4000, kind
+
+
+def test_a_responses_check_is_priced_at_the_least_budget_the_api_takes():
+    # The Responses API refuses max_output_tokens under 16: the request asks 16 at least.
+    t = target(max_tokens=4)
+    assert expected_usage(t, CheckKind.RESPONSES).output_tokens == 16
+    assert expected_usage(t, CheckKind.STREAM).output_tokens == 4

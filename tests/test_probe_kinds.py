@@ -11,10 +11,9 @@ from llmpulse.config.errors import ConfigError
 from llmpulse.errors import ErrorClass
 from llmpulse.presets import PRESETS
 from llmpulse.probe import Prober
-from llmpulse.probe.prompts import LONG_CONTEXT_TOKENS
 from llmpulse.providers.base import REFUSED
 from llmpulse.result import CheckKind, CheckResult
-from llmpulse.target import Probe, Target
+from llmpulse.target import LONG_CONTEXT_TOKENS, Probe, Target
 
 # The simulator shares the process: its clock may start a fraction of a millisecond before the
 # client's hook says the request went out, so TTFT may come out that much under the truth.
@@ -290,3 +289,18 @@ def test_the_config_accepts_the_new_kinds_where_they_exist():
            "checks": ["responses", "embeddings", "long_context"]}  # fmt: skip
     (target,) = parse_config({"targets": [raw]}, env={"K": "k"}).targets
     assert target.checks == (CheckKind.RESPONSES, CheckKind.EMBEDDINGS, CheckKind.LONG_CONTEXT)
+
+
+async def test_responses_tool_call_ttft_is_the_calls_first_output(sim):
+    model = sim_model(
+        sim, ttft="200ms", tokens_per_s=100, tool_call={"name": "get_weather", "arguments": {}}
+    )
+    probe = Probe(
+        name="tool",
+        kind=CheckKind.RESPONSES,
+        messages=({"role": "user", "content": "Weather?"},),
+        params={"tools": [{"type": "function", "name": "get_weather", "parameters": {}}]},
+    )
+    result = await check(make_target(sim, "openai", model), probe)
+    assert result.ok, result.error_message
+    assert 200 - EARLY_MS <= result.ttft_ms < 200 + 60

@@ -24,6 +24,11 @@ _EXTRA_KINDS: dict[str, frozenset[CheckKind]] = {
 }
 
 
+# OpenAI's Responses API refuses a ``max_output_tokens`` under this (the request, the config and
+# the cost estimate all hold to it).
+RESPONSES_MIN_OUTPUT_TOKENS = 16
+
+
 def supports(protocol: str, kind: CheckKind) -> bool:
     """Whether the wire protocol ``protocol`` offers checks of ``kind``."""
     return kind in CHAT_KINDS or kind in _EXTRA_KINDS.get(protocol, frozenset())

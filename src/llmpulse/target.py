@@ -46,6 +46,10 @@ PROBE_OWNED_PARAMS = frozenset(
     }
 )
 
+# The prompt size of the built-in long_context check (a probe's ``input_tokens`` sets its own):
+# the middle of the usual 1k/10k/100k. Here, where the config can check it fits the model.
+LONG_CONTEXT_TOKENS = 10_000
+
 # The built-in correctness canary (``canary: true``): a probe of this name asks a question with
 # one right answer at temperature 0; a wrong or changed answer is ``canary_changed``.
 CANARY = "canary"

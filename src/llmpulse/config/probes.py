@@ -11,6 +11,7 @@ import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmpulse.durations import Duration
+from llmpulse.presets import RESPONSES_MIN_OUTPUT_TOKENS
 from llmpulse.result import CheckKind
 from llmpulse.target import (
     CANARY,
@@ -154,6 +155,8 @@ class ProbeConfig(BaseModel):
                 raise ValueError("'messages' is not used by kind long_context (its prompt is made)")
         elif self.input_tokens is not None:
             raise ValueError("'input_tokens' applies to kind long_context only")
+        if kind is CheckKind.RESPONSES:
+            _check_responses_params(self.params)
         expect = self.expect
         if expect is None:
             return self
@@ -177,6 +180,30 @@ class ProbeConfig(BaseModel):
             expect=None if self.expect is None else self.expect.resolve(),
             interval=self.interval,
             input_tokens=self.input_tokens,
+        )
+
+
+# Chat's names for the output budget: the Responses API refuses them ("unsupported parameter").
+_CHAT_BUDGET_PARAMS = ("max_tokens", "max_completion_tokens")
+
+
+def _check_responses_params(params: dict[str, Any]) -> None:
+    """The output budget as the Responses API takes it; any other would fail every run."""
+    for key in _CHAT_BUDGET_PARAMS:
+        if key in params:
+            raise ValueError(
+                f"'params.{key}' is not taken by the Responses API (kind responses); "
+                "write max_output_tokens"
+            )
+    budget = params.get("max_output_tokens")
+    if budget is not None and (
+        isinstance(budget, bool)
+        or not isinstance(budget, int)
+        or budget < RESPONSES_MIN_OUTPUT_TOKENS
+    ):
+        raise ValueError(
+            f"'params.max_output_tokens': expected a whole number of at least "
+            f"{RESPONSES_MIN_OUTPUT_TOKENS} (the Responses API refuses less), got {budget!r}"
         )
 
 

@@ -28,7 +28,7 @@ from llmpulse.presets import (
 from llmpulse.result import CheckKind
 from llmpulse.rules import RuleOverrides
 from llmpulse.secrets import env_var, is_credential_header
-from llmpulse.target import PriceOverride, Target
+from llmpulse.target import LONG_CONTEXT_TOKENS, PriceOverride, Target
 
 # The built-in checks every target runs unless ``checks`` says otherwise (a list: iterating an
 # Enum is slow enough to show over 80,000 targets).
@@ -314,12 +314,20 @@ def _check_params(index: int, cfg: TargetConfig, protocol: str, where: str) -> N
 
 
 def _check_input_tokens(index: int, cfg: TargetConfig, target: Target, where: str) -> None:
-    """A long-context prompt must fit the model's context window, when it is known."""
+    """A long-context prompt must fit the model's context window, when it is known: the
+    built-in check's, and each probe's."""
+    window = catalog.context_window(target)
+    if window is None:
+        return
+    if CheckKind.LONG_CONTEXT in target.checks and window < LONG_CONTEXT_TOKENS:
+        raise ConfigError(
+            f"{where}targets[{index}].checks: long_context sends a prompt of "
+            f"{LONG_CONTEXT_TOKENS} tokens, over the context window of {target.model} "
+            f"({window} tokens); measure a smaller one with a probe of kind long_context and "
+            "its input_tokens"
+        )
     for i, probe in enumerate(cfg.probes):
-        if probe.input_tokens is None:
-            continue
-        window = catalog.context_window(target)
-        if window is not None and probe.input_tokens > window:
+        if probe.input_tokens is not None and probe.input_tokens > window:
             raise ConfigError(
                 f"{where}targets[{index}].probes[{i}].input_tokens: {probe.input_tokens} is over "
                 f"the context window of {target.model} ({window} tokens)"

@@ -12,20 +12,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmpulse import catalog
+from llmpulse.presets import RESPONSES_MIN_OUTPUT_TOKENS
 from llmpulse.probe.prompts import (
     EMBEDDINGS_TEXT,
     INFERENCE_PROMPT,
     LONG_CONTEXT_MAX_TOKENS,
-    LONG_CONTEXT_TOKENS,
     STREAM_PROMPT,
     estimate_tokens,
     text_of,
 )
 from llmpulse.result import CheckKind, Usage
-from llmpulse.target import Probe, Target
+from llmpulse.target import LONG_CONTEXT_TOKENS, Probe, Target
 
 SECONDS_PER_DAY = 86_400
-# Where each protocol's request parameters set the output budget.
+# Where each protocol's request parameters set the output budget (Gemini's, in
+# ``generationConfig``, is read apart).
 _BUDGET_PARAMS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
@@ -40,8 +41,12 @@ def expected_usage(target: Target, probe: CheckKind | Probe) -> Usage:
             # The built-in check asks for one token; a custom probe, an answer to judge.
             custom = isinstance(probe, Probe)
             prompt, output = given or INFERENCE_PROMPT, target.max_tokens if custom else 1
-        case CheckKind.STREAM | CheckKind.RESPONSES:
+        case CheckKind.STREAM:
             prompt, output = given or STREAM_PROMPT, target.max_tokens
+        case CheckKind.RESPONSES:
+            # The request asks the least the API takes when the target's budget is under it.
+            prompt = given or STREAM_PROMPT
+            output = max(target.max_tokens, RESPONSES_MIN_OUTPUT_TOKENS)
         case CheckKind.EMBEDDINGS:
             prompt, output = given or EMBEDDINGS_TEXT, 0
         case CheckKind.LONG_CONTEXT:
@@ -77,8 +82,9 @@ def probe_cost_per_day(target: Target, probe: CheckKind | Probe) -> float | None
 
 
 def _budget(params: Mapping[str, Any], default: int) -> int:
-    for key in _BUDGET_PARAMS:
-        value = params.get(key)
+    config = params.get("generationConfig")
+    gemini = config.get("maxOutputTokens") if isinstance(config, Mapping) else None
+    for value in (*(params.get(key) for key in _BUDGET_PARAMS), gemini):
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
     return default

@@ -20,7 +20,6 @@ from llmpulse.timing import CHARS_PER_TOKEN
 INFERENCE_PROMPT = "ping"
 STREAM_PROMPT = "Count from 1 to 50, separated by spaces. Reply with the numbers only."
 EMBEDDINGS_TEXT = "A short sentence for llmpulse to embed: the quick brown fox jumps over the dog."
-LONG_CONTEXT_TOKENS = 10_000  # a bare long_context check: the middle of the usual 1k/10k/100k
 LONG_CONTEXT_MAX_TOKENS = 16  # output budget: TTFT needs one token, not an essay
 MAX_SYNTHETIC_TOKENS = 2_000_000  # past the largest context windows; ~8 MB of text
 

@@ -32,7 +32,6 @@ from llmpulse.probe.prompts import (
     EMBEDDINGS_TEXT,
     INFERENCE_PROMPT,
     LONG_CONTEXT_MAX_TOKENS,
-    LONG_CONTEXT_TOKENS,
     STREAM_PROMPT,
     estimate_tokens,
     synthetic_prompt,
@@ -52,7 +51,7 @@ from llmpulse.ratelimit import parse_ratelimit, parse_retry_after
 from llmpulse.result import CheckKind, CheckResult, Usage
 from llmpulse.secrets import NO_SECRETS, PRE_CLIP_CHARS, Redactor
 from llmpulse.sse import SSEError
-from llmpulse.target import Probe, Target
+from llmpulse.target import LONG_CONTEXT_TOKENS, Probe, Target
 from llmpulse.timing import CHARS_PER_TOKEN, Stopwatch
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from llmpulse.errors import classify
+from llmpulse.presets import RESPONSES_MIN_OUTPUT_TOKENS
 from llmpulse.providers import openai_responses
 from llmpulse.providers.base import (
     Completion,
@@ -145,7 +146,7 @@ class OpenAIProtocol(Protocol):
         body: dict[str, Any] = {
             "model": target.model,
             "input": [dict(m) for m in messages],
-            "max_output_tokens": max(max_tokens, openai_responses.MIN_MAX_OUTPUT_TOKENS),
+            "max_output_tokens": max(max_tokens, RESPONSES_MIN_OUTPUT_TOKENS),
             **params,
             "stream": stream,
         }

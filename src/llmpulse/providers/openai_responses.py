@@ -30,7 +30,6 @@ from llmpulse.sse import SSEEvent
 # The stream's end: the Response in its final state (``response.incomplete``: cut short, by the
 # token budget or a content filter; ``response.failed``: an error, in ``response.error``).
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
-MIN_MAX_OUTPUT_TOKENS = 16  # the API refuses a smaller ``max_output_tokens``
 _FILTER_REASON = "content_filter"
 
 
@@ -47,12 +46,12 @@ class ResponsesStreamParser(StreamParser):
             return StreamUpdate(error=_error_event(data))
         if kind == "response.output_text.delta":
             text = get_str(data, "delta") or ""
-            c.text_chars += len(text)
+            c.add_text(text)  # kept: a probe's expectations read it
             return StreamUpdate(text=text)
         if kind == "response.refusal.delta":
             text = get_str(data, "delta") or ""
             c.refused = c.refused or bool(text)
-            c.text_chars += len(text)
+            c.add_text(text)
             return StreamUpdate(text=text)
         if kind == "response.function_call_arguments.delta":
             return StreamUpdate(tool_chars=len(get_str(data, "delta") or ""))
@@ -60,7 +59,10 @@ class ResponsesStreamParser(StreamParser):
             kind == "response.output_item.added"
             and get_str(data, "item", "type") == "function_call"
         ):
-            return StreamUpdate(tool_chars=len(get_str(data, "item", "name") or ""))
+            # The call's name comes whole in the item it opens; its arguments follow in deltas.
+            name = get_str(data, "item", "name")
+            c.add_tool_call(name)
+            return StreamUpdate(tool_chars=len(name or ""))
         response = data.get("response")
         if isinstance(response, dict):
             # created / in_progress say the id and model; the terminal events say everything.
@@ -74,7 +76,8 @@ class ResponsesStreamParser(StreamParser):
 
 
 def parse_response(body: Any) -> Completion:
-    """A non-streamed Response: its output items hold the answer."""
+    """A non-streamed Response: its output items hold the answer (message content parts) and
+    the tools called (``function_call`` items)."""
     if not isinstance(body, dict) or get_str(body, "object") not in (None, "response"):
         raise ProtocolError("response is not a Response object")
     output = body.get("output")
@@ -83,15 +86,17 @@ def parse_response(body: Any) -> Completion:
     c = Completion()
     _merge_response(c, body)
     for item in output:
+        if get_str(item, "type") == "function_call":
+            c.add_tool_call(get_str(item, "name"))
         content = item.get("content") if isinstance(item, dict) else None
         for part in content if isinstance(content, list) else []:
             if not isinstance(part, dict):
                 continue
             if part.get("type") == "output_text":
-                c.text_chars += len(get_str(part, "text") or "")
+                c.add_text(get_str(part, "text") or "")
             elif part.get("type") == "refusal":
                 c.refused = True
-                c.text_chars += len(get_str(part, "refusal") or "")
+                c.add_text(get_str(part, "refusal") or "")
     return c
 
 

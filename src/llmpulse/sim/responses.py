@@ -10,13 +10,10 @@ from typing import Any
 from llmpulse.sim import openai
 from llmpulse.sim.common import (
     MARK,
-    TOKENS_JSON,
     Plan,
     dumps,
     new_id,
     template,
-    text_of,
-    token_index,
 )
 
 STREAM_CONTENT_TYPE = openai.STREAM_CONTENT_TYPE
@@ -108,7 +105,7 @@ def _answer_item(p: Plan, ids: _Ids, done: bool) -> dict[str, Any]:
 
 
 def _part(p: Plan, text: str | None = None) -> dict[str, Any]:
-    text = text_of(p.text_tokens) if text is None else text
+    text = p.text() if text is None else text
     if p.refusal:
         return {"type": "refusal", "refusal": text}
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
@@ -160,6 +157,7 @@ class Stream:
         self.p = p
         self.ids = _Ids()
         self.seq = 0
+        self.opened = False  # whether the answer's item was announced (``_opening``)
         self.index = 1 if p.reasoning_tokens else 0  # the answer's output_index
         if p.tool is not None:
             kind = "response.function_call_arguments.delta"
@@ -193,8 +191,17 @@ class Stream:
             out += self._event(
                 {"type": "response.output_item.done", "output_index": 0, "item": item}
             )
+        return out.encode()
+
+    def _opening(self) -> str:
+        """The answer's item, opened as the model starts it: with its first output, not at the
+        200 (a function call's item carries its name, output a client sees at that moment)."""
+        if self.opened:
+            return ""
+        self.opened = True
+        p, ids = self.p, self.ids
         item = _answer_item(p, ids, done=False)
-        out += self._event(
+        out = self._event(
             {"type": "response.output_item.added", "output_index": self.index, "item": item}
         )
         if p.tool is None:
@@ -207,17 +214,18 @@ class Stream:
                     "part": _part(p, ""),
                 }
             )
-        return out.encode()
+        return out
 
     def token(self, i: int, last: bool) -> bytes:
-        piece = dumps(self.p.tool_args[i]) if self.p.tool else TOKENS_JSON[token_index(i)]
+        piece = dumps(self.p.tool_args[i]) if self.p.tool else self.p.piece_json(i)
+        opening = self._opening()
         seq = self.seq
         self.seq += 1
-        return f"{self.pre}{piece}{self.suf}{seq}}}\n\n".encode()
+        return f"{opening}{self.pre}{piece}{self.suf}{seq}}}\n\n".encode()
 
     def tail(self, done: bool) -> bytes:
         p, ids = self.p, self.ids
-        out = ""
+        out = self._opening()
         if p.tool is not None:
             out += self._event(
                 {
@@ -228,7 +236,7 @@ class Stream:
                 }
             )
         else:
-            text = text_of(p.text_tokens)
+            text = p.text()
             kind = "response.refusal.done" if p.refusal else "response.output_text.done"
             field = "refusal" if p.refusal else "text"
             common = {"item_id": ids.message, "output_index": self.index, "content_index": 0}
