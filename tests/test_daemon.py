@@ -328,6 +328,9 @@ async def test_a_429_storm_is_not_an_outage(sim, receiver, tmp_path):
     assert receiver.received == []  # 429s are the caller's limit: no page, no outage
 
 
+PASTED = "sk-proj-" + "Q7x" * 16  # key-shaped: the redactor knows it by its form
+
+
 async def test_official_status_change_is_alerted_and_carried(sim, receiver, tmp_path):
     page = {"indicator": "none", "description": "All Systems Operational"}
 
@@ -354,7 +357,8 @@ async def test_official_status_change_is_alerted_and_carried(sim, receiver, tmp_
         )  # fmt: skip
         async with running(config, tmp_path / "r.db"):
             await asyncio.sleep(1.5)
-            page.update(indicator="major", description="Partial System Outage")
+            # The page's words are outside text: a key pasted into them reaches nobody.
+            page.update(indicator="major", description=f"Partial System Outage {PASTED}")
             await wait_for(lambda: receiver.events("official_status"))
             patch(sim, model, errors={"503": 1.0})  # our own measurement agrees
             await wait_for(lambda: receiver.events("consecutive_unavailable"))
@@ -367,6 +371,7 @@ async def test_official_status_change_is_alerted_and_carried(sim, receiver, tmp_
     assert (
         official[0]["severity"] == "critical" and "Partial System Outage" in official[0]["summary"]
     )
+    assert PASTED not in json.dumps(receiver.received) and "[redacted]" in official[0]["summary"]
     outage = next(r for r in receiver.received if r["rule"] == "consecutive_unavailable")
     assert outage["official_status"] == "major"  # the provider's own word, beside ours
 

@@ -582,8 +582,10 @@ class Daemon:
         while True:
             _, new = await changes.get()
             if self.alerting is not None:
+                # The page's own words are outside text: they reach notifications redacted.
+                description = self.config.redactor.clipped(new.description)
                 with _logged("official status change"):
-                    self.alerting.observe_official(new.provider, new.indicator, new.description)
+                    self.alerting.observe_official(new.provider, new.indicator, description)
 
     async def _record_official(self) -> None:
         """Store the incidents the status pages post, as the poller saw them open, for the
