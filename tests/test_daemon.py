@@ -647,6 +647,8 @@ def test_a_daemon_not_leading_learns_each_targets_newest_successful_traffic_from
             traffic("a", 3), traffic("a", 2),  # all successes: the newest is when
             traffic("b", 3), traffic("b", 2, ok=False),  # a failure after: since the range began
             probe, traffic("c", 20),  # a probe is no traffic; c is older than the range
+            # a's client asking another model under a's name: it says nothing of a's model
+            dataclasses.replace(traffic("a", 1), model="another-model"),
         ])  # fmt: skip
         seen = daemon.recent_traffic(now - 10, now)
     finally:

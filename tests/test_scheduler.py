@@ -401,6 +401,31 @@ async def test_failed_or_other_targets_traffic_does_not_skip_a_probe():
     assert scheduler.checked_by_traffic("quiet") == {}
 
 
+async def test_traffic_of_another_model_under_the_target_name_does_not_skip_a_probe():
+    # instrument(client, target="prod") names every call of the client "prod", whatever model
+    # it asks: gpt-4o-mini answering says nothing of the target's own model.
+    (t,) = targets(("prod", "vllm", "200ms", ["inference", "stream"]))
+    calls: list[str] = []
+
+    async def check(target, probe):
+        calls.append(check_name(probe))
+        return await run_one(target, probe)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]))
+    other = dataclasses.replace(
+        result(t, CheckKind.INFERENCE, source=Source.TRAFFIC), model="another-model"
+    )
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(scheduler.run(stop, drain_timeout=5))
+    for _ in range(5):
+        scheduler.note(dataclasses.replace(other, timestamp=datetime.now(UTC)))
+        await asyncio.sleep(0.1)
+    stop.set()
+    await task
+    assert calls.count("inference") >= 2 and calls.count("stream") >= 2
+    assert scheduler.checked_by_traffic("prod") == {}
+
+
 async def test_stretched_intervals_take_effect_from_the_next_turn_never_below_the_configured():
     (t,) = targets(("paid", "vllm", "200ms", ["models", "inference"]))
     calls: list[tuple[float, str]] = []

@@ -481,18 +481,24 @@ class Daemon:
             since = now
 
     def recent_traffic(self, since: float, now: float) -> dict[str, float]:
-        """When each target's successful traffic stored since ``since`` surely was: grouped in
-        the database, one row per target however busy the gateway is."""
-        found = self.store.summarize_raw(
-            since, now + 1, group_by="target", where=ResultFilter(source=Source.TRAFFIC.value)
-        )
-        # The newest result is a success only if all were; else the range's start is when one
-        # surely was.
-        return {
-            name: (s.last_ts if s.ok == s.total and s.last_ts else since)
-            for name, s in found.items()
-            if s.ok
-        }
+        """When each target's successful traffic of its own model (``Scheduler.note``) stored
+        since ``since`` surely was: grouped in the database, one row per target and model
+        however busy the gateway is."""
+        seen: dict[str, float] = {}
+        targets = {t.name: t for t in self.config.targets}
+        models = {m for t in targets.values() for m in (t.model, t.deployment) if m}
+        for model in sorted(models):
+            where = ResultFilter(source=Source.TRAFFIC.value, model=model)
+            found = self.store.summarize_raw(since, now + 1, group_by="target", where=where)
+            for name, s in found.items():
+                target = targets.get(name)
+                if not s.ok or target is None or model not in (target.model, target.deployment):
+                    continue
+                # The newest result is a success only if all were; else the range's start is
+                # when one surely was.
+                at = s.last_ts if s.ok == s.total and s.last_ts else since
+                seen[name] = max(at, seen.get(name, at))
+        return seen
 
     async def _probe_budget(self, scheduler: Scheduler) -> None:
         while self.config.monitor.probe_budget_usd is not None:

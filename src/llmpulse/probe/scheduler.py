@@ -31,7 +31,7 @@ cool-down. Sibling checks are extras: a cooling target gets none, and a target g
 where it has that built-in check, else its first check).
 
 Real traffic is evidence. When successful traffic (the gateway's, ``instrument()``'s) of a
-target was answered within its interval, a turn of its built-in inference or stream check (a
+target's model was answered within its interval, a turn of its built-in inference or stream check (a
 regular one, or one deferred by a cool-down) is skipped, since the traffic showed what it would
 (``note``, ``traffic_seen``); the models list and the custom probes still run, as they assert
 what traffic does not. Retries and sibling checks of a suspected outage always run. Each skip is
@@ -215,10 +215,14 @@ class Scheduler:
         """Learn from a result of one of these targets measured elsewhere (another agent's
         probe, a gateway's traffic): a cool-down, its target not probed until it ends; and
         successful traffic, which stands in for the target's inference and stream checks."""
-        if result.target not in self._by_name:
+        target = self._by_name.get(result.target)
+        if target is None:
             return
         self.cooldowns.note(result)
-        if result.source is Source.TRAFFIC and result.ok:
+        # Only traffic of the model probed: a client labelling all its calls with one target
+        # name (instrument(target=...)) shows nothing of the target's model by another one's.
+        model = result.model in (target.model, target.deployment)
+        if result.source is Source.TRAFFIC and result.ok and model:
             answered = result.timestamp.timestamp() + (result.latency_ms or 0.0) / 1000.0
             self.traffic_seen(result.target, answered)
 

@@ -72,6 +72,7 @@ class ResultFilter:
     region: str | None = None
     source: str | None = None
     error_class: str | None = None
+    model: str | None = None  # the model asked for (``CheckResult.model``)
 
 
 ALL_RESULTS = ResultFilter()

@@ -1014,6 +1014,7 @@ def _where(
         (_REGION, where.region),
         ("source", where.source),
         ("error_class", where.error_class),
+        ("model", where.model),
     ):
         if value is not None:
             conds.append(f"{column} = ?")
