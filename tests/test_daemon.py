@@ -651,6 +651,11 @@ def test_a_daemon_not_leading_learns_each_targets_newest_successful_traffic_from
             dataclasses.replace(traffic("a", 1), model="another-model"),
         ])  # fmt: skip
         seen = daemon.recent_traffic(now - 10, now)
+        # An agent of a region: the gateway's traffic (no region) is not its region's view.
+        daemon.region = "eu-west"
+        assert daemon.recent_traffic(now - 10, now) == {}
+        daemon.store.write_results([dataclasses.replace(traffic("a", 1), region="eu-west")])
+        assert daemon.recent_traffic(now - 10, now) == {"a": pytest.approx(now - 1, abs=0.01)}
     finally:
         daemon.store.close()
         daemon.state.close()

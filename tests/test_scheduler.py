@@ -426,6 +426,34 @@ async def test_traffic_of_another_model_under_the_target_name_does_not_skip_a_pr
     assert scheduler.checked_by_traffic("prod") == {}
 
 
+async def test_an_agents_probes_are_not_skipped_for_traffic_from_elsewhere():
+    # llmpulse agent --region eu-west: its probes are that region's view (and its part of a
+    # min_regions quorum); the gateway's traffic carries no region, another agent's its own.
+    (t,) = targets(("shared", "vllm", "200ms", ["inference", "stream"]))
+    calls: list[str] = []
+
+    async def check(target, probe):
+        calls.append(check_name(probe))
+        return await run_one(target, probe)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]), region="eu-west")
+    traffic = result(t, CheckKind.INFERENCE, source=Source.TRAFFIC)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(scheduler.run(stop, drain_timeout=5))
+    for _ in range(5):
+        now = datetime.now(UTC)
+        scheduler.note(dataclasses.replace(traffic, timestamp=now))  # a gateway's
+        scheduler.note(dataclasses.replace(traffic, timestamp=now, region="us-east"))
+        await asyncio.sleep(0.1)
+    assert scheduler.checked_by_traffic("shared") == {}
+    scheduler.note(dataclasses.replace(traffic, timestamp=datetime.now(UTC), region="eu-west"))
+    await asyncio.sleep(0.25)
+    stop.set()
+    await task
+    assert calls.count("inference") >= 2 and calls.count("stream") >= 2
+    assert set(scheduler.checked_by_traffic("shared")) == {"inference", "stream"}
+
+
 async def test_stretched_intervals_take_effect_from_the_next_turn_never_below_the_configured():
     (t,) = targets(("paid", "vllm", "200ms", ["models", "inference"]))
     calls: list[tuple[float, str]] = []

@@ -298,6 +298,7 @@ class Daemon:
                 concurrency=self.config.monitor.concurrency,
                 retry_interval=self.config.monitor.retry_interval,
                 confirmations=self.config.monitor.confirmations,
+                region=self.region,
             )
             self.scheduler = scheduler
             if self.config.monitor.probe_budget_usd is not None:
@@ -481,14 +482,15 @@ class Daemon:
             since = now
 
     def recent_traffic(self, since: float, now: float) -> dict[str, float]:
-        """When each target's successful traffic of its own model (``Scheduler.note``) stored
-        since ``since`` surely was: grouped in the database, one row per target and model
-        however busy the gateway is."""
+        """When each target's successful traffic of its own model from this daemon's region
+        (``Scheduler.note``) stored since ``since`` surely was: grouped in the database, one
+        row per target and model however busy the gateway is."""
         seen: dict[str, float] = {}
         targets = {t.name: t for t in self.config.targets}
         models = {m for t in targets.values() for m in (t.model, t.deployment) if m}
         for model in sorted(models):
-            where = ResultFilter(source=Source.TRAFFIC.value, model=model)
+            # Traffic from this daemon's region only (Scheduler.note): "" is none.
+            where = ResultFilter(source=Source.TRAFFIC.value, model=model, region=self.region or "")
             found = self.store.summarize_raw(since, now + 1, group_by="target", where=where)
             for name, s in found.items():
                 target = targets.get(name)

@@ -31,7 +31,8 @@ cool-down. Sibling checks are extras: a cooling target gets none, and a target g
 where it has that built-in check, else its first check).
 
 Real traffic is evidence. When successful traffic (the gateway's, ``instrument()``'s) of a
-target's model was answered within its interval, a turn of its built-in inference or stream check (a
+target's model, from the probes' region (``region``; traffic has none: so only a daemon without
+one), was answered within its interval, a turn of its built-in inference or stream check (a
 regular one, or one deferred by a cool-down) is skipped, since the traffic showed what it would
 (``note``, ``traffic_seen``); the models list and the custom probes still run, as they assert
 what traffic does not. Retries and sibling checks of a suspected outage always run. Each skip is
@@ -164,8 +165,11 @@ class Scheduler:
         rng: random.Random | None = None,
         cooldown: Cooldown | None = None,
         clock: Callable[[], float] = time.time,
+        region: str | None = None,
     ) -> None:
         self.targets = list(targets)
+        # Where these probes run from: only traffic from there stands in for them.
+        self.region = region
         self._check = check
         self._on_result = on_result
         self._cooldown = cooldown
@@ -221,8 +225,12 @@ class Scheduler:
         self.cooldowns.note(result)
         # Only traffic of the model probed: a client labelling all its calls with one target
         # name (instrument(target=...)) shows nothing of the target's model by another one's.
+        # And from the probes' region: an agent's probes are its region's view (and what makes
+        # a min_regions quorum), which no other region's traffic (nor a gateway's, which has
+        # none) can stand in for.
         model = result.model in (target.model, target.deployment)
-        if result.source is Source.TRAFFIC and result.ok and model:
+        here = result.region == self.region
+        if result.source is Source.TRAFFIC and result.ok and model and here:
             answered = result.timestamp.timestamp() + (result.latency_ms or 0.0) / 1000.0
             self.traffic_seen(result.target, answered)
 
