@@ -26,7 +26,7 @@ traffic every ``TRAFFIC_EVERY_S``.
 
 With ``monitor.probe_budget_usd`` the probes' intervals stretch to fit the month's budget
 (``probe.budget``): judged at start and every ``PROBE_BUDGET_EVERY_S`` against the month's probe
-spend so far, as stored.
+spend so far, as stored, each agent paying for probes taking an equal share of what is left.
 """
 
 from __future__ import annotations
@@ -186,6 +186,7 @@ class Daemon:
         # The month's probe spend as last read (its month's start, USD): kept while the
         # database is away.
         self._probe_spent = (0.0, 0.0)
+        self._probe_agents = 1  # how many share the budget, as last read
 
     def attach(
         self,
@@ -519,12 +520,28 @@ class Daemon:
                 self.store.costs, "provider", start, now, source=Source.PROBE.value
             )
             self._probe_spent = (start, sum(r.cost_usd for r in rows))
+            self._probe_agents = await asyncio.to_thread(self.paying_agents, now)
         spent = self._probe_spent[1] if self._probe_spent[0] == start else 0.0
-        fit = budget.fit(self.probes, budget.allowance(limit, spent, now))
+        # Every agent reads every agent's spend: each takes its share of what is left, or
+        # together they would spend it as many times as there are agents.
+        share = budget.allowance(limit, spent, now) / self._probe_agents
+        fit = budget.fit(self.probes, share)
         scheduler.stretch(fit.intervals)
         if fit.intervals != self._fitted:
-            log.warning("%s", budget.describe(fit, limit, spent, now))
+            log.warning("%s", budget.describe(fit, limit, spent, now, self._probe_agents))
             self._fitted = fit.intervals
+
+    def paying_agents(self, now: float) -> int:
+        """How many agents share the probe budget: those whose probes spent something in the
+        last ``budget.MAX_STRETCHED_S`` (a stretched probe runs at least that often), this one
+        included."""
+        found = self.store.summarize_raw(
+            now - budget.MAX_STRETCHED_S,
+            now + 1,
+            group_by="agent",
+            where=ResultFilter(source=Source.PROBE.value),
+        )
+        return len({name for name, s in found.items() if s.cost_usd > 0} | {self.agent})
 
     async def _maintenance(self) -> None:
         """The leader's rollups, baselines and pruning, apart from the ticker so they never
