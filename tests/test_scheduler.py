@@ -454,6 +454,31 @@ async def test_an_agents_probes_are_not_skipped_for_traffic_from_elsewhere():
     assert set(scheduler.checked_by_traffic("shared")) == {"inference", "stream"}
 
 
+async def test_an_interval_unstretched_comes_back_at_once_not_after_the_stretched_turn():
+    # A budget spent last month held the probes hourly; the new month's fit un-stretches them.
+    (t,) = targets(("paid", "vllm", "200ms", ["inference"]))
+    calls: list[float] = []
+    t0 = time.monotonic()
+
+    async def check(target, probe):
+        calls.append(time.monotonic() - t0)
+        return await run_one(target, probe)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]))
+    scheduler.stretch({("paid", "inference"): 3600.0})
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(scheduler.run(stop, drain_timeout=5))
+    await asyncio.sleep(0.3)
+    assert len(calls) == 1  # at 0 s, the next one an hour away
+    scheduler.stretch({})
+    await asyncio.sleep(0.5)
+    stop.set()
+    await task
+    # Overdue by the new interval: at once (0.3 s), then every 200 ms again.
+    assert calls[1] == pytest.approx(0.3, abs=0.05)
+    assert 3 <= len(calls) <= 5
+
+
 async def test_stretched_intervals_take_effect_from_the_next_turn_never_below_the_configured():
     (t,) = targets(("paid", "vllm", "200ms", ["models", "inference"]))
     calls: list[tuple[float, str]] = []

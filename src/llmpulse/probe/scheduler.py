@@ -40,7 +40,8 @@ kept (``checked_by_traffic``) for the dashboard; it writes no result, so availab
 only what was measured.
 
 Intervals may be stretched while running (``stretch``: the probe budget, ``probe.budget``),
-never below the configured ones.
+never below the configured ones; a turn set further away than a new, shorter interval is brought
+forward at once.
 """
 
 from __future__ import annotations
@@ -259,8 +260,21 @@ class Scheduler:
 
     def stretch(self, intervals: Mapping[tuple[str, str], float]) -> None:
         """Run these checks, by (target name, check name), this often (the others as
-        configured); each takes effect from its next turn."""
+        configured). A longer interval takes effect from the next turn; a shorter one at once:
+        a turn already set an hour away (a budget spent last month) comes when it now says."""
+        before = {due.seq: self.interval(self.targets[due.target], due.check) for due in self._heap}
         self._stretched = dict(intervals)
+        moved = False
+        for due in self._heap:
+            if due.why != "regular":
+                continue
+            shorter = before[due.seq] - self.interval(self.targets[due.target], due.check)
+            if shorter > 0:
+                due.at -= shorter  # its last turn plus the new interval; overdue: run now
+                moved = True
+        if moved:
+            heapq.heapify(self._heap)
+            self._wakeup.set()
 
     def wait(self, target: Target) -> float:
         """Seconds until ``target`` may be probed with a model call (0: now)."""
