@@ -479,6 +479,28 @@ async def test_an_interval_unstretched_comes_back_at_once_not_after_the_stretche
     assert 3 <= len(calls) <= 5
 
 
+async def test_a_retry_deferred_by_a_retry_after_runs_though_traffic_answered_before():
+    # Traffic succeeded a moment before the probe's 503 (Retry-After: 0.3 s): the suspected
+    # outage is re-checked when it asks, not skipped on the older success.
+    (t,) = targets(("flaky", "vllm", "2s", ["inference"]))
+    calls: list[float] = []
+    t0 = time.monotonic()
+    scheduler: Scheduler
+
+    async def check(target, probe):
+        calls.append(time.monotonic() - t0)
+        if len(calls) > 1:
+            return result(target, probe)
+        before = datetime.now(UTC) - timedelta(seconds=0.05)
+        traffic = result(target, probe, source=Source.TRAFFIC)
+        scheduler.note(dataclasses.replace(traffic, timestamp=before))
+        return result(target, probe, ErrorClass.UNAVAILABLE, retry_after_s=0.3)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]), retry_interval=0.1)
+    await run_for(scheduler, 0.6)
+    assert len(calls) == 2 and calls[1] == pytest.approx(0.3, abs=0.06)
+
+
 async def test_stretched_intervals_take_effect_from_the_next_turn_never_below_the_configured():
     (t,) = targets(("paid", "vllm", "200ms", ["models", "inference"]))
     calls: list[tuple[float, str]] = []

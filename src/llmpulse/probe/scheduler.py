@@ -35,8 +35,9 @@ target's model, from the probes' region (``region``; traffic has none: so only a
 one), was answered within its interval, a turn of its built-in inference or stream check (a
 regular one, or one deferred by a cool-down) is skipped, since the traffic showed what it would
 (``note``, ``traffic_seen``); the models list and the custom probes still run, as they assert
-what traffic does not. Retries and sibling checks of a suspected outage always run. Each skip is
-kept (``checked_by_traffic``) for the dashboard; it writes no result, so availability counts
+what traffic does not. Retries (a cool-down's deferred ones too) and sibling checks of a
+suspected outage always run, and so does every turn of a check until it stops failing. Each skip
+is kept (``checked_by_traffic``) for the dashboard; it writes no result, so availability counts
 only what was measured.
 
 Intervals may be stretched while running (``stretch``: the probe budget, ``probe.budget``),
@@ -332,7 +333,14 @@ class Scheduler:
             return  # a check of this kind ran since: this one is moot
         if key in self._running:
             return
-        if due.why in ("regular", "deferred") and self._by_traffic(target, due.check, interval):
+        # A check whose last run failed as an outage is re-checked, whatever traffic says: a
+        # retry deferred by a cool-down comes back as "deferred", and the failure is news
+        # traffic that answered before it cannot outweigh.
+        if (
+            due.why in ("regular", "deferred")
+            and key not in self._failures
+            and self._by_traffic(target, due.check, interval)
+        ):
             self._deferred.pop(key, None)
             return
         last = self._started.get(key, -math.inf)
