@@ -269,9 +269,13 @@ class Scheduler:
         for due in self._heap:
             if due.why != "regular":
                 continue
-            shorter = before[due.seq] - self.interval(self.targets[due.target], due.check)
-            if shorter > 0:
-                due.at -= shorter  # its last turn plus the new interval; overdue: run now
+            interval = self.interval(self.targets[due.target], due.check)
+            last = self._started.get((due.target, due.check))
+            # Its last run plus the new interval (overdue: at once); not run yet, its first
+            # turn as much nearer as the interval shrank.
+            at = last + interval if last is not None else due.at - before[due.seq] + interval
+            if at < due.at:
+                due.at = at
                 moved = True
         if moved:
             heapq.heapify(self._heap)
