@@ -66,7 +66,7 @@ from llmpulse.probe.official import (
     provider_scope,
     source_urls,
 )
-from llmpulse.probe.scheduler import Scheduler
+from llmpulse.probe.scheduler import Check, Scheduler, configured_interval
 from llmpulse.result import CheckResult, Source
 from llmpulse.store import ResultFilter, database_errors, local_path
 from llmpulse.store.writer import Trouble, open_recording
@@ -258,6 +258,13 @@ class Daemon:
     def probes(self) -> list[budget.PlannedProbe]:
         """The probes as scheduled, with their price per run: what the budget stretches."""
         return budget.scheduled(self.config.targets)
+
+    def check_interval(self, target: Target, check: Check) -> float:
+        """How often ``check`` of ``target`` runs now: as configured, or as the probe budget
+        stretched it."""
+        if self.scheduler is None:
+            return configured_interval(target, check)
+        return self.scheduler.interval(target, check)
 
     def checked_by_traffic(self, name: str) -> Mapping[str, float]:
         """When each check of target ``name`` was last skipped because traffic checked it."""
