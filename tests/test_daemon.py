@@ -26,7 +26,9 @@ from conftest import base_url, patch, serving, sim_model, spawn_llmpulse
 from llmpulse.config import parse_config
 from llmpulse.monitor import daemon as daemon_module
 from llmpulse.monitor.daemon import Daemon
-from llmpulse.result import CheckResult, Source
+from llmpulse.probe import budget
+from llmpulse.probe.scheduler import Scheduler
+from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.store import SQLiteStore
 from llmpulse.web.server import serve_beside
 from test_gateway_proxy import deployment
@@ -632,6 +634,48 @@ async def test_a_spent_probe_budget_stretches_the_model_calls_and_the_cost_page_
     assert probes["expected_usd_per_month"] == pytest.approx(2_880_000 * 149e-6)
 
 
+async def test_agents_spending_probes_share_the_budget_instead_of_each_spending_it_all(
+    sim, receiver, tmp_path
+):
+    # The probes at their configured interval spend 3/4 of the month's allowance: alone they
+    # fit, but two agents probing so would spend 1.5 times the budget.
+    prices = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+    allowance = budget.allowance(20.0, 0.0, time.time())
+    interval = round(149e-6 / (0.75 * allowance))  # inference and stream: 149 millionths a turn
+    target = {"provider": "openai", "model": "m", "name": "paid", "prices": prices,
+              "interval": f"{interval}s", "checks": ["inference", "stream"]}  # fmt: skip
+    config = make_config(sim, receiver, [target],
+                         monitor={**FAST["monitor"], "probe_budget_usd": 20})  # fmt: skip
+    daemon = Daemon(config, db_path=tmp_path / "r.db", agent="us-east-1")
+    scheduler = Scheduler(config.targets, lambda *_: None, lambda *_: None)  # never run
+    (paid,) = config.targets
+
+    def probe(agent, cost, ago):
+        return CheckResult(
+            target="paid", provider="openai", model="m", check="stream", ok=True, agent=agent,
+            timestamp=datetime.fromtimestamp(time.time() - ago, UTC), cost_usd=cost,
+        )  # fmt: skip
+
+    try:
+        daemon.store.write_results([probe("us-east-1", 1e-4, 60), probe("listing", 0.0, 60),
+                                    probe("gone", 1e-4, 4000)])  # fmt: skip
+        await daemon._fit_budget(scheduler)
+        assert scheduler.interval(paid, CheckKind.INFERENCE) == interval  # alone, it fits
+        daemon.store.write_results([probe("eu-west-1", 1e-4, 600)])
+        await daemon._fit_budget(scheduler)
+    finally:
+        daemon.store.close()
+        daemon.state.close()
+        daemon.outbox.close()
+    # Half the allowance each: both checks at the interval that spends it.
+    assert scheduler.interval(paid, CheckKind.INFERENCE) == pytest.approx(
+        149e-6 / (allowance / 2), rel=0.01
+    )
+    assert scheduler.interval(paid, CheckKind.STREAM) == scheduler.interval(
+        paid, CheckKind.INFERENCE
+    )
+
+
 def test_a_daemon_not_leading_learns_each_targets_newest_successful_traffic_from_the_store(
     sim, receiver, tmp_path
 ):
@@ -652,8 +696,15 @@ def test_a_daemon_not_leading_learns_each_targets_newest_successful_traffic_from
             traffic("a", 3), traffic("a", 2),  # all successes: the newest is when
             traffic("b", 3), traffic("b", 2, ok=False),  # a failure after: since the range began
             probe, traffic("c", 20),  # a probe is no traffic; c is older than the range
+            # a's client asking another model under a's name: it says nothing of a's model
+            dataclasses.replace(traffic("a", 1), model="another-model"),
         ])  # fmt: skip
         seen = daemon.recent_traffic(now - 10, now)
+        # An agent of a region: the gateway's traffic (no region) is not its region's view.
+        daemon.region = "eu-west"
+        assert daemon.recent_traffic(now - 10, now) == {}
+        daemon.store.write_results([dataclasses.replace(traffic("a", 1), region="eu-west")])
+        assert daemon.recent_traffic(now - 10, now) == {"a": pytest.approx(now - 1, abs=0.01)}
     finally:
         daemon.store.close()
         daemon.state.close()

@@ -112,6 +112,8 @@ def test_the_log_line_names_what_was_stretched():
     assert budget.describe(budget.fit(PROBES, 1.0), 20.0, 6.0, now).endswith(
         "no interval stretched"
     )
+    shared = budget.describe(budget.fit(PROBES, 1.0), 20.0, 6.0, now, agents=3)
+    assert "$14.00 left for 14.0 days, shared by 3 agents; the probes would" in shared
 
 
 def test_long_context_probes_cost_per_day_is_told():

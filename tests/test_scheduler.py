@@ -401,6 +401,106 @@ async def test_failed_or_other_targets_traffic_does_not_skip_a_probe():
     assert scheduler.checked_by_traffic("quiet") == {}
 
 
+async def test_traffic_of_another_model_under_the_target_name_does_not_skip_a_probe():
+    # instrument(client, target="prod") names every call of the client "prod", whatever model
+    # it asks: gpt-4o-mini answering says nothing of the target's own model.
+    (t,) = targets(("prod", "vllm", "200ms", ["inference", "stream"]))
+    calls: list[str] = []
+
+    async def check(target, probe):
+        calls.append(check_name(probe))
+        return await run_one(target, probe)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]))
+    other = dataclasses.replace(
+        result(t, CheckKind.INFERENCE, source=Source.TRAFFIC), model="another-model"
+    )
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(scheduler.run(stop, drain_timeout=5))
+    for _ in range(5):
+        scheduler.note(dataclasses.replace(other, timestamp=datetime.now(UTC)))
+        await asyncio.sleep(0.1)
+    stop.set()
+    await task
+    assert calls.count("inference") >= 2 and calls.count("stream") >= 2
+    assert scheduler.checked_by_traffic("prod") == {}
+
+
+async def test_an_agents_probes_are_not_skipped_for_traffic_from_elsewhere():
+    # llmpulse agent --region eu-west: its probes are that region's view (and its part of a
+    # min_regions quorum); the gateway's traffic carries no region, another agent's its own.
+    (t,) = targets(("shared", "vllm", "200ms", ["inference", "stream"]))
+    calls: list[str] = []
+
+    async def check(target, probe):
+        calls.append(check_name(probe))
+        return await run_one(target, probe)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]), region="eu-west")
+    traffic = result(t, CheckKind.INFERENCE, source=Source.TRAFFIC)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(scheduler.run(stop, drain_timeout=5))
+    for _ in range(5):
+        now = datetime.now(UTC)
+        scheduler.note(dataclasses.replace(traffic, timestamp=now))  # a gateway's
+        scheduler.note(dataclasses.replace(traffic, timestamp=now, region="us-east"))
+        await asyncio.sleep(0.1)
+    assert scheduler.checked_by_traffic("shared") == {}
+    scheduler.note(dataclasses.replace(traffic, timestamp=datetime.now(UTC), region="eu-west"))
+    await asyncio.sleep(0.25)
+    stop.set()
+    await task
+    assert calls.count("inference") >= 2 and calls.count("stream") >= 2
+    assert set(scheduler.checked_by_traffic("shared")) == {"inference", "stream"}
+
+
+async def test_an_interval_unstretched_comes_back_at_once_not_after_the_stretched_turn():
+    # A budget spent last month held the probes hourly; the new month's fit un-stretches them.
+    (t,) = targets(("paid", "vllm", "200ms", ["inference"]))
+    calls: list[float] = []
+    t0 = time.monotonic()
+
+    async def check(target, probe):
+        calls.append(time.monotonic() - t0)
+        return await run_one(target, probe)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]))
+    scheduler.stretch({("paid", "inference"): 3600.0})
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(scheduler.run(stop, drain_timeout=5))
+    await asyncio.sleep(0.3)
+    assert len(calls) == 1  # at 0 s, the next one an hour away
+    scheduler.stretch({})
+    await asyncio.sleep(0.5)
+    stop.set()
+    await task
+    # Overdue by the new interval: at once (0.3 s), then every 200 ms again.
+    assert calls[1] == pytest.approx(0.3, abs=0.05)
+    assert 3 <= len(calls) <= 5
+
+
+async def test_a_retry_deferred_by_a_retry_after_runs_though_traffic_answered_before():
+    # Traffic succeeded a moment before the probe's 503 (Retry-After: 0.3 s): the suspected
+    # outage is re-checked when it asks, not skipped on the older success.
+    (t,) = targets(("flaky", "vllm", "2s", ["inference"]))
+    calls: list[float] = []
+    t0 = time.monotonic()
+    scheduler: Scheduler
+
+    async def check(target, probe):
+        calls.append(time.monotonic() - t0)
+        if len(calls) > 1:
+            return result(target, probe)
+        before = datetime.now(UTC) - timedelta(seconds=0.05)
+        traffic = result(target, probe, source=Source.TRAFFIC)
+        scheduler.note(dataclasses.replace(traffic, timestamp=before))
+        return result(target, probe, ErrorClass.UNAVAILABLE, retry_after_s=0.3)
+
+    scheduler = Scheduler([t], check, lambda *_: None, rng=Offsets([0.0]), retry_interval=0.1)
+    await run_for(scheduler, 0.6)
+    assert len(calls) == 2 and calls[1] == pytest.approx(0.3, abs=0.06)
+
+
 async def test_stretched_intervals_take_effect_from_the_next_turn_never_below_the_configured():
     (t,) = targets(("paid", "vllm", "200ms", ["models", "inference"]))
     calls: list[tuple[float, str]] = []

@@ -18,6 +18,7 @@ import pytest
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore, state_paths
 from llmpulse.config import ConfigError, parse_config
+from llmpulse.probe.scheduler import configured_interval
 from llmpulse.result import CheckKind, CheckResult, Source, Usage
 from llmpulse.store import ResultFilter, SQLiteStore
 from llmpulse.web.view import View
@@ -917,3 +918,40 @@ def test_status_pages_confirmations_are_listed_per_provider_with_a_page(
     assert providers["openai"]["confirmation"] == confirmations["openai"]
     assert providers["groq"]["confirmation"] is None
     assert get(client, "/api/v1/statuspage")["confirmations"] == summary["confirmations"]
+
+
+def test_a_target_is_stale_only_after_its_most_frequent_check_was_due_three_times(
+    tmp_path: Path,
+) -> None:
+    # "probed": only a custom probe, every 5 min (the target's own 30 s runs nothing);
+    # "paid": inference every 30 s, stretched to hourly by the probe budget of the daemon.
+    raw = [
+        {"name": n, "provider": "openai", "model": "m", "base_url": "http://127.0.0.1:1/v1", "api_key": "${K}",
+         "interval": "30s", **extra}
+        for n, extra in (
+            ("probed", {"checks": [], "probes": [{"name": "city", "kind": "inference",
+                                                  "interval": "5m"}]}),
+            ("paid", {"checks": ["inference"]}),
+        )
+    ]  # fmt: skip
+    config = parse_config({"targets": raw}, env={"K": "k"})
+    now = time.time()
+    with SQLiteStore(tmp_path / "r.db") as store:
+        store.write_results([
+            CheckResult(target=n, provider="openai", model="m", check=c, kind=CheckKind.INFERENCE,
+                        ok=True, timestamp=datetime.fromtimestamp(now - 600, UTC))
+            for n, c in (("probed", "city"), ("paid", "inference"))
+        ])  # fmt: skip
+
+    def stretched(target: Any, check: Any) -> float:
+        return 3600.0 if target.name == "paid" else configured_interval(target, check)
+
+    alone = View.open(config, tmp_path / "r.db")
+    served = View.open(config, tmp_path / "r.db", check_interval=stretched)
+    try:
+        assert alone.statuses(now)["probed"].status == "up"  # 10 min < 3 × 5 min
+        assert alone.statuses(now)["paid"].status == "unknown"  # 10 min > 3 × 30 s
+        assert served.statuses(now)["paid"].status == "up"  # 10 min < 3 × 1 h
+    finally:
+        alone.close()
+        served.close()

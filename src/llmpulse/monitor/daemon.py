@@ -26,7 +26,7 @@ traffic every ``TRAFFIC_EVERY_S``.
 
 With ``monitor.probe_budget_usd`` the probes' intervals stretch to fit the month's budget
 (``probe.budget``): judged at start and every ``PROBE_BUDGET_EVERY_S`` against the month's probe
-spend so far, as stored.
+spend so far, as stored, each agent paying for probes taking an equal share of what is left.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from llmpulse.probe.official import (
     provider_scope,
     source_urls,
 )
-from llmpulse.probe.scheduler import Scheduler
+from llmpulse.probe.scheduler import Check, Scheduler, configured_interval
 from llmpulse.result import CheckResult, Source
 from llmpulse.store import ResultFilter, database_errors, local_path
 from llmpulse.store.writer import Trouble, open_recording
@@ -186,6 +186,7 @@ class Daemon:
         # The month's probe spend as last read (its month's start, USD): kept while the
         # database is away.
         self._probe_spent = (0.0, 0.0)
+        self._probe_agents = 1  # how many share the budget, as last read
 
     def attach(
         self,
@@ -258,6 +259,13 @@ class Daemon:
         """The probes as scheduled, with their price per run: what the budget stretches."""
         return budget.scheduled(self.config.targets)
 
+    def check_interval(self, target: Target, check: Check) -> float:
+        """How often ``check`` of ``target`` runs now: as configured, or as the probe budget
+        stretched it."""
+        if self.scheduler is None:
+            return configured_interval(target, check)
+        return self.scheduler.interval(target, check)
+
     def checked_by_traffic(self, name: str) -> Mapping[str, float]:
         """When each check of target ``name`` was last skipped because traffic checked it."""
         return self.scheduler.checked_by_traffic(name) if self.scheduler is not None else {}
@@ -298,6 +306,7 @@ class Daemon:
                 concurrency=self.config.monitor.concurrency,
                 retry_interval=self.config.monitor.retry_interval,
                 confirmations=self.config.monitor.confirmations,
+                region=self.region,
             )
             self.scheduler = scheduler
             if self.config.monitor.probe_budget_usd is not None:
@@ -481,18 +490,25 @@ class Daemon:
             since = now
 
     def recent_traffic(self, since: float, now: float) -> dict[str, float]:
-        """When each target's successful traffic stored since ``since`` surely was: grouped in
-        the database, one row per target however busy the gateway is."""
-        found = self.store.summarize_raw(
-            since, now + 1, group_by="target", where=ResultFilter(source=Source.TRAFFIC.value)
-        )
-        # The newest result is a success only if all were; else the range's start is when one
-        # surely was.
-        return {
-            name: (s.last_ts if s.ok == s.total and s.last_ts else since)
-            for name, s in found.items()
-            if s.ok
-        }
+        """When each target's successful traffic of its own model from this daemon's region
+        (``Scheduler.note``) stored since ``since`` surely was: grouped in the database, one
+        row per target and model however busy the gateway is."""
+        seen: dict[str, float] = {}
+        targets = {t.name: t for t in self.config.targets}
+        models = {m for t in targets.values() for m in (t.model, t.deployment) if m}
+        for model in sorted(models):
+            # Traffic from this daemon's region only (Scheduler.note): "" is none.
+            where = ResultFilter(source=Source.TRAFFIC.value, model=model, region=self.region or "")
+            found = self.store.summarize_raw(since, now + 1, group_by="target", where=where)
+            for name, s in found.items():
+                target = targets.get(name)
+                if not s.ok or target is None or model not in (target.model, target.deployment):
+                    continue
+                # The newest result is a success only if all were; else the range's start is
+                # when one surely was.
+                at = s.last_ts if s.ok == s.total and s.last_ts else since
+                seen[name] = max(at, seen.get(name, at))
+        return seen
 
     async def _probe_budget(self, scheduler: Scheduler) -> None:
         while self.config.monitor.probe_budget_usd is not None:
@@ -511,12 +527,28 @@ class Daemon:
                 self.store.costs, "provider", start, now, source=Source.PROBE.value
             )
             self._probe_spent = (start, sum(r.cost_usd for r in rows))
+            self._probe_agents = await asyncio.to_thread(self.paying_agents, now)
         spent = self._probe_spent[1] if self._probe_spent[0] == start else 0.0
-        fit = budget.fit(self.probes, budget.allowance(limit, spent, now))
+        # Every agent reads every agent's spend: each takes its share of what is left, or
+        # together they would spend it as many times as there are agents.
+        share = budget.allowance(limit, spent, now) / self._probe_agents
+        fit = budget.fit(self.probes, share)
         scheduler.stretch(fit.intervals)
         if fit.intervals != self._fitted:
-            log.warning("%s", budget.describe(fit, limit, spent, now))
+            log.warning("%s", budget.describe(fit, limit, spent, now, self._probe_agents))
             self._fitted = fit.intervals
+
+    def paying_agents(self, now: float) -> int:
+        """How many agents share the probe budget: those whose probes spent something in the
+        last ``budget.MAX_STRETCHED_S`` (a stretched probe runs at least that often), this one
+        included."""
+        found = self.store.summarize_raw(
+            now - budget.MAX_STRETCHED_S,
+            now + 1,
+            group_by="agent",
+            where=ResultFilter(source=Source.PROBE.value),
+        )
+        return len({name for name, s in found.items() if s.cost_usd > 0} | {self.agent})
 
     async def _maintenance(self) -> None:
         """The leader's rollups, baselines and pruning, apart from the ticker so they never

@@ -114,13 +114,15 @@ def fit(probes: Sequence[PlannedProbe], usd_per_s: float) -> Fit:
     return Fit(floor, intervals, rate, fitted)
 
 
-def describe(result: Fit, budget_usd: float, spent_usd: float, now: float) -> str:
-    """One line for the log: the budget, what is left, and what was stretched."""
+def describe(result: Fit, budget_usd: float, spent_usd: float, now: float, agents: int = 1) -> str:
+    """One line for the log: the budget, what is left (shared by ``agents``), and what was
+    stretched."""
     _, end = month_bounds(now)
+    shared = f", shared by {agents} agents" if agents > 1 else ""
     head = (
         f"probe budget ${budget_usd:.2f}/month: ${spent_usd:.2f} spent, "
-        f"${max(0.0, budget_usd - spent_usd):.2f} left for {(end - now) / DAY_S:.1f} days; "
-        f"the probes would spend ${result.usd_per_s * DAY_S:.2f}/day"
+        f"${max(0.0, budget_usd - spent_usd):.2f} left for {(end - now) / DAY_S:.1f} days"
+        f"{shared}; the probes would spend ${result.usd_per_s * DAY_S:.2f}/day"
     )
     if result.floor is None:
         return f"{head}: no interval stretched"

@@ -31,15 +31,18 @@ cool-down. Sibling checks are extras: a cooling target gets none, and a target g
 where it has that built-in check, else its first check).
 
 Real traffic is evidence. When successful traffic (the gateway's, ``instrument()``'s) of a
-target was answered within its interval, a turn of its built-in inference or stream check (a
+target's model, from the probes' region (``region``; traffic has none: so only a daemon without
+one), was answered within its interval, a turn of its built-in inference or stream check (a
 regular one, or one deferred by a cool-down) is skipped, since the traffic showed what it would
 (``note``, ``traffic_seen``); the models list and the custom probes still run, as they assert
-what traffic does not. Retries and sibling checks of a suspected outage always run. Each skip is
-kept (``checked_by_traffic``) for the dashboard; it writes no result, so availability counts
+what traffic does not. Retries (a cool-down's deferred ones too) and sibling checks of a
+suspected outage always run, and so does every turn of a check until it stops failing. Each skip
+is kept (``checked_by_traffic``) for the dashboard; it writes no result, so availability counts
 only what was measured.
 
 Intervals may be stretched while running (``stretch``: the probe budget, ``probe.budget``),
-never below the configured ones.
+never below the configured ones; a turn set further away than a new, shorter interval is brought
+forward at once.
 """
 
 from __future__ import annotations
@@ -164,8 +167,11 @@ class Scheduler:
         rng: random.Random | None = None,
         cooldown: Cooldown | None = None,
         clock: Callable[[], float] = time.time,
+        region: str | None = None,
     ) -> None:
         self.targets = list(targets)
+        # Where these probes run from: only traffic from there stands in for them.
+        self.region = region
         self._check = check
         self._on_result = on_result
         self._cooldown = cooldown
@@ -215,10 +221,18 @@ class Scheduler:
         """Learn from a result of one of these targets measured elsewhere (another agent's
         probe, a gateway's traffic): a cool-down, its target not probed until it ends; and
         successful traffic, which stands in for the target's inference and stream checks."""
-        if result.target not in self._by_name:
+        target = self._by_name.get(result.target)
+        if target is None:
             return
         self.cooldowns.note(result)
-        if result.source is Source.TRAFFIC and result.ok:
+        # Only traffic of the model probed: a client labelling all its calls with one target
+        # name (instrument(target=...)) shows nothing of the target's model by another one's.
+        # And from the probes' region: an agent's probes are its region's view (and what makes
+        # a min_regions quorum), which no other region's traffic (nor a gateway's, which has
+        # none) can stand in for.
+        model = result.model in (target.model, target.deployment)
+        here = result.region == self.region
+        if result.source is Source.TRAFFIC and result.ok and model and here:
             answered = result.timestamp.timestamp() + (result.latency_ms or 0.0) / 1000.0
             self.traffic_seen(result.target, answered)
 
@@ -247,8 +261,25 @@ class Scheduler:
 
     def stretch(self, intervals: Mapping[tuple[str, str], float]) -> None:
         """Run these checks, by (target name, check name), this often (the others as
-        configured); each takes effect from its next turn."""
+        configured). A longer interval takes effect from the next turn; a shorter one at once:
+        a turn already set an hour away (a budget spent last month) comes when it now says."""
+        before = {due.seq: self.interval(self.targets[due.target], due.check) for due in self._heap}
         self._stretched = dict(intervals)
+        moved = False
+        for due in self._heap:
+            if due.why != "regular":
+                continue
+            interval = self.interval(self.targets[due.target], due.check)
+            last = self._started.get((due.target, due.check))
+            # Its last run plus the new interval (overdue: at once); not run yet, its first
+            # turn as much nearer as the interval shrank.
+            at = last + interval if last is not None else due.at - before[due.seq] + interval
+            if at < due.at:
+                due.at = at
+                moved = True
+        if moved:
+            heapq.heapify(self._heap)
+            self._wakeup.set()
 
     def wait(self, target: Target) -> float:
         """Seconds until ``target`` may be probed with a model call (0: now)."""
@@ -306,7 +337,14 @@ class Scheduler:
             return  # a check of this kind ran since: this one is moot
         if key in self._running:
             return
-        if due.why in ("regular", "deferred") and self._by_traffic(target, due.check, interval):
+        # A check whose last run failed as an outage is re-checked, whatever traffic says: a
+        # retry deferred by a cool-down comes back as "deferred", and the failure is news
+        # traffic that answered before it cannot outweigh.
+        if (
+            due.why in ("regular", "deferred")
+            and key not in self._failures
+            and self._by_traffic(target, due.check, interval)
+        ):
             self._deferred.pop(key, None)
             return
         last = self._started.get(key, -math.inf)

@@ -20,7 +20,7 @@ SPEND_TOP_N = 1000
 
 GroupBy = Literal["target", "provider", "bucket"] | None
 # Raw results also know who measured them and why: by region (agents) or source (probe/traffic).
-RawGroupBy = Literal["target", "provider", "region", "source"] | None
+RawGroupBy = Literal["target", "provider", "region", "source", "agent"] | None
 TotalsBy = Literal["target", "provider", "model"] | None
 # Who spent it: the gateway key, its team, the end user, each tag, or what was called; or
 # when (the UTC day, named YYYY-MM-DD).
@@ -72,6 +72,7 @@ class ResultFilter:
     region: str | None = None
     source: str | None = None
     error_class: str | None = None
+    model: str | None = None  # the model asked for (``CheckResult.model``)
 
 
 ALL_RESULTS = ResultFilter()
@@ -225,9 +226,9 @@ class Store(abc.ABC):
         group_by: RawGroupBy = None,
         where: ResultFilter = ALL_RESULTS,
     ) -> dict[str, dict[str, list[float]]]:
-        """The raw values of ``start_ts <= ts < end_ts`` per group (target, provider, region
-        (``""`` for results without one), source, or ``""`` for ``group_by=None``), each metric
-        (``rollup.METRICS``) sorted: exact quantiles."""
+        """The raw values of ``start_ts <= ts < end_ts`` per group (target, provider, region or
+        agent (``""`` for results without one), source, or ``""`` for ``group_by=None``), each
+        metric (``rollup.METRICS``) sorted: exact quantiles."""
         raise NotImplementedError
 
     def summarize_raw(

@@ -989,10 +989,12 @@ _REGION = "coalesce(region, '')"
 
 def _raw_group(group_by: RawGroupBy) -> str:
     """The SQL of a raw results group: a column name, spliced into SQL, so checked."""
-    if group_by not in (None, "target", "provider", "region", "source"):
+    if group_by not in (None, "target", "provider", "region", "source", "agent"):
         raise ValueError(f"cannot group by {group_by!r}")
     if group_by is None:
         return "''"
+    if group_by == "agent":
+        return "coalesce(agent, '')"
     return _REGION if group_by == "region" else group_by
 
 
@@ -1014,6 +1016,7 @@ def _where(
         (_REGION, where.region),
         ("source", where.source),
         ("error_class", where.error_class),
+        ("model", where.model),
     ):
         if value is not None:
             conds.append(f"{column} = ?")

@@ -36,7 +36,7 @@ from llmpulse.telemetry.prometheus import (
     TargetSnapshot,
 )
 from llmpulse.web.app import create_app
-from llmpulse.web.view import CARD_WINDOW, DAY, OfficialSource, TrafficSource, View
+from llmpulse.web.view import CARD_WINDOW, DAY, IntervalSource, OfficialSource, TrafficSource, View
 
 if TYPE_CHECKING:
     from llmpulse.monitor.daemon import Daemon
@@ -64,10 +64,11 @@ class WebServer:
         *,
         official: OfficialSource | None = None,
         checked_by_traffic: TrafficSource | None = None,
+        check_interval: IntervalSource | None = None,
         status_only: bool = False,
     ) -> None:
         web = config.web
-        self.view = View.open(config, storage, official, checked_by_traffic)
+        self.view = View.open(config, storage, official, checked_by_traffic, check_interval)
         self.spend_series = SpendSeries()
         self.exporter = MetricsExporter(snapshot=self.snapshot)
         self.urls: list[str] = []
@@ -185,6 +186,7 @@ def serve_beside(daemon: Daemon, *, status_only: bool = False) -> WebServer | No
         daemon.location,
         official=daemon.status.current,
         checked_by_traffic=daemon.checked_by_traffic,
+        check_interval=daemon.check_interval,
         status_only=status_only,
     )
     daemon.attach(sink=web.exporter.observe, service=web.serve)

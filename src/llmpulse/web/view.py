@@ -47,6 +47,7 @@ from llmpulse.probe.official import (
     provider_scope,
     scoped,
 )
+from llmpulse.probe.scheduler import Check, checks_of, configured_interval
 from llmpulse.result import CheckResult, Source
 from llmpulse.rules import OFFICIAL_STATUS_RULE, SLO_BURN_RULE
 from llmpulse.schedule import Schedule, ScheduleError, parse_cron, parse_timezone
@@ -76,6 +77,9 @@ NEXT_WINDOWS = 3  # of each silence, in the API's next_occurrences
 OfficialSource = Callable[[str], OfficialStatus | None]
 # When a target's checks were last skipped because traffic checked it, by check name.
 TrafficSource = Callable[[str], Mapping[str, float]]
+# How often a target's check runs now, as the daemon that probes has it (the probe budget may
+# stretch it).
+IntervalSource = Callable[[Target, Check], float]
 
 
 class NotFound(LookupError):
@@ -98,12 +102,14 @@ class View:
         alerts: AlertStateStore,
         official: OfficialSource | None = None,
         checked_by_traffic: TrafficSource | None = None,
+        check_interval: IntervalSource | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.alert_state = alerts
         self.official = official
         self.checked_by_traffic = checked_by_traffic
+        self.check_interval = check_interval or configured_interval
         # Without configured targets (a status host given only the database), those recorded.
         targets = config.targets or recorded_targets(store)
         self._targets = {t.name: t for t in targets}
@@ -119,12 +125,18 @@ class View:
         storage: str | Path,
         official: OfficialSource | None = None,
         checked_by_traffic: TrafficSource | None = None,
+        check_interval: IntervalSource | None = None,
     ) -> View:
         """Over the results at ``storage`` (a SQLite path or a database URL)."""
         return cls(
             config, open_store(storage), AlertStateStore.open(storage), official,
-            checked_by_traffic,
+            checked_by_traffic, check_interval,
         )  # fmt: skip
+
+    def checked_every(self, t: Target) -> float:
+        """How often a new result of ``t`` is due: its most frequent check's interval (a
+        custom probe's own, a stretched one's where the daemon that probes serves this)."""
+        return min((self.check_interval(t, c) for c in checks_of(t)), default=t.interval)
 
     def close(self) -> None:
         self.store.close()
@@ -286,7 +298,7 @@ class View:
         acks: Mapping[str, Acknowledgement],
         now: float,
     ) -> schemas.Card:
-        status = target_status(records, latest, t.interval, now)
+        status = target_status(records, latest, self.checked_every(t), now)
         agg = agg or queries.Aggregate()
         return schemas.Card(
             name=t.name,
@@ -340,7 +352,9 @@ class View:
         by_subject = self._records_by_subject(records)
         latest = self.store.latest_per_target()
         return {
-            t.name: target_status(by_subject.get(t.name, []), latest.get(t.name), t.interval, now)
+            t.name: target_status(
+                by_subject.get(t.name, []), latest.get(t.name), self.checked_every(t), now
+            )
             for t in self._targets.values()
         }
 
