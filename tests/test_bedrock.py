@@ -556,3 +556,14 @@ async def test_token_counts_from_the_bedrock_headers_when_the_body_has_none(
     assert (u.input_tokens, u.output_tokens, u.cached_tokens) == (112, 3, 100)
     assert not u.estimated and result.cost_usd is not None
     assert not any("estimated" in w for w in result.warnings)
+
+
+def test_token_count_headers_that_are_not_numbers_are_not_read() -> None:
+    """Header values come from whoever answered: "²" is a digit to str.isdigit, not to int."""
+    protocol = PROTOCOLS["bedrock"]
+    for value in ("²", "３", "-1", "1e3", "9" * 13):
+        headers = {"x-amzn-bedrock-input-token-count": value,
+                   "x-amzn-bedrock-output-token-count": value}  # fmt: skip
+        assert protocol.usage_from_headers(headers) is None
+    usage = protocol.usage_from_headers({"x-amzn-bedrock-output-token-count": "7"})
+    assert usage is not None and usage.output_tokens == 7

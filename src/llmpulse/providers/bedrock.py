@@ -264,7 +264,8 @@ _HEADER_COUNTS = ("input", "output", "cache-read-input", "cache-write-input")
 
 def _header_int(headers: Mapping[str, str], name: str) -> int | None:
     value = headers.get(name, "")
-    return int(value) if value.isdigit() and len(value) <= 12 else None
+    # ASCII digits only: str.isdigit also takes "²", which int() refuses.
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 12 else None
 
 
 def converse_messages(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
