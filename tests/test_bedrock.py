@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmpulse.config import ConfigError, parse_config
-from llmpulse.config.probes import canary_probe
+from llmpulse.config.probes import CONVERSE_FIELDS, canary_probe
 from llmpulse.errors import ErrorClass
 from llmpulse.probe.runner import run_checks
 from llmpulse.providers import PROTOCOLS
@@ -567,3 +567,15 @@ def test_token_count_headers_that_are_not_numbers_are_not_read() -> None:
         assert protocol.usage_from_headers(headers) is None
     usage = protocol.usage_from_headers({"x-amzn-bedrock-output-token-count": "7"})
     assert usage is not None and usage.output_tokens == 7
+
+
+def test_the_config_knows_every_field_of_converse() -> None:
+    """The probe params the config lets through are ConverseRequest's members, as botocore's
+    service model has them (modelId is the URL's)."""
+    for operation in ("Converse", "ConverseStream"):
+        shape = (
+            ServiceModel(Loader().load_service_model("bedrock-runtime", "service-2"))
+            .operation_model(operation)
+            .input_shape
+        )
+        assert set(shape.members) - {"modelId"} == CONVERSE_FIELDS

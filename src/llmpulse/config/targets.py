@@ -12,7 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from llmpulse import catalog
 from llmpulse.config.errors import ConfigError
-from llmpulse.config.probes import GEMINI_FORMAT, ProbeConfig, canary_probe, gemini_params_problem
+from llmpulse.config.probes import (
+    GEMINI_FORMAT,
+    ProbeConfig,
+    canary_probe,
+    converse_params_problem,
+    gemini_params_problem,
+)
 from llmpulse.durations import Duration
 from llmpulse.presets import (
     DISCOVERABLE,
@@ -303,11 +309,16 @@ def resolve_target(
 
 def _check_params(index: int, cfg: TargetConfig, protocol: str, where: str) -> None:
     """A probe's params in the body of the target's protocol: Gemini's settings go in
-    ``generationConfig``, where OpenAI's and Anthropic's are top-level."""
-    if protocol not in GEMINI_FORMAT:
+    ``generationConfig`` and Bedrock's in ``inferenceConfig``, where OpenAI's and Anthropic's
+    are top-level."""
+    if protocol in GEMINI_FORMAT:
+        check = gemini_params_problem
+    elif protocol == "bedrock":
+        check = converse_params_problem
+    else:
         return
     for i, probe in enumerate(cfg.probes):
-        problem = gemini_params_problem(probe.params)
+        problem = check(probe.params)
         if problem is not None:
             key, message = problem
             raise ConfigError(f"{where}targets[{index}].probes[{i}].params.{key}: {message}")
