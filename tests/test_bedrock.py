@@ -24,7 +24,7 @@ from llmpulse.config import ConfigError, parse_config
 from llmpulse.config.probes import CONVERSE_FIELDS, canary_probe
 from llmpulse.errors import ErrorClass
 from llmpulse.probe.runner import run_checks
-from llmpulse.providers import PROTOCOLS
+from llmpulse.providers import PROTOCOLS, bedrock
 from llmpulse.providers.base import CredentialsError, ProtocolError
 from llmpulse.providers.bedrock import (
     CredentialCache,
@@ -579,3 +579,25 @@ def test_the_config_knows_every_field_of_converse() -> None:
             .input_shape
         )
         assert set(shape.members) - {"modelId"} == CONVERSE_FIELDS
+
+
+async def test_a_rotated_session_token_in_the_shared_file_is_read_again(
+    aws_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fixed credentials from a profile are what the file said when read: once its session
+    token expires and a tool writes the next one there, it is read again (after a while), not
+    used expired until a restart."""
+
+    def write(token: str) -> None:
+        (tmp_path / "credentials").write_text(
+            f"[rot]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"
+            f"aws_session_token = {token}\n"
+        )
+
+    write("FwoGZXIvYXdzTOKENONE")
+    cache = CredentialCache()
+    assert (await cache.get({"profile": "rot"})).token == "FwoGZXIvYXdzTOKENONE"
+    write("FwoGZXIvYXdzTOKENTWO")
+    assert (await cache.get({"profile": "rot"})).token == "FwoGZXIvYXdzTOKENONE"  # kept a while
+    monkeypatch.setattr(bedrock, "REREAD_FIXED_S", 0.0, raising=False)
+    assert (await cache.get({"profile": "rot"})).token == "FwoGZXIvYXdzTOKENTWO"

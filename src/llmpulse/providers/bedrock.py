@@ -414,21 +414,30 @@ _MISSING = (
 # How long a failure to find credentials is kept: the chain's last resort (the instance metadata
 # service) can take seconds to answer that there is nothing, which every check would wait for.
 RETRY_MISSING_S = 60.0
+# How long fixed credentials read from a profile or the chain are used before it is read again:
+# tools (saml2aws, gimme-aws-creds, `aws configure set`) rewrite a shared credentials file with
+# a new session token when the old one expires, which botocore cannot refresh by itself.
+REREAD_FIXED_S = 300.0
 
 
 class CredentialCache:
     """Credentials by what names them (a profile, keys, or the standard chain as the environment
-    sets it up), each resolved once and refreshed when botocore says it is due; a failure to
-    find them is kept for ``RETRY_MISSING_S``."""
+    sets it up), each resolved once and refreshed when botocore says it is due (fixed ones from
+    a profile or the chain: read again after ``REREAD_FIXED_S``); a failure to find them is kept
+    for ``RETRY_MISSING_S``."""
 
     def __init__(self) -> None:
         self._found: dict[tuple[str, ...], Credentials] = {}
+        self._read_at: dict[tuple[str, ...], float] = {}  # fixed credentials from the chain
         self._failed: dict[tuple[str, ...], tuple[float, str]] = {}
         self._lock = threading.Lock()
 
     async def get(self, named: Mapping[str, str]) -> Credentials:
         key = _cache_key(named)
         creds = self._found.get(key)
+        read_at = self._read_at.get(key)
+        if read_at is not None and time.monotonic() - read_at >= REREAD_FIXED_S:
+            creds = None  # read the files again: a rotated session token is there
         if creds is None:
             failed = self._failed.get(key)
             if failed is not None and time.monotonic() - failed[0] < RETRY_MISSING_S:
@@ -463,6 +472,10 @@ class CredentialCache:
         if creds is None:
             raise CredentialsError(_MISSING)
         with self._lock:
+            if getattr(creds, "refresh_needed", None) is None and "access_key_id" not in named:
+                self._read_at[key] = time.monotonic()
+                self._found[key] = creds
+                return creds
             return self._found.setdefault(key, creds)
 
 
