@@ -437,3 +437,27 @@ def test_a_bad_signature_fails_over_as_auth(sim: SimServer) -> None:
     assert record.error_class == "auth" and "InvalidSignatureException" in (
         record.error_message or ""
     )
+
+
+def test_a_tool_conversation_without_tools_is_answered_by_bedrock(sim: SimServer) -> None:
+    """A tool conversation's last turn often offers no tools; Converse refuses its toolUse and
+    toolResult blocks without a toolConfig, so one with LiteLLM's stand-in tool is sent."""
+    down = sim_model(sim, errors={"503": 1.0}, **FAST)
+    nova = bedrock_model(sim, **FAST)
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "lookup", "arguments": '{"city": "Oslo"}'}}  # fmt: skip
+    messages = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "rain"},
+    ]
+    with Served(failover_config(sim, down, nova)) as served:
+        answer = served.openai().chat.completions.create(model="chat", messages=messages)
+        assert answer.model == nova and answer.choices[0].message.content
+    (sent,) = upstream(sim, nova)
+    (tool,) = sent["body"]["toolConfig"]["tools"]
+    assert (
+        tool["toolSpec"]["name"] == "dummy_tool" and "toolChoice" not in sent["body"]["toolConfig"]
+    )
+    plain = tr.render_request(ChatRequest(model="m", messages=[Message("user", [TextPart("hi")])]))
+    assert "toolConfig" not in plain.body

@@ -210,6 +210,16 @@ def validate(body: dict[str, Any]) -> str | None:
             "1 validation error detected: Value at 'messages' failed to satisfy constraint: "
             "Member must have length greater than or equal to 1"
         )
+    uses_tools = any(
+        isinstance(block, dict) and ("toolUse" in block or "toolResult" in block)
+        for m in messages
+        if isinstance(m, dict) and isinstance(m.get("content"), list)
+        for block in m["content"]
+    )
+    if uses_tools and "toolConfig" not in body:
+        return (
+            "The toolConfig field must be defined when using toolUse and toolResult content blocks."
+        )
     return None
 
 
