@@ -268,6 +268,11 @@ def test_parameters_converse_cannot_carry_make_the_deployment_ineligible() -> No
         "temperature"
     ]
     assert params.unsupported(hot, "bedrock", "amazon.nova-micro-v1:0") == []
+    # Claude 4.5 on Bedrock too: "`temperature` and `top_p` cannot both be specified".
+    both = ChatRequest(model="m", messages=base.messages, temperature=0.5, top_p=0.9)
+    sonnet = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    assert params.unsupported(both, "bedrock", sonnet) == ["top_p"]
+    assert params.unsupported(both, "bedrock", "anthropic.claude-3-haiku-20240307-v1:0") == []
 
 
 def test_an_answer_from_converse() -> None:
