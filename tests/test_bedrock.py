@@ -601,3 +601,26 @@ async def test_a_rotated_session_token_in_the_shared_file_is_read_again(
     assert (await cache.get({"profile": "rot"})).token == "FwoGZXIvYXdzTOKENONE"  # kept a while
     monkeypatch.setattr(bedrock, "REREAD_FIXED_S", 0.0, raising=False)
     assert (await cache.get({"profile": "rot"})).token == "FwoGZXIvYXdzTOKENTWO"
+
+
+async def test_a_probes_consecutive_messages_of_one_role_are_one_turn(
+    bsim: SimServer, aws_env: dict[str, str]
+) -> None:
+    """Converse wants user and assistant turns to alternate; a probe's two user messages (or
+    two around a system one) are one user turn of two text blocks, as LiteLLM merges them."""
+    messages = [
+        {"role": "user", "content": "context: a city list"},
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "the capital of France?"},
+    ]
+    probe = {"name": "two-users", "kind": "inference", "messages": messages}
+    t = target(bsim, NOVA, aws_env, checks=[], probes=[probe])
+    (result,) = await run_checks([t], ["two-users"])
+    assert result.ok, result.error_message
+    spec = PROTOCOLS["bedrock"].completion_request(
+        t, messages=messages, params={}, max_tokens=8, stream=False
+    )
+    assert spec.json is not None and spec.json["messages"] == [
+        {"role": "user",
+         "content": [{"text": "context: a city list"}, {"text": "the capital of France?"}]},
+    ]  # fmt: skip

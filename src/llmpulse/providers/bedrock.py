@@ -270,15 +270,19 @@ def _header_int(headers: Mapping[str, str], name: str) -> int | None:
 
 def converse_messages(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Chat messages in Converse's shape: system messages in ``system``, the rest as text
-    content blocks."""
+    content blocks, consecutive ones of a role in one message (Converse refuses a conversation
+    whose user and assistant turns do not alternate)."""
     system = [{"text": str(m["content"])} for m in messages if m["role"] == "system"]
-    out: dict[str, Any] = {
-        "messages": [
-            {"role": m["role"], "content": [{"text": str(m["content"])}]}
-            for m in messages
-            if m["role"] != "system"
-        ]
-    }
+    turns: list[dict[str, Any]] = []
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        block = {"text": str(m["content"])}
+        if turns and turns[-1]["role"] == m["role"]:
+            turns[-1]["content"].append(block)
+        else:
+            turns.append({"role": m["role"], "content": [block]})
+    out: dict[str, Any] = {"messages": turns}
     if system:
         out["system"] = system
     return out
