@@ -624,3 +624,21 @@ async def test_a_probes_consecutive_messages_of_one_role_are_one_turn(
         {"role": "user",
          "content": [{"text": "context: a city list"}, {"text": "the capital of France?"}]},
     ]  # fmt: skip
+
+
+def test_a_model_arn_names_the_targets_region() -> None:
+    arn = "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.amazon.nova-micro-v1:0"
+    env = {"AWS_REGION": "us-east-1"}
+    (t,) = parse_config({"targets": [{"provider": "bedrock", "model": arn}]}, env=env).targets
+    assert (
+        t.region == "eu-west-1" and t.base_url == "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    )
+    raw = {"provider": "bedrock", "model": arn, "region": "eu-central-1"}
+    assert parse_config({"targets": [raw]}, env=env).targets[0].region == "eu-central-1"
+    # An id that is no ARN: the environment's.
+    assert (
+        parse_config({"targets": [{"provider": "bedrock", "model": NOVA}]}, env=env)
+        .targets[0]
+        .region
+        == "us-east-1"
+    )

@@ -466,3 +466,18 @@ def test_a_tool_conversation_without_tools_is_answered_by_bedrock(sim: SimServer
     )
     plain = tr.render_request(ChatRequest(model="m", messages=[Message("user", [TextPart("hi")])]))
     assert "toolConfig" not in plain.body
+
+
+def test_a_model_arn_names_the_deployments_region() -> None:
+    """As LiteLLM reads it: aws_region_name, else the region of a model ARN, else the
+    environment's; an eu-west-1 inference profile is not called in us-east-1."""
+    arn = "arn:aws:bedrock:eu-west-1:123456789012:application-inference-profile/abc123"
+    entry = {"model_name": "p", "litellm_params": {"model": f"bedrock/{arn}"}}
+    config = parse_gateway({"model_list": [entry]}, env={"AWS_REGION": "us-east-1"})
+    assert config is not None
+    (deployment,) = config.deployments
+    assert deployment.region == "eu-west-1"
+    assert deployment.base_url == "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    named = {**entry["litellm_params"], "aws_region_name": "eu-central-1"}
+    config = parse_gateway({"model_list": [{"model_name": "p", "litellm_params": named}]}, env={})
+    assert config is not None and config.deployments[0].region == "eu-central-1"

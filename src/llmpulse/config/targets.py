@@ -25,6 +25,7 @@ from llmpulse.presets import (
     PRESETS,
     VERTEX_LOCATION,
     VERTEX_PROJECT,
+    arn_region,
     bedrock_url,
     protocol_for,
     supports,
@@ -243,7 +244,7 @@ def resolve_target(
     assert model is not None
     region = None
     if cfg.provider == "bedrock":
-        region = aws_region(cfg.region, env)
+        region = aws_region(cfg.region or arn_region(model), env)
         if region is None:
             raise ConfigError(
                 f"{where}targets[{index}].region: not set, and neither AWS_REGION nor "
@@ -346,5 +347,6 @@ def _check_input_tokens(index: int, cfg: TargetConfig, target: Target, where: st
 
 
 def aws_region(configured: str | None, env: Mapping[str, str]) -> str | None:
-    """The region a Bedrock target is in: its own, else the AWS SDKs' variables'."""
+    """The region a Bedrock target is in: its own (or its model ARN's), else the AWS SDKs'
+    variables'."""
     return configured or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
