@@ -13,7 +13,8 @@ The model id is one URI label, percent-encoded whole as botocore's serializer en
 Credentials come from the AWS SDKs' standard chain (environment, shared files, profiles, SSO,
 instance roles) through botocore, unless a target names a profile or keys. Resolving them may
 block (files, SSO, the instance metadata service), so it runs in a thread, once per set of
-credentials; botocore's refreshable credentials are refreshed in a thread when they near expiry.
+credentials (fixed ones from files or the environment: again every few minutes); botocore's
+refreshable credentials are refreshed in a thread when they near expiry.
 botocore is imported where credentials are first resolved: ``llmpulse check`` without AWS
 targets should not pay for loading it.
 """
