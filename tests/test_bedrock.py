@@ -642,3 +642,17 @@ def test_a_model_arn_names_the_targets_region() -> None:
         .region
         == "us-east-1"
     )
+
+
+async def test_a_session_token_an_upstream_echoes_is_not_kept(
+    bsim: SimServer, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chain's session token is in no config, so no redactor knows it; Bedrock quotes it
+    back (its signature errors list the signed headers' values), and so may a proxy."""
+    token = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJGMEQCIHx+Zm9v/YmFy=="
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    name = model(bsim, "amazon.nova-echo-v1:0", errors={"400": 1.0}, echo_credentials=True)
+    result = await check(target(bsim, name, aws_env), CheckKind.INFERENCE)
+    assert result.error_class is ErrorClass.BAD_REQUEST
+    assert "x-amz-security-token" in (result.error_message or "")
+    assert "IQoJb3JpZ2lu" not in json.dumps(result.to_json())
