@@ -21,10 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmpulse.config import ConfigError, parse_config
-from llmpulse.config.probes import canary_probe
+from llmpulse.config.probes import CONVERSE_FIELDS, canary_probe
 from llmpulse.errors import ErrorClass
 from llmpulse.probe.runner import run_checks
-from llmpulse.providers import PROTOCOLS
+from llmpulse.providers import PROTOCOLS, bedrock
 from llmpulse.providers.base import CredentialsError, ProtocolError
 from llmpulse.providers.bedrock import (
     CredentialCache,
@@ -556,3 +556,103 @@ async def test_token_counts_from_the_bedrock_headers_when_the_body_has_none(
     assert (u.input_tokens, u.output_tokens, u.cached_tokens) == (112, 3, 100)
     assert not u.estimated and result.cost_usd is not None
     assert not any("estimated" in w for w in result.warnings)
+
+
+def test_token_count_headers_that_are_not_numbers_are_not_read() -> None:
+    """Header values come from whoever answered: "²" is a digit to str.isdigit, not to int."""
+    protocol = PROTOCOLS["bedrock"]
+    for value in ("²", "３", "-1", "1e3", "9" * 13):
+        headers = {"x-amzn-bedrock-input-token-count": value,
+                   "x-amzn-bedrock-output-token-count": value}  # fmt: skip
+        assert protocol.usage_from_headers(headers) is None
+    usage = protocol.usage_from_headers({"x-amzn-bedrock-output-token-count": "7"})
+    assert usage is not None and usage.output_tokens == 7
+
+
+def test_the_config_knows_every_field_of_converse() -> None:
+    """The probe params the config lets through are ConverseRequest's members, as botocore's
+    service model has them (modelId is the URL's)."""
+    for operation in ("Converse", "ConverseStream"):
+        shape = (
+            ServiceModel(Loader().load_service_model("bedrock-runtime", "service-2"))
+            .operation_model(operation)
+            .input_shape
+        )
+        assert set(shape.members) - {"modelId"} == CONVERSE_FIELDS
+
+
+async def test_a_rotated_session_token_in_the_shared_file_is_read_again(
+    aws_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fixed credentials from a profile are what the file said when read: once its session
+    token expires and a tool writes the next one there, it is read again (after a while), not
+    used expired until a restart."""
+
+    def write(token: str) -> None:
+        (tmp_path / "credentials").write_text(
+            f"[rot]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"
+            f"aws_session_token = {token}\n"
+        )
+
+    write("FwoGZXIvYXdzTOKENONE")
+    cache = CredentialCache()
+    assert (await cache.get({"profile": "rot"})).token == "FwoGZXIvYXdzTOKENONE"
+    write("FwoGZXIvYXdzTOKENTWO")
+    assert (await cache.get({"profile": "rot"})).token == "FwoGZXIvYXdzTOKENONE"  # kept a while
+    monkeypatch.setattr(bedrock, "REREAD_FIXED_S", 0.0, raising=False)
+    assert (await cache.get({"profile": "rot"})).token == "FwoGZXIvYXdzTOKENTWO"
+
+
+async def test_a_probes_consecutive_messages_of_one_role_are_one_turn(
+    bsim: SimServer, aws_env: dict[str, str]
+) -> None:
+    """Converse wants user and assistant turns to alternate; a probe's two user messages (or
+    two around a system one) are one user turn of two text blocks, as LiteLLM merges them."""
+    messages = [
+        {"role": "user", "content": "context: a city list"},
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "the capital of France?"},
+    ]
+    probe = {"name": "two-users", "kind": "inference", "messages": messages}
+    t = target(bsim, NOVA, aws_env, checks=[], probes=[probe])
+    (result,) = await run_checks([t], ["two-users"])
+    assert result.ok, result.error_message
+    spec = PROTOCOLS["bedrock"].completion_request(
+        t, messages=messages, params={}, max_tokens=8, stream=False
+    )
+    assert spec.json is not None and spec.json["messages"] == [
+        {"role": "user",
+         "content": [{"text": "context: a city list"}, {"text": "the capital of France?"}]},
+    ]  # fmt: skip
+
+
+def test_a_model_arn_names_the_targets_region() -> None:
+    arn = "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.amazon.nova-micro-v1:0"
+    env = {"AWS_REGION": "us-east-1"}
+    (t,) = parse_config({"targets": [{"provider": "bedrock", "model": arn}]}, env=env).targets
+    assert (
+        t.region == "eu-west-1" and t.base_url == "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    )
+    raw = {"provider": "bedrock", "model": arn, "region": "eu-central-1"}
+    assert parse_config({"targets": [raw]}, env=env).targets[0].region == "eu-central-1"
+    # An id that is no ARN: the environment's.
+    assert (
+        parse_config({"targets": [{"provider": "bedrock", "model": NOVA}]}, env=env)
+        .targets[0]
+        .region
+        == "us-east-1"
+    )
+
+
+async def test_a_session_token_an_upstream_echoes_is_not_kept(
+    bsim: SimServer, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chain's session token is in no config, so no redactor knows it; Bedrock quotes it
+    back (its signature errors list the signed headers' values), and so may a proxy."""
+    token = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJGMEQCIHx+Zm9v/YmFy=="
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    name = model(bsim, "amazon.nova-echo-v1:0", errors={"400": 1.0}, echo_credentials=True)
+    result = await check(target(bsim, name, aws_env), CheckKind.INFERENCE)
+    assert result.error_class is ErrorClass.BAD_REQUEST
+    assert "x-amz-security-token" in (result.error_message or "")
+    assert "IQoJb3JpZ2lu" not in json.dumps(result.to_json())

@@ -192,6 +192,52 @@ def test_a_gemini_generation_setting_outside_generation_config_names_its_key(par
                  env={"GEMINI_API_KEY": "x"})  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"temperature": 0},
+            "targets[0].probes[0].params.temperature: Converse takes it in inferenceConfig "
+            "(inferenceConfig: {temperature: ...})",
+        ),
+        (
+            {"max_tokens": 5},
+            "targets[0].probes[0].params.max_tokens: Converse takes it in inferenceConfig "
+            "(inferenceConfig: {maxTokens: ...})",
+        ),
+        (
+            {"top_k": 5},
+            "targets[0].probes[0].params.top_k: Converse has no top_k; the model's own field "
+            "goes in additionalModelRequestFields (additionalModelRequestFields: {top_k: ...})",
+        ),
+        (
+            {"inference_config": {"temperature": 0}},
+            "targets[0].probes[0].params.inference_config: Converse's name for it is "
+            "inferenceConfig",
+        ),
+        (
+            {"seed": 7},
+            "targets[0].probes[0].params.seed: not a field of Bedrock's Converse request (it "
+            "takes additionalModelRequestFields, additionalModelResponseFieldPaths, "
+            "guardrailConfig, inferenceConfig, outputConfig, performanceConfig, "
+            "projectIdentifier, promptVariables, requestMetadata, serviceTier, toolConfig; a "
+            "model's own settings go in additionalModelRequestFields)",
+        ),
+    ],
+)
+def test_a_bedrock_setting_outside_converses_fields_names_its_key(params, message):
+    """Converse refuses a key it does not define: every run would be a ValidationException."""
+    raw = {"provider": "bedrock", "model": "amazon.nova-micro-v1:0", "region": "us-east-1",
+           "probes": [{"name": "p", "params": params}]}  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"targets": [raw]}, env={})
+    assert str(caught.value) == message
+    ok = {"inferenceConfig": {"temperature": 0, "topP": 0.5},
+          "additionalModelRequestFields": {"top_k": 5}, "toolConfig": {"tools": []}}  # fmt: skip
+    t = parse_config({"targets": [{**raw, "probes": [{"name": "p", "params": ok}]}]}, env={})
+    assert t.targets[0].probes[0].params == ok
+
+
 def test_the_built_in_long_context_check_must_fit_the_context_window():
     # gpt-4's window is 8192 tokens: the built-in check's 10000-token prompt could only fail.
     assert error(model="gpt-4", checks=["long_context"]) == (

@@ -65,6 +65,15 @@ def test_a_gemini_probe_is_priced_at_the_budget_its_generation_config_sets():
         assert expected_usage(t, probe).output_tokens == 4000, kind
 
 
+def test_a_bedrock_probe_is_priced_at_the_budget_its_inference_config_sets():
+    raw = {"provider": "bedrock", "model": "amazon.nova-micro-v1:0", "region": "us-east-1"}
+    t = parse_config({"targets": [{**raw, "max_tokens": 64}]}, env={}).targets[0]
+    budget = {"inferenceConfig": {"maxTokens": 4000, "temperature": 0}}
+    for kind in (CheckKind.INFERENCE, CheckKind.STREAM, CheckKind.LONG_CONTEXT):
+        probe = Probe(name="p", kind=kind, params=budget, input_tokens=1000)
+        assert expected_usage(t, probe).output_tokens == 4000, kind
+
+
 def test_a_responses_check_is_priced_at_the_least_budget_the_api_takes():
     # The Responses API refuses max_output_tokens under 16: the request asks 16 at least.
     t = target(max_tokens=4)

@@ -268,6 +268,11 @@ def test_parameters_converse_cannot_carry_make_the_deployment_ineligible() -> No
         "temperature"
     ]
     assert params.unsupported(hot, "bedrock", "amazon.nova-micro-v1:0") == []
+    # Claude 4.5 on Bedrock too: "`temperature` and `top_p` cannot both be specified".
+    both = ChatRequest(model="m", messages=base.messages, temperature=0.5, top_p=0.9)
+    sonnet = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    assert params.unsupported(both, "bedrock", sonnet) == ["top_p"]
+    assert params.unsupported(both, "bedrock", "anthropic.claude-3-haiku-20240307-v1:0") == []
 
 
 def test_an_answer_from_converse() -> None:
@@ -437,3 +442,42 @@ def test_a_bad_signature_fails_over_as_auth(sim: SimServer) -> None:
     assert record.error_class == "auth" and "InvalidSignatureException" in (
         record.error_message or ""
     )
+
+
+def test_a_tool_conversation_without_tools_is_answered_by_bedrock(sim: SimServer) -> None:
+    """A tool conversation's last turn often offers no tools; Converse refuses its toolUse and
+    toolResult blocks without a toolConfig, so one with LiteLLM's stand-in tool is sent."""
+    down = sim_model(sim, errors={"503": 1.0}, **FAST)
+    nova = bedrock_model(sim, **FAST)
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "lookup", "arguments": '{"city": "Oslo"}'}}  # fmt: skip
+    messages = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "rain"},
+    ]
+    with Served(failover_config(sim, down, nova)) as served:
+        answer = served.openai().chat.completions.create(model="chat", messages=messages)
+        assert answer.model == nova and answer.choices[0].message.content
+    (sent,) = upstream(sim, nova)
+    (tool,) = sent["body"]["toolConfig"]["tools"]
+    assert (
+        tool["toolSpec"]["name"] == "dummy_tool" and "toolChoice" not in sent["body"]["toolConfig"]
+    )
+    plain = tr.render_request(ChatRequest(model="m", messages=[Message("user", [TextPart("hi")])]))
+    assert "toolConfig" not in plain.body
+
+
+def test_a_model_arn_names_the_deployments_region() -> None:
+    """As LiteLLM reads it: aws_region_name, else the region of a model ARN, else the
+    environment's; an eu-west-1 inference profile is not called in us-east-1."""
+    arn = "arn:aws:bedrock:eu-west-1:123456789012:application-inference-profile/abc123"
+    entry = {"model_name": "p", "litellm_params": {"model": f"bedrock/{arn}"}}
+    config = parse_gateway({"model_list": [entry]}, env={"AWS_REGION": "us-east-1"})
+    assert config is not None
+    (deployment,) = config.deployments
+    assert deployment.region == "eu-west-1"
+    assert deployment.base_url == "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    named = {**entry["litellm_params"], "aws_region_name": "eu-central-1"}
+    config = parse_gateway({"model_list": [{"model_name": "p", "litellm_params": named}]}, env={})
+    assert config is not None and config.deployments[0].region == "eu-central-1"

@@ -272,3 +272,22 @@ def test_log_lines_pass_the_redactor() -> None:
         )) == REDACTED  # fmt: skip
     finally:
         logger.removeHandler(handler)
+
+
+def test_a_session_token_in_bedrocks_canonical_string_is_redacted() -> None:
+    """Bedrock's InvalidSignatureException quotes the canonical request it expected, every
+    signed header's value in it: a session token from the standard chain (SSO, a role) was
+    never configured, so only its header's name can give it away."""
+    token = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJGMEQCIHx+Zm9v/YmFy=="
+    message = (
+        "The request signature we calculated does not match the signature you provided.\n\n"
+        "The Canonical String for this request should have been\n'POST\n"
+        "/model/us.anthropic.claude-sonnet-4-20250514-v1%253A0/converse\n\n"
+        "content-type:application/json\nhost:bedrock-runtime.us-east-1.amazonaws.com\n"
+        f"x-amz-date:20250921T101604Z\nx-amz-security-token:{token}\n\n"
+        "content-type;host;x-amz-date;x-amz-security-token\nfea7815f'"
+    )
+    for echo in (message, json.dumps({"message": message}), f"X-Amz-Security-Token: {token}"):
+        cleaned = Redactor()(echo)
+        assert "IQoJb3JpZ2lu" not in cleaned and "YmFy" not in cleaned, cleaned
+        assert "x-amz-date:20250921T101604Z" in cleaned or "X-Amz" in cleaned

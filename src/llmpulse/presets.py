@@ -209,6 +209,18 @@ def bedrock_url(region: str) -> str:
     return f"https://bedrock-runtime.{region}.amazonaws.com"
 
 
+_AWS_REGION = re.compile(r"^[a-z0-9-]{1,32}$")
+
+
+def arn_region(model: str) -> str | None:
+    """The region a Bedrock model ARN (an inference profile's, a provisioned model's) is in, as
+    LiteLLM reads it: an ARN's resource lives there, and is not found elsewhere."""
+    parts = model.split(":")
+    if not model.startswith("arn:aws") or len(parts) < 4:
+        return None
+    return parts[3] if _AWS_REGION.match(parts[3]) else None
+
+
 # Providers checked by ``llmpulse check`` without a config, in this order, when a key is set.
 DISCOVERABLE = (
     "openai",

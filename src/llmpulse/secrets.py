@@ -72,8 +72,10 @@ PRE_CLIP_CHARS = 4096
 # Key-shaped text, one pattern with a group per kind (one scan instead of four):
 _KEY_SHAPED = re.compile(
     # A credential header echoed as text: the value up to a delimiter, its scheme word too.
+    # AWS's session token: Bedrock's signature errors quote the signed headers' values, one a
+    # line (no \b: in a raw JSON body the line before ends in a literal "\n").
     r"(?P<header>(?i:\b(?:proxy-)?authorization|\bx-(?:goog-)?api-key|\bapi-key|\bx-llmpulse-key"
-    r"|\bcookie)\\?[\"']?\s*[:=]\s*\\?[\"']?)(?:[A-Za-z]+\s+)?[^\s\"'\\,;}&]+"
+    r"|x-amz-security-token|\bcookie)\\?[\"']?\s*[:=]\s*\\?[\"']?)(?:[A-Za-z]+\s+)?[^\s\"'\\,;}&]+"
     # A credential after its scheme word; it must look like one (a digit, a symbol or a case
     # change inside it), so "basic authentication failed" stays readable.
     r"|(?P<scheme>(?i:\b(?:bearer|basic))\s+)"

@@ -41,10 +41,11 @@ naming key paths, never a value):
 - ``bedrock/`` (and ``bedrock/converse/``, ``bedrock/invoke/``: all served through the Converse
   API) is signed with AWS credentials: ``aws_access_key_id``/``aws_secret_access_key``/
   ``aws_session_token`` or ``aws_profile_name`` when given (usually ``os.environ/...``), else
-  the AWS SDKs' standard chain; its region is ``aws_region_name``, else ``AWS_REGION_NAME``,
-  ``AWS_REGION``, ``AWS_DEFAULT_REGION``, else LiteLLM's default (us-west-2); its endpoint
-  ``api_base`` or ``aws_bedrock_runtime_endpoint``. LiteLLM's role assumption (``aws_role_name``,
-  web identity, ...) is not implemented: such a deployment is skipped, said in one warning.
+  the AWS SDKs' standard chain; its region is ``aws_region_name``, else a model ARN's, else
+  ``AWS_REGION_NAME``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, else LiteLLM's default
+  (us-west-2); its endpoint ``api_base`` or ``aws_bedrock_runtime_endpoint``. LiteLLM's role
+  assumption (``aws_role_name``, web identity, ...) is not implemented: such a deployment is
+  skipped, said in one warning.
 - A deployment of a provider llmpulse does not speak yet (``sagemaker/``, ``cohere/``, ...) or
   that is not a chat model (``model_info.mode: embedding``, ...) is skipped, its settings unread
   beyond ``model_name``, ``litellm_params.model`` and ``model_info.mode``; only a file with
@@ -129,6 +130,7 @@ from llmpulse.presets import (
     PRESETS,
     VERTEX_LOCATION,
     VERTEX_PROJECT,
+    arn_region,
     bedrock_url,
     protocol_for,
     vertex_base_url,
@@ -711,6 +713,7 @@ def _deployment(
     if provider == "bedrock":
         region = (
             _value(params.aws_region_name, env, f"{path}.aws_region_name")
+            or arn_region(model)
             or env.get("AWS_REGION_NAME")
             or env.get("AWS_REGION")
             or env.get("AWS_DEFAULT_REGION")

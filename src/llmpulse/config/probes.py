@@ -255,6 +255,62 @@ def gemini_params_problem(params: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+# The members of Bedrock's ConverseRequest (botocore's bedrock-runtime 2023-09-30; modelId is
+# the URL's): Converse refuses any other key ("extraneous key [...] is not permitted").
+CONVERSE_FIELDS = frozenset(
+    {
+        "messages",
+        "system",
+        "inferenceConfig",
+        "toolConfig",
+        "guardrailConfig",
+        "projectIdentifier",
+        "additionalModelRequestFields",
+        "promptVariables",
+        "additionalModelResponseFieldPaths",
+        "requestMetadata",
+        "performanceConfig",
+        "serviceTier",
+        "outputConfig",
+    }
+)
+# Other APIs' names for Converse's InferenceConfiguration fields.
+_INFERENCE_FIELDS = {
+    "maxTokens": "maxTokens",
+    "max_tokens": "maxTokens",
+    "temperature": "temperature",
+    "topP": "topP",
+    "top_p": "topP",
+    "stop": "stopSequences",
+    "stopSequences": "stopSequences",
+    "stop_sequences": "stopSequences",
+}
+
+
+def converse_params_problem(params: dict[str, Any]) -> tuple[str, str] | None:
+    """The first of a probe's params that Bedrock's Converse body does not take, with where it
+    belongs; None when every key is one of Converse's."""
+    for key in params:
+        if key in CONVERSE_FIELDS:
+            continue
+        if key in _INFERENCE_FIELDS:
+            field = _INFERENCE_FIELDS[key]
+            return key, f"Converse takes it in inferenceConfig (inferenceConfig: {{{field}: ...}})"
+        if key in ("top_k", "topK"):
+            return key, (
+                "Converse has no top_k; the model's own field goes in "
+                f"additionalModelRequestFields (additionalModelRequestFields: {{{key}: ...}})"
+            )
+        if _camel(key) in CONVERSE_FIELDS:
+            return key, f"Converse's name for it is {_camel(key)}"
+        return key, (
+            "not a field of Bedrock's Converse request (it takes "
+            f"{', '.join(sorted(CONVERSE_FIELDS - PROBE_OWNED_PARAMS))}; a model's own settings "
+            "go in additionalModelRequestFields)"
+        )
+    return None
+
+
 def canary_probe(protocol: str) -> Probe:
     """The built-in correctness canary: a question with one right answer, at temperature 0 in
     the protocol's own words (Gemini sets it in ``generationConfig``, Bedrock's Converse in

@@ -12,13 +12,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from llmpulse import catalog
 from llmpulse.config.errors import ConfigError
-from llmpulse.config.probes import GEMINI_FORMAT, ProbeConfig, canary_probe, gemini_params_problem
+from llmpulse.config.probes import (
+    GEMINI_FORMAT,
+    ProbeConfig,
+    canary_probe,
+    converse_params_problem,
+    gemini_params_problem,
+)
 from llmpulse.durations import Duration
 from llmpulse.presets import (
     DISCOVERABLE,
     PRESETS,
     VERTEX_LOCATION,
     VERTEX_PROJECT,
+    arn_region,
     bedrock_url,
     protocol_for,
     supports,
@@ -237,7 +244,7 @@ def resolve_target(
     assert model is not None
     region = None
     if cfg.provider == "bedrock":
-        region = aws_region(cfg.region, env)
+        region = aws_region(cfg.region or arn_region(model), env)
         if region is None:
             raise ConfigError(
                 f"{where}targets[{index}].region: not set, and neither AWS_REGION nor "
@@ -303,11 +310,16 @@ def resolve_target(
 
 def _check_params(index: int, cfg: TargetConfig, protocol: str, where: str) -> None:
     """A probe's params in the body of the target's protocol: Gemini's settings go in
-    ``generationConfig``, where OpenAI's and Anthropic's are top-level."""
-    if protocol not in GEMINI_FORMAT:
+    ``generationConfig`` and Bedrock's in ``inferenceConfig``, where OpenAI's and Anthropic's
+    are top-level."""
+    if protocol in GEMINI_FORMAT:
+        check = gemini_params_problem
+    elif protocol == "bedrock":
+        check = converse_params_problem
+    else:
         return
     for i, probe in enumerate(cfg.probes):
-        problem = gemini_params_problem(probe.params)
+        problem = check(probe.params)
         if problem is not None:
             key, message = problem
             raise ConfigError(f"{where}targets[{index}].probes[{i}].params.{key}: {message}")
@@ -335,5 +347,6 @@ def _check_input_tokens(index: int, cfg: TargetConfig, target: Target, where: st
 
 
 def aws_region(configured: str | None, env: Mapping[str, str]) -> str | None:
-    """The region a Bedrock target is in: its own, else the AWS SDKs' variables'."""
+    """The region a Bedrock target is in: its own (or its model ARN's), else the AWS SDKs'
+    variables'."""
     return configured or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None

@@ -81,10 +81,17 @@ def probe_cost_per_day(target: Target, probe: CheckKind | Probe) -> float | None
     return per_run * SECONDS_PER_DAY / interval
 
 
+# Where Gemini's and Bedrock Converse's bodies hold the output budget.
+_NESTED_BUDGETS = (("generationConfig", "maxOutputTokens"), ("inferenceConfig", "maxTokens"))
+
+
 def _budget(params: Mapping[str, Any], default: int) -> int:
-    config = params.get("generationConfig")
-    gemini = config.get("maxOutputTokens") if isinstance(config, Mapping) else None
-    for value in (*(params.get(key) for key in _BUDGET_PARAMS), gemini):
+    nested = [
+        config.get(key)
+        for section, key in _NESTED_BUDGETS
+        if isinstance(config := params.get(section), Mapping)
+    ]
+    for value in (*(params.get(key) for key in _BUDGET_PARAMS), *nested):
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
     return default

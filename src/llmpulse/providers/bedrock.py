@@ -13,7 +13,8 @@ The model id is one URI label, percent-encoded whole as botocore's serializer en
 Credentials come from the AWS SDKs' standard chain (environment, shared files, profiles, SSO,
 instance roles) through botocore, unless a target names a profile or keys. Resolving them may
 block (files, SSO, the instance metadata service), so it runs in a thread, once per set of
-credentials; botocore's refreshable credentials are refreshed in a thread when they near expiry.
+credentials (fixed ones from files or the environment: again every few minutes); botocore's
+refreshable credentials are refreshed in a thread when they near expiry.
 botocore is imported where credentials are first resolved: ``llmpulse check`` without AWS
 targets should not pay for loading it.
 """
@@ -264,20 +265,25 @@ _HEADER_COUNTS = ("input", "output", "cache-read-input", "cache-write-input")
 
 def _header_int(headers: Mapping[str, str], name: str) -> int | None:
     value = headers.get(name, "")
-    return int(value) if value.isdigit() and len(value) <= 12 else None
+    # ASCII digits only: str.isdigit also takes "²", which int() refuses.
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 12 else None
 
 
 def converse_messages(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Chat messages in Converse's shape: system messages in ``system``, the rest as text
-    content blocks."""
+    content blocks, consecutive ones of a role in one message (Converse refuses a conversation
+    whose user and assistant turns do not alternate)."""
     system = [{"text": str(m["content"])} for m in messages if m["role"] == "system"]
-    out: dict[str, Any] = {
-        "messages": [
-            {"role": m["role"], "content": [{"text": str(m["content"])}]}
-            for m in messages
-            if m["role"] != "system"
-        ]
-    }
+    turns: list[dict[str, Any]] = []
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        block = {"text": str(m["content"])}
+        if turns and turns[-1]["role"] == m["role"]:
+            turns[-1]["content"].append(block)
+        else:
+            turns.append({"role": m["role"], "content": [block]})
+    out: dict[str, Any] = {"messages": turns}
     if system:
         out["system"] = system
     return out
@@ -413,21 +419,30 @@ _MISSING = (
 # How long a failure to find credentials is kept: the chain's last resort (the instance metadata
 # service) can take seconds to answer that there is nothing, which every check would wait for.
 RETRY_MISSING_S = 60.0
+# How long fixed credentials read from a profile or the chain are used before it is read again:
+# tools (saml2aws, gimme-aws-creds, `aws configure set`) rewrite a shared credentials file with
+# a new session token when the old one expires, which botocore cannot refresh by itself.
+REREAD_FIXED_S = 300.0
 
 
 class CredentialCache:
     """Credentials by what names them (a profile, keys, or the standard chain as the environment
-    sets it up), each resolved once and refreshed when botocore says it is due; a failure to
-    find them is kept for ``RETRY_MISSING_S``."""
+    sets it up), each resolved once and refreshed when botocore says it is due (fixed ones from
+    a profile or the chain: read again after ``REREAD_FIXED_S``); a failure to find them is kept
+    for ``RETRY_MISSING_S``."""
 
     def __init__(self) -> None:
         self._found: dict[tuple[str, ...], Credentials] = {}
+        self._read_at: dict[tuple[str, ...], float] = {}  # fixed credentials from the chain
         self._failed: dict[tuple[str, ...], tuple[float, str]] = {}
         self._lock = threading.Lock()
 
     async def get(self, named: Mapping[str, str]) -> Credentials:
         key = _cache_key(named)
         creds = self._found.get(key)
+        read_at = self._read_at.get(key)
+        if read_at is not None and time.monotonic() - read_at >= REREAD_FIXED_S:
+            creds = None  # read the files again: a rotated session token is there
         if creds is None:
             failed = self._failed.get(key)
             if failed is not None and time.monotonic() - failed[0] < RETRY_MISSING_S:
@@ -462,6 +477,10 @@ class CredentialCache:
         if creds is None:
             raise CredentialsError(_MISSING)
         with self._lock:
+            if getattr(creds, "refresh_needed", None) is None and "access_key_id" not in named:
+                self._read_at[key] = time.monotonic()
+                self._found[key] = creds
+                return creds
             return self._found.setdefault(key, creds)
 
 

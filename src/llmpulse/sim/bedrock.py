@@ -10,6 +10,7 @@ verified with botocore's own signer (``verify``).
 from __future__ import annotations
 
 import hmac
+import itertools
 import re
 import struct
 import zlib
@@ -209,6 +210,22 @@ def validate(body: dict[str, Any]) -> str | None:
         return (
             "1 validation error detected: Value at 'messages' failed to satisfy constraint: "
             "Member must have length greater than or equal to 1"
+        )
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if any(a == b for a, b in itertools.pairwise(roles)):
+        return (
+            "A conversation must alternate between user and assistant roles. Make sure the "
+            "conversation alternates between user and assistant roles and try again."
+        )
+    uses_tools = any(
+        isinstance(block, dict) and ("toolUse" in block or "toolResult" in block)
+        for m in messages
+        if isinstance(m, dict) and isinstance(m.get("content"), list)
+        for block in m["content"]
+    )
+    if uses_tools and "toolConfig" not in body:
+        return (
+            "The toolConfig field must be defined when using toolUse and toolResult content blocks."
         )
     return None
 

@@ -63,6 +63,15 @@ _FINISH: dict[str, FinishReason] = {
     "guardrail_intervened": "content_filter",
     "content_filtered": "content_filter",
 }
+# LiteLLM's stand-in tool (``add_dummy_tool``): Converse refuses toolUse and toolResult blocks in
+# a request without a toolConfig, and clients send a tool conversation's last turn without tools.
+_STAND_IN_TOOL = {
+    "toolSpec": {
+        "name": "dummy_tool",
+        "description": "This is a dummy tool call",
+        "inputSchema": {"json": {"type": "object", "properties": {}}},
+    }
+}
 _IMAGE_FORMATS = {
     "image/png": "png",
     "image/jpeg": "jpeg",
@@ -106,6 +115,12 @@ def render_request(req: ChatRequest, *, model: str | None = None) -> UpstreamReq
         elif choice is not None and choice.mode == "auto":
             tool_config["toolChoice"] = {"auto": {}}
         body["toolConfig"] = tool_config
+    elif any(
+        "toolUse" in block or "toolResult" in block
+        for m in body["messages"]
+        for block in m["content"]
+    ):
+        body["toolConfig"] = {"tools": [_STAND_IN_TOOL]}
     path = f"/model/{model_path(model or req.model)}/{operation}"
     return UpstreamRequest(path, body)
 

@@ -15,7 +15,8 @@ cannot carry; the gateway skips such a deployment (or, with ``drop_params``, sen
 - Gemini 2.5 Pro cannot turn thinking off (a thinking budget of 0).
 - Bedrock's Converse API takes max tokens, temperature, top_p and stop sequences only (the
   rest would go in ``additionalModelRequestFields``, model by model), one answer (no n), and no
-  "none" tool choice; Claude on Bedrock takes temperature 0..1 as on Anthropic's API.
+  "none" tool choice; Claude on Bedrock takes temperature 0..1, and (4.5 and Opus 4.1 on)
+  temperature or top_p, as on Anthropic's API.
 - Azure api versions before 2024-09-01-preview take ``max_tokens``, later ones
   ``max_completion_tokens`` (``max_tokens_field``).
 """
@@ -220,8 +221,11 @@ def _bedrock_limits(req: ChatRequest, model: str) -> list[str]:
     out = []
     if req.tool_choice is not None and req.tool_choice.mode == "none":
         out.append("tool_choice")
-    if "anthropic.claude" in model and req.temperature is not None and req.temperature > 1:
-        out.append("temperature")
+    if "anthropic.claude" in model and req.temperature is not None:
+        if req.temperature > 1:
+            out.append("temperature")
+        if req.top_p is not None and _rejects_both(model):
+            out.append("top_p")
     return out
 
 
