@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any, Literal, TypeVar
 
@@ -213,6 +213,10 @@ class SimState:
             self.pages = dict(scenario.status_pages)
             self.bills: dict[str, ProviderBill] = {str(k): v for k, v in scenario.billing.items()}
         self.started = time.monotonic()
+        # Wall clock minus the monotonic one, read once: a scripted change's wall time is then
+        # fixed by ``started``, so a page's incident keeps one start (and one id) however often
+        # it is polled, where reading both clocks at every poll made it jitter.
+        self.wall_offset = time.time() - time.monotonic()
         self.log.clear()
         self._cache: dict[tuple[str, int], ModelBehavior] = {}
         self._page_cache: dict[tuple[str, int], StatusPage] = {}
@@ -250,10 +254,10 @@ class SimState:
             return None
         t = self.scenario_time()
         page = _in_force(self._page_cache, name, base, t)
-        now = datetime.now(UTC)
 
         def since(field: str | None) -> datetime:
-            return now - timedelta(seconds=base.since(t, field) / self.speed)
+            due = t - base.since(t, field)  # scenario time of the change in force
+            return datetime.fromtimestamp(self.started + self.wall_offset + due / self.speed, UTC)
 
         return statuspage.Snapshot(
             name, page, url, since(None), since("incident"), since("maintenance")
