@@ -36,6 +36,7 @@ from llmpulse.providers.anthropic import error_from_object as anthropic_error
 from llmpulse.providers.base import (
     CredentialsError,
     ModelsInfo,
+    Protocol,
     ProtocolError,
     ProviderError,
     RequestSpec,
@@ -102,14 +103,30 @@ def _headers(target: Target) -> dict[str, str]:
     return {"content-type": "application/json", **target.headers}
 
 
-class VertexGeminiProtocol(GeminiProtocol):
-    name = "vertex"
+class _OnVertex(Protocol):
+    """What Vertex AI's two protocols share, whoever publishes the model: a bearer token
+    instead of a key, and the publisher-model lookup as the models check."""
+
+    publisher: str
 
     def headers(self, target: Target) -> dict[str, str]:
         return _headers(target)
 
     def models_request(self, target: Target) -> RequestSpec:
-        return _publisher_model(target, "google")
+        return _publisher_model(target, self.publisher)
+
+    def parse_models(self, body: Any, model: str) -> ModelsInfo:
+        return _parse_publisher_model(body, self.publisher, model)
+
+    async def sign(
+        self, target: Target, method: str, url: str, headers: dict[str, str], body: bytes
+    ) -> dict[str, str]:
+        return await _bearer(target, headers)
+
+
+class VertexGeminiProtocol(_OnVertex, GeminiProtocol):
+    name = "vertex"
+    publisher = "google"
 
     def completion_request(
         self,
@@ -127,24 +144,11 @@ class VertexGeminiProtocol(GeminiProtocol):
         url = model_url(target, target.model, method)
         return RequestSpec("POST", url, _headers(target), spec.json)
 
-    def parse_models(self, body: Any, model: str) -> ModelsInfo:
-        return _parse_publisher_model(body, "google", model)
 
-    async def sign(
-        self, target: Target, method: str, url: str, headers: dict[str, str], body: bytes
-    ) -> dict[str, str]:
-        return await _bearer(target, headers)
-
-
-class VertexAnthropicProtocol(AnthropicProtocol):
+class VertexAnthropicProtocol(_OnVertex, AnthropicProtocol):
     name = "vertex-anthropic"
+    publisher = "anthropic"
     request_id_headers = ("request-id", "x-request-id")
-
-    def headers(self, target: Target) -> dict[str, str]:
-        return _headers(target)
-
-    def models_request(self, target: Target) -> RequestSpec:
-        return _publisher_model(target, "anthropic")
 
     def completion_request(
         self,
@@ -163,16 +167,8 @@ class VertexAnthropicProtocol(AnthropicProtocol):
         url = model_url(target, target.model, method)
         return RequestSpec("POST", url, _headers(target), anthropic_body(spec.json))
 
-    def parse_models(self, body: Any, model: str) -> ModelsInfo:
-        return _parse_publisher_model(body, "anthropic", model)
-
     def error_from_object(self, obj: dict[str, Any], status: int | None) -> ProviderError:
         return error_from_object(obj, status)
-
-    async def sign(
-        self, target: Target, method: str, url: str, headers: dict[str, str], body: bytes
-    ) -> dict[str, str]:
-        return await _bearer(target, headers)
 
 
 def error_from_object(obj: dict[str, Any], status: int | None) -> ProviderError:
