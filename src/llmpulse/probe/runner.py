@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 # An embedding of 3072 floats is ~60 KB of JSON: this leaves room for larger ones, not for junk.
 MAX_EMBEDDING_BODY_BYTES = 1 << 20
+NO_USAGE = "the provider reported no token usage; tokens are estimated"
 # A long_context prompt counted this far from its requested size is worth a warning.
 INPUT_TOKENS_TOLERANCE = 0.2
 
@@ -440,7 +441,7 @@ class Prober:
                 output_tokens=round(completion.text_chars / CHARS_PER_TOKEN),
                 estimated=True,
             )
-            result.warnings.append("the provider reported no token usage; tokens are estimated")
+            result.warnings.append(NO_USAGE)
         elif request.input_tokens is not None:
             _check_prompt_size(result, request.input_tokens)
         if completion.error is not None:
@@ -476,7 +477,7 @@ class Prober:
             result.usage = Usage(
                 input_tokens=estimate_tokens(request.prompt), output_tokens=0, estimated=True
             )
-            result.warnings.append("the provider reported no token usage; tokens are estimated")
+            result.warnings.append(NO_USAGE)
         _price(target, result)
 
 
