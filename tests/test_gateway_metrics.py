@@ -199,6 +199,8 @@ def test_the_metrics_port_binds_loopback_next_to_the_gateway_by_default(
         # Set explicitly, a taken port is an error naming the key.
         with pytest.raises(ConfigError, match=r"^gateway\.metrics_listen: cannot listen on"):
             process({"metrics_listen": f"127.0.0.1:{port + 1}"})
+        with pytest.raises(ConfigError, match=r"^gateway\.metrics_listen: port \d+ is the gate"):
+            process({"metrics_listen": f"127.0.0.1:{port}"})
     finally:
         close(default)
     off = process({"metrics_listen": False})

@@ -205,6 +205,8 @@ def create_app(
     ``redactor`` (default: of the gateway config's secrets) cleans what upstreams say. A config
     asking for access control llmpulse does not enforce raises ``ConfigError`` unless
     ``accept_unenforced_auth``. ``/health`` lists the config's warnings, then ``warnings``.
+    While the app serves, ``app.state.gateway`` is its ``Gateway`` (the metrics read its
+    breakers there).
     """
     serving_without = config.auth_warning(accept_unenforced_auth)
     said = [*config.warnings, *warnings, *([serving_without] if serving_without else [])]

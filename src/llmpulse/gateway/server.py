@@ -147,6 +147,11 @@ class GatewayProcess:
         address = metrics_address(gateway, self.port)
         if address is None:
             return None, []
+        if address[1] == self.port != 0:
+            raise ConfigError(
+                f"gateway.metrics_listen: port {self.port} is the gateway's own; /metrics needs "
+                "a port of its own"
+            )
         try:
             return _bind(*address), []
         except OSError as exc:
