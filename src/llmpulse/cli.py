@@ -471,6 +471,8 @@ def gateway_command(
         )
     except database_errors() as exc:
         _database_error(console, exc)
+    except ConfigError as exc:  # gateway.metrics_listen cannot be bound
+        _usage_error(console, exc)
 
     def announce(line: str) -> None:
         console.print(line, highlight=False)
