@@ -178,10 +178,11 @@ def new_request_id() -> str:
 @dataclasses.dataclass(slots=True)
 class RequestIds:
     """A client request's ids: the gateway's own, and the upstream's of the latest attempt (the
-    answering one once an answer started)."""
+    answering one once an answer started), with that attempt's deployment (its name)."""
 
     gateway: str = dataclasses.field(default_factory=new_request_id)
     upstream: str | None = None
+    deployment: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -740,6 +741,7 @@ class Gateway:
             next((response.headers[h] for h in names if h in response.headers), None)
         )
         call.ids.upstream = measure.upstream_request_id
+        call.ids.deployment = deployment.name
         measure.ratelimit = parse_ratelimit(response.headers)
         if 200 <= response.status < 300:
             return response
