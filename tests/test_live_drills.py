@@ -172,6 +172,32 @@ def test_a_drill_on_a_group_of_one_takes_its_fallback_group_across_protocols(
     assert [(r.route, r.fallbacks, r.target) for r in served.records] == [(names, 1, names[1])] * 2
 
 
+def test_a_drill_that_leaves_nothing_to_answer_says_so_and_records_nothing(
+    sim: SimServer,
+) -> None:
+    alone = sim_model(sim, **FAST)
+    config = config_of([deployment(sim, "alone", "openai", alone)], {}, KEYS)
+    with Served(config) as served:
+        for stream in (False, True):
+            with pytest.raises(openai.InternalServerError, match="drill: after skipping alone/"):
+                served.openai(TESTER).chat.completions.create(
+                    model="alone",
+                    messages=HI,
+                    stream=stream,
+                    extra_headers=drilling("skip-primary"),
+                )
+        raw = httpx.post(
+            f"{served.url}/v1/messages",
+            json={"model": "alone", "max_tokens": 20, "messages": HI},
+            headers={"x-api-key": TESTER, **drilling(f"skip=alone/openai/{alone}")},
+            timeout=10,
+        )
+        # Anthropic says unavailable as 529 (overloaded).
+        assert raw.status_code == 529 and raw.headers[DRILL_HEADER] == f"skip=alone/openai/{alone}"
+        assert raw.json()["error"]["message"].startswith("drill: every deployment of 'alone'")
+    assert not upstream(sim, alone) and served.records == []
+
+
 def test_keys_without_the_permission_are_refused_before_any_upstream_call(sim: SimServer) -> None:
     path = Path3(sim)
     with Served(path.config(KEYS)) as served:

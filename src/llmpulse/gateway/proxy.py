@@ -580,7 +580,11 @@ class Gateway:
         status, cls = (429, ErrorClass.RATE_LIMITED) if limited else (503, ErrorClass.UNAVAILABLE)
         detail = f"; retry in {hint:g}s" if hint is not None else ""
         name = call.request.model
-        return GatewayError(status, cls, f"no deployment of {name!r} is available{detail}", hint)
+        message = f"no deployment of {name!r} is available{detail}"
+        if call.drill is not None and not call.attempts:
+            # Nothing was called: say the drill left nothing, not that the group is down.
+            message = f"drill: after skipping {', '.join(call.route)}, {message}"
+        return GatewayError(status, cls, message, hint)
 
     # --- one attempt -------------------------------------------------------------------------
 
