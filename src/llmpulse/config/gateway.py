@@ -190,6 +190,15 @@ class RouterSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class DrillSettings:
+    """``gateway.drills``: when the failover drills run (``gateway.drill``), each occurrence of
+    the cron expression ``schedule`` in ``timezone`` (``llmpulse.schedule``)."""
+
+    schedule: str
+    timezone: str = "UTC"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """llmpulse's own ``gateway:`` section, resolved."""
 
@@ -218,6 +227,7 @@ class GatewaySettings:
     # For a request line and headers: from the connection opening, or a later request's first byte
     header_timeout: float = 30.0
     shutdown_grace: float = 10.0  # in-flight requests may finish; the rest are cancelled
+    drills: DrillSettings | None = None  # scheduled failover drills; None: only on demand
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
