@@ -3,8 +3,10 @@ deployments before it forced out, and a path whose fallback's key was revoked fa
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +15,19 @@ import pytest
 from click.testing import CliRunner, Result
 
 from conftest import base_url, sim_model
+from llmpulse.alerts.model import AlertState, Notification
+from llmpulse.alerts.state import AlertStateStore
 from llmpulse.cli import main
+from llmpulse.config import Config, load_config
 from llmpulse.config.litellm import parse_gateway
-from llmpulse.gateway.drill import JSON_KEYS, failover_paths
-from llmpulse.result import Source
+from llmpulse.gateway.drill import JSON_KEYS, failover_paths, next_run, scheduled_drills
+from llmpulse.monitor.alerting import Alerting
+from llmpulse.result import CheckResult, Source
+from llmpulse.rules import FAILOVER_PATH_BROKEN, Severity
 from llmpulse.sim.scenario import Scenario
 from llmpulse.sim.server import SimServer
-from llmpulse.store import open_store
+from llmpulse.store import Store, open_store
+from llmpulse.store.writer import open_recording
 
 GOOD, REVOKED = "sk-good", "sk-revoked"
 FAST = {"ttft": 0.01, "tokens_per_s": 2000}
@@ -168,3 +176,126 @@ def test_unknown_group_is_a_usage_error(sim: SimServer, tmp_path: Path) -> None:
     result = drill(drill_file(sim, tmp_path), tmp_path / "r.db", GOOD, "--group", "nope")
     assert result.exit_code == 2
     assert "--group: 'nope' names no model group" in result.output
+
+
+class Leader:
+    """The alert leader's drill judgement: results read back from the store as the daemon's
+    ticker reads them (``Store.tail``), fed to the real engine; notices kept with receivers."""
+
+    def __init__(self, tmp_path: Path, config: Config, store: Store) -> None:
+        self.store, self.cursor = store, 0
+        self.notices: list[tuple[Notification, tuple[str, ...]]] = []
+        self.state = AlertStateStore.open(tmp_path / "state.db")
+
+        def notify(n: Notification, receivers: Sequence[str], *, resend: bool = False) -> None:
+            self.notices.append((n, tuple(receivers)))
+
+        names = {n.name: None for n in config.notifiers}
+        self.alerting = Alerting(config, store, self.state, notify, lambda p: None, notifiers=names)
+
+    def tick(self) -> None:
+        now = time.time()
+        results, self.cursor = self.store.tail(self.cursor)
+        self.alerting.feed(results, now)
+        self.alerting.load_silences(now)
+        self.state.save_records(self.alerting.tick(now), now)
+
+
+def drill_once(config: Config, location: Path) -> list[CheckResult]:
+    """One occurrence of ``gateway.drills``' schedule, as the daemon runs it: the clock is set
+    just before the next minute (the schedule is every minute), so it starts within a second;
+    its results are written through the one writer."""
+    assert config.gateway is not None and config.gateway.settings.drills is not None
+    settings = config.gateway.settings.drills
+    start = time.time()
+    offset = next_run(settings, start) - start - 0.3
+    recording = open_recording(location, "test-agent")
+    recording.start()
+    seen: list[CheckResult] = []
+
+    def record(result: CheckResult) -> None:
+        seen.append(result)
+        recording.add(result)
+
+    async def occurrence() -> None:
+        stop = asyncio.Event()
+
+        async def stop_after_run() -> None:
+            while len(seen) < 8:  # four paths, two requests each
+                await asyncio.sleep(0.05)
+            stop.set()
+
+        watcher = asyncio.ensure_future(stop_after_run())
+        await asyncio.wait_for(
+            scheduled_drills(
+                config.gateway, settings, stop, record=record, may_run=lambda: True,
+                redactor=config.redactor, clock=lambda: time.time() + offset,
+            ),
+            30,
+        )  # fmt: skip
+        await watcher
+
+    asyncio.run(occurrence())
+    recording.close()
+    recording.writer.store.close()
+    return seen
+
+
+def test_scheduled_drill_raises_failover_path_broken_and_resolves_once_fixed(
+    keyed_sim: SimServer, tmp_path: Path
+) -> None:
+    file = drill_file(
+        keyed_sim,
+        tmp_path,
+        {
+            "gateway": {"drills": {"schedule": "* * * * *", "timezone": "Europe/Berlin"}},
+            "notifiers": [
+                {"type": "slack", "name": "fallbacks", "webhook_url": "https://hooks.slack.com/x"},
+                {"type": "slack", "name": "oncall", "webhook_url": "https://hooks.slack.com/y"},
+            ],
+            # A broken fallback of chat goes to the team owning it; nothing else does.
+            "alerting": {"routes": [
+                {"match": {"rule": "failover_path_broken", "group": "chat"},
+                 "notify": ["fallbacks"]},
+                {"match": {"severity": "critical"}, "notify": ["oncall"]},
+            ]},
+        },
+    )  # fmt: skip
+    db = tmp_path / "results.db"
+    revoked = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": REVOKED})
+    seen = drill_once(revoked, db)
+    assert {r.source for r in seen} == {Source.DRILL} and len({r.drill for r in seen}) == 1
+    with open_store(db) as store:
+        leader = Leader(tmp_path, revoked, store)
+        leader.tick()
+        firing = {
+            r.target: r for r in leader.alerting.engine.records.values()
+            if r.rule == FAILOVER_PATH_BROKEN and r.state is AlertState.FIRING
+        }  # fmt: skip
+        chat = [t for t in firing if t.startswith("chat: ")]
+        assert len(firing) == 2 and len(chat) == 1  # chat's third path, and backup's own
+        record = firing[chat[0]]
+        assert record.severity is Severity.WARNING
+        paths = failover_paths(revoked.gateway, "chat").paths  # type: ignore[arg-type]
+        assert chat[0] == f"chat: {paths[2].label}"  # named in the drill's order
+        assert record.labels["group"] == "chat" and record.labels["path"] == paths[2].label
+        assert record.labels["deployment"].startswith("backup/")
+        assert "is broken" in record.summary and "auth" in record.summary
+        assert REVOKED not in record.summary
+        notices = [(n.target, n.status, r) for n, r in leader.notices if n.rule == record.rule]
+        assert (chat[0], "firing", ("fallbacks",)) in notices
+        # backup's own path matches no route naming a group: the catch-all is for criticals.
+        assert not any(t.startswith("backup: ") and r for t, _, r in notices)
+
+        fixed = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": GOOD})
+        assert all(r.ok for r in drill_once(fixed, db))
+        leader.tick()
+        states = {
+            r.target: r.state for r in leader.alerting.engine.records.values()
+            if r.rule == FAILOVER_PATH_BROKEN and r.state is not None
+        }  # fmt: skip
+        assert set(states) == set(firing)
+        assert set(states.values()) == {AlertState.RESOLVED}
+        assert (chat[0], "resolved", ("fallbacks",)) in [
+            (n.target, n.status, r) for n, r in leader.notices
+        ]

@@ -21,6 +21,7 @@ from llmpulse.rules import (
     BUDGET_EXHAUSTED,
     BUDGET_RULES,
     BUDGET_WARNING,
+    DRILL_RULES,
     METRIC_RULES,
     SLO_BURN_RULE,
     STORE_RULES,
@@ -60,8 +61,8 @@ def rules_in_effect(config: Config, target_glob: str = "*") -> list[RuleInEffect
     targets = [t for t in config.targets if fnmatch.fnmatchcase(t.name, target_glob)]
     for t in targets:
         for spec in config.target_rules(t).values():
-            if spec.id in STORE_RULES or spec.id in BUDGET_RULES:
-                continue  # judged per provider, per key and per team: below
+            if spec.id in STORE_RULES or spec.id in BUDGET_RULES or spec.id in DRILL_RULES:
+                continue  # judged per provider, per key and per team (below), per failover path
             threshold, value, detail = _threshold(spec), None, ""
             if spec.id == "tps_low":
                 floor = t.tps_floor if t.tps_floor is not None else spec.threshold

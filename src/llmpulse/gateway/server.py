@@ -19,8 +19,11 @@ from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.storage import redact_url
 from llmpulse.config.web import is_loopback, split_address
 from llmpulse.gateway.app import create_app
+from llmpulse.gateway.drill import scheduled_drills
+from llmpulse.probe.lock import held_elsewhere
 from llmpulse.result import CheckResult
 from llmpulse.serving import Server, header_timeout_protocol
+from llmpulse.store import local_path
 from llmpulse.store.writer import open_recording
 
 if TYPE_CHECKING:
@@ -86,6 +89,7 @@ class GatewayProcess:
         self.location = location
         self.host, self.port = address
         self.region = config.monitor.region
+        self.redactor = config.redactor
         # Its results name it and the region it serves from, beside the probe agents'.
         self.name = config.monitor.agent or f"{socket.gethostname()}-gateway-{self.port}"
         # Unless gateway.monitor is off, the gateway probes its deployments itself: their
@@ -118,6 +122,19 @@ class GatewayProcess:
         if self.telemetry is not None:
             self.telemetry.emit(result)
 
+    async def _drills(self, stop: asyncio.Event) -> None:
+        """Scheduled failover drills (``gateway.drills``), unless a daemon probes into the same
+        database (it holds the probe lock): then its alert leader runs them, so an occurrence
+        is drilled once. Results go through the recording, as traffic does."""
+        settings = self.gateway.settings.drills
+        if settings is None:
+            return
+        lock = local_path(self.location)
+        await scheduled_drills(
+            self.gateway, settings, stop, record=self.record,
+            may_run=lambda: not held_elsewhere(lock), redactor=self.redactor,
+        )  # fmt: skip
+
     async def serve(self, *, verbose: bool = False, announce: Callable[[str], None]) -> None:
         """Serve until SIGINT/SIGTERM, then flush the recording and close."""
         host, port = self.host, self.port
@@ -146,9 +163,13 @@ class GatewayProcess:
             f"({len(self.gateway.deployments)} deployments, {len(self.probed)} probed); "
             f"traffic recorded in {redact_url(str(self.location))}"
         )
+        stop = asyncio.Event()
+        drills = asyncio.ensure_future(self._drills(stop))
         try:
             await server.serve()
         finally:
+            stop.set()
+            await drills
             await asyncio.to_thread(self.recording.close)
             self.recording.writer.store.close()
             if self.telemetry is not None:
