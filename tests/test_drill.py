@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -14,7 +16,7 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from conftest import base_url, sim_model
+from conftest import base_url, sim_model, spawn_llmpulse
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore
 from llmpulse.cli import main
@@ -22,6 +24,7 @@ from llmpulse.config import Config, load_config
 from llmpulse.config.litellm import parse_gateway
 from llmpulse.gateway.drill import JSON_KEYS, failover_paths, next_run, scheduled_drills
 from llmpulse.monitor.alerting import Alerting
+from llmpulse.monitor.daemon import Daemon
 from llmpulse.result import CheckResult, Source
 from llmpulse.rules import FAILOVER_PATH_BROKEN, Severity
 from llmpulse.sim.scenario import Scenario
@@ -299,3 +302,76 @@ def test_scheduled_drill_raises_failover_path_broken_and_resolves_once_fixed(
         assert (chat[0], "resolved", ("fallbacks",)) in [
             (n.target, n.status, r) for n, r in leader.notices
         ]
+
+
+def test_the_daemon_drills_on_schedule_and_its_leader_raises_the_alert(
+    keyed_sim: SimServer, tmp_path: Path
+) -> None:
+    """`llmpulse run` with ``gateway.drills`` every minute: at the next minute its alert leader
+    drills, stores the results and fires failover_path_broken for the revoked fallback."""
+    file = drill_file(
+        keyed_sim, tmp_path, {"gateway": {"drills": {"schedule": "* * * * *"}, "monitor": False}}
+    )
+    config = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": REVOKED})
+    db = tmp_path / "results.db"
+
+    async def run() -> list[str]:
+        daemon = Daemon(config, db_path=db)
+        task = asyncio.ensure_future(daemon.run())
+        deadline = time.monotonic() + 90  # the next minute, and the drill
+        try:
+            while time.monotonic() < deadline:
+                alerting = daemon.alerting
+                records = alerting.engine.records.values() if alerting is not None else []
+                firing = [
+                    r.target for r in records
+                    if r.rule == FAILOVER_PATH_BROKEN and r.state is AlertState.FIRING
+                ]  # fmt: skip
+                if len(firing) == 2:
+                    return sorted(firing)
+                await asyncio.sleep(0.25)
+            raise AssertionError("no failover_path_broken within 90 s")
+        finally:
+            daemon.stop_event.set()
+            await asyncio.wait_for(task, 30)
+
+    firing = asyncio.run(run())
+    assert firing[0].startswith("backup: ") and firing[1].startswith("chat: ")
+    with open_store(db) as store:
+        drills = [r for r in store.results_between(0, 2e9) if r.source is Source.DRILL]
+    assert len(drills) == 8 and len({r.drill for r in drills}) == 1
+    assert {r.agent for r in drills} == {config.monitor.agent or socket.gethostname()}
+
+
+def test_the_gateway_drills_on_schedule_when_no_daemon_probes(
+    keyed_sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`llmpulse gateway` alone on its database runs ``gateway.drills`` itself, its results
+    written through its recording."""
+    file = drill_file(
+        keyed_sim, tmp_path, {"gateway": {"drills": {"schedule": "* * * * *"}, "monitor": False}}
+    )
+    monkeypatch.setenv("GOOD_KEY", GOOD)
+    monkeypatch.setenv("BACKUP_KEY", GOOD)
+    db = tmp_path / "results.db"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["gateway", "--config", str(file), "--db", str(db), "--listen", f"127.0.0.1:{port}"]
+    gateway = spawn_llmpulse(args, tmp_path, "gateway.log")
+    try:
+        drills: list[CheckResult] = []
+        deadline = time.monotonic() + 90  # the next minute, and the drill
+        while len(drills) < 8:
+            assert gateway.poll() is None, (tmp_path / "gateway.log").read_text()
+            assert time.monotonic() < deadline, "no scheduled drill within 90 s"
+            time.sleep(0.5)
+            if db.exists():
+                with open_store(db) as store:
+                    rows = store.results_between(0, 2e9)
+                drills = [r for r in rows if r.source is Source.DRILL]
+    finally:
+        gateway.send_signal(signal.SIGINT)
+        gateway.wait(timeout=30)
+    assert all(r.ok for r in drills) and len({r.drill for r in drills}) == 1
+    assert sorted(len(r.route) for r in drills) == [1, 1, 2, 2, 2, 2, 3, 3]

@@ -1,11 +1,13 @@
 """``llmpulse gateway`` as a process: where it listens, its traffic written through the one
-writer, its deployments probed (``health``), OTLP export when configured; served until SIGTERM,
-then in-flight requests finish (``gateway.shutdown_grace``) and what was recorded is flushed.
+writer, its deployments probed (``health``), scheduled failover drills (``gateway.drills``),
+OTLP export when configured; served until SIGTERM, then in-flight requests finish
+(``gateway.shutdown_grace``) and what was recorded is flushed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -169,7 +171,9 @@ class GatewayProcess:
             await server.serve()
         finally:
             stop.set()
-            await drills
+            drills.cancel()  # a drill under way is abandoned: it is not the clients' traffic
+            with contextlib.suppress(asyncio.CancelledError):
+                await drills
             await asyncio.to_thread(self.recording.close)
             self.recording.writer.store.close()
             if self.telemetry is not None:
