@@ -34,6 +34,7 @@ from llmpulse.rules import (
     AVAILABILITY_RULES,
     BILLING_DRIFT_RULE,
     BUDGET_RULES,
+    FAILOVER_PATH_BROKEN,
     INCIDENT,
     OFFICIAL_STATUS_RULE,
     PROVIDER_RULE,
@@ -63,6 +64,8 @@ def alert_scope(rule: str, custom: Mapping[str, str] | None = None, target: str 
         return "provider"
     if rule == SLO_BURN_RULE:
         return "slo"
+    if rule == FAILOVER_PATH_BROKEN:
+        return "failover_path"
     return "target"
 
 
@@ -121,6 +124,9 @@ class AlertRecord:
     # model_changed: the change it announces (what was served before, what is served now).
     previous: str | None = None
     current: str | None = None
+    # Labels of its own beside the four every alert has (failover_path_broken: group, path,
+    # deployment), for routes to match on.
+    extra_labels: dict[str, str] | None = None
 
     @property
     def episode(self) -> str:
@@ -131,6 +137,7 @@ class AlertRecord:
     def labels(self) -> dict[str, str]:
         """What routes and silences match on."""
         return {
+            **(self.extra_labels or {}),
             "severity": str(self.severity),
             "provider": self.provider,
             "target": self.target,
@@ -251,11 +258,15 @@ class Engine:
         value: float | None = None,
         threshold: float | None = None,
         resolve_after: float | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         """One alert whose condition says its own severity (None: it does not hold): an
         official status page, an SLO's burn rate. It fires at once; a firing warning that
-        turns critical escalates; a critical one that eases to warning stays as paged."""
+        turns critical escalates; a critical one that eases to warning stays as paged.
+        ``labels``: the alert's own labels beside the usual four (``AlertRecord.labels``)."""
         record = self._record(rule, subject, provider, severity or Severity.WARNING)
+        if labels is not None and severity is not None:
+            record.extra_labels = dict(labels)
         active = severity is not None
         firing = record.state is AlertState.FIRING
         escalated = firing and record.severity is Severity.WARNING and severity is Severity.CRITICAL

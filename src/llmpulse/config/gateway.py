@@ -190,6 +190,15 @@ class RouterSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class DrillSettings:
+    """``gateway.drills``: when the failover drills run (``gateway.drill``), each occurrence of
+    the cron expression ``schedule`` in ``timezone`` (``llmpulse.schedule``)."""
+
+    schedule: str
+    timezone: str = "UTC"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """llmpulse's own ``gateway:`` section, resolved."""
 
@@ -223,6 +232,7 @@ class GatewaySettings:
     metrics: bool = True
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
+    drills: DrillSettings | None = None  # scheduled failover drills; None: only on demand
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ and /proxy/config_settings, /routing, /proxy/reliability, /wildcard_routing; and
 - ``general_settings.master_key``: a key clients use to call the gateway;
   ``general_settings.max_request_size_mb``: the largest request body accepted (32).
 - ``gateway``: llmpulse's own settings (listen address, gateway keys, limits, monitoring,
-  ``redis_url``).
+  ``redis_url``, ``drills``: the failover drills' schedule).
 
 What LiteLLM accepts loads too, each concern said in one warning line (``GatewayConfig.warnings``,
 naming key paths, never a value):
@@ -106,6 +106,7 @@ from llmpulse.config.fields import Address, read_reference
 from llmpulse.config.gateway import (
     MIB,
     Deployment,
+    DrillSettings,
     GatewayConfig,
     GatewaySettings,
     ModelGroup,
@@ -136,6 +137,7 @@ from llmpulse.presets import (
     vertex_base_url,
     vertex_serves,
 )
+from llmpulse.schedule import parse_cron, parse_timezone
 from llmpulse.secrets import env_var, is_credential_header
 from llmpulse.target import PriceOverride
 
@@ -446,6 +448,24 @@ class _General(BaseModel):
     max_request_size_mb: float | None = Field(default=None, ge=0.001)  # a kilobyte at least
 
 
+class _Drills(BaseModel):
+    """``gateway.drills``: a cron expression and its time zone (``llmpulse.schedule``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    schedule: str
+    timezone: str = "UTC"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return parse_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return parse_timezone(value)
+
+
 class _Gateway(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     listen: Address = "127.0.0.1:4000"
@@ -468,6 +488,7 @@ class _Gateway(BaseModel):
     shutdown_grace: Duration = 10.0
     # The gateway's own /metrics; unset: loopback, the gateway's port + 1; false: not served.
     metrics_listen: Address | Literal[False] | None = None
+    drills: _Drills | None = None
 
 
 class _File(BaseModel):
@@ -1155,6 +1176,11 @@ def _settings(
         metrics=gateway.metrics_listen is not False,
         metrics_host=metrics_host,
         metrics_port=metrics_port,
+        drills=(
+            DrillSettings(gateway.drills.schedule, gateway.drills.timezone)
+            if gateway.drills is not None
+            else None
+        ),
     )
 
 

@@ -1,12 +1,14 @@
 """``llmpulse gateway`` as a process: where it listens, its traffic written through the one
-writer, its deployments probed (``health``), OTLP export when configured, its own Prometheus
-``/metrics`` on a second socket (``metrics_address``); served until SIGTERM, then in-flight
-requests finish (``gateway.shutdown_grace``) and what was recorded is flushed.
+writer, its deployments probed (``health``), scheduled failover drills (``gateway.drills``),
+OTLP export when configured, its own Prometheus ``/metrics`` on a second socket
+(``metrics_address``); served until SIGTERM, then in-flight requests finish
+(``gateway.shutdown_grace``) and what was recorded is flushed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,10 +22,13 @@ from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.storage import redact_url
 from llmpulse.config.web import is_loopback, split_address
 from llmpulse.gateway.app import create_app, master_key_guard
+from llmpulse.gateway.drill import scheduled_drills
 from llmpulse.gateway.metrics import GatewayMetrics, create_metrics_app
 from llmpulse.gateway.selector import Selector
+from llmpulse.probe.lock import held_elsewhere
 from llmpulse.result import CheckResult
 from llmpulse.serving import Server, SideServer, header_timeout_protocol
+from llmpulse.store import local_path
 from llmpulse.store.writer import open_recording
 
 if TYPE_CHECKING:
@@ -112,6 +117,7 @@ class GatewayProcess:
         self.location = location
         self.host, self.port = address
         self.region = config.monitor.region
+        self.redactor = config.redactor
         # Its results name it and the region it serves from, beside the probe agents'.
         self.name = config.monitor.agent or f"{socket.gethostname()}-gateway-{self.port}"
         # Unless gateway.monitor is off, the gateway probes its deployments itself: their
@@ -176,6 +182,19 @@ class GatewayProcess:
             self.telemetry.emit(result)
         self.metrics.observe(result)
 
+    async def _drills(self, stop: asyncio.Event) -> None:
+        """Scheduled failover drills (``gateway.drills``), unless a daemon probes into the same
+        database (it holds the probe lock): then its alert leader runs them, so an occurrence
+        is drilled once. Results go through the recording, as traffic does."""
+        settings = self.gateway.settings.drills
+        if settings is None:
+            return
+        lock = local_path(self.location)
+        await scheduled_drills(
+            self.gateway, settings, stop, record=self.record,
+            may_run=lambda: not held_elsewhere(lock), redactor=self.redactor,
+        )  # fmt: skip
+
     async def serve(self, *, verbose: bool = False, announce: Callable[[str], None]) -> None:
         """Serve until SIGINT/SIGTERM, then flush the recording and close."""
         host, port = self.host, self.port
@@ -223,9 +242,15 @@ class GatewayProcess:
             announce(f"llmpulse gateway: metrics at {where}/metrics{behind}")
         for line in self.metrics_warnings:
             announce(f"warning: {line}")
+        stop = asyncio.Event()
+        drills = asyncio.ensure_future(self._drills(stop))
         try:
             await server.serve()
         finally:
+            stop.set()
+            drills.cancel()  # a drill under way is abandoned: it is not the clients' traffic
+            with contextlib.suppress(asyncio.CancelledError):
+                await drills
             if metrics_server is not None and side is not None:
                 metrics_server.should_exit = True
                 await side

@@ -36,8 +36,16 @@ from llmpulse.alerts.window import (
 )
 from llmpulse.config import Config
 from llmpulse.monitor.billing import Verdict
+from llmpulse.monitor.drills import DrillJudge
 from llmpulse.result import CheckResult
-from llmpulse.rules import BILLING_DRIFT_RULE, BUDGET_RULES, NOT_WINDOWED, SLO_BURN_RULE, RuleSpec
+from llmpulse.rules import (
+    BILLING_DRIFT_RULE,
+    BUDGET_RULES,
+    FAILOVER_PATH_BROKEN,
+    NOT_WINDOWED,
+    SLO_BURN_RULE,
+    RuleSpec,
+)
 from llmpulse.store import ResultFilter, Store, queries
 from llmpulse.target import Target
 
@@ -139,6 +147,7 @@ class Alerting:
         self.slo_pruned_at = -math.inf
         # (SLO index, from, until): what ``replay_start`` found to count from raw results.
         self.backfill: list[tuple[int, float, float]] = []
+        self.drills = DrillJudge(config.gateway)  # failover_path_broken per failover path
 
     @property
     def longest_horizon(self) -> float:
@@ -220,8 +229,12 @@ class Alerting:
         """Add results (any agent's, any order within a batch) and evaluate the targets they
         touched once each."""
         touched: set[str] = set()
+        drilled: set[tuple[str, ...]] = set()
         now = time.time() if now is None else now
         for result in results:
+            path = self.drills.add(result)
+            if path is not None:
+                drilled.add(path)
             if result.target not in self.targets:
                 continue  # a target no longer in the config, or traffic of an unmonitored one
             self.metric_rules.add(result)  # custom rules count traffic's own faults too
@@ -236,6 +249,20 @@ class Alerting:
             touched.add(result.target)
         for name in touched:
             self._evaluate(self.targets[name], now)
+        for path in drilled:
+            self.observe_drill(path, now)
+
+    def observe_drill(self, path: tuple[str, ...], now: float) -> None:
+        """``failover_path_broken`` for one failover path, at the rule's severity (``rules:
+        {failover_path_broken: {severity: critical}}`` to page): it fires when the path's
+        latest drill failed and resolves with the next drill of the path that passes."""
+        rule = self.provider_rules[ALL][FAILOVER_PATH_BROKEN]
+        v = self.drills.verdict(path)
+        severity = rule.severity if rule.enabled and v.failed is not None else None
+        self.engine.observe_graded(
+            FAILOVER_PATH_BROKEN, v.subject, v.provider, severity, v.summary, now,
+            resolve_after=0.0, labels=v.labels,
+        )  # fmt: skip
 
     def _evaluate(self, target: Target, now: float) -> None:
         rules, baseline = self.rules[target.name], self.baselines.get(target.name)

@@ -49,14 +49,15 @@ class Official(BaseModel):
     maintenances: list[Maintenance] = Field(default_factory=list)
 
 
-Scope = Literal["target", "provider", "model", "all", "slo", "key", "team"]
+Scope = Literal["target", "provider", "model", "all", "slo", "key", "team", "failover_path"]
 
 
 class Alert(BaseModel):
     fingerprint: str
     rule: str
     # "target": target names a target; "provider": a provider; "all": every provider ("*");
-    # "slo": an SLO (its burn-rate alert).
+    # "slo": an SLO (its burn-rate alert); "failover_path": a gateway group's failover path,
+    # "group: a → b" (failover_path_broken).
     scope: Scope
     target: str
     provider: str
