@@ -4,12 +4,14 @@ counters checked against the simulator's request log; where it listens and who m
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import sim_model
 from llmpulse.config import ConfigError, load_config
+from llmpulse.config.gateway import GatewayConfig
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.metrics import GatewayMetrics
 from llmpulse.gateway.proxy import Drill, Gateway
 from llmpulse.gateway.server import GatewayProcess, metrics_address
 from llmpulse.result import CheckResult, Source
 from llmpulse.sim.server import SimServer
+from llmpulse.store import open_store
 from test_gateway_proxy import FAST, deployment, gateway_config, upstream
 
 MASTER = "sk-master-metrics-test"
@@ -276,3 +280,160 @@ def test_live_drills_count_as_drill_fallbacks_and_drill_runs_not_at_all(sim: Sim
     assert value(text, "llmpulse_gateway_requests", deployment=answering) == 1
     assert len(upstream(sim, second)) == 2  # the drill run did reach it
     assert value(text, "litellm_deployment_state") == 0  # both closed
+
+
+def in_process(config: GatewayConfig, requests: list[str]) -> str:
+    """``requests`` (model names) through an in-process gateway whose traffic feeds a
+    ``GatewayMetrics``; its exposition after them."""
+    from llmpulse.gateway.ir import ChatRequest, Message, TextPart
+
+    async def main() -> str:
+        gateway: Gateway | None = None
+        metrics = GatewayMetrics(config, lambda: gateway.selector if gateway else None)
+        gateway = Gateway(config, record=metrics.observe)
+        try:
+            for model in requests:
+                await gateway.complete(ChatRequest(model, [Message("user", [TextPart("hi")])]))
+            return metrics.render()[0].decode()
+        finally:
+            await gateway.aclose()
+
+    return asyncio.run(main())
+
+
+def test_wildcard_labels_are_the_config_group_whatever_model_clients_name(
+    sim: SimServer,
+) -> None:
+    names = [f"fb-{sim_model(sim, **FAST)}" for _ in range(4)]
+    for name in names:
+        httpx.patch(f"{sim.url}/_sim/models/{name}", json=FAST, timeout=10).raise_for_status()
+    config = gateway_config(
+        [deployment(sim, "fb-*", "openai", "fb-*")], settings={"max_wildcard_targets": 2}
+    )
+    text = in_process(config, names)
+    # The model names come from clients: the group label is the config's pattern, and the
+    # deployment label holds at most max_wildcard_targets of them (then the pattern's name).
+    groups = {labels["group"] for labels, _ in samples(text, "llmpulse_gateway_requests")}
+    assert groups == {"fb-*"}
+    deployments = {labels["deployment"] for labels, _ in samples(text, "llmpulse_gateway_requests")}
+    assert len(deployments) == 3 and f"{names[0]}/openai-compatible/{names[0]}" in deployments
+    requested = samples(text, "litellm_proxy_total_requests_metric")
+    assert {labels["requested_model"] for labels, _ in requested} == {"fb-*"}
+    assert value(text, "llmpulse_gateway_requests") == 4
+
+
+def test_a_requested_model_naming_another_provider_maps_to_its_own_wildcard() -> None:
+    from llmpulse.config.litellm import parse_gateway
+
+    config = parse_gateway(
+        {
+            "model_list": [
+                {"model_name": "openai/*", "litellm_params": {"model": "openai/*", "api_key": "k"}},
+                {"model_name": "t/*", "litellm_params": {"model": "anthropic/*", "api_key": "k"}},
+            ]
+        },
+        env={},
+    )
+    assert config is not None
+    (served,) = config.resolve("t/openai/x")
+    assert served.name == "t/openai/x/anthropic/openai/x"
+    metrics = GatewayMetrics(config, lambda: None)
+    result = CheckResult(
+        served.name, "anthropic", "openai/x", "inference", datetime.now(UTC), True,
+        source=Source.TRAFFIC, route=[served.name], attempts=1,
+    )  # fmt: skip
+    metrics.observe(result)
+    text = metrics.render()[0].decode()
+    ((labels, n),) = samples(text, "litellm_deployment_success_responses")
+    pattern = config.deployments[1]
+    assert n == 1 and labels["requested_model"] == "t/*"
+    assert (labels["model_id"], labels["api_provider"]) == (pattern.id, "anthropic")
+    assert labels["litellm_model_name"] == "openai/x"
+
+
+def test_a_move_within_the_group_is_a_fallback_but_not_a_litellm_one(sim: SimServer) -> None:
+    """LiteLLM counts litellm_deployment_*_fallbacks for moves to a fallback model group only;
+    issue 17's fallback is any move off the first deployment (llmpulse_gateway_fallbacks)."""
+    first, second = sim_model(sim, errors={"503": 1.0}, **FAST), sim_model(sim, **FAST)
+    config = gateway_config(
+        [
+            deployment(sim, "chat", "openai", first, order=1),
+            deployment(sim, "chat", "anthropic", second, order=2),
+        ],
+        router={"routing_strategy": "priority"},
+    )
+    text = in_process(config, ["chat"])
+    moved = {
+        "group": "chat",
+        "from": f"chat/openai/{first}",
+        "to": f"chat/anthropic/{second}",
+        "reason": str(ErrorClass.UNAVAILABLE),
+    }
+    assert samples(text, "llmpulse_gateway_fallbacks") == [(moved, 1)]
+    assert samples(text, "litellm_deployment_successful_fallbacks") == []
+    assert samples(text, "litellm_deployment_failed_fallbacks") == []
+
+
+def test_a_cooling_deployment_is_a_complete_outage_as_in_litellm(sim: SimServer) -> None:
+    """LiteLLM sets litellm_deployment_state to 2 when it cools a deployment down: a 429's
+    cool-down skips the deployment here too, with its breaker closed."""
+    limited, spare = sim_model(sim, errors={"429": 1.0}, **FAST), sim_model(sim, **FAST)
+    config = gateway_config(
+        [
+            deployment(sim, "chat", "openai", limited, order=1),
+            deployment(sim, "chat", "anthropic", spare, order=2),
+        ],
+        router={"routing_strategy": "priority", "cooldown_time": 60},
+    )
+    text = in_process(config, ["chat"])
+    cooling = f"chat/openai/{limited}"
+    assert value(text, "llmpulse_gateway_cooldown_active", deployment=cooling) == 1
+    assert value(text, "litellm_deployment_state", deployment=cooling) == 2
+    assert value(text, "litellm_deployment_state", deployment=f"chat/anthropic/{spare}") == 0
+
+
+def test_a_failing_metrics_server_leaves_the_gateway_serving_and_flushing(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    model = sim_model(sim, **FAST)
+    path = tmp_path / "gateway.yaml"
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", model)],
+        "gateway": {"monitor": False, "metrics_listen": f"127.0.0.1:{free_port()}"},
+    }
+    path.write_text(yaml.safe_dump(raw))
+    port = free_port()
+    process = GatewayProcess(
+        load_config(path, env={"SIM_KEY": "sk-sim"}), tmp_path / "traffic.db", ("127.0.0.1", port)
+    )
+    assert process.metrics_socket is not None
+    process.metrics_socket.close()
+    # A socket its server cannot start on (not a stream socket), where the bound one was.
+    process.metrics_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    process.metrics_socket.bind(("127.0.0.1", 0))
+    said: list[str] = []
+
+    async def main() -> None:
+        serving = asyncio.create_task(process.serve(announce=said.append))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for _ in range(200):
+                try:
+                    (await http.get("/health/liveliness")).raise_for_status()
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+            (await http.post("/v1/chat/completions", json=body)).raise_for_status()
+        os.kill(os.getpid(), signal.SIGINT)  # the gateway's own stop
+        await serving
+
+    threshold = gc.get_threshold()
+    try:
+        asyncio.run(main())
+    finally:
+        gc.unfreeze()  # serve() tunes the collector for a long-lived process
+        gc.set_threshold(*threshold)
+    assert any(line.startswith("warning: /metrics stopped (ValueError") for line in said), said
+    with open_store(tmp_path / "traffic.db") as store:
+        traffic = [r for r in store.latest_results(limit=10) if r.source is Source.TRAFFIC]
+    assert [r.target for r in traffic] == [f"chat/openai/{model}"]

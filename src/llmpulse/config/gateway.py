@@ -224,6 +224,11 @@ class GatewaySettings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
 
+    @property
+    def has_master_key(self) -> bool:
+        """Whether general_settings.master_key is set: /metrics and the keys API take it."""
+        return any(k.master for k in self.keys)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GatewayConfig:

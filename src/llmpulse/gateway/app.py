@@ -474,7 +474,7 @@ def master_key_guard(config: GatewayConfig, what: str) -> Callable[[Request], Re
     """The check for ``what`` served beside the API: behind the master key when the config
     sets one (``master_only``), else open to whoever reaches it (its socket is loopback then:
     ``gateway.server``)."""
-    if not any(k.master for k in config.settings.keys):
+    if not config.settings.has_master_key:
         return lambda request: None
     keys = KeyRing(config.settings.keys)
     return lambda request: master_only(keys, request, what)
@@ -705,7 +705,7 @@ class _Admin:
 
     def _refused(self, request: Request) -> Response | RunTimeKeys:
         """The run-time keys when the request presents the master key, else the refusal."""
-        if not any(k.master for k in self.endpoints.config.settings.keys):
+        if not self.endpoints.config.settings.has_master_key:
             return _admin_error(
                 403, "the keys API needs a master key: set general_settings.master_key"
             )

@@ -7,6 +7,7 @@ requests finish (``gateway.shutdown_grace``) and what was recorded is flushed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -218,7 +219,8 @@ class GatewayProcess:
                 )
             )
             side = asyncio.create_task(metrics_server.serve(sockets=[self.metrics_socket]))
-            behind = " (master key)" if any(k.master for k in settings.keys) else ""
+            side.add_done_callback(functools.partial(_metrics_ended, announce))
+            behind = " (master key)" if settings.has_master_key else ""
             where = _url(metrics_host, metrics_port)
             announce(f"llmpulse gateway: metrics at {where}/metrics{behind}")
         for line in self.metrics_warnings:
@@ -228,13 +230,22 @@ class GatewayProcess:
         finally:
             if metrics_server is not None and side is not None:
                 metrics_server.should_exit = True
-                await side
+                # A failure of its own was said when it happened: the flush below still runs.
+                await asyncio.gather(side, return_exceptions=True)
             if self.metrics_socket is not None:
                 self.metrics_socket.close()
             await asyncio.to_thread(self.recording.close)
             self.recording.writer.store.close()
             if self.telemetry is not None:
                 await asyncio.to_thread(self.telemetry.shutdown)
+
+
+def _metrics_ended(announce: Callable[[str], None], side: asyncio.Task[None]) -> None:
+    """Says the metrics server failed: the gateway serves on without its /metrics."""
+    if side.cancelled() or side.exception() is None:
+        return
+    error = side.exception()
+    announce(f"warning: /metrics stopped ({type(error).__name__}: {error}); the gateway serves on")
 
 
 def _url(host: str, port: int) -> str:
