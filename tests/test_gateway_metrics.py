@@ -27,7 +27,7 @@ from llmpulse.config.gateway import GatewayConfig
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.metrics import GatewayMetrics
 from llmpulse.gateway.proxy import Drill, Gateway
-from llmpulse.gateway.server import GatewayProcess, metrics_address
+from llmpulse.gateway.server import GatewayProcess
 from llmpulse.result import CheckResult, Source
 from llmpulse.sim.server import SimServer
 from llmpulse.store import open_store
@@ -59,9 +59,15 @@ def value(text: str, family: str, **labels: str) -> float:
 class Gateway_:
     """``llmpulse gateway`` as a process, on free loopback ports, its stderr kept."""
 
-    def __init__(self, tmp_path: Path, raw: dict[str, Any]) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
-        raw.setdefault("gateway", {})["metrics_listen"] = f"127.0.0.1:{self.metrics_port}"
+    def __init__(
+        self, tmp_path: Path, raw: dict[str, Any], port: int = 0, own_port: bool = True
+    ) -> None:
+        """``own_port``: /metrics on a socket of its own (gateway.metrics_listen), else on the
+        API's port."""
+        self.port = port or free_port()
+        self.metrics_port = free_port() if own_port else self.port
+        if own_port:
+            raw.setdefault("gateway", {})["metrics_listen"] = f"127.0.0.1:{self.metrics_port}"
         config = tmp_path / "gateway.yaml"
         config.write_text(yaml.safe_dump(raw))
         self.url = f"http://127.0.0.1:{self.port}"
@@ -168,17 +174,46 @@ def test_after_an_outage_the_fallback_counter_matches_the_simulators_request_log
     assert announced in stderr and MASTER not in stderr
 
 
-def test_the_metrics_port_binds_loopback_next_to_the_gateway_by_default(
+def test_metrics_are_on_the_api_port_and_take_no_port_a_neighbour_may_use(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    """Unset, gateway.metrics_listen leaves /metrics on the API's port, as LiteLLM serves it:
+    a second gateway on the next port starts (the gateway's port + 1 was taken before)."""
+    model = sim_model(sim, **FAST)
+    raw = {"model_list": [deployment(sim, "chat", "openai", model)], "gateway": {"monitor": False}}
+    while True:  # two free neighbouring ports
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+                break
+            except OSError:
+                continue
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (
+        Gateway_(tmp_path / "a", dict(raw), port=port, own_port=False) as first,
+        Gateway_(tmp_path / "b", dict(raw), port=port + 1, own_port=False) as second,
+    ):
+        client = openai.OpenAI(base_url=f"{first.url}/v1", api_key="x", max_retries=0)
+        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+        # No master key: served to loopback clients, without a key.
+        text = first.scrape(None).text
+        assert value(text, "llmpulse_gateway_requests", group="chat", status="ok") == 1
+        assert value(second.scrape(None).text, "llmpulse_gateway_requests") == 0
+    said = first.log.read_text()
+    assert f"metrics at http://127.0.0.1:{port}/metrics (loopback clients)" in said
+
+
+def test_a_metrics_port_of_its_own_is_checked_before_serving(
     tmp_path: Path, sim: SimServer
 ) -> None:
     model = sim_model(sim, **FAST)
     path = tmp_path / "gateway.yaml"
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
 
-    def process(gateway: dict[str, Any] | None = None) -> GatewayProcess:
-        raw: dict[str, Any] = {"model_list": [deployment(sim, "chat", "openai", model)]}
-        if gateway is not None:
-            raw["gateway"] = gateway
+    def process(gateway: dict[str, Any]) -> GatewayProcess:
+        raw = {"model_list": [deployment(sim, "chat", "openai", model)], "gateway": gateway}
         path.write_text(yaml.safe_dump(raw))
         config = load_config(path, env={"SIM_KEY": "sk-sim"})
         return GatewayProcess(config, tmp_path / "traffic.db", ("127.0.0.1", port))
@@ -188,32 +223,37 @@ def test_the_metrics_port_binds_loopback_next_to_the_gateway_by_default(
             p.metrics_socket.close()
         p.recording.writer.store.close()
 
-    default = process()
+    own = process({"metrics_listen": f"127.0.0.1:{metrics_port}"})
     try:
-        assert default.metrics_socket is not None
-        assert default.metrics_socket.getsockname() == ("127.0.0.1", port + 1)
-        # The default port taken (by the first): said, and the gateway still serves.
-        second = process()
-        assert second.metrics_socket is None
-        assert second.metrics_warnings == [
-            f"/metrics not served: 127.0.0.1:{port + 1} (the gateway's port + 1) is taken; set "
-            "gateway.metrics_listen"
-        ]
-        close(second)
-        # Set explicitly, a taken port is an error naming the key.
+        assert own.metrics_socket is not None
+        assert own.metrics_socket.getsockname() == ("127.0.0.1", metrics_port)
+        # A port set and taken is an error naming the key, before anything is served.
         with pytest.raises(ConfigError, match=r"^gateway\.metrics_listen: cannot listen on"):
-            process({"metrics_listen": f"127.0.0.1:{port + 1}"})
+            process({"metrics_listen": f"127.0.0.1:{metrics_port}"})
         with pytest.raises(ConfigError, match=r"^gateway\.metrics_listen: port \d+ is the gate"):
             process({"metrics_listen": f"127.0.0.1:{port}"})
     finally:
-        close(default)
+        close(own)
     off = process({"metrics_listen": False})
-    assert off.metrics_socket is None and not off.metrics_warnings
+    assert off.metrics_socket is None
+    assert all(getattr(r, "path", "") != "/metrics" for r in off.app.routes)
     close(off)
-    assert metrics_address(gateway_config([deployment(sim, "c", "openai", model)]), 0) == (
-        "127.0.0.1",
-        0,
-    )
+
+
+def test_without_a_master_key_only_loopback_clients_read_the_metrics(sim: SimServer) -> None:
+    from starlette.requests import Request
+
+    from llmpulse.gateway.app import master_key_guard
+
+    guard = master_key_guard(gateway_config([deployment(sim, "chat", "openai", "m")]), "/metrics")
+
+    def asked_by(host: str) -> Request:
+        return Request({"type": "http", "method": "GET", "headers": [], "client": (host, 1)})
+
+    assert guard(asked_by("127.0.0.1")) is None
+    refused = guard(asked_by("10.1.2.3"))
+    assert refused is not None and refused.status_code == 403
+    assert b"loopback clients only" in bytes(refused.body)
 
 
 def test_off_loopback_metrics_need_the_master_key(sim: SimServer) -> None:
@@ -233,7 +273,7 @@ def test_off_loopback_metrics_need_the_master_key(sim: SimServer) -> None:
     config = gateway_config(
         entries, settings={"metrics_listen": "0.0.0.0:4001"}, general={"master_key": MASTER}
     )
-    assert metrics_address(config, 4000) == ("0.0.0.0", 4001)
+    assert (config.settings.metrics_host, config.settings.metrics_port) == ("0.0.0.0", 4001)
 
 
 def test_live_drills_count_as_drill_fallbacks_and_drill_runs_not_at_all(sim: SimServer) -> None:

@@ -466,7 +466,7 @@ class _Gateway(BaseModel):
     max_wildcard_targets: int = Field(default=1000, ge=0)
     header_timeout: Duration = 30.0
     shutdown_grace: Duration = 10.0
-    # The gateway's own /metrics; unset: loopback, the gateway's port + 1; false: not served.
+    # The gateway's own /metrics; unset: on the API's port; false: not served.
     metrics_listen: Address | Literal[False] | None = None
 
 

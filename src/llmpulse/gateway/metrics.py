@@ -10,14 +10,15 @@ monitor's exporter does (``telemetry.prometheus``): ``observe`` is a few dict up
 request, with no lock and no object per series. Fed only with gateway traffic (live drills
 included, their fallbacks with reason ``drill``); probe and drill-run results are not traffic.
 
-Served on a socket of its own (``create_metrics_app``), from the gateway's event loop: the
-breakers are read where they live, never from another thread.
+Served on the API's port (``metrics_endpoint``), or a socket of its own
+(``create_metrics_app``), from the gateway's event loop either way: the breakers are read
+where they live, never from another thread.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -290,11 +291,11 @@ class _Collector(Collector):
         yield from (state, cooling, trips)
 
 
-def create_metrics_app(
+def metrics_endpoint(
     metrics: GatewayMetrics, refused: Callable[[Request], Response | None]
-) -> Starlette:
+) -> Callable[[Request], Awaitable[Response]]:
     """``GET /metrics`` over ``metrics``; ``refused`` answers a request that may not read them
-    (the gateway's master-key check), else None."""
+    (the gateway's ``master_key_guard``), else None."""
 
     async def serve(request: Request) -> Response:
         denied = refused(request)
@@ -303,4 +304,9 @@ def create_metrics_app(
         body, content_type = metrics.render(request.headers.get("accept"))
         return Response(body, headers={"content-type": content_type})
 
-    return Starlette(routes=[Route("/metrics", serve, methods=["GET"])])
+    return serve
+
+
+def create_metrics_app(endpoint: Callable[[Request], Awaitable[Response]]) -> Starlette:
+    """The app of ``gateway.metrics_listen``'s socket: ``/metrics`` only."""
+    return Starlette(routes=[Route("/metrics", endpoint, methods=["GET"])])
