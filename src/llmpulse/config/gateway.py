@@ -227,12 +227,18 @@ class GatewaySettings:
     # For a request line and headers: from the connection opening, or a later request's first byte
     header_timeout: float = 30.0
     shutdown_grace: float = 10.0  # in-flight requests may finish; the rest are cancelled
-    # The gateway's own /metrics (gateway.metrics_listen): served unless off, on loopback by
-    # default; port None: the gateway's port + 1.
+    # The gateway's own /metrics: served unless off (gateway.metrics_listen: false), on the
+    # API's port (as LiteLLM serves it) and on a port of its own: gateway.metrics_listen's, or
+    # (port None) loopback on the gateway's port + 1 when that is free.
     metrics: bool = True
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     drills: DrillSettings | None = None  # scheduled failover drills; None: only on demand
+
+    @property
+    def has_master_key(self) -> bool:
+        """Whether general_settings.master_key is set: /metrics and the keys API take it."""
+        return any(k.master for k in self.keys)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

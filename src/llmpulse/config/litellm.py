@@ -486,7 +486,8 @@ class _Gateway(BaseModel):
     max_wildcard_targets: int = Field(default=1000, ge=0)
     header_timeout: Duration = 30.0
     shutdown_grace: Duration = 10.0
-    # The gateway's own /metrics; unset: loopback, the gateway's port + 1; false: not served.
+    # The gateway's own /metrics port; unset: loopback, the gateway's port + 1 (when free; the
+    # API's port serves /metrics too); false: no /metrics at all.
     metrics_listen: Address | Literal[False] | None = None
     drills: _Drills | None = None
 

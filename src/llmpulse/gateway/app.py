@@ -552,10 +552,17 @@ def master_only(keys: KeyRing, request: Request, what: str) -> Response | None:
 
 def master_key_guard(config: GatewayConfig, what: str) -> Callable[[Request], Response | None]:
     """The check for ``what`` served beside the API: behind the master key when the config
-    sets one (``master_only``), else open to whoever reaches it (its socket is loopback then:
-    ``gateway.server``)."""
-    if not any(k.master for k in config.settings.keys):
-        return lambda request: None
+    sets one (``master_only``), else for loopback clients only (a 403 for others)."""
+    if not config.settings.has_master_key:
+
+        def loopback_only(request: Request) -> Response | None:
+            if is_loopback(request.client.host if request.client else ""):
+                return None
+            return _admin_error(
+                403, f"{what} serves loopback clients only: set general_settings.master_key"
+            )
+
+        return loopback_only
     keys = KeyRing(config.settings.keys)
     return lambda request: master_only(keys, request, what)
 
@@ -785,7 +792,7 @@ class _Admin:
 
     def _refused(self, request: Request) -> Response | RunTimeKeys:
         """The run-time keys when the request presents the master key, else the refusal."""
-        if not any(k.master for k in self.endpoints.config.settings.keys):
+        if not self.endpoints.config.settings.has_master_key:
             return _admin_error(
                 403, "the keys API needs a master key: set general_settings.master_key"
             )

@@ -1,7 +1,7 @@
 """``llmpulse gateway`` as a process: where it listens, its traffic written through the one
 writer, its deployments probed (``health``), scheduled failover drills (``gateway.drills``),
-OTLP export when configured, its own Prometheus ``/metrics`` on a second socket
-(``metrics_address``); served until SIGTERM, then in-flight requests finish
+OTLP export when configured, its own Prometheus ``/metrics`` (on the API's port, or a socket of
+its own: ``gateway.metrics_listen``); served until SIGTERM, then in-flight requests finish
 (``gateway.shutdown_grace``) and what was recorded is flushed.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from llmpulse.config.storage import redact_url
 from llmpulse.config.web import is_loopback, split_address
 from llmpulse.gateway.app import create_app, master_key_guard
 from llmpulse.gateway.drill import scheduled_drills
-from llmpulse.gateway.metrics import GatewayMetrics, create_metrics_app
+from llmpulse.gateway.metrics import GatewayMetrics, create_metrics_app, metrics_endpoint
 from llmpulse.gateway.selector import Selector
 from llmpulse.probe.lock import held_elsewhere
 from llmpulse.result import CheckResult
@@ -77,17 +78,6 @@ def listen_address(
     return bind_host, bind_port
 
 
-def metrics_address(gateway: GatewayConfig, port: int) -> tuple[str, int] | None:
-    """Where ``/metrics`` is served: ``gateway.metrics_listen``, else loopback on the gateway's
-    ``port`` + 1 (an ephemeral port when the gateway's is one); None when it is off."""
-    settings = gateway.settings
-    if not settings.metrics:
-        return None
-    if settings.metrics_port is not None:
-        return settings.metrics_host, settings.metrics_port
-    return settings.metrics_host, port + 1 if 0 < port < 65535 else 0
-
-
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -133,7 +123,8 @@ class GatewayProcess:
         # nor a database outage loses it.
         self.recording = open_recording(location, self.name)
         self.metrics = GatewayMetrics(gateway, self._selector)
-        self.metrics_socket, self.metrics_warnings = self._bind_metrics(gateway)
+        self.metrics_warnings: list[str] = []
+        self.metrics_socket = self._bind_metrics(gateway)
         # While `llmpulse run` probes into the same database, its probes are followed, not
         # repeated.
         self.app = create_app(
@@ -145,31 +136,43 @@ class GatewayProcess:
             accept_unenforced_auth=accept_unenforced_auth,
             warnings=[*warnings, *self.metrics_warnings],
         )
+        guard = master_key_guard(gateway, "/metrics")
+        self.metrics_endpoint = metrics_endpoint(self.metrics, guard)
+        if gateway.settings.metrics:
+            # On the API's port too, where LiteLLM serves them: its scrape configs work as they
+            # are.
+            self.app.add_route("/metrics", self.metrics_endpoint, methods=["GET"])
 
-    def _bind_metrics(self, gateway: GatewayConfig) -> tuple[socket.socket | None, list[str]]:
-        """The metrics socket, bound now so a taken port is said before serving: ConfigError
-        for a ``gateway.metrics_listen`` set; the default one taken is a warning (a second
-        gateway on the next port keeps serving)."""
-        address = metrics_address(gateway, self.port)
-        if address is None:
-            return None, []
-        if address[1] == self.port != 0:
+    def _bind_metrics(self, gateway: GatewayConfig) -> socket.socket | None:
+        """The metrics port's socket, bound now so a taken port is said before serving: a
+        ConfigError for ``gateway.metrics_listen``'s; the default one (loopback, the gateway's
+        port + 1) taken is a warning, and /metrics stays on the API's port. None: off."""
+        settings = gateway.settings
+        if not settings.metrics:
+            return None
+        host, port = settings.metrics_host, settings.metrics_port
+        if port is None:
+            port = self.port + 1 if self.port else 0  # an ephemeral API port: any free one
+            try:
+                return _bind(host, port)
+            except OSError as exc:
+                self.metrics_warnings.append(
+                    f"/metrics has no port of its own: {host}:{port} (the gateway's port + 1) "
+                    f"is taken ({exc.strerror}); set gateway.metrics_listen, or scrape the API's "
+                    "port"
+                )
+                return None
+        if port == self.port != 0:
             raise ConfigError(
-                f"gateway.metrics_listen: port {self.port} is the gateway's own; /metrics needs "
-                "a port of its own"
+                f"gateway.metrics_listen: port {port} is the gateway's own; leave "
+                "gateway.metrics_listen unset for a port of its own (the gateway's + 1)"
             )
         try:
-            return _bind(*address), []
+            return _bind(host, port)
         except OSError as exc:
-            host, port = address
-            if gateway.settings.metrics_port is not None:
-                raise ConfigError(
-                    f"gateway.metrics_listen: cannot listen on {host}:{port} ({exc.strerror})"
-                ) from None
-            return None, [
-                f"/metrics not served: {host}:{port} (the gateway's port + 1) is taken; set "
-                "gateway.metrics_listen"
-            ]
+            raise ConfigError(
+                f"gateway.metrics_listen: cannot listen on {host}:{port} ({exc.strerror})"
+            ) from None
 
     def _selector(self) -> Selector | None:
         gateway = getattr(self.app.state, "gateway", None)  # set once the app's lifespan starts
@@ -224,12 +227,12 @@ class GatewayProcess:
         )
         side: asyncio.Task[None] | None = None
         metrics_server: SideServer | None = None
+        metrics_at = f"{_url(host, port)}/metrics"
         if self.metrics_socket is not None:
-            metrics_host, metrics_port = self.metrics_socket.getsockname()[:2]
-            guard = master_key_guard(self.gateway, "/metrics")
+            metrics_at = f"{_url(*self.metrics_socket.getsockname()[:2])}/metrics and {metrics_at}"
             metrics_server = SideServer(
                 uvicorn.Config(
-                    create_metrics_app(self.metrics, guard),
+                    create_metrics_app(self.metrics_endpoint),
                     log_level="warning",
                     log_config=None,
                     lifespan="off",
@@ -237,9 +240,10 @@ class GatewayProcess:
                 )
             )
             side = asyncio.create_task(metrics_server.serve(sockets=[self.metrics_socket]))
-            behind = " (master key)" if any(k.master for k in settings.keys) else ""
-            where = _url(metrics_host, metrics_port)
-            announce(f"llmpulse gateway: metrics at {where}/metrics{behind}")
+            side.add_done_callback(functools.partial(_metrics_ended, announce))
+        if settings.metrics:
+            behind = "master key" if settings.has_master_key else "loopback clients"
+            announce(f"llmpulse gateway: metrics at {metrics_at} ({behind})")
         for line in self.metrics_warnings:
             announce(f"warning: {line}")
         stop = asyncio.Event()
@@ -253,13 +257,22 @@ class GatewayProcess:
                 await drills
             if metrics_server is not None and side is not None:
                 metrics_server.should_exit = True
-                await side
+                # A failure of its own was said when it happened: the flush below still runs.
+                await asyncio.gather(side, return_exceptions=True)
             if self.metrics_socket is not None:
                 self.metrics_socket.close()
             await asyncio.to_thread(self.recording.close)
             self.recording.writer.store.close()
             if self.telemetry is not None:
                 await asyncio.to_thread(self.telemetry.shutdown)
+
+
+def _metrics_ended(announce: Callable[[str], None], side: asyncio.Task[None]) -> None:
+    """Says the metrics server failed: the gateway serves on without its /metrics."""
+    if side.cancelled() or side.exception() is None:
+        return
+    error = side.exception()
+    announce(f"warning: /metrics stopped ({type(error).__name__}: {error}); the gateway serves on")
 
 
 def _url(host: str, port: int) -> str:
