@@ -19,6 +19,7 @@ from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.storage import redact_url
 from llmpulse.config.web import is_loopback, split_address
 from llmpulse.gateway.app import create_app
+from llmpulse.gateway.breaker_log import BreakerLog
 from llmpulse.result import CheckResult
 from llmpulse.serving import Server, header_timeout_protocol
 from llmpulse.store.writer import open_recording
@@ -100,6 +101,8 @@ class GatewayProcess:
         # Traffic is stored within 250 ms (the database, else the local spool): neither a kill
         # nor a database outage loses it.
         self.recording = open_recording(location, self.name)
+        # Breaker opens and closes, for the dashboard's gateway page.
+        self.breakers = BreakerLog(location, self.name, {d.id: d.name for d in gateway.deployments})
         # While `llmpulse run` probes into the same database, its probes are followed, not
         # repeated.
         self.app = create_app(
@@ -110,6 +113,7 @@ class GatewayProcess:
             redactor=config.redactor,
             accept_unenforced_auth=accept_unenforced_auth,
             warnings=warnings,
+            breakers=self.breakers,
         )
 
     def record(self, result: CheckResult) -> None:
@@ -122,6 +126,7 @@ class GatewayProcess:
         """Serve until SIGINT/SIGTERM, then flush the recording and close."""
         host, port = self.host, self.port
         self.recording.start()  # a predecessor's spool is replayed at once
+        self.breakers.start()
         # What start-up built lives as long as the gateway: frozen out of collections, which
         # otherwise took about a sixth of each request's time (profiled under load).
         aio.quiet_gc()
@@ -150,6 +155,7 @@ class GatewayProcess:
             await server.serve()
         finally:
             await asyncio.to_thread(self.recording.close)
+            await asyncio.to_thread(self.breakers.close)
             self.recording.writer.store.close()
             if self.telemetry is not None:
                 await asyncio.to_thread(self.telemetry.shutdown)
