@@ -19,6 +19,7 @@ ROLLUP_RETENTION_S = 400 * 86400
 SPEND_TOP_N = 1000
 # Buckets with fallbacks one ``fallback_buckets`` call returns: a week of minutes, 3 groups.
 MAX_FALLBACK_BUCKETS = 30_000
+MAX_ISLANDS = 10_000  # runs of moved / not moved requests one ``route_islands`` call returns
 
 GroupBy = Literal["target", "provider", "bucket"] | None
 # Raw results also know who measured them and why: by region (agents) or source (probe/traffic).
@@ -172,6 +173,17 @@ class FallbackBucket:
     requests: int
     fallbacks: int
     first_fallback_ts: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Island:
+    """A run of consecutive requests, all moved or all not: the first at ``start_ts``, the
+    last at ``end_ts``."""
+
+    moved: bool
+    start_ts: float
+    end_ts: float
+    requests: int
 
 
 @dataclasses.dataclass(slots=True)
@@ -356,6 +368,18 @@ class Store(abc.ABC):
         """Gateway requests (not live drills) of ``start_ts <= ts < end_ts`` whose first choice
         is one of ``firsts`` and which another deployment answered, counted by (first choice,
         answering deployment, fallback reason)."""
+        raise NotImplementedError
+
+    def route_islands(
+        self,
+        start_ts: float,
+        end_ts: float,
+        firsts: Sequence[str],
+        expected: Mapping[str, str] | None = None,
+    ) -> list[Island]:
+        """The gateway requests (not live drills) of ``start_ts <= ts < end_ts`` whose first
+        choice is one of ``firsts``, in time order, as runs of moved (answered by another
+        deployment than the first choice) and not moved requests; at most ``MAX_ISLANDS``."""
         raise NotImplementedError
 
     def tail_start(self, since_ts: float) -> tuple[list[CheckResult], int]:

@@ -24,6 +24,7 @@ from llmpulse.store.base import (
     ALL_RESULTS,
     COST_BY,
     MAX_FALLBACK_BUCKETS,
+    MAX_ISLANDS,
     RAW_RETENTION_S,
     ROLLUP_RETENTION_S,
     SPEND_TOP_N,
@@ -33,6 +34,7 @@ from llmpulse.store.base import (
     CostRow,
     FallbackBucket,
     GroupBy,
+    Island,
     ModelChange,
     PruneStats,
     RawGroupBy,
@@ -331,7 +333,7 @@ class SQLStore(Store, Generic[C]):
         with self._reading() as conn:
             rows = conn.all(
                 "SELECT ts, agent, deployment, state, reason FROM breaker_events "
-                "WHERE ts >= ? AND ts < ? ORDER BY ts DESC, agent, deployment LIMIT ?",
+                "WHERE ts >= ? AND ts < ? ORDER BY ts DESC, agent DESC, deployment DESC LIMIT ?",
                 (start_ts, end_ts, limit),
             )
         return [BreakerEvent(float(r[0]), *r[1:]) for r in reversed(rows)]
@@ -421,6 +423,33 @@ class SQLStore(Store, Generic[C]):
                 (*args, start_ts, end_ts, str(Source.TRAFFIC), *firsts),
             )
         return {(f, a, reason): int(n) for f, a, reason, n in rows}
+
+    def route_islands(
+        self,
+        start_ts: float,
+        end_ts: float,
+        firsts: Sequence[str],
+        expected: Mapping[str, str] | None = None,
+    ) -> list[Island]:
+        if not firsts:
+            return []
+        cte, first, args = self._expected_first(expected)
+        marks = ", ".join("?" * len(firsts))
+        # Gaps and islands: within a run, the rank among all rows and the rank among rows of
+        # the same kind grow together, so their difference names the run.
+        with self._reading() as conn:
+            rows = conn.all(
+                f"""{cte}SELECT moved, min(ts) AS t0, max(ts), count(*) FROM (
+                        SELECT ts, moved,
+                               row_number() OVER (ORDER BY ts, id)
+                               - row_number() OVER (PARTITION BY moved ORDER BY ts, id) AS run
+                        FROM (SELECT id, ts, CASE WHEN {first} <> target THEN 1 ELSE 0 END AS moved
+                              FROM results WHERE ts >= ? AND ts < ? AND source = ?
+                              AND drill IS NULL AND {first} IN ({marks})) AS r
+                    ) AS s GROUP BY moved, run ORDER BY t0 LIMIT ?""",
+                (*args, start_ts, end_ts, str(Source.TRAFFIC), *firsts, MAX_ISLANDS),
+            )
+        return [Island(bool(m), float(a), float(b), int(n)) for m, a, b, n in rows]
 
     def _model_changes_in(
         self, conn: Conn, results: Sequence[CheckResult]

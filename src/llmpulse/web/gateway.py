@@ -21,12 +21,16 @@ from llmpulse.config.gateway import GatewayConfig, Strategy
 from llmpulse.result import CheckKind, Source
 from llmpulse.secrets import Redactor
 from llmpulse.store import ResultFilter
-from llmpulse.store.base import FallbackBucket, Store
+from llmpulse.store.base import Island, Store
 from llmpulse.web import schemas
 
 MINUTE = 60
-# A minute is "moved" when more than this share of its requests went to a fallback.
+# An incident: more than this share of the group's requests in it moved.
 MOVED_SHARE = 0.5
+# First-choice answers for less than this long between moved requests do not end an incident.
+MERGE_GAP_S = 60.0
+# Minutes with moved requests less than this apart are read together.
+SPAN_GAP_S = 5 * 60
 MAX_INCIDENTS = 100  # the most recent, per response
 MAX_BREAKER_EVENTS = 1000
 DRILL_RESULTS = 500  # the newest drill results read for the table of latest drills
@@ -78,79 +82,122 @@ class Groups:
 
 @dataclasses.dataclass(slots=True)
 class _Run:
-    group: str
-    firsts: set[str]
     start_ts: float
-    last_bucket: int
-    requests: int
-    fallbacks: int
+    moved: int = 0
+    requests: int = 0
+    gap: float | None = None  # the first not moved request after the last moved one
+    lull: int = 0  # not moved requests since
 
 
 def incidents(
     store: Store, groups: Groups, start_ts: float, end_ts: float
 ) -> list[schemas.GatewayIncident]:
     """Periods in which a group's traffic was answered mostly by other deployments than the
-    requests' first choices. Precisely, per model group, in minutes (UTC, aligned) of the window:
+    requests' first choices. Precisely, per model group, over its requests in time order (live
+    drills aside):
 
     - a request's first choice is its route's first deployment or, under priority routing,
       its group's primary (``primaries``): a request sent straight to a fallback because the
-      primary's breaker was open moved too;
-    - a minute is *moved* when more than ``MOVED_SHARE`` (half) of the group's requests in it
-      (live drills aside) were answered by another deployment than their first choice;
-    - an incident is a run of moved minutes; a minute without requests of the group neither
-      breaks nor extends a run; one with requests that is not moved ends it;
-    - T (``start_ts``) is the time of the first moved request in the run's first minute;
-    - T' (``end_ts``) is the time of the earliest request answered by its first choice in the
-      first minute with requests after the run (that minute is not moved, so it has one). No
-      such minute yet: the incident is ongoing (T' is None);
-    - X (``from``) is the first choice most of the run's moved requests left, Y (``to``) the
-      deployment that answered most of them; ``requests`` and ``fallbacks`` count the group's
-      requests in the run's minutes, ``reasons`` the moved ones by fallback reason
-      (``not_tried``: the first choice was passed over, not tried).
+      primary's breaker was open is moved too. A request is *moved* when another deployment
+      than its first choice answered it (or failed last);
+    - an incident starts at a moved request (T) and takes in the moved requests after it; it
+      ends at the first request answered by its first choice (T') that is followed by no moved
+      request for ``MERGE_GAP_S`` (a minute): first-choice answers in a shorter lull belong
+      to the incident (a half-open probe between failures). No such request yet: ongoing,
+      T' is None;
+    - it is reported when more than ``MOVED_SHARE`` (half) of the group's requests from T to
+      T' (to its last moved request, while ongoing) were moved: a scattering of fallbacks
+      among first-choice answers is no incident;
+    - X (``from``) is the first choice most of its moved requests left, Y (``to``) the
+      deployment that answered most of them; ``reasons`` counts the moved requests by fallback
+      reason (``not_tried``: the first choice was passed over, not tried).
 
-    Runs starting before the window are cut at it: T is then the window's first moved request.
+    Only requests in minutes with a moved request, and the minutes between those less than
+    ``SPAN_GAP_S`` apart, are read (runs ranked in the database): a quiet week costs nothing.
+    An incident that began before the window starts at its first moved request inside it.
     """
-    per_group: dict[str, dict[int, list[FallbackBucket]]] = collections.defaultdict(
-        lambda: collections.defaultdict(list)
-    )
+    minutes: dict[str, list[int]] = collections.defaultdict(list)
+    seen: dict[str, set[str]] = collections.defaultdict(set)
     for b in store.fallback_buckets(start_ts, end_ts, MINUTE, groups.expected):
-        per_group[groups.of(b.first)][b.bucket].append(b)
+        group = groups.of(b.first)
+        if not minutes[group] or minutes[group][-1] != b.bucket:
+            minutes[group].append(b.bucket)
+        seen[group].add(b.first)
     found: list[schemas.GatewayIncident] = []
-    for group, minutes in per_group.items():
-        moved = [
-            (bucket, rows)
-            for bucket, rows in sorted(minutes.items())
-            if sum(r.fallbacks for r in rows) > MOVED_SHARE * sum(r.requests for r in rows)
-        ]
-        firsts = groups.members(group, (r.first for rows in minutes.values() for r in rows))
-        run: _Run | None = None
-        for i, (bucket, rows) in enumerate(moved):
-            if run is None:
-                run = _Run(group, set(), min(r.first_fallback_ts for r in rows), bucket, 0, 0)
-            run.last_bucket = bucket
-            run.firsts.update(r.first for r in rows)
-            run.requests += sum(r.requests for r in rows)
-            run.fallbacks += sum(r.fallbacks for r in rows)
-            following = moved[i + 1][0] if i + 1 < len(moved) else None
-            if following == bucket + MINUTE:
-                continue  # the next minute is moved too
-            back = store.first_choice_answer(bucket + MINUTE, end_ts, firsts, groups.expected)
-            if following is not None and (back is None or back >= following):
-                continue  # no minute with requests in between: the same run goes on
-            found.append(_incident(store, run, back, firsts, groups.expected))
-            run = None
+    for group, buckets in minutes.items():
+        firsts = groups.members(group, sorted(seen[group]))
+        islands: list[Island] = []
+        for lo, hi in _spans(buckets):
+            if islands and islands[-1].moved:
+                # Between two spans the group may have been answered by its first choice.
+                back = store.first_choice_answer(islands[-1].end_ts, lo, firsts, groups.expected)
+                if back is not None:
+                    islands.append(Island(False, back, back, 1))
+            islands += store.route_islands(lo, hi, firsts, groups.expected)
+        if islands and islands[-1].moved:
+            back = store.first_choice_answer(islands[-1].end_ts, end_ts, firsts, groups.expected)
+            if back is not None:
+                islands.append(Island(False, back, back, 1))
+        for start, back, moved, requests in _runs(islands):
+            if moved > MOVED_SHARE * requests:
+                found.append(
+                    _incident(store, group, start, back, end_ts, moved, requests, firsts, groups)
+                )
     found.sort(key=lambda i: i.start_ts)
     return found[-MAX_INCIDENTS:]
 
 
+def _spans(buckets: Sequence[int]) -> list[tuple[int, int]]:
+    """Minutes with a moved request, joined into ranges where less than ``SPAN_GAP_S`` apart."""
+    spans: list[tuple[int, int]] = []
+    for bucket in buckets:
+        if spans and bucket - spans[-1][1] < SPAN_GAP_S:
+            spans[-1] = (spans[-1][0], bucket + MINUTE)
+        else:
+            spans.append((bucket, bucket + MINUTE))
+    return spans
+
+
+def _runs(islands: Sequence[Island]) -> list[tuple[float, float | None, int, int]]:
+    """Incidents as (T, T' or None, moved requests, requests from T to T'), from the runs."""
+    out: list[tuple[float, float | None, int, int]] = []
+    run: _Run | None = None
+    for island in islands:
+        if run is None:
+            if island.moved:
+                run = _Run(island.start_ts)
+            else:
+                continue
+        if not island.moved:
+            run.gap = island.start_ts if run.gap is None else run.gap
+            run.lull += island.requests
+            continue
+        if run.gap is not None:
+            if island.start_ts - run.gap >= MERGE_GAP_S:
+                out.append((run.start_ts, run.gap, run.moved, run.requests))
+                run = _Run(island.start_ts)
+            else:
+                run.requests += run.lull  # a lull inside the incident
+                run.gap, run.lull = None, 0
+        run.moved += island.requests
+        run.requests += island.requests
+    if run is not None:
+        out.append((run.start_ts, run.gap, run.moved, run.requests))
+    return out
+
+
 def _incident(
     store: Store,
-    run: _Run,
+    group: str,
+    start: float,
     back: float | None,
+    end_ts: float,
+    moved: int,
+    requests: int,
     firsts: Sequence[str],
-    expected: Mapping[str, str],
+    groups: Groups,
 ) -> schemas.GatewayIncident:
-    counts = store.fallback_counts(run.start_ts, run.last_bucket + MINUTE, firsts, expected)
+    counts = store.fallback_counts(start, back or end_ts, firsts, groups.expected)
     left: collections.Counter[str] = collections.Counter()
     went: collections.Counter[str] = collections.Counter()
     reasons: collections.Counter[str] = collections.Counter()
@@ -158,21 +205,21 @@ def _incident(
         left[first] += n
         went[answered] += n
         reasons[reason or NOT_TRIED] += n
-    x = left.most_common(1)[0][0] if left else min(run.firsts)
+    x = left.most_common(1)[0][0] if left else firsts[0]
     y = went.most_common(1)[0][0] if went else "?"
-    summary = f"{run.group}: traffic moved from {x} to {y} at {_when(run.start_ts)}"
+    summary = f"{group}: traffic moved from {x} to {y} at {_when(start)}"
     summary += f", back at {_when(back)}" if back is not None else ", not back yet"
     return schemas.GatewayIncident(
-        group=run.group,
+        group=group,
         from_=x,
         to=y,
-        start_ts=run.start_ts,
+        start_ts=start,
         end_ts=back,
         ongoing=back is None,
-        requests=run.requests,
-        fallbacks=run.fallbacks,
+        requests=requests,
+        fallbacks=moved,
         reasons=dict(reasons.most_common()),
-        summary=f"{summary} ({run.fallbacks} of {run.requests} requests moved)",
+        summary=f"{summary} ({moved} of {requests} requests moved)",
     )
 
 
