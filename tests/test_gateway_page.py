@@ -84,13 +84,11 @@ def request(
     )
 
 
-@pytest.fixture
-def seeded(db_location: str | Path) -> Iterator[tuple[View, float, float]]:
-    """A gateway's half hour: an outage of the primary from minute 5 to 9 (moved requests, some
-    after a failed attempt, some sent straight to the backup: the breaker was open), a second
-    one from minute 20 still going on, live drills, another group, drill runs and breaker
-    events. Yields the view, the first minute and now."""
-    now = float(int(time.time()) // 60 * 60 + 50)
+def seed_gateway(location: str | Path, now: float) -> float:
+    """A gateway's half hour before ``now`` (at 50 s past a minute): an outage of the primary
+    from minute 5 to 9 (moved requests, some after a failed attempt, some sent straight to the
+    backup: the breaker was open), a second one from minute 20 still going on, live drills,
+    another group, drill runs and breaker events. Returns the first minute."""
     m0 = now - 50 - 30 * 60
     at = lambda minute, s: m0 + minute * 60 + s  # noqa: E731
     rows: list[CheckResult] = []
@@ -123,7 +121,7 @@ def seeded(db_location: str | Path) -> Iterator[tuple[View, float, float]]:
             error=(ErrorClass.AUTH, f"invalid api key {SECRET}"),
         ),
     ]
-    with open_store(db_location) as store:
+    with open_store(location) as store:
         store.write_results(rows)
         store.write_breaker_events(
             [
@@ -132,6 +130,14 @@ def seeded(db_location: str | Path) -> Iterator[tuple[View, float, float]]:
                 BreakerEvent(at(9, 40), "gw-1", PRIMARY, "closed", "probe succeeded"),
             ]
         )
+    return m0
+
+
+@pytest.fixture
+def seeded(db_location: str | Path) -> Iterator[tuple[View, float, float]]:
+    """``seed_gateway``'s data; yields the view, the first minute and now."""
+    now = float(int(time.time()) // 60 * 60 + 50)
+    m0 = seed_gateway(db_location, now)
     view = View.open(page_config(), db_location)
     try:
         yield view, m0, now
