@@ -55,7 +55,6 @@ class BreakerLog:
         max_pending: int = MAX_PENDING,
         every: float = WRITE_EVERY_S,
         wall: Callable[[], float] = time.time,
-        open_db: Callable[[str | Path], Store] = open_store,
     ) -> None:
         self.location = location
         self.agent = agent
@@ -63,12 +62,12 @@ class BreakerLog:
         self.per_minute = per_minute
         self.every = every
         self._wall = wall
-        self._open_db = open_db
         self._mono: Clock = time.monotonic
         self._lock = threading.Lock()  # the queues below, between the loop and the writer
         self._pending: collections.deque[BreakerEvent] = collections.deque(maxlen=max_pending)
         self._recent: dict[str, collections.deque[float]] = {}  # accepted times per deployment
         self._held: dict[str, tuple[BreakerEvent, int]] = {}  # coalesced: latest, how many
+        self._dropping = False  # said once per time the queue is full
         self._stop = threading.Event()
         self._wake = threading.Event()  # a flush, or the stop
         self._written = threading.Condition()
@@ -76,8 +75,16 @@ class BreakerLog:
         self._store: Store | None = None
 
     def attach(self, selector: Selector) -> None:
+        """Record ``selector``'s transitions (after whoever was told of them before)."""
         self._mono = selector.clock
-        selector.on_transition = self.add
+        before = selector.on_transition
+
+        def told(deployment_id: str, transition: Transition) -> None:
+            if before is not None:
+                before(deployment_id, transition)
+            self.add(deployment_id, transition)
+
+        selector.on_transition = told if before is not None else self.add
 
     def start(self) -> None:
         self._thread.start()
@@ -101,6 +108,10 @@ class BreakerLog:
                 _, folded = self._held.get(event.deployment, (event, 0))
                 self._held[event.deployment] = (event, folded + 1)
                 return
+            if len(self._pending) == self._pending.maxlen and not self._dropping:
+                # The database has been away long: the oldest go (the deque drops them).
+                log.error("breaker events: %d unwritten; dropping the oldest", len(self._pending))
+                self._dropping = True
             self._pending.append(event)
 
     def _admit(self, deployment: str, ts: float) -> bool:
@@ -139,7 +150,7 @@ class BreakerLog:
             if batch:
                 try:
                     if self._store is None:
-                        self._store = self._open_db(self.location)
+                        self._store = open_store(self.location)
                     self._store.write_breaker_events(batch)
                 except database_errors(OSError) as exc:
                     failed = True
@@ -147,11 +158,19 @@ class BreakerLog:
                         where = redact_url(str(self.location))
                         log.warning("breaker events wait to be written to %s: %s", where, exc)
                         warned = True
+                except Exception:  # a bug must not stop the log: the events wait, said once
+                    failed = True
+                    if not warned:
+                        log.exception("writing breaker events failed")
+                        warned = True
                 else:
                     warned = False
+                    written = set(batch)
                     with self._lock:
-                        for _ in batch:
+                        # By value, not count: a full queue may have dropped some meanwhile.
+                        while self._pending and self._pending[0] in written:
                             self._pending.popleft()
+                        self._dropping = False
             with self._written:
                 self._written.notify_all()
             if stopping:
