@@ -388,7 +388,7 @@ def test_a_forced_outage_shows_on_the_page_as_the_simulator_saw_it(
     ]
     raw = {
         "model_list": entries,
-        "router_settings": {"allowed_fails": 2, "cooldown_time": 1},
+        "router_settings": {"allowed_fails": 2, "cooldown_time": 3},
         "gateway": {"monitor": False},
     }
     gateway = GatewayProcess(tmp_path, raw)
@@ -407,7 +407,7 @@ def test_a_forced_outage_shows_on_the_page_as_the_simulator_saw_it(
         ).raise_for_status()
         ask(6)  # two fail over after a 503 and open the breaker; four go straight to the backup
         httpx.patch(f"{sim.url}/_sim/models/{primary}", json={"errors": {}}).raise_for_status()
-        time.sleep(1.2)  # the cool-down: the next request is the half-open probe
+        time.sleep(3.2)  # the cool-down (long enough for a loaded machine to send the six)
         ask(3)
     finally:
         gateway.stop()
@@ -449,5 +449,5 @@ def test_a_forced_outage_shows_on_the_page_as_the_simulator_saw_it(
     ]
     opened, half, closed = page.breaker_events
     assert opened.reason == "unavailable" and closed.reason == "probe succeeded"
-    assert half.ts - opened.ts == pytest.approx(1.0, abs=0.05)
+    assert half.ts - opened.ts == pytest.approx(3.0, abs=0.05)
     assert closed.ts == pytest.approx(back, abs=1.0)
