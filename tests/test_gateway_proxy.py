@@ -148,6 +148,23 @@ def ask(client: openai.OpenAI, model: str, **extra: Any) -> Any:
     )
 
 
+def test_a_non_streaming_answer_is_judged_a_success(sim: SimServer) -> None:
+    """The client takes the answer and the attempt ends there: its success still reaches the
+    selector (breaker, latency, minute usage), as a streamed one's does."""
+    model = sim_model(sim, **FAST)
+    config = gateway_config([deployment(sim, "chat", "openai", model)])
+    with Served(config) as served:
+        served.openai().chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert served.gateway is not None
+        selector = served.gateway.selector
+        deployment_id = config.deployments[0].id
+        assert selector.breaker(deployment_id).snapshot().window_requests == 1
+        assert selector.stats(deployment_id).latency_s is not None
+        assert selector.stats(deployment_id).in_flight == 0
+
+
 def test_cross_provider_failover_reports_the_deployment_that_answered(sim: SimServer) -> None:
     down = sim_model(sim, errors={"503": 1.0}, **FAST)
     claude = sim_model(sim, **FAST)

@@ -80,6 +80,7 @@ from llmpulse.config.storage import redact_url
 from llmpulse.config.web import is_loopback
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerState
+from llmpulse.gateway.breaker_log import BreakerLog
 from llmpulse.gateway.health import HealthLoop
 from llmpulse.gateway.ir import ChatRequest, MessageStart, StreamEvent, TranslationError
 from llmpulse.gateway.keys import (
@@ -208,6 +209,7 @@ def create_app(
     redactor: Redactor | None = None,
     accept_unenforced_auth: bool = False,
     warnings: Sequence[str] = (),
+    breakers: BreakerLog | None = None,
 ) -> Starlette:
     """The ASGI app; its ``Gateway`` (and HTTP session) lives for the app's lifespan.
 
@@ -218,7 +220,7 @@ def create_app(
     asking for access control llmpulse does not enforce raises ``ConfigError`` unless
     ``accept_unenforced_auth``. ``/health`` lists the config's warnings, then ``warnings``.
     While the app serves, ``app.state.gateway`` is its ``Gateway`` (the metrics read its
-    breakers there).
+    breakers there). ``breakers`` records the gateway's breaker transitions.
     """
     serving_without = config.auth_warning(accept_unenforced_auth)
     said = [*config.warnings, *warnings, *([serving_without] if serving_without else [])]
@@ -241,6 +243,8 @@ def create_app(
             make_gateway() if make_gateway else Gateway(config, record=record, redactor=redactor)
         )
         endpoints.gateway = app.state.gateway = gateway  # the metrics read its breakers
+        if breakers is not None:
+            breakers.attach(gateway.selector)
         gateway.record = limits.recorder(gateway.record)  # tokens and spend count for limits
         await limits.start()
         stop = asyncio.Event()

@@ -610,15 +610,16 @@ class Gateway:
                 for out in self._release(call, held):
                     yield out
             else:
-                yield await self._complete_attempt(deployment, call, measure)
+                response = await self._complete_attempt(deployment, call, measure)
+                # Settled before the answer goes out: its taker returns at once and closes this
+                # generator at the yield, which would otherwise release the attempt unjudged (a
+                # half-open probe that succeeded would never close its breaker).
+                settled = True
+                self._succeeded(deployment, measure)
+                yield response
+                return
             settled = True
-            self.selector.finish(
-                deployment.id,
-                ttft_s=measure.stopwatch.ttft_s,
-                latency_s=measure.latency_s,
-                tokens=_tokens(measure.usage),
-                ratelimit=measure.ratelimit,
-            )
+            self._succeeded(deployment, measure)
         except _AttemptFailed as failure:
             settled = True
             # Every failure's message is upstream text or holds some: redacted once, here.
@@ -637,6 +638,15 @@ class Gateway:
         finally:
             if not settled:
                 self.selector.release(deployment.id)  # the client went away
+
+    def _succeeded(self, deployment: Deployment, measure: _Measure) -> None:
+        self.selector.finish(
+            deployment.id,
+            ttft_s=measure.stopwatch.ttft_s,
+            latency_s=measure.latency_s,
+            tokens=_tokens(measure.usage),
+            ratelimit=measure.ratelimit,
+        )
 
     @staticmethod
     def _release(call: _Call, held: list[StreamEvent]) -> list[StreamEvent]:

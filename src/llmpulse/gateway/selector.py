@@ -41,7 +41,7 @@ from typing import Protocol, TypeVar
 from llmpulse.catalog import cost_usd
 from llmpulse.config.gateway import Strategy
 from llmpulse.errors import ErrorClass
-from llmpulse.gateway.breaker import BreakerConfig, CircuitBreaker, Clock
+from llmpulse.gateway.breaker import BreakerConfig, CircuitBreaker, Clock, Transition
 from llmpulse.presets import PRESETS
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
 from llmpulse.target import Target, preset_target
@@ -203,6 +203,8 @@ class Selector:
         self._breakers: dict[str, CircuitBreaker] = {}
         # Told of every local outcome (``gateway.shared`` sends them to the other replicas).
         self.listener: Callable[[str, Outcome], None] | None = None
+        # Told of every breaker's change of state, by deployment id (``gateway.breaker_log``).
+        self.on_transition: Callable[[str, Transition], None] | None = None
 
     @property
     def clock(self) -> Clock:
@@ -218,8 +220,13 @@ class Selector:
         breaker = self._breakers.get(deployment_id)
         if breaker is None:
             breaker = CircuitBreaker(self._breaker_config, self._clock)
+            breaker.on_change = functools.partial(self._transition, deployment_id)
             self._breakers[deployment_id] = breaker
         return breaker
+
+    def _transition(self, deployment_id: str, transition: Transition) -> None:
+        if self.on_transition is not None:
+            self.on_transition(deployment_id, transition)
 
     # --- choosing ---------------------------------------------------------------------------
 

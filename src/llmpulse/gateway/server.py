@@ -23,6 +23,7 @@ from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.storage import redact_url
 from llmpulse.config.web import is_loopback, split_address
 from llmpulse.gateway.app import create_app, master_key_guard
+from llmpulse.gateway.breaker_log import BreakerLog
 from llmpulse.gateway.drill import scheduled_drills
 from llmpulse.gateway.metrics import GatewayMetrics, create_metrics_app, metrics_endpoint
 from llmpulse.gateway.selector import Selector
@@ -125,6 +126,8 @@ class GatewayProcess:
         self.metrics = GatewayMetrics(gateway, self._selector)
         self.metrics_warnings: list[str] = []
         self.metrics_socket = self._bind_metrics(gateway)
+        # Breaker opens and closes, for the dashboard's gateway page.
+        self.breakers = BreakerLog(location, self.name, {d.id: d.name for d in gateway.deployments})
         # While `llmpulse run` probes into the same database, its probes are followed, not
         # repeated.
         self.app = create_app(
@@ -135,6 +138,7 @@ class GatewayProcess:
             redactor=config.redactor,
             accept_unenforced_auth=accept_unenforced_auth,
             warnings=[*warnings, *self.metrics_warnings],
+            breakers=self.breakers,
         )
         guard = master_key_guard(gateway, "/metrics")
         self.metrics_endpoint = metrics_endpoint(self.metrics, guard)
@@ -202,6 +206,7 @@ class GatewayProcess:
         """Serve until SIGINT/SIGTERM, then flush the recording and close."""
         host, port = self.host, self.port
         self.recording.start()  # a predecessor's spool is replayed at once
+        self.breakers.start()
         # What start-up built lives as long as the gateway: frozen out of collections, which
         # otherwise took about a sixth of each request's time (profiled under load).
         aio.quiet_gc()
@@ -262,6 +267,7 @@ class GatewayProcess:
             if self.metrics_socket is not None:
                 self.metrics_socket.close()
             await asyncio.to_thread(self.recording.close)
+            await asyncio.to_thread(self.breakers.close)
             self.recording.writer.store.close()
             if self.telemetry is not None:
                 await asyncio.to_thread(self.telemetry.shutdown)

@@ -127,6 +127,13 @@ def private_routes(view: View) -> APIRouter:
         with _found():
             return view.events(target, range)
 
+    @router.get("/gateway", response_model=schemas.Gateway)
+    def gateway(window: schemas.GatewayWindow = "1h") -> schemas.Gateway:
+        """The gateway's traffic share per deployment and fallbacks per minute by reason (per
+        bucket), its breakers' opens and closes, the incidents in which traffic moved off its
+        first choices (from, to, when, back when) and the latest drill of each failover path."""
+        return view.gateway(window)
+
     @router.get("/alerts", response_model=schemas.Alerts)
     def alerts(
         target: TargetFilter = None,

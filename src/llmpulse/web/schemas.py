@@ -640,3 +640,81 @@ class WebhookResult(BaseModel):
     reason: str | None = None  # why it was ignored
     fingerprint: str | None = None
     acknowledged_by: str | None = None
+
+
+# The gateway page reads raw results, which are kept for 7 days (store.RAW_RETENTION_S).
+GatewayWindow = Literal["1h", "6h", "24h", "7d"]
+
+
+class GatewayGroup(BaseModel):
+    """One model group's traffic per bucket: a group is the group of a request's first choice
+    (a deployment of the gateway config; without the config, the first choice's own name)."""
+
+    group: str
+    requests: list[int]
+    # Requests per bucket by the deployment that answered them (or failed last): route[-1].
+    deployments: dict[str, list[int]]
+    # Requests per bucket answered by another deployment than their first choice (route[0]).
+    fallbacks: list[int]
+
+
+class GatewayBreakerEvent(BaseModel):
+    ts: float
+    agent: str
+    deployment: str
+    group: str | None
+    state: Literal["open", "half_open", "closed"]
+    reason: str
+
+
+class GatewayIncident(BaseModel):
+    """Traffic moved from ``from`` to ``to`` at ``start_ts``, back at ``end_ts`` (None while
+    ongoing); see ``web.gateway.incidents`` for the precise definition."""
+
+    group: str
+    from_: str = Field(alias="from", description="The first choice most moved requests left")
+    to: str = Field(description="The deployment that answered most of them")
+    start_ts: float = Field(description="The first moved request")
+    end_ts: float | None = Field(description="The first request answered by its first choice again")
+    ongoing: bool
+    requests: int = Field(description="The group's requests in the incident's minutes")
+    fallbacks: int = Field(description="Of them, answered by another deployment")
+    reasons: dict[str, int] = Field(description="Fallbacks by what moved them (error class)")
+    summary: str
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class GatewayDrill(BaseModel):
+    """The latest drill (``source=drill``) of one failover path, streaming or not."""
+
+    group: str
+    path: list[str] = Field(description="The deployments in order, the answering one last")
+    stream: bool
+    ok: bool
+    ts: float
+    label: str | None
+    error_class: str | None
+    error_message: str | None
+
+
+class Gateway(BaseModel):
+    """The gateway page: traffic share per deployment, fallbacks, breaker events, incidents and
+    drills over a window, from the results store (gateway traffic, source=traffic)."""
+
+    window: GatewayWindow
+    step_s: int
+    ts: list[int] = Field(description="Bucket starts, Unix seconds")
+    groups: list[GatewayGroup]
+    fallbacks_per_minute: dict[str, list[float]] = Field(
+        description="Fallbacks per minute in each bucket, all groups, by reason (error class; "
+        '"unknown" when none was recorded)'
+    )
+    requests: int
+    fallbacks: int
+    live_drills: int = Field(
+        description="Traffic sent with a live-drill header, apart from every figure above"
+    )
+    breaker_events: list[GatewayBreakerEvent]
+    incidents: list[GatewayIncident]
+    drills: list[GatewayDrill]

@@ -54,7 +54,7 @@ from llmpulse.schedule import Schedule, ScheduleError, parse_cron, parse_timezon
 from llmpulse.store import ResultFilter, open_store, queries
 from llmpulse.store.base import CostBy, Store
 from llmpulse.target import Target
-from llmpulse.web import schemas
+from llmpulse.web import gateway, schemas
 
 DAY = 86400
 # Chart ranges: window and bucket, a few hundred points at most per series.
@@ -63,6 +63,13 @@ RANGES: dict[str, tuple[int, int]] = {
     "24h": (86400, 900),
     "7d": (7 * DAY, 3600),
     "30d": (30 * DAY, 6 * 3600),
+}
+# The gateway page: window and chart bucket (raw results only: 7 days at most).
+GATEWAY_WINDOWS: dict[str, tuple[int, int]] = {
+    "1h": (3600, 60),
+    "6h": (6 * 3600, 300),
+    "24h": (DAY, 900),
+    "7d": (7 * DAY, 3600),
 }
 CARD_WINDOW = "1h"
 # A target's checks one by one: a day, since custom probes may run every few minutes or less.
@@ -570,6 +577,15 @@ class View:
             )
         out.sort(key=lambda e: e.ts)
         return schemas.Events(events=out)
+
+    def gateway(self, window: schemas.GatewayWindow, now: float | None = None) -> schemas.Gateway:
+        """The gateway page: traffic share, fallbacks, breaker events, incidents and drills."""
+        now = time.time() if now is None else now
+        window_s, step_s = GATEWAY_WINDOWS[window]
+        gw = self.config.gateway
+        group_of = {d.name: d.group for d in gw.deployments} if gw else {}
+        groups = gateway.Groups(group_of, gateway.primaries(gw))
+        return gateway.page(self.store, groups, window, window_s, step_s, now, self.redact)
 
     # --- alerts and silences --------------------------------------------------------------
 
