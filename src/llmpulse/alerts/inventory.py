@@ -21,6 +21,7 @@ from llmpulse.rules import (
     BUDGET_EXHAUSTED,
     BUDGET_RULES,
     BUDGET_WARNING,
+    GROUP_RULES,
     METRIC_RULES,
     SLO_BURN_RULE,
     STORE_RULES,
@@ -28,6 +29,7 @@ from llmpulse.rules import (
     RuleSpec,
     Severity,
     Unit,
+    group_subject,
 )
 
 
@@ -60,8 +62,8 @@ def rules_in_effect(config: Config, target_glob: str = "*") -> list[RuleInEffect
     targets = [t for t in config.targets if fnmatch.fnmatchcase(t.name, target_glob)]
     for t in targets:
         for spec in config.target_rules(t).values():
-            if spec.id in STORE_RULES or spec.id in BUDGET_RULES:
-                continue  # judged per provider, per key and per team: below
+            if spec.id in STORE_RULES or spec.id in BUDGET_RULES or spec.id in GROUP_RULES:
+                continue  # judged per provider, per key and team, per group: below
             threshold, value, detail = _threshold(spec), None, ""
             if spec.id == "tps_low":
                 floor = t.tps_floor if t.tps_floor is not None else spec.threshold
@@ -83,6 +85,12 @@ def rules_in_effect(config: Config, target_glob: str = "*") -> list[RuleInEffect
             unit = THRESHOLD_UNITS[rule_id]
             out.append(_row(provider, spec, "built-in", _threshold(spec), detail, unit))
     out += _budgets(config)
+    groups = config.gateway.groups if config.gateway else ()
+    for group in (g for g in groups if not g.wildcard):
+        for rule_id in GROUP_RULES:
+            spec = config.provider_rules(None)[rule_id]
+            detail = "no fallback of the group is ready (gateway.readiness)"
+            out.append(_row(group_subject(group.name), spec, "built-in", "", detail, None))
     for rule in config.custom_rules:
         out.append(_custom(rule))
     for s in config.slos:

@@ -131,6 +131,19 @@ class ModelChange:
     current: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class EntryTraffic:
+    """``Store.traffic_by_entry``: the gateway traffic that entered at one deployment (the
+    first of its route, wherever it was answered) over a window."""
+
+    requests: int
+    # Since the window's ``recent_ts``: the current rate's requests and tokens (in + out).
+    recent_requests: int
+    recent_tokens: int
+    prompt_p99: int | None  # input tokens, DDSketch's rank (``queries.exact_quantile``)
+    features: frozenset[str]  # every request's ``features``, together
+
+
 @dataclasses.dataclass(slots=True)
 class PruneStats:
     results: int
@@ -260,6 +273,13 @@ class Store(abc.ABC):
         aligned to multiples of ``step_s`` (a multiple of 60), groups as ``metric_values``'.
         What a chart split by region or source needs (rollups keep neither), counted in the
         database so that no row reaches Python. Buckets and groups without a value are absent."""
+        raise NotImplementedError
+
+    def traffic_by_entry(
+        self, start_ts: float, end_ts: float, recent_ts: float
+    ) -> dict[str, EntryTraffic]:
+        """Gateway traffic of ``start_ts <= ts < end_ts`` (not drills) by the deployment its
+        route started at, computed in the database: a busy hour never reaches Python."""
         raise NotImplementedError
 
     def tail_start(self, since_ts: float) -> tuple[list[CheckResult], int]:

@@ -215,6 +215,10 @@ class PostgresDialect:
         return sql_key(column, _LOG2)
 
     @staticmethod
+    def first_of(column: str) -> str:
+        return f"({column}::jsonb ->> 0)"
+
+    @staticmethod
     def tag_values() -> tuple[str, str]:
         return (
             "results CROSS JOIN LATERAL jsonb_array_elements_text(results.tags::jsonb) AS t(tag)",

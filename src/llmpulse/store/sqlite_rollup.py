@@ -210,6 +210,10 @@ class SQLiteDialect:
         return sql_key(column)
 
     @staticmethod
+    def first_of(column: str) -> str:
+        return f"json_extract({column}, '$[0]')"
+
+    @staticmethod
     def tag_values() -> tuple[str, str]:
         return "results, json_each(results.tags)", "json_each.value"
 

@@ -96,6 +96,7 @@ def create_app(
                 "/alerts": "alerts.html",
                 "/cost": "cost.html",
                 "/slos": "slos.html",
+                "/failover": "failover.html",
             }
         )
 

@@ -379,6 +379,7 @@ const NAV = [
   ["alerts", "/alerts", "Alerts"],
   ["cost", "/cost", "Cost"],
   ["slos", "/slos", "SLOs"],
+  ["failover", "/failover", "Failover"],
   ["status", "/status", "Status page"],
 ];
 
