@@ -8,25 +8,40 @@ of routing exactly as readiness says."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 
-from conftest import base_url, sim_model
+from conftest import base_url, postgres_schema, sim_model
+from llmpulse.alerts.engine import ALL, alert_scope, fingerprint
+from llmpulse.alerts.inventory import rules_in_effect
+from llmpulse.alerts.model import AlertState, Notification
+from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import Config, parse_config
 from llmpulse.errors import ErrorClass
-from llmpulse.gateway import readiness
+from llmpulse.gateway import proxy, readiness
+from llmpulse.gateway.ir import Reasoning, ResponseFormat
 from llmpulse.gateway.readiness import Status
+from llmpulse.gateway.translate import params
+from llmpulse.monitor.alerting import Alerting
 from llmpulse.probe.runner import Prober
-from llmpulse.result import CheckKind, CheckResult, Source
+from llmpulse.result import CheckKind, CheckResult, Source, Usage
+from llmpulse.rules import FAILOVER_NOT_READY
 from llmpulse.sim.scenario import parse_scenario
 from llmpulse.sim.server import SimServer
-from llmpulse.store import SQLiteStore
-from test_gateway_proxy import FAST, Served, ask
+from llmpulse.store import SQLiteStore, open_store
+from llmpulse.store.base import EntryTraffic
+from test_gateway_proxy import FAST, Served, ask, deployment, gateway_config, upstream
+from webserve import ServedWeb
 
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 ROOMY = {"requests_limit": 1000, "requests_remaining": 999,
@@ -111,14 +126,34 @@ def by_group(groups: Sequence[readiness.GroupReadiness]) -> dict[str, readiness.
     return {g.group: g for g in groups}
 
 
-def test_readiness_from_served_traffic_probes_and_headers(sim: SimServer, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def served(
+    sim: SimServer, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Config, dict[str, str]]:
+    """The three groups' traffic and probes, stored once for the tests that read them."""
+    tmp_path = tmp_path_factory.mktemp("served")
     config, models = scenario(sim, tmp_path)
-    gateway = config.gateway
-    assert gateway is not None
     with SQLiteStore(tmp_path / "r.db") as store:
         serve_and_probe(
             config, store, {"good": {"tools": [TOOL]}, "tight": {}, "tools": {"tools": [TOOL]}}
         )
+    return config, models
+
+
+def copy_db(config: Config, to: Path) -> Path:
+    """The served scenario's database, for a test that adds to it."""
+    db = to / "r.db"
+    shutil.copy(str(config.storage), db)
+    return db
+
+
+def test_readiness_from_served_traffic_probes_and_headers(
+    served: tuple[Config, dict[str, str]],
+) -> None:
+    config, models = served
+    gateway = config.gateway
+    assert gateway is not None
+    with open_store(str(config.storage)) as store:
         groups = by_group(readiness.judge(gateway, readiness.read_facts(gateway, store)))
 
     good, tight, tools = groups["good"], groups["tight"], groups["tools"]
@@ -243,3 +278,203 @@ def test_a_refused_key_an_open_shared_breaker_and_a_small_window(
     [f] = next(g for g in judged if g.group == "chat").fallbacks
     assert (f.breaker, f.breaker_inferred) == ("open", False)
     assert any(x.startswith("breaker open until ") and "(shared state)" in x for x in f.reasons)
+
+
+def test_the_primarys_traffic_is_counted_by_where_it_entered_in_postgres_too() -> None:
+    """``Store.traffic_by_entry`` in PostgreSQL: the route's first deployment, the rates of
+    the recent window, the p99 prompt by DDSketch's rank and the features together."""
+    now = time.time()
+
+    def sent(ago: float, route: list[str], prompt: int, features: list[str]) -> CheckResult:
+        return CheckResult(
+            target=route[-1], provider="openai", model="m", check=CheckKind.INFERENCE,
+            timestamp=datetime.fromtimestamp(now - ago, UTC), ok=True,
+            usage=Usage(prompt, 10), source=Source.TRAFFIC, route=route, features=features,
+        )  # fmt: skip
+
+    rows = [sent(i * 30 + 1, ["g/a"] if i % 2 else ["g/a", "g/b"], i, []) for i in range(100)]
+    rows += [sent(20, ["g/b"], 7, ["images"]), sent(4000, ["g/a"], 10**6, ["n"])]  # b; too old
+    rows.append(dataclasses.replace(sent(5, ["g/a"], 5, ["seed"]), source=Source.DRILL))
+    rows[3].features = ["tools", "tool_choice"]
+    with postgres_schema() as url, open_store(url) as store:
+        store.write_results(rows)
+        found = store.traffic_by_entry(now - 3600, now + 1, now - 300)
+    # 100 requests in the hour; those of the last 300 s are i = 0..9: 10, tokens sum(0..9)+100.
+    assert found["g/a"] == EntryTraffic(100, 10, 145, 98, frozenset({"tools", "tool_choice"}))
+    assert found["g/b"] == EntryTraffic(1, 1, 17, 7, frozenset({"images"}))
+
+
+def test_capability_flags_take_a_deployment_out_of_routing_as_readiness_says(
+    sim: SimServer,
+) -> None:
+    """``model_info.supports_function_calling: false``: a tools request passes the deployment
+    over (even with drop_params: it would drop tools), a plain one goes to it; readiness asks
+    the same question. ``supports_vision: false`` holds with drop_params too (images are the
+    request's own content)."""
+    declared, other = sim_model(sim, **FAST), sim_model(sim, **FAST)
+    first = {
+        **deployment(sim, "chat", "openai", declared, order=1),
+        "model_info": {"supports_function_calling": False, "supports_vision": False},
+    }
+    config = gateway_config(
+        [first, deployment(sim, "chat", "openai", other, order=2)],
+        router={"routing_strategy": "priority"},
+    )  # fmt: skip
+    d = config.deployments[0]
+    assert d.lacks == frozenset({"supports_function_calling", "supports_vision"})
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    with Served(config) as served:
+        client = served.openai()
+        ask(client, "chat", tools=[TOOL])
+        ask(client, "chat")
+        client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": [image]}]
+        )
+    assert [r.target for r in served.records] == [
+        name("chat", other),
+        name("chat", declared),
+        name("chat", other),
+    ]
+    assert len(upstream(sim, declared)) == 1 and len(upstream(sim, other)) == 2
+    model = d.to_target().model
+    assert proxy.unsupported(d, params.example("tools"), model) == ["tools"]
+    assert proxy.unsupported(d, params.example("tool_choice"), model) == ["tools", "tool_choice"]
+    assert proxy.unsupported(d, params.example("images"), model) == ["images"]
+    assert proxy.unsupported(d, params.example("seed"), model) == []
+    # JSON mode is no response schema; reasoning turned off is any model's.
+    schema = dataclasses.replace(
+        d, lacks=frozenset({"supports_response_schema", "supports_reasoning"})
+    )
+    assert proxy.unsupported(schema, params.example("response_format"), model) == [
+        "response_format"
+    ]
+    assert proxy.unsupported(schema, params.example("reasoning"), model) == ["reasoning"]
+    mode = params.example("response_format")
+    mode.response_format = ResponseFormat("json_object")
+    assert proxy.unsupported(schema, mode, model) == []
+    off = params.example("reasoning")
+    off.reasoning = Reasoning(effort="none")
+    assert proxy.unsupported(schema, off, model) == []
+
+    # drop_params drops tools for such a deployment (at risk in readiness), never images.
+    dropping = gateway_config(
+        [{**first, "litellm_params": {**first["litellm_params"], "drop_params": True}}],
+    )
+    with Served(dropping) as served:
+        client = served.openai()
+        ask(client, "chat", tools=[TOOL])
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": [image]}]
+            )
+    assert "images" in str(refused.value)
+    sent = upstream(sim, declared)[-1]
+    assert "tools" not in sent["body"]
+
+
+def test_the_api_the_page_and_the_alert(
+    served: tuple[Config, dict[str, str]], tmp_path: Path, sim: SimServer
+) -> None:
+    """``GET /api/v1/failover`` and ``/failover`` over the served scenario; the alert leader
+    raises ``failover_not_ready`` for the groups that lost their fallback (routed and silenced
+    as any alert), and resolves it once the fallback's headers show room again."""
+    base, models = served
+    db = copy_db(base, tmp_path)
+    raw = {
+        "notifiers": [{"type": "slack", "name": "ops", "webhook_url": "https://hooks.slack.com/x"},
+                      {"type": "slack", "name": "chat", "webhook_url": "https://hooks.slack.com/y"}],
+        "alerting": {"resolve_after": "0s",
+                     "routes": [{"match": {"rule": "failover_not_ready"}, "notify": ["ops"]},
+                                {"notify": ["chat"]}]},
+        "silences": [{"target": "group:tools", "ends": "2099-01-01T00:00:00Z"}],
+    }  # fmt: skip
+    gateway = base.gateway
+    assert gateway is not None
+    entries = [entry(sim, d.group, d.model, **({"supports_function_calling": False}
+               if d.lacks else {})) for d in gateway.deployments]  # fmt: skip
+    config = parse_config(
+        {**raw, "model_list": entries, "storage": str(db), "web": {"listen": "127.0.0.1:0"},
+         "router_settings": {"fallbacks": [{g: [f"{g}-fb"]} for g in ("good", "tight", "tools")]}},
+        env={"SIM_KEY": "sk-sim"},
+    )  # fmt: skip
+    notices: list[tuple[Notification, tuple[str, ...]]] = []
+
+    def notify(n: Notification, receivers: Sequence[str], *, resend: bool = False) -> None:
+        notices.append((n, tuple(receivers)))
+
+    state = AlertStateStore.open(db)  # where the dashboard reads it
+    with SQLiteStore(db) as store:
+        alerting = Alerting(config, store, state, notify, lambda p: None,
+                            notifiers={"ops": None, "chat": None})  # fmt: skip
+        now = time.time()
+        alerting.load_silences(now)
+        alerting.observe_failover(alerting.failover_readiness(now), now)
+        state.save_records(alerting.tick(now), now)
+        records = {
+            r.target: r for r in alerting.engine.records.values() if r.rule == FAILOVER_NOT_READY
+        }
+        assert set(records) == {"group:tight", "group:tools"}  # good is ready; -fb have none
+        assert all(r.state is AlertState.FIRING for r in records.values())
+        tight = records["group:tight"]
+        assert tight.summary == (
+            f"model group tight: no fallback could take the traffic: {name('tight-fb', models['tight-fb'])}: "
+            "rate limit: room for 1 more requests/min, the primary sends 2"
+        )
+        # Routed as configured; the tools group is silenced: kept firing, paging no one.
+        assert [(n.target, str(n.status), r) for n, r in notices] == [
+            ("group:tight", "firing", ("ops",))
+        ]
+        assert (notices[0][0].provider, alert_scope(FAILOVER_NOT_READY, None, "group:tight")) == (
+            ALL,
+            "group",
+        )
+
+        with ServedWeb(config, db) as web, httpx.Client(base_url=web.url, timeout=10) as client:
+            body = client.get("/api/v1/failover").json()
+            spec = client.get("/openapi.json").json()
+            page = client.get("/failover")
+            script = client.get("/static/failover.js")
+        assert "/api/v1/failover" in spec["paths"]
+        assert "GroupReadiness" in spec["components"]["schemas"]
+        assert page.status_code == 200 and "/static/failover.js" in page.text
+        assert script.status_code == 200 and "/api/v1/failover" in script.text
+        groups = {g["group"]: g for g in body["groups"]}
+        g = groups["tight"]
+        assert (g["status"], g["alert"], g["primary"]) == (
+            "not_ready",
+            "firing",
+            name("tight", models["tight"]),
+        )
+        assert g["load"]["requests"] == 10 and g["load"]["rpm"] == 2.0
+        [fb] = g["fallbacks"]
+        assert set(fb) == {
+            "name", "group", "status", "reasons", "context_window", "headroom_rpm",
+            "headroom_tpm", "own_rpm", "own_tpm", "breaker", "breaker_inferred",
+        }  # fmt: skip
+        assert (fb["status"], fb["headroom_rpm"], fb["breaker"]) == ("not_ready", 1.0, "closed")
+        assert groups["good"]["status"] == "ready" and groups["good"]["alert"] is None
+        assert groups["good"]["load"]["features"] == ["tools"]
+
+        # The fallback's limit was raised: its next probe shows room, and the alert resolves.
+        httpx.patch(f"{sim.url}/_sim/models/{models['tight-fb']}", json={"ratelimit": ROOMY},
+                    timeout=10).raise_for_status()  # fmt: skip
+        target = next(d for d in gateway.deployments if d.group == "tight-fb").to_target()
+
+        async def probe() -> list[CheckResult]:
+            async with Prober() as prober:
+                return await prober.check_many([(target, CheckKind.INFERENCE)])
+
+        store.write_results(asyncio.run(probe()))
+        later = time.time()
+        alerting.observe_failover(alerting.failover_readiness(later), later)
+        state.save_records(alerting.tick(later), later)
+        assert [(n.target, str(n.status), r) for n, r in notices[1:]] == [
+            ("group:tight", "resolved", ("ops",))
+        ]
+        assert alerting.engine.records[fingerprint(FAILOVER_NOT_READY, "group:tools")].state is (
+            AlertState.FIRING
+        )
+    state.close()
+    # check-config lists the rule per model group.
+    rows = [r for r in rules_in_effect(config) if r.rule == FAILOVER_NOT_READY]
+    assert {r.subject for r in rows} == {f"group:{g.name}" for g in gateway.groups}
