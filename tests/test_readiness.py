@@ -61,7 +61,12 @@ def entry(sim: SimServer, group: str, model: str, **info: Any) -> dict[str, Any]
 
 
 def make_config(
-    sim: SimServer, entries: list[dict[str, Any]], fallbacks: dict[str, str], db: Path
+    sim: SimServer,
+    entries: list[dict[str, Any]],
+    fallbacks: dict[str, str],
+    db: Path,
+    env: dict[str, str] | None = None,
+    **load: Any,
 ) -> Config:
     return parse_config(
         {
@@ -72,7 +77,8 @@ def make_config(
             "web": {"listen": "127.0.0.1:0"},
             "alerting": {"resolve_after": "0s"},
         },
-        env={"SIM_KEY": "sk-sim"},
+        env={"SIM_KEY": "sk-sim"} if env is None else env,
+        **load,
     )
 
 
@@ -210,6 +216,31 @@ def test_unknown_data_is_at_risk_never_green(sim: SimServer, tmp_path: Path) -> 
     # The tools fallback is not ready for what its model_info declares only once traffic shows
     # tools: with no traffic it is merely unknown.
     assert groups["tools"].status is Status.AT_RISK
+
+    # A host serving only the web UI reads neither the gateway's keys nor its Redis: a key unset
+    # there says nothing of the gateway's, and the breaker note says why it is inferred.
+    entries = [entry(sim, d.group, d.model) for d in gateway.deployments]
+    for e in entries:  # Anthropic's API needs a key (an OpenAI-compatible server may not)
+        e["litellm_params"].update(model=f"anthropic/{e['litellm_params']['model'][7:]}",
+                                   api_base=sim.anthropic_base)  # fmt: skip
+    fallbacks = {g: f"{g}-fb" for g in ("good", "tight", "tools")}
+    with_keys = make_config(sim, entries, fallbacks, tmp_path / "r.db", env={})
+    web_only = make_config(
+        sim, entries, fallbacks, tmp_path / "r.db", env={}, serve_only="dashboard"
+    )
+    assert with_keys.gateway and web_only.gateway and web_only.gateway.deployments[0].missing_key
+    with SQLiteStore(tmp_path / "r.db") as store:
+        [keyless] = readiness.judge(
+            with_keys.gateway, readiness.read_facts(with_keys.gateway, store)
+        )[0].fallbacks
+        [web] = readiness.judge(web_only.gateway, readiness.read_facts(web_only.gateway, store))[
+            0
+        ].fallbacks
+    assert keyless.status is Status.NOT_READY and keyless.reasons[0].startswith(
+        "no key: no API key"
+    )
+    assert web.status is Status.AT_RISK and not any(r.startswith("no key") for r in web.reasons)
+    assert "gateway.redis_url is not read where only the web UI is served" in web.reasons[-1]
 
 
 def test_a_refused_key_an_open_shared_breaker_and_a_small_window(

@@ -245,6 +245,9 @@ class GatewayConfig:
     unenforced_auth: tuple[str, ...] = ()
     # ``teams:``: team budgets (a key may name a team not declared here).
     teams: tuple[Team, ...] = ()
+    # False when read for a host serving only the web UI: the gateway's keys and Redis were not
+    # read, and a provider key missing here may well be set where the gateway runs.
+    secrets_read: bool = True
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:

@@ -601,6 +601,7 @@ def parse_gateway(
         ),
         skipped=(*notes.not_chat, *notes.unknown_provider, *notes.unsupported_auth),
         unenforced_auth=unenforced,
+        secrets_read=gateway_secrets,
     )
     config = _served_references(config, parsed, skipped_groups, where, notes)
     config = dataclasses.replace(config, teams=_teams(raw.get("teams"), where))

@@ -109,6 +109,7 @@ class Facts:
     # By deployment id; None when the shared state was not read (``breaker_note`` says why).
     holds: Mapping[str, Hold] | None = None
     breaker_note: str = "no gateway.redis_url"
+    keys_known: bool = True  # the config was read with the gateway's keys (``secrets_read``)
 
 
 def paths(config: GatewayConfig) -> list[tuple[Deployment, list[Deployment]]]:
@@ -152,11 +153,13 @@ def read_facts(config: GatewayConfig, store: Store, now: float | None = None) ->
         if found:
             models[name] = found[0]
     holds, note = _holds(config)
-    return Facts(now, traffic, latest, models, holds, note)
+    return Facts(now, traffic, latest, models, holds, note, config.secrets_read)
 
 
 def _holds(config: GatewayConfig) -> tuple[dict[str, Hold] | None, str]:
     url = config.settings.redis_url
+    if not config.secrets_read:
+        return None, "gateway.redis_url is not read where only the web UI is served"
     if url is None:
         return None, "no gateway.redis_url"
     # Redis loads only when a gateway shares state through it.
@@ -220,7 +223,7 @@ def _fallback(d: Deployment, load: Load, facts: Facts) -> Fallback:
     v = _Verdict()
     latest = facts.latest.get(d.name, ())
     calls = [r for r in latest if r.kind in (CheckKind.INFERENCE, CheckKind.STREAM)]
-    _key(d, facts.models.get(d.name), calls[0] if calls else None, v)
+    _key(d, facts.models.get(d.name), calls[0] if calls else None, facts.keys_known, v)
     target = d.to_target()
     if load.requests == 0:
         v.unknown.append("no traffic at the primary in the last hour: its load is unknown")
@@ -266,8 +269,16 @@ def _fallback(d: Deployment, load: Load, facts: Facts) -> Fallback:
     )  # fmt: skip
 
 
-def _key(d: Deployment, models: CheckResult | None, call: CheckResult | None, v: _Verdict) -> None:
-    if d.missing_key is not None:
+def _key(
+    d: Deployment,
+    models: CheckResult | None,
+    call: CheckResult | None,
+    keys_known: bool,
+    v: _Verdict,
+) -> None:
+    # Without the keys (a web-only host) only the stored results say: a deployment without a
+    # key has its probes and requests answered auth there.
+    if d.missing_key is not None and keys_known:
         v.no.append(f"no key: {d.missing_key}")
         return
     if call is not None and call.error_class is ErrorClass.AUTH:
