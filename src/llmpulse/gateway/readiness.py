@@ -141,11 +141,11 @@ def _ordered(deployments: Sequence[Deployment]) -> list[Deployment]:
 
 def read_facts(config: GatewayConfig, store: Store, now: float | None = None) -> Facts:
     """Everything ``judge`` needs, from bounded windows: a query for the traffic of the last
-    hour by entry, two per deployment (its latest results, its latest models check), and the
+    hour by entry, two per fallback (its latest results, its latest models check), and the
     breaker decisions in Redis when the gateway shares them."""
     now = time.time() if now is None else now
     traffic = store.traffic_by_entry(now - TRAFFIC_WINDOW_S, now + 1, now - RATE_WINDOW_S)
-    names = dict.fromkeys(d.name for primary, fbs in paths(config) for d in (primary, *fbs))
+    names = dict.fromkeys(f.name for _, fallbacks in paths(config) for f in fallbacks)
     latest = {n: store.latest_results(LATEST_RESULTS, where=ResultFilter(target=n)) for n in names}
     models = {}
     for name in names:
