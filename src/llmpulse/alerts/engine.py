@@ -35,6 +35,7 @@ from llmpulse.rules import (
     BILLING_DRIFT_RULE,
     BUDGET_RULES,
     FAILOVER_PATH_BROKEN,
+    GROUP_RULES,
     INCIDENT,
     OFFICIAL_STATUS_RULE,
     PROVIDER_RULE,
@@ -52,11 +53,12 @@ _RANK = {rule: i for i, rule in enumerate(AVAILABILITY_RULES)}
 
 def alert_scope(rule: str, custom: Mapping[str, str] | None = None, target: str = "") -> str:
     """What an alert's ``target`` names: a target, a provider, a model, every provider ("*"),
-    an SLO, or a gateway key or team (a budget rule's ``key:NAME``, ``team:NAME``); ``custom``:
+    an SLO, a gateway key or team (a budget rule's ``key:NAME``, ``team:NAME``), or a gateway
+    model group (``group:NAME``); ``custom``:
     the scope of each custom rule (``alerts.metric_rules.scopes``)."""
     if custom and rule in custom:
         return custom[rule]
-    if rule in BUDGET_RULES:
+    if rule in BUDGET_RULES or rule in GROUP_RULES:
         return target.partition(":")[0]
     if rule == ALL_PROVIDERS_RULE:
         return "all"

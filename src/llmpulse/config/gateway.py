@@ -18,6 +18,14 @@ from llmpulse.secrets import credentials, url_password
 from llmpulse.target import PriceOverride, Target
 
 MIB = 1 << 20
+# LiteLLM's model_info capability flags: one set false takes the deployment out of routing
+# (and readiness) for requests needing it (``gateway.translate.params.CAPABILITIES``).
+CAPABILITY_FLAGS = (
+    "supports_function_calling",
+    "supports_vision",
+    "supports_response_schema",
+    "supports_reasoning",
+)
 
 
 class Strategy(enum.StrEnum):
@@ -78,6 +86,7 @@ class Deployment:
     prices: PriceOverride | None = None
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     drop_params: bool = False  # drop parameters it cannot honour instead of being skipped
+    lacks: frozenset[str] = frozenset()  # CAPABILITY_FLAGS its model_info sets false
     # Set when there is no key to send: what to set. Requests get the provider's 401 and probes
     # report auth, neither calling the provider.
     missing_key: str | None = None
@@ -257,6 +266,9 @@ class GatewayConfig:
     unenforced_auth: tuple[str, ...] = ()
     # ``teams:``: team budgets (a key may name a team not declared here).
     teams: tuple[Team, ...] = ()
+    # False when read for a host serving only the web UI: the gateway's keys and Redis were not
+    # read, and a provider key missing here may well be set where the gateway runs.
+    secrets_read: bool = True
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:

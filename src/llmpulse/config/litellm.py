@@ -104,6 +104,7 @@ from pydantic import (
 from llmpulse.config.errors import ConfigError, format_errors
 from llmpulse.config.fields import Address, read_reference
 from llmpulse.config.gateway import (
+    CAPABILITY_FLAGS,
     MIB,
     Deployment,
     DrillSettings,
@@ -367,7 +368,8 @@ class _Params(_ShapeParams):
 
 
 class _Info(_ShapeInfo):
-    # Descriptive metadata (supports_vision, ...) that LiteLLM itself only reports.
+    # Other descriptive metadata LiteLLM itself only reports. The capability flags a user sets
+    # false are honoured: routing and readiness skip the deployment for what it cannot take.
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     id: str | None = Field(default=None, min_length=1)
     base_model: str | None = None
@@ -378,6 +380,10 @@ class _Info(_ShapeInfo):
     order: int | None = Field(default=None, ge=0)
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
+    supports_function_calling: bool | None = None
+    supports_vision: bool | None = None
+    supports_response_schema: bool | None = None
+    supports_reasoning: bool | None = None
 
     @field_validator("id", mode="before")
     @classmethod
@@ -619,6 +625,7 @@ def parse_gateway(
         ),
         skipped=(*notes.not_chat, *notes.unknown_provider, *notes.unsupported_auth),
         unenforced_auth=unenforced,
+        secrets_read=gateway_secrets,
     )
     config = _served_references(config, parsed, skipped_groups, where, notes)
     config = dataclasses.replace(config, teams=_teams(raw.get("teams"), where))
@@ -825,6 +832,7 @@ def _deployment(
         prices=prices,
         headers=headers,
         drop_params=_or(params.drop_params, drop_params),
+        lacks=frozenset(flag for flag in CAPABILITY_FLAGS if getattr(info, flag) is False),
         missing_key=missing_key,
         project=project,
         location=location,

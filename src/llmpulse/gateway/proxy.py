@@ -662,24 +662,17 @@ class Gateway:
                     call.tool_started = True
         return out
 
-    def _prepare(self, deployment: Deployment, request: ChatRequest) -> ChatRequest:
-        """``request`` with the deployment's defaults, as it will be sent."""
-        if deployment.max_tokens is not None and request.max_tokens is None:
-            request = dataclasses.replace(request, max_tokens=deployment.max_tokens)
-        if deployment.temperature is not None and request.temperature is None:
-            request = dataclasses.replace(request, temperature=deployment.temperature)
-        return request
-
     def _unsupported(self, deployment: Deployment, request: ChatRequest) -> list[str]:
-        model = self._target(deployment).model
-        return params.unsupported(self._prepare(deployment, request), deployment.protocol, model)
+        return unsupported(deployment, request, self._target(deployment).model)
 
     def _eligible(self, call: _Call, candidates: list[Deployment]) -> list[Deployment]:
         """The candidates that can honour every parameter (or drop the rest); a refusal is
         noted on ``call``, never a failure of the deployment."""
         out = []
         for d in candidates:
-            missing = [] if d.drop_params else self._unsupported(d, call.request)
+            missing = self._unsupported(d, call.request)
+            if d.drop_params:
+                missing = [p for p in missing if p in params.KEPT]
             for param in missing:
                 call.refused.setdefault(params.client_name(call.request, param), []).append(d.name)
             if not missing:
@@ -729,7 +722,7 @@ class Gateway:
         self, deployment: Deployment, request: ChatRequest, call: _Call, measure: _Measure
     ) -> aiohttp.ClientResponse:
         """POST the attempt and return a 2xx response; any other status raises, classified."""
-        request = self._prepare(deployment, request)
+        request = with_defaults(deployment, request)
         if deployment.drop_params:
             dropped = self._unsupported(deployment, request)
             measure.dropped = [params.client_name(request, p) for p in dropped]
@@ -1000,6 +993,22 @@ class Gateway:
         result.context_window = target.context_window or catalog.context_window(target)
         call.owner.stamp(result)
         self.record(result)
+
+
+def with_defaults(deployment: Deployment, request: ChatRequest) -> ChatRequest:
+    """``request`` with the deployment's defaults, as it will be sent."""
+    if deployment.max_tokens is not None and request.max_tokens is None:
+        request = dataclasses.replace(request, max_tokens=deployment.max_tokens)
+    if deployment.temperature is not None and request.temperature is None:
+        request = dataclasses.replace(request, temperature=deployment.temperature)
+    return request
+
+
+def unsupported(deployment: Deployment, request: ChatRequest, model: str) -> list[str]:
+    """The parameters of ``request`` ``deployment`` (asking for ``model``, its target's) cannot
+    honour: what decides whether it is eligible, for routing and for readiness alike."""
+    prepared = with_defaults(deployment, request)
+    return params.unsupported(prepared, deployment.protocol, model, deployment.lacks)
 
 
 def check_model_name(model: str, limit: int) -> None:

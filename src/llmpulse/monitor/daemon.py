@@ -85,6 +85,7 @@ SILENCE_RELOAD_S = 5.0
 BASELINE_EVERY_S = 600.0
 SPEND_EVERY_S = 60.0  # cost_spike: an hour's spend against 7 days, judged every minute
 BUDGETS_EVERY_S = 60.0  # budget alerts and forecasts per key and team, judged every minute
+FAILOVER_EVERY_S = 30.0  # failover readiness per gateway model group
 DRAIN_OUTBOX_S = 5.0
 SLO_SAVE_S = 5.0  # SLO minutes saved this often (a new leader recounts the last minutes anyway)
 BILLING_EVERY_S = 60.0  # due billing days looked for this often (each is read once)
@@ -583,6 +584,11 @@ class Daemon:
                     with _logged("spend", self.unreadable):
                         now = time.time()
                         alerting.observe_spend(await asyncio.to_thread(alerting.spend, now), now)
+                if time.time() - alerting.failover_at >= FAILOVER_EVERY_S:
+                    with _logged("failover readiness", self.unreadable):
+                        now = time.time()
+                        groups = await asyncio.to_thread(alerting.failover_readiness, now)
+                        alerting.observe_failover(groups, now)
                 if time.time() - alerting.budgets_at >= BUDGETS_EVERY_S:
                     with _logged("budgets", self.unreadable):
                         now = time.time()

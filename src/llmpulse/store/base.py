@@ -186,6 +186,19 @@ class Island:
     requests: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class EntryTraffic:
+    """``Store.traffic_by_entry``: the gateway traffic that entered at one deployment (the
+    first of its route, wherever it was answered) over a window."""
+
+    requests: int
+    # Since the window's ``recent_ts``: the current rate's requests and tokens (in + out).
+    recent_requests: int
+    recent_tokens: int
+    prompt_p99: int | None  # input tokens, DDSketch's rank (``queries.exact_quantile``)
+    features: frozenset[str]  # every request's ``features``, together
+
+
 @dataclasses.dataclass(slots=True)
 class PruneStats:
     results: int
@@ -380,6 +393,13 @@ class Store(abc.ABC):
         """The gateway requests (not live drills) of ``start_ts <= ts < end_ts`` whose first
         choice is one of ``firsts``, in time order, as runs of moved (answered by another
         deployment than the first choice) and not moved requests; at most ``MAX_ISLANDS``."""
+        raise NotImplementedError
+
+    def traffic_by_entry(
+        self, start_ts: float, end_ts: float, recent_ts: float
+    ) -> dict[str, EntryTraffic]:
+        """Gateway traffic of ``start_ts <= ts < end_ts`` (not drills) by the deployment its
+        route started at, computed in the database: a busy hour never reaches Python."""
         raise NotImplementedError
 
     def tail_start(self, since_ts: float) -> tuple[list[CheckResult], int]:

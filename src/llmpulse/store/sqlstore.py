@@ -32,6 +32,7 @@ from llmpulse.store.base import (
     CostBy,
     CostReport,
     CostRow,
+    EntryTraffic,
     FallbackBucket,
     GroupBy,
     Island,
@@ -620,6 +621,51 @@ class SQLStore(Store, Generic[C]):
         with self._reading() as conn:
             rows = conn.all(sql, (*args, limit))
         return [decode(row) for row in rows]
+
+    def traffic_by_entry(
+        self, start_ts: float, end_ts: float, recent_ts: float
+    ) -> dict[str, EntryTraffic]:
+        first = self.dialect.json_first("route")
+        where = "ts >= ? AND ts < ? AND source = 'traffic' AND drill IS NULL AND route IS NOT NULL"
+        span = (start_ts, end_ts)
+        with self._reading() as conn:
+            counts = conn.all(
+                f"SELECT {first}, count(*), "
+                "coalesce(sum(CASE WHEN ts >= ? THEN 1 ELSE 0 END), 0), "
+                "coalesce(sum(CASE WHEN ts >= ? THEN coalesce(input_tokens, 0) "
+                "+ coalesce(output_tokens, 0) ELSE 0 END), 0) "
+                f"FROM results WHERE {where} GROUP BY 1",
+                (recent_ts, recent_ts, *span),
+            )
+            # A handful of distinct lists: requests of one app look alike.
+            listed = conn.all(
+                f"SELECT DISTINCT {first}, features FROM results "
+                f"WHERE {where} AND features IS NOT NULL",
+                span,
+            )
+            # The value at index floor(0.99 (n - 1)) of each entry's sorted prompts, in integers.
+            p99 = conn.all(
+                f"SELECT f, input_tokens FROM (SELECT {first} AS f, input_tokens, "
+                f"row_number() OVER (PARTITION BY {first} ORDER BY input_tokens) - 1 AS i, "
+                f"count(*) OVER (PARTITION BY {first}) AS n FROM results "
+                f"WHERE {where} AND input_tokens IS NOT NULL) AS q "
+                "WHERE i * 100 <= 99 * (n - 1) AND (i + 1) * 100 > 99 * (n - 1)",
+                span,
+            )
+        features: dict[str, set[str]] = {}
+        for name, raw in listed:
+            features.setdefault(name, set()).update(json.loads(raw))
+        prompts = {name: int(value) for name, value in p99}
+        return {
+            name: EntryTraffic(
+                int(total),
+                int(recent),
+                int(tokens),
+                prompts.get(name),
+                frozenset(features.get(name, ())),
+            )
+            for name, total, recent, tokens in counts
+        }
 
     def tail_start(self, since_ts: float) -> tuple[list[CheckResult], int]:
         with self._reading() as conn:

@@ -257,6 +257,13 @@ def private_routes(view: View) -> APIRouter:
         except InvalidInput as exc:
             raise HTTPException(400, str(exc)) from None
 
+    @router.get("/failover", response_model=schemas.Failover)
+    def failover() -> schemas.Failover:
+        """Failover readiness per model group, judged without a token from stored data: could
+        each fallback (in the gateway's order) take the primary's traffic now (key and model,
+        parameters, context window, rate-limit headroom, breaker), and why not."""
+        return view.failover()
+
     @router.get("/billing", response_model=schemas.Billing)
     def billing(days: Annotated[int, Query(ge=1, le=400)] = 30) -> schemas.Billing:
         """Each provider's own bill per UTC day against what llmpulse measured (traffic and

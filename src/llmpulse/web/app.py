@@ -97,6 +97,7 @@ def create_app(
                 "/cost": "cost.html",
                 "/slos": "slos.html",
                 "/gateway": "gateway.html",
+                "/failover": "failover.html",
             }
         )
 

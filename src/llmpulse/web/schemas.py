@@ -718,3 +718,55 @@ class Gateway(BaseModel):
     breaker_events: list[GatewayBreakerEvent]
     incidents: list[GatewayIncident]
     drills: list[GatewayDrill]
+
+
+Readiness = Literal["ready", "at_risk", "not_ready"]
+
+
+class FailoverLoad(BaseModel):
+    """The traffic that entered at a group's primary: what a fallback must take."""
+
+    requests: int = Field(description="Requests over the last hour")
+    rpm: float = Field(description="Requests per minute over the last 5 minutes")
+    tpm: float = Field(description="Tokens (in + out) per minute over the last 5 minutes")
+    prompt_p99: int | None = Field(description="p99 of input tokens over the last hour")
+    features: list[str] = Field(
+        description="Request parameters its traffic used over the last hour (tools, images, "
+        "response_format, reasoning, ...)"
+    )
+
+
+class FallbackReadiness(BaseModel):
+    name: str = Field(description="The deployment (its target's name)")
+    group: str
+    status: Readiness
+    reasons: list[str] = Field(description="Why it is not ready or at risk; empty when ready")
+    context_window: int | None
+    headroom_rpm: float | None = Field(
+        description="Requests per minute it could still take (null: no headers or rpm say)"
+    )
+    headroom_tpm: float | None = Field(description="Tokens per minute it could still take")
+    own_rpm: float = Field(description="Its own traffic's requests per minute")
+    own_tpm: float = Field(description="Its own traffic's tokens per minute")
+    breaker: Literal["closed", "open", "cooling", "unknown"]
+    breaker_inferred: bool = Field(
+        description="Inferred from its latest call, not read from the gateway's shared state"
+    )
+
+
+class GroupReadiness(BaseModel):
+    group: str
+    status: Readiness = Field(
+        description="ready: a fallback is ready; at_risk: none is, one is at risk; not_ready: "
+        "every fallback is not ready, or there is none"
+    )
+    reason: str
+    primary: str = Field(description="Its first deployment in the gateway's order")
+    load: FailoverLoad
+    fallbacks: list[FallbackReadiness] = Field(description="In the order the gateway tries them")
+    alert: str | None = Field(description="The failover_not_ready alert's state, if it has one")
+
+
+class Failover(BaseModel):
+    generated_at: datetime
+    groups: list[GroupReadiness] = Field(description="Empty without a gateway model_list")

@@ -39,6 +39,7 @@ from llmpulse.config import Config
 from llmpulse.config.slos import Slo
 from llmpulse.durations import parse_duration
 from llmpulse.errors import ErrorClass
+from llmpulse.gateway import readiness
 from llmpulse.presets import PRESETS
 from llmpulse.probe.official import (
     Maintenance,
@@ -49,7 +50,7 @@ from llmpulse.probe.official import (
 )
 from llmpulse.probe.scheduler import Check, checks_of, configured_interval
 from llmpulse.result import CheckResult, Source
-from llmpulse.rules import OFFICIAL_STATUS_RULE, SLO_BURN_RULE
+from llmpulse.rules import FAILOVER_NOT_READY, OFFICIAL_STATUS_RULE, SLO_BURN_RULE, group_subject
 from llmpulse.schedule import Schedule, ScheduleError, parse_cron, parse_timezone
 from llmpulse.store import ResultFilter, open_store, queries
 from llmpulse.store.base import CostBy, Store
@@ -148,6 +149,37 @@ class View:
     def close(self) -> None:
         self.store.close()
         self.alert_state.close()
+
+    # --- failover readiness -------------------------------------------------------------
+
+    def failover(self, now: float | None = None) -> schemas.Failover:
+        """Every model group's failover readiness (``gateway.readiness``), with the state of its
+        ``failover_not_ready`` alert."""
+        now = time.time() if now is None else now
+        gateway = self.config.gateway
+        groups = []
+        if gateway is not None:
+            judged = readiness.judge(gateway, readiness.read_facts(gateway, self.store, now))
+            records = {r.fingerprint: r for r in self.alert_state.load_records()}
+            for g in judged:
+                record = records.get(fingerprint(FAILOVER_NOT_READY, group_subject(g.group)))
+                groups.append(
+                    schemas.GroupReadiness(
+                        group=g.group,
+                        status=g.status.value,
+                        reason=g.reason,
+                        primary=g.primary,
+                        load=schemas.FailoverLoad(**dataclasses.asdict(g.load)),
+                        fallbacks=[
+                            schemas.FallbackReadiness(
+                                **{**dataclasses.asdict(f), "status": f.status.value}
+                            )
+                            for f in g.fallbacks
+                        ],
+                        alert=str(record.state) if record and record.state else None,
+                    )
+                )
+        return schemas.Failover(generated_at=datetime.fromtimestamp(now, UTC), groups=groups)
 
     # --- targets and cards --------------------------------------------------------------
 

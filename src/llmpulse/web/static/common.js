@@ -380,6 +380,7 @@ const NAV = [
   ["cost", "/cost", "Cost"],
   ["slos", "/slos", "SLOs"],
   ["gateway", "/gateway", "Gateway"],
+  ["failover", "/failover", "Failover"],
   ["status", "/status", "Status page"],
 ];
 
