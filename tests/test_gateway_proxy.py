@@ -967,3 +967,29 @@ def test_a_whole_answer_settles_its_attempt_with_the_selector_before_it_returns(
             await gateway.aclose()
 
     asyncio.run(main())
+
+
+def test_a_drill_on_a_group_already_down_says_the_group_is_down(sim: SimServer) -> None:
+    """The drill skipped nothing (no deployment was there to select): the answer is the
+    outage's own, not "drill: after skipping <nothing>"."""
+    from llmpulse.gateway.ir import ChatRequest, Message, TextPart
+    from llmpulse.gateway.proxy import Drill
+
+    limited = sim_model(sim, errors={"429": 1.0}, retry_after=30, **FAST)
+    config = gateway_config([deployment(sim, "alone", "openai", limited)])
+
+    async def main() -> GatewayError:
+        gateway = Gateway(config)
+        try:
+            request = ChatRequest("alone", [Message("user", [TextPart("hi")])])
+            with pytest.raises(GatewayError):  # cools the deployment down for 30s
+                await gateway.complete(request)
+            with pytest.raises(GatewayError) as refused:
+                await gateway.complete(request, drill=Drill("d", skip_primary=True))
+            return refused.value
+        finally:
+            await gateway.aclose()
+
+    refused = asyncio.run(main())
+    assert refused.status == 429 and refused.message.startswith("no deployment of 'alone'")
+    assert len(upstream(sim, limited)) == 1  # the drill called nothing

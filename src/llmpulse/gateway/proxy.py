@@ -598,8 +598,9 @@ class Gateway:
         detail = f"; retry in {hint:g}s" if hint is not None else ""
         name = call.request.model
         message = f"no deployment of {name!r} is available{detail}"
-        if call.drill is not None and not call.attempts:
-            # Nothing was called: say the drill left nothing, not that the group is down.
+        if call.drill is not None and call.route and not call.attempts:
+            # Nothing was called but the drill passed some over: say the drill left nothing, not
+            # that the group is down (which it is when nothing was passed over either).
             message = f"drill: after skipping {', '.join(call.route)}, {message}"
         return GatewayError(status, cls, message, hint)
 
