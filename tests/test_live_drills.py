@@ -4,10 +4,9 @@ log (``/_sim/requests``) says which deployments were called."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
-
-import re
 
 import anthropic
 import httpx
