@@ -287,6 +287,13 @@ def test_run_time_keys_carry_the_permission_from_the_cli_and_the_api(
             )
         listed = {k["name"]: k["drill"] for k in httpx.get(served.url + keys_url, headers=auth).json()["keys"]}  # fmt: skip
         assert listed == {"app": False, "ci": True}
+        # Revoked, the key takes its permission with it: refused before any upstream call.
+        revoked = httpx.delete(f"{served.url}{keys_url}/ci", headers=auth, timeout=10)
+        assert revoked.status_code == 200, revoked.text
+        with pytest.raises(openai.AuthenticationError):
+            served.openai(ci).chat.completions.create(
+                model="chat", messages=HI, extra_headers=drilling("skip-primary")
+            )
     assert path.calls(sim) == [0, 1, 0]
     assert [(r.key_name, r.drill) for r in served.records] == [("ci", "skip-primary")]
 

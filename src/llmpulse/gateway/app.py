@@ -489,6 +489,7 @@ class _Endpoints:
 
 
 def _bad_drill(problem: str) -> GatewayError:
+    """The 400 refusing an ``x-llmpulse-drill`` value, naming the header."""
     return GatewayError(400, ErrorClass.BAD_REQUEST, f"{DRILL_HEADER}: {problem}")
 
 

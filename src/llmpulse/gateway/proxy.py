@@ -114,6 +114,8 @@ class Drill:
     source: Source = Source.TRAFFIC
 
     def skips(self, deployment: Deployment) -> bool:
+        """Whether ``skip`` names ``deployment``, by name or by ``model_info.id`` (a wildcard
+        deployment's id covers every model it expands to)."""
         return deployment.name in self.skip or deployment.id in self.skip
 
 
