@@ -429,7 +429,7 @@ class Gateway:
                     same = 0
                     deployment = self.selector.select(pool, exclude)
                 retry_on = None
-                if deployment is not None and self._skip_primary(call, deployment):
+                if call.drill is not None and deployment and self._skip_primary(call, deployment):
                     exclude.add(deployment.id)
                     continue
                 if deployment is None:
@@ -548,9 +548,8 @@ class Gateway:
         """Whether ``deployment`` (just selected) is the primary a ``skip-primary`` drill passes
         over: the request's first choice, handed back unused and noted in the route. Not
         ``call.route`` being empty: deployments ``skip`` names go there first."""
-        if call.drill is None or not call.drill.skip_primary:
-            return False
-        if call.primary_skipped or call.attempts:
+        assert call.drill is not None
+        if not call.drill.skip_primary or call.primary_skipped or call.attempts:
             return False
         call.primary_skipped = True
         self.selector.give_back(deployment.id)
