@@ -30,7 +30,9 @@ which the SDKs raise too.
 A request with ``x-llmpulse-drill: skip-primary`` or ``skip=<deployment name or model_info
 id>`` is a live drill (``proxy.Drill``): sent down its fallback path, recorded with ``drill``
 set, answered with the header echoed. Only a key with ``drill: true`` or the master key may
-(403 otherwise, and on a gateway without keys); a value of neither form is a 400.
+(403 otherwise, and on a gateway without keys); a value of neither form, or a ``skip=`` naming
+no deployment on the request's path (its group and fallback groups), is a 400. A drill is
+real traffic: the key's limits and budget apply, and its spend counts.
 
 Each traffic result names its owner (``llmpulse.attribution``): the presented key's name and
 team, and the end user, tags and session the request labels itself with (body fields or
@@ -128,6 +130,7 @@ WATCH_AFTER_S = 0.25
 BODY_TIMEOUTS = 10
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 T = TypeVar("T")
+R = TypeVar("R", bound=Response)
 
 
 class _Format:
@@ -303,10 +306,6 @@ class _Endpoints:
         self.limits = limits
         self.keys = KeyRing(config.settings.keys)
         self.gateway: Gateway  # set as the app's lifespan starts, before any request
-        # What ``skip=`` may name (a wildcard group's expansions are found per request).
-        self.deployment_names = frozenset(
-            name for d in config.deployments for name in (d.name, d.id)
-        )
 
     def refused(self, request: Request, fmt: _Format) -> Response | None:
         """None when the request may go on, else the answer refusing it."""
@@ -363,10 +362,10 @@ class _Endpoints:
                 user_field=client_name(chat, "user"),
             ).redacted(gateway.redact)
         except LabelError as exc:
-            return fmt.error(GatewayError(400, ErrorClass.BAD_REQUEST, str(exc)))
+            return _drilled(fmt.error(GatewayError(400, ErrorClass.BAD_REQUEST, str(exc))), drill)
         refusal = await self.limits.admit(key)  # rpm, tpm, budgets: before any upstream call
         if refusal is not None:
-            return fmt.error(refusal)
+            return _drilled(fmt.error(refusal), drill)
         if not chat.stream:
             try:
                 answering = gateway.complete(chat, ids, owner, drill)
@@ -427,12 +426,13 @@ class _Endpoints:
         if not name:
             raise _bad_drill("skip= names no deployment; expected skip=<deployment name or "
                              "model_info id>")  # fmt: skip
-        if name not in self.deployment_names and all(
-            d.name != name for d in self.config.resolve(model)
-        ):
+        # Only the request's own path: one elsewhere would skip nothing, and a key limited to
+        # some models must not learn the names of the deployments of the others.
+        if all(name not in (d.name, d.id) for d in self.gateway.reachable(model)):
             raise _bad_drill(
-                f"no deployment is named {name!r}; expected skip=<deployment name (as in "
-                f"{DEPLOYMENT_HEADER}) or model_info id>"
+                f"no deployment is named {name!r} on the path of {model!r} (its group and "
+                f"fallback groups); expected skip=<deployment name (as in {DEPLOYMENT_HEADER}) "
+                "or model_info id>"
             )
         return Drill(label, skip=frozenset({name}))
 
@@ -493,10 +493,8 @@ class _Endpoints:
 
 
 def _bad_drill(problem: str) -> GatewayError:
+    """The 400 refusing an ``x-llmpulse-drill`` value, naming the header."""
     return GatewayError(400, ErrorClass.BAD_REQUEST, f"{DRILL_HEADER}: {problem}")
-
-
-R = TypeVar("R", bound=Response)
 
 
 def _drilled(response: R, drill: Drill | None) -> R:

@@ -114,6 +114,8 @@ class Drill:
     source: Source = Source.TRAFFIC
 
     def skips(self, deployment: Deployment) -> bool:
+        """Whether ``skip`` names ``deployment``, by name or by ``model_info.id`` (a wildcard
+        deployment's id covers every model it expands to)."""
         return deployment.name in self.skip or deployment.id in self.skip
 
 
@@ -229,6 +231,7 @@ class _Call:
     route: list[str] = dataclasses.field(default_factory=list)
     fallback_reason: ErrorClass | None = None
     failed: ErrorClass | None = None
+    primary_skipped: bool = False  # a skip-primary drill has passed over its first choice
 
 
 class Gateway:
@@ -289,15 +292,20 @@ class Gateway:
         the traffic result names ``owner``; ``drill`` forces it down its failover path."""
         request = dataclasses.replace(request, stream=False)
         call = self._call(request, ids, owner, drill)
+        answer = None
         try:
+            # Read to the end, not returned from at the answer: the attempt settles with the
+            # selector (success, latency, tokens, the in-flight count) after yielding it.
             async for item in self._run(call):
-                if isinstance(item, ChatResponse) and call.deployment is not None:
-                    self._record(call, None)
-                    return item, call.deployment
+                if isinstance(item, ChatResponse):
+                    answer = item
         except GatewayError as exc:
             self._record(call, exc)
             raise
-        raise GatewayError(502, ErrorClass.PROTOCOL, "no response from any deployment")
+        if answer is None or call.deployment is None:
+            raise GatewayError(502, ErrorClass.PROTOCOL, "no response from any deployment")
+        self._record(call, None)
+        return answer, call.deployment
 
     async def stream(
         self,
@@ -317,6 +325,13 @@ class Gateway:
             self._record(call, exc)
             raise
         self._record(call, None)
+
+    def reachable(self, model: str) -> list[Deployment]:
+        """The deployments a request for ``model`` may go to: its group's, then its fallback
+        groups' of every kind (what a drill may skip)."""
+        root = self.config.aliases.get(model, model)
+        fallbacks = (g for kind in FallbackKind for g in self._fallback_list(root, kind))
+        return [d for group in (model, *fallbacks) for d in self.config.resolve(group)]
 
     # --- the failover loop -------------------------------------------------------------------
 
@@ -414,7 +429,7 @@ class Gateway:
                     same = 0
                     deployment = self.selector.select(pool, exclude)
                 retry_on = None
-                if deployment is not None and self._skip_primary(call, deployment):
+                if call.drill is not None and deployment and self._skip_primary(call, deployment):
                     exclude.add(deployment.id)
                     continue
                 if deployment is None:
@@ -531,10 +546,13 @@ class Gateway:
 
     def _skip_primary(self, call: _Call, deployment: Deployment) -> bool:
         """Whether ``deployment`` (just selected) is the primary a ``skip-primary`` drill passes
-        over: the request's first choice, released unused and noted in the route."""
-        if call.drill is None or not call.drill.skip_primary or call.route:
+        over: the request's first choice, handed back unused and noted in the route. Not
+        ``call.route`` being empty: deployments ``skip`` names go there first."""
+        assert call.drill is not None
+        if not call.drill.skip_primary or call.primary_skipped or call.attempts:
             return False
-        self.selector.release(deployment.id)
+        call.primary_skipped = True
+        self.selector.give_back(deployment.id)
         call.route.append(self._target(deployment).name)
         return True
 
@@ -581,8 +599,9 @@ class Gateway:
         detail = f"; retry in {hint:g}s" if hint is not None else ""
         name = call.request.model
         message = f"no deployment of {name!r} is available{detail}"
-        if call.drill is not None and not call.attempts:
-            # Nothing was called: say the drill left nothing, not that the group is down.
+        if call.drill is not None and call.route and not call.attempts:
+            # Nothing was called but the drill passed some over: say the drill left nothing, not
+            # that the group is down (which it is when nothing was passed over either).
             message = f"drill: after skipping {', '.join(call.route)}, {message}"
         return GatewayError(status, cls, message, hint)
 

@@ -107,6 +107,13 @@ class DeploymentStats:
     def end(self) -> None:
         self.in_flight = max(0, self.in_flight - 1)
 
+    def cancel(self) -> None:
+        """Undo ``begin``: an attempt taken but never sent counts neither in flight nor towards
+        this minute's requests (a minute rolled over in between costs the new one, at worst
+        one request)."""
+        self.end()
+        self._minute_requests = max(0, self._minute_requests - 1)
+
     def observe(
         self,
         now: float,
@@ -374,6 +381,13 @@ class Selector:
     def release(self, deployment_id: str) -> None:
         """An acquired attempt ended without a verdict (the client went away)."""
         self.stats(deployment_id).end()
+        self.breaker(deployment_id).release()
+
+    def give_back(self, deployment_id: str) -> None:
+        """A selection handed back unsent (a drill passing over its primary): as if it had
+        never been made, so routing (in-flight counts, rpm headroom, the half-open probe
+        slot) is not skewed by a request that went elsewhere."""
+        self.stats(deployment_id).cancel()
         self.breaker(deployment_id).release()
 
     def record_check(self, deployment_id: str, result: CheckResult) -> None:
