@@ -292,20 +292,16 @@ class Gateway:
         the traffic result names ``owner``; ``drill`` forces it down its failover path."""
         request = dataclasses.replace(request, stream=False)
         call = self._call(request, ids, owner, drill)
-        answer = None
         try:
-            # Read to the end, not returned from at the answer: the attempt settles with the
-            # selector (success, latency, tokens, the in-flight count) after yielding it.
+            # The attempt settled with the selector before yielding the answer (``_attempt``).
             async for item in self._run(call):
-                if isinstance(item, ChatResponse):
-                    answer = item
+                if isinstance(item, ChatResponse) and call.deployment is not None:
+                    self._record(call, None)
+                    return item, call.deployment
         except GatewayError as exc:
             self._record(call, exc)
             raise
-        if answer is None or call.deployment is None:
-            raise GatewayError(502, ErrorClass.PROTOCOL, "no response from any deployment")
-        self._record(call, None)
-        return answer, call.deployment
+        raise GatewayError(502, ErrorClass.PROTOCOL, "no response from any deployment")
 
     async def stream(
         self,
