@@ -4,6 +4,7 @@ process in front of the simulator."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import socket
@@ -26,6 +27,7 @@ from llmpulse.config.load import Config
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerConfig, BreakerState
 from llmpulse.gateway.breaker_log import BreakerLog
+from llmpulse.gateway.metrics import GatewayMetrics
 from llmpulse.gateway.selector import Selector
 from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.sim.server import SimServer
@@ -171,6 +173,57 @@ def test_share_fallbacks_and_live_drills_per_bucket(seeded: tuple[View, float, f
     day = view.gateway("24h", now=now)
     assert day.step_s == 900 and day.fallbacks == 6
     assert sum(sum(v) for v in day.fallbacks_per_minute.values()) == pytest.approx(6 / 15)
+
+
+def test_the_page_counts_the_fallbacks_the_gateway_metrics_count(db_location: str | Path) -> None:
+    # One definition (CheckResult.fell_back): a request answered by another deployment than
+    # its first. One that failed over and failed there too is no fallback on either side; a
+    # wildcard group's expansions belong to the pattern's group on both.
+    raw = {
+        "model_list": [
+            *gateway_entries("http://127.0.0.1:9/v1"),
+            {"model_name": "wild/*", "litellm_params": {"model": "openai/*",
+             "api_base": "http://127.0.0.1:9/v1", "api_key": "os.environ/SIM_KEY"},
+             "model_info": {"id": "wild"}},
+        ],
+        "web": {"listen": "127.0.0.1:0"},
+    }  # fmt: skip
+    config = parse_config(raw, env={"SIM_KEY": SECRET})
+    assert config.gateway is not None
+    (served,) = config.gateway.resolve("wild/gpt-x")
+    expansion = served.name  # wild/gpt-x/<provider>/gpt-x
+    now = float(int(time.time()) // 60 * 60 + 50)
+    rows = [
+        request(now - 40, [PRIMARY]),
+        request(now - 35, [PRIMARY, BACKUP], ErrorClass.SERVER_ERROR),
+        request(
+            now - 30,
+            [PRIMARY, BACKUP],
+            ErrorClass.SERVER_ERROR,
+            error=(ErrorClass.SERVER_ERROR, "down too"),
+        ),
+        request(now - 25, [expansion]),
+        dataclasses.replace(request(now - 20, [expansion]), provider="openai", model="gpt-x"),
+    ]
+    metrics = GatewayMetrics(config.gateway, lambda: None)
+    for row in rows:
+        metrics.observe(row)
+    with open_store(db_location) as store:
+        store.write_results(rows)
+    view = View.open(config, db_location)
+    try:
+        page = view.gateway("1h", now=now)
+    finally:
+        view.close()
+    by_group = {g.group: sum(g.fallbacks) for g in page.groups}
+    counted: dict[str, int] = {}
+    for (group, *_), n in metrics.fallbacks.items():
+        counted[group] = counted.get(group, 0) + n
+    assert page.fallbacks == sum(metrics.fallbacks.values()) == 1
+    assert by_group == {"chat": 1, "wild/*": 0} and counted == {"chat": 1}
+    assert sum(page.fallbacks_per_minute["server_error"]) == 1.0
+    wild = next(g for g in page.groups if g.group == "wild/*")
+    assert {d: sum(v) for d, v in wild.deployments.items()} == {expansion: 2}
 
 
 def test_incidents_say_from_where_to_where_when_and_back_when(

@@ -150,16 +150,24 @@ class BreakerEvent:
 class RouteCount:
     """Gateway traffic of one bucket counted in the database: ``requests`` whose first choice
     was ``first`` (``route[0]``; the target for results without a route) and which ended on
-    ``answered`` (``route[-1]``, the result's target), moved off the first by
-    ``fallback_reason``; ``live_drill``: sent with a drill header. ``first_ts``: the earliest."""
+    ``answered`` (``route[-1]``, the result's target), successfully (``ok``) or not, moved off
+    the first by ``fallback_reason``; ``live_drill``: sent with a drill header. ``first_ts``:
+    the earliest."""
 
     bucket: int
     first: str
     answered: str
+    ok: bool
     fallback_reason: str | None
     live_drill: bool
     requests: int
     first_ts: float
+
+    @property
+    def fell_back(self) -> bool:
+        """These requests are fallbacks (``CheckResult.fell_back``): answered, by another
+        deployment than their first choice."""
+        return self.ok and self.answered != self.first
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -344,7 +352,7 @@ class Store(abc.ABC):
     def route_counts(self, start_ts: float, end_ts: float, step_s: int) -> list[RouteCount]:
         """Gateway traffic (source traffic) of ``start_ts <= ts < end_ts`` counted in the
         database per bucket (multiples of ``step_s``, a multiple of 60), first choice, answering
-        deployment, fallback reason and live drill."""
+        deployment, success, fallback reason and live drill."""
         raise NotImplementedError
 
     # The three below read a request's *first choice* as its route's first deployment, unless

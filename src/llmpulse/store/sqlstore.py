@@ -344,17 +344,17 @@ class SQLStore(Store, Generic[C]):
         bucket = self.dialect.bucket("ts", _step(step_s))
         with self._reading() as conn:
             rows = conn.all(
-                f"""SELECT {bucket} AS b, {first} AS f, target, fallback_reason,
+                f"""SELECT {bucket} AS b, {first} AS f, target, ok, fallback_reason,
                            CASE WHEN drill IS NULL THEN 0 ELSE 1 END AS d, count(*), min(ts)
                     FROM results WHERE ts >= ? AND ts < ? AND source = ?
-                    GROUP BY b, f, target, fallback_reason, d""",
+                    GROUP BY b, f, target, ok, fallback_reason, d""",
                 (start_ts, end_ts, str(Source.TRAFFIC)),
             )
         counts = [
-            RouteCount(int(b), f, a, reason, bool(d), int(n), float(ts))
-            for b, f, a, reason, d, n, ts in rows
+            RouteCount(int(b), f, a, bool(ok), reason, bool(d), int(n), float(ts))
+            for b, f, a, ok, reason, d, n, ts in rows
         ]
-        return sorted(counts, key=lambda c: (c.bucket, c.first, c.answered, c.live_drill))
+        return sorted(counts, key=lambda c: (c.bucket, c.first, c.answered, c.ok, c.live_drill))
 
     def _expected_first(self, expected: Mapping[str, str] | None) -> tuple[str, str, list[object]]:
         """A CTE (may be empty), the SQL of a request's expected first choice, and the CTE's

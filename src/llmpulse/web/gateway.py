@@ -14,10 +14,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from llmpulse.config.gateway import GatewayConfig, Strategy
+from llmpulse.config.gateway import Deployment, GatewayConfig, Strategy
 from llmpulse.result import CheckKind, Source
 from llmpulse.secrets import Redactor
 from llmpulse.store import ResultFilter
@@ -59,21 +59,40 @@ def primaries(config: GatewayConfig | None) -> dict[str, str]:
 
 
 class Groups:
-    """Which model group a deployment (by name) serves: the gateway config's, else its own
-    name (a database read without the config still tells its primaries apart). ``expected``:
-    each deployment of a priority-routed group -> the group's primary (``primaries``)."""
+    """Which model group a deployment (by name) serves: the gateway config's (a wildcard
+    expansion's is its pattern's, as the gateway's metrics say: ``GatewayConfig.named``), else
+    its own name (a database read without the config still tells its primaries apart).
+    ``expected``: each deployment of a priority-routed group -> the group's primary
+    (``primaries``)."""
 
     def __init__(
-        self, group_of: Mapping[str, str], expected: Mapping[str, str] | None = None
+        self,
+        group_of: Mapping[str, str],
+        expected: Mapping[str, str] | None = None,
+        named: Callable[[str], Deployment | None] | None = None,
     ) -> None:
         self._group_of = dict(group_of)
         self.expected = dict(expected or {})
+        self._named = named
         self._members: dict[str, list[str]] = collections.defaultdict(list)
         for deployment, group in self._group_of.items():
             self._members[group].append(deployment)
 
+    @classmethod
+    def of_config(cls, config: GatewayConfig | None) -> Groups:
+        """The groups of ``config``'s deployments (none without a config)."""
+        if config is None:
+            return cls({})
+        group_of = {d.name: d.group for d in config.deployments}
+        return cls(group_of, primaries(config), config.named)
+
     def of(self, deployment: str) -> str:
-        return self._group_of.get(deployment, deployment)
+        group = self._group_of.get(deployment)
+        if group is None:
+            found = self._named(deployment) if self._named is not None else None
+            # Remembered for this read: the names come from its rows (a bounded few).
+            group = self._group_of[deployment] = deployment if found is None else found.group
+        return group
 
     def members(self, group: str, seen: Iterable[str] = ()) -> list[str]:
         """The deployments of ``group``: configured, and ``seen`` in the data as its."""
@@ -261,7 +280,7 @@ def page(
         group.requests[i] += c.requests
         group.deployments.setdefault(c.answered, [0] * n)[i] += c.requests
         requests += c.requests
-        if c.answered != c.first:
+        if c.fell_back:
             group.fallbacks[i] += c.requests
             fallbacks += c.requests
             rate = per_minute.setdefault(c.fallback_reason or UNKNOWN_REASON, [0.0] * n)

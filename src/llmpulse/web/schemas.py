@@ -654,7 +654,8 @@ class GatewayGroup(BaseModel):
     requests: list[int]
     # Requests per bucket by the deployment that answered them (or failed last): route[-1].
     deployments: dict[str, list[int]]
-    # Requests per bucket answered by another deployment than their first choice (route[0]).
+    # Fallbacks per bucket (``CheckResult.fell_back``: answered by another deployment than
+    # their first choice, route[0]), as the gateway's llmpulse_gateway_fallbacks_total counts.
     fallbacks: list[int]
 
 
@@ -678,7 +679,10 @@ class GatewayIncident(BaseModel):
     end_ts: float | None = Field(description="The first request answered by its first choice again")
     ongoing: bool
     requests: int = Field(description="The group's requests in the incident's minutes")
-    fallbacks: int = Field(description="Of them, answered by another deployment")
+    fallbacks: int = Field(
+        description="Of them, moved: sent on to (or straight to) another deployment than their "
+        "first choice, answered there or not"
+    )
     reasons: dict[str, int] = Field(description="Fallbacks by what moved them (error class)")
     summary: str
 
