@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 import pgserver
 from conftest import sim_model, spawn_llmpulse
@@ -38,6 +39,8 @@ from test_gateway_proxy import FAST, deployment, upstream
 from webserve import ServedWeb
 
 SECRET = "sk-sim-secret-0123456789abcdef"
+MASTER_KEY = "sk-master-0123456789abcdef"
+WEB_TOKEN = "web-t0ken-for-tests"
 PRIMARY, BACKUP, ONLY = "chat/primary", "chat/backup", "fast/only"
 
 
@@ -431,9 +434,24 @@ class GatewayProcess:
                 self.proc.wait()
 
 
-def test_a_forced_outage_shows_on_the_page_as_the_simulator_saw_it(
+def scrape(url: str, key: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The gateway's ``/metrics`` (behind its master key): each sample by name and labels."""
+    assert httpx.get(f"{url}/metrics", timeout=10).status_code == 401
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    text.raise_for_status()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text.text)
+        for s in family.samples
+    }
+
+
+def test_a_forced_outage_shows_in_metrics_and_on_the_page_as_the_simulator_saw_it(
     sim: SimServer, tmp_path: Path
 ) -> None:
+    # Issue 17's "done when": after a forced outage, the gateway's Prometheus fallback counter
+    # and the dashboard's panel (its API, served over the gateway's database) agree with the
+    # simulator's request log.
     primary, backup = sim_model(sim, **FAST), sim_model(sim, **FAST)
     entries = [
         {**deployment(sim, "chat", "openai", primary, order=1), "model_info": {"id": "primary"}},
@@ -442,10 +460,13 @@ def test_a_forced_outage_shows_on_the_page_as_the_simulator_saw_it(
     raw = {
         "model_list": entries,
         "router_settings": {"allowed_fails": 2, "cooldown_time": 3},
+        "general_settings": {"master_key": MASTER_KEY},
         "gateway": {"monitor": False},
     }
     gateway = GatewayProcess(tmp_path, raw)
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0, timeout=20)
+    client = openai.OpenAI(
+        base_url=f"{gateway.url}/v1", api_key=MASTER_KEY, max_retries=0, timeout=20
+    )
 
     def ask(n: int) -> None:
         for _ in range(n):
@@ -462,31 +483,63 @@ def test_a_forced_outage_shows_on_the_page_as_the_simulator_saw_it(
         httpx.patch(f"{sim.url}/_sim/models/{primary}", json={"errors": {}}).raise_for_status()
         time.sleep(3.2)  # the cool-down (long enough for a loaded machine to send the six)
         ask(3)
+        samples = scrape(gateway.url, MASTER_KEY)
     finally:
         gateway.stop()
     assert gateway.proc.returncode == 0, gateway.log.read_text()
+    at_primary, at_backup = upstream(sim, primary), upstream(sim, backup)
+    refused = [r for r in at_primary if r["status"] == 503]
+    answered = [r for r in at_primary if r["status"] == 200]
+    assert len(refused) == 2 and len(answered) == 6 and len(at_backup) == 6
 
-    config = parse_config(yaml.safe_load(gateway.config.read_text()), env={"SIM_KEY": "sk-sim"})
-    view = View.open(config, gateway.db)
+    # The counter: each fallback is one refused primary attempt the backup then answered.
+    fallbacks = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples.items()
+        if name == "llmpulse_gateway_fallbacks_total"
+    }
+    assert fallbacks == {"unavailable": len(refused)}
+    assert samples["llmpulse_gateway_fallbacks_total", (("from", PRIMARY), ("group", "chat"),
+                   ("reason", "unavailable"), ("to", BACKUP))] == len(refused)  # fmt: skip
+
+    # The panel, through the dashboard's API (behind its token) over the gateway's database.
+    web = parse_config(
+        {**yaml.safe_load(gateway.config.read_text()),
+         "web": {"listen": "127.0.0.1:0", "token": "${WEB_TOKEN}"}},
+        env={"WEB_TOKEN": WEB_TOKEN},
+    )  # fmt: skip
+    with ServedWeb(web, gateway.db) as served, httpx.Client(base_url=served.url) as http:
+        assert http.get("/api/v1/gateway").status_code == 401
+        body = http.get("/api/v1/gateway", headers={"Authorization": f"Bearer {WEB_TOKEN}"})
+        body.raise_for_status()
+        panel = body.json()
+    assert panel["fallbacks"] == sum(fallbacks.values()) == len(refused)
+    assert {r: sum(v) for r, v in panel["fallbacks_per_minute"].items()} == pytest.approx(
+        {"unavailable": float(len(refused))}
+    )
+    (chat,) = panel["groups"]
+    assert sum(chat["fallbacks"]) == len(refused)
+    assert {d: sum(v) for d, v in chat["deployments"].items()} == {
+        PRIMARY: len(answered),
+        BACKUP: len(at_backup),
+    }
+    answered_by = {
+        dict(labels)["deployment"]: value
+        for (name, labels), value in samples.items()
+        if name == "llmpulse_gateway_requests_total" and dict(labels)["status"] == "ok"
+    }
+    assert answered_by == {PRIMARY: len(answered), BACKUP: len(at_backup)}
+
+    # Incidents and breaker markers, read straight from the database.
+    view = View.open(web, gateway.db)
     try:
         page = view.gateway("1h")
     finally:
         view.close()
-    at_primary, at_backup = upstream(sim, primary), upstream(sim, backup)
-    refused = [r for r in at_primary if r["status"] == 503]
-    answered = [r for r in at_primary if r["status"] == 200]
-    # The page's figures are the simulator's: each fallback is one refused primary attempt,
-    # every request that reached the backup moved, the rest the primary answered.
-    assert page.fallbacks == len(refused) == 2
-    assert page.fallbacks_per_minute.keys() == {"unavailable"}
-    (chat,) = page.groups
-    assert {d: sum(v) for d, v in chat.deployments.items()} == {
-        "chat/primary": len(answered),
-        "chat/backup": len(at_backup),
-    }
-    assert len(answered) == 6 and len(at_backup) == 6
+    # Every request that reached the backup moved: two after a refusal, four sent straight
+    # there while the primary's breaker was open.
     (incident,) = page.incidents
-    assert (incident.from_, incident.to) == ("chat/primary", "chat/backup")
+    assert (incident.from_, incident.to) == (PRIMARY, BACKUP)
     assert incident.fallbacks == len(at_backup)
     assert incident.reasons == {"unavailable": 2, "not_tried": 4}
     assert incident.start_ts == pytest.approx(min(r["received_at"] for r in refused), abs=1.0)
