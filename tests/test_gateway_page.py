@@ -32,7 +32,7 @@ from llmpulse.gateway.metrics import GatewayMetrics
 from llmpulse.gateway.selector import Selector
 from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.sim.server import SimServer
-from llmpulse.store import open_store
+from llmpulse.store import open_store, sqlstore
 from llmpulse.store.base import BreakerEvent
 from llmpulse.web.view import View
 from test_gateway_proxy import FAST, deployment, upstream
@@ -239,8 +239,10 @@ def test_incidents_say_from_where_to_where_when_and_back_when(
     # Minute 7 had no requests: no first-choice answer until 9:40, more than a minute before
     # the next moved request (20:15).
     assert first.end_ts == m0 + 9 * 60 + 40 and not first.ongoing
-    assert (first.requests, first.fallbacks) == (9, 9)
-    assert first.reasons == {"not_tried": 5, "server_error": 2, "timeout": 2}
+    # The requests sent to the primary first: those the backup took first while the primary's
+    # breaker was open are not the primary's.
+    assert (first.requests, first.fallbacks) == (4, 4)
+    assert first.reasons == {"server_error": 2, "timeout": 2}
     assert "traffic moved from chat/primary to chat/backup at" in first.summary
     assert "back at" in first.summary
     assert second.start_ts == m0 + 20 * 60 + 15
@@ -248,6 +250,57 @@ def test_incidents_say_from_where_to_where_when_and_back_when(
     assert second.reasons == {"rate_limited": 2}
     # Outside the window, nothing.
     assert view.gateway("1h", now=now + 3 * 3600).incidents == []
+
+
+def test_traffic_another_deployment_takes_first_is_no_incident(db_location: str | Path) -> None:
+    # Requests with tools the primary cannot take go to the backup first, all day long (as
+    # under load balancing): no move, no incident. Under every strategy, an incident ends when
+    # its first choice answers again, not at the first request another deployment took first.
+    now = float(int(time.time()) // 60 * 60 + 50)
+    rows = [request(now - 1800 + i * 10, [PRIMARY]) for i in range(0, 60, 3)]
+    rows += [request(now - 1800 + i * 10, [BACKUP]) for i in range(60) if i % 3]
+    rows += [
+        request(now - 600, [PRIMARY, BACKUP], ErrorClass.SERVER_ERROR),
+        request(now - 590, [PRIMARY, BACKUP], ErrorClass.SERVER_ERROR),
+        *(request(now - 580 + i, [BACKUP]) for i in range(10)),  # the primary's breaker open
+        request(now - 400, [PRIMARY]),
+    ]
+    with open_store(db_location) as store:
+        store.write_results(rows)
+    view = View.open(page_config(), db_location)
+    try:
+        page = view.gateway("1h", now=now)
+    finally:
+        view.close()
+    (incident,) = page.incidents
+    assert (incident.from_, incident.to) == (PRIMARY, BACKUP)
+    assert (incident.start_ts, incident.end_ts) == (now - 600, now - 400)
+    assert (incident.fallbacks, incident.requests) == (2, 2)
+    assert incident.reasons == {"server_error": 2}
+
+
+def test_past_the_caps_the_newest_incidents_are_kept(
+    db_location: str | Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = float(int(time.time()) // 60 * 60 + 50)
+    outages = [now - 3000, now - 1800, now - 600]
+    rows = [
+        request(start + s, [PRIMARY, BACKUP], ErrorClass.TIMEOUT)
+        for start in outages
+        for s in (0, 5)
+    ]
+    rows += [request(start + 120, [PRIMARY]) for start in outages]
+    with open_store(db_location) as store:
+        store.write_results(rows)
+    view = View.open(page_config(), db_location)
+    try:
+        assert [i.start_ts for i in view.gateway("1h", now=now).incidents] == outages
+        monkeypatch.setattr(sqlstore, "MAX_FALLBACK_BUCKETS", 1)
+        monkeypatch.setattr(sqlstore, "MAX_ISLANDS", 1)
+        (newest,) = view.gateway("1h", now=now).incidents
+    finally:
+        view.close()
+    assert (newest.start_ts, newest.end_ts) == (now - 600, now - 480)
 
 
 def test_breaker_events_and_latest_drills(seeded: tuple[View, float, float]) -> None:
@@ -536,12 +589,12 @@ def test_a_forced_outage_shows_in_metrics_and_on_the_page_as_the_simulator_saw_i
         page = view.gateway("1h")
     finally:
         view.close()
-    # Every request that reached the backup moved: two after a refusal, four sent straight
-    # there while the primary's breaker was open.
+    # The requests sent to the primary first moved after a refusal each; the four the backup
+    # took first while the primary's breaker was open do not end the incident.
     (incident,) = page.incidents
     assert (incident.from_, incident.to) == (PRIMARY, BACKUP)
-    assert incident.fallbacks == len(at_backup)
-    assert incident.reasons == {"unavailable": 2, "not_tried": 4}
+    assert incident.fallbacks == len(refused)
+    assert incident.reasons == {"unavailable": len(refused)}
     assert incident.start_ts == pytest.approx(min(r["received_at"] for r in refused), abs=1.0)
     back = min(r["received_at"] for r in answered if r["received_at"] > incident.start_ts)
     assert incident.end_ts == pytest.approx(back, abs=1.0) and not incident.ongoing
