@@ -411,6 +411,29 @@ def test_a_flapping_breaker_is_coalesced_and_its_last_state_written(tmp_path: Pa
     assert {e.deployment for e in events} == {PRIMARY}
 
 
+def test_unwritten_breaker_events_are_capped_the_oldest_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The database away for long (here: the writer not started yet): memory stays bounded.
+    clock = Clock()
+    selector = Selector(clock=clock, breaker_config=BreakerConfig(failure_threshold=1))
+    names = {f"d{i}": f"chat/d{i}" for i in range(5)}
+    log = BreakerLog(tmp_path / "r.db", "gw-1", names, max_pending=3, every=0.05)
+    log.attach(selector)
+    with caplog.at_level(logging.ERROR):
+        for i in range(5):
+            clock.now += 1
+            selector.breaker(f"d{i}").record_failure(ErrorClass.TIMEOUT)
+    assert log.unwritten() == 3
+    assert caplog.text.count("dropping the oldest") == 1
+    log.start()
+    assert log.flush()
+    log.close()
+    with open_store(tmp_path / "r.db") as store:
+        events = store.breaker_events(0, time.time() + 60)
+    assert [e.deployment for e in events] == ["chat/d2", "chat/d3", "chat/d4"]
+
+
 def test_transitions_adopted_from_another_replica_are_not_recorded(tmp_path: Path) -> None:
     clock = Clock()
     selector = Selector(clock=clock)
