@@ -34,6 +34,7 @@ from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.sim.server import SimServer
 from llmpulse.store import open_store, sqlstore
 from llmpulse.store.base import BreakerEvent
+from llmpulse.web import gateway as gateway_page
 from llmpulse.web.view import View
 from test_gateway_proxy import FAST, deployment, upstream
 from webserve import ServedWeb
@@ -295,6 +296,9 @@ def test_past_the_caps_the_newest_incidents_are_kept(
     view = View.open(page_config(), db_location)
     try:
         assert [i.start_ts for i in view.gateway("1h", now=now).incidents] == outages
+        with monkeypatch.context() as patch:
+            patch.setattr(gateway_page, "MAX_SPANS", 2)
+            assert [i.start_ts for i in view.gateway("1h", now=now).incidents] == outages[1:]
         monkeypatch.setattr(sqlstore, "MAX_FALLBACK_BUCKETS", 1)
         monkeypatch.setattr(sqlstore, "MAX_ISLANDS", 1)
         (newest,) = view.gateway("1h", now=now).incidents

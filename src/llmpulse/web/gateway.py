@@ -32,6 +32,7 @@ MERGE_GAP_S = 60.0
 # Minutes with moved requests less than this apart are read together.
 SPAN_GAP_S = 5 * 60
 MAX_INCIDENTS = 100  # the most recent, per response
+MAX_SPANS = 500  # stretches of minutes with moved requests read per response: the newest
 MAX_BREAKER_EVENTS = 1000
 DRILL_RESULTS = 500  # the newest drill results read for the table of latest drills
 UNKNOWN_REASON = "unknown"  # moved with no failure class on record, as the metrics say
@@ -98,16 +99,23 @@ def incidents(
     every routing strategy alike, and traffic that never goes to X first is no incident.
 
     Only requests in minutes with a moved request, and the minutes between those less than
-    ``SPAN_GAP_S`` apart, are read (runs ranked in the database): a quiet week costs nothing.
-    An incident that began before the window starts at its first moved request inside it.
+    ``SPAN_GAP_S`` apart, are read (runs ranked in the database): a quiet week costs nothing,
+    and a restless one reads its newest ``MAX_SPANS`` such stretches. An incident that began
+    before the window (or the stretches read) starts at its first moved request inside it.
     """
     minutes: dict[str, list[int]] = collections.defaultdict(list)
     for b in store.fallback_buckets(start_ts, end_ts, MINUTE):
         minutes[b.first].append(b.bucket)
+    spans = {first: _spans(buckets) for first, buckets in minutes.items()}
+    # Each span costs a query or two: a week of scattered fallbacks reads the newest only.
+    starts = sorted((lo for each in spans.values() for lo, _ in each), reverse=True)
+    if len(starts) > MAX_SPANS:
+        cut = starts[MAX_SPANS - 1]
+        spans = {first: [(lo, hi) for lo, hi in each if lo >= cut] for first, each in spans.items()}
     found: list[schemas.GatewayIncident] = []
-    for first, buckets in minutes.items():
+    for first, each in spans.items():
         islands: list[Island] = []
-        for lo, hi in _spans(buckets):
+        for lo, hi in each:
             if islands and islands[-1].moved:
                 # Between two spans X may have answered again.
                 back = store.first_choice_answer(islands[-1].end_ts, lo, [first])
