@@ -152,8 +152,7 @@ class RouteCount:
     """Gateway traffic of one bucket counted in the database: ``requests`` whose first choice
     was ``first`` (``route[0]``; the target for results without a route) and which ended on
     ``answered`` (``route[-1]``, the result's target), successfully (``ok``) or not, moved off
-    the first by ``fallback_reason``; ``live_drill``: sent with a drill header. ``first_ts``:
-    the earliest."""
+    the first by ``fallback_reason``; ``live_drill``: sent with a drill header."""
 
     bucket: int
     first: str
@@ -162,7 +161,6 @@ class RouteCount:
     fallback_reason: str | None
     live_drill: bool
     requests: int
-    first_ts: float
 
     @property
     def fell_back(self) -> bool:
@@ -173,15 +171,11 @@ class RouteCount:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class FallbackBucket:
-    """Gateway requests (live drills aside) of one bucket whose first choice was ``first``:
-    ``requests`` in all, ``fallbacks`` of them answered by another deployment, the first of
-    those at ``first_fallback_ts``."""
+    """A bucket in which a gateway request (live drills aside) whose first choice was
+    ``first`` moved: another deployment answered it or failed last."""
 
     bucket: int
     first: str
-    requests: int
-    fallbacks: int
-    first_fallback_ts: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -345,14 +345,14 @@ class SQLStore(Store, Generic[C]):
         with self._reading() as conn:
             rows = conn.all(
                 f"""SELECT {bucket} AS b, {first} AS f, target, ok, fallback_reason,
-                           CASE WHEN drill IS NULL THEN 0 ELSE 1 END AS d, count(*), min(ts)
+                           CASE WHEN drill IS NULL THEN 0 ELSE 1 END AS d, count(*)
                     FROM results WHERE ts >= ? AND ts < ? AND source = ?
                     GROUP BY b, f, target, ok, fallback_reason, d""",
                 (start_ts, end_ts, str(Source.TRAFFIC)),
             )
         counts = [
-            RouteCount(int(b), f, a, bool(ok), reason, bool(d), int(n), float(ts))
-            for b, f, a, ok, reason, d, n, ts in rows
+            RouteCount(int(b), f, a, bool(ok), reason, bool(d), int(n))
+            for b, f, a, ok, reason, d, n in rows
         ]
         return sorted(counts, key=lambda c: (c.bucket, c.first, c.answered, c.ok, c.live_drill))
 
@@ -363,21 +363,15 @@ class SQLStore(Store, Generic[C]):
     def fallback_buckets(self, start_ts: float, end_ts: float, step_s: int) -> list[FallbackBucket]:
         first = self._first()
         bucket = self.dialect.bucket("ts", _step(step_s))
-        moved = f"{first} <> target"
         with self._reading() as conn:
             rows = conn.all(
-                f"""SELECT {bucket} AS b, {first} AS f, count(*),
-                           count(CASE WHEN {moved} THEN 1 END), min(CASE WHEN {moved} THEN ts END)
+                f"""SELECT DISTINCT {bucket} AS b, {first} AS f
                     FROM results WHERE ts >= ? AND ts < ? AND source = ? AND drill IS NULL
-                    GROUP BY b, f HAVING count(CASE WHEN {moved} THEN 1 END) > 0
-                    ORDER BY b DESC, f DESC LIMIT ?""",
+                    AND {first} <> target ORDER BY b DESC, f DESC LIMIT ?""",
                 (start_ts, end_ts, str(Source.TRAFFIC), MAX_FALLBACK_BUCKETS),
             )
         # Past the cap the newest are kept: the page reports the most recent incidents.
-        return [
-            FallbackBucket(int(b), f, int(n), int(m), float(ts))
-            for b, f, n, m, ts in reversed(rows)
-        ]
+        return [FallbackBucket(int(b), f) for b, f in reversed(rows)]
 
     def first_choice_answer(
         self, start_ts: float, end_ts: float, firsts: Sequence[str]
