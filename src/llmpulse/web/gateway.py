@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from llmpulse.config.gateway import Deployment, GatewayConfig
+from llmpulse.gateway.metrics import UNKNOWN_REASON
 from llmpulse.result import CheckKind, Source
 from llmpulse.secrets import Redactor
 from llmpulse.store import ResultFilter
@@ -35,7 +36,6 @@ MAX_INCIDENTS = 100  # the most recent, per response
 MAX_SPANS = 500  # stretches of minutes with moved requests read per response: the newest
 MAX_BREAKER_EVENTS = 1000
 DRILL_RESULTS = 500  # the newest drill results read for the table of latest drills
-UNKNOWN_REASON = "unknown"  # moved with no failure class on record, as the metrics say
 
 
 class Groups:
