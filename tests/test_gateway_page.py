@@ -4,6 +4,7 @@ process in front of the simulator."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import socket
@@ -18,6 +19,7 @@ import httpx
 import openai
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 import pgserver
 from conftest import sim_model, spawn_llmpulse
@@ -26,16 +28,20 @@ from llmpulse.config.load import Config
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerConfig, BreakerState
 from llmpulse.gateway.breaker_log import BreakerLog
+from llmpulse.gateway.metrics import GatewayMetrics
 from llmpulse.gateway.selector import Selector
 from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.sim.server import SimServer
-from llmpulse.store import open_store
+from llmpulse.store import open_store, sqlstore
 from llmpulse.store.base import BreakerEvent
+from llmpulse.web import gateway as gateway_page
 from llmpulse.web.view import View
 from test_gateway_proxy import FAST, deployment, upstream
 from webserve import ServedWeb
 
 SECRET = "sk-sim-secret-0123456789abcdef"
+MASTER_KEY = "sk-master-0123456789abcdef"
+WEB_TOKEN = "web-t0ken-for-tests"
 PRIMARY, BACKUP, ONLY = "chat/primary", "chat/backup", "fast/only"
 
 
@@ -173,6 +179,57 @@ def test_share_fallbacks_and_live_drills_per_bucket(seeded: tuple[View, float, f
     assert sum(sum(v) for v in day.fallbacks_per_minute.values()) == pytest.approx(6 / 15)
 
 
+def test_the_page_counts_the_fallbacks_the_gateway_metrics_count(db_location: str | Path) -> None:
+    # One definition (CheckResult.fell_back): a request answered by another deployment than
+    # its first. One that failed over and failed there too is no fallback on either side; a
+    # wildcard group's expansions belong to the pattern's group on both.
+    raw = {
+        "model_list": [
+            *gateway_entries("http://127.0.0.1:9/v1"),
+            {"model_name": "wild/*", "litellm_params": {"model": "openai/*",
+             "api_base": "http://127.0.0.1:9/v1", "api_key": "os.environ/SIM_KEY"},
+             "model_info": {"id": "wild"}},
+        ],
+        "web": {"listen": "127.0.0.1:0"},
+    }  # fmt: skip
+    config = parse_config(raw, env={"SIM_KEY": SECRET})
+    assert config.gateway is not None
+    (served,) = config.gateway.resolve("wild/gpt-x")
+    expansion = served.name  # wild/gpt-x/<provider>/gpt-x
+    now = float(int(time.time()) // 60 * 60 + 50)
+    rows = [
+        request(now - 40, [PRIMARY]),
+        request(now - 35, [PRIMARY, BACKUP], ErrorClass.SERVER_ERROR),
+        request(
+            now - 30,
+            [PRIMARY, BACKUP],
+            ErrorClass.SERVER_ERROR,
+            error=(ErrorClass.SERVER_ERROR, "down too"),
+        ),
+        request(now - 25, [expansion]),
+        dataclasses.replace(request(now - 20, [expansion]), provider="openai", model="gpt-x"),
+    ]
+    metrics = GatewayMetrics(config.gateway, lambda: None)
+    for row in rows:
+        metrics.observe(row)
+    with open_store(db_location) as store:
+        store.write_results(rows)
+    view = View.open(config, db_location)
+    try:
+        page = view.gateway("1h", now=now)
+    finally:
+        view.close()
+    by_group = {g.group: sum(g.fallbacks) for g in page.groups}
+    counted: dict[str, int] = {}
+    for (group, *_), n in metrics.fallbacks.items():
+        counted[group] = counted.get(group, 0) + n
+    assert page.fallbacks == sum(metrics.fallbacks.values()) == 1
+    assert by_group == {"chat": 1, "wild/*": 0} and counted == {"chat": 1}
+    assert sum(page.fallbacks_per_minute["server_error"]) == 1.0
+    wild = next(g for g in page.groups if g.group == "wild/*")
+    assert {d: sum(v) for d, v in wild.deployments.items()} == {expansion: 2}
+
+
 def test_incidents_say_from_where_to_where_when_and_back_when(
     seeded: tuple[View, float, float],
 ) -> None:
@@ -183,8 +240,10 @@ def test_incidents_say_from_where_to_where_when_and_back_when(
     # Minute 7 had no requests: no first-choice answer until 9:40, more than a minute before
     # the next moved request (20:15).
     assert first.end_ts == m0 + 9 * 60 + 40 and not first.ongoing
-    assert (first.requests, first.fallbacks) == (9, 9)
-    assert first.reasons == {"not_tried": 5, "server_error": 2, "timeout": 2}
+    # The requests sent to the primary first: those the backup took first while the primary's
+    # breaker was open are not the primary's.
+    assert (first.requests, first.fallbacks) == (4, 4)
+    assert first.reasons == {"server_error": 2, "timeout": 2}
     assert "traffic moved from chat/primary to chat/backup at" in first.summary
     assert "back at" in first.summary
     assert second.start_ts == m0 + 20 * 60 + 15
@@ -192,6 +251,60 @@ def test_incidents_say_from_where_to_where_when_and_back_when(
     assert second.reasons == {"rate_limited": 2}
     # Outside the window, nothing.
     assert view.gateway("1h", now=now + 3 * 3600).incidents == []
+
+
+def test_traffic_another_deployment_takes_first_is_no_incident(db_location: str | Path) -> None:
+    # Requests with tools the primary cannot take go to the backup first, all day long (as
+    # under load balancing): no move, no incident. Under every strategy, an incident ends when
+    # its first choice answers again, not at the first request another deployment took first.
+    now = float(int(time.time()) // 60 * 60 + 50)
+    rows = [request(now - 1800 + i * 10, [PRIMARY]) for i in range(0, 60, 3)]
+    rows += [request(now - 1800 + i * 10, [BACKUP]) for i in range(60) if i % 3]
+    rows += [
+        request(now - 600, [PRIMARY, BACKUP], ErrorClass.SERVER_ERROR),
+        request(now - 590, [PRIMARY, BACKUP], ErrorClass.SERVER_ERROR),
+        *(request(now - 580 + i, [BACKUP]) for i in range(10)),  # the primary's breaker open
+        request(now - 400, [PRIMARY]),
+    ]
+    with open_store(db_location) as store:
+        store.write_results(rows)
+    view = View.open(page_config(), db_location)
+    try:
+        page = view.gateway("1h", now=now)
+    finally:
+        view.close()
+    (incident,) = page.incidents
+    assert (incident.from_, incident.to) == (PRIMARY, BACKUP)
+    assert (incident.start_ts, incident.end_ts) == (now - 600, now - 400)
+    assert (incident.fallbacks, incident.requests) == (2, 2)
+    assert incident.reasons == {"server_error": 2}
+
+
+def test_past_the_caps_the_newest_incidents_are_kept(
+    db_location: str | Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = float(int(time.time()) // 60 * 60 + 50)
+    outages = [now - 3000, now - 1800, now - 600]
+    rows = [
+        request(start + s, [PRIMARY, BACKUP], ErrorClass.TIMEOUT)
+        for start in outages
+        for s in (0, 5)
+    ]
+    rows += [request(start + 120, [PRIMARY]) for start in outages]
+    with open_store(db_location) as store:
+        store.write_results(rows)
+    view = View.open(page_config(), db_location)
+    try:
+        assert [i.start_ts for i in view.gateway("1h", now=now).incidents] == outages
+        with monkeypatch.context() as patch:
+            patch.setattr(gateway_page, "MAX_SPANS", 2)
+            assert [i.start_ts for i in view.gateway("1h", now=now).incidents] == outages[1:]
+        monkeypatch.setattr(sqlstore, "MAX_FALLBACK_BUCKETS", 1)
+        monkeypatch.setattr(sqlstore, "MAX_ISLANDS", 1)
+        (newest,) = view.gateway("1h", now=now).incidents
+    finally:
+        view.close()
+    assert (newest.start_ts, newest.end_ts) == (now - 600, now - 480)
 
 
 def test_breaker_events_and_latest_drills(seeded: tuple[View, float, float]) -> None:
@@ -302,6 +415,29 @@ def test_a_flapping_breaker_is_coalesced_and_its_last_state_written(tmp_path: Pa
     assert {e.deployment for e in events} == {PRIMARY}
 
 
+def test_unwritten_breaker_events_are_capped_the_oldest_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The database away for long (here: the writer not started yet): memory stays bounded.
+    clock = Clock()
+    selector = Selector(clock=clock, breaker_config=BreakerConfig(failure_threshold=1))
+    names = {f"d{i}": f"chat/d{i}" for i in range(5)}
+    log = BreakerLog(tmp_path / "r.db", "gw-1", names, max_pending=3, every=0.05)
+    log.attach(selector)
+    with caplog.at_level(logging.ERROR):
+        for i in range(5):
+            clock.now += 1
+            selector.breaker(f"d{i}").record_failure(ErrorClass.TIMEOUT)
+    assert log.unwritten() == 3
+    assert caplog.text.count("dropping the oldest") == 1
+    log.start()
+    assert log.flush()
+    log.close()
+    with open_store(tmp_path / "r.db") as store:
+        events = store.breaker_events(0, time.time() + 60)
+    assert [e.deployment for e in events] == ["chat/d2", "chat/d3", "chat/d4"]
+
+
 def test_transitions_adopted_from_another_replica_are_not_recorded(tmp_path: Path) -> None:
     clock = Clock()
     selector = Selector(clock=clock)
@@ -378,9 +514,24 @@ class GatewayProcess:
                 self.proc.wait()
 
 
-def test_a_forced_outage_shows_on_the_page_as_the_simulator_saw_it(
+def scrape(url: str, key: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The gateway's ``/metrics`` (behind its master key): each sample by name and labels."""
+    assert httpx.get(f"{url}/metrics", timeout=10).status_code == 401
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    text.raise_for_status()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text.text)
+        for s in family.samples
+    }
+
+
+def test_a_forced_outage_shows_in_metrics_and_on_the_page_as_the_simulator_saw_it(
     sim: SimServer, tmp_path: Path
 ) -> None:
+    # Issue 17's "done when": after a forced outage, the gateway's Prometheus fallback counter
+    # and the dashboard's panel (its API, served over the gateway's database) agree with the
+    # simulator's request log.
     primary, backup = sim_model(sim, **FAST), sim_model(sim, **FAST)
     entries = [
         {**deployment(sim, "chat", "openai", primary, order=1), "model_info": {"id": "primary"}},
@@ -389,10 +540,13 @@ def test_a_forced_outage_shows_on_the_page_as_the_simulator_saw_it(
     raw = {
         "model_list": entries,
         "router_settings": {"allowed_fails": 2, "cooldown_time": 3},
+        "general_settings": {"master_key": MASTER_KEY},
         "gateway": {"monitor": False},
     }
     gateway = GatewayProcess(tmp_path, raw)
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0, timeout=20)
+    client = openai.OpenAI(
+        base_url=f"{gateway.url}/v1", api_key=MASTER_KEY, max_retries=0, timeout=20
+    )
 
     def ask(n: int) -> None:
         for _ in range(n):
@@ -409,33 +563,65 @@ def test_a_forced_outage_shows_on_the_page_as_the_simulator_saw_it(
         httpx.patch(f"{sim.url}/_sim/models/{primary}", json={"errors": {}}).raise_for_status()
         time.sleep(3.2)  # the cool-down (long enough for a loaded machine to send the six)
         ask(3)
+        samples = scrape(gateway.url, MASTER_KEY)
     finally:
         gateway.stop()
     assert gateway.proc.returncode == 0, gateway.log.read_text()
+    at_primary, at_backup = upstream(sim, primary), upstream(sim, backup)
+    refused = [r for r in at_primary if r["status"] == 503]
+    answered = [r for r in at_primary if r["status"] == 200]
+    assert len(refused) == 2 and len(answered) == 6 and len(at_backup) == 6
 
-    config = parse_config(yaml.safe_load(gateway.config.read_text()), env={"SIM_KEY": "sk-sim"})
-    view = View.open(config, gateway.db)
+    # The counter: each fallback is one refused primary attempt the backup then answered.
+    fallbacks = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples.items()
+        if name == "llmpulse_gateway_fallbacks_total"
+    }
+    assert fallbacks == {"unavailable": len(refused)}
+    assert samples["llmpulse_gateway_fallbacks_total", (("from", PRIMARY), ("group", "chat"),
+                   ("reason", "unavailable"), ("to", BACKUP))] == len(refused)  # fmt: skip
+
+    # The panel, through the dashboard's API (behind its token) over the gateway's database.
+    web = parse_config(
+        {**yaml.safe_load(gateway.config.read_text()),
+         "web": {"listen": "127.0.0.1:0", "token": "${WEB_TOKEN}"}},
+        env={"WEB_TOKEN": WEB_TOKEN},
+    )  # fmt: skip
+    with ServedWeb(web, gateway.db) as served, httpx.Client(base_url=served.url) as http:
+        assert http.get("/api/v1/gateway").status_code == 401
+        body = http.get("/api/v1/gateway", headers={"Authorization": f"Bearer {WEB_TOKEN}"})
+        body.raise_for_status()
+        panel = body.json()
+    assert panel["fallbacks"] == sum(fallbacks.values()) == len(refused)
+    assert {r: sum(v) for r, v in panel["fallbacks_per_minute"].items()} == pytest.approx(
+        {"unavailable": float(len(refused))}
+    )
+    (chat,) = panel["groups"]
+    assert sum(chat["fallbacks"]) == len(refused)
+    assert {d: sum(v) for d, v in chat["deployments"].items()} == {
+        PRIMARY: len(answered),
+        BACKUP: len(at_backup),
+    }
+    answered_by = {
+        dict(labels)["deployment"]: value
+        for (name, labels), value in samples.items()
+        if name == "llmpulse_gateway_requests_total" and dict(labels)["status"] == "ok"
+    }
+    assert answered_by == {PRIMARY: len(answered), BACKUP: len(at_backup)}
+
+    # Incidents and breaker markers, read straight from the database.
+    view = View.open(web, gateway.db)
     try:
         page = view.gateway("1h")
     finally:
         view.close()
-    at_primary, at_backup = upstream(sim, primary), upstream(sim, backup)
-    refused = [r for r in at_primary if r["status"] == 503]
-    answered = [r for r in at_primary if r["status"] == 200]
-    # The page's figures are the simulator's: each fallback is one refused primary attempt,
-    # every request that reached the backup moved, the rest the primary answered.
-    assert page.fallbacks == len(refused) == 2
-    assert page.fallbacks_per_minute.keys() == {"unavailable"}
-    (chat,) = page.groups
-    assert {d: sum(v) for d, v in chat.deployments.items()} == {
-        "chat/primary": len(answered),
-        "chat/backup": len(at_backup),
-    }
-    assert len(answered) == 6 and len(at_backup) == 6
+    # The requests sent to the primary first moved after a refusal each; the four the backup
+    # took first while the primary's breaker was open do not end the incident.
     (incident,) = page.incidents
-    assert (incident.from_, incident.to) == ("chat/primary", "chat/backup")
-    assert incident.fallbacks == len(at_backup)
-    assert incident.reasons == {"unavailable": 2, "not_tried": 4}
+    assert (incident.from_, incident.to) == (PRIMARY, BACKUP)
+    assert incident.fallbacks == len(refused)
+    assert incident.reasons == {"unavailable": len(refused)}
     assert incident.start_ts == pytest.approx(min(r["received_at"] for r in refused), abs=1.0)
     back = min(r["received_at"] for r in answered if r["received_at"] > incident.start_ts)
     assert incident.end_ts == pytest.approx(back, abs=1.0) and not incident.ongoing

@@ -158,6 +158,19 @@ class CheckResult:
         return hashlib.sha256(folded.encode()).hexdigest()[:16]
 
     @property
+    def moved(self) -> bool:
+        """Gateway traffic or a drill that left its first deployment: its route ends elsewhere."""
+        return len(self.route) > 1 and self.route[-1] != self.route[0]
+
+    @property
+    def fell_back(self) -> bool:
+        """A *fallback*: a request answered by another deployment than the first one chosen
+        (within its group or in a fallback group). The one definition: the gateway's metrics
+        count these, and the store's gateway queries count the same in SQL (``ok`` and the
+        route's first differing from the target)."""
+        return self.ok and self.moved
+
+    @property
     def context_utilization(self) -> float | None:
         """Prompt tokens over the context window: how close a request came to the limit."""
         if not self.context_window or self.usage.input_tokens is None:

@@ -340,6 +340,26 @@ class GatewayConfig:
                 return [d for d in expanded if d.provider != "vertex" or vertex_serves(d.model)]
         return []
 
+    def named(self, name: str) -> Deployment | None:
+        """The deployment a route's target name names: a config deployment, or a wildcard
+        deployment's expansion (``<requested>/<provider>/<model>``, its group the pattern's)."""
+        for d in self.deployments:
+            if d.name == name:
+                return d
+        # The requested model may hold "/<provider>/" itself: each split is resolved as the
+        # gateway resolved it, and only the expansion of that very name counts.
+        for d in self.deployments:
+            if not d.wildcard:
+                continue
+            marker = f"/{d.provider}/"
+            at = name.find(marker)
+            while at > 0:
+                for e in self.resolve(name[:at]):
+                    if e.id == d.id and e.name == name:
+                        return e
+                at = name.find(marker, at + 1)
+        return None
+
     def targets(self) -> list[Target]:
         """One monitored target per concrete deployment, unless ``gateway.monitor`` is off."""
         if not self.settings.monitor:

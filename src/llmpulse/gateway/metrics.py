@@ -59,7 +59,6 @@ class GatewayMetrics:
         self.config = config
         self.selector = selector  # the gateway's, once it serves
         self._where = {d.name: _where(d) for d in config.deployments}
-        self._wildcards = [d for d in config.deployments if d.wildcard]
         # The gateway bounds the target names wildcard groups create (max_wildcard_targets),
         # and so the names cached here.
         self._named_limit = len(self._where) + config.settings.max_wildcard_targets + 1
@@ -93,10 +92,10 @@ class GatewayMetrics:
             _inc(self.successes, (group, last.model, last.model_id, last.provider, key, team))
         else:
             _inc(self.proxy_failed, (group, status, error, key, team))
-        if route[-1] != route[0]:
+        if result.moved:
             moved = result.fallback_reason
             reason = DRILL_REASON if result.drill else str(moved) if moved else UNKNOWN_REASON
-            if result.ok:
+            if result.fell_back:
                 _inc(self.fallbacks, (group, route[0], answering, reason))
             # LiteLLM's fallbacks are moves to another model group (router_settings.fallbacks);
             # a move within the group is a retry there. A drill is no outage.
@@ -125,23 +124,11 @@ class GatewayMetrics:
         found = self._where.get(name)
         if found is not None:
             return found
-        found = self._expansion(name)
+        expansion = self.config.named(name)
+        found = _Where("", "", "", "") if expansion is None else _where(expansion)
         if len(self._where) < self._named_limit:
             self._where[name] = found
         return found
-
-    def _expansion(self, name: str) -> _Where:
-        # The requested model may hold "/<provider>/" itself: each split is resolved as the
-        # gateway resolved it, and only the expansion of that very name counts.
-        for d in self._wildcards:
-            marker = f"/{d.provider}/"
-            at = name.find(marker)
-            while at > 0:
-                for e in self.config.resolve(name[:at]):
-                    if e.id == d.id and e.name == name:
-                        return _Where(d.group, d.id, d.provider, e.model)
-                at = name.find(marker, at + 1)
-        return _Where("", "", "", "")
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition and its content type (OpenMetrics when ``accept`` asks for it). Reads

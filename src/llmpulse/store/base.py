@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +17,8 @@ ROLLUP_RETENTION_S = 400 * 86400
 # Users and tags kept by name per UTC day and source in the daily spend rollup; the rest of
 # the day's spend is summed in one ``other`` row (keys, teams, models and providers: all).
 SPEND_TOP_N = 1000
-# Buckets with fallbacks one ``fallback_buckets`` call returns: a week of minutes, 3 groups.
+# Buckets with moved requests one ``fallback_buckets`` call returns: a week of minutes, 3 first
+# choices.
 MAX_FALLBACK_BUCKETS = 30_000
 MAX_ISLANDS = 10_000  # runs of moved / not moved requests one ``route_islands`` call returns
 
@@ -150,29 +151,31 @@ class BreakerEvent:
 class RouteCount:
     """Gateway traffic of one bucket counted in the database: ``requests`` whose first choice
     was ``first`` (``route[0]``; the target for results without a route) and which ended on
-    ``answered`` (``route[-1]``, the result's target), moved off the first by
-    ``fallback_reason``; ``live_drill``: sent with a drill header. ``first_ts``: the earliest."""
+    ``answered`` (``route[-1]``, the result's target), successfully (``ok``) or not, moved off
+    the first by ``fallback_reason``; ``live_drill``: sent with a drill header."""
 
     bucket: int
     first: str
     answered: str
+    ok: bool
     fallback_reason: str | None
     live_drill: bool
     requests: int
-    first_ts: float
+
+    @property
+    def fell_back(self) -> bool:
+        """These requests are fallbacks (``CheckResult.fell_back``): answered, by another
+        deployment than their first choice."""
+        return self.ok and self.answered != self.first
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class FallbackBucket:
-    """Gateway requests (live drills aside) of one bucket whose first choice was ``first``:
-    ``requests`` in all, ``fallbacks`` of them answered by another deployment, the first of
-    those at ``first_fallback_ts``."""
+    """A bucket in which a gateway request (live drills aside) whose first choice was
+    ``first`` moved: another deployment answered it or failed last."""
 
     bucket: int
     first: str
-    requests: int
-    fallbacks: int
-    first_fallback_ts: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -344,55 +347,37 @@ class Store(abc.ABC):
     def route_counts(self, start_ts: float, end_ts: float, step_s: int) -> list[RouteCount]:
         """Gateway traffic (source traffic) of ``start_ts <= ts < end_ts`` counted in the
         database per bucket (multiples of ``step_s``, a multiple of 60), first choice, answering
-        deployment, fallback reason and live drill."""
+        deployment, success, fallback reason and live drill."""
         raise NotImplementedError
 
-    # The three below read a request's *first choice* as its route's first deployment, unless
-    # ``expected`` maps that one to another: the deployment its group would have gone to first
-    # had all been up (priority routing), so that requests sent straight to a fallback because
-    # the primary's breaker was open count as moved too.
+    # The four below read a request's *first choice* as its route's first deployment (the
+    # target for results without a route) and call it *moved* when another deployment answered
+    # it or failed last.
 
-    def fallback_buckets(
-        self, start_ts: float, end_ts: float, step_s: int, expected: Mapping[str, str] | None = None
-    ) -> list[FallbackBucket]:
+    def fallback_buckets(self, start_ts: float, end_ts: float, step_s: int) -> list[FallbackBucket]:
         """The (bucket, first choice) pairs of ``start_ts <= ts < end_ts`` in which a gateway
-        request (not a live drill) was answered by another deployment than its first choice,
-        oldest first, at most ``MAX_FALLBACK_BUCKETS``."""
+        request (not a live drill) was moved, oldest first: the newest ``MAX_FALLBACK_BUCKETS``."""
         raise NotImplementedError
 
     def first_choice_answer(
-        self,
-        start_ts: float,
-        end_ts: float,
-        firsts: Sequence[str],
-        expected: Mapping[str, str] | None = None,
+        self, start_ts: float, end_ts: float, firsts: Sequence[str]
     ) -> float | None:
         """The time of the earliest gateway request (not a live drill) of
         ``start_ts <= ts < end_ts`` whose first choice is one of ``firsts`` and answered it."""
         raise NotImplementedError
 
     def fallback_counts(
-        self,
-        start_ts: float,
-        end_ts: float,
-        firsts: Sequence[str],
-        expected: Mapping[str, str] | None = None,
+        self, start_ts: float, end_ts: float, firsts: Sequence[str]
     ) -> dict[tuple[str, str, str | None], int]:
         """Gateway requests (not live drills) of ``start_ts <= ts < end_ts`` whose first choice
-        is one of ``firsts`` and which another deployment answered, counted by (first choice,
-        answering deployment, fallback reason)."""
+        is one of ``firsts`` and which were moved, counted by (first choice, the deployment
+        they ended on, fallback reason)."""
         raise NotImplementedError
 
-    def route_islands(
-        self,
-        start_ts: float,
-        end_ts: float,
-        firsts: Sequence[str],
-        expected: Mapping[str, str] | None = None,
-    ) -> list[Island]:
+    def route_islands(self, start_ts: float, end_ts: float, firsts: Sequence[str]) -> list[Island]:
         """The gateway requests (not live drills) of ``start_ts <= ts < end_ts`` whose first
-        choice is one of ``firsts``, in time order, as runs of moved (answered by another
-        deployment than the first choice) and not moved requests; at most ``MAX_ISLANDS``."""
+        choice is one of ``firsts``, in time order, as runs of moved and not moved requests:
+        the newest ``MAX_ISLANDS``."""
         raise NotImplementedError
 
     def traffic_by_entry(

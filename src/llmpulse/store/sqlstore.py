@@ -14,7 +14,7 @@ import itertools
 import json
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -340,117 +340,89 @@ class SQLStore(Store, Generic[C]):
         return [BreakerEvent(float(r[0]), *r[1:]) for r in reversed(rows)]
 
     def route_counts(self, start_ts: float, end_ts: float, step_s: int) -> list[RouteCount]:
-        first = f"coalesce({self.dialect.json_first('route')}, target)"
+        first = self._first()
         bucket = self.dialect.bucket("ts", _step(step_s))
         with self._reading() as conn:
             rows = conn.all(
-                f"""SELECT {bucket} AS b, {first} AS f, target, fallback_reason,
-                           CASE WHEN drill IS NULL THEN 0 ELSE 1 END AS d, count(*), min(ts)
+                f"""SELECT {bucket} AS b, {first} AS f, target, ok, fallback_reason,
+                           CASE WHEN drill IS NULL THEN 0 ELSE 1 END AS d, count(*)
                     FROM results WHERE ts >= ? AND ts < ? AND source = ?
-                    GROUP BY b, f, target, fallback_reason, d""",
+                    GROUP BY b, f, target, ok, fallback_reason, d""",
                 (start_ts, end_ts, str(Source.TRAFFIC)),
             )
         counts = [
-            RouteCount(int(b), f, a, reason, bool(d), int(n), float(ts))
-            for b, f, a, reason, d, n, ts in rows
+            RouteCount(int(b), f, a, bool(ok), reason, bool(d), int(n))
+            for b, f, a, ok, reason, d, n in rows
         ]
-        return sorted(counts, key=lambda c: (c.bucket, c.first, c.answered, c.live_drill))
+        return sorted(counts, key=lambda c: (c.bucket, c.first, c.answered, c.ok, c.live_drill))
 
-    def _expected_first(self, expected: Mapping[str, str] | None) -> tuple[str, str, list[object]]:
-        """A CTE (may be empty), the SQL of a request's expected first choice, and the CTE's
-        arguments (which come first)."""
-        first = f"coalesce({self.dialect.json_first('route')}, target)"
-        if not expected:
-            return "", first, []
-        values = ", ".join("(CAST(? AS TEXT), CAST(? AS TEXT))" for _ in expected)
-        cte = f"WITH expected (name, first_choice) AS (VALUES {values}) "
-        sql = f"coalesce((SELECT first_choice FROM expected WHERE name = {first}), {first})"
-        return cte, sql, [v for pair in expected.items() for v in pair]
+    def _first(self) -> str:
+        """The SQL of a gateway request's first choice: its route's first deployment."""
+        return f"coalesce({self.dialect.json_first('route')}, target)"
 
-    def fallback_buckets(
-        self, start_ts: float, end_ts: float, step_s: int, expected: Mapping[str, str] | None = None
-    ) -> list[FallbackBucket]:
-        cte, first, args = self._expected_first(expected)
+    def fallback_buckets(self, start_ts: float, end_ts: float, step_s: int) -> list[FallbackBucket]:
+        first = self._first()
         bucket = self.dialect.bucket("ts", _step(step_s))
-        moved = f"{first} <> target"
         with self._reading() as conn:
             rows = conn.all(
-                f"""{cte}SELECT {bucket} AS b, {first} AS f, count(*),
-                           count(CASE WHEN {moved} THEN 1 END), min(CASE WHEN {moved} THEN ts END)
+                f"""SELECT DISTINCT {bucket} AS b, {first} AS f
                     FROM results WHERE ts >= ? AND ts < ? AND source = ? AND drill IS NULL
-                    GROUP BY b, f HAVING count(CASE WHEN {moved} THEN 1 END) > 0
-                    ORDER BY b, f LIMIT ?""",
-                (*args, start_ts, end_ts, str(Source.TRAFFIC), MAX_FALLBACK_BUCKETS),
+                    AND {first} <> target ORDER BY b DESC, f DESC LIMIT ?""",
+                (start_ts, end_ts, str(Source.TRAFFIC), MAX_FALLBACK_BUCKETS),
             )
-        return [FallbackBucket(int(b), f, int(n), int(m), float(ts)) for b, f, n, m, ts in rows]
+        # Past the cap the newest are kept: the page reports the most recent incidents.
+        return [FallbackBucket(int(b), f) for b, f in reversed(rows)]
 
     def first_choice_answer(
-        self,
-        start_ts: float,
-        end_ts: float,
-        firsts: Sequence[str],
-        expected: Mapping[str, str] | None = None,
+        self, start_ts: float, end_ts: float, firsts: Sequence[str]
     ) -> float | None:
         if not firsts:
             return None
-        cte, first, args = self._expected_first(expected)
-        marks = ", ".join("?" * len(firsts))
+        first, marks = self._first(), ", ".join("?" * len(firsts))
         with self._reading() as conn:
             (ts,) = one(
                 conn,
-                f"{cte}SELECT min(ts) FROM results WHERE ts >= ? AND ts < ? AND source = ? "
+                f"SELECT min(ts) FROM results WHERE ts >= ? AND ts < ? AND source = ? "
                 f"AND drill IS NULL AND target IN ({marks}) AND {first} = target",
-                (*args, start_ts, end_ts, str(Source.TRAFFIC), *firsts),
+                (start_ts, end_ts, str(Source.TRAFFIC), *firsts),
             )
         return None if ts is None else float(ts)
 
     def fallback_counts(
-        self,
-        start_ts: float,
-        end_ts: float,
-        firsts: Sequence[str],
-        expected: Mapping[str, str] | None = None,
+        self, start_ts: float, end_ts: float, firsts: Sequence[str]
     ) -> dict[tuple[str, str, str | None], int]:
         if not firsts:
             return {}
-        cte, first, args = self._expected_first(expected)
-        marks = ", ".join("?" * len(firsts))
+        first, marks = self._first(), ", ".join("?" * len(firsts))
         with self._reading() as conn:
             rows = conn.all(
-                f"""{cte}SELECT {first} AS f, target, fallback_reason, count(*) FROM results
+                f"""SELECT {first} AS f, target, fallback_reason, count(*) FROM results
                     WHERE ts >= ? AND ts < ? AND source = ? AND drill IS NULL
                     AND {first} IN ({marks}) AND {first} <> target
                     GROUP BY f, target, fallback_reason""",
-                (*args, start_ts, end_ts, str(Source.TRAFFIC), *firsts),
+                (start_ts, end_ts, str(Source.TRAFFIC), *firsts),
             )
         return {(f, a, reason): int(n) for f, a, reason, n in rows}
 
-    def route_islands(
-        self,
-        start_ts: float,
-        end_ts: float,
-        firsts: Sequence[str],
-        expected: Mapping[str, str] | None = None,
-    ) -> list[Island]:
+    def route_islands(self, start_ts: float, end_ts: float, firsts: Sequence[str]) -> list[Island]:
         if not firsts:
             return []
-        cte, first, args = self._expected_first(expected)
-        marks = ", ".join("?" * len(firsts))
+        first, marks = self._first(), ", ".join("?" * len(firsts))
         # Gaps and islands: within a run, the rank among all rows and the rank among rows of
         # the same kind grow together, so their difference names the run.
         with self._reading() as conn:
             rows = conn.all(
-                f"""{cte}SELECT moved, min(ts) AS t0, max(ts), count(*) FROM (
+                f"""SELECT moved, min(ts) AS t0, max(ts), count(*) FROM (
                         SELECT ts, moved,
                                row_number() OVER (ORDER BY ts, id)
                                - row_number() OVER (PARTITION BY moved ORDER BY ts, id) AS run
                         FROM (SELECT id, ts, CASE WHEN {first} <> target THEN 1 ELSE 0 END AS moved
                               FROM results WHERE ts >= ? AND ts < ? AND source = ?
                               AND drill IS NULL AND {first} IN ({marks})) AS r
-                    ) AS s GROUP BY moved, run ORDER BY t0 LIMIT ?""",
-                (*args, start_ts, end_ts, str(Source.TRAFFIC), *firsts, MAX_ISLANDS),
+                    ) AS s GROUP BY moved, run ORDER BY t0 DESC LIMIT ?""",
+                (start_ts, end_ts, str(Source.TRAFFIC), *firsts, MAX_ISLANDS),
             )
-        return [Island(bool(m), float(a), float(b), int(n)) for m, a, b, n in rows]
+        return [Island(bool(m), float(a), float(b), int(n)) for m, a, b, n in reversed(rows)]
 
     def _model_changes_in(
         self, conn: Conn, results: Sequence[CheckResult]

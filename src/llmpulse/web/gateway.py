@@ -3,21 +3,22 @@
 Everything is counted in the database (``Store.route_counts``, ``fallback_buckets``, ...) and
 only per-bucket counts reach Python, so a busy gateway's week of traffic costs a few thousand
 rows, not millions. A request's *first choice* is ``route[0]``, the deployment that answered
-it (or failed last) ``route[-1]``, the result's target; a *fallback* is a request whose two
-differ (within its group or in a fallback group). Live drills (traffic sent with a drill
+it (or failed last) ``route[-1]``, the result's target; it *moved* when the two differ, and is
+a *fallback* (``CheckResult.fell_back``, as the gateway's metrics count) when it moved and was
+answered (within its group or in a fallback group). Live drills (traffic sent with a drill
 header) are forced down the fallback path on purpose: they are counted apart and are in no
-other figure.
+other figure. Drill runs (source=drill) are not traffic: only the table of drills shows them.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from llmpulse.config.gateway import GatewayConfig, Strategy
+from llmpulse.config.gateway import Deployment, GatewayConfig
+from llmpulse.gateway.metrics import UNKNOWN_REASON
 from llmpulse.result import CheckKind, Source
 from llmpulse.secrets import Redactor
 from llmpulse.store import ResultFilter
@@ -25,59 +26,45 @@ from llmpulse.store.base import Island, Store
 from llmpulse.web import schemas
 
 MINUTE = 60
-# An incident: more than this share of the group's requests in it moved.
+# An incident: more than this share of its first choice's requests in it moved.
 MOVED_SHARE = 0.5
-# First-choice answers for less than this long between moved requests do not end an incident.
+# The first choice's answers for less than this long between moved requests do not end an incident.
 MERGE_GAP_S = 60.0
 # Minutes with moved requests less than this apart are read together.
 SPAN_GAP_S = 5 * 60
 MAX_INCIDENTS = 100  # the most recent, per response
+MAX_SPANS = 500  # stretches of minutes with moved requests read per response: the newest
 MAX_BREAKER_EVENTS = 1000
 DRILL_RESULTS = 500  # the newest drill results read for the table of latest drills
-UNKNOWN_REASON = "unknown"
-# A moved request with no fallback reason went straight to another deployment: its first
-# choice was not tried (breaker open, cooling down).
-NOT_TRIED = "not_tried"
-
-
-def primaries(config: GatewayConfig | None) -> dict[str, str]:
-    """Under priority routing (the default), each deployment -> the one of its group traffic
-    goes to first while all are up: lowest ``order``, then the config's order. Empty under
-    the other strategies, where no deployment is everyone's first."""
-    if config is None or config.router.strategy is not Strategy.PRIORITY:
-        return {}
-    expected = {}
-    for group in config.groups:
-        ranked = sorted(
-            enumerate(group.deployments),
-            key=lambda p: (math.inf if p[1].order is None else p[1].order, p[0]),
-        )
-        if ranked:
-            for d in group.deployments:
-                expected[d.name] = ranked[0][1].name
-    return expected
 
 
 class Groups:
-    """Which model group a deployment (by name) serves: the gateway config's, else its own
-    name (a database read without the config still tells its primaries apart). ``expected``:
-    each deployment of a priority-routed group -> the group's primary (``primaries``)."""
+    """Which model group a deployment (by name) serves: the gateway config's (a wildcard
+    expansion's is its pattern's, as the gateway's metrics say: ``GatewayConfig.named``), else
+    its own name (a database read without the config still tells its deployments apart)."""
 
     def __init__(
-        self, group_of: Mapping[str, str], expected: Mapping[str, str] | None = None
+        self,
+        group_of: Mapping[str, str],
+        named: Callable[[str], Deployment | None] | None = None,
     ) -> None:
         self._group_of = dict(group_of)
-        self.expected = dict(expected or {})
-        self._members: dict[str, list[str]] = collections.defaultdict(list)
-        for deployment, group in self._group_of.items():
-            self._members[group].append(deployment)
+        self._named = named
+
+    @classmethod
+    def of_config(cls, config: GatewayConfig | None) -> Groups:
+        """The groups of ``config``'s deployments (none without a config)."""
+        if config is None:
+            return cls({})
+        return cls({d.name: d.group for d in config.deployments}, config.named)
 
     def of(self, deployment: str) -> str:
-        return self._group_of.get(deployment, deployment)
-
-    def members(self, group: str, seen: Iterable[str] = ()) -> list[str]:
-        """The deployments of ``group``: configured, and ``seen`` in the data as its."""
-        return list(dict.fromkeys([*self._members.get(group, [group]), *seen]))
+        group = self._group_of.get(deployment)
+        if group is None:
+            found = self._named(deployment) if self._named is not None else None
+            # Remembered for this read: the names come from its rows (a bounded few).
+            group = self._group_of[deployment] = deployment if found is None else found.group
+        return group
 
 
 @dataclasses.dataclass(slots=True)
@@ -92,56 +79,57 @@ class _Run:
 def incidents(
     store: Store, groups: Groups, start_ts: float, end_ts: float
 ) -> list[schemas.GatewayIncident]:
-    """Periods in which a group's traffic was answered mostly by other deployments than the
-    requests' first choices. Precisely, per model group, over its requests in time order (live
-    drills aside):
+    """Periods in which the requests whose first choice was a deployment X were mostly
+    answered elsewhere. Precisely, per first choice X (``route[0]``), over the requests sent
+    to it first, in time order (live drills aside):
 
-    - a request's first choice is its route's first deployment or, under priority routing,
-      its group's primary (``primaries``): a request sent straight to a fallback because the
-      primary's breaker was open is moved too. A request is *moved* when another deployment
-      than its first choice answered it (or failed last);
+    - a request is *moved* when another deployment than X answered it (or failed last);
     - an incident starts at a moved request (T) and takes in the moved requests after it; it
-      ends at the first request answered by its first choice (T') that is followed by no moved
-      request for ``MERGE_GAP_S`` (a minute): first-choice answers in a shorter lull belong
-      to the incident (a half-open probe between failures). No such request yet: ongoing,
-      T' is None;
-    - it is reported when more than ``MOVED_SHARE`` (half) of the group's requests from T to
-      T' (to its last moved request, while ongoing) were moved: a scattering of fallbacks
-      among first-choice answers is no incident;
-    - X (``from``) is the first choice most of its moved requests left, Y (``to``) the
-      deployment that answered most of them; ``reasons`` counts the moved requests by fallback
-      reason (``not_tried``: the first choice was passed over, not tried).
+      ends at the first request X answered (T') that is followed by no moved request for
+      ``MERGE_GAP_S`` (a minute): answers in a shorter lull belong to the incident (a
+      half-open probe between failures). None yet: ongoing, T' is None;
+    - it is reported when more than ``MOVED_SHARE`` (half) of X's requests from T to T' (to
+      its last moved request, while ongoing) were moved: a scattering of fallbacks among
+      answers is no incident;
+    - Y (``to``) is the deployment most moved requests ended on; ``reasons`` counts them by
+      fallback reason.
+
+    Requests another deployment took first (X's breaker open or cooling down, a parameter X
+    cannot take, load balancing) are not X's: they neither end nor dilute X's incident, under
+    every routing strategy alike, and traffic that never goes to X first is no incident.
 
     Only requests in minutes with a moved request, and the minutes between those less than
-    ``SPAN_GAP_S`` apart, are read (runs ranked in the database): a quiet week costs nothing.
-    An incident that began before the window starts at its first moved request inside it.
+    ``SPAN_GAP_S`` apart, are read (runs ranked in the database): a quiet week costs nothing,
+    and a restless one reads its newest ``MAX_SPANS`` such stretches. An incident that began
+    before the window (or the stretches read) starts at its first moved request inside it.
     """
     minutes: dict[str, list[int]] = collections.defaultdict(list)
-    seen: dict[str, set[str]] = collections.defaultdict(set)
-    for b in store.fallback_buckets(start_ts, end_ts, MINUTE, groups.expected):
-        group = groups.of(b.first)
-        if not minutes[group] or minutes[group][-1] != b.bucket:
-            minutes[group].append(b.bucket)
-        seen[group].add(b.first)
+    for b in store.fallback_buckets(start_ts, end_ts, MINUTE):
+        minutes[b.first].append(b.bucket)
+    spans = {first: _spans(buckets) for first, buckets in minutes.items()}
+    # Each span costs a query or two: a week of scattered fallbacks reads the newest only.
+    starts = sorted((lo for each in spans.values() for lo, _ in each), reverse=True)
+    if len(starts) > MAX_SPANS:
+        cut = starts[MAX_SPANS - 1]
+        spans = {first: [(lo, hi) for lo, hi in each if lo >= cut] for first, each in spans.items()}
     found: list[schemas.GatewayIncident] = []
-    for group, buckets in minutes.items():
-        firsts = groups.members(group, sorted(seen[group]))
+    for first, each in spans.items():
         islands: list[Island] = []
-        for lo, hi in _spans(buckets):
+        for lo, hi in each:
             if islands and islands[-1].moved:
-                # Between two spans the group may have been answered by its first choice.
-                back = store.first_choice_answer(islands[-1].end_ts, lo, firsts, groups.expected)
+                # Between two spans X may have answered again.
+                back = store.first_choice_answer(islands[-1].end_ts, lo, [first])
                 if back is not None:
                     islands.append(Island(False, back, back, 1))
-            islands += store.route_islands(lo, hi, firsts, groups.expected)
+            islands += store.route_islands(lo, hi, [first])
         if islands and islands[-1].moved:
-            back = store.first_choice_answer(islands[-1].end_ts, end_ts, firsts, groups.expected)
+            back = store.first_choice_answer(islands[-1].end_ts, end_ts, [first])
             if back is not None:
                 islands.append(Island(False, back, back, 1))
         for start, back, moved, requests in _runs(islands):
             if moved > MOVED_SHARE * requests:
                 found.append(
-                    _incident(store, group, start, back, end_ts, moved, requests, firsts, groups)
+                    _incident(store, groups.of(first), first, start, back, end_ts, moved, requests)
                 )
     found.sort(key=lambda i: i.start_ts)
     return found[-MAX_INCIDENTS:]
@@ -189,30 +177,26 @@ def _runs(islands: Sequence[Island]) -> list[tuple[float, float | None, int, int
 def _incident(
     store: Store,
     group: str,
+    first: str,
     start: float,
     back: float | None,
     end_ts: float,
     moved: int,
     requests: int,
-    firsts: Sequence[str],
-    groups: Groups,
 ) -> schemas.GatewayIncident:
-    counts = store.fallback_counts(start, back or end_ts, firsts, groups.expected)
-    left: collections.Counter[str] = collections.Counter()
+    counts = store.fallback_counts(start, back or end_ts, [first])
     went: collections.Counter[str] = collections.Counter()
     reasons: collections.Counter[str] = collections.Counter()
-    for (first, answered, reason), n in counts.items():
-        left[first] += n
+    for (_, answered, reason), n in counts.items():
         went[answered] += n
-        reasons[reason or NOT_TRIED] += n
-    x = left.most_common(1)[0][0] if left else firsts[0]
-    y = went.most_common(1)[0][0] if went else "?"
-    summary = f"{group}: traffic moved from {x} to {y} at {_when(start)}"
+        reasons[reason or UNKNOWN_REASON] += n
+    to = went.most_common(1)[0][0] if went else "?"
+    summary = f"{group}: traffic moved from {first} to {to} at {_when(start)}"
     summary += f", back at {_when(back)}" if back is not None else ", not back yet"
     return schemas.GatewayIncident(
         group=group,
-        from_=x,
-        to=y,
+        from_=first,
+        to=to,
         start_ts=start,
         end_ts=back,
         ongoing=back is None,
@@ -261,7 +245,7 @@ def page(
         group.requests[i] += c.requests
         group.deployments.setdefault(c.answered, [0] * n)[i] += c.requests
         requests += c.requests
-        if c.answered != c.first:
+        if c.fell_back:
             group.fallbacks[i] += c.requests
             fallbacks += c.requests
             rate = per_minute.setdefault(c.fallback_reason or UNKNOWN_REASON, [0.0] * n)

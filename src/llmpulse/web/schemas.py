@@ -654,7 +654,8 @@ class GatewayGroup(BaseModel):
     requests: list[int]
     # Requests per bucket by the deployment that answered them (or failed last): route[-1].
     deployments: dict[str, list[int]]
-    # Requests per bucket answered by another deployment than their first choice (route[0]).
+    # Fallbacks per bucket (``CheckResult.fell_back``: answered by another deployment than
+    # their first choice, route[0]), as the gateway's llmpulse_gateway_fallbacks_total counts.
     fallbacks: list[int]
 
 
@@ -672,13 +673,15 @@ class GatewayIncident(BaseModel):
     ongoing); see ``web.gateway.incidents`` for the precise definition."""
 
     group: str
-    from_: str = Field(alias="from", description="The first choice most moved requests left")
-    to: str = Field(description="The deployment that answered most of them")
+    from_: str = Field(alias="from", description="The first choice the moved requests left")
+    to: str = Field(description="The deployment most of them ended on")
     start_ts: float = Field(description="The first moved request")
-    end_ts: float | None = Field(description="The first request answered by its first choice again")
+    end_ts: float | None = Field(description="The first request ``from`` answered again")
     ongoing: bool
-    requests: int = Field(description="The group's requests in the incident's minutes")
-    fallbacks: int = Field(description="Of them, answered by another deployment")
+    requests: int = Field(description="The requests sent to ``from`` first from T to T'")
+    fallbacks: int = Field(
+        description="Of them, moved: sent on to another deployment, answered there or not"
+    )
     reasons: dict[str, int] = Field(description="Fallbacks by what moved them (error class)")
     summary: str
 

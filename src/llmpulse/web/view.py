@@ -614,9 +614,7 @@ class View:
         """The gateway page: traffic share, fallbacks, breaker events, incidents and drills."""
         now = time.time() if now is None else now
         window_s, step_s = GATEWAY_WINDOWS[window]
-        gw = self.config.gateway
-        group_of = {d.name: d.group for d in gw.deployments} if gw else {}
-        groups = gateway.Groups(group_of, gateway.primaries(gw))
+        groups = gateway.Groups.of_config(self.config.gateway)
         return gateway.page(self.store, groups, window, window_s, step_s, now, self.redact)
 
     # --- alerts and silences --------------------------------------------------------------
