@@ -28,13 +28,13 @@ from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import Config, parse_config
 from llmpulse.errors import ErrorClass
-from llmpulse.gateway import proxy, readiness
+from llmpulse.gateway import drill, proxy, readiness
 from llmpulse.gateway.ir import Reasoning, ResponseFormat
 from llmpulse.gateway.readiness import Status
 from llmpulse.gateway.translate import params
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.probe.runner import Prober
-from llmpulse.result import CheckKind, CheckResult, Source, Usage
+from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.rules import FAILOVER_NOT_READY
 from llmpulse.sim.scenario import parse_scenario
 from llmpulse.sim.server import SimServer
@@ -180,7 +180,7 @@ def test_readiness_from_served_traffic_probes_and_headers(
     # The headers leave room for 1 request a minute; the primary sends 2.
     [fb] = tight.fallbacks
     assert fb.status is Status.NOT_READY and fb.headroom_rpm == 1
-    assert fb.reasons == ("rate limit: room for 1 more requests/min, the primary sends 2",)
+    assert fb.reasons == ("rate limit: room for 1 more requests/min, the group sends 2",)
     assert tight.status is Status.NOT_READY
     assert tight.reason == f"no fallback could take the traffic: {fb.name}: {fb.reasons[0]}"
 
@@ -188,7 +188,7 @@ def test_readiness_from_served_traffic_probes_and_headers(
     [fb] = tools.fallbacks
     assert fb.status is Status.NOT_READY
     assert fb.reasons == (
-        "cannot take tools, which the primary's traffic uses "
+        "cannot take tools, which the group's traffic uses "
         "(model_info supports_function_calling: false)",
     )
     assert tools.status is Status.NOT_READY
@@ -209,7 +209,7 @@ def test_unknown_data_is_at_risk_never_green(sim: SimServer, tmp_path: Path) -> 
     assert fb.status is Status.AT_RISK and fb.breaker == "unknown"
     assert fb.reasons == (
         "key and model unchecked: no models check stored",
-        "no traffic at the primary in the last hour: its load is unknown",
+        "no traffic into the group in the last hour: its load is unknown",
         "rate-limit headroom unknown: no rate-limit headers in the last 15 min and no rpm/tpm set",
         "breaker unknown (inferred, no gateway.redis_url): no probe or traffic result yet",
     )
@@ -296,7 +296,7 @@ def test_a_refused_key_an_open_shared_breaker_and_a_small_window(
             assert f.reasons[0].startswith("key refused by the models check (")
             p99 = chat.load.prompt_p99
             assert p99 is not None and p99 > 2
-            assert f"context window 2 tokens < the primary's p99 prompt {p99}" in f.reasons
+            assert f"context window 2 tokens < the group's p99 prompt {p99}" in f.reasons
             assert (f.status, f.breaker, f.breaker_inferred) == (Status.NOT_READY, "closed", False)
 
             # Another replica opened the fallback's breaker: the shared hash says so.
@@ -449,7 +449,7 @@ def test_the_api_the_page_and_the_alert(
         tight = records["group:tight"]
         assert tight.summary == (
             f"model group tight: no fallback could take the traffic: {name('tight-fb', models['tight-fb'])}: "
-            "rate limit: room for 1 more requests/min, the primary sends 2"
+            "rate limit: room for 1 more requests/min, the group sends 2"
         )
         # Routed as configured; the tools group is silenced: kept firing, paging no one.
         assert [(n.target, str(n.status), r) for n, r in notices] == [
@@ -509,3 +509,145 @@ def test_the_api_the_page_and_the_alert(
     # check-config lists the rule per model group.
     rows = [r for r in rules_in_effect(config) if r.rule == FAILOVER_NOT_READY]
     assert {r.subject for r in rows} == {f"group:{g.name}" for g in gateway.groups}
+
+
+# --- review fixes: the order, the group's load, stale headers, unknown prompt sizes ----------
+
+
+def stored(
+    target: str,
+    ago: float,
+    *,
+    check: CheckKind = CheckKind.INFERENCE,
+    source: Source = Source.PROBE,
+    route: list[str] | None = None,
+    usage: Usage | None = None,
+    **fields: Any,
+) -> CheckResult:
+    """A result as the gateway or its health loop stores it, ``ago`` seconds ago."""
+    return CheckResult(
+        target=target, provider="openai", model=target.rsplit("/", 1)[-1], check=check,
+        timestamp=datetime.fromtimestamp(time.time() - ago, UTC), ok=True, source=source,
+        route=route or [], usage=usage or Usage(), **fields,
+    )  # fmt: skip
+
+
+def windowed(sim: SimServer, group: str, model: str, window: int = 100_000, **params: Any) -> Any:
+    """A deployment whose ``model_info`` gives its context window (the simulator's models are
+    not in the catalogue)."""
+    return {**deployment(sim, group, "openai", model, **params),
+            "model_info": {"max_input_tokens": window}}  # fmt: skip
+
+
+def healthy(target: str, ratelimit: dict[str, Any] | None = None) -> list[CheckResult]:
+    """A fallback's models check (listed) and a probe with rate-limit headers, a minute ago."""
+    rl = RateLimit(**(ratelimit or ROOMY))
+    return [
+        stored(target, 60, check=CheckKind.MODELS, model_listed=True),
+        stored(target, 60, ratelimit=rl),
+    ]
+
+
+def test_readiness_follows_the_gateways_failover_order_as_drills_do(sim: SimServer) -> None:
+    """One definition of a group's failover order (``drill.failover_paths``): under a strategy
+    other than priority ``order`` does not decide, and a fallback list naming the group itself
+    spends one of ``max_fallbacks`` as the gateway does, so ``backup`` is never reached."""
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", "a", order=2),
+         deployment(sim, "chat", "openai", "b", order=1),
+         deployment(sim, "backup", "openai", "c")],
+        router={"routing_strategy": "simple-shuffle", "max_fallbacks": 1,
+                "fallbacks": [{"chat": ["chat", "backup"]}]},
+    )  # fmt: skip
+    found = {p.group: (p.name, [f.name for f in fs]) for p, fs in readiness.paths(config)}
+    assert found["chat"] == ("chat/openai/a", ["chat/openai/b"])
+    plan = drill.failover_paths(config)
+    for group, (primary, fallbacks) in found.items():
+        assert [p.target.name for p in plan.paths if p.group == group] == [primary, *fallbacks]
+
+
+def test_the_load_is_the_groups_wherever_it_entered(sim: SimServer, tmp_path: Path) -> None:
+    """The primary's breaker is open: the group's traffic enters at its second deployment.
+    The load is still known (not "no traffic"), the second deployment is asked only for what it
+    does not carry already, and the fallback group's deployment for all of it."""
+    config = gateway_config(
+        [windowed(sim, "chat", "a", order=1),
+         windowed(sim, "chat", "b", order=2),
+         windowed(sim, "backup", "c")],
+        router={"fallbacks": [{"chat": ["backup"]}]},
+    )  # fmt: skip
+    b, c = "chat/openai/b", "backup/openai/c"
+    rows = [
+        stored(b, 10 + i, source=Source.TRAFFIC, route=[b], usage=Usage(100, 10)) for i in range(10)
+    ]
+    # c's headers leave 1 request: the group sends 2 a minute.
+    rows += healthy(b) + healthy(c, {**ROOMY, "requests_remaining": 1})
+    with SQLiteStore(tmp_path / "r.db") as store:
+        store.write_results(rows)
+        [chat] = [
+            g for g in readiness.judge(config, readiness.read_facts(config, store))
+            if g.group == "chat"
+        ]  # fmt: skip
+    assert (chat.primary, chat.load.requests, chat.load.rpm) == ("chat/openai/a", 10, 2.0)
+    fb_b, fb_c = chat.fallbacks
+    assert (fb_b.name, fb_b.status, fb_b.reasons, fb_b.own_rpm) == (b, Status.READY, (), 2.0)
+    assert fb_c.reasons == ("rate limit: room for 1 more requests/min, the group sends 2",)
+    assert chat.status is Status.READY
+
+
+def test_headers_past_their_reset_no_longer_limit_and_unknown_prompts_are_at_risk(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    """Headers that said nothing remained, 5 minutes ago, with a reset 10 s later: the window
+    has refilled since, only the limits hold. The same headers still within their reset do
+    limit. Traffic without token counts leaves the prompt size unknown: at risk, not green."""
+    config = gateway_config(
+        [windowed(sim, "chat", "a"), windowed(sim, "backup", "c"),
+         windowed(sim, "spare", "d")],
+        router={"fallbacks": [{"chat": ["backup", "spare"]}]},
+    )  # fmt: skip
+    a, c, d = "chat/openai/a", "backup/openai/c", "spare/openai/d"
+    spent = {**ROOMY, "requests_remaining": 0}
+    rows = [stored(a, 10 + i, source=Source.TRAFFIC, route=[a]) for i in range(10)]
+    rows += [stored(c, 60, check=CheckKind.MODELS, model_listed=True),
+             stored(c, 300, ratelimit=RateLimit(**spent, reset_s=10)),
+             stored(d, 60, check=CheckKind.MODELS, model_listed=True),
+             stored(d, 5, ratelimit=RateLimit(**spent, reset_s=120))]  # fmt: skip
+    with SQLiteStore(tmp_path / "r.db") as store:
+        store.write_results(rows)
+        [chat] = [
+            g for g in readiness.judge(config, readiness.read_facts(config, store))
+            if g.group == "chat"
+        ]  # fmt: skip
+    fb_c, fb_d = chat.fallbacks
+    assert fb_c.headroom_rpm == 1000
+    assert fb_c.reasons == ("the group's prompt sizes are unknown: no token counts stored",)
+    assert fb_c.status is Status.AT_RISK
+    assert fb_d.headroom_rpm == 0 and fb_d.status is Status.NOT_READY
+    assert chat.status is Status.AT_RISK
+
+
+def test_a_groups_reason_names_a_few_fallbacks(sim: SimServer, tmp_path: Path) -> None:
+    """The reason (also the alert's summary) stays short with many fallbacks: the API lists
+    each."""
+    groups = [f"fb{i}" for i in range(5)]
+    config = gateway_config(
+        [windowed(sim, "chat", "a"),
+         *(windowed(sim, g, g, window=1) for g in groups)],
+        router={"fallbacks": [{"chat": groups}], "max_fallbacks": 5},
+    )  # fmt: skip
+    rows = [
+        stored("chat/openai/a", 10, source=Source.TRAFFIC, route=["chat/openai/a"],
+               usage=Usage(50, 1))
+    ]  # fmt: skip
+    for g in groups:
+        rows += healthy(f"{g}/openai/{g}")
+    with SQLiteStore(tmp_path / "r.db") as store:
+        store.write_results(rows)
+        [chat] = [
+            g for g in readiness.judge(config, readiness.read_facts(config, store))
+            if g.group == "chat"
+        ]  # fmt: skip
+    assert chat.status is Status.NOT_READY and len(chat.fallbacks) == 5
+    assert chat.reason.count("context window 1 tokens") == readiness.NAMED
+    assert chat.reason.endswith("; and 2 more")

@@ -724,12 +724,15 @@ Readiness = Literal["ready", "at_risk", "not_ready"]
 
 
 class FailoverLoad(BaseModel):
-    """The traffic that entered at a group's primary: what a fallback must take."""
+    """The traffic that entered the group (at any of its deployments): what a fallback must
+    take."""
 
     requests: int = Field(description="Requests over the last hour")
     rpm: float = Field(description="Requests per minute over the last 5 minutes")
     tpm: float = Field(description="Tokens (in + out) per minute over the last 5 minutes")
-    prompt_p99: int | None = Field(description="p99 of input tokens over the last hour")
+    prompt_p99: int | None = Field(
+        description="p99 of input tokens over the last hour (the largest of its deployments')"
+    )
     features: list[str] = Field(
         description="Request parameters its traffic used over the last hour (tools, images, "
         "response_format, reasoning, ...)"
