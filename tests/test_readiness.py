@@ -527,8 +527,8 @@ def stored(
     """A result as the gateway or its health loop stores it, ``ago`` seconds ago."""
     return CheckResult(
         target=target, provider="openai", model=target.rsplit("/", 1)[-1], check=check,
-        timestamp=datetime.fromtimestamp(time.time() - ago, UTC), ok=True, source=source,
-        route=route or [], usage=usage or Usage(), **fields,
+        timestamp=datetime.fromtimestamp(time.time() - ago, UTC), source=source,
+        route=route or [], usage=usage or Usage(), **{"ok": True, **fields},
     )  # fmt: skip
 
 
@@ -651,3 +651,28 @@ def test_a_groups_reason_names_a_few_fallbacks(sim: SimServer, tmp_path: Path) -
     assert chat.status is Status.NOT_READY and len(chat.fallbacks) == 5
     assert chat.reason.count("context window 1 tokens") == readiness.NAMED
     assert chat.reason.endswith("; and 2 more")
+
+
+def test_an_inferred_cool_down_ends_when_the_breakers_would(sim: SimServer, tmp_path: Path) -> None:
+    """Without Redis, a fallback whose latest call was rate limited is cooling down only until
+    the answer's retry-after (else the breaker's default) has passed, as the gateway's breaker
+    would be: a 429 of three minutes ago with a 10 s retry-after says nothing of now."""
+    config = gateway_config(
+        [windowed(sim, "chat", "a"), windowed(sim, "backup", "c"), windowed(sim, "spare", "d")],
+        router={"fallbacks": [{"chat": ["backup", "spare"]}]},
+    )  # fmt: skip
+    a, c, d = "chat/openai/a", "backup/openai/c", "spare/openai/d"
+    limited = {"ok": False, "error_class": ErrorClass.RATE_LIMITED, "retry_after_s": 10.0}
+    rows = [stored(a, 10, source=Source.TRAFFIC, route=[a], usage=Usage(10, 1))]
+    rows += [*healthy(c)[:1], stored(c, 180, ratelimit=RateLimit(**ROOMY), **limited)]
+    rows += [*healthy(d)[:1], stored(d, 2, ratelimit=RateLimit(**ROOMY), **limited)]
+    with SQLiteStore(tmp_path / "r.db") as store:
+        store.write_results(rows)
+        [chat] = [
+            g for g in readiness.judge(config, readiness.read_facts(config, store))
+            if g.group == "chat"
+        ]  # fmt: skip
+    fb_c, fb_d = chat.fallbacks
+    assert (fb_c.status, fb_c.breaker, fb_c.reasons) == (Status.READY, "closed", ())
+    assert (fb_d.status, fb_d.breaker) == (Status.NOT_READY, "cooling")
+    assert fb_d.reasons[0].startswith("likely cooling down until ")

@@ -24,8 +24,9 @@ not carry already. Each fallback is judged on five questions:
   per minute (OpenAI's and Anthropic's requests and tokens per minute); the tokens compared
   are input + output;
 - breaker: from the gateway's shared state in Redis (``gateway.redis_url``); otherwise
-  inferred from its latest call (probe or traffic): an outage, a rate limit or a refused key
-  means the breaker is likely open or cooling down.
+  inferred from its latest call (probe or traffic): an outage class means the breaker is
+  likely open; a rate limit or an exhausted quota, a cool-down until its retry-after (else the
+  breaker's default) has passed. A refused key is the first question's.
 
 A fallback is ``not_ready`` when any answer is no, ``at_risk`` when none is no but one is
 unknown (no traffic to size the load, no headers or limits, no models check, no call yet,
@@ -48,6 +49,7 @@ from llmpulse import catalog
 from llmpulse.config.gateway import Deployment, GatewayConfig
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway import drill, proxy
+from llmpulse.gateway.breaker import BreakerConfig
 from llmpulse.gateway.translate import params
 from llmpulse.result import CheckKind, CheckResult, RateLimit
 from llmpulse.store.base import EntryTraffic, ResultFilter, Store
@@ -60,6 +62,7 @@ RATE_WINDOW_S = 300.0  # the current request and token rates
 HEADERS_MAX_AGE_S = 900.0  # older rate-limit headers say nothing of the headroom now
 LATEST_RESULTS = 20  # of each deployment, newest first: headers and the latest call
 NAMED = 3  # fallbacks a group's reason names
+_COOLDOWNS = BreakerConfig()  # caller-limit cool-downs: router settings do not change them
 
 
 class Status(enum.StrEnum):
@@ -354,8 +357,15 @@ def _breaker(
         v.no.append(f"breaker likely open ({note}): its latest call failed, {error} ({_at(call)})")
         return "open", True
     if error is not None and error.is_caller_limit:
-        v.no.append(f"likely cooling down ({note}): its latest call got {error} ({_at(call)})")
-        return "cooling", True
+        # The cool-down that answer set, as the gateway's breaker sets it; once over, the
+        # deployment is back (what room its limits leave is the headroom's question).
+        until = call.timestamp.timestamp() + _COOLDOWNS.cooldown_for(error, call.retry_after_s)
+        if until > facts.now:
+            v.no.append(
+                f"likely cooling down until {_clock(until)} ({note}): its latest call got "
+                f"{error} ({_at(call)})"
+            )
+            return "cooling", True
     return "closed", True
 
 
