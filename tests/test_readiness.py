@@ -414,6 +414,7 @@ def test_the_api_the_page_and_the_alert(
     raw = {
         "notifiers": [{"type": "slack", "name": "ops", "webhook_url": "https://hooks.slack.com/x"},
                       {"type": "slack", "name": "chat", "webhook_url": "https://hooks.slack.com/y"}],
+        "rules": {"failover_not_ready": {"for": "0s"}},
         "alerting": {"resolve_after": "0s",
                      "routes": [{"match": {"rule": "failover_not_ready"}, "notify": ["ops"]},
                                 {"notify": ["chat"]}]},
@@ -676,3 +677,57 @@ def test_an_inferred_cool_down_ends_when_the_breakers_would(sim: SimServer, tmp_
     assert (fb_c.status, fb_c.breaker, fb_c.reasons) == (Status.READY, "closed", ())
     assert (fb_d.status, fb_d.breaker) == (Status.NOT_READY, "cooling")
     assert fb_d.reasons[0].startswith("likely cooling down until ")
+
+
+def test_the_alert_waits_for_its_for_and_resolves_with_the_group_gone(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    """``failover_not_ready`` fires once the group has had no ready fallback for the rule's
+    ``for`` (a minute: two judgements), resolves when a fallback is ready again, and resolves
+    when the group leaves the config. A group only at risk never raises it."""
+    db = tmp_path / "r.db"
+    config = parse_config(
+        {"model_list": [entry(sim, "chat", "a"), entry(sim, "chat-fb", "b")],
+         "router_settings": {"fallbacks": [{"chat": ["chat-fb"]}]}, "storage": str(db),
+         "notifiers": [{"type": "slack", "name": "ops", "webhook_url": "https://hooks.slack.com/x"}]},
+        env={"SIM_KEY": "sk-sim"},
+    )  # fmt: skip
+    notices: list[tuple[str, str]] = []
+
+    def notify(n: Notification, receivers: Sequence[str], *, resend: bool = False) -> None:
+        notices.append((n.target, str(n.status)))
+
+    def judged(status: Status) -> list[readiness.GroupReadiness]:
+        fb = readiness.Fallback("chat-fb/openai/b", "chat-fb", status, ("why",), None,
+                                None, None, 0.0, 0.0, "closed", True)  # fmt: skip
+        load = readiness.Load(10, 2.0, 20.0, 5, ())
+        return [readiness.GroupReadiness("chat", status, "reason", "chat/openai/a", load, (fb,))]
+
+    state = AlertStateStore.open(db)
+    with SQLiteStore(db) as store:
+        alerting = Alerting(config, store, state, notify, lambda p: None, notifiers={"ops": None})
+        fp = fingerprint(FAILOVER_NOT_READY, "group:chat")
+        t = time.time()
+        alerting.observe_failover(judged(Status.AT_RISK), t)
+        assert fp not in alerting.engine.records
+        for step, expected in ((0, AlertState.PENDING), (30, AlertState.PENDING),
+                               (60, AlertState.FIRING)):  # fmt: skip
+            alerting.observe_failover(judged(Status.NOT_READY), t + step)
+            alerting.tick(t + step)
+            assert alerting.engine.records[fp].state is expected
+        assert notices == [("group:chat", "firing")]
+        # At risk keeps it (nothing is known ready); ready resolves it.
+        alerting.observe_failover(judged(Status.AT_RISK), t + 90)
+        assert alerting.engine.records[fp].state is AlertState.FIRING
+        alerting.observe_failover(judged(Status.READY), t + 120)
+        alerting.tick(t + 120)
+        assert alerting.engine.records[fp].state is AlertState.RESOLVED
+        # Not ready again, then the group is gone from the config: resolved.
+        for step in (150, 210):
+            alerting.observe_failover(judged(Status.NOT_READY), t + step)
+        assert alerting.engine.records[fp].state is AlertState.FIRING
+        alerting.observe_failover([], t + 240)
+        alerting.tick(t + 240)
+        assert alerting.engine.records[fp].state is AlertState.RESOLVED
+        assert alerting.engine.records[fp].summary == "group:chat is no longer configured"
+    state.close()
