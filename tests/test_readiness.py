@@ -27,6 +27,8 @@ from llmpulse.alerts.inventory import rules_in_effect
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import Config, parse_config
+from llmpulse.config.errors import ConfigError
+from llmpulse.config.litellm import parse_gateway
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway import drill, proxy, readiness
 from llmpulse.gateway.ir import Reasoning, ResponseFormat
@@ -731,3 +733,29 @@ def test_the_alert_waits_for_its_for_and_resolves_with_the_group_gone(
         assert alerting.engine.records[fp].state is AlertState.RESOLVED
         assert alerting.engine.records[fp].summary == "group:chat is no longer configured"
     state.close()
+
+
+def test_a_litellm_model_info_with_every_usual_key_still_loads() -> None:
+    """A ``model_info`` as LiteLLM's model map writes it (costs, limits, every ``supports_*``
+    key, booleans in YAML's spellings) loads as before; only the four flags routing honours,
+    when false, take the deployment out for what they name. A value that is no boolean is
+    refused naming its key."""
+    info = {
+        "mode": "chat", "litellm_provider": "openai", "input_cost_per_token": 1e-6,
+        "output_cost_per_token": 2e-6, "max_tokens": 4096, "max_input_tokens": 128_000,
+        "max_output_tokens": 4096, "supports_function_calling": True,
+        "supports_parallel_function_calling": True, "supports_vision": "false",
+        "supports_response_schema": None, "supports_reasoning": 0, "supports_tool_choice": False,
+        "supports_prompt_caching": True, "supports_system_messages": True,
+        "supports_audio_input": False, "supports_pdf_input": True, "supports_web_search": False,
+        "supported_openai_params": ["tools"], "db_model": False,
+    }  # fmt: skip
+    raw = {"model_list": [{"model_name": "g", "litellm_params": {"model": "openai/gpt-4o",
+                                                                  "api_key": "k"},
+                           "model_info": info}]}  # fmt: skip
+    config = parse_gateway(raw, env={})
+    assert config is not None
+    assert config.deployments[0].lacks == frozenset({"supports_vision", "supports_reasoning"})
+    raw["model_list"][0]["model_info"] = {"supports_vision": "sometimes"}
+    with pytest.raises(ConfigError, match=r"model_list\[0\]\.model_info\.supports_vision: "):
+        parse_gateway(raw, env={})
