@@ -199,7 +199,7 @@ def _load(entries: Sequence[EntryTraffic]) -> Load:
 
 def _group(fallbacks: Sequence[Fallback]) -> tuple[Status, str]:
     if not fallbacks:
-        return Status.NOT_READY, "no fallback: one deployment and no fallback group"
+        return Status.NOT_READY, "no fallback: one deployment and no fallback group it reaches"
     ready = [f for f in fallbacks if f.status is Status.READY]
     if ready:
         return Status.READY, f"{len(ready)} of {len(fallbacks)} fallbacks ready ({ready[0].name})"
