@@ -57,7 +57,7 @@ from llmpulse.store.base import EntryTraffic, ResultFilter, Store
 if TYPE_CHECKING:
     from llmpulse.gateway.shared import Hold
 
-TRAFFIC_WINDOW_S = 3600.0  # features and prompt sizes of the primary's traffic
+TRAFFIC_WINDOW_S = 3600.0  # features and prompt sizes of the group's traffic
 RATE_WINDOW_S = 300.0  # the current request and token rates
 HEADERS_MAX_AGE_S = 900.0  # older rate-limit headers say nothing of the headroom now
 LATEST_RESULTS = 20  # of each deployment, newest first: headers and the latest call
@@ -73,7 +73,7 @@ class Status(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Load:
-    """The primary's traffic: what a fallback must take."""
+    """The group's traffic, wherever it entered: what a fallback must take."""
 
     requests: int  # over TRAFFIC_WINDOW_S
     rpm: float
