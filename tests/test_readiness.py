@@ -465,10 +465,15 @@ def test_the_api_the_page_and_the_alert(
 
         with ServedWeb(config, db) as web, httpx.Client(base_url=web.url, timeout=10) as client:
             body = client.get("/api/v1/failover").json()
+            alerts = client.get("/api/v1/alerts")
             spec = client.get("/openapi.json").json()
             page = client.get("/failover")
             script = client.get("/static/failover.js")
         assert "/api/v1/failover" in spec["paths"]
+        # The alerts API lists the group's alert with its scope (a group, not a target).
+        assert alerts.status_code == 200, alerts.text
+        listed = {a["target"]: a for a in alerts.json()["firing"]}
+        assert listed["group:tight"]["scope"] == "group"
         assert "GroupReadiness" in spec["components"]["schemas"]
         assert page.status_code == 200 and "/static/failover.js" in page.text
         assert script.status_code == 200 and "/api/v1/failover" in script.text

@@ -49,7 +49,9 @@ class Official(BaseModel):
     maintenances: list[Maintenance] = Field(default_factory=list)
 
 
-Scope = Literal["target", "provider", "model", "all", "slo", "key", "team", "failover_path"]
+Scope = Literal[
+    "target", "provider", "model", "all", "slo", "key", "team", "failover_path", "group"
+]
 
 
 class Alert(BaseModel):
