@@ -59,7 +59,8 @@ class Alert(BaseModel):
     rule: str
     # "target": target names a target; "provider": a provider; "all": every provider ("*");
     # "slo": an SLO (its burn-rate alert); "failover_path": a gateway group's failover path,
-    # "group: a → b" (failover_path_broken).
+    # "group: a → b" (failover_path_broken); "group": a gateway model group, "group:NAME"
+    # (failover_not_ready).
     scope: Scope
     target: str
     provider: str
