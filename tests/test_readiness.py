@@ -27,14 +27,16 @@ from llmpulse.alerts.inventory import rules_in_effect
 from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import Config, parse_config
+from llmpulse.config.errors import ConfigError
+from llmpulse.config.litellm import parse_gateway
 from llmpulse.errors import ErrorClass
-from llmpulse.gateway import proxy, readiness
+from llmpulse.gateway import drill, proxy, readiness
 from llmpulse.gateway.ir import Reasoning, ResponseFormat
 from llmpulse.gateway.readiness import Status
 from llmpulse.gateway.translate import params
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.probe.runner import Prober
-from llmpulse.result import CheckKind, CheckResult, Source, Usage
+from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.rules import FAILOVER_NOT_READY
 from llmpulse.sim.scenario import parse_scenario
 from llmpulse.sim.server import SimServer
@@ -180,7 +182,7 @@ def test_readiness_from_served_traffic_probes_and_headers(
     # The headers leave room for 1 request a minute; the primary sends 2.
     [fb] = tight.fallbacks
     assert fb.status is Status.NOT_READY and fb.headroom_rpm == 1
-    assert fb.reasons == ("rate limit: room for 1 more requests/min, the primary sends 2",)
+    assert fb.reasons == ("rate limit: room for 1 more requests/min, the group sends 2",)
     assert tight.status is Status.NOT_READY
     assert tight.reason == f"no fallback could take the traffic: {fb.name}: {fb.reasons[0]}"
 
@@ -188,7 +190,7 @@ def test_readiness_from_served_traffic_probes_and_headers(
     [fb] = tools.fallbacks
     assert fb.status is Status.NOT_READY
     assert fb.reasons == (
-        "cannot take tools, which the primary's traffic uses "
+        "cannot take tools, which the group's traffic uses "
         "(model_info supports_function_calling: false)",
     )
     assert tools.status is Status.NOT_READY
@@ -209,7 +211,7 @@ def test_unknown_data_is_at_risk_never_green(sim: SimServer, tmp_path: Path) -> 
     assert fb.status is Status.AT_RISK and fb.breaker == "unknown"
     assert fb.reasons == (
         "key and model unchecked: no models check stored",
-        "no traffic at the primary in the last hour: its load is unknown",
+        "no traffic into the group in the last hour: its load is unknown",
         "rate-limit headroom unknown: no rate-limit headers in the last 15 min and no rpm/tpm set",
         "breaker unknown (inferred, no gateway.redis_url): no probe or traffic result yet",
     )
@@ -296,7 +298,7 @@ def test_a_refused_key_an_open_shared_breaker_and_a_small_window(
             assert f.reasons[0].startswith("key refused by the models check (")
             p99 = chat.load.prompt_p99
             assert p99 is not None and p99 > 2
-            assert f"context window 2 tokens < the primary's p99 prompt {p99}" in f.reasons
+            assert f"context window 2 tokens < the group's p99 prompt {p99}" in f.reasons
             assert (f.status, f.breaker, f.breaker_inferred) == (Status.NOT_READY, "closed", False)
 
             # Another replica opened the fallback's breaker: the shared hash says so.
@@ -414,6 +416,7 @@ def test_the_api_the_page_and_the_alert(
     raw = {
         "notifiers": [{"type": "slack", "name": "ops", "webhook_url": "https://hooks.slack.com/x"},
                       {"type": "slack", "name": "chat", "webhook_url": "https://hooks.slack.com/y"}],
+        "rules": {"failover_not_ready": {"for": "0s"}},
         "alerting": {"resolve_after": "0s",
                      "routes": [{"match": {"rule": "failover_not_ready"}, "notify": ["ops"]},
                                 {"notify": ["chat"]}]},
@@ -449,7 +452,7 @@ def test_the_api_the_page_and_the_alert(
         tight = records["group:tight"]
         assert tight.summary == (
             f"model group tight: no fallback could take the traffic: {name('tight-fb', models['tight-fb'])}: "
-            "rate limit: room for 1 more requests/min, the primary sends 2"
+            "rate limit: room for 1 more requests/min, the group sends 2"
         )
         # Routed as configured; the tools group is silenced: kept firing, paging no one.
         assert [(n.target, str(n.status), r) for n, r in notices] == [
@@ -462,10 +465,15 @@ def test_the_api_the_page_and_the_alert(
 
         with ServedWeb(config, db) as web, httpx.Client(base_url=web.url, timeout=10) as client:
             body = client.get("/api/v1/failover").json()
+            alerts = client.get("/api/v1/alerts")
             spec = client.get("/openapi.json").json()
             page = client.get("/failover")
             script = client.get("/static/failover.js")
         assert "/api/v1/failover" in spec["paths"]
+        # The alerts API lists the group's alert with its scope (a group, not a target).
+        assert alerts.status_code == 200, alerts.text
+        listed = {a["target"]: a for a in alerts.json()["firing"]}
+        assert listed["group:tight"]["scope"] == "group"
         assert "GroupReadiness" in spec["components"]["schemas"]
         assert page.status_code == 200 and "/static/failover.js" in page.text
         assert script.status_code == 200 and "/api/v1/failover" in script.text
@@ -509,3 +517,250 @@ def test_the_api_the_page_and_the_alert(
     # check-config lists the rule per model group.
     rows = [r for r in rules_in_effect(config) if r.rule == FAILOVER_NOT_READY]
     assert {r.subject for r in rows} == {f"group:{g.name}" for g in gateway.groups}
+
+
+# --- review fixes: the order, the group's load, stale headers, unknown prompt sizes ----------
+
+
+def stored(
+    target: str,
+    ago: float,
+    *,
+    check: CheckKind = CheckKind.INFERENCE,
+    source: Source = Source.PROBE,
+    route: list[str] | None = None,
+    usage: Usage | None = None,
+    **fields: Any,
+) -> CheckResult:
+    """A result as the gateway or its health loop stores it, ``ago`` seconds ago."""
+    return CheckResult(
+        target=target, provider="openai", model=target.rsplit("/", 1)[-1], check=check,
+        timestamp=datetime.fromtimestamp(time.time() - ago, UTC), source=source,
+        route=route or [], usage=usage or Usage(), **{"ok": True, **fields},
+    )  # fmt: skip
+
+
+def windowed(sim: SimServer, group: str, model: str, window: int = 100_000, **params: Any) -> Any:
+    """A deployment whose ``model_info`` gives its context window (the simulator's models are
+    not in the catalogue)."""
+    return {**deployment(sim, group, "openai", model, **params),
+            "model_info": {"max_input_tokens": window}}  # fmt: skip
+
+
+def healthy(target: str, ratelimit: dict[str, Any] | None = None) -> list[CheckResult]:
+    """A fallback's models check (listed) and a probe with rate-limit headers, a minute ago."""
+    rl = RateLimit(**(ratelimit or ROOMY))
+    return [
+        stored(target, 60, check=CheckKind.MODELS, model_listed=True),
+        stored(target, 60, ratelimit=rl),
+    ]
+
+
+def test_readiness_follows_the_gateways_failover_order_as_drills_do(sim: SimServer) -> None:
+    """One definition of a group's failover order (``drill.failover_paths``): under a strategy
+    other than priority ``order`` does not decide, and a fallback list naming the group itself
+    spends one of ``max_fallbacks`` as the gateway does, so ``backup`` is never reached."""
+    config = gateway_config(
+        [deployment(sim, "chat", "openai", "a", order=2),
+         deployment(sim, "chat", "openai", "b", order=1),
+         deployment(sim, "backup", "openai", "c")],
+        router={"routing_strategy": "simple-shuffle", "max_fallbacks": 1,
+                "fallbacks": [{"chat": ["chat", "backup"]}]},
+    )  # fmt: skip
+    found = {p.group: (p.name, [f.name for f in fs]) for p, fs in readiness.paths(config)}
+    assert found["chat"] == ("chat/openai/a", ["chat/openai/b"])
+    plan = drill.failover_paths(config)
+    for group, (primary, fallbacks) in found.items():
+        assert [p.target.name for p in plan.paths if p.group == group] == [primary, *fallbacks]
+
+
+def test_the_load_is_the_groups_wherever_it_entered(sim: SimServer, tmp_path: Path) -> None:
+    """The primary's breaker is open: the group's traffic enters at its second deployment.
+    The load is still known (not "no traffic"), the second deployment is asked only for what it
+    does not carry already, and the fallback group's deployment for all of it."""
+    config = gateway_config(
+        [windowed(sim, "chat", "a", order=1),
+         windowed(sim, "chat", "b", order=2),
+         windowed(sim, "backup", "c")],
+        router={"fallbacks": [{"chat": ["backup"]}]},
+    )  # fmt: skip
+    b, c = "chat/openai/b", "backup/openai/c"
+    rows = [
+        stored(b, 10 + i, source=Source.TRAFFIC, route=[b], usage=Usage(100, 10)) for i in range(10)
+    ]
+    # c's headers leave 1 request: the group sends 2 a minute.
+    rows += healthy(b) + healthy(c, {**ROOMY, "requests_remaining": 1})
+    with SQLiteStore(tmp_path / "r.db") as store:
+        store.write_results(rows)
+        [chat] = [
+            g for g in readiness.judge(config, readiness.read_facts(config, store))
+            if g.group == "chat"
+        ]  # fmt: skip
+    assert (chat.primary, chat.load.requests, chat.load.rpm) == ("chat/openai/a", 10, 2.0)
+    fb_b, fb_c = chat.fallbacks
+    assert (fb_b.name, fb_b.status, fb_b.reasons, fb_b.own_rpm) == (b, Status.READY, (), 2.0)
+    assert fb_c.reasons == ("rate limit: room for 1 more requests/min, the group sends 2",)
+    assert chat.status is Status.READY
+
+
+def test_headers_past_their_reset_no_longer_limit_and_unknown_prompts_are_at_risk(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    """Headers that said nothing remained, 5 minutes ago, with a reset 10 s later: the window
+    has refilled since, only the limits hold. The same headers still within their reset do
+    limit. Traffic without token counts leaves the prompt size unknown: at risk, not green."""
+    config = gateway_config(
+        [windowed(sim, "chat", "a"), windowed(sim, "backup", "c"),
+         windowed(sim, "spare", "d")],
+        router={"fallbacks": [{"chat": ["backup", "spare"]}]},
+    )  # fmt: skip
+    a, c, d = "chat/openai/a", "backup/openai/c", "spare/openai/d"
+    spent = {**ROOMY, "requests_remaining": 0}
+    rows = [stored(a, 10 + i, source=Source.TRAFFIC, route=[a]) for i in range(10)]
+    rows += [stored(c, 60, check=CheckKind.MODELS, model_listed=True),
+             stored(c, 300, ratelimit=RateLimit(**spent, reset_s=10)),
+             stored(d, 60, check=CheckKind.MODELS, model_listed=True),
+             stored(d, 5, ratelimit=RateLimit(**spent, reset_s=120))]  # fmt: skip
+    with SQLiteStore(tmp_path / "r.db") as store:
+        store.write_results(rows)
+        [chat] = [
+            g for g in readiness.judge(config, readiness.read_facts(config, store))
+            if g.group == "chat"
+        ]  # fmt: skip
+    fb_c, fb_d = chat.fallbacks
+    assert fb_c.headroom_rpm == 1000
+    assert fb_c.reasons == ("the group's prompt sizes are unknown: no token counts stored",)
+    assert fb_c.status is Status.AT_RISK
+    assert fb_d.headroom_rpm == 0 and fb_d.status is Status.NOT_READY
+    assert chat.status is Status.AT_RISK
+
+
+def test_a_groups_reason_names_a_few_fallbacks(sim: SimServer, tmp_path: Path) -> None:
+    """The reason (also the alert's summary) stays short with many fallbacks: the API lists
+    each."""
+    groups = [f"fb{i}" for i in range(5)]
+    config = gateway_config(
+        [windowed(sim, "chat", "a"),
+         *(windowed(sim, g, g, window=1) for g in groups)],
+        router={"fallbacks": [{"chat": groups}], "max_fallbacks": 5},
+    )  # fmt: skip
+    rows = [
+        stored("chat/openai/a", 10, source=Source.TRAFFIC, route=["chat/openai/a"],
+               usage=Usage(50, 1))
+    ]  # fmt: skip
+    for g in groups:
+        rows += healthy(f"{g}/openai/{g}")
+    with SQLiteStore(tmp_path / "r.db") as store:
+        store.write_results(rows)
+        [chat] = [
+            g for g in readiness.judge(config, readiness.read_facts(config, store))
+            if g.group == "chat"
+        ]  # fmt: skip
+    assert chat.status is Status.NOT_READY and len(chat.fallbacks) == 5
+    assert chat.reason.count("context window 1 tokens") == readiness.NAMED
+    assert chat.reason.endswith("; and 2 more")
+
+
+def test_an_inferred_cool_down_ends_when_the_breakers_would(sim: SimServer, tmp_path: Path) -> None:
+    """Without Redis, a fallback whose latest call was rate limited is cooling down only until
+    the answer's retry-after (else the breaker's default) has passed, as the gateway's breaker
+    would be: a 429 of three minutes ago with a 10 s retry-after says nothing of now."""
+    config = gateway_config(
+        [windowed(sim, "chat", "a"), windowed(sim, "backup", "c"), windowed(sim, "spare", "d")],
+        router={"fallbacks": [{"chat": ["backup", "spare"]}]},
+    )  # fmt: skip
+    a, c, d = "chat/openai/a", "backup/openai/c", "spare/openai/d"
+    limited = {"ok": False, "error_class": ErrorClass.RATE_LIMITED, "retry_after_s": 10.0}
+    rows = [stored(a, 10, source=Source.TRAFFIC, route=[a], usage=Usage(10, 1))]
+    rows += [*healthy(c)[:1], stored(c, 180, ratelimit=RateLimit(**ROOMY), **limited)]
+    rows += [*healthy(d)[:1], stored(d, 2, ratelimit=RateLimit(**ROOMY), **limited)]
+    with SQLiteStore(tmp_path / "r.db") as store:
+        store.write_results(rows)
+        [chat] = [
+            g for g in readiness.judge(config, readiness.read_facts(config, store))
+            if g.group == "chat"
+        ]  # fmt: skip
+    fb_c, fb_d = chat.fallbacks
+    assert (fb_c.status, fb_c.breaker, fb_c.reasons) == (Status.READY, "closed", ())
+    assert (fb_d.status, fb_d.breaker) == (Status.NOT_READY, "cooling")
+    assert fb_d.reasons[0].startswith("likely cooling down until ")
+
+
+def test_the_alert_waits_for_its_for_and_resolves_with_the_group_gone(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    """``failover_not_ready`` fires once the group has had no ready fallback for the rule's
+    ``for`` (a minute: two judgements), resolves when a fallback is ready again, and resolves
+    when the group leaves the config. A group only at risk never raises it."""
+    db = tmp_path / "r.db"
+    config = parse_config(
+        {"model_list": [entry(sim, "chat", "a"), entry(sim, "chat-fb", "b")],
+         "router_settings": {"fallbacks": [{"chat": ["chat-fb"]}]}, "storage": str(db),
+         "notifiers": [{"type": "slack", "name": "ops", "webhook_url": "https://hooks.slack.com/x"}]},
+        env={"SIM_KEY": "sk-sim"},
+    )  # fmt: skip
+    notices: list[tuple[str, str]] = []
+
+    def notify(n: Notification, receivers: Sequence[str], *, resend: bool = False) -> None:
+        notices.append((n.target, str(n.status)))
+
+    def judged(status: Status) -> list[readiness.GroupReadiness]:
+        fb = readiness.Fallback("chat-fb/openai/b", "chat-fb", status, ("why",), None,
+                                None, None, 0.0, 0.0, "closed", True)  # fmt: skip
+        load = readiness.Load(10, 2.0, 20.0, 5, ())
+        return [readiness.GroupReadiness("chat", status, "reason", "chat/openai/a", load, (fb,))]
+
+    state = AlertStateStore.open(db)
+    with SQLiteStore(db) as store:
+        alerting = Alerting(config, store, state, notify, lambda p: None, notifiers={"ops": None})
+        fp = fingerprint(FAILOVER_NOT_READY, "group:chat")
+        t = time.time()
+        alerting.observe_failover(judged(Status.AT_RISK), t)
+        assert fp not in alerting.engine.records
+        for step, expected in ((0, AlertState.PENDING), (30, AlertState.PENDING),
+                               (60, AlertState.FIRING)):  # fmt: skip
+            alerting.observe_failover(judged(Status.NOT_READY), t + step)
+            alerting.tick(t + step)
+            assert alerting.engine.records[fp].state is expected
+        assert notices == [("group:chat", "firing")]
+        # At risk keeps it (nothing is known ready); ready resolves it.
+        alerting.observe_failover(judged(Status.AT_RISK), t + 90)
+        assert alerting.engine.records[fp].state is AlertState.FIRING
+        alerting.observe_failover(judged(Status.READY), t + 120)
+        alerting.tick(t + 120)
+        assert alerting.engine.records[fp].state is AlertState.RESOLVED
+        # Not ready again, then the group is gone from the config: resolved.
+        for step in (150, 210):
+            alerting.observe_failover(judged(Status.NOT_READY), t + step)
+        assert alerting.engine.records[fp].state is AlertState.FIRING
+        alerting.observe_failover([], t + 240)
+        alerting.tick(t + 240)
+        assert alerting.engine.records[fp].state is AlertState.RESOLVED
+        assert alerting.engine.records[fp].summary == "group:chat is no longer configured"
+    state.close()
+
+
+def test_a_litellm_model_info_with_every_usual_key_still_loads() -> None:
+    """A ``model_info`` as LiteLLM's model map writes it (costs, limits, every ``supports_*``
+    key, booleans in YAML's spellings) loads as before; only the four flags routing honours,
+    when false, take the deployment out for what they name. A value that is no boolean is
+    refused naming its key."""
+    info = {
+        "mode": "chat", "litellm_provider": "openai", "input_cost_per_token": 1e-6,
+        "output_cost_per_token": 2e-6, "max_tokens": 4096, "max_input_tokens": 128_000,
+        "max_output_tokens": 4096, "supports_function_calling": True,
+        "supports_parallel_function_calling": True, "supports_vision": "false",
+        "supports_response_schema": None, "supports_reasoning": 0, "supports_tool_choice": False,
+        "supports_prompt_caching": True, "supports_system_messages": True,
+        "supports_audio_input": False, "supports_pdf_input": True, "supports_web_search": False,
+        "supported_openai_params": ["tools"], "db_model": False,
+    }  # fmt: skip
+    raw = {"model_list": [{"model_name": "g", "litellm_params": {"model": "openai/gpt-4o",
+                                                                  "api_key": "k"},
+                           "model_info": info}]}  # fmt: skip
+    config = parse_gateway(raw, env={})
+    assert config is not None
+    assert config.deployments[0].lacks == frozenset({"supports_vision", "supports_reasoning"})
+    raw["model_list"][0]["model_info"] = {"supports_vision": "sometimes"}
+    with pytest.raises(ConfigError, match=r"model_list\[0\]\.model_info\.supports_vision: "):
+        parse_gateway(raw, env={})

@@ -89,9 +89,10 @@ DEFAULT_RULES: dict[str, RuleSpec] = {
         RuleSpec(SPEND_FORECAST, Severity.WARNING, threshold=0, min_samples=1),
         # Judged on each drill run, not over a window: threshold and window unused.
         RuleSpec(FAILOVER_PATH_BROKEN, Severity.WARNING, threshold=0, min_samples=1),
-        # Per gateway model group (GROUP_RULES): fires when none of its fallbacks is ready,
-        # resolves when one is; nothing fails yet, so a warning.
-        RuleSpec(FAILOVER_NOT_READY, Severity.WARNING, threshold=0, min_samples=1),
+        # Per gateway model group (GROUP_RULES): fires when none of its fallbacks has been
+        # ready for a minute (two judgements), resolves when one is; nothing fails yet, so a
+        # warning.
+        RuleSpec(FAILOVER_NOT_READY, Severity.WARNING, threshold=0, min_samples=1, for_s=60),
     )
 }
 # Built-in rules that the metric-rule engine evaluates (``alerts.metric_rules``), as a custom
@@ -129,7 +130,7 @@ BUDGET_RULES = (BUDGET_WARNING, BUDGET_EXHAUSTED, SPEND_FORECAST)
 # only the global overrides (severity, enabled) apply.
 DRILL_RULES = (FAILOVER_PATH_BROKEN,)
 # Rules the leader judges per gateway model group (subject ``group:NAME``, provider ``*``) from
-# the store and the config; only the global overrides (severity, enabled) apply.
+# the store and the config; only the global overrides (severity, enabled, for) apply.
 GROUP_RULES = (FAILOVER_NOT_READY,)
 
 

@@ -261,11 +261,13 @@ class Engine:
         threshold: float | None = None,
         resolve_after: float | None = None,
         labels: Mapping[str, str] | None = None,
+        for_s: float = 0.0,
     ) -> None:
         """One alert whose condition says its own severity (None: it does not hold): an
-        official status page, an SLO's burn rate. It fires at once; a firing warning that
-        turns critical escalates; a critical one that eases to warning stays as paged.
-        ``labels``: the alert's own labels beside the usual four (``AlertRecord.labels``)."""
+        official status page, an SLO's burn rate. It fires once the condition has held
+        ``for_s`` (at once by default); a firing warning that turns critical escalates; a
+        critical one that eases to warning stays as paged. ``labels``: the alert's own labels
+        beside the usual four (``AlertRecord.labels``)."""
         record = self._record(rule, subject, provider, severity or Severity.WARNING)
         if labels is not None and severity is not None:
             record.extra_labels = dict(labels)
@@ -279,7 +281,7 @@ class Engine:
         record.summary = summary
         if active or not firing:
             record.value, record.threshold = value, threshold
-        self._step(record, active, 0.0, now, resolve_after=resolve_after)
+        self._step(record, active, for_s, now, resolve_after=resolve_after)
         if escalated and record.notified:
             self._escalate(record, now)
 

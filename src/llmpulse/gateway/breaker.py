@@ -65,6 +65,14 @@ class BreakerConfig:
     # Upper bound on any retry-after we honour: a bogus header must not bench a deployment.
     max_retry_after_s: float = 3600.0
 
+    def cooldown_for(self, error_class: ErrorClass, retry_after_s: float | None) -> float:
+        """Seconds a caller limit or a refused key (``sets_cooldown``) sidelines a deployment:
+        the server's retry-after, else the class's default, at most ``max_retry_after_s``."""
+        if retry_after_s is None:
+            quota_like = error_class is not ErrorClass.RATE_LIMITED
+            retry_after_s = self.quota_cooldown_s if quota_like else self.rate_limited_cooldown_s
+        return min(max(0.0, retry_after_s), self.max_retry_after_s)
+
     def __post_init__(self) -> None:
         if self.failure_threshold < 1 or self.min_requests < 1:
             raise ValueError("failure_threshold and min_requests must be at least 1")
@@ -352,11 +360,7 @@ class CircuitBreaker:
         self._set(BreakerState.CLOSED, now, reason, shared=shared)
 
     def _cool_down(self, now: float, error_class: ErrorClass, retry_after_s: float | None) -> None:
-        cfg = self.config
-        if retry_after_s is None:
-            quota_like = error_class is not ErrorClass.RATE_LIMITED
-            retry_after_s = cfg.quota_cooldown_s if quota_like else cfg.rate_limited_cooldown_s
-        until = now + min(max(0.0, retry_after_s), cfg.max_retry_after_s)
+        until = now + self.config.cooldown_for(error_class, retry_after_s)
         if until > self._cooldown_until:
             self._cooldown_until = until
             self._cooldown_reason = error_class

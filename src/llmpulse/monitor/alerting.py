@@ -398,8 +398,9 @@ class Alerting:
 
     def observe_failover(self, groups: Iterable[readiness.GroupReadiness], now: float) -> None:
         """``failover_not_ready`` per model group with a fallback: it fires when no fallback
-        is ready and none at risk either (the group lost its last ready fallback), and stays
-        until one is ready again (at risk is not enough to resolve). A group without any
+        is ready and none at risk either (the group lost its last ready fallback) for the
+        rule's ``for`` (a fallback's one bad probe pages no one), and stays until one is ready
+        again (at risk is not enough to resolve). A group without any
         fallback is a choice of the config, not a loss: it never fires. An alert whose group
         is no longer configured resolves."""
         rule = self.provider_rules[ALL][FAILOVER_NOT_READY]
@@ -416,7 +417,7 @@ class Alerting:
                 continue  # records are made here only, once a group loses its fallbacks
             engine.observe_graded(
                 FAILOVER_NOT_READY, subject, ALL, rule.severity if holds else None,
-                f"model group {g.group}: {g.reason}", now, resolve_after=0.0,
+                f"model group {g.group}: {g.reason}", now, resolve_after=0.0, for_s=rule.for_s,
             )  # fmt: skip
         for record in list(engine.records.values()):
             if (

@@ -49,7 +49,9 @@ class Official(BaseModel):
     maintenances: list[Maintenance] = Field(default_factory=list)
 
 
-Scope = Literal["target", "provider", "model", "all", "slo", "key", "team", "failover_path"]
+Scope = Literal[
+    "target", "provider", "model", "all", "slo", "key", "team", "failover_path", "group"
+]
 
 
 class Alert(BaseModel):
@@ -57,7 +59,8 @@ class Alert(BaseModel):
     rule: str
     # "target": target names a target; "provider": a provider; "all": every provider ("*");
     # "slo": an SLO (its burn-rate alert); "failover_path": a gateway group's failover path,
-    # "group: a → b" (failover_path_broken).
+    # "group: a → b" (failover_path_broken); "group": a gateway model group, "group:NAME"
+    # (failover_not_ready).
     scope: Scope
     target: str
     provider: str
@@ -727,12 +730,15 @@ Readiness = Literal["ready", "at_risk", "not_ready"]
 
 
 class FailoverLoad(BaseModel):
-    """The traffic that entered at a group's primary: what a fallback must take."""
+    """The traffic that entered the group (at any of its deployments): what a fallback must
+    take."""
 
     requests: int = Field(description="Requests over the last hour")
     rpm: float = Field(description="Requests per minute over the last 5 minutes")
     tpm: float = Field(description="Tokens (in + out) per minute over the last 5 minutes")
-    prompt_p99: int | None = Field(description="p99 of input tokens over the last hour")
+    prompt_p99: int | None = Field(
+        description="p99 of input tokens over the last hour (the largest of its deployments')"
+    )
     features: list[str] = Field(
         description="Request parameters its traffic used over the last hour (tools, images, "
         "response_format, reasoning, ...)"

@@ -67,9 +67,13 @@ function alertRow(a) {
 }
 
 /** Provider- and fleet-level alerts have a provider or "*" as target: no page to link to;
- * an SLO's alert links to the SLO. */
+ * an SLO's alert links to the SLO, a model group's (group:NAME) to its failover readiness. */
 function targetLink(alert) {
   if (alert.scope === "slo") return el("a", {href: sloHref(alert.target), text: alert.target});
+  if (alert.scope === "group") {
+    const group = alert.target.slice("group:".length);
+    return el("a", {href: `/failover#failover-${encodeURIComponent(group)}`, text: alert.target});
+  }
   if (alert.scope !== "target") return el("span", {text: alert.target || "—"});
   return el("a", {href: targetHref(alert.target), text: alert.target});
 }
