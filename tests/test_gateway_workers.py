@@ -24,6 +24,8 @@ import pytest
 import yaml
 
 from conftest import sim_model
+from llmpulse.config import load_config
+from llmpulse.gateway.workers import Supervisor, listening_socket
 from llmpulse.sim.server import SimServer
 from test_gateway_proxy import FAST, deployment, upstream
 from test_gateway_shared import REDIS_URL, _redis_down
@@ -250,3 +252,58 @@ def test_with_redis_a_breaker_opened_in_one_worker_is_seen_by_the_other(
             assert set(pool.map(lambda _: gateway.ask(), range(16))) == {200}
         assert len(upstream(sim, primary)) == tried
         assert gateway.stop() == 0, gateway.log
+
+
+def test_without_redis_only_worker_0_probes_and_the_other_follows_its_verdicts(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    down = sim_model(sim, errors={"503": 1.0}, **FAST)
+    spare = sim_model(sim, **FAST)
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", down, order=1),
+                       deployment(sim, "chat", "openai", spare, order=2)],
+        "router_settings": {"allowed_fails": 1, "cooldown_time": 60},
+        "gateway": {"probe_interval": "300ms"},
+    }  # fmt: skip
+    name = f"chat/openai/{down}"
+    with workers(tmp_path, raw) as gateway:
+        # No request sent: worker 1 knows the deployment down from worker 0's stored probes.
+        deadline = time.monotonic() + 20
+        while True:
+            assert time.monotonic() < deadline, "worker 1 never showed it open"
+            health = gateway.health()
+            states = {d["name"]: d["state"] for d in health["deployments"]}
+            if health["worker"]["index"] == 1 and states[name] == "open":
+                break
+            time.sleep(0.05)
+        assert gateway.stop() == 0, gateway.log
+    with contextlib.closing(sqlite3.connect(gateway.db)) as conn:
+        probers = conn.execute("SELECT DISTINCT agent FROM results WHERE source = 'probe'")
+        assert [agent for (agent,) in probers] == [
+            f"{socket.gethostname()}-gateway-{gateway.port}-w0"
+        ]
+    assert upstream(sim, down)  # probed, by worker 0 only
+
+
+def test_a_worker_failing_before_the_gateway_served_stops_it_with_exit_1(
+    sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The CLI checks the database before forking; here the workers meet a file where the
+    # database's directory should be.
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", sim_model(sim, **FAST))],
+        "gateway": {"monitor": False},
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    sock = listening_socket("127.0.0.1", 0)
+    (tmp_path / "file").write_text("")
+    supervisor = Supervisor(load_config(path), tmp_path / "file" / "t.db", "127.0.0.1", sock, 2)
+    announced: list[str] = []
+    started = time.monotonic()
+    assert supervisor.run(announced.append) == 1
+    assert time.monotonic() - started < 20
+    assert announced == []
+    assert "before the gateway served; stopping" in caplog.text
+    assert "restarting" not in caplog.text
+    assert sock.fileno() == -1  # closed: the port is free again

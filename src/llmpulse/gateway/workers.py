@@ -239,6 +239,7 @@ class Supervisor:
                 )  # fmt: skip
                 self._failed = True
                 self._stop()
+                return
             if self._stopping:
                 if code > 0:
                     log.error("gateway worker %d (pid %s) %s", slot.index, process.pid, _how(code))
