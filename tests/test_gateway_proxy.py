@@ -26,7 +26,7 @@ from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.litellm import parse_gateway
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.app import DEPLOYMENT_HEADER, create_app
-from llmpulse.gateway.proxy import Gateway
+from llmpulse.gateway.proxy import Gateway, GatewayError
 from llmpulse.gateway.retry import RetryPolicy
 from llmpulse.providers.base import REFUSED
 from llmpulse.result import CheckKind, CheckResult, Source
@@ -829,3 +829,78 @@ def test_a_refusal_reaches_each_client_as_its_protocol_says_it_and_is_content_fi
     assert [(r.ok, r.error_class, r.error_message) for r in served.records] == [
         (False, ErrorClass.CONTENT_FILTER, REFUSED)
     ] * 2
+
+
+def test_the_route_and_what_moved_the_request_are_recorded(sim: SimServer) -> None:
+    down = sim_model(sim, errors={"503": 1.0}, **FAST)
+    claude = sim_model(sim, **FAST)
+    rescue = sim_model(sim, **FAST)
+    config = gateway_config(
+        [
+            deployment(sim, "chat", "openai", down, order=1),
+            deployment(sim, "chat", "anthropic", claude, order=2),
+            deployment(sim, "rescue", "gemini", rescue),
+        ],
+        router={"fallbacks": [{"chat": ["rescue"]}]},
+    )
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with Served(config, policy=RetryPolicy(backoff_base_s=0.01)) as served:
+        ask(served.openai(), "chat", tools=[tool], tool_choice="auto")
+        ask(served.openai(), "rescue")
+    moved, direct = served.records
+    assert moved.route == [f"chat/openai/{down}", f"chat/anthropic/{claude}"]
+    assert moved.fallback_reason is ErrorClass.UNAVAILABLE and moved.attempts == 2
+    assert moved.features == ["tools", "tool_choice"] and moved.drill is None
+    assert direct.route == [f"rescue/gemini/{rescue}"] and direct.fallback_reason is None
+    assert direct.features == []
+    assert moved.to_json()["route"] == moved.route
+    assert moved.to_json()["fallback_reason"] == "unavailable"
+
+
+def test_a_drill_passes_over_the_deployments_it_skips_without_calling_them(
+    sim: SimServer,
+) -> None:
+    from llmpulse.gateway.ir import ChatRequest, Message, TextPart
+    from llmpulse.gateway.proxy import Drill
+
+    first, second = sim_model(sim, **FAST), sim_model(sim, **FAST)
+    rescue = sim_model(sim, **FAST)
+    config = gateway_config(
+        [
+            deployment(sim, "chat", "openai", first, order=1),
+            deployment(sim, "chat", "anthropic", second, order=2),
+            deployment(sim, "rescue", "gemini", rescue),
+        ],
+        router={"fallbacks": [{"chat": ["rescue"]}], "routing_strategy": "priority"},
+    )
+    records: list[CheckResult] = []
+    names = [f"chat/openai/{first}", f"chat/anthropic/{second}", f"rescue/gemini/{rescue}"]
+
+    async def main() -> list[str]:
+        gateway = Gateway(config, record=records.append)
+        try:
+            request = ChatRequest("chat", [Message("user", [TextPart("hi")])])
+            used = []
+            for drill in (
+                Drill("skip-primary", skip_primary=True),
+                Drill("path", skip=frozenset(names[:2]), source=Source.DRILL),
+            ):
+                _, deployment_used = await gateway.complete(request, drill=drill)
+                used.append(deployment_used.name)
+            events = [e async for e in gateway.stream(request, drill=Drill("s", skip_primary=True))]
+            assert events
+            with pytest.raises(GatewayError) as refused:  # nothing left to answer
+                await gateway.complete(request, drill=Drill("all", skip=frozenset(names)))
+            assert refused.value.status == 503 and "skipped" in refused.value.message
+            return used
+        finally:
+            await gateway.aclose()
+
+    assert asyncio.run(main()) == names[1:]
+    assert not upstream(sim, first)  # never called
+    assert len(upstream(sim, second)) == 2 and len(upstream(sim, rescue)) == 1
+    skip_primary, path, streamed = records  # the refused one went nowhere: no record
+    assert skip_primary.route == names[:2] and skip_primary.drill == "skip-primary"
+    assert skip_primary.source is Source.TRAFFIC and skip_primary.fallback_reason is None
+    assert path.route == names and path.source is Source.DRILL and path.fallbacks == 1
+    assert streamed.route == names[:2] and streamed.kind is CheckKind.STREAM

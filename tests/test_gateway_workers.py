@@ -163,6 +163,16 @@ def test_two_workers_serve_one_port_and_flush_everything_on_sigterm(
                 time.sleep(0.3)  # stored within 250 ms
         name = f"{socket.gethostname()}-gateway-{gateway.port}"
         assert set(traffic_agents(gateway.db)) == {f"{name}-w0", f"{name}-w1"}
+        # Each worker serves its own /metrics; together they count every request.
+        line = gateway.wait_for("llmpulse gateway: metrics at ")
+        urls = re.findall(r"http://127\.0\.0\.1:\d+/metrics", line)
+        assert len(set(urls)) == 2 and line.rstrip().endswith(", one per worker"), line
+        counted = 0.0
+        for url in urls:
+            for row in httpx.get(url, timeout=10).text.splitlines():
+                if row.startswith("llmpulse_gateway_requests_total{") and 'status="ok"' in row:
+                    counted += float(row.rsplit(" ", 1)[1])
+        assert counted == sent
         # A request in flight at SIGTERM finishes (the grace is 10 s), then all is flushed.
         streamed: dict[str, Any] = {}
 

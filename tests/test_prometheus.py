@@ -19,7 +19,7 @@ from prometheus_client.samples import Sample
 
 from llmpulse.alerts.status import Status
 from llmpulse.errors import ErrorClass
-from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
+from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.telemetry.prometheus import (
     OTHER,
     SPEND_SERIES,
@@ -530,12 +530,36 @@ def test_promql_names() -> None:
     assert labels == {"le", "a", "b", "c", "d"}
 
 
+def gateway_samples() -> list[Sample]:
+    """The gateway's own /metrics (``gateway.metrics``) after a fallback and a cool-down."""
+    from llmpulse.config.litellm import parse_gateway
+    from llmpulse.gateway.metrics import GatewayMetrics
+    from llmpulse.gateway.selector import Selector
+
+    entries = [
+        {"model_name": "chat", "litellm_params": {"model": f"openai/{m}", "api_key": "sk-x"}}
+        for m in ("a", "b")
+    ]
+    config = parse_gateway({"model_list": entries}, env={})
+    assert config is not None
+    selector = Selector()
+    first, second = config.deployments
+    selector.breaker(first.id).record_failure(ErrorClass.RATE_LIMITED)
+    metrics = GatewayMetrics(config, lambda: selector)
+    result = check(CheckKind.INFERENCE, target=second.name, source=Source.TRAFFIC, attempts=3)
+    result.route, result.fallback_reason = [first.name, second.name], ErrorClass.RATE_LIMITED
+    result.http_status, result.ratelimit = 200, RateLimit(requests_remaining=9)
+    metrics.observe(result)
+    body, _ = metrics.render()
+    return [s for f in text_string_to_metric_families(body.decode()) for s in f.samples]
+
+
 def test_every_dashboard_query_refers_to_exposed_metrics_and_labels(
     samples: list[Sample],
 ) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     labels_of: dict[str, set[str]] = {}
-    for s in samples:
+    for s in [*samples, *gateway_samples()]:
         labels_of.setdefault(s.name, set()).update(s.labels)
     queries = dashboard_queries(dashboard)
     assert len(queries) >= 12
@@ -560,6 +584,13 @@ def test_every_dashboard_query_refers_to_exposed_metrics_and_labels(
         "llmpulse_context_utilization_ratio_bucket",
         "llmpulse_checks_total",
         "llmpulse_cost_usd_total",
+        # The gateway's own /metrics.
+        "llmpulse_gateway_requests_total",
+        "llmpulse_gateway_fallbacks_total",
+        "llmpulse_gateway_retries_total",
+        "llmpulse_gateway_cooldown_active",
+        "llmpulse_gateway_breaker_trips_total",
+        "litellm_deployment_state",
     }
     assert families <= used
 
@@ -572,7 +603,7 @@ def test_dashboard_is_importable() -> None:
     assert source["name"] == "DS_PROMETHEUS" and source["pluginId"] == "prometheus"
     datasource = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert set(variables) == {"provider", "target"}
+    assert set(variables) == {"provider", "target", "group"}
     assert all(v["datasource"] == datasource for v in variables.values())
     required = {r["id"] for r in dashboard["__requires"] if r["type"] == "panel"}
     ids = [p["id"] for p in dashboard["panels"]]
@@ -582,8 +613,9 @@ def test_dashboard_is_importable() -> None:
         assert panel["datasource"] == datasource
         for target in panel["targets"]:
             assert target["datasource"] == datasource
-            # Every panel follows the provider and target selection.
-            assert '=~"$provider"' in target["expr"], panel["title"]
+            # Every panel follows the provider and target selection; the gateway's, the group.
+            selector = '=~"$group"' if "gateway" in panel["title"].lower() else '=~"$provider"'
+            assert selector in target["expr"], panel["title"]
 
 
 def test_series_merge_where_a_family_leaves_out_a_label() -> None:

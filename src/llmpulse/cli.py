@@ -493,6 +493,8 @@ def gateway_command(
         )
     except database_errors() as exc:
         _database_error(console, exc)
+    except ConfigError as exc:  # gateway.metrics_listen cannot be bound
+        _usage_error(console, exc)
     aio.run(process.serve(verbose=verbose, announce=announce))
 
 

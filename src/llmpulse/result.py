@@ -37,10 +37,12 @@ _STREAMING = frozenset({CheckKind.STREAM, CheckKind.RESPONSES, CheckKind.LONG_CO
 
 
 class Source(enum.StrEnum):
-    """Where a result came from: a scheduled probe, or a real request seen by the gateway."""
+    """Where a result came from: a scheduled probe, a real request seen by the gateway, or a
+    failover drill (one request sent down a failover path on purpose, ``llmpulse drill``)."""
 
     PROBE = "probe"
     TRAFFIC = "traffic"
+    DRILL = "drill"
 
 
 @dataclasses.dataclass(slots=True)
@@ -127,6 +129,17 @@ class CheckResult:
     answer_excerpt: str | None = None
     # Embeddings checks: the length of the vector the provider returned.
     embedding_dimensions: int | None = None
+    # Gateway traffic and drills: the deployments (target names) the request went to, in order,
+    # the answering (or last failing) one last; one entry when the first one answered.
+    route: list[str] = dataclasses.field(default_factory=list)
+    # What moved the request off its first deployment (its error class), when something did.
+    fallback_reason: ErrorClass | None = None
+    # The request parameters beyond the plain chat the client used (``translate.params.features``:
+    # tools, images, response_format, reasoning, ...): what a fallback must be able to take.
+    features: list[str] = dataclasses.field(default_factory=list)
+    # A drill's label: ``skip-primary`` / ``skip=<deployment>`` for a live drill (the client's
+    # ``x-llmpulse-drill`` header), the path's description for a drill run (source=drill).
+    drill: str | None = None
 
     def __post_init__(self) -> None:
         if cast(CheckKind | None, self.kind) is None:
@@ -197,6 +210,10 @@ class CheckResult:
             "answer_excerpt": self.answer_excerpt,
             "answer_hash": self.answer_hash,
             "embedding_dimensions": self.embedding_dimensions,
+            "route": list(self.route),
+            "fallback_reason": str(self.fallback_reason) if self.fallback_reason else None,
+            "features": list(self.features),
+            "drill": self.drill,
             "timestamp": self.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         }
 

@@ -9,7 +9,8 @@ lacks.
   later request on it at the request's first byte.
 - ``Server`` stops on SIGINT or SIGTERM and returns, so the caller's cleanup (flushing recorded
   results) runs: uvicorn's own handling raises the signal again once served, and SIGTERM's
-  default action ends the process on the spot.
+  default action ends the process on the spot. ``SideServer`` serves beside a ``Server`` (the
+  gateway's metrics) and leaves the signals to it: the caller stops it once the main one is done.
 """
 
 from __future__ import annotations
@@ -96,3 +97,12 @@ class Server(uvicorn.Server):
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
+
+
+class SideServer(uvicorn.Server):
+    """A uvicorn server that installs no signal handlers (they would replace the main
+    ``Server``'s): set ``should_exit`` to stop it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

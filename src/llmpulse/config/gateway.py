@@ -218,6 +218,11 @@ class GatewaySettings:
     # For a request line and headers: from the connection opening, or a later request's first byte
     header_timeout: float = 30.0
     shutdown_grace: float = 10.0  # in-flight requests may finish; the rest are cancelled
+    # The gateway's own /metrics (gateway.metrics_listen): served unless off, on loopback by
+    # default; port None: the gateway's port + 1.
+    metrics: bool = True
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

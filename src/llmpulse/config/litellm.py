@@ -87,7 +87,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
 from pydantic import (
@@ -466,6 +466,8 @@ class _Gateway(BaseModel):
     max_wildcard_targets: int = Field(default=1000, ge=0)
     header_timeout: Duration = 30.0
     shutdown_grace: Duration = 10.0
+    # The gateway's own /metrics; unset: loopback, the gateway's port + 1; false: not served.
+    metrics_listen: Address | Literal[False] | None = None
 
 
 class _File(BaseModel):
@@ -1123,6 +1125,14 @@ def _settings(
             f"{where}gateway.listen: {gateway.listen} is not a loopback address, so the gateway "
             "needs keys: set general_settings.master_key or gateway.keys"
         )
+    metrics_host, metrics_port = "127.0.0.1", None
+    if gateway.metrics_listen is not None and gateway.metrics_listen is not False:
+        metrics_host, metrics_port = split_address(gateway.metrics_listen)
+        if secrets and not is_loopback(metrics_host) and not any(k.master for k in resolved):
+            raise ConfigError(
+                f"{where}gateway.metrics_listen: {gateway.metrics_listen} is not a loopback "
+                "address, so /metrics needs the master key: set general_settings.master_key"
+            )
     return GatewaySettings(
         host=host,
         port=port,
@@ -1142,6 +1152,9 @@ def _settings(
         max_wildcard_targets=gateway.max_wildcard_targets,
         header_timeout=gateway.header_timeout,
         shutdown_grace=gateway.shutdown_grace,
+        metrics=gateway.metrics_listen is not False,
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
     )
 
 

@@ -210,7 +210,8 @@ def create_app(
     ``redactor`` (default: of the gateway config's secrets) cleans what upstreams say. A config
     asking for access control llmpulse does not enforce raises ``ConfigError`` unless
     ``accept_unenforced_auth``. ``/health`` lists the config's warnings, then ``warnings``,
-    and names the ``worker`` (its number, of ``--num_workers``) answering.
+    and names the ``worker`` (its number, of ``--num_workers``) answering. While the app
+    serves, ``app.state.gateway`` is its ``Gateway`` (the metrics read its breakers there).
     """
     serving_without = config.auth_warning(accept_unenforced_auth)
     said = [*config.warnings, *warnings, *([serving_without] if serving_without else [])]
@@ -234,7 +235,7 @@ def create_app(
         gateway = (
             make_gateway() if make_gateway else Gateway(config, record=record, redactor=redactor)
         )
-        endpoints.gateway = gateway
+        endpoints.gateway = app.state.gateway = gateway  # the metrics read its breakers
         gateway.record = limits.recorder(gateway.record)  # tokens and spend count for limits
         await limits.start()
         stop = asyncio.Event()
@@ -312,15 +313,7 @@ class _Endpoints:
             return fmt.error(
                 GatewayError(403, None, "the gateway has no keys: it serves loopback only")
             )
-        presented = request.headers.get("x-api-key", "")
-        auth = request.headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            presented = auth[7:].strip()
-        key = self.keys.lookup(presented)
-        if key is not None:
-            return key
-        message = "invalid or missing gateway key" if presented else "no gateway key given"
-        return fmt.error(GatewayError(401, ErrorClass.AUTH, message))
+        return _presented(self.keys, request, fmt)
 
     async def serve(self, request: Request, fmt: _Format) -> Response:
         key = self.authenticate(request, fmt)
@@ -465,6 +458,41 @@ def header_value(text: str) -> str:
     # Upstream ids come here already made valid text by the redactor, and model names with
     # lone surrogates are refused before; a config's text may still hold one: its byte, not a 500.
     return quote(text, safe=_HEADER_SAFE, errors="surrogateescape")
+
+
+def _presented(keys: KeyRing, request: Request, fmt: _Format) -> GatewayKey | Response:
+    """The gateway key the request presents (``Authorization: Bearer``, else ``x-api-key``),
+    or the 401 refusing it."""
+    presented = request.headers.get("x-api-key", "")
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        presented = auth[7:].strip()
+    key = keys.lookup(presented)
+    if key is not None:
+        return key
+    message = "invalid or missing gateway key" if presented else "no gateway key given"
+    return fmt.error(GatewayError(401, ErrorClass.AUTH, message))
+
+
+def master_only(keys: KeyRing, request: Request, what: str) -> Response | None:
+    """None when the request presents the master key; else the refusal in OpenAI's error
+    shape: 401 without a known key, 403 with another (``what`` takes the master key only)."""
+    key = _presented(keys, request, _OPENAI)
+    if isinstance(key, Response):
+        return key
+    if not key.master:
+        return _admin_error(403, f"{what} takes the master key only")
+    return None
+
+
+def master_key_guard(config: GatewayConfig, what: str) -> Callable[[Request], Response | None]:
+    """The check for ``what`` served beside the API: behind the master key when the config
+    sets one (``master_only``), else open to whoever reaches it (its socket is loopback then:
+    ``gateway.server``)."""
+    if not any(k.master for k in config.settings.keys):
+        return lambda request: None
+    keys = KeyRing(config.settings.keys)
+    return lambda request: master_only(keys, request, what)
 
 
 class _ClientLeft(Exception):
@@ -696,11 +724,9 @@ class _Admin:
             return _admin_error(
                 403, "the keys API needs a master key: set general_settings.master_key"
             )
-        key = self.endpoints.authenticate(request, _OPENAI)
-        if isinstance(key, Response):
-            return key
-        if key is None or not key.master:
-            return _admin_error(403, "the keys API takes the master key only")
+        refused = master_only(self.endpoints.keys, request, "the keys API")
+        if refused is not None:
+            return refused
         if self.runtime is None:
             return _admin_error(404, "this gateway has no results database for run-time keys")
         return self.runtime

@@ -24,10 +24,11 @@ cannot honour one of the request's parameters (``translate.params``; not a failu
 never hears of it), unless its ``drop_params`` drops them; a group none of whose deployments can
 goes to its ``fallbacks``, and then the client gets a 400 naming the parameter.
 
-One ``CheckResult`` (``source=traffic``) per client request is handed to ``record``: the
-answering (or last failing) attempt's timing, usage and cost, with the request's attempts and
-fallbacks. Figures are the attempt's own, not the client's total wait, so a deployment's TTFT
-is not blamed for the failovers before it; TTFT, inter-token latency and tokens/s follow
+One ``CheckResult`` (``source=traffic``, or the ``Drill``'s) per client request is handed to
+``record``: the answering (or last failing) attempt's timing, usage and cost, with the request's
+attempts, fallbacks, route (the deployments it went to) and what moved it off the first.
+Figures are the attempt's own, not the client's total wait, so a deployment's TTFT is not
+blamed for the failovers before it; TTFT, inter-token latency and tokens/s follow
 ``llmpulse.timing``'s rule, as probes and ``instrument`` do. No prompt or completion text is
 recorded.
 """
@@ -97,6 +98,23 @@ _COOLDOWN_SLACK_S = 0.1
 _CONTENT = (TextDelta, RefusalDelta, ReasoningDelta, ToolCallStart, ToolCallDelta)
 
 Recorder = Callable[[CheckResult], None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Drill:
+    """A request sent down its failover path on purpose: the deployments named in ``skip`` (by
+    name or ``model_info.id``), and with ``skip_primary`` the first one the request would have
+    gone to, are passed over as if they were out, without a call. The rest of the path is the
+    real one: the same selection, fallback groups, eligibility and translation as an outage
+    would take. ``label`` marks the recorded result, whose source is ``source``."""
+
+    label: str
+    skip: frozenset[str] = frozenset()
+    skip_primary: bool = False
+    source: Source = Source.TRAFFIC
+
+    def skips(self, deployment: Deployment) -> bool:
+        return deployment.name in self.skip or deployment.id in self.skip
 
 
 class GatewayError(Exception):
@@ -204,6 +222,12 @@ class _Call:
     original: _AttemptFailed | None = None  # what cut the stream
     # parameter -> deployments that cannot honour it (skipped before any call)
     refused: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    drill: Drill | None = None
+    # The deployments (target names) gone to, in order, drill-skipped ones included; what moved
+    # the request off its first one; the latest failure's class.
+    route: list[str] = dataclasses.field(default_factory=list)
+    fallback_reason: ErrorClass | None = None
+    failed: ErrorClass | None = None
 
 
 class Gateway:
@@ -254,12 +278,16 @@ class Gateway:
     # --- public API --------------------------------------------------------------------------
 
     async def complete(
-        self, request: ChatRequest, ids: RequestIds | None = None, owner: Owner = NOBODY
+        self,
+        request: ChatRequest,
+        ids: RequestIds | None = None,
+        owner: Owner = NOBODY,
+        drill: Drill | None = None,
     ) -> tuple[ChatResponse, Deployment]:
         """The whole answer and the deployment that gave it; ``ids`` gets the upstream's id,
-        the traffic result names ``owner``."""
+        the traffic result names ``owner``; ``drill`` forces it down its failover path."""
         request = dataclasses.replace(request, stream=False)
-        call = self._call(request, ids, owner)
+        call = self._call(request, ids, owner, drill)
         try:
             async for item in self._run(call):
                 if isinstance(item, ChatResponse) and call.deployment is not None:
@@ -271,11 +299,15 @@ class Gateway:
         raise GatewayError(502, ErrorClass.PROTOCOL, "no response from any deployment")
 
     async def stream(
-        self, request: ChatRequest, ids: RequestIds | None = None, owner: Owner = NOBODY
+        self,
+        request: ChatRequest,
+        ids: RequestIds | None = None,
+        owner: Owner = NOBODY,
+        drill: Drill | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """The answer's events; the first one arrives only once content is there."""
         request = dataclasses.replace(request, stream=True)
-        call = self._call(request, ids, owner)
+        call = self._call(request, ids, owner, drill)
         try:
             async for item in self._run(call):
                 if not isinstance(item, ChatResponse):
@@ -287,11 +319,13 @@ class Gateway:
 
     # --- the failover loop -------------------------------------------------------------------
 
-    def _call(self, request: ChatRequest, ids: RequestIds | None, owner: Owner) -> _Call:
+    def _call(
+        self, request: ChatRequest, ids: RequestIds | None, owner: Owner, drill: Drill | None
+    ) -> _Call:
         # Checked before any lookup: the name goes into target names, headers and logs.
         check_model_name(request.model, self.config.settings.max_model_name_length)
         root = self.config.aliases.get(request.model, request.model)
-        return _Call(request, root, ids or RequestIds(), owner)
+        return _Call(request, root, ids or RequestIds(), owner, drill=drill)
 
     def _fallback_list(self, root: str, kind: FallbackKind) -> tuple[str, ...]:
         router = self.config.router
@@ -346,6 +380,17 @@ class Gateway:
                     group = self._take_fallback(call, position, FallbackKind.GENERAL)
                     continue
                 raise _ineligible(call)
+            if call.drill is not None and call.drill.skip:
+                candidates = self._drill_skipped(call, candidates)
+                if not candidates:
+                    if self._has_fallback(call, position, FallbackKind.GENERAL):
+                        group = self._take_fallback(call, position, FallbackKind.GENERAL)
+                        continue
+                    raise GatewayError(
+                        503,
+                        ErrorClass.UNAVAILABLE,
+                        f"drill: every deployment of {group!r} is skipped and no fallback is left",
+                    )
             keyed = [d for d in candidates if d.missing_key is None]
             if not keyed:
                 fallback = self._keyless(call, candidates[0], position, started)
@@ -368,6 +413,9 @@ class Gateway:
                     same = 0
                     deployment = self.selector.select(pool, exclude)
                 retry_on = None
+                if deployment is not None and self._skip_primary(call, deployment):
+                    exclude.add(deployment.id)
+                    continue
                 if deployment is None:
                     if call.original is None and self._has_fallback(
                         call, position, FallbackKind.GENERAL
@@ -379,12 +427,14 @@ class Gateway:
                 same += 1
                 call.attempts += 1
                 call.deployment = deployment
+                self._went_to(call, deployment)
                 try:
                     async for item in self._attempt(deployment, call):
                         yield item
                     return
                 except _AttemptFailed as failure:
                     error = failure
+                    call.failed = error.error_class
                 exclude_next = exclude | {deployment.id}
                 prefill_pool = [c for c in candidates if c.protocol in PREFILL_PROTOCOLS]
                 decision = self.policy.decide(
@@ -441,6 +491,8 @@ class Gateway:
         the policy may send on to a fallback (the fallback list to take), else None."""
         call.attempts += 1
         call.deployment = deployment
+        self._went_to(call, deployment)
+        call.failed = ErrorClass.AUTH
         call.measure = _Measure(latency_s=0.0, http_status=401)
         decision = self.policy.decide(
             Attempt(
@@ -454,6 +506,36 @@ class Gateway:
             )
         )
         return decision.fallback if decision.action is Action.FALLBACK else None
+
+    def _went_to(self, call: _Call, deployment: Deployment) -> None:
+        """Note an attempt on ``deployment`` in the request's route; leaving the first one
+        for another names the failure that made it leave."""
+        name = self._target(deployment).name
+        if call.route and call.route[-1] == name:
+            return  # a retry of the same deployment
+        if call.route and call.fallback_reason is None and call.failed is not None:
+            call.fallback_reason = call.failed
+        call.route.append(name)
+
+    def _drill_skipped(self, call: _Call, candidates: list[Deployment]) -> list[Deployment]:
+        """``candidates`` but those the drill skips, which go into the route as passed over."""
+        assert call.drill is not None
+        out = []
+        for d in candidates:
+            if call.drill.skips(d):
+                call.route.append(self._target(d).name)
+            else:
+                out.append(d)
+        return out
+
+    def _skip_primary(self, call: _Call, deployment: Deployment) -> bool:
+        """Whether ``deployment`` (just selected) is the primary a ``skip-primary`` drill passes
+        over: the request's first choice, released unused and noted in the route."""
+        if call.drill is None or not call.drill.skip_primary or call.route:
+            return False
+        self.selector.release(deployment.id)
+        call.route.append(self._target(deployment).name)
+        return True
 
     async def _wait_for(self, deployment: Deployment, delay: float) -> bool:
         """Sleep the policy's delay, and the deployment's cool-down if that ends a bit later;
@@ -878,9 +960,13 @@ class Gateway:
             finish_reason=measure.finish_reason,
             request_id=measure.upstream_request_id,
             warnings=list(measure.warnings),
-            source=Source.TRAFFIC,
+            source=call.drill.source if call.drill else Source.TRAFFIC,
             attempts=call.attempts,
             fallbacks=call.fallbacks,
+            route=list(call.route),
+            fallback_reason=call.fallback_reason,
+            features=params.features(call.request),
+            drill=call.drill.label if call.drill else None,
         )
         measure.stopwatch.apply(result, measure.usage, whole=measure.whole)
         # Judged as probes and instrument() judge the same answer: one wording.

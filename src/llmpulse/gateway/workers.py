@@ -36,7 +36,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from llmpulse import aio
-from llmpulse.config import Config
+from llmpulse.config import Config, ConfigError
 from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.storage import redact_url
 from llmpulse.gateway.budgets import REFRESH_S
@@ -92,7 +92,8 @@ class _Slot:
 
     index: int
     process: BaseProcess | None = None
-    ready: Connection | None = None  # the worker sends its pid here once it serves
+    ready: Connection | None = None  # the worker sends its /metrics URL once it serves
+    metrics_url: str | None = None
     serving: bool = False
     started_at: float = 0.0
     young_deaths: int = 0  # in a row, each sooner than LIVED_S after its start
@@ -162,6 +163,7 @@ class Supervisor:
                     pids = ", ".join(str(s.pid) for s in self.slots)
                     workers = f"{len(self.slots)} worker processes, pids {pids}; "
                     announce(serving_line(self.gateway, self.address, self.location, workers))
+                    self._announce_metrics(announce)
                 self._wait()
         finally:
             for sig, handler in previous.items():
@@ -171,6 +173,13 @@ class Supervisor:
             os.close(wake_w)
             self.sock.close()
         return 1 if self._failed else 0
+
+    def _announce_metrics(self, announce: Callable[[str], None]) -> None:
+        urls = [s.metrics_url for s in self.slots if s.metrics_url]
+        if urls:
+            behind = " (master key)" if any(k.master for k in self.gateway.settings.keys) else ""
+            # Each worker counts its own requests: Prometheus scrapes each, sums over them.
+            announce(f"llmpulse gateway: metrics at {', '.join(urls)}{behind}, one per worker")
 
     def _note(self, signum: int, frame: object) -> None:
         self._signals.append(signum)
@@ -217,7 +226,7 @@ class Supervisor:
         """Note a worker now serving; reap a dead one, and restart it when due."""
         if slot.ready is not None and slot.ready.poll():
             try:
-                slot.ready.recv()
+                slot.metrics_url = slot.ready.recv()
                 slot.serving = True
                 log.info("gateway worker %d (pid %s) serving", slot.index, slot.pid)
             except EOFError:
@@ -300,9 +309,12 @@ class Supervisor:
         except database_errors() as exc:
             log.error("gateway worker %d: results database error: %s", index, redact_url(str(exc)))
             sys.exit(1)
+        except ConfigError as exc:  # its gateway.metrics_listen port cannot be bound
+            log.error("gateway worker %d: config error: %s", index, exc)
+            sys.exit(1)
 
         def serving() -> None:
-            ready.send(os.getpid())
+            ready.send(process.metrics_url)
             ready.close()
 
         aio.run(

@@ -60,7 +60,7 @@ COLUMNS = (
     "response_model", "system_fingerprint", "request_id", "finish_reason", "model_listed",
     "context_window", "warnings", "source", "attempts", "fallbacks", "agent", "region",
     "key_name", "team", "end_user", "tags", "session_id", "probe_kind", "answer_excerpt",
-    "embedding_dimensions",
+    "embedding_dimensions", "route", "fallback_reason", "features", "drill",
 )  # fmt: skip
 _ROLLUP_INSERT = (
     "INSERT INTO {table} ({time_col}, target, check_kind, "
@@ -1169,6 +1169,9 @@ def encode(r: CheckResult) -> tuple[object, ...]:
         r.attempts, r.fallbacks, r.agent, r.region,
         r.key_name, r.team, r.user, json.dumps(r.tags) if r.tags else None, r.session,
         str(r.kind), r.answer_excerpt, r.embedding_dimensions,
+        json.dumps(r.route) if r.route else None,
+        str(r.fallback_reason) if r.fallback_reason else None,
+        json.dumps(r.features) if r.features else None, r.drill,
     )  # fmt: skip
 
 
@@ -1232,4 +1235,8 @@ def decode(values: Sequence[Any]) -> CheckResult:
         session=row["session_id"],
         answer_excerpt=row["answer_excerpt"],
         embedding_dimensions=row["embedding_dimensions"],
+        route=json.loads(row["route"]) if row["route"] else [],
+        fallback_reason=ErrorClass(row["fallback_reason"]) if row["fallback_reason"] else None,
+        features=json.loads(row["features"]) if row["features"] else [],
+        drill=row["drill"],
     )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import re
 
-from llmpulse.gateway.ir import ChatRequest, Reasoning
+from llmpulse.gateway.ir import ChatRequest, ImagePart, Reasoning
 
 OPENAI_PROTOCOLS = frozenset({"openai", "azure", "xai"})
 OPENAI_MAX_STOP = 4
@@ -142,6 +142,23 @@ def effort(reasoning: Reasoning) -> str | None:
         if 0 < budget <= tier:
             return name
     return "high" if budget else None
+
+
+def features(req: ChatRequest) -> list[str]:
+    """What of ``req`` a fallback must be able to take beyond plain chat, by the names
+    ``unsupported`` uses (``tools`` and ``images`` besides): recorded with each request, so
+    readiness can tell whether a fallback could take the traffic its primary serves."""
+    out = ["tools"] if req.tools else []
+    if any(isinstance(p, ImagePart) for m in req.messages for p in m.parts):
+        out.append("images")
+    out += [f for f in OPTIONAL if getattr(req, f) is not None and f != "user"]
+    if req.response_format is not None and req.response_format.type == "text":
+        out.remove("response_format")  # plain text is every default
+    if req.tool_choice is not None:
+        out.append("tool_choice")
+    if req.n is not None and req.n != 1:
+        out.append("n")
+    return out
 
 
 def unsupported(req: ChatRequest, protocol: str, model: str) -> list[str]:
