@@ -51,7 +51,7 @@ def test_mapping_and_plain_keys_side_by_side() -> None:
                 "tpm": 200000,
                 "budget": {"max_usd": 50, "period": "30d", "warn_at": "80%"},
             },
-            {"name": "batch-jobs", "team": "offline", "models": ["gpt"]},
+            {"name": "batch-jobs", "team": "offline", "models": ["gpt"], "drill": True},
         ],
         general_settings={"master_key": "sk-master"},
         teams=[{"name": "search", "budget": {"max_usd": 500, "period": "1mo"}}],
@@ -66,6 +66,9 @@ def test_mapping_and_plain_keys_side_by_side() -> None:
     )  # fmt: skip
     # Without `key`: the policy of the run-time key of that name, known by no digest.
     assert (policy.name, policy.digest, policy.team, policy.secret) == ("batch-jobs", "", "offline", None)  # fmt: skip
+    # Live drills: granted by drill: true (here a run-time key's policy), always the master's.
+    assert policy.drill and policy.may_drill and master.may_drill and not master.drill
+    assert not search.drill and not search.may_drill
     # A team need not be declared (`teams:` adds budgets): "offline" is not.
     assert config.teams == (Team("search", Budget(500.0, Period.MONTH, 0.8)),)
     # Every key's text is a secret the redactor is given; no policy has any.
@@ -130,6 +133,8 @@ def test_an_empty_key_entry_does_not_shift_the_paths_of_the_entries_after_it() -
         ([{"name": "a", "team": "two\nlines"}], {}, r"gateway\.keys\[0\]\.team: must be printable"),
         ([{"name": "a", "models": ["x" * 300]}], {}, r"gateway\.keys\[0\]\.models: a model group name is unprintable or over 256"),
         ([{"name": "a", "models": ["chat"] * 1001}], {}, r"gateway\.keys\[0\]\.models: List should have at most 1000"),
+        ([{"name": "a", "drill": "yes"}], {}, r"gateway\.keys\[0\]\.drill: Input should be a valid boolean"),
+        ([{"name": "a", "drill": 1}], {}, r"gateway\.keys\[0\]\.drill: Input should be a valid boolean"),
     ],
 )  # fmt: skip
 def test_bad_key_entries_name_their_path(
@@ -201,13 +206,16 @@ def stored(name: str, key: str, **policy: Any) -> StoredKey:
 
 def test_stored_keys_keep_digest_and_policy_never_the_key(backend: Backend) -> None:
     budget = Budget(25.0, Period.MONTH, None)
-    key = stored("svc", "sk-llmp-very-secret", team="t", models=("chat", "fb-*"), rpm=5, tpm=9, budget=budget)  # fmt: skip
+    key = stored("svc", "sk-llmp-very-secret", team="t", models=("chat", "fb-*"), rpm=5, tpm=9, budget=budget, drill=True)  # fmt: skip
     with backend.open() as store:
         assert store.add_key(key)
-        assert store.stored_keys() == [key]
-        assert store.stored_keys()[0].gateway_key() == GatewayKey(
-            "svc", key_digest("sk-llmp-very-secret"), "t", ("chat", "fb-*"), 5, 9, budget
-        )
+        assert store.add_key(stored("plain", "sk-llmp-other"))
+        assert store.stored_keys() == [stored("plain", "sk-llmp-other"), key]
+        assert store.stored_keys()[1].gateway_key() == GatewayKey(
+            "svc", key_digest("sk-llmp-very-secret"), "t", ("chat", "fb-*"), 5, 9, budget,
+            drill=True,
+        )  # fmt: skip
+        assert store.stored_keys()[0].drill is False
     dump = repr(backend.sql("SELECT * FROM gateway_keys"))
     assert "sk-llmp-very-secret" not in dump and key_digest("sk-llmp-very-secret") in dump
 
@@ -228,11 +236,12 @@ def test_names_and_digests_are_taken_for_good(backend: Backend) -> None:
 
 def test_rotate_replaces_the_digest_of_an_unrevoked_key(backend: Backend) -> None:
     with backend.open() as store:
-        store.add_key(stored("a", "old", team="t"))
+        store.add_key(stored("a", "old", team="t", drill=True))
         store.add_key(stored("b", "other"))
         rotated = store.rotate_key("a", key_digest("new"), 150.0)
         assert rotated is not None
         assert (rotated.digest, rotated.team, rotated.rotated_at) == (key_digest("new"), "t", 150.0)
+        assert rotated.drill  # the same policy
         assert [k.digest for k in store.stored_keys()] == [key_digest("new"), key_digest("other")]
         assert store.rotate_key("a", key_digest("other"), 160.0) is None  # taken by b
         assert store.rotate_key("nobody", key_digest("x"), 160.0) is None

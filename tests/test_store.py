@@ -154,7 +154,7 @@ def test_traffic_results_keep_their_source_attempts_and_fallbacks(backend):
 def test_wal_mode_and_schema_version(tmp_path):
     path = tmp_path / "x.db"
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 7
+        assert store.schema_version() == int(migrations.HEAD)
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # Reopening an up-to-date database migrates nothing and keeps the data.
@@ -179,7 +179,7 @@ def test_migrates_a_version_1_database_and_keeps_its_results(tmp_path):
     db.execute("PRAGMA user_version = 1")
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 7
+        assert store.schema_version() == int(migrations.HEAD)
         assert store.rollup_watermark() is None
         store.write_results([result(1)])
     with SQLiteStore(path) as store:
@@ -196,7 +196,7 @@ def test_a_version_4_file_from_before_alembic_is_stamped_and_keeps_its_results(t
                "VALUES (1e9, 'old', 'openai', 'm', 'stream', 1)")  # fmt: skip
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 7
+        assert store.schema_version() == int(migrations.HEAD)
         assert [r.target for r in store.latest_results()] == ["old"]
         store.write_results([result(1)])
     with SQLiteStore(path) as store:
@@ -229,10 +229,10 @@ def test_head_is_the_newest_revision():
 
 def test_reopening_migrates_nothing_and_keeps_the_data(backend):
     with backend.open() as store:
-        assert store.schema_version() == 7
+        assert store.schema_version() == int(migrations.HEAD)
         store.write_results([result(1)])
     with backend.open() as store:
-        assert store.schema_version() == 7
+        assert store.schema_version() == int(migrations.HEAD)
         assert len(store.latest_results()) == 1
 
 
@@ -595,7 +595,7 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
     )
     db.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version() == 7
+        assert store.schema_version() == int(migrations.HEAD)
         assert store.model_changes(None, 0, NOW) == changes  # filled from the raw rows
         assert_totals_equal(store.totals(T0, T0 + 3.1 * DAY, step_s=DAY), want)  # from hours
         store.rollup(T0 + 3.1 * DAY)
@@ -969,7 +969,7 @@ def test_rollups_from_before_context_utilization_keep_their_rows(backend):
         backend.sql(f"ALTER TABLE results DROP COLUMN {column}")
     backend.sql("UPDATE alembic_version SET version_num = '0002'")
     with backend.open() as store:
-        assert store.schema_version() == 7
+        assert store.schema_version() == int(migrations.HEAD)
         for tier in TIERS:
             (n,) = backend.sql(
                 f"SELECT count(*) FROM {tier.table} "

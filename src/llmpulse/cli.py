@@ -874,11 +874,14 @@ def keys_group() -> None:
     metavar="80%|0.8",
     help="Warn at this share of the budget (default 80%).",
 )
+@click.option(
+    "--drill", is_flag=True, help="It may send live drills (the x-llmpulse-drill header)."
+)
 @config_option
 @db_option
 def keys_create(
     name: str, team: str | None, models: str | None, rpm: int | None, tpm: int | None,
-    budget: float | None, period: str | None, warn_at: str | None,
+    budget: float | None, period: str | None, warn_at: str | None, drill: bool,
     config_path: Path | None, db_path: str | None,
 ) -> None:  # fmt: skip
     """Create the key NAME and print it, once: only its digest is stored. Its models must be
@@ -887,7 +890,9 @@ def keys_create(
     from llmpulse.gateway.keys import KeyRefused, KeyTaken, key_entry
 
     console = _console(stderr=True)
-    fields: dict[str, object] = {"name": name, "team": team, "rpm": rpm, "tpm": tpm}
+    fields: dict[str, object] = {
+        "name": name, "team": team, "rpm": rpm, "tpm": tpm, "drill": drill,
+    }  # fmt: skip
     if models is not None:
         fields["models"] = [m.strip() for m in models.split(",")]
     if budget is not None:
@@ -933,14 +938,15 @@ def keys_list(as_json: bool, config_path: Path | None, db_path: str | None) -> N
     def when(ts: float | None) -> str:
         return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "—"
 
-    table = Table("name", "fingerprint", "team", "models", "rpm", "tpm", "budget", "created",
-                  "revoked")  # fmt: skip
+    table = Table("name", "fingerprint", "team", "models", "rpm", "tpm", "budget", "drill",
+                  "created", "revoked")  # fmt: skip
     for r in rows:
         b = r["budget"]
         table.add_row(
             r["name"], r["fingerprint"], r["team"] or "—", ", ".join(r["models"]) or "all",
             str(r["rpm"] or "—"), str(r["tpm"] or "—"),
-            f"${b['max_usd']:g}/{b['period']}" if b else "—", when(r["created_at"]),
+            f"${b['max_usd']:g}/{b['period']}" if b else "—", "yes" if r["drill"] else "—",
+            when(r["created_at"]),
             when(r["revoked_at"]),
         )  # fmt: skip
     console.print(table)

@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
     Tag,
     field_validator,
 )
@@ -91,6 +92,8 @@ class GatewayKey:
     budget: Budget | None = None
     # general_settings.master_key: it also administers keys (/api/v1/keys).
     master: bool = False
+    # May send live drills (x-llmpulse-drill): forcing its own requests down their fallbacks.
+    drill: bool = False
     # Its text, for keys written in the config (the redactor must know it); None at run time.
     secret: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -101,6 +104,11 @@ class GatewayKey:
         return not self.models or any(
             fnmatch.fnmatchcase(name, glob) for name in names for glob in self.models
         )
+
+    @property
+    def may_drill(self) -> bool:
+        """Whether its requests may be live drills: ``drill: true``, or the master key."""
+        return self.drill or self.master
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -154,6 +162,8 @@ class KeyConfig(BaseModel):
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     budget: BudgetConfig | None = None
+    # Strict: a permission is granted by true itself, never by a string or number read as one.
+    drill: StrictBool = False
 
     @field_validator("models")
     @classmethod
@@ -213,6 +223,7 @@ def resolve_key(entry: KeyConfig, secret: str | None) -> GatewayKey:
         rpm=entry.rpm,
         tpm=entry.tpm,
         budget=entry.budget.resolve() if entry.budget else None,
+        drill=entry.drill,
         secret=secret,
     )
 

@@ -27,15 +27,21 @@ upstream call. Errors have the status and JSON shape of the protocol called, so 
 raises its own exception types; an error after a stream started is the protocol's error event,
 which the SDKs raise too.
 
+A request with ``x-llmpulse-drill: skip-primary`` or ``skip=<deployment name or model_info
+id>`` is a live drill (``proxy.Drill``): sent down its fallback path, recorded with ``drill``
+set, answered with the header echoed. Only a key with ``drill: true`` or the master key may
+(403 otherwise, and on a gateway without keys); a value of neither form is a 400.
+
 Each traffic result names its owner (``llmpulse.attribution``): the presented key's name and
 team, and the end user, tags and session the request labels itself with (body fields or
 ``x-llmpulse-*`` headers); a label past its bounds is a 400 in the caller's shape.
 
 Every response carries the gateway's request id in ``x-request-id`` (the openai SDK's
 ``_request_id``) and ``request-id`` (the anthropic SDK's), and the answering (or last failing)
-attempt's upstream id in ``x-llmpulse-upstream-request-id``; the traffic result keeps the
-upstream id, and the log line of a failed request names the gateway id, so a user's report,
-the log and the provider's own logs meet.
+attempt's upstream id in ``x-llmpulse-upstream-request-id`` (an answer also names its
+deployment, for a stream the one that started it, in ``x-llmpulse-deployment``); the traffic
+result keeps the upstream id, and the log line of a failed request names the gateway id, so a
+user's report, the log and the provider's own logs meet.
 
 What a client sends is bounded (README's "Limits"): a body past ``max_request_size_mb`` is
 refused (413) before it is read, or as soon as a chunked body passes it; JSON nested past
@@ -88,6 +94,7 @@ from llmpulse.gateway.keys import (
 )
 from llmpulse.gateway.limits import Limits
 from llmpulse.gateway.proxy import (
+    Drill,
     Gateway,
     GatewayError,
     Recorder,
@@ -105,6 +112,11 @@ from llmpulse.target import Target
 log = logging.getLogger(__name__)
 
 DEPLOYMENT_HEADER = "x-llmpulse-deployment"
+# A live drill's request header, echoed on its answer (README's "Live drills").
+DRILL_HEADER = "x-llmpulse-drill"
+SKIP_PRIMARY = "skip-primary"
+MAX_DRILL_HEADER = 1024  # characters: a deployment's name with room to spare
+_DRILL_FORMS = "skip-primary or skip=<deployment name or model_info id>"
 DROPPED_HEADER = "x-llmpulse-dropped-params"  # what drop_params left out, comma-separated
 UPSTREAM_ID_HEADER = "x-llmpulse-upstream-request-id"
 # The openai SDK reads x-request-id, the anthropic SDK request-id: both carry the gateway's id.
@@ -297,6 +309,10 @@ class _Endpoints:
         self.keys = KeyRing(config.settings.keys)
         self.worker: dict[str, int] | None = None  # which of --num_workers answers /health
         self.gateway: Gateway  # set as the app's lifespan starts, before any request
+        # What ``skip=`` may name (a wildcard group's expansions are found per request).
+        self.deployment_names = frozenset(
+            name for d in config.deployments for name in (d.name, d.id)
+        )
 
     def refused(self, request: Request, fmt: _Format) -> Response | None:
         """None when the request may go on, else the answer refusing it."""
@@ -335,6 +351,13 @@ class _Endpoints:
         group = self.config.aliases.get(chat.model, chat.model)
         if key is not None and not key.allows(chat.model, group):
             return fmt.error(_forbidden_model(key, chat.model, group))
+        drill = None
+        label = request.headers.get(DRILL_HEADER)
+        if label is not None:  # the only cost to requests without it: this lookup
+            try:
+                drill = self.drill(label, key, chat.model)
+            except GatewayError as exc:
+                return fmt.error(exc)
         gateway = self.gateway
         try:
             owner = read_owner(
@@ -352,29 +375,72 @@ class _Endpoints:
             return fmt.error(refusal)
         if not chat.stream:
             try:
-                answering = gateway.complete(chat, ids, owner)
+                answering = gateway.complete(chat, ids, owner, drill)
                 answer, deployment = await _unless_client_leaves(request, answering)
             except GatewayError as exc:
                 _failed(ids, exc)
-                return fmt.error(exc)
+                return _drilled(fmt.error(exc), drill)
             except _ClientLeft:
                 return _left(ids)
             headers = {
                 DEPLOYMENT_HEADER: header_value(deployment.name),
                 **_dropped(answer.dropped_params),
             }
-            return JSONResponse(fmt.module.render_response(answer), headers=headers)
-        events = gateway.stream(chat, ids, owner)
+            response = JSONResponse(fmt.module.render_response(answer), headers=headers)
+            return _drilled(response, drill)
+        events = gateway.stream(chat, ids, owner, drill)
         try:
             first = await _unless_client_leaves(request, anext(events, None))
         except GatewayError as exc:
             _failed(ids, exc)
-            return fmt.error(exc)
+            return _drilled(fmt.error(exc), drill)
         except _ClientLeft:
             return _left(ids)
         dropped = _dropped(first.dropped_params if isinstance(first, MessageStart) else [])
+        # The deployment that started the answer (a cut one may be continued on another).
+        started = {DEPLOYMENT_HEADER: header_value(ids.deployment)} if ids.deployment else {}
         frames = _sse(fmt, chat, ids, first, events)
-        return _EventStream(fmt, ids, frames, {**_SSE_HEADERS, **dropped})
+        return _drilled(
+            _EventStream(fmt, ids, frames, {**_SSE_HEADERS, **started, **dropped}), drill
+        )
+
+    def drill(self, label: str, key: GatewayKey | None, model: str) -> Drill:
+        """The live drill ``label`` (the header's value) asks for; GatewayError when ``key`` may
+        not drill (403) or ``label`` is not a drill (400)."""
+        if key is None:
+            # Loopback without keys: nobody to hold the permission, so nobody has it.
+            raise GatewayError(
+                403,
+                None,
+                f"{DRILL_HEADER}: live drills need a gateway key with drill: true (or the "
+                "master key), and this gateway has no keys, so no one may drill; set "
+                "general_settings.master_key or gateway.keys",
+            )
+        if not key.may_drill:
+            raise GatewayError(
+                403,
+                None,
+                f"{DRILL_HEADER}: the key {key.name!r} may not drill; give it drill: true "
+                "(gateway.keys, or llmpulse keys create --drill) or use the master key",
+            )
+        if len(label) > MAX_DRILL_HEADER:
+            raise _bad_drill(f"is over {MAX_DRILL_HEADER} characters; expected {_DRILL_FORMS}")
+        if label == SKIP_PRIMARY:
+            return Drill(label, skip_primary=True)
+        form, equals, name = label.partition("=")
+        if form != "skip" or not equals:
+            raise _bad_drill(f"expected {_DRILL_FORMS}, got {label[:100]!r}")
+        if not name:
+            raise _bad_drill("skip= names no deployment; expected skip=<deployment name or "
+                             "model_info id>")  # fmt: skip
+        if name not in self.deployment_names and all(
+            d.name != name for d in self.config.resolve(model)
+        ):
+            raise _bad_drill(
+                f"no deployment is named {name!r}; expected skip=<deployment name (as in "
+                f"{DEPLOYMENT_HEADER}) or model_info id>"
+            )
+        return Drill(label, skip=frozenset({name}))
 
     async def chat_completions(self, request: Request) -> Response:
         return await self.serve(request, _OPENAI)
@@ -435,6 +501,20 @@ class _Endpoints:
 
     async def liveliness(self, request: Request) -> Response:
         return JSONResponse({"status": "alive"})
+
+
+def _bad_drill(problem: str) -> GatewayError:
+    return GatewayError(400, ErrorClass.BAD_REQUEST, f"{DRILL_HEADER}: {problem}")
+
+
+R = TypeVar("R", bound=Response)
+
+
+def _drilled(response: R, drill: Drill | None) -> R:
+    """``response``, telling a drill's client it was one (its header's value, echoed)."""
+    if drill is not None:
+        response.headers[DRILL_HEADER] = header_value(drill.label)
+    return response
 
 
 def _dropped(params: list[str]) -> dict[str, str]:
@@ -751,7 +831,9 @@ class _Admin:
         except _ClientLeft:
             return Response(status_code=499)
         if not isinstance(fields, dict):
-            return _admin_error(400, "expected a JSON object: name, team, models, rpm, tpm, budget")
+            return _admin_error(
+                400, "expected a JSON object: name, team, models, rpm, tpm, budget, drill"
+            )
         try:
             entry = key_entry(fields, self.endpoints.config, runtime.ring)
             text, row = await asyncio.to_thread(runtime.create, entry, time.time())

@@ -127,6 +127,7 @@ def describe(stored: StoredKey, ring: KeyRing) -> dict[str, Any]:
         "budget": None
         if budget is None
         else {"max_usd": budget.max_usd, "period": str(budget.period), "warn_at": budget.warn_at},
+        "drill": key.drill,
         "policy": "config" if ring.has_policy(stored.name) else "stored",
         "created_at": stored.created_at,
         "rotated_at": stored.rotated_at,
@@ -140,9 +141,9 @@ def new_key() -> str:
 
 
 def key_entry(fields: dict[str, object], config: GatewayConfig | None, ring: KeyRing) -> KeyConfig:
-    """The key ``fields`` ask for (name, team, models, rpm, tpm, budget), as a ``gateway.keys``
-    mapping would give it; KeyRefused when it is malformed, its name is a config key's or its
-    models name nothing ``config`` serves."""
+    """The key ``fields`` ask for (name, team, models, rpm, tpm, budget, drill), as a
+    ``gateway.keys`` mapping would give it; KeyRefused when it is malformed, its name is a config
+    key's or its models name nothing ``config`` serves."""
     if "key" in fields:
         raise KeyRefused("key: a run-time key is generated, never given")
     try:
@@ -186,7 +187,7 @@ class RunTimeKeys:
         budget = entry.budget.resolve() if entry.budget else None
         row = StoredKey(
             entry.name, key_digest(text), entry.team, tuple(entry.models), entry.rpm,
-            entry.tpm, budget, created_at=now,
+            entry.tpm, budget, created_at=now, drill=entry.drill,
         )  # fmt: skip
         if not self.store.add_key(row):
             raise KeyTaken(f"name: a key named {entry.name!r} exists (revoked names stay taken)")

@@ -178,10 +178,11 @@ def new_request_id() -> str:
 @dataclasses.dataclass(slots=True)
 class RequestIds:
     """A client request's ids: the gateway's own, and the upstream's of the latest attempt (the
-    answering one once an answer started)."""
+    answering one once an answer started), with that attempt's deployment (its name)."""
 
     gateway: str = dataclasses.field(default_factory=new_request_id)
     upstream: str | None = None
+    deployment: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -579,7 +580,11 @@ class Gateway:
         status, cls = (429, ErrorClass.RATE_LIMITED) if limited else (503, ErrorClass.UNAVAILABLE)
         detail = f"; retry in {hint:g}s" if hint is not None else ""
         name = call.request.model
-        return GatewayError(status, cls, f"no deployment of {name!r} is available{detail}", hint)
+        message = f"no deployment of {name!r} is available{detail}"
+        if call.drill is not None and not call.attempts:
+            # Nothing was called: say the drill left nothing, not that the group is down.
+            message = f"drill: after skipping {', '.join(call.route)}, {message}"
+        return GatewayError(status, cls, message, hint)
 
     # --- one attempt -------------------------------------------------------------------------
 
@@ -740,6 +745,7 @@ class Gateway:
             next((response.headers[h] for h in names if h in response.headers), None)
         )
         call.ids.upstream = measure.upstream_request_id
+        call.ids.deployment = deployment.name
         measure.ratelimit = parse_ratelimit(response.headers)
         if 200 <= response.status < 300:
             return response

@@ -1,5 +1,5 @@
 """Gateway keys created at run time, as the results store keeps them (table ``gateway_keys``,
-revision 0005): a key's digest and policy, never its text.
+revision 0005; ``drill`` since 0008): a key's digest and policy, never its text.
 
 A revoked key keeps its row, so its name stays taken: spend is recorded by key name, and a new
 key under an old name would inherit the old one's history and budget.
@@ -15,7 +15,7 @@ from llmpulse.config.keys import Budget, GatewayKey, Period
 
 # At most this many keys, revoked ones included: every gateway replica reads them all.
 MAX_STORED_KEYS = 100_000
-COLUMNS = "name, digest, team, models, rpm, tpm, budget, created_at, rotated_at, revoked_at"
+COLUMNS = "name, digest, team, models, rpm, tpm, budget, created_at, rotated_at, revoked_at, drill"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -30,6 +30,7 @@ class StoredKey:
     created_at: float = 0.0
     rotated_at: float | None = None
     revoked_at: float | None = None
+    drill: bool = False  # may send live drills (x-llmpulse-drill)
 
     @property
     def fingerprint(self) -> str:
@@ -39,8 +40,9 @@ class StoredKey:
 
     def gateway_key(self) -> GatewayKey:
         return GatewayKey(
-            self.name, self.digest, self.team, self.models, self.rpm, self.tpm, self.budget
-        )
+            self.name, self.digest, self.team, self.models, self.rpm, self.tpm, self.budget,
+            drill=self.drill,
+        )  # fmt: skip
 
     def row(self) -> tuple[object, ...]:
         budget = None
@@ -49,16 +51,17 @@ class StoredKey:
             budget = json.dumps({"max_usd": b.max_usd, "period": b.period, "warn_at": b.warn_at})
         return (
             self.name, self.digest, self.team, json.dumps(list(self.models)), self.rpm,
-            self.tpm, budget, self.created_at, self.rotated_at, self.revoked_at,
+            self.tpm, budget, self.created_at, self.rotated_at, self.revoked_at, self.drill,
         )  # fmt: skip
 
 
 def decode(row: tuple[Any, ...]) -> StoredKey:
-    name, digest, team, models, rpm, tpm, budget, created, rotated, revoked = row
+    name, digest, team, models, rpm, tpm, budget, created, rotated, revoked, drill = row
     spend = None
     if budget is not None:
         b = json.loads(budget)
         spend = Budget(float(b["max_usd"]), Period(b["period"]), b["warn_at"])
     return StoredKey(
-        name, digest, team, tuple(json.loads(models)), rpm, tpm, spend, created, rotated, revoked
-    )
+        name, digest, team, tuple(json.loads(models)), rpm, tpm, spend, created, rotated, revoked,
+        bool(drill),  # SQLite's 0/1
+    )  # fmt: skip
