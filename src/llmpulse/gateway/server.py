@@ -80,10 +80,9 @@ def listen_address(
 
 @dataclasses.dataclass(frozen=True)
 class WorkerRole:
-    """Worker ``index`` of ``count`` serving one port (``--num_workers``)."""
+    """Worker ``index`` (from 0) of those serving one port (``--num_workers``)."""
 
     index: int
-    count: int
 
     @property
     def probes(self) -> bool:

@@ -304,7 +304,7 @@ class Supervisor:
                 self.address,
                 accept_unenforced_auth=self.accept_unenforced_auth,
                 warnings=self.warnings,
-                worker=WorkerRole(index, len(self.slots)),
+                worker=WorkerRole(index),
             )
         except database_errors() as exc:
             log.error("gateway worker %d: results database error: %s", index, redact_url(str(exc)))
