@@ -15,7 +15,8 @@ a fork may safely copy.
   (a broken config or database) stops the gateway with exit code 1: restarting cannot help.
 - Only worker 0 probes the deployments (``WorkerRole``); breaker and limit state are shared
   between workers only through ``gateway.redis_url`` (``shared_state_warning`` says what each
-  worker keeps alone otherwise).
+  worker keeps alone otherwise). Each worker serves its own ``/metrics`` (its own counts), on
+  the metrics port + its number; the parent announces them all once every worker serves.
 """
 
 from __future__ import annotations
