@@ -66,8 +66,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
-    return sock
+    return sock  # forked workers inherit it (no exec: close-on-exec does not matter)
 
 
 def shared_state_warning(gateway: GatewayConfig, count: int) -> str | None:
