@@ -29,6 +29,20 @@ from llmpulse.target import Target
 _names = itertools.count()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every process a test starts without ``--db`` writes its default database and spools
+    under the session's own directory, never the user's ``~/.local/share/llmpulse``: a
+    database left there by another checkout (or a newer schema) cannot decide a test."""
+    before = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("data-home"))
+    yield
+    if before is None:
+        del os.environ["XDG_DATA_HOME"]
+    else:
+        os.environ["XDG_DATA_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def sim() -> Iterator[SimServer]:
     server = SimServer()

@@ -1181,3 +1181,67 @@ def test_signing_in_with_the_form_and_out_again(
         # The old cookie is dead on the server too, not just forgotten by the browser.
         page.context.add_cookies([cookie])  # type: ignore[list-item]
         assert page.context.request.get(f"{guarded}/api/v1/overview").status == 401
+
+
+# ---- gateway ---------------------------------------------------------------------------------
+
+GATEWAY_SNAPSHOT = """() => {
+  const q = (root, id) => root.querySelector(`[data-testid="${id}"]`);
+  const all = (root, id) => [...root.querySelectorAll(`[data-testid="${id}"]`)];
+  return {
+    nav: q(document, "nav-gateway").getAttribute("aria-current"),
+    totals: q(document, "gateway-totals").textContent,
+    incidents: all(document, "gateway-incident").map((i) => [i.dataset.group, i.dataset.ongoing, i.textContent]),
+    fallbackPoints: q(document, "chart-fallbacks").dataset.points,
+    fallbackCanvas: q(document, "chart-fallbacks").querySelectorAll("canvas").length,
+    markers: all(q(document, "chart-fallbacks"), "chart-marker").map((m) => m.dataset.kinds),
+    groups: all(document, "gateway-group").map((g) => [
+      g.dataset.group, q(g, "chart-share").dataset.points, g.querySelectorAll("canvas").length,
+    ]),
+    drills: all(document, "gateway-drill").map((d) => [d.dataset.ok, d.children[1].textContent]),
+  };
+}"""
+
+
+@pytest.fixture(scope="module")
+def gateway_site(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The gateway page's test data (tests/test_gateway_page.py) served; yields the base URL."""
+    from test_gateway_page import page_config, seed_gateway
+
+    db = tmp_path_factory.mktemp("browser-gateway") / "r.db"
+    seed_gateway(db, (time.time() - 60) // 60 * 60 + 50)
+    with ServedWeb(page_config(), db) as web:
+        yield web.url
+
+
+def test_gateway_page_draws_its_charts_incidents_and_drills(
+    browser: Browser, gateway_site: str, request: pytest.FixtureRequest
+) -> None:
+    with _open_tab(browser, gateway_site, request) as tab:
+        page = tab.page
+        with _expect_api(page, "/api/v1/gateway", window="1h") as got:
+            tab.goto("/gateway")
+        data = got.value.json()
+        page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=gateway-group] canvas').length >= 2"
+            " && document.querySelectorAll('[data-testid=gateway-incident]').length === 2"
+        )
+        dom = page.evaluate(GATEWAY_SNAPSHOT)
+        assert dom["nav"] == "page"
+        assert f"{data['requests']} requests, {data['fallbacks']} fallbacks" in dom["totals"]
+        assert dom["fallbackPoints"] == str(len(data["ts"])) and dom["fallbackCanvas"] >= 1
+        assert [g[0] for g in dom["groups"]] == [g["group"] for g in data["groups"]]
+        assert all(points == str(len(data["ts"])) and n >= 1 for _, points, n in dom["groups"])
+        # Newest first: the ongoing one, then the one that is over.
+        (ongoing, over) = dom["incidents"]
+        assert ongoing[:2] == ["chat", "true"] and "not back yet" in ongoing[2]
+        assert over[:2] == ["chat", "false"]
+        assert "traffic moved from chat/primary to chat/backup at" in over[2]
+        assert "back at" in over[2]
+        kinds = " ".join(dom["markers"])
+        assert "breaker_open" in kinds and "breaker_closed" in kinds
+        assert dom["drills"] == [
+            ["true", "chat/primary"],
+            ["false", "chat/primary → chat/backup"],
+        ]
+        tab.screenshot("gateway")

@@ -148,6 +148,23 @@ def ask(client: openai.OpenAI, model: str, **extra: Any) -> Any:
     )
 
 
+def test_a_non_streaming_answer_is_judged_a_success(sim: SimServer) -> None:
+    """The client takes the answer and the attempt ends there: its success still reaches the
+    selector (breaker, latency, minute usage), as a streamed one's does."""
+    model = sim_model(sim, **FAST)
+    config = gateway_config([deployment(sim, "chat", "openai", model)])
+    with Served(config) as served:
+        served.openai().chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert served.gateway is not None
+        selector = served.gateway.selector
+        deployment_id = config.deployments[0].id
+        assert selector.breaker(deployment_id).snapshot().window_requests == 1
+        assert selector.stats(deployment_id).latency_s is not None
+        assert selector.stats(deployment_id).in_flight == 0
+
+
 def test_cross_provider_failover_reports_the_deployment_that_answered(sim: SimServer) -> None:
     down = sim_model(sim, errors={"503": 1.0}, **FAST)
     claude = sim_model(sim, **FAST)
@@ -904,3 +921,92 @@ def test_a_drill_passes_over_the_deployments_it_skips_without_calling_them(
     assert skip_primary.source is Source.TRAFFIC and skip_primary.fallback_reason is None
     assert path.route == names and path.source is Source.DRILL and path.fallbacks == 1
     assert streamed.route == names[:2] and streamed.kind is CheckKind.STREAM
+
+
+def test_a_drill_skipping_named_deployments_and_the_primary_passes_over_both(
+    sim: SimServer,
+) -> None:
+    """``skip`` and ``skip_primary`` together: the named ones go first, then the first choice
+    among the rest is passed over too (not called because the route is no longer empty)."""
+    from llmpulse.gateway.ir import ChatRequest, Message, TextPart
+    from llmpulse.gateway.proxy import Drill
+
+    first, second = sim_model(sim, **FAST), sim_model(sim, **FAST)
+    rescue = sim_model(sim, **FAST)
+    config = gateway_config(
+        [
+            deployment(sim, "chat", "openai", first, order=1),
+            deployment(sim, "chat", "anthropic", second, order=2),
+            deployment(sim, "rescue", "gemini", rescue),
+        ],
+        router={"fallbacks": [{"chat": ["rescue"]}], "routing_strategy": "priority"},
+    )
+    records: list[CheckResult] = []
+    names = [f"chat/openai/{first}", f"chat/anthropic/{second}", f"rescue/gemini/{rescue}"]
+
+    async def main() -> str:
+        gateway = Gateway(config, record=records.append)
+        try:
+            request = ChatRequest("chat", [Message("user", [TextPart("hi")])])
+            drill = Drill("both", skip=frozenset(names[:1]), skip_primary=True)
+            _, answering = await gateway.complete(request, drill=drill)
+            assert [gateway.selector.stats(d.id).in_flight for d in config.deployments] == [0] * 3
+            return answering.name
+        finally:
+            await gateway.aclose()
+
+    assert asyncio.run(main()) == names[2]
+    assert not upstream(sim, first) and not upstream(sim, second)
+    (result,) = records
+    assert result.route == names and result.fallbacks == 1 and result.drill == "both"
+
+
+def test_a_whole_answer_settles_its_attempt_with_the_selector_before_it_returns(
+    sim: SimServer,
+) -> None:
+    """``complete`` must not return from inside the failover loop: the attempt's success (the
+    breaker's verdict, latency for routing, the in-flight count least-busy reads) is noted
+    after the answer is handed up, and an abandoned generator would only release it."""
+    from llmpulse.gateway.ir import ChatRequest, Message, TextPart
+
+    model = sim_model(sim, **FAST)
+    config = gateway_config([deployment(sim, "chat", "openai", model)])
+
+    async def main() -> None:
+        gateway = Gateway(config)
+        try:
+            request = ChatRequest("chat", [Message("user", [TextPart("hi")])])
+            _, answering = await gateway.complete(request)
+            stats = gateway.selector.stats(answering.id)
+            assert stats.in_flight == 0 and stats.latency_s is not None
+            assert gateway.selector.breaker(answering.id).snapshot().window_requests == 1
+        finally:
+            await gateway.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_drill_on_a_group_already_down_says_the_group_is_down(sim: SimServer) -> None:
+    """The drill skipped nothing (no deployment was there to select): the answer is the
+    outage's own, not "drill: after skipping <nothing>"."""
+    from llmpulse.gateway.ir import ChatRequest, Message, TextPart
+    from llmpulse.gateway.proxy import Drill
+
+    limited = sim_model(sim, errors={"429": 1.0}, retry_after=30, **FAST)
+    config = gateway_config([deployment(sim, "alone", "openai", limited)])
+
+    async def main() -> GatewayError:
+        gateway = Gateway(config)
+        try:
+            request = ChatRequest("alone", [Message("user", [TextPart("hi")])])
+            with pytest.raises(GatewayError):  # cools the deployment down for 30s
+                await gateway.complete(request)
+            with pytest.raises(GatewayError) as refused:
+                await gateway.complete(request, drill=Drill("d", skip_primary=True))
+            return refused.value
+        finally:
+            await gateway.aclose()
+
+    refused = asyncio.run(main())
+    assert refused.status == 429 and refused.message.startswith("no deployment of 'alone'")
+    assert len(upstream(sim, limited)) == 1  # the drill called nothing

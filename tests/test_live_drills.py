@@ -4,6 +4,7 @@ log (``/_sim/requests``) says which deployments were called."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +287,13 @@ def test_run_time_keys_carry_the_permission_from_the_cli_and_the_api(
             )
         listed = {k["name"]: k["drill"] for k in httpx.get(served.url + keys_url, headers=auth).json()["keys"]}  # fmt: skip
         assert listed == {"app": False, "ci": True}
+        # Revoked, the key takes its permission with it: refused before any upstream call.
+        revoked = httpx.delete(f"{served.url}{keys_url}/ci", headers=auth, timeout=10)
+        assert revoked.status_code == 200, revoked.text
+        with pytest.raises(openai.AuthenticationError):
+            served.openai(ci).chat.completions.create(
+                model="chat", messages=HI, extra_headers=drilling("skip-primary")
+            )
     assert path.calls(sim) == [0, 1, 0]
     assert [(r.key_name, r.drill) for r in served.records] == [("ci", "skip-primary")]
 
@@ -294,3 +302,66 @@ def test_drill_in_the_config_must_be_a_boolean(sim: SimServer) -> None:
     path = Path3(sim)
     with pytest.raises(ConfigError, match=r"gateway\.keys\[0\]\.drill: Input should be a valid boolean"):  # fmt: skip
         path.config([{"name": "a", "key": "os.environ/TESTER_KEY", "drill": "true"}])
+
+
+def test_skip_names_only_deployments_on_the_requests_own_path(sim: SimServer) -> None:
+    """A drill key limited to some models learns nothing of the others' deployments: naming one
+    of them is the same 400 as naming none, and nothing is called or recorded."""
+    path = Path3(sim)
+    hidden = sim_model(sim, **FAST)
+    secret = {**deployment(sim, "secret", "openai", hidden), "model_info": {"id": "secret-id"}}
+    narrow = [{"name": "narrow", "key": "os.environ/TESTER_KEY", "drill": True, "models": ["chat"]}]
+    router = {"fallbacks": [{"chat": ["rescue"]}], "routing_strategy": "priority"}
+    with Served(config_of([*path.entries, secret], router, narrow)) as served:
+        client = served.openai(TESTER)
+        for name in (f"secret/openai/{hidden}", "secret-id", "secret/openai/none"):
+            expected = re.escape(f"no deployment is named {name!r} on the path of 'chat'")
+            with pytest.raises(openai.BadRequestError, match=expected):
+                client.chat.completions.create(
+                    model="chat", messages=HI, extra_headers=drilling(f"skip={name}")
+                )
+        # A fallback group's deployment is on the path: skipping it is a drill of its own.
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat", messages=HI, extra_headers=drilling(f"skip={path.names[2]}")
+        )
+        assert raw.headers[DEPLOYMENT_HEADER] == path.names[0]
+    assert not upstream(sim, hidden)
+    assert [r.drill for r in served.records] == [f"skip={path.names[2]}"]
+
+
+def test_passing_over_the_primary_leaves_its_rate_limit_headroom_alone(
+    sim: SimServer,
+) -> None:
+    """The skipped primary was selected, then handed back: a request that never reached it
+    must not count against its rpm, or rate-limit-aware routing would shun it afterwards."""
+    primary, second = sim_model(sim, **FAST), sim_model(sim, **FAST)
+    config = config_of(
+        [
+            deployment(sim, "chat", "openai", primary, order=1, rpm=1),
+            deployment(sim, "chat", "anthropic", second, order=2, rpm=1000),
+        ],
+        {"routing_strategy": "usage-based-routing-v2"},
+        KEYS,
+    )
+    names = [f"chat/openai/{primary}", f"chat/anthropic/{second}"]
+    with Served(config) as served:
+        client = served.openai(TESTER).chat.completions
+        drilled = client.with_raw_response.create(
+            model="chat", messages=HI, extra_headers=drilling("skip-primary")
+        )
+        assert drilled.headers[DEPLOYMENT_HEADER] == names[1]
+        plain = client.with_raw_response.create(model="chat", messages=HI)
+        assert plain.headers[DEPLOYMENT_HEADER] == names[0]  # its one request a minute unused
+    assert len(upstream(sim, primary)) == 1 and len(upstream(sim, second)) == 1
+
+
+def test_a_drill_refused_by_its_keys_limits_is_still_told_it_was_one(sim: SimServer) -> None:
+    path = Path3(sim)
+    limited = [{"name": "tester", "key": "os.environ/TESTER_KEY", "drill": True, "rpm": 1}]
+    with Served(path.config(limited)) as served:
+        client = served.openai(TESTER).chat.completions
+        client.create(model="chat", messages=HI, extra_headers=drilling("skip-primary"))
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.create(model="chat", messages=HI, extra_headers=drilling("skip-primary"))
+        assert refused.value.response.headers[DRILL_HEADER] == "skip-primary"
+    assert path.calls(sim) == [0, 1, 0]  # a drill is real traffic: the key's rpm counts it

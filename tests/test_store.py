@@ -572,7 +572,7 @@ def test_upgrade_from_version_2_fills_the_new_tiers_and_model_changes(tmp_path):
         "DROP TABLE spend_daily;"
         "ALTER TABLE rollup_state DROP COLUMN spend_watermark_ts; DROP TABLE spend_hourly;"
         "ALTER TABLE rollup_state DROP COLUMN spend_hour_watermark_ts;"
-        "DROP TABLE gateway_keys;"
+        "DROP TABLE gateway_keys; DROP TABLE breaker_events;"
         + "".join(
             f"ALTER TABLE results DROP COLUMN {c};"
             # ... nor revision 0006's probe columns
@@ -967,6 +967,7 @@ def test_rollups_from_before_context_utilization_keep_their_rows(backend):
     revision_7 = ("route", "fallback_reason", "features", "drill")
     for column in (*columns, *revision_6, *revision_7):  # ... nor revisions 0006 and 0007's
         backend.sql(f"ALTER TABLE results DROP COLUMN {column}")
+    backend.sql("DROP TABLE breaker_events")  # ... nor revision 0009's
     backend.sql("UPDATE alembic_version SET version_num = '0002'")
     with backend.open() as store:
         assert store.schema_version() == int(migrations.HEAD)

@@ -7,6 +7,7 @@ what it uses: ``llmpulse check`` loads no server, gateway or database driver it 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from llmpulse.alerts.silences import Silence
     from llmpulse.alerts.state import AlertStateStore
     from llmpulse.config.gateway import GatewayConfig
+    from llmpulse.gateway.drill import DrillOutcome, FailoverPath
     from llmpulse.gateway.keys import RunTimeKeys
     from llmpulse.monitor.daemon import Daemon
     from llmpulse.probe.budget import PlannedProbe
@@ -531,6 +533,121 @@ def _serve_workers(
         accept_unenforced_auth=accept_unenforced_auth, warnings=warnings, verbose=verbose,
     )  # fmt: skip
     sys.exit(supervisor.run(announce))
+
+
+@main.command("drill")
+@config_option
+@click.option("--group", default=None, help="Only this model group (or alias of one).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.option("--dry-run", is_flag=True, help="Print the paths and their expected cost only.")
+@db_option
+@click.option("--no-store", is_flag=True, help="Do not record results.")
+def drill(
+    config_path: Path | None,
+    group: str | None,
+    as_json: bool,
+    dry_run: bool,
+    db_path: str | None,
+    no_store: bool,
+) -> None:
+    """Walk every failover path of the gateway's model groups: one small real request,
+    streamed and not, down each path with the deployments before it forced out. Exit 0 when
+    every path answers completely, 1 otherwise."""
+    from llmpulse.gateway.drill import expected_cost, failover_paths, run_drill, run_label
+    from llmpulse.gateway.server import served
+
+    console = _console(stderr=as_json)
+    try:
+        config = _load(config_path, require_file=True)
+        gateway = served(config)
+        plan = failover_paths(gateway, group)
+        if not plan.paths:
+            raise ConfigError("no failover path to drill: " + "; ".join(plan.notes))
+    except ConfigError as exc:
+        _usage_error(console, exc)
+    notes = _console(stderr=True)
+    for note in plan.notes:
+        _error_line(notes, "note:", note)
+    if dry_run:
+        costs = [expected_cost(p) for p in plan.paths]
+        if as_json:
+            rows = [
+                {"group": p.group, "path": p.names, "expected_cost_usd": c}
+                for p, c in zip(plan.paths, costs, strict=True)
+            ]
+            click.echo(json.dumps(rows, indent=2))
+        else:
+            _print_drill_plan(console, plan.paths, costs)
+        return
+    results: list[CheckResult] = []
+    outcomes = aio.run(
+        run_drill(
+            gateway, plan, label=run_label(time.time()), record=results.append,
+            redactor=config.redactor,
+        )
+    )  # fmt: skip
+    if not no_store and results:
+        _store(results, results_location(db_path, config.storage), notes)
+    if as_json:
+        click.echo(json.dumps([o.to_json() for o in outcomes], indent=2))
+    else:
+        _print_drill(console, outcomes)
+    sys.exit(EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAILED)
+
+
+def _print_drill_plan(
+    console: Console, paths: Sequence[FailoverPath], costs: Sequence[float | None]
+) -> None:
+    from rich.table import Table
+
+    table = Table(header_style="bold", pad_edge=False)
+    table.add_column("Group")
+    table.add_column("Path")
+    table.add_column("Expected $ (2 requests)", justify="right", no_wrap=True)
+    for p, c in zip(paths, costs, strict=True):
+        table.add_row(p.group, p.label, "unknown" if c is None else f"{c:.6f}")
+    console.print(table)
+    known = [c for c in costs if c is not None]
+    unknown = len(costs) - len(known)
+    console.print(
+        f"{len(paths)} paths, {2 * len(paths)} requests, expected ${sum(known):.6f}"
+        + (f" (+ {unknown} paths of unknown price)" if unknown else "")
+        + "; nothing sent (--dry-run)",
+        highlight=False,
+    )
+
+
+def _print_drill(console: Console, outcomes: Sequence[DrillOutcome]) -> None:
+    from rich.table import Table
+
+    def ms(value: float | None) -> str:
+        return "—" if value is None else f"{value:.0f} ms"
+
+    table = Table(header_style="bold", pad_edge=False)
+    for header in ("Group", "Path", "Stream", "OK"):
+        table.add_column(header)
+    for header in ("TTFT", "Latency", "Tokens", "Cost $"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("Error")
+    for o in outcomes:
+        known = o.input_tokens is not None or o.output_tokens is not None
+        tokens = f"{o.input_tokens or 0}/{o.output_tokens or 0}" if known else "—"
+        error = f"{o.error_class}: {o.error_message}" if o.error_class or o.error_message else ""
+        table.add_row(
+            o.group,
+            Text(" → ".join(o.path)),
+            "yes" if o.stream else "no",
+            Text("ok", style="green") if o.ok else Text("FAILED", style="red"),
+            ms(o.ttft_ms),
+            ms(o.latency_ms),
+            tokens,
+            "—" if o.cost_usd is None else f"{o.cost_usd:.6f}",
+            Text(error, style="red"),  # never read as markup: it is the provider's text
+        )
+    console.print(table)
+    broken = dict.fromkeys(f"{o.group}: {' → '.join(o.path)}" for o in outcomes if not o.ok)
+    if broken:
+        _error_line(console, "broken:", f"{len(broken)} failover paths: " + "; ".join(broken))
 
 
 @main.group()

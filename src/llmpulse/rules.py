@@ -49,6 +49,11 @@ CONTEXT_UTILIZATION_HIGH = "context_utilization_high"
 BUDGET_WARNING = "budget_warning"  # spend reached the budget's warn_at
 BUDGET_EXHAUSTED = "budget_exhausted"  # spend reached the budget
 SPEND_FORECAST = "spend_forecast"  # at the current rate, spend reaches it before the period ends
+# A gateway failover path whose latest drill failed (``gateway.drill``): per group and path,
+# resolved by the next drill of the path that passes. A warning: the primary still serves.
+FAILOVER_PATH_BROKEN = "failover_path_broken"
+# A gateway model group without a ready fallback (``gateway.readiness``), per group.
+FAILOVER_NOT_READY = "failover_not_ready"
 
 DEFAULT_RULES: dict[str, RuleSpec] = {
     r.id: r
@@ -82,6 +87,11 @@ DEFAULT_RULES: dict[str, RuleSpec] = {
         RuleSpec(BUDGET_WARNING, Severity.WARNING, threshold=0, min_samples=1),
         RuleSpec(BUDGET_EXHAUSTED, Severity.CRITICAL, threshold=0, min_samples=1),
         RuleSpec(SPEND_FORECAST, Severity.WARNING, threshold=0, min_samples=1),
+        # Judged on each drill run, not over a window: threshold and window unused.
+        RuleSpec(FAILOVER_PATH_BROKEN, Severity.WARNING, threshold=0, min_samples=1),
+        # Per gateway model group (GROUP_RULES): fires when none of its fallbacks is ready,
+        # resolves when one is; nothing fails yet, so a warning.
+        RuleSpec(FAILOVER_NOT_READY, Severity.WARNING, threshold=0, min_samples=1),
     )
 }
 # Built-in rules that the metric-rule engine evaluates (``alerts.metric_rules``), as a custom
@@ -115,8 +125,21 @@ STORE_RULES = ("cost_spike",)
 # Rules the leader judges per gateway key and team with a budget (``alerts.budgets``), from the
 # store; only the global overrides (severity, enabled) apply.
 BUDGET_RULES = (BUDGET_WARNING, BUDGET_EXHAUSTED, SPEND_FORECAST)
+# Rules the leader judges per gateway failover path, from drill results (``monitor.drills``);
+# only the global overrides (severity, enabled) apply.
+DRILL_RULES = (FAILOVER_PATH_BROKEN,)
+# Rules the leader judges per gateway model group (subject ``group:NAME``, provider ``*``) from
+# the store and the config; only the global overrides (severity, enabled) apply.
+GROUP_RULES = (FAILOVER_NOT_READY,)
+
+
+def group_subject(group: str) -> str:
+    """A group rule's subject (its alerts' ``target``) for the model group ``group``."""
+    return f"group:{group}"
+
+
 # Rules a target's window of recent results does not evaluate.
-NOT_WINDOWED = (*STORE_RULES, *METRIC_RULES, *BUDGET_RULES)
+NOT_WINDOWED = (*STORE_RULES, *METRIC_RULES, *BUDGET_RULES, *DRILL_RULES, *GROUP_RULES)
 # Alerts that say nothing of how the service answers: they page like any other, but leave a
 # target's status (dashboard, public status page, badges) and the public incidents alone; so do
 # custom rules, which may watch anything (spend, volume).
@@ -129,6 +152,8 @@ INFORMATIONAL_RULES = frozenset(
         BILLING_DRIFT_RULE,
         *STORE_RULES,
         *BUDGET_RULES,
+        *DRILL_RULES,
+        *GROUP_RULES,
     }
 )
 
@@ -166,6 +191,8 @@ THRESHOLD_UNITS: dict[str, Unit | None] = {
     BUDGET_WARNING: None,
     BUDGET_EXHAUSTED: None,
     SPEND_FORECAST: None,
+    FAILOVER_PATH_BROKEN: None,
+    FAILOVER_NOT_READY: None,
 }
 
 

@@ -34,6 +34,8 @@ from llmpulse.rules import (
     AVAILABILITY_RULES,
     BILLING_DRIFT_RULE,
     BUDGET_RULES,
+    FAILOVER_PATH_BROKEN,
+    GROUP_RULES,
     INCIDENT,
     OFFICIAL_STATUS_RULE,
     PROVIDER_RULE,
@@ -51,11 +53,12 @@ _RANK = {rule: i for i, rule in enumerate(AVAILABILITY_RULES)}
 
 def alert_scope(rule: str, custom: Mapping[str, str] | None = None, target: str = "") -> str:
     """What an alert's ``target`` names: a target, a provider, a model, every provider ("*"),
-    an SLO, or a gateway key or team (a budget rule's ``key:NAME``, ``team:NAME``); ``custom``:
+    an SLO, a gateway key or team (a budget rule's ``key:NAME``, ``team:NAME``), or a gateway
+    model group (``group:NAME``); ``custom``:
     the scope of each custom rule (``alerts.metric_rules.scopes``)."""
     if custom and rule in custom:
         return custom[rule]
-    if rule in BUDGET_RULES:
+    if rule in BUDGET_RULES or rule in GROUP_RULES:
         return target.partition(":")[0]
     if rule == ALL_PROVIDERS_RULE:
         return "all"
@@ -63,6 +66,8 @@ def alert_scope(rule: str, custom: Mapping[str, str] | None = None, target: str 
         return "provider"
     if rule == SLO_BURN_RULE:
         return "slo"
+    if rule == FAILOVER_PATH_BROKEN:
+        return "failover_path"
     return "target"
 
 
@@ -121,6 +126,9 @@ class AlertRecord:
     # model_changed: the change it announces (what was served before, what is served now).
     previous: str | None = None
     current: str | None = None
+    # Labels of its own beside the four every alert has (failover_path_broken: group, path,
+    # deployment), for routes to match on.
+    extra_labels: dict[str, str] | None = None
 
     @property
     def episode(self) -> str:
@@ -131,6 +139,7 @@ class AlertRecord:
     def labels(self) -> dict[str, str]:
         """What routes and silences match on."""
         return {
+            **(self.extra_labels or {}),
             "severity": str(self.severity),
             "provider": self.provider,
             "target": self.target,
@@ -251,11 +260,15 @@ class Engine:
         value: float | None = None,
         threshold: float | None = None,
         resolve_after: float | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         """One alert whose condition says its own severity (None: it does not hold): an
         official status page, an SLO's burn rate. It fires at once; a firing warning that
-        turns critical escalates; a critical one that eases to warning stays as paged."""
+        turns critical escalates; a critical one that eases to warning stays as paged.
+        ``labels``: the alert's own labels beside the usual four (``AlertRecord.labels``)."""
         record = self._record(rule, subject, provider, severity or Severity.WARNING)
+        if labels is not None and severity is not None:
+            record.extra_labels = dict(labels)
         active = severity is not None
         firing = record.state is AlertState.FIRING
         escalated = firing and record.severity is Severity.WARNING and severity is Severity.CRITICAL

@@ -21,6 +21,9 @@ from llmpulse.rules import (
     BUDGET_EXHAUSTED,
     BUDGET_RULES,
     BUDGET_WARNING,
+    DRILL_RULES,
+    FAILOVER_PATH_BROKEN,
+    GROUP_RULES,
     METRIC_RULES,
     SLO_BURN_RULE,
     STORE_RULES,
@@ -28,6 +31,7 @@ from llmpulse.rules import (
     RuleSpec,
     Severity,
     Unit,
+    group_subject,
 )
 
 
@@ -60,8 +64,8 @@ def rules_in_effect(config: Config, target_glob: str = "*") -> list[RuleInEffect
     targets = [t for t in config.targets if fnmatch.fnmatchcase(t.name, target_glob)]
     for t in targets:
         for spec in config.target_rules(t).values():
-            if spec.id in STORE_RULES or spec.id in BUDGET_RULES:
-                continue  # judged per provider, per key and per team: below
+            if spec.id in (*STORE_RULES, *BUDGET_RULES, *DRILL_RULES, *GROUP_RULES):
+                continue  # judged per provider, key and team, failover path and group: below
             threshold, value, detail = _threshold(spec), None, ""
             if spec.id == "tps_low":
                 floor = t.tps_floor if t.tps_floor is not None else spec.threshold
@@ -83,6 +87,22 @@ def rules_in_effect(config: Config, target_glob: str = "*") -> list[RuleInEffect
             unit = THRESHOLD_UNITS[rule_id]
             out.append(_row(provider, spec, "built-in", _threshold(spec), detail, unit))
     out += _budgets(config)
+    if config.gateway is not None and config.gateway.groups:
+        # Per failover path of the gateway's groups, from drill results (README "Failover
+        # drills"): only the global overrides apply.
+        spec = config.provider_rules(None)[FAILOVER_PATH_BROKEN]
+        drills = config.gateway.settings.drills
+        when = f"scheduled {drills.schedule} ({drills.timezone})" if drills else "llmpulse drill"
+        out.append(
+            RuleInEffect("failover paths", spec.id, "built-in", "latest drill failed", None, None,
+                         0.0, 0.0, 1, str(spec.severity), spec.enabled, f"drills: {when}")
+        )  # fmt: skip
+    groups = config.gateway.groups if config.gateway else ()
+    for group in (g for g in groups if not g.wildcard):
+        for rule_id in GROUP_RULES:
+            spec = config.provider_rules(None)[rule_id]
+            detail = "no fallback of the group is ready (gateway.readiness)"
+            out.append(_row(group_subject(group.name), spec, "built-in", "", detail, None))
     for rule in config.custom_rules:
         out.append(_custom(rule))
     for s in config.slos:

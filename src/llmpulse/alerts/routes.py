@@ -1,6 +1,7 @@
 """Where an alert goes: ``alerting.routes`` turned into notifier names, as Alertmanager routes.
 
-Routes are tried in order on an alert's labels (severity, provider, target, rule; each key of
+Routes are tried in order on an alert's labels (severity, provider, target, rule; a failover
+path's alert also has group, path and deployment; each key of
 a route's ``match`` is a glob or a list of globs, and every key given must match). The first
 route that matches takes the alert; if it says ``continue``, the next matching route takes it
 too. Without ``routes`` every notifier gets every alert, and nothing escalates.
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from llmpulse.config.alerting import RouteConfig, RouteMatch
 
-LABELS = ("severity", "provider", "target", "rule")
+LABELS = ("severity", "provider", "target", "rule", "group", "path", "deployment")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

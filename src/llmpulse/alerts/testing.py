@@ -22,10 +22,12 @@ from llmpulse.rules import (
     BILLING_DRIFT_RULE,
     BUDGET_RULES,
     DEFAULT_RULES,
+    GROUP_RULES,
     OFFICIAL_STATUS_RULE,
     PROVIDER_RULE,
     SLO_BURN_RULE,
     Severity,
+    group_subject,
 )
 
 
@@ -88,7 +90,9 @@ def route_examples(
         raise LookupError(f"no configured target matches provider={provider} target={target}")
     routes = Routes(config.alerting.routes, [n.name for n in config.notifiers])
     subjects = [
-        (rule, example.provider, example.name) for rule in DEFAULT_RULES if rule not in BUDGET_RULES
+        (rule, example.provider, example.name)
+        for rule in DEFAULT_RULES
+        if rule not in BUDGET_RULES and rule not in GROUP_RULES
     ]
     subjects += [
         (PROVIDER_RULE, example.provider, example.provider),
@@ -102,6 +106,10 @@ def route_examples(
         if s.selection.admits_target(example.name)
     ]
     subjects += [(rule, ALL, h.subject) for h in budgets.holders(config) for rule in BUDGET_RULES]
+    groups = config.gateway.groups if config.gateway else ()
+    subjects += [
+        (rule, ALL, group_subject(g.name)) for g in groups if not g.wildcard for rule in GROUP_RULES
+    ]
     return [
         RouteExample(
             rule,

@@ -56,6 +56,11 @@ class RouteMatch(BaseModel):
     provider: Globs | None = None
     target: Globs | None = None
     rule: Globs | None = None
+    # Alerts of a gateway failover path (failover_path_broken): its group, the path ("a → b")
+    # and the deployment that must answer. Other alerts have none of these labels.
+    group: Globs | None = None
+    path: Globs | None = None
+    deployment: Globs | None = None
 
 
 class EscalationStep(BaseModel):

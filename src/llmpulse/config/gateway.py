@@ -18,6 +18,14 @@ from llmpulse.secrets import credentials, url_password
 from llmpulse.target import PriceOverride, Target
 
 MIB = 1 << 20
+# LiteLLM's model_info capability flags: one set false takes the deployment out of routing
+# (and readiness) for requests needing it (``gateway.translate.params.CAPABILITIES``).
+CAPABILITY_FLAGS = (
+    "supports_function_calling",
+    "supports_vision",
+    "supports_response_schema",
+    "supports_reasoning",
+)
 
 
 class Strategy(enum.StrEnum):
@@ -78,6 +86,7 @@ class Deployment:
     prices: PriceOverride | None = None
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     drop_params: bool = False  # drop parameters it cannot honour instead of being skipped
+    lacks: frozenset[str] = frozenset()  # CAPABILITY_FLAGS its model_info sets false
     # Set when there is no key to send: what to set. Requests get the provider's 401 and probes
     # report auth, neither calling the provider.
     missing_key: str | None = None
@@ -190,6 +199,15 @@ class RouterSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class DrillSettings:
+    """``gateway.drills``: when the failover drills run (``gateway.drill``), each occurrence of
+    the cron expression ``schedule`` in ``timezone`` (``llmpulse.schedule``)."""
+
+    schedule: str
+    timezone: str = "UTC"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """llmpulse's own ``gateway:`` section, resolved."""
 
@@ -218,11 +236,18 @@ class GatewaySettings:
     # For a request line and headers: from the connection opening, or a later request's first byte
     header_timeout: float = 30.0
     shutdown_grace: float = 10.0  # in-flight requests may finish; the rest are cancelled
-    # The gateway's own /metrics (gateway.metrics_listen): served unless off, on loopback by
-    # default; port None: the gateway's port + 1.
+    # The gateway's own /metrics: served unless off (gateway.metrics_listen: false), on the
+    # API's port (as LiteLLM serves it) and on a port of its own: gateway.metrics_listen's, or
+    # (port None) loopback on the gateway's port + 1 when that is free.
     metrics: bool = True
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
+    drills: DrillSettings | None = None  # scheduled failover drills; None: only on demand
+
+    @property
+    def has_master_key(self) -> bool:
+        """Whether general_settings.master_key is set: /metrics and the keys API take it."""
+        return any(k.master for k in self.keys)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -241,6 +266,9 @@ class GatewayConfig:
     unenforced_auth: tuple[str, ...] = ()
     # ``teams:``: team budgets (a key may name a team not declared here).
     teams: tuple[Team, ...] = ()
+    # False when read for a host serving only the web UI: the gateway's keys and Redis were not
+    # read, and a provider key missing here may well be set where the gateway runs.
+    secrets_read: bool = True
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:

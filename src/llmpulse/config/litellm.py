@@ -30,7 +30,7 @@ and /proxy/config_settings, /routing, /proxy/reliability, /wildcard_routing; and
 - ``general_settings.master_key``: a key clients use to call the gateway;
   ``general_settings.max_request_size_mb``: the largest request body accepted (32).
 - ``gateway``: llmpulse's own settings (listen address, gateway keys, limits, monitoring,
-  ``redis_url``).
+  ``redis_url``, ``drills``: the failover drills' schedule).
 
 What LiteLLM accepts loads too, each concern said in one warning line (``GatewayConfig.warnings``,
 naming key paths, never a value):
@@ -104,8 +104,10 @@ from pydantic import (
 from llmpulse.config.errors import ConfigError, format_errors
 from llmpulse.config.fields import Address, read_reference
 from llmpulse.config.gateway import (
+    CAPABILITY_FLAGS,
     MIB,
     Deployment,
+    DrillSettings,
     GatewayConfig,
     GatewaySettings,
     ModelGroup,
@@ -136,6 +138,7 @@ from llmpulse.presets import (
     vertex_base_url,
     vertex_serves,
 )
+from llmpulse.schedule import parse_cron, parse_timezone
 from llmpulse.secrets import env_var, is_credential_header
 from llmpulse.target import PriceOverride
 
@@ -365,7 +368,8 @@ class _Params(_ShapeParams):
 
 
 class _Info(_ShapeInfo):
-    # Descriptive metadata (supports_vision, ...) that LiteLLM itself only reports.
+    # Other descriptive metadata LiteLLM itself only reports. The capability flags a user sets
+    # false are honoured: routing and readiness skip the deployment for what it cannot take.
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     id: str | None = Field(default=None, min_length=1)
     base_model: str | None = None
@@ -376,6 +380,10 @@ class _Info(_ShapeInfo):
     order: int | None = Field(default=None, ge=0)
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
+    supports_function_calling: bool | None = None
+    supports_vision: bool | None = None
+    supports_response_schema: bool | None = None
+    supports_reasoning: bool | None = None
 
     @field_validator("id", mode="before")
     @classmethod
@@ -446,6 +454,24 @@ class _General(BaseModel):
     max_request_size_mb: float | None = Field(default=None, ge=0.001)  # a kilobyte at least
 
 
+class _Drills(BaseModel):
+    """``gateway.drills``: a cron expression and its time zone (``llmpulse.schedule``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    schedule: str
+    timezone: str = "UTC"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return parse_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return parse_timezone(value)
+
+
 class _Gateway(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     listen: Address = "127.0.0.1:4000"
@@ -466,8 +492,10 @@ class _Gateway(BaseModel):
     max_wildcard_targets: int = Field(default=1000, ge=0)
     header_timeout: Duration = 30.0
     shutdown_grace: Duration = 10.0
-    # The gateway's own /metrics; unset: loopback, the gateway's port + 1; false: not served.
+    # The gateway's own /metrics port; unset: loopback, the gateway's port + 1 (when free; the
+    # API's port serves /metrics too); false: no /metrics at all.
     metrics_listen: Address | Literal[False] | None = None
+    drills: _Drills | None = None
 
 
 class _File(BaseModel):
@@ -597,6 +625,7 @@ def parse_gateway(
         ),
         skipped=(*notes.not_chat, *notes.unknown_provider, *notes.unsupported_auth),
         unenforced_auth=unenforced,
+        secrets_read=gateway_secrets,
     )
     config = _served_references(config, parsed, skipped_groups, where, notes)
     config = dataclasses.replace(config, teams=_teams(raw.get("teams"), where))
@@ -803,6 +832,7 @@ def _deployment(
         prices=prices,
         headers=headers,
         drop_params=_or(params.drop_params, drop_params),
+        lacks=frozenset(flag for flag in CAPABILITY_FLAGS if getattr(info, flag) is False),
         missing_key=missing_key,
         project=project,
         location=location,
@@ -1155,6 +1185,11 @@ def _settings(
         metrics=gateway.metrics_listen is not False,
         metrics_host=metrics_host,
         metrics_port=metrics_port,
+        drills=(
+            DrillSettings(gateway.drills.schedule, gateway.drills.timezone)
+            if gateway.drills is not None
+            else None
+        ),
     )
 
 

@@ -30,7 +30,9 @@ which the SDKs raise too.
 A request with ``x-llmpulse-drill: skip-primary`` or ``skip=<deployment name or model_info
 id>`` is a live drill (``proxy.Drill``): sent down its fallback path, recorded with ``drill``
 set, answered with the header echoed. Only a key with ``drill: true`` or the master key may
-(403 otherwise, and on a gateway without keys); a value of neither form is a 400.
+(403 otherwise, and on a gateway without keys); a value of neither form, or a ``skip=`` naming
+no deployment on the request's path (its group and fallback groups), is a 400. A drill is
+real traffic: the key's limits and budget apply, and its spend counts.
 
 Each traffic result names its owner (``llmpulse.attribution``): the presented key's name and
 team, and the end user, tags and session the request labels itself with (body fields or
@@ -81,6 +83,7 @@ from llmpulse.config.storage import redact_url
 from llmpulse.config.web import is_loopback
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.breaker import BreakerState
+from llmpulse.gateway.breaker_log import BreakerLog
 from llmpulse.gateway.health import HealthLoop
 from llmpulse.gateway.ir import ChatRequest, MessageStart, StreamEvent, TranslationError
 from llmpulse.gateway.keys import (
@@ -128,6 +131,7 @@ WATCH_AFTER_S = 0.25
 BODY_TIMEOUTS = 10
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 T = TypeVar("T")
+R = TypeVar("R", bound=Response)
 
 
 class _Format:
@@ -210,6 +214,7 @@ def create_app(
     redactor: Redactor | None = None,
     accept_unenforced_auth: bool = False,
     warnings: Sequence[str] = (),
+    breakers: BreakerLog | None = None,
     worker: int | None = None,
 ) -> Starlette:
     """The ASGI app; its ``Gateway`` (and HTTP session) lives for the app's lifespan.
@@ -224,6 +229,7 @@ def create_app(
     ``accept_unenforced_auth``. ``/health`` lists the config's warnings, then ``warnings``,
     and names the ``worker`` (its number, of ``--num_workers``) answering. While the app
     serves, ``app.state.gateway`` is its ``Gateway`` (the metrics read its breakers there).
+    ``breakers`` records the gateway's breaker transitions.
     """
     serving_without = config.auth_warning(accept_unenforced_auth)
     said = [*config.warnings, *warnings, *([serving_without] if serving_without else [])]
@@ -248,6 +254,8 @@ def create_app(
             make_gateway() if make_gateway else Gateway(config, record=record, redactor=redactor)
         )
         endpoints.gateway = app.state.gateway = gateway  # the metrics read its breakers
+        if breakers is not None:
+            breakers.attach(gateway.selector)
         gateway.record = limits.recorder(gateway.record)  # tokens and spend count for limits
         await limits.start()
         stop = asyncio.Event()
@@ -309,10 +317,6 @@ class _Endpoints:
         self.keys = KeyRing(config.settings.keys)
         self.worker: dict[str, int] | None = None  # which of --num_workers answers /health
         self.gateway: Gateway  # set as the app's lifespan starts, before any request
-        # What ``skip=`` may name (a wildcard group's expansions are found per request).
-        self.deployment_names = frozenset(
-            name for d in config.deployments for name in (d.name, d.id)
-        )
 
     def refused(self, request: Request, fmt: _Format) -> Response | None:
         """None when the request may go on, else the answer refusing it."""
@@ -369,10 +373,10 @@ class _Endpoints:
                 user_field=client_name(chat, "user"),
             ).redacted(gateway.redact)
         except LabelError as exc:
-            return fmt.error(GatewayError(400, ErrorClass.BAD_REQUEST, str(exc)))
+            return _drilled(fmt.error(GatewayError(400, ErrorClass.BAD_REQUEST, str(exc))), drill)
         refusal = await self.limits.admit(key)  # rpm, tpm, budgets: before any upstream call
         if refusal is not None:
-            return fmt.error(refusal)
+            return _drilled(fmt.error(refusal), drill)
         if not chat.stream:
             try:
                 answering = gateway.complete(chat, ids, owner, drill)
@@ -433,12 +437,13 @@ class _Endpoints:
         if not name:
             raise _bad_drill("skip= names no deployment; expected skip=<deployment name or "
                              "model_info id>")  # fmt: skip
-        if name not in self.deployment_names and all(
-            d.name != name for d in self.config.resolve(model)
-        ):
+        # Only the request's own path: one elsewhere would skip nothing, and a key limited to
+        # some models must not learn the names of the deployments of the others.
+        if all(name not in (d.name, d.id) for d in self.gateway.reachable(model)):
             raise _bad_drill(
-                f"no deployment is named {name!r}; expected skip=<deployment name (as in "
-                f"{DEPLOYMENT_HEADER}) or model_info id>"
+                f"no deployment is named {name!r} on the path of {model!r} (its group and "
+                f"fallback groups); expected skip=<deployment name (as in {DEPLOYMENT_HEADER}) "
+                "or model_info id>"
             )
         return Drill(label, skip=frozenset({name}))
 
@@ -504,10 +509,8 @@ class _Endpoints:
 
 
 def _bad_drill(problem: str) -> GatewayError:
+    """The 400 refusing an ``x-llmpulse-drill`` value, naming the header."""
     return GatewayError(400, ErrorClass.BAD_REQUEST, f"{DRILL_HEADER}: {problem}")
-
-
-R = TypeVar("R", bound=Response)
 
 
 def _drilled(response: R, drill: Drill | None) -> R:
@@ -567,10 +570,17 @@ def master_only(keys: KeyRing, request: Request, what: str) -> Response | None:
 
 def master_key_guard(config: GatewayConfig, what: str) -> Callable[[Request], Response | None]:
     """The check for ``what`` served beside the API: behind the master key when the config
-    sets one (``master_only``), else open to whoever reaches it (its socket is loopback then:
-    ``gateway.server``)."""
-    if not any(k.master for k in config.settings.keys):
-        return lambda request: None
+    sets one (``master_only``), else for loopback clients only (a 403 for others)."""
+    if not config.settings.has_master_key:
+
+        def loopback_only(request: Request) -> Response | None:
+            if is_loopback(request.client.host if request.client else ""):
+                return None
+            return _admin_error(
+                403, f"{what} serves loopback clients only: set general_settings.master_key"
+            )
+
+        return loopback_only
     keys = KeyRing(config.settings.keys)
     return lambda request: master_only(keys, request, what)
 
@@ -800,7 +810,7 @@ class _Admin:
 
     def _refused(self, request: Request) -> Response | RunTimeKeys:
         """The run-time keys when the request presents the master key, else the refusal."""
-        if not any(k.master for k in self.endpoints.config.settings.keys):
+        if not self.endpoints.config.settings.has_master_key:
             return _admin_error(
                 403, "the keys API needs a master key: set general_settings.master_key"
             )

@@ -19,6 +19,10 @@ Outcomes do not carry which acquire they answer: in half-open the next verdict i
 probe's, and in open outcomes of attempts started before the trip are ignored. The monitor's
 successful inference or stream check closes the breaker from any state (``record_check``).
 
+Every change of state is told to ``on_change`` (a ``Transition``), so that the gateway can record
+breaker opens and closes (``gateway.breaker_log``); a state adopted from another replica
+(``hold``, ``force_close``) is marked ``shared``: that replica records its own.
+
 Concurrency: no method awaits or blocks, so on one asyncio event loop every call is atomic. It is
 not meant to be shared across threads.
 """
@@ -71,6 +75,18 @@ class BreakerConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Transition:
+    """A breaker entered ``state`` at ``at`` (the breaker's clock). ``reason``: the error class
+    that tripped it, or what moved it (``cooldown elapsed``, ``probe succeeded``, ...).
+    ``shared``: adopted from another replica, or the half-open that follows such an open."""
+
+    state: BreakerState
+    at: float
+    reason: str
+    shared: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class BreakerSnapshot:
     """What metrics and the dashboard show: times are on the breaker's clock."""
 
@@ -112,6 +128,8 @@ class CircuitBreaker:
         self._buckets: collections.deque[list[int]] = collections.deque()
         self._window_requests = 0
         self._window_failures = 0
+        self._shared = False  # the current open (and its half-open) was another replica's
+        self.on_change: Callable[[Transition], None] | None = None
 
     # --- gating -----------------------------------------------------------------------------
 
@@ -177,7 +195,7 @@ class CircuitBreaker:
         now = self._clock()
         self._advance(now)
         if self._state is BreakerState.HALF_OPEN:
-            self._close(now)
+            self._close(now, "probe succeeded")
         elif self._state is BreakerState.CLOSED:
             self._consecutive = 0
             self._count(now, failed=False)
@@ -194,12 +212,12 @@ class CircuitBreaker:
                 self._probe_started = None
             return
         if self._state is BreakerState.HALF_OPEN:
-            self._trip(now)
+            self._trip(now, str(error_class))
         elif self._state is BreakerState.CLOSED:
             self._consecutive += 1
             self._count(now, failed=True)
             if self._should_open():
-                self._trip(now)
+                self._trip(now, str(error_class))
 
     def record_check(self, result: CheckResult) -> None:
         """A monitor probe of this deployment.
@@ -218,7 +236,7 @@ class CircuitBreaker:
                 self._consecutive = 0
                 self._count(now, failed=False)
             else:
-                self._close(now)
+                self._close(now, "monitor check succeeded")
             return
         if result.error_class is None:
             return
@@ -247,7 +265,8 @@ class CircuitBreaker:
             until = now + open_for_s
             if self._state is not BreakerState.OPEN:
                 self._probe_started = None
-                self._set(BreakerState.OPEN, now)
+                self._shared = True
+                self._set(BreakerState.OPEN, now, "another replica opened it")
                 self._open_until = until
             else:
                 self._open_until = max(self._open_until, until)
@@ -262,7 +281,7 @@ class CircuitBreaker:
         now = self._clock()
         self._advance(now)
         if self._state is not BreakerState.CLOSED:
-            self._close(now)
+            self._close(now, "another replica's probe succeeded", shared=True)
 
     def snapshot(self) -> BreakerSnapshot:
         now = self._clock()
@@ -286,7 +305,8 @@ class CircuitBreaker:
 
     def _advance(self, now: float) -> None:
         if self._state is BreakerState.OPEN and now >= self._open_until:
-            self._set(BreakerState.HALF_OPEN, now)
+            # Noticed now, due since the cool-down ended: that is when it happened.
+            self._set(BreakerState.HALF_OPEN, now, "cooldown elapsed", at=self._open_until)
             self._probe_started = None
         elif (
             self._state is BreakerState.HALF_OPEN
@@ -295,28 +315,41 @@ class CircuitBreaker:
         ):
             self._probe_started = None
 
-    def _set(self, state: BreakerState, now: float) -> None:
+    def _set(
+        self,
+        state: BreakerState,
+        now: float,
+        reason: str,
+        *,
+        shared: bool = False,
+        at: float | None = None,
+    ) -> None:
         self._state = state
         self._since = now
+        if self.on_change is not None:
+            at = now if at is None else at
+            self.on_change(Transition(state, at, reason, shared or self._shared))
 
     def _current_cooldown(self) -> float:
         cfg = self.config
         grown = cfg.cooldown_s * cfg.cooldown_multiplier ** max(0, self._trips - 1)
         return min(cfg.max_cooldown_s, grown)
 
-    def _trip(self, now: float) -> None:
+    def _trip(self, now: float, reason: str) -> None:
         self._trips += 1
         self._open_until = now + self._current_cooldown()
         self._probe_started = None
-        self._set(BreakerState.OPEN, now)
+        self._shared = False
+        self._set(BreakerState.OPEN, now, reason)
 
-    def _close(self, now: float) -> None:
+    def _close(self, now: float, reason: str, *, shared: bool = False) -> None:
         self._trips = 0
         self._consecutive = 0
         self._probe_started = None
         self._buckets.clear()
         self._window_requests = self._window_failures = 0
-        self._set(BreakerState.CLOSED, now)
+        self._shared = False
+        self._set(BreakerState.CLOSED, now, reason, shared=shared)
 
     def _cool_down(self, now: float, error_class: ErrorClass, retry_after_s: float | None) -> None:
         cfg = self.config

@@ -10,14 +10,15 @@ monitor's exporter does (``telemetry.prometheus``): ``observe`` is a few dict up
 request, with no lock and no object per series. Fed only with gateway traffic (live drills
 included, their fallbacks with reason ``drill``); probe and drill-run results are not traffic.
 
-Served on a socket of its own (``create_metrics_app``), from the gateway's event loop: the
-breakers are read where they live, never from another thread.
+Served on the API's port (``metrics_endpoint``), or a socket of its own
+(``create_metrics_app``), from the gateway's event loop either way: the breakers are read
+where they live, never from another thread.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -33,8 +34,10 @@ from llmpulse.gateway.breaker import BreakerState
 from llmpulse.gateway.selector import Selector
 from llmpulse.result import CheckResult, Source
 
-# LiteLLM's litellm_deployment_state: 0 healthy, 1 partial outage, 2 complete outage.
+# LiteLLM's litellm_deployment_state: 0 healthy, 1 partial outage, 2 complete outage (LiteLLM
+# sets 2 when it cools a deployment down: so does a cool-down here, the deployment is skipped).
 BREAKER_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+COOLING_VALUE = 2
 DRILL_REASON = "drill"  # a live drill's fallback: the drill passed the deployments over
 UNKNOWN_REASON = "unknown"  # left its first deployment without a failure class on record
 
@@ -95,7 +98,9 @@ class GatewayMetrics:
             reason = DRILL_REASON if result.drill else str(moved) if moved else UNKNOWN_REASON
             if result.ok:
                 _inc(self.fallbacks, (group, route[0], answering, reason))
-            if not result.drill:  # a drill is no outage for LiteLLM-style dashboards
+            # LiteLLM's fallbacks are moves to another model group (router_settings.fallbacks);
+            # a move within the group is a retry there. A drill is no outage.
+            if not result.drill and last.group != group:
                 counts = self.litellm_fallbacks if result.ok else self.litellm_failed_fallbacks
                 _inc(counts, (group, last.group, str(moved) if moved else "", key, team))
         if not result.drill and result.attempts:
@@ -113,20 +118,30 @@ class GatewayMetrics:
                 self.remaining_tokens[labels] = limits.tokens_remaining
 
     def where(self, name: str) -> _Where:
-        """The deployment a route's target name is: a config deployment, or a wildcard one's
-        expansion (named ``<requested>/<provider>/<model>``, its group the requested model)."""
+        """The config deployment a route's target name is, or the wildcard deployment whose
+        expansion it is (named ``<requested>/<provider>/<model>``): its group is the config's
+        (the pattern), never the model a client asked for, so every label but the deployment
+        and model names is bounded by the config, and those by ``max_wildcard_targets``."""
         found = self._where.get(name)
         if found is not None:
             return found
-        found = _Where("", "", "", "")
-        for d in self._wildcards:
-            requested, sep, model = name.partition(f"/{d.provider}/")
-            if sep:
-                found = _Where(requested, d.id, d.provider, model)
-                break
+        found = self._expansion(name)
         if len(self._where) < self._named_limit:
             self._where[name] = found
         return found
+
+    def _expansion(self, name: str) -> _Where:
+        # The requested model may hold "/<provider>/" itself: each split is resolved as the
+        # gateway resolved it, and only the expansion of that very name counts.
+        for d in self._wildcards:
+            marker = f"/{d.provider}/"
+            at = name.find(marker)
+            while at > 0:
+                for e in self.config.resolve(name[:at]):
+                    if e.id == d.id and e.name == name:
+                        return _Where(d.group, d.id, d.provider, e.model)
+                at = name.find(marker, at + 1)
+        return _Where("", "", "", "")
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition and its content type (OpenMetrics when ``accept`` asks for it). Reads
@@ -219,14 +234,14 @@ class _Collector(Collector):
         fallback_labels = ("requested_model", "fallback_model", "exception_class", *_KEY)
         yield _counter(
             "litellm_deployment_successful_fallbacks",
-            "Requests answered after leaving their first deployment (LiteLLM's name; "
-            "fallback_model is the answering deployment's group; live drills not counted).",
+            "Requests answered by a fallback model group (LiteLLM's name and meaning; "
+            "fallback_model is the answering group; live drills not counted).",
             fallback_labels,
             m.litellm_fallbacks,
         )
         yield _counter(
             "litellm_deployment_failed_fallbacks",
-            "Requests that left their first deployment and still failed (LiteLLM's name).",
+            "Requests that went to a fallback model group and still failed (LiteLLM's name).",
             fallback_labels,
             m.litellm_failed_fallbacks,
         )
@@ -251,8 +266,8 @@ class _Collector(Collector):
             return
         state = GaugeMetricFamily(
             "litellm_deployment_state",
-            "Each deployment's circuit breaker: 0 closed, 1 half-open, 2 open (LiteLLM's "
-            "healthy / partial outage / complete outage).",
+            "Each deployment's circuit breaker: 0 closed, 1 half-open, 2 open or cooling down "
+            "(LiteLLM's healthy / partial outage / complete outage).",
             labels=(*_DEPLOYMENT, "model_group", "deployment"),
         )
         cooling = GaugeMetricFamily(
@@ -268,20 +283,19 @@ class _Collector(Collector):
         )
         for d in self._m.config.deployments:
             snapshot = selector.breaker(d.id).snapshot()
-            state.add_metric(
-                (d.model, d.id, d.provider, d.group, d.name), BREAKER_VALUES[snapshot.state]
-            )
             reason = snapshot.cooldown_reason
+            value = COOLING_VALUE if reason else BREAKER_VALUES[snapshot.state]
+            state.add_metric((d.model, d.id, d.provider, d.group, d.name), value)
             cooling.add_metric((d.group, d.name, str(reason) if reason else ""), 1 if reason else 0)
             trips.add_metric((d.group, d.name), snapshot.trips)
         yield from (state, cooling, trips)
 
 
-def create_metrics_app(
+def metrics_endpoint(
     metrics: GatewayMetrics, refused: Callable[[Request], Response | None]
-) -> Starlette:
+) -> Callable[[Request], Awaitable[Response]]:
     """``GET /metrics`` over ``metrics``; ``refused`` answers a request that may not read them
-    (the gateway's master-key check), else None."""
+    (the gateway's ``master_key_guard``), else None."""
 
     async def serve(request: Request) -> Response:
         denied = refused(request)
@@ -290,4 +304,9 @@ def create_metrics_app(
         body, content_type = metrics.render(request.headers.get("accept"))
         return Response(body, headers={"content-type": content_type})
 
-    return Starlette(routes=[Route("/metrics", serve, methods=["GET"])])
+    return serve
+
+
+def create_metrics_app(endpoint: Callable[[Request], Awaitable[Response]]) -> Starlette:
+    """The app of ``gateway.metrics_listen``'s socket: ``/metrics`` only."""
+    return Starlette(routes=[Route("/metrics", endpoint, methods=["GET"])])

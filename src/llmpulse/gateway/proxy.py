@@ -114,6 +114,8 @@ class Drill:
     source: Source = Source.TRAFFIC
 
     def skips(self, deployment: Deployment) -> bool:
+        """Whether ``skip`` names ``deployment``, by name or by ``model_info.id`` (a wildcard
+        deployment's id covers every model it expands to)."""
         return deployment.name in self.skip or deployment.id in self.skip
 
 
@@ -229,6 +231,7 @@ class _Call:
     route: list[str] = dataclasses.field(default_factory=list)
     fallback_reason: ErrorClass | None = None
     failed: ErrorClass | None = None
+    primary_skipped: bool = False  # a skip-primary drill has passed over its first choice
 
 
 class Gateway:
@@ -290,6 +293,7 @@ class Gateway:
         request = dataclasses.replace(request, stream=False)
         call = self._call(request, ids, owner, drill)
         try:
+            # The attempt settled with the selector before yielding the answer (``_attempt``).
             async for item in self._run(call):
                 if isinstance(item, ChatResponse) and call.deployment is not None:
                     self._record(call, None)
@@ -317,6 +321,13 @@ class Gateway:
             self._record(call, exc)
             raise
         self._record(call, None)
+
+    def reachable(self, model: str) -> list[Deployment]:
+        """The deployments a request for ``model`` may go to: its group's, then its fallback
+        groups' of every kind (what a drill may skip)."""
+        root = self.config.aliases.get(model, model)
+        fallbacks = (g for kind in FallbackKind for g in self._fallback_list(root, kind))
+        return [d for group in (model, *fallbacks) for d in self.config.resolve(group)]
 
     # --- the failover loop -------------------------------------------------------------------
 
@@ -414,7 +425,7 @@ class Gateway:
                     same = 0
                     deployment = self.selector.select(pool, exclude)
                 retry_on = None
-                if deployment is not None and self._skip_primary(call, deployment):
+                if call.drill is not None and deployment and self._skip_primary(call, deployment):
                     exclude.add(deployment.id)
                     continue
                 if deployment is None:
@@ -531,10 +542,13 @@ class Gateway:
 
     def _skip_primary(self, call: _Call, deployment: Deployment) -> bool:
         """Whether ``deployment`` (just selected) is the primary a ``skip-primary`` drill passes
-        over: the request's first choice, released unused and noted in the route."""
-        if call.drill is None or not call.drill.skip_primary or call.route:
+        over: the request's first choice, handed back unused and noted in the route. Not
+        ``call.route`` being empty: deployments ``skip`` names go there first."""
+        assert call.drill is not None
+        if not call.drill.skip_primary or call.primary_skipped or call.attempts:
             return False
-        self.selector.release(deployment.id)
+        call.primary_skipped = True
+        self.selector.give_back(deployment.id)
         call.route.append(self._target(deployment).name)
         return True
 
@@ -581,8 +595,9 @@ class Gateway:
         detail = f"; retry in {hint:g}s" if hint is not None else ""
         name = call.request.model
         message = f"no deployment of {name!r} is available{detail}"
-        if call.drill is not None and not call.attempts:
-            # Nothing was called: say the drill left nothing, not that the group is down.
+        if call.drill is not None and call.route and not call.attempts:
+            # Nothing was called but the drill passed some over: say the drill left nothing, not
+            # that the group is down (which it is when nothing was passed over either).
             message = f"drill: after skipping {', '.join(call.route)}, {message}"
         return GatewayError(status, cls, message, hint)
 
@@ -610,15 +625,16 @@ class Gateway:
                 for out in self._release(call, held):
                     yield out
             else:
-                yield await self._complete_attempt(deployment, call, measure)
+                response = await self._complete_attempt(deployment, call, measure)
+                # Settled before the answer goes out: its taker returns at once and closes this
+                # generator at the yield, which would otherwise release the attempt unjudged (a
+                # half-open probe that succeeded would never close its breaker).
+                settled = True
+                self._succeeded(deployment, measure)
+                yield response
+                return
             settled = True
-            self.selector.finish(
-                deployment.id,
-                ttft_s=measure.stopwatch.ttft_s,
-                latency_s=measure.latency_s,
-                tokens=_tokens(measure.usage),
-                ratelimit=measure.ratelimit,
-            )
+            self._succeeded(deployment, measure)
         except _AttemptFailed as failure:
             settled = True
             # Every failure's message is upstream text or holds some: redacted once, here.
@@ -638,6 +654,15 @@ class Gateway:
             if not settled:
                 self.selector.release(deployment.id)  # the client went away
 
+    def _succeeded(self, deployment: Deployment, measure: _Measure) -> None:
+        self.selector.finish(
+            deployment.id,
+            ttft_s=measure.stopwatch.ttft_s,
+            latency_s=measure.latency_s,
+            tokens=_tokens(measure.usage),
+            ratelimit=measure.ratelimit,
+        )
+
     @staticmethod
     def _release(call: _Call, held: list[StreamEvent]) -> list[StreamEvent]:
         """Empty ``held`` into what goes to the client, noting what the client now has."""
@@ -652,24 +677,17 @@ class Gateway:
                     call.tool_started = True
         return out
 
-    def _prepare(self, deployment: Deployment, request: ChatRequest) -> ChatRequest:
-        """``request`` with the deployment's defaults, as it will be sent."""
-        if deployment.max_tokens is not None and request.max_tokens is None:
-            request = dataclasses.replace(request, max_tokens=deployment.max_tokens)
-        if deployment.temperature is not None and request.temperature is None:
-            request = dataclasses.replace(request, temperature=deployment.temperature)
-        return request
-
     def _unsupported(self, deployment: Deployment, request: ChatRequest) -> list[str]:
-        model = self._target(deployment).model
-        return params.unsupported(self._prepare(deployment, request), deployment.protocol, model)
+        return unsupported(deployment, request, self._target(deployment).model)
 
     def _eligible(self, call: _Call, candidates: list[Deployment]) -> list[Deployment]:
         """The candidates that can honour every parameter (or drop the rest); a refusal is
         noted on ``call``, never a failure of the deployment."""
         out = []
         for d in candidates:
-            missing = [] if d.drop_params else self._unsupported(d, call.request)
+            missing = self._unsupported(d, call.request)
+            if d.drop_params:
+                missing = [p for p in missing if p in params.KEPT]
             for param in missing:
                 call.refused.setdefault(params.client_name(call.request, param), []).append(d.name)
             if not missing:
@@ -719,7 +737,7 @@ class Gateway:
         self, deployment: Deployment, request: ChatRequest, call: _Call, measure: _Measure
     ) -> aiohttp.ClientResponse:
         """POST the attempt and return a 2xx response; any other status raises, classified."""
-        request = self._prepare(deployment, request)
+        request = with_defaults(deployment, request)
         if deployment.drop_params:
             dropped = self._unsupported(deployment, request)
             measure.dropped = [params.client_name(request, p) for p in dropped]
@@ -990,6 +1008,22 @@ class Gateway:
         result.context_window = target.context_window or catalog.context_window(target)
         call.owner.stamp(result)
         self.record(result)
+
+
+def with_defaults(deployment: Deployment, request: ChatRequest) -> ChatRequest:
+    """``request`` with the deployment's defaults, as it will be sent."""
+    if deployment.max_tokens is not None and request.max_tokens is None:
+        request = dataclasses.replace(request, max_tokens=deployment.max_tokens)
+    if deployment.temperature is not None and request.temperature is None:
+        request = dataclasses.replace(request, temperature=deployment.temperature)
+    return request
+
+
+def unsupported(deployment: Deployment, request: ChatRequest, model: str) -> list[str]:
+    """The parameters of ``request`` ``deployment`` (asking for ``model``, its target's) cannot
+    honour: what decides whether it is eligible, for routing and for readiness alike."""
+    prepared = with_defaults(deployment, request)
+    return params.unsupported(prepared, deployment.protocol, model, deployment.lacks)
 
 
 def check_model_name(model: str, limit: int) -> None:

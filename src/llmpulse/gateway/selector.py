@@ -41,7 +41,7 @@ from typing import Protocol, TypeVar
 from llmpulse.catalog import cost_usd
 from llmpulse.config.gateway import Strategy
 from llmpulse.errors import ErrorClass
-from llmpulse.gateway.breaker import BreakerConfig, CircuitBreaker, Clock
+from llmpulse.gateway.breaker import BreakerConfig, CircuitBreaker, Clock, Transition
 from llmpulse.presets import PRESETS
 from llmpulse.result import CheckKind, CheckResult, RateLimit, Usage
 from llmpulse.target import Target, preset_target
@@ -106,6 +106,13 @@ class DeploymentStats:
 
     def end(self) -> None:
         self.in_flight = max(0, self.in_flight - 1)
+
+    def cancel(self) -> None:
+        """Undo ``begin``: an attempt taken but never sent counts neither in flight nor towards
+        this minute's requests (a minute rolled over in between costs the new one, at worst
+        one request)."""
+        self.end()
+        self._minute_requests = max(0, self._minute_requests - 1)
 
     def observe(
         self,
@@ -203,6 +210,8 @@ class Selector:
         self._breakers: dict[str, CircuitBreaker] = {}
         # Told of every local outcome (``gateway.shared`` sends them to the other replicas).
         self.listener: Callable[[str, Outcome], None] | None = None
+        # Told of every breaker's change of state, by deployment id (``gateway.breaker_log``).
+        self.on_transition: Callable[[str, Transition], None] | None = None
 
     @property
     def clock(self) -> Clock:
@@ -218,8 +227,13 @@ class Selector:
         breaker = self._breakers.get(deployment_id)
         if breaker is None:
             breaker = CircuitBreaker(self._breaker_config, self._clock)
+            breaker.on_change = functools.partial(self._transition, deployment_id)
             self._breakers[deployment_id] = breaker
         return breaker
+
+    def _transition(self, deployment_id: str, transition: Transition) -> None:
+        if self.on_transition is not None:
+            self.on_transition(deployment_id, transition)
 
     # --- choosing ---------------------------------------------------------------------------
 
@@ -367,6 +381,13 @@ class Selector:
     def release(self, deployment_id: str) -> None:
         """An acquired attempt ended without a verdict (the client went away)."""
         self.stats(deployment_id).end()
+        self.breaker(deployment_id).release()
+
+    def give_back(self, deployment_id: str) -> None:
+        """A selection handed back unsent (a drill passing over its primary): as if it had
+        never been made, so routing (in-flight counts, rpm headroom, the half-open probe
+        slot) is not skewed by a request that went elsewhere."""
+        self.stats(deployment_id).cancel()
         self.breaker(deployment_id).release()
 
     def record_check(self, deployment_id: str, result: CheckResult) -> None:

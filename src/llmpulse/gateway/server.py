@@ -1,15 +1,18 @@
 """``llmpulse gateway`` as a process: where it listens, its traffic written through the one
-writer, its deployments probed (``health``), OTLP export when configured, its own Prometheus
-``/metrics`` on a second socket (``metrics_address``); served until SIGTERM, then in-flight
-requests finish (``gateway.shutdown_grace``) and what was recorded is flushed. With
-``--num_workers N`` each of the N processes (``gateway.workers``) is one of these, told its
-``WorkerRole``: worker i serves its own ``/metrics`` on the metrics port + i.
+writer, its deployments probed (``health``), scheduled failover drills (``gateway.drills``),
+OTLP export when configured, its own Prometheus ``/metrics`` (on the API's port, or a socket of
+its own: ``gateway.metrics_listen``); served until SIGTERM, then in-flight requests finish
+(``gateway.shutdown_grace``) and what was recorded is flushed. With ``--num_workers N`` each of
+the N processes (``gateway.workers``) is one of these, told its ``WorkerRole``: only worker 0
+probes and drills, and worker i serves its own ``/metrics`` on the metrics port + i only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import logging
 import socket
 from collections.abc import Callable, Sequence
@@ -24,10 +27,14 @@ from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.storage import redact_url
 from llmpulse.config.web import is_loopback, split_address
 from llmpulse.gateway.app import create_app, master_key_guard
-from llmpulse.gateway.metrics import GatewayMetrics, create_metrics_app
+from llmpulse.gateway.breaker_log import BreakerLog
+from llmpulse.gateway.drill import scheduled_drills
+from llmpulse.gateway.metrics import GatewayMetrics, create_metrics_app, metrics_endpoint
 from llmpulse.gateway.selector import Selector
+from llmpulse.probe.lock import held_elsewhere
 from llmpulse.result import CheckResult
 from llmpulse.serving import Server, SideServer, header_timeout_protocol
+from llmpulse.store import local_path
 from llmpulse.store.writer import open_recording
 
 if TYPE_CHECKING:
@@ -103,17 +110,6 @@ def serving_line(
     )
 
 
-def metrics_address(gateway: GatewayConfig, port: int) -> tuple[str, int] | None:
-    """Where ``/metrics`` is served: ``gateway.metrics_listen``, else loopback on the gateway's
-    ``port`` + 1 (an ephemeral port when the gateway's is one); None when it is off."""
-    settings = gateway.settings
-    if not settings.metrics:
-        return None
-    if settings.metrics_port is not None:
-        return settings.metrics_host, settings.metrics_port
-    return settings.metrics_host, port + 1 if 0 < port < 65535 else 0
-
-
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -145,6 +141,7 @@ class GatewayProcess:
         self.location = location
         self.host, self.port = address
         self.region = config.monitor.region
+        self.redactor = config.redactor
         # Its results name it and the region it serves from, beside the probe agents'.
         self.name = config.monitor.agent or f"{socket.gethostname()}-gateway-{self.port}"
         self.worker = worker
@@ -167,7 +164,10 @@ class GatewayProcess:
         # nor a database outage loses it.
         self.recording = open_recording(location, self.name)
         self.metrics = GatewayMetrics(gateway, self._selector)
-        self.metrics_socket, self.metrics_warnings = self._bind_metrics(gateway)
+        self.metrics_warnings: list[str] = []
+        self.metrics_socket = self._bind_metrics(gateway)
+        # Breaker opens and closes, for the dashboard's gateway page.
+        self.breakers = BreakerLog(location, self.name, {d.id: d.name for d in gateway.deployments})
         # While `llmpulse run` probes into the same database, its probes are followed, not
         # repeated.
         self.app = create_app(
@@ -179,41 +179,54 @@ class GatewayProcess:
             redactor=config.redactor,
             accept_unenforced_auth=accept_unenforced_auth,
             warnings=[*warnings, *self.metrics_warnings],
+            breakers=self.breakers,
             worker=None if worker is None else worker.index,
         )
+        guard = master_key_guard(gateway, "/metrics")
+        self.metrics_endpoint = metrics_endpoint(self.metrics, guard)
+        # On the API's port too, where LiteLLM serves them: its scrape configs work as they are.
+        # Not for workers: a scrape there would reach one worker or another at random.
+        if gateway.settings.metrics and worker is None:
+            self.app.add_route("/metrics", self.metrics_endpoint, methods=["GET"])
 
-    def _bind_metrics(self, gateway: GatewayConfig) -> tuple[socket.socket | None, list[str]]:
-        """The metrics socket, bound now so a taken port is said before serving: ConfigError
-        for a ``gateway.metrics_listen`` set; the default one taken is a warning (a second
-        gateway on the next port keeps serving)."""
-        address = metrics_address(gateway, self.port)
-        if address is None:
-            return None, []
-        if self.worker is not None and address[1]:
-            # Each worker counts its own requests: its own /metrics, on the next ports up.
-            address = (address[0], address[1] + self.worker.index)
-        if address[1] == self.port != 0:
+    def _bind_metrics(self, gateway: GatewayConfig) -> socket.socket | None:
+        """The metrics port's socket, bound now so a taken port is said before serving: a
+        ConfigError for ``gateway.metrics_listen``'s; the default one (loopback, the gateway's
+        port + 1) taken is a warning, and /metrics stays on the API's port. None: off."""
+        settings = gateway.settings
+        if not settings.metrics:
+            return None
+        host, port = settings.metrics_host, settings.metrics_port
+        # Each worker counts its own requests: its own /metrics, on the next ports up.
+        offset = 0 if self.worker is None else self.worker.index
+        if port is None:
+            # An ephemeral API port: any free one.
+            port = self.port + 1 + offset if self.port else 0
+            try:
+                return _bind(host, port)
+            except OSError as exc:
+                self.metrics_warnings.append(
+                    f"/metrics has no port of its own: {host}:{port} (the gateway's port + "
+                    f"{port - self.port}) is taken ({exc.strerror}); set gateway.metrics_listen"
+                    + (", or scrape the API's port" if self.worker is None else "")
+                )
+                return None
+        port += offset
+        if port == self.port != 0:
             raise ConfigError(
-                f"gateway.metrics_listen: port {self.port} is the gateway's own; /metrics needs "
-                "a port of its own"
+                f"gateway.metrics_listen: port {port} is the gateway's own; leave "
+                "gateway.metrics_listen unset for a port of its own (the gateway's + 1)"
             )
         try:
-            return _bind(*address), []
+            return _bind(host, port)
         except OSError as exc:
-            host, port = address
-            if gateway.settings.metrics_port is not None:
-                raise ConfigError(
-                    f"gateway.metrics_listen: cannot listen on {host}:{port} ({exc.strerror})"
-                ) from None
-            return None, [
-                f"/metrics not served: {host}:{port} (the gateway's port + {port - self.port}) is "
-                "taken; set "
-                "gateway.metrics_listen"
-            ]
+            raise ConfigError(
+                f"gateway.metrics_listen: cannot listen on {host}:{port} ({exc.strerror})"
+            ) from None
 
     @property
     def metrics_url(self) -> str | None:
-        """Where this process serves ``/metrics`` (None: it does not)."""
+        """Where this process serves ``/metrics`` on a port of its own (None: it does not)."""
         if self.metrics_socket is None:
             return None
         return f"{_url(*self.metrics_socket.getsockname()[:2])}/metrics"
@@ -229,6 +242,19 @@ class GatewayProcess:
             self.telemetry.emit(result)
         self.metrics.observe(result)
 
+    async def _drills(self, stop: asyncio.Event) -> None:
+        """Scheduled failover drills (``gateway.drills``), unless a daemon probes into the same
+        database (it holds the probe lock): then its alert leader runs them, so an occurrence
+        is drilled once. Results go through the recording, as traffic does."""
+        settings = self.gateway.settings.drills
+        if settings is None or (self.worker is not None and not self.worker.probes):
+            return  # of several workers, the first drills for all
+        lock = local_path(self.location)
+        await scheduled_drills(
+            self.gateway, settings, stop, record=self.record,
+            may_run=lambda: not held_elsewhere(lock), redactor=self.redactor,
+        )  # fmt: skip
+
     async def serve(
         self,
         *,
@@ -239,9 +265,18 @@ class GatewayProcess:
     ) -> None:
         """Serve until SIGINT/SIGTERM, then flush the recording and close. ``sockets``: listen
         on these (bound by a parent, shared by its workers) instead of binding the address;
-        ``on_ready`` is called once requests are being served."""
+        ``on_ready`` is called once requests are being served. Without ``announce`` (a worker:
+        its parent announces the gateway), warnings go to the log."""
+
+        def say(line: str) -> None:
+            if announce is not None:
+                announce(line)
+            else:
+                log.warning("%s", line.removeprefix("warning: "))
+
         host, port = self.host, self.port
         self.recording.start()  # a predecessor's spool is replayed at once
+        self.breakers.start()
         # What start-up built lives as long as the gateway: frozen out of collections, which
         # otherwise took about a sixth of each request's time (profiled under load).
         aio.quiet_gc()
@@ -265,11 +300,12 @@ class GatewayProcess:
             announce(serving_line(self.gateway, (host, port), self.location))
         side: asyncio.Task[None] | None = None
         metrics_server: SideServer | None = None
+        metrics_at = f"{_url(host, port)}/metrics"
         if self.metrics_socket is not None:
-            guard = master_key_guard(self.gateway, "/metrics")
+            metrics_at = f"{_url(*self.metrics_socket.getsockname()[:2])}/metrics and {metrics_at}"
             metrics_server = SideServer(
                 uvicorn.Config(
-                    create_metrics_app(self.metrics, guard),
+                    create_metrics_app(self.metrics_endpoint),
                     log_level="warning",
                     log_config=None,
                     lifespan="off",
@@ -277,23 +313,29 @@ class GatewayProcess:
                 )
             )
             side = asyncio.create_task(metrics_server.serve(sockets=[self.metrics_socket]))
-            if announce is not None:  # a worker's parent says where all of them serve it
-                behind = " (master key)" if any(k.master for k in settings.keys) else ""
-                announce(f"llmpulse gateway: metrics at {self.metrics_url}{behind}")
+            side.add_done_callback(functools.partial(_metrics_ended, say))
+        if settings.metrics and announce is not None:
+            behind = "master key" if settings.has_master_key else "loopback clients"
+            announce(f"llmpulse gateway: metrics at {metrics_at} ({behind})")
         for line in self.metrics_warnings:
-            if announce is not None:
-                announce(f"warning: {line}")
-            else:
-                log.warning("%s", line)
+            say(f"warning: {line}")
+        stop = asyncio.Event()
+        drills = asyncio.ensure_future(self._drills(stop))
         try:
             await server.serve(sockets=list(sockets) if sockets is not None else None)
         finally:
+            stop.set()
+            drills.cancel()  # a drill under way is abandoned: it is not the clients' traffic
+            with contextlib.suppress(asyncio.CancelledError):
+                await drills
             if metrics_server is not None and side is not None:
                 metrics_server.should_exit = True
-                await side
+                # A failure of its own was said when it happened: the flush below still runs.
+                await asyncio.gather(side, return_exceptions=True)
             if self.metrics_socket is not None:
                 self.metrics_socket.close()
             await asyncio.to_thread(self.recording.close)
+            await asyncio.to_thread(self.breakers.close)
             self.recording.writer.store.close()
             if self.telemetry is not None:
                 await asyncio.to_thread(self.telemetry.shutdown)
@@ -308,6 +350,14 @@ class _Server(Server):
         await super().startup(sockets)
         if self.started and self.on_ready is not None:
             self.on_ready()
+
+
+def _metrics_ended(announce: Callable[[str], None], side: asyncio.Task[None]) -> None:
+    """Says the metrics server failed: the gateway serves on without its /metrics."""
+    if side.cancelled() or side.exception() is None:
+        return
+    error = side.exception()
+    announce(f"warning: /metrics stopped ({type(error).__name__}: {error}); the gateway serves on")
 
 
 def _url(host: str, port: int) -> str:

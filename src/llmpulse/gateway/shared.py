@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import socket
@@ -32,6 +33,7 @@ from collections import deque
 from typing import Any
 
 import redis.asyncio as redis
+from redis import Redis
 from redis.exceptions import RedisError
 
 from llmpulse.errors import ErrorClass
@@ -47,6 +49,37 @@ MAX_QUEUED = 10_000  # outcomes kept while Redis is away
 STREAM_MAXLEN = 10_000  # about the last few seconds at full load: enough for a reader
 
 
+def holds_key(prefix: str) -> str:
+    """The hash of breaker decisions in force: deployment id -> its deadlines."""
+    return f"{prefix}:holds"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hold:
+    """A deployment's breaker decision as the replicas share it: wall-clock deadlines (0: none)
+    and what set the cool-down."""
+
+    open_until: float
+    cool_until: float
+    reason: str | None
+
+
+def read_holds(url: str, prefix: str = "llmpulse:gateway") -> dict[str, Hold]:
+    """The decisions in force, by deployment id, for a reader outside the gateway (readiness);
+    a closed breaker has none. Raises ``RedisError``/``OSError`` when Redis cannot say."""
+    client = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        raw = client.hgetall(holds_key(prefix))
+    finally:
+        client.close()
+    out = {}
+    for deployment, value in raw.items():  # type: ignore[union-attr]
+        hold = json.loads(value)
+        name = deployment.decode() if isinstance(deployment, bytes) else str(deployment)
+        out[name] = Hold(hold.get("open") or 0.0, hold.get("cool") or 0.0, hold.get("why"))
+    return out
+
+
 class SharedState:
     """Publishes this replica's outcomes and breaker decisions; applies the other replicas'."""
 
@@ -54,7 +87,7 @@ class SharedState:
         self.url = url
         self.selector = selector
         self.stream = f"{prefix}:events"
-        self.holds_key = f"{prefix}:holds"
+        self.holds_key = holds_key(prefix)
         self.replica = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.connected = asyncio.Event()
         self._queue: deque[dict[str, Any]] = deque(maxlen=MAX_QUEUED)

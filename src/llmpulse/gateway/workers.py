@@ -177,9 +177,11 @@ class Supervisor:
     def _announce_metrics(self, announce: Callable[[str], None]) -> None:
         urls = [s.metrics_url for s in self.slots if s.metrics_url]
         if urls:
-            behind = " (master key)" if any(k.master for k in self.gateway.settings.keys) else ""
+            settings = self.gateway.settings
+            behind = "master key" if settings.has_master_key else "loopback clients"
             # Each worker counts its own requests: Prometheus scrapes each, sums over them.
-            announce(f"llmpulse gateway: metrics at {', '.join(urls)}{behind}, one per worker")
+            listed = ", ".join(urls)
+            announce(f"llmpulse gateway: metrics at {listed}, one per worker ({behind})")
 
     def _note(self, signum: int, frame: object) -> None:
         self._signals.append(signum)

@@ -35,9 +35,20 @@ from llmpulse.alerts.window import (
     says_nothing,
 )
 from llmpulse.config import Config
+from llmpulse.gateway import readiness
 from llmpulse.monitor.billing import Verdict
+from llmpulse.monitor.drills import DrillJudge
 from llmpulse.result import CheckResult
-from llmpulse.rules import BILLING_DRIFT_RULE, BUDGET_RULES, NOT_WINDOWED, SLO_BURN_RULE, RuleSpec
+from llmpulse.rules import (
+    BILLING_DRIFT_RULE,
+    BUDGET_RULES,
+    FAILOVER_NOT_READY,
+    FAILOVER_PATH_BROKEN,
+    NOT_WINDOWED,
+    SLO_BURN_RULE,
+    RuleSpec,
+    group_subject,
+)
 from llmpulse.store import ResultFilter, Store, queries
 from llmpulse.target import Target
 
@@ -102,6 +113,7 @@ class Alerting:
         }
         self.spend_at = -math.inf  # when spend was last judged: never yet
         self.budgets_at = -math.inf  # when budgets were last judged: never yet
+        self.failover_at = -math.inf  # when failover readiness was last judged: never yet
         self.metric_rules = MetricRules(
             [*config.custom_rules, *builtin_rules(config.targets, self.rules)], config.targets
         )
@@ -139,6 +151,7 @@ class Alerting:
         self.slo_pruned_at = -math.inf
         # (SLO index, from, until): what ``replay_start`` found to count from raw results.
         self.backfill: list[tuple[int, float, float]] = []
+        self.drills = DrillJudge(config.gateway)  # failover_path_broken per failover path
 
     @property
     def longest_horizon(self) -> float:
@@ -220,8 +233,12 @@ class Alerting:
         """Add results (any agent's, any order within a batch) and evaluate the targets they
         touched once each."""
         touched: set[str] = set()
+        drilled: set[tuple[str, ...]] = set()
         now = time.time() if now is None else now
         for result in results:
+            path = self.drills.add(result)
+            if path is not None:
+                drilled.add(path)
             if result.target not in self.targets:
                 continue  # a target no longer in the config, or traffic of an unmonitored one
             self.metric_rules.add(result)  # custom rules count traffic's own faults too
@@ -236,6 +253,20 @@ class Alerting:
             touched.add(result.target)
         for name in touched:
             self._evaluate(self.targets[name], now)
+        for path in drilled:
+            self.observe_drill(path, now)
+
+    def observe_drill(self, path: tuple[str, ...], now: float) -> None:
+        """``failover_path_broken`` for one failover path, at the rule's severity (``rules:
+        {failover_path_broken: {severity: critical}}`` to page): it fires when the path's
+        latest drill failed and resolves with the next drill of the path that passes."""
+        rule = self.provider_rules[ALL][FAILOVER_PATH_BROKEN]
+        v = self.drills.verdict(path)
+        severity = rule.severity if rule.enabled and v.failed is not None else None
+        self.engine.observe_graded(
+            FAILOVER_PATH_BROKEN, v.subject, v.provider, severity, v.summary, now,
+            resolve_after=0.0, labels=v.labels,
+        )  # fmt: skip
 
     def _evaluate(self, target: Target, now: float) -> None:
         rules, baseline = self.rules[target.name], self.baselines.get(target.name)
@@ -356,6 +387,48 @@ class Alerting:
                     f"{scope} {name} has no budget any more", now, resolve_after=0.0,
                 )  # fmt: skip
         self.budgets_at = now
+
+    def failover_readiness(self, now: float) -> list[readiness.GroupReadiness]:
+        """Every gateway model group's readiness (``gateway.readiness``), for
+        ``observe_failover``: queries, and Redis when shared, so run it off the loop."""
+        gateway = self.config.gateway
+        if gateway is None:
+            return []
+        return readiness.judge(gateway, readiness.read_facts(gateway, self.store, now))
+
+    def observe_failover(self, groups: Iterable[readiness.GroupReadiness], now: float) -> None:
+        """``failover_not_ready`` per model group with a fallback: it fires when no fallback
+        is ready and none at risk either (the group lost its last ready fallback), and stays
+        until one is ready again (at risk is not enough to resolve). A group without any
+        fallback is a choice of the config, not a loss: it never fires. An alert whose group
+        is no longer configured resolves."""
+        rule = self.provider_rules[ALL][FAILOVER_NOT_READY]
+        engine = self.engine
+        seen = set()
+        for g in groups:
+            subject = group_subject(g.group)
+            seen.add(subject)
+            record = engine.records.get(fingerprint(FAILOVER_NOT_READY, subject))
+            live = record is not None and record.state in (AlertState.FIRING, AlertState.PENDING)
+            lost = g.status is readiness.Status.NOT_READY and bool(g.fallbacks)
+            holds = rule.enabled and (lost or (live and g.status is readiness.Status.AT_RISK))
+            if not holds and not live:
+                continue  # records are made here only, once a group loses its fallbacks
+            engine.observe_graded(
+                FAILOVER_NOT_READY, subject, ALL, rule.severity if holds else None,
+                f"model group {g.group}: {g.reason}", now, resolve_after=0.0,
+            )  # fmt: skip
+        for record in list(engine.records.values()):
+            if (
+                record.rule == FAILOVER_NOT_READY
+                and record.state in (AlertState.FIRING, AlertState.PENDING)
+                and record.target not in seen
+            ):
+                engine.observe_graded(
+                    FAILOVER_NOT_READY, record.target, record.provider, None,
+                    f"{record.target} is no longer configured", now, resolve_after=0.0,
+                )  # fmt: skip
+        self.failover_at = now
 
     def observe_slos(self, now: float) -> None:
         """One ``slo_burn_rate`` alert per SLO: critical while a page condition holds, warning

@@ -53,6 +53,7 @@ from llmpulse.alerts.outbox import Outbox
 from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import Config
 from llmpulse.config.storage import is_postgres, results_location
+from llmpulse.gateway.drill import scheduled_drills
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.monitor.billing import Reconciler
 from llmpulse.monitor.leader import leadership_for
@@ -84,6 +85,7 @@ SILENCE_RELOAD_S = 5.0
 BASELINE_EVERY_S = 600.0
 SPEND_EVERY_S = 60.0  # cost_spike: an hour's spend against 7 days, judged every minute
 BUDGETS_EVERY_S = 60.0  # budget alerts and forecasts per key and team, judged every minute
+FAILOVER_EVERY_S = 30.0  # failover readiness per gateway model group
 DRAIN_OUTBOX_S = 5.0
 SLO_SAVE_S = 5.0  # SLO minutes saved this often (a new leader recounts the last minutes anyway)
 BILLING_EVERY_S = 60.0  # due billing days looked for this often (each is read once)
@@ -318,6 +320,7 @@ class Daemon:
                 asyncio.ensure_future(self._reconcile(session)),
                 asyncio.ensure_future(self._traffic(scheduler)),
                 asyncio.ensure_future(self._probe_budget(scheduler)),
+                asyncio.ensure_future(self._drills()),
             ]
             background += [asyncio.ensure_future(s(self.stop_event)) for s in self._services]
             ticker = asyncio.ensure_future(self._ticker())
@@ -581,6 +584,11 @@ class Daemon:
                     with _logged("spend", self.unreadable):
                         now = time.time()
                         alerting.observe_spend(await asyncio.to_thread(alerting.spend, now), now)
+                if time.time() - alerting.failover_at >= FAILOVER_EVERY_S:
+                    with _logged("failover readiness", self.unreadable):
+                        now = time.time()
+                        groups = await asyncio.to_thread(alerting.failover_readiness, now)
+                        alerting.observe_failover(groups, now)
                 if time.time() - alerting.budgets_at >= BUDGETS_EVERY_S:
                     with _logged("budgets", self.unreadable):
                         now = time.time()
@@ -608,6 +616,25 @@ class Daemon:
                 if self.alerting is alerting:  # still this term's engine
                     alerting.observe_billing(verdicts, now)
             await asyncio.sleep(BILLING_EVERY_S)
+
+    async def _drills(self) -> None:
+        """Scheduled failover drills (``gateway.drills``), run by the alert leader only: of
+        several agents on one database (and a gateway on it, which leaves them to a daemon
+        holding the probe lock) one drills each occurrence, and judges the results."""
+        gateway = self.config.gateway
+        settings = gateway.settings.drills if gateway is not None else None
+        if gateway is None or settings is None:
+            return
+        await scheduled_drills(
+            gateway, settings, self.stop_event, record=self._record_drill,
+            may_run=lambda: self.leadership.is_leader, redactor=self.config.redactor,
+        )  # fmt: skip
+
+    def _record_drill(self, result: CheckResult) -> None:
+        result.agent, result.region = self.agent, self.region
+        self.recording.add(result)
+        for sink in self._sinks:
+            sink(result)
 
     async def _official_changes(self) -> None:
         changes = self.status.changes()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +17,9 @@ ROLLUP_RETENTION_S = 400 * 86400
 # Users and tags kept by name per UTC day and source in the daily spend rollup; the rest of
 # the day's spend is summed in one ``other`` row (keys, teams, models and providers: all).
 SPEND_TOP_N = 1000
+# Buckets with fallbacks one ``fallback_buckets`` call returns: a week of minutes, 3 groups.
+MAX_FALLBACK_BUCKETS = 30_000
+MAX_ISLANDS = 10_000  # runs of moved / not moved requests one ``route_islands`` call returns
 
 GroupBy = Literal["target", "provider", "bucket"] | None
 # Raw results also know who measured them and why: by region (agents) or source (probe/traffic).
@@ -129,6 +132,71 @@ class ModelChange:
     target: str
     previous: str | None
     current: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BreakerEvent:
+    """A gateway's circuit breaker for ``deployment`` (its target name) entered ``state``
+    (closed, open, half_open) at ``ts``, for ``reason``; ``agent`` names the gateway process."""
+
+    ts: float
+    agent: str
+    deployment: str
+    state: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RouteCount:
+    """Gateway traffic of one bucket counted in the database: ``requests`` whose first choice
+    was ``first`` (``route[0]``; the target for results without a route) and which ended on
+    ``answered`` (``route[-1]``, the result's target), moved off the first by
+    ``fallback_reason``; ``live_drill``: sent with a drill header. ``first_ts``: the earliest."""
+
+    bucket: int
+    first: str
+    answered: str
+    fallback_reason: str | None
+    live_drill: bool
+    requests: int
+    first_ts: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FallbackBucket:
+    """Gateway requests (live drills aside) of one bucket whose first choice was ``first``:
+    ``requests`` in all, ``fallbacks`` of them answered by another deployment, the first of
+    those at ``first_fallback_ts``."""
+
+    bucket: int
+    first: str
+    requests: int
+    fallbacks: int
+    first_fallback_ts: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Island:
+    """A run of consecutive requests, all moved or all not: the first at ``start_ts``, the
+    last at ``end_ts``."""
+
+    moved: bool
+    start_ts: float
+    end_ts: float
+    requests: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EntryTraffic:
+    """``Store.traffic_by_entry``: the gateway traffic that entered at one deployment (the
+    first of its route, wherever it was answered) over a window."""
+
+    requests: int
+    # Since the window's ``recent_ts``: the current rate's requests and tokens (in + out).
+    recent_requests: int
+    recent_tokens: int
+    prompt_p99: int | None  # input tokens, DDSketch's rank (``queries.exact_quantile``)
+    features: frozenset[str]  # every request's ``features``, together
 
 
 @dataclasses.dataclass(slots=True)
@@ -260,6 +328,78 @@ class Store(abc.ABC):
         aligned to multiples of ``step_s`` (a multiple of 60), groups as ``metric_values``'.
         What a chart split by region or source needs (rollups keep neither), counted in the
         database so that no row reaches Python. Buckets and groups without a value are absent."""
+        raise NotImplementedError
+
+    def write_breaker_events(self, events: Sequence[BreakerEvent]) -> None:
+        """Store breaker events in one transaction; one stored before (same time, agent,
+        deployment and state) is kept once."""
+        raise NotImplementedError
+
+    def breaker_events(
+        self, start_ts: float, end_ts: float, limit: int = 1000
+    ) -> list[BreakerEvent]:
+        """Breaker events of ``start_ts <= ts < end_ts``, oldest first; the newest ``limit``."""
+        raise NotImplementedError
+
+    def route_counts(self, start_ts: float, end_ts: float, step_s: int) -> list[RouteCount]:
+        """Gateway traffic (source traffic) of ``start_ts <= ts < end_ts`` counted in the
+        database per bucket (multiples of ``step_s``, a multiple of 60), first choice, answering
+        deployment, fallback reason and live drill."""
+        raise NotImplementedError
+
+    # The three below read a request's *first choice* as its route's first deployment, unless
+    # ``expected`` maps that one to another: the deployment its group would have gone to first
+    # had all been up (priority routing), so that requests sent straight to a fallback because
+    # the primary's breaker was open count as moved too.
+
+    def fallback_buckets(
+        self, start_ts: float, end_ts: float, step_s: int, expected: Mapping[str, str] | None = None
+    ) -> list[FallbackBucket]:
+        """The (bucket, first choice) pairs of ``start_ts <= ts < end_ts`` in which a gateway
+        request (not a live drill) was answered by another deployment than its first choice,
+        oldest first, at most ``MAX_FALLBACK_BUCKETS``."""
+        raise NotImplementedError
+
+    def first_choice_answer(
+        self,
+        start_ts: float,
+        end_ts: float,
+        firsts: Sequence[str],
+        expected: Mapping[str, str] | None = None,
+    ) -> float | None:
+        """The time of the earliest gateway request (not a live drill) of
+        ``start_ts <= ts < end_ts`` whose first choice is one of ``firsts`` and answered it."""
+        raise NotImplementedError
+
+    def fallback_counts(
+        self,
+        start_ts: float,
+        end_ts: float,
+        firsts: Sequence[str],
+        expected: Mapping[str, str] | None = None,
+    ) -> dict[tuple[str, str, str | None], int]:
+        """Gateway requests (not live drills) of ``start_ts <= ts < end_ts`` whose first choice
+        is one of ``firsts`` and which another deployment answered, counted by (first choice,
+        answering deployment, fallback reason)."""
+        raise NotImplementedError
+
+    def route_islands(
+        self,
+        start_ts: float,
+        end_ts: float,
+        firsts: Sequence[str],
+        expected: Mapping[str, str] | None = None,
+    ) -> list[Island]:
+        """The gateway requests (not live drills) of ``start_ts <= ts < end_ts`` whose first
+        choice is one of ``firsts``, in time order, as runs of moved (answered by another
+        deployment than the first choice) and not moved requests; at most ``MAX_ISLANDS``."""
+        raise NotImplementedError
+
+    def traffic_by_entry(
+        self, start_ts: float, end_ts: float, recent_ts: float
+    ) -> dict[str, EntryTraffic]:
+        """Gateway traffic of ``start_ts <= ts < end_ts`` (not drills) by the deployment its
+        route started at, computed in the database: a busy hour never reaches Python."""
         raise NotImplementedError
 
     def tail_start(self, since_ts: float) -> tuple[list[CheckResult], int]:

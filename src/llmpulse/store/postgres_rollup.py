@@ -222,6 +222,10 @@ class PostgresDialect:
         )
 
     @staticmethod
+    def json_first(column: str) -> str:
+        return f"({column}::jsonb ->> 0)"
+
+    @staticmethod
     def latest_per_target_sql(columns: str) -> str:
         # The newest row of each target from the end of its run in the (target, ts) indexes.
         return f"""{TARGETS_CTE}

@@ -214,6 +214,10 @@ class SQLiteDialect:
         return "results, json_each(results.tags)", "json_each.value"
 
     @staticmethod
+    def json_first(column: str) -> str:
+        return f"json_extract({column}, '$[0]')"
+
+    @staticmethod
     def latest_per_target_sql(columns: str) -> str:
         # The newest row of each target from the end of its run in the (target, ts) index.
         return f"""{TARGETS_CTE}

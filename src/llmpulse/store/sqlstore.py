@@ -14,7 +14,7 @@ import itertools
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -23,17 +23,24 @@ from llmpulse.result import CheckKind, CheckResult, RateLimit, Source, Usage
 from llmpulse.store.base import (
     ALL_RESULTS,
     COST_BY,
+    MAX_FALLBACK_BUCKETS,
+    MAX_ISLANDS,
     RAW_RETENTION_S,
     ROLLUP_RETENTION_S,
     SPEND_TOP_N,
+    BreakerEvent,
     CostBy,
     CostReport,
     CostRow,
+    EntryTraffic,
+    FallbackBucket,
     GroupBy,
+    Island,
     ModelChange,
     PruneStats,
     RawGroupBy,
     ResultFilter,
+    RouteCount,
     Store,
     Totals,
     TotalsBy,
@@ -191,6 +198,10 @@ class Dialect(Protocol):
 
     def latest_per_target_sql(self, columns: str) -> str: ...
 
+    def json_first(self, column: str) -> str:
+        """The first element of the JSON list in ``column``, as text (NULL for NULL)."""
+        ...
+
     def tag_values(self) -> tuple[str, str]:
         """A FROM clause of ``results`` beside its rows' tags, a row per tag, and the tag's
         column in it."""
@@ -305,6 +316,141 @@ class SQLStore(Store, Generic[C]):
             )
             rows = conn.all(f"SELECT {KEY_COLUMNS} FROM gateway_keys WHERE name = ?", (name,))
         return decode_key(rows[0]) if changed else None
+
+    def write_breaker_events(self, events: Sequence[BreakerEvent]) -> None:
+        rows = [(e.ts, e.agent, e.deployment, e.state, e.reason) for e in events]
+        if not rows:
+            return
+        with self._writing() as conn:
+            conn.many(
+                "INSERT INTO breaker_events (ts, agent, deployment, state, reason) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+    def breaker_events(
+        self, start_ts: float, end_ts: float, limit: int = 1000
+    ) -> list[BreakerEvent]:
+        with self._reading() as conn:
+            rows = conn.all(
+                "SELECT ts, agent, deployment, state, reason FROM breaker_events "
+                "WHERE ts >= ? AND ts < ? ORDER BY ts DESC, agent DESC, deployment DESC LIMIT ?",
+                (start_ts, end_ts, limit),
+            )
+        return [BreakerEvent(float(r[0]), *r[1:]) for r in reversed(rows)]
+
+    def route_counts(self, start_ts: float, end_ts: float, step_s: int) -> list[RouteCount]:
+        first = f"coalesce({self.dialect.json_first('route')}, target)"
+        bucket = self.dialect.bucket("ts", _step(step_s))
+        with self._reading() as conn:
+            rows = conn.all(
+                f"""SELECT {bucket} AS b, {first} AS f, target, fallback_reason,
+                           CASE WHEN drill IS NULL THEN 0 ELSE 1 END AS d, count(*), min(ts)
+                    FROM results WHERE ts >= ? AND ts < ? AND source = ?
+                    GROUP BY b, f, target, fallback_reason, d""",
+                (start_ts, end_ts, str(Source.TRAFFIC)),
+            )
+        counts = [
+            RouteCount(int(b), f, a, reason, bool(d), int(n), float(ts))
+            for b, f, a, reason, d, n, ts in rows
+        ]
+        return sorted(counts, key=lambda c: (c.bucket, c.first, c.answered, c.live_drill))
+
+    def _expected_first(self, expected: Mapping[str, str] | None) -> tuple[str, str, list[object]]:
+        """A CTE (may be empty), the SQL of a request's expected first choice, and the CTE's
+        arguments (which come first)."""
+        first = f"coalesce({self.dialect.json_first('route')}, target)"
+        if not expected:
+            return "", first, []
+        values = ", ".join("(CAST(? AS TEXT), CAST(? AS TEXT))" for _ in expected)
+        cte = f"WITH expected (name, first_choice) AS (VALUES {values}) "
+        sql = f"coalesce((SELECT first_choice FROM expected WHERE name = {first}), {first})"
+        return cte, sql, [v for pair in expected.items() for v in pair]
+
+    def fallback_buckets(
+        self, start_ts: float, end_ts: float, step_s: int, expected: Mapping[str, str] | None = None
+    ) -> list[FallbackBucket]:
+        cte, first, args = self._expected_first(expected)
+        bucket = self.dialect.bucket("ts", _step(step_s))
+        moved = f"{first} <> target"
+        with self._reading() as conn:
+            rows = conn.all(
+                f"""{cte}SELECT {bucket} AS b, {first} AS f, count(*),
+                           count(CASE WHEN {moved} THEN 1 END), min(CASE WHEN {moved} THEN ts END)
+                    FROM results WHERE ts >= ? AND ts < ? AND source = ? AND drill IS NULL
+                    GROUP BY b, f HAVING count(CASE WHEN {moved} THEN 1 END) > 0
+                    ORDER BY b, f LIMIT ?""",
+                (*args, start_ts, end_ts, str(Source.TRAFFIC), MAX_FALLBACK_BUCKETS),
+            )
+        return [FallbackBucket(int(b), f, int(n), int(m), float(ts)) for b, f, n, m, ts in rows]
+
+    def first_choice_answer(
+        self,
+        start_ts: float,
+        end_ts: float,
+        firsts: Sequence[str],
+        expected: Mapping[str, str] | None = None,
+    ) -> float | None:
+        if not firsts:
+            return None
+        cte, first, args = self._expected_first(expected)
+        marks = ", ".join("?" * len(firsts))
+        with self._reading() as conn:
+            (ts,) = one(
+                conn,
+                f"{cte}SELECT min(ts) FROM results WHERE ts >= ? AND ts < ? AND source = ? "
+                f"AND drill IS NULL AND target IN ({marks}) AND {first} = target",
+                (*args, start_ts, end_ts, str(Source.TRAFFIC), *firsts),
+            )
+        return None if ts is None else float(ts)
+
+    def fallback_counts(
+        self,
+        start_ts: float,
+        end_ts: float,
+        firsts: Sequence[str],
+        expected: Mapping[str, str] | None = None,
+    ) -> dict[tuple[str, str, str | None], int]:
+        if not firsts:
+            return {}
+        cte, first, args = self._expected_first(expected)
+        marks = ", ".join("?" * len(firsts))
+        with self._reading() as conn:
+            rows = conn.all(
+                f"""{cte}SELECT {first} AS f, target, fallback_reason, count(*) FROM results
+                    WHERE ts >= ? AND ts < ? AND source = ? AND drill IS NULL
+                    AND {first} IN ({marks}) AND {first} <> target
+                    GROUP BY f, target, fallback_reason""",
+                (*args, start_ts, end_ts, str(Source.TRAFFIC), *firsts),
+            )
+        return {(f, a, reason): int(n) for f, a, reason, n in rows}
+
+    def route_islands(
+        self,
+        start_ts: float,
+        end_ts: float,
+        firsts: Sequence[str],
+        expected: Mapping[str, str] | None = None,
+    ) -> list[Island]:
+        if not firsts:
+            return []
+        cte, first, args = self._expected_first(expected)
+        marks = ", ".join("?" * len(firsts))
+        # Gaps and islands: within a run, the rank among all rows and the rank among rows of
+        # the same kind grow together, so their difference names the run.
+        with self._reading() as conn:
+            rows = conn.all(
+                f"""{cte}SELECT moved, min(ts) AS t0, max(ts), count(*) FROM (
+                        SELECT ts, moved,
+                               row_number() OVER (ORDER BY ts, id)
+                               - row_number() OVER (PARTITION BY moved ORDER BY ts, id) AS run
+                        FROM (SELECT id, ts, CASE WHEN {first} <> target THEN 1 ELSE 0 END AS moved
+                              FROM results WHERE ts >= ? AND ts < ? AND source = ?
+                              AND drill IS NULL AND {first} IN ({marks})) AS r
+                    ) AS s GROUP BY moved, run ORDER BY t0 LIMIT ?""",
+                (*args, start_ts, end_ts, str(Source.TRAFFIC), *firsts, MAX_ISLANDS),
+            )
+        return [Island(bool(m), float(a), float(b), int(n)) for m, a, b, n in rows]
 
     def _model_changes_in(
         self, conn: Conn, results: Sequence[CheckResult]
@@ -475,6 +621,51 @@ class SQLStore(Store, Generic[C]):
         with self._reading() as conn:
             rows = conn.all(sql, (*args, limit))
         return [decode(row) for row in rows]
+
+    def traffic_by_entry(
+        self, start_ts: float, end_ts: float, recent_ts: float
+    ) -> dict[str, EntryTraffic]:
+        first = self.dialect.json_first("route")
+        where = "ts >= ? AND ts < ? AND source = 'traffic' AND drill IS NULL AND route IS NOT NULL"
+        span = (start_ts, end_ts)
+        with self._reading() as conn:
+            counts = conn.all(
+                f"SELECT {first}, count(*), "
+                "coalesce(sum(CASE WHEN ts >= ? THEN 1 ELSE 0 END), 0), "
+                "coalesce(sum(CASE WHEN ts >= ? THEN coalesce(input_tokens, 0) "
+                "+ coalesce(output_tokens, 0) ELSE 0 END), 0) "
+                f"FROM results WHERE {where} GROUP BY 1",
+                (recent_ts, recent_ts, *span),
+            )
+            # A handful of distinct lists: requests of one app look alike.
+            listed = conn.all(
+                f"SELECT DISTINCT {first}, features FROM results "
+                f"WHERE {where} AND features IS NOT NULL",
+                span,
+            )
+            # The value at index floor(0.99 (n - 1)) of each entry's sorted prompts, in integers.
+            p99 = conn.all(
+                f"SELECT f, input_tokens FROM (SELECT {first} AS f, input_tokens, "
+                f"row_number() OVER (PARTITION BY {first} ORDER BY input_tokens) - 1 AS i, "
+                f"count(*) OVER (PARTITION BY {first}) AS n FROM results "
+                f"WHERE {where} AND input_tokens IS NOT NULL) AS q "
+                "WHERE i * 100 <= 99 * (n - 1) AND (i + 1) * 100 > 99 * (n - 1)",
+                span,
+            )
+        features: dict[str, set[str]] = {}
+        for name, raw in listed:
+            features.setdefault(name, set()).update(json.loads(raw))
+        prompts = {name: int(value) for name, value in p99}
+        return {
+            name: EntryTraffic(
+                int(total),
+                int(recent),
+                int(tokens),
+                prompts.get(name),
+                frozenset(features.get(name, ())),
+            )
+            for name, total, recent, tokens in counts
+        }
 
     def tail_start(self, since_ts: float) -> tuple[list[CheckResult], int]:
         with self._reading() as conn:
@@ -789,6 +980,8 @@ SELECT b, g, {self.dialect.key("v")}, count(*), max(v) FROM (
             conn.run(f"DELETE FROM spend_hourly WHERE hour + {HOUR} <= ?", (hours_cut,))
             # Batch ids are kept as long as raw results: no spool replays anything older.
             conn.run("DELETE FROM ingested_batches WHERE ts < ?", (raw_cut,))
+            # Breaker events mark charts of raw results: kept as long.
+            conn.run("DELETE FROM breaker_events WHERE ts < ?", (raw_cut,))
         return PruneStats(results=results, rollups=rollups)
 
     @abc.abstractmethod

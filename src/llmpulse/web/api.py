@@ -127,6 +127,13 @@ def private_routes(view: View) -> APIRouter:
         with _found():
             return view.events(target, range)
 
+    @router.get("/gateway", response_model=schemas.Gateway)
+    def gateway(window: schemas.GatewayWindow = "1h") -> schemas.Gateway:
+        """The gateway's traffic share per deployment and fallbacks per minute by reason (per
+        bucket), its breakers' opens and closes, the incidents in which traffic moved off its
+        first choices (from, to, when, back when) and the latest drill of each failover path."""
+        return view.gateway(window)
+
     @router.get("/alerts", response_model=schemas.Alerts)
     def alerts(
         target: TargetFilter = None,
@@ -249,6 +256,13 @@ def private_routes(view: View) -> APIRouter:
             return view.cost_report(by, _ts(from_), _ts(to), source, limit)
         except InvalidInput as exc:
             raise HTTPException(400, str(exc)) from None
+
+    @router.get("/failover", response_model=schemas.Failover)
+    def failover() -> schemas.Failover:
+        """Failover readiness per model group, judged without a token from stored data: could
+        each fallback (in the gateway's order) take the primary's traffic now (key and model,
+        parameters, context window, rate-limit headroom, breaker), and why not."""
+        return view.failover()
 
     @router.get("/billing", response_model=schemas.Billing)
     def billing(days: Annotated[int, Query(ge=1, le=400)] = 30) -> schemas.Billing:

@@ -96,6 +96,8 @@ def create_app(
                 "/alerts": "alerts.html",
                 "/cost": "cost.html",
                 "/slos": "slos.html",
+                "/gateway": "gateway.html",
+                "/failover": "failover.html",
             }
         )
 

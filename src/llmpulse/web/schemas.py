@@ -49,14 +49,15 @@ class Official(BaseModel):
     maintenances: list[Maintenance] = Field(default_factory=list)
 
 
-Scope = Literal["target", "provider", "model", "all", "slo", "key", "team"]
+Scope = Literal["target", "provider", "model", "all", "slo", "key", "team", "failover_path"]
 
 
 class Alert(BaseModel):
     fingerprint: str
     rule: str
     # "target": target names a target; "provider": a provider; "all": every provider ("*");
-    # "slo": an SLO (its burn-rate alert).
+    # "slo": an SLO (its burn-rate alert); "failover_path": a gateway group's failover path,
+    # "group: a → b" (failover_path_broken).
     scope: Scope
     target: str
     provider: str
@@ -639,3 +640,133 @@ class WebhookResult(BaseModel):
     reason: str | None = None  # why it was ignored
     fingerprint: str | None = None
     acknowledged_by: str | None = None
+
+
+# The gateway page reads raw results, which are kept for 7 days (store.RAW_RETENTION_S).
+GatewayWindow = Literal["1h", "6h", "24h", "7d"]
+
+
+class GatewayGroup(BaseModel):
+    """One model group's traffic per bucket: a group is the group of a request's first choice
+    (a deployment of the gateway config; without the config, the first choice's own name)."""
+
+    group: str
+    requests: list[int]
+    # Requests per bucket by the deployment that answered them (or failed last): route[-1].
+    deployments: dict[str, list[int]]
+    # Requests per bucket answered by another deployment than their first choice (route[0]).
+    fallbacks: list[int]
+
+
+class GatewayBreakerEvent(BaseModel):
+    ts: float
+    agent: str
+    deployment: str
+    group: str | None
+    state: Literal["open", "half_open", "closed"]
+    reason: str
+
+
+class GatewayIncident(BaseModel):
+    """Traffic moved from ``from`` to ``to`` at ``start_ts``, back at ``end_ts`` (None while
+    ongoing); see ``web.gateway.incidents`` for the precise definition."""
+
+    group: str
+    from_: str = Field(alias="from", description="The first choice most moved requests left")
+    to: str = Field(description="The deployment that answered most of them")
+    start_ts: float = Field(description="The first moved request")
+    end_ts: float | None = Field(description="The first request answered by its first choice again")
+    ongoing: bool
+    requests: int = Field(description="The group's requests in the incident's minutes")
+    fallbacks: int = Field(description="Of them, answered by another deployment")
+    reasons: dict[str, int] = Field(description="Fallbacks by what moved them (error class)")
+    summary: str
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class GatewayDrill(BaseModel):
+    """The latest drill (``source=drill``) of one failover path, streaming or not."""
+
+    group: str
+    path: list[str] = Field(description="The deployments in order, the answering one last")
+    stream: bool
+    ok: bool
+    ts: float
+    label: str | None
+    error_class: str | None
+    error_message: str | None
+
+
+class Gateway(BaseModel):
+    """The gateway page: traffic share per deployment, fallbacks, breaker events, incidents and
+    drills over a window, from the results store (gateway traffic, source=traffic)."""
+
+    window: GatewayWindow
+    step_s: int
+    ts: list[int] = Field(description="Bucket starts, Unix seconds")
+    groups: list[GatewayGroup]
+    fallbacks_per_minute: dict[str, list[float]] = Field(
+        description="Fallbacks per minute in each bucket, all groups, by reason (error class; "
+        '"unknown" when none was recorded)'
+    )
+    requests: int
+    fallbacks: int
+    live_drills: int = Field(
+        description="Traffic sent with a live-drill header, apart from every figure above"
+    )
+    breaker_events: list[GatewayBreakerEvent]
+    incidents: list[GatewayIncident]
+    drills: list[GatewayDrill]
+
+
+Readiness = Literal["ready", "at_risk", "not_ready"]
+
+
+class FailoverLoad(BaseModel):
+    """The traffic that entered at a group's primary: what a fallback must take."""
+
+    requests: int = Field(description="Requests over the last hour")
+    rpm: float = Field(description="Requests per minute over the last 5 minutes")
+    tpm: float = Field(description="Tokens (in + out) per minute over the last 5 minutes")
+    prompt_p99: int | None = Field(description="p99 of input tokens over the last hour")
+    features: list[str] = Field(
+        description="Request parameters its traffic used over the last hour (tools, images, "
+        "response_format, reasoning, ...)"
+    )
+
+
+class FallbackReadiness(BaseModel):
+    name: str = Field(description="The deployment (its target's name)")
+    group: str
+    status: Readiness
+    reasons: list[str] = Field(description="Why it is not ready or at risk; empty when ready")
+    context_window: int | None
+    headroom_rpm: float | None = Field(
+        description="Requests per minute it could still take (null: no headers or rpm say)"
+    )
+    headroom_tpm: float | None = Field(description="Tokens per minute it could still take")
+    own_rpm: float = Field(description="Its own traffic's requests per minute")
+    own_tpm: float = Field(description="Its own traffic's tokens per minute")
+    breaker: Literal["closed", "open", "cooling", "unknown"]
+    breaker_inferred: bool = Field(
+        description="Inferred from its latest call, not read from the gateway's shared state"
+    )
+
+
+class GroupReadiness(BaseModel):
+    group: str
+    status: Readiness = Field(
+        description="ready: a fallback is ready; at_risk: none is, one is at risk; not_ready: "
+        "every fallback is not ready, or there is none"
+    )
+    reason: str
+    primary: str = Field(description="Its first deployment in the gateway's order")
+    load: FailoverLoad
+    fallbacks: list[FallbackReadiness] = Field(description="In the order the gateway tries them")
+    alert: str | None = Field(description="The failover_not_ready alert's state, if it has one")
+
+
+class Failover(BaseModel):
+    generated_at: datetime
+    groups: list[GroupReadiness] = Field(description="Empty without a gateway model_list")

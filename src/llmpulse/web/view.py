@@ -39,6 +39,7 @@ from llmpulse.config import Config
 from llmpulse.config.slos import Slo
 from llmpulse.durations import parse_duration
 from llmpulse.errors import ErrorClass
+from llmpulse.gateway import readiness
 from llmpulse.presets import PRESETS
 from llmpulse.probe.official import (
     Maintenance,
@@ -49,12 +50,12 @@ from llmpulse.probe.official import (
 )
 from llmpulse.probe.scheduler import Check, checks_of, configured_interval
 from llmpulse.result import CheckResult, Source
-from llmpulse.rules import OFFICIAL_STATUS_RULE, SLO_BURN_RULE
+from llmpulse.rules import FAILOVER_NOT_READY, OFFICIAL_STATUS_RULE, SLO_BURN_RULE, group_subject
 from llmpulse.schedule import Schedule, ScheduleError, parse_cron, parse_timezone
 from llmpulse.store import ResultFilter, open_store, queries
 from llmpulse.store.base import CostBy, Store
 from llmpulse.target import Target
-from llmpulse.web import schemas
+from llmpulse.web import gateway, schemas
 
 DAY = 86400
 # Chart ranges: window and bucket, a few hundred points at most per series.
@@ -63,6 +64,13 @@ RANGES: dict[str, tuple[int, int]] = {
     "24h": (86400, 900),
     "7d": (7 * DAY, 3600),
     "30d": (30 * DAY, 6 * 3600),
+}
+# The gateway page: window and chart bucket (raw results only: 7 days at most).
+GATEWAY_WINDOWS: dict[str, tuple[int, int]] = {
+    "1h": (3600, 60),
+    "6h": (6 * 3600, 300),
+    "24h": (DAY, 900),
+    "7d": (7 * DAY, 3600),
 }
 CARD_WINDOW = "1h"
 # A target's checks one by one: a day, since custom probes may run every few minutes or less.
@@ -141,6 +149,37 @@ class View:
     def close(self) -> None:
         self.store.close()
         self.alert_state.close()
+
+    # --- failover readiness -------------------------------------------------------------
+
+    def failover(self, now: float | None = None) -> schemas.Failover:
+        """Every model group's failover readiness (``gateway.readiness``), with the state of its
+        ``failover_not_ready`` alert."""
+        now = time.time() if now is None else now
+        gateway = self.config.gateway
+        groups = []
+        if gateway is not None:
+            judged = readiness.judge(gateway, readiness.read_facts(gateway, self.store, now))
+            records = {r.fingerprint: r for r in self.alert_state.load_records()}
+            for g in judged:
+                record = records.get(fingerprint(FAILOVER_NOT_READY, group_subject(g.group)))
+                groups.append(
+                    schemas.GroupReadiness(
+                        group=g.group,
+                        status=g.status.value,
+                        reason=g.reason,
+                        primary=g.primary,
+                        load=schemas.FailoverLoad(**dataclasses.asdict(g.load)),
+                        fallbacks=[
+                            schemas.FallbackReadiness(
+                                **{**dataclasses.asdict(f), "status": f.status.value}
+                            )
+                            for f in g.fallbacks
+                        ],
+                        alert=str(record.state) if record and record.state else None,
+                    )
+                )
+        return schemas.Failover(generated_at=datetime.fromtimestamp(now, UTC), groups=groups)
 
     # --- targets and cards --------------------------------------------------------------
 
@@ -532,7 +571,8 @@ class View:
             range=range_,
             step_s=step_s,
             ts=ts,
-            sources={s: groups.get(str(s), empty) for s in Source},
+            # Drills send a few tokens on purpose: their prompts say nothing of the context.
+            sources={s: groups.get(str(s), empty) for s in (Source.PROBE, Source.TRAFFIC)},
         )
 
     def events(self, target: str | None, range_: str, now: float | None = None) -> schemas.Events:
@@ -569,6 +609,15 @@ class View:
             )
         out.sort(key=lambda e: e.ts)
         return schemas.Events(events=out)
+
+    def gateway(self, window: schemas.GatewayWindow, now: float | None = None) -> schemas.Gateway:
+        """The gateway page: traffic share, fallbacks, breaker events, incidents and drills."""
+        now = time.time() if now is None else now
+        window_s, step_s = GATEWAY_WINDOWS[window]
+        gw = self.config.gateway
+        group_of = {d.name: d.group for d in gw.deployments} if gw else {}
+        groups = gateway.Groups(group_of, gateway.primaries(gw))
+        return gateway.page(self.store, groups, window, window_s, step_s, now, self.redact)
 
     # --- alerts and silences --------------------------------------------------------------
 

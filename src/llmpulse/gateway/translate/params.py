@@ -19,14 +19,32 @@ cannot carry; the gateway skips such a deployment (or, with ``drop_params``, sen
   temperature or top_p, as on Anthropic's API.
 - Azure api versions before 2024-09-01-preview take ``max_tokens``, later ones
   ``max_completion_tokens`` (``max_tokens_field``).
+- A deployment whose LiteLLM ``model_info`` sets a capability flag false (``CAPABILITIES``)
+  cannot take what the flag names: tools (``supports_function_calling``), images
+  (``supports_vision``), a JSON schema response format (``supports_response_schema``) or
+  reasoning (``supports_reasoning``). ``drop_params`` drops all but images, the request's own
+  content (``KEPT``).
+
+``example`` builds a request needing one feature (a name ``features`` gives), so readiness asks
+``unsupported`` the same question routing does.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Collection
 
-from llmpulse.gateway.ir import ChatRequest, ImagePart, Reasoning
+from llmpulse.gateway.ir import (
+    ChatRequest,
+    ImagePart,
+    Message,
+    Reasoning,
+    ResponseFormat,
+    TextPart,
+    Tool,
+    ToolChoice,
+)
 
 OPENAI_PROTOCOLS = frozenset({"openai", "azure", "xai"})
 OPENAI_MAX_STOP = 4
@@ -96,6 +114,34 @@ _CLIENT_NAMES = {
 }
 
 
+# LiteLLM's model_info capability flags (config.gateway.CAPABILITY_FLAGS) and the features a
+# request cannot have where one is set false.
+CAPABILITIES: dict[str, tuple[str, ...]] = {
+    "supports_function_calling": ("tools", "tool_choice"),
+    "supports_vision": ("images",),
+    "supports_response_schema": ("response_format",),
+    "supports_reasoning": ("reasoning",),
+}
+# What drop_params cannot drop: the request's own content.
+KEPT = frozenset({"images"})
+# A value of each feature ``features`` names, for ``example``: one a model that can take the
+# feature at all takes (non-default penalties and sampling, which reasoning models refuse).
+_EXAMPLES: dict[str, dict[str, object]] = {
+    "response_format": {"response_format": ResponseFormat("json_schema", schema={})},
+    "seed": {"seed": 1},
+    "frequency_penalty": {"frequency_penalty": 0.5},
+    "presence_penalty": {"presence_penalty": 0.5},
+    "logprobs": {"logprobs": True},
+    "top_logprobs": {"logprobs": True, "top_logprobs": 1},
+    "logit_bias": {"logit_bias": {"1": 1.0}},
+    "top_k": {"top_k": 1},
+    "reasoning": {"reasoning": Reasoning(effort="medium")},
+    "service_tier": {"service_tier": "auto"},
+    "tool_choice": {"tools": [Tool("f")], "tool_choice": ToolChoice("auto")},
+    "n": {"n": 2},
+}
+
+
 # Vertex AI asks Google's models in Gemini's format and Anthropic's in Anthropic's.
 _FAMILIES = {"vertex": "gemini", "vertex-anthropic": "anthropic"}
 
@@ -161,8 +207,23 @@ def features(req: ChatRequest) -> list[str]:
     return out
 
 
-def unsupported(req: ChatRequest, protocol: str, model: str) -> list[str]:
-    """The parameters of ``req`` a ``protocol`` deployment of ``model`` cannot honour."""
+def example(feature: str, origin: str = "openai") -> ChatRequest:
+    """A plain request from an ``origin`` client needing ``feature`` (a ``features`` name)."""
+    parts: list[TextPart | ImagePart] = [TextPart("hi")]
+    if feature == "images":
+        parts.append(ImagePart(url="https://example.com/a.png"))
+    fields = {"tools": [Tool("f")]} if feature == "tools" else _EXAMPLES.get(feature, {})
+    req = ChatRequest("example", [Message("user", list(parts))], origin=origin)
+    for name, value in fields.items():
+        setattr(req, name, value)
+    return req
+
+
+def unsupported(
+    req: ChatRequest, protocol: str, model: str, lacks: Collection[str] = ()
+) -> list[str]:
+    """The parameters of ``req`` a ``protocol`` deployment of ``model`` cannot honour; ``lacks``:
+    the capability flags (``CAPABILITIES``) its ``model_info`` sets false."""
     fam = family(protocol)
     carried = CARRIED[fam]
     out = [f for f in OPTIONAL if getattr(req, f) is not None and f not in carried]
@@ -180,7 +241,21 @@ def unsupported(req: ChatRequest, protocol: str, model: str) -> list[str]:
         out.append("reasoning")
     if req.response_format is not None and req.response_format.type == "text":
         out = [f for f in out if f != "response_format"]  # plain text is every default
+    if lacks:
+        out += _declared(req, lacks)
     return list(dict.fromkeys(out))
+
+
+def _declared(req: ChatRequest, lacks: Collection[str]) -> list[str]:
+    """What of ``req`` the capability flags set false rule out."""
+    needs = features(req)
+    out = [f for flag in lacks for f in CAPABILITIES.get(flag, ()) if f in needs]
+    rf = req.response_format
+    if rf is not None and rf.type != "json_schema" and "response_format" in out:
+        out.remove("response_format")  # JSON mode is no response schema
+    if req.reasoning is not None and thinking_budget(req.reasoning) == 0 and "reasoning" in out:
+        out.remove("reasoning")  # thinking turned off: any model honours that
+    return out
 
 
 def _openai_limits(req: ChatRequest, protocol: str, model: str) -> list[str]:
@@ -262,6 +337,8 @@ def without(req: ChatRequest, params: list[str]) -> ChatRequest:
     for param in params:
         if param == "stop":
             out.stop = []
+        elif param == "tools":
+            out.tools, out.parallel_tool_calls = [], None
         elif param == "n":
             out.n = None
         elif not param.startswith("extra:"):

@@ -379,6 +379,8 @@ const NAV = [
   ["alerts", "/alerts", "Alerts"],
   ["cost", "/cost", "Cost"],
   ["slos", "/slos", "SLOs"],
+  ["gateway", "/gateway", "Gateway"],
+  ["failover", "/failover", "Failover"],
   ["status", "/status", "Status page"],
 ];
 
@@ -714,11 +716,17 @@ export const MARKER_COLOR = {
   alert_firing: "#cf222e",
   alert_resolved: "#1a7f37",
   model_changed: "#0969da",
+  breaker_open: "#cf222e",
+  breaker_half_open: "#9a6700",
+  breaker_closed: "#1a7f37",
 };
 const MARKER_LABEL = {
   alert_firing: "Alert fired",
   alert_resolved: "Alert resolved",
   model_changed: "Served model changed",
+  breaker_open: "Breaker opened",
+  breaker_half_open: "Breaker half-open",
+  breaker_closed: "Breaker closed",
 };
 
 function markerContent(m) {
@@ -819,7 +827,7 @@ function markersPlugin(getMarkers, getThresholds) {
           }
           const kinds = [...new Set(g.items.map((m) => m.kind))];
           // the most telling kind colours the flag: a firing beats a model change beats a resolution
-          const kind = ["alert_firing", "model_changed", "alert_resolved"].find((k) => kinds.includes(k)) || kinds[0];
+          const kind = ["alert_firing", "breaker_open", "model_changed", "alert_resolved"].find((k) => kinds.includes(k)) || kinds[0];
           flag._items = g.items;
           flag.style.left = `${g.x}px`;
           flag.style.setProperty("--marker", MARKER_COLOR[kind] || "#57606a");
