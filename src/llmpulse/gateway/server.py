@@ -200,8 +200,7 @@ class GatewayProcess:
         # Each worker counts its own requests: its own /metrics, on the next ports up.
         offset = 0 if self.worker is None else self.worker.index
         if port is None:
-            # An ephemeral API port: any free one.
-            port = self.port + 1 + offset if self.port else 0
+            port = self.port + 1 + offset if self.port else 0  # ephemeral: any free one
             try:
                 return _bind(host, port)
             except OSError as exc:
@@ -211,7 +210,7 @@ class GatewayProcess:
                     + (", or scrape the API's port" if self.worker is None else "")
                 )
                 return None
-        port += offset
+        port += offset if port else 0
         if port == self.port != 0:
             raise ConfigError(
                 f"gateway.metrics_listen: port {port} is the gateway's own; leave "
