@@ -169,12 +169,17 @@ def test_two_workers_serve_one_port_and_flush_everything_on_sigterm(
         assert len(set(urls)) == 2 and ", one per worker (loopback clients)" in line, line
         # Not on the API's port: a scrape there would reach one worker or the other.
         assert httpx.get(f"{gateway.url}/metrics", timeout=10).status_code == 404
-        counted = 0.0
-        for url in urls:
-            for row in httpx.get(url, timeout=10).text.splitlines():
-                if row.startswith("llmpulse_gateway_requests_total{") and 'status="ok"' in row:
-                    counted += float(row.rsplit(" ", 1)[1])
-        assert counted == sent
+
+        def counted() -> float:
+            total = 0.0
+            for url in urls:
+                for row in httpx.get(url, timeout=10).text.splitlines():
+                    if row.startswith("llmpulse_gateway_requests_total{") and 'status="ok"' in row:
+                        total += float(row.rsplit(" ", 1)[1])
+            return total
+
+        # A request is counted as its result is recorded, which may follow its answer.
+        wait_until(lambda: counted() == sent, f"{sent} requests counted", 5)
         # A request in flight at SIGTERM finishes (the grace is 10 s), then all is flushed.
         streamed: dict[str, Any] = {}
 
