@@ -16,8 +16,15 @@ client's key is a ``gateway.keys`` entry of a team with rpm, tpm and a budget (s
 never to refuse), its team has a budget, and every request names a user, tags and a session.
 Goals (issue 15): added latency p50 ≤ 1 ms (non-stream), throughput ≥ 85 % of the plain
 gateway's in the same run, both modes. ``--redis URL`` shares the limits through that Redis.
-``--no-litellm`` measures only the direct upstream and the two llmpulse runs; ``--rounds N``
-alternates the two llmpulse runs N times and reports each figure's median.
+
+Then the plain llmpulse gateway with ``--num_workers 2`` (``2 workers``): two worker processes
+on the one port, the same config. Its figures stand beside the one-worker ones (no goal: the
+one-worker run is the one compared with LiteLLM's single worker); on a 2-core machine the two
+workers and the load generator share the cores, which caps what a second worker adds.
+``--no-workers`` leaves it out.
+
+``--no-litellm`` measures only the direct upstream and the llmpulse runs; ``--rounds N``
+alternates the llmpulse runs N times and reports each figure's median.
 """
 
 from __future__ import annotations
@@ -373,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-baseline", action="store_true")
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
     parser.add_argument("--redis", help="share the limits run's limits through this Redis URL")
+    parser.add_argument("--no-workers", action="store_true", help="skip the --num_workers 2 run")
     parser.add_argument(
         "--rounds", type=int, default=1, help="alternated runs of each llmpulse gateway (medians)"
     )
@@ -426,7 +434,9 @@ def main(argv: list[str] | None = None) -> int:
             runs = [("llmpulse", config, key, "llmpulse gateway"),
                     ("limits", limited_config, limited_key,
                      "llmpulse gateway, keys, limits and attribution on")]  # fmt: skip
-            rounds: dict[str, list[dict[str, float]]] = {"llmpulse": [], "limits": []}
+            if not args.no_workers:
+                runs.append(("workers", config, key, "llmpulse gateway --num_workers 2"))
+            rounds: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in runs}
             # Alternated, each figure the median of its rounds: a shared machine's drift
             # shows in both alike.
             for round_ in range(args.rounds if gateway_help is not None else 0):
@@ -436,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
                            str(config_file), "--listen", f"127.0.0.1:{port}"]  # fmt: skip
                     if "--db" in gateway_help:
                         cmd += ["--db", str(work / f"{name}-{round_}.db")]
+                    if name == "workers":
+                        cmd += ["--num_workers", "2"]
                     with process(cmd, work / f"{name}.log", env, work) as pid:
                         url = f"http://127.0.0.1:{port}/v1/chat/completions"
                         aio.run(ready(url, client_key, 60, work / f"{name}.log"))
@@ -454,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
 def summarise(results: dict[str, dict[str, float]], args: argparse.Namespace, version: str) -> int:
     c = args.concurrency
     direct = results["direct"]
-    for name in ("litellm", "llmpulse", "limits"):
+    for name in ("litellm", "llmpulse", "limits", "workers"):
         if name in results:
             for mode in ("nonstream", "stream"):
                 added = results[name][f"{mode}_c1_p50_ms"] - direct[f"{mode}_c1_p50_ms"]
@@ -469,8 +481,8 @@ def summarise(results: dict[str, dict[str, float]], args: argparse.Namespace, ve
         ("peak RSS (MB)", "peak_rss_mb", True),
         ("failed requests", "errors", True),
     ]
-    names = [n for n in ("direct", "litellm", "llmpulse", "limits") if n in results]
-    shown = {"limits": "+limits"}
+    names = [n for n in ("direct", "litellm", "llmpulse", "limits", "workers") if n in results]
+    shown = {"limits": "+limits", "workers": "2 workers"}
     against_litellm = "llmpulse" in results and "litellm" in results
     ratio_title = f"{'llmpulse/litellm':>18}" if against_litellm else ""
     print(f"\n{'':<42}" + "".join(f"{shown.get(n, n):>12}" for n in names) + ratio_title)
@@ -536,6 +548,19 @@ def summarise(results: dict[str, dict[str, float]], args: argparse.Namespace, ve
             ("limits on: throughput ≥ 85 % of without, stream", kept["stream"],
              kept["stream"] >= GOAL_LIMITS_KEPT),
         ]  # fmt: skip
+    if "workers" in results:
+        two = results["workers"]
+        scaled = {mode: two[f"{mode}_c{c}_rps"] / pulse[f"{mode}_c{c}_rps"]
+                  for mode in ("nonstream", "stream")}  # fmt: skip
+        figures |= {f"workers_throughput_vs_one_{mode}": v for mode, v in scaled.items()}
+        print(
+            f"\n2 workers vs 1: throughput {scaled['nonstream']:.2f}x non-stream, "
+            f"{scaled['stream']:.2f}x stream; added latency p50 "
+            f"{two['nonstream_added_p50_ms']:.2f} vs {pulse['nonstream_added_p50_ms']:.2f} ms "
+            f"non-stream, {two['stream_added_p50_ms']:.2f} vs "
+            f"{pulse['stream_added_p50_ms']:.2f} ms stream ({os.cpu_count()} cores shared with "
+            "the load generator and the upstream)"
+        )
     report("gateway", figures, lower, save=args.save_baseline)
     print(f"\ngoals{f' against LiteLLM {version} (1 worker)' if 'litellm' in results else ''}:")
     for label, value, met in goals:

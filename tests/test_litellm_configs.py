@@ -384,7 +384,7 @@ def test_literal_keys_skipped_providers_and_litellm_flags_serve(
 ) -> None:
     path, raw = served_fixture(sim, tmp_path, "load_balancer.yaml")
     first, second = (raw["model_list"][i]["litellm_params"]["model"] for i in (0, 1))
-    flags = ("--host", "127.0.0.1", "--num_workers", "4", "--detailed_debug")
+    flags = ("--host", "127.0.0.1", "--num_workers", "1", "--run_gunicorn", "--detailed_debug")
     with GatewayProcess(tmp_path, path, *flags) as gateway:
         answers = {hi(gateway.openai(), "gpt-3.5-turbo").model for _ in range(4)}
         health = httpx.get(f"{gateway.url}/health", timeout=10).json()
@@ -393,8 +393,8 @@ def test_literal_keys_skipped_providers_and_litellm_flags_serve(
     assert {r["status"] for r in upstream(sim, first) + upstream(sim, second)} == {200}
     stderr = gateway.log.read_text()
     flag_warning = (
-        "ignoring LiteLLM flags llmpulse does not act on: --num_workers 4 (one process serves; "
-        "run replicas with gateway.redis_url to share routing state)"
+        "ignoring LiteLLM's --run_gunicorn: llmpulse serves with uvicorn; --num_workers N runs "
+        "N worker processes"
     )
     assert health["warnings"] == [*CASES["load_balancer.yaml"].warnings, flag_warning]
     for line in health["warnings"]:

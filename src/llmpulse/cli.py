@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -380,16 +380,15 @@ def web_command(
         _database_error(console, exc)
 
 
-def _logging(verbose: bool) -> None:
+def _logging(verbose: bool, processes: bool = False) -> None:
+    """Log to stderr; with ``processes``, each line names its process id (which worker)."""
     import logging
 
+    pid = "[%(process)d]" if processes else ""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s",
     )
-
-
-_ONE_PROCESS = "LiteLLM's flag, accepted with a warning: one process serves."
 
 
 @main.command("gateway")
@@ -418,8 +417,18 @@ _ONE_PROCESS = "LiteLLM's flag, accepted with a warning: one process serves."
     help="Serve a config asking for access control llmpulse does not enforce (general_settings "
     "enable_jwt_auth, custom_auth, allowed_routes, allowed_ips, ...), checking gateway keys only.",
 )
-@click.option("--num_workers", type=click.IntRange(1), metavar="N", help=_ONE_PROCESS)
-@click.option("--run_gunicorn", is_flag=True, help=_ONE_PROCESS)
+@click.option(
+    "--num_workers",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Serve with N worker processes on the one port (LiteLLM's flag; default 1). They share "
+    "breaker and limit state only through gateway.redis_url.",
+)
+@click.option(
+    "--run_gunicorn",
+    is_flag=True,
+    help="LiteLLM's flag, accepted with a warning: uvicorn serves (see --num_workers).",
+)
 @click.option("--debug", "--detailed_debug", "debug", is_flag=True, help="LiteLLM's flags: as -v.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every request.")
 def gateway_command(
@@ -441,7 +450,7 @@ def gateway_command(
     from llmpulse.gateway.server import GatewayProcess, listen_address, served
     from llmpulse.store import database_errors
 
-    _logging(verbose or debug)
+    _logging(verbose or debug, processes=(num_workers or 1) > 1)
     console = _console(stderr=True)
     try:
         config = _load(config_path, require_file=True)  # prints the config's warnings once
@@ -452,21 +461,34 @@ def gateway_command(
         serving_without = gateway.auth_warning(accept_unenforced_auth, where)
     except ConfigError as exc:
         _usage_error(console, exc)
-    # LiteLLM's process flags change nothing here: said once, not refused.
-    flags = [f"--num_workers {num_workers}"] if num_workers is not None else []
-    flags += ["--run_gunicorn"] if run_gunicorn else []
+    workers = num_workers or 1
     said = []
-    if flags:
+    if run_gunicorn:  # said once, not refused
         said.append(
-            f"ignoring LiteLLM flags llmpulse does not act on: {', '.join(flags)} (one process "
-            "serves; run replicas with gateway.redis_url to share routing state)"
+            "ignoring LiteLLM's --run_gunicorn: llmpulse serves with uvicorn; --num_workers N "
+            "runs N worker processes"
         )
+    if workers > 1:
+        from llmpulse.gateway.workers import shared_state_warning
+
+        apart = shared_state_warning(gateway, workers)
+        said += [apart] if apart else []
     for warning in [*said, *([serving_without] if serving_without else [])]:
         click.echo(f"warning: {warning}", err=True)
+
+    def announce(line: str) -> None:
+        console.print(line, highlight=False)
+
+    location = results_location(db_path, config.storage)
+    if workers > 1:
+        _serve_workers(
+            config, location, (host, port), workers, console, announce,
+            accept_unenforced_auth=accept_unenforced_auth, warnings=said, verbose=verbose,
+        )  # fmt: skip
     try:
         process = GatewayProcess(
             config,
-            results_location(db_path, config.storage),
+            location,
             (host, port),
             accept_unenforced_auth=accept_unenforced_auth,
             warnings=said,
@@ -475,11 +497,42 @@ def gateway_command(
         _database_error(console, exc)
     except ConfigError as exc:  # gateway.metrics_listen cannot be bound
         _usage_error(console, exc)
-
-    def announce(line: str) -> None:
-        console.print(line, highlight=False)
-
     aio.run(process.serve(verbose=verbose, announce=announce))
+
+
+def _serve_workers(
+    config: Config,
+    location: str | Path,
+    address: tuple[str, int],
+    workers: int,
+    console: Console,
+    announce: Callable[[str], None],
+    *,
+    accept_unenforced_auth: bool,
+    warnings: list[str],
+    verbose: bool,
+) -> NoReturn:
+    """``llmpulse gateway --num_workers N`` (N > 1): the database checked and the port bound
+    here, once, then served by the workers until a signal."""
+    from llmpulse.gateway.workers import Supervisor, listening_socket
+    from llmpulse.store import database_errors, open_store
+
+    try:
+        # Opened (and migrated) once before the workers open it together.
+        open_store(location, for_writing=True).close()
+    except database_errors() as exc:
+        _database_error(console, exc)
+    host, port = address
+    try:
+        sock = listening_socket(host, port)
+    except OSError as exc:
+        _error_line(console, "cannot listen:", f"{host}:{port}: {exc}")
+        sys.exit(1)
+    supervisor = Supervisor(
+        config, location, host, sock, workers,
+        accept_unenforced_auth=accept_unenforced_auth, warnings=warnings, verbose=verbose,
+    )  # fmt: skip
+    sys.exit(supervisor.run(announce))
 
 
 @main.command("drill")

@@ -62,6 +62,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -208,22 +209,27 @@ def create_app(
     record: Recorder | None = None,
     make_gateway: Callable[[], Gateway] | None = None,
     probe_targets: Sequence[Target] = (),
+    follow_probes: bool = False,
     results_db: str | Path | None = None,
     redactor: Redactor | None = None,
     accept_unenforced_auth: bool = False,
     warnings: Sequence[str] = (),
     breakers: BreakerLog | None = None,
+    worker: int | None = None,
 ) -> Starlette:
     """The ASGI app; its ``Gateway`` (and HTTP session) lives for the app's lifespan.
 
     ``record`` receives one traffic ``CheckResult`` per client request, and each probe's result
-    when ``probe_targets`` (deployments' targets, by deployment name) are probed; ``make_gateway``
+    when ``probe_targets`` (deployments' targets, by deployment name) are probed (with
+    ``follow_probes``, never probed here: the probe results in ``results_db`` are followed, as
+    another gateway worker stores them); ``make_gateway``
     (called inside the event loop) replaces the default ``Gateway(config, record=record)``;
     ``redactor`` (default: of the gateway config's secrets) cleans what upstreams say. A config
     asking for access control llmpulse does not enforce raises ``ConfigError`` unless
-    ``accept_unenforced_auth``. ``/health`` lists the config's warnings, then ``warnings``.
-    While the app serves, ``app.state.gateway`` is its ``Gateway`` (the metrics read its
-    breakers there). ``breakers`` records the gateway's breaker transitions.
+    ``accept_unenforced_auth``. ``/health`` lists the config's warnings, then ``warnings``,
+    and names the ``worker`` (its number, of ``--num_workers``) answering. While the app
+    serves, ``app.state.gateway`` is its ``Gateway`` (the metrics read its breakers there).
+    ``breakers`` records the gateway's breaker transitions.
     """
     serving_without = config.auth_warning(accept_unenforced_auth)
     said = [*config.warnings, *warnings, *([serving_without] if serving_without else [])]
@@ -236,6 +242,8 @@ def create_app(
         redis_prefix=settings.redis_prefix,
     )
     endpoints = _Endpoints(config, said, limits)
+    if worker is not None:
+        endpoints.worker = {"index": worker, "pid": os.getpid()}
     runtime = RunTimeKeys(results_db, endpoints.keys) if results_db is not None else None
     admin = _Admin(endpoints, runtime)
     deployment_ids = {d.name: d.id for d in config.deployments}
@@ -257,7 +265,9 @@ def create_app(
             await asyncio.to_thread(admin.runtime.refresh)
             background.append(asyncio.create_task(admin.runtime.follow(stop)))
         if probe_targets:
-            health = HealthLoop(gateway, probe_targets, deployment_ids, record, results_db)
+            health = HealthLoop(
+                gateway, probe_targets, deployment_ids, record, results_db, follow=follow_probes
+            )
             background.append(asyncio.create_task(health.run(stop)))
         if config.settings.redis_url:
             from llmpulse.gateway.shared import SharedState  # redis loads only when used
@@ -305,6 +315,7 @@ class _Endpoints:
         self.warnings = warnings
         self.limits = limits
         self.keys = KeyRing(config.settings.keys)
+        self.worker: dict[str, int] | None = None  # which of --num_workers answers /health
         self.gateway: Gateway  # set as the app's lifespan starts, before any request
 
     def refused(self, request: Request, fmt: _Format) -> Response | None:
@@ -480,9 +491,14 @@ class _Endpoints:
         deployments = self.states()
         healthy = [d for d in deployments if d["state"] == BreakerState.CLOSED]
         status = "ok" if len(healthy) == len(deployments) else "degraded" if healthy else "down"
-        return JSONResponse(
-            {"status": status, "deployments": deployments, "warnings": self.warnings}
-        )
+        body: dict[str, Any] = {
+            "status": status,
+            "deployments": deployments,
+            "warnings": self.warnings,
+        }
+        if self.worker is not None:
+            body["worker"] = self.worker
+        return JSONResponse(body)
 
     async def readiness(self, request: Request) -> Response:
         ready = any(d["available"] for d in self.states())

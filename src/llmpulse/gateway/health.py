@@ -1,6 +1,8 @@
 """The health loop: the gateway probes its own deployments, so their breakers learn of an outage
 before a user request fails on it; or, while ``llmpulse run`` probes into the same database (it
-holds the probe lock), it follows that daemon's probe results instead of repeating them."""
+holds the probe lock), it follows that daemon's probe results instead of repeating them. A
+gateway worker other than the first (``--num_workers``) always follows: the first one probes
+for all, and its results are in the database too."""
 
 from __future__ import annotations
 
@@ -16,15 +18,18 @@ from llmpulse.probe.lock import held_elsewhere
 from llmpulse.probe.runner import Prober
 from llmpulse.probe.scheduler import Scheduler
 from llmpulse.result import CheckResult, Source
-from llmpulse.store import Store, local_path, open_store
+from llmpulse.store import ResultFilter, Store, local_path, open_store
 from llmpulse.target import Target
 
 FOLLOW_POLL_S = 1.0  # how often the daemon's probe results are read, and its lock checked
+_PROBES = ResultFilter(source=Source.PROBE.value)  # followed: not the traffic beside them
 
 
 class HealthLoop:
     """Feeds ``gateway``'s breakers probe results of ``targets`` (deployments' targets, by
-    deployment name), each also to ``record``; ``results_db`` is where a daemon may probe."""
+    deployment name), each also to ``record``; ``results_db`` is where a daemon may probe.
+    With ``follow``, the probe results in ``results_db`` are followed whoever stores them, and
+    nothing is probed here."""
 
     def __init__(
         self,
@@ -33,7 +38,10 @@ class HealthLoop:
         deployment_ids: dict[str, str],
         record: Callable[[CheckResult], None] | None = None,
         results_db: str | Path | None = None,
+        *,
+        follow: bool = False,
     ) -> None:
+        self.follow = follow
         self.gateway = gateway
         self.targets = targets
         self.deployment_ids = deployment_ids
@@ -62,6 +70,8 @@ class HealthLoop:
         store: Store | None = None
 
         async def daemon_probing() -> bool:
+            if self.follow:
+                return True
             if results_db is None:
                 return False
             return await asyncio.to_thread(held_elsewhere, local_path(results_db))
@@ -77,7 +87,7 @@ class HealthLoop:
                     if store is None:
                         store = open_store(results_db)
                     start, end = since.timestamp(), time.time() + 3600  # any clock skew ahead
-                    rows = await asyncio.to_thread(store.results_between, start, end)
+                    rows = await asyncio.to_thread(store.results_between, start, end, where=_PROBES)
                     for result in rows:
                         target = by_name.get(result.target)
                         if (

@@ -2,14 +2,18 @@
 writer, its deployments probed (``health``), scheduled failover drills (``gateway.drills``),
 OTLP export when configured, its own Prometheus ``/metrics`` (on the API's port, or a socket of
 its own: ``gateway.metrics_listen``); served until SIGTERM, then in-flight requests finish
-(``gateway.shutdown_grace``) and what was recorded is flushed.
+(``gateway.shutdown_grace``) and what was recorded is flushed. With ``--num_workers N`` each of
+the N processes (``gateway.workers``) is one of these, told its ``WorkerRole``: only worker 0
+probes and drills, and worker i serves its own ``/metrics`` on the metrics port + i only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import logging
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +39,8 @@ from llmpulse.store.writer import open_recording
 
 if TYPE_CHECKING:
     from llmpulse.telemetry.otlp import Telemetry
+
+log = logging.getLogger(__name__)
 
 
 def served(config: Config) -> GatewayConfig:
@@ -79,6 +85,31 @@ def listen_address(
     return bind_host, bind_port
 
 
+@dataclasses.dataclass(frozen=True)
+class WorkerRole:
+    """Worker ``index`` (from 0) of those serving one port (``--num_workers``)."""
+
+    index: int
+
+    @property
+    def probes(self) -> bool:
+        """Only the first worker probes (or follows a daemon's probes): the others learn its
+        verdicts, through Redis when configured, else from the results store."""
+        return self.index == 0
+
+
+def serving_line(
+    gateway: GatewayConfig, address: tuple[str, int], location: str | Path, workers: str = ""
+) -> str:
+    """The line announcing a gateway at ``address``; ``workers`` (who serves) is said first
+    in the parentheses."""
+    return (
+        f"llmpulse gateway: serving {_url(*address)} ({workers}"
+        f"{len(gateway.deployments)} deployments, {len(gateway.targets())} probed); "
+        f"traffic recorded in {redact_url(str(location))}"
+    )
+
+
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -93,7 +124,8 @@ def _bind(host: str, port: int) -> socket.socket:
 
 class GatewayProcess:
     """One gateway process, bound to nothing yet. Opening its recording may raise one of
-    ``store.database_errors()`` (the caller says it in one line)."""
+    ``store.database_errors()`` (the caller says it in one line). As one of several workers
+    (``worker``), its results and spool carry the worker's number in their name."""
 
     def __init__(
         self,
@@ -103,6 +135,7 @@ class GatewayProcess:
         *,
         accept_unenforced_auth: bool = False,
         warnings: Sequence[str] = (),
+        worker: WorkerRole | None = None,
     ) -> None:
         self.gateway = gateway = served(config)
         self.location = location
@@ -111,9 +144,16 @@ class GatewayProcess:
         self.redactor = config.redactor
         # Its results name it and the region it serves from, beside the probe agents'.
         self.name = config.monitor.agent or f"{socket.gethostname()}-gateway-{self.port}"
+        self.worker = worker
+        if worker is not None:  # each worker its own writer and spool
+            self.name = f"{self.name}-w{worker.index}"
         # Unless gateway.monitor is off, the gateway probes its deployments itself: their
         # breakers learn of an outage before a user request fails on it.
         self.probed = gateway.targets()
+        follow = worker is not None and not worker.probes
+        # A worker that does not probe reads the first one's verdicts from the store, unless
+        # Redis brings them (with its breaker decisions) already.
+        health_targets = () if follow and gateway.settings.redis_url else self.probed
         self.telemetry: Telemetry | None = None
         if config.telemetry is not None:
             from llmpulse.telemetry.otlp import Telemetry  # the SDK loads only when configured
@@ -133,18 +173,20 @@ class GatewayProcess:
         self.app = create_app(
             gateway,
             record=self.record,
-            probe_targets=self.probed,
+            probe_targets=health_targets,
+            follow_probes=follow,
             results_db=location,
             redactor=config.redactor,
             accept_unenforced_auth=accept_unenforced_auth,
             warnings=[*warnings, *self.metrics_warnings],
             breakers=self.breakers,
+            worker=None if worker is None else worker.index,
         )
         guard = master_key_guard(gateway, "/metrics")
         self.metrics_endpoint = metrics_endpoint(self.metrics, guard)
-        if gateway.settings.metrics:
-            # On the API's port too, where LiteLLM serves them: its scrape configs work as they
-            # are.
+        # On the API's port too, where LiteLLM serves them: its scrape configs work as they are.
+        # Not for workers: a scrape there would reach one worker or another at random.
+        if gateway.settings.metrics and worker is None:
             self.app.add_route("/metrics", self.metrics_endpoint, methods=["GET"])
 
     def _bind_metrics(self, gateway: GatewayConfig) -> socket.socket | None:
@@ -155,17 +197,20 @@ class GatewayProcess:
         if not settings.metrics:
             return None
         host, port = settings.metrics_host, settings.metrics_port
+        # Each worker counts its own requests: its own /metrics, on the next ports up.
+        offset = 0 if self.worker is None else self.worker.index
         if port is None:
-            port = self.port + 1 if self.port else 0  # an ephemeral API port: any free one
+            port = self.port + 1 + offset if self.port else 0  # ephemeral: any free one
             try:
                 return _bind(host, port)
             except OSError as exc:
                 self.metrics_warnings.append(
-                    f"/metrics has no port of its own: {host}:{port} (the gateway's port + 1) "
-                    f"is taken ({exc.strerror}); set gateway.metrics_listen, or scrape the API's "
-                    "port"
+                    f"/metrics has no port of its own: {host}:{port} (the gateway's port + "
+                    f"{port - self.port}) is taken ({exc.strerror}); set gateway.metrics_listen"
+                    + (", or scrape the API's port" if self.worker is None else "")
                 )
                 return None
+        port += offset if port else 0
         if port == self.port != 0:
             raise ConfigError(
                 f"gateway.metrics_listen: port {port} is the gateway's own; leave "
@@ -177,6 +222,13 @@ class GatewayProcess:
             raise ConfigError(
                 f"gateway.metrics_listen: cannot listen on {host}:{port} ({exc.strerror})"
             ) from None
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where this process serves ``/metrics`` on a port of its own (None: it does not)."""
+        if self.metrics_socket is None:
+            return None
+        return f"{_url(*self.metrics_socket.getsockname()[:2])}/metrics"
 
     def _selector(self) -> Selector | None:
         gateway = getattr(self.app.state, "gateway", None)  # set once the app's lifespan starts
@@ -194,16 +246,33 @@ class GatewayProcess:
         database (it holds the probe lock): then its alert leader runs them, so an occurrence
         is drilled once. Results go through the recording, as traffic does."""
         settings = self.gateway.settings.drills
-        if settings is None:
-            return
+        if settings is None or (self.worker is not None and not self.worker.probes):
+            return  # of several workers, the first drills for all
         lock = local_path(self.location)
         await scheduled_drills(
             self.gateway, settings, stop, record=self.record,
             may_run=lambda: not held_elsewhere(lock), redactor=self.redactor,
         )  # fmt: skip
 
-    async def serve(self, *, verbose: bool = False, announce: Callable[[str], None]) -> None:
-        """Serve until SIGINT/SIGTERM, then flush the recording and close."""
+    async def serve(
+        self,
+        *,
+        verbose: bool = False,
+        announce: Callable[[str], None] | None,
+        sockets: Sequence[socket.socket] | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Serve until SIGINT/SIGTERM, then flush the recording and close. ``sockets``: listen
+        on these (bound by a parent, shared by its workers) instead of binding the address;
+        ``on_ready`` is called once requests are being served. Without ``announce`` (a worker:
+        its parent announces the gateway), warnings go to the log."""
+
+        def say(line: str) -> None:
+            if announce is not None:
+                announce(line)
+            else:
+                log.warning("%s", line.removeprefix("warning: "))
+
         host, port = self.host, self.port
         self.recording.start()  # a predecessor's spool is replayed at once
         self.breakers.start()
@@ -211,7 +280,7 @@ class GatewayProcess:
         # otherwise took about a sixth of each request's time (profiled under load).
         aio.quiet_gc()
         settings = self.gateway.settings
-        server = Server(
+        server = _Server(
             uvicorn.Config(
                 self.app,
                 host=host,
@@ -225,11 +294,9 @@ class GatewayProcess:
                 timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]
             )
         )
-        announce(
-            f"llmpulse gateway: serving {_url(host, port)} "
-            f"({len(self.gateway.deployments)} deployments, {len(self.probed)} probed); "
-            f"traffic recorded in {redact_url(str(self.location))}"
-        )
+        server.on_ready = on_ready
+        if announce is not None:
+            announce(serving_line(self.gateway, (host, port), self.location))
         side: asyncio.Task[None] | None = None
         metrics_server: SideServer | None = None
         metrics_at = f"{_url(host, port)}/metrics"
@@ -245,16 +312,16 @@ class GatewayProcess:
                 )
             )
             side = asyncio.create_task(metrics_server.serve(sockets=[self.metrics_socket]))
-            side.add_done_callback(functools.partial(_metrics_ended, announce))
-        if settings.metrics:
+            side.add_done_callback(functools.partial(_metrics_ended, say))
+        if settings.metrics and announce is not None:
             behind = "master key" if settings.has_master_key else "loopback clients"
             announce(f"llmpulse gateway: metrics at {metrics_at} ({behind})")
         for line in self.metrics_warnings:
-            announce(f"warning: {line}")
+            say(f"warning: {line}")
         stop = asyncio.Event()
         drills = asyncio.ensure_future(self._drills(stop))
         try:
-            await server.serve()
+            await server.serve(sockets=list(sockets) if sockets is not None else None)
         finally:
             stop.set()
             drills.cancel()  # a drill under way is abandoned: it is not the clients' traffic
@@ -271,6 +338,17 @@ class GatewayProcess:
             self.recording.writer.store.close()
             if self.telemetry is not None:
                 await asyncio.to_thread(self.telemetry.shutdown)
+
+
+class _Server(Server):
+    """``Server`` telling ``on_ready`` once it serves (a worker tells its parent)."""
+
+    on_ready: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_ready is not None:
+            self.on_ready()
 
 
 def _metrics_ended(announce: Callable[[str], None], side: asyncio.Task[None]) -> None:

@@ -1,0 +1,340 @@
+"""``llmpulse gateway --num_workers N``: N worker processes serving one port, supervised.
+
+The parent binds the listening socket once (port 0 included: every worker serves the real
+port) and forks the workers, each a whole ``GatewayProcess`` (its own recording, spool and
+health loop) serving that inherited socket; the kernel hands each new connection to one of
+them. The parent serves nothing itself and holds no database or network client, so it is what
+a fork may safely copy.
+
+- SIGTERM or SIGINT to the parent stops every worker gracefully: each finishes its in-flight
+  requests within ``gateway.shutdown_grace`` and flushes its recording; a second signal stops
+  them without waiting. A worker whose parent is gone (killed) stops itself the same way.
+- A worker that dies is restarted, the others serving meanwhile: at once after a long life,
+  with doubling backoff (``RESTART_FIRST_S`` up to ``RESTART_MAX_S``) while it keeps dying
+  young; each death is logged as an error. A worker that dies before the gateway first served
+  (a broken config or database) stops the gateway with exit code 1: restarting cannot help.
+- Only worker 0 probes the deployments (``WorkerRole``); breaker and limit state are shared
+  between workers only through ``gateway.redis_url`` (``shared_state_warning`` says what each
+  worker keeps alone otherwise). Each worker serves its own ``/metrics`` (its own counts), on
+  the metrics port + its number; the parent announces them all once every worker serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+from llmpulse import aio
+from llmpulse.config import Config, ConfigError
+from llmpulse.config.gateway import GatewayConfig
+from llmpulse.config.storage import redact_url
+from llmpulse.gateway.budgets import REFRESH_S
+from llmpulse.gateway.server import GatewayProcess, WorkerRole, served, serving_line
+from llmpulse.store import database_errors
+
+log = logging.getLogger(__name__)
+
+RESTART_FIRST_S = 0.5
+RESTART_MAX_S = 30.0
+LIVED_S = 60.0  # a worker dying after this long restarts at once: not a crash loop
+PARENT_POLL_S = 1.0
+_STOP = (signal.SIGINT, signal.SIGTERM)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` for the workers to share (OSError if it cannot)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)  # uvicorn's backlog
+    except OSError:
+        sock.close()
+        raise
+    return sock  # forked workers inherit it (no exec: close-on-exec does not matter)
+
+
+def shared_state_warning(gateway: GatewayConfig, count: int) -> str | None:
+    """What ``count`` workers keep apart without ``gateway.redis_url``, in one line (None with
+    Redis, or one worker)."""
+    if count < 2 or gateway.settings.redis_url:
+        return None
+    # Dividing each limit by the workers would refuse a client whose connection stays on one
+    # worker at 1/N of its limit: not done, said instead.
+    return (
+        f"--num_workers {count} without gateway.redis_url: each worker keeps its own breaker, "
+        f"cool-down, rate-limit and budget state, so a key's or deployment's rpm/tpm limit lets "
+        f"up to {count}x through, a failing deployment is learnt by each worker from its own "
+        f"requests (probe verdicts come from worker 0 through the database), and budgets count "
+        f"the other workers' spend from the database every {REFRESH_S:g} s; set "
+        f"gateway.redis_url to share them"
+    )
+
+
+@dataclasses.dataclass
+class _Slot:
+    """Worker ``index``: its current process, and how its recent ones fared."""
+
+    index: int
+    process: BaseProcess | None = None
+    ready: Connection | None = None  # the worker sends its /metrics URL once it serves
+    metrics_url: str | None = None
+    serving: bool = False
+    started_at: float = 0.0
+    young_deaths: int = 0  # in a row, each sooner than LIVED_S after its start
+    restart_at: float | None = None
+    starts: int = 0
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+
+class Supervisor:
+    """Runs ``count`` workers of ``config``'s gateway on ``sock`` (``listening_socket``) until
+    a signal stops them; ``run`` returns the exit code."""
+
+    def __init__(
+        self,
+        config: Config,
+        location: str | Path,
+        host: str,
+        sock: socket.socket,
+        count: int,
+        *,
+        accept_unenforced_auth: bool = False,
+        warnings: Sequence[str] = (),
+        verbose: bool = False,
+    ) -> None:
+        self.config = config
+        self.gateway = served(config)
+        self.location = location
+        self.address = (host, sock.getsockname()[1])
+        self.sock = sock
+        self.accept_unenforced_auth = accept_unenforced_auth
+        self.warnings = tuple(warnings)
+        self.verbose = verbose
+        self.slots = [_Slot(i) for i in range(count)]
+        self._context = multiprocessing.get_context("fork")
+        self._signals: list[int] = []
+        self._stopping = False
+        self._announced = False  # every worker served once: from here on, a death restarts
+        self._failed = False
+        self._wake = (-1, -1)
+
+    # --- the parent -------------------------------------------------------------------------
+
+    def run(self, announce: Callable[[str], None]) -> int:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        # A signal wakes the wait below at once (the handler itself only notes it).
+        previous_fd = signal.set_wakeup_fd(wake_w)
+        previous = {sig: signal.signal(sig, self._note) for sig in _STOP}
+        self._wake = (wake_r, wake_w)
+        try:
+            for slot in self.slots:
+                self._start(slot)
+            while True:
+                self._handle_signals()
+                now = time.monotonic()
+                for slot in self.slots:
+                    self._check(slot, now)
+                if self._stopping and all(s.process is None for s in self.slots):
+                    break
+                serving = all(s.serving for s in self.slots)
+                if serving and not self._stopping and not self._announced:
+                    self._announced = True
+                    pids = ", ".join(str(s.pid) for s in self.slots)
+                    workers = f"{len(self.slots)} worker processes, pids {pids}; "
+                    announce(serving_line(self.gateway, self.address, self.location, workers))
+                    self._announce_metrics(announce)
+                self._wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(previous_fd)
+            os.close(wake_r)
+            os.close(wake_w)
+            self.sock.close()
+        return 1 if self._failed else 0
+
+    def _announce_metrics(self, announce: Callable[[str], None]) -> None:
+        urls = [s.metrics_url for s in self.slots if s.metrics_url]
+        if urls:
+            settings = self.gateway.settings
+            behind = "master key" if settings.has_master_key else "loopback clients"
+            # Each worker counts its own requests: Prometheus scrapes each, sums over them.
+            listed = ", ".join(urls)
+            announce(f"llmpulse gateway: metrics at {listed}, one per worker ({behind})")
+
+    def _note(self, signum: int, frame: object) -> None:
+        self._signals.append(signum)
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            if not self._stopping:
+                log.info("gateway: %s, stopping the workers", signal.Signals(signum).name)
+                self._stop()
+            else:  # a second signal: no more waiting for in-flight requests
+                name = signal.Signals(signum).name
+                log.warning("gateway: %s again, stopping the workers without waiting", name)
+                self._kill_all(signal.SIGINT)
+
+    def _stop(self) -> None:
+        self._stopping = True
+        # New connections are refused from here: the workers still hold the socket until they
+        # stop accepting, the parent no longer keeps it open for restarts.
+        self.sock.close()
+        self._kill_all(signal.SIGTERM)
+
+    def _kill_all(self, signum: int) -> None:
+        for slot in self.slots:
+            if slot.process is not None and slot.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):  # died just now: _check reaps it
+                    os.kill(slot.process.pid, signum)
+
+    def _wait(self) -> None:
+        waiting: list[Connection | int] = [self._wake[0]]
+        for slot in self.slots:
+            if slot.process is not None:
+                waiting.append(slot.process.sentinel)
+                if slot.ready is not None:
+                    waiting.append(slot.ready)
+        due = [s.restart_at for s in self.slots if s.restart_at is not None]
+        timeout = max(0.0, min(due) - time.monotonic()) if due else None
+        wait(waiting, timeout)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake[0], 512):
+                pass
+
+    def _check(self, slot: _Slot, now: float) -> None:
+        """Note a worker now serving; reap a dead one, and restart it when due."""
+        if slot.ready is not None and slot.ready.poll():
+            try:
+                slot.metrics_url = slot.ready.recv()
+                slot.serving = True
+                log.info("gateway worker %d (pid %s) serving", slot.index, slot.pid)
+            except EOFError:
+                pass  # died before it served: reaped below
+            slot.ready.close()
+            slot.ready = None
+        process = slot.process
+        if process is not None and process.exitcode is not None:
+            process.join()
+            slot.process = None
+            if slot.ready is not None:
+                slot.ready.close()
+                slot.ready = None
+            code = process.exitcode
+            if not self._stopping and not self._announced:
+                log.error(
+                    "gateway worker %d (pid %s) %s before the gateway served; stopping",
+                    slot.index, process.pid, _how(code),
+                )  # fmt: skip
+                self._failed = True
+                self._stop()
+                return
+            if self._stopping:
+                if code > 0:
+                    log.error("gateway worker %d (pid %s) %s", slot.index, process.pid, _how(code))
+                    self._failed = True
+                return
+            lived = now - slot.started_at
+            slot.young_deaths = 0 if lived >= LIVED_S else slot.young_deaths + 1
+            delay = 0.0 if not slot.young_deaths else RESTART_FIRST_S * 2 ** (slot.young_deaths - 1)
+            delay = min(RESTART_MAX_S, delay)
+            slot.restart_at = now + delay
+            log.error(
+                "gateway worker %d (pid %s) %s after %.1f s; restarting it in %.1f s",
+                slot.index, process.pid, _how(code), lived, delay,
+            )  # fmt: skip
+        if slot.restart_at is not None and not self._stopping and now >= slot.restart_at:
+            self._start(slot)
+
+    def _start(self, slot: _Slot) -> None:
+        reader, writer = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=self._worker, args=(slot.index, writer), name=f"llmpulse-gateway-w{slot.index}"
+        )
+        # A stop signal arriving while the child is forked is held until the child's own
+        # handling replaces the parent's (in the child it would only be noted, then lost).
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP)
+        writer.close()
+        slot.process, slot.ready, slot.serving = process, reader, False
+        slot.started_at, slot.restart_at = time.monotonic(), None
+        slot.starts += 1
+        if slot.starts > 1:
+            log.warning("gateway worker %d restarted (pid %s)", slot.index, process.pid)
+
+    # --- a worker ---------------------------------------------------------------------------
+
+    def _worker(self, index: int, ready: Connection) -> None:
+        """The worker's process: serve the parent's socket until a signal, or the parent's
+        end."""
+        signal.set_wakeup_fd(-1)
+        for fd in self._wake:
+            os.close(fd)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP)
+        threading.Thread(target=_stop_with_parent, args=(os.getppid(),), daemon=True).start()
+        try:
+            process = GatewayProcess(
+                self.config,
+                self.location,
+                self.address,
+                accept_unenforced_auth=self.accept_unenforced_auth,
+                warnings=self.warnings,
+                worker=WorkerRole(index),
+            )
+        except database_errors() as exc:
+            log.error("gateway worker %d: results database error: %s", index, redact_url(str(exc)))
+            sys.exit(1)
+        except ConfigError as exc:  # its gateway.metrics_listen port cannot be bound
+            log.error("gateway worker %d: config error: %s", index, exc)
+            sys.exit(1)
+
+        def serving() -> None:
+            ready.send(process.metrics_url)
+            ready.close()
+
+        aio.run(
+            process.serve(
+                verbose=self.verbose, announce=None, sockets=[self.sock], on_ready=serving
+            )
+        )
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Stop this worker as SIGTERM would once ``parent`` is gone (killed: it could not stop
+    the worker itself). Polled: a pipe from the parent would be held open by later siblings."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _how(exitcode: int) -> str:
+    if exitcode < 0:
+        return f"was killed by {signal.Signals(-exitcode).name}"
+    return f"exited with code {exitcode}"

@@ -1,0 +1,326 @@
+"""``llmpulse gateway --num_workers N``: real worker processes on one real port, the simulator
+as the provider, the results in a real SQLite file (and Redis for the shared state)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from conftest import sim_model
+from llmpulse.config import load_config
+from llmpulse.gateway.workers import Supervisor, listening_socket
+from llmpulse.sim.server import SimServer
+from test_gateway_proxy import FAST, deployment, upstream
+from test_gateway_shared import REDIS_URL, _redis_down
+
+BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+
+
+class Workers:
+    """``llmpulse gateway --port 0 --num_workers N``, its stderr read as it comes."""
+
+    def __init__(self, tmp_path: Path, raw: dict[str, Any], workers: int = 2) -> None:
+        config = tmp_path / "gateway.yaml"
+        config.write_text(yaml.safe_dump(raw))
+        self.db = tmp_path / "traffic.db"
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llmpulse", "gateway", "--config", str(config),
+             "--db", str(self.db), "--port", "0", "--num_workers", str(workers)],
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "SIM_KEY": "sk-sim"},
+        )  # fmt: skip
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        announce = self.wait_for("llmpulse gateway: serving")
+        found = re.search(
+            r"http://127\.0\.0\.1:(\d+) \((\d+) worker processes, pids ([\d, ]+);", announce
+        )
+        assert found, announce
+        self.port = int(found[1])
+        assert self.port != 0
+        assert int(found[2]) == workers
+        self.pids = [int(p) for p in found[3].split(", ")]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.lines:
+                if text in line:
+                    return line
+            assert self.proc.poll() is None or self.reader.is_alive(), self.log
+            assert time.monotonic() < deadline, f"no {text!r} in:\n{self.log}"
+            time.sleep(0.05)
+
+    def ask(self) -> int:
+        """One chat completion on a connection of its own (any worker may take it)."""
+        return httpx.post(f"{self.url}/v1/chat/completions", json=BODY, timeout=20).status_code
+
+    def health(self, client: httpx.Client | None = None) -> dict[str, Any]:
+        get = client.get if client is not None else httpx.get
+        return get(f"{self.url}/health", timeout=10).json()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(30)
+        self.reader.join(5)
+        return code
+
+    def workers(self) -> list[int]:
+        """The parent's live children."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+@contextlib.contextmanager
+def workers(tmp_path: Path, raw: dict[str, Any], count: int = 2) -> Iterator[Workers]:
+    gateway = Workers(tmp_path, raw, count)
+    try:
+        yield gateway
+    finally:
+        if gateway.proc.poll() is None:
+            gateway.proc.kill()
+            gateway.proc.wait(10)
+
+
+def traffic_agents(db: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT agent, count(*) FROM results WHERE source = 'traffic' GROUP BY agent"
+        ).fetchall()
+    return dict(rows)
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie awaiting its reaper is gone too.
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def test_two_workers_serve_one_port_and_flush_everything_on_sigterm(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    model = sim_model(sim, ttft=0.05, tokens_per_s=2000)
+    slow = sim_model(sim, ttft=0.01, tokens_per_s=20, output_tokens=30)  # 1.5 s
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", model),
+                       deployment(sim, "slow", "openai", slow)],
+        "gateway": {"monitor": False, "shutdown_grace": "10s"},
+    }  # fmt: skip
+    with workers(tmp_path, raw) as gateway:
+        warning = (
+            "warning: --num_workers 2 without gateway.redis_url: each worker keeps its own "
+            "breaker, cool-down, rate-limit and budget state, so a key's or deployment's "
+            "rpm/tpm limit lets up to 2x through"
+        )
+        assert gateway.log.count(warning) == 1, gateway.log
+        assert sorted(gateway.workers()) == sorted(gateway.pids)
+        # Connections of their own, many at once: the kernel hands them to both workers.
+        sent = 0
+        with ThreadPoolExecutor(16) as pool:
+            for _ in range(20):
+                assert set(pool.map(lambda _: gateway.ask(), range(32))) == {200}
+                sent += 32
+                if len(traffic_agents(gateway.db)) == 2:
+                    break
+                time.sleep(0.3)  # stored within 250 ms
+        name = f"{socket.gethostname()}-gateway-{gateway.port}"
+        assert set(traffic_agents(gateway.db)) == {f"{name}-w0", f"{name}-w1"}
+        # Each worker serves its own /metrics; together they count every request.
+        line = gateway.wait_for("llmpulse gateway: metrics at ")
+        urls = re.findall(r"http://127\.0\.0\.1:\d+/metrics", line)
+        assert len(set(urls)) == 2 and ", one per worker (loopback clients)" in line, line
+        # Not on the API's port: a scrape there would reach one worker or the other.
+        assert httpx.get(f"{gateway.url}/metrics", timeout=10).status_code == 404
+
+        def counted() -> float:
+            total = 0.0
+            for url in urls:
+                for row in httpx.get(url, timeout=10).text.splitlines():
+                    if row.startswith("llmpulse_gateway_requests_total{") and 'status="ok"' in row:
+                        total += float(row.rsplit(" ", 1)[1])
+            return total
+
+        # A request is counted as its result is recorded, which may follow its answer.
+        wait_until(lambda: counted() == sent, f"{sent} requests counted", 5)
+        # A request in flight at SIGTERM finishes (the grace is 10 s), then all is flushed.
+        streamed: dict[str, Any] = {}
+
+        def stream() -> None:
+            body = {**BODY, "model": "slow", "stream": True}
+            with httpx.stream(
+                "POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=30
+            ) as resp:
+                streamed["status"] = resp.status_code
+                streamed["text"] = "".join(resp.iter_text())
+
+        waiting = threading.Thread(target=stream)
+        waiting.start()
+        wait_until(lambda: upstream(sim, slow), "the slow upstream call")
+        time.sleep(0.2)
+        assert gateway.stop() == 0, gateway.log
+        waiting.join(10)
+        assert streamed["status"] == 200 and "data: [DONE]" in streamed["text"], streamed
+        assert all(gone(pid) for pid in gateway.pids)
+        assert "Traceback" not in gateway.log, gateway.log
+        assert sum(traffic_agents(gateway.db).values()) == sent + 1
+
+
+def test_a_dead_worker_is_restarted_and_a_killed_parent_takes_its_workers_down(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    model = sim_model(sim, **FAST)
+    raw = {"model_list": [deployment(sim, "chat", "openai", model)], "gateway": {"monitor": False}}
+    with workers(tmp_path, raw) as gateway:
+        victim = gateway.pids[1]
+        os.kill(victim, signal.SIGKILL)
+        gateway.wait_for(f"gateway worker 1 (pid {victim}) was killed by SIGKILL after")
+        line = gateway.wait_for("gateway worker 1 restarted (pid ")
+        reborn = int(line.split("(pid ")[1].rstrip(")\n"))
+        wait_until(lambda: sorted(gateway.workers()) == sorted([gateway.pids[0], reborn]),
+                   "the replacement")  # fmt: skip
+        # The replacement serves: some fresh connection reaches it.
+        seen: set[int] = set()
+        deadline = time.monotonic() + 20
+        while reborn not in seen:
+            assert time.monotonic() < deadline, seen
+            seen.add(gateway.health()["worker"]["pid"])
+        assert gateway.ask() == 200
+        # The parent killed outright cannot stop them: they stop themselves.
+        children = gateway.workers()
+        gateway.proc.kill()
+        gateway.proc.wait(10)
+        wait_until(lambda: all(gone(pid) for pid in children), "the orphaned workers", 10)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CI") and _redis_down() is not None, reason="Redis unreachable"
+)
+def test_with_redis_a_breaker_opened_in_one_worker_is_seen_by_the_other(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    primary = sim_model(sim, errors={"503": 1.0}, **FAST)
+    spare = sim_model(sim, **FAST)
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", primary, order=1),
+                       deployment(sim, "chat", "anthropic", spare, order=2)],
+        "router_settings": {"allowed_fails": 2, "cooldown_time": 60, "num_retries": 2},
+        "gateway": {"redis_url": REDIS_URL, "monitor": False,
+                    "redis_prefix": f"llmpulse-test-{uuid.uuid4().hex[:8]}"},
+    }  # fmt: skip
+    name = f"chat/openai/{primary}"
+    with workers(tmp_path, raw) as gateway:
+        assert "without gateway.redis_url" not in gateway.log
+        # One kept-alive connection: one worker sees the primary fail and opens its breaker.
+        with httpx.Client(timeout=20) as client:
+            first = gateway.health(client)["worker"]["index"]
+            for _ in range(2):
+                resp = client.post(f"{gateway.url}/v1/chat/completions", json=BODY)
+                assert resp.status_code == 200 and resp.json()["model"] == spare
+            states = {d["name"]: d["state"] for d in gateway.health(client)["deployments"]}
+            assert states[name] == "open"
+        tried = len(upstream(sim, primary))
+        # The other worker, which never called the primary, has it open too (within ~100 ms).
+        deadline = time.monotonic() + 20
+        while True:
+            assert time.monotonic() < deadline, "the other worker never showed it open"
+            health = gateway.health()
+            states = {d["name"]: d["state"] for d in health["deployments"]}
+            if health["worker"]["index"] != first and states[name] == "open":
+                break
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(lambda _: gateway.ask(), range(16))) == {200}
+        assert len(upstream(sim, primary)) == tried
+        assert gateway.stop() == 0, gateway.log
+
+
+def test_without_redis_only_worker_0_probes_and_the_other_follows_its_verdicts(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    down = sim_model(sim, errors={"503": 1.0}, **FAST)
+    spare = sim_model(sim, **FAST)
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", down, order=1),
+                       deployment(sim, "chat", "openai", spare, order=2)],
+        "router_settings": {"allowed_fails": 1, "cooldown_time": 60},
+        "gateway": {"probe_interval": "300ms"},
+    }  # fmt: skip
+    name = f"chat/openai/{down}"
+    with workers(tmp_path, raw) as gateway:
+        # No request sent: worker 1 knows the deployment down from worker 0's stored probes.
+        deadline = time.monotonic() + 20
+        while True:
+            assert time.monotonic() < deadline, "worker 1 never showed it open"
+            health = gateway.health()
+            states = {d["name"]: d["state"] for d in health["deployments"]}
+            if health["worker"]["index"] == 1 and states[name] == "open":
+                break
+            time.sleep(0.05)
+        assert gateway.stop() == 0, gateway.log
+    with contextlib.closing(sqlite3.connect(gateway.db)) as conn:
+        probers = conn.execute("SELECT DISTINCT agent FROM results WHERE source = 'probe'")
+        assert [agent for (agent,) in probers] == [
+            f"{socket.gethostname()}-gateway-{gateway.port}-w0"
+        ]
+    assert upstream(sim, down)  # probed, by worker 0 only
+
+
+def test_a_worker_failing_before_the_gateway_served_stops_it_with_exit_1(
+    sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The CLI checks the database before forking; here the workers meet a file where the
+    # database's directory should be.
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", sim_model(sim, **FAST))],
+        "gateway": {"monitor": False},
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    sock = listening_socket("127.0.0.1", 0)
+    (tmp_path / "file").write_text("")
+    supervisor = Supervisor(load_config(path), tmp_path / "file" / "t.db", "127.0.0.1", sock, 2)
+    announced: list[str] = []
+    started = time.monotonic()
+    assert supervisor.run(announced.append) == 1
+    assert time.monotonic() - started < 20
+    assert announced == []
+    assert "before the gateway served; stopping" in caplog.text
+    assert "restarting" not in caplog.text
+    assert sock.fileno() == -1  # closed: the port is free again
