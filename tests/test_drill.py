@@ -22,7 +22,13 @@ from llmpulse.alerts.state import AlertStateStore
 from llmpulse.cli import main
 from llmpulse.config import Config, load_config
 from llmpulse.config.litellm import parse_gateway
-from llmpulse.gateway.drill import JSON_KEYS, failover_paths, next_run, scheduled_drills
+from llmpulse.gateway.drill import (
+    JSON_KEYS,
+    failover_paths,
+    next_run,
+    run_drill,
+    scheduled_drills,
+)
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.monitor.daemon import Daemon
 from llmpulse.result import CheckResult, Source
@@ -204,16 +210,26 @@ class Leader:
         self.state.save_records(self.alerting.tick(now), now)
 
 
-def drill_once(config: Config, location: Path) -> list[CheckResult]:
+def drill_once(
+    config: Config,
+    location: str | Path,
+    processes: int = 1,
+    requests: int = 8,
+    later: float = 0.0,
+) -> list[CheckResult]:
     """One occurrence of ``gateway.drills``' schedule, as the daemon runs it: the clock is set
     just before the next minute (the schedule is every minute), so it starts within a second;
-    its results are written through the one writer."""
+    its results are written through the one writer. ``processes``: as many schedulers, each
+    with a store of its own (agents or gateway replicas on one database), all willing to run
+    it; it ends once ``requests`` results were recorded and a second more passed. ``later``:
+    the occurrence ``later`` seconds on (one already claimed is never run again)."""
     assert config.gateway is not None and config.gateway.settings.drills is not None
     settings = config.gateway.settings.drills
     start = time.time()
-    offset = next_run(settings, start) - start - 0.3
+    offset = next_run(settings, start + later) - start - 0.3
     recording = open_recording(location, "test-agent")
     recording.start()
+    stores = [open_store(location) for _ in range(processes)]
     seen: list[CheckResult] = []
 
     def record(result: CheckResult) -> None:
@@ -224,21 +240,27 @@ def drill_once(config: Config, location: Path) -> list[CheckResult]:
         stop = asyncio.Event()
 
         async def stop_after_run() -> None:
-            while len(seen) < 8:  # four paths, two requests each
+            while len(seen) < requests:  # four paths, two requests each
                 await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # room for a second run, if one were under way
             stop.set()
 
         watcher = asyncio.ensure_future(stop_after_run())
         await asyncio.wait_for(
-            scheduled_drills(
-                config.gateway, settings, stop, record=record, may_run=lambda: True,
-                redactor=config.redactor, clock=lambda: time.time() + offset,
-            ),
+            asyncio.gather(*(
+                scheduled_drills(
+                    config.gateway, settings, stop, record=record, may_run=lambda: True,
+                    store=store, redactor=config.redactor, clock=lambda: time.time() + offset,
+                )
+                for store in stores
+            )),
             30,
         )  # fmt: skip
         await watcher
 
     asyncio.run(occurrence())
+    for store in stores:
+        store.close()
     recording.close()
     recording.writer.store.close()
     return seen
@@ -291,7 +313,7 @@ def test_scheduled_drill_raises_failover_path_broken_and_resolves_once_fixed(
         assert not any(t.startswith("backup: ") and r for t, _, r in notices)
 
         fixed = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": GOOD})
-        assert all(r.ok for r in drill_once(fixed, db))
+        assert all(r.ok for r in drill_once(fixed, db, later=60))
         leader.tick()
         states = {
             r.target: r.state for r in leader.alerting.engine.records.values()
@@ -375,3 +397,83 @@ def test_the_gateway_drills_on_schedule_when_no_daemon_probes(
         gateway.wait(timeout=30)
     assert all(r.ok for r in drills) and len({r.drill for r in drills}) == 1
     assert sorted(len(r.route) for r in drills) == [1, 1, 2, 2, 2, 2, 3, 3]
+
+
+def test_an_occurrence_is_drilled_once_among_processes_on_one_database(
+    keyed_sim: SimServer, tmp_path: Path, db_location: str | Path
+) -> None:
+    """Agents, gateway replicas or hosts on one database (SQLite, or PostgreSQL across hosts),
+    each willing to drill: the occurrence's claim in the database lets one of them run it."""
+    file = drill_file(keyed_sim, tmp_path, {"gateway": {"drills": {"schedule": "* * * * *"}}})
+    config = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": GOOD})
+    seen = drill_once(config, db_location, processes=2)
+    assert len(seen) == 8 and len({r.drill for r in seen}) == 1
+    answered = [r for r in sim_requests(keyed_sim) if r["status"] == 200]
+    assert len(answered) == 8
+
+
+def test_a_provider_that_never_finishes_is_cut_at_the_drills_bound_and_recorded(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    """A stream trickling a token a second (each within the idle timeout) would hold the drill
+    for as long as it trickles: the request's whole time is bounded, and the path fails as a
+    timeout, recorded as a drill result like any other (so the scheduled alert sees it)."""
+    slow = sim_model(sim, ttft=0.01, tokens_per_s=1)
+    raw = {"model_list": [entry("slow", "openai", slow, base_url(sim, "openai"), api_key="k")]}
+    config = parse_gateway(raw, env={})
+    assert config is not None
+    recorded: list[CheckResult] = []
+
+    async def go() -> list[Any]:
+        return await run_drill(
+            config, failover_paths(config), label="drill-test", record=recorded.append,
+            timeout_cap=2.0,
+        )  # fmt: skip
+
+    started = time.monotonic()
+    outcomes = asyncio.run(go())
+    assert time.monotonic() - started < 10  # 16 tokens at 1/s take 16 s
+    assert [(o.stream, o.ok, o.error_class) for o in outcomes] == [
+        (False, False, "timeout"),
+        (True, False, "timeout"),
+    ]
+    assert [(r.source, r.drill, r.route, r.ok) for r in recorded] == [
+        (Source.DRILL, "drill-test", [config.deployments[0].name], False)
+    ] * 2
+    assert all(o.result is r for o, r in zip(outcomes, recorded, strict=True))
+
+
+def test_the_alert_of_a_path_the_config_no_longer_has_resolves(
+    keyed_sim: SimServer, tmp_path: Path
+) -> None:
+    """chat's fallback is broken and alerted; then the fallback is taken out of the config: no
+    drill will ever pass that path again, so its alert resolves, and a result of it read back
+    later (a replay) raises nothing."""
+    file = drill_file(keyed_sim, tmp_path, {"gateway": {"drills": {"schedule": "* * * * *"}}})
+    db = tmp_path / "results.db"
+    revoked = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": REVOKED})
+    drill_once(revoked, db)
+    with open_store(db) as store:
+        leader = Leader(tmp_path, revoked, store)
+        leader.tick()
+        firing = [
+            r.target for r in leader.alerting.engine.records.values()
+            if r.rule == FAILOVER_PATH_BROKEN and r.state is AlertState.FIRING
+        ]  # fmt: skip
+        assert len(firing) == 2
+        leader.state.close()
+
+        raw = json.loads(file.read_text())
+        raw["router_settings"]["fallbacks"] = []
+        raw["model_list"] = raw["model_list"][:2]  # backup is gone too
+        file.write_text(json.dumps(raw))
+        pruned = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": REVOKED})
+        leader = Leader(tmp_path, pruned, store)  # a new term, with the state saved
+        leader.tick()  # the old run read back: its paths are not this config's
+        leader.alerting.retire_drill_paths(time.time())
+        states = {
+            r.target: r.state for r in leader.alerting.engine.records.values()
+            if r.rule == FAILOVER_PATH_BROKEN and r.state is not None
+        }  # fmt: skip
+        assert set(states) == set(firing) and set(states.values()) == {AlertState.RESOLVED}
+        assert {n.target for n, _ in leader.notices if n.status == "resolved"} == set(firing)

@@ -190,16 +190,18 @@ class GatewayProcess:
         self.metrics.observe(result)
 
     async def _drills(self, stop: asyncio.Event) -> None:
-        """Scheduled failover drills (``gateway.drills``), unless a daemon probes into the same
-        database (it holds the probe lock): then its alert leader runs them, so an occurrence
-        is drilled once. Results go through the recording, as traffic does."""
+        """Scheduled failover drills (``gateway.drills``); left to the daemon while one on this
+        host probes into the same database (it holds the probe lock). Each occurrence is claimed
+        in the database, so that one process drills it: of gateway replicas, and of a daemon and
+        gateways on other hosts. Results go through the recording, as traffic does."""
         settings = self.gateway.settings.drills
         if settings is None:
             return
         lock = local_path(self.location)
         await scheduled_drills(
             self.gateway, settings, stop, record=self.record,
-            may_run=lambda: not held_elsewhere(lock), redactor=self.redactor,
+            may_run=lambda: not held_elsewhere(lock), store=self.recording.writer.store,
+            redactor=self.redactor,
         )  # fmt: skip
 
     async def serve(self, *, verbose: bool = False, announce: Callable[[str], None]) -> None:
