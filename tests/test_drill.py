@@ -60,8 +60,10 @@ def entry(group: str, provider: str, model: str, base: str, **params: Any) -> di
 
 def drill_file(sim: SimServer, tmp_path: Path, extra: dict[str, Any] | None = None) -> Path:
     """Group ``chat``: an OpenAI primary (order 2) and an Anthropic one (order 1); its fallback
-    ``backup``'s one deployment takes its key from $BACKUP_KEY."""
-    primary, second, backup = (sim_model(sim, **FAST) for _ in range(3))
+    ``backup``'s one deployment takes its key from $BACKUP_KEY, and its errors repeat the key
+    they were sent (as some providers' do)."""
+    primary, second = (sim_model(sim, **FAST) for _ in range(2))
+    backup = sim_model(sim, **FAST, echo_credentials=True)
     raw = {
         "model_list": [
             entry(
@@ -144,6 +146,7 @@ def test_revoked_fallback_key_fails_its_path_and_fixing_it_passes(
     broken = [r for r in rows if not r["ok"]]
     assert len(broken) == 2 and {r["stream"] for r in broken} == {False, True}
     assert all(len(r["path"]) == 3 and r["error_class"] == "auth" for r in broken)
+    assert REVOKED not in result.stdout
     assert all(
         r["ok"] and r["output_tokens"] and r["latency_ms"] for r in rows if len(r["path"]) < 3
     )
@@ -163,6 +166,7 @@ def test_revoked_fallback_key_fails_its_path_and_fixing_it_passes(
     failed = [r for r in drills if not r.ok]
     assert len(failed) == 4 and all(sorted(r.route) == sorted(broken[0]["path"]) for r in failed)
     assert all(r.route[-1] == broken[0]["path"][-1] for r in failed)
+    assert all(REVOKED not in (r.error_message or "") for r in failed)
 
     result = drill(config, db, GOOD, "--group", "chat")
     assert result.exit_code == 0, result.output
@@ -225,11 +229,13 @@ def drill_once(
     the occurrence ``later`` seconds on (one already claimed is never run again)."""
     assert config.gateway is not None and config.gateway.settings.drills is not None
     settings = config.gateway.settings.drills
-    start = time.time()
-    offset = next_run(settings, start + later) - start - 0.3
     recording = open_recording(location, "test-agent")
     recording.start()
     stores = [open_store(location) for _ in range(processes)]
+    # Once the stores are open (migrating a PostgreSQL schema takes a while): the occurrence
+    # must still be ahead when the schedulers start.
+    start = time.time()
+    offset = next_run(settings, start + later) - start - 0.3
     seen: list[CheckResult] = []
 
     def record(result: CheckResult) -> None:
