@@ -55,6 +55,8 @@ DRILL_MAX_TOKENS = 16
 MAX_PATHS = 100  # per run: beyond, the rest are named and not drilled
 CONCURRENCY = 4  # paths drilled at once: a provider serving several paths is not hammered
 TIMEOUT_CAP_S = 60.0  # a request's timeout: the deployment's, at most this
+# A scheduled occurrence missed by at most this much (a restart at the drill's time) runs late.
+MISSED_GRACE_S = 3600.0
 # The keys of ``DrillOutcome.to_json``, in order (the ``--json`` contract).
 JSON_KEYS = (
     "group",
@@ -429,17 +431,23 @@ async def scheduled_drills(
     redactor: Redactor | None = None,
     session: aiohttp.ClientSession | None = None,
     clock: Callable[[], float] = time.time,
+    missed_grace: float = MISSED_GRACE_S,
 ) -> None:
     """Run every path's drill at each occurrence of ``settings``'s schedule until ``stop``,
     each result to ``record``. An occurrence runs once among every process on ``store``'s
     database: when ``may_run()`` (the caller's preference: see the callers) and this process
     claims it first (``Store.claim``; agents, gateway replicas and hosts on one PostgreSQL
     database alike). One the database cannot be asked about is passed, said in the log: a
-    drill run twice costs tokens, one passed is run at the next occurrence. One missed while
-    no process ran is not made up."""
+    drill run twice costs tokens, one passed is run at the next occurrence. An occurrence at
+    most ``missed_grace`` old when this starts (every process was down, restarting or
+    deploying then) runs at once, unless a process ran it; an older one is left to the next."""
     plan = failover_paths(config)
+    missed = Schedule(settings.schedule, missed_grace, settings.timezone).window(clock())
     while not stop.is_set():
-        due = next_run(settings, clock())
+        if missed is not None:
+            due, missed = missed[0], None
+        else:
+            due = next_run(settings, clock())
         try:
             await asyncio.wait_for(stop.wait(), max(0.0, due - clock()))
             return
