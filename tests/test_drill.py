@@ -4,7 +4,9 @@ deployments before it forced out, and a path whose fallback's key was revoked fa
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import signal
 import socket
 import time
@@ -529,3 +531,45 @@ def test_an_occurrence_missed_while_down_runs_at_start_once(
     again: list[CheckResult] = []
     asyncio.run(start(again, 1, 2))
     assert again == []
+
+
+def test_an_agent_that_does_not_lead_drills_an_occurrence_none_claimed(
+    keyed_sim: SimServer, tmp_path: Path
+) -> None:
+    """The lead is another agent's (here: its lock is held) and nobody has drilled the occurrence
+    due a minute ago: this agent claims it and drills it. Leading is not asked for: a lead not
+    yet taken at start, or changing hands at the drill's time, would lose the occurrence."""
+    due = (int(time.time()) // 60 - 1) * 60
+    when = time.gmtime(due)
+    file = drill_file(keyed_sim, tmp_path, {
+        "gateway": {"drills": {"schedule": f"{when.tm_min} {when.tm_hour} * * *"},
+                    "monitor": False},
+    })  # fmt: skip
+    config = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": GOOD})
+    db = tmp_path / "results.db"
+    lead = tmp_path / "results.db.leader"
+    fd = os.open(lead, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the other agent's lead
+
+    async def run() -> None:
+        daemon = Daemon(config, db_path=db)
+        task = asyncio.ensure_future(daemon.run())
+        deadline = time.monotonic() + 30
+        try:
+            while time.monotonic() < deadline and len(stored()) < 8:
+                await asyncio.sleep(0.25)
+            assert not daemon.leadership.is_leader
+        finally:
+            daemon.stop_event.set()
+            await asyncio.wait_for(task, 30)
+
+    def stored() -> list[CheckResult]:
+        with open_store(db) as store:
+            return [r for r in store.results_between(0, 2e9) if r.source is Source.DRILL]
+
+    try:
+        asyncio.run(run())
+    finally:
+        os.close(fd)
+    drills = stored()
+    assert len(drills) == 8 and {r.drill for r in drills} == {run_label(due)}

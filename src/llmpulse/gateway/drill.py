@@ -426,8 +426,8 @@ async def scheduled_drills(
     stop: asyncio.Event,
     *,
     record: Callable[[CheckResult], None],
-    may_run: Callable[[], bool],
     store: Store,
+    may_run: Callable[[], bool] = lambda: True,
     redactor: Redactor | None = None,
     session: aiohttp.ClientSession | None = None,
     clock: Callable[[], float] = time.time,
@@ -435,8 +435,8 @@ async def scheduled_drills(
 ) -> None:
     """Run every path's drill at each occurrence of ``settings``'s schedule until ``stop``,
     each result to ``record``. An occurrence runs once among every process on ``store``'s
-    database: when ``may_run()`` (the caller's preference: see the callers) and this process
-    claims it first (``Store.claim``; agents, gateway replicas and hosts on one PostgreSQL
+    database: when ``may_run()`` (the gateway's preference for a daemon on its host) and this
+    process claims it first (``Store.claim``; agents, gateway replicas and hosts on one PostgreSQL
     database alike). One the database cannot be asked about is passed, said in the log: a
     drill run twice costs tokens, one passed is run at the next occurrence. An occurrence at
     most ``missed_grace`` old when this starts (every process was down, restarting or

@@ -619,17 +619,16 @@ class Daemon:
             await asyncio.sleep(BILLING_EVERY_S)
 
     async def _drills(self) -> None:
-        """Scheduled failover drills (``gateway.drills``), run by the alert leader, which judges
-        the results; each occurrence is claimed in the database, so that one process drills it
-        (a gateway on the same database prefers to leave it to the daemon; ``scheduled_drills``)."""
+        """Scheduled failover drills (``gateway.drills``), judged by the alert leader. Every
+        agent tries each occurrence, and the one that claims it in the database drills it (not
+        the leader only: a lead changing hands, or not yet taken at start, would lose it)."""
         gateway = self.config.gateway
         settings = gateway.settings.drills if gateway is not None else None
         if gateway is None or settings is None:
             return
         await scheduled_drills(
             gateway, settings, self.stop_event, record=self._record_drill,
-            may_run=lambda: self.leadership.is_leader, store=self.store,
-            redactor=self.config.redactor,
+            store=self.store, redactor=self.config.redactor,
         )  # fmt: skip
 
     def _record_drill(self, result: CheckResult) -> None:
