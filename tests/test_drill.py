@@ -573,3 +573,28 @@ def test_an_agent_that_does_not_lead_drills_an_occurrence_none_claimed(
         os.close(fd)
     drills = stored()
     assert len(drills) == 8 and {r.drill for r in drills} == {run_label(due)}
+
+
+def test_scheduled_drills_say_what_they_never_drill(
+    sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fallback past max_fallbacks is never drilled: the command names it on each run, and
+    the scheduler in the log when it starts, not silently."""
+    file = drill_file(sim, tmp_path, {"gateway": {"drills": {"schedule": "0 3 * * *"}}})
+    raw = json.loads(file.read_text())
+    raw["router_settings"]["max_fallbacks"] = 0
+    file.write_text(json.dumps(raw))
+    config = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": GOOD})
+    assert config.gateway is not None and config.gateway.settings.drills is not None
+    gateway, settings = config.gateway, config.gateway.settings.drills
+
+    async def start() -> None:
+        stop = asyncio.Event()
+        stop.set()
+        with open_store(tmp_path / "results.db") as store:
+            await scheduled_drills(
+                gateway, settings, stop, record=lambda r: None, store=store, missed_grace=0.0
+            )
+
+    asyncio.run(start())
+    assert any("backup unreachable" in r.getMessage() for r in caplog.records)

@@ -442,6 +442,8 @@ async def scheduled_drills(
     most ``missed_grace`` old when this starts (every process was down, restarting or
     deploying then) runs at once, unless a process ran it; an older one is left to the next."""
     plan = failover_paths(config)
+    for note in plan.notes:  # what no occurrence will drill: said once, as the command says it
+        log.warning("scheduled failover drills: %s", note)
     missed = Schedule(settings.schedule, missed_grace, settings.timezone).window(clock())
     while not stop.is_set():
         if missed is not None:
