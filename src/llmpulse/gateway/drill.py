@@ -343,8 +343,7 @@ async def _drill_path(
                     await gateway.complete(request, drill=drill)
         except GatewayError as exc:
             error = exc
-        except TimeoutError:
-            recorded.clear()  # an attempt cut off is recorded by no one: said below
+        except TimeoutError:  # the gateway records nothing of a request cut off: said below
             bound = f"no complete answer within {timeout_cap:g}s (the drill's bound)"
             error = GatewayError(504, ErrorClass.TIMEOUT, bound)
         finally:
