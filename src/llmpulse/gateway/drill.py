@@ -274,7 +274,7 @@ class DrillOutcome:
     error_message: str | None = None
     # What was recorded of it (the gateway's result, or the drill's own when the gateway
     # recorded none: refused before calling a deployment, or cut off by the drill's bound).
-    result: CheckResult | None = dataclasses.field(default=None, repr=False)
+    result: CheckResult = dataclasses.field(kw_only=True, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in JSON_KEYS}
