@@ -34,6 +34,7 @@ from llmpulse.gateway.drill import (
 )
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.monitor.daemon import Daemon
+from llmpulse.probe.lock import ProbeLock
 from llmpulse.result import CheckResult, Source
 from llmpulse.rules import FAILOVER_PATH_BROKEN, Severity
 from llmpulse.sim.scenario import Scenario
@@ -258,7 +259,7 @@ def drill_once(
         await asyncio.wait_for(
             asyncio.gather(*(
                 scheduled_drills(
-                    config.gateway, settings, stop, record=record, may_run=lambda: True,
+                    config.gateway, settings, stop, record=record,
                     store=store, redactor=config.redactor, clock=lambda: time.time() + offset,
                     missed_grace=0.0,
                 )
@@ -378,11 +379,13 @@ def test_the_daemon_drills_on_schedule_and_its_leader_raises_the_alert(
     assert {r.agent for r in drills} == {config.monitor.agent or socket.gethostname()}
 
 
-def test_the_gateway_drills_on_schedule_when_no_daemon_probes(
-    keyed_sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("daemon_probes", [False, True])
+def test_the_gateway_drills_on_schedule(
+    keyed_sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, daemon_probes: bool
 ) -> None:
-    """`llmpulse gateway` alone on its database runs ``gateway.drills`` itself, its results
-    written through its recording."""
+    """`llmpulse gateway` runs ``gateway.drills`` itself, its results written through its
+    recording; also beside a daemon probing into its database (its probe lock held here) whose
+    config may have no drills: the occurrence's claim, not who probes, says who drills."""
     file = drill_file(
         keyed_sim, tmp_path, {"gateway": {"drills": {"schedule": "* * * * *"}, "monitor": False}}
     )
@@ -393,6 +396,8 @@ def test_the_gateway_drills_on_schedule_when_no_daemon_probes(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = ["gateway", "--config", str(file), "--db", str(db), "--listen", f"127.0.0.1:{port}"]
+    probing = ProbeLock(db)
+    assert not daemon_probes or probing.acquire()
     gateway = spawn_llmpulse(args, tmp_path, "gateway.log")
     try:
         drills: list[CheckResult] = []
@@ -411,6 +416,7 @@ def test_the_gateway_drills_on_schedule_when_no_daemon_probes(
     finally:
         gateway.send_signal(signal.SIGINT)
         gateway.wait(timeout=30)
+        probing.release()
     first = [r for r in drills if r.drill == min(d.drill or "" for d in drills)]
     assert all(r.ok for r in drills) and len(first) == 8
     assert sorted(len(r.route) for r in first) == [1, 1, 2, 2, 2, 2, 3, 3]
@@ -516,7 +522,7 @@ def test_an_occurrence_missed_while_down_runs_at_start_once(
         stop = asyncio.Event()
         with open_store(db) as store:
             task = asyncio.ensure_future(scheduled_drills(
-                gateway, settings, stop, record=seen.append, may_run=lambda: True, store=store,
+                gateway, settings, stop, record=seen.append, store=store,
                 redactor=config.redactor,
             ))  # fmt: skip
             deadline = time.monotonic() + wait

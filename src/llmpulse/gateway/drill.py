@@ -426,7 +426,6 @@ async def scheduled_drills(
     *,
     record: Callable[[CheckResult], None],
     store: Store,
-    may_run: Callable[[], bool] = lambda: True,
     redactor: Redactor | None = None,
     session: aiohttp.ClientSession | None = None,
     clock: Callable[[], float] = time.time,
@@ -434,12 +433,12 @@ async def scheduled_drills(
 ) -> None:
     """Run every path's drill at each occurrence of ``settings``'s schedule until ``stop``,
     each result to ``record``. An occurrence runs once among every process on ``store``'s
-    database: when ``may_run()`` (the gateway's preference for a daemon on its host) and this
-    process claims it first (``Store.claim``; agents, gateway replicas and hosts on one PostgreSQL
-    database alike). One the database cannot be asked about is passed, said in the log: a
-    drill run twice costs tokens, one passed is run at the next occurrence. An occurrence at
-    most ``missed_grace`` old when this starts (every process was down, restarting or
-    deploying then) runs at once, unless a process ran it; an older one is left to the next."""
+    database: the one that claims it first (``Store.claim``; agents, gateway replicas and hosts
+    on one PostgreSQL database alike). One the database cannot be asked about is passed, said
+    in the log: a drill run twice costs tokens, one passed is run at the next occurrence. An
+    occurrence at most ``missed_grace`` old when this starts (every process was down,
+    restarting or deploying then) runs at once, unless a process ran it; an older one is left
+    to the next."""
     plan = failover_paths(config)
     for note in plan.notes:  # what no occurrence will drill: said once, as the command says it
         log.warning("scheduled failover drills: %s", note)
@@ -454,8 +453,6 @@ async def scheduled_drills(
             return
         except TimeoutError:
             pass
-        if not may_run():
-            continue
         label = run_label(due)
         try:
             if not await asyncio.to_thread(store.claim, f"drill:{label}", due):

@@ -27,10 +27,8 @@ from llmpulse.gateway.breaker_log import BreakerLog
 from llmpulse.gateway.drill import scheduled_drills
 from llmpulse.gateway.metrics import GatewayMetrics, create_metrics_app, metrics_endpoint
 from llmpulse.gateway.selector import Selector
-from llmpulse.probe.lock import held_elsewhere
 from llmpulse.result import CheckResult
 from llmpulse.serving import Server, SideServer, header_timeout_protocol
-from llmpulse.store import local_path
 from llmpulse.store.writer import open_recording
 
 if TYPE_CHECKING:
@@ -190,18 +188,15 @@ class GatewayProcess:
         self.metrics.observe(result)
 
     async def _drills(self, stop: asyncio.Event) -> None:
-        """Scheduled failover drills (``gateway.drills``); left to the daemon while one on this
-        host probes into the same database (it holds the probe lock). Each occurrence is claimed
-        in the database, so that one process drills it: of gateway replicas, and of a daemon and
-        gateways on other hosts. Results go through the recording, as traffic does."""
+        """Scheduled failover drills (``gateway.drills``). Each occurrence is claimed in the
+        database, so that one process drills it: of gateway replicas and daemons, on this host
+        or others. Results go through the recording, as traffic does."""
         settings = self.gateway.settings.drills
         if settings is None:
             return
-        lock = local_path(self.location)
         await scheduled_drills(
             self.gateway, settings, stop, record=self.record,
-            may_run=lambda: not held_elsewhere(lock), store=self.recording.writer.store,
-            redactor=self.redactor,
+            store=self.recording.writer.store, redactor=self.redactor,
         )  # fmt: skip
 
     async def serve(self, *, verbose: bool = False, announce: Callable[[str], None]) -> None:
