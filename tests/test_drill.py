@@ -4,7 +4,9 @@ deployments before it forced out, and a path whose fallback's key was revoked fa
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import signal
 import socket
 import time
@@ -22,9 +24,17 @@ from llmpulse.alerts.state import AlertStateStore
 from llmpulse.cli import main
 from llmpulse.config import Config, load_config
 from llmpulse.config.litellm import parse_gateway
-from llmpulse.gateway.drill import JSON_KEYS, failover_paths, next_run, scheduled_drills
+from llmpulse.gateway.drill import (
+    JSON_KEYS,
+    failover_paths,
+    next_run,
+    run_drill,
+    run_label,
+    scheduled_drills,
+)
 from llmpulse.monitor.alerting import Alerting
 from llmpulse.monitor.daemon import Daemon
+from llmpulse.probe.lock import ProbeLock
 from llmpulse.result import CheckResult, Source
 from llmpulse.rules import FAILOVER_PATH_BROKEN, Severity
 from llmpulse.sim.scenario import Scenario
@@ -54,8 +64,10 @@ def entry(group: str, provider: str, model: str, base: str, **params: Any) -> di
 
 def drill_file(sim: SimServer, tmp_path: Path, extra: dict[str, Any] | None = None) -> Path:
     """Group ``chat``: an OpenAI primary (order 2) and an Anthropic one (order 1); its fallback
-    ``backup``'s one deployment takes its key from $BACKUP_KEY."""
-    primary, second, backup = (sim_model(sim, **FAST) for _ in range(3))
+    ``backup``'s one deployment takes its key from $BACKUP_KEY, and its errors repeat the key
+    they were sent (as some providers' do)."""
+    primary, second = (sim_model(sim, **FAST) for _ in range(2))
+    backup = sim_model(sim, **FAST, echo_credentials=True)
     raw = {
         "model_list": [
             entry(
@@ -138,6 +150,7 @@ def test_revoked_fallback_key_fails_its_path_and_fixing_it_passes(
     broken = [r for r in rows if not r["ok"]]
     assert len(broken) == 2 and {r["stream"] for r in broken} == {False, True}
     assert all(len(r["path"]) == 3 and r["error_class"] == "auth" for r in broken)
+    assert REVOKED not in result.stdout
     assert all(
         r["ok"] and r["output_tokens"] and r["latency_ms"] for r in rows if len(r["path"]) < 3
     )
@@ -157,6 +170,7 @@ def test_revoked_fallback_key_fails_its_path_and_fixing_it_passes(
     failed = [r for r in drills if not r.ok]
     assert len(failed) == 4 and all(sorted(r.route) == sorted(broken[0]["path"]) for r in failed)
     assert all(r.route[-1] == broken[0]["path"][-1] for r in failed)
+    assert all(REVOKED not in (r.error_message or "") for r in failed)
 
     result = drill(config, db, GOOD, "--group", "chat")
     assert result.exit_code == 0, result.output
@@ -204,16 +218,28 @@ class Leader:
         self.state.save_records(self.alerting.tick(now), now)
 
 
-def drill_once(config: Config, location: Path) -> list[CheckResult]:
+def drill_once(
+    config: Config,
+    location: str | Path,
+    processes: int = 1,
+    requests: int = 8,
+    later: float = 0.0,
+) -> list[CheckResult]:
     """One occurrence of ``gateway.drills``' schedule, as the daemon runs it: the clock is set
     just before the next minute (the schedule is every minute), so it starts within a second;
-    its results are written through the one writer."""
+    its results are written through the one writer. ``processes``: as many schedulers, each
+    with a store of its own (agents or gateway replicas on one database), all willing to run
+    it; it ends once ``requests`` results were recorded and a second more passed. ``later``:
+    the occurrence ``later`` seconds on (one already claimed is never run again)."""
     assert config.gateway is not None and config.gateway.settings.drills is not None
     settings = config.gateway.settings.drills
-    start = time.time()
-    offset = next_run(settings, start) - start - 0.3
     recording = open_recording(location, "test-agent")
     recording.start()
+    stores = [open_store(location) for _ in range(processes)]
+    # Once the stores are open (migrating a PostgreSQL schema takes a while): the occurrence
+    # must still be ahead when the schedulers start.
+    start = time.time()
+    offset = next_run(settings, start + later) - start - 0.3
     seen: list[CheckResult] = []
 
     def record(result: CheckResult) -> None:
@@ -224,21 +250,28 @@ def drill_once(config: Config, location: Path) -> list[CheckResult]:
         stop = asyncio.Event()
 
         async def stop_after_run() -> None:
-            while len(seen) < 8:  # four paths, two requests each
+            while len(seen) < requests:  # four paths, two requests each
                 await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # room for a second run, if one were under way
             stop.set()
 
         watcher = asyncio.ensure_future(stop_after_run())
         await asyncio.wait_for(
-            scheduled_drills(
-                config.gateway, settings, stop, record=record, may_run=lambda: True,
-                redactor=config.redactor, clock=lambda: time.time() + offset,
-            ),
+            asyncio.gather(*(
+                scheduled_drills(
+                    config.gateway, settings, stop, record=record,
+                    store=store, redactor=config.redactor, clock=lambda: time.time() + offset,
+                    missed_grace=0.0,
+                )
+                for store in stores
+            )),
             30,
         )  # fmt: skip
         await watcher
 
     asyncio.run(occurrence())
+    for store in stores:
+        store.close()
     recording.close()
     recording.writer.store.close()
     return seen
@@ -291,7 +324,7 @@ def test_scheduled_drill_raises_failover_path_broken_and_resolves_once_fixed(
         assert not any(t.startswith("backup: ") and r for t, _, r in notices)
 
         fixed = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": GOOD})
-        assert all(r.ok for r in drill_once(fixed, db))
+        assert all(r.ok for r in drill_once(fixed, db, later=60))
         leader.tick()
         states = {
             r.target: r.state for r in leader.alerting.engine.records.values()
@@ -307,8 +340,9 @@ def test_scheduled_drill_raises_failover_path_broken_and_resolves_once_fixed(
 def test_the_daemon_drills_on_schedule_and_its_leader_raises_the_alert(
     keyed_sim: SimServer, tmp_path: Path
 ) -> None:
-    """`llmpulse run` with ``gateway.drills`` every minute: at the next minute its alert leader
-    drills, stores the results and fires failover_path_broken for the revoked fallback."""
+    """`llmpulse run` with ``gateway.drills`` every minute: its alert leader drills (the previous
+    minute's occurrence at once, none having run it), stores the results and fires
+    failover_path_broken for the revoked fallback."""
     file = drill_file(
         keyed_sim, tmp_path, {"gateway": {"drills": {"schedule": "* * * * *"}, "monitor": False}}
     )
@@ -339,15 +373,19 @@ def test_the_daemon_drills_on_schedule_and_its_leader_raises_the_alert(
     assert firing[0].startswith("backup: ") and firing[1].startswith("chat: ")
     with open_store(db) as store:
         drills = [r for r in store.results_between(0, 2e9) if r.source is Source.DRILL]
-    assert len(drills) == 8 and len({r.drill for r in drills}) == 1
+    # The previous minute's occurrence (missed: nothing ran) at once, maybe the next one too.
+    runs = {r.drill: [d for d in drills if d.drill == r.drill] for r in drills}
+    assert len(runs[min(runs)]) == 8 and all(len(run) <= 8 for run in runs.values())
     assert {r.agent for r in drills} == {config.monitor.agent or socket.gethostname()}
 
 
-def test_the_gateway_drills_on_schedule_when_no_daemon_probes(
-    keyed_sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("daemon_probes", [False, True])
+def test_the_gateway_drills_on_schedule(
+    keyed_sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, daemon_probes: bool
 ) -> None:
-    """`llmpulse gateway` alone on its database runs ``gateway.drills`` itself, its results
-    written through its recording."""
+    """`llmpulse gateway` runs ``gateway.drills`` itself, its results written through its
+    recording; also beside a daemon probing into its database (its probe lock held here) whose
+    config may have no drills: the occurrence's claim, not who probes, says who drills."""
     file = drill_file(
         keyed_sim, tmp_path, {"gateway": {"drills": {"schedule": "* * * * *"}, "monitor": False}}
     )
@@ -358,11 +396,16 @@ def test_the_gateway_drills_on_schedule_when_no_daemon_probes(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = ["gateway", "--config", str(file), "--db", str(db), "--listen", f"127.0.0.1:{port}"]
+    probing = ProbeLock(db)
+    assert not daemon_probes or probing.acquire()
     gateway = spawn_llmpulse(args, tmp_path, "gateway.log")
     try:
         drills: list[CheckResult] = []
         deadline = time.monotonic() + 90  # the next minute, and the drill
-        while len(drills) < 8:
+        while (
+            len([r for r in drills if r.drill == min((d.drill or "" for d in drills), default="")])
+            < 8
+        ):
             assert gateway.poll() is None, (tmp_path / "gateway.log").read_text()
             assert time.monotonic() < deadline, "no scheduled drill within 90 s"
             time.sleep(0.5)
@@ -373,5 +416,191 @@ def test_the_gateway_drills_on_schedule_when_no_daemon_probes(
     finally:
         gateway.send_signal(signal.SIGINT)
         gateway.wait(timeout=30)
-    assert all(r.ok for r in drills) and len({r.drill for r in drills}) == 1
-    assert sorted(len(r.route) for r in drills) == [1, 1, 2, 2, 2, 2, 3, 3]
+        probing.release()
+    first = [r for r in drills if r.drill == min(d.drill or "" for d in drills)]
+    assert all(r.ok for r in drills) and len(first) == 8
+    assert sorted(len(r.route) for r in first) == [1, 1, 2, 2, 2, 2, 3, 3]
+
+
+def test_an_occurrence_is_drilled_once_among_processes_on_one_database(
+    keyed_sim: SimServer, tmp_path: Path, db_location: str | Path
+) -> None:
+    """Agents, gateway replicas or hosts on one database (SQLite, or PostgreSQL across hosts),
+    each willing to drill: the occurrence's claim in the database lets one of them run it."""
+    file = drill_file(keyed_sim, tmp_path, {"gateway": {"drills": {"schedule": "* * * * *"}}})
+    config = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": GOOD})
+    seen = drill_once(config, db_location, processes=2)
+    assert len(seen) == 8 and len({r.drill for r in seen}) == 1
+    answered = [r for r in sim_requests(keyed_sim) if r["status"] == 200]
+    assert len(answered) == 8
+
+
+def test_a_provider_that_never_finishes_is_cut_at_the_drills_bound_and_recorded(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    """A stream trickling a token a second (each within the idle timeout) would hold the drill
+    for as long as it trickles: the request's whole time is bounded, and the path fails as a
+    timeout, recorded as a drill result like any other (so the scheduled alert sees it)."""
+    slow = sim_model(sim, ttft=0.01, tokens_per_s=1)
+    raw = {"model_list": [entry("slow", "openai", slow, base_url(sim, "openai"), api_key="k")]}
+    config = parse_gateway(raw, env={})
+    assert config is not None
+    recorded: list[CheckResult] = []
+
+    async def go() -> list[Any]:
+        return await run_drill(
+            config, failover_paths(config), label="drill-test", record=recorded.append,
+            timeout_cap=2.0,
+        )  # fmt: skip
+
+    started = time.monotonic()
+    outcomes = asyncio.run(go())
+    assert time.monotonic() - started < 10  # 16 tokens at 1/s take 16 s
+    assert [(o.stream, o.ok, o.error_class) for o in outcomes] == [
+        (False, False, "timeout"),
+        (True, False, "timeout"),
+    ]
+    assert [(r.source, r.drill, r.route, r.ok) for r in recorded] == [
+        (Source.DRILL, "drill-test", [config.deployments[0].name], False)
+    ] * 2
+    assert all(o.result is r for o, r in zip(outcomes, recorded, strict=True))
+
+
+def test_the_alert_of_a_path_the_config_no_longer_has_resolves(
+    keyed_sim: SimServer, tmp_path: Path
+) -> None:
+    """chat's fallback is broken and alerted; then the fallback is taken out of the config: no
+    drill will ever pass that path again, so its alert resolves, and a result of it read back
+    later (a replay) raises nothing."""
+    file = drill_file(keyed_sim, tmp_path, {"gateway": {"drills": {"schedule": "* * * * *"}}})
+    db = tmp_path / "results.db"
+    revoked = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": REVOKED})
+    drill_once(revoked, db)
+    with open_store(db) as store:
+        leader = Leader(tmp_path, revoked, store)
+        leader.tick()
+        firing = [
+            r.target for r in leader.alerting.engine.records.values()
+            if r.rule == FAILOVER_PATH_BROKEN and r.state is AlertState.FIRING
+        ]  # fmt: skip
+        assert len(firing) == 2
+        leader.state.close()
+
+        raw = json.loads(file.read_text())
+        raw["router_settings"]["fallbacks"] = []
+        raw["model_list"] = raw["model_list"][:2]  # backup is gone too
+        file.write_text(json.dumps(raw))
+        pruned = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": REVOKED})
+        leader = Leader(tmp_path, pruned, store)  # a new term, with the state saved
+        leader.tick()  # the old run read back: its paths are not this config's
+        leader.alerting.retire_drill_paths(time.time())
+        states = {
+            r.target: r.state for r in leader.alerting.engine.records.values()
+            if r.rule == FAILOVER_PATH_BROKEN and r.state is not None
+        }  # fmt: skip
+        assert set(states) == set(firing) and set(states.values()) == {AlertState.RESOLVED}
+        assert {n.target for n, _ in leader.notices if n.status == "resolved"} == set(firing)
+
+
+def test_an_occurrence_missed_while_down_runs_at_start_once(
+    keyed_sim: SimServer, tmp_path: Path
+) -> None:
+    """The day's drill was due two minutes ago while nothing ran (a restart, a deploy): the
+    scheduler starting now runs it at once, under its own time's label; a second process
+    starting later finds it claimed and runs nothing."""
+    due = (int(time.time()) // 60 - 2) * 60
+    when = time.gmtime(due)
+    file = drill_file(keyed_sim, tmp_path, {
+        "gateway": {"drills": {"schedule": f"{when.tm_min} {when.tm_hour} * * *"}},
+    })  # fmt: skip
+    config = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": GOOD})
+    assert config.gateway is not None and config.gateway.settings.drills is not None
+    gateway, settings = config.gateway, config.gateway.settings.drills
+    db = tmp_path / "results.db"
+
+    async def start(seen: list[CheckResult], until: int, wait: float) -> None:
+        stop = asyncio.Event()
+        with open_store(db) as store:
+            task = asyncio.ensure_future(scheduled_drills(
+                gateway, settings, stop, record=seen.append, store=store,
+                redactor=config.redactor,
+            ))  # fmt: skip
+            deadline = time.monotonic() + wait
+            while len(seen) < until and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+    first: list[CheckResult] = []
+    asyncio.run(start(first, 8, 20))
+    assert len(first) == 8 and {r.drill for r in first} == {run_label(due)}
+    again: list[CheckResult] = []
+    asyncio.run(start(again, 1, 2))
+    assert again == []
+
+
+def test_an_agent_that_does_not_lead_drills_an_occurrence_none_claimed(
+    keyed_sim: SimServer, tmp_path: Path
+) -> None:
+    """The lead is another agent's (here: its lock is held) and nobody has drilled the occurrence
+    due a minute ago: this agent claims it and drills it. Leading is not asked for: a lead not
+    yet taken at start, or changing hands at the drill's time, would lose the occurrence."""
+    due = (int(time.time()) // 60 - 1) * 60
+    when = time.gmtime(due)
+    file = drill_file(keyed_sim, tmp_path, {
+        "gateway": {"drills": {"schedule": f"{when.tm_min} {when.tm_hour} * * *"},
+                    "monitor": False},
+    })  # fmt: skip
+    config = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": GOOD})
+    db = tmp_path / "results.db"
+    lead = tmp_path / "results.db.leader"
+    fd = os.open(lead, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the other agent's lead
+
+    async def run() -> None:
+        daemon = Daemon(config, db_path=db)
+        task = asyncio.ensure_future(daemon.run())
+        deadline = time.monotonic() + 30
+        try:
+            while time.monotonic() < deadline and len(stored()) < 8:
+                await asyncio.sleep(0.25)
+            assert not daemon.leadership.is_leader
+        finally:
+            daemon.stop_event.set()
+            await asyncio.wait_for(task, 30)
+
+    def stored() -> list[CheckResult]:
+        with open_store(db) as store:
+            return [r for r in store.results_between(0, 2e9) if r.source is Source.DRILL]
+
+    try:
+        asyncio.run(run())
+    finally:
+        os.close(fd)
+    drills = stored()
+    assert len(drills) == 8 and {r.drill for r in drills} == {run_label(due)}
+
+
+def test_scheduled_drills_say_what_they_never_drill(
+    sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fallback past max_fallbacks is never drilled: the command names it on each run, and
+    the scheduler in the log when it starts, not silently."""
+    file = drill_file(sim, tmp_path, {"gateway": {"drills": {"schedule": "0 3 * * *"}}})
+    raw = json.loads(file.read_text())
+    raw["router_settings"]["max_fallbacks"] = 0
+    file.write_text(json.dumps(raw))
+    config = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": GOOD})
+    assert config.gateway is not None and config.gateway.settings.drills is not None
+    gateway, settings = config.gateway, config.gateway.settings.drills
+
+    async def start() -> None:
+        stop = asyncio.Event()
+        stop.set()
+        with open_store(tmp_path / "results.db") as store:
+            await scheduled_drills(
+                gateway, settings, stop, record=lambda r: None, store=store, missed_grace=0.0
+            )
+
+    asyncio.run(start())
+    assert any("backup unreachable" in r.getMessage() for r in caplog.records)

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -42,6 +43,8 @@ from llmpulse.probe.costs import probe_cost_per_run
 from llmpulse.result import CheckKind, CheckResult, Source
 from llmpulse.schedule import Schedule
 from llmpulse.secrets import Redactor
+from llmpulse.store import database_errors
+from llmpulse.store.base import Store
 from llmpulse.target import Probe
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,8 @@ DRILL_MAX_TOKENS = 16
 MAX_PATHS = 100  # per run: beyond, the rest are named and not drilled
 CONCURRENCY = 4  # paths drilled at once: a provider serving several paths is not hammered
 TIMEOUT_CAP_S = 60.0  # a request's timeout: the deployment's, at most this
+# A scheduled occurrence missed by at most this much (a restart at the drill's time) runs late.
+MISSED_GRACE_S = 3600.0
 # The keys of ``DrillOutcome.to_json``, in order (the ``--json`` contract).
 JSON_KEYS = (
     "group",
@@ -151,6 +156,18 @@ def _group_paths(config: GatewayConfig, group: ModelGroup, notes: list[str]) -> 
             f"{group.name}: fallbacks {', '.join(beyond)} unreachable "
             f"(router_settings.max_fallbacks is {router.max_fallbacks}), not drilled"
         )
+    # Taken only by a prompt too long or a request a provider's content policy refused: a
+    # drill's small request cannot go there. Each such group is drilled as a group of its own.
+    special = {
+        *router.context_window_fallbacks.get(group.name, ()),
+        *router.content_policy_fallbacks.get(group.name, ()),
+    }
+    if special:
+        notes.append(
+            f"{group.name}: context-window and content-policy fallbacks "
+            f"{', '.join(sorted(special))} not drilled down this path (a drill's small request "
+            "cannot take them): each is drilled as a group of its own"
+        )
     chain = ordered(group.deployments, router.strategy)
     paths = [FailoverPath(group.name, tuple(chain[: i + 1])) for i in range(len(chain))]
     seen = {group.name}
@@ -197,11 +214,18 @@ def drill_config(
     )
 
 
+def drill_route(config: GatewayConfig, path: FailoverPath) -> list[str]:
+    """The route a drill of ``path`` takes: every deployment of the groups on it but its target,
+    in the order the gateway passes them over, then the target."""
+    groups = [path.group, *path.fallbacks]
+    names = [d.name for g in groups for d in config.resolve(g)] + path.names
+    target = path.target.name
+    return [*dict.fromkeys(n for n in names if n != target), target]
+
+
 def drill_skip(config: GatewayConfig, path: FailoverPath) -> frozenset[str]:
     """Every deployment of the groups on ``path`` but its target: passed over unasked."""
-    groups = [path.group, *path.fallbacks]
-    names = {d.name for g in groups for d in config.resolve(g)} | set(path.names)
-    return frozenset(names - {path.target.name})
+    return frozenset(drill_route(config, path)[:-1])
 
 
 def drill_request(group: str) -> ChatRequest:
@@ -248,8 +272,9 @@ class DrillOutcome:
     cost_usd: float | None = None
     error_class: str | None = None
     error_message: str | None = None
-    # What the gateway recorded (None when it refused before calling any deployment).
-    result: CheckResult | None = dataclasses.field(default=None, repr=False)
+    # What was recorded of it (the gateway's result, or the drill's own when the gateway
+    # recorded none: refused before calling a deployment, or cut off by the drill's bound).
+    result: CheckResult = dataclasses.field(kw_only=True, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in JSON_KEYS}
@@ -295,53 +320,77 @@ async def _drill_path(
     session: aiohttp.ClientSession,
     timeout_cap: float,
 ) -> list[DrillOutcome]:
-    recorded: list[CheckResult] = []
-
-    def keep(result: CheckResult) -> None:
-        recorded.append(result)
-        if record is not None:
-            record(result)
-
     routed = drill_config(config, path, timeout_cap)
     drill = Drill(label=label, skip=drill_skip(config, path), source=Source.DRILL)
     request = drill_request(path.group)
     outcomes = []
     for stream in (False, True):
-        recorded.clear()
+        recorded: list[CheckResult] = []
         # A gateway per request: a failure's cool-down must not stand in for the next request.
-        gateway = Gateway(routed, record=keep, session=session, redactor=redact)
+        gateway = Gateway(routed, record=recorded.append, session=session, redactor=redact)
         error: GatewayError | None = None
         finished = not stream
+        started = datetime.now(UTC)
         try:
-            if stream:
-                async for event in gateway.stream(request, drill=drill):
-                    finished = finished or isinstance(event, Finish)
-            else:
-                await gateway.complete(request, drill=drill)
+            # The whole request, retries and a trickling stream included: a provider that
+            # never ends its answer cannot hold the drill (the deployment's timeouts bound each
+            # wait, not their sum).
+            async with asyncio.timeout(timeout_cap):
+                if stream:
+                    async for event in gateway.stream(request, drill=drill):
+                        finished = finished or isinstance(event, Finish)
+                else:
+                    await gateway.complete(request, drill=drill)
         except GatewayError as exc:
             error = exc
+        except TimeoutError:  # the gateway records nothing of a request cut off: said below
+            bound = f"no complete answer within {timeout_cap:g}s (the drill's bound)"
+            error = GatewayError(504, ErrorClass.TIMEOUT, bound)
         finally:
             await gateway.aclose()
-        outcomes.append(_outcome(path, stream, recorded, error, finished, redact))
+        result = (
+            recorded[-1] if recorded else _unrecorded(config, path, stream, label, started, error)
+        )
+        outcome = _outcome(path, stream, result, finished, redact)
+        # Recorded once judged: a verdict changed afterwards could miss the store.
+        if record is not None:
+            record(result)
+        outcomes.append(outcome)
     return outcomes
 
 
-def _outcome(
+def _unrecorded(
+    config: GatewayConfig,
     path: FailoverPath,
     stream: bool,
-    recorded: list[CheckResult],
+    label: str,
+    started: datetime,
     error: GatewayError | None,
-    finished: bool,
-    redact: Redactor,
+) -> CheckResult:
+    """The failed drill request the gateway recorded nothing of (refused before calling any
+    deployment, or cut off by the drill's bound): a result all the same, so that the alert
+    leader judges the path from the store as the command's exit code judges it."""
+    target = path.target
+    return CheckResult(
+        target=target.name,
+        provider=target.provider,
+        model=target.model,
+        check=CheckKind.STREAM if stream else CheckKind.INFERENCE,
+        timestamp=started,
+        ok=False,
+        error_class=(error.error_class if error else None) or ErrorClass.UNAVAILABLE,
+        error_message=error.message if error else "no answer",
+        http_status=error.status if error else None,
+        source=Source.DRILL,
+        route=drill_route(config, path),
+        drill=label,
+    )
+
+
+def _outcome(
+    path: FailoverPath, stream: bool, result: CheckResult, finished: bool, redact: Redactor
 ) -> DrillOutcome:
-    out = DrillOutcome(path.group, path.names, stream, ok=False)
-    result = recorded[-1] if recorded else None
-    if result is None:
-        # Refused before any deployment was called: nothing recorded, the gateway's own words.
-        out.error_class = str(error.error_class) if error and error.error_class else None
-        out.error_message = redact.clipped(error.message) if error else "no answer"
-        return out
-    out.result = result
+    out = DrillOutcome(path.group, path.names, stream, ok=False, result=result)
     out.ttft_ms, out.latency_ms, out.cost_usd = result.ttft_ms, result.latency_ms, result.cost_usd
     out.input_tokens, out.output_tokens = result.usage.input_tokens, result.usage.output_tokens
     answered = result.route[-1] if result.route else None
@@ -352,9 +401,10 @@ def _outcome(
     elif result.ok and not finished:
         result.ok, result.error_class = False, ErrorClass.PROTOCOL
         result.error_message = "the stream ended without finishing"
+    result.error_message = redact.clipped(result.error_message)
     out.ok = result.ok
     out.error_class = str(result.error_class) if result.error_class else None
-    out.error_message = redact.clipped(result.error_message)
+    out.error_message = result.error_message
     return out
 
 
@@ -375,29 +425,45 @@ async def scheduled_drills(
     stop: asyncio.Event,
     *,
     record: Callable[[CheckResult], None],
-    may_run: Callable[[], bool],
+    store: Store,
     redactor: Redactor | None = None,
     session: aiohttp.ClientSession | None = None,
     clock: Callable[[], float] = time.time,
+    missed_grace: float = MISSED_GRACE_S,
 ) -> None:
     """Run every path's drill at each occurrence of ``settings``'s schedule until ``stop``,
-    each result to ``record``; an occurrence when ``may_run()`` is False is another process's
-    (whoever holds the claim, see the callers) and is passed."""
+    each result to ``record``. An occurrence runs once among every process on ``store``'s
+    database: the one that claims it first (``Store.claim``; agents, gateway replicas and hosts
+    on one PostgreSQL database alike). One the database cannot be asked about is passed, said
+    in the log: a drill run twice costs tokens, one passed is run at the next occurrence. An
+    occurrence at most ``missed_grace`` old when this starts (every process was down,
+    restarting or deploying then) runs at once, unless a process ran it; an older one is left
+    to the next."""
     plan = failover_paths(config)
+    for note in plan.notes:  # what no occurrence will drill: said once, as the command says it
+        log.warning("scheduled failover drills: %s", note)
+    missed = Schedule(settings.schedule, missed_grace, settings.timezone).window(clock())
     while not stop.is_set():
-        due = next_run(settings, clock())
+        if missed is not None:
+            due, missed = missed[0], None
+        else:
+            due = next_run(settings, clock())
         try:
             await asyncio.wait_for(stop.wait(), max(0.0, due - clock()))
             return
         except TimeoutError:
             pass
-        if not may_run():
+        label = run_label(due)
+        try:
+            if not await asyncio.to_thread(store.claim, f"drill:{label}", due):
+                continue  # another process drills this occurrence
+        except database_errors(OSError) as exc:
+            log.warning("failover drill %s passed: the database cannot be asked (%s)", label, exc)
             continue
         try:
             outcomes = await run_drill(
-                config, plan, label=run_label(due), record=record, redactor=redactor,
-                session=session,
-            )  # fmt: skip
+                config, plan, label=label, record=record, redactor=redactor, session=session
+            )
         except Exception:  # a bug in one run: logged, and the next occurrence runs
             log.exception("scheduled failover drill failed")
             continue

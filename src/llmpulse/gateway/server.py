@@ -31,10 +31,8 @@ from llmpulse.gateway.breaker_log import BreakerLog
 from llmpulse.gateway.drill import scheduled_drills
 from llmpulse.gateway.metrics import GatewayMetrics, create_metrics_app, metrics_endpoint
 from llmpulse.gateway.selector import Selector
-from llmpulse.probe.lock import held_elsewhere
 from llmpulse.result import CheckResult
 from llmpulse.serving import Server, SideServer, header_timeout_protocol
-from llmpulse.store import local_path
 from llmpulse.store.writer import open_recording
 
 if TYPE_CHECKING:
@@ -242,16 +240,15 @@ class GatewayProcess:
         self.metrics.observe(result)
 
     async def _drills(self, stop: asyncio.Event) -> None:
-        """Scheduled failover drills (``gateway.drills``), unless a daemon probes into the same
-        database (it holds the probe lock): then its alert leader runs them, so an occurrence
-        is drilled once. Results go through the recording, as traffic does."""
+        """Scheduled failover drills (``gateway.drills``). Each occurrence is claimed in the
+        database, so that one process drills it: of gateway replicas and daemons, on this host
+        or others. Results go through the recording, as traffic does."""
         settings = self.gateway.settings.drills
         if settings is None or (self.worker is not None and not self.worker.probes):
-            return  # of several workers, the first drills for all
-        lock = local_path(self.location)
+            return  # of several workers, the first tries for all
         await scheduled_drills(
             self.gateway, settings, stop, record=self.record,
-            may_run=lambda: not held_elsewhere(lock), redactor=self.redactor,
+            store=self.recording.writer.store, redactor=self.redactor,
         )  # fmt: skip
 
     async def serve(

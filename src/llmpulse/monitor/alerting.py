@@ -37,7 +37,7 @@ from llmpulse.alerts.window import (
 from llmpulse.config import Config
 from llmpulse.gateway import readiness
 from llmpulse.monitor.billing import Verdict
-from llmpulse.monitor.drills import DrillJudge
+from llmpulse.monitor.drills import DrillJudge, PathKey
 from llmpulse.result import CheckResult
 from llmpulse.rules import (
     BILLING_DRIFT_RULE,
@@ -233,7 +233,7 @@ class Alerting:
         """Add results (any agent's, any order within a batch) and evaluate the targets they
         touched once each."""
         touched: set[str] = set()
-        drilled: set[tuple[str, ...]] = set()
+        drilled: set[PathKey] = set()
         now = time.time() if now is None else now
         for result in results:
             path = self.drills.add(result)
@@ -256,7 +256,7 @@ class Alerting:
         for path in drilled:
             self.observe_drill(path, now)
 
-    def observe_drill(self, path: tuple[str, ...], now: float) -> None:
+    def observe_drill(self, path: PathKey, now: float) -> None:
         """``failover_path_broken`` for one failover path, at the rule's severity (``rules:
         {failover_path_broken: {severity: critical}}`` to page): it fires when the path's
         latest drill failed and resolves with the next drill of the path that passes."""
@@ -267,6 +267,26 @@ class Alerting:
             FAILOVER_PATH_BROKEN, v.subject, v.provider, severity, v.summary, now,
             resolve_after=0.0, labels=v.labels,
         )  # fmt: skip
+
+    def retire_drill_paths(self, now: float) -> None:
+        """Resolve the ``failover_path_broken`` alerts no drill will resolve: of a path the
+        config no longer has (a fallback or deployment taken out, or reordered: the path's
+        name changed), or all of them while the rule is disabled."""
+        enabled = self.provider_rules[ALL][FAILOVER_PATH_BROKEN].enabled
+        if enabled and self.config.gateway is None:
+            return  # paths are named as their drills recorded them: none is known to be gone
+        subjects = self.drills.subjects
+        for record in list(self.engine.records.values()):
+            if (
+                record.rule == FAILOVER_PATH_BROKEN
+                and record.state in (AlertState.FIRING, AlertState.PENDING)
+                and (not enabled or record.target not in subjects)
+            ):
+                why = "no longer configured" if enabled else "no longer judged (rule disabled)"
+                self.engine.observe_graded(
+                    FAILOVER_PATH_BROKEN, record.target, record.provider, None,
+                    f"failover path {record.target} is {why}", now, resolve_after=0.0,
+                )  # fmt: skip
 
     def _evaluate(self, target: Target, now: float) -> None:
         rules, baseline = self.rules[target.name], self.baselines.get(target.name)

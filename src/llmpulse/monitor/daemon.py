@@ -589,6 +589,7 @@ class Daemon:
                         now = time.time()
                         groups = await asyncio.to_thread(alerting.failover_readiness, now)
                         alerting.observe_failover(groups, now)
+                        alerting.retire_drill_paths(now)
                 if time.time() - alerting.budgets_at >= BUDGETS_EVERY_S:
                     with _logged("budgets", self.unreadable):
                         now = time.time()
@@ -618,16 +619,16 @@ class Daemon:
             await asyncio.sleep(BILLING_EVERY_S)
 
     async def _drills(self) -> None:
-        """Scheduled failover drills (``gateway.drills``), run by the alert leader only: of
-        several agents on one database (and a gateway on it, which leaves them to a daemon
-        holding the probe lock) one drills each occurrence, and judges the results."""
+        """Scheduled failover drills (``gateway.drills``), judged by the alert leader. Every
+        agent tries each occurrence, and the one that claims it in the database drills it (not
+        the leader only: a lead changing hands, or not yet taken at start, would lose it)."""
         gateway = self.config.gateway
         settings = gateway.settings.drills if gateway is not None else None
         if gateway is None or settings is None:
             return
         await scheduled_drills(
             gateway, settings, self.stop_event, record=self._record_drill,
-            may_run=lambda: self.leadership.is_leader, redactor=self.config.redactor,
+            store=self.store, redactor=self.config.redactor,
         )  # fmt: skip
 
     def _record_drill(self, result: CheckResult) -> None:

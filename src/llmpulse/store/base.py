@@ -333,6 +333,13 @@ class Store(abc.ABC):
         database so that no row reaches Python. Buckets and groups without a value are absent."""
         raise NotImplementedError
 
+    def claim(self, key: str, ts: float) -> bool:
+        """Claim ``key`` (of time ``ts``) for this process: True for the one claimant of all the
+        processes writing to this database, False when it was claimed before. What makes a
+        scheduled job run once per occurrence among agents, gateway replicas and hosts; claims
+        are pruned with the raw results."""
+        raise NotImplementedError
+
     def write_breaker_events(self, events: Sequence[BreakerEvent]) -> None:
         """Store breaker events in one transaction; one stored before (same time, agent,
         deployment and state) is kept once."""

@@ -274,6 +274,11 @@ class SQLStore(Store, Generic[C]):
         except _RolledBack:
             pass
 
+    def claim(self, key: str, ts: float) -> bool:
+        # The batch ids' table: a primary key any backend enforces across connections and hosts.
+        with self._writing() as conn:
+            return bool(conn.run(_CLAIM_BATCH, (key, ts)))
+
     def add_key(self, key: StoredKey) -> bool:
         with self._writing() as conn:
             if one(conn, "SELECT count(*) FROM gateway_keys")[0] >= MAX_STORED_KEYS:
