@@ -16,11 +16,10 @@ from pydantic import (
 )
 
 from llmpulse.config.billing import ReconciliationSettings
-from llmpulse.config.fields import SecretReference
+from llmpulse.config.fields import Cron, SecretReference, TimeZone
 from llmpulse.config.match import Globs
 from llmpulse.durations import Duration, DurationOrZero
 from llmpulse.rules import RuleOverrides
-from llmpulse.schedule import parse_cron, parse_timezone
 
 
 class MonitorSettings(BaseModel):
@@ -130,19 +129,9 @@ class ScheduleConfig(BaseModel):
     ``duration`` (``llmpulse.schedule``)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    cron: str
+    cron: Cron
     duration: Duration
-    timezone: str = "UTC"
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        return parse_cron(value)
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str) -> str:
-        return parse_timezone(value)
+    timezone: TimeZone = "UTC"
 
 
 class SilenceConfig(BaseModel):

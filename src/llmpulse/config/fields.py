@@ -1,5 +1,5 @@
-"""What several sections share: a listen address, a secret reference and reading one, and a
-share written as a percentage or a fraction."""
+"""What several sections share: a listen address, a secret reference and reading one, a cron
+expression and its time zone, and a share written as a percentage or a fraction."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator
 
 from llmpulse.config.errors import ConfigError
+from llmpulse.schedule import parse_cron, parse_timezone
 from llmpulse.secrets import env_var
 
 
@@ -21,6 +22,9 @@ def check_address(value: str) -> str:
 
 
 Address = Annotated[str, AfterValidator(check_address)]
+# A cron expression and an IANA time zone, checked by ``llmpulse.schedule`` (one definition).
+Cron = Annotated[str, AfterValidator(parse_cron)]
+TimeZone = Annotated[str, AfterValidator(parse_timezone)]
 
 
 def _secret_reference(value: str | None) -> str | None:

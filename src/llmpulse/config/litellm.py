@@ -102,7 +102,7 @@ from pydantic import (
 )
 
 from llmpulse.config.errors import ConfigError, format_errors
-from llmpulse.config.fields import Address, read_reference
+from llmpulse.config.fields import Address, Cron, TimeZone, read_reference
 from llmpulse.config.gateway import (
     CAPABILITY_FLAGS,
     MIB,
@@ -138,7 +138,6 @@ from llmpulse.presets import (
     vertex_base_url,
     vertex_serves,
 )
-from llmpulse.schedule import parse_cron, parse_timezone
 from llmpulse.secrets import env_var, is_credential_header
 from llmpulse.target import PriceOverride
 
@@ -458,18 +457,8 @@ class _Drills(BaseModel):
     """``gateway.drills``: a cron expression and its time zone (``llmpulse.schedule``)."""
 
     model_config = ConfigDict(extra="forbid")
-    schedule: str
-    timezone: str = "UTC"
-
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        return parse_cron(value)
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str) -> str:
-        return parse_timezone(value)
+    schedule: Cron
+    timezone: TimeZone = "UTC"
 
 
 class _Gateway(BaseModel):
