@@ -395,6 +395,31 @@ async def test_a_dead_processes_claim_is_taken_over_after_its_lease(
     heir.close()
 
 
+async def test_a_locked_store_when_pruning_delays_the_prune_not_delivery(
+    tmp_path: Path,
+    receivers: Callable[..., Any],
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sqlite3
+
+    from llmpulse.alerts import outbox as module
+
+    monkeypatch.setattr(module, "_PRUNE_EVERY_S", 0.5)
+    receiver = await receivers()
+    path = tmp_path / "outbox.db"
+    outbox = fast_outbox(path)
+    raw = sqlite3.connect(path, isolation_level=None)
+    async with Running(outbox, [WebhookNotifier(receiver.url, name="ops")], session):
+        raw.execute("BEGIN EXCLUSIVE")  # locked while the outbox runs: a prune fails
+        await asyncio.sleep(6)  # past SQLite's busy wait: a prune has given up by now
+        raw.execute("COMMIT")
+        outbox.enqueue(alert("after"), ["ops"])  # delivery is still running
+        await until(lambda: receiver.delivered == ["after firing"], timeout=10)
+    raw.close()
+    outbox.close()
+
+
 async def test_storage_trouble_pauses_a_channel_instead_of_stopping_delivery(
     tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
 ) -> None:

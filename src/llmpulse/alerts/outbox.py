@@ -330,7 +330,13 @@ class Outbox:
 
     async def _pruner(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            removed = await asyncio.to_thread(self.prune)
+            try:
+                removed = await asyncio.to_thread(self.prune)
+            except sa.exc.SQLAlchemyError as exc:
+                # The queue's storage failed (locked, disk full): pruning waits for its next
+                # turn; it must not take delivery down with it.
+                log.warning("outbox: pruning failed (%s); trying again later", type(exc).__name__)
+                removed = 0
             if removed:
                 log.info(
                     "outbox: pruned %d rows older than %g days", removed, self.retention_s / 86400
