@@ -117,6 +117,7 @@ def test_after_an_outage_the_fallback_counter_matches_the_simulators_request_log
             "fallbacks": [{"chat": ["backup"]}],
             "num_retries": 1,
             "allowed_fails": 3,
+            "cooldown_time": 60,  # open for the rest of the test
         },
         "general_settings": {"master_key": "os.environ/MASTER_KEY"},
         "gateway": {"keys": [{"name": "app", "key": "os.environ/APP_KEY"}], "monitor": False},
@@ -137,6 +138,16 @@ def test_after_an_outage_the_fallback_counter_matches_the_simulators_request_log
             text = gateway.scrape().text
             if value(text, "litellm_deployment_state", deployment=first) == 2 or sent == 10:
                 break
+        tried = sent
+        # The outage goes on with the breaker open: the primary is passed over, no longer called,
+        # and each request the fallback group answers is still a fallback of group chat.
+        for _ in range(3):
+            reply = client.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert reply.model == backup
+            sent += 1
+        text = gateway.scrape().text
         # Who may read them: the master key only.
         assert gateway.scrape(None).status_code == 401
         assert gateway.scrape("sk-wrong").status_code == 401
@@ -163,11 +174,14 @@ def test_after_an_outage_the_fallback_counter_matches_the_simulators_request_log
             len(went_on),
         )
     ]
-    # The primary's attempts beyond the first of each request were retries.
-    assert len(went_first) > sent
-    assert value(text, "llmpulse_gateway_retries", group="chat") == len(went_first) - sent
+    # The primary's attempts beyond the first of each request were retries; those it was
+    # passed over for are neither attempts nor retries.
+    assert len(went_first) > tried
+    assert value(text, "llmpulse_gateway_retries", group="chat") == len(went_first) - tried
     assert value(text, "llmpulse_gateway_requests", deployment=answering, status="ok") == sent
     assert value(text, "litellm_proxy_total_requests_metric", status_code="200") == sent
+    assert {labels["requested_model"] for labels, _ in
+            samples(text, "litellm_proxy_total_requests_metric")} == {"chat"}  # fmt: skip
     assert value(text, "litellm_deployment_success_responses", litellm_model_name=backup) == sent
     stderr = gateway.log.read_text()
     announced = (
