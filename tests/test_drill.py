@@ -140,6 +140,11 @@ def test_revoked_fallback_key_fails_its_path_and_fixing_it_passes(
     assert result.exit_code == 1, result.output
     assert "FAILED" in result.output and "auth" in result.output
     assert REVOKED not in result.output  # the provider's words, redacted
+    # The broken path is named under the table: the group, then its deployments in order.
+    backup = json.loads(config.read_text())["model_list"][2]["litellm_params"]["model"]
+    broken_line = " ".join(result.output.split()).split("broken: ", 1)[1]
+    assert broken_line.startswith("1 failover path: chat: chat/")
+    assert broken_line.endswith(f"→ backup/{backup}")
 
     httpx.delete(f"{keyed_sim.url}/_sim/requests", timeout=10)
     result = drill(config, db, REVOKED, "--group", "chat", "--json")
