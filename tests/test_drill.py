@@ -425,6 +425,11 @@ def test_the_gateway_drills_on_schedule(
     first = [r for r in drills if r.drill == min(d.drill or "" for d in drills)]
     assert all(r.ok for r in drills) and len(first) == 8
     assert sorted(len(r.route) for r in first) == [1, 1, 2, 2, 2, 2, 3, 3]
+    # Said at start, so whoever configured them sees they were taken.
+    assert (
+        "llmpulse gateway: failover drills at '* * * * *' (UTC)"
+        in (tmp_path / "gateway.log").read_text()
+    )
 
 
 def test_an_occurrence_is_drilled_once_among_processes_on_one_database(
