@@ -218,8 +218,8 @@ class Leader:
     def tick(self) -> None:
         now = time.time()
         results, self.cursor = self.store.tail(self.cursor)
+        self.alerting.load_silences(now)  # as the leader holds them before any result
         self.alerting.feed(results, now)
-        self.alerting.load_silences(now)
         self.state.save_records(self.alerting.tick(now), now)
 
 
@@ -298,8 +298,13 @@ def test_scheduled_drill_raises_failover_path_broken_and_resolves_once_fixed(
             "alerting": {"routes": [
                 {"match": {"rule": "failover_path_broken", "group": "chat"},
                  "notify": ["fallbacks"]},
+                {"match": {"rule": "failover_path_broken", "group": "backup"},
+                 "notify": ["fallbacks"]},
                 {"match": {"severity": "critical"}, "notify": ["oncall"]},
             ]},
+            # backup's own path is routed too, but silenced: it fires and pages no one.
+            "silences": [{"rule": "failover_path_broken", "target": "backup: *",
+                          "ends": "2099-01-01T00:00:00Z"}],
         },
     )  # fmt: skip
     db = tmp_path / "results.db"
@@ -325,7 +330,6 @@ def test_scheduled_drill_raises_failover_path_broken_and_resolves_once_fixed(
         assert REVOKED not in record.summary
         notices = [(n.target, n.status, r) for n, r in leader.notices if n.rule == record.rule]
         assert (chat[0], "firing", ("fallbacks",)) in notices
-        # backup's own path matches no route naming a group: the catch-all is for criticals.
         assert not any(t.startswith("backup: ") and r for t, _, r in notices)
 
         fixed = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": GOOD})
