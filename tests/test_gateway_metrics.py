@@ -183,6 +183,16 @@ def test_after_an_outage_the_fallback_counter_matches_the_simulators_request_log
     assert {labels["requested_model"] for labels, _ in
             samples(text, "litellm_proxy_total_requests_metric")} == {"chat"}  # fmt: skip
     assert value(text, "litellm_deployment_success_responses", litellm_model_name=backup) == sent
+    # LiteLLM's labels: the group asked for, and the answering deployment's own.
+    assert (
+        value(
+            text,
+            "litellm_deployment_success_responses",
+            requested_model="chat",
+            model_group="backup",
+        )
+        == sent
+    )
     stderr = gateway.log.read_text()
     announced = (
         f"metrics at http://127.0.0.1:{gateway.metrics_port}/metrics and {gateway.url}/metrics "
@@ -417,7 +427,7 @@ def test_a_requested_model_naming_another_provider_maps_to_its_own_wildcard() ->
     text = metrics.render()[0].decode()
     ((labels, n),) = samples(text, "litellm_deployment_success_responses")
     pattern = config.deployments[1]
-    assert n == 1 and labels["requested_model"] == "t/*"
+    assert n == 1 and labels["requested_model"] == labels["model_group"] == "t/*"
     assert (labels["model_id"], labels["api_provider"]) == (pattern.id, "anthropic")
     assert labels["litellm_model_name"] == "openai/x"
 
