@@ -24,6 +24,7 @@ from aiohttp import web
 
 from conftest import base_url, patch, serving, sim_model, spawn_llmpulse
 from llmpulse.config import parse_config
+from llmpulse.errors import ErrorClass
 from llmpulse.monitor import daemon as daemon_module
 from llmpulse.monitor.daemon import Daemon
 from llmpulse.probe import budget
@@ -241,6 +242,32 @@ async def test_silence_from_config_holds_back_the_page(sim, receiver, tmp_path):
         states = {r.rule: r.state for r in daemon.alerting.engine.records.values()}
     assert receiver.received == []
     assert states["consecutive_unavailable"] == "firing"  # the state is real, only the page waits
+
+
+async def test_a_silence_holds_back_what_a_new_leader_replays(sim, receiver, tmp_path):
+    """The leader's first act refills its windows from the store and evaluates them: an alert
+    that replay fires (here, failures another agent stored) is silenced as any other."""
+    model = sim_model(sim, ttft="20ms", output_tokens=5, tokens_per_s=500)
+    config = make_config(
+        sim, receiver, [{"provider": "openai", "model": model, "name": "quiet"}],
+        silences=[{"target": "qui*", "ends": "2999-01-01T00:00:00Z", "comment": "maintenance"}],
+    )  # fmt: skip
+    start = datetime.now(UTC) - timedelta(seconds=20)
+    failed = [
+        CheckResult("quiet", "openai", model, kind, start + timedelta(seconds=i), False,
+                    error_class=ErrorClass.UNAVAILABLE, agent="elsewhere")
+        for i in range(6) for kind in (CheckKind.INFERENCE, CheckKind.STREAM)
+    ]  # fmt: skip
+    with SQLiteStore(tmp_path / "r.db") as store:
+        store.write_results(failed)
+    async with running(config, tmp_path / "r.db") as daemon:
+        await wait_for(lambda: daemon.alerting is not None)
+        alerting = daemon.alerting
+        assert alerting is not None
+        await asyncio.sleep(1)
+        states = {r.rule: r.state for r in alerting.engine.records.values()}
+    assert states.get("consecutive_unavailable") is not None  # the replay fired it
+    assert receiver.received == []
 
 
 async def test_every_channel_gets_one_page_and_one_recovery(sim, receiver, tmp_path):

@@ -140,6 +140,11 @@ def test_revoked_fallback_key_fails_its_path_and_fixing_it_passes(
     assert result.exit_code == 1, result.output
     assert "FAILED" in result.output and "auth" in result.output
     assert REVOKED not in result.output  # the provider's words, redacted
+    # The broken path is named under the table: the group, then its deployments in order.
+    backup = json.loads(config.read_text())["model_list"][2]["litellm_params"]["model"]
+    broken_line = " ".join(result.output.split()).split("broken: ", 1)[1]
+    assert broken_line.startswith("1 failover path: chat: chat/")
+    assert broken_line.endswith(f"→ backup/{backup}")
 
     httpx.delete(f"{keyed_sim.url}/_sim/requests", timeout=10)
     result = drill(config, db, REVOKED, "--group", "chat", "--json")
@@ -213,8 +218,8 @@ class Leader:
     def tick(self) -> None:
         now = time.time()
         results, self.cursor = self.store.tail(self.cursor)
+        self.alerting.load_silences(now)  # as the leader holds them before any result
         self.alerting.feed(results, now)
-        self.alerting.load_silences(now)
         self.state.save_records(self.alerting.tick(now), now)
 
 
@@ -293,8 +298,13 @@ def test_scheduled_drill_raises_failover_path_broken_and_resolves_once_fixed(
             "alerting": {"routes": [
                 {"match": {"rule": "failover_path_broken", "group": "chat"},
                  "notify": ["fallbacks"]},
+                {"match": {"rule": "failover_path_broken", "group": "backup"},
+                 "notify": ["fallbacks"]},
                 {"match": {"severity": "critical"}, "notify": ["oncall"]},
             ]},
+            # backup's own path is routed too, but silenced: it fires and pages no one.
+            "silences": [{"rule": "failover_path_broken", "target": "backup: *",
+                          "ends": "2099-01-01T00:00:00Z"}],
         },
     )  # fmt: skip
     db = tmp_path / "results.db"
@@ -320,7 +330,6 @@ def test_scheduled_drill_raises_failover_path_broken_and_resolves_once_fixed(
         assert REVOKED not in record.summary
         notices = [(n.target, n.status, r) for n, r in leader.notices if n.rule == record.rule]
         assert (chat[0], "firing", ("fallbacks",)) in notices
-        # backup's own path matches no route naming a group: the catch-all is for criticals.
         assert not any(t.startswith("backup: ") and r for t, _, r in notices)
 
         fixed = load_config(file, env={"GOOD_KEY": GOOD, "BACKUP_KEY": GOOD})
@@ -420,6 +429,11 @@ def test_the_gateway_drills_on_schedule(
     first = [r for r in drills if r.drill == min(d.drill or "" for d in drills)]
     assert all(r.ok for r in drills) and len(first) == 8
     assert sorted(len(r.route) for r in first) == [1, 1, 2, 2, 2, 2, 3, 3]
+    # Said at start, so whoever configured them sees they were taken.
+    assert (
+        "llmpulse gateway: failover drills at '* * * * *' (UTC)"
+        in (tmp_path / "gateway.log").read_text()
+    )
 
 
 def test_an_occurrence_is_drilled_once_among_processes_on_one_database(

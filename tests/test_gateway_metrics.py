@@ -117,6 +117,7 @@ def test_after_an_outage_the_fallback_counter_matches_the_simulators_request_log
             "fallbacks": [{"chat": ["backup"]}],
             "num_retries": 1,
             "allowed_fails": 3,
+            "cooldown_time": 60,  # open for the rest of the test
         },
         "general_settings": {"master_key": "os.environ/MASTER_KEY"},
         "gateway": {"keys": [{"name": "app", "key": "os.environ/APP_KEY"}], "monitor": False},
@@ -137,6 +138,16 @@ def test_after_an_outage_the_fallback_counter_matches_the_simulators_request_log
             text = gateway.scrape().text
             if value(text, "litellm_deployment_state", deployment=first) == 2 or sent == 10:
                 break
+        tried = sent
+        # The outage goes on with the breaker open: the primary is passed over, no longer called,
+        # and each request the fallback group answers is still a fallback of group chat.
+        for _ in range(3):
+            reply = client.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert reply.model == backup
+            sent += 1
+        text = gateway.scrape().text
         # Who may read them: the master key only.
         assert gateway.scrape(None).status_code == 401
         assert gateway.scrape("sk-wrong").status_code == 401
@@ -163,12 +174,25 @@ def test_after_an_outage_the_fallback_counter_matches_the_simulators_request_log
             len(went_on),
         )
     ]
-    # The primary's attempts beyond the first of each request were retries.
-    assert len(went_first) > sent
-    assert value(text, "llmpulse_gateway_retries", group="chat") == len(went_first) - sent
+    # The primary's attempts beyond the first of each request were retries; those it was
+    # passed over for are neither attempts nor retries.
+    assert len(went_first) > tried
+    assert value(text, "llmpulse_gateway_retries", group="chat") == len(went_first) - tried
     assert value(text, "llmpulse_gateway_requests", deployment=answering, status="ok") == sent
     assert value(text, "litellm_proxy_total_requests_metric", status_code="200") == sent
+    assert {labels["requested_model"] for labels, _ in
+            samples(text, "litellm_proxy_total_requests_metric")} == {"chat"}  # fmt: skip
     assert value(text, "litellm_deployment_success_responses", litellm_model_name=backup) == sent
+    # LiteLLM's labels: the group asked for, and the answering deployment's own.
+    assert (
+        value(
+            text,
+            "litellm_deployment_success_responses",
+            requested_model="chat",
+            model_group="backup",
+        )
+        == sent
+    )
     stderr = gateway.log.read_text()
     announced = (
         f"metrics at http://127.0.0.1:{gateway.metrics_port}/metrics and {gateway.url}/metrics "
@@ -403,7 +427,7 @@ def test_a_requested_model_naming_another_provider_maps_to_its_own_wildcard() ->
     text = metrics.render()[0].decode()
     ((labels, n),) = samples(text, "litellm_deployment_success_responses")
     pattern = config.deployments[1]
-    assert n == 1 and labels["requested_model"] == "t/*"
+    assert n == 1 and labels["requested_model"] == labels["model_group"] == "t/*"
     assert (labels["model_id"], labels["api_provider"]) == (pattern.id, "anthropic")
     assert labels["litellm_model_name"] == "openai/x"
 

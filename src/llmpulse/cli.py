@@ -610,11 +610,15 @@ def _print_drill_plan(
     known = [c for c in costs if c is not None]
     unknown = len(costs) - len(known)
     console.print(
-        f"{len(paths)} paths, {2 * len(paths)} requests, expected ${sum(known):.6f}"
-        + (f" (+ {unknown} paths of unknown price)" if unknown else "")
+        f"{_paths(len(paths))}, {2 * len(paths)} requests, expected ${sum(known):.6f}"
+        + (f" (+ {_paths(unknown)} of unknown price)" if unknown else "")
         + "; nothing sent (--dry-run)",
         highlight=False,
     )
+
+
+def _paths(n: int, kind: str = "") -> str:
+    return f"{n} {kind}path" + ("" if n == 1 else "s")
 
 
 def _print_drill(console: Console, outcomes: Sequence[DrillOutcome]) -> None:
@@ -647,7 +651,7 @@ def _print_drill(console: Console, outcomes: Sequence[DrillOutcome]) -> None:
     console.print(table)
     broken = dict.fromkeys(f"{o.group}: {' → '.join(o.path)}" for o in outcomes if not o.ok)
     if broken:
-        _error_line(console, "broken:", f"{len(broken)} failover paths: " + "; ".join(broken))
+        _error_line(console, "broken:", f"{_paths(len(broken), 'failover ')}: " + "; ".join(broken))
 
 
 @main.group()

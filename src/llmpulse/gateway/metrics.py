@@ -89,7 +89,10 @@ class GatewayMetrics:
         _inc(self.requests, (group, answering, "ok" if result.ok else "error", error))
         _inc(self.proxy_requests, (group, status, key, team, last.model_id))
         if result.ok:
-            _inc(self.successes, (group, last.model, last.model_id, last.provider, key, team))
+            _inc(
+                self.successes,
+                (group, last.group, last.model, last.model_id, last.provider, key, team),
+            )
         else:
             _inc(self.proxy_failed, (group, status, error, key, team))
         if result.moved:
@@ -214,8 +217,9 @@ class _Collector(Collector):
         )
         yield _counter(
             "litellm_deployment_success_responses",
-            "Requests a deployment answered successfully (LiteLLM's name).",
-            ("requested_model", *_DEPLOYMENT, *_KEY),
+            "Requests a deployment answered successfully (LiteLLM's name; model_group is the "
+            "answering deployment's group).",
+            ("requested_model", "model_group", *_DEPLOYMENT, *_KEY),
             m.successes,
         )
         fallback_labels = ("requested_model", "fallback_model", "exception_class", *_KEY)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -432,6 +433,7 @@ class Gateway:
                     if call.original is None and self._has_fallback(
                         call, position, FallbackKind.GENERAL
                     ):
+                        self._passed_over(call, pool)
                         group = self._take_fallback(call, position, FallbackKind.GENERAL)
                         break
                     raise self._unavailable(call, pool, exclude)
@@ -551,6 +553,18 @@ class Gateway:
         self.selector.give_back(deployment.id)
         call.route.append(self._target(deployment).name)
         return True
+
+    def _passed_over(self, call: _Call, pool: list[Deployment]) -> None:
+        """The request's own group has nothing to call (every breaker open or cooling) and it
+        moves to a fallback group before any attempt: its first choice, the group's first by
+        priority, goes into the route as passed over and the breaker's reason as what moved it.
+        Else an outage's traffic would read as the fallback group's own, no fallback at all."""
+        if call.route or not pool:
+            return
+        first = min(pool, key=lambda d: math.inf if d.order is None else d.order)
+        call.route.append(self._target(first).name)
+        reason = self.selector.breaker(first.id).snapshot().cooldown_reason
+        call.fallback_reason = reason or ErrorClass.UNAVAILABLE
 
     async def _wait_for(self, deployment: Deployment, delay: float) -> bool:
         """Sleep the policy's delay, and the deployment's cool-down if that ends a bit later;

@@ -108,6 +108,18 @@ def serving_line(
     )
 
 
+def drills_line(gateway: GatewayConfig) -> str | None:
+    """The start-up line saying when the scheduled failover drills run (None without them):
+    a user who configured them sees they were taken."""
+    drills = gateway.settings.drills
+    if drills is None:
+        return None
+    return (
+        f"llmpulse gateway: failover drills at '{drills.schedule}' ({drills.timezone}), each "
+        "occurrence by one process on the results database"
+    )
+
+
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -315,6 +327,9 @@ class GatewayProcess:
             announce(f"llmpulse gateway: metrics at {metrics_at} ({behind})")
         for line in self.metrics_warnings:
             say(f"warning: {line}")
+        drills_at = drills_line(self.gateway)
+        if drills_at is not None and announce is not None:
+            announce(drills_at)
         stop = asyncio.Event()
         drills = asyncio.ensure_future(self._drills(stop))
         try:

@@ -41,7 +41,13 @@ from llmpulse.config import Config, ConfigError
 from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.storage import redact_url
 from llmpulse.gateway.budgets import REFRESH_S
-from llmpulse.gateway.server import GatewayProcess, WorkerRole, served, serving_line
+from llmpulse.gateway.server import (
+    GatewayProcess,
+    WorkerRole,
+    drills_line,
+    served,
+    serving_line,
+)
 from llmpulse.store import database_errors
 
 log = logging.getLogger(__name__)
@@ -164,6 +170,9 @@ class Supervisor:
                     workers = f"{len(self.slots)} worker processes, pids {pids}; "
                     announce(serving_line(self.gateway, self.address, self.location, workers))
                     self._announce_metrics(announce)
+                    drills_at = drills_line(self.gateway)
+                    if drills_at is not None:
+                        announce(f"{drills_at} (worker 0 tries them)")
                 self._wait()
         finally:
             for sig, handler in previous.items():

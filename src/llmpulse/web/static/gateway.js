@@ -93,7 +93,7 @@ function drillRow(d) {
     {"data-testid": "gateway-drill", "data-ok": String(d.ok)},
     el("td", {text: d.group}),
     el("td", {text: d.path.join(" → ")}),
-    el("td", {text: d.stream ? "stream" : "—"}),
+    el("td", {text: d.stream ? "yes" : "no"}),  // as `llmpulse drill` says it
     el("td", {class: d.ok ? "ok" : "bad", text: d.ok ? "ok" : "failed"}),
     el("td", {text: fmtTime(d.ts)}),
     el("td", {text: d.ok ? "" : `${d.error_class || ""} ${d.error_message || ""}`.trim()}),
