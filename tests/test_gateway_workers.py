@@ -25,8 +25,10 @@ import yaml
 
 from conftest import sim_model
 from llmpulse.config import load_config
-from llmpulse.gateway.workers import Supervisor, listening_socket
+from llmpulse.gateway.server import listening_socket
+from llmpulse.gateway.workers import Supervisor
 from llmpulse.sim.server import SimServer
+from llmpulse.store import open_store
 from test_gateway_proxy import FAST, deployment, upstream
 from test_gateway_shared import REDIS_URL, _redis_down
 
@@ -214,6 +216,8 @@ def test_a_dead_worker_is_restarted_and_a_killed_parent_takes_its_workers_down(
         gateway.wait_for(f"gateway worker 1 (pid {victim}) was killed by SIGKILL after")
         line = gateway.wait_for("gateway worker 1 restarted (pid ")
         reborn = int(line.split("(pid ")[1].rstrip(")\n"))
+        # Its /metrics on a free port again (the gateway's is ephemeral): said where.
+        gateway.wait_for(f"gateway worker 1 (pid {reborn}) serving again, metrics at http://")
         wait_until(lambda: sorted(gateway.workers()) == sorted([gateway.pids[0], reborn]),
                    "the replacement")  # fmt: skip
         # The replacement serves: some fresh connection reaches it.
@@ -315,7 +319,9 @@ def test_a_worker_failing_before_the_gateway_served_stops_it_with_exit_1(
     path.write_text(yaml.safe_dump(raw))
     sock = listening_socket("127.0.0.1", 0)
     (tmp_path / "file").write_text("")
-    supervisor = Supervisor(load_config(path), tmp_path / "file" / "t.db", "127.0.0.1", sock, 2)
+    supervisor = Supervisor(
+        load_config(path), tmp_path / "file" / "t.db", ("127.0.0.1", 0), sock, 2
+    )
     announced: list[str] = []
     started = time.monotonic()
     assert supervisor.run(announced.append) == 1
@@ -324,3 +330,105 @@ def test_a_worker_failing_before_the_gateway_served_stops_it_with_exit_1(
     assert "before the gateway served; stopping" in caplog.text
     assert "restarting" not in caplog.text
     assert sock.fileno() == -1  # closed: the port is free again
+
+
+def test_with_port_0_each_worker_serves_its_metrics_on_a_free_port(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    # As one process on port 0: any free port, not the ports after the gateway's, which may
+    # be anyone's (here they are taken).
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", sim_model(sim, **FAST))],
+        "gateway": {"monitor": False},
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    db = tmp_path / "t.db"
+    open_store(db, for_writing=True).close()  # as the CLI does before forking
+    sock = listening_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    with contextlib.ExitStack() as taken:
+        for after in (port + 1, port + 2):
+            other = taken.enter_context(socket.socket())
+            with contextlib.suppress(OSError):  # already someone's: as good
+                other.bind(("127.0.0.1", after))
+                other.listen()
+        supervisor = Supervisor(load_config(path), db, ("127.0.0.1", 0), sock, 2)
+        announced: list[str] = []
+
+        def announce(line: str) -> None:
+            announced.append(line)
+            if "serving" in line:  # the metrics line follows at once; then stop
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        assert supervisor.run(announce) == 0
+    metrics = [line for line in announced if "metrics at" in line]
+    assert len(metrics) == 1, announced
+    ports = {int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)/metrics", metrics[0])}
+    assert len(ports) == 2 and not ports & {port, port + 1, port + 2}, metrics
+
+
+def test_a_second_signal_stops_the_workers_without_waiting_for_in_flight_requests(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    slow = sim_model(sim, ttft=0.01, tokens_per_s=2, output_tokens=60)  # 30 s
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", slow)],
+        "gateway": {"monitor": False, "shutdown_grace": "60s"},
+    }
+    with workers(tmp_path, raw) as gateway:
+        cut: dict[str, Any] = {}
+
+        def stream() -> None:
+            body = {**BODY, "stream": True}
+            try:
+                with httpx.stream(
+                    "POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=60
+                ) as resp:
+                    cut["text"] = "".join(resp.iter_text())
+            except httpx.HTTPError as exc:
+                cut["error"] = exc
+
+        waiting = threading.Thread(target=stream)
+        waiting.start()
+        wait_until(lambda: upstream(sim, slow), "the slow upstream call")
+        started = time.monotonic()
+        gateway.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the workers are waiting for the stream: it has 30 s to go
+        gateway.proc.send_signal(signal.SIGTERM)
+        assert gateway.stop() == 0, gateway.log
+        assert time.monotonic() - started < 15, gateway.log  # not the 30 s stream, nor the grace
+        assert "SIGTERM again, stopping the workers without waiting" in gateway.log
+        waiting.join(10)
+        assert "data: [DONE]" not in cut.get("text", ""), cut
+        assert all(gone(pid) for pid in gateway.pids)
+
+
+def test_a_worker_whose_metrics_port_is_the_gateways_stops_it_saying_so(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    # gateway.metrics_listen is worker 0's port; worker 1's, one up, is the gateway's own.
+    for _ in range(20):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            metrics = probe.getsockname()[1]
+        with socket.socket() as probe, contextlib.suppress(OSError):
+            probe.bind(("127.0.0.1", metrics + 1))
+            break
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", sim_model(sim, **FAST))],
+        "gateway": {"monitor": False, "metrics_listen": f"127.0.0.1:{metrics}"},
+    }
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    done = subprocess.run(
+        [sys.executable, "-m", "llmpulse", "gateway", "--config", str(config),
+         "--db", str(tmp_path / "t.db"), "--port", str(metrics + 1), "--num_workers", "2"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "SIM_KEY": "sk-sim"},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert (
+        f"gateway worker 1: config error: gateway.metrics_listen: port {metrics + 1} (its port "
+        "+ 1, worker 1's) is the gateway's own"
+    ) in done.stderr, done.stderr
+    assert "before the gateway served; stopping" in done.stderr

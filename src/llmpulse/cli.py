@@ -514,7 +514,8 @@ def _serve_workers(
 ) -> NoReturn:
     """``llmpulse gateway --num_workers N`` (N > 1): the database checked and the port bound
     here, once, then served by the workers until a signal."""
-    from llmpulse.gateway.workers import Supervisor, listening_socket
+    from llmpulse.gateway.server import listening_socket
+    from llmpulse.gateway.workers import Supervisor
     from llmpulse.store import database_errors, open_store
 
     try:
@@ -529,7 +530,7 @@ def _serve_workers(
         _error_line(console, "cannot listen:", f"{host}:{port}: {exc}")
         sys.exit(1)
     supervisor = Supervisor(
-        config, location, host, sock, workers,
+        config, location, address, sock, workers,
         accept_unenforced_auth=accept_unenforced_auth, warnings=warnings, verbose=verbose,
     )  # fmt: skip
     sys.exit(supervisor.run(announce))

@@ -85,9 +85,12 @@ def listen_address(
 
 @dataclasses.dataclass(frozen=True)
 class WorkerRole:
-    """Worker ``index`` (from 0) of those serving one port (``--num_workers``)."""
+    """Worker ``index`` (from 0) of those serving one port (``--num_workers``); with
+    ``any_port``, that port was asked as 0, so its /metrics takes any free port as one
+    process's would."""
 
     index: int
+    any_port: bool = False
 
     @property
     def probes(self) -> bool:
@@ -108,7 +111,9 @@ def serving_line(
     )
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``, bound as uvicorn binds the API's (OSError if it
+    cannot): the metrics port's, and the one port ``--num_workers`` workers share."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -198,9 +203,11 @@ class GatewayProcess:
         # Each worker counts its own requests: its own /metrics, on the next ports up.
         offset = 0 if self.worker is None else self.worker.index
         if port is None:
-            port = self.port + 1 + offset if self.port else 0  # ephemeral: any free one
+            # An ephemeral API port: any free one (the ports after it may be anyone's).
+            ephemeral = not self.port or (self.worker is not None and self.worker.any_port)
+            port = 0 if ephemeral else self.port + 1 + offset
             try:
-                return _bind(host, port)
+                return listening_socket(host, port)
             except OSError as exc:
                 self.metrics_warnings.append(
                     f"/metrics has no port of its own: {host}:{port} (the gateway's port + "
@@ -208,17 +215,19 @@ class GatewayProcess:
                     + (", or scrape the API's port" if self.worker is None else "")
                 )
                 return None
+        # Worker i's port is not the one written: say which it is.
+        shifted = f" (its port + {offset}, worker {offset}'s)" if offset and port else ""
         port += offset if port else 0
         if port == self.port != 0:
             raise ConfigError(
-                f"gateway.metrics_listen: port {port} is the gateway's own; leave "
+                f"gateway.metrics_listen: port {port}{shifted} is the gateway's own; leave "
                 "gateway.metrics_listen unset for a port of its own (the gateway's + 1)"
             )
         try:
-            return _bind(host, port)
+            return listening_socket(host, port)
         except OSError as exc:
             raise ConfigError(
-                f"gateway.metrics_listen: cannot listen on {host}:{port} ({exc.strerror})"
+                f"gateway.metrics_listen: cannot listen on {host}:{port}{shifted} ({exc.strerror})"
             ) from None
 
     @property
