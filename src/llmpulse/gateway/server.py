@@ -195,7 +195,8 @@ class GatewayProcess:
     def _bind_metrics(self, gateway: GatewayConfig) -> socket.socket | None:
         """The metrics port's socket, bound now so a taken port is said before serving: a
         ConfigError for ``gateway.metrics_listen``'s; the default one (loopback, the gateway's
-        port + 1) taken is a warning, and /metrics stays on the API's port. None: off."""
+        port + 1) taken is a warning, and /metrics stays on the API's port (a worker's: on none).
+        Worker i takes the port + i. None: off."""
         settings = gateway.settings
         if not settings.metrics:
             return None
