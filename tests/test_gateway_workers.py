@@ -432,3 +432,39 @@ def test_a_worker_whose_metrics_port_is_the_gateways_stops_it_saying_so(
         "+ 1, worker 1's) is the gateway's own"
     ) in done.stderr, done.stderr
     assert "before the gateway served; stopping" in done.stderr
+
+
+def test_one_worker_is_the_single_process_gateway(sim: SimServer, tmp_path: Path) -> None:
+    raw = {"model_list": [deployment(sim, "chat", "openai", sim_model(sim, **FAST))],
+           "gateway": {"monitor": False}}  # fmt: skip
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmpulse", "gateway", "--config", str(config),
+         "--db", str(tmp_path / "t.db"), "--port", str(port), "--num_workers", "1"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "SIM_KEY": "sk-sim"},
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                health = httpx.get(f"{url}/health", timeout=5).json()
+                break
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        assert "worker" not in health
+        assert httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=20).status_code == 200
+        # Served by this process itself, /metrics on the API's port as well: nothing forked.
+        assert httpx.get(f"{url}/metrics", timeout=10).status_code == 200
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert children == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"serving http://127.0.0.1:{port} (1 deployments" in err, err
+    assert "without gateway.redis_url" not in err and "[" + str(proc.pid) + "]" not in err
