@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,10 @@ import yaml
 
 from conftest import sim_model
 from llmpulse.config import load_config
+from llmpulse.errors import ErrorClass
 from llmpulse.gateway.server import listening_socket
 from llmpulse.gateway.workers import Supervisor
+from llmpulse.result import CheckResult
 from llmpulse.sim.server import SimServer
 from llmpulse.store import open_store
 from test_gateway_proxy import FAST, deployment, upstream
@@ -468,3 +471,35 @@ def test_one_worker_is_the_single_process_gateway(sim: SimServer, tmp_path: Path
     assert proc.returncode == 0, err
     assert f"serving http://127.0.0.1:{port} (1 deployments" in err, err
     assert "without gateway.redis_url" not in err and "[" + str(proc.pid) + "]" not in err
+
+
+def test_without_redis_the_other_workers_follow_worker_0s_probes_not_other_gateways(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    # A results database shared with another gateway (another host, region): its probes find
+    # the deployment down there; here worker 0 finds it up, and worker 1 must agree with it.
+    healthy = sim_model(sim, **FAST)
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", healthy)],
+        "router_settings": {"allowed_fails": 1, "cooldown_time": 60},
+        "gateway": {"probe_interval": "1h"},
+    }  # fmt: skip
+    name = f"chat/openai/{healthy}"
+    with workers(tmp_path, raw) as gateway:
+        with contextlib.closing(open_store(gateway.db)) as store:
+            for _ in range(3):
+                store.write_results([CheckResult(
+                    target=name, provider="openai", model=healthy, check="inference",
+                    timestamp=datetime.now(UTC), ok=False, error_class=ErrorClass.SERVER_ERROR,
+                    http_status=503, agent="elsewhere-gateway-4000-w0",
+                )])  # fmt: skip
+        time.sleep(2.5)  # worker 1 reads the database every second
+        seen: dict[int, str] = {}
+        deadline = time.monotonic() + 20
+        while len(seen) < 2:
+            assert time.monotonic() < deadline, seen
+            health = gateway.health()
+            states = {d["name"]: d["state"] for d in health["deployments"]}
+            seen[health["worker"]["index"]] = states[name]
+        assert seen == {0: "closed", 1: "closed"}
+        assert gateway.stop() == 0, gateway.log

@@ -209,7 +209,7 @@ def create_app(
     record: Recorder | None = None,
     make_gateway: Callable[[], Gateway] | None = None,
     probe_targets: Sequence[Target] = (),
-    follow_probes: bool = False,
+    follow_probes: str | None = None,
     results_db: str | Path | None = None,
     redactor: Redactor | None = None,
     accept_unenforced_auth: bool = False,
@@ -221,9 +221,9 @@ def create_app(
 
     ``record`` receives one traffic ``CheckResult`` per client request, and each probe's result
     when ``probe_targets`` (deployments' targets, by deployment name) are probed (with
-    ``follow_probes``, never probed here: the probe results in ``results_db`` are followed, as
-    another gateway worker stores them); ``make_gateway``
-    (called inside the event loop) replaces the default ``Gateway(config, record=record)``;
+    ``follow_probes``, the agent name of the gateway worker that probes, never probed here:
+    its probe results in ``results_db`` are followed); ``make_gateway`` (called inside the
+    event loop) replaces the default ``Gateway(config, record=record)``;
     ``redactor`` (default: of the gateway config's secrets) cleans what upstreams say. A config
     asking for access control llmpulse does not enforce raises ``ConfigError`` unless
     ``accept_unenforced_auth``. ``/health`` lists the config's warnings, then ``warnings``,

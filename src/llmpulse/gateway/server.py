@@ -148,14 +148,15 @@ class GatewayProcess:
         # Its results name it and the region it serves from, beside the probe agents'.
         self.name = config.monitor.agent or f"{socket.gethostname()}-gateway-{self.port}"
         self.worker = worker
+        # A worker that does not probe reads the first one's verdicts from the store (by its
+        # name: not another gateway's sharing the database), unless Redis brings them (with
+        # its breaker decisions) already.
+        follow = None if worker is None or worker.probes else f"{self.name}-w0"
         if worker is not None:  # each worker its own writer and spool
             self.name = f"{self.name}-w{worker.index}"
         # Unless gateway.monitor is off, the gateway probes its deployments itself: their
         # breakers learn of an outage before a user request fails on it.
         self.probed = gateway.targets()
-        follow = worker is not None and not worker.probes
-        # A worker that does not probe reads the first one's verdicts from the store, unless
-        # Redis brings them (with its breaker decisions) already.
         health_targets = () if follow and gateway.settings.redis_url else self.probed
         self.telemetry: Telemetry | None = None
         if config.telemetry is not None:
