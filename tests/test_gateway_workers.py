@@ -41,7 +41,9 @@ BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
 class Workers:
     """``llmpulse gateway --port 0 --num_workers N``, its stderr read as it comes."""
 
-    def __init__(self, tmp_path: Path, raw: dict[str, Any], workers: int = 2) -> None:
+    def __init__(
+        self, tmp_path: Path, raw: dict[str, Any], workers: int = 2, *, group: bool = False
+    ) -> None:
         config = tmp_path / "gateway.yaml"
         config.write_text(yaml.safe_dump(raw))
         self.db = tmp_path / "traffic.db"
@@ -50,6 +52,7 @@ class Workers:
             [sys.executable, "-m", "llmpulse", "gateway", "--config", str(config),
              "--db", str(self.db), "--port", "0", "--num_workers", str(workers)],
             stderr=subprocess.PIPE, text=True, env={**os.environ, "SIM_KEY": "sk-sim"},
+            start_new_session=group,  # a process group of its own, as a terminal's job
         )  # fmt: skip
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -105,8 +108,10 @@ class Workers:
 
 
 @contextlib.contextmanager
-def workers(tmp_path: Path, raw: dict[str, Any], count: int = 2) -> Iterator[Workers]:
-    gateway = Workers(tmp_path, raw, count)
+def workers(
+    tmp_path: Path, raw: dict[str, Any], count: int = 2, *, group: bool = False
+) -> Iterator[Workers]:
+    gateway = Workers(tmp_path, raw, count, group=group)
     try:
         yield gateway
     finally:
@@ -503,3 +508,35 @@ def test_without_redis_the_other_workers_follow_worker_0s_probes_not_other_gatew
             seen[health["worker"]["index"]] = states[name]
         assert seen == {0: "closed", 1: "closed"}
         assert gateway.stop() == 0, gateway.log
+
+
+def test_ctrl_c_reaching_the_parent_and_its_workers_at_once_stops_them_gracefully(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    # A terminal's Ctrl-C signals the whole process group: the workers get SIGINT themselves,
+    # then the parent's SIGTERM; that is one stop, not a second signal.
+    slow = sim_model(sim, ttft=0.01, tokens_per_s=20, output_tokens=30)  # 1.5 s
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", slow)],
+        "gateway": {"monitor": False, "shutdown_grace": "10s"},
+    }
+    with workers(tmp_path, raw, group=True) as gateway:
+        streamed: dict[str, Any] = {}
+
+        def stream() -> None:
+            body = {**BODY, "stream": True}
+            with httpx.stream(
+                "POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=30
+            ) as resp:
+                streamed["text"] = "".join(resp.iter_text())
+
+        waiting = threading.Thread(target=stream)
+        waiting.start()
+        wait_until(lambda: upstream(sim, slow), "the slow upstream call")
+        os.killpg(gateway.proc.pid, signal.SIGINT)
+        assert gateway.proc.wait(30) == 0, gateway.log
+        waiting.join(10)
+        assert "data: [DONE]" in streamed.get("text", ""), streamed
+        assert all(gone(pid) for pid in gateway.pids)
+        assert "Traceback" not in gateway.log, gateway.log
+        assert sum(traffic_agents(gateway.db).values()) == 1
