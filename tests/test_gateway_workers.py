@@ -540,3 +540,13 @@ def test_ctrl_c_reaching_the_parent_and_its_workers_at_once_stops_them_gracefull
         assert all(gone(pid) for pid in gateway.pids)
         assert "Traceback" not in gateway.log, gateway.log
         assert sum(traffic_agents(gateway.db).values()) == 1
+
+
+def test_num_workers_is_bounded(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "llmpulse", "gateway", "--config", str(tmp_path / "none.yaml"),
+         "--num_workers", "1000"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "'--num_workers': 1000 is not in the range 1<=x<=128" in done.stderr, done.stderr

@@ -380,6 +380,11 @@ def web_command(
         _database_error(console, exc)
 
 
+# A bound, as on every input: a typo's 1000 would fork a gateway per port up from the metrics
+# port, each of them about 100 MB.
+MAX_WORKERS = 128
+
+
 def _logging(verbose: bool, processes: bool = False) -> None:
     """Log to stderr; with ``processes``, each line names its process id (which worker)."""
     import logging
@@ -419,10 +424,10 @@ def _logging(verbose: bool, processes: bool = False) -> None:
 )
 @click.option(
     "--num_workers",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_WORKERS),
     metavar="N",
-    help="Serve with N worker processes on the one port (LiteLLM's flag; default 1). They share "
-    "breaker and limit state only through gateway.redis_url.",
+    help=f"Serve with N worker processes on the one port (LiteLLM's flag; default 1, at most "
+    f"{MAX_WORKERS}). They share breaker and limit state only through gateway.redis_url.",
 )
 @click.option(
     "--run_gunicorn",
