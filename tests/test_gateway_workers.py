@@ -29,6 +29,7 @@ from llmpulse.config import load_config
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.server import listening_socket
 from llmpulse.gateway.workers import Supervisor
+from llmpulse.probe.lock import ProbeLock
 from llmpulse.result import CheckResult
 from llmpulse.sim.server import SimServer
 from llmpulse.store import open_store
@@ -550,3 +551,39 @@ def test_num_workers_is_bounded(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "'--num_workers': 1000 is not in the range 1<=x<=128" in done.stderr, done.stderr
+
+
+def test_beside_a_daemon_every_worker_follows_the_daemons_probes(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    # `llmpulse run` probing into the same database (it holds the probe lock): worker 0
+    # follows its probes, and so does worker 1 (not only worker 0's, which it then has none of).
+    healthy = sim_model(sim, **FAST)
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", healthy)],
+        "router_settings": {"allowed_fails": 1, "cooldown_time": 60},
+        "gateway": {"probe_interval": "1h"},
+    }  # fmt: skip
+    name = f"chat/openai/{healthy}"
+    daemon = ProbeLock(tmp_path / "traffic.db")
+    assert daemon.acquire()
+    try:
+        with workers(tmp_path, raw) as gateway:
+            with contextlib.closing(open_store(gateway.db)) as store:
+                for _ in range(3):
+                    store.write_results([CheckResult(
+                        target=name, provider="openai", model=healthy, check="inference",
+                        timestamp=datetime.now(UTC), ok=False, http_status=503,
+                        error_class=ErrorClass.SERVER_ERROR, agent="the-daemon",
+                    )])  # fmt: skip
+            seen: dict[int, str] = {}
+            deadline = time.monotonic() + 20
+            while seen != {0: "open", 1: "open"}:
+                assert time.monotonic() < deadline, seen
+                health = gateway.health()
+                states = {d["name"]: d["state"] for d in health["deployments"]}
+                seen[health["worker"]["index"]] = states[name]
+            assert gateway.stop() == 0, gateway.log
+    finally:
+        daemon.release()
+    assert not upstream(sim, healthy)  # nothing probed: the daemon probes
