@@ -587,3 +587,31 @@ def test_beside_a_daemon_every_worker_follows_the_daemons_probes(
     finally:
         daemon.release()
     assert not upstream(sim, healthy)  # nothing probed: the daemon probes
+
+
+def test_with_redis_unreachable_the_other_workers_follow_worker_0s_probes_from_the_database(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    # Redis would bring worker 0's verdicts; while it does not answer, the database does.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody = probe.getsockname()[1]  # closed again: nothing listens there
+    down = sim_model(sim, errors={"503": 1.0}, **FAST)
+    spare = sim_model(sim, **FAST)
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", down, order=1),
+                       deployment(sim, "chat", "openai", spare, order=2)],
+        "router_settings": {"allowed_fails": 1, "cooldown_time": 60},
+        "gateway": {"probe_interval": "300ms", "redis_url": f"redis://127.0.0.1:{nobody}/0"},
+    }  # fmt: skip
+    name = f"chat/openai/{down}"
+    with workers(tmp_path, raw) as gateway:
+        deadline = time.monotonic() + 20
+        while True:
+            assert time.monotonic() < deadline, "worker 1 never showed it open"
+            health = gateway.health()
+            states = {d["name"]: d["state"] for d in health["deployments"]}
+            if health["worker"]["index"] == 1 and states[name] == "open":
+                break
+            time.sleep(0.05)
+        assert gateway.stop() == 0, gateway.log

@@ -31,7 +31,8 @@ class HealthLoop:
     deployment name), each also to ``record``; ``results_db`` is where a daemon may probe.
     With ``follow`` (the agent name of the worker that probes), nothing is probed here: that
     agent's probe results in ``results_db`` are followed, or all of them while a daemon
-    probes there (as that worker then follows them)."""
+    probes there (as that worker then follows them); but not while ``heard()`` is true (Redis
+    brings that worker's verdicts then: learnt twice, a failure would count double)."""
 
     def __init__(
         self,
@@ -42,8 +43,10 @@ class HealthLoop:
         results_db: str | Path | None = None,
         *,
         follow: str | None = None,
+        heard: Callable[[], bool] | None = None,
     ) -> None:
         self.follow = follow
+        self.heard = heard
         self.gateway = gateway
         self.targets = targets
         self.deployment_ids = deployment_ids
@@ -90,6 +93,7 @@ class HealthLoop:
                     start, end = since.timestamp(), time.time() + 3600  # any clock skew ahead
                     rows = await asyncio.to_thread(store.results_between, start, end, where=_PROBES)
                     agent = None if daemon else self.follow
+                    heard = self.heard is not None and self.heard()
                     for result in rows:
                         if agent is not None and result.agent != agent:
                             continue  # another gateway's, sharing the database
@@ -98,6 +102,7 @@ class HealthLoop:
                             target is not None
                             and result.source is Source.PROBE
                             and result.timestamp > since
+                            and not heard
                         ):
                             self.learn(target, result)
                         since = max(since, result.timestamp)

@@ -149,15 +149,14 @@ class GatewayProcess:
         self.name = config.monitor.agent or f"{socket.gethostname()}-gateway-{self.port}"
         self.worker = worker
         # A worker that does not probe reads the first one's verdicts from the store (by its
-        # name: not another gateway's sharing the database), unless Redis brings them (with
-        # its breaker decisions) already.
+        # name: not another gateway's sharing the database), except while Redis brings them
+        # (with its breaker decisions).
         follow = None if worker is None or worker.probes else f"{self.name}-w0"
         if worker is not None:  # each worker its own writer and spool
             self.name = f"{self.name}-w{worker.index}"
         # Unless gateway.monitor is off, the gateway probes its deployments itself: their
         # breakers learn of an outage before a user request fails on it.
         self.probed = gateway.targets()
-        health_targets = () if follow and gateway.settings.redis_url else self.probed
         self.telemetry: Telemetry | None = None
         if config.telemetry is not None:
             from llmpulse.telemetry.otlp import Telemetry  # the SDK loads only when configured
@@ -177,7 +176,7 @@ class GatewayProcess:
         self.app = create_app(
             gateway,
             record=self.record,
-            probe_targets=health_targets,
+            probe_targets=self.probed,
             follow_probes=follow,
             results_db=location,
             redactor=config.redactor,
