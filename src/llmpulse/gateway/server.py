@@ -95,7 +95,7 @@ class WorkerRole:
     @property
     def probes(self) -> bool:
         """Only the first worker probes (or follows a daemon's probes): the others learn its
-        verdicts, through Redis when configured, else from the results store."""
+        verdicts through Redis while it answers, else from the results store."""
         return self.index == 0
 
 
