@@ -309,6 +309,49 @@ class Load:
         return done / (time.perf_counter() - start)
 
 
+@dataclass(frozen=True)
+class GatewayRun:
+    """One llmpulse gateway measured: ``name`` in the figures, its ``config`` and client
+    ``key``, whether requests name a user, tags and a session (``attribution``), the gateway's
+    extra ``flags``."""
+
+    name: str
+    config: Path
+    key: str
+    title: str
+    attribution: bool = False
+    flags: tuple[str, ...] = ()
+
+
+def gateway_runs(
+    config: Path, key: str, limited_config: Path, limited_key: str, workers: bool
+) -> list[GatewayRun]:
+    """The plain gateway, with keys, limits and attribution on, and (``workers``) the plain
+    one again with two workers: the same requests as the plain run, so only the workers
+    differ."""
+    runs = [
+        GatewayRun("llmpulse", config, key, "llmpulse gateway"),
+        GatewayRun("limits", limited_config, limited_key,
+                   "llmpulse gateway, keys, limits and attribution on", attribution=True),
+    ]  # fmt: skip
+    if workers:
+        runs.append(
+            GatewayRun("workers", config, key, "llmpulse gateway --num_workers 2",
+                       flags=("--num_workers", "2"))
+        )  # fmt: skip
+    return runs
+
+
+def announced(log: Path, line: str, timeout: float) -> None:
+    """Wait until ``log`` holds ``line``."""
+    deadline = time.monotonic() + timeout
+    while line not in log.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise RuntimeError(f"no {line!r} in {log} within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
 def headers(key: str, attribution: bool = False) -> dict[str, str]:
     out = {"content-type": "application/json", "authorization": f"Bearer {key}"}
     if attribution:
@@ -431,31 +474,29 @@ def main(argv: list[str] | None = None) -> int:
                     results["litellm"] = aio.run(measure(url, key, args))
                     results["litellm"]["peak_rss_mb"] = peak_rss_mb(pid)
 
-            runs = [("llmpulse", config, key, "llmpulse gateway"),
-                    ("limits", limited_config, limited_key,
-                     "llmpulse gateway, keys, limits and attribution on")]  # fmt: skip
-            if not args.no_workers:
-                runs.append(("workers", config, key, "llmpulse gateway --num_workers 2"))
-            rounds: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in runs}
+            runs = gateway_runs(config, key, limited_config, limited_key, not args.no_workers)
+            rounds: dict[str, list[dict[str, float]]] = {run.name: [] for run in runs}
             # Alternated, each figure the median of its rounds: a shared machine's drift
             # shows in both alike.
             for round_ in range(args.rounds if gateway_help is not None else 0):
-                for name, config_file, client_key, title in runs:
+                for run in runs:
                     port = free_port()
                     cmd = [sys.executable, "-m", "llmpulse", "gateway", "--config",
-                           str(config_file), "--listen", f"127.0.0.1:{port}"]  # fmt: skip
+                           str(run.config), "--listen", f"127.0.0.1:{port}",
+                           *run.flags]  # fmt: skip
                     if "--db" in gateway_help:
-                        cmd += ["--db", str(work / f"{name}-{round_}.db")]
-                    if name == "workers":
-                        cmd += ["--num_workers", "2"]
-                    with process(cmd, work / f"{name}.log", env, work) as pid:
+                        cmd += ["--db", str(work / f"{run.name}-{round_}.db")]
+                    log = work / f"{run.name}.log"
+                    with process(cmd, log, env, work) as pid:
                         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                        aio.run(ready(url, client_key, 60, work / f"{name}.log"))
-                        print(title, flush=True)
-                        limited = name != "llmpulse"
-                        figures = aio.run(measure(url, client_key, args, limited))
+                        aio.run(ready(url, run.key, 60, log))
+                        # Every worker serves once the gateway says it serves: none is still
+                        # starting as the load begins.
+                        announced(log, "llmpulse gateway: serving", 60)
+                        print(run.title, flush=True)
+                        figures = aio.run(measure(url, run.key, args, run.attribution))
                         figures["peak_rss_mb"] = peak_rss_mb(pid)
-                        rounds[name].append(figures)
+                        rounds[run.name].append(figures)
             for name, runs_of in rounds.items():
                 if runs_of:
                     results[name] = {k: statistics.median(r[k] for r in runs_of)

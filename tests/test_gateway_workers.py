@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,13 @@ import yaml
 
 from conftest import sim_model
 from llmpulse.config import load_config
-from llmpulse.gateway.workers import Supervisor, listening_socket
+from llmpulse.errors import ErrorClass
+from llmpulse.gateway.server import listening_socket
+from llmpulse.gateway.workers import Supervisor
+from llmpulse.probe.lock import ProbeLock
+from llmpulse.result import CheckResult
 from llmpulse.sim.server import SimServer
+from llmpulse.store import open_store
 from test_gateway_proxy import FAST, deployment, upstream
 from test_gateway_shared import REDIS_URL, _redis_down
 
@@ -36,7 +42,9 @@ BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
 class Workers:
     """``llmpulse gateway --port 0 --num_workers N``, its stderr read as it comes."""
 
-    def __init__(self, tmp_path: Path, raw: dict[str, Any], workers: int = 2) -> None:
+    def __init__(
+        self, tmp_path: Path, raw: dict[str, Any], workers: int = 2, *, group: bool = False
+    ) -> None:
         config = tmp_path / "gateway.yaml"
         config.write_text(yaml.safe_dump(raw))
         self.db = tmp_path / "traffic.db"
@@ -45,6 +53,7 @@ class Workers:
             [sys.executable, "-m", "llmpulse", "gateway", "--config", str(config),
              "--db", str(self.db), "--port", "0", "--num_workers", str(workers)],
             stderr=subprocess.PIPE, text=True, env={**os.environ, "SIM_KEY": "sk-sim"},
+            start_new_session=group,  # a process group of its own, as a terminal's job
         )  # fmt: skip
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -100,8 +109,10 @@ class Workers:
 
 
 @contextlib.contextmanager
-def workers(tmp_path: Path, raw: dict[str, Any], count: int = 2) -> Iterator[Workers]:
-    gateway = Workers(tmp_path, raw, count)
+def workers(
+    tmp_path: Path, raw: dict[str, Any], count: int = 2, *, group: bool = False
+) -> Iterator[Workers]:
+    gateway = Workers(tmp_path, raw, count, group=group)
     try:
         yield gateway
     finally:
@@ -214,6 +225,8 @@ def test_a_dead_worker_is_restarted_and_a_killed_parent_takes_its_workers_down(
         gateway.wait_for(f"gateway worker 1 (pid {victim}) was killed by SIGKILL after")
         line = gateway.wait_for("gateway worker 1 restarted (pid ")
         reborn = int(line.split("(pid ")[1].rstrip(")\n"))
+        # Its /metrics on a free port again (the gateway's is ephemeral): said where.
+        gateway.wait_for(f"gateway worker 1 (pid {reborn}) serving again, metrics at http://")
         wait_until(lambda: sorted(gateway.workers()) == sorted([gateway.pids[0], reborn]),
                    "the replacement")  # fmt: skip
         # The replacement serves: some fresh connection reaches it.
@@ -315,7 +328,9 @@ def test_a_worker_failing_before_the_gateway_served_stops_it_with_exit_1(
     path.write_text(yaml.safe_dump(raw))
     sock = listening_socket("127.0.0.1", 0)
     (tmp_path / "file").write_text("")
-    supervisor = Supervisor(load_config(path), tmp_path / "file" / "t.db", "127.0.0.1", sock, 2)
+    supervisor = Supervisor(
+        load_config(path), tmp_path / "file" / "t.db", ("127.0.0.1", 0), sock, 2
+    )
     announced: list[str] = []
     started = time.monotonic()
     assert supervisor.run(announced.append) == 1
@@ -324,3 +339,279 @@ def test_a_worker_failing_before_the_gateway_served_stops_it_with_exit_1(
     assert "before the gateway served; stopping" in caplog.text
     assert "restarting" not in caplog.text
     assert sock.fileno() == -1  # closed: the port is free again
+
+
+def test_with_port_0_each_worker_serves_its_metrics_on_a_free_port(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    # As one process on port 0: any free port, not the ports after the gateway's, which may
+    # be anyone's (here they are taken).
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", sim_model(sim, **FAST))],
+        "gateway": {"monitor": False},
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    db = tmp_path / "t.db"
+    open_store(db, for_writing=True).close()  # as the CLI does before forking
+    sock = listening_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    with contextlib.ExitStack() as taken:
+        for after in (port + 1, port + 2):
+            other = taken.enter_context(socket.socket())
+            with contextlib.suppress(OSError):  # already someone's: as good
+                other.bind(("127.0.0.1", after))
+                other.listen()
+        supervisor = Supervisor(load_config(path), db, ("127.0.0.1", 0), sock, 2)
+        announced: list[str] = []
+
+        def announce(line: str) -> None:
+            announced.append(line)
+            if "serving" in line:  # the metrics line follows at once; then stop
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        assert supervisor.run(announce) == 0
+    metrics = [line for line in announced if "metrics at" in line]
+    assert len(metrics) == 1, announced
+    ports = {int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)/metrics", metrics[0])}
+    assert len(ports) == 2 and not ports & {port, port + 1, port + 2}, metrics
+
+
+def test_a_second_signal_stops_the_workers_without_waiting_for_in_flight_requests(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    slow = sim_model(sim, ttft=0.01, tokens_per_s=2, output_tokens=60)  # 30 s
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", slow)],
+        "gateway": {"monitor": False, "shutdown_grace": "60s"},
+    }
+    with workers(tmp_path, raw) as gateway:
+        cut: dict[str, Any] = {}
+
+        def stream() -> None:
+            body = {**BODY, "stream": True}
+            try:
+                with httpx.stream(
+                    "POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=60
+                ) as resp:
+                    cut["text"] = "".join(resp.iter_text())
+            except httpx.HTTPError as exc:
+                cut["error"] = exc
+
+        waiting = threading.Thread(target=stream)
+        waiting.start()
+        wait_until(lambda: upstream(sim, slow), "the slow upstream call")
+        started = time.monotonic()
+        gateway.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the workers are waiting for the stream: it has 30 s to go
+        gateway.proc.send_signal(signal.SIGTERM)
+        assert gateway.stop() == 0, gateway.log
+        assert time.monotonic() - started < 15, gateway.log  # not the 30 s stream, nor the grace
+        assert "SIGTERM again, stopping the workers without waiting" in gateway.log
+        waiting.join(10)
+        assert "data: [DONE]" not in cut.get("text", ""), cut
+        assert all(gone(pid) for pid in gateway.pids)
+
+
+def test_a_worker_whose_metrics_port_is_the_gateways_stops_it_saying_so(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    # gateway.metrics_listen is worker 0's port; worker 1's, one up, is the gateway's own.
+    for _ in range(20):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            metrics = probe.getsockname()[1]
+        with socket.socket() as probe, contextlib.suppress(OSError):
+            probe.bind(("127.0.0.1", metrics + 1))
+            break
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", sim_model(sim, **FAST))],
+        "gateway": {"monitor": False, "metrics_listen": f"127.0.0.1:{metrics}"},
+    }
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    done = subprocess.run(
+        [sys.executable, "-m", "llmpulse", "gateway", "--config", str(config),
+         "--db", str(tmp_path / "t.db"), "--port", str(metrics + 1), "--num_workers", "2"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "SIM_KEY": "sk-sim"},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert (
+        f"gateway worker 1: config error: gateway.metrics_listen: port {metrics + 1} (its port "
+        "+ 1, worker 1's) is the gateway's own"
+    ) in done.stderr, done.stderr
+    assert "before the gateway served; stopping" in done.stderr
+
+
+def test_one_worker_is_the_single_process_gateway(sim: SimServer, tmp_path: Path) -> None:
+    raw = {"model_list": [deployment(sim, "chat", "openai", sim_model(sim, **FAST))],
+           "gateway": {"monitor": False}}  # fmt: skip
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmpulse", "gateway", "--config", str(config),
+         "--db", str(tmp_path / "t.db"), "--port", str(port), "--num_workers", "1"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "SIM_KEY": "sk-sim"},
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                health = httpx.get(f"{url}/health", timeout=5).json()
+                break
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        assert "worker" not in health
+        assert httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=20).status_code == 200
+        # Served by this process itself, /metrics on the API's port as well: nothing forked.
+        assert httpx.get(f"{url}/metrics", timeout=10).status_code == 200
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert children == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"serving http://127.0.0.1:{port} (1 deployments" in err, err
+    assert "without gateway.redis_url" not in err and "[" + str(proc.pid) + "]" not in err
+
+
+def test_without_redis_the_other_workers_follow_worker_0s_probes_not_other_gateways(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    # A results database shared with another gateway (another host, region): its probes find
+    # the deployment down there; here worker 0 finds it up, and worker 1 must agree with it.
+    healthy = sim_model(sim, **FAST)
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", healthy)],
+        "router_settings": {"allowed_fails": 1, "cooldown_time": 60},
+        "gateway": {"probe_interval": "1h"},
+    }  # fmt: skip
+    name = f"chat/openai/{healthy}"
+    with workers(tmp_path, raw) as gateway:
+        with contextlib.closing(open_store(gateway.db)) as store:
+            for _ in range(3):
+                store.write_results([CheckResult(
+                    target=name, provider="openai", model=healthy, check="inference",
+                    timestamp=datetime.now(UTC), ok=False, error_class=ErrorClass.SERVER_ERROR,
+                    http_status=503, agent="elsewhere-gateway-4000-w0",
+                )])  # fmt: skip
+        time.sleep(2.5)  # worker 1 reads the database every second
+        seen: dict[int, str] = {}
+        deadline = time.monotonic() + 20
+        while len(seen) < 2:
+            assert time.monotonic() < deadline, seen
+            health = gateway.health()
+            states = {d["name"]: d["state"] for d in health["deployments"]}
+            seen[health["worker"]["index"]] = states[name]
+        assert seen == {0: "closed", 1: "closed"}
+        assert gateway.stop() == 0, gateway.log
+
+
+def test_ctrl_c_reaching_the_parent_and_its_workers_at_once_stops_them_gracefully(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    # A terminal's Ctrl-C signals the whole process group: the workers get SIGINT themselves,
+    # then the parent's SIGTERM; that is one stop, not a second signal.
+    slow = sim_model(sim, ttft=0.01, tokens_per_s=20, output_tokens=30)  # 1.5 s
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", slow)],
+        "gateway": {"monitor": False, "shutdown_grace": "10s"},
+    }
+    with workers(tmp_path, raw, group=True) as gateway:
+        streamed: dict[str, Any] = {}
+
+        def stream() -> None:
+            body = {**BODY, "stream": True}
+            with httpx.stream(
+                "POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=30
+            ) as resp:
+                streamed["text"] = "".join(resp.iter_text())
+
+        waiting = threading.Thread(target=stream)
+        waiting.start()
+        wait_until(lambda: upstream(sim, slow), "the slow upstream call")
+        os.killpg(gateway.proc.pid, signal.SIGINT)
+        assert gateway.proc.wait(30) == 0, gateway.log
+        waiting.join(10)
+        assert "data: [DONE]" in streamed.get("text", ""), streamed
+        assert all(gone(pid) for pid in gateway.pids)
+        assert "Traceback" not in gateway.log, gateway.log
+        assert sum(traffic_agents(gateway.db).values()) == 1
+
+
+def test_num_workers_is_bounded(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "llmpulse", "gateway", "--config", str(tmp_path / "none.yaml"),
+         "--num_workers", "1000"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "'--num_workers': 1000 is not in the range 1<=x<=128" in done.stderr, done.stderr
+
+
+def test_beside_a_daemon_every_worker_follows_the_daemons_probes(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    # `llmpulse run` probing into the same database (it holds the probe lock): worker 0
+    # follows its probes, and so does worker 1 (not only worker 0's, which it then has none of).
+    healthy = sim_model(sim, **FAST)
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", healthy)],
+        "router_settings": {"allowed_fails": 1, "cooldown_time": 60},
+        "gateway": {"probe_interval": "1h"},
+    }  # fmt: skip
+    name = f"chat/openai/{healthy}"
+    daemon = ProbeLock(tmp_path / "traffic.db")
+    assert daemon.acquire()
+    try:
+        with workers(tmp_path, raw) as gateway:
+            with contextlib.closing(open_store(gateway.db)) as store:
+                for _ in range(3):
+                    store.write_results([CheckResult(
+                        target=name, provider="openai", model=healthy, check="inference",
+                        timestamp=datetime.now(UTC), ok=False, http_status=503,
+                        error_class=ErrorClass.SERVER_ERROR, agent="the-daemon",
+                    )])  # fmt: skip
+            seen: dict[int, str] = {}
+            deadline = time.monotonic() + 20
+            while seen != {0: "open", 1: "open"}:
+                assert time.monotonic() < deadline, seen
+                health = gateway.health()
+                states = {d["name"]: d["state"] for d in health["deployments"]}
+                seen[health["worker"]["index"]] = states[name]
+            assert gateway.stop() == 0, gateway.log
+    finally:
+        daemon.release()
+    assert not upstream(sim, healthy)  # nothing probed: the daemon probes
+
+
+def test_with_redis_unreachable_the_other_workers_follow_worker_0s_probes_from_the_database(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    # Redis would bring worker 0's verdicts; while it does not answer, the database does.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody = probe.getsockname()[1]  # closed again: nothing listens there
+    down = sim_model(sim, errors={"503": 1.0}, **FAST)
+    spare = sim_model(sim, **FAST)
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", down, order=1),
+                       deployment(sim, "chat", "openai", spare, order=2)],
+        "router_settings": {"allowed_fails": 1, "cooldown_time": 60},
+        "gateway": {"probe_interval": "300ms", "redis_url": f"redis://127.0.0.1:{nobody}/0"},
+    }  # fmt: skip
+    name = f"chat/openai/{down}"
+    with workers(tmp_path, raw) as gateway:
+        deadline = time.monotonic() + 20
+        while True:
+            assert time.monotonic() < deadline, "worker 1 never showed it open"
+            health = gateway.health()
+            states = {d["name"]: d["state"] for d in health["deployments"]}
+            if health["worker"]["index"] == 1 and states[name] == "open":
+                break
+            time.sleep(0.05)
+        assert gateway.stop() == 0, gateway.log

@@ -380,6 +380,11 @@ def web_command(
         _database_error(console, exc)
 
 
+# A bound, as on every input: a typo's 1000 would fork a gateway per port up from the metrics
+# port, each of them about 100 MB.
+MAX_WORKERS = 128
+
+
 def _logging(verbose: bool, processes: bool = False) -> None:
     """Log to stderr; with ``processes``, each line names its process id (which worker)."""
     import logging
@@ -419,10 +424,10 @@ def _logging(verbose: bool, processes: bool = False) -> None:
 )
 @click.option(
     "--num_workers",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_WORKERS),
     metavar="N",
-    help="Serve with N worker processes on the one port (LiteLLM's flag; default 1). They share "
-    "breaker and limit state only through gateway.redis_url.",
+    help=f"Serve with N worker processes on the one port (LiteLLM's flag; default 1, at most "
+    f"{MAX_WORKERS}). They share breaker and limit state only through gateway.redis_url.",
 )
 @click.option(
     "--run_gunicorn",
@@ -514,7 +519,8 @@ def _serve_workers(
 ) -> NoReturn:
     """``llmpulse gateway --num_workers N`` (N > 1): the database checked and the port bound
     here, once, then served by the workers until a signal."""
-    from llmpulse.gateway.workers import Supervisor, listening_socket
+    from llmpulse.gateway.server import listening_socket
+    from llmpulse.gateway.workers import Supervisor
     from llmpulse.store import database_errors, open_store
 
     try:
@@ -529,7 +535,7 @@ def _serve_workers(
         _error_line(console, "cannot listen:", f"{host}:{port}: {exc}")
         sys.exit(1)
     supervisor = Supervisor(
-        config, location, host, sock, workers,
+        config, location, address, sock, workers,
         accept_unenforced_auth=accept_unenforced_auth, warnings=warnings, verbose=verbose,
     )  # fmt: skip
     sys.exit(supervisor.run(announce))

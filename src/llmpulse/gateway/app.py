@@ -209,7 +209,7 @@ def create_app(
     record: Recorder | None = None,
     make_gateway: Callable[[], Gateway] | None = None,
     probe_targets: Sequence[Target] = (),
-    follow_probes: bool = False,
+    follow_probes: str | None = None,
     results_db: str | Path | None = None,
     redactor: Redactor | None = None,
     accept_unenforced_auth: bool = False,
@@ -221,15 +221,16 @@ def create_app(
 
     ``record`` receives one traffic ``CheckResult`` per client request, and each probe's result
     when ``probe_targets`` (deployments' targets, by deployment name) are probed (with
-    ``follow_probes``, never probed here: the probe results in ``results_db`` are followed, as
-    another gateway worker stores them); ``make_gateway``
-    (called inside the event loop) replaces the default ``Gateway(config, record=record)``;
-    ``redactor`` (default: of the gateway config's secrets) cleans what upstreams say. A config
-    asking for access control llmpulse does not enforce raises ``ConfigError`` unless
-    ``accept_unenforced_auth``. ``/health`` lists the config's warnings, then ``warnings``,
-    and names the ``worker`` (its number, of ``--num_workers``) answering. While the app
-    serves, ``app.state.gateway`` is its ``Gateway`` (the metrics read its breakers there).
-    ``breakers`` records the gateway's breaker transitions.
+    ``follow_probes``, the agent name of the gateway worker that probes, never probed here:
+    its probe results in ``results_db`` are followed while Redis does not bring them);
+    ``make_gateway`` (called inside the event loop) replaces the default
+    ``Gateway(config, record=record)``; ``redactor`` (default: of the gateway config's
+    secrets) cleans what upstreams say. A config asking for access control llmpulse does not
+    enforce raises ``ConfigError`` unless ``accept_unenforced_auth``. ``/health`` lists the
+    config's warnings, then ``warnings``, and names the ``worker`` (its number, of
+    ``--num_workers``) answering. While the app serves, ``app.state.gateway`` is its
+    ``Gateway`` (the metrics read its breakers there). ``breakers`` records the gateway's
+    breaker transitions.
     """
     serving_without = config.auth_warning(accept_unenforced_auth)
     said = [*config.warnings, *warnings, *([serving_without] if serving_without else [])]
@@ -264,11 +265,7 @@ def create_app(
             # Read before the first request is served: a created key works from the start.
             await asyncio.to_thread(admin.runtime.refresh)
             background.append(asyncio.create_task(admin.runtime.follow(stop)))
-        if probe_targets:
-            health = HealthLoop(
-                gateway, probe_targets, deployment_ids, record, results_db, follow=follow_probes
-            )
-            background.append(asyncio.create_task(health.run(stop)))
+        heard: Callable[[], bool] | None = None
         if config.settings.redis_url:
             from llmpulse.gateway.shared import SharedState  # redis loads only when used
 
@@ -276,6 +273,13 @@ def create_app(
                 config.settings.redis_url, gateway.selector, config.settings.redis_prefix
             )
             background.append(asyncio.create_task(shared.run(stop)))
+            heard = shared.connected.is_set  # the probing worker's verdicts come through it
+        if probe_targets:
+            health = HealthLoop(
+                gateway, probe_targets, deployment_ids, record, results_db,
+                follow=follow_probes, heard=heard if follow_probes else None,
+            )  # fmt: skip
+            background.append(asyncio.create_task(health.run(stop)))
         try:
             yield
         finally:

@@ -1,8 +1,9 @@
 """The health loop: the gateway probes its own deployments, so their breakers learn of an outage
 before a user request fails on it; or, while ``llmpulse run`` probes into the same database (it
 holds the probe lock), it follows that daemon's probe results instead of repeating them. A
-gateway worker other than the first (``--num_workers``) always follows: the first one probes
-for all, and its results are in the database too."""
+gateway worker other than the first (``--num_workers``) always follows the first: its probes,
+which are in the database too, or, while it follows a daemon, that daemon's; never another
+gateway's sharing the database (another host's, another region's verdicts)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,10 @@ _PROBES = ResultFilter(source=Source.PROBE.value)  # followed: not the traffic b
 class HealthLoop:
     """Feeds ``gateway``'s breakers probe results of ``targets`` (deployments' targets, by
     deployment name), each also to ``record``; ``results_db`` is where a daemon may probe.
-    With ``follow``, the probe results in ``results_db`` are followed whoever stores them, and
-    nothing is probed here."""
+    With ``follow`` (the agent name of the worker that probes), nothing is probed here: that
+    agent's probe results in ``results_db`` are followed, or all of them while a daemon
+    probes there (as that worker then follows them); but not while ``heard()`` is true (Redis
+    brings that worker's verdicts then: learnt twice, a failure would count double)."""
 
     def __init__(
         self,
@@ -39,9 +42,11 @@ class HealthLoop:
         record: Callable[[CheckResult], None] | None = None,
         results_db: str | Path | None = None,
         *,
-        follow: bool = False,
+        follow: str | None = None,
+        heard: Callable[[], bool] | None = None,
     ) -> None:
         self.follow = follow
+        self.heard = heard
         self.gateway = gateway
         self.targets = targets
         self.deployment_ids = deployment_ids
@@ -70,8 +75,6 @@ class HealthLoop:
         store: Store | None = None
 
         async def daemon_probing() -> bool:
-            if self.follow:
-                return True
             if results_db is None:
                 return False
             return await asyncio.to_thread(held_elsewhere, local_path(results_db))
@@ -82,18 +85,24 @@ class HealthLoop:
 
         try:
             while not stop.is_set():
-                if await daemon_probing():
+                daemon = await daemon_probing()
+                if daemon or self.follow is not None:
                     assert results_db is not None
                     if store is None:
                         store = open_store(results_db)
                     start, end = since.timestamp(), time.time() + 3600  # any clock skew ahead
                     rows = await asyncio.to_thread(store.results_between, start, end, where=_PROBES)
+                    agent = None if daemon else self.follow
+                    heard = self.heard is not None and self.heard()
                     for result in rows:
+                        if agent is not None and result.agent != agent:
+                            continue  # another gateway's, sharing the database
                         target = by_name.get(result.target)
                         if (
                             target is not None
                             and result.source is Source.PROBE
                             and result.timestamp > since
+                            and not heard
                         ):
                             self.learn(target, result)
                         since = max(since, result.timestamp)

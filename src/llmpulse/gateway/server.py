@@ -85,14 +85,17 @@ def listen_address(
 
 @dataclasses.dataclass(frozen=True)
 class WorkerRole:
-    """Worker ``index`` (from 0) of those serving one port (``--num_workers``)."""
+    """Worker ``index`` (from 0) of those serving one port (``--num_workers``); with
+    ``any_port``, that port was asked as 0, so its /metrics takes any free port as one
+    process's would."""
 
     index: int
+    any_port: bool = False
 
     @property
     def probes(self) -> bool:
         """Only the first worker probes (or follows a daemon's probes): the others learn its
-        verdicts, through Redis when configured, else from the results store."""
+        verdicts through Redis while it answers, else from the results store."""
         return self.index == 0
 
 
@@ -120,7 +123,9 @@ def drills_line(gateway: GatewayConfig) -> str | None:
     )
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``, bound as uvicorn binds the API's (OSError if it
+    cannot): the metrics port's, and the one port ``--num_workers`` workers share."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -155,15 +160,15 @@ class GatewayProcess:
         # Its results name it and the region it serves from, beside the probe agents'.
         self.name = config.monitor.agent or f"{socket.gethostname()}-gateway-{self.port}"
         self.worker = worker
+        # A worker that does not probe reads the first one's verdicts from the store (by its
+        # name: not another gateway's sharing the database), except while Redis brings them
+        # (with its breaker decisions).
+        follow = None if worker is None or worker.probes else f"{self.name}-w0"
         if worker is not None:  # each worker its own writer and spool
             self.name = f"{self.name}-w{worker.index}"
         # Unless gateway.monitor is off, the gateway probes its deployments itself: their
         # breakers learn of an outage before a user request fails on it.
         self.probed = gateway.targets()
-        follow = worker is not None and not worker.probes
-        # A worker that does not probe reads the first one's verdicts from the store, unless
-        # Redis brings them (with its breaker decisions) already.
-        health_targets = () if follow and gateway.settings.redis_url else self.probed
         self.telemetry: Telemetry | None = None
         if config.telemetry is not None:
             from llmpulse.telemetry.otlp import Telemetry  # the SDK loads only when configured
@@ -183,7 +188,7 @@ class GatewayProcess:
         self.app = create_app(
             gateway,
             record=self.record,
-            probe_targets=health_targets,
+            probe_targets=self.probed,
             follow_probes=follow,
             results_db=location,
             redactor=config.redactor,
@@ -202,7 +207,8 @@ class GatewayProcess:
     def _bind_metrics(self, gateway: GatewayConfig) -> socket.socket | None:
         """The metrics port's socket, bound now so a taken port is said before serving: a
         ConfigError for ``gateway.metrics_listen``'s; the default one (loopback, the gateway's
-        port + 1) taken is a warning, and /metrics stays on the API's port. None: off."""
+        port + 1) taken is a warning, and /metrics stays on the API's port (a worker's: on none).
+        Worker i takes the port + i. None: off."""
         settings = gateway.settings
         if not settings.metrics:
             return None
@@ -210,9 +216,11 @@ class GatewayProcess:
         # Each worker counts its own requests: its own /metrics, on the next ports up.
         offset = 0 if self.worker is None else self.worker.index
         if port is None:
-            port = self.port + 1 + offset if self.port else 0  # ephemeral: any free one
+            # An ephemeral API port: any free one (the ports after it may be anyone's).
+            ephemeral = not self.port or (self.worker is not None and self.worker.any_port)
+            port = 0 if ephemeral else self.port + 1 + offset
             try:
-                return _bind(host, port)
+                return listening_socket(host, port)
             except OSError as exc:
                 self.metrics_warnings.append(
                     f"/metrics has no port of its own: {host}:{port} (the gateway's port + "
@@ -220,17 +228,19 @@ class GatewayProcess:
                     + (", or scrape the API's port" if self.worker is None else "")
                 )
                 return None
+        # Worker i's port is not the one written: say which it is.
+        shifted = f" (its port + {offset}, worker {offset}'s)" if offset and port else ""
         port += offset if port else 0
         if port == self.port != 0:
             raise ConfigError(
-                f"gateway.metrics_listen: port {port} is the gateway's own; leave "
+                f"gateway.metrics_listen: port {port}{shifted} is the gateway's own; leave "
                 "gateway.metrics_listen unset for a port of its own (the gateway's + 1)"
             )
         try:
-            return _bind(host, port)
+            return listening_socket(host, port)
         except OSError as exc:
             raise ConfigError(
-                f"gateway.metrics_listen: cannot listen on {host}:{port} ({exc.strerror})"
+                f"gateway.metrics_listen: cannot listen on {host}:{port}{shifted} ({exc.strerror})"
             ) from None
 
     @property

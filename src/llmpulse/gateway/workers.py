@@ -59,22 +59,6 @@ PARENT_POLL_S = 1.0
 _STOP = (signal.SIGINT, signal.SIGTERM)
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A socket listening on ``host:port`` for the workers to share (OSError if it cannot)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)  # uvicorn's backlog
-    except OSError:
-        sock.close()
-        raise
-    return sock  # forked workers inherit it (no exec: close-on-exec does not matter)
-
-
 def shared_state_warning(gateway: GatewayConfig, count: int) -> str | None:
     """What ``count`` workers keep apart without ``gateway.redis_url``, in one line (None with
     Redis, or one worker)."""
@@ -112,14 +96,15 @@ class _Slot:
 
 
 class Supervisor:
-    """Runs ``count`` workers of ``config``'s gateway on ``sock`` (``listening_socket``) until
-    a signal stops them; ``run`` returns the exit code."""
+    """Runs ``count`` workers of ``config``'s gateway on ``sock`` (``server.listening_socket``,
+    bound to ``address`` as asked: port 0 included) until a signal stops them; ``run`` returns
+    the exit code."""
 
     def __init__(
         self,
         config: Config,
         location: str | Path,
-        host: str,
+        address: tuple[str, int],
         sock: socket.socket,
         count: int,
         *,
@@ -130,7 +115,9 @@ class Supervisor:
         self.config = config
         self.gateway = served(config)
         self.location = location
+        host, asked = address
         self.address = (host, sock.getsockname()[1])
+        self.any_port = asked == 0
         self.sock = sock
         self.accept_unenforced_auth = accept_unenforced_auth
         self.warnings = tuple(warnings)
@@ -142,10 +129,13 @@ class Supervisor:
         self._announced = False  # every worker served once: from here on, a death restarts
         self._failed = False
         self._wake = (-1, -1)
+        self._parent = os.getpid()  # the workers' parent, taken before any fork
 
     # --- the parent -------------------------------------------------------------------------
 
     def run(self, announce: Callable[[str], None]) -> int:
+        """Start the workers, announce the gateway once every one serves, restart those that
+        die, until a signal; the exit code (1: a worker failed at start, or stopping)."""
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
@@ -239,7 +229,13 @@ class Supervisor:
             try:
                 slot.metrics_url = slot.ready.recv()
                 slot.serving = True
-                log.info("gateway worker %d (pid %s) serving", slot.index, slot.pid)
+                if slot.starts > 1:  # its /metrics may have moved (any free port): said again
+                    at = f", metrics at {slot.metrics_url}" if slot.metrics_url else ""
+                    log.warning(
+                        "gateway worker %d (pid %s) serving again%s", slot.index, slot.pid, at
+                    )
+                else:
+                    log.info("gateway worker %d (pid %s) serving", slot.index, slot.pid)
             except EOFError:
                 pass  # died before it served: reaped below
             slot.ready.close()
@@ -307,7 +303,9 @@ class Supervisor:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP)
-        threading.Thread(target=_stop_with_parent, args=(os.getppid(),), daemon=True).start()
+        # The parent's pid as it forked: os.getppid() here would be init's already, were the
+        # parent killed meanwhile, and the worker would then never see it gone.
+        threading.Thread(target=_stop_with_parent, args=(self._parent,), daemon=True).start()
         try:
             process = GatewayProcess(
                 self.config,
@@ -315,7 +313,7 @@ class Supervisor:
                 self.address,
                 accept_unenforced_auth=self.accept_unenforced_auth,
                 warnings=self.warnings,
-                worker=WorkerRole(index),
+                worker=WorkerRole(index, any_port=self.any_port),
             )
         except database_errors() as exc:
             log.error("gateway worker %d: results database error: %s", index, redact_url(str(exc)))
