@@ -147,6 +147,42 @@ export function reportBug(err) {
 }
 
 /** Adds a query string, leaving out null/undefined values. */
+/**
+ * The page's range buttons (``data-range``), the range kept in the URL (``?range=``) and the
+ * browser's history. ``range()`` reads it from the URL (``fallback`` unless one of ``ranges``);
+ * ``onChange(range)`` runs after a button or back/forward changed it, ``mark(range)`` each time
+ * the buttons are marked (and at once).
+ */
+export function rangeSwitch(ranges, fallback, onChange, mark = () => {}) {
+  const range = () => {
+    const r = new URLSearchParams(location.search).get("range");
+    return ranges.includes(r) ? r : fallback;
+  };
+  const show = (r) => {
+    for (const b of document.querySelectorAll("[data-range]")) {
+      setAttr(b, "aria-pressed", b.dataset.range === r ? "true" : "false");
+    }
+    mark(r);
+  };
+  for (const b of document.querySelectorAll("[data-range]")) {
+    b.addEventListener("click", () => {
+      const r = b.dataset.range;
+      if (r === range()) return;
+      const url = new URL(location.href);
+      url.searchParams.set("range", r);
+      history.pushState({range: r}, "", url);
+      show(r);
+      onChange(r);
+    });
+  }
+  window.addEventListener("popstate", () => {
+    show(range());
+    onChange(range());
+  });
+  show(range());
+  return range;
+}
+
 export function withQuery(path, params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") q.set(k, v);

@@ -6,7 +6,7 @@
 import {
   reportBug,
   $id, PALETTE, TimeChart, api, el, errorColor, fmtInt, fmtTime, poll, renderNav, replace,
-  setAttr, setText, showError, withQuery,
+  rangeSwitch, setText, showError, withQuery,
 } from "/static/common.js";
 
 renderNav("gateway");
@@ -14,32 +14,7 @@ renderNav("gateway");
 const RANGES = ["1h", "6h", "24h", "7d"];
 const charts = new Map();
 
-function currentRange() {
-  const r = new URLSearchParams(location.search).get("range");
-  return RANGES.includes(r) ? r : "1h";
-}
-
-function setRangeButtons(range) {
-  for (const b of document.querySelectorAll("[data-range]")) {
-    setAttr(b, "aria-pressed", b.dataset.range === range ? "true" : "false");
-  }
-}
-
-for (const b of document.querySelectorAll("[data-range]")) {
-  b.addEventListener("click", () => {
-    const range = b.dataset.range;
-    if (range === currentRange()) return;
-    const url = new URL(location.href);
-    url.searchParams.set("range", range);
-    history.pushState({range}, "", url);
-    setRangeButtons(range);
-    load();
-  });
-}
-window.addEventListener("popstate", () => {
-  setRangeButtons(currentRange());
-  load();
-});
+const currentRange = rangeSwitch(RANGES, "1h", () => load());
 
 const STATE_KIND = {open: "breaker_open", half_open: "breaker_half_open", closed: "breaker_closed"};
 
@@ -102,7 +77,6 @@ function drillRow(d) {
 
 async function load() {
   const range = currentRange();
-  setRangeButtons(range);
   try {
     const g = await api(withQuery("/api/v1/gateway", {window: range}));
     showError(null);

@@ -6,7 +6,7 @@ import {
   reportBug,
   $id, ApiError, OFFICIAL_LABEL, TimeChart, api, el, errorColor, errorOrder, fmtAgo, fmtInt,
   fmtMs, fmtMsAxis, fmtNum, fmtPct, fmtSince, fmtTime, fmtTps, fmtUsd, fmtDuration, maintenanceText, poll, renderNav,
-  replace, setAttr, setStatusBadge, setText, setValue, showError, statusLabel,
+  rangeSwitch, replace, setAttr, setStatusBadge, setText, setValue, showError, statusLabel,
   targetFromPath, toTs, withQuery,
 } from "/static/common.js";
 
@@ -23,34 +23,13 @@ const charts = {};
 let seq = 0;
 let known = false;
 
-function currentRange() {
-  const r = new URLSearchParams(location.search).get("range");
-  return RANGES.includes(r) ? r : DEFAULT_RANGE;
-}
-
-function setRangeButtons(range) {
-  for (const b of document.querySelectorAll("[data-range]")) {
-    setAttr(b, "aria-pressed", b.dataset.range === range ? "true" : "false");
-  }
-  setText($id("window-label"), range);
-}
-
-for (const b of document.querySelectorAll("[data-range]")) {
-  b.addEventListener("click", () => {
-    const range = b.dataset.range;
-    if (range === currentRange()) return;
-    const url = new URL(location.href);
-    url.searchParams.set("range", range);
-    history.pushState({range}, "", url);
-    setRangeButtons(range);
-    poller.refresh();
-  });
-}
-window.addEventListener("popstate", () => {
-  setRangeButtons(currentRange());
-  poller.refresh();
-});
-setRangeButtons(currentRange());
+// The range buttons; ``poller`` is defined below, before any click can reach it.
+const currentRange = rangeSwitch(
+  RANGES,
+  DEFAULT_RANGE,
+  () => poller.refresh(),
+  (range) => setText($id("window-label"), range),
+);
 
 // ---- charts ----------------------------------------------------------------------------------
 
