@@ -38,6 +38,7 @@ from llmpulse.config.gateway import (
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway.ir import ChatRequest, Finish, Message, TextPart
 from llmpulse.gateway.proxy import DEFAULT_TIMEOUT_S, Drill, Gateway, GatewayError
+from llmpulse.gateway.selector import priority
 from llmpulse.http import make_session
 from llmpulse.probe.costs import probe_cost_per_run
 from llmpulse.result import CheckKind, CheckResult, Source
@@ -109,10 +110,7 @@ def ordered(deployments: Sequence[Deployment], strategy: Strategy) -> list[Deplo
     the others, whose choice changes with load, latency or chance."""
     if strategy is not Strategy.PRIORITY:
         return list(deployments)
-    position = {d.id: i for i, d in enumerate(deployments)}
-    return sorted(
-        deployments, key=lambda d: (float("inf") if d.order is None else d.order, position[d.id])
-    )
+    return sorted(deployments, key=priority(deployments))
 
 
 def failover_paths(

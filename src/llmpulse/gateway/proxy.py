@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import math
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -73,7 +72,7 @@ from llmpulse.gateway.ir import (
     UsageUpdate,
 )
 from llmpulse.gateway.retry import Action, Attempt, FallbackKind, RetryPolicy
-from llmpulse.gateway.selector import Selector
+from llmpulse.gateway.selector import Selector, priority
 from llmpulse.gateway.translate import UpstreamCodec, params
 from llmpulse.gateway.translate import anthropic as tr_anthropic
 from llmpulse.gateway.translate import bedrock as tr_bedrock
@@ -561,7 +560,7 @@ class Gateway:
         Else an outage's traffic would read as the fallback group's own, no fallback at all."""
         if call.route or not pool:
             return
-        first = min(pool, key=lambda d: math.inf if d.order is None else d.order)
+        first = min(pool, key=priority(pool))
         call.route.append(self._target(first).name)
         reason = self.selector.breaker(first.id).snapshot().cooldown_reason
         call.fallback_reason = reason or ErrorClass.UNAVAILABLE

@@ -72,6 +72,16 @@ class Deployment(Protocol):
 
 
 D = TypeVar("D", bound=Deployment)
+
+
+def priority(candidates: Sequence[Deployment]) -> Callable[[Deployment], tuple[float, int]]:
+    """The priority strategy's order of ``candidates`` as a sort key: lowest ``order`` first
+    (unset last), then their order in ``candidates`` (the config's). The one definition: the
+    selector, drills' paths and a request passed over its group all read it."""
+    position = {d.id: i for i, d in enumerate(candidates)}
+    return lambda d: (math.inf if d.order is None else d.order, position[d.id])
+
+
 PriceOf = Callable[[Deployment], float | None]
 
 
@@ -260,11 +270,7 @@ class Selector:
         return min(waits, default=math.inf)
 
     def _choose(self, candidates: Sequence[D], pool: list[D]) -> D:
-        position = {d.id: i for i, d in enumerate(candidates)}
-
-        def priority(d: Deployment) -> tuple[float, int]:
-            return (math.inf if d.order is None else d.order, position[d.id])
-
+        by_priority = priority(candidates)
         strategy = self.strategy
         if strategy is Strategy.WEIGHTED:
             return self._weighted(pool)
@@ -277,15 +283,15 @@ class Selector:
             now = self._clock()
             pressure = {d.id: self._pressure(d, now) for d in pool}
             roomy = [d for d in pool if self._has_headroom(d, now)]
-            return min(roomy or pool, key=lambda d: (pressure[d.id], *priority(d)))
+            return min(roomy or pool, key=lambda d: (pressure[d.id], *by_priority(d)))
         if strategy is Strategy.COST:
 
             def cost(d: Deployment) -> tuple[float, float, int]:
                 price = self._price_of(d)
-                return (math.inf if price is None else price, *priority(d))
+                return (math.inf if price is None else price, *by_priority(d))
 
             return min(pool, key=cost)
-        return min(pool, key=priority)
+        return min(pool, key=by_priority)
 
     def _weighted(self, pool: list[D]) -> D:
         for field in ("weight", "rpm", "tpm"):
