@@ -102,10 +102,12 @@ logging.getLogger("uvicorn.error").addFilter(_QuietFaults())
 
 
 async def _sleep_until(deadline: float) -> None:
-    loop = asyncio.get_running_loop()
-    # uvloop's timers have millisecond granularity and can fire up to 1 ms early: sleep again
-    # for what is left, so a scheduled token never goes out before its time.
-    while (delay := deadline - loop.time()) > 0:
+    """Sleep until ``deadline`` on ``time.monotonic()``, the clock every plan's ``t0`` is read
+    from. Not ``loop.time()``: uvloop's is cached per loop turn in whole milliseconds, so a
+    ``t0`` read from it sits up to a millisecond before the request arrived, and the ground
+    truth could exceed the TTFT a client measured (by 35 us, once). uvloop's timers can also
+    fire up to 1 ms early: sleep again for what is left, so nothing goes out before its time."""
+    while (delay := deadline - time.monotonic()) > 0:
         await asyncio.sleep(delay)
 
 
@@ -304,7 +306,7 @@ class SimState:
                 "protocol": p.protocol,
                 "model": p.model,
                 "stream": p.stream,
-                "received_at": round(time.time() - (asyncio.get_running_loop().time() - p.t0), 6),
+                "received_at": round(time.time() - (time.monotonic() - p.t0), 6),
                 "status": status,
                 "fault": p.fault,
                 "error_kind": error_kind,
@@ -571,7 +573,7 @@ class SimApp:
             return None
 
     async def openai_chat(self, request: Request) -> SimResponse:
-        t0 = asyncio.get_running_loop().time()
+        t0 = time.monotonic()
         body = await self._body(request)
         d = body if isinstance(body, dict) else {}
         model = str(d.get("model", ""))
@@ -586,7 +588,7 @@ class SimApp:
         )
 
     async def openai_responses(self, request: Request) -> SimResponse:
-        t0 = asyncio.get_running_loop().time()
+        t0 = time.monotonic()
         body = await self._body(request)
         d = body if isinstance(body, dict) else {}
         return await self.handle(
@@ -600,7 +602,7 @@ class SimApp:
         )
 
     async def openai_embeddings(self, request: Request) -> SimResponse:
-        t0 = asyncio.get_running_loop().time()
+        t0 = time.monotonic()
         body = await self._body(request)
         model = str(body.get("model", "")) if isinstance(body, dict) else ""
         return await self.handle(
@@ -614,7 +616,7 @@ class SimApp:
         )
 
     async def azure_embeddings(self, request: Request) -> SimResponse | Response:
-        t0 = asyncio.get_running_loop().time()
+        t0 = time.monotonic()
         if "api-version" not in request.query_params:
             return _azure_404()
         body = await self._body(request)
@@ -625,7 +627,7 @@ class SimApp:
         )
 
     async def azure_chat(self, request: Request) -> SimResponse | Response:
-        t0 = asyncio.get_running_loop().time()
+        t0 = time.monotonic()
         if "api-version" not in request.query_params:
             return _azure_404()
         body = await self._body(request)
@@ -637,7 +639,7 @@ class SimApp:
         )
 
     async def anthropic_messages(self, request: Request) -> SimResponse:
-        t0 = asyncio.get_running_loop().time()
+        t0 = time.monotonic()
         body = await self._body(request)
         d = body if isinstance(body, dict) else {}
         key = request.headers.get("x-api-key") or self._bearer(request)
@@ -657,7 +659,7 @@ class SimApp:
         )
 
     async def gemini_call(self, request: Request) -> SimResponse | Response:
-        t0 = asyncio.get_running_loop().time()
+        t0 = time.monotonic()
         model, _, method = request.path_params["rest"].rpartition(":")
         if method not in ("generateContent", "streamGenerateContent", "embedContent"):
             return JSONResponse(
@@ -684,7 +686,7 @@ class SimApp:
         )
 
     async def bedrock_call(self, request: Request) -> SimResponse | Response:
-        t0 = asyncio.get_running_loop().time()
+        t0 = time.monotonic()
         # The model id was one percent-encoded label; decoded, an ARN's "/" is in it.
         model, _, operation = request.path_params["rest"].rpartition("/")
         if model.startswith("arn:"):  # a foundation model's or an inference profile's ARN

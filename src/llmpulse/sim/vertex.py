@@ -15,7 +15,6 @@ The token endpoint plays Google's OAuth2 server for service accounts: a JWT-bear
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections import OrderedDict
@@ -239,7 +238,7 @@ class VertexApi:
         return JSONResponse(body, status, headers={"cache-control": "no-store"})
 
     async def call(self, request: Request) -> ASGIApp:
-        t0 = asyncio.get_running_loop().time()
+        t0 = time.monotonic()
         publisher = request.path_params["publisher"]
         model, _, method = request.path_params["rest"].rpartition(":")
         protocol, whole, streamed = _METHODS.get(publisher, ("", "", ""))
