@@ -341,6 +341,30 @@ def test_a_worker_failing_before_the_gateway_served_stops_it_with_exit_1(
     assert sock.fileno() == -1  # closed: the port is free again
 
 
+def test_a_worker_crashing_logs_its_traceback_instead_of_printing_it(
+    sim: SimServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """multiprocessing prints an uncaught exception's traceback to stderr itself, past the log
+    formatter's redactor; the worker logs it instead. The crash is injected (no input makes
+    the gateway crash, and that is the point), with a key in its message."""
+    secret = "sk-crash-0123456789abcdef0123"
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"upstream said {secret}")
+
+    monkeypatch.setattr("llmpulse.gateway.workers.GatewayProcess", crash)
+    raw = {"model_list": [deployment(sim, "chat", "openai", sim_model(sim, **FAST))]}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    sock = listening_socket("127.0.0.1", 0)
+    supervisor = Supervisor(load_config(path), tmp_path / "t.db", ("127.0.0.1", 0), sock, 2)
+    assert supervisor.run(lambda line: None) == 1
+    assert secret not in capfd.readouterr().err
+
+
 def test_with_port_0_each_worker_serves_its_metrics_on_a_free_port(
     sim: SimServer, tmp_path: Path
 ) -> None:

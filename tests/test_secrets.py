@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -272,6 +273,30 @@ def test_log_lines_pass_the_redactor() -> None:
         )) == REDACTED  # fmt: skip
     finally:
         logger.removeHandler(handler)
+
+
+def test_an_uncaught_exception_is_logged_through_the_redactor() -> None:
+    """Python prints an uncaught exception's traceback to stderr itself, past the log formatter;
+    once the root logger redacts, it is logged instead, from the main thread and any other."""
+    secret = SECRETS["MASTER"]
+    code = f"""
+import logging, threading
+from llmpulse.secrets import Redactor, install_log_redaction
+logging.basicConfig()
+install_log_redaction(Redactor([{secret!r}]))
+def boom():
+    raise RuntimeError("thread " + {secret!r})
+t = threading.Thread(target=boom, name="boomer")
+t.start()
+t.join()
+raise RuntimeError("main " + {secret!r})
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert "uncaught exception in thread boomer" in out.stderr
+    assert f"RuntimeError: thread {REDACTED}" in out.stderr
+    assert f"RuntimeError: main {REDACTED}" in out.stderr
+    assert leaks(out.stderr) == []
 
 
 def test_a_session_token_in_bedrocks_canonical_string_is_redacted() -> None:

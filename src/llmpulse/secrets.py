@@ -11,7 +11,8 @@ keys included: OpenAI's 401 says "Incorrect API key provided: sk-...", and proxi
 the gateway, ``instrument()``) passes such text through a ``Redactor`` as it takes it in, so what
 is stored, logged, printed, exported (OTLP, Prometheus), sent to a notifier or returned to a
 gateway client is already clean; the log formatter (``install_log_redaction``) passes every line
-through it once more, for exception strings nobody anticipated.
+through it once more, for exception strings nobody anticipated, and uncaught exceptions are
+logged rather than printed past it.
 
 A redactor removes:
 
@@ -33,7 +34,10 @@ import base64
 import json
 import logging
 import re
+import sys
+import threading
 from collections.abc import Iterable, Mapping
+from types import TracebackType
 from typing import TypeGuard, overload
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
@@ -276,10 +280,35 @@ class _RedactingFormatter(logging.Formatter):
 
 def install_log_redaction(redactor: Redactor, logger: logging.Logger | None = None) -> None:
     """Pass every line the handlers of ``logger`` (default: the root logger) write through
-    ``redactor``; calling it again replaces the redactor (e.g. once the config is loaded)."""
+    ``redactor``; calling it again replaces the redactor (e.g. once the config is loaded).
+
+    For the root logger, an uncaught exception (of the main thread or any other) is logged too,
+    where Python would print its traceback to stderr past the redactor."""
     for handler in (logger or logging.getLogger()).handlers:
         current = handler.formatter
         if isinstance(current, _RedactingFormatter):
             current.redactor = redactor
         else:
             handler.setFormatter(_RedactingFormatter(current, redactor))
+    if logger is None:
+        sys.excepthook = log_uncaught
+        threading.excepthook = _log_uncaught_in_thread
+
+
+def log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """``sys.excepthook``: the traceback as a log line, so it passes the redactor."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger("llmpulse").critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or issubclass(args.exc_type, SystemExit):
+        return  # as Python's own hook: a thread's SystemExit ends it quietly
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("llmpulse").critical(
+        "uncaught exception in thread %s",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )

@@ -48,6 +48,7 @@ from llmpulse.gateway.server import (
     served,
     serving_line,
 )
+from llmpulse.secrets import log_uncaught
 from llmpulse.store import database_errors
 
 log = logging.getLogger(__name__)
@@ -306,6 +307,13 @@ class Supervisor:
         # The parent's pid as it forked: os.getppid() here would be init's already, were the
         # parent killed meanwhile, and the worker would then never see it gone.
         threading.Thread(target=_stop_with_parent, args=(self._parent,), daemon=True).start()
+        try:
+            self._serve(index, ready)
+        except Exception as exc:  # multiprocessing would print it to stderr, past the redactor
+            log_uncaught(type(exc), exc, exc.__traceback__)
+            sys.exit(1)
+
+    def _serve(self, index: int, ready: Connection) -> None:
         try:
             process = GatewayProcess(
                 self.config,
