@@ -420,6 +420,29 @@ async def test_a_locked_store_when_pruning_delays_the_prune_not_delivery(
     outbox.close()
 
 
+async def test_a_store_locked_as_the_outbox_starts_delays_delivery_not_ends_it(
+    tmp_path: Path,
+    receivers: Callable[..., Any],
+    session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import sqlite3
+
+    receiver = await receivers()
+    path = tmp_path / "outbox.db"
+    outbox = fast_outbox(path)
+    outbox.enqueue(alert("before"), ["ops"])
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("BEGIN EXCLUSIVE")  # locked as run() starts: its first look at the rows fails
+    async with Running(outbox, [WebhookNotifier(receiver.url, name="ops")], session):
+        await asyncio.sleep(6)  # past SQLite's busy wait
+        raw.execute("COMMIT")
+        await until(lambda: receiver.delivered == ["before firing"], timeout=10)
+    assert "could not look for alerts of unconfigured notifiers" in caplog.text
+    raw.close()
+    outbox.close()
+
+
 async def test_storage_trouble_pauses_a_channel_instead_of_stopping_delivery(
     tmp_path: Path, receivers: Callable[..., Any], session: aiohttp.ClientSession
 ) -> None:

@@ -236,7 +236,7 @@ class Outbox:
         self._notifiers = list(notifiers)
         self._session = session
         self._wake = {n.name: asyncio.Event() for n in notifiers}
-        self._report_orphans({n.name for n in notifiers})
+        await self._report_orphans({n.name for n in notifiers})
         async with asyncio.TaskGroup() as tasks:
             for notifier in notifiers:
                 tasks.create_task(
@@ -439,11 +439,27 @@ class Outbox:
                 {"me": self.claimant},
             )
 
-    def _report_orphans(self, configured: set[str]) -> None:
-        with self._engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(f"SELECT notifier, COUNT(*) FROM outbox WHERE {_PENDING} GROUP BY notifier")
-            ).all()
+    async def _report_orphans(self, configured: set[str]) -> None:
+        """Say which undelivered rows no configured notifier will take. Off the loop, and only
+        said: storage that is locked or away now must not keep delivery from starting."""
+
+        def pending() -> list[tuple[str, int]]:
+            with self._engine.connect() as conn:
+                rows = conn.execute(
+                    sa.text(
+                        f"SELECT notifier, COUNT(*) FROM outbox WHERE {_PENDING} GROUP BY notifier"
+                    )
+                ).all()
+            return [(row[0], row[1]) for row in rows]
+
+        try:
+            rows = await asyncio.to_thread(pending)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning(
+                "outbox: could not look for alerts of unconfigured notifiers (%s)",
+                type(exc).__name__,
+            )
+            return
         for name, count in rows:
             if name not in configured:
                 log.warning(
