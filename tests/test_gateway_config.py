@@ -684,6 +684,7 @@ def test_limits_have_defaults_and_are_configurable():
     assert (settings.max_json_depth, settings.max_model_name_length) == (128, 256)
     assert settings.max_wildcard_targets == 1000
     assert (settings.header_timeout, settings.shutdown_grace) == (30.0, 10.0)
+    assert settings.worker_timeout == 30.0  # gunicorn's --timeout
     # LiteLLM's key is read (not named in the warning); llmpulse's own wins when both are set.
     raw = {"model_list": [entry], "general_settings": {"max_request_size_mb": 2}}
     gw = parse_gateway(raw, ENV)
@@ -695,12 +696,14 @@ def test_limits_have_defaults_and_are_configurable():
         "max_wildcard_targets": 0,
         "header_timeout": "5s",
         "shutdown_grace": "1m",
+        "worker_timeout": "2m",
     }
     settings = parse_gateway(raw, ENV).settings
     assert settings.max_request_bytes == 1 << 19
     assert (settings.max_json_depth, settings.max_model_name_length) == (64, 100)
     assert settings.max_wildcard_targets == 0
     assert (settings.header_timeout, settings.shutdown_grace) == (5.0, 60.0)
+    assert settings.worker_timeout == 120.0
 
 
 @pytest.mark.parametrize(
@@ -713,6 +716,7 @@ def test_limits_have_defaults_and_are_configurable():
         ("gateway", "max_wildcard_targets", -1, "greater than or equal to 0"),
         ("gateway", "header_timeout", 0, "more than 0"),
         ("gateway", "shutdown_grace", "soon", "expected a duration"),
+        ("gateway", "worker_timeout", 0, "more than 0"),
     ],
 )
 def test_a_bad_limit_names_its_key_in_one_line(section, key, value, expected):

@@ -243,6 +243,33 @@ def test_a_dead_worker_is_restarted_and_a_killed_parent_takes_its_workers_down(
         wait_until(lambda: all(gone(pid) for pid in children), "the orphaned workers", 10)
 
 
+def test_a_worker_whose_event_loop_stalls_is_killed_and_restarted(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    """SIGSTOP stands for a loop stuck in a blocking call: the process lives, the kernel
+    still queues connections for it, nothing answers them."""
+    model = sim_model(sim, **FAST)
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", model)],
+        "gateway": {"monitor": False, "worker_timeout": "3s"},
+    }
+    with workers(tmp_path, raw) as gateway:
+        time.sleep(4)  # past the timeout: beating workers are left alone
+        assert "has not run" not in gateway.log
+        victim = gateway.pids[1]
+        os.kill(victim, signal.SIGSTOP)
+        gateway.wait_for(
+            f"gateway worker 1 (pid {victim}): its event loop has not run for", timeout=10
+        )
+        gateway.wait_for(f"gateway worker 1 (pid {victim}) was killed by SIGKILL after")
+        line = gateway.wait_for("gateway worker 1 restarted (pid ")
+        reborn = int(line.split("(pid ")[1].rstrip(")\n"))
+        gateway.wait_for(f"gateway worker 1 (pid {reborn}) serving again")
+        wait_until(lambda: gone(victim), "the stalled worker's end")
+        assert all(gateway.ask() == 200 for _ in range(6))
+        assert gateway.log.count("has not run") == 1  # the other worker, and the new one, beat
+
+
 @pytest.mark.skipif(
     not os.environ.get("CI") and _redis_down() is not None, reason="Redis unreachable"
 )

@@ -236,6 +236,7 @@ class GatewaySettings:
     # For a request line and headers: from the connection opening, or a later request's first byte
     header_timeout: float = 30.0
     shutdown_grace: float = 10.0  # in-flight requests may finish; the rest are cancelled
+    worker_timeout: float = 30.0  # --num_workers: a worker's loop stalled this long is killed
     # The gateway's own /metrics: served unless off (gateway.metrics_listen: false), on the
     # API's port (as LiteLLM serves it) and on a port of its own: gateway.metrics_listen's, or
     # (port None) loopback on the gateway's port + 1 when that is free.

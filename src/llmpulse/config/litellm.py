@@ -481,6 +481,9 @@ class _Gateway(BaseModel):
     max_wildcard_targets: int = Field(default=1000, ge=0)
     header_timeout: Duration = 30.0
     shutdown_grace: Duration = 10.0
+    # --num_workers: a worker whose event loop has not run for this long is killed and
+    # restarted (gunicorn's --timeout, 30 s by default there too).
+    worker_timeout: Duration = 30.0
     # The gateway's own /metrics port; unset: loopback, the gateway's port + 1 (when free; the
     # API's port serves /metrics too); false: no /metrics at all.
     metrics_listen: Address | Literal[False] | None = None
@@ -1171,6 +1174,7 @@ def _settings(
         max_wildcard_targets=gateway.max_wildcard_targets,
         header_timeout=gateway.header_timeout,
         shutdown_grace=gateway.shutdown_grace,
+        worker_timeout=gateway.worker_timeout,
         metrics=gateway.metrics_listen is not False,
         metrics_host=metrics_host,
         metrics_port=metrics_port,

@@ -9,6 +9,9 @@ a fork may safely copy.
 - SIGTERM or SIGINT to the parent stops every worker gracefully: each finishes its in-flight
   requests within ``gateway.shutdown_grace`` and flushes its recording; a second signal stops
   them without waiting. A worker whose parent is gone (killed) stops itself the same way.
+- A worker whose event loop stops running (stuck in a blocking call, a runaway computation,
+  SIGSTOP) stops beating; after ``gateway.worker_timeout`` without a beat it is killed, as
+  gunicorn's ``--timeout`` does, and restarted like any dead worker.
 - A worker that dies is restarted, the others serving meanwhile: at once after a long life,
   with doubling backoff (``RESTART_FIRST_S`` up to ``RESTART_MAX_S``) while it keeps dying
   young; each death is logged as an error. A worker that dies before the gateway first served
@@ -21,7 +24,9 @@ a fork may safely copy.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
@@ -57,6 +62,7 @@ RESTART_FIRST_S = 0.5
 RESTART_MAX_S = 30.0
 LIVED_S = 60.0  # a worker dying after this long restarts at once: not a crash loop
 PARENT_POLL_S = 1.0
+HEARTBEAT_S = 1.0  # how often a serving worker's event loop says it runs
 _STOP = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -82,6 +88,9 @@ class _Slot:
     """Worker ``index``: its current process, and how its recent ones fared."""
 
     index: int
+    # When the worker's event loop last ran (time.monotonic(), one clock for every process):
+    # shared memory the parent made before forking, written by the worker.
+    beat: ctypes.c_double
     process: BaseProcess | None = None
     ready: Connection | None = None  # the worker sends its /metrics URL once it serves
     metrics_url: str | None = None
@@ -90,6 +99,7 @@ class _Slot:
     young_deaths: int = 0  # in a row, each sooner than LIVED_S after its start
     restart_at: float | None = None
     starts: int = 0
+    killed_stalled: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -123,8 +133,8 @@ class Supervisor:
         self.accept_unenforced_auth = accept_unenforced_auth
         self.warnings = tuple(warnings)
         self.verbose = verbose
-        self.slots = [_Slot(i) for i in range(count)]
         self._context = multiprocessing.get_context("fork")
+        self.slots = [_Slot(i, self._context.RawValue(ctypes.c_double, 0.0)) for i in range(count)]
         self._signals: list[int] = []
         self._stopping = False
         self._announced = False  # every worker served once: from here on, a death restarts
@@ -218,6 +228,8 @@ class Supervisor:
                 if slot.ready is not None:
                     waiting.append(slot.ready)
         due = [s.restart_at for s in self.slots if s.restart_at is not None]
+        if not self._stopping and any(s.serving for s in self.slots):
+            due.append(time.monotonic() + HEARTBEAT_S)  # to look at the beats
         timeout = max(0.0, min(due) - time.monotonic()) if due else None
         wait(waiting, timeout)
         with contextlib.suppress(BlockingIOError):
@@ -242,6 +254,8 @@ class Supervisor:
             slot.ready.close()
             slot.ready = None
         process = slot.process
+        if process is not None and process.exitcode is None:
+            self._watch(slot, process, now)
         if process is not None and process.exitcode is not None:
             process.join()
             slot.process = None
@@ -274,6 +288,25 @@ class Supervisor:
         if slot.restart_at is not None and not self._stopping and now >= slot.restart_at:
             self._start(slot)
 
+    def _watch(self, slot: _Slot, process: BaseProcess, now: float) -> None:
+        """Kill a serving worker whose event loop has not beaten for ``worker_timeout``: it
+        holds connections it will never answer. Not while stopping: a worker flushing its
+        recording beats no more, and the grace and second signal bound that."""
+        timeout = self.gateway.settings.worker_timeout
+        if self._stopping or not slot.serving or slot.killed_stalled or process.pid is None:
+            return
+        stalled = now - slot.beat.value
+        if stalled <= timeout:
+            return
+        log.error(
+            "gateway worker %d (pid %s): its event loop has not run for %.1f s "
+            "(gateway.worker_timeout %g s); killing it",
+            slot.index, process.pid, stalled, timeout,
+        )  # fmt: skip
+        slot.killed_stalled = True
+        with contextlib.suppress(ProcessLookupError):  # died just now: reaped as any death
+            os.kill(process.pid, signal.SIGKILL)
+
     def _start(self, slot: _Slot) -> None:
         reader, writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
@@ -288,6 +321,7 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP)
         writer.close()
         slot.process, slot.ready, slot.serving = process, reader, False
+        slot.killed_stalled = False
         slot.started_at, slot.restart_at = time.monotonic(), None
         slot.starts += 1
         if slot.starts > 1:
@@ -308,12 +342,12 @@ class Supervisor:
         # parent killed meanwhile, and the worker would then never see it gone.
         threading.Thread(target=_stop_with_parent, args=(self._parent,), daemon=True).start()
         try:
-            self._serve(index, ready)
+            self._serve(index, ready, self.slots[index].beat)
         except Exception as exc:  # multiprocessing would print it to stderr, past the redactor
             log_uncaught(type(exc), exc, exc.__traceback__)
             sys.exit(1)
 
-    def _serve(self, index: int, ready: Connection) -> None:
+    def _serve(self, index: int, ready: Connection, heartbeat: ctypes.c_double) -> None:
         try:
             process = GatewayProcess(
                 self.config,
@@ -330,7 +364,12 @@ class Supervisor:
             log.error("gateway worker %d: config error: %s", index, exc)
             sys.exit(1)
 
+        def beat() -> None:
+            heartbeat.value = time.monotonic()
+            asyncio.get_running_loop().call_later(HEARTBEAT_S, beat)
+
         def serving() -> None:
+            beat()  # before the parent hears it serves, and so starts watching its beats
             ready.send(process.metrics_url)
             ready.close()
 
