@@ -717,6 +717,7 @@ def test_limits_have_defaults_and_are_configurable():
         ("gateway", "header_timeout", 0, "more than 0"),
         ("gateway", "shutdown_grace", "soon", "expected a duration"),
         ("gateway", "worker_timeout", 0, "more than 0"),
+        ("gateway", "worker_timeout", "1s", "greater than or equal to 3"),
     ],
 )
 def test_a_bad_limit_names_its_key_in_one_line(section, key, value, expected):

@@ -4,6 +4,7 @@ as the provider, the results in a real SQLite file (and Redis for the shared sta
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -31,6 +32,7 @@ from llmpulse.gateway.server import listening_socket
 from llmpulse.gateway.workers import Supervisor
 from llmpulse.probe.lock import ProbeLock
 from llmpulse.result import CheckResult
+from llmpulse.secrets import REDACTED, Redactor, install_log_redaction
 from llmpulse.sim.server import SimServer
 from llmpulse.store import open_store
 from test_gateway_proxy import FAST, deployment, upstream
@@ -258,16 +260,38 @@ def test_a_worker_whose_event_loop_stalls_is_killed_and_restarted(
         assert "has not run" not in gateway.log
         victim = gateway.pids[1]
         os.kill(victim, signal.SIGSTOP)
-        gateway.wait_for(
-            f"gateway worker 1 (pid {victim}): its event loop has not run for", timeout=10
-        )
-        gateway.wait_for(f"gateway worker 1 (pid {victim}) was killed by SIGKILL after")
-        line = gateway.wait_for("gateway worker 1 restarted (pid ")
-        reborn = int(line.split("(pid ")[1].rstrip(")\n"))
-        gateway.wait_for(f"gateway worker 1 (pid {reborn}) serving again")
-        wait_until(lambda: gone(victim), "the stalled worker's end")
-        assert all(gateway.ask() == 200 for _ in range(6))
-        assert gateway.log.count("has not run") == 1  # the other worker, and the new one, beat
+        try:
+            gateway.wait_for(
+                f"gateway worker 1 (pid {victim}): its event loop has not run for", timeout=10
+            )
+            gateway.wait_for(f"gateway worker 1 (pid {victim}) was killed by SIGKILL after")
+            line = gateway.wait_for("gateway worker 1 restarted (pid ")
+            reborn = int(line.split("(pid ")[1].rstrip(")\n"))
+            gateway.wait_for(f"gateway worker 1 (pid {reborn}) serving again")
+            wait_until(lambda: gone(victim), "the stalled worker's end")
+            assert all(gateway.ask() == 200 for _ in range(6))
+            assert gateway.log.count("has not run") == 1  # the other one and the new one beat
+        finally:  # a stopped process would outlive its parent: it cannot see it gone
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+
+
+def test_a_pause_of_the_whole_gateway_is_no_stall(sim: SimServer, tmp_path: Path) -> None:
+    """Ctrl-Z then fg, or docker pause: the parent wakes to beats as old as the pause, before
+    the workers' loops have had a turn; none of them is killed for it."""
+    model = sim_model(sim, **FAST)
+    raw = {
+        "model_list": [deployment(sim, "chat", "openai", model)],
+        "gateway": {"monitor": False, "worker_timeout": "3s"},
+    }
+    with workers(tmp_path, raw, group=True) as gateway:
+        os.killpg(gateway.proc.pid, signal.SIGSTOP)
+        time.sleep(5)
+        os.killpg(gateway.proc.pid, signal.SIGCONT)
+        time.sleep(4)
+        assert "has not run" not in gateway.log
+        assert sorted(gateway.workers()) == sorted(gateway.pids)
+        assert gateway.ask() == 200
 
 
 @pytest.mark.skipif(
@@ -388,8 +412,19 @@ def test_a_worker_crashing_logs_its_traceback_instead_of_printing_it(
     path.write_text(yaml.safe_dump(raw))
     sock = listening_socket("127.0.0.1", 0)
     supervisor = Supervisor(load_config(path), tmp_path / "t.db", ("127.0.0.1", 0), sock, 2)
-    assert supervisor.run(lambda line: None) == 1
-    assert secret not in capfd.readouterr().err
+    # The workers inherit this handler: their stderr, as the CLI logs (pytest's own handlers
+    # would keep the lines in the children's memory).
+    logger = logging.getLogger("llmpulse")
+    handler = logging.StreamHandler(sys.stderr)
+    logger.addHandler(handler)
+    try:
+        install_log_redaction(Redactor([secret]), logger)
+        assert supervisor.run(lambda line: None) == 1
+    finally:
+        logger.removeHandler(handler)
+    err = capfd.readouterr().err
+    assert "uncaught exception" in err and f"RuntimeError: upstream said {REDACTED}" in err
+    assert secret not in err
 
 
 def test_with_port_0_each_worker_serves_its_metrics_on_a_free_port(

@@ -420,6 +420,24 @@ async def test_a_locked_store_when_pruning_delays_the_prune_not_delivery(
     outbox.close()
 
 
+async def test_alerts_kept_for_a_notifier_no_longer_configured_are_said_at_start(
+    tmp_path: Path,
+    receivers: Callable[..., Any],
+    session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = await receivers()
+    outbox = fast_outbox(tmp_path / "outbox.db")
+    outbox.enqueue(alert("a"), ["pager"])
+    outbox.enqueue(alert("b"), ["pager", "ops"])
+    async with Running(outbox, [WebhookNotifier(receiver.url, name="ops")], session):
+        await until(lambda: "which is not configured" in caplog.text)
+        await until(lambda: receiver.delivered == ["b firing"])
+    assert "2 undelivered alert(s) for notifier 'pager'" in caplog.text
+    assert "for notifier 'ops'" not in caplog.text
+    outbox.close()
+
+
 async def test_a_store_locked_as_the_outbox_starts_delays_delivery_not_ends_it(
     tmp_path: Path,
     receivers: Callable[..., Any],
@@ -435,7 +453,7 @@ async def test_a_store_locked_as_the_outbox_starts_delays_delivery_not_ends_it(
     raw = sqlite3.connect(path, isolation_level=None)
     raw.execute("BEGIN EXCLUSIVE")  # locked as run() starts: its first look at the rows fails
     async with Running(outbox, [WebhookNotifier(receiver.url, name="ops")], session):
-        await asyncio.sleep(6)  # past SQLite's busy wait
+        await asyncio.sleep(9)  # well past SQLite's busy wait (5 s)
         raw.execute("COMMIT")
         await until(lambda: receiver.delivered == ["before firing"], timeout=10)
     assert "could not look for alerts of unconfigured notifiers" in caplog.text

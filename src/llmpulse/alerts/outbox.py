@@ -236,8 +236,10 @@ class Outbox:
         self._notifiers = list(notifiers)
         self._session = session
         self._wake = {n.name: asyncio.Event() for n in notifiers}
-        await self._report_orphans({n.name for n in notifiers})
         async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(
+                self._report_orphans({n.name for n in notifiers}), name="outbox:orphans"
+            )
             for notifier in notifiers:
                 tasks.create_task(
                     self._worker(notifier, stop_event), name=f"outbox:{notifier.name}"
@@ -440,8 +442,8 @@ class Outbox:
             )
 
     async def _report_orphans(self, configured: set[str]) -> None:
-        """Say which undelivered rows no configured notifier will take. Off the loop, and only
-        said: storage that is locked or away now must not keep delivery from starting."""
+        """Say which undelivered rows no configured notifier will take: beside delivery, off
+        the loop, and only said (storage locked or away now must not stop delivery)."""
 
         def pending() -> list[tuple[str, int]]:
             with self._engine.connect() as conn:

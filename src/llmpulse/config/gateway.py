@@ -18,6 +18,9 @@ from llmpulse.secrets import credentials, url_password
 from llmpulse.target import PriceOverride, Target
 
 MIB = 1 << 20
+# Workers beat every second and the parent looks every second: a healthy beat is up to ~2 s
+# old, so a shorter gateway.worker_timeout would kill healthy workers.
+MIN_WORKER_TIMEOUT_S = 3.0
 # LiteLLM's model_info capability flags: one set false takes the deployment out of routing
 # (and readiness) for requests needing it (``gateway.translate.params.CAPABILITIES``).
 CAPABILITY_FLAGS = (

@@ -106,6 +106,7 @@ from llmpulse.config.fields import Address, Cron, TimeZone, read_reference
 from llmpulse.config.gateway import (
     CAPABILITY_FLAGS,
     MIB,
+    MIN_WORKER_TIMEOUT_S,
     Deployment,
     DrillSettings,
     GatewayConfig,
@@ -483,7 +484,7 @@ class _Gateway(BaseModel):
     shutdown_grace: Duration = 10.0
     # --num_workers: a worker whose event loop has not run for this long is killed and
     # restarted (gunicorn's --timeout, 30 s by default there too).
-    worker_timeout: Duration = 30.0
+    worker_timeout: Duration = Field(default=30.0, ge=MIN_WORKER_TIMEOUT_S)
     # The gateway's own /metrics port; unset: loopback, the gateway's port + 1 (when free; the
     # API's port serves /metrics too); false: no /metrics at all.
     metrics_listen: Address | Literal[False] | None = None

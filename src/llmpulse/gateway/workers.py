@@ -9,9 +9,10 @@ a fork may safely copy.
 - SIGTERM or SIGINT to the parent stops every worker gracefully: each finishes its in-flight
   requests within ``gateway.shutdown_grace`` and flushes its recording; a second signal stops
   them without waiting. A worker whose parent is gone (killed) stops itself the same way.
-- A worker whose event loop stops running (stuck in a blocking call, a runaway computation,
-  SIGSTOP) stops beating; after ``gateway.worker_timeout`` without a beat it is killed, as
-  gunicorn's ``--timeout`` does, and restarted like any dead worker.
+- A serving worker whose event loop stops running (stuck in a blocking call, a runaway
+  computation, SIGSTOP) stops beating; after ``gateway.worker_timeout`` without a beat it is
+  killed, as gunicorn's ``--timeout`` does, and restarted like any dead worker. A pause of the
+  whole process group (Ctrl-Z, ``docker pause``) is no stall: every worker gets its turn first.
 - A worker that dies is restarted, the others serving meanwhile: at once after a long life,
   with doubling backoff (``RESTART_FIRST_S`` up to ``RESTART_MAX_S``) while it keeps dying
   young; each death is logged as an error. A worker that dies before the gateway first served
@@ -63,6 +64,7 @@ RESTART_MAX_S = 30.0
 LIVED_S = 60.0  # a worker dying after this long restarts at once: not a crash loop
 PARENT_POLL_S = 1.0
 HEARTBEAT_S = 1.0  # how often a serving worker's event loop says it runs
+FROZEN_S = 2.0  # the parent waking this much later than it asked: it was paused too
 _STOP = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -141,6 +143,7 @@ class Supervisor:
         self._failed = False
         self._wake = (-1, -1)
         self._parent = os.getpid()  # the workers' parent, taken before any fork
+        self._resumed_at = 0.0  # when the parent last woke from a pause of its own
 
     # --- the parent -------------------------------------------------------------------------
 
@@ -230,8 +233,13 @@ class Supervisor:
         due = [s.restart_at for s in self.slots if s.restart_at is not None]
         if not self._stopping and any(s.serving for s in self.slots):
             due.append(time.monotonic() + HEARTBEAT_S)  # to look at the beats
-        timeout = max(0.0, min(due) - time.monotonic()) if due else None
+        asked = time.monotonic()
+        timeout = max(0.0, min(due) - asked) if due else None
         wait(waiting, timeout)
+        if timeout is not None and time.monotonic() - asked > timeout + FROZEN_S:
+            # The parent did not run either: the whole group was paused. The workers' beats
+            # are as old as the pause; their loops get a turn before they are judged.
+            self._resumed_at = time.monotonic()
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake[0], 512):
                 pass
@@ -290,12 +298,13 @@ class Supervisor:
 
     def _watch(self, slot: _Slot, process: BaseProcess, now: float) -> None:
         """Kill a serving worker whose event loop has not beaten for ``worker_timeout``: it
-        holds connections it will never answer. Not while stopping: a worker flushing its
-        recording beats no more, and the grace and second signal bound that."""
+        holds connections it will never answer. Not while stopping: shutdown is bounded by
+        the grace and a second signal. Nor while a worker is still starting: its loop runs,
+        waiting on what it connects to."""
         timeout = self.gateway.settings.worker_timeout
         if self._stopping or not slot.serving or slot.killed_stalled or process.pid is None:
             return
-        stalled = now - slot.beat.value
+        stalled = now - max(slot.beat.value, self._resumed_at)
         if stalled <= timeout:
             return
         log.error(

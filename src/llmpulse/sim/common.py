@@ -79,7 +79,7 @@ class Plan:
     served_model: str
     request_id: str
     stream: bool
-    t0: float  # loop monotonic time the request arrived
+    t0: float  # time.monotonic() as the request's handler started
     created: int  # unix seconds
     ttft: float
     latency: float
