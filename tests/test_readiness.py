@@ -28,6 +28,7 @@ from llmpulse.alerts.model import AlertState, Notification
 from llmpulse.alerts.state import AlertStateStore
 from llmpulse.config import Config, parse_config
 from llmpulse.config.errors import ConfigError
+from llmpulse.config.gateway import GatewayConfig
 from llmpulse.config.litellm import parse_gateway
 from llmpulse.errors import ErrorClass
 from llmpulse.gateway import drill, proxy, readiness
@@ -132,6 +133,15 @@ def scenario(sim: SimServer, tmp_path: Path) -> tuple[Config, dict[str, str]]:
 
 def by_group(groups: Sequence[readiness.GroupReadiness]) -> dict[str, readiness.GroupReadiness]:
     return {g.group: g for g in groups}
+
+
+def judge_stored(
+    tmp_path: Path, config: GatewayConfig, rows: list[CheckResult]
+) -> dict[str, readiness.GroupReadiness]:
+    """Readiness judged from ``rows``, written to a fresh SQLite store, by group."""
+    with SQLiteStore(tmp_path / "r.db") as store:
+        store.write_results(rows)
+        return by_group(readiness.judge(config, readiness.read_facts(config, store)))
 
 
 @pytest.fixture(scope="module")
@@ -590,12 +600,7 @@ def test_the_load_is_the_groups_wherever_it_entered(sim: SimServer, tmp_path: Pa
     ]
     # c's headers leave 1 request: the group sends 2 a minute.
     rows += healthy(b) + healthy(c, {**ROOMY, "requests_remaining": 1})
-    with SQLiteStore(tmp_path / "r.db") as store:
-        store.write_results(rows)
-        [chat] = [
-            g for g in readiness.judge(config, readiness.read_facts(config, store))
-            if g.group == "chat"
-        ]  # fmt: skip
+    chat = judge_stored(tmp_path, config, rows)["chat"]
     assert (chat.primary, chat.load.requests, chat.load.rpm) == ("chat/openai/a", 10, 2.0)
     fb_b, fb_c = chat.fallbacks
     assert (fb_b.name, fb_b.status, fb_b.reasons, fb_b.own_rpm) == (b, Status.READY, (), 2.0)
@@ -621,12 +626,7 @@ def test_headers_past_their_reset_no_longer_limit_and_unknown_prompts_are_at_ris
              stored(c, 300, ratelimit=RateLimit(**spent, reset_s=10)),
              stored(d, 60, check=CheckKind.MODELS, model_listed=True),
              stored(d, 5, ratelimit=RateLimit(**spent, reset_s=120))]  # fmt: skip
-    with SQLiteStore(tmp_path / "r.db") as store:
-        store.write_results(rows)
-        [chat] = [
-            g for g in readiness.judge(config, readiness.read_facts(config, store))
-            if g.group == "chat"
-        ]  # fmt: skip
+    chat = judge_stored(tmp_path, config, rows)["chat"]
     fb_c, fb_d = chat.fallbacks
     assert fb_c.headroom_rpm == 1000
     assert fb_c.reasons == ("the group's prompt sizes are unknown: no token counts stored",)
@@ -650,12 +650,7 @@ def test_a_groups_reason_names_a_few_fallbacks(sim: SimServer, tmp_path: Path) -
     ]  # fmt: skip
     for g in groups:
         rows += healthy(f"{g}/openai/{g}")
-    with SQLiteStore(tmp_path / "r.db") as store:
-        store.write_results(rows)
-        [chat] = [
-            g for g in readiness.judge(config, readiness.read_facts(config, store))
-            if g.group == "chat"
-        ]  # fmt: skip
+    chat = judge_stored(tmp_path, config, rows)["chat"]
     assert chat.status is Status.NOT_READY and len(chat.fallbacks) == 5
     assert chat.reason.count("context window 1 tokens") == readiness.NAMED
     assert chat.reason.endswith("; and 2 more")
@@ -674,12 +669,7 @@ def test_an_inferred_cool_down_ends_when_the_breakers_would(sim: SimServer, tmp_
     rows = [stored(a, 10, source=Source.TRAFFIC, route=[a], usage=Usage(10, 1))]
     rows += [*healthy(c)[:1], stored(c, 180, ratelimit=RateLimit(**ROOMY), **limited)]
     rows += [*healthy(d)[:1], stored(d, 2, ratelimit=RateLimit(**ROOMY), **limited)]
-    with SQLiteStore(tmp_path / "r.db") as store:
-        store.write_results(rows)
-        [chat] = [
-            g for g in readiness.judge(config, readiness.read_facts(config, store))
-            if g.group == "chat"
-        ]  # fmt: skip
+    chat = judge_stored(tmp_path, config, rows)["chat"]
     fb_c, fb_d = chat.fallbacks
     assert (fb_c.status, fb_c.breaker, fb_c.reasons) == (Status.READY, "closed", ())
     assert (fb_d.status, fb_d.breaker) == (Status.NOT_READY, "cooling")
