@@ -97,6 +97,32 @@ class Workers:
         get = client.get if client is not None else httpx.get
         return get(f"{self.url}/health", timeout=10).json()
 
+    def state(self, name: str, client: httpx.Client | None = None) -> tuple[int, str]:
+        """One ``/health``: the worker that answered, and its state of deployment ``name``."""
+        health = self.health(client)
+        states = {d["name"]: d["state"] for d in health["deployments"]}
+        return health["worker"]["index"], states[name]
+
+    def until_open(self, name: str, where: Callable[[int], bool], what: str) -> None:
+        """Until a worker ``where`` accepts shows deployment ``name`` open."""
+        deadline = time.monotonic() + 20
+        while True:
+            assert time.monotonic() < deadline, f"{what} never showed it open"
+            index, state = self.state(name)
+            if where(index) and state == "open":
+                return
+            time.sleep(0.05)
+
+    def states(self, name: str, until: Callable[[dict[int, str]], bool]) -> dict[int, str]:
+        """Each worker's state of deployment ``name`` as last seen, once ``until`` holds."""
+        seen: dict[int, str] = {}
+        deadline = time.monotonic() + 20
+        while not until(seen):
+            assert time.monotonic() < deadline, seen
+            index, state = self.state(name)
+            seen[index] = state
+        return seen
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -318,17 +344,10 @@ def test_with_redis_a_breaker_opened_in_one_worker_is_seen_by_the_other(
             for _ in range(2):
                 resp = client.post(f"{gateway.url}/v1/chat/completions", json=BODY)
                 assert resp.status_code == 200 and resp.json()["model"] == spare
-            states = {d["name"]: d["state"] for d in gateway.health(client)["deployments"]}
-            assert states[name] == "open"
+            assert gateway.state(name, client)[1] == "open"
         tried = len(upstream(sim, primary))
         # The other worker, which never called the primary, has it open too (within ~100 ms).
-        deadline = time.monotonic() + 20
-        while True:
-            assert time.monotonic() < deadline, "the other worker never showed it open"
-            health = gateway.health()
-            states = {d["name"]: d["state"] for d in health["deployments"]}
-            if health["worker"]["index"] != first and states[name] == "open":
-                break
+        gateway.until_open(name, lambda index: index != first, "the other worker")
         with ThreadPoolExecutor(8) as pool:
             assert set(pool.map(lambda _: gateway.ask(), range(16))) == {200}
         assert len(upstream(sim, primary)) == tried
@@ -349,14 +368,7 @@ def test_without_redis_only_worker_0_probes_and_the_other_follows_its_verdicts(
     name = f"chat/openai/{down}"
     with workers(tmp_path, raw) as gateway:
         # No request sent: worker 1 knows the deployment down from worker 0's stored probes.
-        deadline = time.monotonic() + 20
-        while True:
-            assert time.monotonic() < deadline, "worker 1 never showed it open"
-            health = gateway.health()
-            states = {d["name"]: d["state"] for d in health["deployments"]}
-            if health["worker"]["index"] == 1 and states[name] == "open":
-                break
-            time.sleep(0.05)
+        gateway.until_open(name, lambda index: index == 1, "worker 1")
         assert gateway.stop() == 0, gateway.log
     with contextlib.closing(sqlite3.connect(gateway.db)) as conn:
         probers = conn.execute("SELECT DISTINCT agent FROM results WHERE source = 'probe'")
@@ -586,13 +598,7 @@ def test_without_redis_the_other_workers_follow_worker_0s_probes_not_other_gatew
                     http_status=503, agent="elsewhere-gateway-4000-w0",
                 )])  # fmt: skip
         time.sleep(2.5)  # worker 1 reads the database every second
-        seen: dict[int, str] = {}
-        deadline = time.monotonic() + 20
-        while len(seen) < 2:
-            assert time.monotonic() < deadline, seen
-            health = gateway.health()
-            states = {d["name"]: d["state"] for d in health["deployments"]}
-            seen[health["worker"]["index"]] = states[name]
+        seen = gateway.states(name, until=lambda seen: len(seen) == 2)
         assert seen == {0: "closed", 1: "closed"}
         assert gateway.stop() == 0, gateway.log
 
@@ -662,13 +668,7 @@ def test_beside_a_daemon_every_worker_follows_the_daemons_probes(
                         timestamp=datetime.now(UTC), ok=False, http_status=503,
                         error_class=ErrorClass.SERVER_ERROR, agent="the-daemon",
                     )])  # fmt: skip
-            seen: dict[int, str] = {}
-            deadline = time.monotonic() + 20
-            while seen != {0: "open", 1: "open"}:
-                assert time.monotonic() < deadline, seen
-                health = gateway.health()
-                states = {d["name"]: d["state"] for d in health["deployments"]}
-                seen[health["worker"]["index"]] = states[name]
+            gateway.states(name, until=lambda seen: seen == {0: "open", 1: "open"})
             assert gateway.stop() == 0, gateway.log
     finally:
         daemon.release()
@@ -692,12 +692,5 @@ def test_with_redis_unreachable_the_other_workers_follow_worker_0s_probes_from_t
     }  # fmt: skip
     name = f"chat/openai/{down}"
     with workers(tmp_path, raw) as gateway:
-        deadline = time.monotonic() + 20
-        while True:
-            assert time.monotonic() < deadline, "worker 1 never showed it open"
-            health = gateway.health()
-            states = {d["name"]: d["state"] for d in health["deployments"]}
-            if health["worker"]["index"] == 1 and states[name] == "open":
-                break
-            time.sleep(0.05)
+        gateway.until_open(name, lambda index: index == 1, "worker 1")
         assert gateway.stop() == 0, gateway.log
