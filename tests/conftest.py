@@ -7,12 +7,14 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psycopg
@@ -207,16 +209,74 @@ def private_postgres() -> Iterator[pgserver.PrivateServer]:
         yield server
 
 
-def spawn_llmpulse(args: list[str], workdir: Path, log: str) -> subprocess.Popen[bytes]:
-    """``llmpulse ARGS`` as its own process, its stderr in ``workdir/log``, its spools and lock
-    files under ``workdir/data`` (not the home directory), the simulator's keys set."""
+def llmpulse_env(workdir: Path) -> dict[str, str]:
+    """The environment ``spawn_llmpulse`` gives by default: this one, the simulator's keys set,
+    spools and lock files under ``workdir/data`` (not the home directory)."""
+    return {**os.environ, "K": "sk-test", "SIM_KEY": "sk-sim",
+            "XDG_DATA_HOME": str(workdir / "data")}  # fmt: skip
+
+
+def spawn_llmpulse(
+    args: list[str], workdir: Path, log: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``llmpulse ARGS`` as its own process, its stderr in ``workdir/log``, in ``env`` (default:
+    ``llmpulse_env(workdir)``)."""
     with (workdir / log).open("w") as stderr:  # the child keeps its own descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "llmpulse", *args],
             stderr=stderr,
-            env={**os.environ, "K": "sk-test", "SIM_KEY": "sk-sim",
-                 "XDG_DATA_HOME": str(workdir / "data")},
-        )  # fmt: skip
+            env=llmpulse_env(workdir) if env is None else env,
+        )
+
+
+class LiveGateway:
+    """``llmpulse gateway --config CONFIG ARGS`` as its own process (``spawn_llmpulse``), on
+    ``port`` (default: a free one) of loopback, recording into ``workdir/traffic.db``, its
+    stderr in ``workdir/gateway.log``. ``started`` (or entering it) waits until it serves;
+    ``stop`` (or leaving it) stops it with SIGINT, as Ctrl-C would."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        config: Path,
+        *args: str,
+        port: int = 0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.port = port or amserver.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db = workdir / "traffic.db"
+        self.log = workdir / "gateway.log"
+        argv = ["gateway", "--config", str(config), "--port", str(self.port), "--db", str(self.db)]
+        self.proc = spawn_llmpulse([*argv, *args], workdir, self.log.name, env)
+
+    def started(self) -> Self:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/health/liveliness", timeout=5).status_code == 200:
+                    return self
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGINT, then 20 s to stop; past them it is killed and the wait's timeout raised."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+
+    def __enter__(self) -> Self:
+        return self.started()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import json
 import signal
 import socket
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -25,7 +24,7 @@ import openai
 import pytest
 import yaml
 
-from conftest import sim_model, spawn_llmpulse
+from conftest import LiveGateway, sim_model
 from llmpulse.sim.server import SimServer
 from test_gateway_proxy import FAST, Served, ask, deployment, gateway_config, upstream
 
@@ -275,30 +274,15 @@ def test_a_streaming_client_that_leaves_stops_the_upstream_read(
 # --- the gateway process: memory, slow headers, shutdown ---------------------------------------
 
 
-class GatewayProcess:
-    """``llmpulse gateway`` as its own process on a free port."""
+class GatewayProcess(LiveGateway):
+    """``llmpulse gateway`` as its own process on a free port, serving ``entries``."""
 
     def __init__(self, sim: SimServer, workdir: Path, entries: list[dict[str, Any]], **gw: Any):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.db = workdir / "traffic.db"
         config = workdir / "gateway.yaml"
         raw = {"model_list": entries, "gateway": {"monitor": False, **gw}}
         config.write_text(yaml.safe_dump(raw, allow_unicode=True))
-        args = ["gateway", "--config", str(config), "--db", str(self.db)]
-        self.proc = spawn_llmpulse([*args, "--listen", f"127.0.0.1:{self.port}"], workdir, "gw.log")
-        self.log = workdir / "gw.log"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{self.url}/health/liveliness", timeout=5).raise_for_status()
-                return
-            except httpx.TransportError:
-                assert self.proc.poll() is None, self.log.read_text()
-                assert time.monotonic() < deadline, "the gateway did not start"
-                time.sleep(0.1)
+        super().__init__(workdir, config)
+        self.started()
 
     def status(self, field: str) -> int:
         """A /proc/PID/status field in KiB (VmRSS, VmHWM: the peak)."""
@@ -306,15 +290,6 @@ class GatewayProcess:
             if line.startswith(f"{field}:"):
                 return int(line.split()[1])
         raise AssertionError(f"no {field}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,6 @@ import gc
 import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import sim_model
+from amserver import free_port
+from conftest import LiveGateway, llmpulse_env, sim_model
 from llmpulse.config import ConfigError, load_config
 from llmpulse.config.gateway import GatewayConfig
 from llmpulse.errors import ErrorClass
@@ -37,13 +35,6 @@ MASTER = "sk-master-metrics-test"
 APP_KEY = "sk-app-metrics-test"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def samples(text: str, family: str) -> list[tuple[dict[str, str], float]]:
     """The samples of one metric family in a Prometheus text exposition."""
     for f in text_string_to_metric_families(text):
@@ -56,7 +47,7 @@ def value(text: str, family: str, **labels: str) -> float:
     return sum(v for got, v in samples(text, family) if labels.items() <= got.items())
 
 
-class Gateway_:
+class Gateway_(LiveGateway):
     """``llmpulse gateway`` as a process, on free loopback ports, its stderr kept."""
 
     def __init__(
@@ -64,39 +55,15 @@ class Gateway_:
     ) -> None:
         """``own_port``: /metrics on a socket of its own (gateway.metrics_listen), else on the
         API's port."""
-        self.port = port or free_port()
-        self.metrics_port = free_port() if own_port else self.port
+        port = port or free_port()
+        self.metrics_port = free_port() if own_port else port
         if own_port:
             raw.setdefault("gateway", {})["metrics_listen"] = f"127.0.0.1:{self.metrics_port}"
         config = tmp_path / "gateway.yaml"
         config.write_text(yaml.safe_dump(raw))
-        self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        self.log = tmp_path / "gateway.log"
-        argv = ["gateway", "--config", str(config), "--port", str(self.port)]
-        argv += ["--db", str(tmp_path / "traffic.db")]
-        env = {**os.environ, "SIM_KEY": "sk-sim", "XDG_DATA_HOME": str(tmp_path / "data")}
-        env |= {"MASTER_KEY": MASTER, "APP_KEY": APP_KEY}
-        with self.log.open("w") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "llmpulse", *argv], stderr=stderr, env=env
-            )
-
-    def __enter__(self) -> Gateway_:
-        deadline = time.monotonic() + 20
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/health/liveliness", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not start"
-            time.sleep(0.1)
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout=20)
+        env = llmpulse_env(tmp_path) | {"MASTER_KEY": MASTER, "APP_KEY": APP_KEY}
+        super().__init__(tmp_path, config, port=port, env=env)
 
     def scrape(self, key: str | None = MASTER) -> httpx.Response:
         headers = {"authorization": f"Bearer {key}"} if key else {}

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,7 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import pgserver
-from conftest import sim_model, spawn_llmpulse
+from conftest import LiveGateway, sim_model
 from llmpulse.config import parse_config
 from llmpulse.config.load import Config
 from llmpulse.errors import ErrorClass
@@ -482,36 +479,11 @@ def test_breaker_events_wait_while_the_database_is_down(
 # --- end to end: a gateway process, an outage in the simulator, the page --------------------
 
 
-class GatewayProcess:
-    def __init__(self, workdir: Path, raw: dict[str, Any]) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.db = workdir / "traffic.db"
-        self.config = workdir / "gateway.yaml"
-        self.config.write_text(yaml.safe_dump(raw))
-        args = ["gateway", "--config", str(self.config), "--db", str(self.db)]
-        self.proc = spawn_llmpulse([*args, "--listen", f"127.0.0.1:{self.port}"], workdir, "gw.log")
-        self.log = workdir / "gw.log"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{self.url}/health/liveliness", timeout=5).raise_for_status()
-                return
-            except httpx.TransportError:
-                assert self.proc.poll() is None, self.log.read_text()
-                assert time.monotonic() < deadline, "the gateway did not start"
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def gateway_process(workdir: Path, raw: dict[str, Any]) -> LiveGateway:
+    """``llmpulse gateway`` serving ``raw``, started."""
+    config = workdir / "gateway.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    return LiveGateway(workdir, config).started()
 
 
 def scrape(url: str, key: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -543,7 +515,7 @@ def test_a_forced_outage_shows_in_metrics_and_on_the_page_as_the_simulator_saw_i
         "general_settings": {"master_key": MASTER_KEY},
         "gateway": {"monitor": False},
     }
-    gateway = GatewayProcess(tmp_path, raw)
+    gateway = gateway_process(tmp_path, raw)
     client = openai.OpenAI(
         base_url=f"{gateway.url}/v1", api_key=MASTER_KEY, max_retries=0, timeout=20
     )

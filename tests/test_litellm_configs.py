@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ import openai
 import pytest
 import yaml
 
-from conftest import base_url
+from conftest import LiveGateway, base_url
 from llmpulse.config import ConfigError, load_config
 from llmpulse.config.gateway import GatewayConfig
 from llmpulse.sim.server import SimServer
@@ -324,37 +321,12 @@ def at_sim(sim: SimServer, raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-class GatewayProcess:
-    """``llmpulse gateway ARGS`` on a free loopback port, its stderr kept."""
+class GatewayProcess(LiveGateway):
+    """``llmpulse gateway ARGS`` on a free loopback port, its stderr kept, in
+    ``gateway_env``'s environment."""
 
     def __init__(self, tmp_path: Path, config: Path, *args: str) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / "gateway.log"
-        argv = ["gateway", "--config", str(config), "--port", str(self.port), *args]
-        argv += ["--db", str(tmp_path / "traffic.db")]
-        with self.log.open("w") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "llmpulse", *argv], stderr=stderr, env=gateway_env(tmp_path)
-            )
-
-    def __enter__(self) -> GatewayProcess:
-        deadline = time.monotonic() + 20
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/health/liveliness", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not start"
-            time.sleep(0.1)
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout=20)
+        super().__init__(tmp_path, config, *args, env=gateway_env(tmp_path))
 
     def openai(self, key: str = "none") -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=20)
