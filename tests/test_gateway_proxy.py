@@ -874,14 +874,11 @@ def test_the_route_and_what_moved_the_request_are_recorded(sim: SimServer) -> No
     assert moved.to_json()["fallback_reason"] == "unavailable"
 
 
-def test_a_drill_passes_over_the_deployments_it_skips_without_calling_them(
-    sim: SimServer,
-) -> None:
-    from llmpulse.gateway.ir import ChatRequest, Message, TextPart
-    from llmpulse.gateway.proxy import Drill
-
-    first, second = sim_model(sim, **FAST), sim_model(sim, **FAST)
-    rescue = sim_model(sim, **FAST)
+def two_and_a_rescue(sim: SimServer) -> tuple[GatewayConfig, list[str], list[str]]:
+    """A group of two deployments by priority (OpenAI's, then Anthropic's) falling back to a
+    Gemini group of one: the config, the three simulated models and deployment names."""
+    models = [sim_model(sim, **FAST) for _ in range(3)]
+    first, second, rescue = models
     config = gateway_config(
         [
             deployment(sim, "chat", "openai", first, order=1),
@@ -890,8 +887,18 @@ def test_a_drill_passes_over_the_deployments_it_skips_without_calling_them(
         ],
         router={"fallbacks": [{"chat": ["rescue"]}], "routing_strategy": "priority"},
     )
-    records: list[CheckResult] = []
     names = [f"chat/openai/{first}", f"chat/anthropic/{second}", f"rescue/gemini/{rescue}"]
+    return config, models, names
+
+
+def test_a_drill_passes_over_the_deployments_it_skips_without_calling_them(
+    sim: SimServer,
+) -> None:
+    from llmpulse.gateway.ir import ChatRequest, Message, TextPart
+    from llmpulse.gateway.proxy import Drill
+
+    config, (first, second, rescue), names = two_and_a_rescue(sim)
+    records: list[CheckResult] = []
 
     async def main() -> list[str]:
         gateway = Gateway(config, record=records.append)
@@ -931,18 +938,8 @@ def test_a_drill_skipping_named_deployments_and_the_primary_passes_over_both(
     from llmpulse.gateway.ir import ChatRequest, Message, TextPart
     from llmpulse.gateway.proxy import Drill
 
-    first, second = sim_model(sim, **FAST), sim_model(sim, **FAST)
-    rescue = sim_model(sim, **FAST)
-    config = gateway_config(
-        [
-            deployment(sim, "chat", "openai", first, order=1),
-            deployment(sim, "chat", "anthropic", second, order=2),
-            deployment(sim, "rescue", "gemini", rescue),
-        ],
-        router={"fallbacks": [{"chat": ["rescue"]}], "routing_strategy": "priority"},
-    )
+    config, (first, second, _), names = two_and_a_rescue(sim)
     records: list[CheckResult] = []
-    names = [f"chat/openai/{first}", f"chat/anthropic/{second}", f"rescue/gemini/{rescue}"]
 
     async def main() -> str:
         gateway = Gateway(config, record=records.append)
