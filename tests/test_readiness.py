@@ -141,7 +141,7 @@ def judge_stored(
     """Readiness judged from ``rows``, written to a fresh SQLite store, by group."""
     with SQLiteStore(tmp_path / "r.db") as store:
         store.write_results(rows)
-        return by_group(readiness.judge(config, readiness.read_facts(config, store)))
+        return by_group(readiness.judge(readiness.read_facts(config, store)))
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_readiness_from_served_traffic_probes_and_headers(
     gateway = config.gateway
     assert gateway is not None
     with open_store(str(config.storage)) as store:
-        groups = by_group(readiness.judge(gateway, readiness.read_facts(gateway, store)))
+        groups = by_group(readiness.judge(readiness.read_facts(gateway, store)))
 
     good, tight, tools = groups["good"], groups["tight"], groups["tools"]
     # Each primary's traffic: 10 requests in the last 5 minutes, 2 a minute.
@@ -214,7 +214,7 @@ def test_unknown_data_is_at_risk_never_green(sim: SimServer, tmp_path: Path) -> 
     gateway = config.gateway
     assert gateway is not None
     with SQLiteStore(tmp_path / "r.db") as store:  # nothing stored: no traffic, no probe
-        groups = by_group(readiness.judge(gateway, readiness.read_facts(gateway, store)))
+        groups = by_group(readiness.judge(readiness.read_facts(gateway, store)))
     good = groups["good"]
     assert good.status is Status.AT_RISK and good.load.requests == 0
     [fb] = good.fallbacks
@@ -242,12 +242,8 @@ def test_unknown_data_is_at_risk_never_green(sim: SimServer, tmp_path: Path) -> 
     )
     assert with_keys.gateway and web_only.gateway and web_only.gateway.deployments[0].missing_key
     with SQLiteStore(tmp_path / "r.db") as store:
-        [keyless] = readiness.judge(
-            with_keys.gateway, readiness.read_facts(with_keys.gateway, store)
-        )[0].fallbacks
-        [web] = readiness.judge(web_only.gateway, readiness.read_facts(web_only.gateway, store))[
-            0
-        ].fallbacks
+        [keyless] = readiness.judge(readiness.read_facts(with_keys.gateway, store))[0].fallbacks
+        [web] = readiness.judge(readiness.read_facts(web_only.gateway, store))[0].fallbacks
     assert keyless.status is Status.NOT_READY and keyless.reasons[0].startswith(
         "no key: no API key"
     )
@@ -303,7 +299,7 @@ def test_a_refused_key_an_open_shared_breaker_and_a_small_window(
 
             facts = readiness.read_facts(gateway, store)
             assert facts.holds == {}  # Redis answered: nothing held
-            [chat] = [g for g in readiness.judge(gateway, facts) if g.group == "chat"]
+            [chat] = [g for g in readiness.judge(facts) if g.group == "chat"]
             [f] = chat.fallbacks
             assert f.reasons[0].startswith("key refused by the models check (")
             p99 = chat.load.prompt_p99
@@ -315,7 +311,7 @@ def test_a_refused_key_an_open_shared_breaker_and_a_small_window(
             until = time.time() + 60
             r.hset(f"{prefix}:holds", fb.id, json.dumps({"open": until, "cool": 0, "why": None}))
             try:
-                judged = readiness.judge(gateway, readiness.read_facts(gateway, store))
+                judged = readiness.judge(readiness.read_facts(gateway, store))
             finally:
                 r.delete(f"{prefix}:holds")
     [f] = next(g for g in judged if g.group == "chat").fallbacks

@@ -116,6 +116,7 @@ class Facts:
     traffic: Mapping[str, EntryTraffic]  # by the deployment the traffic entered at
     latest: Mapping[str, Sequence[CheckResult]]  # by deployment name, newest first
     models: Mapping[str, CheckResult]  # the latest models check, by deployment name
+    paths: Sequence[tuple[Deployment, list[Deployment]]]  # ``paths(config)``: what is judged
     # By deployment id; None when the shared state was not read (``breaker_note`` says why).
     holds: Mapping[str, Hold] | None = None
     breaker_note: str = "no gateway.redis_url"
@@ -140,7 +141,8 @@ def read_facts(config: GatewayConfig, store: Store, now: float | None = None) ->
     breaker decisions in Redis when the gateway shares them."""
     now = time.time() if now is None else now
     traffic = store.traffic_by_entry(now - TRAFFIC_WINDOW_S, now + 1, now - RATE_WINDOW_S)
-    names = dict.fromkeys(f.name for _, fallbacks in paths(config) for f in fallbacks)
+    walked = paths(config)
+    names = dict.fromkeys(f.name for _, fallbacks in walked for f in fallbacks)
     latest = {n: store.latest_results(LATEST_RESULTS, where=ResultFilter(target=n)) for n in names}
     models = {}
     for name in names:
@@ -148,7 +150,7 @@ def read_facts(config: GatewayConfig, store: Store, now: float | None = None) ->
         if found:
             models[name] = found[0]
     holds, note = _holds(config)
-    return Facts(now, traffic, latest, models, holds, note, config.secrets_read)
+    return Facts(now, traffic, latest, models, walked, holds, note, config.secrets_read)
 
 
 def _holds(config: GatewayConfig) -> tuple[dict[str, Hold] | None, str]:
@@ -170,10 +172,11 @@ def _holds(config: GatewayConfig) -> tuple[dict[str, Hold] | None, str]:
         return None, "Redis holds an unreadable breaker state"
 
 
-def judge(config: GatewayConfig, facts: Facts) -> list[GroupReadiness]:
-    """Every concrete group's readiness (see the module's docstring)."""
+def judge(facts: Facts) -> list[GroupReadiness]:
+    """Every concrete group's readiness (see the module's docstring), of the config the facts
+    were read for."""
     out = []
-    for primary, fallbacks in paths(config):
+    for primary, fallbacks in facts.paths:
         own = [primary, *(f for f in fallbacks if f.group == primary.group)]
         load = _load([facts.traffic[d.name] for d in own if d.name in facts.traffic])
         judged = tuple(_fallback(f, load, facts, f.group == primary.group) for f in fallbacks)

@@ -414,7 +414,7 @@ class Alerting:
         gateway = self.config.gateway
         if gateway is None:
             return []
-        return readiness.judge(gateway, readiness.read_facts(gateway, self.store, now))
+        return readiness.judge(readiness.read_facts(gateway, self.store, now))
 
     def observe_failover(self, groups: Iterable[readiness.GroupReadiness], now: float) -> None:
         """``failover_not_ready`` per model group with a fallback: it fires when no fallback

@@ -159,7 +159,7 @@ class View:
         gateway = self.config.gateway
         groups = []
         if gateway is not None:
-            judged = readiness.judge(gateway, readiness.read_facts(gateway, self.store, now))
+            judged = readiness.judge(readiness.read_facts(gateway, self.store, now))
             records = {r.fingerprint: r for r in self.alert_state.load_records()}
             for g in judged:
                 record = records.get(fingerprint(FAILOVER_NOT_READY, group_subject(g.group)))
