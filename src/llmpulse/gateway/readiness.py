@@ -373,7 +373,7 @@ def _breaker(
 
 
 def _at(result: CheckResult) -> str:
-    return result.timestamp.astimezone(UTC).strftime("%H:%M:%S UTC")
+    return _clock(result.timestamp.timestamp())
 
 
 def _clock(ts: float) -> str:
