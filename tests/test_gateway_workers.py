@@ -603,11 +603,13 @@ def test_without_redis_the_other_workers_follow_worker_0s_probes_not_other_gatew
         assert gateway.stop() == 0, gateway.log
 
 
+@pytest.mark.parametrize("sigterm_first", [False, True], ids=["sigint-first", "sigterm-first"])
 def test_ctrl_c_reaching_the_parent_and_its_workers_at_once_stops_them_gracefully(
-    sim: SimServer, tmp_path: Path
+    sim: SimServer, tmp_path: Path, sigterm_first: bool
 ) -> None:
     # A terminal's Ctrl-C signals the whole process group: the workers get SIGINT themselves,
-    # then the parent's SIGTERM; that is one stop, not a second signal.
+    # and the parent's SIGTERM; that is one stop, not a second signal. A worker may note the
+    # two in either order (the threads taking them race): the second case forces that order.
     slow = sim_model(sim, ttft=0.01, tokens_per_s=20, output_tokens=30)  # 1.5 s
     raw = {
         "model_list": [deployment(sim, "chat", "openai", slow)],
@@ -626,6 +628,9 @@ def test_ctrl_c_reaching_the_parent_and_its_workers_at_once_stops_them_gracefull
         waiting = threading.Thread(target=stream)
         waiting.start()
         wait_until(lambda: upstream(sim, slow), "the slow upstream call")
+        if sigterm_first:
+            for pid in gateway.pids:
+                os.kill(pid, signal.SIGTERM)
         os.killpg(gateway.proc.pid, signal.SIGINT)
         assert gateway.proc.wait(30) == 0, gateway.log
         waiting.join(10)

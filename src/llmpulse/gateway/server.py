@@ -14,9 +14,11 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import signal
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -314,6 +316,7 @@ class GatewayProcess:
             )
         )
         server.on_ready = on_ready
+        server.worker = self.worker is not None
         if announce is not None:
             announce(serving_line(self.gateway, (host, port), self.location))
         side: asyncio.Task[None] | None = None
@@ -363,9 +366,37 @@ class GatewayProcess:
 
 
 class _Server(Server):
-    """``Server`` telling ``on_ready`` once it serves (a worker tells its parent)."""
+    """``Server`` telling ``on_ready`` once it serves (a worker tells its parent).
+
+    A worker stops gracefully on SIGINT and SIGTERM, however many and in whatever order, and
+    without waiting on SIGQUIT (its parent's second signal, as gunicorn's quick shutdown). A
+    terminal's Ctrl-C brings it both its own SIGINT and the parent's SIGTERM, in either order
+    (signals that different threads take are noted in no set order): uvicorn's rule, SIGINT
+    once stopping forces, would then cut the in-flight requests of one Ctrl-C."""
 
     on_ready: Callable[[], None] | None = None
+    worker = False
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            if not self.worker:
+                yield
+                return
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGQUIT, self.handle_exit, signal.SIGQUIT, None)
+            try:
+                yield
+            finally:
+                loop.remove_signal_handler(signal.SIGQUIT)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.worker:
+            super().handle_exit(sig, frame)
+            return
+        self.should_exit = True
+        if sig == signal.SIGQUIT:
+            self.force_exit = True
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

@@ -208,7 +208,7 @@ class Supervisor:
             else:  # a second signal: no more waiting for in-flight requests
                 name = signal.Signals(signum).name
                 log.warning("gateway: %s again, stopping the workers without waiting", name)
-                self._kill_all(signal.SIGINT)
+                self._kill_all(signal.SIGQUIT)  # a worker's "now" (``server._Server``)
 
     def _stop(self) -> None:
         self._stopping = True
